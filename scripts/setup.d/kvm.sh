@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# Test peer: a real tiny KVM/QEMU guest under libvirt's embedded QEMU driver.
+#
+# Installs QEMU (TCG is enough), libvirt's QEMU driver (no daemon is started: the tests open
+# qemu:///embed?root=...), busybox-static for the guest's initramfs, and libvirt-python, which
+# is built from source against libvirt-dev. The guest kernel itself is fetched later by
+# tests/peers/kvm_guest/build.py with `apt-get download`, not installed.
+#
+# Sourced or executed as root by the project's setup script (with `set -euo pipefail`), after
+# `apt-get update`. Idempotent: when everything is present it only runs a few queries.
+
+_hvb_kvm_setup() {
+    local python="${PYTHON:-python3}"
+    local pkgs=(
+        qemu-system-x86              # qemu-system-x86_64 (TCG)
+        libvirt-daemon               # libvirt's driver modules
+        libvirt-daemon-driver-qemu   # the QEMU driver used in-process by qemu:///embed
+        busybox-static               # the guest's userland
+        libvirt-dev                  # to build libvirt-python
+        pkg-config
+        gcc                          # to build libvirt-python
+        libc6-dev
+    )
+    local missing=() pkg status
+
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "kvm.sh: not root; skipping the KVM guest test peer setup" >&2
+        return 0
+    fi
+
+    for pkg in "${pkgs[@]}"; do
+        status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+        if [ "$status" != "installed" ]; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "kvm.sh: installing ${missing[*]}"
+        # Another installer may hold dpkg's lock: wait for it rather than fail.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            -o DPkg::Lock::Timeout=600 "${missing[@]}"
+    fi
+
+    # Running as root, the embedded QEMU driver still looks this user up.
+    if ! getent passwd libvirt-qemu >/dev/null; then
+        echo "kvm.sh: creating the libvirt-qemu system user"
+        if getent group kvm >/dev/null; then
+            useradd --system --no-create-home --home-dir /var/lib/libvirt \
+                --shell /usr/sbin/nologin --gid kvm libvirt-qemu
+        else
+            useradd --system --no-create-home --home-dir /var/lib/libvirt \
+                --shell /usr/sbin/nologin --user-group libvirt-qemu
+        fi
+    fi
+
+    if ! "$python" -c 'import libvirt' >/dev/null 2>&1; then
+        echo "kvm.sh: installing libvirt-python for $("$python" -c 'import sys; print(sys.executable)')"
+        "$python" -m pip install libvirt-python
+    fi
+}
+
+_hvb_kvm_setup
+unset -f _hvb_kvm_setup
