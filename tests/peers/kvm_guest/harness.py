@@ -1,0 +1,578 @@
+"""Boot real tiny Linux guests with a real virtio-balloon driver under libvirt's embedded QEMU.
+
+No libvirtd: the QEMU driver runs inside this process (``qemu:///embed?root=<dir>``), which
+needs libvirt's default event loop registered and running in a thread. Guests are transient
+domains booted straight from the kernel and initramfs built by :mod:`.build`, with 1 vCPU,
+TCG (unless KVM really is usable), no disk and no network.
+
+Each guest has two serial ports: ttyS0 is the kernel console, written to a file; ttyS1 is a
+UNIX socket on which the guest's ``/init`` serves a small line protocol (see ``init.sh``)::
+
+    with KvmGuestHarness() as h:
+        g = h.boot("g1", memory_mib=512)
+        g.wait_booted()
+        g.domain.setMemoryStatsPeriod(2)
+        g.hold(100)                       # a guest process allocates and touches 100 MiB
+        print(g.meminfo()["MemTotal"])    # kB, as the guest sees it
+
+The root directory (default ``<repo>/.cache/kvm-embed-root``) is kept between runs: its
+``cache/`` holds QEMU's capability probe, which makes every later first connect fast. Domains
+and QEMU processes a killed earlier run left in it are destroyed when it is opened again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape, quoteattr
+
+from .build import BUSYBOX, REPO_ROOT, GuestImage, build_guest, is_static_elf
+
+if TYPE_CHECKING:
+    import libvirt
+
+DEFAULT_ROOT = REPO_ROOT / ".cache" / "kvm-embed-root"
+QEMU_BINARY = "qemu-system-x86_64"
+QEMU_CONF = """\
+# Written by the hvballoon test harness (tests/peers/kvm_guest/harness.py).
+user = "root"
+group = "root"
+# Without this QEMU's output goes through virtlogd, a daemon we do not run.
+stdio_handler = "file"
+remember_owner = 0
+security_driver = "none"
+# Otherwise cgroups are created per domain and can be left behind.
+cgroup_controllers = [ ]
+"""
+KERNEL_CMDLINE = (
+    # panic=-1 reboots at once on a panic and <on_reboot> is destroy: a guest that dies of
+    # over-inflation ("System is deadlocked on memory") vanishes instead of hanging.
+    "console=ttyS0 loglevel=4 panic=-1 8250.nr_uarts=2 mitigations=off"
+)
+_CTL_BEGIN = "@@HVB-BEGIN "
+_CTL_END = "@@HVB-END "
+
+
+class GuestError(RuntimeError):
+    """A guest did not answer as expected; the message ends with its console's last lines."""
+
+
+class GuestGone(GuestError):
+    """The guest's QEMU went away (destroyed, or the guest kernel panicked)."""
+
+
+def _libvirt_qemu_driver_present() -> bool:
+    return any(Path("/usr/lib").glob("*/libvirt/connection-driver/libvirt_driver_qemu.so")) or any(
+        Path("/usr/lib64/libvirt/connection-driver").glob("libvirt_driver_qemu.so")
+    )
+
+
+def prerequisites() -> list[str]:
+    """Why a real guest cannot be booted here: empty when it can."""
+    reasons = []
+    if os.geteuid() != 0:
+        reasons.append("not root (the harness runs QEMU as root through the embedded driver)")
+    if shutil.which(QEMU_BINARY) is None:
+        reasons.append(f"{QEMU_BINARY} missing (apt-get install qemu-system-x86)")
+    if importlib.util.find_spec("libvirt") is None:
+        reasons.append("libvirt-python missing (pip install libvirt-python)")
+    if not _libvirt_qemu_driver_present():
+        reasons.append("libvirt's QEMU driver missing (apt-get install libvirt-daemon-driver-qemu)")
+    if not BUSYBOX.exists():
+        reasons.append("busybox missing (apt-get install busybox-static)")
+    elif not is_static_elf(BUSYBOX):
+        reasons.append(f"{BUSYBOX} is not static (apt-get install busybox-static)")
+    try:
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        reasons.append("no libvirt-qemu user (see scripts/setup.d/kvm.sh)")
+    if not (REPO_ROOT / ".cache" / "kvm-guest").exists() and shutil.which("apt-get") is None:
+        reasons.append("no cached guest kernel and no apt-get to fetch one")
+    return reasons
+
+
+# libvirt's default event loop: registered once per process, before the first connection,
+# and run for the life of the process by a daemon thread.
+_event_loop_lock = threading.Lock()
+_event_loop_thread: threading.Thread | None = None
+
+
+def _ensure_event_loop() -> None:
+    global _event_loop_thread
+    import libvirt
+
+    with _event_loop_lock:
+        if _event_loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _event_loop_thread = threading.Thread(target=run, name="libvirt-event-loop", daemon=True)
+        _event_loop_thread.start()
+
+
+def _kvm_usable() -> bool:
+    # /dev/kvm alone is not enough: a software nested-virtualisation device can stand in for
+    # it, on which a stock kernel barely boots. Trust only the hardware modules.
+    return Path("/dev/kvm").exists() and (
+        Path("/sys/module/kvm_intel").exists() or Path("/sys/module/kvm_amd").exists()
+    )
+
+
+def _short_socket_path(preferred: Path) -> tuple[Path, Path | None]:
+    """A UNIX socket path within the 108-byte limit, and a temporary dir to remove, if any."""
+    if len(os.fsencode(preferred)) < 100:
+        return preferred, None
+    tmp = Path(tempfile.mkdtemp(prefix="hvb-kvm-"))
+    return tmp / "ctl.sock", tmp
+
+
+class GuestHandle:
+    """One booted guest: its libvirt domain plus the control channel to its ``/init``."""
+
+    def __init__(
+        self,
+        name: str,
+        domain: libvirt.virDomain,
+        console_log: Path,
+        control_socket: Path,
+        tmpdir: Path | None,
+    ) -> None:
+        self.name = name
+        self.domain = domain
+        self.console_log = console_log
+        self.control_socket = control_socket
+        self._tmpdir = tmpdir
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._ids = itertools.count(1)
+        self._token = os.urandom(3).hex()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"GuestHandle(name={self.name!r})"
+
+    # --- the control channel --------------------------------------------------------------
+
+    def console_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return "(no console log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _fail(self, exc_type: type[GuestError], message: str) -> GuestError:
+        return exc_type(f"{self.name}: {message}\n--- console (last lines) ---\n{self.console_tail()}")
+
+    def is_active(self) -> bool:
+        import libvirt
+
+        try:
+            return bool(self.domain.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def _connect(self, deadline: float) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.control_socket))
+            except OSError:
+                sock.close()
+                if not self.is_active():
+                    raise self._fail(GuestGone, "domain is not running") from None
+                if time.monotonic() > deadline:
+                    raise self._fail(GuestError, "control socket never accepted") from None
+                time.sleep(0.05)
+                continue
+            self._sock = sock
+            self._buf = b""
+            return sock
+
+    def _drop_connection(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+        self._buf = b""
+
+    def _exchange(self, cmd: str, deadline: float) -> tuple[int, str] | None:
+        """Send one request; its (status, output), or None if no answer came by ``deadline``."""
+        sock = self._connect(deadline)
+        req_id = f"{self._token}-{next(self._ids)}"
+        begin = f"{_CTL_BEGIN}{req_id}@@".encode()
+        end_prefix = f"{_CTL_END}{req_id} ".encode()
+        sock.sendall(f"{req_id} {cmd}\n".encode())
+        lines: list[bytes] | None = None
+        while True:
+            while b"\n" in self._buf:
+                line, self._buf = self._buf.split(b"\n", 1)
+                line = line.rstrip(b"\r")
+                if line == begin:
+                    lines = []
+                elif line.startswith(end_prefix) and line.endswith(b"@@"):
+                    status = int(line[len(end_prefix) : -2])
+                    return status, b"\n".join(lines or []).decode(errors="replace")
+                elif lines is not None:
+                    lines.append(line)
+                # anything else: the tail of an answer nobody waits for any more
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sock.settimeout(min(remaining, 0.5))
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                if not self.is_active():
+                    self._drop_connection()
+                    raise self._fail(GuestGone, f"died while running {cmd!r}") from None
+                continue
+            if not chunk:
+                self._drop_connection()
+                raise self._fail(GuestGone, f"control channel closed while running {cmd!r}")
+            self._buf += chunk
+
+    def command(self, cmd: str, timeout: float = 30.0, *, check: bool = True) -> str:
+        """Run one control command in the guest and return its output (without markers)."""
+        with self._lock:
+            result = self._exchange(cmd, time.monotonic() + timeout)
+        if result is None:
+            raise self._fail(GuestError, f"no answer to {cmd!r} within {timeout} s")
+        status, output = result
+        if check and status != 0:
+            raise self._fail(GuestError, f"{cmd!r} failed with status {status}:\n{output}")
+        return output
+
+    def wait_booted(self, timeout: float = 60.0) -> float:
+        """Wait until ``/init`` answers on the control channel; the seconds it took.
+
+        Bytes sent before the guest opened its serial port are lost, so this pings again every
+        half second; answers to earlier pings are told apart by their id and skipped.
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise self._fail(GuestError, f"not booted after {timeout} s")
+                result = self._exchange("ping", min(deadline, now + 0.5))
+                if result is not None and result[1].strip() == "pong":
+                    return time.monotonic() - start
+
+    def ping(self, timeout: float = 10.0) -> None:
+        out = self.command("ping", timeout)
+        if out.strip() != "pong":
+            raise self._fail(GuestError, f"unexpected answer to ping: {out!r}")
+
+    def meminfo(self, timeout: float = 30.0) -> dict[str, int]:
+        """The guest's /proc/meminfo: values in kB (counts such as HugePages_Total as is)."""
+        info = {}
+        for line in self.command("meminfo", timeout).splitlines():
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if key and fields:
+                info[key.strip()] = int(fields[0])
+        if "MemTotal" not in info:
+            raise self._fail(GuestError, "meminfo answer has no MemTotal")
+        return info
+
+    def hold(self, mib: int, timeout: float = 120.0) -> int:
+        """Have a guest process allocate and touch ``mib`` MiB of anonymous memory; its pid.
+
+        The OOM killer may kill it; :meth:`status` tells. Raises if it died while allocating.
+        """
+        out = self.command(f"hold {int(mib)}", timeout)
+        return int(out.split()[0].removeprefix("pid="))
+
+    def tmpfs(self, mib: int, timeout: float = 120.0) -> None:
+        """Write ``mib`` MiB into a new file on a tmpfs: memory the guest cannot free."""
+        self.command(f"tmpfs {int(mib)}", timeout)
+
+    def release(self, timeout: float = 60.0) -> None:
+        """Kill every holder and delete every tmpfs file."""
+        self.command("release", timeout)
+
+    def status(self, timeout: float = 30.0) -> dict[str, Any]:
+        """``hold_mib`` (still held by live holders), ``hold_pids``, ``tmpfs_kib``."""
+        result: dict[str, Any] = {}
+        for line in self.command("status", timeout).splitlines():
+            key, _, value = line.partition("=")
+            if key == "hold_pids":
+                result[key] = [int(p) for p in value.split()]
+            elif key:
+                result[key] = int(value)
+        return result
+
+    def dmesg(self, timeout: float = 30.0) -> str:
+        return self.command("dmesg", timeout)
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Stop the guest's QEMU at once (no-op if it is already gone)."""
+        import libvirt
+
+        self._drop_connection()
+        try:
+            self.domain.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (
+                libvirt.VIR_ERR_NO_DOMAIN,
+                libvirt.VIR_ERR_OPERATION_INVALID,
+            ):
+                raise
+        with contextlib.suppress(OSError):
+            self.control_socket.unlink()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+class KvmGuestHarness:
+    """Owns an embedded-QEMU root, its libvirt connection and the guests booted in it."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        accel: str = "auto",
+        lock_timeout: float = 600.0,
+    ) -> None:
+        self.root = Path(root if root is not None else os.environ.get("HVB_KVM_EMBED_ROOT", DEFAULT_ROOT))
+        self.root = self.root.resolve()
+        if accel not in ("auto", "tcg", "kvm"):
+            raise ValueError(f"accel must be auto, tcg or kvm, not {accel!r}")
+        self.domain_type = "kvm" if accel == "kvm" or (accel == "auto" and _kvm_usable()) else "qemu"
+        self.uri = f"qemu:///embed?root={self.root}"
+        self.lock_timeout = lock_timeout
+        self.image: GuestImage | None = None
+        self.connect_seconds: float | None = None
+        self._conn: libvirt.virConnect | None = None
+        self._lock_file: Any = None
+        self._guests: dict[str, GuestHandle] = {}
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise RuntimeError("the harness is not open")
+        return self._conn
+
+    def __enter__(self) -> KvmGuestHarness:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _take_lock(self) -> None:
+        # libvirt locks the root too, but fails at once; waiting here lets two test processes
+        # take turns instead of one of them erroring out.
+        self._lock_file = open(self.root.with_name(self.root.name + ".lock"), "a")
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._lock_file.close()
+                    self._lock_file = None
+                    raise TimeoutError(f"{self.root} stayed in use by another process") from None
+                time.sleep(0.2)
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        reasons = prerequisites()
+        if reasons:
+            raise RuntimeError("cannot run real KVM guests here: " + "; ".join(reasons))
+        import libvirt
+
+        self.image = build_guest()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            (self.root / "etc").mkdir(exist_ok=True)
+            conf = self.root / "etc" / "qemu.conf"
+            if not conf.exists() or conf.read_text() != QEMU_CONF:
+                conf.write_text(QEMU_CONF)
+            (self.root / "guests").mkdir(exist_ok=True)
+            _ensure_event_loop()
+            start = time.monotonic()
+            self._conn = libvirt.open(self.uri)
+            self.connect_seconds = time.monotonic() - start
+            self._clean_stale()
+        except BaseException:
+            self.close()
+            raise
+
+    def _clean_stale(self) -> None:
+        """Destroy whatever an earlier, killed run left running in this root."""
+        import libvirt
+
+        for dom in self.conn.listAllDomains():
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+        # A QEMU libvirt no longer knows about (its state files lost) still names the root
+        # on its command line: only those are ours to kill.
+        marker = os.fsencode(str(self.root) + "/")
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            argv0 = cmdline.split(b"\x00", 1)[0]
+            if os.path.basename(argv0).startswith(b"qemu-system") and marker in cmdline:
+                with contextlib.suppress(OSError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        for stale in (self.root / "guests").iterdir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def close(self) -> None:
+        """Destroy every guest booted here and close the connection."""
+        errors = []
+        for guest in list(self._guests.values()):
+            try:
+                guest.destroy()
+            except Exception as exc:  # keep destroying the others
+                errors.append(exc)
+        self._guests.clear()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        if errors:
+            raise errors[0]
+
+    def domain_xml(
+        self,
+        name: str,
+        *,
+        memory_mib: int,
+        autodeflate: bool,
+        stats_period: int | None,
+        console_log: Path,
+        control_socket: Path,
+    ) -> str:
+        assert self.image is not None
+        balloon_attrs = " autodeflate='on'" if autodeflate else ""
+        stats = f"<stats period='{int(stats_period)}'/>" if stats_period is not None else ""
+        return f"""\
+<domain type='{self.domain_type}'>
+  <name>{escape(name)}</name>
+  <memory unit='MiB'>{int(memory_mib)}</memory>
+  <currentMemory unit='MiB'>{int(memory_mib)}</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{escape(str(self.image.kernel))}</kernel>
+    <initrd>{escape(str(self.image.initrd))}</initrd>
+    <cmdline>{escape(KERNEL_CMDLINE)}</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path={quoteattr(str(console_log))}/>
+      <target port='0'/>
+    </serial>
+    <serial type='unix'>
+      <source mode='bind' path={quoteattr(str(control_socket))}/>
+      <target port='1'/>
+    </serial>
+    <memballoon model='virtio'{balloon_attrs}>{stats}</memballoon>
+  </devices>
+</domain>
+"""
+
+    def boot(
+        self,
+        name: str,
+        memory_mib: int = 512,
+        *,
+        autodeflate: bool = False,
+        stats_period: int | None = None,
+        wait: bool = False,
+        timeout: float = 60.0,
+    ) -> GuestHandle:
+        """Start a transient guest; with ``wait`` also wait until its ``/init`` answers.
+
+        ``stats_period`` puts ``<stats period=.../>`` in the XML; left None, balloon
+        statistics stay off until someone calls ``setMemoryStatsPeriod`` (as on a real host).
+        """
+        import libvirt
+
+        if name in self._guests:
+            raise ValueError(f"a guest named {name!r} is already running")
+        gdir = self.root / "guests" / name
+        shutil.rmtree(gdir, ignore_errors=True)
+        gdir.mkdir(parents=True)
+        console_log = gdir / "console.log"
+        control_socket, tmpdir = _short_socket_path(gdir / "ctl.sock")
+        xml = self.domain_xml(
+            name,
+            memory_mib=memory_mib,
+            autodeflate=autodeflate,
+            stats_period=stats_period,
+            console_log=console_log,
+            control_socket=control_socket,
+        )
+        try:
+            dom = self.conn.createXML(xml, 0)
+        except libvirt.libvirtError:
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        guest = GuestHandle(name, dom, console_log, control_socket, tmpdir)
+        self._guests[name] = guest
+        if wait:
+            try:
+                guest.wait_booted(timeout)
+            except BaseException:
+                self.destroy(guest)
+                raise
+        return guest
+
+    def destroy(self, guest: GuestHandle) -> None:
+        self._guests.pop(guest.name, None)
+        guest.destroy()
+
+    @contextlib.contextmanager
+    def guest(self, name: str, memory_mib: int = 512, **kwargs: Any) -> Iterator[GuestHandle]:
+        """A booted guest (waited for) that is destroyed when the block ends."""
+        g = self.boot(name, memory_mib, wait=True, **kwargs)
+        try:
+            yield g
+        finally:
+            self.destroy(g)
