@@ -1,0 +1,1 @@
+"""The VMware ESXi / vCenter (pyvmomi) backend of hvballoon."""

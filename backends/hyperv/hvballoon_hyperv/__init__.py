@@ -1,0 +1,1 @@
+"""The Hyper-V (PowerShell over WinRM) backend of hvballoon."""

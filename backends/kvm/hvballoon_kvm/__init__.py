@@ -1,0 +1,1 @@
+"""The KVM (libvirt) backend of hvballoon."""

@@ -1,0 +1,95 @@
+"""hvballoon: one API for guest memory statistics and balloon / dynamic-memory targets across
+KVM (libvirt), VMware ESXi/vCenter and Hyper-V, with a fake backend for tests.
+
+>>> import hvballoon
+>>> with hvballoon.connect("fake://seed") as hv:
+...     [vm.name for vm in hv.list_vms()][:3]
+['web01', 'web02', 'web03']
+
+Importing this package imports no hypervisor library: backends load on first use.
+"""
+
+from hvballoon._version import __version__
+from hvballoon.errors import (
+    AmbiguousVMError,
+    AuthenticationError,
+    BackendBrokenError,
+    BackendError,
+    BackendNotInstalledError,
+    BackendUnavailableError,
+    BalloonStalledError,
+    GuardRailError,
+    HVBalloonError,
+    HVConnectionError,
+    InvalidRequestError,
+    InvalidSizeError,
+    InvalidStateError,
+    InvalidURIError,
+    OperationTimeoutError,
+    PartialChangeError,
+    PermissionDeniedError,
+    ScenarioError,
+    SessionExpiredError,
+    StatsUnavailableError,
+    TargetAboveMaximumError,
+    TargetBelowFloorError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+    WaitTimeoutError,
+)
+from hvballoon.models import (
+    VM,
+    Capabilities,
+    Change,
+    MemoryConfig,
+    MemoryStats,
+    Mechanism,
+    PowerState,
+)
+from hvballoon.registry import backends
+from hvballoon.retry import RetryPolicy
+from hvballoon.session import GuardRails, Hypervisor, connect
+from hvballoon.units import format_size, parse_size
+
+__all__ = [
+    "VM",
+    "AmbiguousVMError",
+    "AuthenticationError",
+    "BackendBrokenError",
+    "BackendError",
+    "BackendNotInstalledError",
+    "BackendUnavailableError",
+    "BalloonStalledError",
+    "Capabilities",
+    "Change",
+    "GuardRailError",
+    "GuardRails",
+    "HVBalloonError",
+    "HVConnectionError",
+    "Hypervisor",
+    "InvalidRequestError",
+    "InvalidSizeError",
+    "InvalidStateError",
+    "InvalidURIError",
+    "Mechanism",
+    "MemoryConfig",
+    "MemoryStats",
+    "OperationTimeoutError",
+    "PartialChangeError",
+    "PermissionDeniedError",
+    "PowerState",
+    "RetryPolicy",
+    "ScenarioError",
+    "SessionExpiredError",
+    "StatsUnavailableError",
+    "TargetAboveMaximumError",
+    "TargetBelowFloorError",
+    "UnsupportedOperationError",
+    "VMNotFoundError",
+    "WaitTimeoutError",
+    "__version__",
+    "backends",
+    "connect",
+    "format_size",
+    "parse_size",
+]

@@ -1,0 +1,118 @@
+"""Connection URIs: parse, validate and redact.
+
+hvballoon URIs look like ``scheme://[user@]host[:port][/path][?k=v&…]``. Libvirt URIs
+(``qemu:///system``, ``qemu+ssh://user@host/system``, ``test:///default``) are passed to libvirt
+verbatim. A password is never part of a URI: pass ``password=`` or set ``HVBALLOON_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+from hvballoon.errors import InvalidURIError
+
+__all__ = ["ParsedURI", "parse_uri", "redact_uri"]
+
+_SECRET_KEYS = {"password", "passwd", "pass", "secret", "token", "pwd"}
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+
+
+@dataclass(frozen=True)
+class ParsedURI:
+    """A parsed connection URI. ``raw`` is what the user gave; ``redacted`` is safe to print."""
+
+    raw: str
+    scheme: str
+    username: str | None
+    host: str | None
+    port: int | None
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_scheme(self) -> str:
+        """``qemu+ssh`` → ``qemu``."""
+        return self.scheme.split("+", 1)[0]
+
+    @property
+    def redacted(self) -> str:
+        return redact_uri(self.raw)
+
+    def __repr__(self) -> str:
+        return f"ParsedURI({self.redacted!r})"
+
+
+def parse_uri(uri: object) -> ParsedURI:
+    """Parse and validate a connection URI; errors never echo a password.
+
+    >>> p = parse_uri("vcenter://admin@vc.example.com:8443/?datacenter=DC1")
+    >>> p.scheme, p.username, p.host, p.port, p.query
+    ('vcenter', 'admin', 'vc.example.com', 8443, {'datacenter': 'DC1'})
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidURIError(f"a connection URI must be a non-empty string, got {type(uri).__name__}")
+    if any(ord(c) < 32 or c == "\x7f" for c in uri):
+        raise InvalidURIError("a connection URI cannot contain control characters")
+    if "://" not in uri:
+        raise InvalidURIError(
+            f"not a URI: {redact_uri(uri)!r}; expected scheme://…, e.g. qemu:///system, "
+            "esxi://user@host, hyperv://user@host, fake://seed"
+        )
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURIError(f"invalid URI {redact_uri(uri)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if not _SCHEME_RE.match(scheme):
+        raise InvalidURIError(f"invalid URI scheme in {redact_uri(uri)!r}")
+    if parts.password is not None:
+        raise InvalidURIError(
+            f"a password must not be part of the URI ({redact_uri(uri)}); "
+            "pass password=… or set HVBALLOON_PASSWORD"
+        )
+    if parts.fragment:
+        raise InvalidURIError(f"a URI fragment ('#…') is not allowed: {redact_uri(uri)!r}")
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise InvalidURIError(f"invalid query string in {redact_uri(uri)!r}") from exc
+    query: dict[str, str] = {}
+    for k, v in pairs:
+        if k in query:
+            raise InvalidURIError(f"query parameter {k!r} given twice in {redact_uri(uri)!r}")
+        if k.lower() in _SECRET_KEYS:
+            raise InvalidURIError(
+                f"a secret must not be part of the URI (parameter {k!r}); "
+                "pass password=… or set HVBALLOON_PASSWORD"
+            )
+        query[k] = v
+    return ParsedURI(
+        raw=uri,
+        scheme=scheme,
+        username=parts.username or None,
+        host=parts.hostname or None,
+        port=port,
+        path=parts.path,
+        query=query,
+    )
+
+
+_USERINFO_RE = re.compile(r"^(?P<scheme>[^:/?#]+://)(?P<user>[^@/?#:]*)(?::[^@/?#]*)?@")
+_QUERY_SECRET_RE = re.compile(
+    r"(?P<k>[?&](?:" + "|".join(sorted(_SECRET_KEYS)) + r"))=[^&#]*", re.IGNORECASE
+)
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password or secret query value replaced by ``***``.
+
+    >>> redact_uri("esxi://root:hunter2@h1?password=x&a=1")
+    'esxi://root:***@h1?password=***&a=1'
+    """
+    m = _USERINFO_RE.match(uri)
+    if m and uri[m.end("user") : m.end("user") + 1] == ":":
+        uri = f"{m.group('scheme')}{m.group('user')}:***@{uri[m.end():]}"
+    return _QUERY_SECRET_RE.sub(lambda mm: f"{mm.group('k')}=***", uri)

@@ -1,0 +1,359 @@
+"""The ``hvballoon`` command: the API from a shell, with tables for people and ``--json`` for
+scripts. Exit codes follow the error's ``code`` (see ``hvballoon.errors``): 0 success, 2 bad
+input, 3 backend missing, 4 connection, 5 timeout, 6 auth, 7 VM not found, 8 guard rail,
+9 unsupported, 10 invalid state, 11 stalled, 12 partial change, 13 backend error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.units import format_size, parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EPILOG_STATS = """\b
+Examples:
+  hvballoon stats fake://seed
+  hvballoon stats qemu:///system web01 db01 --json
+  HVBALLOON_PASSWORD=… hvballoon stats vcenter://admin@vc01/?datacenter=DC1
+"""
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(soft_wrap=False, width=200)
+    return console
+
+
+def _table(columns: list[str], rows: list[list[str]], title: str | None = None) -> Any:
+    """A rich table without the columns that are empty ('-') on every row."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    keep = [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)] if rows else list(
+        range(len(columns))
+    )
+    table = Table(*[columns[i] for i in keep], title=title)
+    for r in rows:
+        table.add_row(*[escape(r[i]) for i in keep])
+    return table
+
+
+def _fail(exc: HVBalloonError, as_json: bool) -> None:
+    if as_json:
+        _echo_json(exc.to_dict())
+    else:
+        click.echo(f"error: {exc}", err=True)
+        hint = exc.details.get("install")
+        if hint:
+            click.echo(f"hint: {hint}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn hvballoon errors into a message (or JSON) and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except HVBalloonError as exc:
+            _fail(exc, as_json)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (the models' schema).")(fn)
+
+
+def connection_options(fn: F) -> F:
+    """--timeout, --no-verify, --ca-file, --password-stdin (the password never on the command line)."""
+    fn = click.option("--timeout", default="30s", show_default=True,
+                      help="Timeout of each remote call (e.g. 30s, 2m).")(fn)
+    fn = click.option("--no-verify", is_flag=True,
+                      help="Do NOT verify TLS certificates (insecure; warned about).")(fn)
+    fn = click.option("--ca-file", type=click.Path(dir_okay=False),
+                      help="CA bundle to verify the hypervisor's certificate with.")(fn)
+    fn = click.option("--password-stdin", is_flag=True,
+                      help="Read the password from standard input (else HVBALLOON_PASSWORD).")(fn)
+    return fn
+
+
+@contextmanager
+def session(uri: str, opts: dict[str, Any]) -> Iterator[Any]:
+    import hvballoon
+
+    password = None
+    if opts.get("password_stdin"):
+        password = sys.stdin.readline().rstrip("\r\n")
+    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
+    if timeout <= 0:
+        raise InvalidRequestError("--timeout must be above zero")
+    with hvballoon.connect(
+        uri,
+        password=password,
+        timeout=timeout,
+        verify=not opts.get("no_verify"),
+        ca_file=opts.get("ca_file"),
+    ) as hv:
+        yield hv
+
+
+def _conn(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs.pop(k) for k in ("timeout", "no_verify", "ca_file", "password_stdin")}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hvballoon", prog_name="hvballoon")
+def main() -> None:
+    """Read guest memory statistics and move balloon / dynamic-memory targets on KVM, ESXi,
+    Hyper-V — or on the built-in simulator (fake://seed).
+
+    \b
+    Quick look:
+      hvballoon stats fake://seed
+      hvballoon set fake://seed web01 6GiB --dry-run
+    """
+
+
+@main.command("backends")
+@json_option
+@handle_errors
+def backends_cmd(as_json: bool) -> None:
+    """List the backends and whether each is installed (with the command to install it)."""
+    from hvballoon.registry import backends
+
+    rows = backends()
+    if as_json:
+        _echo_json([r.to_dict() for r in rows])
+        return
+    table_rows = [
+        [r.name, ", ".join(r.schemes), r.status, r.version or "-",
+         r.problem or ("-" if r.status == "installed" else r.install_hint)]
+        for r in rows
+    ]
+    _console().print(_table(["backend", "schemes", "status", "version", "install / problem"], table_rows))
+
+
+@main.command("vms", epilog="\b\nExample:\n  hvballoon vms fake://seed --json")
+@click.argument("uri")
+@connection_options
+@json_option
+@handle_errors
+def vms_cmd(uri: str, as_json: bool, **kw: Any) -> None:
+    """List the VMs on URI."""
+    with session(uri, _conn(kw)) as hv:
+        vms = hv.list_vms()
+    if as_json:
+        _echo_json([v.model_dump(mode="json") for v in vms])
+        return
+    rows = [[v.name, v.id, v.host or "-", v.power_state.value] for v in vms]
+    _console().print(_table(["name", "id", "host", "power"], rows))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+@main.command("stats", epilog=EPILOG_STATS)
+@click.argument("uri")
+@click.argument("vm", nargs=-1)
+@connection_options
+@json_option
+@handle_errors
+def stats_cmd(uri: str, vm: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+    """Memory statistics of every VM on URI (one bulk call), or of the VMs named."""
+    with session(uri, _conn(kw)) as hv:
+        stats = hv.get_stats(list(vm) if vm else None)
+    if as_json:
+        _echo_json([s.model_dump(mode="json") for s in stats])
+        return
+    rows = [
+        [s.vm.name, s.vm.power_state.value, format_size(s.configured_bytes), format_size(s.current_bytes),
+         format_size(s.target_bytes), format_size(s.guest_used_bytes), format_size(s.guest_available_bytes),
+         format_size(s.guest_cache_bytes), format_size(s.ballooned_bytes), format_size(s.demand_bytes),
+         format_size(s.swapped_bytes), _pct(s.pressure_ratio), "stale" if s.stale else "fresh"]
+        for s in stats
+    ]
+    columns = ["vm", "power", "configured", "current", "target", "guest used", "available", "cache",
+               "ballooned", "demand", "host swap", "pressure", "stats"]
+    _console().print(_table(columns, rows, title=hv.uri))
+
+
+def _change_lines(change: Any) -> list[str]:
+    verb = "would change" if change.dry_run and change.changed else ("changed" if change.changed else "unchanged")
+    out = [f"{change.vm.name}: {verb} ({change.mechanism.value})"]
+    for key in change.after:
+        b, a = change.before.get(key), change.after[key]
+        fmt = format_size if key.endswith("_bytes") else str
+        out.append(f"  {key.removesuffix('_bytes')}: {fmt(b) if b is not None else '-'} -> "
+                   f"{fmt(a) if a is not None else 'unlimited'}")
+    out.extend(f"  warning: {w}" for w in change.warnings)
+    return out
+
+
+@main.command("set", epilog="""\b
+Examples:
+  hvballoon set fake://seed web01 6GiB --dry-run
+  hvballoon set qemu:///system web01 4GiB --wait
+  hvballoon set fake://seed web01 1GiB --force     # past the guard rail (never past the maximum)
+""")
+@click.argument("uri")
+@click.argument("vm")
+@click.argument("size")
+@click.option("--dry-run", is_flag=True, help="Compute the change, touch nothing.")
+@click.option("--force", is_flag=True, help="Go below the guard rail's floor (never above the maximum).")
+@click.option("--wait", is_flag=True, help="Wait until the memory reaches the target.")
+@click.option("--wait-timeout", default="60s", show_default=True, help="How long --wait waits.")
+@connection_options
+@json_option
+@handle_errors
+def set_cmd(uri: str, vm: str, size: str, dry_run: bool, force: bool, wait: bool, wait_timeout: str,
+            as_json: bool, **kw: Any) -> None:
+    """Set VM's memory target to SIZE (4GiB, 512MiB, 8GB = 8e9 bytes, or bytes)."""
+    from hvballoon.units import parse_size
+
+    parse_size(size, what="target")  # refuse bad sizes before connecting
+    wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    with session(uri, _conn(kw)) as hv:
+        change = hv.set_target(vm, size, dry_run=dry_run, force=force)
+        stats = None
+        if wait and not dry_run:
+            stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
+    if as_json:
+        if wait and not dry_run:
+            _echo_json({"change": change.model_dump(mode="json"),
+                        "stats": stats.model_dump(mode="json") if stats else None})
+        else:
+            _echo_json(change.model_dump(mode="json"))
+        return
+    for line in _change_lines(change):
+        click.echo(line)
+    if stats is not None:
+        click.echo(f"  reached: {format_size(stats.current_bytes)}")
+
+
+@main.command("config", epilog="""\b
+Examples:
+  hvballoon config fake://seed web01                          # show
+  hvballoon config 'fake://seed?flavor=hyperv' web01 --maximum 12GiB --buffer-percent 20
+  hvballoon config 'fake://seed?flavor=esxi' db01 --reservation 4GiB --limit unlimited
+""")
+@click.argument("uri")
+@click.argument("vm")
+@click.option("--minimum")
+@click.option("--maximum")
+@click.option("--startup")
+@click.option("--dynamic/--static", default=None, help="Hyper-V Dynamic Memory on/off (VM off).")
+@click.option("--buffer-percent", type=int)
+@click.option("--priority", type=int, help="Hyper-V memory weight 0-100.")
+@click.option("--reservation")
+@click.option("--limit", help="ESXi limit, or 'unlimited'.")
+@click.option("--shares", type=int)
+@click.option("--balloon-cap", help="ESXi sched.mem.maxmemctl.")
+@click.option("--deflate-on-oom/--no-deflate-on-oom", default=None)
+@click.option("--stats-period", type=int, help="KVM balloon stats period in seconds.")
+@click.option("--dry-run", is_flag=True)
+@connection_options
+@json_option
+@handle_errors
+def config_cmd(uri: str, vm: str, dry_run: bool, as_json: bool, **kw: Any) -> None:
+    """Show VM's memory configuration, or change the fields given."""
+    conn = _conn(kw)
+    fields = {k: v for k, v in kw.items() if v is not None}
+    with session(uri, conn) as hv:
+        if not fields:
+            cfg = hv.get_config(vm)
+            if as_json:
+                _echo_json(cfg.model_dump(mode="json"))
+                return
+            click.echo(f"{cfg.vm.name} ({cfg.mechanism.value})")
+            for key, value in cfg.model_dump(exclude={"vm", "mechanism", "extra"}).items():
+                if value is not None:
+                    shown = format_size(value) if key.endswith("_bytes") else value
+                    click.echo(f"  {key.removesuffix('_bytes')}: {shown}")
+            return
+        change = hv.set_config(vm, dry_run=dry_run, **fields)
+    if as_json:
+        _echo_json(change.model_dump(mode="json"))
+        return
+    for line in _change_lines(change):
+        click.echo(line)
+
+
+@main.command("capabilities")
+@click.argument("uri")
+@click.argument("vm", required=False)
+@connection_options
+@json_option
+@handle_errors
+def capabilities_cmd(uri: str, vm: str | None, as_json: bool, **kw: Any) -> None:
+    """What URI's backend (or one VM on it) can read and change."""
+    with session(uri, _conn(kw)) as hv:
+        caps = hv.vm_capabilities(vm) if vm else hv.capabilities
+    if as_json:
+        _echo_json(caps.model_dump(mode="json"))
+        return
+    click.echo(f"backend: {caps.backend}\nmechanism: {caps.mechanism.value}\nbulk stats: {caps.bulk_stats}")
+    click.echo(f"alignment: {format_size(caps.alignment_bytes, exact=True)}")
+    click.echo(f"settable live: {', '.join(sorted(caps.set_live)) or '-'}")
+    click.echo(f"settable when off: {', '.join(sorted(caps.set_offline)) or '-'}")
+    click.echo(f"readable: {', '.join(sorted(caps.readable))}")
+    for note in caps.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command("scenarios")
+@json_option
+@handle_errors
+def scenarios_cmd(as_json: bool) -> None:
+    """List the fake backend's built-in scenarios (use as fake://NAME)."""
+    from hvballoon.fake.scenario import builtin_scenarios, load_scenario
+
+    rows = [load_scenario(n) for n in builtin_scenarios()]
+    if as_json:
+        _echo_json([{"name": s.name, "flavor": s.flavor, "vms": len(s.vms),
+                     "physical_bytes": s.host.physical, "promised_bytes": s.promised_bytes,
+                     "description": s.description} for s in rows])
+        return
+    table_rows = [[s.name, s.flavor, str(len(s.vms)), format_size(s.host.physical),
+                   format_size(s.promised_bytes), s.description or "-"] for s in rows]
+    _console().print(_table(["scenario", "flavor", "vms", "host memory", "promised", "description"], table_rows))
+
+
+@main.command("schema")
+@click.argument("model", required=False)
+def schema_cmd(model: str | None) -> None:
+    """Print the JSON Schema of the models --json output follows (all, or MODEL)."""
+    from hvballoon.models import json_schemas
+
+    schemas = json_schemas()
+    if model is None:
+        _echo_json(schemas)
+        return
+    if model not in schemas:
+        raise click.BadParameter(f"choose one of {', '.join(schemas)}", param_hint="MODEL")
+    _echo_json(schemas[model])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,322 @@
+"""The one error tree of hvballoon.
+
+Every backend maps its native faults onto these classes at its boundary; no libvirt, pyvmomi,
+pywinrm or requests exception ever reaches the caller. The native exception stays available as
+``__cause__`` (``raise … from exc``) and as :attr:`HVBalloonError.native`.
+
+::
+
+    HVBalloonError                      code            retryable  exit
+    ├── InvalidRequestError             invalid_request     no      2
+    │   ├── InvalidSizeError            invalid_size        no      2
+    │   ├── InvalidURIError             invalid_uri         no      2
+    │   └── ScenarioError               invalid_scenario    no      2
+    ├── BackendUnavailableError         backend_unavailable no      3
+    │   ├── BackendNotInstalledError    backend_not_installed no    3
+    │   └── BackendBrokenError          backend_broken      no      3
+    ├── HVConnectionError               connection_failed   yes     4
+    │   └── SessionExpiredError         session_expired     yes     4
+    ├── OperationTimeoutError           timeout             yes     5
+    ├── AuthenticationError             auth_failed         no      6
+    ├── PermissionDeniedError           permission_denied   no      6
+    ├── VMNotFoundError                 vm_not_found        no      7
+    ├── AmbiguousVMError                vm_ambiguous        no      7
+    ├── GuardRailError                  guard_rail          no      8
+    │   ├── TargetBelowFloorError       below_floor         no      8
+    │   ├── TargetAboveMaximumError     above_maximum       no      8
+    │   └── StatsUnavailableError       stats_unavailable   no      8
+    ├── UnsupportedOperationError       unsupported         no      9
+    ├── InvalidStateError               invalid_state       no      10
+    ├── BalloonStalledError             balloon_stalled     no      11
+    ├── WaitTimeoutError                wait_timeout        no      11
+    ├── PartialChangeError              partial_change      no      12
+    └── BackendError                    backend_error       no      13
+
+``code`` is a stable string (use it, not the class name or the message, in scripts);
+``exit_code`` is what the ``hvballoon`` command exits with.
+
+>>> from hvballoon.errors import VMNotFoundError
+>>> err = VMNotFoundError("no VM named 'db9'", vm="db9", backend="fake")
+>>> err.code, err.retryable, err.exit_code
+('vm_not_found', False, 7)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AmbiguousVMError",
+    "AuthenticationError",
+    "BackendBrokenError",
+    "BackendError",
+    "BackendNotInstalledError",
+    "BackendUnavailableError",
+    "BalloonStalledError",
+    "GuardRailError",
+    "HVBalloonError",
+    "HVConnectionError",
+    "InvalidRequestError",
+    "InvalidSizeError",
+    "InvalidStateError",
+    "InvalidURIError",
+    "OperationTimeoutError",
+    "PartialChangeError",
+    "PermissionDeniedError",
+    "ScenarioError",
+    "SessionExpiredError",
+    "StatsUnavailableError",
+    "TargetAboveMaximumError",
+    "TargetBelowFloorError",
+    "UnsupportedOperationError",
+    "VMNotFoundError",
+    "WaitTimeoutError",
+    "error_codes",
+]
+
+
+class HVBalloonError(Exception):
+    """Base of every error hvballoon raises.
+
+    Attributes: ``code`` (stable string), ``retryable``, ``exit_code``, ``backend``, ``uri``
+    (always redacted: no password), ``vm``, ``native_code`` (the backend's own fault code or
+    name, when there is one) and ``details`` (a dict of figures, e.g. the numbers a guard rail
+    compared).
+    """
+
+    code: ClassVar[str] = "error"
+    exit_code: ClassVar[int] = 1
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        uri: str | None = None,
+        vm: str | None = None,
+        native_code: str | int | None = None,
+        retryable: bool | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.backend = backend
+        self.uri = uri
+        self.vm = vm
+        self.native_code = native_code
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.details: dict[str, Any] = dict(details or {})
+
+    @property
+    def native(self) -> BaseException | None:
+        """The backend's own exception this error was mapped from, if any."""
+        return self.__cause__
+
+    def with_context(
+        self, *, backend: str | None = None, uri: str | None = None, vm: str | None = None
+    ) -> HVBalloonError:
+        """Fill in context the raiser did not know; returns ``self`` for ``raise …``."""
+        if self.backend is None:
+            self.backend = backend
+        if self.uri is None:
+            self.uri = uri
+        if self.vm is None:
+            self.vm = vm
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (what ``--json`` prints on failure)."""
+        return {
+            "error": type(self).__name__,
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+            "backend": self.backend,
+            "uri": self.uri,
+            "vm": self.vm,
+            "native_code": self.native_code,
+            "details": self.details,
+        }
+
+    def __str__(self) -> str:
+        where = [f"{k}={v}" for k, v in (("backend", self.backend), ("vm", self.vm)) if v]
+        return f"{self.message} [{', '.join(where)}]" if where else self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
+
+
+class InvalidRequestError(HVBalloonError):
+    """The caller's input is malformed or contradictory; nothing was sent or changed."""
+
+    code = "invalid_request"
+    exit_code = 2
+
+
+class InvalidSizeError(InvalidRequestError):
+    """A byte size could not be parsed; the message names the accepted spellings."""
+
+    code = "invalid_size"
+
+
+class InvalidURIError(InvalidRequestError):
+    """A connection URI could not be parsed or names no known backend."""
+
+    code = "invalid_uri"
+
+
+class ScenarioError(InvalidRequestError):
+    """A fake-world scenario file is invalid; the message names the file, path and problem."""
+
+    code = "invalid_scenario"
+
+
+class BackendUnavailableError(HVBalloonError):
+    """The backend for a URI cannot be loaded."""
+
+    code = "backend_unavailable"
+    exit_code = 3
+
+
+class BackendNotInstalledError(BackendUnavailableError):
+    """The backend's distribution (or its hypervisor library) is not installed.
+
+    ``details["install"]`` holds the exact command to run.
+    """
+
+    code = "backend_not_installed"
+
+
+class BackendBrokenError(BackendUnavailableError):
+    """The backend is installed but fails to import (e.g. its C library is missing)."""
+
+    code = "backend_broken"
+
+
+class HVConnectionError(HVBalloonError):
+    """The hypervisor could not be reached or the connection dropped."""
+
+    code = "connection_failed"
+    exit_code = 4
+    default_retryable = True
+
+
+class SessionExpiredError(HVConnectionError):
+    """The session expired and re-establishing it failed."""
+
+    code = "session_expired"
+
+
+class OperationTimeoutError(HVBalloonError):
+    """A remote call did not answer within its timeout."""
+
+    code = "timeout"
+    exit_code = 5
+    default_retryable = True
+
+
+class AuthenticationError(HVBalloonError):
+    """The credentials were refused."""
+
+    code = "auth_failed"
+    exit_code = 6
+
+
+class PermissionDeniedError(HVBalloonError):
+    """The credentials are valid but lack a privilege the operation needs."""
+
+    code = "permission_denied"
+    exit_code = 6
+
+
+class VMNotFoundError(HVBalloonError):
+    """No VM has this name or id (or it vanished during the operation)."""
+
+    code = "vm_not_found"
+    exit_code = 7
+
+
+class AmbiguousVMError(HVBalloonError):
+    """A name matches several VMs; ``details["candidates"]`` lists their ids."""
+
+    code = "vm_ambiguous"
+    exit_code = 7
+
+
+class GuardRailError(HVBalloonError):
+    """A target was refused by a guard rail; ``details`` holds the numbers compared."""
+
+    code = "guard_rail"
+    exit_code = 8
+
+
+class TargetBelowFloorError(GuardRailError):
+    """The target is below what the guest uses plus the safety margin (``force`` overrides)."""
+
+    code = "below_floor"
+
+
+class TargetAboveMaximumError(GuardRailError):
+    """The target is above the VM's maximum memory (never overridable)."""
+
+    code = "above_maximum"
+
+
+class StatsUnavailableError(GuardRailError):
+    """The guest's usage is unknown or stale, so the floor cannot be computed."""
+
+    code = "stats_unavailable"
+
+
+class UnsupportedOperationError(HVBalloonError):
+    """The backend (or this VM) cannot do this; see :class:`hvballoon.Capabilities`."""
+
+    code = "unsupported"
+    exit_code = 9
+
+
+class InvalidStateError(HVBalloonError):
+    """The VM's state forbids the operation (e.g. a live-change rule, or it is powered off)."""
+
+    code = "invalid_state"
+    exit_code = 10
+
+
+class BalloonStalledError(HVBalloonError):
+    """The balloon stopped short of the target; ``details`` has the target and the figure reached."""
+
+    code = "balloon_stalled"
+    exit_code = 11
+
+
+class WaitTimeoutError(HVBalloonError):
+    """The balloon was still moving when the wait's timeout ran out."""
+
+    code = "wait_timeout"
+    exit_code = 11
+
+
+class PartialChangeError(HVBalloonError):
+    """Part of a change was applied; ``details["applied"]`` and ``details["not_applied"]`` say what."""
+
+    code = "partial_change"
+    exit_code = 12
+
+
+class BackendError(HVBalloonError):
+    """Any other fault the hypervisor reported; ``native_code`` carries its own code."""
+
+    code = "backend_error"
+    exit_code = 13
+
+
+def error_codes() -> dict[str, type[HVBalloonError]]:
+    """Every stable ``code`` and its class, for docs and exit-code tables."""
+    out: dict[str, type[HVBalloonError]] = {}
+    stack: list[type[HVBalloonError]] = [HVBalloonError]
+    while stack:
+        cls = stack.pop()
+        out[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+    return dict(sorted(out.items()))

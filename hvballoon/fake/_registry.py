@@ -1,0 +1,53 @@
+"""Keyed in-process worlds (moto style): ``world("seed")`` makes ``fake://seed`` share one world.
+
+Outside such a block every ``connect("fake://…")`` gets a fresh world, so tests never leak
+state into each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from hvballoon.fake.scenario import load_scenario
+
+if TYPE_CHECKING:
+    from hvballoon._uri import ParsedURI
+    from hvballoon.fake.world import World
+
+_lock = threading.Lock()
+_active: dict[str, list[World]] = {}
+
+
+def scenario_ref(uri: ParsedURI) -> str:
+    """``fake://`` → seed, ``fake://java`` → java, ``fake:///x.yaml`` → /x.yaml."""
+    if uri.host:
+        return uri.host
+    if uri.path and uri.path != "/":
+        return uri.path
+    return "seed"
+
+
+def push(key: str, world: World) -> None:
+    with _lock:
+        _active.setdefault(key, []).append(world)
+
+
+def pop(key: str, world: World) -> None:
+    with _lock:
+        stack = _active.get(key, [])
+        if world in stack:
+            stack.remove(world)
+        if not stack:
+            _active.pop(key, None)
+
+
+def world_for(uri: ParsedURI, *, flavor: str | None, seed: int | None) -> World:
+    from hvballoon.fake.world import World
+
+    ref = scenario_ref(uri)
+    with _lock:
+        stack = _active.get(ref)
+        if stack:
+            return stack[-1]
+    return World(load_scenario(ref), flavor=flavor, seed=seed)

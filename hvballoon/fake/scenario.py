@@ -1,0 +1,185 @@
+"""Scenarios: the validated description of a fake world (YAML or JSON).
+
+A scenario names a host and its VMs with their memory figures. Sizes use the same spellings as
+everywhere in hvballoon (``16GiB``, ``512MiB``, ``8GB``). Errors name the file, the path inside
+it and the problem.
+
+.. code-block:: yaml
+
+    name: tiny
+    flavor: kvm
+    host: {name: host01, physical: 32GiB}
+    vms:
+      - {name: web01, memory: 8GiB, used: 3GiB}
+      - {name: db01, memory: 16GiB, used: 10GiB, cache: 2GiB, stats_period: 10}
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from hvballoon.errors import HVBalloonError, ScenarioError
+from hvballoon.units import parse_size
+
+__all__ = ["Flavor", "HostSpec", "Scenario", "VMSpec", "WorkloadSpec", "builtin_scenarios", "load_scenario"]
+
+Flavor = Literal["kvm", "esxi", "hyperv"]
+
+
+def _size(value: Any) -> int:
+    try:
+        return parse_size(value, allow_zero=True)
+    except HVBalloonError as exc:
+        raise ValueError(exc.message) from None
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkloadSpec(_Spec):
+    """How a guest's memory demand behaves over time (the simulator animates it)."""
+
+    kind: Literal["constant", "diurnal", "ramp", "spike", "random_walk", "jvm", "database", "mixed"] = "constant"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class HostSpec(_Spec):
+    name: str = "host01"
+    physical: Size = Field(description="Physical memory of the host.")
+    overhead: Size = Field(default=0, description="Memory the hypervisor itself uses.")
+    reserve: Size = Field(default=0, description="Memory the host keeps free.")
+
+
+class VMSpec(_Spec):
+    name: str = Field(min_length=1, max_length=255)
+    id: str | None = None
+    memory: Size = Field(description="Configured (maximum) memory.")
+    used: Size = Field(default=0, description="Guest memory in use (excluding cache) at the start.")
+    cache: Size = Field(default=0, description="Guest page cache at the start.")
+    unfreeable: Size = Field(default=0, description="Memory the guest cannot free (pinned, tmpfs).")
+    swap: Size = Field(default=0, description="Guest swap space.")
+    power_state: Literal["running", "stopped", "paused", "suspended"] = "running"
+    stats_period: int = Field(default=10, ge=0, description="KVM balloon stats period; 0 = off.")
+    target: Size | None = Field(default=None, description="Initial target; default: memory.")
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    # flavour-specific knobs (ignored where the flavour has no such thing)
+    dynamic: bool | None = None
+    minimum: Size | None = None
+    startup: Size | None = None
+    maximum: Size | None = None
+    buffer_percent: int | None = Field(default=None, ge=5, le=2000)
+    priority: int | None = Field(default=None, ge=0, le=100)
+    reservation: Size | None = None
+    limit: Size | None = None
+    shares: int | None = Field(default=None, gt=0)
+    balloon_cap: Size | None = None
+    deflate_on_oom: bool = False
+    balloon_driver: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VMSpec:
+        if self.memory <= 0:
+            raise ValueError("memory must be above zero")
+        if self.used + self.cache > self.memory:
+            raise ValueError("used + cache exceed memory")
+        if self.unfreeable > self.used:
+            raise ValueError("unfreeable memory is part of used memory: it cannot exceed used")
+        if self.target is not None and self.target > self.memory:
+            raise ValueError("target is above memory")
+        lo, mid, hi = self.minimum, self.startup, self.maximum
+        if lo is not None and mid is not None and lo > mid:
+            raise ValueError("minimum is above startup")
+        if mid is not None and hi is not None and mid > hi:
+            raise ValueError("startup is above maximum")
+        return self
+
+
+class Scenario(_Spec):
+    name: str
+    description: str = ""
+    flavor: Flavor = "kvm"
+    seed: int = 0
+    host: HostSpec
+    vms: list[VMSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Scenario:
+        ids = [v.id for v in self.vms if v.id is not None]
+        if len(ids) != len(set(ids)):
+            raise ValueError("VM ids must be unique")
+        return self
+
+    @property
+    def promised_bytes(self) -> int:
+        return sum(v.memory for v in self.vms)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
+    """Validate already-loaded scenario data; errors name ``source`` and the path."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(
+            f"invalid scenario {source}: {_format_errors(exc)}", details={"source": source}
+        ) from None
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A built-in scenario by name (``seed``) or a YAML/JSON file by path."""
+    text: str
+    source: str
+    if isinstance(name_or_path, str) and name_or_path in builtin_scenarios():
+        source = f"built-in scenario {name_or_path!r}"
+        text = resources.files("hvballoon.fake").joinpath(f"scenarios/{name_or_path}.yaml").read_text("utf-8")
+    else:
+        path = Path(name_or_path)
+        source = str(path)
+        if not path.is_file():
+            known = ", ".join(builtin_scenarios())
+            raise ScenarioError(
+                f"no scenario {str(name_or_path)!r}: not a built-in ({known}) and no such file",
+                details={"source": source},
+            )
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"cannot read scenario {source}: {exc}") from exc
+    return parse_scenario(_load_text(text, source, json_only=str(source).endswith(".json")), source=source)
+
+
+def _load_text(text: str, source: str, *, json_only: bool) -> Any:
+    if json_only:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(f"invalid scenario {source}: not valid JSON ({exc})") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"invalid scenario {source}: not valid YAML ({exc})") from None
+
+
+def builtin_scenarios() -> list[str]:
+    """Names of the scenarios shipped with hvballoon."""
+    folder = resources.files("hvballoon.fake").joinpath("scenarios")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))

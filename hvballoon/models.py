@@ -1,0 +1,261 @@
+"""The data hvballoon returns: frozen pydantic v2 models, the same for every backend.
+
+Every quantity is an ``int`` of bytes (or seconds) with the unit in its name. A figure the
+backend cannot know is ``None`` — never ``0``. Backend-specific leftovers live in ``extra``.
+
+>>> from hvballoon.models import VM, PowerState
+>>> vm = VM(id="42", name="web01", backend="fake", power_state=PowerState.RUNNING)
+>>> vm.name, vm.power_state.value
+('web01', 'running')
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "CONFIG_FIELDS",
+    "VM",
+    "Capabilities",
+    "Change",
+    "ConfigUpdate",
+    "MemoryConfig",
+    "MemoryStats",
+    "Mechanism",
+    "PowerState",
+    "json_schemas",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class PowerState(str, Enum):
+    """A VM's power state, normalised across backends."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    UNKNOWN = "unknown"
+
+
+class Mechanism(str, Enum):
+    """What "set a target" means on a backend (and per VM)."""
+
+    #: KVM: the virtio-balloon target (libvirt ``setMemoryFlags``).
+    BALLOON = "balloon"
+    #: ESXi: ``memoryAllocation.limit``; ESXi inflates the balloon when the VM consumes more.
+    LIMIT = "limit"
+    #: Hyper-V Dynamic Memory: the host moves memory within minimum..maximum.
+    DYNAMIC_MEMORY = "dynamic_memory"
+    #: Hyper-V static-memory VM: runtime resize of the assigned memory.
+    RUNTIME_RESIZE = "runtime_resize"
+    #: Nothing can be moved on this VM.
+    NONE = "none"
+
+
+class VM(_Frozen):
+    """A virtual machine as the backend knows it."""
+
+    id: str = Field(description="Backend-unique id (libvirt UUID, vSphere instance UUID, Hyper-V VMId).")
+    name: str
+    backend: str = Field(description="The backend that reported it, e.g. 'kvm', 'esxi', 'fake'.")
+    host: str | None = Field(default=None, description="The hypervisor host the VM runs on.")
+    power_state: PowerState = PowerState.UNKNOWN
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class MemoryStats(_Frozen):
+    """One VM's memory picture at ``collected_at``.
+
+    ``current_bytes`` is what the guest has now (after the balloon, or Hyper-V's assigned
+    memory); ``target_bytes`` is where the hypervisor is steering it (balloon target, ESXi
+    limit, Hyper-V's assignment). ``guest_*`` figures come from the guest's own driver and are
+    ``None`` until it has reported; ``stale`` says they are missing or too old to act on.
+    """
+
+    vm: VM
+    mechanism: Mechanism
+    collected_at: datetime
+    configured_bytes: int | None = Field(default=None, ge=0, description="Configured (maximum) memory.")
+    current_bytes: int | None = Field(default=None, ge=0, description="Memory the guest has now.")
+    target_bytes: int | None = Field(default=None, ge=0, description="Target being steered to.")
+    ballooned_bytes: int | None = Field(default=None, ge=0, description="Held by the balloon driver.")
+    guest_total_bytes: int | None = Field(default=None, ge=0, description="Total memory the guest OS sees.")
+    guest_used_bytes: int | None = Field(default=None, ge=0, description="Used by the guest (not cache).")
+    guest_free_bytes: int | None = Field(default=None, ge=0, description="Entirely unused in the guest.")
+    guest_available_bytes: int | None = Field(
+        default=None, ge=0, description="Usable without swapping (free + reclaimable cache)."
+    )
+    guest_cache_bytes: int | None = Field(default=None, ge=0, description="Guest page cache.")
+    swap_in_bytes: int | None = Field(default=None, ge=0, description="Guest swap-in, cumulative.")
+    swap_out_bytes: int | None = Field(default=None, ge=0, description="Guest swap-out, cumulative.")
+    major_faults: int | None = Field(default=None, ge=0, description="Guest major faults, cumulative.")
+    host_consumed_bytes: int | None = Field(default=None, ge=0, description="Host memory backing the VM.")
+    demand_bytes: int | None = Field(default=None, ge=0, description="Memory the guest needs (Hyper-V demand, ESXi active).")
+    swapped_bytes: int | None = Field(default=None, ge=0, description="Swapped out by the host.")
+    compressed_bytes: int | None = Field(default=None, ge=0, description="Compressed by the host.")
+    shared_bytes: int | None = Field(default=None, ge=0, description="Shared between VMs by the host.")
+    guest_report_age_seconds: float | None = Field(
+        default=None, ge=0, description="Age of the guest's last report; None if it never reported."
+    )
+    stale: bool = Field(default=False, description="Guest figures are missing or older than allowed.")
+    pressure_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        description="Derived: demand (or guest used) / current memory. Above ~0.9 the guest is short.",
+    )
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _derive_pressure(self) -> MemoryStats:
+        if self.pressure_ratio is None and self.current_bytes:
+            need = self.demand_bytes if self.demand_bytes is not None else self.guest_used_bytes
+            if need is not None:
+                object.__setattr__(self, "pressure_ratio", round(need / self.current_bytes, 4))
+        return self
+
+    @property
+    def used_bytes(self) -> int | None:
+        """What the guest needs, best figure first: guest used, else demand."""
+        return self.guest_used_bytes if self.guest_used_bytes is not None else self.demand_bytes
+
+
+class MemoryConfig(_Frozen):
+    """A VM's memory configuration: the range and policy knobs, per backend meaning.
+
+    KVM: ``maximum_bytes`` (maxMemory), ``startup_bytes`` (configured memory), ``minimum_bytes``
+    (memtune min_guarantee), ``deflate_on_oom``. ESXi: ``maximum_bytes`` (memoryMB),
+    ``reservation_bytes``, ``limit_bytes`` (``None`` = unlimited), ``shares``,
+    ``balloon_cap_bytes`` (sched.mem.maxmemctl). Hyper-V: ``dynamic``, ``startup_bytes``,
+    ``minimum_bytes``, ``maximum_bytes``, ``buffer_percent``, ``priority``.
+    """
+
+    vm: VM
+    mechanism: Mechanism
+    startup_bytes: int | None = Field(default=None, ge=0)
+    minimum_bytes: int | None = Field(default=None, ge=0)
+    maximum_bytes: int | None = Field(default=None, ge=0)
+    dynamic: bool | None = None
+    buffer_percent: int | None = Field(default=None, ge=0)
+    priority: int | None = Field(default=None, ge=0)
+    reservation_bytes: int | None = Field(default=None, ge=0)
+    limit_bytes: int | None = Field(default=None, ge=0, description="None: unlimited or not applicable.")
+    shares: int | None = Field(default=None, ge=0)
+    shares_level: str | None = None
+    balloon_cap_bytes: int | None = Field(default=None, ge=0)
+    deflate_on_oom: bool | None = None
+    stats_period_seconds: int | None = Field(default=None, ge=0)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+#: Fields of :class:`MemoryConfig` that ``set_config`` can change (backends declare which).
+CONFIG_FIELDS: tuple[str, ...] = (
+    "balloon_cap_bytes",
+    "buffer_percent",
+    "deflate_on_oom",
+    "dynamic",
+    "limit_bytes",
+    "maximum_bytes",
+    "minimum_bytes",
+    "priority",
+    "reservation_bytes",
+    "shares",
+    "startup_bytes",
+    "stats_period_seconds",
+)
+
+
+class ConfigUpdate(_Frozen):
+    """The validated fields a ``set_config`` call asks to change (unset fields stay as they are).
+
+    ``unlimited_limit=True`` removes an ESXi limit (``limit_bytes`` itself must then be unset).
+    """
+
+    startup_bytes: int | None = Field(default=None, gt=0)
+    minimum_bytes: int | None = Field(default=None, gt=0)
+    maximum_bytes: int | None = Field(default=None, gt=0)
+    dynamic: bool | None = None
+    buffer_percent: int | None = Field(default=None, ge=5, le=2000)
+    priority: int | None = Field(default=None, ge=0, le=100)
+    reservation_bytes: int | None = Field(default=None, ge=0)
+    limit_bytes: int | None = Field(default=None, gt=0)
+    unlimited_limit: bool = False
+    shares: int | None = Field(default=None, gt=0)
+    balloon_cap_bytes: int | None = Field(default=None, ge=0)
+    deflate_on_oom: bool | None = None
+    stats_period_seconds: int | None = Field(default=None, ge=0)
+
+    def fields(self) -> dict[str, Any]:
+        """The requested changes as ``{MemoryConfig field: value}`` (unlimited limit → None)."""
+        out = {k: v for k, v in self.model_dump(exclude={"unlimited_limit"}).items() if v is not None}
+        if self.unlimited_limit:
+            out["limit_bytes"] = None
+        return out
+
+
+class Capabilities(_Frozen):
+    """What a backend (or one VM on it) can read and change. Declared data, not probing.
+
+    ``set_live`` / ``set_offline``: names that can be changed while the VM runs / only when it
+    is powered off; ``"target"`` stands for :meth:`~hvballoon.Hypervisor.set_target`, the rest
+    are :class:`MemoryConfig` fields.
+    """
+
+    backend: str
+    mechanism: Mechanism
+    bulk_stats: bool = Field(description="get_stats() for all VMs costs one round trip.")
+    readable: frozenset[str] = Field(description="MemoryStats fields this backend fills.")
+    set_live: frozenset[str] = frozenset()
+    set_offline: frozenset[str] = frozenset()
+    alignment_bytes: int = Field(default=1, gt=0, description="Targets are rounded up to this.")
+    target_observable: bool = Field(
+        default=True, description="wait_for_target can watch the target being reached."
+    )
+    notes: tuple[str, ...] = ()
+
+    def can_set(self, name: str, *, running: bool) -> bool:
+        """Whether ``name`` ("target" or a config field) can be set in this power state."""
+        return name in self.set_live or (not running and name in self.set_offline)
+
+
+class Change(_Frozen):
+    """The outcome of a set operation: what was (or, with ``dry_run``, would be) changed.
+
+    ``before``/``after`` hold the affected fields only, so Ansible's ``--diff`` falls out of it.
+    """
+
+    vm: VM
+    operation: Literal["set_target", "set_config"]
+    changed: bool
+    dry_run: bool = False
+    forced: bool = False
+    mechanism: Mechanism
+    before: dict[str, Any]
+    after: dict[str, Any]
+    requested: dict[str, Any] = Field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every public model (what ``--json`` output validates against)."""
+    models: list[type[BaseModel]] = [VM, MemoryStats, MemoryConfig, Capabilities, Change]
+    return {m.__name__: m.model_json_schema(mode="serialization") for m in models}
+
+
+def dumps(obj: BaseModel | list[BaseModel] | dict[str, Any], *, indent: int | None = 2) -> str:
+    """JSON text for a model, a list of models or a plain dict (used by ``--json``)."""
+    if isinstance(obj, BaseModel):
+        data: Any = obj.model_dump(mode="json")
+    elif isinstance(obj, list):
+        data = [o.model_dump(mode="json") for o in obj]
+    else:
+        data = obj
+    return json.dumps(data, indent=indent, sort_keys=False)

@@ -1,0 +1,89 @@
+"""Retries, in exactly one layer: the session wraps each backend call with a :class:`RetryPolicy`.
+
+Only errors marked ``retryable`` (connection lost, timeout, session expired) are retried; the
+number of attempts is bounded, the backoff is exponential with jitter, and when the attempts are
+exhausted the original error is re-raised (never a wrapper). Only absolute, idempotent operations
+are ever retried ("set the target to 6 GiB", never "shrink by 1 GiB").
+
+>>> RetryPolicy(max_attempts=1).enabled
+False
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from hvballoon.errors import HVBalloonError, InvalidRequestError
+
+__all__ = ["RetryPolicy"]
+
+T = TypeVar("T")
+log = logging.getLogger("hvballoon.retry")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry retryable errors.
+
+    ``max_attempts=1`` turns retrying off. ``sleep`` may be replaced (tests on the fake inject a
+    no-op so retries are instant); ``seed`` makes the jitter reproducible.
+    """
+
+    max_attempts: int = 3
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidRequestError("RetryPolicy.max_attempts must be at least 1 (1 = no retries)")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.jitter < 0 or self.multiplier < 1:
+            raise InvalidRequestError("RetryPolicy delays must be >= 0 and multiplier >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_attempts > 1
+
+    def delays(self) -> list[float]:
+        """The waits between attempts (jittered): ``max_attempts - 1`` values."""
+        rng = random.Random(self.seed)
+        out = []
+        for attempt in range(self.max_attempts - 1):
+            base = min(self.max_delay, self.initial_delay * self.multiplier**attempt)
+            out.append(min(self.max_delay, base + rng.uniform(0, base * self.jitter)))
+        return out
+
+    def call(self, fn: Callable[[], T], *, what: str = "call") -> T:
+        """Run ``fn``, retrying retryable :class:`~hvballoon.errors.HVBalloonError` only."""
+        if not self.enabled:
+            return fn()
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+        delays = iter(self.delays())
+
+        def wait(_state: object) -> float:
+            return next(delays, self.max_delay)
+
+        def before_sleep(state: object) -> None:
+            outcome = getattr(state, "outcome", None)
+            exc = outcome.exception() if outcome is not None else None
+            log.info("retrying %s after %s (attempt %s)", what, getattr(exc, "code", exc),
+                     getattr(state, "attempt_number", "?"))
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait,
+            retry=retry_if_exception(lambda e: isinstance(e, HVBalloonError) and e.retryable),
+            reraise=True,
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+        )
+        return retrying(fn)

@@ -1,0 +1,577 @@
+"""Sessions: :func:`connect` and :class:`Hypervisor`, the same API over every backend.
+
+The session owns what must behave identically everywhere: resolving VM names, parsing sizes,
+guard rails, alignment, idempotence, dry runs, retries and waiting for a target.
+
+>>> import hvballoon
+>>> with hvballoon.connect("fake://seed") as hv:
+...     change = hv.set_target("web01", "7GiB", dry_run=True)
+...     change.changed, change.dry_run, change.after["target_bytes"] // 2**30
+(True, True, 7)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from hvballoon import registry
+from hvballoon._uri import ParsedURI, parse_uri
+from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.errors import (
+    AmbiguousVMError,
+    BalloonStalledError,
+    HVBalloonError,
+    InvalidRequestError,
+    InvalidStateError,
+    StatsUnavailableError,
+    TargetAboveMaximumError,
+    TargetBelowFloorError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+    WaitTimeoutError,
+)
+from hvballoon.models import (
+    VM,
+    Capabilities,
+    Change,
+    ConfigUpdate,
+    MemoryConfig,
+    MemoryStats,
+    PowerState,
+)
+from hvballoon.retry import RetryPolicy
+from hvballoon.units import MiB, align, format_size, parse_size
+
+__all__ = ["GuardRails", "Hypervisor", "VMRef", "connect"]
+
+log = logging.getLogger("hvballoon")
+
+VMRef = str | VM
+PASSWORD_ENV = "HVBALLOON_PASSWORD"
+
+
+@dataclass(frozen=True)
+class GuardRails:
+    """The safety margins :meth:`Hypervisor.set_target` applies unless forced.
+
+    The floor is ``used + max(margin_bytes, margin_fraction × configured)``; stats older than
+    ``max_stats_age_seconds`` (or marked stale by the backend) are not trusted for it.
+    """
+
+    margin_bytes: int = 256 * MiB
+    margin_fraction: float = 0.10
+    max_stats_age_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.margin_bytes < 0 or not 0 <= self.margin_fraction < 1:
+            raise InvalidRequestError("guard-rail margins must be >= 0 (fraction below 1)")
+
+    def floor(self, used_bytes: int, configured_bytes: int | None) -> int:
+        margin = self.margin_bytes
+        if configured_bytes:
+            margin = max(margin, int(configured_bytes * self.margin_fraction))
+        return used_bytes + margin
+
+
+def connect(
+    uri: str,
+    *,
+    password: str | SecretStr | None = None,
+    timeout: float = 30.0,
+    retry: RetryPolicy | None = None,
+    verify: bool = True,
+    ca_file: str | None = None,
+    guard_rails: GuardRails | None = None,
+    **backend_options: Any,
+) -> Hypervisor:
+    """Open a session on the hypervisor named by ``uri``.
+
+    The backend is chosen by the URI scheme and imported on first use; a missing one raises
+    :class:`~hvballoon.errors.BackendNotInstalledError` naming the ``pip install`` to run.
+    ``password`` may also come from the ``HVBALLOON_PASSWORD`` environment variable; it is kept
+    as a :class:`~pydantic.SecretStr` and never printed. ``verify=False`` turns TLS certificate
+    verification off, explicitly and with a warning. Every remote call gets ``timeout`` seconds.
+    """
+    parsed = parse_uri(uri)
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+        raise InvalidRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if password is None and os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    secret = password if isinstance(password, SecretStr) or password is None else SecretStr(password)
+    spec = registry.spec_for_scheme(parsed.scheme)
+    cls = registry.load_backend(spec.name)
+    if not verify:
+        msg = (
+            f"TLS certificate verification is OFF for {parsed.redacted}: "
+            "the connection can be intercepted"
+        )
+        warnings.warn(msg, stacklevel=2)
+        log.warning(msg)
+    opts = ConnectOptions(
+        parsed,
+        password=secret,
+        timeout=float(timeout),
+        verify=verify,
+        ca_file=ca_file,
+        options=backend_options,
+    )
+    policy = retry if retry is not None else RetryPolicy()
+    try:
+        backend = policy.call(lambda: cls(opts), what="connect")
+    except HVBalloonError as exc:
+        raise exc.with_context(backend=spec.name, uri=parsed.redacted)
+    return Hypervisor(backend, uri=parsed, retry=policy, guard_rails=guard_rails or GuardRails())
+
+
+class Hypervisor:
+    """A session on one hypervisor. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        uri: ParsedURI,
+        retry: RetryPolicy | None = None,
+        guard_rails: GuardRails | None = None,
+    ) -> None:
+        self._backend = backend
+        self._uri = uri
+        self.retry = retry or RetryPolicy()
+        self.guard_rails = guard_rails or GuardRails()
+        self._targets: dict[str, int] = {}
+        self._closed = False
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def __enter__(self) -> Hypervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Hypervisor {self.backend_name} {self.uri}{' closed' if self._closed else ''}>"
+
+    @property
+    def uri(self) -> str:
+        """The connection URI, redacted."""
+        return self._uri.redacted
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def native(self) -> Any:
+        """The backend's own client object, for what hvballoon does not cover."""
+        return self._backend.native
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend can read and change (declared)."""
+        return self._backend.capabilities
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
+
+    def _call(self, what: str, fn: Any, vm: str | None = None) -> Any:
+        if self._closed:
+            raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
+        try:
+            return self.retry.call(fn, what=what)
+        except HVBalloonError as exc:
+            raise exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def list_vms(self) -> list[VM]:
+        """Every VM on the hypervisor."""
+        result: list[VM] = self._call("list_vms", self._backend.list_vms)
+        return result
+
+    def resolve(self, vm: VMRef) -> VM:
+        """Find a VM by id, name or :class:`VM`; an ambiguous name lists the candidates."""
+        return self.resolve_many([vm])[0]
+
+    def resolve_many(self, refs: Iterable[VMRef]) -> list[VM]:
+        refs = list(refs)
+        if refs and all(isinstance(r, VM) for r in refs):
+            return [r for r in refs if isinstance(r, VM)]
+        vms = self.list_vms()
+        by_id = {v.id: v for v in vms}
+        out = []
+        for ref in refs:
+            if isinstance(ref, VM):
+                out.append(ref)
+                continue
+            if not isinstance(ref, str) or not ref:
+                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
+            if ref in by_id:
+                out.append(by_id[ref])
+                continue
+            named = [v for v in vms if v.name == ref]
+            if len(named) == 1:
+                out.append(named[0])
+            elif not named:
+                raise VMNotFoundError(
+                    f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
+                )
+            else:
+                ids = [v.id for v in named]
+                raise AmbiguousVMError(
+                    f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
+                    backend=self.backend_name,
+                    uri=self.uri,
+                    vm=ref,
+                    details={"candidates": ids},
+                )
+        return out
+
+    def get_stats(self, vms: VMRef | Sequence[VMRef] | None = None) -> list[MemoryStats]:
+        """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM."""
+        if vms is None:
+            result: list[MemoryStats] = self._call("get_stats", self._backend.get_stats)
+            return result
+        refs = [vms] if isinstance(vms, (str, VM)) else list(vms)
+        resolved = self.resolve_many(refs)
+        stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats(resolved))
+        return stats
+
+    def get_config(self, vm: VMRef) -> MemoryConfig:
+        """The VM's memory configuration."""
+        target = self.resolve(vm)
+        cfg: MemoryConfig = self._call("get_config", lambda: self._backend.get_config(target), target.name)
+        return cfg
+
+    def vm_capabilities(self, vm: VMRef) -> Capabilities:
+        """Capabilities refined for one VM (its mechanism may differ from the backend's)."""
+        return self._backend.vm_capabilities(self.resolve(vm))
+
+    # -- changing -----------------------------------------------------------------------
+
+    def set_target(
+        self, vm: VMRef, size: int | str, *, dry_run: bool = False, force: bool = False
+    ) -> Change:
+        """Move the VM's memory target to ``size`` (absolute, idempotent).
+
+        Refused with a typed error that states the numbers when the target is above the VM's
+        maximum (always), below the guest's used memory plus the safety margin, or when the
+        guest's usage is unknown or stale (both overridable with ``force=True``). The target is
+        aligned *up* to the backend's granularity. ``dry_run=True`` computes the
+        :class:`Change` and touches nothing.
+        """
+        requested = parse_size(size, what="target")
+        target_vm = self.resolve(vm)
+        caps = self._backend.vm_capabilities(target_vm)
+        running = target_vm.power_state is PowerState.RUNNING
+        if not caps.can_set("target", running=running):
+            self._refuse_unsupported("set a target", "target", caps, target_vm, running)
+        target = align(requested, caps.alignment_bytes, "up")
+        stats = self._one_stats(target_vm)
+        config = self.get_config(target_vm)
+        maximum = config.maximum_bytes if config.maximum_bytes is not None else stats.configured_bytes
+        numbers: dict[str, Any] = {"requested_bytes": requested, "target_bytes": target}
+        if maximum is not None and target > maximum:
+            raise TargetAboveMaximumError(
+                f"target {format_size(target)} is above the VM's maximum {format_size(maximum)}",
+                vm=target_vm.name,
+                backend=self.backend_name,
+                uri=self.uri,
+                details={**numbers, "maximum_bytes": maximum},
+            )
+        warnings_: list[str] = []
+        if not force:
+            self._check_floor(target_vm, target, stats, numbers)
+        else:
+            floor = self._floor_or_none(stats)
+            if floor is not None and target < floor:
+                warnings_.append(
+                    f"forced below the floor {format_size(floor)} "
+                    f"(guest uses {format_size(stats.used_bytes)}): the guest may swap or crash"
+                )
+        self._call("check_target", lambda: self._backend.check_target(target_vm, target, stats, config),
+                   target_vm.name)
+        before = stats.target_bytes if stats.target_bytes is not None else stats.current_bytes
+        changed = before != target
+        change = Change(
+            vm=target_vm,
+            operation="set_target",
+            changed=changed,
+            dry_run=dry_run,
+            forced=force,
+            mechanism=caps.mechanism,
+            before={"target_bytes": before},
+            after={"target_bytes": target},
+            requested={"target_bytes": requested},
+            warnings=tuple(warnings_),
+        )
+        if changed and not dry_run:
+            self._call("set_target", lambda: self._backend.apply_target(target_vm, target), target_vm.name)
+            log.info("set target of %s to %s (%s)", target_vm.name, format_size(target), caps.mechanism.value)
+        if not dry_run:
+            self._targets[target_vm.id] = target
+        return change
+
+    def _one_stats(self, vm: VM) -> MemoryStats:
+        stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats([vm]), vm.name)
+        if not stats:
+            raise VMNotFoundError(f"no stats for VM {vm.name!r}: it may have vanished",
+                                  vm=vm.name, backend=self.backend_name, uri=self.uri)
+        return stats[0]
+
+    def _floor_or_none(self, stats: MemoryStats) -> int | None:
+        used = stats.used_bytes
+        if used is None:
+            return None
+        return self.guard_rails.floor(used, stats.configured_bytes)
+
+    def _check_floor(self, vm: VM, target: int, stats: MemoryStats, numbers: dict[str, Any]) -> None:
+        used = stats.used_bytes
+        age = stats.guest_report_age_seconds
+        too_old = age is not None and age > self.guard_rails.max_stats_age_seconds
+        if used is None or stats.stale or too_old:
+            why = "has not reported its memory use" if used is None else "reported stale figures"
+            if used is not None and age is not None:
+                why += f" (last report {age:.0f} s ago)"
+            raise StatsUnavailableError(
+                f"refusing to set a target for {vm.name!r}: the guest {why}, so the safe floor is "
+                "unknown; wait for fresh stats (KVM: the stats period must be set) or pass force=True",
+                vm=vm.name,
+                backend=self.backend_name,
+                uri=self.uri,
+                details={**numbers, "guest_report_age_seconds": age},
+            )
+        floor = self.guard_rails.floor(used, stats.configured_bytes)
+        if target < floor:
+            margin = floor - used
+            raise TargetBelowFloorError(
+                f"target {format_size(target)} for {vm.name!r} is below the safe floor "
+                f"{format_size(floor)} (guest uses {format_size(used)} + margin {format_size(margin)}); "
+                "the guest would swap or crash. Pass force=True (CLI: --force) to override",
+                vm=vm.name,
+                backend=self.backend_name,
+                uri=self.uri,
+                details={**numbers, "used_bytes": used, "margin_bytes": margin, "floor_bytes": floor},
+            )
+
+    def _refuse_unsupported(self, what: str, name: str, caps: Capabilities, vm: VM, running: bool) -> None:
+        if running and name in caps.set_offline:
+            raise InvalidStateError(
+                f"cannot {what} of {vm.name!r} while it is running on {caps.backend}: "
+                "power it off first",
+                vm=vm.name, backend=self.backend_name, uri=self.uri,
+            )
+        raise UnsupportedOperationError(
+            f"the {caps.backend} backend cannot {what} for {vm.name!r} "
+            f"(mechanism {caps.mechanism.value}; settable live: {sorted(caps.set_live) or 'nothing'})",
+            vm=vm.name, backend=self.backend_name, uri=self.uri,
+        )
+
+    def set_config(
+        self,
+        vm: VMRef,
+        *,
+        minimum: int | str | None = None,
+        maximum: int | str | None = None,
+        startup: int | str | None = None,
+        dynamic: bool | None = None,
+        buffer_percent: int | None = None,
+        priority: int | None = None,
+        reservation: int | str | None = None,
+        limit: int | str | None = None,
+        shares: int | None = None,
+        balloon_cap: int | str | None = None,
+        deflate_on_oom: bool | None = None,
+        stats_period: int | None = None,
+        dry_run: bool = False,
+    ) -> Change:
+        """Change the VM's memory configuration (only the fields given; absolute, idempotent).
+
+        Sizes accept the same spellings as :meth:`set_target`; ``limit="unlimited"`` removes an
+        ESXi limit. Fields the backend cannot change (or not in the VM's power state) raise a
+        typed error before anything is sent; so do ranges that contradict themselves
+        (minimum ≤ startup ≤ maximum).
+        """
+        update = self._build_update(
+            minimum=minimum, maximum=maximum, startup=startup, dynamic=dynamic,
+            buffer_percent=buffer_percent, priority=priority, reservation=reservation,
+            limit=limit, shares=shares, balloon_cap=balloon_cap, deflate_on_oom=deflate_on_oom,
+            stats_period=stats_period,
+        )
+        wanted = update.fields()
+        if not wanted:
+            raise InvalidRequestError("set_config needs at least one field to change")
+        target_vm = self.resolve(vm)
+        caps = self._backend.vm_capabilities(target_vm)
+        running = target_vm.power_state is PowerState.RUNNING
+        for name in sorted(wanted):
+            if not caps.can_set(name, running=running):
+                self._refuse_unsupported(f"change {name}", name, caps, target_vm, running)
+        current = self.get_config(target_vm)
+        before = {k: getattr(current, k) for k in wanted}
+        changes = {k: v for k, v in wanted.items() if before[k] != v}
+        merged = {**{k: getattr(current, k) for k in ("minimum_bytes", "startup_bytes", "maximum_bytes")},
+                  **{k: v for k, v in wanted.items() if k in ("minimum_bytes", "startup_bytes", "maximum_bytes")}}
+        lo, mid, hi = merged["minimum_bytes"], merged["startup_bytes"], merged["maximum_bytes"]
+        pairs = [("minimum", lo, "startup", mid), ("startup", mid, "maximum", hi), ("minimum", lo, "maximum", hi)]
+        for a_name, a, b_name, b in pairs:
+            if a is not None and b is not None and a > b:
+                raise InvalidRequestError(
+                    f"{a_name} {format_size(a)} would be above {b_name} {format_size(b)}: "
+                    "the range must satisfy minimum <= startup <= maximum",
+                    vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                    details={"minimum_bytes": lo, "startup_bytes": mid, "maximum_bytes": hi},
+                )
+        if changes:
+            self._call(
+                "check_config",
+                lambda: self._backend.check_config(target_vm, changes, current, running=running),
+                target_vm.name,
+            )
+        change = Change(
+            vm=target_vm,
+            operation="set_config",
+            changed=bool(changes),
+            dry_run=dry_run,
+            mechanism=caps.mechanism,
+            before=before,
+            after={**before, **changes},
+            requested=wanted,
+        )
+        if changes and not dry_run:
+            self._call("set_config", lambda: self._backend.apply_config(target_vm, changes, current),
+                       target_vm.name)
+            log.info("changed memory config of %s: %s", target_vm.name, sorted(changes))
+        return change
+
+    @staticmethod
+    def _build_update(**kw: Any) -> ConfigUpdate:
+        sizes = {"minimum": "minimum_bytes", "maximum": "maximum_bytes", "startup": "startup_bytes",
+                 "reservation": "reservation_bytes", "balloon_cap": "balloon_cap_bytes"}
+        data: dict[str, Any] = {}
+        for arg, field_name in sizes.items():
+            if kw[arg] is not None:
+                data[field_name] = parse_size(kw[arg], what=arg, allow_zero=arg in {"reservation", "balloon_cap"})
+        limit = kw["limit"]
+        if isinstance(limit, str) and limit.strip().lower() in {"unlimited", "none", "-1"}:
+            data["unlimited_limit"] = True
+        elif limit is not None:
+            data["limit_bytes"] = parse_size(limit, what="limit")
+        for arg in ("dynamic", "deflate_on_oom"):
+            if kw[arg] is not None:
+                if not isinstance(kw[arg], bool):
+                    raise InvalidRequestError(f"{arg} must be true or false, got {kw[arg]!r}")
+                data[arg] = kw[arg]
+        for arg, field_name in (("buffer_percent", "buffer_percent"), ("priority", "priority"),
+                                ("shares", "shares"), ("stats_period", "stats_period_seconds")):
+            value = kw[arg]
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise InvalidRequestError(f"{arg} must be an integer, got {value!r}")
+                data[field_name] = value
+        try:
+            return ConfigUpdate(**data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidRequestError(
+                f"invalid memory configuration: {problems} "
+                "(buffer_percent 5-2000, priority 0-100, sizes above zero)"
+            ) from None
+
+    def wait_for_target(
+        self,
+        vm: VMRef,
+        *,
+        target: int | str | None = None,
+        timeout: float = 60.0,
+        tolerance: int | str | None = None,
+        poll_interval: float = 1.0,
+        stall_after: float | None = None,
+    ) -> MemoryStats:
+        """Poll until the VM's memory reaches its target; returns the stats on arrival.
+
+        The target is ``target`` if given, else the last one this session set, else what the
+        backend reports. Raises :class:`~hvballoon.errors.BalloonStalledError` (with the figure
+        reached) when the memory stops moving short of the target for ``stall_after`` seconds
+        (default: 5 polls, at least 5 s) — a real balloon stalls at what the guest can free and
+        the hypervisor reports no error — and :class:`~hvballoon.errors.WaitTimeoutError` when
+        it is still moving at ``timeout``. If the VM vanishes (a guest crashed by
+        over-inflation), :class:`~hvballoon.errors.VMNotFoundError` says so.
+        """
+        if timeout <= 0 or poll_interval <= 0:
+            raise InvalidRequestError("timeout and poll_interval must be positive")
+        target_vm = self.resolve(vm)
+        caps = self._backend.vm_capabilities(target_vm)
+        if not caps.target_observable:
+            raise UnsupportedOperationError(
+                f"the {caps.backend} backend cannot observe a target being reached "
+                f"(mechanism {caps.mechanism.value})",
+                vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+            )
+        stats = self._wait_stats(target_vm)
+        if target is not None:
+            goal = align(parse_size(target, what="target"), caps.alignment_bytes, "up")
+        elif target_vm.id in self._targets:
+            goal = self._targets[target_vm.id]
+        elif stats.target_bytes is not None:
+            goal = stats.target_bytes
+        else:
+            raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
+        tol = parse_size(tolerance, what="tolerance") if tolerance is not None else max(
+            caps.alignment_bytes, 2 * MiB, goal // 200
+        )
+        stall_after = stall_after if stall_after is not None else max(5 * poll_interval, 5.0)
+        clock, sleep = self._backend.monotonic, self._backend.sleep
+        start = clock()
+        last_move_at, last_value = start, stats.current_bytes
+        while True:
+            current = stats.current_bytes
+            if current is not None and abs(current - goal) <= tol:
+                return stats
+            now = clock()
+            if current is not None and (last_value is None or abs(current - last_value) > tol // 2):
+                last_move_at, last_value = now, current
+            details = {"target_bytes": goal, "reached_bytes": current, "tolerance_bytes": tol,
+                       "elapsed_seconds": round(now - start, 3)}
+            if now - last_move_at >= stall_after:
+                raise BalloonStalledError(
+                    f"the memory of {target_vm.name!r} stalled at {format_size(current)} "
+                    f"short of the target {format_size(goal)}: the guest cannot free more "
+                    "(it may be about to swap or run out of memory)",
+                    vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                    details={**details, "stats": stats.model_dump(mode="json")},
+                )
+            if now - start >= timeout:
+                raise WaitTimeoutError(
+                    f"the memory of {target_vm.name!r} was still moving after {timeout:g} s "
+                    f"({format_size(current)} of target {format_size(goal)})",
+                    vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                    details={**details, "stats": stats.model_dump(mode="json")},
+                )
+            sleep(min(poll_interval, max(0.0, timeout - (now - start))))
+            stats = self._wait_stats(target_vm)
+
+    def _wait_stats(self, vm: VM) -> MemoryStats:
+        try:
+            return self._one_stats(vm)
+        except VMNotFoundError as exc:
+            exc.message = (
+                f"VM {vm.name!r} vanished while waiting for its target: "
+                "the guest may have crashed (over-inflated balloon?)"
+            )
+            raise

@@ -1,0 +1,242 @@
+"""Byte sizes and durations: parse what people type, format what people read, align to backends.
+
+Inside hvballoon every size is an ``int`` of bytes. :func:`parse_size` accepts IEC units
+(``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB``: powers of 1024) and SI units (``kB``, ``MB``,
+``GB``, ``TB``, ``PB``: powers of 1000 — ``8GB`` is 8,000,000,000 bytes, not 8 GiB), ``B``, or a
+plain integer of bytes. A bare ``G``/``M``/``K`` is refused because it is ambiguous.
+
+>>> parse_size("4GiB")
+4294967296
+>>> parse_size("8GB")
+8000000000
+>>> parse_size("1.5 GiB")
+1610612736
+>>> format_size(1610612736)
+'1.5 GiB'
+>>> align(1000, 1024)
+1024
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from hvballoon.errors import InvalidRequestError, InvalidSizeError
+
+__all__ = [
+    "GiB",
+    "KiB",
+    "MiB",
+    "TiB",
+    "ACCEPTED_SIZE_FORMS",
+    "MAX_BYTES",
+    "align",
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+]
+
+KiB = 1024
+MiB = 1024**2
+GiB = 1024**3
+TiB = 1024**4
+PiB = 1024**5
+
+#: The largest size accepted (8 EiB - 1): every backend stores sizes in at most 64 signed bits.
+MAX_BYTES = 2**63 - 1
+
+_UNITS: dict[str, int] = {
+    "b": 1,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": TiB,
+    "pib": PiB,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "pb": 1000**5,
+}
+_AMBIGUOUS = {"k", "m", "g", "t", "p", "ki", "mi", "gi", "ti", "pi"}
+
+ACCEPTED_SIZE_FORMS = (
+    "an integer number of bytes (e.g. 1073741824), or a number with a unit: "
+    "IEC KiB, MiB, GiB, TiB, PiB (powers of 1024, e.g. '4GiB', '1.5 GiB', '512MiB') "
+    "or SI kB, MB, GB, TB, PB (powers of 1000, e.g. '8GB' = 8,000,000,000 bytes) or B"
+)
+
+_SIZE_RE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)\s*$")
+
+
+def parse_size(value: object, *, allow_zero: bool = False, what: str = "size") -> int:
+    """Parse a size into bytes.
+
+    ``value`` may be an ``int`` (bytes) or a string such as ``"4GiB"``, ``"512 MiB"``,
+    ``"8GB"`` (decimal) or ``"1.5GiB"``. Fractions of a byte are rounded to the nearest byte.
+    Raises :class:`~hvballoon.errors.InvalidSizeError`, naming the accepted forms, for
+    anything else: negatives, zero (unless ``allow_zero``), NaN, ambiguous units such as
+    ``"4G"``, words such as ``"4 gigs"``, or sizes beyond 8 EiB.
+    """
+    if isinstance(value, bool):
+        raise _bad(value, what, "a boolean is not a size")
+    if isinstance(value, int):
+        return _check_range(value, value, what, allow_zero)
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise _bad(value, what, "give whole bytes as an integer or use a unit")
+        return _check_range(int(value), value, what, allow_zero)
+    if not isinstance(value, str):
+        raise _bad(value, what, f"expected a string or an integer, not {type(value).__name__}")
+    if len(value) > 64:
+        raise _bad(value[:64] + "…", what, "too long")
+    m = _SIZE_RE.match(value)
+    if m is None:
+        raise _bad(value, what, "not a number followed by a unit")
+    unit = m.group("unit").lower()
+    if unit == "":
+        if "." in m.group("num"):
+            raise _bad(value, what, "a plain number is whole bytes; use a unit for fractions")
+        multiplier = 1
+    elif unit in _UNITS:
+        multiplier = _UNITS[unit]
+    elif unit in _AMBIGUOUS:
+        raise _bad(
+            value,
+            what,
+            f"the unit {m.group('unit')!r} is ambiguous (1000 or 1024?): "
+            f"write {m.group('unit')[0].upper()}iB for powers of 1024 or "
+            f"{m.group('unit')[0].upper()}B for powers of 1000",
+        )
+    else:
+        raise _bad(value, what, f"unknown unit {m.group('unit')!r}")
+    try:
+        exact = Decimal(m.group("num")) * multiplier
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise _bad(value, what, "not a number") from exc
+    if exact > MAX_BYTES:
+        raise _bad(value, what, "larger than 8 EiB")
+    result = int(exact.to_integral_value(rounding="ROUND_HALF_UP"))
+    return _check_range(result, value, what, allow_zero)
+
+
+def _check_range(n: int, original: object, what: str, allow_zero: bool) -> int:
+    if n < 0:
+        raise _bad(original, what, "a size cannot be negative")
+    if n == 0 and not allow_zero:
+        raise _bad(original, what, "a size of zero is not allowed here")
+    if n > MAX_BYTES:
+        raise _bad(original, what, "larger than 8 EiB")
+    return n
+
+
+def _bad(value: object, what: str, why: str) -> InvalidSizeError:
+    return InvalidSizeError(
+        f"invalid {what} {value!r}: {why}. Accepted: {ACCEPTED_SIZE_FORMS}.",
+        details={"value": repr(value), "accepted": ACCEPTED_SIZE_FORMS},
+    )
+
+
+_IEC_STEPS = (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB))
+
+
+def format_size(n: int | None, *, exact: bool = False) -> str:
+    """Format bytes with IEC units: ``'1.5 GiB'``; ``None`` is ``'-'``.
+
+    By default at most two decimals are shown (a readable figure). With ``exact=True`` the
+    result parses back to exactly ``n`` (the largest unit that divides it is used).
+
+    >>> format_size(4 * GiB), format_size(1536, exact=True), format_size(1000, exact=True)
+    ('4 GiB', '1.5 KiB', '1000 B')
+    """
+    if n is None:
+        return "-"
+    sign = "-" if n < 0 else ""
+    a = abs(n)
+    if exact:
+        for name, size in _IEC_STEPS:
+            # halves and quarters stay exact; anything finer is written in a smaller unit
+            if a >= size and (a * 4) % size == 0:
+                return f"{sign}{_trim(Decimal(a) / size)} {name}"
+        return f"{sign}{a} B"
+    for name, size in _IEC_STEPS:
+        if a >= size:
+            return f"{sign}{_trim(round(Decimal(a) / size, 2))} {name}"
+    return f"{sign}{a} B"
+
+
+def _trim(d: Decimal) -> str:
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+def align(n: int, granularity: int, direction: Literal["up", "down"] = "up") -> int:
+    """Round ``n`` bytes to a multiple of ``granularity`` (``up`` by default).
+
+    Targets are aligned *up* in hvballoon, so an aligned target never falls below the floor a
+    guard rail computed.
+    """
+    if granularity <= 0:
+        raise InvalidRequestError(f"alignment must be positive, got {granularity}")
+    down = n - n % granularity
+    if direction == "down" or down == n:
+        return down
+    if direction != "up":
+        raise InvalidRequestError(f"direction must be 'up' or 'down', got {direction!r}")
+    return down + granularity
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|min|s|m|h|d)")
+
+
+def parse_duration(value: object, *, what: str = "duration") -> float:
+    """Parse ``'10s'``, ``'2h'``, ``'1h30m'``, ``'250ms'`` or a number of seconds into seconds.
+
+    >>> parse_duration("1h30m"), parse_duration("10s"), parse_duration(2.5)
+    (5400.0, 10.0, 2.5)
+    """
+    accepted = "seconds as a number, or a number with ms, s, m, h or d (e.g. '10s', '1h30m')"
+    if isinstance(value, bool):
+        raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for m in _DURATION_RE.finditer(text):
+                if text[pos : m.start()].strip():
+                    break
+                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+                pos = m.end()
+            if pos == 0 or text[pos:].strip():
+                raise InvalidRequestError(
+                    f"invalid {what} {value!r}; accepted: {accepted}"
+                ) from None
+    else:
+        raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidRequestError(f"invalid {what} {value!r}: must be finite and not negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``5400`` → ``'1h30m'``; sub-minute values keep one decimal."""
+    if seconds < 60:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    s = int(round(seconds))
+    parts = []
+    for name, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            parts.append(f"{s // size}{name}")
+            s %= size
+    return "".join(parts)
