@@ -213,10 +213,12 @@ class WinRMServer:
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for ``winrm.Session``/``winrm.protocol.Protocol`` that fit this server
         (transport, and for HTTPS certificate validation against ``ca_file``)."""
-        options: dict[str, Any] = {"transport": self.transport}
-        if self.https:
-            options.update(server_cert_validation="validate", ca_trust_path=self.ca_file)
-        return options
+        # An explicit trust path also keeps pywinrm from reading REQUESTS_CA_BUNDLE.
+        return {
+            "transport": self.transport,
+            "server_cert_validation": "validate",
+            "ca_trust_path": self.ca_file,
+        }
 
     # -- scripting and inspection ------------------------------------------------------------------
 

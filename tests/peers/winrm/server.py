@@ -108,9 +108,7 @@ _RESPONSE_ACTIONS = {
 }
 
 _ENVELOPE_OPEN = (
-    '<s:Envelope xml:lang="en-US"'
-    + "".join(f' xmlns:{prefix}="{uri}"' for prefix, uri in _NS.items())
-    + ">"
+    '<s:Envelope xml:lang="en-US"' + "".join(f' xmlns:{prefix}="{uri}"' for prefix, uri in _NS.items()) + ">"
 )
 
 _ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
@@ -153,7 +151,8 @@ def decode_command_line(command_line: str) -> str:
     """The script a command line runs: decoded for PowerShell, else the line itself.
 
     >>> import base64
-    >>> decode_command_line("powershell -encodedcommand " + base64.b64encode("echo ü".encode("utf-16-le")).decode())
+    >>> script = base64.b64encode("echo ü".encode("utf-16-le")).decode()
+    >>> decode_command_line("powershell -encodedcommand " + script)
     'echo ü'
     >>> decode_command_line("powershell -NoProfile -Command Get-VM | Select Name")
     'Get-VM | Select Name'
@@ -170,7 +169,7 @@ def decode_command_line(command_line: str) -> str:
             # PowerShell treats leftover text as -Command.
             return " ".join(tokens[i:])
         name = switch.lstrip("-/")
-        if name and ("encodedcommand".startswith(name) and name.startswith("e") or name == "ec"):
+        if name and (name == "ec" or (name.startswith("e") and "encodedcommand".startswith(name))):
             if i + 1 >= len(tokens):
                 return command_line
             try:
@@ -239,13 +238,9 @@ default_handler = Router()
 * ``$PSVersionTable.PSVersion.Major``: ``5``;
 * ``[Console]::In.ReadToEnd()`` or ``$input | Out-String``: stdin echoed (as UTF-8) on stdout.
 """
-default_handler.add(
-    r"Write-Output '((?:[^']|'')*)'", lambda m, _: (_ps_single_quoted(m[1]) + "\r\n", "", 0)
-)
+default_handler.add(r"Write-Output '((?:[^']|'')*)'", lambda m, _: (_ps_single_quoted(m[1]) + "\r\n", "", 0))
 default_handler.add(r"echo (.*)", lambda m, _: (m[1] + "\r\n", "", 0))
-default_handler.add(
-    r"Write-Error '((?:[^']|'')*)'", lambda m, _: ("", _ps_single_quoted(m[1]) + "\r\n", 1)
-)
+default_handler.add(r"Write-Error '((?:[^']|'')*)'", lambda m, _: ("", _ps_single_quoted(m[1]) + "\r\n", 1))
 default_handler.add(r"exit (-?\d+)", lambda m, _: ("", "", int(m[1])))
 default_handler.add(r"\$PSVersionTable\.PSVersion\.Major", lambda m, _: ("5\r\n", "", 0))
 default_handler.add(
@@ -376,7 +371,7 @@ def _codec(codepage: int) -> str:
     if codepage == 65001:
         return "utf-8"
     try:
-        return codecs.lookup("cp%d" % codepage).name
+        return codecs.lookup(f"cp{codepage}").name
     except LookupError:
         return "utf-8"
 
@@ -503,7 +498,8 @@ class WSManServer(http.server.ThreadingHTTPServer):
         self._ntlm_users = ""
         if auth == "ntlm":
             self._ntlm_users = _ntlm_store_content(self.users)
-            import spnego.channel_bindings  # noqa: F401  (fail early when pyspnego is missing)
+            # Imported here so that a missing pyspnego fails at start, not at the first request.
+            import spnego.channel_bindings
 
             if channel_binding_hash is not None:
                 self.channel_bindings = spnego.channel_bindings.GssChannelBindings(
@@ -556,7 +552,11 @@ class WSManServer(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that drops its connection (or refuses our certificate) is not our error.
-        self.stats["connection_errors"] += 1
+        self.bump("connection_errors")
+
+    def bump(self, stat: str, value: int = 1) -> None:
+        with self.lock:
+            self.stats[stat] += value
 
     # -- scripting and inspection --------------------------------------------------------------
 
@@ -575,12 +575,15 @@ class WSManServer(http.server.ThreadingHTTPServer):
         if fault_code == OPERATION_TIMEOUT:
             fault = _Fault(
                 fault_code,
-                reason or "The WS-Management service cannot complete the operation within the "
+                reason
+                or "The WS-Management service cannot complete the operation within the "
                 "time specified in OperationTimeout.",
                 subcode=subcode or "w:TimedOut",
             )
         else:
-            fault = _Fault(fault_code, reason or f"Scripted fault {fault_code}.", subcode=subcode or "w:InternalError")
+            fault = _Fault(
+                fault_code, reason or f"Scripted fault {fault_code}.", subcode=subcode or "w:InternalError"
+            )
         with self.lock:
             for _ in range(times):
                 self.scripted_faults[action].append(fault)
@@ -609,10 +612,10 @@ class WSManServer(http.server.ThreadingHTTPServer):
         now = time.monotonic()
         with self.lock:
             shell = self.shells_by_id.get(shell_id or "")
-            if shell is not None and shell.idle_timeout is not None:
-                if now - shell.last_used > shell.idle_timeout:
-                    del self.shells_by_id[shell.shell_id]
-                    shell = None
+            idle = shell.idle_timeout if shell is not None else None
+            if shell is not None and idle is not None and now - shell.last_used > idle:
+                del self.shells_by_id[shell.shell_id]
+                shell = None
             if shell is None:
                 raise _Fault(
                     SHELL_NOT_FOUND,
@@ -675,7 +678,7 @@ class WSManServer(http.server.ThreadingHTTPServer):
             method = getattr(self, "_do_" + action.lower())
             response_body = method(ctx, shell_id)
         except _Fault as fault:
-            self.stats["faults"] += 1
+            self.bump("faults")
             return fault.http_status, _fault_envelope(fault, message_id), max_envelope
         envelope = (
             _ENVELOPE_OPEN
@@ -699,7 +702,8 @@ class WSManServer(http.server.ThreadingHTTPServer):
         except ValueError:
             codepage = 437
         environment = {
-            v.get("Name", ""): v.text or "" for v in shell_element.iterfind("rsp:Environment/rsp:Variable", _NS)
+            v.get("Name", ""): v.text or ""
+            for v in shell_element.iterfind("rsp:Environment/rsp:Variable", _NS)
         }
         idle = _duration_seconds(shell_element.findtext("rsp:IdleTimeOut", None, _NS))
         if idle is None:
@@ -760,7 +764,9 @@ class WSManServer(http.server.ThreadingHTTPServer):
         )
         with self.lock:
             shell.commands[record.command_id] = record
-        return f"<rsp:CommandResponse><rsp:CommandId>{record.command_id}</rsp:CommandId></rsp:CommandResponse>"
+        return (
+            f"<rsp:CommandResponse><rsp:CommandId>{record.command_id}</rsp:CommandId></rsp:CommandResponse>"
+        )
 
     def _command(self, shell: _Shell, command_id: str | None) -> _Command:
         with self.lock:
@@ -955,12 +961,13 @@ class _WSManRequestHandler(http.server.BaseHTTPRequestHandler):
             try:
                 self.request = self.server.ssl_context.wrap_socket(sock, server_side=True)
             except (OSError, ssl.SSLError):
-                self.server.stats["tls_handshake_failures"] += 1
+                self.server.bump("tls_handshake_failures")
                 self._dead = True
         with self.server.lock:
             self.server._connections[self.request] = threading.current_thread()
-        self.timeout = self.server.connection_timeout_seconds
         super().setup()
+        # An idle keep-alive connection is dropped after this long (the client reconnects).
+        self.connection.settimeout(self.server.connection_timeout_seconds)
 
     def handle(self) -> None:
         if not self._dead:
@@ -1004,12 +1011,12 @@ class _WSManRequestHandler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _unauthorized(self, challenge: str) -> None:
-        self.server.stats["auth_rejections"] += 1
+        self.server.bump("auth_rejections")
         self._respond(401, headers=[("WWW-Authenticate", challenge)])
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self._read_body()
-        self.server.stats["http_requests"] += 1
+        self.server.bump("http_requests")
         if self.path.split("?", 1)[0].rstrip("/").lower() != "/wsman":
             self._respond(404)
             return
@@ -1020,9 +1027,8 @@ class _WSManRequestHandler(http.server.BaseHTTPRequestHandler):
                 return
         else:
             authorization = self.headers.get("Authorization")
-            if authorization:
-                if not self._ntlm_step(authorization):
-                    return
+            if authorization and not self._ntlm_step(authorization):
+                return
             if self._ntlm is None or self._user is None:
                 self._unauthorized("Negotiate")
                 return
@@ -1035,17 +1041,19 @@ class _WSManRequestHandler(http.server.BaseHTTPRequestHandler):
             try:
                 body = self._unseal(body)
             except Exception:
-                self.server.stats["decrypt_failures"] += 1
+                self.server.bump("decrypt_failures")
                 self._respond(400)
                 return
+            self.server.bump("encrypted_requests")
         if not body:
             # pywinrm's empty POST that sets up the encryption context.
             self._respond(200)
             return
         status, envelope, _ = self.server.process_soap(body, user, self.client_address[0])
         payload = envelope.encode("utf-8")
-        with self.server.lock:
-            self.server.stats["max_envelope_bytes"] = max(self.server.stats["max_envelope_bytes"], len(payload))
+        server = self.server
+        with server.lock:
+            server.stats["max_envelope_bytes"] = max(server.stats["max_envelope_bytes"], len(payload))
         if encrypted:
             self._respond(
                 status,
@@ -1064,7 +1072,7 @@ class _WSManRequestHandler(http.server.BaseHTTPRequestHandler):
         self._read_body()
         self._respond(405, headers=[("Allow", "POST")])
 
-    do_GET = do_PUT = do_DELETE = do_HEAD = _do_other  # noqa: N815
+    do_GET = do_PUT = do_DELETE = do_HEAD = _do_other
 
     # -- authentication -----------------------------------------------------------------------------
 
@@ -1120,7 +1128,7 @@ class _WSManRequestHandler(http.server.BaseHTTPRequestHandler):
                 context, self._ntlm_pending = self._ntlm_pending, None
                 context.step(token)
         except Exception:
-            server.stats["ntlm_failures"] += 1
+            server.bump("ntlm_failures")
             self._ntlm = self._ntlm_pending = None
             self._user = None
             self._unauthorized("Negotiate")
