@@ -52,7 +52,6 @@ from hvballoon.session import GuardRails, Hypervisor, connect
 from hvballoon.units import format_size, parse_size
 
 __all__ = [
-    "VM",
     "AmbiguousVMError",
     "AuthenticationError",
     "BackendBrokenError",
@@ -85,6 +84,7 @@ __all__ = [
     "TargetAboveMaximumError",
     "TargetBelowFloorError",
     "UnsupportedOperationError",
+    "VM",
     "VMNotFoundError",
     "WaitTimeoutError",
     "__version__",

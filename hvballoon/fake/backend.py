@@ -213,9 +213,9 @@ class FakeBackend(Backend):
                 extra={"limit_bytes": limit},
             )
         # hyperv: Get-VM's MemoryAssigned / MemoryDemand; no guest "used" figure
+        common["configured_bytes"] = g.config.get("maximum_bytes") or g.memory_bytes
         return MemoryStats(
             **common,
-            configured_bytes=g.config.get("maximum_bytes") or g.memory_bytes,
             current_bytes=g.current_bytes,
             target_bytes=g.target_bytes,
             demand_bytes=g.used_bytes,

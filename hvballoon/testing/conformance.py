@@ -1,0 +1,273 @@
+"""The conformance suite every backend must pass (fsspec's abstract-tests pattern).
+
+Inherit :class:`BackendConformance` in a test module and provide a ``hv`` fixture that yields a
+connected :class:`hvballoon.Hypervisor` whose VMs the tests may change (a fresh one per test,
+or one whose changes are undone)::
+
+    import pytest
+    import hvballoon
+    from hvballoon.testing.conformance import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def hv(self):
+            with hvballoon.connect("mine://host") as session:
+                yield session
+
+Class attributes tune it for peers whose figures move on their own (a real guest):
+``volatile_fields`` are not compared between bulk and per-VM reads, ``wait_timeout`` bounds
+``wait_for_target``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from hvballoon.errors import (
+    HVBalloonError,
+    InvalidRequestError,
+    InvalidStateError,
+    TargetAboveMaximumError,
+    TargetBelowFloorError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
+from hvballoon.models import CONFIG_FIELDS, VM, Capabilities, Change, MemoryConfig, MemoryStats, PowerState
+from hvballoon.session import Hypervisor
+from hvballoon.units import MiB, align
+
+__all__ = [
+    "BackendConformance",
+    "CapabilityTests",
+    "ConfigTests",
+    "ErrorTests",
+    "ListingTests",
+    "StatsTests",
+    "TargetTests",
+]
+
+_SIZE_FIELDS = [n for n, f in MemoryStats.model_fields.items() if n.endswith("_bytes")]
+_SAMPLE_CONFIG: dict[str, dict[str, Any]] = {
+    "minimum_bytes": {"minimum": "1GiB"},
+    "maximum_bytes": {"maximum": "64GiB"},
+    "startup_bytes": {"startup": "2GiB"},
+    "dynamic": {"dynamic": True},
+    "buffer_percent": {"buffer_percent": 25},
+    "priority": {"priority": 60},
+    "reservation_bytes": {"reservation": "1GiB"},
+    "limit_bytes": {"limit": "8GiB"},
+    "shares": {"shares": 2000},
+    "balloon_cap_bytes": {"balloon_cap": "2GiB"},
+    "deflate_on_oom": {"deflate_on_oom": True},
+    "stats_period_seconds": {"stats_period": 5},
+}
+
+
+class _Base:
+    volatile_fields: ClassVar[frozenset[str]] = frozenset(
+        {"collected_at", "guest_report_age_seconds", "extra"}
+    )
+    wait_timeout: ClassVar[float] = 60.0
+
+    @staticmethod
+    def running_vms(hv: Hypervisor) -> list[VM]:
+        return [v for v in hv.list_vms() if v.power_state is PowerState.RUNNING]
+
+    @staticmethod
+    def movable(hv: Hypervisor) -> list[tuple[VM, MemoryStats, MemoryConfig, Capabilities]]:
+        """Running VMs with fresh stats whose target can be set live."""
+        out = []
+        for st in hv.get_stats():
+            if st.vm.power_state is not PowerState.RUNNING or st.stale or st.used_bytes is None:
+                continue
+            caps = hv.vm_capabilities(st.vm)
+            if caps.can_set("target", running=True):
+                out.append((st.vm, st, hv.get_config(st.vm), caps))
+        return out
+
+    @staticmethod
+    def window(hv: Hypervisor, st: MemoryStats, cfg: MemoryConfig, caps: Capabilities) -> tuple[int, int]:
+        used = st.used_bytes
+        assert used is not None
+        floor = hv.guard_rails.floor(used, st.configured_bytes)
+        maximum = cfg.maximum_bytes if cfg.maximum_bytes is not None else st.configured_bytes
+        assert maximum is not None
+        return align(floor, caps.alignment_bytes, "up"), maximum
+
+
+class ListingTests(_Base):
+    def test_vms_listed_with_unique_ids(self, hv: Hypervisor) -> None:
+        vms = hv.list_vms()
+        assert vms, "the peer must have at least one VM"
+        ids = [v.id for v in vms]
+        assert len(ids) == len(set(ids))
+        assert all(v.name and v.backend == hv.backend_name for v in vms)
+
+    def test_resolve_by_name_id_and_vm(self, hv: Hypervisor) -> None:
+        vm = hv.list_vms()[0]
+        assert hv.resolve(vm.id).id == vm.id
+        assert hv.resolve(vm).id == vm.id
+        if [v.name for v in hv.list_vms()].count(vm.name) == 1:
+            assert hv.resolve(vm.name).id == vm.id
+
+
+class StatsTests(_Base):
+    def test_bulk_stats_cover_every_vm_once(self, hv: Hypervisor) -> None:
+        ids = sorted(v.id for v in hv.list_vms())
+        assert sorted(s.vm.id for s in hv.get_stats()) == ids
+
+    def test_bulk_equals_per_vm(self, hv: Hypervisor) -> None:
+        bulk = {s.vm.id: s for s in hv.get_stats()}
+        for vm in hv.list_vms():
+            (one,) = hv.get_stats([vm])
+            a = bulk[vm.id].model_dump(exclude=set(self.volatile_fields))
+            b = one.model_dump(exclude=set(self.volatile_fields))
+            assert a == b, f"bulk and per-VM stats differ for {vm.name}"
+
+    def test_sizes_are_bytes_and_unknown_is_none(self, hv: Hypervisor) -> None:
+        caps = hv.capabilities
+        for st in hv.get_stats():
+            vcaps = hv.vm_capabilities(st.vm)
+            readable = caps.readable | vcaps.readable
+            for name in _SIZE_FIELDS:
+                value = getattr(st, name)
+                if name not in readable:
+                    assert value is None, f"{name} is not declared readable but has {value!r}"
+                elif value is not None:
+                    assert isinstance(value, int) and value >= 0
+            if st.configured_bytes is not None:
+                # a KiB or MB figure left unconverted would be absurdly small
+                assert st.configured_bytes >= 16 * MiB, f"configured_bytes of {st.vm.name} is not in bytes"
+                for name in ("current_bytes", "guest_used_bytes", "guest_total_bytes"):
+                    value = getattr(st, name)
+                    if value is not None:
+                        assert value <= st.configured_bytes * 1.05 + 64 * MiB, f"{name} exceeds configured"
+            if st.vm.power_state is PowerState.RUNNING and not st.stale:
+                assert st.used_bytes is not None, "fresh stats of a running VM must say what it uses"
+
+    def test_config_of_every_vm(self, hv: Hypervisor) -> None:
+        for vm in hv.list_vms():
+            cfg = hv.get_config(vm)
+            assert isinstance(cfg, MemoryConfig) and cfg.vm.id == vm.id
+
+
+class CapabilityTests(_Base):
+    def test_capabilities_are_declared(self, hv: Hypervisor) -> None:
+        caps = hv.capabilities
+        assert isinstance(caps, Capabilities)
+        assert caps.readable <= set(MemoryStats.model_fields)
+        assert caps.set_live | caps.set_offline <= {"target", *CONFIG_FIELDS}
+        assert caps.alignment_bytes >= 1
+
+    def test_declared_unsupported_config_raises(self, hv: Hypervisor) -> None:
+        for vm in hv.list_vms():
+            caps = hv.vm_capabilities(vm)
+            for name in sorted(set(CONFIG_FIELDS) - caps.set_live - caps.set_offline):
+                with pytest.raises(UnsupportedOperationError):
+                    hv.set_config(vm, **_SAMPLE_CONFIG[name])
+
+
+class TargetTests(_Base):
+    def test_set_target_is_idempotent(self, hv: Hypervisor) -> None:
+        vm, st, cfg, caps = self.movable(hv)[0]
+        lo, hi = self.window(hv, st, cfg, caps)
+        current = st.target_bytes
+        if current is None or not lo <= current <= hi or current % caps.alignment_bytes:
+            current = hi
+        first = hv.set_target(vm, current)
+        second = hv.set_target(vm, current)
+        assert second.changed is False
+        assert second.before == second.after == first.after
+
+    def first_accepted(self, hv: Hypervisor, *, dry_run: bool) -> tuple[VM, MemoryStats, int, Change, Capabilities]:
+        """Set a mid-window target on the first VM whose live rules accept one."""
+        for vm, st, cfg, caps in self.movable(hv):
+            lo, hi = self.window(hv, st, cfg, caps)
+            if lo >= hi:
+                continue
+            goal = align(lo + (hi - lo) // 2, caps.alignment_bytes, "up")
+            if goal == st.target_bytes:
+                goal = hi
+            try:
+                change = hv.set_target(vm, goal, dry_run=dry_run)
+            except InvalidStateError:
+                continue  # a live-change rule of this VM (e.g. Hyper-V Dynamic Memory)
+            return vm, st, goal, change, caps
+        raise AssertionError("no VM accepted a target inside its safe window")
+
+    def test_set_target_applies_and_reads_back(self, hv: Hypervisor) -> None:
+        vm, _, goal, change, caps = self.first_accepted(hv, dry_run=False)
+        assert isinstance(change, Change) and change.changed and change.after["target_bytes"] == goal
+        if caps.target_observable:
+            reached = hv.wait_for_target(vm, timeout=self.wait_timeout)
+            assert abs((reached.current_bytes or 0) - goal) <= max(caps.alignment_bytes, 2 * MiB, goal // 200)
+        (after,) = hv.get_stats([vm])
+        assert after.target_bytes == goal
+        assert hv.set_target(vm, goal).changed is False
+
+    def test_above_maximum_is_refused_even_forced(self, hv: Hypervisor) -> None:
+        vm, st, cfg, caps = self.movable(hv)[0]
+        _, hi = self.window(hv, st, cfg, caps)
+        for force in (False, True):
+            with pytest.raises(TargetAboveMaximumError) as info:
+                hv.set_target(vm, hi + 1024 * MiB, force=force)
+            assert info.value.details["maximum_bytes"] == hi
+        assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
+
+    def test_below_floor_is_refused_without_force(self, hv: Hypervisor) -> None:
+        vm, st, cfg, caps = self.movable(hv)[0]
+        lo, _ = self.window(hv, st, cfg, caps)
+        low = max(caps.alignment_bytes, align(lo // 4, caps.alignment_bytes, "down"))
+        with pytest.raises(TargetBelowFloorError) as info:
+            hv.set_target(vm, low)
+        assert info.value.details["floor_bytes"] >= st.used_bytes
+        assert info.value.details["used_bytes"] == st.used_bytes or "used_bytes" in info.value.details
+        assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
+
+    def test_dry_run_changes_nothing(self, hv: Hypervisor) -> None:
+        vm, st, goal, change, _ = self.first_accepted(hv, dry_run=True)
+        assert change.dry_run and change.changed and change.after["target_bytes"] == goal
+        assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
+
+
+class ConfigTests(_Base):
+    def test_empty_config_change_is_refused(self, hv: Hypervisor) -> None:
+        with pytest.raises(InvalidRequestError):
+            hv.set_config(hv.list_vms()[0])
+
+
+class ErrorTests(_Base):
+    def test_unknown_vm(self, hv: Hypervisor) -> None:
+        ghost = "no-such-vm-\u2019; $(rm -rf /)"
+        with pytest.raises(VMNotFoundError):
+            hv.get_stats([ghost])
+        with pytest.raises(VMNotFoundError):
+            hv.get_config(ghost)
+        with pytest.raises(VMNotFoundError):
+            hv.set_target(ghost, "1GiB")
+
+    def test_only_hvballoon_errors_escape(self, hv: Hypervisor) -> None:
+        vm = hv.list_vms()[0]
+        bad_calls = [
+            lambda: hv.set_target(vm, "4 gigs"),
+            lambda: hv.set_target(vm, "4G"),
+            lambda: hv.set_target(vm, -1),
+            lambda: hv.set_target(vm, "nan GiB"),
+            lambda: hv.set_target(vm, 10**30),
+            lambda: hv.set_target("", "1GiB"),
+            lambda: hv.set_config(vm, buffer_percent=1),
+            lambda: hv.set_config(vm, priority=101),
+            lambda: hv.set_config(vm, minimum="lots"),
+            lambda: hv.wait_for_target(vm, timeout=-1),
+        ]
+        for call in bad_calls:
+            with pytest.raises(HVBalloonError):
+                call()
+
+
+class BackendConformance(
+    ListingTests, StatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests
+):
+    """Everything above. Provide a ``hv`` fixture."""

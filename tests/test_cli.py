@@ -1,0 +1,135 @@
+"""The CLI through its real entry point, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import jsonschema
+import pytest
+
+from hvballoon.models import json_schemas
+
+EXE = shutil.which("hvballoon")
+SCHEMAS = json_schemas()
+
+
+def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def validate(instance: Any, model: str) -> None:
+    jsonschema.validate(instance, SCHEMAS[model])
+
+
+def test_entry_point_is_installed() -> None:
+    assert EXE, "the hvballoon console script must be installed (pip install -e .)"
+
+
+def test_stats_table_shows_seed() -> None:
+    r = run("stats", "fake://seed")
+    assert r.returncode == 0, r.stderr
+    for name in ("web01", "db01", "jvm01", "ci01"):
+        assert name in r.stdout
+    assert "16 GiB" in r.stdout and "3 GiB" in r.stdout
+
+
+def test_stats_json_validates() -> None:
+    r = run("stats", "fake://seed", "--json")
+    data = json.loads(r.stdout)
+    assert len(data) == 10
+    for item in data:
+        validate(item, "MemoryStats")
+    r = run("stats", "fake://seed?flavor=hyperv", "web01", "db01", "--json")
+    data = json.loads(r.stdout)
+    assert [d["vm"]["name"] for d in data] == ["web01", "db01"]
+    assert data[0]["guest_used_bytes"] is None and data[0]["demand_bytes"] is not None
+
+
+def test_vms_and_config_and_capabilities_json() -> None:
+    for item in json.loads(run("vms", "fake://seed", "--json").stdout):
+        validate(item, "VM")
+    validate(json.loads(run("config", "fake://seed", "web01", "--json").stdout), "MemoryConfig")
+    validate(json.loads(run("capabilities", "fake://seed", "--json").stdout), "Capabilities")
+    validate(json.loads(run("capabilities", "fake://seed?flavor=hyperv", "db01", "--json").stdout),
+             "Capabilities")
+
+
+def test_set_below_floor_is_refused_with_numbers() -> None:
+    r = run("set", "fake://seed", "web01", "1GiB")
+    assert r.returncode == 8
+    assert "below the safe floor 4.6 GiB" in r.stderr and "guest uses 3 GiB" in r.stderr
+    r = run("set", "fake://seed", "web01", "1GiB", "--json")
+    err = json.loads(r.stdout)
+    assert err["code"] == "below_floor" and err["details"]["floor_bytes"] > err["details"]["target_bytes"]
+
+
+def test_set_forced_applies() -> None:
+    r = run("set", "fake://seed", "web01", "1GiB", "--force", "--json")
+    assert r.returncode == 0, r.stderr
+    change = json.loads(r.stdout)
+    validate(change, "Change")
+    assert change["changed"] and change["after"]["target_bytes"] == 2**30 and change["warnings"]
+    r = run("set", "fake://seed", "web01", "6GiB", "--wait", "--json")
+    out = json.loads(r.stdout)
+    validate(out["change"], "Change")
+    validate(out["stats"], "MemoryStats")
+    assert out["stats"]["current_bytes"] == 6 * 2**30
+
+
+@pytest.mark.parametrize("size", ["4 gigs", "4G", "-1GiB", "0", "lots"])
+def test_bad_size_names_accepted_spellings(size: str) -> None:
+    r = run("set", "fake://seed", "web01", "--", size)
+    assert r.returncode == 2
+    assert "Accepted:" in r.stderr and "GiB" in r.stderr and "GB" in r.stderr
+
+
+def test_dry_run_human_output() -> None:
+    r = run("set", "fake://seed", "web01", "6GiB", "--dry-run")
+    assert r.returncode == 0 and "would change" in r.stdout and "16 GiB -> 6 GiB" in r.stdout
+
+
+def test_config_change() -> None:
+    r = run("config", "fake://seed?flavor=esxi", "db01", "--reservation", "4GiB", "--limit", "unlimited", "--json")
+    assert r.returncode == 0, r.stderr
+    validate(json.loads(r.stdout), "Change")
+    r = run("config", "fake://seed?flavor=hyperv", "web01", "--maximum", "8GiB")
+    assert r.returncode == 10 and "can only be raised" in r.stderr
+    r = run("config", "fake://seed", "web01", "--buffer-percent", "20")
+    assert r.returncode == 9
+
+
+def test_errors_exit_codes() -> None:
+    assert run("stats", "fake://seed", "nope").returncode == 7
+    assert run("stats", "xen://h").returncode == 2
+    r = run("stats", "esxi://root:pw@h")
+    assert r.returncode == 2 and "pw@" not in r.stderr
+
+
+def test_backends_and_scenarios() -> None:
+    r = run("backends", "--json")
+    rows = {b["name"]: b for b in json.loads(r.stdout)}
+    assert rows["fake"]["status"] == "installed"
+    for row in rows.values():
+        if row["status"] == "missing":
+            assert row["install"].startswith("pip install hvballoon-")
+    assert "seed" in run("scenarios").stdout
+    assert {s["name"] for s in json.loads(run("scenarios", "--json").stdout)} >= {"seed"}
+
+
+def test_password_from_stdin_is_never_printed() -> None:
+    r = run("stats", "fake://seed", "--password-stdin", "--json", stdin="hunter2\n")
+    assert r.returncode == 0 and "hunter2" not in r.stdout + r.stderr
+
+
+def test_schema_and_help() -> None:
+    schemas = json.loads(run("schema").stdout)
+    assert set(schemas) == set(SCHEMAS)
+    r = run("set", "--help")
+    assert "Examples:" in r.stdout and "--force" in r.stdout

@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon import fake
+from hvballoon.errors import (
+    AmbiguousVMError,
+    BalloonStalledError,
+    InvalidRequestError,
+    InvalidStateError,
+    StatsUnavailableError,
+    TargetAboveMaximumError,
+    TargetBelowFloorError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+    WaitTimeoutError,
+)
+from hvballoon.models import Mechanism
+from hvballoon.retry import RetryPolicy
+from hvballoon.session import GuardRails
+from hvballoon.units import GiB, KiB, MiB
+
+INSTANT = RetryPolicy(sleep=lambda _s: None)
+
+
+@pytest.fixture
+def hv() -> Iterator[hvballoon.Hypervisor]:
+    with hvballoon.connect("fake://seed", retry=INSTANT) as session:
+        yield session
+
+
+def test_floor_refusal_states_the_numbers(hv: hvballoon.Hypervisor) -> None:
+    # web01 uses 3 GiB of 16 GiB: floor = 3 GiB + max(256 MiB, 1.6 GiB)
+    with pytest.raises(TargetBelowFloorError) as info:
+        hv.set_target("web01", "1GiB")
+    d = info.value.details
+    assert d["used_bytes"] == 3 * GiB
+    assert d["floor_bytes"] == 3 * GiB + int(16 * GiB * 0.10)
+    assert d["target_bytes"] == GiB
+    assert "3 GiB" in str(info.value) and "4.6 GiB" in str(info.value)
+    assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
+
+
+def test_force_passes_the_floor_with_a_warning(hv: hvballoon.Hypervisor) -> None:
+    change = hv.set_target("web01", "1GiB", force=True)
+    assert change.changed and change.forced and change.after == {"target_bytes": GiB}
+    assert any("floor" in w for w in change.warnings)
+    assert hv.get_stats(["web01"])[0].target_bytes == GiB
+
+
+def test_force_never_passes_the_maximum(hv: hvballoon.Hypervisor) -> None:
+    with pytest.raises(TargetAboveMaximumError) as info:
+        hv.set_target("web01", "17GiB", force=True)
+    assert info.value.details["maximum_bytes"] == 16 * GiB
+
+
+def test_custom_guard_rails() -> None:
+    with hvballoon.connect("fake://seed", guard_rails=GuardRails(margin_bytes=0, margin_fraction=0)) as hv:
+        assert hv.set_target("web01", "3GiB").changed
+    with pytest.raises(InvalidRequestError):
+        GuardRails(margin_fraction=1.5)
+
+
+def test_alignment_is_upward_and_reported() -> None:
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        change = hv.set_target("web01", 6 * GiB + 1)
+        assert change.after["target_bytes"] == 6 * GiB + MiB
+        assert change.requested["target_bytes"] == 6 * GiB + 1
+        assert change.mechanism is Mechanism.LIMIT
+    with hvballoon.connect("fake://seed") as hv:
+        assert hv.set_target("web01", 6 * GiB + 1).after["target_bytes"] == 6 * GiB + KiB
+
+
+def test_dry_run_and_idempotence(hv: hvballoon.Hypervisor) -> None:
+    dry = hv.set_target("web01", "8GiB", dry_run=True)
+    assert dry.changed and dry.dry_run
+    assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
+    assert hv.set_target("web01", "8GiB").changed
+    again = hv.set_target("web01", "8GiB")
+    assert not again.changed and again.before == again.after == {"target_bytes": 8 * GiB}
+
+
+SCENARIO = """
+name: twins
+host: {physical: 64GiB}
+vms:
+  - {name: twin, id: a1, memory: 8GiB, used: 2GiB}
+  - {name: twin, id: b2, memory: 8GiB, used: 2GiB}
+  - {name: nostats, memory: 8GiB, used: 2GiB, stats_period: 0}
+  - {name: nodriver, memory: 8GiB, used: 2GiB, balloon_driver: false}
+  - {name: halted, memory: 8GiB, power_state: stopped}
+"""
+
+
+@pytest.fixture
+def twins(tmp_path: Path) -> Iterator[hvballoon.Hypervisor]:
+    path = tmp_path / "twins.yaml"
+    path.write_text(SCENARIO)
+    with hvballoon.connect(f"fake://{path}", retry=INSTANT) as hv:
+        yield hv
+
+
+def test_ambiguous_name_lists_candidates(twins: hvballoon.Hypervisor) -> None:
+    with pytest.raises(AmbiguousVMError) as info:
+        twins.get_config("twin")
+    assert sorted(info.value.details["candidates"]) == ["a1", "b2"]
+    assert twins.get_config("b2").vm.id == "b2"
+
+
+def test_missing_stats_refuse_unless_forced(twins: hvballoon.Hypervisor) -> None:
+    (st,) = twins.get_stats(["nostats"])
+    assert st.stale and st.guest_used_bytes is None and st.guest_free_bytes is None
+    with pytest.raises(StatsUnavailableError, match="has not reported"):
+        twins.set_target("nostats", "4GiB")
+    assert twins.set_target("nostats", "4GiB", force=True).changed
+
+
+def test_stats_appear_after_the_period_is_set(twins: hvballoon.Hypervisor) -> None:
+    change = twins.set_config("nostats", stats_period=5)
+    assert change.changed and change.after == {"stats_period_seconds": 5}
+    twins.backend.world.advance(5)
+    (st,) = twins.get_stats(["nostats"])
+    assert not st.stale and st.guest_used_bytes == 2 * GiB
+
+
+def test_wait_reports_a_stall_with_the_figure_reached(twins: hvballoon.Hypervisor) -> None:
+    twins.set_target("nodriver", "4GiB", force=True)
+    with pytest.raises(BalloonStalledError) as info:
+        twins.wait_for_target("nodriver", timeout=60, poll_interval=1)
+    assert info.value.details["reached_bytes"] == 8 * GiB
+    assert info.value.details["target_bytes"] == 4 * GiB
+    assert info.value.details["elapsed_seconds"] <= 6
+
+
+def test_wait_times_out_when_still_short(twins: hvballoon.Hypervisor) -> None:
+    twins.set_target("nodriver", "4GiB", force=True)
+    with pytest.raises(WaitTimeoutError):
+        twins.wait_for_target("nodriver", timeout=3, poll_interval=1, stall_after=100)
+
+
+def test_wait_arrives(hv: hvballoon.Hypervisor) -> None:
+    hv.set_target("web01", "8GiB")
+    assert hv.wait_for_target("web01", timeout=5).current_bytes == 8 * GiB
+
+
+def test_wait_says_when_the_vm_vanished(twins: hvballoon.Hypervisor) -> None:
+    vm = twins.resolve("a1")
+    twins.set_target(vm, "4GiB")
+    twins.backend.world.guests["a1"].crashed = True
+    with pytest.raises(VMNotFoundError, match="vanished"):
+        twins.wait_for_target(vm, target="4GiB", timeout=5)
+
+
+def test_powered_off_vm(twins: hvballoon.Hypervisor) -> None:
+    (st,) = twins.get_stats(["halted"])
+    assert st.stale and st.current_bytes is None
+    with pytest.raises(StatsUnavailableError):
+        twins.set_target("halted", "4GiB")
+
+
+def test_set_config_ranges_and_rules() -> None:
+    with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
+        cfg = hv.get_config("web01")
+        assert cfg.dynamic and cfg.mechanism is Mechanism.DYNAMIC_MEMORY
+        with pytest.raises(InvalidStateError, match="minimum can only be lowered"):
+            hv.set_config("web01", minimum="2GiB")
+        with pytest.raises(InvalidStateError, match="maximum can only be raised"):
+            hv.set_config("web01", maximum="8GiB")
+        with pytest.raises(InvalidStateError, match="power it off"):
+            hv.set_config("web01", dynamic=False)
+        with pytest.raises(InvalidRequestError, match="minimum <= startup <= maximum"):
+            hv.set_config("web01", minimum="256MiB", maximum="200MiB")
+        with pytest.raises(InvalidRequestError, match="buffer_percent"):
+            hv.set_config("web01", buffer_percent=4)
+        change = hv.set_config("web01", minimum="256MiB", buffer_percent=30, priority=80)
+        assert change.changed and change.after["minimum_bytes"] == 256 * MiB
+        assert hv.get_config("web01").buffer_percent == 30
+        with pytest.raises(InvalidStateError, match="can only be raised"):
+            hv.set_target("web01", "8GiB")
+        static = hv.vm_capabilities("db01")
+        assert static.mechanism is Mechanism.RUNTIME_RESIZE
+
+
+def test_esxi_limits() -> None:
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        assert hv.set_config("db01", reservation="4GiB", limit="12GiB").changed
+        cfg = hv.get_config("db01")
+        assert (cfg.reservation_bytes, cfg.limit_bytes) == (4 * GiB, 12 * GiB)
+        with pytest.raises(InvalidRequestError, match="above the limit"):
+            hv.set_config("db01", reservation="13GiB")
+        release = hv.set_config("db01", limit="unlimited")
+        assert release.after["limit_bytes"] is None and release.before["limit_bytes"] == 12 * GiB
+        with pytest.raises(UnsupportedOperationError):
+            hv.set_config("db01", buffer_percent=20)
+        with pytest.raises(UnsupportedOperationError):
+            hv.wait_for_target("db01")
+
+
+def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with hvballoon.connect("fake://seed", password="hunter2") as hv:
+        texts = [repr(hv), repr(hv.backend.opts), hv.uri]
+        with pytest.raises(TargetBelowFloorError) as info:
+            hv.set_target("web01", "1GiB")
+        texts += [str(info.value), repr(info.value), str(info.value.to_dict())]
+        assert hv.backend.opts.password is not None
+        assert hv.backend.opts.password.get_secret_value() == "hunter2"
+    monkeypatch.setenv("HVBALLOON_PASSWORD", "hunter3")
+    with hvballoon.connect("fake://seed") as hv:
+        assert hv.backend.opts.password.get_secret_value() == "hunter3"
+        texts.append(repr(hv.backend.opts))
+    texts.append(caplog.text)
+    assert not any("hunter2" in t or "hunter3" in t for t in texts)
+
+
+def test_verify_off_is_warned() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hvballoon.connect("fake://seed", verify=False).close()
+    assert any("verification is OFF" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("kw", [{"timeout": 0}, {"timeout": "10"}, {"nonsense": 1}, {"timeout": True}])
+def test_bad_connect_arguments(kw: dict) -> None:
+    with pytest.raises(InvalidRequestError):
+        hvballoon.connect("fake://seed", **kw)
+
+
+@pytest.mark.parametrize("uri", ["fake://seed?flavor=xen", "fake://seed?seed=x", "fake://seed?bogus=1",
+                                 "fake://nosuchscenario"])
+def test_bad_fake_uris(uri: str) -> None:
+    with pytest.raises(hvballoon.InvalidRequestError):
+        hvballoon.connect(uri)
+
+
+def test_closed_session_refuses() -> None:
+    hv = hvballoon.connect("fake://seed")
+    hv.close()
+    hv.close()
+    with pytest.raises(InvalidStateError, match="closed"):
+        hv.list_vms()
+
+
+def test_keyed_worlds_are_shared_then_reset() -> None:
+    with fake.world("seed") as w:
+        with hvballoon.connect("fake://seed") as hv:
+            hv.set_target("web01", "9GiB")
+        with hvballoon.connect("fake://seed") as hv:
+            assert hv.get_stats(["web01"])[0].target_bytes == 9 * GiB
+        assert w.now == 0
+    with hvballoon.connect("fake://seed") as hv:
+        assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
+
+
+def test_pytest_plugin_fixture(hvballoon_session: hvballoon.Hypervisor) -> None:
+    assert len(hvballoon_session.list_vms()) == 10
+
+
+@pytest.mark.hvballoon_scenario("seed", flavor="esxi")
+def test_pytest_plugin_marker(hvballoon_session: hvballoon.Hypervisor) -> None:
+    assert hvballoon_session.capabilities.mechanism is Mechanism.LIMIT

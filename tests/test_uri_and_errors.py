@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+import hvballoon
+from hvballoon import errors
+from hvballoon._uri import parse_uri, redact_uri
+from hvballoon.errors import HVBalloonError, InvalidURIError
+
+
+@pytest.mark.parametrize(
+    ("uri", "scheme", "user", "host", "port", "query"),
+    [
+        ("qemu:///system", "qemu", None, None, None, {}),
+        ("qemu+ssh://root@kvm01/system", "qemu+ssh", "root", "kvm01", None, {}),
+        ("test:///default", "test", None, None, None, {}),
+        ("esxi://root@esx01:8443", "esxi", "root", "esx01", 8443, {}),
+        ("vcenter://admin@vc01/?datacenter=DC1&cluster=C", "vcenter", "admin", "vc01", None,
+         {"datacenter": "DC1", "cluster": "C"}),
+        ("hyperv://admin@hv01:5986/?transport=ntlm", "hyperv", "admin", "hv01", 5986, {"transport": "ntlm"}),
+        ("fake://seed?flavor=esxi&seed=3", "fake", None, "seed", None, {"flavor": "esxi", "seed": "3"}),
+    ],
+)
+def test_parse(uri: str, scheme: str, user: str | None, host: str | None, port: int | None, query: dict) -> None:
+    p = parse_uri(uri)
+    assert (p.scheme, p.username, p.host, p.port, p.query) == (scheme, user, host, port, query)
+    assert p.raw == uri
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "   ", "seed", "://x", "esxi://h:99999", "esxi://h:port", "1abc://x", "fake://x#frag",
+     "fake://x?a=1&a=2", "fake://x\n", None, 42, "fake://x?novalue"],
+)
+def test_malformed_uris_are_typed_errors(bad: object) -> None:
+    with pytest.raises(InvalidURIError):
+        parse_uri(bad)
+
+
+@pytest.mark.parametrize("uri", ["esxi://root:hunter2@esx01", "hyperv://a@h/?password=hunter2",
+                                 "hyperv://a@h/?token=hunter2"])
+def test_secrets_in_uris_are_refused_without_echo(uri: str) -> None:
+    with pytest.raises(InvalidURIError) as info:
+        parse_uri(uri)
+    assert "hunter2" not in str(info.value)
+    assert "hunter2" not in repr(info.value)
+
+
+def test_redact() -> None:
+    assert redact_uri("esxi://root:pw@h:443/x?password=pw&b=2") == "esxi://root:***@h:443/x?password=***&b=2"
+    assert redact_uri("qemu:///system") == "qemu:///system"
+
+
+def test_error_tree_codes_are_unique_and_documented() -> None:
+    codes = errors.error_codes()
+    assert len({cls for cls in codes.values()}) == len(codes)
+    doc = errors.__doc__ or ""
+    for code, cls in codes.items():
+        assert code in doc and cls.__name__ in doc, f"{cls.__name__} missing from the drawn tree"
+        assert issubclass(cls, HVBalloonError)
+        assert cls.__name__ in hvballoon.__all__
+
+
+def test_error_carries_context() -> None:
+    err = errors.TargetBelowFloorError("below", vm="web01", backend="fake", details={"floor_bytes": 5})
+    d = err.to_dict()
+    assert d["code"] == "below_floor" and d["vm"] == "web01" and d["details"]["floor_bytes"] == 5
+    assert err.exit_code == 8 and not err.retryable
+    assert errors.HVConnectionError("x").retryable and errors.OperationTimeoutError("x").retryable
+    assert not errors.HVConnectionError("x", retryable=False).retryable
+
+
+def test_native_cause_is_kept() -> None:
+    try:
+        try:
+            raise ConnectionResetError("peer reset")
+        except ConnectionResetError as exc:
+            raise errors.HVConnectionError("lost") from exc
+    except errors.HVConnectionError as err:
+        assert isinstance(err.native, ConnectionResetError)
