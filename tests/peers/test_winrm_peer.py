@@ -240,6 +240,49 @@ def test_stdin_reaches_the_handler(transport: str) -> None:
         assert server.counts()["Send"] == 2
 
 
+def test_receive_waits_for_the_end_of_stdin() -> None:
+    from winrm.exceptions import WinRMOperationTimeoutError
+
+    with peer(stdin_wait_seconds=0.05) as server:
+        client = protocol(server)
+        shell_id = client.open_shell()
+        command_id = client.run_command(shell_id, encoded("$input | Out-String"))
+        client.send_command_input(shell_id, command_id, b"part one, ")
+        # The command would block reading stdin: Receive times out, as on a real host.
+        with pytest.raises(WinRMOperationTimeoutError):
+            client.get_command_output_raw(shell_id, command_id)
+        client.send_command_input(shell_id, command_id, b"part two", end=True)
+        assert client.get_command_output(shell_id, command_id) == (b"part one, part two", b"", 0)
+        client.cleanup_command(shell_id, command_id)
+        client.close_shell(shell_id)
+
+
+def test_concurrent_clients() -> None:
+    import threading
+
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def work(n: int, server: WinRMServer) -> None:
+        try:
+            client_session = session(server)
+            for i in range(5):
+                results.append(client_session.run_ps(f"Write-Output '{n}-{i}'").std_out)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with peer("ntlm") as server:
+        threads = [threading.Thread(target=work, args=(n, server)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        assert sorted(results) == sorted(f"{n}-{i}\r\n".encode() for n in range(4) for i in range(5))
+        assert server.counts()["Create"] == 20
+        assert server.shells == {}
+
+
 def test_command_without_stdin_gets_none() -> None:
     seen = []
 
