@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Test peer: a vCenter/ESXi simulator built from Debian's govmomi source.
+#
+# Installs Go and govmomi's source (its `simulator` package; Debian ships no vcsim binary), so
+# that tests/peers/vsphere/harness.py can build tests/peers/vsphere/vcsim/main.go in GOPATH
+# mode; the openssl CLI, which the harness falls back to for the test certificate when the
+# `cryptography` package is not importable; and pyvmomi, the client the tests and the ESXi
+# backend use.
+#
+# Sourced or executed as root by the project's setup script (with `set -euo pipefail`), after
+# `apt-get update`. Idempotent: when everything is present it only runs a few queries.
+
+_hvb_esxi_setup() {
+    local python="${PYTHON:-python3}"
+    local pkgs=(
+        golang-go                        # the Go toolchain (GOPATH builds)
+        golang-github-vmware-govmomi-dev # govmomi source under /usr/share/gocode
+        ca-certificates                  # Go's TLS stack and pip want the system roots
+        openssl                          # test certificate when `cryptography` is absent
+    )
+    local missing=() pkg status
+
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "esxi.sh: not root; skipping the vSphere simulator test peer setup" >&2
+        return 0
+    fi
+
+    for pkg in "${pkgs[@]}"; do
+        status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+        if [ "$status" != "installed" ]; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "esxi.sh: installing ${missing[*]}"
+        # Another installer may hold dpkg's lock: wait for it rather than fail.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            -o DPkg::Lock::Timeout=600 "${missing[@]}"
+    fi
+
+    if ! "$python" -c 'import pyVmomi' >/dev/null 2>&1; then
+        echo "esxi.sh: installing pyvmomi for $("$python" -c 'import sys; print(sys.executable)')"
+        "$python" -m pip install pyvmomi
+    fi
+}
+
+_hvb_esxi_setup
+unset -f _hvb_esxi_setup

@@ -1,0 +1,670 @@
+// Command vcsim serves a vCenter simulator (govmomi's simulator package) populated with the
+// memory figures a test writes to a JSON file, for hvballoon's vSphere test peer.
+//
+// It is built in GOPATH mode against the distribution's govmomi source (see harness.py), and
+// adds to the stock simulator what the ESXi backend's tests need:
+//
+//   - per-VM memory figures (memoryMB, memoryAllocation, quickStats, power state), which the
+//     stock simulator leaves at zero;
+//   - PropertyCollector paging: RetrievePropertiesEx honours options.maxObjects (and an optional
+//     server-side page size), ContinueRetrievePropertiesEx and CancelRetrievePropertiesEx work;
+//   - a count of SOAP requests per method (GET /_counts, POST /_counts/reset);
+//   - session expiry on demand (POST /_expire_sessions): every session issued so far is
+//     terminated, so the next call fails with NotAuthenticated until the client logs in again;
+//   - a read-back of a VM's memory configuration (GET /_vm?name=NAME) that bypasses SOAP and
+//     the request counts.
+//
+// When it is listening it prints one line of JSON to stdout ({"url": ..., "port": ..., ...}).
+// It exits on SIGTERM/SIGINT, or when stdin reaches EOF if -exit-on-stdin-eof is given (so it
+// never outlives the test process that started it), removing the simulator's datastore
+// directories.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// ---------------------------------------------------------------------------------------------
+// The figures file
+
+type figures struct {
+	Hosts        int         `json:"hosts"`
+	HostMemoryMB int64       `json:"hostMemoryMB"`
+	VMs          []vmFigures `json:"vms"`
+}
+
+type vmFigures struct {
+	Name             string                        `json:"name"`
+	PowerState       string                        `json:"powerState"`
+	MemoryMB         int32                         `json:"memoryMB"`
+	MemoryAllocation *types.ResourceAllocationInfo `json:"memoryAllocation"`
+	// Decoded field by field (case-insensitively) onto govmomi's VirtualMachineQuickStats, so
+	// every field this govmomi version knows is accepted and an unknown one is an error.
+	QuickStats          json.RawMessage   `json:"quickStats"`
+	MemoryHotAddEnabled *bool             `json:"memoryHotAddEnabled"`
+	ExtraConfig         map[string]string `json:"extraConfig"`
+}
+
+func loadFigures(path string) (*figures, error) {
+	f := &figures{}
+	if path == "" {
+		return f, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	seen := map[string]bool{}
+	for i, vm := range f.VMs {
+		if vm.Name == "" {
+			return nil, fmt.Errorf("%s: vms[%d] has no name", path, i)
+		}
+		if seen[vm.Name] {
+			return nil, fmt.Errorf("%s: duplicate VM name %q", path, vm.Name)
+		}
+		seen[vm.Name] = true
+	}
+	return f, nil
+}
+
+var powerStates = map[string]types.VirtualMachinePowerState{
+	"":           types.VirtualMachinePowerStatePoweredOn,
+	"poweredOn":  types.VirtualMachinePowerStatePoweredOn,
+	"poweredOff": types.VirtualMachinePowerStatePoweredOff,
+	"suspended":  types.VirtualMachinePowerStateSuspended,
+}
+
+// applyVM writes one VM's figures onto the simulator's object. Config and Runtime have copies
+// under Summary that the simulator does not keep in step: both are set.
+func applyVM(vm *simulator.VirtualMachine, f *vmFigures) error {
+	state, ok := powerStates[f.PowerState]
+	if !ok {
+		return fmt.Errorf("VM %q: unknown powerState %q", f.Name, f.PowerState)
+	}
+
+	vm.Name = f.Name
+	vm.Config.Name = f.Name
+	vm.Summary.Config.Name = f.Name
+
+	if f.MemoryMB != 0 {
+		vm.Config.Hardware.MemoryMB = f.MemoryMB
+		vm.Summary.Config.MemorySizeMB = f.MemoryMB
+	}
+	if f.MemoryAllocation != nil {
+		alloc := *f.MemoryAllocation
+		vm.Config.MemoryAllocation = &alloc
+		if alloc.Reservation != nil {
+			vm.Summary.Config.MemoryReservation = int32(*alloc.Reservation)
+		}
+	}
+	if f.MemoryHotAddEnabled != nil {
+		v := *f.MemoryHotAddEnabled
+		vm.Config.MemoryHotAddEnabled = &v
+	}
+	keys := make([]string, 0, len(f.ExtraConfig))
+	for k := range f.ExtraConfig {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		vm.Config.ExtraConfig = append(vm.Config.ExtraConfig,
+			&types.OptionValue{Key: k, Value: f.ExtraConfig[k]})
+	}
+
+	vm.Runtime.PowerState = state
+	if state == types.VirtualMachinePowerStatePoweredOn {
+		now := time.Now()
+		vm.Runtime.BootTime = &now
+		vm.Runtime.MaxMemoryUsage = vm.Config.Hardware.MemoryMB
+	} else {
+		vm.Runtime.BootTime = nil
+		vm.Runtime.MaxMemoryUsage = 0
+	}
+	vm.Summary.Runtime = vm.Runtime
+
+	if len(f.QuickStats) > 0 {
+		qs := vm.Summary.QuickStats
+		dec := json.NewDecoder(bytes.NewReader(f.QuickStats))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&qs); err != nil {
+			return fmt.Errorf("VM %q: quickStats: %w", f.Name, err)
+		}
+		vm.Summary.QuickStats = qs
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------------------------
+// PropertyCollector paging
+
+// pagedCollector stands in for the simulator's PropertyCollector under the same moref. The
+// simulator creates one per session with reflect.New, so its zero value must work: the paging
+// state lives in the package-level store, not in the object.
+type pagedCollector struct {
+	simulator.PropertyCollector
+}
+
+// serverPageSize caps every page when > 0, as a real vCenter may return fewer objects than
+// asked for; 0 means "only options.maxObjects limits a page".
+var serverPageSize int
+
+type pendingResult struct {
+	session  string
+	pageSize int
+	objects  []types.ObjectContent
+}
+
+var pages = struct {
+	sync.Mutex
+	m map[string]*pendingResult
+}{m: map[string]*pendingResult{}}
+
+func newToken() string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func notAuthenticated(this types.ManagedObjectReference) *soap.Fault {
+	return simulator.Fault("The session is not authenticated.", &types.NotAuthenticated{
+		NoPermission: types.NoPermission{Object: this, PrivilegeId: "System.View"},
+	})
+}
+
+func sessionKey(ctx *simulator.Context) string {
+	if ctx.Session == nil {
+		return ""
+	}
+	return ctx.Session.Key
+}
+
+// page returns the first pageSize objects as a RetrieveResult, storing the rest under a token.
+func page(ctx *simulator.Context, objects []types.ObjectContent, pageSize int) types.RetrieveResult {
+	if pageSize <= 0 || len(objects) <= pageSize {
+		return types.RetrieveResult{Objects: objects}
+	}
+	token := newToken()
+	pages.Lock()
+	pages.m[token] = &pendingResult{
+		session:  sessionKey(ctx),
+		pageSize: pageSize,
+		objects:  objects[pageSize:],
+	}
+	pages.Unlock()
+	return types.RetrieveResult{Token: token, Objects: objects[:pageSize]}
+}
+
+func (pc *pagedCollector) RetrievePropertiesEx(ctx *simulator.Context, req *types.RetrievePropertiesEx) soap.HasFault {
+	if ctx.Session == nil {
+		// The stock simulator answers an unauthenticated call with per-property faults; a
+		// real vCenter (and an expired session) fails the whole call.
+		return &methods.RetrievePropertiesExBody{Fault_: notAuthenticated(req.This)}
+	}
+	res := pc.PropertyCollector.RetrievePropertiesEx(ctx, req)
+	body, ok := res.(*methods.RetrievePropertiesExBody)
+	if !ok || body.Fault_ != nil || body.Res == nil || body.Res.Returnval == nil {
+		return res
+	}
+	size := int(req.Options.MaxObjects)
+	if serverPageSize > 0 && (size <= 0 || serverPageSize < size) {
+		size = serverPageSize
+	}
+	result := page(ctx, body.Res.Returnval.Objects, size)
+	body.Res.Returnval = &result
+	return body
+}
+
+func (pc *pagedCollector) RetrieveProperties(ctx *simulator.Context, req *types.RetrieveProperties) soap.HasFault {
+	if ctx.Session == nil {
+		return &methods.RetrievePropertiesBody{Fault_: notAuthenticated(req.This)}
+	}
+	return pc.PropertyCollector.RetrieveProperties(ctx, req)
+}
+
+func (pc *pagedCollector) ContinueRetrievePropertiesEx(ctx *simulator.Context, req *types.ContinueRetrievePropertiesEx) soap.HasFault {
+	body := &methods.ContinueRetrievePropertiesExBody{}
+	pages.Lock()
+	pending, ok := pages.m[req.Token]
+	if ok && pending.session == sessionKey(ctx) {
+		delete(pages.m, req.Token)
+	} else {
+		ok = false
+	}
+	pages.Unlock()
+	if !ok {
+		body.Fault_ = simulator.Fault("invalid or expired token",
+			&types.InvalidArgument{InvalidProperty: "token"})
+		return body
+	}
+	body.Res = &types.ContinueRetrievePropertiesExResponse{
+		Returnval: page(ctx, pending.objects, pending.pageSize),
+	}
+	return body
+}
+
+func (pc *pagedCollector) CancelRetrievePropertiesEx(ctx *simulator.Context, req *types.CancelRetrievePropertiesEx) soap.HasFault {
+	body := &methods.CancelRetrievePropertiesExBody{}
+	pages.Lock()
+	pending, ok := pages.m[req.Token]
+	if ok && pending.session == sessionKey(ctx) {
+		delete(pages.m, req.Token)
+	} else {
+		ok = false
+	}
+	pages.Unlock()
+	if !ok {
+		body.Fault_ = simulator.Fault("invalid or expired token",
+			&types.InvalidArgument{InvalidProperty: "token"})
+		return body
+	}
+	body.Res = &types.CancelRetrievePropertiesExResponse{}
+	return body
+}
+
+// CreatePropertyCollector hands out paging collectors too.
+func (pc *pagedCollector) CreatePropertyCollector(ctx *simulator.Context, req *types.CreatePropertyCollector) soap.HasFault {
+	return &methods.CreatePropertyCollectorBody{
+		Res: &types.CreatePropertyCollectorResponse{
+			Returnval: ctx.Session.Put(&pagedCollector{}).Reference(),
+		},
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP front: request counts, issued sessions, harness endpoints
+
+type front struct {
+	sdk http.Handler
+	sm  *simulator.SessionManager
+
+	mu       sync.Mutex
+	counts   map[string]int
+	sessions map[string]bool // session keys issued so far (from Set-Cookie)
+}
+
+// soapMethod returns the local name of the first element inside the SOAP Body.
+func soapMethod(body []byte) string {
+	dec := xml.NewDecoder(bytes.NewReader(body))
+	inBody := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "?"
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			if inBody {
+				return se.Name.Local
+			}
+			if se.Name.Local == "Body" {
+				inBody = true
+			}
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v interface{}) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/_counts" && r.Method == http.MethodGet:
+		f.mu.Lock()
+		out := make(map[string]int, len(f.counts))
+		for k, v := range f.counts {
+			out[k] = v
+		}
+		f.mu.Unlock()
+		writeJSON(w, out)
+		return
+	case r.URL.Path == "/_counts/reset" && r.Method == http.MethodPost:
+		f.mu.Lock()
+		f.counts = map[string]int{}
+		f.mu.Unlock()
+		writeJSON(w, map[string]int{})
+		return
+	case r.URL.Path == "/_expire_sessions" && r.Method == http.MethodPost:
+		writeJSON(w, map[string]int{"expired": f.expireSessions()})
+		return
+	case r.URL.Path == "/_vm" && r.Method == http.MethodGet:
+		f.serveVM(w, r)
+		return
+	case r.URL.Path == "/_stop" && r.Method == http.MethodPost:
+		writeJSON(w, map[string]bool{"stopping": true})
+		go func() { stop <- syscall.SIGTERM }()
+		return
+	}
+
+	if r.Method == http.MethodPost {
+		body, err := io.ReadAll(r.Body)
+		_ = r.Body.Close()
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		name := soapMethod(body)
+		f.mu.Lock()
+		f.counts[name]++
+		f.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+
+	f.sdk.ServeHTTP(w, r)
+
+	// Remember every session handed out (Login, CloneSession...), so that they can be expired.
+	for _, c := range (&http.Response{Header: w.Header()}).Cookies() {
+		if c.Name == soap.SessionCookieName && c.Value != "" {
+			f.mu.Lock()
+			f.sessions[c.Value] = true
+			f.mu.Unlock()
+		}
+	}
+}
+
+// expireSessions terminates every session issued so far, through the simulator's own
+// SessionManager.TerminateSession (which only needs a caller session with another key).
+func (f *front) expireSessions() int {
+	f.mu.Lock()
+	keys := make([]string, 0, len(f.sessions))
+	for k := range f.sessions {
+		keys = append(keys, k)
+	}
+	f.sessions = map[string]bool{}
+	f.mu.Unlock()
+
+	caller := &simulator.Context{
+		Context: context.Background(),
+		Session: &simulator.Session{UserSession: types.UserSession{Key: "harness-" + newToken()}},
+		Map:     simulator.Map,
+	}
+	n := 0
+	for _, key := range keys {
+		res := f.sm.TerminateSession(caller, &types.TerminateSession{SessionId: []string{key}})
+		if res.Fault() == nil {
+			n++
+		}
+	}
+	return n
+}
+
+type sharesJSON struct {
+	Level  string `json:"level"`
+	Shares int32  `json:"shares"`
+}
+
+type allocationJSON struct {
+	Reservation *int64      `json:"reservation"`
+	Limit       *int64      `json:"limit"`
+	Shares      *sharesJSON `json:"shares"`
+}
+
+type vmStateJSON struct {
+	Name             string          `json:"name"`
+	Moref            string          `json:"moref"`
+	PowerState       string          `json:"powerState"`
+	MemoryMB         int32           `json:"memoryMB"`
+	MemoryAllocation *allocationJSON `json:"memoryAllocation"`
+}
+
+func vmState(vm *simulator.VirtualMachine) vmStateJSON {
+	out := vmStateJSON{
+		Name:       vm.Name,
+		Moref:      vm.Self.Value,
+		PowerState: string(vm.Runtime.PowerState),
+	}
+	if vm.Config != nil {
+		out.MemoryMB = vm.Config.Hardware.MemoryMB
+		if a := vm.Config.MemoryAllocation; a != nil {
+			alloc := &allocationJSON{Reservation: a.Reservation, Limit: a.Limit}
+			if a.Shares != nil {
+				alloc.Shares = &sharesJSON{Level: string(a.Shares.Level), Shares: a.Shares.Shares}
+			}
+			out.MemoryAllocation = alloc
+		}
+	}
+	return out
+}
+
+func (f *front) serveVM(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	var states []vmStateJSON
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vm := e.(*simulator.VirtualMachine)
+		simulator.Map.WithLock(vm, func() {
+			if name == "" || vm.Name == name {
+				states = append(states, vmState(vm))
+			}
+		})
+	}
+	if name == "" {
+		sort.Slice(states, func(i, j int) bool { return states[i].Name < states[j].Name })
+		writeJSON(w, states)
+		return
+	}
+	if len(states) != 1 {
+		w.WriteHeader(http.StatusNotFound)
+		writeJSON(w, map[string]string{"error": fmt.Sprintf("%d VMs named %q", len(states), name)})
+		return
+	}
+	writeJSON(w, states[0])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+var stop = make(chan os.Signal, 2)
+
+func main() {
+	config := flag.String("config", "", "JSON file with hosts and per-VM memory figures")
+	hosts := flag.Int("hosts", 0, "number of hosts (default: the file's, else 1)")
+	nvms := flag.Int("vms", 0, "number of VMs (default: the file's; more are created with default names)")
+	listen := flag.String("listen", "127.0.0.2:0", "address:port to listen on (port 0: any free port)")
+	certFile := flag.String("cert", "", "PEM certificate: serve https (with -key)")
+	keyFile := flag.String("key", "", "PEM private key for -cert")
+	username := flag.String("username", "user", "login user name")
+	password := flag.String("password", "pass", "login password")
+	pageSize := flag.Int("page-size", 0, "cap every PropertyCollector page at this many objects (0: no cap)")
+	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "exit when stdin is closed")
+	flag.Parse()
+
+	started := time.Now()
+	log.SetPrefix("vcsim: ")
+
+	figs, err := loadFigures(*config)
+	if err != nil {
+		log.Fatal(err)
+	}
+	nh := *hosts
+	if nh <= 0 {
+		nh = figs.Hosts
+	}
+	if nh <= 0 {
+		nh = 1
+	}
+	nv := len(figs.VMs)
+	if *nvms > nv {
+		nv = *nvms
+	}
+	serverPageSize = *pageSize
+
+	// One datacenter, one cluster of nh hosts, nv VMs in the cluster's root pool.
+	model := simulator.VPX()
+	model.Host = 0
+	model.Cluster = 1
+	model.ClusterHost = nh
+	model.Machine = nv
+	model.Autostart = false // power states come from the figures
+	if err := model.Create(); err != nil {
+		log.Fatal(err)
+	}
+	defer model.Remove()
+
+	for _, e := range simulator.Map.All("HostSystem") {
+		host := e.(*simulator.HostSystem)
+		if figs.HostMemoryMB > 0 {
+			host.Hardware.MemorySize = figs.HostMemoryMB << 20
+			host.Summary.Hardware.MemorySize = figs.HostMemoryMB << 20
+		}
+	}
+
+	// Model VMs come out of a map: order them by moref number so names are assigned stably.
+	var vms []*simulator.VirtualMachine
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vms = append(vms, e.(*simulator.VirtualMachine))
+	}
+	sort.Slice(vms, func(i, j int) bool { return morefLess(vms[i].Self.Value, vms[j].Self.Value) })
+	if len(vms) != nv {
+		log.Fatalf("the model created %d VMs, expected %d", len(vms), nv)
+	}
+	for i := range figs.VMs {
+		if err := applyVM(vms[i], &figs.VMs[i]); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for _, vm := range vms[len(figs.VMs):] {
+		if err := applyVM(vm, &vmFigures{Name: vm.Name}); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	// The paging collector replaces the stock one under the same moref.
+	pcRef := simulator.Map.Get(model.ServiceContent.PropertyCollector).Reference()
+	paged := &pagedCollector{}
+	paged.Self = pcRef
+	simulator.Map.Put(paged)
+
+	// Serve the SDK through our own front and listener (instead of Service.NewServer) so that
+	// every request can be counted and the harness endpoints live beside /sdk.
+	svc := model.Service
+	svc.ServeMux = http.NewServeMux()
+	svc.RegisterSDK(simulator.Map)
+	svc.ServeMux.HandleFunc(simulator.Map.Path+"/vimServiceVersions.xml", svc.ServiceVersions)
+	svc.ServeMux.HandleFunc("/about", svc.About)
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	scheme := "http"
+	if *certFile != "" {
+		scheme = "https"
+	}
+	u := &url.URL{
+		Scheme: scheme,
+		Host:   net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port)),
+		Path:   simulator.Map.Path,
+		User:   url.UserPassword(*username, *password),
+	}
+	svc.Listen = u // the simulator checks Login against Listen.User
+	simulator.Map.SessionManager().ServiceHostName = u.Host
+
+	fr := &front{
+		sdk:      svc.ServeMux,
+		sm:       simulator.Map.SessionManager(),
+		counts:   map[string]int{},
+		sessions: map[string]bool{},
+	}
+	srv := &http.Server{Handler: fr, ErrorLog: log.New(io.Discard, "", 0)}
+	serveErr := make(chan error, 1)
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+
+	ready := map[string]interface{}{
+		"url":           (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String(),
+		"scheme":        scheme,
+		"host":          addr.IP.String(),
+		"port":          addr.Port,
+		"hosts":         nh,
+		"vms":           nv,
+		"page_size":     serverPageSize,
+		"setup_seconds": time.Since(started).Seconds(),
+		"go":            runtime.Version(),
+		"pid":           os.Getpid(),
+	}
+	line, _ := json.Marshal(ready)
+	fmt.Println(string(line))
+
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	if *stdinEOF {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop <- syscall.SIGTERM
+		}()
+	}
+
+	select {
+	case <-stop:
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Print(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}
+
+// morefLess orders "vm-12" before "vm-100".
+func morefLess(a, b string) bool {
+	na, ea := strconv.Atoi(trimPrefix(a))
+	nb, eb := strconv.Atoi(trimPrefix(b))
+	if ea == nil && eb == nil {
+		return na < nb
+	}
+	return a < b
+}
+
+func trimPrefix(s string) string {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] < '0' || s[i] > '9' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
+
+var _ mo.Reference = (*pagedCollector)(nil)
