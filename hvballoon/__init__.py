@@ -41,9 +41,9 @@ from hvballoon.models import (
     VM,
     Capabilities,
     Change,
+    Mechanism,
     MemoryConfig,
     MemoryStats,
-    Mechanism,
     PowerState,
 )
 from hvballoon.registry import backends

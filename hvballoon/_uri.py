@@ -101,9 +101,7 @@ def parse_uri(uri: object) -> ParsedURI:
 
 
 _USERINFO_RE = re.compile(r"^(?P<scheme>[^:/?#]+://)(?P<user>[^@/?#:]*)(?::[^@/?#]*)?@")
-_QUERY_SECRET_RE = re.compile(
-    r"(?P<k>[?&](?:" + "|".join(sorted(_SECRET_KEYS)) + r"))=[^&#]*", re.IGNORECASE
-)
+_QUERY_SECRET_RE = re.compile(r"(?P<k>[?&](?:" + "|".join(sorted(_SECRET_KEYS)) + r"))=[^&#]*", re.IGNORECASE)
 
 
 def redact_uri(uri: str) -> str:
@@ -114,5 +112,5 @@ def redact_uri(uri: str) -> str:
     """
     m = _USERINFO_RE.match(uri)
     if m and uri[m.end("user") : m.end("user") + 1] == ":":
-        uri = f"{m.group('scheme')}{m.group('user')}:***@{uri[m.end():]}"
+        uri = f"{m.group('scheme')}{m.group('user')}:***@{uri[m.end() :]}"
     return _QUERY_SECRET_RE.sub(lambda mm: f"{mm.group('k')}=***", uri)

@@ -128,9 +128,7 @@ class Backend(abc.ABC):
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         """Backend rules on a target, checked before anything is sent (also in dry runs)."""
 
-    def check_config(
-        self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool
-    ) -> None:
+    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
         """Backend rules on a config change (e.g. Hyper-V live rules), checked before sending."""
 
     @property

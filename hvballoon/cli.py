@@ -47,8 +47,10 @@ def _table(columns: list[str], rows: list[list[str]], title: str | None = None) 
     from rich.markup import escape
     from rich.table import Table
 
-    keep = [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)] if rows else list(
-        range(len(columns))
+    keep = (
+        [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)]
+        if rows
+        else list(range(len(columns)))
     )
     table = Table(*[columns[i] for i in keep], title=title)
     for r in rows:
@@ -87,14 +89,22 @@ def json_option(fn: F) -> F:
 
 def connection_options(fn: F) -> F:
     """--timeout, --no-verify, --ca-file, --password-stdin (the password never on the command line)."""
-    fn = click.option("--timeout", default="30s", show_default=True,
-                      help="Timeout of each remote call (e.g. 30s, 2m).")(fn)
-    fn = click.option("--no-verify", is_flag=True,
-                      help="Do NOT verify TLS certificates (insecure; warned about).")(fn)
-    fn = click.option("--ca-file", type=click.Path(dir_okay=False),
-                      help="CA bundle to verify the hypervisor's certificate with.")(fn)
-    fn = click.option("--password-stdin", is_flag=True,
-                      help="Read the password from standard input (else HVBALLOON_PASSWORD).")(fn)
+    fn = click.option(
+        "--timeout", default="30s", show_default=True, help="Timeout of each remote call (e.g. 30s, 2m)."
+    )(fn)
+    fn = click.option(
+        "--no-verify", is_flag=True, help="Do NOT verify TLS certificates (insecure; warned about)."
+    )(fn)
+    fn = click.option(
+        "--ca-file",
+        type=click.Path(dir_okay=False),
+        help="CA bundle to verify the hypervisor's certificate with.",
+    )(fn)
+    fn = click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from standard input (else HVBALLOON_PASSWORD).",
+    )(fn)
     return fn
 
 
@@ -147,8 +157,13 @@ def backends_cmd(as_json: bool) -> None:
         _echo_json([r.to_dict() for r in rows])
         return
     table_rows = [
-        [r.name, ", ".join(r.schemes), r.status, r.version or "-",
-         r.problem or ("-" if r.status == "installed" else r.install_hint)]
+        [
+            r.name,
+            ", ".join(r.schemes),
+            r.status,
+            r.version or "-",
+            r.problem or ("-" if r.status == "installed" else r.install_hint),
+        ]
         for r in rows
     ]
     _console().print(_table(["backend", "schemes", "status", "version", "install / problem"], table_rows))
@@ -188,35 +203,68 @@ def stats_cmd(uri: str, vm: tuple[str, ...], as_json: bool, **kw: Any) -> None:
         _echo_json([s.model_dump(mode="json") for s in stats])
         return
     rows = [
-        [s.vm.name, s.vm.power_state.value, format_size(s.configured_bytes), format_size(s.current_bytes),
-         format_size(s.target_bytes), format_size(s.guest_used_bytes), format_size(s.guest_available_bytes),
-         format_size(s.guest_cache_bytes), format_size(s.ballooned_bytes), format_size(s.demand_bytes),
-         format_size(s.swapped_bytes), _pct(s.pressure_ratio), "stale" if s.stale else "fresh"]
+        [
+            s.vm.name,
+            s.vm.power_state.value,
+            format_size(s.configured_bytes),
+            format_size(s.current_bytes),
+            format_size(s.target_bytes),
+            format_size(s.guest_used_bytes),
+            format_size(s.guest_available_bytes),
+            format_size(s.guest_cache_bytes),
+            format_size(s.ballooned_bytes),
+            format_size(s.demand_bytes),
+            format_size(s.swapped_bytes),
+            _pct(s.pressure_ratio),
+            "stale" if s.stale else "fresh",
+        ]
         for s in stats
     ]
-    columns = ["vm", "power", "configured", "current", "target", "guest used", "available", "cache",
-               "ballooned", "demand", "host swap", "pressure", "stats"]
+    columns = [
+        "vm",
+        "power",
+        "configured",
+        "current",
+        "target",
+        "guest used",
+        "available",
+        "cache",
+        "ballooned",
+        "demand",
+        "host swap",
+        "pressure",
+        "stats",
+    ]
     _console().print(_table(columns, rows, title=hv.uri))
 
 
 def _change_lines(change: Any) -> list[str]:
-    verb = "would change" if change.dry_run and change.changed else ("changed" if change.changed else "unchanged")
+    verb = (
+        "would change"
+        if change.dry_run and change.changed
+        else ("changed" if change.changed else "unchanged")
+    )
     out = [f"{change.vm.name}: {verb} ({change.mechanism.value})"]
     for key in change.after:
         b, a = change.before.get(key), change.after[key]
         fmt = format_size if key.endswith("_bytes") else str
-        out.append(f"  {key.removesuffix('_bytes')}: {fmt(b) if b is not None else '-'} -> "
-                   f"{fmt(a) if a is not None else 'unlimited'}")
+        out.append(
+            f"  {key.removesuffix('_bytes')}: {fmt(b) if b is not None else '-'} -> "
+            f"{fmt(a) if a is not None else 'unlimited'}"
+        )
     out.extend(f"  warning: {w}" for w in change.warnings)
     return out
 
 
-@main.command("set", epilog="""\b
+@main.command(
+    "set",
+    epilog="""\b
 Examples:
   hvballoon set fake://seed web01 6GiB --dry-run
   hvballoon set qemu:///system web01 4GiB --wait
   hvballoon set fake://seed web01 1GiB --force     # past the guard rail (never past the maximum)
-""")
+""",
+)
 @click.argument("uri")
 @click.argument("vm")
 @click.argument("size")
@@ -227,8 +275,17 @@ Examples:
 @connection_options
 @json_option
 @handle_errors
-def set_cmd(uri: str, vm: str, size: str, dry_run: bool, force: bool, wait: bool, wait_timeout: str,
-            as_json: bool, **kw: Any) -> None:
+def set_cmd(
+    uri: str,
+    vm: str,
+    size: str,
+    dry_run: bool,
+    force: bool,
+    wait: bool,
+    wait_timeout: str,
+    as_json: bool,
+    **kw: Any,
+) -> None:
     """Set VM's memory target to SIZE (4GiB, 512MiB, 8GB = 8e9 bytes, or bytes)."""
     from hvballoon.units import parse_size
 
@@ -241,8 +298,12 @@ def set_cmd(uri: str, vm: str, size: str, dry_run: bool, force: bool, wait: bool
             stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
     if as_json:
         if wait and not dry_run:
-            _echo_json({"change": change.model_dump(mode="json"),
-                        "stats": stats.model_dump(mode="json") if stats else None})
+            _echo_json(
+                {
+                    "change": change.model_dump(mode="json"),
+                    "stats": stats.model_dump(mode="json") if stats else None,
+                }
+            )
         else:
             _echo_json(change.model_dump(mode="json"))
         return
@@ -252,12 +313,15 @@ def set_cmd(uri: str, vm: str, size: str, dry_run: bool, force: bool, wait: bool
         click.echo(f"  reached: {format_size(stats.current_bytes)}")
 
 
-@main.command("config", epilog="""\b
+@main.command(
+    "config",
+    epilog="""\b
 Examples:
   hvballoon config fake://seed web01                          # show
   hvballoon config 'fake://seed?flavor=hyperv' web01 --maximum 12GiB --buffer-percent 20
   hvballoon config 'fake://seed?flavor=esxi' db01 --reservation 4GiB --limit unlimited
-""")
+""",
+)
 @click.argument("uri")
 @click.argument("vm")
 @click.option("--minimum")
@@ -331,13 +395,34 @@ def scenarios_cmd(as_json: bool) -> None:
 
     rows = [load_scenario(n) for n in builtin_scenarios()]
     if as_json:
-        _echo_json([{"name": s.name, "flavor": s.flavor, "vms": len(s.vms),
-                     "physical_bytes": s.host.physical, "promised_bytes": s.promised_bytes,
-                     "description": s.description} for s in rows])
+        _echo_json(
+            [
+                {
+                    "name": s.name,
+                    "flavor": s.flavor,
+                    "vms": len(s.vms),
+                    "physical_bytes": s.host.physical,
+                    "promised_bytes": s.promised_bytes,
+                    "description": s.description,
+                }
+                for s in rows
+            ]
+        )
         return
-    table_rows = [[s.name, s.flavor, str(len(s.vms)), format_size(s.host.physical),
-                   format_size(s.promised_bytes), s.description or "-"] for s in rows]
-    _console().print(_table(["scenario", "flavor", "vms", "host memory", "promised", "description"], table_rows))
+    table_rows = [
+        [
+            s.name,
+            s.flavor,
+            str(len(s.vms)),
+            format_size(s.host.physical),
+            format_size(s.promised_bytes),
+            s.description or "-",
+        ]
+        for s in rows
+    ]
+    _console().print(
+        _table(["scenario", "flavor", "vms", "host memory", "promised", "description"], table_rows)
+    )
 
 
 @main.command("schema")

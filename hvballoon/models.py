@@ -99,7 +99,9 @@ class MemoryStats(_Frozen):
     swap_out_bytes: int | None = Field(default=None, ge=0, description="Guest swap-out, cumulative.")
     major_faults: int | None = Field(default=None, ge=0, description="Guest major faults, cumulative.")
     host_consumed_bytes: int | None = Field(default=None, ge=0, description="Host memory backing the VM.")
-    demand_bytes: int | None = Field(default=None, ge=0, description="Memory the guest needs (Hyper-V demand, ESXi active).")
+    demand_bytes: int | None = Field(
+        default=None, ge=0, description="Memory the guest needs (Hyper-V demand, ESXi active)."
+    )
     swapped_bytes: int | None = Field(default=None, ge=0, description="Swapped out by the host.")
     compressed_bytes: int | None = Field(default=None, ge=0, description="Compressed by the host.")
     shared_bytes: int | None = Field(default=None, ge=0, description="Shared between VMs by the host.")

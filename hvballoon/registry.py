@@ -60,12 +60,13 @@ _KVM_SCHEMES = tuple(
 
 _BUILTIN: tuple[BackendSpec, ...] = (
     BackendSpec("fake", "hvballoon.fake.backend:FakeBackend", ("fake",)),
-    BackendSpec("kvm", "hvballoon_kvm.backend:KVMBackend", _KVM_SCHEMES,
-                "hvballoon-kvm", "kvm", "libvirt"),
-    BackendSpec("esxi", "hvballoon_esxi.backend:ESXiBackend", ("esxi", "vcenter"),
-                "hvballoon-esxi", "esxi", "pyVmomi"),
-    BackendSpec("hyperv", "hvballoon_hyperv.backend:HyperVBackend", ("hyperv",),
-                "hvballoon-hyperv", "hyperv", "winrm"),
+    BackendSpec("kvm", "hvballoon_kvm.backend:KVMBackend", _KVM_SCHEMES, "hvballoon-kvm", "kvm", "libvirt"),
+    BackendSpec(
+        "esxi", "hvballoon_esxi.backend:ESXiBackend", ("esxi", "vcenter"), "hvballoon-esxi", "esxi", "pyVmomi"
+    ),
+    BackendSpec(
+        "hyperv", "hvballoon_hyperv.backend:HyperVBackend", ("hyperv",), "hvballoon-hyperv", "hyperv", "winrm"
+    ),
 )
 
 _lock = threading.Lock()
@@ -218,8 +219,9 @@ def backends(*, load: bool = True) -> list[BackendInfo]:
         elif spec.distribution and version is None:
             status = "missing"
         primary = tuple(s for s in spec.schemes if "+" not in s)
-        out.append(BackendInfo(spec.name, primary, status, spec.distribution, version,
-                               spec.install_hint, problem))
+        out.append(
+            BackendInfo(spec.name, primary, status, spec.distribution, version, spec.install_hint, problem)
+        )
     return out
 
 

@@ -75,8 +75,12 @@ class RetryPolicy:
         def before_sleep(state: object) -> None:
             outcome = getattr(state, "outcome", None)
             exc = outcome.exception() if outcome is not None else None
-            log.info("retrying %s after %s (attempt %s)", what, getattr(exc, "code", exc),
-                     getattr(state, "attempt_number", "?"))
+            log.info(
+                "retrying %s after %s (attempt %s)",
+                what,
+                getattr(exc, "code", exc),
+                getattr(state, "attempt_number", "?"),
+            )
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),

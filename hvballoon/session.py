@@ -54,7 +54,7 @@ __all__ = ["GuardRails", "Hypervisor", "VMRef", "connect"]
 log = logging.getLogger("hvballoon")
 
 VMRef = str | VM
-PASSWORD_ENV = "HVBALLOON_PASSWORD"
+PASSWORD_ENV = "HVBALLOON_PASSWORD"  # noqa: S105 - a variable name, not a secret
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,7 @@ def connect(
     spec = registry.spec_for_scheme(parsed.scheme)
     cls = registry.load_backend(spec.name)
     if not verify:
-        msg = (
-            f"TLS certificate verification is OFF for {parsed.redacted}: "
-            "the connection can be intercepted"
-        )
+        msg = f"TLS certificate verification is OFF for {parsed.redacted}: the connection can be intercepted"
         warnings.warn(msg, stacklevel=2)
         log.warning(msg)
     opts = ConnectOptions(
@@ -126,7 +123,8 @@ def connect(
     try:
         backend = policy.call(lambda: cls(opts), what="connect")
     except HVBalloonError as exc:
-        raise exc.with_context(backend=spec.name, uri=parsed.redacted)
+        exc.with_context(backend=spec.name, uri=parsed.redacted)
+        raise
     return Hypervisor(backend, uri=parsed, retry=policy, guard_rails=guard_rails or GuardRails())
 
 
@@ -193,7 +191,8 @@ class Hypervisor:
         try:
             return self.retry.call(fn, what=what)
         except HVBalloonError as exc:
-            raise exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm)
+            exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm)
+            raise
 
     # -- reading ------------------------------------------------------------------------
 
@@ -262,9 +261,7 @@ class Hypervisor:
 
     # -- changing -----------------------------------------------------------------------
 
-    def set_target(
-        self, vm: VMRef, size: int | str, *, dry_run: bool = False, force: bool = False
-    ) -> Change:
+    def set_target(self, vm: VMRef, size: int | str, *, dry_run: bool = False, force: bool = False) -> Change:
         """Move the VM's memory target to ``size`` (absolute, idempotent).
 
         Refused with a typed error that states the numbers when the target is above the VM's
@@ -302,8 +299,11 @@ class Hypervisor:
                     f"forced below the floor {format_size(floor)} "
                     f"(guest uses {format_size(stats.used_bytes)}): the guest may swap or crash"
                 )
-        self._call("check_target", lambda: self._backend.check_target(target_vm, target, stats, config),
-                   target_vm.name)
+        self._call(
+            "check_target",
+            lambda: self._backend.check_target(target_vm, target, stats, config),
+            target_vm.name,
+        )
         before = stats.target_bytes if stats.target_bytes is not None else stats.current_bytes
         changed = before != target
         change = Change(
@@ -328,8 +328,12 @@ class Hypervisor:
     def _one_stats(self, vm: VM) -> MemoryStats:
         stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats([vm]), vm.name)
         if not stats:
-            raise VMNotFoundError(f"no stats for VM {vm.name!r}: it may have vanished",
-                                  vm=vm.name, backend=self.backend_name, uri=self.uri)
+            raise VMNotFoundError(
+                f"no stats for VM {vm.name!r}: it may have vanished",
+                vm=vm.name,
+                backend=self.backend_name,
+                uri=self.uri,
+            )
         return stats[0]
 
     def _floor_or_none(self, stats: MemoryStats) -> int | None:
@@ -370,14 +374,17 @@ class Hypervisor:
     def _refuse_unsupported(self, what: str, name: str, caps: Capabilities, vm: VM, running: bool) -> None:
         if running and name in caps.set_offline:
             raise InvalidStateError(
-                f"cannot {what} of {vm.name!r} while it is running on {caps.backend}: "
-                "power it off first",
-                vm=vm.name, backend=self.backend_name, uri=self.uri,
+                f"cannot {what} of {vm.name!r} while it is running on {caps.backend}: power it off first",
+                vm=vm.name,
+                backend=self.backend_name,
+                uri=self.uri,
             )
         raise UnsupportedOperationError(
             f"the {caps.backend} backend cannot {what} for {vm.name!r} "
             f"(mechanism {caps.mechanism.value}; settable live: {sorted(caps.set_live) or 'nothing'})",
-            vm=vm.name, backend=self.backend_name, uri=self.uri,
+            vm=vm.name,
+            backend=self.backend_name,
+            uri=self.uri,
         )
 
     def set_config(
@@ -406,9 +413,17 @@ class Hypervisor:
         (minimum ≤ startup ≤ maximum).
         """
         update = self._build_update(
-            minimum=minimum, maximum=maximum, startup=startup, dynamic=dynamic,
-            buffer_percent=buffer_percent, priority=priority, reservation=reservation,
-            limit=limit, shares=shares, balloon_cap=balloon_cap, deflate_on_oom=deflate_on_oom,
+            minimum=minimum,
+            maximum=maximum,
+            startup=startup,
+            dynamic=dynamic,
+            buffer_percent=buffer_percent,
+            priority=priority,
+            reservation=reservation,
+            limit=limit,
+            shares=shares,
+            balloon_cap=balloon_cap,
+            deflate_on_oom=deflate_on_oom,
             stats_period=stats_period,
         )
         wanted = update.fields()
@@ -423,16 +438,24 @@ class Hypervisor:
         current = self.get_config(target_vm)
         before = {k: getattr(current, k) for k in wanted}
         changes = {k: v for k, v in wanted.items() if before[k] != v}
-        merged = {**{k: getattr(current, k) for k in ("minimum_bytes", "startup_bytes", "maximum_bytes")},
-                  **{k: v for k, v in wanted.items() if k in ("minimum_bytes", "startup_bytes", "maximum_bytes")}}
+        merged = {
+            **{k: getattr(current, k) for k in ("minimum_bytes", "startup_bytes", "maximum_bytes")},
+            **{k: v for k, v in wanted.items() if k in ("minimum_bytes", "startup_bytes", "maximum_bytes")},
+        }
         lo, mid, hi = merged["minimum_bytes"], merged["startup_bytes"], merged["maximum_bytes"]
-        pairs = [("minimum", lo, "startup", mid), ("startup", mid, "maximum", hi), ("minimum", lo, "maximum", hi)]
+        pairs = [
+            ("minimum", lo, "startup", mid),
+            ("startup", mid, "maximum", hi),
+            ("minimum", lo, "maximum", hi),
+        ]
         for a_name, a, b_name, b in pairs:
             if a is not None and b is not None and a > b:
                 raise InvalidRequestError(
                     f"{a_name} {format_size(a)} would be above {b_name} {format_size(b)}: "
                     "the range must satisfy minimum <= startup <= maximum",
-                    vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                    vm=target_vm.name,
+                    backend=self.backend_name,
+                    uri=self.uri,
                     details={"minimum_bytes": lo, "startup_bytes": mid, "maximum_bytes": hi},
                 )
         if changes:
@@ -452,19 +475,27 @@ class Hypervisor:
             requested=wanted,
         )
         if changes and not dry_run:
-            self._call("set_config", lambda: self._backend.apply_config(target_vm, changes, current),
-                       target_vm.name)
+            self._call(
+                "set_config", lambda: self._backend.apply_config(target_vm, changes, current), target_vm.name
+            )
             log.info("changed memory config of %s: %s", target_vm.name, sorted(changes))
         return change
 
     @staticmethod
     def _build_update(**kw: Any) -> ConfigUpdate:
-        sizes = {"minimum": "minimum_bytes", "maximum": "maximum_bytes", "startup": "startup_bytes",
-                 "reservation": "reservation_bytes", "balloon_cap": "balloon_cap_bytes"}
+        sizes = {
+            "minimum": "minimum_bytes",
+            "maximum": "maximum_bytes",
+            "startup": "startup_bytes",
+            "reservation": "reservation_bytes",
+            "balloon_cap": "balloon_cap_bytes",
+        }
         data: dict[str, Any] = {}
         for arg, field_name in sizes.items():
             if kw[arg] is not None:
-                data[field_name] = parse_size(kw[arg], what=arg, allow_zero=arg in {"reservation", "balloon_cap"})
+                data[field_name] = parse_size(
+                    kw[arg], what=arg, allow_zero=arg in {"reservation", "balloon_cap"}
+                )
         limit = kw["limit"]
         if isinstance(limit, str) and limit.strip().lower() in {"unlimited", "none", "-1"}:
             data["unlimited_limit"] = True
@@ -475,8 +506,12 @@ class Hypervisor:
                 if not isinstance(kw[arg], bool):
                     raise InvalidRequestError(f"{arg} must be true or false, got {kw[arg]!r}")
                 data[arg] = kw[arg]
-        for arg, field_name in (("buffer_percent", "buffer_percent"), ("priority", "priority"),
-                                ("shares", "shares"), ("stats_period", "stats_period_seconds")):
+        for arg, field_name in (
+            ("buffer_percent", "buffer_percent"),
+            ("priority", "priority"),
+            ("shares", "shares"),
+            ("stats_period", "stats_period_seconds"),
+        ):
             value = kw[arg]
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int):
@@ -485,9 +520,7 @@ class Hypervisor:
         try:
             return ConfigUpdate(**data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise InvalidRequestError(
                 f"invalid memory configuration: {problems} "
                 "(buffer_percent 5-2000, priority 0-100, sizes above zero)"
@@ -521,7 +554,9 @@ class Hypervisor:
             raise UnsupportedOperationError(
                 f"the {caps.backend} backend cannot observe a target being reached "
                 f"(mechanism {caps.mechanism.value})",
-                vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                vm=target_vm.name,
+                backend=self.backend_name,
+                uri=self.uri,
             )
         stats = self._wait_stats(target_vm)
         if target is not None:
@@ -532,8 +567,10 @@ class Hypervisor:
             goal = stats.target_bytes
         else:
             raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
-        tol = parse_size(tolerance, what="tolerance") if tolerance is not None else max(
-            caps.alignment_bytes, 2 * MiB, goal // 200
+        tol = (
+            parse_size(tolerance, what="tolerance")
+            if tolerance is not None
+            else max(caps.alignment_bytes, 2 * MiB, goal // 200)
         )
         stall_after = stall_after if stall_after is not None else max(5 * poll_interval, 5.0)
         clock, sleep = self._backend.monotonic, self._backend.sleep
@@ -546,21 +583,29 @@ class Hypervisor:
             now = clock()
             if current is not None and (last_value is None or abs(current - last_value) > tol // 2):
                 last_move_at, last_value = now, current
-            details = {"target_bytes": goal, "reached_bytes": current, "tolerance_bytes": tol,
-                       "elapsed_seconds": round(now - start, 3)}
+            details = {
+                "target_bytes": goal,
+                "reached_bytes": current,
+                "tolerance_bytes": tol,
+                "elapsed_seconds": round(now - start, 3),
+            }
             if now - last_move_at >= stall_after:
                 raise BalloonStalledError(
                     f"the memory of {target_vm.name!r} stalled at {format_size(current)} "
                     f"short of the target {format_size(goal)}: the guest cannot free more "
                     "(it may be about to swap or run out of memory)",
-                    vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                    vm=target_vm.name,
+                    backend=self.backend_name,
+                    uri=self.uri,
                     details={**details, "stats": stats.model_dump(mode="json")},
                 )
             if now - start >= timeout:
                 raise WaitTimeoutError(
                     f"the memory of {target_vm.name!r} was still moving after {timeout:g} s "
                     f"({format_size(current)} of target {format_size(goal)})",
-                    vm=target_vm.name, backend=self.backend_name, uri=self.uri,
+                    vm=target_vm.name,
+                    backend=self.backend_name,
+                    uri=self.uri,
                     details={**details, "stats": stats.model_dump(mode="json")},
                 )
             sleep(min(poll_interval, max(0.0, timeout - (now - start))))

@@ -219,9 +219,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
                 seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
                 pos = m.end()
             if pos == 0 or text[pos:].strip():
-                raise InvalidRequestError(
-                    f"invalid {what} {value!r}; accepted: {accepted}"
-                ) from None
+                raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}") from None
     else:
         raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}")
     if not math.isfinite(seconds) or seconds < 0:
@@ -233,7 +231,7 @@ def format_duration(seconds: float) -> str:
     """``5400`` → ``'1h30m'``; sub-minute values keep one decimal."""
     if seconds < 60:
         return f"{seconds:.1f}s".replace(".0s", "s")
-    s = int(round(seconds))
+    s = round(seconds)
     parts = []
     for name, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if s >= size:

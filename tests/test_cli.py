@@ -18,10 +18,13 @@ EXE = shutil.which("hvballoon")
 SCHEMAS = json_schemas()
 
 
-def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, input=stdin, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 def validate(instance: Any, model: str) -> None:
@@ -57,8 +60,9 @@ def test_vms_and_config_and_capabilities_json() -> None:
         validate(item, "VM")
     validate(json.loads(run("config", "fake://seed", "web01", "--json").stdout), "MemoryConfig")
     validate(json.loads(run("capabilities", "fake://seed", "--json").stdout), "Capabilities")
-    validate(json.loads(run("capabilities", "fake://seed?flavor=hyperv", "db01", "--json").stdout),
-             "Capabilities")
+    validate(
+        json.loads(run("capabilities", "fake://seed?flavor=hyperv", "db01", "--json").stdout), "Capabilities"
+    )
 
 
 def test_set_below_floor_is_refused_with_numbers() -> None:
@@ -96,7 +100,9 @@ def test_dry_run_human_output() -> None:
 
 
 def test_config_change() -> None:
-    r = run("config", "fake://seed?flavor=esxi", "db01", "--reservation", "4GiB", "--limit", "unlimited", "--json")
+    r = run(
+        "config", "fake://seed?flavor=esxi", "db01", "--reservation", "4GiB", "--limit", "unlimited", "--json"
+    )
     assert r.returncode == 0, r.stderr
     validate(json.loads(r.stdout), "Change")
     r = run("config", "fake://seed?flavor=hyperv", "web01", "--maximum", "8GiB")

@@ -13,25 +13,50 @@ def test_all_is_sorted_and_complete() -> None:
     assert names == sorted(names)
     for name in names:
         assert hasattr(hvballoon, name)
-    public = {n for n in dir(hvballoon)
-              if not n.startswith("_") and not isinstance(getattr(hvballoon, n), types.ModuleType)}
+    public = {
+        n
+        for n in dir(hvballoon)
+        if not n.startswith("_") and not isinstance(getattr(hvballoon, n), types.ModuleType)
+    }
     assert public <= set(names)
 
 
 def test_import_is_light() -> None:
-    code = (
-        "import sys, json, hvballoon; "
-        "print(json.dumps(sorted(m for m in sys.modules)))"
-    )
+    code = "import sys, json, hvballoon; print(json.dumps(sorted(m for m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = set(json.loads(out))
-    for heavy in ("libvirt", "pyVmomi", "winrm", "requests", "pytest", "numpy", "matplotlib",
-                  "hvballoon_kvm", "hvballoon_esxi", "hvballoon_hyperv", "hvballoon.cli", "rich",
-                  "tenacity", "yaml", "hvballoon.fake"):
+    for heavy in (
+        "libvirt",
+        "pyVmomi",
+        "winrm",
+        "requests",
+        "pytest",
+        "numpy",
+        "matplotlib",
+        "hvballoon_kvm",
+        "hvballoon_esxi",
+        "hvballoon_hyperv",
+        "hvballoon.cli",
+        "rich",
+        "tenacity",
+        "yaml",
+        "hvballoon.fake",
+    ):
         assert heavy not in loaded, f"import hvballoon imported {heavy}"
 
 
 def test_session_api_names() -> None:
-    for name in ("list_vms", "get_stats", "get_config", "set_target", "set_config", "wait_for_target",
-                 "capabilities", "native", "close", "__enter__", "__exit__"):
+    for name in (
+        "list_vms",
+        "get_stats",
+        "get_config",
+        "set_target",
+        "set_config",
+        "wait_for_target",
+        "capabilities",
+        "native",
+        "close",
+        "__enter__",
+        "__exit__",
+    ):
         assert hasattr(hvballoon.Hypervisor, name)

@@ -13,15 +13,24 @@ from hvballoon.errors import BackendBrokenError, BackendNotInstalledError, Inval
 
 @pytest.mark.parametrize(
     ("scheme", "name"),
-    [("qemu", "kvm"), ("qemu+ssh", "kvm"), ("qemu+tls", "kvm"), ("test", "kvm"), ("esxi", "esxi"),
-     ("vcenter", "esxi"), ("hyperv", "hyperv"), ("fake", "fake"), ("QEMU+SSH", "kvm")],
+    [
+        ("qemu", "kvm"),
+        ("qemu+ssh", "kvm"),
+        ("qemu+tls", "kvm"),
+        ("test", "kvm"),
+        ("esxi", "esxi"),
+        ("vcenter", "esxi"),
+        ("hyperv", "hyperv"),
+        ("fake", "fake"),
+        ("QEMU+SSH", "kvm"),
+    ],
 )
 def test_scheme_to_backend(scheme: str, name: str) -> None:
     assert registry.spec_for_scheme(scheme).name == name
 
 
 def test_unknown_scheme_lists_known_ones() -> None:
-    with pytest.raises(InvalidURIError, match="known schemes: .*esxi.*fake.*hyperv"):
+    with pytest.raises(InvalidURIError, match=r"known schemes: .*esxi.*fake.*hyperv"):
         hvballoon.connect("xen://host")
 
 
@@ -76,12 +85,14 @@ def test_oserror_on_load_is_broken(plugin_dir: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_third_party_backend_through_entry_points(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (plugin_dir / "hvb_test_third.py").write_text(textwrap.dedent("""
+    (plugin_dir / "hvb_test_third.py").write_text(
+        textwrap.dedent("""
         from hvballoon.fake.backend import FakeBackend
         class ThirdBackend(FakeBackend):
             name = "third"
             schemes = ("third",)
-    """))
+    """)
+    )
 
     class EP:
         name = "third"
@@ -95,7 +106,9 @@ def test_third_party_backend_through_entry_points(plugin_dir: Path, monkeypatch:
 
     monkeypatch.setattr(registry, "_scanned", False)
     monkeypatch.setattr(registry, "_specs", dict(registry._specs))
-    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [EP()] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        registry.metadata, "entry_points", lambda group: [EP()] if group == registry.ENTRY_POINT_GROUP else []
+    )
     with hvballoon.connect("third://seed") as hv:
         assert hv.backend_name == "third"
         assert len(hv.list_vms()) == 10

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 import hvballoon
 from hvballoon.errors import ScenarioError
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario
-from hvballoon.models import VM, MemoryStats, Mechanism, json_schemas
+from hvballoon.models import VM, Mechanism, MemoryStats, json_schemas
 from hvballoon.units import GiB
 
 
@@ -33,16 +33,30 @@ def test_builtins_all_load() -> None:
     ("text", "where", "problem"),
     [
         ("name: x\nhost: {physical: 8GiB}\nvms: []\n", "vms", "at least 1"),
-        ("name: x\nhost: {physical: 8 gigs}\nvms: [{name: a, memory: 1GiB}]\n", "host.physical", "unknown unit"),
+        (
+            "name: x\nhost: {physical: 8 gigs}\nvms: [{name: a, memory: 1GiB}]\n",
+            "host.physical",
+            "unknown unit",
+        ),
         ("name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, used: 2GiB}]\n", "vms.0", "exceed"),
-        ("name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, colour: red}]\n", "vms.0.colour", "not permitted"),
+        (
+            "name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, colour: red}]\n",
+            "vms.0.colour",
+            "not permitted",
+        ),
         ("name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 4G}]\n", "vms.0.memory", "ambiguous"),
-        ("name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, buffer_percent: 3}]\n", "vms.0.buffer_percent", "greater than or equal to 5"),
+        (
+            "name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, buffer_percent: 3}]\n",
+            "vms.0.buffer_percent",
+            "greater than or equal to 5",
+        ),
         ("name: [unclosed\n", "", "not valid YAML"),
         ("- just\n- a list\n", "", "valid dictionary"),
     ],
 )
-def test_bad_scenarios_name_file_path_and_problem(tmp_path: Path, text: str, where: str, problem: str) -> None:
+def test_bad_scenarios_name_file_path_and_problem(
+    tmp_path: Path, text: str, where: str, problem: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ScenarioError) as info:
@@ -53,7 +67,9 @@ def test_bad_scenarios_name_file_path_and_problem(tmp_path: Path, text: str, whe
 
 def test_json_scenarios_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
-    path.write_text(json.dumps({"name": "j", "host": {"physical": "8GiB"}, "vms": [{"name": "a", "memory": "1GiB"}]}))
+    path.write_text(
+        json.dumps({"name": "j", "host": {"physical": "8GiB"}, "vms": [{"name": "a", "memory": "1GiB"}]})
+    )
     assert load_scenario(path).vms[0].memory == GiB
     path.write_text("{not json")
     with pytest.raises(ScenarioError, match="not valid JSON"):

@@ -232,8 +232,9 @@ def test_bad_connect_arguments(kw: dict) -> None:
         hvballoon.connect("fake://seed", **kw)
 
 
-@pytest.mark.parametrize("uri", ["fake://seed?flavor=xen", "fake://seed?seed=x", "fake://seed?bogus=1",
-                                 "fake://nosuchscenario"])
+@pytest.mark.parametrize(
+    "uri", ["fake://seed?flavor=xen", "fake://seed?seed=x", "fake://seed?bogus=1", "fake://nosuchscenario"]
+)
 def test_bad_fake_uris(uri: str) -> None:
     with pytest.raises(hvballoon.InvalidRequestError):
         hvballoon.connect(uri)

@@ -7,7 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hvballoon.errors import InvalidRequestError, InvalidSizeError
-from hvballoon.units import GiB, KiB, MAX_BYTES, MiB, align, format_duration, format_size, parse_duration, parse_size
+from hvballoon.units import (
+    MAX_BYTES,
+    GiB,
+    KiB,
+    MiB,
+    align,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,9 +45,40 @@ def test_parses_accepted_forms(text: object, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["4 gigs", "4G", "4g", "4M", "4K", "4Gi", "-1GiB", "-5", "nan", "nan GiB", "inf", "GiB", "",
-     "   ", "4 GiB GiB", "4,5GiB", "1e9", "0x10", "1.5", "4GiB;rm", "99999999999EiB", "9" * 30,
-     "10000000PiB", -1, 0, 0.5, float("nan"), float("inf"), True, None, [1], "４GiB"],
+    [
+        "4 gigs",
+        "4G",
+        "4g",
+        "4M",
+        "4K",
+        "4Gi",
+        "-1GiB",
+        "-5",
+        "nan",
+        "nan GiB",
+        "inf",
+        "GiB",
+        "",
+        "   ",
+        "4 GiB GiB",
+        "4,5GiB",
+        "1e9",
+        "0x10",
+        "1.5",
+        "4GiB;rm",
+        "99999999999EiB",
+        "9" * 30,
+        "10000000PiB",
+        -1,
+        0,
+        0.5,
+        float("nan"),
+        float("inf"),
+        True,
+        None,
+        [1],
+        "４GiB",
+    ],
 )
 def test_refuses_malformed_sizes_with_accepted_forms(bad: object) -> None:
     with pytest.raises(InvalidSizeError) as info:
@@ -101,8 +142,19 @@ def test_format_none_and_small() -> None:
     assert format_size(16 * GiB) == "16 GiB"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("2h", 7200), ("1h30m", 5400), ("250ms", 0.25),
-                                               ("3", 3), (4.5, 4.5), ("1d", 86400), ("2min", 120)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("10s", 10),
+        ("2h", 7200),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("3", 3),
+        (4.5, 4.5),
+        ("1d", 86400),
+        ("2min", 120),
+    ],
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

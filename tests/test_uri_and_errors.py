@@ -15,13 +15,21 @@ from hvballoon.errors import HVBalloonError, InvalidURIError
         ("qemu+ssh://root@kvm01/system", "qemu+ssh", "root", "kvm01", None, {}),
         ("test:///default", "test", None, None, None, {}),
         ("esxi://root@esx01:8443", "esxi", "root", "esx01", 8443, {}),
-        ("vcenter://admin@vc01/?datacenter=DC1&cluster=C", "vcenter", "admin", "vc01", None,
-         {"datacenter": "DC1", "cluster": "C"}),
+        (
+            "vcenter://admin@vc01/?datacenter=DC1&cluster=C",
+            "vcenter",
+            "admin",
+            "vc01",
+            None,
+            {"datacenter": "DC1", "cluster": "C"},
+        ),
         ("hyperv://admin@hv01:5986/?transport=ntlm", "hyperv", "admin", "hv01", 5986, {"transport": "ntlm"}),
         ("fake://seed?flavor=esxi&seed=3", "fake", None, "seed", None, {"flavor": "esxi", "seed": "3"}),
     ],
 )
-def test_parse(uri: str, scheme: str, user: str | None, host: str | None, port: int | None, query: dict) -> None:
+def test_parse(
+    uri: str, scheme: str, user: str | None, host: str | None, port: int | None, query: dict
+) -> None:
     p = parse_uri(uri)
     assert (p.scheme, p.username, p.host, p.port, p.query) == (scheme, user, host, port, query)
     assert p.raw == uri
@@ -29,16 +37,30 @@ def test_parse(uri: str, scheme: str, user: str | None, host: str | None, port: 
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "   ", "seed", "://x", "esxi://h:99999", "esxi://h:port", "1abc://x", "fake://x#frag",
-     "fake://x?a=1&a=2", "fake://x\n", None, 42, "fake://x?novalue"],
+    [
+        "",
+        "   ",
+        "seed",
+        "://x",
+        "esxi://h:99999",
+        "esxi://h:port",
+        "1abc://x",
+        "fake://x#frag",
+        "fake://x?a=1&a=2",
+        "fake://x\n",
+        None,
+        42,
+        "fake://x?novalue",
+    ],
 )
 def test_malformed_uris_are_typed_errors(bad: object) -> None:
     with pytest.raises(InvalidURIError):
         parse_uri(bad)
 
 
-@pytest.mark.parametrize("uri", ["esxi://root:hunter2@esx01", "hyperv://a@h/?password=hunter2",
-                                 "hyperv://a@h/?token=hunter2"])
+@pytest.mark.parametrize(
+    "uri", ["esxi://root:hunter2@esx01", "hyperv://a@h/?password=hunter2", "hyperv://a@h/?token=hunter2"]
+)
 def test_secrets_in_uris_are_refused_without_echo(uri: str) -> None:
     with pytest.raises(InvalidURIError) as info:
         parse_uri(uri)

@@ -48,7 +48,9 @@ class _Spec(BaseModel):
 class WorkloadSpec(_Spec):
     """How a guest's memory demand behaves over time (the simulator animates it)."""
 
-    kind: Literal["constant", "diurnal", "ramp", "spike", "random_walk", "jvm", "database", "mixed"] = "constant"
+    kind: Literal["constant", "diurnal", "ramp", "spike", "random_walk", "jvm", "database", "mixed"] = (
+        "constant"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
 

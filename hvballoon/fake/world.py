@@ -201,7 +201,9 @@ class World:
                 else:
                     g.config[k] = v
             if self.flavor == "esxi" and "limit_bytes" in changes:
-                g.target_bytes = changes["limit_bytes"] if changes["limit_bytes"] is not None else g.memory_bytes
+                g.target_bytes = (
+                    changes["limit_bytes"] if changes["limit_bytes"] is not None else g.memory_bytes
+                )
             if self.flavor == "hyperv":
                 if "maximum_bytes" in changes and g.config.get("dynamic"):
                     g.target_bytes = g.config["maximum_bytes"]
@@ -222,6 +224,8 @@ class World:
             return {
                 "now": self.now,
                 "host": vars(self.host).copy(),
-                "guests": {g.name: {k: v for k, v in vars(g).items() if k not in {"config", "workload"}}
-                           for g in self.guests.values()},
+                "guests": {
+                    g.name: {k: v for k, v in vars(g).items() if k not in {"config", "workload"}}
+                    for g in self.guests.values()
+                },
             }

@@ -21,6 +21,7 @@ Class attributes tune it for peers whose figures move on their own (a real guest
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -181,7 +182,9 @@ class TargetTests(_Base):
         assert second.changed is False
         assert second.before == second.after == first.after
 
-    def first_accepted(self, hv: Hypervisor, *, dry_run: bool) -> tuple[VM, MemoryStats, int, Change, Capabilities]:
+    def first_accepted(
+        self, hv: Hypervisor, *, dry_run: bool
+    ) -> tuple[VM, MemoryStats, int, Change, Capabilities]:
         """Set a mid-window target on the first VM whose live rules accept one."""
         for vm, st, cfg, caps in self.movable(hv):
             lo, hi = self.window(hv, st, cfg, caps)
@@ -250,7 +253,7 @@ class ErrorTests(_Base):
 
     def test_only_hvballoon_errors_escape(self, hv: Hypervisor) -> None:
         vm = hv.list_vms()[0]
-        bad_calls = [
+        bad_calls: list[Callable[[], object]] = [
             lambda: hv.set_target(vm, "4 gigs"),
             lambda: hv.set_target(vm, "4G"),
             lambda: hv.set_target(vm, -1),
@@ -267,7 +270,5 @@ class ErrorTests(_Base):
                 call()
 
 
-class BackendConformance(
-    ListingTests, StatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests
-):
+class BackendConformance(ListingTests, StatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests):
     """Everything above. Provide a ``hv`` fixture."""

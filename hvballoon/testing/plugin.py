@@ -44,7 +44,5 @@ def hvballoon_session(hvballoon_world: World) -> Iterator[Hypervisor]:
     import hvballoon
     from hvballoon.retry import RetryPolicy
 
-    with hvballoon.connect(
-        "fake://", world=hvballoon_world, retry=RetryPolicy(sleep=lambda _s: None)
-    ) as hv:
+    with hvballoon.connect("fake://", world=hvballoon_world, retry=RetryPolicy(sleep=lambda _s: None)) as hv:
         yield hv
