@@ -283,9 +283,7 @@ def _generate_cert_cryptography(cert_path: Path, key_path: Path, address: str) -
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName([san]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_path.write_bytes(
@@ -458,8 +456,7 @@ class VcsimServer:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RuntimeError(
-                        f"the simulator did not start within {self.startup_timeout:g} s"
-                        f"{self._log_tail()}"
+                        f"the simulator did not start within {self.startup_timeout:g} s{self._log_tail()}"
                     )
                 if not sel.select(timeout=min(left, 0.5)):
                     if self._proc.poll() is not None:

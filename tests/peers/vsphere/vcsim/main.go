@@ -365,10 +365,6 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/_vm" && r.Method == http.MethodGet:
 		f.serveVM(w, r)
 		return
-	case r.URL.Path == "/_stop" && r.Method == http.MethodPost:
-		writeJSON(w, map[string]bool{"stopping": true})
-		go func() { stop <- syscall.SIGTERM }()
-		return
 	}
 
 	if r.Method == http.MethodPost {
