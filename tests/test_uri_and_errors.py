@@ -100,3 +100,12 @@ def test_native_cause_is_kept() -> None:
             raise errors.HVConnectionError("lost") from exc
     except errors.HVConnectionError as err:
         assert isinstance(err.native, ConnectionResetError)
+
+
+def test_docs_have_one_anchor_per_code() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    for code, cls in errors.error_codes().items():
+        assert f"{{#{code}}}" in text, f"docs/errors.md lacks an anchor for {code}"
+        assert f"`{cls.__name__}` — exit code {cls.exit_code}," in text
