@@ -133,7 +133,9 @@ def _go_env() -> dict[str, str]:
         GOFLAGS="",
         CGO_ENABLED="0",  # a static binary; no C compiler needed
     )
-    env.setdefault("GOCACHE", str(CACHE_DIR / "go-build"))
+    if not any(env.get(var) for var in ("GOCACHE", "XDG_CACHE_HOME", "HOME")):
+        # Go's own cache (~/.cache/go-build) is shared by clones; without a home, keep ours.
+        env["GOCACHE"] = str(CACHE_DIR / "go-build")
     return env
 
 
