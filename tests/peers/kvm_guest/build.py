@@ -7,7 +7,8 @@ kept. The initramfs (gzip'd cpio "newc", written here in Python so no ``cpio`` i
 device nodes need no root) holds busybox-static, the modules and ``init.sh`` as ``/init``.
 
 Everything is cached under ``<repo>/.cache/kvm-guest/``: the kernel per version, the image per
-(kernel version, init script, busybox, module list). A warm call costs a few stat() calls and hashing ~2 MB.
+(kernel version, init script, busybox, module list). A warm call costs a few stat() calls and
+hashing ~2 MB.
 
 Run ``python -m tests.peers.kvm_guest.build`` to build and print the paths.
 """
@@ -30,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE_DIR = REPO_ROOT / ".cache" / "kvm-guest"
@@ -62,7 +64,7 @@ def is_static_elf(path: Path) -> bool:
         head = fh.read(64)
         if head[:4] != b"\x7fELF" or head[4] != 2:  # ELF64 only: the guest is x86_64
             return False
-        order = "little" if head[5] == 1 else "big"
+        order: Literal["little", "big"] = "little" if head[5] == 1 else "big"
         phoff = int.from_bytes(head[0x20:0x28], order)
         phentsize = int.from_bytes(head[0x36:0x38], order)
         phnum = int.from_bytes(head[0x38:0x3A], order)
@@ -129,9 +131,7 @@ def _decompressed(path: Path) -> bytes:
     if path.name.endswith(".ko.xz"):
         return lzma.decompress(data)
     if path.name.endswith(".ko.zst"):
-        return subprocess.run(
-            ["zstd", "-dc", str(path)], capture_output=True, check=True
-        ).stdout
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
     if path.name.endswith(".ko.gz"):
         return gzip.decompress(data)
     return data
@@ -215,11 +215,11 @@ class _Cpio:
         self._buf = io.BytesIO()
         self._ino = 1
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+    def _entry(
+        self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)
+    ) -> None:
         encoded = name.encode() + b"\x00"
-        fields = (
-            self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0
-        )
+        fields = (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
         self._ino += 1
         header = b"070701" + b"".join(f"{f:08X}".encode() for f in fields)
         self._buf.write(header + encoded)
@@ -278,8 +278,13 @@ def build_guest(*, force: bool = False) -> GuestImage:
         init = INIT_SCRIPT.read_bytes()
         busybox = BUSYBOX.read_bytes()
         key = hashlib.sha256()
-        for part in (str(FORMAT_VERSION).encode(), meta["version"].encode(), init, busybox,
-                     " ".join(meta["order"]).encode()):
+        for part in (
+            str(FORMAT_VERSION).encode(),
+            meta["version"].encode(),
+            init,
+            busybox,
+            " ".join(meta["order"]).encode(),
+        ):
             key.update(hashlib.sha256(part).digest())
         image_dir = CACHE_DIR / f"image-{meta['version']}-{key.hexdigest()[:16]}"
         image = GuestImage(

@@ -178,8 +178,24 @@ class GuestHandle:
             return "(no console log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def kernel_panic(self) -> str | None:
+        """The guest kernel's panic line from the console, if it panicked."""
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if "Kernel panic" in line:
+                return line
+        return None
+
     def _fail(self, exc_type: type[GuestError], message: str) -> GuestError:
-        return exc_type(f"{self.name}: {message}\n--- console (last lines) ---\n{self.console_tail()}")
+        panic = self.kernel_panic()
+        if panic:
+            message += f"\n{panic}"
+        return exc_type(
+            f"{self.name}: {message}\n--- console (last lines) ---\n{self.console_tail()}"
+        )
 
     def is_active(self) -> bool:
         import libvirt
@@ -328,6 +344,15 @@ class GuestHandle:
 
     # --- lifetime -----------------------------------------------------------------------
 
+    def wait_gone(self, timeout: float = 10.0) -> bool:
+        """Wait until the domain is no longer running (e.g. after a panic); whether it is."""
+        deadline = time.monotonic() + timeout
+        while self.is_active():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def destroy(self) -> None:
         """Stop the guest's QEMU at once (no-op if it is already gone)."""
         import libvirt
@@ -357,11 +382,15 @@ class KvmGuestHarness:
         accel: str = "auto",
         lock_timeout: float = 600.0,
     ) -> None:
-        self.root = Path(root if root is not None else os.environ.get("HVB_KVM_EMBED_ROOT", DEFAULT_ROOT))
+        self.root = Path(
+            root if root is not None else os.environ.get("HVB_KVM_EMBED_ROOT", DEFAULT_ROOT)
+        )
         self.root = self.root.resolve()
         if accel not in ("auto", "tcg", "kvm"):
             raise ValueError(f"accel must be auto, tcg or kvm, not {accel!r}")
-        self.domain_type = "kvm" if accel == "kvm" or (accel == "auto" and _kvm_usable()) else "qemu"
+        self.domain_type = (
+            "kvm" if accel == "kvm" or (accel == "auto" and _kvm_usable()) else "qemu"
+        )
         self.uri = f"qemu:///embed?root={self.root}"
         self.lock_timeout = lock_timeout
         self.image: GuestImage | None = None
@@ -391,7 +420,7 @@ class KvmGuestHarness:
     def _take_lock(self) -> None:
         # libvirt locks the root too, but fails at once; waiting here lets two test processes
         # take turns instead of one of them erroring out.
-        self._lock_file = open(self.root.with_name(self.root.name + ".lock"), "a")
+        self._lock_file = open(self.root.with_name(self.root.name + ".lock"), "a")  # noqa: SIM115
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
@@ -456,22 +485,16 @@ class KvmGuestHarness:
 
     def close(self) -> None:
         """Destroy every guest booted here and close the connection."""
-        errors = []
-        for guest in list(self._guests.values()):
-            try:
-                guest.destroy()
-            except Exception as exc:  # keep destroying the others
-                errors.append(exc)
-        self._guests.clear()
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
-        if errors:
-            raise errors[0]
+        try:
+            self.destroy(*self._guests.values())
+        finally:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
 
     def domain_xml(
         self,
@@ -564,9 +587,28 @@ class KvmGuestHarness:
                 raise
         return guest
 
-    def destroy(self, guest: GuestHandle) -> None:
-        self._guests.pop(guest.name, None)
-        guest.destroy()
+    def destroy(self, *guests: GuestHandle) -> None:
+        """Destroy these guests, side by side (each destroy waits for its QEMU to be reaped)."""
+        guests = tuple(guests)
+        for guest in guests:
+            self._guests.pop(guest.name, None)
+        errors: list[BaseException] = []
+
+        def one(guest: GuestHandle) -> None:
+            try:
+                guest.destroy()
+            except Exception as exc:  # keep destroying the others
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(g,)) for g in guests[1:]]
+        for t in threads:
+            t.start()
+        if guests:
+            one(guests[0])
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     @contextlib.contextmanager
     def guest(self, name: str, memory_mib: int = 512, **kwargs: Any) -> Iterator[GuestHandle]:
