@@ -54,8 +54,17 @@ _hvb_kvm_setup() {
     fi
 
     if ! "$python" -c 'import libvirt' >/dev/null 2>&1; then
-        echo "kvm.sh: installing libvirt-python for $("$python" -c 'import sys; print(sys.executable)')"
-        "$python" -m pip install libvirt-python
+        # Debian's own python3 refuses pip installs outside a venv (PEP 668): use its package.
+        if "$python" -c 'import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)' 2>/dev/null; then
+            echo "kvm.sh: installing python3-libvirt for the system python"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                -o DPkg::Lock::Timeout=600 python3-libvirt
+        else
+            echo "kvm.sh: installing libvirt-python for $("$python" -c 'import sys; print(sys.executable)')"
+            "$python" -m pip install libvirt-python
+        fi
     fi
 }
 
