@@ -128,6 +128,14 @@ def _ensure_event_loop() -> None:
         _event_loop_thread.start()
 
 
+# The embedded driver binds a process to the first root it opens, for the life of the process
+# (opening another fails even after the first connection is closed). Harnesses of one process
+# on that root share one file lock, counted.
+_process_root: Path | None = None
+_roots_lock = threading.Lock()
+_held_roots: dict[Path, list[Any]] = {}
+
+
 def _kvm_usable() -> bool:
     # /dev/kvm alone is not enough: a software nested-virtualisation device can stand in for
     # it, on which a stock kernel barely boots. Trust only the hardware modules.
@@ -396,7 +404,7 @@ class KvmGuestHarness:
         self.image: GuestImage | None = None
         self.connect_seconds: float | None = None
         self._conn: libvirt.virConnect | None = None
-        self._lock_file: Any = None
+        self._holds_root = False
         self._guests: dict[str, GuestHandle] = {}
 
     @property
@@ -417,21 +425,46 @@ class KvmGuestHarness:
     ) -> None:
         self.close()
 
-    def _take_lock(self) -> None:
-        # libvirt locks the root too, but fails at once; waiting here lets two test processes
-        # take turns instead of one of them erroring out.
-        self._lock_file = open(self.root.with_name(self.root.name + ".lock"), "a")  # noqa: SIM115
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    self._lock_file.close()
-                    self._lock_file = None
-                    raise TimeoutError(f"{self.root} stayed in use by another process") from None
-                time.sleep(0.2)
+    def _take_lock(self) -> bool:
+        """Lock the root for this process; True if this process did not hold it already.
+
+        libvirt locks the root too, but fails at once; waiting here lets two test processes
+        take turns instead of one of them erroring out. Harnesses in the same process share
+        the lock (and the root: see ``_process_root``).
+        """
+        with _roots_lock:
+            held = _held_roots.get(self.root)
+            if held is not None:
+                held[1] += 1
+                self._holds_root = True
+                return False
+            lock_file = open(self.root.with_name(self.root.name + ".lock"), "a")  # noqa: SIM115
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        lock_file.close()
+                        raise TimeoutError(
+                            f"{self.root} stayed in use by another process"
+                        ) from None
+                    time.sleep(0.2)
+            _held_roots[self.root] = [lock_file, 1]
+            self._holds_root = True
+            return True
+
+    def _release_lock(self) -> None:
+        if not self._holds_root:
+            return
+        self._holds_root = False
+        with _roots_lock:
+            held = _held_roots[self.root]
+            held[1] -= 1
+            if held[1] == 0:
+                held[0].close()
+                del _held_roots[self.root]
 
     def open(self) -> None:
         if self._conn is not None:
@@ -441,9 +474,15 @@ class KvmGuestHarness:
             raise RuntimeError("cannot run real KVM guests here: " + "; ".join(reasons))
         import libvirt
 
+        global _process_root
+        if _process_root is not None and _process_root != self.root:
+            raise RuntimeError(
+                f"libvirt's embedded QEMU driver is bound to {_process_root} for the life of this"
+                f" process; it cannot also open {self.root}: share one harness root per process"
+            )
         self.image = build_guest()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        first_in_process = self._take_lock()
         try:
             (self.root / "etc").mkdir(exist_ok=True)
             conf = self.root / "etc" / "qemu.conf"
@@ -453,8 +492,11 @@ class KvmGuestHarness:
             _ensure_event_loop()
             start = time.monotonic()
             self._conn = libvirt.open(self.uri)
+            _process_root = self.root
             self.connect_seconds = time.monotonic() - start
-            self._clean_stale()
+            if first_in_process:
+                # Not while another harness of this process has guests running here.
+                self._clean_stale()
         except BaseException:
             self.close()
             raise
@@ -492,9 +534,7 @@ class KvmGuestHarness:
                 with contextlib.suppress(Exception):
                     self._conn.close()
                 self._conn = None
-            if self._lock_file is not None:
-                self._lock_file.close()
-                self._lock_file = None
+            self._release_lock()
 
     def domain_xml(
         self,
