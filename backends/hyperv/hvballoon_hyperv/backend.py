@@ -1,19 +1,517 @@
-"""The Hyper-V (PowerShell over WinRM) backend (registration path; the implementation lands with its own issue)."""
+"""The Hyper-V backend: PowerShell over WinRM, with pywinrm.
+
+URI: ``hyperv://user@host[:port]/?transport=ntlm|kerberos|credssp|basic[&scheme=http]``.
+HTTPS on port 5986 with certificate verification is the default; ``scheme=http`` (port 5985)
+only when asked. The password comes from ``connect(password=…)`` or ``HVBALLOON_PASSWORD``;
+``ca_file=`` names the CA that signed the host's WinRM certificate::
+
+    import hvballoon
+
+    with hvballoon.connect("hyperv://CORP%5Cadmin@hv01.corp.example/?transport=ntlm",
+                           ca_file="/etc/pki/corp-ca.pem") as hv:
+        for st in hv.get_stats():               # one PowerShell command for every VM
+            print(st.vm.name, st.current_bytes, st.demand_bytes)
+
+What "set a target" means depends on the VM (see :meth:`HyperVBackend.vm_capabilities`):
+
+- **Dynamic Memory** (:attr:`~hvballoon.Mechanism.DYNAMIC_MEMORY`): the target is the VM's
+  maximum; Hyper-V moves the assigned memory between minimum and maximum by demand. While the
+  VM runs the maximum may only be raised and the minimum only lowered, and Dynamic Memory can be
+  switched on or off only when the VM is off.
+- **Static memory** (:attr:`~hvballoon.Mechanism.RUNTIME_RESIZE`): the target is the startup
+  size, which Windows Server 2016+ resizes while the VM runs (the guest must support it).
+
+Those rules are checked here before anything is sent, so a refused change names the rule and
+what is allowed instead of failing on the host. Scripts are fixed templates whose parameters
+travel as base64 JSON (:mod:`hvballoon_hyperv._scripts`); native faults are mapped by one table
+(:mod:`hvballoon_hyperv._errors`); one shell is kept open per session
+(:mod:`hvballoon_hyperv._client`).
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+from urllib.parse import unquote
 
-import winrm  # noqa: F401  - imported here so a missing or broken install is detected on load
+import winrm.transport as winrm_transport
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.errors import UnsupportedOperationError
+from hvballoon.errors import (
+    BackendError,
+    BackendNotInstalledError,
+    InvalidRequestError,
+    InvalidStateError,
+    InvalidURIError,
+    PartialChangeError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
+from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import MiB, align, format_size
+from hvballoon_hyperv._client import CommandTooLongError, ShellRunner
+from hvballoon_hyperv._errors import translate_errors
+from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY
+
+__all__ = ["DYNAMIC_CAPABILITIES", "STATIC_CAPABILITIES", "HyperVBackend"]
+
+#: Hyper-V sizes are whole multiples of 2 MiB.
+ALIGNMENT = 2 * MiB
+#: Hyper-V's smallest Dynamic Memory minimum.
+MINIMUM_FLOOR = 32 * MiB
+#: Up to this many VMs are filtered on the host; more are read in bulk and filtered here (the ids
+#: travel on the command line, which cmd.exe limits to 8,191 characters).
+MAX_IDS_PER_READ = 32
+
+TRANSPORTS = ("ntlm", "kerberos", "credssp", "basic")
+_QUERY_KEYS = frozenset({"transport", "scheme"})
+
+_READABLE = frozenset(
+    {"configured_bytes", "current_bytes", "target_bytes", "demand_bytes", "guest_available_bytes"}
+)
+
+#: A Dynamic Memory VM: a target is the maximum (live: only upwards).
+DYNAMIC_CAPABILITIES = Capabilities(
+    backend="hyperv",
+    mechanism=Mechanism.DYNAMIC_MEMORY,
+    bulk_stats=True,
+    readable=_READABLE,
+    set_live=frozenset({"target", "minimum_bytes", "maximum_bytes", "buffer_percent", "priority"}),
+    set_offline=frozenset(
+        {"target", "minimum_bytes", "maximum_bytes", "buffer_percent", "priority", "startup_bytes", "dynamic"}
+    ),
+    alignment_bytes=ALIGNMENT,
+    target_observable=False,
+    notes=(
+        "Dynamic Memory: a target is the maximum; while the VM runs the maximum may only be raised "
+        "and the minimum only lowered; Dynamic Memory is switched on or off only with the VM off",
+    ),
+)
+#: A static-memory VM: a target is a runtime resize of the startup size (Windows Server 2016+).
+STATIC_CAPABILITIES = Capabilities(
+    backend="hyperv",
+    mechanism=Mechanism.RUNTIME_RESIZE,
+    bulk_stats=True,
+    readable=_READABLE,
+    set_live=frozenset({"target", "startup_bytes", "priority"}),
+    set_offline=frozenset(
+        {"target", "startup_bytes", "priority", "dynamic", "minimum_bytes", "maximum_bytes", "buffer_percent"}
+    ),
+    alignment_bytes=ALIGNMENT,
+    notes=("static memory: a target is a runtime resize of the startup memory (Windows Server 2016+)",),
+)
+
+#: Get-VM's State → hvballoon's power state (transitional and "Critical" states are unknown).
+_STATES = {
+    "Running": PowerState.RUNNING,
+    "Off": PowerState.STOPPED,
+    "Paused": PowerState.PAUSED,
+    "Saved": PowerState.SUSPENDED,
+}
+
+#: MemoryConfig field → SET_MEMORY parameter.
+_CONFIG_PARAMS = {
+    "dynamic": "dynamic",
+    "startup_bytes": "startup",
+    "minimum_bytes": "minimum",
+    "maximum_bytes": "maximum",
+    "buffer_percent": "buffer",
+    "priority": "priority",
+}
+#: Get-VM / Get-VMMemory property → MemoryConfig field (what SET_MEMORY reads back).
+_ROW_FIELDS = {
+    "DynamicMemoryEnabled": "dynamic",
+    "MemoryStartup": "startup_bytes",
+    "MemoryMinimum": "minimum_bytes",
+    "MemoryMaximum": "maximum_bytes",
+    "Buffer": "buffer_percent",
+    "Priority": "priority",
+}
+
+
+def _int(row: dict[str, Any], key: str) -> int | None:
+    value = row.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
 
 
 class HyperVBackend(Backend):
+    """``hyperv://`` — Hyper-V through PowerShell over WinRM (pywinrm).
+
+    Options come from :func:`hvballoon.connect`: ``password``, ``timeout`` (every request and
+    every command), ``verify`` and ``ca_file`` (TLS). :attr:`native` is the
+    ``winrm.protocol.Protocol``; the open shell's id is ``backend.runner.shell_id``.
+    """
+
     name: ClassVar[str] = "hyperv"
+    schemes: ClassVar[tuple[str, ...]] = ("hyperv",)
 
     def __init__(self, opts: ConnectOptions) -> None:
-        raise UnsupportedOperationError(
-            "the hyperv backend is registered but not implemented in this version", backend="hyperv"
+        super().__init__(opts)
+        uri = opts.uri
+        self._uri = uri.redacted
+        unknown = set(uri.query) - _QUERY_KEYS
+        if unknown:
+            raise InvalidURIError(
+                f"unknown hyperv:// parameter(s) {', '.join(sorted(unknown))}; accepted: scheme, transport",
+                uri=self._uri,
+            )
+        if not uri.host:
+            raise InvalidURIError(f"a hyperv:// URI names a host: hyperv://user@host ({self._uri})")
+        transport = uri.query.get("transport", "ntlm").lower()
+        if transport not in TRANSPORTS:
+            raise InvalidURIError(
+                f"unknown transport {transport!r} in {self._uri}; accepted: {', '.join(TRANSPORTS)}",
+                uri=self._uri,
+            )
+        scheme = uri.query.get("scheme", "https").lower()
+        if scheme not in ("https", "http"):
+            raise InvalidURIError(f"scheme must be https or http in {self._uri}", uri=self._uri)
+        self._check_transport_library(transport)
+        username = unquote(uri.username) if uri.username else None
+        if transport != "kerberos":
+            if not username:
+                raise InvalidURIError(
+                    f"the {transport} transport needs a user: hyperv://user@host ({self._uri})", uri=self._uri
+                )
+            if opts.password is None:
+                raise InvalidRequestError(
+                    f"the {transport} transport needs a password: pass password=… or set HVBALLOON_PASSWORD",
+                    uri=self._uri,
+                )
+        if opts.ca_file is not None and not os.path.isfile(opts.ca_file):
+            raise InvalidRequestError(f"ca_file {opts.ca_file!r} is not a file", uri=self._uri)
+        port = uri.port or (5986 if scheme == "https" else 5985)
+        host = f"[{uri.host}]" if ":" in uri.host else uri.host
+        self.transport = transport
+        self.endpoint = f"{scheme}://{host}:{port}/wsman"
+        self.runner = ShellRunner(
+            self.endpoint,
+            transport=transport,
+            username=username,
+            password=opts.password,
+            verify=opts.verify,
+            ca_file=opts.ca_file,
+            timeout=opts.timeout,
         )
+        try:
+            self.host_info = self._run(PROBE, {})
+            if not (isinstance(self.host_info, dict) and self.host_info.get("hyperv")):
+                raise BackendError(
+                    f"{uri.host} answers WinRM but has no Hyper-V PowerShell module "
+                    "(Install-WindowsFeature Hyper-V-PowerShell)",
+                    backend=self.name,
+                    uri=self._uri,
+                )
+        except BaseException:
+            self.runner.close()
+            raise
+
+    @staticmethod
+    def _check_transport_library(transport: str) -> None:
+        needs = {
+            "ntlm": ("HAVE_NTLM", "pywinrm (with requests-ntlm)"),
+            "kerberos": ("HAVE_KERBEROS", "'pywinrm[kerberos]'"),
+            "credssp": ("HAVE_CREDSSP", "'pywinrm[credssp]'"),
+        }
+        if transport in needs:
+            flag, package = needs[transport]
+            if not getattr(winrm_transport, flag, False):
+                raise BackendNotInstalledError(
+                    f"the {transport} transport needs {package}; run: pip install {package}",
+                    backend="hyperv",
+                    details={"install": f"pip install {package}"},
+                )
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _run(self, template: Any, params: dict[str, Any], vm: str | None = None) -> Any:
+        with translate_errors(uri=self._uri, vm=vm):
+            try:
+                return self.runner.run(template, params)
+            except CommandTooLongError as exc:
+                raise InvalidRequestError(str(exc), backend=self.name, uri=self._uri, vm=vm) from exc
+
+    @property
+    def native(self) -> Any:
+        """The ``winrm.protocol.Protocol`` (its shell: ``runner.shell_id``)."""
+        return self.runner.protocol
+
+    def close(self) -> None:
+        self.runner.close()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return DYNAMIC_CAPABILITIES
+
+    def vm_capabilities(self, vm: VM) -> Capabilities:
+        """Dynamic Memory VMs and static ones differ in mechanism and live rules."""
+        dynamic = vm.extra.get("dynamic")
+        if not isinstance(dynamic, bool):
+            dynamic = bool(self.get_config(vm).dynamic)
+        return DYNAMIC_CAPABILITIES if dynamic else STATIC_CAPABILITIES
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _rows(self, ids: list[str] | None) -> list[dict[str, Any]]:
+        ask = ids if ids is not None and len(ids) <= MAX_IDS_PER_READ else None
+        rows = self._run(READ, {"ids": ask})
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("Id") for r in rows):
+            raise BackendError(
+                "the host's VM list is not in the expected form", backend=self.name, uri=self._uri
+            )
+        return rows
+
+    def _rows_for(self, vms: list[VM]) -> list[dict[str, Any]]:
+        by_id = {str(r["Id"]).lower(): r for r in self._rows([v.id for v in vms])}
+        out = []
+        for vm in vms:
+            row = by_id.get(vm.id.lower())
+            if row is None:
+                raise VMNotFoundError(
+                    f"VM {vm.name!r} ({vm.id}) does not exist on the host",
+                    vm=vm.name,
+                    backend=self.name,
+                    uri=self._uri,
+                )
+            out.append(row)
+        return out
+
+    def _vm(self, row: dict[str, Any]) -> VM:
+        state = str(row.get("State") or "")
+        return VM(
+            id=str(row["Id"]),
+            name=str(row.get("Name") or ""),
+            backend=self.name,
+            host=str(row["ComputerName"]) if row.get("ComputerName") else None,
+            power_state=_STATES.get(state, PowerState.UNKNOWN),
+            extra={"state": state, "dynamic": bool(row.get("DynamicMemoryEnabled"))},
+        )
+
+    def list_vms(self) -> list[VM]:
+        return [self._vm(r) for r in self._rows(None)]
+
+    def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
+        rows = self._rows(None) if vms is None else self._rows_for(vms)
+        at = datetime.now(timezone.utc)
+        return [self._stats(r, at) for r in rows]
+
+    def _stats(self, row: dict[str, Any], at: datetime) -> MemoryStats:
+        vm = self._vm(row)
+        dynamic = bool(row.get("DynamicMemoryEnabled"))
+        maximum, startup = _int(row, "MemoryMaximum"), _int(row, "MemoryStartup")
+        common: dict[str, Any] = {
+            "vm": vm,
+            "mechanism": Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE,
+            "collected_at": at,
+            "configured_bytes": maximum or startup,
+            "target_bytes": maximum if dynamic else startup,
+            "extra": {"memory_status": row.get("MemoryStatus") or None, "dynamic": dynamic},
+        }
+        if vm.power_state is not PowerState.RUNNING:
+            return MemoryStats(**common, stale=True)
+        assigned = _int(row, "MemoryAssigned")
+        # MemoryDemand is 0 until the guest's integration services report: unknown, not zero.
+        demand = _int(row, "MemoryDemand") or None
+        available = max(0, assigned - demand) if assigned is not None and demand is not None else None
+        return MemoryStats(
+            **common,
+            current_bytes=assigned,
+            demand_bytes=demand,
+            guest_available_bytes=available,
+            stale=demand is None,
+        )
+
+    def _config(self, row: dict[str, Any]) -> MemoryConfig:
+        dynamic = bool(row.get("DynamicMemoryEnabled"))
+        return MemoryConfig(
+            vm=self._vm(row),
+            mechanism=Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE,
+            dynamic=dynamic,
+            startup_bytes=_int(row, "MemoryStartup"),
+            minimum_bytes=_int(row, "MemoryMinimum"),
+            maximum_bytes=_int(row, "MemoryMaximum"),
+            buffer_percent=_int(row, "Buffer"),
+            priority=_int(row, "Priority"),
+        )
+
+    def get_config(self, vm: VM) -> MemoryConfig:
+        (row,) = self._rows_for([vm])
+        return self._config(row)
+
+    # -- rules, checked before anything is sent --------------------------------------------------
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        """Dynamic Memory: the target is the maximum, so while the VM runs it may only rise, and
+        it can never go below the startup size. Static memory: any aligned size the guard rails
+        allow (the guest gives back only what it can free)."""
+        self._check_aligned({"target": target_bytes}, vm)
+        if not config.dynamic:
+            return
+        maximum, startup = config.maximum_bytes, config.startup_bytes
+        if not self._is_off(vm) and maximum is not None and target_bytes < maximum:
+            raise InvalidStateError(
+                f"{vm.name!r} uses Dynamic Memory and is {self._state(vm)}: its target is the maximum "
+                f"({format_size(maximum)}), which can only be raised while it runs, so "
+                f"{format_size(target_bytes)} is refused. Allowed now: a target of at least "
+                f"{format_size(maximum)}; or lower the buffer or priority; or power the VM off to "
+                "lower the maximum",
+                vm=vm.name,
+                backend=self.name,
+                uri=self._uri,
+                details={
+                    "rule": "maximum_only_up_while_running",
+                    "maximum_bytes": maximum,
+                    "target_bytes": target_bytes,
+                    "allowed_min_bytes": maximum,
+                },
+            )
+        if startup is not None and target_bytes < startup:
+            raise InvalidRequestError(
+                f"the target of {vm.name!r} is its Dynamic Memory maximum, which cannot be below the "
+                f"startup size {format_size(startup)} (asked {format_size(target_bytes)}); lower the "
+                "startup size first (VM off)",
+                vm=vm.name,
+                backend=self.name,
+                uri=self._uri,
+                details={
+                    "rule": "startup_le_maximum",
+                    "startup_bytes": startup,
+                    "target_bytes": target_bytes,
+                },
+            )
+
+    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
+        """Hyper-V's own rules: sizes in 2 MiB steps, minimum ≥ 32 MiB, buffer 5–2000 %,
+        priority 0–100, and unless the VM is off: minimum only down, maximum only up, startup
+        and Dynamic Memory unchanged (Dynamic Memory VMs)."""
+        unsupported = set(changes) - set(_CONFIG_PARAMS)
+        if unsupported:
+            raise UnsupportedOperationError(
+                f"Hyper-V has no {', '.join(sorted(unsupported))}", vm=vm.name, backend=self.name
+            )
+        sizes = {k: v for k, v in changes.items() if k.endswith("_bytes")}
+        self._check_aligned(sizes, vm)
+        minimum = changes.get("minimum_bytes")
+        if minimum is not None and minimum < MINIMUM_FLOOR:
+            raise InvalidRequestError(
+                f"the minimum of {vm.name!r} must be at least {format_size(MINIMUM_FLOOR)} on Hyper-V "
+                f"(asked {format_size(minimum)})",
+                vm=vm.name,
+                backend=self.name,
+                details={"rule": "minimum_at_least_32MiB", "asked": minimum},
+            )
+        bounds = {"buffer_percent": (5, 2000), "priority": (0, 100)}
+        for name, (lo, hi) in bounds.items():
+            value = changes.get(name)
+            if value is not None and not lo <= value <= hi:
+                raise InvalidRequestError(
+                    f"{name} of {vm.name!r} must be within {lo}..{hi} on Hyper-V (asked {value})",
+                    vm=vm.name,
+                    backend=self.name,
+                    details={"rule": f"{name}_range", "asked": value},
+                )
+        if self._is_off(vm):
+            return
+        state = self._state(vm)
+        if "dynamic" in changes:
+            raise InvalidStateError(
+                f"{vm.name!r} is {state}: Dynamic Memory can only be switched on or off with the VM off. "
+                "Allowed now: the buffer, the priority, a lower minimum or a higher maximum",
+                vm=vm.name,
+                backend=self.name,
+                details={"rule": "dynamic_toggle_only_when_off"},
+            )
+        if current.dynamic and "startup_bytes" in changes:
+            raise InvalidStateError(
+                f"{vm.name!r} is {state}: the startup size of a Dynamic Memory VM changes only with the "
+                "VM off. Allowed now: a lower minimum or a higher maximum",
+                vm=vm.name,
+                backend=self.name,
+                details={"rule": "startup_only_when_off"},
+            )
+        live = (
+            (
+                "minimum_bytes",
+                -1,
+                "minimum_only_down_while_running",
+                "the minimum can only be lowered",
+                "at most",
+            ),
+            (
+                "maximum_bytes",
+                1,
+                "maximum_only_up_while_running",
+                "the maximum can only be raised",
+                "at least",
+            ),
+        )
+        for name, direction, rule_id, rule, bound in live:
+            new, old = changes.get(name), getattr(current, name)
+            if new is not None and old is not None and (new - old) * direction < 0:
+                raise InvalidStateError(
+                    f"{vm.name!r} is {state}: {rule} while it runs (now {format_size(old)}, asked "
+                    f"{format_size(new)}). Allowed now: {bound} {format_size(old)}, or power the VM off",
+                    vm=vm.name,
+                    backend=self.name,
+                    details={"rule": rule_id, "current": old, "asked": new},
+                )
+
+    def _check_aligned(self, sizes: dict[str, int], vm: VM) -> None:
+        for name, value in sizes.items():
+            if value is not None and value % ALIGNMENT:
+                down, up = align(value, ALIGNMENT, "down"), align(value, ALIGNMENT, "up")
+                raise InvalidRequestError(
+                    f"{name.removesuffix('_bytes')} of {vm.name!r} must be a multiple of 2 MiB on Hyper-V "
+                    f"(asked {value} bytes; nearest: {format_size(down)} or {format_size(up)})",
+                    vm=vm.name,
+                    backend=self.name,
+                    details={"rule": "aligned_2MiB", "asked": value, "down": down, "up": up},
+                )
+
+    @staticmethod
+    def _is_off(vm: VM) -> bool:
+        # Only a VM that is off takes offline-only changes; paused, saved or starting ones do not.
+        return vm.power_state is PowerState.STOPPED
+
+    @staticmethod
+    def _state(vm: VM) -> str:
+        return str(vm.extra.get("state") or vm.power_state.value).lower()
+
+    # -- changing --------------------------------------------------------------------------------
+
+    def apply_target(self, vm: VM, target_bytes: int) -> None:
+        """The maximum (Dynamic Memory) or the startup size (static), chosen on the host."""
+        self._set(vm, {"target": target_bytes}, {})
+
+    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        """All changes in one Set-VMMemory call; the VM is read back in the same command."""
+        params = {_CONFIG_PARAMS[k]: v for k, v in changes.items() if k in _CONFIG_PARAMS}
+        self._set(vm, params, changes)
+
+    def _set(self, vm: VM, params: dict[str, Any], expected: dict[str, Any]) -> None:
+        row = self._run(SET_MEMORY, {"id": vm.id, **params}, vm=vm.name)
+        if not isinstance(row, dict):
+            raise BackendError("the host's answer to Set-VMMemory is not a VM", backend=self.name, vm=vm.name)
+        after = self._config(row)
+        applied = {k: v for k, v in expected.items() if getattr(after, k) == v}
+        missed = {k: v for k, v in expected.items() if k not in applied}
+        if missed:
+            raise PartialChangeError(
+                f"Hyper-V accepted the change of {vm.name!r} but reads back different values for "
+                f"{', '.join(sorted(missed))}",
+                vm=vm.name,
+                backend=self.name,
+                uri=self._uri,
+                details={
+                    "applied": applied,
+                    "not_applied": missed,
+                    "read_back": {k: getattr(after, k) for k in missed},
+                },
+            )

@@ -1,0 +1,197 @@
+"""The fixed PowerShell scripts the Hyper-V backend runs, and how their parameters travel.
+
+**No caller value is ever spliced into script source.** Every script is a module constant with one
+placeholder, :data:`DATA_MARKER`, on a fixed line that decodes its parameters::
+
+    $p = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('<base64>')) | ConvertFrom-Json
+
+The placeholder is replaced by the base64 of UTF-8 JSON, whose alphabet (``A-Z a-z 0-9 + / =``)
+cannot close the single-quoted string, so a VM id or name made of quotes (including the
+typographic ``‘ ’ ‚ ‛`` PowerShell also accepts), ``$()``, backticks, semicolons or newlines is
+only ever data. :func:`render` checks the alphabet anyway before it substitutes.
+
+Each script sets ``$ErrorActionPreference = 'Stop'`` and prints exactly one JSON document: the
+result with exit code 0, or ``{"error": {...}}`` (the error record's FullyQualifiedErrorId,
+category and exception type) with exit code 1. Non-ASCII characters in the output are written as
+``\\uXXXX`` escapes, so the result survives any console codepage (the shell is opened with 65001
+as well). PowerShell 5.1 writes progress records to stderr even on success: the exit code and the
+JSON decide, never stderr.
+
+>>> script = render(READ, {"ids": ["x'; Remove-VM *; '"]})
+>>> "Remove-VM" in script, len(script) < 3000
+(False, True)
+>>> decode_data(data_of(READ, script))
+{'ids': ["x'; Remove-VM *; '"]}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DATA_MARKER",
+    "MAX_COMMAND_LINE",
+    "POWERSHELL_ARGS",
+    "PROBE",
+    "READ",
+    "SET_MEMORY",
+    "TEMPLATES",
+    "Template",
+    "command_line_length",
+    "data_of",
+    "decode_data",
+    "encode_command",
+    "encode_data",
+    "render",
+]
+
+#: The placeholder of the data line; only base64 text ever replaces it.
+DATA_MARKER = "@HVB_DATA@"
+
+#: cmd.exe refuses longer command lines ("The command line is too long.").
+MAX_COMMAND_LINE = 8191
+
+#: How the script is started: no profile (no user code runs first), no prompts.
+POWERSHELL_ARGS: tuple[str, ...] = ("-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand")
+_EXECUTABLE = "powershell.exe"
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+_PROLOGUE = f"""$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+function Out-Json($o) {{
+  $j = ConvertTo-Json -InputObject $o -Depth 4 -Compress
+  [Console]::Out.Write([regex]::Replace($j, '[^\\x00-\\x7f]', {{ param($m) '\\u{{0:x4}}' -f [int][char]$m.Value }}))
+}}
+try {{
+$p = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{DATA_MARKER}')) | ConvertFrom-Json
+"""
+
+_EPILOGUE = """Out-Json $r
+exit 0
+} catch {
+$e = $_
+Out-Json @{ error = [ordered]@{ id = [string]$e.FullyQualifiedErrorId; category = [string]$e.CategoryInfo.Category; type = $e.Exception.GetType().FullName; message = [string]$e.Exception.Message } }
+exit 1
+}"""
+
+# One VM as the scripts report it: Get-VM's memory properties plus Get-VMMemory's buffer and
+# priority. Enums and GUIDs become strings (ConvertTo-Json would write the enum's number).
+_ROW = """[ordered]@{ Id = $v.Id.ToString(); Name = $v.Name; ComputerName = $v.ComputerName; State = $v.State.ToString()
+  DynamicMemoryEnabled = [bool]$v.DynamicMemoryEnabled; MemoryAssigned = $v.MemoryAssigned; MemoryDemand = $v.MemoryDemand
+  MemoryStatus = [string]$v.MemoryStatus; MemoryStartup = $v.MemoryStartup; MemoryMinimum = $v.MemoryMinimum
+  MemoryMaximum = $v.MemoryMaximum; Buffer = $m.Buffer; Priority = $m.Priority }"""
+
+
+@dataclass(frozen=True)
+class Template:
+    """A fixed script: ``name`` for logs and errors, ``text`` with one :data:`DATA_MARKER`."""
+
+    name: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.text.count(DATA_MARKER) != 1:
+            raise ValueError(f"template {self.name} must hold exactly one data marker")
+
+
+#: Cheap check at connect time: who answers, which PowerShell, is the Hyper-V module there.
+PROBE = Template(
+    "probe",
+    _PROLOGUE
+    + """$c = @(Get-Command -Name Get-VM, Get-VMMemory, Set-VMMemory -ErrorAction SilentlyContinue)
+$r = [ordered]@{ host = $env:COMPUTERNAME; powershell = $PSVersionTable.PSVersion.ToString(); hyperv = ($c.Count -eq 3) }
+"""
+    + _EPILOGUE,
+)
+
+#: Every VM (``ids`` null) or the VMs whose Id is in ``ids``: one command, one Get-VMMemory call.
+READ = Template(
+    "read",
+    _PROLOGUE
+    + """$vms = @(Get-VM)
+if ($null -ne $p.ids) { $vms = @($vms | Where-Object { $p.ids -contains $_.Id.ToString() }) }
+$mem = @{}
+if ($vms.Count) { foreach ($x in @(Get-VMMemory -VM $vms)) { $mem[$x.VMId.ToString()] = $x } }
+$r = @(foreach ($v in $vms) { $m = $mem[$v.Id.ToString()]
+"""
+    + _ROW
+    + """ })
+"""
+    + _EPILOGUE,
+)
+
+#: One Set-VMMemory call for VM ``id`` (all changes at once), then the VM read back. ``target``
+#: is decided on the host: the maximum of a Dynamic Memory VM, the startup size of a static one.
+SET_MEMORY = Template(
+    "set_memory",
+    _PROLOGUE
+    + """$v = Get-VM -Id $p.id -ErrorAction SilentlyContinue
+if (-not $v) { Write-Error -Message 'no virtual machine has this id' -Category ObjectNotFound -ErrorId 'HVBalloonVMNotFound' }
+$a = @{ VM = $v }
+if ($null -ne $p.dynamic) { $a['DynamicMemoryEnabled'] = [bool]$p.dynamic }
+if ($null -ne $p.startup) { $a['StartupBytes'] = [int64]$p.startup }
+if ($null -ne $p.minimum) { $a['MinimumBytes'] = [int64]$p.minimum }
+if ($null -ne $p.maximum) { $a['MaximumBytes'] = [int64]$p.maximum }
+if ($null -ne $p.target) { if ($v.DynamicMemoryEnabled) { $a['MaximumBytes'] = [int64]$p.target } else { $a['StartupBytes'] = [int64]$p.target } }
+if ($null -ne $p.buffer) { $a['Buffer'] = [int32]$p.buffer }
+if ($null -ne $p.priority) { $a['Priority'] = [int32]$p.priority }
+Set-VMMemory @a
+$v = Get-VM -Id $p.id
+$m = Get-VMMemory -VM $v
+$r = """
+    + _ROW
+    + "\n"
+    + _EPILOGUE,
+)
+
+#: Every template, by name.
+TEMPLATES: dict[str, Template] = {t.name: t for t in (PROBE, READ, SET_MEMORY)}
+
+
+def encode_data(params: dict[str, Any]) -> str:
+    """The base64 of the parameters' UTF-8 JSON (what replaces :data:`DATA_MARKER`)."""
+    raw = json.dumps(params, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+def decode_data(data: str) -> Any:
+    """The parameters back from a data line's base64 (what the script's first line does)."""
+    return json.loads(base64.b64decode(data, validate=True).decode("utf-8"))
+
+
+def render(template: Template, params: dict[str, Any]) -> str:
+    """The script to run: the template with its data line filled in."""
+    data = encode_data(params)
+    if not _BASE64.fullmatch(data):  # cannot happen; the whole design rests on it, so check
+        raise ValueError("encoded parameters are not plain base64")
+    return template.text.replace(DATA_MARKER, data)
+
+
+def data_pattern(template: Template) -> re.Pattern[str]:
+    """A regex that matches exactly ``template`` with any base64 data (group ``data``)."""
+    head, _, tail = template.text.partition(DATA_MARKER)
+    return re.compile(re.escape(head) + r"(?P<data>[A-Za-z0-9+/]*={0,2})" + re.escape(tail), re.DOTALL)
+
+
+def data_of(template: Template, script: str) -> str:
+    """The base64 data of a rendered ``template`` (``ValueError`` if the script is not one)."""
+    match = data_pattern(template).fullmatch(script)
+    if match is None:
+        raise ValueError(f"not a rendered {template.name} script")
+    return match["data"]
+
+
+def encode_command(script: str) -> tuple[str, list[str]]:
+    """The command and arguments that run ``script`` (``-EncodedCommand``: base64 of UTF-16LE)."""
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    return _EXECUTABLE, [*POWERSHELL_ARGS, encoded]
+
+
+def command_line_length(command: str, arguments: list[str]) -> int:
+    """Characters of the command line cmd.exe will see."""
+    return len(command) + sum(1 + len(a) for a in arguments)
