@@ -1,19 +1,538 @@
-"""The VMware ESXi / vCenter (pyvmomi) backend (registration path; the implementation lands with its own issue)."""
+"""The ESXi / vCenter backend: ``esxi://user@host`` and ``vcenter://user@host/?datacenter=…``.
+
+vSphere has no balloon-target API. ESXi inflates a VM's balloon (then compresses, then swaps)
+when the VM consumes more host memory than its *limit* allows, or when the host is short. So a
+target here is ``config.memoryAllocation.limit`` (MB), set through ``ReconfigVM_Task`` with the
+whole allocation (reservation and shares preserved); releasing it means "unlimited" (-1)::
+
+    import hvballoon
+
+    with hvballoon.connect("vcenter://admin@vc.example.com/?datacenter=DC1", password=...) as hv:
+        hv.get_stats()                                # one RetrievePropertiesEx for every VM
+        hv.set_target("web01", "6GiB")                # limit = 6144 MB
+        hv.set_config("web01", limit="unlimited")     # release
+
+Reading costs one PropertyCollector round trip per page of ``page_size`` objects, whatever the
+number of VMs; no code path reads a managed object's attributes one by one.
+
+Units on the wire: ``config.hardware.memoryMB``, the allocation, and every memory quickStat are
+MB — except ``quickStats.compressedMemory``, which is KB; the ``mem.vmmemctltarget`` perf
+counter is KB. hvballoon turns them all into bytes.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, ClassVar
 
-import pyVmomi  # noqa: F401  - imported here so a missing or broken install is detected on load
+from pyVmomi import vim, vmodl
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.errors import UnsupportedOperationError
+from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
+from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import KiB, MiB, format_size
+
+from ._client import Client, Endpoint, make_ssl_context
+
+__all__ = ["CAPABILITIES", "ESXiBackend"]
+
+log = logging.getLogger("hvballoon.esxi")
+
+#: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
+BALLOON_CAP_KEY = "sched.mem.maxmemctl"
+
+CAPABILITIES = Capabilities(
+    backend="esxi",
+    mechanism=Mechanism.LIMIT,
+    bulk_stats=True,
+    readable=frozenset(
+        {
+            "configured_bytes",
+            "current_bytes",
+            "target_bytes",
+            "ballooned_bytes",
+            "guest_used_bytes",
+            "demand_bytes",
+            "host_consumed_bytes",
+            "swapped_bytes",
+            "compressed_bytes",
+            "shared_bytes",
+        }
+    ),
+    set_live=frozenset({"target", "limit_bytes", "reservation_bytes", "shares"}),
+    set_offline=frozenset(
+        {"target", "limit_bytes", "reservation_bytes", "shares", "maximum_bytes", "balloon_cap_bytes"}
+    ),
+    alignment_bytes=MiB,
+    target_observable=False,
+    notes=(
+        "a target is memoryAllocation.limit (MB); ESXi decides how far to inflate the balloon",
+        "release a target with set_config(limit='unlimited')",
+    ),
+)
+
+#: The quickStats read, with the unit each comes in (bytes per unit).
+_QUICKSTATS: dict[str, int] = {
+    "guestMemoryUsage": MiB,
+    "hostMemoryUsage": MiB,
+    "balloonedMemory": MiB,
+    "swappedMemory": MiB,
+    "compressedMemory": KiB,  # the one memory quickStat in KB
+    "sharedMemory": MiB,
+    "privateMemory": MiB,
+    "consumedOverheadMemory": MiB,
+}
+_QS = "summary.quickStats."
+
+#: Exactly the VM property paths a stats sweep asks for.
+STATS_PATHS: tuple[str, ...] = (
+    "name",
+    "config.instanceUuid",
+    "runtime.powerState",
+    "runtime.host",
+    "config.hardware.memoryMB",
+    "config.memoryAllocation",
+    *(_QS + name for name in _QUICKSTATS),
+)
+LIST_PATHS: tuple[str, ...] = ("name", "config.instanceUuid", "runtime.powerState", "runtime.host")
+CONFIG_PATHS: tuple[str, ...] = (*LIST_PATHS, "config.hardware.memoryMB", "config.memoryAllocation")
+
+_POWER = {
+    "poweredOn": PowerState.RUNNING,
+    "poweredOff": PowerState.STOPPED,
+    "suspended": PowerState.SUSPENDED,
+}
+
+_UNLIMITED = -1
+
+
+def _mb(value: Any) -> int | None:
+    """MB (an int, or None when unset) → bytes."""
+    return None if value is None else int(value) * MiB
 
 
 class ESXiBackend(Backend):
+    """hvballoon over the vSphere API (pyvmomi), for ESXi hosts and vCenter.
+
+    URIs: ``esxi://user@host[:port]`` and
+    ``vcenter://user@host[:port]/?datacenter=DC&cluster=C`` (or ``&folder=F`` instead of
+    ``cluster``) to narrow the inventory. ``?scheme=http`` speaks plain HTTP (test simulators
+    only). Options: ``page_size`` (objects per PropertyCollector page, default 1000),
+    ``perf_counters`` (also read ESXi's balloon target ``mem.vmmemctltarget`` for every VM in
+    one ``QueryPerf``; off by default, as real-time perf queries cost the hosts more than a
+    property read).
+    """
+
     name: ClassVar[str] = "esxi"
+    schemes: ClassVar[tuple[str, ...]] = ("esxi", "vcenter")
+    option_names: ClassVar[frozenset[str]] = frozenset({"page_size", "perf_counters"})
 
     def __init__(self, opts: ConnectOptions) -> None:
-        raise UnsupportedOperationError(
-            "the esxi backend is registered but not implemented in this version", backend="esxi"
+        super().__init__(opts)
+        uri = opts.uri
+        accepted = {"scheme"} | ({"datacenter", "cluster", "folder"} if uri.scheme == "vcenter" else set())
+        unknown = set(uri.query) - accepted
+        if unknown:
+            raise InvalidURIError(
+                f"unknown {uri.scheme}:// parameter(s) {', '.join(sorted(unknown))}; "
+                f"accepted: {', '.join(sorted(accepted))}",
+                uri=uri.redacted,
+            )
+        if not uri.host:
+            raise InvalidURIError(f"{uri.scheme}:// needs a host: {uri.scheme}://user@host", uri=uri.redacted)
+        if not uri.username:
+            raise InvalidURIError(
+                f"{uri.scheme}:// needs a user name: {uri.scheme}://user@{uri.host}", uri=uri.redacted
+            )
+        if opts.password is None:
+            raise InvalidRequestError(
+                "the esxi backend needs a password: pass password=… or set HVBALLOON_PASSWORD",
+                uri=uri.redacted,
+            )
+        if "cluster" in uri.query and "folder" in uri.query:
+            raise InvalidURIError(
+                "give either cluster= or folder= (the VMs of a cluster are not filed by folder)",
+                uri=uri.redacted,
+            )
+        scheme = uri.query.get("scheme", "https")
+        if scheme not in {"https", "http"}:
+            raise InvalidURIError(f"scheme= takes https or http, got {scheme!r}", uri=uri.redacted)
+        https = scheme == "https"
+        if not https:
+            log.warning("%s: plain http, the password travels unencrypted (test simulators only)", uri.redacted)
+        page_size = opts.options.get("page_size", 1000)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise InvalidRequestError(f"page_size must be a positive integer, got {page_size!r}")
+        self.perf_counters = bool(opts.options.get("perf_counters", False))
+        endpoint = Endpoint(
+            host=uri.host,
+            port=uri.port or (443 if https else 80),
+            https=https,
+            timeout=opts.timeout,
+            ssl_context=make_ssl_context(verify=opts.verify, ca_file=opts.ca_file) if https else None,
         )
+        self.client = Client(
+            endpoint,
+            username=uri.username,
+            password=opts.password.get_secret_value(),
+            page_size=page_size,
+        )
+        try:
+            root = self.client.call(lambda: self._find_root(uri.query))
+            self.client.call(lambda: self.client.open_view(root))
+        except BaseException:
+            self.client.logout()
+            raise
+        self._hosts: dict[str, str] = {}  # host moref → name
+        self._morefs: dict[str, str] = {}  # VM id → moref
+        self._counter_id: int | None = None  # mem.vmmemctltarget, once looked up
+        self._perf_checked = False
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    @property
+    def native(self) -> Any:
+        """The pyvmomi ``vim.ServiceInstance``."""
+        return self.client.si
+
+    def close(self) -> None:
+        if getattr(self, "client", None) is not None:
+            self.client.logout()
+            self.client = None  # type: ignore[assignment]
+
+    # -- finding the inventory root (vcenter:// ?datacenter=&cluster=&folder=) --------------
+
+    def _named(self, root: Any, kind: Any, name: str, what: str) -> Any:
+        """The one ``kind`` named ``name`` under ``root`` (a short-lived view, at connect only)."""
+        c = self.client
+        view = c.content.viewManager.CreateContainerView(root, [kind], True)
+        try:
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[
+                    vmodl.query.PropertyCollector.ObjectSpec(
+                        obj=view,
+                        skip=True,
+                        selectSet=[
+                            vmodl.query.PropertyCollector.TraversalSpec(
+                                name="v", path="view", skip=False, type=vim.view.ContainerView
+                            )
+                        ],
+                    )
+                ],
+                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=["name"])],
+            )
+            rows = c.retrieve(spec)
+        finally:
+            view.DestroyView()
+        found = [ref for ref, props in rows if props.get("name") == name]
+        if len(found) != 1:
+            known = sorted(str(props.get("name")) for _, props in rows)
+            problem = "no" if not found else f"{len(found)}"
+            raise InvalidURIError(
+                f"{problem} {what} named {name!r} here; {what}s: {', '.join(known) or 'none'}",
+                uri=self.opts.uri.redacted,
+            )
+        return found[0]
+
+    def _find_root(self, query: Mapping[str, str]) -> Any:
+        root = self.client.content.rootFolder
+        if "datacenter" in query:
+            root = self._named(root, vim.Datacenter, query["datacenter"], "datacenter")
+        if "cluster" in query:
+            root = self._named(root, vim.ClusterComputeResource, query["cluster"], "cluster")
+        if "folder" in query:
+            root = self._named(root, vim.Folder, query["folder"], "folder")
+        return root
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _sweep(self, paths: Sequence[str], vms: list[VM] | None) -> list[tuple[Any, dict[str, Any]]]:
+        """VM rows for every VM (hosts' names in the same call) or for ``vms`` only."""
+        c = self.client
+        if vms is None:
+            rows = c.call(lambda: c.retrieve(c.view_filter({vim.VirtualMachine: paths, vim.HostSystem: ["name"]})))
+            vm_rows = []
+            for ref, props in rows:
+                if isinstance(ref, vim.HostSystem):
+                    self._hosts[ref._moId] = str(props.get("name", ref._moId))
+                else:
+                    vm_rows.append((ref, props))
+        else:
+            refs = [self._ref(vm) for vm in vms]
+            spec_props = {vim.VirtualMachine: paths}
+            vm_rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
+            by_moref = {ref._moId: (ref, props) for ref, props in vm_rows}
+            missing = [vm for vm, ref in zip(vms, refs) if ref._moId not in by_moref]
+            if missing:
+                raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
+            vm_rows = [by_moref[ref._moId] for ref in refs]
+            self._learn_hosts(props.get("runtime.host") for _, props in vm_rows)
+        for ref, props in vm_rows:
+            self._morefs[self._id(ref, props)] = ref._moId
+        return vm_rows
+
+    def _learn_hosts(self, hosts: Iterable[Any]) -> None:
+        """Names of hosts not seen yet, in one call (they are cached: hosts rarely change)."""
+        unknown = {h._moId: h for h in hosts if h is not None and h._moId not in self._hosts}
+        if not unknown:
+            return
+        c = self.client
+        rows = c.call(lambda: c.retrieve(c.objects_filter(unknown.values(), {vim.HostSystem: ["name"]})))
+        for ref, props in rows:
+            self._hosts[ref._moId] = str(props.get("name", ref._moId))
+
+    def _ref(self, vm: VM) -> Any:
+        """The VM's moref, from the VM itself, the cache, or (once) a fresh listing."""
+        moref = vm.extra.get("moref") if vm.backend == self.name else None
+        moref = moref or self._morefs.get(vm.id)
+        if moref is None:
+            self.list_vms()
+            moref = self._morefs.get(vm.id)
+        if moref is None:
+            raise VMNotFoundError(f"no VM with id {vm.id!r}", vm=vm.name)
+        return vim.VirtualMachine(str(moref), self.client.stub)
+
+    @staticmethod
+    def _id(ref: Any, props: Mapping[str, Any]) -> str:
+        return str(props.get("config.instanceUuid") or ref._moId)
+
+    def _vm(self, ref: Any, props: Mapping[str, Any]) -> VM:
+        host = props.get("runtime.host")
+        return VM(
+            id=self._id(ref, props),
+            name=str(props.get("name", ref._moId)),
+            backend=self.name,
+            host=self._hosts.get(host._moId, host._moId) if host is not None else None,
+            power_state=_POWER.get(str(props.get("runtime.powerState")), PowerState.UNKNOWN),
+            extra={"moref": ref._moId},
+        )
+
+    def list_vms(self) -> list[VM]:
+        return [self._vm(ref, props) for ref, props in self._sweep(LIST_PATHS, None)]
+
+    def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
+        rows = self._sweep(STATS_PATHS, vms)
+        at = datetime.now(timezone.utc)
+        targets = self._balloon_targets([ref for ref, props in rows if _running(props)])
+        return [self._stats(ref, props, at, targets.get(ref._moId)) for ref, props in rows]
+
+    def _stats(self, ref: Any, props: Mapping[str, Any], at: datetime, balloon_target: int | None) -> MemoryStats:
+        vm = self._vm(ref, props)
+        configured = _mb(props.get("config.hardware.memoryMB"))
+        limit = _limit_mb(props.get("config.memoryAllocation"))
+        target = limit * MiB if limit is not None else configured
+        if not _running(props):
+            # quickStats of a VM that is not running describe nothing
+            return MemoryStats(
+                vm=vm,
+                mechanism=Mechanism.LIMIT,
+                collected_at=at,
+                configured_bytes=configured,
+                target_bytes=target,
+                stale=True,
+                extra={"moref": ref._moId, "limit_bytes": _mb(limit)},
+            )
+        qs = {name: _scaled(props.get(_QS + name), unit) for name, unit in _QUICKSTATS.items()}
+        ballooned = qs["balloonedMemory"]
+        # A running guest never has zero active memory: 0 means VMware Tools is not reporting
+        # (vSphere sends 0, not "unset"), so the guest's use — and the safe floor — is unknown.
+        used = qs["guestMemoryUsage"] or None
+        current = configured - ballooned if configured is not None and ballooned is not None else None
+        return MemoryStats(
+            vm=vm,
+            mechanism=Mechanism.LIMIT,
+            collected_at=at,
+            configured_bytes=configured,
+            current_bytes=max(0, current) if current is not None else None,
+            target_bytes=target,
+            ballooned_bytes=ballooned,
+            guest_used_bytes=used,
+            demand_bytes=used,
+            host_consumed_bytes=qs["hostMemoryUsage"],
+            swapped_bytes=qs["swappedMemory"],
+            compressed_bytes=qs["compressedMemory"],
+            shared_bytes=qs["sharedMemory"],
+            stale=used is None,
+            extra={
+                "moref": ref._moId,
+                "limit_bytes": _mb(limit),
+                "private_bytes": qs["privateMemory"],
+                "overhead_bytes": qs["consumedOverheadMemory"],
+                "balloon_target_bytes": balloon_target,
+            },
+        )
+
+    # -- ESXi's own balloon target (perf counter mem.vmmemctltarget, KB) --------------------
+
+    def _balloon_targets(self, refs: list[Any]) -> dict[str, int]:
+        """``mem.vmmemctltarget`` of every running VM in ``refs``, in one ``QueryPerf``.
+
+        Only with ``perf_counters=True``. The counter's id is looked up once. Where the endpoint
+        has no performance manager or no such counter, the figure is simply absent (``None``).
+        """
+        if not self.perf_counters or not refs:
+            return {}
+        c = self.client
+        if not self._perf_checked:
+            self._counter_id = c.call(self._lookup_counter)
+            self._perf_checked = True
+        if self._counter_id is None:
+            return {}
+        counter = self._counter_id
+        perf = c.content.perfManager
+        specs = [
+            vim.PerformanceManager.QuerySpec(
+                entity=ref,
+                metricId=[vim.PerformanceManager.MetricId(counterId=counter, instance="")],
+                intervalId=20,
+                maxSample=1,
+            )
+            for ref in refs
+        ]
+        out: dict[str, int] = {}
+        for entity in c.call(lambda: perf.QueryPerf(specs)) or ():
+            for series in getattr(entity, "value", None) or ():
+                values = list(getattr(series, "value", None) or ())
+                if values and values[-1] is not None and values[-1] >= 0:
+                    out[entity.entity._moId] = int(values[-1]) * KiB
+        return out
+
+    def _lookup_counter(self) -> int | None:
+        perf = self.client.content.perfManager
+        if perf is None:
+            return None
+        spec = self.client.objects_filter([perf], {vim.PerformanceManager: ["perfCounter"]})
+        rows = self.client.retrieve(spec)
+        for info in rows[0][1].get("perfCounter", ()) if rows else ():
+            if (info.groupInfo.key, info.nameInfo.key, str(info.rollupType)) == ("mem", "vmmemctltarget", "average"):
+                return int(info.key)
+        return None
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def get_config(self, vm: VM) -> MemoryConfig:
+        ref = self._ref(vm)
+        c = self.client
+        paths = (*CONFIG_PATHS, "config.extraConfig")
+        rows = c.call(lambda: c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: paths})), vm=vm.name)
+        if not rows:
+            raise VMNotFoundError(f"VM {vm.name!r} no longer exists", vm=vm.name)
+        _, props = rows[0]
+        alloc = props.get("config.memoryAllocation")
+        shares = getattr(alloc, "shares", None)
+        limit = _limit_mb(alloc)
+        reservation = getattr(alloc, "reservation", None)
+        return MemoryConfig(
+            vm=self._vm(ref, props),
+            mechanism=Mechanism.LIMIT,
+            maximum_bytes=_mb(props.get("config.hardware.memoryMB")),
+            reservation_bytes=_mb(reservation),
+            limit_bytes=_mb(limit),
+            shares=getattr(shares, "shares", None),
+            shares_level=str(shares.level) if shares is not None and shares.level is not None else None,
+            balloon_cap_bytes=_balloon_cap(props.get("config.extraConfig")),
+            extra={"moref": ref._moId},
+        )
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        reservation = config.reservation_bytes or 0
+        if target_bytes < reservation:
+            raise InvalidRequestError(
+                f"a target (limit) of {format_size(target_bytes)} would be below the reservation "
+                f"{format_size(reservation)} of {vm.name!r}; lower the reservation first",
+                vm=vm.name,
+                details={"target_bytes": target_bytes, "reservation_bytes": reservation},
+            )
+
+    def apply_target(self, vm: VM, target_bytes: int) -> None:
+        self._reconfigure(vm, {"limit_bytes": target_bytes})
+
+    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
+        res = changes.get("reservation_bytes", current.reservation_bytes) or 0
+        lim = changes.get("limit_bytes", current.limit_bytes)
+        if lim is not None and res > lim:
+            raise InvalidRequestError(
+                f"reservation {format_size(res)} would be above the limit {format_size(lim)}", vm=vm.name
+            )
+        maximum = changes.get("maximum_bytes", current.maximum_bytes)
+        if maximum is not None and res > maximum:
+            raise InvalidRequestError(
+                f"the reservation {format_size(res)} cannot exceed the VM's memory {format_size(maximum)}",
+                vm=vm.name,
+            )
+        if changes.get("maximum_bytes") is not None and changes["maximum_bytes"] % (4 * MiB):
+            raise InvalidRequestError("maximum (memoryMB) must be a multiple of 4 MiB on ESXi", vm=vm.name)
+
+    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        self._reconfigure(vm, changes)
+
+    def _reconfigure(self, vm: VM, changes: Mapping[str, Any]) -> None:
+        """One ``ReconfigVM_Task`` carrying every change (all or nothing), then wait for it.
+
+        The allocation is read fresh and sent back *whole*: a spec carrying only ``limit``
+        would leave reservation and shares to the server's mercy.
+        """
+        ref = self._ref(vm)
+        c = self.client
+
+        def run() -> None:
+            spec = vim.vm.ConfigSpec()
+            if {"limit_bytes", "reservation_bytes", "shares"} & set(changes):
+                rows = c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: ["config.memoryAllocation"]}))
+                current = rows[0][1].get("config.memoryAllocation") if rows else None
+                alloc = vim.ResourceAllocationInfo(
+                    reservation=getattr(current, "reservation", None),
+                    limit=getattr(current, "limit", None),
+                    shares=getattr(current, "shares", None),
+                    expandableReservation=getattr(current, "expandableReservation", None),
+                )
+                if "limit_bytes" in changes:
+                    lim = changes["limit_bytes"]
+                    alloc.limit = _UNLIMITED if lim is None else -(-lim // MiB)
+                if "reservation_bytes" in changes:
+                    alloc.reservation = changes["reservation_bytes"] // MiB
+                if "shares" in changes:
+                    alloc.shares = vim.SharesInfo(level=vim.SharesInfo.Level.custom, shares=changes["shares"])
+                spec.memoryAllocation = alloc
+            if changes.get("maximum_bytes") is not None:
+                spec.memoryMB = changes["maximum_bytes"] // MiB
+            if "balloon_cap_bytes" in changes:
+                cap = changes["balloon_cap_bytes"]
+                spec.extraConfig = [
+                    vim.option.OptionValue(key=BALLOON_CAP_KEY, value=str(-1 if cap is None else cap // MiB))
+                ]
+            task = ref.ReconfigVM_Task(spec=spec)
+            c.wait_for_task(task, self.opts.timeout)
+
+        c.call(run, vm=vm.name)
+
+
+def _running(props: Mapping[str, Any]) -> bool:
+    return str(props.get("runtime.powerState")) == "poweredOn"
+
+
+def _scaled(value: Any, unit: int) -> int | None:
+    return None if value is None else int(value) * unit
+
+
+def _limit_mb(alloc: Any) -> int | None:
+    """The allocation's limit in MB, or None for unlimited (-1) or unset."""
+    limit = getattr(alloc, "limit", None)
+    return None if limit is None or limit < 0 else int(limit)
+
+
+def _balloon_cap(extra_config: Any) -> int | None:
+    for option in extra_config or ():
+        if option.key == BALLOON_CAP_KEY:
+            try:
+                mb = int(str(option.value).strip())
+            except ValueError:
+                return None
+            return mb * MiB if mb >= 0 else None
+    return None

@@ -1,0 +1,21 @@
+"""The shared conformance suite, against the vSphere simulator (a fresh one per test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import hvballoon
+from hvballoon.testing.conformance import BackendConformance
+from tests.backends.esxi.conftest import connect
+from tests.peers.vsphere.harness import VcsimServer
+
+pytestmark = pytest.mark.peer
+
+
+class TestESXiConformance(BackendConformance):
+    @pytest.fixture
+    def hv(self, peer: VcsimServer) -> Iterator[hvballoon.Hypervisor]:
+        with connect(peer) as session:
+            yield session
