@@ -166,7 +166,7 @@ def test_inflate_and_deflate(stats_on: GuestHandle) -> None:
     _report("inflate 512 -> 256 MiB", took)
     total_inflated = stats_on.meminfo()["MemTotal"]
     assert total_before - total_inflated == (GUEST_MIB - 256) * MIB
-    _, lag = _poll(
+    _, _lag = _poll(
         lambda: stats_on.domain.memoryStats()["available"] == total_inflated,
         STATS_PERIOD * 2 + 1,
         "available to follow the balloon",

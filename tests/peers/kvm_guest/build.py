@@ -183,14 +183,14 @@ def _fetch_kernel(package: str) -> Path:
             if name in order:
                 return
             if name in chain:
-                raise GuestBuildError(f"module dependency cycle: {chain + (name,)}")
+                raise GuestBuildError(f"module dependency cycle: {(*chain, name)}")
             if name not in kos:
                 raise GuestBuildError(f"{package} has no module {name} (built in?)")
             blob = _decompressed(kos[name])
             (staged / "modules" / f"{name}.ko").write_bytes(blob)
             deps[name] = _module_depends(blob)
             for dep in deps[name]:
-                visit(dep, chain + (name,))
+                visit(dep, (*chain, name))
             order.append(name)
 
         for wanted in WANTED_MODULES:
