@@ -16,16 +16,25 @@ import http.client
 import logging
 import ssl
 import time
-import xml.etree.ElementTree as ET  # noqa: S405 - parses only the server's version list, no DTDs
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pyVmomi import SoapStubAdapter, VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport as _VmomiSupport
+from pyVmomi import vim as _vim
+from pyVmomi import vmodl as _vmodl
+from pyVmomi.SoapAdapter import SoapStubAdapter as _SoapStubAdapter
 
 from hvballoon.errors import InvalidRequestError, OperationTimeoutError, SessionExpiredError
 
 from ._faults import mapped
+
+# pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
+SoapStubAdapter: Any = _SoapStubAdapter
+VmomiSupport: Any = _VmomiSupport
+vim: Any = _vim
+vmodl: Any = _vmodl
 
 __all__ = ["Client", "Endpoint", "make_ssl_context"]
 

@@ -24,8 +24,10 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim as _vim
+from pyVmomi import vmodl as _vmodl
 
 from hvballoon.errors import (
     AuthenticationError,
@@ -40,6 +42,10 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+
+# pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
+vim: Any = _vim
+vmodl: Any = _vmodl
 
 __all__ = ["FAULT_TABLE", "FaultRule", "map_exception", "mapped"]
 

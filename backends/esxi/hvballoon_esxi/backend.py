@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim as _vim
+from pyVmomi import vmodl as _vmodl
 
 from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
@@ -35,6 +36,10 @@ from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemorySt
 from hvballoon.units import KiB, MiB, format_size
 
 from ._client import Client, Endpoint, make_ssl_context
+
+# pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
+vim: Any = _vim
+vmodl: Any = _vmodl
 
 __all__ = ["CAPABILITIES", "ESXiBackend"]
 
@@ -161,7 +166,9 @@ class ESXiBackend(Backend):
             raise InvalidURIError(f"scheme= takes https or http, got {scheme!r}", uri=uri.redacted)
         https = scheme == "https"
         if not https:
-            log.warning("%s: plain http, the password travels unencrypted (test simulators only)", uri.redacted)
+            log.warning(
+                "%s: plain http, the password travels unencrypted (test simulators only)", uri.redacted
+            )
         page_size = opts.options.get("page_size", 1000)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise InvalidRequestError(f"page_size must be a positive integer, got {page_size!r}")
@@ -256,7 +263,9 @@ class ESXiBackend(Backend):
         """VM rows for every VM (hosts' names in the same call) or for ``vms`` only."""
         c = self.client
         if vms is None:
-            rows = c.call(lambda: c.retrieve(c.view_filter({vim.VirtualMachine: paths, vim.HostSystem: ["name"]})))
+            rows = c.call(
+                lambda: c.retrieve(c.view_filter({vim.VirtualMachine: paths, vim.HostSystem: ["name"]}))
+            )
             vm_rows = []
             for ref, props in rows:
                 if isinstance(ref, vim.HostSystem):
@@ -268,7 +277,7 @@ class ESXiBackend(Backend):
             spec_props = {vim.VirtualMachine: paths}
             vm_rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
             by_moref = {ref._moId: (ref, props) for ref, props in vm_rows}
-            missing = [vm for vm, ref in zip(vms, refs) if ref._moId not in by_moref]
+            missing = [vm for vm, ref in zip(vms, refs, strict=True) if ref._moId not in by_moref]
             if missing:
                 raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
             vm_rows = [by_moref[ref._moId] for ref in refs]
@@ -322,7 +331,9 @@ class ESXiBackend(Backend):
         targets = self._balloon_targets([ref for ref, props in rows if _running(props)])
         return [self._stats(ref, props, at, targets.get(ref._moId)) for ref, props in rows]
 
-    def _stats(self, ref: Any, props: Mapping[str, Any], at: datetime, balloon_target: int | None) -> MemoryStats:
+    def _stats(
+        self, ref: Any, props: Mapping[str, Any], at: datetime, balloon_target: int | None
+    ) -> MemoryStats:
         vm = self._vm(ref, props)
         configured = _mb(props.get("config.hardware.memoryMB"))
         limit = _limit_mb(props.get("config.memoryAllocation"))
@@ -410,7 +421,11 @@ class ESXiBackend(Backend):
         spec = self.client.objects_filter([perf], {vim.PerformanceManager: ["perfCounter"]})
         rows = self.client.retrieve(spec)
         for info in rows[0][1].get("perfCounter", ()) if rows else ():
-            if (info.groupInfo.key, info.nameInfo.key, str(info.rollupType)) == ("mem", "vmmemctltarget", "average"):
+            if (info.groupInfo.key, info.nameInfo.key, str(info.rollupType)) == (
+                "mem",
+                "vmmemctltarget",
+                "average",
+            ):
                 return int(info.key)
         return None
 
