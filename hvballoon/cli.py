@@ -26,6 +26,8 @@ Examples:
   hvballoon stats fake://seed
   hvballoon stats qemu:///system web01 db01 --json
   HVBALLOON_PASSWORD=… hvballoon stats vcenter://admin@vc01/?datacenter=DC1
+  hvballoon stats qemu+ssh://root@kvm01/system qemu+ssh://root@kvm02/system --host-timeout 10s
+  hvballoon stats --inventory hosts.txt web01 --json
 """
 
 
@@ -132,6 +134,29 @@ def _conn(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs.pop(k) for k in ("timeout", "no_verify", "ca_file", "password_stdin")}
 
 
+def _fleet_options(fn: F) -> F:
+    """--inventory, --host-timeout, --concurrency (see hvballoon.cli_fleet)."""
+    fn = click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=32,
+        show_default=True,
+        help="Hosts queried at the same time.",
+    )(fn)
+    fn = click.option(
+        "--host-timeout",
+        default=None,
+        help="Deadline of each host's part (connecting included); default: --timeout.",
+    )(fn)
+    fn = click.option(
+        "--inventory",
+        "-i",
+        type=click.Path(dir_okay=False),
+        help="File of URIs: one per line (# comments), or a YAML list.",
+    )(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="hvballoon", prog_name="hvballoon")
 def main() -> None:
@@ -190,13 +215,34 @@ def _pct(x: float | None) -> str:
 
 
 @main.command("stats", epilog=EPILOG_STATS)
-@click.argument("uri")
-@click.argument("vm", nargs=-1)
+@click.argument("targets", nargs=-1, metavar="URI [URI…] [VM…]")
+@_fleet_options
 @connection_options
 @json_option
 @handle_errors
-def stats_cmd(uri: str, vm: tuple[str, ...], as_json: bool, **kw: Any) -> None:
-    """Memory statistics of every VM on URI (one bulk call), or of the VMs named."""
+def stats_cmd(
+    targets: tuple[str, ...],
+    inventory: str | None,
+    host_timeout: str | None,
+    concurrency: int,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Memory statistics of every VM on URI (one bulk call), or of the VMs named.
+
+    Arguments containing '://' are URIs, the others VM names. With several URIs (or
+    --inventory) the hosts are queried concurrently, each within --host-timeout; a failing host
+    is reported with its error code and the others still answer. --json then prints
+    {"ok", "exit_code", "hosts": [{"uri", "backend", "ok", "elapsed_seconds", "stats", "error"}],
+    "missing_vms"}, and the exit code is the first failed host's (0 if all answered).
+    """
+    uris = [t for t in targets if "://" in t]
+    if inventory or len(uris) != 1 or "://" not in targets[0]:
+        from hvballoon.cli_fleet import run_fleet_stats
+
+        run_fleet_stats(targets, inventory, _conn(kw), host_timeout, concurrency, as_json)
+        return
+    uri, vm = targets[0], targets[1:]
     with session(uri, _conn(kw)) as hv:
         stats = hv.get_stats(list(vm) if vm else None)
     if as_json:
@@ -439,6 +485,11 @@ def schema_cmd(model: str | None) -> None:
         raise click.BadParameter(f"choose one of {', '.join(schemas)}", param_hint="MODEL")
     _echo_json(schemas[model])
 
+
+from hvballoon.cli_fleet import exporter_cmd, watch_cmd  # noqa: E402 - needs the helpers above
+
+main.add_command(watch_cmd)
+main.add_command(exporter_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

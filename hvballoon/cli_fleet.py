@@ -1,0 +1,313 @@
+"""The fleet side of the ``hvballoon`` command: several hosts at once, ``watch`` and ``exporter``.
+
+Registered on :data:`hvballoon.cli.main` (import :mod:`hvballoon.cli`, not this module, first).
+Positional arguments that contain ``://`` are URIs, the others VM names; ``--inventory FILE``
+adds URIs (one per line, or a YAML list). Hosts are queried concurrently, each within
+``--host-timeout``; a failing host is reported with its error code and never stops the others.
+Exit code: 0 when every host answered, else the exit code of the first failed host's error (in
+the order given), else 7 when a VM named matched no host.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from hvballoon.cli import (
+    _conn,
+    _console,
+    _fleet_options,
+    _pct,
+    _table,
+    connection_options,
+    handle_errors,
+    json_option,
+)
+from hvballoon.errors import InvalidRequestError, VMNotFoundError
+from hvballoon.fleet import Fleet, HostResult, first_error, read_inventory, split_targets
+from hvballoon.units import format_size, parse_duration
+
+__all__ = ["exporter_cmd", "run_fleet_stats", "watch_cmd"]
+
+_STATS_COLUMNS = [
+    "host",
+    "vm",
+    "power",
+    "configured",
+    "current",
+    "target",
+    "guest used",
+    "available",
+    "cache",
+    "ballooned",
+    "demand",
+    "host swap",
+    "pressure",
+    "stats",
+]
+
+
+def _uris_and_vms(targets: tuple[str, ...], inventory: str | None) -> tuple[list[str], list[str]]:
+    uris, vms = split_targets(targets)
+    if inventory:
+        uris.extend(read_inventory(inventory))
+    if not uris:
+        raise InvalidRequestError(
+            "name at least one hypervisor URI (an argument containing '://') or --inventory FILE"
+        )
+    return uris, vms
+
+
+def _make_fleet(
+    uris: list[str], conn: dict[str, Any], host_timeout: str | None, concurrency: int, keep: bool
+) -> Fleet:
+    password = sys.stdin.readline().rstrip("\r\n") if conn.get("password_stdin") else None
+    timeout = parse_duration(conn.get("timeout") or "30s", what="--timeout")
+    deadline = parse_duration(host_timeout, what="--host-timeout") if host_timeout else timeout
+    if timeout <= 0 or deadline <= 0:
+        raise InvalidRequestError("--timeout and --host-timeout must be above zero")
+    return Fleet(
+        uris,
+        password=password,
+        timeout=timeout,
+        host_timeout=deadline,
+        verify=not conn.get("no_verify"),
+        ca_file=conn.get("ca_file"),
+        concurrency=concurrency,
+        keep_sessions=keep,
+    )
+
+
+def _missing(results: list[HostResult], vms: list[str]) -> list[str]:
+    """VM names/ids asked for that no answering host has (only meaningful if all answered)."""
+    seen = {key for r in results for s in r.stats for key in (s.vm.name, s.vm.id)}
+    return [v for v in vms if v not in seen]
+
+
+def _exit_code(results: list[HostResult], missing: list[str]) -> int:
+    err = first_error(results)
+    if err is not None:
+        return err.exit_code
+    return VMNotFoundError.exit_code if missing else 0
+
+
+def _summary(results: list[HostResult], vms: list[str]) -> dict[str, Any]:
+    missing = _missing(results, vms)
+    code = _exit_code(results, missing)
+    return {
+        "ok": code == 0,
+        "exit_code": code,
+        "hosts": [r.to_dict() for r in results],
+        "missing_vms": missing,
+    }
+
+
+def _render(results: list[HostResult], title: str | None = None) -> Any:
+    from rich.console import Group
+
+    rows = []
+    for r in results:
+        for s in r.stats:
+            rows.append(
+                [
+                    r.uri,
+                    s.vm.name,
+                    s.vm.power_state.value,
+                    format_size(s.configured_bytes),
+                    format_size(s.current_bytes),
+                    format_size(s.target_bytes),
+                    format_size(s.guest_used_bytes),
+                    format_size(s.guest_available_bytes),
+                    format_size(s.guest_cache_bytes),
+                    format_size(s.ballooned_bytes),
+                    format_size(s.demand_bytes),
+                    format_size(s.swapped_bytes),
+                    _pct(s.pressure_ratio),
+                    "stale" if s.stale else "fresh",
+                ]
+            )
+    host_rows = [
+        [
+            r.uri,
+            r.backend or "-",
+            "ok" if r.ok else (r.error.code if r.error else "-"),
+            str(len(r.stats)) if r.ok else "-",
+            f"{r.elapsed_seconds:.2f}s",
+            r.error.message if r.error else "-",
+        ]
+        for r in results
+    ]
+    return Group(
+        _table(_STATS_COLUMNS, rows, title=title),
+        _table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"),
+    )
+
+
+def run_fleet_stats(
+    targets: tuple[str, ...],
+    inventory: str | None,
+    conn: dict[str, Any],
+    host_timeout: str | None,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """``hvballoon stats`` over several hosts; exits with the fleet's exit code."""
+    uris, vms = _uris_and_vms(targets, inventory)
+    with _make_fleet(uris, conn, host_timeout, concurrency, keep=False) as fleet:
+        results = fleet.sweep(vms or None)
+    summary = _summary(results, vms)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _console().print(_render(results))
+        for r in results:
+            if r.error is not None:
+                click.echo(f"error: {r.uri}: {r.error.code}: {r.error.message}", err=True)
+        if summary["missing_vms"]:
+            click.echo(f"error: no host has a VM named {', '.join(summary['missing_vms'])}", err=True)
+    sys.exit(summary["exit_code"])
+
+
+@click.command(
+    "watch",
+    epilog="""\b
+Examples:
+  hvballoon watch fake://seed
+  hvballoon watch qemu:///system web01 db01 --interval 2s
+  hvballoon watch -i hosts.txt --json --count 3     # one JSON line per sweep
+""",
+)
+@click.argument("targets", nargs=-1, metavar="[URI…] [VM…]")
+@click.option("--interval", default="5s", show_default=True, help="Time between sweeps (e.g. 2s, 1m).")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after N sweeps (default: until Ctrl-C).")
+@_fleet_options
+@connection_options
+@json_option
+@handle_errors
+def watch_cmd(
+    targets: tuple[str, ...],
+    interval: str,
+    count: int | None,
+    inventory: str | None,
+    host_timeout: str | None,
+    concurrency: int,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Refresh a live table of the stats of every VM on one or several hosts.
+
+    With --json, print one JSON line per sweep ({"sweep", "at", "ok", "exit_code", "hosts",
+    "missing_vms"}). With --count N the exit code is the last sweep's (0 if every host answered).
+    """
+    every = parse_duration(interval, what="--interval")
+    uris, vms = _uris_and_vms(targets, inventory)
+    conn = _conn(kw)
+    console = _console()
+    code = 0
+    with _make_fleet(uris, conn, host_timeout, concurrency, keep=True) as fleet:
+        live: Any = None
+        if not as_json and console.is_terminal:
+            from rich.live import Live
+
+            live = Live(console=console, auto_refresh=False, transient=False)
+            live.start()
+        try:
+            n = 0
+            while count is None or n < count:
+                n += 1
+                started = time.monotonic()
+                results = fleet.sweep(vms or None)
+                at = datetime.now(timezone.utc)
+                summary = _summary(results, vms)
+                code = summary["exit_code"]
+                title = f"sweep {n} at {at.astimezone().strftime('%H:%M:%S')} (every {interval})"
+                if as_json:
+                    click.echo(json.dumps({"sweep": n, "at": at.isoformat(), **summary}))
+                elif live is not None:
+                    live.update(_render(results, title=title), refresh=True)
+                else:
+                    console.print(_render(results, title=title))
+                sys.stdout.flush()
+                if count is not None and n >= count:
+                    break
+                time.sleep(max(0.0, every - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            code = 0
+        finally:
+            if live is not None:
+                live.stop()
+    sys.exit(code)
+
+
+@click.command(
+    "exporter",
+    epilog="""\b
+Examples:
+  hvballoon exporter qemu:///system --listen 127.0.0.1:9177
+  HVBALLOON_PASSWORD=… hvballoon exporter -i hosts.txt --interval 30s --host-timeout 8s
+  curl -s http://127.0.0.1:9177/metrics | grep hvballoon_vm_current_bytes
+""",
+)
+@click.argument("uris", nargs=-1, metavar="[URI…]")
+@click.option(
+    "--listen",
+    default="127.0.0.1:9177",
+    show_default=True,
+    help="ADDRESS:PORT to serve /metrics on (port 0: any free port).",
+)
+@click.option(
+    "--interval",
+    default="15s",
+    show_default=True,
+    help="A scrape younger than this reuses the last sweep (0: sweep on every scrape).",
+)
+@_fleet_options
+@connection_options
+@handle_errors
+def exporter_cmd(
+    uris: tuple[str, ...],
+    listen: str,
+    interval: str,
+    inventory: str | None,
+    host_timeout: str | None,
+    concurrency: int,
+    **kw: Any,
+) -> None:
+    """Serve every VM's memory figures to Prometheus (needs: pip install 'hvballoon[exporter]').
+
+    Each scrape is answered from one concurrent sweep of every host, or from the last sweep when
+    it is younger than --interval. Keep --host-timeout below Prometheus' scrape_timeout.
+    --host-timeout defaults to 10s here. Prints the address it listens on, then serves until
+    interrupted (SIGINT / SIGTERM).
+    """
+    import signal
+
+    from hvballoon.exporter import Exporter, parse_listen
+
+    host_uris, vms = _uris_and_vms(uris, inventory)
+    if vms:
+        raise InvalidRequestError(f"the exporter exports every VM; not URIs: {', '.join(vms)}")
+    address, port = parse_listen(listen)
+    every = parse_duration(interval, what="--interval")
+    fleet = _make_fleet(host_uris, _conn(kw), host_timeout or "10s", concurrency, keep=True)
+    exporter = Exporter(fleet, interval=every)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    bound = exporter.start(address, port)
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    click.echo(f"serving http://{shown}:{bound[1]}/metrics for {len(host_uris)} host(s)", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        exporter.stop()

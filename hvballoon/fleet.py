@@ -1,0 +1,313 @@
+"""Several hypervisors at once: concurrent sweeps with a per-host deadline.
+
+A :class:`Fleet` reads the memory stats of every host it was given, one thread per host, and
+returns one :class:`HostResult` per host, in the order given. A host that fails is reported with
+its error (its ``code`` and whether it is retryable); a host that does not answer within
+``host_timeout`` seconds is reported as a ``timeout`` and abandoned, so one dead host never
+delays the others beyond its deadline. Used by ``hvballoon stats URI1 URI2 …``,
+``hvballoon watch`` and the Prometheus exporter.
+
+>>> with Fleet(["fake://seed", "fake://seed?flavor=hyperv"], host_timeout=10) as fleet:
+...     results = fleet.sweep()
+>>> [(r.uri, r.ok, len(r.stats)) for r in results]
+[('fake://seed', True, 10), ('fake://seed?flavor=hyperv', True, 10)]
+
+For hundreds of hosts the documented path is Ansible (an inventory and ``forks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hvballoon._uri import parse_uri, redact_uri
+from hvballoon.errors import (
+    BackendError,
+    HVBalloonError,
+    HVConnectionError,
+    InvalidRequestError,
+    OperationTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from hvballoon.models import MemoryStats
+    from hvballoon.session import Hypervisor
+
+__all__ = ["Fleet", "HostResult", "is_uri", "read_inventory", "split_targets"]
+
+log = logging.getLogger("hvballoon.fleet")
+
+
+def is_uri(arg: str) -> bool:
+    """A command-line argument is a URI when it contains ``://`` (else it names a VM)."""
+    return "://" in arg
+
+
+def split_targets(args: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split positional arguments into (URIs, VM names), keeping their order.
+
+    >>> split_targets(["fake://seed", "web01", "fake://other", "db01"])
+    (['fake://seed', 'fake://other'], ['web01', 'db01'])
+    """
+    uris: list[str] = []
+    vms: list[str] = []
+    for arg in args:
+        (uris if is_uri(arg) else vms).append(arg)
+    return uris, vms
+
+
+def read_inventory(path: str | Path) -> list[str]:
+    """The URIs listed in an inventory file.
+
+    Either one URI per line (blank lines and ``#`` comments ignored), or a YAML list whose items
+    are URIs or mappings with a ``uri`` key. Passwords never go in it: every host gets
+    ``HVBALLOON_PASSWORD`` (use Ansible's inventory and vault for per-host secrets).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read the inventory {str(p)!r}: {exc.strerror}") from None
+    import yaml
+
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    uris: list[str] = []
+    if isinstance(data, list):
+        for i, item in enumerate(data, 1):
+            uri = item.get("uri") if isinstance(item, dict) else item
+            if not isinstance(uri, str) or not uri.strip():
+                raise InvalidRequestError(
+                    f"inventory {str(p)!r}, item {i}: expected a URI or a mapping with 'uri', got {item!r}"
+                )
+            uris.append(uri.strip())
+    else:
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                uris.append(line)
+    if not uris:
+        raise InvalidRequestError(f"the inventory {str(p)!r} lists no URI")
+    return uris
+
+
+@dataclass
+class HostResult:
+    """One host's part of a sweep: its stats, or the error that stopped it."""
+
+    uri: str  # redacted, safe to print
+    stats: list[MemoryStats] = field(default_factory=list)
+    error: HVBalloonError | None = None
+    elapsed_seconds: float = 0.0
+    backend: str | None = None
+    host: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``uri``, ``backend``, ``ok``, ``elapsed_seconds``, ``stats``, ``error``."""
+        return {
+            "uri": self.uri,
+            "backend": self.backend,
+            "ok": self.ok,
+            "elapsed_seconds": round(self.elapsed_seconds, 4),
+            "stats": [s.model_dump(mode="json") for s in self.stats],
+            "error": self.error.to_dict() if self.error is not None else None,
+        }
+
+
+class _Slot:
+    """One host: its URI, its open session (kept between sweeps) and whether a call is pending."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.redacted = redact_uri(raw)
+        self.session: Hypervisor | None = None
+        self.busy = threading.Event()  # set while a worker thread owns the slot
+
+
+class Fleet:
+    """Hosts swept concurrently. A context manager; sessions are kept open between sweeps.
+
+    ``host_timeout`` bounds each host's part of a sweep (connecting included); a host still
+    busy from an earlier sweep that timed out is reported as a timeout at once rather than
+    queried twice. ``concurrency`` caps the threads querying at the same time. ``keep_sessions``
+    False closes every session after each sweep (what a one-shot command wants).
+    """
+
+    def __init__(
+        self,
+        uris: Sequence[str],
+        *,
+        password: str | SecretStr | None = None,
+        timeout: float | None = None,
+        host_timeout: float = 30.0,
+        verify: bool = True,
+        ca_file: str | None = None,
+        concurrency: int = 32,
+        keep_sessions: bool = True,
+    ) -> None:
+        if not uris:
+            raise InvalidRequestError("a fleet needs at least one URI")
+        if host_timeout <= 0 or concurrency < 1:
+            raise InvalidRequestError("host_timeout must be positive and concurrency at least 1")
+        self._slots = [_Slot(u) for u in uris]
+        self._password = password
+        self._timeout = timeout if timeout is not None else host_timeout
+        self.host_timeout = float(host_timeout)
+        self._verify = verify
+        self._ca_file = ca_file
+        self.concurrency = concurrency
+        self.keep_sessions = keep_sessions
+        self._sweep_lock = threading.Lock()
+
+    @property
+    def uris(self) -> list[str]:
+        """The hosts' URIs, redacted."""
+        return [s.redacted for s in self._slots]
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for slot in self._slots:
+            if not slot.busy.is_set():
+                self._drop(slot)
+
+    @staticmethod
+    def _drop(slot: _Slot) -> None:
+        session, slot.session = slot.session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # closing a dead session must not hide the result
+                log.debug("closing the session of %s failed", slot.redacted, exc_info=True)
+
+    # -- one host -----------------------------------------------------------------------
+
+    def _connect(self, slot: _Slot) -> Hypervisor:
+        import hvballoon
+
+        parse_uri(slot.raw)  # a bad URI is reported before any backend loads
+        return hvballoon.connect(
+            slot.raw,
+            password=self._password,
+            timeout=self._timeout,
+            verify=self._verify,
+            ca_file=self._ca_file,
+        )
+
+    def _poll(self, slot: _Slot, vms: Sequence[str] | None) -> HostResult:
+        start = time.monotonic()
+        result = HostResult(uri=slot.redacted)
+        try:
+            if slot.session is None:
+                slot.session = self._connect(slot)
+            hv = slot.session
+            result.backend = hv.backend_name
+            stats = hv.get_stats()
+            if vms:
+                wanted = set(vms)
+                stats = [s for s in stats if s.vm.name in wanted or s.vm.id in wanted]
+            result.stats = stats
+            result.host = next((s.vm.host for s in stats if s.vm.host), None)
+        except HVBalloonError as exc:
+            result.error = exc.with_context(uri=slot.redacted)
+            if isinstance(exc, (HVConnectionError, OperationTimeoutError)):
+                self._drop(slot)  # reconnect on the next sweep
+        except Exception as exc:  # a backend bug must not take the other hosts down
+            log.exception("unexpected failure sweeping %s", slot.redacted)
+            result.error = BackendError(
+                f"unexpected {type(exc).__name__} while reading {slot.redacted}", uri=slot.redacted
+            )
+            self._drop(slot)
+        finally:
+            if not self.keep_sessions:
+                self._drop(slot)
+        if result.backend is None and result.error is not None:
+            result.backend = result.error.backend
+        result.elapsed_seconds = time.monotonic() - start
+        return result
+
+    # -- the sweep ----------------------------------------------------------------------
+
+    def sweep(self, vms: Sequence[str] | None = None) -> list[HostResult]:
+        """Every host's stats (all VMs, or those named by name or id), in the order given."""
+        with self._sweep_lock:
+            return self._sweep(list(vms) if vms else None)
+
+    def _sweep(self, vms: list[str] | None) -> list[HostResult]:
+        results: list[HostResult | None] = [None] * len(self._slots)
+        done = threading.Condition()
+        finished: dict[int, HostResult] = {}
+        pending = list(range(len(self._slots)))
+        running: dict[int, float] = {}  # index -> deadline
+
+        def work(i: int, slot: _Slot) -> None:
+            try:
+                res = self._poll(slot, vms)
+            finally:
+                slot.busy.clear()
+            with done:
+                finished[i] = res
+                done.notify_all()
+
+        while pending or running:
+            while pending and len(running) < self.concurrency:
+                i = pending.pop(0)
+                slot = self._slots[i]
+                if slot.busy.is_set():
+                    results[i] = HostResult(
+                        uri=slot.redacted,
+                        error=OperationTimeoutError(
+                            f"{slot.redacted} is still busy with an earlier request that timed out",
+                            uri=slot.redacted,
+                        ),
+                    )
+                    continue
+                slot.busy.set()
+                running[i] = time.monotonic() + self.host_timeout
+                # daemon: a host stuck past its deadline must not keep the process alive
+                threading.Thread(
+                    target=work, args=(i, slot), name=f"hvballoon-sweep-{i}", daemon=True
+                ).start()
+            with done:
+                if running and not any(i in finished for i in running):
+                    done.wait(max(0.0, min(running.values()) - time.monotonic()))
+                now = time.monotonic()
+                for i in list(running):
+                    if i in finished:
+                        results[i] = finished.pop(i)
+                        del running[i]
+                    elif now >= running[i]:
+                        slot = self._slots[i]
+                        results[i] = HostResult(
+                            uri=slot.redacted,
+                            error=OperationTimeoutError(
+                                f"no answer from {slot.redacted} within {self.host_timeout:g} s",
+                                uri=slot.redacted,
+                                details={"host_timeout_seconds": self.host_timeout},
+                            ),
+                            elapsed_seconds=self.host_timeout,
+                        )
+                        del running[i]
+        return [r for r in results if r is not None]
+
+
+def first_error(results: Iterable[HostResult]) -> HVBalloonError | None:
+    """The first failed host's error, in the order the hosts were given."""
+    return next((r.error for r in results if r.error is not None), None)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hvballoon import registry
+from tests.cli.plugin_backend import write_distribution
+
+EXE = shutil.which("hvballoon")
+
+
+def hvballoon_cmd(*args: str) -> list[str]:
+    return [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a subprocess that has the ``slowtest`` backend installed."""
+    where = write_distribution(tmp_path_factory.mktemp("plugin"))
+    path = os.pathsep.join(p for p in (str(where), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+@pytest.fixture
+def run(plugin_env: dict[str, str]) -> object:
+    def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            hvballoon_cmd(*args), capture_output=True, text=True, env=plugin_env, timeout=timeout, input=stdin
+        )
+
+    return _run
+
+
+@pytest.fixture
+def slow_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register ``slowtest://`` in this process, through the registry (undone after the test)."""
+    spec = registry.BackendSpec("slowtest", "tests.cli.plugin_backend:SlowBackend", ("slowtest",))
+    monkeypatch.setitem(registry._specs, "slowtest", spec)

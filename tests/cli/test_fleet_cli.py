@@ -1,0 +1,158 @@
+"""Several hosts at once, ``watch`` and shell completion, through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from hvballoon.models import json_schemas
+
+SCHEMAS = json_schemas()
+HANG = "slowtest://hang1?sleep=30"
+DOWN = "slowtest://down1?fail=auth_failed"
+
+
+def hosts_by_uri(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {h["uri"]: h for h in out["hosts"]}
+
+
+def test_two_uris_with_vm_names(run: Any) -> None:
+    r = run("stats", "fake://seed", "fake://seed?flavor=hyperv", "web01", "db01", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["exit_code"] == 0 and out["missing_vms"] == []
+    assert [h["uri"] for h in out["hosts"]] == ["fake://seed", "fake://seed?flavor=hyperv"]
+    for host in out["hosts"]:
+        assert host["ok"] and host["error"] is None and host["backend"] == "fake"
+        assert [s["vm"]["name"] for s in host["stats"]] == ["web01", "db01"]
+        for s in host["stats"]:
+            jsonschema.validate(s, SCHEMAS["MemoryStats"])
+    # hyperv fills demand, not guest used; kvm the other way round
+    hyperv = hosts_by_uri(out)["fake://seed?flavor=hyperv"]["stats"][0]
+    assert hyperv["guest_used_bytes"] is None and hyperv["demand_bytes"] is not None
+
+
+def test_one_hung_and_one_failing_host_do_not_stop_the_others(run: Any) -> None:
+    started = time.monotonic()
+    r = run("stats", "fake://seed", DOWN, HANG, "fake://seed?flavor=esxi", "--host-timeout", "1.5s", "--json")
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"a hung host delayed the sweep beyond its timeout ({elapsed:.1f} s)"
+    out = json.loads(r.stdout)
+    hosts = hosts_by_uri(out)
+    assert hosts["fake://seed"]["ok"] and len(hosts["fake://seed"]["stats"]) == 10
+    assert hosts["fake://seed?flavor=esxi"]["ok"] and len(hosts["fake://seed?flavor=esxi"]["stats"]) == 10
+    assert hosts[DOWN]["error"]["code"] == "auth_failed" and hosts[DOWN]["error"]["retryable"] is False
+    assert hosts[HANG]["error"]["code"] == "timeout" and hosts[HANG]["error"]["retryable"] is True
+    assert hosts[HANG]["stats"] == [] and not out["ok"]
+    # the first failed host in the order given decides the exit code: auth_failed -> 6
+    assert r.returncode == out["exit_code"] == 6
+
+
+def test_failing_host_in_the_table(run: Any) -> None:
+    r = run("stats", DOWN, "fake://seed", "web01")
+    assert r.returncode == 6
+    assert "web01" in r.stdout and "auth_failed" in r.stdout
+    assert f"error: {DOWN}: auth_failed" in r.stderr
+
+
+def test_inventory_text_and_yaml(run: Any, tmp_path: Path) -> None:
+    text = tmp_path / "hosts.txt"
+    text.write_text("# lab\nfake://seed\n\nfake://seed?flavor=esxi\n", encoding="utf-8")
+    yml = tmp_path / "hosts.yaml"
+    yml.write_text("- fake://seed\n- uri: 'fake://seed?flavor=esxi'\n", encoding="utf-8")
+    for inv in (text, yml):
+        r = run("stats", "--inventory", str(inv), "db01", "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert [h["uri"] for h in out["hosts"]] == ["fake://seed", "fake://seed?flavor=esxi"]
+        assert all(len(h["stats"]) == 1 for h in out["hosts"])
+
+
+def test_vm_named_nowhere_and_no_uri(run: Any) -> None:
+    r = run("stats", "fake://seed", "fake://seed?flavor=esxi", "nope", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 7 and out["missing_vms"] == ["nope"]
+    r = run("stats", "web01")
+    assert r.returncode == 2 and "://" in r.stderr
+    r = run("stats", "-i", "/nonexistent/hosts.txt")
+    assert r.returncode == 2 and "cannot read the inventory" in r.stderr
+
+
+def test_password_is_shared_and_never_printed(run: Any) -> None:
+    r = run("stats", "fake://seed", DOWN, "--password-stdin", "--json", stdin="hunter2\n")
+    assert r.returncode == 6
+    assert "hunter2" not in r.stdout + r.stderr
+
+
+def test_watch_json_lines(run: Any) -> None:
+    r = run(
+        "watch",
+        "fake://seed",
+        HANG,
+        "web01",
+        "--interval",
+        "0.2s",
+        "--count",
+        "2",
+        "--host-timeout",
+        "1s",
+        "--json",
+    )
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["sweep"] for line in lines] == [1, 2]
+    for line in lines:
+        hosts = hosts_by_uri(line)
+        assert [s["vm"]["name"] for s in hosts["fake://seed"]["stats"]] == ["web01"]
+        assert hosts[HANG]["error"]["code"] == "timeout"
+    # the hung host is still busy in the second sweep: reported at once, not queried twice
+    assert "still busy" in hosts_by_uri(lines[1])[HANG]["error"]["message"]
+    assert r.returncode == 5
+
+
+def test_watch_table(run: Any) -> None:
+    r = run("watch", "fake://seed", "--interval", "0.1s", "--count", "2")
+    assert r.returncode == 0, r.stderr
+    assert "sweep 1" in r.stdout and "sweep 2" in r.stdout and r.stdout.count("jvm01") == 2
+
+
+def test_shell_completion(run: Any, plugin_env: dict[str, str]) -> None:
+    import subprocess
+
+    from tests.cli.conftest import hvballoon_cmd
+
+    script = subprocess.run(
+        hvballoon_cmd(),
+        capture_output=True,
+        text=True,
+        env={**plugin_env, "_HVBALLOON_COMPLETE": "bash_source"},
+    )
+    assert "_hvballoon_completion" in script.stdout and "complete " in script.stdout
+    env = {
+        **plugin_env,
+        "_HVBALLOON_COMPLETE": "bash_complete",
+        "COMP_WORDS": "hvballoon wa",
+        "COMP_CWORD": "1",
+    }
+    words = subprocess.run(hvballoon_cmd(), capture_output=True, text=True, env=env).stdout
+    assert "watch" in words
+    env = {**env, "COMP_WORDS": "hvballoon set fake://seed web01 6GiB --dr", "COMP_CWORD": "5"}
+    assert "--dry-run" in subprocess.run(hvballoon_cmd(), capture_output=True, text=True, env=env).stdout
+
+
+def test_every_command_has_examples_and_json(run: Any) -> None:
+    r = run("--help")
+    commands = [
+        line.split()[0]
+        for line in r.stdout.split("Commands:", 1)[1].splitlines()
+        if line.startswith("  ") and line.split()
+    ]
+    assert {"stats", "watch", "exporter", "set", "config", "vms"} <= set(commands)
+    for name in ("stats", "watch", "exporter", "set", "config", "vms"):
+        h = run(name, "--help")
+        assert h.returncode == 0 and "Example" in h.stdout, name
+    for name in ("stats", "watch", "set", "config", "vms", "backends", "scenarios", "capabilities"):
+        assert "--json" in run(name, "--help").stdout, name
