@@ -174,13 +174,18 @@ class ShellRunner:
     @staticmethod
     def _recyclable(exc: BaseException, proven: bool) -> bool:
         """Errors a fresh client and shell cure: the shell is gone, or (after the credentials
-        have worked) the connection was lost — for NTLM that shows as a 401."""
+        have worked) the connection was lost — with NTLM that shows as a 401, or as a 400 when
+        the re-authenticated connection receives a body sealed with the old session key."""
         if isinstance(exc, wx.WSManFaultError):
             return exc.wsman_fault_code == SHELL_NOT_FOUND
         if not proven:
             return False
         if isinstance(exc, wx.InvalidCredentialsError):
             return True
+        if isinstance(exc, wx.WinRMTransportError):
+            # requests-ntlm answers the 401 with a new handshake on the new connection, then
+            # resends the body sealed with the old key: the host cannot decrypt it (HTTP 400).
+            return exc.code == 400
         return isinstance(exc, rq.ConnectionError) and not isinstance(exc, (rq.SSLError, rq.ConnectTimeout))
 
     # -- running --------------------------------------------------------------------------------

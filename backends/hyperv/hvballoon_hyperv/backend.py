@@ -60,9 +60,11 @@ __all__ = ["DYNAMIC_CAPABILITIES", "STATIC_CAPABILITIES", "HyperVBackend"]
 ALIGNMENT = 2 * MiB
 #: Hyper-V's smallest Dynamic Memory minimum.
 MINIMUM_FLOOR = 32 * MiB
-#: Up to this many VMs are filtered on the host; more are read in bulk and filtered here (the ids
-#: travel on the command line, which cmd.exe limits to 8,191 characters).
-MAX_IDS_PER_READ = 32
+#: Up to this many VMs (and this many characters of ids) are filtered on the host; more are read
+#: in bulk and filtered here: the ids travel on the command line, which cmd.exe limits to 8,191
+#: characters (24 GUIDs make about 6,900 of them).
+MAX_IDS_PER_READ = 24
+MAX_ID_CHARS_PER_READ = 1000
 
 TRANSPORTS = ("ntlm", "kerberos", "credssp", "basic")
 _QUERY_KEYS = frozenset({"transport", "scheme"})
@@ -260,7 +262,8 @@ class HyperVBackend(Backend):
     # -- reading ---------------------------------------------------------------------------------
 
     def _rows(self, ids: list[str] | None) -> list[dict[str, Any]]:
-        ask = ids if ids is not None and len(ids) <= MAX_IDS_PER_READ else None
+        fits = ids is not None and len(ids) <= MAX_IDS_PER_READ
+        ask = ids if fits and sum(len(i) + 3 for i in ids or ()) <= MAX_ID_CHARS_PER_READ else None
         rows = self._run(READ, {"ids": ask})
         if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("Id") for r in rows):
             raise BackendError(

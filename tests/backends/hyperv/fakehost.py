@@ -21,9 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY, Template, data_pattern, decode_data
+
 from hvballoon.fake.scenario import Scenario, load_scenario
 from hvballoon.fake.world import Guest, World
-from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY, Template, data_pattern, decode_data
 from tests.peers.winrm.server import Router
 
 __all__ = ["PROGRESS_CLIXML", "FakeHyperVHost", "hyperv_world"]
@@ -60,7 +61,8 @@ class FakeHyperVHost:
 
     ``world`` may be replaced between tests. ``calls`` counts answered scripts by template name;
     ``fail_next(template, record)`` makes the next run of a template fail with that error
-    record; ``hyperv_module=False`` makes the probe report a host without the Hyper-V module.
+    record; ``hyperv_module=False`` makes the probe report a host without the Hyper-V module;
+    ``settle_seconds`` is how far the world's virtual clock moves after each Set-VMMemory.
     """
 
     def __init__(self, world: World | None = None) -> None:
@@ -68,6 +70,7 @@ class FakeHyperVHost:
         self.lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
         self.hyperv_module = True
+        self.settle_seconds = 60.0
         self._failures: dict[str, list[dict[str, str]]] = {}
         self.router = Router()
         routes: list[tuple[Template, Callable[[Any], Any]]] = [
@@ -128,7 +131,11 @@ class FakeHyperVHost:
 
     def _probe(self, params: dict[str, Any]) -> dict[str, Any]:
         assert params == {}
-        return {"host": self.world.host.name.upper(), "powershell": "5.1.17763.1", "hyperv": self.hyperv_module}
+        return {
+            "host": self.world.host.name.upper(),
+            "powershell": "5.1.17763.1",
+            "hyperv": self.hyperv_module,
+        }
 
     def _read(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         ids = params["ids"]
@@ -162,7 +169,10 @@ class FakeHyperVHost:
         for key in ("startup_bytes", "minimum_bytes", "maximum_bytes"):
             if key in changes and changes[key] % (2 * MiB):
                 raise HostRefusal(
-                    _SET_ID.format("InvalidParameter"), "InvalidArgument", _VIRT_EXC, f"{key} is not 2 MB aligned"
+                    _SET_ID.format("InvalidParameter"),
+                    "InvalidArgument",
+                    _VIRT_EXC,
+                    f"{key} is not 2 MB aligned",
                 )
         if not 5 <= changes.get("buffer_percent", 20) <= 2000 or not 0 <= changes.get("priority", 50) <= 100:
             raise HostRefusal(
@@ -199,6 +209,10 @@ class FakeHyperVHost:
                 "minimum <= startup <= maximum does not hold",
             )
         self.world.set_config(g.id, changes)
+        # The simulator moves memory at a finite rate on its virtual clock; a real host settles
+        # a resize in seconds. Let the world settle, so the next read sees the change applied
+        # (reads never move the clock, so consecutive reads agree).
+        self.world.advance(self.settle_seconds)
         return self.row(g)
 
 

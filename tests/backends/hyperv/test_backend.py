@@ -1,0 +1,353 @@
+"""The Hyper-V backend against the loopback WinRM peer: injection, TLS, credentials, shell reuse
+and recycling, request counts, the Dynamic Memory rules, and fidelity to the fake's flavour."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hvballoon_hyperv._errors import SHELL_NOT_FOUND, RemoteScriptError
+from hvballoon_hyperv._scripts import TEMPLATES, data_of, data_pattern, decode_data
+
+import hvballoon
+from hvballoon.errors import (
+    AuthenticationError,
+    HVConnectionError,
+    InvalidRequestError,
+    InvalidStateError,
+    SessionExpiredError,
+    UnsupportedOperationError,
+)
+from hvballoon.models import Mechanism, PowerState
+from tests.backends.hyperv import scenarios
+from tests.backends.hyperv.conftest import PASSWORD, Peer, start_peer
+from tests.backends.hyperv.fakehost import hyperv_world
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+def only_templates(peer: Peer) -> None:
+    """Every command the host saw is one of the fixed templates with base64 data."""
+    for record in peer.server.history:
+        assert any(data_pattern(t).fullmatch(record.script) for t in TEMPLATES.values()), record.script
+
+
+# -- injection ----------------------------------------------------------------------------------
+
+
+def test_hostile_names_round_trip_and_act_on_the_right_vm(peer: Peer) -> None:
+    peer.host.world = hyperv_world(scenarios.hostile())
+    with peer.connect() as hv:
+        vms = hv.list_vms()
+        assert sorted(v.name for v in vms) == sorted([*scenarios.HOSTILE_NAMES, "id-is-hostile"])
+        before = {v.id: hv.get_config(v).priority for v in vms}
+        for i, name in enumerate(scenarios.HOSTILE_NAMES):
+            change = hv.set_config(name, priority=i + 1)
+            assert change.changed and change.vm.name == name
+            assert hv.get_config(name).priority == i + 1
+            (st,) = hv.get_stats([name])
+            assert st.vm.name == name
+        hostile_id = hv.resolve(scenarios.HOSTILE_ID)
+        assert hostile_id.name == "id-is-hostile"
+        hv.set_config(hostile_id, priority=99)
+        after = {v.id: hv.get_config(v).priority for v in vms}
+    expected = {**before, scenarios.HOSTILE_ID: 99}
+    for vm in vms:
+        if vm.name in scenarios.HOSTILE_NAMES:
+            expected[vm.id] = scenarios.HOSTILE_NAMES.index(vm.name) + 1
+    assert after == expected  # each change landed on its own VM and nowhere else
+    only_templates(peer)
+    sent = [
+        decode_data(data_of(t, r.script))
+        for r in peer.server.history
+        for t in TEMPLATES.values()
+        if data_pattern(t).fullmatch(r.script)
+    ]
+    assert {"id": scenarios.HOSTILE_ID, "priority": 99} in sent
+    for record in peer.server.history:
+        for name in (*scenarios.HOSTILE_NAMES[1:], scenarios.HOSTILE_ID):
+            assert name not in record.script
+
+
+def test_shell_uses_utf8_codepage(peer: Peer) -> None:
+    peer.host.world = hyperv_world(scenarios.hostile())
+    with peer.connect() as hv:
+        assert [s.codepage for s in peer.server.shells.values()] == [65001]
+        assert all(s.noprofile for s in peer.server.shells.values())
+        names = {v.name for v in hv.list_vms()}
+    assert "Überprüfung \u2013 \u0432\u043c-1 \u2713 東京 \U0001f600" in names
+
+
+# -- credentials and TLS ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["basic", "ntlm"])
+def test_bad_credentials_are_an_authentication_error(
+    transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for p in start_peer(transport, False):
+        with pytest.raises(AuthenticationError) as info:
+            p.connect(password="wrong-Pa55word")
+        assert info.value.code == "auth_failed" and not info.value.retryable
+        assert p.host.calls == {}
+        assert "wrong-Pa55word" not in str(info.value) + repr(info.value) + str(info.value.to_dict())
+    assert "wrong-Pa55word" not in caplog.text and PASSWORD not in caplog.text
+
+
+def test_tls_is_verified_by_default() -> None:
+    for p in start_peer("ntlm", True):
+        with pytest.raises(HVConnectionError) as info:
+            p.connect(ca_file=None)
+        assert info.value.retryable is False and "ca_file" in info.value.message
+        import requests
+
+        assert isinstance(info.value.__cause__, requests.exceptions.SSLError)
+        assert p.server.counts() == {}
+        with p.connect() as hv:  # ca_file=the test CA
+            assert len(hv.list_vms()) == 10
+        with (
+            pytest.warns(UserWarning, match="verification is OFF"),
+            p.connect(ca_file=None, verify=False) as hv,
+        ):
+            assert len(hv.list_vms()) == 10
+
+
+def test_secrets_never_show(peer: Peer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with peer.connect() as hv:
+        hv.get_stats()
+        backend = hv.backend
+        shown = repr(hv) + repr(backend.opts) + repr(backend.runner) + hv.uri  # type: ignore[attr-defined]
+    assert PASSWORD not in shown + caplog.text
+
+
+# -- requests and shells ------------------------------------------------------------------------
+
+
+def test_sweep_costs_one_command_whatever_the_vm_count(peer: Peer) -> None:
+    costs = {}
+    for count in (10, 200):
+        peer.host.world = hyperv_world(scenarios.sweep(count))
+        with peer.connect() as hv:
+            peer.server.reset_counts()
+            stats = hv.get_stats()
+            costs[count] = (peer.server.counts(), peer.server.stats().get("http_requests"))
+            assert len(stats) == count
+            assert peer.host.calls["read"] >= 1
+    assert costs[10] == costs[200]
+    assert costs[10][0] == {"Command": 1, "Receive": 1, "Signal": 1}
+
+
+def test_one_shell_per_session_three_requests_per_command(peer: Peer) -> None:
+    peer.host.world = hyperv_world()
+    peer.server.reset_counts()
+    with peer.connect() as hv:
+        hv.get_stats()
+        hv.get_config("web01")
+        hv.set_config("web01", priority=70)
+        commands = peer.server.counts()["Command"]
+        assert peer.server.counts() == {
+            "Create": 1,
+            "Command": commands,
+            "Receive": commands,
+            "Signal": commands,
+        }
+        runner = hv.backend.runner  # type: ignore[attr-defined]
+        assert runner.counts["shells_opened"] == 1 and runner.counts["commands"] == commands
+    assert peer.server.counts()["Delete"] == 1 and peer.server.shells == {}
+
+
+def test_expired_shell_is_reopened_once_transparently(basic_peer: Peer) -> None:
+    with basic_peer.connect() as hv:
+        hv.get_stats()
+        old = basic_peer.server.expire_shells()
+        assert len(hv.get_stats()) == 10
+        assert list(basic_peer.server.shells) != old
+        assert hv.backend.runner.counts["recycled"] == 1  # type: ignore[attr-defined]
+
+
+def test_shell_lost_twice_is_a_retryable_session_expired(basic_peer: Peer) -> None:
+    with basic_peer.connect() as hv:
+        basic_peer.server.fail_next("Command", SHELL_NOT_FOUND, times=2)
+        with pytest.raises(SessionExpiredError) as info:
+            hv.get_stats()
+        assert info.value.retryable and isinstance(info.value, HVConnectionError)
+        assert len(hv.get_stats()) == 10  # and the session goes on
+
+
+def test_ntlm_connection_loss_is_recovered() -> None:
+    # NTLM over HTTP seals each body with the connection's key: once the server drops the idle
+    # connection, the next request is refused with 401 — a new client and shell fix it.
+    for p in start_peer("ntlm", False, connection_timeout_seconds=0.2):
+        with p.connect() as hv:
+            hv.get_stats()
+            time.sleep(0.5)
+            assert len(hv.get_stats()) == 10
+            assert hv.backend.runner.counts["recycled"] == 1  # type: ignore[attr-defined]
+
+
+def test_long_id_lists_are_filtered_locally_in_one_command(basic_peer: Peer) -> None:
+    basic_peer.host.world = hyperv_world(scenarios.sweep(100))
+    with basic_peer.connect() as hv:
+        vms = hv.list_vms()
+        basic_peer.server.reset_counts()
+        stats = hv.get_stats(vms[::-1])
+        assert [s.vm.id for s in stats] == [v.id for v in vms[::-1]]
+        assert basic_peer.server.counts()["Command"] == 1
+
+
+# -- fidelity to the fake's hyperv flavour ------------------------------------------------------
+
+
+def test_figures_match_the_fake_flavour(peer: Peer) -> None:
+    world = hyperv_world(scenarios.rules())
+    peer.host.world = world
+    fake = hvballoon.connect("fake://?flavor=hyperv", world=world)
+    with peer.connect() as hv, fake:
+        skip = {"vm", "collected_at", "extra"}
+        real_stats = {s.vm.id: s for s in hv.get_stats()}
+        for st in fake.get_stats():
+            mine = real_stats[st.vm.id]
+            assert mine.model_dump(exclude=skip) == st.model_dump(exclude=skip), st.vm.name
+            assert mine.vm.name == st.vm.name and mine.vm.power_state == st.vm.power_state
+        for vm in fake.list_vms():
+            a = hv.get_config(vm.id).model_dump(exclude={"vm"})
+            b = fake.get_config(vm.id).model_dump(exclude={"vm"})
+            assert a == b, vm.name
+            mine_caps, fake_caps = hv.vm_capabilities(vm.id), fake.vm_capabilities(vm.id)
+            assert mine_caps.model_dump(exclude={"backend", "notes"}) == fake_caps.model_dump(
+                exclude={"backend", "notes"}
+            )
+
+
+# -- the Dynamic Memory rules -------------------------------------------------------------------
+
+
+@pytest.fixture
+def rules_hv(basic_peer: Peer) -> Iterator[tuple[Any, Peer]]:
+    basic_peer.host.world = hyperv_world(scenarios.rules())
+    with basic_peer.connect() as hv:
+        yield hv, basic_peer
+
+
+def refused_locally(peer: Peer) -> None:
+    assert peer.host.calls["set_memory"] == 0, "a refused change must never be sent"
+
+
+def test_mechanisms_are_declared_per_vm(rules_hv: tuple[Any, Peer]) -> None:
+    hv, _ = rules_hv
+    assert hv.vm_capabilities("dm-on").mechanism is Mechanism.DYNAMIC_MEMORY
+    assert hv.vm_capabilities("static-on").mechanism is Mechanism.RUNTIME_RESIZE
+    assert hv.capabilities.mechanism is Mechanism.DYNAMIC_MEMORY and hv.capabilities.bulk_stats
+    st = {s.vm.name: s for s in hv.get_stats()}
+    assert st["dm-on"].target_bytes == hv.get_config("dm-on").maximum_bytes
+    assert st["static-on"].target_bytes == hv.get_config("static-on").startup_bytes
+    assert st["dm-off"].stale and st["dm-off"].current_bytes is None
+    assert st["dm-paused"].vm.power_state is PowerState.PAUSED
+
+
+def test_running_dm_target_below_maximum_is_refused(rules_hv: tuple[Any, Peer]) -> None:
+    hv, peer = rules_hv
+    with pytest.raises(InvalidStateError) as info:
+        hv.set_target("dm-on", "12GiB")
+    assert info.value.details["rule"] == "maximum_only_up_while_running"
+    assert info.value.details["allowed_min_bytes"] == 16 * GiB
+    assert "Allowed now" in info.value.message
+    refused_locally(peer)
+
+
+def test_running_dm_maximum_only_up_minimum_only_down(rules_hv: tuple[Any, Peer]) -> None:
+    hv, peer = rules_hv
+    for kw, rule in (
+        ({"maximum": "12GiB"}, "maximum_only_up_while_running"),
+        ({"minimum": "1GiB"}, "minimum_only_down_while_running"),
+    ):
+        with pytest.raises(InvalidStateError) as info:
+            hv.set_config("dm-on", **kw)
+        assert info.value.details["rule"] == rule and "Allowed now" in info.value.message
+    with pytest.raises(InvalidStateError):
+        hv.set_config("dm-on", dynamic=False)
+    with pytest.raises(InvalidStateError):
+        hv.set_config("dm-on", startup="4GiB")
+    refused_locally(peer)
+    assert hv.set_config("dm-on", maximum="20GiB", minimum="256MiB", buffer_percent=30, priority=90).changed
+    cfg = hv.get_config("dm-on")
+    assert (cfg.maximum_bytes, cfg.minimum_bytes, cfg.buffer_percent, cfg.priority) == (
+        20 * GiB,
+        256 * MiB,
+        30,
+        90,
+    )
+    assert hv.get_stats(["dm-on"])[0].target_bytes == 20 * GiB
+
+
+def test_paused_vm_follows_the_live_rules(rules_hv: tuple[Any, Peer]) -> None:
+    hv, peer = rules_hv
+    with pytest.raises(InvalidStateError) as info:
+        hv.set_config("dm-paused", dynamic=False)
+    assert info.value.details["rule"] == "dynamic_toggle_only_when_off"
+    with pytest.raises(InvalidStateError):
+        hv.set_config("dm-paused", maximum="4GiB")
+    refused_locally(peer)
+
+
+def test_vms_that_are_off_take_any_valid_range(rules_hv: tuple[Any, Peer]) -> None:
+    hv, _ = rules_hv
+    assert hv.set_config("dm-off", maximum="6GiB", minimum="1GiB", startup="2GiB").changed
+    assert hv.set_target("dm-off", "4GiB", force=True).after == {"target_bytes": 4 * GiB}
+    assert hv.get_config("dm-off").maximum_bytes == 4 * GiB
+    assert hv.set_config("static-off", dynamic=True, minimum="512MiB", maximum="8GiB", startup="4GiB").changed
+    assert hv.vm_capabilities("static-off").mechanism is Mechanism.DYNAMIC_MEMORY
+
+
+def test_static_vm_is_resized_at_runtime(rules_hv: tuple[Any, Peer]) -> None:
+    hv, _ = rules_hv
+    change = hv.set_target("static-on", "6GiB")
+    assert change.mechanism is Mechanism.RUNTIME_RESIZE and change.changed
+    cfg = hv.get_config("static-on")
+    assert cfg.startup_bytes == 6 * GiB and cfg.dynamic is False
+    assert hv.get_stats(["static-on"])[0].current_bytes == 6 * GiB
+    with pytest.raises(InvalidStateError):
+        hv.set_config("static-on", minimum="1GiB")  # the range is for Dynamic Memory, VM off
+
+
+def test_values_are_validated_before_sending(rules_hv: tuple[Any, Peer]) -> None:
+    hv, peer = rules_hv
+    with pytest.raises(InvalidRequestError) as info:
+        hv.set_config("dm-on", maximum=20 * GiB + MiB)
+    assert info.value.details["rule"] == "aligned_2MiB"
+    assert "20 GiB" in info.value.message or "20.00 GiB" in info.value.message
+    with pytest.raises(InvalidRequestError) as info:
+        hv.set_config("dm-off", minimum="16MiB")
+    assert info.value.details["rule"] == "minimum_at_least_32MiB"
+    with pytest.raises(InvalidRequestError):
+        hv.set_config("dm-off", minimum="6GiB", startup="4GiB")  # minimum <= startup <= maximum
+    with pytest.raises(InvalidRequestError):
+        hv.set_config("dm-on", buffer_percent=4)
+    with pytest.raises(InvalidRequestError):
+        hv.set_config("dm-on", priority=101)
+    with pytest.raises(UnsupportedOperationError):
+        hv.set_config("dm-on", shares=1000)
+    with pytest.raises(InvalidRequestError):
+        hv.set_target("dm-off", "1GiB", force=True)  # a DM maximum below the startup size
+    refused_locally(peer)
+
+
+def test_host_refusal_is_mapped_when_checks_are_bypassed(rules_hv: tuple[Any, Peer]) -> None:
+    # What the host says when a client skips the checks (the backend never does): its error
+    # record arrives as a typed error with the native record kept as the cause.
+    hv, peer = rules_hv
+    vm = hv.resolve("dm-on")
+    current = hv.get_config(vm)
+    with pytest.raises(InvalidStateError) as info:
+        hv.backend.apply_config(vm, {"minimum_bytes": current.minimum_bytes * 2}, current)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteScriptError) and cause.category == "InvalidOperation"
+    assert info.value.native_code == "InvalidOperation,Microsoft.HyperV.PowerShell.Commands.SetVMMemory"
+    assert peer.host.calls["set_memory"] == 1
+    assert hv.get_config(vm) == current
