@@ -1,0 +1,281 @@
+"""``hvballoon``: our policy, designed from the hazards of ballooning.
+
+* **A floor from observed use.** A VM keeps what it used at its recent peak (or what its trend
+  says it will use a minute from now, if that is more) plus a headroom sized by how much its use
+  varies: ``max(10 % of its maximum, 512 MiB, 3 σ of its use, 2 × its largest rise in one
+  round)``. Page cache above that is reclaimed: it is the memory a balloon can take without
+  hurting.
+* **Fast deflation.** When a VM's use rises faster than its headroom can absorb before the
+  next round, when it swaps in, or when its free memory falls below half its headroom, its
+  target jumps straight to its maximum (a *surge*); it is not squeezed again for
+  ``calm_seconds``.
+* **Cautious inflation.** Targets come down by at most ``lower_step_fraction`` of the maximum
+  per round, and only on VMs that have been calm for ``calm_seconds``.
+* **A host reserve sized for simultaneous spikes**: the configured reserve plus the sum of the
+  largest bursts the ``simultaneous`` busiest VMs showed. When the host's free memory is below
+  it, idle memory is reclaimed faster, lowest priority first.
+* **Self-managed memory is left alone**: a JVM heap or a database buffer pool looks idle to the
+  guest but is not; such VMs get their maximum back and are never lowered.
+* **It never fights the mechanism**: where the live rules forbid lowering (Hyper-V Dynamic
+  Memory) it only raises, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvballoon.policy.base import Plan, Policy
+from hvballoon.policy.model import Proposal, Snapshot, VMView
+from hvballoon.units import MiB, format_size
+
+__all__ = ["HvballoonPolicy", "VMHistory"]
+
+
+@dataclass(frozen=True)
+class VMHistory:
+    """What the policy remembers of one VM: samples of ``(time, used, swap_in)``."""
+
+    samples: tuple[tuple[float, int, int], ...] = ()
+    surge_at: float | None = None
+    last_lower_at: float | None = None
+
+
+@dataclass(frozen=True)
+class _State:
+    vms: Mapping[str, VMHistory] = field(default_factory=dict)
+
+
+def _slope(points: list[tuple[float, int]]) -> float:
+    """Least-squares slope (bytes per second) of ``(time, value)`` points."""
+    if len(points) < 3:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    if den <= 0:
+        return 0.0
+    return sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+class HvballoonPolicy(Policy):
+    """hvballoon's own policy (see the module docstring); every knob is a keyword."""
+
+    name = "hvballoon"
+    summary = "floor from observed use and its variability, fast deflation, cautious inflation"
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float = 900.0,
+        trend_seconds: float = 120.0,
+        horizon_seconds: float = 60.0,
+        headroom_fraction: float = 0.10,
+        min_headroom_bytes: int = 512 * MiB,
+        sigma: float = 3.0,
+        calm_seconds: float = 300.0,
+        lower_step_fraction: float = 0.05,
+        simultaneous: int = 2,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.trend_seconds = trend_seconds
+        self.horizon_seconds = horizon_seconds
+        self.headroom_fraction = headroom_fraction
+        self.min_headroom_bytes = min_headroom_bytes
+        self.sigma = sigma
+        self.calm_seconds = calm_seconds
+        self.lower_step_fraction = lower_step_fraction
+        self.simultaneous = simultaneous
+
+    def initial_state(self) -> Any:
+        return _State()
+
+    # -- per VM figures -------------------------------------------------------------------
+
+    def _history(self, v: VMView, old: VMHistory | None, now: float) -> VMHistory:
+        old = old or VMHistory()
+        samples = deque(s for s in old.samples if now - s[0] <= self.window_seconds)
+        if v.used_bytes is not None:
+            samples.append((now, v.used_bytes, v.swap_in_bytes or 0))
+        return VMHistory(tuple(samples), old.surge_at, old.last_lower_at)
+
+    def _figures(self, v: VMView, h: VMHistory, interval: float) -> dict[str, Any]:
+        used = v.used_bytes or 0
+        uses = [s[1] for s in h.samples] or [used]
+        mean = sum(uses) / len(uses)
+        sigma = math.sqrt(sum((u - mean) ** 2 for u in uses) / len(uses))
+        rises = [b[1] - a[1] for a, b in zip(h.samples, h.samples[1:], strict=False)]
+        max_rise = max([0, *rises])
+        last_rise = rises[-1] if rises else 0
+        recent = [(t, u) for t, u, _ in h.samples if h.samples[-1][0] - t <= self.trend_seconds]
+        slope = max(0.0, _slope(recent))
+        swapped_in = len(h.samples) >= 2 and h.samples[-1][2] > h.samples[-2][2]
+        headroom = int(
+            max(
+                self.headroom_fraction * v.maximum_bytes,
+                self.min_headroom_bytes,
+                self.sigma * sigma,
+                2 * max_rise,
+                v.guard_floor_bytes - used if v.guard_floor_bytes is not None else 0,
+            )
+        )
+        projected = used + slope * max(self.horizon_seconds, 3 * interval)
+        floor = int(max(max(uses), projected)) + headroom
+        return {
+            "used_bytes": used,
+            "peak_bytes": max(uses),
+            "sigma_bytes": int(sigma),
+            "trend_bytes_per_second": round(slope, 1),
+            "headroom_bytes": headroom,
+            "floor_bytes": floor,
+            "last_rise_bytes": last_rise,
+            "swapped_in": swapped_in,
+            "burst_bytes": max(max(uses) - min(uses), 2 * max_rise),
+        }
+
+    # -- the round ------------------------------------------------------------------------
+
+    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+        st: _State = state if isinstance(state, _State) else _State()
+        now, interval = snapshot.at_seconds, snapshot.interval_seconds
+        histories: dict[str, VMHistory] = {}
+        figures: dict[str, dict[str, Any]] = {}
+        for v in snapshot.vms:
+            if not v.running:
+                continue
+            hist = self._history(v, st.vms.get(v.id), now)
+            histories[v.id] = hist
+            if v.used_bytes is not None and not v.stale:
+                figures[v.id] = self._figures(v, hist, interval)
+
+        bursts = sorted((f["burst_bytes"] for f in figures.values()), reverse=True)
+        reserve = snapshot.host.reserve_bytes + sum(bursts[: self.simultaneous])
+        tight = snapshot.host.free_bytes < reserve
+        host_inputs = {
+            "host_free_bytes": snapshot.host.free_bytes,
+            "host_reserve_bytes": reserve,
+            "host_tight": tight,
+        }
+
+        proposals: list[Proposal] = []
+        for v in snapshot.vms:
+            h = histories.get(v.id)
+            f = figures.get(v.id)
+            if h is None or f is None:
+                why = "not running" if not v.running else "no fresh guest figures: never lower blind"
+                proposals.append(Proposal(vm_id=v.id, rule="hvballoon.no_stats", reason=why))
+                continue
+            inputs = {**f, **host_inputs}
+            proposal, h = self._one(v, h, f, tight, now, interval, inputs)
+            histories[v.id] = h
+            proposals.append(proposal)
+        return Plan(tuple(proposals), _State(histories))
+
+    def _one(
+        self,
+        v: VMView,
+        h: VMHistory,
+        f: dict[str, Any],
+        tight: bool,
+        now: float,
+        interval: float,
+        inputs: dict[str, Any],
+    ) -> tuple[Proposal, VMHistory]:
+        top = v.maximum_bytes
+        current_target = v.target_bytes
+        if v.settings.self_managed:
+            if current_target < top and v.can_raise:
+                return Proposal(
+                    vm_id=v.id,
+                    target_bytes=top,
+                    rule="hvballoon.self_managed",
+                    reason="manages its own memory (JVM heap / buffer pool): given its full size back",
+                    inputs=inputs,
+                ), h
+            return Proposal(
+                vm_id=v.id,
+                rule="hvballoon.self_managed",
+                reason="manages its own memory: never lowered",
+                inputs=inputs,
+            ), h
+
+        used, headroom = f["used_bytes"], f["headroom_bytes"]
+        free_now = v.current_bytes - used
+        surge_why = None
+        if f["swapped_in"]:
+            surge_why = "it swapped in since the last round"
+        elif f["last_rise_bytes"] > headroom / 2:
+            surge_why = f"its use rose {format_size(f['last_rise_bytes'])} in one round"
+        elif free_now < headroom / 2 and current_target < top:
+            surge_why = f"only {format_size(max(0, free_now))} is left free"
+        if surge_why is not None:
+            h = VMHistory(h.samples, now, h.last_lower_at)
+            if current_target < top and v.can_raise:
+                return Proposal(
+                    vm_id=v.id,
+                    target_bytes=top,
+                    rule="hvballoon.surge",
+                    reason=f"demand surge ({surge_why}): deflate fully at once; no lowering for "
+                    f"{self.calm_seconds:g} s",
+                    inputs=inputs,
+                ), h
+
+        floor = min(max(f["floor_bytes"], v.minimum_bytes), top)
+        if floor > current_target:
+            if not v.can_raise:
+                return Proposal(
+                    vm_id=v.id,
+                    rule="hvballoon.cannot_raise",
+                    reason="needs more memory but its mechanism cannot raise it now",
+                    inputs=inputs,
+                ), h
+            return Proposal(
+                vm_id=v.id,
+                target_bytes=floor,
+                rule="hvballoon.raise",
+                reason=f"use {format_size(used)} (peak {format_size(f['peak_bytes'])}, trend "
+                f"{format_size(int(f['trend_bytes_per_second'] * 60))}/min) + headroom "
+                f"{format_size(headroom)} is above the target: raise at once",
+                inputs=inputs,
+            ), h
+
+        if h.surge_at is not None and now - h.surge_at < self.calm_seconds:
+            return Proposal(
+                vm_id=v.id,
+                rule="hvballoon.calming",
+                reason=f"surged {now - h.surge_at:.0f} s ago: not lowered until calm for {self.calm_seconds:g} s",
+                inputs=inputs,
+            ), h
+        if not v.can_lower:
+            return Proposal(
+                vm_id=v.id,
+                rule="hvballoon.mechanism",
+                reason="the hypervisor balances this VM itself and its target cannot be lowered live",
+                inputs=inputs,
+            ), h
+        # below the reserve, reclaim faster, the more so the lower the VM's priority
+        speed = 1 + (100 - v.settings.priority) / 50 if tight else 1
+        step = int(self.lower_step_fraction * top * speed)
+        gap = current_target - floor
+        if gap < max(step // 4, 64 * MiB):
+            return Proposal(
+                vm_id=v.id,
+                rule="hvballoon.hold",
+                reason=f"at its floor: use {format_size(used)} + headroom {format_size(headroom)}",
+                inputs=inputs,
+            ), h
+        target = current_target - min(step, gap)
+        h = VMHistory(h.samples, h.surge_at, now)
+        return Proposal(
+            vm_id=v.id,
+            target_bytes=target,
+            rule="hvballoon.lower",
+            reason=f"{format_size(gap)} above its floor (use {format_size(used)}, peak "
+            f"{format_size(f['peak_bytes'])}, headroom {format_size(headroom)}): reclaim at most "
+            f"{format_size(step)} per round" + (" (host below its reserve: faster)" if tight else ""),
+            inputs=inputs,
+        ), h

@@ -1,0 +1,78 @@
+"""The policy contract: a pure function of (inputs snapshot, state) to proposals and new state.
+
+A policy holds configuration only; whatever it remembers between rounds (moving averages,
+histories) travels in the ``state`` it returns, so a round can be replayed and unit-tested
+without a backend.
+
+>>> from hvballoon.policy import get_policy
+>>> sorted(POLICY_NAMES)
+['hvballoon', 'mom', 'proxmox', 'static']
+>>> get_policy("static").name
+'static'
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+from hvballoon.errors import InvalidRequestError
+from hvballoon.policy.model import Proposal, Snapshot
+
+__all__ = ["POLICY_NAMES", "Plan", "Policy", "get_policy"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A policy's answer for one round: proposals (one per VM it has an opinion on) and state."""
+
+    proposals: tuple[Proposal, ...]
+    state: Any = None
+
+    def for_vm(self, vm_id: str) -> Proposal | None:
+        for p in self.proposals:
+            if p.vm_id == vm_id:
+                return p
+        return None
+
+
+class Policy(abc.ABC):
+    """Base class of the policies. Subclasses set ``name`` and implement :meth:`decide`."""
+
+    name: str = ""
+    #: One line for ``--help`` and the docs.
+    summary: str = ""
+
+    def initial_state(self) -> Any:
+        """The state before the first round."""
+        return None
+
+    @abc.abstractmethod
+    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+        """Targets and reasons for this round; must not mutate ``state``."""
+
+
+#: name -> "module:Class" (imported on first use, like the backend registry).
+_POLICIES: dict[str, str] = {
+    "static": "hvballoon.policy.static:StaticPolicy",
+    "mom": "hvballoon.policy.mom:MomPolicy",
+    "proxmox": "hvballoon.policy.proxmox:ProxmoxPolicy",
+    "hvballoon": "hvballoon.policy.adaptive:HvballoonPolicy",
+}
+POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
+
+
+def get_policy(name: str | Policy, **options: Any) -> Policy:
+    """A policy by name (``static``, ``mom``, ``proxmox``, ``hvballoon``), with its options."""
+    if isinstance(name, Policy):
+        return name
+    spec = _POLICIES.get(name)
+    if spec is None:
+        raise InvalidRequestError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    import importlib
+
+    module, _, cls_name = spec.partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    policy: Policy = cls(**options)
+    return policy

@@ -1,0 +1,398 @@
+"""The controller: every interval, read all VMs' stats in one call, ask the policy, apply.
+
+It uses the public session API only (``get_stats``, ``get_config``, ``vm_capabilities``,
+``set_target``, ``set_config``), so it runs on every backend, and every move goes through the
+session's guard rails. Each round yields one :class:`~hvballoon.policy.model.Decision` per VM.
+
+>>> import hvballoon
+>>> from hvballoon.policy import Controller, ControllerSettings
+>>> with hvballoon.connect("fake://seed") as hv:
+...     ctl = Controller(hv, "hvballoon", ControllerSettings(host_memory_bytes="120GiB"), dry_run=True)
+...     decisions = ctl.step()
+...     lowered = [d for d in decisions if d.action == "lower"]
+...     len(decisions), len(lowered) > 0, all(not d.applied for d in decisions)
+(10, True, True)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from hvballoon.errors import (
+    GuardRailError,
+    HVBalloonError,
+    InvalidRequestError,
+    InvalidStateError,
+    UnsupportedOperationError,
+)
+from hvballoon.models import Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.policy.base import Plan, Policy, get_policy
+from hvballoon.policy.model import (
+    Action,
+    ControllerSettings,
+    Decision,
+    HostView,
+    Proposal,
+    Snapshot,
+    VMSettings,
+    VMView,
+)
+from hvballoon.session import Hypervisor
+from hvballoon.units import align, format_size
+
+__all__ = ["Controller"]
+
+log = logging.getLogger("hvballoon.policy")
+
+
+class _Pending:
+    """A move the controller intends to make, before the rate limits and the call."""
+
+    def __init__(self, view: VMView, proposal: Proposal, target: int, notes: list[str]) -> None:
+        self.view = view
+        self.proposal = proposal
+        self.target = target
+        self.notes = notes
+
+    @property
+    def delta(self) -> int:
+        return self.target - self.view.target_bytes
+
+
+class Controller:
+    """Moves targets on one hypervisor session by a policy.
+
+    ``policy`` is a name (``static``, ``mom``, ``proxmox``, ``hvballoon``) or a
+    :class:`~hvballoon.policy.base.Policy`. With ``dry_run=True`` every decision is computed and
+    checked by the session (``set_target(..., dry_run=True)``) and nothing changes.
+    """
+
+    def __init__(
+        self,
+        hv: Hypervisor,
+        policy: str | Policy = "hvballoon",
+        settings: ControllerSettings | None = None,
+        *,
+        dry_run: bool = False,
+        config_refresh_seconds: float = 300.0,
+    ) -> None:
+        self.hv = hv
+        self.policy = get_policy(policy)
+        self.settings = settings or ControllerSettings()
+        self.dry_run = dry_run
+        self.config_refresh_seconds = config_refresh_seconds
+        self.state: Any = self.policy.initial_state()
+        self.round = 0
+        self._configs: dict[str, tuple[float, MemoryConfig]] = {}
+        self._last_lower: dict[str, float] = {}
+        if self.settings.host_memory_bytes is None and self.policy.name != "static":
+            raise InvalidRequestError(
+                f"the {self.policy.name} policy needs the host's memory: set host_memory_bytes "
+                "(the API has no host-level figures yet)"
+            )
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _clock(self) -> float:
+        return self.hv.backend.monotonic()
+
+    def _config(self, stats: MemoryStats, now: float) -> MemoryConfig | None:
+        cached = self._configs.get(stats.vm.id)
+        if cached is not None and now - cached[0] < self.config_refresh_seconds:
+            return cached[1]
+        try:
+            cfg = self.hv.get_config(stats.vm)
+        except HVBalloonError as exc:
+            log.warning("cannot read the config of %s: %s", stats.vm.name, exc)
+            return None
+        self._configs[stats.vm.id] = (now, cfg)
+        return cfg
+
+    def _view(
+        self, s: MemoryStats, cfg: MemoryConfig | None, caps: Capabilities, vs: VMSettings
+    ) -> VMView | None:
+        running = s.vm.power_state is PowerState.RUNNING
+        maximum = (cfg.maximum_bytes if cfg is not None else None) or s.configured_bytes
+        current = s.current_bytes
+        if maximum is None or current is None:
+            return None
+        target = s.target_bytes if s.target_bytes is not None else current
+        dm = caps.mechanism is Mechanism.DYNAMIC_MEMORY
+        top = maximum
+        if vs.ceiling is not None:
+            # Dynamic Memory's maximum may be raised live, so a ceiling above it is reachable
+            top = vs.ceiling if dm else min(maximum, vs.ceiling)
+        minimum = 0
+        if cfg is not None:
+            # KVM's min_guarantee, Dynamic Memory's minimum, ESXi's reservation (a static
+            # Hyper-V VM's "minimum" is only its startup size and binds nothing)
+            if caps.mechanism in (Mechanism.BALLOON, Mechanism.DYNAMIC_MEMORY):
+                minimum = cfg.minimum_bytes or 0
+            elif caps.mechanism is Mechanism.LIMIT:
+                minimum = cfg.reservation_bytes or 0
+        if vs.floor is not None:
+            minimum = max(minimum, vs.floor)
+        used = s.used_bytes
+        guard = self.hv.guard_rails.floor(used, s.configured_bytes) if used is not None else None
+        can_target = caps.can_set("target", running=running)
+        return VMView(
+            id=s.vm.id,
+            name=s.vm.name,
+            mechanism=caps.mechanism,
+            running=running,
+            stale=s.stale,
+            maximum_bytes=max(top, 0),
+            minimum_bytes=min(minimum, max(top, 0)),
+            current_bytes=current,
+            target_bytes=target,
+            used_bytes=used,
+            free_bytes=s.guest_free_bytes,
+            cache_bytes=s.guest_cache_bytes,
+            demand_bytes=s.demand_bytes,
+            host_consumed_bytes=s.host_consumed_bytes,
+            swap_in_bytes=s.swap_in_bytes,
+            major_faults=s.major_faults,
+            guard_floor_bytes=guard,
+            can_lower=can_target and not (dm and running),
+            can_raise=(caps.can_set("maximum_bytes", running=running) if dm else can_target),
+            settings=vs,
+        )
+
+    def snapshot(self) -> tuple[Snapshot, dict[str, Capabilities], list[MemoryStats]]:
+        """Read every VM (one bulk ``get_stats``) and build the policy's inputs."""
+        now = self._clock()
+        stats = self.hv.get_stats()
+        views: list[VMView] = []
+        caps_by_id: dict[str, Capabilities] = {}
+        used = self.settings.host_overhead_bytes
+        for s in stats:
+            running = s.vm.power_state is PowerState.RUNNING
+            if running:
+                used += s.host_consumed_bytes if s.host_consumed_bytes is not None else (s.current_bytes or 0)
+            vs = self.settings.for_vm(s.vm.name, s.vm.id)
+            caps = self.hv.vm_capabilities(s.vm)
+            caps_by_id[s.vm.id] = caps
+            view = self._view(s, self._config(s, now) if running else None, caps, vs)
+            if view is not None:
+                views.append(view)
+        host = HostView(
+            total_bytes=self.settings.host_memory_bytes or used,
+            used_bytes=used,
+            reserve_bytes=self.settings.host_reserve_bytes,
+        )
+        snap = Snapshot(
+            at_seconds=now, interval_seconds=self.settings.interval_seconds, host=host, vms=tuple(views)
+        )
+        return snap, caps_by_id, stats
+
+    # -- one round ------------------------------------------------------------------------
+
+    def step(self) -> list[Decision]:
+        """One round: read, decide, apply (or, in a dry run, check). Returns the decisions."""
+        snap, caps_by_id, stats = self.snapshot()
+        at = stats[0].collected_at if stats else datetime.now(timezone.utc)
+        plan: Plan = self.policy.decide(snap, self.state)
+        self.state = plan.state
+        decisions: list[Decision] = []
+        pending: list[_Pending] = []
+        for v in snap.vms:
+            proposal = plan.for_vm(v.id) or Proposal(
+                vm_id=v.id, rule=f"{self.policy.name}.hold", reason="the policy has nothing to say"
+            )
+            result = self._vet(v, proposal, caps_by_id[v.id], snap.at_seconds)
+            if isinstance(result, _Pending):
+                pending.append(result)
+            else:
+                action, rule, reason = result
+                decisions.append(self._decision(at, v, proposal, action, rule, reason))
+        # raises first (a guest short of memory cannot wait), the biggest first; then lowers,
+        # lowest priority first
+        pending.sort(key=lambda p: (p.delta < 0, -p.delta if p.delta > 0 else p.view.settings.priority))
+        limit = self.settings.max_changes_per_round
+        for i, p in enumerate(pending):
+            if limit is not None and i >= limit:
+                decisions.append(
+                    self._decision(
+                        at,
+                        p.view,
+                        p.proposal,
+                        "hold",
+                        "controller.rate_limit",
+                        f"{p.proposal.reason}; deferred: at most {limit} changes per round",
+                        proposed=p.target,
+                    )
+                )
+                continue
+            decisions.append(self._apply(at, p, snap.at_seconds))
+        order = {v.id: i for i, v in enumerate(snap.vms)}
+        decisions.sort(key=lambda d: order.get(d.vm_id, 0))
+        self.round += 1
+        return decisions
+
+    def _vet(
+        self, v: VMView, p: Proposal, caps: Capabilities, now: float
+    ) -> _Pending | tuple[Action, str, str]:
+        """Apply the per-VM settings, the mechanism's rules and the rate limits to a proposal."""
+        vs = v.settings
+        if vs.exclude:
+            return "skip", "controller.excluded", "excluded by its settings"
+        if not v.running:
+            return "skip", "controller.not_running", "not running"
+        if p.target_bytes is None:
+            return "hold", p.rule, p.reason
+        notes: list[str] = []
+        target = p.target_bytes
+        if target > v.maximum_bytes:
+            target = v.maximum_bytes
+            notes.append(f"capped at {format_size(target)}")
+        if target < v.minimum_bytes:
+            target = v.minimum_bytes
+            notes.append(f"kept at its floor {format_size(target)}")
+        lowering = target < v.target_bytes
+        if v.mechanism is Mechanism.DYNAMIC_MEMORY and v.running and target <= v.target_bytes:
+            return (
+                "hold",
+                "controller.dynamic_memory",
+                f"{p.reason}; nothing to apply: Hyper-V Dynamic Memory assigns memory up to its maximum "
+                f"{format_size(v.target_bytes)} itself (the maximum can only be raised while it runs)",
+            )
+        if lowering and vs.self_managed:
+            return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"
+        if lowering and not v.can_lower:
+            why = (
+                "Hyper-V Dynamic Memory balances it within its range and its maximum can only be "
+                "raised while it runs"
+                if v.mechanism is Mechanism.DYNAMIC_MEMORY
+                else f"its mechanism ({v.mechanism.value}) cannot lower it now"
+            )
+            return "skip", "controller.mechanism", f"{p.reason}; not applied: {why}"
+        if not lowering and target > v.target_bytes and not v.can_raise:
+            return "skip", "controller.mechanism", f"{p.reason}; not applied: cannot be raised now"
+        guard = v.guard_floor_bytes if self.settings.respect_guard_rails else None
+        if lowering and guard is not None and target < guard:
+            target = guard
+            notes.append(f"kept at the session's guard-rail floor {format_size(target)}")
+            lowering = target < v.target_bytes
+            if not lowering:
+                return "hold", "controller.guard_rail", f"{p.reason}; held at the guard-rail floor"
+        step = (
+            self.settings.max_lower_bytes_per_round if lowering else self.settings.max_raise_bytes_per_round
+        )
+        if step is not None and abs(target - v.target_bytes) > step:
+            target = v.target_bytes - step if lowering else v.target_bytes + step
+            notes.append(f"rate-limited to {format_size(step)} per round")
+        if lowering and self.settings.min_seconds_between_lowers:
+            last = self._last_lower.get(v.id)
+            if last is not None and now - last < self.settings.min_seconds_between_lowers:
+                return (
+                    "hold",
+                    "controller.rate_limit",
+                    f"{p.reason}; deferred: lowered {now - last:.0f} s ago "
+                    f"(at most once per {self.settings.min_seconds_between_lowers:g} s)",
+                )
+        target = align(target, caps.alignment_bytes, "up" if lowering else "down")
+        if target == v.target_bytes:
+            return "hold", p.rule, p.reason
+        return _Pending(v, p, target, notes)
+
+    def _apply(self, at: datetime, p: _Pending, now: float) -> Decision:
+        v, lowering = p.view, p.delta < 0
+        action: Action = "lower" if lowering else "raise"
+        reason = p.proposal.reason + (f" ({'; '.join(p.notes)})" if p.notes else "")
+        try:
+            if v.mechanism is Mechanism.DYNAMIC_MEMORY:
+                change = self.hv.set_config(v.id, maximum=p.target, dry_run=self.dry_run)
+                after = change.after.get("maximum_bytes", p.target)
+            else:
+                # a raise cannot take a guest below its floor, so it needs no fresh stats;
+                # a lower goes through the guard rails unless told otherwise
+                force = not lowering or not self.settings.respect_guard_rails
+                change = self.hv.set_target(v.id, p.target, dry_run=self.dry_run, force=force)
+                after = change.after.get("target_bytes", p.target)
+        except (GuardRailError, InvalidStateError, UnsupportedOperationError) as exc:
+            return self._decision(
+                at, v, p.proposal, "refused", p.proposal.rule, f"{reason}; refused: {exc.message}",
+                proposed=p.target, error=exc.code,
+            )  # fmt: skip
+        except HVBalloonError as exc:
+            log.warning("cannot move %s: %s", v.name, exc)
+            return self._decision(
+                at, v, p.proposal, "error", p.proposal.rule, f"{reason}; failed: {exc.message}",
+                proposed=p.target, error=exc.code,
+            )  # fmt: skip
+        if lowering and not self.dry_run:
+            self._last_lower[v.id] = now
+        if v.mechanism is Mechanism.DYNAMIC_MEMORY and not self.dry_run:
+            self._configs.pop(v.id, None)
+        return self._decision(
+            at, v, p.proposal, action, p.proposal.rule, reason,
+            proposed=p.target, after=int(after), applied=change.changed and not self.dry_run,
+        )  # fmt: skip
+
+    def _decision(
+        self,
+        at: datetime,
+        v: VMView,
+        p: Proposal,
+        action: Action,
+        rule: str,
+        reason: str,
+        *,
+        proposed: int | None = None,
+        after: int | None = None,
+        applied: bool = False,
+        error: str | None = None,
+    ) -> Decision:
+        return Decision(
+            at=at,
+            round=self.round,
+            policy=self.policy.name,
+            vm=v.name,
+            vm_id=v.id,
+            mechanism=v.mechanism,
+            action=action,
+            before_bytes=v.target_bytes,
+            after_bytes=after if after is not None else v.target_bytes,
+            proposed_bytes=proposed if proposed is not None else p.target_bytes,
+            applied=applied,
+            dry_run=self.dry_run,
+            rule=rule,
+            reason=reason,
+            inputs={
+                "current_bytes": v.current_bytes,
+                "used_bytes": v.used_bytes,
+                "maximum_bytes": v.maximum_bytes,
+                **p.inputs,
+            },
+            error_code=error,
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        rounds: int | None = None,
+        sleep: Callable[[float], None] | None = None,
+        on_round: Callable[[list[Decision]], None] | None = None,
+    ) -> Iterator[list[Decision]]:
+        """Rounds every ``interval_seconds`` (forever unless ``rounds``), yielding decisions.
+
+        ``sleep`` defaults to the backend's own (real time, or the simulator's virtual clock).
+        """
+        pause = sleep or self.hv.backend.sleep
+        n = 0
+        while rounds is None or n < rounds:
+            started = self._clock()
+            decisions = self.step()
+            if on_round is not None:
+                on_round(decisions)
+            yield decisions
+            n += 1
+            if rounds is not None and n >= rounds:
+                break
+            spent = self._clock() - started
+            pause(max(0.0, self.settings.interval_seconds - spent))

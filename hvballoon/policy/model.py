@@ -1,0 +1,225 @@
+"""The data the controller and the policies exchange: settings, the inputs snapshot, proposals
+and the explained :class:`Decision` records. All frozen pydantic models, JSON-able.
+
+A policy never sees a backend: it gets a :class:`Snapshot` (the host and one :class:`VMView`
+per VM, already normalised across mechanisms) and answers with :class:`Proposal` objects. The
+controller turns those into calls and one :class:`Decision` per VM and round.
+
+>>> from hvballoon.policy.model import VMSettings
+>>> VMSettings(floor="2GiB", self_managed=True).floor
+2147483648
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from hvballoon.errors import HVBalloonError
+from hvballoon.models import Mechanism
+from hvballoon.units import parse_size
+
+__all__ = [
+    "Action",
+    "ControllerSettings",
+    "Decision",
+    "HostView",
+    "Proposal",
+    "Snapshot",
+    "VMSettings",
+    "VMView",
+]
+
+
+def _size(value: Any) -> Any:
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return parse_size(value, allow_zero=True)
+    except HVBalloonError as exc:
+        raise ValueError(exc.message) from None
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+OptSize = Annotated[int | None, BeforeValidator(_size)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VMSettings(_Frozen):
+    """What the administrator says about one VM (matched by name or id).
+
+    ``self_managed``: the application manages its own memory (a JVM heap, a database buffer
+    pool); it looks idle to the guest OS but is not, so the controller never lowers its target.
+    ``shares`` weighs the VM against the others when memory is shared out (Proxmox semantics,
+    default 1000); ``priority`` (0-100, default 50) orders reclaim: low priority gives first.
+    """
+
+    exclude: bool = False
+    floor: OptSize = Field(default=None, description="Never set a target below this.")
+    ceiling: OptSize = Field(default=None, description="Never set a target above this.")
+    shares: int = Field(default=1000, ge=0, le=50000)
+    priority: int = Field(default=50, ge=0, le=100)
+    self_managed: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> VMSettings:
+        if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
+            raise ValueError("floor is above ceiling")
+        return self
+
+
+class ControllerSettings(_Frozen):
+    """How the controller runs. Sizes accept ``"4GiB"`` spellings.
+
+    ``host_memory_bytes``: the host's physical memory. The public API has no host-level figures
+    yet, so the controller derives the host's use from the VMs it sees: ``host_overhead_bytes``
+    plus, per running VM, ``host_consumed_bytes`` (else ``current_bytes``). ``host_reserve_bytes``
+    is memory the policies keep free on the host. Rate limits: ``max_lower_bytes_per_round`` and
+    ``max_raise_bytes_per_round`` cap one VM's move per round, ``max_changes_per_round`` the
+    number of calls per round, ``min_seconds_between_lowers`` how soon a VM may be lowered again.
+    """
+
+    host_memory_bytes: OptSize = None
+    host_overhead_bytes: Size = 0
+    host_reserve_bytes: Size = 0
+    interval_seconds: float = Field(default=10.0, gt=0)
+    vms: dict[str, VMSettings] = Field(default_factory=dict)
+    default_vm: VMSettings = Field(default_factory=VMSettings)
+    max_lower_bytes_per_round: OptSize = None
+    max_raise_bytes_per_round: OptSize = None
+    max_changes_per_round: int | None = Field(default=None, ge=1)
+    min_seconds_between_lowers: float = Field(default=0.0, ge=0)
+    respect_guard_rails: bool = Field(
+        default=True,
+        description="Lower targets through the session's guard rails (False: force, for studies only).",
+    )
+
+    def for_vm(self, name: str, vm_id: str) -> VMSettings:
+        return self.vms.get(name) or self.vms.get(vm_id) or self.default_vm
+
+
+class HostView(_Frozen):
+    """The host as the controller derives it (see :class:`ControllerSettings`)."""
+
+    total_bytes: int = Field(ge=0)
+    used_bytes: int = Field(ge=0)
+    reserve_bytes: int = Field(default=0, ge=0)
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.total_bytes - self.used_bytes)
+
+    @property
+    def free_fraction(self) -> float:
+        return self.free_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+class VMView(_Frozen):
+    """One VM, normalised across mechanisms, as a policy sees it.
+
+    ``current_bytes`` is what the guest has now; ``target_bytes`` the value being steered
+    (balloon target, ESXi limit, Dynamic Memory maximum). ``maximum_bytes`` is the most the
+    controller may give it (the VM's maximum, capped by the VM's ceiling); ``minimum_bytes`` the
+    least (the hypervisor's minimum or the VM's floor). ``used_bytes`` is what the guest uses
+    excluding cache (or its demand); ``free_bytes`` what is entirely unused. ``can_lower`` /
+    ``can_raise`` say what the live rules of the mechanism allow now.
+    """
+
+    id: str
+    name: str
+    mechanism: Mechanism
+    running: bool = True
+    stale: bool = False
+    maximum_bytes: int = Field(ge=0)
+    minimum_bytes: int = Field(default=0, ge=0)
+    current_bytes: int = Field(ge=0)
+    target_bytes: int = Field(ge=0)
+    used_bytes: int | None = None
+    free_bytes: int | None = None
+    cache_bytes: int | None = None
+    demand_bytes: int | None = None
+    host_consumed_bytes: int | None = None
+    swap_in_bytes: int | None = None
+    major_faults: int | None = None
+    guard_floor_bytes: int | None = Field(
+        default=None, description="The session's guard-rail floor (used + margin), if known."
+    )
+    can_lower: bool = True
+    can_raise: bool = True
+    settings: VMSettings = Field(default_factory=VMSettings)
+
+    @property
+    def unused_bytes(self) -> int | None:
+        """Guest memory entirely unused (MemFree): reported, else current − used − cache."""
+        if self.free_bytes is not None:
+            return self.free_bytes
+        if self.used_bytes is None:
+            return None
+        return max(0, self.current_bytes - self.used_bytes - (self.cache_bytes or 0))
+
+
+class Snapshot(_Frozen):
+    """Everything a policy may look at in one round."""
+
+    at_seconds: float = Field(description="The controller's clock (monotonic seconds).")
+    interval_seconds: float = Field(default=10.0, gt=0)
+    host: HostView
+    vms: tuple[VMView, ...]
+
+    def vm(self, vm_id: str) -> VMView:
+        for v in self.vms:
+            if v.id == vm_id:
+                return v
+        raise KeyError(vm_id)
+
+
+class Proposal(_Frozen):
+    """A policy's answer for one VM: a new target (or ``None`` to hold) and why."""
+
+    vm_id: str
+    target_bytes: int | None = Field(default=None, ge=0)
+    rule: str = Field(description="A stable name of the rule that fired, e.g. 'mom.shrink'.")
+    reason: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+Action = Literal["raise", "lower", "hold", "skip", "refused", "error"]
+
+
+class Decision(_Frozen):
+    """One VM in one round: what the controller did (or would do) and why.
+
+    ``action``: ``raise``/``lower`` (a target was, or in a dry run would be, moved), ``hold``
+    (nothing to do), ``skip`` (the VM is excluded, stopped, without stats, or its mechanism
+    does not allow the move), ``refused`` (the session's guard rails or the backend's rules
+    said no) and ``error`` (the call failed). ``rule`` names the rule that decided; ``inputs``
+    holds the figures it used.
+    """
+
+    at: datetime
+    round: int = Field(ge=0)
+    policy: str
+    vm: str
+    vm_id: str
+    mechanism: Mechanism
+    action: Action
+    before_bytes: int | None = None
+    after_bytes: int | None = None
+    proposed_bytes: int | None = None
+    applied: bool = False
+    dry_run: bool = False
+    rule: str
+    reason: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    error_code: str | None = None
+
+    @property
+    def delta_bytes(self) -> int:
+        if self.before_bytes is None or self.after_bytes is None:
+            return 0
+        return self.after_bytes - self.before_bytes

@@ -1,0 +1,257 @@
+"""The controller against the fake backend: dry runs, explanations, guard rails, settings,
+rate limits and each mechanism's rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hvballoon
+from hvballoon.errors import InvalidRequestError
+from hvballoon.policy import Controller, ControllerSettings, Plan, Policy, Proposal, Snapshot, VMSettings
+from hvballoon.units import GiB, MiB
+
+HOST = "120GiB"
+
+
+def settings(**kw: Any) -> ControllerSettings:
+    kw.setdefault("host_memory_bytes", HOST)
+    return ControllerSettings(**kw)
+
+
+class Fixed(Policy):
+    """A test policy proposing the same target for every VM (or per VM)."""
+
+    name = "fixed"
+
+    def __init__(self, target: int, per_vm: dict[str, int] | None = None) -> None:
+        self.target = target
+        self.per_vm = per_vm or {}
+
+    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+        return Plan(
+            tuple(
+                Proposal(
+                    vm_id=v.id,
+                    target_bytes=self.per_vm.get(v.name, self.target),
+                    rule="fixed.set",
+                    reason="a fixed target",
+                )
+                for v in snapshot.vms
+            ),
+            state,
+        )
+
+
+def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
+    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
+
+
+def test_dry_run_changes_nothing_and_says_what_it_would_do() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        before = targets(hv)
+        ctl = Controller(hv, "hvballoon", settings(), dry_run=True)
+        for _ in ctl.run(rounds=5):
+            pass
+        decisions = ctl.step()
+        assert targets(hv) == before
+        lowered = [d for d in decisions if d.action == "lower"]
+        assert lowered, "the policy should want to reclaim idle memory on seed"
+        for d in lowered:
+            assert d.dry_run and not d.applied
+            assert d.proposed_bytes is not None and d.proposed_bytes < d.before_bytes  # type: ignore[operator]
+
+
+def test_every_decision_is_explained_and_json_able() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        decisions = Controller(hv, "hvballoon", settings()).step()
+    assert {d.vm for d in decisions} == {v.name for v in hvballoon.connect("fake://seed").list_vms()}
+    for d in decisions:
+        assert d.reason and d.rule.startswith(("hvballoon.", "controller."))
+        data = json.loads(d.model_dump_json())
+        assert data["vm"] == d.vm and "inputs" in data and "used_bytes" in data["inputs"]
+        if d.action == "lower":
+            assert d.applied and d.after_bytes < d.before_bytes  # type: ignore[operator]
+            assert "floor" in d.reason and d.inputs["headroom_bytes"] > 0
+
+
+def test_applied_moves_reach_the_hypervisor() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, "hvballoon", settings())
+        decisions = ctl.step()
+        now = targets(hv)
+        for d in decisions:
+            assert now[d.vm] == d.after_bytes
+
+
+def test_guard_rails_hold_a_policy_that_asks_too_much() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, Fixed(1 * GiB), settings())
+        decisions = {d.vm: d for d in ctl.step()}
+        web01 = decisions["web01"]
+        # web01 uses 3 GiB: the session's floor is 3 GiB + max(256 MiB, 10 % of 16 GiB)
+        floor = 3 * GiB + int(16 * GiB * 0.10)
+        assert web01.action == "lower"
+        assert web01.after_bytes is not None and web01.after_bytes >= floor
+        assert "guard-rail floor" in web01.reason
+        for s in hv.get_stats():
+            assert s.target_bytes is not None and s.used_bytes is not None
+            assert s.target_bytes >= s.used_bytes + int(16 * GiB * 0.10)
+
+
+def test_guard_rails_can_be_turned_off_for_studies() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, Fixed(1 * GiB), settings(respect_guard_rails=False))
+        web01 = next(d for d in ctl.step() if d.vm == "web01")
+        assert web01.after_bytes == 1 * GiB
+
+
+def test_excluded_floor_and_ceiling_settings() -> None:
+    per_vm = {
+        "web01": VMSettings(exclude=True),
+        "web02": VMSettings(floor="10GiB"),
+        "web03": VMSettings(ceiling="12GiB"),
+    }
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, Fixed(6 * GiB, {"web03": 16 * GiB}), settings(vms=per_vm))
+        d = {x.vm: x for x in ctl.step()}
+        assert d["web01"].action == "skip" and d["web01"].rule == "controller.excluded"
+        assert d["web02"].after_bytes == 10 * GiB
+        assert d["web03"].after_bytes == 12 * GiB
+        t = targets(hv)
+        assert t["web01"] == 16 * GiB and t["web02"] == 10 * GiB and t["web03"] == 12 * GiB
+
+
+def test_self_managed_vms_are_never_squeezed() -> None:
+    per_vm = {"jvm01": VMSettings(self_managed=True), "db01": VMSettings(self_managed=True)}
+    for policy in ("hvballoon", "mom", "proxmox", Fixed(6 * GiB)):
+        with hvballoon.connect("fake://seed") as hv:
+            ctl = Controller(hv, policy, settings(vms=per_vm, host_memory_bytes="60GiB"))
+            for decisions in ctl.run(rounds=20):
+                for d in decisions:
+                    if d.vm in per_vm:
+                        assert d.action not in ("lower",), d
+            t = targets(hv)
+            assert t["jvm01"] == 16 * GiB and t["db01"] == 16 * GiB
+
+
+def test_self_managed_vm_gets_its_memory_back() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        hv.set_target("jvm01", "12GiB")
+        ctl = Controller(hv, "hvballoon", settings(vms={"jvm01": VMSettings(self_managed=True)}))
+        d = next(x for x in ctl.step() if x.vm == "jvm01")
+        assert d.action == "raise" and d.after_bytes == 16 * GiB
+        assert d.rule == "hvballoon.self_managed"
+
+
+def test_rate_limit_per_round_holds() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, Fixed(6 * GiB), settings(max_lower_bytes_per_round="512MiB"))
+        for decisions in ctl.run(rounds=3):
+            for d in decisions:
+                assert d.before_bytes is not None and d.after_bytes is not None
+                assert d.before_bytes - d.after_bytes <= 512 * MiB
+        assert targets(hv)["web01"] == 16 * GiB - 3 * 512 * MiB
+
+
+def test_rate_limit_changes_per_round_and_time_between_lowers() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, Fixed(6 * GiB), settings(max_changes_per_round=3))
+        decisions = ctl.step()
+        assert sum(d.applied for d in decisions) == 3
+        assert sum(d.rule == "controller.rate_limit" for d in decisions) == 7
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(
+            hv, Fixed(6 * GiB), settings(max_lower_bytes_per_round="1GiB", min_seconds_between_lowers=60)
+        )
+        rounds = list(ctl.run(rounds=6))  # every 10 s of virtual time
+        lowered = [sum(d.action == "lower" for d in r) for r in rounds]
+        assert lowered == [10, 0, 0, 0, 0, 0]
+        assert "deferred" in rounds[1][0].reason
+
+
+def test_raises_go_first_and_are_not_slowed_by_lower_limits() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        hv.set_target("web01", "8GiB")
+        ctl = Controller(
+            hv,
+            Fixed(6 * GiB, {"web01": 16 * GiB}),
+            settings(max_changes_per_round=1, max_lower_bytes_per_round="1GiB"),
+        )
+        d = {x.vm: x for x in ctl.step()}
+        assert d["web01"].action == "raise" and d["web01"].after_bytes == 16 * GiB
+
+
+def test_static_never_moves_and_needs_no_host_figure() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        before = targets(hv)
+        ctl = Controller(hv, "static")
+        for decisions in ctl.run(rounds=3):
+            assert all(d.action == "hold" for d in decisions)
+        assert targets(hv) == before
+
+
+def test_policies_other_than_static_need_the_host_memory() -> None:
+    with (
+        hvballoon.connect("fake://seed") as hv,
+        pytest.raises(InvalidRequestError, match="host_memory_bytes"),
+    ):
+        Controller(hv, "mom")
+
+
+def test_esxi_moves_limits() -> None:
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        ctl = Controller(hv, "hvballoon", settings())
+        decisions = [d for d in ctl.step() if d.action == "lower"]
+        assert decisions and all(d.mechanism.value == "limit" for d in decisions)
+        web01 = next(d for d in decisions if d.vm == "web01")
+        assert hv.get_config("web01").limit_bytes == web01.after_bytes
+        assert web01.after_bytes is not None and web01.after_bytes % MiB == 0
+
+
+def test_hyperv_dynamic_memory_is_only_raised_while_running() -> None:
+    per_vm = {"web01": VMSettings(ceiling="20GiB")}
+    with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
+        ctl = Controller(hv, Fixed(4 * GiB, {"web01": 20 * GiB}), settings(vms=per_vm))
+        d = {x.vm: x for x in ctl.step()}
+        # lowering the maximum of a running DM VM is against the live rules: held, explained
+        assert d["web02"].action == "hold" and d["web02"].rule == "controller.dynamic_memory"
+        assert "Dynamic Memory" in d["web02"].reason
+        assert hv.get_config("web02").maximum_bytes == 16 * GiB
+        # raising it (up to the VM's ceiling) is allowed, through set_config
+        assert d["web01"].action == "raise" and d["web01"].applied
+        assert hv.get_config("web01").maximum_bytes == 20 * GiB
+
+
+TINY = """
+name: tiny
+flavor: {flavor}
+host: {{name: host01, physical: 32GiB}}
+vms:
+  - {{name: a, memory: 16GiB, used: 3GiB, cache: 1GiB, swap: 2GiB{extra}}}
+  - {{name: b, memory: 16GiB, used: 3GiB, cache: 1GiB, swap: 2GiB}}
+"""
+
+
+def tiny(tmp_path: Path, flavor: str = "kvm", extra: str = "") -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(flavor=flavor, extra=extra))
+    return f"fake://{path}"
+
+
+def test_hyperv_static_vm_is_resized(tmp_path: Path) -> None:
+    with hvballoon.connect(tiny(tmp_path, "hyperv", ", dynamic: false")) as hv:
+        d = {x.vm: x for x in Controller(hv, Fixed(12 * GiB), settings()).step()}
+        assert d["a"].mechanism.value == "runtime_resize" and d["a"].action == "lower"
+        assert hv.get_config("a").startup_bytes == 12 * GiB
+        assert d["b"].mechanism.value == "dynamic_memory" and d["b"].action == "hold"
+
+
+def test_stale_guest_is_never_lowered(tmp_path: Path) -> None:
+    with hvballoon.connect(tiny(tmp_path, extra=", stats_period: 0")) as hv:
+        d = {x.vm: x for x in Controller(hv, "hvballoon", settings()).step()}
+        assert d["a"].action == "hold" and "fresh" in d["a"].reason
+        assert d["b"].action == "lower"
