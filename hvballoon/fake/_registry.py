@@ -42,12 +42,19 @@ def pop(key: str, world: World) -> None:
             _active.pop(key, None)
 
 
-def world_for(uri: ParsedURI, *, flavor: str | None, seed: int | None) -> World:
+def new_world(ref: str, *, flavor: str | None, seed: int | None, speed: float | None = None) -> World:
+    """A fresh world of scenario ``ref``; with ``speed`` its clock follows real time."""
     from hvballoon.fake.world import World
 
+    if speed is None:
+        return World(load_scenario(ref), flavor=flavor, seed=seed)
+    return World(load_scenario(ref), flavor=flavor, seed=seed, clock="wall", speed=speed)
+
+
+def world_for(uri: ParsedURI, *, flavor: str | None, seed: int | None, speed: float | None = None) -> World:
     ref = scenario_ref(uri)
     with _lock:
         stack = _active.get(ref)
         if stack:
             return stack[-1]
-    return World(load_scenario(ref), flavor=flavor, seed=seed)
+    return new_world(ref, flavor=flavor, seed=seed, speed=speed)

@@ -7,21 +7,33 @@ same alignment and the same live-change rules.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import (
+    HVBalloonError,
+    HVConnectionError,
     InvalidRequestError,
     InvalidStateError,
     InvalidURIError,
+    OperationTimeoutError,
+    PermissionDeniedError,
+    SessionExpiredError,
     TargetAboveMaximumError,
+    UnsupportedOperationError,
     VMNotFoundError,
 )
 from hvballoon.fake import _registry
 from hvballoon.fake.world import Guest, World
 from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB, format_size
+
+if TYPE_CHECKING:
+    from hvballoon.fake.store import WorldStore
 
 __all__ = ["FakeBackend"]
 
@@ -127,7 +139,9 @@ class FakeBackend(Backend):
     """``fake://`` — a simulated hypervisor for tests, demos and CI.
 
     URIs: ``fake://`` (the ``seed`` world), ``fake://NAME`` (a built-in scenario),
-    ``fake:///path/to/scenario.yaml``; query ``flavor=kvm|esxi|hyperv`` and ``seed=N``.
+    ``fake:///path/to/scenario.yaml``; query ``flavor=kvm|esxi|hyperv``, ``seed=N``,
+    ``state=/path/world.db`` (a world persisted in SQLite, shared by processes) and
+    ``speed=X`` (the clock follows real time, X times faster).
     """
 
     name: ClassVar[str] = "fake"
@@ -137,10 +151,10 @@ class FakeBackend(Backend):
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
         uri = opts.uri
-        unknown = set(uri.query) - {"flavor", "seed", "state"}
+        unknown = set(uri.query) - {"flavor", "seed", "state", "speed"}
         if unknown:
             raise InvalidURIError(
-                f"unknown fake:// parameter(s) {', '.join(sorted(unknown))}; accepted: flavor, seed, state",
+                f"unknown fake:// parameter(s) {', '.join(sorted(unknown))}; accepted: flavor, seed, speed, state",
                 uri=uri.redacted,
             )
         flavor = uri.query.get("flavor")
@@ -155,24 +169,149 @@ class FakeBackend(Backend):
                 seed = int(uri.query["seed"])
             except ValueError:
                 raise InvalidURIError(f"seed must be an integer in {uri.redacted}") from None
+        speed: float | None = None
+        if "speed" in uri.query:
+            try:
+                speed = float(uri.query["speed"])
+            except ValueError:
+                speed = -1.0
+            if not speed > 0 or speed != speed or speed == float("inf"):
+                raise InvalidURIError(f"speed must be a positive number in {uri.redacted}")
         world = opts.options.get("world")
         if world is not None and not isinstance(world, World):
             raise InvalidRequestError("the world= option takes a hvballoon.fake World")
-        self.world: World = world or _registry.world_for(uri, flavor=flavor, seed=seed)
-        self.flavor = self.world.flavor
-        self._host = self.world.host.name
+        self._store: WorldStore | None = None
+        self._world: World | None = None
+        state = uri.query.get("state")
+        if world is not None:
+            self._world = world
+        elif state:
+            from hvballoon.fake.store import WorldStore
+
+            ref = _registry.scenario_ref(uri)
+            self._store = WorldStore(
+                state, lambda: _registry.new_world(ref, flavor=flavor, seed=seed, speed=speed)
+            )
+        else:
+            self._world = _registry.world_for(uri, flavor=flavor, seed=seed, speed=speed)
+        with self._tx("connect") as w:
+            self.flavor = w.flavor
+            self._host = w.host.name
 
     # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, op: str | None, vm: VM | None = None) -> Iterator[World]:
+        """The world for one operation (locked; loaded and saved when persisted), after the
+        clock caught up with real time (wall-clock mode) and the scripted faults had their say."""
+        if self._store is not None:
+            with self._store.transaction() as stored, stored.lock:
+                stored.sync()
+                if op is not None:
+                    self._fault(stored, op, vm)
+                yield stored
+            return
+        w = self._world
+        assert w is not None
+        with w.lock:
+            w.sync()
+            if op is not None:
+                self._fault(w, op, vm)
+            yield w
+
+    def _fault(self, w: World, op: str, vm: VM | None) -> None:
+        rule = w.faults.hit(op, vm.name if vm is not None else None)
+        if rule is None:
+            return
+        where = f"during {op}" + (f" on {vm.name!r}" if vm is not None else "")
+        kind = rule.kind
+        if kind == "slow":
+            if w.clock == "wall":
+                time.sleep(min(rule.latency, self.opts.timeout) / w.speed)
+            else:
+                w.advance(min(rule.latency, self.opts.timeout))
+            if rule.latency > self.opts.timeout:
+                raise OperationTimeoutError(
+                    f"the call did not answer within {self.opts.timeout:g} s {where} (scripted slow call)",
+                    native_code="slow",
+                )
+            return
+        if kind == "stats_stale":
+            ids = [vm.id] if vm is not None else None
+            if rule.vm is not None and vm is None:
+                ids = [g.id for g in w.guests.values() if g.name == rule.vm]
+            w.freeze_reports(ids, rule.duration)
+            return
+        if kind == "vm_vanished":
+            victims = [g for g in w.guests.values() if not g.crashed]
+            if vm is not None:
+                victims = [g for g in victims if g.id == vm.id]
+            elif rule.vm is not None:
+                victims = [g for g in victims if g.name == rule.vm]
+            if victims:
+                w.vanish(victims[0].id)
+            if vm is not None:
+                raise VMNotFoundError(
+                    f"VM {vm.name!r} vanished {where}", vm=vm.name, native_code="vm_vanished"
+                )
+            return
+        if kind == "no_balloon_driver":
+            if op == "set_target" and vm is not None:
+                raise UnsupportedOperationError(
+                    f"cannot change the memory of {vm.name!r}: the guest has no balloon driver running",
+                    vm=vm.name,
+                    native_code="no_balloon_driver",
+                )
+            for g in w.guests.values():
+                if (vm is None and rule.vm in (None, g.name)) or (vm is not None and g.id == vm.id):
+                    w.a["driver"][g.index] = 0.0
+            return
+        errors: dict[str, Callable[[str], HVBalloonError]] = {
+            "connection_lost": lambda m: HVConnectionError(m, native_code=kind),
+            "timeout": lambda m: OperationTimeoutError(m, native_code=kind),
+            "session_expired": lambda m: SessionExpiredError(m, native_code=kind),
+            "permission_denied": lambda m: PermissionDeniedError(m, native_code=kind),
+        }
+        messages = {
+            "connection_lost": "the connection to the hypervisor was lost",
+            "timeout": "the hypervisor did not answer in time",
+            "session_expired": "the session expired and could not be re-established",
+            "permission_denied": "the account lacks the privilege for this operation",
+        }
+        raise errors[kind](f"{messages[kind]} {where} (scripted fault)")
+
+    @property
+    def world(self) -> World:
+        """The world (for a persisted one: a copy as of now; change it through the API)."""
+        if self._world is not None:
+            return self._world
+        with self._tx(None) as w:
+            return w
+
+    @property
+    def store(self) -> WorldStore | None:
+        return self._store
 
     @property
     def native(self) -> World:
         return self.world
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def monotonic(self) -> float:
-        return self.world.now
+        with self._tx(None) as w:
+            return w.now
 
     def sleep(self, seconds: float) -> None:
-        self.world.advance(seconds)
+        with self._tx(None) as w:
+            if w.clock == "wall":
+                time.sleep(seconds / w.speed)
+                w.sync()
+            else:
+                w.advance(seconds)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -180,12 +319,13 @@ class FakeBackend(Backend):
 
     def vm_capabilities(self, vm: VM) -> Capabilities:
         if self.flavor == "hyperv":
-            g = self._guest(vm)
-            return _HYPERV_DM if g.config.get("dynamic") else _HYPERV_STATIC
+            with self._tx(None) as w:
+                g = self._guest(w, vm)
+                return _HYPERV_DM if g.config.get("dynamic") else _HYPERV_STATIC
         return self.capabilities
 
-    def _guest(self, vm: VM) -> Guest:
-        g = self.world.guests.get(vm.id)
+    def _guest(self, w: World, vm: VM) -> Guest:
+        g = w.guests.get(vm.id)
         if g is None or g.crashed:
             raise VMNotFoundError(f"VM {vm.name!r} ({vm.id}) does not exist", vm=vm.name, backend=self.name)
         return g
@@ -203,89 +343,96 @@ class FakeBackend(Backend):
     # -- reading ---------------------------------------------------------------------------
 
     def list_vms(self) -> list[VM]:
-        with self.world.lock:
-            return [self._vm(g) for g in self.world.guests.values() if not g.crashed]
+        with self._tx("list_vms") as w:
+            return [self._vm(g) for g in w.guests.values() if not g.crashed]
 
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
-        with self.world.lock:
+        with self._tx("get_stats", vms[0] if vms and len(vms) == 1 else None) as w:
             guests = (
-                [g for g in self.world.guests.values() if not g.crashed]
+                [g for g in w.guests.values() if not g.crashed]
                 if vms is None
-                else [self._guest(v) for v in vms]
+                else [self._guest(w, v) for v in vms]
             )
-            at = _EPOCH + timedelta(seconds=self.world.now)
-            return [self._stats(g, at) for g in guests]
+            at = _EPOCH + timedelta(seconds=w.now)
+            return [self._stats(w, g, at) for g in guests]
 
-    def _stats(self, g: Guest, at: datetime) -> MemoryStats:
+    def _stats(self, w: World, g: Guest, at: datetime) -> MemoryStats:
         vm = self._vm(g)
-        caps = self.vm_capabilities(vm)
+        dynamic = bool(g.config.get("dynamic"))
+        mechanism = (
+            (Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE)
+            if self.flavor == "hyperv"
+            else FLAVOR_CAPABILITIES[self.flavor].mechanism
+        )
         common: dict[str, Any] = {
             "vm": vm,
-            "mechanism": caps.mechanism,
+            "mechanism": mechanism,
             "collected_at": at,
             "configured_bytes": g.memory_bytes,
         }
         if not g.running:
             return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
+        overhead = int(w.physics.vm_overhead)
         if self.flavor == "kvm":
-            age = self.world.report_age(g)
-            reported = age is not None
+            age = w.report_age(g)
+            report = g.report()
             fields: dict[str, Any] = {
                 "current_bytes": g.current_bytes,
                 "target_bytes": g.target_bytes,
                 "ballooned_bytes": g.ballooned_bytes,
-                "host_consumed_bytes": g.used_bytes + g.cache_bytes + 64 * MiB,
+                "host_consumed_bytes": g.host_resident_bytes + overhead,
                 "guest_report_age_seconds": age,
-                "stale": not reported or (age is not None and age > 3 * max(g.stats_period, 1)),
+                "stale": report is None or (age is not None and age > 3 * max(g.stats_period, 1)),
             }
-            if reported:
+            if report is not None:
                 fields.update(
-                    guest_total_bytes=g.current_bytes,
-                    guest_used_bytes=g.used_bytes,
-                    guest_free_bytes=g.free_bytes,
-                    guest_available_bytes=g.free_bytes + g.cache_bytes,
-                    guest_cache_bytes=g.cache_bytes,
-                    swap_in_bytes=g.swap_in_bytes,
-                    swap_out_bytes=g.swap_out_bytes,
-                    major_faults=g.major_faults,
+                    guest_total_bytes=report["total"],
+                    guest_used_bytes=report["used"],
+                    guest_free_bytes=report["free"],
+                    guest_available_bytes=report["free"] + report["cache"],
+                    guest_cache_bytes=report["cache"],
+                    swap_in_bytes=report["swin"],
+                    swap_out_bytes=report["swout"],
+                    major_faults=report["majf"],
                 )
-            return MemoryStats(**common, **fields)
+            return MemoryStats(**common, **fields, extra={"oom_events": g.oom_events})
         if self.flavor == "esxi":
             limit = g.config.get("limit_bytes")
-            touched = g.used_bytes + g.cache_bytes
-            ballooned = max(0, touched - limit) if limit is not None else 0
             return MemoryStats(
                 **common,
-                current_bytes=g.memory_bytes - ballooned,
+                current_bytes=g.current_bytes,
                 target_bytes=g.target_bytes,
-                ballooned_bytes=ballooned,
+                ballooned_bytes=g.ballooned_bytes,
                 guest_used_bytes=g.used_bytes,
                 demand_bytes=g.used_bytes,
-                host_consumed_bytes=min(touched, limit) if limit is not None else touched,
-                swapped_bytes=0,
-                compressed_bytes=0,
-                shared_bytes=0,
+                host_consumed_bytes=g.host_resident_bytes + overhead,
+                swapped_bytes=g.host_swapped_bytes,
+                compressed_bytes=g.compressed_bytes,
+                shared_bytes=g.shared_bytes,
                 extra={"limit_bytes": limit},
             )
         # hyperv: Get-VM's MemoryAssigned / MemoryDemand; no guest "used" figure
         common["configured_bytes"] = g.config.get("maximum_bytes") or g.memory_bytes
+        demand = g.demand_bytes
+        status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
         return MemoryStats(
             **common,
             current_bytes=g.current_bytes,
             target_bytes=g.target_bytes,
-            demand_bytes=g.used_bytes,
-            guest_available_bytes=max(0, g.current_bytes - g.used_bytes),
-            extra={
-                "memory_status": "OK" if g.current_bytes >= g.used_bytes else "Warning",
-                "dynamic": bool(g.config.get("dynamic")),
-            },
+            demand_bytes=demand,
+            guest_available_bytes=g.free_bytes + g.cache_bytes,
+            extra={"memory_status": status, "dynamic": dynamic},
         )
 
     def get_config(self, vm: VM) -> MemoryConfig:
-        with self.world.lock:
-            g = self._guest(vm)
+        with self._tx("get_config", vm) as w:
+            g = self._guest(w, vm)
             c = g.config
-            caps = self.vm_capabilities(vm)
+            caps = (
+                (_HYPERV_DM if c.get("dynamic") else _HYPERV_STATIC)
+                if self.flavor == "hyperv"
+                else self.capabilities
+            )
             base: dict[str, Any] = {"vm": self._vm(g), "mechanism": caps.mechanism}
             if self.flavor == "kvm":
                 return MemoryConfig(
@@ -318,39 +465,44 @@ class FakeBackend(Backend):
     # -- changing --------------------------------------------------------------------------
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
-        g = self._guest(vm)
-        if (
-            self.flavor == "hyperv"
-            and g.config.get("dynamic")
-            and g.running
-            and target_bytes < g.config["maximum_bytes"]
-        ):
-            raise InvalidStateError(
-                f"{vm.name!r} uses Dynamic Memory and is running: its maximum "
-                f"({format_size(g.config['maximum_bytes'])}) can only be raised while it runs, "
-                f"so a target of {format_size(target_bytes)} is refused. Allowed now: a target "
-                f"of at least {format_size(g.config['maximum_bytes'])}, or lower the buffer or "
-                "priority, or change the range with the VM off",
-                vm=vm.name,
-                backend=self.name,
-                details={"rule": "maximum_only_up_while_running", "maximum_bytes": g.config["maximum_bytes"]},
-            )
-        if self.flavor == "kvm" and target_bytes > g.config["maximum_bytes"]:
-            raise TargetAboveMaximumError(
-                f"target above the maximum {format_size(g.config['maximum_bytes'])}",
-                vm=vm.name,
-                backend=self.name,
-            )
+        with self._tx(None) as w:
+            g = self._guest(w, vm)
+            if (
+                self.flavor == "hyperv"
+                and g.config.get("dynamic")
+                and g.running
+                and target_bytes < g.config["maximum_bytes"]
+            ):
+                raise InvalidStateError(
+                    f"{vm.name!r} uses Dynamic Memory and is running: its maximum "
+                    f"({format_size(g.config['maximum_bytes'])}) can only be raised while it runs, "
+                    f"so a target of {format_size(target_bytes)} is refused. Allowed now: a target "
+                    f"of at least {format_size(g.config['maximum_bytes'])}, or lower the buffer or "
+                    "priority, or change the range with the VM off",
+                    vm=vm.name,
+                    backend=self.name,
+                    details={
+                        "rule": "maximum_only_up_while_running",
+                        "maximum_bytes": g.config["maximum_bytes"],
+                    },
+                )
+            if self.flavor == "kvm" and target_bytes > g.config["maximum_bytes"]:
+                raise TargetAboveMaximumError(
+                    f"target above the maximum {format_size(g.config['maximum_bytes'])}",
+                    vm=vm.name,
+                    backend=self.name,
+                )
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
-        g = self._guest(vm)
-        if self.flavor == "esxi":
-            self.world.set_config(g.id, {"limit_bytes": target_bytes})
-        elif self.flavor == "hyperv":
-            key = "maximum_bytes" if g.config.get("dynamic") else "startup_bytes"
-            self.world.set_config(g.id, {key: target_bytes})
-        else:
-            self.world.set_target(g.id, target_bytes)
+        with self._tx("set_target", vm) as w:
+            g = self._guest(w, vm)
+            if self.flavor == "esxi":
+                w.set_config(g.id, {"limit_bytes": target_bytes})
+            elif self.flavor == "hyperv":
+                key = "maximum_bytes" if g.config.get("dynamic") else "startup_bytes"
+                w.set_config(g.id, {key: target_bytes})
+            else:
+                w.set_target(g.id, target_bytes)
 
     def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
         if self.flavor == "hyperv" and running:
@@ -384,5 +536,6 @@ class FakeBackend(Backend):
                 raise InvalidRequestError("the reservation cannot exceed the VM's memory", vm=vm.name)
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
-        g = self._guest(vm)
-        self.world.set_config(g.id, changes)
+        with self._tx("set_config", vm) as w:
+            g = self._guest(w, vm)
+            w.set_config(g.id, changes)

@@ -24,9 +24,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from hvballoon.errors import HVBalloonError, ScenarioError
-from hvballoon.units import parse_size
+from hvballoon.units import parse_duration, parse_size
 
-__all__ = ["Flavor", "HostSpec", "Scenario", "VMSpec", "WorkloadSpec", "builtin_scenarios", "load_scenario"]
+__all__ = [
+    "BalloonSpec",
+    "FaultSpec",
+    "Flavor",
+    "HostSpec",
+    "Scenario",
+    "VMSpec",
+    "WorkloadSpec",
+    "builtin_scenarios",
+    "load_scenario",
+]
 
 Flavor = Literal["kvm", "esxi", "hyperv"]
 
@@ -45,13 +55,40 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except HVBalloonError as exc:
+        raise ValueError(exc.message) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
 class WorkloadSpec(_Spec):
-    """How a guest's memory demand behaves over time (the simulator animates it)."""
+    """How a guest's memory demand behaves over time (see :mod:`hvballoon.fake.workloads`)."""
 
     kind: Literal["constant", "diurnal", "ramp", "spike", "random_walk", "jvm", "database", "mixed"] = (
         "constant"
     )
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params(self) -> WorkloadSpec:
+        from hvballoon.fake.workloads import validate_params
+
+        validate_params(self.kind, self.params)
+        return self
+
+
+class BalloonSpec(_Spec):
+    """Balloon driver physics; unset rates take the flavour's defaults (per second)."""
+
+    inflate_rate: Size | None = Field(default=None, description="Bytes per second the balloon inflates.")
+    deflate_rate: Size | None = Field(default=None, description="Bytes per second it deflates.")
+    panic_delay: Duration = Field(
+        default=4.0, ge=0, description="Seconds from a balloon stalled on unfreeable memory to the panic."
+    )
 
 
 class HostSpec(_Spec):
@@ -59,6 +96,41 @@ class HostSpec(_Spec):
     physical: Size = Field(description="Physical memory of the host.")
     overhead: Size = Field(default=0, description="Memory the hypervisor itself uses.")
     reserve: Size = Field(default=0, description="Memory the host keeps free.")
+    swap: Size | None = Field(
+        default=None, description="Host swap space (KVM); default: a quarter of physical."
+    )
+    balloon: BalloonSpec = Field(default_factory=BalloonSpec)
+    rebalance_period: Duration | None = Field(
+        default=None, gt=0, description="How often ESXi / Hyper-V re-decide balloons (15 s / 1 s)."
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> HostSpec:
+        if self.physical <= 0:
+            raise ValueError("physical must be above zero")
+        if self.overhead + self.reserve >= self.physical:
+            raise ValueError("overhead + reserve leave no memory for VMs")
+        return self
+
+
+class FaultSpec(_Spec):
+    """A scripted fault (see :mod:`hvballoon.fake.faults`)."""
+
+    op: str = "*"
+    kind: str
+    count: int | None = Field(default=None, ge=1)
+    after: int = Field(default=0, ge=0)
+    probability: float | None = Field(default=None, gt=0, le=1)
+    vm: str | None = None
+    latency: Duration = 0.0
+    duration: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _known(self) -> FaultSpec:
+        from hvballoon.fake.faults import check_fault
+
+        check_fault(self.op, self.kind)
+        return self
 
 
 class VMSpec(_Spec):
@@ -70,6 +142,10 @@ class VMSpec(_Spec):
     unfreeable: Size = Field(default=0, description="Memory the guest cannot free (pinned, tmpfs).")
     swap: Size = Field(default=0, description="Guest swap space.")
     power_state: Literal["running", "stopped", "paused", "suspended"] = "running"
+    kernel: Size | None = Field(default=None, description="Kernel baseline (part of used; never freed).")
+    cache_max: Size | None = Field(
+        default=None, description="Page cache the guest grows to; default 2x cache."
+    )
     stats_period: int = Field(default=10, ge=0, description="KVM balloon stats period; 0 = off.")
     target: Size | None = Field(default=None, description="Initial target; default: memory.")
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
@@ -95,6 +171,8 @@ class VMSpec(_Spec):
             raise ValueError("used + cache exceed memory")
         if self.unfreeable > self.used:
             raise ValueError("unfreeable memory is part of used memory: it cannot exceed used")
+        if self.kernel is not None and self.kernel + self.unfreeable > max(self.used, 1):
+            raise ValueError("kernel + unfreeable memory are part of used memory: they cannot exceed used")
         if self.target is not None and self.target > self.memory:
             raise ValueError("target is above memory")
         lo, mid, hi = self.minimum, self.startup, self.maximum
@@ -110,8 +188,10 @@ class Scenario(_Spec):
     description: str = ""
     flavor: Flavor = "kvm"
     seed: int = 0
+    step: Duration = Field(default=1.0, gt=0, le=60, description="Simulation step in seconds.")
     host: HostSpec
     vms: list[VMSpec] = Field(min_length=1)
+    faults: list[FaultSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Scenario:

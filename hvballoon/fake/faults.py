@@ -1,0 +1,135 @@
+"""Scripted faults (moto style): make the fake backend fail the way real hypervisors do.
+
+A rule names an operation (``connect``, ``list_vms``, ``get_stats``, ``get_config``,
+``set_target``, ``set_config`` or ``*``), a kind, and when it fires: the first ``count`` calls
+(default 1), only ``after`` N matching calls, or each call with a seeded ``probability``.
+
+>>> from hvballoon.fake.faults import FaultPlan
+>>> plan = FaultPlan(seed=1)
+>>> _ = plan.add(op="get_stats", kind="connection_lost", count=2)
+>>> [plan.hit("get_stats") is not None for _ in range(3)]
+[True, True, False]
+
+The world only decides *whether* a fault fires; the fake backend turns it into the error the
+real backend raises (connection lost, timeout and session expired are retryable there too).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["FAULT_KINDS", "FAULT_OPS", "Fault", "FaultPlan", "check_fault"]
+
+FAULT_KINDS: tuple[str, ...] = (
+    "connection_lost",
+    "timeout",
+    "session_expired",
+    "permission_denied",
+    "vm_vanished",
+    "no_balloon_driver",
+    "stats_stale",
+    "slow",
+)
+FAULT_OPS: tuple[str, ...] = (
+    "*",
+    "connect",
+    "list_vms",
+    "get_stats",
+    "get_config",
+    "set_target",
+    "set_config",
+)
+
+
+def check_fault(op: str, kind: str) -> None:
+    """Raise ValueError naming the accepted values when ``op`` or ``kind`` is unknown."""
+    if op not in FAULT_OPS:
+        raise ValueError(f"unknown fault op {op!r}; accepted: {', '.join(FAULT_OPS)}")
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; accepted: {', '.join(FAULT_KINDS)}")
+
+
+@dataclass
+class Fault:
+    """One rule and its counters."""
+
+    op: str
+    kind: str
+    count: int | None = None
+    after: int = 0
+    probability: float | None = None
+    vm: str | None = None
+    latency: float = 0.0
+    duration: float = 300.0
+    seen: int = 0
+    fired: int = 0
+
+    def matches(self, op: str, vm: str | None) -> bool:
+        if self.op not in ("*", op):
+            return False
+        return self.vm is None or vm is None or self.vm == vm
+
+
+@dataclass
+class FaultPlan:
+    """The world's fault rules; deterministic for a seed, and plain data (persistable)."""
+
+    seed: int = 0
+    rules: list[Fault] = field(default_factory=list)
+
+    def add(
+        self,
+        *,
+        op: str = "*",
+        kind: str,
+        count: int | None = None,
+        after: int = 0,
+        probability: float | None = None,
+        vm: str | None = None,
+        latency: float = 0.0,
+        duration: float = 300.0,
+    ) -> Fault:
+        """Add a rule. Without ``count`` or ``probability`` it fires once."""
+        check_fault(op, kind)
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1")
+        if probability is not None and not 0 < probability <= 1:
+            raise ValueError("probability must be in (0, 1]")
+        if after < 0 or latency < 0 or duration < 0:
+            raise ValueError("after, latency and duration must not be negative")
+        if count is None and probability is None:
+            count = 1
+        rule = Fault(op, kind, count, after, probability, vm, float(latency), float(duration))
+        self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def hit(self, op: str, vm: str | None = None) -> Fault | None:
+        """Count a call of ``op`` (on ``vm``) against every rule; the first rule that fires."""
+        fired: Fault | None = None
+        for index, rule in enumerate(self.rules):
+            if not rule.matches(op, vm):
+                continue
+            rule.seen += 1
+            if fired is not None or rule.seen <= rule.after:
+                continue
+            if rule.count is not None and rule.fired >= rule.count:
+                continue
+            if rule.probability is not None:
+                draw = random.Random(f"{self.seed}:{index}:{rule.seen}").random()
+                if draw >= rule.probability:
+                    continue
+            rule.fired += 1
+            fired = rule
+        return fired
+
+    def to_data(self) -> dict[str, Any]:
+        return {"seed": self.seed, "rules": [asdict(r) for r in self.rules]}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> FaultPlan:
+        return cls(seed=int(data.get("seed", 0)), rules=[Fault(**r) for r in data.get("rules", [])])

@@ -1,0 +1,222 @@
+"""Recording a run: time series per VM (demand, current, balloon, guest swap, OOM events) and
+for the host (free, reclaimed), written as JSON or CSV and drawn as a PNG.
+
+>>> from hvballoon.fake.scenario import load_scenario
+>>> from hvballoon.fake.world import World
+>>> w = World(load_scenario("seed"))
+>>> rec = w.record(every=60)
+>>> w.advance(600)
+>>> len(rec.t), sorted(rec.to_data()["vms"])[:2]
+(11, ['app01', 'app02'])
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from hvballoon.fake.world import World
+
+__all__ = ["SERIES", "Recorder", "plot"]
+
+#: Per-VM series, in bytes (``oom_events`` is a cumulative count).
+SERIES = ("demand_bytes", "current_bytes", "balloon_bytes", "guest_swap_bytes", "oom_events")
+
+
+class Recorder:
+    """Samples the world every ``every`` seconds of simulated time."""
+
+    def __init__(self, world: World, *, every: float = 1.0) -> None:
+        if not every > 0:
+            raise ValueError("every must be above zero")
+        self.world = world
+        self.every = float(every)
+        self.t: list[float] = []
+        self.vm_rows: dict[str, list[list[float]]] = {s: [] for s in SERIES}
+        self.host_free: list[float] = []
+        self.host_swap: list[float] = []
+        self._next = world.now
+
+    def sample_now(self) -> None:
+        w, a = self.world, self.world.a
+        self.t.append(w.now)
+        self.vm_rows["demand_bytes"].append(a["dem"].tolist())
+        self.vm_rows["current_bytes"].append(a["cur"].tolist())
+        self.vm_rows["balloon_bytes"].append([g.ballooned_bytes for g in w.guests.values()])
+        self.vm_rows["guest_swap_bytes"].append(a["swp"].tolist())
+        self.vm_rows["oom_events"].append(a["ooms"].tolist())
+        self.host_free.append(float(w.host_free_bytes))
+        self.host_swap.append(float(a["hsw"].sum() + a["comp"].sum() + a["shr"].sum()))
+        self._next = w.now + self.every
+
+    def take(
+        self,
+        t: npt.NDArray[np.float64],
+        dem: npt.NDArray[np.float64],
+        cur: npt.NDArray[np.float64],
+        swp: npt.NDArray[np.float64],
+        oom: npt.NDArray[np.bool_],
+        host_free: npt.NDArray[np.float64],
+        reclaimed: npt.NDArray[np.float64],
+        act: npt.NDArray[np.bool_],
+    ) -> None:
+        """Called by the world with a block of steps; keeps the rows on the sampling grid."""
+        import numpy as np
+
+        rows = np.nonzero(t >= self._next - 1e-9)[0]
+        if rows.size == 0:
+            return
+        picked = []
+        nxt = self._next
+        for r in rows.tolist():
+            if t[r] >= nxt - 1e-9:
+                picked.append(r)
+                nxt = t[r] + self.every
+        self._next = nxt
+        a = self.world.a
+        mem = a["mem"]
+        n = dem.shape[1]
+        ooms_before = a["ooms"]
+        prev = np.vstack([a["oomf"][None, :] > 0, oom[:-1]])
+        new_oom = np.cumsum(oom & ~prev & act, axis=0)
+
+        def row(arr: npt.NDArray[Any], r: int) -> npt.NDArray[Any]:
+            picked_row: npt.NDArray[Any] = arr[r] if arr.shape[0] > 1 else arr[0]
+            return picked_row
+
+        for r in picked:
+            c = np.where(act, row(cur, r), a["cur"])
+            self.t.append(float(t[r]))
+            self.vm_rows["demand_bytes"].append(np.where(act, row(dem, r), 0.0).tolist())
+            self.vm_rows["current_bytes"].append(c.tolist())
+            self.vm_rows["balloon_bytes"].append(np.where(act, mem - c, 0.0).tolist())
+            self.vm_rows["guest_swap_bytes"].append(np.where(act, row(swp, r), 0.0).tolist())
+            self.vm_rows["oom_events"].append((ooms_before + new_oom[r]).tolist())
+            self.host_free.append(float(host_free[r]))
+            self.host_swap.append(float(row(reclaimed, r).sum()) if reclaimed.ndim == 2 else 0.0)
+        del n
+
+    # -- output -------------------------------------------------------------------------
+
+    def to_data(self) -> dict[str, Any]:
+        """``{"t": [...], "vms": {name: {series: [...]}}, "host": {...}, "events": [...]}``."""
+        names = self.world.names
+        vms: dict[str, dict[str, list[int]]] = {name: {} for name in names}
+        for series, rows in self.vm_rows.items():
+            for i, name in enumerate(names):
+                vms[name][series] = [int(r[i]) for r in rows]
+        w = self.world
+        return {
+            "scenario": w.scenario.name,
+            "flavor": w.flavor,
+            "seed": w.seed,
+            "every_seconds": self.every,
+            "t": list(self.t),
+            "vms": vms,
+            "host": {
+                "physical_bytes": w.host.physical_bytes,
+                "free_bytes": [int(x) for x in self.host_free],
+                "reclaimed_bytes": [int(x) for x in self.host_swap],
+            },
+            "events": list(w.events),
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_data())
+        if path is not None:
+            Path(path).write_text(text, "utf-8")
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """One row per sample and VM; the host's figures repeat on each row of a sample."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["t_seconds", "vm", *SERIES, "host_free_bytes", "host_reclaimed_bytes"])
+        names = self.world.names
+        for k, t in enumerate(self.t):
+            for i, name in enumerate(names):
+                values = [int(self.vm_rows[s][k][i]) for s in SERIES]
+                writer.writerow([f"{t:g}", name, *values, int(self.host_free[k]), int(self.host_swap[k])])
+        text = out.getvalue()
+        if path is not None:
+            Path(path).write_text(text, "utf-8")
+        return text
+
+
+def plot(data: dict[str, Any], path: str | Path, *, title: str | None = None) -> None:
+    """Draw a recorded run (``Recorder.to_data()``) as a PNG: per-VM panels and the host.
+
+    Needs matplotlib (``pip install 'hvballoon[plot]'``), imported only here.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from hvballoon.errors import BackendNotInstalledError
+
+        raise BackendNotInstalledError(
+            "plotting needs matplotlib: pip install 'hvballoon[plot]'",
+            details={"install": "pip install 'hvballoon[plot]'"},
+        ) from exc
+    gib = 1024**3
+    hours = [x / 3600 for x in data["t"]]
+    names = sorted(data["vms"])
+    fig, (ax_cur, ax_dem, ax_host) = plt.subplots(3, 1, figsize=(12, 11), sharex=True)
+    cmap = plt.get_cmap("tab20")
+    for k, name in enumerate(names):
+        s = data["vms"][name]
+        color = cmap(k % 20)
+        ax_cur.plot(hours, [v / gib for v in s["current_bytes"]], color=color, label=name, lw=1.4)
+        ax_dem.plot(hours, [v / gib for v in s["demand_bytes"]], color=color, lw=1.4)
+        swap = [v / gib for v in s["guest_swap_bytes"]]
+        if any(swap):
+            ax_dem.plot(hours, swap, color=color, lw=1, ls=":")
+        ooms = s["oom_events"]
+        marks = [i for i in range(1, len(ooms)) if ooms[i] > ooms[i - 1]]
+        if marks:
+            ax_dem.scatter(
+                [hours[i] for i in marks],
+                [s["demand_bytes"][i] / gib for i in marks],
+                color=color,
+                marker="x",
+                s=40,
+                zorder=3,
+            )
+    ax_cur.set_ylabel("current memory (GiB)\n(configured - balloon)")
+    ax_cur.legend(ncol=min(5, max(1, len(names))), fontsize=8, loc="lower left")
+    ax_dem.set_ylabel("guest demand (GiB)\n(dotted: guest swap, x: OOM)")
+    host = data["host"]
+    phys = host["physical_bytes"] / gib
+    ax_host.plot(hours, [v / gib for v in host["free_bytes"]], color="tab:green", label="host free")
+    ax_host.plot(
+        hours,
+        [v / gib for v in host["reclaimed_bytes"]],
+        color="tab:red",
+        label="host reclaimed (swap, compressed, shared)",
+    )
+    ax_host.set_ylabel(f"host memory (GiB)\nof {phys:g} GiB physical")
+    ax_host.set_xlabel("simulated time (hours)")
+    ax_host.legend(fontsize=8, loc="upper left")
+    for ax in (ax_cur, ax_dem, ax_host):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    promised = (
+        sum(data["vms"][n]["current_bytes"][0] + data["vms"][n]["balloon_bytes"][0] for n in names) / gib
+    )
+    fig.suptitle(
+        title
+        or f"{data['scenario']} ({data['flavor']}): {len(names)} VMs, {promised:g} GiB promised "
+        f"on {phys:g} GiB"
+    )
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)

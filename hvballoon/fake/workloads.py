@@ -1,0 +1,264 @@
+"""Workloads: how a guest's memory demand moves over time, validated and vectorised.
+
+Every kind describes a *change* from the VM's ``used`` figure, so at time zero the guest uses
+exactly what the scenario says; ``mixed`` adds the changes of its parts. Sizes use hvballoon's
+spellings (``2GiB``), durations ``'30m'``/``'8h'`` or seconds.
+
+==============  ===========================================================================
+kind            params
+==============  ===========================================================================
+constant        (none)
+diurnal         amplitude (size), period (24h), phase (0s)
+ramp            to (size), over (duration), start (0s)
+spike           at, duration, size, rise (30s)
+random_walk     step (64MiB: standard deviation per minute), low, high (sizes; the walk
+                reflects off them; default kernel+unfreeable .. 90 % of memory)
+jvm             heap (size), initial_heap (= heap: all taken at start), warmup (30m),
+                touch_rate (0.05/s: how fast a squeezed heap is faulted back by the GC)
+database        buffer_pool (size), filled (= buffer_pool), warmup (1h), query_memory (0),
+                period (24h), touch_rate (0.02/s)
+mixed           parts: a list of {kind, params} (not mixed)
+==============  ===========================================================================
+
+A JVM heap and a database buffer pool are taken and never given back to the OS: the curve
+never falls, and when the balloon squeezes the guest those pages go to the guest's swap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from hvballoon.errors import HVBalloonError
+from hvballoon.units import MiB, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["KINDS", "TOUCH_RATES", "Component", "WorkloadBlock", "validate_params"]
+
+
+def _size(value: Any) -> int:
+    try:
+        return parse_size(value, allow_zero=True)
+    except HVBalloonError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except HVBalloonError as exc:
+        raise ValueError(exc.message) from None
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConstantParams(_Params):
+    pass
+
+
+class DiurnalParams(_Params):
+    amplitude: Size
+    period: Duration = Field(default=86400.0, gt=0)
+    phase: Duration = 0.0
+
+
+class RampParams(_Params):
+    to: Size
+    over: Duration = Field(gt=0)
+    start: Duration = 0.0
+
+
+class SpikeParams(_Params):
+    at: Duration
+    duration: Duration = Field(gt=0)
+    size: Size
+    rise: Duration = Field(default=30.0, gt=0)
+
+
+class RandomWalkParams(_Params):
+    step: Size = 64 * MiB
+    low: Size | None = None
+    high: Size | None = None
+
+
+class JVMParams(_Params):
+    heap: Size
+    initial_heap: Size | None = None
+    warmup: Duration = Field(default=1800.0, gt=0)
+    touch_rate: float = Field(default=0.05, ge=0, le=10)
+
+
+class DatabaseParams(_Params):
+    buffer_pool: Size
+    filled: Size | None = None
+    warmup: Duration = Field(default=3600.0, gt=0)
+    query_memory: Size = 0
+    period: Duration = Field(default=86400.0, gt=0)
+    touch_rate: float = Field(default=0.02, ge=0, le=10)
+
+
+class PartSpec(_Params):
+    kind: Literal["constant", "diurnal", "ramp", "spike", "random_walk", "jvm", "database"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MixedParams(_Params):
+    parts: list[PartSpec] = Field(min_length=1)
+
+
+_MODELS: dict[str, type[_Params]] = {
+    "constant": ConstantParams,
+    "diurnal": DiurnalParams,
+    "ramp": RampParams,
+    "spike": SpikeParams,
+    "random_walk": RandomWalkParams,
+    "jvm": JVMParams,
+    "database": DatabaseParams,
+    "mixed": MixedParams,
+}
+KINDS: tuple[str, ...] = tuple(_MODELS)
+
+#: How fast (per second) swapped pages of a squeezed workload are touched again.
+TOUCH_RATES: dict[str, float] = {"jvm": 0.05, "database": 0.02}
+DEFAULT_TOUCH_RATE = 0.002
+
+
+def validate_params(kind: str, params: dict[str, Any]) -> _Params:
+    """Validate ``params`` for ``kind``; a ValueError names the parameter and the problem."""
+    model = _MODELS[kind]
+    try:
+        parsed = model.model_validate(params)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            problems.append(f"params.{loc}: {e['msg'].removeprefix('Value error, ')}" if loc else e["msg"])
+        raise ValueError(f"{kind} workload: " + "; ".join(problems)) from None
+    if isinstance(parsed, MixedParams):
+        for i, part in enumerate(parsed.parts):
+            try:
+                validate_params(part.kind, part.params)
+            except ValueError as exc:
+                raise ValueError(f"mixed workload: parts.{i}: {exc}") from None
+    return parsed
+
+
+class Component:
+    """One workload part of one VM (a ``mixed`` VM has several)."""
+
+    __slots__ = ("kind", "params", "vm")
+
+    def __init__(self, vm: int, kind: str, params: _Params) -> None:
+        self.vm = vm
+        self.kind = kind
+        self.params = params
+
+
+def components(vm: int, kind: str, params: dict[str, Any]) -> list[Component]:
+    parsed = validate_params(kind, params)
+    if isinstance(parsed, MixedParams):
+        return [Component(vm, p.kind, validate_params(p.kind, p.params)) for p in parsed.parts]
+    return [Component(vm, kind, parsed)]
+
+
+def touch_rate(kind: str, params: dict[str, Any]) -> float:
+    parsed = validate_params(kind, params)
+    if isinstance(parsed, MixedParams):
+        return max(touch_rate(p.kind, p.params) for p in parsed.parts)
+    return float(getattr(parsed, "touch_rate", DEFAULT_TOUCH_RATE))
+
+
+class WorkloadBlock:
+    """All components of one kind, as arrays: computes their demand change for a time block.
+
+    ``used``, ``floor`` and ``memory`` are the per-VM figures the parameters default against.
+    The random walk's unreflected position is state (``walk``), advanced with seeded draws.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        comps: list[Component],
+        used: npt.NDArray[np.float64],
+        floor: npt.NDArray[np.float64],
+        memory: npt.NDArray[np.float64],
+    ) -> None:
+        import numpy as np
+
+        self.kind = kind
+        self.vm = np.array([c.vm for c in comps], dtype=np.int64)
+        self.unique = len(set(self.vm.tolist())) == len(comps)
+        u = used[self.vm]
+        p: dict[str, npt.NDArray[np.float64]] = {}
+
+        def col(name: str) -> npt.NDArray[np.float64]:
+            return np.array([float(getattr(c.params, name)) for c in comps], dtype=np.float64)
+
+        def opt(name: str, fallback: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+            vals = [getattr(c.params, name) for c in comps]
+            return np.array([f if v is None else v for v, f in zip(vals, fallback.tolist(), strict=True)])
+
+        if kind == "diurnal":
+            p["amp"], p["period"], p["phase"] = col("amplitude"), col("period"), col("phase")
+        elif kind == "ramp":
+            p["delta"] = col("to") - u
+            p["over"], p["start"] = col("over"), col("start")
+        elif kind == "spike":
+            p["at"], p["dur"], p["size"], p["rise"] = col("at"), col("duration"), col("size"), col("rise")
+        elif kind == "random_walk":
+            p["step"] = col("step")
+            lo = np.minimum(opt("low", floor[self.vm]), u)
+            hi = np.maximum(opt("high", 0.9 * memory[self.vm]), u)
+            p["lo"], p["width"] = lo - u, np.maximum(hi - lo, 1.0)
+        elif kind == "jvm":
+            heap = col("heap")
+            initial = opt("initial_heap", heap)
+            p["grow"], p["warmup"] = np.maximum(heap - initial, 0.0), col("warmup")
+        elif kind == "database":
+            pool = col("buffer_pool")
+            filled = opt("filled", pool)
+            p["grow"], p["warmup"] = np.maximum(pool - filled, 0.0), col("warmup")
+            p["query"], p["period"] = col("query_memory"), col("period")
+        self.p = p
+        self.walk = np.zeros(len(comps), dtype=np.float64)
+
+    def delta(
+        self, t: npt.NDArray[np.float64], dt: float, rng: np.random.Generator
+    ) -> npt.NDArray[np.float64]:
+        """Demand change from ``used`` at times ``t`` (shape (steps,)) → (steps, components)."""
+        import numpy as np
+
+        p, tt = self.p, t[:, None]
+        if self.kind == "diurnal":
+            return p["amp"] * np.sin((2 * np.pi) * (tt + p["phase"]) / p["period"])
+        if self.kind == "ramp":
+            return p["delta"] * np.clip((tt - p["start"]) / p["over"], 0.0, 1.0)
+        if self.kind == "spike":
+            up = np.clip((tt - p["at"]) / p["rise"], 0.0, 1.0)
+            down = np.clip((p["at"] + p["dur"] - tt) / p["rise"], 0.0, 1.0)
+            return p["size"] * np.minimum(up, down)
+        if self.kind == "random_walk":
+            draws = rng.standard_normal((len(t), len(self.walk)))
+            path = self.walk + np.cumsum(draws * (p["step"] * np.sqrt(dt / 60.0)), axis=0)
+            self.walk = path[-1].copy()
+            # fold the free walk into [lo, lo + width]: a walk reflected at both bounds
+            w2 = 2 * p["width"]
+            x: npt.NDArray[np.float64] = np.mod(path - p["lo"], w2)
+            folded: npt.NDArray[np.float64] = p["lo"] + np.minimum(x, w2 - x)
+            return folded
+        if self.kind == "jvm":
+            return p["grow"] * np.clip(tt / p["warmup"], 0.0, 1.0)
+        if self.kind == "database":
+            fill = p["grow"] * np.clip(tt / p["warmup"], 0.0, 1.0)
+            return fill + p["query"] * 0.5 * (1.0 - np.cos((2 * np.pi) * tt / p["period"]))
+        return np.zeros((len(t), len(self.walk)))
