@@ -30,6 +30,7 @@ travel as base64 JSON (:mod:`hvballoon_hyperv._scripts`); native faults are mapp
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -55,6 +56,8 @@ from hvballoon_hyperv._errors import translate_errors
 from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY
 
 __all__ = ["DYNAMIC_CAPABILITIES", "STATIC_CAPABILITIES", "HyperVBackend"]
+
+log = logging.getLogger("hvballoon.hyperv")
 
 #: Hyper-V sizes are whole multiples of 2 MiB.
 ALIGNMENT = 2 * MiB
@@ -189,6 +192,10 @@ class HyperVBackend(Backend):
                 )
         if opts.ca_file is not None and not os.path.isfile(opts.ca_file):
             raise InvalidRequestError(f"ca_file {opts.ca_file!r} is not a file", uri=self._uri)
+        if transport == "basic" and scheme == "http":
+            log.warning(
+                "Basic authentication over plain HTTP sends the password in clear text (%s)", self._uri
+            )
         port = uri.port or (5986 if scheme == "https" else 5985)
         host = f"[{uri.host}]" if ":" in uri.host else uri.host
         self.transport = transport
