@@ -491,5 +491,9 @@ from hvballoon.cli_fleet import exporter_cmd, watch_cmd  # noqa: E402 - needs th
 main.add_command(watch_cmd)
 main.add_command(exporter_cmd)
 
+from hvballoon.cli_policy import autoballoon_cmd  # noqa: E402
+
+main.add_command(autoballoon_cmd)
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,174 @@
+"""``hvballoon autoballoon``: run the auto-balloon controller from a shell.
+
+Registered on :data:`hvballoon.cli.main`. Each round prints the decisions that move something
+(``--verbose``: every decision); ``--json`` prints one JSON object per decision and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hvballoon.cli import _conn, connection_options, handle_errors, json_option, session
+from hvballoon.errors import InvalidRequestError
+from hvballoon.units import format_size, parse_duration, parse_size
+
+__all__ = ["autoballoon_cmd"]
+
+EPILOG = """\b
+Examples:
+  hvballoon autoballoon fake://seed --policy hvballoon --once --dry-run
+  hvballoon autoballoon fake://seed --policy mom --rounds 30 --json
+  hvballoon autoballoon qemu:///system --policy hvballoon --host-memory 128GiB \\
+      --self-managed db01 --floor web01=4GiB --interval 10s
+  hvballoon autoballoon esxi://root@esx01 --policy hvballoon --settings fleet.yaml
+\b
+Policies: static (never moves), mom (oVirt MoM's default balloon rules), proxmox (Proxmox VE's
+auto-ballooning), hvballoon (ours). The fake backend runs on virtual time: use --rounds.
+"""
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
+    out = {}
+    for item in values:
+        name, sep, size = item.partition("=")
+        if not sep or not name:
+            raise InvalidRequestError(f"--{what} takes VM=SIZE (e.g. web01=4GiB), got {item!r}")
+        out[name] = parse_size(size, what=what)
+    return out
+
+
+def _load_settings(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    text = Path(path).read_text("utf-8")
+    if path.endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"{path}: the settings file must hold a mapping")
+    return data
+
+
+def _line(d: Any) -> str:
+    moved = d.action in ("raise", "lower")
+    change = (
+        f"{format_size(d.before_bytes)} -> {format_size(d.after_bytes)}"
+        if moved
+        else format_size(d.before_bytes)
+    )
+    if moved and d.dry_run:
+        change += " (dry run)"
+    return f"[{d.round}] {d.vm}: {d.action} {change} [{d.rule}] {d.reason}"
+
+
+@click.command("autoballoon", epilog=EPILOG)
+@click.argument("uri")
+@click.option(
+    "--policy",
+    "policy_name",
+    default="hvballoon",
+    show_default=True,
+    type=click.Choice(["static", "mom", "proxmox", "hvballoon"]),
+    help="The policy deciding the targets.",
+)
+@click.option("--interval", default="10s", show_default=True, help="Time between rounds.")
+@click.option("--dry-run", is_flag=True, help="Decide and check each move, change nothing.")
+@click.option("--once", is_flag=True, help="Run one round and exit.")
+@click.option("--rounds", type=click.IntRange(min=1), help="Run this many rounds and exit.")
+@click.option("--host-memory", help="The host's physical memory (e.g. 128GiB); fake:// reads it itself.")
+@click.option("--host-overhead", default="0", help="Memory the host uses besides the VMs.")
+@click.option("--host-reserve", default="0", help="Memory the policies keep free on the host.")
+@click.option("--settings", "settings_file", type=click.Path(dir_okay=False), help="YAML/JSON settings.")
+@click.option("--exclude", multiple=True, metavar="VM", help="Never touch this VM (repeatable).")
+@click.option("--self-managed", multiple=True, metavar="VM", help="Never lower this VM (JVM, database).")
+@click.option("--floor", multiple=True, metavar="VM=SIZE", help="Never below SIZE (repeatable).")
+@click.option("--ceiling", multiple=True, metavar="VM=SIZE", help="Never above SIZE (repeatable).")
+@click.option("--max-lower", help="Lower one VM by at most this much per round.")
+@click.option("--max-changes", type=click.IntRange(min=1), help="At most this many changes per round.")
+@click.option("--verbose", "-v", is_flag=True, help="Print every decision, holds included.")
+@json_option
+@connection_options
+@handle_errors
+def autoballoon_cmd(
+    uri: str,
+    policy_name: str,
+    interval: str,
+    dry_run: bool,
+    once: bool,
+    rounds: int | None,
+    host_memory: str | None,
+    host_overhead: str,
+    host_reserve: str,
+    settings_file: str | None,
+    exclude: tuple[str, ...],
+    self_managed: tuple[str, ...],
+    floor: tuple[str, ...],
+    ceiling: tuple[str, ...],
+    max_lower: str | None,
+    max_changes: int | None,
+    verbose: bool,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Balloon the VMs of URI automatically by a policy, explaining every decision."""
+    from hvballoon.policy import Controller, ControllerSettings
+
+    opts = _conn(kw)
+    data = _load_settings(settings_file)
+    seconds = parse_duration(interval, what="interval")
+    if seconds <= 0:
+        raise InvalidRequestError("--interval must be above zero")
+    data["interval_seconds"] = seconds
+    if host_memory is not None:
+        data["host_memory_bytes"] = parse_size(host_memory, what="host memory")
+    data.setdefault("host_overhead_bytes", parse_size(host_overhead, what="host overhead", allow_zero=True))
+    data.setdefault("host_reserve_bytes", parse_size(host_reserve, what="host reserve", allow_zero=True))
+    if max_lower is not None:
+        data["max_lower_bytes_per_round"] = parse_size(max_lower, what="max lower")
+    if max_changes is not None:
+        data["max_changes_per_round"] = max_changes
+    vms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (data.get("vms") or {}).items()}
+    for name in exclude:
+        vms.setdefault(name, {})["exclude"] = True
+    for name in self_managed:
+        vms.setdefault(name, {})["self_managed"] = True
+    for name, size in _pairs(floor, "floor").items():
+        vms.setdefault(name, {})["floor"] = size
+    for name, size in _pairs(ceiling, "ceiling").items():
+        vms.setdefault(name, {})["ceiling"] = size
+    data["vms"] = vms
+    with session(uri, opts) as hv:
+        if data.get("host_memory_bytes") is None and hv.backend_name == "fake":
+            # the simulator knows its host; real backends have no host-level figures yet
+            data["host_memory_bytes"] = hv.native.host.physical_bytes
+            data["host_overhead_bytes"] = data["host_overhead_bytes"] or hv.native.host.overhead_bytes
+        from pydantic import ValidationError
+
+        try:
+            settings = ControllerSettings.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InvalidRequestError(f"invalid autoballoon settings: {problems}") from None
+        if policy_name != "static" and settings.host_memory_bytes is None:
+            raise InvalidRequestError(
+                f"the {policy_name} policy needs the host's physical memory: pass --host-memory "
+                "(e.g. --host-memory 128GiB)"
+            )
+        ctl = Controller(hv, policy_name, settings, dry_run=dry_run)
+        count = 1 if once else rounds
+        try:
+            for decisions in ctl.run(rounds=count):
+                for d in decisions:
+                    if as_json:
+                        click.echo(d.model_dump_json())
+                    elif verbose or d.action not in ("hold",):
+                        click.echo(_line(d))
+        except KeyboardInterrupt:  # pragma: no cover - interactive
+            pass
