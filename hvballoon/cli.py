@@ -495,5 +495,10 @@ from hvballoon.cli_policy import autoballoon_cmd  # noqa: E402
 
 main.add_command(autoballoon_cmd)
 
+from hvballoon.cli_fake import fake_group, simulate_cmd  # noqa: E402
+
+main.add_command(simulate_cmd)
+main.add_command(fake_group)
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,252 @@
+"""``hvballoon simulate`` and ``hvballoon fake advance``: the simulator from a shell.
+
+Registered on :data:`hvballoon.cli.main`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from hvballoon.cli import _console, _table, handle_errors, json_option
+from hvballoon.errors import InvalidRequestError
+from hvballoon.units import format_duration, format_size, parse_duration
+
+__all__ = ["fake_group", "simulate_cmd"]
+
+_PROGRESS_STEPS = 20_000  # show a progress bar above this many simulated steps (on a terminal)
+
+
+def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures of a recorded run."""
+    vms = {}
+    for g in world.guests.values():
+        s = data["vms"][g.name]
+        vms[g.name] = {
+            "configured_bytes": g.memory_bytes,
+            "peak_demand_bytes": max(s["demand_bytes"]),
+            "min_current_bytes": min(s["current_bytes"]),
+            "peak_guest_swap_bytes": max(s["guest_swap_bytes"]),
+            "oom_events": g.oom_events,
+            "power_state": g.power_state,
+        }
+    host = data["host"]
+    return {
+        "scenario": world.scenario.name,
+        "flavor": world.flavor,
+        "seed": world.seed,
+        "duration_seconds": world.now,
+        "step_seconds": world.step,
+        "host": {
+            "physical_bytes": world.host.physical_bytes,
+            "promised_bytes": world.promised_bytes,
+            "min_free_bytes": min(host["free_bytes"]),
+            "peak_reclaimed_bytes": max(host["reclaimed_bytes"]),
+        },
+        "vms": vms,
+        "events": list(world.events),
+    }
+
+
+def run_simulation(
+    world: Any,
+    duration: float,
+    *,
+    every: float,
+    policy: str | None = None,
+    interval: float = 10.0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``world`` for ``duration`` seconds, recording every ``every``; with ``policy``, the
+    auto-balloon controller acts every ``interval`` seconds through the fake backend."""
+    rec = world.record(every=every)
+    controller = None
+    hv = None
+    if policy is not None:
+        import hvballoon
+        from hvballoon.policy import Controller, ControllerSettings
+        from hvballoon.retry import RetryPolicy
+
+        hv = hvballoon.connect("fake://", world=world, retry=RetryPolicy(max_attempts=1))
+        settings = ControllerSettings(
+            host_memory_bytes=world.host.physical_bytes,
+            host_overhead_bytes=world.host.overhead_bytes,
+        )
+        controller = Controller(hv, policy, settings)
+    slice_ = interval if controller is not None else max(world.step, duration / 200)
+    end = world.now + duration
+
+    def run(tick: Any = None) -> None:
+        while world.now < end - 1e-9:
+            if controller is not None:
+                controller.step()
+            world.advance(min(slice_, end - world.now))
+            if tick is not None:
+                tick(world.now)
+
+    try:
+        if progress:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(
+                TextColumn("simulating"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            ) as bar:
+                task = bar.add_task("simulate", total=duration)
+                start = world.now
+                run(lambda now: bar.update(task, completed=now - start))
+        else:
+            run()
+    finally:
+        if hv is not None:
+            hv.close()
+    data: dict[str, Any] = rec.to_data()
+    return data
+
+
+@click.command(
+    "simulate",
+    epilog="""\b
+Examples:
+  hvballoon simulate seed --duration 2h --plot seed.png
+  hvballoon simulate dense --duration 24h --flavor kvm --csv dense.csv --json
+  hvballoon simulate seed-spike --duration 3h --policy hvballoon --plot spike.png
+  hvballoon simulate ./my-scenario.yaml --duration 30m --step 1s
+""",
+)
+@click.argument("scenario")
+@click.option("--duration", default="2h", show_default=True, help="Simulated time (e.g. 30m, 2h, 1d).")
+@click.option("--step", default=None, help="Simulation step (default: the scenario's, 1s).")
+@click.option("--every", default=None, help="Recording interval (default: duration / 720, at least a step).")
+@click.option("--flavor", type=click.Choice(["kvm", "esxi", "hyperv"]), default=None)
+@click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
+@click.option("--policy", default=None, help="Run the auto-balloon controller with this policy.")
+@click.option("--interval", default="10s", show_default=True, help="How often the policy acts.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw the run as a PNG.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the series as CSV.")
+@click.option("--series", "series_path", type=click.Path(dir_okay=False), help="Write the series as JSON.")
+@json_option
+@handle_errors
+def simulate_cmd(
+    scenario: str,
+    duration: str,
+    step: str | None,
+    every: str | None,
+    flavor: str | None,
+    seed: int | None,
+    policy: str | None,
+    interval: str,
+    plot_path: str | None,
+    csv_path: str | None,
+    series_path: str | None,
+    as_json: bool,
+) -> None:
+    """Run SCENARIO (a built-in name or a YAML/JSON file) in the simulator and report it."""
+    from hvballoon.fake.record import plot
+    from hvballoon.fake.scenario import load_scenario
+    from hvballoon.fake.world import World
+
+    seconds = parse_duration(duration, what="--duration")
+    if seconds <= 0:
+        raise InvalidRequestError("--duration must be above zero")
+    spec = load_scenario(scenario)
+    if step is not None:
+        step_s = parse_duration(step, what="--step")
+        if not 0 < step_s <= 60:
+            raise InvalidRequestError("--step must be above zero and at most 60s")
+        spec = spec.model_copy(update={"step": step_s})
+    world = World(spec, flavor=flavor, seed=seed)
+    every_s = parse_duration(every, what="--every") if every else max(world.step, seconds / 720)
+    every_s = max(every_s, world.step)
+    interval_s = parse_duration(interval, what="--interval")
+    if interval_s <= 0:
+        raise InvalidRequestError("--interval must be above zero")
+    steps = seconds / world.step * max(1, world.n / 10)
+    show = steps >= _PROGRESS_STEPS and not as_json and _console().is_terminal
+    data = run_simulation(world, seconds, every=every_s, policy=policy, interval=interval_s, progress=show)
+    summary = summarize(world, data)
+    if plot_path:
+        plot(data, plot_path)
+    if csv_path:
+        world.recorder.to_csv(csv_path)
+    if series_path:
+        world.recorder.to_json(series_path)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    h = summary["host"]
+    click.echo(
+        f"{summary['scenario']} ({summary['flavor']}, seed {summary['seed']}): "
+        f"{format_duration(summary['duration_seconds'])} simulated at {world.step:g} s steps; "
+        f"{format_size(h['promised_bytes'])} promised on {format_size(h['physical_bytes'])}; "
+        f"host free at least {format_size(h['min_free_bytes'])}, "
+        f"at most {format_size(h['peak_reclaimed_bytes'])} reclaimed"
+    )
+    rows = [
+        [
+            name,
+            v["power_state"],
+            format_size(v["configured_bytes"]),
+            format_size(v["peak_demand_bytes"]),
+            format_size(v["min_current_bytes"]),
+            format_size(v["peak_guest_swap_bytes"]),
+            str(v["oom_events"]),
+        ]
+        for name, v in summary["vms"].items()
+    ]
+    _console().print(
+        _table(["vm", "power", "configured", "peak demand", "min current", "peak guest swap", "OOM"], rows)
+    )
+    for e in summary["events"][:20]:
+        click.echo(f"  t={format_duration(e['t'])} {e['vm']}: {e['kind']}: {e['message']}")
+    for path in (plot_path, csv_path, series_path):
+        if path:
+            click.echo(f"wrote {path}")
+
+
+@click.group("fake")
+def fake_group() -> None:
+    """Drive a fake world: its clock, when it is persisted (fake://NAME?state=FILE)."""
+
+
+@fake_group.command(
+    "advance",
+    epilog="""\b
+Example:
+  hvballoon fake advance 'fake://seed?state=/tmp/world.db' 10m
+""",
+)
+@click.argument("uri")
+@click.argument("duration")
+@json_option
+@handle_errors
+def advance_cmd(uri: str, duration: str, as_json: bool) -> None:
+    """Move the clock of the persisted fake world at URI forward by DURATION."""
+    import hvballoon
+    from hvballoon.fake.backend import FakeBackend
+
+    seconds = parse_duration(duration, what="duration")
+    with hvballoon.connect(uri) as hv:
+        backend = hv.backend
+        if not isinstance(backend, FakeBackend):
+            raise InvalidRequestError(f"{hv.uri} is not a fake:// world")
+        if backend.store is None:
+            raise InvalidRequestError(
+                f"{hv.uri} is not persisted, so advancing it would be forgotten at once: "
+                "add ?state=/path/world.db to the URI"
+            )
+        backend.sleep(seconds)
+        now = backend.monotonic()
+    if as_json:
+        click.echo(json.dumps({"uri": hv.uri, "advanced_seconds": seconds, "now_seconds": now}))
+    else:
+        click.echo(
+            f"{hv.uri}: advanced {format_duration(seconds)}; the world's clock is at {format_duration(now)}"
+        )
