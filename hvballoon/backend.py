@@ -125,6 +125,14 @@ class Backend(abc.ABC):
             f"the {self.name} backend cannot change memory configuration", backend=self.name
         )
 
+    def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
+        """The highest target this VM may be given (``None``: no ceiling known).
+
+        By default the VM's maximum memory. A backend whose target *is* the maximum (Hyper-V
+        Dynamic Memory) returns what the host could give instead.
+        """
+        return config.maximum_bytes if config.maximum_bytes is not None else stats.configured_bytes
+
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         """Backend rules on a target, checked before anything is sent (also in dry runs)."""
 

@@ -266,7 +266,8 @@ class Hypervisor:
 
         Refused with a typed error that states the numbers when the target is above the VM's
         maximum (always), below the guest's used memory plus the safety margin, or when the
-        guest's usage is unknown or stale (both overridable with ``force=True``). The target is
+        guest's usage is unknown or stale (both overridable with ``force=True``; a VM that is
+        not running has no floor). The target is
         aligned *up* to the backend's granularity. ``dry_run=True`` computes the
         :class:`Change` and touches nothing.
         """
@@ -279,7 +280,7 @@ class Hypervisor:
         target = align(requested, caps.alignment_bytes, "up")
         stats = self._one_stats(target_vm)
         config = self.get_config(target_vm)
-        maximum = config.maximum_bytes if config.maximum_bytes is not None else stats.configured_bytes
+        maximum = self._backend.target_ceiling(target_vm, stats, config)
         numbers: dict[str, Any] = {"requested_bytes": requested, "target_bytes": target}
         if maximum is not None and target > maximum:
             raise TargetAboveMaximumError(
@@ -290,7 +291,10 @@ class Hypervisor:
                 details={**numbers, "maximum_bytes": maximum},
             )
         warnings_: list[str] = []
-        if not force:
+        if not running:
+            # no guest is using memory: the floor applies when it runs (and the guard rails then)
+            warnings_.append(f"{target_vm.name!r} is {target_vm.power_state.value}: no usage floor applies")
+        elif not force:
             self._check_floor(target_vm, target, stats, numbers)
         else:
             floor = self._floor_or_none(stats)

@@ -160,8 +160,10 @@ def test_wait_says_when_the_vm_vanished(twins: hvballoon.Hypervisor) -> None:
 def test_powered_off_vm(twins: hvballoon.Hypervisor) -> None:
     (st,) = twins.get_stats(["halted"])
     assert st.stale and st.current_bytes is None
-    with pytest.raises(StatsUnavailableError):
-        twins.set_target("halted", "4GiB")
+    change = twins.set_target("halted", "4GiB")  # nothing runs, so no usage floor applies
+    assert change.changed and any("no usage floor" in w for w in change.warnings)
+    with pytest.raises(TargetAboveMaximumError):
+        twins.set_target("halted", "9GiB")
 
 
 def test_set_config_ranges_and_rules() -> None:
