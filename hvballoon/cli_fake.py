@@ -172,12 +172,14 @@ def simulate_cmd(
     show = steps >= _PROGRESS_STEPS and not as_json and _console().is_terminal
     data = run_simulation(world, seconds, every=every_s, policy=policy, interval=interval_s, progress=show)
     summary = summarize(world, data)
+    rec = world.recorder
+    assert rec is not None
     if plot_path:
         plot(data, plot_path)
     if csv_path:
-        world.recorder.to_csv(csv_path)
+        rec.to_csv(csv_path)
     if series_path:
-        world.recorder.to_json(series_path)
+        rec.to_json(series_path)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

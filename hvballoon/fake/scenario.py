@@ -101,7 +101,7 @@ class HostSpec(_Spec):
     )
     balloon: BalloonSpec = Field(default_factory=BalloonSpec)
     rebalance_period: Duration | None = Field(
-        default=None, gt=0, description="How often ESXi / Hyper-V re-decide balloons (15 s / 1 s)."
+        default=None, gt=0, description="How often ESXi / Hyper-V re-decide balloons (15 s / 5 s)."
     )
 
     @model_validator(mode="after")

@@ -78,7 +78,7 @@ class FlavorPhysics:
 FLAVOR_PHYSICS: dict[str, FlavorPhysics] = {
     "kvm": FlavorPhysics(inflate_rate=2 * _GiB, deflate_rate=4 * _GiB, vm_overhead=64 * _MiB),
     "esxi": FlavorPhysics(256 * _MiB, _GiB, vm_overhead=96 * _MiB, rebalance_period=15.0),
-    "hyperv": FlavorPhysics(512 * _MiB, _GiB, vm_overhead=32 * _MiB, rebalance_period=1.0),
+    "hyperv": FlavorPhysics(512 * _MiB, _GiB, vm_overhead=32 * _MiB, rebalance_period=5.0),
 }
 _SWAP_IN_RATE = 16 * _MiB  # per second, once the guest has room again
 _CACHE_GROWTH = 4 * _MiB  # per second, into free memory
@@ -614,7 +614,7 @@ class World:
             give = -pressure * balloon / balloon.sum()
             headroom = np.where(np.isinf(a["limit"]), np.inf, np.maximum(a["limit"] - a["gbk"], 0.0))
             extra = -np.minimum(give, headroom)
-        cap = np.minimum(np.minimum(a["cap"], _CTL_MAX_PERCENT * mem), mem - floor)
+        cap = np.minimum(np.minimum(a["cap"], np.floor(_CTL_MAX_PERCENT * mem)), mem - floor)
         want = np.clip(np.floor(balloon + over_limit + extra), 0.0, np.maximum(cap, 0.0))
         return np.where(act, mem - want, cur)
 
@@ -803,19 +803,15 @@ class World:
         a["deff"] = np.where(keep, a["deff"], deff[last_row])
         a["usedg"] = np.where(keep, a["usedg"], usedg[last_row])
         a["free"] = np.where(keep, a["free"], free[last_row])
-        a["gbk"] = held[last_row]
-        a["oomf"] = oom[last_row] & act
+        a["gbk"] = held[last_row].copy()
+        a["oomf"] = (oom[last_row] & act).astype(np.float64)
         if swapping:
             sin, sout = inc_in.sum(axis=0) * act, inc_out.sum(axis=0) * act
             a["swin"] += sin
             a["swout"] += sout
             a["majf"] += np.floor(sin / _PAGE)
-        a["hsw"], a["comp"], a["shr"], a["zpool"] = (
-            hsw[last_row],
-            comp[last_row],
-            shr[last_row],
-            zpool[last_row],
-        )
+        for key, arr in (("hsw", hsw), ("comp", comp), ("shr", shr), ("zpool", zpool)):
+            a[key] = np.array(arr[last_row], dtype=np.float64)
         self.host_free_bytes = int(host_free[last_row])
         self.now = float(t1)
         self._after_block(t0, dt, cur0)
@@ -846,7 +842,8 @@ class World:
                 rest = rest - shr
                 tot_rest = np.maximum(rest.sum(axis=1, keepdims=True), 1.0)
                 need = over + np.minimum(np.ceil(ex * rest / tot_rest), rest)
-                zpool = np.minimum(need, np.floor(_ZIP_FRACTION * held / 2))
+                # compress what is not swapped: 2 x zpool + (need - zpool) must fit in held - shared
+                zpool = np.minimum(np.minimum(need, np.floor(_ZIP_FRACTION * held / 2)), held - shr - need)
                 comp = 2 * zpool
                 hsw = need - zpool
         else:
@@ -932,6 +929,7 @@ class World:
             a[k][i] = 0.0
         a["stall"][i] = math.nan
         self.event(reason, self.names[i], messages.get(reason, reason))
+        self._host_reclaim_now()
         self.version += 1
 
     def _check(
@@ -966,7 +964,8 @@ class World:
             ("compressed", comp),
             ("shared", shr),
         ):
-            if (np.asarray(arr) < 0).any():
+            arr = np.asarray(arr)
+            if ((arr < 0) & (colsum if arr.ndim == 2 else True)).any():
                 problems.append(f"negative {name}")
         if ((swp > a["wsize"]) & colsum).any():
             problems.append("guest swap above its size")
@@ -1032,7 +1031,7 @@ class World:
 
     def report_age(self, g: Guest) -> float | None:
         last = g.last_report_at
-        return None if last is None else self.now - last
+        return None if last is None else max(0.0, self.now - last)
 
     # -- pictures --------------------------------------------------------------------------
 

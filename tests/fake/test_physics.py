@@ -1,0 +1,171 @@
+"""Property tests of the simulator's physics (hypothesis), run with ``strict=True`` so the
+world checks its accounting identities at every simulated step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hvballoon.fake.scenario import parse_scenario
+from hvballoon.fake.world import World
+from hvballoon.units import GiB, MiB
+
+KINDS = [
+    {"kind": "constant"},
+    {"kind": "diurnal", "params": {"amplitude": "1GiB", "period": "2h"}},
+    {"kind": "spike", "params": {"at": "5m", "duration": "10m", "size": "3GiB"}},
+    {"kind": "random_walk", "params": {"step": "256MiB"}},
+    {"kind": "jvm", "params": {"heap": "2GiB", "initial_heap": "1GiB", "warmup": "10m"}},
+    {"kind": "database", "params": {"buffer_pool": "2GiB", "filled": "1GiB", "query_memory": "256MiB"}},
+]
+
+
+@st.composite
+def vm_specs(draw: Any, i: int) -> dict[str, Any]:
+    memory = draw(st.sampled_from([2, 4, 8])) * GiB
+    used = draw(st.integers(256, memory // MiB // 2)) * MiB
+    unfreeable = draw(st.integers(0, used // MiB // 2)) * MiB
+    cache = draw(st.integers(0, (memory - used) // MiB // 2)) * MiB
+    return {
+        "name": f"vm{i}",
+        "memory": memory,
+        "used": used,
+        "cache": cache,
+        "unfreeable": unfreeable,
+        "swap": draw(st.sampled_from([0, 512 * MiB, GiB])),
+        "deflate_on_oom": draw(st.booleans()),
+        "stats_period": draw(st.sampled_from([0, 2, 10])),
+        "workload": draw(st.sampled_from(KINDS)),
+    }
+
+
+@st.composite
+def worlds(draw: Any) -> tuple[dict[str, Any], str, int]:
+    n = draw(st.integers(1, 4))
+    vms = [draw(vm_specs(i)) for i in range(n)]
+    physical = draw(st.sampled_from([4, 8, 16, 64])) * GiB
+    scenario = {
+        "name": "prop",
+        "host": {"physical": physical, "overhead": 256 * MiB, "reserve": 256 * MiB, "swap": 2 * GiB},
+        "vms": vms,
+    }
+    return scenario, draw(st.sampled_from(["kvm", "esxi", "hyperv"])), draw(st.integers(0, 2**16))
+
+
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(["advance", "target", "limit"]),
+        st.integers(0, 3),
+        st.floats(0.0, 1.2),
+        st.sampled_from([0.5, 1.0, 7.0, 60.0, 600.0]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _play(world: World, plan: list[tuple[str, int, float, float]]) -> None:
+    guests = list(world.guests.values())
+    for what, who, frac, seconds in plan:
+        g = guests[who % len(guests)]
+        if what == "advance":
+            world.advance(seconds)
+        elif what == "target" and not g.crashed:
+            world.set_target(g.id, int(g.memory_bytes * min(frac, 1.0)))
+        elif what == "limit" and not g.crashed:
+            world.set_config(g.id, {"limit_bytes": max(MiB, int(g.memory_bytes * frac))})
+        _check(world)
+
+
+def _check(world: World) -> None:
+    acc = world.accounting()
+    host = acc["host"]
+    assert host["conserved"], host
+    for name, g in acc["guests"].items():
+        for key, value in g.items():
+            if isinstance(value, int):
+                assert value >= 0, (name, key, value)
+        guest = world.guest(name)
+        if guest.running:
+            assert g["used"] + g["cache"] + g["free"] == g["current"], g
+            # the balloon never takes more than the guest can free
+            assert g["balloon"] <= g["configured"] - guest.kernel_bytes - guest.unfreeable_bytes
+            assert g["guest_swapped"] <= guest.swap_bytes
+
+
+@PROPS
+@given(worlds(), actions)
+def test_memory_is_conserved_and_never_negative(spec: tuple[dict[str, Any], str, int], plan: Any) -> None:
+    scenario, flavor, seed = spec
+    world = World(parse_scenario(scenario), flavor=flavor, seed=seed, strict=True)
+    _check(world)
+    _play(world, plan)
+
+
+@PROPS
+@given(worlds(), actions)
+def test_same_seed_same_series(spec: tuple[dict[str, Any], str, int], plan: Any) -> None:
+    scenario, flavor, seed = spec
+    runs = []
+    for _ in range(2):
+        world = World(parse_scenario(scenario), flavor=flavor, seed=seed)
+        rec = world.record(every=1)
+        _play(world, plan)
+        runs.append((rec.to_json(), world.to_bytes()))
+    assert runs[0] == runs[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([1, 2, 5, 10, 30]), st.floats(0.0, 100.0))
+def test_stats_appear_only_after_the_period_is_set(period: int, wait: float) -> None:
+    world = World(
+        parse_scenario(
+            {
+                "name": "p",
+                "host": {"physical": "16GiB"},
+                "vms": [{"name": "a", "memory": "4GiB", "used": "1GiB", "stats_period": 0}],
+            }
+        )
+    )
+    g = world.guest("a")
+    world.advance(wait)
+    assert g.report() is None and g.last_report_at is None
+    world.set_config(g.id, {"stats_period_seconds": period})
+    world.advance(period - 0.5)
+    assert g.report() is None
+    world.advance(0.5)
+    assert g.last_report_at == pytest.approx(wait + period)
+    world.advance(period * 3)
+    assert g.last_report_at == pytest.approx(wait + 4 * period)
+    assert g.report() is not None and world.report_age(g) == pytest.approx(0, abs=1e-6)
+
+
+def test_chunked_and_stepwise_runs_agree_on_deterministic_workloads() -> None:
+    scenario = parse_scenario(
+        {
+            "name": "agree",
+            "host": {"physical": "16GiB", "reserve": "1GiB"},
+            "vms": [
+                {
+                    "name": "a",
+                    "memory": "8GiB",
+                    "used": "3GiB",
+                    "cache": "1GiB",
+                    "swap": "1GiB",
+                    "target": "3GiB",
+                    "workload": KINDS[2],
+                },
+                {"name": "b", "memory": "8GiB", "used": "2GiB", "workload": KINDS[4]},
+            ],
+        }
+    )
+    one, many = World(scenario), World(scenario)
+    one.advance(1800)
+    for _ in range(1800):
+        many.advance(1)
+    assert one.accounting() == many.accounting()
