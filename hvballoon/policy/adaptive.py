@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -72,6 +73,7 @@ class HvballoonPolicy(Policy):
         self,
         *,
         window_seconds: float = 900.0,
+        peak_seconds: float = 300.0,
         trend_seconds: float = 120.0,
         horizon_seconds: float = 60.0,
         headroom_fraction: float = 0.10,
@@ -80,8 +82,13 @@ class HvballoonPolicy(Policy):
         calm_seconds: float = 300.0,
         lower_step_fraction: float = 0.05,
         simultaneous: int = 2,
+        spike_fraction: float = 0.15,
+        raise_slack_bytes: int = 256 * MiB,
     ) -> None:
         self.window_seconds = window_seconds
+        self.peak_seconds = peak_seconds
+        self.spike_fraction = spike_fraction
+        self.raise_slack_bytes = raise_slack_bytes
         self.trend_seconds = trend_seconds
         self.horizon_seconds = horizon_seconds
         self.headroom_fraction = headroom_fraction
@@ -105,15 +112,18 @@ class HvballoonPolicy(Policy):
 
     def _figures(self, v: VMView, h: VMHistory, interval: float) -> dict[str, Any]:
         used = v.used_bytes or 0
-        uses = [s[1] for s in h.samples] or [used]
-        mean = sum(uses) / len(uses)
-        sigma = math.sqrt(sum((u - mean) ** 2 for u in uses) / len(uses))
-        rises = [b[1] - a[1] for a, b in zip(h.samples, h.samples[1:], strict=False)]
-        max_rise = max([0, *rises])
+        samples = h.samples or ((0.0, used, 0),)
+        uses = [s[1] for s in samples]
+        n = len(uses)
+        mean = sum(uses) / n
+        sigma = math.sqrt(max(0.0, sum(u * u for u in uses) / n - mean * mean))
+        rises = [b - a for a, b in itertools.pairwise(uses)]
+        max_rise = max(0, *rises) if rises else 0
         last_rise = rises[-1] if rises else 0
-        recent = [(t, u) for t, u, _ in h.samples if h.samples[-1][0] - t <= self.trend_seconds]
+        last = samples[-1][0]
+        recent = [(t, u) for t, u, _ in samples if last - t <= self.trend_seconds]
         slope = max(0.0, _slope(recent))
-        swapped_in = len(h.samples) >= 2 and h.samples[-1][2] > h.samples[-2][2]
+        swapped_in = n >= 2 and samples[-1][2] > samples[-2][2]
         headroom = int(
             max(
                 self.headroom_fraction * v.maximum_bytes,
@@ -124,18 +134,41 @@ class HvballoonPolicy(Policy):
             )
         )
         projected = used + slope * max(self.horizon_seconds, 3 * interval)
-        floor = int(max(max(uses), projected)) + headroom
+        peak = max(s[1] for s in samples if last - s[0] <= self.peak_seconds)
+        # a host short of memory keeps only the last minute's peak
+        short_peak = max(s[1] for s in samples if last - s[0] <= 60.0)
         return {
             "used_bytes": used,
-            "peak_bytes": max(uses),
+            "peak_bytes": peak,
             "sigma_bytes": int(sigma),
             "trend_bytes_per_second": round(slope, 1),
             "headroom_bytes": headroom,
-            "floor_bytes": floor,
+            "floor_bytes": int(max(peak, projected)) + headroom,
+            "tight_floor_bytes": int(max(short_peak, projected)) + headroom,
             "last_rise_bytes": last_rise,
             "swapped_in": swapped_in,
             "burst_bytes": max(max(uses) - min(uses), 2 * max_rise),
         }
+
+    def _spike_allowance(self, snapshot: Snapshot, figures: dict[str, dict[str, Any]], reserve: int) -> int:
+        """Extra headroom per VM: what the host can spare beyond every floor and the reserve."""
+        host = snapshot.host
+        running = [v for v in snapshot.vms if v.running]
+        backing = sum(
+            v.host_consumed_bytes if v.host_consumed_bytes is not None else v.current_bytes for v in running
+        )
+        overhead = max(0, host.used_bytes - backing)
+        committed = 0
+        shared = 0
+        for v in running:
+            f = figures.get(v.id)
+            if f is None or v.settings.self_managed or not v.can_lower:
+                committed += max(v.target_bytes, v.current_bytes) if f is None else v.target_bytes
+            else:
+                committed += f["floor_bytes"]
+                shared += 1
+        spare = host.total_bytes - overhead - reserve - committed
+        return max(0, spare // shared) if shared else 0
 
     # -- the round ------------------------------------------------------------------------
 
@@ -155,6 +188,17 @@ class HvballoonPolicy(Policy):
         bursts = sorted((f["burst_bytes"] for f in figures.values()), reverse=True)
         reserve = snapshot.host.reserve_bytes + sum(bursts[: self.simultaneous])
         tight = snapshot.host.free_bytes < reserve
+        if tight:
+            for f in figures.values():
+                f["floor_bytes"] = f["tight_floor_bytes"]
+        # a host with memory to spare lends it as extra headroom, so a spike has room to land
+        # before the next round; a full host lends none
+        allowance = self._spike_allowance(snapshot, figures, reserve)
+        for v in snapshot.vms:
+            if v.id in figures:
+                extra = min(allowance, int(self.spike_fraction * v.maximum_bytes))
+                figures[v.id]["spike_allowance_bytes"] = extra
+                figures[v.id]["floor_bytes"] += extra
         host_inputs = {
             "host_free_bytes": snapshot.host.free_bytes,
             "host_reserve_bytes": reserve,
@@ -164,13 +208,13 @@ class HvballoonPolicy(Policy):
         proposals: list[Proposal] = []
         for v in snapshot.vms:
             h = histories.get(v.id)
-            f = figures.get(v.id)
-            if h is None or f is None:
+            fig = figures.get(v.id)
+            if h is None or fig is None:
                 why = "not running" if not v.running else "no fresh guest figures: never lower blind"
                 proposals.append(Proposal(vm_id=v.id, rule="hvballoon.no_stats", reason=why))
                 continue
-            inputs = {**f, **host_inputs}
-            proposal, h = self._one(v, h, f, tight, now, interval, inputs)
+            inputs = {**fig, **host_inputs}
+            proposal, h = self._one(v, h, fig, tight, now, interval, inputs)
             histories[v.id] = h
             proposals.append(proposal)
         return Plan(tuple(proposals), _State(histories))
@@ -226,6 +270,8 @@ class HvballoonPolicy(Policy):
 
         floor = min(max(f["floor_bytes"], v.minimum_bytes), top)
         if floor > current_target:
+            # a little above the floor, so the next small rise does not call again
+            floor = min(floor + (64 * MiB if tight else self.raise_slack_bytes), top)
             if not v.can_raise:
                 return Proposal(
                     vm_id=v.id,
@@ -239,7 +285,8 @@ class HvballoonPolicy(Policy):
                 rule="hvballoon.raise",
                 reason=f"use {format_size(used)} (peak {format_size(f['peak_bytes'])}, trend "
                 f"{format_size(int(f['trend_bytes_per_second'] * 60))}/min) + headroom "
-                f"{format_size(headroom)} is above the target: raise at once",
+                f"{format_size(headroom)} + spike allowance {format_size(f['spike_allowance_bytes'])} "
+                "is above the target: raise at once",
                 inputs=inputs,
             ), h
 
@@ -261,7 +308,7 @@ class HvballoonPolicy(Policy):
         speed = 1 + (100 - v.settings.priority) / 50 if tight else 1
         step = int(self.lower_step_fraction * top * speed)
         gap = current_target - floor
-        if gap < max(step // 4, 64 * MiB):
+        if gap < (64 * MiB if tight else max(step // 4, self.raise_slack_bytes)):
             return Proposal(
                 vm_id=v.id,
                 rule="hvballoon.hold",
@@ -275,7 +322,8 @@ class HvballoonPolicy(Policy):
             target_bytes=target,
             rule="hvballoon.lower",
             reason=f"{format_size(gap)} above its floor (use {format_size(used)}, peak "
-            f"{format_size(f['peak_bytes'])}, headroom {format_size(headroom)}): reclaim at most "
+            f"{format_size(f['peak_bytes'])}, headroom {format_size(headroom)}, spike allowance "
+            f"{format_size(f['spike_allowance_bytes'])}): reclaim at most "
             f"{format_size(step)} per round" + (" (host below its reserve: faster)" if tight else ""),
             inputs=inputs,
         ), h
