@@ -1,0 +1,290 @@
+"""The simulator through the API: over-inflation crashes, OOM, flavours, faults, workloads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon import fake
+from hvballoon.errors import (
+    HVConnectionError,
+    OperationTimeoutError,
+    PermissionDeniedError,
+    ScenarioError,
+    SessionExpiredError,
+    StatsUnavailableError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
+from hvballoon.fake.scenario import load_scenario, parse_scenario
+from hvballoon.fake.world import World
+from hvballoon.retry import RetryPolicy
+from hvballoon.units import GiB, MiB
+
+INSTANT = RetryPolicy(sleep=lambda _s: None)
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+GUEST = """
+name: small
+host: {physical: 8GiB}
+vms:
+  - {name: tmpfs, memory: 512MiB, used: 380MiB, unfreeable: 300MiB, kernel: 73MiB, stats_period: 1}
+  - {name: autodeflate, memory: 512MiB, used: 380MiB, unfreeable: 300MiB, kernel: 73MiB, deflate_on_oom: true, stats_period: 1}
+  - {name: process, memory: 512MiB, used: 380MiB, kernel: 73MiB, stats_period: 1}
+"""
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[hvballoon.Hypervisor]:
+    path = tmp_path / "small.yaml"
+    path.write_text(GUEST)
+    with fake.world(path) as w, hvballoon.connect(f"fake://{path}", world=w, retry=INSTANT) as hv:
+        yield hv
+
+
+def test_over_inflation_past_unfreeable_memory_crashes_the_guest(small: hvballoon.Hypervisor) -> None:
+    # the measured QEMU guest: 300 MiB in tmpfs, target 128 MiB -> stall at ~373 MiB, panic ~4 s later
+    small.set_target("tmpfs", "128MiB", force=True)
+    world = small.backend.world
+    world.advance(1)
+    (st,) = small.get_stats(["tmpfs"])
+    assert st.current_bytes == 373 * MiB
+    world.advance(4)
+    with pytest.raises(VMNotFoundError):
+        small.get_stats(["tmpfs"])
+    assert "tmpfs" not in [v.name for v in small.list_vms()]
+    assert [e["kind"] for e in world.events if e["vm"] == "tmpfs"][-1] == "panic"
+
+
+def test_wait_for_target_reports_the_vanished_guest(small: hvballoon.Hypervisor) -> None:
+    small.set_target("tmpfs", "128MiB", force=True)
+    with pytest.raises(VMNotFoundError, match="vanished"):
+        small.wait_for_target("tmpfs", timeout=60)
+
+
+def test_deflate_on_oom_survives_at_the_stall_point(small: hvballoon.Hypervisor) -> None:
+    small.set_target("autodeflate", "128MiB", force=True)
+    small.backend.world.advance(60)
+    (st,) = small.get_stats(["autodeflate"])
+    # the balloon gave back what the guest needed instead of letting it die or OOM-kill
+    assert 373 * MiB <= (st.current_bytes or 0) <= 380 * MiB and st.target_bytes == 128 * MiB
+    assert small.backend.world.guest("autodeflate").oom_events == 0
+
+
+def test_ordinary_process_is_oom_killed_and_the_balloon_arrives(small: hvballoon.Hypervisor) -> None:
+    small.set_target("process", "128MiB", force=True)
+    st = small.wait_for_target("process", timeout=10)
+    assert st.current_bytes == 128 * MiB
+    world = small.backend.world
+    assert world.guest("process").oom_events == 1
+    assert any(e["kind"] == "oom" and e["vm"] == "process" for e in world.events)
+
+
+def test_guard_rail_refuses_what_would_crash(small: hvballoon.Hypervisor) -> None:
+    with pytest.raises(hvballoon.TargetBelowFloorError):
+        small.set_target("tmpfs", "128MiB")
+
+
+def test_balloon_rate_and_guest_swap() -> None:
+    with fake.world("java") as w, hvballoon.connect("fake://java", world=w, retry=INSTANT) as hv:
+        hv.set_target("jvm01", "6GiB", force=True)
+        w.advance(1)
+        assert hv.get_stats(["jvm01"])[0].current_bytes == 10 * GiB  # 2 GiB/s
+        w.advance(120)
+        st = hv.get_stats(["jvm01"])[0]
+        # the heap cannot be freed: it went to the guest's swap, and the GC faults it back in
+        assert st.current_bytes == 6 * GiB
+        assert (st.swap_out_bytes or 0) > GiB and (st.major_faults or 0) > 0
+        jvm03 = w.guest("jvm03")  # no swap space at all
+        hv.set_target("jvm03", "3GiB", force=True)
+        w.advance(30)
+        assert jvm03.oom_events >= 1
+
+
+def test_esxi_limit_balloons_then_compresses_and_swaps() -> None:
+    with (
+        fake.world("esxi-limits") as w,
+        hvballoon.connect("fake://esxi-limits", world=w, retry=INSTANT) as hv,
+    ):
+        w.advance(600)
+        by = {s.vm.name: s for s in hv.get_stats()}
+        web = by["web01"]
+        assert web.ballooned_bytes and web.ballooned_bytes > 0
+        assert (web.host_consumed_bytes or 0) <= 6 * GiB + 96 * MiB
+        pinned = by["pinned01"]
+        # sched.mem.maxmemctl caps the balloon at 2 GiB: the rest of the limit is compressed / swapped
+        assert pinned.ballooned_bytes == 2 * GiB
+        assert (pinned.compressed_bytes or 0) + (pinned.swapped_bytes or 0) > 0
+        cfg = hv.get_config("pinned01")
+        assert cfg.balloon_cap_bytes == 2 * GiB
+        assert w.accounting()["host"]["conserved"]
+
+
+def test_esxi_balloon_capped_at_65_percent() -> None:
+    scenario = parse_scenario(
+        {
+            "name": "cap",
+            "flavor": "esxi",
+            "host": {"physical": "64GiB"},
+            "vms": [{"name": "a", "memory": "16GiB", "used": "12GiB", "swap": "8GiB", "limit": "1GiB"}],
+        }
+    )
+    w = World(scenario)
+    w.advance(300)
+    g = w.guest("a")
+    assert g.ballooned_bytes == int(0.65 * 16 * GiB)
+    assert g.guest_swapped_bytes > 0 and g.host_swapped_bytes + g.compressed_bytes > 0
+
+
+def test_hyperv_dynamic_memory_smart_paging_then_priority() -> None:
+    w = World(load_scenario("hyperv-dm"))
+    acc = w.accounting()
+    assert acc["host"]["swapped"] > 0  # Smart Paging while the VMs boot beyond what fits
+    w.advance(120)
+    acc = w.accounting()
+    assert acc["host"]["swapped"] == 0 and acc["host"]["conserved"]
+    g = acc["guests"]
+    assert g["dc01"]["current"] == 8 * GiB  # static memory: never moved by DM
+    # sql01 (priority 90) got demand + buffer; dev01 (priority 10) was trimmed first
+    assert g["sql01"]["current"] >= int(g["sql01"]["demand"] * 1.2) - 2 * MiB
+    assert g["dev01"]["current"] < int(g["dev01"]["demand"] * 1.2)
+
+
+def test_faults_by_count_are_retried_like_real_transient_errors() -> None:
+    with fake.world("seed") as w:
+        w.faults.add(op="get_stats", kind="connection_lost", count=2)
+        with hvballoon.connect("fake://seed", world=w, retry=INSTANT) as hv:
+            assert len(hv.get_stats()) == 10  # third attempt succeeds
+        w.faults.add(op="get_stats", kind="timeout", count=5)
+        with (
+            hvballoon.connect("fake://seed", world=w, retry=INSTANT) as hv,
+            pytest.raises(OperationTimeoutError),
+        ):
+            hv.get_stats()
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("connection_lost", HVConnectionError),
+        ("session_expired", SessionExpiredError),
+        ("permission_denied", PermissionDeniedError),
+        ("timeout", OperationTimeoutError),
+    ],
+)
+def test_fault_kinds_map_to_hvballoon_errors(kind: str, error: type[Exception]) -> None:
+    with fake.world("seed") as w, hvballoon.connect("fake://seed", world=w, retry=NO_RETRY) as hv:
+        w.faults.add(op="set_target", kind=kind, after=1)
+        hv.set_target("web01", "12GiB")
+        with pytest.raises(error) as info:
+            hv.set_target("web01", "11GiB")
+        assert info.value.retryable is (kind != "permission_denied")  # type: ignore[attr-defined]
+        assert hv.get_stats(["web01"])[0].target_bytes == 12 * GiB
+
+
+def test_vanished_stale_slow_and_driverless() -> None:
+    with fake.world("seed") as w, hvballoon.connect("fake://seed", world=w, retry=NO_RETRY) as hv:
+        w.faults.add(op="get_config", kind="vm_vanished", vm="web02")
+        with pytest.raises(VMNotFoundError):
+            hv.get_config("web02")
+        assert "web02" not in [v.name for v in hv.list_vms()]
+
+        w.faults.add(op="get_stats", kind="stats_stale", vm="web03", duration=600)
+        hv.get_stats()
+        w.advance(120)
+        with pytest.raises(StatsUnavailableError):
+            hv.set_target("web03", "8GiB")
+
+        w.faults.add(op="list_vms", kind="slow", latency=5)
+        before = w.now
+        hv.list_vms()
+        assert w.now == before + 5
+        w.faults.add(op="list_vms", kind="slow", latency=60)
+        with pytest.raises(OperationTimeoutError):
+            hv.list_vms()
+
+        w.faults.add(op="set_target", kind="no_balloon_driver", vm="web01")
+        with pytest.raises(UnsupportedOperationError, match="no balloon driver"):
+            hv.set_target("web01", "8GiB")
+
+
+def test_probability_faults_are_seeded() -> None:
+    def pattern(seed: int) -> list[bool]:
+        w = World(load_scenario("seed"), seed=seed)
+        w.faults.add(op="get_stats", kind="timeout", probability=0.3)
+        return [w.faults.hit("get_stats") is not None for _ in range(200)]
+
+    assert pattern(7) == pattern(7)
+    assert pattern(7) != pattern(8)
+    assert 30 < sum(pattern(7)) < 90
+
+
+def test_faults_from_the_scenario_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(
+        "name: f\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, used: 256MiB}]\n"
+        "faults: [{op: list_vms, kind: session_expired, count: 1}]\n"
+    )
+    with hvballoon.connect(f"fake://{path}", retry=NO_RETRY) as hv, pytest.raises(SessionExpiredError):
+        hv.list_vms()
+    path.write_text(
+        "name: f\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB}]\nfaults: [{op: list, kind: boom}]\n"
+    )
+    with pytest.raises(ScenarioError, match=r"faults\.0.*unknown fault op"):
+        load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    ("workload", "problem"),
+    [
+        ("{kind: spike, params: {at: 1h}}", "params.duration: Field required"),
+        ("{kind: diurnal, params: {amplitude: 2 gigs}}", "params.amplitude"),
+        ("{kind: ramp, params: {to: 2GiB, over: 0}}", "params.over"),
+        ("{kind: jvm, params: {heap: 1GiB, colour: red}}", "params.colour"),
+        ("{kind: mixed, params: {parts: [{kind: spike, params: {}}]}}", "parts.0"),
+        ("{kind: weather}", "kind"),
+    ],
+)
+def test_bad_workload_params_name_file_path_and_problem(tmp_path: Path, workload: str, problem: str) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        f"name: w\nhost: {{physical: 8GiB}}\nvms: [{{name: a, memory: 1GiB, workload: {workload}}}]\n"
+    )
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    msg = str(info.value)
+    assert str(path) in msg and "vms.0.workload" in msg and problem in msg
+
+
+def test_workload_shapes() -> None:
+    w = World(load_scenario("seed"))
+    rec = w.record(every=60)
+    w.advance(4 * 3600)
+    data = rec.to_data()
+    t = data["t"]
+    batch = data["vms"]["batch01"]["demand_bytes"]  # spike at 2h for 30m, 5 GiB
+    at = {round(x): i for i, x in enumerate(t)}
+    assert batch[at[3600]] == int(1.5 * GiB)
+    assert batch[at[2 * 3600 + 900]] == int(6.5 * GiB)
+    assert batch[at[3 * 3600]] == int(1.5 * GiB)
+    ramp = data["vms"]["app02"]["demand_bytes"]  # 4.5 -> 6 GiB over 8h
+    assert ramp[at[4 * 3600]] == int(5.25 * GiB)
+    jvm = data["vms"]["jvm01"]["demand_bytes"]
+    assert all(b >= a for a, b in zip(jvm, jvm[1:], strict=False))  # a heap is never given back
+
+
+def test_wall_clock_mode_follows_real_time() -> None:
+    w = World(load_scenario("seed"), clock="wall", speed=3600)
+    w.sync()
+    import time
+
+    time.sleep(0.05)
+    w.sync()
+    assert 100 < w.now < 3600
+    with hvballoon.connect("fake://seed?speed=60") as hv:
+        assert hv.backend.world.clock == "wall"
+    with pytest.raises(hvballoon.InvalidURIError):
+        hvballoon.connect("fake://seed?speed=-1")

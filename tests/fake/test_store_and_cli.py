@@ -1,0 +1,142 @@
+"""A persisted world shared by processes; the simulate and fake advance commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon.fake.scenario import load_scenario
+from hvballoon.fake.store import WorldStore
+from hvballoon.fake.world import World
+from hvballoon.units import GiB
+
+EXE = shutil.which("hvballoon")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_connections_share_one_persisted_world(tmp_path: Path) -> None:
+    uri = f"fake://seed?state={tmp_path / 'w.db'}"
+    with hvballoon.connect(uri) as hv:
+        hv.set_target("web01", "8GiB")
+        hv.backend.sleep(30)
+    with hvballoon.connect(uri) as hv:
+        (st,) = hv.get_stats(["web01"])
+        assert st.target_bytes == st.current_bytes == 8 * GiB
+        assert hv.backend.monotonic() == 30
+        hv.backend.world.faults  # a copy: reading it changes nothing
+
+
+def test_world_round_trips_through_bytes() -> None:
+    w = World(load_scenario("seed-spike"), flavor="esxi", seed=9)
+    w.faults.add(op="get_stats", kind="timeout", probability=0.5)
+    w.advance(3700)
+    again = World.from_bytes(w.to_bytes())
+    assert again.accounting() == w.accounting()
+    w.advance(600)
+    again.advance(600)
+    assert again.to_bytes() == w.to_bytes()
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    import hvballoon
+    from hvballoon.retry import RetryPolicy
+
+    uri, me, ops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    names = ["web01", "web02", "web03", "app01", "app02", "db01", "jvm01", "cache01", "batch01", "ci01"]
+    with hvballoon.connect(uri, retry=RetryPolicy(max_attempts=1)) as hv:
+        for i in range(ops):
+            kind = i % 3
+            if kind == 0:
+                assert len(hv.get_stats()) == 10
+            elif kind == 1:
+                hv.set_target(names[me % 10], f"{10 + (i % 5)}GiB")
+            else:
+                hv.backend.sleep(1)
+    """
+)
+
+
+def test_sixteen_processes_lose_no_update(tmp_path: Path) -> None:
+    db = tmp_path / "world.db"
+    store = WorldStore(db, lambda: World(load_scenario("seed")))
+    with store.transaction() as w:
+        # a rule that never fires but counts every get_stats call
+        w.faults.add(op="get_stats", kind="timeout", after=10**9)
+    store.close()
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    procs, ops = 16, 63  # 1,008 mixed operations in all
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    workers = [
+        subprocess.Popen([sys.executable, str(script), f"fake://seed?state={db}", str(p), str(ops)], env=env)
+        for p in range(procs)
+    ]
+    assert [p.wait(timeout=120) for p in workers] == [0] * procs
+    store = WorldStore(db, lambda: World(load_scenario("seed")))
+    with store.transaction(write=False) as w:
+        sleeps = sum(1 for i in range(ops) if i % 3 == 2) * procs
+        stats = sum(1 for i in range(ops) if i % 3 == 0) * procs
+        assert w.now == sleeps  # every advance of every process is there
+        targets = sum(1 for i in range(ops) if i % 3 == 1) * procs
+        # every read was counted, none lost (set_target reads the VM's stats once too)
+        assert w.faults.rules[0].seen == stats + targets
+        assert w.accounting()["host"]["conserved"]
+    store.close()
+
+
+def test_simulate_seed_draws_and_keeps_its_headline_facts(tmp_path: Path) -> None:
+    png, csv = tmp_path / "seed.png", tmp_path / "seed.csv"
+    r = cli("simulate", "seed", "--duration", "2h", "--plot", str(png), "--csv", str(csv), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["host"]["physical_bytes"] == 120 * GiB
+    assert summary["host"]["promised_bytes"] == 160 * GiB
+    assert summary["duration_seconds"] == 7200
+    assert len(summary["vms"]) == 10
+    for vm in summary["vms"].values():
+        assert vm["configured_bytes"] == 16 * GiB
+        assert vm["peak_demand_bytes"] <= 8 * GiB  # each VM uses 8 GiB or less
+        assert vm["oom_events"] == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("t_seconds,vm,demand_bytes") and len(lines) == 1 + 721 * 10
+
+
+def test_simulate_human_output_and_bad_input() -> None:
+    r = cli("simulate", "dense", "--duration", "30m", "--flavor", "esxi")
+    assert r.returncode == 0, r.stderr
+    assert "224 GiB promised on 120 GiB" in r.stdout and "vm14" in r.stdout
+    assert cli("simulate", "nope", "--duration", "1h").returncode == 2
+    assert cli("simulate", "seed", "--duration", "0").returncode == 2
+
+
+def test_fake_advance_moves_a_persisted_clock(tmp_path: Path) -> None:
+    uri = f"fake://seed?state={tmp_path / 'w.db'}"
+    r = cli("fake", "advance", uri, "10m", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["now_seconds"] == 600
+    r = cli("fake", "advance", uri, "1h")
+    assert r.returncode == 0 and "1h10m" in r.stdout
+    r = cli("fake", "advance", "fake://seed", "10m")
+    assert r.returncode == 2 and "state=" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["seed", "seed-spike", "java", "dense", "hyperv-dm", "esxi-limits"])
+def test_builtin_scenarios_run_conserved(name: str) -> None:
+    w = World(load_scenario(name), strict=True)
+    w.advance(1800)
+    assert w.accounting()["host"]["conserved"]
