@@ -1,0 +1,64 @@
+# Copyright: the hvballoon authors
+# Apache License 2.0 (see LICENSE in the repository)
+
+
+class ModuleDocFragment:
+    # The connection options every hvballoon.memory module shares.
+    DOCUMENTATION = r"""
+options:
+  uri:
+    description:
+      - The hypervisor to talk to, as an hvballoon connection URI.
+      - "KVM: V(qemu:///system), V(qemu+ssh://root@kvm01/system) (libvirt URIs, passed through)."
+      - "ESXi / vCenter: V(esxi://root@esx01), V(vcenter://admin@vc01/?datacenter=DC1&cluster=C1)."
+      - "Hyper-V: V(hyperv://administrator@hv01/?transport=ntlm)."
+      - "The simulator: V(fake://seed), V(fake://seed?flavor=esxi&state=/tmp/world.db) (a world shared by processes)."
+      - A password is never part of the URI; use O(password).
+    type: str
+    required: true
+  password:
+    description:
+      - The password for the user named in O(uri).
+      - If not set, the environment variable E(HVBALLOON_PASSWORD) on the managed host is used.
+      - Never logged nor returned.
+    type: str
+  validate_certs:
+    description:
+      - Verify the hypervisor's TLS certificate (vCenter / ESXi, WinRM over HTTPS).
+      - Turning this off is insecure and reported as a warning.
+    type: bool
+    default: true
+  ca_file:
+    description:
+      - A PEM CA bundle to verify the hypervisor's certificate with.
+    type: path
+  timeout:
+    description:
+      - Seconds each remote call may take before it fails with the error code V(timeout).
+    type: float
+    default: 30
+requirements:
+  - Python 3.10 or later on the host that runs the module.
+  - The hvballoon Python package (C(pip install hvballoon)) and the backend for O(uri)
+    (C(pip install 'hvballoon[kvm]'), C(hvballoon[esxi]) or C(hvballoon[hyperv])).
+notes:
+  - "The module runs where the task runs. For KVM over a local socket run it on the hypervisor
+    host; for vCenter / ESXi and Hyper-V run it on the controller (C(delegate_to: localhost))
+    or any host that reaches the management API."
+  - "On failure the result has C(code) (the stable hvballoon error code, for example V(below_floor),
+    V(vm_not_found), V(timeout)), C(retryable) and C(error) (the whole error: message, backend,
+    redacted URI, VM, details), so a task can C(retry) only what is worth retrying."
+"""
+
+    VMS = r"""
+options:
+  vm:
+    description:
+      - One VM, by name or id. Mutually exclusive with O(vms).
+    type: str
+  vms:
+    description:
+      - Several VMs, by name or id. Mutually exclusive with O(vm).
+    type: list
+    elements: str
+"""

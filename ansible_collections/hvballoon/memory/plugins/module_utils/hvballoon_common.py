@@ -1,0 +1,122 @@
+# Copyright: the hvballoon authors
+# Apache License 2.0 (see LICENSE in the repository)
+"""What the hvballoon.memory modules share: options, the SDK import, connecting, errors, diffs."""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+try:
+    import hvballoon
+    from hvballoon.errors import BackendUnavailableError, HVBalloonError
+    from hvballoon.units import format_size
+except ImportError:
+    HAS_HVBALLOON = False
+    HVBALLOON_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_HVBALLOON = True
+    HVBALLOON_IMPORT_ERROR = None
+
+
+def connection_argument_spec():
+    """The options of the ``connection`` doc fragment."""
+    return dict(
+        uri=dict(type="str", required=True),
+        password=dict(type="str", no_log=True, fallback=(env_fallback, ["HVBALLOON_PASSWORD"])),
+        validate_certs=dict(type="bool", default=True),
+        ca_file=dict(type="path"),
+        timeout=dict(type="float", default=30.0),
+    )
+
+
+def vms_argument_spec():
+    """``vm`` / ``vms`` (the ``connection.VMS`` doc fragment)."""
+    return dict(vm=dict(type="str"), vms=dict(type="list", elements="str"))
+
+
+def require_sdk(module):
+    """Fail with Ansible's standard message when the hvballoon package is missing."""
+    if not HAS_HVBALLOON:
+        module.fail_json(msg=missing_required_lib("hvballoon"), exception=HVBALLOON_IMPORT_ERROR)
+
+
+def fail_error(module, exc, **result):
+    """``fail_json`` with the error's message, stable ``code``, ``retryable`` and the whole error."""
+    if isinstance(exc, BackendUnavailableError) and exc.details.get("install"):
+        msg = missing_required_lib(
+            exc.details.get("distribution") or exc.details.get("missing") or "the hvballoon backend"
+        )
+        msg = f"{msg} ({exc.message}; install with: {exc.details['install']})"
+    else:
+        msg = str(exc)
+    module.fail_json(msg=msg, code=exc.code, retryable=exc.retryable, error=exc.to_dict(), **result)
+
+
+def connect(module):
+    """Open an hvballoon session from the module's connection options (fails the task on error)."""
+    p = module.params
+    if not p["validate_certs"]:
+        module.warn(
+            "validate_certs is false: the hypervisor's TLS certificate is not verified "
+            "and the connection can be intercepted"
+        )
+    try:
+        with warnings.catch_warnings():
+            # told once through module.warn above, not again on stderr
+            warnings.simplefilter("ignore")
+            return hvballoon.connect(
+                p["uri"],
+                password=p["password"],
+                timeout=p["timeout"],
+                verify=p["validate_certs"],
+                ca_file=p["ca_file"],
+            )
+    except HVBalloonError as exc:
+        fail_error(module, exc)
+    return None  # not reached: fail_json exits
+
+
+def selected_vms(module):
+    """The VMs the task names (``vm`` or ``vms``), or None for all."""
+    if module.params.get("vm"):
+        return [module.params["vm"]]
+    return list(module.params.get("vms") or []) or None
+
+
+def _readable(fields):
+    out = {}
+    for key, value in fields.items():
+        out[key] = value
+        if key.endswith("_bytes"):
+            human = key[: -len("_bytes")]
+            if value is None:
+                out[human] = "unlimited" if key == "limit_bytes" else None
+            else:
+                out[human] = format_size(value)
+    return out
+
+
+def change_diff(change):
+    """One ``--diff`` entry from an hvballoon ``Change``: bytes and IEC sizes, before and after."""
+    return {
+        "before_header": change.vm.name,
+        "after_header": change.vm.name,
+        "before": _readable(change.before),
+        "after": _readable(change.after),
+    }
+
+
+def capabilities_result(caps):
+    """Capabilities as JSON, with their sets as sorted lists (stable output from run to run)."""
+    data = caps.model_dump(mode="json")
+    for key in ("readable", "set_live", "set_offline"):
+        data[key] = sorted(data.get(key) or [])
+    return data
+
+
+def change_result(change):
+    """The JSON-ready form of a ``Change`` returned by the modules."""
+    return change.model_dump(mode="json")

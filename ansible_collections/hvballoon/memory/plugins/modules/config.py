@@ -1,0 +1,227 @@
+#!/usr/bin/python
+# Copyright: the hvballoon authors
+# Apache License 2.0 (see LICENSE in the repository)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: config
+short_description: Set a VM's memory configuration (dynamic-memory range, reservation, limit, shares, balloon cap)
+version_added: 0.1.0
+description:
+  - Changes only the memory configuration fields given, to absolute values, through the hvballoon SDK.
+  - Idempotent; check mode computes the change without applying it; C(--diff) shows each field
+    before and after, per VM.
+  - "Which fields a hypervisor has: KVM O(maximum) (maxMemory), O(deflate_on_oom), O(stats_period)
+    (balloon statistics period); ESXi O(reservation), O(limit), O(shares), O(balloon_cap)
+    (sched.mem.maxmemctl), O(maximum) (memoryMB); Hyper-V O(dynamic), O(minimum), O(startup),
+    O(maximum), O(buffer_percent), O(priority)."
+  - A field the backend cannot change, or not in the VM's power state, fails with code
+    V(unsupported) or V(invalid_state) before anything is sent. Hyper-V allows, while a VM runs,
+    only raising the maximum and lowering the minimum; the others need the VM off.
+author:
+  - hvballoon authors (@hvballoon)
+extends_documentation_fragment:
+  - hvballoon.memory.connection
+  - hvballoon.memory.connection.vms
+options:
+  minimum:
+    description: Hyper-V Dynamic Memory minimum (a size, like O(maximum)).
+    type: raw
+  maximum:
+    description:
+      - The VM's maximum memory. A size, an integer of bytes or a string such as V(16GiB) (IEC,
+        powers of 1024) or V(16GB) (SI, powers of 1000).
+    type: raw
+  startup:
+    description: Hyper-V startup memory (a size).
+    type: raw
+  dynamic:
+    description: Hyper-V Dynamic Memory on or off (the VM must be off).
+    type: bool
+  buffer_percent:
+    description: Hyper-V memory buffer, 5 to 2000 percent.
+    type: int
+  priority:
+    description: Hyper-V memory weight, 0 to 100.
+    type: int
+  reservation:
+    description: ESXi memory reservation (a size; V(0) for none).
+    type: raw
+  limit:
+    description:
+      - ESXi memory limit (a size), or V(unlimited) to remove it.
+    type: raw
+  shares:
+    description: ESXi memory shares (a custom number of shares).
+    type: int
+  balloon_cap:
+    description: ESXi balloon cap, sched.mem.maxmemctl (a size; V(0) for none).
+    type: raw
+  deflate_on_oom:
+    description: KVM virtio-balloon deflate-on-OOM (the VM must be off).
+    type: bool
+  stats_period:
+    description: KVM balloon statistics period in seconds (V(0) turns the guest's reports off).
+    type: int
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+  platform:
+    description: Runs where the SDK can reach the hypervisor.
+    support: full
+    platforms: posix
+seealso:
+  - module: hvballoon.memory.target
+  - module: hvballoon.memory.memory_info
+"""
+
+EXAMPLES = r"""
+- name: Hyper-V dynamic memory range and buffer (running VM, maximum raised only)
+  hvballoon.memory.config:
+    uri: hyperv://administrator@hv01/?transport=ntlm
+    password: "{{ vault_hyperv_password }}"
+    vm: web01
+    maximum: 24GiB
+    buffer_percent: 20
+    priority: 80
+  delegate_to: localhost
+
+- name: ESXi reservation for the database, no limit
+  hvballoon.memory.config:
+    uri: vcenter://automation@vc01/?datacenter=DC1
+    password: "{{ vault_vcenter_password }}"
+    vm: db01
+    reservation: 8GiB
+    limit: unlimited
+    shares: 4000
+  delegate_to: localhost
+
+- name: KVM balloon statistics every 5 seconds on every web VM
+  hvballoon.memory.config:
+    uri: qemu:///system
+    vms: [web01, web02, web03]
+    stats_period: 5
+"""
+
+RETURN = r"""
+changes:
+  description: One record per VM, in the order given (also in check mode, where nothing was applied).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: The VM (id, name, backend, host, power_state).
+      type: dict
+      returned: always
+    changed:
+      description: Whether any field given differed from the VM's configuration.
+      type: bool
+      returned: always
+    dry_run:
+      description: True in check mode (nothing was applied).
+      type: bool
+      returned: always
+    before:
+      description: The fields given, as they were (sizes in bytes, a C(limit_bytes) of null is unlimited).
+      type: dict
+      returned: always
+      sample: {"reservation_bytes": 0, "limit_bytes": null}
+    after:
+      description: The fields given, as they are now (or would be, in check mode).
+      type: dict
+      returned: always
+      sample: {"reservation_bytes": 8589934592, "limit_bytes": null}
+    requested:
+      description: The fields asked for, parsed.
+      type: dict
+      returned: always
+    mechanism:
+      description: The VM's target mechanism.
+      type: str
+      returned: always
+code:
+  description: The stable hvballoon error code, for example V(unsupported), V(invalid_state), V(invalid_request).
+  returned: failure
+  type: str
+  sample: invalid_state
+retryable:
+  description: Whether the error is transient and worth retrying.
+  returned: failure
+  type: bool
+error:
+  description: The whole error (message, code, backend, redacted URI, VM, details).
+  returned: failure
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - after the documentation, by convention
+
+from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common import (  # noqa: E402
+    HAS_HVBALLOON,
+    change_diff,
+    change_result,
+    connect,
+    connection_argument_spec,
+    fail_error,
+    require_sdk,
+    selected_vms,
+    vms_argument_spec,
+)
+
+if HAS_HVBALLOON:
+    from hvballoon.errors import HVBalloonError
+
+FIELDS = dict(
+    minimum=dict(type="raw"),
+    maximum=dict(type="raw"),
+    startup=dict(type="raw"),
+    dynamic=dict(type="bool"),
+    buffer_percent=dict(type="int"),
+    priority=dict(type="int"),
+    reservation=dict(type="raw"),
+    limit=dict(type="raw"),
+    shares=dict(type="int"),
+    balloon_cap=dict(type="raw"),
+    deflate_on_oom=dict(type="bool"),
+    stats_period=dict(type="int"),
+)
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(vms_argument_spec())
+    argument_spec.update(FIELDS)
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=[("vm", "vms")],
+        required_one_of=[("vm", "vms"), tuple(FIELDS)],
+        supports_check_mode=True,
+    )
+    require_sdk(module)
+    fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
+    result = dict(changed=False, changes=[])
+    hv = connect(module)
+    diffs = []
+    try:
+        with hv:
+            for ref in selected_vms(module):
+                change = hv.set_config(ref, dry_run=module.check_mode, **fields)
+                result["changes"].append(change_result(change))
+                result["changed"] = result["changed"] or change.changed
+                diffs.append(change_diff(change))
+    except HVBalloonError as exc:
+        fail_error(module, exc, **result)
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+#!/usr/bin/python
+# Copyright: the hvballoon authors
+# Apache License 2.0 (see LICENSE in the repository)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: target
+short_description: Set a VM's memory target (balloon, ESXi limit, Hyper-V dynamic memory or runtime resize)
+version_added: 0.1.0
+description:
+  - Moves the memory target of one or several VMs to an absolute O(size), through the hvballoon SDK.
+  - "What a target means depends on the hypervisor: KVM sets the virtio-balloon target; ESXi sets
+    the memory limit (ESXi then inflates the balloon); Hyper-V raises the maximum of a Dynamic
+    Memory VM or resizes a static-memory VM at run time."
+  - Guard rails refuse a target below what the guest uses plus a safety margin, or when the
+    guest's usage is unknown or stale (O(force) overrides), and always refuse a target above the
+    VM's maximum. The refusal states the numbers.
+  - Idempotent, a VM already at the (aligned) target is reported unchanged.
+  - Check mode computes the change without touching anything; C(--diff) shows the target before
+    and after, per VM.
+author:
+  - hvballoon authors (@hvballoon)
+extends_documentation_fragment:
+  - hvballoon.memory.connection
+  - hvballoon.memory.connection.vms
+options:
+  size:
+    description:
+      - The target, absolute. An integer of bytes or a string with a unit.
+      - "IEC units are powers of 1024 (V(6GiB), V(512MiB), V(1.5GiB)); SI units are powers of 1000
+        (V(8GB) is 8,000,000,000 bytes). A bare V(G) or V(M) is refused as ambiguous."
+      - The target is rounded up to the backend's granularity (KiB on KVM, MiB on ESXi, 2 MiB on Hyper-V).
+    type: raw
+    required: true
+  force:
+    description:
+      - Go below the guard rail's floor (the guest may swap or crash). Never above the VM's maximum.
+    type: bool
+    default: false
+  wait:
+    description:
+      - "After changing, wait until the VM's memory reaches the target (where the backend can observe it:
+        KVM and Hyper-V static memory). Not done in check mode."
+      - Fails with code V(balloon_stalled) when the balloon stops short of the target, or V(wait_timeout).
+    type: bool
+    default: false
+  wait_timeout:
+    description:
+      - Seconds O(wait) waits at most.
+    type: float
+    default: 60
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+  platform:
+    description: Runs where the SDK can reach the hypervisor.
+    support: full
+    platforms: posix
+seealso:
+  - module: hvballoon.memory.memory_info
+  - module: hvballoon.memory.config
+"""
+
+EXAMPLES = r"""
+- name: Balloon web01 down to 6 GiB (KVM, on the hypervisor host)
+  hvballoon.memory.target:
+    uri: qemu:///system
+    vm: web01
+    size: 6GiB
+    wait: true
+
+- name: Cap several VMs at 8 GiB through vCenter (an ESXi memory limit)
+  hvballoon.memory.target:
+    uri: vcenter://automation@vc01/?datacenter=DC1
+    password: "{{ vault_vcenter_password }}"
+    vms: [app01, app02]
+    size: 8GiB
+  delegate_to: localhost
+
+- name: Release the limit again by targeting the configured memory
+  hvballoon.memory.target:
+    uri: esxi://root@esx01
+    password: "{{ vault_esx_password }}"
+    vm: app01
+    size: 16GiB
+  delegate_to: localhost
+
+- name: Below the guard rail, knowingly
+  hvballoon.memory.target:
+    uri: fake://seed
+    vm: batch01
+    size: 1GiB
+    force: true
+"""
+
+RETURN = r"""
+changes:
+  description: One record per VM, in the order given (also in check mode, where nothing was applied).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: The VM (id, name, backend, host, power_state).
+      type: dict
+      returned: always
+    changed:
+      description: Whether the target differed from the requested one.
+      type: bool
+      returned: always
+    dry_run:
+      description: True in check mode (nothing was applied).
+      type: bool
+      returned: always
+    forced:
+      description: Whether O(force) was used.
+      type: bool
+      returned: always
+    mechanism:
+      description: What the target set, V(balloon), V(limit), V(dynamic_memory) or V(runtime_resize).
+      type: str
+      returned: always
+    before:
+      description: The target before, as C(target_bytes).
+      type: dict
+      returned: always
+      sample: {"target_bytes": 17179869184}
+    after:
+      description: The target after (aligned), as C(target_bytes).
+      type: dict
+      returned: always
+      sample: {"target_bytes": 6442450944}
+    requested:
+      description: The target asked for, in bytes, before alignment.
+      type: dict
+      returned: always
+    warnings:
+      description: Warnings, for example when forced below the floor.
+      type: list
+      elements: str
+      returned: always
+  sample:
+    - vm: {"id": "307c5e41-641f-56de-b145-10e25d9a09e5", "name": "web01", "backend": "kvm"}
+      changed: true
+      dry_run: false
+      mechanism: balloon
+      before: {"target_bytes": 17179869184}
+      after: {"target_bytes": 6442450944}
+stats:
+  description: The memory stats of each VM once its target was reached (see hvballoon.memory.memory_info).
+  returned: when O(wait=true), not in check mode, and the backend can observe the target
+  type: list
+  elements: dict
+code:
+  description: The stable hvballoon error code, for example V(below_floor), V(above_maximum), V(invalid_size).
+  returned: failure
+  type: str
+  sample: below_floor
+retryable:
+  description: Whether the error is transient (connection lost, timeout) and worth retrying.
+  returned: failure
+  type: bool
+error:
+  description: The whole error (message, code, backend, redacted URI, VM, details with the numbers compared).
+  returned: failure
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - after the documentation, by convention
+
+from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common import (  # noqa: E402
+    HAS_HVBALLOON,
+    change_diff,
+    change_result,
+    connect,
+    connection_argument_spec,
+    fail_error,
+    require_sdk,
+    selected_vms,
+    vms_argument_spec,
+)
+
+if HAS_HVBALLOON:
+    from hvballoon.errors import HVBalloonError
+    from hvballoon.units import parse_size
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(vms_argument_spec())
+    argument_spec.update(
+        size=dict(type="raw", required=True),
+        force=dict(type="bool", default=False),
+        wait=dict(type="bool", default=False),
+        wait_timeout=dict(type="float", default=60.0),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=[("vm", "vms")],
+        required_one_of=[("vm", "vms")],
+        supports_check_mode=True,
+    )
+    require_sdk(module)
+    p = module.params
+    result = dict(changed=False, changes=[])
+    try:
+        parse_size(p["size"], what="size")  # a bad size fails before connecting
+    except HVBalloonError as exc:
+        fail_error(module, exc, **result)
+    hv = connect(module)
+    diffs = []
+    stats = []
+    try:
+        with hv:
+            for ref in selected_vms(module):
+                change = hv.set_target(ref, p["size"], dry_run=module.check_mode, force=p["force"])
+                result["changes"].append(change_result(change))
+                result["changed"] = result["changed"] or change.changed
+                diffs.append(change_diff(change))
+                for warning in change.warnings:
+                    module.warn(f"{change.vm.name}: {warning}")
+                if p["wait"] and not module.check_mode:
+                    if hv.vm_capabilities(change.vm).target_observable:
+                        reached = hv.wait_for_target(change.vm, timeout=p["wait_timeout"])
+                        stats.append(reached.model_dump(mode="json"))
+                    else:
+                        module.warn(
+                            f"{change.vm.name}: the {hv.backend_name} backend cannot observe a "
+                            f"{change.mechanism.value} target being reached; not waiting"
+                        )
+    except HVBalloonError as exc:
+        fail_error(module, exc, **result)
+    if p["wait"] and not module.check_mode:
+        result["stats"] = stats
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
