@@ -198,6 +198,12 @@ class WorkloadBlock:
         self.kind = kind
         self.vm = np.array([c.vm for c in comps], dtype=np.int64)
         self.unique = len(set(self.vm.tolist())) == len(comps)
+        #: the columns as a slice when they are evenly spaced (a view: no gather/scatter copies)
+        self.cols: slice | npt.NDArray[np.int64] = self.vm
+        steps = np.diff(self.vm)
+        if len(self.vm) == 1 or (len(steps) and (steps == steps[0]).all() and steps[0] > 0):
+            step = int(steps[0]) if len(steps) else 1
+            self.cols = slice(int(self.vm[0]), int(self.vm[-1]) + 1, step)
         u = used[self.vm]
         p: dict[str, npt.NDArray[np.float64]] = {}
 

@@ -360,6 +360,7 @@ class World:
             self.faults.add(**f.model_dump())
         self.events: list[dict[str, Any]] = []
         self.recorder: Recorder | None = None
+        self._buf: dict[str, Arr] | None = None
         self.version = 0
         self.host_free_bytes = 0
         self.pressure_bytes = 0.0
@@ -564,7 +565,7 @@ class World:
             raise ValueError("time only moves forward, by a finite number of seconds")
         with self.lock:
             end = self.now + seconds
-            max_rows = max(16, min(4096, 65536 // max(self.n, 1)))
+            max_rows = max(16, min(4096, 262144 // max(self.n, 1)))
             while end - self.now > 1e-9:
                 remaining = end - self.now
                 if remaining >= self.step - 1e-9:
@@ -677,6 +678,19 @@ class World:
         crash_at = np.where(cand, stall_at + self.panic_delay, np.inf).min()
         return max(1, math.ceil((float(crash_at) - self.now) / dt - 1e-9))
 
+    def _buffers(self, rows: int) -> dict[str, Arr]:
+        """Work arrays of one block, kept between blocks: fresh multi-megabyte arrays cost
+        page faults that would dominate the arithmetic."""
+        import numpy as np
+
+        cached = self._buf
+        if cached is None or cached["dem"].shape[0] != rows:
+            names = ("dem", "cur", "deff", "roomy", "usedg", "cache", "free", "backed")
+            cached = {k: np.empty((rows, self.n)) for k in names}
+            cached["oom"] = np.empty((rows, self.n), dtype=bool)
+            self._buf = cached
+        return cached
+
     def _run(self, rows: int, dt: float) -> None:
         import numpy as np
 
@@ -688,17 +702,19 @@ class World:
         floor = a["kern"] + a["unf"]
         mem, wsize = a["mem"], a["wsize"]
 
+        buf = self._buffers(rows)
         # demand
-        dem = np.empty((rows, n))
+        dem = buf["dem"]
         dem[:] = a["used0"]
         for blk in self._blocks:
             d = blk.delta(t, dt, self.rng)
             if blk.unique:
-                dem[:, blk.vm] += d
+                dem[:, blk.cols] += d
             else:
                 np.add.at(dem, (slice(None), blk.vm), d)  # type: ignore[arg-type]
         np.floor(dem, out=dem)
-        np.clip(dem, floor, mem + wsize, out=dem)
+        np.maximum(dem, floor, out=dem)
+        np.minimum(dem, mem + wsize, out=dem)
 
         # where the memory is steered, and the balloon moving at its rates
         goal, low = self._policy()
@@ -706,8 +722,10 @@ class World:
         cur0 = a["cur"]
         goal = np.where(moving, np.maximum(goal, low), cur0)
         rate = np.where(goal < cur0, -np.floor(a["rin"] * dt), np.floor(a["rout"] * dt))
-        cur = cur0 + rate * kk
-        np.clip(cur, np.minimum(goal, cur0), np.maximum(goal, cur0), out=cur)
+        cur = np.multiply(rate, kk, out=buf["cur"])
+        cur += cur0
+        np.maximum(cur, np.minimum(goal, cur0), out=cur)
+        np.minimum(cur, np.maximum(goal, cur0), out=cur)
         don = np.nonzero(moving & (a["don"] > 0))[0]
         if don.size:
             # deflate-on-OOM: the balloon gives pages back rather than let the OOM killer run
@@ -715,40 +733,58 @@ class World:
             cur[:, don] = np.maximum(cur[:, don], need)
 
         # inside the guest: OOM kill beyond current + swap, swap, cache
-        deff = np.minimum(dem, cur + wsize)
-        oom = dem > deff
-        need_swap = np.maximum(deff - cur, 0.0)
+        deff = np.add(cur, wsize, out=buf["deff"])
+        np.minimum(dem, deff, out=deff)
+        oom = np.greater(dem, deff, out=buf["oom"])
+        roomy = np.subtract(cur, deff, out=buf["roomy"])  # free + cache, before anything is swapped
         z0, swp0 = a["z"], a["swp"]
-        swapping = bool(z0.any()) or bool(need_swap.any())
+        # only the guests that swap (now or still) need the swap recurrence
+        sc = np.nonzero((z0 > 0) | (roomy < 0).any(axis=0))[0]
+        swapping = sc.size > 0
         s_dt = np.floor(_SWAP_IN_RATE * dt)
+        z_last = z0.copy()
+        swp: Arr = np.zeros((1, n))
+        usedg = buf["usedg"]
+        np.copyto(usedg, deff)
         if swapping:
             sk = s_dt * kk
-            z = np.maximum.accumulate(need_swap + sk, axis=0)
-            np.maximum(z, z0, out=z)
-            z -= sk
-            swp = np.minimum(z, deff - floor)
-            roomy = cur - deff + swp
-        else:
-            z = swp = np.zeros((1, n))
-            roomy = cur - deff
+            zs = np.maximum(-roomy[:, sc], 0.0)
+            zs += sk
+            np.maximum.accumulate(zs, axis=0, out=zs)
+            np.maximum(zs, z0[sc], out=zs)
+            zs -= sk
+            swps = np.minimum(zs, deff[:, sc] - floor[sc])
+            z_last[sc] = zs[-1]
+            roomy[:, sc] += swps
+            usedg[:, sc] -= swps
+            if self.strict or self.recorder is not None:
+                swp = np.zeros((rows, n))
+                swp[:, sc] = swps
+        # cache: grows by g a step into free memory up to cmax, reclaimed first when short:
+        # cache_k = min(room_k, cmax, cache_{k-1} + g), solved as a prefix minimum
         gk = np.floor(_CACHE_GROWTH * dt) * kk
-        cache = np.minimum(roomy, a["cmax"])
-        cache -= gk
-        np.minimum.accumulate(cache, axis=0, out=cache)
-        np.minimum(cache, a["cache"], out=cache)
-        cache += gk
-        free = roomy - cache
-        usedg = deff - swp
-        backed = cur if self.flavor == "hyperv" else usedg + cache
+        cmax = a["cmax"]
+        cache = np.add(a["cache"], gk, out=buf["cache"])
+        np.minimum(cache, cmax, out=cache)
+        tight = np.nonzero(roomy.min(axis=0) < cmax)[0]  # elsewhere room never binds
+        if tight.size:
+            ct = np.minimum(roomy[:, tight], cmax[tight])
+            ct -= gk
+            np.minimum.accumulate(ct, axis=0, out=ct)
+            np.minimum(ct, a["cache"][tight], out=ct)
+            ct += gk
+            cache[:, tight] = ct
+        free = np.subtract(roomy, cache, out=buf["free"])
+        backed = cur if self.flavor == "hyperv" else np.add(usedg, cache, out=buf["backed"])
 
         # counters: swap traffic, major faults, OOM kills
         if swapping:
-            d_swp = np.diff(swp, axis=0, prepend=swp0[None, :])
-            inc_out = np.maximum(d_swp, 0.0)
-            inc_in = np.clip(-d_swp, 0.0, s_dt)
-            thrash = np.floor(a["touch"] * dt * swp) * (free <= 0)
-            inc_out += thrash
-            inc_in += thrash
+            d_swp = np.diff(swps, axis=0, prepend=swp0[None, sc])
+            out_s = np.maximum(d_swp, 0.0)
+            in_s = np.minimum(np.maximum(-d_swp, 0.0), s_dt)
+            thrash = np.floor(a["touch"][sc] * dt * swps) * (free[:, sc] <= 0)
+            out_s += thrash
+            in_s += thrash
         if oom.any():
             prev = np.vstack([a["oomf"][None, :] > 0, oom[:-1]])
             new_oom = (oom & ~prev) & act
@@ -758,7 +794,10 @@ class World:
                 )
             a["ooms"] += new_oom.sum(axis=0)
         # host: what the guests touched, plus overheads, must fit; reclaim the rest
-        held = np.where(act, backed, a["gbk"] * ((a["paused"] > 0) & (a["crashed"] == 0)))
+        if act.all():
+            held = backed
+        else:
+            held = np.where(act, backed, a["gbk"] * ((a["paused"] > 0) & (a["crashed"] == 0)))
         hsw, comp, shr, zpool, host_free = self._host_reclaim(held, act)
 
         if self.strict:
@@ -779,15 +818,19 @@ class World:
                 a["rep_used"][idx] = usedg[j, idx]
                 a["rep_free"][idx] = free[j, idx]
                 a["rep_cache"][idx] = cache[j, idx]
+                a["rep_swin"][idx], a["rep_swout"][idx] = a["swin"][idx], a["swout"][idx]
+                a["rep_majf"][idx] = a["majf"][idx]
                 if swapping:
-                    cin = np.cumsum(inc_in[:, idx], axis=0)[j, np.arange(idx.size)]
-                    cout = np.cumsum(inc_out[:, idx], axis=0)[j, np.arange(idx.size)]
-                    a["rep_swin"][idx] = a["swin"][idx] + cin
-                    a["rep_swout"][idx] = a["swout"][idx] + cout
-                    a["rep_majf"][idx] = a["majf"][idx] + np.floor(cin / _PAGE)
-                else:
-                    a["rep_swin"][idx], a["rep_swout"][idx] = a["swin"][idx], a["swout"][idx]
-                    a["rep_majf"][idx] = a["majf"][idx]
+                    # counters at the report's step, for the guests that swapped in this block
+                    pos = np.nonzero(np.isin(sc, idx))[0]
+                    if pos.size:
+                        cols = sc[pos]
+                        jj = np.clip(np.ceil((last[cols] - t0) / dt - 1e-9).astype(np.int64) - 1, 0, rows - 1)
+                        cin = np.cumsum(in_s[:, pos], axis=0)[jj, np.arange(pos.size)]
+                        cout = np.cumsum(out_s[:, pos], axis=0)[jj, np.arange(pos.size)]
+                        a["rep_swin"][cols] += cin
+                        a["rep_swout"][cols] += cout
+                        a["rep_majf"][cols] += np.floor(cin / _PAGE)
 
         if self.recorder is not None:
             self.recorder.take(t, dem, cur, swp, oom, host_free, hsw + comp + shr, act)
@@ -797,8 +840,8 @@ class World:
         keep = ~act
         a["cur"] = np.where(keep, cur0, cur[last_row])
         a["cache"] = np.where(keep, a["cache"], cache[last_row])
-        a["z"] = np.where(keep, z0, z[last_row])
-        a["swp"] = np.where(keep, swp0, swp[last_row])
+        a["z"] = np.where(keep, z0, z_last)
+        a["swp"] = np.where(keep, swp0, deff[last_row] - usedg[last_row])
         a["dem"] = np.where(keep, a["dem"], dem[last_row])
         a["deff"] = np.where(keep, a["deff"], deff[last_row])
         a["usedg"] = np.where(keep, a["usedg"], usedg[last_row])
@@ -806,10 +849,10 @@ class World:
         a["gbk"] = held[last_row].copy()
         a["oomf"] = (oom[last_row] & act).astype(np.float64)
         if swapping:
-            sin, sout = inc_in.sum(axis=0) * act, inc_out.sum(axis=0) * act
-            a["swin"] += sin
-            a["swout"] += sout
-            a["majf"] += np.floor(sin / _PAGE)
+            sin, sout = in_s.sum(axis=0) * act[sc], out_s.sum(axis=0) * act[sc]
+            a["swin"][sc] += sin
+            a["swout"][sc] += sout
+            a["majf"][sc] += np.floor(sin / _PAGE)
         for key, arr in (("hsw", hsw), ("comp", comp), ("shr", shr), ("zpool", zpool)):
             a[key] = np.array(arr[last_row], dtype=np.float64)
         self.host_free_bytes = int(host_free[last_row])
@@ -852,8 +895,11 @@ class World:
                 tot = np.maximum(total[:, None], 1.0)
                 hsw = np.minimum(np.ceil(ex * held / tot), held)
             self.pressure_bytes = float(total[-1] + base - avail)
-        resident = held - hsw - comp - shr
-        host_free = h.physical_bytes - base - resident.sum(axis=1) - zpool.sum(axis=1)
+        if hsw is zero and comp is zero:
+            host_free = h.physical_bytes - base - total
+        else:
+            resident = held - hsw - comp - shr
+            host_free = h.physical_bytes - base - resident.sum(axis=1) - zpool.sum(axis=1)
         rows = held.shape[0]
         return (
             np.broadcast_to(hsw, (rows, self.n)),
