@@ -170,7 +170,10 @@ def main() -> None:
     """
 
 
-@main.command("backends")
+@main.command(
+    "backends",
+    epilog="\b\nExamples:\n  hvballoon backends\n  hvballoon backends --json | jq -r '.[] | select(.status != \"installed\") | .install'",
+)
 @json_option
 @handle_errors
 def backends_cmd(as_json: bool) -> None:
@@ -410,7 +413,10 @@ def config_cmd(uri: str, vm: str, dry_run: bool, as_json: bool, **kw: Any) -> No
         click.echo(line)
 
 
-@main.command("capabilities")
+@main.command(
+    "capabilities",
+    epilog="\b\nExamples:\n  hvballoon capabilities qemu:///system\n  hvballoon capabilities 'fake://seed?flavor=hyperv' db01 --json",
+)
 @click.argument("uri")
 @click.argument("vm", required=False)
 @connection_options
@@ -432,7 +438,7 @@ def capabilities_cmd(uri: str, vm: str | None, as_json: bool, **kw: Any) -> None
         click.echo(f"note: {note}")
 
 
-@main.command("scenarios")
+@main.command("scenarios", epilog="\b\nExamples:\n  hvballoon scenarios\n  hvballoon stats fake://seed-spike")
 @json_option
 @handle_errors
 def scenarios_cmd(as_json: bool) -> None:
@@ -471,7 +477,10 @@ def scenarios_cmd(as_json: bool) -> None:
     )
 
 
-@main.command("schema")
+@main.command(
+    "schema",
+    epilog="\b\nExamples:\n  hvballoon schema MemoryStats\n  hvballoon schema > hvballoon-schemas.json",
+)
 @click.argument("model", required=False)
 def schema_cmd(model: str | None) -> None:
     """Print the JSON Schema of the models --json output follows (all, or MODEL)."""

@@ -58,3 +58,32 @@ def test_ansible_test_sanity() -> None:
     ran = re.findall(r'Running sanity test "([^"]+)"', r.stdout + r.stderr)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
     assert {"validate-modules", "pep8", "pylint", "compile", "import", "yamllint", "ansible-doc"} <= set(ran)
+
+
+def test_collection_builds(tmp_path: Path) -> None:
+    exe = shutil.which("ansible-galaxy")
+    require(exe, "ansible-core is not installed (pip install -e '.[test]')")
+    assert exe is not None
+    r = subprocess.run(
+        [exe, "collection", "build", str(COLLECTION), "--output-path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    import tarfile
+
+    (built,) = tmp_path.glob("hvballoon-memory-*.tar.gz")
+    with tarfile.open(built) as tar:
+        names = set(tar.getnames())
+    for path in (
+        "README.md",
+        "meta/runtime.yml",
+        "plugins/modules/memory_info.py",
+        "plugins/modules/target.py",
+        "plugins/modules/config.py",
+        "plugins/module_utils/hvballoon_common.py",
+        "plugins/doc_fragments/connection.py",
+    ):
+        assert path in names, path
+    assert not any(n.startswith("tests/output") for n in names)
