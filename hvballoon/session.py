@@ -453,7 +453,8 @@ class Hypervisor:
             ("minimum", lo, "maximum", hi),
         ]
         for a_name, a, b_name, b in pairs:
-            if a is not None and b is not None and a > b:
+            touched = f"{a_name}_bytes" in wanted or f"{b_name}_bytes" in wanted
+            if touched and a is not None and b is not None and a > b:
                 raise InvalidRequestError(
                     f"{a_name} {format_size(a)} would be above {b_name} {format_size(b)}: "
                     "the range must satisfy minimum <= startup <= maximum",

@@ -268,3 +268,14 @@ def test_pytest_plugin_fixture(hvballoon_session: hvballoon.Hypervisor) -> None:
 @pytest.mark.hvballoon_scenario("seed", flavor="esxi")
 def test_pytest_plugin_marker(hvballoon_session: hvballoon.Hypervisor) -> None:
     assert hvballoon_session.capabilities.mechanism is Mechanism.LIMIT
+
+
+def test_hyperv_static_resize_then_unrelated_change() -> None:
+    with hvballoon.connect("fake://seed?flavor=hyperv", retry=INSTANT) as hv:
+        caps = hv.vm_capabilities("db01")
+        assert caps.mechanism is Mechanism.RUNTIME_RESIZE
+        assert hv.set_target("db01", "12GiB").changed
+        assert hv.get_stats(["db01"])[0].configured_bytes == 12 * GiB  # a static VM: its startup size
+        assert hv.set_config("db01", priority=60).changed
+        with pytest.raises(TargetAboveMaximumError):  # the simulated host's limit for this VM
+            hv.set_target("db01", "17GiB")

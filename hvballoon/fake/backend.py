@@ -412,7 +412,10 @@ class FakeBackend(Backend):
                 extra={"limit_bytes": limit},
             )
         # hyperv: Get-VM's MemoryAssigned / MemoryDemand; no guest "used" figure
-        common["configured_bytes"] = g.config.get("maximum_bytes") or g.memory_bytes
+        # Get-VM: a static VM has its startup memory; MemoryMinimum/Maximum are leftovers there
+        common["configured_bytes"] = (
+            (g.config.get("maximum_bytes") or g.memory_bytes) if dynamic else g.config["startup_bytes"]
+        )
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
         return MemoryStats(
@@ -463,6 +466,14 @@ class FakeBackend(Backend):
             )
 
     # -- changing --------------------------------------------------------------------------
+
+    def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
+        if self.flavor == "hyperv":
+            # the target is the maximum (Dynamic Memory) or the startup size (static): neither is
+            # capped by a VM setting; the simulated host gives a VM at most its scenario memory
+            with self._tx(None) as w:
+                return self._guest(w, vm).memory_bytes
+        return super().target_ceiling(vm, stats, config)
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         with self._tx(None) as w:

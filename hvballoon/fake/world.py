@@ -401,7 +401,8 @@ class World:
             dynamic = True if spec.dynamic is None else spec.dynamic
             config["dynamic"] = dynamic
             config["startup_bytes"] = spec.startup or (spec.memory // 2 if dynamic else spec.memory)
-            config["minimum_bytes"] = spec.minimum or (512 * _MiB if dynamic else config["startup_bytes"])
+            # a static VM keeps Hyper-V's default range as leftovers (512 MiB .. its memory)
+            config["minimum_bytes"] = spec.minimum or min(512 * _MiB, config["startup_bytes"])
             config["maximum_bytes"] = spec.maximum or spec.memory
             config["buffer_percent"] = spec.buffer_percent or 20
             config["priority"] = 50 if spec.priority is None else spec.priority

@@ -93,8 +93,8 @@ class _Base:
         used = st.used_bytes
         assert used is not None
         floor = hv.guard_rails.floor(used, st.configured_bytes)
-        maximum = cfg.maximum_bytes if cfg.maximum_bytes is not None else st.configured_bytes
-        assert maximum is not None
+        maximum = hv.backend.target_ceiling(st.vm, st, cfg)
+        assert maximum is not None, f"no ceiling known for {st.vm.name}"
         return align(floor, caps.alignment_bytes, "up"), maximum
 
 
