@@ -99,12 +99,15 @@ class Template:
             raise ValueError(f"template {self.name} must hold exactly one data marker")
 
 
-#: Cheap check at connect time: who answers, which PowerShell, is the Hyper-V module there.
+#: Cheap check at connect time: who answers, which PowerShell, is the Hyper-V module there, and
+#: how much memory the host has (Get-VMHost's MemoryCapacity, bytes; null if it cannot be read).
 PROBE = Template(
     "probe",
     _PROLOGUE
     + """$c = @(Get-Command -Name Get-VM, Get-VMMemory, Set-VMMemory -ErrorAction SilentlyContinue)
-$r = [ordered]@{ host = $env:COMPUTERNAME; powershell = $PSVersionTable.PSVersion.ToString(); hyperv = ($c.Count -eq 3) }
+$cap = $null
+if ($c.Count -eq 3) { try { $cap = [int64](Get-VMHost).MemoryCapacity } catch { $cap = $null } }
+$r = [ordered]@{ host = $env:COMPUTERNAME; powershell = $PSVersionTable.PSVersion.ToString(); hyperv = ($c.Count -eq 3); memory_capacity = $cap }
 """
     + _EPILOGUE,
 )

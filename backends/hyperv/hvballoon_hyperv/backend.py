@@ -21,6 +21,9 @@ What "set a target" means depends on the VM (see :meth:`HyperVBackend.vm_capabil
 - **Static memory** (:attr:`~hvballoon.Mechanism.RUNTIME_RESIZE`): the target is the startup
   size, which Windows Server 2016+ resizes while the VM runs (the guest must support it).
 
+Either way no VM setting caps a target: the ceiling (:meth:`HyperVBackend.target_ceiling`) is
+the host's physical memory, read once at connect (``Get-VMHost``'s ``MemoryCapacity``).
+
 Those rules are checked here before anything is sent, so a refused change names the rule and
 what is allowed instead of failing on the host. Scripts are fixed templates whose parameters
 travel as base64 JSON (:mod:`hvballoon_hyperv._scripts`); native faults are mapped by one table
@@ -221,6 +224,13 @@ class HyperVBackend(Backend):
         except BaseException:
             self.runner.close()
             raise
+        #: The host's physical memory (Get-VMHost's MemoryCapacity, read once by the probe);
+        #: ``None`` when the account could not read it — then no target ceiling is known.
+        self.host_memory_bytes = _int(self.host_info, "memory_capacity") or None
+        if self.host_memory_bytes is None:
+            log.warning(
+                "could not read the memory capacity of %s (Get-VMHost): targets have no ceiling", self._uri
+            )
 
     @staticmethod
     def _check_transport_library(transport: str) -> None:
@@ -320,7 +330,8 @@ class HyperVBackend(Backend):
             "vm": vm,
             "mechanism": Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE,
             "collected_at": at,
-            "configured_bytes": maximum or startup,
+            # a static VM runs with its startup size; its minimum and maximum are leftovers
+            "configured_bytes": maximum if dynamic else startup,
             "target_bytes": maximum if dynamic else startup,
             "extra": {"memory_status": row.get("MemoryStatus") or None, "dynamic": dynamic},
         }
@@ -356,6 +367,21 @@ class HyperVBackend(Backend):
         return self._config(row)
 
     # -- rules, checked before anything is sent --------------------------------------------------
+
+    def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
+        """The host's physical memory (2 MiB aligned, down): the most Hyper-V could give a VM.
+
+        A target *is* the maximum (Dynamic Memory) or the startup size (static), so no VM setting
+        caps it; the host's capacity does. A target already set above it (Hyper-V's default
+        Dynamic Memory maximum is 1 TiB) stays acceptable, so re-applying it is still a no-op.
+        ``None`` when the probe could not read the capacity.
+        """
+        capacity = self.host_memory_bytes
+        if capacity is None:
+            return None
+        ceiling = align(capacity, ALIGNMENT, "down")
+        current = stats.target_bytes
+        return max(ceiling, current) if current is not None else ceiling
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         """Dynamic Memory: the target is the maximum, so while the VM runs it may only rise, and
@@ -506,6 +532,9 @@ class HyperVBackend(Backend):
         self._set(vm, params, changes)
 
     def _set(self, vm: VM, params: dict[str, Any], expected: dict[str, Any]) -> None:
+        # the session checked already; a direct caller must not send an unaligned size either
+        sizes = {k: v for k, v in params.items() if k in ("target", "startup", "minimum", "maximum")}
+        self._check_aligned(sizes, vm)
         row = self._run(SET_MEMORY, {"id": vm.id, **params}, vm=vm.name)
         if not isinstance(row, dict):
             raise BackendError("the host's answer to Set-VMMemory is not a VM", backend=self.name, vm=vm.name)

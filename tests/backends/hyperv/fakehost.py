@@ -5,7 +5,13 @@ It is a :class:`~tests.peers.winrm.server.Router` with one route per template of
 line abstracted. It decodes the base64 JSON parameters and answers from a simulated world
 (:class:`hvballoon.fake.world.World`, ``hyperv`` flavour) the way the real cmdlets would:
 Get-VM/Get-VMMemory rows, Set-VMMemory with Hyper-V's own refusals, and the scripts' error
-records (exit code 1). Any other script falls through to the router's error: it does not
+records (exit code 1).
+
+The probe reports the world's physical memory as Get-VMHost's ``MemoryCapacity``, so the
+backend's target ceiling is the host's, not the fake backend's per-VM one (a VM's scenario
+memory, which no single host-wide figure can equal when VMs differ in size). Where the two
+differ — a static VM resized at runtime beyond what the simulator can back it with — the host
+refuses the resize, as a host short of memory does. Any other script falls through to the router's error: it does not
 interpret PowerShell.
 
 Like PowerShell 5.1 it writes a progress CLIXML record to stderr even on success, so a client
@@ -62,7 +68,8 @@ class FakeHyperVHost:
     ``world`` may be replaced between tests. ``calls`` counts answered scripts by template name;
     ``fail_next(template, record)`` makes the next run of a template fail with that error
     record; ``hyperv_module=False`` makes the probe report a host without the Hyper-V module;
-    ``settle_seconds`` is how far the world's virtual clock moves after each Set-VMMemory.
+    ``settle_seconds`` is how far the world's virtual clock moves after each Set-VMMemory;
+    ``vmhost_readable=False`` makes the probe report no memory capacity (Get-VMHost refused).
     """
 
     def __init__(self, world: World | None = None) -> None:
@@ -71,6 +78,7 @@ class FakeHyperVHost:
         self.calls: collections.Counter[str] = collections.Counter()
         self.hyperv_module = True
         self.settle_seconds = 60.0
+        self.vmhost_readable = True
         self._failures: dict[str, list[dict[str, str]]] = {}
         self.router = Router()
         routes: list[tuple[Template, Callable[[Any], Any]]] = [
@@ -135,6 +143,10 @@ class FakeHyperVHost:
             "host": self.world.host.name.upper(),
             "powershell": "5.1.17763.1",
             "hyperv": self.hyperv_module,
+            # Get-VMHost's MemoryCapacity: the simulated host's physical memory
+            "memory_capacity": (
+                self.world.host.physical_bytes if self.hyperv_module and self.vmhost_readable else None
+            ),
         }
 
     def _read(self, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,6 +210,20 @@ class FakeHyperVHost:
                     _VIRT_EXC,
                     "The minimum can only be decreased and the maximum only increased while running.",
                 )
+        if (
+            g.power_state != "stopped"
+            and not dynamic
+            and changes.get("startup_bytes", c["startup_bytes"]) > max(g.memory_bytes, c["startup_bytes"])
+        ):
+            # A runtime resize needs the memory now. The simulator backs a VM with at most its
+            # scenario memory (the fake's target ceiling), so more is refused as a host short of
+            # memory refuses it.
+            raise HostRefusal(
+                _SET_ID.format("InvalidOperation"),
+                "ResourceUnavailable",
+                _VIRT_EXC,
+                "Failed to modify device 'Memory': not enough memory in the system.",
+            )
         merged = {**c, **changes}
         if merged["dynamic"] and not (
             merged["minimum_bytes"] <= merged["startup_bytes"] <= merged["maximum_bytes"]

@@ -46,6 +46,8 @@ def rules() -> Scenario:
         {"name": "static-on", "memory": "8GiB", "used": "2GiB", "dynamic": False},
         {"name": "static-off", "memory": "8GiB", "used": "2GiB", "dynamic": False, "power_state": "stopped"},
         {"name": "dm-paused", "memory": "8GiB", "used": "2GiB", "dynamic": True, "power_state": "paused"},
+        # static, started below its scenario memory: startup 4 GiB, leftover maximum 8 GiB
+        {"name": "static-small", "memory": "8GiB", "startup": "4GiB", "used": "1GiB", "dynamic": False},
     ]
     return parse_scenario(
         {"name": "rules", "flavor": "hyperv", "host": {"name": "hv01", "physical": "64GiB"}, "vms": vms}

@@ -19,6 +19,7 @@ from hvballoon.errors import (
     InvalidRequestError,
     InvalidStateError,
     SessionExpiredError,
+    TargetAboveMaximumError,
     UnsupportedOperationError,
 )
 from hvballoon.models import Mechanism, PowerState
@@ -225,6 +226,77 @@ def test_figures_match_the_fake_flavour(peer: Peer) -> None:
             )
 
 
+def test_static_vm_is_configured_with_its_startup_size(peer: Peer) -> None:
+    peer.host.world = hyperv_world(scenarios.rules())
+    with peer.connect() as hv:
+        cfg = hv.get_config("static-small")
+        (st,) = hv.get_stats(["static-small"])
+    # MemoryMinimum / MemoryMaximum of a static VM are leftovers: the VM runs with its startup
+    assert (cfg.startup_bytes, cfg.minimum_bytes, cfg.maximum_bytes) == (4 * GiB, 512 * MiB, 8 * GiB)
+    assert st.configured_bytes == st.target_bytes == 4 * GiB
+
+
+def test_ceiling_is_the_host_capacity_and_covers_the_fake(peer: Peer) -> None:
+    # The fake caps a Hyper-V target at the VM's scenario memory (what the simulator backs it
+    # with); the real backend at the host's MemoryCapacity, which the fake host reports as the
+    # world's physical memory: never lower, so what the fake accepts the backend accepts too.
+    world = hyperv_world(scenarios.rules())
+    peer.host.world = world
+    fake = hvballoon.connect("fake://?flavor=hyperv", world=world)
+    with peer.connect() as hv, fake:
+        capacity = world.host.physical_bytes
+        assert hv.backend.host_memory_bytes == capacity  # type: ignore[attr-defined]
+        for st in hv.get_stats():
+            cfg = hv.get_config(st.vm)
+            (fake_st,) = fake.get_stats([st.vm.id])
+            mine = hv.backend.target_ceiling(st.vm, st, cfg)
+            theirs = fake.backend.target_ceiling(fake_st.vm, fake_st, fake.get_config(st.vm.id))
+            assert mine == capacity and theirs is not None and theirs <= mine, st.vm.name
+
+
+def test_target_above_the_host_is_refused_even_forced(rules_hv: tuple[Any, Peer]) -> None:
+    hv, peer = rules_hv
+    for name in ("dm-on", "static-on", "dm-off"):
+        with pytest.raises(TargetAboveMaximumError) as info:
+            hv.set_target(name, 64 * GiB + 2 * MiB, force=True)
+        assert info.value.details["maximum_bytes"] == 64 * GiB
+    refused_locally(peer)
+    # not capped by the VM's own maximum: a running Dynamic Memory VM's maximum rises past it
+    assert hv.set_target("dm-on", "24GiB").after == {"target_bytes": 24 * GiB}
+    assert hv.get_config("dm-on").maximum_bytes == 24 * GiB
+
+
+def test_a_target_already_above_the_host_stays_acceptable(rules_hv: tuple[Any, Peer]) -> None:
+    # Hyper-V's default Dynamic Memory maximum is 1 TiB, more than most hosts have.
+    hv, _ = rules_hv
+    hv.set_config("dm-off", maximum="1TiB")
+    assert hv.set_target("dm-off", "1TiB").changed is False
+    with pytest.raises(TargetAboveMaximumError) as info:
+        hv.set_target("dm-off", 1024 * GiB + 2 * MiB)
+    assert info.value.details["maximum_bytes"] == 1024 * GiB
+
+
+def test_static_resize_beyond_what_the_host_can_back_is_refused_by_the_host(
+    rules_hv: tuple[Any, Peer],
+) -> None:
+    hv, peer = rules_hv
+    with pytest.raises(InvalidStateError) as info:
+        hv.set_target("static-on", "12GiB")  # below the host's 64 GiB; more than it can back
+    assert isinstance(info.value.__cause__, RemoteScriptError)
+    assert peer.host.calls["set_memory"] == 1
+    assert hv.get_config("static-on").startup_bytes == 8 * GiB
+
+
+def test_unknown_capacity_means_no_ceiling(basic_peer: Peer, caplog: pytest.LogCaptureFixture) -> None:
+    basic_peer.host.world = hyperv_world(scenarios.rules())
+    basic_peer.host.vmhost_readable = False
+    with basic_peer.connect() as hv:
+        assert "memory capacity" in caplog.text
+        (st,) = hv.get_stats(["dm-off"])
+        assert hv.backend.target_ceiling(st.vm, st, hv.get_config("dm-off")) is None
+        assert hv.set_target("dm-off", "32GiB").changed
+
+
 # -- the Dynamic Memory rules -------------------------------------------------------------------
 
 
@@ -299,8 +371,12 @@ def test_paused_vm_follows_the_live_rules(rules_hv: tuple[Any, Peer]) -> None:
 def test_vms_that_are_off_take_any_valid_range(rules_hv: tuple[Any, Peer]) -> None:
     hv, _ = rules_hv
     assert hv.set_config("dm-off", maximum="6GiB", minimum="1GiB", startup="2GiB").changed
-    assert hv.set_target("dm-off", "4GiB", force=True).after == {"target_bytes": 4 * GiB}
+    change = hv.set_target("dm-off", "4GiB")  # no guest runs, so no usage floor: no force needed
+    assert change.after == {"target_bytes": 4 * GiB} and not change.forced
+    assert any("no usage floor" in w for w in change.warnings)
     assert hv.get_config("dm-off").maximum_bytes == 4 * GiB
+    assert hv.set_target("static-off", "2GiB").changed
+    assert hv.get_config("static-off").startup_bytes == 2 * GiB
     assert hv.set_config("static-off", dynamic=True, minimum="512MiB", maximum="8GiB", startup="4GiB").changed
     assert hv.vm_capabilities("static-off").mechanism is Mechanism.DYNAMIC_MEMORY
 
@@ -334,7 +410,22 @@ def test_values_are_validated_before_sending(rules_hv: tuple[Any, Peer]) -> None
     with pytest.raises(UnsupportedOperationError):
         hv.set_config("dm-on", shares=1000)
     with pytest.raises(InvalidRequestError):
-        hv.set_target("dm-off", "1GiB", force=True)  # a DM maximum below the startup size
+        hv.set_target("dm-off", "1GiB")  # a DM maximum below the startup size
+    refused_locally(peer)
+
+
+def test_alignment_is_enforced_whatever_the_state_or_the_path(rules_hv: tuple[Any, Peer]) -> None:
+    hv, peer = rules_hv
+    for name in ("dm-off", "static-off", "static-on"):
+        with pytest.raises(InvalidRequestError) as info:
+            hv.set_config(name, startup=2 * GiB + MiB)
+        assert info.value.details["rule"] == "aligned_2MiB", name
+    vm = hv.resolve("static-off")
+    with pytest.raises(InvalidRequestError) as info:
+        hv.backend.apply_target(vm, 2 * GiB + MiB)  # a caller that skips the session's checks
+    assert info.value.details["rule"] == "aligned_2MiB"
+    with pytest.raises(InvalidRequestError):
+        hv.backend.apply_config(vm, {"maximum_bytes": 6 * GiB + 4096}, hv.get_config(vm))
     refused_locally(peer)
 
 
