@@ -1,0 +1,287 @@
+"""What a domain's XML says about its memory, and libvirt's stats mapped onto hvballoon's models.
+
+Two sources feed :func:`stats_from_record`, both shaped like one record of
+``virConnectGetAllDomainStats(STATE | BALLOON)`` (``"balloon.current"``, ``"balloon.maximum"``,
+``"balloon.available"``, … all in KiB): the bulk call itself, or, for a driver that does not
+fill the balloon group (libvirt's test driver), :func:`record_from_per_domain`, which reshapes
+``virDomainMemoryStats`` (``actual``, ``last_update``, …) and ``virDomainGetInfo`` into the
+same keys. One mapping, whatever the source:
+
+==========================  =====================================================
+MemoryStats field           libvirt figure (KiB → bytes)
+==========================  =====================================================
+configured_bytes            ``balloon.maximum`` (``<memory>``, virDomainGetMaxMemory)
+current_bytes               ``balloon.current`` (memoryStats ``actual``: the balloon now)
+target_bytes                the target this backend last set on the running domain
+                            (libvirt keeps no live target); when off, ``<currentMemory>``
+ballooned_bytes             ``balloon.maximum`` − ``balloon.current``
+guest_total_bytes           ``balloon.available`` (the guest's MemTotal)
+guest_free_bytes            ``balloon.unused`` (MemFree)
+guest_available_bytes       ``balloon.usable`` (≈ MemAvailable)
+guest_used_bytes            ``available`` − ``usable``; else ``available`` − ``unused`` − ``disk_caches``
+guest_cache_bytes           ``balloon.disk_caches``
+swap_in_bytes / swap_out    ``balloon.swap_in`` / ``balloon.swap_out``
+major_faults                ``balloon.major_fault`` (a count, not KiB)
+host_consumed_bytes         ``balloon.rss`` (the QEMU process's resident memory)
+guest_report_age_seconds    now − ``balloon.last-update`` (host clock, whole seconds)
+==========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from hvballoon.models import VM, Mechanism, MemoryStats, PowerState
+
+from ._native import libvirt
+
+__all__ = [
+    "DomainXML",
+    "Freshness",
+    "parse_domain_xml",
+    "power_state",
+    "record_from_per_domain",
+    "stats_from_record",
+]
+
+KiB = 1024
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "kb": 1000,
+    "k": KiB,
+    "kib": KiB,
+    "mb": 1000**2,
+    "m": KiB**2,
+    "mib": KiB**2,
+    "gb": 1000**3,
+    "g": KiB**3,
+    "gib": KiB**3,
+    "tb": 1000**4,
+    "t": KiB**4,
+    "tib": KiB**4,
+}
+
+#: memoryStats() key → the bulk group's key.
+_PER_DOMAIN_KEYS = {
+    "actual": "balloon.current",
+    "last_update": "balloon.last-update",
+    "swap_in": "balloon.swap_in",
+    "swap_out": "balloon.swap_out",
+    "major_fault": "balloon.major_fault",
+    "minor_fault": "balloon.minor_fault",
+    "unused": "balloon.unused",
+    "available": "balloon.available",
+    "usable": "balloon.usable",
+    "rss": "balloon.rss",
+    "disk_caches": "balloon.disk_caches",
+    "hugetlb_pgalloc": "balloon.hugetlb_pgalloc",
+    "hugetlb_pgfail": "balloon.hugetlb_pgfail",
+}
+
+
+def power_state(state: int | None) -> PowerState:
+    """libvirt's ``virDomainState`` → :class:`PowerState`.
+
+    A domain that is blocked on I/O or shutting down still holds its memory: running.
+    """
+    mapping = {
+        libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
+        libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+        libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+        libvirt.VIR_DOMAIN_CRASHED: PowerState.STOPPED,
+        libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+    }
+    return mapping.get(state, PowerState.UNKNOWN)
+
+
+def _active(state: PowerState) -> bool:
+    # a paused domain's QEMU still holds the memory and accepts a balloon target
+    return state in (PowerState.RUNNING, PowerState.PAUSED)
+
+
+@dataclass(frozen=True)
+class DomainXML:
+    """The memory-related part of a domain definition (sizes in bytes)."""
+
+    memory_bytes: int | None
+    current_memory_bytes: int | None
+    hotplug_maximum_bytes: int | None
+    min_guarantee_bytes: int | None
+    balloon_model: str | None
+    autodeflate: bool | None
+    stats_period_seconds: int | None
+
+    @property
+    def has_balloon(self) -> bool:
+        return self.balloon_model not in (None, "none")
+
+
+def _size(elem: ET.Element | None) -> int | None:
+    if elem is None or elem.text is None or not elem.text.strip():
+        return None
+    factor = _UNITS.get((elem.get("unit") or "KiB").lower())
+    if factor is None:
+        return None
+    return int(elem.text.strip()) * factor
+
+
+def parse_domain_xml(text: str) -> DomainXML:
+    """Read the memory settings out of a domain's XML (libvirt's own output: trusted)."""
+    root = ET.fromstring(text)  # noqa: S314 - XML produced by libvirt, not by a user
+    balloon = root.find("./devices/memballoon")
+    model = balloon.get("model") if balloon is not None else None
+    autodeflate = None
+    period = None
+    if balloon is not None and model != "none":
+        autodeflate = balloon.get("autodeflate") == "on"
+        stats = balloon.find("stats")
+        period = int(stats.get("period", "0")) if stats is not None else 0
+    return DomainXML(
+        memory_bytes=_size(root.find("memory")),
+        current_memory_bytes=_size(root.find("currentMemory")),
+        hotplug_maximum_bytes=_size(root.find("maxMemory")),
+        min_guarantee_bytes=_size(root.find("./memtune/min_guarantee")),
+        balloon_model=model,
+        autodeflate=autodeflate,
+        stats_period_seconds=period,
+    )
+
+
+def record_from_per_domain(info: list[int], memstats: dict[str, int] | None) -> dict[str, int]:
+    """``virDomainGetInfo`` + ``virDomainMemoryStats`` reshaped as one bulk-stats record."""
+    record = {"state.state": int(info[0]), "balloon.maximum": int(info[1]), "balloon.current": int(info[2])}
+    for key, value in (memstats or {}).items():
+        if key in _PER_DOMAIN_KEYS:
+            record[_PER_DOMAIN_KEYS[key]] = int(value)
+    return record
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How far the guest's balloon report can be trusted (decided by the backend).
+
+    ``period``: the stats period in force (0 = off, None = unknown); ``armed_at``: host time
+    when this backend switched the period on (a report older than that is the frozen boot-time
+    one); ``synthetic``: the driver makes figures up at each call (libvirt's test driver, whose
+    ``last_update`` is a fixed date in 1989).
+    """
+
+    period: int | None
+    armed_at: float | None = None
+    synthetic: bool = False
+
+    def stale_after(self, default_period: int) -> float:
+        period = self.period or default_period
+        return 3.0 * period + 2.0
+
+
+def _b(record: dict[str, Any], key: str) -> int | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    value = int(value)
+    return value * KiB if value >= 0 else None
+
+
+def stats_from_record(
+    vm: VM,
+    record: dict[str, Any],
+    *,
+    target_bytes: int | None,
+    freshness: Freshness,
+    default_period: int,
+    now: float,
+    collected_at: datetime | None = None,
+) -> MemoryStats:
+    """One :class:`MemoryStats` from one bulk-shaped record (see the module's table).
+
+    Guest figures are reported only from a report the guest made while a stats period was
+    running; before that they are ``None`` and ``stale`` is True — never zeros.
+    """
+    at = collected_at or datetime.fromtimestamp(now, tz=timezone.utc)
+    state = vm.power_state
+    maximum = _b(record, "balloon.maximum")
+    current = _b(record, "balloon.current")
+    extra: dict[str, Any] = {"libvirt_state": record.get("state.state")}
+    if not _active(state):
+        # <currentMemory> of the definition: what the balloon is set to when it starts
+        return MemoryStats(
+            vm=vm,
+            mechanism=Mechanism.BALLOON,
+            collected_at=at,
+            configured_bytes=maximum,
+            target_bytes=current,
+            stale=True,
+            extra=extra,
+        )
+    fields: dict[str, Any] = {
+        "configured_bytes": maximum,
+        "current_bytes": current,
+        "target_bytes": target_bytes,
+        "ballooned_bytes": max(0, maximum - current) if maximum is not None and current is not None else None,
+        "host_consumed_bytes": _b(record, "balloon.rss"),
+    }
+    last_update = record.get("balloon.last-update")
+    available = _b(record, "balloon.available")
+    reported = last_update is not None and int(last_update) > 0 and available is not None
+    age: float | None = None
+    live_report = False  # made while a stats period was running (not the frozen boot report)
+    if freshness.synthetic and available is not None:
+        age, live_report = 0.0, True
+        extra["synthetic_stats"] = True
+    elif reported:
+        assert last_update is not None
+        age = max(0.0, now - int(last_update))
+        since_arming = freshness.armed_at is None or int(last_update) >= math.floor(freshness.armed_at)
+        live_report = bool(freshness.period) and since_arming
+        if not freshness.period:
+            extra["stats_note"] = "stats period off: the guest's figures are frozen since its boot"
+        elif not since_arming:
+            extra["stats_note"] = "stats period just enabled: waiting for the guest's first report"
+    else:
+        extra["stats_note"] = "the guest has not reported (no balloon driver, or it is still booting)"
+    fresh = live_report and age is not None and age <= freshness.stale_after(default_period)
+    keep_guest = live_report
+    if keep_guest:
+        usable = _b(record, "balloon.usable")
+        unused = _b(record, "balloon.unused")
+        caches = _b(record, "balloon.disk_caches")
+        used: int | None = None
+        if available is not None and usable is not None:
+            used = max(0, available - usable)
+        elif available is not None and unused is not None and caches is not None:
+            used = max(0, available - unused - caches)
+        major = record.get("balloon.major_fault")
+        fields.update(
+            guest_total_bytes=available,
+            guest_free_bytes=unused,
+            guest_available_bytes=usable,
+            guest_used_bytes=used,
+            guest_cache_bytes=caches,
+            swap_in_bytes=_b(record, "balloon.swap_in"),
+            swap_out_bytes=_b(record, "balloon.swap_out"),
+            major_faults=int(major) if major is not None and int(major) >= 0 else None,
+        )
+        minor = record.get("balloon.minor_fault")
+        if minor is not None:
+            extra["minor_faults"] = int(minor)
+    if last_update is not None:
+        extra["last_update"] = int(last_update)
+    extra["stats_period_seconds"] = freshness.period
+    return MemoryStats(
+        vm=vm,
+        mechanism=Mechanism.BALLOON,
+        collected_at=at,
+        guest_report_age_seconds=age,
+        stale=not fresh,
+        extra=extra,
+        **fields,
+    )
