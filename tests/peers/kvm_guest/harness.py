@@ -111,12 +111,23 @@ _event_loop_lock = threading.Lock()
 _event_loop_thread: threading.Thread | None = None
 
 
+def _event_loop_registered(libvirt: Any) -> bool:
+    """Whether an event loop is registered: adding a disabled timer succeeds only then."""
+    try:
+        timer = libvirt.virEventAddTimeout(-1, lambda *_: None, None)
+    except libvirt.libvirtError:
+        return False
+    libvirt.virEventRemoveTimeout(timer)
+    return True
+
+
 def _ensure_event_loop() -> None:
     global _event_loop_thread
     import libvirt
 
     with _event_loop_lock:
-        if _event_loop_thread is not None:
+        if _event_loop_thread is not None or _event_loop_registered(libvirt):
+            # someone in this process (e.g. the backend under test) registered and runs one
             return
         libvirt.virEventRegisterDefaultImpl()
 

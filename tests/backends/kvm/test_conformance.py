@@ -1,0 +1,37 @@
+"""The shared conformance suite against libvirt's test driver (default host and a custom one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon.session import Hypervisor
+from hvballoon.testing.conformance import BackendConformance
+
+from .conftest import domain_xml, write_node_xml
+
+
+class TestKVMTestDefault(BackendConformance):
+    @pytest.fixture
+    def hv(self) -> Iterator[Hypervisor]:
+        with hvballoon.connect("test:///default") as session:
+            yield session
+
+
+class TestKVMTestNodeXML(BackendConformance):
+    @pytest.fixture
+    def hv(self, tmp_path: Path) -> Iterator[Hypervisor]:
+        uri = write_node_xml(
+            tmp_path / "node.xml",
+            [
+                domain_xml("web01", current_mib=3072),
+                domain_xml("db01", memory_mib=16384, current_mib=12288, period=5),
+                domain_xml("off01", current_mib=1024, running=False),
+                domain_xml("plain01", memory_mib=1024, balloon="none"),
+            ],
+        )
+        with hvballoon.connect(uri) as session:
+            yield session

@@ -1,0 +1,105 @@
+"""The libvirt error table: one test per row (every code of it), plus errors provoked for real."""
+
+from __future__ import annotations
+
+import pytest
+from hvballoon_kvm._errors import ERROR_TABLE, fake_error, map_error, mapped
+
+import hvballoon
+from hvballoon.errors import (
+    BackendError,
+    HVBalloonError,
+    HVConnectionError,
+    InvalidRequestError,
+    InvalidStateError,
+    PermissionDeniedError,
+    VMNotFoundError,
+)
+from hvballoon.models import VM, PowerState
+from hvballoon.session import Hypervisor
+
+libvirt = pytest.importorskip("libvirt")
+
+ROWS = [
+    pytest.param(name, rule, id=name) for rule in ERROR_TABLE for name in rule.codes if hasattr(libvirt, name)
+]
+
+
+@pytest.mark.parametrize(("name", "rule"), ROWS)
+def test_every_row_of_the_table(name: str, rule: object) -> None:
+    code = getattr(libvirt, name)
+    native = fake_error(code, "some libvirt message")
+    with pytest.raises(HVBalloonError) as info, mapped("do something", vm="web01"):
+        raise native
+    err = info.value
+    assert type(err) is rule.error  # type: ignore[attr-defined]
+    assert err.native_code == name
+    assert err.__cause__ is native and err.native is native
+    assert err.backend == "kvm" and err.vm == "web01"
+    expected_retry = rule.retryable if rule.retryable is not None else rule.error.default_retryable  # type: ignore[attr-defined]
+    assert err.retryable is expected_retry
+    assert "some libvirt message" in err.message
+
+
+def test_a_code_outside_the_table_is_a_backend_error_with_its_name() -> None:
+    native = fake_error(libvirt.VIR_ERR_XML_DETAIL, "bad xml")
+    err = map_error(native, "define")
+    assert isinstance(err, BackendError) and err.native_code == "VIR_ERR_XML_DETAIL"
+
+
+def test_an_error_without_a_code_is_a_backend_error() -> None:
+    native = libvirt.libvirtError("no code at all")
+    native.err = None
+    err = map_error(native, "call")
+    assert isinstance(err, BackendError) and err.native_code is None
+
+
+def test_the_message_text_is_never_used_to_choose() -> None:
+    # a "not found" message with an unrelated code is not a VMNotFoundError
+    err = map_error(fake_error(libvirt.VIR_ERR_OPERATION_FAILED, "Domain not found"), "x")
+    assert type(err) is BackendError
+
+
+# -- provoked for real, through the backend, against the test driver ------------------------
+
+
+def test_unknown_domain_is_vm_not_found(hv: Hypervisor) -> None:
+    ghost = VM(id="00000000-0000-0000-0000-000000000001", name="ghost", backend="kvm")
+    with pytest.raises(VMNotFoundError) as info:
+        hv.backend.get_config(ghost)
+    assert info.value.native_code == "VIR_ERR_NO_DOMAIN"
+    assert isinstance(info.value.__cause__, libvirt.libvirtError)
+
+
+def test_above_maximum_reaching_libvirt_is_invalid_request(hv: Hypervisor) -> None:
+    # the session refuses this first; straight to the backend, libvirt's own refusal is mapped
+    vm = hv.resolve("test")
+    with pytest.raises(InvalidRequestError) as info:
+        hv.backend.apply_target(vm, 64 * 2**30)
+    assert info.value.native_code == "VIR_ERR_INVALID_ARG"
+
+
+def test_read_only_connection_refuses_changes() -> None:
+    with (
+        hvballoon.connect("test:///default", read_only=True) as hv,
+        pytest.raises(PermissionDeniedError) as info,
+    ):
+        hv.set_target("test", "3GiB")
+    assert info.value.native_code == "VIR_ERR_OPERATION_DENIED"
+
+
+def test_live_stats_of_a_stopped_domain_is_invalid_state(node_hv: Hypervisor) -> None:
+    off = node_hv.resolve("off01")
+    assert off.power_state is PowerState.STOPPED
+    dom = node_hv.native.lookupByUUIDString(off.id)
+    with pytest.raises(InvalidStateError) as info, mapped("read stats", vm="off01"):
+        dom.memoryStats()
+    assert info.value.native_code == "VIR_ERR_OPERATION_INVALID"
+
+
+def test_no_daemon_is_a_connection_error() -> None:
+    # no libvirtd runs here: the daemon socket is missing (VIR_ERR_SYSTEM_ERROR)
+    with pytest.raises(HVConnectionError) as info:
+        hvballoon.connect("qemu:///system", retry=hvballoon.RetryPolicy(max_attempts=1), timeout=10)
+    assert info.value.retryable
+    assert info.value.uri == "qemu:///system"

@@ -1,0 +1,208 @@
+"""Stats mapping, the stats period, targets and config against the test driver (and records)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hvballoon_kvm._domain import Freshness, parse_domain_xml, stats_from_record
+
+import hvballoon
+from hvballoon.errors import InvalidStateError, UnsupportedOperationError, VMNotFoundError
+from hvballoon.models import VM, PowerState
+from hvballoon.session import Hypervisor
+
+libvirt = pytest.importorskip("libvirt")
+
+GiB = 2**30
+MiB = 2**20
+NOW = 2_000_000_000.0
+VM_ = VM(id="u1", name="g1", backend="kvm", power_state=PowerState.RUNNING)
+
+
+def record(**over: Any) -> dict[str, Any]:
+    """A running guest's bulk record as QEMU gives it (KiB)."""
+    base = {
+        "state.state": 1,
+        "balloon.current": 524288,
+        "balloon.maximum": 524288,
+        "balloon.available": 500000,
+        "balloon.usable": 450000,
+        "balloon.unused": 430000,
+        "balloon.disk_caches": 10000,
+        "balloon.rss": 200000,
+        "balloon.swap_in": 0,
+        "balloon.swap_out": 0,
+        "balloon.major_fault": 7,
+        "balloon.minor_fault": 1234,
+        "balloon.last-update": int(NOW) - 1,
+    }
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def stats(rec: dict[str, Any], fresh: Freshness, target: int | None = None) -> Any:
+    return stats_from_record(
+        VM_,
+        rec,
+        target_bytes=target,
+        freshness=fresh,
+        default_period=10,
+        now=NOW,
+        collected_at=datetime(2033, 5, 18, tzinfo=timezone.utc),
+    )
+
+
+def test_a_fresh_report_maps_every_field_in_bytes() -> None:
+    st = stats(record(), Freshness(period=2))
+    assert not st.stale and st.guest_report_age_seconds == 1.0
+    assert st.configured_bytes == st.current_bytes == 512 * MiB
+    assert st.ballooned_bytes == 0
+    assert st.guest_total_bytes == 500000 * 1024
+    assert st.guest_available_bytes == 450000 * 1024
+    assert st.guest_free_bytes == 430000 * 1024
+    assert st.guest_used_bytes == (500000 - 450000) * 1024
+    assert st.guest_cache_bytes == 10000 * 1024
+    assert st.host_consumed_bytes == 200000 * 1024
+    assert st.major_faults == 7 and st.extra["minor_faults"] == 1234
+
+
+def test_ballooned_is_maximum_minus_current() -> None:
+    st = stats(record(**{"balloon.current": 262144}), Freshness(period=2), target=256 * MiB)
+    assert st.ballooned_bytes == 256 * MiB and st.target_bytes == 256 * MiB
+
+
+def test_used_falls_back_to_free_and_cache_without_usable() -> None:
+    st = stats(record(**{"balloon.usable": None}), Freshness(period=2))
+    assert st.guest_used_bytes == (500000 - 430000 - 10000) * 1024
+    assert st.guest_available_bytes is None
+
+
+def test_no_report_yet_is_none_and_stale_never_zero() -> None:
+    rec = {"state.state": 1, "balloon.current": 524288, "balloon.maximum": 524288, "balloon.last-update": 0}
+    st = stats(rec, Freshness(period=10))
+    assert st.stale and st.guest_report_age_seconds is None
+    assert st.guest_used_bytes is None and st.guest_total_bytes is None and st.guest_free_bytes is None
+    assert st.current_bytes == 512 * MiB
+
+
+def test_period_off_means_the_boot_report_is_withheld() -> None:
+    st = stats(record(**{"balloon.last-update": int(NOW) - 3}), Freshness(period=0))
+    assert st.stale and st.guest_used_bytes is None
+    assert st.guest_report_age_seconds == 3.0
+    assert "frozen" in st.extra["stats_note"]
+
+
+def test_just_armed_waits_for_a_report_made_since() -> None:
+    before = stats(record(**{"balloon.last-update": int(NOW) - 5}), Freshness(period=2, armed_at=NOW - 1))
+    assert before.stale and before.guest_used_bytes is None
+    after = stats(record(**{"balloon.last-update": int(NOW)}), Freshness(period=2, armed_at=NOW - 1))
+    assert not after.stale and after.guest_used_bytes is not None
+
+
+def test_an_old_report_keeps_its_figures_but_is_stale() -> None:
+    st = stats(record(**{"balloon.last-update": int(NOW) - 100}), Freshness(period=10))
+    assert st.stale and st.guest_used_bytes is not None and st.guest_report_age_seconds == 100.0
+
+
+def test_a_stopped_domain_has_its_boot_target_and_nothing_live() -> None:
+    vm = VM_.model_copy(update={"power_state": PowerState.STOPPED})
+    rec = {"state.state": 5, "balloon.current": 1048576, "balloon.maximum": 4194304}
+    st = stats_from_record(vm, rec, target_bytes=None, freshness=Freshness(None), default_period=10, now=NOW)
+    assert st.stale and st.current_bytes is None and st.ballooned_bytes is None
+    assert st.target_bytes == GiB and st.configured_bytes == 4 * GiB
+
+
+def test_parse_domain_xml_reads_units_balloon_and_period() -> None:
+    xml = parse_domain_xml(
+        "<domain><memory unit='GiB'>2</memory><currentMemory unit='MiB'>1536</currentMemory>"
+        "<memtune><min_guarantee unit='KiB'>1024</min_guarantee></memtune>"
+        "<devices><memballoon model='virtio' autodeflate='on'><stats period='7'/></memballoon>"
+        "</devices></domain>"
+    )
+    assert xml.memory_bytes == 2 * GiB and xml.current_memory_bytes == 1536 * MiB
+    assert xml.min_guarantee_bytes == MiB and xml.autodeflate is True and xml.stats_period_seconds == 7
+    none = parse_domain_xml(
+        "<domain><memory>1024</memory><devices><memballoon model='none'/></devices></domain>"
+    )
+    assert not none.has_balloon and none.stats_period_seconds is None and none.memory_bytes == MiB
+
+
+# -- against the test driver -----------------------------------------------------------------
+
+
+def test_the_first_sweep_switches_an_off_period_on(node_hv: Hypervisor) -> None:
+    assert node_hv.get_config("web01").stats_period_seconds == 0
+    node_hv.get_stats()
+    assert node_hv.get_config("web01").stats_period_seconds == 10
+    assert node_hv.get_config("web02").stats_period_seconds == 5  # already set: left alone
+    assert node_hv.get_config("plain01").stats_period_seconds is None  # no balloon
+
+
+def test_stats_period_zero_leaves_it_off(node_uri: str) -> None:
+    with hvballoon.connect(node_uri, stats_period=0) as hv:
+        hv.get_stats()
+        assert hv.get_config("web01").stats_period_seconds == 0
+
+
+def test_stats_of_the_mixed_host(node_hv: Hypervisor) -> None:
+    by = {s.vm.name: s for s in node_hv.get_stats()}
+    assert set(by) == {"web01", "web02", "db01", "off01", "plain01"}
+    assert by["web01"].current_bytes == 3 * GiB and by["web01"].ballooned_bytes == GiB
+    assert by["web01"].guest_used_bytes is not None and not by["web01"].stale
+    off = by["off01"]
+    assert off.vm.power_state is PowerState.STOPPED and off.current_bytes is None
+    assert off.target_bytes == GiB and off.stale
+    assert by["plain01"].guest_used_bytes is None and by["plain01"].stale
+    assert node_hv.get_stats(["db01", "web01"])[0].vm.name == "db01"
+
+
+def test_target_is_only_what_this_backend_set(node_hv: Hypervisor) -> None:
+    assert node_hv.get_stats("web01")[0].target_bytes is None  # libvirt keeps no live target
+    change = node_hv.set_target("web01", "2GiB")
+    assert change.before == {"target_bytes": 3 * GiB}  # unknown target: the balloon's position
+    st = node_hv.get_stats("web01")[0]
+    assert st.target_bytes == st.current_bytes == 2 * GiB
+
+
+def test_persist_writes_the_target_into_the_definition(node_uri: str) -> None:
+    with hvballoon.connect(node_uri, persist=True) as hv:
+        hv.set_target("web01", "2GiB")
+        assert hv.get_config("web01").startup_bytes == 2 * GiB
+    with hvballoon.connect(node_uri) as hv:
+        hv.set_target("web01", "2GiB")
+        # without persist the definition keeps its boot size
+        assert hv.get_config("web01").startup_bytes == 3 * GiB
+
+
+def test_a_stopped_domain_gets_its_boot_target_and_maximum(node_hv: Hypervisor) -> None:
+    change = node_hv.set_target("off01", "3GiB")
+    assert change.changed and change.warnings
+    assert node_hv.get_stats("off01")[0].target_bytes == 3 * GiB
+    node_hv.set_config("off01", maximum="8GiB", deflate_on_oom=True, stats_period=3)
+    cfg = node_hv.get_config("off01")
+    assert cfg.maximum_bytes == 8 * GiB and cfg.deflate_on_oom is True and cfg.stats_period_seconds == 3
+
+
+def test_live_rules(node_hv: Hypervisor) -> None:
+    with pytest.raises(InvalidStateError):
+        node_hv.set_config("web01", maximum="8GiB")
+    with pytest.raises(InvalidStateError):
+        node_hv.set_config("web01", deflate_on_oom=True)
+    node_hv.set_config("web01", stats_period=4)
+    assert node_hv.get_config("web01").stats_period_seconds == 4
+
+
+def test_no_balloon_device_means_no_live_target(node_hv: Hypervisor) -> None:
+    with pytest.raises(UnsupportedOperationError):
+        node_hv.set_target("plain01", "512MiB", force=True)
+
+
+def test_a_vanished_domain(node_hv: Hypervisor) -> None:
+    vm = node_hv.resolve("web01")
+    node_hv.native.lookupByUUIDString(vm.id).destroy()  # transient-less test driver: undefine too
+    node_hv.native.lookupByUUIDString(vm.id).undefine()
+    assert "web01" not in {s.vm.name for s in node_hv.get_stats()}
+    with pytest.raises(VMNotFoundError):
+        node_hv.get_stats([vm])
