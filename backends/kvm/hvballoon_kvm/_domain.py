@@ -29,7 +29,6 @@ guest_report_age_seconds    now − ``balloon.last-update`` (host clock, whole s
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -168,14 +167,16 @@ def record_from_per_domain(info: list[int], memstats: dict[str, int] | None) -> 
 class Freshness:
     """How far the guest's balloon report can be trusted (decided by the backend).
 
-    ``period``: the stats period in force (0 = off, None = unknown); ``armed_at``: host time
-    when this backend switched the period on (a report older than that is the frozen boot-time
-    one); ``synthetic``: the driver makes figures up at each call (libvirt's test driver, whose
+    ``period``: the stats period in force (0 = off, None = unknown); ``armed_after``: when this
+    backend switched the period on, the ``last_update`` libvirt had then (the frozen boot-time
+    report, or 0): only a report with a later ``last_update`` was made since (a report made in
+    the same second as the boot one waits for the next period, which errs on the safe side);
+    ``synthetic``: the driver makes figures up at each call (libvirt's test driver, whose
     ``last_update`` is a fixed date in 1989).
     """
 
     period: int | None
-    armed_at: float | None = None
+    armed_after: int | None = None
     synthetic: bool = False
 
     def stale_after(self, default_period: int) -> float:
@@ -240,7 +241,7 @@ def stats_from_record(
     elif reported:
         assert last_update is not None
         age = max(0.0, now - int(last_update))
-        since_arming = freshness.armed_at is None or int(last_update) >= math.floor(freshness.armed_at)
+        since_arming = freshness.armed_after is None or int(last_update) > freshness.armed_after
         live_report = bool(freshness.period) and since_arming
         if not freshness.period:
             extra["stats_note"] = "stats period off: the guest's figures are frozen since its boot"

@@ -114,7 +114,7 @@ class _Seen:
 
     dom_id: int
     period: int | None
-    armed_at: float | None = None
+    armed_after: int | None = None  # last_update when the period was switched on
 
 
 def _bool_option(options: dict[str, Any], name: str, default: bool | None) -> bool | None:
@@ -267,7 +267,7 @@ class KVMBackend(Backend):
                     continue  # vanished between the two calls
                 record = fallback
             vm = self._vm(dom, record.get("state.state"))
-            seen = self._freshness(conn, dom, vm)
+            seen = self._freshness(conn, dom, vm, int(record.get("balloon.last-update") or 0))
             now = time.time()
             out.append(
                 stats_from_record(
@@ -314,13 +314,14 @@ class KVMBackend(Backend):
             return Freshness(period=seen.period if seen else None, synthetic=True)
         if seen is None:
             return Freshness(period=None)
-        return Freshness(period=seen.period, armed_at=seen.armed_at)
+        return Freshness(period=seen.period, armed_after=seen.armed_after)
 
-    def _freshness(self, conn: Any, dom: Any, vm: VM) -> _Seen | None:
+    def _freshness(self, conn: Any, dom: Any, vm: VM, last_update: int) -> _Seen | None:
         """What is known about a running domain's stats period, checked once per run.
 
         The first sighting reads the domain's XML; a period that is off is switched on (unless
-        read-only or ``stats_period=0``), and reports older than that moment are not trusted.
+        read-only or ``stats_period=0``), and only reports newer than the one libvirt held then
+        (``last_update``, from the same sweep) are trusted.
         """
         if vm.power_state not in (PowerState.RUNNING, PowerState.PAUSED):
             return None
@@ -335,11 +336,11 @@ class KVMBackend(Backend):
             d = dom if c is conn else c.lookupByUUIDString(uuid)
             xml = parse_domain_xml(d.XMLDesc(0))
             period = xml.stats_period_seconds
-            armed_at = None
+            armed_after = None
             if xml.has_balloon and period == 0 and self.stats_period > 0 and not self.read_only:
                 d.setMemoryStatsPeriod(self.stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                period, armed_at = self.stats_period, time.time()
-            return _Seen(dom_id=int(dom_id or -1), period=period, armed_at=armed_at)
+                period, armed_after = self.stats_period, last_update
+            return _Seen(dom_id=int(dom_id or -1), period=period, armed_after=armed_after)
 
         try:
             fresh = self._link.call("check the stats period", check, vm=vm.name)

@@ -95,9 +95,10 @@ def test_period_off_means_the_boot_report_is_withheld() -> None:
 
 
 def test_just_armed_waits_for_a_report_made_since() -> None:
-    before = stats(record(**{"balloon.last-update": int(NOW) - 5}), Freshness(period=2, armed_at=NOW - 1))
+    boot = int(NOW) - 5
+    before = stats(record(**{"balloon.last-update": boot}), Freshness(period=2, armed_after=boot))
     assert before.stale and before.guest_used_bytes is None
-    after = stats(record(**{"balloon.last-update": int(NOW)}), Freshness(period=2, armed_at=NOW - 1))
+    after = stats(record(**{"balloon.last-update": boot + 1}), Freshness(period=2, armed_after=boot))
     assert not after.stale and after.guest_used_bytes is not None
 
 

@@ -1,0 +1,267 @@
+"""The KVM backend against a real tiny Linux guest with a real virtio-balloon driver.
+
+The guest is booted by the test peer in ``tests/peers/kvm_guest`` under libvirt's embedded QEMU
+driver (``qemu:///embed?root=…``, no daemon, TCG). One 512 MiB guest serves the module (its
+target is restored after every test that moves it); the over-inflation test gets its own,
+which it may kill. Two boots in all. Timings are printed (``-s`` shows them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+
+import hvballoon
+from hvballoon.errors import BalloonStalledError, TargetBelowFloorError, VMNotFoundError
+from hvballoon.models import MemoryStats
+from hvballoon.session import GuardRails, Hypervisor
+from hvballoon.testing.conformance import BackendConformance
+from tests._require import require
+from tests.peers.kvm_guest.harness import GuestHandle, KvmGuestHarness, prerequisites
+
+pytestmark = pytest.mark.peer
+
+T = TypeVar("T")
+MiB = 2**20
+GUEST_MIB = 512
+STATS_PERIOD = 2
+MAIN = "hvb-kvm-main"
+
+
+def _report(label: str, seconds: float) -> None:
+    print(f"\n[kvm-backend timing] {label}: {seconds:.2f} s")
+
+
+def _poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    start = time.monotonic()
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _connect(h: KvmGuestHarness, **kw: Any) -> Hypervisor:
+    return hvballoon.connect(h.uri, stats_period=STATS_PERIOD, timeout=60, **kw)
+
+
+def _one(hv: Hypervisor, name: str) -> MemoryStats:
+    return hv.get_stats([name])[0]
+
+
+def _fresh(hv: Hypervisor, name: str, *, since: float | None = None, timeout: float = 30) -> MemoryStats:
+    """The guest's stats once fresh (and, with ``since``, reported at or after that host time)."""
+
+    def ready() -> MemoryStats | None:
+        st = _one(hv, name)
+        if st.stale or st.guest_used_bytes is None:
+            return None
+        if since is not None and st.extra.get("last_update", 0) < int(since):
+            return None
+        return st
+
+    return _poll(ready, timeout, f"fresh balloon stats of {name}")
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[KvmGuestHarness]:
+    reasons = prerequisites()
+    require(not reasons, "; ".join(reasons))
+    start = time.monotonic()
+    with KvmGuestHarness() as h:
+        _report("harness open", time.monotonic() - start)
+        yield h
+
+
+@pytest.fixture(scope="module")
+def main_guest(harness: KvmGuestHarness) -> Iterator[GuestHandle]:
+    start = time.monotonic()
+    g = harness.boot(MAIN, GUEST_MIB, wait=True, timeout=90)
+    _report("main guest boot", time.monotonic() - start)
+    try:
+        yield g
+    finally:
+        start = time.monotonic()
+        harness.destroy(g)
+        _report("main guest destroy", time.monotonic() - start)
+
+
+@pytest.fixture(scope="module")
+def keeper(harness: KvmGuestHarness, main_guest: GuestHandle) -> Iterator[Hypervisor]:
+    """The module's own session; its first sweep is the first time hvballoon sees the guest."""
+    with _connect(harness) as hv:
+        yield hv
+
+
+@pytest.fixture(scope="module")
+def first_sight(keeper: Hypervisor, main_guest: GuestHandle) -> dict[str, Any]:
+    """What the very first sweep saw, with the guest's stats period off until then."""
+    xml_before = main_guest.domain.XMLDesc(0)
+    start = time.time()
+    (st,) = keeper.get_stats()
+    return {
+        "xml_before": xml_before,
+        "stats": st,
+        "armed_at": start,
+        "xml_after": main_guest.domain.XMLDesc(0),
+    }
+
+
+def _restore(hv: Hypervisor, guest: GuestHandle) -> None:
+    hv.set_target(MAIN, GUEST_MIB * MiB, force=True)
+    hv.wait_for_target(MAIN, timeout=60, poll_interval=0.1)
+    _poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
+
+
+# -- stats -----------------------------------------------------------------------------------
+
+
+def test_stats_appear_after_the_period_is_set_and_match_meminfo(
+    first_sight: dict[str, Any], keeper: Hypervisor, main_guest: GuestHandle
+) -> None:
+    assert "<stats period" not in first_sight["xml_before"]  # off, as libvirt leaves it
+    assert f"<stats period='{STATS_PERIOD}'/>" in first_sight["xml_after"]  # switched on
+    st0: MemoryStats = first_sight["stats"]
+    # the report libvirt had was the frozen boot-time one: withheld, never zeros
+    assert st0.stale and st0.guest_used_bytes is None and st0.guest_total_bytes is None
+    assert st0.current_bytes == GUEST_MIB * MiB and st0.configured_bytes == GUEST_MIB * MiB
+    start = time.monotonic()
+    st = _fresh(keeper, MAIN, since=first_sight["armed_at"])
+    _report("stats fresh after the period was set", time.monotonic() - start)
+    mem = main_guest.meminfo()
+    assert st.guest_total_bytes == mem["MemTotal"] * 1024  # to the KiB
+    assert st.guest_free_bytes is not None and st.guest_available_bytes is not None
+    assert abs(st.guest_free_bytes - mem["MemFree"] * 1024) < 16 * MiB
+    assert abs(st.guest_available_bytes - mem["MemAvailable"] * 1024) < 16 * MiB
+    assert st.guest_used_bytes is not None and 0 < st.guest_used_bytes < 128 * MiB
+    assert st.host_consumed_bytes is not None and st.host_consumed_bytes > 0
+    assert st.guest_report_age_seconds is not None and st.guest_report_age_seconds <= 3 * STATS_PERIOD + 2
+
+
+def test_bulk_equals_per_domain(keeper: Hypervisor, first_sight: dict[str, Any]) -> None:
+    _fresh(keeper, MAIN)
+    moving = {"collected_at", "guest_report_age_seconds", "host_consumed_bytes", "pressure_ratio"}
+    for _ in range(5):
+        (bulk,) = keeper.get_stats()
+        one = _one(keeper, MAIN)
+        if bulk.extra.get("last_update") == one.extra.get("last_update"):  # same guest report
+            assert bulk.model_dump(exclude=moving) == one.model_dump(exclude=moving)
+            return
+    raise AssertionError("the guest reported between every bulk and per-domain read")
+
+
+# -- moving the balloon ----------------------------------------------------------------------
+
+
+def test_inflate_to_half_then_deflate(keeper: Hypervisor, main_guest: GuestHandle, first_sight: Any) -> None:
+    hv = keeper
+    default_rails = hv.guard_rails
+    hv.guard_rails = GuardRails(margin_bytes=64 * MiB)  # half of 512 MiB is below the default floor
+    try:
+        before = _fresh(hv, MAIN)
+        total_kib = main_guest.meminfo()["MemTotal"]
+        half = GUEST_MIB // 2 * MiB
+        start = time.monotonic()
+        change = hv.set_target(MAIN, "256MiB")
+        reached = hv.wait_for_target(MAIN, timeout=60, poll_interval=0.05)
+        _report("inflate 512 -> 256 MiB, wait_for_target", time.monotonic() - start)
+        assert change.changed and change.after == {"target_bytes": half}
+        assert reached.current_bytes == half and reached.ballooned_bytes == half
+        assert reached.target_bytes == half
+        assert main_guest.meminfo()["MemTotal"] == total_kib - 256 * 1024  # exactly
+        start = time.monotonic()
+        after = _fresh(hv, MAIN, since=time.time())
+        _report("guest figures follow the balloon", time.monotonic() - start)
+        assert before.guest_total_bytes is not None
+        assert after.guest_total_bytes == before.guest_total_bytes - half
+        start = time.monotonic()
+        hv.set_target(MAIN, "512MiB")
+        back = hv.wait_for_target(MAIN, timeout=60, poll_interval=0.05)
+        _report("deflate 256 -> 512 MiB, wait_for_target", time.monotonic() - start)
+        assert back.current_bytes == GUEST_MIB * MiB and back.ballooned_bytes == 0
+        assert main_guest.meminfo()["MemTotal"] == total_kib
+    finally:
+        hv.guard_rails = default_rails
+
+
+def test_guard_rail_then_forced_over_inflation_is_a_typed_error(
+    harness: KvmGuestHarness, keeper: Hypervisor
+) -> None:
+    """300 MiB the guest cannot free (tmpfs, no swap) and a 128 MiB target.
+
+    The default guard rail refuses it, with the numbers. Forced, libvirt accepts it without a
+    word; the balloon stalls where the guest runs dry, and the guest may then die of it.
+    ``wait_for_target`` must say which, as a typed error, in bounded time.
+    """
+    start = time.monotonic()
+    hv = keeper
+    with harness.guest("hvb-kvm-overinflate", GUEST_MIB) as g:
+        _report("over-inflation guest boot", time.monotonic() - start)
+        name = g.name
+        _fresh(hv, name)
+        g.tmpfs(300)
+        st = _fresh(hv, name, since=time.time())
+        assert st.guest_used_bytes is not None and st.guest_used_bytes > 300 * MiB
+        with pytest.raises(TargetBelowFloorError) as refused:
+            hv.set_target(name, "128MiB")
+        details = refused.value.details
+        assert details["used_bytes"] == st.guest_used_bytes
+        assert details["floor_bytes"] > details["used_bytes"] > details["target_bytes"] == 128 * MiB
+        assert _one(hv, name).current_bytes == GUEST_MIB * MiB  # nothing was sent
+        forced = hv.set_target(name, "128MiB", force=True)
+        assert forced.forced and any("floor" in w for w in forced.warnings)
+        start = time.monotonic()
+        with pytest.raises((BalloonStalledError, VMNotFoundError)) as outcome:
+            hv.wait_for_target(name, timeout=90, poll_interval=0.25, stall_after=3)
+        waited = time.monotonic() - start
+        err = outcome.value
+        if isinstance(err, BalloonStalledError):
+            reached = err.details["reached_bytes"]
+            _report(f"forced over-inflation: stalled at {reached / MiB:.0f} MiB after", waited)
+            assert 128 * MiB + 64 * MiB < reached < GUEST_MIB * MiB
+            assert err.details["target_bytes"] == 128 * MiB
+        else:
+            _report("forced over-inflation: the guest died (panic) after", waited)
+            assert "vanished" in err.message
+        assert waited < 60
+
+
+# -- the shared conformance suite, on the real guest -------------------------------------------
+
+
+class TestRealGuestConformance(BackendConformance):
+    """The suite every backend passes, on the real guest (its target restored after each test)."""
+
+    volatile_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "collected_at",
+            "guest_report_age_seconds",
+            "extra",
+            "stale",
+            "host_consumed_bytes",
+            "guest_used_bytes",
+            "guest_free_bytes",
+            "guest_available_bytes",
+            "guest_cache_bytes",
+            "guest_total_bytes",
+            "major_faults",
+            "swap_in_bytes",
+            "swap_out_bytes",
+            "pressure_ratio",
+        }
+    )
+    wait_timeout: ClassVar[float] = 60.0
+
+    @pytest.fixture
+    def hv(self, main_guest: GuestHandle, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
+        # one session for the module: every open of qemu:///embed registers libvirt's QEMU driver
+        # again, and libvirt 9 allows about 20 registrations per process
+        _fresh(keeper, MAIN)
+        yield keeper
+        if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+            _restore(keeper, main_guest)
