@@ -250,57 +250,52 @@ class KVMBackend(Backend):
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
         groups = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON
 
-        def fetch(conn: Any) -> tuple[Any, list[tuple[Any, dict[str, Any]]]]:
+        def fetch(conn: Any) -> tuple[Any, list[tuple[Any, VM, dict[str, Any]]]]:
             if vms is None:
-                return conn, conn.getAllDomainStats(groups, 0)
-            doms = [self._lookup(conn, v) for v in vms]
-            return conn, conn.domainListGetStats(doms, groups, 0) if doms else []
+                pairs = conn.getAllDomainStats(groups, 0)
+            else:
+                doms = [self._lookup(conn, v) for v in vms]
+                pairs = conn.domainListGetStats(doms, groups, 0) if doms else []
+            rows = []
+            for dom, record in pairs:
+                if "balloon.maximum" not in record:
+                    # this driver does not fill the bulk balloon group: ask the domain itself
+                    # (in the same worker call: one deadline and one thread hand-off per sweep)
+                    record = self._per_domain_record(dom, strict=vms is not None)
+                    if record is None:
+                        continue  # vanished between the two calls
+                rows.append((dom, self._vm(dom, record.get("state.state")), record))
+            return conn, rows
 
-        conn, pairs = self._link.call("read balloon stats", fetch)
-        wanted = {v.id: v for v in vms} if vms is not None else None
-        out: list[MemoryStats] = []
-        for dom, record in pairs:
-            if "balloon.maximum" not in record:
-                # this driver does not fill the bulk balloon group: ask the domain itself
-                fallback = self._per_domain_record(conn, dom, wanted)
-                if fallback is None:
-                    continue  # vanished between the two calls
-                record = fallback
-            vm = self._vm(dom, record.get("state.state"))
-            seen = self._freshness(conn, dom, vm, int(record.get("balloon.last-update") or 0))
-            now = time.time()
-            out.append(
-                stats_from_record(
-                    vm,
-                    record,
-                    target_bytes=self._target_of(vm),
-                    freshness=self._freshness_of(seen),
-                    default_period=self.stats_period or _DEFAULT_STATS_PERIOD,
-                    now=now,
-                )
+        fetched_on, rows = self._link.call("read balloon stats", fetch)
+        seen = self._sightings(fetched_on, rows)
+        now = time.time()
+        out = [
+            stats_from_record(
+                vm,
+                record,
+                target_bytes=self._target_of(vm),
+                freshness=self._freshness_of(seen.get(vm.id)),
+                default_period=self.stats_period or _DEFAULT_STATS_PERIOD,
+                now=now,
             )
-        if wanted is not None:
-            order = {vid: i for i, vid in enumerate(wanted)}
+            for _dom, vm, record in rows
+        ]
+        if vms is not None:
+            order = {v.id: i for i, v in enumerate(vms)}
             out.sort(key=lambda s: order.get(s.vm.id, len(order)))
         return out
 
-    def _per_domain_record(
-        self, fetched_on: Any, dom: Any, wanted: dict[str, VM] | None
-    ) -> dict[str, int] | None:
-        uuid = dom.UUIDString()
-
-        def fetch(conn: Any) -> dict[str, int]:
-            d = dom if conn is fetched_on else conn.lookupByUUIDString(uuid)
-            info = d.info()
-            active = power_state(info[0]) in (PowerState.RUNNING, PowerState.PAUSED)
-            return record_from_per_domain(info, d.memoryStats() if active else None)
-
+    @staticmethod
+    def _per_domain_record(dom: Any, *, strict: bool) -> dict[str, int] | None:
         try:
-            return self._link.call("read balloon stats of one domain", fetch, vm=dom.name())
-        except VMNotFoundError:
-            if wanted is not None:
-                raise
-            return None
+            info = dom.info()
+            active = power_state(info[0]) in (PowerState.RUNNING, PowerState.PAUSED)
+            return record_from_per_domain(info, dom.memoryStats() if active else None)
+        except libvirt_error as exc:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN and not strict:
+                return None
+            raise
 
     def _target_of(self, vm: VM) -> int | None:
         with self._seen_lock:
@@ -316,39 +311,52 @@ class KVMBackend(Backend):
             return Freshness(period=None)
         return Freshness(period=seen.period, armed_after=seen.armed_after)
 
-    def _freshness(self, conn: Any, dom: Any, vm: VM, last_update: int) -> _Seen | None:
-        """What is known about a running domain's stats period, checked once per run.
+    def _sightings(self, fetched_on: Any, rows: list[tuple[Any, VM, dict[str, Any]]]) -> dict[str, _Seen]:
+        """What is known about each running domain's stats period, checked once per run.
 
-        The first sighting reads the domain's XML; a period that is off is switched on (unless
-        read-only or ``stats_period=0``), and only reports newer than the one libvirt held then
-        (``last_update``, from the same sweep) are trusted.
+        The first sighting of a running domain (or of a new run of it) reads its XML; a period
+        that is off is switched on (unless read-only or ``stats_period=0``), and from then on
+        only reports newer than the one libvirt held at that moment (``last_update``, from the
+        same sweep) are trusted. All first sightings of a sweep share one worker call.
         """
-        if vm.power_state not in (PowerState.RUNNING, PowerState.PAUSED):
-            return None
-        dom_id = vm.extra.get("libvirt_id")
+        active = [r for r in rows if r[1].power_state in (PowerState.RUNNING, PowerState.PAUSED)]
         with self._seen_lock:
-            seen = self._seen.get(vm.id)
-            if seen is not None and seen.dom_id == dom_id:
-                return seen
-        uuid = vm.id
+            known = {
+                vm.id: self._seen[vm.id]
+                for _d, vm, _r in active
+                if vm.id in self._seen and self._seen[vm.id].dom_id == vm.extra.get("libvirt_id")
+            }
+        new = [r for r in active if r[1].id not in known]
+        if not new:
+            return known
 
-        def check(c: Any) -> _Seen:
-            d = dom if c is conn else c.lookupByUUIDString(uuid)
-            xml = parse_domain_xml(d.XMLDesc(0))
-            period = xml.stats_period_seconds
-            armed_after = None
-            if xml.has_balloon and period == 0 and self.stats_period > 0 and not self.read_only:
-                d.setMemoryStatsPeriod(self.stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                period, armed_after = self.stats_period, last_update
-            return _Seen(dom_id=int(dom_id or -1), period=period, armed_after=armed_after)
+        def check(conn: Any) -> dict[str, _Seen]:
+            found: dict[str, _Seen] = {}
+            for dom, vm, record in new:
+                # a reconnect since the sweep makes its domain objects useless: look them up again
+                d = dom if conn is fetched_on else conn.lookupByUUIDString(vm.id)
+                try:
+                    xml = parse_domain_xml(d.XMLDesc(0))
+                    period = xml.stats_period_seconds
+                    armed_after = None
+                    if xml.has_balloon and period == 0 and self.stats_period > 0 and not self.read_only:
+                        d.setMemoryStatsPeriod(self.stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                        period = self.stats_period
+                        armed_after = int(record.get("balloon.last-update") or 0)
+                except libvirt_error as exc:
+                    if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # gone since the sweep: nothing to arm
+                    raise
+                dom_id = vm.extra.get("libvirt_id")
+                found[vm.id] = _Seen(
+                    dom_id=int(dom_id) if dom_id is not None else -1, period=period, armed_after=armed_after
+                )
+            return found
 
-        try:
-            fresh = self._link.call("check the stats period", check, vm=vm.name)
-        except VMNotFoundError:
-            return None
+        found = self._link.call("check the stats period", check)
         with self._seen_lock:
-            self._seen[vm.id] = fresh
-        return fresh
+            self._seen.update(found)
+        return {**known, **found}
 
     def get_config(self, vm: VM) -> MemoryConfig:
         def fetch(conn: Any) -> tuple[DomainXML, DomainXML | None, bool, bool]:

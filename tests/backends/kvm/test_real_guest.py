@@ -206,7 +206,7 @@ def test_guard_rail_then_forced_over_inflation_is_a_typed_error(
         _fresh(hv, name)
         g.tmpfs(300)
         st = _fresh(hv, name, since=time.time())
-        assert st.guest_used_bytes is not None and st.guest_used_bytes > 300 * MiB
+        assert st.guest_used_bytes is not None and st.guest_used_bytes > 250 * MiB  # the tmpfs counts
         with pytest.raises(TargetBelowFloorError) as refused:
             hv.set_target(name, "128MiB")
         details = refused.value.details

@@ -1,0 +1,38 @@
+"""The backend's docstring examples run, its public surface is what it says, and it registers."""
+
+from __future__ import annotations
+
+import doctest
+
+import hvballoon_kvm
+import pytest
+from hvballoon_kvm import _domain, _errors, backend
+
+import hvballoon
+from hvballoon import registry
+from hvballoon.fake.backend import FLAVOR_CAPABILITIES
+
+pytest.importorskip("libvirt")
+
+
+@pytest.mark.parametrize("module", [backend, _errors, _domain], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module: object) -> None:
+    result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
+    assert result.failed == 0
+
+
+def test_all_is_sorted_and_exported() -> None:
+    assert hvballoon_kvm.__all__ == sorted(hvballoon_kvm.__all__)
+    assert all(hasattr(hvballoon_kvm, name) for name in hvballoon_kvm.__all__)
+
+
+def test_the_registry_loads_this_backend() -> None:
+    assert registry.load_backend("kvm") is backend.KVMBackend
+
+
+def test_declared_like_the_fake_kvm_flavour() -> None:
+    fake, real = FLAVOR_CAPABILITIES["kvm"], backend.CAPABILITIES
+    for name in ("mechanism", "bulk_stats", "readable", "set_live", "set_offline", "alignment_bytes"):
+        assert getattr(fake, name) == getattr(real, name), name
+    with hvballoon.connect("test:///default") as hv:
+        assert hv.capabilities is backend.CAPABILITIES
