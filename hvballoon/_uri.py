@@ -64,7 +64,9 @@ def parse_uri(uri: object) -> ParsedURI:
         parts = urlsplit(uri)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURIError(f"invalid URI {redact_uri(uri)!r}: {exc}") from None
+        # urllib quotes what it could not read as a port, which may be part of a password
+        reason = str(exc) if "'" not in str(exc) else "the port is not a number"
+        raise InvalidURIError(f"invalid URI {redact_uri(uri)!r}: {reason}") from None
     scheme = parts.scheme.lower()
     if not _SCHEME_RE.match(scheme):
         raise InvalidURIError(f"invalid URI scheme in {redact_uri(uri)!r}")
@@ -100,7 +102,6 @@ def parse_uri(uri: object) -> ParsedURI:
     )
 
 
-_USERINFO_RE = re.compile(r"^(?P<scheme>[^:/?#]+://)(?P<user>[^@/?#:]*)(?::[^@/?#]*)?@")
 _QUERY_SECRET_RE = re.compile(r"(?P<k>[?&](?:" + "|".join(sorted(_SECRET_KEYS)) + r"))=[^&#]*", re.IGNORECASE)
 
 
@@ -110,7 +111,15 @@ def redact_uri(uri: str) -> str:
     >>> redact_uri("esxi://root:hunter2@h1?password=x&a=1")
     'esxi://root:***@h1?password=***&a=1'
     """
-    m = _USERINFO_RE.match(uri)
-    if m and uri[m.end("user") : m.end("user") + 1] == ":":
-        uri = f"{m.group('scheme')}{m.group('user')}:***@{uri[m.end() :]}"
+    # Deliberately loose: whatever sits between the scheme (if any) and the last "@" is user
+    # information, and everything after its first ":" is a password — even in a URI too broken
+    # to parse (an empty scheme, a "/" or "?" inside the password). Over-redacting is harmless.
+    head, sep, rest = uri.partition("://")
+    if not sep:
+        head, rest = "", uri
+    at = rest.rfind("@")
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            uri = f"{head}{sep}{user}:***@{rest[at + 1 :]}"
     return _QUERY_SECRET_RE.sub(lambda mm: f"{mm.group('k')}=***", uri)

@@ -86,6 +86,20 @@ def selected_vms(module):
     return list(module.params.get("vms") or []) or None
 
 
+def required_vms(module):
+    """The VMs a changing task names; fails the task when ``vm``/``vms`` is empty or null (a
+    templated name that rendered empty must never fall through to a crash, nor to every VM)."""
+    refs = selected_vms(module)
+    if not refs or not all(isinstance(r, str) and r for r in refs):
+        module.fail_json(
+            msg="vm or vms must name at least one VM (got an empty or null value)",
+            code="invalid_request",
+            retryable=False,
+            changed=False,
+        )
+    return refs
+
+
 def _readable(fields):
     out = {}
     for key, value in fields.items():

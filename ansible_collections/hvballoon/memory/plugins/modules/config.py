@@ -171,7 +171,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connection_argument_spec,
     fail_error,
     require_sdk,
-    selected_vms,
+    required_vms,
     vms_argument_spec,
 )
 
@@ -207,11 +207,12 @@ def main():
     require_sdk(module)
     fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
     result = dict(changed=False, changes=[])
+    vms = required_vms(module)
     hv = connect(module)
     diffs = []
     try:
         with hv:
-            for ref in selected_vms(module):
+            for ref in vms:
                 change = hv.set_config(ref, dry_run=module.check_mode, **fields)
                 result["changes"].append(change_result(change))
                 result["changed"] = result["changed"] or change.changed

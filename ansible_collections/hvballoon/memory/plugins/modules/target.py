@@ -182,7 +182,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connection_argument_spec,
     fail_error,
     require_sdk,
-    selected_vms,
+    required_vms,
     vms_argument_spec,
 )
 
@@ -213,12 +213,13 @@ def main():
         parse_size(p["size"], what="size")  # a bad size fails before connecting
     except HVBalloonError as exc:
         fail_error(module, exc, **result)
+    vms = required_vms(module)
     hv = connect(module)
     diffs = []
     stats = []
     try:
         with hv:
-            for ref in selected_vms(module):
+            for ref in vms:
                 change = hv.set_target(ref, p["size"], dry_run=module.check_mode, force=p["force"])
                 result["changes"].append(change_result(change))
                 result["changed"] = result["changed"] or change.changed
