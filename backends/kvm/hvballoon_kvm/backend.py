@@ -57,7 +57,7 @@ from ._domain import (
     stats_from_record,
 )
 from ._errors import BACKEND, error_code
-from ._native import libvirt, libvirt_error
+from ._native import libvirt, libvirt_error, quiet_libvirt_errors
 
 __all__ = ["CAPABILITIES", "KVMBackend"]
 
@@ -149,6 +149,7 @@ class KVMBackend(Backend):
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
+        quiet_libvirt_errors()
         options = opts.options
         self.read_only = bool(_bool_option(options, "read_only", False))
         self.persist = bool(_bool_option(options, "persist", False))
@@ -402,6 +403,15 @@ class KVMBackend(Backend):
             )
         if target_bytes % KiB:
             raise InvalidRequestError(f"libvirt targets are whole KiB, got {target_bytes} bytes", vm=vm.name)
+
+    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
+        model = current.extra.get("balloon_model")
+        if "stats_period_seconds" in changes and model in (None, "none"):
+            raise UnsupportedOperationError(
+                f"{vm.name!r} has no memory balloon device, so it has no balloon stats period",
+                backend=BACKEND,
+                vm=vm.name,
+            )
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         kib = target_bytes // KiB

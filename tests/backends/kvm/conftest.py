@@ -21,12 +21,6 @@ libvirt = pytest.importorskip("libvirt")
 _TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _quiet_libvirt() -> None:
-    # libvirt's default handler prints every error to stderr, also the ones tests provoke
-    libvirt.registerErrorHandler(lambda *_: None, None)
-
-
 def domain_xml(
     name: str,
     *,

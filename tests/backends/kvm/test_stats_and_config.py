@@ -207,3 +207,16 @@ def test_a_vanished_domain(node_hv: Hypervisor) -> None:
     assert "web01" not in {s.vm.name for s in node_hv.get_stats()}
     with pytest.raises(VMNotFoundError):
         node_hv.get_stats([vm])
+
+
+def test_no_balloon_device_means_no_stats_period(
+    node_hv: Hypervisor, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(UnsupportedOperationError, match="no memory balloon device"):
+        node_hv.set_config("plain01", stats_period=5)
+    # libvirt's own handler would have printed its error to stderr: the backend keeps it quiet
+    with pytest.raises(VMNotFoundError):
+        node_hv.get_config(
+            node_hv.resolve("plain01").model_copy(update={"id": "00000000-0000-0000-0000-000000000000"})
+        )
+    assert "libvirt:" not in capfd.readouterr().err
