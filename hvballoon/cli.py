@@ -217,6 +217,46 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.0f}%"
 
 
+#: The columns of a stats table (see :func:`stats_row`).
+STATS_COLUMNS: list[str] = [
+    "vm",
+    "power",
+    "configured",
+    "current",
+    "target",
+    "guest used",
+    "available",
+    "cache",
+    "ballooned",
+    "demand",
+    "host swap",
+    "pressure",
+    "stats",
+]
+
+
+def stats_row(s: Any) -> list[str]:
+    """One VM's :class:`~hvballoon.MemoryStats` as the cells of :data:`STATS_COLUMNS`."""
+    sizes = (
+        s.configured_bytes,
+        s.current_bytes,
+        s.target_bytes,
+        s.guest_used_bytes,
+        s.guest_available_bytes,
+        s.guest_cache_bytes,
+        s.ballooned_bytes,
+        s.demand_bytes,
+        s.swapped_bytes,
+    )
+    return [
+        s.vm.name,
+        s.vm.power_state.value,
+        *(format_size(n) for n in sizes),
+        _pct(s.pressure_ratio),
+        "stale" if s.stale else "fresh",
+    ]
+
+
 @main.command("stats", epilog=EPILOG_STATS)
 @click.argument("targets", nargs=-1, metavar="URI [URI…] [VM…]")
 @_fleet_options
@@ -251,40 +291,7 @@ def stats_cmd(
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in stats])
         return
-    rows = [
-        [
-            s.vm.name,
-            s.vm.power_state.value,
-            format_size(s.configured_bytes),
-            format_size(s.current_bytes),
-            format_size(s.target_bytes),
-            format_size(s.guest_used_bytes),
-            format_size(s.guest_available_bytes),
-            format_size(s.guest_cache_bytes),
-            format_size(s.ballooned_bytes),
-            format_size(s.demand_bytes),
-            format_size(s.swapped_bytes),
-            _pct(s.pressure_ratio),
-            "stale" if s.stale else "fresh",
-        ]
-        for s in stats
-    ]
-    columns = [
-        "vm",
-        "power",
-        "configured",
-        "current",
-        "target",
-        "guest used",
-        "available",
-        "cache",
-        "ballooned",
-        "demand",
-        "host swap",
-        "pressure",
-        "stats",
-    ]
-    _console().print(_table(columns, rows, title=hv.uri))
+    _console().print(_table(STATS_COLUMNS, [stats_row(s) for s in stats], title=hv.uri))
 
 
 def _change_lines(change: Any) -> list[str]:

@@ -19,37 +19,23 @@ from typing import Any
 import click
 
 from hvballoon.cli import (
+    STATS_COLUMNS,
     _conn,
     _console,
     _fleet_options,
-    _pct,
     _table,
     connection_options,
     handle_errors,
     json_option,
+    stats_row,
 )
 from hvballoon.errors import InvalidRequestError, VMNotFoundError
 from hvballoon.fleet import Fleet, HostResult, first_error, read_inventory, split_targets
-from hvballoon.units import format_size, parse_duration
+from hvballoon.units import parse_duration
 
 __all__ = ["exporter_cmd", "run_fleet_stats", "watch_cmd"]
 
-_STATS_COLUMNS = [
-    "host",
-    "vm",
-    "power",
-    "configured",
-    "current",
-    "target",
-    "guest used",
-    "available",
-    "cache",
-    "ballooned",
-    "demand",
-    "host swap",
-    "pressure",
-    "stats",
-]
+_STATS_COLUMNS = ["host", *STATS_COLUMNS]
 
 
 def _uris_and_vms(targets: tuple[str, ...], inventory: str | None) -> tuple[list[str], list[str]]:
@@ -113,24 +99,7 @@ def _render(results: list[HostResult], title: str | None = None) -> Any:
     rows = []
     for r in results:
         for s in r.stats:
-            rows.append(
-                [
-                    r.uri,
-                    s.vm.name,
-                    s.vm.power_state.value,
-                    format_size(s.configured_bytes),
-                    format_size(s.current_bytes),
-                    format_size(s.target_bytes),
-                    format_size(s.guest_used_bytes),
-                    format_size(s.guest_available_bytes),
-                    format_size(s.guest_cache_bytes),
-                    format_size(s.ballooned_bytes),
-                    format_size(s.demand_bytes),
-                    format_size(s.swapped_bytes),
-                    _pct(s.pressure_ratio),
-                    "stale" if s.stale else "fresh",
-                ]
-            )
+            rows.append([r.uri, *stats_row(s)])
     host_rows = [
         [
             r.uri,
