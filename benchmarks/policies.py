@@ -7,6 +7,9 @@ controller every ``--interval`` seconds of simulated time for ``--hours``, and m
 * guest swap-in (GiB): what the guests had to read back from their own swap;
 * host swap (GiB): the peak of guest memory the host swapped out (KVM) or ESXi swapped;
 * memory reclaimed (GiB-hours): the balloons' size integrated over time;
+* of which without starving (GiB-hours): the same integral less, at every moment, the part of
+  each balloon that kept the guest from memory it demanded (what it had to swap, or lost to its
+  OOM killer) — memory taken back, not memory taken away;
 * spike → memory (p50 / p95, seconds): from a demand spike (demand up by ≥ 1 GiB within a
   minute) to the VM having that demand's worth of memory (0 when it already had);
 * minimum host free (GiB).
@@ -37,7 +40,7 @@ if str(ROOT) not in sys.path:
 import hvballoon  # noqa: E402
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
-from hvballoon.policy import Controller, ControllerSettings  # noqa: E402
+from hvballoon.policy import Controller, ControllerSettings, Policy  # noqa: E402
 
 GiB = 1024**3
 POLICIES = ("static", "mom", "proxmox", "hvballoon")
@@ -58,6 +61,7 @@ class Result:
     guest_swap_in_gib: float = 0.0
     host_swap_gib: float = 0.0
     reclaimed_gib_hours: float = 0.0
+    reclaimed_unstarved_gib_hours: float = 0.0
     spike_p50_s: float | None = None
     spike_p95_s: float | None = None
     spikes: int = 0
@@ -107,10 +111,21 @@ def spike_latencies(
     return out
 
 
+def _integral(t: list[float], values: list[float]) -> float:
+    """GiB-hours of a byte series sampled at times ``t`` (left Riemann sum)."""
+    return sum(values[k] * (t[k + 1] - t[k]) for k in range(len(t) - 1)) / (GiB * 3600)
+
+
 def run_one(
-    scenario: str, policy: str, *, hours: float, interval: float = 10.0, every: float = 10.0
+    scenario: str,
+    policy: str | Policy,
+    *,
+    hours: float,
+    interval: float = 10.0,
+    every: float = 10.0,
 ) -> Result:
     started = time.perf_counter()
+    name = policy if isinstance(policy, str) else policy.name
     world = World(load_scenario(scenario))
     recorder = world.record(every=every)
     host = world.host
@@ -120,9 +135,9 @@ def run_one(
         host_reserve_bytes=host.reserve_bytes,
         interval_seconds=interval,
         # the baselines run as published: their own rules, without hvballoon's guard rails
-        respect_guard_rails=policy not in BASELINES,
+        respect_guard_rails=name not in BASELINES,
     )
-    result = Result(scenario, policy, hours)
+    result = Result(scenario, name, hours)
     host_swap_peak = 0
     with hvballoon.connect(f"fake://{scenario}", world=world) as hv:
         ctl = Controller(hv, policy, settings)
@@ -139,10 +154,18 @@ def run_one(
     result.guest_swap_by_vm = {g.name: g.swap_in_bytes / GiB for g in world.guests.values()}
     result.guest_swap_in_gib = sum(result.guest_swap_by_vm.values())
     result.host_swap_gib = host_swap_peak / GiB
-    balloon_total = [sum(v["balloon_bytes"][k] for v in data["vms"].values()) for k in range(len(t))]
-    result.reclaimed_gib_hours = sum(balloon_total[k] * (t[k + 1] - t[k]) for k in range(len(t) - 1)) / (
-        GiB * 3600
-    )
+    vms = list(data["vms"].values())
+    balloon_total = [sum(v["balloon_bytes"][k] for v in vms) for k in range(len(t))]
+    result.reclaimed_gib_hours = _integral(t, balloon_total)
+    # the part of a balloon that kept its guest from demanded memory is not counted here
+    unstarved = [
+        sum(
+            max(0.0, v["balloon_bytes"][k] - max(0.0, v["demand_bytes"][k] - v["current_bytes"][k]))
+            for v in vms
+        )
+        for k in range(len(t))
+    ]
+    result.reclaimed_unstarved_gib_hours = _integral(t, unstarved)
     latencies: list[float] = []
     for v in data["vms"].values():
         latencies += spike_latencies(t, v["demand_bytes"], v["current_bytes"])
@@ -226,8 +249,9 @@ def markdown(results: list[Result], *, command: str, images: dict[str, str] | No
             f"### `{scenario}`",
             "",
             "| policy | OOM / crash | guest swap-in (GiB) | host swap (GiB) | reclaimed (GiB·h) "
-            "| spike → memory p50 / p95 (s) | min host free (GiB) | changes |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| of which without starving (GiB·h) | spike → memory p50 / p95 (s) | min host free (GiB) "
+            "| changes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             if r.scenario != scenario:
@@ -235,7 +259,8 @@ def markdown(results: list[Result], *, command: str, images: dict[str, str] | No
             spike = f"{_fmt(r.spike_p50_s, 0)} / {_fmt(r.spike_p95_s, 0)}" if r.spikes else "no spike"
             lines.append(
                 f"| {r.policy} | {r.oom_events} | {r.guest_swap_in_gib:.2f} | {r.host_swap_gib:.2f} "
-                f"| {r.reclaimed_gib_hours:.1f} | {spike} | {r.min_host_free_gib:.1f} | {r.changes} |"
+                f"| {r.reclaimed_gib_hours:.1f} | {r.reclaimed_unstarved_gib_hours:.1f} | {spike} "
+                f"| {r.min_host_free_gib:.1f} | {r.changes} |"
             )
         lines.append("")
         if scenario in judged:

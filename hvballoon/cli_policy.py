@@ -92,6 +92,12 @@ def _line(d: Any) -> str:
 @click.option("--ceiling", multiple=True, metavar="VM=SIZE", help="Never above SIZE (repeatable).")
 @click.option("--max-lower", help="Lower one VM by at most this much per round.")
 @click.option("--max-changes", type=click.IntRange(min=1), help="At most this many changes per round.")
+@click.option(
+    "--session-margins",
+    is_flag=True,
+    help="Check every lower against the session's guard-rail margins, even where the policy "
+    "sizes each VM's headroom itself (hvballoon narrows them to the absolute margin).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every decision, holds included.")
 @json_option
 @connection_options
@@ -113,6 +119,7 @@ def autoballoon_cmd(
     ceiling: tuple[str, ...],
     max_lower: str | None,
     max_changes: int | None,
+    session_margins: bool,
     verbose: bool,
     as_json: bool,
     **kw: Any,
@@ -134,6 +141,8 @@ def autoballoon_cmd(
         data["max_lower_bytes_per_round"] = parse_size(max_lower, what="max lower")
     if max_changes is not None:
         data["max_changes_per_round"] = max_changes
+    if session_margins:
+        data["policy_guard_rails"] = False
     vms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (data.get("vms") or {}).items()}
     for name in exclude:
         vms.setdefault(name, {})["exclude"] = True

@@ -1,16 +1,28 @@
 """``hvballoon``: our policy, designed from the hazards of ballooning.
 
 * **A floor from observed use.** A VM keeps what it used at its recent peak (or what its trend
-  says it will use a minute from now, if that is more) plus a headroom sized by how much its use
-  varies: ``max(10 % of its maximum, 512 MiB, 3 σ of its use, 2 × its largest rise in one
-  round)``. Page cache above that is reclaimed: it is the memory a balloon can take without
-  hurting.
+  says it will use a minute from now, if that is more) plus a headroom. For its first
+  ``settle_seconds`` (five minutes) the headroom is the session's proportional margin:
+  ``max(10 % of its maximum, 512 MiB, 3 σ of its use, 2 × its largest rise in one round)``.
+  Once it has been watched that long, the headroom is what its own variability asks for:
+  ``max(256 MiB, 3 σ of its one-round changes over the two rounds a reaction takes, 2 × its
+  largest rise in one round)`` — a steady VM keeps the session's absolute margin, a noisy one
+  more. Page cache above the floor is reclaimed: it is the memory a balloon can take without
+  hurting (the guest drops it before it swaps).
+* **Its own guard rails**: because it sizes each VM's headroom itself, the policy asks the
+  controller to check its lowers against the session's guard rails without their proportional
+  margin (:meth:`HvballoonPolicy.guard_rails`): the absolute margin (256 MiB) and the refusal
+  of stale or missing figures stay, checked by the session at the call.
 * **Fast deflation.** When a VM's use rises faster than its headroom can absorb before the
   next round, when it swaps in, or when its free memory falls below half its headroom, its
   target jumps straight to its maximum (a *surge*); it is not squeezed again for
   ``calm_seconds``.
 * **Cautious inflation.** Targets come down by at most ``lower_step_fraction`` of the maximum
   per round, and only on VMs that have been calm for ``calm_seconds``.
+* **Spike allowance.** A host with memory to spare lends it as extra headroom (up to
+  ``spike_fraction`` of each VM's maximum), so a sudden spike lands in memory the guest already
+  has — but only while the host stays below ``lend_below`` (85 %) of its memory: lent memory
+  fills with page cache, which the host must back, so lending on a full host only makes it swap.
 * **A host reserve sized for simultaneous spikes**: the configured reserve plus the sum of the
   largest bursts the ``simultaneous`` busiest VMs showed. When the host's free memory is below
   it, idle memory is reclaimed faster, lowest priority first.
@@ -22,16 +34,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvballoon.policy.base import Plan, Policy
 from hvballoon.policy.model import Proposal, Snapshot, VMView
 from hvballoon.units import MiB, format_size
+
+if TYPE_CHECKING:
+    from hvballoon.session import GuardRails
 
 __all__ = ["HvballoonPolicy", "VMHistory"]
 
@@ -78,16 +94,28 @@ class HvballoonPolicy(Policy):
         horizon_seconds: float = 60.0,
         headroom_fraction: float = 0.10,
         min_headroom_bytes: int = 512 * MiB,
+        settle_seconds: float = 300.0,
+        settled_headroom_fraction: float = 0.0,
+        settled_min_headroom_bytes: int = 256 * MiB,
+        reaction_rounds: float = 2.0,
+        own_guard_rails: bool = True,
         sigma: float = 3.0,
         calm_seconds: float = 300.0,
         lower_step_fraction: float = 0.05,
         simultaneous: int = 2,
         spike_fraction: float = 0.15,
+        lend_below: float = 0.85,
         raise_slack_bytes: int = 256 * MiB,
     ) -> None:
+        self.settle_seconds = settle_seconds
+        self.settled_headroom_fraction = settled_headroom_fraction
+        self.settled_min_headroom_bytes = settled_min_headroom_bytes
+        self.reaction_rounds = reaction_rounds
+        self.own_guard_rails = own_guard_rails
         self.window_seconds = window_seconds
         self.peak_seconds = peak_seconds
         self.spike_fraction = spike_fraction
+        self.lend_below = lend_below
         self.raise_slack_bytes = raise_slack_bytes
         self.trend_seconds = trend_seconds
         self.horizon_seconds = horizon_seconds
@@ -100,6 +128,13 @@ class HvballoonPolicy(Policy):
 
     def initial_state(self) -> Any:
         return _State()
+
+    def guard_rails(self, session: GuardRails) -> GuardRails:
+        """The session's absolute margin without its proportional one: the headroom above it is
+        sized per VM from what the VM has shown (and is the proportional margin until then)."""
+        if not self.own_guard_rails or session.margin_fraction == 0:
+            return session
+        return dataclasses.replace(session, margin_fraction=0.0)
 
     # -- per VM figures -------------------------------------------------------------------
 
@@ -124,11 +159,28 @@ class HvballoonPolicy(Policy):
         recent = [(t, u) for t, u, _ in samples if last - t <= self.trend_seconds]
         slope = max(0.0, _slope(recent))
         swapped_in = n >= 2 and samples[-1][2] > samples[-2][2]
+        # how far its use moves within the time a reaction takes (a round or two): the spread
+        # of its one-round changes, scaled to the reaction time
+        if rises:
+            mr = sum(rises) / len(rises)
+            rise_sigma = math.sqrt(max(0.0, sum(r * r for r in rises) / len(rises) - mr * mr))
+        else:
+            rise_sigma = 0.0
+        settled = last - samples[0][0] >= self.settle_seconds
+        if settled:
+            # watched long enough: the headroom is what its variability asks for, above the
+            # session's absolute margin
+            fraction, least = self.settled_headroom_fraction, self.settled_min_headroom_bytes
+            spread = self.sigma * rise_sigma * math.sqrt(self.reaction_rounds)
+        else:
+            # not yet: the session's proportional margin, and the spread of its use
+            fraction, least = self.headroom_fraction, self.min_headroom_bytes
+            spread = self.sigma * sigma
         headroom = int(
             max(
-                self.headroom_fraction * v.maximum_bytes,
-                self.min_headroom_bytes,
-                self.sigma * sigma,
+                fraction * v.maximum_bytes,
+                least,
+                spread,
                 2 * max_rise,
                 v.guard_floor_bytes - used if v.guard_floor_bytes is not None else 0,
             )
@@ -141,6 +193,8 @@ class HvballoonPolicy(Policy):
             "used_bytes": used,
             "peak_bytes": peak,
             "sigma_bytes": int(sigma),
+            "rise_sigma_bytes": int(rise_sigma),
+            "settled": settled,
             "trend_bytes_per_second": round(slope, 1),
             "headroom_bytes": headroom,
             "floor_bytes": int(max(peak, projected)) + headroom,
@@ -167,7 +221,10 @@ class HvballoonPolicy(Policy):
             else:
                 committed += f["floor_bytes"]
                 shared += 1
-        spare = host.total_bytes - overhead - reserve - committed
+        # lend only while the host stays below ``lend_below`` of its memory: the lent memory
+        # fills with page cache, which the host then has to back
+        ceiling = min(host.total_bytes - reserve, int(self.lend_below * host.total_bytes))
+        spare = ceiling - overhead - committed
         return max(0, spare // shared) if shared else 0
 
     # -- the round ------------------------------------------------------------------------

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvballoon.errors import InvalidRequestError
 from hvballoon.policy.model import Proposal, Snapshot
+
+if TYPE_CHECKING:
+    from hvballoon.session import GuardRails
 
 __all__ = ["POLICY_NAMES", "Plan", "Policy", "get_policy"]
 
@@ -47,6 +50,16 @@ class Policy(abc.ABC):
     def initial_state(self) -> Any:
         """The state before the first round."""
         return None
+
+    def guard_rails(self, session: GuardRails) -> GuardRails:
+        """The guard rails this policy's lowers are checked against (default: the session's).
+
+        A policy that sizes each VM's headroom itself may narrow the session's margin here; the
+        controller then checks every lower against the narrower floor, through the session,
+        with the same refusal of stale or missing figures. ``ControllerSettings.policy_guard_rails
+        = False`` keeps the session's margins whatever the policy says.
+        """
+        return session
 
     @abc.abstractmethod
     def decide(self, snapshot: Snapshot, state: Any) -> Plan:

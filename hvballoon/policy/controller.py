@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,7 +41,7 @@ from hvballoon.policy.model import (
     VMSettings,
     VMView,
 )
-from hvballoon.session import Hypervisor
+from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.units import align, format_size
 
 __all__ = ["Controller"]
@@ -94,6 +95,38 @@ class Controller:
                 "(the API has no host-level figures yet)"
             )
 
+    # -- guard rails ----------------------------------------------------------------------
+
+    @property
+    def guard_rails(self) -> GuardRails:
+        """The guard rails the controller's lowers are checked against.
+
+        The session's own, unless the policy narrows them (:meth:`Policy.guard_rails`) and
+        ``policy_guard_rails`` lets it.
+        """
+        session = self.hv.guard_rails
+        if not self.settings.policy_guard_rails:
+            return session
+        return self.policy.guard_rails(session)
+
+    @contextmanager
+    def _lent_guard_rails(self) -> Iterator[None]:
+        """The session checks a lower against the controller's guard rails, then gets its own back.
+
+        The check itself stays the session's: fresh figures read at the call, a stale or missing
+        report refused.
+        """
+        session = self.hv.guard_rails
+        rails = self.guard_rails
+        if rails is session:
+            yield
+            return
+        self.hv.guard_rails = rails
+        try:
+            yield
+        finally:
+            self.hv.guard_rails = session
+
     # -- inputs ---------------------------------------------------------------------------
 
     def _clock(self) -> float:
@@ -112,7 +145,12 @@ class Controller:
         return cfg
 
     def _view(
-        self, s: MemoryStats, cfg: MemoryConfig | None, caps: Capabilities, vs: VMSettings
+        self,
+        s: MemoryStats,
+        cfg: MemoryConfig | None,
+        caps: Capabilities,
+        vs: VMSettings,
+        rails: GuardRails,
     ) -> VMView | None:
         running = s.vm.power_state is PowerState.RUNNING
         maximum = (cfg.maximum_bytes if cfg is not None else None) or s.configured_bytes
@@ -136,7 +174,7 @@ class Controller:
         if vs.floor is not None:
             minimum = max(minimum, vs.floor)
         used = s.used_bytes
-        guard = self.hv.guard_rails.floor(used, s.configured_bytes) if used is not None else None
+        guard = rails.floor(used, s.configured_bytes) if used is not None else None
         can_target = caps.can_set("target", running=running)
         return VMView(
             id=s.vm.id,
@@ -168,6 +206,7 @@ class Controller:
         views: list[VMView] = []
         caps_by_id: dict[str, Capabilities] = {}
         used = self.settings.host_overhead_bytes
+        rails = self.guard_rails
         for s in stats:
             running = s.vm.power_state is PowerState.RUNNING
             if running:
@@ -175,7 +214,7 @@ class Controller:
             vs = self.settings.for_vm(s.vm.name, s.vm.id)
             caps = self.hv.vm_capabilities(s.vm)
             caps_by_id[s.vm.id] = caps
-            view = self._view(s, self._config(s, now) if running else None, caps, vs)
+            view = self._view(s, self._config(s, now) if running else None, caps, vs, rails)
             if view is not None:
                 views.append(view)
         host = HostView(
@@ -274,7 +313,7 @@ class Controller:
         guard = v.guard_floor_bytes if self.settings.respect_guard_rails else None
         if lowering and guard is not None and target < guard:
             target = guard
-            notes.append(f"kept at the session's guard-rail floor {format_size(target)}")
+            notes.append(f"kept at the guard-rail floor {format_size(target)}")
             lowering = target < v.target_bytes
             if not lowering:
                 return "hold", "controller.guard_rail", f"{p.reason}; held at the guard-rail floor"
@@ -310,7 +349,8 @@ class Controller:
                 # a raise cannot take a guest below its floor, so it needs no fresh stats;
                 # a lower goes through the guard rails unless told otherwise
                 force = not lowering or not self.settings.respect_guard_rails
-                change = self.hv.set_target(v.id, p.target, dry_run=self.dry_run, force=force)
+                with self._lent_guard_rails():
+                    change = self.hv.set_target(v.id, p.target, dry_run=self.dry_run, force=force)
                 after = change.after.get("target_bytes", p.target)
         except (GuardRailError, InvalidStateError, UnsupportedOperationError) as exc:
             return self._decision(

@@ -79,7 +79,9 @@ class ControllerSettings(_Frozen):
     ``host_memory_bytes``: the host's physical memory. The public API has no host-level figures
     yet, so the controller derives the host's use from the VMs it sees: ``host_overhead_bytes``
     plus, per running VM, ``host_consumed_bytes`` (else ``current_bytes``). ``host_reserve_bytes``
-    is memory the policies keep free on the host. Rate limits: ``max_lower_bytes_per_round`` and
+    is memory the policies keep free on the host. ``policy_guard_rails`` lets the policy narrow
+    the session's guard-rail margin for its lowers (see :meth:`Policy.guard_rails
+    <hvballoon.policy.base.Policy.guard_rails>`). Rate limits: ``max_lower_bytes_per_round`` and
     ``max_raise_bytes_per_round`` cap one VM's move per round, ``max_changes_per_round`` the
     number of calls per round, ``min_seconds_between_lowers`` how soon a VM may be lowered again.
     """
@@ -97,6 +99,12 @@ class ControllerSettings(_Frozen):
     respect_guard_rails: bool = Field(
         default=True,
         description="Lower targets through the session's guard rails (False: force, for studies only).",
+    )
+    policy_guard_rails: bool = Field(
+        default=True,
+        description="Let the policy narrow the session's guard-rail margin for its own lowers "
+        "(hvballoon: the absolute margin only, with a headroom it sizes from each VM's observed "
+        "variability); False keeps the session's margins.",
     )
 
     def for_vm(self, name: str, vm_id: str) -> VMSettings:
@@ -147,7 +155,7 @@ class VMView(_Frozen):
     swap_in_bytes: int | None = None
     major_faults: int | None = None
     guard_floor_bytes: int | None = Field(
-        default=None, description="The session's guard-rail floor (used + margin), if known."
+        default=None, description="The guard-rail floor a lower is checked against (used + margin), if known."
     )
     can_lower: bool = True
     can_raise: bool = True

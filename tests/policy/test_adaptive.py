@@ -20,7 +20,7 @@ def vm(target: float, used: float, *, swap_in: int = 0, **kw: Any) -> VMView:
         target_bytes=int(target * GiB),
         used_bytes=int(used * GiB),
         swap_in_bytes=swap_in,
-        guard_floor_bytes=int(used * GiB + 1.6 * GiB),
+        guard_floor_bytes=kw.pop("guard_floor_bytes", int(used * GiB + 1.6 * GiB)),
         **kw,
     )
 
@@ -103,3 +103,50 @@ def test_missing_figures_hold() -> None:
     )
     p = rounds(HvballoonPolicy(), [v])[0]
     assert p.target_bytes is None and "never lower blind" in p.reason
+
+
+def test_a_steady_vm_watched_long_enough_keeps_a_smaller_headroom() -> None:
+    policy = HvballoonPolicy(spike_fraction=0)
+    # guard floor as the controller computes it with the policy's guard rails: used + 256 MiB
+    views = [vm(16, 4, guard_floor_bytes=4 * GiB + 256 * MiB) for _ in range(32)]
+    out = rounds(policy, [v.model_copy(update={"target_bytes": 16 * GiB}) for v in views])
+    # the first five minutes: the session's proportional margin (10 % of the maximum)
+    assert out[0].inputs["settled"] is False
+    assert out[0].inputs["headroom_bytes"] == int(0.10 * 16 * GiB)
+    # then, steady use: the session's absolute margin is enough
+    assert out[-1].inputs["settled"] is True
+    assert out[-1].inputs["headroom_bytes"] == 256 * MiB
+    assert out[-1].inputs["floor_bytes"] == 4 * GiB + 256 * MiB
+
+
+def test_a_noisy_vm_keeps_a_headroom_sized_by_its_variability() -> None:
+    policy = HvballoonPolicy(spike_fraction=0)
+    wobble = [0, 300, -200, 250, -300, 100] * 6
+    views = [vm(16, 6 + w / 1024, guard_floor_bytes=int((6 + w / 1024) * GiB) + 256 * MiB) for w in wobble]
+    last = rounds(policy, views)[-1]
+    assert last.inputs["settled"] is True
+    # 2 x its largest one-round rise (550 MiB) and 3 sigma of its one-round changes over two rounds
+    assert last.inputs["headroom_bytes"] >= 2 * 550 * MiB
+    assert last.inputs["headroom_bytes"] >= 3 * last.inputs["rise_sigma_bytes"] * 2**0.5 - 1
+
+
+def test_our_policy_narrows_only_the_proportional_margin() -> None:
+    from hvballoon.session import GuardRails
+
+    session = GuardRails()
+    rails = HvballoonPolicy().guard_rails(session)
+    assert rails.margin_fraction == 0
+    assert rails.margin_bytes == session.margin_bytes
+    assert rails.max_stats_age_seconds == session.max_stats_age_seconds
+    assert HvballoonPolicy(own_guard_rails=False).guard_rails(session) is session
+
+
+def test_a_busy_host_lends_no_spike_allowance() -> None:
+    # lent memory fills with page cache the host must back: nothing is lent above 85 % committed
+    policy = HvballoonPolicy(lend_below=0.05)
+    plan = policy.decide(
+        Snapshot(at_seconds=0, host=HostView(total_bytes=110 * GiB, used_bytes=20 * GiB), vms=(vm(16, 4),)),
+        policy.initial_state(),
+    )
+    p = plan.for_vm("a")
+    assert p is not None and p.inputs["spike_allowance_bytes"] == 0

@@ -3,6 +3,7 @@ rate limits and each mechanism's rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 
 import hvballoon
-from hvballoon.errors import InvalidRequestError
+from hvballoon.errors import InvalidRequestError, TargetBelowFloorError
 from hvballoon.policy import Controller, ControllerSettings, Plan, Policy, Proposal, Snapshot, VMSettings
+from hvballoon.session import GuardRails
 from hvballoon.units import GiB, MiB
 
 HOST = "120GiB"
@@ -107,6 +109,46 @@ def test_guard_rails_can_be_turned_off_for_studies() -> None:
         ctl = Controller(hv, Fixed(1 * GiB), settings(respect_guard_rails=False))
         web01 = next(d for d in ctl.step() if d.vm == "web01")
         assert web01.after_bytes == 1 * GiB
+
+
+class Narrow(Fixed):
+    """A fixed policy that sizes its own headroom, so it narrows the session's margin."""
+
+    def guard_rails(self, session: GuardRails) -> GuardRails:
+        return dataclasses.replace(session, margin_fraction=0.0)
+
+
+def test_a_policy_may_narrow_the_guard_rails_for_its_own_lowers() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        session_rails = hv.guard_rails
+        ctl = Controller(hv, Narrow(1 * GiB), settings())
+        assert ctl.guard_rails.margin_fraction == 0 and ctl.guard_rails.margin_bytes == 256 * MiB
+        web01 = next(d for d in ctl.step() if d.vm == "web01")
+        # web01 uses 3 GiB: the narrowed floor is 3 GiB + 256 MiB, still checked by the session
+        assert web01.action == "lower" and web01.applied
+        assert web01.after_bytes == 3 * GiB + 256 * MiB
+        assert "guard-rail floor" in web01.reason
+        # the session gets its own guard rails back
+        assert hv.guard_rails is session_rails
+        with pytest.raises(TargetBelowFloorError):
+            hv.set_target("web01", 3 * GiB + 256 * MiB)
+
+
+def test_the_session_margins_hold_when_the_policy_may_not_narrow_them() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, Narrow(1 * GiB), settings(policy_guard_rails=False))
+        assert ctl.guard_rails is hv.guard_rails
+        web01 = next(d for d in ctl.step() if d.vm == "web01")
+        floor = 3 * GiB + int(16 * GiB * 0.10)
+        assert web01.after_bytes is not None and floor <= web01.after_bytes < floor + 4 * MiB
+
+
+def test_narrowed_guard_rails_keep_the_sessions_other_checks() -> None:
+    # the absolute margin and the refusal of old reports stay: nothing is lowered blind
+    with hvballoon.connect("fake://seed") as hv:
+        rails = Controller(hv, "hvballoon", settings()).guard_rails
+        assert rails.max_stats_age_seconds == hv.guard_rails.max_stats_age_seconds
+        assert rails.margin_bytes == hv.guard_rails.margin_bytes and rails.margin_fraction == 0
 
 
 def test_excluded_floor_and_ceiling_settings() -> None:
