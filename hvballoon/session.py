@@ -261,7 +261,15 @@ class Hypervisor:
 
     # -- changing -----------------------------------------------------------------------
 
-    def set_target(self, vm: VMRef, size: int | str, *, dry_run: bool = False, force: bool = False) -> Change:
+    def set_target(
+        self,
+        vm: VMRef,
+        size: int | str,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        guard_rails: GuardRails | None = None,
+    ) -> Change:
         """Move the VM's memory target to ``size`` (absolute, idempotent).
 
         Refused with a typed error that states the numbers when the target is above the VM's
@@ -269,9 +277,11 @@ class Hypervisor:
         guest's usage is unknown or stale (both overridable with ``force=True``; a VM that is
         not running has no floor). The target is
         aligned *up* to the backend's granularity. ``dry_run=True`` computes the
-        :class:`Change` and touches nothing.
+        :class:`Change` and touches nothing. ``guard_rails`` replaces the session's margins for
+        this call only (the session's own are untouched, so threads sharing it are safe).
         """
         requested = parse_size(size, what="target")
+        rails = guard_rails if guard_rails is not None else self.guard_rails
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         running = target_vm.power_state is PowerState.RUNNING
@@ -295,9 +305,9 @@ class Hypervisor:
             # no guest is using memory: the floor applies when it runs (and the guard rails then)
             warnings_.append(f"{target_vm.name!r} is {target_vm.power_state.value}: no usage floor applies")
         elif not force:
-            self._check_floor(target_vm, target, stats, numbers)
+            self._check_floor(target_vm, target, stats, numbers, rails)
         else:
-            floor = self._floor_or_none(stats)
+            floor = self._floor_or_none(stats, rails)
             if floor is not None and target < floor:
                 warnings_.append(
                     f"forced below the floor {format_size(floor)} "
@@ -340,16 +350,18 @@ class Hypervisor:
             )
         return stats[0]
 
-    def _floor_or_none(self, stats: MemoryStats) -> int | None:
+    def _floor_or_none(self, stats: MemoryStats, rails: GuardRails) -> int | None:
         used = stats.used_bytes
         if used is None:
             return None
-        return self.guard_rails.floor(used, stats.configured_bytes)
+        return rails.floor(used, stats.configured_bytes)
 
-    def _check_floor(self, vm: VM, target: int, stats: MemoryStats, numbers: dict[str, Any]) -> None:
+    def _check_floor(
+        self, vm: VM, target: int, stats: MemoryStats, numbers: dict[str, Any], rails: GuardRails
+    ) -> None:
         used = stats.used_bytes
         age = stats.guest_report_age_seconds
-        too_old = age is not None and age > self.guard_rails.max_stats_age_seconds
+        too_old = age is not None and age > rails.max_stats_age_seconds
         if used is None or stats.stale or too_old:
             why = "has not reported its memory use" if used is None else "reported stale figures"
             if used is not None and age is not None:
@@ -362,7 +374,7 @@ class Hypervisor:
                 uri=self.uri,
                 details={**numbers, "guest_report_age_seconds": age},
             )
-        floor = self.guard_rails.floor(used, stats.configured_bytes)
+        floor = rails.floor(used, stats.configured_bytes)
         if target < floor:
             margin = floor - used
             raise TargetBelowFloorError(

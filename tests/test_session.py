@@ -279,3 +279,11 @@ def test_hyperv_static_resize_then_unrelated_change() -> None:
         assert hv.set_config("db01", priority=60).changed
         with pytest.raises(TargetAboveMaximumError):  # the simulated host's limit for this VM
             hv.set_target("db01", "17GiB")
+
+
+def test_per_call_guard_rails_leave_the_session_alone(hv: hvballoon.Hypervisor) -> None:
+    narrow = GuardRails(margin_bytes=0, margin_fraction=0)
+    assert hv.set_target("web01", "3GiB", guard_rails=narrow).changed  # exactly what it uses
+    assert hv.guard_rails == GuardRails()
+    with pytest.raises(TargetBelowFloorError):
+        hv.set_target("web02", "3GiB")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -108,24 +107,6 @@ class Controller:
         if not self.settings.policy_guard_rails:
             return session
         return self.policy.guard_rails(session)
-
-    @contextmanager
-    def _lent_guard_rails(self) -> Iterator[None]:
-        """The session checks a lower against the controller's guard rails, then gets its own back.
-
-        The check itself stays the session's: fresh figures read at the call, a stale or missing
-        report refused.
-        """
-        session = self.hv.guard_rails
-        rails = self.guard_rails
-        if rails is session:
-            yield
-            return
-        self.hv.guard_rails = rails
-        try:
-            yield
-        finally:
-            self.hv.guard_rails = session
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -349,8 +330,9 @@ class Controller:
                 # a raise cannot take a guest below its floor, so it needs no fresh stats;
                 # a lower goes through the guard rails unless told otherwise
                 force = not lowering or not self.settings.respect_guard_rails
-                with self._lent_guard_rails():
-                    change = self.hv.set_target(v.id, p.target, dry_run=self.dry_run, force=force)
+                change = self.hv.set_target(
+                    v.id, p.target, dry_run=self.dry_run, force=force, guard_rails=self.guard_rails
+                )
                 after = change.after.get("target_bytes", p.target)
         except (GuardRailError, InvalidStateError, UnsupportedOperationError) as exc:
             return self._decision(
