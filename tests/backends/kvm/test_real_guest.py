@@ -8,6 +8,9 @@ which it may kill. Two boots in all. Timings are printed (``-s`` shows them).
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
@@ -229,6 +232,52 @@ def test_guard_rail_then_forced_over_inflation_is_a_typed_error(
             _report("forced over-inflation: the guest died (panic) after", waited)
             assert "vanished" in err.message
         assert waited < 60
+
+
+def test_killed_qemu_is_a_typed_error_for_every_operation(
+    harness: KvmGuestHarness, keeper: Hypervisor
+) -> None:
+    """The QEMU process of a running guest is killed (SIGKILL) behind libvirt's back.
+
+    Every operation then ends in bounded time in success (the listing, without the VM) or in a
+    typed error — never a hang, never a libvirt exception, never a change half-applied.
+    """
+    hv = keeper
+    with harness.guest("hvb-kvm-killed", GUEST_MIB) as g:
+        _fresh(hv, g.name)
+        vm = hv.resolve(g.name)
+        pids = subprocess.run(
+            ["pgrep", "-f", f"guest={g.name}"], capture_output=True, text=True
+        ).stdout.split()
+        assert pids, "the guest's QEMU process was not found"
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        _poll(lambda: not g.is_active() or None, 30, "libvirt to notice the killed QEMU")
+        operations: dict[str, Callable[[], object]] = {
+            "list": hv.list_vms,
+            "bulk stats": hv.get_stats,
+            "per-VM stats": lambda: hv.get_stats([vm]),
+            "set_target": lambda: hv.set_target(vm, "384MiB"),
+            "set_config": lambda: hv.set_config(vm, stats_period=3),
+            "wait_for_target": lambda: hv.wait_for_target(vm, target="384MiB", timeout=10, poll_interval=0.5),
+        }
+        for what, op in operations.items():
+            start = time.monotonic()
+            try:
+                result = op()
+            except hvballoon.HVBalloonError as exc:  # typed: the guest is gone or no longer running
+                assert exc.code in {
+                    "vm_not_found",
+                    "invalid_state",
+                    "stats_unavailable",
+                    "balloon_stalled",
+                    "wait_timeout",
+                    "unsupported",
+                }, (what, exc.code)
+            else:
+                if what == "list":
+                    assert all(v.id != vm.id or v.power_state.value != "running" for v in result)  # type: ignore[attr-defined]
+            assert time.monotonic() - start < 30, f"{what} took too long after the kill"
 
 
 # -- the shared conformance suite, on the real guest -------------------------------------------
