@@ -28,6 +28,7 @@ from pyVmomi.SoapAdapter import SoapStubAdapter as _SoapStubAdapter
 
 from hvballoon.errors import InvalidRequestError, OperationTimeoutError, SessionExpiredError
 
+from . import _fast
 from ._faults import mapped
 
 # pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
@@ -228,6 +229,24 @@ class Client:
             if not result.token:
                 break
             result = pc.ContinueRetrievePropertiesEx(result.token)
+        return rows
+
+    def retrieve_view_fast(self, props: Sequence[tuple[str, Sequence[str]]]) -> list[_fast.Row]:
+        """Like ``retrieve(view_filter(...))``, as hand-written SOAP read with ElementTree.
+
+        ``props``: (type name, paths) pairs, e.g. ``("HostSystem", ["name"])``. The same
+        requests as :meth:`retrieve` (one per page) over the same stub, so the same session,
+        TLS and timeouts; rows are ``(type, moref id, {path: plain value})``.
+        """
+        collector = str(self.content.propertyCollector._moId)
+        rows: list[_fast.Row] = []
+        body = _fast.soap_call(
+            self.stub, _fast.retrieve_request(collector, str(self.view._moId), props, self.page_size)
+        )
+        token = _fast.parse_result(body, rows)
+        while token:
+            body = _fast.soap_call(self.stub, _fast.continue_request(collector, token))
+            token = _fast.parse_result(body, rows)
         return rows
 
     def wait_for_task(self, task: Any, timeout: float) -> None:

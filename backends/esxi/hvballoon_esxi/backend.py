@@ -127,12 +127,14 @@ class ESXiBackend(Backend):
     only). Options: ``page_size`` (objects per PropertyCollector page, default 1000),
     ``perf_counters`` (also read ESXi's balloon target ``mem.vmmemctltarget`` for every VM in
     one ``QueryPerf``; off by default, as real-time perf queries cost the hosts more than a
-    property read).
+    property read), ``fast_sweep`` (default on: the sweep of every VM sends its
+    ``RetrievePropertiesEx`` as hand-written SOAP over the same session and reads the answer
+    with ElementTree, about 3× faster than pyvmomi's deserializer; ``False`` uses pyvmomi).
     """
 
     name: ClassVar[str] = "esxi"
     schemes: ClassVar[tuple[str, ...]] = ("esxi", "vcenter")
-    option_names: ClassVar[frozenset[str]] = frozenset({"page_size", "perf_counters"})
+    option_names: ClassVar[frozenset[str]] = frozenset({"page_size", "perf_counters", "fast_sweep"})
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
@@ -173,6 +175,10 @@ class ESXiBackend(Backend):
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise InvalidRequestError(f"page_size must be a positive integer, got {page_size!r}")
         self.perf_counters = bool(opts.options.get("perf_counters", False))
+        fast_sweep = opts.options.get("fast_sweep", True)
+        if not isinstance(fast_sweep, bool):
+            raise InvalidRequestError(f"fast_sweep must be true or false, got {fast_sweep!r}")
+        self.fast_sweep = fast_sweep
         endpoint = Endpoint(
             host=uri.host,
             port=uri.port or (443 if https else 80),
@@ -259,31 +265,43 @@ class ESXiBackend(Backend):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _sweep(self, paths: Sequence[str], vms: list[VM] | None) -> list[tuple[Any, dict[str, Any]]]:
-        """VM rows for every VM (hosts' names in the same call) or for ``vms`` only."""
+    def _sweep(self, paths: Sequence[str], vms: list[VM] | None) -> list[tuple[str, dict[str, Any]]]:
+        """VM rows ``(moref id, props)`` for every VM (hosts' names in the same call) or ``vms``.
+
+        The sweep of every VM is the fast path (:mod:`._fast`) unless ``fast_sweep=False``;
+        both give the same values where it matters (``runtime.host`` may be a pyvmomi moref or
+        its id, the allocation a pyvmomi object or an :class:`~._fast.Allocation`).
+        """
         c = self.client
-        if vms is None:
+        vm_rows: list[tuple[str, dict[str, Any]]] = []
+        if vms is None and self.fast_sweep:
+            props = (("VirtualMachine", tuple(paths)), ("HostSystem", ("name",)))
+            for kind, moid, values in c.call(lambda: c.retrieve_view_fast(props)):
+                if kind == "HostSystem":
+                    self._hosts[moid] = str(values.get("name", moid))
+                elif kind == "VirtualMachine":
+                    vm_rows.append((moid, values))
+        elif vms is None:
             rows = c.call(
                 lambda: c.retrieve(c.view_filter({vim.VirtualMachine: paths, vim.HostSystem: ["name"]}))
             )
-            vm_rows = []
-            for ref, props in rows:
+            for ref, values in rows:
                 if isinstance(ref, vim.HostSystem):
-                    self._hosts[ref._moId] = str(props.get("name", ref._moId))
+                    self._hosts[ref._moId] = str(values.get("name", ref._moId))
                 else:
-                    vm_rows.append((ref, props))
+                    vm_rows.append((ref._moId, values))
         else:
             refs = [self._ref(vm) for vm in vms]
             spec_props = {vim.VirtualMachine: paths}
-            vm_rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
-            by_moref = {ref._moId: (ref, props) for ref, props in vm_rows}
+            rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
+            by_moref = {ref._moId: (ref._moId, values) for ref, values in rows}
             missing = [vm for vm, ref in zip(vms, refs, strict=True) if ref._moId not in by_moref]
             if missing:
                 raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
             vm_rows = [by_moref[ref._moId] for ref in refs]
-            self._learn_hosts(props.get("runtime.host") for _, props in vm_rows)
-        for ref, props in vm_rows:
-            self._morefs[self._id(ref, props)] = ref._moId
+            self._learn_hosts(values.get("runtime.host") for _, values in vm_rows)
+        for moid, values in vm_rows:
+            self._morefs[self._id(moid, values)] = moid
         return vm_rows
 
     def _learn_hosts(self, hosts: Iterable[Any]) -> None:
@@ -308,33 +326,34 @@ class ESXiBackend(Backend):
         return vim.VirtualMachine(str(moref), self.client.stub)
 
     @staticmethod
-    def _id(ref: Any, props: Mapping[str, Any]) -> str:
-        return str(props.get("config.instanceUuid") or ref._moId)
+    def _id(moid: str, props: Mapping[str, Any]) -> str:
+        return str(props.get("config.instanceUuid") or moid)
 
-    def _vm(self, ref: Any, props: Mapping[str, Any]) -> VM:
+    def _vm(self, moid: str, props: Mapping[str, Any]) -> VM:
         host = props.get("runtime.host")
+        host_id = None if host is None else str(getattr(host, "_moId", host))
         return VM(
-            id=self._id(ref, props),
-            name=str(props.get("name", ref._moId)),
+            id=self._id(moid, props),
+            name=str(props.get("name", moid)),
             backend=self.name,
-            host=self._hosts.get(host._moId, host._moId) if host is not None else None,
+            host=self._hosts.get(host_id, host_id) if host_id is not None else None,
             power_state=_POWER.get(str(props.get("runtime.powerState")), PowerState.UNKNOWN),
-            extra={"moref": ref._moId},
+            extra={"moref": moid},
         )
 
     def list_vms(self) -> list[VM]:
-        return [self._vm(ref, props) for ref, props in self._sweep(LIST_PATHS, None)]
+        return [self._vm(moid, props) for moid, props in self._sweep(LIST_PATHS, None)]
 
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
         rows = self._sweep(STATS_PATHS, vms)
         at = datetime.now(timezone.utc)
-        targets = self._balloon_targets([ref for ref, props in rows if _running(props)])
-        return [self._stats(ref, props, at, targets.get(ref._moId)) for ref, props in rows]
+        targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
+        return [self._stats(moid, props, at, targets.get(moid)) for moid, props in rows]
 
     def _stats(
-        self, ref: Any, props: Mapping[str, Any], at: datetime, balloon_target: int | None
+        self, moid: str, props: Mapping[str, Any], at: datetime, balloon_target: int | None
     ) -> MemoryStats:
-        vm = self._vm(ref, props)
+        vm = self._vm(moid, props)
         configured = _mb(props.get("config.hardware.memoryMB"))
         limit = _limit_mb(props.get("config.memoryAllocation"))
         target = limit * MiB if limit is not None else configured
@@ -347,7 +366,7 @@ class ESXiBackend(Backend):
                 configured_bytes=configured,
                 target_bytes=target,
                 stale=True,
-                extra={"moref": ref._moId, "limit_bytes": _mb(limit)},
+                extra={"moref": moid, "limit_bytes": _mb(limit)},
             )
         qs = {name: _scaled(props.get(_QS + name), unit) for name, unit in _QUICKSTATS.items()}
         ballooned = qs["balloonedMemory"]
@@ -371,7 +390,7 @@ class ESXiBackend(Backend):
             shared_bytes=qs["sharedMemory"],
             stale=used is None,
             extra={
-                "moref": ref._moId,
+                "moref": moid,
                 "limit_bytes": _mb(limit),
                 "private_bytes": qs["privateMemory"],
                 "overhead_bytes": qs["consumedOverheadMemory"],
@@ -381,13 +400,13 @@ class ESXiBackend(Backend):
 
     # -- ESXi's own balloon target (perf counter mem.vmmemctltarget, KB) --------------------
 
-    def _balloon_targets(self, refs: list[Any]) -> dict[str, int]:
-        """``mem.vmmemctltarget`` of every running VM in ``refs``, in one ``QueryPerf``.
+    def _balloon_targets(self, moids: list[str]) -> dict[str, int]:
+        """``mem.vmmemctltarget`` of every running VM in ``moids``, in one ``QueryPerf``.
 
         Only with ``perf_counters=True``. The counter's id is looked up once. Where the endpoint
         has no performance manager or no such counter, the figure is simply absent (``None``).
         """
-        if not self.perf_counters or not refs:
+        if not self.perf_counters or not moids:
             return {}
         c = self.client
         if not self._perf_checked:
@@ -396,6 +415,7 @@ class ESXiBackend(Backend):
         if self._counter_id is None:
             return {}
         counter = self._counter_id
+        refs = [vim.VirtualMachine(moid, c.stub) for moid in moids]
         perf = c.content.perfManager
         specs = [
             vim.PerformanceManager.QuerySpec(
@@ -444,7 +464,7 @@ class ESXiBackend(Backend):
         limit = _limit_mb(alloc)
         reservation = getattr(alloc, "reservation", None)
         return MemoryConfig(
-            vm=self._vm(ref, props),
+            vm=self._vm(ref._moId, props),
             mechanism=Mechanism.LIMIT,
             maximum_bytes=_mb(props.get("config.hardware.memoryMB")),
             reservation_bytes=_mb(reservation),

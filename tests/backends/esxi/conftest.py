@@ -76,6 +76,12 @@ def connect(peer: VcsimServer, **kw: Any) -> hvballoon.Hypervisor:
     return hvballoon.connect(uri, password=peer.password, **kw)
 
 
+@pytest.fixture(params=[True, False], ids=["fast_sweep", "pyvmomi_sweep"])
+def fast_sweep(request: pytest.FixtureRequest) -> bool:
+    """Both ways of reading the sweep: hand-written SOAP + ElementTree, and pyvmomi's."""
+    return bool(request.param)
+
+
 @pytest.fixture
 def peer() -> Iterator[VcsimServer]:
     """A fresh https simulator per test (tests may change it)."""

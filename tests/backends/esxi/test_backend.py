@@ -49,8 +49,8 @@ def test_sweep_asks_for_exactly_the_paths_it_uses() -> None:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def test_stats_equal_the_figures_written(shared_peer: VcsimServer) -> None:
-    with connect(shared_peer) as hv:
+def test_stats_equal_the_figures_written(shared_peer: VcsimServer, fast_sweep: bool) -> None:
+    with connect(shared_peer, fast_sweep=fast_sweep) as hv:
         stats = {s.vm.name: s for s in hv.get_stats()}
     assert sorted(stats) == sorted(FIGURES)
 
@@ -106,8 +106,8 @@ def test_balloon_cap_is_read_from_extra_config() -> None:
         assert hv.get_config("pinned01").balloon_cap_bytes == 1330 * MiB
 
 
-def test_a_sweep_is_one_round_trip_and_reads_no_attribute(shared_peer: VcsimServer) -> None:
-    with connect(shared_peer) as hv:
+def test_a_sweep_is_one_round_trip_and_reads_no_attribute(shared_peer: VcsimServer, fast_sweep: bool) -> None:
+    with connect(shared_peer, fast_sweep=fast_sweep) as hv:
         shared_peer.reset_counts()
         stats = hv.get_stats()
         assert shared_peer.counts() == {"RetrievePropertiesEx": 1}
@@ -124,25 +124,25 @@ def test_a_sweep_is_one_round_trip_and_reads_no_attribute(shared_peer: VcsimServ
         assert shared_peer.counts() == {"RetrievePropertiesEx": 1}
 
 
-def test_per_vm_stats_equal_bulk_stats(shared_peer: VcsimServer) -> None:
-    with connect(shared_peer) as hv:
+def test_per_vm_stats_equal_bulk_stats(shared_peer: VcsimServer, fast_sweep: bool) -> None:
+    with connect(shared_peer, fast_sweep=fast_sweep) as hv:
         bulk = {s.vm.id: s.model_dump(exclude={"collected_at"}) for s in hv.get_stats()}
         for vm in hv.list_vms():
             (one,) = hv.get_stats([vm])
             assert one.model_dump(exclude={"collected_at"}) == bulk[vm.id]
 
 
-def test_a_vm_given_without_its_moref_is_found_by_id(shared_peer: VcsimServer) -> None:
-    with connect(shared_peer) as hv:
+def test_a_vm_given_without_its_moref_is_found_by_id(shared_peer: VcsimServer, fast_sweep: bool) -> None:
+    with connect(shared_peer, fast_sweep=fast_sweep) as hv:
         known = hv.resolve("web01")
-    with connect(shared_peer) as hv:  # a new session: nothing cached
+    with connect(shared_peer, fast_sweep=fast_sweep) as hv:  # a new session: nothing cached
         bare = VM(id=known.id, name="web01", backend="esxi")
         assert hv.get_stats([bare])[0].vm.extra["moref"] == known.extra["moref"]
 
 
-def test_paging_returns_every_vm_once() -> None:
+def test_paging_returns_every_vm_once(fast_sweep: bool) -> None:
     vms = [vm_figures(f"vm{i:02d}", quickStats={"guestMemoryUsage": 100 + i}) for i in range(23)]
-    with VcsimServer(vms, hosts=3) as peer, connect(peer, page_size=5) as hv:
+    with VcsimServer(vms, hosts=3) as peer, connect(peer, page_size=5, fast_sweep=fast_sweep) as hv:
         peer.reset_counts()
         stats = hv.get_stats()
         objects = len(vms) + 3  # the hosts' names come in the same sweep
@@ -155,15 +155,17 @@ def test_paging_returns_every_vm_once() -> None:
         assert all(s.vm.host for s in stats)
 
 
-def test_server_side_page_cap_is_followed() -> None:
+def test_server_side_page_cap_is_followed(fast_sweep: bool) -> None:
     vms = [vm_figures(f"vm{i:02d}") for i in range(9)]
-    with VcsimServer(vms, page_size=4) as peer, connect(peer) as hv:
+    with VcsimServer(vms, page_size=4) as peer, connect(peer, fast_sweep=fast_sweep) as hv:
         assert len(hv.get_stats()) == 9
 
 
-def test_perf_counter_balloon_target_is_one_query_and_degrades_to_none(shared_peer: VcsimServer) -> None:
+def test_perf_counter_balloon_target_is_one_query_and_degrades_to_none(
+    shared_peer: VcsimServer, fast_sweep: bool
+) -> None:
     """The 0.24 simulator serves the counter but no samples for it: the figure stays None."""
-    with connect(shared_peer, perf_counters=True) as hv:
+    with connect(shared_peer, perf_counters=True, fast_sweep=fast_sweep) as hv:
         hv.get_stats()  # looks the counter id up once
         shared_peer.reset_counts()
         stats = hv.get_stats()
@@ -292,8 +294,8 @@ def test_a_missing_ca_file_is_a_clear_error(peer: VcsimServer, tmp_path: Any) ->
 # -- sessions -----------------------------------------------------------------------------------
 
 
-def test_an_expired_session_is_re_established_once(shared_peer: VcsimServer) -> None:
-    with connect(shared_peer) as hv:
+def test_an_expired_session_is_re_established_once(shared_peer: VcsimServer, fast_sweep: bool) -> None:
+    with connect(shared_peer, fast_sweep=fast_sweep) as hv:
         assert len(hv.get_stats()) == len(FLEET)
         assert shared_peer.expire_sessions() >= 1
         shared_peer.reset_counts()
@@ -305,11 +307,11 @@ def test_an_expired_session_is_re_established_once(shared_peer: VcsimServer) -> 
 
 
 def test_a_session_that_stays_dead_is_a_retryable_session_expired(
-    shared_peer: VcsimServer, monkeypatch: pytest.MonkeyPatch
+    shared_peer: VcsimServer, monkeypatch: pytest.MonkeyPatch, fast_sweep: bool
 ) -> None:
     from pyVmomi import vim
 
-    with connect(shared_peer, retry=hvballoon.RetryPolicy(max_attempts=1)) as hv:
+    with connect(shared_peer, retry=hvballoon.RetryPolicy(max_attempts=1), fast_sweep=fast_sweep) as hv:
         client = hv.backend.client  # type: ignore[attr-defined]
 
         def dead(*args: Any, **kwargs: Any) -> Any:
@@ -317,6 +319,7 @@ def test_a_session_that_stays_dead_is_a_retryable_session_expired(
 
         shared_peer.expire_sessions()  # really expired, so logging in again succeeds...
         monkeypatch.setattr(client, "retrieve", dead)  # ...yet the retried call still fails
+        monkeypatch.setattr(client, "retrieve_view_fast", dead)
         with pytest.raises(SessionExpiredError) as info:
             hv.get_stats()
         assert info.value.retryable and client.relogins == 1

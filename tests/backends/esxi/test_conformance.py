@@ -1,4 +1,4 @@
-"""The shared conformance suite, against the vSphere simulator (a fresh one per test)."""
+"""The shared conformance suite, against the vSphere simulator (a fresh one per test), both sweeps."""
 
 from __future__ import annotations
 
@@ -16,6 +16,6 @@ pytestmark = pytest.mark.peer
 
 class TestESXiConformance(BackendConformance):
     @pytest.fixture
-    def hv(self, peer: VcsimServer) -> Iterator[hvballoon.Hypervisor]:
-        with connect(peer) as session:
+    def hv(self, peer: VcsimServer, fast_sweep: bool) -> Iterator[hvballoon.Hypervisor]:
+        with connect(peer, fast_sweep=fast_sweep) as session:
             yield session
