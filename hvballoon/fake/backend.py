@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.declarations import declared
 from hvballoon.errors import (
     HVBalloonError,
     HVConnectionError,
@@ -30,7 +31,7 @@ from hvballoon.errors import (
 from hvballoon.fake import _registry
 from hvballoon.fake.world import Guest, World
 from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB, MiB, format_size
+from hvballoon.units import MiB, format_size
 
 if TYPE_CHECKING:
     from hvballoon.fake.store import WorldStore
@@ -39,95 +40,24 @@ __all__ = ["FakeBackend"]
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
-_KVM_READABLE = frozenset(
-    {
-        "configured_bytes",
-        "current_bytes",
-        "target_bytes",
-        "ballooned_bytes",
-        "guest_total_bytes",
-        "guest_used_bytes",
-        "guest_free_bytes",
-        "guest_available_bytes",
-        "guest_cache_bytes",
-        "swap_in_bytes",
-        "swap_out_bytes",
-        "major_faults",
-        "host_consumed_bytes",
-    }
-)
-_ESXI_READABLE = frozenset(
-    {
-        "configured_bytes",
-        "current_bytes",
-        "target_bytes",
-        "ballooned_bytes",
-        "guest_used_bytes",
-        "demand_bytes",
-        "host_consumed_bytes",
-        "swapped_bytes",
-        "compressed_bytes",
-        "shared_bytes",
-    }
-)
-_HYPERV_READABLE = frozenset(
-    {
-        "configured_bytes",
-        "current_bytes",
-        "target_bytes",
-        "demand_bytes",
-        "guest_available_bytes",
-    }
-)
-
 FLAVOR_CAPABILITIES: dict[str, Capabilities] = {
-    "kvm": Capabilities(
-        backend="fake",
-        mechanism=Mechanism.BALLOON,
-        bulk_stats=True,
-        readable=_KVM_READABLE,
-        set_live=frozenset({"target", "stats_period_seconds"}),
-        set_offline=frozenset({"target", "maximum_bytes", "deflate_on_oom", "stats_period_seconds"}),
-        alignment_bytes=KiB,
-        notes=("flavor kvm: a virtio-balloon target, in KiB, like libvirt",),
+    "kvm": declared(
+        "kvm", backend="fake", notes=("flavor kvm: a virtio-balloon target, in KiB, like libvirt",)
     ),
-    "esxi": Capabilities(
+    "esxi": declared(
+        "esxi",
         backend="fake",
-        mechanism=Mechanism.LIMIT,
-        bulk_stats=True,
-        readable=_ESXI_READABLE,
-        set_live=frozenset({"target", "limit_bytes", "reservation_bytes", "shares"}),
-        set_offline=frozenset(
-            {"target", "limit_bytes", "reservation_bytes", "shares", "maximum_bytes", "balloon_cap_bytes"}
-        ),
-        alignment_bytes=MiB,
-        target_observable=False,
         notes=("flavor esxi: a target is memoryAllocation.limit (MB); ESXi decides the balloon",),
     ),
 }
-_HYPERV_DM = Capabilities(
+_HYPERV_DM = declared(
+    "hyperv-dynamic",
     backend="fake",
-    mechanism=Mechanism.DYNAMIC_MEMORY,
-    bulk_stats=True,
-    readable=_HYPERV_READABLE,
-    set_live=frozenset({"target", "minimum_bytes", "maximum_bytes", "buffer_percent", "priority"}),
-    set_offline=frozenset(
-        {"target", "minimum_bytes", "maximum_bytes", "buffer_percent", "priority", "startup_bytes", "dynamic"}
-    ),
-    alignment_bytes=2 * MiB,
-    target_observable=False,
     notes=("Dynamic Memory: a target is the maximum; while running it may only be raised",),
 )
-_HYPERV_STATIC = Capabilities(
+_HYPERV_STATIC = declared(
+    "hyperv-static",
     backend="fake",
-    mechanism=Mechanism.RUNTIME_RESIZE,
-    bulk_stats=True,
-    readable=_HYPERV_READABLE,
-    set_live=frozenset({"target", "startup_bytes", "priority"}),
-    set_offline=frozenset(
-        {"target", "startup_bytes", "priority", "dynamic", "minimum_bytes", "maximum_bytes", "buffer_percent"}
-    ),
-    alignment_bytes=2 * MiB,
     notes=("static memory: a target is a runtime resize of the startup memory",),
 )
 FLAVOR_CAPABILITIES["hyperv"] = _HYPERV_DM

@@ -31,6 +31,7 @@ from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
 from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.declarations import declared
 from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB, format_size
@@ -48,30 +49,10 @@ log = logging.getLogger("hvballoon.esxi")
 #: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
 BALLOON_CAP_KEY = "sched.mem.maxmemctl"
 
-CAPABILITIES = Capabilities(
+#: What this backend can read and change (the fake's ``esxi`` flavour shares the declaration).
+CAPABILITIES = declared(
+    "esxi",
     backend="esxi",
-    mechanism=Mechanism.LIMIT,
-    bulk_stats=True,
-    readable=frozenset(
-        {
-            "configured_bytes",
-            "current_bytes",
-            "target_bytes",
-            "ballooned_bytes",
-            "guest_used_bytes",
-            "demand_bytes",
-            "host_consumed_bytes",
-            "swapped_bytes",
-            "compressed_bytes",
-            "shared_bytes",
-        }
-    ),
-    set_live=frozenset({"target", "limit_bytes", "reservation_bytes", "shares"}),
-    set_offline=frozenset(
-        {"target", "limit_bytes", "reservation_bytes", "shares", "maximum_bytes", "balloon_cap_bytes"}
-    ),
-    alignment_bytes=MiB,
-    target_observable=False,
     notes=(
         "a target is memoryAllocation.limit (MB); ESXi decides how far to inflate the balloon",
         "release a target with set_config(limit='unlimited')",

@@ -42,6 +42,7 @@ from urllib.parse import unquote
 import winrm.transport as winrm_transport
 
 from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.declarations import declared
 from hvballoon.errors import (
     BackendError,
     BackendNotInstalledError,
@@ -75,38 +76,19 @@ MAX_ID_CHARS_PER_READ = 1000
 TRANSPORTS = ("ntlm", "kerberos", "credssp", "basic")
 _QUERY_KEYS = frozenset({"transport", "scheme"})
 
-_READABLE = frozenset(
-    {"configured_bytes", "current_bytes", "target_bytes", "demand_bytes", "guest_available_bytes"}
-)
-
 #: A Dynamic Memory VM: a target is the maximum (live: only upwards).
-DYNAMIC_CAPABILITIES = Capabilities(
+DYNAMIC_CAPABILITIES = declared(
+    "hyperv-dynamic",
     backend="hyperv",
-    mechanism=Mechanism.DYNAMIC_MEMORY,
-    bulk_stats=True,
-    readable=_READABLE,
-    set_live=frozenset({"target", "minimum_bytes", "maximum_bytes", "buffer_percent", "priority"}),
-    set_offline=frozenset(
-        {"target", "minimum_bytes", "maximum_bytes", "buffer_percent", "priority", "startup_bytes", "dynamic"}
-    ),
-    alignment_bytes=ALIGNMENT,
-    target_observable=False,
     notes=(
         "Dynamic Memory: a target is the maximum; while the VM runs the maximum may only be raised "
         "and the minimum only lowered; Dynamic Memory is switched on or off only with the VM off",
     ),
 )
 #: A static-memory VM: a target is a runtime resize of the startup size (Windows Server 2016+).
-STATIC_CAPABILITIES = Capabilities(
+STATIC_CAPABILITIES = declared(
+    "hyperv-static",
     backend="hyperv",
-    mechanism=Mechanism.RUNTIME_RESIZE,
-    bulk_stats=True,
-    readable=_READABLE,
-    set_live=frozenset({"target", "startup_bytes", "priority"}),
-    set_offline=frozenset(
-        {"target", "startup_bytes", "priority", "dynamic", "minimum_bytes", "maximum_bytes", "buffer_percent"}
-    ),
-    alignment_bytes=ALIGNMENT,
     notes=("static memory: a target is a runtime resize of the startup memory (Windows Server 2016+)",),
 )
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.declarations import declared
 from hvballoon.errors import (
     HVBalloonError,
     InvalidRequestError,
@@ -61,33 +62,10 @@ from ._native import libvirt, libvirt_error, quiet_libvirt_errors
 
 __all__ = ["CAPABILITIES", "KVMBackend"]
 
-#: MemoryStats fields this backend fills (the fake's ``kvm`` flavour declares the same).
-READABLE = frozenset(
-    {
-        "configured_bytes",
-        "current_bytes",
-        "target_bytes",
-        "ballooned_bytes",
-        "guest_total_bytes",
-        "guest_used_bytes",
-        "guest_free_bytes",
-        "guest_available_bytes",
-        "guest_cache_bytes",
-        "swap_in_bytes",
-        "swap_out_bytes",
-        "major_faults",
-        "host_consumed_bytes",
-    }
-)
-
-CAPABILITIES = Capabilities(
+#: What this backend can read and change (the fake's ``kvm`` flavour shares the declaration).
+CAPABILITIES = declared(
+    "kvm",
     backend=BACKEND,
-    mechanism=Mechanism.BALLOON,
-    bulk_stats=True,
-    readable=READABLE,
-    set_live=frozenset({"target", "stats_period_seconds"}),
-    set_offline=frozenset({"target", "maximum_bytes", "deflate_on_oom", "stats_period_seconds"}),
-    alignment_bytes=KiB,
     notes=(
         "a target is the virtio-balloon target (setMemoryFlags, KiB); libvirt reports no error "
         "when the balloon stalls short of it: wait_for_target watches it arrive",
