@@ -10,6 +10,9 @@
 # Sourced or executed as root by the project's setup script (with `set -euo pipefail`), after
 # `apt-get update`. Idempotent: when everything is present it only runs a few queries.
 
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
 _hvb_esxi_setup() {
     local python="${PYTHON:-python3}"
     local pkgs=(
@@ -18,25 +21,13 @@ _hvb_esxi_setup() {
         ca-certificates                  # Go's TLS stack and pip want the system roots
         openssl                          # test certificate when `cryptography` is absent
     )
-    local missing=() pkg status
 
     if [ "$(id -u)" -ne 0 ]; then
         echo "esxi.sh: not root; skipping the vSphere simulator test peer setup" >&2
         return 0
     fi
 
-    for pkg in "${pkgs[@]}"; do
-        status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
-        if [ "$status" != "installed" ]; then
-            missing+=("$pkg")
-        fi
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        echo "esxi.sh: installing ${missing[*]}"
-        # Another installer may hold dpkg's lock: wait for it rather than fail.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            -o DPkg::Lock::Timeout=600 "${missing[@]}"
-    fi
+    hvb_apt_install_missing esxi.sh "${pkgs[@]}"
 
     if ! "$python" -c 'import pyVmomi' >/dev/null 2>&1; then
         echo "esxi.sh: installing pyvmomi for $("$python" -c 'import sys; print(sys.executable)')"

@@ -9,6 +9,9 @@
 # Sourced or executed as root by the project's setup script (with `set -euo pipefail`), after
 # `apt-get update`. Idempotent: when everything is present it only runs a few queries.
 
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
 _hvb_kvm_setup() {
     local python="${PYTHON:-python3}"
     local pkgs=(
@@ -21,25 +24,13 @@ _hvb_kvm_setup() {
         gcc                          # to build libvirt-python
         libc6-dev
     )
-    local missing=() pkg status
 
     if [ "$(id -u)" -ne 0 ]; then
         echo "kvm.sh: not root; skipping the KVM guest test peer setup" >&2
         return 0
     fi
 
-    for pkg in "${pkgs[@]}"; do
-        status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
-        if [ "$status" != "installed" ]; then
-            missing+=("$pkg")
-        fi
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        echo "kvm.sh: installing ${missing[*]}"
-        # Another installer may hold dpkg's lock: wait for it rather than fail.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            -o DPkg::Lock::Timeout=600 "${missing[@]}"
-    fi
+    hvb_apt_install_missing kvm.sh "${pkgs[@]}"
 
     # Running as root, the embedded QEMU driver still looks this user up.
     if ! getent passwd libvirt-qemu >/dev/null; then
