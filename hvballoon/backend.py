@@ -10,6 +10,10 @@ those the same way for every backend. It must:
 - fill a figure it cannot know with ``None``, never ``0``;
 - make ``apply_target``/``apply_config`` absolute and idempotent (safe to retry).
 
+A backend of a built-in hypervisor kind sets ``kind`` (:mod:`hvballoon.kinds`): the base class
+then takes the ceiling of a target and every target and configuration rule from the kind, the
+same object the fake's flavour of that kind uses, so neither restates a rule.
+
 A minimal backend (see ``hvballoon.fake.backend`` for a complete one)::
 
     class MyBackend(Backend):
@@ -35,6 +39,7 @@ from pydantic import SecretStr
 
 from hvballoon._uri import ParsedURI
 from hvballoon.errors import InvalidRequestError, UnsupportedOperationError
+from hvballoon.kinds import Kind, check_settable, is_off
 from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats
 
 __all__ = ["Backend", "ConnectOptions"]
@@ -77,6 +82,9 @@ class Backend(abc.ABC):
     schemes: ClassVar[tuple[str, ...]]
     #: Backend options :func:`hvballoon.connect` accepts as keywords (others are refused).
     option_names: ClassVar[frozenset[str]] = frozenset()
+    #: The hypervisor kind whose rules this backend follows (``None``: it states its own, in
+    #: ``target_ceiling`` / ``check_target`` / ``check_config``).
+    kind: Kind | None = None
 
     def __init__(self, opts: ConnectOptions) -> None:
         unknown = set(opts.options) - set(self.option_names)
@@ -128,16 +136,35 @@ class Backend(abc.ABC):
     def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
         """The highest target this VM may be given (``None``: no ceiling known).
 
-        By default the VM's maximum memory. A backend whose target *is* the maximum (Hyper-V
-        Dynamic Memory) returns what the host could give instead.
+        With a kind, the kind's (Hyper-V: the host's memory, which a backend passes by
+        overriding this); otherwise the VM's maximum memory.
         """
+        if self.kind is not None:
+            return self.kind.target_ceiling(vm, stats, config)
         return config.maximum_bytes if config.maximum_bytes is not None else stats.configured_bytes
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
-        """Backend rules on a target, checked before anything is sent (also in dry runs)."""
+        """Rules on a target, checked before anything is sent (also in dry runs)."""
+        if self.kind is not None:
+            self.kind.check_target(vm, target_bytes, stats, config)
+
+    def plan_config(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
+        """Check a ``set_config`` request; return the changes to apply (derived ones included).
+
+        With a kind, the kind decides everything. Otherwise every requested field must be
+        settable in the VM's power state (:attr:`Capabilities.set_live` / ``set_offline``),
+        and :meth:`check_config` sees the fields that differ from ``current``.
+        """
+        if self.kind is not None:
+            return self.kind.plan_config(vm, requested, current)
+        check_settable(self.vm_capabilities(vm), requested, vm)
+        changes = {k: v for k, v in requested.items() if getattr(current, k) != v}
+        if changes:
+            self.check_config(vm, changes, current, running=not is_off(vm))
+        return changes
 
     def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
-        """Backend rules on a config change (e.g. Hyper-V live rules), checked before sending."""
+        """Rules of a backend without a kind on a config change, checked before sending."""
 
     @property
     def native(self) -> Any:

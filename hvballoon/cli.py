@@ -376,6 +376,7 @@ Examples:
   hvballoon config fake://seed web01                          # show
   hvballoon config 'fake://seed?flavor=hyperv' web01 --maximum 12GiB --buffer-percent 20
   hvballoon config 'fake://seed?flavor=esxi' db01 --reservation 4GiB --limit unlimited
+  hvballoon config 'fake://seed?flavor=esxi' db01 --shares-level high --memory-reservation-lock
 """,
 )
 @click.argument("uri")
@@ -388,7 +389,13 @@ Examples:
 @click.option("--priority", type=int, help="Hyper-V memory weight 0-100.")
 @click.option("--reservation")
 @click.option("--limit", help="ESXi limit, or 'unlimited'.")
-@click.option("--shares", type=int)
+@click.option("--shares", type=int, help="ESXi custom share count.")
+@click.option("--shares-level", help="ESXi shares: low, normal, high (5/10/20 per MB) or custom.")
+@click.option(
+    "--memory-reservation-lock/--no-memory-reservation-lock",
+    default=None,
+    help="ESXi: keep the reservation at the memory size (memoryReservationLockedToMax).",
+)
 @click.option("--balloon-cap", help="ESXi sched.mem.maxmemctl.")
 @click.option("--deflate-on-oom/--no-deflate-on-oom", default=None)
 @click.option("--stats-period", type=int, help="KVM balloon stats period in seconds.")

@@ -28,8 +28,13 @@ __all__ = [
     "MemoryStats",
     "Mechanism",
     "PowerState",
+    "SharesLevel",
     "json_schemas",
 ]
+
+
+#: ESXi's shares levels (vSphere SharesInfo.level).
+SharesLevel = Literal["low", "normal", "high", "custom"]
 
 
 class _Frozen(BaseModel):
@@ -135,8 +140,10 @@ class MemoryConfig(_Frozen):
 
     KVM: ``maximum_bytes`` (maxMemory), ``startup_bytes`` (configured memory), ``minimum_bytes``
     (memtune min_guarantee), ``deflate_on_oom``. ESXi: ``maximum_bytes`` (memoryMB),
-    ``reservation_bytes``, ``limit_bytes`` (``None`` = unlimited), ``shares``,
-    ``balloon_cap_bytes`` (sched.mem.maxmemctl). Hyper-V: ``dynamic``, ``startup_bytes``,
+    ``reservation_bytes``, ``limit_bytes`` (``None`` = unlimited), ``shares`` (the count) and
+    ``shares_level`` (low / normal / high: 5 / 10 / 20 per MB of memory, or custom),
+    ``memory_reservation_lock`` (memoryReservationLockedToMax: the reservation follows the
+    memory size), ``balloon_cap_bytes`` (sched.mem.maxmemctl). Hyper-V: ``dynamic``, ``startup_bytes``,
     ``minimum_bytes``, ``maximum_bytes``, ``buffer_percent``, ``priority``.
     """
 
@@ -151,7 +158,8 @@ class MemoryConfig(_Frozen):
     reservation_bytes: int | None = Field(default=None, ge=0)
     limit_bytes: int | None = Field(default=None, ge=0, description="None: unlimited or not applicable.")
     shares: int | None = Field(default=None, ge=0)
-    shares_level: str | None = None
+    shares_level: SharesLevel | None = None
+    memory_reservation_lock: bool | None = None
     balloon_cap_bytes: int | None = Field(default=None, ge=0)
     deflate_on_oom: bool | None = None
     stats_period_seconds: int | None = Field(default=None, ge=0)
@@ -166,10 +174,12 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "dynamic",
     "limit_bytes",
     "maximum_bytes",
+    "memory_reservation_lock",
     "minimum_bytes",
     "priority",
     "reservation_bytes",
     "shares",
+    "shares_level",
     "startup_bytes",
     "stats_period_seconds",
 )
@@ -179,18 +189,22 @@ class ConfigUpdate(_Frozen):
     """The validated fields a ``set_config`` call asks to change (unset fields stay as they are).
 
     ``unlimited_limit=True`` removes an ESXi limit (``limit_bytes`` itself must then be unset).
+    Only the shape of each value is checked here; each hypervisor kind checks its own bounds
+    (:mod:`hvballoon.kinds`), e.g. Hyper-V's buffer of 5–2000 %.
     """
 
     startup_bytes: int | None = Field(default=None, gt=0)
     minimum_bytes: int | None = Field(default=None, gt=0)
     maximum_bytes: int | None = Field(default=None, gt=0)
     dynamic: bool | None = None
-    buffer_percent: int | None = Field(default=None, ge=5, le=2000)
-    priority: int | None = Field(default=None, ge=0, le=100)
+    buffer_percent: int | None = Field(default=None, ge=0)
+    priority: int | None = Field(default=None, ge=0)
     reservation_bytes: int | None = Field(default=None, ge=0)
     limit_bytes: int | None = Field(default=None, gt=0)
     unlimited_limit: bool = False
     shares: int | None = Field(default=None, gt=0)
+    shares_level: SharesLevel | None = None
+    memory_reservation_lock: bool | None = None
     balloon_cap_bytes: int | None = Field(default=None, ge=0)
     deflate_on_oom: bool | None = None
     stats_period_seconds: int | None = Field(default=None, ge=0)

@@ -27,6 +27,7 @@ from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import (
     AmbiguousVMError,
     BalloonStalledError,
+    GuardRailError,
     HVBalloonError,
     InvalidRequestError,
     InvalidStateError,
@@ -37,6 +38,8 @@ from hvballoon.errors import (
     VMNotFoundError,
     WaitTimeoutError,
 )
+from hvballoon.kinds import check_settable
+from hvballoon.kinds.esxi import SHARES_LEVELS
 from hvballoon.models import (
     VM,
     Capabilities,
@@ -274,8 +277,10 @@ class Hypervisor:
 
         Refused with a typed error that states the numbers when the target is above the VM's
         maximum (always), below the guest's used memory plus the safety margin, or when the
-        guest's usage is unknown or stale (both overridable with ``force=True``; a VM that is
-        not running has no floor). The target is
+        guest's usage is unknown or stale, or when the VM's power state is unknown and the target
+        would be lowered (all three overridable with ``force=True``; a VM that is known not to
+        run has no floor). The refusal names its rule in ``details["rule"]``; the backend's
+        hypervisor kind adds its own rules (:mod:`hvballoon.kinds`). The target is
         aligned *up* to the backend's granularity. ``dry_run=True`` computes the
         :class:`Change` and touches nothing. ``guard_rails`` replaces the session's margins for
         this call only (the session's own are untouched, so threads sharing it are safe).
@@ -285,8 +290,7 @@ class Hypervisor:
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         running = target_vm.power_state is PowerState.RUNNING
-        if not caps.can_set("target", running=running):
-            self._refuse_unsupported("set a target", "target", caps, target_vm, running)
+        self._with_context(lambda: check_settable(caps, ["target"], target_vm), target_vm)
         target = align(requested, caps.alignment_bytes, "up")
         stats = self._one_stats(target_vm)
         config = self.get_config(target_vm)
@@ -298,10 +302,26 @@ class Hypervisor:
                 vm=target_vm.name,
                 backend=self.backend_name,
                 uri=self.uri,
-                details={**numbers, "maximum_bytes": maximum},
+                details={**numbers, "maximum_bytes": maximum, "rule": "target_above_maximum"},
             )
+        before = stats.target_bytes if stats.target_bytes is not None else stats.current_bytes
         warnings_: list[str] = []
-        if not running:
+        if target_vm.power_state is PowerState.UNKNOWN:
+            # a guard rail is never skipped because the state is unknown: lowering needs force
+            lowering = before is None or target < before
+            if lowering and not force:
+                raise GuardRailError(
+                    f"refusing to lower the target of {target_vm.name!r}: its power state is unknown "
+                    f"({target_vm.extra.get('state') or 'not reported'}), so whether a guest is using the "
+                    "memory is unknown. Pass force=True (CLI: --force) to override",
+                    vm=target_vm.name,
+                    backend=self.backend_name,
+                    uri=self.uri,
+                    details={**numbers, "rule": "unknown_power_state", "before_bytes": before},
+                )
+            if lowering:
+                warnings_.append(f"forced while the power state of {target_vm.name!r} is unknown")
+        elif not running:
             # no guest is using memory: the floor applies when it runs (and the guard rails then)
             warnings_.append(f"{target_vm.name!r} is {target_vm.power_state.value}: no usage floor applies")
         elif not force:
@@ -318,7 +338,6 @@ class Hypervisor:
             lambda: self._backend.check_target(target_vm, target, stats, config),
             target_vm.name,
         )
-        before = stats.target_bytes if stats.target_bytes is not None else stats.current_bytes
         changed = before != target
         change = Change(
             vm=target_vm,
@@ -372,7 +391,7 @@ class Hypervisor:
                 vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,
-                details={**numbers, "guest_report_age_seconds": age},
+                details={**numbers, "guest_report_age_seconds": age, "rule": "stats_unavailable"},
             )
         floor = rails.floor(used, stats.configured_bytes)
         if target < floor:
@@ -384,24 +403,22 @@ class Hypervisor:
                 vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,
-                details={**numbers, "used_bytes": used, "margin_bytes": margin, "floor_bytes": floor},
+                details={
+                    **numbers,
+                    "used_bytes": used,
+                    "margin_bytes": margin,
+                    "floor_bytes": floor,
+                    "rule": "below_floor",
+                },
             )
 
-    def _refuse_unsupported(self, what: str, name: str, caps: Capabilities, vm: VM, running: bool) -> None:
-        if running and name in caps.set_offline:
-            raise InvalidStateError(
-                f"cannot {what} of {vm.name!r} while it is running on {caps.backend}: power it off first",
-                vm=vm.name,
-                backend=self.backend_name,
-                uri=self.uri,
-            )
-        raise UnsupportedOperationError(
-            f"the {caps.backend} backend cannot {what} for {vm.name!r} "
-            f"(mechanism {caps.mechanism.value}; settable live: {sorted(caps.set_live) or 'nothing'})",
-            vm=vm.name,
-            backend=self.backend_name,
-            uri=self.uri,
-        )
+    def _with_context(self, fn: Any, vm: VM) -> Any:
+        """Run a local check; its error gets the session's context (backend, URI, VM)."""
+        try:
+            return fn()
+        except HVBalloonError as exc:
+            exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm.name)
+            raise
 
     def set_config(
         self,
@@ -416,6 +433,8 @@ class Hypervisor:
         reservation: int | str | None = None,
         limit: int | str | None = None,
         shares: int | None = None,
+        shares_level: str | None = None,
+        memory_reservation_lock: bool | None = None,
         balloon_cap: int | str | None = None,
         deflate_on_oom: bool | None = None,
         stats_period: int | None = None,
@@ -424,9 +443,12 @@ class Hypervisor:
         """Change the VM's memory configuration (only the fields given; absolute, idempotent).
 
         Sizes accept the same spellings as :meth:`set_target`; ``limit="unlimited"`` removes an
-        ESXi limit. Fields the backend cannot change (or not in the VM's power state) raise a
-        typed error before anything is sent; so do ranges that contradict themselves
-        (minimum ≤ startup ≤ maximum).
+        ESXi limit; ``shares_level`` is ``low``, ``normal``, ``high`` or ``custom`` (ESXi).
+        Fields the backend cannot change (or not in the VM's power state), and changes its
+        hypervisor kind refuses (a range that contradicts itself, a live-change rule, …), raise a
+        typed error naming the rule in ``details["rule"]`` before anything is sent. The
+        :class:`Change` also lists what the hypervisor changes with a field (e.g. ESXi's share
+        count for a level).
         """
         update = self._build_update(
             minimum=minimum,
@@ -438,6 +460,8 @@ class Hypervisor:
             reservation=reservation,
             limit=limit,
             shares=shares,
+            shares_level=shares_level,
+            memory_reservation_lock=memory_reservation_lock,
             balloon_cap=balloon_cap,
             deflate_on_oom=deflate_on_oom,
             stats_period=stats_period,
@@ -447,40 +471,11 @@ class Hypervisor:
             raise InvalidRequestError("set_config needs at least one field to change")
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
-        running = target_vm.power_state is PowerState.RUNNING
-        for name in sorted(wanted):
-            if not caps.can_set(name, running=running):
-                self._refuse_unsupported(f"change {name}", name, caps, target_vm, running)
         current = self.get_config(target_vm)
-        before = {k: getattr(current, k) for k in wanted}
-        changes = {k: v for k, v in wanted.items() if before[k] != v}
-        merged = {
-            **{k: getattr(current, k) for k in ("minimum_bytes", "startup_bytes", "maximum_bytes")},
-            **{k: v for k, v in wanted.items() if k in ("minimum_bytes", "startup_bytes", "maximum_bytes")},
-        }
-        lo, mid, hi = merged["minimum_bytes"], merged["startup_bytes"], merged["maximum_bytes"]
-        pairs = [
-            ("minimum", lo, "startup", mid),
-            ("startup", mid, "maximum", hi),
-            ("minimum", lo, "maximum", hi),
-        ]
-        for a_name, a, b_name, b in pairs:
-            touched = f"{a_name}_bytes" in wanted or f"{b_name}_bytes" in wanted
-            if touched and a is not None and b is not None and a > b:
-                raise InvalidRequestError(
-                    f"{a_name} {format_size(a)} would be above {b_name} {format_size(b)}: "
-                    "the range must satisfy minimum <= startup <= maximum",
-                    vm=target_vm.name,
-                    backend=self.backend_name,
-                    uri=self.uri,
-                    details={"minimum_bytes": lo, "startup_bytes": mid, "maximum_bytes": hi},
-                )
-        if changes:
-            self._call(
-                "check_config",
-                lambda: self._backend.check_config(target_vm, changes, current, running=running),
-                target_vm.name,
-            )
+        changes: dict[str, Any] = self._call(
+            "check_config", lambda: self._backend.plan_config(target_vm, wanted, current), target_vm.name
+        )
+        before = {k: getattr(current, k) for k in (*wanted, *changes)}
         change = Change(
             vm=target_vm,
             operation="set_config",
@@ -518,7 +513,7 @@ class Hypervisor:
             data["unlimited_limit"] = True
         elif limit is not None:
             data["limit_bytes"] = parse_size(limit, what="limit")
-        for arg in ("dynamic", "deflate_on_oom"):
+        for arg in ("dynamic", "deflate_on_oom", "memory_reservation_lock"):
             if kw[arg] is not None:
                 if not isinstance(kw[arg], bool):
                     raise InvalidRequestError(f"{arg} must be true or false, got {kw[arg]!r}")
@@ -534,13 +529,20 @@ class Hypervisor:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise InvalidRequestError(f"{arg} must be an integer, got {value!r}")
                 data[field_name] = value
+        level = kw["shares_level"]
+        if level is not None:
+            if not isinstance(level, str) or level.strip().lower() not in SHARES_LEVELS:
+                raise InvalidRequestError(
+                    f"shares_level must be one of {', '.join(SHARES_LEVELS)}, got {level!r}",
+                    details={"value": level if isinstance(level, str) else repr(level)},
+                )
+            data["shares_level"] = level.strip().lower()
         try:
             return ConfigUpdate(**data)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise InvalidRequestError(
-                f"invalid memory configuration: {problems} "
-                "(buffer_percent 5-2000, priority 0-100, sizes above zero)"
+                f"invalid memory configuration: {problems} (sizes above zero, counts not negative)"
             ) from None
 
     def wait_for_target(

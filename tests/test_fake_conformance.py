@@ -8,7 +8,8 @@ import pytest
 
 import hvballoon
 from hvballoon.retry import RetryPolicy
-from hvballoon.testing.conformance import BackendConformance
+from hvballoon.testing.cases import rules_scenario
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -32,3 +33,35 @@ class TestFakeHyperV(BackendConformance):
     def hv(self) -> Iterator[hvballoon.Hypervisor]:
         with hvballoon.connect("fake://seed?flavor=hyperv", retry=INSTANT) as session:
             yield session
+
+
+def _rules_session(flavor: str) -> Iterator[hvballoon.Hypervisor]:
+    from hvballoon.fake.world import World
+
+    world = World(rules_scenario(flavor), flavor=flavor)
+    with hvballoon.connect(f"fake://?flavor={flavor}", world=world, retry=INSTANT) as session:
+        yield session
+
+
+class TestFakeKVMRules(KindRuleTests):
+    kind_name = "kvm"
+
+    @pytest.fixture
+    def hv(self) -> Iterator[hvballoon.Hypervisor]:
+        yield from _rules_session("kvm")
+
+
+class TestFakeESXiRules(KindRuleTests):
+    kind_name = "esxi"
+
+    @pytest.fixture
+    def hv(self) -> Iterator[hvballoon.Hypervisor]:
+        yield from _rules_session("esxi")
+
+
+class TestFakeHyperVRules(KindRuleTests):
+    kind_name = "hyperv"
+
+    @pytest.fixture
+    def hv(self) -> Iterator[hvballoon.Hypervisor]:
+        yield from _rules_session("hyperv")

@@ -277,8 +277,14 @@ def test_hyperv_static_resize_then_unrelated_change() -> None:
         assert hv.set_target("db01", "12GiB").changed
         assert hv.get_stats(["db01"])[0].configured_bytes == 12 * GiB  # a static VM: its startup size
         assert hv.set_config("db01", priority=60).changed
-        with pytest.raises(TargetAboveMaximumError):  # the simulated host's limit for this VM
-            hv.set_target("db01", "17GiB")
+        # past its scenario memory: the ceiling is the simulated host's physical memory
+        assert hv.set_target("db01", "17GiB").changed
+        with pytest.raises(TargetAboveMaximumError) as info:
+            hv.set_target("db01", "121GiB", force=True)
+        assert info.value.details["maximum_bytes"] == 120 * GiB
+        with pytest.raises(InvalidStateError, match="not enough memory"):  # more than is free now
+            hv.set_target("db01", "100GiB")
+        assert hv.get_config("db01").startup_bytes == 17 * GiB
 
 
 def test_per_call_guard_rails_leave_the_session_alone(hv: hvballoon.Hypervisor) -> None:

@@ -1,8 +1,9 @@
 """The fake backend: the adapter that shows a :class:`~hvballoon.fake.world.World` to the API.
 
 It holds no state of its own. Each flavour (``?flavor=kvm|esxi|hyperv``) exposes the world the
-way the real backend does: the same fields filled and left ``None``, the same mechanism, the
-same alignment and the same live-change rules.
+way the real backend does: the same fields filled and left ``None``, and — because the flavour
+holds the same :mod:`hvballoon.kinds` object as the real backend — the same capabilities,
+mechanism, alignment, target ceiling and rules, refused with the same typed errors and rule ids.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.declarations import declared
 from hvballoon.errors import (
     HVBalloonError,
     HVConnectionError,
@@ -24,14 +24,14 @@ from hvballoon.errors import (
     OperationTimeoutError,
     PermissionDeniedError,
     SessionExpiredError,
-    TargetAboveMaximumError,
     UnsupportedOperationError,
     VMNotFoundError,
 )
 from hvballoon.fake import _registry
 from hvballoon.fake.world import Guest, World
-from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import MiB, format_size
+from hvballoon.kinds import HYPERV, KINDS, Kind, Variant
+from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import format_size
 
 if TYPE_CHECKING:
     from hvballoon.fake.store import WorldStore
@@ -39,28 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["FakeBackend"]
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-FLAVOR_CAPABILITIES: dict[str, Capabilities] = {
-    "kvm": declared(
-        "kvm", backend="fake", notes=("flavor kvm: a virtio-balloon target, in KiB, like libvirt",)
-    ),
-    "esxi": declared(
-        "esxi",
-        backend="fake",
-        notes=("flavor esxi: a target is memoryAllocation.limit (MB); ESXi decides the balloon",),
-    ),
-}
-_HYPERV_DM = declared(
-    "hyperv-dynamic",
-    backend="fake",
-    notes=("Dynamic Memory: a target is the maximum; while running it may only be raised",),
-)
-_HYPERV_STATIC = declared(
-    "hyperv-static",
-    backend="fake",
-    notes=("static memory: a target is a runtime resize of the startup memory",),
-)
-FLAVOR_CAPABILITIES["hyperv"] = _HYPERV_DM
 
 _POWER = {s.value: s for s in PowerState}
 
@@ -77,6 +55,7 @@ class FakeBackend(Backend):
     name: ClassVar[str] = "fake"
     schemes: ClassVar[tuple[str, ...]] = ("fake",)
     option_names: ClassVar[frozenset[str]] = frozenset({"world"})
+    kind: Kind
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
@@ -88,7 +67,7 @@ class FakeBackend(Backend):
                 uri=uri.redacted,
             )
         flavor = uri.query.get("flavor")
-        if flavor is not None and flavor not in FLAVOR_CAPABILITIES:
+        if flavor is not None and flavor not in KINDS:
             raise InvalidURIError(
                 f"unknown flavor {flavor!r} in {uri.redacted}; accepted: esxi, hyperv, kvm",
                 uri=uri.redacted,
@@ -127,6 +106,8 @@ class FakeBackend(Backend):
         with self._tx("connect") as w:
             self.flavor = w.flavor
             self._host = w.host.name
+        #: The hypervisor kind this flavour shows (the real backend of that kind holds the same).
+        self.kind = KINDS[self.flavor]
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -245,14 +226,19 @@ class FakeBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return FLAVOR_CAPABILITIES[self.flavor]
+        return self.kind.capabilities(backend=self.name)
 
     def vm_capabilities(self, vm: VM) -> Capabilities:
-        if self.flavor == "hyperv":
-            with self._tx(None) as w:
-                g = self._guest(w, vm)
-                return _HYPERV_DM if g.config.get("dynamic") else _HYPERV_STATIC
-        return self.capabilities
+        if len(self.kind.variants) == 1:
+            return self.capabilities
+        with self._tx(None) as w:
+            variant = self._variant(self._guest(w, vm))
+        return self.kind.capabilities(backend=self.name, variant=variant.name)
+
+    def _variant(self, g: Guest) -> Variant:
+        if self.kind is HYPERV:
+            return self.kind.variant("dynamic" if g.config.get("dynamic") else "static")
+        return self.kind.variant()
 
     def _guest(self, w: World, vm: VM) -> Guest:
         g = w.guests.get(vm.id)
@@ -261,14 +247,12 @@ class FakeBackend(Backend):
         return g
 
     def _vm(self, g: Guest) -> VM:
-        return VM(
-            id=g.id,
-            name=g.name,
-            backend=self.name,
-            host=self._host,
-            power_state=_POWER.get(g.power_state, PowerState.UNKNOWN),
-            extra={"flavor": self.flavor},
-        )
+        power = _POWER.get(g.power_state, PowerState.UNKNOWN)
+        extra: dict[str, Any] = {"flavor": self.flavor}
+        if self.kind is HYPERV:
+            # what Get-VM reports: a simulated VM is always healthy
+            extra.update(state=HYPERV.state_name(power), health="ok", dynamic=bool(g.config.get("dynamic")))
+        return VM(id=g.id, name=g.name, backend=self.name, host=self._host, power_state=power, extra=extra)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -289,17 +273,18 @@ class FakeBackend(Backend):
     def _stats(self, w: World, g: Guest, at: datetime) -> MemoryStats:
         vm = self._vm(g)
         dynamic = bool(g.config.get("dynamic"))
-        mechanism = (
-            (Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE)
-            if self.flavor == "hyperv"
-            else FLAVOR_CAPABILITIES[self.flavor].mechanism
-        )
+        mechanism = self._variant(g).mechanism
         common: dict[str, Any] = {
             "vm": vm,
             "mechanism": mechanism,
             "collected_at": at,
             "configured_bytes": g.memory_bytes,
         }
+        if self.kind is HYPERV:
+            # Get-VM: a static VM has its startup memory; MemoryMinimum/Maximum are leftovers there
+            common["configured_bytes"] = (
+                (g.config.get("maximum_bytes") or g.memory_bytes) if dynamic else g.config["startup_bytes"]
+            )
         if not g.running:
             return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
         overhead = int(w.physics.vm_overhead)
@@ -342,10 +327,6 @@ class FakeBackend(Backend):
                 extra={"limit_bytes": limit},
             )
         # hyperv: Get-VM's MemoryAssigned / MemoryDemand; no guest "used" figure
-        # Get-VM: a static VM has its startup memory; MemoryMinimum/Maximum are leftovers there
-        common["configured_bytes"] = (
-            (g.config.get("maximum_bytes") or g.memory_bytes) if dynamic else g.config["startup_bytes"]
-        )
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
         return MemoryStats(
@@ -359,124 +340,82 @@ class FakeBackend(Backend):
 
     def get_config(self, vm: VM) -> MemoryConfig:
         with self._tx("get_config", vm) as w:
-            g = self._guest(w, vm)
-            c = g.config
-            caps = (
-                (_HYPERV_DM if c.get("dynamic") else _HYPERV_STATIC)
-                if self.flavor == "hyperv"
-                else self.capabilities
-            )
-            base: dict[str, Any] = {"vm": self._vm(g), "mechanism": caps.mechanism}
-            if self.flavor == "kvm":
-                return MemoryConfig(
-                    **base,
-                    startup_bytes=g.memory_bytes,
-                    maximum_bytes=c["maximum_bytes"],
-                    deflate_on_oom=bool(c.get("deflate_on_oom")),
-                    stats_period_seconds=g.stats_period,
-                )
-            if self.flavor == "esxi":
-                return MemoryConfig(
-                    **base,
-                    maximum_bytes=g.memory_bytes,
-                    reservation_bytes=c.get("reservation_bytes"),
-                    limit_bytes=c.get("limit_bytes"),
-                    shares=c.get("shares"),
-                    shares_level="custom" if c.get("shares") else "normal",
-                    balloon_cap_bytes=c.get("balloon_cap_bytes"),
-                )
-            return MemoryConfig(
-                **base,
-                dynamic=c["dynamic"],
-                startup_bytes=c["startup_bytes"],
-                minimum_bytes=c["minimum_bytes"],
-                maximum_bytes=c["maximum_bytes"],
-                buffer_percent=c["buffer_percent"],
-                priority=c["priority"],
-            )
+            return self._config(self._guest(w, vm))
 
-    # -- changing --------------------------------------------------------------------------
+    def _config(self, g: Guest) -> MemoryConfig:
+        c = g.config
+        vm = self._vm(g)
+        mechanism = self._variant(g).mechanism
+        if self.flavor == "kvm":
+            return MemoryConfig(
+                vm=vm,
+                mechanism=mechanism,
+                startup_bytes=g.memory_bytes,
+                maximum_bytes=c["maximum_bytes"],
+                deflate_on_oom=bool(c.get("deflate_on_oom")),
+                stats_period_seconds=g.stats_period,
+                extra={"balloon_model": "virtio" if c.get("balloon_device", True) else "none"},
+            )
+        if self.flavor == "esxi":
+            return MemoryConfig(
+                vm=vm,
+                mechanism=mechanism,
+                maximum_bytes=g.memory_bytes,
+                reservation_bytes=c.get("reservation_bytes"),
+                limit_bytes=c.get("limit_bytes"),
+                shares=c.get("shares"),
+                shares_level=c.get("shares_level") or "custom",
+                memory_reservation_lock=bool(c.get("memory_reservation_lock")),
+                balloon_cap_bytes=c.get("balloon_cap_bytes"),
+            )
+        return MemoryConfig(
+            vm=vm,
+            mechanism=mechanism,
+            dynamic=bool(c["dynamic"]),
+            startup_bytes=c["startup_bytes"],
+            minimum_bytes=c["minimum_bytes"],
+            maximum_bytes=c["maximum_bytes"],
+            buffer_percent=c["buffer_percent"],
+            priority=c["priority"],
+        )
+
+    # -- changing: every rule comes from the kind (Backend.check_target / plan_config) ---------
 
     def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
-        if self.flavor == "hyperv":
-            # the target is the maximum (Dynamic Memory) or the startup size (static): neither is
-            # capped by a VM setting; the simulated host gives a VM at most its scenario memory
-            with self._tx(None) as w:
-                return self._guest(w, vm).memory_bytes
-        return super().target_ceiling(vm, stats, config)
-
-    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         with self._tx(None) as w:
-            g = self._guest(w, vm)
-            if (
-                self.flavor == "hyperv"
-                and g.config.get("dynamic")
-                and g.running
-                and target_bytes < g.config["maximum_bytes"]
-            ):
-                raise InvalidStateError(
-                    f"{vm.name!r} uses Dynamic Memory and is running: its maximum "
-                    f"({format_size(g.config['maximum_bytes'])}) can only be raised while it runs, "
-                    f"so a target of {format_size(target_bytes)} is refused. Allowed now: a target "
-                    f"of at least {format_size(g.config['maximum_bytes'])}, or lower the buffer or "
-                    "priority, or change the range with the VM off",
-                    vm=vm.name,
-                    backend=self.name,
-                    details={
-                        "rule": "maximum_only_up_while_running",
-                        "maximum_bytes": g.config["maximum_bytes"],
-                    },
-                )
-            if self.flavor == "kvm" and target_bytes > g.config["maximum_bytes"]:
-                raise TargetAboveMaximumError(
-                    f"target above the maximum {format_size(g.config['maximum_bytes'])}",
-                    vm=vm.name,
-                    backend=self.name,
-                )
+            physical = w.host.physical_bytes
+        return self.kind.target_ceiling(vm, stats, config, host_memory_bytes=physical)
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         with self._tx("set_target", vm) as w:
             g = self._guest(w, vm)
-            if self.flavor == "esxi":
-                w.set_config(g.id, {"limit_bytes": target_bytes})
-            elif self.flavor == "hyperv":
-                key = "maximum_bytes" if g.config.get("dynamic") else "startup_bytes"
-                w.set_config(g.id, {key: target_bytes})
-            else:
+            field = self.kind.target_field(self._config(g))
+            if field is None:
                 w.set_target(g.id, target_bytes)
-
-    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
-        if self.flavor == "hyperv" and running:
-            rules = (
-                ("minimum_bytes", -1, "the minimum can only be lowered"),
-                ("maximum_bytes", 1, "the maximum can only be raised"),
-            )
-            for name, direction, rule in rules:
-                new, old = changes.get(name), getattr(current, name)
-                if new is not None and old is not None and (new - old) * direction < 0:
-                    raise InvalidStateError(
-                        f"{vm.name!r} is running: {rule} while it runs "
-                        f"(now {format_size(old)}, asked {format_size(new)})",
-                        vm=vm.name,
-                        backend=self.name,
-                        details={"rule": name, "current": old, "asked": new},
-                    )
-            for name in ("minimum_bytes", "maximum_bytes", "startup_bytes"):
-                if name in changes and changes[name] is not None and changes[name] % (2 * MiB):
-                    raise InvalidRequestError(f"{name} must be a multiple of 2 MiB on Hyper-V")
-        if self.flavor == "esxi":
-            res = changes.get("reservation_bytes", current.reservation_bytes) or 0
-            lim = changes.get("limit_bytes", current.limit_bytes)
-            if lim is not None and res > lim:
-                raise InvalidRequestError(
-                    f"reservation {format_size(res)} would be above the limit {format_size(lim)}",
-                    vm=vm.name,
-                    backend=self.name,
-                )
-            if current.maximum_bytes is not None and res > current.maximum_bytes:
-                raise InvalidRequestError("the reservation cannot exceed the VM's memory", vm=vm.name)
+                return
+            self._check_resize(w, g, {field: target_bytes})
+            w.set_config(g.id, {field: target_bytes})
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         with self._tx("set_config", vm) as w:
             g = self._guest(w, vm)
+            self._check_resize(w, g, changes)
             w.set_config(g.id, changes)
+
+    def _check_resize(self, w: World, g: Guest, changes: dict[str, Any]) -> None:
+        """A Hyper-V host resizes a running static VM only with the memory free now; it refuses
+        (after the request is sent, as the host does) what it cannot back."""
+        startup = changes.get("startup_bytes")
+        if self.kind is not HYPERV or startup is None or g.config.get("dynamic") or not g.running:
+            return
+        grow = startup - g.current_bytes
+        if grow > w.host_free_bytes:
+            raise InvalidStateError(
+                f"the host cannot resize {g.name!r} to {format_size(startup)} now: it has "
+                f"{format_size(max(0, w.host_free_bytes))} free and the VM needs {format_size(grow)} more "
+                "(Failed to modify device 'Memory': not enough memory in the system)",
+                vm=g.name,
+                backend=self.name,
+                native_code="not_enough_memory",
+                details={"asked_bytes": startup, "host_free_bytes": w.host_free_bytes},
+            )

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from hvballoon.errors import HVBalloonError, ScenarioError
+from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
+from hvballoon.models import SharesLevel
 from hvballoon.units import parse_duration, parse_size
 
 __all__ = [
@@ -154,14 +156,23 @@ class VMSpec(_Spec):
     minimum: Size | None = None
     startup: Size | None = None
     maximum: Size | None = None
-    buffer_percent: int | None = Field(default=None, ge=5, le=2000)
-    priority: int | None = Field(default=None, ge=0, le=100)
+    buffer_percent: int | None = Field(default=None, ge=BUFFER_PERCENT_RANGE[0], le=BUFFER_PERCENT_RANGE[1])
+    priority: int | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
     reservation: Size | None = None
     limit: Size | None = None
-    shares: int | None = Field(default=None, gt=0)
+    shares: int | None = Field(default=None, gt=0, description="ESXi: a custom share count.")
+    shares_level: SharesLevel | None = Field(
+        default=None, description="ESXi: low / normal / high (per MB of memory) or custom; default normal."
+    )
+    memory_reservation_lock: bool = Field(
+        default=False, description="ESXi: the reservation is locked to the memory size."
+    )
     balloon_cap: Size | None = None
     deflate_on_oom: bool = False
     balloon_driver: bool = True
+    balloon_device: bool = Field(
+        default=True, description="KVM: the domain has a balloon device (<memballoon model='none'> if not)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> VMSpec:
@@ -175,6 +186,10 @@ class VMSpec(_Spec):
             raise ValueError("kernel + unfreeable memory are part of used memory: they cannot exceed used")
         if self.target is not None and self.target > self.memory:
             raise ValueError("target is above memory")
+        if self.shares is not None and self.shares_level not in (None, "custom"):
+            raise ValueError("shares is a custom count: give it with shares_level custom (or no level)")
+        if self.shares_level == "custom" and self.shares is None:
+            raise ValueError("shares_level custom needs shares (the count)")
         lo, mid, hi = self.minimum, self.startup, self.maximum
         if lo is not None and mid is not None and lo > mid:
             raise ValueError("minimum is above startup")

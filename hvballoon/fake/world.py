@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario, VMSpec
 from hvballoon.fake.workloads import WorkloadBlock, components, touch_rate
+from hvballoon.kinds.esxi import ESXI
 
 if TYPE_CHECKING:
     import numpy as np
@@ -396,6 +397,7 @@ class World:
             "shares": spec.shares,
             "balloon_cap_bytes": spec.balloon_cap,
             "deflate_on_oom": spec.deflate_on_oom,
+            "balloon_device": spec.balloon_device,
         }
         if self.flavor == "hyperv":
             dynamic = True if spec.dynamic is None else spec.dynamic
@@ -407,8 +409,14 @@ class World:
             config["buffer_percent"] = spec.buffer_percent or 20
             config["priority"] = 50 if spec.priority is None else spec.priority
         elif self.flavor == "esxi":
-            config["reservation_bytes"] = spec.reservation or 0
-            config["shares"] = spec.shares or spec.memory // _MiB * 10  # "normal": 10 per MB
+            level = spec.shares_level or ("custom" if spec.shares else "normal")
+            config["shares_level"] = level
+            config["shares"] = spec.shares if level == "custom" else ESXI.shares_for(level, spec.memory)
+            config["memory_reservation_lock"] = spec.memory_reservation_lock
+            # a locked reservation is the memory size (memoryReservationLockedToMax)
+            config["reservation_bytes"] = (
+                spec.memory if spec.memory_reservation_lock else spec.reservation or 0
+            )
         else:
             config["maximum_bytes"] = spec.maximum or spec.memory
         return config
@@ -431,7 +439,7 @@ class World:
             a["ovh"][i] = phys.vm_overhead
             a["rin"][i] = bal.inflate_rate or phys.inflate_rate
             a["rout"][i] = bal.deflate_rate or phys.deflate_rate
-            a["driver"][i] = s.balloon_driver
+            a["driver"][i] = s.balloon_driver and s.balloon_device
             a["don"][i] = s.deflate_on_oom
             a["period"][i] = s.stats_period
             a["running"][i] = s.power_state == "running"
@@ -1060,8 +1068,11 @@ class World:
                     a["tgt"][i] = g.config["maximum_bytes"]
                 if "startup_bytes" in changes and not g.config.get("dynamic"):
                     a["tgt"][i] = g.config["startup_bytes"]
-            if "maximum_bytes" in changes and self.flavor == "kvm":
+            if "maximum_bytes" in changes and self.flavor in ("kvm", "esxi"):
+                # the VM's memory (libvirt maxMemory, ESXi memoryMB)
                 a["mem"][i] = changes["maximum_bytes"]
+                if self.flavor == "esxi" and g.config.get("limit_bytes") is None:
+                    a["tgt"][i] = changes["maximum_bytes"]
             self._sync_knobs(i)
             self.version += 1
 

@@ -17,6 +17,18 @@ or one whose changes are undone)::
 Class attributes tune it for peers whose figures move on their own (a real guest):
 ``volatile_fields`` are not compared between bulk and per-VM reads, ``wait_timeout`` bounds
 ``wait_for_target``.
+
+A backend of a built-in hypervisor kind also inherits :class:`KindRuleTests`: every rule its
+kind documents, and the changes it allows, one parametrized test each (the cases are in
+:mod:`hvballoon.testing.cases`), on VMs in the states each case needs::
+
+    class TestMyKVMRules(KindRuleTests):
+        kind_name = "kvm"
+        rule_needs = frozenset({"running", "off", "running/no-balloon"})  # what the peer offers
+
+        @pytest.fixture
+        def hv(self):
+            ...  # a session whose VMs include one per need; changes may be applied
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from hvballoon.errors import (
 )
 from hvballoon.models import CONFIG_FIELDS, VM, Capabilities, Change, MemoryConfig, MemoryStats, PowerState
 from hvballoon.session import Hypervisor
+from hvballoon.testing.cases import Call, Case, cases_for
 from hvballoon.units import MiB, align
 
 __all__ = [
@@ -44,6 +57,7 @@ __all__ = [
     "CapabilityTests",
     "ConfigTests",
     "ErrorTests",
+    "KindRuleTests",
     "ListingTests",
     "StatsTests",
     "TargetTests",
@@ -60,6 +74,8 @@ _SAMPLE_CONFIG: dict[str, dict[str, Any]] = {
     "reservation_bytes": {"reservation": "1GiB"},
     "limit_bytes": {"limit": "8GiB"},
     "shares": {"shares": 2000},
+    "shares_level": {"shares_level": "high"},
+    "memory_reservation_lock": {"memory_reservation_lock": True},
     "balloon_cap_bytes": {"balloon_cap": "2GiB"},
     "deflate_on_oom": {"deflate_on_oom": True},
     "stats_period_seconds": {"stats_period": 5},
@@ -163,11 +179,18 @@ class CapabilityTests(_Base):
         assert caps.alignment_bytes >= 1
 
     def test_declared_unsupported_config_raises(self, hv: Hypervisor) -> None:
+        kind = hv.backend.kind
         for vm in hv.list_vms():
             caps = hv.vm_capabilities(vm)
             for name in sorted(set(CONFIG_FIELDS) - caps.set_live - caps.set_offline):
-                with pytest.raises(UnsupportedOperationError):
+                with pytest.raises(HVBalloonError) as info:
                     hv.set_config(vm, **_SAMPLE_CONFIG[name])
+                err = info.value
+                if not isinstance(err, UnsupportedOperationError):
+                    # a field the kind refuses with a rule of its own (Hyper-V: the range of a
+                    # static VM needs Dynamic Memory), with that rule's error class
+                    assert kind is not None, f"{name}: {err!r}"
+                    assert type(err) is kind.rule(err.details["rule"]).error, f"{name}: {err!r}"
 
 
 class TargetTests(_Base):
@@ -225,8 +248,17 @@ class TargetTests(_Base):
         low = max(caps.alignment_bytes, align(lo // 4, caps.alignment_bytes, "down"))
         with pytest.raises(TargetBelowFloorError) as info:
             hv.set_target(vm, low)
-        assert info.value.details["floor_bytes"] >= st.used_bytes
-        assert info.value.details["used_bytes"] == st.used_bytes or "used_bytes" in info.value.details
+        details = info.value.details
+        assert details["rule"] == "below_floor" and details["target_bytes"] == low
+        # the floor is what the guest used when the session read it (a real guest's use moves
+        # between two reads, so it is checked against the refusal's own figures)
+        assert details["floor_bytes"] == details["used_bytes"] + details["margin_bytes"] > low
+        assert (
+            details["margin_bytes"]
+            == hv.guard_rails.floor(details["used_bytes"], st.configured_bytes) - details["used_bytes"]
+        )
+        if "guest_used_bytes" not in self.volatile_fields and "demand_bytes" not in self.volatile_fields:
+            assert details["used_bytes"] == st.used_bytes
         assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
 
     def test_dry_run_changes_nothing(self, hv: Hypervisor) -> None:
@@ -272,3 +304,91 @@ class ErrorTests(_Base):
 
 class BackendConformance(ListingTests, StatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests):
     """Everything above. Provide a ``hv`` fixture."""
+
+
+class KindRuleTests(_Base):
+    """The rules of one hypervisor kind (:mod:`hvballoon.kinds`), case by case.
+
+    Set ``kind_name`` (the backend's ``kind.name``) and provide a ``hv`` fixture whose VMs
+    include one for every need of the cases (:func:`hvballoon.testing.cases.rules_scenario`
+    builds such a fake world); ``rule_needs`` lists the needs the peer offers when it cannot
+    offer them all (a real guest that runs: ``{"running"}``). Every case either is refused with
+    its rule's error class and ``details["rule"]``, changing nothing, or applies and reads back.
+    """
+
+    kind_name: ClassVar[str]
+    #: Need keys the peer offers (``None``: all of them).
+    rule_needs: ClassVar[frozenset[str] | None] = None
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "rule_case" in metafunc.fixturenames:
+            found = cases_for(self.kind_name, self.rule_needs)
+            assert found, f"no case of kind {self.kind_name!r} for the needs {sorted(self.rule_needs or ())}"
+            metafunc.parametrize("rule_case", found, ids=[c.id for c in found])
+
+    @staticmethod
+    def _vm_for(hv: Hypervisor, case: Case) -> tuple[VM, MemoryConfig, MemoryStats]:
+        for vm in hv.list_vms():
+            cfg = hv.get_config(vm)
+            if case.need.matches(vm, cfg, case.kind):
+                (st,) = hv.get_stats([vm])
+                return vm, cfg, st
+        raise AssertionError(
+            f"the peer offers no VM for {case.need.key!r} (case {case.id}): add one, or leave the need "
+            "out of rule_needs"
+        )
+
+    @staticmethod
+    def _floor(hv: Hypervisor, st: MemoryStats, alignment: int) -> int:
+        used = st.used_bytes
+        if used is None or st.vm.power_state is not PowerState.RUNNING:
+            return alignment
+        return align(hv.guard_rails.floor(used, st.configured_bytes), alignment, "up")
+
+    @staticmethod
+    def _do(hv: Hypervisor, vm: VM, call: Call) -> Change:
+        if call.op == "config":
+            return hv.set_config(vm, **call.kwargs)
+        kw = dict(call.kwargs)
+        return hv.set_target(vm, kw.pop("size"), **kw)
+
+    def test_the_backend_follows_the_kind(self, hv: Hypervisor) -> None:
+        kind = hv.backend.kind
+        assert kind is not None and kind.name == self.kind_name
+        assert hv.capabilities.model_dump(exclude={"backend", "notes", "readable", "bulk_stats"}) == (
+            kind.capabilities(backend=hv.backend_name).model_dump(
+                exclude={"backend", "notes", "readable", "bulk_stats"}
+            )
+        )
+        assert hv.capabilities.readable <= kind.variant().readable
+
+    def test_rule_case(self, hv: Hypervisor, rule_case: Case) -> None:
+        kind = hv.backend.kind
+        assert kind is not None and kind.name == rule_case.kind == self.kind_name
+        vm, cfg, st = self._vm_for(hv, rule_case)
+        if rule_case.setup is not None:
+            prepared = self._do(hv, vm, rule_case.setup(cfg, st, self._floor(hv, st, kind.alignment_bytes)))
+            assert prepared.changed, f"the setup of {rule_case.id} changed nothing"
+            cfg, (st,) = hv.get_config(vm), hv.get_stats([vm])
+        call = rule_case.call(cfg, st, self._floor(hv, st, kind.alignment_bytes))
+        if rule_case.rule is None:
+            change = self._do(hv, vm, call)
+            assert change.changed, f"{rule_case.id}: the case must change something"
+            if call.op == "config":
+                after = hv.get_config(vm)
+                for name, value in change.after.items():
+                    assert getattr(after, name) == value, (
+                        f"{rule_case.id}: {name} reads back {getattr(after, name)}"
+                    )
+            else:
+                (after_st,) = hv.get_stats([vm])
+                assert after_st.target_bytes == change.after["target_bytes"], rule_case.id
+            return
+        rule = kind.rule(rule_case.rule)
+        with pytest.raises(HVBalloonError) as info:
+            self._do(hv, vm, call)
+        err = info.value
+        assert type(err) is rule.error, f"{rule_case.id}: {type(err).__name__} {err.message}"
+        assert err.details.get("rule") == rule.id, f"{rule_case.id}: {err.details} {err.message}"
+        assert err.vm == vm.name and err.backend == hv.backend_name
+        assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), rule_case.id

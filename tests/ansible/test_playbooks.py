@@ -98,7 +98,10 @@ def test_config_and_info_modules(ansible: Ansible) -> None:
     with hvballoon.connect(ansible.esxi_uri) as hv:
         for vm in VMS:
             cfg = hv.get_config(vm)
-            if vm in rc:
+            if vm == "db01":  # then locked, unlimited, high shares (20 per MB of 16 GiB)
+                assert (cfg.reservation_bytes, cfg.limit_bytes, cfg.shares) == (16 * GiB, None, 20 * 16384)
+                assert (cfg.shares_level, cfg.memory_reservation_lock) == ("high", True)
+            elif vm in rc:
                 assert (cfg.reservation_bytes, cfg.limit_bytes, cfg.shares) == (2 * GiB, 12 * GiB, 2000)
             else:  # untouched
                 assert cfg.limit_bytes is None and cfg.shares != 2000, vm

@@ -78,6 +78,18 @@ def test_capability_matrix_is_generated() -> None:
     assert committed == gen["render"](), "regenerate with: python scripts/capabilities.py --write"
 
 
+@pytest.mark.parametrize("kind", ["kvm", "esxi", "hyperv"])
+def test_backend_pages_carry_their_kinds_rules(kind: str) -> None:
+    from hvballoon.kinds import get_kind
+
+    gen = runpy.run_path(str(ROOT / "scripts" / "capabilities.py"))
+    page = gen["BACKEND_PAGES"][kind]
+    committed = page.read_text(encoding="utf-8")
+    assert committed == gen["render_page"](kind, committed), "regenerate with: python scripts/capabilities.py --write"
+    for rule_id in get_kind(kind).rules:
+        assert f"`{rule_id}`" in committed, rule_id
+
+
 def test_every_page_is_in_the_nav() -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
     pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}

@@ -31,10 +31,11 @@ from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.declarations import declared
 from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
+from hvballoon.kinds import ESXI, Kind
+from hvballoon.kinds.esxi import SHARES_LEVELS
 from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB, MiB, format_size
+from hvballoon.units import KiB, MiB
 
 from ._client import Client, Endpoint, make_ssl_context
 
@@ -49,14 +50,10 @@ log = logging.getLogger("hvballoon.esxi")
 #: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
 BALLOON_CAP_KEY = "sched.mem.maxmemctl"
 
-#: What this backend can read and change (the fake's ``esxi`` flavour shares the declaration).
-CAPABILITIES = declared(
-    "esxi",
+#: What this backend can read and change: the ESXi kind's (the fake's ``esxi`` flavour has the same).
+CAPABILITIES = ESXI.capabilities(
     backend="esxi",
-    notes=(
-        "a target is memoryAllocation.limit (MB); ESXi decides how far to inflate the balloon",
-        "release a target with set_config(limit='unlimited')",
-    ),
+    notes=("every change is one ReconfigVM_Task carrying the whole memoryAllocation",),
 )
 
 #: The quickStats read, with the unit each comes in (bytes per unit).
@@ -83,7 +80,12 @@ STATS_PATHS: tuple[str, ...] = (
     *(_QS + name for name in _QUICKSTATS),
 )
 LIST_PATHS: tuple[str, ...] = ("name", "config.instanceUuid", "runtime.powerState", "runtime.host")
-CONFIG_PATHS: tuple[str, ...] = (*LIST_PATHS, "config.hardware.memoryMB", "config.memoryAllocation")
+CONFIG_PATHS: tuple[str, ...] = (
+    *LIST_PATHS,
+    "config.hardware.memoryMB",
+    "config.memoryAllocation",
+    "config.memoryReservationLockedToMax",
+)
 
 _POWER = {
     "poweredOn": PowerState.RUNNING,
@@ -116,6 +118,8 @@ class ESXiBackend(Backend):
     name: ClassVar[str] = "esxi"
     schemes: ClassVar[tuple[str, ...]] = ("esxi", "vcenter")
     option_names: ClassVar[frozenset[str]] = frozenset({"page_size", "perf_counters", "fast_sweep"})
+    #: Every target and configuration rule comes from the ESXi kind (hvballoon.kinds.esxi).
+    kind: Kind | None = ESXI
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
@@ -444,6 +448,8 @@ class ESXiBackend(Backend):
         shares = getattr(alloc, "shares", None)
         limit = _limit_mb(alloc)
         reservation = getattr(alloc, "reservation", None)
+        level = str(shares.level) if shares is not None and shares.level is not None else None
+        locked = props.get("config.memoryReservationLockedToMax")
         return MemoryConfig(
             vm=self._vm(ref._moId, props),
             mechanism=Mechanism.LIMIT,
@@ -451,39 +457,14 @@ class ESXiBackend(Backend):
             reservation_bytes=_mb(reservation),
             limit_bytes=_mb(limit),
             shares=getattr(shares, "shares", None),
-            shares_level=str(shares.level) if shares is not None and shares.level is not None else None,
+            shares_level=level if level in SHARES_LEVELS else None,
+            memory_reservation_lock=bool(locked),
             balloon_cap_bytes=_balloon_cap(props.get("config.extraConfig")),
             extra={"moref": ref._moId},
         )
 
-    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
-        reservation = config.reservation_bytes or 0
-        if target_bytes < reservation:
-            raise InvalidRequestError(
-                f"a target (limit) of {format_size(target_bytes)} would be below the reservation "
-                f"{format_size(reservation)} of {vm.name!r}; lower the reservation first",
-                vm=vm.name,
-                details={"target_bytes": target_bytes, "reservation_bytes": reservation},
-            )
-
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._reconfigure(vm, {"limit_bytes": target_bytes})
-
-    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
-        res = changes.get("reservation_bytes", current.reservation_bytes) or 0
-        lim = changes.get("limit_bytes", current.limit_bytes)
-        if lim is not None and res > lim:
-            raise InvalidRequestError(
-                f"reservation {format_size(res)} would be above the limit {format_size(lim)}", vm=vm.name
-            )
-        maximum = changes.get("maximum_bytes", current.maximum_bytes)
-        if maximum is not None and res > maximum:
-            raise InvalidRequestError(
-                f"the reservation {format_size(res)} cannot exceed the VM's memory {format_size(maximum)}",
-                vm=vm.name,
-            )
-        if changes.get("maximum_bytes") is not None and changes["maximum_bytes"] % (4 * MiB):
-            raise InvalidRequestError("maximum (memoryMB) must be a multiple of 4 MiB on ESXi", vm=vm.name)
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         self._reconfigure(vm, changes)
@@ -499,7 +480,7 @@ class ESXiBackend(Backend):
 
         def run() -> None:
             spec = vim.vm.ConfigSpec()
-            if {"limit_bytes", "reservation_bytes", "shares"} & set(changes):
+            if {"limit_bytes", "reservation_bytes", "shares", "shares_level"} & set(changes):
                 rows = c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: ["config.memoryAllocation"]}))
                 current = rows[0][1].get("config.memoryAllocation") if rows else None
                 alloc = vim.ResourceAllocationInfo(
@@ -513,9 +494,14 @@ class ESXiBackend(Backend):
                     alloc.limit = _UNLIMITED if lim is None else -(-lim // MiB)
                 if "reservation_bytes" in changes:
                     alloc.reservation = changes["reservation_bytes"] // MiB
-                if "shares" in changes:
-                    alloc.shares = vim.SharesInfo(level=vim.SharesInfo.Level.custom, shares=changes["shares"])
+                if "shares" in changes or "shares_level" in changes:
+                    # the kind gives both: the level, and its count (ESXi's own for a level)
+                    level = changes.get("shares_level") or getattr(alloc.shares, "level", None) or "custom"
+                    count = changes.get("shares", getattr(alloc.shares, "shares", None))
+                    alloc.shares = vim.SharesInfo(level=str(level), shares=count)
                 spec.memoryAllocation = alloc
+            if "memory_reservation_lock" in changes:
+                spec.memoryReservationLockedToMax = bool(changes["memory_reservation_lock"])
             if changes.get("maximum_bytes") is not None:
                 spec.memoryMB = changes["maximum_bytes"] // MiB
             if "balloon_cap_bytes" in changes:

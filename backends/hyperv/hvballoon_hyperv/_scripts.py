@@ -104,7 +104,7 @@ class Template:
 PROBE = Template(
     "probe",
     _PROLOGUE
-    + """$c = @(Get-Command -Name Get-VM, Get-VMMemory, Set-VMMemory -ErrorAction SilentlyContinue)
+    + """$c = @(Get-Command -Name 'Get-VM', 'Get-VMMemory', 'Set-VMMemory' -ErrorAction SilentlyContinue)
 $cap = $null
 if ($c.Count -eq 3) { try { $cap = [int64](Get-VMHost).MemoryCapacity } catch { $cap = $null } }
 $r = [ordered]@{ host = $env:COMPUTERNAME; powershell = $PSVersionTable.PSVersion.ToString(); hyperv = ($c.Count -eq 3); memory_capacity = $cap }
@@ -128,19 +128,21 @@ $r = @(foreach ($v in $vms) { $m = $mem[$v.Id.ToString()]
     + _EPILOGUE,
 )
 
-#: One Set-VMMemory call for VM ``id`` (all changes at once), then the VM read back. ``target``
-#: is decided on the host: the maximum of a Dynamic Memory VM, the startup size of a static one.
+#: One Set-VMMemory call for VM ``id`` (all changes at once), then the VM read back. With
+#: ``dynamic_is`` nothing is changed unless Dynamic Memory is still in that state (a target is
+#: the maximum of a Dynamic Memory VM and the startup size of a static one: the caller chose the
+#: field from what it read).
 SET_MEMORY = Template(
     "set_memory",
     _PROLOGUE
     + """$v = Get-VM -Id $p.id -ErrorAction SilentlyContinue
 if (-not $v) { Write-Error -Message 'no virtual machine has this id' -Category ObjectNotFound -ErrorId 'HVBalloonVMNotFound' }
+if ($null -ne $p.dynamic_is -and [bool]$v.DynamicMemoryEnabled -ne [bool]$p.dynamic_is) { Write-Error -Message 'Dynamic Memory was switched since the VM was read' -Category InvalidOperation -ErrorId 'HVBalloonStateChanged' }
 $a = @{ VM = $v }
 if ($null -ne $p.dynamic) { $a['DynamicMemoryEnabled'] = [bool]$p.dynamic }
 if ($null -ne $p.startup) { $a['StartupBytes'] = [int64]$p.startup }
 if ($null -ne $p.minimum) { $a['MinimumBytes'] = [int64]$p.minimum }
 if ($null -ne $p.maximum) { $a['MaximumBytes'] = [int64]$p.maximum }
-if ($null -ne $p.target) { if ($v.DynamicMemoryEnabled) { $a['MaximumBytes'] = [int64]$p.target } else { $a['StartupBytes'] = [int64]$p.target } }
 if ($null -ne $p.buffer) { $a['Buffer'] = [int32]$p.buffer }
 if ($null -ne $p.priority) { $a['Priority'] = [int32]$p.priority }
 Set-VMMemory @a

@@ -15,17 +15,20 @@ only when asked. The password comes from ``connect(password=…)`` or ``HVBALLOO
 What "set a target" means depends on the VM (see :meth:`HyperVBackend.vm_capabilities`):
 
 - **Dynamic Memory** (:attr:`~hvballoon.Mechanism.DYNAMIC_MEMORY`): the target is the VM's
-  maximum; Hyper-V moves the assigned memory between minimum and maximum by demand. While the
-  VM runs the maximum may only be raised and the minimum only lowered, and Dynamic Memory can be
-  switched on or off only when the VM is off.
+  maximum; Hyper-V moves the assigned memory between minimum and maximum by demand. Unless the
+  VM is off the maximum may only be raised and the minimum only lowered, and Dynamic Memory can
+  be switched on or off only when the VM is off.
 - **Static memory** (:attr:`~hvballoon.Mechanism.RUNTIME_RESIZE`): the target is the startup
   size, which Windows Server 2016+ resizes while the VM runs (the guest must support it).
 
 Either way no VM setting caps a target: the ceiling (:meth:`HyperVBackend.target_ceiling`) is
 the host's physical memory, read once at connect (``Get-VMHost``'s ``MemoryCapacity``).
 
-Those rules are checked here before anything is sent, so a refused change names the rule and
-what is allowed instead of failing on the host. Scripts are fixed templates whose parameters
+Every rule comes from the Hyper-V kind (:mod:`hvballoon.kinds.hyperv`), the object the fake's
+``hyperv`` flavour holds too, and is checked before anything is sent, so a refused change names
+the rule and what is allowed instead of failing on the host. Get-VM's ``State`` — every
+documented value, as a name or as PowerShell 5.1's number — is classified by the kind too: the
+power state, ``VM.extra["state"]`` (Hyper-V's name) and ``VM.extra["health"]``. Scripts are fixed templates whose parameters
 travel as base64 JSON (:mod:`hvballoon_hyperv._scripts`); native faults are mapped by one table
 (:mod:`hvballoon_hyperv._errors`); one shell is kept open per session
 (:mod:`hvballoon_hyperv._client`).
@@ -42,19 +45,16 @@ from urllib.parse import unquote
 import winrm.transport as winrm_transport
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.declarations import declared
 from hvballoon.errors import (
     BackendError,
     BackendNotInstalledError,
     InvalidRequestError,
-    InvalidStateError,
     InvalidURIError,
     PartialChangeError,
-    UnsupportedOperationError,
     VMNotFoundError,
 )
-from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import MiB, align, format_size
+from hvballoon.kinds import HYPERV, Kind, Variant
+from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
 from hvballoon_hyperv._client import CommandTooLongError, ShellRunner
 from hvballoon_hyperv._errors import translate_errors
 from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY
@@ -63,10 +63,6 @@ __all__ = ["DYNAMIC_CAPABILITIES", "STATIC_CAPABILITIES", "HyperVBackend"]
 
 log = logging.getLogger("hvballoon.hyperv")
 
-#: Hyper-V sizes are whole multiples of 2 MiB.
-ALIGNMENT = 2 * MiB
-#: Hyper-V's smallest Dynamic Memory minimum.
-MINIMUM_FLOOR = 32 * MiB
 #: Up to this many VMs (and this many characters of ids) are filtered on the host; more are read
 #: in bulk and filtered here: the ids travel on the command line, which cmd.exe limits to 8,191
 #: characters (24 GUIDs make about 6,900 of them).
@@ -76,29 +72,10 @@ MAX_ID_CHARS_PER_READ = 1000
 TRANSPORTS = ("ntlm", "kerberos", "credssp", "basic")
 _QUERY_KEYS = frozenset({"transport", "scheme"})
 
-#: A Dynamic Memory VM: a target is the maximum (live: only upwards).
-DYNAMIC_CAPABILITIES = declared(
-    "hyperv-dynamic",
-    backend="hyperv",
-    notes=(
-        "Dynamic Memory: a target is the maximum; while the VM runs the maximum may only be raised "
-        "and the minimum only lowered; Dynamic Memory is switched on or off only with the VM off",
-    ),
-)
+#: A Dynamic Memory VM: a target is the maximum (the Hyper-V kind's "dynamic" variant).
+DYNAMIC_CAPABILITIES = HYPERV.capabilities(backend="hyperv", variant="dynamic")
 #: A static-memory VM: a target is a runtime resize of the startup size (Windows Server 2016+).
-STATIC_CAPABILITIES = declared(
-    "hyperv-static",
-    backend="hyperv",
-    notes=("static memory: a target is a runtime resize of the startup memory (Windows Server 2016+)",),
-)
-
-#: Get-VM's State → hvballoon's power state (transitional and "Critical" states are unknown).
-_STATES = {
-    "Running": PowerState.RUNNING,
-    "Off": PowerState.STOPPED,
-    "Paused": PowerState.PAUSED,
-    "Saved": PowerState.SUSPENDED,
-}
+STATIC_CAPABILITIES = HYPERV.capabilities(backend="hyperv", variant="static")
 
 #: MemoryConfig field → SET_MEMORY parameter.
 _CONFIG_PARAMS = {
@@ -141,6 +118,8 @@ class HyperVBackend(Backend):
 
     name: ClassVar[str] = "hyperv"
     schemes: ClassVar[tuple[str, ...]] = ("hyperv",)
+    #: Every target and configuration rule comes from the Hyper-V kind (hvballoon.kinds.hyperv).
+    kind: Kind | None = HYPERV
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
@@ -286,14 +265,18 @@ class HyperVBackend(Backend):
         return out
 
     def _vm(self, row: dict[str, Any]) -> VM:
-        state = str(row.get("State") or "")
+        state = HYPERV.classify_state(row.get("State"))
         return VM(
             id=str(row["Id"]),
             name=str(row.get("Name") or ""),
             backend=self.name,
             host=str(row["ComputerName"]) if row.get("ComputerName") else None,
-            power_state=_STATES.get(state, PowerState.UNKNOWN),
-            extra={"state": state, "dynamic": bool(row.get("DynamicMemoryEnabled"))},
+            power_state=state.power_state,
+            extra={
+                "state": state.name,
+                "health": state.health,
+                "dynamic": bool(row.get("DynamicMemoryEnabled")),
+            },
         )
 
     def list_vms(self) -> list[VM]:
@@ -310,7 +293,7 @@ class HyperVBackend(Backend):
         maximum, startup = _int(row, "MemoryMaximum"), _int(row, "MemoryStartup")
         common: dict[str, Any] = {
             "vm": vm,
-            "mechanism": Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE,
+            "mechanism": _variant(dynamic).mechanism,
             "collected_at": at,
             # a static VM runs with its startup size; its minimum and maximum are leftovers
             "configured_bytes": maximum if dynamic else startup,
@@ -335,7 +318,7 @@ class HyperVBackend(Backend):
         dynamic = bool(row.get("DynamicMemoryEnabled"))
         return MemoryConfig(
             vm=self._vm(row),
-            mechanism=Mechanism.DYNAMIC_MEMORY if dynamic else Mechanism.RUNTIME_RESIZE,
+            mechanism=_variant(dynamic).mechanism,
             dynamic=dynamic,
             startup_bytes=_int(row, "MemoryStartup"),
             minimum_bytes=_int(row, "MemoryMinimum"),
@@ -348,165 +331,24 @@ class HyperVBackend(Backend):
         (row,) = self._rows_for([vm])
         return self._config(row)
 
-    # -- rules, checked before anything is sent --------------------------------------------------
+    # -- rules: the Hyper-V kind's, checked by the base class before anything is sent --------
 
     def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
-        """The host's physical memory (2 MiB aligned, down): the most Hyper-V could give a VM.
-
-        A target *is* the maximum (Dynamic Memory) or the startup size (static), so no VM setting
-        caps it; the host's capacity does. A target already set above it (Hyper-V's default
-        Dynamic Memory maximum is 1 TiB) stays acceptable, so re-applying it is still a no-op.
-        ``None`` when the probe could not read the capacity.
-        """
-        capacity = self.host_memory_bytes
-        if capacity is None:
-            return None
-        ceiling = align(capacity, ALIGNMENT, "down")
-        current = stats.target_bytes
-        return max(ceiling, current) if current is not None else ceiling
-
-    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
-        """Dynamic Memory: the target is the maximum, so while the VM runs it may only rise, and
-        it can never go below the startup size. Static memory: any aligned size the guard rails
-        allow (the guest gives back only what it can free)."""
-        self._check_aligned({"target": target_bytes}, vm)
-        if not config.dynamic:
-            return
-        maximum, startup = config.maximum_bytes, config.startup_bytes
-        if not self._is_off(vm) and maximum is not None and target_bytes < maximum:
-            raise InvalidStateError(
-                f"{vm.name!r} uses Dynamic Memory and is {self._state(vm)}: its target is the maximum "
-                f"({format_size(maximum)}), which can only be raised while it runs, so "
-                f"{format_size(target_bytes)} is refused. Allowed now: a target of at least "
-                f"{format_size(maximum)}; or lower the buffer or priority; or power the VM off to "
-                "lower the maximum",
-                vm=vm.name,
-                backend=self.name,
-                uri=self._uri,
-                details={
-                    "rule": "maximum_only_up_while_running",
-                    "maximum_bytes": maximum,
-                    "target_bytes": target_bytes,
-                    "allowed_min_bytes": maximum,
-                },
-            )
-        if startup is not None and target_bytes < startup:
-            raise InvalidRequestError(
-                f"the target of {vm.name!r} is its Dynamic Memory maximum, which cannot be below the "
-                f"startup size {format_size(startup)} (asked {format_size(target_bytes)}); lower the "
-                "startup size first (VM off)",
-                vm=vm.name,
-                backend=self.name,
-                uri=self._uri,
-                details={
-                    "rule": "startup_le_maximum",
-                    "startup_bytes": startup,
-                    "target_bytes": target_bytes,
-                },
-            )
-
-    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
-        """Hyper-V's own rules: sizes in 2 MiB steps, minimum ≥ 32 MiB, buffer 5–2000 %,
-        priority 0–100, and unless the VM is off: minimum only down, maximum only up, startup
-        and Dynamic Memory unchanged (Dynamic Memory VMs)."""
-        unsupported = set(changes) - set(_CONFIG_PARAMS)
-        if unsupported:
-            raise UnsupportedOperationError(
-                f"Hyper-V has no {', '.join(sorted(unsupported))}", vm=vm.name, backend=self.name
-            )
-        sizes = {k: v for k, v in changes.items() if k.endswith("_bytes")}
-        self._check_aligned(sizes, vm)
-        minimum = changes.get("minimum_bytes")
-        if minimum is not None and minimum < MINIMUM_FLOOR:
-            raise InvalidRequestError(
-                f"the minimum of {vm.name!r} must be at least {format_size(MINIMUM_FLOOR)} on Hyper-V "
-                f"(asked {format_size(minimum)})",
-                vm=vm.name,
-                backend=self.name,
-                details={"rule": "minimum_at_least_32MiB", "asked": minimum},
-            )
-        bounds = {"buffer_percent": (5, 2000), "priority": (0, 100)}
-        for name, (lo, hi) in bounds.items():
-            value = changes.get(name)
-            if value is not None and not lo <= value <= hi:
-                raise InvalidRequestError(
-                    f"{name} of {vm.name!r} must be within {lo}..{hi} on Hyper-V (asked {value})",
-                    vm=vm.name,
-                    backend=self.name,
-                    details={"rule": f"{name}_range", "asked": value},
-                )
-        if self._is_off(vm):
-            return
-        state = self._state(vm)
-        if "dynamic" in changes:
-            raise InvalidStateError(
-                f"{vm.name!r} is {state}: Dynamic Memory can only be switched on or off with the VM off. "
-                "Allowed now: the buffer, the priority, a lower minimum or a higher maximum",
-                vm=vm.name,
-                backend=self.name,
-                details={"rule": "dynamic_toggle_only_when_off"},
-            )
-        if current.dynamic and "startup_bytes" in changes:
-            raise InvalidStateError(
-                f"{vm.name!r} is {state}: the startup size of a Dynamic Memory VM changes only with the "
-                "VM off. Allowed now: a lower minimum or a higher maximum",
-                vm=vm.name,
-                backend=self.name,
-                details={"rule": "startup_only_when_off"},
-            )
-        live = (
-            (
-                "minimum_bytes",
-                -1,
-                "minimum_only_down_while_running",
-                "the minimum can only be lowered",
-                "at most",
-            ),
-            (
-                "maximum_bytes",
-                1,
-                "maximum_only_up_while_running",
-                "the maximum can only be raised",
-                "at least",
-            ),
-        )
-        for name, direction, rule_id, rule, bound in live:
-            new, old = changes.get(name), getattr(current, name)
-            if new is not None and old is not None and (new - old) * direction < 0:
-                raise InvalidStateError(
-                    f"{vm.name!r} is {state}: {rule} while it runs (now {format_size(old)}, asked "
-                    f"{format_size(new)}). Allowed now: {bound} {format_size(old)}, or power the VM off",
-                    vm=vm.name,
-                    backend=self.name,
-                    details={"rule": rule_id, "current": old, "asked": new},
-                )
-
-    def _check_aligned(self, sizes: dict[str, int], vm: VM) -> None:
-        for name, value in sizes.items():
-            if value is not None and value % ALIGNMENT:
-                down, up = align(value, ALIGNMENT, "down"), align(value, ALIGNMENT, "up")
-                raise InvalidRequestError(
-                    f"{name.removesuffix('_bytes')} of {vm.name!r} must be a multiple of 2 MiB on Hyper-V "
-                    f"(asked {value} bytes; nearest: {format_size(down)} or {format_size(up)})",
-                    vm=vm.name,
-                    backend=self.name,
-                    details={"rule": "aligned_2MiB", "asked": value, "down": down, "up": up},
-                )
-
-    @staticmethod
-    def _is_off(vm: VM) -> bool:
-        # Only a VM that is off takes offline-only changes; paused, saved or starting ones do not.
-        return vm.power_state is PowerState.STOPPED
-
-    @staticmethod
-    def _state(vm: VM) -> str:
-        return str(vm.extra.get("state") or vm.power_state.value).lower()
+        """The host's physical memory (2 MiB aligned, down), read once at connect; ``None``
+        when the probe could not read it. See :meth:`hvballoon.kinds.HyperVKind.target_ceiling`."""
+        return HYPERV.target_ceiling(vm, stats, config, host_memory_bytes=self.host_memory_bytes)
 
     # -- changing --------------------------------------------------------------------------------
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
-        """The maximum (Dynamic Memory) or the startup size (static), chosen on the host."""
-        self._set(vm, {"target": target_bytes}, {})
+        """The field the kind names for the VM: the maximum (Dynamic Memory) or the startup size
+        (static). The host refuses the change if Dynamic Memory was switched since the VM was
+        read (``dynamic_is``), so a stale VM never gets the wrong field."""
+        dynamic = vm.extra.get("dynamic")
+        if not isinstance(dynamic, bool):
+            dynamic = bool(self.get_config(vm).dynamic)
+        field = _variant(dynamic).target_field or "startup_bytes"
+        self._set(vm, {_CONFIG_PARAMS[field]: target_bytes, "dynamic_is": dynamic}, {field: target_bytes})
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         """All changes in one Set-VMMemory call; the VM is read back in the same command."""
@@ -514,9 +356,8 @@ class HyperVBackend(Backend):
         self._set(vm, params, changes)
 
     def _set(self, vm: VM, params: dict[str, Any], expected: dict[str, Any]) -> None:
-        # the session checked already; a direct caller must not send an unaligned size either
-        sizes = {k: v for k, v in params.items() if k in ("target", "startup", "minimum", "maximum")}
-        self._check_aligned(sizes, vm)
+        # the session checked already; a direct caller must not send an invalid size either
+        HYPERV.check_sizes(vm, {k: v for k, v in expected.items() if k.endswith("_bytes")})
         row = self._run(SET_MEMORY, {"id": vm.id, **params}, vm=vm.name)
         if not isinstance(row, dict):
             raise BackendError("the host's answer to Set-VMMemory is not a VM", backend=self.name, vm=vm.name)
@@ -536,3 +377,7 @@ class HyperVBackend(Backend):
                     "read_back": {k: getattr(after, k) for k in missed},
                 },
             )
+
+
+def _variant(dynamic: bool) -> Variant:
+    return HYPERV.variant("dynamic" if dynamic else "static")

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.declarations import declared
 from hvballoon.errors import (
     HVBalloonError,
     InvalidRequestError,
@@ -45,6 +44,7 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.kinds import KVM, Kind
 from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, format_size
 
@@ -62,16 +62,12 @@ from ._native import libvirt, libvirt_error, quiet_libvirt_errors
 
 __all__ = ["CAPABILITIES", "KVMBackend"]
 
-#: What this backend can read and change (the fake's ``kvm`` flavour shares the declaration).
-CAPABILITIES = declared(
-    "kvm",
+#: What this backend can read and change: the KVM kind's (the fake's ``kvm`` flavour has the same).
+CAPABILITIES = KVM.capabilities(
     backend=BACKEND,
     notes=(
-        "a target is the virtio-balloon target (setMemoryFlags, KiB); libvirt reports no error "
-        "when the balloon stalls short of it: wait_for_target watches it arrive",
+        "libvirt: a target is set with setMemoryFlags (KiB); deflate_on_oom is memballoon autodeflate",
         "guest figures need a stats period (set automatically when off; option stats_period)",
-        "maximum_bytes and deflate_on_oom (memballoon autodeflate) change only the persistent "
-        "definition of a stopped domain",
         "libvirt's test driver has no bulk balloon stats: one memoryStats()+info() per domain",
     ),
 )
@@ -124,6 +120,8 @@ class KVMBackend(Backend):
     option_names: ClassVar[frozenset[str]] = frozenset(
         {"read_only", "persist", "stats_period", "event_loop", "keepalive"}
     )
+    #: Every target and configuration rule comes from the KVM kind (hvballoon.kinds.kvm).
+    kind: Kind | None = KVM
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
@@ -369,27 +367,6 @@ class KVMBackend(Backend):
         )
 
     # -- changing --------------------------------------------------------------------------
-
-    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
-        model = config.extra.get("balloon_model")
-        if vm.power_state is PowerState.RUNNING and model in (None, "none"):
-            raise UnsupportedOperationError(
-                f"{vm.name!r} has no memory balloon device (<memballoon model='{model or 'none'}'>): "
-                "its memory cannot be changed while it runs",
-                backend=BACKEND,
-                vm=vm.name,
-            )
-        if target_bytes % KiB:
-            raise InvalidRequestError(f"libvirt targets are whole KiB, got {target_bytes} bytes", vm=vm.name)
-
-    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
-        model = current.extra.get("balloon_model")
-        if "stats_period_seconds" in changes and model in (None, "none"):
-            raise UnsupportedOperationError(
-                f"{vm.name!r} has no memory balloon device, so it has no balloon stats period",
-                backend=BACKEND,
-                vm=vm.name,
-            )
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         kib = target_bytes // KiB

@@ -28,13 +28,17 @@ pytestmark = pytest.mark.peer
 FIGURES = {vm["name"]: vm for vm in FLEET}
 
 
-# -- the declarations match the fake's esxi flavour ---------------------------------------------
+# -- the ESXi kind declares both this backend and the fake's esxi flavour -----------------------
 
 
 def test_capabilities_match_the_fake_esxi_flavour() -> None:
-    from hvballoon.fake.backend import FLAVOR_CAPABILITIES
+    from hvballoon_esxi.backend import ESXiBackend
 
-    fake = FLAVOR_CAPABILITIES["esxi"]
+    from hvballoon.kinds import ESXI
+
+    assert ESXiBackend.kind is ESXI
+    with hvballoon.connect("fake://?flavor=esxi") as hv:
+        fake = hv.capabilities
     for field in ("mechanism", "bulk_stats", "readable", "set_live", "set_offline", "alignment_bytes"):
         assert getattr(CAPABILITIES, field) == getattr(fake, field), field
     assert CAPABILITIES.target_observable is fake.target_observable is False

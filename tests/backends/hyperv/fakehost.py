@@ -7,12 +7,29 @@ line abstracted. It decodes the base64 JSON parameters and answers from a simula
 Get-VM/Get-VMMemory rows, Set-VMMemory with Hyper-V's own refusals, and the scripts' error
 records (exit code 1).
 
-The probe reports the world's physical memory as Get-VMHost's ``MemoryCapacity``, so the
-backend's target ceiling is the host's, not the fake backend's per-VM one (a VM's scenario
-memory, which no single host-wide figure can equal when VMs differ in size). Where the two
-differ — a static VM resized at runtime beyond what the simulator can back it with — the host
-refuses the resize, as a host short of memory does. Any other script falls through to the router's error: it does not
-interpret PowerShell.
+The probe reports the world's physical memory as Get-VMHost's ``MemoryCapacity``. A static VM
+resized at runtime beyond what the host has free is refused, as a host short of memory does.
+Any other script falls through to the router's error: it does not interpret PowerShell.
+
+It models the real host from its documented behaviour (shared/REFERENCE.md §6, Microsoft's
+Set-VMMemory documentation and the decompiled cmdlet) and deliberately imports nothing of
+hvballoon's rules (:mod:`hvballoon.kinds`), so a client-side check that drifts from the host is
+caught. What Set-VMMemory refuses, it refuses with the same error record shape:
+
+- ``-Buffer``, ``-MinimumBytes`` or ``-MaximumBytes`` when Dynamic Memory is off or is being
+  turned off in the same call: InvalidArgument, "Setting maximum, minimum, and buffer settings
+  requires Dynamic Memory to be enabled." (checked first, like the cmdlet's parameter check);
+- sizes that are not multiples of 2 MB or are below 32 MB, a buffer outside 5–2000 or a
+  priority outside 0–100;
+- while the VM is not off: switching Dynamic Memory, a Dynamic Memory VM's startup size, a
+  higher minimum or a lower maximum (InvalidOperation);
+- minimum ≤ startup ≤ maximum with Dynamic Memory on.
+
+Get-VM's ``State`` is the world's power state by name (Running, Off, Paused, Saved), or what a
+test sets in :attr:`FakeHyperVHost.states` (any VMState name, e.g. ``RunningCritical``,
+``Starting``, or a number); ``enums_as_numbers=True`` writes every State as its number, as
+Windows PowerShell 5.1's ConvertTo-Json does for an enum that was not converted to a string
+(VMState numbers of the current Hyper-V module, from its decompiled ``VMState``).
 
 Like PowerShell 5.1 it writes a progress CLIXML record to stderr even on success, so a client
 that judges by stderr fails.
@@ -42,8 +59,21 @@ PROGRESS_CLIXML = (
     "</TN></Obj></Objs>\r\n"
 )
 _STATES = {"running": "Running", "stopped": "Off", "paused": "Paused", "suspended": "Saved"}
+#: enum VMState of the Hyper-V module (Windows Server 2019 and later; decompiled VMState.cs).
+VM_STATE_NUMBERS = {
+    "Other": 1, "Running": 2, "Off": 3, "Stopping": 4, "Saved": 6, "Paused": 9, "Starting": 10,
+    "Reset": 11, "Saving": 32773, "Pausing": 32776, "Resuming": 32777, "FastSaved": 32779,
+    "FastSaving": 32780, "ForceShutdown": 32781, "ForceReboot": 32782, "Hibernated": 32783,
+    "ComponentServicing": 32784, "RunningCritical": 32785, "OffCritical": 32786,
+    "StoppingCritical": 32787, "SavedCritical": 32788, "PausedCritical": 32789,
+    "StartingCritical": 32790, "ResetCritical": 32791, "SavingCritical": 32792,
+    "PausingCritical": 32793, "ResumingCritical": 32794, "FastSavedCritical": 32795,
+    "FastSavingCritical": 32796,
+}  # fmt: skip
 _SET_ID = "{},Microsoft.HyperV.PowerShell.Commands.SetVMMemory"
 _VIRT_EXC = "Microsoft.HyperV.PowerShell.VirtualizationException"
+#: Set-VMMemory's message when buffer/minimum/maximum come without Dynamic Memory.
+DM_REQUIRED = "Setting maximum, minimum, and buffer settings requires Dynamic Memory to be enabled."
 
 Answer = tuple[str, str, int]
 
@@ -69,7 +99,9 @@ class FakeHyperVHost:
     ``fail_next(template, record)`` makes the next run of a template fail with that error
     record; ``hyperv_module=False`` makes the probe report a host without the Hyper-V module;
     ``settle_seconds`` is how far the world's virtual clock moves after each Set-VMMemory;
-    ``vmhost_readable=False`` makes the probe report no memory capacity (Get-VMHost refused).
+    ``vmhost_readable=False`` makes the probe report no memory capacity (Get-VMHost refused);
+    ``states`` maps a VM id to the ``State`` Get-VM reports for it (a name or a number);
+    ``enums_as_numbers`` writes every ``State`` as its VMState number.
     """
 
     def __init__(self, world: World | None = None) -> None:
@@ -79,6 +111,8 @@ class FakeHyperVHost:
         self.hyperv_module = True
         self.settle_seconds = 60.0
         self.vmhost_readable = True
+        self.states: dict[str, str | int] = {}
+        self.enums_as_numbers = False
         self._failures: dict[str, list[dict[str, str]]] = {}
         self.router = Router()
         routes: list[tuple[Template, Callable[[Any], Any]]] = [
@@ -118,11 +152,14 @@ class FakeHyperVHost:
         """One VM as Get-VM + Get-VMMemory report it (through the READ template's mapping)."""
         c = g.config
         running = g.running
+        state: str | int = self.states.get(g.id, _STATES.get(g.power_state, "Other"))
+        if self.enums_as_numbers and isinstance(state, str):
+            state = VM_STATE_NUMBERS[state]
         return {
             "Id": g.id,
             "Name": g.name,
             "ComputerName": self.world.host.name,
-            "State": _STATES.get(g.power_state, "Other"),
+            "State": state,
             "DynamicMemoryEnabled": bool(c["dynamic"]),
             "MemoryAssigned": g.current_bytes if running else 0,
             "MemoryDemand": g.used_bytes if running else 0,
@@ -167,6 +204,13 @@ class FakeHyperVHost:
             )
         c = g.config
         dynamic = bool(c["dynamic"])
+        if params.get("dynamic_is") is not None and bool(params["dynamic_is"]) != dynamic:
+            raise HostRefusal(
+                "HVBalloonStateChanged",
+                "InvalidOperation",
+                "Microsoft.PowerShell.Commands.WriteErrorException",
+                "Dynamic Memory was switched since the VM was read",
+            )
         names = {
             "startup": "startup_bytes",
             "minimum": "minimum_bytes",
@@ -176,15 +220,17 @@ class FakeHyperVHost:
             "dynamic": "dynamic",
         }
         changes = {names[k]: v for k, v in params.items() if k in names and v is not None}
-        if params.get("target") is not None:
-            changes["maximum_bytes" if dynamic else "startup_bytes"] = params["target"]
+        # the cmdlet's own parameter check comes first (SetVMMemory.ValidateParametersInternal)
+        dynamic_after = bool(changes.get("dynamic", dynamic))
+        if not dynamic_after and {"minimum_bytes", "maximum_bytes", "buffer_percent"} & set(changes):
+            raise HostRefusal(_SET_ID.format("InvalidParameter"), "InvalidArgument", _VIRT_EXC, DM_REQUIRED)
         for key in ("startup_bytes", "minimum_bytes", "maximum_bytes"):
-            if key in changes and changes[key] % (2 * MiB):
+            if key in changes and (changes[key] % (2 * MiB) or changes[key] < 32 * MiB):
                 raise HostRefusal(
                     _SET_ID.format("InvalidParameter"),
                     "InvalidArgument",
                     _VIRT_EXC,
-                    f"{key} is not 2 MB aligned",
+                    f"{key} must be a multiple of 2 MB and at least 32 MB",
                 )
         if not 5 <= changes.get("buffer_percent", 20) <= 2000 or not 0 <= changes.get("priority", 50) <= 100:
             raise HostRefusal(
@@ -201,6 +247,13 @@ class FakeHyperVHost:
                     _VIRT_EXC,
                     "Dynamic memory cannot be enabled or disabled while the virtual machine is running.",
                 )
+            if dynamic and changes.get("startup_bytes", c["startup_bytes"]) != c["startup_bytes"]:
+                raise HostRefusal(
+                    _SET_ID.format("InvalidOperation"),
+                    "InvalidOperation",
+                    _VIRT_EXC,
+                    "The startup memory of a virtual machine with Dynamic Memory cannot be changed while it is running.",
+                )
             if changes.get("minimum_bytes", c["minimum_bytes"]) > c["minimum_bytes"] or (
                 changes.get("maximum_bytes", c["maximum_bytes"]) < c["maximum_bytes"]
             ):
@@ -210,14 +263,9 @@ class FakeHyperVHost:
                     _VIRT_EXC,
                     "The minimum can only be decreased and the maximum only increased while running.",
                 )
-        if (
-            g.power_state != "stopped"
-            and not dynamic
-            and changes.get("startup_bytes", c["startup_bytes"]) > max(g.memory_bytes, c["startup_bytes"])
-        ):
-            # A runtime resize needs the memory now. The simulator backs a VM with at most its
-            # scenario memory (the fake's target ceiling), so more is refused as a host short of
-            # memory refuses it.
+        grow = changes.get("startup_bytes", 0) - g.current_bytes
+        if "startup_bytes" in changes and g.running and not dynamic and grow > self.world.host_free_bytes:
+            # A runtime resize needs the memory free on the host now.
             raise HostRefusal(
                 _SET_ID.format("InvalidOperation"),
                 "ResourceUnavailable",

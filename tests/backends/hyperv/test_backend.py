@@ -236,10 +236,9 @@ def test_static_vm_is_configured_with_its_startup_size(peer: Peer) -> None:
     assert st.configured_bytes == st.target_bytes == 4 * GiB
 
 
-def test_ceiling_is_the_host_capacity_and_covers_the_fake(peer: Peer) -> None:
-    # The fake caps a Hyper-V target at the VM's scenario memory (what the simulator backs it
-    # with); the real backend at the host's MemoryCapacity, which the fake host reports as the
-    # world's physical memory: never lower, so what the fake accepts the backend accepts too.
+def test_ceiling_is_the_host_capacity_like_the_fake(peer: Peer) -> None:
+    # One rule (hvballoon.kinds.hyperv): the host's memory — Get-VMHost's MemoryCapacity here,
+    # the simulated host's physical memory on the fake — caps every target.
     world = hyperv_world(scenarios.rules())
     peer.host.world = world
     fake = hvballoon.connect("fake://?flavor=hyperv", world=world)
@@ -251,7 +250,7 @@ def test_ceiling_is_the_host_capacity_and_covers_the_fake(peer: Peer) -> None:
             (fake_st,) = fake.get_stats([st.vm.id])
             mine = hv.backend.target_ceiling(st.vm, st, cfg)
             theirs = fake.backend.target_ceiling(fake_st.vm, fake_st, fake.get_config(st.vm.id))
-            assert mine == capacity and theirs is not None and theirs <= mine, st.vm.name
+            assert mine == theirs == capacity, st.vm.name
 
 
 def test_target_above_the_host_is_refused_even_forced(rules_hv: tuple[Any, Peer]) -> None:
@@ -281,10 +280,11 @@ def test_static_resize_beyond_what_the_host_can_back_is_refused_by_the_host(
 ) -> None:
     hv, peer = rules_hv
     with pytest.raises(InvalidStateError) as info:
-        hv.set_target("static-on", "12GiB")  # below the host's 64 GiB; more than it can back
+        hv.set_target("static-on", "60GiB")  # below the host's 64 GiB; more than it has free
     assert isinstance(info.value.__cause__, RemoteScriptError)
     assert peer.host.calls["set_memory"] == 1
     assert hv.get_config("static-on").startup_bytes == 8 * GiB
+    assert hv.set_target("static-on", "12GiB").changed  # past its scenario memory: the host has room
 
 
 def test_unknown_capacity_means_no_ceiling(basic_peer: Peer, caplog: pytest.LogCaptureFixture) -> None:
@@ -388,8 +388,9 @@ def test_static_vm_is_resized_at_runtime(rules_hv: tuple[Any, Peer]) -> None:
     cfg = hv.get_config("static-on")
     assert cfg.startup_bytes == 6 * GiB and cfg.dynamic is False
     assert hv.get_stats(["static-on"])[0].current_bytes == 6 * GiB
-    with pytest.raises(InvalidStateError):
-        hv.set_config("static-on", minimum="1GiB")  # the range is for Dynamic Memory, VM off
+    with pytest.raises(InvalidRequestError) as info:
+        hv.set_config("static-on", minimum="1GiB")  # the range is for Dynamic Memory only
+    assert info.value.details["rule"] == "dynamic_memory_required"
 
 
 def test_values_are_validated_before_sending(rules_hv: tuple[Any, Peer]) -> None:
@@ -400,7 +401,7 @@ def test_values_are_validated_before_sending(rules_hv: tuple[Any, Peer]) -> None
     assert "20 GiB" in info.value.message or "20.00 GiB" in info.value.message
     with pytest.raises(InvalidRequestError) as info:
         hv.set_config("dm-off", minimum="16MiB")
-    assert info.value.details["rule"] == "minimum_at_least_32MiB"
+    assert info.value.details["rule"] == "at_least_32MiB"
     with pytest.raises(InvalidRequestError):
         hv.set_config("dm-off", minimum="6GiB", startup="4GiB")  # minimum <= startup <= maximum
     with pytest.raises(InvalidRequestError):
@@ -442,3 +443,164 @@ def test_host_refusal_is_mapped_when_checks_are_bypassed(rules_hv: tuple[Any, Pe
     assert info.value.native_code == "InvalidOperation,Microsoft.HyperV.PowerShell.Commands.SetVMMemory"
     assert peer.host.calls["set_memory"] == 1
     assert hv.get_config(vm) == current
+
+
+# -- defect 1: buffer / minimum / maximum need Dynamic Memory -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vm", "kw"),
+    [
+        ("static-on", {"buffer_percent": 30}),
+        ("static-off", {"maximum": "8GiB"}),
+        ("static-off", {"minimum": "512MiB", "priority": 10}),
+        ("dm-off", {"dynamic": False, "buffer_percent": 30}),  # being turned off in the same call
+    ],
+)
+def test_range_without_dynamic_memory_is_refused_before_sending(
+    rules_hv: tuple[Any, Peer], vm: str, kw: dict[str, Any]
+) -> None:
+    hv, peer = rules_hv
+    before = hv.get_config(vm)
+    with pytest.raises(InvalidRequestError) as info:
+        hv.set_config(vm, **kw)
+    assert info.value.details["rule"] == "dynamic_memory_required"
+    assert "requires Dynamic Memory to be enabled" in info.value.message
+    refused_locally(peer)
+    assert hv.get_config(vm) == before
+
+
+def test_static_capabilities_no_longer_declare_the_range(rules_hv: tuple[Any, Peer]) -> None:
+    hv, _ = rules_hv
+    caps = hv.vm_capabilities("static-off")
+    assert not {"minimum_bytes", "maximum_bytes", "buffer_percent"} & (caps.set_live | caps.set_offline)
+    # with Dynamic Memory switched on in the same change (VM off) the range is settable
+    assert hv.set_config(
+        "static-off", dynamic=True, minimum="512MiB", maximum="8GiB", buffer_percent=30
+    ).changed
+
+
+@pytest.mark.parametrize(
+    ("vm", "change"),
+    [
+        ("static-on", {"buffer_percent": 30}),
+        ("static-off", {"maximum_bytes": 8 * GiB}),
+        ("dm-off", {"dynamic": False, "minimum_bytes": 512 * MiB}),
+    ],
+)
+def test_the_host_itself_refuses_the_range_without_dynamic_memory(
+    rules_hv: tuple[Any, Peer], vm: str, change: dict[str, Any]
+) -> None:
+    # A client that skips the checks reaches the host, which refuses as Set-VMMemory does.
+    hv, peer = rules_hv
+    target = hv.resolve(vm)
+    current = hv.get_config(target)
+    with pytest.raises(InvalidRequestError) as info:
+        hv.backend.apply_config(target, change, current)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteScriptError) and cause.category == "InvalidArgument"
+    assert "requires Dynamic Memory to be enabled" in str(cause)
+    assert peer.host.calls["set_memory"] == 1
+    assert hv.get_config(target) == current
+
+
+# -- defect 2: every Get-VM State, by name and by number ----------------------------------------
+
+#: name -> (power state, health); the documented VMState values (shared/REFERENCE.md §6)
+DOCUMENTED_STATES: dict[str, tuple[PowerState, str | None]] = {
+    "Other": (PowerState.UNKNOWN, None),
+    "Running": (PowerState.RUNNING, "ok"),
+    "Off": (PowerState.STOPPED, "ok"),
+    "Stopping": (PowerState.RUNNING, "ok"),
+    "Saved": (PowerState.SUSPENDED, "ok"),
+    "Paused": (PowerState.PAUSED, "ok"),
+    "Starting": (PowerState.RUNNING, "ok"),
+    "Reset": (PowerState.RUNNING, "ok"),
+    "Saving": (PowerState.RUNNING, "ok"),
+    "Pausing": (PowerState.RUNNING, "ok"),
+    "Resuming": (PowerState.RUNNING, "ok"),
+    "FastSaved": (PowerState.SUSPENDED, "ok"),
+    "FastSaving": (PowerState.RUNNING, "ok"),
+    "ForceShutdown": (PowerState.RUNNING, "ok"),
+    "ForceReboot": (PowerState.RUNNING, "ok"),
+    "Hibernated": (PowerState.SUSPENDED, "ok"),
+    "ComponentServicing": (PowerState.UNKNOWN, None),
+    "RunningCritical": (PowerState.RUNNING, "critical"),
+    "OffCritical": (PowerState.STOPPED, "critical"),
+    "StoppingCritical": (PowerState.RUNNING, "critical"),
+    "SavedCritical": (PowerState.SUSPENDED, "critical"),
+    "PausedCritical": (PowerState.PAUSED, "critical"),
+    "StartingCritical": (PowerState.RUNNING, "critical"),
+    "ResetCritical": (PowerState.RUNNING, "critical"),
+    "SavingCritical": (PowerState.RUNNING, "critical"),
+    "PausingCritical": (PowerState.RUNNING, "critical"),
+    "ResumingCritical": (PowerState.RUNNING, "critical"),
+    "FastSavedCritical": (PowerState.SUSPENDED, "critical"),
+    "FastSavingCritical": (PowerState.RUNNING, "critical"),
+}
+
+
+def test_every_state_name_is_classified(rules_hv: tuple[Any, Peer]) -> None:
+    from tests.backends.hyperv.fakehost import VM_STATE_NUMBERS
+
+    hv, peer = rules_hv
+    assert set(DOCUMENTED_STATES) == set(VM_STATE_NUMBERS)
+    vm = hv.resolve("dm-on")
+    for name, (power, health) in DOCUMENTED_STATES.items():
+        peer.host.states[vm.id] = name
+        (listed,) = [v for v in hv.list_vms() if v.id == vm.id]
+        assert (listed.power_state, listed.extra["health"], listed.extra["state"]) == (power, health, name)
+
+
+def test_state_numbers_are_classified_or_unknown(rules_hv: tuple[Any, Peer]) -> None:
+    # Windows PowerShell 5.1 writes an enum as its number. Up to ForceReboot the numbers are the
+    # same on every Windows version; above, Windows Server 2016 numbers the *Critical states two
+    # lower, so a number whose meaning differs between versions is an unknown state.
+    from tests.backends.hyperv.fakehost import VM_STATE_NUMBERS
+
+    hv, peer = rules_hv
+    peer.host.enums_as_numbers = True
+    vm = hv.resolve("dm-on")
+    unknown_by_version = {"Hibernated", "ComponentServicing", "OffCritical", "StoppingCritical",
+                          "SavedCritical", "PausedCritical", "PausingCritical"}  # fmt: skip
+    seen = {}
+    for name, number in VM_STATE_NUMBERS.items():
+        peer.host.states[vm.id] = name
+        (listed,) = [v for v in hv.list_vms() if v.id == vm.id]
+        seen[name] = listed.power_state
+        if number <= 32782 or name == "FastSavedCritical" or name == "FastSavingCritical":
+            assert (listed.power_state, listed.extra["state"]) == (DOCUMENTED_STATES[name][0], name), name
+        elif name in unknown_by_version:
+            assert listed.power_state is PowerState.UNKNOWN, name
+        else:  # the same power state under both numberings
+            assert listed.power_state is DOCUMENTED_STATES[name][0], name
+    assert seen["RunningCritical"] is PowerState.RUNNING  # 32785: RunningCritical or StoppingCritical
+
+
+def test_a_critical_running_vm_keeps_its_guard_rail(rules_hv: tuple[Any, Peer]) -> None:
+    # The defect: RunningCritical became UNKNOWN, "not running", and the floor was skipped.
+    hv, peer = rules_hv
+    vm = hv.resolve("static-on")
+    peer.host.states[vm.id] = "RunningCritical"
+    (st,) = hv.get_stats([vm.id])
+    assert st.vm.power_state is PowerState.RUNNING and st.used_bytes is not None
+    with pytest.raises(hvballoon.errors.TargetBelowFloorError):
+        hv.set_target(vm.id, "1GiB")
+    refused_locally(peer)
+
+
+@pytest.mark.parametrize("state", ["Other", "ComponentServicing", 32786, "Frobnicating"])
+def test_an_unknown_state_never_skips_the_guard_rail(rules_hv: tuple[Any, Peer], state: str | int) -> None:
+    hv, peer = rules_hv
+    vm = hv.resolve("static-on")
+    peer.host.states[vm.id] = state
+    (listed,) = [v for v in hv.list_vms() if v.id == vm.id]
+    assert listed.power_state is PowerState.UNKNOWN
+    with pytest.raises(hvballoon.errors.GuardRailError) as info:
+        hv.set_target(vm.id, "4GiB")
+    assert info.value.code == "guard_rail" and info.value.details["rule"] == "unknown_power_state"
+    refused_locally(peer)
+    assert hv.set_target(vm.id, "10GiB").changed  # raising is not a hazard
+    forced = hv.set_target(vm.id, "4GiB", force=True)
+    assert forced.changed and any("unknown" in w for w in forced.warnings)
+    assert hv.get_config(vm.id).startup_bytes == 4 * GiB

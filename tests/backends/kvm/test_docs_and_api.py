@@ -10,7 +10,7 @@ from hvballoon_kvm import _domain, _errors, backend
 
 import hvballoon
 from hvballoon import registry
-from hvballoon.fake.backend import FLAVOR_CAPABILITIES
+from hvballoon.kinds import KVM
 
 pytest.importorskip("libvirt")
 
@@ -30,9 +30,12 @@ def test_the_registry_loads_this_backend() -> None:
     assert registry.load_backend("kvm") is backend.KVMBackend
 
 
-def test_declared_like_the_fake_kvm_flavour() -> None:
-    fake, real = FLAVOR_CAPABILITIES["kvm"], backend.CAPABILITIES
+def test_declared_by_the_kvm_kind_like_the_fake_kvm_flavour() -> None:
+    assert backend.KVMBackend.kind is KVM
+    with hvballoon.connect("fake://?flavor=kvm") as fake:
+        fake_caps = fake.capabilities
+    kind_caps = KVM.capabilities(backend="kvm")
     for name in ("mechanism", "bulk_stats", "readable", "set_live", "set_offline", "alignment_bytes"):
-        assert getattr(fake, name) == getattr(real, name), name
+        assert getattr(fake_caps, name) == getattr(backend.CAPABILITIES, name) == getattr(kind_caps, name), name
     with hvballoon.connect("test:///default") as hv:
         assert hv.capabilities is backend.CAPABILITIES

@@ -14,12 +14,14 @@ description:
   - Idempotent; check mode computes the change without applying it; C(--diff) shows each field
     before and after, per VM.
   - "Which fields a hypervisor has: KVM O(maximum) (maxMemory), O(deflate_on_oom), O(stats_period)
-    (balloon statistics period); ESXi O(reservation), O(limit), O(shares), O(balloon_cap)
-    (sched.mem.maxmemctl), O(maximum) (memoryMB); Hyper-V O(dynamic), O(minimum), O(startup),
-    O(maximum), O(buffer_percent), O(priority)."
+    (balloon statistics period); ESXi O(reservation), O(limit), O(shares), O(shares_level),
+    O(memory_reservation_lock), O(balloon_cap) (sched.mem.maxmemctl), O(maximum) (memoryMB);
+    Hyper-V O(dynamic), O(minimum), O(startup), O(maximum), O(buffer_percent), O(priority)."
   - A field the backend cannot change, or not in the VM's power state, fails with code
-    V(unsupported) or V(invalid_state) before anything is sent. Hyper-V allows, while a VM runs,
-    only raising the maximum and lowering the minimum; the others need the VM off.
+    V(unsupported) or V(invalid_state) before anything is sent; a change the hypervisor's rules
+    refuse fails the same way, naming the rule in C(error.details.rule). Hyper-V allows, while a
+    VM runs, only raising the maximum and lowering the minimum; the others need the VM off.
+    Hyper-V's O(minimum), O(maximum) and O(buffer_percent) need Dynamic Memory.
 author:
   - hvballoon authors (@hvballoon)
 extends_documentation_fragment:
@@ -54,8 +56,22 @@ options:
       - ESXi memory limit (a size), or V(unlimited) to remove it.
     type: raw
   shares:
-    description: ESXi memory shares (a custom number of shares).
+    description:
+      - ESXi memory shares, a custom number of shares (the level becomes V(custom)).
+      - Mutually exclusive with O(shares_level) V(low), V(normal) or V(high).
     type: int
+  shares_level:
+    description:
+      - ESXi memory shares as a level. V(low), V(normal) and V(high) are 5, 10 and 20 shares per
+        MB of the VM's memory (ESXi's own ratios; V(normal) is ESXi's default); V(custom) keeps the
+        current count, or takes O(shares).
+    type: str
+    choices: [low, normal, high, custom]
+  memory_reservation_lock:
+    description:
+      - ESXi C(memoryReservationLockedToMax), like community.vmware's C(memory_reservation_lock).
+        When true, the reservation is kept equal to the VM's memory size (and is set to it now).
+    type: bool
   balloon_cap:
     description: ESXi balloon cap, sched.mem.maxmemctl (a size; V(0) for none).
     type: raw
@@ -92,14 +108,22 @@ EXAMPLES = r"""
     priority: 80
   delegate_to: localhost
 
-- name: ESXi reservation for the database, no limit
+- name: ESXi reservation for the database, no limit, high shares
   hvballoon.memory.config:
     uri: vcenter://automation@vc01/?datacenter=DC1
     password: "{{ vault_vcenter_password }}"
     vm: db01
     reservation: 8GiB
     limit: unlimited
-    shares: 4000
+    shares_level: high
+  delegate_to: localhost
+
+- name: ESXi, reserve all guest memory of the latency-sensitive VM
+  hvballoon.memory.config:
+    uri: vcenter://automation@vc01/?datacenter=DC1
+    password: "{{ vault_vcenter_password }}"
+    vm: rt01
+    memory_reservation_lock: true
   delegate_to: localhost
 
 - name: KVM balloon statistics every 5 seconds on every web VM
@@ -188,6 +212,8 @@ FIELDS = dict(
     reservation=dict(type="raw"),
     limit=dict(type="raw"),
     shares=dict(type="int"),
+    shares_level=dict(type="str", choices=["low", "normal", "high", "custom"]),
+    memory_reservation_lock=dict(type="bool"),
     balloon_cap=dict(type="raw"),
     deflate_on_oom=dict(type="bool"),
     stats_period=dict(type="int"),

@@ -1,0 +1,257 @@
+"""The base of every hypervisor kind: variants, documented rules and the checks they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+from hvballoon.errors import (
+    HVBalloonError,
+    InvalidStateError,
+    UnsupportedOperationError,
+)
+from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import align, format_size
+
+__all__ = ["GENERIC_RULES", "Kind", "Rule", "Variant", "check_settable", "is_off"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One refusal a kind documents: its stable id, the typed error it raises, and why.
+
+    The id travels in ``err.details["rule"]``; the real backend and the fake's flavour of the
+    same kind raise the same class with the same id, because both call the kind.
+    """
+
+    id: str
+    error: type[HVBalloonError]
+    summary: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What one sort of VM of a kind can read and change (Hyper-V: Dynamic Memory or static)."""
+
+    name: str
+    title: str
+    mechanism: Mechanism
+    readable: frozenset[str]
+    set_live: frozenset[str]
+    set_offline: frozenset[str]
+    target_observable: bool
+    notes: tuple[str, ...] = ()
+    #: The MemoryConfig field a target sets (None: a target that is not a configuration field).
+    target_field: str | None = None
+
+
+#: Refusals every kind can raise through :func:`check_settable` (a kind may name a more
+#: specific rule for an offline-only field in :attr:`Kind.offline_rules`).
+GENERIC_RULES: tuple[Rule, ...] = (
+    Rule("not_supported", UnsupportedOperationError, "the field does not exist on this kind of VM"),
+    Rule("only_when_off", InvalidStateError, "the field changes only while the VM is powered off"),
+)
+
+
+def is_off(vm: VM) -> bool:
+    """Only a VM that is powered off takes offline-only changes: paused, saved, starting and
+    unknown VMs do not (a change the hypervisor would refuse is refused before it is sent)."""
+    return vm.power_state is PowerState.STOPPED
+
+
+def check_settable(
+    caps: Capabilities,
+    names: Iterable[str],
+    vm: VM,
+    *,
+    offline_rules: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse any of ``names`` that ``caps`` does not allow in the VM's power state.
+
+    A name the VM cannot change at all raises :class:`UnsupportedOperationError` (rule
+    ``not_supported``); one it can change only while off raises :class:`InvalidStateError`
+    (rule ``only_when_off``, or the kind's own id from ``offline_rules``).
+    """
+    off = is_off(vm)
+    for name in sorted(names):
+        if caps.can_set(name, running=not off):
+            continue
+        what = "set a target" if name == "target" else f"change {name}"
+        if name in caps.set_offline:
+            rule = (offline_rules or {}).get(name, "only_when_off")
+            raise InvalidStateError(
+                f"cannot {what} of {vm.name!r} while it is {vm.power_state.value}: power it off first",
+                vm=vm.name,
+                details={"rule": rule, "field": name, "power_state": vm.power_state.value},
+            )
+        raise UnsupportedOperationError(
+            f"the {caps.backend} backend cannot {what} for {vm.name!r} "
+            f"(mechanism {caps.mechanism.value}; settable live: {', '.join(sorted(caps.set_live)) or 'nothing'})",
+            vm=vm.name,
+            details={"rule": "not_supported", "field": name},
+        )
+
+
+class Kind:
+    """One hypervisor kind: what its VMs can read and change, and every rule a change obeys.
+
+    A kind is an object with behaviour (SQLAlchemy's dialects): the real backend and the fake's
+    flavour of the same kind hold the same object and ask it everything — capabilities, the
+    ceiling of a target, whether a target or a configuration change is allowed, which field a
+    target sets. Subclasses set the class attributes and override the ``_check_*`` hooks.
+    """
+
+    #: Short name: "kvm", "esxi", "hyperv".
+    name: ClassVar[str]
+    #: Human name, for documentation.
+    title: ClassVar[str]
+    #: Targets are aligned up to this.
+    alignment_bytes: ClassVar[int]
+    #: The sorts of VM of this kind; the first is the backend-wide default.
+    variants: ClassVar[tuple[Variant, ...]]
+    #: The refusals this kind documents (the generic ones are added by :attr:`rules`).
+    kind_rules: ClassVar[tuple[Rule, ...]] = ()
+    #: Offline-only config field -> the id of the rule refusing it while the VM is not off.
+    offline_rules: ClassVar[Mapping[str, str]] = {}
+
+    # -- description ------------------------------------------------------------------------
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        """Every rule this kind can refuse with, by id (its own, then the generic ones it uses:
+        ``only_when_off`` only for an offline-only field without a rule of its own)."""
+        offline_only = {
+            name for v in self.variants for name in v.set_offline - v.set_live if name != "target"
+        } - set(self.offline_rules)
+        generic = [r for r in GENERIC_RULES if r.id != "only_when_off" or offline_only]
+        return {r.id: r for r in (*self.kind_rules, *generic)}
+
+    def rule(self, rule_id: str) -> Rule:
+        return self.rules[rule_id]
+
+    def variant(self, name: str | None = None) -> Variant:
+        """A variant by name (``None``: the default one)."""
+        if name is None:
+            return self.variants[0]
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"the {self.name} kind has no variant {name!r}")
+
+    def variant_of(self, config: MemoryConfig | None) -> Variant:
+        """The variant a VM with this configuration is (default: the only one)."""
+        return self.variants[0]
+
+    def capabilities(
+        self,
+        *,
+        backend: str,
+        variant: str | None = None,
+        notes: tuple[str, ...] = (),
+        readable: frozenset[str] | None = None,
+        bulk_stats: bool = True,
+    ) -> Capabilities:
+        """The :class:`Capabilities` of a variant, labelled with ``backend``.
+
+        ``notes`` are the backend's own (appended to the variant's); ``readable`` narrows what a
+        backend that reads less than the kind offers fills in.
+        """
+        v = self.variant(variant)
+        return Capabilities(
+            backend=backend,
+            mechanism=v.mechanism,
+            bulk_stats=bulk_stats,
+            readable=v.readable if readable is None else readable,
+            set_live=v.set_live,
+            set_offline=v.set_offline,
+            alignment_bytes=self.alignment_bytes,
+            target_observable=v.target_observable,
+            notes=(*v.notes, *notes),
+        )
+
+    def target_field(self, config: MemoryConfig) -> str | None:
+        """The configuration field a target sets on this VM (``None``: no field, e.g. a balloon)."""
+        return self.variant_of(config).target_field
+
+    # -- refusals ---------------------------------------------------------------------------
+
+    def refuse(self, rule_id: str, message: str, *, vm: VM | None = None, **details: Any) -> NoReturn:
+        """Raise the typed error of ``rule_id`` with ``details["rule"]`` set."""
+        rule = self.rule(rule_id)
+        raise rule.error(
+            message,
+            vm=vm.name if vm is not None else None,
+            details={"rule": rule_id, "kind": self.name, **details},
+        )
+
+    def check_aligned(self, vm: VM | None, sizes: Mapping[str, int | None], *, rule: str) -> None:
+        """Refuse a size that is not a multiple of :attr:`alignment_bytes` (naming the nearest)."""
+        step = self.alignment_bytes
+        for name, value in sizes.items():
+            if value is not None and value % step:
+                down, up = align(value, step, "down"), align(value, step, "up")
+                what = name.removesuffix("_bytes")
+                self.refuse(
+                    rule,
+                    f"{what} of {_name(vm)} must be a multiple of {format_size(step)} on {self.title} "
+                    f"(asked {value} bytes; nearest: {format_size(down)} or {format_size(up)})",
+                    vm=vm,
+                    field=name,
+                    asked=value,
+                    down=down,
+                    up=up,
+                )
+
+    # -- targets ----------------------------------------------------------------------------
+
+    def target_ceiling(
+        self,
+        vm: VM,
+        stats: MemoryStats,
+        config: MemoryConfig,
+        *,
+        host_memory_bytes: int | None = None,
+    ) -> int | None:
+        """The highest target the VM may be given (``None``: none known). Default: its maximum."""
+        return config.maximum_bytes if config.maximum_bytes is not None else stats.configured_bytes
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        """Refuse a target this kind does not allow (checked before anything is sent)."""
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def plan_config(self, vm: VM, requested: Mapping[str, Any], current: MemoryConfig) -> dict[str, Any]:
+        """Check a ``set_config`` request and return the changes to apply.
+
+        ``requested`` holds every field the caller gave (values already parsed); the result
+        holds the fields whose value differs from ``current``, plus what the kind derives
+        (e.g. ESXi's share count of a level). Raises the rule's typed error otherwise.
+        """
+        wanted = dict(requested)
+        self._check_request(vm, wanted, current)
+        after = self._derive(vm, wanted, current)
+        variant = self.variant_of(current.model_copy(update=after))
+        caps = self.capabilities(backend=vm.backend, variant=variant.name)
+        check_settable(caps, wanted, vm, offline_rules=self.offline_rules)
+        changes = {k: v for k, v in after.items() if getattr(current, k) != v}
+        if changes:
+            self._check_changes(vm, changes, current)
+        return changes
+
+    def _check_request(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> None:
+        """Kind rules on the request as asked, before the fields are checked as settable."""
+
+    def _derive(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
+        """The request plus the fields the hypervisor changes with it (default: none)."""
+        return dict(requested)
+
+    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        """Kind rules on the fields that change (bounds, alignment, live rules, relations)."""
+
+    def __repr__(self) -> str:
+        return f"<Kind {self.name}>"
+
+
+def _name(vm: VM | None) -> str:
+    return repr(vm.name) if vm is not None else "the VM"

@@ -1,0 +1,215 @@
+"""VMware ESXi / vCenter: a target is ``config.memoryAllocation.limit`` (MB).
+
+vSphere has no balloon-target API; a limit below what the VM consumes makes ESXi balloon, then
+compress, then swap (shared/REFERENCE.md §5). The facts behind the rules:
+
+- ``memoryMB`` is a multiple of 4 MB and changes only with the VM powered off (libvirt's ESX
+  driver: "max-memory must be a multiple of 4096 kilobyte", "Domain is not powered off");
+  the allocation (limit, reservation, shares) is whole MB.
+- A reservation above the limit or above the VM's memory cannot be honoured; a limit (a
+  target) below the reservation neither.
+- Shares levels (vSphere API ``SharesInfo``,
+  https://developer.broadcom.com/xapis/virtual-infrastructure-json-api/latest/data-structures/SharesInfo):
+  for memory, ``low`` = 5, ``normal`` = 10, ``high`` = 20 shares per MB of the VM's memory; the
+  count is only taken as given with ``custom``.
+- ``memoryReservationLockedToMax`` (community.vmware's ``memory_reservation_lock``): "If set
+  true, memory resource reservation for the virtual machine will always be equal to the virtual
+  machine's memory size" (vSphere API ``VirtualMachineConfigInfo``).
+
+>>> from hvballoon.kinds import ESXI
+>>> ESXI.shares_for("high", 16 * 2**30), ESXI.shares_for("normal", 16 * 2**30)
+(327680, 163840)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, get_args
+
+from hvballoon.errors import InvalidRequestError, InvalidStateError
+from hvballoon.kinds._base import Kind, Rule, Variant
+from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, SharesLevel
+from hvballoon.units import MiB, format_size
+
+__all__ = ["ESXI", "SHARES_LEVELS", "SHARES_PER_MB", "ESXiKind"]
+
+#: Memory shares per MB of the VM's memory, per level (vSphere API SharesInfo.level).
+SHARES_PER_MB: dict[str, int] = {"low": 5, "normal": 10, "high": 20}
+#: Every level; with ``custom`` the count is the one given.
+SHARES_LEVELS: tuple[str, ...] = get_args(SharesLevel)
+#: memoryMB is a multiple of this.
+MEMORY_SIZE_STEP = 4 * MiB
+
+_READABLE = frozenset({
+    "configured_bytes", "current_bytes", "target_bytes", "ballooned_bytes", "guest_used_bytes",
+    "demand_bytes", "host_consumed_bytes", "swapped_bytes", "compressed_bytes", "shared_bytes",
+})  # fmt: skip
+_LIVE = frozenset(
+    {"target", "limit_bytes", "reservation_bytes", "shares", "shares_level", "memory_reservation_lock"}
+)
+
+
+class ESXiKind(Kind):
+    """The rules of a vSphere VM's memory (see the module docstring for the sources)."""
+
+    name: ClassVar[str] = "esxi"
+    title: ClassVar[str] = "ESXi"
+    alignment_bytes: ClassVar[int] = MiB
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(
+            name="limit",
+            title="ESXi / vCenter",
+            mechanism=Mechanism.LIMIT,
+            readable=_READABLE,
+            set_live=_LIVE,
+            set_offline=_LIVE | {"maximum_bytes", "balloon_cap_bytes"},
+            target_observable=False,
+            notes=(
+                "a target is memoryAllocation.limit (MB); ESXi decides how far to inflate the balloon",
+                "release a target with set_config(limit='unlimited')",
+                "shares_level low / normal / high is 5 / 10 / 20 shares per MB of memory; shares=N "
+                "is a custom count",
+            ),
+            target_field="limit_bytes",
+        ),
+    )
+    kind_rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("memory_size_4MiB", InvalidRequestError, "the memory size (memoryMB) is a multiple of 4 MiB"),
+        Rule("whole_MiB", InvalidRequestError, "reservation, limit and balloon cap are whole MiB"),
+        Rule(
+            "memory_size_only_when_off",
+            InvalidStateError,
+            "the memory size (memoryMB) changes only with the VM powered off",
+        ),
+        Rule(
+            "balloon_cap_only_when_off",
+            InvalidStateError,
+            "the balloon cap (sched.mem.maxmemctl) changes only with the VM powered off",
+        ),
+        Rule("reservation_le_limit", InvalidRequestError, "the reservation is at most the limit"),
+        Rule("reservation_le_memory", InvalidRequestError, "the reservation is at most the VM's memory"),
+        Rule(
+            "target_ge_reservation", InvalidRequestError, "a target (the limit) is at least the reservation"
+        ),
+        Rule(
+            "shares_need_custom_level",
+            InvalidRequestError,
+            "a share count goes with the custom level; low / normal / high compute their own",
+        ),
+        Rule(
+            "reservation_locked_to_max",
+            InvalidRequestError,
+            "with memory_reservation_lock on, the reservation is the VM's memory size",
+        ),
+    )
+    offline_rules: ClassVar[dict[str, str]] = {
+        "maximum_bytes": "memory_size_only_when_off",
+        "balloon_cap_bytes": "balloon_cap_only_when_off",
+    }
+
+    @staticmethod
+    def shares_for(level: str, memory_bytes: int) -> int:
+        """The share count of ``level`` (low, normal, high) for a VM of ``memory_bytes``."""
+        return SHARES_PER_MB[level] * (memory_bytes // MiB)
+
+    @staticmethod
+    def level_of(shares: int | None, memory_bytes: int | None, level: str | None) -> str | None:
+        """The level to report: the one stored, else the level whose count ``shares`` equals."""
+        if level is not None:
+            return level
+        if shares is None or memory_bytes is None:
+            return None
+        for name, per_mb in SHARES_PER_MB.items():
+            if shares == per_mb * (memory_bytes // MiB):
+                return name
+        return "custom"
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        reservation = config.reservation_bytes or 0
+        if target_bytes < reservation:
+            self.refuse(
+                "target_ge_reservation",
+                f"a target (limit) of {format_size(target_bytes)} would be below the reservation "
+                f"{format_size(reservation)} of {vm.name!r}; lower the reservation first",
+                vm=vm,
+                target_bytes=target_bytes,
+                reservation_bytes=reservation,
+            )
+
+    def _check_request(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> None:
+        level = requested.get("shares_level")
+        if requested.get("shares") is not None and level not in (None, "custom"):
+            self.refuse(
+                "shares_need_custom_level",
+                f"shares={requested['shares']} is a custom count, but shares_level={level!r} computes its "
+                f"own ({', '.join(f'{k} {v}' for k, v in SHARES_PER_MB.items())} per MB): give one of them",
+                vm=vm,
+                shares=requested["shares"],
+                shares_level=level,
+            )
+        locked = requested.get("memory_reservation_lock", current.memory_reservation_lock)
+        reservation = requested.get("reservation_bytes")
+        memory = requested.get("maximum_bytes", current.maximum_bytes)
+        if locked and reservation is not None and memory is not None and reservation != memory:
+            self.refuse(
+                "reservation_locked_to_max",
+                f"the reservation of {vm.name!r} is locked to its memory size {format_size(memory)} "
+                f"(memory_reservation_lock), so {format_size(reservation)} is refused; turn the lock off "
+                "to set another reservation",
+                vm=vm,
+                reservation_bytes=reservation,
+                memory_bytes=memory,
+            )
+
+    def _derive(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
+        after = dict(requested)
+        memory = after.get("maximum_bytes", current.maximum_bytes)
+        if "shares" in after and "shares_level" not in after:
+            after["shares_level"] = "custom"
+        level = after.get("shares_level", current.shares_level)
+        if (
+            level in SHARES_PER_MB
+            and memory is not None
+            and ("shares_level" in after or "maximum_bytes" in after)
+        ):
+            after["shares"] = self.shares_for(level, memory)
+        elif level == "custom" and "shares" not in after and current.shares is not None:
+            after["shares"] = current.shares
+        if after.get("memory_reservation_lock", current.memory_reservation_lock) and memory is not None:
+            after["reservation_bytes"] = memory  # ESXi keeps a locked reservation at the memory size
+        return after
+
+    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        maximum = changes.get("maximum_bytes")
+        if maximum is not None and maximum % MEMORY_SIZE_STEP:
+            self.refuse(
+                "memory_size_4MiB",
+                f"the memory size (memoryMB) of {vm.name!r} must be a multiple of 4 MiB on ESXi "
+                f"(asked {maximum} bytes)",
+                vm=vm,
+                asked=maximum,
+            )
+        sizes = {k: changes.get(k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
+        self.check_aligned(vm, sizes, rule="whole_MiB")
+        res = changes.get("reservation_bytes", current.reservation_bytes) or 0
+        lim = changes.get("limit_bytes", current.limit_bytes)
+        if lim is not None and res > lim:
+            self.refuse(
+                "reservation_le_limit",
+                f"the reservation {format_size(res)} of {vm.name!r} would be above the limit {format_size(lim)}",
+                vm=vm,
+                reservation_bytes=res,
+                limit_bytes=lim,
+            )
+        memory = changes.get("maximum_bytes", current.maximum_bytes)
+        if memory is not None and res > memory:
+            self.refuse(
+                "reservation_le_memory",
+                f"the reservation {format_size(res)} of {vm.name!r} cannot exceed its memory {format_size(memory)}",
+                vm=vm,
+                reservation_bytes=res,
+                memory_bytes=memory,
+            )
+
+
+#: The ESXi kind.
+ESXI = ESXiKind()

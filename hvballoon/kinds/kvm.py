@@ -1,0 +1,110 @@
+"""KVM/QEMU: a target is the virtio-balloon target, in KiB (libvirt's ``setMemoryFlags``).
+
+Facts (shared/REFERENCE.md §3, libvirt's QEMU and test drivers): targets and sizes are whole KiB;
+a target above the maximum is refused ("cannot set memory higher than max memory"); the maximum
+changes only on an inactive domain ("cannot resize the maximum memory on an active domain");
+autodeflate "cannot be enabled/disabled for running domain"; without a ``<memballoon>`` device
+there is no balloon to move and no stats period ("No memory balloon device configured").
+
+Used by the libvirt backend (``qemu://``, ``test://``), the fake's ``kvm`` flavour, and any other
+backend that drives a QEMU balloon.
+
+>>> from hvballoon.kinds import KVM
+>>> KVM.capabilities(backend="kvm").mechanism.value, KVM.alignment_bytes
+('balloon', 1024)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from hvballoon.errors import InvalidRequestError, InvalidStateError, UnsupportedOperationError
+from hvballoon.kinds._base import Kind, Rule, Variant, is_off
+from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats
+from hvballoon.units import KiB
+
+__all__ = ["KVM", "KVMKind", "has_balloon_device"]
+
+_READABLE = frozenset({
+    "configured_bytes", "current_bytes", "target_bytes", "ballooned_bytes", "guest_total_bytes",
+    "guest_used_bytes", "guest_free_bytes", "guest_available_bytes", "guest_cache_bytes",
+    "swap_in_bytes", "swap_out_bytes", "major_faults", "host_consumed_bytes",
+})  # fmt: skip
+
+
+def has_balloon_device(config: MemoryConfig) -> bool:
+    """Whether the domain has a balloon device (``config.extra["balloon_model"]``, not "none")."""
+    return config.extra.get("balloon_model") not in (None, "none")
+
+
+class KVMKind(Kind):
+    """The rules of a QEMU/KVM guest's memory (see the module docstring for the sources)."""
+
+    name: ClassVar[str] = "kvm"
+    title: ClassVar[str] = "KVM"
+    alignment_bytes: ClassVar[int] = KiB
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(
+            name="balloon",
+            title="KVM",
+            mechanism=Mechanism.BALLOON,
+            readable=_READABLE,
+            set_live=frozenset({"target", "stats_period_seconds"}),
+            set_offline=frozenset({"target", "maximum_bytes", "deflate_on_oom", "stats_period_seconds"}),
+            target_observable=True,
+            notes=(
+                "a target is the virtio-balloon target (KiB); the hypervisor reports no error when "
+                "the balloon stalls short of it: wait_for_target watches it arrive",
+                "maximum_bytes and deflate_on_oom change only the definition of a stopped domain",
+            ),
+        ),
+    )
+    kind_rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("whole_KiB", InvalidRequestError, "targets and sizes are whole KiB"),
+        Rule(
+            "no_balloon_device",
+            UnsupportedOperationError,
+            "without a balloon device a running domain's memory, stats period and deflate-on-OOM "
+            "cannot change",
+        ),
+        Rule("maximum_only_when_off", InvalidStateError, "the maximum changes only with the domain off"),
+        Rule(
+            "deflate_on_oom_only_when_off",
+            InvalidStateError,
+            "deflate-on-OOM (memballoon autodeflate) changes only with the domain off",
+        ),
+    )
+    offline_rules: ClassVar[dict[str, str]] = {
+        "maximum_bytes": "maximum_only_when_off",
+        "deflate_on_oom": "deflate_on_oom_only_when_off",
+    }
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        if not is_off(vm) and not has_balloon_device(config):
+            model = config.extra.get("balloon_model") or "none"
+            self.refuse(
+                "no_balloon_device",
+                f"{vm.name!r} has no memory balloon device (<memballoon model='{model}'>): "
+                "its memory cannot be changed while it runs",
+                vm=vm,
+            )
+        if target_bytes % KiB:
+            self.refuse(
+                "whole_KiB", f"KVM targets are whole KiB, got {target_bytes} bytes", vm=vm, asked=target_bytes
+            )
+
+    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        self.check_aligned(vm, {"maximum_bytes": changes.get("maximum_bytes")}, rule="whole_KiB")
+        needs_device = {"stats_period_seconds", "deflate_on_oom"} & set(changes)
+        if needs_device and not has_balloon_device(current):
+            field = sorted(needs_device)[0]
+            self.refuse(
+                "no_balloon_device",
+                f"{vm.name!r} has no memory balloon device, so it has no {field.removesuffix('_seconds')}",
+                vm=vm,
+                field=field,
+            )
+
+
+#: The KVM kind.
+KVM = KVMKind()
