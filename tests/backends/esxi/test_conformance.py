@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 import hvballoon
-from hvballoon.testing.conformance import BackendConformance
-from tests.backends.esxi.conftest import connect
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests
+from tests.backends.esxi.conftest import connect, vm_figures
 from tests.peers.vsphere.harness import VcsimServer
 
 pytestmark = pytest.mark.peer
@@ -18,4 +18,32 @@ class TestESXiConformance(BackendConformance):
     @pytest.fixture
     def hv(self, peer: VcsimServer, fast_sweep: bool) -> Iterator[hvballoon.Hypervisor]:
         with connect(peer, fast_sweep=fast_sweep) as session:
+            yield session
+
+
+#: One running and one powered-off VM, unreserved and unlimited with normal shares (ESXi's
+#: defaults), so every rule case of the ESXi kind has a VM to act on.
+RULES_FLEET = [
+    vm_figures(
+        "on01",
+        memoryAllocation={"reservation": 0, "limit": -1, "shares": {"level": "normal", "shares": 163840}},
+        quickStats={"guestMemoryUsage": 3072, "hostMemoryUsage": 6000, "balloonedMemory": 0},
+    ),
+    vm_figures(
+        "off01",
+        powerState="poweredOff",
+        memoryAllocation={"reservation": 0, "limit": -1, "shares": {"level": "normal", "shares": 163840}},
+        quickStats={},
+    ),
+]
+
+
+class TestESXiRules(KindRuleTests):
+    """The ESXi kind's rules against the vSphere simulator (a fresh one per case)."""
+
+    kind_name = "esxi"
+
+    @pytest.fixture
+    def hv(self) -> Iterator[hvballoon.Hypervisor]:
+        with VcsimServer(RULES_FLEET) as server, connect(server) as session:
             yield session

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from hvballoon.session import Hypervisor
-from hvballoon.testing.conformance import BackendConformance
+from hvballoon.testing.cases import rules_scenario
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests.backends.hyperv.conftest import Peer
 from tests.backends.hyperv.fakehost import hyperv_world
 
@@ -18,5 +19,18 @@ class TestHyperVConformance(BackendConformance):
     def hv(self, peer: Peer) -> Iterator[Hypervisor]:
         """A new session on a fresh ``seed`` world, over each transport of the ``peer`` fixture."""
         peer.host.world = hyperv_world()
+        with peer.connect() as session:
+            yield session
+
+
+class TestHyperVRules(KindRuleTests):
+    """The Hyper-V kind's rules against the WinRM peer, whose host refuses what Set-VMMemory
+    refuses (independently of hvballoon's rules): Dynamic Memory and static VMs, running and off."""
+
+    kind_name = "hyperv"
+
+    @pytest.fixture
+    def hv(self, peer: Peer) -> Iterator[Hypervisor]:
+        peer.host.world = hyperv_world(rules_scenario("hyperv"))
         with peer.connect() as session:
             yield session

@@ -9,7 +9,7 @@ import pytest
 
 import hvballoon
 from hvballoon.session import Hypervisor
-from hvballoon.testing.conformance import BackendConformance
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 
 from .conftest import domain_xml, write_node_xml
 
@@ -31,6 +31,25 @@ class TestKVMTestNodeXML(BackendConformance):
                 domain_xml("db01", memory_mib=16384, current_mib=12288, period=5),
                 domain_xml("off01", current_mib=1024, running=False),
                 domain_xml("plain01", memory_mib=1024, balloon="none"),
+            ],
+        )
+        with hvballoon.connect(uri) as session:
+            yield session
+
+
+class TestKVMTestDriverRules(KindRuleTests):
+    """The KVM kind's rules against libvirt's test driver: running, shut off and balloon-less."""
+
+    kind_name = "kvm"
+
+    @pytest.fixture
+    def hv(self, tmp_path: Path) -> Iterator[Hypervisor]:
+        uri = write_node_xml(
+            tmp_path / "node.xml",
+            [
+                domain_xml("on01", memory_mib=16384, current_mib=8192, period=5),
+                domain_xml("off01", memory_mib=16384, current_mib=4096, running=False),
+                domain_xml("plain01", memory_mib=4096, balloon="none"),
             ],
         )
         with hvballoon.connect(uri) as session:

@@ -21,7 +21,7 @@ import hvballoon
 from hvballoon.errors import BalloonStalledError, TargetBelowFloorError, VMNotFoundError
 from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
-from hvballoon.testing.conformance import BackendConformance
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests._require import require
 from tests.peers.kvm_guest.harness import GuestHandle, KvmGuestHarness, prerequisites
 
@@ -312,5 +312,24 @@ class TestRealGuestConformance(BackendConformance):
         # again, and libvirt 9 allows about 20 registrations per process
         _fresh(keeper, MAIN)
         yield keeper
+        if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+            _restore(keeper, main_guest)
+
+
+class TestRealGuestRules(KindRuleTests):
+    """The KVM kind's rules on the real guest, which runs (with a virtio balloon): the cases
+    that need a shut-off or balloon-less domain run on libvirt's test driver."""
+
+    kind_name = "kvm"
+    rule_needs: ClassVar[frozenset[str] | None] = frozenset({"running"})
+
+    @pytest.fixture
+    def hv(self, main_guest: GuestHandle, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
+        _fresh(keeper, MAIN)
+        period = keeper.get_config(MAIN).stats_period_seconds
+        yield keeper
+        if keeper.get_config(MAIN).stats_period_seconds != period and period is not None:
+            keeper.set_config(MAIN, stats_period=period)
+            _fresh(keeper, MAIN, since=time.time())
         if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
             _restore(keeper, main_guest)
