@@ -111,6 +111,41 @@ def test_config_change() -> None:
     assert r.returncode == 9
 
 
+def test_esxi_shares_level_and_reservation_lock() -> None:
+    uri = "fake://seed?flavor=esxi"
+    r = run("config", uri, "db01", "--shares-level", "high", "--memory-reservation-lock", "--json")
+    assert r.returncode == 0, r.stderr
+    change = json.loads(r.stdout)
+    validate(change, "Change")
+    # ESXi's own ratio: 20 shares per MB of 16 GiB; the locked reservation is the memory size
+    assert change["after"] == {
+        "shares_level": "high",
+        "memory_reservation_lock": True,
+        "shares": 20 * 16384,
+        "reservation_bytes": 16 * 2**30,
+    }
+    r = run("config", uri, "db01", "--shares-level", "extreme", "--json")
+    assert r.returncode == 2
+    error = json.loads(r.stdout or r.stderr)
+    assert error["code"] == "invalid_request" and "low, normal, high, custom" in error["message"]
+    r = run("config", uri, "db01", "--shares", "100", "--shares-level", "low", "--json")
+    assert r.returncode == 2
+    assert json.loads(r.stdout or r.stderr)["details"]["rule"] == "shares_need_custom_level"
+    r = run("config", uri, "db01", "--json")
+    assert json.loads(r.stdout)["shares_level"] == "normal"  # ESXi's default, not "custom"
+
+
+def test_hyperv_dynamic_memory_target_raises_the_maximum_up_to_the_host() -> None:
+    r = run("set", "fake://seed?flavor=hyperv", "web01", "24GiB", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["after"] == {"target_bytes": 24 * 2**30}
+    r = run("set", "fake://seed?flavor=hyperv", "web01", "121GiB", "--dry-run", "--force")
+    assert r.returncode == 8 and "maximum 120 GiB" in r.stderr  # the simulated host's memory
+    r = run("set", "fake://seed?flavor=hyperv", "web01", "12GiB", "--dry-run", "--json")
+    assert r.returncode == 10
+    assert json.loads(r.stdout or r.stderr)["details"]["rule"] == "maximum_only_up_while_running"
+
+
 def test_errors_exit_codes() -> None:
     assert run("stats", "fake://seed", "nope").returncode == 7
     assert run("stats", "xen://h").returncode == 2

@@ -48,12 +48,12 @@ from hvballoon.kinds.kvm import KVM, KVMKind
 
 __all__ = [
     "ESXI",
+    "ESXiKind",
     "GENERIC_RULES",
     "HYPERV",
+    "HyperVKind",
     "KINDS",
     "KVM",
-    "ESXiKind",
-    "HyperVKind",
     "KVMKind",
     "Kind",
     "Rule",

@@ -85,7 +85,9 @@ def test_backend_pages_carry_their_kinds_rules(kind: str) -> None:
     gen = runpy.run_path(str(ROOT / "scripts" / "capabilities.py"))
     page = gen["BACKEND_PAGES"][kind]
     committed = page.read_text(encoding="utf-8")
-    assert committed == gen["render_page"](kind, committed), "regenerate with: python scripts/capabilities.py --write"
+    assert committed == gen["render_page"](kind, committed), (
+        "regenerate with: python scripts/capabilities.py --write"
+    )
     for rule_id in get_kind(kind).rules:
         assert f"`{rule_id}`" in committed, rule_id
 

@@ -34,7 +34,7 @@ from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.kinds import ESXI, Kind
 from hvballoon.kinds.esxi import SHARES_LEVELS
-from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
 from ._client import Client, Endpoint, make_ssl_context
@@ -346,7 +346,7 @@ class ESXiBackend(Backend):
             # quickStats of a VM that is not running describe nothing
             return MemoryStats(
                 vm=vm,
-                mechanism=Mechanism.LIMIT,
+                mechanism=CAPABILITIES.mechanism,
                 collected_at=at,
                 configured_bytes=configured,
                 target_bytes=target,
@@ -361,7 +361,7 @@ class ESXiBackend(Backend):
         current = configured - ballooned if configured is not None and ballooned is not None else None
         return MemoryStats(
             vm=vm,
-            mechanism=Mechanism.LIMIT,
+            mechanism=CAPABILITIES.mechanism,
             collected_at=at,
             configured_bytes=configured,
             current_bytes=max(0, current) if current is not None else None,
@@ -452,7 +452,7 @@ class ESXiBackend(Backend):
         locked = props.get("config.memoryReservationLockedToMax")
         return MemoryConfig(
             vm=self._vm(ref._moId, props),
-            mechanism=Mechanism.LIMIT,
+            mechanism=CAPABILITIES.mechanism,
             maximum_bytes=_mb(props.get("config.hardware.memoryMB")),
             reservation_bytes=_mb(reservation),
             limit_bytes=_mb(limit),

@@ -45,7 +45,7 @@ from hvballoon.errors import (
     VMNotFoundError,
 )
 from hvballoon.kinds import KVM, Kind
-from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, format_size
 
 from ._connection import Link, ensure_event_loop
@@ -352,7 +352,7 @@ class KVMBackend(Backend):
         definition = saved if saved is not None else (live if not active else None)
         return MemoryConfig(
             vm=vm,
-            mechanism=Mechanism.BALLOON,
+            mechanism=CAPABILITIES.mechanism,
             startup_bytes=definition.current_memory_bytes if definition is not None else None,
             maximum_bytes=live.memory_bytes,
             minimum_bytes=live.min_guarantee_bytes,

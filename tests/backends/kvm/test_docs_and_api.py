@@ -36,6 +36,8 @@ def test_declared_by_the_kvm_kind_like_the_fake_kvm_flavour() -> None:
         fake_caps = fake.capabilities
     kind_caps = KVM.capabilities(backend="kvm")
     for name in ("mechanism", "bulk_stats", "readable", "set_live", "set_offline", "alignment_bytes"):
-        assert getattr(fake_caps, name) == getattr(backend.CAPABILITIES, name) == getattr(kind_caps, name), name
+        assert getattr(fake_caps, name) == getattr(backend.CAPABILITIES, name) == getattr(kind_caps, name), (
+            name
+        )
     with hvballoon.connect("test:///default") as hv:
         assert hv.capabilities is backend.CAPABILITIES

@@ -1,0 +1,228 @@
+"""The hypervisor kinds: one rule set each, every rule covered by a conformance case, and the
+backends (real and fake) that hold each kind declaring exactly its capabilities."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hvballoon
+from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.kinds import ESXI, HYPERV, KINDS, KVM, Kind, get_kind
+from hvballoon.kinds.esxi import SHARES_PER_MB
+from hvballoon.models import VM, Mechanism, MemoryConfig, PowerState
+from hvballoon.testing.cases import CASES, cases_for, rules_scenario
+
+GiB, MiB = 1024**3, 1024**2
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_registry() -> None:
+    assert set(KINDS) == {"kvm", "esxi", "hyperv"} and get_kind("kvm") is KVM
+    with pytest.raises(KeyError, match="known: kvm, esxi, hyperv"):
+        get_kind("xen")
+    assert hvballoon.kinds.__all__ == sorted(hvballoon.kinds.__all__)
+
+
+@pytest.mark.parametrize("kind", KINDS.values(), ids=str)
+def test_every_rule_has_a_conformance_case_and_every_case_a_rule(kind: Kind) -> None:
+    covered = {c.rule for c in CASES[kind.name] if c.rule is not None}
+    assert covered == set(kind.rules), f"rules without a case: {set(kind.rules) - covered}"
+    assert any(c.rule is None for c in CASES[kind.name]), "allowed changes are cases too"
+    ids = [c.id for c in CASES[kind.name]]
+    assert len(ids) == len(set(ids))
+    assert cases_for(kind.name, frozenset({"running"})) == [
+        c for c in CASES[kind.name] if c.need.key == "running"
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS.values(), ids=str)
+def test_rules_raise_their_declared_class_with_their_id(kind: Kind) -> None:
+    vm = VM(id="1", name="vm", backend="x")
+    for rule in kind.rules.values():
+        with pytest.raises(rule.error) as info:
+            kind.refuse(rule.id, "no", vm=vm, asked=1)
+        assert type(info.value) is rule.error
+        assert info.value.details == {"rule": rule.id, "kind": kind.name, "asked": 1}
+        with pytest.raises(KeyError):
+            kind.refuse(rule.id + "_nope", "no")
+
+
+@pytest.mark.parametrize("kind", KINDS.values(), ids=str)
+def test_every_flavour_and_backend_of_a_kind_declares_the_kind(kind: Kind) -> None:
+    fields = ("mechanism", "readable", "set_live", "set_offline", "alignment_bytes", "target_observable")
+    expected = kind.capabilities(backend="x")
+    with hvballoon.connect(f"fake://?flavor={kind.name}") as fake:
+        assert fake.backend.kind is kind
+        assert {f: getattr(fake.capabilities, f) for f in fields} == {f: getattr(expected, f) for f in fields}
+    module = {
+        "kvm": "hvballoon_kvm.backend",
+        "esxi": "hvballoon_esxi.backend",
+        "hyperv": "hvballoon_hyperv.backend",
+    }
+    try:
+        real = importlib.import_module(module[kind.name])
+    except ImportError:
+        return  # the backend's library is not installed here; its own tests say so
+    classes = [c for c in vars(real).values() if isinstance(c, type) and getattr(c, "kind", None) is kind]
+    assert len(classes) == 1, f"{module[kind.name]} holds the kind"
+    caps = getattr(real, "CAPABILITIES", None) or real.DYNAMIC_CAPABILITIES
+    assert {f: getattr(caps, f) for f in fields} == {f: getattr(expected, f) for f in fields}
+
+
+def test_kvm_kind_serves_any_backend_name() -> None:
+    # a QEMU backend without libvirt (qmp://) declares itself through the same kind
+    caps = KVM.capabilities(backend="qmp", notes=("QMP",), readable=frozenset({"current_bytes"}))
+    assert (caps.backend, caps.mechanism, caps.readable, caps.notes[-1]) == (
+        "qmp",
+        Mechanism.BALLOON,
+        frozenset({"current_bytes"}),
+        "QMP",
+    )
+
+
+# -- Hyper-V states ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "power", "health"),
+    [
+        ("Running", PowerState.RUNNING, "ok"),
+        ("RunningCritical", PowerState.RUNNING, "critical"),
+        ("OffCritical", PowerState.STOPPED, "critical"),
+        ("Starting", PowerState.RUNNING, "ok"),
+        ("Hibernated", PowerState.SUSPENDED, "ok"),
+        (2, PowerState.RUNNING, "ok"),
+        ("3", PowerState.STOPPED, "ok"),
+        (32785, PowerState.RUNNING, "critical"),  # RunningCritical, or StoppingCritical on 2016
+        (32783, PowerState.UNKNOWN, None),  # Hibernated, or RunningCritical on 2016
+        (32795, PowerState.SUSPENDED, "critical"),  # only FastSavedCritical
+        ("Other", PowerState.UNKNOWN, None),
+        ("ForceShutdownCritical", PowerState.UNKNOWN, None),  # no such state
+        ("running", PowerState.UNKNOWN, None),  # names are exact
+        ("", PowerState.UNKNOWN, None),
+        (None, PowerState.UNKNOWN, None),
+        (True, PowerState.UNKNOWN, None),
+        (-2, PowerState.UNKNOWN, None),
+        (7, PowerState.UNKNOWN, None),
+        (2.0, PowerState.UNKNOWN, None),
+    ],
+)
+def test_hyperv_states(value: Any, power: PowerState, health: str | None) -> None:
+    info = HYPERV.classify_state(value)
+    assert (info.power_state, info.health) == (power, health)
+
+
+# -- ESXi shares and the reservation lock -------------------------------------------------------
+
+
+def _esxi_config(**kw: Any) -> tuple[VM, MemoryConfig]:
+    vm = VM(id="1", name="db01", backend="x", power_state=PowerState.STOPPED)
+    base: dict[str, Any] = {
+        "maximum_bytes": 16 * GiB,
+        "reservation_bytes": 0,
+        "limit_bytes": None,
+        "shares": 163840,
+        "shares_level": "normal",
+        "memory_reservation_lock": False,
+    }
+    return vm, MemoryConfig(vm=vm, mechanism=Mechanism.LIMIT, **{**base, **kw})
+
+
+def test_esxi_ratios_are_vsphere_s() -> None:
+    assert SHARES_PER_MB == {"low": 5, "normal": 10, "high": 20}
+
+
+@pytest.mark.parametrize(
+    ("requested", "current", "changes"),
+    [
+        ({"shares_level": "low"}, {}, {"shares_level": "low", "shares": 5 * 16384}),
+        ({"shares": 4000}, {}, {"shares_level": "custom", "shares": 4000}),
+        ({"shares_level": "custom"}, {}, {"shares_level": "custom"}),  # keeps the count
+        ({"maximum_bytes": 8 * GiB}, {}, {"maximum_bytes": 8 * GiB, "shares": 10 * 8192}),
+        ({"maximum_bytes": 8 * GiB}, {"shares": 777, "shares_level": "custom"}, {"maximum_bytes": 8 * GiB}),
+        ({"memory_reservation_lock": True}, {}, {"memory_reservation_lock": True, "reservation_bytes": 16 * GiB}),
+        ({"maximum_bytes": 8 * GiB}, {"memory_reservation_lock": True, "reservation_bytes": 16 * GiB},
+         {"maximum_bytes": 8 * GiB, "shares": 81920, "reservation_bytes": 8 * GiB}),
+        ({"memory_reservation_lock": False, "reservation_bytes": GiB},
+         {"memory_reservation_lock": True, "reservation_bytes": 16 * GiB},
+         {"memory_reservation_lock": False, "reservation_bytes": GiB}),
+        ({"shares_level": "normal"}, {}, {}),  # idempotent
+    ],
+)  # fmt: skip
+def test_esxi_derived_changes(
+    requested: dict[str, Any], current: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    vm, cfg = _esxi_config(**current)
+    assert ESXI.plan_config(vm, requested, cfg) == changes
+
+
+@pytest.mark.parametrize(
+    ("requested", "current", "rule"),
+    [
+        ({"memory_reservation_lock": True}, {"limit_bytes": 8 * GiB}, "reservation_le_limit"),
+        ({"reservation_bytes": GiB}, {"memory_reservation_lock": True, "reservation_bytes": 16 * GiB},
+         "reservation_locked_to_max"),
+        ({"shares": 10, "shares_level": "high"}, {}, "shares_need_custom_level"),
+        ({"limit_bytes": GiB + 1}, {}, "whole_MiB"),
+        ({"maximum_bytes": 16 * GiB + 2 * MiB}, {}, "memory_size_4MiB"),
+    ],
+)  # fmt: skip
+def test_esxi_refusals(requested: dict[str, Any], current: dict[str, Any], rule: str) -> None:
+    vm, cfg = _esxi_config(**current)
+    with pytest.raises(HVBalloonError) as info:
+        ESXI.plan_config(vm, requested, cfg)
+    assert info.value.details["rule"] == rule and type(info.value) is ESXI.rule(rule).error
+
+
+# -- the session's parsing of the new fields ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"shares_level": "extreme"},
+        {"shares_level": 20},
+        {"shares_level": ""},
+        {"memory_reservation_lock": "yes"},
+        {"memory_reservation_lock": 1},
+    ],
+)
+def test_bad_values_are_typed_errors_and_change_nothing(kw: dict[str, Any]) -> None:
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        before = hv.get_config("db01")
+        with pytest.raises(InvalidRequestError):
+            hv.set_config("db01", **kw)
+        assert hv.get_config("db01") == before
+
+
+def test_scenarios_for_the_rules_offer_every_need() -> None:
+    from hvballoon.fake.world import World
+
+    for name in KINDS:
+        world = World(rules_scenario(name), flavor=name)
+        with hvballoon.connect(f"fake://?flavor={name}", world=world) as hv:
+            offered = set()
+            for vm in hv.list_vms():
+                cfg = hv.get_config(vm)
+                offered |= {c.need.key for c in CASES[name] if c.need.matches(vm, cfg, name)}
+        assert offered == {c.need.key for c in CASES[name]}, name
+
+
+# -- the test peers model the real hosts without hvballoon's rules ------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["tests/backends/hyperv/fakehost.py", "tests/peers/winrm/server.py", "tests/peers/winrm/harness.py"],
+)
+def test_the_winrm_peer_imports_no_rule(path: str) -> None:
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert not {m for m in imported if m.startswith(("hvballoon.kinds", "hvballoon_hyperv.backend"))}
