@@ -103,7 +103,7 @@ def render() -> str:
         "",
         "## What can be changed",
         "",
-        "**live**: unless the VM is powered off too; **off**: only when it is powered off; —: not at all.",
+        "**live**: also while the VM runs (or is paused, saved, starting …); **off**: only when it is powered off; —: not at all.",
         "",
         head,
         rule,

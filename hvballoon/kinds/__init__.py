@@ -35,8 +35,8 @@ The API, for a backend (set ``kind`` on the class and the base class delegates t
 ... except Exception as err:
 ...     type(err).__name__, err.details["rule"]
 ('InvalidRequestError', 'dynamic_memory_required')
->>> sorted(hv.rules)[:3]
-['aligned_2MiB', 'at_least_32MiB', 'buffer_percent_range']
+>>> hv.rule("range_order").error.__name__, len(hv.rules)
+('InvalidRequestError', 11)
 """
 
 from __future__ import annotations
