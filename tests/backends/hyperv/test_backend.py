@@ -604,3 +604,19 @@ def test_an_unknown_state_never_skips_the_guard_rail(rules_hv: tuple[Any, Peer],
     forced = hv.set_target(vm.id, "4GiB", force=True)
     assert forced.changed and any("unknown" in w for w in forced.warnings)
     assert hv.get_config(vm.id).startup_bytes == 4 * GiB
+
+
+def test_a_target_never_lands_on_the_wrong_field(rules_hv: tuple[Any, Peer]) -> None:
+    # The target's field comes from the VM as read (static: the startup size). If Dynamic Memory
+    # was switched on behind the session's back, the host refuses instead of setting the startup
+    # size of what is now a Dynamic Memory VM.
+    hv, peer = rules_hv
+    stale = hv.resolve("static-off")
+    peer.host.world.set_config(stale.id, {"dynamic": True})
+    before = hv.get_config(stale.id)
+    with pytest.raises(InvalidStateError) as info:
+        hv.backend.apply_target(stale, 6 * GiB)
+    assert info.value.native_code == "HVBalloonStateChanged"
+    assert hv.get_config(stale.id) == before
+    assert hv.set_target("static-off", "10GiB").changed  # a fresh read sets the maximum
+    assert hv.get_config("static-off").maximum_bytes == 10 * GiB

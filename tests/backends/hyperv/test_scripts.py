@@ -85,3 +85,23 @@ def test_parameters_are_only_data(ident: str, size: int, flag: bool) -> None:
 def test_operation_timeout_stays_below_the_read_timeout(timeout: float) -> None:
     read, operation = timeouts_for(timeout)
     assert 1 <= operation < read and read >= timeout
+
+
+def test_the_probe_quotes_the_command_names() -> None:
+    # Get-Command -Name takes strings: bare words work only by PowerShell's argument parsing
+    import re
+
+    from hvballoon_hyperv._scripts import PROBE
+
+    (names,) = re.findall(r"Get-Command -Name (.+?) -ErrorAction", PROBE.text)
+    assert [n.strip() for n in names.split(",")] == ["'Get-VM'", "'Get-VMMemory'", "'Set-VMMemory'"]
+
+
+def test_set_memory_changes_nothing_when_dynamic_memory_was_switched() -> None:
+    # the target's field (maximum or startup) is chosen from what was read; the script refuses
+    # before Set-VMMemory if Dynamic Memory is no longer in that state
+    from hvballoon_hyperv._scripts import SET_MEMORY
+
+    guard = SET_MEMORY.text.index("$p.dynamic_is")
+    assert guard < SET_MEMORY.text.index("Set-VMMemory @a")
+    assert "-ErrorId 'HVBalloonStateChanged'" in SET_MEMORY.text[guard:]
