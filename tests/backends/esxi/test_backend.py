@@ -232,6 +232,41 @@ def test_set_config_changes_reservation_limit_and_shares_in_one_task(peer: Vcsim
         assert (cfg.reservation_bytes, cfg.limit_bytes, cfg.shares) == (2048 * MiB, 12288 * MiB, 4000)
 
 
+def test_shares_level_is_sent_as_a_level_with_esxi_s_count_and_read_back(peer: VcsimServer) -> None:
+    with connect(peer) as hv:
+        assert hv.get_config("web01").shares_level == "normal"
+        change = hv.set_config("web01", shares_level="high")
+        assert change.after == {"shares_level": "high", "shares": 20 * 16384}
+        assert peer.vm("web01")["memoryAllocation"]["shares"] == {"level": "high", "shares": 327680}
+        cfg = hv.get_config("web01")
+        assert (cfg.shares_level, cfg.shares) == ("high", 327680)
+        assert hv.set_config("web01", shares_level="high").changed is False
+        hv.set_config("web01", shares_level="low")
+        assert peer.vm("web01")["memoryAllocation"]["shares"] == {"level": "low", "shares": 5 * 16384}
+        with pytest.raises(InvalidRequestError) as info:
+            hv.set_config("web01", shares_level="medium")
+        assert "low, normal, high, custom" in info.value.message
+
+
+def test_memory_reservation_lock_is_sent_and_read_back(peer: VcsimServer) -> None:
+    with connect(peer) as hv:
+        assert hv.get_config("web01").memory_reservation_lock is False
+        peer.reset_counts()
+        change = hv.set_config("web01", memory_reservation_lock=True)
+        assert peer.counts().get("ReconfigVM_Task") == 1
+        # memoryReservationLockedToMax keeps the reservation at the memory size: sent with it
+        assert change.after == {"memory_reservation_lock": True, "reservation_bytes": 16384 * MiB}
+        assert peer.vm("web01")["memoryAllocation"]["reservation"] == 16384
+        cfg = hv.get_config("web01")
+        assert (cfg.memory_reservation_lock, cfg.reservation_bytes) == (True, 16384 * MiB)
+        with pytest.raises(InvalidRequestError) as info:
+            hv.set_config("web01", reservation="1GiB")
+        assert info.value.details["rule"] == "reservation_locked_to_max"
+        hv.set_config("web01", memory_reservation_lock=False, reservation="1GiB")
+        cfg = hv.get_config("web01")
+        assert (cfg.memory_reservation_lock, cfg.reservation_bytes) == (False, 1024 * MiB)
+
+
 def test_reservation_above_the_limit_is_refused_before_sending(peer: VcsimServer) -> None:
     with connect(peer) as hv:
         peer.reset_counts()
