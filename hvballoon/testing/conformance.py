@@ -240,6 +240,7 @@ class TargetTests(_Base):
             with pytest.raises(TargetAboveMaximumError) as info:
                 hv.set_target(vm, hi + 1024 * MiB, force=force)
             assert info.value.details["maximum_bytes"] == hi
+            assert info.value.details["rule"] == "target_above_maximum"
         assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
 
     def test_below_floor_is_refused_without_force(self, hv: Hypervisor) -> None:

@@ -41,7 +41,6 @@ from hvballoon.errors import (
     HVBalloonError,
     InvalidRequestError,
     PartialChangeError,
-    UnsupportedOperationError,
     VMNotFoundError,
 )
 from hvballoon.kinds import KVM, Kind
@@ -458,10 +457,11 @@ def _with_autodeflate(xml: str, on: bool, vm_name: str) -> str:
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
     balloon = root.find("./devices/memballoon")
     if balloon is None or balloon.get("model") == "none":
-        raise UnsupportedOperationError(
+        # the kind refuses this before anything is sent; the definition may have changed since
+        KVM.refuse(
+            "no_balloon_device",
             f"{vm_name!r} has no memory balloon device, so it has no deflate-on-OOM setting",
-            backend=BACKEND,
-            vm=vm_name,
+            field="deflate_on_oom",
         )
     balloon.set("autodeflate", "on" if on else "off")
     return ET.tostring(root, encoding="unicode")
