@@ -236,9 +236,8 @@ class FakeBackend(Backend):
         return self.kind.capabilities(backend=self.name, variant=variant.name)
 
     def _variant(self, g: Guest) -> Variant:
-        if self.kind is HYPERV:
-            return self.kind.variant("dynamic" if g.config.get("dynamic") else "static")
-        return self.kind.variant()
+        dynamic = g.config.get("dynamic")
+        return self.kind.variant_for(dynamic=None if dynamic is None else bool(dynamic))
 
     def _guest(self, w: World, vm: VM) -> Guest:
         g = w.guests.get(vm.id)

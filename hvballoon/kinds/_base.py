@@ -140,7 +140,11 @@ class Kind:
         raise KeyError(f"the {self.name} kind has no variant {name!r}")
 
     def variant_of(self, config: MemoryConfig | None) -> Variant:
-        """The variant a VM with this configuration is (default: the only one)."""
+        """The variant a VM with this configuration is."""
+        return self.variant_for(dynamic=None if config is None else config.dynamic)
+
+    def variant_for(self, *, dynamic: bool | None) -> Variant:
+        """The variant of a VM whose Dynamic Memory flag is ``dynamic`` (default: the only one)."""
         return self.variants[0]
 
     def capabilities(

@@ -258,9 +258,9 @@ class HyperVKind(Kind):
         }
         return names.get(power_state, "Other")
 
-    def variant_of(self, config: MemoryConfig | None) -> Variant:
-        dynamic = True if config is None or config.dynamic is None else config.dynamic
-        return self.variant("dynamic" if dynamic else "static")
+    def variant_for(self, *, dynamic: bool | None) -> Variant:
+        """Dynamic Memory on (or not known: the backend-wide default) or static memory."""
+        return self.variant("static" if dynamic is False else "dynamic")
 
     # -- targets ----------------------------------------------------------------------------
 

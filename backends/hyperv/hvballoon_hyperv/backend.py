@@ -380,4 +380,4 @@ class HyperVBackend(Backend):
 
 
 def _variant(dynamic: bool) -> Variant:
-    return HYPERV.variant("dynamic" if dynamic else "static")
+    return HYPERV.variant_for(dynamic=dynamic)
