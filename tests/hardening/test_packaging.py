@@ -12,6 +12,7 @@ into it with ``--no-deps`` and the test checks that they, not this checkout, are
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,9 +33,11 @@ def _bin(venv: Path, name: str) -> str:
 
 
 def _run(*cmd: str, timeout: float = 120, cwd: Path | None = None) -> str:
-    # run outside the checkout: python -c puts the working directory first on sys.path
+    # run outside the checkout: python -c puts the working directory first on sys.path, and so
+    # does a PYTHONPATH naming a checkout (the environment's, not the wheels')
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd or Path(sys.prefix)
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd or Path(sys.prefix), env=env
     )
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
