@@ -26,6 +26,17 @@ A minimal backend (see ``hvballoon.fake.backend`` for a complete one)::
         def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]: ...
         def get_config(self, vm: VM) -> MemoryConfig: ...
         def apply_target(self, vm: VM, target_bytes: int) -> None: ...
+
+The host's memory picture (:meth:`Backend.get_host_stats`) works out of the box: by default the
+VM sweep is summed per host and the host's own figures are ``None``. A backend that can read
+them (physical, free, swap, page sharing) overrides it and builds the result with
+:func:`hvballoon.hoststats.from_sweep`, so the sums over the VMs are the same everywhere::
+
+        def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+            stats = vm_stats if vm_stats is not None else self.get_stats()
+            physical, free = ...  # one bulk read of the host's figures
+            return from_sweep(stats, backend=self.name, default_host="myhost",
+                              figures={"myhost": {"physical_bytes": physical, "free_bytes": free}})
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from pydantic import SecretStr
 from hvballoon._uri import ParsedURI
 from hvballoon.errors import InvalidRequestError, UnsupportedOperationError
 from hvballoon.kinds import Kind, check_settable, is_off
-from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
 
 __all__ = ["Backend", "ConnectOptions"]
 
@@ -122,6 +133,19 @@ class Backend(abc.ABC):
         """Move the VM's target to ``target_bytes`` (already aligned and guard-railed)."""
 
     # -- optional -------------------------------------------------------------------------
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The memory picture of every host behind the connection, in one bulk read.
+
+        ``vm_stats`` is a full sweep the caller already has (``get_stats()``, all VMs): it is
+        summed instead of reading the VMs again; the host's own figures are read either way.
+        This default knows no host figure (they are ``None``): it sums the sweep per
+        ``vm.host`` (VMs naming no host go to the URI's host, else the backend's name).
+        """
+        from hvballoon.hoststats import from_sweep
+
+        stats = vm_stats if vm_stats is not None else self.get_stats()
+        return from_sweep(stats, backend=self.name, default_host=self.opts.uri.host or self.name)
 
     def vm_capabilities(self, vm: VM) -> Capabilities:
         """Capabilities refined for one VM (e.g. Hyper-V static vs Dynamic Memory)."""

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -24,6 +24,7 @@ __all__ = [
     "Capabilities",
     "Change",
     "ConfigUpdate",
+    "HostStats",
     "MemoryConfig",
     "MemoryStats",
     "Mechanism",
@@ -260,9 +261,80 @@ class Change(_Frozen):
     warnings: tuple[str, ...] = ()
 
 
+class HostStats(_Frozen):
+    """One hypervisor host's memory picture at ``collected_at``: what it has, what its running
+    VMs were promised and hold, and how it copes (ballooned, swapped, shared).
+
+    Host figures come from the hypervisor (``None`` where it cannot know them); the ``vm_*``
+    figures, ``ballooned_bytes`` and ``vms_running`` are sums over the host's *running* VMs, taken
+    from the same sweep ``get_stats()`` returns (a sum is ``None`` when a running VM's figure is
+    unknown). ``used_bytes + free_bytes == physical_bytes`` whenever all three are known.
+    ``overcommit_ratio`` is derived: configured memory of the running VMs ÷ physical memory.
+
+    >>> from datetime import datetime, timezone
+    >>> GiB = 2**30
+    >>> hs = HostStats(host="host01", backend="fake", collected_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    ...                physical_bytes=120 * GiB, vm_configured_bytes=160 * GiB, vms_running=10)
+    >>> hs.overcommit_ratio
+    1.3333
+    >>> HostStats.model_validate(hs.model_dump()) == hs   # the derived ratio is not an input
+    True
+    """
+
+    host: str = Field(description="The hypervisor host's name (an ESXi host, the libvirt host, ...).")
+    backend: str = Field(description="The backend that reported it, e.g. 'kvm', 'esxi', 'fake'.")
+    collected_at: datetime
+    physical_bytes: int | None = Field(default=None, ge=0, description="Physical memory of the host.")
+    free_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Memory the host can hand out without reclaiming any from its VMs: unused, plus "
+        "the page cache it can drop where the backend tells them apart.",
+    )
+    used_bytes: int | None = Field(default=None, ge=0, description="physical_bytes - free_bytes.")
+    hypervisor_overhead_bytes: int | None = Field(
+        default=None, ge=0, description="Memory the hypervisor spends besides guest memory, where known."
+    )
+    swap_total_bytes: int | None = Field(default=None, ge=0, description="The host's swap space.")
+    swap_used_bytes: int | None = Field(
+        default=None, ge=0, description="Memory the host has swapped out (VM memory, or its page files)."
+    )
+    shared_bytes: int | None = Field(
+        default=None, ge=0, description="Memory saved by page sharing (KSM, ESXi transparent page sharing)."
+    )
+    ballooned_bytes: int | None = Field(
+        default=None, ge=0, description="Held by the balloon drivers of the running VMs (their sum)."
+    )
+    vm_configured_bytes: int | None = Field(
+        default=None, ge=0, description="What the running VMs were promised (sum of their configured memory)."
+    )
+    vm_current_bytes: int | None = Field(
+        default=None, ge=0, description="What the running VMs have now (sum of their current memory)."
+    )
+    vms_running: int | None = Field(default=None, ge=0, description="Running VMs on the host.")
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_derived(cls, data: Any) -> Any:
+        # a dump carries the computed ratio; it is derived, never an input
+        if isinstance(data, dict) and "overcommit_ratio" in data:
+            data = {k: v for k, v in data.items() if k != "overcommit_ratio"}
+        return data
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Derived: vm_configured_bytes / physical_bytes (4 decimals); above 1 the host is overcommitted."
+    )
+    @property
+    def overcommit_ratio(self) -> float | None:
+        if self.vm_configured_bytes is None or not self.physical_bytes:
+            return None
+        return round(self.vm_configured_bytes / self.physical_bytes, 4)
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of every public model (what ``--json`` output validates against)."""
-    models: list[type[BaseModel]] = [VM, MemoryStats, MemoryConfig, Capabilities, Change]
+    models: list[type[BaseModel]] = [VM, MemoryStats, MemoryConfig, Capabilities, Change, HostStats]
     return {m.__name__: m.model_json_schema(mode="serialization") for m in models}
 
 

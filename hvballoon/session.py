@@ -45,6 +45,7 @@ from hvballoon.models import (
     Capabilities,
     Change,
     ConfigUpdate,
+    HostStats,
     MemoryConfig,
     MemoryStats,
     PowerState,
@@ -251,6 +252,26 @@ class Hypervisor:
         resolved = self.resolve_many(refs)
         stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats(resolved))
         return stats
+
+    def get_host_stats(self, *, vm_stats: Sequence[MemoryStats] | None = None) -> list[HostStats]:
+        """The memory picture of every host behind the URI (a vCenter has many), in one bulk read.
+
+        Physical, free and used memory, swap and page sharing as the hypervisor reports them
+        (``None`` where it cannot), and the sums over each host's running VMs: configured
+        (what was promised), current, ballooned, and the overcommit ratio. Pass ``vm_stats``, a
+        full ``get_stats()`` sweep you already have, to sum it instead of reading the VMs again.
+
+        >>> import hvballoon
+        >>> with hvballoon.connect("fake://seed") as hv:
+        ...     (host,) = hv.get_host_stats()
+        >>> host.physical_bytes // 2**30, host.vm_configured_bytes // 2**30, host.overcommit_ratio
+        (120, 160, 1.3333)
+        """
+        sweep = list(vm_stats) if vm_stats is not None else None
+        if sweep is not None and not all(isinstance(s, MemoryStats) for s in sweep):
+            raise InvalidRequestError("vm_stats takes the MemoryStats of a get_stats() sweep")
+        result: list[HostStats] = self._call("get_host_stats", lambda: self._backend.get_host_stats(sweep))
+        return result
 
     def get_config(self, vm: VMRef) -> MemoryConfig:
         """The VM's memory configuration."""

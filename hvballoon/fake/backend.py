@@ -29,8 +29,9 @@ from hvballoon.errors import (
 )
 from hvballoon.fake import _registry
 from hvballoon.fake.world import Guest, World
+from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import HYPERV, KINDS, Kind, Variant
-from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size
 
 if TYPE_CHECKING:
@@ -268,6 +269,41 @@ class FakeBackend(Backend):
             )
             at = _EPOCH + timedelta(seconds=w.now)
             return [self._stats(w, g, at) for g in guests]
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The simulated host, every byte accounted (:meth:`World.accounting`), and its VMs'
+        sums, shown the way the flavour's real backend shows them: no swap figures and no page
+        sharing on KVM (libvirt has none to give) except KSM, which the world does not run
+        (0 bytes shared); ESXi's swap used is its VMs' host-swapped memory, its shared memory
+        the pages it shares; Hyper-V's swap is its page file, and it shares nothing."""
+        with self._tx("get_host_stats") as w:
+            at = _EPOCH + timedelta(seconds=w.now)
+            if vm_stats is None:
+                vm_stats = [self._stats(w, g, at) for g in w.guests.values() if not g.crashed]
+            acc = w.accounting()["host"]
+            host = w.host
+            figures: dict[str, Any] = {
+                "physical_bytes": acc["physical"],
+                "free_bytes": acc["free"],
+                "hypervisor_overhead_bytes": acc["overheads"],
+                "extra": {
+                    # physical = overheads + resident + compression_cache + free, to the byte
+                    "resident_bytes": acc["resident"],
+                    "compression_cache_bytes": acc["compression_cache"],
+                    "compressed_bytes": acc["compressed"],
+                    "reserve_bytes": host.reserve_bytes,
+                    "flavor": self.flavor,
+                },
+            }
+            if self.flavor == "esxi":
+                figures.update(swap_used_bytes=acc["swapped"], shared_bytes=acc["shared"])
+            elif self.flavor == "hyperv":
+                figures.update(swap_total_bytes=host.swap_bytes, swap_used_bytes=acc["swapped"])
+            else:
+                figures.update(shared_bytes=acc["shared"])
+            return from_sweep(
+                vm_stats, backend=self.name, default_host=host.name, figures={host.name: figures}
+            )
 
     def _stats(self, w: World, g: Guest, at: datetime) -> MemoryStats:
         vm = self._vm(g)

@@ -16,7 +16,8 @@ or one whose changes are undone)::
 
 Class attributes tune it for peers whose figures move on their own (a real guest):
 ``volatile_fields`` are not compared between bulk and per-VM reads, ``wait_timeout`` bounds
-``wait_for_target``.
+``wait_for_target``, ``host_volatile_fields`` are the VM sums of :class:`~hvballoon.HostStats`
+not compared with a separate sweep (a real guest's balloon may move between two reads).
 
 A backend of a built-in hypervisor kind also inherits :class:`KindRuleTests`: every rule its
 kind documents, and the changes it allows, one parametrized test each (the cases are in
@@ -47,7 +48,16 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
-from hvballoon.models import CONFIG_FIELDS, VM, Capabilities, Change, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import (
+    CONFIG_FIELDS,
+    VM,
+    Capabilities,
+    Change,
+    HostStats,
+    MemoryConfig,
+    MemoryStats,
+    PowerState,
+)
 from hvballoon.session import Hypervisor
 from hvballoon.testing.cases import Call, Case, cases_for
 from hvballoon.units import MiB, align
@@ -57,6 +67,7 @@ __all__ = [
     "CapabilityTests",
     "ConfigTests",
     "ErrorTests",
+    "HostStatsTests",
     "KindRuleTests",
     "ListingTests",
     "StatsTests",
@@ -87,6 +98,7 @@ class _Base:
         {"collected_at", "guest_report_age_seconds", "extra"}
     )
     wait_timeout: ClassVar[float] = 60.0
+    host_volatile_fields: ClassVar[frozenset[str]] = frozenset()
 
     @staticmethod
     def running_vms(hv: Hypervisor) -> list[VM]:
@@ -268,6 +280,77 @@ class TargetTests(_Base):
         assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
 
 
+class HostStatsTests(_Base):
+    """The host picture's invariants: its figures agree with each other and with the VM sweep."""
+
+    @staticmethod
+    def by_host(hosts: list[HostStats], stats: list[MemoryStats]) -> dict[str, list[MemoryStats]]:
+        """The sweep's VMs per host (one host: all of them, whatever name they give it)."""
+        if len(hosts) == 1:
+            return {hosts[0].host: stats}
+        return {h.host: [s for s in stats if s.vm.host == h.host] for h in hosts}
+
+    def test_host_figures_are_consistent(self, hv: Hypervisor) -> None:
+        hosts = hv.get_host_stats()
+        assert hosts, "every connection has at least one host"
+        assert len({h.host for h in hosts}) == len(hosts), "host names are unique"
+        for h in hosts:
+            assert isinstance(h, HostStats) and h.host and h.backend == hv.backend_name
+            assert h.collected_at.tzinfo is not None
+            if h.physical_bytes is not None:
+                assert h.physical_bytes >= 64 * MiB, f"physical_bytes of {h.host} is not in bytes"
+                for name in ("free_bytes", "used_bytes", "hypervisor_overhead_bytes"):
+                    value = getattr(h, name)
+                    assert value is None or value <= h.physical_bytes, f"{name} exceeds physical"
+                if h.free_bytes is not None and h.used_bytes is not None:
+                    assert h.used_bytes + h.free_bytes == h.physical_bytes, "used + free != physical"
+            if h.swap_total_bytes is not None and h.swap_used_bytes is not None:
+                assert h.swap_used_bytes <= h.swap_total_bytes
+            if h.vm_configured_bytes is not None and h.physical_bytes:
+                assert h.overcommit_ratio == round(h.vm_configured_bytes / h.physical_bytes, 4)
+            else:
+                assert h.overcommit_ratio is None
+            assert HostStats.model_validate(h.model_dump()) == h
+
+    def test_vm_sums_match_the_sweep(self, hv: Hypervisor) -> None:
+        hosts = hv.get_host_stats()
+        stats = hv.get_stats()
+        sums = {
+            "vm_configured_bytes": "configured_bytes",
+            "vm_current_bytes": "current_bytes",
+            "ballooned_bytes": "ballooned_bytes",
+        }
+        groups = self.by_host(hosts, stats)
+        placed = sum(1 for g in groups.values() for s in g if s.vm.power_state is PowerState.RUNNING)
+        assert placed == sum(1 for s in stats if s.vm.power_state is PowerState.RUNNING), (
+            "every running VM belongs to a host"
+        )
+        for h in hosts:
+            running = [s for s in groups[h.host] if s.vm.power_state is PowerState.RUNNING]
+            assert h.vms_running == len(running), f"vms_running of {h.host}"
+            for host_field, vm_field in sums.items():
+                if host_field in self.host_volatile_fields:
+                    continue
+                values = [getattr(s, vm_field) for s in running]
+                expected = None if None in values else sum(v for v in values if v is not None)
+                assert getattr(h, host_field) == expected, f"{host_field} of {h.host} != the sweep's sum"
+
+    def test_a_given_sweep_is_summed_not_read_again(self, hv: Hypervisor) -> None:
+        stats = hv.get_stats()
+        fresh = {h.host: h for h in hv.get_host_stats()}
+        given = hv.get_host_stats(vm_stats=stats)
+        assert {h.host for h in given} == set(fresh)
+        groups = self.by_host(given, stats)
+        for h in given:
+            running = [s for s in groups[h.host] if s.vm.power_state is PowerState.RUNNING]
+            assert h.vms_running == len(running)
+            values = [s.configured_bytes for s in running]
+            assert h.vm_configured_bytes == (None if None in values else sum(v or 0 for v in values))
+            assert h.physical_bytes == fresh[h.host].physical_bytes
+        with pytest.raises(InvalidRequestError):
+            hv.get_host_stats(vm_stats=["not a sweep"])  # type: ignore[list-item]
+
+
 class ConfigTests(_Base):
     def test_empty_config_change_is_refused(self, hv: Hypervisor) -> None:
         with pytest.raises(InvalidRequestError):
@@ -303,7 +386,9 @@ class ErrorTests(_Base):
                 call()
 
 
-class BackendConformance(ListingTests, StatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests):
+class BackendConformance(
+    ListingTests, StatsTests, HostStatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests
+):
     """Everything above. Provide a ``hv`` fixture."""
 
 

@@ -32,9 +32,10 @@ from pyVmomi import vmodl as _vmodl
 
 from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
+from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind
 from hvballoon.kinds.esxi import SHARES_LEVELS
-from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
 from ._client import Client, Endpoint, make_ssl_context
@@ -80,6 +81,10 @@ STATS_PATHS: tuple[str, ...] = (
     *(_QS + name for name in _QUICKSTATS),
 )
 LIST_PATHS: tuple[str, ...] = ("name", "config.instanceUuid", "runtime.powerState", "runtime.host")
+#: The host's used memory (MB): "Physical memory usage on the host in MB".
+HOST_USAGE = "summary.quickStats.overallMemoryUsage"
+#: Exactly the host property paths ``get_host_stats`` asks for (memorySize is in bytes).
+HOST_PATHS: tuple[str, ...] = ("name", "hardware.memorySize", HOST_USAGE)
 CONFIG_PATHS: tuple[str, ...] = (
     *LIST_PATHS,
     "config.hardware.memoryMB",
@@ -251,43 +256,56 @@ class ESXiBackend(Backend):
     # -- reading ---------------------------------------------------------------------------
 
     def _sweep(self, paths: Sequence[str], vms: list[VM] | None) -> list[tuple[str, dict[str, Any]]]:
-        """VM rows ``(moref id, props)`` for every VM (hosts' names in the same call) or ``vms``.
-
-        The sweep of every VM is the fast path (:mod:`._fast`) unless ``fast_sweep=False``;
-        both give the same values where it matters (``runtime.host`` may be a pyvmomi moref or
-        its id, the allocation a pyvmomi object or an :class:`~._fast.Allocation`).
-        """
+        """VM rows ``(moref id, props)`` for every VM (hosts' names in the same call) or ``vms``."""
+        if vms is None:
+            return self._sweep_view(paths, ("name",))[0]
         c = self.client
-        vm_rows: list[tuple[str, dict[str, Any]]] = []
-        if vms is None and self.fast_sweep:
-            props = (("VirtualMachine", tuple(paths)), ("HostSystem", ("name",)))
-            for kind, moid, values in c.call(lambda: c.retrieve_view_fast(props)):
-                if kind == "HostSystem":
-                    self._hosts[moid] = str(values.get("name", moid))
-                elif kind == "VirtualMachine":
-                    vm_rows.append((moid, values))
-        elif vms is None:
-            rows = c.call(
-                lambda: c.retrieve(c.view_filter({vim.VirtualMachine: paths, vim.HostSystem: ["name"]}))
-            )
-            for ref, values in rows:
-                if isinstance(ref, vim.HostSystem):
-                    self._hosts[ref._moId] = str(values.get("name", ref._moId))
-                else:
-                    vm_rows.append((ref._moId, values))
-        else:
-            refs = [self._ref(vm) for vm in vms]
-            spec_props = {vim.VirtualMachine: paths}
-            rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
-            by_moref = {ref._moId: (ref._moId, values) for ref, values in rows}
-            missing = [vm for vm, ref in zip(vms, refs, strict=True) if ref._moId not in by_moref]
-            if missing:
-                raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
-            vm_rows = [by_moref[ref._moId] for ref in refs]
-            self._learn_hosts(values.get("runtime.host") for _, values in vm_rows)
+        refs = [self._ref(vm) for vm in vms]
+        spec_props = {vim.VirtualMachine: paths}
+        rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
+        by_moref = {ref._moId: (ref._moId, values) for ref, values in rows}
+        missing = [vm for vm, ref in zip(vms, refs, strict=True) if ref._moId not in by_moref]
+        if missing:
+            raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
+        vm_rows = [by_moref[ref._moId] for ref in refs]
+        self._learn_hosts(values.get("runtime.host") for _, values in vm_rows)
         for moid, values in vm_rows:
             self._morefs[self._id(moid, values)] = moid
         return vm_rows
+
+    def _sweep_view(
+        self, vm_paths: Sequence[str], host_paths: Sequence[str]
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+        """Every VM's and every host's rows ``(moref id, props)`` in the view: one request (and
+        its pages). No ``vm_paths``: hosts only.
+
+        The fast path (:mod:`._fast`) unless ``fast_sweep=False``; both give the same values
+        where it matters (``runtime.host`` may be a pyvmomi moref or its id, the allocation a
+        pyvmomi object or an :class:`~._fast.Allocation`).
+        """
+        c = self.client
+        vm_rows: list[tuple[str, dict[str, Any]]] = []
+        host_rows: list[tuple[str, dict[str, Any]]] = []
+        if self.fast_sweep:
+            props = [("HostSystem", tuple(host_paths))]
+            if vm_paths:
+                props.insert(0, ("VirtualMachine", tuple(vm_paths)))
+            for kind, moid, values in c.call(lambda: c.retrieve_view_fast(props)):
+                if kind == "HostSystem":
+                    host_rows.append((moid, values))
+                elif kind == "VirtualMachine":
+                    vm_rows.append((moid, values))
+        else:
+            spec: dict[Any, Sequence[str]] = {vim.HostSystem: list(host_paths)}
+            if vm_paths:
+                spec[vim.VirtualMachine] = vm_paths
+            for ref, values in c.call(lambda: c.retrieve(c.view_filter(spec))):
+                (host_rows if isinstance(ref, vim.HostSystem) else vm_rows).append((ref._moId, values))
+        for moid, values in host_rows:
+            self._hosts[moid] = str(values.get("name", moid))
+        for moid, values in vm_rows:
+            self._morefs[self._id(moid, values)] = moid
+        return vm_rows, host_rows
 
     def _learn_hosts(self, hosts: Iterable[Any]) -> None:
         """Names of hosts not seen yet, in one call (they are cached: hosts rarely change)."""
@@ -334,6 +352,42 @@ class ESXiBackend(Backend):
         at = datetime.now(timezone.utc)
         targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
         return [self._stats(moid, props, at, targets.get(moid)) for moid, props in rows]
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """Every host in the view, with every VM, in one PropertyCollector request (and pages).
+
+        Per host: ``hardware.memorySize`` (bytes) is the physical memory and
+        ``summary.quickStats.overallMemoryUsage`` (MB) the used memory; free is the rest.
+        ESXi swaps and shares per VM, so the host's swap used, shared and overhead figures are
+        the sums of its running VMs' ``swappedMemory``, ``sharedMemory`` and
+        ``consumedOverheadMemory`` (``None`` when one of them is not reported).
+        """
+        if vm_stats is None:
+            vm_rows, host_rows = self._sweep_view(STATS_PATHS, HOST_PATHS)
+            at = datetime.now(timezone.utc)
+            vm_stats = [self._stats(moid, props, at, None) for moid, props in vm_rows]
+        else:
+            host_rows = self._sweep_view((), HOST_PATHS)[1]
+        by_host = split_by_host(vm_stats, "")
+        figures: dict[str, dict[str, Any]] = {}
+        for moid, props in host_rows:
+            name = self._hosts[moid]
+            vms = by_host.get(name, [])
+            physical = _scaled(props.get("hardware.memorySize"), 1)
+            used = _scaled(props.get(HOST_USAGE), MiB)
+            overheads = [s.extra.get("overhead_bytes") for s in vms if s.vm.power_state is PowerState.RUNNING]
+            figures[name] = {
+                "physical_bytes": physical,
+                "used_bytes": used,
+                "free_bytes": max(0, physical - used) if physical is not None and used is not None else None,
+                "swap_used_bytes": sum_running(vms, "swapped_bytes"),
+                "shared_bytes": sum_running(vms, "shared_bytes"),
+                "hypervisor_overhead_bytes": None if None in overheads else sum(overheads),
+                "extra": {"moref": moid},
+            }
+        # a VM on no host (unregistered, orphaned) is on none of the hosts; a running one always is
+        placed = [s for s in vm_stats if s.vm.host is not None]
+        return from_sweep(placed, backend=self.name, figures=figures)
 
     def _stats(
         self, moid: str, props: Mapping[str, Any], at: datetime, balloon_target: int | None

@@ -34,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "DATA_MARKER",
+    "HOST",
     "MAX_COMMAND_LINE",
     "POWERSHELL_ARGS",
     "PROBE",
@@ -128,6 +129,29 @@ $r = @(foreach ($v in $vms) { $m = $mem[$v.Id.ToString()]
     + _EPILOGUE,
 )
 
+#: The host's memory and (``vms`` true) every VM, in one command. Get-VMHost's MemoryCapacity
+#: is bytes; Win32_OperatingSystem's FreePhysicalMemory ("physical memory currently unused and
+#: available"), SizeStoredInPagingFiles and FreeSpaceInPagingFiles are kilobytes (units
+#: qualifier "kilobytes", Microsoft Learn, Win32_OperatingSystem class): the backend scales them.
+HOST = Template(
+    "host",
+    _PROLOGUE
+    + """$h = Get-VMHost
+$os = Get-CimInstance -ClassName Win32_OperatingSystem
+$vms = @()
+if ($p.vms) { $vms = @(Get-VM) }
+$mem = @{}
+if ($vms.Count) { foreach ($x in @(Get-VMMemory -VM $vms)) { $mem[$x.VMId.ToString()] = $x } }
+$rows = @(foreach ($v in $vms) { $m = $mem[$v.Id.ToString()]
+"""
+    + _ROW
+    + """ })
+$r = [ordered]@{ Name = $h.Name; MemoryCapacity = [int64]$h.MemoryCapacity; FreePhysicalMemory = [int64]$os.FreePhysicalMemory
+  SizeStoredInPagingFiles = [int64]$os.SizeStoredInPagingFiles; FreeSpaceInPagingFiles = [int64]$os.FreeSpaceInPagingFiles; VMs = $rows }
+"""
+    + _EPILOGUE,
+)
+
 #: One Set-VMMemory call for VM ``id`` (all changes at once), then the VM read back. With
 #: ``dynamic_is`` nothing is changed unless Dynamic Memory is still in that state (a target is
 #: the maximum of a Dynamic Memory VM and the startup size of a static one: the caller chose the
@@ -155,7 +179,7 @@ $r = """
 )
 
 #: Every template, by name.
-TEMPLATES: dict[str, Template] = {t.name: t for t in (PROBE, READ, SET_MEMORY)}
+TEMPLATES: dict[str, Template] = {t.name: t for t in (PROBE, READ, SET_MEMORY, HOST)}
 
 
 def encode_data(params: dict[str, Any]) -> str:

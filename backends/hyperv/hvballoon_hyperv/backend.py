@@ -53,11 +53,13 @@ from hvballoon.errors import (
     PartialChangeError,
     VMNotFoundError,
 )
+from hvballoon.hoststats import host_stats
 from hvballoon.kinds import HYPERV, Kind, Variant
-from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import KiB
 from hvballoon_hyperv._client import CommandTooLongError, ShellRunner
 from hvballoon_hyperv._errors import translate_errors
-from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY
+from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY
 
 __all__ = ["DYNAMIC_CAPABILITIES", "STATIC_CAPABILITIES", "HyperVBackend"]
 
@@ -286,6 +288,43 @@ class HyperVBackend(Backend):
         rows = self._rows(None) if vms is None else self._rows_for(vms)
         at = datetime.now(timezone.utc)
         return [self._stats(r, at) for r in rows]
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The host in one command (:data:`~hvballoon_hyperv._scripts.HOST`): Get-VMHost's
+        MemoryCapacity (bytes) is the physical memory, Win32_OperatingSystem's FreePhysicalMemory
+        (KB) the free memory, its paging-file figures (KB) the swap; and, unless ``vm_stats`` is
+        given, every VM in the same command. Hyper-V shares no pages and Get-VM reports no
+        balloon, so ``shared_bytes`` and ``ballooned_bytes`` are ``None``.
+        """
+        answer = self._run(HOST, {"vms": vm_stats is None})
+        if not isinstance(answer, dict) or not isinstance(answer.get("VMs"), list):
+            raise BackendError(
+                "the host's memory is not in the expected form", backend=self.name, uri=self._uri
+            )
+        if vm_stats is None:
+            rows = answer["VMs"]
+            if not all(isinstance(r, dict) and r.get("Id") for r in rows):
+                raise BackendError(
+                    "the host's VM list is not in the expected form", backend=self.name, uri=self._uri
+                )
+            at = datetime.now(timezone.utc)
+            vm_stats = [self._stats(r, at) for r in rows]
+        name = str(answer.get("Name") or self.host_info.get("host") or self.opts.uri.host)
+        kib = {
+            k: _int(answer, k)
+            for k in ("FreePhysicalMemory", "SizeStoredInPagingFiles", "FreeSpaceInPagingFiles")
+        }
+        free, paging, paging_free = (None if v is None else v * KiB for v in kib.values())
+        figures: dict[str, Any] = {
+            "physical_bytes": _int(answer, "MemoryCapacity") or None,
+            "free_bytes": free,
+            "swap_total_bytes": paging,
+            "swap_used_bytes": max(0, paging - paging_free)
+            if paging is not None and paging_free is not None
+            else None,
+        }
+        # a hyperv:// connection is one host: every VM of the sweep is its
+        return [host_stats(vm_stats, host=name, backend=self.name, **figures)]
 
     def _stats(self, row: dict[str, Any], at: datetime) -> MemoryStats:
         vm = self._vm(row)

@@ -21,6 +21,11 @@ What it does, call by call (see ``docs/backends/kvm.md`` for the user's view):
   running domain it reads its definition; if the period is off it sets it
   (``setMemoryStatsPeriod``, option ``stats_period``, default 10 s, live only). Until the guest
   has reported since, its figures are ``None`` and ``stale`` is True — never zeros.
+- **The host** (``get_host_stats``): one worker call reads ``getInfo``, ``getMemoryStats`` of
+  all cells (total, free, buffers, cached in KiB: the host's ``/proc/meminfo``),
+  ``getFreeMemory`` and KSM's node memory parameters (``shm_pages_sharing`` × the base page size
+  from the capabilities, read once); a driver without one of them (the test driver has no node
+  memory stats and no KSM) leaves its figures ``None``. libvirt has no host swap figures.
 - **Targets**: ``setMemoryFlags(KiB, VIR_DOMAIN_AFFECT_LIVE)`` (then ``AFFECT_CONFIG`` with
   ``persist=True`` on a persistent domain; a stopped domain gets ``AFFECT_CONFIG``). libvirt
   returns at once and reports no error when the balloon stalls: the session's
@@ -34,7 +39,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import (
@@ -43,9 +48,10 @@ from hvballoon.errors import (
     PartialChangeError,
     VMNotFoundError,
 )
+from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
-from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB, format_size
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import KiB, MiB, format_size
 
 from ._connection import Link, ensure_event_loop
 from ._domain import (
@@ -169,6 +175,7 @@ class KVMBackend(Backend):
         # backend set, by UUID, valid while the domain keeps its run id
         self._targets: dict[str, tuple[int, int]] = {}
         self._seen_lock = threading.Lock()
+        self._page_bytes: int | None = None  # the host's base page size, once read
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -334,6 +341,33 @@ class KVMBackend(Backend):
             self._seen.update(found)
         return {**known, **found}
 
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The host behind the connection: its figures in one worker call, plus the VM sweep.
+
+        Physical and free memory come from ``getMemoryStats`` of all cells (``/proc/meminfo``'s
+        MemTotal, and MemFree + Buffers + Cached: what the host can hand out without swapping)
+        where the driver has it, else from ``getInfo`` (whole MiB) and ``getFreeMemory`` (bytes,
+        the NUMA cells' free memory). ``shared_bytes`` is what KSM saves (``shm_pages_sharing``
+        pages). The raw figures of every call are kept in ``extra``.
+        """
+        stats = vm_stats if vm_stats is not None else self.get_stats()
+        raw = self._link.call("read the host's memory", self._read_host)
+        name = self._host or self.opts.uri.host or "localhost"
+        return from_sweep(stats, backend=BACKEND, default_host=name, figures={name: _host_figures(raw)})
+
+    def _read_host(self, conn: Any) -> dict[str, Any]:
+        if self._page_bytes is None:
+            self._page_bytes = _optional(lambda: _base_page_bytes(conn.getCapabilities()))
+        return {
+            "info": conn.getInfo(),
+            "memory_stats": _optional(
+                lambda: conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+            ),
+            "cells_free": _optional(conn.getFreeMemory),
+            "ksm": _optional(lambda: conn.getMemoryParameters(0)),
+            "page_bytes": self._page_bytes,
+        }
+
     def get_config(self, vm: VM) -> MemoryConfig:
         def fetch(conn: Any) -> tuple[DomainXML, DomainXML | None, bool, bool]:
             dom = self._lookup(conn, vm)
@@ -436,6 +470,65 @@ class KVMBackend(Backend):
             applied.append(name)
         with self._seen_lock:
             self._seen.pop(vm.id, None)  # read the period again on the next sweep
+
+
+#: What a driver that lacks a host call answers (the test driver has no node memory stats).
+_UNSUPPORTED_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_NO_SUPPORT,
+        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+        getattr(libvirt, "VIR_ERR_OPERATION_UNSUPPORTED", libvirt.VIR_ERR_NO_SUPPORT),
+    }
+)
+
+T = TypeVar("T")
+
+
+def _optional(call: Callable[[], T]) -> T | None:
+    """``call()``, or ``None`` when this driver does not implement it (any other error raises)."""
+    try:
+        return call()
+    except libvirt_error as exc:
+        if error_code(exc) in _UNSUPPORTED_CODES:
+            return None
+        raise
+
+
+def _base_page_bytes(capabilities_xml: str) -> int | None:
+    """The host's smallest page size (``<host><cpu><pages unit='KiB' size='4'/>``), in bytes."""
+    root = ET.fromstring(capabilities_xml)  # noqa: S314 - libvirt's own output
+    sizes = []
+    for page in root.findall("./host/cpu/pages"):
+        unit, size = (page.get("unit") or "KiB"), page.get("size")
+        if size is not None and size.isdigit() and unit in ("KiB", "K"):
+            sizes.append(int(size) * KiB)
+    return min(sizes) if sizes else None
+
+
+def _host_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """HostStats figures from :meth:`KVMBackend._read_host`'s answers (KiB, MiB and bytes)."""
+    info, node, cells_free, ksm = raw["info"], raw["memory_stats"], raw["cells_free"], raw["ksm"]
+    extra: dict[str, Any] = {
+        "node_info_memory_bytes": int(info[1]) * MiB,
+        "numa_cells": int(info[4]),
+        "cells_free_bytes": int(cells_free) if cells_free is not None else None,
+    }
+    figures: dict[str, Any] = {"extra": extra}
+    if node and "total" in node and "free" in node:
+        cache = sum(int(node.get(k, 0)) for k in ("buffers", "cached")) * KiB
+        figures["physical_bytes"] = int(node["total"]) * KiB
+        figures["free_bytes"] = int(node["free"]) * KiB + cache
+        extra.update(source="getMemoryStats", unused_bytes=int(node["free"]) * KiB, cache_bytes=cache)
+    else:
+        figures["physical_bytes"] = int(info[1]) * MiB
+        figures["free_bytes"] = int(cells_free) if cells_free is not None else None
+        extra["source"] = "getInfo+getFreeMemory"
+    if ksm:
+        extra.update({f"ksm_{k.removeprefix('shm_')}": v for k, v in ksm.items()})
+        sharing, page = ksm.get("shm_pages_sharing"), raw["page_bytes"]
+        if sharing is not None and page is not None:
+            figures["shared_bytes"] = int(sharing) * page
+    return figures
 
 
 def _identify(conn: Any) -> tuple[str, str | None]:

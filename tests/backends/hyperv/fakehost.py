@@ -44,7 +44,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hvballoon_hyperv._scripts import PROBE, READ, SET_MEMORY, Template, data_pattern, decode_data
+from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, Template, data_pattern, decode_data
 
 from hvballoon.fake.scenario import Scenario, load_scenario
 from hvballoon.fake.world import Guest, World
@@ -119,6 +119,7 @@ class FakeHyperVHost:
             (PROBE, self._probe),
             (READ, self._read),
             (SET_MEMORY, self._set),
+            (HOST, self._host),
         ]
         for template, function in routes:
             self.router.add(data_pattern(template), self._route(template, function))
@@ -184,6 +185,25 @@ class FakeHyperVHost:
             "memory_capacity": (
                 self.world.host.physical_bytes if self.hyperv_module and self.vmhost_readable else None
             ),
+        }
+
+    def _host(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Get-VMHost + Win32_OperatingSystem (+ Get-VM): the simulated host as Windows shows it.
+
+        MemoryCapacity is bytes; FreePhysicalMemory and the paging-file sizes are whole
+        kilobytes (WMI's "kilobytes" units), so the sub-KiB rest of the world's figures is lost,
+        as on a real host. The page file is the world's host swap.
+        """
+        assert set(params) == {"vms"}
+        w, h = self.world, self.world.host
+        swapped = int(w.a["hsw"].sum())
+        return {
+            "Name": h.name,
+            "MemoryCapacity": h.physical_bytes,
+            "FreePhysicalMemory": w.host_free_bytes // 1024,
+            "SizeStoredInPagingFiles": h.swap_bytes // 1024,
+            "FreeSpaceInPagingFiles": max(0, h.swap_bytes - swapped) // 1024,
+            "VMs": [self.row(g) for g in self._guests()] if params["vms"] else [],
         }
 
     def _read(self, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -40,8 +40,14 @@ One VM dict (every key but ``name`` optional; sizes in MB like the vSphere API, 
         "grantedMemory": 8400, "guestHeartbeatStatus": "green"
       },
       "memoryHotAddEnabled": true,         # config.memoryHotAddEnabled
-      "extraConfig": {"sched.mem.maxmemctl": "1330"}
+      "extraConfig": {"sched.mem.maxmemctl": "1330"},
+      "host": 1                            # runs on host 1 (moref order; default: the model's pick)
     }
+
+Per-host figures (``host_figures``, one dict per host in moref order, MB like the API)::
+
+    {"memoryMB": 131072,                   # hardware.memorySize (sent in bytes)
+     "overallMemoryUsage": 90000}          # summary.quickStats.overallMemoryUsage
 
 What the simulator does that a backend author must know:
 
@@ -343,7 +349,8 @@ class VcsimServer:
     """A running simulator, as a context manager; the object itself is the handle.
 
     ``vms`` are the VM dicts described in the module docstring (at least one); ``hosts`` is the
-    number of ESXi hosts in the one cluster; ``page_size`` caps every PropertyCollector page
+    number of ESXi hosts in the one cluster (at least as many as ``host_figures``, the per-host
+    memory figures); ``page_size`` caps every PropertyCollector page
     (``None``: only the client's ``maxObjects`` does). The server listens on ``address`` (by
     default 127.0.0.2, which pyvmomi does not treat as localhost, so certificate checks stay
     on) at a port the simulator picks itself, so there is no race for a free port.
@@ -357,6 +364,7 @@ class VcsimServer:
         address: str = "127.0.0.2",
         hosts: int = 1,
         host_memory_mb: int | None = None,
+        host_figures: Sequence[Mapping[str, Any]] | None = None,
         page_size: int | None = None,
         username: str = "hvballoon",
         password: str | None = None,
@@ -369,6 +377,7 @@ class VcsimServer:
         self.address = address
         self.hosts = hosts
         self.host_memory_mb = host_memory_mb
+        self.host_figures = [dict(h) for h in host_figures or ()]
         self.page_size = page_size
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(12)
@@ -415,6 +424,8 @@ class VcsimServer:
         figures: dict[str, Any] = {"hosts": self.hosts, "vms": self.vms}
         if self.host_memory_mb is not None:
             figures["hostMemoryMB"] = self.host_memory_mb
+        if self.host_figures:
+            figures["hostFigures"] = self.host_figures
         config.write_text(json.dumps(figures))
         args = [
             str(binary),

@@ -5,7 +5,9 @@
 // adds to the stock simulator what the ESXi backend's tests need:
 //
 //   - per-VM memory figures (memoryMB, memoryAllocation, quickStats, power state), which the
-//     stock simulator leaves at zero;
+//     stock simulator leaves at zero, and the host each VM runs on;
+//   - per-host memory figures (hardware.memorySize, summary.quickStats.overallMemoryUsage),
+//     which the stock simulator sets to the same values on every host;
 //   - PropertyCollector paging: RetrievePropertiesEx honours options.maxObjects (and an optional
 //     server-side page size), ContinueRetrievePropertiesEx and CancelRetrievePropertiesEx work;
 //   - a count of SOAP requests per method (GET /_counts, POST /_counts/reset);
@@ -56,9 +58,16 @@ import (
 // The figures file
 
 type figures struct {
-	Hosts        int         `json:"hosts"`
-	HostMemoryMB int64       `json:"hostMemoryMB"`
-	VMs          []vmFigures `json:"vms"`
+	Hosts        int   `json:"hosts"`
+	HostMemoryMB int64 `json:"hostMemoryMB"`
+	// Per host, in moref order (the first is host 0); hosts beyond the list keep the defaults.
+	HostFigures []hostFigures `json:"hostFigures"`
+	VMs         []vmFigures   `json:"vms"`
+}
+
+type hostFigures struct {
+	MemoryMB           int64 `json:"memoryMB"`
+	OverallMemoryUsage int32 `json:"overallMemoryUsage"` // MB, summary.quickStats
 }
 
 type vmFigures struct {
@@ -71,6 +80,8 @@ type vmFigures struct {
 	QuickStats          json.RawMessage   `json:"quickStats"`
 	MemoryHotAddEnabled *bool             `json:"memoryHotAddEnabled"`
 	ExtraConfig         map[string]string `json:"extraConfig"`
+	// The index (moref order) of the host the VM runs on; unset: where the model put it.
+	Host *int `json:"host"`
 }
 
 func loadFigures(path string) (*figures, error) {
@@ -96,6 +107,9 @@ func loadFigures(path string) (*figures, error) {
 			return nil, fmt.Errorf("%s: duplicate VM name %q", path, vm.Name)
 		}
 		seen[vm.Name] = true
+		if vm.Host != nil && *vm.Host < 0 {
+			return nil, fmt.Errorf("%s: vms[%d] names host %d", path, i, *vm.Host)
+		}
 	}
 	return f, nil
 }
@@ -109,7 +123,7 @@ var powerStates = map[string]types.VirtualMachinePowerState{
 
 // applyVM writes one VM's figures onto the simulator's object. Config and Runtime have copies
 // under Summary that the simulator does not keep in step: both are set.
-func applyVM(vm *simulator.VirtualMachine, f *vmFigures) error {
+func applyVM(vm *simulator.VirtualMachine, f *vmFigures, hosts []*simulator.HostSystem) error {
 	state, ok := powerStates[f.PowerState]
 	if !ok {
 		return fmt.Errorf("VM %q: unknown powerState %q", f.Name, f.PowerState)
@@ -142,6 +156,21 @@ func applyVM(vm *simulator.VirtualMachine, f *vmFigures) error {
 	for _, k := range keys {
 		vm.Config.ExtraConfig = append(vm.Config.ExtraConfig,
 			&types.OptionValue{Key: k, Value: f.ExtraConfig[k]})
+	}
+
+	if f.Host != nil {
+		if *f.Host >= len(hosts) {
+			return fmt.Errorf("VM %q: host %d does not exist (%d hosts)", f.Name, *f.Host, len(hosts))
+		}
+		target := hosts[*f.Host]
+		if vm.Runtime.Host != nil && *vm.Runtime.Host != target.Self {
+			if old, ok := simulator.Map.Get(*vm.Runtime.Host).(*simulator.HostSystem); ok {
+				simulator.Map.RemoveReference(old, &old.Vm, vm.Self)
+			}
+			simulator.Map.AppendReference(target, &target.Vm, vm.Self)
+		}
+		ref := target.Self
+		vm.Runtime.Host = &ref
 	}
 
 	vm.Runtime.PowerState = state
@@ -509,6 +538,9 @@ func main() {
 	if nh <= 0 {
 		nh = figs.Hosts
 	}
+	if nh < len(figs.HostFigures) {
+		nh = len(figs.HostFigures)
+	}
 	if nh <= 0 {
 		nh = 1
 	}
@@ -530,11 +562,26 @@ func main() {
 	}
 	defer model.Remove()
 
+	// Hosts in moref order, so that the figures' host indexes are stable.
+	var hostList []*simulator.HostSystem
 	for _, e := range simulator.Map.All("HostSystem") {
-		host := e.(*simulator.HostSystem)
-		if figs.HostMemoryMB > 0 {
-			host.Hardware.MemorySize = figs.HostMemoryMB << 20
-			host.Summary.Hardware.MemorySize = figs.HostMemoryMB << 20
+		hostList = append(hostList, e.(*simulator.HostSystem))
+	}
+	sort.Slice(hostList, func(i, j int) bool { return morefLess(hostList[i].Self.Value, hostList[j].Self.Value) })
+	if len(figs.HostFigures) > len(hostList) {
+		log.Fatalf("figures for %d hosts, the model has %d", len(figs.HostFigures), len(hostList))
+	}
+	for i, host := range hostList {
+		memoryMB := figs.HostMemoryMB
+		if i < len(figs.HostFigures) && figs.HostFigures[i].MemoryMB > 0 {
+			memoryMB = figs.HostFigures[i].MemoryMB
+		}
+		if memoryMB > 0 {
+			host.Hardware.MemorySize = memoryMB << 20
+			host.Summary.Hardware.MemorySize = memoryMB << 20
+		}
+		if i < len(figs.HostFigures) && figs.HostFigures[i].OverallMemoryUsage > 0 {
+			host.Summary.QuickStats.OverallMemoryUsage = figs.HostFigures[i].OverallMemoryUsage
 		}
 	}
 
@@ -548,12 +595,12 @@ func main() {
 		log.Fatalf("the model created %d VMs, expected %d", len(vms), nv)
 	}
 	for i := range figs.VMs {
-		if err := applyVM(vms[i], &figs.VMs[i]); err != nil {
+		if err := applyVM(vms[i], &figs.VMs[i], hostList); err != nil {
 			log.Fatal(err)
 		}
 	}
 	for _, vm := range vms[len(figs.VMs):] {
-		if err := applyVM(vm, &vmFigures{Name: vm.Name}); err != nil {
+		if err := applyVM(vm, &vmFigures{Name: vm.Name}, hostList); err != nil {
 			log.Fatal(err)
 		}
 	}
