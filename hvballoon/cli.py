@@ -452,6 +452,73 @@ def capabilities_cmd(uri: str, vm: str | None, as_json: bool, **kw: Any) -> None
         click.echo(f"note: {note}")
 
 
+#: The columns of a host table (see :func:`host_row`).
+HOST_COLUMNS: list[str] = [
+    "host",
+    "physical",
+    "used",
+    "free",
+    "overhead",
+    "swap used",
+    "swap total",
+    "shared",
+    "vms",
+    "configured",
+    "current",
+    "ballooned",
+    "overcommit",
+]
+
+
+def host_row(h: Any) -> list[str]:
+    """One :class:`~hvballoon.HostStats` as the cells of :data:`HOST_COLUMNS`."""
+    sizes = (
+        h.physical_bytes,
+        h.used_bytes,
+        h.free_bytes,
+        h.hypervisor_overhead_bytes,
+        h.swap_used_bytes,
+        h.swap_total_bytes,
+        h.shared_bytes,
+    )
+    vm_sizes = (h.vm_configured_bytes, h.vm_current_bytes, h.ballooned_bytes)
+    return [
+        h.host,
+        *(format_size(n) for n in sizes),
+        "-" if h.vms_running is None else str(h.vms_running),
+        *(format_size(n) for n in vm_sizes),
+        "-" if h.overcommit_ratio is None else f"{h.overcommit_ratio:.2f}",
+    ]
+
+
+@main.command(
+    "host",
+    epilog="""\b
+Examples:
+  hvballoon host fake://seed
+  hvballoon host 'vcenter://admin@vc01/?datacenter=DC1' --json
+  hvballoon schema HostStats
+""",
+)
+@click.argument("uri")
+@connection_options
+@json_option
+@handle_errors
+def host_cmd(uri: str, as_json: bool, **kw: Any) -> None:
+    """The memory picture of every host behind URI (one bulk read): physical, used and free
+    memory, swap, page sharing, and what its running VMs were promised (configured), have
+    (current) and hold in balloons; overcommit = configured / physical.
+
+    A figure the hypervisor cannot supply is shown as '-' (null in --json), never 0.
+    """
+    with session(uri, _conn(kw)) as hv:
+        hosts = hv.get_host_stats()
+    if as_json:
+        _echo_json([h.model_dump(mode="json") for h in hosts])
+        return
+    _console().print(_table(HOST_COLUMNS, [host_row(h) for h in hosts], title=hv.uri))
+
+
 @main.command("scenarios", epilog="\b\nExamples:\n  hvballoon scenarios\n  hvballoon stats fake://seed-spike")
 @json_option
 @handle_errors

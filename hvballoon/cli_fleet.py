@@ -11,6 +11,7 @@ the order given), else 7 when a VM named matched no host.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from typing import Any
 import click
 
 from hvballoon.cli import (
+    HOST_COLUMNS,
     STATS_COLUMNS,
     _conn,
     _console,
@@ -26,10 +28,12 @@ from hvballoon.cli import (
     _table,
     connection_options,
     handle_errors,
+    host_row,
     json_option,
     stats_row,
 )
 from hvballoon.errors import InvalidRequestError, VMNotFoundError
+from hvballoon.exporter import DEFAULT_PORT
 from hvballoon.fleet import Fleet, HostResult, first_error, read_inventory, split_targets
 from hvballoon.units import parse_duration
 
@@ -50,7 +54,13 @@ def _uris_and_vms(targets: tuple[str, ...], inventory: str | None) -> tuple[list
 
 
 def _make_fleet(
-    uris: list[str], conn: dict[str, Any], host_timeout: str | None, concurrency: int, keep: bool
+    uris: list[str],
+    conn: dict[str, Any],
+    host_timeout: str | None,
+    concurrency: int,
+    keep: bool,
+    *,
+    host_stats: bool = False,
 ) -> Fleet:
     password = sys.stdin.readline().rstrip("\r\n") if conn.get("password_stdin") else None
     timeout = parse_duration(conn.get("timeout") or "30s", what="--timeout")
@@ -66,6 +76,7 @@ def _make_fleet(
         ca_file=conn.get("ca_file"),
         concurrency=concurrency,
         keep_sessions=keep,
+        host_stats=host_stats,
     )
 
 
@@ -82,13 +93,13 @@ def _exit_code(results: list[HostResult], missing: list[str]) -> int:
     return VMNotFoundError.exit_code if missing else 0
 
 
-def _summary(results: list[HostResult], vms: list[str]) -> dict[str, Any]:
+def _summary(results: list[HostResult], vms: list[str], *, hosts: bool = False) -> dict[str, Any]:
     missing = _missing(results, vms)
     code = _exit_code(results, missing)
     return {
         "ok": code == 0,
         "exit_code": code,
-        "hosts": [r.to_dict() for r in results],
+        "hosts": [r.to_dict(hosts=hosts) for r in results],
         "missing_vms": missing,
     }
 
@@ -111,10 +122,19 @@ def _render(results: list[HostResult], title: str | None = None) -> Any:
         ]
         for r in results
     ]
-    return Group(
+    tables = [
         _table(_STATS_COLUMNS, rows, title=title),
         _table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"),
-    )
+    ]
+    memory = [[r.uri, *host_row(h)] for r in results for h in r.hosts]
+    memory += [
+        [r.uri, f"error: {r.host_error.code}", *["-"] * (len(HOST_COLUMNS) - 1)]
+        for r in results
+        if r.host_error is not None
+    ]
+    if memory:
+        tables.append(_table(["uri", *HOST_COLUMNS], memory, title="host memory"))
+    return Group(*tables)
 
 
 def run_fleet_stats(
@@ -168,17 +188,20 @@ def watch_cmd(
     as_json: bool,
     **kw: Any,
 ) -> None:
-    """Refresh a live table of the stats of every VM on one or several hosts.
+    """Refresh a live table of the stats of every VM on one or several hosts, and of each
+    host's memory (physical, used, free, swap, what its running VMs were promised and hold,
+    overcommit).
 
     With --json, print one JSON line per sweep ({"sweep", "at", "ok", "exit_code", "hosts",
-    "missing_vms"}). With --count N the exit code is the last sweep's (0 if every host answered).
+    "missing_vms"}; each host also has "host_stats" and "host_error"). With --count N the exit
+    code is the last sweep's (0 if every host answered).
     """
     every = parse_duration(interval, what="--interval")
     uris, vms = _uris_and_vms(targets, inventory)
     conn = _conn(kw)
     console = _console()
     code = 0
-    with _make_fleet(uris, conn, host_timeout, concurrency, keep=True) as fleet:
+    with _make_fleet(uris, conn, host_timeout, concurrency, keep=True, host_stats=True) as fleet:
         live: Any = None
         if not as_json and console.is_terminal:
             from rich.live import Live
@@ -192,7 +215,7 @@ def watch_cmd(
                 started = time.monotonic()
                 results = fleet.sweep(vms or None)
                 at = datetime.now(timezone.utc)
-                summary = _summary(results, vms)
+                summary = _summary(results, vms, hosts=True)
                 code = summary["exit_code"]
                 title = f"sweep {n} at {at.astimezone().strftime('%H:%M:%S')} (every {interval})"
                 if as_json:
@@ -217,17 +240,17 @@ def watch_cmd(
     "exporter",
     epilog="""\b
 Examples:
-  hvballoon exporter qemu:///system --listen 127.0.0.1:9177
+  hvballoon exporter qemu:///system --listen 127.0.0.1:10177
   HVBALLOON_PASSWORD=… hvballoon exporter -i hosts.txt --interval 30s --host-timeout 8s
-  curl -s http://127.0.0.1:9177/metrics | grep hvballoon_vm_current_bytes
+  curl -s http://127.0.0.1:10177/metrics | grep hvballoon_host_overcommit_ratio
 """,
 )
 @click.argument("uris", nargs=-1, metavar="[URI…]")
 @click.option(
     "--listen",
-    default="127.0.0.1:9177",
+    default=f"127.0.0.1:{DEFAULT_PORT}",
     show_default=True,
-    help="ADDRESS:PORT to serve /metrics on (port 0: any free port).",
+    help="ADDRESS:PORT to serve /metrics on (port 0: any free port; beyond loopback: warned about).",
 )
 @click.option(
     "--interval",
@@ -247,12 +270,13 @@ def exporter_cmd(
     concurrency: int,
     **kw: Any,
 ) -> None:
-    """Serve every VM's memory figures to Prometheus (needs: pip install 'hvballoon[exporter]').
+    """Serve every VM's and every host's memory figures to Prometheus (needs: pip install
+    'hvballoon[exporter]').
 
     Each scrape is answered from one concurrent sweep of every host, or from the last sweep when
     it is younger than --interval. Keep --host-timeout below Prometheus' scrape_timeout.
-    --host-timeout defaults to 10s here. Prints the address it listens on, then serves until
-    interrupted (SIGINT / SIGTERM).
+    --host-timeout defaults to 10s here. Prints the address it listens on (and a warning when it
+    is beyond loopback), then serves until interrupted (SIGINT / SIGTERM).
     """
     import signal
 
@@ -273,6 +297,10 @@ def exporter_cmd(
     bound = exporter.start(address, port)
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     click.echo(f"serving http://{shown}:{bound[1]}/metrics for {len(host_uris)} host(s)", err=True)
+    if exporter.exposure_warning is not None and logging.getLogger("hvballoon.exporter").hasHandlers():
+        # logged already; with no logging configured, Python's last-resort handler printed it on
+        # stderr, so only a configured log needs it repeated there
+        click.echo(f"warning: {exporter.exposure_warning}", err=True)
     try:
         while True:
             time.sleep(3600)

@@ -22,12 +22,14 @@ EPILOG = """\b
 Examples:
   hvballoon autoballoon fake://seed --policy hvballoon --once --dry-run
   hvballoon autoballoon fake://seed --policy mom --rounds 30 --json
-  hvballoon autoballoon qemu:///system --policy hvballoon --host-memory 128GiB \\
+  hvballoon autoballoon qemu:///system --policy hvballoon \\
       --self-managed db01 --floor web01=4GiB --interval 10s
   hvballoon autoballoon esxi://root@esx01 --policy hvballoon --settings fleet.yaml
 \b
 Policies: static (never moves), mom (oVirt MoM's default balloon rules), proxmox (Proxmox VE's
 auto-ballooning), hvballoon (ours). The fake backend runs on virtual time: use --rounds.
+The host's memory is read every round (hvballoon host URI shows it); --host-memory overrides
+its physical memory (the host's use is then derived from the VMs, plus --host-overhead).
 """
 
 
@@ -82,8 +84,13 @@ def _line(d: Any) -> str:
 @click.option("--dry-run", is_flag=True, help="Decide and check each move, change nothing.")
 @click.option("--once", is_flag=True, help="Run one round and exit.")
 @click.option("--rounds", type=click.IntRange(min=1), help="Run this many rounds and exit.")
-@click.option("--host-memory", help="The host's physical memory (e.g. 128GiB); fake:// reads it itself.")
-@click.option("--host-overhead", default="0", help="Memory the host uses besides the VMs.")
+@click.option(
+    "--host-memory",
+    help="Override the host's physical memory (e.g. 128GiB); by default it is read every round.",
+)
+@click.option(
+    "--host-overhead", default="0", help="With --host-memory: memory the host uses besides the VMs."
+)
 @click.option("--host-reserve", default="0", help="Memory the policies keep free on the host.")
 @click.option("--settings", "settings_file", type=click.Path(dir_okay=False), help="YAML/JSON settings.")
 @click.option("--exclude", multiple=True, metavar="VM", help="Never touch this VM (repeatable).")
@@ -154,10 +161,6 @@ def autoballoon_cmd(
         vms.setdefault(name, {})["ceiling"] = size
     data["vms"] = vms
     with session(uri, opts) as hv:
-        if data.get("host_memory_bytes") is None and hv.backend_name == "fake":
-            # the simulator knows its host; real backends have no host-level figures yet
-            data["host_memory_bytes"] = hv.native.host.physical_bytes
-            data["host_overhead_bytes"] = data["host_overhead_bytes"] or hv.native.host.overhead_bytes
         from pydantic import ValidationError
 
         try:
@@ -165,11 +168,6 @@ def autoballoon_cmd(
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise InvalidRequestError(f"invalid autoballoon settings: {problems}") from None
-        if policy_name != "static" and settings.host_memory_bytes is None:
-            raise InvalidRequestError(
-                f"the {policy_name} policy needs the host's physical memory: pass --host-memory "
-                "(e.g. --host-memory 128GiB)"
-            )
         ctl = Controller(hv, policy_name, settings, dry_run=dry_run)
         count = 1 if once else rounds
         try:

@@ -1,6 +1,6 @@
 """A Prometheus exporter: every VM's memory figures and the health of each sweep.
 
-``hvballoon exporter URI… --listen 127.0.0.1:9177`` serves ``/metrics``. Each scrape is answered
+``hvballoon exporter URI… --listen 127.0.0.1:10177`` serves ``/metrics``. Each scrape is answered
 from one bulk sweep of every host (concurrent, with a per-host deadline, see
 :class:`~hvballoon.fleet.Fleet`), or from the previous sweep when it is younger than
 ``interval`` — so several Prometheus servers scraping at once cost one sweep, not several.
@@ -10,14 +10,25 @@ Needs the ``exporter`` extra (``pip install 'hvballoon[exporter]'``, which bring
 Per-VM series carry the labels ``uri`` (redacted), ``backend``, ``host``, ``vm`` and ``vm_id``.
 Every byte figure of :class:`~hvballoon.MemoryStats` a backend fills becomes a gauge
 ``hvballoon_vm_<field>`` (a figure the backend does not know is *absent*, never 0); the
-cumulative ones (swap in/out, major faults) are counters. Sweep health:
-``hvballoon_host_up``, ``hvballoon_host_sweep_duration_seconds``,
-``hvballoon_host_errors_total{code}``, ``hvballoon_host_last_success_timestamp_seconds``,
-``hvballoon_sweep_duration_seconds`` and ``hvballoon_sweeps_total``.
+cumulative ones (swap in/out, major faults) are counters. Every figure of
+:class:`~hvballoon.HostStats` becomes a gauge ``hvballoon_host_<field>`` per hypervisor host
+(``hvballoon_host_physical_bytes``, ``…_vms_running``, ``…_overcommit_ratio`` …). Sweep health,
+per URI: ``hvballoon_host_up``, ``hvballoon_host_vms``, ``hvballoon_host_sweep_duration_seconds``,
+``hvballoon_host_errors_total{code}``, ``hvballoon_host_last_success_timestamp_seconds``;
+``hvballoon_sweep_duration_seconds`` and ``hvballoon_sweeps_total``. Every ``hvballoon_host_*``
+series carries the same labels, ``uri``, ``backend`` and ``host`` (the hypervisor host for the
+memory figures, the host the URI names — ``localhost`` for a local one — for the sweep health),
+plus ``code`` on the error counter.
+
+The default port, :data:`DEFAULT_PORT` (10177), is outside the block 9100–9999 that
+Prometheus' port allocation list has filled (9177 there is the libvirt exporter's, which runs
+on the same KVM hosts). Listening beyond loopback is allowed, with a warning.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvballoon._uri import parse_uri
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
-from hvballoon.fleet import Fleet, HostResult
+from hvballoon.fleet import Fleet, HostResult, backend_of
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -35,10 +46,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTER_FIELDS",
+    "DEFAULT_PORT",
     "GAUGE_FIELDS",
+    "HOST_FIELDS",
     "Exporter",
+    "exposure_warning",
     "parse_listen",
 ]
+
+log = logging.getLogger("hvballoon.exporter")
+
+#: The exporter's default port: free in Prometheus' default port allocation list (see docs).
+DEFAULT_PORT = 10177
 
 INSTALL_HINT = "pip install 'hvballoon[exporter]'  (or: pip install prometheus-client)"
 
@@ -60,7 +79,20 @@ def _gauge_fields() -> tuple[str, ...]:
 #: MemoryStats figures exported as gauges ``hvballoon_vm_<field>``.
 GAUGE_FIELDS: tuple[str, ...] = _gauge_fields()
 
+
+def _host_fields() -> tuple[str, ...]:
+    from hvballoon.models import HostStats
+
+    names = [*HostStats.model_fields, *HostStats.model_computed_fields]
+    return tuple(n for n in names if n.endswith("_bytes") or n in ("vms_running", "overcommit_ratio"))
+
+
+#: HostStats figures exported as gauges ``hvballoon_host_<field>``, one series per host.
+HOST_FIELDS: tuple[str, ...] = _host_fields()
+
 _VM_LABELS = ["uri", "backend", "host", "vm", "vm_id"]
+#: Every ``hvballoon_host_*`` series has these labels (the error counter adds ``code``).
+_HOST_LABELS = ["uri", "backend", "host"]
 
 
 def _require_prometheus() -> None:
@@ -74,10 +106,10 @@ def _require_prometheus() -> None:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """``'127.0.0.1:9177'``, ``'[::1]:9177'``, ``':9177'`` (loopback) or ``'9177'`` → (address, port).
+    """``'127.0.0.1:10177'``, ``'[::1]:10177'``, ``':10177'`` (loopback) or ``'10177'`` → (address, port).
 
-    >>> parse_listen("127.0.0.1:9177"), parse_listen("[::1]:0"), parse_listen("9177")
-    (('127.0.0.1', 9177), ('::1', 0), ('127.0.0.1', 9177))
+    >>> parse_listen("127.0.0.1:10177"), parse_listen("[::1]:0"), parse_listen("10177")
+    (('127.0.0.1', 10177), ('::1', 0), ('127.0.0.1', 10177))
     """
     text = value.strip()
     host, port_text = "127.0.0.1", text
@@ -93,19 +125,41 @@ def parse_listen(value: str) -> tuple[str, int]:
         port = int(port_text)
     except ValueError:
         raise InvalidRequestError(
-            f"invalid --listen {value!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:9177"
+            f"invalid --listen {value!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}"
         ) from None
     if not 0 <= port <= 65535:
         raise InvalidRequestError(f"invalid --listen {value!r}: the port must be 0-65535")
     return host, port
 
 
+def exposure_warning(address: str) -> str | None:
+    """The warning for serving on ``address`` (an IP), or ``None`` when it is loopback.
+
+    >>> exposure_warning("127.0.0.1") is None, exposure_warning("::1") is None
+    (True, True)
+    >>> exposure_warning("0.0.0.0").split(":")[0]
+    'the exporter listens on 0.0.0.0, beyond loopback'
+    """
+    try:
+        if ipaddress.ip_address(address.split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:
+        pass  # not an IP: a name may resolve anywhere
+    return (
+        f"the exporter listens on {address}, beyond loopback: whoever reaches it reads every VM's "
+        "names and memory figures, without TLS or authentication; put a reverse proxy (TLS, "
+        "authentication) or a firewall in front of it"
+    )
+
+
 class Exporter:
     """The exporter: a :class:`~hvballoon.fleet.Fleet`, a sweep cache and a Prometheus registry.
 
     ``interval`` (seconds) is the age below which a scrape is answered from the last sweep;
-    0 sweeps on every scrape. :meth:`start` serves HTTP in a background thread; :meth:`render`
-    returns the exposition text without a server (handy in tests and cron jobs).
+    0 sweeps on every scrape. The fleet is made to read each URI's host figures too
+    (``fleet.host_stats``), summing the sweep it just read. :meth:`start` serves HTTP in a
+    background thread; :meth:`render` returns the exposition text without a server (handy in
+    tests and cron jobs).
     """
 
     def __init__(
@@ -117,6 +171,7 @@ class Exporter:
         if interval < 0:
             raise InvalidRequestError("the exporter's interval cannot be negative")
         self.fleet = fleet
+        fleet.host_stats = True
         self.interval = float(interval)
         self._clock = clock
         self._lock = threading.Lock()
@@ -131,6 +186,8 @@ class Exporter:
         self.registry.register(_Collector(self))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        #: the warning :meth:`start` logged for a listener beyond loopback, if any
+        self.exposure_warning: str | None = None
 
     # -- sweeping -----------------------------------------------------------------------
 
@@ -160,9 +217,10 @@ class Exporter:
         for r in results:
             if r.error is None:
                 self._last_success[r.uri] = started_wall + r.elapsed_seconds
-            else:
-                key = (r.uri, r.error.code)
-                self._errors[key] = self._errors.get(key, 0) + 1
+            for err in (r.error, r.host_error):
+                if err is not None:
+                    key = (r.uri, err.code)
+                    self._errors[key] = self._errors.get(key, 0) + 1
 
     # -- serving ------------------------------------------------------------------------
 
@@ -172,8 +230,12 @@ class Exporter:
 
         return generate_latest(self.registry)
 
-    def start(self, address: str = "127.0.0.1", port: int = 9177) -> tuple[str, int]:
-        """Serve ``/metrics`` on ``address:port`` in a daemon thread; returns the bound address."""
+    def start(self, address: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``address:port`` in a daemon thread; returns the bound address.
+
+        Binding beyond loopback (``0.0.0.0``, a routable address) is allowed, and logged as a
+        warning (:attr:`exposure_warning`): the metrics name every VM and travel without TLS.
+        """
         from prometheus_client import start_http_server
 
         if self._server is not None:
@@ -184,6 +246,9 @@ class Exporter:
             raise InvalidRequestError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
         self._server, self._thread = server, thread
         bound = server.server_address
+        self.exposure_warning = exposure_warning(str(bound[0]))
+        if self.exposure_warning is not None:
+            log.warning("%s", self.exposure_warning)
         return str(bound[0]), int(bound[1])
 
     def stop(self) -> None:
@@ -235,36 +300,51 @@ class Exporter:
             labels=[*_VM_LABELS, "power_state", "mechanism"],
         )
         up = GaugeMetricFamily(
-            "hvballoon_host_up", "1 when the host answered the last sweep, else 0.", labels=["uri", "backend"]
+            "hvballoon_host_up", "1 when the host answered the last sweep, else 0.", labels=_HOST_LABELS
         )
         host_seconds = GaugeMetricFamily(
             "hvballoon_host_sweep_duration_seconds",
             "How long the host took in the last sweep (its timeout when it did not answer).",
-            labels=["uri"],
+            labels=_HOST_LABELS,
         )
         vms = GaugeMetricFamily(
-            "hvballoon_host_vms", "VMs the host reported in the last sweep.", labels=["uri"]
+            "hvballoon_host_vms", "VMs the host reported in the last sweep.", labels=_HOST_LABELS
         )
         errors = CounterMetricFamily(
             "hvballoon_host_errors",
-            "Failed sweeps of the host since the exporter started, by hvballoon error code.",
-            labels=["uri", "code"],
+            "Failed sweeps of the host (or of its host figures) since the exporter started, by "
+            "hvballoon error code.",
+            labels=[*_HOST_LABELS, "code"],
         )
         last_ok = GaugeMetricFamily(
             "hvballoon_host_last_success_timestamp_seconds",
             "When the host last answered a sweep (Unix time).",
-            labels=["uri"],
+            labels=_HOST_LABELS,
         )
+        host_gauges = {
+            f: GaugeMetricFamily(
+                f"hvballoon_host_{f}", _HOST_HELP.get(f, f.replace("_", " ")), labels=_HOST_LABELS
+            )
+            for f in HOST_FIELDS
+        }
+        backends: dict[str, str] = {}
         for r in results:
-            backend = r.backend or ""
-            up.add_metric([r.uri, backend], 1.0 if r.ok else 0.0)
-            host_seconds.add_metric([r.uri], r.elapsed_seconds)
-            vms.add_metric([r.uri], float(len(r.stats)))
+            backend = r.backend or "unknown"
+            backends[r.uri] = backend
+            health = [r.uri, backend, _endpoint(r.uri)]
+            up.add_metric(health, 1.0 if r.ok else 0.0)
+            host_seconds.add_metric(health, r.elapsed_seconds)
+            vms.add_metric(health, float(len(r.stats)))
             if r.uri in self._last_success:
-                last_ok.add_metric([r.uri], self._last_success[r.uri])
+                last_ok.add_metric(health, self._last_success[r.uri])
+            for h in r.hosts:
+                for f, family in host_gauges.items():
+                    value = getattr(h, f)
+                    if value is not None:
+                        family.add_metric([r.uri, backend, h.host], float(value))
             fallback_host = _uri_host(r.uri)
             for s in r.stats:
-                labels = [r.uri, backend or s.vm.backend, s.vm.host or fallback_host, s.vm.name, s.vm.id]
+                labels = [r.uri, r.backend or s.vm.backend, s.vm.host or fallback_host, s.vm.name, s.vm.id]
                 for f, family in gauges.items():
                     value = getattr(s, f)
                     if value is not None:
@@ -276,11 +356,13 @@ class Exporter:
                 stale.add_metric(labels, 1.0 if s.stale else 0.0)
                 vm_info.add_metric([*labels, s.vm.power_state.value, s.mechanism.value], 1.0)
         for (uri, code), count in sorted(self._errors.items()):
-            errors.add_metric([uri, code], float(count))
+            backend = backends.get(uri) or backend_of(uri) or "unknown"
+            errors.add_metric([uri, backend, _endpoint(uri), code], float(count))
         yield from gauges.values()
         yield from counters.values()
         yield stale
         yield vm_info
+        yield from host_gauges.values()
         yield up
         yield host_seconds
         yield vms
@@ -321,6 +403,26 @@ def _uri_host(uri: str) -> str:
     except Exception:
         return ""
 
+
+def _endpoint(uri: str) -> str:
+    """The ``host`` label of a URI's sweep-health series: the host it names, else localhost."""
+    return _uri_host(uri) or "localhost"
+
+
+_HOST_HELP: dict[str, str] = {
+    "physical_bytes": "Physical memory of the hypervisor host.",
+    "free_bytes": "Memory the host can hand out without reclaiming any from its VMs.",
+    "used_bytes": "Physical memory in use on the host (physical - free).",
+    "hypervisor_overhead_bytes": "Memory the hypervisor spends besides guest memory.",
+    "swap_total_bytes": "The host's swap space.",
+    "swap_used_bytes": "Memory the host has swapped out.",
+    "shared_bytes": "Memory saved by page sharing (KSM, ESXi page sharing).",
+    "ballooned_bytes": "Held by the balloon drivers of the host's running VMs.",
+    "vm_configured_bytes": "Memory promised to the host's running VMs (their configured memory).",
+    "vm_current_bytes": "Memory the host's running VMs have now.",
+    "vms_running": "Running VMs on the host.",
+    "overcommit_ratio": "Configured memory of the running VMs / physical memory; above 1 the host is overcommitted.",
+}
 
 _HELP: dict[str, str] = {
     "configured_bytes": "Configured (maximum) memory of the VM.",

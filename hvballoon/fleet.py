@@ -37,10 +37,10 @@ from hvballoon.errors import (
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from hvballoon.models import MemoryStats
+    from hvballoon.models import HostStats, MemoryStats
     from hvballoon.session import Hypervisor
 
-__all__ = ["Fleet", "HostResult", "is_uri", "read_inventory", "split_targets"]
+__all__ = ["Fleet", "HostResult", "backend_of", "is_uri", "read_inventory", "split_targets"]
 
 log = logging.getLogger("hvballoon.fleet")
 
@@ -102,7 +102,12 @@ def read_inventory(path: str | Path) -> list[str]:
 
 @dataclass
 class HostResult:
-    """One host's part of a sweep: its stats, or the error that stopped it."""
+    """One host's part of a sweep: its stats, or the error that stopped it.
+
+    With a fleet that reads host figures (``host_stats=True``), ``hosts`` holds the URI's
+    :class:`~hvballoon.HostStats` (a vCenter has several), and ``host_error`` the error that
+    kept them from being read, if any; the VM stats stand either way.
+    """
 
     uri: str  # redacted, safe to print
     stats: list[MemoryStats] = field(default_factory=list)
@@ -110,14 +115,17 @@ class HostResult:
     elapsed_seconds: float = 0.0
     backend: str | None = None
     host: str | None = None
+    hosts: list[HostStats] = field(default_factory=list)
+    host_error: HVBalloonError | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``uri``, ``backend``, ``ok``, ``elapsed_seconds``, ``stats``, ``error``."""
-        return {
+    def to_dict(self, *, hosts: bool = False) -> dict[str, Any]:
+        """JSON-ready: ``uri``, ``backend``, ``ok``, ``elapsed_seconds``, ``stats``, ``error``;
+        with ``hosts``, also ``host_stats`` and ``host_error``."""
+        out: dict[str, Any] = {
             "uri": self.uri,
             "backend": self.backend,
             "ok": self.ok,
@@ -125,6 +133,10 @@ class HostResult:
             "stats": [s.model_dump(mode="json") for s in self.stats],
             "error": self.error.to_dict() if self.error is not None else None,
         }
+        if hosts:
+            out["host_stats"] = [h.model_dump(mode="json") for h in self.hosts]
+            out["host_error"] = self.host_error.to_dict() if self.host_error is not None else None
+        return out
 
 
 class _Slot:
@@ -133,6 +145,8 @@ class _Slot:
     def __init__(self, raw: str) -> None:
         self.raw = raw
         self.redacted = redact_uri(raw)
+        #: the backend by the URI's scheme (the registry's), known before any connection
+        self.backend = backend_of(raw)
         self.session: Hypervisor | None = None
         self.busy = threading.Event()  # set while a worker thread owns the slot
 
@@ -143,7 +157,9 @@ class Fleet:
     ``host_timeout`` bounds each host's part of a sweep (connecting included); a host still
     busy from an earlier sweep that timed out is reported as a timeout at once rather than
     queried twice. ``concurrency`` caps the threads querying at the same time. ``keep_sessions``
-    False closes every session after each sweep (what a one-shot command wants).
+    False closes every session after each sweep (what a one-shot command wants). ``host_stats``
+    also reads each URI's host figures (:meth:`~hvballoon.Hypervisor.get_host_stats`, summing
+    the sweep just read, so the VMs are not read twice).
     """
 
     def __init__(
@@ -157,6 +173,7 @@ class Fleet:
         ca_file: str | None = None,
         concurrency: int = 32,
         keep_sessions: bool = True,
+        host_stats: bool = False,
     ) -> None:
         if not uris:
             raise InvalidRequestError("a fleet needs at least one URI")
@@ -170,6 +187,7 @@ class Fleet:
         self._ca_file = ca_file
         self.concurrency = concurrency
         self.keep_sessions = keep_sessions
+        self.host_stats = host_stats
         self._sweep_lock = threading.Lock()
 
     @property
@@ -220,6 +238,12 @@ class Fleet:
             hv = slot.session
             result.backend = hv.backend_name
             stats = hv.get_stats()
+            if self.host_stats:
+                try:
+                    result.hosts = hv.get_host_stats(vm_stats=stats)
+                except HVBalloonError as exc:
+                    result.host_error = exc.with_context(uri=slot.redacted)
+                    log.warning("cannot read the host figures of %s: %s", slot.redacted, exc)
             if vms:
                 wanted = set(vms)
                 stats = [s for s in stats if s.vm.name in wanted or s.vm.id in wanted]
@@ -238,8 +262,8 @@ class Fleet:
         finally:
             if not self.keep_sessions:
                 self._drop(slot)
-        if result.backend is None and result.error is not None:
-            result.backend = result.error.backend
+        if result.backend is None:
+            result.backend = slot.backend
         result.elapsed_seconds = time.monotonic() - start
         return result
 
@@ -273,6 +297,7 @@ class Fleet:
                 if slot.busy.is_set():
                     results[i] = HostResult(
                         uri=slot.redacted,
+                        backend=slot.backend,
                         error=OperationTimeoutError(
                             f"{slot.redacted} is still busy with an earlier request that timed out",
                             uri=slot.redacted,
@@ -297,6 +322,7 @@ class Fleet:
                         slot = self._slots[i]
                         results[i] = HostResult(
                             uri=slot.redacted,
+                            backend=slot.backend,
                             error=OperationTimeoutError(
                                 f"no answer from {slot.redacted} within {self.host_timeout:g} s",
                                 uri=slot.redacted,
@@ -306,6 +332,17 @@ class Fleet:
                         )
                         del running[i]
         return [r for r in results if r is not None]
+
+
+def backend_of(uri: str) -> str | None:
+    """The backend serving ``uri``'s scheme, by the registry (``None`` if the URI is bad or no
+    backend serves it), without importing the backend."""
+    from hvballoon import registry
+
+    try:
+        return registry.spec_for_scheme(parse_uri(uri).scheme).name
+    except HVBalloonError:
+        return None
 
 
 def first_error(results: Iterable[HostResult]) -> HVBalloonError | None:

@@ -291,6 +291,8 @@ class FakeBackend(Backend):
                     "resident_bytes": acc["resident"],
                     "compression_cache_bytes": acc["compression_cache"],
                     "compressed_bytes": acc["compressed"],
+                    # what the simulated host swapped, whether or not the flavour can show it
+                    "host_swapped_bytes": acc["swapped"],
                     "reserve_bytes": host.reserve_bytes,
                     "flavor": self.flavor,
                 },

@@ -7,7 +7,7 @@ session's guard rails. Each round yields one :class:`~hvballoon.policy.model.Dec
 >>> import hvballoon
 >>> from hvballoon.policy import Controller, ControllerSettings
 >>> with hvballoon.connect("fake://seed") as hv:
-...     ctl = Controller(hv, "hvballoon", ControllerSettings(host_memory_bytes="120GiB"), dry_run=True)
+...     ctl = Controller(hv, "hvballoon", dry_run=True)   # the host's memory: get_host_stats()
 ...     decisions = ctl.step()
 ...     lowered = [d for d in decisions if d.action == "lower"]
 ...     len(decisions), len(lowered) > 0, all(not d.applied for d in decisions)
@@ -88,11 +88,6 @@ class Controller:
         self.round = 0
         self._configs: dict[str, tuple[float, MemoryConfig]] = {}
         self._last_lower: dict[str, float] = {}
-        if self.settings.host_memory_bytes is None and self.policy.name != "static":
-            raise InvalidRequestError(
-                f"the {self.policy.name} policy needs the host's memory: set host_memory_bytes "
-                "(the API has no host-level figures yet)"
-            )
 
     # -- guard rails ----------------------------------------------------------------------
 
@@ -198,15 +193,42 @@ class Controller:
             view = self._view(s, self._config(s, now) if running else None, caps, vs, rails)
             if view is not None:
                 views.append(view)
-        host = HostView(
-            total_bytes=self.settings.host_memory_bytes or used,
-            used_bytes=used,
-            reserve_bytes=self.settings.host_reserve_bytes,
-        )
+        host = self._host_view(stats, used)
         snap = Snapshot(
             at_seconds=now, interval_seconds=self.settings.interval_seconds, host=host, vms=tuple(views)
         )
         return snap, caps_by_id, stats
+
+    def _host_view(self, stats: list[MemoryStats], derived_used: int) -> HostView:
+        """The host as the policies see it, from ``get_host_stats()`` (summing this round's
+        sweep), unless ``host_memory_bytes`` overrides it.
+
+        With the override, the host's use is derived from the VMs (see
+        :class:`~hvballoon.policy.model.ControllerSettings`). Otherwise the hosts behind the
+        session (a vCenter has several) count as one pool: their physical memory added up, and
+        their used memory where every host reports it (else derived from the VMs).
+        """
+        reserve = self.settings.host_reserve_bytes
+        override = self.settings.host_memory_bytes
+        if override is not None:
+            return HostView(total_bytes=override, used_bytes=derived_used, reserve_bytes=reserve)
+        hosts = self.hv.get_host_stats(vm_stats=stats)
+        physical = [h.physical_bytes for h in hosts]
+        if not hosts or None in physical:
+            if self.policy.name == "static":  # it never looks at the host
+                return HostView(total_bytes=derived_used, used_bytes=derived_used, reserve_bytes=reserve)
+            raise InvalidRequestError(
+                f"the {self.policy.name} policy needs the host's physical memory, and the "
+                f"{self.hv.backend_name} backend did not report it for "
+                f"{', '.join(h.host for h in hosts if h.physical_bytes is None) or self.hv.uri}: "
+                "set host_memory_bytes (CLI: --host-memory 128GiB)"
+            )
+        used = [h.used_bytes for h in hosts]
+        return HostView(
+            total_bytes=sum(p or 0 for p in physical),
+            used_bytes=derived_used if None in used else sum(u or 0 for u in used),
+            reserve_bytes=reserve,
+        )
 
     # -- one round ------------------------------------------------------------------------
 

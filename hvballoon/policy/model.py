@@ -76,10 +76,11 @@ class VMSettings(_Frozen):
 class ControllerSettings(_Frozen):
     """How the controller runs. Sizes accept ``"4GiB"`` spellings.
 
-    ``host_memory_bytes``: the host's physical memory. The public API has no host-level figures
-    yet, so the controller derives the host's use from the VMs it sees: ``host_overhead_bytes``
-    plus, per running VM, ``host_consumed_bytes`` (else ``current_bytes``). ``host_reserve_bytes``
-    is memory the policies keep free on the host. ``policy_guard_rails`` lets the policy narrow
+    ``host_memory_bytes``: the host's physical memory, as an override. Unset, the controller
+    reads the host each round (:meth:`~hvballoon.Hypervisor.get_host_stats`: physical and used
+    memory, all hosts of the session as one pool). Set, the host's use is derived from the VMs
+    it sees: ``host_overhead_bytes`` plus, per running VM, ``host_consumed_bytes`` (else
+    ``current_bytes``). ``host_reserve_bytes`` is memory the policies keep free on the host. ``policy_guard_rails`` lets the policy narrow
     the session's guard-rail margin for its lowers (see :meth:`Policy.guard_rails
     <hvballoon.policy.base.Policy.guard_rails>`). Rate limits: ``max_lower_bytes_per_round`` and
     ``max_raise_bytes_per_round`` cap one VM's move per round, ``max_changes_per_round`` the
