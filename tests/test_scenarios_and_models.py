@@ -106,5 +106,5 @@ def test_json_round_trip_and_schema() -> None:
     again = MemoryStats.model_validate_json(st.model_dump_json())
     assert again == st
     schemas = json_schemas()
-    assert set(schemas) == {"VM", "MemoryStats", "MemoryConfig", "Capabilities", "Change"}
+    assert set(schemas) == {"VM", "MemoryStats", "MemoryConfig", "Capabilities", "Change", "HostStats"}
     assert "current_bytes" in schemas["MemoryStats"]["properties"]

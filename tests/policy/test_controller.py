@@ -236,12 +236,45 @@ def test_static_never_moves_and_needs_no_host_figure() -> None:
         assert targets(hv) == before
 
 
-def test_policies_other_than_static_need_the_host_memory() -> None:
-    with (
-        hvballoon.connect("fake://seed") as hv,
-        pytest.raises(InvalidRequestError, match="host_memory_bytes"),
-    ):
-        Controller(hv, "mom")
+def test_the_host_comes_from_get_host_stats_each_round() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, "mom")
+        snap, _, stats = ctl.snapshot()
+        (host,) = hv.get_host_stats(vm_stats=stats)
+        assert snap.host.total_bytes == host.physical_bytes == 120 * GiB
+        assert snap.host.used_bytes == host.used_bytes
+        hv.backend.world.advance(3600)  # the host moves: the next round sees it
+        snap2, _, stats2 = ctl.snapshot()
+        assert (
+            snap2.host.used_bytes == hv.get_host_stats(vm_stats=stats2)[0].used_bytes != snap.host.used_bytes
+        )
+
+
+def test_host_memory_setting_overrides_the_host_figures() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(
+            hv, "mom", ControllerSettings(host_memory_bytes="200GiB", host_overhead_bytes="1GiB")
+        )
+        snap, _, stats = ctl.snapshot()
+        assert snap.host.total_bytes == 200 * GiB
+        consumed = sum(s.host_consumed_bytes or 0 for s in stats if s.vm.power_state.value == "running")
+        assert snap.host.used_bytes == GiB + consumed
+
+
+def test_a_host_without_physical_memory_needs_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvballoon.backend import Backend
+
+    with hvballoon.connect("fake://seed") as hv:
+        # a backend that knows no host figure: the hook's default, summing the sweep only
+        monkeypatch.setattr(
+            hv.backend, "get_host_stats", lambda vm_stats=None: Backend.get_host_stats(hv.backend, vm_stats)
+        )
+        assert hv.get_host_stats()[0].physical_bytes is None
+        with pytest.raises(InvalidRequestError, match="host_memory_bytes") as info:
+            Controller(hv, "mom").step()
+        assert "--host-memory" in info.value.message
+        assert all(d.action == "hold" for d in Controller(hv, "static").step())
+        assert Controller(hv, "mom", settings(), dry_run=True).step()
 
 
 def test_esxi_moves_limits() -> None:
