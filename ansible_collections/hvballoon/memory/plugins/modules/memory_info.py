@@ -7,11 +7,13 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: memory_info
-short_description: Read guest memory statistics and memory configuration of VMs
+short_description: Read guest memory statistics and memory configuration of VMs, and the host's memory
 version_added: 0.1.0
 description:
   - Returns the memory picture of all VMs on a hypervisor (one bulk call), or of the VMs named, through
-    the hvballoon SDK, and optionally each VM's memory configuration and capabilities.
+    the hvballoon SDK, and optionally each VM's memory configuration and capabilities, and the memory
+    picture of each host behind the URI (physical, used and free memory, swap, page sharing, what its
+    running VMs were promised and hold in balloons, and the overcommit ratio).
   - "A figure the hypervisor cannot supply is null, never 0: for example Hyper-V reports demand but
     not the guest's used memory; KVM reports guest figures only once the balloon driver has
     reported (the C(stale) flag of the stats says so)."
@@ -24,12 +26,13 @@ extends_documentation_fragment:
 options:
   gather:
     description:
-      - What to read for each VM. V(stats) is one bulk call for all VMs; V(config) and
-        V(capabilities) cost one call per VM.
+      - What to read. V(stats) is one bulk call for all VMs; V(config) and V(capabilities) cost
+        one call per VM; V(host) reads each host's figures (one call, summing the VMs' stats
+        when V(stats) is read too) into RV(hosts).
     type: list
     elements: str
-    choices: [stats, config, capabilities]
-    default: [stats, config]
+    choices: [stats, config, capabilities, host]
+    default: [stats, config, host]
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -55,6 +58,18 @@ EXAMPLES = r"""
 - name: VMs whose guest is short of memory
   ansible.builtin.debug:
     msg: "{{ mem.vms | selectattr('stats.pressure_ratio', 'gt', 0.9) | map(attribute='name') | list }}"
+
+- name: How overcommitted is each ESXi host of a vCenter?
+  hvballoon.memory.memory_info:
+    uri: vcenter://readonly@vc01/?datacenter=DC1
+    password: "{{ vault_vcenter_password }}"
+    gather: [host]
+  delegate_to: localhost
+  register: hosts
+
+- name: Hosts promising more than 1.5 times their memory
+  ansible.builtin.debug:
+    msg: "{{ hosts.hosts | selectattr('overcommit_ratio', 'gt', 1.5) | map(attribute='host') | list }}"
 
 - name: Two VMs through vCenter, stats only
   hvballoon.memory.memory_info:
@@ -118,6 +133,18 @@ vms:
       description: The VM's own capabilities (its mechanism may differ from the backend's, for example on Hyper-V).
       type: dict
       returned: when V(capabilities) is in O(gather)
+hosts:
+  description:
+    - One entry per hypervisor host behind the URI (a vCenter has several), sizes in bytes; a figure the
+      hypervisor cannot supply is null, never 0.
+    - C(physical_bytes), C(used_bytes), C(free_bytes), C(hypervisor_overhead_bytes), C(swap_total_bytes),
+      C(swap_used_bytes), C(shared_bytes) come from the host; C(vms_running), C(vm_configured_bytes) (what the
+      running VMs were promised), C(vm_current_bytes) and C(ballooned_bytes) are sums over its running VMs;
+      C(overcommit_ratio) is C(vm_configured_bytes) / C(physical_bytes).
+  returned: when V(host) is in O(gather)
+  type: list
+  elements: dict
+  sample: [{"host": "host01", "physical_bytes": 128849018880, "vm_configured_bytes": 171798691840, "vms_running": 10, "overcommit_ratio": 1.3333}]
 code:
   description: The stable hvballoon error code, for example V(vm_not_found), V(connection_failed).
   returned: failure
@@ -166,8 +193,8 @@ def main():
         gather=dict(
             type="list",
             elements="str",
-            choices=["stats", "config", "capabilities"],
-            default=["stats", "config"],
+            choices=["stats", "config", "capabilities", "host"],
+            default=["stats", "config", "host"],
         )
     )
     module = AnsibleModule(
@@ -183,8 +210,10 @@ def main():
             wanted = selected_vms(module)
             vms = hv.resolve_many(wanted) if wanted else hv.list_vms()
             entries = [_entry(vm) for vm in vms]
+            sweep = None
             if "stats" in gather:
-                by_id = {s.vm.id: s for s in hv.get_stats(vms if wanted else None)}
+                sweep = hv.get_stats(vms if wanted else None)
+                by_id = {s.vm.id: s for s in sweep}
                 for entry in entries:
                     stats = by_id.get(entry["id"])
                     entry["stats"] = stats.model_dump(mode="json", exclude={"vm"}) if stats else None
@@ -200,6 +229,10 @@ def main():
                 capabilities=capabilities_result(hv.capabilities),
                 vms=entries,
             )
+            if "host" in gather:
+                # a sweep of every VM is summed as it is; of some VMs only, the host reads its own
+                hosts = hv.get_host_stats(vm_stats=sweep if sweep is not None and not wanted else None)
+                result["hosts"] = [h.model_dump(mode="json") for h in hosts]
     except HVBalloonError as exc:
         fail_error(module, exc)
     module.exit_json(**result)
