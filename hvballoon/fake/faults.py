@@ -1,7 +1,7 @@
 """Scripted faults (moto style): make the fake backend fail the way real hypervisors do.
 
 A rule names an operation (``connect``, ``list_vms``, ``get_stats``, ``get_config``,
-``set_target``, ``set_config`` or ``*``), a kind, and when it fires: the first ``count`` calls
+``set_target``, ``set_config``, ``get_host_stats`` or ``*``), a kind, and when it fires: the first ``count`` calls
 (default 1), only ``after`` N matching calls, or each call with a seeded ``probability``.
 
 >>> from hvballoon.fake.faults import FaultPlan
@@ -40,6 +40,7 @@ FAULT_OPS: tuple[str, ...] = (
     "get_config",
     "set_target",
     "set_config",
+    "get_host_stats",
 )
 
 
