@@ -280,6 +280,45 @@ def test_killed_qemu_is_a_typed_error_for_every_operation(
             assert time.monotonic() - start < 30, f"{what} took too long after the kill"
 
 
+# -- the host ----------------------------------------------------------------------------------
+
+
+def _meminfo_kib() -> dict[str, int]:
+    out = {}
+    with open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            out[key] = int(rest.split()[0])
+    return out
+
+
+def test_the_real_guests_host_is_read_from_libvirt(keeper: Hypervisor, main_guest: GuestHandle) -> None:
+    """The embedded QEMU driver runs on this machine: its host is this machine's /proc/meminfo."""
+    _fresh(keeper, MAIN)
+    start = time.monotonic()
+    (host,) = keeper.get_host_stats()
+    _report("host stats", time.monotonic() - start)
+    mem = _meminfo_kib()
+    assert host.extra["source"] == "getMemoryStats"  # the QEMU driver has node memory stats
+    assert host.physical_bytes == mem["MemTotal"] * 1024  # to the KiB
+    assert host.free_bytes is not None and host.used_bytes is not None
+    assert host.used_bytes + host.free_bytes == host.physical_bytes
+    # free = MemFree + Buffers + Cached: what the host hands out without swapping, which moves
+    # between two reads; it is near what the kernel calls MemAvailable
+    free_now = (mem["MemFree"] + mem["Buffers"] + mem["Cached"]) * 1024
+    assert abs(host.free_bytes - free_now) < 256 * MiB
+    (st,) = keeper.get_stats([MAIN])
+    assert host.vms_running >= 1 and host.vm_configured_bytes is not None
+    assert host.vm_configured_bytes >= (st.configured_bytes or 0)
+    assert host.ballooned_bytes is not None and host.ballooned_bytes >= (st.ballooned_bytes or 0)
+    ksm = "/sys/kernel/mm/ksm/pages_sharing"
+    if os.access(ksm, os.R_OK):  # KSM's own count, in base pages
+        with open(ksm, encoding="ascii") as f:
+            sharing = int(f.read())
+        assert host.shared_bytes == sharing * os.sysconf("SC_PAGE_SIZE")
+        assert host.extra["ksm_pages_sharing"] == sharing
+
+
 # -- the shared conformance suite, on the real guest -------------------------------------------
 
 
