@@ -374,7 +374,8 @@ class ESXiBackend(Backend):
             name = self._hosts[moid]
             vms = by_host.get(name, [])
             physical = _scaled(props.get("hardware.memorySize"), 1)
-            used = _scaled(props.get(HOST_USAGE), MiB)
+            # a live host never uses 0 MB: 0 (or nothing) means it is not reporting (disconnected)
+            used = _scaled(props.get(HOST_USAGE), MiB) or None
             overheads = [s.extra.get("overhead_bytes") for s in vms if s.vm.power_state is PowerState.RUNNING]
             figures[name] = {
                 "physical_bytes": physical,

@@ -66,8 +66,9 @@ type figures struct {
 }
 
 type hostFigures struct {
-	MemoryMB           int64 `json:"memoryMB"`
-	OverallMemoryUsage int32 `json:"overallMemoryUsage"` // MB, summary.quickStats
+	MemoryMB int64 `json:"memoryMB"`
+	// MB, summary.quickStats; 0 as a disconnected host reports it (absent: the default 1404)
+	OverallMemoryUsage *int32 `json:"overallMemoryUsage"`
 }
 
 type vmFigures struct {
@@ -580,8 +581,8 @@ func main() {
 			host.Hardware.MemorySize = memoryMB << 20
 			host.Summary.Hardware.MemorySize = memoryMB << 20
 		}
-		if i < len(figs.HostFigures) && figs.HostFigures[i].OverallMemoryUsage > 0 {
-			host.Summary.QuickStats.OverallMemoryUsage = figs.HostFigures[i].OverallMemoryUsage
+		if i < len(figs.HostFigures) && figs.HostFigures[i].OverallMemoryUsage != nil {
+			host.Summary.QuickStats.OverallMemoryUsage = *figs.HostFigures[i].OverallMemoryUsage
 		}
 	}
 
