@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 import re
 import signal
 import subprocess
@@ -18,7 +20,15 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import hvballoon  # noqa: E402
-from hvballoon.exporter import COUNTER_FIELDS, GAUGE_FIELDS, Exporter, parse_listen  # noqa: E402
+from hvballoon.exporter import (  # noqa: E402
+    COUNTER_FIELDS,
+    DEFAULT_PORT,
+    GAUGE_FIELDS,
+    HOST_FIELDS,
+    Exporter,
+    exposure_warning,
+    parse_listen,
+)
 from hvballoon.fleet import Fleet  # noqa: E402
 from tests.cli.conftest import hvballoon_cmd  # noqa: E402
 
@@ -117,6 +127,11 @@ def test_scrape_health_with_a_hung_and_a_failing_host(serve: Any) -> None:
     assert one(samples, "hvballoon_host_up", uri="fake://seed") == 1.0
     assert one(samples, "hvballoon_host_up", uri=hang) == 0.0
     assert one(samples, "hvballoon_host_up", uri=down) == 0.0
+    # a host that never answered still names its backend: the registry's, by the URI's scheme
+    for uri in (hang, down):
+        for name in ("hvballoon_host_up", "hvballoon_host_sweep_duration_seconds", "hvballoon_host_vms"):
+            assert one(samples, name, uri=uri, backend="slowtest", host=uri.split("//")[1].split("?")[0]) >= 0
+    assert one(samples, "hvballoon_host_errors_total", uri=hang, backend="slowtest", code="timeout") == 1.0
     assert one(samples, "hvballoon_host_errors_total", uri=hang, code="timeout") == 1.0
     assert one(samples, "hvballoon_host_errors_total", uri=down, code="connection_failed") == 1.0
     assert one(samples, "hvballoon_host_sweep_duration_seconds", uri=hang) == pytest.approx(1.0)
@@ -134,9 +149,9 @@ def test_scrape_health_with_a_hung_and_a_failing_host(serve: Any) -> None:
 
 
 def test_parse_listen() -> None:
-    assert parse_listen(":9177") == ("127.0.0.1", 9177)
+    assert parse_listen(":10177") == ("127.0.0.1", 10177)
     assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
-    for bad in ("host:port", "1:70000", "[::1]9177"):
+    for bad in ("host:port", "1:70000", "[::1]10177", "", "-1"):
         with pytest.raises(hvballoon.InvalidRequestError):
             parse_listen(bad)
 
@@ -162,3 +177,119 @@ def test_exporter_command_serves_until_terminated(plugin_env: dict[str, str]) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_host_figures_are_gauges_per_hypervisor_host(serve: Any) -> None:
+    uris = ["fake://seed", "fake://seed?flavor=esxi", "fake://seed?flavor=hyperv"]
+    _, port = serve(uris)
+    samples = scrape(port)
+    for uri in uris:
+        with hvballoon.connect(uri) as hv:
+            (host,) = hv.get_host_stats()
+        labels = {"uri": uri, "backend": "fake", "host": "host01"}
+        for field in HOST_FIELDS:
+            value = getattr(host, field)
+            name = f"hvballoon_host_{field}"
+            if value is None:  # unknown is absent, never 0
+                assert not [s for s in samples.get(name, []) if s.labels["uri"] == uri], (name, uri)
+            elif field not in ("free_bytes", "used_bytes"):  # the world moved between the reads
+                assert one(samples, name, **labels) == pytest.approx(float(value)), (name, uri)
+        assert one(samples, "hvballoon_host_physical_bytes", **labels) == 120 * 2**30
+        assert one(samples, "hvballoon_host_vm_configured_bytes", **labels) == 160 * 2**30
+        assert one(samples, "hvballoon_host_overcommit_ratio", **labels) == 1.3333
+        assert one(samples, "hvballoon_host_vms_running", **labels) == 10
+    assert not [s for s in samples["hvballoon_host_shared_bytes"] if "hyperv" in s.labels["uri"]]
+    # base units in the names: bytes, a unitless ratio and a count
+    assert all(f.endswith("_bytes") or f in ("vms_running", "overcommit_ratio") for f in HOST_FIELDS)
+
+
+@pytest.mark.usefixtures("slow_backend")
+def test_every_host_series_has_the_same_labels(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvballoon.errors import PermissionDeniedError
+    from hvballoon.fake.backend import FakeBackend
+
+    real = FakeBackend.get_host_stats
+
+    def refuse_on_esxi(self: FakeBackend, vm_stats: Any = None) -> Any:
+        if self.flavor == "esxi":
+            raise PermissionDeniedError("the account may not read the host")
+        return real(self, vm_stats)
+
+    monkeypatch.setattr(FakeBackend, "get_host_stats", refuse_on_esxi)
+    uris = ["fake://seed", "fake://seed?flavor=esxi", "slowtest://gone?fail=connection_failed"]
+    _, port = serve(uris, interval=0)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    label_sets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("hvballoon_host_"):
+            for sample in family.samples:
+                label_sets.setdefault(sample.name, set()).add(frozenset(sample.labels))
+    assert "hvballoon_host_physical_bytes" in label_sets and "hvballoon_host_up" in label_sets
+    for name, sets in label_sets.items():
+        expected = {"uri", "backend", "host"} | ({"code"} if name == "hvballoon_host_errors_total" else set())
+        assert sets == {frozenset(expected)}, name
+    samples = scrape(port)
+    esxi = "fake://seed?flavor=esxi"
+    assert one(samples, "hvballoon_host_up", uri=esxi) == 1.0  # the VM figures stand
+    assert len([s for s in samples["hvballoon_vm_current_bytes"] if s.labels["uri"] == esxi]) == 10
+    assert one(samples, "hvballoon_host_errors_total", uri=esxi, code="permission_denied") >= 1.0
+    assert not [s for s in samples["hvballoon_host_physical_bytes"] if s.labels["uri"] == esxi]
+
+
+def test_default_port_is_not_the_libvirt_exporters() -> None:
+    assert DEFAULT_PORT == 10177 != 9177
+    assert inspect.signature(Exporter.start).parameters["port"].default == DEFAULT_PORT
+    out = subprocess.run(
+        hvballoon_cmd("exporter", "--help"), capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "127.0.0.1:10177" in out and "9177" not in out
+
+
+def test_binding_beyond_loopback_is_warned_about_not_refused(caplog: pytest.LogCaptureFixture) -> None:
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert exposure_warning("127.3.4.5") is None
+    for address in ("0.0.0.0", "::", "192.0.2.7", "my-host.example"):
+        message = exposure_warning(address)
+        assert message is not None and address in message and "beyond loopback" in message
+    with caplog.at_level(logging.WARNING, logger="hvballoon.exporter"):
+        loopback = Exporter(Fleet(["fake://seed"], host_timeout=10), interval=60)
+        try:
+            loopback.start("127.0.0.1", 0)
+            assert loopback.exposure_warning is None
+        finally:
+            loopback.stop()
+        assert not caplog.records
+        wide = Exporter(Fleet(["fake://seed"], host_timeout=10), interval=60)
+        try:
+            _, port = wide.start("0.0.0.0", 0)
+            assert wide.exposure_warning is not None
+            assert one(scrape(port), "hvballoon_host_up", uri="fake://seed") == 1.0  # still serving
+        finally:
+            wide.stop()
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "0.0.0.0" in record.getMessage()
+
+
+def test_exporter_command_warns_once_on_stderr_beyond_loopback(plugin_env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        hvballoon_cmd("exporter", "fake://seed", "--listen", "0.0.0.0:0"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=plugin_env,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline(), proc.stderr.readline()]
+        m = re.search(r"http://0\.0\.0\.0:(\d+)/metrics", "".join(lines))
+        assert m, lines
+        assert one(scrape(int(m.group(1))), "hvballoon_host_up", uri="fake://seed") == 1.0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(lines) + rest
+    assert text.count("beyond loopback") == 1, text
