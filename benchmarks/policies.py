@@ -14,8 +14,9 @@ controller every ``--interval`` seconds of simulated time for ``--hours``, and m
   minute) to the VM having that demand's worth of memory (0 when it already had);
 * minimum host free (GiB).
 
-The controller runs on the public API with its default settings and no per-VM hints; the host's
-size comes from the simulator (``hv.native``), since the API has no host figures yet.
+The controller runs on the public API with its default settings and no per-VM hints; the host
+is given to it explicitly (its size, overhead and reserve, from the simulator), as when the
+published table was made, rather than read through ``get_host_stats`` each round.
 
 Run (the full horizon, writing the table into docs/policies.md and plots into docs/img/)::
 
