@@ -465,3 +465,33 @@ def test_a_thousand_vms_in_one_sweep() -> None:
             f"\n1000 VMs: start {peer.start_seconds:.2f}s (inventory {peer.setup_seconds:.2f}s), "
             f"one RetrievePropertiesEx {one_call:.2f}s, 10 pages {paged_time:.2f}s"
         )
+
+
+# -- several hosts, each with its own memory figures -------------------------------------------
+
+
+def test_hosts_serve_their_own_figures_and_vms_sit_where_placed() -> None:
+    from pyVmomi import vim
+
+    figures = [
+        {"memoryMB": 65536, "overallMemoryUsage": 30000},
+        {"memoryMB": 131072, "overallMemoryUsage": 90000},
+        {"memoryMB": 49152, "overallMemoryUsage": 0},
+    ]
+    vms = [_vm("a", host=0), _vm("b", host=1), _vm("c", host=1), _vm("d", host=2, powerState="poweredOff")]
+    with VcsimServer(vms, hosts=3, host_figures=figures) as peer:
+        content = _connect(peer).RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
+        hosts = sorted(view.view, key=lambda h: int(h._moId.split("-")[-1]))
+        assert len(hosts) == 3
+        for host, fig in zip(hosts, figures, strict=True):
+            assert host.hardware.memorySize == fig["memoryMB"] << 20  # bytes on the wire
+            assert host.summary.hardware.memorySize == fig["memoryMB"] << 20
+            # a zero quickStat inside a whole object is omitted by the simulator (read as unset)
+            assert (host.summary.quickStats.overallMemoryUsage or 0) == fig["overallMemoryUsage"]
+        placed = {tuple(sorted(vm.name for vm in host.vm)) for host in hosts}
+        assert placed == {("a",), ("b", "c"), ("d",)}
+        vm_view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        where = {vm.name: vm.runtime.host._moId for vm in vm_view.view}
+        assert where == {"a": hosts[0]._moId, "b": hosts[1]._moId, "c": hosts[1]._moId, "d": hosts[2]._moId}
+        assert {vm.name: vm.summary.runtime.host._moId for vm in vm_view.view} == where
