@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -156,27 +157,43 @@ def test_parse_listen() -> None:
             parse_listen(bad)
 
 
-def test_exporter_command_serves_until_terminated(plugin_env: dict[str, str]) -> None:
+@contextmanager
+def exporter_process(
+    env: dict[str, str], *args: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str], int]]:
+    """``hvballoon exporter fake://seed ARGS…`` in a subprocess: (process, its first stderr lines
+    up to the "serving" one, the port); killed on exit if still running."""
     proc = subprocess.Popen(
-        hvballoon_cmd("exporter", "fake://seed", "--listen", "127.0.0.1:0", "--interval", "0"),
+        hvballoon_cmd("exporter", "fake://seed", *args),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env=plugin_env,
+        env=env,
     )
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line)
-        assert m, line
-        samples = scrape(int(m.group(1)))
-        assert one(samples, "hvballoon_vm_target_bytes", vm="jvm01") == 16 * 2**30
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        lines: list[str] = []
+        while not lines or "serving" not in lines[-1]:
+            line = proc.stderr.readline()
+            assert line, lines
+            lines.append(line)
+        m = re.search(r"http://[\d.]+:(\d+)/metrics", lines[-1])
+        assert m, lines
+        yield proc, lines, int(m.group(1))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_exporter_command_serves_until_terminated(plugin_env: dict[str, str]) -> None:
+    with exporter_process(plugin_env, "--listen", "127.0.0.1:0", "--interval", "0") as (proc, lines, port):
+        assert lines[-1].startswith("serving http://127.0.0.1:")
+        samples = scrape(port)
+        assert one(samples, "hvballoon_vm_target_bytes", vm="jvm01") == 16 * 2**30
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None and "beyond loopback" not in "".join(lines) + proc.stderr.read()
 
 
 def test_host_figures_are_gauges_per_hypervisor_host(serve: Any) -> None:
@@ -271,25 +288,11 @@ def test_binding_beyond_loopback_is_warned_about_not_refused(caplog: pytest.LogC
 
 
 def test_exporter_command_warns_once_on_stderr_beyond_loopback(plugin_env: dict[str, str]) -> None:
-    proc = subprocess.Popen(
-        hvballoon_cmd("exporter", "fake://seed", "--listen", "0.0.0.0:0"),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=plugin_env,
-    )
-    try:
-        assert proc.stderr is not None
-        lines = [proc.stderr.readline(), proc.stderr.readline()]
-        m = re.search(r"http://0\.0\.0\.0:(\d+)/metrics", "".join(lines))
-        assert m, lines
-        assert one(scrape(int(m.group(1))), "hvballoon_host_up", uri="fake://seed") == 1.0
+    with exporter_process(plugin_env, "--listen", "0.0.0.0:0") as (proc, lines, port):
+        assert lines[-1].startswith("serving http://0.0.0.0:")
+        assert one(scrape(port), "hvballoon_host_up", uri="fake://seed") == 1.0  # served all the same
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-        rest = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = "".join(lines) + rest
+        assert proc.stderr is not None
+        text = "".join(lines) + proc.stderr.read()
     assert text.count("beyond loopback") == 1, text
