@@ -34,6 +34,8 @@ from hvballoon.fleet import Fleet  # noqa: E402
 from tests.cli.conftest import hvballoon_cmd  # noqa: E402
 
 Samples = dict[str, list[Any]]
+#: The seed world in the three flavours.
+FAKE_URIS = ["fake://seed", "fake://seed?flavor=esxi", "fake://seed?flavor=hyperv"]
 
 
 def scrape(port: int) -> Samples:
@@ -71,10 +73,9 @@ def serve() -> Iterator[Any]:
 
 
 def test_every_known_figure_is_a_gauge_with_labels(serve: Any) -> None:
-    uris = ["fake://seed", "fake://seed?flavor=esxi", "fake://seed?flavor=hyperv"]
-    _, port = serve(uris)
+    _, port = serve(FAKE_URIS)
     samples = scrape(port)
-    for uri in uris:
+    for uri in FAKE_URIS:
         with hvballoon.connect(uri) as hv:
             expected = hv.get_stats()
         for st in expected:
@@ -197,10 +198,9 @@ def test_exporter_command_serves_until_terminated(plugin_env: dict[str, str]) ->
 
 
 def test_host_figures_are_gauges_per_hypervisor_host(serve: Any) -> None:
-    uris = ["fake://seed", "fake://seed?flavor=esxi", "fake://seed?flavor=hyperv"]
-    _, port = serve(uris)
+    _, port = serve(FAKE_URIS)
     samples = scrape(port)
-    for uri in uris:
+    for uri in FAKE_URIS:
         with hvballoon.connect(uri) as hv:
             (host,) = hv.get_host_stats()
         labels = {"uri": uri, "backend": "fake", "host": "host01"}
