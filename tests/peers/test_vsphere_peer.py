@@ -471,6 +471,7 @@ def test_a_thousand_vms_in_one_sweep() -> None:
 
 
 def test_hosts_serve_their_own_figures_and_vms_sit_where_placed() -> None:
+    from pyVim.connect import Disconnect
     from pyVmomi import vim
 
     figures = [
@@ -480,7 +481,8 @@ def test_hosts_serve_their_own_figures_and_vms_sit_where_placed() -> None:
     ]
     vms = [_vm("a", host=0), _vm("b", host=1), _vm("c", host=1), _vm("d", host=2, powerState="poweredOff")]
     with VcsimServer(vms, hosts=3, host_figures=figures) as peer:
-        content = _connect(peer).RetrieveContent()
+        si = _connect(peer)
+        content = si.RetrieveContent()
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
         hosts = sorted(view.view, key=lambda h: int(h._moId.split("-")[-1]))
         assert len(hosts) == 3
@@ -495,3 +497,4 @@ def test_hosts_serve_their_own_figures_and_vms_sit_where_placed() -> None:
         where = {vm.name: vm.runtime.host._moId for vm in vm_view.view}
         assert where == {"a": hosts[0]._moId, "b": hosts[1]._moId, "c": hosts[1]._moId, "d": hosts[2]._moId}
         assert {vm.name: vm.summary.runtime.host._moId for vm in vm_view.view} == where
+        Disconnect(si)
