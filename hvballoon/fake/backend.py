@@ -304,7 +304,11 @@ class FakeBackend(Backend):
             else:
                 figures.update(shared_bytes=acc["shared"])
             return from_sweep(
-                vm_stats, backend=self.name, default_host=host.name, figures={host.name: figures}
+                vm_stats,
+                backend=self.name,
+                default_host=host.name,
+                figures={host.name: figures},
+                collected_at=at,
             )
 
     def _stats(self, w: World, g: Guest, at: datetime) -> MemoryStats:

@@ -368,6 +368,7 @@ class ESXiBackend(Backend):
             vm_stats = [self._stats(moid, props, at, None) for moid, props in vm_rows]
         else:
             host_rows = self._sweep_view((), HOST_PATHS)[1]
+            at = datetime.now(timezone.utc)
         by_host = split_by_host(vm_stats, "")
         figures: dict[str, dict[str, Any]] = {}
         for moid, props in host_rows:
@@ -388,7 +389,7 @@ class ESXiBackend(Backend):
             }
         # a VM on no host (unregistered, orphaned) is on none of the hosts; a running one always is
         placed = [s for s in vm_stats if s.vm.host is not None]
-        return from_sweep(placed, backend=self.name, figures=figures)
+        return from_sweep(placed, backend=self.name, figures=figures, collected_at=at)
 
     def _stats(
         self, moid: str, props: Mapping[str, Any], at: datetime, balloon_target: int | None

@@ -297,6 +297,7 @@ class HyperVBackend(Backend):
         balloon, so ``shared_bytes`` and ``ballooned_bytes`` are ``None``.
         """
         answer = self._run(HOST, {"vms": vm_stats is None})
+        at = datetime.now(timezone.utc)
         if not isinstance(answer, dict) or not isinstance(answer.get("VMs"), list):
             raise BackendError(
                 "the host's memory is not in the expected form", backend=self.name, uri=self._uri
@@ -307,7 +308,6 @@ class HyperVBackend(Backend):
                 raise BackendError(
                     "the host's VM list is not in the expected form", backend=self.name, uri=self._uri
                 )
-            at = datetime.now(timezone.utc)
             vm_stats = [self._stats(r, at) for r in rows]
         name = str(answer.get("Name") or self.host_info.get("host") or self.opts.uri.host)
         kib = {
@@ -324,7 +324,7 @@ class HyperVBackend(Backend):
             else None,
         }
         # a hyperv:// connection is one host: every VM of the sweep is its
-        return [host_stats(vm_stats, host=name, backend=self.name, **figures)]
+        return [host_stats(vm_stats, host=name, backend=self.name, collected_at=at, **figures)]
 
     def _stats(self, row: dict[str, Any], at: datetime) -> MemoryStats:
         vm = self._vm(row)

@@ -39,6 +39,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
 from hvballoon.backend import Backend, ConnectOptions
@@ -352,8 +353,10 @@ class KVMBackend(Backend):
         """
         stats = vm_stats if vm_stats is not None else self.get_stats()
         raw = self._link.call("read the host's memory", self._read_host)
+        at = datetime.now(timezone.utc)
         name = self._host or self.opts.uri.host or "localhost"
-        return from_sweep(stats, backend=BACKEND, default_host=name, figures={name: _host_figures(raw)})
+        figures = {name: _host_figures(raw)}
+        return from_sweep(stats, backend=BACKEND, default_host=name, figures=figures, collected_at=at)
 
     def _read_host(self, conn: Any) -> dict[str, Any]:
         if self._page_bytes is None:
