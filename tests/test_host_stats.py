@@ -18,9 +18,9 @@ from pydantic import ValidationError
 import hvballoon
 from hvballoon._uri import parse_uri
 from hvballoon.backend import Backend
-from hvballoon.declarations import declared
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.hoststats import from_sweep, host_stats, split_by_host, sum_running
+from hvballoon.kinds import KVM
 from hvballoon.models import (
     VM,
     Capabilities,
@@ -143,7 +143,7 @@ class _Minimal(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return declared("kvm", backend="minimal")
+        return KVM.capabilities(backend="minimal")
 
     def list_vms(self) -> list[VM]:
         return [s.vm for s in self.get_stats()]
