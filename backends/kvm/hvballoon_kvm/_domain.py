@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from hvballoon.models import VM, Mechanism, MemoryStats, PowerState
+from hvballoon.virtio_balloon import Freshness, GuestReport, guest_figures
 
 from ._native import libvirt
 
@@ -163,27 +164,6 @@ def record_from_per_domain(info: list[int], memstats: dict[str, int] | None) -> 
     return record
 
 
-@dataclass(frozen=True)
-class Freshness:
-    """How far the guest's balloon report can be trusted (decided by the backend).
-
-    ``period``: the stats period in force (0 = off, None = unknown); ``armed_after``: when this
-    backend switched the period on, the ``last_update`` libvirt had then (the frozen boot-time
-    report, or 0): only a report with a later ``last_update`` was made since (a report made in
-    the same second as the boot one waits for the next period, which errs on the safe side);
-    ``synthetic``: the driver makes figures up at each call (libvirt's test driver, whose
-    ``last_update`` is a fixed date in 1989).
-    """
-
-    period: int | None
-    armed_after: int | None = None
-    synthetic: bool = False
-
-    def stale_after(self, default_period: int) -> float:
-        period = self.period or default_period
-        return 3.0 * period + 2.0
-
-
 def _b(record: dict[str, Any], key: str) -> int | None:
     value = record.get(key)
     if value is None:
@@ -230,59 +210,29 @@ def stats_from_record(
         "ballooned_bytes": max(0, maximum - current) if maximum is not None and current is not None else None,
         "host_consumed_bytes": _b(record, "balloon.rss"),
     }
-    last_update = record.get("balloon.last-update")
-    available = _b(record, "balloon.available")
-    reported = last_update is not None and int(last_update) > 0 and available is not None
-    age: float | None = None
-    live_report = False  # made while a stats period was running (not the frozen boot report)
-    if freshness.synthetic and available is not None:
-        age, live_report = 0.0, True
-        extra["synthetic_stats"] = True
-    elif reported:
-        assert last_update is not None
-        age = max(0.0, now - int(last_update))
-        since_arming = freshness.armed_after is None or int(last_update) > freshness.armed_after
-        live_report = bool(freshness.period) and since_arming
-        if not freshness.period:
-            extra["stats_note"] = "stats period off: the guest's figures are frozen since its boot"
-        elif not since_arming:
-            extra["stats_note"] = "stats period just enabled: waiting for the guest's first report"
-    else:
-        extra["stats_note"] = "the guest has not reported (no balloon driver, or it is still booting)"
-    fresh = live_report and age is not None and age <= freshness.stale_after(default_period)
-    keep_guest = live_report
-    if keep_guest:
-        usable = _b(record, "balloon.usable")
-        unused = _b(record, "balloon.unused")
-        caches = _b(record, "balloon.disk_caches")
-        used: int | None = None
-        if available is not None and usable is not None:
-            used = max(0, available - usable)
-        elif available is not None and unused is not None and caches is not None:
-            used = max(0, available - unused - caches)
-        major = record.get("balloon.major_fault")
-        fields.update(
-            guest_total_bytes=available,
-            guest_free_bytes=unused,
-            guest_available_bytes=usable,
-            guest_used_bytes=used,
-            guest_cache_bytes=caches,
-            swap_in_bytes=_b(record, "balloon.swap_in"),
-            swap_out_bytes=_b(record, "balloon.swap_out"),
-            major_faults=int(major) if major is not None and int(major) >= 0 else None,
-        )
-        minor = record.get("balloon.minor_fault")
-        if minor is not None:
-            extra["minor_faults"] = int(minor)
-    if last_update is not None:
-        extra["last_update"] = int(last_update)
-    extra["stats_period_seconds"] = freshness.period
+    guest, guest_extra, stale = guest_figures(
+        _guest_report(record), freshness, default_period=default_period, now=now
+    )
+    fields.update(guest)
+    extra.update(guest_extra)
     return MemoryStats(
-        vm=vm,
-        mechanism=Mechanism.BALLOON,
-        collected_at=at,
-        guest_report_age_seconds=age,
-        stale=not fresh,
-        extra=extra,
-        **fields,
+        vm=vm, mechanism=Mechanism.BALLOON, collected_at=at, stale=stale, extra=extra, **fields
+    )
+
+
+def _guest_report(record: dict[str, Any]) -> GuestReport:
+    """The guest's balloon report held in a bulk-shaped record (KiB → bytes)."""
+    last_update = record.get("balloon.last-update")
+    major = record.get("balloon.major_fault")
+    minor = record.get("balloon.minor_fault")
+    return GuestReport(
+        last_update=int(last_update) if last_update is not None else None,
+        total_bytes=_b(record, "balloon.available"),
+        free_bytes=_b(record, "balloon.unused"),
+        available_bytes=_b(record, "balloon.usable"),
+        cache_bytes=_b(record, "balloon.disk_caches"),
+        swap_in_bytes=_b(record, "balloon.swap_in"),
+        swap_out_bytes=_b(record, "balloon.swap_out"),
+        major_faults=int(major) if major is not None and int(major) >= 0 else None,
+        minor_faults=int(minor) if minor is not None else None,
     )
