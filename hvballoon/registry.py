@@ -67,6 +67,7 @@ _BUILTIN: tuple[BackendSpec, ...] = (
     BackendSpec(
         "hyperv", "hvballoon_hyperv.backend:HyperVBackend", ("hyperv",), "hvballoon-hyperv", "hyperv", "winrm"
     ),
+    BackendSpec("qmp", "hvballoon_qmp.backend:QMPBackend", ("qmp",), "hvballoon-qmp", "qmp", "qemu.qmp"),
 )
 
 _lock = threading.Lock()

@@ -1,0 +1,636 @@
+"""The QMP backend: hvballoon straight over QEMU's monitor sockets, no libvirt.
+
+For hosts that drive QEMU themselves — Proxmox VE (``/var/run/qemu-server/<vmid>.qmp``),
+hand-rolled QEMU, CI runners, appliances::
+
+    import hvballoon
+
+    with hvballoon.connect("qmp:///var/run/qemu-server") as hv:   # every *.qmp socket in it
+        for st in hv.get_stats():
+            print(st.vm.name, st.current_bytes, st.guest_used_bytes)
+        hv.set_target("101", "6GiB")                            # QMP: balloon value=6442450944
+
+What it does, call by call (see ``docs/backends/qmp.md`` for the user's view):
+
+- **A sweep** (``list_vms``, ``get_stats``): every socket is read in its own short
+  conversation — connect, greeting, ``qmp_capabilities``, the commands pipelined in one round
+  trip, hang up — at most ``concurrency`` at a time, on a private event loop. QEMU serves one
+  QMP client at a time, so no connection is kept open between calls.
+- **Identity**: ``query-name`` (else the socket's file name: a Proxmox vmid) and ``query-uuid``
+  (else, for a QEMU started without ``-uuid``, the socket's path). The QEMU process's pid, read
+  from the socket itself (``SO_PEERCRED``), tells one run of a VM from the next.
+- **Stats**: ``query-status``, ``query-memory-size-summary``, ``query-balloon`` and, on the
+  balloon device found once per run in QEMU's object tree (``qom-list`` of
+  ``/machine/peripheral`` and ``/machine/peripheral-anon``: Proxmox's ``balloon0`` or any other
+  id, or none), ``qom-get`` of ``guest-stats-polling-interval`` and ``guest-stats``.
+- **The stats period**: off, the guest's report is frozen at boot. The first time this backend
+  sees a run of a VM with the period off it sets it (``qom-set``, option ``stats_period``,
+  default 10 s) and from then on trusts only reports newer than the one QEMU held then.
+- **Targets**: ``balloon`` (bytes). QEMU answers at once; ``wait_for_target`` watches
+  ``query-balloon``'s ``actual`` arrive or stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote
+
+from qemu.qmp import ExecuteError, QMPError
+
+from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.declarations import declared
+from hvballoon.errors import (
+    HVBalloonError,
+    HVConnectionError,
+    InvalidRequestError,
+    InvalidURIError,
+    OperationTimeoutError,
+    PermissionDeniedError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
+from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats
+from hvballoon.units import format_size
+from hvballoon.virtio_balloon import Freshness
+
+from ._errors import BACKEND, connection_lost, map_error, vm_gone
+from ._monitor import EventLoop, Monitor
+from ._stats import Reading, config_from_reading, resident_bytes, stats_from_reading, vm_from_reading
+
+__all__ = ["CAPABILITIES", "QMPBackend"]
+
+log = logging.getLogger("hvballoon.qmp")
+
+T = TypeVar("T")
+
+#: What this backend can read and change: the KVM kind's declaration (QEMU's virtio-balloon).
+CAPABILITIES = declared(
+    "kvm",
+    backend=BACKEND,
+    notes=(
+        "a target is QMP's balloon command (bytes); QEMU reports no error when the balloon stalls "
+        "short of it: wait_for_target watches query-balloon's actual arrive",
+        "guest figures need the balloon's stats period (set automatically when off; option stats_period)",
+        "one short QMP conversation per VM and call (QEMU serves one monitor client at a time); a "
+        "sweep reads the VMs of a directory side by side (option concurrency)",
+        "maximum_bytes and deflate_on_oom are set on QEMU's command line: QMP cannot change them",
+    ),
+)
+
+_DEFAULT_STATS_PERIOD = 10
+_DEFAULT_CONCURRENCY = 16
+_SUFFIX = ".qmp"
+_PERIOD = "guest-stats-polling-interval"
+# where QEMU puts the devices of -device (with an id, and without one)
+_DEVICE_TREES = ("/machine/peripheral", "/machine/peripheral-anon")
+
+Command = tuple[str, Mapping[str, object] | None]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run of one VM: the QEMU process behind a socket (a restart is a new run)."""
+
+    pid: int | None
+    inode: int | None
+
+
+@dataclass
+class _Seen:
+    """What this backend did to one run of a VM (keyed by VM id)."""
+
+    run: _Run
+    armed_after: int | None = None  # the report time QEMU held when we switched the period on
+    target_bytes: int | None = None  # the last target sent to this run
+
+
+def _option_int(options: Mapping[str, Any], name: str, default: int, minimum: int) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequestError(
+            f"option {name} must be a whole number >= {minimum}, got {value!r}", backend=BACKEND
+        )
+    return value
+
+
+def _socket_path(opts: ConnectOptions) -> str:
+    """The directory or socket a ``qmp:///…`` URI names (checked for shape, not existence)."""
+    uri = opts.uri
+    if uri.host not in (None, "localhost") or uri.port is not None or uri.username is not None:
+        raise InvalidURIError(
+            f"{uri.redacted}: QMP sockets are local files; use qmp:///path (three slashes) and run "
+            "hvballoon on the host itself (on a Proxmox node: qmp:///var/run/qemu-server)"
+        )
+    if uri.query:
+        raise InvalidURIError(
+            f"{uri.redacted}: a qmp:// URI takes no query parameters (got {', '.join(sorted(uri.query))}); "
+            "options are keywords of connect(): read_only, stats_period, concurrency"
+        )
+    path = unquote(uri.path)
+    if not path.startswith("/") or path == "/" or "\x00" in path:
+        raise InvalidURIError(
+            f"{uri.redacted}: expected an absolute path to a QEMU monitor socket or to a directory "
+            "of them, e.g. qmp:///var/run/qemu-server or qmp:///run/vm1.qmp"
+        )
+    return os.path.normpath(path)
+
+
+class QMPBackend(Backend):
+    """``qmp:///path/to/vm.qmp`` (one VM) or ``qmp:///path/to/dir`` (every ``*.qmp`` socket in it).
+
+    Options (keywords of :func:`hvballoon.connect`):
+
+    - ``read_only`` (False): never change anything — no targets, no stats period switched on
+      (changes raise ``PermissionDeniedError`` before anything is sent).
+    - ``stats_period`` (10): seconds; set on a VM's balloon when its period is off. 0: never.
+    - ``concurrency`` (16): how many VMs a sweep talks to at once.
+
+    ``timeout`` (of ``connect``) bounds every call: one VM's conversation, or a whole sweep.
+    """
+
+    name: ClassVar[str] = BACKEND
+    schemes: ClassVar[tuple[str, ...]] = ("qmp",)
+    option_names: ClassVar[frozenset[str]] = frozenset({"read_only", "stats_period", "concurrency"})
+
+    def __init__(self, opts: ConnectOptions) -> None:
+        super().__init__(opts)
+        options = opts.options
+        read_only = options.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise InvalidRequestError(f"option read_only must be true or false, got {read_only!r}", backend=BACKEND)
+        self.read_only: bool = read_only
+        self.stats_period = _option_int(options, "stats_period", _DEFAULT_STATS_PERIOD, 0)
+        self.concurrency = _option_int(options, "concurrency", _DEFAULT_CONCURRENCY, 1)
+        self.timeout = opts.timeout
+        self.path = _socket_path(opts)
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError as exc:
+            raise HVConnectionError(
+                f"no QEMU monitor socket or directory at {self.path} (is the VM running? on a Proxmox "
+                "node the sockets are in /var/run/qemu-server)",
+                backend=BACKEND,
+                native_code="ENOENT",
+                retryable=False,
+            ) from exc
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                f"not allowed to look at {self.path} (QEMU's sockets are usually root's: run as root)",
+                backend=BACKEND,
+                native_code="EACCES",
+            ) from exc
+        if stat.S_ISDIR(mode):
+            self.directory: bool = True
+        elif stat.S_ISSOCK(mode):
+            self.directory = False
+        else:
+            raise InvalidURIError(f"{self.path} is neither a directory nor a UNIX socket", backend=BACKEND)
+        self._host = socket.gethostname()
+        self._loop = EventLoop()
+        self._seen: dict[str, _Seen] = {}  # by VM id; touched only on the event loop's thread
+        self._balloons: dict[_Run, str | None] = {}  # the balloon's QOM path, per run
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    @property
+    def native(self) -> Any:
+        """``None``: no connection outlives a call (QEMU serves one monitor client at a time)."""
+        return None
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def sockets(self) -> list[str]:
+        """The monitor sockets behind the URI, right now (a stopped VM's socket is gone)."""
+        if not self.directory:
+            return [self.path]
+        try:
+            entries = sorted(Path(self.path).iterdir())
+        except FileNotFoundError:
+            return []
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                f"not allowed to list {self.path} (run as root)", backend=BACKEND, native_code="EACCES"
+            ) from exc
+        out = []
+        for entry in entries:
+            if entry.suffix != _SUFFIX:
+                continue
+            try:
+                if stat.S_ISSOCK(entry.stat().st_mode):
+                    out.append(str(entry))
+            except OSError:
+                continue  # vanished while listing
+        return out
+
+    def _run(self, coro: Awaitable[T], what: str) -> T:
+        async def wrapped() -> T:
+            return await coro
+
+        try:
+            return self._loop.run(wrapped(), timeout=self.timeout + 1.0)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise OperationTimeoutError(
+                f"{what}: no answer within {self.timeout:g} s", backend=BACKEND, retryable=True
+            ) from exc
+
+    # -- one conversation --------------------------------------------------------------------
+
+    async def _converse(
+        self, path: str, body: Callable[[Monitor], Awaitable[T]], what: str, *, label: str | None = None
+    ) -> T:
+        """Open ``path``, run ``body``, hang up; once more on a new connection if it broke.
+
+        Everything ``body`` sends must be safe to send twice (reads, and absolute settings).
+        """
+        label = label or Path(path).stem
+        for attempt in (1, 2):
+            try:
+                mon = await Monitor.open(path)
+                try:
+                    return await body(mon)
+                finally:
+                    await mon.close()
+            except (QMPError, OSError, EOFError) as exc:
+                if attempt == 1 and connection_lost(exc):
+                    log.info("QMP connection to %s lost during %s; trying once more", path, what)
+                    continue
+                if attempt == 2 and vm_gone(exc):
+                    raise VMNotFoundError(
+                        f"{what}: the VM stopped during the call (its monitor socket {path} is gone)",
+                        backend=BACKEND,
+                        vm=label,
+                        native_code="ECONNREFUSED",
+                    ) from exc
+                error = map_error(exc, what, vm=label)
+                if attempt == 2 and isinstance(error, HVConnectionError):
+                    error.message += " (and again on a new connection)"
+                raise error from exc
+        raise AssertionError("unreachable")
+
+    async def _sweep(
+        self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
+    ) -> list[T | None]:
+        """``body`` on every socket, ``concurrency`` at a time; ``None`` for a VM that stopped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(path: str) -> T | None:
+            async with gate:
+                try:
+                    return await asyncio.wait_for(
+                        self._converse(path, body, what), max(0.001, deadline - loop.time())
+                    )
+                except VMNotFoundError as exc:
+                    if exc.native_code in ("ENOENT", "ECONNREFUSED"):
+                        return None  # stopped since the directory was listed
+                    raise
+                except asyncio.TimeoutError as exc:
+                    raise map_error(exc, f"{what} ({path})", vm=Path(path).stem) from exc
+
+        results = await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _value(result: Any, what: str, label: str) -> Any:
+        """One pipelined command's value; its error mapped (a broken connection re-raised as is)."""
+        if isinstance(result, BaseException):
+            if isinstance(result, ExecuteError):
+                raise map_error(result, what, vm=label) from result
+            raise result
+        return result
+
+    @staticmethod
+    def _run_of(mon: Monitor) -> _Run:
+        try:
+            inode: int | None = os.stat(mon.path).st_ino
+        except OSError:
+            inode = None
+        return _Run(mon.pid, inode)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _identify(self, mon: Monitor) -> Reading:
+        """Name, id and run state only (what a listing needs)."""
+        label = Path(mon.path).stem
+        name, uuid, status = await mon.batch([("query-name", None), ("query-uuid", None), ("query-status", None)])
+        return Reading(
+            path=mon.path,
+            pid=mon.pid,
+            name=self._value(name, "query-name", label).get("name"),
+            uuid=self._value(uuid, "query-uuid", label).get("UUID"),
+            status=self._value(status, "query-status", label).get("status"),
+        )
+
+    async def _read(self, mon: Monitor, *, arm: bool = True) -> tuple[Reading, _Seen]:
+        """Everything the stats need, in one round trip once the balloon's path is known."""
+        label = Path(mon.path).stem
+        run = self._run_of(mon)
+        known = run in self._balloons
+        balloon_path = self._balloons.get(run)
+        commands: list[Command] = [
+            ("query-name", None),
+            ("query-uuid", None),
+            ("query-status", None),
+            ("query-memory-size-summary", None),
+            ("query-balloon", None),
+        ]
+        if not known:
+            commands += [("qom-list", {"path": tree}) for tree in _DEVICE_TREES]
+        elif balloon_path is not None:
+            commands += [
+                ("qom-get", {"path": balloon_path, "property": _PERIOD}),
+                ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
+            ]
+        answers = await mon.batch(commands)
+        name, uuid, status, memory = (self._value(a, c[0], label) for a, c in zip(answers[:4], commands))
+        balloon = answers[4]
+        has_balloon = True
+        if isinstance(balloon, ExecuteError) and balloon.error_class == "DeviceNotActive":
+            has_balloon, actual = False, None
+        else:
+            actual = self._value(balloon, "query-balloon", label).get("actual")
+        if not known:
+            balloon_path = _find_balloon(answers[5:]) if has_balloon else None
+            self._balloons[run] = balloon_path
+            tail: list[Any] = []
+            if balloon_path is not None:
+                tail = await mon.batch(
+                    [
+                        ("qom-get", {"path": balloon_path, "property": _PERIOD}),
+                        ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
+                    ]
+                )
+        else:
+            tail = list(answers[5:])
+        period, guest_stats = _guest_answers(tail)
+        if balloon_path is not None and period is None:
+            self._balloons.pop(run, None)  # the device went away: look again next time
+        reading = Reading(
+            path=mon.path,
+            pid=mon.pid,
+            name=name.get("name"),
+            uuid=uuid.get("UUID"),
+            status=status.get("status"),
+            base_memory=memory.get("base-memory"),
+            plugged_memory=memory.get("plugged-memory"),
+            actual=actual,
+            has_balloon=has_balloon,
+            balloon_path=balloon_path,
+            period=period,
+            guest_stats=guest_stats,
+            rss_bytes=resident_bytes(mon.pid),
+        )
+        seen = self._seen.get(reading.vm_id)
+        if seen is None or seen.run != run:
+            seen = _Seen(run)
+            if arm and period == 0 and balloon_path is not None and self.stats_period > 0 and not self.read_only:
+                await self._set_period(mon, balloon_path, self.stats_period, label)
+                last = (guest_stats or {}).get("last-update")
+                seen.armed_after = last if isinstance(last, int) else 0
+                reading = replace(reading, period=self.stats_period)
+            self._seen[reading.vm_id] = seen
+        return reading, seen
+
+    async def _set_period(self, mon: Monitor, balloon_path: str, seconds: int, label: str) -> None:
+        try:
+            await mon.execute("qom-set", {"path": balloon_path, "property": _PERIOD, "value": seconds})
+        except ExecuteError as exc:
+            raise map_error(exc, f"set the balloon's stats period to {seconds} s", vm=label) from exc
+
+    def _stats(self, reading: Reading, seen: _Seen, now: float) -> MemoryStats:
+        vm = vm_from_reading(reading, host=self._host)
+        return stats_from_reading(
+            vm,
+            reading,
+            target_bytes=seen.target_bytes,
+            freshness=Freshness(period=reading.period, armed_after=seen.armed_after),
+            default_period=self.stats_period or _DEFAULT_STATS_PERIOD,
+            now=now,
+        )
+
+    def list_vms(self) -> list[VM]:
+        readings = self._run(self._sweep(self.sockets(), self._identify, "identify the VM"), "list the VMs")
+        return [vm_from_reading(r, host=self._host) for r in readings if r is not None]
+
+    def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
+        if vms is None:
+            pairs = self._run(self._sweep(self.sockets(), self._read, "read the VM's memory"), "read the stats")
+        else:
+            pairs = self._run(self._each_vm(vms, self._read, "read the VM's memory"), "read the stats")
+        now = time.time()
+        return [self._stats(reading, seen, now) for reading, seen in (p for p in pairs if p is not None)]
+
+    async def _each_vm(
+        self, vms: Sequence[VM], body: Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]], what: str
+    ) -> list[tuple[Reading, _Seen] | None]:
+        """``body`` on each VM's own socket (checked to still be that VM), side by side."""
+        paths = [await self._path_of(vm) for vm in vms]
+
+        def checked(vm: VM) -> Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]]:
+            async def run(mon: Monitor) -> tuple[Reading, _Seen]:
+                pair = await body(mon)
+                self._check_identity(vm, pair[0])
+                return pair
+
+            return run
+
+        bodies = [checked(vm) for vm in vms]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(vm: VM, path: str, fn: Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]]) -> Any:
+            async with gate:
+                try:
+                    return await asyncio.wait_for(
+                        self._converse(path, fn, what, label=vm.name), max(0.001, deadline - loop.time())
+                    )
+                except asyncio.TimeoutError as exc:
+                    raise map_error(exc, what, vm=vm.name) from exc
+
+        results = await asyncio.gather(*(one(v, p, f) for v, p, f in zip(vms, paths, bodies)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    async def _path_of(self, vm: VM) -> str:
+        """The socket of ``vm``: the one it was found on, else found again by its id."""
+        path = vm.extra.get("socket")
+        if isinstance(path, str):
+            return path
+        for reading in await self._sweep(self.sockets(), self._identify, "identify the VM"):
+            if reading is not None and reading.vm_id == vm.id:
+                return reading.path
+        raise VMNotFoundError(f"no running VM with id {vm.id} behind {self.path}", backend=BACKEND, vm=vm.name)
+
+    def get_config(self, vm: VM) -> MemoryConfig:
+        async def body(mon: Monitor) -> Reading:
+            reading, _seen = await self._read(mon, arm=False)
+            self._check_identity(vm, reading)
+            deflate = None
+            if reading.balloon_path is not None:
+                # deflate-on-oom is a property of the balloon itself: the device, or for a PCI
+                # balloon its virtio-backend child
+                answers = await mon.batch(
+                    [
+                        ("qom-get", {"path": p, "property": "deflate-on-oom"})
+                        for p in (reading.balloon_path, f"{reading.balloon_path}/virtio-backend")
+                    ]
+                )
+                deflate = next((a for a in answers if isinstance(a, bool)), None)
+            return replace(reading, deflate_on_oom=deflate)
+
+        async def run() -> Reading:
+            return await self._converse(await self._path_of(vm), body, "read the VM's memory settings", label=vm.name)
+
+        reading = self._run(run(), "read the VM's memory settings")
+        return config_from_reading(vm_from_reading(reading, host=self._host), reading)
+
+    @staticmethod
+    def _check_identity(vm: VM, reading: Reading) -> None:
+        if reading.vm_id != vm.id:
+            raise VMNotFoundError(
+                f"{reading.path} now belongs to another VM ({reading.vm_id}): {vm.name!r} is not running",
+                backend=BACKEND,
+                vm=vm.name,
+            )
+
+    async def _verified(self, mon: Monitor, vm: VM) -> None:
+        """Make sure the QEMU behind the socket is still ``vm`` before changing anything."""
+        if mon.pid is not None and mon.pid == vm.extra.get("qemu_pid"):
+            return  # the very process it was read from
+        self._check_identity(vm, await self._identify(mon))
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def _refuse_if_read_only(self, vm: VM) -> None:
+        if self.read_only:
+            raise PermissionDeniedError(
+                f"this session is read-only (read_only=True): {vm.name!r} was not changed",
+                backend=BACKEND,
+                vm=vm.name,
+            )
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        if config.extra.get("balloon") is False:
+            raise UnsupportedOperationError(
+                f"{vm.name!r} has no balloon device (QMP: 'No balloon device has been activated'): its "
+                "memory cannot be changed while it runs; start it with -device virtio-balloon-pci",
+                backend=BACKEND,
+                vm=vm.name,
+                native_code="DeviceNotActive",
+            )
+        self._refuse_if_read_only(vm)
+
+    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
+        fixed = sorted(set(changes) - {"stats_period_seconds"})
+        if fixed:
+            raise UnsupportedOperationError(
+                f"QMP changes only the running QEMU: {', '.join(fixed)} of {vm.name!r} is set on QEMU's "
+                "command line (-m, -device virtio-balloon-pci,deflate-on-oom=on; on Proxmox: qm set)",
+                backend=BACKEND,
+                vm=vm.name,
+            )
+        if current.extra.get("balloon_qom_path") is None:
+            raise UnsupportedOperationError(
+                f"{vm.name!r} has no balloon device, so it has no balloon stats period",
+                backend=BACKEND,
+                vm=vm.name,
+            )
+        self._refuse_if_read_only(vm)
+
+    def apply_target(self, vm: VM, target_bytes: int) -> None:
+        self._refuse_if_read_only(vm)
+        what = f"set the balloon target to {format_size(target_bytes)}"
+
+        async def body(mon: Monitor) -> None:
+            await self._verified(mon, vm)
+            try:
+                await mon.execute("balloon", {"value": target_bytes})
+            except ExecuteError as exc:
+                raise map_error(exc, what, vm=vm.name) from exc
+            run = self._run_of(mon)
+            seen = self._seen.get(vm.id)
+            if seen is None or seen.run != run:
+                seen = self._seen[vm.id] = _Seen(run)
+            seen.target_bytes = target_bytes
+
+        async def run() -> None:
+            await self._converse(await self._path_of(vm), body, what, label=vm.name)
+
+        self._run(run(), what)
+
+    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        self._refuse_if_read_only(vm)
+        period = int(changes["stats_period_seconds"])
+        what = f"set the balloon's stats period to {period} s"
+
+        async def body(mon: Monitor) -> None:
+            await self._verified(mon, vm)
+            run = self._run_of(mon)
+            path = self._balloons.get(run) or current.extra.get("balloon_qom_path")
+            if not isinstance(path, str):
+                raise UnsupportedOperationError(f"{vm.name!r} has no balloon device", backend=BACKEND, vm=vm.name)
+            try:
+                held = await mon.execute("qom-get", {"path": path, "property": "guest-stats"})
+            except ExecuteError as exc:
+                raise map_error(exc, what, vm=vm.name) from exc
+            await self._set_period(mon, path, period, vm.name)
+            seen = self._seen.get(vm.id)
+            if seen is None or seen.run != run:
+                seen = self._seen[vm.id] = _Seen(run)
+            # from now on only reports newer than the one QEMU holds count
+            last = held.get("last-update") if isinstance(held, Mapping) else None
+            seen.armed_after = last if isinstance(last, int) else 0
+
+        async def run() -> None:
+            await self._converse(await self._path_of(vm), body, what, label=vm.name)
+
+        self._run(run(), what)
+
+
+def _find_balloon(listings: Sequence[Any]) -> str | None:
+    """The balloon device's QOM path from ``qom-list`` of the device trees (named ones first)."""
+    for tree, listing in zip(_DEVICE_TREES, listings):
+        if not isinstance(listing, list):
+            continue
+        for entry in listing:
+            kind = entry.get("type", "") if isinstance(entry, Mapping) else ""
+            if isinstance(kind, str) and kind.startswith("child<virtio-balloon"):
+                return f"{tree}/{entry['name']}"
+    return None
+
+
+def _guest_answers(answers: Sequence[Any]) -> tuple[int | None, Mapping[str, Any] | None]:
+    """The stats period and the guest-stats object from their ``qom-get`` answers (None: failed)."""
+    if len(answers) < 2:
+        return None, None
+    period, stats = answers[0], answers[1]
+    for answer in (period, stats):
+        if isinstance(answer, BaseException) and not isinstance(answer, ExecuteError):
+            raise answer  # the connection broke
+    return (
+        period if isinstance(period, int) and not isinstance(period, bool) else None,
+        stats if isinstance(stats, Mapping) else None,
+    )
+
+
