@@ -31,12 +31,13 @@ __all__ = ["CLIENT_NAME", "EventLoop", "Monitor", "peer_pid"]
 
 T = TypeVar("T")
 
-#: The name our ``QMPClient``s log under (``qemu.qmp.qmp_client.hvballoon``).
+#: The name our ``QMPClient``s log under (``qemu.qmp.protocol.hvballoon``).
 CLIENT_NAME = "hvballoon"
 
 # qemu.qmp logs every failed connection at ERROR level; each one is mapped onto a typed
 # hvballoon error instead, so only our own clients' lines are kept out of the application's log
-logging.getLogger(f"qemu.qmp.qmp_client.{CLIENT_NAME}").setLevel(logging.CRITICAL)
+for _name in ("qemu.qmp.qmp_client", "qemu.qmp.protocol"):
+    logging.getLogger(f"{_name}.{CLIENT_NAME}").setLevel(logging.CRITICAL)
 
 # a coroutine past its deadline is cancelled; this much longer is allowed for it to unwind
 _UNWIND_SECONDS = 5.0

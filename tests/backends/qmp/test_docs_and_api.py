@@ -1,0 +1,32 @@
+"""The backend's docstring examples run, its public surface is what it says, it is declared as
+the KVM kind (as the fake's kvm flavour), and it registers."""
+
+from __future__ import annotations
+
+import doctest
+
+import hvballoon_qmp
+import pytest
+from hvballoon_qmp import _errors, _monitor, _stats, backend
+
+from hvballoon.fake.backend import FLAVOR_CAPABILITIES
+
+pytest.importorskip("qemu.qmp")
+
+
+@pytest.mark.parametrize("module", [backend, _errors, _stats, _monitor], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module: object) -> None:
+    result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
+    assert result.failed == 0
+
+
+def test_all_is_sorted_and_exported() -> None:
+    assert hvballoon_qmp.__all__ == sorted(hvballoon_qmp.__all__)
+    assert all(hasattr(hvballoon_qmp, name) for name in hvballoon_qmp.__all__)
+
+
+def test_declared_as_the_kvm_kind() -> None:
+    fake, real = FLAVOR_CAPABILITIES["kvm"], backend.CAPABILITIES
+    for name in ("mechanism", "bulk_stats", "readable", "set_live", "set_offline", "alignment_bytes"):
+        assert getattr(fake, name) == getattr(real, name), name
+    assert real.backend == "qmp" and real.mechanism.value == "balloon" and real.target_observable
