@@ -99,7 +99,9 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
         UnsupportedOperationError,
         "this QEMU does not know the command (too old, or the socket is not a QEMU monitor)",
     ),
-    ErrorRule("KVMMissingCap", UnsupportedOperationError, "the host's KVM lacks a capability the command needs"),
+    ErrorRule(
+        "KVMMissingCap", UnsupportedOperationError, "the host's KVM lacks a capability the command needs"
+    ),
     ErrorRule(FileNotFoundError, VMNotFoundError, f"the monitor socket is gone: {_STOPPED}"),
     ErrorRule(
         ConnectionRefusedError, VMNotFoundError, f"nothing listens on the monitor socket any more: {_STOPPED}"
@@ -130,14 +132,21 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
 )
 
 _BY_CLASS: dict[str, ErrorRule] = {r.match: r for r in ERROR_TABLE if isinstance(r.match, str)}
-_BY_TYPE: dict[type[BaseException], ErrorRule] = {r.match: r for r in ERROR_TABLE if isinstance(r.match, type)}
+_BY_TYPE: dict[type[BaseException], ErrorRule] = {
+    r.match: r for r in ERROR_TABLE if isinstance(r.match, type)
+}
 # asyncio's own TimeoutError is a separate class before Python 3.11
 _BY_TYPE.setdefault(asyncio.TimeoutError, _BY_TYPE[TimeoutError])
 
 #: What means "this VM's QEMU is gone" (the socket vanished or refuses): never retried.
 _GONE: tuple[type[BaseException], ...] = (FileNotFoundError, ConnectionRefusedError)
 #: What means "the connection broke": the call is tried once more on a new connection.
-_LOST: tuple[type[BaseException], ...] = (ExecInterruptedError, EOFError, ConnectionResetError, BrokenPipeError)
+_LOST: tuple[type[BaseException], ...] = (
+    ExecInterruptedError,
+    EOFError,
+    ConnectionResetError,
+    BrokenPipeError,
+)
 
 
 def _root(exc: BaseException) -> BaseException:
@@ -163,7 +172,7 @@ def native_code(exc: BaseException) -> str:
     exc = _root(exc)
     if isinstance(exc, ExecuteError):
         return exc.error_class
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
         return errno.errorcode[exc.errno]
     return type(exc).__name__
 

@@ -198,7 +198,9 @@ def stats_from_reading(
         "configured_bytes": configured,
         "current_bytes": current,
         "target_bytes": target_bytes,
-        "ballooned_bytes": max(0, configured - current) if configured is not None and current is not None else None,
+        "ballooned_bytes": max(0, configured - current)
+        if configured is not None and current is not None
+        else None,
         "host_consumed_bytes": reading.rss_bytes,
     }
     if reading.has_balloon and reading.balloon_path is None:

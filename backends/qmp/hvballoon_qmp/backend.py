@@ -49,7 +49,6 @@ from qemu.qmp import ExecuteError, QMPError
 from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.declarations import declared
 from hvballoon.errors import (
-    HVBalloonError,
     HVConnectionError,
     InvalidRequestError,
     InvalidURIError,
@@ -62,7 +61,7 @@ from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats
 from hvballoon.units import format_size
 from hvballoon.virtio_balloon import Freshness
 
-from ._errors import BACKEND, connection_lost, map_error, vm_gone
+from ._errors import BACKEND, connection_lost, map_error, native_code, vm_gone
 from ._monitor import EventLoop, Monitor
 from ._stats import Reading, config_from_reading, resident_bytes, stats_from_reading, vm_from_reading
 
@@ -98,10 +97,15 @@ Command = tuple[str, Mapping[str, object] | None]
 
 @dataclass(frozen=True)
 class _Run:
-    """One run of one VM: the QEMU process behind a socket (a restart is a new run)."""
+    """One run of one VM: the QEMU process behind a socket, and the socket file it made.
+
+    A restarted VM is a new process with a new socket (its inode may be reused: its creation
+    time tells them apart).
+    """
 
     pid: int | None
     inode: int | None
+    mtime_ns: int | None
 
 
 @dataclass
@@ -166,7 +170,9 @@ class QMPBackend(Backend):
         options = opts.options
         read_only = options.get("read_only", False)
         if not isinstance(read_only, bool):
-            raise InvalidRequestError(f"option read_only must be true or false, got {read_only!r}", backend=BACKEND)
+            raise InvalidRequestError(
+                f"option read_only must be true or false, got {read_only!r}", backend=BACKEND
+            )
         self.read_only: bool = read_only
         self.stats_period = _option_int(options, "stats_period", _DEFAULT_STATS_PERIOD, 0)
         self.concurrency = _option_int(options, "concurrency", _DEFAULT_CONCURRENCY, 1)
@@ -273,7 +279,7 @@ class QMPBackend(Backend):
                         f"{what}: the VM stopped during the call (its monitor socket {path} is gone)",
                         backend=BACKEND,
                         vm=label,
-                        native_code="ECONNREFUSED",
+                        native_code=native_code(exc),
                     ) from exc
                 error = map_error(exc, what, vm=label)
                 if attempt == 2 and isinstance(error, HVConnectionError):
@@ -281,32 +287,44 @@ class QMPBackend(Backend):
                 raise error from exc
         raise AssertionError("unreachable")
 
-    async def _sweep(
-        self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
+    async def _side_by_side(
+        self, jobs: Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]], what: str, *, gone_ok: bool
     ) -> list[T | None]:
-        """``body`` on every socket, ``concurrency`` at a time; ``None`` for a VM that stopped."""
+        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline.
+
+        With ``gone_ok`` a VM whose socket vanished or refuses (it stopped since the directory
+        was listed) is ``None``; otherwise that is a :class:`VMNotFoundError`.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(path: str) -> T | None:
+        async def one(path: str, body: Callable[[Monitor], Awaitable[T]], label: str) -> T | None:
             async with gate:
                 try:
                     return await asyncio.wait_for(
-                        self._converse(path, body, what), max(0.001, deadline - loop.time())
+                        self._converse(path, body, what, label=label), max(0.001, deadline - loop.time())
                     )
                 except VMNotFoundError as exc:
-                    if exc.native_code in ("ENOENT", "ECONNREFUSED"):
-                        return None  # stopped since the directory was listed
+                    if gone_ok and exc.native_code in ("ENOENT", "ECONNREFUSED"):
+                        return None
                     raise
                 except asyncio.TimeoutError as exc:
-                    raise map_error(exc, f"{what} ({path})", vm=Path(path).stem) from exc
+                    raise map_error(exc, f"{what} ({path})", vm=label) from exc
 
-        results = await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+        results = await asyncio.gather(*(one(*job) for job in jobs), return_exceptions=True)
+        out: list[T | None] = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return results  # type: ignore[return-value]
+            out.append(result)
+        return out
+
+    async def _sweep(
+        self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
+    ) -> list[T | None]:
+        """``body`` on every socket; ``None`` for a VM that stopped meanwhile."""
+        return await self._side_by_side([(p, body, Path(p).stem) for p in paths], what, gone_ok=True)
 
     @staticmethod
     def _value(result: Any, what: str, label: str) -> Any:
@@ -320,17 +338,19 @@ class QMPBackend(Backend):
     @staticmethod
     def _run_of(mon: Monitor) -> _Run:
         try:
-            inode: int | None = os.stat(mon.path).st_ino
+            st = os.stat(mon.path)
         except OSError:
-            inode = None
-        return _Run(mon.pid, inode)
+            return _Run(mon.pid, None, None)
+        return _Run(mon.pid, st.st_ino, st.st_mtime_ns)
 
     # -- reading -----------------------------------------------------------------------------
 
     async def _identify(self, mon: Monitor) -> Reading:
         """Name, id and run state only (what a listing needs)."""
         label = Path(mon.path).stem
-        name, uuid, status = await mon.batch([("query-name", None), ("query-uuid", None), ("query-status", None)])
+        name, uuid, status = await mon.batch(
+            [("query-name", None), ("query-uuid", None), ("query-status", None)]
+        )
         return Reading(
             path=mon.path,
             pid=mon.pid,
@@ -360,7 +380,9 @@ class QMPBackend(Backend):
                 ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
             ]
         answers = await mon.batch(commands)
-        name, uuid, status, memory = (self._value(a, c[0], label) for a, c in zip(answers[:4], commands))
+        name, uuid, status, memory = (
+            self._value(a, c[0], label) for a, c in zip(answers[:4], commands[:4], strict=True)
+        )
         balloon = answers[4]
         has_balloon = True
         if isinstance(balloon, ExecuteError) and balloon.error_class == "DeviceNotActive":
@@ -401,7 +423,13 @@ class QMPBackend(Backend):
         seen = self._seen.get(reading.vm_id)
         if seen is None or seen.run != run:
             seen = _Seen(run)
-            if arm and period == 0 and balloon_path is not None and self.stats_period > 0 and not self.read_only:
+            if (
+                arm
+                and period == 0
+                and balloon_path is not None
+                and self.stats_period > 0
+                and not self.read_only
+            ):
                 await self._set_period(mon, balloon_path, self.stats_period, label)
                 last = (guest_stats or {}).get("last-update")
                 seen.armed_after = last if isinstance(last, int) else 0
@@ -432,7 +460,9 @@ class QMPBackend(Backend):
 
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
         if vms is None:
-            pairs = self._run(self._sweep(self.sockets(), self._read, "read the VM's memory"), "read the stats")
+            pairs = self._run(
+                self._sweep(self.sockets(), self._read, "read the VM's memory"), "read the stats"
+            )
         else:
             pairs = self._run(self._each_vm(vms, self._read, "read the VM's memory"), "read the stats")
         now = time.time()
@@ -442,7 +472,6 @@ class QMPBackend(Backend):
         self, vms: Sequence[VM], body: Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]], what: str
     ) -> list[tuple[Reading, _Seen] | None]:
         """``body`` on each VM's own socket (checked to still be that VM), side by side."""
-        paths = [await self._path_of(vm) for vm in vms]
 
         def checked(vm: VM) -> Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]]:
             async def run(mon: Monitor) -> tuple[Reading, _Seen]:
@@ -452,25 +481,8 @@ class QMPBackend(Backend):
 
             return run
 
-        bodies = [checked(vm) for vm in vms]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one(vm: VM, path: str, fn: Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]]) -> Any:
-            async with gate:
-                try:
-                    return await asyncio.wait_for(
-                        self._converse(path, fn, what, label=vm.name), max(0.001, deadline - loop.time())
-                    )
-                except asyncio.TimeoutError as exc:
-                    raise map_error(exc, what, vm=vm.name) from exc
-
-        results = await asyncio.gather(*(one(v, p, f) for v, p, f in zip(vms, paths, bodies)), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results
+        jobs = [(await self._path_of(vm), checked(vm), vm.name) for vm in vms]
+        return await self._side_by_side(jobs, what, gone_ok=False)
 
     async def _path_of(self, vm: VM) -> str:
         """The socket of ``vm``: the one it was found on, else found again by its id."""
@@ -480,7 +492,9 @@ class QMPBackend(Backend):
         for reading in await self._sweep(self.sockets(), self._identify, "identify the VM"):
             if reading is not None and reading.vm_id == vm.id:
                 return reading.path
-        raise VMNotFoundError(f"no running VM with id {vm.id} behind {self.path}", backend=BACKEND, vm=vm.name)
+        raise VMNotFoundError(
+            f"no running VM with id {vm.id} behind {self.path}", backend=BACKEND, vm=vm.name
+        )
 
     def get_config(self, vm: VM) -> MemoryConfig:
         async def body(mon: Monitor) -> Reading:
@@ -500,7 +514,9 @@ class QMPBackend(Backend):
             return replace(reading, deflate_on_oom=deflate)
 
         async def run() -> Reading:
-            return await self._converse(await self._path_of(vm), body, "read the VM's memory settings", label=vm.name)
+            return await self._converse(
+                await self._path_of(vm), body, "read the VM's memory settings", label=vm.name
+            )
 
         reading = self._run(run(), "read the VM's memory settings")
         return config_from_reading(vm_from_reading(reading, host=self._host), reading)
@@ -515,9 +531,11 @@ class QMPBackend(Backend):
             )
 
     async def _verified(self, mon: Monitor, vm: VM) -> None:
-        """Make sure the QEMU behind the socket is still ``vm`` before changing anything."""
-        if mon.pid is not None and mon.pid == vm.extra.get("qemu_pid"):
-            return  # the very process it was read from
+        """Make sure the QEMU behind the socket is still ``vm`` before changing anything.
+
+        A round trip of its own: the change must not travel in the same pipeline, or it would
+        reach another VM that took the socket over before the check could stop it.
+        """
         self._check_identity(vm, await self._identify(mon))
 
     # -- changing ------------------------------------------------------------------------------
@@ -589,7 +607,9 @@ class QMPBackend(Backend):
             run = self._run_of(mon)
             path = self._balloons.get(run) or current.extra.get("balloon_qom_path")
             if not isinstance(path, str):
-                raise UnsupportedOperationError(f"{vm.name!r} has no balloon device", backend=BACKEND, vm=vm.name)
+                raise UnsupportedOperationError(
+                    f"{vm.name!r} has no balloon device", backend=BACKEND, vm=vm.name
+                )
             try:
                 held = await mon.execute("qom-get", {"path": path, "property": "guest-stats"})
             except ExecuteError as exc:
@@ -610,7 +630,7 @@ class QMPBackend(Backend):
 
 def _find_balloon(listings: Sequence[Any]) -> str | None:
     """The balloon device's QOM path from ``qom-list`` of the device trees (named ones first)."""
-    for tree, listing in zip(_DEVICE_TREES, listings):
+    for tree, listing in zip(_DEVICE_TREES, listings, strict=False):
         if not isinstance(listing, list):
             continue
         for entry in listing:
@@ -632,5 +652,3 @@ def _guest_answers(answers: Sequence[Any]) -> tuple[int | None, Mapping[str, Any
         period if isinstance(period, int) and not isinstance(period, bool) else None,
         stats if isinstance(stats, Mapping) else None,
     )
-
-

@@ -66,11 +66,13 @@ class FakeQemu:
     last_update: int = 0  # 0: the guest never reported
     guest_used: int = 1024 * MiB
     guest_cache: int = 256 * MiB
+    guest_alive: bool = True  # False: the guest stopped reporting (hung, or its driver unloaded)
     # scripted faults
     hang_up: dict[str, int] = field(default_factory=dict)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
     exit_on_hang_up: bool = False  # the hang-up is QEMU exiting: its socket goes too
+    reply_delay: float = 0.0  # seconds QEMU takes to answer each command
     silent: bool = False
     garbage: bool = False
     event_before_replies: bool = False
@@ -95,7 +97,12 @@ class FakeQemu:
 
     def _guest_tick(self) -> None:
         now = int(time.time())
-        if self.period > 0 and self.last_update and now - self.last_update >= self.period:
+        if (
+            self.guest_alive
+            and self.period > 0
+            and self.last_update
+            and now - self.last_update >= self.period
+        ):
             self.last_update = now
 
     def guest_stats(self) -> dict[str, Any]:
@@ -248,7 +255,9 @@ class QmpServer:
                     negotiated = True
                     value: Any = {}
                 elif not negotiated:
-                    raise _Error("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'")
+                    raise _Error(
+                        "CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'"
+                    )
                 else:
                     value = self._execute(command, request.get("arguments") or {})
                 reply = {"return": value}
@@ -256,6 +265,8 @@ class QmpServer:
                 reply = {"error": {"class": err.cls, "desc": err.desc}}
             if "id" in request:
                 reply["id"] = request["id"]
+            if vm.reply_delay:
+                await asyncio.sleep(vm.reply_delay)
             if vm.event_before_replies and negotiated and command != "qmp_capabilities":
                 # QEMU sends events only to a monitor past negotiation
                 now = time.time()
@@ -334,7 +345,10 @@ class QmpServer:
         known = {"deflate-on-oom"} if backend else set()
         known |= {"guest-stats", "guest-stats-polling-interval"}
         if prop not in known:
-            raise _Error("GenericError", f"Property '{'virtio-balloon-pci' if vm.pci else 'virtio-balloon-device'}.{prop}' not found")
+            raise _Error(
+                "GenericError",
+                f"Property '{'virtio-balloon-pci' if vm.pci else 'virtio-balloon-device'}.{prop}' not found",
+            )
         return path, str(prop)
 
     def _cmd_qom_get(self, args: dict[str, Any]) -> Any:

@@ -50,7 +50,9 @@ def _native(rule: ErrorRule) -> BaseException:
     return NATIVE[rule.match]()
 
 
-@pytest.mark.parametrize("rule", ERROR_TABLE, ids=lambda r: r.match if isinstance(r.match, str) else r.match.__name__)
+@pytest.mark.parametrize(
+    "rule", ERROR_TABLE, ids=lambda r: r.match if isinstance(r.match, str) else r.match.__name__
+)
 def test_every_row_of_the_table(rule: ErrorRule) -> None:
     native = _native(rule)
     with pytest.raises(HVBalloonError) as info, mapped("do something", vm="101"):
@@ -185,7 +187,9 @@ def test_a_monitor_that_never_answers_is_a_timeout(serve: Serve, qmp_dir: Path) 
     start = time.monotonic()
     with connect(f"qmp://{qmp_dir}", timeout=1) as hv, pytest.raises(OperationTimeoutError) as info:
         hv.list_vms()
-    assert info.value.retryable and info.value.vm == "101" and "one QMP client at a time" in info.value.message
+    assert (
+        info.value.retryable and info.value.vm == "101" and "one QMP client at a time" in info.value.message
+    )
     assert time.monotonic() - start < 5
 
 
@@ -203,7 +207,9 @@ def test_a_monitor_held_by_another_client_is_a_timeout(serve: Serve, qmp_dir: Pa
         assert len(hv.get_stats()) == 1
 
 
-def test_a_connection_lost_mid_call_is_retried_once_transparently(serve: Serve, qmp_dir: Path, servers: list) -> None:
+def test_a_connection_lost_mid_call_is_retried_once_transparently(
+    serve: Serve, qmp_dir: Path, servers: list
+) -> None:
     vm = serve("101", name="web01", hang_up={"query-balloon": 1})
     with connect(f"qmp://{qmp_dir}") as hv:
         (st,) = hv.get_stats()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import shutil
 import signal
 import subprocess
@@ -86,12 +85,12 @@ class QemuProcess:
         self.qmp_socket = qmp_socket
         self.log = log
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own argv
+            self.proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - started from the main thread
+                preexec_fn=_die_with_parent,
             )
 
     @property
@@ -106,7 +105,9 @@ class QemuProcess:
         deadline = time.monotonic() + timeout
         while not self.qmp_socket.exists():
             if not self.running():
-                raise RuntimeError(f"{self.name}: QEMU exited: {self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{self.name}: QEMU exited: {self.log.read_text(errors='replace')[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: no QMP socket after {timeout} s")
             time.sleep(0.01)

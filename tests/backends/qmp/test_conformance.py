@@ -1,0 +1,23 @@
+"""The shared conformance suite against the in-test QMP server (a Proxmox-like node of four VMs).
+
+The same suite runs on real QEMU guests in ``test_real_guest.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hvballoon.session import Hypervisor
+from hvballoon.testing.conformance import BackendConformance
+
+from .conftest import connect
+
+
+class TestQMPInTestServer(BackendConformance):
+    @pytest.fixture
+    def hv(self, node: str) -> Iterator[Hypervisor]:
+        with connect(node, stats_period=2) as session:
+            session.get_stats()  # the first sight arms the period; the guests answer at once
+            yield session

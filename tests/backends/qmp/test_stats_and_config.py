@@ -1,0 +1,205 @@
+"""QMP answers → models, the stats period, targets per run, config, concurrency (in-test server)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from hvballoon_qmp._stats import guest_report, power_state
+
+from hvballoon.errors import PermissionDeniedError, UnsupportedOperationError, VMNotFoundError
+from hvballoon.models import PowerState
+from hvballoon.session import Hypervisor
+
+from .conftest import Serve, booted_long_ago, connect
+from .qmp_server import Gauge
+
+MiB = 2**20
+
+
+def test_first_sight_arms_the_period_and_withholds_the_boot_report(node: str, serve: Serve) -> None:
+    with connect(node, stats_period=2) as hv:
+        first = {s.vm.name: s for s in hv.get_stats()}
+        web = first["web01"]
+        assert web.stale and web.guest_used_bytes is None and web.guest_total_bytes is None  # never zeros
+        assert web.extra["stats_note"].startswith("stats period just enabled")
+        assert web.current_bytes == web.configured_bytes == 4096 * MiB and web.ballooned_bytes == 0
+        second = {s.vm.name: s for s in hv.get_stats()}["web01"]  # the guest answered the arming
+    assert not second.stale and second.extra["stats_period_seconds"] == 2
+    assert second.guest_total_bytes == 4096 * MiB
+    assert second.guest_used_bytes == 1024 * MiB  # total − available
+    assert second.guest_available_bytes == 3072 * MiB and second.guest_cache_bytes == 256 * MiB
+    assert second.guest_free_bytes == (4096 - 1024 - 256) * MiB
+    assert second.swap_in_bytes == 0 and second.major_faults == 3 and second.extra["minor_faults"] == 1000
+    assert second.host_consumed_bytes is not None and second.host_consumed_bytes > 0  # the peer's RSS
+    assert second.guest_report_age_seconds is not None and second.guest_report_age_seconds < 2
+
+
+def test_a_period_already_running_is_trusted_and_left_alone(serve: Serve, qmp_dir: Path) -> None:
+    vm = serve("102", name="db01", period=5, last_update=int(time.time()) - 1, balloon_id=None, pci=False)
+    with connect(f"qmp://{qmp_dir}", stats_period=2) as hv:
+        (st,) = hv.get_stats()
+        cfg = hv.get_config("db01")
+    assert not st.stale and st.guest_used_bytes == 1024 * MiB
+    assert "qom-set" not in vm.received and vm.period == 5
+    assert cfg.extra["balloon_qom_path"] == "/machine/peripheral-anon/device[0]"  # no id=: found anyway
+    assert cfg.stats_period_seconds == 5
+
+
+def test_an_old_report_is_stale_but_kept(serve: Serve, qmp_dir: Path) -> None:
+    serve("101", name="web01", period=5, last_update=int(time.time()) - 60, guest_alive=False)
+    with connect(f"qmp://{qmp_dir}") as hv:
+        (st,) = hv.get_stats()
+    assert st.stale and st.guest_used_bytes == 1024 * MiB and st.guest_report_age_seconds >= 59
+
+
+@pytest.mark.parametrize(("options", "armed"), [({"read_only": True}, False), ({"stats_period": 0}, False)])
+def test_the_period_is_left_off_when_asked(serve: Serve, qmp_dir: Path, options: dict, armed: bool) -> None:
+    vm = serve("101", name="web01", last_update=booted_long_ago())
+    with connect(f"qmp://{qmp_dir}", **options) as hv:
+        for _ in range(2):
+            (st,) = hv.get_stats()
+            assert st.stale and st.guest_used_bytes is None
+            assert st.extra["stats_note"] == "stats period off: the guest's figures are frozen since its boot"
+    assert ("qom-set" in vm.received) is armed and vm.period == 0
+
+
+def test_names_ids_and_states(node_hv: Hypervisor, qmp_dir: Path) -> None:
+    vms = {v.name: v for v in node_hv.list_vms()}
+    assert set(vms) == {"web01", "db01", "103", "plain01"}  # unnamed: the socket's stem (a vmid)
+    assert vms["web01"].id == "11111111-1111-4111-8111-111111111111"
+    assert vms["103"].power_state is PowerState.PAUSED and vms["web01"].power_state is PowerState.RUNNING
+    assert vms["web01"].extra["socket"] == str(qmp_dir / "101.qmp")
+    assert all(v.host and v.backend == "qmp" for v in vms.values())
+
+
+def test_without_uuid_the_socket_path_is_the_id(serve: Serve, qmp_dir: Path) -> None:
+    serve("a", name="same")
+    serve("b", name="same")
+    with connect(f"qmp://{qmp_dir}") as hv:
+        ids = sorted(v.id for v in hv.list_vms())
+    assert ids == [str(qmp_dir / "a.qmp"), str(qmp_dir / "b.qmp")]
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("running", PowerState.RUNNING),
+        ("paused", PowerState.PAUSED),
+        ("prelaunch", PowerState.PAUSED),
+        ("inmigrate", PowerState.PAUSED),
+        ("io-error", PowerState.PAUSED),
+        ("suspended", PowerState.SUSPENDED),
+        ("shutdown", PowerState.STOPPED),
+        ("guest-panicked", PowerState.STOPPED),
+        ("something-new", PowerState.UNKNOWN),
+        (None, PowerState.UNKNOWN),
+    ],
+)
+def test_power_states(status: str | None, state: PowerState) -> None:
+    assert power_state(status) is state
+
+
+def test_missing_and_malformed_statistics_are_none() -> None:
+    report = guest_report(
+        {
+            "stats": {
+                "stat-total-memory": 100,
+                "stat-free-memory": -1,
+                "stat-swap-in": "x",
+                "stat-swap-out": True,
+            },
+            "last-update": 5,
+        }
+    )
+    assert report.total_bytes == 100 and report.free_bytes is None
+    assert report.swap_in_bytes is None and report.swap_out_bytes is None
+    assert guest_report(None).last_update is None
+    assert guest_report({"stats": "garbage", "last-update": "x"}).last_update is None
+
+
+def test_a_vm_without_balloon(node_hv: Hypervisor) -> None:
+    st = node_hv.get_stats(["plain01"])[0]
+    assert st.current_bytes == st.configured_bytes and st.ballooned_bytes == 0
+    assert st.guest_used_bytes is None and st.extra["balloon"] is False
+    cfg = node_hv.get_config("plain01")
+    assert cfg.extra["balloon"] is False and cfg.stats_period_seconds is None and cfg.deflate_on_oom is None
+
+
+def test_hot_plugged_memory_counts_in_the_configured_size(serve: Serve, qmp_dir: Path) -> None:
+    serve("101", name="web01", base_memory=2048 * MiB, plugged_memory=1024 * MiB)
+    with connect(f"qmp://{qmp_dir}") as hv:
+        (st,) = hv.get_stats()
+        cfg = hv.get_config("web01")
+    assert st.configured_bytes == cfg.maximum_bytes == 3072 * MiB
+    assert cfg.startup_bytes == 2048 * MiB and cfg.extra["plugged_memory_bytes"] == 1024 * MiB
+
+
+def test_deflate_on_oom_is_read_from_the_balloon_itself(serve: Serve, qmp_dir: Path) -> None:
+    serve("101", name="pci", deflate_on_oom=True)
+    serve("102", name="mmio", pci=False, balloon_id=None)
+    with connect(f"qmp://{qmp_dir}") as hv:
+        assert hv.get_config("pci").deflate_on_oom is True
+        assert hv.get_config("mmio").deflate_on_oom is False
+
+
+def test_the_target_is_remembered_for_this_run_only(serve: Serve, qmp_dir: Path, servers: list) -> None:
+    vm = serve("101", name="web01", uuid="11111111-1111-4111-8111-111111111111")
+    with connect(f"qmp://{qmp_dir}") as hv:
+        assert hv.get_stats()[0].target_bytes is None  # QEMU does not report one
+        hv.set_target("web01", "3GiB", force=True)
+        st = hv.get_stats()[0]
+        assert st.target_bytes == 3 * 2**30 and st.current_bytes == 3 * 2**30 == vm.actual
+        servers[0].close()  # the VM stops and starts again: a new socket
+        serve("101", name="web01", uuid="11111111-1111-4111-8111-111111111111")
+        restarted = hv.get_stats()[0]
+    assert restarted.target_bytes is None and restarted.current_bytes == 4 * 2**30
+
+
+def test_a_socket_taken_over_by_another_vm(serve: Serve, qmp_dir: Path, servers: list) -> None:
+    serve("101", name="web01", uuid="11111111-1111-4111-8111-111111111111")
+    with connect(f"qmp://{qmp_dir}") as hv:
+        old = hv.resolve("web01")
+        servers[0].close()
+        serve("101", name="other", uuid="99999999-9999-4999-8999-999999999999")
+        with pytest.raises(VMNotFoundError, match="another VM"):
+            hv.get_stats([old])
+        with pytest.raises(VMNotFoundError, match="another VM"):
+            hv.backend.apply_target(old, 2**30)
+    assert servers[1].vm.received.count("balloon") == 0
+
+
+def test_read_only_refuses_changes_before_sending(serve: Serve, qmp_dir: Path) -> None:
+    vm = serve("101", name="web01", period=2, last_update=int(time.time()))
+    with connect(f"qmp://{qmp_dir}", read_only=True) as hv:
+        with pytest.raises(PermissionDeniedError):
+            hv.set_target("web01", "3GiB", force=True)
+        with pytest.raises(PermissionDeniedError):
+            hv.set_config("web01", stats_period=5)
+    assert "balloon" not in vm.received and "qom-set" not in vm.received
+
+
+def test_the_stats_period_can_be_changed_live(serve: Serve, qmp_dir: Path) -> None:
+    vm = serve("101", name="web01", period=2, last_update=int(time.time()))
+    with connect(f"qmp://{qmp_dir}") as hv:
+        change = hv.set_config("web01", stats_period=5)
+        assert change.changed and change.before == {"stats_period_seconds": 2}
+        assert vm.period == 5 and hv.get_config("web01").stats_period_seconds == 5
+        assert hv.set_config("web01", stats_period=5).changed is False
+
+
+@pytest.mark.parametrize("change", [{"maximum": "8GiB"}, {"deflate_on_oom": True}])
+def test_what_qemu_fixes_at_start_cannot_be_changed(serve: Serve, qmp_dir: Path, change: dict) -> None:
+    serve("101", name="web01", status="shutdown")  # guest off, QEMU alive: "settable offline" by the kind
+    with connect(f"qmp://{qmp_dir}") as hv, pytest.raises(UnsupportedOperationError, match="command line"):
+        hv.set_config("web01", **change)
+
+
+def test_a_sweep_talks_to_at_most_concurrency_vms_at_once(serve: Serve, qmp_dir: Path, gauge: Gauge) -> None:
+    for i in range(24):
+        serve(f"{100 + i}", name=f"vm{i:02d}", uuid=f"00000000-0000-4000-8000-{i:012d}", reply_delay=0.02)
+    with connect(f"qmp://{qmp_dir}", concurrency=4) as hv:
+        stats = hv.get_stats()
+    assert [s.vm.name for s in stats] == [f"vm{i:02d}" for i in range(24)]  # every VM, in socket order
+    assert 1 < gauge.peak <= 4
