@@ -423,13 +423,9 @@ class QMPBackend(Backend):
         seen = self._seen.get(reading.vm_id)
         if seen is None or seen.run != run:
             seen = _Seen(run)
-            if (
-                arm
-                and period == 0
-                and balloon_path is not None
-                and self.stats_period > 0
-                and not self.read_only
-            ):
+            if not arm:
+                return reading, seen  # not a sighting: the next sweep arms it
+            if period == 0 and balloon_path is not None and self.stats_period > 0 and not self.read_only:
                 await self._set_period(mon, balloon_path, self.stats_period, label)
                 last = (guest_stats or {}).get("last-update")
                 seen.armed_after = last if isinstance(last, int) else 0
