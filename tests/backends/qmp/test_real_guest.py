@@ -1,0 +1,273 @@
+"""The QMP backend against a real tiny Linux guest under bare QEMU (no libvirt), over QMP.
+
+The guest is the KVM backend's (``tests/peers/kvm_guest``: Debian's kernel, a busybox initramfs,
+a real virtio-balloon driver), started by ``tests/peers/qmp_guest`` as ``qemu-system-x86_64
+-accel tcg … -qmp unix:…,server=on,wait=off -device virtio-balloon-pci,id=balloon0`` (Proxmox's
+device id), its stats period off as QEMU starts it. One 512 MiB guest serves the module (its
+target restored after every test that moves it); the over-inflation and kill tests get their
+own. Timings are printed (``-s`` shows them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+
+import hvballoon
+from hvballoon.errors import BalloonStalledError, TargetBelowFloorError, VMNotFoundError
+from hvballoon.models import MemoryStats
+from hvballoon.session import GuardRails, Hypervisor
+from hvballoon.testing.conformance import BackendConformance
+from tests._require import require
+from tests.peers.qmp_guest.harness import QmpGuest, QmpGuestHarness, prerequisites
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+T = TypeVar("T")
+MiB = 2**20
+GUEST_MIB = 512
+STATS_PERIOD = 2
+MAIN = "hvb-qmp-main"
+
+
+def _report(label: str, seconds: float) -> None:
+    print(f"\n[qmp-backend timing] {label}: {seconds:.2f} s")
+
+
+def _poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    start = time.monotonic()
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _one(hv: Hypervisor, name: str) -> MemoryStats:
+    return hv.get_stats([name])[0]
+
+
+def _fresh(hv: Hypervisor, name: str, *, since: float | None = None, timeout: float = 30) -> MemoryStats:
+    """The guest's stats once fresh (and, with ``since``, reported at or after that host time)."""
+
+    def ready() -> MemoryStats | None:
+        st = _one(hv, name)
+        if st.stale or st.guest_used_bytes is None:
+            return None
+        if since is not None and st.extra.get("last_update", 0) < int(since):
+            return None
+        return st
+
+    return _poll(ready, timeout, f"fresh balloon stats of {name}")
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[QmpGuestHarness]:
+    reasons = prerequisites(guest=True)
+    require(not reasons, "; ".join(reasons))
+    with QmpGuestHarness() as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def main_guest(harness: QmpGuestHarness) -> Iterator[QmpGuest]:
+    start = time.monotonic()
+    g = harness.boot(MAIN, GUEST_MIB, wait=True)
+    _report("main guest boot", time.monotonic() - start)
+    try:
+        yield g
+    finally:
+        harness.destroy(g)
+
+
+@pytest.fixture(scope="module")
+def keeper(harness: QmpGuestHarness, main_guest: QmpGuest) -> Iterator[Hypervisor]:
+    """The module's own session on the harness's directory of sockets."""
+    with hvballoon.connect(harness.uri, stats_period=STATS_PERIOD, timeout=30) as hv:
+        yield hv
+
+
+@pytest.fixture(scope="module")
+def first_sight(keeper: Hypervisor, main_guest: QmpGuest) -> dict[str, Any]:
+    """What the very first sweep saw, with the guest's stats period off until then."""
+    before = keeper.get_config(MAIN).stats_period_seconds
+    start = time.time()
+    (st,) = keeper.get_stats()
+    return {"period_before": before, "stats": st, "armed_at": start, "period_after": keeper.get_config(MAIN)}
+
+
+def _restore(hv: Hypervisor, guest: QmpGuest) -> None:
+    hv.set_target(MAIN, GUEST_MIB * MiB, force=True)
+    hv.wait_for_target(MAIN, timeout=60, poll_interval=0.1)
+    _poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
+
+
+# -- stats -----------------------------------------------------------------------------------
+
+
+def test_stats_appear_after_the_period_is_set_and_match_meminfo(
+    first_sight: dict[str, Any], keeper: Hypervisor, main_guest: QmpGuest
+) -> None:
+    assert first_sight["period_before"] == 0  # off, as QEMU starts it
+    assert first_sight["period_after"].stats_period_seconds == STATS_PERIOD  # switched on
+    st0: MemoryStats = first_sight["stats"]
+    assert st0.vm.name == MAIN and st0.vm.id == main_guest.uuid
+    assert st0.vm.extra["qemu_pid"] == main_guest.process.pid
+    # the report QEMU held was the frozen boot-time one: withheld, never zeros
+    assert st0.stale and st0.guest_used_bytes is None and st0.guest_total_bytes is None
+    assert st0.current_bytes == GUEST_MIB * MiB and st0.configured_bytes == GUEST_MIB * MiB
+    start = time.monotonic()
+    st = _fresh(keeper, MAIN, since=first_sight["armed_at"])
+    _report("stats fresh after the period was set", time.monotonic() - start)
+    mem = main_guest.meminfo()
+    assert st.guest_total_bytes == mem["MemTotal"] * 1024  # to the KiB
+    assert st.guest_free_bytes is not None and st.guest_available_bytes is not None
+    assert abs(st.guest_free_bytes - mem["MemFree"] * 1024) < 16 * MiB
+    assert abs(st.guest_available_bytes - mem["MemAvailable"] * 1024) < 16 * MiB
+    assert st.guest_used_bytes is not None and 0 < st.guest_used_bytes < 128 * MiB
+    assert st.host_consumed_bytes is not None and st.host_consumed_bytes > 64 * MiB  # QEMU's RSS
+    assert st.guest_report_age_seconds is not None and st.guest_report_age_seconds <= 3 * STATS_PERIOD + 2
+
+
+# -- moving the balloon ----------------------------------------------------------------------
+
+
+def test_inflate_to_half_then_deflate(keeper: Hypervisor, main_guest: QmpGuest, first_sight: Any) -> None:
+    hv = keeper
+    rails = GuardRails(margin_bytes=64 * MiB)  # half of 512 MiB is below the default floor
+    before = _fresh(hv, MAIN)
+    total_kib = main_guest.meminfo()["MemTotal"]
+    half = GUEST_MIB // 2 * MiB
+    start = time.monotonic()
+    change = hv.set_target(MAIN, "256MiB", guard_rails=rails)
+    reached = hv.wait_for_target(MAIN, timeout=60, poll_interval=0.05)
+    _report("inflate 512 -> 256 MiB, wait_for_target", time.monotonic() - start)
+    assert change.changed and change.after == {"target_bytes": half}
+    assert reached.current_bytes == half and reached.ballooned_bytes == half and reached.target_bytes == half
+    assert main_guest.meminfo()["MemTotal"] == total_kib - 256 * 1024  # exactly
+    after = _fresh(hv, MAIN, since=time.time())
+    assert before.guest_total_bytes is not None
+    assert after.guest_total_bytes == before.guest_total_bytes - half
+    start = time.monotonic()
+    hv.set_target(MAIN, "512MiB")
+    back = hv.wait_for_target(MAIN, timeout=60, poll_interval=0.05)
+    _report("deflate 256 -> 512 MiB, wait_for_target", time.monotonic() - start)
+    assert back.current_bytes == GUEST_MIB * MiB and back.ballooned_bytes == 0
+    assert main_guest.meminfo()["MemTotal"] == total_kib
+
+
+def test_guard_rail_then_forced_over_inflation_is_a_typed_error(
+    harness: QmpGuestHarness, keeper: Hypervisor
+) -> None:
+    """300 MiB the guest cannot free (tmpfs, no swap) and a 128 MiB target.
+
+    The default guard rail refuses it, with the numbers. Forced, QEMU accepts it without a word;
+    the balloon stalls where the guest runs dry, and the guest may then die of it (its QEMU exits,
+    ``-no-reboot``, and the socket goes). ``wait_for_target`` must say which, typed, in bounded time.
+    """
+    hv = keeper
+    with harness.guest("hvb-qmp-overinflate", GUEST_MIB) as g:
+        name = g.name
+        _fresh(hv, name)
+        g.tmpfs(300)
+        st = _fresh(hv, name, since=time.time())
+        assert st.guest_used_bytes is not None and st.guest_used_bytes > 250 * MiB  # the tmpfs counts
+        with pytest.raises(TargetBelowFloorError) as refused:
+            hv.set_target(name, "128MiB")
+        details = refused.value.details
+        assert details["used_bytes"] == st.guest_used_bytes
+        assert details["floor_bytes"] > details["used_bytes"] > details["target_bytes"] == 128 * MiB
+        assert _one(hv, name).current_bytes == GUEST_MIB * MiB  # nothing was sent
+        forced = hv.set_target(name, "128MiB", force=True)
+        assert forced.forced and any("floor" in w for w in forced.warnings)
+        start = time.monotonic()
+        with pytest.raises((BalloonStalledError, VMNotFoundError)) as outcome:
+            hv.wait_for_target(name, timeout=90, poll_interval=0.25, stall_after=3)
+        waited = time.monotonic() - start
+        err = outcome.value
+        if isinstance(err, BalloonStalledError):
+            reached = err.details["reached_bytes"]
+            _report(f"forced over-inflation: stalled at {reached / MiB:.0f} MiB after", waited)
+            assert 128 * MiB + 64 * MiB < reached < GUEST_MIB * MiB
+            assert err.details["target_bytes"] == 128 * MiB
+        else:
+            _report("forced over-inflation: the guest died (panic) after", waited)
+            assert "vanished" in err.message
+        assert waited < 60
+
+
+def test_killed_qemu_is_a_typed_error_for_every_operation(
+    harness: QmpGuestHarness, keeper: Hypervisor
+) -> None:
+    """The guest's QEMU is killed (SIGKILL: its socket file stays, refusing connections).
+
+    Every operation then ends in bounded time in success (the sweep, without the VM) or in a
+    typed error — never a hang, never a qemu.qmp or socket exception.
+    """
+    hv = keeper
+    with harness.guest("hvb-qmp-killed", GUEST_MIB) as g:
+        _fresh(hv, g.name)
+        vm = hv.resolve(g.name)
+        g.process.kill()
+        assert g.qmp_socket.exists()
+        operations: dict[str, Callable[[], object]] = {
+            "list": hv.list_vms,
+            "bulk stats": hv.get_stats,
+            "per-VM stats": lambda: hv.get_stats([vm]),
+            "config": lambda: hv.get_config(vm),
+            "set_target": lambda: hv.set_target(vm, "384MiB"),
+            "set_config": lambda: hv.set_config(vm, stats_period=3),
+            "wait_for_target": lambda: hv.wait_for_target(vm, target="384MiB", timeout=10, poll_interval=0.5),
+        }
+        for what, op in operations.items():
+            start = time.monotonic()
+            try:
+                result = op()
+            except hvballoon.HVBalloonError as exc:
+                assert exc.code == "vm_not_found", (what, exc.code)
+                assert exc.native_code == "ECONNREFUSED", (what, exc.native_code)
+            else:
+                assert what in ("list", "bulk stats"), what
+                assert all(
+                    getattr(r, "id", None) != vm.id and getattr(r, "vm", r).id != vm.id for r in result
+                )  # type: ignore[attr-defined]
+            assert time.monotonic() - start < 10, f"{what} took too long after the kill"
+
+
+# -- the shared conformance suite, on the real guest -------------------------------------------
+
+
+class TestRealGuestConformance(BackendConformance):
+    """The suite every backend passes, on the real guest (its target restored after each test)."""
+
+    volatile_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "collected_at",
+            "guest_report_age_seconds",
+            "extra",
+            "stale",
+            "host_consumed_bytes",
+            "guest_used_bytes",
+            "guest_free_bytes",
+            "guest_available_bytes",
+            "guest_cache_bytes",
+            "guest_total_bytes",
+            "major_faults",
+            "swap_in_bytes",
+            "swap_out_bytes",
+            "pressure_ratio",
+        }
+    )
+    wait_timeout: ClassVar[float] = 60.0
+
+    @pytest.fixture
+    def hv(self, main_guest: QmpGuest, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
+        _fresh(keeper, MAIN)
+        yield keeper
+        if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+            _restore(keeper, main_guest)
