@@ -203,7 +203,9 @@ class QMPBackend(Backend):
         self._host = socket.gethostname()
         self._loop = EventLoop()
         self._seen: dict[str, _Seen] = {}  # by VM id; touched only on the event loop's thread
-        self._balloons: dict[_Run, str | None] = {}  # the balloon's QOM path, per run
+        # per run of a VM (touched only on the event loop's thread, like _seen)
+        self._balloons: dict[_Run, str | None] = {}  # the balloon's QOM path (None: no balloon)
+        self._identities: dict[_Run, tuple[str | None, str | None]] = {}  # -name and -uuid
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -323,8 +325,24 @@ class QMPBackend(Backend):
     async def _sweep(
         self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
     ) -> list[T | None]:
-        """``body`` on every socket; ``None`` for a VM that stopped meanwhile."""
-        return await self._side_by_side([(p, body, Path(p).stem) for p in paths], what, gone_ok=True)
+        """``body`` on every socket; ``None`` for a VM that stopped meanwhile.
+
+        Afterwards what is kept per run is forgotten for the runs whose socket is gone.
+        """
+        out = await self._side_by_side([(p, body, Path(p).stem) for p in paths], what, gone_ok=True)
+        live = set()
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            live.add((st.st_ino, st.st_mtime_ns))
+        for cache in (self._balloons, self._identities):
+            for run in [r for r in cache if (r.inode, r.mtime_ns) not in live]:
+                del cache[run]
+        for vm_id in [k for k, v in self._seen.items() if (v.run.inode, v.run.mtime_ns) not in live]:
+            del self._seen[vm_id]
+        return out
 
     @staticmethod
     def _value(result: Any, what: str, label: str) -> Any:
@@ -345,29 +363,43 @@ class QMPBackend(Backend):
 
     # -- reading -----------------------------------------------------------------------------
 
+    async def _ask(
+        self, mon: Monitor, run: _Run, commands: list[Command]
+    ) -> tuple[tuple[str | None, str | None], list[Any]]:
+        """``commands`` pipelined, after the VM's name and UUID unless this run's are known.
+
+        A run's identity cannot change while its QEMU lives, and the run is known from the
+        socket alone (the pid read with ``SO_PEERCRED``, the socket file's inode and time).
+        """
+        label = Path(mon.path).stem
+        identity = self._identities.get(run) if run.pid is not None else None
+        if identity is not None:
+            return identity, await mon.batch(commands)
+        answers = await mon.batch([("query-name", None), ("query-uuid", None), *commands])
+        name = self._value(answers[0], "query-name", label).get("name")
+        uuid = self._value(answers[1], "query-uuid", label).get("UUID")
+        if run.pid is not None:
+            self._identities[run] = (name, uuid)
+        return (name, uuid), answers[2:]
+
     async def _identify(self, mon: Monitor) -> Reading:
         """Name, id and run state only (what a listing needs)."""
-        label = Path(mon.path).stem
-        name, uuid, status = await mon.batch(
-            [("query-name", None), ("query-uuid", None), ("query-status", None)]
-        )
+        (name, uuid), (status,) = await self._ask(mon, self._run_of(mon), [("query-status", None)])
         return Reading(
             path=mon.path,
             pid=mon.pid,
-            name=self._value(name, "query-name", label).get("name"),
-            uuid=self._value(uuid, "query-uuid", label).get("UUID"),
-            status=self._value(status, "query-status", label).get("status"),
+            name=name,
+            uuid=uuid,
+            status=self._value(status, "query-status", Path(mon.path).stem).get("status"),
         )
 
     async def _read(self, mon: Monitor, *, arm: bool = True) -> tuple[Reading, _Seen]:
-        """Everything the stats need, in one round trip once the balloon's path is known."""
+        """Everything the stats need, in one round trip once the run's balloon path is known."""
         label = Path(mon.path).stem
         run = self._run_of(mon)
         known = run in self._balloons
         balloon_path = self._balloons.get(run)
         commands: list[Command] = [
-            ("query-name", None),
-            ("query-uuid", None),
             ("query-status", None),
             ("query-memory-size-summary", None),
             ("query-balloon", None),
@@ -375,41 +407,32 @@ class QMPBackend(Backend):
         if not known:
             commands += [("qom-list", {"path": tree}) for tree in _DEVICE_TREES]
         elif balloon_path is not None:
-            commands += [
-                ("qom-get", {"path": balloon_path, "property": _PERIOD}),
-                ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
-            ]
-        answers = await mon.batch(commands)
-        name, uuid, status, memory = (
-            self._value(a, c[0], label) for a, c in zip(answers[:4], commands[:4], strict=True)
-        )
-        balloon = answers[4]
+            commands += _guest_queries(balloon_path)
+        (name, uuid), answers = await self._ask(mon, run, commands)
+        status = self._value(answers[0], "query-status", label)
+        memory = self._value(answers[1], "query-memory-size-summary", label)
+        balloon = answers[2]
         has_balloon = True
         if isinstance(balloon, ExecuteError) and balloon.error_class == "DeviceNotActive":
             has_balloon, actual = False, None
         else:
             actual = self._value(balloon, "query-balloon", label).get("actual")
         if not known:
-            balloon_path = _find_balloon(answers[5:]) if has_balloon else None
+            balloon_path = _find_balloon(answers[3:]) if has_balloon else None
             self._balloons[run] = balloon_path
-            tail: list[Any] = []
-            if balloon_path is not None:
-                tail = await mon.batch(
-                    [
-                        ("qom-get", {"path": balloon_path, "property": _PERIOD}),
-                        ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
-                    ]
-                )
+            tail: list[Any] = (
+                await mon.batch(_guest_queries(balloon_path)) if balloon_path is not None else []
+            )
         else:
-            tail = list(answers[5:])
+            tail = list(answers[3:])
         period, guest_stats = _guest_answers(tail)
         if balloon_path is not None and period is None:
             self._balloons.pop(run, None)  # the device went away: look again next time
         reading = Reading(
             path=mon.path,
             pid=mon.pid,
-            name=name.get("name"),
-            uuid=uuid.get("UUID"),
+            name=name,
+            uuid=uuid,
             status=status.get("status"),
             base_memory=memory.get("base-memory"),
             plugged_memory=memory.get("plugged-memory"),
@@ -634,6 +657,14 @@ def _find_balloon(listings: Sequence[Any]) -> str | None:
             if isinstance(kind, str) and kind.startswith("child<virtio-balloon"):
                 return f"{tree}/{entry['name']}"
     return None
+
+
+def _guest_queries(balloon_path: str) -> list[Command]:
+    """The balloon's stats period and the guest's latest report."""
+    return [
+        ("qom-get", {"path": balloon_path, "property": _PERIOD}),
+        ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
+    ]
 
 
 def _guest_answers(answers: Sequence[Any]) -> tuple[int | None, Mapping[str, Any] | None]:

@@ -133,6 +133,7 @@ def test_a_socket_that_vanished_is_a_stopped_vm(serve: Serve, qmp_dir: Path, ser
         vm = hv.resolve("web02")
         servers[1].close()  # QEMU quit cleanly: it removes its socket
         assert [s.vm.name for s in hv.get_stats()] == ["web01"]  # a sweep: gone, not an error
+        assert vm.id not in hv.backend._seen  # type: ignore[attr-defined]  # what it held is forgotten
         with pytest.raises(VMNotFoundError) as info:
             hv.get_stats([vm])
         assert info.value.native_code == "ENOENT"
