@@ -26,7 +26,8 @@ BACKEND_PAGES = {
 }
 #: Who implements each kind (backend entry point, fake URI).
 IMPLEMENTED_BY = {
-    "kvm": "`kvm` backend (libvirt: `qemu://`, `test://`), `fake://…?flavor=kvm`",
+    "kvm": "`kvm` backend (libvirt: `qemu://`, `test://`), `qmp` backend (QEMU monitor sockets: `qmp://`), "
+    "`fake://…?flavor=kvm`",
     "esxi": "`esxi` backend (`esxi://`, `vcenter://`), `fake://…?flavor=esxi`",
     "hyperv": "`hyperv` backend (`hyperv://`), `fake://…?flavor=hyperv`",
 }

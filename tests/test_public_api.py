@@ -36,6 +36,8 @@ def test_import_is_light() -> None:
         "hvballoon_kvm",
         "hvballoon_esxi",
         "hvballoon_hyperv",
+        "hvballoon_qmp",
+        "qemu",
         "hvballoon.cli",
         "rich",
         "tenacity",

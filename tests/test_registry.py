@@ -21,6 +21,7 @@ from hvballoon.errors import BackendBrokenError, BackendNotInstalledError, Inval
         ("esxi", "esxi"),
         ("vcenter", "esxi"),
         ("hyperv", "hyperv"),
+        ("qmp", "qmp"),
         ("fake", "fake"),
         ("QEMU+SSH", "kvm"),
     ],
@@ -30,7 +31,7 @@ def test_scheme_to_backend(scheme: str, name: str) -> None:
 
 
 def test_unknown_scheme_lists_known_ones() -> None:
-    with pytest.raises(InvalidURIError, match=r"known schemes: .*esxi.*fake.*hyperv"):
+    with pytest.raises(InvalidURIError, match=r"known schemes: .*esxi.*fake.*hyperv.*qmp"):
         hvballoon.connect("xen://host")
 
 

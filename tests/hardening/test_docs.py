@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(?P<reason>\S.*?)\s*-->")
-REAL_URI = re.compile(r"""["'](qemu(\+\w+)?://|esxi://|vcenter://|hyperv://)""")
+REAL_URI = re.compile(r"""["'](qemu(\+\w+)?://|esxi://|vcenter://|hyperv://|qmp://)""")
 
 
 def python_blocks() -> list[tuple[str, int, str, str | None]]:

@@ -1,11 +1,11 @@
-"""Packaging: every distribution (core + three backends) builds, passes ``twine check``, installs
+"""Packaging: every distribution (core + four backends) builds, passes ``twine check``, installs
 from its wheel into a fresh virtual environment, and ``hvballoon backends`` then lists every
 backend as installed; versions and the CHANGELOG agree.
 
 The build runs without isolation in a cached build environment (``.cache/packaging/buildenv``:
 setuptools, build, twine — made once, about 30 s, then reused), so a run costs about 25 s. The
 fresh environment uses ``--system-site-packages`` for the third-party dependencies (libvirt-python
-would otherwise be compiled from source, which takes minutes); our four wheels are installed
+would otherwise be compiled from source, which takes minutes); our five wheels are installed
 into it with ``--no-deps`` and the test checks that they, not this checkout, are what imports.
 """
 
@@ -24,7 +24,7 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+: the packaging checks r
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTS = {".": "hvballoon", "backends/kvm": "hvballoon-kvm", "backends/esxi": "hvballoon-esxi",
-         "backends/hyperv": "hvballoon-hyperv"}  # fmt: skip
+         "backends/hyperv": "hvballoon-hyperv", "backends/qmp": "hvballoon-qmp"}  # fmt: skip
 BUILDENV = ROOT / ".cache" / "packaging" / "buildenv"
 
 
@@ -93,13 +93,15 @@ def test_every_distribution_builds_checks_installs_and_is_listed(tmp_path: Path)
     py = _bin(venv, "python")
     _run(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", *map(str, wheels))
     where = json.loads(
-        _run(py, "-c", "import json, hvballoon, hvballoon_kvm, hvballoon_esxi, hvballoon_hyperv as h; "
-             "print(json.dumps([m.__file__ for m in (hvballoon, hvballoon_kvm, hvballoon_esxi, h)]))")
+        _run(py, "-c", "import json, hvballoon, hvballoon_kvm, hvballoon_esxi, hvballoon_hyperv as h, hvballoon_qmp as q; "
+             "print(json.dumps([m.__file__ for m in (hvballoon, hvballoon_kvm, hvballoon_esxi, h, q)]))")
     )  # fmt: skip
     assert all(str(venv) in f for f in where), where  # the wheels, not this checkout
     listed = json.loads(_run(_bin(venv, "hvballoon"), "backends", "--json"))
     status = {b["name"]: b["status"] for b in listed}
-    assert status == {"fake": "installed", "kvm": "installed", "esxi": "installed", "hyperv": "installed"}
+    assert status == {
+        "fake": "installed", "kvm": "installed", "esxi": "installed", "hyperv": "installed", "qmp": "installed"
+    }  # fmt: skip
     assert {b["version"] for b in listed} == {_version()}
 
 

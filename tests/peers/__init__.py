@@ -1,1 +1,1 @@
-"""Real peers the test suite starts itself: a QEMU guest, a vSphere simulator, a WinRM server."""
+"""Real peers the test suite starts itself: QEMU guests (under libvirt and bare, over QMP), a vSphere simulator, a WinRM server."""
