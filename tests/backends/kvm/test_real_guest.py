@@ -13,21 +13,20 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import pytest
 
 import hvballoon
-from hvballoon.errors import BalloonStalledError, TargetBelowFloorError, VMNotFoundError
 from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests._require import require
+from tests.backends.real_guest import GUEST_VOLATILE_FIELDS, fresh, one, over_inflation_is_typed, poll, report
 from tests.peers.kvm_guest.harness import GuestHandle, KvmGuestHarness, prerequisites
 
 pytestmark = pytest.mark.peer
 
-T = TypeVar("T")
 MiB = 2**20
 GUEST_MIB = 512
 STATS_PERIOD = 2
@@ -35,40 +34,11 @@ MAIN = "hvb-kvm-main"
 
 
 def _report(label: str, seconds: float) -> None:
-    print(f"\n[kvm-backend timing] {label}: {seconds:.2f} s")
-
-
-def _poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    start = time.monotonic()
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    report("kvm", label, seconds)
 
 
 def _connect(h: KvmGuestHarness, **kw: Any) -> Hypervisor:
     return hvballoon.connect(h.uri, stats_period=STATS_PERIOD, timeout=60, **kw)
-
-
-def _one(hv: Hypervisor, name: str) -> MemoryStats:
-    return hv.get_stats([name])[0]
-
-
-def _fresh(hv: Hypervisor, name: str, *, since: float | None = None, timeout: float = 30) -> MemoryStats:
-    """The guest's stats once fresh (and, with ``since``, reported at or after that host time)."""
-
-    def ready() -> MemoryStats | None:
-        st = _one(hv, name)
-        if st.stale or st.guest_used_bytes is None:
-            return None
-        if since is not None and st.extra.get("last_update", 0) < int(since):
-            return None
-        return st
-
-    return _poll(ready, timeout, f"fresh balloon stats of {name}")
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +88,7 @@ def first_sight(keeper: Hypervisor, main_guest: GuestHandle) -> dict[str, Any]:
 def _restore(hv: Hypervisor, guest: GuestHandle) -> None:
     hv.set_target(MAIN, GUEST_MIB * MiB, force=True)
     hv.wait_for_target(MAIN, timeout=60, poll_interval=0.1)
-    _poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
+    poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
 
 
 # -- stats -----------------------------------------------------------------------------------
@@ -134,7 +104,7 @@ def test_stats_appear_after_the_period_is_set_and_match_meminfo(
     assert st0.stale and st0.guest_used_bytes is None and st0.guest_total_bytes is None
     assert st0.current_bytes == GUEST_MIB * MiB and st0.configured_bytes == GUEST_MIB * MiB
     start = time.monotonic()
-    st = _fresh(keeper, MAIN, since=first_sight["armed_at"])
+    st = fresh(keeper, MAIN, since=first_sight["armed_at"])
     _report("stats fresh after the period was set", time.monotonic() - start)
     mem = main_guest.meminfo()
     assert st.guest_total_bytes == mem["MemTotal"] * 1024  # to the KiB
@@ -147,13 +117,13 @@ def test_stats_appear_after_the_period_is_set_and_match_meminfo(
 
 
 def test_bulk_equals_per_domain(keeper: Hypervisor, first_sight: dict[str, Any]) -> None:
-    _fresh(keeper, MAIN)
+    fresh(keeper, MAIN)
     moving = {"collected_at", "guest_report_age_seconds", "host_consumed_bytes", "pressure_ratio"}
     for _ in range(5):
         (bulk,) = keeper.get_stats()
-        one = _one(keeper, MAIN)
-        if bulk.extra.get("last_update") == one.extra.get("last_update"):  # same guest report
-            assert bulk.model_dump(exclude=moving) == one.model_dump(exclude=moving)
+        single = one(keeper, MAIN)
+        if bulk.extra.get("last_update") == single.extra.get("last_update"):  # same guest report
+            assert bulk.model_dump(exclude=moving) == single.model_dump(exclude=moving)
             return
     raise AssertionError("the guest reported between every bulk and per-domain read")
 
@@ -166,7 +136,7 @@ def test_inflate_to_half_then_deflate(keeper: Hypervisor, main_guest: GuestHandl
     default_rails = hv.guard_rails
     hv.guard_rails = GuardRails(margin_bytes=64 * MiB)  # half of 512 MiB is below the default floor
     try:
-        before = _fresh(hv, MAIN)
+        before = fresh(hv, MAIN)
         total_kib = main_guest.meminfo()["MemTotal"]
         half = GUEST_MIB // 2 * MiB
         start = time.monotonic()
@@ -178,7 +148,7 @@ def test_inflate_to_half_then_deflate(keeper: Hypervisor, main_guest: GuestHandl
         assert reached.target_bytes == half
         assert main_guest.meminfo()["MemTotal"] == total_kib - 256 * 1024  # exactly
         start = time.monotonic()
-        after = _fresh(hv, MAIN, since=time.time())
+        after = fresh(hv, MAIN, since=time.time() + 1)
         _report("guest figures follow the balloon", time.monotonic() - start)
         assert before.guest_total_bytes is not None
         assert after.guest_total_bytes == before.guest_total_bytes - half
@@ -202,36 +172,9 @@ def test_guard_rail_then_forced_over_inflation_is_a_typed_error(
     ``wait_for_target`` must say which, as a typed error, in bounded time.
     """
     start = time.monotonic()
-    hv = keeper
     with harness.guest("hvb-kvm-overinflate", GUEST_MIB) as g:
         _report("over-inflation guest boot", time.monotonic() - start)
-        name = g.name
-        _fresh(hv, name)
-        g.tmpfs(300)
-        st = _fresh(hv, name, since=time.time())
-        assert st.guest_used_bytes is not None and st.guest_used_bytes > 250 * MiB  # the tmpfs counts
-        with pytest.raises(TargetBelowFloorError) as refused:
-            hv.set_target(name, "128MiB")
-        details = refused.value.details
-        assert details["used_bytes"] == st.guest_used_bytes
-        assert details["floor_bytes"] > details["used_bytes"] > details["target_bytes"] == 128 * MiB
-        assert _one(hv, name).current_bytes == GUEST_MIB * MiB  # nothing was sent
-        forced = hv.set_target(name, "128MiB", force=True)
-        assert forced.forced and any("floor" in w for w in forced.warnings)
-        start = time.monotonic()
-        with pytest.raises((BalloonStalledError, VMNotFoundError)) as outcome:
-            hv.wait_for_target(name, timeout=90, poll_interval=0.25, stall_after=3)
-        waited = time.monotonic() - start
-        err = outcome.value
-        if isinstance(err, BalloonStalledError):
-            reached = err.details["reached_bytes"]
-            _report(f"forced over-inflation: stalled at {reached / MiB:.0f} MiB after", waited)
-            assert 128 * MiB + 64 * MiB < reached < GUEST_MIB * MiB
-            assert err.details["target_bytes"] == 128 * MiB
-        else:
-            _report("forced over-inflation: the guest died (panic) after", waited)
-            assert "vanished" in err.message
-        assert waited < 60
+        over_inflation_is_typed(keeper, g, GUEST_MIB, "kvm")
 
 
 def test_killed_qemu_is_a_typed_error_for_every_operation(
@@ -244,7 +187,7 @@ def test_killed_qemu_is_a_typed_error_for_every_operation(
     """
     hv = keeper
     with harness.guest("hvb-kvm-killed", GUEST_MIB) as g:
-        _fresh(hv, g.name)
+        fresh(hv, g.name)
         vm = hv.resolve(g.name)
         pids = subprocess.run(
             ["pgrep", "-f", f"guest={g.name}"], capture_output=True, text=True
@@ -252,7 +195,7 @@ def test_killed_qemu_is_a_typed_error_for_every_operation(
         assert pids, "the guest's QEMU process was not found"
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
-        _poll(lambda: not g.is_active() or None, 30, "libvirt to notice the killed QEMU")
+        poll(lambda: not g.is_active() or None, 30, "libvirt to notice the killed QEMU")
         operations: dict[str, Callable[[], object]] = {
             "list": hv.list_vms,
             "bulk stats": hv.get_stats,
@@ -325,33 +268,16 @@ def test_the_real_guests_host_is_read_from_libvirt(keeper: Hypervisor, main_gues
 class TestRealGuestConformance(BackendConformance):
     """The suite every backend passes, on the real guest (its target restored after each test)."""
 
-    volatile_fields: ClassVar[frozenset[str]] = frozenset(
-        {
-            "collected_at",
-            "guest_report_age_seconds",
-            "extra",
-            "stale",
-            "host_consumed_bytes",
-            "guest_used_bytes",
-            "guest_free_bytes",
-            "guest_available_bytes",
-            "guest_cache_bytes",
-            "guest_total_bytes",
-            "major_faults",
-            "swap_in_bytes",
-            "swap_out_bytes",
-            "pressure_ratio",
-        }
-    )
+    volatile_fields: ClassVar[frozenset[str]] = GUEST_VOLATILE_FIELDS
     wait_timeout: ClassVar[float] = 60.0
 
     @pytest.fixture
     def hv(self, main_guest: GuestHandle, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
         # one session for the module: every open of qemu:///embed registers libvirt's QEMU driver
         # again, and libvirt 9 allows about 20 registrations per process
-        _fresh(keeper, MAIN)
+        fresh(keeper, MAIN)
         yield keeper
-        if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
             _restore(keeper, main_guest)
 
 

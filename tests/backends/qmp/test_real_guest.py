@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import pytest
 
 import hvballoon
-from hvballoon.errors import BalloonStalledError, TargetBelowFloorError, VMNotFoundError
 from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.testing.conformance import BackendConformance
 from tests._require import require
+from tests.backends.real_guest import GUEST_VOLATILE_FIELDS, fresh, one, over_inflation_is_typed, poll, report
 from tests.peers.qmp_guest.harness import QmpGuest, QmpGuestHarness, prerequisites
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-T = TypeVar("T")
 MiB = 2**20
 GUEST_MIB = 512
 STATS_PERIOD = 2
@@ -34,36 +33,7 @@ MAIN = "hvb-qmp-main"
 
 
 def _report(label: str, seconds: float) -> None:
-    print(f"\n[qmp-backend timing] {label}: {seconds:.2f} s")
-
-
-def _poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    start = time.monotonic()
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _one(hv: Hypervisor, name: str) -> MemoryStats:
-    return hv.get_stats([name])[0]
-
-
-def _fresh(hv: Hypervisor, name: str, *, since: float | None = None, timeout: float = 30) -> MemoryStats:
-    """The guest's stats once fresh (and, with ``since``, reported at or after that host time)."""
-
-    def ready() -> MemoryStats | None:
-        st = _one(hv, name)
-        if st.stale or st.guest_used_bytes is None:
-            return None
-        if since is not None and st.extra.get("last_update", 0) < int(since):
-            return None
-        return st
-
-    return _poll(ready, timeout, f"fresh balloon stats of {name}")
+    report("qmp", label, seconds)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +74,7 @@ def first_sight(keeper: Hypervisor, main_guest: QmpGuest) -> dict[str, Any]:
 def _restore(hv: Hypervisor, guest: QmpGuest) -> None:
     hv.set_target(MAIN, GUEST_MIB * MiB, force=True)
     hv.wait_for_target(MAIN, timeout=60, poll_interval=0.1)
-    _poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
+    poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
 
 
 # -- stats -----------------------------------------------------------------------------------
@@ -122,7 +92,7 @@ def test_stats_appear_after_the_period_is_set_and_match_meminfo(
     assert st0.stale and st0.guest_used_bytes is None and st0.guest_total_bytes is None
     assert st0.current_bytes == GUEST_MIB * MiB and st0.configured_bytes == GUEST_MIB * MiB
     start = time.monotonic()
-    st = _fresh(keeper, MAIN, since=first_sight["armed_at"])
+    st = fresh(keeper, MAIN, since=first_sight["armed_at"])
     _report("stats fresh after the period was set", time.monotonic() - start)
     mem = main_guest.meminfo()
     assert st.guest_total_bytes == mem["MemTotal"] * 1024  # to the KiB
@@ -140,7 +110,7 @@ def test_stats_appear_after_the_period_is_set_and_match_meminfo(
 def test_inflate_to_half_then_deflate(keeper: Hypervisor, main_guest: QmpGuest, first_sight: Any) -> None:
     hv = keeper
     rails = GuardRails(margin_bytes=64 * MiB)  # half of 512 MiB is below the default floor
-    before = _fresh(hv, MAIN)
+    before = fresh(hv, MAIN)
     total_kib = main_guest.meminfo()["MemTotal"]
     half = GUEST_MIB // 2 * MiB
     start = time.monotonic()
@@ -151,7 +121,7 @@ def test_inflate_to_half_then_deflate(keeper: Hypervisor, main_guest: QmpGuest, 
     assert reached.current_bytes == half and reached.ballooned_bytes == half and reached.target_bytes == half
     assert main_guest.meminfo()["MemTotal"] == total_kib - 256 * 1024  # exactly
     # a report from a later second than the one the balloon arrived in (reports carry whole seconds)
-    after = _fresh(hv, MAIN, since=time.time() + 1)
+    after = fresh(hv, MAIN, since=time.time() + 1)
     assert before.guest_total_bytes is not None
     assert after.guest_total_bytes == before.guest_total_bytes - half
     start = time.monotonic()
@@ -171,35 +141,8 @@ def test_guard_rail_then_forced_over_inflation_is_a_typed_error(
     the balloon stalls where the guest runs dry, and the guest may then die of it (its QEMU exits,
     ``-no-reboot``, and the socket goes). ``wait_for_target`` must say which, typed, in bounded time.
     """
-    hv = keeper
     with harness.guest("hvb-qmp-overinflate", GUEST_MIB) as g:
-        name = g.name
-        _fresh(hv, name)
-        g.tmpfs(300)
-        st = _fresh(hv, name, since=time.time() + 1)
-        assert st.guest_used_bytes is not None and st.guest_used_bytes > 250 * MiB  # the tmpfs counts
-        with pytest.raises(TargetBelowFloorError) as refused:
-            hv.set_target(name, "128MiB")
-        details = refused.value.details
-        assert details["used_bytes"] == st.guest_used_bytes
-        assert details["floor_bytes"] > details["used_bytes"] > details["target_bytes"] == 128 * MiB
-        assert _one(hv, name).current_bytes == GUEST_MIB * MiB  # nothing was sent
-        forced = hv.set_target(name, "128MiB", force=True)
-        assert forced.forced and any("floor" in w for w in forced.warnings)
-        start = time.monotonic()
-        with pytest.raises((BalloonStalledError, VMNotFoundError)) as outcome:
-            hv.wait_for_target(name, timeout=90, poll_interval=0.25, stall_after=3)
-        waited = time.monotonic() - start
-        err = outcome.value
-        if isinstance(err, BalloonStalledError):
-            reached = err.details["reached_bytes"]
-            _report(f"forced over-inflation: stalled at {reached / MiB:.0f} MiB after", waited)
-            assert 128 * MiB + 64 * MiB < reached < GUEST_MIB * MiB
-            assert err.details["target_bytes"] == 128 * MiB
-        else:
-            _report("forced over-inflation: the guest died (panic) after", waited)
-            assert "vanished" in err.message
-        assert waited < 60
+        over_inflation_is_typed(keeper, g, GUEST_MIB, "qmp")
 
 
 def test_killed_qemu_is_a_typed_error_for_every_operation(
@@ -212,7 +155,7 @@ def test_killed_qemu_is_a_typed_error_for_every_operation(
     """
     hv = keeper
     with harness.guest("hvb-qmp-killed", GUEST_MIB) as g:
-        _fresh(hv, g.name)
+        fresh(hv, g.name)
         vm = hv.resolve(g.name)
         g.process.kill()
         assert g.qmp_socket.exists()
@@ -246,29 +189,12 @@ def test_killed_qemu_is_a_typed_error_for_every_operation(
 class TestRealGuestConformance(BackendConformance):
     """The suite every backend passes, on the real guest (its target restored after each test)."""
 
-    volatile_fields: ClassVar[frozenset[str]] = frozenset(
-        {
-            "collected_at",
-            "guest_report_age_seconds",
-            "extra",
-            "stale",
-            "host_consumed_bytes",
-            "guest_used_bytes",
-            "guest_free_bytes",
-            "guest_available_bytes",
-            "guest_cache_bytes",
-            "guest_total_bytes",
-            "major_faults",
-            "swap_in_bytes",
-            "swap_out_bytes",
-            "pressure_ratio",
-        }
-    )
+    volatile_fields: ClassVar[frozenset[str]] = GUEST_VOLATILE_FIELDS
     wait_timeout: ClassVar[float] = 60.0
 
     @pytest.fixture
     def hv(self, main_guest: QmpGuest, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
-        _fresh(keeper, MAIN)
+        fresh(keeper, MAIN)
         yield keeper
-        if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
             _restore(keeper, main_guest)
