@@ -111,6 +111,7 @@ class Reading:
     actual: int | None = None
     has_balloon: bool = True
     balloon_path: str | None = None
+    balloon_type: str | None = None
     period: int | None = None
     guest_stats: Mapping[str, Any] | None = None
     rss_bytes: int | None = None
@@ -234,6 +235,8 @@ def config_from_reading(vm: VM, reading: Reading) -> MemoryConfig:
         stats_period_seconds=reading.period if reading.has_balloon else None,
         extra={
             "balloon": reading.has_balloon,
+            # the KVM kind's name for the device ("none": no balloon; hvballoon.kinds.kvm)
+            "balloon_model": (reading.balloon_type or "virtio-balloon") if reading.has_balloon else "none",
             "balloon_qom_path": reading.balloon_path,
             "plugged_memory_bytes": reading.plugged_memory,
             "socket": reading.path,

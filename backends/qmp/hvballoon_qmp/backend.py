@@ -47,7 +47,6 @@ from urllib.parse import unquote
 from qemu.qmp import ExecuteError, QMPError
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.declarations import declared
 from hvballoon.errors import (
     HVConnectionError,
     InvalidRequestError,
@@ -57,6 +56,7 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.kinds import KVM, Kind
 from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats
 from hvballoon.units import format_size
 from hvballoon.virtio_balloon import Freshness
@@ -71,17 +71,16 @@ log = logging.getLogger("hvballoon.qmp")
 
 T = TypeVar("T")
 
-#: What this backend can read and change: the KVM kind's declaration (QEMU's virtio-balloon).
-CAPABILITIES = declared(
-    "kvm",
+#: What this backend can read and change: the KVM kind's (QEMU's virtio-balloon), as libvirt's.
+CAPABILITIES = KVM.capabilities(
     backend=BACKEND,
     notes=(
-        "a target is QMP's balloon command (bytes); QEMU reports no error when the balloon stalls "
-        "short of it: wait_for_target watches query-balloon's actual arrive",
+        "QMP: a target is the balloon command (bytes), watched arriving through query-balloon",
         "guest figures need the balloon's stats period (set automatically when off; option stats_period)",
         "one short QMP conversation per VM and call (QEMU serves one monitor client at a time); a "
         "sweep reads the VMs of a directory side by side (option concurrency)",
-        "maximum_bytes and deflate_on_oom are set on QEMU's command line: QMP cannot change them",
+        "maximum_bytes and deflate_on_oom are set on QEMU's command line: QMP cannot change them, "
+        "even while the guest is off",
     ),
 )
 
@@ -164,6 +163,8 @@ class QMPBackend(Backend):
     name: ClassVar[str] = BACKEND
     schemes: ClassVar[tuple[str, ...]] = ("qmp",)
     option_names: ClassVar[frozenset[str]] = frozenset({"read_only", "stats_period", "concurrency"})
+    #: Every target and configuration rule comes from the KVM kind (hvballoon.kinds.kvm).
+    kind: Kind | None = KVM
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
@@ -204,7 +205,7 @@ class QMPBackend(Backend):
         self._loop = EventLoop()
         self._seen: dict[str, _Seen] = {}  # by VM id; touched only on the event loop's thread
         # per run of a VM (touched only on the event loop's thread, like _seen)
-        self._balloons: dict[_Run, str | None] = {}  # the balloon's QOM path (None: no balloon)
+        self._balloons: dict[_Run, tuple[str, str] | None] = {}  # the balloon's QOM path and type
         self._identities: dict[_Run, tuple[str | None, str | None]] = {}  # -name and -uuid
 
     # -- plumbing --------------------------------------------------------------------------
@@ -398,7 +399,8 @@ class QMPBackend(Backend):
         label = Path(mon.path).stem
         run = self._run_of(mon)
         known = run in self._balloons
-        balloon_path = self._balloons.get(run)
+        balloon = self._balloons.get(run)
+        balloon_path, balloon_type = balloon if balloon is not None else (None, None)
         commands: list[Command] = [
             ("query-status", None),
             ("query-memory-size-summary", None),
@@ -411,15 +413,15 @@ class QMPBackend(Backend):
         (name, uuid), answers = await self._ask(mon, run, commands)
         status = self._value(answers[0], "query-status", label)
         memory = self._value(answers[1], "query-memory-size-summary", label)
-        balloon = answers[2]
         has_balloon = True
-        if isinstance(balloon, ExecuteError) and balloon.error_class == "DeviceNotActive":
+        if isinstance(answers[2], ExecuteError) and answers[2].error_class == "DeviceNotActive":
             has_balloon, actual = False, None
         else:
-            actual = self._value(balloon, "query-balloon", label).get("actual")
+            actual = self._value(answers[2], "query-balloon", label).get("actual")
         if not known:
-            balloon_path = _find_balloon(answers[3:]) if has_balloon else None
-            self._balloons[run] = balloon_path
+            found = _find_balloon(answers[3:]) if has_balloon else None
+            self._balloons[run] = found
+            balloon_path, balloon_type = found if found is not None else (None, None)
             tail: list[Any] = (
                 await mon.batch(_guest_queries(balloon_path)) if balloon_path is not None else []
             )
@@ -439,6 +441,7 @@ class QMPBackend(Backend):
             actual=actual,
             has_balloon=has_balloon,
             balloon_path=balloon_path,
+            balloon_type=balloon_type,
             period=period,
             guest_stats=guest_stats,
             rss_bytes=resident_bytes(mon.pid),
@@ -568,32 +571,25 @@ class QMPBackend(Backend):
             )
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
-        if config.extra.get("balloon") is False:
-            raise UnsupportedOperationError(
-                f"{vm.name!r} has no balloon device (QMP: 'No balloon device has been activated'): its "
-                "memory cannot be changed while it runs; start it with -device virtio-balloon-pci",
-                backend=BACKEND,
-                vm=vm.name,
-                native_code="DeviceNotActive",
-            )
+        super().check_target(vm, target_bytes, stats, config)  # the KVM kind's rules
         self._refuse_if_read_only(vm)
 
-    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
+    def plan_config(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
+        changes = super().plan_config(vm, requested, current)  # the KVM kind's rules
         fixed = sorted(set(changes) - {"stats_period_seconds"})
         if fixed:
+            # the kind allows these on a VM whose guest is off, but QMP reaches only the running
+            # QEMU: they are on its command line
             raise UnsupportedOperationError(
                 f"QMP changes only the running QEMU: {', '.join(fixed)} of {vm.name!r} is set on QEMU's "
                 "command line (-m, -device virtio-balloon-pci,deflate-on-oom=on; on Proxmox: qm set)",
                 backend=BACKEND,
                 vm=vm.name,
+                details={"rule": "not_supported", "field": fixed[0]},
             )
-        if current.extra.get("balloon_qom_path") is None:
-            raise UnsupportedOperationError(
-                f"{vm.name!r} has no balloon device, so it has no balloon stats period",
-                backend=BACKEND,
-                vm=vm.name,
-            )
-        self._refuse_if_read_only(vm)
+        if changes:
+            self._refuse_if_read_only(vm)
+        return changes
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._refuse_if_read_only(vm)
@@ -624,7 +620,8 @@ class QMPBackend(Backend):
         async def body(mon: Monitor) -> None:
             await self._verified(mon, vm)
             run = self._run_of(mon)
-            path = self._balloons.get(run) or current.extra.get("balloon_qom_path")
+            known = self._balloons.get(run)
+            path = known[0] if known is not None else current.extra.get("balloon_qom_path")
             if not isinstance(path, str):
                 raise UnsupportedOperationError(
                     f"{vm.name!r} has no balloon device", backend=BACKEND, vm=vm.name
@@ -647,15 +644,16 @@ class QMPBackend(Backend):
         self._run(run(), what)
 
 
-def _find_balloon(listings: Sequence[Any]) -> str | None:
-    """The balloon device's QOM path from ``qom-list`` of the device trees (named ones first)."""
+def _find_balloon(listings: Sequence[Any]) -> tuple[str, str] | None:
+    """The balloon device's QOM path and type (``virtio-balloon-pci`` …) from ``qom-list`` of the
+    device trees (named ones first)."""
     for tree, listing in zip(_DEVICE_TREES, listings, strict=False):
         if not isinstance(listing, list):
             continue
         for entry in listing:
             kind = entry.get("type", "") if isinstance(entry, Mapping) else ""
             if isinstance(kind, str) and kind.startswith("child<virtio-balloon"):
-                return f"{tree}/{entry['name']}"
+                return f"{tree}/{entry['name']}", kind.removeprefix("child<").removesuffix(">")
     return None
 
 

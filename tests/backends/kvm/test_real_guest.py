@@ -290,11 +290,11 @@ class TestRealGuestRules(KindRuleTests):
 
     @pytest.fixture
     def hv(self, main_guest: GuestHandle, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
-        _fresh(keeper, MAIN)
+        fresh(keeper, MAIN)
         period = keeper.get_config(MAIN).stats_period_seconds
         yield keeper
         if keeper.get_config(MAIN).stats_period_seconds != period and period is not None:
             keeper.set_config(MAIN, stats_period=period)
-            _fresh(keeper, MAIN, since=time.time())
-        if _one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+            fresh(keeper, MAIN, since=time.time() + 1)
+        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
             _restore(keeper, main_guest)

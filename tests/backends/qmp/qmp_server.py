@@ -132,7 +132,8 @@ class _Error(Exception):
 
 
 class Gauge:
-    """How many clients the servers sharing it serve at once, and the most ever (thread-safe)."""
+    """How many commands the servers sharing it are busy with at once (arrival to answer; one
+    per connection at most), and the most ever (thread-safe)."""
 
     def __init__(self) -> None:
         self.now = 0
@@ -190,13 +191,11 @@ class QmpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with self._one_client:  # QEMU's monitor serves one client at a time
             self.connections += 1
-            self.gauge.__enter__()
             try:
                 await self._session(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError):
                 pass
             finally:
-                self.gauge.__exit__()
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -249,36 +248,41 @@ class QmpServer:
                     with contextlib.suppress(OSError):
                         self.path.unlink()
                 return
-            reply: dict[str, Any]
-            try:
-                if command == "qmp_capabilities":
-                    negotiated = True
-                    value: Any = {}
-                elif not negotiated:
-                    raise _Error(
-                        "CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'"
-                    )
-                else:
-                    value = self._execute(command, request.get("arguments") or {})
-                reply = {"return": value}
-            except _Error as err:
-                reply = {"error": {"class": err.cls, "desc": err.desc}}
-            if "id" in request:
-                reply["id"] = request["id"]
-            if vm.reply_delay:
-                await asyncio.sleep(vm.reply_delay)
-            if vm.event_before_replies and negotiated and command != "qmp_capabilities":
-                # QEMU sends events only to a monitor past negotiation
-                now = time.time()
-                await self._send(
-                    writer,
-                    {
-                        "event": "BALLOON_CHANGE",
-                        "data": {"actual": vm.actual},
-                        "timestamp": {"seconds": int(now), "microseconds": int(now % 1 * 1e6)},
-                    },
-                )
-            await self._send(writer, reply)
+            with self.gauge:  # busy from a command's arrival to its answer
+                await self._answer(request, command, negotiated, writer)
+            negotiated = negotiated or command == "qmp_capabilities"
+
+    async def _answer(
+        self, request: dict[str, Any], command: Any, negotiated: bool, writer: asyncio.StreamWriter
+    ) -> None:
+        vm = self.vm
+        reply: dict[str, Any]
+        try:
+            if command == "qmp_capabilities":
+                value: Any = {}
+            elif not negotiated:
+                raise _Error("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'")
+            else:
+                value = self._execute(command, request.get("arguments") or {})
+            reply = {"return": value}
+        except _Error as err:
+            reply = {"error": {"class": err.cls, "desc": err.desc}}
+        if "id" in request:
+            reply["id"] = request["id"]
+        if vm.reply_delay:
+            await asyncio.sleep(vm.reply_delay)
+        if vm.event_before_replies and negotiated and command != "qmp_capabilities":
+            # QEMU sends events only to a monitor past negotiation
+            now = time.time()
+            await self._send(
+                writer,
+                {
+                    "event": "BALLOON_CHANGE",
+                    "data": {"actual": vm.actual},
+                    "timestamp": {"seconds": int(now), "microseconds": int(now % 1 * 1e6)},
+                },
+            )
+        await self._send(writer, reply)
 
     # -- the commands --------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ import hvballoon_qmp
 import pytest
 from hvballoon_qmp import _errors, _monitor, _stats, backend
 
-from hvballoon.fake.backend import FLAVOR_CAPABILITIES
+import hvballoon
+from hvballoon.kinds import KVM
 
 pytest.importorskip("qemu.qmp")
 
@@ -25,8 +26,13 @@ def test_all_is_sorted_and_exported() -> None:
     assert all(hasattr(hvballoon_qmp, name) for name in hvballoon_qmp.__all__)
 
 
-def test_declared_as_the_kvm_kind() -> None:
-    fake, real = FLAVOR_CAPABILITIES["kvm"], backend.CAPABILITIES
+def test_declared_by_the_kvm_kind_like_libvirt_and_the_fake_kvm_flavour() -> None:
+    assert backend.QMPBackend.kind is KVM
+    with hvballoon.connect("fake://?flavor=kvm") as fake:
+        fake_caps = fake.capabilities
+    kind_caps = KVM.capabilities(backend="qmp")
     for name in ("mechanism", "bulk_stats", "readable", "set_live", "set_offline", "alignment_bytes"):
-        assert getattr(fake, name) == getattr(real, name), name
-    assert real.backend == "qmp" and real.mechanism.value == "balloon" and real.target_observable
+        assert getattr(fake_caps, name) == getattr(backend.CAPABILITIES, name) == getattr(kind_caps, name), (
+            name
+        )
+    assert backend.CAPABILITIES.backend == "qmp" and backend.CAPABILITIES.target_observable

@@ -19,7 +19,7 @@ import pytest
 import hvballoon
 from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
-from hvballoon.testing.conformance import BackendConformance
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests._require import require
 from tests.backends.real_guest import GUEST_VOLATILE_FIELDS, fresh, one, over_inflation_is_typed, poll, report
 from tests.peers.qmp_guest.harness import QmpGuest, QmpGuestHarness, prerequisites
@@ -196,5 +196,24 @@ class TestRealGuestConformance(BackendConformance):
     def hv(self, main_guest: QmpGuest, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
         fresh(keeper, MAIN)
         yield keeper
+        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
+            _restore(keeper, main_guest)
+
+
+class TestRealGuestRules(KindRuleTests):
+    """The KVM kind's rules on the real guest through QMP (it runs, with a virtio balloon; the
+    balloon-less cases run on the in-test server)."""
+
+    kind_name = "kvm"
+    rule_needs: ClassVar[frozenset[str] | None] = frozenset({"running"})
+
+    @pytest.fixture
+    def hv(self, main_guest: QmpGuest, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
+        fresh(keeper, MAIN)
+        period = keeper.get_config(MAIN).stats_period_seconds
+        yield keeper
+        if keeper.get_config(MAIN).stats_period_seconds != period and period is not None:
+            keeper.set_config(MAIN, stats_period=period)
+            fresh(keeper, MAIN, since=time.time() + 1)
         if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
             _restore(keeper, main_guest)

@@ -192,8 +192,12 @@ def test_the_stats_period_can_be_changed_live(serve: Serve, qmp_dir: Path) -> No
 @pytest.mark.parametrize("change", [{"maximum": "8GiB"}, {"deflate_on_oom": True}])
 def test_what_qemu_fixes_at_start_cannot_be_changed(serve: Serve, qmp_dir: Path, change: dict) -> None:
     serve("101", name="web01", status="shutdown")  # guest off, QEMU alive: "settable offline" by the kind
-    with connect(f"qmp://{qmp_dir}") as hv, pytest.raises(UnsupportedOperationError, match="command line"):
+    with (
+        connect(f"qmp://{qmp_dir}") as hv,
+        pytest.raises(UnsupportedOperationError, match="command line") as info,
+    ):
         hv.set_config("web01", **change)
+    assert info.value.details["rule"] == "not_supported"
 
 
 def test_a_sweep_talks_to_at_most_concurrency_vms_at_once(serve: Serve, qmp_dir: Path, gauge: Gauge) -> None:
