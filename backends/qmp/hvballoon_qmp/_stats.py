@@ -56,6 +56,7 @@ __all__ = [
     "Reading",
     "config_from_reading",
     "guest_report",
+    "local_host_figures",
     "power_state",
     "resident_bytes",
     "stats_from_reading",
@@ -242,3 +243,54 @@ def config_from_reading(vm: VM, reading: Reading) -> MemoryConfig:
             "socket": reading.path,
         },
     )
+
+
+def _meminfo(text: str) -> dict[str, int]:
+    """``/proc/meminfo`` as bytes (its "kB" are KiB)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields and fields[0].isdigit():
+            out[key.strip()] = int(fields[0]) * (1024 if fields[1:2] == ["kB"] else 1)
+    return out
+
+
+def local_host_figures(meminfo: str | None = None, ksm_pages_sharing: str | None = None) -> dict[str, Any]:
+    """:class:`~hvballoon.HostStats` figures of this machine — where QMP sockets are, QEMU runs.
+
+    From ``/proc/meminfo``: ``physical_bytes`` is MemTotal; ``free_bytes`` MemFree + Buffers +
+    Cached (what the host can hand out without swapping, as libvirt's node memory stats count
+    it); swap from SwapTotal and SwapFree. ``shared_bytes`` is what KSM saves
+    (``/sys/kernel/mm/ksm/pages_sharing`` pages). ``None`` where a file cannot be read.
+    The arguments replace the files' contents (for tests).
+    """
+    if meminfo is None:
+        try:
+            with open("/proc/meminfo", encoding="ascii") as fh:
+                meminfo = fh.read()
+        except OSError:
+            meminfo = ""
+    if ksm_pages_sharing is None:
+        try:
+            with open("/sys/kernel/mm/ksm/pages_sharing", encoding="ascii") as fh:
+                ksm_pages_sharing = fh.read()
+        except OSError:
+            ksm_pages_sharing = ""
+    mem = _meminfo(meminfo)
+    figures: dict[str, Any] = {"extra": {"source": "/proc/meminfo"}}
+    if "MemTotal" in mem and "MemFree" in mem:
+        cache = mem.get("Buffers", 0) + mem.get("Cached", 0)
+        figures["physical_bytes"] = mem["MemTotal"]
+        figures["free_bytes"] = min(mem["MemTotal"], mem["MemFree"] + cache)
+        figures["extra"].update(
+            unused_bytes=mem["MemFree"], cache_bytes=cache, mem_available_bytes=mem.get("MemAvailable")
+        )
+    if "SwapTotal" in mem and "SwapFree" in mem:
+        figures["swap_total_bytes"] = mem["SwapTotal"]
+        figures["swap_used_bytes"] = max(0, mem["SwapTotal"] - mem["SwapFree"])
+    sharing = ksm_pages_sharing.strip()
+    if sharing.isdigit():
+        figures["shared_bytes"] = int(sharing) * os.sysconf("SC_PAGE_SIZE")
+        figures["extra"]["ksm_pages_sharing"] = int(sharing)
+    return figures

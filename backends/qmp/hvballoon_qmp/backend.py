@@ -40,6 +40,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote
@@ -56,14 +57,22 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
-from hvballoon.models import VM, Capabilities, MemoryConfig, MemoryStats
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
 from hvballoon.units import format_size
 from hvballoon.virtio_balloon import Freshness
 
 from ._errors import BACKEND, connection_lost, map_error, native_code, vm_gone
 from ._monitor import EventLoop, Monitor
-from ._stats import Reading, config_from_reading, resident_bytes, stats_from_reading, vm_from_reading
+from ._stats import (
+    Reading,
+    config_from_reading,
+    local_host_figures,
+    resident_bytes,
+    stats_from_reading,
+    vm_from_reading,
+)
 
 __all__ = ["CAPABILITIES", "QMPBackend"]
 
@@ -516,6 +525,18 @@ class QMPBackend(Backend):
                 return reading.path
         raise VMNotFoundError(
             f"no running VM with id {vm.id} behind {self.path}", backend=BACKEND, vm=vm.name
+        )
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The node the sockets are on (QMP sockets are local): its ``/proc/meminfo`` and KSM's
+        counter, plus the sums over the VM sweep. No QMP call beyond the sweep."""
+        stats = vm_stats if vm_stats is not None else self.get_stats()
+        return from_sweep(
+            stats,
+            backend=BACKEND,
+            default_host=self._host,
+            figures={self._host: local_host_figures()},
+            collected_at=datetime.now(timezone.utc),
         )
 
     def get_config(self, vm: VM) -> MemoryConfig:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
-from hvballoon_qmp._stats import guest_report, power_state
+from hvballoon_qmp._stats import guest_report, local_host_figures, power_state
 
 from hvballoon.errors import PermissionDeniedError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.models import PowerState
@@ -207,3 +209,47 @@ def test_a_sweep_talks_to_at_most_concurrency_vms_at_once(serve: Serve, qmp_dir:
         stats = hv.get_stats()
     assert [s.vm.name for s in stats] == [f"vm{i:02d}" for i in range(24)]  # every VM, in socket order
     assert 1 < gauge.peak <= 4
+
+
+# -- the host -------------------------------------------------------------------------------------
+
+MEMINFO = """MemTotal:       16384000 kB
+MemFree:         2048000 kB
+MemAvailable:    8192000 kB
+Buffers:          102400 kB
+Cached:          4096000 kB
+SwapTotal:       4194304 kB
+SwapFree:        3145728 kB
+HugePages_Total:       0
+"""
+
+
+def test_host_figures_from_meminfo_and_ksm() -> None:
+    f = local_host_figures(MEMINFO, "2560\n")
+    assert f["physical_bytes"] == 16384000 * 1024
+    assert f["free_bytes"] == (2048000 + 102400 + 4096000) * 1024  # free + buffers + cache
+    assert f["swap_total_bytes"] == 4194304 * 1024 and f["swap_used_bytes"] == 1048576 * 1024
+    assert f["shared_bytes"] == 2560 * os.sysconf("SC_PAGE_SIZE")
+    assert f["extra"]["mem_available_bytes"] == 8192000 * 1024
+
+
+@pytest.mark.parametrize(
+    ("meminfo", "ksm"), [("", ""), ("MemTotal: lots kB\nSwapTotal: 1 kB\n", "x"), ("garbage", "-3")]
+)
+def test_unreadable_host_figures_are_none(meminfo: str, ksm: str) -> None:
+    f = local_host_figures(meminfo, ksm)
+    assert {k for k in f if k != "extra"} == set()  # nothing invented
+
+
+def test_the_host_is_this_machine_and_sums_the_sweep(node_hv: Hypervisor) -> None:
+    stats = node_hv.get_stats()
+    (host,) = node_hv.get_host_stats()
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        total_kib = int(next(line for line in fh if line.startswith("MemTotal:")).split()[1])
+    assert host.host == socket.gethostname() and host.backend == "qmp"
+    assert host.physical_bytes == total_kib * 1024
+    assert host.free_bytes is not None and 0 < host.free_bytes <= host.physical_bytes
+    running = [s for s in stats if s.vm.power_state is PowerState.RUNNING]
+    assert host.vms_running == len(running) == 3
+    assert host.vm_configured_bytes == sum(s.configured_bytes or 0 for s in running)
+    assert host.ballooned_bytes == sum(s.ballooned_bytes or 0 for s in running)
