@@ -237,7 +237,7 @@ def _meminfo_kib() -> dict[str, int]:
 
 def test_the_real_guests_host_is_read_from_libvirt(keeper: Hypervisor, main_guest: GuestHandle) -> None:
     """The embedded QEMU driver runs on this machine: its host is this machine's /proc/meminfo."""
-    _fresh(keeper, MAIN)
+    fresh(keeper, MAIN)
     start = time.monotonic()
     (host,) = keeper.get_host_stats()
     _report("host stats", time.monotonic() - start)
