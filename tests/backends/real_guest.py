@@ -8,8 +8,9 @@ and the guard rail against a forced over-inflation.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -19,7 +20,16 @@ from hvballoon.models import MemoryStats
 from hvballoon.session import Hypervisor
 from tests.peers.kvm_guest.channel import GuestChannel
 
-__all__ = ["GUEST_VOLATILE_FIELDS", "MiB", "fresh", "one", "over_inflation_is_typed", "poll", "report"]
+__all__ = [
+    "GUEST_VOLATILE_FIELDS",
+    "MiB",
+    "fresh",
+    "kept_as_found",
+    "one",
+    "over_inflation_is_typed",
+    "poll",
+    "report",
+]
 
 T = TypeVar("T")
 MiB = 2**20
@@ -118,3 +128,23 @@ def over_inflation_is_typed(hv: Hypervisor, guest: GuestChannel, guest_mib: int,
         report(backend, "forced over-inflation: the guest died (panic) after", waited)
         assert "vanished" in err.message
     assert waited < 60
+
+
+@contextlib.contextmanager
+def kept_as_found(hv: Hypervisor, guest: GuestChannel, guest_mib: int) -> Iterator[Hypervisor]:
+    """A session on a guest with fresh stats, whose stats period and full memory are given back
+    afterwards, whatever the block did (for the shared suites run on one module-wide guest)."""
+    fresh(hv, guest.name)
+    period = hv.get_config(guest.name).stats_period_seconds
+    yield hv
+    if hv.get_config(guest.name).stats_period_seconds != period and period is not None:
+        hv.set_config(guest.name, stats_period=period)
+        fresh(hv, guest.name, since=time.time() + 1)
+    if one(hv, guest.name).current_bytes != guest_mib * MiB:
+        hv.set_target(guest.name, guest_mib * MiB, force=True)
+        hv.wait_for_target(guest.name, timeout=60, poll_interval=0.1)
+        poll(
+            lambda: guest.meminfo()["MemTotal"] > guest_mib * 1024 * 3 // 4,
+            30,
+            "the guest to get its memory back",
+        )

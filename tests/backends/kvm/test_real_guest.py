@@ -22,7 +22,15 @@ from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests._require import require
-from tests.backends.real_guest import GUEST_VOLATILE_FIELDS, fresh, one, over_inflation_is_typed, poll, report
+from tests.backends.real_guest import (
+    GUEST_VOLATILE_FIELDS,
+    fresh,
+    kept_as_found,
+    one,
+    over_inflation_is_typed,
+    poll,
+    report,
+)
 from tests.peers.kvm_guest.harness import GuestHandle, KvmGuestHarness, prerequisites
 
 pytestmark = pytest.mark.peer
@@ -83,12 +91,6 @@ def first_sight(keeper: Hypervisor, main_guest: GuestHandle) -> dict[str, Any]:
         "armed_at": start,
         "xml_after": main_guest.domain.XMLDesc(0),
     }
-
-
-def _restore(hv: Hypervisor, guest: GuestHandle) -> None:
-    hv.set_target(MAIN, GUEST_MIB * MiB, force=True)
-    hv.wait_for_target(MAIN, timeout=60, poll_interval=0.1)
-    poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
 
 
 # -- stats -----------------------------------------------------------------------------------
@@ -275,10 +277,8 @@ class TestRealGuestConformance(BackendConformance):
     def hv(self, main_guest: GuestHandle, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
         # one session for the module: every open of qemu:///embed registers libvirt's QEMU driver
         # again, and libvirt 9 allows about 20 registrations per process
-        fresh(keeper, MAIN)
-        yield keeper
-        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
-            _restore(keeper, main_guest)
+        with kept_as_found(keeper, main_guest, GUEST_MIB) as hv:
+            yield hv
 
 
 class TestRealGuestRules(KindRuleTests):
@@ -290,11 +290,5 @@ class TestRealGuestRules(KindRuleTests):
 
     @pytest.fixture
     def hv(self, main_guest: GuestHandle, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
-        fresh(keeper, MAIN)
-        period = keeper.get_config(MAIN).stats_period_seconds
-        yield keeper
-        if keeper.get_config(MAIN).stats_period_seconds != period and period is not None:
-            keeper.set_config(MAIN, stats_period=period)
-            fresh(keeper, MAIN, since=time.time() + 1)
-        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
-            _restore(keeper, main_guest)
+        with kept_as_found(keeper, main_guest, GUEST_MIB) as hv:
+            yield hv

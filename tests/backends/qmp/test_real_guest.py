@@ -21,7 +21,13 @@ from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests._require import require
-from tests.backends.real_guest import GUEST_VOLATILE_FIELDS, fresh, one, over_inflation_is_typed, poll, report
+from tests.backends.real_guest import (
+    GUEST_VOLATILE_FIELDS,
+    fresh,
+    kept_as_found,
+    over_inflation_is_typed,
+    report,
+)
 from tests.peers.qmp_guest.harness import QmpGuest, QmpGuestHarness, prerequisites
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -69,12 +75,6 @@ def first_sight(keeper: Hypervisor, main_guest: QmpGuest) -> dict[str, Any]:
     start = time.time()
     (st,) = keeper.get_stats()
     return {"period_before": before, "stats": st, "armed_at": start, "period_after": keeper.get_config(MAIN)}
-
-
-def _restore(hv: Hypervisor, guest: QmpGuest) -> None:
-    hv.set_target(MAIN, GUEST_MIB * MiB, force=True)
-    hv.wait_for_target(MAIN, timeout=60, poll_interval=0.1)
-    poll(lambda: guest.meminfo()["MemTotal"] > 400 * 1024, 30, "the guest to get its memory back")
 
 
 # -- stats -----------------------------------------------------------------------------------
@@ -194,10 +194,8 @@ class TestRealGuestConformance(BackendConformance):
 
     @pytest.fixture
     def hv(self, main_guest: QmpGuest, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
-        fresh(keeper, MAIN)
-        yield keeper
-        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
-            _restore(keeper, main_guest)
+        with kept_as_found(keeper, main_guest, GUEST_MIB) as hv:
+            yield hv
 
 
 class TestRealGuestRules(KindRuleTests):
@@ -209,11 +207,5 @@ class TestRealGuestRules(KindRuleTests):
 
     @pytest.fixture
     def hv(self, main_guest: QmpGuest, keeper: Hypervisor, first_sight: Any) -> Iterator[Hypervisor]:
-        fresh(keeper, MAIN)
-        period = keeper.get_config(MAIN).stats_period_seconds
-        yield keeper
-        if keeper.get_config(MAIN).stats_period_seconds != period and period is not None:
-            keeper.set_config(MAIN, stats_period=period)
-            fresh(keeper, MAIN, since=time.time() + 1)
-        if one(keeper, MAIN).current_bytes != GUEST_MIB * MiB:
-            _restore(keeper, main_guest)
+        with kept_as_found(keeper, main_guest, GUEST_MIB) as hv:
+            yield hv
