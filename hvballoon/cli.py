@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,49 @@ Examples:
   hvballoon stats qemu+ssh://root@kvm01/system qemu+ssh://root@kvm02/system --host-timeout 10s
   hvballoon stats --inventory hosts.txt web01 --json
 """
+
+
+#: An argument that starts like a negative number ('-1GiB', '-5m', '-.5'): a value, not an option.
+_NEGATIVE = re.compile(r"^-\.?[0-9]")
+
+
+class NegativeValuesCommand(click.Command):
+    """A command whose positional arguments may be negative numbers.
+
+    click reads ``-1GiB`` as an (unknown) option and answers "No such option '-1'"; here such an
+    argument reaches the argument's own parser, which says what is wrong with it (a negative
+    size). Every other token parses as usual, so a misspelt option is still reported as one.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(_NEGATIVE.match(a) for a in args):
+            args = self._positionals_last(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def _positionals_last(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: set[str] = set()
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option) and not param.is_flag and not param.count:
+                takes_value.update(param.opts)
+        options: list[str] = []
+        positionals: list[str] = []
+        args_left = iter(args)
+        for arg in args_left:
+            if arg == "--":
+                positionals.extend(args_left)
+                break
+            if arg.startswith("-") and len(arg) > 1 and not _NEGATIVE.match(arg):
+                options.append(arg)
+                value = next(args_left, None) if arg in takes_value else None
+                if value is not None:  # an option's value is the next argument, whatever it looks like
+                    options.append(value)
+            else:
+                positionals.append(arg)
+        return [*options, "--", *positionals]
+
+
+class _Group(click.Group):
+    command_class = NegativeValuesCommand
 
 
 def _echo_json(data: Any) -> None:
@@ -157,7 +201,7 @@ def _fleet_options(fn: F) -> F:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="hvballoon", prog_name="hvballoon")
 def main() -> None:
     """Read guest memory statistics and move balloon / dynamic-memory targets on KVM, ESXi,

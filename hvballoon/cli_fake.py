@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hvballoon.cli import _console, _table, handle_errors, json_option
+from hvballoon.cli import NegativeValuesCommand, _console, _table, handle_errors, json_option
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import format_duration, format_size, parse_duration
 
@@ -220,6 +220,7 @@ def fake_group() -> None:
 
 @fake_group.command(
     "advance",
+    cls=NegativeValuesCommand,
     epilog="""\b
 Example:
   hvballoon fake advance 'fake://seed?state=/tmp/world.db' 10m

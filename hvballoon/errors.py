@@ -43,6 +43,9 @@ pywinrm or requests exception ever reaches the caller. The native exception stay
 
 from __future__ import annotations
 
+import math
+from datetime import date, datetime
+from enum import Enum
 from typing import Any, ClassVar
 
 __all__ = [
@@ -72,6 +75,7 @@ __all__ = [
     "VMNotFoundError",
     "WaitTimeoutError",
     "error_codes",
+    "json_native",
 ]
 
 
@@ -126,7 +130,14 @@ class HVBalloonError(Exception):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description (what ``--json`` prints on failure)."""
+        """A JSON-ready description (what ``--json`` prints on failure): plain JSON values only,
+        so ``details`` holds numbers and strings as such, never Python reprs.
+
+        >>> import json
+        >>> err = HVBalloonError("bad", details={"value": "8G", "seen": frozenset({"b", "a"})})
+        >>> json.dumps(err.to_dict()["details"])
+        '{"value": "8G", "seen": ["a", "b"]}'
+        """
         return {
             "error": type(self).__name__,
             "code": self.code,
@@ -135,8 +146,8 @@ class HVBalloonError(Exception):
             "backend": self.backend,
             "uri": self.uri,
             "vm": self.vm,
-            "native_code": self.native_code,
-            "details": self.details,
+            "native_code": json_native(self.native_code),
+            "details": json_native(self.details),
         }
 
     def __str__(self) -> str:
@@ -309,6 +320,34 @@ class BackendError(HVBalloonError):
 
     code = "backend_error"
     exit_code = 13
+
+
+def json_native(value: Any) -> Any:
+    """``value`` as plain JSON data: numbers, strings, booleans, None, lists and string-keyed
+    dicts. Sets become sorted lists, enums their value, dates ISO 8601, models their JSON dump,
+    non-finite floats strings; anything else its ``repr`` (a string).
+
+    >>> json_native({"a": (1, 2.5), "b": float("inf"), 3: None})
+    {'a': [1, 2.5], 'b': 'inf', '3': None}
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Enum):
+        return json_native(value.value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): json_native(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_native(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((json_native(v) for v in value), key=str)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return json_native(dump(mode="json"))
+    return repr(value)
 
 
 def error_codes() -> dict[str, type[HVBalloonError]]:

@@ -1,16 +1,17 @@
 """Byte sizes and durations: parse what people type, format what people read, align to backends.
 
 Inside hvballoon every size is an ``int`` of bytes. :func:`parse_size` accepts IEC units
-(``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB``: powers of 1024) and SI units (``kB``, ``MB``,
-``GB``, ``TB``, ``PB``: powers of 1000 — ``8GB`` is 8,000,000,000 bytes, not 8 GiB), ``B``, or a
-plain integer of bytes. A bare ``G``/``M``/``K`` is refused because it is ambiguous.
+(``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB``: powers of 1024, also spelled ``Ki``, ``Mi``,
+``Gi``, ``Ti``, ``Pi`` as Kubernetes does) and SI units (``kB``, ``MB``, ``GB``, ``TB``, ``PB``:
+powers of 1000 — ``8GB`` is 8,000,000,000 bytes, not 8 GiB), ``B``, or a plain integer of bytes.
+A bare ``G``/``M``/``K`` is refused because it is ambiguous; so is a negative size.
 
 >>> parse_size("4GiB")
 4294967296
 >>> parse_size("8GB")
 8000000000
->>> parse_size("1.5 GiB")
-1610612736
+>>> parse_size("1.5 GiB"), parse_size("6 Gi")
+(1610612736, 6442450944)
 >>> format_size(1610612736)
 '1.5 GiB'
 >>> align(1000, 1024)
@@ -56,28 +57,35 @@ _UNITS: dict[str, int] = {
     "gib": GiB,
     "tib": TiB,
     "pib": PiB,
+    "ki": KiB,
+    "mi": MiB,
+    "gi": GiB,
+    "ti": TiB,
+    "pi": PiB,
     "kb": 1000,
     "mb": 1000**2,
     "gb": 1000**3,
     "tb": 1000**4,
     "pb": 1000**5,
 }
-_AMBIGUOUS = {"k", "m", "g", "t", "p", "ki", "mi", "gi", "ti", "pi"}
+_AMBIGUOUS = {"k", "m", "g", "t", "p"}
 
 ACCEPTED_SIZE_FORMS = (
     "an integer number of bytes (e.g. 1073741824), or a number with a unit: "
-    "IEC KiB, MiB, GiB, TiB, PiB (powers of 1024, e.g. '4GiB', '1.5 GiB', '512MiB') "
-    "or SI kB, MB, GB, TB, PB (powers of 1000, e.g. '8GB' = 8,000,000,000 bytes) or B"
+    "IEC KiB, MiB, GiB, TiB, PiB or Ki, Mi, Gi, Ti, Pi (powers of 1024, e.g. '4GiB', "
+    "'1.5 GiB', '512Mi') or SI kB, MB, GB, TB, PB (powers of 1000, e.g. '8GB' = "
+    "8,000,000,000 bytes) or B"
 )
 
-_SIZE_RE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(?P<neg>-\s*)?(?P<num>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)\s*$")
 
 
 def parse_size(value: object, *, allow_zero: bool = False, what: str = "size") -> int:
     """Parse a size into bytes.
 
     ``value`` may be an ``int`` (bytes) or a string such as ``"4GiB"``, ``"512 MiB"``,
-    ``"8GB"`` (decimal) or ``"1.5GiB"``. Fractions of a byte are rounded to the nearest byte.
+    ``"8GB"`` (decimal), ``"1.5GiB"`` or ``"6 Gi"``. Fractions of a byte are rounded to the
+    nearest byte.
     Raises :class:`~hvballoon.errors.InvalidSizeError`, naming the accepted forms, for
     anything else: negatives, zero (unless ``allow_zero``), NaN, ambiguous units such as
     ``"4G"``, words such as ``"4 gigs"``, or sizes beyond 8 EiB.
@@ -97,6 +105,8 @@ def parse_size(value: object, *, allow_zero: bool = False, what: str = "size") -
     m = _SIZE_RE.match(value)
     if m is None:
         raise _bad(value, what, "not a number followed by a unit")
+    if m.group("neg"):
+        raise _bad(value, what, "a size cannot be negative")
     unit = m.group("unit").lower()
     if unit == "":
         if "." in m.group("num"):
@@ -137,7 +147,7 @@ def _check_range(n: int, original: object, what: str, allow_zero: bool) -> int:
 def _bad(value: object, what: str, why: str) -> InvalidSizeError:
     return InvalidSizeError(
         f"invalid {what} {value!r}: {why}. Accepted: {ACCEPTED_SIZE_FORMS}.",
-        details={"value": repr(value), "accepted": ACCEPTED_SIZE_FORMS},
+        details={"value": value, "accepted": ACCEPTED_SIZE_FORMS},
     )
 
 
@@ -209,6 +219,8 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip().lower()
+        if text.startswith("-"):
+            raise InvalidRequestError(f"invalid {what} {value!r}: a duration cannot be negative")
         try:
             seconds = float(text)
         except ValueError:

@@ -174,3 +174,28 @@ def test_schema_and_help() -> None:
     assert set(schemas) == set(SCHEMAS)
     r = run("set", "--help")
     assert "Examples:" in r.stdout and "--force" in r.stdout
+
+
+@pytest.mark.parametrize("size", ["-1GiB", "-1", "-0.5GiB"])
+def test_a_negative_size_is_refused_as_negative_not_as_an_option(size: str) -> None:
+    r = run("set", "fake://seed", "web01", size)
+    assert r.returncode == 2
+    assert "cannot be negative" in r.stderr and "No such option" not in r.stderr
+    r = run("set", "--json", "fake://seed", "web01", size)
+    err = json.loads(r.stdout)
+    assert r.returncode == 2 and err["code"] == "invalid_size" and err["details"]["value"] == size
+
+
+def test_options_still_parse_around_a_negative_argument() -> None:
+    r = run("set", "fake://seed", "--timeout", "10s", "web01", "-1GiB", "--dry-run")
+    assert r.returncode == 2 and "cannot be negative" in r.stderr
+    r = run("set", "fake://seed", "web01", "-1GiB", "--no-such-option")
+    assert r.returncode == 2 and "No such option" in r.stderr
+    r = run("fake", "advance", "fake://seed", "-5m")
+    assert r.returncode == 2 and "cannot be negative" in r.stderr and "No such option" not in r.stderr
+
+
+def test_iec_short_units_are_accepted_on_the_command_line() -> None:
+    r = run("set", "fake://seed", "web01", "6 Gi", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["after"]["target_bytes"] == 6 * 2**30

@@ -37,6 +37,11 @@ from hvballoon.units import (
         (1073741824, GiB),
         (2048.0, 2048),
         (".5GiB", 512 * MiB),
+        ("6 Gi", 6 * GiB),
+        ("512Mi", 512 * MiB),
+        ("4Ki", 4 * KiB),
+        ("1Ti", 1024 * GiB),
+        ("1.5Gi", 1536 * MiB),
     ],
 )
 def test_parses_accepted_forms(text: object, expected: int) -> None:
@@ -51,8 +56,11 @@ def test_parses_accepted_forms(text: object, expected: int) -> None:
         "4g",
         "4M",
         "4K",
-        "4Gi",
+        "4T",
         "-1GiB",
+        "-1 Gi",
+        "+1GiB",
+        "--1GiB",
         "-5",
         "nan",
         "nan GiB",
@@ -91,6 +99,73 @@ def test_refuses_malformed_sizes_with_accepted_forms(bad: object) -> None:
 def test_ambiguous_unit_names_both_spellings() -> None:
     with pytest.raises(InvalidSizeError, match="GiB for powers of 1024 or GB for powers of 1000"):
         parse_size("4G")
+
+
+@pytest.mark.parametrize("bad", ["-1GiB", "-1", "-0.5 GiB", " -4 MiB", "-.5GiB"])
+def test_negative_sizes_say_so(bad: str) -> None:
+    with pytest.raises(InvalidSizeError, match="cannot be negative") as info:
+        parse_size(bad)
+    assert info.value.details["value"] == bad
+
+
+def test_error_details_are_json_native() -> None:
+    """``details["value"]`` is the value given (a str stays a str), not its Python repr."""
+    import json
+
+    with pytest.raises(InvalidSizeError) as info:
+        parse_size("8G")
+    assert info.value.details["value"] == "8G"
+    assert json.loads(json.dumps(info.value.to_dict()))["details"]["value"] == "8G"
+    with pytest.raises(InvalidSizeError) as info:
+        parse_size(object())
+    json.dumps(info.value.to_dict())  # an arbitrary object is described, never leaks as a repr
+
+
+_IEC = {
+    "KiB": KiB,
+    "MiB": MiB,
+    "GiB": GiB,
+    "TiB": 1024 * GiB,
+    "Ki": KiB,
+    "Mi": MiB,
+    "Gi": GiB,
+    "Ti": 1024 * GiB,
+}
+_SI = {"kB": 1000, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+@given(
+    st.integers(min_value=1, max_value=2**40),
+    st.sampled_from(sorted({**_IEC, **_SI})),
+    st.sampled_from(["", " ", "  "]),
+)
+def test_every_unit_spelling_multiplies(k: int, unit: str, space: str) -> None:
+    factor = {**_IEC, **_SI}[unit]
+    if k * factor <= MAX_BYTES:
+        assert parse_size(f"{k}{space}{unit}") == k * factor
+
+
+@given(st.integers(min_value=1, max_value=2**40), st.sampled_from(["K", "M", "G", "T", "k", "m", "g", "t"]))
+def test_a_bare_prefix_is_always_ambiguous(k: int, prefix: str) -> None:
+    with pytest.raises(InvalidSizeError, match="ambiguous"):
+        parse_size(f"{k}{prefix}")
+
+
+@given(st.text(max_size=20))
+def test_any_text_parses_or_raises_invalid_size(text: str) -> None:
+    """No input crashes the parser: it returns a positive byte count or a typed error."""
+    try:
+        n = parse_size(text)
+    except InvalidSizeError as exc:
+        assert "Accepted:" in exc.message
+    else:
+        assert isinstance(n, int) and 0 < n <= MAX_BYTES
+
+
+@given(st.integers(min_value=1, max_value=2**50), st.sampled_from(["B", "KiB", "Gi", "GB", ""]))
+def test_a_minus_sign_is_always_refused_as_negative(k: int, unit: str) -> None:
+    with pytest.raises(InvalidSizeError, match="cannot be negative"):
+        parse_size(f"-{k}{unit}")
 
 
 def test_zero_only_where_allowed() -> None:

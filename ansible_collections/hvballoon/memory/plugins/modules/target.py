@@ -29,8 +29,8 @@ options:
   size:
     description:
       - The target, absolute. An integer of bytes or a string with a unit.
-      - "IEC units are powers of 1024 (V(6GiB), V(512MiB), V(1.5GiB)); SI units are powers of 1000
-        (V(8GB) is 8,000,000,000 bytes). A bare V(G) or V(M) is refused as ambiguous."
+      - "IEC units are powers of 1024 (V(6GiB), V(512MiB), V(1.5GiB), also V(6Gi), V(512Mi)); SI units
+        are powers of 1000 (V(8GB) is 8,000,000,000 bytes). A bare V(G) or V(M) is refused as ambiguous."
       - The target is rounded up to the backend's granularity (KiB on KVM, MiB on ESXi, 2 MiB on Hyper-V).
     type: raw
     required: true
