@@ -51,7 +51,7 @@ from hvballoon.models import (
     PowerState,
 )
 from hvballoon.retry import RetryPolicy
-from hvballoon.units import MiB, align, format_size, parse_size
+from hvballoon.units import MiB, align, format_size, format_sizes, parse_size
 
 __all__ = ["GuardRails", "Hypervisor", "VMRef", "connect"]
 
@@ -318,8 +318,14 @@ class Hypervisor:
         maximum = self._backend.target_ceiling(target_vm, stats, config)
         numbers: dict[str, Any] = {"requested_bytes": requested, "target_bytes": target}
         if maximum is not None and target > maximum:
+            shown_target, shown_max = format_sizes(target, maximum)
+            aligned = (
+                f" ({requested:,} bytes asked, aligned up to {format_size(caps.alignment_bytes, exact=True)})"
+                if requested != target
+                else ""
+            )
             raise TargetAboveMaximumError(
-                f"target {format_size(target)} is above the VM's maximum {format_size(maximum)}",
+                f"target {shown_target}{aligned} is above the VM's maximum {shown_max}",
                 vm=target_vm.name,
                 backend=self.backend_name,
                 uri=self.uri,
@@ -350,9 +356,10 @@ class Hypervisor:
         else:
             floor = self._floor_or_none(stats, rails)
             if floor is not None and target < floor:
+                shown_floor, shown_used = format_sizes(floor, stats.used_bytes)
                 warnings_.append(
-                    f"forced below the floor {format_size(floor)} "
-                    f"(guest uses {format_size(stats.used_bytes)}): the guest may swap or crash"
+                    f"forced below the floor {shown_floor} "
+                    f"(guest uses {shown_used}): the guest may swap or crash"
                 )
         self._call(
             "check_target",
@@ -417,9 +424,10 @@ class Hypervisor:
         floor = rails.floor(used, stats.configured_bytes)
         if target < floor:
             margin = floor - used
+            shown_target, shown_floor = format_sizes(target, floor)
             raise TargetBelowFloorError(
-                f"target {format_size(target)} for {vm.name!r} is below the safe floor "
-                f"{format_size(floor)} (guest uses {format_size(used)} + margin {format_size(margin)}); "
+                f"target {shown_target} for {vm.name!r} is below the safe floor "
+                f"{shown_floor} (guest uses {format_size(used)} + margin {format_size(margin)}); "
                 "the guest would swap or crash. Pass force=True (CLI: --force) to override",
                 vm=vm.name,
                 backend=self.backend_name,
@@ -629,10 +637,11 @@ class Hypervisor:
                 "tolerance_bytes": tol,
                 "elapsed_seconds": round(now - start, 3),
             }
+            shown_current, shown_goal = format_sizes(current, goal)
             if now - last_move_at >= stall_after:
                 raise BalloonStalledError(
-                    f"the memory of {target_vm.name!r} stalled at {format_size(current)} "
-                    f"short of the target {format_size(goal)}: the guest cannot free more "
+                    f"the memory of {target_vm.name!r} stalled at {shown_current} "
+                    f"short of the target {shown_goal}: the guest cannot free more "
                     "(it may be about to swap or run out of memory)",
                     vm=target_vm.name,
                     backend=self.backend_name,
@@ -642,7 +651,7 @@ class Hypervisor:
             if now - start >= timeout:
                 raise WaitTimeoutError(
                     f"the memory of {target_vm.name!r} was still moving after {timeout:g} s "
-                    f"({format_size(current)} of target {format_size(goal)})",
+                    f"({shown_current} of target {shown_goal})",
                     vm=target_vm.name,
                     backend=self.backend_name,
                     uri=self.uri,

@@ -37,6 +37,7 @@ __all__ = [
     "align",
     "format_duration",
     "format_size",
+    "format_sizes",
     "parse_duration",
     "parse_size",
 ]
@@ -177,6 +178,25 @@ def format_size(n: int | None, *, exact: bool = False) -> str:
         if a >= size:
             return f"{sign}{_trim(round(Decimal(a) / size, 2))} {name}"
     return f"{sign}{a} B"
+
+
+def format_sizes(*sizes: int | None) -> tuple[str, ...]:
+    """Format sizes that one message compares: each readable, with its exact byte count added
+    where rounding would make two different sizes look equal.
+
+    >>> format_sizes(17179869185, 16 * GiB)
+    ('16 GiB (17,179,869,185 bytes)', '16 GiB (17,179,869,184 bytes)')
+    >>> format_sizes(6 * GiB, 16 * GiB)
+    ('6 GiB', '16 GiB')
+    """
+    shown = [format_size(n) for n in sizes]
+    out = []
+    for i, n in enumerate(sizes):
+        hidden = n is not None and any(
+            shown[j] == shown[i] and sizes[j] != n for j in range(len(sizes)) if j != i
+        )
+        out.append(f"{shown[i]} ({n:,} bytes)" if hidden else shown[i])
+    return tuple(out)
 
 
 def _trim(d: Decimal) -> str:

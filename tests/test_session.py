@@ -60,6 +60,20 @@ def test_force_never_passes_the_maximum(hv: hvballoon.Hypervisor) -> None:
     assert info.value.details["maximum_bytes"] == 16 * GiB
 
 
+def test_refusals_show_exact_bytes_when_rounding_hides_the_difference(hv: hvballoon.Hypervisor) -> None:
+    with pytest.raises(TargetAboveMaximumError) as info:
+        hv.set_target("web01", 17179869185)
+    assert "17,179,869,185 bytes" in str(info.value) and "17,179,869,184 bytes" in str(info.value)
+    floor = 3 * GiB + int(16 * GiB * 0.10)
+    target = (floor - 1) // KiB * KiB  # KiB-aligned on KVM, just below the floor
+    with pytest.raises(TargetBelowFloorError) as below:
+        hv.set_target("web01", target)
+    assert f"{target:,} bytes" in str(below.value) and f"{floor:,} bytes" in str(below.value)
+    with pytest.raises(TargetAboveMaximumError) as clear:
+        hv.set_target("web01", "17GiB")
+    assert "bytes" not in str(clear.value)  # a visible difference needs no byte counts
+
+
 def test_custom_guard_rails() -> None:
     with hvballoon.connect("fake://seed", guard_rails=GuardRails(margin_bytes=0, margin_fraction=0)) as hv:
         assert hv.set_target("web01", "3GiB").changed

@@ -15,6 +15,7 @@ from hvballoon.units import (
     align,
     format_duration,
     format_size,
+    format_sizes,
     parse_duration,
     parse_size,
 )
@@ -243,3 +244,21 @@ def test_bad_durations(bad: object) -> None:
 def test_format_duration() -> None:
     assert format_duration(5400) == "1h30m"
     assert format_duration(12) == "12s"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=MAX_BYTES), min_size=1, max_size=5))
+def test_compared_sizes_never_look_equal_when_they_differ(sizes: list[int]) -> None:
+    shown = format_sizes(*sizes)
+    assert len(shown) == len(sizes)
+    for i, a in enumerate(sizes):
+        for j, b in enumerate(sizes):
+            assert (shown[i] == shown[j]) == (a == b), (sizes, shown)
+
+
+def test_compared_sizes_stay_readable_when_rounding_hides_nothing() -> None:
+    assert format_sizes(6 * GiB, 16 * GiB) == ("6 GiB", "16 GiB")
+    assert format_sizes(16 * GiB + 1, 16 * GiB) == (
+        "16 GiB (17,179,869,185 bytes)",
+        "16 GiB (17,179,869,184 bytes)",
+    )
+    assert format_sizes(None, GiB) == ("-", "1 GiB")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, get_args
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.kinds._base import Kind, Rule, Variant
 from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, SharesLevel
-from hvballoon.units import MiB, format_size
+from hvballoon.units import MiB, format_sizes
 
 __all__ = ["ESXI", "SHARES_LEVELS", "SHARES_PER_MB", "ESXiKind"]
 
@@ -126,10 +126,11 @@ class ESXiKind(Kind):
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         reservation = config.reservation_bytes or 0
         if target_bytes < reservation:
+            shown_target, shown_res = format_sizes(target_bytes, reservation)
             self.refuse(
                 "target_ge_reservation",
-                f"a target (limit) of {format_size(target_bytes)} would be below the reservation "
-                f"{format_size(reservation)} of {vm.name!r}; lower the reservation first",
+                f"a target (limit) of {shown_target} would be below the reservation "
+                f"{shown_res} of {vm.name!r}; lower the reservation first",
                 vm=vm,
                 target_bytes=target_bytes,
                 reservation_bytes=reservation,
@@ -150,10 +151,11 @@ class ESXiKind(Kind):
         reservation = requested.get("reservation_bytes")
         memory = requested.get("maximum_bytes", current.maximum_bytes)
         if locked and reservation is not None and memory is not None and reservation != memory:
+            shown_memory, shown_res = format_sizes(memory, reservation)
             self.refuse(
                 "reservation_locked_to_max",
-                f"the reservation of {vm.name!r} is locked to its memory size {format_size(memory)} "
-                f"(memory_reservation_lock), so {format_size(reservation)} is refused; turn the lock off "
+                f"the reservation of {vm.name!r} is locked to its memory size {shown_memory} "
+                f"(memory_reservation_lock), so {shown_res} is refused; turn the lock off "
                 "to set another reservation",
                 vm=vm,
                 reservation_bytes=reservation,
@@ -193,18 +195,20 @@ class ESXiKind(Kind):
         res = changes.get("reservation_bytes", current.reservation_bytes) or 0
         lim = changes.get("limit_bytes", current.limit_bytes)
         if lim is not None and res > lim:
+            shown_res, shown_lim = format_sizes(res, lim)
             self.refuse(
                 "reservation_le_limit",
-                f"the reservation {format_size(res)} of {vm.name!r} would be above the limit {format_size(lim)}",
+                f"the reservation {shown_res} of {vm.name!r} would be above the limit {shown_lim}",
                 vm=vm,
                 reservation_bytes=res,
                 limit_bytes=lim,
             )
         memory = changes.get("maximum_bytes", current.maximum_bytes)
         if memory is not None and res > memory:
+            shown_res, shown_memory = format_sizes(res, memory)
             self.refuse(
                 "reservation_le_memory",
-                f"the reservation {format_size(res)} of {vm.name!r} cannot exceed its memory {format_size(memory)}",
+                f"the reservation {shown_res} of {vm.name!r} cannot exceed its memory {shown_memory}",
                 vm=vm,
                 reservation_bytes=res,
                 memory_bytes=memory,

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
 from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import MiB, align, format_size
+from hvballoon.units import MiB, align, format_sizes
 
 __all__ = [
     "BUFFER_PERCENT_RANGE",
@@ -289,12 +289,13 @@ class HyperVKind(Kind):
             return
         maximum, startup = config.maximum_bytes, config.startup_bytes
         if not is_off(vm) and maximum is not None and target_bytes < maximum:
+            shown_max, shown_target = format_sizes(maximum, target_bytes)
             self.refuse(
                 "maximum_only_up_while_running",
                 f"{vm.name!r} uses Dynamic Memory and is {_state(vm)}: its target is the maximum "
-                f"({format_size(maximum)}), which can only be raised unless the VM is off, so "
-                f"{format_size(target_bytes)} is refused. Allowed now: a target of at least "
-                f"{format_size(maximum)}; or lower the buffer or priority; or power the VM off to "
+                f"({shown_max}), which can only be raised unless the VM is off, so "
+                f"{shown_target} is refused. Allowed now: a target of at least "
+                f"{shown_max}; or lower the buffer or priority; or power the VM off to "
                 "lower the maximum",
                 vm=vm,
                 maximum_bytes=maximum,
@@ -302,10 +303,11 @@ class HyperVKind(Kind):
                 allowed_min_bytes=maximum,
             )
         if startup is not None and target_bytes < startup:
+            shown_startup, shown_target = format_sizes(startup, target_bytes)
             self.refuse(
                 "range_order",
                 f"the target of {vm.name!r} is its Dynamic Memory maximum, which cannot be below the "
-                f"startup size {format_size(startup)} (asked {format_size(target_bytes)}); lower the "
+                f"startup size {shown_startup} (asked {shown_target}); lower the "
                 "startup size first (VM off)",
                 vm=vm,
                 startup_bytes=startup,
@@ -321,10 +323,11 @@ class HyperVKind(Kind):
         for name, value in sizes.items():
             if value is not None and value < MINIMUM_SIZE_BYTES:
                 label = what or name.removesuffix("_bytes")
+                shown_min, shown_value = format_sizes(MINIMUM_SIZE_BYTES, value)
                 self.refuse(
                     "at_least_32MiB",
-                    f"the {label} of {_vm_name(vm)} must be at least {format_size(MINIMUM_SIZE_BYTES)} on "
-                    f"Hyper-V (asked {format_size(value)})",
+                    f"the {label} of {_vm_name(vm)} must be at least {shown_min} on "
+                    f"Hyper-V (asked {shown_value})",
                     vm=vm,
                     field=name,
                     asked=value,
@@ -366,9 +369,10 @@ class HyperVKind(Kind):
             ):
                 touched = {f"{a_name}_bytes", f"{b_name}_bytes", "dynamic"} & set(changes)
                 if touched and a is not None and b is not None and a > b:
+                    shown_a, shown_b = format_sizes(a, b)
                     self.refuse(
                         "range_order",
-                        f"{a_name} {format_size(a)} would be above {b_name} {format_size(b)} for "
+                        f"{a_name} {shown_a} would be above {b_name} {shown_b} for "
                         f"{vm.name!r}: the range must satisfy minimum <= startup <= maximum",
                         vm=vm,
                         minimum_bytes=lo,
@@ -395,10 +399,11 @@ class HyperVKind(Kind):
         ):
             new, old = changes.get(name), getattr(current, name)
             if new is not None and old is not None and (new - old) * direction < 0:
+                shown_old, shown_new = format_sizes(old, new)
                 self.refuse(
                     rule_id,
-                    f"{vm.name!r} is {_state(vm)}: {rule} unless it is off (now {format_size(old)}, asked "
-                    f"{format_size(new)}). Allowed now: {bound} {format_size(old)}, or power the VM off",
+                    f"{vm.name!r} is {_state(vm)}: {rule} unless it is off (now {shown_old}, asked "
+                    f"{shown_new}). Allowed now: {bound} {shown_old}, or power the VM off",
                     vm=vm,
                     current=old,
                     asked=new,
