@@ -70,7 +70,7 @@ def _gauge_fields() -> tuple[str, ...]:
 
     return tuple(
         name
-        for name in MemoryStats.model_fields
+        for name in (*MemoryStats.model_fields, *MemoryStats.model_computed_fields)
         if (name.endswith("_bytes") or name.endswith("_seconds") or name == "pressure_ratio")
         and name not in COUNTER_FIELDS
     )
@@ -444,4 +444,5 @@ _HELP: dict[str, str] = {
     "shared_bytes": "VM memory shared with other VMs by the host.",
     "guest_report_age_seconds": "Age of the guest's last memory report.",
     "pressure_ratio": "Demand (or guest used) / current memory; above about 0.9 the guest is short.",
+    "used_bytes": "What the guest needs: guest used, else demand (the figure to plan with everywhere).",
 }

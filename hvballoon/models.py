@@ -7,6 +7,13 @@ backend cannot know is ``None`` — never ``0``. Backend-specific leftovers live
 >>> vm = VM(id="42", name="web01", backend="fake", power_state=PowerState.RUNNING)
 >>> vm.name, vm.power_state.value
 ('web01', 'running')
+
+A plain ``model_dump()`` is already JSON data (times are ISO 8601 strings, sets sorted lists),
+so ``json.dumps(model.model_dump())`` works and says what ``model.model_dump_json()`` says:
+
+>>> import json
+>>> json.dumps(vm.model_dump())
+'{"id": "42", "name": "web01", "backend": "fake", "host": null, "power_state": "running", "extra": {}}'
 """
 
 from __future__ import annotations
@@ -14,9 +21,17 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    computed_field,
+    model_validator,
+)
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -40,6 +55,26 @@ SharesLevel = Literal["low", "normal", "high", "custom"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+def _iso8601(value: datetime) -> str:
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+#: A time, serialized as an ISO 8601 string in every dump mode (so a plain dump is JSON data).
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_iso8601, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+#: A set of names, serialized as a sorted list in every dump mode (stable, JSON data).
+NameSet = Annotated[
+    frozenset[str],
+    PlainSerializer(sorted, return_type=list[str]),
+    WithJsonSchema({"type": "array", "items": {"type": "string"}, "uniqueItems": True}),
+]
 
 
 class PowerState(str, Enum):
@@ -85,11 +120,22 @@ class MemoryStats(_Frozen):
     memory); ``target_bytes`` is where the hypervisor is steering it (balloon target, ESXi
     limit, Hyper-V's assignment). ``guest_*`` figures come from the guest's own driver and are
     ``None`` until it has reported; ``stale`` says they are missing or too old to act on.
+
+    ``used_bytes`` and ``pressure_ratio`` are derived (and serialized, so ``--json`` and Ansible
+    have them); in input they are ignored and recomputed.
+
+    >>> from datetime import datetime, timezone
+    >>> vm = VM(id="1", name="sql01", backend="hyperv")
+    >>> st = MemoryStats(vm=vm, mechanism=Mechanism.DYNAMIC_MEMORY,
+    ...                  collected_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    ...                  current_bytes=8 * 2**30, demand_bytes=6 * 2**30)
+    >>> st.used_bytes == 6 * 2**30, st.pressure_ratio, st.model_dump()["collected_at"]
+    (True, 0.75, '2026-01-01T00:00:00Z')
     """
 
     vm: VM
     mechanism: Mechanism
-    collected_at: datetime
+    collected_at: Timestamp
     configured_bytes: int | None = Field(default=None, ge=0, description="Configured (maximum) memory.")
     current_bytes: int | None = Field(default=None, ge=0, description="Memory the guest has now.")
     target_bytes: int | None = Field(default=None, ge=0, description="Target being steered to.")
@@ -115,25 +161,38 @@ class MemoryStats(_Frozen):
         default=None, ge=0, description="Age of the guest's last report; None if it never reported."
     )
     stale: bool = Field(default=False, description="Guest figures are missing or older than allowed.")
-    pressure_ratio: float | None = Field(
-        default=None,
-        ge=0,
-        description="Derived: demand (or guest used) / current memory. Above ~0.9 the guest is short.",
-    )
     extra: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _derive_pressure(self) -> MemoryStats:
-        if self.pressure_ratio is None and self.current_bytes:
-            need = self.demand_bytes if self.demand_bytes is not None else self.guest_used_bytes
-            if need is not None:
-                object.__setattr__(self, "pressure_ratio", round(need / self.current_bytes, 4))
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        # a dump read back carries the derived figures: they are recomputed, not trusted
+        if isinstance(data, dict) and _DERIVED.intersection(data):
+            return {k: v for k, v in data.items() if k not in _DERIVED}
+        return data
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="What the guest needs, best figure first: guest used, else demand "
+        "(Hyper-V has only demand). The figure to plan with on every backend."
+    )
     @property
     def used_bytes(self) -> int | None:
         """What the guest needs, best figure first: guest used, else demand."""
         return self.guest_used_bytes if self.guest_used_bytes is not None else self.demand_bytes
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Derived: demand (or guest used) / current memory. Above ~0.9 the guest is short."
+    )
+    @property
+    def pressure_ratio(self) -> float | None:
+        """Demand (else guest used) over current memory, to 4 decimals; None when unknown."""
+        need = self.demand_bytes if self.demand_bytes is not None else self.guest_used_bytes
+        if need is None or not self.current_bytes:
+            return None
+        return round(need / self.current_bytes, 4)
+
+
+_DERIVED = frozenset(MemoryStats.model_computed_fields)
 
 
 class MemoryConfig(_Frozen):
@@ -229,9 +288,9 @@ class Capabilities(_Frozen):
     backend: str
     mechanism: Mechanism
     bulk_stats: bool = Field(description="get_stats() for all VMs costs one round trip.")
-    readable: frozenset[str] = Field(description="MemoryStats fields this backend fills.")
-    set_live: frozenset[str] = frozenset()
-    set_offline: frozenset[str] = frozenset()
+    readable: NameSet = Field(description="MemoryStats fields this backend fills.")
+    set_live: NameSet = frozenset()
+    set_offline: NameSet = frozenset()
     alignment_bytes: int = Field(default=1, gt=0, description="Targets are rounded up to this.")
     target_observable: bool = Field(
         default=True, description="wait_for_target can watch the target being reached."

@@ -108,3 +108,41 @@ def test_json_round_trip_and_schema() -> None:
     schemas = json_schemas()
     assert set(schemas) == {"VM", "MemoryStats", "MemoryConfig", "Capabilities", "Change", "HostStats"}
     assert "current_bytes" in schemas["MemoryStats"]["properties"]
+
+
+def test_used_bytes_is_part_of_the_serialized_stats() -> None:
+    kvm = _stats(current_bytes=4 * GiB, guest_used_bytes=GiB, demand_bytes=2 * GiB)
+    hyperv = _stats(current_bytes=4 * GiB, demand_bytes=3 * GiB)
+    assert kvm.model_dump()["used_bytes"] == GiB  # guest used first
+    assert hyperv.model_dump(mode="json")["used_bytes"] == 3 * GiB  # else demand
+    assert _stats().model_dump()["used_bytes"] is None
+    props = json_schemas()["MemoryStats"]["properties"]
+    assert {"used_bytes", "pressure_ratio"} <= set(props)
+    assert hyperv.model_dump()["pressure_ratio"] == 0.75
+
+
+def test_derived_figures_round_trip_and_are_recomputed() -> None:
+    st = _stats(current_bytes=4 * GiB, guest_used_bytes=GiB)
+    assert MemoryStats.model_validate(st.model_dump()) == st
+    assert MemoryStats.model_validate_json(st.model_dump_json()) == st
+    # a stale derived figure in the input is recomputed from the figures it derives from
+    data = {**st.model_dump(), "used_bytes": 99, "pressure_ratio": 9.0}
+    again = MemoryStats.model_validate(data)
+    assert (again.used_bytes, again.pressure_ratio) == (GiB, 0.25)
+
+
+@pytest.mark.parametrize("flavor", ["kvm", "esxi", "hyperv"])
+def test_a_plain_model_dump_is_json_data(flavor: str) -> None:
+    """``json.dumps(model.model_dump())`` works and says what ``model_dump_json()`` says."""
+    with hvballoon.connect(f"fake://seed?flavor={flavor}") as hv:
+        models = [
+            *hv.list_vms(),
+            *hv.get_stats(),
+            hv.get_config("web01"),
+            hv.capabilities,
+            hv.vm_capabilities("db01"),
+            hv.set_target("web01", "16GiB", dry_run=True),
+        ]
+        for m in models:
+            assert json.loads(json.dumps(m.model_dump())) == json.loads(m.model_dump_json()), type(m)
+            assert type(m).model_validate(m.model_dump()) == m

@@ -51,6 +51,7 @@ GUEST_VOLATILE_FIELDS: frozenset[str] = frozenset(
         "swap_in_bytes",
         "swap_out_bytes",
         "pressure_ratio",
+        "used_bytes",
     }
 )
 

@@ -122,6 +122,8 @@ vms:
         - The memory stats, sizes in bytes (C(configured_bytes), C(current_bytes), C(target_bytes),
           C(ballooned_bytes), C(guest_used_bytes), C(guest_available_bytes), C(demand_bytes),
           C(swapped_bytes), ...), C(pressure_ratio) and C(stale).
+        - C(used_bytes) is what the guest needs on every backend (guest used, else demand, as
+          Hyper-V reports only demand); plan with it for playbooks that run on any hypervisor.
       type: dict
       returned: when V(stats) is in O(gather)
       sample: {"configured_bytes": 17179869184, "current_bytes": 17179869184, "guest_used_bytes": 3221225472, "stale": false}
