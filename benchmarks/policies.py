@@ -152,7 +152,7 @@ def run_one(
     data = recorder.to_data()
     t = data["t"]
     result.oom_events = sum(1 for e in world.events if e["kind"] in CRASH_KINDS)
-    result.guest_swap_by_vm = {g.name: g.swap_in_bytes / GiB for g in world.guests.values()}
+    result.guest_swap_by_vm = {g.label: g.swap_in_bytes / GiB for g in world.guests.values()}
     result.guest_swap_in_gib = sum(result.guest_swap_by_vm.values())
     result.host_swap_gib = host_swap_peak / GiB
     vms = list(data["vms"].values())

@@ -29,15 +29,47 @@ GiB = 1024**3
 MiB = 1024**2
 
 TEMPLATES: list[dict[str, Any]] = [
-    {"used": 3 * GiB, "cache": 2 * GiB, "swap": 2 * GiB, "workload": {"kind": "diurnal", "params": {"amplitude": 2 * GiB}}},
-    {"used": 5 * GiB, "cache": GiB, "swap": 4 * GiB, "workload": {"kind": "random_walk", "params": {"step": 64 * MiB}}},
-    {"used": 4 * GiB, "cache": GiB, "swap": 4 * GiB, "workload": {"kind": "ramp", "params": {"to": 7 * GiB, "over": 8 * 3600}}},
-    {"used": 7 * GiB, "cache": GiB // 2, "swap": 4 * GiB, "unfreeable": GiB,
-     "workload": {"kind": "database", "params": {"buffer_pool": 6 * GiB, "filled": 4 * GiB, "query_memory": GiB}}},
-    {"used": 6 * GiB, "cache": GiB // 2, "swap": 4 * GiB, "workload": {"kind": "jvm", "params": {"heap": 5 * GiB}}},
+    {
+        "used": 3 * GiB,
+        "cache": 2 * GiB,
+        "swap": 2 * GiB,
+        "workload": {"kind": "diurnal", "params": {"amplitude": 2 * GiB}},
+    },
+    {
+        "used": 5 * GiB,
+        "cache": GiB,
+        "swap": 4 * GiB,
+        "workload": {"kind": "random_walk", "params": {"step": 64 * MiB}},
+    },
+    {
+        "used": 4 * GiB,
+        "cache": GiB,
+        "swap": 4 * GiB,
+        "workload": {"kind": "ramp", "params": {"to": 7 * GiB, "over": 8 * 3600}},
+    },
+    {
+        "used": 7 * GiB,
+        "cache": GiB // 2,
+        "swap": 4 * GiB,
+        "unfreeable": GiB,
+        "workload": {
+            "kind": "database",
+            "params": {"buffer_pool": 6 * GiB, "filled": 4 * GiB, "query_memory": GiB},
+        },
+    },
+    {
+        "used": 6 * GiB,
+        "cache": GiB // 2,
+        "swap": 4 * GiB,
+        "workload": {"kind": "jvm", "params": {"heap": 5 * GiB}},
+    },
     {"used": 4 * GiB, "cache": 3 * GiB, "swap": 2 * GiB, "workload": {"kind": "constant"}},
-    {"used": 1536 * MiB, "cache": GiB // 2, "swap": 2 * GiB,
-     "workload": {"kind": "spike", "params": {"at": 7200, "duration": 1800, "size": 5 * GiB}}},
+    {
+        "used": 1536 * MiB,
+        "cache": GiB // 2,
+        "swap": 2 * GiB,
+        "workload": {"kind": "spike", "params": {"at": 7200, "duration": 1800, "size": 5 * GiB}},
+    },
 ]
 
 
@@ -159,9 +191,7 @@ def main() -> None:
     naive_rate = args.vms * args.naive_seconds / naive_time
     # agreement on the VMs whose workload is deterministic (random walks draw differently)
     det = [i for i, s in enumerate(short_world.scenario.vms) if s.workload.kind != "random_walk"]
-    diff = max(
-        max(abs(short_world.a[k][i] - naive[k][i]) for i in det) for k in ("cur", "cache", "swp")
-    )
+    diff = max(max(abs(short_world.a[k][i] - naive[k][i]) for i in det) for k in ("cur", "cache", "swp"))
     acc = world.accounting()["host"]
     print(
         json.dumps(

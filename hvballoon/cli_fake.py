@@ -23,8 +23,8 @@ def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
     """Headline figures of a recorded run."""
     vms = {}
     for g in world.guests.values():
-        s = data["vms"][g.name]
-        vms[g.name] = {
+        s = data["vms"][g.label]
+        vms[g.label] = {
             "configured_bytes": g.memory_bytes,
             "peak_demand_bytes": max(s["demand_bytes"]),
             "min_current_bytes": min(s["current_bytes"]),

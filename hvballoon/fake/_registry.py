@@ -7,9 +7,10 @@ state into each other.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvballoon.fake.scenario import load_scenario
+from hvballoon.fake.scenario import builtin_scenarios, load_scenario
 
 if TYPE_CHECKING:
     from hvballoon._uri import ParsedURI
@@ -26,6 +27,14 @@ def scenario_ref(uri: ParsedURI) -> str:
     if uri.path and uri.path != "/":
         return uri.path
     return "seed"
+
+
+def canonical_ref(ref: str) -> str:
+    """A scenario reference as recorded with a persisted world: a built-in's name, else the
+    file's absolute path (so ``./x.yaml`` and ``/abs/x.yaml`` are the same scenario)."""
+    if ref in builtin_scenarios():
+        return ref
+    return str(Path(ref).expanduser().resolve())
 
 
 def push(key: str, world: World) -> None:

@@ -44,6 +44,58 @@ _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 _POWER = {s.value: s for s in PowerState}
 
 
+def _check_origin(
+    store: WorldStore, uri: str, ref: str, *, flavor: str | None, seed: int | None, speed: float | None
+) -> None:
+    """Refuse a URI that names something other than what the persisted world was made from: a
+    state file outlives the URI it was created with, and serving the old world under another
+    scenario or flavour would silently run a test against the wrong VMs. A parameter left out of
+    the URI means "whatever the world is"."""
+    from hvballoon.fake.scenario import load_scenario
+
+    origin = store.origin
+    asked: dict[str, Any] = {
+        "scenario": _registry.canonical_ref(ref),
+        "flavor": flavor,
+        "seed": seed,
+        "speed": speed,
+    }
+    if origin.get("scenario") is None:  # a state file from before origins: compare by name
+        try:
+            same = load_scenario(ref).name == origin.get("scenario_name")
+        except HVBalloonError:
+            same = False
+        asked["scenario"] = None if same else ref
+    mismatch = [k for k, v in asked.items() if v is not None and v != origin.get(k)]
+    if not mismatch:
+        return
+
+    def describe(values: dict[str, Any]) -> str:
+        parts = []
+        for key, value in values.items():
+            if key == "speed":
+                parts.append("a virtual clock" if value is None else f"speed {value:g}")
+            else:
+                parts.append(f"{key} {value}")
+        return ", ".join(parts)
+
+    world = {
+        "scenario": origin.get("scenario") or origin.get("scenario_name"),
+        "flavor": origin.get("flavor"),
+        "seed": origin.get("seed"),
+        "speed": origin.get("speed"),
+    }
+    wanted = {k: asked[k] for k in mismatch}
+    raise InvalidURIError(
+        f"the fake world persisted in {store.path} was made from {describe(world)}, but {uri} "
+        f"asks for {describe(wanted)}: a persisted world keeps what it was made from. Drop those "
+        "parameters (or give the ones above) to open it, or name another state file (or delete "
+        "this one) to start a new world",
+        uri=uri,
+        details={"state": store.path, "mismatch": mismatch, "world": world, "asked": wanted},
+    )
+
+
 class FakeBackend(Backend):
     """``fake://`` — a simulated hypervisor for tests, demos and CI.
 
@@ -100,8 +152,15 @@ class FakeBackend(Backend):
 
             ref = _registry.scenario_ref(uri)
             self._store = WorldStore(
-                state, lambda: _registry.new_world(ref, flavor=flavor, seed=seed, speed=speed)
+                state,
+                lambda: _registry.new_world(ref, flavor=flavor, seed=seed, speed=speed),
+                scenario_ref=_registry.canonical_ref(ref),
             )
+            try:
+                _check_origin(self._store, uri.redacted, ref, flavor=flavor, seed=seed, speed=speed)
+            except InvalidURIError:
+                self._store.close()
+                raise
         else:
             self._world = _registry.world_for(uri, flavor=flavor, seed=seed, speed=speed)
         with self._tx("connect") as w:

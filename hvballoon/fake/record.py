@@ -106,8 +106,9 @@ class Recorder:
     # -- output -------------------------------------------------------------------------
 
     def to_data(self) -> dict[str, Any]:
-        """``{"t": [...], "vms": {name: {series: [...]}}, "host": {...}, "events": [...]}``."""
-        names = self.world.names
+        """``{"t": [...], "vms": {name: {series: [...]}}, "host": {...}, "events": [...]}``
+        (VMs that share a name are told apart as ``name#2``…, see ``World.labels``)."""
+        names = self.world.labels
         vms: dict[str, dict[str, list[int]]] = {name: {} for name in names}
         for series, rows in self.vm_rows.items():
             for i, name in enumerate(names):
@@ -139,7 +140,7 @@ class Recorder:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["t_seconds", "vm", *SERIES, "host_free_bytes", "host_reclaimed_bytes"])
-        names = self.world.names
+        names = self.world.labels
         for k, t in enumerate(self.t):
             for i, name in enumerate(names):
                 values = [int(self.vm_rows[s][k][i]) for s in SERIES]

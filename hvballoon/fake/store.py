@@ -5,6 +5,10 @@ world, act, save it — so separate CLI invocations and parallel Ansible forks s
 world and no update is lost. The database uses WAL and a busy timeout; only the standard
 library's :mod:`sqlite3` is needed.
 
+The store also records what the world was made from (``origin``: the scenario reference, the
+flavour, the seed and the clock's speed), so that a URI naming something else is refused rather
+than silently served this world (see :meth:`hvballoon.fake.backend.FakeBackend`).
+
 >>> import tempfile, os
 >>> from hvballoon.fake.scenario import load_scenario
 >>> from hvballoon.fake.world import World
@@ -20,10 +24,12 @@ library's :mod:`sqlite3` is needed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.fake.world import World
@@ -31,12 +37,34 @@ from hvballoon.fake.world import World
 __all__ = ["WorldStore"]
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS world (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, data BLOB NOT NULL)"
+_ORIGIN = "CREATE TABLE IF NOT EXISTS origin (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL)"
+
+
+def world_origin(world: World, scenario_ref: str | None) -> dict[str, Any]:
+    """What a world was made from: ``scenario`` (the reference it was loaded by, ``None`` when
+    unknown), ``flavor``, ``seed`` and ``speed`` (``None``: a virtual clock)."""
+    return {
+        "scenario": scenario_ref,
+        "scenario_name": world.scenario.name,
+        "flavor": world.flavor,
+        "seed": world.seed,
+        "speed": world.speed if world.clock == "wall" else None,
+    }
 
 
 class WorldStore:
-    """One world in one SQLite file. ``factory`` builds it the first time."""
+    """One world in one SQLite file. ``factory`` builds it the first time; ``scenario_ref``
+    (how the scenario was named: ``seed``, ``/path/x.yaml``) is recorded with it in
+    :attr:`origin`."""
 
-    def __init__(self, path: str | Path, factory: Callable[[], World], *, busy_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        factory: Callable[[], World],
+        *,
+        scenario_ref: str | None = None,
+        busy_timeout: float = 60.0,
+    ) -> None:
         self.path = str(path)
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
@@ -44,19 +72,32 @@ class WorldStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute(_SCHEMA)
+            self._conn.execute(_ORIGIN)
         except sqlite3.Error as exc:
             raise InvalidRequestError(f"cannot open the fake world's state file {self.path}: {exc}") from exc
         self._cache: tuple[int, World] | None = None
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            if self._conn.execute("SELECT 1 FROM world WHERE id = 1").fetchone() is None:
+            row = self._conn.execute("SELECT data FROM world WHERE id = 1").fetchone()
+            if row is None:
+                world = factory()
+                origin = world_origin(world, scenario_ref)
                 self._conn.execute(
-                    "INSERT INTO world (id, version, data) VALUES (1, 1, ?)", (factory().to_bytes(),)
+                    "INSERT INTO world (id, version, data) VALUES (1, 1, ?)", (world.to_bytes(),)
                 )
+            else:
+                found = self._conn.execute("SELECT data FROM origin WHERE id = 1").fetchone()
+                # a state file from before origins were recorded: what its world says of itself
+                origin = json.loads(found[0]) if found else world_origin(World.from_bytes(row[0]), None)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO origin (id, data) VALUES (1, ?)", (json.dumps(origin, sort_keys=True),)
+            )
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+        #: what the world was made from (see :func:`world_origin`)
+        self.origin: dict[str, Any] = origin
 
     def close(self) -> None:
         self._conn.close()

@@ -148,6 +148,20 @@ _STATE = [
 ]
 
 
+def _labels(names: list[str]) -> list[str]:
+    """Names made unique: real hypervisors allow two VMs with one name, and so does the fake.
+
+    >>> _labels(["a", "b", "a", "a"])
+    ['a', 'b', 'a#2', 'a#3']
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
 class SimulationError(AssertionError):
     """An internal invariant broke (only checked when the world is ``strict``)."""
 
@@ -164,13 +178,14 @@ class Host:
 class Guest:
     """A view of one guest in the world's arrays (sizes in bytes, times in virtual seconds)."""
 
-    __slots__ = ("_i", "_w", "config", "id", "name")
+    __slots__ = ("_i", "_w", "config", "id", "label", "name")
 
     def __init__(self, world: World, index: int) -> None:
         self._w = world
         self._i = index
         self.id = world.ids[index]
         self.name = world.names[index]
+        self.label = world.labels[index]  # the name, made unique (``name#2``) where it is shared
         self.config: dict[str, Any] = world.configs[index]
 
     def _get(self, name: str) -> float:
@@ -368,8 +383,14 @@ class World:
         specs = scenario.vms
         n = len(specs)
         self.n = n
-        self.ids = [s.id or str(uuid.uuid5(_NAMESPACE, f"{scenario.name}/{s.name}")) for s in specs]
         self.names = [s.name for s in specs]
+        #: unique per VM: its name, or ``name#2``, ``name#3``… for the later VMs of a shared name
+        self.labels = _labels(self.names)
+        # a VM without an id gets a stable one from its label (the first of a name: its name)
+        self.ids = [
+            s.id or str(uuid.uuid5(_NAMESPACE, f"{scenario.name}/{label}"))
+            for s, label in zip(specs, self.labels, strict=True)
+        ]
         self.power = [s.power_state for s in specs]
         self.configs = [self._config_from_spec(s) for s in specs]
         self.a: dict[str, Arr] = {k: np.zeros(n) for k in _STATE}
@@ -1100,7 +1121,7 @@ class World:
             guests = {}
             for g in self.guests.values():
                 i = g.index
-                guests[g.name] = {
+                guests[g.label] = {
                     "configured": int(a["mem"][i]),
                     "balloon": g.ballooned_bytes,
                     "current": int(a["cur"][i]),

@@ -139,3 +139,107 @@ def test_builtin_scenarios_run_conserved(name: str) -> None:
     w = World(load_scenario(name), strict=True)
     w.advance(1800)
     assert w.accounting()["host"]["conserved"]
+
+
+TWINS = """
+name: twins
+host: {physical: 64GiB}
+vms:
+  - {name: twin, memory: 8GiB, used: 2GiB}
+  - {name: solo, memory: 8GiB, used: 2GiB}
+  - {name: twin, memory: 4GiB, used: 1GiB}
+"""
+
+
+def test_duplicate_names_are_kept_with_distinct_ids(tmp_path: Path) -> None:
+    """Real hypervisors allow two VMs with one name: the fake keeps both, so a script's handling
+    of AmbiguousVMError can be tested on it."""
+    path = tmp_path / "twins.yaml"
+    path.write_text(TWINS)
+    for uri in (f"fake://{path}", f"fake://{path}?state={tmp_path / 'w.db'}"):
+        with hvballoon.connect(uri) as hv:
+            vms = hv.list_vms()
+            twins = [v for v in vms if v.name == "twin"]
+            assert len(vms) == 3 and len(twins) == 2 and twins[0].id != twins[1].id
+            with pytest.raises(hvballoon.AmbiguousVMError) as info:
+                hv.set_target("twin", "6GiB")
+            assert sorted(info.value.details["candidates"]) == sorted(v.id for v in twins)
+            assert [s.configured_bytes for s in hv.get_stats(twins)] == [8 * GiB, 4 * GiB]
+            hv.set_target(twins[1].id, "3GiB")
+            by_id = {s.vm.id: s.target_bytes for s in hv.get_stats()}
+            assert (by_id[twins[0].id], by_id[twins[1].id]) == (8 * GiB, 3 * GiB)
+    world = World(load_scenario(path))
+    rec = world.record(every=10)
+    world.advance(20)
+    series = rec.to_data()["vms"]
+    assert len(series) == 3 and len(world.accounting()["guests"]) == 3
+
+
+def _persist(tmp_path: Path, uri: str) -> str:
+    with hvballoon.connect(uri) as hv:
+        hv.set_target("web01", "8GiB")
+    return uri
+
+
+@pytest.mark.parametrize(
+    ("created", "reopened", "what"),
+    [
+        ("fake://seed?state={db}", "fake://java?state={db}", "scenario"),
+        ("fake://seed?state={db}", "fake://seed?state={db}&flavor=esxi", "flavor"),
+        ("fake://seed?flavor=esxi&state={db}", "fake://seed?state={db}&flavor=kvm", "flavor"),
+        ("fake://seed?state={db}", "fake://seed?state={db}&seed=7", "seed"),
+        ("fake://seed?state={db}&seed=7", "fake://seed?state={db}&seed=8", "seed"),
+    ],
+)
+def test_a_persisted_world_refuses_a_uri_that_contradicts_it(
+    tmp_path: Path, created: str, reopened: str, what: str
+) -> None:
+    db = tmp_path / "w.db"
+    _persist(tmp_path, created.format(db=db))
+    with pytest.raises(hvballoon.InvalidURIError) as info:
+        hvballoon.connect(reopened.format(db=db))
+    msg = str(info.value)
+    assert what in msg and str(db) in msg
+    assert info.value.details["mismatch"] and what in info.value.details["mismatch"]
+    # the world is untouched, and the URI that matches it still opens it
+    with hvballoon.connect(created.format(db=db)) as hv:
+        assert hv.get_stats(["web01"])[0].target_bytes == 8 * GiB
+
+
+def test_a_persisted_world_opens_with_what_it_was_created_with_or_less(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    _persist(tmp_path, f"fake://seed?flavor=esxi&seed=3&state={db}")
+    # parameters left out mean "whatever the world is"; the same ones are accepted
+    for uri in (f"fake://seed?state={db}", f"fake://seed?state={db}&flavor=esxi&seed=3"):
+        with hvballoon.connect(uri) as hv:
+            assert hv.backend.flavor == "esxi"
+    # the world records what made it
+    path = tmp_path / "mine.yaml"
+    path.write_text(TWINS)
+    _other = tmp_path / "o.db"
+    with hvballoon.connect(f"fake://{path}?state={_other}") as hv:
+        assert len(hv.list_vms()) == 3
+    with pytest.raises(hvballoon.InvalidURIError, match="scenario"):
+        hvballoon.connect(f"fake://seed?state={_other}")
+
+
+def test_a_state_file_that_is_not_a_world_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    db.write_text("not a database at all " * 100)
+    with pytest.raises(hvballoon.InvalidRequestError, match=str(db)):
+        hvballoon.connect(f"fake://seed?state={db}")
+
+
+def test_a_state_file_from_before_origins_were_recorded_is_checked_by_scenario_name(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "w.db"
+    _persist(tmp_path, f"fake://seed?flavor=esxi&state={db}")
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE origin")
+    with pytest.raises(hvballoon.InvalidURIError, match="scenario java"):
+        hvballoon.connect(f"fake://java?state={db}")
+    with pytest.raises(hvballoon.InvalidURIError, match="flavor kvm"):
+        hvballoon.connect(f"fake://seed?state={db}&flavor=kvm")
+    with hvballoon.connect(f"fake://seed?state={db}") as hv:
+        assert hv.backend.flavor == "esxi" and hv.get_stats(["web01"])[0].target_bytes == 8 * GiB
