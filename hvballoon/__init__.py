@@ -9,6 +9,8 @@ KVM (libvirt), VMware ESXi/vCenter and Hyper-V, with a fake backend for tests.
 Importing this package imports no hypervisor library: backends load on first use.
 """
 
+import logging
+
 from hvballoon._version import __version__
 from hvballoon.errors import (
     AmbiguousVMError,
@@ -33,6 +35,7 @@ from hvballoon.errors import (
     StatsUnavailableError,
     TargetAboveMaximumError,
     TargetBelowFloorError,
+    TargetNotObservableWarning,
     UnsupportedOperationError,
     VMNotFoundError,
     WaitTimeoutError,
@@ -85,6 +88,7 @@ __all__ = [
     "StatsUnavailableError",
     "TargetAboveMaximumError",
     "TargetBelowFloorError",
+    "TargetNotObservableWarning",
     "UnsupportedOperationError",
     "VM",
     "VMNotFoundError",
@@ -95,3 +99,7 @@ __all__ = [
     "format_size",
     "parse_size",
 ]
+
+# A library logs; the application decides where that goes. Without this, logging's "last
+# resort" would print hvballoon's warnings on stderr a second time next to the warnings proper.
+logging.getLogger("hvballoon").addHandler(logging.NullHandler())

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -212,6 +214,39 @@ def main() -> None:
       hvballoon stats fake://seed
       hvballoon set fake://seed web01 6GiB --dry-run
     """
+    warnings.showwarning = _show_warning
+    library_log = logging.getLogger("hvballoon")
+    if not any(isinstance(h, _WarningLines) for h in library_log.handlers):
+        library_log.addHandler(_WarningLines(logging.WARNING))
+
+
+_shown: set[str] = set()  # warning texts already printed by this process
+
+
+def _warn_line(text: str) -> None:
+    if text not in _shown:
+        _shown.add(text)
+        click.echo(f"warning: {text}", err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as the command's own 'warning:' lines on stderr, without Python's source line."""
+    _warn_line(str(message))
+
+
+class _WarningLines(logging.Handler):
+    """The library's warnings and errors as 'warning:' lines, each text once (a warning that was
+    also logged, such as --no-verify's, is not printed twice)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _warn_line(record.getMessage())
 
 
 @main.command(
@@ -391,11 +426,17 @@ def set_cmd(
 
     parse_size(size, what="target")  # refuse bad sizes before connecting
     wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    from hvballoon.session import noting_unobservable
+
     with session(uri, _conn(kw)) as hv:
         change = hv.set_target(vm, size, dry_run=dry_run, force=force)
         stats = None
+        notes: list[str] = []
         if wait and not dry_run:
-            stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
+            # a target that cannot be observed arriving: applied, warned about, not waited for
+            with noting_unobservable() as notes:
+                stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
+            change = change.model_copy(update={"warnings": (*change.warnings, *notes)})
     if as_json:
         if wait and not dry_run:
             _echo_json(
@@ -409,7 +450,7 @@ def set_cmd(
         return
     for line in _change_lines(change):
         click.echo(line)
-    if stats is not None:
+    if stats is not None and not notes:
         click.echo(f"  reached: {format_size(stats.current_bytes)}")
 
 

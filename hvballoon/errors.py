@@ -35,6 +35,10 @@ pywinrm or requests exception ever reaches the caller. The native exception stay
 ``code`` is a stable string (use it, not the class name or the message, in scripts);
 ``exit_code`` is what the ``hvballoon`` command exits with.
 
+One warning class, :class:`TargetNotObservableWarning`, says a wait returned without watching
+the target arrive (the backend cannot observe it); make it an error with
+``warnings.simplefilter("error", TargetNotObservableWarning)`` where that must not pass.
+
 >>> from hvballoon.errors import VMNotFoundError
 >>> err = VMNotFoundError("no VM named 'db9'", vm="db9", backend="fake")
 >>> err.code, err.retryable, err.exit_code
@@ -69,6 +73,7 @@ __all__ = [
     "ScenarioError",
     "SessionExpiredError",
     "StatsUnavailableError",
+    "TargetNotObservableWarning",
     "TargetAboveMaximumError",
     "TargetBelowFloorError",
     "UnsupportedOperationError",
@@ -320,6 +325,24 @@ class BackendError(HVBalloonError):
 
     code = "backend_error"
     exit_code = 13
+
+
+class TargetNotObservableWarning(UserWarning):
+    """The backend cannot observe a target being reached (ESXi's limit: ESXi decides when to
+    balloon; Hyper-V's Dynamic Memory: the host moves memory by demand), so a wait for it
+    returned the current figures at once. The target itself was applied.
+
+    Attributes: ``vm``, ``backend``, ``mechanism``.
+    """
+
+    def __init__(
+        self, message: str, *, vm: str | None = None, backend: str | None = None, mechanism: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.vm = vm
+        self.backend = backend
+        self.mechanism = mechanism
 
 
 def json_native(value: Any) -> Any:

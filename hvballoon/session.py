@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from hvballoon.errors import (
     StatsUnavailableError,
     TargetAboveMaximumError,
     TargetBelowFloorError,
+    TargetNotObservableWarning,
     UnsupportedOperationError,
     VMNotFoundError,
     WaitTimeoutError,
@@ -53,7 +55,7 @@ from hvballoon.models import (
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import MiB, align, format_size, format_sizes, parse_size
 
-__all__ = ["GuardRails", "Hypervisor", "VMRef", "connect"]
+__all__ = ["GuardRails", "Hypervisor", "VMRef", "connect", "noting_unobservable"]
 
 log = logging.getLogger("hvballoon")
 
@@ -82,6 +84,29 @@ class GuardRails:
         if configured_bytes:
             margin = max(margin, int(configured_bytes * self.margin_fraction))
         return used_bytes + margin
+
+
+@contextmanager
+def noting_unobservable() -> Iterator[list[str]]:
+    """Collect the :class:`~hvballoon.errors.TargetNotObservableWarning` messages raised in the
+    block into a list (instead of printing them), for a front end that shows them its own way;
+    other warnings pass through.
+
+    >>> import hvballoon
+    >>> with hvballoon.connect("fake://seed?flavor=esxi") as hv, noting_unobservable() as notes:
+    ...     _ = hv.wait_for_target("web01")
+    >>> "cannot observe 'web01'" in notes[0]
+    True
+    """
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TargetNotObservableWarning)
+        yield notes
+    for w in caught:
+        if issubclass(w.category, TargetNotObservableWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def connect(
@@ -593,19 +618,31 @@ class Hypervisor:
         the hypervisor reports no error — and :class:`~hvballoon.errors.WaitTimeoutError` when
         it is still moving at ``timeout``. If the VM vanishes (a guest crashed by
         over-inflation), :class:`~hvballoon.errors.VMNotFoundError` says so.
+
+        Where the backend cannot observe a target being reached (its capabilities say
+        ``target_observable=False``: an ESXi limit, Hyper-V Dynamic Memory), it returns the
+        current stats at once with a :class:`~hvballoon.errors.TargetNotObservableWarning`: the
+        target was applied, and there is nothing to wait for. The CLI and the Ansible modules
+        do the same (warn, succeed).
         """
         if timeout <= 0 or poll_interval <= 0:
             raise InvalidRequestError("timeout and poll_interval must be positive")
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         if not caps.target_observable:
-            raise UnsupportedOperationError(
-                f"the {caps.backend} backend cannot observe a target being reached "
-                f"(mechanism {caps.mechanism.value})",
-                vm=target_vm.name,
-                backend=self.backend_name,
-                uri=self.uri,
+            msg = (
+                f"the {caps.backend} backend cannot observe {target_vm.name!r} reaching a "
+                f"{caps.mechanism.value} target (the hypervisor moves the memory within it on its "
+                "own): the target is applied; not waiting"
             )
+            log.info(msg)
+            warnings.warn(
+                TargetNotObservableWarning(
+                    msg, vm=target_vm.name, backend=self.backend_name, mechanism=caps.mechanism.value
+                ),
+                stacklevel=2,
+            )
+            return self._wait_stats(target_vm)
         stats = self._wait_stats(target_vm)
         if target is not None:
             goal = align(parse_size(target, what="target"), caps.alignment_bytes, "up")

@@ -199,3 +199,38 @@ def test_iec_short_units_are_accepted_on_the_command_line() -> None:
     r = run("set", "fake://seed", "web01", "6 Gi", "--dry-run", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["after"]["target_bytes"] == 6 * 2**30
+
+
+@pytest.mark.parametrize("flavor", ["esxi", "hyperv"])
+def test_set_wait_on_an_unobservable_target_applies_warns_and_succeeds(flavor: str) -> None:
+    size = "12GiB" if flavor == "esxi" else "16GiB"
+    r = run("set", f"fake://seed?flavor={flavor}", "web01", size, "--wait")
+    assert r.returncode == 0, r.stderr
+    assert "warning:" in r.stdout and "cannot observe 'web01'" in r.stdout
+    r = run("set", f"fake://seed?flavor={flavor}", "web01", size, "--wait", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    validate(out["change"], "Change")
+    validate(out["stats"], "MemoryStats")
+    assert any("cannot observe" in w for w in out["change"]["warnings"])
+    assert out["stats"]["target_bytes"] == int(size.removesuffix("GiB")) * 2**30
+
+
+def test_no_verify_warns_once_cleanly() -> None:
+    r = run("stats", "fake://seed", "web01", "--no-verify")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("TLS certificate verification is OFF") == 1, r.stderr
+    assert r.stderr.startswith("warning: TLS certificate verification is OFF for fake://seed")
+    assert "UserWarning" not in r.stderr and ".py" not in r.stderr and "hvballoon.connect(" not in r.stderr
+    r = run("stats", "fake://seed", "fake://seed?flavor=esxi", "--no-verify", "--json")
+    assert r.returncode == 0, r.stderr
+    for uri in ("fake://seed:", "fake://seed?flavor=esxi:"):
+        assert r.stderr.count(f"OFF for {uri}") == 1, r.stderr
+    assert ".py" not in r.stderr
+
+
+def test_library_log_lines_never_reach_the_terminal_on_their_own() -> None:
+    """A warning the CLI shows its own way is not printed again by logging's last resort."""
+    r = run("set", "fake://seed?flavor=esxi", "web01", "12GiB", "--wait")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.count("cannot observe") == 1

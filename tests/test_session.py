@@ -24,7 +24,7 @@ from hvballoon.errors import (
 from hvballoon.models import Mechanism
 from hvballoon.retry import RetryPolicy
 from hvballoon.session import GuardRails
-from hvballoon.units import GiB, KiB, MiB
+from hvballoon.units import GiB, KiB, MiB, parse_size
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -158,6 +158,22 @@ def test_wait_times_out_when_still_short(twins: hvballoon.Hypervisor) -> None:
         twins.wait_for_target("nodriver", timeout=3, poll_interval=1, stall_after=100)
 
 
+@pytest.mark.parametrize(("flavor", "vm", "size"), [("esxi", "web01", "12GiB"), ("hyperv", "web01", "16GiB")])
+def test_wait_on_an_unobservable_target_warns_and_returns_the_stats(flavor: str, vm: str, size: str) -> None:
+    """ESXi's limit and Hyper-V's Dynamic Memory cannot be watched arriving: the target is
+    applied, the wait warns (a typed warning) and returns the current stats, like Ansible does."""
+    with hvballoon.connect(f"fake://seed?flavor={flavor}", retry=INSTANT) as hv:
+        hv.set_target(vm, size)
+        with pytest.warns(hvballoon.TargetNotObservableWarning, match="cannot observe") as caught:
+            st = hv.wait_for_target(vm, timeout=5)
+        assert st.vm.name == vm and st.target_bytes == parse_size(size)
+        assert caught[0].message.vm == vm  # type: ignore[union-attr]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", hvballoon.TargetNotObservableWarning)  # strict callers
+            with pytest.raises(hvballoon.TargetNotObservableWarning):
+                hv.wait_for_target(vm, timeout=5)
+
+
 def test_wait_arrives(hv: hvballoon.Hypervisor) -> None:
     hv.set_target("web01", "8GiB")
     assert hv.wait_for_target("web01", timeout=5).current_bytes == 8 * GiB
@@ -214,8 +230,8 @@ def test_esxi_limits() -> None:
         assert release.after["limit_bytes"] is None and release.before["limit_bytes"] == 12 * GiB
         with pytest.raises(UnsupportedOperationError):
             hv.set_config("db01", buffer_percent=20)
-        with pytest.raises(UnsupportedOperationError):
-            hv.wait_for_target("db01")
+        with pytest.warns(hvballoon.TargetNotObservableWarning):  # a limit is not watched arriving
+            assert hv.wait_for_target("db01").vm.name == "db01"
 
 
 def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -34,6 +34,7 @@ kind documents, and the changes it allows, one parametrized test each (the cases
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -45,6 +46,7 @@ from hvballoon.errors import (
     InvalidStateError,
     TargetAboveMaximumError,
     TargetBelowFloorError,
+    TargetNotObservableWarning,
     UnsupportedOperationError,
     VMNotFoundError,
 )
@@ -244,6 +246,22 @@ class TargetTests(_Base):
         (after,) = hv.get_stats([vm])
         assert after.target_bytes == goal
         assert hv.set_target(vm, goal).changed is False
+
+    def test_a_wait_warns_exactly_when_it_cannot_watch(self, hv: Hypervisor) -> None:
+        """Where the capabilities say a target cannot be observed, waiting returns the stats at
+        once with a TargetNotObservableWarning; elsewhere it watches, without that warning."""
+        vm = self.running_vms(hv)[0]
+        caps = hv.vm_capabilities(vm)
+        (st,) = hv.get_stats([vm])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reached = hv.wait_for_target(vm, target=st.current_bytes, timeout=self.wait_timeout)
+        told = [w.message for w in caught if issubclass(w.category, TargetNotObservableWarning)]
+        assert reached.vm.id == vm.id
+        if caps.target_observable:
+            assert told == []
+        else:
+            assert len(told) == 1 and getattr(told[0], "vm", None) == vm.name
 
     def test_above_maximum_is_refused_even_forced(self, hv: Hypervisor) -> None:
         vm, st, cfg, caps = self.movable(hv)[0]

@@ -43,6 +43,9 @@ options:
     description:
       - "After changing, wait until the VM's memory reaches the target (where the backend can observe it:
         KVM and Hyper-V static memory). Not done in check mode."
+      - "Where it cannot (an ESXi limit, Hyper-V Dynamic Memory) the target is applied, the task
+        warns that it did not wait and succeeds, with the VM's current stats (as C(hvballoon set --wait)
+        and the SDK's C(wait_for_target) do)."
       - Fails with code V(balloon_stalled) when the balloon stops short of the target, or V(wait_timeout).
     type: bool
     default: false
@@ -153,8 +156,10 @@ changes:
       before: {"target_bytes": 17179869184}
       after: {"target_bytes": 6442450944}
 stats:
-  description: The memory stats of each VM once its target was reached (see hvballoon.memory.memory_info).
-  returned: when O(wait=true), not in check mode, and the backend can observe the target
+  description:
+    - The memory stats of each VM once its target was reached (see hvballoon.memory.memory_info);
+      where the target cannot be observed arriving, its stats right after the change.
+  returned: when O(wait=true), not in check mode
   type: list
   elements: dict
 code:
@@ -188,6 +193,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
 
 if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
+    from hvballoon.session import noting_unobservable
     from hvballoon.units import parse_size
 
 
@@ -227,14 +233,13 @@ def main():
                 for warning in change.warnings:
                     module.warn(f"{change.vm.name}: {warning}")
                 if p["wait"] and not module.check_mode:
-                    if hv.vm_capabilities(change.vm).target_observable:
+                    # where the target cannot be observed arriving the SDK warns and returns at once
+                    with noting_unobservable() as notes:
                         reached = hv.wait_for_target(change.vm, timeout=p["wait_timeout"])
-                        stats.append(reached.model_dump(mode="json"))
-                    else:
-                        module.warn(
-                            f"{change.vm.name}: the {hv.backend_name} backend cannot observe a "
-                            f"{change.mechanism.value} target being reached; not waiting"
-                        )
+                    stats.append(reached.model_dump(mode="json"))
+                    result["changes"][-1]["warnings"] = [*change.warnings, *notes]
+                    for note in notes:
+                        module.warn(note)
     except HVBalloonError as exc:
         fail_error(module, exc, **result)
     if p["wait"] and not module.check_mode:
