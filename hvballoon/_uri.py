@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from hvballoon.errors import InvalidURIError
+from hvballoon.errors import Hint, InvalidURIError
 
 __all__ = ["ParsedURI", "parse_uri", "redact_uri"]
 
@@ -72,8 +72,7 @@ def parse_uri(uri: object) -> ParsedURI:
         raise InvalidURIError(f"invalid URI scheme in {redact_uri(uri)!r}")
     if parts.password is not None:
         raise InvalidURIError(
-            f"a password must not be part of the URI ({redact_uri(uri)}); "
-            "pass password=… or set HVBALLOON_PASSWORD"
+            f"a password must not be part of the URI ({redact_uri(uri)})", hint=Hint("password")
         )
     if parts.fragment:
         raise InvalidURIError(f"a URI fragment ('#…') is not allowed: {redact_uri(uri)!r}")
@@ -87,8 +86,7 @@ def parse_uri(uri: object) -> ParsedURI:
             raise InvalidURIError(f"query parameter {k!r} given twice in {redact_uri(uri)!r}")
         if k.lower() in _SECRET_KEYS:
             raise InvalidURIError(
-                f"a secret must not be part of the URI (parameter {k!r}); "
-                "pass password=… or set HVBALLOON_PASSWORD"
+                f"a secret must not be part of the URI (parameter {k!r})", hint=Hint("password")
             )
         query[k] = v
     return ParsedURI(

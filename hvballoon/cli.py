@@ -108,13 +108,26 @@ def _table(columns: list[str], rows: list[list[str]], title: str | None = None) 
 
 def _fail(exc: HVBalloonError, as_json: bool) -> None:
     if as_json:
-        _echo_json(exc.to_dict())
+        _echo_json(exc.to_dict("cli"))
     else:
-        click.echo(f"error: {exc}", err=True)
-        hint = exc.details.get("install")
-        if hint:
-            click.echo(f"hint: {hint}", err=True)
+        click.echo(f"error: {exc.describe('cli', with_hint=False)}", err=True)
+        for hint in (exc.hint_text("cli"), exc.details.get("install")):
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
     sys.exit(exc.exit_code)
+
+
+def read_password_stdin() -> str:
+    """The password on the first line of standard input (``--password-stdin``); an empty one is
+    refused, as it is never what was meant (an unset variable, a pipe that produced nothing)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidRequestError(
+            "--password-stdin read an empty password (standard input was empty or began with an "
+            "empty line); give the password on its first line, e.g. "
+            "printf '%s\\n' \"$PASSWORD\" | hvballoon … --password-stdin"
+        )
+    return password
 
 
 def handle_errors(fn: F) -> F:
@@ -160,9 +173,7 @@ def connection_options(fn: F) -> F:
 def session(uri: str, opts: dict[str, Any]) -> Iterator[Any]:
     import hvballoon
 
-    password = None
-    if opts.get("password_stdin"):
-        password = sys.stdin.readline().rstrip("\r\n")
+    password = read_password_stdin() if opts.get("password_stdin") else None
     timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
     if timeout <= 0:
         raise InvalidRequestError("--timeout must be above zero")

@@ -11,7 +11,6 @@ the order given), else 7 when a VM named matched no host.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from datetime import datetime, timezone
@@ -26,10 +25,12 @@ from hvballoon.cli import (
     _console,
     _fleet_options,
     _table,
+    _warn_line,
     connection_options,
     handle_errors,
     host_row,
     json_option,
+    read_password_stdin,
     stats_row,
 )
 from hvballoon.errors import InvalidRequestError, VMNotFoundError
@@ -62,7 +63,7 @@ def _make_fleet(
     *,
     host_stats: bool = False,
 ) -> Fleet:
-    password = sys.stdin.readline().rstrip("\r\n") if conn.get("password_stdin") else None
+    password = read_password_stdin() if conn.get("password_stdin") else None
     timeout = parse_duration(conn.get("timeout") or "30s", what="--timeout")
     deadline = parse_duration(host_timeout, what="--host-timeout") if host_timeout else timeout
     if timeout <= 0 or deadline <= 0:
@@ -99,7 +100,7 @@ def _summary(results: list[HostResult], vms: list[str], *, hosts: bool = False) 
     return {
         "ok": code == 0,
         "exit_code": code,
-        "hosts": [r.to_dict(hosts=hosts) for r in results],
+        "hosts": [r.to_dict("cli", hosts=hosts) for r in results],
         "missing_vms": missing,
     }
 
@@ -156,7 +157,7 @@ def run_fleet_stats(
         _console().print(_render(results))
         for r in results:
             if r.error is not None:
-                click.echo(f"error: {r.uri}: {r.error.code}: {r.error.message}", err=True)
+                click.echo(f"error: {r.uri}: {r.error.code}: {r.error.describe('cli')}", err=True)
         if summary["missing_vms"]:
             click.echo(f"error: no host has a VM named {', '.join(summary['missing_vms'])}", err=True)
     sys.exit(summary["exit_code"])
@@ -297,10 +298,10 @@ def exporter_cmd(
     bound = exporter.start(address, port)
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     click.echo(f"serving http://{shown}:{bound[1]}/metrics for {len(host_uris)} host(s)", err=True)
-    if exporter.exposure_warning is not None and logging.getLogger("hvballoon.exporter").hasHandlers():
-        # logged already; with no logging configured, Python's last-resort handler printed it on
-        # stderr, so only a configured log needs it repeated there
-        click.echo(f"warning: {exporter.exposure_warning}", err=True)
+    if exporter.exposure_warning is not None:
+        # logged already, and the command prints the library's warnings once: this is a no-op
+        # then, and the line itself where the log went elsewhere
+        _warn_line(exporter.exposure_warning)
     try:
         while True:
             time.sleep(3600)

@@ -35,6 +35,11 @@ pywinrm or requests exception ever reaches the caller. The native exception stay
 ``code`` is a stable string (use it, not the class name or the message, in scripts);
 ``exit_code`` is what the ``hvballoon`` command exits with.
 
+An error may carry a :class:`Hint`: what the caller can do about it (override a guard rail,
+give a password), kept apart from the message because the Python API, the ``hvballoon`` command
+and the Ansible modules each say it in their own words (``force=True``, ``--force``,
+``force: true``); see :func:`hint_text`.
+
 One warning class, :class:`TargetNotObservableWarning`, says a wait returned without watching
 the target arrive (the backend cannot observe it); make it an error with
 ``warnings.simplefilter("error", TargetNotObservableWarning)`` where that must not pass.
@@ -48,9 +53,11 @@ the target arrive (the backend cannot observe it); make it an error with
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "AmbiguousVMError",
@@ -61,8 +68,11 @@ __all__ = [
     "BackendUnavailableError",
     "BalloonStalledError",
     "GuardRailError",
+    "HINTS",
     "HVBalloonError",
     "HVConnectionError",
+    "Hint",
+    "Interface",
     "InvalidRequestError",
     "InvalidSizeError",
     "InvalidStateError",
@@ -73,15 +83,63 @@ __all__ = [
     "ScenarioError",
     "SessionExpiredError",
     "StatsUnavailableError",
-    "TargetNotObservableWarning",
     "TargetAboveMaximumError",
     "TargetBelowFloorError",
+    "TargetNotObservableWarning",
     "UnsupportedOperationError",
     "VMNotFoundError",
     "WaitTimeoutError",
     "error_codes",
+    "hint_text",
     "json_native",
 ]
+
+#: Where an error is shown: the Python API, the ``hvballoon`` command, an Ansible module.
+Interface = Literal["api", "cli", "ansible"]
+
+#: How each interface words each kind of :class:`Hint` (``{name}`` fields come from its params).
+HINTS: dict[str, dict[str, str]] = {
+    "force": {
+        "api": "pass force=True to override",
+        "cli": "add --force to override",
+        "ansible": "set force: true to override",
+    },
+    "password": {
+        "api": "pass password=… or set HVBALLOON_PASSWORD",
+        "cli": "set HVBALLOON_PASSWORD, or give the password on standard input with --password-stdin",
+        "ansible": "set the password option (else HVBALLOON_PASSWORD on the host that runs the module)",
+    },
+    "fresh_stats": {
+        "api": "wait for fresh stats (KVM: set_config(vm, stats_period=10)) or pass force=True",
+        "cli": "wait for fresh stats (KVM: hvballoon config URI VM --stats-period 10) or add --force",
+        "ansible": "wait for fresh stats (KVM: hvballoon.memory.config with stats_period: 10) or set force: true",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What the caller can do about an error, whatever interface it came through: ``kind`` is a
+    key of :data:`HINTS`, ``params`` fill its wording.
+
+    >>> hint_text(Hint("force"), "cli")
+    'add --force to override'
+    """
+
+    kind: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in HINTS:
+            raise ValueError(f"unknown hint kind {self.kind!r}; known: {', '.join(sorted(HINTS))}")
+
+
+def hint_text(hint: Hint, interface: Interface = "api") -> str:
+    """The hint in the words of ``interface`` ("api", "cli" or "ansible")."""
+    wording = HINTS[hint.kind]
+    if interface not in wording:
+        raise ValueError(f"unknown interface {interface!r}; known: api, cli, ansible")
+    return wording[interface].format(**hint.params)
 
 
 class HVBalloonError(Exception):
@@ -89,8 +147,10 @@ class HVBalloonError(Exception):
 
     Attributes: ``code`` (stable string), ``retryable``, ``exit_code``, ``backend``, ``uri``
     (always redacted: no password), ``vm``, ``native_code`` (the backend's own fault code or
-    name, when there is one) and ``details`` (a dict of figures, e.g. the numbers a guard rail
-    compared).
+    name, when there is one), ``details`` (a dict of figures, e.g. the numbers a guard rail
+    compared) and ``hint`` (a :class:`Hint`, or None). ``message`` says what went wrong in words
+    that hold for every interface; ``str()`` adds the hint in the Python API's words, and
+    :meth:`describe` in another interface's.
     """
 
     code: ClassVar[str] = "error"
@@ -107,6 +167,7 @@ class HVBalloonError(Exception):
         native_code: str | int | None = None,
         retryable: bool | None = None,
         details: dict[str, Any] | None = None,
+        hint: Hint | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -116,6 +177,20 @@ class HVBalloonError(Exception):
         self.native_code = native_code
         self.retryable = self.default_retryable if retryable is None else retryable
         self.details: dict[str, Any] = dict(details or {})
+        self.hint = hint
+
+    def hint_text(self, interface: Interface = "api") -> str | None:
+        """The hint in the words of ``interface``, or None."""
+        return hint_text(self.hint, interface) if self.hint is not None else None
+
+    def describe(self, interface: Interface = "api", *, with_hint: bool = True) -> str:
+        """The message, the hint in ``interface``'s words, and where (backend, VM)."""
+        text = self.message
+        hint = self.hint_text(interface) if with_hint else None
+        if hint:
+            text = f"{text}; {hint}"
+        where = [f"{k}={v}" for k, v in (("backend", self.backend), ("vm", self.vm)) if v]
+        return f"{text} [{', '.join(where)}]" if where else text
 
     @property
     def native(self) -> BaseException | None:
@@ -134,9 +209,10 @@ class HVBalloonError(Exception):
             self.vm = vm
         return self
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, interface: Interface = "api") -> dict[str, Any]:
         """A JSON-ready description (what ``--json`` prints on failure): plain JSON values only,
-        so ``details`` holds numbers and strings as such, never Python reprs.
+        so ``details`` holds numbers and strings as such, never Python reprs. ``hint`` is
+        ``{"kind", "text"}`` in the words of ``interface``, or None.
 
         >>> import json
         >>> err = HVBalloonError("bad", details={"value": "8G", "seen": frozenset({"b", "a"})})
@@ -153,11 +229,15 @@ class HVBalloonError(Exception):
             "vm": self.vm,
             "native_code": json_native(self.native_code),
             "details": json_native(self.details),
+            "hint": (
+                {"kind": self.hint.kind, "text": hint_text(self.hint, interface)}
+                if self.hint is not None
+                else None
+            ),
         }
 
     def __str__(self) -> str:
-        where = [f"{k}={v}" for k, v in (("backend", self.backend), ("vm", self.vm)) if v]
-        return f"{self.message} [{', '.join(where)}]" if where else self.message
+        return self.describe("api")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code!r})"

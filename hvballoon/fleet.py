@@ -30,6 +30,7 @@ from hvballoon.errors import (
     BackendError,
     HVBalloonError,
     HVConnectionError,
+    Interface,
     InvalidRequestError,
     OperationTimeoutError,
 )
@@ -122,20 +123,20 @@ class HostResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self, *, hosts: bool = False) -> dict[str, Any]:
-        """JSON-ready: ``uri``, ``backend``, ``ok``, ``elapsed_seconds``, ``stats``, ``error``;
-        with ``hosts``, also ``host_stats`` and ``host_error``."""
+    def to_dict(self, interface: Interface = "api", *, hosts: bool = False) -> dict[str, Any]:
+        """JSON-ready: ``uri``, ``backend``, ``ok``, ``elapsed_seconds``, ``stats``, ``error`` (its
+        hint in the words of ``interface``); with ``hosts``, also ``host_stats`` and ``host_error``."""
         out: dict[str, Any] = {
             "uri": self.uri,
             "backend": self.backend,
             "ok": self.ok,
             "elapsed_seconds": round(self.elapsed_seconds, 4),
             "stats": [s.model_dump(mode="json") for s in self.stats],
-            "error": self.error.to_dict() if self.error is not None else None,
+            "error": self.error.to_dict(interface) if self.error is not None else None,
         }
         if hosts:
             out["host_stats"] = [h.model_dump(mode="json") for h in self.hosts]
-            out["host_error"] = self.host_error.to_dict() if self.host_error is not None else None
+            out["host_error"] = self.host_error.to_dict(interface) if self.host_error is not None else None
         return out
 
 

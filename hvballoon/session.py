@@ -29,6 +29,7 @@ from hvballoon.errors import (
     AmbiguousVMError,
     BalloonStalledError,
     GuardRailError,
+    Hint,
     HVBalloonError,
     InvalidRequestError,
     InvalidStateError,
@@ -36,7 +37,6 @@ from hvballoon.errors import (
     TargetAboveMaximumError,
     TargetBelowFloorError,
     TargetNotObservableWarning,
-    UnsupportedOperationError,
     VMNotFoundError,
     WaitTimeoutError,
 )
@@ -365,7 +365,8 @@ class Hypervisor:
                 raise GuardRailError(
                     f"refusing to lower the target of {target_vm.name!r}: its power state is unknown "
                     f"({target_vm.extra.get('state') or 'not reported'}), so whether a guest is using the "
-                    "memory is unknown. Pass force=True (CLI: --force) to override",
+                    "memory is unknown",
+                    hint=Hint("force"),
                     vm=target_vm.name,
                     backend=self.backend_name,
                     uri=self.uri,
@@ -439,8 +440,8 @@ class Hypervisor:
             if used is not None and age is not None:
                 why += f" (last report {age:.0f} s ago)"
             raise StatsUnavailableError(
-                f"refusing to set a target for {vm.name!r}: the guest {why}, so the safe floor is "
-                "unknown; wait for fresh stats (KVM: the stats period must be set) or pass force=True",
+                f"refusing to set a target for {vm.name!r}: the guest {why}, so the safe floor is unknown",
+                hint=Hint("fresh_stats"),
                 vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,
@@ -452,8 +453,9 @@ class Hypervisor:
             shown_target, shown_floor = format_sizes(target, floor)
             raise TargetBelowFloorError(
                 f"target {shown_target} for {vm.name!r} is below the safe floor "
-                f"{shown_floor} (guest uses {format_size(used)} + margin {format_size(margin)}); "
-                "the guest would swap or crash. Pass force=True (CLI: --force) to override",
+                f"{shown_floor} (guest uses {format_size(used)} + margin {format_size(margin)}): "
+                "the guest would swap or crash",
+                hint=Hint("force"),
                 vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,

@@ -234,3 +234,26 @@ def test_library_log_lines_never_reach_the_terminal_on_their_own() -> None:
     r = run("set", "fake://seed?flavor=esxi", "web01", "12GiB", "--wait")
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert r.stdout.count("cannot observe") == 1
+
+
+def test_hints_name_the_command_line_s_own_options() -> None:
+    r = run("set", "fake://seed", "web01", "1GiB")
+    assert r.returncode == 8
+    assert "hint: add --force to override" in r.stderr and "force=True" not in r.stderr, r.stderr
+    err = json.loads(run("set", "fake://seed", "web01", "1GiB", "--json").stdout)
+    assert err["hint"] == {"kind": "force", "text": "add --force to override"}
+    r = run("stats", "esxi://root@127.0.0.2")
+    assert r.returncode == 2, r.stderr
+    assert "--password-stdin" in r.stderr and "HVBALLOON_PASSWORD" in r.stderr and "password=" not in r.stderr
+    r = run("stats", "esxi://root:pw@h")
+    assert r.returncode == 2 and "--password-stdin" in r.stderr and "pw@" not in r.stderr
+
+
+@pytest.mark.parametrize("stdin", ["", "\n", "\r\n"])
+def test_an_empty_password_on_stdin_is_refused(stdin: str) -> None:
+    for args in (["stats", "fake://seed"], ["stats", "fake://seed", "fake://seed?flavor=esxi"]):
+        r = run(*args, "--password-stdin", stdin=stdin)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "empty password" in r.stderr and "--password-stdin" in r.stderr
+    r = run("stats", "fake://seed", "--password-stdin", "--json", stdin="")
+    assert r.returncode == 2 and json.loads(r.stdout)["code"] == "invalid_request"

@@ -47,6 +47,31 @@ def test_floor_refusal_states_the_numbers(hv: hvballoon.Hypervisor) -> None:
     assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
 
 
+def test_refusals_carry_a_hint_each_interface_words_its_own_way(hv: hvballoon.Hypervisor) -> None:
+    with pytest.raises(TargetBelowFloorError) as info:
+        hv.set_target("web01", "1GiB")
+    err = info.value
+    assert err.hint is not None and err.hint.kind == "force"
+    assert "force" not in err.message and "CLI" not in err.message  # the message is neutral
+    assert "pass force=True to override" in str(err)  # Python callers read the API's words
+    assert err.hint_text("cli") == "add --force to override"
+    assert err.hint_text("ansible") == "set force: true to override"
+    assert err.to_dict("cli")["hint"] == {"kind": "force", "text": "add --force to override"}
+    assert "set force: true" in err.describe("ansible") and "force=True" not in err.describe("ansible")
+
+
+def test_a_missing_password_hints_at_each_interface_s_way_to_give_one() -> None:
+    from hvballoon.errors import Hint, InvalidRequestError, hint_text
+
+    err = InvalidRequestError("the esxi backend needs a password", hint=Hint("password"))
+    assert "HVBALLOON_PASSWORD" in str(err) and "password=" in str(err)
+    assert "--password-stdin" in err.describe("cli") and "password=" not in err.describe("cli")
+    assert "password option" in err.describe("ansible")
+    assert err.to_dict()["hint"]["kind"] == "password"
+    with pytest.raises(ValueError, match="interface"):
+        hint_text(Hint("force"), "web")
+
+
 def test_force_passes_the_floor_with_a_warning(hv: hvballoon.Hypervisor) -> None:
     change = hv.set_target("web01", "1GiB", force=True)
     assert change.changed and change.forced and change.after == {"target_bytes": GiB}

@@ -31,7 +31,7 @@ from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
 from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.errors import InvalidRequestError, InvalidURIError, VMNotFoundError
+from hvballoon.errors import Hint, InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind
 from hvballoon.kinds.esxi import SHARES_LEVELS
@@ -145,8 +145,7 @@ class ESXiBackend(Backend):
             )
         if opts.password is None:
             raise InvalidRequestError(
-                "the esxi backend needs a password: pass password=… or set HVBALLOON_PASSWORD",
-                uri=uri.redacted,
+                "the esxi backend needs a password", uri=uri.redacted, hint=Hint("password")
             )
         if "cluster" in uri.query and "folder" in uri.query:
             raise InvalidURIError(

@@ -48,6 +48,7 @@ from hvballoon.backend import Backend, ConnectOptions
 from hvballoon.errors import (
     BackendError,
     BackendNotInstalledError,
+    Hint,
     InvalidRequestError,
     InvalidURIError,
     PartialChangeError,
@@ -153,8 +154,7 @@ class HyperVBackend(Backend):
                 )
             if opts.password is None:
                 raise InvalidRequestError(
-                    f"the {transport} transport needs a password: pass password=… or set HVBALLOON_PASSWORD",
-                    uri=self._uri,
+                    f"the {transport} transport needs a password", uri=self._uri, hint=Hint("password")
                 )
         if opts.ca_file is not None and not os.path.isfile(opts.ca_file):
             raise InvalidRequestError(f"ca_file {opts.ca_file!r} is not a file", uri=self._uri)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from hvballoon.errors import (
     AuthenticationError,
     BackendError,
+    Hint,
     HVBalloonError,
     HVConnectionError,
     InvalidRequestError,
@@ -70,6 +71,8 @@ class ErrorRule:
     error: type[HVBalloonError]
     hint: str
     retryable: bool | None = None
+    #: what the caller can do, worded by each interface (see hvballoon.errors.Hint)
+    next_step: str | None = None
 
 
 #: The one mapping table. Codes are named (``"VIR_ERR_NO_DOMAIN"``) and resolved against the
@@ -79,7 +82,8 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     ErrorRule(
         ("VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_CANCELLED", "VIR_ERR_AUTH_UNAVAILABLE"),
         AuthenticationError,
-        "libvirt refused the credentials (give password=… or HVBALLOON_PASSWORD, and the user in the URI)",
+        "libvirt refused the credentials (check the user in the URI and the password)",
+        next_step="password",
     ),
     ErrorRule(
         ("VIR_ERR_OPERATION_DENIED", "VIR_ERR_ACCESS_DENIED"),
@@ -178,6 +182,7 @@ def map_error(exc: BaseException, what: str, *, vm: str | None = None) -> HVBall
             vm=vm,
             native_code=name,
             retryable=rule.retryable,
+            hint=Hint(rule.next_step) if rule.next_step else None,
         )
     return BackendError(
         f"{what}: libvirt reported an error: {detail}",

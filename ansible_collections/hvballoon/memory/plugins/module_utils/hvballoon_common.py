@@ -51,8 +51,8 @@ def fail_error(module, exc, **result):
         )
         msg = f"{msg} ({exc.message}; install with: {exc.details['install']})"
     else:
-        msg = str(exc)
-    module.fail_json(msg=msg, code=exc.code, retryable=exc.retryable, error=exc.to_dict(), **result)
+        msg = exc.describe("ansible")  # the hint in this interface's words (force: true, …)
+    module.fail_json(msg=msg, code=exc.code, retryable=exc.retryable, error=exc.to_dict("ansible"), **result)
 
 
 def connect(module):
