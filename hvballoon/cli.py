@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
 from hvballoon.units import format_size, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -363,7 +363,8 @@ def stats_cmd(
 ) -> None:
     """Memory statistics of every VM on URI (one bulk call), or of the VMs named.
 
-    Arguments containing '://' are URIs, the others VM names. With several URIs (or
+    Arguments containing '://' are URIs, the others VM names (or ids). VMs that exist are
+    reported; names that match no VM are named on stderr and the exit code is 7. With several URIs (or
     --inventory) the hosts are queried concurrently, each within --host-timeout; a failing host
     is reported with its error code and the others still answer. --json then prints
     {"ok", "exit_code", "hosts": [{"uri", "backend", "ok", "elapsed_seconds", "stats", "error"}],
@@ -376,12 +377,30 @@ def stats_cmd(
         run_fleet_stats(targets, inventory, _conn(kw), host_timeout, concurrency, as_json)
         return
     uri, vm = targets[0], targets[1:]
+    missing: list[str] = []
     with session(uri, _conn(kw)) as hv:
-        stats = hv.get_stats(list(vm) if vm else None)
+        if vm:
+            found, missing = hv.find_vms(vm)
+            stats = hv.get_stats(found) if found else []
+        else:
+            stats = hv.get_stats()
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in stats])
-        return
-    _console().print(_table(STATS_COLUMNS, [stats_row(s) for s in stats], title=hv.uri))
+    else:
+        _console().print(_table(STATS_COLUMNS, [stats_row(s) for s in stats], title=hv.uri))
+    if missing:
+        # what exists was reported; what is missing is named, on stderr, with exit code 7
+        err = VMNotFoundError(
+            f"no VM named or with id {', '.join(repr(m) for m in missing)} on {hv.uri}",
+            backend=hv.backend_name,
+            uri=hv.uri,
+            details={"missing_vms": missing},
+        )
+        if as_json:
+            click.echo(json.dumps(err.to_dict("cli"), indent=2), err=True)
+        else:
+            click.echo(f"error: {err.describe('cli')}", err=True)
+        sys.exit(err.exit_code)
 
 
 def _change_lines(change: Any) -> list[str]:

@@ -159,7 +159,8 @@ def run_fleet_stats(
             if r.error is not None:
                 click.echo(f"error: {r.uri}: {r.error.code}: {r.error.describe('cli')}", err=True)
         if summary["missing_vms"]:
-            click.echo(f"error: no host has a VM named {', '.join(summary['missing_vms'])}", err=True)
+            named = ", ".join(repr(m) for m in summary["missing_vms"])
+            click.echo(f"error: no host has a VM named or with id {named}", err=True)
     sys.exit(summary["exit_code"])
 
 

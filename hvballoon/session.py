@@ -235,12 +235,34 @@ class Hypervisor:
         return self.resolve_many([vm])[0]
 
     def resolve_many(self, refs: Iterable[VMRef]) -> list[VM]:
+        """Several VMs at once (one listing); the first name that matches nothing raises
+        :class:`~hvballoon.errors.VMNotFoundError`."""
+        found, missing = self.find_vms(refs)
+        if missing:
+            ref = missing[0]
+            raise VMNotFoundError(
+                f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
+            )
+        return found
+
+    def find_vms(self, refs: Iterable[VMRef]) -> tuple[list[VM], list[str]]:
+        """The VMs that ``refs`` name (by id, name or VM, in order), and the names or ids that
+        match no VM — for a caller that reports what exists and names what is missing. An
+        ambiguous name still raises :class:`~hvballoon.errors.AmbiguousVMError`.
+
+        >>> import hvballoon
+        >>> with hvballoon.connect("fake://seed") as hv:
+        ...     found, missing = hv.find_vms(["web01", "web99"])
+        >>> [v.name for v in found], missing
+        (['web01'], ['web99'])
+        """
         refs = list(refs)
         if refs and all(isinstance(r, VM) for r in refs):
-            return [r for r in refs if isinstance(r, VM)]
+            return [r for r in refs if isinstance(r, VM)], []
         vms = self.list_vms()
         by_id = {v.id: v for v in vms}
         out = []
+        missing: list[str] = []
         for ref in refs:
             if isinstance(ref, VM):
                 out.append(ref)
@@ -254,9 +276,7 @@ class Hypervisor:
             if len(named) == 1:
                 out.append(named[0])
             elif not named:
-                raise VMNotFoundError(
-                    f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
-                )
+                missing.append(ref)
             else:
                 ids = [v.id for v in named]
                 raise AmbiguousVMError(
@@ -266,7 +286,7 @@ class Hypervisor:
                     vm=ref,
                     details={"candidates": ids},
                 )
-        return out
+        return out, missing
 
     def get_stats(self, vms: VMRef | Sequence[VMRef] | None = None) -> list[MemoryStats]:
         """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM."""

@@ -257,3 +257,24 @@ def test_an_empty_password_on_stdin_is_refused(stdin: str) -> None:
         assert "empty password" in r.stderr and "--password-stdin" in r.stderr
     r = run("stats", "fake://seed", "--password-stdin", "--json", stdin="")
     assert r.returncode == 2 and json.loads(r.stdout)["code"] == "invalid_request"
+
+
+def test_stats_reports_what_exists_and_names_what_is_missing() -> None:
+    r = run("stats", "fake://seed", "web01", "web99", "db01", "nope")
+    assert r.returncode == 7, r.stderr
+    assert "web01" in r.stdout and "db01" in r.stdout
+    assert "error: no VM named or with id 'web99', 'nope' on fake://seed" in r.stderr, r.stderr
+    r = run("stats", "fake://seed", "web01", "web99", "--json")
+    assert r.returncode == 7
+    found = json.loads(r.stdout)
+    assert [s["vm"]["name"] for s in found] == ["web01"]
+    validate(found[0], "MemoryStats")
+    err = json.loads(r.stderr)
+    assert err["code"] == "vm_not_found" and err["details"]["missing_vms"] == ["web99"]
+    # several hosts: the same facts, the same exit code, the same key
+    r = run("stats", "fake://seed", "fake://seed?flavor=esxi", "web01", "web99", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 7 and out["missing_vms"] == ["web99"]
+    assert [len(h["stats"]) for h in out["hosts"]] == [1, 1]
+    r = run("stats", "fake://seed", "web99")
+    assert r.returncode == 7 and "web99" in r.stderr
