@@ -105,6 +105,12 @@ def _line(d: Any) -> str:
     help="Check every lower against the session's guard-rail margins, even where the policy "
     "sizes each VM's headroom itself (hvballoon narrows them to the absolute margin).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to start when the settings name a VM that does not exist or a floor above a "
+    "VM's maximum (default: warn and run).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every decision, holds included.")
 @json_option
 @connection_options
@@ -127,6 +133,7 @@ def autoballoon_cmd(
     max_lower: str | None,
     max_changes: int | None,
     session_margins: bool,
+    strict: bool,
     verbose: bool,
     as_json: bool,
     **kw: Any,
@@ -169,6 +176,15 @@ def autoballoon_cmd(
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise InvalidRequestError(f"invalid autoballoon settings: {problems}") from None
         ctl = Controller(hv, policy_name, settings, dry_run=dry_run)
+        unfit = ctl.check_settings()
+        if unfit and strict:
+            raise InvalidRequestError(
+                "the settings do not fit this hypervisor (--strict): " + "; ".join(unfit),
+                uri=hv.uri,
+                details={"problems": unfit},
+            )
+        for problem in unfit:  # a typo must not leave the intended VM silently unprotected
+            click.echo(f"warning: {problem}", err=True)
         count = 1 if once else rounds
         try:
             for decisions in ctl.run(rounds=count):

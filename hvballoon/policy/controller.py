@@ -17,6 +17,7 @@ session's guard rails. Each round yields one :class:`~hvballoon.policy.model.Dec
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -41,7 +42,7 @@ from hvballoon.policy.model import (
     VMView,
 )
 from hvballoon.session import GuardRails, Hypervisor
-from hvballoon.units import align, format_size
+from hvballoon.units import align, format_size, format_sizes
 
 __all__ = ["Controller"]
 
@@ -88,6 +89,7 @@ class Controller:
         self.round = 0
         self._configs: dict[str, tuple[float, MemoryConfig]] = {}
         self._last_lower: dict[str, float] = {}
+        self._settings_checked = False
 
     # -- guard rails ----------------------------------------------------------------------
 
@@ -232,9 +234,48 @@ class Controller:
 
     # -- one round ------------------------------------------------------------------------
 
+    def check_settings(self, stats: list[MemoryStats] | None = None) -> list[str]:
+        """What the per-VM settings cannot do on this hypervisor, one sentence each: a VM named
+        that does not exist (a typo leaves the intended VM unprotected; a close name is
+        suggested) and a floor above the VM's maximum (it can never be honoured). Empty when
+        all is well. The first :meth:`step` warns (``UserWarning``) about them unless this was
+        called first.
+        """
+        import difflib
+
+        self._settings_checked = True
+        if not self.settings.vms:
+            return []
+        stats = stats if stats is not None else self.hv.get_stats()
+        by_key = {key: s for s in stats for key in (s.vm.name, s.vm.id)}
+        names = sorted({s.vm.name for s in stats})
+        problems = []
+        for key, vm_settings in self.settings.vms.items():
+            st = by_key.get(key)
+            if st is None:
+                close = sorted(difflib.get_close_matches(key, names, n=3))
+                guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+                problems.append(
+                    f"the settings name a VM {key!r} that {self.hv.uri} does not have{guess}: "
+                    "they apply to nothing"
+                )
+                continue
+            floor, maximum = vm_settings.floor, st.configured_bytes
+            if floor is not None and maximum is not None and floor > maximum:
+                shown_floor, shown_max = format_sizes(floor, maximum)
+                problems.append(
+                    f"the floor {shown_floor} for {key!r} is above its maximum {shown_max}: "
+                    "it can never be honoured"
+                )
+        return problems
+
     def step(self) -> list[Decision]:
         """One round: read, decide, apply (or, in a dry run, check). Returns the decisions."""
         snap, caps_by_id, stats = self.snapshot()
+        if not self._settings_checked:
+            for problem in self.check_settings(stats):
+                log.info(problem)
+                warnings.warn(problem, stacklevel=2)
         at = stats[0].collected_at if stats else datetime.now(timezone.utc)
         plan: Plan = self.policy.decide(snap, self.state)
         self.state = plan.state

@@ -76,3 +76,48 @@ def test_session_margins_keep_the_sessions_guard_rails() -> None:
         and r["after_bytes"] < r["inputs"]["used_bytes"] + int(0.10 * r["inputs"]["maximum_bytes"])
         for r in rows
     )
+
+
+def test_settings_naming_unknown_vms_or_impossible_floors_are_warned_about(tmp_path: Path) -> None:
+    settings = tmp_path / "s.yaml"
+    settings.write_text("vms:\n  web99: {floor: 4GiB}\n")
+    args = ["autoballoon", "fake://seed", "--once", "--dry-run", "--json", "--settings", str(settings)]
+    args += ["--exclude", "nosuch", "--exclude", "web02", "--floor", "web01=20GiB"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 3, result.stderr
+    assert any("'web99'" in w for w in warned) and any("'nosuch'" in w for w in warned)
+    assert any("'web01'" in w and "20 GiB" in w and "maximum 16 GiB" in w for w in warned)
+    assert not any("a VM 'web02'" in w for w in warned)  # web02 exists: nothing to say
+    rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(rows) == 10  # the run went ahead
+    # --strict: the same problems stop the run before any round, named, exit 2
+    strict = CliRunner().invoke(main, [*args, "--strict"])
+    assert strict.exit_code == 2 and strict.stdout.strip().startswith("{")
+    err = json.loads(strict.stdout)
+    assert err["code"] == "invalid_request"
+    assert all(name in err["message"] for name in ("web99", "nosuch", "web01"))
+
+
+def test_the_controller_says_what_its_settings_cannot_do() -> None:
+    import warnings
+
+    import hvballoon
+    from hvballoon.policy import Controller, ControllerSettings
+
+    settings = ControllerSettings(
+        host_memory_bytes="120GiB", vms={"web0l": {"exclude": True}, "db01": {"floor": "8GiB"}}
+    )
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, "hvballoon", settings, dry_run=True)
+        problems = ctl.check_settings()
+        assert len(problems) == 1 and "'web0l'" in problems[0] and "did you mean 'web01'" in problems[0]
+        assert "'db01'" not in problems[0]  # a floor below the maximum is fine
+        fresh = Controller(hv, "hvballoon", settings, dry_run=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fresh.step()
+            fresh.step()
+        told = [str(w.message) for w in caught]
+        assert told == problems  # once, at the first round, for a caller that never asked
