@@ -5,18 +5,51 @@ Registered on :data:`hvballoon.cli.main`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import click
 
 from hvballoon.cli import NegativeValuesCommand, _console, _table, handle_errors, json_option
-from hvballoon.errors import InvalidRequestError
+from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["fake_group", "simulate_cmd"]
 
 _PROGRESS_STEPS = 20_000  # show a progress bar above this many simulated steps (on a terminal)
+
+
+#: What --plot can draw, by the file's extension (matplotlib's formats that need nothing more).
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def output_path(value: str | None, option: str, suffixes: tuple[str, ...] = ()) -> Path | None:
+    """Check an output file before any work is done: its directory exists and is writable, it
+    is not a directory, and (when ``suffixes`` are given) its extension is one of them."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+
+    def bad(why: str) -> InvalidRequestError:
+        return InvalidRequestError(f"{option} {value!r}: {why}", details={"option": option, "path": value})
+
+    if suffixes and path.suffix.lower() not in suffixes:
+        shown = repr(path.suffix) if path.suffix else "(no extension)"
+        raise bad(f"unsupported file type {shown}; use {', '.join(suffixes)}")
+    parent = path.parent
+    if not parent.exists():
+        raise bad(f"the directory {str(parent)!r} does not exist")
+    if not parent.is_dir():
+        raise bad(f"{str(parent)!r} is not a directory")
+    if path.is_dir():
+        raise bad("is a directory; name a file")
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(parent, os.W_OK | os.X_OK)
+    if not writable:
+        raise bad("cannot be written (permission denied)")
+    return path
 
 
 def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -129,9 +162,11 @@ Examples:
 @click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
 @click.option("--policy", default=None, help="Run the auto-balloon controller with this policy.")
 @click.option("--interval", default="10s", show_default=True, help="How often the policy acts.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw the run as a PNG.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the series as CSV.")
-@click.option("--series", "series_path", type=click.Path(dir_okay=False), help="Write the series as JSON.")
+@click.option(
+    "--plot", "plot_path", help="Draw the run as PNG, SVG or PDF (by the file's extension; needs matplotlib)."
+)
+@click.option("--csv", "csv_path", help="Write the series as CSV.")
+@click.option("--series", "series_path", help="Write the series as JSON.")
 @json_option
 @handle_errors
 def simulate_cmd(
@@ -156,6 +191,15 @@ def simulate_cmd(
     seconds = parse_duration(duration, what="--duration")
     if seconds <= 0:
         raise InvalidRequestError("--duration must be above zero")
+    # every output is checked before the simulation runs, not found unwritable after it
+    plot_file = output_path(plot_path, "--plot", PLOT_FORMATS)
+    csv_file = output_path(csv_path, "--csv")
+    series_file = output_path(series_path, "--series")
+    if plot_file is not None and importlib.util.find_spec("matplotlib") is None:
+        raise BackendNotInstalledError(
+            "--plot needs matplotlib: pip install 'hvballoon[plot]'",
+            details={"install": "pip install 'hvballoon[plot]'", "missing": "matplotlib"},
+        )
     spec = load_scenario(scenario)
     if step is not None:
         step_s = parse_duration(step, what="--step")
@@ -174,12 +218,12 @@ def simulate_cmd(
     summary = summarize(world, data)
     rec = world.recorder
     assert rec is not None
-    if plot_path:
-        plot(data, plot_path)
-    if csv_path:
-        rec.to_csv(csv_path)
-    if series_path:
-        rec.to_json(series_path)
+    if plot_file is not None:
+        plot(data, plot_file)
+    if csv_file is not None:
+        rec.to_csv(csv_file)
+    if series_file is not None:
+        rec.to_json(series_file)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

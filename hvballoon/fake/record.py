@@ -152,7 +152,8 @@ class Recorder:
 
 
 def plot(data: dict[str, Any], path: str | Path, *, title: str | None = None) -> None:
-    """Draw a recorded run (``Recorder.to_data()``) as a PNG: per-VM panels and the host.
+    """Draw a recorded run (``Recorder.to_data()``) as a PNG (or SVG, PDF: by ``path``'s
+    extension): per-VM panels and the host.
 
     Needs matplotlib (``pip install 'hvballoon[plot]'``), imported only here.
     """

@@ -243,3 +243,37 @@ def test_a_state_file_from_before_origins_were_recorded_is_checked_by_scenario_n
         hvballoon.connect(f"fake://seed?state={db}&flavor=kvm")
     with hvballoon.connect(f"fake://seed?state={db}") as hv:
         assert hv.backend.flavor == "esxi" and hv.get_stats(["web01"])[0].target_bytes == 8 * GiB
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "problem"),
+    [
+        ("--plot", "/nonexistent/dir/x.png", "does not exist"),
+        ("--csv", "/nonexistent/dir/x.csv", "does not exist"),
+        ("--series", "/nonexistent/dir/x.json", "does not exist"),
+        ("--plot", "{tmp}/x.xyz", "unsupported file type '.xyz'"),
+        ("--plot", "{tmp}/noext", "unsupported file type"),
+        ("--csv", "{tmp}", "is a directory"),
+        ("--series", "{tmp}/file.txt/x.json", "not a directory"),
+    ],
+)
+def test_simulate_checks_its_output_paths_before_simulating(
+    tmp_path: Path, option: str, name: str, problem: str
+) -> None:
+    (tmp_path / "file.txt").write_text("a file, not a directory")
+    path = name.format(tmp=tmp_path)
+    # ten simulated years would take far longer than the helper's timeout: the refusal must
+    # come before the simulation, not after it
+    for extra in ([], ["--json"]):
+        r = cli("simulate", "dense", "--duration", "3650d", option, path, *extra)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        text = json.loads(r.stdout)["message"] if extra else r.stderr
+        assert option in text and problem in text, text
+
+
+def test_simulate_writes_plot_formats_by_extension(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    r = cli("simulate", "seed", "--duration", "10m", "--plot", str(tmp_path / "run.svg"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run.svg").read_text().lstrip().startswith("<?xml")
