@@ -55,7 +55,9 @@ options:
   vm:
     description:
       - One VM, by name or id. Mutually exclusive with O(vms).
+      - O(name) is an alias, as community.vmware and community.libvirt name this option.
     type: str
+    aliases: [name]
   vms:
     description:
       - Several VMs, by name or id. Mutually exclusive with O(vm).

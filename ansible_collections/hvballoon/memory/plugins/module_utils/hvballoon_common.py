@@ -33,8 +33,9 @@ def connection_argument_spec():
 
 
 def vms_argument_spec():
-    """``vm`` / ``vms`` (the ``connection.VMS`` doc fragment)."""
-    return dict(vm=dict(type="str"), vms=dict(type="list", elements="str"))
+    """``vm`` (alias ``name``, as community.vmware and community.libvirt call it) / ``vms``
+    (the ``connection.VMS`` doc fragment)."""
+    return dict(vm=dict(type="str", aliases=["name"]), vms=dict(type="list", elements="str"))
 
 
 def require_sdk(module):
