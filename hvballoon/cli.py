@@ -1,7 +1,8 @@
 """The ``hvballoon`` command: the API from a shell, with tables for people and ``--json`` for
 scripts. Exit codes follow the error's ``code`` (see ``hvballoon.errors``): 0 success, 2 bad
 input, 3 backend missing, 4 connection, 5 timeout, 6 auth, 7 VM not found, 8 guard rail,
-9 unsupported, 10 invalid state, 11 stalled, 12 partial change, 13 backend error.
+9 unsupported, 10 invalid state, 11 stalled, 12 partial change, 13 backend error; and 130 when
+interrupted (Ctrl-C), after saying what was done.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
-from hvballoon.units import format_size, parse_duration
+from hvballoon.units import format_duration, format_size, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,6 +107,16 @@ def _table(columns: list[str], rows: list[list[str]], title: str | None = None) 
     return table
 
 
+#: The exit code after Ctrl-C (128 + SIGINT, the shell's convention).
+EXIT_INTERRUPTED = 130
+
+
+def interrupted(what_was_done: str) -> NoReturn:
+    """Ctrl-C: say what was done (on stderr), exit with :data:`EXIT_INTERRUPTED`."""
+    click.echo(f"interrupted: {what_was_done}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def _fail(exc: HVBalloonError, as_json: bool) -> None:
     if as_json:
         _echo_json(exc.to_dict("cli"))
@@ -131,7 +142,8 @@ def read_password_stdin() -> str:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn hvballoon errors into a message (or JSON) and the error's exit code."""
+    """Turn hvballoon errors into a message (or JSON) and the error's exit code, and Ctrl-C
+    into exit code 130 (commands that have something to report catch it first)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -140,6 +152,8 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except HVBalloonError as exc:
             _fail(exc, as_json)
+        except KeyboardInterrupt:
+            interrupted("stopped before the command finished")
 
     return wrapper  # type: ignore[return-value]
 
@@ -458,17 +472,31 @@ def set_cmd(
     wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
     from hvballoon.session import noting_unobservable
 
+    waiting = wait and not dry_run
     with session(uri, _conn(kw)) as hv:
         change = hv.set_target(vm, size, dry_run=dry_run, force=force)
         stats = None
         notes: list[str] = []
-        if wait and not dry_run:
-            # a target that cannot be observed arriving: applied, warned about, not waited for
-            with noting_unobservable() as notes:
-                stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
+        if waiting:
+            goal = format_size(change.after["target_bytes"])
+            if not as_json:  # what was applied, before the wait
+                for line in _change_lines(change):
+                    click.echo(line)
+                click.echo(f"  waiting up to {format_duration(wait_seconds)} for the memory to reach {goal}…")
+            try:
+                # a target that cannot be observed arriving: applied, warned about, not waited for
+                with noting_unobservable() as notes:
+                    stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
+            except KeyboardInterrupt:
+                if as_json:
+                    _echo_json({"change": change.model_dump(mode="json"), "stats": None, "interrupted": True})
+                done = "set to" if change.changed else "already"
+                interrupted(
+                    f"the target of {change.vm.name} was {done} {goal}; stopped waiting for the memory to reach it"
+                )
             change = change.model_copy(update={"warnings": (*change.warnings, *notes)})
     if as_json:
-        if wait and not dry_run:
+        if waiting:
             _echo_json(
                 {
                     "change": change.model_dump(mode="json"),
@@ -478,8 +506,12 @@ def set_cmd(
         else:
             _echo_json(change.model_dump(mode="json"))
         return
-    for line in _change_lines(change):
-        click.echo(line)
+    if not waiting:
+        for line in _change_lines(change):
+            click.echo(line)
+        return
+    for note in notes:
+        click.echo(f"  warning: {note}")
     if stats is not None and not notes:
         click.echo(f"  reached: {format_size(stats.current_bytes)}")
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hvballoon.cli import NegativeValuesCommand, _console, _table, handle_errors, json_option
+from hvballoon.cli import NegativeValuesCommand, _console, _table, handle_errors, interrupted, json_option
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
 from hvballoon.units import format_duration, format_size, parse_duration
 
@@ -80,6 +82,7 @@ def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
         },
         "vms": vms,
         "events": list(world.events),
+        "interrupted": bool(data.get("interrupted")),
     }
 
 
@@ -93,7 +96,12 @@ def run_simulation(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run ``world`` for ``duration`` seconds, recording every ``every``; with ``policy``, the
-    auto-balloon controller acts every ``interval`` seconds through the fake backend."""
+    auto-balloon controller acts every ``interval`` seconds through the fake backend.
+
+    Ctrl-C stops the run between two slices of simulated time (never in the middle of one, so
+    the world and its recording stay whole): the data then covers the part simulated and says
+    ``"interrupted": True``.
+    """
     rec = world.record(every=every)
     controller = None
     hv = None
@@ -108,17 +116,24 @@ def run_simulation(
             host_overhead_bytes=world.host.overhead_bytes,
         )
         controller = Controller(hv, policy, settings)
-    slice_ = interval if controller is not None else max(world.step, duration / 200)
+    # slices of at most an hour of simulated time: Ctrl-C is heard between two of them
+    slice_ = interval if controller is not None else min(max(world.step, duration / 200), 3600.0)
     end = world.now + duration
+    stop = threading.Event()
 
     def run(tick: Any = None) -> None:
-        while world.now < end - 1e-9:
+        while world.now < end - 1e-9 and not stop.is_set():
             if controller is not None:
                 controller.step()
             world.advance(min(slice_, end - world.now))
             if tick is not None:
                 tick(world.now)
 
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
         if progress:
             from rich.console import Console
@@ -138,10 +153,22 @@ def run_simulation(
         else:
             run()
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         if hv is not None:
             hv.close()
     data: dict[str, Any] = rec.to_data()
+    data["interrupted"] = stop.is_set()
     return data
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    h = summary["host"]
+    return (
+        f"{format_size(h['promised_bytes'])} promised on {format_size(h['physical_bytes'])}; "
+        f"host free at least {format_size(h['min_free_bytes'])}, "
+        f"at most {format_size(h['peak_reclaimed_bytes'])} reclaimed"
+    )
 
 
 @click.command(
@@ -218,6 +245,15 @@ def simulate_cmd(
     summary = summarize(world, data)
     rec = world.recorder
     assert rec is not None
+    if summary["interrupted"]:
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+        unwritten = [p for p in (plot_path, csv_path, series_path) if p]
+        interrupted(
+            f"simulated {format_duration(world.now)} of {format_duration(seconds)}"
+            + (f"; not written: {', '.join(unwritten)}" if unwritten else "")
+            + ("" if as_json else f"; {_headline(summary)}")
+        )
     if plot_file is not None:
         plot(data, plot_file)
     if csv_file is not None:
@@ -227,13 +263,10 @@ def simulate_cmd(
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    h = summary["host"]
     click.echo(
         f"{summary['scenario']} ({summary['flavor']}, seed {summary['seed']}): "
         f"{format_duration(summary['duration_seconds'])} simulated at {world.step:g} s steps; "
-        f"{format_size(h['promised_bytes'])} promised on {format_size(h['physical_bytes'])}; "
-        f"host free at least {format_size(h['min_free_bytes'])}, "
-        f"at most {format_size(h['peak_reclaimed_bytes'])} reclaimed"
+        + _headline(summary)
     )
     rows = [
         [

@@ -29,6 +29,7 @@ from hvballoon.cli import (
     connection_options,
     handle_errors,
     host_row,
+    interrupted,
     json_option,
     read_password_stdin,
     stats_row,
@@ -203,6 +204,9 @@ def watch_cmd(
     conn = _conn(kw)
     console = _console()
     code = 0
+    done = 0
+    last: dict[str, Any] | None = None
+    stopped = False
     with _make_fleet(uris, conn, host_timeout, concurrency, keep=True, host_stats=True) as fleet:
         live: Any = None
         if not as_json and console.is_terminal:
@@ -211,30 +215,37 @@ def watch_cmd(
             live = Live(console=console, auto_refresh=False, transient=False)
             live.start()
         try:
-            n = 0
-            while count is None or n < count:
-                n += 1
+            while count is None or done < count:
                 started = time.monotonic()
                 results = fleet.sweep(vms or None)
                 at = datetime.now(timezone.utc)
-                summary = _summary(results, vms, hosts=True)
-                code = summary["exit_code"]
-                title = f"sweep {n} at {at.astimezone().strftime('%H:%M:%S')} (every {interval})"
+                last = _summary(results, vms, hosts=True)
+                code = last["exit_code"]
+                title = f"sweep {done + 1} at {at.astimezone().strftime('%H:%M:%S')} (every {interval})"
                 if as_json:
-                    click.echo(json.dumps({"sweep": n, "at": at.isoformat(), **summary}))
+                    click.echo(json.dumps({"sweep": done + 1, "at": at.isoformat(), **last}))
                 elif live is not None:
                     live.update(_render(results, title=title), refresh=True)
                 else:
                     console.print(_render(results, title=title))
                 sys.stdout.flush()
-                if count is not None and n >= count:
+                done += 1
+                if count is not None and done >= count:
                     break
                 time.sleep(max(0.0, every - (time.monotonic() - started)))
         except KeyboardInterrupt:
-            code = 0
+            stopped = True
         finally:
             if live is not None:
                 live.stop()
+    if stopped:
+        said = f"{done} sweep{'' if done == 1 else 's'} of {len(uris)} host{'' if len(uris) == 1 else 's'}"
+        if last is not None:
+            answered = sum(1 for h in last["hosts"] if h["ok"])
+            said += f"; in the last, {answered} answered"
+            if last["missing_vms"]:
+                said += f" and {', '.join(last['missing_vms'])} matched no VM"
+        interrupted(said)
     sys.exit(code)
 
 

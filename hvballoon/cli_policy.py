@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from hvballoon.cli import _conn, connection_options, handle_errors, json_option, session
+from hvballoon.cli import _conn, connection_options, handle_errors, interrupted, json_option, session
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import format_size, parse_duration, parse_size
 
@@ -186,12 +186,18 @@ def autoballoon_cmd(
         for problem in unfit:  # a typo must not leave the intended VM silently unprotected
             click.echo(f"warning: {problem}", err=True)
         count = 1 if once else rounds
+        done = changed = 0
         try:
             for decisions in ctl.run(rounds=count):
+                done += 1
+                changed += sum(1 for d in decisions if d.applied)
                 for d in decisions:
                     if as_json:
                         click.echo(d.model_dump_json())
                     elif verbose or d.action not in ("hold",):
                         click.echo(_line(d))
-        except KeyboardInterrupt:  # pragma: no cover - interactive
-            pass
+        except KeyboardInterrupt:
+            said = f"after {done} round{'' if done == 1 else 's'}, {changed} targets changed"
+            if dry_run:
+                said += " (a dry run: nothing was changed)"
+            interrupted(said + "; a round under way when interrupted may have been cut short")
