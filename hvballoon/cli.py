@@ -107,6 +107,13 @@ def _table(columns: list[str], rows: list[list[str]], title: str | None = None) 
     return table
 
 
+def error_report(exc: HVBalloonError) -> dict[str, Any]:
+    """An error as ``--json`` prints it (the ``ErrorReport`` schema; hints in the CLI's words)."""
+    from hvballoon.outputs import ErrorReport
+
+    return ErrorReport.model_validate(exc.to_dict("cli")).model_dump(mode="json")
+
+
 #: The exit code after Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
 
@@ -119,7 +126,7 @@ def interrupted(what_was_done: str) -> NoReturn:
 
 def _fail(exc: HVBalloonError, as_json: bool) -> None:
     if as_json:
-        _echo_json(exc.to_dict("cli"))
+        _echo_json(error_report(exc))
     else:
         click.echo(f"error: {exc.describe('cli', with_hint=False)}", err=True)
         for hint in (exc.hint_text("cli"), exc.details.get("install")):
@@ -286,7 +293,9 @@ def backends_cmd(as_json: bool) -> None:
 
     rows = backends()
     if as_json:
-        _echo_json([r.to_dict() for r in rows])
+        from hvballoon.outputs import BackendInfo
+
+        _echo_json([BackendInfo.model_validate(r.to_dict()).model_dump(mode="json") for r in rows])
         return
     table_rows = [
         [
@@ -411,7 +420,7 @@ def stats_cmd(
             details={"missing_vms": missing},
         )
         if as_json:
-            click.echo(json.dumps(err.to_dict("cli"), indent=2), err=True)
+            click.echo(json.dumps(error_report(err), indent=2), err=True)
         else:
             click.echo(f"error: {err.describe('cli')}", err=True)
         sys.exit(err.exit_code)
@@ -470,6 +479,7 @@ def set_cmd(
 
     parse_size(size, what="target")  # refuse bad sizes before connecting
     wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    from hvballoon.outputs import WaitedChange
     from hvballoon.session import noting_unobservable
 
     waiting = wait and not dry_run
@@ -489,7 +499,9 @@ def set_cmd(
                     stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
             except KeyboardInterrupt:
                 if as_json:
-                    _echo_json({"change": change.model_dump(mode="json"), "stats": None, "interrupted": True})
+                    _echo_json(
+                        WaitedChange(change=change, stats=None, interrupted=True).model_dump(mode="json")
+                    )
                 done = "set to" if change.changed else "already"
                 interrupted(
                     f"the target of {change.vm.name} was {done} {goal}; stopped waiting for the memory to reach it"
@@ -497,12 +509,7 @@ def set_cmd(
             change = change.model_copy(update={"warnings": (*change.warnings, *notes)})
     if as_json:
         if waiting:
-            _echo_json(
-                {
-                    "change": change.model_dump(mode="json"),
-                    "stats": stats.model_dump(mode="json") if stats else None,
-                }
-            )
+            _echo_json(WaitedChange(change=change, stats=stats).model_dump(mode="json"))
         else:
             _echo_json(change.model_dump(mode="json"))
         return
@@ -675,16 +682,18 @@ def scenarios_cmd(as_json: bool) -> None:
 
     rows = [load_scenario(n) for n in builtin_scenarios()]
     if as_json:
+        from hvballoon.outputs import ScenarioInfo
+
         _echo_json(
             [
-                {
-                    "name": s.name,
-                    "flavor": s.flavor,
-                    "vms": len(s.vms),
-                    "physical_bytes": s.host.physical,
-                    "promised_bytes": s.promised_bytes,
-                    "description": s.description,
-                }
+                ScenarioInfo(
+                    name=s.name,
+                    flavor=s.flavor,
+                    vms=len(s.vms),
+                    physical_bytes=s.host.physical,
+                    promised_bytes=s.promised_bytes,
+                    description=s.description,
+                ).model_dump(mode="json")
                 for s in rows
             ]
         )
@@ -711,10 +720,11 @@ def scenarios_cmd(as_json: bool) -> None:
 )
 @click.argument("model", required=False)
 def schema_cmd(model: str | None) -> None:
-    """Print the JSON Schema of the models --json output follows (all, or MODEL)."""
-    from hvballoon.models import json_schemas
+    """Print the JSON Schema of every --json output (all, or MODEL: MemoryStats, FleetStats,
+    WatchSweep, Decision, SimulationSummary, ErrorReport, …)."""
+    from hvballoon.outputs import output_schemas
 
-    schemas = json_schemas()
+    schemas = output_schemas()
     if model is None:
         _echo_json(schemas)
         return

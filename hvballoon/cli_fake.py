@@ -17,6 +17,7 @@ import click
 
 from hvballoon.cli import NegativeValuesCommand, _console, _table, handle_errors, interrupted, json_option
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
+from hvballoon.outputs import AdvanceResult, SimulationSummary
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["fake_group", "simulate_cmd"]
@@ -242,7 +243,7 @@ def simulate_cmd(
     steps = seconds / world.step * max(1, world.n / 10)
     show = steps >= _PROGRESS_STEPS and not as_json and _console().is_terminal
     data = run_simulation(world, seconds, every=every_s, policy=policy, interval=interval_s, progress=show)
-    summary = summarize(world, data)
+    summary = SimulationSummary.model_validate(summarize(world, data)).model_dump(mode="json")
     rec = world.recorder
     assert rec is not None
     if summary["interrupted"]:
@@ -325,7 +326,8 @@ def advance_cmd(uri: str, duration: str, as_json: bool) -> None:
         backend.sleep(seconds)
         now = backend.monotonic()
     if as_json:
-        click.echo(json.dumps({"uri": hv.uri, "advanced_seconds": seconds, "now_seconds": now}))
+        result = AdvanceResult(uri=hv.uri, advanced_seconds=seconds, now_seconds=now)
+        click.echo(json.dumps(result.model_dump(mode="json")))
     else:
         click.echo(
             f"{hv.uri}: advanced {format_duration(seconds)}; the world's clock is at {format_duration(now)}"

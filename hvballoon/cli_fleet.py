@@ -37,6 +37,7 @@ from hvballoon.cli import (
 from hvballoon.errors import InvalidRequestError, VMNotFoundError
 from hvballoon.exporter import DEFAULT_PORT
 from hvballoon.fleet import Fleet, HostResult, first_error, read_inventory, split_targets
+from hvballoon.outputs import FleetStats, HostSweep, WatchFleet, WatchHost, WatchSweep
 from hvballoon.units import parse_duration
 
 __all__ = ["exporter_cmd", "run_fleet_stats", "watch_cmd"]
@@ -95,15 +96,17 @@ def _exit_code(results: list[HostResult], missing: list[str]) -> int:
     return VMNotFoundError.exit_code if missing else 0
 
 
-def _summary(results: list[HostResult], vms: list[str], *, hosts: bool = False) -> dict[str, Any]:
+def _summary(results: list[HostResult], vms: list[str], *, hosts: bool = False) -> FleetStats:
+    """The fleet's answer; with ``hosts`` (watch), each host's memory picture too."""
     missing = _missing(results, vms)
     code = _exit_code(results, missing)
-    return {
-        "ok": code == 0,
-        "exit_code": code,
-        "hosts": [r.to_dict("cli", hosts=hosts) for r in results],
-        "missing_vms": missing,
-    }
+    entry = WatchHost if hosts else HostSweep
+    return (WatchFleet if hosts else FleetStats)(
+        ok=code == 0,
+        exit_code=code,
+        hosts=[entry.model_validate(r.to_dict("cli", hosts=hosts)) for r in results],
+        missing_vms=missing,
+    )
 
 
 def _render(results: list[HostResult], title: str | None = None) -> Any:
@@ -153,16 +156,16 @@ def run_fleet_stats(
         results = fleet.sweep(vms or None)
     summary = _summary(results, vms)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
     else:
         _console().print(_render(results))
         for r in results:
             if r.error is not None:
                 click.echo(f"error: {r.uri}: {r.error.code}: {r.error.describe('cli')}", err=True)
-        if summary["missing_vms"]:
-            named = ", ".join(repr(m) for m in summary["missing_vms"])
+        if summary.missing_vms:
+            named = ", ".join(repr(m) for m in summary.missing_vms)
             click.echo(f"error: no host has a VM named or with id {named}", err=True)
-    sys.exit(summary["exit_code"])
+    sys.exit(summary.exit_code)
 
 
 @click.command(
@@ -205,7 +208,7 @@ def watch_cmd(
     console = _console()
     code = 0
     done = 0
-    last: dict[str, Any] | None = None
+    last: FleetStats | None = None
     stopped = False
     with _make_fleet(uris, conn, host_timeout, concurrency, keep=True, host_stats=True) as fleet:
         live: Any = None
@@ -220,10 +223,11 @@ def watch_cmd(
                 results = fleet.sweep(vms or None)
                 at = datetime.now(timezone.utc)
                 last = _summary(results, vms, hosts=True)
-                code = last["exit_code"]
+                code = last.exit_code
                 title = f"sweep {done + 1} at {at.astimezone().strftime('%H:%M:%S')} (every {interval})"
                 if as_json:
-                    click.echo(json.dumps({"sweep": done + 1, "at": at.isoformat(), **last}))
+                    line = WatchSweep(sweep=done + 1, at=at, **dict(last))  # last: a WatchFleet
+                    click.echo(json.dumps(line.model_dump(mode="json")))
                 elif live is not None:
                     live.update(_render(results, title=title), refresh=True)
                 else:
@@ -241,10 +245,10 @@ def watch_cmd(
     if stopped:
         said = f"{done} sweep{'' if done == 1 else 's'} of {len(uris)} host{'' if len(uris) == 1 else 's'}"
         if last is not None:
-            answered = sum(1 for h in last["hosts"] if h["ok"])
+            answered = sum(1 for h in last.hosts if h.ok)
             said += f"; in the last, {answered} answered"
-            if last["missing_vms"]:
-                said += f" and {', '.join(last['missing_vms'])} matched no VM"
+            if last.missing_vms:
+                said += f" and {', '.join(last.missing_vms)} matched no VM"
         interrupted(said)
     sys.exit(code)
 

@@ -45,6 +45,7 @@ __all__ = [
     "Mechanism",
     "PowerState",
     "SharesLevel",
+    "Timestamp",
     "json_schemas",
 ]
 

@@ -12,13 +12,12 @@ controller turns those into calls and one :class:`Decision` per VM and round.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hvballoon.errors import HVBalloonError
-from hvballoon.models import Mechanism
+from hvballoon.models import Mechanism, Timestamp
 from hvballoon.units import parse_size
 
 __all__ = [
@@ -210,7 +209,7 @@ class Decision(_Frozen):
     holds the figures it used.
     """
 
-    at: datetime
+    at: Timestamp
     round: int = Field(ge=0)
     policy: str
     vm: str

@@ -1,0 +1,216 @@
+"""The shapes of the ``hvballoon`` command's ``--json`` outputs, as frozen pydantic models.
+
+The command builds each output from these models, so what it prints is what their JSON Schema
+says (``hvballoon schema NAME`` prints it; :func:`output_schemas` returns them all). The data
+models (:class:`~hvballoon.VM`, :class:`~hvballoon.MemoryStats`, …) are outputs too, as are
+the auto-balloon controller's :class:`~hvballoon.policy.model.Decision` lines.
+
+- ``backends``: a list of :class:`BackendInfo`
+- ``vms URI``: a list of ``VM``; ``stats URI [VM…]``: a list of ``MemoryStats``
+- ``stats URI URI… [VM…]``, ``stats -i FILE``: :class:`FleetStats`
+- ``watch … --json``: one :class:`WatchSweep` per line
+- ``set …``: ``Change``, with ``--wait`` :class:`WaitedChange`
+- ``config URI VM``: ``MemoryConfig``, with changes ``Change``
+- ``capabilities URI [VM]``: ``Capabilities``; ``host URI``: a list of ``HostStats``
+- ``scenarios``: a list of :class:`ScenarioInfo`
+- ``autoballoon … --json``: one ``Decision`` per line
+- ``simulate … --json``: :class:`SimulationSummary`; ``fake advance … --json``: :class:`AdvanceResult`
+- any failure: :class:`ErrorReport` (the exit code is not 0)
+
+>>> sorted(output_schemas())[:4]
+['AdvanceResult', 'BackendInfo', 'Capabilities', 'Change']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hvballoon.models import Change, HostStats, MemoryStats, Timestamp, json_schemas
+
+__all__ = [
+    "AdvanceResult",
+    "BackendInfo",
+    "ErrorReport",
+    "FleetStats",
+    "HintReport",
+    "HostSweep",
+    "ScenarioInfo",
+    "SimulationEvent",
+    "SimulationHost",
+    "SimulationSummary",
+    "SimulationVM",
+    "WaitedChange",
+    "WatchFleet",
+    "WatchHost",
+    "WatchSweep",
+    "output_schemas",
+]
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HintReport(_Output):
+    """What to do about an error: its ``kind`` and the ``text`` in the command line's words."""
+
+    kind: str
+    text: str
+
+
+class ErrorReport(_Output):
+    """A failure (``HVBalloonError.to_dict``): printed instead of the output, exit code ≠ 0."""
+
+    error: str = Field(description="The error's class name.")
+    code: str = Field(description="The stable error code (see docs/errors.md).")
+    message: str
+    retryable: bool
+    backend: str | None = None
+    uri: str | None = Field(default=None, description="Redacted: never a password.")
+    vm: str | None = None
+    native_code: str | int | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="Plain JSON figures.")
+    hint: HintReport | None = None
+
+
+class BackendInfo(_Output):
+    """One backend: whether it is installed here, and the command that installs it."""
+
+    name: str
+    schemes: list[str]
+    status: str = Field(description="installed, missing or broken")
+    distribution: str | None = None
+    version: str | None = None
+    install: str
+    problem: str | None = None
+
+
+class ScenarioInfo(_Output):
+    """One of the simulator's built-in scenarios (use it as ``fake://NAME``)."""
+
+    name: str
+    flavor: str
+    vms: int = Field(ge=1)
+    physical_bytes: int = Field(gt=0)
+    promised_bytes: int = Field(gt=0)
+    description: str
+
+
+class WaitedChange(_Output):
+    """``set … --wait``: the change, and the stats once the target was reached (where it cannot
+    be observed: right after the change, with a warning in ``change.warnings``). ``interrupted``
+    is true when Ctrl-C stopped the wait (``stats`` is then null)."""
+
+    change: Change
+    stats: MemoryStats | None
+    interrupted: bool = False
+
+
+class HostSweep(_Output):
+    """One host's part of a sweep: its stats, or the error that stopped it."""
+
+    uri: str = Field(description="Redacted: never a password.")
+    backend: str | None
+    ok: bool
+    elapsed_seconds: float = Field(ge=0)
+    stats: list[MemoryStats]
+    error: ErrorReport | None
+
+
+class FleetStats(_Output):
+    """``stats`` over several hosts: every host's part, and the VMs named that no host has."""
+
+    ok: bool
+    exit_code: int = Field(description="0, else the first failed host's, else 7 for missing VMs.")
+    hosts: list[HostSweep]
+    missing_vms: list[str]
+
+
+class WatchHost(HostSweep):
+    """One host in a ``watch`` sweep: as :class:`HostSweep`, with the host's memory picture
+    (``host_stats``: one per hypervisor host behind the URI) or the error that stopped it."""
+
+    host_stats: list[HostStats]
+    host_error: ErrorReport | None
+
+
+class WatchFleet(FleetStats):
+    """A sweep of ``watch``: as :class:`FleetStats`, each host with its memory picture."""
+
+    hosts: list[WatchHost]  # type: ignore[assignment]
+
+
+class WatchSweep(WatchFleet):
+    """One line of ``watch --json``: a sweep's number and time, then as :class:`WatchFleet`."""
+
+    sweep: int = Field(ge=1)
+    at: Timestamp
+
+
+class SimulationHost(_Output):
+    physical_bytes: int
+    promised_bytes: int
+    min_free_bytes: int
+    peak_reclaimed_bytes: int
+
+
+class SimulationVM(_Output):
+    configured_bytes: int
+    peak_demand_bytes: int
+    min_current_bytes: int
+    peak_guest_swap_bytes: int
+    oom_events: int = Field(ge=0)
+    power_state: str
+
+
+class SimulationEvent(_Output):
+    t: float = Field(description="Simulated seconds since the start.")
+    vm: str | None
+    kind: str = Field(description="oom, panic, host_oom, vanished, crashed")
+    message: str
+
+
+class SimulationSummary(_Output):
+    """``simulate --json``: the run's headline figures (VMs keyed by name; a name two VMs
+    share is told apart as ``name#2``). ``interrupted``: Ctrl-C stopped it early, and the
+    figures cover ``duration_seconds``."""
+
+    scenario: str
+    flavor: str
+    seed: int
+    duration_seconds: float
+    step_seconds: float
+    host: SimulationHost
+    vms: dict[str, SimulationVM]
+    events: list[SimulationEvent]
+    interrupted: bool = False
+
+
+class AdvanceResult(_Output):
+    """``fake advance --json``: how far the persisted world's clock moved, and where it is."""
+
+    uri: str
+    advanced_seconds: float
+    now_seconds: float
+
+
+def output_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every ``--json`` output, by name (the data models included)."""
+    from hvballoon.policy.model import Decision
+
+    models: list[type[BaseModel]] = [
+        AdvanceResult,
+        BackendInfo,
+        Decision,
+        ErrorReport,
+        FleetStats,
+        ScenarioInfo,
+        SimulationSummary,
+        WaitedChange,
+        WatchSweep,
+    ]
+    schemas = json_schemas()
+    schemas.update({m.__name__: m.model_json_schema(mode="serialization") for m in models})
+    return dict(sorted(schemas.items()))

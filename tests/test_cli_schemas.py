@@ -1,0 +1,143 @@
+"""Every ``--json`` output of the command validates against the JSON Schema ``hvballoon schema``
+prints for it (the models are strict: a key that is not in the schema fails), and no command
+with ``--json`` is left out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import jsonschema
+import pytest
+
+from hvballoon.cli import main
+from hvballoon.outputs import output_schemas
+
+EXE = shutil.which("hvballoon")
+SCHEMAS = output_schemas()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+def check(instance: Any, name: str) -> None:
+    jsonschema.validate(instance, SCHEMAS[name])
+
+
+def check_each(items: list[Any], name: str) -> None:
+    assert items, f"no {name} to check"
+    for item in items:
+        check(item, name)
+
+
+#: (command words, schema, how the output is read: "one" JSON value, "list" of them, "lines")
+CASES: list[tuple[list[str], str, str]] = [
+    (["backends"], "BackendInfo", "list"),
+    (["vms", "fake://seed"], "VM", "list"),
+    (["stats", "fake://seed"], "MemoryStats", "list"),
+    (["stats", "fake://seed?flavor=hyperv", "web01"], "MemoryStats", "list"),
+    (["stats", "fake://seed", "fake://seed?flavor=esxi", "web01"], "FleetStats", "one"),
+    (["watch", "fake://seed", "fake://seed?flavor=hyperv", "--count", "2"], "WatchSweep", "lines"),
+    (["set", "fake://seed", "web01", "8GiB"], "Change", "one"),
+    (["set", "fake://seed", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
+    (["set", "fake://seed?flavor=esxi", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
+    (["config", "fake://seed?flavor=esxi", "db01"], "MemoryConfig", "one"),
+    (["config", "fake://seed?flavor=esxi", "db01", "--limit", "8GiB"], "Change", "one"),
+    (["capabilities", "fake://seed?flavor=hyperv", "db01"], "Capabilities", "one"),
+    (["host", "fake://seed?flavor=esxi"], "HostStats", "list"),
+    (["scenarios"], "ScenarioInfo", "list"),
+    (["autoballoon", "fake://seed", "--rounds", "2"], "Decision", "lines"),
+    (["simulate", "seed-spike", "--duration", "20m"], "SimulationSummary", "one"),
+]
+
+
+@pytest.mark.parametrize(
+    ("words", "schema", "shape"), CASES, ids=[" ".join(c[0][:2]) + f" → {c[1]}" for c in CASES]
+)
+def test_output_validates_against_its_schema(words: list[str], schema: str, shape: str) -> None:
+    r = run(*words, "--json")
+    assert r.returncode == 0, r.stderr
+    if shape == "one":
+        check(json.loads(r.stdout), schema)
+    elif shape == "list":
+        check_each(json.loads(r.stdout), schema)
+    else:
+        check_each([json.loads(line) for line in r.stdout.splitlines()], schema)
+
+
+def test_fake_advance_output(tmp_path: Path) -> None:
+    r = run("fake", "advance", f"fake://seed?state={tmp_path / 'w.db'}", "10m", "--json")
+    assert r.returncode == 0, r.stderr
+    check(json.loads(r.stdout), "AdvanceResult")
+
+
+@pytest.mark.parametrize(
+    ("words", "code"),
+    [
+        (["set", "fake://seed", "web01", "1GiB"], "below_floor"),
+        (["set", "fake://seed", "web01", "8G"], "invalid_size"),
+        (["stats", "xen://h"], "invalid_uri"),
+        (["vms", "fake://seed?state=/nonexistent/dir/w.db"], "invalid_request"),
+        (["simulate", "seed", "--plot", "/nonexistent/x.png"], "invalid_request"),
+    ],
+)
+def test_failures_validate_as_error_reports(words: list[str], code: str) -> None:
+    r = run(*words, "--json")
+    assert r.returncode != 0
+    report = json.loads(r.stdout)
+    check(report, "ErrorReport")
+    assert report["code"] == code
+
+
+def test_partial_outputs_validate_too() -> None:
+    # one host: the VMs found on stdout, the missing ones as an error report on stderr
+    r = run("stats", "fake://seed", "web01", "web99", "--json")
+    assert r.returncode == 7
+    check_each(json.loads(r.stdout), "MemoryStats")
+    check(json.loads(r.stderr), "ErrorReport")
+    # several hosts: a failing host's error is nested in the summary
+    r = run("stats", "fake://seed", "fake://seed?flavor=bogus", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["hosts"][1]["error"]["code"] == "invalid_uri"
+    check(out, "FleetStats")
+
+
+def test_the_schemas_are_strict() -> None:
+    """A key the schema does not know fails, so a drift between output and schema is caught."""
+    r = run("vms", "fake://seed", "--json")
+    vm = json.loads(r.stdout)[0]
+    with pytest.raises(jsonschema.ValidationError):
+        check({**vm, "colour": "red"}, "VM")
+    r = run("scenarios", "--json")
+    with pytest.raises(jsonschema.ValidationError):
+        check({**json.loads(r.stdout)[0], "vms": "ten"}, "ScenarioInfo")
+
+
+def test_schema_prints_every_output_schema() -> None:
+    r = run("schema")
+    assert json.loads(r.stdout) == json.loads(json.dumps(SCHEMAS))
+    for name in ("FleetStats", "WatchSweep", "Decision", "SimulationSummary", "BackendInfo", "ScenarioInfo"):
+        assert json.loads(run("schema", name).stdout) == SCHEMAS[name]
+
+
+def _json_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out |= _json_commands(cmd, (*prefix, name))
+        elif any("--json" in getattr(p, "opts", ()) for p in cmd.params):
+            out.add((*prefix, name))
+    return out
+
+
+def test_every_command_with_json_is_covered() -> None:
+    covered = {tuple(words[:1]) for words, _, _ in CASES} | {("fake", "advance")}
+    assert _json_commands(main) <= covered, _json_commands(main) - covered
