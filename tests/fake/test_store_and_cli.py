@@ -175,7 +175,8 @@ def test_duplicate_names_are_kept_with_distinct_ids(tmp_path: Path) -> None:
     assert len(series) == 3 and len(world.accounting()["guests"]) == 3
 
 
-def _persist(tmp_path: Path, uri: str) -> str:
+def _persist(uri: str) -> str:
+    """A persisted world made from ``uri``, with web01 moved to 8 GiB."""
     with hvballoon.connect(uri) as hv:
         hv.set_target("web01", "8GiB")
     return uri
@@ -195,7 +196,7 @@ def test_a_persisted_world_refuses_a_uri_that_contradicts_it(
     tmp_path: Path, created: str, reopened: str, what: str
 ) -> None:
     db = tmp_path / "w.db"
-    _persist(tmp_path, created.format(db=db))
+    _persist(created.format(db=db))
     with pytest.raises(hvballoon.InvalidURIError) as info:
         hvballoon.connect(reopened.format(db=db))
     msg = str(info.value)
@@ -208,7 +209,7 @@ def test_a_persisted_world_refuses_a_uri_that_contradicts_it(
 
 def test_a_persisted_world_opens_with_what_it_was_created_with_or_less(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
-    _persist(tmp_path, f"fake://seed?flavor=esxi&seed=3&state={db}")
+    _persist(f"fake://seed?flavor=esxi&seed=3&state={db}")
     # parameters left out mean "whatever the world is"; the same ones are accepted
     for uri in (f"fake://seed?state={db}", f"fake://seed?state={db}&flavor=esxi&seed=3"):
         with hvballoon.connect(uri) as hv:
@@ -234,7 +235,7 @@ def test_a_state_file_from_before_origins_were_recorded_is_checked_by_scenario_n
     import sqlite3
 
     db = tmp_path / "w.db"
-    _persist(tmp_path, f"fake://seed?flavor=esxi&state={db}")
+    _persist(f"fake://seed?flavor=esxi&state={db}")
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE origin")
     with pytest.raises(hvballoon.InvalidURIError, match="scenario java"):
