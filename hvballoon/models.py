@@ -343,7 +343,7 @@ class HostStats(_Frozen):
 
     host: str = Field(description="The hypervisor host's name (an ESXi host, the libvirt host, ...).")
     backend: str = Field(description="The backend that reported it, e.g. 'kvm', 'esxi', 'fake'.")
-    collected_at: datetime
+    collected_at: Timestamp
     physical_bytes: int | None = Field(default=None, ge=0, description="Physical memory of the host.")
     free_bytes: int | None = Field(
         default=None,

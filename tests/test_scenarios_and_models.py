@@ -142,6 +142,7 @@ def test_a_plain_model_dump_is_json_data(flavor: str) -> None:
             hv.capabilities,
             hv.vm_capabilities("db01"),
             hv.set_target("web01", "16GiB", dry_run=True),
+            *hv.get_host_stats(),
         ]
         for m in models:
             assert json.loads(json.dumps(m.model_dump())) == json.loads(m.model_dump_json()), type(m)
