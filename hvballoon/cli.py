@@ -247,6 +247,7 @@ def main() -> None:
       hvballoon set fake://seed web01 6GiB --dry-run
     """
     warnings.showwarning = _show_warning
+    _shown.clear()  # each invocation (several run in one process under tests) says its own
     library_log = logging.getLogger("hvballoon")
     if not any(isinstance(h, _WarningLines) for h in library_log.handlers):
         library_log.addHandler(_WarningLines(logging.WARNING))

@@ -117,7 +117,7 @@ def test_host_command_and_autoballoon_without_host_memory(vcenter: VcsimServer, 
     uri = f"esxi://{vcenter.username}@{vcenter.host}:{vcenter.port}/?scheme=http"
     r = CliRunner().invoke(main, ["host", uri, "--json"])
     assert r.exit_code == 0, r.output
-    hosts = json.loads(r.output)
+    hosts = json.loads(r.stdout)  # stderr has the warning about plain http
     assert [h["physical_bytes"] for h in hosts] == [f["memoryMB"] * MiB for f in HOSTS]
     r = CliRunner().invoke(main, ["autoballoon", uri, "--once", "--dry-run", "-v"])
     assert r.exit_code == 0, r.output

@@ -103,7 +103,7 @@ def test_host_command_and_autoballoon_without_host_memory(basic_peer: Peer, monk
     uri = basic_peer.uri()
     r = CliRunner().invoke(main, ["host", uri, "--json"])
     assert r.exit_code == 0, r.output
-    (host,) = json.loads(r.output)
+    (host,) = json.loads(r.stdout)  # stderr has the warning about Basic over plain http
     assert host["physical_bytes"] == 120 * GiB and host["vms_running"] == 10
     r = CliRunner().invoke(main, ["autoballoon", uri, "--once", "--dry-run", "-v"])
     assert r.exit_code == 0, r.output
