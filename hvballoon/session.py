@@ -364,13 +364,15 @@ class Hypervisor:
         numbers: dict[str, Any] = {"requested_bytes": requested, "target_bytes": target}
         if maximum is not None and target > maximum:
             shown_target, shown_max = format_sizes(target, maximum)
-            aligned = (
-                f" ({requested:,} bytes asked, aligned up to {format_size(caps.alignment_bytes, exact=True)})"
-                if requested != target
-                else ""
-            )
+            if requested != target:  # say what alignment did to the size asked
+                note = f"{requested:,} bytes asked, aligned up to {format_size(caps.alignment_bytes, exact=True)}"
+                shown_target = (
+                    f"{shown_target[:-1]}; {note})"
+                    if shown_target.endswith(")")
+                    else f"{shown_target} ({note})"
+                )
             raise TargetAboveMaximumError(
-                f"target {shown_target}{aligned} is above the VM's maximum {shown_max}",
+                f"target {shown_target} is above the VM's maximum {shown_max}",
                 vm=target_vm.name,
                 backend=self.backend_name,
                 uri=self.uri,

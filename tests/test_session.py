@@ -88,7 +88,8 @@ def test_force_never_passes_the_maximum(hv: hvballoon.Hypervisor) -> None:
 def test_refusals_show_exact_bytes_when_rounding_hides_the_difference(hv: hvballoon.Hypervisor) -> None:
     with pytest.raises(TargetAboveMaximumError) as info:
         hv.set_target("web01", 17179869185)
-    assert "17,179,869,185 bytes" in str(info.value) and "17,179,869,184 bytes" in str(info.value)
+    assert "17,179,869,185 bytes asked, aligned up to 1 KiB" in str(info.value)
+    assert "maximum 16 GiB (17,179,869,184 bytes)" in str(info.value)
     floor = 3 * GiB + int(16 * GiB * 0.10)
     target = (floor - 1) // KiB * KiB  # KiB-aligned on KVM, just below the floor
     with pytest.raises(TargetBelowFloorError) as below:
