@@ -1,6 +1,5 @@
 """The fleet side of the ``hvballoon`` command: several hosts at once, ``watch`` and ``exporter``.
 
-Registered on :data:`hvballoon.cli.main` (import :mod:`hvballoon.cli`, not this module, first).
 Positional arguments that contain ``://`` are URIs, the others VM names; ``--inventory FILE``
 adds URIs (one per line, or a YAML list). Hosts are queried concurrently, each within
 ``--host-timeout``; a failing host is reported with its error code and never stops the others.
@@ -18,21 +17,21 @@ from typing import Any
 
 import click
 
-from hvballoon.cli import (
+from hvballoon.cli.common import (
     HOST_COLUMNS,
     STATS_COLUMNS,
-    _conn,
-    _console,
-    _fleet_options,
-    _table,
-    _warn_line,
+    connection,
     connection_options,
+    console,
+    fleet_options,
     handle_errors,
     host_row,
     interrupted,
     json_option,
     read_password_stdin,
     stats_row,
+    table,
+    warn_line,
 )
 from hvballoon.errors import InvalidRequestError, VMNotFoundError
 from hvballoon.exporter import DEFAULT_PORT
@@ -128,8 +127,8 @@ def _render(results: list[HostResult], title: str | None = None) -> Any:
         for r in results
     ]
     tables = [
-        _table(_STATS_COLUMNS, rows, title=title),
-        _table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"),
+        table(_STATS_COLUMNS, rows, title=title),
+        table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"),
     ]
     memory = [[r.uri, *host_row(h)] for r in results for h in r.hosts]
     memory += [
@@ -138,7 +137,7 @@ def _render(results: list[HostResult], title: str | None = None) -> Any:
         if r.host_error is not None
     ]
     if memory:
-        tables.append(_table(["uri", *HOST_COLUMNS], memory, title="host memory"))
+        tables.append(table(["uri", *HOST_COLUMNS], memory, title="host memory"))
     return Group(*tables)
 
 
@@ -158,7 +157,7 @@ def run_fleet_stats(
     if as_json:
         click.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
     else:
-        _console().print(_render(results))
+        console().print(_render(results))
         for r in results:
             if r.error is not None:
                 click.echo(f"error: {r.uri}: {r.error.code}: {r.error.describe('cli')}", err=True)
@@ -180,7 +179,7 @@ Examples:
 @click.argument("targets", nargs=-1, metavar="[URI…] [VM…]")
 @click.option("--interval", default="5s", show_default=True, help="Time between sweeps (e.g. 2s, 1m).")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after N sweeps (default: until Ctrl-C).")
-@_fleet_options
+@fleet_options
 @connection_options
 @json_option
 @handle_errors
@@ -204,18 +203,18 @@ def watch_cmd(
     """
     every = parse_duration(interval, what="--interval")
     uris, vms = _uris_and_vms(targets, inventory)
-    conn = _conn(kw)
-    console = _console()
+    conn = connection(kw)
+    out = console()
     code = 0
     done = 0
     last: FleetStats | None = None
     stopped = False
     with _make_fleet(uris, conn, host_timeout, concurrency, keep=True, host_stats=True) as fleet:
         live: Any = None
-        if not as_json and console.is_terminal:
+        if not as_json and out.is_terminal:
             from rich.live import Live
 
-            live = Live(console=console, auto_refresh=False, transient=False)
+            live = Live(console=out, auto_refresh=False, transient=False)
             live.start()
         try:
             while count is None or done < count:
@@ -231,7 +230,7 @@ def watch_cmd(
                 elif live is not None:
                     live.update(_render(results, title=title), refresh=True)
                 else:
-                    console.print(_render(results, title=title))
+                    out.print(_render(results, title=title))
                 sys.stdout.flush()
                 done += 1
                 if count is not None and done >= count:
@@ -275,7 +274,7 @@ Examples:
     show_default=True,
     help="A scrape younger than this reuses the last sweep (0: sweep on every scrape).",
 )
-@_fleet_options
+@fleet_options
 @connection_options
 @handle_errors
 def exporter_cmd(
@@ -304,7 +303,7 @@ def exporter_cmd(
         raise InvalidRequestError(f"the exporter exports every VM; not URIs: {', '.join(vms)}")
     address, port = parse_listen(listen)
     every = parse_duration(interval, what="--interval")
-    fleet = _make_fleet(host_uris, _conn(kw), host_timeout or "10s", concurrency, keep=True)
+    fleet = _make_fleet(host_uris, connection(kw), host_timeout or "10s", concurrency, keep=True)
     exporter = Exporter(fleet, interval=every)
 
     def stop(_signum: int, _frame: Any) -> None:
@@ -317,7 +316,7 @@ def exporter_cmd(
     if exporter.exposure_warning is not None:
         # logged already, and the command prints the library's warnings once: this is a no-op
         # then, and the line itself where the log went elsewhere
-        _warn_line(exporter.exposure_warning)
+        warn_line(exporter.exposure_warning)
     try:
         while True:
             time.sleep(3600)

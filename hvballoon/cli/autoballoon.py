@@ -1,6 +1,6 @@
 """``hvballoon autoballoon``: run the auto-balloon controller from a shell.
 
-Registered on :data:`hvballoon.cli.main`. Each round prints the decisions that move something
+Each round prints the decisions that move something
 (``--verbose``: every decision); ``--json`` prints one JSON object per decision and line.
 """
 
@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from hvballoon.cli import _conn, connection_options, handle_errors, interrupted, json_option, session
+from hvballoon.cli.common import (
+    connection,
+    connection_options,
+    handle_errors,
+    interrupted,
+    json_option,
+    session,
+)
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import format_size, parse_duration, parse_size
 
@@ -141,7 +148,7 @@ def autoballoon_cmd(
     """Balloon the VMs of URI automatically by a policy, explaining every decision."""
     from hvballoon.policy import Controller, ControllerSettings
 
-    opts = _conn(kw)
+    opts = connection(kw)
     data = _load_settings(settings_file)
     seconds = parse_duration(interval, what="interval")
     if seconds <= 0:

@@ -1,7 +1,4 @@
-"""``hvballoon simulate`` and ``hvballoon fake advance``: the simulator from a shell.
-
-Registered on :data:`hvballoon.cli.main`.
-"""
+"""``hvballoon simulate`` and ``hvballoon fake advance``: the simulator from a shell."""
 
 from __future__ import annotations
 
@@ -15,7 +12,14 @@ from typing import Any
 
 import click
 
-from hvballoon.cli import NegativeValuesCommand, _console, _table, handle_errors, interrupted, json_option
+from hvballoon.cli.common import (
+    NegativeValuesCommand,
+    console,
+    handle_errors,
+    interrupted,
+    json_option,
+    table,
+)
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
 from hvballoon.outputs import AdvanceResult, SimulationSummary
 from hvballoon.units import format_duration, format_size, parse_duration
@@ -241,7 +245,7 @@ def simulate_cmd(
     if interval_s <= 0:
         raise InvalidRequestError("--interval must be above zero")
     steps = seconds / world.step * max(1, world.n / 10)
-    show = steps >= _PROGRESS_STEPS and not as_json and _console().is_terminal
+    show = steps >= _PROGRESS_STEPS and not as_json and console().is_terminal
     data = run_simulation(world, seconds, every=every_s, policy=policy, interval=interval_s, progress=show)
     summary = SimulationSummary.model_validate(summarize(world, data)).model_dump(mode="json")
     rec = world.recorder
@@ -281,8 +285,8 @@ def simulate_cmd(
         ]
         for name, v in summary["vms"].items()
     ]
-    _console().print(
-        _table(["vm", "power", "configured", "peak demand", "min current", "peak guest swap", "OOM"], rows)
+    console().print(
+        table(["vm", "power", "configured", "peak demand", "min current", "peak guest swap", "OOM"], rows)
     )
     for e in summary["events"][:20]:
         click.echo(f"  t={format_duration(e['t'])} {e['vm']}: {e['kind']}: {e['message']}")

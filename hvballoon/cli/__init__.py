@@ -1,0 +1,18 @@
+"""The ``hvballoon`` command: the API from a shell, with tables for people and ``--json`` for
+scripts. Exit codes follow the error's ``code`` (see ``hvballoon.errors``): 0 success, 2 bad
+input, 3 backend missing, 4 connection, 5 timeout, 6 auth, 7 VM not found, 8 guard rail,
+9 unsupported, 10 invalid state, 11 stalled, 12 partial change, 13 backend error; and 130 when
+interrupted (Ctrl-C), after saying what was done.
+
+The package: :mod:`~hvballoon.cli.common` holds what the commands share (connection options,
+``--json``, errors and exit codes, tables); one module per group of commands
+(:mod:`~hvballoon.cli.targets`, :mod:`~hvballoon.cli.config`, :mod:`~hvballoon.cli.host`,
+:mod:`~hvballoon.cli.fleet`, :mod:`~hvballoon.cli.autoballoon`, :mod:`~hvballoon.cli.simulate`,
+:mod:`~hvballoon.cli.info`); :mod:`~hvballoon.cli.app` assembles them into :func:`main`.
+"""
+
+from __future__ import annotations
+
+from hvballoon.cli.app import main
+
+__all__ = ["main"]

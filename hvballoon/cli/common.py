@@ -1,0 +1,407 @@
+"""What every command of the ``hvballoon`` CLI shares: connection options and the session they
+open, ``--json``, error handling and exit codes, warnings, tables and the console.
+
+The command modules import this one (and nothing from :mod:`hvballoon.cli.app`, which only
+assembles them), so the package has no import cycle.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.units import format_size, parse_duration
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "HOST_COLUMNS",
+    "STATS_COLUMNS",
+    "NegativeValuesCommand",
+    "change_lines",
+    "connection",
+    "connection_options",
+    "console",
+    "echo_json",
+    "error_report",
+    "fleet_options",
+    "handle_errors",
+    "host_row",
+    "install_warning_lines",
+    "interrupted",
+    "json_option",
+    "read_password_stdin",
+    "session",
+    "stats_row",
+    "table",
+    "warn_line",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: An argument that starts like a negative number ('-1GiB', '-5m', '-.5'): a value, not an option.
+_NEGATIVE = re.compile(r"^-\.?[0-9]")
+
+
+class NegativeValuesCommand(click.Command):
+    """A command whose positional arguments may be negative numbers.
+
+    click reads ``-1GiB`` as an (unknown) option and answers "No such option '-1'"; here such an
+    argument reaches the argument's own parser, which says what is wrong with it (a negative
+    size). Every other token parses as usual, so a misspelt option is still reported as one.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(_NEGATIVE.match(a) for a in args):
+            args = self._positionals_last(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def _positionals_last(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: set[str] = set()
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option) and not param.is_flag and not param.count:
+                takes_value.update(param.opts)
+        options: list[str] = []
+        positionals: list[str] = []
+        args_left = iter(args)
+        for arg in args_left:
+            if arg == "--":
+                positionals.extend(args_left)
+                break
+            if arg.startswith("-") and len(arg) > 1 and not _NEGATIVE.match(arg):
+                options.append(arg)
+                value = next(args_left, None) if arg in takes_value else None
+                if value is not None:  # an option's value is the next argument, whatever it looks like
+                    options.append(value)
+            else:
+                positionals.append(arg)
+        return [*options, "--", *positionals]
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    out = Console(soft_wrap=False)
+    if not out.is_terminal:  # piped: do not squeeze the table into 80 columns
+        out = Console(soft_wrap=False, width=200)
+    return out
+
+
+def table(columns: list[str], rows: list[list[str]], title: str | None = None) -> Any:
+    """A rich table without the columns that are empty ('-') on every row."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    keep = (
+        [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)]
+        if rows
+        else list(range(len(columns)))
+    )
+    out = Table(*[columns[i] for i in keep], title=title)
+    for r in rows:
+        out.add_row(*[escape(r[i]) for i in keep])
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+#: The columns of a stats table (see :func:`stats_row`).
+STATS_COLUMNS: list[str] = [
+    "vm",
+    "power",
+    "configured",
+    "current",
+    "target",
+    "guest used",
+    "available",
+    "cache",
+    "ballooned",
+    "demand",
+    "host swap",
+    "pressure",
+    "stats",
+]
+
+
+def stats_row(s: Any) -> list[str]:
+    """One VM's :class:`~hvballoon.MemoryStats` as the cells of :data:`STATS_COLUMNS`."""
+    sizes = (
+        s.configured_bytes,
+        s.current_bytes,
+        s.target_bytes,
+        s.guest_used_bytes,
+        s.guest_available_bytes,
+        s.guest_cache_bytes,
+        s.ballooned_bytes,
+        s.demand_bytes,
+        s.swapped_bytes,
+    )
+    return [
+        s.vm.name,
+        s.vm.power_state.value,
+        *(format_size(n) for n in sizes),
+        _pct(s.pressure_ratio),
+        "stale" if s.stale else "fresh",
+    ]
+
+
+#: The columns of a host table (see :func:`host_row`).
+HOST_COLUMNS: list[str] = [
+    "host",
+    "physical",
+    "used",
+    "free",
+    "overhead",
+    "swap used",
+    "swap total",
+    "shared",
+    "vms",
+    "configured",
+    "current",
+    "ballooned",
+    "overcommit",
+]
+
+
+def host_row(h: Any) -> list[str]:
+    """One :class:`~hvballoon.HostStats` as the cells of :data:`HOST_COLUMNS`."""
+    sizes = (
+        h.physical_bytes,
+        h.used_bytes,
+        h.free_bytes,
+        h.hypervisor_overhead_bytes,
+        h.swap_used_bytes,
+        h.swap_total_bytes,
+        h.shared_bytes,
+    )
+    vm_sizes = (h.vm_configured_bytes, h.vm_current_bytes, h.ballooned_bytes)
+    return [
+        h.host,
+        *(format_size(n) for n in sizes),
+        "-" if h.vms_running is None else str(h.vms_running),
+        *(format_size(n) for n in vm_sizes),
+        "-" if h.overcommit_ratio is None else f"{h.overcommit_ratio:.2f}",
+    ]
+
+
+def change_lines(change: Any) -> list[str]:
+    """A :class:`~hvballoon.Change` as the lines ``set`` and ``config`` print."""
+    verb = (
+        "would change"
+        if change.dry_run and change.changed
+        else ("changed" if change.changed else "unchanged")
+    )
+    out = [f"{change.vm.name}: {verb} ({change.mechanism.value})"]
+    for key in change.after:
+        b, a = change.before.get(key), change.after[key]
+        fmt = format_size if key.endswith("_bytes") else str
+        out.append(
+            f"  {key.removesuffix('_bytes')}: {fmt(b) if b is not None else '-'} -> "
+            f"{fmt(a) if a is not None else 'unlimited'}"
+        )
+    out.extend(f"  warning: {w}" for w in change.warnings)
+    return out
+
+
+# -- warnings ----------------------------------------------------------------------------------
+
+_shown: set[str] = set()  # warning texts already printed by this process
+
+
+def warn_line(text: str) -> None:
+    """Print ``warning: text`` on stderr, once per invocation."""
+    if text not in _shown:
+        _shown.add(text)
+        click.echo(f"warning: {text}", err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as the command's own 'warning:' lines on stderr, without Python's source line."""
+    warn_line(str(message))
+
+
+class _WarningLines(logging.Handler):
+    """The library's warnings and errors as 'warning:' lines, each text once (a warning that was
+    also logged, such as --no-verify's, is not printed twice)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn_line(record.getMessage())
+
+
+def install_warning_lines() -> None:
+    """Route Python warnings and the library's log warnings to :func:`warn_line` (each
+    invocation, several of which run in one process under tests, says its own)."""
+    warnings.showwarning = _show_warning
+    _shown.clear()
+    library_log = logging.getLogger("hvballoon")
+    if not any(isinstance(h, _WarningLines) for h in library_log.handlers):
+        library_log.addHandler(_WarningLines(logging.WARNING))
+
+
+# -- errors and exit codes ---------------------------------------------------------------------
+
+
+def error_report(exc: HVBalloonError) -> dict[str, Any]:
+    """An error as ``--json`` prints it (the ``ErrorReport`` schema; hints in the CLI's words)."""
+    from hvballoon.outputs import ErrorReport
+
+    return ErrorReport.model_validate(exc.to_dict("cli")).model_dump(mode="json")
+
+
+#: The exit code after Ctrl-C (128 + SIGINT, the shell's convention).
+EXIT_INTERRUPTED = 130
+
+
+def interrupted(what_was_done: str) -> NoReturn:
+    """Ctrl-C: say what was done (on stderr), exit with :data:`EXIT_INTERRUPTED`."""
+    click.echo(f"interrupted: {what_was_done}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _fail(exc: HVBalloonError, as_json: bool) -> None:
+    if as_json:
+        echo_json(error_report(exc))
+    else:
+        click.echo(f"error: {exc.describe('cli', with_hint=False)}", err=True)
+        for hint in (exc.hint_text("cli"), exc.details.get("install")):
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn hvballoon errors into a message (or JSON) and the error's exit code, and Ctrl-C
+    into exit code 130 (commands that have something to report catch it first)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except HVBalloonError as exc:
+            _fail(exc, as_json)
+        except KeyboardInterrupt:
+            interrupted("stopped before the command finished")
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- options -----------------------------------------------------------------------------------
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (the models' schema).")(fn)
+
+
+#: The keyword arguments :func:`connection_options` adds to a command.
+_CONNECTION_KEYS = ("timeout", "no_verify", "ca_file", "password_stdin")
+
+
+def connection_options(fn: F) -> F:
+    """--timeout, --no-verify, --ca-file, --password-stdin (the password never on the command line)."""
+    fn = click.option(
+        "--timeout", default="30s", show_default=True, help="Timeout of each remote call (e.g. 30s, 2m)."
+    )(fn)
+    fn = click.option(
+        "--no-verify", is_flag=True, help="Do NOT verify TLS certificates (insecure; warned about)."
+    )(fn)
+    fn = click.option(
+        "--ca-file",
+        type=click.Path(dir_okay=False),
+        help="CA bundle to verify the hypervisor's certificate with.",
+    )(fn)
+    fn = click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from standard input (else HVBALLOON_PASSWORD).",
+    )(fn)
+    return fn
+
+
+def connection(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the :func:`connection_options` out of a command's keyword arguments."""
+    return {k: kwargs.pop(k) for k in _CONNECTION_KEYS}
+
+
+def fleet_options(fn: F) -> F:
+    """--inventory, --host-timeout, --concurrency (see :mod:`hvballoon.cli.fleet`)."""
+    fn = click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=32,
+        show_default=True,
+        help="Hosts queried at the same time.",
+    )(fn)
+    fn = click.option(
+        "--host-timeout",
+        default=None,
+        help="Deadline of each host's part (connecting included); default: --timeout.",
+    )(fn)
+    fn = click.option(
+        "--inventory",
+        "-i",
+        type=click.Path(dir_okay=False),
+        help="File of URIs: one per line (# comments), or a YAML list.",
+    )(fn)
+    return fn
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def read_password_stdin() -> str:
+    """The password on the first line of standard input (``--password-stdin``); an empty one is
+    refused, as it is never what was meant (an unset variable, a pipe that produced nothing)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise InvalidRequestError(
+            "--password-stdin read an empty password (standard input was empty or began with an "
+            "empty line); give the password on its first line, e.g. "
+            "printf '%s\\n' \"$PASSWORD\" | hvballoon … --password-stdin"
+        )
+    return password
+
+
+@contextmanager
+def session(uri: str, opts: dict[str, Any]) -> Iterator[Any]:
+    """A :class:`~hvballoon.Hypervisor` connected with the :func:`connection_options` given."""
+    import hvballoon
+
+    password = read_password_stdin() if opts.get("password_stdin") else None
+    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
+    if timeout <= 0:
+        raise InvalidRequestError("--timeout must be above zero")
+    with hvballoon.connect(
+        uri,
+        password=password,
+        timeout=timeout,
+        verify=not opts.get("no_verify"),
+        ca_file=opts.get("ca_file"),
+    ) as hv:
+        yield hv

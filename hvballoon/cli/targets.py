@@ -1,0 +1,219 @@
+"""``hvballoon vms``, ``stats``, ``set`` and ``capabilities``: one hypervisor's VMs, their
+memory, and their targets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from hvballoon.cli.common import (
+    STATS_COLUMNS,
+    NegativeValuesCommand,
+    change_lines,
+    connection,
+    connection_options,
+    console,
+    echo_json,
+    error_report,
+    fleet_options,
+    handle_errors,
+    interrupted,
+    json_option,
+    session,
+    stats_row,
+    table,
+)
+from hvballoon.errors import VMNotFoundError
+from hvballoon.units import format_duration, format_size, parse_duration
+
+__all__ = ["capabilities_cmd", "set_cmd", "stats_cmd", "vms_cmd"]
+
+EPILOG_STATS = """\b
+Examples:
+  hvballoon stats fake://seed
+  hvballoon stats qemu:///system web01 db01 --json
+  HVBALLOON_PASSWORD=… hvballoon stats vcenter://admin@vc01/?datacenter=DC1
+  hvballoon stats qemu+ssh://root@kvm01/system qemu+ssh://root@kvm02/system --host-timeout 10s
+  hvballoon stats --inventory hosts.txt web01 --json
+"""
+
+
+@click.command("vms", cls=NegativeValuesCommand, epilog="\b\nExample:\n  hvballoon vms fake://seed --json")
+@click.argument("uri")
+@connection_options
+@json_option
+@handle_errors
+def vms_cmd(uri: str, as_json: bool, **kw: Any) -> None:
+    """List the VMs on URI."""
+    with session(uri, connection(kw)) as hv:
+        vms = hv.list_vms()
+    if as_json:
+        echo_json([v.model_dump(mode="json") for v in vms])
+        return
+    rows = [[v.name, v.id, v.host or "-", v.power_state.value] for v in vms]
+    console().print(table(["name", "id", "host", "power"], rows))
+
+
+@click.command("stats", cls=NegativeValuesCommand, epilog=EPILOG_STATS)
+@click.argument("targets", nargs=-1, metavar="URI [URI…] [VM…]")
+@fleet_options
+@connection_options
+@json_option
+@handle_errors
+def stats_cmd(
+    targets: tuple[str, ...],
+    inventory: str | None,
+    host_timeout: str | None,
+    concurrency: int,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Memory statistics of every VM on URI (one bulk call), or of the VMs named.
+
+    Arguments containing '://' are URIs, the others VM names (or ids). VMs that exist are
+    reported; names that match no VM are named on stderr and the exit code is 7. With several URIs (or
+    --inventory) the hosts are queried concurrently, each within --host-timeout; a failing host
+    is reported with its error code and the others still answer. --json then prints
+    {"ok", "exit_code", "hosts": [{"uri", "backend", "ok", "elapsed_seconds", "stats", "error"}],
+    "missing_vms"}, and the exit code is the first failed host's (0 if all answered).
+    """
+    uris = [t for t in targets if "://" in t]
+    if inventory or len(uris) != 1 or "://" not in targets[0]:
+        from hvballoon.cli.fleet import run_fleet_stats
+
+        run_fleet_stats(targets, inventory, connection(kw), host_timeout, concurrency, as_json)
+        return
+    uri, vm = targets[0], targets[1:]
+    missing: list[str] = []
+    with session(uri, connection(kw)) as hv:
+        if vm:
+            found, missing = hv.find_vms(vm)
+            stats = hv.get_stats(found) if found else []
+        else:
+            stats = hv.get_stats()
+    if as_json:
+        echo_json([s.model_dump(mode="json") for s in stats])
+    else:
+        console().print(table(STATS_COLUMNS, [stats_row(s) for s in stats], title=hv.uri))
+    if missing:
+        # what exists was reported; what is missing is named, on stderr, with exit code 7
+        err = VMNotFoundError(
+            f"no VM named or with id {', '.join(repr(m) for m in missing)} on {hv.uri}",
+            backend=hv.backend_name,
+            uri=hv.uri,
+            details={"missing_vms": missing},
+        )
+        if as_json:
+            click.echo(json.dumps(error_report(err), indent=2), err=True)
+        else:
+            click.echo(f"error: {err.describe('cli')}", err=True)
+        sys.exit(err.exit_code)
+
+
+@click.command(
+    "set",
+    cls=NegativeValuesCommand,
+    epilog="""\b
+Examples:
+  hvballoon set fake://seed web01 6GiB --dry-run
+  hvballoon set qemu:///system web01 4GiB --wait
+  hvballoon set fake://seed web01 1GiB --force     # past the guard rail (never past the maximum)
+""",
+)
+@click.argument("uri")
+@click.argument("vm")
+@click.argument("size")
+@click.option("--dry-run", is_flag=True, help="Compute the change, touch nothing.")
+@click.option("--force", is_flag=True, help="Go below the guard rail's floor (never above the maximum).")
+@click.option("--wait", is_flag=True, help="Wait until the memory reaches the target.")
+@click.option("--wait-timeout", default="60s", show_default=True, help="How long --wait waits.")
+@connection_options
+@json_option
+@handle_errors
+def set_cmd(
+    uri: str,
+    vm: str,
+    size: str,
+    dry_run: bool,
+    force: bool,
+    wait: bool,
+    wait_timeout: str,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Set VM's memory target to SIZE (4GiB, 512MiB, 8GB = 8e9 bytes, or bytes)."""
+    from hvballoon.units import parse_size
+
+    parse_size(size, what="target")  # refuse bad sizes before connecting
+    wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    from hvballoon.outputs import WaitedChange
+    from hvballoon.session import noting_unobservable
+
+    waiting = wait and not dry_run
+    with session(uri, connection(kw)) as hv:
+        change = hv.set_target(vm, size, dry_run=dry_run, force=force)
+        stats = None
+        notes: list[str] = []
+        if waiting:
+            goal = format_size(change.after["target_bytes"])
+            if not as_json:  # what was applied, before the wait
+                for line in change_lines(change):
+                    click.echo(line)
+                click.echo(f"  waiting up to {format_duration(wait_seconds)} for the memory to reach {goal}…")
+            try:
+                # a target that cannot be observed arriving: applied, warned about, not waited for
+                with noting_unobservable() as notes:
+                    stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
+            except KeyboardInterrupt:
+                if as_json:
+                    echo_json(
+                        WaitedChange(change=change, stats=None, interrupted=True).model_dump(mode="json")
+                    )
+                done = "set to" if change.changed else "already"
+                interrupted(
+                    f"the target of {change.vm.name} was {done} {goal}; stopped waiting for the memory to reach it"
+                )
+            change = change.model_copy(update={"warnings": (*change.warnings, *notes)})
+    if as_json:
+        if waiting:
+            echo_json(WaitedChange(change=change, stats=stats).model_dump(mode="json"))
+        else:
+            echo_json(change.model_dump(mode="json"))
+        return
+    if not waiting:
+        for line in change_lines(change):
+            click.echo(line)
+        return
+    for note in notes:
+        click.echo(f"  warning: {note}")
+    if stats is not None and not notes:
+        click.echo(f"  reached: {format_size(stats.current_bytes)}")
+
+
+@click.command(
+    "capabilities",
+    cls=NegativeValuesCommand,
+    epilog="\b\nExamples:\n  hvballoon capabilities qemu:///system\n  hvballoon capabilities 'fake://seed?flavor=hyperv' db01 --json",
+)
+@click.argument("uri")
+@click.argument("vm", required=False)
+@connection_options
+@json_option
+@handle_errors
+def capabilities_cmd(uri: str, vm: str | None, as_json: bool, **kw: Any) -> None:
+    """What URI's backend (or one VM on it) can read and change."""
+    with session(uri, connection(kw)) as hv:
+        caps = hv.vm_capabilities(vm) if vm else hv.capabilities
+    if as_json:
+        echo_json(caps.model_dump(mode="json"))
+        return
+    click.echo(f"backend: {caps.backend}\nmechanism: {caps.mechanism.value}\nbulk stats: {caps.bulk_stats}")
+    click.echo(f"alignment: {format_size(caps.alignment_bytes, exact=True)}")
+    click.echo(f"settable live: {', '.join(sorted(caps.set_live)) or '-'}")
+    click.echo(f"settable when off: {', '.join(sorted(caps.set_offline)) or '-'}")
+    click.echo(f"readable: {', '.join(sorted(caps.readable))}")
+    for note in caps.notes:
+        click.echo(f"note: {note}")
