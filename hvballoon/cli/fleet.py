@@ -10,8 +10,12 @@ the order given), else 7 when a VM named matched no host.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -167,6 +171,23 @@ def run_fleet_stats(
     sys.exit(summary.exit_code)
 
 
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block is done, then raise it: output and the count
+    of what was output stay in step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 @click.command(
     "watch",
     epilog="""\b
@@ -224,15 +245,16 @@ def watch_cmd(
                 last = _summary(results, vms, hosts=True)
                 code = last.exit_code
                 title = f"sweep {done + 1} at {at.astimezone().strftime('%H:%M:%S')} (every {interval})"
-                if as_json:
-                    line = WatchSweep(sweep=done + 1, at=at, **dict(last))  # last: a WatchFleet
-                    click.echo(json.dumps(line.model_dump(mode="json")))
-                elif live is not None:
-                    live.update(_render(results, title=title), refresh=True)
-                else:
-                    out.print(_render(results, title=title))
-                sys.stdout.flush()
-                done += 1
+                with _ctrl_c_deferred():  # a sweep shown is a sweep counted in the summary
+                    if as_json:
+                        line = WatchSweep(sweep=done + 1, at=at, **dict(last))  # last: a WatchFleet
+                        click.echo(json.dumps(line.model_dump(mode="json")))
+                    elif live is not None:
+                        live.update(_render(results, title=title), refresh=True)
+                    else:
+                        out.print(_render(results, title=title))
+                    sys.stdout.flush()
+                    done += 1
                 if count is not None and done >= count:
                     break
                 time.sleep(max(0.0, every - (time.monotonic() - started)))
@@ -294,8 +316,6 @@ def exporter_cmd(
     --host-timeout defaults to 10s here. Prints the address it listens on (and a warning when it
     is beyond loopback), then serves until interrupted (SIGINT / SIGTERM).
     """
-    import signal
-
     from hvballoon.exporter import Exporter, parse_listen
 
     host_uris, vms = _uris_and_vms(uris, inventory)
