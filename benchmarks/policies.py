@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import hvballoon  # noqa: E402
+from hvballoon.fake.record import record  # noqa: E402
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
 from hvballoon.policy import Controller, ControllerSettings, Policy  # noqa: E402
@@ -128,7 +129,7 @@ def run_one(
     started = time.perf_counter()
     name = policy if isinstance(policy, str) else policy.name
     world = World(load_scenario(scenario))
-    recorder = world.record(every=every)
+    recorder = record(world, every=every)
     host = world.host
     settings = ControllerSettings(
         host_memory_bytes=host.physical_bytes,

@@ -147,6 +147,34 @@ def test_no_import_cycle_in_hvballoon() -> None:
     )
 
 
+def test_cli_commands_import_only_shared_modules_never_the_entry_point() -> None:
+    graph = import_graph(ROOT, "hvballoon")
+    entry = {"hvballoon.cli", "hvballoon.cli.app", "hvballoon.cli.__main__"}
+    commands = [m for m in graph if m.startswith("hvballoon.cli.") and m not in entry]
+    assert "hvballoon.cli.common" in commands and len(commands) >= 7
+    for module in commands:
+        assert not entry & set(graph[module]), f"{module} imports {sorted(entry & set(graph[module]))}"
+
+
+def test_the_simulator_does_not_import_its_recorder() -> None:
+    # the recorder observes the world (World.observer); the world knows no recorder
+    assert "hvballoon.fake.record" in import_graph(ROOT, "hvballoon")["hvballoon.cli.simulate"]
+    tree = ast.parse((ROOT / "hvballoon" / "fake" / "world.py").read_text("utf-8"))
+    imported = {
+        name
+        for node in ast.walk(tree)  # every import, those only for type checking too
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    }
+    assert "hvballoon.fake.world" not in imported and "numpy" in imported
+    assert not {m for m in imported if m.startswith("hvballoon.fake.record")}, sorted(imported)
+
+
 def _package(tmp_path: Path, files: dict[str, str]) -> dict[str, dict[str, int]]:
     for rel, text in files.items():
         path = tmp_path / "pkg" / rel

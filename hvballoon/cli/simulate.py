@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,9 @@ from hvballoon.cli.common import (
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
 from hvballoon.outputs import AdvanceResult, SimulationSummary
 from hvballoon.units import format_duration, format_size, parse_duration
+
+if TYPE_CHECKING:
+    from hvballoon.fake.record import Recorder
 
 __all__ = ["fake_group", "simulate_cmd"]
 
@@ -93,21 +96,20 @@ def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 def run_simulation(
     world: Any,
+    rec: Recorder,
     duration: float,
     *,
-    every: float,
     policy: str | None = None,
     interval: float = 10.0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run ``world`` for ``duration`` seconds, recording every ``every``; with ``policy``, the
+    """Run ``world`` for ``duration`` seconds, recorded by ``rec``; with ``policy``, the
     auto-balloon controller acts every ``interval`` seconds through the fake backend.
 
     Ctrl-C stops the run between two slices of simulated time (never in the middle of one, so
     the world and its recording stay whole): the data then covers the part simulated and says
     ``"interrupted": True``.
     """
-    rec = world.record(every=every)
     controller = None
     hv = None
     if policy is not None:
@@ -216,7 +218,7 @@ def simulate_cmd(
     as_json: bool,
 ) -> None:
     """Run SCENARIO (a built-in name or a YAML/JSON file) in the simulator and report it."""
-    from hvballoon.fake.record import plot
+    from hvballoon.fake.record import plot, record
     from hvballoon.fake.scenario import load_scenario
     from hvballoon.fake.world import World
 
@@ -246,10 +248,9 @@ def simulate_cmd(
         raise InvalidRequestError("--interval must be above zero")
     steps = seconds / world.step * max(1, world.n / 10)
     show = steps >= _PROGRESS_STEPS and not as_json and console().is_terminal
-    data = run_simulation(world, seconds, every=every_s, policy=policy, interval=interval_s, progress=show)
+    rec = record(world, every=every_s)
+    data = run_simulation(world, rec, seconds, policy=policy, interval=interval_s, progress=show)
     summary = SimulationSummary.model_validate(summarize(world, data)).model_dump(mode="json")
-    rec = world.recorder
-    assert rec is not None
     if summary["interrupted"]:
         if as_json:
             click.echo(json.dumps(summary, indent=2))

@@ -1,10 +1,14 @@
 """Recording a run: time series per VM (demand, current, balloon, guest swap, OOM events) and
 for the host (free, reclaimed), written as JSON or CSV and drawn as a PNG.
 
+The world knows nothing of recording: :func:`record` sets a :class:`Recorder` as the world's
+observer (:class:`~hvballoon.fake.world.StepObserver`), which the world feeds as it runs.
+
+>>> from hvballoon.fake.record import record
 >>> from hvballoon.fake.scenario import load_scenario
 >>> from hvballoon.fake.world import World
 >>> w = World(load_scenario("seed"))
->>> rec = w.record(every=60)
+>>> rec = record(w, every=60)
 >>> w.advance(600)
 >>> len(rec.t), sorted(rec.to_data()["vms"])[:2]
 (11, ['app01', 'app02'])
@@ -24,14 +28,25 @@ if TYPE_CHECKING:
 
     from hvballoon.fake.world import World
 
-__all__ = ["SERIES", "Recorder", "plot"]
+__all__ = ["SERIES", "Recorder", "plot", "record"]
 
 #: Per-VM series, in bytes (``oom_events`` is a cumulative count).
 SERIES = ("demand_bytes", "current_bytes", "balloon_bytes", "guest_swap_bytes", "oom_events")
 
 
+def record(world: World, every: float = 1.0) -> Recorder:
+    """Start recording ``world``'s time series every ``every`` seconds of simulated time, from
+    now (replacing any recorder it had)."""
+    with world.lock:
+        recorder = Recorder(world, every=every)
+        recorder.sample_now()
+        world.observer = recorder
+        return recorder
+
+
 class Recorder:
-    """Samples the world every ``every`` seconds of simulated time."""
+    """Samples the world every ``every`` seconds of simulated time (a
+    :class:`~hvballoon.fake.world.StepObserver`: see :func:`record`)."""
 
     def __init__(self, world: World, *, every: float = 1.0) -> None:
         if not every > 0:

@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario, VMSpec
@@ -51,16 +51,33 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from hvballoon.fake.record import Recorder
-
     Arr = npt.NDArray[np.float64]
 
-__all__ = ["FLAVOR_PHYSICS", "Guest", "Host", "SimulationError", "World"]
+__all__ = ["FLAVOR_PHYSICS", "Guest", "Host", "SimulationError", "StepObserver", "World"]
 
 _NAMESPACE = uuid.UUID("6f1c1d1e-9d1b-4a52-9d39-7c2b1a0e5b11")
 _MiB = 1024**2
 _GiB = 1024**3
 _PAGE = 4096
+
+
+class StepObserver(Protocol):
+    """What watches the world as it runs, set as ``World.observer`` (the recorder of
+    :mod:`hvballoon.fake.record` is one): the world calls :meth:`take` with each block of steps
+    it simulates, one row per step and one column per VM (the guests' swap, ``swp``, is only
+    worked out step by step while an observer is set)."""
+
+    def take(
+        self,
+        t: Arr,
+        dem: Arr,
+        cur: Arr,
+        swp: Arr,
+        oom: npt.NDArray[np.bool_],
+        host_free: Arr,
+        reclaimed: Arr,
+        act: npt.NDArray[np.bool_],
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -375,7 +392,7 @@ class World:
         for f in scenario.faults:
             self.faults.add(**f.model_dump())
         self.events: list[dict[str, Any]] = []
-        self.recorder: Recorder | None = None
+        self.observer: StepObserver | None = None
         self._buf: dict[str, Arr] | None = None
         self.version = 0
         self.host_free_bytes = 0
@@ -563,15 +580,6 @@ class World:
         self.events.append({"t": self.now if at is None else at, "vm": vm, "kind": kind, "message": message})
         if len(self.events) > _MAX_EVENTS:
             del self.events[: len(self.events) - _MAX_EVENTS]
-
-    def record(self, every: float = 1.0) -> Recorder:
-        """Start recording time series every ``every`` seconds (see :mod:`hvballoon.fake.record`)."""
-        from hvballoon.fake.record import Recorder
-
-        with self.lock:
-            self.recorder = Recorder(self, every=every)
-            self.recorder.sample_now()
-            return self.recorder
 
     # -- time ------------------------------------------------------------------------------
 
@@ -787,7 +795,7 @@ class World:
             z_last[sc] = zs[-1]
             roomy[:, sc] += swps
             usedg[:, sc] -= swps
-            if self.strict or self.recorder is not None:
+            if self.strict or self.observer is not None:
                 swp = np.zeros((rows, n))
                 swp[:, sc] = swps
         # cache: grows by g a step into free memory up to cmax, reclaimed first when short:
@@ -862,8 +870,8 @@ class World:
                         a["rep_swout"][cols] += cout
                         a["rep_majf"][cols] += np.floor(cin / _PAGE)
 
-        if self.recorder is not None:
-            self.recorder.take(t, dem, cur, swp, oom, host_free, hsw + comp + shr, act)
+        if self.observer is not None:
+            self.observer.take(t, dem, cur, swp, oom, host_free, hsw + comp + shr, act)
 
         # carry the last row over
         last_row = -1

@@ -20,6 +20,7 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario, parse_scenario
 from hvballoon.fake.world import World
 from hvballoon.retry import RetryPolicy
@@ -262,7 +263,7 @@ def test_bad_workload_params_name_file_path_and_problem(tmp_path: Path, workload
 
 def test_workload_shapes() -> None:
     w = World(load_scenario("seed"))
-    rec = w.record(every=60)
+    rec = record(w, every=60)
     w.advance(4 * 3600)
     data = rec.to_data()
     t = data["t"]

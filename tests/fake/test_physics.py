@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hvballoon.fake.record import record
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
 from hvballoon.units import GiB, MiB
@@ -114,7 +115,7 @@ def test_same_seed_same_series(spec: tuple[dict[str, Any], str, int], plan: Any)
     runs = []
     for _ in range(2):
         world = World(parse_scenario(scenario), flavor=flavor, seed=seed)
-        rec = world.record(every=1)
+        rec = record(world, every=1)
         _play(world, plan)
         runs.append((rec.to_json(), world.to_bytes()))
     assert runs[0] == runs[1]

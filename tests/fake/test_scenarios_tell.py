@@ -15,6 +15,7 @@ import pytest
 
 import hvballoon
 from hvballoon import fake
+from hvballoon.fake.record import record
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario
 from hvballoon.fake.world import World
 from hvballoon.units import GiB, MiB
@@ -31,7 +32,7 @@ def test_every_built_in_scenario_has_its_claims_tested_here() -> None:
 def run(name: str, seconds: float, *, every: float = 60, world: World | None = None) -> dict:  # type: ignore[type-arg]
     """The scenario (or ``world``) advanced ``seconds``, recorded every ``every`` seconds."""
     w = world if world is not None else World(load_scenario(name))
-    rec = w.record(every=every)
+    rec = record(w, every=every)
     w.advance(seconds)
     data = rec.to_data()
     data["world"] = w
@@ -96,7 +97,7 @@ def test_seed_spike_the_bet_loses_when_no_balloon_moves() -> None:
 def test_seed_spike_unless_balloons_move_in_time() -> None:
     """Balloons that take the idle page cache back before the spike leave the host room."""
     with fake.world("seed-spike") as w, hvballoon.connect("fake://seed-spike") as hv:
-        rec = w.record(every=60)
+        rec = record(w, every=60)
         w.advance(50 * 60)
         for st in hv.get_stats():
             if st.vm.name not in SPIKERS:
@@ -174,7 +175,7 @@ def test_dense_page_cache_alone_fills_the_host_which_swaps() -> None:
 
 def test_dense_unless_balloons_take_the_cache_back() -> None:
     with fake.world("dense") as w, hvballoon.connect("fake://dense") as hv:
-        rec = w.record(every=60)
+        rec = record(w, every=60)
         for st in hv.get_stats():
             assert st.guest_used_bytes is not None
             # 1.5 GiB of room each: below the session's default margin, hence force

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import hvballoon
+from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario
 from hvballoon.fake.store import WorldStore
 from hvballoon.fake.world import World
@@ -169,7 +170,7 @@ def test_duplicate_names_are_kept_with_distinct_ids(tmp_path: Path) -> None:
             by_id = {s.vm.id: s.target_bytes for s in hv.get_stats()}
             assert (by_id[twins[0].id], by_id[twins[1].id]) == (8 * GiB, 3 * GiB)
     world = World(load_scenario(path))
-    rec = world.record(every=10)
+    rec = record(world, every=10)
     world.advance(20)
     series = rec.to_data()["vms"]
     assert len(series) == 3 and len(world.accounting()["guests"]) == 3
