@@ -18,16 +18,21 @@ so ``json.dumps(model.model_dump())`` works and says what ``model.model_dump_jso
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
     WithJsonSchema,
     computed_field,
     model_validator,
@@ -38,11 +43,14 @@ __all__ = [
     "VM",
     "Capabilities",
     "Change",
+    "ConfigKind",
+    "ConfigOption",
     "ConfigUpdate",
     "HostStats",
     "MemoryConfig",
     "MemoryStats",
     "Mechanism",
+    "OptionStyle",
     "PowerState",
     "SharesLevel",
     "Timestamp",
@@ -227,23 +235,45 @@ class MemoryConfig(_Frozen):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-#: Fields of :class:`MemoryConfig` that ``set_config`` can change (backends declare which).
-CONFIG_FIELDS: tuple[str, ...] = (
-    "balloon_cap_bytes",
-    "buffer_percent",
-    "deflate_on_oom",
-    "dynamic",
-    "limit_bytes",
-    "maximum_bytes",
-    "memory_reservation_lock",
-    "minimum_bytes",
-    "priority",
-    "reservation_bytes",
-    "shares",
-    "shares_level",
-    "startup_bytes",
-    "stats_period_seconds",
-)
+#: How a caller spells a config value: a size (``"4GiB"``, bytes), an integer, true/false, or
+#: one of a few words.
+ConfigKind = Literal["size", "int", "bool", "choice"]
+
+#: What each place a config option appears in calls it: the Python API (``set_config``'s
+#: keyword), the ``hvballoon config`` command, an Ansible module, the docs (CLI spelling).
+OptionStyle = Literal["api", "cli", "ansible", "docs"]
+
+#: How each style quotes a value.
+_QUOTE: dict[str, str] = {"api": "'{}'", "cli": "'{}'", "ansible": "V({})", "docs": "`{}`"}
+_KIND_WORDING: dict[str, str] = {
+    "size": "a size",
+    "int": "an integer",
+    "bool": "true or false",
+    "choice": "one of",
+}
+
+
+def _option(
+    keyword: str,
+    kind: ConfigKind,
+    help: str,
+    sample: object,
+    *,
+    cli: str | None = None,
+    unlimited: bool = False,
+    **constraints: Any,
+) -> Any:
+    """A :class:`ConfigUpdate` field that is also a ``set_config`` option: its keyword (the
+    CLI's ``--option`` and the Ansible option are spelled from it, unless ``cli`` says
+    otherwise), its kind (a size may also take ``unlimited``), its help text and a sample value
+    in the field's own unit. The help
+    text may quote a value as ```value``` and name another option as ``{keyword}``: each
+    interface renders them in its own words (:meth:`ConfigOption.help_text`)."""
+    option: dict[str, Any] = {"keyword": keyword, "kind": kind, "unlimited": unlimited}
+    if cli is not None:
+        option["cli"] = cli
+    extra: dict[str, Any] = {"option": option}
+    return Field(default=None, description=help, examples=[sample], json_schema_extra=extra, **constraints)
 
 
 class ConfigUpdate(_Frozen):
@@ -252,23 +282,83 @@ class ConfigUpdate(_Frozen):
     ``unlimited_limit=True`` removes an ESXi limit (``limit_bytes`` itself must then be unset).
     Only the shape of each value is checked here; each hypervisor kind checks its own bounds
     (:mod:`hvballoon.kinds`), e.g. Hyper-V's buffer of 5–2000 %.
+
+    Each field is declared once, here, with what every interface needs to offer it (see
+    :meth:`options`): ``set_config``'s keywords, the CLI's ``config`` options, the Ansible
+    ``config`` module's options and the conformance suite's samples all come from it.
+
+    >>> update = ConfigUpdate.from_keywords({"minimum": "1GiB", "dynamic": True, "limit": "unlimited"})
+    >>> update.fields()
+    {'minimum_bytes': 1073741824, 'dynamic': True, 'limit_bytes': None}
+    >>> minimum = ConfigUpdate.options()[1]
+    >>> minimum.field, minimum.keyword, minimum.kind, minimum.cli, minimum.name("ansible")
+    ('minimum_bytes', 'minimum', 'size', '--minimum', 'minimum')
     """
 
-    startup_bytes: int | None = Field(default=None, gt=0)
-    minimum_bytes: int | None = Field(default=None, gt=0)
-    maximum_bytes: int | None = Field(default=None, gt=0)
-    dynamic: bool | None = None
-    buffer_percent: int | None = Field(default=None, ge=0)
-    priority: int | None = Field(default=None, ge=0)
-    reservation_bytes: int | None = Field(default=None, ge=0)
-    limit_bytes: int | None = Field(default=None, gt=0)
+    startup_bytes: int | None = _option(
+        "startup", "size", "Hyper-V startup memory (a static VM's memory size).", 2 * 1024**3, gt=0
+    )
+    minimum_bytes: int | None = _option("minimum", "size", "Hyper-V Dynamic Memory minimum.", 1024**3, gt=0)
+    maximum_bytes: int | None = _option(
+        "maximum",
+        "size",
+        "The VM's maximum memory (KVM maxMemory, ESXi memoryMB, Hyper-V Dynamic Memory maximum).",
+        64 * 1024**3,
+        gt=0,
+    )
+    dynamic: bool | None = _option(
+        "dynamic",
+        "bool",
+        "Hyper-V Dynamic Memory on or off (the VM must be off).",
+        True,
+        cli="--dynamic/--static",
+    )
+    buffer_percent: int | None = _option(
+        "buffer_percent", "int", "Hyper-V memory buffer, 5 to 2000 percent.", 25, ge=0
+    )
+    priority: int | None = _option("priority", "int", "Hyper-V memory weight, 0 to 100.", 60, ge=0)
+    reservation_bytes: int | None = _option(
+        "reservation", "size", "ESXi memory reservation (`0` for none).", 1024**3, ge=0
+    )
+    limit_bytes: int | None = _option(
+        "limit", "size", "ESXi memory limit, or `unlimited` to remove it.", 8 * 1024**3, unlimited=True, gt=0
+    )
     unlimited_limit: bool = False
-    shares: int | None = Field(default=None, gt=0)
-    shares_level: SharesLevel | None = None
-    memory_reservation_lock: bool | None = None
-    balloon_cap_bytes: int | None = Field(default=None, ge=0)
-    deflate_on_oom: bool | None = None
-    stats_period_seconds: int | None = Field(default=None, ge=0)
+    shares: int | None = _option(
+        "shares",
+        "int",
+        "ESXi memory shares, a custom count (the level becomes `custom`; not with a {shares_level} of "
+        "`low`, `normal` or `high`).",
+        2000,
+        gt=0,
+    )
+    shares_level: SharesLevel | None = _option(
+        "shares_level",
+        "choice",
+        "ESXi memory shares as a level: `low`, `normal` (ESXi's default) or `high` are 5, 10 or 20 "
+        "shares per MB of the VM's memory; `custom` keeps the current count, or takes {shares}.",
+        "high",
+    )
+    memory_reservation_lock: bool | None = _option(
+        "memory_reservation_lock",
+        "bool",
+        "ESXi memoryReservationLockedToMax (community.vmware's memory_reservation_lock): keep the "
+        "reservation equal to the VM's memory size, and set it so now.",
+        True,
+    )
+    balloon_cap_bytes: int | None = _option(
+        "balloon_cap", "size", "ESXi balloon cap, sched.mem.maxmemctl (`0` for none).", 2 * 1024**3, ge=0
+    )
+    deflate_on_oom: bool | None = _option(
+        "deflate_on_oom", "bool", "KVM virtio-balloon deflate-on-OOM (the VM must be off).", True
+    )
+    stats_period_seconds: int | None = _option(
+        "stats_period",
+        "int",
+        "KVM balloon statistics period in seconds (`0` turns the guest's reports off).",
+        5,
+        ge=0,
+    )
 
     def fields(self) -> dict[str, Any]:
         """The requested changes as ``{MemoryConfig field: value}`` (unlimited limit → None)."""
@@ -276,6 +366,172 @@ class ConfigUpdate(_Frozen):
         if self.unlimited_limit:
             out["limit_bytes"] = None
         return out
+
+    @classmethod
+    def options(cls) -> tuple[ConfigOption, ...]:
+        """Every field a caller can set, as each interface offers it, in declaration order."""
+        return _config_options()
+
+    @classmethod
+    def from_keywords(cls, values: Mapping[str, Any]) -> ConfigUpdate:
+        """The update ``set_config(**values)`` asks for, from what a caller typed: sizes parsed
+        (``"4GiB"``, bytes; ``limit="unlimited"``), integers, booleans and choices checked.
+        ``None`` means "leave as it is". Raises :class:`~hvballoon.errors.InvalidRequestError`
+        (or its :class:`~hvballoon.errors.InvalidSizeError`) naming the option.
+
+        >>> ConfigUpdate.from_keywords({"priority": "high"})
+        Traceback (most recent call last):
+        ...
+        hvballoon.errors.InvalidRequestError: priority must be an integer, got 'high'
+        """
+        from hvballoon.errors import InvalidRequestError
+
+        by_keyword = {o.keyword: o for o in cls.options()}
+        unknown = sorted(set(values) - set(by_keyword))
+        if unknown:
+            raise InvalidRequestError(
+                f"unknown config option(s) {', '.join(unknown)}; known: {', '.join(by_keyword)}",
+                details={"unknown": unknown},
+            )
+        data: dict[str, Any] = {}
+        for keyword, value in values.items():
+            if value is not None:
+                data.update(by_keyword[keyword].parse(value))
+        try:
+            return cls(**data)
+        except ValidationError as exc:  # a bound of the field itself: named as the caller spelt it
+            keywords = {o.field: o.keyword for o in cls.options()}
+            problems = "; ".join(
+                f"{'.'.join(keywords.get(str(p), str(p)) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InvalidRequestError(
+                f"invalid memory configuration: {problems} (sizes above zero, counts not negative)"
+            ) from None
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """One :class:`ConfigUpdate` field as a caller sets it (read from the field's declaration)."""
+
+    #: The field of :class:`ConfigUpdate` and :class:`MemoryConfig`, e.g. ``"minimum_bytes"``.
+    field: str
+    #: ``set_config``'s keyword and the Ansible option, e.g. ``"minimum"``.
+    keyword: str
+    kind: ConfigKind
+    #: The help text, with ```value``` and ``{keyword}`` marks (see :meth:`help_text`).
+    help: str
+    #: A value in the field's own unit (bytes for a size) that the field accepts.
+    sample: Any
+    #: The ``hvballoon config`` option: ``--minimum``, or ``--on/--off`` for a boolean.
+    cli: str
+    #: The lowest value accepted (sizes and integers): 0 or 1.
+    lowest: int | None = None
+    #: The words a ``choice`` accepts.
+    choices: tuple[str, ...] = ()
+    #: A size that also accepts ``"unlimited"`` (removing the limit).
+    unlimited: bool = False
+
+    def name(self, style: OptionStyle) -> str:
+        """The option as ``style`` spells it: ``minimum=``, ``--minimum``, ``minimum``."""
+        if style == "api":
+            return f"{self.keyword}="
+        if style == "ansible":
+            return self.keyword
+        return self.cli.split("/")[0]
+
+    def help_text(self, style: OptionStyle) -> str:
+        """The help text in the words of ``style``: quoted values as ``'0'`` (api, cli),
+        ``V(0)`` (ansible) or `` `0` `` (docs); ``{keyword}`` as that option's name there."""
+        quote = _QUOTE[style]
+        names = {o.keyword: o.name(style) for o in _config_options()}
+        ref = {"api": "{}", "cli": "{}", "ansible": "O({})", "docs": "`{}`"}[style]
+        text = re.sub(r"`([^`]+)`", lambda m: quote.format(m[1]), self.help)
+        return re.sub(r"\{(\w+)\}", lambda m: ref.format(names[m[1]]), text)
+
+    def accepts(self, style: OptionStyle = "api") -> str:
+        """What the option takes, in words: ``a size``, ``one of low, normal, high, custom``
+        (on the command line, a boolean is a pair of flags: ``--dynamic/--static``)."""
+        quote = _QUOTE[style]
+        if self.kind == "bool" and style in ("cli", "docs"):
+            return "a flag (on / off)"
+        words = _KIND_WORDING[self.kind]
+        if self.kind == "choice":
+            return f"{words} {', '.join(quote.format(c) for c in self.choices)}"
+        if self.unlimited:
+            return f"{words} or {quote.format('unlimited')}"
+        return words
+
+    def parse(self, value: Any) -> dict[str, Any]:
+        """``{ConfigUpdate field: value}`` for what a caller gave (not ``None``); raises
+        :class:`~hvballoon.errors.InvalidRequestError` naming the option when it is malformed."""
+        from hvballoon.errors import InvalidRequestError
+        from hvballoon.units import parse_size
+
+        kw = self.keyword
+        if self.kind == "size":
+            if self.unlimited and isinstance(value, str) and value.strip().lower() in _UNLIMITED:
+                return {"unlimited_limit": True}
+            return {self.field: parse_size(value, what=kw, allow_zero=self.lowest == 0)}
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise InvalidRequestError(f"{kw} must be true or false, got {value!r}")
+            return {self.field: value}
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidRequestError(f"{kw} must be an integer, got {value!r}")
+            return {self.field: value}
+        if not isinstance(value, str) or value.strip().lower() not in self.choices:
+            raise InvalidRequestError(
+                f"{kw} must be one of {', '.join(self.choices)}, got {value!r}",
+                details={"value": value if isinstance(value, str) else repr(value)},
+            )
+        return {self.field: value.strip().lower()}
+
+
+#: What ``limit`` accepts for "no limit".
+_UNLIMITED = frozenset({"unlimited", "none", "-1"})
+
+
+@functools.cache
+def _config_options() -> tuple[ConfigOption, ...]:
+    out = []
+    for name, info in ConfigUpdate.model_fields.items():
+        extra = info.json_schema_extra
+        if not isinstance(extra, dict) or "option" not in extra:
+            continue  # unlimited_limit: spelled limit="unlimited"
+        meta: Any = extra["option"]
+        kind: ConfigKind = meta["kind"]
+        lowest = None
+        for constraint in info.metadata:  # the field's own bound: gt=0 (1 and up) or ge=0
+            gt, ge = getattr(constraint, "gt", None), getattr(constraint, "ge", None)
+            if isinstance(gt, int):
+                lowest = gt + 1
+            elif isinstance(ge, int):
+                lowest = ge
+        choices = tuple(
+            word for arg in get_args(info.annotation) if get_origin(arg) is Literal for word in get_args(arg)
+        )
+        dashed = meta["keyword"].replace("_", "-")
+        assert info.description is not None and info.examples, name
+        out.append(
+            ConfigOption(
+                field=name,
+                keyword=meta["keyword"],
+                kind=kind,
+                help=info.description,
+                sample=info.examples[0],
+                cli=meta.get("cli") or (f"--{dashed}/--no-{dashed}" if kind == "bool" else f"--{dashed}"),
+                lowest=lowest,
+                choices=choices,
+                unlimited=meta["unlimited"],
+            )
+        )
+    return tuple(out)
+
+
+#: Fields of :class:`MemoryConfig` that ``set_config`` can change (backends declare which).
+CONFIG_FIELDS: tuple[str, ...] = tuple(sorted(o.field for o in ConfigUpdate.options()))
 
 
 class Capabilities(_Frozen):

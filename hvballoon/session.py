@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from hvballoon import registry
 from hvballoon._uri import ParsedURI, parse_uri
@@ -41,7 +41,6 @@ from hvballoon.errors import (
     WaitTimeoutError,
 )
 from hvballoon.kinds import check_settable
-from hvballoon.kinds.esxi import SHARES_LEVELS
 from hvballoon.models import (
     VM,
     Capabilities,
@@ -61,6 +60,10 @@ log = logging.getLogger("hvballoon")
 
 VMRef = str | VM
 PASSWORD_ENV = "HVBALLOON_PASSWORD"  # noqa: S105 - a variable name, not a secret
+
+
+#: ``set_config``'s keywords, each a :class:`ConfigUpdate` field's option.
+_CONFIG_KEYWORDS = frozenset(o.keyword for o in ConfigUpdate.options())
 
 
 @dataclass(frozen=True)
@@ -502,9 +505,9 @@ class Hypervisor:
         self,
         vm: VMRef,
         *,
+        startup: int | str | None = None,
         minimum: int | str | None = None,
         maximum: int | str | None = None,
-        startup: int | str | None = None,
         dynamic: bool | None = None,
         buffer_percent: int | None = None,
         priority: int | None = None,
@@ -527,23 +530,13 @@ class Hypervisor:
         typed error naming the rule in ``details["rule"]`` before anything is sent. The
         :class:`Change` also lists what the hypervisor changes with a field (e.g. ESXi's share
         count for a level).
+
+        The keywords are the options declared on :class:`~hvballoon.models.ConfigUpdate`'s
+        fields (what each sets and accepts: ``ConfigUpdate.options()``); they are spelled out
+        here for type checkers and editors, and a test holds this signature to the declaration.
         """
-        update = self._build_update(
-            minimum=minimum,
-            maximum=maximum,
-            startup=startup,
-            dynamic=dynamic,
-            buffer_percent=buffer_percent,
-            priority=priority,
-            reservation=reservation,
-            limit=limit,
-            shares=shares,
-            shares_level=shares_level,
-            memory_reservation_lock=memory_reservation_lock,
-            balloon_cap=balloon_cap,
-            deflate_on_oom=deflate_on_oom,
-            stats_period=stats_period,
-        )
+        given = {k: v for k, v in locals().items() if k in _CONFIG_KEYWORDS}  # the keywords above
+        update = ConfigUpdate.from_keywords(given)
         wanted = update.fields()
         if not wanted:
             raise InvalidRequestError("set_config needs at least one field to change")
@@ -570,58 +563,6 @@ class Hypervisor:
             )
             log.info("changed memory config of %s: %s", target_vm.name, sorted(changes))
         return change
-
-    @staticmethod
-    def _build_update(**kw: Any) -> ConfigUpdate:
-        sizes = {
-            "minimum": "minimum_bytes",
-            "maximum": "maximum_bytes",
-            "startup": "startup_bytes",
-            "reservation": "reservation_bytes",
-            "balloon_cap": "balloon_cap_bytes",
-        }
-        data: dict[str, Any] = {}
-        for arg, field_name in sizes.items():
-            if kw[arg] is not None:
-                data[field_name] = parse_size(
-                    kw[arg], what=arg, allow_zero=arg in {"reservation", "balloon_cap"}
-                )
-        limit = kw["limit"]
-        if isinstance(limit, str) and limit.strip().lower() in {"unlimited", "none", "-1"}:
-            data["unlimited_limit"] = True
-        elif limit is not None:
-            data["limit_bytes"] = parse_size(limit, what="limit")
-        for arg in ("dynamic", "deflate_on_oom", "memory_reservation_lock"):
-            if kw[arg] is not None:
-                if not isinstance(kw[arg], bool):
-                    raise InvalidRequestError(f"{arg} must be true or false, got {kw[arg]!r}")
-                data[arg] = kw[arg]
-        for arg, field_name in (
-            ("buffer_percent", "buffer_percent"),
-            ("priority", "priority"),
-            ("shares", "shares"),
-            ("stats_period", "stats_period_seconds"),
-        ):
-            value = kw[arg]
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise InvalidRequestError(f"{arg} must be an integer, got {value!r}")
-                data[field_name] = value
-        level = kw["shares_level"]
-        if level is not None:
-            if not isinstance(level, str) or level.strip().lower() not in SHARES_LEVELS:
-                raise InvalidRequestError(
-                    f"shares_level must be one of {', '.join(SHARES_LEVELS)}, got {level!r}",
-                    details={"value": level if isinstance(level, str) else repr(level)},
-                )
-            data["shares_level"] = level.strip().lower()
-        try:
-            return ConfigUpdate(**data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise InvalidRequestError(
-                f"invalid memory configuration: {problems} (sizes above zero, counts not negative)"
-            ) from None
 
     def wait_for_target(
         self,

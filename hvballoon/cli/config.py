@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -16,9 +17,30 @@ from hvballoon.cli.common import (
     json_option,
     session,
 )
+from hvballoon.models import ConfigUpdate
 from hvballoon.units import format_size
 
-__all__ = ["config_cmd"]
+__all__ = ["config_cmd", "config_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(fn: F) -> F:
+    """One option per field of :class:`~hvballoon.models.ConfigUpdate`, spelled, typed and
+    explained as the field declares; each arrives as ``set_config``'s keyword (``None`` when
+    not given). Sizes and choices are checked by ``set_config``, so a bad value gets the same
+    error (and ``--json`` report) as through the API."""
+    for option in reversed(ConfigUpdate.options()):
+        decls = (option.cli, option.keyword)
+        help_text = option.help_text("cli")
+        if option.kind == "bool":
+            fn = click.option(*decls, default=None, help=help_text)(fn)
+        elif option.kind == "int":
+            fn = click.option(*decls, type=int, default=None, help=help_text)(fn)
+        else:
+            metavar = "SIZE" if option.kind == "size" else f"[{'|'.join(option.choices)}]"
+            fn = click.option(*decls, metavar=metavar, default=None, help=help_text)(fn)
+    return fn
 
 
 @click.command(
@@ -34,24 +56,7 @@ Examples:
 )
 @click.argument("uri")
 @click.argument("vm")
-@click.option("--minimum")
-@click.option("--maximum")
-@click.option("--startup")
-@click.option("--dynamic/--static", default=None, help="Hyper-V Dynamic Memory on/off (VM off).")
-@click.option("--buffer-percent", type=int)
-@click.option("--priority", type=int, help="Hyper-V memory weight 0-100.")
-@click.option("--reservation")
-@click.option("--limit", help="ESXi limit, or 'unlimited'.")
-@click.option("--shares", type=int, help="ESXi custom share count.")
-@click.option("--shares-level", help="ESXi shares: low, normal, high (5/10/20 per MB) or custom.")
-@click.option(
-    "--memory-reservation-lock/--no-memory-reservation-lock",
-    default=None,
-    help="ESXi: keep the reservation at the memory size (memoryReservationLockedToMax).",
-)
-@click.option("--balloon-cap", help="ESXi sched.mem.maxmemctl.")
-@click.option("--deflate-on-oom/--no-deflate-on-oom", default=None)
-@click.option("--stats-period", type=int, help="KVM balloon stats period in seconds.")
+@config_options
 @click.option("--dry-run", is_flag=True)
 @connection_options
 @json_option

@@ -55,6 +55,7 @@ from hvballoon.models import (
     VM,
     Capabilities,
     Change,
+    ConfigUpdate,
     HostStats,
     MemoryConfig,
     MemoryStats,
@@ -77,22 +78,8 @@ __all__ = [
 ]
 
 _SIZE_FIELDS = [n for n, f in MemoryStats.model_fields.items() if n.endswith("_bytes")]
-_SAMPLE_CONFIG: dict[str, dict[str, Any]] = {
-    "minimum_bytes": {"minimum": "1GiB"},
-    "maximum_bytes": {"maximum": "64GiB"},
-    "startup_bytes": {"startup": "2GiB"},
-    "dynamic": {"dynamic": True},
-    "buffer_percent": {"buffer_percent": 25},
-    "priority": {"priority": 60},
-    "reservation_bytes": {"reservation": "1GiB"},
-    "limit_bytes": {"limit": "8GiB"},
-    "shares": {"shares": 2000},
-    "shares_level": {"shares_level": "high"},
-    "memory_reservation_lock": {"memory_reservation_lock": True},
-    "balloon_cap_bytes": {"balloon_cap": "2GiB"},
-    "deflate_on_oom": {"deflate_on_oom": True},
-    "stats_period_seconds": {"stats_period": 5},
-}
+#: ``set_config`` keywords with a sample value, by the config field they set.
+_SAMPLE_CONFIG: dict[str, dict[str, Any]] = {o.field: {o.keyword: o.sample} for o in ConfigUpdate.options()}
 
 
 class _Base:

@@ -35,6 +35,7 @@ from typing import Any
 import hvballoon
 from hvballoon.errors import HVBalloonError, VMNotFoundError
 from hvballoon.fake.faults import FAULT_KINDS
+from hvballoon.models import ConfigUpdate
 from hvballoon.retry import RetryPolicy
 
 GiB = 1024**3
@@ -151,13 +152,8 @@ def _config_change(hv: Any, vm: str) -> dict[str, Any]:
     return out
 
 
-_CONFIG_FIELDS = {
-    "priority": "priority",
-    "buffer_percent": "buffer_percent",
-    "shares": "shares",
-    "reservation": "reservation_bytes",
-    "stats_period": "stats_period_seconds",
-}
+#: ``set_config`` keyword -> the MemoryConfig field it sets.
+_CONFIG_FIELDS = {o.keyword: o.field for o in ConfigUpdate.options()}
 
 
 def run_op(op: str, probe: Probe) -> None:

@@ -13,10 +13,12 @@ description:
   - Changes only the memory configuration fields given, to absolute values, through the hvballoon SDK.
   - Idempotent; check mode computes the change without applying it; C(--diff) shows each field
     before and after, per VM.
-  - "Which fields a hypervisor has: KVM O(maximum) (maxMemory), O(deflate_on_oom), O(stats_period)
-    (balloon statistics period); ESXi O(reservation), O(limit), O(shares), O(shares_level),
-    O(memory_reservation_lock), O(balloon_cap) (sched.mem.maxmemctl), O(maximum) (memoryMB);
-    Hyper-V O(dynamic), O(minimum), O(startup), O(maximum), O(buffer_percent), O(priority)."
+  # BEGIN generated per-kind by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
+  - "Which options each hypervisor has: KVM O(maximum), O(deflate_on_oom), O(stats_period); ESXi
+    O(maximum), O(reservation), O(limit), O(shares), O(shares_level), O(memory_reservation_lock),
+    O(balloon_cap); Hyper-V O(startup), O(minimum), O(maximum), O(dynamic), O(buffer_percent),
+    O(priority)."
+  # END generated per-kind
   - A field the backend cannot change, or not in the VM's power state, fails with code
     V(unsupported) or V(invalid_state) before anything is sent; a change the hypervisor's rules
     refuse fails the same way, naming the rule in C(error.details.rule). Hyper-V allows, while a
@@ -28,59 +30,80 @@ extends_documentation_fragment:
   - hvballoon.memory.connection
   - hvballoon.memory.connection.vms
 options:
+  # BEGIN generated options by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
+  startup:
+    description:
+      - Hyper-V startup memory (a static VM's memory size).
+      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
+        (SI, powers of 1000)."
+    type: raw
   minimum:
-    description: Hyper-V Dynamic Memory minimum (a size, like O(maximum)).
+    description:
+      - Hyper-V Dynamic Memory minimum.
+      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
+        (SI, powers of 1000)."
     type: raw
   maximum:
     description:
-      - The VM's maximum memory. A size, an integer of bytes or a string such as V(16GiB) (IEC,
-        powers of 1024) or V(16GB) (SI, powers of 1000).
-    type: raw
-  startup:
-    description: Hyper-V startup memory (a size).
+      - The VM's maximum memory (KVM maxMemory, ESXi memoryMB, Hyper-V Dynamic Memory maximum).
+      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
+        (SI, powers of 1000)."
     type: raw
   dynamic:
-    description: Hyper-V Dynamic Memory on or off (the VM must be off).
+    description:
+      - Hyper-V Dynamic Memory on or off (the VM must be off).
     type: bool
   buffer_percent:
-    description: Hyper-V memory buffer, 5 to 2000 percent.
+    description:
+      - Hyper-V memory buffer, 5 to 2000 percent.
     type: int
   priority:
-    description: Hyper-V memory weight, 0 to 100.
+    description:
+      - Hyper-V memory weight, 0 to 100.
     type: int
   reservation:
-    description: ESXi memory reservation (a size; V(0) for none).
+    description:
+      - ESXi memory reservation (V(0) for none).
+      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
+        (SI, powers of 1000)."
     type: raw
   limit:
     description:
-      - ESXi memory limit (a size), or V(unlimited) to remove it.
+      - ESXi memory limit, or V(unlimited) to remove it.
+      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
+        (SI, powers of 1000)."
     type: raw
   shares:
     description:
-      - ESXi memory shares, a custom number of shares (the level becomes V(custom)).
-      - Mutually exclusive with O(shares_level) V(low), V(normal) or V(high).
+      - ESXi memory shares, a custom count (the level becomes V(custom); not with a O(shares_level)
+        of V(low), V(normal) or V(high)).
     type: int
   shares_level:
     description:
-      - ESXi memory shares as a level. V(low), V(normal) and V(high) are 5, 10 and 20 shares per
-        MB of the VM's memory (ESXi's own ratios; V(normal) is ESXi's default); V(custom) keeps the
-        current count, or takes O(shares).
+      - "ESXi memory shares as a level: V(low), V(normal) (ESXi's default) or V(high) are 5, 10 or
+        20 shares per MB of the VM's memory; V(custom) keeps the current count, or takes O(shares)."
     type: str
     choices: [low, normal, high, custom]
   memory_reservation_lock:
     description:
-      - ESXi C(memoryReservationLockedToMax), like community.vmware's C(memory_reservation_lock).
-        When true, the reservation is kept equal to the VM's memory size (and is set to it now).
+      - "ESXi memoryReservationLockedToMax (community.vmware's memory_reservation_lock): keep the
+        reservation equal to the VM's memory size, and set it so now."
     type: bool
   balloon_cap:
-    description: ESXi balloon cap, sched.mem.maxmemctl (a size; V(0) for none).
+    description:
+      - ESXi balloon cap, sched.mem.maxmemctl (V(0) for none).
+      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
+        (SI, powers of 1000)."
     type: raw
   deflate_on_oom:
-    description: KVM virtio-balloon deflate-on-OOM (the VM must be off).
+    description:
+      - KVM virtio-balloon deflate-on-OOM (the VM must be off).
     type: bool
   stats_period:
-    description: KVM balloon statistics period in seconds (V(0) turns the guest's reports off).
+    description:
+      - KVM balloon statistics period in seconds (V(0) turns the guest's reports off).
     type: int
+  # END generated options
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -202,10 +225,11 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
 if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
 
+# BEGIN generated fields by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
 FIELDS = dict(
+    startup=dict(type="raw"),
     minimum=dict(type="raw"),
     maximum=dict(type="raw"),
-    startup=dict(type="raw"),
     dynamic=dict(type="bool"),
     buffer_percent=dict(type="int"),
     priority=dict(type="int"),
@@ -218,6 +242,7 @@ FIELDS = dict(
     deflate_on_oom=dict(type="bool"),
     stats_period=dict(type="int"),
 )
+# END generated fields
 
 
 def main():
