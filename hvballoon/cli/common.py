@@ -124,81 +124,68 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.0f}%"
 
 
+#: The size columns of a stats table, with the :class:`~hvballoon.MemoryStats` field of each.
+_STATS_SIZES: tuple[tuple[str, str], ...] = (
+    ("configured", "configured_bytes"),
+    ("current", "current_bytes"),
+    ("target", "target_bytes"),
+    ("guest used", "guest_used_bytes"),
+    ("available", "guest_available_bytes"),
+    ("cache", "guest_cache_bytes"),
+    ("ballooned", "ballooned_bytes"),
+    ("demand", "demand_bytes"),
+    ("host swap", "swapped_bytes"),
+)
+
 #: The columns of a stats table (see :func:`stats_row`).
-STATS_COLUMNS: list[str] = [
-    "vm",
-    "power",
-    "configured",
-    "current",
-    "target",
-    "guest used",
-    "available",
-    "cache",
-    "ballooned",
-    "demand",
-    "host swap",
-    "pressure",
-    "stats",
-]
+STATS_COLUMNS: list[str] = ["vm", "power", *(c for c, _ in _STATS_SIZES), "pressure", "stats"]
 
 
 def stats_row(s: Any) -> list[str]:
     """One VM's :class:`~hvballoon.MemoryStats` as the cells of :data:`STATS_COLUMNS`."""
-    sizes = (
-        s.configured_bytes,
-        s.current_bytes,
-        s.target_bytes,
-        s.guest_used_bytes,
-        s.guest_available_bytes,
-        s.guest_cache_bytes,
-        s.ballooned_bytes,
-        s.demand_bytes,
-        s.swapped_bytes,
-    )
     return [
         s.vm.name,
         s.vm.power_state.value,
-        *(format_size(n) for n in sizes),
+        *(format_size(getattr(s, f)) for _, f in _STATS_SIZES),
         _pct(s.pressure_ratio),
         "stale" if s.stale else "fresh",
     ]
 
 
+#: The size columns of a host table: the host's figures, then the sums over its running VMs
+#: (with the count of those VMs between them), with the :class:`~hvballoon.HostStats` field of each.
+_HOST_SIZES: tuple[tuple[str, str], ...] = (
+    ("physical", "physical_bytes"),
+    ("used", "used_bytes"),
+    ("free", "free_bytes"),
+    ("overhead", "hypervisor_overhead_bytes"),
+    ("swap used", "swap_used_bytes"),
+    ("swap total", "swap_total_bytes"),
+    ("shared", "shared_bytes"),
+)
+_HOST_VM_SIZES: tuple[tuple[str, str], ...] = (
+    ("configured", "vm_configured_bytes"),
+    ("current", "vm_current_bytes"),
+    ("ballooned", "ballooned_bytes"),
+)
+
 #: The columns of a host table (see :func:`host_row`).
 HOST_COLUMNS: list[str] = [
     "host",
-    "physical",
-    "used",
-    "free",
-    "overhead",
-    "swap used",
-    "swap total",
-    "shared",
+    *(c for c, _ in _HOST_SIZES),
     "vms",
-    "configured",
-    "current",
-    "ballooned",
+    *(c for c, _ in _HOST_VM_SIZES),
     "overcommit",
 ]
 
 
 def host_row(h: Any) -> list[str]:
     """One :class:`~hvballoon.HostStats` as the cells of :data:`HOST_COLUMNS`."""
-    sizes = (
-        h.physical_bytes,
-        h.used_bytes,
-        h.free_bytes,
-        h.hypervisor_overhead_bytes,
-        h.swap_used_bytes,
-        h.swap_total_bytes,
-        h.shared_bytes,
-    )
-    vm_sizes = (h.vm_configured_bytes, h.vm_current_bytes, h.ballooned_bytes)
     return [
         h.host,
-        *(format_size(n) for n in sizes),
+        *(format_size(getattr(h, f)) for _, f in _HOST_SIZES),
         "-" if h.vms_running is None else str(h.vms_running),
-        *(format_size(n) for n in vm_sizes),
+        *(format_size(getattr(h, f)) for _, f in _HOST_VM_SIZES),
         "-" if h.overcommit_ratio is None else f"{h.overcommit_ratio:.2f}",
     ]
 
