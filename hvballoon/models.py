@@ -38,6 +38,9 @@ from pydantic import (
     model_validator,
 )
 
+from hvballoon.errors import InvalidRequestError
+from hvballoon.units import parse_size
+
 __all__ = [
     "CONFIG_FIELDS",
     "VM",
@@ -266,9 +269,9 @@ def _option(
     """A :class:`ConfigUpdate` field that is also a ``set_config`` option: its keyword (the
     CLI's ``--option`` and the Ansible option are spelled from it, unless ``cli`` says
     otherwise), its kind (a size may also take ``unlimited``), its help text and a sample value
-    in the field's own unit. The help
-    text may quote a value as ```value``` and name another option as ``{keyword}``: each
-    interface renders them in its own words (:meth:`ConfigOption.help_text`)."""
+    in the field's own unit. The help text may quote a value in backticks and name another
+    option as ``{keyword}``: each interface renders them in its own words
+    (:meth:`ConfigOption.help_text`)."""
     option: dict[str, Any] = {"keyword": keyword, "kind": kind, "unlimited": unlimited}
     if cli is not None:
         option["cli"] = cli
@@ -384,8 +387,6 @@ class ConfigUpdate(_Frozen):
         ...
         hvballoon.errors.InvalidRequestError: priority must be an integer, got 'high'
         """
-        from hvballoon.errors import InvalidRequestError
-
         by_keyword = {o.keyword: o for o in cls.options()}
         unknown = sorted(set(values) - set(by_keyword))
         if unknown:
@@ -419,7 +420,7 @@ class ConfigOption:
     #: ``set_config``'s keyword and the Ansible option, e.g. ``"minimum"``.
     keyword: str
     kind: ConfigKind
-    #: The help text, with ```value``` and ``{keyword}`` marks (see :meth:`help_text`).
+    #: The help text, with values in backticks and ``{keyword}`` marks (see :meth:`help_text`).
     help: str
     #: A value in the field's own unit (bytes for a size) that the field accepts.
     sample: Any
@@ -465,9 +466,6 @@ class ConfigOption:
     def parse(self, value: Any) -> dict[str, Any]:
         """``{ConfigUpdate field: value}`` for what a caller gave (not ``None``); raises
         :class:`~hvballoon.errors.InvalidRequestError` naming the option when it is malformed."""
-        from hvballoon.errors import InvalidRequestError
-        from hvballoon.units import parse_size
-
         kw = self.keyword
         if self.kind == "size":
             if self.unlimited and isinstance(value, str) and value.strip().lower() in _UNLIMITED:
