@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.peers.vsphere import harness  # noqa: E402
+from tests.support.vsphere import harness  # noqa: E402
 
 GO_SOURCE = Path(__file__).resolve().parent / "esxi_go"
 VM_PATHS = [

@@ -81,7 +81,7 @@ def _three(
 
 def esxi(repeat: int) -> dict[str, Any]:
     from benchmarks.esxi_sweep import fleet
-    from tests.peers.vsphere.harness import VcsimServer
+    from tests.support.vsphere.harness import VcsimServer
 
     vms = [{**vm, "host": i % 4} for i, vm in enumerate(fleet(1000))]
     figures = [{"memoryMB": 1024 * 1024, "overallMemoryUsage": 700_000}] * 4
@@ -92,7 +92,7 @@ def esxi(repeat: int) -> dict[str, Any]:
 
 
 def kvm(repeat: int) -> dict[str, Any]:
-    from tests.backends.kvm.conftest import fleet, write_node_xml
+    from tests.support.libvirt_xml import fleet, write_node_xml
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = write_node_xml(Path(tmp) / "node.xml", fleet(1000))
@@ -101,9 +101,9 @@ def kvm(repeat: int) -> dict[str, Any]:
 
 
 def hyperv(repeat: int) -> dict[str, Any]:
-    from tests.backends.hyperv.fakehost import FakeHyperVHost, hyperv_world
-    from tests.backends.hyperv.scenarios import sweep
-    from tests.peers.winrm.harness import WinRMServer
+    from tests.support.hyperv.fakehost import FakeHyperVHost, hyperv_world
+    from tests.support.hyperv.scenarios import sweep
+    from tests.support.winrm.harness import WinRMServer
 
     user, password = "admin", "bench-Pa55"
     host = FakeHyperVHost(hyperv_world(sweep(200)))

@@ -57,9 +57,9 @@ def measure(transport: str, https: bool, count: int, repeats: int, naive_repeats
     from hvballoon_hyperv._scripts import READ, render
 
     import hvballoon
-    from tests.backends.hyperv.fakehost import FakeHyperVHost, hyperv_world
-    from tests.backends.hyperv.scenarios import sweep
-    from tests.peers.winrm.harness import WinRMServer
+    from tests.support.hyperv.fakehost import FakeHyperVHost, hyperv_world
+    from tests.support.hyperv.scenarios import sweep
+    from tests.support.winrm.harness import WinRMServer
 
     host = FakeHyperVHost(hyperv_world(sweep(count)))
     with WinRMServer(host, transport=transport, https=https, users={USER: PASSWORD}) as server:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": "hyperv_sweep",
                 "python": platform.python_version(),
                 "machine": platform.machine(),
-                "peer": "loopback WinRM server (tests/peers/winrm), simulator hyperv flavour",
+                "peer": "loopback WinRM server (tests/support/winrm), simulator hyperv flavour",
                 "results": results,
             },
             indent=2,

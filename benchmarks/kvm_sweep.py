@@ -5,7 +5,7 @@ Two peers:
 - libvirt's test driver with a custom host of 1,000 running domains (``test:///<tmp>/node.xml``),
   which has no bulk balloon group: hvballoon falls back to per-domain calls there, so this
   measures the fallback's overhead against the naive loop;
-- with ``--real N``, N real tiny guests booted by the test peer (``tests/peers/kvm_guest``,
+- with ``--real N``, N real tiny guests booted by the test peer (``tests/support/kvm_guest``,
   libvirt's embedded QEMU driver; needs root and what ``scripts/setup.d/kvm.sh`` installs),
   where hvballoon's sweep is one ``getAllDomainStats(STATE | BALLOON)``.
 
@@ -163,7 +163,7 @@ def main() -> int:
         uri = write_node(Path(tmp) / "node.xml", args.domains)
         result["test_driver"] = measure(uri, args.repeat)
     if args.real:
-        from tests.peers.kvm_guest.harness import KvmGuestHarness, prerequisites
+        from tests.support.kvm_guest.harness import KvmGuestHarness, prerequisites
 
         reasons = prerequisites()
         if reasons:

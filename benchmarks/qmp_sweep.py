@@ -2,7 +2,7 @@
 
 The peer is N real QEMU processes (default 100) that never run a guest — paused ``-M microvm -S``
 machines with one ``virtio-balloon-device`` each, ~27 MB resident, started by the test peer in
-``tests/peers/qmp_guest`` — so what is measured is the QMP cost alone: connecting, QEMU's
+``tests/support/qmp_guest`` — so what is measured is the QMP cost alone: connecting, QEMU's
 greeting and capability negotiation, the commands and their answers, hanging up.
 
 Two ways, reading the same facts of every VM (name, UUID, run state, memory size, the balloon's
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from qemu.qmp import QMPClient  # noqa: E402
 
 import hvballoon  # noqa: E402
-from tests.peers.qmp_guest.harness import QemuProcess, prerequisites, start_bare  # noqa: E402
+from tests.support.qmp_guest.harness import QemuProcess, prerequisites, start_bare  # noqa: E402
 
 BALLOON = "/machine/peripheral-anon/device[0]"
 

@@ -1,13 +1,18 @@
-"""Suite-wide rules. In CI (``CI=true``) nothing may skip: a skipped test proves nothing, and a
-skip there almost always means a prerequisite the CI set-up failed to install."""
+"""Suite-wide rules and fixtures shared across directories (built on :mod:`tests.support`).
+
+In CI (``CI=true``) nothing may skip: a skipped test proves nothing, and a skip there almost
+always means a prerequisite the CI set-up failed to install.
+"""
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pytest
 
-from tests._require import in_ci
+from tests.support.ansible import Ansible, playbook_setup
+from tests.support.require import in_ci, require
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -26,3 +31,11 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     if in_ci() and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"module skipped in CI (prerequisite missing?): {report.longrepr}"
+
+
+@pytest.fixture(scope="module")
+def ansible(tmp_path_factory: pytest.TempPathFactory) -> Ansible:
+    """A real ``ansible-playbook`` set-up against localhost with the fake backend (the Ansible
+    and the hardening tests)."""
+    require(shutil.which("ansible-playbook"), "ansible-core is not installed (pip install -e '.[test]')")
+    return playbook_setup(tmp_path_factory.mktemp("ansible"))

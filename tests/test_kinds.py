@@ -218,7 +218,7 @@ def test_scenarios_for_the_rules_offer_every_need() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["tests/backends/hyperv/fakehost.py", "tests/peers/winrm/server.py", "tests/peers/winrm/harness.py"],
+    ["tests/support/hyperv/fakehost.py", "tests/support/winrm/server.py", "tests/support/winrm/harness.py"],
 )
 def test_the_winrm_peer_imports_no_rule(path: str) -> None:
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests._require import require
+from tests.support.require import require
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 # Test peer: a vCenter/ESXi simulator built from Debian's govmomi source.
 #
 # Installs Go and govmomi's source (its `simulator` package; Debian ships no vcsim binary), so
-# that tests/peers/vsphere/harness.py can build tests/peers/vsphere/vcsim/main.go in GOPATH
+# that tests/support/vsphere/harness.py can build tests/support/vsphere/vcsim/main.go in GOPATH
 # mode; the openssl CLI, which the harness falls back to for the test certificate when the
 # `cryptography` package is not importable; and pyvmomi, the client the tests and the ESXi
 # backend use.

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Test peer: a loopback WinRM (WS-Management) server that the real pywinrm client talks to.
 #
-# The server itself (tests/peers/winrm/) is standard-library Python; this installs the client
+# The server itself (tests/support/winrm/) is standard-library Python; this installs the client
 # side and what the server needs for NTLM and HTTPS: pywinrm (with requests-ntlm), pyspnego
 # (its pure-Python NTLM acceptor) and cryptography (the test certificate, channel bindings).
 # No system package and no service is needed.

@@ -4,7 +4,7 @@
 # Installs QEMU (TCG is enough), libvirt's QEMU driver (no daemon is started: the tests open
 # qemu:///embed?root=...), busybox-static for the guest's initramfs, and libvirt-python, which
 # is built from source against libvirt-dev. The guest kernel itself is fetched later by
-# tests/peers/kvm_guest/build.py with `apt-get download`, not installed.
+# tests/support/kvm_guest/build.py with `apt-get download`, not installed.
 #
 # Sourced or executed as root by the project's setup script (with `set -euo pipefail`), after
 # `apt-get update`. Idempotent: when everything is present it only runs a few queries.

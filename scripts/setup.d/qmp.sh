@@ -2,7 +2,7 @@
 # Test peer: real QEMU processes driven over their QMP sockets, without libvirt.
 #
 # The QMP backend's tests start qemu-system-x86_64 themselves (paused machines, and the tiny
-# guest of tests/peers/kvm_guest booted under TCG); QEMU and busybox-static come with kvm.sh,
+# guest of tests/support/kvm_guest booted under TCG); QEMU and busybox-static come with kvm.sh,
 # listed again here so this snippet stands on its own. Installs qemu.qmp, QEMU's own QMP client
 # library, which the backend is built on.
 #

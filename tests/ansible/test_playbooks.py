@@ -10,7 +10,7 @@ import pytest
 
 import hvballoon
 from hvballoon.units import GiB, parse_size
-from tests.ansible.conftest import VMS, Ansible, recap
+from tests.support.ansible import VMS, Ansible, recap
 
 SIZES = {
     "web01": "6GiB",

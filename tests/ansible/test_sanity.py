@@ -3,7 +3,7 @@ yamllint, …), in ansible-test's own virtual environments, without containers.
 
 ansible-test bootstraps pip in its environments with a ``get-pip.py`` it downloads from outside
 the package index; where that download is not possible, the cached copy it looks for first is
-provided by ``get_pip_shim.py`` (pip from :mod:`ensurepip`, then the index). The first run
+provided by ``tests/support/ansible/get_pip_shim.py`` (pip from :mod:`ensurepip`, then the index). The first run
 installs each test's pinned requirements from the index (about a minute); later runs reuse them.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._require import require
+from tests.support.ansible import GET_PIP_SHIM
+from tests.support.require import require
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "ansible_collections" / "hvballoon" / "memory"
@@ -44,7 +45,7 @@ def test_ansible_test_sanity() -> None:
     cache = Path.home() / ".ansible" / "test" / "cache" / f"get_pip_{version.replace('.', '_')}.py"
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(__file__).with_name("get_pip_shim.py"), cache)
+        shutil.copyfile(GET_PIP_SHIM, cache)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     r = subprocess.run(

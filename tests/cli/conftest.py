@@ -1,20 +1,16 @@
+"""Fixtures for the CLI tests: a third-party backend (``slowtest://``, see
+:mod:`tests.support.plugin_backend`) installed in a subprocess's environment or registered here."""
+
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
 from hvballoon import registry
-from tests.cli.plugin_backend import write_distribution
-
-EXE = shutil.which("hvballoon")
-
-
-def hvballoon_cmd(*args: str) -> list[str]:
-    return [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
+from tests.support.cli import hvballoon_cmd
+from tests.support.plugin_backend import write_distribution
 
 
 @pytest.fixture(scope="session")
@@ -38,5 +34,5 @@ def run(plugin_env: dict[str, str]) -> object:
 @pytest.fixture
 def slow_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register ``slowtest://`` in this process, through the registry (undone after the test)."""
-    spec = registry.BackendSpec("slowtest", "tests.cli.plugin_backend:SlowBackend", ("slowtest",))
+    spec = registry.BackendSpec("slowtest", "tests.support.plugin_backend:SlowBackend", ("slowtest",))
     monkeypatch.setitem(registry._specs, "slowtest", spec)

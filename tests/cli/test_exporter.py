@@ -31,7 +31,7 @@ from hvballoon.exporter import (  # noqa: E402
     parse_listen,
 )
 from hvballoon.fleet import Fleet  # noqa: E402
-from tests.cli.conftest import hvballoon_cmd  # noqa: E402
+from tests.support.cli import hvballoon_cmd  # noqa: E402
 
 Samples = dict[str, list[Any]]
 #: The seed world in the three flavours.

@@ -122,7 +122,7 @@ def test_watch_table(run: Any) -> None:
 def test_shell_completion(run: Any, plugin_env: dict[str, str]) -> None:
     import subprocess
 
-    from tests.cli.conftest import hvballoon_cmd
+    from tests.support.cli import hvballoon_cmd
 
     script = subprocess.run(
         hvballoon_cmd(),

@@ -384,8 +384,8 @@ ESXI_TIMEOUT = 1.0
 
 
 def esxi_cells() -> Iterator[Cell]:
-    from tests.backends.esxi.conftest import FLEET
-    from tests.peers.vsphere.harness import VcsimServer
+    from tests.support.vsphere.fleet import FLEET
+    from tests.support.vsphere.harness import VcsimServer
 
     retry = RetryPolicy(max_attempts=2, initial_delay=0.05, max_delay=0.1, seed=1)
     vm = "web01"
@@ -499,8 +499,8 @@ HYPERV_TIMEOUT = 1.0
 
 
 def hyperv_cells() -> Iterator[Cell]:
-    from tests.backends.hyperv.conftest import start_peer
-    from tests.backends.hyperv.fakehost import hyperv_world
+    from tests.support.hyperv.fakehost import hyperv_world
+    from tests.support.hyperv.peer import start_peer
 
     for kind in KINDS:
         # one server per fault kind (a fresh world per cell); a stopped one cannot be reused
@@ -538,7 +538,7 @@ class _SlowHost:
 def _hyperv_cell(peer: Any, kind: str, op: str) -> Cell:
     from hvballoon_hyperv._errors import ACCESS_DENIED
 
-    from tests.peers.winrm.server import OPERATION_TIMEOUT
+    from tests.support.winrm.server import OPERATION_TIMEOUT
 
     vm = "db01"  # static memory: its target is a runtime resize, observable while it moves
     server, world = peer.server, peer.host.world
@@ -612,7 +612,7 @@ def kvm_cells() -> Iterator[Cell]:
     after-state check does not apply here)."""
     import tempfile
 
-    from tests.backends.kvm.conftest import domain_xml, write_node_xml
+    from tests.support.libvirt_xml import domain_xml, write_node_xml
 
     with tempfile.TemporaryDirectory(prefix="hvballoon-matrix-") as tmp:
         uri = write_node_xml(

@@ -15,7 +15,7 @@ import pytest
 import hvballoon
 from hvballoon.errors import HVBalloonError
 from hvballoon.retry import RetryPolicy
-from tests._require import require
+from tests.support.require import require
 
 GiB = 1024**3
 THREADS = 8
@@ -82,8 +82,8 @@ def test_threads_share_a_fake_session() -> None:
 
 @pytest.mark.peer
 def test_threads_share_an_esxi_session() -> None:
-    from tests.backends.esxi.conftest import FLEET
-    from tests.peers.vsphere.harness import VcsimServer, prerequisites
+    from tests.support.vsphere.fleet import FLEET
+    from tests.support.vsphere.harness import VcsimServer, prerequisites
 
     reasons = prerequisites()
     require(not reasons, "; ".join(reasons))
@@ -104,7 +104,7 @@ def test_threads_share_an_esxi_session() -> None:
 
 @pytest.mark.peer
 def test_threads_share_a_hyperv_session() -> None:
-    from tests.backends.hyperv.conftest import start_peer
+    from tests.support.hyperv.peer import start_peer
 
     gen = start_peer("basic", False)
     peer = next(gen)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._require import require
 from tests.hardening import matrix
+from tests.support.require import require
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 
@@ -37,7 +37,7 @@ def test_fault_matrix_of_the_fake_flavours() -> None:
 
 @pytest.mark.peer
 def test_fault_matrix_of_the_vsphere_simulator() -> None:
-    from tests.peers.vsphere.harness import prerequisites
+    from tests.support.vsphere.harness import prerequisites
 
     reasons = prerequisites()
     require(not reasons, "; ".join(reasons))
@@ -46,7 +46,7 @@ def test_fault_matrix_of_the_vsphere_simulator() -> None:
 
 @pytest.mark.peer
 def test_fault_matrix_of_the_winrm_peer() -> None:
-    from tests.backends.hyperv.conftest import require_peer
+    from tests.support.hyperv.peer import require_peer
 
     require_peer("basic", False)
     _check(["hyperv (WinRM)"])

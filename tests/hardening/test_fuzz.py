@@ -9,12 +9,10 @@ target) is its own command, documented in docs/reliability.md::
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
 import warnings
-from contextlib import redirect_stdout
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from hvballoon._uri import parse_uri
 from hvballoon.errors import HVBalloonError, InvalidSizeError
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.units import format_size, parse_size
+from tests.support.ansible import run_module
 
 FUZZ = os.environ.get("HVBALLOON_FUZZ") == "1"
 settings.register_profile(
@@ -288,34 +287,6 @@ OPTIONS = {
                "dynamic", "startup", "stats_period", "password", "timeout"],
     "memory_info": ["uri", "vm", "vms", "password", "timeout"],
 }  # fmt: skip
-
-
-def run_module(name: str, args: dict[str, Any], check_mode: bool) -> dict[str, Any]:
-    import importlib
-
-    from ansible.module_utils import basic
-    from ansible.module_utils.common.text.converters import to_bytes
-
-    mod = importlib.import_module(f"ansible_collections.hvballoon.memory.plugins.modules.{name}")
-    payload = {
-        **args,
-        "_ansible_check_mode": check_mode,
-        "_ansible_remote_tmp": "/tmp",
-        "_ansible_keep_remote_files": False,
-    }
-    basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    basic._ANSIBLE_PROFILE = "legacy"
-    out = io.StringIO()
-    try:
-        with redirect_stdout(out), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mod.main()
-    except SystemExit:
-        pass
-    finally:
-        basic._ANSIBLE_ARGS = None
-    text = out.getvalue()
-    return json.loads(text[text.index("{") :])
 
 
 @budget

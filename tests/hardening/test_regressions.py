@@ -40,7 +40,7 @@ def test_redaction_keeps_ordinary_uris_readable() -> None:
 def test_ansible_changing_modules_refuse_an_empty_vm_name(module: str, names: dict[str, object]) -> None:
     """Found by the Ansible fuzzer: an empty or null vm crashed the module with a TypeError."""
     pytest.importorskip("ansible")
-    from tests.hardening.test_fuzz import run_module
+    from tests.support.ansible import run_module
 
     args = {"uri": "fake://seed", **names, "size": "8GiB", "priority": 5}
     if module == "config":

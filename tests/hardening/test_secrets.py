@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import hvballoon
 from hvballoon.errors import HVBalloonError
 from hvballoon.retry import RetryPolicy
-from tests._require import require
+from tests.support.require import require
 
 SECRET = "Kn0wn-pa55word-7Zq"
 WRONG = "Wr0ng-pa55word-4Xy"
@@ -89,8 +89,8 @@ def error_texts(exc: BaseException) -> list[Any]:
 
 @pytest.mark.peer
 def test_esxi_peer_password_never_shown(debug_log: io.StringIO) -> None:
-    from tests.backends.esxi.conftest import FLEET
-    from tests.peers.vsphere.harness import VcsimServer, prerequisites
+    from tests.support.vsphere.fleet import FLEET
+    from tests.support.vsphere.harness import VcsimServer, prerequisites
 
     reasons = prerequisites()
     require(not reasons, "; ".join(reasons))
@@ -116,9 +116,9 @@ def test_esxi_peer_password_never_shown(debug_log: io.StringIO) -> None:
 
 @pytest.mark.peer
 def test_hyperv_peer_password_never_shown(debug_log: io.StringIO) -> None:
-    from tests.backends.hyperv.conftest import USER, require_peer
-    from tests.backends.hyperv.fakehost import FakeHyperVHost
-    from tests.peers.winrm.harness import WinRMServer
+    from tests.support.hyperv.fakehost import FakeHyperVHost
+    from tests.support.hyperv.peer import USER, require_peer
+    from tests.support.winrm.harness import WinRMServer
 
     require_peer("ntlm", True)
     for transport, https in (("ntlm", True), ("basic", True)):

@@ -17,7 +17,7 @@ import pytest
 import hvballoon
 from hvballoon.errors import HVBalloonError
 from hvballoon.retry import RetryPolicy
-from tests._require import require
+from tests.support.require import require
 
 pytestmark = pytest.mark.peer
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -25,8 +25,8 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 @pytest.fixture(scope="module")
 def esxi() -> Iterator[tuple[str, str, str]]:
-    from tests.backends.esxi.conftest import FLEET
-    from tests.peers.vsphere.harness import VcsimServer, prerequisites
+    from tests.support.vsphere.fleet import FLEET
+    from tests.support.vsphere.harness import VcsimServer, prerequisites
 
     reasons = prerequisites()
     require(not reasons, "; ".join(reasons))
@@ -36,9 +36,9 @@ def esxi() -> Iterator[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def winrm_peer() -> Iterator[tuple[str, str, str]]:
-    from tests.backends.hyperv.conftest import PASSWORD, USER, require_peer
-    from tests.backends.hyperv.fakehost import FakeHyperVHost
-    from tests.peers.winrm.harness import WinRMServer
+    from tests.support.hyperv.fakehost import FakeHyperVHost
+    from tests.support.hyperv.peer import PASSWORD, USER, require_peer
+    from tests.support.winrm.harness import WinRMServer
 
     require_peer("ntlm", True)
     with WinRMServer(FakeHyperVHost(), transport="ntlm", https=True, users={USER: PASSWORD}) as server:

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from tests._require import require
-from tests.peers.kvm_guest.harness import GuestGone, GuestHandle, KvmGuestHarness, prerequisites
+from tests.support.kvm_guest.harness import GuestGone, GuestHandle, KvmGuestHarness, prerequisites
+from tests.support.require import require
 
 T = TypeVar("T")
 

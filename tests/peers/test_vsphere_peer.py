@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests._require import require
-from tests.peers.vsphere.harness import VcsimServer, generate_cert, prerequisites
+from tests.support.require import require
+from tests.support.vsphere.harness import VcsimServer, generate_cert, prerequisites
 
 pytestmark = pytest.mark.peer
 
@@ -215,7 +215,7 @@ def test_certificate_is_ecdsa_and_names_the_address(tool: str, tmp_path: Any) ->
     x509 = pytest.importorskip("cryptography.x509")
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tests.peers.vsphere import harness
+    from tests.support.vsphere import harness
 
     if tool == "openssl":
         require(shutil.which("openssl") is not None, "the openssl command is not installed")

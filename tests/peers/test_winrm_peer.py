@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests._require import require
-from tests.peers.winrm.harness import HandlerError, WinRMServer, prerequisites
-from tests.peers.winrm.server import OPERATION_TIMEOUT, SHELL_NOT_FOUND, Router
+from tests.support.require import require
+from tests.support.winrm.harness import HandlerError, WinRMServer, prerequisites
+from tests.support.winrm.server import OPERATION_TIMEOUT, SHELL_NOT_FOUND, Router
 
 pytestmark = pytest.mark.peer
 

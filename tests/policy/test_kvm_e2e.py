@@ -1,5 +1,5 @@
 """The controller end to end against real KVM guests: two tiny guests with a real virtio-balloon
-driver (the test peer in ``tests/peers/kvm_guest``, libvirt's embedded QEMU driver, no daemon).
+driver (the test peer in ``tests/support/kvm_guest``, libvirt's embedded QEMU driver, no daemon).
 
 Both guests start idle at 512 MiB, so the ``hvballoon`` policy takes memory back from both; then
 one guest's workload grows (a process holding 160 MiB), and the controller gives that guest its
@@ -23,10 +23,10 @@ import hvballoon
 from hvballoon.policy import Controller, ControllerSettings, Decision
 from hvballoon.policy.adaptive import HvballoonPolicy
 from hvballoon.session import Hypervisor
-from tests._require import require
+from tests.support.require import require
 
 if TYPE_CHECKING:
-    from tests.peers.kvm_guest.harness import GuestHandle
+    from tests.support.kvm_guest.harness import GuestHandle
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ GROWS, IDLE = "hvb-pol-grows", "hvb-pol-idle"
 
 @pytest.fixture(scope="module")
 def guests() -> Iterator[tuple[GuestHandle, GuestHandle, str]]:
-    from tests.peers.kvm_guest.harness import KvmGuestHarness, prerequisites
+    from tests.support.kvm_guest.harness import KvmGuestHarness, prerequisites
 
     reasons = prerequisites()
     require(not reasons, "; ".join(reasons))

@@ -37,12 +37,16 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FakeQemu", "Gauge", "QmpServer"]
+import hvballoon
+from hvballoon.retry import RetryPolicy
+from hvballoon.session import Hypervisor
+
+__all__ = ["FakeQemu", "Gauge", "QmpServer", "Serve", "booted_long_ago", "connect"]
 
 MiB = 2**20
 NIL = "00000000-0000-0000-0000-000000000000"
@@ -375,3 +379,22 @@ class QmpServer:
         if was == 0 and value > 0:
             self.vm.last_update = int(time.time())  # the timer fires at once; the guest answers
         return {}
+
+
+# -- for the tests: sessions on these servers --------------------------------------------------
+
+#: ``serve("101", name="web01", …)``: starts a :class:`QmpServer` for a :class:`FakeQemu` at
+#: ``<dir>/101.qmp`` (the QMP tests' ``serve`` fixture).
+Serve = Callable[..., FakeQemu]
+
+
+def booted_long_ago() -> int:
+    """A boot-time report's host time: well before now."""
+    return int(time.time()) - 600
+
+
+def connect(uri: str, **kw: Any) -> Hypervisor:
+    """A session with a short timeout and no retry: a fault shows at once."""
+    kw.setdefault("timeout", 5)
+    kw.setdefault("retry", RetryPolicy(max_attempts=1))
+    return hvballoon.connect(uri, **kw)

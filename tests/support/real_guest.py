@@ -1,6 +1,6 @@
 """What the real-guest tests of the KVM (libvirt) and QMP backends share.
 
-Both boot the same tiny Linux guest (``tests/peers/kvm_guest``) with a real virtio-balloon
+Both boot the same tiny Linux guest (``tests/support/kvm_guest``) with a real virtio-balloon
 driver — under libvirt's embedded QEMU, or under bare QEMU over QMP — and check the same
 things: polling helpers, the figures that move on their own between two reads of a live guest,
 and the guard rail against a forced over-inflation.
@@ -18,7 +18,7 @@ import pytest
 from hvballoon.errors import BalloonStalledError, TargetBelowFloorError, VMNotFoundError
 from hvballoon.models import MemoryStats
 from hvballoon.session import Hypervisor
-from tests.peers.kvm_guest.channel import GuestChannel
+from tests.support.kvm_guest.channel import GuestChannel
 
 __all__ = [
     "GUEST_VOLATILE_FIELDS",

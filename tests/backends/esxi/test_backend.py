@@ -20,8 +20,8 @@ from hvballoon.errors import (
 )
 from hvballoon.models import VM, Mechanism, PowerState
 from hvballoon.units import KiB, MiB
-from tests.backends.esxi.conftest import FLEET, connect, vm_figures
-from tests.peers.vsphere.harness import VcsimServer
+from tests.support.vsphere.fleet import FLEET, connect, vm_figures
+from tests.support.vsphere.harness import VcsimServer
 
 pytestmark = pytest.mark.peer
 

@@ -8,8 +8,8 @@ import pytest
 
 import hvballoon
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
-from tests.backends.esxi.conftest import connect, vm_figures
-from tests.peers.vsphere.harness import VcsimServer
+from tests.support.vsphere.fleet import connect, vm_figures
+from tests.support.vsphere.harness import VcsimServer
 
 pytestmark = pytest.mark.peer
 

@@ -21,8 +21,8 @@ from hvballoon.errors import (
     VMNotFoundError,
 )
 from hvballoon.units import MiB
-from tests.backends.esxi.conftest import FLEET, connect, vm_figures
-from tests.peers.vsphere.harness import VcsimServer
+from tests.support.vsphere.fleet import FLEET, connect, vm_figures
+from tests.support.vsphere.harness import VcsimServer
 
 NAMES = ["données-é", "日本語の VM", "a<b>&\"c'd", "]]>&amp;", "plain"]
 

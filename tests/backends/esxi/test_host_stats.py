@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from hvballoon.cli import main
-from tests.backends.esxi.conftest import connect, vm_figures
-from tests.peers.vsphere.harness import VcsimServer
+from tests.support.vsphere.fleet import connect, vm_figures
+from tests.support.vsphere.harness import VcsimServer
 
 pytestmark = pytest.mark.peer
 

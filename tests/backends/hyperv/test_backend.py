@@ -23,9 +23,9 @@ from hvballoon.errors import (
     UnsupportedOperationError,
 )
 from hvballoon.models import Mechanism, PowerState
-from tests.backends.hyperv import scenarios
-from tests.backends.hyperv.conftest import PASSWORD, Peer, start_peer
-from tests.backends.hyperv.fakehost import hyperv_world
+from tests.support.hyperv import scenarios
+from tests.support.hyperv.fakehost import hyperv_world
+from tests.support.hyperv.peer import PASSWORD, Peer, start_peer
 
 GiB = 1024**3
 MiB = 1024**2
@@ -541,7 +541,7 @@ DOCUMENTED_STATES: dict[str, tuple[PowerState, str | None]] = {
 
 
 def test_every_state_name_is_classified(rules_hv: tuple[Any, Peer]) -> None:
-    from tests.backends.hyperv.fakehost import VM_STATE_NUMBERS
+    from tests.support.hyperv.fakehost import VM_STATE_NUMBERS
 
     hv, peer = rules_hv
     assert set(DOCUMENTED_STATES) == set(VM_STATE_NUMBERS)
@@ -556,7 +556,7 @@ def test_state_numbers_are_classified_or_unknown(rules_hv: tuple[Any, Peer]) -> 
     # Windows PowerShell 5.1 writes an enum as its number. Up to ForceReboot the numbers are the
     # same on every Windows version; above, Windows Server 2016 numbers the *Critical states two
     # lower, so a number whose meaning differs between versions is an unknown state.
-    from tests.backends.hyperv.fakehost import VM_STATE_NUMBERS
+    from tests.support.hyperv.fakehost import VM_STATE_NUMBERS
 
     hv, peer = rules_hv
     peer.host.enums_as_numbers = True

@@ -10,8 +10,8 @@ import pytest
 from hvballoon.session import Hypervisor
 from hvballoon.testing.cases import rules_scenario
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
-from tests.backends.hyperv.conftest import Peer
-from tests.backends.hyperv.fakehost import hyperv_world
+from tests.support.hyperv.fakehost import hyperv_world
+from tests.support.hyperv.peer import Peer
 
 
 class TestHyperVConformance(BackendConformance):

@@ -33,7 +33,7 @@ from hvballoon.errors import (
     SessionExpiredError,
     VMNotFoundError,
 )
-from tests.backends.hyperv.conftest import Peer, start_peer
+from tests.support.hyperv.peer import Peer, start_peer
 
 
 def script_error(error_id: str = "", category: str = "", exception_type: str = "") -> RemoteScriptError:

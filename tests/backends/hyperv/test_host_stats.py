@@ -15,8 +15,8 @@ from hvballoon_hyperv._scripts import HOST, data_of, decode_data
 
 from hvballoon.cli import main
 from hvballoon.errors import BackendError, PermissionDeniedError
-from tests.backends.hyperv.conftest import PASSWORD, Peer, start_peer
-from tests.backends.hyperv.fakehost import FakeHyperVHost, hyperv_world
+from tests.support.hyperv.fakehost import FakeHyperVHost, hyperv_world
+from tests.support.hyperv.peer import PASSWORD, Peer, start_peer
 
 pytestmark = pytest.mark.peer
 

@@ -22,8 +22,8 @@ from hvballoon_hyperv.backend import MAX_IDS_PER_READ
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.backends.hyperv.scenarios import HOSTILE_ID, HOSTILE_NAMES
-from tests.peers.winrm.server import decode_command_line
+from tests.support.hyperv.scenarios import HOSTILE_ID, HOSTILE_NAMES
+from tests.support.winrm.server import decode_command_line
 
 
 def test_templates_are_strict_short_and_single_document() -> None:

@@ -10,8 +10,7 @@ import pytest
 import hvballoon
 from hvballoon.session import Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
-
-from .conftest import domain_xml, write_node_xml
+from tests.support.libvirt_xml import domain_xml, write_node_xml
 
 
 class TestKVMTestDefault(BackendConformance):

@@ -20,7 +20,7 @@ from hvballoon_kvm.backend import _base_page_bytes, _host_figures, _optional
 
 import hvballoon
 from hvballoon.cli import main
-from tests.backends.kvm.conftest import domain_xml
+from tests.support.libvirt_xml import domain_xml
 
 libvirt = pytest.importorskip("libvirt")
 

@@ -1,6 +1,6 @@
 """The KVM backend against a real tiny Linux guest with a real virtio-balloon driver.
 
-The guest is booted by the test peer in ``tests/peers/kvm_guest`` under libvirt's embedded QEMU
+The guest is booted by the test peer in ``tests/support/kvm_guest`` under libvirt's embedded QEMU
 driver (``qemu:///embed?root=…``, no daemon, TCG). One 512 MiB guest serves the module (its
 target is restored after every test that moves it); the over-inflation test gets its own,
 which it may kill. Two boots in all. Timings are printed (``-s`` shows them).
@@ -21,8 +21,8 @@ import hvballoon
 from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
-from tests._require import require
-from tests.backends.real_guest import (
+from tests.support.kvm_guest.harness import GuestHandle, KvmGuestHarness, prerequisites
+from tests.support.real_guest import (
     GUEST_VOLATILE_FIELDS,
     fresh,
     kept_as_found,
@@ -31,7 +31,7 @@ from tests.backends.real_guest import (
     poll,
     report,
 )
-from tests.peers.kvm_guest.harness import GuestHandle, KvmGuestHarness, prerequisites
+from tests.support.require import require
 
 pytestmark = pytest.mark.peer
 

@@ -1,26 +1,22 @@
-"""Fixtures for the QMP backend's fast tests: in-test QMP servers (see ``qmp_server``) in a
-short-named directory (UNIX socket paths are limited to 108 bytes)."""
+"""Fixtures for the QMP backend's fast tests: in-test QMP servers (see
+:mod:`tests.support.qmp_server`) in a short-named directory (UNIX socket paths are limited to
+108 bytes)."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import hvballoon
-from hvballoon.retry import RetryPolicy
 from hvballoon.session import Hypervisor
-
-from .qmp_server import FakeQemu, Gauge, QmpServer
+from tests.support.qmp_server import FakeQemu, Gauge, QmpServer, Serve, booted_long_ago, connect
 
 pytest.importorskip("qemu.qmp")
-
-Serve = Callable[..., FakeQemu]
 
 
 @pytest.fixture
@@ -55,11 +51,6 @@ def serve(qmp_dir: Path, gauge: Gauge, servers: list[QmpServer]) -> Iterator[Ser
         server.close()
 
 
-def booted_long_ago() -> int:
-    """A boot-time report's host time: well before now."""
-    return int(time.time()) - 600
-
-
 @pytest.fixture
 def node(serve: Serve, qmp_dir: Path) -> str:
     """A small Proxmox-like node: named, unnamed, paused, balloon-less and already-polled VMs."""
@@ -71,12 +62,6 @@ def node(serve: Serve, qmp_dir: Path) -> str:
     (qmp_dir / "101.qga").write_text("not a socket: the guest agent's would be one, but it is no .qmp")
     (qmp_dir / "105.pid").write_text("12345")
     return f"qmp://{qmp_dir}"
-
-
-def connect(uri: str, **kw: Any) -> Hypervisor:
-    kw.setdefault("timeout", 5)
-    kw.setdefault("retry", RetryPolicy(max_attempts=1))
-    return hvballoon.connect(uri, **kw)
 
 
 @pytest.fixture

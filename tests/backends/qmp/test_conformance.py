@@ -13,8 +13,7 @@ import pytest
 
 from hvballoon.session import Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
-
-from .conftest import connect
+from tests.support.qmp_server import connect
 
 
 class TestQMPInTestServer(BackendConformance):

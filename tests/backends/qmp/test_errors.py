@@ -25,9 +25,8 @@ from hvballoon.errors import (
     VMNotFoundError,
 )
 from hvballoon.models import VM
-from tests._require import require
-
-from .conftest import Serve, connect
+from tests.support.qmp_server import Serve, connect
+from tests.support.require import require
 
 #: A native exception, as the library or the OS raises it, for every type the table names.
 NATIVE: dict[type[BaseException], Callable[[], BaseException]] = {

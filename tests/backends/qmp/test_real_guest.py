@@ -1,7 +1,7 @@
 """The QMP backend against a real tiny Linux guest under bare QEMU (no libvirt), over QMP.
 
-The guest is the KVM backend's (``tests/peers/kvm_guest``: Debian's kernel, a busybox initramfs,
-a real virtio-balloon driver), started by ``tests/peers/qmp_guest`` as ``qemu-system-x86_64
+The guest is the KVM backend's (``tests/support/kvm_guest``: Debian's kernel, a busybox initramfs,
+a real virtio-balloon driver), started by ``tests/support/qmp_guest`` as ``qemu-system-x86_64
 -accel tcg … -qmp unix:…,server=on,wait=off -device virtio-balloon-pci,id=balloon0`` (Proxmox's
 device id), its stats period off as QEMU starts it. One 512 MiB guest serves the module (its
 target restored after every test that moves it); the over-inflation and kill tests get their
@@ -20,15 +20,15 @@ import hvballoon
 from hvballoon.models import MemoryStats
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.testing.conformance import BackendConformance, KindRuleTests
-from tests._require import require
-from tests.backends.real_guest import (
+from tests.support.qmp_guest.harness import QmpGuest, QmpGuestHarness, prerequisites
+from tests.support.real_guest import (
     GUEST_VOLATILE_FIELDS,
     fresh,
     kept_as_found,
     over_inflation_is_typed,
     report,
 )
-from tests.peers.qmp_guest.harness import QmpGuest, QmpGuestHarness, prerequisites
+from tests.support.require import require
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 

@@ -3,7 +3,7 @@
 What QEMU itself answers — identity, memory sizes (base and hot-plugged), the balloon device
 wherever it sits, QMP's own errors — and what happens when a QEMU goes away, is held by
 someone else, or has no balloon. Each QEMU costs ~50 ms to start (see
-``tests/peers/qmp_guest``); the booted guest's tests are in ``test_real_guest.py``.
+``tests/support/qmp_guest``); the booted guest's tests are in ``test_real_guest.py``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from hvballoon.errors import (
     VMNotFoundError,
 )
 from hvballoon.models import PowerState
-from tests._require import require
-from tests.peers.qmp_guest.harness import QemuProcess, prerequisites, start_bare
-
-from .conftest import connect
+from tests.support.qmp_guest.harness import QemuProcess, prerequisites, start_bare
+from tests.support.qmp_server import connect
+from tests.support.require import require
 
 pytestmark = pytest.mark.peer
 

@@ -13,9 +13,7 @@ from hvballoon_qmp._stats import guest_report, local_host_figures, power_state
 from hvballoon.errors import PermissionDeniedError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.models import PowerState
 from hvballoon.session import Hypervisor
-
-from .conftest import Serve, booted_long_ago, connect
-from .qmp_server import Gauge
+from tests.support.qmp_server import Gauge, Serve, booted_long_ago, connect
 
 MiB = 2**20
 

@@ -12,8 +12,7 @@ from hvballoon_qmp.backend import QMPBackend
 import hvballoon
 from hvballoon import registry
 from hvballoon.errors import HVConnectionError, InvalidRequestError, InvalidURIError
-
-from .conftest import Serve, connect
+from tests.support.qmp_server import Serve, connect
 
 
 def test_the_scheme_is_served_by_this_backend() -> None:

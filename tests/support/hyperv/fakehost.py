@@ -1,6 +1,6 @@
 """A fake Hyper-V host behind the loopback WinRM peer: answers the backend's fixed scripts.
 
-It is a :class:`~tests.peers.winrm.server.Router` with one route per template of
+It is a :class:`~tests.support.winrm.server.Router` with one route per template of
 :mod:`hvballoon_hyperv._scripts`, each matching the template's *exact* text with only the data
 line abstracted. It decodes the base64 JSON parameters and answers from a simulated world
 (:class:`hvballoon.fake.world.World`, ``hyperv`` flavour) the way the real cmdlets would:
@@ -48,7 +48,7 @@ from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, Template, d
 
 from hvballoon.fake.scenario import Scenario, load_scenario
 from hvballoon.fake.world import Guest, World
-from tests.peers.winrm.server import Router
+from tests.support.winrm.server import Router
 
 __all__ = ["PROGRESS_CLIXML", "FakeHyperVHost", "hyperv_world"]
 
@@ -93,7 +93,7 @@ class HostRefusal(Exception):
 
 
 class FakeHyperVHost:
-    """The handler for :class:`~tests.peers.winrm.harness.WinRMServer`.
+    """The handler for :class:`~tests.support.winrm.harness.WinRMServer`.
 
     ``world`` may be replaced between tests. ``calls`` counts answered scripts by template name;
     ``fail_next(template, record)`` makes the next run of a template fail with that error

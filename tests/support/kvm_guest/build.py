@@ -10,7 +10,7 @@ Everything is cached under ``<repo>/.cache/kvm-guest/``: the kernel per version,
 (kernel version, init script, busybox, module list). A warm call costs a few stat() calls and
 hashing ~2 MB.
 
-Run ``python -m tests.peers.kvm_guest.build`` to build and print the paths.
+Run ``python -m tests.support.kvm_guest.build`` to build and print the paths.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The guest (built by :mod:`.build`, ``init.sh`` as ``/init``) serves a line proto
 serial port, which the host exposes as a UNIX socket; its kernel console goes to a file.
 :class:`GuestChannel` speaks that protocol and reads that console. It knows nothing of how the
 guest was started: libvirt's embedded QEMU driver (:mod:`.harness`, for the KVM backend) or a
-bare ``qemu-system-x86_64`` with a QMP socket (``tests/peers/qmp_guest``, for the QMP backend)
+bare ``qemu-system-x86_64`` with a QMP socket (``tests/support/qmp_guest``, for the QMP backend)
 subclass it with ``is_active`` and ``destroy``.
 """
 

@@ -54,7 +54,7 @@ __all__ = [
 DEFAULT_ROOT = REPO_ROOT / ".cache" / "kvm-embed-root"
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CONF = """\
-# Written by the hvballoon test harness (tests/peers/kvm_guest/harness.py).
+# Written by the hvballoon test harness (tests/support/kvm_guest/harness.py).
 user = "root"
 group = "root"
 # Without this QEMU's output goes through virtlogd, a daemon we do not run.

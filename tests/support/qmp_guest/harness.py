@@ -7,8 +7,8 @@ Two kinds, both plain ``qemu-system-x86_64`` with ``-qmp unix:<dir>/<name>.qmp,s
   itself answers (identity, memory sizes, the balloon's ``actual``, QMP errors, a socket that
   goes away) and for measuring what a sweep of many VMs costs.
 - :class:`QmpGuestHarness`: the same tiny Linux guest as the KVM backend's real-guest tests (the
-  kernel and busybox initramfs of :mod:`tests.peers.kvm_guest.build`, its ``/init`` reached
-  through :class:`~tests.peers.kvm_guest.channel.GuestChannel`), booted under TCG with a
+  kernel and busybox initramfs of :mod:`tests.support.kvm_guest.build`, its ``/init`` reached
+  through :class:`~tests.support.kvm_guest.channel.GuestChannel`), booted under TCG with a
   ``virtio-balloon-pci`` whose driver really inflates and deflates.
 
 Every QEMU is started with ``PR_SET_PDEATHSIG`` so that it dies with the process that started
@@ -37,8 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.peers.kvm_guest.build import BUSYBOX, REPO_ROOT, GuestImage, build_guest, is_static_elf
-from tests.peers.kvm_guest.channel import KERNEL_CMDLINE, GuestChannel
+from tests.support.kvm_guest.build import BUSYBOX, REPO_ROOT, GuestImage, build_guest, is_static_elf
+from tests.support.kvm_guest.channel import KERNEL_CMDLINE, GuestChannel
 
 __all__ = [
     "QEMU_BINARY",

@@ -4,8 +4,8 @@ The simulator is govmomi's ``simulator`` package (Debian: ``golang-github-vmware
 source under ``/usr/share/gocode``) driven by the small Go program in ``vcsim/main.go``, built
 in GOPATH mode and cached under ``<repo>/.cache/vcsim/``. Typical use::
 
-    from tests._require import require
-    from tests.peers.vsphere.harness import VcsimServer, prerequisites
+    from tests.support.require import require
+    from tests.support.vsphere.harness import VcsimServer, prerequisites
 
     def test_something():
         reasons = prerequisites()

@@ -2,8 +2,8 @@
 
 Typical use, with the prerequisites check every real-peer test makes::
 
-    from tests._require import require
-    from tests.peers.winrm.harness import WinRMServer, prerequisites
+    from tests.support.require import require
+    from tests.support.winrm.harness import WinRMServer, prerequisites
 
     def test_something():
         reasons = prerequisites(transport="ntlm", https=True)
@@ -15,7 +15,7 @@ Typical use, with the prerequisites check every real-peer test makes::
             assert peer.counts()["Command"] == 1
 
 ``my_handler(script, *, stdin) -> (stdout, stderr, exit_code)`` answers each command; see
-``tests.peers.winrm.server`` for the contract and :class:`~tests.peers.winrm.server.Router`.
+``tests.support.winrm.server`` for the contract and :class:`~tests.support.winrm.server.Router`.
 
 For HTTPS the harness makes a throwaway CA and a server certificate signed by it (ECDSA P-256,
 subjectAltName = the listening IP and ``localhost``) in a temporary directory; ``ca_file`` is
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from tests.peers.winrm.server import (
+from tests.support.winrm.server import (
     CommandRecord,
     Handler,
     ShellInfo,
@@ -90,7 +90,7 @@ class WinRMServer:
 
     ``handler`` answers commands (default: a few fixed scripts). ``transport`` is ``"basic"``
     or ``"ntlm"``; ``users`` maps user name to password. Extra keyword options go to
-    :class:`~tests.peers.winrm.server.WSManServer`: ``max_command_line`` (8191, cmd.exe's
+    :class:`~tests.support.winrm.server.WSManServer`: ``max_command_line`` (8191, cmd.exe's
     limit; ``None`` turns the check off), ``max_receive_bytes`` (cap on output per Receive, to
     force splitting), ``idle_timeout_seconds`` (shells expire after this idle time),
     ``stdin_wait_seconds``.

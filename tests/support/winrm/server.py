@@ -18,7 +18,7 @@ given: PowerShell writes ``\\r\\n``.
 
 :class:`Router` turns a table of regular expressions into a handler; :data:`default_handler` is one
 that answers a few fixed scripts. The usual entry point is the context manager in
-``tests.peers.winrm.harness``, which also makes the TLS certificate.
+``tests.support.winrm.harness``, which also makes the TLS certificate.
 
 Faults use the WSManFault codes of a real host: :data:`OPERATION_TIMEOUT` (pywinrm retries it
 silently during Receive), :data:`SHELL_NOT_FOUND` for a deleted or expired shell. Any code can be

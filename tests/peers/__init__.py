@@ -1,0 +1,1 @@
+"""Tests of the real peers themselves (the harnesses live in :mod:`tests.support`)."""
