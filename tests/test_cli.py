@@ -1,30 +1,23 @@
-"""The CLI through its real entry point, in a subprocess."""
+"""The CLI, in this process through click's runner (the same ``main`` the console script calls),
+and once through its real entry point in a subprocess."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from typing import Any
 
 import jsonschema
 import pytest
 
 from hvballoon.models import json_schemas
+from tests.support import cli
+from tests.support.cli import EXE
 
-EXE = shutil.which("hvballoon")
 SCHEMAS = json_schemas()
 
 
-def run(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
-    return subprocess.run(
-        cmd, capture_output=True, text=True, input=stdin, timeout=60, env={**os.environ, **(env or {})}
-    )
+def run(*args: str, stdin: str | None = None, env: dict[str, str | None] | None = None) -> cli.Result:
+    return cli.invoke(*args, stdin=stdin, env=env)
 
 
 def validate(instance: Any, model: str) -> None:
@@ -33,6 +26,14 @@ def validate(instance: Any, model: str) -> None:
 
 def test_entry_point_is_installed() -> None:
     assert EXE, "the hvballoon console script must be installed (pip install -e .)"
+
+
+def test_the_entry_point_runs_a_command_and_exits_with_the_errors_code() -> None:
+    r = cli.run("stats", "fake://seed", "web01", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [s["vm"]["name"] for s in json.loads(r.stdout)] == ["web01"]
+    r = cli.run("set", "fake://seed", "web01", "1GiB")
+    assert r.returncode == 8 and "below the safe floor" in r.stderr and not r.stdout
 
 
 def test_stats_table_shows_seed() -> None:

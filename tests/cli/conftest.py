@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
+from collections.abc import Callable
 
 import pytest
 
 from hvballoon import registry
-from tests.support.cli import hvballoon_cmd
+from tests.support import cli
 from tests.support.plugin_backend import write_distribution
 
 
@@ -22,17 +22,17 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture
-def run(plugin_env: dict[str, str]) -> object:
-    def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            hvballoon_cmd(*args), capture_output=True, text=True, env=plugin_env, timeout=timeout, input=stdin
-        )
-
-    return _run
-
-
-@pytest.fixture
 def slow_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register ``slowtest://`` in this process, through the registry (undone after the test)."""
     spec = registry.BackendSpec("slowtest", "tests.support.plugin_backend:SlowBackend", ("slowtest",))
     monkeypatch.setitem(registry._specs, "slowtest", spec)
+
+
+@pytest.fixture
+def run(slow_backend: None) -> Callable[..., cli.Result]:
+    """``run("stats", URI, …)``: the command in this process, with ``slowtest://`` registered."""
+
+    def _run(*args: str, stdin: str | None = None, env: dict[str, str | None] | None = None) -> cli.Result:
+        return cli.invoke(*args, stdin=stdin, env=env)
+
+    return _run

@@ -31,7 +31,7 @@ from hvballoon.exporter import (  # noqa: E402
     parse_listen,
 )
 from hvballoon.fleet import Fleet  # noqa: E402
-from tests.support.cli import hvballoon_cmd  # noqa: E402
+from tests.support.cli import hvballoon_cmd, invoke  # noqa: E402
 
 Samples = dict[str, list[Any]]
 #: The seed world in the three flavours.
@@ -256,9 +256,7 @@ def test_every_host_series_has_the_same_labels(serve: Any, monkeypatch: pytest.M
 def test_default_port_is_not_the_libvirt_exporters() -> None:
     assert DEFAULT_PORT == 10177 != 9177
     assert inspect.signature(Exporter.start).parameters["port"].default == DEFAULT_PORT
-    out = subprocess.run(
-        hvballoon_cmd("exporter", "--help"), capture_output=True, text=True, timeout=60
-    ).stdout
+    out = invoke("exporter", "--help").stdout
     assert "127.0.0.1:10177" in out and "9177" not in out
 
 

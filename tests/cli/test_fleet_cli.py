@@ -119,28 +119,29 @@ def test_watch_table(run: Any) -> None:
     assert "sweep 1" in r.stdout and "sweep 2" in r.stdout and r.stdout.count("jvm01") == 2
 
 
-def test_shell_completion(run: Any, plugin_env: dict[str, str]) -> None:
-    import subprocess
-
-    from tests.support.cli import hvballoon_cmd
-
-    script = subprocess.run(
-        hvballoon_cmd(),
-        capture_output=True,
-        text=True,
-        env={**plugin_env, "_HVBALLOON_COMPLETE": "bash_source"},
-    )
+def test_shell_completion(run: Any) -> None:
+    script = run(env={"_HVBALLOON_COMPLETE": "bash_source"})
     assert "_hvballoon_completion" in script.stdout and "complete " in script.stdout
-    env = {
-        **plugin_env,
+    env: dict[str, str | None] = {
         "_HVBALLOON_COMPLETE": "bash_complete",
         "COMP_WORDS": "hvballoon wa",
         "COMP_CWORD": "1",
     }
-    words = subprocess.run(hvballoon_cmd(), capture_output=True, text=True, env=env).stdout
-    assert "watch" in words
+    assert "watch" in run(env=env).stdout
     env = {**env, "COMP_WORDS": "hvballoon set fake://seed web01 6GiB --dr", "COMP_CWORD": "5"}
-    assert "--dry-run" in subprocess.run(hvballoon_cmd(), capture_output=True, text=True, env=env).stdout
+    assert "--dry-run" in run(env=env).stdout
+
+
+def test_a_third_party_backend_is_found_through_its_entry_point(plugin_env: dict[str, str]) -> None:
+    """In a subprocess whose environment has the ``slowtest`` distribution installed: the
+    registry finds it through the ``hvballoon.backends`` entry-point group, nothing registers it."""
+    from tests.support.cli import run as run_subprocess
+
+    r = run_subprocess("stats", "slowtest://up1", "fake://seed", "db01", "--json", env=plugin_env)
+    assert r.returncode == 0, r.stderr
+    hosts = hosts_by_uri(json.loads(r.stdout))
+    assert [s["vm"]["name"] for s in hosts["slowtest://up1"]["stats"]] == ["db01"]
+    assert hosts["slowtest://up1"]["backend"] == "slowtest"
 
 
 def test_every_command_has_examples_and_json(run: Any) -> None:

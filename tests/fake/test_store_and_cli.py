@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,13 +17,11 @@ from hvballoon.fake.scenario import load_scenario
 from hvballoon.fake.store import WorldStore
 from hvballoon.fake.world import World
 from hvballoon.units import GiB
+from tests.support.cli import Result, invoke
 
-EXE = shutil.which("hvballoon")
 
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+def cli(*args: str) -> Result:
+    return invoke(*args)
 
 
 def test_connections_share_one_persisted_world(tmp_path: Path) -> None:
@@ -70,6 +67,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # sixteen interpreters
 def test_sixteen_processes_lose_no_update(tmp_path: Path) -> None:
     db = tmp_path / "world.db"
     store = WorldStore(db, lambda: World(load_scenario("seed")))
