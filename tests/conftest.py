@@ -1,7 +1,9 @@
 """Suite-wide rules and fixtures shared across directories (built on :mod:`tests.support`).
 
 In CI (``CI=true``) nothing may skip: a skipped test proves nothing, and a skip there almost
-always means a prerequisite the CI set-up failed to install.
+always means a prerequisite the CI set-up failed to install. A test that starts a real peer
+(see :mod:`tests.support.peer_guard`) without the ``peer`` marker fails, so that
+``-m "not peer"`` leaves every real peer out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.ansible import Ansible, playbook_setup
+from tests.support.peer_guard import take_notes
 from tests.support.require import in_ci, require
 
 
@@ -19,6 +22,10 @@ from tests.support.require import in_ci, require
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     outcome = yield
     report = outcome.get_result()
+    started = take_notes()  # the peers this phase started (a wider-scoped fixture's count here)
+    if started and report.passed and item.get_closest_marker("peer") is None:
+        report.outcome = "failed"
+        report.longrepr = f"started a real peer without the peer marker: {', '.join(sorted(set(started)))}"
     if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (prerequisite missing?): {report.longrepr}"

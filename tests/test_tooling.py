@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.require import require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +27,14 @@ def test_ruff_clean() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow  # a cold cache takes several seconds
 def test_mypy_strict_clean() -> None:
     require(shutil.which("mypy"), "mypy is not installed (pip install -e '.[lint]')")
     r = _run(sys.executable, "-m", "mypy")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_docs_build_strict(tmp_path: Path) -> None:
     require(shutil.which("mkdocs"), "mkdocs is not installed (pip install -e '.[docs]')")
     r = _run("mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site"))

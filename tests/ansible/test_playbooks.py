@@ -26,6 +26,8 @@ SIZES = {
 }
 PASSWORD = "Tr0ub4dor&3-never-printed"
 
+pytestmark = pytest.mark.slow  # each playbook run takes seconds
+
 
 def targets(uri: str) -> dict[str, int | None]:
     with hvballoon.connect(uri) as hv:

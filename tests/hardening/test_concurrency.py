@@ -135,6 +135,7 @@ def _worker(uri: str, vm: str, rounds: int, out: Any) -> None:
         out.put((vm, f"native {type(exc).__name__}: {exc}", None))
 
 
+@pytest.mark.slow  # several interpreters
 def test_processes_share_a_persisted_world_under_load(tmp_path: Path) -> None:
     uri = f"fake://seed?state={tmp_path / 'world.db'}"
     with hvballoon.connect(uri) as hv:

@@ -16,6 +16,9 @@ import pytest
 from tests.support.kvm_guest.harness import GuestGone, GuestHandle, KvmGuestHarness, prerequisites
 from tests.support.require import require
 
+# one xdist worker runs every QEMU test: TCG guests on 2 cores, one embedded libvirt root per process
+pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("qemu")]
+
 T = TypeVar("T")
 
 MIB = 1024  # KiB per MiB: libvirt and /proc/meminfo both count in KiB ("kB")

@@ -154,6 +154,7 @@ def test_a_silent_server_is_a_timeout(silent_server: int) -> None:
     assert info.value.retryable
 
 
+@pytest.mark.peer
 def test_https_to_a_plain_http_server_is_a_tls_error(shared_peer: Any) -> None:
     with pytest.raises(HVConnectionError) as info:
         hvballoon.connect(

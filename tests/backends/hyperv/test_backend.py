@@ -27,6 +27,8 @@ from tests.support.hyperv import scenarios
 from tests.support.hyperv.fakehost import hyperv_world
 from tests.support.hyperv.peer import PASSWORD, Peer, start_peer
 
+pytestmark = pytest.mark.peer  # every test talks to the loopback WinRM server
+
 GiB = 1024**3
 MiB = 1024**2
 

@@ -13,6 +13,8 @@ from hvballoon.testing.conformance import BackendConformance, KindRuleTests
 from tests.support.hyperv.fakehost import hyperv_world
 from tests.support.hyperv.peer import Peer
 
+pytestmark = pytest.mark.peer  # the loopback WinRM server
+
 
 class TestHyperVConformance(BackendConformance):
     @pytest.fixture

@@ -137,6 +137,7 @@ def test_hvballoon_errors_and_bugs_pass_through() -> None:
 # -- end to end -----------------------------------------------------------------------------------
 
 
+@pytest.mark.peer
 def test_wsman_access_denied(basic_peer: Peer) -> None:
     with basic_peer.connect() as hv:
         basic_peer.server.fail_next("Command", ACCESS_DENIED, reason="Access is denied.")
@@ -145,6 +146,7 @@ def test_wsman_access_denied(basic_peer: Peer) -> None:
         assert info.value.native_code == ACCESS_DENIED
 
 
+@pytest.mark.peer
 def test_operation_timeout_at_connect(basic_peer: Peer) -> None:
     basic_peer.server.fail_next("Create", OPERATION_TIMEOUT)
     with pytest.raises(OperationTimeoutError) as info:
@@ -152,6 +154,7 @@ def test_operation_timeout_at_connect(basic_peer: Peer) -> None:
     assert isinstance(info.value.__cause__, wx.WinRMOperationTimeoutError)
 
 
+@pytest.mark.peer
 def test_a_command_that_never_finishes_is_abandoned_at_the_timeout(basic_peer: Peer) -> None:
     with basic_peer.connect(timeout=1.0) as hv:
         basic_peer.server.fail_next("Receive", OPERATION_TIMEOUT, times=100_000)
@@ -180,6 +183,7 @@ def test_unreachable_host() -> None:
     assert info.value.retryable and isinstance(info.value.__cause__, rq.ConnectionError)
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
@@ -212,6 +216,7 @@ def test_script_error_records(
         assert info.value.native_code == record["id"]
 
 
+@pytest.mark.peer
 def test_vm_vanished_before_the_change(basic_peer: Peer) -> None:
     with basic_peer.connect() as hv:
         basic_peer.host.fail_next(
@@ -223,6 +228,7 @@ def test_vm_vanished_before_the_change(basic_peer: Peer) -> None:
         assert info.value.vm == "web01"
 
 
+@pytest.mark.peer
 def test_host_without_hyperv_module() -> None:
     for p in start_peer("basic", False):
         p.host.hyperv_module = False
@@ -231,6 +237,7 @@ def test_host_without_hyperv_module() -> None:
         assert p.server.shells == {}  # the probe's shell was deleted
 
 
+@pytest.mark.peer
 def test_the_host_answers_only_the_fixed_templates(basic_peer: Peer) -> None:
     with basic_peer.connect() as hv:
         runner = hv.backend.runner  # type: ignore[attr-defined]
@@ -242,6 +249,7 @@ def test_the_host_answers_only_the_fixed_templates(basic_peer: Peer) -> None:
             runner.run(rogue, {})
 
 
+@pytest.mark.peer
 def test_too_long_a_command_is_never_sent(basic_peer: Peer) -> None:
     with basic_peer.connect() as hv:
         basic_peer.server.reset_counts()

@@ -33,7 +33,8 @@ from tests.support.real_guest import (
 )
 from tests.support.require import require
 
-pytestmark = pytest.mark.peer
+# one xdist worker runs every QEMU test: TCG guests on 2 cores, one embedded libvirt root per process
+pytestmark = [pytest.mark.peer, pytest.mark.xdist_group("qemu")]
 
 MiB = 2**20
 GUEST_MIB = 512

@@ -37,6 +37,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
+from tests.support.peer_guard import note_started
+
 from .build import BUSYBOX, REPO_ROOT, GuestImage, build_guest, is_static_elf
 from .channel import KERNEL_CMDLINE, GuestChannel, GuestError, GuestGone, short_socket_path
 
@@ -275,6 +277,8 @@ class KvmGuestHarness:
         if reasons:
             raise RuntimeError("cannot run real KVM guests here: " + "; ".join(reasons))
         import libvirt
+
+        note_started("libvirt's embedded QEMU driver")
 
         global _process_root
         if _process_root is not None and _process_root != self.root:

@@ -39,6 +39,7 @@ from typing import Any
 
 from tests.support.kvm_guest.build import BUSYBOX, REPO_ROOT, GuestImage, build_guest, is_static_elf
 from tests.support.kvm_guest.channel import KERNEL_CMDLINE, GuestChannel
+from tests.support.peer_guard import note_started
 
 __all__ = [
     "QEMU_BINARY",
@@ -84,6 +85,7 @@ class QemuProcess:
         self.name = name
         self.qmp_socket = qmp_socket
         self.log = log
+        note_started(f"QEMU process {name}")
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 list(argv),

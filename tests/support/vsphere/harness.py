@@ -88,6 +88,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.support.peer_guard import note_started
+
 __all__ = ["VcsimServer", "build_vcsim", "generate_cert", "prerequisites"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -412,6 +414,7 @@ class VcsimServer:
         self.stop()
 
     def start(self) -> None:
+        note_started("vSphere simulator")
         binary = build_vcsim()
         self._dir = Path(tempfile.mkdtemp(prefix="hvballoon-vcsim-"))
         try:

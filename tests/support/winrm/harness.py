@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from tests.support.peer_guard import note_started
 from tests.support.winrm.server import (
     CommandRecord,
     Handler,
@@ -135,6 +136,7 @@ class WinRMServer:
     def start(self) -> WinRMServer:
         if self._server is not None:
             return self
+        note_started("WinRM server")
         try:
             context = None
             binding_hash = None
