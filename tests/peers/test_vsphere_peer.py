@@ -30,6 +30,27 @@ def _prerequisites() -> None:
     require(not reasons, "; ".join(reasons))
 
 
+#: Sessions opened by :func:`_connect` in the current test, logged out and closed after it.
+_OPENED: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sessions() -> Iterator[None]:
+    """Log out of every session a test opened and close its connections (pyvmomi keeps them
+    pooled until the garbage collector warns about them)."""
+    yield
+    from pyVim.connect import Disconnect
+
+    while _OPENED:
+        si = _OPENED.pop()
+        try:
+            Disconnect(si)
+        except Exception:  # the simulator may be gone already: closing the sockets is enough
+            pass
+        finally:
+            si._stub.DropConnections()
+
+
 def _vm(name: str, **extra: Any) -> dict[str, Any]:
     vm: dict[str, Any] = {
         "name": name,
@@ -104,16 +125,17 @@ def _connect(peer: VcsimServer) -> Any:
     from pyVim.connect import SmartConnect
 
     if peer.https:
-        return SmartConnect(
+        si = SmartConnect(
             host=peer.host,
             port=peer.port,
             user=peer.username,
             pwd=peer.password,
             sslContext=peer.ssl_context(),
         )
-    return SmartConnect(
-        host=peer.host, port=peer.port, user=peer.username, pwd=peer.password, protocol="http"
-    )
+    else:
+        si = SmartConnect(host=peer.host, port=peer.port, user=peer.username, pwd=peer.password, protocol="http")
+    _OPENED.append(si)
+    return si
 
 
 class Sweep:
@@ -180,13 +202,16 @@ def test_http_login(http_peer: VcsimServer) -> None:
 
 
 def test_wrong_password_is_invalid_login(http_peer: VcsimServer) -> None:
-    from pyVim.connect import SmartConnect
-    from pyVmomi import vim
+    from pyVmomi import SoapStubAdapter, vim
 
-    with pytest.raises(vim.fault.InvalidLogin):
-        SmartConnect(
-            host=http_peer.host, port=http_peer.port, user=http_peer.username, pwd="wrong", protocol="http"
-        )
+    # SmartConnect would do the same, but leave its connection open when the login fails
+    stub = SoapStubAdapter(host=http_peer.host, port=-http_peer.port)  # a negative port: http
+    try:
+        content = vim.ServiceInstance("ServiceInstance", stub).RetrieveContent()
+        with pytest.raises(vim.fault.InvalidLogin):
+            content.sessionManager.Login(http_peer.username, "wrong", None)
+    finally:
+        stub.DropConnections()
 
 
 def test_https_with_verification_on(https_peer: VcsimServer) -> None:

@@ -146,9 +146,13 @@ class Client:
                 httpConnectionTimeout=endpoint.timeout,
                 connectionPoolTimeout=max(60.0, endpoint.timeout),
             )
-            self.si: Any = vim.ServiceInstance("ServiceInstance", self.stub)
-            self.content: Any = self.si.RetrieveContent()
-            self._login()
+            try:
+                self.si: Any = vim.ServiceInstance("ServiceInstance", self.stub)
+                self.content: Any = self.si.RetrieveContent()
+                self._login()
+            except BaseException:
+                self.stub.DropConnections()  # a refused login leaves no connection open
+                raise
         self.root: Any = self.content.rootFolder
         self.view: Any = None
         self.view_types: list[Any] = [vim.VirtualMachine, vim.HostSystem]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import Any
 
@@ -383,6 +384,14 @@ def test_wrong_password_is_an_authentication_error(shared_peer: VcsimServer) -> 
     with pytest.raises(AuthenticationError) as info:
         hvballoon.connect(uri, password="not-the-password")
     assert "not-the-password" not in str(info.value) and "not-the-password" not in repr(info.value)
+
+
+def test_a_refused_login_leaves_no_connection_open(shared_peer: VcsimServer) -> None:
+    uri = f"esxi://{shared_peer.username}@{shared_peer.host}:{shared_peer.port}/?scheme=http"
+    for _ in range(3):
+        with pytest.raises(AuthenticationError):
+            hvballoon.connect(uri, password="not-the-password")
+    gc.collect()  # an unclosed socket would warn now: ResourceWarning is an error in this suite
 
 
 def test_vcenter_uri_narrows_to_a_datacenter_and_cluster(shared_peer: VcsimServer) -> None:
