@@ -3,11 +3,14 @@
 In CI (``CI=true``) nothing may skip: a skipped test proves nothing, and a skip there almost
 always means a prerequisite the CI set-up failed to install. A test that starts a real peer
 (see :mod:`tests.support.peer_guard`) without the ``peer`` marker fails, so that
-``-m "not peer"`` leaves every real peer out.
+``-m "not peer"`` leaves every real peer out. After the last test of each module the garbage
+collector runs, so that a socket or file a module left open warns (an error: see pyproject's
+filterwarnings) in that module, not somewhere later.
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
 from typing import Any
 
@@ -38,6 +41,12 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     if in_ci() and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"module skipped in CI (prerequisite missing?): {report.longrepr}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or nextitem.path != item.path:  # the last test of a file
+        gc.collect()
 
 
 @pytest.fixture(scope="module")

@@ -163,28 +163,28 @@ def exporter_process(
     env: dict[str, str], *args: str
 ) -> Iterator[tuple[subprocess.Popen[str], list[str], int]]:
     """``hvballoon exporter fake://seed ARGS…`` in a subprocess: (process, its first stderr lines
-    up to the "serving" one, the port); killed on exit if still running."""
-    proc = subprocess.Popen(
+    up to the "serving" one, the port); killed on exit if still running, its pipe closed."""
+    with subprocess.Popen(
         hvballoon_cmd("exporter", "fake://seed", *args),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
         env=env,
-    )
-    try:
-        assert proc.stderr is not None
-        lines: list[str] = []
-        while not lines or "serving" not in lines[-1]:
-            line = proc.stderr.readline()
-            assert line, lines
-            lines.append(line)
-        m = re.search(r"http://[\d.]+:(\d+)/metrics", lines[-1])
-        assert m, lines
-        yield proc, lines, int(m.group(1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            lines: list[str] = []
+            while not lines or "serving" not in lines[-1]:
+                line = proc.stderr.readline()
+                assert line, lines
+                lines.append(line)
+            m = re.search(r"http://[\d.]+:(\d+)/metrics", lines[-1])
+            assert m, lines
+            yield proc, lines, int(m.group(1))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_exporter_command_serves_until_terminated(plugin_env: dict[str, str]) -> None:

@@ -165,6 +165,7 @@ class QmpServer:
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
         self._one_client = asyncio.Lock()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -182,27 +183,37 @@ class QmpServer:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            for writer in list(self._writers):  # clients still connected, or waiting their turn
+                writer.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its sockets with it
         with contextlib.suppress(OSError):
             self.path.unlink()
 
     # -- the wire ------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with self._one_client:  # QEMU's monitor serves one client at a time
-            self.connections += 1
-            try:
+        self._writers.add(writer)
+        try:
+            async with self._one_client:  # QEMU's monitor serves one client at a time
+                self.connections += 1
                 await self._session(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:
