@@ -26,7 +26,8 @@ SIZES = {
 }
 PASSWORD = "Tr0ub4dor&3-never-printed"
 
-pytestmark = pytest.mark.slow  # each playbook run takes seconds
+# each playbook run takes seconds; one worker runs the module, which applies the playbook once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ansible_playbooks")]
 
 
 def targets(uri: str) -> dict[str, int | None]:

@@ -12,7 +12,8 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# one worker runs the module: its fixture simulates every scenario once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("policy_benchmark")]
 
 
 @pytest.fixture(scope="module")
