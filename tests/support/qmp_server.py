@@ -136,8 +136,11 @@ class _Error(Exception):
 
 
 class Gauge:
-    """How many commands the servers sharing it are busy with at once (arrival to answer; one
-    per connection at most), and the most ever (thread-safe)."""
+    """How many commands the servers sharing it are busy with at once (from a command's arrival
+    until its answer is ready to send; one per connection at most), and the most ever
+    (thread-safe). A server leaves the gauge before it sends the answer: once the answer is sent
+    the client may go on to another server, and each server runs on its own thread, so leaving
+    after the send could count a finished command alongside the client's next one."""
 
     def __init__(self) -> None:
         self.now = 0
@@ -263,13 +266,14 @@ class QmpServer:
                     with contextlib.suppress(OSError):
                         self.path.unlink()
                 return
-            with self.gauge:  # busy from a command's arrival to its answer
-                await self._answer(request, command, negotiated, writer)
+            with self.gauge:  # busy from a command's arrival until its answer is ready
+                messages = await self._answer(request, command, negotiated)
+            for message in messages:
+                await self._send(writer, message)
             negotiated = negotiated or command == "qmp_capabilities"
 
-    async def _answer(
-        self, request: dict[str, Any], command: Any, negotiated: bool, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _answer(self, request: dict[str, Any], command: Any, negotiated: bool) -> list[dict[str, Any]]:
+        """What to send for ``request``, in order (an event may come before the reply)."""
         vm = self.vm
         reply: dict[str, Any]
         try:
@@ -289,15 +293,13 @@ class QmpServer:
         if vm.event_before_replies and negotiated and command != "qmp_capabilities":
             # QEMU sends events only to a monitor past negotiation
             now = time.time()
-            await self._send(
-                writer,
-                {
-                    "event": "BALLOON_CHANGE",
-                    "data": {"actual": vm.actual},
-                    "timestamp": {"seconds": int(now), "microseconds": int(now % 1 * 1e6)},
-                },
-            )
-        await self._send(writer, reply)
+            event = {
+                "event": "BALLOON_CHANGE",
+                "data": {"actual": vm.actual},
+                "timestamp": {"seconds": int(now), "microseconds": int(now % 1 * 1e6)},
+            }
+            return [event, reply]
+        return [reply]
 
     # -- the commands --------------------------------------------------------------------------
 
