@@ -4,9 +4,12 @@ backend as installed; versions and the CHANGELOG agree.
 
 The build runs without isolation in a cached build environment (``.cache/packaging/buildenv``:
 setuptools, build, twine — made once, about 30 s, then reused), so a run costs about 25 s. The
-fresh environment uses ``--system-site-packages`` for the third-party dependencies (libvirt-python
-would otherwise be compiled from source, which takes minutes); our five wheels are installed
-into it with ``--no-deps`` and the test checks that they, not this checkout, are what imports.
+fresh environment sees the third-party dependencies of the environment running the suite
+(libvirt-python would otherwise be compiled from source, which takes minutes): the base
+interpreter's through ``--system-site-packages``, and, when the suite itself runs in a virtual
+environment, that environment's too (see :func:`see_this_environment`). Our five wheels are
+installed into it with ``--no-deps`` and the test checks that they, not this checkout, are what
+imports.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -60,6 +65,29 @@ def _buildenv() -> Path:
     return BUILDENV
 
 
+def see_this_environment(venv: Path) -> list[str]:
+    """Let ``venv`` import what the running interpreter's own environment has; the directories.
+
+    A virtual environment made from inside another one is based on the *base* interpreter, so
+    ``--system-site-packages`` shows it the base's packages, not those of the environment the
+    suite runs in (where setup.sh installed libvirt-python, pyvmomi, …). A ``.pth`` file in
+    ``venv``'s site-packages adds the running environment's site directories after ``venv``'s
+    own, so the wheels installed into ``venv`` still win. Their ``.pth`` files are not run (a
+    path line is not a site directory), so an editable install of this checkout there does not
+    shadow the wheels either. Outside a virtual environment there is nothing to add.
+    """
+    if sys.prefix == sys.base_prefix:
+        return []
+    dirs = [
+        d for d in dict.fromkeys([*site.getsitepackages(), sysconfig.get_path("purelib")]) if Path(d).is_dir()
+    ]
+    out = _run(_bin(venv, "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    (Path(out.strip()) / "_hvballoon_outer_environment.pth").write_text(
+        "\n".join(dirs) + "\n", encoding="utf-8"
+    )
+    return dirs
+
+
 def _version() -> str:
     text = (ROOT / "hvballoon" / "_version.py").read_text()
     m = re.search(r'__version__ = "([^"]+)"', text)
@@ -90,6 +118,7 @@ def test_every_distribution_builds_checks_installs_and_is_listed(tmp_path: Path)
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
+    see_this_environment(venv)
     py = _bin(venv, "python")
     _run(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", *map(str, wheels))
     where = json.loads(
