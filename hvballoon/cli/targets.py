@@ -159,11 +159,13 @@ def set_cmd(
         notes: list[str] = []
         if waiting:
             goal = format_size(change.after["target_bytes"])
-            if not as_json:  # what was applied, before the wait
-                for line in change_lines(change):
-                    click.echo(line)
-                click.echo(f"  waiting up to {format_duration(wait_seconds)} for the memory to reach {goal}…")
             try:
+                if not as_json:  # what was applied, before the wait (Ctrl-C from here on: applied)
+                    for line in change_lines(change):
+                        click.echo(line)
+                    click.echo(
+                        f"  waiting up to {format_duration(wait_seconds)} for the memory to reach {goal}…"
+                    )
                 # a target that cannot be observed arriving: applied, warned about, not waited for
                 with noting_unobservable() as notes:
                     stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
