@@ -5,10 +5,6 @@ with ``--json`` is left out."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +14,14 @@ import pytest
 
 from hvballoon.cli import main
 from hvballoon.outputs import output_schemas
+from tests.support.cli import Result, invoke
 
-EXE = shutil.which("hvballoon")
 SCHEMAS = output_schemas()
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+def run(*args: str) -> Result:
+    """The command in this process (tests/test_cli.py runs the installed entry point once)."""
+    return invoke(*args)
 
 
 def check(instance: Any, name: str) -> None:
@@ -45,7 +41,7 @@ CASES: list[tuple[list[str], str, str]] = [
     (["stats", "fake://seed"], "MemoryStats", "list"),
     (["stats", "fake://seed?flavor=hyperv", "web01"], "MemoryStats", "list"),
     (["stats", "fake://seed", "fake://seed?flavor=esxi", "web01"], "FleetStats", "one"),
-    (["watch", "fake://seed", "fake://seed?flavor=hyperv", "--count", "2"], "WatchSweep", "lines"),
+    (["watch", "fake://seed", "fake://seed?flavor=hyperv", "--count", "2", "--interval", "0.1s"], "WatchSweep", "lines"),
     (["set", "fake://seed", "web01", "8GiB"], "Change", "one"),
     (["set", "fake://seed", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
     (["set", "fake://seed?flavor=esxi", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
