@@ -158,10 +158,26 @@ class GuestHandle(GuestChannel):
         console_log: Path,
         control_socket: Path,
         tmpdir: Path | None,
+        pid_file: Path | None = None,
     ) -> None:
         super().__init__(name, console_log, control_socket)
         self.domain = domain
         self._tmpdir = tmpdir
+        self._pid_file = pid_file
+
+    def qemu_pid(self) -> int:
+        """The pid of this guest's QEMU process, from the pid file libvirt's QEMU driver keeps in
+        its state directory (``<root>/run/qemu/<name>.pid`` for the embedded driver), checked
+        against the process's command line: never a QEMU of the same name that another test
+        run started elsewhere on the machine."""
+        if self._pid_file is None:
+            raise RuntimeError(f"{self.name}: no pid file known")
+        pid = int(self._pid_file.read_text(encoding="ascii").strip())
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # libvirt starts QEMU with "-name guest=<name>,debug-threads=on"
+        if f"guest={self.name}".encode() not in (part for arg in args for part in arg.split(b",")):
+            raise RuntimeError(f"{self.name}: pid {pid} from {self._pid_file} is not this guest's QEMU")
+        return pid
 
     def is_active(self) -> bool:
         import libvirt
@@ -423,7 +439,8 @@ class KvmGuestHarness:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
             raise
-        guest = GuestHandle(name, dom, console_log, control_socket, tmpdir)
+        pid_file = self.root / "run" / "qemu" / f"{name}.pid"  # the driver's state directory
+        guest = GuestHandle(name, dom, console_log, control_socket, tmpdir, pid_file)
         self._guests[name] = guest
         if wait:
             try:
