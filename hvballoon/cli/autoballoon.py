@@ -15,6 +15,7 @@ import click
 from hvballoon.cli.common import (
     connection,
     connection_options,
+    deferred_interrupt,
     handle_errors,
     interrupted,
     json_option,
@@ -196,13 +197,14 @@ def autoballoon_cmd(
         done = changed = 0
         try:
             for decisions in ctl.run(rounds=count):
-                done += 1
-                changed += sum(1 for d in decisions if d.applied)
-                for d in decisions:
-                    if as_json:
-                        click.echo(d.model_dump_json())
-                    elif verbose or d.action not in ("hold",):
-                        click.echo(_line(d))
+                with deferred_interrupt():  # an applied round's lines and its count go out whole
+                    done += 1
+                    changed += sum(1 for d in decisions if d.applied)
+                    for d in decisions:
+                        if as_json:
+                            click.echo(d.model_dump_json())
+                        elif verbose or d.action not in ("hold",):
+                            click.echo(_line(d))
         except KeyboardInterrupt:
             said = f"after {done} round{'' if done == 1 else 's'}, {changed} targets changed"
             if dry_run:

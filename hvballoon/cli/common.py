@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "connection",
     "connection_options",
     "console",
+    "deferred_interrupt",
     "echo_json",
     "error_report",
     "fleet_options",
@@ -269,6 +271,34 @@ def interrupted(what_was_done: str) -> NoReturn:
     """Ctrl-C: say what was done (on stderr), exit with :data:`EXIT_INTERRUPTED`."""
     click.echo(f"interrupted: {what_was_done}", err=True)
     sys.exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise it.
+
+    For what must go out whole: the lines of an applied round and the count that sums them.
+    Only where Python's own SIGINT handler is in place (the main thread, not ignored):
+
+    >>> with deferred_interrupt():
+    ...     print("one round, printed whole")
+    one round, printed whole
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _fail(exc: HVBalloonError, as_json: bool) -> None:
