@@ -26,8 +26,7 @@ SIZES = {
 }
 PASSWORD = "Tr0ub4dor&3-never-printed"
 
-# each playbook run takes seconds; one worker runs the module, which applies the playbook once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ansible_playbooks")]
+pytestmark = pytest.mark.slow  # each playbook run takes seconds
 
 
 def targets(uri: str) -> dict[str, int | None]:

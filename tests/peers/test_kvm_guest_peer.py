@@ -16,8 +16,7 @@ import pytest
 from tests.support.kvm_guest.harness import GuestGone, GuestHandle, KvmGuestHarness, prerequisites
 from tests.support.require import require
 
-# one xdist worker runs every QEMU test: TCG guests on 2 cores, one embedded libvirt root per process
-pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("qemu")]
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 T = TypeVar("T")
 

@@ -12,8 +12,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# one worker runs the module: its fixture simulates every scenario once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("policy_benchmark")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

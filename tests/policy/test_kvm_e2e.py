@@ -28,8 +28,7 @@ from tests.support.require import require
 if TYPE_CHECKING:
     from tests.support.kvm_guest.harness import GuestHandle
 
-# one xdist worker runs every QEMU test: TCG guests on 2 cores, one embedded libvirt root per process
-pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("qemu")]
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 MiB = 2**20
 GUEST_MIB = 512

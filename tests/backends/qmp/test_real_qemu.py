@@ -29,8 +29,7 @@ from tests.support.qmp_guest.harness import QemuProcess, prerequisites, start_ba
 from tests.support.qmp_server import connect
 from tests.support.require import require
 
-# one xdist worker runs every QEMU test: TCG guests on 2 cores, one embedded libvirt root per process
-pytestmark = [pytest.mark.peer, pytest.mark.xdist_group("qemu")]
+pytestmark = [pytest.mark.peer]
 
 MiB = 2**20
 UUID = "5a1d0b2e-0c4f-4e1a-9d7e-0123456789ab"

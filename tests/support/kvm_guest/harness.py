@@ -15,9 +15,11 @@ UNIX socket on which the guest's ``/init`` serves a small line protocol (see ``i
         g.hold(100)                       # a guest process allocates and touches 100 MiB
         print(g.meminfo()["MemTotal"])    # kB, as the guest sees it
 
-The root directory (default ``<repo>/.cache/kvm-embed-root``) is kept between runs: its
-``cache/`` holds QEMU's capability probe, which makes every later first connect fast. Domains
-and QEMU processes a killed earlier run left in it are destroyed when it is opened again.
+The root directory (default ``<repo>/.cache/kvm-embed-root``, one per pytest-xdist worker:
+``kvm-embed-root-gw0``, …) is kept between runs: its ``cache/`` holds QEMU's capability probe,
+which makes every later first connect fast. Domains and QEMU processes a killed earlier run left
+in it are destroyed when it is opened again. One process at a time can use a root: libvirt's
+driver holds its pid file for the life of the process once it has opened it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ __all__ = [
 ]
 
 DEFAULT_ROOT = REPO_ROOT / ".cache" / "kvm-embed-root"
+
+
+def default_root() -> Path:
+    """``HVB_KVM_EMBED_ROOT``, else :data:`DEFAULT_ROOT` with the pytest-xdist worker's name
+    (``-gw1``) when there is one: each worker process needs a root of its own."""
+    if "HVB_KVM_EMBED_ROOT" in os.environ:
+        return Path(os.environ["HVB_KVM_EMBED_ROOT"])
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return DEFAULT_ROOT.with_name(f"{DEFAULT_ROOT.name}-{worker}") if worker else DEFAULT_ROOT
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CONF = """\
 # Written by the hvballoon test harness (tests/support/kvm_guest/harness.py).
@@ -216,7 +227,7 @@ class KvmGuestHarness:
         accel: str = "auto",
         lock_timeout: float = 600.0,
     ) -> None:
-        self.root = Path(root if root is not None else os.environ.get("HVB_KVM_EMBED_ROOT", DEFAULT_ROOT))
+        self.root = Path(root) if root is not None else default_root()
         self.root = self.root.resolve()
         if accel not in ("auto", "tcg", "kvm"):
             raise ValueError(f"accel must be auto, tcg or kvm, not {accel!r}")
