@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -103,9 +104,13 @@ class QemuProcess:
         return self.proc.poll() is None
 
     def wait_socket(self, timeout: float = 30.0) -> None:
-        """Wait until QEMU listens on its QMP socket."""
+        """Wait until QEMU listens on its QMP socket (accepts a connection, not just has the file).
+
+        QEMU binds the socket file before it listens on it: in between, a connection is refused,
+        which the backend rightly reads as a VM that has stopped.
+        """
         deadline = time.monotonic() + timeout
-        while not self.qmp_socket.exists():
+        while not self._accepts():
             if not self.running():
                 raise RuntimeError(
                     f"{self.name}: QEMU exited: {self.log.read_text(errors='replace')[-2000:]}"
@@ -113,6 +118,17 @@ class QemuProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: no QMP socket after {timeout} s")
             time.sleep(0.01)
+
+    def _accepts(self) -> bool:
+        if not self.qmp_socket.exists():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.qmp_socket))
+            except OSError:
+                return False
+        return True
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> None:
         """Send ``sig`` (default: SIGKILL, which leaves the socket file behind) and reap QEMU."""
