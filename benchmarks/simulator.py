@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from hvballoon.fake.physics import CACHE_GROWTH_RATE, SWAP_IN_RATE
 from hvballoon.fake.scenario import parse_scenario
-from hvballoon.fake.world import _CACHE_GROWTH, _SWAP_IN_RATE, World
+from hvballoon.fake.world import World
 
 GiB = 1024**3
 MiB = 1024**2
@@ -103,31 +104,33 @@ def run_vectorised(n: int, seconds: int) -> tuple[float, World]:
 
 def run_naive(world0: World, seconds: int, seed: int = 0) -> tuple[float, dict[str, list[float]]]:
     """The same model, one VM and one step at a time, in plain Python."""
-    a = {k: v.tolist() for k, v in world0.a.items()}
+    a = {k: v.tolist() for k, v in world0.state.arrays().items()}
     n = world0.n
     h = world0.host
     wl = [(s.workload.kind, s.workload.params) for s in world0.scenario.vms]
     rng = random.Random(seed)
     walk = [0.0] * n
-    cur, cache, z, swp = a["cur"][:], a["cache"][:], a["z"][:], a["swp"][:]
+    cur, cache, z, swp = a["current"][:], a["cache"][:], a["swap_backlog"][:], a["guest_swapped"][:]
     swin, swout, ooms = [0.0] * n, [0.0] * n, [0.0] * n
     dt = 1.0
-    s_dt, g_dt = math.floor(_SWAP_IN_RATE * dt), math.floor(_CACHE_GROWTH * dt)
-    base = h.overhead_bytes + sum(a["ovh"])
+    s_dt, g_dt = math.floor(SWAP_IN_RATE * dt), math.floor(CACHE_GROWTH_RATE * dt)
+    base = h.overhead_bytes + sum(a["overhead"])
     avail = h.physical_bytes - h.reserve_bytes
     start = time.perf_counter()
     for step in range(1, seconds + 1):
         t = step * dt
         backed = [0.0] * n
         for i in range(n):
-            floor = a["kern"][i] + a["unf"][i]
-            mem, wsize = a["mem"][i], a["wsize"][i]
-            d = a["used0"][i]
+            floor = a["kernel"][i] + a["unfreeable"][i]
+            mem, wsize = a["memory"][i], a["swap_size"][i]
+            d = a["used_baseline"][i]
             kind, p = wl[i]
             if kind == "diurnal":
                 d += p["amplitude"] * math.sin(2 * math.pi * (t + p.get("phase", 0)) / p.get("period", 86400))
             elif kind == "ramp":
-                d += (p["to"] - a["used0"][i]) * min(max((t - p.get("start", 0)) / p["over"], 0.0), 1.0)
+                d += (p["to"] - a["used_baseline"][i]) * min(
+                    max((t - p.get("start", 0)) / p["over"], 0.0), 1.0
+                )
             elif kind == "spike":
                 rise = p.get("rise", 30)
                 up = min(max((t - p["at"]) / rise, 0.0), 1.0)
@@ -135,7 +138,7 @@ def run_naive(world0: World, seconds: int, seed: int = 0) -> tuple[float, dict[s
                 d += p["size"] * min(up, down)
             elif kind == "random_walk":
                 walk[i] += rng.gauss(0.0, 1.0) * p["step"] * math.sqrt(dt / 60)
-                lo, hi = floor - a["used0"][i], 0.9 * mem - a["used0"][i]
+                lo, hi = floor - a["used_baseline"][i], 0.9 * mem - a["used_baseline"][i]
                 w2 = 2 * max(hi - lo, 1.0)
                 x = (walk[i] - lo) % w2
                 d += lo + min(x, w2 - x)
@@ -145,11 +148,11 @@ def run_naive(world0: World, seconds: int, seed: int = 0) -> tuple[float, dict[s
                 d += (p["buffer_pool"] - p["filled"]) * min(t / 3600, 1.0)
                 d += p.get("query_memory", 0) * 0.5 * (1 - math.cos(2 * math.pi * t / 86400))
             d = min(max(math.floor(d), floor), mem + wsize)
-            goal = max(a["tgt"][i], floor)
+            goal = max(a["target"][i], floor)
             if goal < cur[i]:
-                cur[i] = max(goal, cur[i] - math.floor(a["rin"][i] * dt))
+                cur[i] = max(goal, cur[i] - math.floor(a["inflate_rate"][i] * dt))
             else:
-                cur[i] = min(goal, cur[i] + math.floor(a["rout"][i] * dt))
+                cur[i] = min(goal, cur[i] + math.floor(a["deflate_rate"][i] * dt))
             deff = min(d, cur[i] + wsize)
             if d > deff:
                 ooms[i] += 1
@@ -162,7 +165,7 @@ def run_naive(world0: World, seconds: int, seed: int = 0) -> tuple[float, dict[s
                 swin[i] += min(swp[i] - new_swp, s_dt)
             swp[i] = new_swp
             roomy = cur[i] - deff + new_swp
-            cache[i] = min(min(roomy, a["cmax"][i]), cache[i] + g_dt)
+            cache[i] = min(min(roomy, a["cache_max"][i]), cache[i] + g_dt)
             backed[i] = deff - new_swp + cache[i]
         total = sum(backed)
         excess = max(total + base - avail, 0.0)
@@ -191,7 +194,9 @@ def main() -> None:
     naive_rate = args.vms * args.naive_seconds / naive_time
     # agreement on the VMs whose workload is deterministic (random walks draw differently)
     det = [i for i, s in enumerate(short_world.scenario.vms) if s.workload.kind != "random_walk"]
-    diff = max(max(abs(short_world.a[k][i] - naive[k][i]) for i in det) for k in ("cur", "cache", "swp"))
+    state = short_world.state
+    vectorised = {"cur": state.current, "cache": state.cache, "swp": state.guest_swapped}
+    diff = max(max(abs(vectorised[k][i] - naive[k][i]) for i in det) for k in ("cur", "cache", "swp"))
     acc = world.accounting()["host"]
     print(
         json.dumps(
@@ -209,7 +214,7 @@ def main() -> None:
                 "naive_vs_vectorised_max_difference_bytes": diff,
                 "host_conserved": acc["conserved"],
                 "host_swapped_bytes_at_end": acc["swapped"],
-                "oom_events": int(world.a["ooms"].sum()),
+                "oom_events": int(world.state.oom_events.sum()),
                 "python": platform.python_version(),
                 "numpy": np.__version__,
                 "cpus": os.cpu_count(),

@@ -235,7 +235,7 @@ class FakeBackend(Backend):
                 )
             for g in w.guests.values():
                 if (vm is None and rule.vm in (None, g.name)) or (vm is not None and g.id == vm.id):
-                    w.a["driver"][g.index] = 0.0
+                    w.stop_balloon_driver(g.id)
             return
         errors: dict[str, Callable[[str], HVBalloonError]] = {
             "connection_lost": lambda m: HVConnectionError(m, native_code=kind),

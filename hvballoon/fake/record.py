@@ -1,10 +1,9 @@
 """Recording a run: time series per VM (demand, current, balloon, guest swap, OOM events) and
 for the host (free, reclaimed), written as JSON or CSV and drawn as a PNG.
 
-The world knows nothing of recording: :func:`record` sets a :class:`Recorder` as the world's
-observer (:class:`~hvballoon.fake.world.StepObserver`), which the world feeds as it runs.
+The world knows nothing of recording: :func:`record` starts a :class:`Recorder` that watches
+it through its observer hook (:meth:`World.observe <hvballoon.fake.world.World.observe>`).
 
->>> from hvballoon.fake.record import record
 >>> from hvballoon.fake.scenario import load_scenario
 >>> from hvballoon.fake.world import World
 >>> w = World(load_scenario("seed"))
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
-    from hvballoon.fake.world import World
+    from hvballoon.fake.world import Block, World
 
 __all__ = ["SERIES", "Recorder", "plot", "record"]
 
@@ -36,17 +34,17 @@ SERIES = ("demand_bytes", "current_bytes", "balloon_bytes", "guest_swap_bytes", 
 
 def record(world: World, every: float = 1.0) -> Recorder:
     """Start recording ``world``'s time series every ``every`` seconds of simulated time, from
-    now (replacing any recorder it had)."""
+    now (a first sample at once)."""
     with world.lock:
         recorder = Recorder(world, every=every)
         recorder.sample_now()
-        world.observer = recorder
+        world.observe(recorder.observe)
         return recorder
 
 
 class Recorder:
-    """Samples the world every ``every`` seconds of simulated time (a
-    :class:`~hvballoon.fake.world.StepObserver`: see :func:`record`)."""
+    """Samples the world every ``every`` seconds of simulated time, as an observer of its
+    blocks (:func:`record` starts one)."""
 
     def __init__(self, world: World, *, every: float = 1.0) -> None:
         if not every > 0:
@@ -60,31 +58,23 @@ class Recorder:
         self._next = world.now
 
     def sample_now(self) -> None:
-        w, a = self.world, self.world.a
+        w, s = self.world, self.world.state
         self.t.append(w.now)
-        self.vm_rows["demand_bytes"].append(a["dem"].tolist())
-        self.vm_rows["current_bytes"].append(a["cur"].tolist())
+        self.vm_rows["demand_bytes"].append(s.demand.tolist())
+        self.vm_rows["current_bytes"].append(s.current.tolist())
         self.vm_rows["balloon_bytes"].append([g.ballooned_bytes for g in w.guests.values()])
-        self.vm_rows["guest_swap_bytes"].append(a["swp"].tolist())
-        self.vm_rows["oom_events"].append(a["ooms"].tolist())
+        self.vm_rows["guest_swap_bytes"].append(s.guest_swapped.tolist())
+        self.vm_rows["oom_events"].append(s.oom_events.tolist())
         self.host_free.append(float(w.host_free_bytes))
-        self.host_swap.append(float(a["hsw"].sum() + a["comp"].sum() + a["shr"].sum()))
+        self.host_swap.append(float(s.host_swapped.sum() + s.compressed.sum() + s.shared.sum()))
         self._next = w.now + self.every
 
-    def take(
-        self,
-        t: npt.NDArray[np.float64],
-        dem: npt.NDArray[np.float64],
-        cur: npt.NDArray[np.float64],
-        swp: npt.NDArray[np.float64],
-        oom: npt.NDArray[np.bool_],
-        host_free: npt.NDArray[np.float64],
-        reclaimed: npt.NDArray[np.float64],
-        act: npt.NDArray[np.bool_],
-    ) -> None:
-        """Called by the world with a block of steps; keeps the rows on the sampling grid."""
+    def observe(self, world: World, block: Block) -> None:
+        """A block of steps the world simulated: keeps the rows on the sampling grid."""
         import numpy as np
 
+        t, dem, cur, swp, oom = block.times, block.demand, block.current, block.guest_swapped, block.oom
+        host_free, reclaimed, act = block.host_free, block.reclaimed, block.active
         rows = np.nonzero(t >= self._next - 1e-9)[0]
         if rows.size == 0:
             return
@@ -95,11 +85,10 @@ class Recorder:
                 picked.append(r)
                 nxt = t[r] + self.every
         self._next = nxt
-        a = self.world.a
-        mem = a["mem"]
-        n = dem.shape[1]
-        ooms_before = a["ooms"]
-        prev = np.vstack([a["oomf"][None, :] > 0, oom[:-1]])
+        state = world.state
+        mem = state.memory
+        ooms_before = state.oom_events
+        prev = np.vstack([state.oom_now[None, :] > 0, oom[:-1]])
         new_oom = np.cumsum(oom & ~prev & act, axis=0)
 
         def row(arr: npt.NDArray[Any], r: int) -> npt.NDArray[Any]:
@@ -107,7 +96,7 @@ class Recorder:
             return picked_row
 
         for r in picked:
-            c = np.where(act, row(cur, r), a["cur"])
+            c = np.where(act, row(cur, r), state.current)
             self.t.append(float(t[r]))
             self.vm_rows["demand_bytes"].append(np.where(act, row(dem, r), 0.0).tolist())
             self.vm_rows["current_bytes"].append(c.tolist())
@@ -116,7 +105,6 @@ class Recorder:
             self.vm_rows["oom_events"].append((ooms_before + new_oom[r]).tolist())
             self.host_free.append(float(host_free[r]))
             self.host_swap.append(float(row(reclaimed, r).sum()) if reclaimed.ndim == 2 else 0.0)
-        del n
 
     # -- output -------------------------------------------------------------------------
 

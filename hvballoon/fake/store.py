@@ -1,4 +1,10 @@
-"""A world persisted in SQLite, shared by processes (``fake://seed?state=/path/world.db``).
+"""Persistence: a world as bytes, and a world persisted in SQLite, shared by processes
+(``fake://seed?state=/path/world.db``).
+
+:func:`world_to_bytes` writes a JSON header (the scenario, flavour, clock, configurations,
+events, faults, the random generator) and the state's arrays with numpy (no pickle);
+:func:`world_from_bytes` reads it back — also what versions before the state had named fields
+wrote.
 
 Every operation of the fake backend runs in one ``BEGIN IMMEDIATE`` transaction: load the
 world, act, save it — so separate CLI invocations and parallel Ansible forks see one consistent
@@ -14,6 +20,8 @@ than silently served this world (see :meth:`hvballoon.fake.backend.FakeBackend`)
 >>> from hvballoon.fake.world import World
 >>> path = os.path.join(tempfile.mkdtemp(), "world.db")
 >>> store = WorldStore(path, lambda: World(load_scenario("seed")))
+>>> world_from_bytes(world_to_bytes(World(load_scenario("seed")))).accounting()["host"]["conserved"]
+True
 >>> with store.transaction() as w:
 ...     w.advance(60)
 >>> with store.transaction(write=False) as w:
@@ -24,6 +32,7 @@ than silently served this world (see :meth:`hvballoon.fake.backend.FakeBackend`)
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -32,9 +41,137 @@ from pathlib import Path
 from typing import Any
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.fake.faults import FaultPlan
+from hvballoon.fake.scenario import Scenario
 from hvballoon.fake.world import World
 
-__all__ = ["WorldStore"]
+__all__ = ["LEGACY_STATE_NAMES", "WorldStore", "world_from_bytes", "world_to_bytes"]
+
+#: The bytes' layout: 2 since the state has named fields (1: the arrays by short names).
+FORMAT = 2
+#: The name each state array had in format 1.
+LEGACY_STATE_NAMES: dict[str, str] = {
+    "memory": "mem",
+    "kernel": "kern",
+    "unfreeable": "unf",
+    "swap_size": "wsize",
+    "cache_max": "cmax",
+    "touch_rate": "touch",
+    "used_baseline": "used0",
+    "overhead": "ovh",
+    "inflate_rate": "rin",
+    "deflate_rate": "rout",
+    "target": "tgt",
+    "current": "cur",
+    "cache": "cache",
+    "swap_backlog": "z",
+    "guest_swapped": "swp",
+    "demand": "dem",
+    "effective_demand": "deff",
+    "used": "usedg",
+    "free": "free",
+    "host_backed": "gbk",
+    "swap_in": "swin",
+    "swap_out": "swout",
+    "major_faults": "majf",
+    "oom_events": "ooms",
+    "oom_now": "oomf",
+    "host_swapped": "hsw",
+    "compressed": "comp",
+    "shared": "shr",
+    "compression_cache": "zpool",
+    "running": "running",
+    "crashed": "crashed",
+    "paused": "paused",
+    "balloon_driver": "driver",
+    "deflate_on_oom": "don",
+    "stats_period": "period",
+    "stats_anchor": "anchor",
+    "last_report": "last_rep",
+    "reports_frozen_until": "freeze",
+    "stalled_at": "stall",
+    "report_total": "rep_total",
+    "report_used": "rep_used",
+    "report_free": "rep_free",
+    "report_cache": "rep_cache",
+    "report_swap_in": "rep_swin",
+    "report_swap_out": "rep_swout",
+    "report_major_faults": "rep_majf",
+    "limit": "limit",
+    "balloon_cap": "cap",
+    "shares": "shares",
+    "dynamic": "dyn",
+    "dm_minimum": "dmin",
+    "dm_maximum": "dmax",
+    "dm_buffer_percent": "buf",
+    "dm_priority": "prio",
+    "startup": "startup",
+}
+
+
+def world_to_bytes(world: World) -> bytes:
+    """The whole world as bytes (JSON header + numpy arrays, no pickle)."""
+    import numpy as np
+
+    with world.lock:
+        header = {
+            "format": FORMAT,
+            "scenario": world.scenario.model_dump(mode="json"),
+            "flavor": world.flavor,
+            "seed": world.seed,
+            "now": world.now,
+            "clock": world.clock,
+            "speed": world.speed,
+            "wall_origin": world.wall_origin,
+            "power": world.power,
+            "configs": world.configs,
+            "events": world.events,
+            "faults": world.faults.to_data(),
+            "rng": world.rng.bit_generator.state,
+            "host_free": world.host_free_bytes,
+            "pressure": world.pressure_bytes,
+            "version": world.version,
+        }
+        buf = io.BytesIO()
+        arrays = {f"state.{k}": v for k, v in world.state.arrays().items()}
+        arrays.update({f"walk.{i}": b.walk for i, b in enumerate(world.workloads)})
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        head = json.dumps(header, separators=(",", ":")).encode()
+        return len(head).to_bytes(8, "big") + head + buf.getvalue()
+
+
+def world_from_bytes(data: bytes) -> World:
+    """The world :func:`world_to_bytes` wrote."""
+    import numpy as np
+
+    size = int.from_bytes(data[:8], "big")
+    header = json.loads(data[8 : 8 + size])
+    scenario = Scenario.model_validate(header["scenario"])
+    w = World(
+        scenario, flavor=header["flavor"], seed=header["seed"], clock=header["clock"], speed=header["speed"]
+    )
+    legacy = header.get("format", 1) == 1
+    with np.load(io.BytesIO(data[8 + size :]), allow_pickle=False) as npz:
+        for name in w.state.names():
+            key = f"a_{LEGACY_STATE_NAMES[name]}" if legacy else f"state.{name}"
+            setattr(w.state, name, npz[key].copy())
+        for i, b in enumerate(w.workloads):
+            b.walk = npz[f"walk_{i}" if legacy else f"walk.{i}"].copy()
+    w.now = float(header["now"])
+    origin = header["wall_origin"]
+    w.wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))
+    w.power = list(header["power"])
+    w.configs[:] = header["configs"]
+    for i, g in enumerate(w.guests.values()):
+        g.config = w.configs[i]
+    w.events = list(header["events"])
+    w.faults = FaultPlan.from_data(header["faults"])
+    w.rng.bit_generator.state = header["rng"]
+    w.host_free_bytes = int(header["host_free"])
+    w.pressure_bytes = float(header["pressure"])
+    w.version = int(header["version"])
+    return w
+
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS world (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, data BLOB NOT NULL)"
 _ORIGIN = "CREATE TABLE IF NOT EXISTS origin (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL)"
@@ -83,12 +220,12 @@ class WorldStore:
                 world = factory()
                 origin = world_origin(world, scenario_ref)
                 self._conn.execute(
-                    "INSERT INTO world (id, version, data) VALUES (1, 1, ?)", (world.to_bytes(),)
+                    "INSERT INTO world (id, version, data) VALUES (1, 1, ?)", (world_to_bytes(world),)
                 )
             else:
                 found = self._conn.execute("SELECT data FROM origin WHERE id = 1").fetchone()
                 # a state file from before origins were recorded: what its world says of itself
-                origin = json.loads(found[0]) if found else world_origin(World.from_bytes(row[0]), None)
+                origin = json.loads(found[0]) if found else world_origin(world_from_bytes(row[0]), None)
             self._conn.execute(
                 "INSERT OR IGNORE INTO origin (id, data) VALUES (1, ?)", (json.dumps(origin, sort_keys=True),)
             )
@@ -113,7 +250,7 @@ class WorldStore:
             if self._cache is not None and self._cache[0] == version:
                 world = self._cache[1]
             else:
-                world = World.from_bytes(data)
+                world = world_from_bytes(data)
             try:
                 yield world
             except HVBalloonError:
@@ -136,6 +273,6 @@ class WorldStore:
 
     def _save(self, world: World, version: int) -> None:
         self._conn.execute(
-            "UPDATE world SET version = ?, data = ? WHERE id = 1", (version + 1, world.to_bytes())
+            "UPDATE world SET version = ?, data = ? WHERE id = 1", (version + 1, world_to_bytes(world))
         )
         self._cache = (version + 1, world)

@@ -14,155 +14,73 @@ seed and calls give bit-identical results.
 >>> w.now, w.accounting()["host"]["conserved"]
 (3600.0, True)
 
-The model, per guest (bytes; ``K`` kernel baseline, ``U`` unfreeable, ``W`` swap space)::
+Where things are:
 
-    configured = balloon + current          current = used + cache + free
-    used = K + U + resident anonymous        demand = resident anonymous + guest-swapped + K + U
-
-Each step the workload sets the demand; the balloon moves toward its goal at the flavour's
-rate but never below ``K + U`` (it stalls there: with a target below it and no
-deflate-on-OOM the guest panics ``panic_delay`` seconds later and the VM is gone); cache is
-reclaimed first, then anonymous memory goes to the guest's swap; demand beyond current + swap
-is OOM-killed (an event). On the host, what the guests have touched plus overheads must fit in
-physical memory less the reserve; the rest is reclaimed the flavour's way and accounted for:
-KVM swaps QEMU memory; ESXi shares pages, balloons (it decides the balloon, within the limit and
-``sched.mem.maxmemctl`` / 65 %), compresses (2:1, up to 10 % of a VM) and swaps; Hyper-V's
-Dynamic Memory hands memory out by demand, buffer and priority, with Smart Paging only while
-VMs boot beyond what fits.
+- :mod:`~hvballoon.fake.state` — the state: one named array per quantity, one element per VM;
+- :mod:`~hvballoon.fake.physics` — a block of steps, one concern per function (demand, the
+  balloon, the guest's swap, cache and OOM killer, reports, panics);
+- :mod:`~hvballoon.fake.flavors` — what differs between hypervisors (one object per kind: how
+  memory is steered, backed and reclaimed, what a configuration change moves);
+- :mod:`~hvballoon.fake.accounting` — where every byte is, and the identities checked in
+  ``strict`` mode;
+- :mod:`~hvballoon.fake.store` (persistence) and :mod:`~hvballoon.fake.record` (time series),
+  which use the world; the world does not know them: a recorder watches it through
+  :meth:`World.observe`.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from hvballoon.fake.accounting import SimulationError, account, check_block
 from hvballoon.fake.faults import FaultPlan
+from hvballoon.fake.flavors import FLAVOR_PHYSICS, FLAVORS, Flavor, FlavorPhysics
+from hvballoon.fake.guest import Guest, Host
+from hvballoon.fake.physics import (
+    Buffers,
+    boot,
+    carry_over,
+    guest_memory,
+    move_balloons,
+    new_oom_kills,
+    panic_times,
+    stalled_guests,
+    swap_traffic,
+    take_reports,
+    workload_demand,
+)
 from hvballoon.fake.scenario import Scenario, VMSpec
+from hvballoon.fake.state import GuestState
 from hvballoon.fake.workloads import WorkloadBlock, components, touch_rate
-from hvballoon.kinds.esxi import ESXI
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    Arr = npt.NDArray[np.float64]
+    from hvballoon.kinds import Kind
 
-__all__ = ["FLAVOR_PHYSICS", "Guest", "Host", "SimulationError", "StepObserver", "World"]
+    Arr = npt.NDArray[np.float64]
+    Mask = npt.NDArray[np.bool_]
+
+__all__ = ["FLAVOR_PHYSICS", "Block", "Guest", "Host", "Observer", "SimulationError", "World"]
 
 _NAMESPACE = uuid.UUID("6f1c1d1e-9d1b-4a52-9d39-7c2b1a0e5b11")
 _MiB = 1024**2
-_GiB = 1024**3
-_PAGE = 4096
-
-
-class StepObserver(Protocol):
-    """What watches the world as it runs, set as ``World.observer`` (the recorder of
-    :mod:`hvballoon.fake.record` is one): the world calls :meth:`take` with each block of steps
-    it simulates, one row per step and one column per VM (the guests' swap, ``swp``, is only
-    worked out step by step while an observer is set)."""
-
-    def take(
-        self,
-        t: Arr,
-        dem: Arr,
-        cur: Arr,
-        swp: Arr,
-        oom: npt.NDArray[np.bool_],
-        host_free: Arr,
-        reclaimed: Arr,
-        act: npt.NDArray[np.bool_],
-    ) -> None: ...
-
-
-@dataclass(frozen=True)
-class FlavorPhysics:
-    """Per-flavour constants (bytes per second; fractions)."""
-
-    inflate_rate: int
-    deflate_rate: int
-    vm_overhead: int
-    rebalance_period: float | None = None
-
-
-#: The balloon of a QEMU guest under TCG inflated 256 MiB in 0.33-0.55 s and deflated faster;
-#: with KVM acceleration it is several times quicker (set host.balloon.inflate_rate to model
-#: a slow guest). ESXi's and Hyper-V's figures are conservative assumptions.
-FLAVOR_PHYSICS: dict[str, FlavorPhysics] = {
-    "kvm": FlavorPhysics(inflate_rate=2 * _GiB, deflate_rate=4 * _GiB, vm_overhead=64 * _MiB),
-    "esxi": FlavorPhysics(256 * _MiB, _GiB, vm_overhead=96 * _MiB, rebalance_period=15.0),
-    "hyperv": FlavorPhysics(512 * _MiB, _GiB, vm_overhead=32 * _MiB, rebalance_period=5.0),
-}
-_SWAP_IN_RATE = 16 * _MiB  # per second, once the guest has room again
-_CACHE_GROWTH = 4 * _MiB  # per second, into free memory
-_SHARE_FRACTION = 0.05  # ESXi: intra-VM page sharing (mostly zero pages)
-_ZIP_FRACTION = 0.10  # ESXi: Mem.MemZipMaxPct
-_CTL_MAX_PERCENT = 0.65  # ESXi: Mem.CtlMaxPercent
 _MAX_EVENTS = 10_000
-
-# per-VM state saved with the world
-_STATE = [
-    "mem",
-    "kern",
-    "unf",
-    "wsize",
-    "cmax",
-    "touch",
-    "used0",
-    "ovh",
-    "rin",
-    "rout",
-    "tgt",
-    "cur",
-    "cache",
-    "z",
-    "swp",
-    "dem",
-    "deff",
-    "usedg",
-    "free",
-    "gbk",
-    "swin",
-    "swout",
-    "majf",
-    "ooms",
-    "oomf",
-    "hsw",
-    "comp",
-    "shr",
-    "zpool",
-    "running",
-    "crashed",
-    "paused",
-    "driver",
-    "don",
-    "period",
-    "anchor",
-    "last_rep",
-    "freeze",
-    "stall",
-    "rep_total",
-    "rep_used",
-    "rep_free",
-    "rep_cache",
-    "rep_swin",
-    "rep_swout",
-    "rep_majf",
-    "limit",
-    "cap",
-    "shares",
-    "dyn",
-    "dmin",
-    "dmax",
-    "buf",
-    "prio",
-    "startup",
-]
+_NEVER = 1 << 30
+_CRASHES = {
+    "panic": "Kernel panic - not syncing: System is deadlocked on memory (balloon inflated past "
+    "what the guest can free)",
+    "host_oom": "the host ran out of memory and swap: its OOM killer killed the VM's QEMU process",
+    "vanished": "the VM was deleted",
+    "crashed": "the VM crashed",
+}
 
 
 def _labels(names: list[str]) -> list[str]:
@@ -179,170 +97,28 @@ def _labels(names: list[str]) -> list[str]:
     return out
 
 
-class SimulationError(AssertionError):
-    """An internal invariant broke (only checked when the world is ``strict``)."""
+@dataclass(frozen=True)
+class Block:
+    """One block of simulated steps as an observer sees it: rows are steps, columns VMs.
+
+    ``guest_swapped`` and ``reclaimed`` (host-swapped + compressed + shared) have a single row
+    of zeros when nothing was swapped or reclaimed.
+    """
+
+    times: Arr
+    demand: Arr
+    current: Arr
+    guest_swapped: Arr
+    oom: Mask
+    host_free: Arr
+    reclaimed: Arr
+    active: Mask
 
 
-@dataclass
-class Host:
-    name: str
-    physical_bytes: int
-    overhead_bytes: int = 0
-    reserve_bytes: int = 0
-    swap_bytes: int = 0
-
-
-class Guest:
-    """A view of one guest in the world's arrays (sizes in bytes, times in virtual seconds)."""
-
-    __slots__ = ("_i", "_w", "config", "id", "label", "name")
-
-    def __init__(self, world: World, index: int) -> None:
-        self._w = world
-        self._i = index
-        self.id = world.ids[index]
-        self.name = world.names[index]
-        self.label = world.labels[index]  # the name, made unique (``name#2``) where it is shared
-        self.config: dict[str, Any] = world.configs[index]
-
-    def _get(self, name: str) -> float:
-        return float(self._w.a[name][self._i])
-
-    @property
-    def index(self) -> int:
-        return self._i
-
-    @property
-    def power_state(self) -> str:
-        return "stopped" if self.crashed else self._w.power[self._i]
-
-    @property
-    def running(self) -> bool:
-        return self.power_state == "running"
-
-    @property
-    def crashed(self) -> bool:
-        return bool(self._w.a["crashed"][self._i])
-
-    @crashed.setter
-    def crashed(self, value: bool) -> None:
-        if value:
-            self._w.crash(self._i, reason="crashed")
-        else:
-            self._w.a["crashed"][self._i] = 0.0
-
-    @property
-    def memory_bytes(self) -> int:
-        return int(self._get("mem"))
-
-    @property
-    def current_bytes(self) -> int:
-        return int(self._get("cur"))
-
-    @property
-    def target_bytes(self) -> int:
-        return int(self._get("tgt"))
-
-    @property
-    def demand_bytes(self) -> int:
-        return int(self._get("deff"))
-
-    @property
-    def used_bytes(self) -> int:
-        return int(self._get("usedg"))
-
-    @property
-    def cache_bytes(self) -> int:
-        return int(self._get("cache"))
-
-    @property
-    def free_bytes(self) -> int:
-        return int(self._get("free"))
-
-    @property
-    def ballooned_bytes(self) -> int:
-        return max(0, self.memory_bytes - self.current_bytes) if self.running else 0
-
-    @property
-    def unfreeable_bytes(self) -> int:
-        return int(self._get("unf"))
-
-    @property
-    def kernel_bytes(self) -> int:
-        return int(self._get("kern"))
-
-    @property
-    def swap_bytes(self) -> int:
-        return int(self._get("wsize"))
-
-    @property
-    def guest_swapped_bytes(self) -> int:
-        return int(self._get("swp"))
-
-    @property
-    def swap_in_bytes(self) -> int:
-        return int(self._get("swin"))
-
-    @property
-    def swap_out_bytes(self) -> int:
-        return int(self._get("swout"))
-
-    @property
-    def major_faults(self) -> int:
-        return int(self._get("majf"))
-
-    @property
-    def oom_events(self) -> int:
-        return int(self._get("ooms"))
-
-    @property
-    def host_backed_bytes(self) -> int:
-        return int(self._get("gbk"))
-
-    @property
-    def host_swapped_bytes(self) -> int:
-        return int(self._get("hsw"))
-
-    @property
-    def compressed_bytes(self) -> int:
-        return int(self._get("comp"))
-
-    @property
-    def shared_bytes(self) -> int:
-        return int(self._get("shr"))
-
-    @property
-    def host_resident_bytes(self) -> int:
-        return max(
-            0, self.host_backed_bytes - self.host_swapped_bytes - self.compressed_bytes - self.shared_bytes
-        )
-
-    @property
-    def balloon_driver(self) -> bool:
-        return bool(self._w.a["driver"][self._i])
-
-    @property
-    def stats_period(self) -> int:
-        return int(self._get("period"))
-
-    @stats_period.setter
-    def stats_period(self, value: int) -> None:
-        self._w.set_config(self.id, {"stats_period_seconds": int(value)})
-
-    @property
-    def last_report_at(self) -> float | None:
-        v = self._get("last_rep")
-        return None if math.isnan(v) else v
-
-    def report(self) -> dict[str, int] | None:
-        """The guest driver's last report (``None`` until it has reported)."""
-        if self.last_report_at is None:
-            return None
-        names = ("total", "used", "free", "cache", "swin", "swout", "majf")
-        return {n: int(self._get(f"rep_{n}")) for n in names}
-
-    def __repr__(self) -> str:
-        return f"<Guest {self.name} {self.power_state} current={self.current_bytes}>"
+#: Called with the world and each block it simulated, before the block's last step becomes the
+#: state (``world.state`` still holds the state before the block, except ``oom_events``, which
+#: already counts the block's OOM kills).
+Observer = Callable[["World", Block], None]
 
 
 class World:
@@ -367,22 +143,22 @@ class World:
 
         self.scenario = scenario
         self.flavor = flavor or scenario.flavor
-        if self.flavor not in FLAVOR_PHYSICS:
+        if self.flavor not in FLAVORS:
             raise ValueError(f"unknown flavor {self.flavor!r}; accepted: esxi, hyperv, kvm")
         if clock not in ("virtual", "wall"):
             raise ValueError("clock is 'virtual' or 'wall'")
         if not speed > 0:
             raise ValueError("speed must be above zero")
+        #: how this flavour's hypervisor treats memory (its kind's rules included)
+        self.hypervisor: Flavor = FLAVORS[self.flavor]
         self.seed = scenario.seed if seed is None else seed
         self.clock, self.speed, self.strict = clock, float(speed), strict
         self.now = 0.0
         self.step = float(scenario.step)
         self.lock = threading.RLock()
-        self._wall_origin: tuple[float, float] | None = None
+        self.wall_origin: tuple[float, float] | None = None
         hs = scenario.host
-        phys = FLAVOR_PHYSICS[self.flavor]
-        self.physics = phys
-        self.rebalance_period = hs.rebalance_period or phys.rebalance_period
+        self.rebalance_period = hs.rebalance_period or self.physics.rebalance_period
         self.panic_delay = float(hs.balloon.panic_delay)
         self.host = Host(
             hs.name, hs.physical, hs.overhead, hs.reserve, hs.physical // 4 if hs.swap is None else hs.swap
@@ -392,14 +168,13 @@ class World:
         for f in scenario.faults:
             self.faults.add(**f.model_dump())
         self.events: list[dict[str, Any]] = []
-        self.observer: StepObserver | None = None
-        self._buf: dict[str, Arr] | None = None
+        self.observers: list[Observer] = []
+        self._buf: Buffers | None = None
         self.version = 0
         self.host_free_bytes = 0
         self.pressure_bytes = 0.0
         specs = scenario.vms
-        n = len(specs)
-        self.n = n
+        self.n = len(specs)
         self.names = [s.name for s in specs]
         #: unique per VM: its name, or ``name#2``, ``name#3``… for the later VMs of a shared name
         self.labels = _labels(self.names)
@@ -409,163 +184,99 @@ class World:
             for s, label in zip(specs, self.labels, strict=True)
         ]
         self.power = [s.power_state for s in specs]
-        self.configs = [self._config_from_spec(s) for s in specs]
-        self.a: dict[str, Arr] = {k: np.zeros(n) for k in _STATE}
-        self._init_arrays(specs)
-        self._blocks = self._build_blocks(specs)
+        self.configs = [self.hypervisor.config(s) for s in specs]
+        self.state = GuestState.zeros(self.n)
+        self._fill_state(specs)
+        #: the workloads, grouped by kind (their random walks are state too)
+        self.workloads = self._build_workloads(specs)
         self.guests = {gid: Guest(self, i) for i, gid in enumerate(self.ids)}
-        self._init_state()
+        floor = self.state.floor
+        boot(
+            self.state,
+            self.hypervisor.initial_current(self.state, floor),
+            np.array([float(s.cache) for s in specs]),
+            floor,
+            backs_assigned_memory=self.hypervisor.backs_assigned_memory,
+        )
+        self._host_reclaim_now()
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, **kw: Any) -> World:
         return cls(scenario, **kw)
 
+    @property
+    def kind(self) -> Kind:
+        """The hypervisor kind this world simulates (the real backend of that kind holds it too)."""
+        return self.hypervisor.kind
+
+    @property
+    def physics(self) -> FlavorPhysics:
+        """The flavour's constants (balloon rates, per-VM overhead, rebalancing period)."""
+        return self.hypervisor.physics
+
     # -- building --------------------------------------------------------------------------
 
-    def _config_from_spec(self, spec: VMSpec) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "minimum_bytes": spec.minimum,
-            "startup_bytes": spec.startup,
-            "maximum_bytes": spec.maximum,
-            "dynamic": spec.dynamic,
-            "buffer_percent": spec.buffer_percent,
-            "priority": spec.priority,
-            "reservation_bytes": spec.reservation,
-            "limit_bytes": spec.limit,
-            "shares": spec.shares,
-            "balloon_cap_bytes": spec.balloon_cap,
-            "deflate_on_oom": spec.deflate_on_oom,
-            "balloon_device": spec.balloon_device,
-        }
-        if self.flavor == "hyperv":
-            dynamic = True if spec.dynamic is None else spec.dynamic
-            config["dynamic"] = dynamic
-            config["startup_bytes"] = spec.startup or (spec.memory // 2 if dynamic else spec.memory)
-            # a static VM keeps Hyper-V's default range as leftovers (512 MiB .. its memory)
-            config["minimum_bytes"] = spec.minimum or min(512 * _MiB, config["startup_bytes"])
-            config["maximum_bytes"] = spec.maximum or spec.memory
-            config["buffer_percent"] = spec.buffer_percent or 20
-            config["priority"] = 50 if spec.priority is None else spec.priority
-        elif self.flavor == "esxi":
-            level = spec.shares_level or ("custom" if spec.shares else "normal")
-            config["shares_level"] = level
-            config["shares"] = spec.shares if level == "custom" else ESXI.shares_for(level, spec.memory)
-            config["memory_reservation_lock"] = spec.memory_reservation_lock
-            # a locked reservation is the memory size (memoryReservationLockedToMax)
-            config["reservation_bytes"] = (
-                spec.memory if spec.memory_reservation_lock else spec.reservation or 0
-            )
-        else:
-            config["maximum_bytes"] = spec.maximum or spec.memory
-        return config
-
-    def _init_arrays(self, specs: list[VMSpec]) -> None:
-        a, phys, bal = self.a, self.physics, self.scenario.host.balloon
-        for i, s in enumerate(specs):
+    def _fill_state(self, specs: list[VMSpec]) -> None:
+        s, phys, bal = self.state, self.physics, self.scenario.host.balloon
+        for i, spec in enumerate(specs):
             kern = (
-                s.kernel
-                if s.kernel is not None
-                else min(max(0, s.used - s.unfreeable), 128 * _MiB + s.memory // 128)
+                spec.kernel
+                if spec.kernel is not None
+                else min(max(0, spec.used - spec.unfreeable), 128 * _MiB + spec.memory // 128)
             )
-            a["mem"][i] = s.memory
-            a["kern"][i] = kern
-            a["unf"][i] = s.unfreeable
-            a["wsize"][i] = s.swap
-            a["cmax"][i] = min(s.memory, s.cache_max if s.cache_max is not None else 2 * s.cache)
-            a["touch"][i] = touch_rate(s.workload.kind, s.workload.params)
-            a["used0"][i] = s.used
-            a["ovh"][i] = phys.vm_overhead
-            a["rin"][i] = bal.inflate_rate or phys.inflate_rate
-            a["rout"][i] = bal.deflate_rate or phys.deflate_rate
-            a["driver"][i] = s.balloon_driver and s.balloon_device
-            a["don"][i] = s.deflate_on_oom
-            a["period"][i] = s.stats_period
-            a["running"][i] = s.power_state == "running"
-            a["paused"][i] = s.power_state == "paused"
-            if self.flavor == "esxi":
-                a["tgt"][i] = s.limit if s.limit is not None else s.memory
-            elif self.flavor == "hyperv":
-                c = self.configs[i]
-                a["tgt"][i] = c["maximum_bytes"] if c["dynamic"] else c["startup_bytes"]
-            else:
-                a["tgt"][i] = s.target if s.target is not None else s.memory
+            s.memory[i] = spec.memory
+            s.kernel[i] = kern
+            s.unfreeable[i] = spec.unfreeable
+            s.swap_size[i] = spec.swap
+            s.cache_max[i] = min(
+                spec.memory, spec.cache_max if spec.cache_max is not None else 2 * spec.cache
+            )
+            s.touch_rate[i] = touch_rate(spec.workload.kind, spec.workload.params)
+            s.used_baseline[i] = spec.used
+            s.overhead[i] = phys.vm_overhead
+            s.inflate_rate[i] = bal.inflate_rate or phys.inflate_rate
+            s.deflate_rate[i] = bal.deflate_rate or phys.deflate_rate
+            s.balloon_driver[i] = spec.balloon_driver and spec.balloon_device
+            s.deflate_on_oom[i] = spec.deflate_on_oom
+            s.stats_period[i] = spec.stats_period
+            s.running[i] = spec.power_state == "running"
+            s.paused[i] = spec.power_state == "paused"
+            s.target[i] = self.hypervisor.initial_target(spec, self.configs[i])
         for i in range(self.n):
             self._sync_knobs(i)
 
     def _sync_knobs(self, i: int) -> None:
         """Copy one guest's config dict into the arrays the simulation reads."""
-        a, c = self.a, self.configs[i]
+        s, c = self.state, self.configs[i]
         inf = math.inf
-        a["limit"][i] = inf if c.get("limit_bytes") is None else c["limit_bytes"]
-        a["cap"][i] = inf if c.get("balloon_cap_bytes") is None else c["balloon_cap_bytes"]
-        a["shares"][i] = c.get("shares") or 1000
-        a["dyn"][i] = bool(c.get("dynamic"))
-        a["dmin"][i] = c.get("minimum_bytes") or 0
-        a["dmax"][i] = c.get("maximum_bytes") or a["mem"][i]
-        a["buf"][i] = c.get("buffer_percent") or 0
-        a["prio"][i] = 50 if c.get("priority") is None else c["priority"]
-        a["startup"][i] = c.get("startup_bytes") or a["mem"][i]
-        a["don"][i] = bool(c.get("deflate_on_oom"))
+        s.limit[i] = inf if c.get("limit_bytes") is None else c["limit_bytes"]
+        s.balloon_cap[i] = inf if c.get("balloon_cap_bytes") is None else c["balloon_cap_bytes"]
+        s.shares[i] = c.get("shares") or 1000
+        s.dynamic[i] = bool(c.get("dynamic"))
+        s.dm_minimum[i] = c.get("minimum_bytes") or 0
+        s.dm_maximum[i] = c.get("maximum_bytes") or s.memory[i]
+        s.dm_buffer_percent[i] = c.get("buffer_percent") or 0
+        s.dm_priority[i] = 50 if c.get("priority") is None else c["priority"]
+        s.startup[i] = c.get("startup_bytes") or s.memory[i]
+        s.deflate_on_oom[i] = bool(c.get("deflate_on_oom"))
 
-    def _build_blocks(self, specs: list[VMSpec]) -> list[WorkloadBlock]:
+    def _build_workloads(self, specs: list[VMSpec]) -> list[WorkloadBlock]:
         by_kind: dict[str, list[Any]] = {}
         for i, s in enumerate(specs):
             for comp in components(i, s.workload.kind, s.workload.params):
                 if comp.kind != "constant":
                     by_kind.setdefault(comp.kind, []).append(comp)
-        a = self.a
+        st = self.state
         return [
-            WorkloadBlock(kind, comps, a["used0"], a["kern"] + a["unf"], a["mem"])
+            WorkloadBlock(kind, comps, st.used_baseline, st.kernel + st.unfreeable, st.memory)
             for kind, comps in sorted(by_kind.items())
         ]
-
-    def _init_state(self) -> None:
-        import numpy as np
-
-        a = self.a
-        act = a["running"] > 0
-        floor = a["kern"] + a["unf"]
-        if self.flavor == "hyperv":
-            cur = a["startup"].copy()  # a VM boots with its startup memory
-        elif self.flavor == "esxi":
-            cur = a["mem"].copy()
-        else:
-            cur = np.maximum(a["tgt"], floor)
-        live = act | (a["paused"] > 0)
-        cur = np.where(live, cur, 0.0)
-        dem = np.where(live, np.clip(a["used0"], floor, a["mem"] + a["wsize"]), 0.0)
-        deff = np.minimum(dem, cur + a["wsize"])
-        swp = np.maximum(deff - cur, 0.0)
-        spec_cache = np.array([float(s.cache) for s in self.scenario.vms])
-        cache = np.clip(np.minimum(spec_cache, cur - deff + swp), 0.0, None)
-        cache = np.minimum(cache, a["cmax"])
-        a["cur"], a["dem"], a["deff"], a["swp"], a["z"], a["cache"] = cur, dem, deff, swp, swp.copy(), cache
-        a["usedg"] = deff - swp
-        a["free"] = cur - deff + swp - cache
-        a["gbk"] = cur if self.flavor == "hyperv" else cur - a["free"]
-        a["last_rep"][:] = np.nan
-        a["stall"][:] = np.nan
-        a["freeze"][:] = -np.inf
-        reporting = act & (a["driver"] > 0) & (a["period"] > 0)
-        a["last_rep"][reporting] = 0.0
-        self._snapshot_reports(np.nonzero(reporting)[0])
-        self._host_reclaim_now()
-
-    def _snapshot_reports(self, idx: npt.NDArray[np.intp]) -> None:
-        a = self.a
-        a["rep_total"][idx] = a["cur"][idx]
-        a["rep_used"][idx] = a["usedg"][idx]
-        a["rep_free"][idx] = a["free"][idx]
-        a["rep_cache"][idx] = a["cache"][idx]
-        a["rep_swin"][idx] = a["swin"][idx]
-        a["rep_swout"][idx] = a["swout"][idx]
-        a["rep_majf"][idx] = a["majf"][idx]
 
     # -- public properties -----------------------------------------------------------------
 
     @property
     def promised_bytes(self) -> int:
-        return int(self.a["mem"].sum())
+        return int(self.state.memory.sum())
 
     def guest(self, name_or_id: str) -> Guest:
         """A guest by id or name."""
@@ -581,6 +292,22 @@ class World:
         if len(self.events) > _MAX_EVENTS:
             del self.events[: len(self.events) - _MAX_EVENTS]
 
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer`` with every block simulated from now on (a recorder, a probe)."""
+        with self.lock:
+            self.observers.append(observer)
+
+    def active(self) -> Mask:
+        """The guests that run (not crashed)."""
+        s = self.state
+        return (s.running > 0) & (s.crashed == 0)  # type: ignore[no-any-return]
+
+    def overheads(self) -> float:
+        """The hypervisor's per-VM overheads of the VMs that hold memory (running or paused)."""
+        s = self.state
+        live = self.active() | ((s.paused > 0) & (s.crashed == 0))
+        return float((s.overhead * live).sum())
+
     # -- time ------------------------------------------------------------------------------
 
     def sync(self) -> None:
@@ -589,10 +316,10 @@ class World:
             return
         with self.lock:
             real = time.time()
-            if self._wall_origin is None:
-                self._wall_origin = (real, self.now)
+            if self.wall_origin is None:
+                self.wall_origin = (real, self.now)
                 return
-            t0, n0 = self._wall_origin
+            t0, n0 = self.wall_origin
             goal = n0 + (real - t0) * self.speed
             if goal > self.now:
                 self.advance(goal - self.now)
@@ -614,494 +341,146 @@ class World:
                 rows = min(rows, max_rows)
                 if self.rebalance_period is not None:
                     rows = min(rows, max(1, math.floor(self.rebalance_period / dt + 1e-9)))
-                rows = min(rows, self._rows_to_next_crash(dt))
+                rows = min(rows, self._rows_to_next_panic(dt))
                 self._run(rows, dt)
             self.now = end if abs(end - self.now) < 1e-6 else self.now
             self.version += 1
 
-    # -- the vectorised core ---------------------------------------------------------------
-
-    def _active(self) -> npt.NDArray[np.bool_]:
-        a = self.a
-        return (a["running"] > 0) & (a["crashed"] == 0)  # type: ignore[no-any-return]
-
-    def _policy(self) -> tuple[Arr, Arr]:
-        """Where each guest's current memory is steered this block, and the floor of a decrease."""
-        import numpy as np
-
-        a = self.a
-        floor = a["kern"] + a["unf"]
-        if self.flavor == "kvm":
-            return a["tgt"], floor
-        if self.flavor == "esxi":
-            return self._policy_esxi(floor), floor
-        return self._policy_hyperv(floor), np.where(a["dyn"] > 0, floor, np.maximum(floor, a["usedg"]))
-
-    def _policy_esxi(self, floor: Arr) -> Arr:
-        import numpy as np
-
-        a, act = self.a, self._active()
-        mem, cur = a["mem"], a["cur"]
-        balloon = np.where(act, mem - cur, 0.0)
-        over_limit = np.maximum(a["gbk"] - a["limit"], 0.0)
-        pressure = self.pressure_bytes
-        idle = np.maximum(cur - 0.75 * a["usedg"], 0.0) * act * (1000.0 / np.maximum(a["shares"], 1.0))
-        extra = np.zeros(self.n)
-        if pressure > 0 and idle.sum() > 0:
-            extra = pressure * idle / idle.sum()
-        elif pressure < 0 and balloon.sum() > 0:
-            give = -pressure * balloon / balloon.sum()
-            headroom = np.where(np.isinf(a["limit"]), np.inf, np.maximum(a["limit"] - a["gbk"], 0.0))
-            extra = -np.minimum(give, headroom)
-        cap = np.minimum(np.minimum(a["cap"], np.floor(_CTL_MAX_PERCENT * mem)), mem - floor)
-        want = np.clip(np.floor(balloon + over_limit + extra), 0.0, np.maximum(cap, 0.0))
-        return np.where(act, mem - want, cur)
-
-    def _policy_hyperv(self, floor: Arr) -> Arr:
-        import numpy as np
-
-        a, act = self.a, self._active()
-        dyn = (a["dyn"] > 0) & act
-        d_now = a["deff"]
-        want_dm = np.clip(np.floor(d_now * (1 + a["buf"] / 100.0)), a["dmin"], a["dmax"])
-        want = np.where(dyn, want_dm, a["startup"]) * act
-        avail = (
-            self.host.physical_bytes - self.host.overhead_bytes - self.host.reserve_bytes - self._overheads()
-        )
-        short = want.sum() - avail
-        if short > 0:
-            # take from the lowest priority first: buffers, then down to the minimum
-            order = np.argsort(a["prio"], kind="stable")
-            for trimmed_to in (np.clip(d_now, a["dmin"], a["dmax"]), a["dmin"]):
-                room = np.where(dyn, np.maximum(want - trimmed_to, 0.0), 0.0)[order]
-                before = np.cumsum(room) - room
-                take = np.clip(short - before, 0.0, room)
-                want[order] -= take
-                short -= take.sum()
-                if short <= 0:
-                    break
-        cur = a["cur"]
-        held = np.where(act, cur, a["gbk"] * (a["paused"] > 0)).sum()
-        free = max(0.0, avail - held)
-        inc = np.maximum(want - cur, 0.0) * act
-        if inc.sum() > free:
-            order = np.argsort(-a["prio"], kind="stable")
-            room = inc[order]
-            grant = np.clip(free - (np.cumsum(room) - room), 0.0, room)
-            want = np.where(inc > 0, cur, want)
-            want[order] += grant
-        return np.where(act, np.floor(want), cur)
-
-    def _overheads(self) -> float:
-        a = self.a
-        live = self._active() | ((a["paused"] > 0) & (a["crashed"] == 0))
-        return float((a["ovh"] * live).sum())
-
-    def _rows_to_next_crash(self, dt: float) -> int:
+    def _rows_to_next_panic(self, dt: float) -> int:
         """Rows until the earliest pending panic, so a crash lands on a block boundary."""
-        import numpy as np
+        if not self.hypervisor.balloon_obeys_target:
+            return _NEVER
+        s = self.state
+        at = panic_times(s, self.active(), s.floor, self.now, dt, self.panic_delay)
+        if at == math.inf:
+            return _NEVER
+        return max(1, math.ceil((at - self.now) / dt - 1e-9))
 
-        if self.flavor != "kvm":
-            return 1 << 30
-        a = self.a
-        floor = a["kern"] + a["unf"]
-        cand = self._active() & (a["driver"] > 0) & (a["don"] == 0) & (a["tgt"] < floor)
-        if not cand.any():
-            a["stall"][:] = np.nan
-            return 1 << 30
-        a["stall"][~cand] = np.nan
-        rin = np.maximum(np.floor(a["rin"] * dt), 1.0)
-        steps = np.ceil(np.maximum(a["cur"] - floor, 0.0) / rin)
-        stall_at = np.where(np.isnan(a["stall"]), self.now + steps * dt, a["stall"])
-        crash_at = np.where(cand, stall_at + self.panic_delay, np.inf).min()
-        return max(1, math.ceil((float(crash_at) - self.now) / dt - 1e-9))
-
-    def _buffers(self, rows: int) -> dict[str, Arr]:
-        """Work arrays of one block, kept between blocks: fresh multi-megabyte arrays cost
-        page faults that would dominate the arithmetic."""
-        import numpy as np
-
-        cached = self._buf
-        if cached is None or cached["dem"].shape[0] != rows:
-            names = ("dem", "cur", "deff", "roomy", "usedg", "cache", "free", "backed")
-            cached = {k: np.empty((rows, self.n)) for k in names}
-            cached["oom"] = np.empty((rows, self.n), dtype=bool)
-            self._buf = cached
-        return cached
+    def _buffers(self, rows: int) -> Buffers:
+        buf = self._buf
+        if buf is None or buf.rows != rows:
+            buf = self._buf = Buffers(rows, self.n)
+        return buf
 
     def _run(self, rows: int, dt: float) -> None:
+        """One block of ``rows`` steps of ``dt`` seconds (see :mod:`hvballoon.fake.physics`)."""
         import numpy as np
 
-        a, n = self.a, self.n
+        s, hv = self.state, self.hypervisor
         t0 = self.now
-        t = t0 + dt * np.arange(1, rows + 1, dtype=np.float64)
-        kk = np.arange(1, rows + 1, dtype=np.float64)[:, None]
-        act = self._active()
-        floor = a["kern"] + a["unf"]
-        mem, wsize = a["mem"], a["wsize"]
-
+        times = t0 + dt * np.arange(1, rows + 1, dtype=np.float64)
+        steps = np.arange(1, rows + 1, dtype=np.float64)[:, None]
+        act = self.active()
+        floor = s.floor
         buf = self._buffers(rows)
-        # demand
-        dem = buf["dem"]
-        dem[:] = a["used0"]
-        for blk in self._blocks:
-            d = blk.delta(t, dt, self.rng)
-            if blk.unique:
-                dem[:, blk.cols] += d
-            else:
-                np.add.at(dem, (slice(None), blk.vm), d)  # type: ignore[arg-type]
-        np.floor(dem, out=dem)
-        np.maximum(dem, floor, out=dem)
-        np.minimum(dem, mem + wsize, out=dem)
 
-        # where the memory is steered, and the balloon moving at its rates
-        goal, low = self._policy()
-        moving = act & (a["driver"] > 0)
-        cur0 = a["cur"]
-        goal = np.where(moving, np.maximum(goal, low), cur0)
-        rate = np.where(goal < cur0, -np.floor(a["rin"] * dt), np.floor(a["rout"] * dt))
-        cur = np.multiply(rate, kk, out=buf["cur"])
-        cur += cur0
-        np.maximum(cur, np.minimum(goal, cur0), out=cur)
-        np.minimum(cur, np.maximum(goal, cur0), out=cur)
-        don = np.nonzero(moving & (a["don"] > 0))[0]
-        if don.size:
-            # deflate-on-OOM: the balloon gives pages back rather than let the OOM killer run
-            need = np.minimum(dem[:, don] - wsize[don], mem[don])
-            cur[:, don] = np.maximum(cur[:, don], need)
-
-        # inside the guest: OOM kill beyond current + swap, swap, cache
-        deff = np.add(cur, wsize, out=buf["deff"])
-        np.minimum(dem, deff, out=deff)
-        oom = np.greater(dem, deff, out=buf["oom"])
-        roomy = np.subtract(cur, deff, out=buf["roomy"])  # free + cache, before anything is swapped
-        z0, swp0 = a["z"], a["swp"]
-        # only the guests that swap (now or still) need the swap recurrence
-        sc = np.nonzero((z0 > 0) | (roomy < 0).any(axis=0))[0]
-        swapping = sc.size > 0
-        s_dt = np.floor(_SWAP_IN_RATE * dt)
-        z_last = z0.copy()
-        swp: Arr = np.zeros((1, n))
-        usedg = buf["usedg"]
-        np.copyto(usedg, deff)
-        if swapping:
-            sk = s_dt * kk
-            zs = np.maximum(-roomy[:, sc], 0.0)
-            zs += sk
-            np.maximum.accumulate(zs, axis=0, out=zs)
-            np.maximum(zs, z0[sc], out=zs)
-            zs -= sk
-            swps = np.minimum(zs, deff[:, sc] - floor[sc])
-            z_last[sc] = zs[-1]
-            roomy[:, sc] += swps
-            usedg[:, sc] -= swps
-            if self.strict or self.observer is not None:
-                swp = np.zeros((rows, n))
-                swp[:, sc] = swps
-        # cache: grows by g a step into free memory up to cmax, reclaimed first when short:
-        # cache_k = min(room_k, cmax, cache_{k-1} + g), solved as a prefix minimum
-        gk = np.floor(_CACHE_GROWTH * dt) * kk
-        cmax = a["cmax"]
-        cache = np.add(a["cache"], gk, out=buf["cache"])
-        np.minimum(cache, cmax, out=cache)
-        tight = np.nonzero(roomy.min(axis=0) < cmax)[0]  # elsewhere room never binds
-        if tight.size:
-            ct = np.minimum(roomy[:, tight], cmax[tight])
-            ct -= gk
-            np.minimum.accumulate(ct, axis=0, out=ct)
-            np.minimum(ct, a["cache"][tight], out=ct)
-            ct += gk
-            cache[:, tight] = ct
-        free = np.subtract(roomy, cache, out=buf["free"])
-        backed = cur if self.flavor == "hyperv" else np.add(usedg, cache, out=buf["backed"])
-
-        # counters: swap traffic, major faults, OOM kills
-        if swapping:
-            d_swp = np.diff(swps, axis=0, prepend=swp0[None, sc])
-            out_s = np.maximum(d_swp, 0.0)
-            in_s = np.minimum(np.maximum(-d_swp, 0.0), s_dt)
-            thrash = np.floor(a["touch"][sc] * dt * swps) * (free[:, sc] <= 0)
-            out_s += thrash
-            in_s += thrash
-        if oom.any():
-            prev = np.vstack([a["oomf"][None, :] > 0, oom[:-1]])
-            new_oom = (oom & ~prev) & act
-            for j, i in zip(*np.nonzero(new_oom), strict=True):
+        demand = workload_demand(s, self.workloads, times, dt, self.rng, floor, buf.demand)
+        goal, low = hv.steer(self, floor)
+        cur0 = s.current
+        current = move_balloons(s, goal, low, act, demand, dt, steps, buf.current)
+        full_swap = self.strict or bool(self.observers)
+        guest = guest_memory(s, current, demand, floor, dt, steps, buf, full_swap=full_swap)
+        backed = current if hv.backs_assigned_memory else np.add(guest.used, guest.cache, out=buf.backed)
+        traffic = swap_traffic(s, guest, dt)
+        kills = new_oom_kills(s, guest.oom, act)
+        if kills is not None:
+            for j, i in zip(*np.nonzero(kills), strict=True):
                 self.event(
-                    "oom", self.names[i], "Out of memory: the OOM killer killed a process", float(t[j])
+                    "oom", self.names[i], "Out of memory: the OOM killer killed a process", float(times[j])
                 )
-            a["ooms"] += new_oom.sum(axis=0)
-        # host: what the guests touched, plus overheads, must fit; reclaim the rest
+            s.oom_events += kills.sum(axis=0)
+        # the host: what the guests hold, plus overheads, must fit; the rest is reclaimed
         if act.all():
             held = backed
         else:
-            held = np.where(act, backed, a["gbk"] * ((a["paused"] > 0) & (a["crashed"] == 0)))
-        hsw, comp, shr, zpool, host_free = self._host_reclaim(held, act)
-
+            held = np.where(act, backed, s.host_backed * ((s.paused > 0) & (s.crashed == 0)))
+        reclaim = hv.reclaim(self, held)
         if self.strict:
-            self._check(cur, deff, dem, swp, cache, free, held, hsw, comp, shr, zpool, host_free, act)
-
-        # guest driver reports (KVM stats period)
-        t1 = t[-1]
-        reporting = act & (a["driver"] > 0) & (a["period"] > 0)
-        if reporting.any():
-            per = np.where(reporting, a["period"], 1.0)
-            last = a["anchor"] + np.floor((t1 - a["anchor"]) / per + 1e-9) * per
-            fresh = reporting & (last > t0 + 1e-9) & (last >= a["freeze"])
-            idx = np.nonzero(fresh)[0]
-            if idx.size:
-                j = np.clip(np.ceil((last[idx] - t0) / dt - 1e-9).astype(np.int64) - 1, 0, rows - 1)
-                a["last_rep"][idx] = last[idx]
-                a["rep_total"][idx] = cur[j, idx]
-                a["rep_used"][idx] = usedg[j, idx]
-                a["rep_free"][idx] = free[j, idx]
-                a["rep_cache"][idx] = cache[j, idx]
-                a["rep_swin"][idx], a["rep_swout"][idx] = a["swin"][idx], a["swout"][idx]
-                a["rep_majf"][idx] = a["majf"][idx]
-                if swapping:
-                    # counters at the report's step, for the guests that swapped in this block
-                    pos = np.nonzero(np.isin(sc, idx))[0]
-                    if pos.size:
-                        cols = sc[pos]
-                        jj = np.clip(np.ceil((last[cols] - t0) / dt - 1e-9).astype(np.int64) - 1, 0, rows - 1)
-                        cin = np.cumsum(in_s[:, pos], axis=0)[jj, np.arange(pos.size)]
-                        cout = np.cumsum(out_s[:, pos], axis=0)[jj, np.arange(pos.size)]
-                        a["rep_swin"][cols] += cin
-                        a["rep_swout"][cols] += cout
-                        a["rep_majf"][cols] += np.floor(cin / _PAGE)
-
-        if self.observer is not None:
-            self.observer.take(t, dem, cur, swp, oom, host_free, hsw + comp + shr, act)
-
-        # carry the last row over
-        last_row = -1
-        keep = ~act
-        a["cur"] = np.where(keep, cur0, cur[last_row])
-        a["cache"] = np.where(keep, a["cache"], cache[last_row])
-        a["z"] = np.where(keep, z0, z_last)
-        a["swp"] = np.where(keep, swp0, deff[last_row] - usedg[last_row])
-        a["dem"] = np.where(keep, a["dem"], dem[last_row])
-        a["deff"] = np.where(keep, a["deff"], deff[last_row])
-        a["usedg"] = np.where(keep, a["usedg"], usedg[last_row])
-        a["free"] = np.where(keep, a["free"], free[last_row])
-        a["gbk"] = held[last_row].copy()
-        a["oomf"] = (oom[last_row] & act).astype(np.float64)
-        if swapping:
-            sin, sout = in_s.sum(axis=0) * act[sc], out_s.sum(axis=0) * act[sc]
-            a["swin"][sc] += sin
-            a["swout"][sc] += sout
-            a["majf"][sc] += np.floor(sin / _PAGE)
-        for key, arr in (("hsw", hsw), ("comp", comp), ("shr", shr), ("zpool", zpool)):
-            a[key] = np.array(arr[last_row], dtype=np.float64)
-        self.host_free_bytes = int(host_free[last_row])
-        self.now = float(t1)
+            check_block(self, current, guest, held, reclaim, act)
+        take_reports(s, act, t0, times, dt, current, guest, traffic)
+        if self.observers:
+            block = Block(
+                times,
+                demand,
+                current,
+                guest.guest_swapped,
+                guest.oom,
+                reclaim.host_free,
+                reclaim.host_swapped + reclaim.compressed + reclaim.shared,
+                act,
+            )
+            for observer in self.observers:
+                observer(self, block)
+        carry_over(s, act, current, demand, guest, traffic, held)
+        s.host_swapped = np.array(reclaim.host_swapped[-1], dtype=np.float64)
+        s.compressed = np.array(reclaim.compressed[-1], dtype=np.float64)
+        s.shared = np.array(reclaim.shared[-1], dtype=np.float64)
+        s.compression_cache = np.array(reclaim.compression_cache[-1], dtype=np.float64)
+        self.host_free_bytes = int(reclaim.host_free[-1])
+        self.now = float(times[-1])
         self._after_block(t0, dt, cur0)
-
-    def _host_reclaim(self, held: Arr, act: npt.NDArray[np.bool_]) -> tuple[Arr, Arr, Arr, Arr, Arr]:
-        """Per row: host-swapped, compressed, shared and compression-cache bytes per VM, host free."""
-        import numpy as np
-
-        h = self.host
-        base = h.overhead_bytes + self._overheads()
-        avail = h.physical_bytes - h.reserve_bytes
-        total = held.sum(axis=1)
-        zero = np.zeros((1, self.n))
-        hsw = comp = shr = zpool = zero
-        if self.flavor == "esxi":
-            over = np.maximum(held - self.a["limit"], 0.0)
-            rest = held - over
-            ex0 = rest.sum(axis=1) + base - avail
-            ex = np.maximum(ex0, 0.0)[:, None]
-            self.pressure_bytes = float(ex0[-1])
-            if ex.any() or over.any():
-                # reclaim order: page sharing, (balloon: decided per block), compression, swap
-                shareable = np.floor(_SHARE_FRACTION * rest)
-                tot_sh = np.maximum(shareable.sum(axis=1, keepdims=True), 1.0)
-                shr = np.minimum(np.ceil(np.minimum(ex / tot_sh, 1.0) * shareable), shareable)
-                ex = np.maximum(ex - shr.sum(axis=1, keepdims=True), 0.0)
-                self.pressure_bytes = float(ex[-1, 0]) if ex0[-1] > 0 else float(ex0[-1])
-                rest = rest - shr
-                tot_rest = np.maximum(rest.sum(axis=1, keepdims=True), 1.0)
-                need = over + np.minimum(np.ceil(ex * rest / tot_rest), rest)
-                # compress what is not swapped: 2 x zpool + (need - zpool) must fit in held - shared
-                zpool = np.minimum(np.minimum(need, np.floor(_ZIP_FRACTION * held / 2)), held - shr - need)
-                comp = 2 * zpool
-                hsw = need - zpool
-        else:
-            ex = np.maximum(total + base - avail, 0.0)[:, None]
-            if ex.any():
-                tot = np.maximum(total[:, None], 1.0)
-                hsw = np.minimum(np.ceil(ex * held / tot), held)
-            self.pressure_bytes = float(total[-1] + base - avail)
-        if hsw is zero and comp is zero:
-            host_free = h.physical_bytes - base - total
-        else:
-            resident = held - hsw - comp - shr
-            host_free = h.physical_bytes - base - resident.sum(axis=1) - zpool.sum(axis=1)
-        rows = held.shape[0]
-        return (
-            np.broadcast_to(hsw, (rows, self.n)),
-            np.broadcast_to(comp, (rows, self.n)),
-            np.broadcast_to(shr, (rows, self.n)),
-            np.broadcast_to(zpool, (rows, self.n)),
-            host_free,
-        )
 
     def _host_reclaim_now(self) -> None:
         import numpy as np
 
-        a, act = self.a, self._active()
-        held = np.where(act, a["gbk"], a["gbk"] * (a["paused"] > 0))[None, :]
-        hsw, comp, shr, zpool, free = self._host_reclaim(held, act)
-        a["hsw"], a["comp"], a["shr"], a["zpool"] = (
-            hsw[0].copy(),
-            comp[0].copy(),
-            shr[0].copy(),
-            zpool[0].copy(),
-        )
-        self.host_free_bytes = int(free[0])
+        s, act = self.state, self.active()
+        held = np.where(act, s.host_backed, s.host_backed * (s.paused > 0))[None, :]
+        r = self.hypervisor.reclaim(self, held)
+        s.host_swapped = r.host_swapped[0].copy()
+        s.compressed = r.compressed[0].copy()
+        s.shared = r.shared[0].copy()
+        s.compression_cache = r.compression_cache[0].copy()
+        self.host_free_bytes = int(r.host_free[0])
 
     def _after_block(self, t0: float, dt: float, cur0: Arr) -> None:
         """Panics of over-inflated guests; the host's OOM killer when its swap is full."""
         import numpy as np
 
-        a = self.a
-        if self.flavor != "kvm":
+        if not self.hypervisor.balloon_obeys_target:
             return
-        floor = a["kern"] + a["unf"]
-        cand = self._active() & (a["driver"] > 0) & (a["don"] == 0) & (a["tgt"] < floor)
-        reached = cand & (a["cur"] <= floor) & np.isnan(a["stall"])
-        if reached.any():
-            rin = np.maximum(np.floor(a["rin"] * dt), 1.0)
-            steps = np.ceil(np.maximum(cur0 - floor, 0.0) / rin)
-            a["stall"][reached] = t0 + steps[reached] * dt
-        due = cand & ~np.isnan(a["stall"]) & (self.now - a["stall"] >= self.panic_delay - 1e-9)
-        for i in np.nonzero(due)[0]:
+        s = self.state
+        due = stalled_guests(s, self.active(), s.floor, t0, self.now, dt, cur0, self.panic_delay)
+        for i in due:
             self.crash(int(i), reason="panic")
-        if a["hsw"].sum() > self.host.swap_bytes:
-            victim = int(np.argmax(np.where(self._active(), a["gbk"], -1.0)))
+        if s.host_swapped.sum() > self.host.swap_bytes:
+            victim = int(np.argmax(np.where(self.active(), s.host_backed, -1.0)))
             self.crash(victim, reason="host_oom")
 
     def crash(self, i: int, *, reason: str) -> None:
         """The guest is gone: a panic, the host's OOM killer, or a test that says so."""
-        a = self.a
-        if a["crashed"][i]:
+        s = self.state
+        if s.crashed[i]:
             return
-        messages = {
-            "panic": "Kernel panic - not syncing: System is deadlocked on memory (balloon inflated past "
-            "what the guest can free)",
-            "host_oom": "the host ran out of memory and swap: its OOM killer killed the VM's QEMU process",
-            "vanished": "the VM was deleted",
-            "crashed": "the VM crashed",
-        }
-        a["crashed"][i] = 1.0
-        for k in (
-            "cur",
-            "cache",
-            "z",
-            "swp",
-            "dem",
-            "deff",
-            "usedg",
-            "free",
-            "gbk",
-            "hsw",
-            "comp",
-            "shr",
-            "zpool",
-        ):
-            a[k][i] = 0.0
-        a["stall"][i] = math.nan
-        self.event(reason, self.names[i], messages.get(reason, reason))
+        s.crashed[i] = 1.0
+        s.release(i)
+        self.event(reason, self.names[i], _CRASHES.get(reason, reason))
         self._host_reclaim_now()
         self.version += 1
-
-    def _check(
-        self,
-        cur: Arr,
-        deff: Arr,
-        dem: Arr,
-        swp: Arr,
-        cache: Arr,
-        free: Arr,
-        held: Arr,
-        hsw: Arr,
-        comp: Arr,
-        shr: Arr,
-        zpool: Arr,
-        host_free: Arr,
-        act: npt.NDArray[np.bool_],
-    ) -> None:
-        import numpy as np
-
-        a = self.a
-        floor = a["kern"] + a["unf"]
-        colsum = act[None, :]
-        problems = []
-        for name, arr in (
-            ("cur", cur),
-            ("swap", swp),
-            ("cache", cache),
-            ("free", free),
-            ("host_free", host_free),
-            ("host_swap", hsw),
-            ("compressed", comp),
-            ("shared", shr),
-        ):
-            arr = np.asarray(arr)
-            if ((arr < 0) & (colsum if arr.ndim == 2 else True)).any():
-                problems.append(f"negative {name}")
-        if ((swp > a["wsize"]) & colsum).any():
-            problems.append("guest swap above its size")
-        if ((cur < floor) & colsum & (a["driver"] > 0)).any():
-            problems.append("balloon took more than the guest can free")
-        used = deff - swp
-        if (np.abs((used + cache + free) - cur) * colsum).max() > 0:
-            problems.append("guest memory not conserved")
-        resident = held - hsw - comp - shr
-        if (resident < 0).any():
-            problems.append("negative host resident memory")
-        h = self.host
-        total = h.overhead_bytes + self._overheads() + resident.sum(axis=1) + zpool.sum(axis=1) + host_free
-        if np.abs(total - h.physical_bytes).max() > 0.5:
-            problems.append("host memory not conserved")
-        if problems:
-            raise SimulationError(f"at t={self.now}: " + "; ".join(problems))
 
     # -- changes from the API --------------------------------------------------------------
 
     def set_target(self, guest_id: str, target_bytes: int) -> None:
         with self.lock:
             i = self.guests[guest_id].index
-            self.a["tgt"][i] = target_bytes
-            if target_bytes >= self.a["kern"][i] + self.a["unf"][i]:
-                self.a["stall"][i] = math.nan
+            s = self.state
+            s.target[i] = target_bytes
+            if target_bytes >= s.kernel[i] + s.unfreeable[i]:
+                s.stalled_at[i] = math.nan
             self.version += 1
 
     def set_config(self, guest_id: str, changes: dict[str, Any]) -> None:
         with self.lock:
             g = self.guests[guest_id]
-            i, a = g.index, self.a
+            i, s = g.index, self.state
             for k, v in changes.items():
                 if k == "stats_period_seconds":
                     period = int(v)
-                    if period != a["period"][i]:
-                        a["period"][i] = period
-                        a["anchor"][i] = self.now
+                    if period != s.stats_period[i]:
+                        s.stats_period[i] = period
+                        s.stats_anchor[i] = self.now
                 else:
                     g.config[k] = v
-            if self.flavor == "esxi" and "limit_bytes" in changes:
-                a["tgt"][i] = changes["limit_bytes"] if changes["limit_bytes"] is not None else a["mem"][i]
-            if self.flavor == "hyperv":
-                if "maximum_bytes" in changes and g.config.get("dynamic"):
-                    a["tgt"][i] = g.config["maximum_bytes"]
-                if "startup_bytes" in changes and not g.config.get("dynamic"):
-                    a["tgt"][i] = g.config["startup_bytes"]
-            if "maximum_bytes" in changes and self.flavor in ("kvm", "esxi"):
-                # the VM's memory (libvirt maxMemory, ESXi memoryMB)
-                a["mem"][i] = changes["maximum_bytes"]
-                if self.flavor == "esxi" and g.config.get("limit_bytes") is None:
-                    a["tgt"][i] = changes["maximum_bytes"]
+            self.hypervisor.apply_config(s, i, changes, g.config)
             self._sync_knobs(i)
             self.version += 1
 
@@ -1110,11 +489,16 @@ class World:
         with self.lock:
             self.crash(self.guests[guest_id].index, reason="vanished")
 
+    def stop_balloon_driver(self, guest_id: str) -> None:
+        """The guest's balloon driver stops (unloaded, crashed): its balloon no longer moves."""
+        with self.lock:
+            self.state.balloon_driver[self.guests[guest_id].index] = 0.0
+
     def freeze_reports(self, guest_ids: list[str] | None, seconds: float) -> None:
         """The guest drivers stop reporting for ``seconds`` (their stats go stale)."""
         with self.lock:
             idx = [self.guests[g].index for g in guest_ids] if guest_ids else list(range(self.n))
-            self.a["freeze"][idx] = self.now + seconds
+            self.state.reports_frozen_until[idx] = self.now + seconds
 
     def report_age(self, g: Guest) -> float | None:
         last = g.last_report_at
@@ -1123,48 +507,10 @@ class World:
     # -- pictures --------------------------------------------------------------------------
 
     def accounting(self) -> dict[str, Any]:
-        """Where every byte is now: per guest (balloon, used, cache, free, swap) and on the host."""
+        """Where every byte is now: per guest (balloon, used, cache, free, swap) and on the host
+        (see :mod:`hvballoon.fake.accounting`)."""
         with self.lock:
-            a, h = self.a, self.host
-            guests = {}
-            for g in self.guests.values():
-                i = g.index
-                guests[g.label] = {
-                    "configured": int(a["mem"][i]),
-                    "balloon": g.ballooned_bytes,
-                    "current": int(a["cur"][i]),
-                    "used": int(a["usedg"][i]),
-                    "cache": int(a["cache"][i]),
-                    "free": int(a["free"][i]),
-                    "guest_swapped": int(a["swp"][i]),
-                    "demand": int(a["deff"][i]),
-                    "host_backed": int(a["gbk"][i]),
-                    "host_resident": g.host_resident_bytes,
-                    "host_swapped": int(a["hsw"][i]),
-                    "compressed": int(a["comp"][i]),
-                    "shared": int(a["shr"][i]),
-                    "oom_events": int(a["ooms"][i]),
-                    "power_state": g.power_state,
-                }
-            overheads = int(h.overhead_bytes + self._overheads())
-            resident = sum(int(g.host_resident_bytes) for g in self.guests.values())
-            zpool = int(a["zpool"].sum())
-            total = overheads + resident + zpool + self.host_free_bytes
-            return {
-                "now": self.now,
-                "guests": guests,
-                "host": {
-                    "physical": h.physical_bytes,
-                    "overheads": overheads,
-                    "resident": resident,
-                    "compression_cache": zpool,
-                    "free": self.host_free_bytes,
-                    "swapped": int(a["hsw"].sum()),
-                    "compressed": int(a["comp"].sum()),
-                    "shared": int(a["shr"].sum()),
-                    "conserved": total == h.physical_bytes and self.host_free_bytes >= 0,
-                },
-            }
+            return account(self)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain-data picture of the host and guests (for debugging)."""
@@ -1175,68 +521,3 @@ class World:
             "guests": acc["guests"],
             "events": list(self.events),
         }
-
-    # -- persistence -----------------------------------------------------------------------
-
-    def to_bytes(self) -> bytes:
-        """The whole world as bytes (JSON header + numpy arrays, no pickle)."""
-        import numpy as np
-
-        with self.lock:
-            header = {
-                "scenario": self.scenario.model_dump(mode="json"),
-                "flavor": self.flavor,
-                "seed": self.seed,
-                "now": self.now,
-                "clock": self.clock,
-                "speed": self.speed,
-                "wall_origin": self._wall_origin,
-                "power": self.power,
-                "configs": self.configs,
-                "events": self.events,
-                "faults": self.faults.to_data(),
-                "rng": self.rng.bit_generator.state,
-                "host_free": self.host_free_bytes,
-                "pressure": self.pressure_bytes,
-                "version": self.version,
-            }
-            buf = io.BytesIO()
-            arrays = {f"a_{k}": v for k, v in self.a.items()}
-            arrays.update({f"walk_{i}": b.walk for i, b in enumerate(self._blocks)})
-            np.savez(buf, **arrays)  # type: ignore[arg-type]
-            head = json.dumps(header, separators=(",", ":")).encode()
-            return len(head).to_bytes(8, "big") + head + buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> World:
-        import numpy as np
-
-        size = int.from_bytes(data[:8], "big")
-        header = json.loads(data[8 : 8 + size])
-        scenario = Scenario.model_validate(header["scenario"])
-        w = cls(
-            scenario,
-            flavor=header["flavor"],
-            seed=header["seed"],
-            clock=header["clock"],
-            speed=header["speed"],
-        )
-        with np.load(io.BytesIO(data[8 + size :]), allow_pickle=False) as npz:
-            for k in w.a:
-                w.a[k] = npz[f"a_{k}"].copy()
-            for i, b in enumerate(w._blocks):
-                b.walk = npz[f"walk_{i}"].copy()
-        w.now = float(header["now"])
-        origin = header["wall_origin"]
-        w._wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))
-        w.power = list(header["power"])
-        w.configs[:] = header["configs"]
-        for i, g in enumerate(w.guests.values()):
-            g.config = w.configs[i]
-        w.events = list(header["events"])
-        w.faults = FaultPlan.from_data(header["faults"])
-        w.rng.bit_generator.state = header["rng"]
-        w.host_free_bytes = int(header["host_free"])
-        w.pressure_bytes = float(header["pressure"])
-        w.version = int(header["version"])
-        return w

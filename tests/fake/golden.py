@@ -36,7 +36,7 @@ from hvballoon.errors import HVBalloonError
 from hvballoon.fake.faults import FAULT_KINDS
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario
-from hvballoon.fake.store import WorldStore
+from hvballoon.fake.store import LEGACY_STATE_NAMES, WorldStore, world_from_bytes, world_to_bytes
 from hvballoon.fake.world import World
 from hvballoon.models import VM
 from hvballoon.retry import RetryPolicy
@@ -79,13 +79,15 @@ def _json_digest(value: Any) -> str:
 
 
 def state_arrays(w: World) -> dict[str, np.ndarray[Any, Any]]:
-    """Every per-VM array of the world's state, by the names the golden file was recorded with."""
-    return dict(w.a)
+    """Every per-VM array of the world's state, by the names the golden file was recorded with
+    (the short names of the first persisted format)."""
+    assert set(LEGACY_STATE_NAMES) == set(w.state.names())
+    return {old: getattr(w.state, name) for name, old in LEGACY_STATE_NAMES.items()}
 
 
 def walks(w: World) -> list[np.ndarray[Any, Any]]:
     """The workloads' random-walk positions (state too: they move with seeded draws)."""
-    return [b.walk for b in w._blocks]
+    return [b.walk for b in w.workloads]
 
 
 def world_digests(w: World) -> dict[str, str]:
@@ -251,14 +253,14 @@ class Run:
         """Through bytes and through a SQLite store: the restored world must go on exactly
         like the original; the run carries on with the restored one."""
         original = self.world
-        restored = World.from_bytes(original.to_bytes())
+        restored = world_from_bytes(world_to_bytes(original))
         store = WorldStore(self.tmp / f"{self.flavor}.db", lambda: restored)
         with store.transaction() as w:
             w.advance(90)
         store.close()
         again = WorldStore(self.tmp / f"{self.flavor}.db", lambda: restored)  # loaded from the file
         with again.transaction(write=False) as stored:
-            restored = World.from_bytes(stored.to_bytes())
+            restored = world_from_bytes(world_to_bytes(stored))
         again.close()
         original.advance(90)
         assert world_digests(restored) == world_digests(original), "a restored world went another way"

@@ -190,9 +190,9 @@ def test_dense_unless_balloons_take_the_cache_back() -> None:
 
 def _dm_want(w: World) -> np.ndarray:
     """Demand plus buffer within the range (dynamic VMs), or the startup memory (static)."""
-    a = w.a
-    want = np.clip(np.floor(a["deff"] * (1 + a["buf"] / 100)), a["dmin"], a["dmax"])
-    return np.where(a["dyn"] > 0, want, a["startup"])
+    s = w.state
+    want = np.clip(np.floor(s.effective_demand * (1 + s.dm_buffer_percent / 100)), s.dm_minimum, s.dm_maximum)
+    return np.where(s.dynamic > 0, want, s.startup)
 
 
 def test_hyperv_dm_eight_vms_boot_with_8_gib_and_smart_paging_covers_the_boot() -> None:
@@ -210,7 +210,7 @@ def test_hyperv_dm_eight_vms_boot_with_8_gib_and_smart_paging_covers_the_boot() 
 def test_hyperv_dm_then_trims_each_to_demand_plus_buffer() -> None:
     w = World(load_scenario("hyperv-dm"))
     w.advance(10 * 60)
-    want, cur = _dm_want(w), w.a["cur"]
+    want, cur = _dm_want(w), w.state.current
     assert cur.sum() < 48 * GiB  # well below the 64 GiB they booted with
     for name, c, x in zip(w.names, cur, want, strict=True):
         assert abs(c - x) <= max(0.02 * x, 64 * MiB), (name, c / GiB, x / GiB)
@@ -221,15 +221,15 @@ def test_hyperv_dm_trims_by_priority_when_the_host_is_short() -> None:
     (dev01 10, file01 20) are trimmed to their demand, the highest (sql01 90) keep theirs."""
     w = World(load_scenario("hyperv-dm"))
     w.advance(70 * 60)
-    a, want = w.a, _dm_want(w)
+    cur, deff, want = w.state.current, w.state.effective_demand, _dm_want(w)
     assert want.sum() > w.host.physical_bytes - w.host.reserve_bytes - w.host.overhead_bytes
     by_name = {n: i for i, n in enumerate(w.names)}
     for low in ("dev01", "file01"):
         i = by_name[low]
-        assert a["cur"][i] < want[i] - 256 * MiB and a["cur"][i] >= a["deff"][i] - MiB, low
+        assert cur[i] < want[i] - 256 * MiB and cur[i] >= deff[i] - MiB, low
     for high in ("sql01", "iis01", "iis02"):
         i = by_name[high]
-        assert abs(a["cur"][i] - want[i]) <= 16 * MiB, high
+        assert abs(cur[i] - want[i]) <= 16 * MiB, high
 
 
 # -- esxi-limits ---------------------------------------------------------------------------------

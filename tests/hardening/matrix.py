@@ -593,7 +593,7 @@ def _hyperv_cell(peer: Any, kind: str, op: str) -> Cell:
         if kind == "no_balloon_driver":
 
             def no_driver() -> None:
-                world.a["driver"][world.guest(vm).index] = 0.0
+                world.stop_balloon_driver(world.guest(vm).id)
 
             return Plan(inject=no_driver)
         return Plan(na="unknown kind")

@@ -36,7 +36,7 @@ def test_one_command_reads_the_host_and_its_vms(peer: Peer, hv: Any) -> None:
     assert h.free_bytes == w.host_free_bytes // 1024 * 1024  # whole KiB, as WMI reports it
     assert h.used_bytes == h.physical_bytes - h.free_bytes
     assert h.swap_total_bytes == w.host.swap_bytes
-    assert h.swap_used_bytes == int(w.a["hsw"].sum()) // 1024 * 1024
+    assert h.swap_used_bytes == int(w.state.host_swapped.sum()) // 1024 * 1024
     assert h.shared_bytes is None and h.ballooned_bytes is None  # Hyper-V has neither figure
     assert h.hypervisor_overhead_bytes is None
     stats = hv.get_stats()

@@ -196,7 +196,7 @@ class FakeHyperVHost:
         """
         assert set(params) == {"vms"}
         w, h = self.world, self.world.host
-        swapped = int(w.a["hsw"].sum())
+        swapped = int(w.state.host_swapped.sum())
         return {
             "Name": h.name,
             "MemoryCapacity": h.physical_bytes,

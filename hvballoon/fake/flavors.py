@@ -1,0 +1,386 @@
+"""What differs between the simulated hypervisors: one object per kind (the world's flavour).
+
+Each flavour holds its :mod:`hvballoon.kinds` object — the same one the real backend of that
+kind holds — and says how that hypervisor treats memory:
+
+- **KVM**: the balloon goes wherever its target says, even past what the guest can free (it
+  stalls there; without deflate-on-OOM the guest panics), and the host swaps QEMU's memory when
+  the guests' touched pages do not fit; its OOM killer kills the largest VM when swap is full.
+- **ESXi**: a target is a limit; ESXi decides each balloon (within the limit, ``sched.mem.maxmemctl``
+  and Mem.CtlMaxPercent), by shares, and reclaims by page sharing, compression and swap.
+- **Hyper-V**: Dynamic Memory hands memory out by demand, buffer and priority within each VM's
+  range; a static VM has its startup memory; the host backs all of it (Smart Paging covers
+  only a boot beyond what fits).
+
+>>> FLAVORS["esxi"].kind.name, FLAVORS["hyperv"].backs_assigned_memory
+('esxi', True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from hvballoon.fake.scenario import VMSpec
+    from hvballoon.fake.state import GuestState
+    from hvballoon.fake.world import World
+
+    Arr = npt.NDArray[np.float64]
+    Mask = npt.NDArray[np.bool_]
+
+__all__ = [
+    "FLAVORS",
+    "FLAVOR_PHYSICS",
+    "ESXiFlavor",
+    "Flavor",
+    "FlavorPhysics",
+    "HyperVFlavor",
+    "KVMFlavor",
+    "Reclaim",
+]
+
+_MiB = 1024**2
+_GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class FlavorPhysics:
+    """Per-flavour constants (bytes per second; bytes; seconds)."""
+
+    inflate_rate: int
+    deflate_rate: int
+    vm_overhead: int
+    rebalance_period: float | None = None
+
+
+@dataclass
+class Reclaim:
+    """What the host reclaimed, per step (rows) and VM (columns), and what it has free."""
+
+    host_swapped: Arr
+    compressed: Arr
+    shared: Arr
+    compression_cache: Arr
+    host_free: Arr
+
+
+class Flavor:
+    """How one kind of hypervisor treats its guests' memory in the simulation."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    physics: ClassVar[FlavorPhysics]
+    #: The host backs all the memory a VM is assigned (Hyper-V), not only the pages it touched.
+    backs_assigned_memory: ClassVar[bool] = False
+    #: The balloon goes to any target, even below what the guest can free, where it stalls and
+    #: (without deflate-on-OOM) the guest panics; the host's OOM killer kills a VM when host
+    #: swap is full. Otherwise the hypervisor decides the balloon and never goes that far.
+    balloon_obeys_target: ClassVar[bool] = False
+
+    # -- building ------------------------------------------------------------------------------
+
+    def config(self, spec: VMSpec) -> dict[str, Any]:
+        """A VM's configuration as this hypervisor shows it (its defaults filled in)."""
+        return {
+            "minimum_bytes": spec.minimum,
+            "startup_bytes": spec.startup,
+            "maximum_bytes": spec.maximum,
+            "dynamic": spec.dynamic,
+            "buffer_percent": spec.buffer_percent,
+            "priority": spec.priority,
+            "reservation_bytes": spec.reservation,
+            "limit_bytes": spec.limit,
+            "shares": spec.shares,
+            "balloon_cap_bytes": spec.balloon_cap,
+            "deflate_on_oom": spec.deflate_on_oom,
+            "balloon_device": spec.balloon_device,
+        }
+
+    def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
+        """What each VM boots with."""
+        raise NotImplementedError
+
+    # -- each block ----------------------------------------------------------------------------
+
+    def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
+        """Where each guest's current memory is steered this block, and the floor of a decrease."""
+        raise NotImplementedError
+
+    def reclaim(self, world: World, held: Arr) -> Reclaim:
+        """The host's reclaim when what its guests hold (per step and VM) plus the overheads do
+        not fit in physical memory less the reserve. Sets ``world.pressure_bytes``."""
+        import numpy as np
+
+        h = world.host
+        base = h.overhead_bytes + world.overheads()
+        avail = h.physical_bytes - h.reserve_bytes
+        parts = self._reclaim(world, held, base, avail)
+        rows = held.shape[0]
+        if parts is None:
+            zero = np.zeros((1, world.n))
+            parts = (zero, zero, zero, zero)
+            host_free = h.physical_bytes - base - held.sum(axis=1)
+        else:
+            hsw, comp, shr, zpool = parts
+            resident = held - hsw - comp - shr
+            host_free = h.physical_bytes - base - resident.sum(axis=1) - zpool.sum(axis=1)
+        hsw, comp, shr, zpool = (np.broadcast_to(p, (rows, world.n)) for p in parts)
+        return Reclaim(hsw, comp, shr, zpool, host_free)
+
+    def _reclaim(
+        self, world: World, held: Arr, base: float, avail: float
+    ) -> tuple[Arr, Arr, Arr, Arr] | None:
+        """Host-swapped, compressed, shared and compression-cache bytes (``None``: nothing).
+        By default the host swaps each VM's memory in proportion to what it holds."""
+        import numpy as np
+
+        total = held.sum(axis=1)
+        ex = np.maximum(total + base - avail, 0.0)[:, None]
+        world.pressure_bytes = float(total[-1] + base - avail)
+        if not ex.any():
+            return None
+        tot = np.maximum(total[:, None], 1.0)
+        hsw = np.minimum(np.ceil(ex * held / tot), held)
+        zero = np.zeros((1, world.n))
+        return hsw, zero, zero, zero
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def apply_config(
+        self, state: GuestState, i: int, changes: dict[str, Any], config: dict[str, Any]
+    ) -> None:
+        """What a configuration change (already in ``config``) moves in the simulation."""
+        if "maximum_bytes" in changes:
+            state.memory[i] = changes["maximum_bytes"]  # libvirt maxMemory, ESXi memoryMB
+
+    def __repr__(self) -> str:
+        return f"<Flavor {self.name}>"
+
+
+class KVMFlavor(Flavor):
+    """QEMU/KVM: the virtio-balloon goes where its target says, at the guest driver's rates."""
+
+    name: ClassVar[str] = "kvm"
+    kind: ClassVar[Kind] = KVM
+    #: The balloon of a QEMU guest under TCG inflated 256 MiB in 0.33-0.55 s and deflated
+    #: faster; with KVM acceleration it is several times quicker (set host.balloon.inflate_rate
+    #: to model a slow guest).
+    physics: ClassVar[FlavorPhysics] = FlavorPhysics(
+        inflate_rate=2 * _GiB, deflate_rate=4 * _GiB, vm_overhead=64 * _MiB
+    )
+    balloon_obeys_target: ClassVar[bool] = True
+
+    def config(self, spec: VMSpec) -> dict[str, Any]:
+        config = super().config(spec)
+        config["maximum_bytes"] = spec.maximum or spec.memory
+        return config
+
+    def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
+        return float(spec.target if spec.target is not None else spec.memory)
+
+    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
+        import numpy as np
+
+        return np.maximum(state.target, floor)
+
+    def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
+        return world.state.target, floor
+
+
+#: ESXi: intra-VM page sharing (mostly zero pages), as a fraction of what a VM holds.
+SHARE_FRACTION = 0.05
+#: ESXi: Mem.MemZipMaxPct, the compression cache's share of a VM.
+ZIP_FRACTION = 0.10
+#: ESXi: Mem.CtlMaxPercent, how much of a VM its balloon may take.
+CTL_MAX_PERCENT = 0.65
+
+
+class ESXiFlavor(Flavor):
+    """VMware ESXi: a target is a limit; the host decides balloons and reclaims in its order."""
+
+    name: ClassVar[str] = "esxi"
+    kind: ClassVar[Kind] = ESXI
+    #: conservative assumptions
+    physics: ClassVar[FlavorPhysics] = FlavorPhysics(
+        256 * _MiB, _GiB, vm_overhead=96 * _MiB, rebalance_period=15.0
+    )
+
+    def config(self, spec: VMSpec) -> dict[str, Any]:
+        config = super().config(spec)
+        level = spec.shares_level or ("custom" if spec.shares else "normal")
+        config["shares_level"] = level
+        config["shares"] = spec.shares if level == "custom" else ESXI.shares_for(level, spec.memory)
+        config["memory_reservation_lock"] = spec.memory_reservation_lock
+        # a locked reservation is the memory size (memoryReservationLockedToMax)
+        config["reservation_bytes"] = spec.memory if spec.memory_reservation_lock else spec.reservation or 0
+        return config
+
+    def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
+        return float(spec.limit if spec.limit is not None else spec.memory)
+
+    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
+        current: Arr = state.memory.copy()
+        return current
+
+    def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
+        """The balloon ESXi wants for each VM: what is over its limit, plus its part of the
+        host's shortage (by idle memory over shares; given back the same way when the host has
+        room), capped by ``sched.mem.maxmemctl``, Mem.CtlMaxPercent and the guest's floor."""
+        import numpy as np
+
+        s, act = world.state, world.active()
+        mem, cur = s.memory, s.current
+        balloon = np.where(act, mem - cur, 0.0)
+        over_limit = np.maximum(s.host_backed - s.limit, 0.0)
+        pressure = world.pressure_bytes
+        idle = np.maximum(cur - 0.75 * s.used, 0.0) * act * (1000.0 / np.maximum(s.shares, 1.0))
+        extra = np.zeros(world.n)
+        if pressure > 0 and idle.sum() > 0:
+            extra = pressure * idle / idle.sum()
+        elif pressure < 0 and balloon.sum() > 0:
+            give = -pressure * balloon / balloon.sum()
+            headroom = np.where(np.isinf(s.limit), np.inf, np.maximum(s.limit - s.host_backed, 0.0))
+            extra = -np.minimum(give, headroom)
+        cap = np.minimum(np.minimum(s.balloon_cap, np.floor(CTL_MAX_PERCENT * mem)), mem - floor)
+        want = np.clip(np.floor(balloon + over_limit + extra), 0.0, np.maximum(cap, 0.0))
+        return np.where(act, mem - want, cur), floor
+
+    def _reclaim(
+        self, world: World, held: Arr, base: float, avail: float
+    ) -> tuple[Arr, Arr, Arr, Arr] | None:
+        """Memory over a VM's limit is reclaimed from it whatever the host has; a shortage of
+        the host in order: page sharing, (the balloons: decided by :meth:`steer`),
+        compression (2:1, up to :data:`ZIP_FRACTION` of a VM), swap."""
+        import numpy as np
+
+        over = np.maximum(held - world.state.limit, 0.0)
+        rest = held - over
+        ex0 = rest.sum(axis=1) + base - avail
+        ex = np.maximum(ex0, 0.0)[:, None]
+        world.pressure_bytes = float(ex0[-1])
+        if not (ex.any() or over.any()):
+            return None
+        shareable = np.floor(SHARE_FRACTION * rest)
+        tot_sh = np.maximum(shareable.sum(axis=1, keepdims=True), 1.0)
+        shr = np.minimum(np.ceil(np.minimum(ex / tot_sh, 1.0) * shareable), shareable)
+        ex = np.maximum(ex - shr.sum(axis=1, keepdims=True), 0.0)
+        world.pressure_bytes = float(ex[-1, 0]) if ex0[-1] > 0 else float(ex0[-1])
+        rest = rest - shr
+        tot_rest = np.maximum(rest.sum(axis=1, keepdims=True), 1.0)
+        need = over + np.minimum(np.ceil(ex * rest / tot_rest), rest)
+        # compress what is not swapped: 2 x zpool + (need - zpool) must fit in held - shared
+        zpool = np.minimum(np.minimum(need, np.floor(ZIP_FRACTION * held / 2)), held - shr - need)
+        return need - zpool, 2 * zpool, shr, zpool
+
+    def apply_config(
+        self, state: GuestState, i: int, changes: dict[str, Any], config: dict[str, Any]
+    ) -> None:
+        """A target is the limit (none: the VM's memory); a new memory size moves an unlimited
+        VM's target with it."""
+        if "limit_bytes" in changes:
+            limit = changes["limit_bytes"]
+            state.target[i] = limit if limit is not None else state.memory[i]
+        super().apply_config(state, i, changes, config)
+        if "maximum_bytes" in changes and config.get("limit_bytes") is None:
+            state.target[i] = changes["maximum_bytes"]
+
+
+#: Hyper-V's defaults for a new VM (New-VM): what a scenario leaves out.
+DM_DEFAULT_MINIMUM = 512 * _MiB
+DM_DEFAULT_BUFFER_PERCENT = 20
+DM_DEFAULT_PRIORITY = 50
+
+
+class HyperVFlavor(Flavor):
+    """Microsoft Hyper-V: Dynamic Memory by demand, buffer and priority; static memory."""
+
+    name: ClassVar[str] = "hyperv"
+    kind: ClassVar[Kind] = HYPERV
+    #: conservative assumptions
+    physics: ClassVar[FlavorPhysics] = FlavorPhysics(
+        512 * _MiB, _GiB, vm_overhead=32 * _MiB, rebalance_period=5.0
+    )
+    backs_assigned_memory: ClassVar[bool] = True
+
+    def config(self, spec: VMSpec) -> dict[str, Any]:
+        config = super().config(spec)
+        dynamic = True if spec.dynamic is None else spec.dynamic
+        config["dynamic"] = dynamic
+        config["startup_bytes"] = spec.startup or (spec.memory // 2 if dynamic else spec.memory)
+        # a static VM keeps Hyper-V's default range as leftovers (512 MiB .. its memory)
+        config["minimum_bytes"] = spec.minimum or min(DM_DEFAULT_MINIMUM, config["startup_bytes"])
+        config["maximum_bytes"] = spec.maximum or spec.memory
+        config["buffer_percent"] = spec.buffer_percent or DM_DEFAULT_BUFFER_PERCENT
+        config["priority"] = DM_DEFAULT_PRIORITY if spec.priority is None else spec.priority
+        return config
+
+    def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
+        return float(config["maximum_bytes"] if config["dynamic"] else config["startup_bytes"])
+
+    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
+        current: Arr = state.startup.copy()  # a VM boots with its startup memory
+        return current
+
+    def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
+        """What Dynamic Memory gives each VM: its demand plus buffer, within its range; when
+        the host is short, the lowest priorities are trimmed first (their buffers, then down to
+        their minimum), and memory the host does not have free is granted to the highest
+        priorities first. A static VM keeps its startup memory."""
+        import numpy as np
+
+        s, act = world.state, world.active()
+        dyn = (s.dynamic > 0) & act
+        d_now = s.effective_demand
+        want_dm = np.clip(np.floor(d_now * (1 + s.dm_buffer_percent / 100.0)), s.dm_minimum, s.dm_maximum)
+        want = np.where(dyn, want_dm, s.startup) * act
+        h = world.host
+        avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
+        short = want.sum() - avail
+        if short > 0:
+            # take from the lowest priority first: buffers, then down to the minimum
+            order = np.argsort(s.dm_priority, kind="stable")
+            for trimmed_to in (np.clip(d_now, s.dm_minimum, s.dm_maximum), s.dm_minimum):
+                room = np.where(dyn, np.maximum(want - trimmed_to, 0.0), 0.0)[order]
+                before = np.cumsum(room) - room
+                take = np.clip(short - before, 0.0, room)
+                want[order] -= take
+                short -= take.sum()
+                if short <= 0:
+                    break
+        cur = s.current
+        held = np.where(act, cur, s.host_backed * (s.paused > 0)).sum()
+        free = max(0.0, avail - held)
+        inc = np.maximum(want - cur, 0.0) * act
+        if inc.sum() > free:
+            order = np.argsort(-s.dm_priority, kind="stable")
+            room = inc[order]
+            grant = np.clip(free - (np.cumsum(room) - room), 0.0, room)
+            want = np.where(inc > 0, cur, want)
+            want[order] += grant
+        # a static VM's memory is not taken below what its guest uses
+        low = np.where(s.dynamic > 0, floor, np.maximum(floor, s.used))
+        return np.where(act, np.floor(want), cur), low
+
+    def apply_config(
+        self, state: GuestState, i: int, changes: dict[str, Any], config: dict[str, Any]
+    ) -> None:
+        """A target is the maximum (Dynamic Memory) or the startup size (static)."""
+        if "maximum_bytes" in changes and config.get("dynamic"):
+            state.target[i] = config["maximum_bytes"]
+        if "startup_bytes" in changes and not config.get("dynamic"):
+            state.target[i] = config["startup_bytes"]
+
+
+#: Every flavour, by its kind's name.
+FLAVORS: dict[str, Flavor] = {f.name: f for f in (KVMFlavor(), ESXiFlavor(), HyperVFlavor())}
+#: Their constants, by name.
+FLAVOR_PHYSICS: dict[str, FlavorPhysics] = {name: f.physics for name, f in FLAVORS.items()}
