@@ -19,7 +19,6 @@ from hvballoon.errors import (
     HVBalloonError,
     HVConnectionError,
     InvalidRequestError,
-    InvalidStateError,
     InvalidURIError,
     OperationTimeoutError,
     PermissionDeniedError,
@@ -28,11 +27,11 @@ from hvballoon.errors import (
     VMNotFoundError,
 )
 from hvballoon.fake import _registry
+from hvballoon.fake.views import VIEWS, FlavorView
 from hvballoon.fake.world import Guest, World
 from hvballoon.hoststats import from_sweep
-from hvballoon.kinds import HYPERV, KINDS, Kind, Variant
+from hvballoon.kinds import KINDS, Kind, Variant
 from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import format_size
 
 if TYPE_CHECKING:
     from hvballoon.fake.store import WorldStore
@@ -168,6 +167,8 @@ class FakeBackend(Backend):
             self._host = w.host.name
         #: The hypervisor kind this flavour shows (the real backend of that kind holds the same).
         self.kind = KINDS[self.flavor]
+        #: How the real backend of that kind shows a guest (the fields it fills and leaves None).
+        self.view: FlavorView = VIEWS[self.kind.name]
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -307,10 +308,7 @@ class FakeBackend(Backend):
 
     def _vm(self, g: Guest) -> VM:
         power = _POWER.get(g.power_state, PowerState.UNKNOWN)
-        extra: dict[str, Any] = {"flavor": self.flavor}
-        if self.kind is HYPERV:
-            # what Get-VM reports: a simulated VM is always healthy
-            extra.update(state=HYPERV.state_name(power), health="ok", dynamic=bool(g.config.get("dynamic")))
+        extra: dict[str, Any] = {"flavor": self.flavor, **self.view.vm_extra(g, power)}
         return VM(id=g.id, name=g.name, backend=self.name, host=self._host, power_state=power, extra=extra)
 
     # -- reading ---------------------------------------------------------------------------
@@ -331,10 +329,7 @@ class FakeBackend(Backend):
 
     def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
         """The simulated host, every byte accounted (:meth:`World.accounting`), and its VMs'
-        sums, shown the way the flavour's real backend shows them: no swap figures and no page
-        sharing on KVM (libvirt has none to give) except KSM, which the world does not run
-        (0 bytes shared); ESXi's swap used is its VMs' host-swapped memory, its shared memory
-        the pages it shares; Hyper-V's swap is its page file, and it shares nothing."""
+        sums, shown the way the flavour's real backend shows them (:meth:`FlavorView.host_figures`)."""
         with self._tx("get_host_stats") as w:
             at = _EPOCH + timedelta(seconds=w.now)
             if vm_stats is None:
@@ -356,12 +351,7 @@ class FakeBackend(Backend):
                     "flavor": self.flavor,
                 },
             }
-            if self.flavor == "esxi":
-                figures.update(swap_used_bytes=acc["swapped"], shared_bytes=acc["shared"])
-            elif self.flavor == "hyperv":
-                figures.update(swap_total_bytes=host.swap_bytes, swap_used_bytes=acc["swapped"])
-            else:
-                figures.update(shared_bytes=acc["shared"])
+            figures.update(self.view.host_figures(acc, host.swap_bytes))
             return from_sweep(
                 vm_stats,
                 backend=self.name,
@@ -371,113 +361,22 @@ class FakeBackend(Backend):
             )
 
     def _stats(self, w: World, g: Guest, at: datetime) -> MemoryStats:
-        vm = self._vm(g)
-        dynamic = bool(g.config.get("dynamic"))
-        mechanism = self._variant(g).mechanism
         common: dict[str, Any] = {
-            "vm": vm,
-            "mechanism": mechanism,
+            "vm": self._vm(g),
+            "mechanism": self._variant(g).mechanism,
             "collected_at": at,
-            "configured_bytes": g.memory_bytes,
+            "configured_bytes": self.view.configured_bytes(g),
         }
-        if self.kind is HYPERV:
-            # Get-VM: a static VM has its startup memory; MemoryMinimum/Maximum are leftovers there
-            common["configured_bytes"] = (
-                (g.config.get("maximum_bytes") or g.memory_bytes) if dynamic else g.config["startup_bytes"]
-            )
         if not g.running:
             return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
-        overhead = int(w.physics.vm_overhead)
-        if self.flavor == "kvm":
-            age = w.report_age(g)
-            report = g.report()
-            fields: dict[str, Any] = {
-                "current_bytes": g.current_bytes,
-                "target_bytes": g.target_bytes,
-                "ballooned_bytes": g.ballooned_bytes,
-                "host_consumed_bytes": g.host_resident_bytes + overhead,
-                "guest_report_age_seconds": age,
-                "stale": report is None or (age is not None and age > 3 * max(g.stats_period, 1)),
-            }
-            if report is not None:
-                fields.update(
-                    guest_total_bytes=report["total"],
-                    guest_used_bytes=report["used"],
-                    guest_free_bytes=report["free"],
-                    guest_available_bytes=report["free"] + report["cache"],
-                    guest_cache_bytes=report["cache"],
-                    swap_in_bytes=report["swin"],
-                    swap_out_bytes=report["swout"],
-                    major_faults=report["majf"],
-                )
-            return MemoryStats(**common, **fields, extra={"oom_events": g.oom_events})
-        if self.flavor == "esxi":
-            limit = g.config.get("limit_bytes")
-            return MemoryStats(
-                **common,
-                current_bytes=g.current_bytes,
-                target_bytes=g.target_bytes,
-                ballooned_bytes=g.ballooned_bytes,
-                guest_used_bytes=g.used_bytes,
-                demand_bytes=g.used_bytes,
-                host_consumed_bytes=g.host_resident_bytes + overhead,
-                swapped_bytes=g.host_swapped_bytes,
-                compressed_bytes=g.compressed_bytes,
-                shared_bytes=g.shared_bytes,
-                extra={"limit_bytes": limit},
-            )
-        # hyperv: Get-VM's MemoryAssigned / MemoryDemand; no guest "used" figure
-        demand = g.demand_bytes
-        status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
-        return MemoryStats(
-            **common,
-            current_bytes=g.current_bytes,
-            target_bytes=g.target_bytes,
-            demand_bytes=demand,
-            guest_available_bytes=g.free_bytes + g.cache_bytes,
-            extra={"memory_status": status, "dynamic": dynamic},
-        )
+        return self.view.running_stats(w, g, common)
 
     def get_config(self, vm: VM) -> MemoryConfig:
         with self._tx("get_config", vm) as w:
             return self._config(self._guest(w, vm))
 
     def _config(self, g: Guest) -> MemoryConfig:
-        c = g.config
-        vm = self._vm(g)
-        mechanism = self._variant(g).mechanism
-        if self.flavor == "kvm":
-            return MemoryConfig(
-                vm=vm,
-                mechanism=mechanism,
-                startup_bytes=g.memory_bytes,
-                maximum_bytes=c["maximum_bytes"],
-                deflate_on_oom=bool(c.get("deflate_on_oom")),
-                stats_period_seconds=g.stats_period,
-                extra={"balloon_model": "virtio" if c.get("balloon_device", True) else "none"},
-            )
-        if self.flavor == "esxi":
-            return MemoryConfig(
-                vm=vm,
-                mechanism=mechanism,
-                maximum_bytes=g.memory_bytes,
-                reservation_bytes=c.get("reservation_bytes"),
-                limit_bytes=c.get("limit_bytes"),
-                shares=c.get("shares"),
-                shares_level=c.get("shares_level") or "custom",
-                memory_reservation_lock=bool(c.get("memory_reservation_lock")),
-                balloon_cap_bytes=c.get("balloon_cap_bytes"),
-            )
-        return MemoryConfig(
-            vm=vm,
-            mechanism=mechanism,
-            dynamic=bool(c["dynamic"]),
-            startup_bytes=c["startup_bytes"],
-            minimum_bytes=c["minimum_bytes"],
-            maximum_bytes=c["maximum_bytes"],
-            buffer_percent=c["buffer_percent"],
-            priority=c["priority"],
-        )
+        return self.view.config(g, {"vm": self._vm(g), "mechanism": self._variant(g).mechanism})
 
     # -- changing: every rule comes from the kind (Backend.check_target / plan_config) ---------
 
@@ -503,19 +402,4 @@ class FakeBackend(Backend):
             w.set_config(g.id, changes)
 
     def _check_resize(self, w: World, g: Guest, changes: dict[str, Any]) -> None:
-        """A Hyper-V host resizes a running static VM only with the memory free now; it refuses
-        (after the request is sent, as the host does) what it cannot back."""
-        startup = changes.get("startup_bytes")
-        if self.kind is not HYPERV or startup is None or g.config.get("dynamic") or not g.running:
-            return
-        grow = startup - g.current_bytes
-        if grow > w.host_free_bytes:
-            raise InvalidStateError(
-                f"the host cannot resize {g.name!r} to {format_size(startup)} now: it has "
-                f"{format_size(max(0, w.host_free_bytes))} free and the VM needs {format_size(grow)} more "
-                "(Failed to modify device 'Memory': not enough memory in the system)",
-                vm=g.name,
-                backend=self.name,
-                native_code="not_enough_memory",
-                details={"asked_bytes": startup, "host_free_bytes": w.host_free_bytes},
-            )
+        self.view.check_resize(w, g, changes, backend=self.name)

@@ -1,0 +1,206 @@
+"""What each flavour of the fake backend shows of a guest: one object per hypervisor kind.
+
+The real backend of a kind fills some fields and leaves the rest ``None`` (libvirt has no
+host-swap figure, vSphere no guest report, Hyper-V no guest "used"); the flavour's view shows
+the world's guest the same way. Every rule (capabilities, mechanism, what a target sets) comes
+from the kind (:mod:`hvballoon.kinds`), which the view holds.
+
+>>> VIEWS["hyperv"].kind.name, VIEWS["kvm"].host_figures({"shared": 0, "swapped": 5}, 0)
+('hyperv', {'shared_bytes': 0})
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hvballoon.errors import InvalidStateError
+from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
+from hvballoon.models import MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import format_size
+
+if TYPE_CHECKING:
+    from hvballoon.fake.guest import Guest
+    from hvballoon.fake.world import World
+
+__all__ = ["VIEWS", "ESXiView", "FlavorView", "HyperVView", "KVMView"]
+
+
+class FlavorView:
+    """How the real backend of :attr:`kind` shows a VM, its stats, configuration and host."""
+
+    kind: ClassVar[Kind]
+
+    def vm_extra(self, g: Guest, power: PowerState) -> dict[str, Any]:
+        """What the real backend's VM listing adds beside the common fields."""
+        return {}
+
+    def configured_bytes(self, g: Guest) -> int:
+        return g.memory_bytes
+
+    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        """The stats of a running VM (``common``: its VM, mechanism, time, configured size)."""
+        raise NotImplementedError
+
+    def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
+        raise NotImplementedError
+
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
+        """The host figures the real backend can read (``acc``: the world's host accounting)."""
+        raise NotImplementedError
+
+    def check_resize(self, w: World, g: Guest, changes: dict[str, Any], *, backend: str) -> None:
+        """Refuse, as the host would, a change it cannot make now (checked after the kind's
+        rules, when the request reaches the host)."""
+
+    @staticmethod
+    def host_consumed(w: World, g: Guest) -> int:
+        return g.host_resident_bytes + int(w.physics.vm_overhead)
+
+
+class KVMView(FlavorView):
+    """libvirt: the balloon's figures and the guest driver's last report (at its stats period)."""
+
+    kind: ClassVar[Kind] = KVM
+
+    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        age = w.report_age(g)
+        report = g.report()
+        fields: dict[str, Any] = {
+            "current_bytes": g.current_bytes,
+            "target_bytes": g.target_bytes,
+            "ballooned_bytes": g.ballooned_bytes,
+            "host_consumed_bytes": self.host_consumed(w, g),
+            "guest_report_age_seconds": age,
+            "stale": report is None or (age is not None and age > 3 * max(g.stats_period, 1)),
+        }
+        if report is not None:
+            fields.update(
+                guest_total_bytes=report["total"],
+                guest_used_bytes=report["used"],
+                guest_free_bytes=report["free"],
+                guest_available_bytes=report["free"] + report["cache"],
+                guest_cache_bytes=report["cache"],
+                swap_in_bytes=report["swin"],
+                swap_out_bytes=report["swout"],
+                major_faults=report["majf"],
+            )
+        return MemoryStats(**common, **fields, extra={"oom_events": g.oom_events})
+
+    def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
+        c = g.config
+        return MemoryConfig(
+            **common,
+            startup_bytes=g.memory_bytes,
+            maximum_bytes=c["maximum_bytes"],
+            deflate_on_oom=bool(c.get("deflate_on_oom")),
+            stats_period_seconds=g.stats_period,
+            extra={"balloon_model": "virtio" if c.get("balloon_device", True) else "none"},
+        )
+
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
+        # no swap figures (libvirt has none to give); KSM shares nothing: the world runs none
+        return {"shared_bytes": acc["shared"]}
+
+
+class ESXiView(FlavorView):
+    """vSphere: quickStats (ESXi's balloon, swap, compression and sharing; no guest report)."""
+
+    kind: ClassVar[Kind] = ESXI
+
+    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        return MemoryStats(
+            **common,
+            current_bytes=g.current_bytes,
+            target_bytes=g.target_bytes,
+            ballooned_bytes=g.ballooned_bytes,
+            guest_used_bytes=g.used_bytes,
+            demand_bytes=g.used_bytes,
+            host_consumed_bytes=self.host_consumed(w, g),
+            swapped_bytes=g.host_swapped_bytes,
+            compressed_bytes=g.compressed_bytes,
+            shared_bytes=g.shared_bytes,
+            extra={"limit_bytes": g.config.get("limit_bytes")},
+        )
+
+    def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
+        c = g.config
+        return MemoryConfig(
+            **common,
+            maximum_bytes=g.memory_bytes,
+            reservation_bytes=c.get("reservation_bytes"),
+            limit_bytes=c.get("limit_bytes"),
+            shares=c.get("shares"),
+            shares_level=c.get("shares_level") or "custom",
+            memory_reservation_lock=bool(c.get("memory_reservation_lock")),
+            balloon_cap_bytes=c.get("balloon_cap_bytes"),
+        )
+
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
+        # swap used: its VMs' host-swapped memory; shared: the pages it shares
+        return {"swap_used_bytes": acc["swapped"], "shared_bytes": acc["shared"]}
+
+
+class HyperVView(FlavorView):
+    """Get-VM: MemoryAssigned, MemoryDemand and MemoryStatus; no guest "used" figure."""
+
+    kind: ClassVar[Kind] = HYPERV
+
+    def vm_extra(self, g: Guest, power: PowerState) -> dict[str, Any]:
+        # what Get-VM reports: a simulated VM is always healthy
+        return {"state": HYPERV.state_name(power), "health": "ok", "dynamic": bool(g.config.get("dynamic"))}
+
+    def configured_bytes(self, g: Guest) -> int:
+        # Get-VM: a static VM has its startup memory; MemoryMinimum/Maximum are leftovers there
+        if g.config.get("dynamic"):
+            return int(g.config.get("maximum_bytes") or g.memory_bytes)
+        return int(g.config["startup_bytes"])
+
+    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        demand = g.demand_bytes
+        status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
+        return MemoryStats(
+            **common,
+            current_bytes=g.current_bytes,
+            target_bytes=g.target_bytes,
+            demand_bytes=demand,
+            guest_available_bytes=g.free_bytes + g.cache_bytes,
+            extra={"memory_status": status, "dynamic": bool(g.config.get("dynamic"))},
+        )
+
+    def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
+        c = g.config
+        return MemoryConfig(
+            **common,
+            dynamic=bool(c["dynamic"]),
+            startup_bytes=c["startup_bytes"],
+            minimum_bytes=c["minimum_bytes"],
+            maximum_bytes=c["maximum_bytes"],
+            buffer_percent=c["buffer_percent"],
+            priority=c["priority"],
+        )
+
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
+        # its swap is its page file; it shares nothing
+        return {"swap_total_bytes": swap_bytes, "swap_used_bytes": acc["swapped"]}
+
+    def check_resize(self, w: World, g: Guest, changes: dict[str, Any], *, backend: str) -> None:
+        """A Hyper-V host resizes a running static VM only with the memory free now; it refuses
+        (after the request is sent, as the host does) what it cannot back."""
+        startup = changes.get("startup_bytes")
+        if startup is None or g.config.get("dynamic") or not g.running:
+            return
+        grow = startup - g.current_bytes
+        if grow > w.host_free_bytes:
+            raise InvalidStateError(
+                f"the host cannot resize {g.name!r} to {format_size(startup)} now: it has "
+                f"{format_size(max(0, w.host_free_bytes))} free and the VM needs {format_size(grow)} more "
+                "(Failed to modify device 'Memory': not enough memory in the system)",
+                vm=g.name,
+                backend=backend,
+                native_code="not_enough_memory",
+                details={"asked_bytes": startup, "host_free_bytes": w.host_free_bytes},
+            )
+
+
+#: Every flavour's view, by its kind's name.
+VIEWS: dict[str, FlavorView] = {v.kind.name: v for v in (KVMView(), ESXiView(), HyperVView())}
