@@ -330,8 +330,10 @@ def carry_over(
     guest: GuestBlock,
     traffic: tuple[Arr, Arr] | None,
     held: Arr,
+    kills: Mask | None,
 ) -> None:
-    """The block's last step becomes the state (guests that are not running keep theirs)."""
+    """The block's last step becomes the state (guests that are not running keep theirs), and
+    its counters are added up."""
     import numpy as np
 
     keep = ~active
@@ -346,6 +348,8 @@ def carry_over(
     s.free = np.where(keep, s.free, guest.free[-1])
     s.host_backed = held[-1].copy()
     s.oom_now = (guest.oom[-1] & active).astype(np.float64)
+    if kills is not None:
+        s.oom_events += kills.sum(axis=0)
     if traffic is not None:
         sc = guest.swapping
         in_s, out_s = traffic

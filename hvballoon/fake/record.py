@@ -73,7 +73,7 @@ class Recorder:
         """A block of steps the world simulated: keeps the rows on the sampling grid."""
         import numpy as np
 
-        t, dem, cur, swp, oom = block.times, block.demand, block.current, block.guest_swapped, block.oom
+        t, dem, cur, swp = block.times, block.demand, block.current, block.guest_swapped
         host_free, reclaimed, act = block.host_free, block.reclaimed, block.active
         rows = np.nonzero(t >= self._next - 1e-9)[0]
         if rows.size == 0:
@@ -87,9 +87,7 @@ class Recorder:
         self._next = nxt
         state = world.state
         mem = state.memory
-        ooms_before = state.oom_events
-        prev = np.vstack([state.oom_now[None, :] > 0, oom[:-1]])
-        new_oom = np.cumsum(oom & ~prev & act, axis=0)
+        kills = None if block.oom_kills is None else np.cumsum(block.oom_kills, axis=0)
 
         def row(arr: npt.NDArray[Any], r: int) -> npt.NDArray[Any]:
             picked_row: npt.NDArray[Any] = arr[r] if arr.shape[0] > 1 else arr[0]
@@ -102,7 +100,8 @@ class Recorder:
             self.vm_rows["current_bytes"].append(c.tolist())
             self.vm_rows["balloon_bytes"].append(np.where(act, mem - c, 0.0).tolist())
             self.vm_rows["guest_swap_bytes"].append(np.where(act, row(swp, r), 0.0).tolist())
-            self.vm_rows["oom_events"].append((ooms_before + new_oom[r]).tolist())
+            ooms = state.oom_events if kills is None else state.oom_events + kills[r]
+            self.vm_rows["oom_events"].append(ooms.tolist())
             self.host_free.append(float(host_free[r]))
             self.host_swap.append(float(row(reclaimed, r).sum()) if reclaimed.ndim == 2 else 0.0)
 

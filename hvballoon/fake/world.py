@@ -102,22 +102,22 @@ class Block:
     """One block of simulated steps as an observer sees it: rows are steps, columns VMs.
 
     ``guest_swapped`` and ``reclaimed`` (host-swapped + compressed + shared) have a single row
-    of zeros when nothing was swapped or reclaimed.
+    of zeros when nothing was swapped or reclaimed; ``oom_kills`` (the steps at which a guest's
+    OOM killer started killing) is ``None`` when none did.
     """
 
     times: Arr
     demand: Arr
     current: Arr
     guest_swapped: Arr
-    oom: Mask
+    oom_kills: Mask | None
     host_free: Arr
     reclaimed: Arr
     active: Mask
 
 
 #: Called with the world and each block it simulated, before the block's last step becomes the
-#: state (``world.state`` still holds the state before the block, except ``oom_events``, which
-#: already counts the block's OOM kills).
+#: state (``world.state`` still holds the state before the block).
 Observer = Callable[["World", Block], None]
 
 
@@ -388,7 +388,6 @@ class World:
                 self.event(
                     "oom", self.names[i], "Out of memory: the OOM killer killed a process", float(times[j])
                 )
-            s.oom_events += kills.sum(axis=0)
         # the host: what the guests hold, plus overheads, must fit; the rest is reclaimed
         if act.all():
             held = backed
@@ -404,14 +403,14 @@ class World:
                 demand,
                 current,
                 guest.guest_swapped,
-                guest.oom,
+                kills,
                 reclaim.host_free,
                 reclaim.host_swapped + reclaim.compressed + reclaim.shared,
                 act,
             )
             for observer in self.observers:
                 observer(self, block)
-        carry_over(s, act, current, demand, guest, traffic, held)
+        carry_over(s, act, current, demand, guest, traffic, held, kills)
         s.host_swapped = np.array(reclaim.host_swapped[-1], dtype=np.float64)
         s.compressed = np.array(reclaim.compressed[-1], dtype=np.float64)
         s.shared = np.array(reclaim.shared[-1], dtype=np.float64)

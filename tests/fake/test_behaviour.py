@@ -261,6 +261,19 @@ def test_bad_workload_params_name_file_path_and_problem(tmp_path: Path, workload
     assert str(path) in msg and "vms.0.workload" in msg and problem in msg
 
 
+def test_the_recorded_oom_count_counts_each_kill_once() -> None:
+    """batch01's 5 GiB spike at 2 h, squeezed to 3 GiB with 2 GiB of swap: one OOM kill, which
+    the series shows from the sample after it on, once."""
+    w = World(load_scenario("seed"))
+    rec = record(w, every=60)
+    w.set_target(w.guest("batch01").id, 3 * GiB)
+    w.advance(3 * 3600)
+    series = rec.to_data()["vms"]["batch01"]["oom_events"]
+    (kill,) = [e["t"] for e in w.events if e["kind"] == "oom"]
+    assert w.guest("batch01").oom_events == 1
+    assert series == [0 if t < kill else 1 for t in rec.t]
+
+
 def test_workload_shapes() -> None:
     w = World(load_scenario("seed"))
     rec = record(w, every=60)
