@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from hvballoon.fake.workloads import touch_rate
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from hvballoon.fake.flavors import FlavorPhysics
+    from hvballoon.fake.scenario import BalloonSpec, VMSpec
+
     Arr = npt.NDArray[np.float64]
+
+_MiB = 1024**2
 
 __all__ = ["GuestState"]
 
@@ -162,6 +169,46 @@ class GuestState:
     def floor(self) -> Arr:
         """What a balloon can never take: the kernel and the unfreeable memory."""
         return self.kernel + self.unfreeable
+
+    def set_vm(
+        self, i: int, spec: VMSpec, *, physics: FlavorPhysics, balloon: BalloonSpec, target: float
+    ) -> None:
+        """VM ``i`` as the scenario describes it (the flavour's defaults where it says nothing)."""
+        kernel = (
+            spec.kernel
+            if spec.kernel is not None
+            else min(max(0, spec.used - spec.unfreeable), 128 * _MiB + spec.memory // 128)
+        )
+        self.memory[i] = spec.memory
+        self.kernel[i] = kernel
+        self.unfreeable[i] = spec.unfreeable
+        self.swap_size[i] = spec.swap
+        self.cache_max[i] = min(spec.memory, spec.cache_max if spec.cache_max is not None else 2 * spec.cache)
+        self.touch_rate[i] = touch_rate(spec.workload.kind, spec.workload.params)
+        self.used_baseline[i] = spec.used
+        self.overhead[i] = physics.vm_overhead
+        self.inflate_rate[i] = balloon.inflate_rate or physics.inflate_rate
+        self.deflate_rate[i] = balloon.deflate_rate or physics.deflate_rate
+        self.balloon_driver[i] = spec.balloon_driver and spec.balloon_device
+        self.deflate_on_oom[i] = spec.deflate_on_oom
+        self.stats_period[i] = spec.stats_period
+        self.running[i] = spec.power_state == "running"
+        self.paused[i] = spec.power_state == "paused"
+        self.target[i] = target
+
+    def set_config(self, i: int, config: dict[str, Any]) -> None:
+        """Copy VM ``i``'s configuration (its config dict) into the arrays the simulation reads."""
+        c, inf = config, math.inf
+        self.limit[i] = inf if c.get("limit_bytes") is None else c["limit_bytes"]
+        self.balloon_cap[i] = inf if c.get("balloon_cap_bytes") is None else c["balloon_cap_bytes"]
+        self.shares[i] = c.get("shares") or 1000
+        self.dynamic[i] = bool(c.get("dynamic"))
+        self.dm_minimum[i] = c.get("minimum_bytes") or 0
+        self.dm_maximum[i] = c.get("maximum_bytes") or self.memory[i]
+        self.dm_buffer_percent[i] = c.get("buffer_percent") or 0
+        self.dm_priority[i] = 50 if c.get("priority") is None else c["priority"]
+        self.startup[i] = c.get("startup_bytes") or self.memory[i]
+        self.deflate_on_oom[i] = bool(c.get("deflate_on_oom"))
 
     def release(self, i: int) -> None:
         """VM ``i`` holds no memory any more, and nothing of it is reclaimed or stalled."""

@@ -57,7 +57,7 @@ from hvballoon.fake.physics import (
 )
 from hvballoon.fake.scenario import Scenario, VMSpec
 from hvballoon.fake.state import GuestState
-from hvballoon.fake.workloads import WorkloadBlock, components, touch_rate
+from hvballoon.fake.workloads import WorkloadBlock, components
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["FLAVOR_PHYSICS", "Block", "Guest", "Host", "Observer", "SimulationError", "World"]
 
 _NAMESPACE = uuid.UUID("6f1c1d1e-9d1b-4a52-9d39-7c2b1a0e5b11")
-_MiB = 1024**2
 _MAX_EVENTS = 10_000
 _NEVER = 1 << 30
 _CRASHES = {
@@ -101,9 +100,9 @@ def _labels(names: list[str]) -> list[str]:
 class Block:
     """One block of simulated steps as an observer sees it: rows are steps, columns VMs.
 
-    ``guest_swapped`` and ``reclaimed`` (host-swapped + compressed + shared) have a single row
-    of zeros when nothing was swapped or reclaimed; ``oom_kills`` (the steps at which a guest's
-    OOM killer started killing) is ``None`` when none did.
+    ``reclaimed`` is what the host swapped, compressed and shares; ``guest_swapped`` is a single
+    row of zeros when no guest swapped; ``oom_kills`` (the steps at which a guest's OOM killer
+    started killing) is ``None`` when none did.
     """
 
     times: Arr
@@ -217,48 +216,11 @@ class World:
     # -- building --------------------------------------------------------------------------
 
     def _fill_state(self, specs: list[VMSpec]) -> None:
-        s, phys, bal = self.state, self.physics, self.scenario.host.balloon
+        balloon = self.scenario.host.balloon
         for i, spec in enumerate(specs):
-            kern = (
-                spec.kernel
-                if spec.kernel is not None
-                else min(max(0, spec.used - spec.unfreeable), 128 * _MiB + spec.memory // 128)
-            )
-            s.memory[i] = spec.memory
-            s.kernel[i] = kern
-            s.unfreeable[i] = spec.unfreeable
-            s.swap_size[i] = spec.swap
-            s.cache_max[i] = min(
-                spec.memory, spec.cache_max if spec.cache_max is not None else 2 * spec.cache
-            )
-            s.touch_rate[i] = touch_rate(spec.workload.kind, spec.workload.params)
-            s.used_baseline[i] = spec.used
-            s.overhead[i] = phys.vm_overhead
-            s.inflate_rate[i] = bal.inflate_rate or phys.inflate_rate
-            s.deflate_rate[i] = bal.deflate_rate or phys.deflate_rate
-            s.balloon_driver[i] = spec.balloon_driver and spec.balloon_device
-            s.deflate_on_oom[i] = spec.deflate_on_oom
-            s.stats_period[i] = spec.stats_period
-            s.running[i] = spec.power_state == "running"
-            s.paused[i] = spec.power_state == "paused"
-            s.target[i] = self.hypervisor.initial_target(spec, self.configs[i])
-        for i in range(self.n):
-            self._sync_knobs(i)
-
-    def _sync_knobs(self, i: int) -> None:
-        """Copy one guest's config dict into the arrays the simulation reads."""
-        s, c = self.state, self.configs[i]
-        inf = math.inf
-        s.limit[i] = inf if c.get("limit_bytes") is None else c["limit_bytes"]
-        s.balloon_cap[i] = inf if c.get("balloon_cap_bytes") is None else c["balloon_cap_bytes"]
-        s.shares[i] = c.get("shares") or 1000
-        s.dynamic[i] = bool(c.get("dynamic"))
-        s.dm_minimum[i] = c.get("minimum_bytes") or 0
-        s.dm_maximum[i] = c.get("maximum_bytes") or s.memory[i]
-        s.dm_buffer_percent[i] = c.get("buffer_percent") or 0
-        s.dm_priority[i] = 50 if c.get("priority") is None else c["priority"]
-        s.startup[i] = c.get("startup_bytes") or s.memory[i]
-        s.deflate_on_oom[i] = bool(c.get("deflate_on_oom"))
+            target = self.hypervisor.initial_target(spec, self.configs[i])
+            self.state.set_vm(i, spec, physics=self.physics, balloon=balloon, target=target)
+            self.state.set_config(i, self.configs[i])
 
     def _build_workloads(self, specs: list[VMSpec]) -> list[WorkloadBlock]:
         by_kind: dict[str, list[Any]] = {}
@@ -480,7 +442,7 @@ class World:
                 else:
                     g.config[k] = v
             self.hypervisor.apply_config(s, i, changes, g.config)
-            self._sync_knobs(i)
+            s.set_config(i, g.config)
             self.version += 1
 
     def vanish(self, guest_id: str) -> None:
