@@ -165,8 +165,8 @@ class FakeBackend(Backend):
         with self._tx("connect") as w:
             self.flavor = w.flavor
             self._host = w.host.name
-        #: The hypervisor kind this flavour shows (the real backend of that kind holds the same).
-        self.kind = KINDS[self.flavor]
+            #: The hypervisor kind this flavour shows (the real backend of that kind holds the same).
+            self.kind = w.kind
         #: How the real backend of that kind shows a guest (the fields it fills and leaves None).
         self.view: FlavorView = VIEWS[self.kind.name]
 

@@ -73,7 +73,6 @@ class Reclaim:
 class Flavor:
     """How one kind of hypervisor treats its guests' memory in the simulation."""
 
-    name: ClassVar[str]
     kind: ClassVar[Kind]
     physics: ClassVar[FlavorPhysics]
     #: The host backs all the memory a VM is assigned (Hyper-V), not only the pages it touched.
@@ -82,6 +81,10 @@ class Flavor:
     #: (without deflate-on-OOM) the guest panics; the host's OOM killer kills a VM when host
     #: swap is full. Otherwise the hypervisor decides the balloon and never goes that far.
     balloon_obeys_target: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
 
     # -- building ------------------------------------------------------------------------------
 
@@ -169,7 +172,6 @@ class Flavor:
 class KVMFlavor(Flavor):
     """QEMU/KVM: the virtio-balloon goes where its target says, at the guest driver's rates."""
 
-    name: ClassVar[str] = "kvm"
     kind: ClassVar[Kind] = KVM
     #: The balloon of a QEMU guest under TCG inflated 256 MiB in 0.33-0.55 s and deflated
     #: faster; with KVM acceleration it is several times quicker (set host.balloon.inflate_rate
@@ -207,7 +209,6 @@ CTL_MAX_PERCENT = 0.65
 class ESXiFlavor(Flavor):
     """VMware ESXi: a target is a limit; the host decides balloons and reclaims in its order."""
 
-    name: ClassVar[str] = "esxi"
     kind: ClassVar[Kind] = ESXI
     #: conservative assumptions
     physics: ClassVar[FlavorPhysics] = FlavorPhysics(
@@ -303,7 +304,6 @@ DM_DEFAULT_PRIORITY = 50
 class HyperVFlavor(Flavor):
     """Microsoft Hyper-V: Dynamic Memory by demand, buffer and priority; static memory."""
 
-    name: ClassVar[str] = "hyperv"
     kind: ClassVar[Kind] = HYPERV
     #: conservative assumptions
     physics: ClassVar[FlavorPhysics] = FlavorPhysics(
