@@ -14,7 +14,8 @@ In the order :meth:`hvballoon.fake.world.World.advance` runs them each block:
 6. :func:`take_reports` — what the guest driver reported, at its stats period;
 7. :func:`carry_over` — the block's last step becomes the state;
 
-then the panics of guests whose balloon stalled on their floor (:func:`stalled_guests`).
+then the panics of guests whose balloon stalled on their floor (:func:`stalled_guests`; a
+block ends at the next one, :func:`next_panic_at`). :func:`boot` is the state a world starts in.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ __all__ = [
     "guest_memory",
     "move_balloons",
     "new_oom_kills",
-    "panic_times",
+    "next_panic_at",
     "snapshot_reports",
     "stalled_guests",
     "swap_traffic",
@@ -396,7 +397,7 @@ def _overinflated(state: GuestState, active: Mask, floor: Arr) -> Mask:
     return cand
 
 
-def panic_times(
+def next_panic_at(
     state: GuestState, active: Mask, floor: Arr, now: float, dt: float, panic_delay: float
 ) -> float:
     """When the first over-inflated guest panics: its balloon reaches the floor (already there,

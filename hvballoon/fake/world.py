@@ -49,7 +49,7 @@ from hvballoon.fake.physics import (
     guest_memory,
     move_balloons,
     new_oom_kills,
-    panic_times,
+    next_panic_at,
     stalled_guests,
     swap_traffic,
     take_reports,
@@ -313,7 +313,7 @@ class World:
         if not self.hypervisor.balloon_obeys_target:
             return _NEVER
         s = self.state
-        at = panic_times(s, self.active(), s.floor, self.now, dt, self.panic_delay)
+        at = next_panic_at(s, self.active(), s.floor, self.now, dt, self.panic_delay)
         if at == math.inf:
             return _NEVER
         return max(1, math.ceil((at - self.now) / dt - 1e-9))
