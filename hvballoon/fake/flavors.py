@@ -126,12 +126,13 @@ class Flavor:
         h = world.host
         base = h.overhead_bytes + world.overheads()
         avail = h.physical_bytes - h.reserve_bytes
-        parts = self._reclaim(world, held, base, avail)
+        total = held.sum(axis=1)
+        parts = self._reclaim(world, held, total, base, avail)
         rows = held.shape[0]
         if parts is None:
             zero = np.zeros((1, world.n))
             parts = (zero, zero, zero, zero)
-            host_free = h.physical_bytes - base - held.sum(axis=1)
+            host_free = h.physical_bytes - base - total
         else:
             hsw, comp, shr, zpool = parts
             resident = held - hsw - comp - shr
@@ -140,13 +141,13 @@ class Flavor:
         return Reclaim(hsw, comp, shr, zpool, host_free)
 
     def _reclaim(
-        self, world: World, held: Arr, base: float, avail: float
+        self, world: World, held: Arr, total: Arr, base: float, avail: float
     ) -> tuple[Arr, Arr, Arr, Arr] | None:
-        """Host-swapped, compressed, shared and compression-cache bytes (``None``: nothing).
-        By default the host swaps each VM's memory in proportion to what it holds."""
+        """Host-swapped, compressed, shared and compression-cache bytes (``None``: nothing),
+        from what each VM holds (``total``: the sum per step). By default the host swaps each
+        VM's memory in proportion to what it holds."""
         import numpy as np
 
-        total = held.sum(axis=1)
         ex = np.maximum(total + base - avail, 0.0)[:, None]
         world.pressure_bytes = float(total[-1] + base - avail)
         if not ex.any():
@@ -256,7 +257,7 @@ class ESXiFlavor(Flavor):
         return np.where(act, mem - want, cur), floor
 
     def _reclaim(
-        self, world: World, held: Arr, base: float, avail: float
+        self, world: World, held: Arr, total: Arr, base: float, avail: float
     ) -> tuple[Arr, Arr, Arr, Arr] | None:
         """Memory over a VM's limit is reclaimed from it whatever the host has; a shortage of
         the host in order: page sharing, (the balloons: decided by :meth:`steer`),
