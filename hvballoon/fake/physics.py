@@ -64,9 +64,30 @@ PAGE_BYTES = 4096
 
 class Buffers:
     """Work arrays of one block, kept between blocks: fresh multi-megabyte arrays cost page
-    faults that would dominate the arithmetic."""
+    faults that would dominate the arithmetic (freed at the end of a block, they let malloc
+    give the heap's top back to the system, and the next block faults it in again).
 
-    __slots__ = ("backed", "cache", "current", "demand", "effective_demand", "free", "oom", "roomy", "used")
+    Besides the ``(steps, VMs)`` arrays, :meth:`columns` lends ``(steps, k)`` arrays for the
+    work on a subset of the VMs (the guests that swap, those whose cache is squeezed).
+    """
+
+    __slots__ = (
+        "_columns",
+        "_flags",
+        "backed",
+        "cache",
+        "current",
+        "demand",
+        "effective_demand",
+        "free",
+        "oom",
+        "roomy",
+        "short",
+        "used",
+    )
+
+    #: The subset work arrays (see :meth:`columns`).
+    COLUMNS = ("backlog", "swapped", "gathered", "cache", "delta", "swap_in", "swap_out", "thrash")
 
     def __init__(self, rows: int, n: int) -> None:
         import numpy as np
@@ -80,10 +101,29 @@ class Buffers:
         self.free = np.empty((rows, n))
         self.backed = np.empty((rows, n))
         self.oom = np.empty((rows, n), dtype=bool)
+        self.short = np.empty((rows, n), dtype=bool)
+        self._columns = {name: np.empty(rows * n) for name in self.COLUMNS}
+        self._flags = np.empty(rows * n, dtype=bool)
 
     @property
     def rows(self) -> int:
         return int(self.demand.shape[0])
+
+    def columns(self, name: str, k: int) -> Arr:
+        """The work array ``name`` for ``k`` columns: ``(steps, k)``, contiguous."""
+        return self._columns[name][: self.rows * k].reshape(self.rows, k)
+
+    def flags(self, k: int) -> Mask:
+        """A boolean ``(steps, k)`` work array."""
+        return self._flags[: self.rows * k].reshape(self.rows, k)
+
+    def gather(self, name: str, arr: Arr, cols: Index) -> Arr:
+        """``arr[:, cols]`` into the work array ``name``."""
+        import numpy as np
+
+        out = self.columns(name, cols.size)
+        np.take(arr, cols, axis=1, out=out, mode="clip")
+        return out
 
 
 def workload_demand(
@@ -145,7 +185,8 @@ def move_balloons(
 
 @dataclass
 class GuestBlock:
-    """Inside the guests, per step and VM: what the OOM killer left, swap, cache and free."""
+    """Inside the guests, per step and VM: what the OOM killer left, swap, cache and free (in
+    the block's work arrays: valid until the next block)."""
 
     effective_demand: Arr
     oom: Mask
@@ -186,7 +227,7 @@ def guest_memory(
     roomy = np.subtract(current, deff, out=buf.roomy)  # free + cache, before anything is swapped
     z0 = state.swap_backlog
     # only the guests that swap (now or still) need the swap recurrence
-    sc = np.nonzero((z0 > 0) | (roomy < 0).any(axis=0))[0]
+    sc = np.nonzero((z0 > 0) | np.less(roomy, 0.0, out=buf.short).any(axis=0))[0]
     z_last = z0.copy()
     swapped: Arr | None = None
     swp: Arr = np.zeros((1, n))
@@ -197,34 +238,44 @@ def guest_memory(
         # prefix maximum; what is swapped is the backlog, capped at what the guest can swap
         s_dt = np.floor(SWAP_IN_RATE * dt)
         sk = s_dt * steps
-        zs = np.maximum(-roomy[:, sc], 0.0)
+        zs = buf.gather("backlog", roomy, sc)
+        np.negative(zs, out=zs)
+        np.maximum(zs, 0.0, out=zs)
         zs += sk
         np.maximum.accumulate(zs, axis=0, out=zs)
         np.maximum(zs, z0[sc], out=zs)
         zs -= sk
-        swapped = np.minimum(zs, deff[:, sc] - floor[sc])
+        swapped = buf.gather("swapped", deff, sc)
+        np.subtract(swapped, floor[sc], out=swapped)
+        np.minimum(zs, swapped, out=swapped)
         z_last[sc] = zs[-1]
-        roomy[:, sc] += swapped
-        used[:, sc] -= swapped
+        # roomy[:, sc] += swapped; used[:, sc] -= swapped (the guests' columns are distinct)
+        room = buf.gather("gathered", roomy, sc)
+        room += swapped
+        roomy[:, sc] = room
+        use = buf.gather("gathered", used, sc)
+        use -= swapped
+        used[:, sc] = use
         if full_swap:
             swp = np.zeros((rows, n))
             swp[:, sc] = swapped
-    cache = _page_cache(state, roomy, dt, steps, buf.cache)
+    cache = _page_cache(state, roomy, dt, steps, buf)
     free = np.subtract(roomy, cache, out=buf.free)
     return GuestBlock(deff, oom, used, cache, free, sc, swapped, swp, z_last)
 
 
-def _page_cache(state: GuestState, roomy: Arr, dt: float, steps: Arr, out: Arr) -> Arr:
+def _page_cache(state: GuestState, roomy: Arr, dt: float, steps: Arr, buf: Buffers) -> Arr:
     """cache_k = min(room_k, cache_max, cache_{k-1} + g), solved as a prefix minimum."""
     import numpy as np
 
     gk = np.floor(CACHE_GROWTH_RATE * dt) * steps
     cmax = state.cache_max
-    cache: Arr = np.add(state.cache, gk, out=out)
+    cache: Arr = np.add(state.cache, gk, out=buf.cache)
     np.minimum(cache, cmax, out=cache)
     tight = np.nonzero(roomy.min(axis=0) < cmax)[0]  # elsewhere room never binds
     if tight.size:
-        ct = np.minimum(roomy[:, tight], cmax[tight])
+        ct = buf.gather("cache", roomy, tight)
+        np.minimum(ct, cmax[tight], out=ct)
         ct -= gk
         np.minimum.accumulate(ct, axis=0, out=ct)
         np.minimum(ct, state.cache[tight], out=ct)
@@ -233,7 +284,7 @@ def _page_cache(state: GuestState, roomy: Arr, dt: float, steps: Arr, out: Arr) 
     return cache
 
 
-def swap_traffic(state: GuestState, guest: GuestBlock, dt: float) -> tuple[Arr, Arr] | None:
+def swap_traffic(state: GuestState, guest: GuestBlock, dt: float, buf: Buffers) -> tuple[Arr, Arr] | None:
     """Bytes swapped in and out per step, for the guests that swap; a squeezed workload that
     keeps touching what it swapped (its touch rate) thrashes while the guest has nothing free."""
     import numpy as np
@@ -242,10 +293,19 @@ def swap_traffic(state: GuestState, guest: GuestBlock, dt: float) -> tuple[Arr, 
     if swapped is None:
         return None
     s_dt = np.floor(SWAP_IN_RATE * dt)
-    d_swp = np.diff(swapped, axis=0, prepend=state.guest_swapped[None, sc])
-    out_s = np.maximum(d_swp, 0.0)
-    in_s = np.minimum(np.maximum(-d_swp, 0.0), s_dt)
-    thrash = np.floor(state.touch_rate[sc] * dt * swapped) * (guest.free[:, sc] <= 0)
+    k = sc.size
+    # the change of each step: from the state before the block, then step to step
+    d_swp = buf.columns("delta", k)
+    np.subtract(swapped[0], state.guest_swapped[sc], out=d_swp[0])
+    np.subtract(swapped[1:], swapped[:-1], out=d_swp[1:])
+    out_s = np.maximum(d_swp, 0.0, out=buf.columns("swap_out", k))
+    in_s = np.negative(d_swp, out=buf.columns("swap_in", k))
+    np.maximum(in_s, 0.0, out=in_s)
+    np.minimum(in_s, s_dt, out=in_s)
+    thrash = np.multiply(state.touch_rate[sc] * dt, swapped, out=buf.columns("thrash", k))
+    np.floor(thrash, out=thrash)
+    starved = np.less_equal(buf.gather("gathered", guest.free, sc), 0.0, out=buf.flags(k))
+    np.multiply(thrash, starved, out=thrash)
     out_s += thrash
     in_s += thrash
     return in_s, out_s

@@ -102,7 +102,8 @@ class Block:
 
     ``reclaimed`` is what the host swapped, compressed and shares; ``guest_swapped`` is a single
     row of zeros when no guest swapped; ``oom_kills`` (the steps at which a guest's OOM killer
-    started killing) is ``None`` when none did.
+    started killing) is ``None`` when none did. The arrays are the block's work arrays: copy
+    what you keep beyond the call.
     """
 
     times: Arr
@@ -343,7 +344,7 @@ class World:
         full_swap = self.strict or bool(self.observers)
         guest = guest_memory(s, current, demand, floor, dt, steps, buf, full_swap=full_swap)
         backed = current if hv.backs_assigned_memory else np.add(guest.used, guest.cache, out=buf.backed)
-        traffic = swap_traffic(s, guest, dt)
+        traffic = swap_traffic(s, guest, dt, buf)
         kills = new_oom_kills(s, guest.oom, act)
         if kills is not None:
             for j, i in zip(*np.nonzero(kills), strict=True):
