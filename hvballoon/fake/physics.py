@@ -87,7 +87,18 @@ class Buffers:
     )
 
     #: The subset work arrays (see :meth:`columns`).
-    COLUMNS = ("backlog", "swapped", "gathered", "cache", "delta", "swap_in", "swap_out", "thrash")
+    COLUMNS = (
+        "workload",
+        "workload_work",
+        "backlog",
+        "swapped",
+        "gathered",
+        "cache",
+        "delta",
+        "swap_in",
+        "swap_out",
+        "thrash",
+    )
 
     def __init__(self, rows: int, n: int) -> None:
         import numpy as np
@@ -110,11 +121,17 @@ class Buffers:
         return int(self.demand.shape[0])
 
     def columns(self, name: str, k: int) -> Arr:
-        """The work array ``name`` for ``k`` columns: ``(steps, k)``, contiguous."""
-        return self._columns[name][: self.rows * k].reshape(self.rows, k)
+        """The work array ``name`` for ``k`` columns: ``(steps, k)``, contiguous (more columns
+        than VMs, as a VM's several workload parts of one kind can be: a fresh array)."""
+        import numpy as np
+
+        flat = self._columns[name]
+        if self.rows * k > flat.size:
+            return np.empty((self.rows, k))
+        return flat[: self.rows * k].reshape(self.rows, k)
 
     def flags(self, k: int) -> Mask:
-        """A boolean ``(steps, k)`` work array."""
+        """A boolean ``(steps, k)`` work array (``k`` at most the number of VMs)."""
         return self._flags[: self.rows * k].reshape(self.rows, k)
 
     def gather(self, name: str, arr: Arr, cols: Index) -> Arr:
@@ -133,16 +150,17 @@ def workload_demand(
     dt: float,
     rng: np.random.Generator,
     floor: Arr,
-    out: Arr,
+    buf: Buffers,
 ) -> Arr:
     """What each guest's workloads ask for at each step, clipped to the guest's floor and to
     what it can hold (its memory and its swap)."""
     import numpy as np
 
-    demand = out
+    demand = buf.demand
     demand[:] = state.used_baseline
     for blk in workloads:
-        d = blk.delta(times, dt, rng)
+        k = len(blk.walk)
+        d = blk.delta(times, dt, rng, buf.columns("workload", k), buf.columns("workload_work", k))
         if blk.unique:
             demand[:, blk.cols] += d
         else:

@@ -239,32 +239,67 @@ class WorkloadBlock:
         self.walk = np.zeros(len(comps), dtype=np.float64)
 
     def delta(
-        self, t: npt.NDArray[np.float64], dt: float, rng: np.random.Generator
+        self,
+        t: npt.NDArray[np.float64],
+        dt: float,
+        rng: np.random.Generator,
+        out: npt.NDArray[np.float64] | None = None,
+        work: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.float64]:
-        """Demand change from ``used`` at times ``t`` (shape (steps,)) → (steps, components)."""
+        """Demand change from ``used`` at times ``t`` (shape (steps,)) → (steps, components),
+        written into ``out`` (``work``: another such array to compute in; both C-contiguous,
+        made when not given)."""
         import numpy as np
 
         p, tt = self.p, t[:, None]
-        if self.kind == "diurnal":
-            return p["amp"] * np.sin((2 * np.pi) * (tt + p["phase"]) / p["period"])
-        if self.kind == "ramp":
-            return p["delta"] * np.clip((tt - p["start"]) / p["over"], 0.0, 1.0)
-        if self.kind == "spike":
-            up = np.clip((tt - p["at"]) / p["rise"], 0.0, 1.0)
-            down = np.clip((p["at"] + p["dur"] - tt) / p["rise"], 0.0, 1.0)
-            return p["size"] * np.minimum(up, down)
+        shape = (len(t), len(self.walk))
+        out = np.empty(shape) if out is None else out
+        work = np.empty(shape) if work is None else work
+        if self.kind == "diurnal":  # amp * sin(2 pi (t + phase) / period)
+            np.add(tt, p["phase"], out=out)
+            np.multiply(2 * np.pi, out, out=out)
+            np.divide(out, p["period"], out=out)
+            np.sin(out, out=out)
+            return np.multiply(p["amp"], out, out=out)
+        if self.kind == "ramp":  # delta * clip((t - start) / over, 0, 1)
+            np.subtract(tt, p["start"], out=out)
+            np.divide(out, p["over"], out=out)
+            np.clip(out, 0.0, 1.0, out=out)
+            return np.multiply(p["delta"], out, out=out)
+        if self.kind == "spike":  # size * min(up, down), each a clipped ramp
+            np.subtract(tt, p["at"], out=out)
+            np.divide(out, p["rise"], out=out)
+            np.clip(out, 0.0, 1.0, out=out)
+            np.subtract(p["at"] + p["dur"], tt, out=work)
+            np.divide(work, p["rise"], out=work)
+            np.clip(work, 0.0, 1.0, out=work)
+            np.minimum(out, work, out=out)
+            return np.multiply(p["size"], out, out=out)
         if self.kind == "random_walk":
-            draws = rng.standard_normal((len(t), len(self.walk)))
-            path = self.walk + np.cumsum(draws * (p["step"] * np.sqrt(dt / 60.0)), axis=0)
+            rng.standard_normal(out=work)
+            np.multiply(work, p["step"] * np.sqrt(dt / 60.0), out=work)
+            np.cumsum(work, axis=0, out=out)
+            path = np.add(self.walk, out, out=out)
             self.walk = path[-1].copy()
             # fold the free walk into [lo, lo + width]: a walk reflected at both bounds
             w2 = 2 * p["width"]
-            x: npt.NDArray[np.float64] = np.mod(path - p["lo"], w2)
-            folded: npt.NDArray[np.float64] = p["lo"] + np.minimum(x, w2 - x)
-            return folded
-        if self.kind == "jvm":
-            return p["grow"] * np.clip(tt / p["warmup"], 0.0, 1.0)
-        if self.kind == "database":
-            fill = p["grow"] * np.clip(tt / p["warmup"], 0.0, 1.0)
-            return fill + p["query"] * 0.5 * (1.0 - np.cos((2 * np.pi) * tt / p["period"]))
-        return np.zeros((len(t), len(self.walk)))
+            x = np.subtract(path, p["lo"], out=work)
+            np.mod(x, w2, out=x)
+            np.subtract(w2, x, out=out)
+            np.minimum(x, out, out=out)
+            return np.add(p["lo"], out, out=out)
+        if self.kind == "jvm":  # grow * clip(t / warmup, 0, 1)
+            np.divide(tt, p["warmup"], out=out)
+            np.clip(out, 0.0, 1.0, out=out)
+            return np.multiply(p["grow"], out, out=out)
+        if self.kind == "database":  # the pool filling, and query memory over the period
+            np.divide(tt, p["warmup"], out=out)
+            np.clip(out, 0.0, 1.0, out=out)
+            np.multiply(p["grow"], out, out=out)
+            np.divide((2 * np.pi) * tt, p["period"], out=work)
+            np.cos(work, out=work)
+            np.subtract(1.0, work, out=work)
+            np.multiply(p["query"] * 0.5, work, out=work)
+            return np.add(out, work, out=out)
+        out.fill(0.0)
+        return out

@@ -337,7 +337,7 @@ class World:
         floor = s.floor
         buf = self._buffers(rows)
 
-        demand = workload_demand(s, self.workloads, times, dt, self.rng, floor, buf.demand)
+        demand = workload_demand(s, self.workloads, times, dt, self.rng, floor, buf)
         goal, low = hv.steer(self, floor)
         cur0 = s.current
         current = move_balloons(s, goal, low, act, demand, dt, steps, buf.current)
