@@ -52,7 +52,7 @@ from hvballoon.models import (
 )
 from hvballoon.registry import backends
 from hvballoon.retry import RetryPolicy
-from hvballoon.session import GuardRails, Hypervisor, connect
+from hvballoon.session import GuardRails, Hypervisor, TargetResults, connect
 from hvballoon.units import format_size, parse_size
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "TargetAboveMaximumError",
     "TargetBelowFloorError",
     "TargetNotObservableWarning",
+    "TargetResults",
     "UnsupportedOperationError",
     "VM",
     "VMNotFoundError",

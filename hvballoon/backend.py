@@ -14,6 +14,10 @@ A backend of a built-in hypervisor kind sets ``kind`` (:mod:`hvballoon.kinds`): 
 then takes the ceiling of a target and every target and configuration rule from the kind, the
 same object the fake's flavour of that kind uses, so neither restates a rule.
 
+The bulk hooks (:meth:`Backend.lookup_vms`, :meth:`Backend.get_configs`,
+:meth:`Backend.get_stats_and_configs`, :meth:`Backend.apply_targets`) have defaults built on the
+per-VM methods; a backend overrides them where its API does the work in fewer round trips.
+
 A minimal backend (see ``hvballoon.fake.backend`` for a complete one)::
 
     class MyBackend(Backend):
@@ -43,17 +47,24 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import SecretStr
 
 from hvballoon._uri import ParsedURI
-from hvballoon.errors import InvalidRequestError, UnsupportedOperationError
+from hvballoon.errors import HVBalloonError, InvalidRequestError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.kinds import Kind, check_settable, is_off
 from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
 
-__all__ = ["Backend", "ConnectOptions"]
+__all__ = ["Backend", "ConnectOptions", "TargetRequest"]
+
+
+class TargetRequest(NamedTuple):
+    """One move of a bulk :meth:`Backend.apply_targets`: already aligned and guard-railed."""
+
+    vm: VM
+    target_bytes: int
 
 
 class ConnectOptions:
@@ -131,6 +142,57 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         """Move the VM's target to ``target_bytes`` (already aligned and guard-railed)."""
+
+    # -- optional: bulk variants (defaults call the per-VM methods) --------------------------
+
+    def lookup_vms(self, refs: Sequence[str]) -> list[VM] | None:
+        """The VMs whose id or name is one of ``refs``, looked up natively (no listing).
+
+        Used by the session to resolve names it has not seen yet. Return every VM whose id or
+        name matches (the session picks exact matches and reports ambiguity); a ref that
+        matches nothing is simply absent. A backend that had to read more (ESXi) may return
+        every VM it saw: the session remembers them. ``None`` (the default) means "no native
+        lookup": the session then lists every VM.
+        """
+        return None
+
+    def get_configs(self, vms: list[VM] | None = None) -> list[MemoryConfig]:
+        """Configurations of ``vms`` (every VM when ``None``), in as few round trips as the API
+        allows. Like :meth:`get_stats`: for ``None`` a VM that vanishes meanwhile is left out;
+        a VM given that does not exist raises :class:`~hvballoon.errors.VMNotFoundError`."""
+        if vms is not None:
+            return [self.get_config(vm) for vm in vms]
+        out = []
+        for vm in self.list_vms():
+            try:
+                out.append(self.get_config(vm))
+            except VMNotFoundError:
+                continue  # gone since the listing
+        return out
+
+    def get_stats_and_configs(self, vms: list[VM]) -> list[tuple[MemoryStats, MemoryConfig]]:
+        """Fresh stats and configuration of each of ``vms`` (in order), read together for a
+        change: a backend whose one read returns both (ESXi, Hyper-V) overrides this."""
+        stats = self.get_stats(vms)
+        configs = self.get_configs(vms)
+        return list(zip(stats, configs, strict=True))
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """Apply many targets; one entry per request, in order: ``None`` (applied) or the
+        typed error of that VM. One VM's failure must not stop or undo the others'.
+
+        Raise only when nothing could be sent at all. Each move is absolute, so the session
+        may send a request again whose error is retryable.
+        """
+        out: list[HVBalloonError | None] = []
+        for t in targets:
+            try:
+                self.apply_target(t.vm, t.target_bytes)
+            except HVBalloonError as exc:
+                out.append(exc.with_context(backend=self.name, vm=t.vm.name))
+            else:
+                out.append(None)
+        return out
 
     # -- optional -------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ the auto-balloon controller's :class:`~hvballoon.policy.model.Decision` lines.
 - ``vms URI``: a list of ``VM``; ``stats URI [VM…]``: a list of ``MemoryStats``
 - ``stats URI URI… [VM…]``, ``stats -i FILE``: :class:`FleetStats`
 - ``watch … --json``: one :class:`WatchSweep` per line
-- ``set …``: ``Change``, with ``--wait`` :class:`WaitedChange`
+- ``set …``: ``Change``, with ``--wait`` :class:`WaitedChange`; ``set URI VM=SIZE…``:
+  :class:`TargetsReport`
 - ``config URI VM``: ``MemoryConfig``, with changes ``Change``
 - ``capabilities URI [VM]``: ``Capabilities``; ``host URI``: a list of ``HostStats``
 - ``scenarios``: a list of :class:`ScenarioInfo`
@@ -41,6 +42,8 @@ __all__ = [
     "SimulationHost",
     "SimulationSummary",
     "SimulationVM",
+    "TargetRecord",
+    "TargetsReport",
     "WaitedChange",
     "WatchFleet",
     "WatchHost",
@@ -106,6 +109,32 @@ class WaitedChange(_Output):
     change: Change
     stats: MemoryStats | None
     interrupted: bool = False
+
+
+class TargetRecord(_Output):
+    """One VM of ``set URI VM=SIZE…``: as named, whether it got (or, in a dry run or a refused
+    batch, would get) its target, whether it really moved, its change or its error, and the
+    stats it reached (``--wait``)."""
+
+    vm: str
+    ok: bool
+    changed: bool
+    change: Change | None
+    error: ErrorReport | None
+    stats: MemoryStats | None
+
+
+class TargetsReport(_Output):
+    """``set URI VM=SIZE…``: one record per VM (in the order given) and what the whole came to.
+    ``applied`` is false after a dry run and when a refusal stopped everything; ``error`` is the
+    whole's (``partial_change`` when some VMs changed and others did not)."""
+
+    ok: bool
+    applied: bool
+    changed: bool
+    exit_code: int = Field(description="0, else the whole error's (12: a partial change).")
+    error: ErrorReport | None
+    results: list[TargetRecord]
 
 
 class HostSweep(_Output):
@@ -208,6 +237,7 @@ def output_schemas() -> dict[str, dict[str, Any]]:
         FleetStats,
         ScenarioInfo,
         SimulationSummary,
+        TargetsReport,
         WaitedChange,
         WatchSweep,
     ]

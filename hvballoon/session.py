@@ -15,18 +15,21 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, cast
 
 from pydantic import SecretStr
 
 from hvballoon import registry
+from hvballoon._results import TargetResults
 from hvballoon._uri import ParsedURI, parse_uri
-from hvballoon.backend import Backend, ConnectOptions
+from hvballoon._vmindex import VMIndex
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import (
     AmbiguousVMError,
+    BackendError,
     BalloonStalledError,
     GuardRailError,
     Hint,
@@ -54,12 +57,34 @@ from hvballoon.models import (
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import MiB, align, format_size, format_sizes, parse_size
 
-__all__ = ["GuardRails", "Hypervisor", "VMRef", "connect", "noting_unobservable"]
+__all__ = ["GuardRails", "Hypervisor", "TargetResults", "VMRef", "connect", "noting_unobservable"]
 
 log = logging.getLogger("hvballoon")
 
 VMRef = str | VM
 PASSWORD_ENV = "HVBALLOON_PASSWORD"  # noqa: S105 - a variable name, not a secret
+R = TypeVar("R")
+
+
+class _Resolved(NamedTuple):
+    """A ref resolved to a VM: ``name`` when it was a name, ``cached`` when the index answered
+    (no look-up in this call), so a fresh read showing another name means the index was stale."""
+
+    vm: VM
+    name: str | None
+    cached: bool
+
+
+def _stats_vm(stats: MemoryStats) -> VM:
+    return stats.vm
+
+
+def _config_vm(config: MemoryConfig) -> VM:
+    return config.vm
+
+
+def _pair_vm(pair: tuple[MemoryStats, MemoryConfig]) -> VM:
+    return pair[0].vm
 
 
 #: ``set_config``'s keywords, each a :class:`ConfigUpdate` field's option.
@@ -176,6 +201,7 @@ class Hypervisor:
         self.retry = retry or RetryPolicy()
         self.guard_rails = guard_rails or GuardRails()
         self._targets: dict[str, int] = {}
+        self._index = VMIndex(ttl_seconds=60.0)
         self._closed = False
 
     # -- plumbing -----------------------------------------------------------------------
@@ -226,27 +252,197 @@ class Hypervisor:
             exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm)
             raise
 
+    # -- knowing the VMs -----------------------------------------------------------------
+
+    @property
+    def name_cache_seconds(self) -> float:
+        """How long a VM found by *name* is trusted without looking again (default 60 s).
+
+        Every listing and sweep (``list_vms``, ``get_stats()``, ``get_configs()``) feeds the
+        session's index of VM names and ids, so naming a VM costs no listing. A name unknown
+        to the index, a VM renamed meanwhile or one that vanished makes the session look
+        again (natively where the backend can: libvirt by name or UUID, one filtered
+        ``Get-VM`` on Hyper-V; else a listing). Power states and figures never come from the
+        index: each operation reads them fresh. ``0`` looks every name up again each time.
+        """
+        return self._index.ttl_seconds
+
+    @name_cache_seconds.setter
+    def name_cache_seconds(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise InvalidRequestError(f"name_cache_seconds must be >= 0, got {seconds!r}")
+        self._index.ttl_seconds = float(seconds)
+
+    def _lookup(self, refs: Sequence[str]) -> None:
+        """Look ``refs`` up on the hypervisor (natively, else by listing) into the index."""
+        wanted = list(dict.fromkeys(refs))
+        found: list[VM] | None = self._call("lookup_vms", lambda: self._backend.lookup_vms(wanted))
+        if found is None:
+            self.list_vms()
+            return
+        self._index.update(found)  # a backend may answer more than asked: remember it all
+        for ref in wanted:
+            self._index.settle(ref, [v for v in found if v.id == ref or v.name == ref])
+
+    def _pick(self, ref: str) -> VM | HVBalloonError:
+        """``ref`` from the index just refreshed: by id, else the one VM of that name."""
+        vm = self._index.by_id(ref)
+        if vm is not None:
+            return vm
+        named = self._index.by_name(ref, max_age=None) or []
+        if len(named) == 1:
+            return named[0]
+        if not named:
+            return VMNotFoundError(
+                f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
+            )
+        ids = sorted(v.id for v in named)
+        return AmbiguousVMError(
+            f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
+            backend=self.backend_name,
+            uri=self.uri,
+            vm=ref,
+            details={"candidates": ids},
+        )
+
+    def _resolve(self, refs: Sequence[VMRef]) -> list[_Resolved | HVBalloonError]:
+        """Each ref as a VM (from the index when it knows it), or its typed error."""
+        out: list[_Resolved | HVBalloonError | None] = []
+        misses: list[int] = []
+        for ref in refs:
+            if isinstance(ref, VM):
+                out.append(_Resolved(ref, None, cached=True))
+            elif not isinstance(ref, str) or not ref:
+                out.append(
+                    InvalidRequestError(
+                        f"a VM is named by a non-empty name or id, got {ref!r}",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                    )
+                )
+            elif (known := self._index.by_id(ref)) is not None:
+                out.append(_Resolved(known, None, cached=True))
+            elif (named := self._index.by_name(ref)) is not None and len(named) == 1:
+                out.append(_Resolved(named[0], ref, cached=True))
+            else:
+                misses.append(len(out))
+                out.append(None)
+        if misses:
+            names = [cast(str, refs[i]) for i in misses]
+            self._lookup(names)
+            for i, ref in zip(misses, names, strict=True):
+                picked = self._pick(ref)
+                out[i] = (
+                    picked if isinstance(picked, HVBalloonError) else _Resolved(picked, ref, cached=False)
+                )
+        return [r for r in out if r is not None]
+
+    def _read_fresh(
+        self, what: str, refs: Sequence[VMRef], fetch: Callable[[list[VM]], list[R]], vm_of: Callable[[R], VM]
+    ) -> list[R | HVBalloonError]:
+        """One bulk read (``fetch``) of the VMs named by ``refs``: per ref, its row or error.
+
+        A VM the index knew that is gone, or whose name changed, sends the session to look its
+        ref up again (once) and read what it names now; a read that still fails is repeated VM
+        by VM, so that each ref gets its own answer.
+        """
+        resolved = self._resolve(refs)
+        out: list[R | HVBalloonError | None] = [
+            r if isinstance(r, HVBalloonError) else None for r in resolved
+        ]
+        pending = [i for i, r in enumerate(resolved) if isinstance(r, _Resolved)]
+
+        def again(indices: list[int]) -> list[int]:
+            lookup = [r if isinstance(r, str) else r.id for r in (refs[i] for i in indices)]
+            self._lookup(lookup)
+            kept = []
+            for i, ref in zip(indices, lookup, strict=True):
+                picked = self._pick(ref)
+                if isinstance(picked, HVBalloonError):
+                    out[i] = picked
+                else:
+                    resolved[i] = _Resolved(picked, ref if isinstance(refs[i], str) else None, cached=False)
+                    kept.append(i)
+            return kept
+
+        for attempt in range(3):
+            if not pending:
+                break
+            vms = list({r.vm.id: r.vm for r in (cast(_Resolved, resolved[i]) for i in pending)}.values())
+            errors: dict[str, HVBalloonError] = {}
+            try:
+                rows: list[R] = self._call(what, lambda vms=vms: fetch(vms))
+            except VMNotFoundError:
+                if attempt == 0:
+                    pending = again(pending)
+                    continue
+                rows = []
+                for vm in vms:
+                    try:
+                        rows.extend(self._call(what, lambda vm=vm: fetch([vm]), vm.name))
+                    except HVBalloonError as exc:
+                        errors[vm.id] = exc
+            by_id = {vm_of(row).id: row for row in rows}
+            self._index.update(vm_of(row) for row in rows)
+            renamed = []
+            for i in pending:
+                res = cast(_Resolved, resolved[i])
+                row = by_id.get(res.vm.id)
+                if row is None:
+                    out[i] = errors.get(res.vm.id) or VMNotFoundError(
+                        f"VM {res.vm.name!r} ({res.vm.id}) no longer exists",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        vm=res.vm.name,
+                    )
+                elif res.cached and res.name is not None and vm_of(row).name != res.name:
+                    renamed.append(i)  # the index was stale: the name may be another VM's now
+                else:
+                    out[i] = row
+            pending = again(renamed) if renamed else []
+        return [r if r is not None else self._unreached(refs[i]) for i, r in enumerate(out)]
+
+    def _unreached(self, ref: VMRef) -> HVBalloonError:
+        name = ref.name if isinstance(ref, VM) else str(ref)
+        return VMNotFoundError(
+            f"VM {name!r} could not be read: it changed name or vanished twice while being read",
+            backend=self.backend_name,
+            uri=self.uri,
+            vm=name,
+        )
+
+    @staticmethod
+    def _first_error(rows: Sequence[R | HVBalloonError]) -> list[R]:
+        for row in rows:
+            if isinstance(row, HVBalloonError):
+                raise row
+        return cast(list[R], list(rows))
+
     # -- reading ------------------------------------------------------------------------
 
     def list_vms(self) -> list[VM]:
         """Every VM on the hypervisor."""
         result: list[VM] = self._call("list_vms", self._backend.list_vms)
+        self._index.replace(result)
         return result
 
     def resolve(self, vm: VMRef) -> VM:
-        """Find a VM by id, name or :class:`VM`; an ambiguous name lists the candidates."""
+        """Find a VM by id, name or :class:`VM`; an ambiguous name lists the candidates.
+
+        The VM comes from the session's index when it knows it (see
+        :attr:`name_cache_seconds`): its ``power_state`` may be old. Read stats for a fresh one.
+        """
         return self.resolve_many([vm])[0]
 
     def resolve_many(self, refs: Iterable[VMRef]) -> list[VM]:
-        """Several VMs at once (one listing); the first name that matches nothing raises
-        :class:`~hvballoon.errors.VMNotFoundError`."""
-        found, missing = self.find_vms(refs)
-        if missing:
-            ref = missing[0]
-            raise VMNotFoundError(
-                f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
-            )
-        return found
+        """Like :meth:`resolve` for many refs, with at most one look-up for all the unknown ones;
+        the first that matches nothing raises :class:`~hvballoon.errors.VMNotFoundError`."""
+        out = []
+        for r in self._resolve(list(refs)):
+            if isinstance(r, HVBalloonError):
+                raise r
+            out.append(r.vm)
+        return out
 
     def find_vms(self, refs: Iterable[VMRef]) -> tuple[list[VM], list[str]]:
         """The VMs that ``refs`` name (by id, name or VM, in order), and the names or ids that
@@ -260,46 +456,26 @@ class Hypervisor:
         (['web01'], ['web99'])
         """
         refs = list(refs)
-        if refs and all(isinstance(r, VM) for r in refs):
-            return [r for r in refs if isinstance(r, VM)], []
-        vms = self.list_vms()
-        by_id = {v.id: v for v in vms}
-        out = []
+        found: list[VM] = []
         missing: list[str] = []
-        for ref in refs:
-            if isinstance(ref, VM):
-                out.append(ref)
-                continue
-            if not isinstance(ref, str) or not ref:
-                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
-            if ref in by_id:
-                out.append(by_id[ref])
-                continue
-            named = [v for v in vms if v.name == ref]
-            if len(named) == 1:
-                out.append(named[0])
-            elif not named:
-                missing.append(ref)
+        for ref, r in zip(refs, self._resolve(refs), strict=True):
+            if isinstance(r, VMNotFoundError):
+                missing.append(str(ref))
+            elif isinstance(r, HVBalloonError):
+                raise r
             else:
-                ids = [v.id for v in named]
-                raise AmbiguousVMError(
-                    f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
-                    backend=self.backend_name,
-                    uri=self.uri,
-                    vm=ref,
-                    details={"candidates": ids},
-                )
-        return out, missing
+                found.append(r.vm)
+        return found, missing
 
     def get_stats(self, vms: VMRef | Sequence[VMRef] | None = None) -> list[MemoryStats]:
         """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM."""
         if vms is None:
             result: list[MemoryStats] = self._call("get_stats", self._backend.get_stats)
+            self._index.replace(s.vm for s in result)
             return result
         refs = [vms] if isinstance(vms, (str, VM)) else list(vms)
-        resolved = self.resolve_many(refs)
-        stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats(resolved))
-        return stats
+        rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm)
+        return self._first_error(rows)
 
     def get_host_stats(self, *, vm_stats: Sequence[MemoryStats] | None = None) -> list[HostStats]:
         """The memory picture of every host behind the URI (a vCenter has many), in one bulk read.
@@ -323,13 +499,30 @@ class Hypervisor:
 
     def get_config(self, vm: VMRef) -> MemoryConfig:
         """The VM's memory configuration."""
-        target = self.resolve(vm)
-        cfg: MemoryConfig = self._call("get_config", lambda: self._backend.get_config(target), target.name)
+        (row,) = self._read_fresh(
+            "get_config", [vm], lambda vms: [self._backend.get_config(v) for v in vms], _config_vm
+        )
+        (cfg,) = self._first_error([row])
         return cfg
 
+    def get_configs(self, vms: Sequence[VMRef] | None = None) -> list[MemoryConfig]:
+        """Memory configurations of all VMs, or of the VMs given, in one bulk read where the
+        backend allows (ESXi: one PropertyCollector read; Hyper-V: one command)."""
+        if vms is None:
+            result: list[MemoryConfig] = self._call("get_configs", lambda: self._backend.get_configs(None))
+            self._index.replace(c.vm for c in result)
+            return result
+        rows = self._read_fresh("get_configs", list(vms), self._backend.get_configs, _config_vm)
+        return self._first_error(rows)
+
     def vm_capabilities(self, vm: VMRef) -> Capabilities:
-        """Capabilities refined for one VM (its mechanism may differ from the backend's)."""
-        return self._backend.vm_capabilities(self.resolve(vm))
+        """Capabilities refined for one VM (its mechanism may differ from the backend's, and
+        change with its configuration: a VM named by name or id is read fresh for it; a
+        :class:`VM` given is taken as it is)."""
+        if isinstance(vm, VM):
+            return self._backend.vm_capabilities(vm)
+        (stats,) = self.get_stats([vm])
+        return self._backend.vm_capabilities(stats.vm)
 
     # -- changing -----------------------------------------------------------------------
 
@@ -354,16 +547,225 @@ class Hypervisor:
         :class:`Change` and touches nothing. ``guard_rails`` replaces the session's margins for
         this call only (the session's own are untouched, so threads sharing it are safe).
         """
-        requested = parse_size(size, what="target")
+        parse_size(size, what="target")  # a bad size is refused before anything is read
+        key = vm.id if isinstance(vm, VM) else vm
+        if not isinstance(key, str) or not key:
+            raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {vm!r}")
+        results = self._set_targets(
+            [(key, vm, size)], force=force, dry_run=dry_run, guard_rails=guard_rails, skip_invalid=False
+        )
+        result = results[key]
+        if isinstance(result, HVBalloonError):
+            raise result
+        return result
+
+    def set_targets(
+        self,
+        targets: Mapping[str, int | str] | Sequence[tuple[VMRef, int | str]],
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        wait: bool = False,
+        guard_rails: GuardRails | None = None,
+        skip_invalid: bool = False,
+        wait_timeout: float = 60.0,
+    ) -> TargetResults:
+        """Move many VMs' targets at once: ``{"web01": "6GiB", "web02": "4GiB"}`` (or a list of
+        ``(VM or name or id, size)`` pairs).
+
+        Every VM is resolved, read (in one bulk read) and checked by the same guard rails as
+        :meth:`set_target` *first*; only then is anything applied, in one bulk call where the
+        backend allows (one PowerShell command on Hyper-V, all ``ReconfigVM_Task`` s awaited
+        together on ESXi, one worker pass on KVM). When a VM is refused, nothing is applied
+        unless ``skip_invalid=True`` asks to apply the others anyway. One VM's failure never
+        hides or undoes another's: the answer, a :class:`TargetResults`, has one result per
+        VM — its :class:`Change` or its typed error — and ``.error`` says what the whole came
+        to (:class:`~hvballoon.errors.PartialChangeError` when some VMs changed and others did
+        not). ``wait=True`` then waits, up to ``wait_timeout`` seconds, until every changed
+        VM's memory reaches its target; a VM whose mechanism cannot be observed gets a warning
+        instead.
+
+        >>> import hvballoon
+        >>> with hvballoon.connect("fake://seed") as hv:
+        ...     res = hv.set_targets({"web01": "7GiB", "web02": "8GiB"})
+        ...     res.ok, res["web01"].after["target_bytes"] // 2**30, sorted(res.made)
+        (True, 7, ['web01', 'web02'])
+        """
+        if self._closed:
+            raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
+        items = self._target_items(targets)
+        if wait and not (isinstance(wait_timeout, (int, float)) and wait_timeout > 0):
+            raise InvalidRequestError(
+                f"wait_timeout must be a positive number of seconds, got {wait_timeout!r}"
+            )
+        return self._set_targets(
+            items,
+            force=force,
+            dry_run=dry_run,
+            guard_rails=guard_rails,
+            skip_invalid=skip_invalid,
+            wait_timeout=float(wait_timeout) if wait else None,
+        )
+
+    @staticmethod
+    def _target_items(targets: Any) -> list[tuple[str, VMRef, int | str]]:
+        if isinstance(targets, Mapping):
+            pairs = list(targets.items())
+        elif isinstance(targets, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in targets
+        ):
+            pairs = [tuple(p) for p in targets]
+        else:
+            raise InvalidRequestError(
+                "set_targets takes a mapping {vm: size} or a list of (vm, size) pairs, "
+                f"got {type(targets).__name__}"
+            )
+        if not pairs:
+            raise InvalidRequestError("set_targets needs at least one VM")
+        items: list[tuple[str, VMRef, int | str]] = []
+        seen: set[str] = set()
+        for ref, size in pairs:
+            key = ref.id if isinstance(ref, VM) else ref
+            if not isinstance(key, str) or not key:
+                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
+            if key in seen:
+                raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
+            seen.add(key)
+            items.append((key, ref, size))
+        return items
+
+    def _set_targets(
+        self,
+        items: list[tuple[str, VMRef, int | str]],
+        *,
+        force: bool,
+        dry_run: bool,
+        guard_rails: GuardRails | None,
+        skip_invalid: bool,
+        wait_timeout: float | None = None,
+    ) -> TargetResults:
         rails = guard_rails if guard_rails is not None else self.guard_rails
-        target_vm = self.resolve(vm)
-        caps = self._backend.vm_capabilities(target_vm)
-        running = target_vm.power_state is PowerState.RUNNING
-        self._with_context(lambda: check_settable(caps, ["target"], target_vm), target_vm)
+        results: dict[str, Change | HVBalloonError] = {}
+        requested: dict[str, int] = {}
+        for key, _ref, size in items:
+            try:
+                requested[key] = parse_size(size, what=f"target of {key}" if len(items) > 1 else "target")
+            except HVBalloonError as exc:
+                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=key)
+        keys = [key for key, _, _ in items if key not in results]
+        ref_of = {key: ref for key, ref, _ in items}
+        # 1. every VM resolved, read fresh (one bulk read) and checked before anything is sent
+        try:
+            reads = self._read_fresh(
+                "get_stats_and_configs",
+                [ref_of[k] for k in keys],
+                self._backend.get_stats_and_configs,
+                _pair_vm,
+            )
+        except HVBalloonError as exc:
+            reads = [exc] * len(keys)
+        named: dict[str, list[str]] = {}
+        for key, read in zip(keys, reads, strict=True):
+            if not isinstance(read, HVBalloonError):
+                named.setdefault(read[0].vm.id, []).append(key)
+        planned: dict[str, tuple[Change, int]] = {}
+        for key, read in zip(keys, reads, strict=True):
+            if isinstance(read, HVBalloonError):
+                results[key] = read
+                continue
+            stats, config = read
+            twice = named[stats.vm.id]
+            if len(twice) > 1:
+                results[key] = InvalidRequestError(
+                    f"VM {stats.vm.name!r} is named {len(twice)} times ({', '.join(twice)}): give each VM once",
+                    backend=self.backend_name,
+                    uri=self.uri,
+                    vm=stats.vm.name,
+                )
+                continue
+            try:
+                change, target = self._plan_target(stats, config, requested[key], force, rails, dry_run)
+            except HVBalloonError as exc:
+                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=stats.vm.name)
+            else:
+                results[key] = change
+                planned[key] = (change, target)
+        order = [key for key, _, _ in items]
+        refused = [key for key in order if isinstance(results[key], HVBalloonError)]
+        if refused and not skip_invalid and planned:
+            why = f"{len(refused)} of {len(order)} VMs were refused ({', '.join(refused)})"
+            for key, (change, _) in planned.items():
+                results[key] = change.model_copy(
+                    update={
+                        "dry_run": True,
+                        "warnings": (
+                            *change.warnings,
+                            f"not applied: {why}; nothing is applied unless every VM passes, "
+                            "or the refused ones are asked to be skipped",
+                        ),
+                    }
+                )
+            return self._results(results, order, applied=False)
+        if dry_run:
+            return self._results(results, order, applied=False)
+        # 2. apply, in one bulk call (retryable failures are sent again, bounded)
+        moves = {k: (c, t) for k, (c, t) in planned.items() if c.changed}
+        failures = self._apply_many({k: TargetRequest(c.vm, t) for k, (c, t) in moves.items()})
+        made = {k for k in moves if k not in failures}
+        for key, error in failures.items():
+            results[key] = error
+        for key, (change, target) in planned.items():
+            if key not in failures:
+                self._targets[change.vm.id] = target
+                if key in made:
+                    log.info(
+                        "set target of %s to %s (%s)",
+                        change.vm.name,
+                        format_size(target),
+                        change.mechanism.value,
+                    )
+        stats_reached: dict[str, MemoryStats] = {}
+        if wait_timeout is not None:
+            stats_reached = self._wait_changes(
+                results, {k: planned[k] for k in planned if k not in failures}, wait_timeout
+            )
+        return self._results(results, order, applied=True, made=made, stats=stats_reached)
+
+    def _results(
+        self,
+        results: dict[str, Change | HVBalloonError],
+        order: list[str],
+        *,
+        applied: bool,
+        made: set[str] | None = None,
+        stats: dict[str, MemoryStats] | None = None,
+    ) -> TargetResults:
+        return TargetResults(
+            {k: results[k] for k in order},
+            applied=applied,
+            made=made,
+            stats=stats,
+            backend=self.backend_name,
+            uri=self.uri,
+        )
+
+    def _plan_target(
+        self,
+        stats: MemoryStats,
+        config: MemoryConfig,
+        requested: int,
+        force: bool,
+        rails: GuardRails,
+        dry_run: bool,
+    ) -> tuple[Change, int]:
+        """The guard rails and the backend's rules on one target, from figures read just now
+        (the VM's power state included): the :class:`Change`, or the typed refusal."""
+        vm = stats.vm
+        caps = self._backend.vm_capabilities(vm)
+        running = vm.power_state is PowerState.RUNNING
+        self._with_context(lambda: check_settable(caps, ["target"], vm), vm)
         target = align(requested, caps.alignment_bytes, "up")
-        stats = self._one_stats(target_vm)
-        config = self.get_config(target_vm)
-        maximum = self._backend.target_ceiling(target_vm, stats, config)
+        maximum = self._backend.target_ceiling(vm, stats, config)
         numbers: dict[str, Any] = {"requested_bytes": requested, "target_bytes": target}
         if maximum is not None and target > maximum:
             shown_target, shown_max = format_sizes(target, maximum)
@@ -376,52 +778,46 @@ class Hypervisor:
                 )
             raise TargetAboveMaximumError(
                 f"target {shown_target} is above the VM's maximum {shown_max}",
-                vm=target_vm.name,
+                vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,
                 details={**numbers, "maximum_bytes": maximum, "rule": "target_above_maximum"},
             )
         before = stats.target_bytes if stats.target_bytes is not None else stats.current_bytes
         warnings_: list[str] = []
-        if target_vm.power_state is PowerState.UNKNOWN:
+        if vm.power_state is PowerState.UNKNOWN:
             # a guard rail is never skipped because the state is unknown: lowering needs force
             lowering = before is None or target < before
             if lowering and not force:
                 raise GuardRailError(
-                    f"refusing to lower the target of {target_vm.name!r}: its power state is unknown "
-                    f"({target_vm.extra.get('state') or 'not reported'}), so whether a guest is using the "
+                    f"refusing to lower the target of {vm.name!r}: its power state is unknown "
+                    f"({vm.extra.get('state') or 'not reported'}), so whether a guest is using the "
                     "memory is unknown",
                     hint=Hint("force"),
-                    vm=target_vm.name,
+                    vm=vm.name,
                     backend=self.backend_name,
                     uri=self.uri,
                     details={**numbers, "rule": "unknown_power_state", "before_bytes": before},
                 )
             if lowering:
-                warnings_.append(f"forced while the power state of {target_vm.name!r} is unknown")
+                warnings_.append(f"forced while the power state of {vm.name!r} is unknown")
         elif not running:
             # no guest is using memory: the floor applies when it runs (and the guard rails then)
-            warnings_.append(f"{target_vm.name!r} is {target_vm.power_state.value}: no usage floor applies")
+            warnings_.append(f"{vm.name!r} is {vm.power_state.value}: no usage floor applies")
         elif not force:
-            self._check_floor(target_vm, target, stats, numbers, rails)
+            self._check_floor(vm, target, stats, numbers, rails)
         else:
             floor = self._floor_or_none(stats, rails)
             if floor is not None and target < floor:
                 shown_floor, shown_used = format_sizes(floor, stats.used_bytes)
                 warnings_.append(
-                    f"forced below the floor {shown_floor} "
-                    f"(guest uses {shown_used}): the guest may swap or crash"
+                    f"forced below the floor {shown_floor} (guest uses {shown_used}): the guest may swap or crash"
                 )
-        self._call(
-            "check_target",
-            lambda: self._backend.check_target(target_vm, target, stats, config),
-            target_vm.name,
-        )
-        changed = before != target
+        self._backend.check_target(vm, target, stats, config)
         change = Change(
-            vm=target_vm,
+            vm=vm,
             operation="set_target",
-            changed=changed,
+            changed=before != target,
             dry_run=dry_run,
             forced=force,
             mechanism=caps.mechanism,
@@ -430,23 +826,79 @@ class Hypervisor:
             requested={"target_bytes": requested},
             warnings=tuple(warnings_),
         )
-        if changed and not dry_run:
-            self._call("set_target", lambda: self._backend.apply_target(target_vm, target), target_vm.name)
-            log.info("set target of %s to %s (%s)", target_vm.name, format_size(target), caps.mechanism.value)
-        if not dry_run:
-            self._targets[target_vm.id] = target
-        return change
+        return change, target
 
-    def _one_stats(self, vm: VM) -> MemoryStats:
-        stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats([vm]), vm.name)
-        if not stats:
-            raise VMNotFoundError(
-                f"no stats for VM {vm.name!r}: it may have vanished",
-                vm=vm.name,
-                backend=self.backend_name,
-                uri=self.uri,
+    def _apply_many(self, moves: dict[str, TargetRequest]) -> dict[str, HVBalloonError]:
+        """Send the moves in bulk; the ones that fail retryably are sent again (they are
+        absolute), within the retry policy. Returns the errors of the ones that failed."""
+        failures: dict[str, HVBalloonError] = {}
+        pending = dict(moves)
+        delays = self.retry.delays()
+        attempt = 0
+        while pending:
+            keys = list(pending)
+            batch = [pending[k] for k in keys]
+            try:
+                answers: list[HVBalloonError | None] = self._call(
+                    "set_target", lambda batch=batch: self._backend.apply_targets(batch)
+                )
+                if len(answers) != len(keys):
+                    raise BackendError(
+                        f"the {self.backend_name} backend answered {len(answers)} results for {len(keys)} targets",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                    )
+            except HVBalloonError as exc:
+                answers = [exc] * len(keys)
+            again: dict[str, TargetRequest] = {}
+            for key, answer in zip(keys, answers, strict=True):
+                if answer is None:
+                    failures.pop(key, None)
+                    continue
+                answer.with_context(backend=self.backend_name, uri=self.uri, vm=pending[key].vm.name)
+                failures[key] = answer
+                if answer.retryable:
+                    again[key] = pending[key]
+            if not again or attempt >= len(delays):
+                break
+            log.info("sending %d target(s) again after a retryable failure", len(again))
+            self.retry.sleep(delays[attempt])
+            attempt += 1
+            pending = again
+        return failures
+
+    def _wait_changes(
+        self,
+        results: dict[str, Change | HVBalloonError],
+        planned: dict[str, tuple[Change, int]],
+        timeout: float,
+    ) -> dict[str, MemoryStats]:
+        """Wait for every applied target the backend can observe; warn about the others."""
+        goals: dict[str, tuple[VM, int, int]] = {}
+        unobservable: dict[str, VM] = {}
+        for key, (change, target) in planned.items():
+            caps = self._backend.vm_capabilities(change.vm)
+            if not caps.target_observable:
+                # as wait_for_target: applied, said so, and its stats right after the change
+                results[key] = change.model_copy(
+                    update={"warnings": (*change.warnings, self._unobservable(change.vm, caps))}
+                )
+                unobservable[key] = change.vm
+                continue
+            goals[key] = (change.vm, target, max(caps.alignment_bytes, 2 * MiB, target // 200))
+        reached: dict[str, MemoryStats] = {}
+        if unobservable:
+            now = self._await_read(list(unobservable.values()))
+            reached.update(
+                (k, st) for k, st in zip(unobservable, now, strict=True) if isinstance(st, MemoryStats)
             )
-        return stats[0]
+        for key, outcome in self._await(goals, timeout=timeout, poll_interval=1.0, stall_after=None).items():
+            if isinstance(outcome, HVBalloonError):
+                outcome.details.setdefault("change", cast(Change, results[key]).model_dump(mode="json"))
+                results[key] = outcome
+            else:
+                reached[key] = outcome
+        return reached
 
     def _floor_or_none(self, stats: MemoryStats, rails: GuardRails) -> int | None:
         used = stats.used_bytes
@@ -540,9 +992,10 @@ class Hypervisor:
         wanted = update.fields()
         if not wanted:
             raise InvalidRequestError("set_config needs at least one field to change")
-        target_vm = self.resolve(vm)
+        # read first: the live rules depend on the power state, which must be fresh
+        current = self.get_config(vm)
+        target_vm = current.vm
         caps = self._backend.vm_capabilities(target_vm)
-        current = self.get_config(target_vm)
         changes: dict[str, Any] = self._call(
             "check_config", lambda: self._backend.plan_config(target_vm, wanted, current), target_vm.name
         )
@@ -558,9 +1011,15 @@ class Hypervisor:
             requested=wanted,
         )
         if changes and not dry_run:
-            self._call(
-                "set_config", lambda: self._backend.apply_config(target_vm, changes, current), target_vm.name
-            )
+            try:
+                self._call(
+                    "set_config",
+                    lambda: self._backend.apply_config(target_vm, changes, current),
+                    target_vm.name,
+                )
+            finally:
+                # what the index knows of the VM (e.g. Hyper-V's Dynamic Memory flag) may be old now
+                self._index.forget([target_vm.id])
             log.info("changed memory config of %s: %s", target_vm.name, sorted(changes))
         return change
 
@@ -595,11 +1054,7 @@ class Hypervisor:
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         if not caps.target_observable:
-            msg = (
-                f"the {caps.backend} backend cannot observe {target_vm.name!r} reaching a "
-                f"{caps.mechanism.value} target (the hypervisor moves the memory within it on its "
-                "own): the target is applied; not waiting"
-            )
+            msg = self._unobservable(target_vm, caps)
             log.info(msg)
             warnings.warn(
                 TargetNotObservableWarning(
@@ -608,66 +1063,133 @@ class Hypervisor:
                 stacklevel=2,
             )
             return self._wait_stats(target_vm)
-        stats = self._wait_stats(target_vm)
         if target is not None:
             goal = align(parse_size(target, what="target"), caps.alignment_bytes, "up")
         elif target_vm.id in self._targets:
             goal = self._targets[target_vm.id]
-        elif stats.target_bytes is not None:
-            goal = stats.target_bytes
         else:
-            raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
+            (stats,) = self._await_read([target_vm])
+            if isinstance(stats, HVBalloonError):
+                raise stats
+            if stats.target_bytes is None:
+                raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
+            goal = stats.target_bytes
         tol = (
             parse_size(tolerance, what="tolerance")
             if tolerance is not None
             else max(caps.alignment_bytes, 2 * MiB, goal // 200)
         )
+        outcome = self._await(
+            {target_vm.id: (target_vm, goal, tol)},
+            timeout=timeout,
+            poll_interval=poll_interval,
+            stall_after=stall_after,
+        )[target_vm.id]
+        if isinstance(outcome, HVBalloonError):
+            raise outcome
+        return outcome
+
+    def _unobservable(self, vm: VM, caps: Capabilities) -> str:
+        return (
+            f"the {caps.backend} backend cannot observe {vm.name!r} reaching a "
+            f"{caps.mechanism.value} target (the hypervisor moves the memory within it on its "
+            "own): the target is applied; not waiting"
+        )
+
+    def _wait_stats(self, vm: VM) -> MemoryStats:
+        (stats,) = self._await_read([vm])
+        if isinstance(stats, HVBalloonError):
+            raise stats
+        return stats
+
+    def _await_read(self, vms: list[VM]) -> list[MemoryStats | HVBalloonError]:
+        """Fresh stats of ``vms`` for a wait (one bulk read; VM by VM if one vanished)."""
+        try:
+            stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats(vms))
+            by_id = {s.vm.id: s for s in stats}
+            if all(vm.id in by_id for vm in vms):
+                return [by_id[vm.id] for vm in vms]
+        except VMNotFoundError:
+            pass
+        out: list[MemoryStats | HVBalloonError] = []
+        for vm in vms:
+            try:
+                one: list[MemoryStats] = self._call(
+                    "get_stats", lambda vm=vm: self._backend.get_stats([vm]), vm.name
+                )
+                if not one:
+                    raise VMNotFoundError(f"no stats for VM {vm.name!r}: it may have vanished", vm=vm.name)
+                out.append(one[0])
+            except VMNotFoundError as exc:
+                exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm.name)
+                exc.message = (
+                    f"VM {vm.name!r} vanished while waiting for its target: "
+                    "the guest may have crashed (over-inflated balloon?)"
+                )
+                out.append(exc)
+        return out
+
+    def _await(
+        self,
+        goals: Mapping[str, tuple[VM, int, int]],
+        *,
+        timeout: float,
+        poll_interval: float,
+        stall_after: float | None,
+    ) -> dict[str, MemoryStats | HVBalloonError]:
+        """Poll (one bulk read per round) until each VM's memory is within its tolerance of its
+        goal; a VM whose memory stops moving short of it for ``stall_after`` seconds stalled,
+        one still moving at ``timeout`` timed out. ``goals``: key → (VM, goal, tolerance)."""
         stall_after = stall_after if stall_after is not None else max(5 * poll_interval, 5.0)
         clock, sleep = self._backend.monotonic, self._backend.sleep
         start = clock()
-        last_move_at, last_value = start, stats.current_bytes
-        while True:
-            current = stats.current_bytes
-            if current is not None and abs(current - goal) <= tol:
-                return stats
+        done: dict[str, MemoryStats | HVBalloonError] = {}
+        moved: dict[str, tuple[float, int | None]] = {}
+        pending = dict(goals)
+        while pending:
+            keys = list(pending)
             now = clock()
-            if current is not None and (last_value is None or abs(current - last_value) > tol // 2):
-                last_move_at, last_value = now, current
-            details = {
-                "target_bytes": goal,
-                "reached_bytes": current,
-                "tolerance_bytes": tol,
-                "elapsed_seconds": round(now - start, 3),
-            }
-            shown_current, shown_goal = format_sizes(current, goal)
-            if now - last_move_at >= stall_after:
-                raise BalloonStalledError(
-                    f"the memory of {target_vm.name!r} stalled at {shown_current} "
-                    f"short of the target {shown_goal}: the guest cannot free more "
-                    "(it may be about to swap or run out of memory)",
-                    vm=target_vm.name,
-                    backend=self.backend_name,
-                    uri=self.uri,
-                    details={**details, "stats": stats.model_dump(mode="json")},
-                )
-            if now - start >= timeout:
-                raise WaitTimeoutError(
-                    f"the memory of {target_vm.name!r} was still moving after {timeout:g} s "
-                    f"({shown_current} of target {shown_goal})",
-                    vm=target_vm.name,
-                    backend=self.backend_name,
-                    uri=self.uri,
-                    details={**details, "stats": stats.model_dump(mode="json")},
-                )
-            sleep(min(poll_interval, max(0.0, timeout - (now - start))))
-            stats = self._wait_stats(target_vm)
-
-    def _wait_stats(self, vm: VM) -> MemoryStats:
-        try:
-            return self._one_stats(vm)
-        except VMNotFoundError as exc:
-            exc.message = (
-                f"VM {vm.name!r} vanished while waiting for its target: "
-                "the guest may have crashed (over-inflated balloon?)"
-            )
-            raise
+            for key, stats in zip(keys, self._await_read([pending[k][0] for k in keys]), strict=True):
+                vm, goal, tol = pending[key]
+                if isinstance(stats, HVBalloonError):
+                    done[key] = stats
+                    continue
+                current = stats.current_bytes
+                if current is not None and abs(current - goal) <= tol:
+                    done[key] = stats
+                    continue
+                last_at, last_value = moved.get(key, (start, None))
+                if current is not None and (last_value is None or abs(current - last_value) > tol // 2):
+                    last_at, last_value = (now if key in moved else start), current
+                moved[key] = (last_at, last_value)
+                details = {
+                    "target_bytes": goal,
+                    "reached_bytes": current,
+                    "tolerance_bytes": tol,
+                    "elapsed_seconds": round(now - start, 3),
+                    "stats": stats.model_dump(mode="json"),
+                }
+                shown_current, shown_goal = format_sizes(current, goal)
+                if now - last_at >= stall_after:
+                    done[key] = BalloonStalledError(
+                        f"the memory of {vm.name!r} stalled at {shown_current} "
+                        f"short of the target {shown_goal}: the guest cannot free more "
+                        "(it may be about to swap or run out of memory)",
+                        vm=vm.name,
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        details=details,
+                    )
+                elif now - start >= timeout:
+                    done[key] = WaitTimeoutError(
+                        f"the memory of {vm.name!r} was still moving after {timeout:g} s "
+                        f"({shown_current} of target {shown_goal})",
+                        vm=vm.name,
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        details=details,
+                    )
+            pending = {k: v for k, v in pending.items() if k not in done}
+            if pending:
+                sleep(min(poll_interval, max(0.0, timeout - (clock() - start))))
+        return done

@@ -279,3 +279,61 @@ def test_stats_reports_what_exists_and_names_what_is_missing() -> None:
     assert [len(h["stats"]) for h in out["hosts"]] == [1, 1]
     r = run("stats", "fake://seed", "web99")
     assert r.returncode == 7 and "web99" in r.stderr
+
+
+def test_set_several_vms_checks_all_before_changing_any(tmp_path: Any) -> None:
+    uri = f"fake://seed?state={tmp_path / 'w.db'}"
+    r = run("set", uri, "web01=7GiB", "web02=1GiB", "nosuch=3GiB", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 8 and out["exit_code"] == 8  # the first refusal's code: a guard rail
+    assert not out["applied"] and not out["changed"] and out["error"]["code"] == "below_floor"
+    assert [x["vm"] for x in out["results"]] == ["web01", "web02", "nosuch"]
+    first, floor, missing = out["results"]
+    validate(first["change"], "Change")
+    assert first["ok"] and first["change"]["dry_run"] and not first["changed"]
+    assert floor["error"]["code"] == "below_floor" and missing["error"]["code"] == "vm_not_found"
+    targets = {s["vm"]["name"]: s["target_bytes"] for s in json.loads(run("stats", uri, "--json").stdout)}
+    assert targets["web01"] == 16 * 2**30  # nothing was applied
+    r = run("set", uri, "web01=7GiB", "web02=1GiB", "--skip-invalid")
+    assert r.returncode == 12, r.stderr  # partial_change
+    assert "web01: changed" in r.stdout and "web02: failed (below_floor)" in r.stdout
+    assert "changed 1 of 2 VMs (web01)" in r.stderr
+    r = run("set", uri, "web01=7GiB", "web02=8GiB", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["changed"] and out["error"] is None
+    assert [x["changed"] for x in out["results"]] == [False, True]  # web01 was already at 7 GiB
+
+
+def test_set_several_vms_waits_or_warns() -> None:
+    r = run("set", "fake://seed", "web01=7GiB", "web02=8GiB", "--wait", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and all(x["stats"] for x in out["results"])
+    validate(out["results"][0]["stats"], "MemoryStats")
+    r = run("set", "fake://seed?flavor=esxi", "web01=7GiB", "db01=12GiB", "--wait")
+    assert r.returncode == 0 and r.stdout.count("cannot observe") == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("web01", "7GiB", "web02"),  # neither form
+        ("web01=7GiB", "web02"),
+        ("=7GiB",),
+        ("web01=",),
+        ("web01=7GiB", "web01=8GiB"),  # the same VM twice
+        ("web01=7 gigs",),
+    ],
+)
+def test_set_malformed_pairs_are_refused(args: tuple[str, ...]) -> None:
+    r = run("set", "fake://seed", *args)
+    assert r.returncode == 2, r.stderr
+    assert "error:" in r.stderr
+
+
+def test_set_a_name_with_an_equals_sign(tmp_path: Any) -> None:
+    path = tmp_path / "eq.yaml"
+    path.write_text("name: eq\nhost: {physical: 32GiB}\nvms:\n  - {name: 'a=b', memory: 8GiB, used: 1GiB}\n")
+    r = run("set", f"fake://{path}", "a=b=6GiB", "--json")  # split at the last '='
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["results"][0]["change"]["after"]["target_bytes"] == 6 * 2**30
+    assert run("set", f"fake://{path}", "a=b", "6GiB").returncode == 0  # the one-VM form still works

@@ -26,7 +26,7 @@ from hvballoon.cli.common import (
     stats_row,
     table,
 )
-from hvballoon.errors import VMNotFoundError
+from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["capabilities_cmd", "set_cmd", "stats_cmd", "vms_cmd"]
@@ -113,6 +113,25 @@ def stats_cmd(
         sys.exit(err.exit_code)
 
 
+def _set_pairs(args: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    """``VM=SIZE …`` as pairs (split at the last '=': names may hold one, sizes never do);
+    ``None`` for the one-VM form ``VM SIZE``. Anything else is refused, naming both forms."""
+    if args and all("=" in a for a in args):
+        pairs = []
+        for a in args:
+            vm, _, size = a.rpartition("=")
+            if not vm or not size:
+                raise InvalidRequestError(f"{a!r} is not VM=SIZE (e.g. web01=6GiB)")
+            pairs.append((vm, size))
+        return pairs
+    if len(args) == 2 and "=" not in args[1]:
+        return None
+    raise InvalidRequestError(
+        "give VM SIZE for one VM, or VM=SIZE for each of several VMs "
+        f"(e.g. hvballoon set URI web01=6GiB web02=4GiB), got: {' '.join(args) or 'nothing'}"
+    )
+
+
 @click.command(
     "set",
     cls=NegativeValuesCommand,
@@ -121,34 +140,51 @@ Examples:
   hvballoon set fake://seed web01 6GiB --dry-run
   hvballoon set qemu:///system web01 4GiB --wait
   hvballoon set fake://seed web01 1GiB --force     # past the guard rail (never past the maximum)
+  hvballoon set fake://seed web01=6GiB web02=7GiB app01=9GiB --json
 """,
 )
 @click.argument("uri")
-@click.argument("vm")
-@click.argument("size")
+@click.argument("targets", nargs=-1, required=True, metavar="VM SIZE | VM=SIZE…")
 @click.option("--dry-run", is_flag=True, help="Compute the change, touch nothing.")
 @click.option("--force", is_flag=True, help="Go below the guard rail's floor (never above the maximum).")
 @click.option("--wait", is_flag=True, help="Wait until the memory reaches the target.")
 @click.option("--wait-timeout", default="60s", show_default=True, help="How long --wait waits.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="With several VMs: when some are refused, change the others anyway (exit 12).",
+)
 @connection_options
 @json_option
 @handle_errors
 def set_cmd(
     uri: str,
-    vm: str,
-    size: str,
+    targets: tuple[str, ...],
     dry_run: bool,
     force: bool,
     wait: bool,
     wait_timeout: str,
+    skip_invalid: bool,
     as_json: bool,
     **kw: Any,
 ) -> None:
-    """Set VM's memory target to SIZE (4GiB, 512MiB, 8GB = 8e9 bytes, or bytes)."""
+    """Set VM's memory target to SIZE (4GiB, 512MiB, 8GB = 8e9 bytes, or bytes); or several
+    VMs' at once, as VM=SIZE pairs.
+
+    Several VMs are all resolved, read and checked first; when one is refused nothing is changed
+    (unless --skip-invalid), and when some change and others fail the exit code is 12
+    (partial_change). --json then prints a TargetsReport: {"ok", "applied", "changed",
+    "exit_code", "error", "results": [{"vm", "ok", "changed", "change", "error", "stats"}]}.
+    """
     from hvballoon.units import parse_size
 
-    parse_size(size, what="target")  # refuse bad sizes before connecting
+    pairs = _set_pairs(targets)
     wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    if pairs is not None:
+        _set_many(uri, pairs, dry_run, force, wait, wait_seconds, skip_invalid, as_json, kw)
+        return
+    vm, size = targets
+    parse_size(size, what="target")  # refuse bad sizes before connecting
     from hvballoon.outputs import WaitedChange
     from hvballoon.session import noting_unobservable
 
@@ -193,6 +229,59 @@ def set_cmd(
         click.echo(f"  warning: {note}")
     if stats is not None and not notes:
         click.echo(f"  reached: {format_size(stats.current_bytes)}")
+
+
+def _set_many(
+    uri: str,
+    pairs: list[tuple[str, str]],
+    dry_run: bool,
+    force: bool,
+    wait: bool,
+    wait_seconds: float,
+    skip_invalid: bool,
+    as_json: bool,
+    kw: dict[str, Any],
+) -> None:
+    """``set URI VM=SIZE …``: one ``set_targets``, one line (or record) per VM, the whole's code."""
+    from hvballoon.outputs import TargetsReport
+    from hvballoon.units import parse_size
+
+    for vm, size in pairs:
+        parse_size(size, what=f"target of {vm}")  # refuse bad sizes before connecting
+    with session(uri, connection(kw)) as hv:
+        results = hv.set_targets(
+            pairs,
+            dry_run=dry_run,
+            force=force,
+            wait=wait and not dry_run,
+            wait_timeout=wait_seconds,
+            skip_invalid=skip_invalid,
+        )
+    error = results.error
+    if as_json:
+        report = TargetsReport(
+            ok=results.ok,
+            applied=results.applied,
+            changed=results.changed,
+            exit_code=error.exit_code if error is not None else 0,
+            error=error_report(error) if error is not None else None,
+            results=results.records("cli"),
+        )
+        echo_json(report.model_dump(mode="json"))
+    else:
+        for key, value in results.items():
+            if isinstance(value, HVBalloonError):
+                click.echo(f"{key}: failed ({value.code}): {value.describe('cli', with_hint=True)}")
+                continue
+            for line in change_lines(value):
+                click.echo(line)
+            reached = results.stats.get(key)
+            if reached is not None:
+                click.echo(f"  reached: {format_size(reached.current_bytes)}")
+        if error is not None:
+            click.echo(f"error: {error.describe('cli', with_hint=False)}", err=True)
+    if error is not None:
+        sys.exit(error.exit_code)
 
 
 @click.command(

@@ -9,12 +9,12 @@ mechanism, alignment, target ceiling and rules, refused with the same typed erro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import (
     HVBalloonError,
     HVConnectionError,
@@ -317,6 +317,16 @@ class FakeBackend(Backend):
         with self._tx("list_vms") as w:
             return [self._vm(g) for g in w.guests.values() if not g.crashed]
 
+    def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
+        """Like the real backends' native look-ups: only the VMs named (one call, no listing)."""
+        wanted = set(refs)
+        with self._tx("list_vms") as w:
+            return [
+                self._vm(g)
+                for g in w.guests.values()
+                if not g.crashed and (g.id in wanted or g.name in wanted)
+            ]
+
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
         with self._tx("get_stats", vms[0] if vms and len(vms) == 1 else None) as w:
             guests = (
@@ -360,9 +370,9 @@ class FakeBackend(Backend):
                 collected_at=at,
             )
 
-    def _stats(self, w: World, g: Guest, at: datetime) -> MemoryStats:
+    def _stats(self, w: World, g: Guest, at: datetime, vm: VM | None = None) -> MemoryStats:
         common: dict[str, Any] = {
-            "vm": self._vm(g),
+            "vm": vm or self._vm(g),
             "mechanism": self._variant(g).mechanism,
             "collected_at": at,
             "configured_bytes": self.view.configured_bytes(g),
@@ -375,8 +385,30 @@ class FakeBackend(Backend):
         with self._tx("get_config", vm) as w:
             return self._config(self._guest(w, vm))
 
-    def _config(self, g: Guest) -> MemoryConfig:
-        return self.view.config(g, {"vm": self._vm(g), "mechanism": self._variant(g).mechanism})
+    def get_configs(self, vms: list[VM] | None = None) -> list[MemoryConfig]:
+        with self._tx("get_config", vms[0] if vms and len(vms) == 1 else None) as w:
+            guests = (
+                [g for g in w.guests.values() if not g.crashed]
+                if vms is None
+                else [self._guest(w, v) for v in vms]
+            )
+            return [self._config(g) for g in guests]
+
+    def get_stats_and_configs(self, vms: list[VM]) -> list[tuple[MemoryStats, MemoryConfig]]:
+        """Both in one transaction (the scripted faults of both reads have their say)."""
+        one = vms[0] if len(vms) == 1 else None
+        with self._tx("get_stats", one) as w:
+            self._fault(w, "get_config", one)
+            guests = [self._guest(w, v) for v in vms]
+            at = _EPOCH + timedelta(seconds=w.now)
+            out = []
+            for g in guests:
+                vm = self._vm(g)
+                out.append((self._stats(w, g, at, vm), self._config(g, vm)))
+            return out
+
+    def _config(self, g: Guest, vm: VM | None = None) -> MemoryConfig:
+        return self.view.config(g, {"vm": vm or self._vm(g), "mechanism": self._variant(g).mechanism})
 
     # -- changing: every rule comes from the kind (Backend.check_target / plan_config) ---------
 
@@ -387,13 +419,30 @@ class FakeBackend(Backend):
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         with self._tx("set_target", vm) as w:
-            g = self._guest(w, vm)
-            field = self.kind.target_field(self._config(g))
-            if field is None:
-                w.set_target(g.id, target_bytes)
-                return
-            self._check_resize(w, g, {field: target_bytes})
-            w.set_config(g.id, {field: target_bytes})
+            self._move(w, vm, target_bytes)
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """Every move in one step of the world (each VM's scripted faults still apply to it)."""
+        out: list[HVBalloonError | None] = []
+        with self._tx(None) as w:
+            for t in targets:
+                try:
+                    self._fault(w, "set_target", t.vm)
+                    self._move(w, t.vm, t.target_bytes)
+                except HVBalloonError as exc:
+                    out.append(exc.with_context(backend=self.name, vm=t.vm.name))
+                else:
+                    out.append(None)
+        return out
+
+    def _move(self, w: World, vm: VM, target_bytes: int) -> None:
+        g = self._guest(w, vm)
+        field = self.kind.target_field(self._config(g))
+        if field is None:
+            w.set_target(g.id, target_bytes)
+            return
+        self._check_resize(w, g, {field: target_bytes})
+        w.set_config(g.id, {field: target_bytes})
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         with self._tx("set_config", vm) as w:

@@ -446,6 +446,29 @@ class World:
             s.set_config(i, g.config)
             self.version += 1
 
+    def rename(self, guest_id: str, name: str) -> None:
+        """The VM is renamed behind the caller's back (an operator, another tool)."""
+        with self.lock:
+            g = self.guests[guest_id]
+            self.names[g.index] = name
+            g.name = name
+            self.version += 1
+
+    def power_off(self, guest_id: str) -> None:
+        """The VM is powered off behind the caller's back: it keeps its configuration and
+        holds no memory until it runs again."""
+        with self.lock:
+            i = self.guests[guest_id].index
+            s = self.state
+            s.release(i)
+            s.running[i] = 0.0
+            s.paused[i] = 0.0
+            s.last_report[i] = math.nan
+            self.power[i] = "stopped"
+            self.event("power_off", self.names[i], "the VM was powered off")
+            self._host_reclaim_now()
+            self.version += 1
+
     def vanish(self, guest_id: str) -> None:
         """The VM disappears (deleted behind the caller's back)."""
         with self.lock:

@@ -34,10 +34,11 @@ class Plan:
     state: Any = None
 
     def for_vm(self, vm_id: str) -> Proposal | None:
-        for p in self.proposals:
-            if p.vm_id == vm_id:
-                return p
-        return None
+        return self.by_vm().get(vm_id)
+
+    def by_vm(self) -> dict[str, Proposal]:
+        """The proposals by VM id (the first one wins), built once per round."""
+        return {p.vm_id: p for p in reversed(self.proposals)}
 
 
 class Policy(abc.ABC):

@@ -1,8 +1,11 @@
 """The controller: every interval, read all VMs' stats in one call, ask the policy, apply.
 
-It uses the public session API only (``get_stats``, ``get_config``, ``vm_capabilities``,
-``set_target``, ``set_config``), so it runs on every backend, and every move goes through the
-session's guard rails. Each round yields one :class:`~hvballoon.policy.model.Decision` per VM.
+It uses the public session API only (``get_stats``, ``get_configs``, ``vm_capabilities``,
+``set_targets``), so it runs on every backend, and every move goes through the session's guard
+rails. A round costs one stats sweep, a bulk read of the configurations it does not have yet
+(they are cached, and read again after ``config_refresh_seconds``, or for a VM whose target was
+just moved or whose move failed) and at most two bulk ``set_targets`` calls (the raises, then the
+lowers). Each round yields one :class:`~hvballoon.policy.model.Decision` per VM.
 
 >>> import hvballoon
 >>> from hvballoon.policy import Controller, ControllerSettings
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from hvballoon._gc import collector_paused
 from hvballoon.errors import (
     GuardRailError,
     HVBalloonError,
@@ -87,7 +91,8 @@ class Controller:
         self.config_refresh_seconds = config_refresh_seconds
         self.state: Any = self.policy.initial_state()
         self.round = 0
-        self._configs: dict[str, tuple[float, MemoryConfig]] = {}
+        self._configs: dict[str, MemoryConfig] = {}
+        self._configs_at: float | None = None
         self._last_lower: dict[str, float] = {}
         self._settings_checked = False
 
@@ -110,17 +115,32 @@ class Controller:
     def _clock(self) -> float:
         return self.hv.backend.monotonic()
 
-    def _config(self, stats: MemoryStats, now: float) -> MemoryConfig | None:
-        cached = self._configs.get(stats.vm.id)
-        if cached is not None and now - cached[0] < self.config_refresh_seconds:
-            return cached[1]
-        try:
-            cfg = self.hv.get_config(stats.vm)
-        except HVBalloonError as exc:
-            log.warning("cannot read the config of %s: %s", stats.vm.name, exc)
-            return None
-        self._configs[stats.vm.id] = (now, cfg)
-        return cfg
+    def _read_configs(self, stats: list[MemoryStats], now: float) -> dict[str, MemoryConfig]:
+        """The running VMs' configurations: cached; every VM's in one bulk read each
+        ``config_refresh_seconds``, and the ones missing (new VMs, or forgotten after a move or
+        an error) in one bulk read."""
+        if self._configs_at is None or now - self._configs_at >= self.config_refresh_seconds:
+            try:
+                self._configs = {c.vm.id: c for c in self.hv.get_configs()}
+                self._configs_at = now
+            except HVBalloonError as exc:
+                log.warning("cannot read the configurations: %s", exc)
+        missing = [
+            s.vm for s in stats if s.vm.power_state is PowerState.RUNNING and s.vm.id not in self._configs
+        ]
+        if missing:
+            try:
+                found = self.hv.get_configs(missing)
+            except HVBalloonError:
+                # one of them cannot be read (it vanished?): the others still can, one by one
+                found = []
+                for vm in missing:
+                    try:
+                        found.append(self.hv.get_config(vm))
+                    except HVBalloonError as exc:
+                        log.warning("cannot read the config of %s: %s", vm.name, exc)
+            self._configs.update((c.vm.id, c) for c in found)
+        return self._configs
 
     def _view(
         self,
@@ -181,6 +201,7 @@ class Controller:
         """Read every VM (one bulk ``get_stats``) and build the policy's inputs."""
         now = self._clock()
         stats = self.hv.get_stats()
+        configs = self._read_configs(stats, now)
         views: list[VMView] = []
         caps_by_id: dict[str, Capabilities] = {}
         used = self.settings.host_overhead_bytes
@@ -192,7 +213,7 @@ class Controller:
             vs = self.settings.for_vm(s.vm.name, s.vm.id)
             caps = self.hv.vm_capabilities(s.vm)
             caps_by_id[s.vm.id] = caps
-            view = self._view(s, self._config(s, now) if running else None, caps, vs, rails)
+            view = self._view(s, configs.get(s.vm.id) if running else None, caps, vs, rails)
             if view is not None:
                 views.append(view)
         host = self._host_view(stats, used)
@@ -271,6 +292,11 @@ class Controller:
 
     def step(self) -> list[Decision]:
         """One round: read, decide, apply (or, in a dry run, check). Returns the decisions."""
+        # a round on thousands of VMs allocates in bulk, without cycles (see hvballoon._gc)
+        with collector_paused():
+            return self._step()
+
+    def _step(self) -> list[Decision]:
         snap, caps_by_id, stats = self.snapshot()
         if not self._settings_checked:
             for problem in self.check_settings(stats):
@@ -281,8 +307,9 @@ class Controller:
         self.state = plan.state
         decisions: list[Decision] = []
         pending: list[_Pending] = []
+        proposals = plan.by_vm()
         for v in snap.vms:
-            proposal = plan.for_vm(v.id) or Proposal(
+            proposal = proposals.get(v.id) or Proposal(
                 vm_id=v.id, rule=f"{self.policy.name}.hold", reason="the policy has nothing to say"
             )
             result = self._vet(v, proposal, caps_by_id[v.id], snap.at_seconds)
@@ -295,21 +322,21 @@ class Controller:
         # lowest priority first
         pending.sort(key=lambda p: (p.delta < 0, -p.delta if p.delta > 0 else p.view.settings.priority))
         limit = self.settings.max_changes_per_round
-        for i, p in enumerate(pending):
-            if limit is not None and i >= limit:
-                decisions.append(
-                    self._decision(
-                        at,
-                        p.view,
-                        p.proposal,
-                        "hold",
-                        "controller.rate_limit",
-                        f"{p.proposal.reason}; deferred: at most {limit} changes per round",
-                        proposed=p.target,
-                    )
+        moves = pending if limit is None else pending[:limit]
+        for p in pending[len(moves) :]:
+            decisions.append(
+                self._decision(
+                    at,
+                    p.view,
+                    p.proposal,
+                    "hold",
+                    "controller.rate_limit",
+                    f"{p.proposal.reason}; deferred: at most {limit} changes per round",
+                    proposed=p.target,
                 )
-                continue
-            decisions.append(self._apply(at, p, snap.at_seconds))
+            )
+        decisions.extend(self._apply(at, [p for p in moves if p.delta > 0], snap.at_seconds, lowering=False))
+        decisions.extend(self._apply(at, [p for p in moves if p.delta < 0], snap.at_seconds, lowering=True))
         order = {v.id: i for i, v in enumerate(snap.vms)}
         decisions.sort(key=lambda d: order.get(d.vm_id, 0))
         self.round += 1
@@ -381,41 +408,54 @@ class Controller:
             return "hold", p.rule, p.reason
         return _Pending(v, p, target, notes)
 
-    def _apply(self, at: datetime, p: _Pending, now: float) -> Decision:
-        v, lowering = p.view, p.delta < 0
+    def _apply(self, at: datetime, batch: list[_Pending], now: float, *, lowering: bool) -> list[Decision]:
+        """One bulk ``set_targets`` for the batch (all raises, or all lowers); each VM's
+        refusal or failure is its own and leaves the others' moves alone."""
+        if not batch:
+            return []
+        # a raise cannot take a guest below its floor, so it needs no fresh stats; a lower goes
+        # through the guard rails unless told otherwise
+        force = not lowering or not self.settings.respect_guard_rails
+        results = self.hv.set_targets(
+            [(p.view.id, p.target) for p in batch],
+            dry_run=self.dry_run,
+            force=force,
+            guard_rails=self.guard_rails,
+            skip_invalid=True,
+        )
         action: Action = "lower" if lowering else "raise"
-        reason = p.proposal.reason + (f" ({'; '.join(p.notes)})" if p.notes else "")
-        try:
-            if v.mechanism is Mechanism.DYNAMIC_MEMORY:
-                change = self.hv.set_config(v.id, maximum=p.target, dry_run=self.dry_run)
-                after = change.after.get("maximum_bytes", p.target)
-            else:
-                # a raise cannot take a guest below its floor, so it needs no fresh stats;
-                # a lower goes through the guard rails unless told otherwise
-                force = not lowering or not self.settings.respect_guard_rails
-                change = self.hv.set_target(
-                    v.id, p.target, dry_run=self.dry_run, force=force, guard_rails=self.guard_rails
+        out = []
+        for p in batch:
+            v = p.view
+            reason = p.proposal.reason + (f" ({'; '.join(p.notes)})" if p.notes else "")
+            result = results[v.id]
+            if isinstance(result, HVBalloonError):
+                self._configs.pop(v.id, None)  # read it again: the failure may say it changed
+                refused = isinstance(result, (GuardRailError, InvalidStateError, UnsupportedOperationError))
+                if not refused:
+                    log.warning("cannot move %s: %s", v.name, result)
+                out.append(
+                    self._decision(
+                        at, v, p.proposal, "refused" if refused else "error", p.proposal.rule,
+                        f"{reason}; {'refused' if refused else 'failed'}: {result.message}",
+                        proposed=p.target, error=result.code,
+                    )
+                )  # fmt: skip
+                continue
+            applied = v.id in results.made
+            if applied:
+                if result.mechanism is not Mechanism.BALLOON:
+                    # the target lives in the configuration (a limit, a maximum, a startup size)
+                    self._configs.pop(v.id, None)
+                if lowering:
+                    self._last_lower[v.id] = now
+            out.append(
+                self._decision(
+                    at, v, p.proposal, action, p.proposal.rule, reason,
+                    proposed=p.target, after=int(result.after.get("target_bytes", p.target)), applied=applied,
                 )
-                after = change.after.get("target_bytes", p.target)
-        except (GuardRailError, InvalidStateError, UnsupportedOperationError) as exc:
-            return self._decision(
-                at, v, p.proposal, "refused", p.proposal.rule, f"{reason}; refused: {exc.message}",
-                proposed=p.target, error=exc.code,
             )  # fmt: skip
-        except HVBalloonError as exc:
-            log.warning("cannot move %s: %s", v.name, exc)
-            return self._decision(
-                at, v, p.proposal, "error", p.proposal.rule, f"{reason}; failed: {exc.message}",
-                proposed=p.target, error=exc.code,
-            )  # fmt: skip
-        if lowering and not self.dry_run:
-            self._last_lower[v.id] = now
-        if v.mechanism is Mechanism.DYNAMIC_MEMORY and not self.dry_run:
-            self._configs.pop(v.id, None)
-        return self._decision(
-            at, v, p.proposal, action, p.proposal.rule, reason,
-            proposed=p.target, after=int(after), applied=change.changed and not self.dry_run,
-        )  # fmt: skip
+        return out
 
     def _decision(
         self,

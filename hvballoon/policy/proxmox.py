@@ -177,7 +177,8 @@ class ProxmoxPolicy(Policy):
                 shares=v.settings.shares,
             )
         moves = proxmox_round(vms, goal, max_change=self.max_change_bytes, deadband=self.deadband_bytes)
-        every, pressure, _ = eligible(vms)
+        every_list, pressure_list, _ = eligible(vms)
+        every, pressure = set(every_list), set(pressure_list)  # looked up once per VM
         direction = (
             "grow" if goal > self.deadband_bytes else "shrink" if goal < -self.deadband_bytes else "hold"
         )

@@ -44,6 +44,7 @@ from hvballoon.errors import (
     HVBalloonError,
     InvalidRequestError,
     InvalidStateError,
+    PartialChangeError,
     TargetAboveMaximumError,
     TargetBelowFloorError,
     TargetNotObservableWarning,
@@ -67,6 +68,7 @@ from hvballoon.units import MiB, align
 
 __all__ = [
     "BackendConformance",
+    "BulkTargetTests",
     "CapabilityTests",
     "ConfigTests",
     "ErrorTests",
@@ -356,6 +358,91 @@ class HostStatsTests(_Base):
             hv.get_host_stats(vm_stats=["not a sweep"])  # type: ignore[list-item]
 
 
+class BulkTargetTests(_Base):
+    """``set_targets``: one result per VM, everything checked before anything is applied."""
+
+    @classmethod
+    def accepted(cls, hv: Hypervisor, count: int) -> list[tuple[VM, int, int | None]]:
+        """Up to ``count`` VMs with a new target their guard rails and live rules accept (a dry
+        run says so): ``(vm, goal, target now)``."""
+        out: list[tuple[VM, int, int | None]] = []
+        for vm, st, cfg, caps in cls.movable(hv):
+            lo, hi = cls.window(hv, st, cfg, caps)
+            if lo >= hi:
+                continue
+            goal = align(lo + (hi - lo) // 2, caps.alignment_bytes, "up")
+            if goal == st.target_bytes:
+                goal = hi
+            try:
+                if not hv.set_target(vm, goal, dry_run=True).changed:
+                    continue
+            except HVBalloonError:
+                continue  # a live-change rule of this VM (e.g. Hyper-V Dynamic Memory)
+            out.append((vm, goal, st.target_bytes))
+            if len(out) == count:
+                break
+        assert out, "no VM accepted a target inside its safe window"
+        return out
+
+    @staticmethod
+    def targets_now(hv: Hypervisor, vms: list[VM]) -> list[int | None]:
+        return [s.target_bytes for s in hv.get_stats(vms)]
+
+    def test_set_targets_gives_one_result_per_vm(self, hv: Hypervisor) -> None:
+        picked = self.accepted(hv, 3)
+        res = hv.set_targets([(vm, goal) for vm, goal, _ in picked])
+        assert list(res) == [vm.id for vm, _, _ in picked]
+        assert res.ok and res.applied and res.error is None
+        for vm, goal, _ in picked:
+            change = res[vm.id]
+            assert isinstance(change, Change) and change.changed and change.after["target_bytes"] == goal
+        assert res.made == {vm.id for vm, _, _ in picked}
+        assert self.targets_now(hv, [vm for vm, _, _ in picked]) == [goal for _, goal, _ in picked]
+
+    def test_a_refusal_in_the_middle_changes_nothing_else(self, hv: Hypervisor) -> None:
+        picked = self.accepted(hv, 2)
+        (first, goal, _), rest = picked[0], picked[1:]
+        ghost = "no-such-vm-\u2019; $(rm -rf /)"
+        request: list[tuple[VM | str, int | str]] = [(first, goal), (ghost, "1GiB")]
+        request += [(vm, g) for vm, g, _ in rest]
+        res = hv.set_targets(request)
+        assert not res.applied and not res.made and not res.ok
+        assert isinstance(res[ghost], VMNotFoundError)
+        assert res.error is not None and res.error.code == "vm_not_found"
+        for vm, _, _ in picked:
+            change = res[vm.id]
+            assert isinstance(change, Change) and change.dry_run
+            assert any("not applied" in w for w in change.warnings)
+        assert self.targets_now(hv, [vm for vm, _, _ in picked]) == [b for _, _, b in picked]
+
+    def test_set_targets_skip_invalid_applies_the_others(self, hv: Hypervisor) -> None:
+        (vm, goal, _), *_ = self.accepted(hv, 1)
+        res = hv.set_targets([(vm, goal), ("no-such-vm", "1GiB")], skip_invalid=True)
+        assert res.applied and res.made == {vm.id}
+        assert isinstance(res.error, PartialChangeError) and res.error.details["not_applied"] == [
+            "no-such-vm"
+        ]
+        assert self.targets_now(hv, [vm]) == [goal]
+
+    def test_set_targets_dry_run_changes_nothing(self, hv: Hypervisor) -> None:
+        picked = self.accepted(hv, 3)
+        res = hv.set_targets([(vm, goal) for vm, goal, _ in picked], dry_run=True)
+        assert res.ok and not res.applied and not res.made
+        assert all(isinstance(c, Change) and c.dry_run and c.changed for c in res.values())
+        assert self.targets_now(hv, [vm for vm, _, _ in picked]) == [b for _, _, b in picked]
+
+    def test_set_targets_is_idempotent(self, hv: Hypervisor) -> None:
+        picked = self.accepted(hv, 3)
+        request = [(vm, goal) for vm, goal, _ in picked]
+        first = hv.set_targets(request)
+        second = hv.set_targets(request)
+        assert first.ok and second.ok and not second.made
+        for vm, goal, _ in picked:
+            change = second[vm.id]
+            assert isinstance(change, Change) and not change.changed
+            assert change.before == change.after == {"target_bytes": goal}
+
+
 class ConfigTests(_Base):
     def test_empty_config_change_is_refused(self, hv: Hypervisor) -> None:
         with pytest.raises(InvalidRequestError):
@@ -392,7 +479,14 @@ class ErrorTests(_Base):
 
 
 class BackendConformance(
-    ListingTests, StatsTests, HostStatsTests, CapabilityTests, TargetTests, ConfigTests, ErrorTests
+    ListingTests,
+    StatsTests,
+    HostStatsTests,
+    CapabilityTests,
+    TargetTests,
+    BulkTargetTests,
+    ConfigTests,
+    ErrorTests,
 ):
     """Everything above. Provide a ``hv`` fixture."""
 

@@ -48,7 +48,7 @@ METHOD = {
     "list": "list_vms",
     "bulk_stats": "get_stats",
     "vm_stats": "get_stats",
-    "set_target": "apply_target",
+    "set_target": "apply_targets",
     "set_config": "apply_config",
     "wait_for_target": "get_stats",
 }

@@ -8,16 +8,23 @@ PropertyCollector for exactly the property paths wanted, for many objects at onc
 The session's cookie can expire (vCenter drops idle sessions after ~30 minutes): :meth:`Client.call`
 runs an operation, and on ``vim.fault.NotAuthenticated`` logs in again once on the same stub,
 recreates the inventory view (views die with their session) and runs it again.
+
+Tasks (``ReconfigVM_Task``) are awaited together (:meth:`Client.wait_for_tasks`): one read of
+all their states, then, while any is still running, one filter on their ``info.state`` and
+``WaitForUpdatesEx`` on a PropertyCollector of the session's own — the server answers when a
+task ends, however many there are, instead of one poll loop per task.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import math
 import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -156,6 +163,10 @@ class Client:
         self.root: Any = self.content.rootFolder
         self.view: Any = None
         self.view_types: list[Any] = [vim.VirtualMachine, vim.HostSystem]
+        self._waiter: Any = None  # the PropertyCollector task waits use (made on first need)
+        #: fetch the next page of a fast sweep while parsing this one (benchmarks turn it off
+        #: to measure what it saves)
+        self.overlap_pages = True
 
     # -- session ---------------------------------------------------------------------------
 
@@ -176,6 +187,7 @@ class Client:
             except vim.fault.NotAuthenticated:
                 log.info("vSphere session at %s expired: logging in again", self.endpoint.where)
             self.relogins += 1
+            self._waiter = None  # a collector dies with its session
             try:
                 self._login()
                 self.open_view()
@@ -190,6 +202,8 @@ class Client:
     def logout(self) -> None:
         try:
             with mapped(where=self.endpoint.where):
+                if self._waiter is not None:
+                    self._waiter.DestroyPropertyCollector()
                 if self.view is not None:
                     self.view.DestroyView()
                 self.content.sessionManager.Logout()
@@ -197,6 +211,7 @@ class Client:
             log.debug("logout from %s failed: %s", self.endpoint.where, exc)
         finally:
             self.view = None
+            self._waiter = None
             self.stub.DropConnections()
 
     # -- retrieval --------------------------------------------------------------------------
@@ -210,10 +225,21 @@ class Client:
         )
 
     @staticmethod
-    def objects_filter(objects: Iterable[Any], props: dict[Any, Sequence[str]]) -> Any:
-        """A FilterSpec for exactly ``objects`` (morefs), with ``props``' paths per type."""
+    def objects_filter(
+        objects: Iterable[Any], props: dict[Any, Sequence[str]], *, follow: tuple[Any, str] | None = None
+    ) -> Any:
+        """A FilterSpec for exactly ``objects`` (morefs), with ``props``' paths per type.
+
+        ``follow=(type, path)`` also selects the objects that ``path`` of each refers to (for
+        example ``(vim.VirtualMachine, "runtime.host")``: the VMs' hosts, in the same answer).
+        """
+        select = (
+            [_PC.TraversalSpec(name="follow", type=follow[0], path=follow[1], skip=False)]
+            if follow is not None
+            else None
+        )
         return _PC.FilterSpec(
-            objectSet=[_PC.ObjectSpec(obj=o, skip=False) for o in objects],
+            objectSet=[_PC.ObjectSpec(obj=o, skip=False, selectSet=select) for o in objects],
             propSet=[_PC.PropertySpec(type=t, pathSet=list(paths)) for t, paths in props.items()],
         )
 
@@ -241,43 +267,150 @@ class Client:
         ``props``: (type name, paths) pairs, e.g. ``("HostSystem", ["name"])``. The same
         requests as :meth:`retrieve` (one per page) over the same stub, so the same session,
         TLS and timeouts; rows are ``(type, moref id, {path: plain value})``.
+
+        Pages overlap: as soon as a page has arrived, the request for the next one (its token
+        is the answer's first element) goes out from a helper thread while this one parses the
+        page, so a sweep of many pages waits on the server, not on our parsing.
         """
         collector = str(self.content.propertyCollector._moId)
         rows: list[_fast.Row] = []
         body = _fast.soap_call(
             self.stub, _fast.retrieve_request(collector, str(self.view._moId), props, self.page_size)
         )
-        token = _fast.parse_result(body, rows)
-        while token:
-            body = _fast.soap_call(self.stub, _fast.continue_request(collector, token))
+        if not self.overlap_pages:
             token = _fast.parse_result(body, rows)
-        return rows
+            while token:
+                body = _fast.soap_call(self.stub, _fast.continue_request(collector, token))
+                token = _fast.parse_result(body, rows)
+            return rows
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvballoon-esxi-page") as fetcher:
+            while True:
+                token = _fast.peek_token(body)
+                following = (
+                    fetcher.submit(_fast.soap_call, self.stub, _fast.continue_request(collector, token))
+                    if token
+                    else None
+                )
+                try:
+                    parsed = _fast.parse_result(body, rows)
+                    if following is not None and parsed != token:
+                        raise vmodl.MethodFault(msg="the vSphere answer's paging token is ambiguous")
+                except BaseException:
+                    if following is not None:
+                        following.cancel()
+                        _settle(following)
+                    raise
+                if following is not None:
+                    body = following.result()
+                elif parsed is not None:  # a token the quick look missed: ask for its page now
+                    body = _fast.soap_call(self.stub, _fast.continue_request(collector, parsed))
+                else:
+                    return rows
+
+    def _task_collector(self) -> Any:
+        if self._waiter is None:
+            self._waiter = self.content.propertyCollector.CreatePropertyCollector()
+        return self._waiter
 
     def wait_for_task(self, task: Any, timeout: float) -> None:
-        """Poll the task's state through the PropertyCollector until it ends or ``timeout``.
+        """Wait for one task (see :meth:`wait_for_tasks`); its fault is raised."""
+        (end,) = self.wait_for_tasks([task], timeout)
+        if end is not None:
+            raise end
 
-        A failed task raises its own fault (mapped by the caller's :func:`mapped`). On timeout
-        the task may still complete: the error says so, with its id.
+    def wait_for_tasks(self, tasks: Sequence[Any], timeout: float) -> list[BaseException | None]:
+        """Wait for every task at once; per task (in order) ``None`` (success) or its fault.
+
+        First one read of all the tasks' states (fast tasks have ended by then); while some
+        still run, one PropertyCollector filter on them and ``WaitForUpdatesEx``, which the
+        server answers as soon as one changes, until the last ends or ``timeout`` runs out. A
+        task still running then gets an :class:`~hvballoon.errors.OperationTimeoutError`: it
+        may still complete (reading the configuration again shows whether it did).
         """
-        spec = self.objects_filter([task], {vim.Task: ["info.state", "info.error"]})
+        if not tasks:
+            return []
+        paths = ["info.state", "info.error"]
         deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            rows = self.retrieve(spec)
-            props = rows[0][1] if rows else {}
+        states: dict[str, dict[str, Any]] = {}
+        for ref, props in self.retrieve(self.objects_filter(tasks, {vim.Task: paths})):
+            states[ref._moId] = props
+        running = [t for t in tasks if not _ended(states.get(t._moId, {}))]
+        if running:
+            self._await_updates(running, paths, states, deadline, timeout)
+        ends: list[BaseException | None] = []
+        for task in tasks:
+            props = states.get(task._moId, {})
             state = props.get("info.state")
             if state == vim.TaskInfo.State.success:
-                return
-            if state == vim.TaskInfo.State.error:
+                ends.append(None)
+            elif state == vim.TaskInfo.State.error:
                 error = props.get("info.error")
-                if isinstance(error, BaseException):
-                    raise error
-                raise vmodl.MethodFault(msg=f"task {task._moId} failed without a fault")
-            if time.monotonic() + delay > deadline:
-                raise OperationTimeoutError(
-                    f"task {task._moId} did not finish within {timeout:g} s; it may still complete "
-                    "(reading the configuration again shows whether it did)",
-                    details={"task": task._moId},
+                ends.append(
+                    error
+                    if isinstance(error, BaseException)
+                    else vmodl.MethodFault(msg=f"task {task._moId} failed without a fault")
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            else:
+                ends.append(
+                    OperationTimeoutError(
+                        f"task {task._moId} did not finish within {timeout:g} s; it may still complete "
+                        "(reading the configuration again shows whether it did)",
+                        details={"task": task._moId},
+                    )
+                )
+        return ends
+
+    def _await_updates(
+        self,
+        tasks: list[Any],
+        paths: list[str],
+        states: dict[str, dict[str, Any]],
+        deadline: float,
+        timeout: float,
+    ) -> None:
+        """``WaitForUpdatesEx`` on a filter over ``tasks`` until each has ended or ``deadline``."""
+        collector = self._task_collector()
+        watched = collector.CreateFilter(self.objects_filter(tasks, {vim.Task: paths}), partialUpdates=False)
+        # the server holds a wait at most this long: below the socket's read timeout
+        hold = math.floor(timeout * 2 / 3)
+        try:
+            version = ""
+            pending = {t._moId for t in tasks}
+            delay = 0.05
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                wait = max(0, min(hold, math.floor(left)))
+                update = collector.WaitForUpdatesEx(version, _PC.WaitOptions(maxWaitSeconds=wait))
+                if update is None:
+                    if wait == 0:  # the timeout is too short to let the server hold the call
+                        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                        delay = min(delay * 2, 1.0)
+                    continue
+                version = update.version
+                # an update set may hold several changes of one task, in order: judge the end
+                # only once all of them are applied
+                for filter_update in update.filterSet or ():
+                    for change in filter_update.objectSet or ():
+                        props = states.setdefault(change.obj._moId, {})
+                        for c in change.changeSet or ():
+                            props[c.name] = c.val
+                pending = {moid for moid in pending if not _ended(states.get(moid, {}))}
+        finally:
+            try:
+                watched.DestroyPropertyFilter()
+            except Exception as exc:  # the filter dies with the session anyway
+                log.debug("could not destroy the task filter: %s", exc)
+
+
+def _ended(props: dict[str, Any]) -> bool:
+    return props.get("info.state") in (vim.TaskInfo.State.success, vim.TaskInfo.State.error)
+
+
+def _settle(future: Any) -> None:
+    """Wait for a cancelled or running page fetch to end, ignoring its outcome."""
+    try:
+        future.result()
+    except BaseException:  # noqa: S110 - the caller is already raising its own error
+        pass

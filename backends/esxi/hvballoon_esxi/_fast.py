@@ -17,12 +17,13 @@ Properties listed in an object's ``missingSet`` are simply absent, as in pyvmomi
 from __future__ import annotations
 
 import http.client
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape, quoteattr, unescape
 
 from pyVmomi import VmomiSupport as _VmomiSupport
 from pyVmomi import vmodl as _vmodl
@@ -33,10 +34,12 @@ vmodl: Any = _vmodl
 
 __all__ = [
     "Allocation",
+    "OptionValue",
     "Row",
     "Shares",
     "continue_request",
     "parse_result",
+    "peek_token",
     "retrieve_request",
     "soap_call",
 ]
@@ -74,6 +77,26 @@ class Allocation:
     limit: int | None = None
     shares: Shares | None = None
     overheadLimit: int | None = None
+
+
+@dataclass(frozen=True)
+class OptionValue:
+    """One ``OptionValue`` of ``config.extraConfig`` (``key``, ``value``), as pyvmomi names them."""
+
+    key: str
+    value: Any
+
+
+#: ``RetrieveResult`` lists its ``token`` before its objects (the WSDL's sequence order), so the
+#: next page can be asked for before this one is parsed.
+_TOKEN = re.compile(rb"<(?:\w+:)?returnval\b[^>]*>\s*<(?:\w+:)?token>([^<]*)</(?:\w+:)?token>")
+
+
+def peek_token(body: bytes) -> str | None:
+    """The paging token of a ``RetrievePropertiesEx`` answer without parsing it (``None``: the
+    last page, or not a result — :func:`parse_result` then tells which)."""
+    match = _TOKEN.search(body, 0, 4096)
+    return unescape(match.group(1).decode("utf-8")) if match else None
 
 
 def _moref(kind: str, moid: str) -> str:
@@ -183,6 +206,14 @@ def _value(val: ET.Element) -> Any:
         return text.strip() in ("true", "1")
     if kind == "ResourceAllocationInfo":
         return _allocation(val)
+    if kind == "ArrayOfOptionValue":
+        return [
+            OptionValue(
+                key=opt.findtext(_V + "key") or "",
+                value=_value(v) if (v := opt.find(_V + "value")) is not None else None,
+            )
+            for opt in val.iterfind(_V + "OptionValue")
+        ]
     # strings, enums (VirtualMachinePowerState), morefs (their id) and anything else: the text
     return text
 

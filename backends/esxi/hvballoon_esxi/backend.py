@@ -13,7 +13,11 @@ whole allocation (reservation and shares preserved); releasing it means "unlimit
         hv.set_config("web01", limit="unlimited")     # release
 
 Reading costs one PropertyCollector round trip per page of ``page_size`` objects, whatever the
-number of VMs; no code path reads a managed object's attributes one by one.
+number of VMs; no code path reads a managed object's attributes one by one. A change reads the
+VMs' stats and configuration (and their hosts' names) in one ``RetrievePropertiesEx``; many
+targets (``set_targets``) are sent as one ``ReconfigVM_Task`` each, all issued before any is
+awaited, then awaited together (:meth:`~hvballoon_esxi._client.Client.wait_for_tasks`). A name
+the session does not know yet costs one sweep of the VMs' names and ids.
 
 Units on the wire: ``config.hardware.memoryMB``, the allocation, and every memory quickStat are
 MB — except ``quickStats.compressedMemory``, which is KB; the ``mem.vmmemctltarget`` perf
@@ -30,8 +34,9 @@ from typing import Any, ClassVar
 from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
-from hvballoon.backend import Backend, ConnectOptions
-from hvballoon.errors import Hint, InvalidRequestError, InvalidURIError, VMNotFoundError
+from hvballoon._gc import collector_paused
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
+from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind
 from hvballoon.kinds.esxi import SHARES_LEVELS
@@ -39,6 +44,7 @@ from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemorySt
 from hvballoon.units import KiB, MiB
 
 from ._client import Client, Endpoint, make_ssl_context
+from ._faults import map_exception
 
 # pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
 vim: Any = _vim
@@ -90,7 +96,10 @@ CONFIG_PATHS: tuple[str, ...] = (
     "config.hardware.memoryMB",
     "config.memoryAllocation",
     "config.memoryReservationLockedToMax",
+    "config.extraConfig",
 )
+#: What a change reads: the stats and the configuration, in one request.
+CHANGE_PATHS: tuple[str, ...] = (*STATS_PATHS, "config.memoryReservationLockedToMax", "config.extraConfig")
 
 _POWER = {
     "poweredOn": PowerState.RUNNING,
@@ -260,14 +269,20 @@ class ESXiBackend(Backend):
             return self._sweep_view(paths, ("name",))[0]
         c = self.client
         refs = [self._ref(vm) for vm in vms]
-        spec_props = {vim.VirtualMachine: paths}
-        rows = c.call(lambda: c.retrieve(c.objects_filter(refs, spec_props)))
-        by_moref = {ref._moId: (ref._moId, values) for ref, values in rows}
+        # the VMs' hosts (their names) come in the same answer, through runtime.host
+        spec_props = {vim.VirtualMachine: paths, vim.HostSystem: ["name"]}
+        spec = c.objects_filter(refs, spec_props, follow=(vim.VirtualMachine, "runtime.host"))
+        rows = c.call(lambda: c.retrieve(spec))
+        by_moref: dict[str, tuple[str, dict[str, Any]]] = {}
+        for ref, values in rows:
+            if isinstance(ref, vim.HostSystem):
+                self._hosts[ref._moId] = str(values.get("name", ref._moId))
+            else:
+                by_moref[ref._moId] = (ref._moId, values)
         missing = [vm for vm, ref in zip(vms, refs, strict=True) if ref._moId not in by_moref]
         if missing:
             raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
         vm_rows = [by_moref[ref._moId] for ref in refs]
-        self._learn_hosts(values.get("runtime.host") for _, values in vm_rows)
         for moid, values in vm_rows:
             self._morefs[self._id(moid, values)] = moid
         return vm_rows
@@ -307,14 +322,29 @@ class ESXiBackend(Backend):
         return vm_rows, host_rows
 
     def _learn_hosts(self, hosts: Iterable[Any]) -> None:
-        """Names of hosts not seen yet, in one call (they are cached: hosts rarely change)."""
-        unknown = {h._moId: h for h in hosts if h is not None and h._moId not in self._hosts}
+        """Names of hosts not seen yet, in one call (they are cached: hosts rarely change).
+        A host is a pyvmomi moref or, from the fast sweep, its id."""
+        c = self.client
+        ids = {h if isinstance(h, str) else h._moId for h in hosts if h is not None}
+        unknown = [vim.HostSystem(i, c.stub) for i in sorted(ids - set(self._hosts))]
         if not unknown:
             return
-        c = self.client
-        rows = c.call(lambda: c.retrieve(c.objects_filter(unknown.values(), {vim.HostSystem: ["name"]})))
+        rows = c.call(lambda: c.retrieve(c.objects_filter(unknown, {vim.HostSystem: ["name"]})))
         for ref, props in rows:
             self._hosts[ref._moId] = str(props.get("name", ref._moId))
+
+    def _sweep_vms(self, paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """Every VM of the view with ``paths`` (no hosts: one page fewer per sweep)."""
+        c = self.client
+        if self.fast_sweep:
+            found = c.call(lambda: c.retrieve_view_fast((("VirtualMachine", tuple(paths)),)))
+            rows = [(moid, values) for kind, moid, values in found if kind == "VirtualMachine"]
+        else:
+            found = c.call(lambda: c.retrieve(c.view_filter({vim.VirtualMachine: paths})))
+            rows = [(ref._moId, values) for ref, values in found]
+        for moid, values in rows:
+            self._morefs[self._id(moid, values)] = moid
+        return rows
 
     def _ref(self, vm: VM) -> Any:
         """The VM's moref, from the VM itself, the cache, or (once) a fresh listing."""
@@ -344,13 +374,35 @@ class ESXiBackend(Backend):
         )
 
     def list_vms(self) -> list[VM]:
-        return [self._vm(moid, props) for moid, props in self._sweep(LIST_PATHS, None)]
+        with collector_paused():  # see hvballoon._gc: a sweep allocates in bulk, without cycles
+            return [self._vm(moid, props) for moid, props in self._sweep(LIST_PATHS, None)]
+
+    def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
+        """vSphere has no look-up by name: one sweep of every VM's name and id (no hosts, no
+        figures: one page per ``page_size`` VMs). Every VM it saw is returned, so the session
+        remembers them all; the hosts' names are read once (then cached)."""
+        with collector_paused():
+            rows = self._sweep_vms(LIST_PATHS)
+            self._learn_hosts(props.get("runtime.host") for _, props in rows)
+            return [self._vm(moid, props) for moid, props in rows]
 
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
-        rows = self._sweep(STATS_PATHS, vms)
-        at = datetime.now(timezone.utc)
-        targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
-        return [self._stats(moid, props, at, targets.get(moid)) for moid, props in rows]
+        with collector_paused():
+            rows = self._sweep(STATS_PATHS, vms)
+            at = datetime.now(timezone.utc)
+            targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
+            return [self._stats(moid, props, at, targets.get(moid)) for moid, props in rows]
+
+    def get_stats_and_configs(self, vms: list[VM]) -> list[tuple[MemoryStats, MemoryConfig]]:
+        """One ``RetrievePropertiesEx`` for the VMs' stats, configurations and hosts' names."""
+        with collector_paused():
+            rows = self._sweep(CHANGE_PATHS, vms)
+            at = datetime.now(timezone.utc)
+            targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
+            return [
+                (self._stats(moid, props, at, targets.get(moid)), self._config(moid, props))
+                for moid, props in rows
+            ]
 
     def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
         """Every host in the view, with every VM, in one PropertyCollector request (and pages).
@@ -362,9 +414,10 @@ class ESXiBackend(Backend):
         ``consumedOverheadMemory`` (``None`` when one of them is not reported).
         """
         if vm_stats is None:
-            vm_rows, host_rows = self._sweep_view(STATS_PATHS, HOST_PATHS)
-            at = datetime.now(timezone.utc)
-            vm_stats = [self._stats(moid, props, at, None) for moid, props in vm_rows]
+            with collector_paused():  # see hvballoon._gc: a sweep allocates in bulk, without cycles
+                vm_rows, host_rows = self._sweep_view(STATS_PATHS, HOST_PATHS)
+                at = datetime.now(timezone.utc)
+                vm_stats = [self._stats(moid, props, at, None) for moid, props in vm_rows]
         else:
             host_rows = self._sweep_view((), HOST_PATHS)[1]
             at = datetime.now(timezone.utc)
@@ -492,13 +545,15 @@ class ESXiBackend(Backend):
     # -- configuration ---------------------------------------------------------------------
 
     def get_config(self, vm: VM) -> MemoryConfig:
-        ref = self._ref(vm)
-        c = self.client
-        paths = (*CONFIG_PATHS, "config.extraConfig")
-        rows = c.call(lambda: c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: paths})), vm=vm.name)
-        if not rows:
-            raise VMNotFoundError(f"VM {vm.name!r} no longer exists", vm=vm.name)
-        _, props = rows[0]
+        (config,) = self.get_configs([vm])
+        return config
+
+    def get_configs(self, vms: list[VM] | None = None) -> list[MemoryConfig]:
+        """Every VM's configuration (one sweep), or those of ``vms`` (one read)."""
+        with collector_paused():
+            return [self._config(moid, props) for moid, props in self._sweep(CONFIG_PATHS, vms)]
+
+    def _config(self, moid: str, props: Mapping[str, Any]) -> MemoryConfig:
         alloc = props.get("config.memoryAllocation")
         shares = getattr(alloc, "shares", None)
         limit = _limit_mb(alloc)
@@ -506,7 +561,7 @@ class ESXiBackend(Backend):
         level = str(shares.level) if shares is not None and shares.level is not None else None
         locked = props.get("config.memoryReservationLockedToMax")
         return MemoryConfig(
-            vm=self._vm(ref._moId, props),
+            vm=self._vm(moid, props),
             mechanism=CAPABILITIES.mechanism,
             maximum_bytes=_mb(props.get("config.hardware.memoryMB")),
             reservation_bytes=_mb(reservation),
@@ -515,11 +570,57 @@ class ESXiBackend(Backend):
             shares_level=level if level in SHARES_LEVELS else None,
             memory_reservation_lock=bool(locked),
             balloon_cap_bytes=_balloon_cap(props.get("config.extraConfig")),
-            extra={"moref": ref._moId},
+            extra={"moref": moid},
         )
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._reconfigure(vm, {"limit_bytes": target_bytes})
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """The allocations read fresh for all VMs in one request, then one ``ReconfigVM_Task``
+        per VM (each carrying its whole allocation), all issued before any is awaited, then
+        awaited together. A VM's fault (at the call or in its task) is its own."""
+        out: list[HVBalloonError | None] = [None] * len(targets)
+        refs: list[tuple[int, Any]] = []
+        for i, t in enumerate(targets):
+            try:
+                refs.append((i, self._ref(t.vm)))
+            except HVBalloonError as exc:
+                out[i] = exc
+        c = self.client
+        where = c.endpoint.where
+
+        def run() -> list[HVBalloonError | None]:
+            answers = list(out)
+            spec = c.objects_filter([r for _, r in refs], {vim.VirtualMachine: ["config.memoryAllocation"]})
+            spec.reportMissingObjectsInResults = True
+            current = {ref._moId: props.get("config.memoryAllocation") for ref, props in c.retrieve(spec)}
+            issued: list[tuple[int, Any]] = []
+            for i, ref in refs:
+                vm = targets[i].vm
+                if ref._moId not in current:
+                    answers[i] = VMNotFoundError(f"VM {vm.name!r} no longer exists", vm=vm.name)
+                    continue
+                alloc = _allocation(current[ref._moId], {"limit_bytes": targets[i].target_bytes})
+                try:
+                    issued.append((i, ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(memoryAllocation=alloc))))
+                except vim.fault.NotAuthenticated:
+                    raise  # the whole call: log in again and send every move again (absolute)
+                except Exception as exc:
+                    error = map_exception(exc, where=where, vm=vm.name)
+                    error.__cause__ = exc
+                    answers[i] = error
+            ends = c.wait_for_tasks([task for _, task in issued], self.opts.timeout)
+            for (i, _task), end in zip(issued, ends, strict=True):
+                if end is not None:
+                    error = end if isinstance(end, HVBalloonError) else map_exception(end, where=where)
+                    error.with_context(vm=targets[i].vm.name)
+                    if error is not end:
+                        error.__cause__ = end
+                    answers[i] = error
+            return answers
+
+        return c.call(run) if refs else out
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         self._reconfigure(vm, changes)
@@ -538,23 +639,7 @@ class ESXiBackend(Backend):
             if {"limit_bytes", "reservation_bytes", "shares", "shares_level"} & set(changes):
                 rows = c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: ["config.memoryAllocation"]}))
                 current = rows[0][1].get("config.memoryAllocation") if rows else None
-                alloc = vim.ResourceAllocationInfo(
-                    reservation=getattr(current, "reservation", None),
-                    limit=getattr(current, "limit", None),
-                    shares=getattr(current, "shares", None),
-                    expandableReservation=getattr(current, "expandableReservation", None),
-                )
-                if "limit_bytes" in changes:
-                    lim = changes["limit_bytes"]
-                    alloc.limit = _UNLIMITED if lim is None else -(-lim // MiB)
-                if "reservation_bytes" in changes:
-                    alloc.reservation = changes["reservation_bytes"] // MiB
-                if "shares" in changes or "shares_level" in changes:
-                    # the kind gives both: the level, and its count (ESXi's own for a level)
-                    level = changes.get("shares_level") or getattr(alloc.shares, "level", None) or "custom"
-                    count = changes.get("shares", getattr(alloc.shares, "shares", None))
-                    alloc.shares = vim.SharesInfo(level=str(level), shares=count)
-                spec.memoryAllocation = alloc
+                spec.memoryAllocation = _allocation(current, changes)
             if "memory_reservation_lock" in changes:
                 spec.memoryReservationLockedToMax = bool(changes["memory_reservation_lock"])
             if changes.get("maximum_bytes") is not None:
@@ -568,6 +653,31 @@ class ESXiBackend(Backend):
             c.wait_for_task(task, self.opts.timeout)
 
         c.call(run, vm=vm.name)
+
+
+def _allocation(current: Any, changes: Mapping[str, Any]) -> Any:
+    """The whole ``ResourceAllocationInfo`` to send: the current one with ``changes`` applied
+    (a spec carrying only the limit would leave reservation and shares to the server's mercy)."""
+    shares = getattr(current, "shares", None)
+    if shares is not None and not isinstance(shares, vim.SharesInfo):  # read by the fast sweep
+        shares = vim.SharesInfo(level=shares.level, shares=shares.shares)
+    alloc = vim.ResourceAllocationInfo(
+        reservation=getattr(current, "reservation", None),
+        limit=getattr(current, "limit", None),
+        shares=shares,
+        expandableReservation=getattr(current, "expandableReservation", None),
+    )
+    if "limit_bytes" in changes:
+        lim = changes["limit_bytes"]
+        alloc.limit = _UNLIMITED if lim is None else -(-lim // MiB)
+    if "reservation_bytes" in changes:
+        alloc.reservation = changes["reservation_bytes"] // MiB
+    if "shares" in changes or "shares_level" in changes:
+        # the kind gives both: the level, and its count (ESXi's own for a level)
+        level = changes.get("shares_level") or getattr(alloc.shares, "level", None) or "custom"
+        count = changes.get("shares", getattr(alloc.shares, "shares", None))
+        alloc.shares = vim.SharesInfo(level=str(level), shares=count)
+    return alloc
 
 
 def _running(props: Mapping[str, Any]) -> bool:

@@ -131,6 +131,12 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     ErrorRule(RemoteScriptError, _codes("HVBalloonVMNotFound"), VMNotFoundError, "no VM has this id"),
     ErrorRule(
         RemoteScriptError,
+        _codes("HVBalloonStateChanged"),
+        InvalidStateError,
+        "the VM changed since it was read (Dynamic Memory switched); read it again",
+    ),
+    ErrorRule(
+        RemoteScriptError,
         _codes("CommandNotFoundException"),
         BackendError,
         "a Hyper-V cmdlet is missing on the host (install the Hyper-V PowerShell module)",

@@ -10,6 +10,12 @@ cannot close the single-quoted string, so a VM id or name made of quotes (includ
 typographic ``‘ ’ ‚ ‛`` PowerShell also accepts), ``$()``, backticks, semicolons or newlines is
 only ever data. :func:`render` checks the alphabet anyway before it substitutes.
 
+A template that carries many VMs (:data:`SET_TARGETS`) compresses its JSON first (raw DEFLATE,
+RFC 1951, which .NET's ``System.IO.Compression.DeflateStream`` reads): a command line holds only
+8,191 characters, and the script travels as base64 of UTF-16, so every character of data costs
+2⅔ of them. Compressed, some 50 VMs fit in one command; more are split (:func:`fits` says
+whether a command fits before anything is sent).
+
 Each script sets ``$ErrorActionPreference = 'Stop'`` and prints exactly one JSON document: the
 result with exit code 0, or ``{"error": {...}}`` (the error record's FullyQualifiedErrorId,
 category and exception type) with exit code 1. Non-ASCII characters in the output are written as
@@ -17,11 +23,11 @@ category and exception type) with exit code 1. Non-ASCII characters in the outpu
 as well). PowerShell 5.1 writes progress records to stderr even on success: the exit code and the
 JSON decide, never stderr.
 
->>> script = render(READ, {"ids": ["x'; Remove-VM *; '"]})
+>>> script = render(READ, {"ids": ["x'; Remove-VM *; '"], "names": None})
 >>> "Remove-VM" in script, len(script) < 3000
 (False, True)
 >>> decode_data(data_of(READ, script))
-{'ids': ["x'; Remove-VM *; '"]}
+{'ids': ["x'; Remove-VM *; '"], 'names': None}
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +47,7 @@ __all__ = [
     "PROBE",
     "READ",
     "SET_MEMORY",
+    "SET_TARGETS",
     "TEMPLATES",
     "Template",
     "command_line_length",
@@ -47,6 +55,7 @@ __all__ = [
     "decode_data",
     "encode_command",
     "encode_data",
+    "fits",
     "render",
 ]
 
@@ -62,21 +71,31 @@ _EXECUTABLE = "powershell.exe"
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
-_PROLOGUE = f"""$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-function Out-Json($o) {{
-  $j = ConvertTo-Json -InputObject $o -Depth 4 -Compress
-  [Console]::Out.Write([regex]::Replace($j, '[^\\x00-\\x7f]', {{ param($m) '\\u{{0:x4}}' -f [int][char]$m.Value }}))
-}}
-try {{
-$p = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{DATA_MARKER}')) | ConvertFrom-Json
+# Written tight (they open every script, and a script's characters cost 2⅔ each on the command
+# line): Out-Json prints one JSON document with non-ASCII escaped; Err is an error record.
+_HEAD = """$ErrorActionPreference = 'Stop'
+$ProgressPreference='SilentlyContinue'
+function Out-Json($o){$j=ConvertTo-Json -InputObject $o -Depth 4 -Compress
+[Console]::Out.Write([regex]::Replace($j,'[^\\x00-\\x7f]',{param($m) '\\u{0:x4}' -f [int][char]$m.Value}))}
+function Err($e){[ordered]@{id=[string]$e.FullyQualifiedErrorId;category=[string]$e.CategoryInfo.Category;type=$e.Exception.GetType().FullName;message=[string]$e.Exception.Message}}
+try {
 """
+
+#: The data line: base64 of UTF-8 JSON, or of its raw DEFLATE compression.
+_PLAIN_DATA = (
+    f"$p = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('{DATA_MARKER}')) | ConvertFrom-Json\n"
+)
+_DEFLATED_DATA = (
+    "$z=[IO.Compression.DeflateStream]::new([IO.MemoryStream]::new([Convert]::FromBase64String("
+    f"'{DATA_MARKER}')),[IO.Compression.CompressionMode]::Decompress)\n"
+    "$p=[IO.StreamReader]::new($z,[Text.Encoding]::UTF8).ReadToEnd()|ConvertFrom-Json\n"
+)
+_PROLOGUE = _HEAD + _PLAIN_DATA
 
 _EPILOGUE = """Out-Json $r
 exit 0
 } catch {
-$e = $_
-Out-Json @{ error = [ordered]@{ id = [string]$e.FullyQualifiedErrorId; category = [string]$e.CategoryInfo.Category; type = $e.Exception.GetType().FullName; message = [string]$e.Exception.Message } }
+Out-Json @{ error = Err $_ }
 exit 1
 }"""
 
@@ -90,14 +109,20 @@ _ROW = """[ordered]@{ Id = $v.Id.ToString(); Name = $v.Name; ComputerName = $v.C
 
 @dataclass(frozen=True)
 class Template:
-    """A fixed script: ``name`` for logs and errors, ``text`` with one :data:`DATA_MARKER`."""
+    """A fixed script: ``name`` for logs and errors, ``text`` with one :data:`DATA_MARKER`;
+    ``deflated`` when its data line decompresses the JSON."""
 
     name: str
     text: str
+    deflated: bool = False
 
     def __post_init__(self) -> None:
         if self.text.count(DATA_MARKER) != 1:
             raise ValueError(f"template {self.name} must hold exactly one data marker")
+
+    def decode(self, data: str) -> Any:
+        """The parameters back from this template's data line."""
+        return decode_data(data, deflated=self.deflated)
 
 
 #: Cheap check at connect time: who answers, which PowerShell, is the Hyper-V module there, and
@@ -113,12 +138,14 @@ $r = [ordered]@{ host = $env:COMPUTERNAME; powershell = $PSVersionTable.PSVersio
     + _EPILOGUE,
 )
 
-#: Every VM (``ids`` null) or the VMs whose Id is in ``ids``: one command, one Get-VMMemory call.
+#: Every VM (``ids`` and ``names`` null), or the VMs whose Id is in ``ids`` or whose Name is in
+#: ``names`` (PowerShell compares names case-insensitively; the caller keeps exact matches): one
+#: command, one Get-VMMemory call.
 READ = Template(
     "read",
     _PROLOGUE
     + """$vms = @(Get-VM)
-if ($null -ne $p.ids) { $vms = @($vms | Where-Object { $p.ids -contains $_.Id.ToString() }) }
+if ($null -ne $p.ids -or $null -ne $p.names) { $vms = @($vms | Where-Object { $p.ids -contains $_.Id.ToString() -or $p.names -contains $_.Name }) }
 $mem = @{}
 if ($vms.Count) { foreach ($x in @(Get-VMMemory -VM $vms)) { $mem[$x.VMId.ToString()] = $x } }
 $r = @(foreach ($v in $vms) { $m = $mem[$v.Id.ToString()]
@@ -178,24 +205,63 @@ $r = """
     + _EPILOGUE,
 )
 
+#: Many targets in one command: ``t`` is a list of ``{"i": VM id, "x" or "s": target in MiB}``:
+#: ``x`` sets the maximum of a Dynamic Memory VM, ``s`` the startup size of a static one — the
+#: field the Hyper-V kind names for the VM as it was read (sizes are 2 MiB multiples, so MiB is
+#: exact and short). As in :data:`SET_MEMORY`, nothing is changed on a VM whose Dynamic Memory was
+#: switched since. Each VM in its own try, then read back as ``{"i", "d": Dynamic Memory, "s":
+#: startup, "x": maximum}`` (bytes); a VM's failure is its own error record, told by its ErrorId
+#: (the table in :mod:`hvballoon_hyperv._errors` matches it; no category is spent on it).
+SET_TARGETS = Template(
+    "set_targets",
+    _HEAD
+    + _DEFLATED_DATA
+    # written tight: every character of the script costs 2⅔ on the command line
+    + """$r=@(foreach($t in $p.t){try{
+$v=Get-VM -Id $t.i -EA 0
+if(!$v){Write-Error 'no VM has this id' -ErrorId HVBalloonVMNotFound}
+$x=$null -ne $t.x
+if([bool]$v.DynamicMemoryEnabled -ne $x){Write-Error 'Dynamic Memory switched since the VM was read' -ErrorId HVBalloonStateChanged}
+if($x){Set-VMMemory -VM $v -MaximumBytes ([int64]$t.x*1MB)}else{Set-VMMemory -VM $v -StartupBytes ([int64]$t.s*1MB)}
+$v=Get-VM -Id $t.i
+@{i=$t.i;d=[bool]$v.DynamicMemoryEnabled;s=$v.MemoryStartup;x=$v.MemoryMaximum}
+}catch{@{i=$t.i;error=Err $_}}})
+"""
+    + _EPILOGUE,
+    deflated=True,
+)
+
 #: Every template, by name.
-TEMPLATES: dict[str, Template] = {t.name: t for t in (PROBE, READ, SET_MEMORY, HOST)}
+TEMPLATES: dict[str, Template] = {t.name: t for t in (PROBE, READ, SET_MEMORY, HOST, SET_TARGETS)}
 
 
-def encode_data(params: dict[str, Any]) -> str:
-    """The base64 of the parameters' UTF-8 JSON (what replaces :data:`DATA_MARKER`)."""
-    raw = json.dumps(params, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+def encode_data(params: dict[str, Any], *, deflated: bool = False) -> str:
+    """The base64 of the parameters' UTF-8 JSON, raw-DEFLATE-compressed when ``deflated`` (what
+    replaces :data:`DATA_MARKER`)."""
+    raw = json.dumps(params, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if deflated:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # -15: no zlib header, as DeflateStream reads
+        raw = packer.compress(raw) + packer.flush()
+    return base64.b64encode(raw).decode("ascii")
 
 
-def decode_data(data: str) -> Any:
-    """The parameters back from a data line's base64 (what the script's first line does)."""
-    return json.loads(base64.b64decode(data, validate=True).decode("utf-8"))
+def decode_data(data: str, *, deflated: bool = False) -> Any:
+    """The parameters back from a data line's base64 (what the script's first lines do)."""
+    raw = base64.b64decode(data, validate=True)
+    if deflated:
+        raw = zlib.decompress(raw, -15)
+    return json.loads(raw.decode("utf-8"))
+
+
+def fits(template: Template, params: dict[str, Any]) -> bool:
+    """Whether ``template`` with ``params`` fits on one command line (nothing is sent)."""
+    command, arguments = encode_command(render(template, params))
+    return command_line_length(command, arguments) <= MAX_COMMAND_LINE
 
 
 def render(template: Template, params: dict[str, Any]) -> str:
     """The script to run: the template with its data line filled in."""
-    data = encode_data(params)
+    data = encode_data(params, deflated=template.deflated)
     if not _BASE64.fullmatch(data):  # cannot happen; the whole design rests on it, so check
         raise ValueError("encoded parameters are not plain base64")
     return template.text.replace(DATA_MARKER, data)

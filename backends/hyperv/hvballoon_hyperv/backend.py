@@ -28,7 +28,10 @@ Every rule comes from the Hyper-V kind (:mod:`hvballoon.kinds.hyperv`), the obje
 ``hyperv`` flavour holds too, and is checked before anything is sent, so a refused change names
 the rule and what is allowed instead of failing on the host. Get-VM's ``State`` — every
 documented value, as a name or as PowerShell 5.1's number — is classified by the kind too: the
-power state, ``VM.extra["state"]`` (Hyper-V's name) and ``VM.extra["health"]``. Scripts are fixed templates whose parameters
+power state, ``VM.extra["state"]`` (Hyper-V's name) and ``VM.extra["health"]``. Many targets
+(``set_targets``) go in one command (:data:`~hvballoon_hyperv._scripts.SET_TARGETS`, 50 VMs fit
+on a command line; more are split), each VM in its own ``try`` on the host; a VM the session
+does not know is looked up by name or id in one filtered ``Get-VM``. Scripts are fixed templates whose parameters
 travel as base64 JSON (:mod:`hvballoon_hyperv._scripts`); native faults are mapped by one table
 (:mod:`hvballoon_hyperv._errors`); one shell is kept open per session
 (:mod:`hvballoon_hyperv._client`).
@@ -38,17 +41,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import winrm.transport as winrm_transport
 
-from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import (
     BackendError,
     BackendNotInstalledError,
     Hint,
+    HVBalloonError,
     InvalidRequestError,
     InvalidURIError,
     PartialChangeError,
@@ -57,18 +62,18 @@ from hvballoon.errors import (
 from hvballoon.hoststats import host_stats
 from hvballoon.kinds import HYPERV, Kind, Variant
 from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB
+from hvballoon.units import KiB, MiB, format_size
 from hvballoon_hyperv._client import CommandTooLongError, ShellRunner
-from hvballoon_hyperv._errors import translate_errors
-from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY
+from hvballoon_hyperv._errors import RemoteScriptError, map_error, translate_errors
+from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, SET_TARGETS, fits
 
 __all__ = ["DYNAMIC_CAPABILITIES", "STATIC_CAPABILITIES", "HyperVBackend"]
 
 log = logging.getLogger("hvballoon.hyperv")
 
-#: Up to this many VMs (and this many characters of ids) are filtered on the host; more are read
-#: in bulk and filtered here: the ids travel on the command line, which cmd.exe limits to 8,191
-#: characters (24 GUIDs make about 6,900 of them).
+#: Up to this many VMs (and this many characters of ids and names) are filtered on the host; more
+#: are read in bulk and filtered here: they travel on the command line, which cmd.exe limits to
+#: 8,191 characters (24 GUIDs make about 6,900 of them).
 MAX_IDS_PER_READ = 24
 MAX_ID_CHARS_PER_READ = 1000
 
@@ -241,10 +246,15 @@ class HyperVBackend(Backend):
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _rows(self, ids: list[str] | None) -> list[dict[str, Any]]:
-        fits = ids is not None and len(ids) <= MAX_IDS_PER_READ
-        ask = ids if fits and sum(len(i) + 3 for i in ids or ()) <= MAX_ID_CHARS_PER_READ else None
-        rows = self._run(READ, {"ids": ask})
+    def _rows(self, ids: list[str] | None, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Get-VM rows: every VM, or (filtered on the host while the filter fits on the command
+        line, else here by the caller) those with these ids or names."""
+        asked = [*(ids or ()), *(names or ())]
+        small = (ids is not None or names is not None) and len(asked) <= MAX_IDS_PER_READ
+        if small and sum(len(i) + 3 for i in asked) <= MAX_ID_CHARS_PER_READ:
+            rows = self._run(READ, {"ids": ids, "names": names})
+        else:
+            rows = self._run(READ, {"ids": None, "names": None})
         if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("Id") for r in rows):
             raise BackendError(
                 "the host's VM list is not in the expected form", backend=self.name, uri=self._uri
@@ -284,10 +294,31 @@ class HyperVBackend(Backend):
     def list_vms(self) -> list[VM]:
         return [self._vm(r) for r in self._rows(None)]
 
+    def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
+        """One filtered Get-VM for the refs (as ids and as names; ids must look like GUIDs)."""
+        ids = [r for r in refs if _guid_like(r)]
+        names = list(refs)
+        wanted_ids = {i.lower() for i in ids}
+        wanted = set(names)
+        return [
+            self._vm(r)
+            for r in self._rows(ids or None, names)
+            if str(r["Id"]).lower() in wanted_ids or r.get("Name") in wanted
+        ]
+
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
         rows = self._rows(None) if vms is None else self._rows_for(vms)
         at = datetime.now(timezone.utc)
         return [self._stats(r, at) for r in rows]
+
+    def get_configs(self, vms: list[VM] | None = None) -> list[MemoryConfig]:
+        rows = self._rows(None) if vms is None else self._rows_for(vms)
+        return [self._config(r) for r in rows]
+
+    def get_stats_and_configs(self, vms: list[VM]) -> list[tuple[MemoryStats, MemoryConfig]]:
+        """One command: Get-VM's row holds the figures and the configuration."""
+        at = datetime.now(timezone.utc)
+        return [(self._stats(r, at), self._config(r)) for r in self._rows_for(vms)]
 
     def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
         """The host in one command (:data:`~hvballoon_hyperv._scripts.HOST`): Get-VMHost's
@@ -367,8 +398,8 @@ class HyperVBackend(Backend):
         )
 
     def get_config(self, vm: VM) -> MemoryConfig:
-        (row,) = self._rows_for([vm])
-        return self._config(row)
+        (config,) = self.get_configs([vm])
+        return config
 
     # -- rules: the Hyper-V kind's, checked by the base class before anything is sent --------
 
@@ -388,6 +419,101 @@ class HyperVBackend(Backend):
             dynamic = bool(self.get_config(vm).dynamic)
         field = _variant(dynamic).target_field or "startup_bytes"
         self._set(vm, {_CONFIG_PARAMS[field]: target_bytes, "dynamic_is": dynamic}, {field: target_bytes})
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """As few commands as the command line allows (:data:`SET_TARGETS`: 50 VMs each): each
+        VM's target in the field the kind names for it as it was read (the maximum or the startup
+        size; the host refuses it if Dynamic Memory was switched since), set and read back on the
+        host in its own ``try``, so one VM's refusal is its own error record and the others go."""
+        out: list[HVBalloonError | None] = [None] * len(targets)
+        dynamic = self._dynamic_flags([t.vm for t in targets])
+        moves: list[tuple[int, dict[str, Any]]] = []
+        for i, t in enumerate(targets):
+            try:
+                # the session checked already; a direct caller must not send an invalid size either
+                HYPERV.check_sizes(t.vm, {"target_bytes": t.target_bytes}, what="target")
+            except HVBalloonError as exc:
+                out[i] = exc
+                continue
+            field = _variant(dynamic[i]).target_field or "startup_bytes"
+            key = "x" if field == "maximum_bytes" else "s"
+            moves.append((i, {"i": t.vm.id, key: t.target_bytes // MiB}))
+        for chunk in self._chunks(moves):
+            rows = self._run(SET_TARGETS, {"t": [move for _, move in chunk]})
+            if (
+                not isinstance(rows, list)
+                or len(rows) != len(chunk)
+                or not all(isinstance(r, dict) for r in rows)
+            ):
+                raise BackendError(
+                    "the host's answer to the targets is not one record per VM",
+                    backend=self.name,
+                    uri=self._uri,
+                )
+            for (i, move), row in zip(chunk, rows, strict=True):
+                out[i] = self._target_outcome(targets[i], "x" in move, row)
+        return out
+
+    def _dynamic_flags(self, vms: list[VM]) -> list[bool]:
+        """Whether each VM uses Dynamic Memory, as it was read (one read for those not known)."""
+        known = [vm.extra.get("dynamic") for vm in vms]
+        unknown = [vm for vm, flag in zip(vms, known, strict=True) if not isinstance(flag, bool)]
+        read = {c.vm.id: bool(c.dynamic) for c in self.get_configs(unknown)} if unknown else {}
+        return [flag if isinstance(flag, bool) else read[vm.id] for vm, flag in zip(vms, known, strict=True)]
+
+    def _chunks(self, moves: list[tuple[int, dict[str, Any]]]) -> list[list[tuple[int, dict[str, Any]]]]:
+        """The moves in as few commands as fit on a command line (in order)."""
+        chunks: list[list[tuple[int, dict[str, Any]]]] = []
+        current: list[tuple[int, dict[str, Any]]] = []
+        for move in moves:
+            if current and not fits(SET_TARGETS, {"t": [m for _, m in (*current, move)]}):
+                chunks.append(current)
+                current = []
+            current.append(move)
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _target_outcome(
+        self, target: TargetRequest, maximum: bool, row: dict[str, Any]
+    ) -> HVBalloonError | None:
+        vm = target.vm
+        record = row.get("error")
+        if isinstance(record, dict):
+            native = RemoteScriptError(
+                SET_TARGETS.name,
+                exit_code=1,
+                error_id=str(record.get("id") or ""),
+                category=str(record.get("category") or ""),
+                exception_type=str(record.get("type") or ""),
+                message=str(record.get("message") or ""),
+            )
+            error = map_error(native, uri=self._uri, vm=vm.name) or BackendError(str(native), vm=vm.name)
+            error.__cause__ = native
+            return error
+        if str(row.get("i", "")).lower() != vm.id.lower():
+            return BackendError(
+                f"the host answered for another VM than {vm.name!r}",
+                backend=self.name,
+                uri=self._uri,
+                vm=vm.name,
+            )
+        key, field = ("x", "maximum_bytes") if maximum else ("s", "startup_bytes")
+        landed = _int(row, key)
+        if landed != target.target_bytes:
+            return PartialChangeError(
+                f"Hyper-V accepted the target of {vm.name!r} but reads back {format_size(landed)} "
+                f"instead of {format_size(target.target_bytes)}",
+                vm=vm.name,
+                backend=self.name,
+                uri=self._uri,
+                details={
+                    "applied": {},
+                    "not_applied": {field: target.target_bytes},
+                    "read_back": {field: landed},
+                },
+            )
+        return None
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         """All changes in one Set-VMMemory call; the VM is read back in the same command."""
@@ -416,6 +542,12 @@ class HyperVBackend(Backend):
                     "read_back": {k: getattr(after, k) for k in missed},
                 },
             )
+
+
+def _guid_like(text: str) -> bool:
+    """Whether ``text`` could be a VM id (Get-VM's ids are GUIDs; a name is anything)."""
+    hexdigits = text.replace("-", "").strip("{}")
+    return len(hexdigits) == 32 and all(c in "0123456789abcdefABCDEF" for c in hexdigits)
 
 
 def _variant(dynamic: bool) -> Variant:

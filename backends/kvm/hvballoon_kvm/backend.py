@@ -29,7 +29,10 @@ What it does, call by call (see ``docs/backends/kvm.md`` for the user's view):
 - **Targets**: ``setMemoryFlags(KiB, VIR_DOMAIN_AFFECT_LIVE)`` (then ``AFFECT_CONFIG`` with
   ``persist=True`` on a persistent domain; a stopped domain gets ``AFFECT_CONFIG``). libvirt
   returns at once and reports no error when the balloon stalls: the session's
-  ``wait_for_target`` watches ``current_bytes`` (``balloon.current``) arrive or stall.
+  ``wait_for_target`` watches ``current_bytes`` (``balloon.current``) arrive or stall. Many
+  targets (``set_targets``) go in one worker call, each domain's error kept apart.
+- **Names**: a VM the session does not know yet is looked up natively
+  (``lookupByUUIDString`` / ``lookupByName``), without listing every domain.
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from __future__ import annotations
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
-from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import (
     HVBalloonError,
     InvalidRequestError,
@@ -56,14 +59,13 @@ from hvballoon.units import KiB, MiB, format_size
 
 from ._connection import Link, ensure_event_loop
 from ._domain import (
-    DomainXML,
     Freshness,
     parse_domain_xml,
     power_state,
     record_from_per_domain,
     stats_from_record,
 )
-from ._errors import BACKEND, error_code
+from ._errors import BACKEND, CONNECTION_LOST_CODES, error_code, map_error
 from ._native import libvirt, libvirt_error, quiet_libvirt_errors
 
 __all__ = ["CAPABILITIES", "KVMBackend"]
@@ -371,20 +373,61 @@ class KVMBackend(Backend):
             "page_bytes": self._page_bytes,
         }
 
-    def get_config(self, vm: VM) -> MemoryConfig:
-        def fetch(conn: Any) -> tuple[DomainXML, DomainXML | None, bool, bool]:
-            dom = self._lookup(conn, vm)
-            live = parse_domain_xml(dom.XMLDesc(0))
-            active = bool(dom.isActive())
-            persistent = bool(dom.isPersistent())
-            saved = (
-                parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-                if active and persistent
-                else None
-            )
-            return live, saved, active, persistent
+    def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
+        """Each ref looked up as a UUID, then as a name (libvirt names are unique): one call."""
 
-        live, saved, active, persistent = self._link.call("read the domain definition", fetch, vm=vm.name)
+        def fetch(conn: Any) -> list[VM]:
+            found: dict[str, VM] = {}
+            for ref in refs:
+                for lookup in (conn.lookupByUUIDString, conn.lookupByName):
+                    try:
+                        dom = lookup(ref)
+                    except libvirt_error as exc:
+                        if error_code(exc) in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_INVALID_ARG):
+                            continue  # not this kind of ref, or no such domain
+                        raise
+                    vm = self._vm(dom, dom.state()[0])
+                    found[vm.id] = vm
+            return list(found.values())
+
+        return self._link.call("look domains up", fetch)
+
+    def get_config(self, vm: VM) -> MemoryConfig:
+        (config,) = self.get_configs([vm])
+        return config
+
+    def get_configs(self, vms: list[VM] | None = None) -> list[MemoryConfig]:
+        """Every definition (or those of ``vms``) read in one worker call, parsed here."""
+
+        def fetch(conn: Any) -> list[tuple[VM, str, str | None, bool, bool]]:
+            doms = conn.listAllDomains(0) if vms is None else [self._lookup(conn, v) for v in vms]
+            out = []
+            for dom in doms:
+                try:
+                    state = dom.state()[0]
+                    live = dom.XMLDesc(0)
+                    active = bool(dom.isActive())
+                    persistent = bool(dom.isPersistent())
+                    saved = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if active and persistent else None
+                except libvirt_error as exc:
+                    if vms is None and error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # gone since the listing
+                    raise
+                out.append((self._vm(dom, state), live, saved, active, persistent))
+            return out
+
+        rows = self._link.call(
+            "read the domain definitions" if vms is None or len(vms) > 1 else "read the domain definition",
+            fetch,
+            vm=vms[0].name if vms is not None and len(vms) == 1 else None,
+        )
+        return [self._config(*row) for row in rows]
+
+    def _config(
+        self, vm: VM, live_xml: str, saved_xml: str | None, active: bool, persistent: bool
+    ) -> MemoryConfig:
+        live = parse_domain_xml(live_xml)
+        saved = parse_domain_xml(saved_xml) if saved_xml is not None else None
         definition = saved if saved is not None else (live if not active else None)
         return MemoryConfig(
             vm=vm,
@@ -405,24 +448,62 @@ class KVMBackend(Backend):
     # -- changing --------------------------------------------------------------------------
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
-        kib = target_bytes // KiB
+        (error,) = self.apply_targets([TargetRequest(vm, target_bytes)])
+        if error is not None:
+            raise error
 
-        def send(conn: Any) -> int:
-            dom = self._lookup(conn, vm)
-            if not dom.isActive():
-                dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-                return -1
-            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            if self.persist and dom.isPersistent():
-                # a second call rather than LIVE|CONFIG, which some drivers (test) refuse; the
-                # target is absolute, so a retry after a failure here is safe
-                dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-            return int(dom.ID())
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """Every target in one worker call (one deadline, one thread hand-off); a domain's own
+        libvirt error is mapped for that domain and the others still go. A lost connection
+        fails the whole call, which the link retries once on a new connection: every move is
+        absolute, so sending them all again is safe."""
 
-        dom_id = self._link.call(f"set the balloon target to {format_size(target_bytes)}", send, vm=vm.name)
-        if dom_id >= 0:
-            with self._seen_lock:
-                self._targets[vm.id] = (dom_id, target_bytes)
+        if not targets:
+            return []
+
+        def send(conn: Any) -> list[HVBalloonError | int]:
+            out: list[HVBalloonError | int] = []
+            for t in targets:
+                kib = t.target_bytes // KiB
+                what = f"set the balloon target of {t.vm.name!r} to {format_size(t.target_bytes)}"
+                try:
+                    dom = self._lookup(conn, t.vm)
+                    if not dom.isActive():
+                        dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                        out.append(-1)
+                        continue
+                    dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    if self.persist and dom.isPersistent():
+                        # a second call rather than LIVE|CONFIG, which some drivers (test) refuse;
+                        # the target is absolute, so a retry after a failure here is safe
+                        dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                    out.append(int(dom.ID()))
+                except VMNotFoundError as exc:
+                    out.append(exc)
+                except libvirt_error as exc:
+                    if error_code(exc) in CONNECTION_LOST_CODES:
+                        raise
+                    error = map_error(exc, what, vm=t.vm.name)
+                    error.__cause__ = exc
+                    out.append(error)
+            return out
+
+        what = (
+            f"set the balloon target to {format_size(targets[0].target_bytes)}"
+            if len(targets) == 1
+            else f"set {len(targets)} balloon targets"
+        )
+        answers = self._link.call(what, send, vm=targets[0].vm.name if len(targets) == 1 else None)
+        results: list[HVBalloonError | None] = []
+        with self._seen_lock:
+            for t, answer in zip(targets, answers, strict=True):
+                if isinstance(answer, HVBalloonError):
+                    results.append(answer)
+                    continue
+                if answer >= 0:
+                    self._targets[t.vm.id] = (answer, t.target_bytes)
+                results.append(None)
+        return results
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         running = vm.power_state in (PowerState.RUNNING, PowerState.PAUSED)

@@ -214,8 +214,9 @@ def test_set_target_round_trips(peer: VcsimServer) -> None:
         peer.reset_counts()
         hv.set_target(vm, "6GiB")
         counts = peer.counts()
-    # stats + config + fresh allocation + one task poll; one reconfigure; no Fetch ever
-    assert counts == {"RetrievePropertiesEx": 4, "ReconfigVM_Task": 1}
+    # stats and config (with the host's name) in one read + fresh allocation + one read of the
+    # task's state; one reconfigure; no Fetch ever
+    assert counts == {"RetrievePropertiesEx": 3, "ReconfigVM_Task": 1}
 
 
 def test_set_config_changes_reservation_limit_and_shares_in_one_task(peer: VcsimServer) -> None:

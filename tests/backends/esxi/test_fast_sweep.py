@@ -253,3 +253,52 @@ def test_soap_call_drops_the_pool_on_connection_errors_and_refuses_odd_statuses(
     with pytest.raises(http.client.HTTPException):
         _fast.soap_call(stub, "<x/>")
     assert stub.returned == 0 and stub.conn.closed
+
+
+def test_the_token_is_seen_before_parsing() -> None:
+    body = _answer('<token>t&amp;1</token><objects><obj type="VirtualMachine">vm-1</obj></objects>')
+    assert _fast.peek_token(body) == "t&1" == _fast.parse_result(body, [])
+    last = _answer('<objects><obj type="VirtualMachine">vm-1</obj></objects>')
+    assert _fast.peek_token(last) is None and _fast.parse_result(last, []) is None
+    # a token after the objects (not the WSDL's order) is not guessed at: the parser finds it
+    late = _answer('<objects><obj type="VirtualMachine">vm-1</obj></objects><token>t2</token>')
+    assert _fast.peek_token(late) is None and _fast.parse_result(late, []) == "t2"
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("peek", [True, False], ids=["overlapped", "token_found_late"])
+def test_pages_fetched_while_the_last_is_parsed_are_all_there(peek: bool, monkeypatch: Any) -> None:
+    fleet = [vm_figures(f"vm{i:03d}") for i in range(23)]
+    if not peek:  # a server that puts the token last: every page asked for after parsing
+        monkeypatch.setattr(_fast, "peek_token", lambda body: None)
+    with VcsimServer(fleet, hosts=2) as peer, connect(peer, page_size=4) as hv:
+        peer.reset_counts()
+        stats = hv.get_stats()
+        counts = peer.counts()
+    assert sorted(s.vm.name for s in stats) == [v["name"] for v in fleet]
+    assert counts == {"RetrievePropertiesEx": 1, "ContinueRetrievePropertiesEx": 6}  # 25 objects
+
+
+@pytest.mark.peer
+def test_a_fault_on_a_later_page_leaves_no_request_behind() -> None:
+    fleet = [vm_figures(f"vm{i:03d}") for i in range(12)]
+    with VcsimServer(fleet) as peer, connect(peer, page_size=4) as hv:
+        client = hv.backend.client
+        original = _fast.parse_result
+        calls = []
+
+        def failing_second_page(body: bytes, rows: list[_fast.Row]) -> str | None:
+            calls.append(1)
+            if len(calls) == 2:
+                raise vmodl.MethodFault(msg="a broken page")
+            return original(body, rows)
+
+        _fast.parse_result = failing_second_page  # type: ignore[assignment]
+        try:
+            with pytest.raises(vmodl.MethodFault):
+                client.retrieve_view_fast((("VirtualMachine", ("name",)),))
+        finally:
+            _fast.parse_result = original  # type: ignore[assignment]
+        # the page asked for while the broken one was parsed has been answered and read: the
+        # connection is back in the pool and the next sweep works
+        assert len(hv.get_stats()) == 12

@@ -44,7 +44,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, Template, data_pattern, decode_data
+from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, SET_TARGETS, Template, data_pattern
 
 from hvballoon.fake.scenario import Scenario, load_scenario
 from hvballoon.fake.world import Guest, World
@@ -120,6 +120,7 @@ class FakeHyperVHost:
             (READ, self._read),
             (SET_MEMORY, self._set),
             (HOST, self._host),
+            (SET_TARGETS, self._set_targets),
         ]
         for template, function in routes:
             self.router.add(data_pattern(template), self._route(template, function))
@@ -133,7 +134,7 @@ class FakeHyperVHost:
 
     def _route(self, template: Template, function: Callable[[Any], Any]) -> Callable[..., Answer]:
         def answer(match: re.Match[str], stdin: bytes | None) -> Answer:
-            params = decode_data(match["data"])
+            params = template.decode(match["data"])
             with self.lock, self.world.lock:
                 self.calls[template.name] += 1
                 scripted = self._failures.get(template.name)
@@ -207,29 +208,71 @@ class FakeHyperVHost:
         }
 
     def _read(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        ids = params["ids"]
-        wanted = None if ids is None else {str(i).lower() for i in ids}
-        return [self.row(g) for g in self._guests() if wanted is None or g.id.lower() in wanted]
+        ids, names = params["ids"], params.get("names")
+        if ids is None and names is None:
+            return [self.row(g) for g in self._guests()]
+        # PowerShell's -contains compares strings case-insensitively
+        wanted_ids = {str(i).lower() for i in ids or ()}
+        wanted_names = {str(n).lower() for n in names or ()}
+        return [
+            self.row(g)
+            for g in self._guests()
+            if g.id.lower() in wanted_ids or g.name.lower() in wanted_names
+        ]
 
-    def _set(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Set-VMMemory, with the refusals of a real host (so a client that skipped its own
-        checks would see the host's error records)."""
-        g = next((g for g in self._guests() if g.id.lower() == str(params["id"]).lower()), None)
+    def _set_targets(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """SET_TARGETS: per VM, Set-VMMemory in its own try (a refusal is that VM's error
+        record): ``x`` the maximum, ``s`` the startup size, refused when Dynamic Memory is not
+        what the field implies (switched since the VM was read). The record's ErrorIds are the
+        script's, without categories (as it writes them)."""
+        out: list[dict[str, Any]] = []
+        for move in params["t"]:
+            vm_id = str(move["i"])
+            maximum = move.get("x") is not None
+            try:
+                self._guest_by_id(vm_id, tight=True)
+                field = "maximum" if maximum else "startup"
+                size = int(move["x" if maximum else "s"]) * MiB
+                row = self._set({"id": vm_id, field: size, "dynamic_is": maximum}, settle=False, tight=True)
+            except HostRefusal as refusal:
+                out.append({"i": vm_id, "error": refusal.record})
+                continue
+            out.append(
+                {
+                    "i": vm_id,
+                    "d": row["DynamicMemoryEnabled"],
+                    "s": row["MemoryStartup"],
+                    "x": row["MemoryMaximum"],
+                }
+            )
+        self.world.advance(self.settle_seconds)  # the host settles the resizes together
+        return out
+
+    def _guest_by_id(self, vm_id: str, *, tight: bool = False) -> Guest:
+        g = next((g for g in self._guests() if g.id.lower() == vm_id.lower()), None)
         if g is None:
             raise HostRefusal(
                 "HVBalloonVMNotFound",
-                "ObjectNotFound",
+                "NotSpecified" if tight else "ObjectNotFound",
                 "Microsoft.PowerShell.Commands.WriteErrorException",
-                "no virtual machine has this id",
+                "no VM has this id" if tight else "no virtual machine has this id",
             )
+        return g
+
+    def _set(self, params: dict[str, Any], *, settle: bool = True, tight: bool = False) -> dict[str, Any]:
+        """Set-VMMemory, with the refusals of a real host (so a client that skipped its own
+        checks would see the host's error records)."""
+        g = self._guest_by_id(str(params["id"]))
         c = g.config
         dynamic = bool(c["dynamic"])
         if params.get("dynamic_is") is not None and bool(params["dynamic_is"]) != dynamic:
             raise HostRefusal(
                 "HVBalloonStateChanged",
-                "InvalidOperation",
+                "NotSpecified" if tight else "InvalidOperation",
                 "Microsoft.PowerShell.Commands.WriteErrorException",
-                "Dynamic Memory was switched since the VM was read",
+                "Dynamic Memory switched since the VM was read"
+                if tight
+                else "Dynamic Memory was switched since the VM was read",
             )
         names = {
             "startup": "startup_bytes",
@@ -306,7 +349,8 @@ class FakeHyperVHost:
         # The simulator moves memory at a finite rate on its virtual clock; a real host settles
         # a resize in seconds. Let the world settle, so the next read sees the change applied
         # (reads never move the clock, so consecutive reads agree).
-        self.world.advance(self.settle_seconds)
+        if settle:
+            self.world.advance(self.settle_seconds)
         return self.row(g)
 
 

@@ -57,7 +57,8 @@ What the simulator does that a backend author must know:
 - ``ReconfigVM_Task`` with a ``memoryAllocation`` replaces the whole allocation object: fields
   left unset (reservation, shares) read back unset. A real vCenter keeps them; send the full
   allocation.
-- Tasks complete before ``ReconfigVM_Task`` returns.
+- Tasks complete before ``ReconfigVM_Task`` returns, unless ``task_delay`` (seconds) asks them
+  to read as running that long after the call, as a real vCenter's do.
 - ``RetrievePropertiesEx`` honours ``options.maxObjects`` (and ``page_size``, a server-side cap
   applied even when the client asks for no limit, as a real vCenter may);
   ``ContinueRetrievePropertiesEx`` and ``CancelRetrievePropertiesEx`` work, with tokens bound
@@ -354,7 +355,8 @@ class VcsimServer:
     ``vms`` are the VM dicts described in the module docstring (at least one); ``hosts`` is the
     number of ESXi hosts in the one cluster (at least as many as ``host_figures``, the per-host
     memory figures); ``page_size`` caps every PropertyCollector page
-    (``None``: only the client's ``maxObjects`` does). The server listens on ``address`` (by
+    (``None``: only the client's ``maxObjects`` does); ``task_delay`` makes tasks read as running
+    that many seconds after their call returned. The server listens on ``address`` (by
     default 127.0.0.2, which pyvmomi does not treat as localhost, so certificate checks stay
     on) at a port the simulator picks itself, so there is no race for a free port.
     """
@@ -369,6 +371,7 @@ class VcsimServer:
         host_memory_mb: int | None = None,
         host_figures: Sequence[Mapping[str, Any]] | None = None,
         page_size: int | None = None,
+        task_delay: float = 0.0,
         username: str = "hvballoon",
         password: str | None = None,
         startup_timeout: float = 120.0,
@@ -382,6 +385,7 @@ class VcsimServer:
         self.host_memory_mb = host_memory_mb
         self.host_figures = [dict(h) for h in host_figures or ()]
         self.page_size = page_size
+        self.task_delay = task_delay
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.startup_timeout = startup_timeout
@@ -441,6 +445,8 @@ class VcsimServer:
         ]  # fmt: skip
         if self.page_size:
             args += ["-page-size", str(self.page_size)]
+        if self.task_delay:
+            args += ["-task-delay", f"{int(self.task_delay * 1000)}ms"]
         if self.https:
             cert, key = generate_cert(workdir, self.address)
             args += ["-cert", str(cert), "-key", str(key)]

@@ -14,7 +14,12 @@
 //   - session expiry on demand (POST /_expire_sessions): every session issued so far is
 //     terminated, so the next call fails with NotAuthenticated until the client logs in again;
 //   - a read-back of a VM's memory configuration (GET /_vm?name=NAME) that bypasses SOAP and
-//     the request counts.
+//     the request counts;
+//   - tasks that end after their call returns (-task-delay D), as on a real vCenter, where
+//     ReconfigVM_Task answers with a task that is queued or running: the stock simulator runs a
+//     reconfiguration before it answers, so its task has always ended. With the delay the task
+//     reads as running for D, then takes back the state it ended in (the change itself is made
+//     at once); clients waiting with WaitForUpdatesEx see the change of info.state.
 //
 // When it is listening it prints one line of JSON to stdout ({"url": ..., "port": ..., ...}).
 // It exits on SIGTERM/SIGINT, or when stdin reaches EOF if -exit-on-stdin-eof is given (so it
@@ -37,9 +42,11 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -326,11 +333,14 @@ func (pc *pagedCollector) CancelRetrievePropertiesEx(ctx *simulator.Context, req
 	return body
 }
 
-// CreatePropertyCollector hands out paging collectors too.
+// CreatePropertyCollector hands out paging collectors too, typed PropertyCollector on the wire
+// as vSphere's are (left to the simulator, the type would be the Go struct's name).
 func (pc *pagedCollector) CreatePropertyCollector(ctx *simulator.Context, req *types.CreatePropertyCollector) soap.HasFault {
+	collector := &pagedCollector{}
+	collector.Self.Type = "PropertyCollector"
 	return &methods.CreatePropertyCollectorBody{
 		Res: &types.CreatePropertyCollectorResponse{
-			Returnval: ctx.Session.Put(&pagedCollector{}).Reference(),
+			Returnval: ctx.Session.Put(collector).Reference(),
 		},
 	}
 }
@@ -339,8 +349,9 @@ func (pc *pagedCollector) CreatePropertyCollector(ctx *simulator.Context, req *t
 // The HTTP front: request counts, issued sessions, harness endpoints
 
 type front struct {
-	sdk http.Handler
-	sm  *simulator.SessionManager
+	sdk       http.Handler
+	sm        *simulator.SessionManager
+	taskDelay time.Duration
 
 	mu       sync.Mutex
 	counts   map[string]int
@@ -409,11 +420,52 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.counts[name]++
 		f.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if f.taskDelay > 0 && taskMethods[name] {
+			f.serveDelayed(w, r)
+			f.rememberSessions(w)
+			return
+		}
 	}
 
 	f.sdk.ServeHTTP(w, r)
+	f.rememberSessions(w)
+}
 
-	// Remember every session handed out (Login, CloneSession...), so that they can be expired.
+// Methods whose task is made to end after the call returns (with -task-delay).
+var taskMethods = map[string]bool{"ReconfigVM_Task": true}
+
+var taskRef = regexp.MustCompile(`<returnval type="Task">([^<]+)</returnval>`)
+
+// serveDelayed answers a *_Task call, then shows its task as running for taskDelay before it
+// takes back the state it ended in.
+func (f *front) serveDelayed(w http.ResponseWriter, r *http.Request) {
+	rec := httptest.NewRecorder()
+	f.sdk.ServeHTTP(rec, r)
+	body := rec.Body.Bytes()
+	if m := taskRef.FindSubmatch(body); m != nil {
+		ref := types.ManagedObjectReference{Type: "Task", Value: string(m[1])}
+		if task, ok := simulator.Map.Get(ref).(*simulator.Task); ok {
+			var final types.TaskInfoState
+			simulator.Map.WithLock(task, func() { final = task.Info.State })
+			running := []types.PropertyChange{{Name: "info.state", Val: types.TaskInfoStateRunning}}
+			simulator.Map.WithLock(task, func() { simulator.Map.Update(task, running) })
+			time.AfterFunc(f.taskDelay, func() {
+				ended := []types.PropertyChange{{Name: "info.state", Val: final}}
+				simulator.Map.WithLock(task, func() { simulator.Map.Update(task, ended) })
+			})
+		}
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(body)
+}
+
+// rememberSessions notes every session handed out (Login, CloneSession...), so that they can
+// be expired.
+func (f *front) rememberSessions(w http.ResponseWriter) {
+
 	for _, c := range (&http.Response{Header: w.Header()}).Cookies() {
 		if c.Name == soap.SessionCookieName && c.Value != "" {
 			f.mu.Lock()
@@ -526,6 +578,7 @@ func main() {
 	password := flag.String("password", "pass", "login password")
 	pageSize := flag.Int("page-size", 0, "cap every PropertyCollector page at this many objects (0: no cap)")
 	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "exit when stdin is closed")
+	taskDelay := flag.Duration("task-delay", 0, "tasks read as running this long after their call returns (0: they have ended)")
 	flag.Parse()
 
 	started := time.Now()
@@ -639,10 +692,11 @@ func main() {
 	simulator.Map.SessionManager().ServiceHostName = u.Host
 
 	fr := &front{
-		sdk:      svc.ServeMux,
-		sm:       simulator.Map.SessionManager(),
-		counts:   map[string]int{},
-		sessions: map[string]bool{},
+		sdk:       svc.ServeMux,
+		sm:        simulator.Map.SessionManager(),
+		taskDelay: *taskDelay,
+		counts:    map[string]int{},
+		sessions:  map[string]bool{},
 	}
 	srv := &http.Server{Handler: fr, ErrorLog: log.New(io.Discard, "", 0)}
 	serveErr := make(chan error, 1)

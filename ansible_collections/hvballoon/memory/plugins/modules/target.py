@@ -18,6 +18,12 @@ description:
     guest's usage is unknown or stale (O(force) overrides), and always refuse a target above the
     VM's maximum. The refusal states the numbers.
   - Idempotent, a VM already at the (aligned) target is reported unchanged.
+  - "Several VMs (O(vms)) are resolved, read and checked first, and only then changed, in one bulk
+    call where the hypervisor allows (one PowerShell command on Hyper-V, ESXi tasks awaited
+    together). When any VM is refused (not found, a guard rail, a live-change rule) nothing is
+    changed, unless O(skip_invalid) asks to change the others. When some VMs were changed and
+    others failed, the task fails with code V(partial_change) and C(changed=true); RV(results)
+    says what happened to each VM."
   - Check mode computes the change without touching anything; C(--diff) shows the target before
     and after, per VM.
 author:
@@ -54,6 +60,12 @@ options:
       - Seconds O(wait) waits at most.
     type: float
     default: 60
+  skip_invalid:
+    description:
+      - When some of O(vms) are refused before anything is changed, change the others anyway
+        (the task then fails with V(partial_change)). By default nothing is changed then.
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -104,7 +116,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changes:
-  description: One record per VM, in the order given (also in check mode, where nothing was applied).
+  description:
+    - The change of each VM that got its target (or, in check mode, would), in the order given.
+    - Empty when a refusal stopped the task before anything was changed (see RV(results)).
   returned: always
   type: list
   elements: dict
@@ -155,6 +169,35 @@ changes:
       mechanism: balloon
       before: {"target_bytes": 17179869184}
       after: {"target_bytes": 6442450944}
+results:
+  description: One record per VM, in the order given, whatever happened to it.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: The VM as the task named it.
+      type: str
+      returned: always
+    ok:
+      description: Whether this VM got (or, in check mode or when another VM was refused, would get) its target.
+      type: bool
+      returned: always
+    changed:
+      description: Whether this VM's target was really moved.
+      type: bool
+      returned: always
+    change:
+      description: Its change (as in RV(changes)), or null when it failed.
+      type: dict
+      returned: always
+    error:
+      description: Its error (message, code, details), or null.
+      type: dict
+      returned: always
+  sample:
+    - {"vm": "app01", "ok": true, "changed": false, "change": {"dry_run": true, "changed": true}, "error": null}
+    - {"vm": "nosuch", "ok": false, "changed": false, "change": null, "error": {"code": "vm_not_found"}}
 stats:
   description:
     - The memory stats of each VM once its target was reached (see hvballoon.memory.memory_info);
@@ -163,7 +206,9 @@ stats:
   type: list
   elements: dict
 code:
-  description: The stable hvballoon error code, for example V(below_floor), V(above_maximum), V(invalid_size).
+  description:
+    - The stable hvballoon error code, for example V(below_floor), V(above_maximum), V(invalid_size).
+    - V(partial_change) when some VMs were changed and others were not.
   returned: failure
   type: str
   sample: below_floor
@@ -193,7 +238,6 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
 
 if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
-    from hvballoon.session import noting_unobservable
     from hvballoon.units import parse_size
 
 
@@ -205,6 +249,7 @@ def main():
         force=dict(type="bool", default=False),
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="float", default=60.0),
+        skip_invalid=dict(type="bool", default=False),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -214,38 +259,41 @@ def main():
     )
     require_sdk(module)
     p = module.params
-    result = dict(changed=False, changes=[])
+    result = dict(changed=False, changes=[], results=[])
     try:
         parse_size(p["size"], what="size")  # a bad size fails before connecting
     except HVBalloonError as exc:
         fail_error(module, exc, **result)
     vms = required_vms(module)
+    waiting = p["wait"] and not module.check_mode
     hv = connect(module)
-    diffs = []
-    stats = []
     try:
         with hv:
-            for ref in vms:
-                change = hv.set_target(ref, p["size"], dry_run=module.check_mode, force=p["force"])
-                result["changes"].append(change_result(change))
-                result["changed"] = result["changed"] or change.changed
-                diffs.append(change_diff(change))
-                for warning in change.warnings:
-                    module.warn(f"{change.vm.name}: {warning}")
-                if p["wait"] and not module.check_mode:
-                    # where the target cannot be observed arriving the SDK warns and returns at once
-                    with noting_unobservable() as notes:
-                        reached = hv.wait_for_target(change.vm, timeout=p["wait_timeout"])
-                    stats.append(reached.model_dump(mode="json"))
-                    result["changes"][-1]["warnings"] = [*change.warnings, *notes]
-                    for note in notes:
-                        module.warn(note)
-    except HVBalloonError as exc:
+            res = hv.set_targets(
+                [(ref, p["size"]) for ref in vms],
+                dry_run=module.check_mode,
+                force=p["force"],
+                wait=waiting,
+                wait_timeout=p["wait_timeout"],
+                skip_invalid=p["skip_invalid"],
+            )
+    except HVBalloonError as exc:  # the request itself (a VM named twice), before anything
         fail_error(module, exc, **result)
-    if p["wait"] and not module.check_mode:
-        result["stats"] = stats
+    result["results"] = res.records("ansible")
+    # what got (or, in check mode, would get) its target; nothing when a refusal stopped it all
+    kept = res.changes.values() if res.ok or res.applied else []
+    result["changes"] = [change_result(c) for c in kept]
+    result["changed"] = res.changed or (module.check_mode and any(c.changed for c in kept))
+    for change in kept:
+        for warning in change.warnings:
+            module.warn(f"{change.vm.name}: {warning}")
+    if waiting:
+        result["stats"] = [s.model_dump(mode="json") for s in res.stats.values()]
     if module._diff:
-        result["diff"] = diffs
+        result["diff"] = [change_diff(c) for c in kept]
+    error = res.error
+    if error is not None:
+        fail_error(module, error, **result)
     module.exit_json(**result)
 
 

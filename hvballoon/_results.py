@@ -1,0 +1,150 @@
+"""The answer of a bulk change: one result per VM, and what the whole came to.
+
+>>> import hvballoon
+>>> with hvballoon.connect("fake://seed") as hv:
+...     res = hv.set_targets({"web01": "6GiB", "nosuch": "4GiB"})
+>>> res.ok, res.applied, sorted(res.errors), res["web01"].dry_run
+(False, False, ['nosuch'], True)
+>>> res.error.code, "nothing was changed" in res.error.message
+('vm_not_found', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from hvballoon.errors import HVBalloonError, Interface, PartialChangeError
+from hvballoon.models import Change, MemoryStats
+
+__all__ = ["TargetResults"]
+
+Result = Change | HVBalloonError
+
+
+class TargetResults(Mapping[str, Result]):
+    """What :meth:`hvballoon.Hypervisor.set_targets` did, VM by VM, keyed as the VMs were named
+    (a :class:`~hvballoon.VM` given as such is keyed by its id), in the order given.
+
+    Each value is the VM's :class:`~hvballoon.Change` or its typed error. ``applied`` says
+    whether anything was sent: ``False`` after a dry run, and when validation refused a VM and
+    ``skip_invalid`` was not given — then the other VMs' changes are reported with
+    ``dry_run=True`` and a warning that they were not applied. ``error`` sums up a failure
+    (``None`` when every VM succeeded): :class:`~hvballoon.errors.PartialChangeError` when some
+    VMs were changed and others were not, otherwise an error of the first failure's class whose
+    message names every failure. :meth:`raise_for_errors` raises it.
+    """
+
+    def __init__(
+        self,
+        results: dict[str, Result],
+        *,
+        applied: bool,
+        made: set[str] | None = None,
+        stats: dict[str, MemoryStats] | None = None,
+        backend: str | None = None,
+        uri: str | None = None,
+    ) -> None:
+        self._results = dict(results)
+        self.applied = applied
+        #: keys whose target was really moved (even if waiting for it then failed)
+        self.made: frozenset[str] = frozenset(made or ())
+        #: the stats each VM reached, when the caller waited
+        self.stats: dict[str, MemoryStats] = dict(stats or {})
+        self._backend = backend
+        self._uri = uri
+
+    def __getitem__(self, key: str) -> Result:
+        return self._results[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else f"{len(self.errors)} failed"
+        return f"<TargetResults {len(self)} VMs, {len(self.made)} changed, {state}>"
+
+    @property
+    def changes(self) -> dict[str, Change]:
+        return {k: v for k, v in self._results.items() if isinstance(v, Change)}
+
+    @property
+    def errors(self) -> dict[str, HVBalloonError]:
+        return {k: v for k, v in self._results.items() if isinstance(v, HVBalloonError)}
+
+    @property
+    def ok(self) -> bool:
+        """Every VM got its target (or already had it, or would in a dry run)."""
+        return not self.errors
+
+    @property
+    def changed(self) -> bool:
+        """Some VM's target was really moved."""
+        return bool(self.made)
+
+    @property
+    def error(self) -> HVBalloonError | None:
+        """The failure of the whole, or ``None`` (see the class docstring)."""
+        errors = self.errors
+        if not errors:
+            return None
+        details = {
+            "errors": {k: e.to_dict() for k, e in errors.items()},
+            "applied": sorted(self.made),
+            "not_applied": [k for k in self._results if k not in self.made],
+        }
+        summary = "; ".join(f"{k}: {e.message}" for k, e in errors.items())
+        unapplied = [k for k in errors if k not in self.made]
+        if self.made and unapplied:
+            return PartialChangeError(
+                f"changed {len(self.made)} of {len(self)} VMs ({', '.join(sorted(self.made))}); "
+                f"not changed: {summary}",
+                backend=self._backend,
+                uri=self._uri,
+                details=details,
+            )
+        first = next(iter(errors.values()))
+        if len(self) == 1:
+            return first
+        prefix = (
+            "nothing was changed: " if not self.made else f"changed {len(self.made)} of {len(self)} VMs, but "
+        )
+        return type(first)(
+            f"{prefix}{len(errors)} of {len(self)} VMs failed: {summary}",
+            backend=first.backend or self._backend,
+            uri=first.uri or self._uri,
+            vm=first.vm if len(errors) == 1 else None,
+            native_code=first.native_code,
+            retryable=all(e.retryable for e in errors.values()),
+            details=details,
+            hint=first.hint if len(errors) == 1 else None,
+        )
+
+    def raise_for_errors(self) -> None:
+        """Raise :attr:`error` when a VM failed."""
+        error = self.error
+        if error is not None:
+            raise error
+
+    def records(self, interface: Interface = "api") -> list[dict[str, Any]]:
+        """One JSON-ready record per VM: ``vm`` (as named), ``ok``, ``changed``, ``change``,
+        ``error`` (hints in ``interface``'s words) and, when waited for, ``stats`` (what
+        ``--json`` and Ansible report)."""
+        out = []
+        for key, value in self._results.items():
+            is_change = isinstance(value, Change)
+            stats = self.stats.get(key)
+            out.append(
+                {
+                    "vm": key,
+                    "ok": is_change,
+                    "changed": key in self.made,
+                    "change": value.model_dump(mode="json") if isinstance(value, Change) else None,
+                    "error": value.to_dict(interface) if isinstance(value, HVBalloonError) else None,
+                    "stats": stats.model_dump(mode="json") if stats is not None else None,
+                }
+            )
+        return out
