@@ -77,13 +77,13 @@ def test_a_refusal_on_the_host_is_that_vms_alone(basic_peer: Peer) -> None:
         from hvballoon.backend import TargetRequest
 
         answers = backend.apply_targets(
-            [TargetRequest(static, 12 * GiB), TargetRequest(dm, before + 2 * GiB)]
-        )
+            [TargetRequest(static, 60 * GiB), TargetRequest(dm, before + 2 * GiB)]
+        )  # 60 GiB: below the host's 64 GiB, more than it has free
         assert isinstance(answers[0], InvalidStateError) and answers[0].vm == "static-on"
         assert answers[0].native_code is not None and answers[1] is None
         assert hv.get_config(dm).maximum_bytes == before + 2 * GiB
         # through the session: the refusal and the change, told apart
-        res = hv.set_targets({"static-on": "12GiB", "dm-on": before + 4 * GiB}, force=True)
+        res = hv.set_targets({"static-on": "60GiB", "dm-on": before + 4 * GiB}, force=True)
         assert res.made == {"dm-on"} and isinstance(res["static-on"], InvalidStateError)
         assert isinstance(res.error, PartialChangeError)
 
@@ -129,3 +129,18 @@ def test_hostile_names_and_ids_travel_as_data_in_a_batch(basic_peer: Peer) -> No
             script = decode_command_line(record.command_line)
             for name in (*scenarios.HOSTILE_NAMES[1:], scenarios.HOSTILE_ID):
                 assert name not in script
+
+
+def test_a_vm_whose_dynamic_memory_was_switched_since_it_was_read_is_refused(basic_peer: Peer) -> None:
+    basic_peer.host.world = hyperv_world(scenarios.rules())
+    with basic_peer.connect() as hv:
+        from hvballoon.backend import TargetRequest
+
+        stale = hv.resolve("static-off")  # read as static: its target is the startup size
+        assert stale.extra["dynamic"] is False
+        world = basic_peer.host.world
+        world.set_config(stale.id, {"dynamic": True, "minimum_bytes": 512 * 2**20, "maximum_bytes": 8 * GiB})
+        (answer,) = hv.backend.apply_targets([TargetRequest(stale, 4 * GiB)])
+        assert isinstance(answer, InvalidStateError) and answer.native_code == "HVBalloonStateChanged"
+        cfg = hv.get_config("static-off")
+        assert cfg.dynamic and cfg.maximum_bytes == 8 * GiB  # nothing was changed

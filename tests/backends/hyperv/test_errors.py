@@ -49,6 +49,7 @@ def fault(code: int) -> wx.WSManFaultError:
 # (native example, expected class, expected retryable): at least one per row of ERROR_TABLE.
 EXAMPLES: list[tuple[BaseException, type[HVBalloonError], bool]] = [
     (script_error("HVBalloonVMNotFound", "ObjectNotFound"), VMNotFoundError, False),
+    (script_error("HVBalloonStateChanged", "NotSpecified"), InvalidStateError, False),
     (
         script_error(
             "CommandNotFoundException",
