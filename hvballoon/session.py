@@ -352,14 +352,18 @@ class Hypervisor:
         ]
         pending = [i for i, r in enumerate(resolved) if isinstance(r, _Resolved)]
 
-        def again(indices: list[int]) -> list[int]:
+        def again(indices: list[int], cause: VMNotFoundError | None = None) -> list[int]:
+            """Look the refs up again; a VM still missing keeps the backend's own word for it
+            (``cause``, when it was the only VM read or the one the error names)."""
             lookup = [r if isinstance(r, str) else r.id for r in (refs[i] for i in indices)]
             self._lookup(lookup)
             kept = []
             for i, ref in zip(indices, lookup, strict=True):
+                was = cast(_Resolved, resolved[i]).vm
                 picked = self._pick(ref)
                 if isinstance(picked, HVBalloonError):
-                    out[i] = picked
+                    named = cause is not None and (len(indices) == 1 or cause.vm == was.name)
+                    out[i] = cause if named and isinstance(picked, VMNotFoundError) else picked
                 else:
                     resolved[i] = _Resolved(picked, ref if isinstance(refs[i], str) else None, cached=False)
                     kept.append(i)
@@ -372,9 +376,9 @@ class Hypervisor:
             errors: dict[str, HVBalloonError] = {}
             try:
                 rows: list[R] = self._call(what, lambda vms=vms: fetch(vms))
-            except VMNotFoundError:
+            except VMNotFoundError as exc:
                 if attempt == 0:
-                    pending = again(pending)
+                    pending = again(pending, exc)
                     continue
                 rows = []
                 for vm in vms:
