@@ -3,10 +3,10 @@
 It uses the public session API only (``get_stats``, ``get_configs``, ``vm_capabilities``,
 ``set_targets``), so it runs on every backend, and every move goes through the session's guard
 rails. A round costs one stats sweep (and the hosts' own figures), a bulk read of the
-configurations it does not have yet
-(they are cached, and read again after ``config_refresh_seconds``, or for a VM whose target was
-just moved or whose move failed) and at most two bulk ``set_targets`` calls (the raises, then the
-lowers). Each round yields one :class:`~hvballoon.policy.model.Decision` per VM.
+configurations it does not have yet (they are cached, and read again after
+``config_refresh_seconds``, or for a VM whose target was just moved or whose move failed) and at
+most two bulk ``set_targets`` calls (the raises, then the lowers). Each round yields one
+:class:`~hvballoon.policy.model.Decision` per VM.
 
 >>> import hvballoon
 >>> from hvballoon.policy import Controller, ControllerSettings
