@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _report import emit  # noqa: E402 - the benchmarks' own helper, beside this script
 
 import hvballoon  # noqa: E402
 from hvballoon.fake.scenario import HostSpec, Scenario, VMSpec, WorkloadSpec  # noqa: E402
@@ -170,18 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in by_policy.values():
                 r["vs_mom"] = round(r["round_seconds"] / mom, 2) if mom else None
         runs.append({"vms": n, "policies": by_policy})
-    result = {
-        "benchmark": "controller_round",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "interval_seconds": INTERVAL,
-        "runs": runs,
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return emit("controller_round", args.out, interval_seconds=INTERVAL, runs=runs)
 
 
 if __name__ == "__main__":

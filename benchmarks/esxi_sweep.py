@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _report import emit  # noqa: E402 - the benchmarks' own helper, beside this script
 
 from tests.support.vsphere import harness  # noqa: E402
 
@@ -247,17 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print("; ".join(reasons), file=sys.stderr)
         return 2
     sizes = sorted(set(args.sizes) | ({3000} if args.large else set()))
-    result = {
-        "benchmark": "esxi_sweep",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "runs": [run(n, hosts=args.hosts, repeat=args.repeat, naive=not args.skip_naive) for n in sizes],
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    runs = [run(n, hosts=args.hosts, repeat=args.repeat, naive=not args.skip_naive) for n in sizes]
+    return emit("esxi_sweep", args.out, runs=runs)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ the figures before a change); its sessions need no ``set_targets`` for the first
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +33,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from _report import emit  # noqa: E402 - the benchmarks' own helper, beside this script
 
 from tests.peers.vsphere import harness  # noqa: E402
 
@@ -119,18 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import hvballoon
 
-    result = {
-        "benchmark": "esxi_targets",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "hvballoon": str(Path(hvballoon.__file__).resolve().parent),
-        "runs": [run(args.vms, args.moves, delay) for delay in (0.0, args.task_delay)],
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    runs = [run(args.vms, args.moves, delay) for delay in (0.0, args.task_delay)]
+    return emit("esxi_targets", args.out, hvballoon=str(Path(hvballoon.__file__).resolve().parent), runs=runs)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ JSON document)::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _report import emit  # noqa: E402 - the benchmarks' own helper, beside this script
 
 USER, PASSWORD = "admin", "bench-Pa55"
 GiB = 1024**3
@@ -112,19 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         for transport, https in (("basic", False), ("ntlm", True))
         for count in args.sizes
     ]
-    print(
-        json.dumps(
-            {
-                "benchmark": "hyperv_targets",
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "peer": "loopback WinRM server (tests/peers/winrm), simulator hyperv flavour",
-                "results": results,
-            },
-            indent=2,
-        )
-    )
-    return 0
+    peer = "loopback WinRM server (tests/peers/winrm), simulator hyperv flavour"
+    return emit("hyperv_targets", None, peer=peer, results=results)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ kind documents, and the changes it allows, one parametrized test each (the cases
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -106,6 +106,16 @@ class _Base:
             if caps.can_set("target", running=True):
                 out.append((st.vm, st, hv.get_config(st.vm), caps))
         return out
+
+    @classmethod
+    def goals(cls, hv: Hypervisor) -> Iterator[tuple[VM, MemoryStats, Capabilities, int]]:
+        """Each movable VM with room to move, and a new target in the middle of its window."""
+        for vm, st, cfg, caps in cls.movable(hv):
+            lo, hi = cls.window(hv, st, cfg, caps)
+            if lo >= hi:
+                continue
+            goal = align(lo + (hi - lo) // 2, caps.alignment_bytes, "up")
+            yield vm, st, caps, (hi if goal == st.target_bytes else goal)
 
     @staticmethod
     def window(hv: Hypervisor, st: MemoryStats, cfg: MemoryConfig, caps: Capabilities) -> tuple[int, int]:
@@ -212,13 +222,7 @@ class TargetTests(_Base):
         self, hv: Hypervisor, *, dry_run: bool
     ) -> tuple[VM, MemoryStats, int, Change, Capabilities]:
         """Set a mid-window target on the first VM whose live rules accept one."""
-        for vm, st, cfg, caps in self.movable(hv):
-            lo, hi = self.window(hv, st, cfg, caps)
-            if lo >= hi:
-                continue
-            goal = align(lo + (hi - lo) // 2, caps.alignment_bytes, "up")
-            if goal == st.target_bytes:
-                goal = hi
+        for vm, st, caps, goal in self.goals(hv):
             try:
                 change = hv.set_target(vm, goal, dry_run=dry_run)
             except InvalidStateError:
@@ -366,13 +370,7 @@ class BulkTargetTests(_Base):
         """Up to ``count`` VMs with a new target their guard rails and live rules accept (a dry
         run says so): ``(vm, goal, target now)``."""
         out: list[tuple[VM, int, int | None]] = []
-        for vm, st, cfg, caps in cls.movable(hv):
-            lo, hi = cls.window(hv, st, cfg, caps)
-            if lo >= hi:
-                continue
-            goal = align(lo + (hi - lo) // 2, caps.alignment_bytes, "up")
-            if goal == st.target_bytes:
-                goal = hi
+        for vm, st, _caps, goal in cls.goals(hv):
             try:
                 if not hv.set_target(vm, goal, dry_run=True).changed:
                     continue

@@ -62,7 +62,7 @@ from hvballoon.errors import (
 from hvballoon.hoststats import host_stats
 from hvballoon.kinds import HYPERV, Kind, Variant
 from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB, MiB, format_size
+from hvballoon.units import KiB, MiB
 from hvballoon_hyperv._client import CommandTooLongError, ShellRunner
 from hvballoon_hyperv._errors import RemoteScriptError, map_error, translate_errors
 from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, SET_TARGETS, fits
@@ -499,21 +499,28 @@ class HyperVBackend(Backend):
                 vm=vm.name,
             )
         key, field = ("x", "maximum_bytes") if maximum else ("s", "startup_bytes")
-        landed = _int(row, key)
-        if landed != target.target_bytes:
-            return PartialChangeError(
-                f"Hyper-V accepted the target of {vm.name!r} but reads back {format_size(landed)} "
-                f"instead of {format_size(target.target_bytes)}",
-                vm=vm.name,
-                backend=self.name,
-                uri=self._uri,
-                details={
-                    "applied": {},
-                    "not_applied": {field: target.target_bytes},
-                    "read_back": {field: landed},
-                },
-            )
-        return None
+        return self._unapplied(vm, {field: target.target_bytes}, {field: _int(row, key)})
+
+    def _unapplied(
+        self, vm: VM, expected: dict[str, Any], read_back: dict[str, Any]
+    ) -> PartialChangeError | None:
+        """What the host accepted but reads back otherwise (``None``: everything landed)."""
+        applied = {k: v for k, v in expected.items() if read_back.get(k) == v}
+        missed = {k: v for k, v in expected.items() if k not in applied}
+        if not missed:
+            return None
+        return PartialChangeError(
+            f"Hyper-V accepted the change of {vm.name!r} but reads back different values for "
+            f"{', '.join(sorted(missed))}",
+            vm=vm.name,
+            backend=self.name,
+            uri=self._uri,
+            details={
+                "applied": applied,
+                "not_applied": missed,
+                "read_back": {k: read_back.get(k) for k in missed},
+            },
+        )
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         """All changes in one Set-VMMemory call; the VM is read back in the same command."""
@@ -527,21 +534,9 @@ class HyperVBackend(Backend):
         if not isinstance(row, dict):
             raise BackendError("the host's answer to Set-VMMemory is not a VM", backend=self.name, vm=vm.name)
         after = self._config(row)
-        applied = {k: v for k, v in expected.items() if getattr(after, k) == v}
-        missed = {k: v for k, v in expected.items() if k not in applied}
-        if missed:
-            raise PartialChangeError(
-                f"Hyper-V accepted the change of {vm.name!r} but reads back different values for "
-                f"{', '.join(sorted(missed))}",
-                vm=vm.name,
-                backend=self.name,
-                uri=self._uri,
-                details={
-                    "applied": applied,
-                    "not_applied": missed,
-                    "read_back": {k: getattr(after, k) for k in missed},
-                },
-            )
+        error = self._unapplied(vm, expected, {k: getattr(after, k) for k in expected})
+        if error is not None:
+            raise error
 
 
 def _guid_like(text: str) -> bool:
