@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 
 from _report import emit  # noqa: E402 - the benchmarks' own helper, beside this script
 
-from tests.peers.vsphere import harness  # noqa: E402
+from tests.support.vsphere import harness  # noqa: E402
 
 MiB = 1024**2
 

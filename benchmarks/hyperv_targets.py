@@ -56,9 +56,9 @@ def measure(transport: str, https: bool, count: int) -> dict[str, Any]:
     import hvballoon
     from hvballoon.backend import TargetRequest
     from hvballoon.retry import RetryPolicy
-    from tests.backends.hyperv.fakehost import FakeHyperVHost, hyperv_world
-    from tests.backends.hyperv.scenarios import sweep
-    from tests.peers.winrm.harness import WinRMServer
+    from tests.support.hyperv.fakehost import FakeHyperVHost, hyperv_world
+    from tests.support.hyperv.scenarios import sweep
+    from tests.support.winrm.harness import WinRMServer
 
     host = FakeHyperVHost(hyperv_world(sweep(count)))
     out: dict[str, Any] = {"transport": transport, "scheme": "https" if https else "http", "vms": count}
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         for transport, https in (("basic", False), ("ntlm", True))
         for count in args.sizes
     ]
-    peer = "loopback WinRM server (tests/peers/winrm), simulator hyperv flavour"
+    peer = "loopback WinRM server (tests/support/winrm), simulator hyperv flavour"
     return emit("hyperv_targets", None, peer=peer, results=results)
 
 

@@ -45,6 +45,9 @@ CASES: list[tuple[list[str], str, str]] = [
     (["set", "fake://seed", "web01", "8GiB"], "Change", "one"),
     (["set", "fake://seed", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
     (["set", "fake://seed?flavor=esxi", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
+    (["set", "fake://seed", "web01=8GiB", "web02=7GiB"], "TargetsReport", "one"),
+    (["set", "fake://seed", "web01=8GiB", "web02=7GiB", "--wait"], "TargetsReport", "one"),
+    (["set", "fake://seed?flavor=esxi", "web01=8GiB", "db01=12GiB", "--dry-run"], "TargetsReport", "one"),
     (["config", "fake://seed?flavor=esxi", "db01"], "MemoryConfig", "one"),
     (["config", "fake://seed?flavor=esxi", "db01", "--limit", "8GiB"], "Change", "one"),
     (["capabilities", "fake://seed?flavor=hyperv", "db01"], "Capabilities", "one"),
@@ -104,6 +107,23 @@ def test_partial_outputs_validate_too() -> None:
     out = json.loads(r.stdout)
     assert r.returncode == 2 and out["hosts"][1]["error"]["code"] == "invalid_uri"
     check(out, "FleetStats")
+
+
+def test_refused_and_partial_bulk_sets_validate_as_targets_reports() -> None:
+    """``set URI VM=SIZE…`` that fails prints its TargetsReport (each VM's record, the whole's
+    error), not a bare error report: refused before anything changed, then partly applied."""
+    r = run("set", "fake://seed", "web01=7GiB", "web02=1GiB", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 8 and not out["applied"]
+    check(out, "TargetsReport")
+    check(out["error"], "ErrorReport")
+    check(out["results"][1]["error"], "ErrorReport")
+    r = run("set", "fake://seed", "web01=7GiB", "web02=1GiB", "--skip-invalid", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 12 and out["applied"] and out["error"]["code"] == "partial_change"
+    check(out, "TargetsReport")
+    with pytest.raises(jsonschema.ValidationError):
+        check({**out, "results": [{**out["results"][0], "colour": "red"}]}, "TargetsReport")
 
 
 def test_the_schemas_are_strict() -> None:

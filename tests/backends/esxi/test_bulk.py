@@ -11,8 +11,8 @@ from pyVmomi import vim, vmodl
 from hvballoon.backend import TargetRequest
 from hvballoon.errors import InvalidRequestError, VMNotFoundError
 from hvballoon.units import MiB
-from tests.backends.esxi.conftest import FLEET, connect, vm_figures
-from tests.peers.vsphere.harness import VcsimServer
+from tests.support.vsphere.fleet import FLEET, connect, vm_figures
+from tests.support.vsphere.harness import VcsimServer
 
 pytestmark = pytest.mark.peer
 

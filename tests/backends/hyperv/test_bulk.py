@@ -11,10 +11,10 @@ from hvballoon_hyperv.backend import HyperVBackend
 
 from hvballoon.errors import InvalidStateError, PartialChangeError, VMNotFoundError
 from hvballoon.units import GiB
-from tests.backends.hyperv import scenarios
-from tests.backends.hyperv.conftest import Peer
-from tests.backends.hyperv.fakehost import hyperv_world
-from tests.peers.winrm.server import decode_command_line
+from tests.support.hyperv import scenarios
+from tests.support.hyperv.fakehost import hyperv_world
+from tests.support.hyperv.peer import Peer
+from tests.support.winrm.server import decode_command_line
 
 pytestmark = pytest.mark.peer
 
