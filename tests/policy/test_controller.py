@@ -330,3 +330,73 @@ def test_stale_guest_is_never_lowered(tmp_path: Path) -> None:
         d = {x.vm: x for x in Controller(hv, "hvballoon", settings()).step()}
         assert d["a"].action == "hold" and "fresh" in d["a"].reason
         assert d["b"].action == "lower"
+
+
+class Calls:
+    """Counts the session calls a controller round makes (and the VMs each bulk read names)."""
+
+    def __init__(self, hv: hvballoon.Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: list[tuple[str, Any]] = []
+        for name in ("get_configs", "get_config", "set_targets", "set_target", "set_config"):
+            original = getattr(hv, name)
+
+            def counted(*args: Any, _name: str = name, _fn: Any = original, **kw: Any) -> Any:
+                self.log.append((_name, args[0] if args else None))
+                return _fn(*args, **kw)
+
+            monkeypatch.setattr(hv, name, counted)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.log]
+
+    def take(self) -> list[tuple[str, Any]]:
+        out, self.log = self.log, []
+        return out
+
+
+def test_a_round_reads_configs_in_bulk_and_moves_through_set_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        calls = Calls(hv, monkeypatch)
+        policy = Fixed(10 * GiB)
+        ctl = Controller(hv, policy, settings())
+        assert {d.action for d in ctl.step()} == {"lower"}
+        round1 = calls.take()
+        # one bulk read of every configuration, and every lower in one bulk call
+        assert [name for name, _ in round1] == ["get_configs", "set_targets"]
+        assert round1[0][1] is None and len(round1[1][1]) == 10
+        policy.per_vm = {"web01": 14 * GiB, "web02": 8 * GiB}
+        decisions = {d.vm: d.action for d in ctl.step()}
+        assert decisions["web01"] == "raise" and decisions["web02"] == "lower"
+        # balloon targets do not live in the configuration: nothing is read again; the raises,
+        # then the lowers, each in one bulk call
+        round2 = calls.take()
+        assert [name for name, _ in round2] == ["set_targets", "set_targets"]
+        assert [[vm for vm, _ in moves] for _, moves in round2] == [
+            [hv.resolve("web01").id],
+            [hv.resolve("web02").id],
+        ]
+        assert targets(hv)["web01"] == 14 * GiB and targets(hv)["web02"] == 8 * GiB
+
+
+def test_configs_are_read_again_after_the_refresh_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        calls = Calls(hv, monkeypatch)
+        ctl = Controller(hv, "static", settings(), config_refresh_seconds=0)
+        ctl.step()
+        ctl.step()
+        assert calls.names() == ["get_configs", "get_configs"]
+
+
+def test_a_vm_whose_target_lives_in_its_configuration_is_read_again_after_a_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        calls = Calls(hv, monkeypatch)
+        ctl = Controller(hv, Fixed(12 * GiB, {"web01": 10 * GiB}), settings())
+        applied = {d.vm: d.vm_id for d in ctl.step() if d.applied}
+        assert "web01" in applied and hv.get_config("web01").limit_bytes == 10 * GiB
+        moved = set(applied.values())
+        calls.take()
+        ctl.step()  # the limits just set are read back, in one bulk read of those VMs only
+        [(_, vms)] = [c for c in calls.take() if c[0] == "get_configs"]
+        assert {vm.id for vm in vms} == moved
