@@ -47,8 +47,9 @@ from urllib.parse import unquote
 
 from qemu.qmp import ExecuteError, QMPError
 
-from hvballoon.backend import Backend, ConnectOptions
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import (
+    HVBalloonError,
     HVConnectionError,
     InvalidRequestError,
     InvalidURIError,
@@ -615,6 +616,51 @@ class QMPBackend(Backend):
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._refuse_if_read_only(vm)
         what = f"set the balloon target to {format_size(target_bytes)}"
+        self._run(self._move(vm, target_bytes), what)
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """Every move in its own conversation, ``concurrency`` at a time, within one deadline.
+
+        One socket per VM is the protocol, so a batch is the sweep's shape: the VMs side by side,
+        each answer (or error) that VM's own. A VM not reached before the deadline gets a
+        retryable timeout of its own; the others keep their results.
+        """
+        if not targets:
+            return []
+        for t in targets:
+            self._refuse_if_read_only(t.vm)
+
+        async def side_by_side() -> list[BaseException | None]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(t: TargetRequest) -> None:
+                async with gate:
+                    try:
+                        await asyncio.wait_for(
+                            self._move(t.vm, t.target_bytes), max(0.001, deadline - loop.time())
+                        )
+                    except asyncio.TimeoutError as exc:
+                        what = f"set the balloon target of {t.vm.name!r}"
+                        raise map_error(exc, what, vm=t.vm.name) from exc
+
+            return await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+
+        results = self._run(side_by_side(), f"set the balloon targets of {len(targets)} VMs")
+        out: list[HVBalloonError | None] = []
+        for t, result in zip(targets, results, strict=True):
+            if isinstance(result, HVBalloonError):
+                out.append(result.with_context(backend=self.name, vm=t.vm.name))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out.append(None)
+        return out
+
+    async def _move(self, vm: VM, target_bytes: int) -> None:
+        """The ``balloon`` command on ``vm``'s own socket, once it is checked to still be ``vm``."""
+        what = f"set the balloon target to {format_size(target_bytes)}"
 
         async def body(mon: Monitor) -> None:
             await self._verified(mon, vm)
@@ -628,10 +674,7 @@ class QMPBackend(Backend):
                 seen = self._seen[vm.id] = _Seen(run)
             seen.target_bytes = target_bytes
 
-        async def run() -> None:
-            await self._converse(await self._path_of(vm), body, what, label=vm.name)
-
-        self._run(run(), what)
+        await self._converse(await self._path_of(vm), body, what, label=vm.name)
 
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         self._refuse_if_read_only(vm)
