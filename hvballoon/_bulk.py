@@ -1,0 +1,252 @@
+"""Applying targets: many VMs planned first, then moved in one bulk call (retryable failures
+sent again), then optionally waited for; one :class:`~hvballoon.TargetResults` per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+from hvballoon._guardrails import GuardRails
+from hvballoon._planning import _TargetPlanning
+from hvballoon._results import TargetResults
+from hvballoon._sessioncore import VMRef
+from hvballoon._waiting import _Waiting
+from hvballoon.backend import TargetRequest
+from hvballoon.errors import (
+    BackendError,
+    HVBalloonError,
+    InvalidRequestError,
+)
+from hvballoon.models import (
+    VM,
+    Change,
+    MemoryConfig,
+    MemoryStats,
+)
+from hvballoon.units import MiB, format_size, parse_size
+
+log = logging.getLogger("hvballoon")
+
+
+def _pair_vm(pair: tuple[MemoryStats, MemoryConfig]) -> VM:
+    return pair[0].vm
+
+
+class _BulkTargets(_TargetPlanning, _Waiting):
+    """Plans, applies and waits for many targets at once (``set_target`` is one VM of it)."""
+
+    @staticmethod
+    def _target_items(targets: Any) -> list[tuple[str, VMRef, int | str]]:
+        if isinstance(targets, Mapping):
+            pairs = list(targets.items())
+        elif isinstance(targets, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in targets
+        ):
+            pairs = [tuple(p) for p in targets]
+        else:
+            raise InvalidRequestError(
+                "set_targets takes a mapping {vm: size} or a list of (vm, size) pairs, "
+                f"got {type(targets).__name__}"
+            )
+        if not pairs:
+            raise InvalidRequestError("set_targets needs at least one VM")
+        items: list[tuple[str, VMRef, int | str]] = []
+        seen: set[str] = set()
+        for ref, size in pairs:
+            key = ref.id if isinstance(ref, VM) else ref
+            if not isinstance(key, str) or not key:
+                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
+            if key in seen:
+                raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
+            seen.add(key)
+            items.append((key, ref, size))
+        return items
+
+    def _set_targets(
+        self,
+        items: list[tuple[str, VMRef, int | str]],
+        *,
+        force: bool,
+        dry_run: bool,
+        guard_rails: GuardRails | None,
+        skip_invalid: bool,
+        wait_timeout: float | None = None,
+    ) -> TargetResults:
+        rails = guard_rails if guard_rails is not None else self.guard_rails
+        results: dict[str, Change | HVBalloonError] = {}
+        requested: dict[str, int] = {}
+        for key, _ref, size in items:
+            try:
+                requested[key] = parse_size(size, what=f"target of {key}" if len(items) > 1 else "target")
+            except HVBalloonError as exc:
+                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=key)
+        keys = [key for key, _, _ in items if key not in results]
+        ref_of = {key: ref for key, ref, _ in items}
+        # 1. every VM resolved, read fresh (one bulk read) and checked before anything is sent
+        try:
+            reads = self._read_fresh(
+                "get_stats_and_configs",
+                [ref_of[k] for k in keys],
+                self._backend.get_stats_and_configs,
+                _pair_vm,
+            )
+        except HVBalloonError as exc:
+            reads = [exc] * len(keys)
+        named: dict[str, list[str]] = {}
+        for key, read in zip(keys, reads, strict=True):
+            if not isinstance(read, HVBalloonError):
+                named.setdefault(read[0].vm.id, []).append(key)
+        planned: dict[str, tuple[Change, int]] = {}
+        for key, read in zip(keys, reads, strict=True):
+            if isinstance(read, HVBalloonError):
+                results[key] = read
+                continue
+            stats, config = read
+            twice = named[stats.vm.id]
+            if len(twice) > 1:
+                results[key] = InvalidRequestError(
+                    f"VM {stats.vm.name!r} is named {len(twice)} times ({', '.join(twice)}): give each VM once",
+                    backend=self.backend_name,
+                    uri=self.uri,
+                    vm=stats.vm.name,
+                )
+                continue
+            try:
+                change, target = self._plan_target(stats, config, requested[key], force, rails, dry_run)
+            except HVBalloonError as exc:
+                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=stats.vm.name)
+            else:
+                results[key] = change
+                planned[key] = (change, target)
+        order = [key for key, _, _ in items]
+        refused = [key for key in order if isinstance(results[key], HVBalloonError)]
+        if refused and not skip_invalid and planned:
+            why = f"{len(refused)} of {len(order)} VMs were refused ({', '.join(refused)})"
+            for key, (change, _) in planned.items():
+                results[key] = change.model_copy(
+                    update={
+                        "dry_run": True,
+                        "warnings": (
+                            *change.warnings,
+                            f"not applied: {why}; nothing is applied unless every VM passes, "
+                            "or the refused ones are asked to be skipped",
+                        ),
+                    }
+                )
+            return self._results(results, order, applied=False)
+        if dry_run:
+            return self._results(results, order, applied=False)
+        # 2. apply, in one bulk call (retryable failures are sent again, bounded)
+        moves = {k: (c, t) for k, (c, t) in planned.items() if c.changed}
+        failures = self._apply_many({k: TargetRequest(c.vm, t) for k, (c, t) in moves.items()})
+        made = {k for k in moves if k not in failures}
+        for key, error in failures.items():
+            results[key] = error
+        for key, (change, target) in planned.items():
+            if key not in failures:
+                self._targets[change.vm.id] = target
+                if key in made:
+                    log.info(
+                        "set target of %s to %s (%s)",
+                        change.vm.name,
+                        format_size(target),
+                        change.mechanism.value,
+                    )
+        stats_reached: dict[str, MemoryStats] = {}
+        if wait_timeout is not None:
+            stats_reached = self._wait_changes(
+                results, {k: planned[k] for k in planned if k not in failures}, wait_timeout
+            )
+        return self._results(results, order, applied=True, made=made, stats=stats_reached)
+
+    def _results(
+        self,
+        results: dict[str, Change | HVBalloonError],
+        order: list[str],
+        *,
+        applied: bool,
+        made: set[str] | None = None,
+        stats: dict[str, MemoryStats] | None = None,
+    ) -> TargetResults:
+        return TargetResults(
+            {k: results[k] for k in order},
+            applied=applied,
+            made=made,
+            stats=stats,
+            backend=self.backend_name,
+            uri=self.uri,
+        )
+
+    def _apply_many(self, moves: dict[str, TargetRequest]) -> dict[str, HVBalloonError]:
+        """Send the moves in bulk; the ones that fail retryably are sent again (they are
+        absolute), within the retry policy. Returns the errors of the ones that failed."""
+        failures: dict[str, HVBalloonError] = {}
+        pending = dict(moves)
+        delays = self.retry.delays()
+        attempt = 0
+        while pending:
+            keys = list(pending)
+            batch = [pending[k] for k in keys]
+            try:
+                answers: list[HVBalloonError | None] = self._call(
+                    "set_target", lambda batch=batch: self._backend.apply_targets(batch)
+                )
+                if len(answers) != len(keys):
+                    raise BackendError(
+                        f"the {self.backend_name} backend answered {len(answers)} results for {len(keys)} targets",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                    )
+            except HVBalloonError as exc:
+                answers = [exc] * len(keys)
+            again: dict[str, TargetRequest] = {}
+            for key, answer in zip(keys, answers, strict=True):
+                if answer is None:
+                    failures.pop(key, None)
+                    continue
+                answer.with_context(backend=self.backend_name, uri=self.uri, vm=pending[key].vm.name)
+                failures[key] = answer
+                if answer.retryable:
+                    again[key] = pending[key]
+            if not again or attempt >= len(delays):
+                break
+            log.info("sending %d target(s) again after a retryable failure", len(again))
+            self.retry.sleep(delays[attempt])
+            attempt += 1
+            pending = again
+        return failures
+
+    def _wait_changes(
+        self,
+        results: dict[str, Change | HVBalloonError],
+        planned: dict[str, tuple[Change, int]],
+        timeout: float,
+    ) -> dict[str, MemoryStats]:
+        """Wait for every applied target the backend can observe; warn about the others."""
+        goals: dict[str, tuple[VM, int, int]] = {}
+        unobservable: dict[str, VM] = {}
+        for key, (change, target) in planned.items():
+            caps = self._backend.vm_capabilities(change.vm)
+            if not caps.target_observable:
+                # as wait_for_target: applied, said so, and its stats right after the change
+                results[key] = change.model_copy(
+                    update={"warnings": (*change.warnings, self._unobservable(change.vm, caps))}
+                )
+                unobservable[key] = change.vm
+                continue
+            goals[key] = (change.vm, target, max(caps.alignment_bytes, 2 * MiB, target // 200))
+        reached: dict[str, MemoryStats] = {}
+        if unobservable:
+            now = self._await_read(list(unobservable.values()))
+            reached.update(
+                (k, st) for k, st in zip(unobservable, now, strict=True) if isinstance(st, MemoryStats)
+            )
+        for key, outcome in self._await(goals, timeout=timeout, poll_interval=1.0, stall_after=None).items():
+            if isinstance(outcome, HVBalloonError):
+                outcome.details.setdefault("change", cast(Change, results[key]).model_dump(mode="json"))
+                results[key] = outcome
+            else:
+                reached[key] = outcome
+        return reached

@@ -1,0 +1,31 @@
+"""The guard rails' margins: :class:`GuardRails`, the safe floor of a guest's memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hvballoon.errors import InvalidRequestError
+from hvballoon.units import MiB
+
+
+@dataclass(frozen=True)
+class GuardRails:
+    """The safety margins :meth:`Hypervisor.set_target` applies unless forced.
+
+    The floor is ``used + max(margin_bytes, margin_fraction × configured)``; stats older than
+    ``max_stats_age_seconds`` (or marked stale by the backend) are not trusted for it.
+    """
+
+    margin_bytes: int = 256 * MiB
+    margin_fraction: float = 0.10
+    max_stats_age_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.margin_bytes < 0 or not 0 <= self.margin_fraction < 1:
+            raise InvalidRequestError("guard-rail margins must be >= 0 (fraction below 1)")
+
+    def floor(self, used_bytes: int, configured_bytes: int | None) -> int:
+        margin = self.margin_bytes
+        if configured_bytes:
+            margin = max(margin, int(configured_bytes * self.margin_fraction))
+        return used_bytes + margin

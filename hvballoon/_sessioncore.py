@@ -1,0 +1,282 @@
+"""The core of a :class:`~hvballoon.session.Hypervisor` session: its state and plumbing (every
+backend call goes through :meth:`_SessionCore._call`), and knowing the VMs — the index of names
+and ids, resolving refs, and the fresh bulk read that re-resolves a VM renamed or vanished.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar, cast
+
+from hvballoon._guardrails import GuardRails
+from hvballoon._uri import ParsedURI
+from hvballoon._vmindex import VMIndex
+from hvballoon.backend import Backend
+from hvballoon.errors import (
+    AmbiguousVMError,
+    HVBalloonError,
+    InvalidRequestError,
+    InvalidStateError,
+    VMNotFoundError,
+)
+from hvballoon.models import (
+    VM,
+    Capabilities,
+)
+from hvballoon.retry import RetryPolicy
+
+log = logging.getLogger("hvballoon")
+
+VMRef = str | VM
+R = TypeVar("R")
+
+
+class _Resolved(NamedTuple):
+    """A ref resolved to a VM: ``name`` when it was a name, ``cached`` when the index answered
+    (no look-up in this call), so a fresh read showing another name means the index was stale."""
+
+    vm: VM
+    name: str | None
+    cached: bool
+
+
+class _SessionCore:
+    """A session's state, its calls to the backend, and how it finds the VMs it is asked about."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        uri: ParsedURI,
+        retry: RetryPolicy | None = None,
+        guard_rails: GuardRails | None = None,
+    ) -> None:
+        self._backend = backend
+        self._uri = uri
+        self.retry = retry or RetryPolicy()
+        self.guard_rails = guard_rails or GuardRails()
+        self._targets: dict[str, int] = {}
+        self._index = VMIndex(ttl_seconds=60.0)
+        self._closed = False
+
+    @property
+    def uri(self) -> str:
+        """The connection URI, redacted."""
+        return self._uri.redacted
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def native(self) -> Any:
+        """The backend's own client object, for what hvballoon does not cover."""
+        return self._backend.native
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend can read and change (declared)."""
+        return self._backend.capabilities
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
+
+    def _call(self, what: str, fn: Any, vm: str | None = None) -> Any:
+        if self._closed:
+            raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
+        try:
+            return self.retry.call(fn, what=what)
+        except HVBalloonError as exc:
+            exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm)
+            raise
+
+    def _with_context(self, fn: Any, vm: VM) -> Any:
+        """Run a local check; its error gets the session's context (backend, URI, VM)."""
+        try:
+            return fn()
+        except HVBalloonError as exc:
+            exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm.name)
+            raise
+
+    # -- knowing the VMs -----------------------------------------------------------------
+
+    @property
+    def name_cache_seconds(self) -> float:
+        """How long a VM found by *name* is trusted without looking again (default 60 s).
+
+        Every listing and sweep (``list_vms``, ``get_stats()``, ``get_configs()``) feeds the
+        session's index of VM names and ids, so naming a VM costs no listing. A name unknown
+        to the index, a VM renamed meanwhile or one that vanished makes the session look
+        again (natively where the backend can: libvirt by name or UUID, one filtered
+        ``Get-VM`` on Hyper-V; else a listing). Power states and figures never come from the
+        index: each operation reads them fresh. ``0`` looks every name up again each time.
+        """
+        return self._index.ttl_seconds
+
+    @name_cache_seconds.setter
+    def name_cache_seconds(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise InvalidRequestError(f"name_cache_seconds must be >= 0, got {seconds!r}")
+        self._index.ttl_seconds = float(seconds)
+
+    def _lookup(self, refs: Sequence[str]) -> None:
+        """Look ``refs`` up on the hypervisor (natively, else by listing) into the index."""
+        wanted = list(dict.fromkeys(refs))
+        found: list[VM] | None = self._call("lookup_vms", lambda: self._backend.lookup_vms(wanted))
+        if found is None:
+            self.list_vms()
+            return
+        self._index.update(found)  # a backend may answer more than asked: remember it all
+        for ref in wanted:
+            self._index.settle(ref, [v for v in found if v.id == ref or v.name == ref])
+
+    def _pick(self, ref: str) -> VM | HVBalloonError:
+        """``ref`` from the index just refreshed: by id, else the one VM of that name."""
+        vm = self._index.by_id(ref)
+        if vm is not None:
+            return vm
+        named = self._index.by_name(ref, max_age=None) or []
+        if len(named) == 1:
+            return named[0]
+        if not named:
+            return VMNotFoundError(
+                f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
+            )
+        ids = sorted(v.id for v in named)
+        return AmbiguousVMError(
+            f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
+            backend=self.backend_name,
+            uri=self.uri,
+            vm=ref,
+            details={"candidates": ids},
+        )
+
+    def _resolve(self, refs: Sequence[VMRef]) -> list[_Resolved | HVBalloonError]:
+        """Each ref as a VM (from the index when it knows it), or its typed error."""
+        out: list[_Resolved | HVBalloonError | None] = []
+        misses: list[int] = []
+        for ref in refs:
+            if isinstance(ref, VM):
+                out.append(_Resolved(ref, None, cached=True))
+            elif not isinstance(ref, str) or not ref:
+                out.append(
+                    InvalidRequestError(
+                        f"a VM is named by a non-empty name or id, got {ref!r}",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                    )
+                )
+            elif (known := self._index.by_id(ref)) is not None:
+                out.append(_Resolved(known, None, cached=True))
+            elif (named := self._index.by_name(ref)) is not None and len(named) == 1:
+                out.append(_Resolved(named[0], ref, cached=True))
+            else:
+                misses.append(len(out))
+                out.append(None)
+        if misses:
+            names = [cast(str, refs[i]) for i in misses]
+            self._lookup(names)
+            for i, ref in zip(misses, names, strict=True):
+                picked = self._pick(ref)
+                out[i] = (
+                    picked if isinstance(picked, HVBalloonError) else _Resolved(picked, ref, cached=False)
+                )
+        return [r for r in out if r is not None]
+
+    def _read_fresh(
+        self, what: str, refs: Sequence[VMRef], fetch: Callable[[list[VM]], list[R]], vm_of: Callable[[R], VM]
+    ) -> list[R | HVBalloonError]:
+        """One bulk read (``fetch``) of the VMs named by ``refs``: per ref, its row or error.
+
+        A VM the index knew that is gone, or whose name changed, sends the session to look its
+        ref up again (once) and read what it names now; a read that still fails is repeated VM
+        by VM, so that each ref gets its own answer.
+        """
+        resolved = self._resolve(refs)
+        out: list[R | HVBalloonError | None] = [
+            r if isinstance(r, HVBalloonError) else None for r in resolved
+        ]
+        pending = [i for i, r in enumerate(resolved) if isinstance(r, _Resolved)]
+
+        def again(indices: list[int], cause: VMNotFoundError | None = None) -> list[int]:
+            """Look the refs up again; a VM still missing keeps the backend's own word for it
+            (``cause``, when it was the only VM read or the one the error names)."""
+            lookup = [r if isinstance(r, str) else r.id for r in (refs[i] for i in indices)]
+            self._lookup(lookup)
+            kept = []
+            for i, ref in zip(indices, lookup, strict=True):
+                was = cast(_Resolved, resolved[i]).vm
+                picked = self._pick(ref)
+                if isinstance(picked, HVBalloonError):
+                    named = cause is not None and (len(indices) == 1 or cause.vm == was.name)
+                    out[i] = cause if named and isinstance(picked, VMNotFoundError) else picked
+                else:
+                    resolved[i] = _Resolved(picked, ref if isinstance(refs[i], str) else None, cached=False)
+                    kept.append(i)
+            return kept
+
+        for attempt in range(3):
+            if not pending:
+                break
+            vms = list({r.vm.id: r.vm for r in (cast(_Resolved, resolved[i]) for i in pending)}.values())
+            errors: dict[str, HVBalloonError] = {}
+            try:
+                rows: list[R] = self._call(what, lambda vms=vms: fetch(vms))
+            except VMNotFoundError as exc:
+                if attempt == 0:
+                    pending = again(pending, exc)
+                    continue
+                rows = []
+                for vm in vms:
+                    try:
+                        rows.extend(self._call(what, lambda vm=vm: fetch([vm]), vm.name))
+                    except HVBalloonError as exc:
+                        errors[vm.id] = exc
+            by_id = {vm_of(row).id: row for row in rows}
+            self._index.update(vm_of(row) for row in rows)
+            renamed = []
+            for i in pending:
+                res = cast(_Resolved, resolved[i])
+                row = by_id.get(res.vm.id)
+                if row is None:
+                    out[i] = errors.get(res.vm.id) or VMNotFoundError(
+                        f"VM {res.vm.name!r} ({res.vm.id}) no longer exists",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        vm=res.vm.name,
+                    )
+                elif res.cached and res.name is not None and vm_of(row).name != res.name:
+                    renamed.append(i)  # the index was stale: the name may be another VM's now
+                else:
+                    out[i] = row
+            pending = again(renamed) if renamed else []
+        return [r if r is not None else self._unreached(refs[i]) for i, r in enumerate(out)]
+
+    def _unreached(self, ref: VMRef) -> HVBalloonError:
+        name = ref.name if isinstance(ref, VM) else str(ref)
+        return VMNotFoundError(
+            f"VM {name!r} could not be read: it changed name or vanished twice while being read",
+            backend=self.backend_name,
+            uri=self.uri,
+            vm=name,
+        )
+
+    @staticmethod
+    def _first_error(rows: Sequence[R | HVBalloonError]) -> list[R]:
+        for row in rows:
+            if isinstance(row, HVBalloonError):
+                raise row
+        return cast(list[R], list(rows))
+
+    def list_vms(self) -> list[VM]:
+        """Every VM on the hypervisor."""
+        result: list[VM] = self._call("list_vms", self._backend.list_vms)
+        self._index.replace(result)
+        return result

@@ -1,0 +1,159 @@
+"""Waiting for targets: polling (one bulk read per round) until each VM's memory reaches its
+goal, stalls or times out; and the warning for a target the backend cannot observe.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from hvballoon._sessioncore import _SessionCore
+from hvballoon.errors import (
+    BalloonStalledError,
+    HVBalloonError,
+    TargetNotObservableWarning,
+    VMNotFoundError,
+    WaitTimeoutError,
+)
+from hvballoon.models import (
+    VM,
+    Capabilities,
+    MemoryStats,
+)
+from hvballoon.units import format_sizes
+
+log = logging.getLogger("hvballoon")
+
+
+@contextmanager
+def noting_unobservable() -> Iterator[list[str]]:
+    """Collect the :class:`~hvballoon.errors.TargetNotObservableWarning` messages raised in the
+    block into a list (instead of printing them), for a front end that shows them its own way;
+    other warnings pass through.
+
+    >>> import hvballoon
+    >>> with hvballoon.connect("fake://seed?flavor=esxi") as hv, noting_unobservable() as notes:
+    ...     _ = hv.wait_for_target("web01")
+    >>> "cannot observe 'web01'" in notes[0]
+    True
+    """
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TargetNotObservableWarning)
+        yield notes
+    for w in caught:
+        if issubclass(w.category, TargetNotObservableWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+class _Waiting(_SessionCore):
+    """Waits for VMs' memory to reach their targets."""
+
+    def _unobservable(self, vm: VM, caps: Capabilities) -> str:
+        return (
+            f"the {caps.backend} backend cannot observe {vm.name!r} reaching a "
+            f"{caps.mechanism.value} target (the hypervisor moves the memory within it on its "
+            "own): the target is applied; not waiting"
+        )
+
+    def _wait_stats(self, vm: VM) -> MemoryStats:
+        (stats,) = self._await_read([vm])
+        if isinstance(stats, HVBalloonError):
+            raise stats
+        return stats
+
+    def _await_read(self, vms: list[VM]) -> list[MemoryStats | HVBalloonError]:
+        """Fresh stats of ``vms`` for a wait (one bulk read; VM by VM if one vanished)."""
+        try:
+            stats: list[MemoryStats] = self._call("get_stats", lambda: self._backend.get_stats(vms))
+            by_id = {s.vm.id: s for s in stats}
+            if all(vm.id in by_id for vm in vms):
+                return [by_id[vm.id] for vm in vms]
+        except VMNotFoundError:
+            pass
+        out: list[MemoryStats | HVBalloonError] = []
+        for vm in vms:
+            try:
+                one: list[MemoryStats] = self._call(
+                    "get_stats", lambda vm=vm: self._backend.get_stats([vm]), vm.name
+                )
+                if not one:
+                    raise VMNotFoundError(f"no stats for VM {vm.name!r}: it may have vanished", vm=vm.name)
+                out.append(one[0])
+            except VMNotFoundError as exc:
+                exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm.name)
+                exc.message = (
+                    f"VM {vm.name!r} vanished while waiting for its target: "
+                    "the guest may have crashed (over-inflated balloon?)"
+                )
+                out.append(exc)
+        return out
+
+    def _await(
+        self,
+        goals: Mapping[str, tuple[VM, int, int]],
+        *,
+        timeout: float,
+        poll_interval: float,
+        stall_after: float | None,
+    ) -> dict[str, MemoryStats | HVBalloonError]:
+        """Poll (one bulk read per round) until each VM's memory is within its tolerance of its
+        goal; a VM whose memory stops moving short of it for ``stall_after`` seconds stalled,
+        one still moving at ``timeout`` timed out. ``goals``: key → (VM, goal, tolerance)."""
+        stall_after = stall_after if stall_after is not None else max(5 * poll_interval, 5.0)
+        clock, sleep = self._backend.monotonic, self._backend.sleep
+        start = clock()
+        done: dict[str, MemoryStats | HVBalloonError] = {}
+        moved: dict[str, tuple[float, int | None]] = {}
+        pending = dict(goals)
+        while pending:
+            keys = list(pending)
+            now = clock()
+            for key, stats in zip(keys, self._await_read([pending[k][0] for k in keys]), strict=True):
+                vm, goal, tol = pending[key]
+                if isinstance(stats, HVBalloonError):
+                    done[key] = stats
+                    continue
+                current = stats.current_bytes
+                if current is not None and abs(current - goal) <= tol:
+                    done[key] = stats
+                    continue
+                last_at, last_value = moved.get(key, (start, None))
+                if current is not None and (last_value is None or abs(current - last_value) > tol // 2):
+                    last_at, last_value = (now if key in moved else start), current
+                moved[key] = (last_at, last_value)
+                details = {
+                    "target_bytes": goal,
+                    "reached_bytes": current,
+                    "tolerance_bytes": tol,
+                    "elapsed_seconds": round(now - start, 3),
+                    "stats": stats.model_dump(mode="json"),
+                }
+                shown_current, shown_goal = format_sizes(current, goal)
+                if now - last_at >= stall_after:
+                    done[key] = BalloonStalledError(
+                        f"the memory of {vm.name!r} stalled at {shown_current} "
+                        f"short of the target {shown_goal}: the guest cannot free more "
+                        "(it may be about to swap or run out of memory)",
+                        vm=vm.name,
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        details=details,
+                    )
+                elif now - start >= timeout:
+                    done[key] = WaitTimeoutError(
+                        f"the memory of {vm.name!r} was still moving after {timeout:g} s "
+                        f"({shown_current} of target {shown_goal})",
+                        vm=vm.name,
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        details=details,
+                    )
+            pending = {k: v for k, v in pending.items() if k not in done}
+            if pending:
+                sleep(min(poll_interval, max(0.0, timeout - (clock() - start))))
+        return done
