@@ -5,7 +5,6 @@ and ids, resolving refs, and the fresh bulk read that re-resolves a VM renamed o
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -20,13 +19,8 @@ from hvballoon.errors import (
     InvalidStateError,
     VMNotFoundError,
 )
-from hvballoon.models import (
-    VM,
-    Capabilities,
-)
+from hvballoon.models import VM, Capabilities
 from hvballoon.retry import RetryPolicy
-
-log = logging.getLogger("hvballoon")
 
 VMRef = str | VM
 R = TypeVar("R")
@@ -59,6 +53,8 @@ class _SessionCore:
         self._targets: dict[str, int] = {}
         self._index = VMIndex(ttl_seconds=60.0)
         self._closed = False
+
+    # -- plumbing -----------------------------------------------------------------------
 
     @property
     def uri(self) -> str:

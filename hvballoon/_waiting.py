@@ -4,7 +4,6 @@ goal, stalls or times out; and the warning for a target the backend cannot obser
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,8 +22,6 @@ from hvballoon.models import (
     MemoryStats,
 )
 from hvballoon.units import format_sizes
-
-log = logging.getLogger("hvballoon")
 
 
 @contextmanager

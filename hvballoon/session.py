@@ -117,6 +117,11 @@ def connect(
 class Hypervisor(_BulkTargets):
     """A session on one hypervisor. Use it as a context manager, or call :meth:`close`."""
 
+    # The public API is here; the machinery, one concern a module, is inherited:
+    # _sessioncore (state, backend calls, the VM index and fresh reads), _planning (guard rails
+    # and a backend's rules on one target), _waiting (polling until targets are reached) and
+    # _bulk (plan every VM, apply in one bulk call, wait), the GuardRails margins in _guardrails.
+
     # -- plumbing -----------------------------------------------------------------------
 
     def __enter__(self) -> Hypervisor:
