@@ -54,9 +54,9 @@ def _sweep_costs(server: Any, run: Any, repeats: int) -> dict[str, Any]:
 
 def measure(transport: str, https: bool, count: int, repeats: int, naive_repeats: int) -> dict[str, Any]:
     import winrm
-    from hvballoon_hyperv._scripts import READ, render
 
     import hvballoon
+    from hvballoon.backends.hyperv._scripts import READ, render
     from tests.support.hyperv.fakehost import FakeHyperVHost, hyperv_world
     from tests.support.hyperv.scenarios import sweep
     from tests.support.winrm.harness import WinRMServer

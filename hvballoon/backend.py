@@ -53,6 +53,7 @@ from typing import Any, ClassVar, NamedTuple
 from pydantic import SecretStr
 
 from hvballoon._uri import ParsedURI
+from hvballoon.backend_kit.options import BackendOptions
 from hvballoon.errors import HVBalloonError, InvalidRequestError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.kinds import Kind, check_settable, is_off
 from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
@@ -98,26 +99,44 @@ class ConnectOptions:
 
 
 class Backend(abc.ABC):
-    """Base class of every backend. Subclasses set ``name`` and ``schemes``."""
+    """Base class of every backend. Subclasses set ``name`` and ``schemes``.
+
+    A backend that takes options (keywords of :func:`hvballoon.connect`) declares them as a
+    :class:`~hvballoon.backend_kit.BackendOptions` model in ``options_model``: the base class
+    validates them strictly and keeps the result in :attr:`options`; ``option_names`` is derived
+    from the model. (A backend without a model may still list bare ``option_names``; their values
+    then reach it unchecked in ``opts.options``.)
+    """
 
     name: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]]
+    #: The options :func:`hvballoon.connect` accepts for this backend, as a model.
+    options_model: ClassVar[type[BackendOptions]] = BackendOptions
     #: Backend options :func:`hvballoon.connect` accepts as keywords (others are refused).
     option_names: ClassVar[frozenset[str]] = frozenset()
     #: The hypervisor kind whose rules this backend follows (``None``: it states its own, in
     #: ``target_ceiling`` / ``check_target`` / ``check_config``).
     kind: Kind | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "options_model" in cls.__dict__:
+            cls.option_names = cls.options_model.names()
+
     def __init__(self, opts: ConnectOptions) -> None:
-        unknown = set(opts.options) - set(self.option_names)
-        if unknown:
-            accepted = ", ".join(sorted(self.option_names)) or "none"
-            raise InvalidRequestError(
-                f"unknown option(s) for the {self.name} backend: {', '.join(sorted(unknown))}; "
-                f"accepted: {accepted}",
-                backend=self.name,
-                uri=opts.uri.redacted,
-            )
+        if self.options_model is BackendOptions:
+            unknown = set(opts.options) - set(self.option_names)
+            if unknown:
+                accepted = ", ".join(sorted(self.option_names)) or "none"
+                raise InvalidRequestError(
+                    f"unknown option(s) for the {self.name} backend: {', '.join(sorted(unknown))}; "
+                    f"accepted: {accepted}",
+                    backend=self.name,
+                    uri=opts.uri.redacted,
+                )
+            self.options: BackendOptions = BackendOptions()
+        else:
+            self.options = self.options_model.parse(opts.options, backend=self.name, uri=opts.uri.redacted)
         self.opts = opts
 
     # -- what must be implemented ---------------------------------------------------------

@@ -1,7 +1,7 @@
 """What a virtio-balloon driver's statistics report means: whether to trust it, and its figures.
 
 Every backend that reads a KVM guest's balloon statistics (libvirt's ``memoryStats`` in
-``hvballoon-kvm``, QEMU's own ``guest-stats`` QOM property in ``hvballoon-qmp``) hands the
+the KVM backend, QEMU's own ``guest-stats`` QOM property in the QMP backend) hands the
 report, in bytes, to :func:`guest_figures`, so the rules below live in one place:
 
 - the driver reports only while a *stats period* is set; with the period off it still reports

@@ -60,9 +60,9 @@ def test_every_flavour_and_backend_of_a_kind_declares_the_kind(kind: Kind) -> No
         assert fake.backend.kind is kind
         assert {f: getattr(fake.capabilities, f) for f in fields} == {f: getattr(expected, f) for f in fields}
     module = {
-        "kvm": "hvballoon_kvm.backend",
-        "esxi": "hvballoon_esxi.backend",
-        "hyperv": "hvballoon_hyperv.backend",
+        "kvm": "hvballoon.backends.kvm.backend",
+        "esxi": "hvballoon.backends.esxi.backend",
+        "hyperv": "hvballoon.backends.hyperv.backend",
     }
     try:
         real = importlib.import_module(module[kind.name])
@@ -225,4 +225,4 @@ def test_the_winrm_peer_imports_no_rule(path: str) -> None:
     imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
         alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
-    assert not {m for m in imported if m.startswith(("hvballoon.kinds", "hvballoon_hyperv.backend"))}
+    assert not {m for m in imported if m.startswith(("hvballoon.kinds", "hvballoon.backends.hyperv.backend"))}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -123,3 +124,59 @@ def test_backends_lists_fake_installed() -> None:
         assert row.status in {"installed", "missing", "broken"}
         if row.status != "installed":
             assert "pip install" in row.install_hint
+
+
+class _Dist:
+    """Stands in for hvballoon's installed distribution metadata."""
+
+    def __init__(self, direct_url: str | None, located: Path) -> None:
+        self.direct_url, self.located = direct_url, located
+
+    def read_text(self, name: str) -> str | None:
+        return self.direct_url if name == "direct_url.json" else None
+
+    def locate_file(self, path: str) -> Path:
+        return self.located / path
+
+
+ROOT = Path(registry.__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("dist", "hint"),
+    [
+        # editable from this checkout: the clone's extra (installing from an index would replace it)
+        (
+            _Dist(json.dumps({"url": ROOT.as_uri(), "dir_info": {"editable": True}}), ROOT),
+            f"pip install -e '{ROOT}[kvm]'",
+        ),
+        # a wheel or sdist install of this very package: the extra from the index
+        (_Dist(None, ROOT), "pip install 'hvballoon[kvm]'"),
+        # installed elsewhere (this source tree is on sys.path instead): the library itself
+        (
+            _Dist(
+                json.dumps({"url": "file:///elsewhere", "dir_info": {"editable": True}}), Path("/elsewhere")
+            ),
+            "pip install 'libvirt-python>=9.0'",
+        ),
+        (None, "pip install 'libvirt-python>=9.0'"),
+    ],
+    ids=["editable", "installed", "elsewhere", "not-installed"],
+)
+def test_the_install_hint_works_where_hvballoon_runs(
+    monkeypatch: pytest.MonkeyPatch, dist: _Dist | None, hint: str
+) -> None:
+    def distribution(name: str) -> _Dist:
+        if dist is None:
+            raise registry.metadata.PackageNotFoundError(name)
+        return dist
+
+    monkeypatch.setattr(registry.metadata, "distribution", distribution)
+    kvm = registry.get_spec("kvm")
+    assert (
+        kvm.install_hint
+        == f"{hint}; libvirt-python builds against libvirt's headers (Debian: apt install libvirt-dev pkg-config gcc python3-dev)"
+    )
+    assert registry.get_spec("esxi").install_hint.startswith(
+        hint.replace("kvm", "esxi").replace("'libvirt-python>=9.0'", "'pyvmomi>=8.0'")
+    )

@@ -536,8 +536,7 @@ class _SlowHost:
 
 
 def _hyperv_cell(peer: Any, kind: str, op: str) -> Cell:
-    from hvballoon_hyperv._errors import ACCESS_DENIED
-
+    from hvballoon.backends.hyperv._errors import ACCESS_DENIED
     from tests.support.winrm.server import OPERATION_TIMEOUT
 
     vm = "db01"  # static memory: its target is a runtime resize, observable while it moves

@@ -328,7 +328,7 @@ json_values = st.recursive(
     st.sampled_from(["PROBE", "READ", "SET_MEMORY"]),
 )
 def test_fuzz_hyperv_parameters_travel_as_data_only(params: dict[str, Any], which: str) -> None:
-    scripts = pytest.importorskip("hvballoon_hyperv._scripts")
+    scripts = pytest.importorskip("hvballoon.backends.hyperv._scripts")
     template = getattr(scripts, which)
     script = scripts.render(template, params)
     data = scripts.data_of(template, script)

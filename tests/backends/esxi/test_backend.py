@@ -7,9 +7,9 @@ import math
 from typing import Any
 
 import pytest
-from hvballoon_esxi.backend import CAPABILITIES, STATS_PATHS
 
 import hvballoon
+from hvballoon.backends.esxi.backend import CAPABILITIES, STATS_PATHS
 from hvballoon.errors import (
     AuthenticationError,
     HVConnectionError,
@@ -33,8 +33,7 @@ FIGURES = {vm["name"]: vm for vm in FLEET}
 
 
 def test_capabilities_match_the_fake_esxi_flavour() -> None:
-    from hvballoon_esxi.backend import ESXiBackend
-
+    from hvballoon.backends.esxi.backend import ESXiBackend
     from hvballoon.kinds import ESXI
 
     assert ESXiBackend.kind is ESXI
@@ -408,7 +407,7 @@ def test_vcenter_uri_narrows_to_a_datacenter_and_cluster(shared_peer: VcsimServe
     [
         ("esxi://host.example", "user name"),
         ("esxi://root@host.example/?datacenter=DC0", "unknown esxi:// parameter"),
-        ("esxi://root@host.example/?scheme=ftp", "scheme= takes"),
+        ("esxi://root@host.example/?scheme=ftp", "scheme= must be https or http"),
         ("vcenter://root@vc.example/?cluster=A&folder=B", "either cluster= or folder="),
     ],
 )

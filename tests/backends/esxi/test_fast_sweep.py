@@ -7,11 +7,11 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from hvballoon_esxi import _fast
-from hvballoon_esxi._faults import mapped
 from pyVmomi import vim, vmodl
 
 import hvballoon
+from hvballoon.backends.esxi import _fast
+from hvballoon.backends.esxi._faults import ERRORS
 from hvballoon.errors import (
     BackendError,
     HVConnectionError,
@@ -182,7 +182,7 @@ def test_faults_become_the_same_pyvmomi_type_and_hvballoon_error(
         _fast.parse_result(_fault(xsi_type, "the &lt;msg&gt;"), [])
     assert type(raw.value) is native and raw.value.msg == "the <msg>"  # type: ignore[attr-defined]
     with pytest.raises(error) as mapped_err:
-        with mapped(where="vc"):
+        with ERRORS.mapped("vc"):
             _fast.parse_result(_fault(xsi_type), [])
     assert isinstance(mapped_err.value.__cause__, native)
 
@@ -246,7 +246,7 @@ def test_soap_call_uses_the_stubs_session_and_pool() -> None:
 
 def test_soap_call_drops_the_pool_on_connection_errors_and_refuses_odd_statuses() -> None:
     stub = _Stub(_Conn(ConnectionResetError("reset")))
-    with pytest.raises(HVConnectionError), mapped(where="vc"):
+    with pytest.raises(HVConnectionError), ERRORS.mapped("vc"):
         _fast.soap_call(stub, "<x/>")
     assert stub.dropped == 1 and stub.conn.closed
     stub = _Stub(_Conn(_Resp(503, b"busy")))

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hvballoon_esxi._faults import FAULT_TABLE, mapped
 from pyVmomi import vim, vmodl
 
 import hvballoon
+from hvballoon.backend_kit import ErrorTable
+from hvballoon.backends.esxi._faults import ERRORS
 from hvballoon.errors import (
     AuthenticationError,
     BackendError,
@@ -62,7 +63,7 @@ ROWS: list[tuple[BaseException, type[HVBalloonError], bool]] = [
 def test_each_row_maps_by_type_with_the_cause_chained(
     native: BaseException, expected: type[HVBalloonError], retryable: bool
 ) -> None:
-    with pytest.raises(HVBalloonError) as info, mapped(where="vc.example:443", vm="web01"):
+    with pytest.raises(HVBalloonError) as info, ERRORS.mapped("vc.example:443", vm="web01"):
         raise native
     err = info.value
     assert type(err) is expected
@@ -72,24 +73,26 @@ def test_each_row_maps_by_type_with_the_cause_chained(
     assert err.native_code == type(native).__name__
 
 
-def test_every_table_row_is_reachable() -> None:
-    """No row is shadowed by an earlier, broader one."""
-    for i, rule in enumerate(FAULT_TABLE):
-        for native in rule.native:
-            earlier = [r for r in FAULT_TABLE[:i] if issubclass(native, r.native)]
-            assert not earlier, f"{native.__name__} is caught by an earlier row"
+def test_the_most_specific_row_wins_whatever_the_order() -> None:
+    """``NotAuthenticated`` is a ``NoPermission``, ``SSLCertVerificationError`` an ``SSLError`` and an
+    ``OSError``: each still maps by its own row, with the rows in any order."""
+    for rows in (ERRORS.rules, tuple(reversed(ERRORS.rules))):
+        table = ErrorTable("esxi", rows, catch=(Exception,))
+        for native, expected, retryable in ROWS:
+            err = table.map(native)
+            assert (type(err), err.retryable) == (expected, retryable), native
 
 
 def test_the_table_is_covered_by_the_rows() -> None:
     covered = {type(native) for native, _, _ in ROWS}
-    for rule in FAULT_TABLE:
-        assert any(issubclass(c, rule.native) for c in covered), rule
+    for rule in ERRORS.rules:
+        assert any(issubclass(c, rule.types) for c in covered), rule
 
 
 def test_messages_are_not_parsed() -> None:
     """The same type with any message maps the same way."""
     for msg in ("Login failure", "", "NoPermission: denied", "The object has already been deleted"):
-        with pytest.raises(AuthenticationError), mapped():
+        with pytest.raises(AuthenticationError), ERRORS.mapped():
             raise vim.fault.InvalidLogin(msg=msg)
 
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hvballoon_hyperv._errors import SHELL_NOT_FOUND, RemoteScriptError
-from hvballoon_hyperv._scripts import TEMPLATES, data_of, data_pattern
 
 import hvballoon
+from hvballoon.backends.hyperv._errors import SHELL_NOT_FOUND, RemoteScriptError
+from hvballoon.backends.hyperv._scripts import TEMPLATES, data_of, data_pattern
 from hvballoon.errors import (
     AuthenticationError,
     HVConnectionError,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hvballoon_hyperv._scripts import MAX_COMMAND_LINE, SET_TARGETS, data_of, data_pattern
-from hvballoon_hyperv.backend import HyperVBackend
 
+from hvballoon.backends.hyperv._scripts import MAX_COMMAND_LINE, SET_TARGETS, data_of, data_pattern
+from hvballoon.backends.hyperv.backend import HyperVBackend
 from hvballoon.errors import InvalidStateError, PartialChangeError, VMNotFoundError
 from hvballoon.units import GiB
 from tests.support.hyperv import scenarios

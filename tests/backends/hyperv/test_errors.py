@@ -8,19 +8,16 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests.exceptions as rq
 import winrm.exceptions as wx
-from hvballoon_hyperv._client import CommandTooLongError
-from hvballoon_hyperv._errors import (
+
+from hvballoon.backends.hyperv._errors import (
     ACCESS_DENIED,
-    ERROR_TABLE,
+    ERRORS,
     OPERATION_TIMEOUT,
     SHELL_NOT_FOUND,
+    CommandTooLongError,
     RemoteScriptError,
-    map_error,
-    rule_for,
-    translate_errors,
 )
-from hvballoon_hyperv._scripts import READ, SET_MEMORY, Template
-
+from hvballoon.backends.hyperv._scripts import READ, SET_MEMORY, Template
 from hvballoon.errors import (
     AuthenticationError,
     BackendError,
@@ -103,11 +100,13 @@ EXAMPLES: list[tuple[BaseException, type[HVBalloonError], bool]] = [
     (StopIteration(), BackendError, False),
     (AssertionError("RelatesTo mismatch"), BackendError, False),
     (ConnectionResetError(104, "reset"), HVConnectionError, True),
+    (TimeoutError("timed out"), OperationTimeoutError, True),
+    (CommandTooLongError("a 9000-character command line"), InvalidRequestError, False),
 ]
 
 
 def test_every_row_has_an_example() -> None:
-    assert {rule_for(native) for native, _, _ in EXAMPLES} == set(ERROR_TABLE)
+    assert {ERRORS.rule_for(native) for native, _, _ in EXAMPLES} == set(ERRORS.rules)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +115,7 @@ def test_every_row_has_an_example() -> None:
     ids=[f"{i:02d}-{type(e[0]).__name__}" for i, e in enumerate(EXAMPLES)],
 )
 def test_row(native: BaseException, expected: type[HVBalloonError], retryable: bool) -> None:
-    with pytest.raises(HVBalloonError) as info, translate_errors(uri="hyperv://admin@hv01/", vm="web01"):
+    with pytest.raises(HVBalloonError) as info, ERRORS.mapped(uri="hyperv://admin@hv01/", vm="web01"):
         raise native
     err = info.value
     assert type(err) is expected and err.retryable is retryable
@@ -127,12 +126,20 @@ def test_row(native: BaseException, expected: type[HVBalloonError], retryable: b
 
 def test_hvballoon_errors_and_bugs_pass_through() -> None:
     own = VMNotFoundError("gone")
-    with pytest.raises(VMNotFoundError) as info, translate_errors():
+    with pytest.raises(VMNotFoundError) as info, ERRORS.mapped():
         raise own
     assert info.value is own
-    with pytest.raises(KeyError), translate_errors():
+    with pytest.raises(KeyError), ERRORS.mapped():
         raise KeyError("a bug stays a bug")
-    assert map_error(KeyError("x")) is None
+    assert not ERRORS.catches(KeyError("x"))
+
+
+def test_a_script_error_id_beats_its_exception_type_and_its_category() -> None:
+    # the most specific code wins whatever the order of the rows
+    err = script_error("HVBalloonVMNotFound", "PermissionDenied", "System.UnauthorizedAccessException")
+    assert type(ERRORS.map(err)) is VMNotFoundError
+    err = script_error("Other,x", "ObjectNotFound", "System.UnauthorizedAccessException")
+    assert type(ERRORS.map(err)) is PermissionDeniedError
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -246,7 +253,7 @@ def test_the_host_answers_only_the_fixed_templates(basic_peer: Peer) -> None:
         with pytest.raises(RemoteScriptError) as info:
             runner.run(rogue, {})
         assert info.value.error_id is None and "no handler route" in (info.value.remote_message or "")
-        with pytest.raises(BackendError), translate_errors():
+        with pytest.raises(BackendError), ERRORS.mapped():
             runner.run(rogue, {})
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hvballoon_hyperv._scripts import HOST, data_of, decode_data
 
+from hvballoon.backends.hyperv._scripts import HOST, data_of, decode_data
 from hvballoon.cli import main
 from hvballoon.errors import BackendError, PermissionDeniedError
 from tests.support.hyperv.fakehost import FakeHyperVHost, hyperv_world

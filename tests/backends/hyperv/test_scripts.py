@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from hvballoon_hyperv._client import timeouts_for
-from hvballoon_hyperv._scripts import (
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hvballoon.backends.hyperv._client import timeouts_for
+from hvballoon.backends.hyperv._scripts import (
     DATA_MARKER,
     MAX_COMMAND_LINE,
     READ,
@@ -18,10 +21,7 @@ from hvballoon_hyperv._scripts import (
     encode_command,
     render,
 )
-from hvballoon_hyperv.backend import MAX_IDS_PER_READ
-from hypothesis import given
-from hypothesis import strategies as st
-
+from hvballoon.backends.hyperv.backend import MAX_IDS_PER_READ
 from tests.support.hyperv.scenarios import HOSTILE_ID, HOSTILE_NAMES
 from tests.support.winrm.server import decode_command_line
 
@@ -91,7 +91,7 @@ def test_the_probe_quotes_the_command_names() -> None:
     # Get-Command -Name takes strings: bare words work only by PowerShell's argument parsing
     import re
 
-    from hvballoon_hyperv._scripts import PROBE
+    from hvballoon.backends.hyperv._scripts import PROBE
 
     (names,) = re.findall(r"Get-Command -Name (.+?) -ErrorAction", PROBE.text)
     assert [n.strip() for n in names.split(",")] == ["'Get-VM'", "'Get-VMMemory'", "'Set-VMMemory'"]
@@ -100,7 +100,7 @@ def test_the_probe_quotes_the_command_names() -> None:
 def test_set_memory_changes_nothing_when_dynamic_memory_was_switched() -> None:
     # the target's field (maximum or startup) is chosen from what was read; the script refuses
     # before Set-VMMemory if Dynamic Memory is no longer in that state
-    from hvballoon_hyperv._scripts import SET_MEMORY
+    from hvballoon.backends.hyperv._scripts import SET_MEMORY
 
     guard = SET_MEMORY.text.index("$p.dynamic_is")
     assert guard < SET_MEMORY.text.index("Set-VMMemory @a")

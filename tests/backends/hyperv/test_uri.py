@@ -38,7 +38,7 @@ class RecordingRunner:
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> type[RecordingRunner]:
-    import hvballoon_hyperv.backend as backend
+    import hvballoon.backends.hyperv.backend as backend
 
     monkeypatch.setattr(backend, "ShellRunner", RecordingRunner)
     monkeypatch.delenv("HVBALLOON_PASSWORD", raising=False)

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import pytest
-from hvballoon_kvm import _connection
-from hvballoon_kvm.backend import KVMBackend
 
 import hvballoon
 from hvballoon import registry
+from hvballoon.backends.kvm import _connection
+from hvballoon.backends.kvm.backend import KVMBackend
 from hvballoon.errors import HVConnectionError, InvalidRequestError, OperationTimeoutError
 from hvballoon.session import Hypervisor
 
@@ -98,7 +98,7 @@ def test_embedded_uri_starts_an_event_loop_unless_told_not_to(
     captured: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[bool] = []
-    monkeypatch.setattr("hvballoon_kvm.backend.ensure_event_loop", lambda: started.append(True) or True)
+    monkeypatch.setattr("hvballoon.backends.kvm.backend.ensure_event_loop", lambda: started.append(True) or True)
     _connect("qemu:///embed?root=/var/tmp/x")
     _connect("qemu:///embed?root=/var/tmp/x", event_loop=False)
     _connect("test:///default")
@@ -153,14 +153,14 @@ def test_a_closed_connection_is_reopened_once_transparently(hv: Hypervisor) -> N
 def test_a_second_failure_is_a_retryable_connection_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with hvballoon.connect("test:///default", retry=hvballoon.RetryPolicy(max_attempts=1)) as hv:
         link = hv.backend.link  # type: ignore[attr-defined]
-        real_open = link._open
+        real_open = link.connect
 
         def dead_open() -> Any:
             conn = real_open()
             conn.close()  # reconnecting "succeeds" but the link is dead again at once
             return conn
 
-        monkeypatch.setattr(link, "_open", dead_open)
+        monkeypatch.setattr(link, "connect", dead_open)
         hv.native.close()
         with pytest.raises(HVConnectionError) as info:
             hv.list_vms()
@@ -172,7 +172,7 @@ def test_a_second_failure_is_a_retryable_connection_error(monkeypatch: pytest.Mo
 def test_connection_errors_that_are_not_a_dead_link_are_not_retried_by_reconnecting(
     hv: Hypervisor,
 ) -> None:
-    from hvballoon_kvm._errors import fake_error
+    from hvballoon.backends.kvm._errors import fake_error
 
     link = hv.backend.link  # type: ignore[attr-defined]
 

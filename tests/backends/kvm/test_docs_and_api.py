@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import doctest
 
-import hvballoon_kvm
 import pytest
-from hvballoon_kvm import _domain, _errors, backend
 
 import hvballoon
+import hvballoon.backends.kvm
 from hvballoon import registry
+from hvballoon.backends.kvm import _domain, _errors, backend
 from hvballoon.kinds import KVM
 
 pytest.importorskip("libvirt")
@@ -22,8 +22,8 @@ def test_docstring_examples_run(module: object) -> None:
 
 
 def test_all_is_sorted_and_exported() -> None:
-    assert hvballoon_kvm.__all__ == sorted(hvballoon_kvm.__all__)
-    assert all(hasattr(hvballoon_kvm, name) for name in hvballoon_kvm.__all__)
+    assert hvballoon.backends.kvm.__all__ == sorted(hvballoon.backends.kvm.__all__)
+    assert all(hasattr(hvballoon.backends.kvm, name) for name in hvballoon.backends.kvm.__all__)
 
 
 def test_the_registry_loads_this_backend() -> None:

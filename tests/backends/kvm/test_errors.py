@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from hvballoon_kvm._errors import ERROR_TABLE, fake_error, map_error, mapped
 
 import hvballoon
+from hvballoon.backends.kvm._errors import ERRORS, fake_error
 from hvballoon.errors import (
     BackendError,
     HVBalloonError,
     HVConnectionError,
     InvalidRequestError,
     InvalidStateError,
+    OperationTimeoutError,
     PermissionDeniedError,
     VMNotFoundError,
 )
@@ -21,7 +22,10 @@ from hvballoon.session import Hypervisor
 libvirt = pytest.importorskip("libvirt")
 
 ROWS = [
-    pytest.param(name, rule, id=name) for rule in ERROR_TABLE for name in rule.codes if hasattr(libvirt, name)
+    pytest.param(name, rule, id=name)
+    for rule in ERRORS.rules
+    for name in sorted(rule.codes or ())
+    if hasattr(libvirt, name)
 ]
 
 
@@ -29,7 +33,7 @@ ROWS = [
 def test_every_row_of_the_table(name: str, rule: object) -> None:
     code = getattr(libvirt, name)
     native = fake_error(code, "some libvirt message")
-    with pytest.raises(HVBalloonError) as info, mapped("do something", vm="web01"):
+    with pytest.raises(HVBalloonError) as info, ERRORS.mapped("do something", vm="web01"):
         raise native
     err = info.value
     assert type(err) is rule.error  # type: ignore[attr-defined]
@@ -43,20 +47,33 @@ def test_every_row_of_the_table(name: str, rule: object) -> None:
 
 def test_a_code_outside_the_table_is_a_backend_error_with_its_name() -> None:
     native = fake_error(libvirt.VIR_ERR_XML_DETAIL, "bad xml")
-    err = map_error(native, "define")
-    assert isinstance(err, BackendError) and err.native_code == "VIR_ERR_XML_DETAIL"
+    err = ERRORS.map(native, "define")
+    assert type(err) is BackendError and err.native_code == "VIR_ERR_XML_DETAIL"
+    assert err.message == "define: libvirt reported an error: bad xml"
 
 
 def test_an_error_without_a_code_is_a_backend_error() -> None:
     native = libvirt.libvirtError("no code at all")
     native.err = None
-    err = map_error(native, "call")
-    assert isinstance(err, BackendError) and err.native_code is None
+    err = ERRORS.map(native, "call")
+    assert type(err) is BackendError and err.native_code is None
+
+
+def test_an_error_level_is_not_taken_for_a_code() -> None:
+    # VIR_ERR_NO_MEMORY (2) shares its number with the error *level* VIR_ERR_ERROR
+    assert ERRORS.map(fake_error(libvirt.VIR_ERR_NO_MEMORY, "oom"), "x").native_code == "VIR_ERR_NO_MEMORY"
+
+
+def test_a_deadline_past_is_a_timeout_row() -> None:
+    from hvballoon.backend_kit import DeadlineExceeded
+
+    err = ERRORS.map(DeadlineExceeded("qemu:///system", 0.5), "read")
+    assert type(err) is OperationTimeoutError and err.retryable and "within 0.5 s" in err.message
 
 
 def test_the_message_text_is_never_used_to_choose() -> None:
     # a "not found" message with an unrelated code is not a VMNotFoundError
-    err = map_error(fake_error(libvirt.VIR_ERR_OPERATION_FAILED, "Domain not found"), "x")
+    err = ERRORS.map(fake_error(libvirt.VIR_ERR_OPERATION_FAILED, "Domain not found"), "x")
     assert type(err) is BackendError
 
 
@@ -92,7 +109,7 @@ def test_live_stats_of_a_stopped_domain_is_invalid_state(node_hv: Hypervisor) ->
     off = node_hv.resolve("off01")
     assert off.power_state is PowerState.STOPPED
     dom = node_hv.native.lookupByUUIDString(off.id)
-    with pytest.raises(InvalidStateError) as info, mapped("read stats", vm="off01"):
+    with pytest.raises(InvalidStateError) as info, ERRORS.mapped("read stats", vm="off01"):
         dom.memoryStats()
     assert info.value.native_code == "VIR_ERR_OPERATION_INVALID"
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hvballoon_kvm._errors import fake_error
-from hvballoon_kvm.backend import _base_page_bytes, _host_figures, _optional
 
 import hvballoon
+from hvballoon.backends.kvm._errors import fake_error
+from hvballoon.backends.kvm.backend import _base_page_bytes, _host_figures, _optional
 from hvballoon.cli import main
 from tests.support.libvirt_xml import domain_xml
 

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from hvballoon_kvm._domain import Freshness, parse_domain_xml, stats_from_record
 
 import hvballoon
+from hvballoon.backends.kvm._domain import Freshness, parse_domain_xml, stats_from_record
 from hvballoon.errors import InvalidStateError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.models import VM, PowerState
 from hvballoon.session import Hypervisor

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import doctest
 
-import hvballoon_qmp
 import pytest
-from hvballoon_qmp import _errors, _monitor, _stats, backend
 
 import hvballoon
+import hvballoon.backends.qmp
+from hvballoon.backends.qmp import _errors, _monitor, _stats, backend
 from hvballoon.kinds import KVM
 
 pytest.importorskip("qemu.qmp")
@@ -22,8 +22,8 @@ def test_docstring_examples_run(module: object) -> None:
 
 
 def test_all_is_sorted_and_exported() -> None:
-    assert hvballoon_qmp.__all__ == sorted(hvballoon_qmp.__all__)
-    assert all(hasattr(hvballoon_qmp, name) for name in hvballoon_qmp.__all__)
+    assert hvballoon.backends.qmp.__all__ == sorted(hvballoon.backends.qmp.__all__)
+    assert all(hasattr(hvballoon.backends.qmp, name) for name in hvballoon.backends.qmp.__all__)
 
 
 def test_declared_by_the_kvm_kind_like_libvirt_and_the_fake_kvm_flavour() -> None:

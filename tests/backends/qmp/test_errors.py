@@ -3,6 +3,7 @@ backend against an in-test QMP server (a real socket and the real protocol)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -11,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hvballoon_qmp._errors import ERROR_TABLE, ErrorRule, map_error, mapped, qmp_error
 from qemu.qmp import ConnectError, ExecInterruptedError
 from qemu.qmp.error import ProtocolError
 
+from hvballoon.backend_kit import ErrorRule, ErrorTable
+from hvballoon.backends.qmp._errors import ERRORS, qmp_error
 from hvballoon.errors import (
     BackendError,
     HVBalloonError,
@@ -44,25 +46,24 @@ NATIVE: dict[type[BaseException], Callable[[], BaseException]] = {
 
 
 def _native(rule: ErrorRule) -> BaseException:
-    if isinstance(rule.match, str):
-        return qmp_error(rule.match, "some QEMU message")
-    return NATIVE[rule.match]()
+    if rule.codes:
+        (error_class,) = rule.codes
+        return qmp_error(str(error_class), "some QEMU message")
+    return NATIVE[rule.types[0]]()
 
 
-@pytest.mark.parametrize(
-    "rule", ERROR_TABLE, ids=lambda r: r.match if isinstance(r.match, str) else r.match.__name__
-)
+@pytest.mark.parametrize("rule", ERRORS.rules, ids=ErrorRule.label)
 def test_every_row_of_the_table(rule: ErrorRule) -> None:
     native = _native(rule)
-    with pytest.raises(HVBalloonError) as info, mapped("do something", vm="101"):
+    with pytest.raises(HVBalloonError) as info, ERRORS.mapped("do something", vm="101"):
         raise native
     err = info.value
     assert type(err) is rule.error
     assert err.__cause__ is native and err.native is native
     assert err.backend == "qmp" and err.vm == "101"
     assert err.retryable is (rule.retryable if rule.retryable is not None else rule.error.default_retryable)
-    if isinstance(rule.match, str):
-        assert err.native_code == rule.match and "some QEMU message" in err.message
+    if rule.codes:
+        assert err.native_code in rule.codes and "some QEMU message" in err.message
     elif isinstance(native, OSError) and native.errno:
         assert err.native_code == errno.errorcode[native.errno]
     else:
@@ -70,27 +71,31 @@ def test_every_row_of_the_table(rule: ErrorRule) -> None:
 
 
 def test_every_type_the_table_names_is_tested() -> None:
-    assert {r.match for r in ERROR_TABLE if isinstance(r.match, type)} == set(NATIVE)
+    named = {t for r in ERRORS.rules if not r.codes for t in r.types}
+    assert named == set(NATIVE) | {asyncio.TimeoutError}
 
 
 def test_the_most_specific_type_wins_whatever_the_row_order() -> None:
     # ConnectionRefusedError is an OSError (a later, broader row): the VM is gone, not a link fault
-    assert type(map_error(NATIVE[ConnectionRefusedError](), "x")) is VMNotFoundError
-    assert type(map_error(NATIVE[ConnectionResetError](), "x")) is HVConnectionError
+    for rows in (ERRORS.rules, tuple(reversed(ERRORS.rules))):
+        table = ErrorTable("qmp", rows, codes=lambda e: (e.error_class,) if hasattr(e, "error_class") else ())
+        assert type(table.map(NATIVE[ConnectionRefusedError](), "x")) is VMNotFoundError
+        assert type(table.map(NATIVE[ConnectionResetError](), "x")) is HVConnectionError
+        assert type(table.map(qmp_error("GenericError", "no"), "x")) is InvalidRequestError
 
 
 def test_a_connect_error_is_mapped_by_its_root_cause() -> None:
-    err = map_error(ConnectError("Failed to establish session", EOFError()), "connect")
+    err = ERRORS.map(ConnectError("Failed to establish session", EOFError()), "connect")
     assert type(err) is HVConnectionError and err.native_code == "EOFError" and err.retryable
 
 
 def test_an_unknown_qmp_error_class_is_a_backend_error_with_its_class() -> None:
-    err = map_error(qmp_error("MigrationExpected", "wait for migration"), "x")
+    err = ERRORS.map(qmp_error("MigrationExpected", "wait for migration"), "x")
     assert type(err) is BackendError and err.native_code == "MigrationExpected"
 
 
 def test_the_message_text_is_never_used_to_choose() -> None:
-    err = map_error(qmp_error("GenericError", "No balloon device has been activated"), "x")
+    err = ERRORS.map(qmp_error("GenericError", "No balloon device has been activated"), "x")
     assert type(err) is InvalidRequestError
 
 

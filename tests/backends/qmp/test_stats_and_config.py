@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hvballoon_qmp._stats import guest_report, local_host_figures, power_state
 
 from hvballoon.backend import TargetRequest
+from hvballoon.backends.qmp._stats import guest_report, local_host_figures, power_state
 from hvballoon.errors import PermissionDeniedError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.models import PowerState
 from hvballoon.session import Hypervisor

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hvballoon_qmp.backend import QMPBackend
 
 import hvballoon
 from hvballoon import registry
+from hvballoon.backends.qmp.backend import QMPBackend
 from hvballoon.errors import HVConnectionError, InvalidRequestError, InvalidURIError
 from tests.support.qmp_server import Serve, connect
 
@@ -18,7 +18,7 @@ from tests.support.qmp_server import Serve, connect
 def test_the_scheme_is_served_by_this_backend() -> None:
     spec = registry.spec_for_scheme("qmp")
     assert spec.name == "qmp" and spec.native_module == "qemu.qmp"
-    assert "hvballoon[qmp]" in spec.install_hint and "hvballoon-qmp" in spec.install_hint
+    assert spec.extra == "qmp" and spec.install_hint.startswith("pip install ") and spec.builtin
     assert registry.load_backend("qmp") is QMPBackend
 
 

@@ -1,8 +1,8 @@
 """A fake Hyper-V host behind the loopback WinRM peer: answers the backend's fixed scripts.
 
 It is a :class:`~tests.support.winrm.server.Router` with one route per template of
-:mod:`hvballoon_hyperv._scripts`, each matching the template's *exact* text with only the data
-line abstracted. It decodes the base64 JSON parameters and answers from a simulated world
+:mod:`hvballoon.backends.hyperv._scripts`, each matching the template's *exact* text with only the
+data line abstracted. It decodes the base64 JSON parameters and answers from a simulated world
 (:class:`hvballoon.fake.world.World`, ``hyperv`` flavour) the way the real cmdlets would:
 Get-VM/Get-VMMemory rows, Set-VMMemory with Hyper-V's own refusals, and the scripts' error
 records (exit code 1).
@@ -44,8 +44,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hvballoon_hyperv._scripts import HOST, PROBE, READ, SET_MEMORY, SET_TARGETS, Template, data_pattern
-
+from hvballoon.backends.hyperv._scripts import (
+    HOST,
+    PROBE,
+    READ,
+    SET_MEMORY,
+    SET_TARGETS,
+    Template,
+    data_pattern,
+)
 from hvballoon.fake.scenario import Scenario, load_scenario
 from hvballoon.fake.world import Guest, World
 from tests.support.winrm.server import Router

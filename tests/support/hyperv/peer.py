@@ -32,9 +32,9 @@ def require_peer(transport: str = "ntlm", https: bool = True) -> None:
 
     reasons = prerequisites(transport=transport, https=https)
     try:
-        import hvballoon_hyperv.backend  # noqa: F401
+        import hvballoon.backends.hyperv.backend  # noqa: F401
     except ImportError as exc:
-        reasons.append(f"hvballoon-hyperv is not installed ({exc}): pip install -e backends/hyperv")
+        reasons.append(f"the Hyper-V backend cannot load ({exc}): pip install -e '.[hyperv]'")
     require(not reasons, "; ".join(reasons))
 
 

@@ -1,0 +1,29 @@
+"""The KVM backend's options (keywords of :func:`hvballoon.connect`); importable without libvirt.
+
+>>> KVMOptions.parse({"keepalive": [10, 5]}, backend="kvm").keepalive
+(10, 5)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from hvballoon.backend_kit import BackendOptions
+
+__all__ = ["KVMOptions"]
+
+_Positive = Annotated[int, Field(gt=0)]
+
+
+class KVMOptions(BackendOptions):
+    """What each option does: see :class:`~hvballoon.backends.kvm.backend.KVMBackend`."""
+
+    read_only: bool = False
+    persist: bool = False
+    stats_period: int = Field(10, ge=0)
+    event_loop: bool | None = None
+    keepalive: tuple[_Positive, _Positive] | None = Field(
+        (5, 3), strict=False, description="(interval_seconds, count), both whole numbers > 0, or None"
+    )

@@ -1,0 +1,629 @@
+"""The KVM backend: hvballoon over libvirt-python (QEMU/KVM, and libvirt's test driver).
+
+>>> import hvballoon
+>>> with hvballoon.connect("test:///default") as hv:
+...     (st,) = hv.get_stats()
+...     st.vm.name, st.configured_bytes // 2**30, st.current_bytes // 2**30, st.mechanism.value
+('test', 8, 2, 'balloon')
+
+What it does, call by call (see ``docs/backends/kvm.md`` for the user's view):
+
+- **Connect**: the URI goes to ``virConnectOpenAuth`` verbatim (``qemu:///system``,
+  ``qemu+ssh://user@host/system``, ``qemu:///embed?root=/dir``, ``test:///default`` …); a
+  password answers libvirt's credential callback; ``read_only=True`` opens ``VIR_CONNECT_RO``.
+  ``qemu:///embed`` runs the QEMU driver in this process, which needs libvirt's event loop: one
+  is started in a daemon thread unless the process already registered one.
+- **Stats**: one ``virConnectGetAllDomainStats(STATE | BALLOON)`` for every domain (or
+  ``virDomainListGetStats`` for the ones asked for). A domain whose record lacks the balloon
+  group (libvirt's test driver fills none) is read with ``memoryStats()`` + ``info()``.
+- **The stats period**: a guest's balloon driver reports only while a stats period is set, and
+  libvirt's default is off, leaving a report frozen at boot. The first time this backend sees a
+  running domain it reads its definition; if the period is off it sets it
+  (``setMemoryStatsPeriod``, option ``stats_period``, default 10 s, live only). Until the guest
+  has reported since, its figures are ``None`` and ``stale`` is True — never zeros.
+- **The host** (``get_host_stats``): one worker call reads ``getInfo``, ``getMemoryStats`` of
+  all cells (total, free, buffers, cached in KiB: the host's ``/proc/meminfo``),
+  ``getFreeMemory`` and KSM's node memory parameters (``shm_pages_sharing`` × the base page size
+  from the capabilities, read once); a driver without one of them (the test driver has no node
+  memory stats and no KSM) leaves its figures ``None``. libvirt has no host swap figures.
+- **Targets**: ``setMemoryFlags(KiB, VIR_DOMAIN_AFFECT_LIVE)`` (then ``AFFECT_CONFIG`` with
+  ``persist=True`` on a persistent domain; a stopped domain gets ``AFFECT_CONFIG``). libvirt
+  returns at once and reports no error when the balloon stalls: the session's
+  ``wait_for_target`` watches ``current_bytes`` (``balloon.current``) arrive or stall. Many
+  targets (``set_targets``) go in one worker call, each domain's error kept apart.
+- **Names**: a VM the session does not know yet is looked up natively
+  (``lookupByUUIDString`` / ``lookupByName``), without listing every domain.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeVar
+
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
+from hvballoon.errors import (
+    HVBalloonError,
+    PartialChangeError,
+    VMNotFoundError,
+)
+from hvballoon.hoststats import from_sweep
+from hvballoon.kinds import KVM, Kind
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.units import KiB, MiB, format_size
+
+from . import SPEC
+from ._connection import Link, ensure_event_loop
+from ._domain import (
+    Freshness,
+    parse_domain_xml,
+    power_state,
+    record_from_per_domain,
+    stats_from_record,
+)
+from ._errors import BACKEND, CONNECTION_LOST_CODES, ERRORS, error_code
+from ._native import libvirt, libvirt_error, quiet_libvirt_errors
+from ._options import KVMOptions
+
+__all__ = ["CAPABILITIES", "KVMBackend"]
+
+#: What this backend can read and change: the KVM kind's (the fake's ``kvm`` flavour has the same).
+CAPABILITIES = KVM.capabilities(
+    backend=BACKEND,
+    notes=(
+        "libvirt: a target is set with setMemoryFlags (KiB); deflate_on_oom is memballoon autodeflate",
+        "guest figures need a stats period (set automatically when off; option stats_period)",
+        "libvirt's test driver has no bulk balloon stats: one memoryStats()+info() per domain",
+    ),
+)
+
+#: What the stats period is taken to be where a balloon reports none: the option's default.
+_DEFAULT_STATS_PERIOD = KVMOptions().stats_period
+
+
+@dataclass
+class _Seen:
+    """What this backend knows about one running domain (keyed by UUID, valid for one run)."""
+
+    dom_id: int
+    period: int | None
+    armed_after: int | None = None  # last_update when the period was switched on
+
+
+class KVMBackend(Backend):
+    """``qemu://…``, ``qemu+ssh://…``, ``test:///…``: libvirt, passed through verbatim.
+
+    Options (keywords of :func:`hvballoon.connect`):
+
+    - ``read_only`` (False): open a read-only connection (libvirt's read-only socket; no root,
+      libvirt group or polkit rule needed). Reading works; any change is refused by libvirt
+      (PermissionDeniedError), and the stats period cannot be switched on.
+    - ``persist`` (False): also write targets and stats periods into the persistent definition
+      (``VIR_DOMAIN_AFFECT_CONFIG``), so they survive a restart.
+    - ``stats_period`` (10): seconds; set on running domains whose period is off. 0: never set it.
+    - ``event_loop`` (None: only for ``qemu:///embed``): start libvirt's default event loop
+      in a daemon thread unless the process registered one already.
+    - ``keepalive`` ((5, 3)): libvirt keepalive (interval s, missed count) on connections
+      that support it, when an event loop runs; None turns it off.
+    """
+
+    name: ClassVar[str] = SPEC.name
+    schemes: ClassVar[tuple[str, ...]] = SPEC.schemes
+    options_model = KVMOptions
+    options: KVMOptions
+    #: Every target and configuration rule comes from the KVM kind (hvballoon.kinds.kvm).
+    kind: Kind | None = KVM
+
+    def __init__(self, opts: ConnectOptions) -> None:
+        super().__init__(opts)
+        quiet_libvirt_errors()
+        self.read_only = self.options.read_only
+        self.persist = self.options.persist
+        event_loop = self.options.event_loop
+        self.stats_period: int = self.options.stats_period
+        keepalive = self.options.keepalive
+        uri = opts.uri
+        embedded = uri.path.rstrip("/") == "/embed"
+        if event_loop or (event_loop is None and embedded):
+            ensure_event_loop()
+        self._link = Link(
+            uri.raw,
+            redacted_uri=uri.redacted,
+            username=uri.username,
+            password=opts.password,
+            read_only=self.read_only,
+            timeout=opts.timeout,
+            keepalive=keepalive,
+        )
+        driver, host = self._link.call("identify the hypervisor", _identify)
+        #: libvirt's test driver invents its balloon figures at each call (fixed last_update)
+        self.synthetic_stats = driver == "TEST"
+        self.driver_type: str = driver
+        self._host = host
+        self._seen: dict[str, _Seen] = {}
+        # libvirt keeps no live balloon target (only the balloon's position): the targets this
+        # backend set, by UUID, valid while the domain keeps its run id
+        self._targets: dict[str, tuple[int, int]] = {}
+        self._seen_lock = threading.Lock()
+        self._page_bytes: int | None = None  # the host's base page size, once read
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    @property
+    def native(self) -> Any:
+        """The ``libvirt.virConnect`` in use (a new one after a reconnect)."""
+        return self._link.conn
+
+    @property
+    def link(self) -> Link:
+        """The connection wrapper (deadlines, reconnects; ``link.reconnects`` counts them)."""
+        return self._link
+
+    def close(self) -> None:
+        self._link.close()
+
+    def _vm(self, dom: Any, state: int | None) -> VM:
+        dom_id = int(dom.ID())
+        return VM(
+            id=dom.UUIDString(),
+            name=dom.name(),
+            backend=BACKEND,
+            host=self._host,
+            power_state=power_state(state),
+            extra={"libvirt_id": dom_id if dom_id >= 0 else None},
+        )
+
+    @staticmethod
+    def _lookup(conn: Any, vm: VM) -> Any:
+        try:
+            return conn.lookupByUUIDString(vm.id)
+        except libvirt_error as exc:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise VMNotFoundError(
+                    f"no domain with UUID {vm.id} (it may have been destroyed or undefined)",
+                    backend=BACKEND,
+                    vm=vm.name,
+                    native_code="VIR_ERR_NO_DOMAIN",
+                ) from exc
+            raise
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list_vms(self) -> list[VM]:
+        def fetch(conn: Any) -> list[VM]:
+            pairs = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+            return [self._vm(dom, rec.get("state.state")) for dom, rec in pairs]
+
+        return self._link.call("list domains", fetch)
+
+    def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
+        groups = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON
+
+        def fetch(conn: Any) -> tuple[Any, list[tuple[Any, VM, dict[str, Any]]]]:
+            if vms is None:
+                pairs = conn.getAllDomainStats(groups, 0)
+            else:
+                doms = [self._lookup(conn, v) for v in vms]
+                pairs = conn.domainListGetStats(doms, groups, 0) if doms else []
+            rows = []
+            for dom, record in pairs:
+                if "balloon.maximum" not in record:
+                    # this driver does not fill the bulk balloon group: ask the domain itself
+                    # (in the same worker call: one deadline and one thread hand-off per sweep)
+                    record = self._per_domain_record(dom, strict=vms is not None)
+                    if record is None:
+                        continue  # vanished between the two calls
+                rows.append((dom, self._vm(dom, record.get("state.state")), record))
+            return conn, rows
+
+        fetched_on, rows = self._link.call("read balloon stats", fetch)
+        seen = self._sightings(fetched_on, rows)
+        now = time.time()
+        out = [
+            stats_from_record(
+                vm,
+                record,
+                target_bytes=self._target_of(vm),
+                freshness=self._freshness_of(seen.get(vm.id)),
+                default_period=self.stats_period or _DEFAULT_STATS_PERIOD,
+                now=now,
+            )
+            for _dom, vm, record in rows
+        ]
+        if vms is not None:
+            order = {v.id: i for i, v in enumerate(vms)}
+            out.sort(key=lambda s: order.get(s.vm.id, len(order)))
+        return out
+
+    @staticmethod
+    def _per_domain_record(dom: Any, *, strict: bool) -> dict[str, int] | None:
+        try:
+            info = dom.info()
+            active = power_state(info[0]) in (PowerState.RUNNING, PowerState.PAUSED)
+            return record_from_per_domain(info, dom.memoryStats() if active else None)
+        except libvirt_error as exc:
+            if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN and not strict:
+                return None
+            raise
+
+    def _target_of(self, vm: VM) -> int | None:
+        with self._seen_lock:
+            known = self._targets.get(vm.id)
+        if known is None or known[0] != vm.extra.get("libvirt_id"):
+            return None
+        return known[1]
+
+    def _freshness_of(self, seen: _Seen | None) -> Freshness:
+        if self.synthetic_stats:
+            return Freshness(period=seen.period if seen else None, synthetic=True)
+        if seen is None:
+            return Freshness(period=None)
+        return Freshness(period=seen.period, armed_after=seen.armed_after)
+
+    def _sightings(self, fetched_on: Any, rows: list[tuple[Any, VM, dict[str, Any]]]) -> dict[str, _Seen]:
+        """What is known about each running domain's stats period, checked once per run.
+
+        The first sighting of a running domain (or of a new run of it) reads its XML; a period
+        that is off is switched on (unless read-only or ``stats_period=0``), and from then on
+        only reports newer than the one libvirt held at that moment (``last_update``, from the
+        same sweep) are trusted. All first sightings of a sweep share one worker call.
+        """
+        active = [r for r in rows if r[1].power_state in (PowerState.RUNNING, PowerState.PAUSED)]
+        with self._seen_lock:
+            known = {
+                vm.id: self._seen[vm.id]
+                for _d, vm, _r in active
+                if vm.id in self._seen and self._seen[vm.id].dom_id == vm.extra.get("libvirt_id")
+            }
+        new = [r for r in active if r[1].id not in known]
+        if not new:
+            return known
+
+        def check(conn: Any) -> dict[str, _Seen]:
+            found: dict[str, _Seen] = {}
+            for dom, vm, record in new:
+                # a reconnect since the sweep makes its domain objects useless: look them up again
+                d = dom if conn is fetched_on else conn.lookupByUUIDString(vm.id)
+                try:
+                    xml = parse_domain_xml(d.XMLDesc(0))
+                    period = xml.stats_period_seconds
+                    armed_after = None
+                    if xml.has_balloon and period == 0 and self.stats_period > 0 and not self.read_only:
+                        d.setMemoryStatsPeriod(self.stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                        period = self.stats_period
+                        armed_after = int(record.get("balloon.last-update") or 0)
+                except libvirt_error as exc:
+                    if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # gone since the sweep: nothing to arm
+                    raise
+                dom_id = vm.extra.get("libvirt_id")
+                found[vm.id] = _Seen(
+                    dom_id=int(dom_id) if dom_id is not None else -1, period=period, armed_after=armed_after
+                )
+            return found
+
+        found = self._link.call("check the stats period", check)
+        with self._seen_lock:
+            self._seen.update(found)
+        return {**known, **found}
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The host behind the connection: its figures in one worker call, plus the VM sweep.
+
+        Physical and free memory come from ``getMemoryStats`` of all cells (``/proc/meminfo``'s
+        MemTotal, and MemFree + Buffers + Cached: what the host can hand out without swapping)
+        where the driver has it, else from ``getInfo`` (whole MiB) and ``getFreeMemory`` (bytes,
+        the NUMA cells' free memory). ``shared_bytes`` is what KSM saves (``shm_pages_sharing``
+        pages). The raw figures of every call are kept in ``extra``.
+        """
+        stats = vm_stats if vm_stats is not None else self.get_stats()
+        raw = self._link.call("read the host's memory", self._read_host)
+        at = datetime.now(timezone.utc)
+        name = self._host or self.opts.uri.host or "localhost"
+        figures = {name: _host_figures(raw)}
+        return from_sweep(stats, backend=BACKEND, default_host=name, figures=figures, collected_at=at)
+
+    def _read_host(self, conn: Any) -> dict[str, Any]:
+        if self._page_bytes is None:
+            self._page_bytes = _optional(lambda: _base_page_bytes(conn.getCapabilities()))
+        return {
+            "info": conn.getInfo(),
+            "memory_stats": _optional(
+                lambda: conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+            ),
+            "cells_free": _optional(conn.getFreeMemory),
+            "ksm": _optional(lambda: conn.getMemoryParameters(0)),
+            "page_bytes": self._page_bytes,
+        }
+
+    def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
+        """Each ref looked up as a UUID, then as a name (libvirt names are unique): one call."""
+
+        def fetch(conn: Any) -> list[VM]:
+            found: dict[str, VM] = {}
+            for ref in refs:
+                for lookup in (conn.lookupByUUIDString, conn.lookupByName):
+                    try:
+                        dom = lookup(ref)
+                    except libvirt_error as exc:
+                        if error_code(exc) in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_INVALID_ARG):
+                            continue  # not this kind of ref, or no such domain
+                        raise
+                    vm = self._vm(dom, dom.state()[0])
+                    found[vm.id] = vm
+            return list(found.values())
+
+        return self._link.call("look domains up", fetch)
+
+    def get_config(self, vm: VM) -> MemoryConfig:
+        (config,) = self.get_configs([vm])
+        return config
+
+    def get_configs(self, vms: list[VM] | None = None) -> list[MemoryConfig]:
+        """Every definition (or those of ``vms``) read in one worker call, parsed here."""
+
+        def fetch(conn: Any) -> list[tuple[VM, str, str | None, bool, bool]]:
+            doms = conn.listAllDomains(0) if vms is None else [self._lookup(conn, v) for v in vms]
+            out = []
+            for dom in doms:
+                try:
+                    state = dom.state()[0]
+                    live = dom.XMLDesc(0)
+                    active = bool(dom.isActive())
+                    persistent = bool(dom.isPersistent())
+                    saved = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if active and persistent else None
+                except libvirt_error as exc:
+                    if vms is None and error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # gone since the listing
+                    raise
+                out.append((self._vm(dom, state), live, saved, active, persistent))
+            return out
+
+        rows = self._link.call(
+            "read the domain definitions" if vms is None or len(vms) > 1 else "read the domain definition",
+            fetch,
+            vm=vms[0].name if vms is not None and len(vms) == 1 else None,
+        )
+        return [self._config(*row) for row in rows]
+
+    def _config(
+        self, vm: VM, live_xml: str, saved_xml: str | None, active: bool, persistent: bool
+    ) -> MemoryConfig:
+        live = parse_domain_xml(live_xml)
+        saved = parse_domain_xml(saved_xml) if saved_xml is not None else None
+        definition = saved if saved is not None else (live if not active else None)
+        return MemoryConfig(
+            vm=vm,
+            mechanism=CAPABILITIES.mechanism,
+            startup_bytes=definition.current_memory_bytes if definition is not None else None,
+            maximum_bytes=live.memory_bytes,
+            minimum_bytes=live.min_guarantee_bytes,
+            deflate_on_oom=live.autodeflate,
+            stats_period_seconds=live.stats_period_seconds,
+            extra={
+                "balloon_model": live.balloon_model,
+                "persistent": persistent,
+                "hotplug_maximum_bytes": live.hotplug_maximum_bytes,
+                "persistent_maximum_bytes": saved.memory_bytes if saved is not None else None,
+            },
+        )
+
+    # -- changing --------------------------------------------------------------------------
+
+    def apply_target(self, vm: VM, target_bytes: int) -> None:
+        (error,) = self.apply_targets([TargetRequest(vm, target_bytes)])
+        if error is not None:
+            raise error
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """Every target in one worker call (one deadline, one thread hand-off); a domain's own
+        libvirt error is mapped for that domain and the others still go. A lost connection
+        fails the whole call, which the link retries once on a new connection: every move is
+        absolute, so sending them all again is safe."""
+
+        if not targets:
+            return []
+
+        def send(conn: Any) -> list[HVBalloonError | int]:
+            out: list[HVBalloonError | int] = []
+            for t in targets:
+                kib = t.target_bytes // KiB
+                what = f"set the balloon target of {t.vm.name!r} to {format_size(t.target_bytes)}"
+                try:
+                    dom = self._lookup(conn, t.vm)
+                    if not dom.isActive():
+                        dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                        out.append(-1)
+                        continue
+                    dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    if self.persist and dom.isPersistent():
+                        # a second call rather than LIVE|CONFIG, which some drivers (test) refuse;
+                        # the target is absolute, so a retry after a failure here is safe
+                        dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                    out.append(int(dom.ID()))
+                except VMNotFoundError as exc:
+                    out.append(exc)
+                except libvirt_error as exc:
+                    if error_code(exc) in CONNECTION_LOST_CODES:
+                        raise
+                    error = ERRORS.map(exc, what, vm=t.vm.name, uri=self._link.uri)
+                    error.__cause__ = exc
+                    out.append(error)
+            return out
+
+        what = (
+            f"set the balloon target to {format_size(targets[0].target_bytes)}"
+            if len(targets) == 1
+            else f"set {len(targets)} balloon targets"
+        )
+        answers = self._link.call(what, send, vm=targets[0].vm.name if len(targets) == 1 else None)
+        results: list[HVBalloonError | None] = []
+        with self._seen_lock:
+            for t, answer in zip(targets, answers, strict=True):
+                if isinstance(answer, HVBalloonError):
+                    results.append(answer)
+                    continue
+                if answer >= 0:
+                    self._targets[t.vm.id] = (answer, t.target_bytes)
+                results.append(None)
+        return results
+
+    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        running = vm.power_state in (PowerState.RUNNING, PowerState.PAUSED)
+        steps: list[tuple[str, Callable[[Any], None]]] = []
+        if "maximum_bytes" in changes:
+            kib = int(changes["maximum_bytes"]) // KiB
+
+            def set_max(conn: Any) -> None:
+                flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM
+                self._lookup(conn, vm).setMemoryFlags(kib, flags)
+
+            steps.append(("maximum_bytes", set_max))
+        if "deflate_on_oom" in changes:
+            on = bool(changes["deflate_on_oom"])
+
+            def set_autodeflate(conn: Any) -> None:
+                dom = self._lookup(conn, vm)
+                flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+                conn.defineXML(_with_autodeflate(dom.XMLDesc(flags), on, vm.name))
+
+            steps.append(("deflate_on_oom", set_autodeflate))
+        if "stats_period_seconds" in changes:
+            period = int(changes["stats_period_seconds"])
+
+            def set_period(conn: Any) -> None:
+                dom = self._lookup(conn, vm)
+                if not running:
+                    dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                    return
+                dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                if self.persist and dom.isPersistent():
+                    dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+            steps.append(("stats_period_seconds", set_period))
+        applied: list[str] = []
+        for name, step in steps:
+            try:
+                self._link.call(f"change {name}", step, vm=vm.name)
+            except HVBalloonError as exc:
+                if not applied:
+                    raise
+                raise PartialChangeError(
+                    f"changed {', '.join(applied)} of {vm.name!r} but not {name}: {exc.message}",
+                    backend=BACKEND,
+                    vm=vm.name,
+                    details={"applied": applied, "not_applied": [n for n, _ in steps if n not in applied]},
+                ) from exc
+            applied.append(name)
+        with self._seen_lock:
+            self._seen.pop(vm.id, None)  # read the period again on the next sweep
+
+
+#: What a driver that lacks a host call answers (the test driver has no node memory stats).
+_UNSUPPORTED_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_NO_SUPPORT,
+        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+        getattr(libvirt, "VIR_ERR_OPERATION_UNSUPPORTED", libvirt.VIR_ERR_NO_SUPPORT),
+    }
+)
+
+T = TypeVar("T")
+
+
+def _optional(call: Callable[[], T]) -> T | None:
+    """``call()``, or ``None`` when this driver does not implement it (any other error raises)."""
+    try:
+        return call()
+    except libvirt_error as exc:
+        if error_code(exc) in _UNSUPPORTED_CODES:
+            return None
+        raise
+
+
+def _base_page_bytes(capabilities_xml: str) -> int | None:
+    """The host's smallest page size (``<host><cpu><pages unit='KiB' size='4'/>``), in bytes."""
+    root = ET.fromstring(capabilities_xml)  # noqa: S314 - libvirt's own output
+    sizes = []
+    for page in root.findall("./host/cpu/pages"):
+        unit, size = (page.get("unit") or "KiB"), page.get("size")
+        if size is not None and size.isdigit() and unit in ("KiB", "K"):
+            sizes.append(int(size) * KiB)
+    return min(sizes) if sizes else None
+
+
+def _host_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """HostStats figures from :meth:`KVMBackend._read_host`'s answers (KiB, MiB and bytes)."""
+    info, node, cells_free, ksm = raw["info"], raw["memory_stats"], raw["cells_free"], raw["ksm"]
+    extra: dict[str, Any] = {
+        "node_info_memory_bytes": int(info[1]) * MiB,
+        "numa_cells": int(info[4]),
+        "cells_free_bytes": int(cells_free) if cells_free is not None else None,
+    }
+    figures: dict[str, Any] = {"extra": extra}
+    if node and "total" in node and "free" in node:
+        cache = sum(int(node.get(k, 0)) for k in ("buffers", "cached")) * KiB
+        figures["physical_bytes"] = int(node["total"]) * KiB
+        figures["free_bytes"] = int(node["free"]) * KiB + cache
+        extra.update(source="getMemoryStats", unused_bytes=int(node["free"]) * KiB, cache_bytes=cache)
+    else:
+        figures["physical_bytes"] = int(info[1]) * MiB
+        figures["free_bytes"] = int(cells_free) if cells_free is not None else None
+        extra["source"] = "getInfo+getFreeMemory"
+    if ksm:
+        extra.update({f"ksm_{k.removeprefix('shm_')}": v for k, v in ksm.items()})
+        sharing, page = ksm.get("shm_pages_sharing"), raw["page_bytes"]
+        if sharing is not None and page is not None:
+            figures["shared_bytes"] = int(sharing) * page
+    return figures
+
+
+def _identify(conn: Any) -> tuple[str, str | None]:
+    driver = str(conn.getType())
+    try:
+        host: str | None = str(conn.getHostname())
+    except libvirt_error:
+        host = None
+    return driver, host
+
+
+def _with_autodeflate(xml: str, on: bool, vm_name: str) -> str:
+    """The domain XML with ``<memballoon autodeflate=…>`` set (namespaced metadata kept)."""
+    namespaces: dict[str, str] = {}
+    for _event, (prefix, uri) in ET.iterparse(_StringSource(xml), events=("start-ns",)):  # noqa: S314
+        namespaces.setdefault(prefix, uri)
+    for prefix, uri in namespaces.items():
+        ET.register_namespace(prefix, uri)
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    balloon = root.find("./devices/memballoon")
+    if balloon is None or balloon.get("model") == "none":
+        # the kind refuses this before anything is sent; the definition may have changed since
+        KVM.refuse(
+            "no_balloon_device",
+            f"{vm_name!r} has no memory balloon device, so it has no deflate-on-OOM setting",
+            field="deflate_on_oom",
+        )
+    balloon.set("autodeflate", "on" if on else "off")
+    return ET.tostring(root, encoding="unicode")
+
+
+class _StringSource:
+    """A file-like view of a string, for ``ET.iterparse``."""
+
+    def __init__(self, text: str) -> None:
+        self._data = text.encode()
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk

@@ -1,0 +1,22 @@
+"""The QMP backend's options (keywords of :func:`hvballoon.connect`); importable without qemu.qmp.
+
+>>> QMPOptions.parse({"concurrency": 4}, backend="qmp").concurrency
+4
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from hvballoon.backend_kit import BackendOptions
+
+__all__ = ["QMPOptions"]
+
+
+class QMPOptions(BackendOptions):
+    """``read_only``: never change anything; ``stats_period``: seconds set on a balloon whose period
+    is off (0: never); ``concurrency``: how many VMs a sweep talks to at once."""
+
+    read_only: bool = False
+    stats_period: int = Field(10, ge=0)
+    concurrency: int = Field(16, ge=1)

@@ -1,0 +1,710 @@
+"""The QMP backend: hvballoon straight over QEMU's monitor sockets, no libvirt.
+
+For hosts that drive QEMU themselves — Proxmox VE (``/var/run/qemu-server/<vmid>.qmp``),
+hand-rolled QEMU, CI runners, appliances::
+
+    import hvballoon
+
+    with hvballoon.connect("qmp:///var/run/qemu-server") as hv:   # every *.qmp socket in it
+        for st in hv.get_stats():
+            print(st.vm.name, st.current_bytes, st.guest_used_bytes)
+        hv.set_target("101", "6GiB")                            # QMP: balloon value=6442450944
+
+What it does, call by call (see ``docs/backends/qmp.md`` for the user's view):
+
+- **A sweep** (``list_vms``, ``get_stats``): every socket is read in its own short
+  conversation — connect, greeting, ``qmp_capabilities``, the commands pipelined in one round
+  trip, hang up — at most ``concurrency`` at a time, on a private event loop. QEMU serves one
+  QMP client at a time, so no connection is kept open between calls.
+- **Identity**: ``query-name`` (else the socket's file name: a Proxmox vmid) and ``query-uuid``
+  (else, for a QEMU started without ``-uuid``, the socket's path). The QEMU process's pid, read
+  from the socket itself (``SO_PEERCRED``), tells one run of a VM from the next.
+- **Stats**: ``query-status``, ``query-memory-size-summary``, ``query-balloon`` and, on the
+  balloon device found once per run in QEMU's object tree (``qom-list`` of
+  ``/machine/peripheral`` and ``/machine/peripheral-anon``: Proxmox's ``balloon0`` or any other
+  id, or none), ``qom-get`` of ``guest-stats-polling-interval`` and ``guest-stats``.
+- **The stats period**: off, the guest's report is frozen at boot. The first time this backend
+  sees a run of a VM with the period off it sets it (``qom-set``, option ``stats_period``,
+  default 10 s) and from then on trusts only reports newer than the one QEMU held then.
+- **Targets**: ``balloon`` (bytes). QEMU answers at once; ``wait_for_target`` watches
+  ``query-balloon``'s ``actual`` arrive or stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote
+
+from qemu.qmp import ExecuteError
+
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest
+from hvballoon.errors import (
+    HVBalloonError,
+    HVConnectionError,
+    InvalidURIError,
+    OperationTimeoutError,
+    PermissionDeniedError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
+from hvballoon.hoststats import from_sweep
+from hvballoon.kinds import KVM, Kind
+from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
+from hvballoon.units import format_size
+from hvballoon.virtio_balloon import Freshness
+
+from . import SPEC
+from ._errors import BACKEND, ERRORS
+from ._monitor import Conversation, EventLoop, Monitor
+from ._options import QMPOptions
+from ._stats import (
+    Reading,
+    config_from_reading,
+    local_host_figures,
+    resident_bytes,
+    stats_from_reading,
+    vm_from_reading,
+)
+
+__all__ = ["CAPABILITIES", "QMPBackend"]
+
+log = logging.getLogger("hvballoon.qmp")
+
+T = TypeVar("T")
+
+#: What this backend can read and change: the KVM kind's (QEMU's virtio-balloon), as libvirt's.
+CAPABILITIES = KVM.capabilities(
+    backend=BACKEND,
+    notes=(
+        "QMP: a target is the balloon command (bytes), watched arriving through query-balloon",
+        "guest figures need the balloon's stats period (set automatically when off; option stats_period)",
+        "one short QMP conversation per VM and call (QEMU serves one monitor client at a time); a "
+        "sweep reads the VMs of a directory side by side (option concurrency)",
+        "maximum_bytes and deflate_on_oom are set on QEMU's command line: QMP cannot change them, "
+        "even while the guest is off",
+    ),
+)
+
+#: What the stats period is taken to be where a balloon reports none: the option's default.
+_DEFAULT_STATS_PERIOD = QMPOptions().stats_period
+_SUFFIX = ".qmp"
+_PERIOD = "guest-stats-polling-interval"
+# where QEMU puts the devices of -device (with an id, and without one)
+_DEVICE_TREES = ("/machine/peripheral", "/machine/peripheral-anon")
+
+Command = tuple[str, Mapping[str, object] | None]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run of one VM: the QEMU process behind a socket, and the socket file it made.
+
+    A restarted VM is a new process with a new socket (its inode may be reused: its creation
+    time tells them apart).
+    """
+
+    pid: int | None
+    inode: int | None
+    mtime_ns: int | None
+
+
+@dataclass
+class _Seen:
+    """What this backend did to one run of a VM (keyed by VM id)."""
+
+    run: _Run
+    armed_after: int | None = None  # the report time QEMU held when we switched the period on
+    target_bytes: int | None = None  # the last target sent to this run
+
+
+def _socket_path(opts: ConnectOptions) -> str:
+    """The directory or socket a ``qmp:///…`` URI names (checked for shape, not existence)."""
+    uri = opts.uri
+    if uri.host not in (None, "localhost") or uri.port is not None or uri.username is not None:
+        raise InvalidURIError(
+            f"{uri.redacted}: QMP sockets are local files; use qmp:///path (three slashes) and run "
+            "hvballoon on the host itself (on a Proxmox node: qmp:///var/run/qemu-server)"
+        )
+    if uri.query:
+        raise InvalidURIError(
+            f"{uri.redacted}: a qmp:// URI takes no query parameters (got {', '.join(sorted(uri.query))}); "
+            "options are keywords of connect(): read_only, stats_period, concurrency"
+        )
+    path = unquote(uri.path)
+    if not path.startswith("/") or path == "/" or "\x00" in path:
+        raise InvalidURIError(
+            f"{uri.redacted}: expected an absolute path to a QEMU monitor socket or to a directory "
+            "of them, e.g. qmp:///var/run/qemu-server or qmp:///run/vm1.qmp"
+        )
+    return os.path.normpath(path)
+
+
+class QMPBackend(Backend):
+    """``qmp:///path/to/vm.qmp`` (one VM) or ``qmp:///path/to/dir`` (every ``*.qmp`` socket in it).
+
+    Options (keywords of :func:`hvballoon.connect`):
+
+    - ``read_only`` (False): never change anything — no targets, no stats period switched on
+      (changes raise ``PermissionDeniedError`` before anything is sent).
+    - ``stats_period`` (10): seconds; set on a VM's balloon when its period is off. 0: never.
+    - ``concurrency`` (16): how many VMs a sweep talks to at once.
+
+    ``timeout`` (of ``connect``) bounds every call: one VM's conversation, or a whole sweep.
+    """
+
+    name: ClassVar[str] = SPEC.name
+    schemes: ClassVar[tuple[str, ...]] = SPEC.schemes
+    options_model = QMPOptions
+    options: QMPOptions
+    #: Every target and configuration rule comes from the KVM kind (hvballoon.kinds.kvm).
+    kind: Kind | None = KVM
+
+    def __init__(self, opts: ConnectOptions) -> None:
+        super().__init__(opts)
+        self.read_only = self.options.read_only
+        self.stats_period = self.options.stats_period
+        self.concurrency = self.options.concurrency
+        self.timeout = opts.timeout
+        self.path = _socket_path(opts)
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError as exc:
+            raise HVConnectionError(
+                f"no QEMU monitor socket or directory at {self.path} (is the VM running? on a Proxmox "
+                "node the sockets are in /var/run/qemu-server)",
+                backend=BACKEND,
+                native_code="ENOENT",
+                retryable=False,
+            ) from exc
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                f"not allowed to look at {self.path} (QEMU's sockets are usually root's: run as root)",
+                backend=BACKEND,
+                native_code="EACCES",
+            ) from exc
+        if stat.S_ISDIR(mode):
+            self.directory: bool = True
+        elif stat.S_ISSOCK(mode):
+            self.directory = False
+        else:
+            raise InvalidURIError(f"{self.path} is neither a directory nor a UNIX socket", backend=BACKEND)
+        self._host = socket.gethostname()
+        self._loop = EventLoop()
+        self._seen: dict[str, _Seen] = {}  # by VM id; touched only on the event loop's thread
+        # per run of a VM (touched only on the event loop's thread, like _seen)
+        self._balloons: dict[_Run, tuple[str, str] | None] = {}  # the balloon's QOM path and type
+        self._identities: dict[_Run, tuple[str | None, str | None]] = {}  # -name and -uuid
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    @property
+    def native(self) -> Any:
+        """``None``: no connection outlives a call (QEMU serves one monitor client at a time)."""
+        return None
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def sockets(self) -> list[str]:
+        """The monitor sockets behind the URI, right now (a stopped VM's socket is gone)."""
+        if not self.directory:
+            return [self.path]
+        try:
+            entries = sorted(Path(self.path).iterdir())
+        except FileNotFoundError:
+            return []
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                f"not allowed to list {self.path} (run as root)", backend=BACKEND, native_code="EACCES"
+            ) from exc
+        out = []
+        for entry in entries:
+            if entry.suffix != _SUFFIX:
+                continue
+            try:
+                if stat.S_ISSOCK(entry.stat().st_mode):
+                    out.append(str(entry))
+            except OSError:
+                continue  # vanished while listing
+        return out
+
+    def _run(self, coro: Awaitable[T], what: str) -> T:
+        async def wrapped() -> T:
+            return await coro
+
+        try:
+            return self._loop.run(wrapped(), timeout=self.timeout + 1.0)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise OperationTimeoutError(
+                f"{what}: no answer within {self.timeout:g} s", backend=BACKEND, retryable=True
+            ) from exc
+
+    # -- one conversation --------------------------------------------------------------------
+
+    async def _converse(
+        self,
+        path: str,
+        body: Callable[[Monitor], Awaitable[T]],
+        what: str,
+        *,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> T:
+        """Open ``path``, run ``body``, hang up; once more on a new connection if it broke.
+
+        Everything ``body`` sends must be safe to send twice (reads, and absolute settings).
+        """
+        link = Conversation(path, timeout=self.timeout)
+        return await link.call(what, body, vm=label or Path(path).stem, timeout=timeout)
+
+    async def _side_by_side(
+        self, jobs: Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]], what: str, *, gone_ok: bool
+    ) -> list[T | None]:
+        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline.
+
+        With ``gone_ok`` a VM whose socket vanished or refuses (it stopped since the directory
+        was listed) is ``None``; otherwise that is a :class:`VMNotFoundError`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(path: str, body: Callable[[Monitor], Awaitable[T]], label: str) -> T | None:
+            async with gate:
+                try:
+                    return await self._converse(path, body, what, label=label, timeout=deadline - loop.time())
+                except VMNotFoundError as exc:
+                    if gone_ok and exc.native_code in ("ENOENT", "ECONNREFUSED"):
+                        return None
+                    raise
+
+        results = await asyncio.gather(*(one(*job) for job in jobs), return_exceptions=True)
+        out: list[T | None] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            out.append(result)
+        return out
+
+    async def _sweep(
+        self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
+    ) -> list[T | None]:
+        """``body`` on every socket; ``None`` for a VM that stopped meanwhile.
+
+        Afterwards what is kept per run is forgotten for the runs whose socket is gone.
+        """
+        out = await self._side_by_side([(p, body, Path(p).stem) for p in paths], what, gone_ok=True)
+        live = set()
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            live.add((st.st_ino, st.st_mtime_ns))
+        for cache in (self._balloons, self._identities):
+            for run in [r for r in cache if (r.inode, r.mtime_ns) not in live]:
+                del cache[run]
+        for vm_id in [k for k, v in self._seen.items() if (v.run.inode, v.run.mtime_ns) not in live]:
+            del self._seen[vm_id]
+        return out
+
+    @staticmethod
+    def _value(result: Any, what: str, label: str) -> Any:
+        """One pipelined command's value; its error mapped (a broken connection re-raised as is)."""
+        if isinstance(result, BaseException):
+            if isinstance(result, ExecuteError):
+                raise ERRORS.map(result, what, vm=label) from result
+            raise result
+        return result
+
+    @staticmethod
+    def _run_of(mon: Monitor) -> _Run:
+        try:
+            st = os.stat(mon.path)
+        except OSError:
+            return _Run(mon.pid, None, None)
+        return _Run(mon.pid, st.st_ino, st.st_mtime_ns)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _ask(
+        self, mon: Monitor, run: _Run, commands: list[Command]
+    ) -> tuple[tuple[str | None, str | None], list[Any]]:
+        """``commands`` pipelined, after the VM's name and UUID unless this run's are known.
+
+        A run's identity cannot change while its QEMU lives, and the run is known from the
+        socket alone (the pid read with ``SO_PEERCRED``, the socket file's inode and time).
+        """
+        label = Path(mon.path).stem
+        identity = self._identities.get(run) if run.pid is not None else None
+        if identity is not None:
+            return identity, await mon.batch(commands)
+        answers = await mon.batch([("query-name", None), ("query-uuid", None), *commands])
+        name = self._value(answers[0], "query-name", label).get("name")
+        uuid = self._value(answers[1], "query-uuid", label).get("UUID")
+        if run.pid is not None:
+            self._identities[run] = (name, uuid)
+        return (name, uuid), answers[2:]
+
+    async def _identify(self, mon: Monitor) -> Reading:
+        """Name, id and run state only (what a listing needs)."""
+        (name, uuid), (status,) = await self._ask(mon, self._run_of(mon), [("query-status", None)])
+        return Reading(
+            path=mon.path,
+            pid=mon.pid,
+            name=name,
+            uuid=uuid,
+            status=self._value(status, "query-status", Path(mon.path).stem).get("status"),
+        )
+
+    async def _read(self, mon: Monitor, *, arm: bool = True) -> tuple[Reading, _Seen]:
+        """Everything the stats need, in one round trip once the run's balloon path is known."""
+        label = Path(mon.path).stem
+        run = self._run_of(mon)
+        known = run in self._balloons
+        balloon = self._balloons.get(run)
+        balloon_path, balloon_type = balloon if balloon is not None else (None, None)
+        commands: list[Command] = [
+            ("query-status", None),
+            ("query-memory-size-summary", None),
+            ("query-balloon", None),
+        ]
+        if not known:
+            commands += [("qom-list", {"path": tree}) for tree in _DEVICE_TREES]
+        elif balloon_path is not None:
+            commands += _guest_queries(balloon_path)
+        (name, uuid), answers = await self._ask(mon, run, commands)
+        status = self._value(answers[0], "query-status", label)
+        memory = self._value(answers[1], "query-memory-size-summary", label)
+        has_balloon = True
+        if isinstance(answers[2], ExecuteError) and answers[2].error_class == "DeviceNotActive":
+            has_balloon, actual = False, None
+        else:
+            actual = self._value(answers[2], "query-balloon", label).get("actual")
+        if not known:
+            found = _find_balloon(answers[3:]) if has_balloon else None
+            self._balloons[run] = found
+            balloon_path, balloon_type = found if found is not None else (None, None)
+            tail: list[Any] = (
+                await mon.batch(_guest_queries(balloon_path)) if balloon_path is not None else []
+            )
+        else:
+            tail = list(answers[3:])
+        period, guest_stats = _guest_answers(tail)
+        if balloon_path is not None and period is None:
+            self._balloons.pop(run, None)  # the device went away: look again next time
+        reading = Reading(
+            path=mon.path,
+            pid=mon.pid,
+            name=name,
+            uuid=uuid,
+            status=status.get("status"),
+            base_memory=memory.get("base-memory"),
+            plugged_memory=memory.get("plugged-memory"),
+            actual=actual,
+            has_balloon=has_balloon,
+            balloon_path=balloon_path,
+            balloon_type=balloon_type,
+            period=period,
+            guest_stats=guest_stats,
+            rss_bytes=resident_bytes(mon.pid),
+        )
+        seen = self._seen.get(reading.vm_id)
+        if seen is None or seen.run != run:
+            seen = _Seen(run)
+            if not arm:
+                return reading, seen  # not a sighting: the next sweep arms it
+            if period == 0 and balloon_path is not None and self.stats_period > 0 and not self.read_only:
+                await self._set_period(mon, balloon_path, self.stats_period, label)
+                last = (guest_stats or {}).get("last-update")
+                seen.armed_after = last if isinstance(last, int) else 0
+                reading = replace(reading, period=self.stats_period)
+            self._seen[reading.vm_id] = seen
+        return reading, seen
+
+    async def _set_period(self, mon: Monitor, balloon_path: str, seconds: int, label: str) -> None:
+        try:
+            await mon.execute("qom-set", {"path": balloon_path, "property": _PERIOD, "value": seconds})
+        except ExecuteError as exc:
+            raise ERRORS.map(exc, f"set the balloon's stats period to {seconds} s", vm=label) from exc
+
+    def _stats(self, reading: Reading, seen: _Seen, now: float) -> MemoryStats:
+        vm = vm_from_reading(reading, host=self._host)
+        return stats_from_reading(
+            vm,
+            reading,
+            target_bytes=seen.target_bytes,
+            freshness=Freshness(period=reading.period, armed_after=seen.armed_after),
+            default_period=self.stats_period or _DEFAULT_STATS_PERIOD,
+            now=now,
+        )
+
+    def list_vms(self) -> list[VM]:
+        readings = self._run(self._sweep(self.sockets(), self._identify, "identify the VM"), "list the VMs")
+        return [vm_from_reading(r, host=self._host) for r in readings if r is not None]
+
+    def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
+        if vms is None:
+            pairs = self._run(
+                self._sweep(self.sockets(), self._read, "read the VM's memory"), "read the stats"
+            )
+        else:
+            pairs = self._run(self._each_vm(vms, self._read, "read the VM's memory"), "read the stats")
+        now = time.time()
+        return [self._stats(reading, seen, now) for reading, seen in (p for p in pairs if p is not None)]
+
+    async def _each_vm(
+        self, vms: Sequence[VM], body: Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]], what: str
+    ) -> list[tuple[Reading, _Seen] | None]:
+        """``body`` on each VM's own socket (checked to still be that VM), side by side."""
+
+        def checked(vm: VM) -> Callable[[Monitor], Awaitable[tuple[Reading, _Seen]]]:
+            async def run(mon: Monitor) -> tuple[Reading, _Seen]:
+                pair = await body(mon)
+                self._check_identity(vm, pair[0])
+                return pair
+
+            return run
+
+        jobs = [(await self._path_of(vm), checked(vm), vm.name) for vm in vms]
+        return await self._side_by_side(jobs, what, gone_ok=False)
+
+    async def _path_of(self, vm: VM) -> str:
+        """The socket of ``vm``: the one it was found on, else found again by its id."""
+        path = vm.extra.get("socket")
+        if isinstance(path, str):
+            return path
+        for reading in await self._sweep(self.sockets(), self._identify, "identify the VM"):
+            if reading is not None and reading.vm_id == vm.id:
+                return reading.path
+        raise VMNotFoundError(
+            f"no running VM with id {vm.id} behind {self.path}", backend=BACKEND, vm=vm.name
+        )
+
+    def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
+        """The node the sockets are on (QMP sockets are local): its ``/proc/meminfo`` and KSM's
+        counter, plus the sums over the VM sweep. No QMP call beyond the sweep."""
+        stats = vm_stats if vm_stats is not None else self.get_stats()
+        return from_sweep(
+            stats,
+            backend=BACKEND,
+            default_host=self._host,
+            figures={self._host: local_host_figures()},
+            collected_at=datetime.now(timezone.utc),
+        )
+
+    def get_config(self, vm: VM) -> MemoryConfig:
+        async def body(mon: Monitor) -> Reading:
+            reading, _seen = await self._read(mon, arm=False)
+            self._check_identity(vm, reading)
+            deflate = None
+            if reading.balloon_path is not None:
+                # deflate-on-oom is a property of the balloon itself: the device, or for a PCI
+                # balloon its virtio-backend child
+                answers = await mon.batch(
+                    [
+                        ("qom-get", {"path": p, "property": "deflate-on-oom"})
+                        for p in (reading.balloon_path, f"{reading.balloon_path}/virtio-backend")
+                    ]
+                )
+                deflate = next((a for a in answers if isinstance(a, bool)), None)
+            return replace(reading, deflate_on_oom=deflate)
+
+        async def run() -> Reading:
+            return await self._converse(
+                await self._path_of(vm), body, "read the VM's memory settings", label=vm.name
+            )
+
+        reading = self._run(run(), "read the VM's memory settings")
+        return config_from_reading(vm_from_reading(reading, host=self._host), reading)
+
+    @staticmethod
+    def _check_identity(vm: VM, reading: Reading) -> None:
+        if reading.vm_id != vm.id:
+            raise VMNotFoundError(
+                f"{reading.path} now belongs to another VM ({reading.vm_id}): {vm.name!r} is not running",
+                backend=BACKEND,
+                vm=vm.name,
+            )
+
+    async def _verified(self, mon: Monitor, vm: VM) -> None:
+        """Make sure the QEMU behind the socket is still ``vm`` before changing anything.
+
+        A round trip of its own: the change must not travel in the same pipeline, or it would
+        reach another VM that took the socket over before the check could stop it.
+        """
+        self._check_identity(vm, await self._identify(mon))
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def _refuse_if_read_only(self, vm: VM) -> None:
+        if self.read_only:
+            raise PermissionDeniedError(
+                f"this session is read-only (read_only=True): {vm.name!r} was not changed",
+                backend=BACKEND,
+                vm=vm.name,
+            )
+
+    def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
+        super().check_target(vm, target_bytes, stats, config)  # the KVM kind's rules
+        self._refuse_if_read_only(vm)
+
+    def plan_config(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
+        changes = super().plan_config(vm, requested, current)  # the KVM kind's rules
+        fixed = sorted(set(changes) - {"stats_period_seconds"})
+        if fixed:
+            # the kind allows these on a VM whose guest is off, but QMP reaches only the running
+            # QEMU: they are on its command line
+            raise UnsupportedOperationError(
+                f"QMP changes only the running QEMU: {', '.join(fixed)} of {vm.name!r} is set on QEMU's "
+                "command line (-m, -device virtio-balloon-pci,deflate-on-oom=on; on Proxmox: qm set)",
+                backend=BACKEND,
+                vm=vm.name,
+                details={"rule": "not_supported", "field": fixed[0]},
+            )
+        if changes:
+            self._refuse_if_read_only(vm)
+        return changes
+
+    def apply_target(self, vm: VM, target_bytes: int) -> None:
+        self._refuse_if_read_only(vm)
+        what = f"set the balloon target to {format_size(target_bytes)}"
+        self._run(self._move(vm, target_bytes), what)
+
+    def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
+        """Every move in its own conversation, ``concurrency`` at a time, within one deadline.
+
+        One socket per VM is the protocol, so a batch is the sweep's shape: the VMs side by side,
+        each answer (or error) that VM's own. A VM not reached before the deadline gets a
+        retryable timeout of its own; the others keep their results.
+        """
+        if not targets:
+            return []
+        for t in targets:
+            self._refuse_if_read_only(t.vm)
+
+        async def side_by_side() -> list[BaseException | None]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(t: TargetRequest) -> None:
+                async with gate:
+                    try:
+                        await asyncio.wait_for(
+                            self._move(t.vm, t.target_bytes), max(0.001, deadline - loop.time())
+                        )
+                    except asyncio.TimeoutError as exc:
+                        what = f"set the balloon target of {t.vm.name!r}"
+                        raise ERRORS.map(exc, what, vm=t.vm.name) from exc
+
+            return await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+
+        results = self._run(side_by_side(), f"set the balloon targets of {len(targets)} VMs")
+        out: list[HVBalloonError | None] = []
+        for t, result in zip(targets, results, strict=True):
+            if isinstance(result, HVBalloonError):
+                out.append(result.with_context(backend=self.name, vm=t.vm.name))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out.append(None)
+        return out
+
+    async def _move(self, vm: VM, target_bytes: int) -> None:
+        """The ``balloon`` command on ``vm``'s own socket, once it is checked to still be ``vm``."""
+        what = f"set the balloon target to {format_size(target_bytes)}"
+
+        async def body(mon: Monitor) -> None:
+            await self._verified(mon, vm)
+            try:
+                await mon.execute("balloon", {"value": target_bytes})
+            except ExecuteError as exc:
+                raise ERRORS.map(exc, what, vm=vm.name) from exc
+            run = self._run_of(mon)
+            seen = self._seen.get(vm.id)
+            if seen is None or seen.run != run:
+                seen = self._seen[vm.id] = _Seen(run)
+            seen.target_bytes = target_bytes
+
+        await self._converse(await self._path_of(vm), body, what, label=vm.name)
+
+    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+        self._refuse_if_read_only(vm)
+        period = int(changes["stats_period_seconds"])
+        what = f"set the balloon's stats period to {period} s"
+
+        async def body(mon: Monitor) -> None:
+            await self._verified(mon, vm)
+            run = self._run_of(mon)
+            known = self._balloons.get(run)
+            path = known[0] if known is not None else current.extra.get("balloon_qom_path")
+            if not isinstance(path, str):
+                raise UnsupportedOperationError(
+                    f"{vm.name!r} has no balloon device", backend=BACKEND, vm=vm.name
+                )
+            try:
+                held = await mon.execute("qom-get", {"path": path, "property": "guest-stats"})
+            except ExecuteError as exc:
+                raise ERRORS.map(exc, what, vm=vm.name) from exc
+            await self._set_period(mon, path, period, vm.name)
+            seen = self._seen.get(vm.id)
+            if seen is None or seen.run != run:
+                seen = self._seen[vm.id] = _Seen(run)
+            # from now on only reports newer than the one QEMU holds count
+            last = held.get("last-update") if isinstance(held, Mapping) else None
+            seen.armed_after = last if isinstance(last, int) else 0
+
+        async def run() -> None:
+            await self._converse(await self._path_of(vm), body, what, label=vm.name)
+
+        self._run(run(), what)
+
+
+def _find_balloon(listings: Sequence[Any]) -> tuple[str, str] | None:
+    """The balloon device's QOM path and type (``virtio-balloon-pci`` …) from ``qom-list`` of the
+    device trees (named ones first)."""
+    for tree, listing in zip(_DEVICE_TREES, listings, strict=False):
+        if not isinstance(listing, list):
+            continue
+        for entry in listing:
+            kind = entry.get("type", "") if isinstance(entry, Mapping) else ""
+            if isinstance(kind, str) and kind.startswith("child<virtio-balloon"):
+                return f"{tree}/{entry['name']}", kind.removeprefix("child<").removesuffix(">")
+    return None
+
+
+def _guest_queries(balloon_path: str) -> list[Command]:
+    """The balloon's stats period and the guest's latest report."""
+    return [
+        ("qom-get", {"path": balloon_path, "property": _PERIOD}),
+        ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
+    ]
+
+
+def _guest_answers(answers: Sequence[Any]) -> tuple[int | None, Mapping[str, Any] | None]:
+    """The stats period and the guest-stats object from their ``qom-get`` answers (None: failed)."""
+    if len(answers) < 2:
+        return None, None
+    period, stats = answers[0], answers[1]
+    for answer in (period, stats):
+        if isinstance(answer, BaseException) and not isinstance(answer, ExecuteError):
+            raise answer  # the connection broke
+    return (
+        period if isinstance(period, int) and not isinstance(period, bool) else None,
+        stats if isinstance(stats, Mapping) else None,
+    )
