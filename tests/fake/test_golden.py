@@ -15,6 +15,8 @@ from tests.fake import golden
 
 RECORDED: dict[str, Any] = json.loads(golden.GOLDEN.read_text("utf-8"))
 RUNS = [f"{s}/{f}" for s in sorted(builtin_scenarios()) for f in golden.FLAVORS]
+# the inner loop (-m "not slow") checks the seed in every flavour; the full suite every run
+PARAMS = [r if r.startswith("seed/") else pytest.param(r, marks=pytest.mark.slow) for r in RUNS]
 
 
 def test_the_golden_file_covers_every_scenario_and_flavour_and_everything_happens() -> None:
@@ -41,7 +43,7 @@ def test_this_machine_computes_like_the_one_that_recorded_the_golden_file() -> N
     )
 
 
-@pytest.mark.parametrize("name", RUNS)
+@pytest.mark.parametrize("name", PARAMS)
 def test_golden_run(name: str, tmp_path: Path) -> None:
     scenario, flavor = name.split("/")
     got = golden.run(scenario, flavor, tmp_path)
