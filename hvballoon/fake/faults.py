@@ -2,13 +2,25 @@
 
 A rule names an operation (``connect``, ``list_vms``, ``get_stats``, ``get_config``,
 ``set_target``, ``set_config``, ``get_host_stats`` or ``*``), a kind, and when it fires: the first ``count`` calls
-(default 1), only ``after`` N matching calls, or each call with a seeded ``probability``.
+(default 1), only ``after`` N matching calls, each call with a seeded ``probability``, or at a
+steady ``rate``: that fraction of the calls, spread evenly.
 
 >>> from hvballoon.fake.faults import FaultPlan
 >>> plan = FaultPlan(seed=1)
 >>> _ = plan.add(op="get_stats", kind="connection_lost", count=2)
 >>> [plan.hit("get_stats") is not None for _ in range(3)]
 [True, True, False]
+
+A rate-based rule models an outage rather than a blip: with ``burst=N`` each time it fires, the
+same call keeps failing for N attempts (per VM when the call names one), so a caller that
+retries — the session does, three attempts by default — sees the outage through its retries,
+as it would when a hypervisor stops answering for a while. "Half the sweeps time out, whatever
+the retries":
+
+>>> plan = FaultPlan()
+>>> _ = plan.add(op="get_stats", kind="timeout", rate=0.5, burst=3)
+>>> ["x" if plan.hit("get_stats") else "." for _ in range(9)]
+['.', 'x', 'x', 'x', '.', 'x', 'x', 'x', '.']
 
 The world only decides *whether* a fault fires; the fake backend turns it into the error the
 real backend raises (connection lost, timeout and session expired are retryable there too).
@@ -64,8 +76,14 @@ class Fault:
     vm: str | None = None
     latency: float = 0.0
     duration: float = 300.0
+    rate: float | None = None
+    burst: int = 1
     seen: int = 0
     fired: int = 0
+    #: a rate rule's accumulated share of a firing (it fires when this reaches 1)
+    credit: float = 0.0
+    #: attempts left of an outage under way, per VM ("" for a call that names none)
+    bursts: dict[str, int] = field(default_factory=dict)
 
     def matches(self, op: str, vm: str | None) -> bool:
         if self.op not in ("*", op):
@@ -91,18 +109,34 @@ class FaultPlan:
         vm: str | None = None,
         latency: float = 0.0,
         duration: float = 300.0,
+        rate: float | None = None,
+        burst: int = 1,
     ) -> Fault:
-        """Add a rule. Without ``count`` or ``probability`` it fires once."""
+        """Add a rule. Without ``count``, ``probability`` or ``rate`` it fires once.
+
+        ``rate`` (in (0, 1]) fires on that fraction of the matching calls, evenly spread and
+        the same every run; ``burst`` makes each firing last that many attempts of the call
+        (``count`` then counts firings, not attempts).
+        """
         check_fault(op, kind)
         if count is not None and count < 1:
             raise ValueError("count must be at least 1")
         if probability is not None and not 0 < probability <= 1:
             raise ValueError("probability must be in (0, 1]")
+        if rate is not None and not 0 < rate <= 1:
+            raise ValueError("rate must be in (0, 1]")
+        if rate is not None and probability is not None:
+            raise ValueError("give either rate or probability, not both")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError("burst must be a whole number of attempts, at least 1")
         if after < 0 or latency < 0 or duration < 0:
             raise ValueError("after, latency and duration must not be negative")
-        if count is None and probability is None:
+        if count is None and probability is None and rate is None:
             count = 1
-        rule = Fault(op, kind, count, after, probability, vm, float(latency), float(duration))
+        rule = Fault(
+            op, kind, count, after, probability, vm, float(latency), float(duration),
+            None if rate is None else float(rate), burst,
+        )  # fmt: skip
         self.rules.append(rule)
         return rule
 
@@ -118,19 +152,48 @@ class FaultPlan:
             rule.seen += 1
             if fired is not None or rule.seen <= rule.after:
                 continue
+            key = vm or ""
+            left = rule.bursts.get(key, 0)
+            if left > 0:  # an outage under way goes on, whatever the count or the rate say
+                if left == 1:
+                    del rule.bursts[key]
+                else:
+                    rule.bursts[key] = left - 1
+                fired = rule
+                continue
             if rule.count is not None and rule.fired >= rule.count:
                 continue
             if rule.probability is not None:
                 draw = random.Random(f"{self.seed}:{index}:{rule.seen}").random()
                 if draw >= rule.probability:
                     continue
+            if rule.rate is not None:
+                rule.credit += rule.rate
+                if rule.credit < 1 - 1e-9:
+                    continue
+                rule.credit -= 1
             rule.fired += 1
+            if rule.burst > 1:
+                rule.bursts[key] = rule.burst - 1
             fired = rule
         return fired
 
     def to_data(self) -> dict[str, Any]:
-        return {"seed": self.seed, "rules": [asdict(r) for r in self.rules]}
+        return {"seed": self.seed, "rules": [_rule_data(r) for r in self.rules]}
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> FaultPlan:
         return cls(seed=int(data.get("seed", 0)), rules=[Fault(**r) for r in data.get("rules", [])])
+
+
+#: The fields of a rate-based rule, left out of a saved rule while they hold their defaults: a
+#: plan without such rules saves (and digests) as it did before they existed.
+_RATE_DEFAULTS: dict[str, Any] = {"rate": None, "burst": 1, "credit": 0.0, "bursts": {}}
+
+
+def _rule_data(rule: Fault) -> dict[str, Any]:
+    data = asdict(rule)
+    for key, default in _RATE_DEFAULTS.items():
+        if data[key] == default:
+            del data[key]
+    return data

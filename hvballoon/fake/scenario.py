@@ -126,12 +126,16 @@ class FaultSpec(_Spec):
     vm: str | None = None
     latency: Duration = 0.0
     duration: Duration = 300.0
+    rate: float | None = Field(default=None, gt=0, le=1, description="Fire on this fraction of the calls, evenly.")
+    burst: int = Field(default=1, ge=1, description="Each firing lasts this many attempts of the call.")
 
     @model_validator(mode="after")
     def _known(self) -> FaultSpec:
         from hvballoon.fake.faults import check_fault
 
         check_fault(self.op, self.kind)
+        if self.rate is not None and self.probability is not None:
+            raise ValueError("give either rate or probability, not both")
         return self
 
 
