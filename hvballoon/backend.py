@@ -232,6 +232,16 @@ class Backend(abc.ABC):
         """Capabilities refined for one VM (e.g. Hyper-V static vs Dynamic Memory)."""
         return self.capabilities
 
+    def read_marks(self, key: str) -> dict[str, str]:
+        """Every VM's value of the mark ``key`` (VM id → value; VMs without it are absent), in
+        one read. Only for a backend whose capabilities declare ``marks``."""
+        raise UnsupportedOperationError(f"the {self.name} backend keeps no marks on VMs", backend=self.name)
+
+    def write_mark(self, vm: VM, key: str, value: str | None) -> None:
+        """Set the mark ``key`` on the VM to ``value`` (``None``: remove it); absolute, so safe
+        to retry. Only for a backend whose capabilities declare ``marks``."""
+        raise UnsupportedOperationError(f"the {self.name} backend keeps no marks on VMs", backend=self.name)
+
     def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         """Apply validated config changes; all or nothing, or raise PartialChangeError."""
         raise UnsupportedOperationError(

@@ -550,6 +550,11 @@ class Capabilities(_Frozen):
     target_observable: bool = Field(
         default=True, description="wait_for_target can watch the target being reached."
     )
+    marks: bool = Field(
+        default=False,
+        description="A VM keeps hvballoon's marks in its own configuration (set_mark / get_marks): "
+        "what a controller changed can be found without its journal.",
+    )
     notes: tuple[str, ...] = ()
 
     def can_set(self, name: str, *, running: bool) -> bool:

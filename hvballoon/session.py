@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from hvballoon.errors import (
     InvalidRequestError,
     InvalidStateError,
     TargetNotObservableWarning,
+    UnsupportedOperationError,
     VMNotFoundError,
 )
 from hvballoon.models import (
@@ -60,6 +62,12 @@ def _stats_vm(stats: MemoryStats) -> VM:
 
 def _config_vm(config: MemoryConfig) -> VM:
     return config.vm
+
+
+#: A mark's key: hvballoon's own namespace only, so a mark can never set another of the VM's
+#: settings (an ESXi extraConfig key such as sched.mem.maxmemctl changes how the VM runs).
+_MARK_KEY = re.compile(r"^hvballoon\.[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
+_MARK_VALUE = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 
 #: ``set_config``'s keywords, each a :class:`ConfigUpdate` field's option.
@@ -232,6 +240,53 @@ class Hypervisor(_BulkTargets):
             return self._backend.vm_capabilities(vm)
         (stats,) = self.get_stats([vm])
         return self._backend.vm_capabilities(stats.vm)
+
+    # -- marks ----------------------------------------------------------------------------
+
+    def _check_mark(self, key: str, value: str | None = None) -> None:
+        if not self.capabilities.marks:
+            raise UnsupportedOperationError(
+                f"the {self.backend_name} backend keeps no marks on VMs (capabilities.marks is false)",
+                backend=self.backend_name,
+                uri=self.uri,
+            )
+        if not isinstance(key, str) or not _MARK_KEY.match(key) or len(key) > 100:
+            raise InvalidRequestError(
+                f"a mark's key is 'hvballoon.' and dotted lower-case words (at most 100 characters), got {key!r}",
+                details={"key": key if isinstance(key, str) else repr(key)},
+            )
+        if value is not None and (not isinstance(value, str) or not _MARK_VALUE.match(value)):
+            raise InvalidRequestError(
+                "a mark's value is 1 to 255 printable ASCII characters (None removes the mark), "
+                f"got {value!r}",
+                details={"key": key},
+            )
+
+    def get_marks(self, key: str) -> dict[str, str]:
+        """Every VM's value of the mark ``key``, by VM id (VMs without it are absent), in one read.
+
+        Marks are small notes a VM keeps in its own configuration (ESXi: an ``extraConfig``
+        key), so whoever reads the hypervisor finds them — the auto-balloon controller marks
+        the ESXi limits it sets with what they replaced. Keys are in hvballoon's namespace
+        (``hvballoon.…``). A backend whose capabilities say ``marks=False`` raises
+        :class:`~hvballoon.errors.UnsupportedOperationError`.
+
+        >>> import hvballoon
+        >>> with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        ...     hv.set_mark("web01", "hvballoon.example", "hello")
+        ...     hv.get_marks("hvballoon.example") == {hv.resolve("web01").id: "hello"}
+        True
+        """
+        self._check_mark(key)
+        marks: dict[str, str] = self._call("get_marks", lambda: self._backend.read_marks(key))
+        return marks
+
+    def set_mark(self, vm: VMRef, key: str, value: str | None) -> None:
+        """Set the mark ``key`` on the VM to ``value`` (printable ASCII, up to 255 characters),
+        or remove it with ``None``. Absolute and idempotent; see :meth:`get_marks`."""
+        self._check_mark(key, value)
+        target = self.resolve(vm)
+        self._call("set_mark", lambda: self._backend.write_mark(target, key, value), target.name)
 
     # -- changing -----------------------------------------------------------------------
 

@@ -92,6 +92,9 @@ def render() -> str:
         "| `wait_for_target` can observe the target | "
         + " | ".join("yes" if c.target_observable else "no" for _, c, _k in present)
         + " |",
+        "| VMs keep marks (`set_mark` / `get_marks`) | "
+        + " | ".join("yes" if c.marks else "no" for _, c, _k in present)
+        + " |",
         "",
         "## What can be read (`MemoryStats` fields)",
         "",

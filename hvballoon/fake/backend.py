@@ -407,6 +407,22 @@ class FakeBackend(Backend):
                 out.append((self._stats(w, g, at, vm), self._config(g, vm)))
             return out
 
+    # -- marks (the session offers them only where the kind declares them: ESXi) -------------
+
+    def read_marks(self, key: str) -> dict[str, str]:
+        """Read with the configurations (scripted ``get_config`` faults apply)."""
+        with self._tx("get_config") as w:
+            return {
+                g.id: str(g.config["marks"][key])
+                for g in w.guests.values()
+                if not g.crashed and key in (g.config.get("marks") or {})
+            }
+
+    def write_mark(self, vm: VM, key: str, value: str | None) -> None:
+        """A change of the configuration (scripted ``set_config`` faults apply)."""
+        with self._tx("set_config", vm) as w:
+            w.set_mark(self._guest(w, vm).id, key, value)
+
     def _config(self, g: Guest, vm: VM | None = None) -> MemoryConfig:
         return self.view.config(g, {"vm": vm or self._vm(g), "mechanism": self._variant(g).mechanism})
 

@@ -126,7 +126,9 @@ class FaultSpec(_Spec):
     vm: str | None = None
     latency: Duration = 0.0
     duration: Duration = 300.0
-    rate: float | None = Field(default=None, gt=0, le=1, description="Fire on this fraction of the calls, evenly.")
+    rate: float | None = Field(
+        default=None, gt=0, le=1, description="Fire on this fraction of the calls, evenly."
+    )
     burst: int = Field(default=1, ge=1, description="Each firing lasts this many attempts of the call.")
 
     @model_validator(mode="after")

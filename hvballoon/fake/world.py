@@ -469,6 +469,18 @@ class World:
             self._host_reclaim_now()
             self.version += 1
 
+    def set_mark(self, guest_id: str, key: str, value: str | None) -> None:
+        """Keep (or, with ``None``, drop) a note in the VM's configuration, as an ESXi VM keeps
+        an extraConfig key: it survives with the VM, whoever reads it."""
+        with self.lock:
+            marks = dict(self.guests[guest_id].config.get("marks") or {})
+            if value is None:
+                marks.pop(key, None)
+            else:
+                marks[key] = value
+            self.guests[guest_id].config["marks"] = marks
+            self.version += 1
+
     def vanish(self, guest_id: str) -> None:
         """The VM disappears (deleted behind the caller's back)."""
         with self.lock:

@@ -114,6 +114,8 @@ class Kind:
     kind_rules: ClassVar[tuple[Rule, ...]] = ()
     #: Offline-only config field -> the id of the rule refusing it while the VM is not off.
     offline_rules: ClassVar[Mapping[str, str]] = {}
+    #: Whether a VM keeps marks (small key/value notes) in its own configuration.
+    marks: ClassVar[bool] = False
 
     # -- description ------------------------------------------------------------------------
 
@@ -171,6 +173,7 @@ class Kind:
             set_offline=v.set_offline,
             alignment_bytes=self.alignment_bytes,
             target_observable=v.target_observable,
+            marks=self.marks,
             notes=(*v.notes, *notes),
         )
 

@@ -54,6 +54,10 @@ class ESXiKind(Kind):
     name: ClassVar[str] = "esxi"
     title: ClassVar[str] = "ESXi"
     alignment_bytes: ClassVar[int] = MiB
+    #: marks live in the VM's extraConfig (its .vmx): "If the key is already present, it will be
+    #: reset with the new value provided. Otherwise, a new option is added. Keys with empty
+    #: values will be removed." (vSphere API, VirtualMachineConfigSpec.extraConfig)
+    marks: ClassVar[bool] = True
     variants: ClassVar[tuple[Variant, ...]] = (
         Variant(
             name="limit",

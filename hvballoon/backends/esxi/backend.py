@@ -564,6 +564,29 @@ class ESXiBackend(Backend):
             extra={"moref": moid},
         )
 
+    # -- marks: extraConfig keys ------------------------------------------------------------
+
+    def read_marks(self, key: str) -> dict[str, str]:
+        """Every VM's ``extraConfig`` value of ``key``: one request over the view (and its
+        pages), through pyvmomi (the fast sweep reads no option lists)."""
+        c = self.client
+        rows = self._call(
+            lambda: c.retrieve(c.view_filter({vim.VirtualMachine: [*LIST_PATHS, "config.extraConfig"]}))
+        )
+        out: dict[str, str] = {}
+        for ref, props in rows:
+            if not isinstance(ref, vim.VirtualMachine):
+                continue
+            self._morefs[self._id(ref._moId, props)] = ref._moId
+            for option in props.get("config.extraConfig") or ():
+                if option.key == key and str(option.value or ""):
+                    out[self._id(ref._moId, props)] = str(option.value)
+        return out
+
+    def write_mark(self, vm: VM, key: str, value: str | None) -> None:
+        """One ``ReconfigVM_Task`` with the key (an empty value removes it, as vSphere says)."""
+        self._reconfigure(vm, {"extra_config": {key: value}})
+
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._reconfigure(vm, {"limit_bytes": target_bytes})
 
@@ -637,11 +660,13 @@ class ESXiBackend(Backend):
                 spec.memoryReservationLockedToMax = bool(changes["memory_reservation_lock"])
             if changes.get("maximum_bytes") is not None:
                 spec.memoryMB = changes["maximum_bytes"] // MiB
+            extra: dict[str, str | None] = dict(changes.get("extra_config") or {})
             if "balloon_cap_bytes" in changes:
                 cap = changes["balloon_cap_bytes"]
-                spec.extraConfig = [
-                    vim.option.OptionValue(key=BALLOON_CAP_KEY, value=str(-1 if cap is None else cap // MiB))
-                ]
+                extra[BALLOON_CAP_KEY] = str(-1 if cap is None else cap // MiB)
+            if extra:
+                # "Keys with empty values will be removed" (VirtualMachineConfigSpec.extraConfig)
+                spec.extraConfig = [vim.option.OptionValue(key=k, value=v or "") for k, v in extra.items()]
             task = ref.ReconfigVM_Task(spec=spec)
             c.wait_for_task(task, self.opts.timeout)
 

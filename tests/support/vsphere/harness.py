@@ -573,7 +573,8 @@ class VcsimServer:
         """A VM's current memory configuration, read inside the simulator (no SOAP, not counted).
 
         ``{"name", "moref", "powerState", "memoryMB",
-        "memoryAllocation": {"reservation", "limit", "shares": {"level", "shares"}}}``;
+        "memoryAllocation": {"reservation", "limit", "shares": {"level", "shares"}},
+        "extraConfig": {key: value}}``;
         allocation fields the simulator holds as unset are ``None``.
         """
         from urllib.parse import quote

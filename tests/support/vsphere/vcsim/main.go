@@ -20,6 +20,10 @@
 //     reconfiguration before it answers, so its task has always ended. With the delay the task
 //     reads as running for D, then takes back the state it ended in (the change itself is made
 //     at once); clients waiting with WaitForUpdatesEx see the change of info.state.
+//   - extraConfig changes as vSphere makes them: "If the key is already present, it will be
+//     reset with the new value provided. Otherwise, a new option is added. Keys with empty
+//     values will be removed." (VirtualMachineConfigSpec.extraConfig, vSphere API reference);
+//     this govmomi's simulator only appends what a ReconfigVM_Task sends.
 //
 // When it is listening it prints one line of JSON to stdout ({"url": ..., "port": ..., ...}).
 // It exits on SIGTERM/SIGINT, or when stdin reaches EOF if -exit-on-stdin-eof is given (so it
@@ -408,6 +412,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	var reqBody []byte
 	if r.Method == http.MethodPost {
 		body, err := io.ReadAll(r.Body)
 		_ = r.Body.Close()
@@ -420,14 +425,17 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.counts[name]++
 		f.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		reqBody = body
 		if f.taskDelay > 0 && taskMethods[name] {
 			f.serveDelayed(w, r)
+			settleExtraConfig(reqBody)
 			f.rememberSessions(w)
 			return
 		}
 	}
 
 	f.sdk.ServeHTTP(w, r)
+	settleExtraConfig(reqBody)
 	f.rememberSessions(w)
 }
 
@@ -501,6 +509,41 @@ func (f *front) expireSessions() int {
 	return n
 }
 
+var reconfigThis = regexp.MustCompile(`<ReconfigVM_Task[^>]*>\s*<_this[^>]*>([^<]+)</_this>`)
+
+// settleExtraConfig gives a VM's extraConfig the state vSphere leaves after a ReconfigVM_Task
+// (see the header): the last value sent for a key replaces the earlier ones, in place, and an
+// empty value removes the key.
+func settleExtraConfig(body []byte) {
+	m := reconfigThis.FindSubmatch(body)
+	if m == nil {
+		return
+	}
+	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: string(m[1])}
+	vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok {
+		return
+	}
+	simulator.Map.WithLock(vm, func() {
+		last := map[string]string{}
+		for _, o := range vm.Config.ExtraConfig {
+			v := o.GetOptionValue()
+			last[v.Key] = fmt.Sprint(v.Value)
+		}
+		var kept []types.BaseOptionValue
+		seen := map[string]bool{}
+		for _, o := range vm.Config.ExtraConfig {
+			v := o.GetOptionValue()
+			if seen[v.Key] || last[v.Key] == "" {
+				continue
+			}
+			seen[v.Key] = true
+			kept = append(kept, &types.OptionValue{Key: v.Key, Value: last[v.Key]})
+		}
+		vm.Config.ExtraConfig = kept
+	})
+}
+
 type sharesJSON struct {
 	Level  string `json:"level"`
 	Shares int32  `json:"shares"`
@@ -518,6 +561,7 @@ type vmStateJSON struct {
 	PowerState       string          `json:"powerState"`
 	MemoryMB         int32           `json:"memoryMB"`
 	MemoryAllocation *allocationJSON `json:"memoryAllocation"`
+	ExtraConfig      map[string]string `json:"extraConfig"`
 }
 
 func vmState(vm *simulator.VirtualMachine) vmStateJSON {
@@ -527,6 +571,11 @@ func vmState(vm *simulator.VirtualMachine) vmStateJSON {
 		PowerState: string(vm.Runtime.PowerState),
 	}
 	if vm.Config != nil {
+		out.ExtraConfig = map[string]string{}
+		for _, o := range vm.Config.ExtraConfig {
+			v := o.GetOptionValue()
+			out.ExtraConfig[v.Key] = fmt.Sprint(v.Value)
+		}
 		out.MemoryMB = vm.Config.Hardware.MemoryMB
 		if a := vm.Config.MemoryAllocation; a != nil {
 			alloc := &allocationJSON{Reservation: a.Reservation, Limit: a.Limit}
