@@ -52,6 +52,7 @@ __all__ = [
     "Exporter",
     "exposure_warning",
     "parse_listen",
+    "sweep_metrics",
 ]
 
 log = logging.getLogger("hvballoon.exporter")
@@ -280,94 +281,7 @@ class Exporter:
         info = InfoMetricFamily("hvballoon_exporter", "The hvballoon exporter's version.")
         info.add_metric([], {"version": __version__})
         yield info
-
-        gauges = {
-            f: GaugeMetricFamily(f"hvballoon_vm_{f}", _HELP.get(f, f.replace("_", " ")), labels=_VM_LABELS)
-            for f in GAUGE_FIELDS
-        }
-        counters = {
-            f: CounterMetricFamily(f"hvballoon_vm_{f}", _HELP.get(f, f.replace("_", " ")), labels=_VM_LABELS)
-            for f in COUNTER_FIELDS
-        }
-        stale = GaugeMetricFamily(
-            "hvballoon_vm_stats_stale",
-            "1 when the guest's figures are missing or too old to act on.",
-            labels=_VM_LABELS,
-        )
-        vm_info = GaugeMetricFamily(
-            "hvballoon_vm_info",
-            "Always 1; the VM's power state and the mechanism a target uses, as labels.",
-            labels=[*_VM_LABELS, "power_state", "mechanism"],
-        )
-        up = GaugeMetricFamily(
-            "hvballoon_host_up", "1 when the host answered the last sweep, else 0.", labels=_HOST_LABELS
-        )
-        host_seconds = GaugeMetricFamily(
-            "hvballoon_host_sweep_duration_seconds",
-            "How long the host took in the last sweep (its timeout when it did not answer).",
-            labels=_HOST_LABELS,
-        )
-        vms = GaugeMetricFamily(
-            "hvballoon_host_vms", "VMs the host reported in the last sweep.", labels=_HOST_LABELS
-        )
-        errors = CounterMetricFamily(
-            "hvballoon_host_errors",
-            "Failed sweeps of the host (or of its host figures) since the exporter started, by "
-            "hvballoon error code.",
-            labels=[*_HOST_LABELS, "code"],
-        )
-        last_ok = GaugeMetricFamily(
-            "hvballoon_host_last_success_timestamp_seconds",
-            "When the host last answered a sweep (Unix time).",
-            labels=_HOST_LABELS,
-        )
-        host_gauges = {
-            f: GaugeMetricFamily(
-                f"hvballoon_host_{f}", _HOST_HELP.get(f, f.replace("_", " ")), labels=_HOST_LABELS
-            )
-            for f in HOST_FIELDS
-        }
-        backends: dict[str, str] = {}
-        for r in results:
-            backend = r.backend or "unknown"
-            backends[r.uri] = backend
-            health = [r.uri, backend, _endpoint(r.uri)]
-            up.add_metric(health, 1.0 if r.ok else 0.0)
-            host_seconds.add_metric(health, r.elapsed_seconds)
-            vms.add_metric(health, float(len(r.stats)))
-            if r.uri in self._last_success:
-                last_ok.add_metric(health, self._last_success[r.uri])
-            for h in r.hosts:
-                for f, family in host_gauges.items():
-                    value = getattr(h, f)
-                    if value is not None:
-                        family.add_metric([r.uri, backend, h.host], float(value))
-            fallback_host = _uri_host(r.uri)
-            for s in r.stats:
-                labels = [r.uri, r.backend or s.vm.backend, s.vm.host or fallback_host, s.vm.name, s.vm.id]
-                for f, family in gauges.items():
-                    value = getattr(s, f)
-                    if value is not None:
-                        family.add_metric(labels, float(value))
-                for f, cfamily in counters.items():
-                    value = getattr(s, f)
-                    if value is not None:
-                        cfamily.add_metric(labels, float(value))
-                stale.add_metric(labels, 1.0 if s.stale else 0.0)
-                vm_info.add_metric([*labels, s.vm.power_state.value, s.mechanism.value], 1.0)
-        for (uri, code), count in sorted(self._errors.items()):
-            backend = backends.get(uri) or backend_of(uri) or "unknown"
-            errors.add_metric([uri, backend, _endpoint(uri), code], float(count))
-        yield from gauges.values()
-        yield from counters.values()
-        yield stale
-        yield vm_info
-        yield from host_gauges.values()
-        yield up
-        yield host_seconds
-        yield vms
-        yield errors
-        yield last_ok
+        yield from sweep_metrics(results, last_success=self._last_success, errors=self._errors)
         yield GaugeMetricFamily(
             "hvballoon_sweep_duration_seconds",
             "How long the last sweep of all hosts took.",
@@ -381,6 +295,107 @@ class Exporter:
         yield CounterMetricFamily(
             "hvballoon_sweeps", "Sweeps since the exporter started.", value=float(self.sweeps)
         )
+
+
+def sweep_metrics(
+    results: list[HostResult],
+    *,
+    last_success: dict[str, float],
+    errors: dict[tuple[str, str], int],
+) -> Iterator[Metric]:
+    """The VM, host and sweep-health families of one sweep's ``results`` (see the module
+    docstring); ``last_success`` is each URI's last good sweep (Unix time) and ``errors`` the
+    failed sweeps so far by (URI, error code). The exporter serves them, and so does the
+    auto-balloon controller's ``--metrics-address`` from the sweep of its last round."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    gauges = {
+        f: GaugeMetricFamily(f"hvballoon_vm_{f}", _HELP.get(f, f.replace("_", " ")), labels=_VM_LABELS)
+        for f in GAUGE_FIELDS
+    }
+    counters = {
+        f: CounterMetricFamily(f"hvballoon_vm_{f}", _HELP.get(f, f.replace("_", " ")), labels=_VM_LABELS)
+        for f in COUNTER_FIELDS
+    }
+    stale = GaugeMetricFamily(
+        "hvballoon_vm_stats_stale",
+        "1 when the guest's figures are missing or too old to act on.",
+        labels=_VM_LABELS,
+    )
+    vm_info = GaugeMetricFamily(
+        "hvballoon_vm_info",
+        "Always 1; the VM's power state and the mechanism a target uses, as labels.",
+        labels=[*_VM_LABELS, "power_state", "mechanism"],
+    )
+    up = GaugeMetricFamily(
+        "hvballoon_host_up", "1 when the host answered the last sweep, else 0.", labels=_HOST_LABELS
+    )
+    host_seconds = GaugeMetricFamily(
+        "hvballoon_host_sweep_duration_seconds",
+        "How long the host took in the last sweep (its timeout when it did not answer).",
+        labels=_HOST_LABELS,
+    )
+    vms = GaugeMetricFamily(
+        "hvballoon_host_vms", "VMs the host reported in the last sweep.", labels=_HOST_LABELS
+    )
+    error_family = CounterMetricFamily(
+        "hvballoon_host_errors",
+        "Failed sweeps of the host (or of its host figures) since the exporter started, by "
+        "hvballoon error code.",
+        labels=[*_HOST_LABELS, "code"],
+    )
+    last_ok = GaugeMetricFamily(
+        "hvballoon_host_last_success_timestamp_seconds",
+        "When the host last answered a sweep (Unix time).",
+        labels=_HOST_LABELS,
+    )
+    host_gauges = {
+        f: GaugeMetricFamily(
+            f"hvballoon_host_{f}", _HOST_HELP.get(f, f.replace("_", " ")), labels=_HOST_LABELS
+        )
+        for f in HOST_FIELDS
+    }
+    backends: dict[str, str] = {}
+    for r in results:
+        backend = r.backend or "unknown"
+        backends[r.uri] = backend
+        health = [r.uri, backend, _endpoint(r.uri)]
+        up.add_metric(health, 1.0 if r.ok else 0.0)
+        host_seconds.add_metric(health, r.elapsed_seconds)
+        vms.add_metric(health, float(len(r.stats)))
+        if r.uri in last_success:
+            last_ok.add_metric(health, last_success[r.uri])
+        for h in r.hosts:
+            for f, family in host_gauges.items():
+                value = getattr(h, f)
+                if value is not None:
+                    family.add_metric([r.uri, backend, h.host], float(value))
+        fallback_host = _uri_host(r.uri)
+        for s in r.stats:
+            labels = [r.uri, r.backend or s.vm.backend, s.vm.host or fallback_host, s.vm.name, s.vm.id]
+            for f, family in gauges.items():
+                value = getattr(s, f)
+                if value is not None:
+                    family.add_metric(labels, float(value))
+            for f, cfamily in counters.items():
+                value = getattr(s, f)
+                if value is not None:
+                    cfamily.add_metric(labels, float(value))
+            stale.add_metric(labels, 1.0 if s.stale else 0.0)
+            vm_info.add_metric([*labels, s.vm.power_state.value, s.mechanism.value], 1.0)
+    for (uri, code), count in sorted(errors.items()):
+        backend = backends.get(uri) or backend_of(uri) or "unknown"
+        error_family.add_metric([uri, backend, _endpoint(uri), code], float(count))
+    yield from gauges.values()
+    yield from counters.values()
+    yield stale
+    yield vm_info
+    yield from host_gauges.values()
+    yield up
+    yield host_seconds
+    yield vms
+    yield error_family
+    yield last_ok
 
 
 class _Collector:

@@ -8,6 +8,21 @@ configurations it does not have yet (they are cached, and read again after
 most two bulk ``set_targets`` calls (the raises, then the lowers). Each round yields one
 :class:`~hvballoon.policy.model.Decision` per VM.
 
+Left running (:meth:`Controller.run`), it never leaves things worse than it found them:
+
+- a round whose sweep fails (a timeout, a lost connection) is skipped — logged, counted in
+  :attr:`Controller.health`, and the next one waits longer (the interval doubled per failure in a
+  row, at most ``max_backoff_seconds``); a move that fails is that VM's ``error`` decision, and
+  stale or missing figures never lower a VM;
+- given a session *factory* (``Controller(lambda: hvballoon.connect(uri), …)``) rather than a
+  session, it opens a new session when the old one is broken (a lost connection or an expired
+  session, or two failed rounds in a row);
+- before each change it records what it changes from and to in its
+  :class:`~hvballoon.policy.journal.Journal` (on backends whose VMs keep marks, ESXi, it also
+  marks a VM it lowers with what it had, :data:`~hvballoon.policy.release.MARK_KEY`), and after
+  ``max_failed_rounds`` failed rounds in a row it gives back everything it lowered (*fails open*)
+  and keeps trying.
+
 >>> import hvballoon
 >>> from hvballoon.policy import Controller, ControllerSettings
 >>> with hvballoon.connect("fake://seed") as hv:
@@ -20,22 +35,31 @@ most two bulk ``set_targets`` calls (the raises, then the lowers). Each round yi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvballoon._gc import collector_paused
+from hvballoon.backend import Backend
 from hvballoon.errors import (
     GuardRailError,
     HVBalloonError,
+    HVConnectionError,
     InvalidRequestError,
     InvalidStateError,
+    SessionExpiredError,
     UnsupportedOperationError,
 )
-from hvballoon.models import Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import Capabilities, Change, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.policy.base import Plan, Policy, get_policy
+from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
+from hvballoon.policy.journal import Journal, Lowered, Move
 from hvballoon.policy.model import (
     Action,
     ControllerSettings,
@@ -49,9 +73,47 @@ from hvballoon.policy.model import (
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.units import align, format_size, format_sizes
 
-__all__ = ["Controller"]
+if TYPE_CHECKING:
+    from hvballoon.fleet import HostResult
+    from hvballoon.policy.release import ReleaseReport
+
+__all__ = ["Controller", "Round", "SessionFactory"]
 
 log = logging.getLogger("hvballoon.policy")
+
+#: What opens a session: the controller calls it to connect, and again to replace a broken one.
+SessionFactory = Callable[[], Hypervisor]
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of :meth:`Controller.run`: its decisions, or the error that made it fail.
+
+    It reads as the list of its decisions (``for d in round``, ``len(round)``, ``round[0]``).
+    A failed round (``error`` set: its sweep could not be read) has none; ``released`` is the
+    release the controller made after too many failed rounds in a row, if it made one then.
+    """
+
+    number: int
+    decisions: tuple[Decision, ...] = ()
+    error: HVBalloonError | None = None
+    duration_seconds: float = 0.0
+    consecutive_failures: int = 0
+    reconnected: bool = False
+    released: ReleaseReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def __iter__(self) -> Iterator[Decision]:
+        return iter(self.decisions)
+
+    def __len__(self) -> int:
+        return len(self.decisions)
+
+    def __getitem__(self, index: int) -> Decision:
+        return self.decisions[index]
 
 
 class _Pending:
@@ -71,31 +133,123 @@ class _Pending:
 class Controller:
     """Moves targets on one hypervisor session by a policy.
 
-    ``policy`` is a name (``static``, ``mom``, ``proxmox``, ``hvballoon``) or a
+    ``hv`` is a session, or a :data:`SessionFactory` the controller opens its sessions with
+    (and then owns: :meth:`close` closes the last); only with a factory can it replace a broken
+    session. ``policy`` is a name (``static``, ``mom``, ``proxmox``, ``hvballoon``) or a
     :class:`~hvballoon.policy.base.Policy`. With ``dry_run=True`` every decision is computed and
-    checked by the session (``set_target(..., dry_run=True)``) and nothing changes.
+    checked by the session (``set_target(..., dry_run=True)``) and nothing changes (nothing is
+    journalled or marked either). ``journal`` records what the controller lowers (an in-memory
+    one when not given: a release then works only in this process); a controller started on a
+    journal resumes from it. ``marks`` (default: where the backend's VMs keep marks) marks the
+    VMs it lowers, and reads the marks it finds as its own when it starts.
     """
 
     def __init__(
         self,
-        hv: Hypervisor,
+        hv: Hypervisor | SessionFactory,
         policy: str | Policy = "hvballoon",
         settings: ControllerSettings | None = None,
         *,
         dry_run: bool = False,
         config_refresh_seconds: float = 300.0,
+        journal: Journal | None = None,
+        marks: bool | None = None,
     ) -> None:
-        self.hv = hv
+        if isinstance(hv, Hypervisor):
+            self._hv: Hypervisor | None = hv
+            self._factory: SessionFactory | None = None
+        elif callable(hv):
+            self._hv = None
+            self._factory = hv
+        else:
+            raise InvalidRequestError(
+                f"a controller takes a session or a function that opens one, got {type(hv).__name__}"
+            )
         self.policy = get_policy(policy)
         self.settings = settings or ControllerSettings()
         self.dry_run = dry_run
         self.config_refresh_seconds = config_refresh_seconds
         self.state: Any = self.policy.initial_state()
         self.round = 0
+        self.health = ControllerHealth()
+        self._journal = journal
+        self._marks = marks
+        self._marks_read = False
         self._configs: dict[str, MemoryConfig] = {}
         self._configs_at: float | None = None
         self._last_lower: dict[str, float] = {}
+        self._hosts: list[HostStats] = []
         self._settings_checked = False
+        self._broken = False
+        self._release_pending = False
+        self._uri: str | None = self._hv.uri if self._hv is not None else None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        #: The last round's sweep as the exporter shows one (VMs, hosts, or the error).
+        self.last_sweep: HostResult | None = None
+
+    # -- the session ----------------------------------------------------------------------
+
+    @property
+    def hv(self) -> Hypervisor:
+        """The session rounds run on (opened through the factory when there is none yet)."""
+        if self._hv is None:
+            if self._factory is None:  # pragma: no cover - a session or a factory is required
+                raise InvalidStateError("the controller has no session")
+            self._hv = self._factory()
+            self._uri = self._hv.uri
+        return self._hv
+
+    @property
+    def uri(self) -> str:
+        """The URI (redacted) of the hypervisor the controller runs on (empty until a factory
+        has opened a session)."""
+        return self._uri or ""
+
+    @property
+    def journal(self) -> Journal:
+        """The journal of what the controller lowered (in memory unless one was given)."""
+        if self._journal is None:
+            self._journal = Journal.open(None, uri=self.uri)
+        return self._journal
+
+    @property
+    def marks(self) -> bool:
+        """Whether the VMs the controller lowers are marked (default: where VMs keep marks)."""
+        return self.hv.capabilities.marks if self._marks is None else self._marks
+
+    def lowered(self) -> list[Lowered]:
+        """The VMs the controller lowered and has not given back (from its journal)."""
+        return self.journal.lowered()
+
+    def close(self) -> None:
+        """Close the session the controller opened through its factory (a session it was given
+        stays open: it belongs to the caller)."""
+        if self._factory is not None and self._hv is not None:
+            with contextlib.suppress(HVBalloonError):
+                self._hv.close()
+            self._hv = None
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reconnect(self) -> None:
+        """A new session in place of the broken one. The old one is kept until the new one is
+        open (its clock still paces the rounds), then closed."""
+        assert self._factory is not None
+        new = self._factory()
+        old, self._hv = self._hv, new
+        self._uri = new.uri
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+        self._broken = False
+        self._configs, self._configs_at = {}, None
+        self.health.reconnects += 1
+        log.warning("opened a new session on %s", new.uri, extra={"event": "reconnected", "uri": new.uri})
 
     # -- guard rails ----------------------------------------------------------------------
 
@@ -234,9 +388,10 @@ class Controller:
         """
         reserve = self.settings.host_reserve_bytes
         override = self.settings.host_memory_bytes
+        self._hosts = []
         if override is not None:
             return HostView(total_bytes=override, used_bytes=derived_used, reserve_bytes=reserve)
-        hosts = self.hv.get_host_stats(vm_stats=stats)
+        hosts = self._hosts = self.hv.get_host_stats(vm_stats=stats)
         physical = [h.physical_bytes for h in hosts]
         if not hosts or None in physical:
             if self.policy.name == "static":  # it never looks at the host
@@ -298,7 +453,11 @@ class Controller:
             return self._step()
 
     def _step(self) -> list[Decision]:
+        started = time.monotonic()
         snap, caps_by_id, stats = self.snapshot()
+        self._swept(stats, self._hosts, time.monotonic() - started)
+        if not self._marks_read and not self.dry_run:
+            self._adopt_marks(stats)
         if not self._settings_checked:
             for problem in self.check_settings(stats):
                 log.info(problem)
@@ -372,6 +531,14 @@ class Controller:
             )
         if lowering and vs.self_managed:
             return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"
+        if lowering and (v.stale or v.used_bytes is None):
+            # whatever the policy or the settings say: a guest whose use is unknown is not lowered
+            return (
+                "hold",
+                "controller.stale_figures",
+                f"{p.reason}; not applied: the guest's figures are {'stale' if v.stale else 'missing'}, "
+                "so how much it can give is unknown",
+            )
         if lowering and not v.can_lower:
             why = (
                 "Hyper-V Dynamic Memory balances it within its range and its maximum can only be "
@@ -411,30 +578,61 @@ class Controller:
 
     def _apply(self, at: datetime, batch: list[_Pending], now: float, *, lowering: bool) -> list[Decision]:
         """One bulk ``set_targets`` for the batch (all raises, or all lowers); each VM's
-        refusal or failure is its own and leaves the others' moves alone."""
+        refusal or failure is its own and leaves the others' moves alone.
+
+        Before anything is sent, the moves are in the journal (and a VM lowered for the first
+        time carries its mark, where VMs keep marks: one that cannot be marked is not lowered).
+        """
         if not batch:
             return []
+        action: Action = "lower" if lowering else "raise"
+        out: list[Decision] = []
+        if not self.dry_run:
+            batch, failed = self._record(batch, lowering)
+            out.extend(
+                self._decision(
+                    at,
+                    p.view,
+                    p.proposal,
+                    "error",
+                    p.proposal.rule,
+                    f"{p.proposal.reason}; not applied: {exc.message}",
+                    proposed=p.target,
+                    error=exc.code,
+                )
+                for p, exc in failed
+            )
+            if not batch:
+                return out
         # a raise cannot take a guest below its floor, so it needs no fresh stats; a lower goes
         # through the guard rails unless told otherwise
         force = not lowering or not self.settings.respect_guard_rails
-        results = self.hv.set_targets(
-            [(p.view.id, p.target) for p in batch],
-            dry_run=self.dry_run,
-            force=force,
-            guard_rails=self.guard_rails,
-            skip_invalid=True,
-        )
-        action: Action = "lower" if lowering else "raise"
-        out = []
+        try:
+            results = self.hv.set_targets(
+                [(p.view.id, p.target) for p in batch],
+                dry_run=self.dry_run,
+                force=force,
+                guard_rails=self.guard_rails,
+                skip_invalid=True,
+            )
+            outcome: dict[str, Change | HVBalloonError] = {p.view.id: results[p.view.id] for p in batch}
+            made = set(results.made)
+        except HVBalloonError as exc:  # nothing could be sent at all: every VM's move failed
+            outcome, made = {p.view.id: exc for p in batch}, set()
+        settled: dict[str, str | None] = {}
         for p in batch:
             v = p.view
             reason = p.proposal.reason + (f" ({'; '.join(p.notes)})" if p.notes else "")
-            result = results[v.id]
+            result = outcome[v.id]
             if isinstance(result, HVBalloonError):
+                settled[v.id] = result.code
                 self._configs.pop(v.id, None)  # read it again: the failure may say it changed
                 refused = isinstance(result, (GuardRailError, InvalidStateError, UnsupportedOperationError))
                 if not refused:
-                    log.warning("cannot move %s: %s", v.name, result)
+                    log.warning(
+                        "cannot move %s: %s", v.name, result,
+                        extra={"event": "move_failed", "vm": v.name, "code": result.code, "round": self.round},
+                    )  # fmt: skip
                 out.append(
                     self._decision(
                         at, v, p.proposal, "refused" if refused else "error", p.proposal.rule,
@@ -443,7 +641,8 @@ class Controller:
                     )
                 )  # fmt: skip
                 continue
-            applied = v.id in results.made
+            settled[v.id] = None
+            applied = v.id in made
             if applied:
                 if result.mechanism is not Mechanism.BALLOON:
                     # the target lives in the configuration (a limit, a maximum, a startup size)
@@ -456,7 +655,116 @@ class Controller:
                     proposed=p.target, after=int(result.after.get("target_bytes", p.target)), applied=applied,
                 )
             )  # fmt: skip
+        if not self.dry_run:
+            self._settle(settled)
         return out
+
+    # -- the journal and the marks ---------------------------------------------------------
+
+    def _record(
+        self, batch: list[_Pending], lowering: bool
+    ) -> tuple[list[_Pending], list[tuple[_Pending, HVBalloonError]]]:
+        """Mark the VMs lowered for the first time (where VMs keep marks), then journal every
+        move: what goes ahead, and what could not be marked (it is not lowered)."""
+        from hvballoon.policy.release import MARK_KEY, mark_value
+
+        journal = self.journal
+        known = {e.vm_id: e for e in journal.lowered()}
+        marks = lowering and self.marks
+        ahead: list[_Pending] = []
+        failed: list[tuple[_Pending, HVBalloonError]] = []
+        moves: list[Move] = []
+        for p in batch:
+            v = p.view
+            unlimited = False
+            marked = False
+            if lowering and v.id not in known:
+                cfg = self._configs.get(v.id)
+                unlimited = v.mechanism is Mechanism.LIMIT and cfg is not None and cfg.limit_bytes is None
+                if marks:
+                    try:
+                        self.hv.set_mark(v.id, MARK_KEY, mark_value(v.target_bytes, unlimited=unlimited))
+                    except HVBalloonError as exc:
+                        log.warning(
+                            "cannot mark %s before lowering it, so it is not lowered: %s", v.name, exc,
+                            extra={"event": "mark_failed", "vm": v.name, "code": exc.code},
+                        )  # fmt: skip
+                        failed.append((p, exc))
+                        continue
+                    marked = True
+            moves.append(Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked))
+            ahead.append(p)
+        if moves:
+            journal.intend(self.round, moves)
+        return ahead, failed
+
+    def _settle(self, outcomes: dict[str, str | None]) -> None:
+        """Journal how the moves ended; a VM given back all it had loses its mark."""
+        from hvballoon.policy.release import MARK_KEY
+
+        if not outcomes:
+            return
+        journal = self.journal
+        marked = {e.vm_id for e in journal.lowered() if e.marked}
+        for vm_id in journal.settle(self.round, outcomes):
+            if vm_id in marked:
+                try:
+                    self.hv.set_mark(vm_id, MARK_KEY, None)
+                except HVBalloonError as exc:
+                    log.warning("cannot remove the mark of %s: %s", vm_id, exc)
+
+    def _adopt_marks(self, stats: list[MemoryStats]) -> None:
+        """Once: the VMs marked by a controller (this one before a restart, its journal lost)
+        are taken as lowered by this one, with what their marks say they had."""
+        from hvballoon.policy.release import MARK_KEY, parse_mark
+
+        if not self.marks:
+            self._marks_read = True
+            return
+        found = self.hv.get_marks(MARK_KEY)
+        self._marks_read = True
+        known = {e.vm_id for e in self.journal.lowered()}
+        names = {s.vm.id: (s.vm.name, s) for s in stats}
+        now = datetime.now(timezone.utc)
+        adopted = []
+        for vm_id, value in found.items():
+            if vm_id in known or vm_id not in names:
+                continue
+            try:
+                before, unlimited = parse_mark(value)
+            except ValueError as exc:
+                log.warning("%s: %s", names[vm_id][0], exc)
+                continue
+            name, st = names[vm_id]
+            target = st.target_bytes if st.target_bytes is not None else (st.current_bytes or 0)
+            adopted.append(
+                Lowered(
+                    vm_id=vm_id,
+                    vm=name,
+                    mechanism=st.mechanism.value,
+                    before_bytes=before or 0,
+                    before_unlimited=unlimited,
+                    target_bytes=target,
+                    marked=True,
+                    since=now,
+                    updated=now,
+                )
+            )
+        if adopted:
+            self.journal.adopt(adopted)
+            log.info(
+                "found %d VMs marked as lowered by a controller: %s",
+                len(adopted),
+                ", ".join(a.vm for a in adopted),
+            )
+
+    def _swept(self, stats: list[MemoryStats], hosts: list[HostStats], seconds: float) -> None:
+        from hvballoon.fleet import HostResult
+
+        hv = self.hv
+        self.last_sweep = HostResult(
+            uri=hv.uri, stats=stats, elapsed_seconds=seconds, backend=hv.backend_name, hosts=hosts
+        )
 
     def _decision(
         self,
@@ -498,27 +806,180 @@ class Controller:
 
     # -- running --------------------------------------------------------------------------
 
+    @property
+    def max_failed_rounds(self) -> int:
+        """Failed rounds in a row after which the controller fails open (the settings', else the
+        rounds that fit in three minutes of backoff)."""
+        explicit = self.settings.max_failed_rounds
+        if explicit is not None:
+            return explicit
+        return default_max_failed_rounds(self.settings.interval_seconds, self._max_backoff())
+
+    def _max_backoff(self) -> float:
+        return max(self.settings.interval_seconds, self.settings.max_backoff_seconds)
+
+    def release(self, *, to_maximum: bool = False) -> ReleaseReport:
+        """Give back everything the controller lowered (see :func:`hvballoon.policy.release.release`)."""
+        from hvballoon.policy.release import release
+
+        report = release(
+            self.hv, journal=self.journal, marks=self.marks, to_maximum=to_maximum, round_no=self.round
+        )
+        log.info(
+            "released %d VMs (%d failed)", report.released, report.failed,
+            extra={"event": "released", "released": report.released, "failed": report.failed},
+        )  # fmt: skip
+        return report
+
+    def attempt(self) -> Round:
+        """One round that an hvballoon error never escapes: its sweep failing makes it a failed
+        round (counted in :attr:`health`); a broken session is replaced (with a factory) before
+        the next; after :attr:`max_failed_rounds` failures in a row the controller releases what
+        it lowered, and again each round until that works."""
+        number = self.round
+        started = time.monotonic()
+        reconnected = False
+        released: ReleaseReport | None = None
+        try:
+            if self._broken and self._factory is not None:
+                self._reconnect()
+                reconnected = True
+            if self._release_pending:
+                released = self._fail_open()
+            decisions = self.step()
+        except HVBalloonError as exc:
+            seconds = time.monotonic() - started
+            self.round += 1
+            h = self.health
+            h.failed(exc.code, seconds, exc.message)
+            self.last_sweep = self._failed_sweep(exc, seconds)
+            if self._factory is not None and (
+                isinstance(exc, (HVConnectionError, SessionExpiredError)) or h.consecutive_failures >= 2
+            ):
+                self._broken = True
+            log.warning(
+                "round %d failed (%d in a row): %s", number, h.consecutive_failures, exc,
+                extra={
+                    "event": "round_failed", "round": number, "code": exc.code,
+                    "consecutive_failures": h.consecutive_failures,
+                },
+            )  # fmt: skip
+            if h.consecutive_failures >= self.max_failed_rounds and not h.fail_open and not self.dry_run:
+                h.fail_open = True
+                self._release_pending = True
+                log.error(
+                    "%d rounds failed in a row: giving back what the controller lowered, and trying on",
+                    h.consecutive_failures,
+                    extra={
+                        "event": "fail_open",
+                        "round": number,
+                        "consecutive_failures": h.consecutive_failures,
+                    },
+                )
+                if released is None and not self._broken:
+                    with contextlib.suppress(HVBalloonError):
+                        released = self._fail_open()
+            return Round(
+                number, (), exc, seconds, h.consecutive_failures, reconnected=reconnected, released=released
+            )
+        seconds = time.monotonic() - started
+        self.health.succeeded(decisions, seconds)
+        return Round(number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released)
+
+    def _fail_open(self) -> ReleaseReport | None:
+        """The release after too many failed rounds; pending until it works for every VM."""
+        if not self.journal.lowered() and not self.marks:
+            self._release_pending = False
+            return None
+        report = self.release()
+        if report.failed == 0:
+            self._release_pending = False
+            self.health.fail_open_releases += 1
+        return report
+
+    def _failed_sweep(self, exc: HVBalloonError, seconds: float) -> HostResult:
+        from hvballoon.fleet import HostResult
+
+        hv = self._hv
+        return HostResult(
+            uri=self.uri,
+            error=exc,
+            elapsed_seconds=seconds,
+            backend=hv.backend_name if hv is not None else None,
+        )
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop after the round under way (safe from a signal handler or
+        another thread); a wait between rounds ends at once."""
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wake(self) -> None:
+        """End the wait between two rounds now (the next round starts at once)."""
+        self._wake.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between rounds: on the simulator's clock for a simulated hypervisor, else in
+        real time, cut short by :meth:`stop` or :meth:`wake`."""
+        hv = self._hv
+        if hv is not None and type(hv.backend).sleep is not Backend.sleep:
+            if not self._wake.is_set():
+                hv.backend.sleep(seconds)
+        else:
+            self._wake.wait(seconds)
+        self._wake.clear()
+
     def run(
         self,
         *,
         rounds: int | None = None,
         sleep: Callable[[float], None] | None = None,
-        on_round: Callable[[list[Decision]], None] | None = None,
-    ) -> Iterator[list[Decision]]:
-        """Rounds every ``interval_seconds`` (forever unless ``rounds``), yielding decisions.
+        on_round: Callable[[Round], None] | None = None,
+        before_round: Callable[[], None] | None = None,
+    ) -> Iterator[Round]:
+        """Rounds every ``interval_seconds`` (forever unless ``rounds``, or until :meth:`stop`),
+        each yielded as a :class:`Round` (which reads as its list of decisions). A failed round
+        is yielded too, and the next waits longer (:meth:`attempt`).
 
-        ``sleep`` defaults to the backend's own (real time, or the simulator's virtual clock).
+        ``sleep`` replaces the wait between rounds (default: the backend's clock — real time, or
+        the simulator's virtual one — cut short by :meth:`stop`); ``before_round`` runs before
+        each round (to apply new settings, say).
         """
-        pause = sleep or self.hv.backend.sleep
         n = 0
-        while rounds is None or n < rounds:
-            started = self._clock()
-            decisions = self.step()
+        while (rounds is None or n < rounds) and not self._stop.is_set():
+            if before_round is not None:
+                before_round()
+            started = time.monotonic()
+            clock_started = self._safe_clock()
+            rnd = self.attempt()
             if on_round is not None:
-                on_round(decisions)
-            yield decisions
+                on_round(rnd)
+            yield rnd
             n += 1
-            if rounds is not None and n >= rounds:
+            if (rounds is not None and n >= rounds) or self._stop.is_set():
                 break
-            spent = self._clock() - started
-            pause(max(0.0, self.settings.interval_seconds - spent))
+            interval = self.settings.interval_seconds
+            if rnd.ok:
+                clock_now = self._safe_clock()
+                spent = (
+                    clock_now - clock_started
+                    if clock_now is not None and clock_started is not None
+                    else time.monotonic() - started
+                )
+                wait = max(0.0, interval - spent)
+            else:
+                wait = self.health.backoff_seconds(interval, self._max_backoff())
+            (sleep or self._pause)(wait)
+
+    def _safe_clock(self) -> float | None:
+        hv = self._hv
+        if hv is None:
+            return None
+        try:
+            return hv.backend.monotonic()
+        except HVBalloonError:
+            return None

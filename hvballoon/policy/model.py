@@ -84,6 +84,9 @@ class ControllerSettings(_Frozen):
     <hvballoon.policy.base.Policy.guard_rails>`). Rate limits: ``max_lower_bytes_per_round`` and
     ``max_raise_bytes_per_round`` cap one VM's move per round, ``max_changes_per_round`` the
     number of calls per round, ``min_seconds_between_lowers`` how soon a VM may be lowered again.
+    When a round's sweep fails, the next waits the interval doubled per failure in a row, at
+    most ``max_backoff_seconds``; after ``max_failed_rounds`` failures in a row (default: as
+    many as fit in three minutes of that backoff) the controller gives back what it lowered.
     """
 
     host_memory_bytes: OptSize = None
@@ -96,6 +99,12 @@ class ControllerSettings(_Frozen):
     max_raise_bytes_per_round: OptSize = None
     max_changes_per_round: int | None = Field(default=None, ge=1)
     min_seconds_between_lowers: float = Field(default=0.0, ge=0)
+    max_failed_rounds: int | None = Field(
+        default=None, ge=1, description="Failed rounds in a row before giving back what was lowered."
+    )
+    max_backoff_seconds: float = Field(
+        default=60.0, gt=0, description="The longest wait after failed rounds (at least the interval)."
+    )
     respect_guard_rails: bool = Field(
         default=True,
         description="Lower targets through the session's guard rails (False: force, for studies only).",

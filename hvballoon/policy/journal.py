@@ -1,0 +1,427 @@
+"""The controller's journal: what it lowered, recorded durably *before* each change.
+
+A controller that dies (a crash, ``kill -9``, a host reboot) must not leave VMs lowered with
+nobody knowing what they had: before every change it records, in one SQLite transaction that
+is on disk before the call goes out (``synchronous=FULL``), which VM moves from what to what.
+A VM stays *lowered* in the journal from the first time the controller lowers it until it is
+back at (or above) what it had before — ``before_bytes``, the value it had when the controller
+first touched it (for an ESXi VM whose limit was unlimited, ``before_unlimited``). A controller
+started on the same journal resumes from it, and ``hvballoon release`` returns every lowered VM
+to what it had (:mod:`hvballoon.policy.release`).
+
+One journal per URI: by default under the user's state directory — systemd's
+``$STATE_DIRECTORY`` (``StateDirectory=hvballoon``), ``/var/lib/hvballoon`` for root,
+``$XDG_STATE_HOME/hvballoon`` or ``~/.local/state/hvballoon`` otherwise — in ``journal/``, named
+after the URI (redacted: never a password). A controller holds the journal's lock while it runs,
+so a second controller, or a release, on the same URI is refused while it does. The change log
+keeps the last :data:`KEEP_CHANGES` changes.
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "j.db")
+>>> with Journal.open(path, uri="fake://seed") as j:
+...     j.intend(1, [Move("id-1", "web01", "balloon", 16 * 2**30, 8 * 2**30)])
+...     given_back = j.settle(1, {"id-1": None})
+...     [(e.vm, e.before_bytes // 2**30, e.target_bytes // 2**30) for e in j.lowered()]
+[('web01', 16, 8)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hvballoon.errors import InvalidRequestError, InvalidStateError
+from hvballoon.models import Timestamp
+
+__all__ = ["KEEP_CHANGES", "Journal", "Lowered", "Move", "default_journal_path", "state_directory"]
+
+#: Rows of the change log kept (the lowered VMs are kept whatever their age).
+KEEP_CHANGES = 10_000
+_FORMAT = "1"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS lowered (
+        vm_id TEXT PRIMARY KEY,
+        vm TEXT NOT NULL,
+        mechanism TEXT NOT NULL,
+        before_bytes INTEGER NOT NULL,
+        before_unlimited INTEGER NOT NULL DEFAULT 0,
+        target_bytes INTEGER NOT NULL,
+        marked INTEGER NOT NULL DEFAULT 0,
+        since TEXT NOT NULL,
+        updated TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        round INTEGER NOT NULL,
+        vm_id TEXT NOT NULL,
+        vm TEXT NOT NULL,
+        from_bytes INTEGER,
+        to_bytes INTEGER,
+        state TEXT NOT NULL,
+        error TEXT)""",
+)
+
+
+class Lowered(BaseModel):
+    """One VM the controller lowered and has not given back yet.
+
+    ``before_bytes`` is the target it had when the controller first lowered it (with
+    ``before_unlimited``: an ESXi VM without a limit — release removes the limit);
+    ``target_bytes`` the last target the controller asked for; ``marked``: the VM also carries
+    the controller's mark (ESXi).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vm_id: str
+    vm: str
+    mechanism: str
+    before_bytes: int = Field(ge=0)
+    before_unlimited: bool = False
+    target_bytes: int = Field(ge=0)
+    marked: bool = False
+    since: Timestamp
+    updated: Timestamp
+
+
+@dataclass(frozen=True)
+class Move:
+    """A change the controller is about to make: ``vm_id`` from ``from_bytes`` to ``to_bytes``.
+
+    ``before_unlimited`` says, for a VM's first lower, that what it had was no limit at all;
+    ``marked`` that the VM carries the controller's mark.
+    """
+
+    vm_id: str
+    vm: str
+    mechanism: str
+    from_bytes: int
+    to_bytes: int
+    before_unlimited: bool = False
+    marked: bool = False
+
+    @property
+    def lowering(self) -> bool:
+        return self.to_bytes < self.from_bytes
+
+
+def state_directory() -> Path:
+    """Where hvballoon keeps state: systemd's ``$STATE_DIRECTORY`` (its first entry), root's
+    ``/var/lib/hvballoon``, else ``$XDG_STATE_HOME/hvballoon`` or ``~/.local/state/hvballoon``."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/hvballoon")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "hvballoon"
+
+
+def default_journal_path(uri: str) -> Path:
+    """The journal of the controller of ``uri`` (redacted first: a password never names a file).
+
+    >>> default_journal_path("qemu:///system").name
+    'qemu_system-1021ab2bc87a.db'
+    """
+    from hvballoon._uri import redact_uri
+
+    shown = redact_uri(uri)
+    slug = re.sub(r"[^A-Za-z0-9.@-]+", "_", shown)[:80].strip("_") or "uri"
+    digest = hashlib.sha256(shown.encode()).hexdigest()[:12]
+    return state_directory() / "journal" / f"{slug}-{digest}.db"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class Journal:
+    """The journal of one controller (one URI): a small SQLite file, or in memory (``path=None``).
+
+    Open it with :meth:`open`; it is a context manager. ``lock=True`` (the default) holds an
+    exclusive lock (``flock`` on ``PATH.lock``) until :meth:`close`; a second opener is refused
+    with :class:`~hvballoon.errors.InvalidStateError` naming the process that holds it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None, uri: str, lock: IO[str] | None) -> None:
+        self._conn = conn
+        self.path = path
+        self.uri = uri
+        self._lock = lock
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path | None, *, uri: str, lock: bool = True, create: bool = True) -> Journal:
+        """Open (or, with ``create``, create) the journal at ``path`` for ``uri``.
+
+        Refused with a clear error: a file that is not a journal, a journal of another URI, a
+        directory that cannot be created or written, a journal another process holds.
+        """
+        from hvballoon._uri import redact_uri
+
+        shown = redact_uri(uri)
+        if path is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            journal = cls(conn, None, shown, None)
+            journal._init(shown)
+            return journal
+        where = Path(path).expanduser()
+        if where.is_dir():
+            raise InvalidRequestError(f"the journal {str(where)!r} is a directory; name a file")
+        if not where.exists() and not create:
+            raise InvalidRequestError(
+                f"no journal at {str(where)!r}: the controller of {shown} keeps one there once it "
+                "runs (give --journal PATH for another)",
+                details={"journal": str(where)},
+            )
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InvalidRequestError(
+                f"cannot create the journal's directory {str(where.parent)!r}: {exc.strerror or exc}",
+                details={"journal": str(where)},
+            ) from None
+        held = cls._take_lock(where) if lock else None
+        try:
+            conn = sqlite3.connect(str(where), isolation_level=None, timeout=10, check_same_thread=False)
+            journal = cls(conn, where, shown, held)
+            journal._init(shown)
+        except sqlite3.DatabaseError as exc:
+            if held is not None:
+                held.close()
+            raise InvalidRequestError(
+                f"{str(where)!r} is not a hvballoon journal (or it is damaged): {exc}",
+                details={"journal": str(where)},
+            ) from None
+        except BaseException:
+            if held is not None:
+                held.close()
+            raise
+        with contextlib.suppress(OSError):
+            os.chmod(where, 0o600)
+        return journal
+
+    @staticmethod
+    def _take_lock(where: Path) -> IO[str]:
+        import fcntl
+
+        lock_path = where.with_name(where.name + ".lock")
+        try:
+            handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held until close()
+        except OSError as exc:
+            raise InvalidRequestError(
+                f"cannot open the journal's lock {str(lock_path)!r}: {exc.strerror or exc}",
+                details={"journal": str(where)},
+            ) from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise InvalidStateError(
+                f"the journal {str(where)!r} is in use by a running controller ({holder}): stop it "
+                "first (it releases on exit with --release-on-exit), or name another journal",
+                details={"journal": str(where), "holder": holder},
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        return handle
+
+    def _init(self, uri: str) -> None:
+        c = self._conn
+        c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA synchronous = FULL")  # a committed change is on disk before the call
+        with self._tx():
+            for statement in _SCHEMA:
+                c.execute(statement)
+            meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                c.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("format", _FORMAT), ("uri", uri), ("created", _now())],
+                )
+            elif meta.get("format") != _FORMAT or "uri" not in meta:
+                raise sqlite3.DatabaseError(f"unknown journal format {meta.get('format')!r}")
+            elif meta["uri"] != uri:
+                raise InvalidRequestError(
+                    f"the journal {str(self.path)!r} belongs to the controller of {meta['uri']}, "
+                    f"not of {uri}: name the journal of this URI (or none: each URI has its own)",
+                    details={"journal": str(self.path), "journal_uri": meta["uri"], "uri": uri},
+                )
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the file and let go of the lock."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Journal {self.path or ':memory:'} {self.uri}>"
+
+    # -- reading --------------------------------------------------------------------------
+
+    def lowered(self) -> list[Lowered]:
+        """Every VM lowered and not given back yet, oldest first."""
+        rows = self._conn.execute(
+            "SELECT vm_id, vm, mechanism, before_bytes, before_unlimited, target_bytes, marked, since, updated "
+            "FROM lowered ORDER BY since, vm"
+        ).fetchall()
+        return [
+            Lowered(
+                vm_id=r[0],
+                vm=r[1],
+                mechanism=r[2],
+                before_bytes=r[3],
+                before_unlimited=bool(r[4]),
+                target_bytes=r[5],
+                marked=bool(r[6]),
+                since=r[7],
+                updated=r[8],
+            )
+            for r in rows
+        ]
+
+    def get(self, vm_id: str) -> Lowered | None:
+        """The VM's entry, if the controller holds it lowered."""
+        return next((e for e in self.lowered() if e.vm_id == vm_id), None)
+
+    def changes(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The last ``limit`` changes recorded, newest last."""
+        cur = self._conn.execute(
+            "SELECT seq, at, round, vm_id, vm, from_bytes, to_bytes, state, error FROM changes "
+            "ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in reversed(cur.fetchall())]
+
+    # -- writing --------------------------------------------------------------------------
+
+    def intend(self, round_no: int, moves: Iterable[Move]) -> None:
+        """Record ``moves`` before they are made (one transaction, on disk when this returns).
+
+        A VM's first lower makes it *lowered*, with what it had before; a later move of a
+        lowered VM updates the target the controller asked for.
+        """
+        now = _now()
+        with self._tx() as c:
+            for m in moves:
+                c.execute(
+                    "INSERT INTO changes (at, round, vm_id, vm, from_bytes, to_bytes, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'intended')",
+                    (now, round_no, m.vm_id, m.vm, m.from_bytes, m.to_bytes),
+                )
+                c.execute(
+                    "UPDATE lowered SET target_bytes = ?, vm = ?, updated = ? WHERE vm_id = ?",
+                    (m.to_bytes, m.vm, now, m.vm_id),
+                )
+                if m.lowering:
+                    c.execute(
+                        "INSERT OR IGNORE INTO lowered (vm_id, vm, mechanism, before_bytes, before_unlimited, "
+                        "target_bytes, marked, since, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            m.vm_id,
+                            m.vm,
+                            m.mechanism,
+                            m.from_bytes,
+                            int(m.before_unlimited),
+                            m.to_bytes,
+                            int(m.marked),
+                            now,
+                            now,
+                        ),
+                    )
+            self._prune(c)
+
+    def settle(self, round_no: int, outcomes: Mapping[str, str | None]) -> list[str]:
+        """Record how the moves of ``round_no`` ended: VM id → ``None`` (made) or an error code.
+
+        A VM raised back to (or above) what it had before is no longer lowered; the ids of
+        those are returned (their marks, if any, can go).
+        """
+        given_back: list[str] = []
+        with self._tx() as c:
+            for vm_id, error in outcomes.items():
+                c.execute(
+                    "UPDATE changes SET state = ?, error = ? WHERE seq = (SELECT MAX(seq) FROM changes "
+                    "WHERE vm_id = ? AND round = ? AND state = 'intended')",
+                    ("failed" if error else "made", error, vm_id, round_no),
+                )
+                if error:
+                    continue
+                row = c.execute(
+                    "SELECT before_bytes, before_unlimited, target_bytes FROM lowered WHERE vm_id = ?",
+                    (vm_id,),
+                ).fetchone()
+                if row is not None and not row[1] and row[2] >= row[0]:
+                    c.execute("DELETE FROM lowered WHERE vm_id = ?", (vm_id,))
+                    given_back.append(vm_id)
+        return given_back
+
+    def adopt(self, entries: Iterable[Lowered]) -> None:
+        """Take in VMs found lowered elsewhere (marks on the VMs) that the journal lacks."""
+        with self._tx() as c:
+            for e in entries:
+                c.execute(
+                    "INSERT OR IGNORE INTO lowered (vm_id, vm, mechanism, before_bytes, before_unlimited, "
+                    "target_bytes, marked, since, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        e.vm_id,
+                        e.vm,
+                        e.mechanism,
+                        e.before_bytes,
+                        int(e.before_unlimited),
+                        e.target_bytes,
+                        int(e.marked),
+                        e.since.isoformat(),
+                        e.updated.isoformat(),
+                    ),
+                )
+
+    def released(self, vm_id: str, *, vm: str, to_bytes: int | None, round_no: int = 0) -> None:
+        """The VM was given back what it had (or more): it is no longer lowered."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO changes (at, round, vm_id, vm, from_bytes, to_bytes, state) "
+                "SELECT ?, ?, ?, ?, target_bytes, ?, 'released' FROM lowered WHERE vm_id = ?",
+                (_now(), round_no, vm_id, vm, to_bytes, vm_id),
+            )
+            c.execute("DELETE FROM lowered WHERE vm_id = ?", (vm_id,))
+
+    def _prune(self, c: sqlite3.Connection) -> None:
+        c.execute("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?", (KEEP_CHANGES,))

@@ -1,0 +1,427 @@
+"""Giving back what the auto-balloon controller lowered (``hvballoon release``).
+
+Every VM the controller's journal (:mod:`hvballoon.policy.journal`) holds as lowered — and, on a
+backend whose VMs keep marks (ESXi), every VM carrying the controller's mark
+:data:`MARK_KEY` — is returned to what it had before the controller first lowered it (an ESXi
+VM that had no limit gets none), or to its maximum with ``to_maximum``. It goes through the
+session's API (:meth:`~hvballoon.Hypervisor.set_targets`, and ``set_config(limit="unlimited")``
+for a limit to remove), so the usual checks apply; a release only ever *raises*: a VM already at
+or above the value to give back is left as it is. The answer has one :class:`Released` per VM.
+
+>>> import hvballoon
+>>> from hvballoon.policy.journal import Journal, Move
+>>> with hvballoon.connect("fake://seed") as hv, Journal.open(None, uri=hv.uri) as journal:
+...     vm = hv.resolve("web01")
+...     journal.intend(1, [Move(vm.id, "web01", "balloon", 16 * 2**30, 12 * 2**30)])
+...     change = hv.set_target("web01", "12GiB")
+...     report = release(hv, journal=journal)
+...     [(r.vm, r.action, r.to_bytes // 2**30) for r in report.vms], journal.lowered()
+([('web01', 'released', 16)], [])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hvballoon.errors import HVBalloonError, PartialChangeError
+from hvballoon.models import VM, Change, MemoryConfig, MemoryStats
+
+if TYPE_CHECKING:
+    from hvballoon.policy.journal import Journal, Lowered
+    from hvballoon.session import Hypervisor
+
+__all__ = ["MARK_KEY", "ReleaseReport", "Released", "mark_value", "parse_mark", "release"]
+
+#: The mark the controller leaves on a VM it lowered (on backends whose VMs keep marks): what
+#: the VM had before, in bytes, or ``unlimited``.
+MARK_KEY = "hvballoon.controller.before"
+
+Action = Literal["released", "unchanged", "gone", "error"]
+
+
+def mark_value(before_bytes: int, *, unlimited: bool = False) -> str:
+    """The mark's value for what a VM had: ``"unlimited"`` or its bytes.
+
+    >>> mark_value(8 * 2**30), mark_value(0, unlimited=True)
+    ('8589934592', 'unlimited')
+    """
+    return "unlimited" if unlimited else str(int(before_bytes))
+
+
+def parse_mark(value: str) -> tuple[int | None, bool]:
+    """``(bytes, unlimited)`` from a mark's value; ``ValueError`` names what is wrong.
+
+    >>> parse_mark("8589934592"), parse_mark("unlimited")
+    ((8589934592, False), (None, True))
+    """
+    text = value.strip()
+    if text == "unlimited":
+        return None, True
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"the mark {MARK_KEY} holds {value!r}, not a size in bytes or 'unlimited'")
+    return int(text), False
+
+
+class Released(BaseModel):
+    """One VM of a release: what it had before the controller, what it was given back.
+
+    ``action``: ``released`` (given back; in a dry run: would be), ``unchanged`` (already at or
+    above it: left alone), ``gone`` (the VM no longer exists) or ``error`` (``error`` says why).
+    ``source``: where the controller's record of it came from (``journal`` or ``marks``).
+    ``to_bytes`` is ``None`` when an ESXi limit is removed (``unlimited``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vm: str
+    vm_id: str
+    action: Action
+    source: Literal["journal", "marks"]
+    before_bytes: int | None = Field(default=None, description="What it had before it was lowered.")
+    unlimited: bool = Field(default=False, description="It had no limit (ESXi), and gets none back.")
+    from_bytes: int | None = Field(default=None, description="Its target when released.")
+    to_bytes: int | None = Field(default=None, description="The target given back (None: no limit).")
+    dry_run: bool = False
+    reason: str = ""
+    error: dict[str, object] | None = Field(default=None, description="The error report, for action=error.")
+    warnings: tuple[str, ...] = ()
+
+
+class ReleaseReport(BaseModel):
+    """What :func:`release` did, VM by VM (``hvballoon release --json`` prints it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uri: str
+    journal: str | None = Field(default=None, description="The journal read, if any.")
+    marks: bool = Field(default=False, description="Whether the VMs' marks were read.")
+    to_maximum: bool = False
+    dry_run: bool = False
+    vms: tuple[Released, ...] = ()
+
+    @property
+    def released(self) -> int:
+        return sum(1 for r in self.vms if r.action == "released")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.vms if r.action == "error")
+
+    def error(self) -> HVBalloonError | None:
+        """``None`` when every VM was given back (or needed nothing); when some failed:
+        :class:`~hvballoon.errors.PartialChangeError` if others were released, else a
+        :class:`~hvballoon.errors.HVBalloonError` of the first failure's code."""
+        failed = [r for r in self.vms if r.action == "error"]
+        if not failed:
+            return None
+        summary = "; ".join(f"{r.vm}: {(r.error or {}).get('message', r.reason)}" for r in failed)
+        details = {
+            "failed": [r.vm for r in failed],
+            "released": [r.vm for r in self.vms if r.action == "released"],
+        }
+        if self.released and not self.dry_run:
+            return PartialChangeError(
+                f"released {self.released} of {self.released + len(failed)} VMs; not released: {summary}",
+                uri=self.uri,
+                details=details,
+            )
+        first = failed[0].error or {}
+        cls = _error_class(str(first.get("code", "")))
+        return cls(f"nothing was released: {summary}", uri=self.uri, details=details)
+
+
+def _error_class(code: str) -> type[HVBalloonError]:
+    """The error class whose ``code`` this is (the base class when none is)."""
+    todo: list[type[HVBalloonError]] = [HVBalloonError]
+    while todo:
+        cls = todo.pop()
+        if cls.code == code:
+            return cls
+        todo.extend(cls.__subclasses__())
+    return HVBalloonError
+
+
+def _entries_from_marks(hv: Hypervisor, known: set[str]) -> tuple[list[Lowered], list[Released]]:
+    from datetime import datetime, timezone
+
+    from hvballoon.policy.journal import Lowered
+
+    entries: list[Lowered] = []
+    bad: list[Released] = []
+    marks = hv.get_marks(MARK_KEY)
+    unknown = [vm_id for vm_id in marks if vm_id not in known]
+    if not unknown:
+        return entries, bad
+    vms, _missing = hv.find_vms(unknown)
+    names = {v.id: v.name for v in vms}
+    now = datetime.now(timezone.utc)
+    for vm_id in unknown:
+        name = names.get(vm_id, vm_id)
+        try:
+            before, unlimited = parse_mark(marks[vm_id])
+        except ValueError as exc:
+            bad.append(
+                Released(
+                    vm=name,
+                    vm_id=vm_id,
+                    action="error",
+                    source="marks",
+                    reason=str(exc),
+                    error={"code": "invalid_request", "message": str(exc)},
+                )
+            )
+            continue
+        entries.append(
+            Lowered(
+                vm_id=vm_id,
+                vm=name,
+                mechanism="limit",
+                before_bytes=before or 0,
+                before_unlimited=unlimited,
+                target_bytes=0,
+                marked=True,
+                since=now,
+                updated=now,
+            )
+        )
+    return entries, bad
+
+
+def release(
+    hv: Hypervisor,
+    *,
+    journal: Journal | None = None,
+    marks: bool | None = None,
+    to_maximum: bool = False,
+    dry_run: bool = False,
+    round_no: int = 0,
+) -> ReleaseReport:
+    """Give back what the controller lowered on ``hv``: every VM ``journal`` holds lowered and,
+    with ``marks`` (default: where the backend's VMs keep marks), every VM marked
+    :data:`MARK_KEY`. Each goes back to what it had before (``to_maximum``: its maximum; an ESXi
+    VM: no limit); a VM already at or above that is left alone. A VM given back is removed from
+    the journal and its mark. Errors are per VM (see :meth:`ReleaseReport.error`); only a
+    failure to read the VMs at all raises.
+    """
+    use_marks = hv.capabilities.marks if marks is None else marks
+    sources: dict[str, tuple[Lowered, Literal["journal", "marks"]]] = {}
+    if journal is not None:
+        for entry in journal.lowered():
+            sources[entry.vm_id] = (entry, "journal")
+    results: list[Released] = []
+    if use_marks:
+        found, bad = _entries_from_marks(hv, set(sources))
+        results.extend(bad)
+        for entry in found:
+            sources[entry.vm_id] = (entry, "marks")
+    report = ReleaseReport(
+        uri=hv.uri,
+        journal=str(journal.path) if journal is not None and journal.path is not None else None,
+        marks=bool(use_marks),
+        to_maximum=to_maximum,
+        dry_run=dry_run,
+    )
+    if not sources:
+        return report.model_copy(update={"vms": tuple(results)})
+    vms, missing = hv.find_vms(list(sources))
+    for vm_id in missing:
+        entry, source = sources[vm_id]
+        if journal is not None and not dry_run:
+            journal.released(vm_id, vm=entry.vm, to_bytes=None, round_no=round_no)
+        results.append(
+            Released(
+                vm=entry.vm,
+                vm_id=vm_id,
+                action="gone",
+                source=source,
+                before_bytes=entry.before_bytes,
+                unlimited=entry.before_unlimited,
+                dry_run=dry_run,
+                reason="the VM no longer exists: nothing to give back (forgotten)",
+            )
+        )
+    stats = {s.vm.id: s for s in hv.get_stats(vms)} if vms else {}
+    configs = _configs(hv, vms, to_maximum)
+    moves: list[tuple[VM, int]] = []
+    unlimit: list[VM] = []
+    plans: dict[str, tuple[int | None, bool, int | None]] = {}  # vm id -> (goal, unlimited, from)
+    for vm in vms:
+        entry, source = sources[vm.id]
+        st = stats.get(vm.id)
+        cfg = configs.get(vm.id)
+        limit_vm = st is not None and st.mechanism.value == "limit"
+        unlimited = limit_vm and (entry.before_unlimited or to_maximum)
+        current = _current(st, cfg, limit_vm)
+        if unlimited:
+            plans[vm.id] = (None, True, current)
+            if cfg is not None and cfg.limit_bytes is None:
+                results.append(
+                    _done(
+                        entry,
+                        source,
+                        vm,
+                        "unchanged",
+                        None,
+                        True,
+                        current,
+                        dry_run,
+                        "it has no limit already",
+                    )
+                )
+                continue
+            unlimit.append(vm)
+            continue
+        goal = _maximum(st, cfg) if to_maximum else entry.before_bytes
+        if goal is None:
+            results.append(
+                _failed(entry, source, vm, "cannot tell its maximum: its configuration did not say")
+            )
+            continue
+        plans[vm.id] = (goal, False, current)
+        if current is not None and current >= goal:
+            results.append(
+                _done(
+                    entry,
+                    source,
+                    vm,
+                    "unchanged",
+                    goal,
+                    False,
+                    current,
+                    dry_run,
+                    "already at or above the value to give back: left alone",
+                )
+            )
+            continue
+        moves.append((vm, goal))
+    outcomes: dict[str, Change | HVBalloonError] = {}
+    if moves:
+        # raises only: the guard rails' floor never binds, and stale figures do not block them
+        res = hv.set_targets(
+            [(vm, goal) for vm, goal in moves], force=True, skip_invalid=True, dry_run=dry_run
+        )
+        for vm, _goal in moves:
+            outcomes[vm.id] = res[vm.id]
+    for vm in unlimit:
+        try:
+            outcomes[vm.id] = hv.set_config(vm, limit="unlimited", dry_run=dry_run)
+        except HVBalloonError as exc:
+            outcomes[vm.id] = exc
+    for vm_id, outcome in outcomes.items():
+        entry, source = sources[vm_id]
+        vm = next(v for v in vms if v.id == vm_id)
+        goal, unlimited, current = plans[vm_id]
+        if isinstance(outcome, HVBalloonError):
+            results.append(_failed(entry, source, vm, outcome.message, outcome))
+            continue
+        results.append(
+            _done(
+                entry,
+                source,
+                vm,
+                "released",
+                goal,
+                unlimited,
+                current,
+                dry_run,
+                "given back what it had" + (" (its maximum)" if to_maximum else ""),
+            )
+        )
+    # forget what was given back (or needed nothing), and take its mark off
+    final: list[Released] = []
+    for r in results:
+        if r.action in ("released", "unchanged") and not dry_run:
+            entry, source = sources[r.vm_id]
+            if journal is not None:
+                journal.released(r.vm_id, vm=r.vm, to_bytes=r.to_bytes, round_no=round_no)
+            if (entry.marked or source == "marks") and use_marks:
+                try:
+                    hv.set_mark(r.vm_id, MARK_KEY, None)
+                except HVBalloonError as exc:
+                    r = r.model_copy(
+                        update={
+                            "warnings": (
+                                *r.warnings,
+                                f"its mark {MARK_KEY} could not be removed: {exc.message}",
+                            )
+                        }
+                    )
+        final.append(r)
+    order = {vm_id: i for i, vm_id in enumerate(sources)}
+    final.sort(key=lambda r: order.get(r.vm_id, len(order)))
+    return report.model_copy(update={"vms": tuple(final)})
+
+
+def _configs(hv: Hypervisor, vms: list[VM], to_maximum: bool) -> dict[str, MemoryConfig]:
+    """Configurations where they decide: every VM's for ``to_maximum``, else the limits'."""
+    wanted = list(vms)
+    if not to_maximum:
+        wanted = [vm for vm in vms if hv.vm_capabilities(vm).mechanism.value == "limit"]
+    out: dict[str, MemoryConfig] = {}
+    for vm in wanted:
+        try:
+            out[vm.id] = hv.get_config(vm)
+        except HVBalloonError:
+            continue  # its move will say what is wrong
+    return out
+
+
+def _current(st: MemoryStats | None, cfg: MemoryConfig | None, limit_vm: bool) -> int | None:
+    if st is None:
+        return None
+    if limit_vm and cfg is not None:
+        return cfg.limit_bytes if cfg.limit_bytes is not None else st.configured_bytes
+    return st.target_bytes if st.target_bytes is not None else st.current_bytes
+
+
+def _maximum(st: MemoryStats | None, cfg: MemoryConfig | None) -> int | None:
+    if cfg is not None and cfg.maximum_bytes is not None:
+        return cfg.maximum_bytes
+    return st.configured_bytes if st is not None else None
+
+
+def _done(
+    entry: Lowered,
+    source: Literal["journal", "marks"],
+    vm: VM,
+    action: Action,
+    goal: int | None,
+    unlimited: bool,
+    current: int | None,
+    dry_run: bool,
+    reason: str,
+) -> Released:
+    return Released(
+        vm=vm.name,
+        vm_id=vm.id,
+        action=action,
+        source=source,
+        before_bytes=None if entry.before_unlimited else entry.before_bytes,
+        unlimited=unlimited,
+        from_bytes=current,
+        to_bytes=goal,
+        dry_run=dry_run,
+        reason=reason,
+    )
+
+
+def _failed(
+    entry: Lowered,
+    source: Literal["journal", "marks"],
+    vm: VM,
+    why: str,
+    exc: HVBalloonError | None = None,
+) -> Released:
+    error = exc.to_dict() if exc is not None else {"code": "invalid_state", "message": why}
+    return Released(
+        vm=vm.name,
+        vm_id=vm.id,
+        action="error",
+        source=source,
+        before_bytes=None if entry.before_unlimited else entry.before_bytes,
+        unlimited=entry.before_unlimited,
+        reason=why,
+        error=error,
+    )
