@@ -290,6 +290,12 @@ class Backend(abc.ABC):
         """Release the connection. Must be safe to call twice."""
 
     # time, so that the fake's virtual clock drives wait_for_target instantly
+    @property
+    def ephemeral(self) -> bool:
+        """Whether the hypervisor lives only as long as this process (the fake's in-memory
+        worlds): then nothing about it is worth keeping on disk (a controller's journal)."""
+        return False
+
     def monotonic(self) -> float:
         return time.monotonic()
 

@@ -50,6 +50,7 @@ __all__ = [
     "GAUGE_FIELDS",
     "HOST_FIELDS",
     "Exporter",
+    "MetricsEndpoint",
     "exposure_warning",
     "parse_listen",
     "sweep_metrics",
@@ -153,7 +154,61 @@ def exposure_warning(address: str) -> str | None:
     )
 
 
-class Exporter:
+class MetricsEndpoint:
+    """A Prometheus registry served on ``/metrics`` in a daemon thread: what the exporter and
+    the auto-balloon controller's ``--metrics-address`` share. A subclass fills
+    :attr:`registry` with its collectors."""
+
+    def __init__(self) -> None:
+        _require_prometheus()
+        from prometheus_client.registry import CollectorRegistry
+
+        self.registry: CollectorRegistry = CollectorRegistry()
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        #: the warning :meth:`start` logged for a listener beyond loopback, if any
+        self.exposure_warning: str | None = None
+
+    def render(self) -> bytes:
+        """The exposition text (Prometheus text format 0.0.4) of one scrape."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+    def start(self, address: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``address:port`` (port 0: any free one) in a daemon thread;
+        returns the bound address.
+
+        Binding beyond loopback (``0.0.0.0``, a routable address) is allowed, and logged as a
+        warning (:attr:`exposure_warning`): the metrics name every VM and travel without TLS.
+        """
+        from prometheus_client import start_http_server
+
+        if self._server is not None:
+            raise InvalidRequestError("the metrics are already being served")
+        try:
+            server, thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
+        self._server, self._thread = server, thread
+        bound = server.server_address
+        self.exposure_warning = exposure_warning(str(bound[0]))
+        if self.exposure_warning is not None:
+            log.warning("%s", self.exposure_warning)
+        return str(bound[0]), int(bound[1])
+
+    def stop(self) -> None:
+        """Stop serving (safe to call twice, or without :meth:`start`)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class Exporter(MetricsEndpoint):
     """The exporter: a :class:`~hvballoon.fleet.Fleet`, a sweep cache and a Prometheus registry.
 
     ``interval`` (seconds) is the age below which a scrape is answered from the last sweep;
@@ -167,10 +222,9 @@ class Exporter:
         self, fleet: Fleet, *, interval: float = 15.0, clock: Callable[[], float] = time.time
     ) -> None:
         _require_prometheus()
-        from prometheus_client.registry import CollectorRegistry
-
         if interval < 0:
             raise InvalidRequestError("the exporter's interval cannot be negative")
+        super().__init__()
         self.fleet = fleet
         fleet.host_stats = True
         self.interval = float(interval)
@@ -183,12 +237,7 @@ class Exporter:
         self.sweeps = 0
         self._errors: dict[tuple[str, str], int] = {}
         self._last_success: dict[str, float] = {}
-        self.registry: CollectorRegistry = CollectorRegistry()
         self.registry.register(_Collector(self))
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        #: the warning :meth:`start` logged for a listener beyond loopback, if any
-        self.exposure_warning: str | None = None
 
     # -- sweeping -----------------------------------------------------------------------
 
@@ -225,42 +274,9 @@ class Exporter:
 
     # -- serving ------------------------------------------------------------------------
 
-    def render(self) -> bytes:
-        """The exposition text (Prometheus text format 0.0.4) of one scrape."""
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-    def start(self, address: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[str, int]:
-        """Serve ``/metrics`` on ``address:port`` in a daemon thread; returns the bound address.
-
-        Binding beyond loopback (``0.0.0.0``, a routable address) is allowed, and logged as a
-        warning (:attr:`exposure_warning`): the metrics name every VM and travel without TLS.
-        """
-        from prometheus_client import start_http_server
-
-        if self._server is not None:
-            raise InvalidRequestError("the exporter is already serving")
-        try:
-            server, thread = start_http_server(port, addr=address, registry=self.registry)
-        except OSError as exc:
-            raise InvalidRequestError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
-        self._server, self._thread = server, thread
-        bound = server.server_address
-        self.exposure_warning = exposure_warning(str(bound[0]))
-        if self.exposure_warning is not None:
-            log.warning("%s", self.exposure_warning)
-        return str(bound[0]), int(bound[1])
-
     def stop(self) -> None:
         """Stop serving and close the hosts' sessions."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         self.fleet.close()
 
     def __enter__(self) -> Exporter:

@@ -14,12 +14,14 @@ the auto-balloon controller's :class:`~hvballoon.policy.model.Decision` lines.
 - ``config URI VM``: ``MemoryConfig``, with changes ``Change``
 - ``capabilities URI [VM]``: ``Capabilities``; ``host URI``: a list of ``HostStats``
 - ``scenarios``: a list of :class:`ScenarioInfo`
-- ``autoballoon … --json``: one ``Decision`` per line
+- ``autoballoon … --json``: one ``Decision`` per line, and at the end :class:`AutoballoonSummary`
+  on stderr; ``autoballoon URI --check``: :class:`AutoballoonCheck`; ``autoballoon
+  --check-settings FILE``: ``ControllerSettings``; ``release URI --json``: :class:`~hvballoon.policy.release.ReleaseReport`
 - ``simulate … --json``: :class:`SimulationSummary`; ``fake advance … --json``: :class:`AdvanceResult`
 - any failure: :class:`ErrorReport` (the exit code is not 0)
 
 >>> sorted(output_schemas())[:4]
-['AdvanceResult', 'BackendInfo', 'Capabilities', 'Change']
+['AdvanceResult', 'AutoballoonCheck', 'AutoballoonSummary', 'BackendInfo']
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hvballoon.models import Change, HostStats, MemoryStats, Timestamp, json_schemas
+from hvballoon.policy.release import ReleaseReport
 
 __all__ = [
     "AdvanceResult",
+    "AutoballoonCheck",
+    "AutoballoonSummary",
     "BackendInfo",
     "ErrorReport",
     "FleetStats",
@@ -225,16 +230,54 @@ class AdvanceResult(_Output):
     now_seconds: float
 
 
+class AutoballoonSummary(_Output):
+    """``autoballoon --json``, on stderr when it ends: what the controller did. A failed round
+    is one whose sweep could not be read (nothing was decided); ``moves_failed`` counts the
+    ``error`` decisions; ``lowered_vms`` is what it still holds lowered (its journal says
+    which), ``released`` the release it made on exit (``--release-on-exit``)."""
+
+    uri: str = Field(description="Redacted: never a password.")
+    policy: str
+    dry_run: bool
+    rounds: int = Field(ge=0)
+    failed_rounds: int = Field(ge=0)
+    failed_by_code: dict[str, int] = Field(default_factory=dict)
+    decisions: dict[str, int] = Field(default_factory=dict, description="Decisions by action.")
+    targets_changed: int = Field(ge=0)
+    moves_failed: int = Field(ge=0)
+    reconnects: int = Field(ge=0)
+    fail_open_releases: int = Field(ge=0)
+    lowered_vms: int = Field(ge=0)
+    journal: str | None = Field(default=None, description="The journal file (None: kept in memory).")
+    released: ReleaseReport | None = Field(default=None, description="The release made on exit.")
+    stopped_by: str | None = Field(default=None, description="SIGTERM or SIGINT, if a signal stopped it.")
+
+
+class AutoballoonCheck(_Output):
+    """``autoballoon URI --check --json``: the command connected and opened its journal; the
+    settings' problems on this hypervisor (a VM named that does not exist, a floor above a VM's
+    maximum) are listed, not fatal (``--strict`` makes them an error)."""
+
+    uri: str = Field(description="Redacted: never a password.")
+    policy: str
+    journal: str | None = Field(description="The journal file (None: kept in memory).")
+    problems: list[str] = Field(default_factory=list)
+
+
 def output_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of every ``--json`` output, by name (the data models included)."""
-    from hvballoon.policy.model import Decision
+    from hvballoon.policy.model import ControllerSettings, Decision
 
     models: list[type[BaseModel]] = [
         AdvanceResult,
+        AutoballoonCheck,
+        AutoballoonSummary,
         BackendInfo,
+        ControllerSettings,
         Decision,
         ErrorReport,
         FleetStats,
+        ReleaseReport,
         ScenarioInfo,
         SimulationSummary,
         TargetsReport,

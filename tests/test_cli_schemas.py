@@ -41,7 +41,11 @@ CASES: list[tuple[list[str], str, str]] = [
     (["stats", "fake://seed"], "MemoryStats", "list"),
     (["stats", "fake://seed?flavor=hyperv", "web01"], "MemoryStats", "list"),
     (["stats", "fake://seed", "fake://seed?flavor=esxi", "web01"], "FleetStats", "one"),
-    (["watch", "fake://seed", "fake://seed?flavor=hyperv", "--count", "2", "--interval", "0.1s"], "WatchSweep", "lines"),
+    (
+        ["watch", "fake://seed", "fake://seed?flavor=hyperv", "--count", "2", "--interval", "0.1s"],
+        "WatchSweep",
+        "lines",
+    ),
     (["set", "fake://seed", "web01", "8GiB"], "Change", "one"),
     (["set", "fake://seed", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
     (["set", "fake://seed?flavor=esxi", "web01", "8GiB", "--wait"], "WaitedChange", "one"),
@@ -54,6 +58,8 @@ CASES: list[tuple[list[str], str, str]] = [
     (["host", "fake://seed?flavor=esxi"], "HostStats", "list"),
     (["scenarios"], "ScenarioInfo", "list"),
     (["autoballoon", "fake://seed", "--rounds", "2"], "Decision", "lines"),
+    (["autoballoon", "fake://seed", "--check", "--floor", "web99=1GiB"], "AutoballoonCheck", "one"),
+    (["release", "fake://seed?flavor=esxi"], "ReleaseReport", "one"),
     (["simulate", "seed-spike", "--duration", "20m"], "SimulationSummary", "one"),
 ]
 
@@ -70,6 +76,19 @@ def test_output_validates_against_its_schema(words: list[str], schema: str, shap
         check_each(json.loads(r.stdout), schema)
     else:
         check_each([json.loads(line) for line in r.stdout.splitlines()], schema)
+
+
+def test_autoballoon_summary_and_checked_settings(tmp_path: Path) -> None:
+    r = run("autoballoon", "fake://seed", "--rounds", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stderr.splitlines()[-1])  # on stderr: stdout holds the decisions
+    check(summary, "AutoballoonSummary")
+    assert summary["rounds"] == 2 and summary["failed_rounds"] == 0
+    settings = tmp_path / "s.yaml"
+    settings.write_text("interval_seconds: 5\nvms: {db01: {self_managed: true}}\n")
+    r = run("autoballoon", "--check-settings", str(settings), "--json")
+    assert r.returncode == 0, r.stderr
+    check(json.loads(r.stdout), "ControllerSettings")
 
 
 def test_fake_advance_output(tmp_path: Path) -> None:

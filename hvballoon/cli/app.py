@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from hvballoon.cli.autoballoon import autoballoon_cmd
+from hvballoon.cli.autoballoon import autoballoon_cmd, release_cmd
 from hvballoon.cli.common import install_warning_lines
 from hvballoon.cli.config import config_cmd
 from hvballoon.cli.fleet import exporter_cmd, watch_cmd
@@ -47,6 +47,7 @@ for _command in (
     watch_cmd,
     exporter_cmd,
     autoballoon_cmd,
+    release_cmd,
     simulate_cmd,
     fake_group,
 ):

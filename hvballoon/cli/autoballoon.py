@@ -1,30 +1,43 @@
-"""``hvballoon autoballoon``: run the auto-balloon controller from a shell.
+"""``hvballoon autoballoon``: run the auto-balloon controller from a shell or as a service, and
+``hvballoon release``: give back what it lowered.
 
-Each round prints the decisions that move something
-(``--verbose``: every decision); ``--json`` prints one JSON object per decision and line.
+Each round prints the decisions that move something (``--verbose``: every decision); ``--json``
+prints one JSON object per decision and line, and a summary on stderr when it ends. ``--serve``
+runs until stopped (SIGTERM, SIGINT), reloads ``--settings`` on SIGHUP and logs its decisions
+instead of printing them. The controller journals what it lowers (``--journal``, by default one
+file per URI under the state directory) so that ``hvballoon release`` can give it back, also
+after a crash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hvballoon.cli.common import (
+    EXIT_INTERRUPTED,
     connection,
     connection_options,
-    deferred_interrupt,
+    echo_json,
     handle_errors,
     interrupted,
     json_option,
-    session,
+    read_password_stdin,
 )
-from hvballoon.errors import InvalidRequestError
+from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.units import format_size, parse_duration, parse_size
 
-__all__ = ["autoballoon_cmd"]
+__all__ = ["autoballoon_cmd", "release_cmd"]
+
+log = logging.getLogger("hvballoon.autoballoon")
 
 EPILOG = """\b
 Examples:
@@ -33,12 +46,40 @@ Examples:
   hvballoon autoballoon qemu:///system --policy hvballoon \\
       --self-managed db01 --floor web01=4GiB --interval 10s
   hvballoon autoballoon esxi://root@esx01 --policy hvballoon --settings fleet.yaml
+  hvballoon autoballoon qemu:///system --serve --settings /etc/hvballoon/autoballoon.yaml \\
+      --metrics-address 127.0.0.1:10178 --log-format json --release-on-exit
+  hvballoon autoballoon --check-settings /etc/hvballoon/autoballoon.yaml
 \b
 Policies: static (never moves), mom (oVirt MoM's default balloon rules), proxmox (Proxmox VE's
 auto-ballooning), hvballoon (ours). The fake backend runs on virtual time: use --rounds.
 The host's memory is read every round (hvballoon host URI shows it); --host-memory overrides
 its physical memory (the host's use is then derived from the VMs, plus --host-overhead).
+\b
+A round whose sweep fails is skipped and the next waits longer (up to 60 s); after
+--max-failed-rounds in a row the controller gives back what it lowered and keeps trying.
+SIGTERM / SIGINT end it after the round under way (with --release-on-exit: then it releases);
+SIGHUP (--serve) reads --settings again. Exit: 0, or 130 after SIGINT; when every round
+failed, the last failure's code.
 """
+
+RELEASE_EPILOG = """\b
+Examples:
+  hvballoon release qemu:///system
+  hvballoon release esxi://root@esx01 --password-stdin --json < password.txt
+  hvballoon release esxi://root@esx01 --from-marks --to-maximum
+  hvballoon release 'fake://seed?state=/tmp/w.db' --journal /tmp/j.db --dry-run
+\b
+Every VM the controller's journal holds lowered goes back to what it had before (--to-maximum:
+its maximum; an ESXi VM that had no limit gets none). On ESXi the controller also marks the VMs
+it lowers (extraConfig hvballoon.controller.before), so they are found without the journal:
+both are read by default, --from-marks reads only the marks. A VM already at or above what it
+would get back is left alone. Refused while a controller runs on the journal.
+Exit: 0 when every VM was given back (or needed nothing), 12 (partial_change) when some were and
+others failed, otherwise the failure's code.
+"""
+
+
+# -- settings -----------------------------------------------------------------------------------
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
@@ -51,19 +92,145 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
     return out
 
 
-def _load_settings(path: str | None) -> dict[str, Any]:
+def load_settings_file(path: str | None) -> dict[str, Any]:
+    """The mapping in a YAML or JSON settings file; a clear error for anything else."""
     if path is None:
         return {}
-    text = Path(path).read_text("utf-8")
-    if path.endswith(".json"):
-        data = json.loads(text)
-    else:
-        import yaml
+    where = Path(path)
+    try:
+        text = where.read_text("utf-8")
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"cannot read the settings file {path!r}: {exc.strerror or exc}", details={"settings": path}
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"{path}: the settings file is not UTF-8 text", details={"settings": path}
+        ) from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
 
-        data = yaml.safe_load(text)
+            data = yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise InvalidRequestError(f"{path}: not valid JSON: {exc}", details={"settings": path}) from None
+    except Exception as exc:  # yaml.YAMLError: the message says where
+        raise InvalidRequestError(f"{path}: not valid YAML: {exc}", details={"settings": path}) from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise InvalidRequestError(f"{path}: the settings file must hold a mapping")
+        raise InvalidRequestError(
+            f"{path}: the settings file must hold a mapping", details={"settings": path}
+        )
     return data
+
+
+def validate_settings(data: dict[str, Any], where: str = "autoballoon settings") -> Any:
+    """``data`` as :class:`~hvballoon.policy.ControllerSettings`, or an error naming each problem."""
+    from pydantic import ValidationError
+
+    from hvballoon.policy import ControllerSettings
+
+    try:
+        return ControllerSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequestError(f"invalid {where}: {problems}", details={"problems": problems}) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Overrides:
+    """What the command line says on top of the settings file (applied again on SIGHUP)."""
+
+    interval: float | None
+    host_memory: int | None
+    host_overhead: int | None
+    host_reserve: int | None
+    max_lower: int | None
+    max_changes: int | None
+    max_failed_rounds: int | None
+    session_margins: bool
+    vms: dict[str, dict[str, Any]]
+
+    def settings(self, settings_file: str | None) -> Any:
+        data = load_settings_file(settings_file)
+        for key, value in (
+            ("interval_seconds", self.interval),
+            ("host_memory_bytes", self.host_memory),
+            ("host_overhead_bytes", self.host_overhead),
+            ("host_reserve_bytes", self.host_reserve),
+            ("max_lower_bytes_per_round", self.max_lower),
+            ("max_changes_per_round", self.max_changes),
+            ("max_failed_rounds", self.max_failed_rounds),
+        ):
+            if value is not None:
+                data[key] = value
+        if self.session_margins:
+            data["policy_guard_rails"] = False
+        vms = data.get("vms") or {}
+        if isinstance(vms, dict):
+            merged = {k: dict(v) if isinstance(v, dict) else v for k, v in vms.items()}
+            for name, extra in self.vms.items():
+                base = merged.get(name)
+                merged[name] = {**(base if isinstance(base, dict) else {}), **extra}
+            data["vms"] = merged
+        return validate_settings(
+            data, f"autoballoon settings{f' in {settings_file}' if settings_file else ''}"
+        )
+
+
+# -- the session, the journal, logging ------------------------------------------------------
+
+
+def _factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
+    """What opens the controller's sessions: the password is read once (stdin cannot be read
+    twice) and kept as a secret for the sessions that replace a broken one."""
+    from pydantic import SecretStr
+
+    import hvballoon
+
+    password = SecretStr(read_password_stdin()) if opts.get("password_stdin") else None
+    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
+    if timeout <= 0:
+        raise InvalidRequestError("--timeout must be above zero")
+
+    def connect() -> Any:
+        hv = hvballoon.connect(
+            uri,
+            password=password,
+            timeout=timeout,
+            verify=not opts.get("no_verify"),
+            ca_file=opts.get("ca_file"),
+        )
+        # retries wait on the hypervisor's clock (the simulator's, for the fake)
+        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep)
+        return hv
+
+    return connect
+
+
+def _journal(hv: Any, path: str | None, dry_run: bool) -> Any:
+    """The controller's journal: none in a dry run (nothing is changed) and in memory for a
+    hypervisor that ends with this process, else the file given or the URI's default."""
+    from hvballoon.policy.journal import Journal, default_journal_path
+
+    if dry_run or (path is None and hv.backend.ephemeral):
+        return Journal.open(None, uri=hv.uri)
+    return Journal.open(path or default_journal_path(hv.uri), uri=hv.uri)
+
+
+def _log_setup(log_format: str | None, serve: bool) -> bool:
+    """Structured logs (``--log-format``, or ``--serve``) replace the 'warning:' lines."""
+    if log_format is None and not serve:
+        return False
+    from hvballoon._logformat import configure_logging
+    from hvballoon.cli.common import uninstall_warning_lines
+
+    uninstall_warning_lines()
+    configure_logging("json" if log_format == "json" else "text")
+    return True
 
 
 def _line(d: Any) -> str:
@@ -78,8 +245,67 @@ def _line(d: Any) -> str:
     return f"[{d.round}] {d.vm}: {d.action} {change} [{d.rule}] {d.reason}"
 
 
+def _log_decision(d: Any, verbose: bool) -> None:
+    moved = d.action in ("raise", "lower", "error", "refused")
+    if not moved and not verbose:
+        return
+    level = logging.WARNING if d.action == "error" else logging.INFO
+    log.log(
+        level,
+        "%s",
+        _line(d),
+        extra={
+            "event": "decision",
+            "round": d.round,
+            "vm": d.vm,
+            "action": d.action,
+            "rule": d.rule,
+            "before_bytes": d.before_bytes,
+            "after_bytes": d.after_bytes,
+            "applied": d.applied,
+            "error_code": d.error_code,
+        },
+    )
+
+
+class _Signals:
+    """SIGTERM / SIGINT stop the controller after its round (a second SIGINT interrupts at
+    once); SIGHUP asks for the settings to be read again."""
+
+    def __init__(self, ctl: Any, *, hup: bool) -> None:
+        self.ctl = ctl
+        self.stopped_by: str | None = None
+        self.reload = False
+        self._old: dict[int, Any] = {}
+        self._install(signal.SIGTERM, self._stop)
+        self._install(signal.SIGINT, self._stop)
+        if hup and hasattr(signal, "SIGHUP"):
+            self._install(signal.SIGHUP, self._hup)
+
+    def _install(self, sig: int, handler: Callable[[int, Any], None]) -> None:
+        self._old[sig] = signal.signal(sig, handler)
+
+    def _stop(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.stopped_by == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt  # a second Ctrl-C: now
+        self.stopped_by = self.stopped_by or name
+        self.ctl.stop()
+
+    def _hup(self, _signum: int, _frame: Any) -> None:
+        self.reload = True
+        self.ctl.wake()
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
 @click.command("autoballoon", epilog=EPILOG)
-@click.argument("uri")
+@click.argument("uri", required=False)
 @click.option(
     "--policy",
     "policy_name",
@@ -88,25 +314,69 @@ def _line(d: Any) -> str:
     type=click.Choice(["static", "mom", "proxmox", "hvballoon"]),
     help="The policy deciding the targets.",
 )
-@click.option("--interval", default="10s", show_default=True, help="Time between rounds.")
+@click.option("--interval", default=None, help="Time between rounds (default: the settings', else 10s).")
 @click.option("--dry-run", is_flag=True, help="Decide and check each move, change nothing.")
 @click.option("--once", is_flag=True, help="Run one round and exit.")
 @click.option("--rounds", type=click.IntRange(min=1), help="Run this many rounds and exit.")
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Run as a service until stopped: decisions go to the log, SIGHUP reloads --settings.",
+)
 @click.option(
     "--host-memory",
     help="Override the host's physical memory (e.g. 128GiB); by default it is read every round.",
 )
 @click.option(
-    "--host-overhead", default="0", help="With --host-memory: memory the host uses besides the VMs."
+    "--host-overhead", default=None, help="With --host-memory: memory the host uses besides the VMs."
 )
-@click.option("--host-reserve", default="0", help="Memory the policies keep free on the host.")
+@click.option("--host-reserve", default=None, help="Memory the policies keep free on the host.")
 @click.option("--settings", "settings_file", type=click.Path(dir_okay=False), help="YAML/JSON settings.")
+@click.option(
+    "--check-settings",
+    "check_file",
+    type=click.Path(dir_okay=False),
+    help="Only validate this settings file (no URI needed) and exit: 0 when it is valid.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the options and settings, connect and check the settings fit the hypervisor, then "
+    "exit without a round.",
+)
 @click.option("--exclude", multiple=True, metavar="VM", help="Never touch this VM (repeatable).")
 @click.option("--self-managed", multiple=True, metavar="VM", help="Never lower this VM (JVM, database).")
 @click.option("--floor", multiple=True, metavar="VM=SIZE", help="Never below SIZE (repeatable).")
 @click.option("--ceiling", multiple=True, metavar="VM=SIZE", help="Never above SIZE (repeatable).")
 @click.option("--max-lower", help="Lower one VM by at most this much per round.")
 @click.option("--max-changes", type=click.IntRange(min=1), help="At most this many changes per round.")
+@click.option(
+    "--max-failed-rounds",
+    type=click.IntRange(min=1),
+    help="Failed rounds in a row before releasing what was lowered (default: three minutes' worth).",
+)
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    help="The journal of what the controller lowers (default: one per URI under the state directory).",
+)
+@click.option(
+    "--release-on-exit",
+    is_flag=True,
+    help="On SIGTERM / SIGINT (or after --rounds), give back what was lowered.",
+)
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics of the controller, its VMs and hosts (needs hvballoon[exporter]).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines on stderr: text, or one JSON object per line (default with --serve: text).",
+)
 @click.option(
     "--session-margins",
     is_flag=True,
@@ -124,22 +394,30 @@ def _line(d: Any) -> str:
 @connection_options
 @handle_errors
 def autoballoon_cmd(
-    uri: str,
+    uri: str | None,
     policy_name: str,
-    interval: str,
+    interval: str | None,
     dry_run: bool,
     once: bool,
     rounds: int | None,
+    serve: bool,
     host_memory: str | None,
-    host_overhead: str,
-    host_reserve: str,
+    host_overhead: str | None,
+    host_reserve: str | None,
     settings_file: str | None,
+    check_file: str | None,
+    check: bool,
     exclude: tuple[str, ...],
     self_managed: tuple[str, ...],
     floor: tuple[str, ...],
     ceiling: tuple[str, ...],
     max_lower: str | None,
     max_changes: int | None,
+    max_failed_rounds: int | None,
+    journal_path: str | None,
+    release_on_exit: bool,
+    metrics_address: str | None,
+    log_format: str | None,
     session_margins: bool,
     strict: bool,
     verbose: bool,
@@ -147,25 +425,26 @@ def autoballoon_cmd(
     **kw: Any,
 ) -> None:
     """Balloon the VMs of URI automatically by a policy, explaining every decision."""
-    from hvballoon.policy import Controller, ControllerSettings
+    from hvballoon.policy import Controller
 
     opts = connection(kw)
-    data = _load_settings(settings_file)
-    seconds = parse_duration(interval, what="interval")
-    if seconds <= 0:
-        raise InvalidRequestError("--interval must be above zero")
-    data["interval_seconds"] = seconds
-    if host_memory is not None:
-        data["host_memory_bytes"] = parse_size(host_memory, what="host memory")
-    data.setdefault("host_overhead_bytes", parse_size(host_overhead, what="host overhead", allow_zero=True))
-    data.setdefault("host_reserve_bytes", parse_size(host_reserve, what="host reserve", allow_zero=True))
-    if max_lower is not None:
-        data["max_lower_bytes_per_round"] = parse_size(max_lower, what="max lower")
-    if max_changes is not None:
-        data["max_changes_per_round"] = max_changes
-    if session_margins:
-        data["policy_guard_rails"] = False
-    vms: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (data.get("vms") or {}).items()}
+    if check_file is not None:
+        settings = validate_settings(load_settings_file(check_file), f"autoballoon settings in {check_file}")
+        if as_json:
+            echo_json(settings.model_dump(mode="json"))
+        else:
+            click.echo(f"{check_file}: valid autoballoon settings ({len(settings.vms)} VMs named)")
+        return
+    if uri is None:
+        raise InvalidRequestError("autoballoon needs a URI (or --check-settings FILE)")
+    if serve and (once or rounds):
+        raise InvalidRequestError("--serve runs until stopped: it takes neither --once nor --rounds")
+    seconds = None
+    if interval is not None:
+        seconds = parse_duration(interval, what="interval")
+        if seconds <= 0:
+            raise InvalidRequestError("--interval must be above zero")
+    vms: dict[str, dict[str, Any]] = {}
     for name in exclude:
         vms.setdefault(name, {})["exclude"] = True
     for name in self_managed:
@@ -174,16 +453,39 @@ def autoballoon_cmd(
         vms.setdefault(name, {})["floor"] = size
     for name, size in _pairs(ceiling, "ceiling").items():
         vms.setdefault(name, {})["ceiling"] = size
-    data["vms"] = vms
-    with session(uri, opts) as hv:
-        from pydantic import ValidationError
+    overrides = _Overrides(
+        interval=seconds,
+        host_memory=parse_size(host_memory, what="host memory") if host_memory is not None else None,
+        host_overhead=parse_size(host_overhead, what="host overhead", allow_zero=True)
+        if host_overhead
+        else None,
+        host_reserve=parse_size(host_reserve, what="host reserve", allow_zero=True) if host_reserve else None,
+        max_lower=parse_size(max_lower, what="max lower") if max_lower is not None else None,
+        max_changes=max_changes,
+        max_failed_rounds=max_failed_rounds,
+        session_margins=session_margins,
+        vms=vms,
+    )
+    settings = overrides.settings(settings_file)
+    listen = None
+    if metrics_address is not None:
+        from hvballoon.exporter import parse_listen
 
-        try:
-            settings = ControllerSettings.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise InvalidRequestError(f"invalid autoballoon settings: {problems}") from None
-        ctl = Controller(hv, policy_name, settings, dry_run=dry_run)
+        listen = parse_listen(metrics_address)
+    structured = _log_setup(log_format, serve)
+    connect = _factory(uri, opts)
+    hv = connect()
+    first = [hv]
+
+    def factory() -> Any:
+        return first.pop() if first else connect()
+
+    journal = None
+    ctl = None
+    try:
+        journal = _journal(hv, journal_path, dry_run)
+        ctl = Controller(factory, policy_name, settings, dry_run=dry_run, journal=journal)
+        ctl.hv  # noqa: B018 - the first session, the one just opened
         unfit = ctl.check_settings()
         if unfit and strict:
             raise InvalidRequestError(
@@ -192,21 +494,260 @@ def autoballoon_cmd(
                 details={"problems": unfit},
             )
         for problem in unfit:  # a typo must not leave the intended VM silently unprotected
-            click.echo(f"warning: {problem}", err=True)
-        count = 1 if once else rounds
-        done = changed = 0
+            if structured:
+                log.warning("%s", problem, extra={"event": "settings_unfit"})
+            else:
+                click.echo(f"warning: {problem}", err=True)
+        if check:
+            if as_json:
+                from hvballoon.outputs import AutoballoonCheck
+
+                shown = str(journal.path) if journal.path is not None else None
+                echo_json(
+                    AutoballoonCheck(
+                        uri=ctl.uri, policy=policy_name, journal=shown, problems=unfit
+                    ).model_dump(mode="json")
+                )
+            else:
+                click.echo(f"{uri}: ready ({policy_name} policy, journal {journal.path or 'in memory'})")
+            return
+        _run(
+            ctl,
+            journal,
+            rounds=1 if once else rounds,
+            serve=serve,
+            settings_file=settings_file,
+            overrides=overrides,
+            listen=listen,
+            release_on_exit=release_on_exit,
+            structured=structured,
+            verbose=verbose,
+            as_json=as_json,
+        )
+    finally:
+        if ctl is not None:
+            ctl.close()  # the session it holds now (the first, or one that replaced it)
+        for session in first:  # not handed to the controller yet
+            session.close()
+        if journal is not None:
+            journal.close()
+
+
+def _run(
+    ctl: Any,
+    journal: Any,
+    *,
+    rounds: int | None,
+    serve: bool,
+    settings_file: str | None,
+    overrides: _Overrides,
+    listen: tuple[str, int] | None,
+    release_on_exit: bool,
+    structured: bool,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    metrics = None
+    if listen is not None:
+        from hvballoon.policy.metrics import ControllerMetrics
+
+        metrics = ControllerMetrics(ctl)
+        host, port = metrics.start(*listen)
+        log.info(
+            "serving metrics on http://%s:%d/metrics", host, port, extra={"event": "metrics", "port": port}
+        )
+        if not structured:
+            click.echo(f"metrics: http://{host}:{port}/metrics", err=True)
+    signals = _Signals(ctl, hup=serve)
+
+    def reload() -> None:
+        if not signals.reload:
+            return
+        signals.reload = False
         try:
-            for decisions in ctl.run(rounds=count):
-                with deferred_interrupt():  # an applied round's lines and its count go out whole
-                    done += 1
-                    changed += sum(1 for d in decisions if d.applied)
-                    for d in decisions:
-                        if as_json:
-                            click.echo(d.model_dump_json())
-                        elif verbose or d.action not in ("hold",):
-                            click.echo(_line(d))
-        except KeyboardInterrupt:
-            said = f"after {done} round{'' if done == 1 else 's'}, {changed} targets changed"
-            if dry_run:
-                said += " (a dry run: nothing was changed)"
-            interrupted(said + "; a round under way when interrupted may have been cut short")
+            new = overrides.settings(settings_file)
+        except HVBalloonError as exc:
+            log.warning(
+                "keeping the settings in force: %s",
+                exc.message,
+                extra={"event": "reload_failed", "code": exc.code},
+            )
+            return
+        ctl.settings = new
+        ctl.check_settings()
+        log.info(
+            "settings read again from %s", settings_file or "the command line", extra={"event": "reloaded"}
+        )
+
+    ok_rounds = 0
+    last_error: HVBalloonError | None = None
+    changed = 0
+    if serve:
+        log.info(
+            "controlling %s with the %s policy every %g s (journal %s)",
+            ctl.uri, ctl.policy.name, ctl.settings.interval_seconds, journal.path or "in memory",
+            extra={"event": "started", "uri": ctl.uri, "policy": ctl.policy.name},
+        )  # fmt: skip
+    try:
+        for rnd in ctl.run(rounds=rounds, before_round=reload):
+            # a failed round is said by the controller's log (a 'warning:' line without
+            # --log-format)
+            if rnd.ok:
+                ok_rounds += 1
+            else:
+                last_error = rnd.error
+            changed += sum(1 for d in rnd if d.applied)
+            for d in rnd:
+                if as_json:
+                    click.echo(d.model_dump_json())
+                elif serve:
+                    _log_decision(d, verbose)
+                elif verbose or d.action != "hold":
+                    click.echo(_line(d))
+        released = ctl.release() if release_on_exit and not ctl.dry_run else None
+    except KeyboardInterrupt:
+        said = f"after {ctl.health.rounds} round{'' if ctl.health.rounds == 1 else 's'}, {changed} targets changed"
+        interrupted(said + "; a round under way when interrupted may have been cut short")
+    finally:
+        signals.restore()
+        if metrics is not None:
+            metrics.stop()
+    _summary(ctl, journal, released, signals.stopped_by, structured=structured, as_json=as_json)
+    if signals.stopped_by == "SIGINT":
+        said = f"after {ctl.health.rounds} round{'' if ctl.health.rounds == 1 else 's'}, {changed} targets changed"
+        if ctl.dry_run:
+            said += " (a dry run: nothing was changed)"
+        if released is not None:
+            said += f"; released {released.released} VMs"
+        click.echo(f"interrupted: {said}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    release_error = released.error() if released is not None else None
+    if release_error is not None:
+        raise release_error
+    if ok_rounds == 0 and last_error is not None:
+        raise last_error
+
+
+def _summary(
+    ctl: Any, journal: Any, released: Any, stopped_by: str | None, *, structured: bool, as_json: bool
+) -> None:
+    from hvballoon.outputs import AutoballoonSummary
+
+    h = ctl.health
+    by_action: dict[str, int] = {}
+    for (action, _rule), n in h.decisions.items():
+        by_action[action] = by_action.get(action, 0) + n
+    summary = AutoballoonSummary(
+        uri=ctl.uri,
+        policy=ctl.policy.name,
+        dry_run=ctl.dry_run,
+        rounds=h.rounds,
+        failed_rounds=h.failed_rounds,
+        failed_by_code=dict(sorted(h.failed_by_code.items())),
+        decisions=dict(sorted(by_action.items())),
+        targets_changed=h.moves_made,
+        moves_failed=h.moves_failed,
+        reconnects=h.reconnects,
+        fail_open_releases=h.fail_open_releases,
+        lowered_vms=len(ctl.lowered()),
+        journal=str(journal.path) if journal.path is not None else None,
+        released=released,
+        stopped_by=stopped_by,
+    )
+    failures = ", ".join(f"{code} {n}" for code, n in summary.failed_by_code.items())
+    text = (
+        f"autoballoon: {summary.rounds} rounds, {summary.failed_rounds} failed"
+        + (f" ({failures})" if failures else "")
+        + f", {summary.targets_changed} targets changed, {summary.moves_failed} moves failed"
+        + f", {summary.lowered_vms} VMs held lowered"
+        + (f" (journal {summary.journal})" if summary.journal else "")
+        + (f"; released {released.released} VMs on exit" if released is not None else "")
+    )
+    if structured:
+        log.info(
+            "%s", text, extra={"event": "summary", **summary.model_dump(mode="json", exclude={"released"})}
+        )
+    elif as_json:
+        click.echo(summary.model_dump_json(), err=True)
+    else:
+        click.echo(text, err=True)
+
+
+# -- release ------------------------------------------------------------------------------------
+
+
+@click.command("release", epilog=RELEASE_EPILOG)
+@click.argument("uri")
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    help="The controller's journal (default: the URI's, under the state directory).",
+)
+@click.option("--to-maximum", is_flag=True, help="Give each VM its maximum, not what it had before.")
+@click.option("--from-marks", is_flag=True, help="Only the VMs' marks (ESXi), not the journal.")
+@click.option("--dry-run", is_flag=True, help="Say what would be given back, change nothing.")
+@json_option
+@connection_options
+@handle_errors
+def release_cmd(
+    uri: str,
+    journal_path: str | None,
+    to_maximum: bool,
+    from_marks: bool,
+    dry_run: bool,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Give back what the auto-balloon controller of URI lowered (its journal, and marks on ESXi)."""
+    from hvballoon.policy.journal import Journal, default_journal_path
+    from hvballoon.policy.release import release
+
+    opts = connection(kw)
+    hv = _factory(uri, opts)()
+    journal = None
+    try:
+        marks = hv.capabilities.marks
+        if from_marks:
+            if not marks:
+                raise InvalidRequestError(
+                    f"--from-marks: the {hv.backend_name} backend keeps no marks on VMs; release from the journal",
+                    uri=hv.uri,
+                )
+        else:
+            path = Path(journal_path) if journal_path else default_journal_path(hv.uri)
+            if path.exists() or journal_path or not marks:
+                journal = Journal.open(path, uri=hv.uri, create=False)
+        report = release(hv, journal=journal, marks=marks, to_maximum=to_maximum, dry_run=dry_run)
+    finally:
+        if journal is not None:
+            journal.close()
+        hv.close()
+    if as_json:
+        echo_json(report.model_dump(mode="json"))
+    else:
+        if not report.vms:
+            source = "its journal" + (" or the VMs' marks" if report.marks else "")
+            click.echo(f"{report.uri}: nothing to release ({source} holds no lowered VM)")
+        for r in report.vms:
+            click.echo(_release_line(r))
+    error = report.error()
+    if error is not None:
+        if not as_json:
+            click.echo(f"error: {error.describe('cli')}", err=True)
+        sys.exit(error.exit_code)
+
+
+def _release_line(r: Any) -> str:
+    def shown(value: int | None, unlimited: bool = False) -> str:
+        return "unlimited" if unlimited or value is None else format_size(value)
+
+    would = " (dry run)" if r.dry_run and r.action == "released" else ""
+    head = f"{r.vm}: {r.action}{would}"
+    if r.action == "released":
+        return f"{head} {shown(r.from_bytes)} -> {shown(r.to_bytes, r.unlimited)} [{r.source}]" + "".join(
+            f"\n  warning: {w}" for w in r.warnings
+        )
+    if r.action == "error":
+        return f"{head}: {r.reason} [{r.source}]"
+    return f"{head}: {r.reason} [{r.source}]"

@@ -45,6 +45,7 @@ __all__ = [
     "session",
     "stats_row",
     "table",
+    "uninstall_warning_lines",
     "warn_line",
 ]
 
@@ -251,6 +252,14 @@ def install_warning_lines() -> None:
     library_log = logging.getLogger("hvballoon")
     if not any(isinstance(h, _WarningLines) for h in library_log.handlers):
         library_log.addHandler(_WarningLines(logging.WARNING))
+
+
+def uninstall_warning_lines() -> None:
+    """Stop printing the library's log warnings as 'warning:' lines (a command that sets up
+    its own log output, such as ``autoballoon --log-format``, says them there)."""
+    library_log = logging.getLogger("hvballoon")
+    for handler in [h for h in library_log.handlers if isinstance(h, _WarningLines)]:
+        library_log.removeHandler(handler)
 
 
 # -- errors and exit codes ---------------------------------------------------------------------

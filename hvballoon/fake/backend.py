@@ -273,6 +273,11 @@ class FakeBackend(Backend):
             self._store.close()
             self._store = None
 
+    @property
+    def ephemeral(self) -> bool:
+        """A world in memory ends with the process; one persisted (``state=``) does not."""
+        return self._store is None
+
     def monotonic(self) -> float:
         with self._tx(None) as w:
             return w.now

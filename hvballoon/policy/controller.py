@@ -845,7 +845,13 @@ class Controller:
                 self._reconnect()
                 reconnected = True
             if self._release_pending:
-                released = self._fail_open()
+                try:
+                    released = self._fail_open()
+                except HVBalloonError as exc:  # the round may still work: it is tried anyway
+                    log.warning(
+                        "cannot give back what the controller lowered yet: %s", exc,
+                        extra={"event": "release_failed", "code": exc.code},
+                    )  # fmt: skip
             decisions = self.step()
         except HVBalloonError as exc:
             seconds = time.monotonic() - started
@@ -884,6 +890,7 @@ class Controller:
             )
         seconds = time.monotonic() - started
         self.health.succeeded(decisions, seconds)
+        self._release_pending = False  # it sees again: the rounds decide what each VM gets
         return Round(number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released)
 
     def _fail_open(self) -> ReleaseReport | None:
@@ -894,7 +901,14 @@ class Controller:
         report = self.release()
         if report.failed == 0:
             self._release_pending = False
+        if report.released or report.failed == 0:
             self.health.fail_open_releases += 1
+        log.warning(
+            "gave back %d VMs after too many failed rounds in a row%s",
+            report.released,
+            f" ({report.failed} could not be given back yet)" if report.failed else "",
+            extra={"event": "fail_open_released", "released": report.released, "failed": report.failed},
+        )
         return report
 
     def _failed_sweep(self, exc: HVBalloonError, seconds: float) -> HostResult:

@@ -62,6 +62,7 @@ class ControllerHealth:
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
     lowered_bytes: int = 0
     raised_bytes: int = 0
+    moves_made: int = 0
     moves_failed: int = 0
     reconnects: int = 0
     fail_open: bool = False
@@ -93,6 +94,8 @@ class ControllerHealth:
             self.decisions[key] = self.decisions.get(key, 0) + 1
             if d.action == "error":
                 self.moves_failed += 1
+            if d.applied:
+                self.moves_made += 1
             if d.applied and d.after_bytes is not None and d.before_bytes is not None:
                 if d.action == "lower":
                     self.lowered_bytes += d.before_bytes - d.after_bytes

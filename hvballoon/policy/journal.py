@@ -10,8 +10,8 @@ started on the same journal resumes from it, and ``hvballoon release`` returns e
 to what it had (:mod:`hvballoon.policy.release`).
 
 One journal per URI: by default under the user's state directory — systemd's
-``$STATE_DIRECTORY`` (``StateDirectory=hvballoon``), ``/var/lib/hvballoon`` for root,
-``$XDG_STATE_HOME/hvballoon`` or ``~/.local/state/hvballoon`` otherwise — in ``journal/``, named
+``$STATE_DIRECTORY`` (``StateDirectory=hvballoon``), ``$XDG_STATE_HOME/hvballoon``, else
+``/var/lib/hvballoon`` for root and ``~/.local/state/hvballoon`` for others — in ``journal/``, named
 after the URI (redacted: never a password). A controller holds the journal's lock while it runs,
 so a second controller, or a release, on the same URI is refused while it does. The change log
 keeps the last :data:`KEEP_CHANGES` changes.
@@ -118,16 +118,18 @@ class Move:
 
 
 def state_directory() -> Path:
-    """Where hvballoon keeps state: systemd's ``$STATE_DIRECTORY`` (its first entry), root's
-    ``/var/lib/hvballoon``, else ``$XDG_STATE_HOME/hvballoon`` or ``~/.local/state/hvballoon``."""
+    """Where hvballoon keeps state: systemd's ``$STATE_DIRECTORY`` (its first entry), else
+    ``$XDG_STATE_HOME/hvballoon`` when that is set, else ``/var/lib/hvballoon`` for root and
+    ``~/.local/state/hvballoon`` for anyone else."""
     systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if systemd:
         return Path(systemd)
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "hvballoon"
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/hvballoon")
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
-    return base / "hvballoon"
+    return Path.home() / ".local" / "state" / "hvballoon"
 
 
 def default_journal_path(uri: str) -> Path:

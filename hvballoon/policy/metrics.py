@@ -23,63 +23,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from hvballoon.errors import InvalidRequestError
+from hvballoon.exporter import MetricsEndpoint
 from hvballoon.policy.health import DURATION_BUCKETS
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.registry import CollectorRegistry
 
     from hvballoon.policy.controller import Controller
 
 __all__ = ["ControllerMetrics"]
 
 
-class ControllerMetrics:
+class ControllerMetrics(MetricsEndpoint):
     """A Prometheus registry over a :class:`~hvballoon.policy.Controller`: :meth:`render` for
     the exposition text, :meth:`start` to serve ``/metrics`` in a daemon thread."""
 
     def __init__(self, controller: Controller) -> None:
-        from hvballoon.exporter import _require_prometheus
-
-        _require_prometheus()
-        from prometheus_client.registry import CollectorRegistry
-
+        super().__init__()
         self.controller = controller
-        self.registry: CollectorRegistry = CollectorRegistry()
         self.registry.register(_Collector(self))
-        self._server: WSGIServer | None = None
-        self.exposure_warning: str | None = None
-
-    def render(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-    def start(self, address: str, port: int) -> tuple[str, int]:
-        """Serve on ``address:port`` (port 0: any free one); returns the bound address."""
-        from prometheus_client import start_http_server
-
-        from hvballoon.exporter import exposure_warning, log
-
-        try:
-            server, _thread = start_http_server(port, addr=address, registry=self.registry)
-        except OSError as exc:
-            raise InvalidRequestError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
-        self._server = server
-        bound = server.server_address
-        self.exposure_warning = exposure_warning(str(bound[0]))
-        if self.exposure_warning is not None:
-            log.warning("%s", self.exposure_warning)
-        return str(bound[0]), int(bound[1])
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
 
     def metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import (

@@ -255,21 +255,11 @@ def release(
         unlimited = limit_vm and (entry.before_unlimited or to_maximum)
         current = _current(st, cfg, limit_vm)
         if unlimited:
-            plans[vm.id] = (None, True, current)
+            plan: tuple[int | None, bool, int | None] = (None, True, current)
+            plans[vm.id] = plan
             if cfg is not None and cfg.limit_bytes is None:
-                results.append(
-                    _done(
-                        entry,
-                        source,
-                        vm,
-                        "unchanged",
-                        None,
-                        True,
-                        current,
-                        dry_run,
-                        "it has no limit already",
-                    )
-                )
+                why = "it has no limit already"
+                results.append(_done(entry, source, vm, "unchanged", plan, dry_run, why))
                 continue
             unlimit.append(vm)
             continue
@@ -279,21 +269,10 @@ def release(
                 _failed(entry, source, vm, "cannot tell its maximum: its configuration did not say")
             )
             continue
-        plans[vm.id] = (goal, False, current)
+        plan = plans[vm.id] = (goal, False, current)
         if current is not None and current >= goal:
-            results.append(
-                _done(
-                    entry,
-                    source,
-                    vm,
-                    "unchanged",
-                    goal,
-                    False,
-                    current,
-                    dry_run,
-                    "already at or above the value to give back: left alone",
-                )
-            )
+            why = "already at or above the value to give back: left alone"
+            results.append(_done(entry, source, vm, "unchanged", plan, dry_run, why))
             continue
         moves.append((vm, goal))
     outcomes: dict[str, Change | HVBalloonError] = {}
@@ -312,23 +291,11 @@ def release(
     for vm_id, outcome in outcomes.items():
         entry, source = sources[vm_id]
         vm = next(v for v in vms if v.id == vm_id)
-        goal, unlimited, current = plans[vm_id]
         if isinstance(outcome, HVBalloonError):
             results.append(_failed(entry, source, vm, outcome.message, outcome))
             continue
-        results.append(
-            _done(
-                entry,
-                source,
-                vm,
-                "released",
-                goal,
-                unlimited,
-                current,
-                dry_run,
-                "given back what it had" + (" (its maximum)" if to_maximum else ""),
-            )
-        )
+        why = "given back what it had" + (" (its maximum)" if to_maximum else "")
+        results.append(_done(entry, source, vm, "released", plans[vm_id], dry_run, why))
     # forget what was given back (or needed nothing), and take its mark off
     final: list[Released] = []
     for r in results:
@@ -387,12 +354,13 @@ def _done(
     source: Literal["journal", "marks"],
     vm: VM,
     action: Action,
-    goal: int | None,
-    unlimited: bool,
-    current: int | None,
+    plan: tuple[int | None, bool, int | None],
     dry_run: bool,
     reason: str,
 ) -> Released:
+    """A VM given back (or left alone): ``plan`` is (what it gets, whether that is no limit,
+    what it has)."""
+    goal, unlimited, current = plan
     return Released(
         vm=vm.name,
         vm_id=vm.id,

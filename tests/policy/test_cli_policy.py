@@ -11,8 +11,10 @@ from hvballoon.cli import main
 
 
 def run(*args: str) -> tuple[int, str]:
+    """The exit code, and stdout (the decisions; the summary goes to stderr) — all the output
+    when the command failed."""
     result = CliRunner().invoke(main, ["autoballoon", *args])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_once_dry_run_prints_explained_moves() -> None:

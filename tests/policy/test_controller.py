@@ -12,9 +12,10 @@ import pytest
 
 import hvballoon
 from hvballoon.errors import InvalidRequestError, TargetBelowFloorError
-from hvballoon.policy import Controller, ControllerSettings, Plan, Policy, Proposal, Snapshot, VMSettings
+from hvballoon.policy import Controller, ControllerSettings, VMSettings
 from hvballoon.session import GuardRails
 from hvballoon.units import GiB, MiB
+from tests.support.policies import Fixed
 
 HOST = "120GiB"
 
@@ -22,30 +23,6 @@ HOST = "120GiB"
 def settings(**kw: Any) -> ControllerSettings:
     kw.setdefault("host_memory_bytes", HOST)
     return ControllerSettings(**kw)
-
-
-class Fixed(Policy):
-    """A test policy proposing the same target for every VM (or per VM)."""
-
-    name = "fixed"
-
-    def __init__(self, target: int, per_vm: dict[str, int] | None = None) -> None:
-        self.target = target
-        self.per_vm = per_vm or {}
-
-    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
-        return Plan(
-            tuple(
-                Proposal(
-                    vm_id=v.id,
-                    target_bytes=self.per_vm.get(v.name, self.target),
-                    rule="fixed.set",
-                    reason="a fixed target",
-                )
-                for v in snapshot.vms
-            ),
-            state,
-        )
 
 
 def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:

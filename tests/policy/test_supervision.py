@@ -14,33 +14,15 @@ import hvballoon
 from hvballoon import fake
 from hvballoon.errors import HVConnectionError, InvalidRequestError, InvalidStateError
 from hvballoon.fake.world import World
-from hvballoon.policy import Controller, ControllerSettings, Plan, Policy, Proposal, Snapshot
+from hvballoon.policy import Controller, ControllerSettings
 from hvballoon.policy.health import default_max_failed_rounds
 from hvballoon.policy.journal import Journal, Move
-from hvballoon.policy.release import MARK_KEY
+from hvballoon.policy.release import MARK_KEY, parse_mark, release
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
+from tests.support.policies import Fixed
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
-
-
-class Aim(Policy):
-    """Proposes ``target`` for every VM (or per VM), changeable between rounds."""
-
-    name = "aim"
-
-    def __init__(self, target: int, **per_vm: int) -> None:
-        self.target = target
-        self.per_vm = per_vm
-
-    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
-        return Plan(
-            tuple(
-                Proposal(vm_id=v.id, target_bytes=self.per_vm.get(v.name, self.target), rule="aim.set", reason="aim")
-                for v in snapshot.vms
-            ),
-            state,
-        )
 
 
 def settings(**kw: Any) -> ControllerSettings:
@@ -59,7 +41,7 @@ def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
 def test_a_failed_sweep_skips_the_round_counts_it_and_backs_off() -> None:
     waits: list[float] = []
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings(interval_seconds=10, max_backoff_seconds=35))
+        ctl = Controller(hv, Fixed(12 * GiB), settings(interval_seconds=10, max_backoff_seconds=35))
         w.faults.add(op="get_stats", kind="timeout", count=9)  # three rounds' worth of attempts
         rounds = list(ctl.run(rounds=5, sleep=waits.append))
         assert [r.ok for r in rounds] == [False, False, False, True, True]
@@ -70,7 +52,12 @@ def test_a_failed_sweep_skips_the_round_counts_it_and_backs_off() -> None:
         assert waits[:3] == [10.0, 20.0, 35.0]
         assert waits[3] == pytest.approx(10.0, abs=1.0)
         h = ctl.health
-        assert (h.rounds, h.failed_rounds, h.failed_by_code, h.consecutive_failures) == (5, 3, {"timeout": 3}, 0)
+        assert (h.rounds, h.failed_rounds, h.failed_by_code, h.consecutive_failures) == (
+            5,
+            3,
+            {"timeout": 3},
+            0,
+        )
         assert h.last_success_at is not None
         # nothing moved during the failed rounds, and the rounds that worked lowered every VM
         assert all(t == 12 * GiB for t in targets(hv).values())
@@ -78,7 +65,7 @@ def test_a_failed_sweep_skips_the_round_counts_it_and_backs_off() -> None:
 
 def test_a_failed_move_is_that_vms_decision_never_the_rounds_end() -> None:
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), settings())
         w.faults.add(op="set_target", kind="connection_lost", vm="web02", rate=1.0)
         (rnd,) = ctl.run(rounds=1)
         assert rnd.ok
@@ -95,7 +82,7 @@ def test_a_failed_move_is_that_vms_decision_never_the_rounds_end() -> None:
 
 def test_a_bulk_call_that_fails_whole_makes_each_move_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), settings())
 
         def down(*_a: Any, **_k: Any) -> Any:
             raise HVConnectionError("the connection to the hypervisor was lost")
@@ -111,7 +98,7 @@ def test_stale_or_missing_figures_never_lower_a_vm(respect_guard_rails: bool) ->
         w.faults.add(op="get_stats", kind="stats_stale", vm="web03", duration=3600, count=1)
         hv.get_stats()
         w.advance(600)
-        ctl = Controller(hv, Aim(12 * GiB), settings(respect_guard_rails=respect_guard_rails))
+        ctl = Controller(hv, Fixed(12 * GiB), settings(respect_guard_rails=respect_guard_rails))
         by_vm = {d.vm: d for d in ctl.step()}
         assert by_vm["web03"].action == "hold" and by_vm["web03"].rule == "controller.stale_figures"
         assert by_vm["web01"].action == "lower"
@@ -121,7 +108,7 @@ def test_stale_or_missing_figures_never_lower_a_vm(respect_guard_rails: bool) ->
 def test_after_too_many_failed_rounds_it_gives_back_what_it_lowered_and_tries_on() -> None:
     waits: list[float] = []
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings(max_failed_rounds=3))
+        ctl = Controller(hv, Fixed(12 * GiB), settings(max_failed_rounds=3))
         assert [r.ok for r in ctl.run(rounds=1)] == [True]
         assert len(ctl.lowered()) == 10
         # the host figures stop answering: the sweep fails, the VMs can still be moved
@@ -142,7 +129,7 @@ def test_after_too_many_failed_rounds_it_gives_back_what_it_lowered_and_tries_on
 
 def test_a_release_that_cannot_be_made_yet_is_made_when_the_hypervisor_answers_again() -> None:
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings(max_failed_rounds=2))
+        ctl = Controller(hv, Fixed(12 * GiB), settings(max_failed_rounds=2))
         list(ctl.run(rounds=1))
         rule = w.faults.add(op="get_stats", kind="timeout", rate=1.0)  # the release needs it too
         rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
@@ -175,7 +162,7 @@ def test_a_broken_session_is_replaced_through_the_factory() -> None:
             opened.append(hv)
             return hv
 
-        with Controller(connect, Aim(12 * GiB), settings()) as ctl:
+        with Controller(connect, Fixed(12 * GiB), settings()) as ctl:
             assert [r.ok for r in ctl.run(rounds=1)] == [True] and len(opened) == 1
             rule = w.faults.add(op="get_stats", kind="connection_lost", rate=1.0)
             rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
@@ -200,7 +187,7 @@ def test_a_factory_that_cannot_connect_fails_the_round_and_is_tried_again() -> N
                 raise HVConnectionError("the hypervisor does not answer")
             return session(w)
 
-        with Controller(connect, Aim(12 * GiB), settings()) as ctl:
+        with Controller(connect, Fixed(12 * GiB), settings()) as ctl:
             rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
         assert [r.ok for r in rounds] == [False, False, True]
         assert [r.error.code for r in rounds if r.error] == ["connection_failed"] * 2
@@ -208,7 +195,7 @@ def test_a_factory_that_cannot_connect_fails_the_round_and_is_tried_again() -> N
 
 def test_without_a_factory_the_session_is_kept() -> None:
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), settings())
         w.faults.add(op="get_stats", kind="connection_lost", rate=1.0)
         rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
         assert not any(r.reconnected for r in rounds) and ctl.hv is hv
@@ -219,15 +206,15 @@ def test_the_journal_records_before_each_change_and_a_new_controller_resumes(tmp
     with fake.world("seed") as w, session(w) as hv:
         uri = hv.uri
         with Journal.open(path, uri=uri) as journal:
-            ctl = Controller(hv, Aim(12 * GiB, web01=8 * GiB), settings(), journal=journal)
+            ctl = Controller(hv, Fixed(12 * GiB, {"web01": 8 * GiB}), settings(), journal=journal)
             list(ctl.run(rounds=1))
             entries = {e.vm: e for e in journal.lowered()}
             assert entries["web01"].before_bytes == 16 * GiB and entries["web01"].target_bytes == 8 * GiB
             # raised back to what it had: no longer lowered
-            ctl.policy = Aim(12 * GiB, web01=16 * GiB)
+            ctl.policy = Fixed(12 * GiB, {"web01": 16 * GiB})
             list(ctl.run(rounds=1))
             assert "web01" not in {e.vm for e in journal.lowered()}
-            ctl.policy = Aim(12 * GiB, web01=10 * GiB)
+            ctl.policy = Fixed(12 * GiB, {"web01": 10 * GiB})
             list(ctl.run(rounds=1))
         # the controller is gone (never released): another one resumes from the journal
         with Journal.open(path, uri=uri) as journal:
@@ -239,8 +226,12 @@ def test_the_journal_records_before_each_change_and_a_new_controller_resumes(tmp
 
 
 def test_a_dry_run_journals_and_marks_nothing(tmp_path: Path) -> None:
-    with fake.world("seed", flavor="esxi") as w, session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
-        ctl = Controller(hv, Aim(12 * GiB), settings(), journal=j, dry_run=True)
+    with (
+        fake.world("seed", flavor="esxi") as w,
+        session(w) as hv,
+        Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
+    ):
+        ctl = Controller(hv, Fixed(12 * GiB), settings(), journal=j, dry_run=True)
         list(ctl.run(rounds=2))
         assert j.lowered() == [] and j.changes() == [] and hv.get_marks(MARK_KEY) == {}
 
@@ -249,14 +240,14 @@ def test_esxi_limits_are_marked_with_what_they_replaced_and_found_without_the_jo
     with fake.world("seed", flavor="esxi") as w, session(w) as hv:
         db01 = hv.resolve("db01")
         hv.set_config("db01", limit="14GiB")  # a limit of the administrator's
-        ctl = Controller(hv, Aim(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), settings())
         list(ctl.run(rounds=1))
         marks = hv.get_marks(MARK_KEY)
         assert len(marks) == 10
         assert marks[db01.id] == str(14 * GiB)
         assert marks[hv.resolve("web01").id] == "unlimited"
         # a controller without the journal (lost) finds what was lowered by the marks
-        fresh = Controller(hv, Aim(12 * GiB), settings())
+        fresh = Controller(hv, Fixed(12 * GiB), settings())
         list(fresh.run(rounds=1))
         found = {e.vm: e for e in fresh.lowered()}
         assert len(found) == 10 and found["web01"].before_unlimited and found["db01"].before_bytes == 14 * GiB
@@ -267,10 +258,26 @@ def test_esxi_limits_are_marked_with_what_they_replaced_and_found_without_the_jo
         assert hv.get_marks(MARK_KEY) == {}
 
 
+@pytest.mark.parametrize("value", ["", "abc", "-1", "0", "12GiB", "1e9", "unlimited please"])
+def test_a_garbled_mark_is_named_and_that_vm_left_out(value: str) -> None:
+    with pytest.raises(ValueError, match=MARK_KEY):
+        parse_mark(value)
+    with fake.world("seed", flavor="esxi") as w, session(w) as hv:
+        hv.set_mark("web01", MARK_KEY, "unlimited")
+        hv.set_config("web01", limit="12GiB")
+        w.set_mark(hv.resolve("web02").id, MARK_KEY, value)  # written behind hvballoon's back
+        ctl = Controller(hv, "static", settings())
+        list(ctl.run(rounds=1))  # adopts the marks it can read
+        assert [e.vm for e in ctl.lowered()] == ["web01"]
+        report = release(hv, journal=None, marks=True)
+        assert {r.vm: r.action for r in report.vms} == {"web01": "released", "web02": "error"}
+        assert MARK_KEY in next(r for r in report.vms if r.vm == "web02").reason
+
+
 def test_a_vm_that_cannot_be_marked_is_not_lowered() -> None:
     with fake.world("seed", flavor="esxi") as w, session(w) as hv:
         w.faults.add(op="set_config", kind="permission_denied", vm="web02", rate=1.0)
-        ctl = Controller(hv, Aim(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), settings())
         by_vm = {d.vm: d for d in ctl.step()}
         assert by_vm["web02"].action == "error" and "not applied" in by_vm["web02"].reason
         assert by_vm["web02"].error_code == "permission_denied"
@@ -280,7 +287,7 @@ def test_a_vm_that_cannot_be_marked_is_not_lowered() -> None:
 
 def test_stop_ends_the_run_after_the_round_under_way() -> None:
     with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Aim(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), settings())
         seen = []
         for rnd in ctl.run():
             seen.append(rnd)
@@ -339,17 +346,17 @@ class TestJournal:
     ) -> None:
         from hvballoon.policy.journal import default_journal_path, state_directory
 
-        monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "systemd"))
+        monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path / 'systemd'}:{tmp_path / 'second'}")
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
         assert state_directory() == tmp_path / "systemd"
         monkeypatch.delenv("STATE_DIRECTORY")
-        monkeypatch.setattr("os.geteuid", lambda: 1000)
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-        assert state_directory() == tmp_path / "xdg" / "hvballoon"
+        monkeypatch.setattr("os.geteuid", lambda: 0)
+        assert state_directory() == tmp_path / "xdg" / "hvballoon"  # set explicitly: even for root
         monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
+        assert state_directory() == Path("/var/lib/hvballoon")
+        monkeypatch.setattr("os.geteuid", lambda: 1000)
         monkeypatch.setenv("HOME", str(tmp_path / "home"))
         assert state_directory() == tmp_path / "home" / ".local" / "state" / "hvballoon"
-        monkeypatch.setattr("os.geteuid", lambda: 0)
-        assert state_directory() == Path("/var/lib/hvballoon")
         a, b = default_journal_path("esxi://root@esx01"), default_journal_path("esxi://root@esx02")
         assert a != b and a.parent.name == "journal"
         assert "hunter2" not in str(default_journal_path("esxi://root:hunter2@esx01"))

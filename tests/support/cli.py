@@ -8,13 +8,20 @@ in this process with click's runner (the same ``main``, without the ~0.5 s inter
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["EXE", "Result", "hvballoon_cmd", "invoke", "run"]
+__all__ = ["EXE", "Result", "Running", "hvballoon_cmd", "invoke", "run"]
 
 #: The installed console script (None when hvballoon is not installed, only importable).
 EXE = shutil.which("hvballoon")
@@ -61,3 +68,80 @@ def invoke(*args: str, stdin: str | None = None, env: dict[str, str | None] | No
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Result(result.exit_code, result.stdout, result.stderr)
+
+
+class Running:
+    """``hvballoon ARGS…`` running in a subprocess, its stdout and stderr lines collected as they
+    come (for what only a real process shows: signals, a SIGKILL, a service left running).
+
+    A shell's background job ignores SIGINT and an ignored signal stays ignored in children: the
+    command gets the default, as it has in a terminal."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            hvballoon_cmd(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        self.out: queue.Queue[str] = queue.Queue()
+        self.err: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, q), daemon=True)
+            for stream, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream: Any, q: queue.Queue[str]) -> None:
+        for line in stream:
+            q.put(line)
+
+    def _drain(self) -> None:
+        while not self.out.empty():
+            self.stdout.append(self.out.get())
+        while not self.err.empty():
+            self.stderr.append(self.err.get())
+
+    def wait_for(self, ready: Callable[[Running], bool], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drain()
+            if ready(self):
+                return
+            assert time.monotonic() < deadline and self.proc.poll() is None, (
+                self.proc.poll(),
+                "".join(self.stderr[-20:]),
+            )
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        self._finish()
+        return code
+
+    def _finish(self) -> None:
+        """Once the process has ended: its last lines read, its pipes closed."""
+        for t in self._readers:
+            t.join(timeout=30)  # each ends at its stream's end
+        self._drain()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def json_log(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stderr]
+
+    def kill(self) -> None:
+        """SIGKILL (when still running), then its pipes closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._finish()

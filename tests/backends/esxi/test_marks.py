@@ -7,12 +7,15 @@ import pytest
 
 import hvballoon
 from hvballoon.errors import InvalidRequestError, UnsupportedOperationError
+from tests.support.cli import invoke
+from tests.support.policies import Fixed
 from tests.support.vsphere.fleet import connect
 from tests.support.vsphere.harness import VcsimServer
 
 KEY = "hvballoon.controller.before"
 
 
+@pytest.mark.peer
 def test_a_mark_is_an_extraconfig_key_set_replaced_and_removed(peer: VcsimServer) -> None:
     with connect(peer) as hv:
         assert hv.capabilities.marks
@@ -39,6 +42,7 @@ def test_a_mark_is_an_extraconfig_key_set_replaced_and_removed(peer: VcsimServer
         assert hv.get_config("idle01").balloon_cap_bytes == 2 * 2**30
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize(
     ("key", "value"),
     [
@@ -71,3 +75,35 @@ def test_backends_without_marks_say_so(flavor: str) -> None:
             hv.get_marks(KEY)
         with pytest.raises(UnsupportedOperationError, match="keeps no marks"):
             hv.set_mark("web01", KEY, "1")
+
+
+@pytest.mark.peer
+def test_limits_the_controller_set_are_released_from_their_marks_alone(peer: VcsimServer) -> None:
+    """The controller lowers through ESXi limits and marks each VM; its journal is lost (it was
+    in memory); ``hvballoon release --from-marks`` finds and restores every one, on the
+    simulator, through the vSphere API."""
+    import json
+
+    from hvballoon.policy import Controller, ControllerSettings
+
+    with connect(peer) as hv:
+        ctl = Controller(hv, Fixed(12 * 2**30), ControllerSettings(host_memory_bytes="256GiB"))
+        decisions = {d.vm: d for d in ctl.step()}
+    lowered = {name for name, d in decisions.items() if d.action == "lower" and d.applied}
+    assert lowered == {"web01", "web02", "db01"}  # notools01 reports no use, idle01 is off
+    assert decisions["notools01"].rule == "controller.stale_figures"
+    assert peer.vm("web01")["extraConfig"][KEY] == "unlimited"
+    assert peer.vm("db01")["extraConfig"][KEY] == str(24576 * 2**20)  # the limit it replaced
+    assert peer.vm("db01")["memoryAllocation"]["limit"] == 12288
+    uri = f"esxi://{peer.username}@{peer.host}:{peer.port}"
+    args = ("release", uri, "--from-marks", "--json", "--ca-file", str(peer.ca_file), "--password-stdin")
+    r = invoke(*args, stdin=peer.password + "\n")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {v["vm"]: v["action"] for v in report["vms"]} == dict.fromkeys(lowered, "released")
+    for name in ("web01", "web02"):
+        vm = peer.vm(name)
+        assert vm["memoryAllocation"]["limit"] == -1 and KEY not in vm["extraConfig"]
+    db01 = peer.vm("db01")
+    assert db01["memoryAllocation"]["limit"] == 24576 and KEY not in db01["extraConfig"]
+    assert db01["memoryAllocation"]["reservation"] == 0  # the rest of the allocation untouched

@@ -358,6 +358,13 @@ class KvmGuestHarness:
         for stale in (self.root / "guests").iterdir():
             shutil.rmtree(stale, ignore_errors=True)
 
+    def detach(self) -> None:
+        """Close the connection but leave the guests running: a later process opening the same
+        root finds them (libvirt reconnects to their QEMUs). The embedded driver stays bound to
+        this process until it exits, so only a process that ends after this hands them over."""
+        self._guests.clear()
+        self.close()
+
     def close(self) -> None:
         """Destroy every guest booted here and close the connection."""
         try:

@@ -1,0 +1,38 @@
+"""Test policies: what a controller test needs a policy to propose, and nothing more.
+
+>>> from hvballoon.units import GiB
+>>> Fixed(6 * GiB, {"web01": 8 * GiB}).name
+'fixed'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hvballoon.policy import Plan, Policy, Proposal, Snapshot
+
+__all__ = ["Fixed"]
+
+
+class Fixed(Policy):
+    """The same target for every VM (or, in ``per_vm``, one per VM name); rule ``fixed.set``."""
+
+    name = "fixed"
+
+    def __init__(self, target: int, per_vm: dict[str, int] | None = None) -> None:
+        self.target = target
+        self.per_vm = per_vm or {}
+
+    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+        return Plan(
+            tuple(
+                Proposal(
+                    vm_id=v.id,
+                    target_bytes=self.per_vm.get(v.name, self.target),
+                    rule="fixed.set",
+                    reason="a fixed target",
+                )
+                for v in snapshot.vms
+            ),
+            state,
+        )
