@@ -78,6 +78,22 @@ def scenario(n: int) -> Scenario:
     )
 
 
+def timed_rounds(ctl: Controller, *, rounds: int, warm: int) -> tuple[list[float], list[int]]:
+    """``warm`` rounds, then ``rounds`` timed ones, ``INTERVAL`` of simulated time apart: the
+    wall time of each timed ``step()`` and the targets it moved."""
+    times: list[float] = []
+    moves: list[int] = []
+    for k in range(warm + rounds):
+        ctl.hv.backend.sleep(INTERVAL)  # the simulation between rounds: not part of a round
+        began = time.perf_counter()
+        decisions = ctl.step()
+        spent = time.perf_counter() - began
+        if k >= warm:
+            times.append(spent)
+            moves.append(sum(d.action in ("raise", "lower") for d in decisions))
+    return times, moves
+
+
 def run(n: int, policy_name: str, *, rounds: int, warm: int) -> dict[str, Any]:
     world = World(scenario(n), flavor="kvm")
     settings = ControllerSettings(
@@ -101,18 +117,8 @@ def run(n: int, policy_name: str, *, rounds: int, warm: int) -> dict[str, Any]:
             decide_times.append(time.perf_counter() - began)
 
     policy.decide = timed_decide  # type: ignore[method-assign]
-    round_times: list[float] = []
-    moves: list[int] = []
     with hvballoon.connect("fake://", world=world) as hv:
-        ctl = Controller(hv, policy, settings)
-        for k in range(warm + rounds):
-            hv.backend.sleep(INTERVAL)  # the simulation between rounds: not part of a round
-            began = time.perf_counter()
-            decisions = ctl.step()
-            spent = time.perf_counter() - began
-            if k >= warm:
-                round_times.append(spent)
-                moves.append(sum(d.action in ("raise", "lower") for d in decisions))
+        round_times, moves = timed_rounds(Controller(hv, policy, settings), rounds=rounds, warm=warm)
     decide = statistics.median(decide_times[warm:])
     # the policy's own work on the last round's inputs, with the garbage collector held off:
     # what the algorithm costs, apart from the collector's passes over a large heap
