@@ -40,25 +40,21 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from hvballoon._gc import collector_paused
-from hvballoon.backend import Backend
 from hvballoon.errors import (
     GuardRailError,
     HVBalloonError,
-    HVConnectionError,
     InvalidRequestError,
     InvalidStateError,
-    SessionExpiredError,
     UnsupportedOperationError,
 )
 from hvballoon.models import Capabilities, Change, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.policy.base import Plan, Policy, get_policy
-from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
+from hvballoon.policy.health import ControllerHealth
 from hvballoon.policy.journal import Journal, Lowered, Move
 from hvballoon.policy.model import (
     Action,
@@ -70,12 +66,12 @@ from hvballoon.policy.model import (
     VMSettings,
     VMView,
 )
+from hvballoon.policy.running import Round, _Running
 from hvballoon.session import GuardRails, Hypervisor
 from hvballoon.units import align, format_size, format_sizes
 
 if TYPE_CHECKING:
     from hvballoon.fleet import HostResult
-    from hvballoon.policy.release import ReleaseReport
 
 __all__ = ["Controller", "Round", "SessionFactory"]
 
@@ -83,37 +79,6 @@ log = logging.getLogger("hvballoon.policy")
 
 #: What opens a session: the controller calls it to connect, and again to replace a broken one.
 SessionFactory = Callable[[], Hypervisor]
-
-
-@dataclass(frozen=True)
-class Round:
-    """One round of :meth:`Controller.run`: its decisions, or the error that made it fail.
-
-    It reads as the list of its decisions (``for d in round``, ``len(round)``, ``round[0]``).
-    A failed round (``error`` set: its sweep could not be read) has none; ``released`` is the
-    release the controller made after too many failed rounds in a row, if it made one then.
-    """
-
-    number: int
-    decisions: tuple[Decision, ...] = ()
-    error: HVBalloonError | None = None
-    duration_seconds: float = 0.0
-    consecutive_failures: int = 0
-    reconnected: bool = False
-    released: ReleaseReport | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def __iter__(self) -> Iterator[Decision]:
-        return iter(self.decisions)
-
-    def __len__(self) -> int:
-        return len(self.decisions)
-
-    def __getitem__(self, index: int) -> Decision:
-        return self.decisions[index]
 
 
 class _Pending:
@@ -130,7 +95,7 @@ class _Pending:
         return self.target - self.view.target_bytes
 
 
-class Controller:
+class Controller(_Running):
     """Moves targets on one hypervisor session by a policy.
 
     ``hv`` is a session, or a :data:`SessionFactory` the controller opens its sessions with
@@ -803,197 +768,3 @@ class Controller:
             },
             error_code=error,
         )
-
-    # -- running --------------------------------------------------------------------------
-
-    @property
-    def max_failed_rounds(self) -> int:
-        """Failed rounds in a row after which the controller fails open (the settings', else the
-        rounds that fit in three minutes of backoff)."""
-        explicit = self.settings.max_failed_rounds
-        if explicit is not None:
-            return explicit
-        return default_max_failed_rounds(self.settings.interval_seconds, self._max_backoff())
-
-    def _max_backoff(self) -> float:
-        return max(self.settings.interval_seconds, self.settings.max_backoff_seconds)
-
-    def release(self, *, to_maximum: bool = False) -> ReleaseReport:
-        """Give back everything the controller lowered (see :func:`hvballoon.policy.release.release`)."""
-        from hvballoon.policy.release import release
-
-        report = release(
-            self.hv, journal=self.journal, marks=self.marks, to_maximum=to_maximum, round_no=self.round
-        )
-        log.info(
-            "released %d VMs (%d failed)", report.released, report.failed,
-            extra={"event": "released", "released": report.released, "failed": report.failed},
-        )  # fmt: skip
-        return report
-
-    def attempt(self) -> Round:
-        """One round that an hvballoon error never escapes: its sweep failing makes it a failed
-        round (counted in :attr:`health`); a broken session is replaced (with a factory) before
-        the next; after :attr:`max_failed_rounds` failures in a row the controller releases what
-        it lowered, and again each round until that works."""
-        number = self.round
-        started = time.monotonic()
-        reconnected = False
-        released: ReleaseReport | None = None
-        try:
-            if self._broken and self._factory is not None:
-                self._reconnect()
-                reconnected = True
-            if self._release_pending:
-                try:
-                    released = self._fail_open()
-                except HVBalloonError as exc:  # the round may still work: it is tried anyway
-                    log.warning(
-                        "cannot give back what the controller lowered yet: %s", exc,
-                        extra={"event": "release_failed", "code": exc.code},
-                    )  # fmt: skip
-            decisions = self.step()
-        except HVBalloonError as exc:
-            seconds = time.monotonic() - started
-            self.round += 1
-            h = self.health
-            h.failed(exc.code, seconds, exc.message)
-            self.last_sweep = self._failed_sweep(exc, seconds)
-            if self._factory is not None and (
-                isinstance(exc, (HVConnectionError, SessionExpiredError)) or h.consecutive_failures >= 2
-            ):
-                self._broken = True
-            log.warning(
-                "round %d failed (%d in a row): %s", number, h.consecutive_failures, exc,
-                extra={
-                    "event": "round_failed", "round": number, "code": exc.code,
-                    "consecutive_failures": h.consecutive_failures,
-                },
-            )  # fmt: skip
-            if h.consecutive_failures >= self.max_failed_rounds and not h.fail_open and not self.dry_run:
-                h.fail_open = True
-                self._release_pending = True
-                log.error(
-                    "%d rounds failed in a row: giving back what the controller lowered, and trying on",
-                    h.consecutive_failures,
-                    extra={
-                        "event": "fail_open",
-                        "round": number,
-                        "consecutive_failures": h.consecutive_failures,
-                    },
-                )
-                if released is None and not self._broken:
-                    with contextlib.suppress(HVBalloonError):
-                        released = self._fail_open()
-            return Round(
-                number, (), exc, seconds, h.consecutive_failures, reconnected=reconnected, released=released
-            )
-        seconds = time.monotonic() - started
-        self.health.succeeded(decisions, seconds)
-        self._release_pending = False  # it sees again: the rounds decide what each VM gets
-        return Round(number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released)
-
-    def _fail_open(self) -> ReleaseReport | None:
-        """The release after too many failed rounds; pending until it works for every VM."""
-        if not self.journal.lowered() and not self.marks:
-            self._release_pending = False
-            return None
-        report = self.release()
-        if report.failed == 0:
-            self._release_pending = False
-        if report.released or report.failed == 0:
-            self.health.fail_open_releases += 1
-        log.warning(
-            "gave back %d VMs after too many failed rounds in a row%s",
-            report.released,
-            f" ({report.failed} could not be given back yet)" if report.failed else "",
-            extra={"event": "fail_open_released", "released": report.released, "failed": report.failed},
-        )
-        return report
-
-    def _failed_sweep(self, exc: HVBalloonError, seconds: float) -> HostResult:
-        from hvballoon.fleet import HostResult
-
-        hv = self._hv
-        return HostResult(
-            uri=self.uri,
-            error=exc,
-            elapsed_seconds=seconds,
-            backend=hv.backend_name if hv is not None else None,
-        )
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to stop after the round under way (safe from a signal handler or
-        another thread); a wait between rounds ends at once."""
-        self._stop.set()
-        self._wake.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def wake(self) -> None:
-        """End the wait between two rounds now (the next round starts at once)."""
-        self._wake.set()
-
-    def _pause(self, seconds: float) -> None:
-        """Wait between rounds: on the simulator's clock for a simulated hypervisor, else in
-        real time, cut short by :meth:`stop` or :meth:`wake`."""
-        hv = self._hv
-        if hv is not None and type(hv.backend).sleep is not Backend.sleep:
-            if not self._wake.is_set():
-                hv.backend.sleep(seconds)
-        else:
-            self._wake.wait(seconds)
-        self._wake.clear()
-
-    def run(
-        self,
-        *,
-        rounds: int | None = None,
-        sleep: Callable[[float], None] | None = None,
-        on_round: Callable[[Round], None] | None = None,
-        before_round: Callable[[], None] | None = None,
-    ) -> Iterator[Round]:
-        """Rounds every ``interval_seconds`` (forever unless ``rounds``, or until :meth:`stop`),
-        each yielded as a :class:`Round` (which reads as its list of decisions). A failed round
-        is yielded too, and the next waits longer (:meth:`attempt`).
-
-        ``sleep`` replaces the wait between rounds (default: the backend's clock — real time, or
-        the simulator's virtual one — cut short by :meth:`stop`); ``before_round`` runs before
-        each round (to apply new settings, say).
-        """
-        n = 0
-        while (rounds is None or n < rounds) and not self._stop.is_set():
-            if before_round is not None:
-                before_round()
-            started = time.monotonic()
-            clock_started = self._safe_clock()
-            rnd = self.attempt()
-            if on_round is not None:
-                on_round(rnd)
-            yield rnd
-            n += 1
-            if (rounds is not None and n >= rounds) or self._stop.is_set():
-                break
-            interval = self.settings.interval_seconds
-            if rnd.ok:
-                clock_now = self._safe_clock()
-                spent = (
-                    clock_now - clock_started
-                    if clock_now is not None and clock_started is not None
-                    else time.monotonic() - started
-                )
-                wait = max(0.0, interval - spent)
-            else:
-                wait = self.health.backoff_seconds(interval, self._max_backoff())
-            (sleep or self._pause)(wait)
-
-    def _safe_clock(self) -> float | None:
-        hv = self._hv
-        if hv is None:
-            return None
-        try:
-            return hv.backend.monotonic()
-        except HVBalloonError:
-            return None
