@@ -284,11 +284,15 @@ class FakeBackend(Backend):
 
     def sleep(self, seconds: float) -> None:
         with self._tx(None) as w:
-            if w.clock == "wall":
-                time.sleep(seconds / w.speed)
-                w.sync()
-            else:
+            if w.clock != "wall":
                 w.advance(seconds)
+                return
+            speed = w.speed
+        # a world on the wall clock: wait outside the transaction, so that other sessions of a
+        # persisted world (other processes) are not held off for the whole wait
+        time.sleep(seconds / speed)
+        with self._tx(None) as w:
+            w.sync()
 
     @property
     def capabilities(self) -> Capabilities:
