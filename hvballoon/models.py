@@ -211,7 +211,7 @@ class MemoryConfig(_Frozen):
     """A VM's memory configuration: the range and policy knobs, per backend meaning.
 
     KVM: ``maximum_bytes`` (maxMemory), ``startup_bytes`` (configured memory), ``minimum_bytes``
-    (memtune min_guarantee), ``deflate_on_oom``. ESXi: ``maximum_bytes`` (memoryMB),
+    (memtune min_guarantee), ``deflate_on_oom``, ``free_page_reporting``. ESXi: ``maximum_bytes`` (memoryMB),
     ``reservation_bytes``, ``limit_bytes`` (``None`` = unlimited), ``shares`` (the count) and
     ``shares_level`` (low / normal / high: 5 / 10 / 20 per MB of memory, or custom),
     ``memory_reservation_lock`` (memoryReservationLockedToMax: the reservation follows the
@@ -234,6 +234,7 @@ class MemoryConfig(_Frozen):
     memory_reservation_lock: bool | None = None
     balloon_cap_bytes: int | None = Field(default=None, ge=0)
     deflate_on_oom: bool | None = None
+    free_page_reporting: bool | None = None
     stats_period_seconds: int | None = Field(default=None, ge=0)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -354,6 +355,13 @@ class ConfigUpdate(_Frozen):
     )
     deflate_on_oom: bool | None = _option(
         "deflate_on_oom", "bool", "KVM virtio-balloon deflate-on-OOM (the VM must be off).", True
+    )
+    free_page_reporting: bool | None = _option(
+        "free_page_reporting",
+        "bool",
+        "KVM virtio-balloon free page reporting: the guest hands pages it frees back to the host "
+        "(the VM must be off).",
+        True,
     )
     stats_period_seconds: int | None = _option(
         "stats_period",

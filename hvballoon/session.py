@@ -388,6 +388,7 @@ class Hypervisor(_BulkTargets):
         memory_reservation_lock: bool | None = None,
         balloon_cap: int | str | None = None,
         deflate_on_oom: bool | None = None,
+        free_page_reporting: bool | None = None,
         stats_period: int | None = None,
         dry_run: bool = False,
     ) -> Change:

@@ -52,7 +52,7 @@ def _module() -> tuple[dict[str, Any], dict[str, Any]]:
 def test_every_field_declares_how_it_is_set() -> None:
     assert [o.field for o in OPTIONS] == [f for f in ConfigUpdate.model_fields if f != "unlimited_limit"]
     assert sorted(o.field for o in OPTIONS) == list(CONFIG_FIELDS)
-    assert len({o.keyword for o in OPTIONS}) == len(OPTIONS) == 14
+    assert len({o.keyword for o in OPTIONS}) == len(OPTIONS) == 15
     for o in OPTIONS:
         # each option sets the MemoryConfig field of the same name and type
         assert MemoryConfig.model_fields[o.field].annotation == ConfigUpdate.model_fields[o.field].annotation
@@ -244,7 +244,7 @@ def test_the_ansible_documentation_and_argument_spec_agree_with_the_model() -> N
         assert documented["description"][0] == o.help_text("ansible")
     # the sentence naming each hypervisor's options names what the kinds declare settable
     (which,) = [d for d in doc["description"] if d.startswith("Which options")]
-    assert "KVM O(maximum), O(deflate_on_oom), O(stats_period);" in which
+    assert "KVM O(maximum), O(deflate_on_oom), O(free_page_reporting), O(stats_period);" in which
     assert "O(memory_reservation_lock)" in which.split("ESXi", 1)[1].split(";")[0]
 
 

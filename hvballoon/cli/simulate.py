@@ -104,7 +104,9 @@ def run_simulation(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run ``world`` for ``duration`` seconds, recorded by ``rec``; with ``policy``, the
-    auto-balloon controller acts every ``interval`` seconds through the fake backend.
+    auto-balloon controller acts every ``interval`` seconds through the fake backend (sooner
+    while the policy asks for it, see :attr:`Controller.next_round_seconds
+    <hvballoon.policy.Controller.next_round_seconds>`).
 
     Ctrl-C stops the run between two slices of simulated time (never in the middle of one, so
     the world and its recording stay whole): the data then covers the part simulated and says
@@ -121,6 +123,8 @@ def run_simulation(
         settings = ControllerSettings(
             host_memory_bytes=world.host.physical_bytes,
             host_overhead_bytes=world.host.overhead_bytes,
+            interval_seconds=interval,
+            fast_interval_seconds=min(ControllerSettings().fast_interval_seconds or interval, interval),
         )
         controller = Controller(hv, policy, settings)
     # slices of at most an hour of simulated time: Ctrl-C is heard between two of them
@@ -130,9 +134,11 @@ def run_simulation(
 
     def run(tick: Any = None) -> None:
         while world.now < end - 1e-9 and not stop.is_set():
+            step = slice_
             if controller is not None:
                 controller.step()
-            world.advance(min(slice_, end - world.now))
+                step = controller.next_round_seconds
+            world.advance(min(step, end - world.now))
             if tick is not None:
                 tick(world.now)
 

@@ -192,7 +192,7 @@ class FakeBackend(Backend):
             yield w
 
     def _fault(self, w: World, op: str, vm: VM | None) -> None:
-        rule = w.faults.hit(op, vm.name if vm is not None else None)
+        rule = w.faults.hit(op, vm.name if vm is not None else None, now=w.now)
         if rule is None:
             return
         where = f"during {op}" + (f" on {vm.name!r}" if vm is not None else "")

@@ -3,13 +3,18 @@
 A rule names an operation (``connect``, ``list_vms``, ``get_stats``, ``get_config``,
 ``set_target``, ``set_config``, ``get_host_stats`` or ``*``), a kind, and when it fires: the first ``count`` calls
 (default 1), only ``after`` N matching calls, each call with a seeded ``probability``, or at a
-steady ``rate``: that fraction of the calls, spread evenly.
+steady ``rate``: that fraction of the calls, spread evenly; and, with ``at`` / ``until``, only
+while the world's clock is in that window (seconds of simulated time), whoever calls and however
+often.
 
 >>> from hvballoon.fake.faults import FaultPlan
 >>> plan = FaultPlan(seed=1)
 >>> _ = plan.add(op="get_stats", kind="connection_lost", count=2)
 >>> [plan.hit("get_stats") is not None for _ in range(3)]
 [True, True, False]
+>>> _ = plan.add(op="set_target", kind="timeout", probability=1.0, at=60, until=120)
+>>> [plan.hit("set_target", now=t) is not None for t in (30, 60, 119, 120)]
+[False, True, True, False]
 
 A rate-based rule models an outage rather than a blip: with ``burst=N`` each time it fires, the
 same call keeps failing for N attempts (per VM when the call names one), so a caller that
@@ -76,6 +81,8 @@ class Fault:
     vm: str | None = None
     latency: float = 0.0
     duration: float = 300.0
+    at: float | None = None
+    until: float | None = None
     rate: float | None = None
     burst: int = 1
     seen: int = 0
@@ -85,8 +92,12 @@ class Fault:
     #: attempts left of an outage under way, per VM ("" for a call that names none)
     bursts: dict[str, int] = field(default_factory=dict)
 
-    def matches(self, op: str, vm: str | None) -> bool:
+    def matches(self, op: str, vm: str | None, now: float | None = None) -> bool:
         if self.op not in ("*", op):
+            return False
+        if now is not None and (
+            (self.at is not None and now < self.at) or (self.until is not None and now >= self.until)
+        ):
             return False
         return self.vm is None or vm is None or self.vm == vm
 
@@ -109,6 +120,8 @@ class FaultPlan:
         vm: str | None = None,
         latency: float = 0.0,
         duration: float = 300.0,
+        at: float | None = None,
+        until: float | None = None,
         rate: float | None = None,
         burst: int = 1,
     ) -> Fault:
@@ -116,7 +129,8 @@ class FaultPlan:
 
         ``rate`` (in (0, 1]) fires on that fraction of the matching calls, evenly spread and
         the same every run; ``burst`` makes each firing last that many attempts of the call
-        (``count`` then counts firings, not attempts).
+        (``count`` then counts firings, not attempts); with ``at`` / ``until`` the rule fires
+        only while the world's clock is in ``[at, until)``.
         """
         check_fault(op, kind)
         if count is not None and count < 1:
@@ -131,11 +145,18 @@ class FaultPlan:
             raise ValueError("burst must be a whole number of attempts, at least 1")
         if after < 0 or latency < 0 or duration < 0:
             raise ValueError("after, latency and duration must not be negative")
+        if (at is not None and at < 0) or (until is not None and until < 0):
+            raise ValueError("at and until must not be negative")
+        if at is not None and until is not None and until <= at:
+            raise ValueError("until must be after at")
         if count is None and probability is None and rate is None:
             count = 1
         rule = Fault(
             op, kind, count, after, probability, vm, float(latency), float(duration),
-            None if rate is None else float(rate), burst,
+            at=None if at is None else float(at),
+            until=None if until is None else float(until),
+            rate=None if rate is None else float(rate),
+            burst=burst,
         )  # fmt: skip
         self.rules.append(rule)
         return rule
@@ -143,11 +164,14 @@ class FaultPlan:
     def clear(self) -> None:
         self.rules.clear()
 
-    def hit(self, op: str, vm: str | None = None) -> Fault | None:
-        """Count a call of ``op`` (on ``vm``) against every rule; the first rule that fires."""
+    def hit(self, op: str, vm: str | None = None, *, now: float | None = None) -> Fault | None:
+        """Count a call of ``op`` (on ``vm``, at the world's time ``now``) against every rule;
+        the first rule that fires. A rule with a time window never fires without ``now``."""
         fired: Fault | None = None
         for index, rule in enumerate(self.rules):
-            if not rule.matches(op, vm):
+            if now is None and (rule.at is not None or rule.until is not None):
+                continue
+            if not rule.matches(op, vm, now):
                 continue
             rule.seen += 1
             if fired is not None or rule.seen <= rule.after:
@@ -186,14 +210,16 @@ class FaultPlan:
         return cls(seed=int(data.get("seed", 0)), rules=[Fault(**r) for r in data.get("rules", [])])
 
 
-#: The fields of a rate-based rule, left out of a saved rule while they hold their defaults: a
-#: plan without such rules saves (and digests) as it did before they existed.
-_RATE_DEFAULTS: dict[str, Any] = {"rate": None, "burst": 1, "credit": 0.0, "bursts": {}}
+#: The fields of a time-windowed or rate-based rule, left out of a saved rule while they hold
+#: their defaults: a plan without such rules saves (and digests) as it did before they existed.
+_LATER_DEFAULTS: dict[str, Any] = {
+    "at": None, "until": None, "rate": None, "burst": 1, "credit": 0.0, "bursts": {},
+}  # fmt: skip
 
 
 def _rule_data(rule: Fault) -> dict[str, Any]:
     data = asdict(rule)
-    for key, default in _RATE_DEFAULTS.items():
+    for key, default in _LATER_DEFAULTS.items():
         if data[key] == default:
             del data[key]
     return data

@@ -102,6 +102,7 @@ class Flavor:
             "shares": spec.shares,
             "balloon_cap_bytes": spec.balloon_cap,
             "deflate_on_oom": spec.deflate_on_oom,
+            "free_page_reporting": spec.free_page_reporting,
             "balloon_device": spec.balloon_device,
         }
 

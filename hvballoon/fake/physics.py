@@ -201,6 +201,21 @@ def move_balloons(
     return cur
 
 
+def touched_pages(state: GuestState, current: Arr, backed: Arr) -> None:
+    """What the host backs for the guests that do not report the pages they free (no free page
+    reporting): every page they touched stays backed until a balloon takes it, so ``backed``
+    (their use and page cache at each step) becomes its running maximum since the last block,
+    never above their memory at that step. In place; the others are left as they are."""
+    import numpy as np
+
+    cols = np.nonzero(state.free_page_reporting == 0)[0]
+    if not cols.size:
+        return
+    kept = np.maximum(backed[:, cols], state.host_backed[cols])
+    np.maximum.accumulate(kept, axis=0, out=kept)
+    backed[:, cols] = np.minimum(kept, current[:, cols])
+
+
 @dataclass
 class GuestBlock:
     """Inside the guests, per step and VM: what the OOM killer left, swap, cache and free (in

@@ -126,6 +126,8 @@ class FaultSpec(_Spec):
     vm: str | None = None
     latency: Duration = 0.0
     duration: Duration = 300.0
+    at: Duration | None = Field(default=None, description="Fires only from this simulated time on.")
+    until: Duration | None = Field(default=None, description="Fires only before this simulated time.")
     rate: float | None = Field(
         default=None, gt=0, le=1, description="Fire on this fraction of the calls, evenly."
     )
@@ -136,6 +138,8 @@ class FaultSpec(_Spec):
         from hvballoon.fake.faults import check_fault
 
         check_fault(self.op, self.kind)
+        if self.at is not None and self.until is not None and self.until <= self.at:
+            raise ValueError("until must be after at")
         if self.rate is not None and self.probability is not None:
             raise ValueError("give either rate or probability, not both")
         return self
@@ -175,6 +179,12 @@ class VMSpec(_Spec):
     )
     balloon_cap: Size | None = None
     deflate_on_oom: bool = False
+    free_page_reporting: bool = Field(
+        default=True,
+        description="KVM: the guest reports the pages it frees and the host drops them (memballoon "
+        "freePageReporting); false: the host keeps backing every page the guest touched until a "
+        "balloon takes it.",
+    )
     balloon_driver: bool = True
     balloon_device: bool = Field(
         default=True, description="KVM: the domain has a balloon device (<memballoon model='none'> if not)."

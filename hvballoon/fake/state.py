@@ -118,6 +118,8 @@ class GuestState:
     paused: Arr
     balloon_driver: Arr
     deflate_on_oom: Arr
+    #: the guest reports freed pages and the host drops them (else it backs every page touched)
+    free_page_reporting: Arr
 
     # -- the guest driver's reports (KVM's stats period) ---------------------------------------
     stats_period: Arr
@@ -209,6 +211,7 @@ class GuestState:
         self.dm_priority[i] = 50 if c.get("priority") is None else c["priority"]
         self.startup[i] = c.get("startup_bytes") or self.memory[i]
         self.deflate_on_oom[i] = bool(c.get("deflate_on_oom"))
+        self.free_page_reporting[i] = bool(c.get("free_page_reporting", True))
 
     def release(self, i: int) -> None:
         """VM ``i`` holds no memory any more, and nothing of it is reclaimed or stalled."""

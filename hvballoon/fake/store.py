@@ -49,7 +49,8 @@ __all__ = ["LEGACY_STATE_NAMES", "WorldStore", "world_from_bytes", "world_to_byt
 
 #: The bytes' layout: 2 since the state has named fields (1: the arrays by short names).
 FORMAT = 2
-#: The name each state array had in format 1.
+#: The name each state array had in format 1 (an array added since is not there: a world
+#: loaded from format 1 keeps it as its configuration sets it).
 LEGACY_STATE_NAMES: dict[str, str] = {
     "memory": "mem",
     "kernel": "kern",
@@ -153,6 +154,8 @@ def world_from_bytes(data: bytes) -> World:
     legacy = header.get("format", 1) == 1
     with np.load(io.BytesIO(data[8 + size :]), allow_pickle=False) as npz:
         for name in w.state.names():
+            if legacy and name not in LEGACY_STATE_NAMES:
+                continue
             key = f"a_{LEGACY_STATE_NAMES[name]}" if legacy else f"state.{name}"
             setattr(w.state, name, npz[key].copy())
         for i, b in enumerate(w.workloads):
@@ -161,7 +164,8 @@ def world_from_bytes(data: bytes) -> World:
     origin = header["wall_origin"]
     w.wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))
     w.power = list(header["power"])
-    w.configs[:] = header["configs"]
+    # a configuration key added since the world was saved keeps the value its scenario gives
+    w.configs[:] = [{**fresh, **saved} for fresh, saved in zip(w.configs, header["configs"], strict=True)]
     for i, g in enumerate(w.guests.values()):
         g.config = w.configs[i]
     w.events = list(header["events"])

@@ -93,6 +93,7 @@ class KVMView(FlavorView):
             startup_bytes=g.memory_bytes,
             maximum_bytes=c["maximum_bytes"],
             deflate_on_oom=bool(c.get("deflate_on_oom")),
+            free_page_reporting=bool(c.get("free_page_reporting", True)),
             stats_period_seconds=g.stats_period,
             extra={"balloon_model": "virtio" if c.get("balloon_device", True) else "none"},
         )

@@ -53,6 +53,7 @@ from hvballoon.fake.physics import (
     stalled_guests,
     swap_traffic,
     take_reports,
+    touched_pages,
     workload_demand,
 )
 from hvballoon.fake.scenario import Scenario, VMSpec
@@ -343,7 +344,11 @@ class World:
         current = move_balloons(s, goal, low, act, demand, dt, steps, buf.current)
         full_swap = self.strict or bool(self.observers)
         guest = guest_memory(s, current, demand, floor, dt, steps, buf, full_swap=full_swap)
-        backed = current if hv.backs_assigned_memory else np.add(guest.used, guest.cache, out=buf.backed)
+        if hv.backs_assigned_memory:
+            backed = current
+        else:
+            backed = np.add(guest.used, guest.cache, out=buf.backed)
+            touched_pages(s, current, backed)
         traffic = swap_traffic(s, guest, dt, buf)
         kills = new_oom_kills(s, guest.oom, act)
         if kills is not None:

@@ -3,7 +3,9 @@
 Facts (shared/REFERENCE.md §3, libvirt's QEMU and test drivers): targets and sizes are whole KiB;
 a target above the maximum is refused ("cannot set memory higher than max memory"); the maximum
 changes only on an inactive domain ("cannot resize the maximum memory on an active domain");
-autodeflate "cannot be enabled/disabled for running domain"; without a ``<memballoon>`` device
+autodeflate "cannot be enabled/disabled for running domain", and free page reporting
+(``<memballoon freePageReporting='on'>``, libvirt 6.9, QEMU 5.1's ``free-page-reporting``, Linux
+5.7 guests) is a property of the balloon device on QEMU's command line too; without a ``<memballoon>`` device
 there is no balloon to move and no stats period ("No memory balloon device configured").
 
 Used by the libvirt backend (``qemu://``, ``test://``), the fake's ``kvm`` flavour, and any other
@@ -50,12 +52,15 @@ class KVMKind(Kind):
             mechanism=Mechanism.BALLOON,
             readable=_READABLE,
             set_live=frozenset({"target", "stats_period_seconds"}),
-            set_offline=frozenset({"target", "maximum_bytes", "deflate_on_oom", "stats_period_seconds"}),
+            set_offline=frozenset(
+                {"target", "maximum_bytes", "deflate_on_oom", "free_page_reporting", "stats_period_seconds"}
+            ),
             target_observable=True,
             notes=(
                 "a target is the virtio-balloon target (KiB); the hypervisor reports no error when "
                 "the balloon stalls short of it: wait_for_target watches it arrive",
-                "maximum_bytes and deflate_on_oom change only the definition of a stopped domain",
+                "maximum_bytes, deflate_on_oom and free_page_reporting change only the definition of a "
+                "stopped domain",
             ),
         ),
     )
@@ -73,10 +78,16 @@ class KVMKind(Kind):
             InvalidStateError,
             "deflate-on-OOM (memballoon autodeflate) changes only with the domain off",
         ),
+        Rule(
+            "free_page_reporting_only_when_off",
+            InvalidStateError,
+            "free page reporting (memballoon freePageReporting) changes only with the domain off",
+        ),
     )
     offline_rules: ClassVar[dict[str, str]] = {
         "maximum_bytes": "maximum_only_when_off",
         "deflate_on_oom": "deflate_on_oom_only_when_off",
+        "free_page_reporting": "free_page_reporting_only_when_off",
     }
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
@@ -95,7 +106,7 @@ class KVMKind(Kind):
 
     def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": changes.get("maximum_bytes")}, rule="whole_KiB")
-        needs_device = {"stats_period_seconds", "deflate_on_oom"} & set(changes)
+        needs_device = {"stats_period_seconds", "deflate_on_oom", "free_page_reporting"} & set(changes)
         if needs_device and not has_balloon_device(current):
             field = sorted(needs_device)[0]
             self.refuse(

@@ -1,386 +1,635 @@
-"""``hvballoon``: our policy, designed from the hazards of ballooning.
+"""``hvballoon``: our policy, designed from the hazards of ballooning, waves of demand included.
 
-* **A floor from observed use.** A VM keeps what it used at its recent peak (or what its trend
-  says it will use a minute from now, if that is more) plus a headroom. For its first
-  ``settle_seconds`` (five minutes) the headroom is the session's proportional margin:
-  ``max(10 % of its maximum, 512 MiB, 3 σ of its use, 2 × its largest rise in one round)``.
-  Once it has been watched that long, the headroom is what its own variability asks for:
-  ``max(256 MiB, 3 σ of its one-round changes over the two rounds a reaction takes, 2 × its
-  largest rise in one round)`` — a steady VM keeps the session's absolute margin, a noisy one
-  more. Page cache above the floor is reclaimed: it is the memory a balloon can take without
-  hurting (the guest drops it before it swaps).
-* **Its own guard rails**: because it sizes each VM's headroom itself, the policy asks the
-  controller to check its lowers against the session's guard rails without their proportional
-  margin (:meth:`HvballoonPolicy.guard_rails`): the absolute margin (256 MiB) and the refusal
-  of stale or missing figures stay, checked by the session at the call.
-* **Fast deflation.** When a VM's use rises faster than its headroom can absorb before the
-  next round, when it swaps in, or when its free memory falls below half its headroom, its
-  target jumps straight to its maximum (a *surge*); it is not squeezed again for
-  ``calm_seconds``.
-* **Cautious inflation.** Targets come down by at most ``lower_step_fraction`` of the maximum
-  per round, and only on VMs that have been calm for ``calm_seconds``.
-* **Spike allowance.** A host with memory to spare lends it as extra headroom (up to
-  ``spike_fraction`` of each VM's maximum), so a sudden spike lands in memory the guest already
-  has — but only while the host stays below ``lend_below`` (85 %) of its memory: lent memory
-  fills with page cache, which the host must back, so lending on a full host only makes it swap.
-* **A host reserve sized for simultaneous spikes**: the configured reserve plus the sum of the
-  largest bursts the ``simultaneous`` busiest VMs showed. When the host's free memory is below
-  it, idle memory is reclaimed faster, lowest priority first.
-* **Self-managed memory is left alone**: a JVM heap or a database buffer pool looks idle to the
-  guest but is not; such VMs get their maximum back and are never lowered.
-* **It never fights the mechanism**: where the live rules forbid lowering (Hyper-V Dynamic
-  Memory) it only raises, and says so.
+Its premise: ballooning must never leave a host worse off than not ballooning. Memory a guest
+does not use costs the host nothing until the guest touches it, and the guest that has it can
+absorb a surge by itself, in the instant the surge comes; memory taken away has to be given back
+before the surge outruns the guest's headroom and swap. So the policy takes memory back where
+the host needs it, keeps the rest as headroom, and gives it back within seconds.
+
+* **A plausible surge per VM.** Each VM is credited with the surge it could plausibly make: the
+  larger of ``surge_fraction`` of its size (a third or more of a VM's size within seconds is
+  the class of wave the policy is built for), the largest rise it has shown (within a minute,
+  remembered for a day), and the largest its *siblings* have shown, scaled to its size — VMs
+  named alike (the name without its trailing number: ``web01``, ``web-7`` → ``web``) and of the
+  same size behave alike, so a VM that has not spiked yet gets the headroom its siblings needed.
+* **Headroom first, reclaim where the host needs it.** A VM is lowered to its use plus its
+  plausible surge, never less while the host has the memory: what is above that is memory no
+  surge of the class reaches. The host keeps a **reserve** free — the larger of
+  ``free_fraction`` of its memory (the 20 % MoM and Proxmox keep) and its own configured
+  reserve. Only when the host's free memory is below
+  that reserve does the policy cut into headroom, and then all at one level (the same fraction
+  of each VM's plausible surge, never below a small floor sized from the VM's own noise), on
+  the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
+  the host lacks from the memory the host actually backs.
+* **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
+  since the last figures, that swaps in, or that runs out of headroom, is given its whole size
+  back in that round (a *surge*): the host's reserve absorbs it.
+* **A wave deals the reserve out.** For ``wave_seconds`` after a surge, a wave is under way:
+  the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
+  once, out of the host's free memory down to ``wave_floor_fraction`` of it, and their headroom
+  is not cut while the wave rises; the other VMs keep the host's whole reserve.
+* **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
+  below its reserve, or a surge is under way, the policy asks the controller for its next round
+  within ``fast_interval_seconds`` (two seconds by default), and for a guest statistics period
+  of :attr:`stats_period_seconds` where the backend can set it live, so a wave is seen within
+  seconds rather than within a round or two of ten.
+* **Calm hands.** A VM is not lowered within ``calm_seconds`` (ten minutes) of a raise unless
+  its use fell, nor raised within ``calm_seconds`` of a lower unless its use rose; a lower is
+  made in one step and only when it moves enough to matter (``lower_deadband_fraction`` of the
+  VM's size while the host has what it needs), so a steady VM is moved a few times a day.
+* **Its own guard rails.** The policy sizes every headroom itself, so it has the controller check
+  its lowers against the session's guard rails without their proportional margin: the absolute
+  margin (use + 256 MiB) and the refusal of stale or missing figures stay, checked by the
+  session at the call.
+* **Self-managed memory is left alone** (a JVM heap or a database buffer pool looks idle but is
+  not: such VMs get their maximum back and are never lowered), and **it never fights the
+  mechanism**: where the live rules forbid lowering (Hyper-V Dynamic Memory) it only raises.
+
+No rule looks at a scenario's name or at the simulator's future: the policy sees the
+controller's snapshot (the public API's figures) and its own history, nothing else.
+
+>>> from hvballoon.policy.model import HostView, Snapshot, VMView
+>>> from hvballoon.models import Mechanism
+>>> from hvballoon.units import GiB
+>>> web = VMView(id="w", name="web01", mechanism=Mechanism.BALLOON, maximum_bytes=16 * GiB,
+...              current_bytes=16 * GiB, target_bytes=16 * GiB, used_bytes=3 * GiB)
+>>> host = HostView(total_bytes=64 * GiB, used_bytes=30 * GiB)
+>>> policy = HvballoonPolicy()
+>>> plan = policy.decide(Snapshot(at_seconds=0, host=host, vms=(web,)), policy.initial_state())
+>>> p = plan.for_vm("w")
+>>> p.rule, round(p.target_bytes / GiB, 1)   # use 3 GiB + a plausible surge of 60 % of 16 GiB
+('hvballoon.lower', 12.6)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-from collections import deque
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hvballoon.policy.base import Plan, Policy
-from hvballoon.policy.model import Proposal, Snapshot, VMView
+from hvballoon.policy.model import HostView, Proposal, Snapshot, VMView
 from hvballoon.units import MiB, format_size
 
 if TYPE_CHECKING:
     from hvballoon.session import GuardRails
 
-__all__ = ["HvballoonPolicy", "VMHistory"]
+__all__ = ["HvballoonPolicy", "VMHistory", "sibling_key"]
+
+_DAY = 86400.0
+
+
+def _backed(v: VMView) -> int:
+    """What the host backs for the VM: its host-side consumption where reported, else its
+    memory less what its guest has entirely free."""
+    if v.host_consumed_bytes is not None:
+        return v.host_consumed_bytes
+    return v.current_bytes - (v.free_bytes or 0)
+
+
+def sibling_key(name: str, maximum_bytes: int) -> tuple[str, int]:
+    """VMs that behave alike: the name without its trailing number, and the same size.
+
+    >>> sibling_key("web01", 8), sibling_key("web-7", 8), sibling_key("db", 8)
+    (('web', 8), ('web', 8), ('db', 8))
+    """
+    stem = re.sub(r"[-_.]?\d+$", "", name) or name
+    return stem, maximum_bytes
 
 
 @dataclass(frozen=True)
 class VMHistory:
-    """What the policy remembers of one VM: samples of ``(time, used, swap_in)``."""
+    """What the policy remembers of one VM (times in the controller's seconds, sizes in bytes).
 
-    samples: tuple[tuple[float, int, int], ...] = ()
+    ``lows`` and ``highs`` hold the use over the last ``rise_seconds`` / ``peak_seconds`` as
+    monotonic queues (their first entry is the window's minimum / maximum); ``noise`` is the
+    moving mean square of the change between two consecutive figures; ``burst_bytes`` the
+    largest rise within ``rise_seconds`` it has shown, at ``burst_at``; ``cache_bytes`` the most
+    memory above its use the host has backed for it (its page cache) within ``appetite_seconds``,
+    at ``cache_at``.
+    """
+
+    first_at: float
+    last_at: float
+    used_bytes: int
+    swap_in_bytes: int = 0
+    lows: tuple[tuple[float, int], ...] = ()
+    highs: tuple[tuple[float, int], ...] = ()
+    noise: float = 0.0
+    burst_bytes: int = 0
+    burst_at: float = 0.0
+    cache_bytes: int = 0
+    cache_at: float = 0.0
     surge_at: float | None = None
-    last_lower_at: float | None = None
+    raised_at: float | None = None
+    raised_used_bytes: int = 0
+    lowered_at: float | None = None
+    lowered_used_bytes: int = 0
+
+    @property
+    def rise_bytes(self) -> int:
+        """How far its use is above its lowest of the rise window."""
+        return self.used_bytes - self.lows[0][1] if self.lows else 0
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.highs[0][1] if self.highs else self.used_bytes
 
 
 @dataclass(frozen=True)
 class _State:
     vms: Mapping[str, VMHistory] = field(default_factory=dict)
+    #: the headroom level kept (1: every VM its whole plausible surge), and when it was set
+    level: float = 1.0
+    level_at: float | None = None
+    #: when a VM last surged
+    surge_at: float | None = None
+    #: the sibling groups (name stem, size) of the VMs surging in the wave under way
+    families: frozenset[tuple[str, int]] = frozenset()
 
 
-def _slope(points: list[tuple[float, int]]) -> float:
-    """Least-squares slope (bytes per second) of ``(time, value)`` points."""
-    if len(points) < 3:
-        return 0.0
-    n = len(points)
-    mt = sum(t for t, _ in points) / n
-    mv = sum(v for _, v in points) / n
-    den = sum((t - mt) ** 2 for t, _ in points)
-    if den <= 0:
-        return 0.0
-    return sum((t - mt) * (v - mv) for t, v in points) / den
+@dataclass
+class _Figures:
+    """One VM's figures in one round."""
+
+    view: VMView
+    hist: VMHistory
+    used: int
+    available: int
+    backed: int
+    surge: int
+    floor_headroom: int
+    settled: bool
+    surging: str | None = None
+    free_to_lower: bool = True
+    #: given its whole plausible surge back because a wave is under way
+    wave_raise: bool = False
 
 
 class HvballoonPolicy(Policy):
     """hvballoon's own policy (see the module docstring); every knob is a keyword."""
 
     name = "hvballoon"
-    summary = "floor from observed use and its variability, fast deflation, cautious inflation"
+    summary = "headroom for a plausible surge, reclaim where the host needs it, surges given back at once"
+    stats_period_seconds = 1
 
     def __init__(
         self,
         *,
-        window_seconds: float = 900.0,
-        peak_seconds: float = 300.0,
-        trend_seconds: float = 120.0,
-        horizon_seconds: float = 60.0,
-        headroom_fraction: float = 0.10,
-        min_headroom_bytes: int = 512 * MiB,
+        surge_fraction: float = 0.6,
+        free_fraction: float = 0.20,
+        band_fraction: float = 0.025,
+        appetite_seconds: float = 6 * 3600.0,
         settle_seconds: float = 300.0,
-        settled_headroom_fraction: float = 0.0,
-        settled_min_headroom_bytes: int = 256 * MiB,
-        reaction_rounds: float = 2.0,
-        own_guard_rails: bool = True,
+        calm_seconds: float = 600.0,
+        rise_seconds: float = 60.0,
+        peak_seconds: float = 300.0,
+        burst_memory_seconds: float = _DAY,
+        min_headroom_bytes: int = 384 * MiB,
         sigma: float = 3.0,
-        calm_seconds: float = 300.0,
-        lower_step_fraction: float = 0.05,
-        simultaneous: int = 2,
-        spike_fraction: float = 0.15,
-        lend_below: float = 0.85,
-        raise_slack_bytes: int = 256 * MiB,
+        surge_after_seconds: float = 120.0,
+        wave_seconds: float = 120.0,
+        wave_floor_fraction: float = 0.05,
+        lower_deadband_fraction: float = 1 / 16,
+        min_deadband_bytes: int = 512 * MiB,
+        own_guard_rails: bool = True,
     ) -> None:
+        if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
+            raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
+        self.surge_fraction = surge_fraction
+        self.free_fraction = free_fraction
+        self.band_fraction = band_fraction
+        self.appetite_seconds = appetite_seconds
         self.settle_seconds = settle_seconds
-        self.settled_headroom_fraction = settled_headroom_fraction
-        self.settled_min_headroom_bytes = settled_min_headroom_bytes
-        self.reaction_rounds = reaction_rounds
-        self.own_guard_rails = own_guard_rails
-        self.window_seconds = window_seconds
+        self.calm_seconds = calm_seconds
+        self.rise_seconds = rise_seconds
         self.peak_seconds = peak_seconds
-        self.spike_fraction = spike_fraction
-        self.lend_below = lend_below
-        self.raise_slack_bytes = raise_slack_bytes
-        self.trend_seconds = trend_seconds
-        self.horizon_seconds = horizon_seconds
-        self.headroom_fraction = headroom_fraction
+        self.burst_memory_seconds = burst_memory_seconds
         self.min_headroom_bytes = min_headroom_bytes
         self.sigma = sigma
-        self.calm_seconds = calm_seconds
-        self.lower_step_fraction = lower_step_fraction
-        self.simultaneous = simultaneous
+        self.surge_after_seconds = surge_after_seconds
+        self.wave_seconds = wave_seconds
+        self.wave_floor_fraction = wave_floor_fraction
+        self.lower_deadband_fraction = lower_deadband_fraction
+        self.min_deadband_bytes = min_deadband_bytes
+        self.own_guard_rails = own_guard_rails
 
     def initial_state(self) -> Any:
         return _State()
 
     def guard_rails(self, session: GuardRails) -> GuardRails:
         """The session's absolute margin without its proportional one: the headroom above it is
-        sized per VM from what the VM has shown (and is the proportional margin until then)."""
+        sized per VM by the policy."""
         if not self.own_guard_rails or session.margin_fraction == 0:
             return session
         return dataclasses.replace(session, margin_fraction=0.0)
 
-    # -- per VM figures -------------------------------------------------------------------
+    # -- memory of each VM ----------------------------------------------------------------
 
-    def _history(self, v: VMView, old: VMHistory | None, now: float) -> VMHistory:
-        old = old or VMHistory()
-        samples = deque(s for s in old.samples if now - s[0] <= self.window_seconds)
-        if v.used_bytes is not None:
-            samples.append((now, v.used_bytes, v.swap_in_bytes or 0))
-        return VMHistory(tuple(samples), old.surge_at, old.last_lower_at)
-
-    def _figures(self, v: VMView, h: VMHistory, interval: float) -> dict[str, Any]:
+    def _remember(self, v: VMView, old: VMHistory | None, now: float) -> VMHistory:
+        """The VM's history with this round's fresh figures added (the caller checked them)."""
         used = v.used_bytes or 0
-        samples = h.samples or ((0.0, used, 0),)
-        uses = [s[1] for s in samples]
-        n = len(uses)
-        mean = sum(uses) / n
-        sigma = math.sqrt(max(0.0, sum(u * u for u in uses) / n - mean * mean))
-        rises = [b - a for a, b in itertools.pairwise(uses)]
-        max_rise = max(0, *rises) if rises else 0
-        last_rise = rises[-1] if rises else 0
-        last = samples[-1][0]
-        recent = [(t, u) for t, u, _ in samples if last - t <= self.trend_seconds]
-        slope = max(0.0, _slope(recent))
-        swapped_in = n >= 2 and samples[-1][2] > samples[-2][2]
-        # how far its use moves within the time a reaction takes (a round or two): the spread
-        # of its one-round changes, scaled to the reaction time
-        if rises:
-            mr = sum(rises) / len(rises)
-            rise_sigma = math.sqrt(max(0.0, sum(r * r for r in rises) / len(rises) - mr * mr))
-        else:
-            rise_sigma = 0.0
-        settled = last - samples[0][0] >= self.settle_seconds
-        if settled:
-            # watched long enough: the headroom is what its variability asks for, above the
-            # session's absolute margin
-            fraction, least = self.settled_headroom_fraction, self.settled_min_headroom_bytes
-            spread = self.sigma * rise_sigma * math.sqrt(self.reaction_rounds)
-        else:
-            # not yet: the session's proportional margin, and the spread of its use
-            fraction, least = self.headroom_fraction, self.min_headroom_bytes
-            spread = self.sigma * sigma
-        headroom = int(
-            max(
-                fraction * v.maximum_bytes,
-                least,
-                spread,
-                2 * max_rise,
-                v.guard_floor_bytes - used if v.guard_floor_bytes is not None else 0,
+        swap_in = v.swap_in_bytes or 0
+        cache = max(0, _backed(v) - used)
+        if old is None:
+            return VMHistory(
+                now, now, used, swap_in, ((now, used),), ((now, used),), cache_bytes=cache, cache_at=now
             )
+        if cache >= old.cache_bytes or now - old.cache_at > self.appetite_seconds:
+            cache_bytes, cache_at = cache, now
+        else:
+            cache_bytes, cache_at = old.cache_bytes, old.cache_at
+        lows = [x for x in old.lows if now - x[0] <= self.rise_seconds and x[1] < used]
+        lows.append((now, used))
+        highs = [x for x in old.highs if now - x[0] <= self.peak_seconds and x[1] > used]
+        highs.append((now, used))
+        step = used - old.used_bytes
+        noise = 0.9 * old.noise + 0.1 * step * step
+        rise = used - lows[0][1]
+        burst, burst_at = self._burst(old, now)
+        if rise > burst:
+            burst, burst_at = rise, now
+        return dataclasses.replace(
+            old,
+            last_at=now,
+            used_bytes=used,
+            swap_in_bytes=swap_in,
+            lows=tuple(lows),
+            highs=tuple(highs),
+            noise=noise,
+            burst_bytes=burst,
+            burst_at=burst_at,
+            cache_bytes=cache_bytes,
+            cache_at=cache_at,
         )
-        projected = used + slope * max(self.horizon_seconds, 3 * interval)
-        peak = max(s[1] for s in samples if last - s[0] <= self.peak_seconds)
-        # a host short of memory keeps only the last minute's peak
-        short_peak = max(s[1] for s in samples if last - s[0] <= 60.0)
-        return {
-            "used_bytes": used,
-            "peak_bytes": peak,
-            "sigma_bytes": int(sigma),
-            "rise_sigma_bytes": int(rise_sigma),
-            "settled": settled,
-            "trend_bytes_per_second": round(slope, 1),
-            "headroom_bytes": headroom,
-            "floor_bytes": int(max(peak, projected)) + headroom,
-            "tight_floor_bytes": int(max(short_peak, projected)) + headroom,
-            "last_rise_bytes": last_rise,
-            "swapped_in": swapped_in,
-            "burst_bytes": max(max(uses) - min(uses), 2 * max_rise),
-        }
 
-    def _spike_allowance(self, snapshot: Snapshot, figures: dict[str, dict[str, Any]], reserve: int) -> int:
-        """Extra headroom per VM: what the host can spare beyond every floor and the reserve."""
-        host = snapshot.host
-        running = [v for v in snapshot.vms if v.running]
-        backing = sum(
-            v.host_consumed_bytes if v.host_consumed_bytes is not None else v.current_bytes for v in running
-        )
-        overhead = max(0, host.used_bytes - backing)
-        committed = 0
-        shared = 0
-        for v in running:
-            f = figures.get(v.id)
-            if f is None or v.settings.self_managed or not v.can_lower:
-                committed += max(v.target_bytes, v.current_bytes) if f is None else v.target_bytes
-            else:
-                committed += f["floor_bytes"]
-                shared += 1
-        # lend only while the host stays below ``lend_below`` of its memory: the lent memory
-        # fills with page cache, which the host then has to back
-        ceiling = min(host.total_bytes - reserve, int(self.lend_below * host.total_bytes))
-        spare = ceiling - overhead - committed
-        return max(0, spare // shared) if shared else 0
+    def _burst(self, h: VMHistory, now: float) -> tuple[int, float]:
+        """The VM's largest rise, forgotten once ``burst_memory_seconds`` have passed."""
+        if now - h.burst_at > self.burst_memory_seconds:
+            return 0, now
+        return h.burst_bytes, h.burst_at
+
+    def _surging(self, v: VMView, old: VMHistory | None, h: VMHistory, f: _Figures) -> str | None:
+        """Why the VM is surging now (``None`` if it is not)."""
+        if old is None:
+            return None
+        if h.swap_in_bytes > old.swap_in_bytes:
+            return f"it swapped in {format_size(h.swap_in_bytes - old.swap_in_bytes)}"
+        step = h.used_bytes - old.used_bytes
+        quiet = max(self.sigma * math.sqrt(old.noise), f.floor_headroom / 2)
+        if step > quiet:
+            return f"its use rose {format_size(step)} since the last figures"
+        if f.available < f.floor_headroom / 3 and v.target_bytes < v.maximum_bytes:
+            return f"only {format_size(max(0, f.available))} of its memory is left"
+        return None
 
     # -- the round ------------------------------------------------------------------------
 
     def decide(self, snapshot: Snapshot, state: Any) -> Plan:
         st: _State = state if isinstance(state, _State) else _State()
-        now, interval = snapshot.at_seconds, snapshot.interval_seconds
+        now = snapshot.at_seconds
         histories: dict[str, VMHistory] = {}
-        figures: dict[str, dict[str, Any]] = {}
+        figures: dict[str, _Figures] = {}
         for v in snapshot.vms:
-            if not v.running:
+            old = st.vms.get(v.id)
+            if not v.running or v.used_bytes is None or v.stale:
+                if old is not None:
+                    histories[v.id] = old
                 continue
-            hist = self._history(v, st.vms.get(v.id), now)
-            histories[v.id] = hist
-            if v.used_bytes is not None and not v.stale:
-                figures[v.id] = self._figures(v, hist, interval)
+            h = self._remember(v, old, now)
+            histories[v.id] = h
+            f = self._figures(v, h)
+            f.surging = self._surging(v, old, h, f)
+            figures[v.id] = f
+        self._share_among_siblings(figures, now)
 
-        bursts = sorted((f["burst_bytes"] for f in figures.values()), reverse=True)
-        reserve = snapshot.host.reserve_bytes + sum(bursts[: self.simultaneous])
-        tight = snapshot.host.free_bytes < reserve
-        if tight:
-            for f in figures.values():
-                f["floor_bytes"] = f["tight_floor_bytes"]
-        # a host with memory to spare lends it as extra headroom, so a spike has room to land
-        # before the next round; a full host lends none
-        allowance = self._spike_allowance(snapshot, figures, reserve)
-        for v in snapshot.vms:
-            if v.id in figures:
-                extra = min(allowance, int(self.spike_fraction * v.maximum_bytes))
-                figures[v.id]["spike_allowance_bytes"] = extra
-                figures[v.id]["floor_bytes"] += extra
+        host = snapshot.host
+        # the host's reserve: a fifth of its memory, or its own reserve if that is more
+        reserve = max(int(self.free_fraction * host.total_bytes), host.reserve_bytes)
+        surging = any(f.surging is not None for f in figures.values())
+        last_surge = now if surging else st.surge_at
+        wave = last_surge is not None and now - last_surge < self.wave_seconds
+        # the VMs a wave is likely to take next: the siblings of those surging in it
+        families = {sibling_key(f.view.name, f.view.maximum_bytes) for f in figures.values() if f.surging}
+        if wave:
+            families |= st.families
+        # the others keep the host's whole reserve (a Dynamic Memory maximum too: raising it lets
+        # the hypervisor hand memory to VMs that do not surge)
+        fixed_short = reserve - host.free_bytes
+        fixed_level = level = self._level(st, figures, snapshot, reserve)
+        if wave:
+            # for the VMs that may surge next the reserve is there to be dealt out, not refilled
+            # from their headroom: only the wave's floor is defended, and their headroom is
+            # given back (out of the host's free memory) rather than cut
+            reserve = self._wave_floor(host)
+            level = min(self._level(st, figures, snapshot, reserve), st.level)
+            self._deal_out_reserve(figures, snapshot, families)
+        short = reserve - host.free_bytes
         host_inputs = {
-            "host_free_bytes": snapshot.host.free_bytes,
+            "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,
-            "host_tight": tight,
+            "host_short_bytes": max(0, short),
+            "headroom_level": round(level, 3),
         }
 
         proposals: list[Proposal] = []
+        exposed = short > 0 or wave
         for v in snapshot.vms:
-            h = histories.get(v.id)
-            fig = figures.get(v.id)
-            if h is None or fig is None:
+            seen = figures.get(v.id)
+            if seen is None:
                 why = "not running" if not v.running else "no fresh guest figures: never lower blind"
                 proposals.append(Proposal(vm_id=v.id, rule="hvballoon.no_stats", reason=why))
                 continue
-            inputs = {**fig, **host_inputs}
-            proposal, h = self._one(v, h, fig, tight, now, interval, inputs)
+            f = seen
+            if f.view.can_lower and sibling_key(f.view.name, f.view.maximum_bytes) in families:
+                proposal, h = self._one(f, level, short, now, host_inputs, wave=wave)
+            else:
+                proposal, h = self._one(f, fixed_level, fixed_short, now, host_inputs, wave=False)
             histories[v.id] = h
             proposals.append(proposal)
-        return Plan(tuple(proposals), _State(histories))
+            exposed = (
+                exposed
+                or f.surging is not None
+                or (h.surge_at is not None and now - h.surge_at < self.surge_after_seconds)
+                or (
+                    f.view.can_lower
+                    and not f.view.settings.self_managed
+                    and f.settled
+                    and f.available < 0.75 * f.surge
+                )
+            )
+        return Plan(
+            tuple(proposals),
+            _State(histories, level, now, last_surge, frozenset(families) if wave else frozenset()),
+            next_round_seconds=snapshot.fast_interval_seconds if exposed else None,
+        )
+
+    def _figures(self, v: VMView, h: VMHistory) -> _Figures:
+        used = h.used_bytes
+        available = v.current_bytes - used
+        backed = _backed(v)
+        burst, _ = self._burst(h, h.last_at)
+        surge = max(int(self.surge_fraction * v.maximum_bytes), burst)
+        floor_headroom = int(max(self.min_headroom_bytes, self.sigma * math.sqrt(2 * h.noise)))
+        return _Figures(
+            view=v,
+            hist=h,
+            used=used,
+            available=available,
+            backed=backed,
+            surge=min(surge, max(0, v.maximum_bytes - used)),
+            floor_headroom=floor_headroom,
+            settled=h.last_at - h.first_at >= self.settle_seconds,
+        )
+
+    def _share_among_siblings(self, figures: dict[str, _Figures], now: float) -> None:
+        """A VM gets the headroom its siblings needed: the largest rise of its kind, to scale."""
+        largest: dict[tuple[str, int], float] = {}
+        for f in figures.values():
+            key = sibling_key(f.view.name, f.view.maximum_bytes)
+            burst, _ = self._burst(f.hist, now)
+            largest[key] = max(largest.get(key, 0.0), burst / max(f.view.maximum_bytes, 1))
+        for f in figures.values():
+            share = largest.get(sibling_key(f.view.name, f.view.maximum_bytes), 0.0)
+            shared = int(share * f.view.maximum_bytes)
+            f.surge = max(f.surge, min(shared, max(0, f.view.maximum_bytes - f.used)))
+
+    def _whole(self, f: _Figures) -> int:
+        """The VM's use plus its whole plausible surge (within its bounds)."""
+        v = f.view
+        return min(v.maximum_bytes, max(v.minimum_bytes, f.used + max(f.floor_headroom, f.surge)))
+
+    def _wave_floor(self, host: HostView) -> int:
+        """The free memory a host keeps while a wave rises."""
+        return max(int(self.wave_floor_fraction * host.total_bytes), host.reserve_bytes)
+
+    def _deal_out_reserve(
+        self, figures: dict[str, _Figures], snapshot: Snapshot, families: set[tuple[str, int]]
+    ) -> None:
+        """A wave is under way: the VMs whose headroom was cut get their whole plausible surge
+        back at once, out of the host's free memory, before their own surge comes.
+
+        Only the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
+        alike VMs), those short of the most headroom first. What is dealt out is what they could take within
+        seconds (their missing headroom) after the surging VMs' own plausible surges, down to a
+        floor of ``wave_floor_fraction`` of the host's memory (or its own reserve).
+        """
+        host = snapshot.host
+        budget = host.free_bytes - self._wave_floor(host)
+        for f in figures.values():
+            if f.surging is not None:
+                budget -= max(0, f.view.maximum_bytes - f.used - max(0, f.available))
+        candidates = []
+        for f in figures.values():
+            v = f.view
+            if f.surging is not None or v.settings.self_managed or not v.can_raise or not v.can_lower:
+                # only headroom the policy took is dealt back (a Dynamic Memory maximum it cannot
+                # lower is the hypervisor's to balance)
+                continue
+            missing = self._whole(f) - v.target_bytes
+            if missing < max(self.min_deadband_bytes, f.surge // 4):
+                continue  # it has most of its plausible surge: a move would only be noise
+            if sibling_key(v.name, v.maximum_bytes) in families:
+                candidates.append((-missing, v.id, f, missing))
+        for _, _, f, missing in sorted(candidates, key=lambda c: c[:2]):
+            if missing > budget:
+                continue
+            budget -= missing
+            f.wave_raise = True
+
+    def _target(self, f: _Figures, level: float) -> int:
+        """Where the VM is steered at a headroom level (1: its whole plausible surge).
+
+        A cut below its whole surge is made only on a VM whose page cache reaches above the
+        cut (the most it has had within ``appetite_seconds``): cutting the headroom of a VM
+        that keeps it free frees nothing the host backs, and leaves it with less to absorb a
+        surge.
+        """
+        v = f.view
+        whole = self._whole(f)
+        headroom = max(f.floor_headroom, int(level * f.surge))
+        if level >= 1.0 or f.hist.cache_bytes <= headroom:
+            return whole
+        return min(v.maximum_bytes, max(v.minimum_bytes, f.used + headroom))
+
+    def _lowerable(self, f: _Figures, now: float) -> bool:
+        """May the policy lower this VM now (not surging, calm, lowerable)?"""
+        v, h = f.view, f.hist
+        if f.surging is not None or not v.can_lower or v.settings.self_managed:
+            return False
+        if h.raised_at is not None and now - h.raised_at < self.calm_seconds:
+            # no lower within the calm time of a raise, unless its use fell since
+            return f.used < h.raised_used_bytes - self.min_deadband_bytes
+        return True
+
+    def _level(
+        self,
+        st: _State,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        reserve: int,
+    ) -> float:
+        """The headroom level this round (1: every VM its whole plausible surge).
+
+        The host's free memory at a level is projected from what each VM's page cache takes
+        (the most it has taken within ``appetite_seconds``): cut headroom gives the host back
+        the cache above it, headroom given back fills with cache again. Below its reserve the
+        host cuts at once to the highest level that leaves it a band more than its reserve
+        (so the cache growing back does not call for another cut a round later); above it, the
+        level rises to the highest that leaves two bands more.
+        """
+        host = snapshot.host
+        band = int(self.band_fraction * host.total_bytes)
+        movable = [f for f in figures.values() if f.settled and f.surging is None and f.view.can_lower
+                   and not f.view.settings.self_managed]  # fmt: skip
+
+        def free_at(level: float) -> int:
+            free = host.free_bytes
+            for f in movable:
+                appetite = max(f.hist.cache_bytes, f.backed - f.used)
+                free += f.backed - min(self._target(f, level), f.used + appetite)
+            return free
+
+        def highest(goal: int) -> float:
+            if free_at(1.0) >= goal:
+                return 1.0
+            if free_at(0.0) < goal:
+                return 0.0
+            low, high = 0.0, 1.0
+            for _ in range(16):
+                mid = (low + high) / 2
+                low, high = (mid, high) if free_at(mid) >= goal else (low, mid)
+            return low
+
+        if host.free_bytes < reserve:
+            return min(st.level, highest(reserve + band))
+        return max(st.level, highest(reserve + 2 * band))
 
     def _one(
-        self,
-        v: VMView,
-        h: VMHistory,
-        f: dict[str, Any],
-        tight: bool,
-        now: float,
-        interval: float,
-        inputs: dict[str, Any],
+        self, f: _Figures, level: float, short: int, now: float, host_inputs: dict[str, Any], *, wave: bool
     ) -> tuple[Proposal, VMHistory]:
-        top = v.maximum_bytes
-        current_target = v.target_bytes
+        v, h = f.view, f.hist
+        # while a wave rises, a VM whose use reaches into its headroom gets its whole plausible surge
+        wave_goal = self._whole(f) if wave else 0
+        top, current_target = v.maximum_bytes, v.target_bytes
+        # a VM not watched long enough (its noise unknown) keeps its whole plausible surge
+        goal = self._target(f, level) if f.settled else self._whole(f)
+        inputs = {
+            "used_bytes": f.used,
+            "available_bytes": f.available,
+            "host_backed_bytes": f.backed,
+            "plausible_surge_bytes": f.surge,
+            "floor_headroom_bytes": f.floor_headroom,
+            "goal_bytes": goal,
+            **host_inputs,
+        }
+
+        def propose(rule: str, reason: str, target: int | None = None) -> Proposal:
+            return Proposal(vm_id=v.id, target_bytes=target, rule=rule, reason=reason, inputs=inputs)
+
+        def raised(target: int) -> VMHistory:
+            return dataclasses.replace(h, raised_at=now, raised_used_bytes=f.used)
+
         if v.settings.self_managed:
             if current_target < top and v.can_raise:
-                return Proposal(
-                    vm_id=v.id,
-                    target_bytes=top,
-                    rule="hvballoon.self_managed",
-                    reason="manages its own memory (JVM heap / buffer pool): given its full size back",
-                    inputs=inputs,
-                ), h
-            return Proposal(
-                vm_id=v.id,
-                rule="hvballoon.self_managed",
-                reason="manages its own memory: never lowered",
-                inputs=inputs,
-            ), h
+                return propose(
+                    "hvballoon.self_managed",
+                    "manages its own memory (JVM heap / buffer pool): given its full size back",
+                    top,
+                ), raised(top)
+            return propose("hvballoon.self_managed", "manages its own memory: never lowered"), h
 
-        used, headroom = f["used_bytes"], f["headroom_bytes"]
-        free_now = v.current_bytes - used
-        surge_why = None
-        if f["swapped_in"]:
-            surge_why = "it swapped in since the last round"
-        elif f["last_rise_bytes"] > headroom / 2:
-            surge_why = f"its use rose {format_size(f['last_rise_bytes'])} in one round"
-        elif free_now < headroom / 2 and current_target < top:
-            surge_why = f"only {format_size(max(0, free_now))} is left free"
-        if surge_why is not None:
-            h = VMHistory(h.samples, now, h.last_lower_at)
+        if f.wave_raise:
+            goal = self._whole(f)
+            return propose(
+                "hvballoon.wave",
+                f"a wave is under way (VMs surging within {self.wave_seconds:g} s): the host's reserve "
+                f"dealt out, use {format_size(f.used)} + its whole plausible surge {format_size(goal - f.used)}",
+                goal,
+            ), raised(goal)
+
+        if f.surging is not None:
+            h = dataclasses.replace(h, surge_at=now)
             if current_target < top and v.can_raise:
-                return Proposal(
-                    vm_id=v.id,
-                    target_bytes=top,
-                    rule="hvballoon.surge",
-                    reason=f"demand surge ({surge_why}): deflate fully at once; no lowering for "
-                    f"{self.calm_seconds:g} s",
-                    inputs=inputs,
-                ), h
+                return propose(
+                    "hvballoon.surge",
+                    f"demand surge ({f.surging}): its whole size back at once; not lowered again "
+                    f"until its use falls or {self.calm_seconds:g} s have passed",
+                    top,
+                ), dataclasses.replace(h, raised_at=now, raised_used_bytes=f.used)
+            return propose("hvballoon.surge", f"demand surge ({f.surging}): it already has all it may get"), h
 
-        floor = min(max(f["floor_bytes"], v.minimum_bytes), top)
-        if floor > current_target:
-            # a little above the floor, so the next small rise does not call again
-            floor = min(floor + (64 * MiB if tight else self.raise_slack_bytes), top)
+        # its use rose into the headroom: raise to the goal (a rise of its own use is reason
+        # enough, whenever it was lowered), and a little above, so the next small rise does not
+        # call again
+        deadband = max(self.min_deadband_bytes, int(self.lower_deadband_fraction * top))
+        short_of = min(f.available, current_target - f.used)
+        if short_of < 0.75 * f.floor_headroom and max(goal, wave_goal) > current_target:
+            goal = min(top, max(goal + deadband // 2, wave_goal))
             if not v.can_raise:
-                return Proposal(
-                    vm_id=v.id,
-                    rule="hvballoon.cannot_raise",
-                    reason="needs more memory but its mechanism cannot raise it now",
-                    inputs=inputs,
+                return propose(
+                    "hvballoon.cannot_raise", "needs more memory but its mechanism cannot raise it now"
                 ), h
-            return Proposal(
-                vm_id=v.id,
-                target_bytes=floor,
-                rule="hvballoon.raise",
-                reason=f"use {format_size(used)} (peak {format_size(f['peak_bytes'])}, trend "
-                f"{format_size(int(f['trend_bytes_per_second'] * 60))}/min) + headroom "
-                f"{format_size(headroom)} + spike allowance {format_size(f['spike_allowance_bytes'])} "
-                "is above the target: raise at once",
-                inputs=inputs,
+            return propose(
+                "hvballoon.raise",
+                f"use {format_size(f.used)} leaves only {format_size(max(0, short_of))} below its target: "
+                f"raised to use + {format_size(goal - f.used)} of headroom",
+                goal,
+            ), raised(goal)
+
+        if not v.can_lower:
+            return propose(
+                "hvballoon.mechanism",
+                "the hypervisor balances this VM itself and its target cannot be lowered live",
             ), h
 
-        if h.surge_at is not None and now - h.surge_at < self.calm_seconds:
-            return Proposal(
-                vm_id=v.id,
-                rule="hvballoon.calming",
-                reason=f"surged {now - h.surge_at:.0f} s ago: not lowered until calm for {self.calm_seconds:g} s",
-                inputs=inputs,
+        # give headroom back once the host has it again, calmly, in a few large steps
+        if goal > current_target + max(deadband, f.surge // 4) and v.can_raise:
+            rose = f.used > h.lowered_used_bytes + f.floor_headroom // 2
+            if h.lowered_at is not None and now - h.lowered_at < self.calm_seconds and not rose:
+                return propose(
+                    "hvballoon.calming",
+                    f"lowered {now - h.lowered_at:.0f} s ago and its use has not risen: headroom "
+                    f"given back after {self.calm_seconds:g} s",
+                ), h
+            return propose(
+                "hvballoon.raise",
+                f"the host has memory again: use {format_size(f.used)} + headroom "
+                f"{format_size(goal - f.used)} (level {level:.2f} of a plausible surge of "
+                f"{format_size(f.surge)})",
+                goal,
+            ), raised(goal)
+
+        gap = current_target - goal
+        urgent = short > 0 and f.backed > goal
+        if gap <= 0 or (gap < deadband and not (urgent and gap >= self.min_deadband_bytes // 2)):
+            return propose(
+                "hvballoon.hold",
+                f"at its goal: use {format_size(f.used)} + headroom {format_size(max(0, current_target - f.used))}",
             ), h
-        if not v.can_lower:
-            return Proposal(
-                vm_id=v.id,
-                rule="hvballoon.mechanism",
-                reason="the hypervisor balances this VM itself and its target cannot be lowered live",
-                inputs=inputs,
+        if not self._lowerable(f, now):
+            since = now - (h.raised_at or now)
+            return propose(
+                "hvballoon.calming",
+                f"raised {since:.0f} s ago and its use has not fallen: not lowered before {self.calm_seconds:g} s",
             ), h
-        # below the reserve, reclaim faster, the more so the lower the VM's priority
-        speed = 1 + (100 - v.settings.priority) / 50 if tight else 1
-        step = int(self.lower_step_fraction * top * speed)
-        gap = current_target - floor
-        if gap < (64 * MiB if tight else max(step // 4, self.raise_slack_bytes)):
-            return Proposal(
-                vm_id=v.id,
-                rule="hvballoon.hold",
-                reason=f"at its floor: use {format_size(used)} + headroom {format_size(headroom)}",
-                inputs=inputs,
-            ), h
-        target = current_target - min(step, gap)
-        h = VMHistory(h.samples, h.surge_at, now)
-        return Proposal(
-            vm_id=v.id,
-            target_bytes=target,
-            rule="hvballoon.lower",
-            reason=f"{format_size(gap)} above its floor (use {format_size(used)}, peak "
-            f"{format_size(f['peak_bytes'])}, headroom {format_size(headroom)}, spike allowance "
-            f"{format_size(f['spike_allowance_bytes'])}): reclaim at most "
-            f"{format_size(step)} per round" + (" (host below its reserve: faster)" if tight else ""),
-            inputs=inputs,
-        ), h
+        if short > 0:
+            why = (
+                f"the host is {format_size(short)} short of its reserve: headroom cut to {level:.2f} of "
+                f"a plausible surge of {format_size(f.surge)}"
+            )
+        elif goal - f.used < f.surge:
+            why = (
+                f"the host keeps headroom at {level:.2f} of a plausible surge of {format_size(f.surge)} "
+                f"while its page cache would fill more"
+            )
+        else:
+            why = (
+                f"use {format_size(f.used)} + a plausible surge of {format_size(f.surge)} is what it may need"
+            )
+        return propose("hvballoon.lower", f"{why}: lowered by {format_size(gap)}", goal), dataclasses.replace(
+            h, lowered_at=now, lowered_used_bytes=f.used
+        )

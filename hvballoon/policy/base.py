@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidRequestError
 from hvballoon.policy.model import Proposal, Snapshot
@@ -28,10 +28,16 @@ __all__ = ["POLICY_NAMES", "Plan", "Policy", "get_policy"]
 
 @dataclass(frozen=True)
 class Plan:
-    """A policy's answer for one round: proposals (one per VM it has an opinion on) and state."""
+    """A policy's answer for one round: proposals (one per VM it has an opinion on) and state.
+
+    ``next_round_seconds`` asks the controller for the next round sooner than its interval
+    (pressure is building, a rise has started); the controller honours it down to its
+    ``fast_interval_seconds``. ``None``: the regular interval.
+    """
 
     proposals: tuple[Proposal, ...]
     state: Any = None
+    next_round_seconds: float | None = None
 
     def for_vm(self, vm_id: str) -> Proposal | None:
         return self.by_vm().get(vm_id)
@@ -47,6 +53,10 @@ class Policy(abc.ABC):
     name: str = ""
     #: One line for ``--help`` and the docs.
     summary: str = ""
+    #: The guest statistics period (seconds) the policy wants on the VMs whose backend can set
+    #: it live (KVM, QMP); ``None``: whatever the VMs have. The controller applies it unless
+    #: ``ControllerSettings.stats_period_seconds`` says otherwise.
+    stats_period_seconds: ClassVar[int | None] = None
 
     def initial_state(self) -> Any:
         """The state before the first round."""

@@ -145,6 +145,8 @@ class Controller(_Running):
         self._last_lower: dict[str, float] = {}
         self._hosts: list[HostStats] = []
         self._settings_checked = False
+        self._asked_round_seconds: float | None = None
+        self._period_tried: dict[str, float] = {}
         self._broken = False
         self._release_pending = False
         self._uri: str | None = self._hv.uri if self._hv is not None else None
@@ -333,14 +335,50 @@ class Controller(_Running):
             vs = self.settings.for_vm(s.vm.name, s.vm.id)
             caps = self.hv.vm_capabilities(s.vm)
             caps_by_id[s.vm.id] = caps
-            view = self._view(s, configs.get(s.vm.id) if running else None, caps, vs, rails)
+            cfg = configs.get(s.vm.id) if running else None
+            if cfg is not None and not vs.exclude:
+                self._keep_stats_period(s, cfg, caps, now)
+            view = self._view(s, cfg, caps, vs, rails)
             if view is not None:
                 views.append(view)
         host = self._host_view(stats, used)
         snap = Snapshot(
-            at_seconds=now, interval_seconds=self.settings.interval_seconds, host=host, vms=tuple(views)
+            at_seconds=now,
+            interval_seconds=self.settings.interval_seconds,
+            fast_interval_seconds=self.settings.fast_interval_seconds,
+            host=host,
+            vms=tuple(views),
         )
         return snap, caps_by_id, stats
+
+    @property
+    def stats_period_seconds(self) -> int | None:
+        """The guest statistics period the controller keeps on the VMs (``None``: theirs)."""
+        wanted = self.settings.stats_period_seconds
+        if wanted is None:
+            wanted = self.policy.stats_period_seconds
+        return wanted or None
+
+    def _keep_stats_period(self, s: MemoryStats, cfg: MemoryConfig, caps: Capabilities, now: float) -> None:
+        """Set the VM's guest statistics period to the one wanted, where its backend can change
+        it live (a guest that reports every 10 s shows a surge up to 10 s late). Tried once per
+        configuration read; a refusal is logged and the VM keeps its period."""
+        wanted = self.stats_period_seconds
+        period = cfg.stats_period_seconds
+        if wanted is None or self.dry_run or period is None or period == wanted:
+            return
+        if not caps.can_set("stats_period_seconds", running=True):
+            return
+        tried = self._period_tried.get(s.vm.id)
+        if tried is not None and now - tried < self.config_refresh_seconds:
+            return
+        self._period_tried[s.vm.id] = now
+        try:
+            self.hv.set_config(s.vm, stats_period=wanted)
+        except HVBalloonError as exc:
+            log.info("cannot set the stats period of %s to %s s: %s", s.vm.name, wanted, exc)
+            return
+        self._configs.pop(s.vm.id, None)
 
     def _host_view(self, stats: list[MemoryStats], derived_used: int) -> HostView:
         """The host as the policies see it, from ``get_host_stats()`` (summing this round's
@@ -430,6 +468,7 @@ class Controller(_Running):
         at = stats[0].collected_at if stats else datetime.now(timezone.utc)
         plan: Plan = self.policy.decide(snap, self.state)
         self.state = plan.state
+        self._asked_round_seconds = plan.next_round_seconds
         decisions: list[Decision] = []
         pending: list[_Pending] = []
         proposals = plan.by_vm()
@@ -677,51 +716,6 @@ class Controller(_Running):
                     self.hv.set_mark(vm_id, MARK_KEY, None)
                 except HVBalloonError as exc:
                     log.warning("cannot remove the mark of %s: %s", vm_id, exc)
-
-    def _adopt_marks(self, stats: list[MemoryStats]) -> None:
-        """Once: the VMs marked by a controller (this one before a restart, its journal lost)
-        are taken as lowered by this one, with what their marks say they had."""
-        from hvballoon.policy.release import MARK_KEY, parse_mark
-
-        if not self.marks:
-            self._marks_read = True
-            return
-        found = self.hv.get_marks(MARK_KEY)
-        self._marks_read = True
-        known = {e.vm_id for e in self.journal.lowered()}
-        names = {s.vm.id: (s.vm.name, s) for s in stats}
-        now = datetime.now(timezone.utc)
-        adopted = []
-        for vm_id, value in found.items():
-            if vm_id in known or vm_id not in names:
-                continue
-            try:
-                before, unlimited = parse_mark(value)
-            except ValueError as exc:
-                log.warning("%s: %s", names[vm_id][0], exc)
-                continue
-            name, st = names[vm_id]
-            target = st.target_bytes if st.target_bytes is not None else (st.current_bytes or 0)
-            adopted.append(
-                Lowered(
-                    vm_id=vm_id,
-                    vm=name,
-                    mechanism=st.mechanism.value,
-                    before_bytes=before or 0,
-                    before_unlimited=unlimited,
-                    target_bytes=target,
-                    marked=True,
-                    since=now,
-                    updated=now,
-                )
-            )
-        if adopted:
-            self.journal.adopt(adopted)
-            log.info(
-                "found %d VMs marked as lowered by a controller: %s",
-                len(adopted),
-                ", ".join(a.vm for a in adopted),
-            )
 
     def _swept(self, stats: list[MemoryStats], hosts: list[HostStats], seconds: float) -> None:
         from hvballoon.fleet import HostResult

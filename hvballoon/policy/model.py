@@ -93,6 +93,18 @@ class ControllerSettings(_Frozen):
     host_overhead_bytes: Size = 0
     host_reserve_bytes: Size = 0
     interval_seconds: float = Field(default=10.0, gt=0)
+    fast_interval_seconds: float | None = Field(
+        default=1.0,
+        gt=0,
+        description="The shortest time between two rounds when the policy asks for quicker rounds "
+        "(pressure building, a rise under way); None: every round waits interval_seconds.",
+    )
+    stats_period_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="The guest statistics period kept on the VMs whose backend can set it live "
+        "(KVM, QMP); None: the policy's (hvballoon 1 s, proxmox 2 s, mom 5 s); 0: never change it.",
+    )
     vms: dict[str, VMSettings] = Field(default_factory=dict)
     default_vm: VMSettings = Field(default_factory=VMSettings)
     max_lower_bytes_per_round: OptSize = None
@@ -115,6 +127,12 @@ class ControllerSettings(_Frozen):
         "(hvballoon: the absolute margin only, with a headroom it sizes from each VM's observed "
         "variability); False keeps the session's margins.",
     )
+
+    @model_validator(mode="after")
+    def _fast(self) -> ControllerSettings:
+        if self.fast_interval_seconds is not None and self.fast_interval_seconds > self.interval_seconds:
+            raise ValueError("fast_interval_seconds is above interval_seconds")
+        return self
 
     def for_vm(self, name: str, vm_id: str) -> VMSettings:
         return self.vms.get(name) or self.vms.get(vm_id) or self.default_vm
@@ -185,6 +203,11 @@ class Snapshot(_Frozen):
 
     at_seconds: float = Field(description="The controller's clock (monotonic seconds).")
     interval_seconds: float = Field(default=10.0, gt=0)
+    fast_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="How soon the controller can run again when asked (None: never sooner).",
+    )
     host: HostView
     vms: tuple[VMView, ...]
 

@@ -105,6 +105,8 @@ class MomPolicy(Policy):
 
     name = "mom"
     summary = "oVirt MoM's default balloon rules (host free 20 %/5 %, ≤ 5 % per round)"
+    #: MoM's guest collector sets the stats period to its guest-monitor-interval (5 s)
+    stats_period_seconds = 5
 
     def __init__(self, *, history: int = 10, constants: MomConstants | None = None) -> None:
         self.history = history

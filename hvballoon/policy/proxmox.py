@@ -146,6 +146,8 @@ class ProxmoxPolicy(Policy):
 
     name = "proxmox"
     summary = "Proxmox VE auto-ballooning (host use target 80 %, shares, ≤ 100 MiB per VM per round)"
+    #: qemu-server sets guest-stats-polling-interval to 2 s at VM start
+    stats_period_seconds = 2
 
     def __init__(
         self,

@@ -16,15 +16,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from hvballoon.backend import Backend
 from hvballoon.errors import HVBalloonError, HVConnectionError, SessionExpiredError
 from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
+from hvballoon.policy.journal import Lowered
 from hvballoon.policy.model import ControllerSettings, Decision
 
 if TYPE_CHECKING:
     from hvballoon.fleet import HostResult
+    from hvballoon.models import MemoryStats
     from hvballoon.policy.journal import Journal
     from hvballoon.policy.release import ReleaseReport
     from hvballoon.session import Hypervisor
@@ -80,6 +83,8 @@ class _Running:
     _release_pending: bool
     _stop: threading.Event
     _wake: threading.Event
+    _marks_read: bool
+    _asked_round_seconds: float | None
 
     if TYPE_CHECKING:
 
@@ -243,8 +248,8 @@ class _Running:
         on_round: Callable[[Round], None] | None = None,
         before_round: Callable[[], None] | None = None,
     ) -> Iterator[Round]:
-        """Rounds every ``interval_seconds`` (forever unless ``rounds``, or until :meth:`stop`),
-        each yielded as a :class:`Round` (which reads as its list of decisions). A failed round
+        """Rounds every ``interval_seconds`` (forever unless ``rounds``, or until :meth:`stop`;
+        sooner while the policy asks for it, see ``next_round_seconds``), each yielded as a :class:`Round` (which reads as its list of decisions). A failed round
         is yielded too, and the next waits longer (:meth:`attempt`).
 
         ``sleep`` replaces the wait between rounds (default: the backend's clock — real time, or
@@ -266,6 +271,7 @@ class _Running:
                 break
             interval = self.settings.interval_seconds
             if rnd.ok:
+                interval = self.next_round_seconds  # sooner while the policy asks for it
                 clock_now = self._safe_clock()
                 spent = (
                     clock_now - clock_started
@@ -285,3 +291,58 @@ class _Running:
             return hv.backend.monotonic()
         except HVBalloonError:
             return None
+
+    @property
+    def next_round_seconds(self) -> float:
+        """Seconds from the start of the last round to the next: ``interval_seconds``, or
+        sooner when the last plan asked for it (never sooner than ``fast_interval_seconds``)."""
+        interval = self.settings.interval_seconds
+        asked, fastest = self._asked_round_seconds, self.settings.fast_interval_seconds
+        if asked is None or fastest is None:
+            return interval
+        return min(interval, max(fastest, asked))
+
+    def _adopt_marks(self, stats: list[MemoryStats]) -> None:
+        """Once: the VMs marked by a controller (this one before a restart, its journal lost)
+        are taken as lowered by this one, with what their marks say they had."""
+        from hvballoon.policy.release import MARK_KEY, parse_mark
+
+        if not self.marks:
+            self._marks_read = True
+            return
+        found = self.hv.get_marks(MARK_KEY)
+        self._marks_read = True
+        known = {e.vm_id for e in self.journal.lowered()}
+        names = {s.vm.id: (s.vm.name, s) for s in stats}
+        now = datetime.now(timezone.utc)
+        adopted = []
+        for vm_id, value in found.items():
+            if vm_id in known or vm_id not in names:
+                continue
+            try:
+                before, unlimited = parse_mark(value)
+            except ValueError as exc:
+                log.warning("%s: %s", names[vm_id][0], exc)
+                continue
+            name, st = names[vm_id]
+            target = st.target_bytes if st.target_bytes is not None else (st.current_bytes or 0)
+            adopted.append(
+                Lowered(
+                    vm_id=vm_id,
+                    vm=name,
+                    mechanism=st.mechanism.value,
+                    before_bytes=before or 0,
+                    before_unlimited=unlimited,
+                    target_bytes=target,
+                    marked=True,
+                    since=now,
+                    updated=now,
+                )
+            )
+        if adopted:
+            self.journal.adopt(adopted)
+            log.info(
+                "found %d VMs marked as lowered by a controller: %s",
+                len(adopted),
+                ", ".join(a.vm for a in adopted),
+            )

@@ -99,6 +99,7 @@ def _mb(n: int | None) -> int:
 _KVM = [
     Case("kvm", "maximum-live", Need("running"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_only_when_off"),
     Case("kvm", "deflate-live", Need("running"), lambda c, s, f: Call("config", {"deflate_on_oom": not c.deflate_on_oom}), "deflate_on_oom_only_when_off"),
+    Case("kvm", "free-page-reporting-live", Need("running"), lambda c, s, f: Call("config", {"free_page_reporting": not c.free_page_reporting}), "free_page_reporting_only_when_off"),
     Case("kvm", "maximum-byte", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB + 512}), "whole_KiB"),
     Case("kvm", "target-no-device", Need("running", balloon=False), lambda c, s, f: Call("target", {"size": _mb(s.configured_bytes), "force": True}), "no_balloon_device"),
     Case("kvm", "period-no-device", Need("running", balloon=False), lambda c, s, f: Call("config", {"stats_period": (c.stats_period_seconds or 0) + 7}), "no_balloon_device"),

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import hvballoon
 from hvballoon import fake
 from hvballoon.errors import (
     HVConnectionError,
+    InvalidStateError,
     OperationTimeoutError,
     PermissionDeniedError,
     ScenarioError,
@@ -22,6 +24,7 @@ from hvballoon.errors import (
 )
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario, parse_scenario
+from hvballoon.fake.store import world_from_bytes, world_to_bytes
 from hvballoon.fake.world import World
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB, MiB
@@ -239,6 +242,44 @@ def test_faults_from_the_scenario_file(tmp_path: Path) -> None:
         load_scenario(path)
 
 
+def test_faults_in_a_time_window_fire_only_then_whoever_calls() -> None:
+    with fake.world("seed") as w, hvballoon.connect("fake://seed", world=w, retry=NO_RETRY) as hv:
+        w.faults.add(op="set_target", kind="connection_lost", probability=1.0, at=60, until=120)
+        hv.set_target("web01", "12GiB")  # before the window
+        w.advance(60)
+        for size in ("11GiB", "10GiB"):
+            with pytest.raises(HVConnectionError):
+                hv.set_target("web01", size)
+        assert hv.get_stats(["web01"])[0].target_bytes == 12 * GiB
+        w.advance(60)  # the window has closed
+        hv.set_target("web01", "10GiB")
+        assert hv.get_stats(["web01"])[0].target_bytes == 10 * GiB
+
+
+def test_fault_windows_round_trip_and_are_checked(tmp_path: Path) -> None:
+    w = World(load_scenario("seed"))
+    w.faults.add(op="get_stats", kind="slow", latency=60, probability=0.5, at=10, until=20)
+    again = world_from_bytes(world_to_bytes(w))
+    assert (again.faults.rules[0].at, again.faults.rules[0].until) == (10.0, 20.0)
+    assert again.faults.hit("get_stats") is None  # a windowed rule needs the world's time
+    for at, until in ((20, 10), (-1, 5)):
+        with pytest.raises(ValueError, match=r"until must be after at|must not be negative"):
+            w.faults.add(op="get_stats", kind="timeout", at=at, until=until)
+    path = tmp_path / "f.yaml"
+    path.write_text(
+        "name: f\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB}]\n"
+        "faults: [{op: get_stats, kind: timeout, at: 2m, until: 1m}]\n"
+    )
+    with pytest.raises(ScenarioError, match=r"faults\.0.*until must be after at"):
+        load_scenario(path)
+    path.write_text(
+        "name: f\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB}]\n"
+        "faults: [{op: get_stats, kind: timeout, at: soon}]\n"
+    )
+    with pytest.raises(ScenarioError, match=r"faults\.0\.at"):
+        load_scenario(path)
+
+
 @pytest.mark.parametrize(
     ("workload", "problem"),
     [
@@ -303,3 +344,36 @@ def test_wall_clock_mode_follows_real_time() -> None:
         assert hv.backend.world.clock == "wall"
     with pytest.raises(hvballoon.InvalidURIError):
         hvballoon.connect("fake://seed?speed=-1")
+
+
+FREE_PAGES = """
+name: free-pages
+flavor: kvm
+host: {{name: host01, physical: 32GiB}}
+vms:
+  - {{name: a, memory: 8GiB, used: 1GiB, cache: 0.5GiB, swap: 1GiB, free_page_reporting: {on},
+      workload: {{kind: spike, params: {{at: 60, duration: 300, size: 4GiB, rise: 5}}}}}}
+"""
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_free_page_reporting_decides_whether_the_host_keeps_touched_pages(on: bool) -> None:
+    w = World(parse_scenario(yaml.safe_load(FREE_PAGES.format(on=str(on).lower())), source="test"))
+    g = w.guests[w.ids[0]]
+    w.advance(120)  # in the spike: about 5.5 GiB touched
+    peak = g.host_backed_bytes
+    assert peak > 5 * GiB
+    w.advance(600)  # the spike is over: the guest freed 4 GiB
+    if on:
+        assert g.host_backed_bytes < peak - 3 * GiB, "reported free pages go back to the host"
+    else:
+        assert g.host_backed_bytes >= peak, "without reporting the host backs every page touched"
+        # a balloon takes them back
+        with hvballoon.connect("fake://", world=w) as hv:
+            hv.set_target("a", "3GiB", force=True)
+        w.advance(30)
+        assert g.host_backed_bytes <= 3 * GiB
+    with hvballoon.connect("fake://", world=w) as hv:
+        assert hv.get_config("a").free_page_reporting is on
+        with pytest.raises(InvalidStateError):
+            hv.set_config("a", free_page_reporting=not on)

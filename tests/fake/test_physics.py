@@ -39,6 +39,7 @@ def vm_specs(draw: Any, i: int) -> dict[str, Any]:
         "unfreeable": unfreeable,
         "swap": draw(st.sampled_from([0, 512 * MiB, GiB])),
         "deflate_on_oom": draw(st.booleans()),
+        "free_page_reporting": draw(st.booleans()),
         "stats_period": draw(st.sampled_from([0, 2, 10])),
         "workload": draw(st.sampled_from(KINDS)),
     }

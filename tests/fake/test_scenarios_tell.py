@@ -17,10 +17,22 @@ import hvballoon
 from hvballoon import fake
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario
+from hvballoon.fake.waves import wave_facts
+from hvballoon.fake.workloads import components
 from hvballoon.fake.world import World
 from hvballoon.units import GiB, MiB
 
-DESCRIBED = {"seed", "seed-spike", "java", "dense", "hyperv-dm", "esxi-limits"}
+DESCRIBED = {
+    "seed",
+    "seed-spike",
+    "java",
+    "dense",
+    "hyperv-dm",
+    "esxi-limits",
+    "waves-roomy",
+    "waves-tight",
+    "waves-over",
+}
 
 
 def test_every_built_in_scenario_has_its_claims_tested_here() -> None:
@@ -269,3 +281,75 @@ def test_esxi_limits_the_balloon_cap_keeps_the_pinned_vm_from_over_inflating() -
     free = run("esxi-limits", 3600, world=World(uncapped))
     assert series(free, "pinned01", "balloon_bytes").max() > 2 * GiB
     assert series(free, "pinned01", "guest_swap_bytes").max() > 0
+
+
+# -- waves -----------------------------------------------------------------------------------------
+
+
+def surges(name: str) -> dict[str, tuple[float, float, float, int]]:
+    """Each surging VM's spike: ``{vm: (at, rise seconds, size, its memory)}``."""
+    out = {}
+    for i, v in enumerate(load_scenario(name).vms):
+        for comp in components(i, v.workload.kind, v.workload.params):
+            if comp.kind == "spike":
+                p = comp.params
+                out[v.name] = (float(p.at), float(p.rise), float(p.size), v.memory)  # type: ignore[attr-defined]
+    return out
+
+
+def assert_a_wave(name: str, at: float, members: set[str], *, within: float, rise: float) -> None:
+    """VMs jumping by a third or more of their size within ``rise`` seconds, starting within
+    ``within`` seconds of ``at``."""
+    wave = {vm: x for vm, x in surges(name).items() if at <= x[0] <= at + within}
+    assert set(wave) == members
+    for vm, (_, seconds, size, memory) in wave.items():
+        assert seconds <= rise and size >= memory / 3, vm
+
+
+def test_waves_roomy_the_host_holds_the_whole_peak_without_ballooning() -> None:
+    """ "A 96 GiB host that could hold the whole peak with no ballooning at all (168 GiB promised,
+    1.75x): after the first hour four web VMs that had shown no variability jump by 7 GiB within
+    5 s, within 15 s of each other, beside JVMs and a database." """
+    spec = load_scenario("waves-roomy")
+    assert spec.host.physical == 96 * GiB and spec.promised_bytes == 168 * GiB
+    assert wave_facts(spec, hours=2).capacity == "roomy"
+    assert_a_wave("waves-roomy", 3600, {"web01", "web02", "web03", "web04"}, within=15, rise=5)
+    kinds = {v.name: v.workload.kind for v in spec.vms}
+    assert all(kinds[f"web0{k}"] == "spike" for k in range(1, 5))  # no variability before
+    assert kinds["jvm01"] == "jvm" and kinds["db01"] == "database"
+    data = run("waves-roomy", 1.5 * 3600, every=10)
+    assert max(data["host"]["reclaimed_bytes"]) == 0 and sum(data["world"].state.oom_events) == 0
+    assert series(data, "web01", "demand_bytes").max() >= 9.5 * GiB
+
+
+def test_waves_tight_the_demand_fits_the_host_but_the_page_cache_does_not() -> None:
+    """ "A 128 GiB host with fourteen VMs (224 GiB promised, 1.75x) whose peak demand fits its
+    memory but whose page cache does not: two waves, at 1 h five api VMs and at 2.5 h four web
+    VMs, each VM jumping by 6-8 GiB within 3 s; while each wave rises, a third of the moves lose
+    their connection and a fifth of the sweeps time out." """
+    spec = load_scenario("waves-tight")
+    assert spec.host.physical == 128 * GiB and len(spec.vms) == 14 and spec.promised_bytes == 224 * GiB
+    facts = wave_facts(spec, hours=3)
+    assert facts.capacity == "tight" and facts.peak_demand_bytes <= facts.host_room_bytes
+    assert_a_wave("waves-tight", 3600, {f"api0{k}" for k in range(1, 6)}, within=20, rise=3)
+    assert_a_wave("waves-tight", 9000, {f"web0{k}" for k in range(1, 5)}, within=20, rise=3)
+    for start in (3600, 9000):
+        active = {
+            (f.op, f.kind)
+            for f in spec.faults
+            if f.at is not None and f.until is not None and f.at <= start < f.until
+        }
+        assert active == {("set_target", "connection_lost"), ("get_stats", "slow")}
+    data = run("waves-tight", 3 * 3600, every=60)
+    assert max(data["host"]["reclaimed_bytes"]) > 0, "without ballooning the page cache makes the host swap"
+
+
+def test_waves_over_the_demand_exceeds_memory_plus_swap() -> None:
+    """ "A 64 GiB host with eight 16 GiB VMs (128 GiB promised, 2x) where a wave at 1 h (five VMs
+    jumping by 6 GiB within 4 s) takes the VMs' demand beyond the host's memory plus its swap." """
+    spec = load_scenario("waves-over")
+    assert spec.host.physical == 64 * GiB and len(spec.vms) == 8 and spec.promised_bytes == 128 * GiB
+    facts = wave_facts(spec, hours=2)
+    assert facts.capacity == "over"
+    assert facts.peak_demand_bytes > spec.host.physical + facts.host_swap_bytes - spec.host.overhead
+    assert_a_wave("waves-over", 3600, {"web01", "web02", "web03", "web04", "api01"}, within=20, rise=4)

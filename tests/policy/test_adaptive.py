@@ -1,133 +1,160 @@
-"""Our policy as a pure function: floors, surges, cautious lowering, self-managed memory."""
+"""Our policy as a pure function: settling, headroom for a plausible surge, siblings, the host's
+reserve, surges given back at once, quick rounds while exposed, calm hands."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hvballoon.models import Mechanism
-from hvballoon.policy.adaptive import HvballoonPolicy
+from hvballoon.policy.adaptive import HvballoonPolicy, sibling_key
+from hvballoon.policy.base import Plan
 from hvballoon.policy.model import HostView, Snapshot, VMSettings, VMView
 from hvballoon.units import GiB, MiB
 
+SETTLE = 300.0
 
-def vm(target: float, used: float, *, swap_in: int = 0, **kw: Any) -> VMView:
+
+def vm(
+    target: float, used: float, *, swap_in: int = 0, vm_id: str = "a", name: str = "a", **kw: Any
+) -> VMView:
     return VMView(
-        id="a",
-        name="a",
+        id=vm_id,
+        name=name,
         mechanism=kw.pop("mechanism", Mechanism.BALLOON),
-        maximum_bytes=16 * GiB,
+        maximum_bytes=kw.pop("maximum_bytes", 16 * GiB),
         current_bytes=int(target * GiB),
         target_bytes=int(target * GiB),
         used_bytes=int(used * GiB),
         swap_in_bytes=swap_in,
-        guard_floor_bytes=kw.pop("guard_floor_bytes", int(used * GiB + 1.6 * GiB)),
         **kw,
     )
 
 
-def snap(at: float, *vms: VMView, host_used: float = 60) -> Snapshot:
+def snap(at: float, *vms: VMView, host_used: float = 40) -> Snapshot:
     return Snapshot(
-        at_seconds=at, host=HostView(total_bytes=110 * GiB, used_bytes=int(host_used * GiB)), vms=vms
+        at_seconds=at,
+        fast_interval_seconds=1.0,
+        host=HostView(total_bytes=110 * GiB, used_bytes=int(host_used * GiB)),
+        vms=vms,
     )
 
 
-def rounds(policy: HvballoonPolicy, views: list[VMView]) -> list[Any]:
+def run(policy: HvballoonPolicy, rounds: list[tuple[float, list[VMView], float]]) -> list[Plan]:
+    """Rounds of ``(time, VMs, host use in GiB)``; the plans in order."""
     state, out = policy.initial_state(), []
-    for i, v in enumerate(views):
-        plan = policy.decide(snap(i * 10.0, v), state)
+    for at, views, host_used in rounds:
+        plan = policy.decide(snap(at, *views, host_used=host_used), state)
         state = plan.state
-        out.append(plan.for_vm("a"))
+        out.append(plan)
     return out
 
 
-def test_lowers_cautiously_towards_use_plus_headroom() -> None:
-    # without spike allowance, the floor is use + headroom
-    p = rounds(HvballoonPolicy(spike_fraction=0), [vm(16, 4)])[0]
-    assert p.rule == "hvballoon.lower"
-    assert p.target_bytes == 16 * GiB - int(0.05 * 16 * GiB)  # 5 % of the maximum per round
-    assert p.inputs["floor_bytes"] == 4 * GiB + int(1.6 * GiB)
-    # and holds at the floor
-    p = rounds(HvballoonPolicy(spike_fraction=0), [vm(5.7, 4)])[0]
-    assert p.target_bytes is None and p.rule == "hvballoon.hold"
+def watched(
+    views: list[VMView], *, host_used: float = 40, every: float = 10.0
+) -> list[tuple[float, list[VMView], float]]:
+    """The same VMs for the settling time."""
+    return [(k * every, views, host_used) for k in range(int(SETTLE / every) + 1)]
 
 
-def test_surge_deflates_fully_and_then_waits_for_calm() -> None:
-    views = [vm(6, 4), vm(6, 5.5), vm(16, 5.5), vm(16, 5.5)]
-    out = rounds(HvballoonPolicy(), views)
-    assert out[1].rule == "hvballoon.surge" and out[1].target_bytes == 16 * GiB
-    assert "free" in out[1].reason or "rose" in out[1].reason
-    assert out[3].rule == "hvballoon.calming" and out[3].target_bytes is None
+def test_a_vm_is_lowered_to_its_use_plus_its_whole_plausible_surge_from_the_first_round() -> None:
+    p = run(HvballoonPolicy(), [(0, [vm(16, 3)], 40)])[0].for_vm("a")
+    # use + a plausible surge of 60 % of its size, the host having the memory
+    assert p is not None and p.rule == "hvballoon.lower"
+    assert p.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
+
+
+def test_headroom_is_cut_only_once_a_vm_has_been_watched() -> None:
+    cached = vm(16, 3, host_consumed_bytes=16 * GiB)
+    plans = run(HvballoonPolicy(), watched([cached], host_used=105))
+    first, last = plans[0].for_vm("a"), plans[-1].for_vm("a")
+    assert first is not None and first.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
+    assert last is not None and last.target_bytes is not None and last.target_bytes < first.target_bytes
+
+
+def test_a_vm_rising_beyond_its_noise_gets_its_whole_size_back_at_once() -> None:
+    policy = HvballoonPolicy()
+    steady = watched([vm(12.6, 3)])
+    plans = run(policy, [*steady, (SETTLE + 2, [vm(12.6, 8)], 40)])
+    p = plans[-1].for_vm("a")
+    assert p is not None and p.rule == "hvballoon.surge" and p.target_bytes == 16 * GiB
+    assert "rose" in p.reason
+    # a surge asks for quick rounds
+    assert plans[-1].next_round_seconds == 1.0
 
 
 def test_swap_in_is_a_surge() -> None:
-    out = rounds(HvballoonPolicy(), [vm(8, 4, swap_in=0), vm(8, 4, swap_in=10 * MiB)])
-    assert out[1].rule == "hvballoon.surge" and "swapped in" in out[1].reason
+    plans = run(HvballoonPolicy(), [(0, [vm(8, 4)], 40), (10, [vm(8, 4, swap_in=10 * MiB)], 40)])
+    p = plans[-1].for_vm("a")
+    assert p is not None and p.rule == "hvballoon.surge" and "swapped in" in p.reason
 
 
-def test_rising_trend_raises_ahead_of_need() -> None:
-    # +100 MiB every 10 s: the projected use a minute ahead is 600 MiB higher
-    views = [vm(6.2, 4 + i * 100 / 1024) for i in range(6)]
-    out = rounds(HvballoonPolicy(), views)
-    last = out[-1]
-    assert last.inputs["trend_bytes_per_second"] > 9 * MiB
-    assert last.rule == "hvballoon.raise"
-    assert last.target_bytes > 4.5 * GiB + 1.6 * GiB + 500 * MiB
+def test_after_a_surge_it_is_not_lowered_within_the_calm_time_unless_its_use_fell() -> None:
+    policy = HvballoonPolicy()
+    rounds = [*watched([vm(12.6, 3)]), (SETTLE + 2, [vm(12.6, 8)], 40)]
+    rounds += [(SETTLE + 2 + 10 * k, [vm(16, 8)], 40) for k in range(1, 30)]
+    plans = run(policy, rounds)
+    after = [p.for_vm("a") for p in plans[-29:]]
+    assert all(p is not None and p.target_bytes is None for p in after), [p.rule for p in after if p]
+    # its use fell by more than the dead band: it may be lowered again, before the calm time
+    plans = run(policy, [*rounds, (SETTLE + 300, [vm(16, 3)], 40)])
+    p = plans[-1].for_vm("a")
+    assert p is not None and p.rule == "hvballoon.lower"
+
+
+def test_a_vm_gets_the_headroom_its_siblings_needed() -> None:
+    policy = HvballoonPolicy(surge_fraction=0.2)
+    web02 = vm(16, 2, vm_id="b", name="web02")
+    rounds = [(k * 10.0, [vm(16, 2, name="web01"), web02], 40.0) for k in range(31)]
+    # web01 rises by 10 GiB within a minute; web02 has shown no variability
+    rounds.append((310.0, [vm(16, 12, name="web01"), web02], 50.0))
+    plans = run(policy, rounds)
+    alone = run(HvballoonPolicy(surge_fraction=0.2), [(t, [web02], h) for t, _, h in rounds])
+    p, q = plans[-1].for_vm("b"), alone[-1].for_vm("b")
+    assert p is not None and q is not None
+    assert q.inputs["plausible_surge_bytes"] == int(0.2 * 16 * GiB)
+    assert p.inputs["plausible_surge_bytes"] >= 10 * GiB
+    assert sibling_key("web01", 16 * GiB) == sibling_key("web02", 16 * GiB) != sibling_key("web02", 8 * GiB)
+
+
+def test_a_host_short_of_its_reserve_cuts_headroom_where_page_cache_takes_it() -> None:
+    # a VM that uses 3 GiB and whose page cache fills the rest: the host backs all 16 GiB
+    cached = vm(16, 3, host_consumed_bytes=16 * GiB)
+    roomy = run(HvballoonPolicy(), watched([cached], host_used=40))[-1].for_vm("a")
+    short = run(HvballoonPolicy(), watched([cached], host_used=105))[-1]
+    p = short.for_vm("a")
+    assert roomy is not None and p is not None
+    assert p.rule == "hvballoon.lower" and p.target_bytes is not None and roomy.target_bytes is not None
+    assert p.target_bytes < roomy.target_bytes
+    assert p.inputs["headroom_level"] < 1 and p.inputs["host_short_bytes"] > 0
+    assert short.next_round_seconds == 1.0
+
+
+def test_a_calm_host_waits_its_regular_interval() -> None:
+    # once lowered to use + its whole plausible surge, nothing is exposed
+    plans = run(HvballoonPolicy(), [*watched([vm(16, 3)]), (SETTLE + 10, [vm(12.6, 3)], 40)])
+    assert plans[-1].next_round_seconds is None
 
 
 def test_self_managed_is_given_its_maximum_and_never_lowered() -> None:
     settings = VMSettings(self_managed=True)
-    p = rounds(HvballoonPolicy(), [vm(12, 3, settings=settings)])[0]
-    assert p.rule == "hvballoon.self_managed" and p.target_bytes == 16 * GiB
-    p = rounds(HvballoonPolicy(), [vm(16, 3, settings=settings)])[0]
-    assert p.target_bytes is None
+    p = run(HvballoonPolicy(), [(0, [vm(12, 3, settings=settings)], 40)])[0].for_vm("a")
+    assert p is not None and p.rule == "hvballoon.self_managed" and p.target_bytes == 16 * GiB
+    p = run(HvballoonPolicy(), watched([vm(16, 3, settings=settings)]))[-1].for_vm("a")
+    assert p is not None and p.target_bytes is None
 
 
 def test_dynamic_memory_is_not_lowered() -> None:
-    p = rounds(HvballoonPolicy(), [vm(16, 3, mechanism=Mechanism.DYNAMIC_MEMORY, can_lower=False)])[0]
-    assert p.target_bytes is None and p.rule == "hvballoon.mechanism"
-
-
-def test_a_host_with_room_lends_spike_allowance() -> None:
-    policy = HvballoonPolicy()
-    plan = policy.decide(
-        Snapshot(at_seconds=0, host=HostView(total_bytes=110 * GiB, used_bytes=20 * GiB), vms=(vm(16, 4),)),
-        policy.initial_state(),
-    )
-    p = plan.for_vm("a")
-    assert p is not None and p.inputs["spike_allowance_bytes"] == int(0.15 * 16 * GiB)
+    dm = vm(16, 3, mechanism=Mechanism.DYNAMIC_MEMORY, can_lower=False)
+    p = run(HvballoonPolicy(), watched([dm]))[-1].for_vm("a")
+    assert p is not None and p.target_bytes is None and p.rule == "hvballoon.mechanism"
 
 
 def test_missing_figures_hold() -> None:
     v = VMView(
         id="a", name="a", mechanism=Mechanism.BALLOON, maximum_bytes=GiB, current_bytes=GiB, target_bytes=GiB
     )
-    p = rounds(HvballoonPolicy(), [v])[0]
-    assert p.target_bytes is None and "never lower blind" in p.reason
-
-
-def test_a_steady_vm_watched_long_enough_keeps_a_smaller_headroom() -> None:
-    policy = HvballoonPolicy(spike_fraction=0)
-    # guard floor as the controller computes it with the policy's guard rails: used + 256 MiB
-    views = [vm(16, 4, guard_floor_bytes=4 * GiB + 256 * MiB) for _ in range(32)]
-    out = rounds(policy, [v.model_copy(update={"target_bytes": 16 * GiB}) for v in views])
-    # the first five minutes: the session's proportional margin (10 % of the maximum)
-    assert out[0].inputs["settled"] is False
-    assert out[0].inputs["headroom_bytes"] == int(0.10 * 16 * GiB)
-    # then, steady use: the session's absolute margin is enough
-    assert out[-1].inputs["settled"] is True
-    assert out[-1].inputs["headroom_bytes"] == 256 * MiB
-    assert out[-1].inputs["floor_bytes"] == 4 * GiB + 256 * MiB
-
-
-def test_a_noisy_vm_keeps_a_headroom_sized_by_its_variability() -> None:
-    policy = HvballoonPolicy(spike_fraction=0)
-    wobble = [0, 300, -200, 250, -300, 100] * 6
-    views = [vm(16, 6 + w / 1024, guard_floor_bytes=int((6 + w / 1024) * GiB) + 256 * MiB) for w in wobble]
-    last = rounds(policy, views)[-1]
-    assert last.inputs["settled"] is True
-    # 2 x its largest one-round rise (550 MiB) and 3 sigma of its one-round changes over two rounds
-    assert last.inputs["headroom_bytes"] >= 2 * 550 * MiB
-    assert last.inputs["headroom_bytes"] >= 3 * last.inputs["rise_sigma_bytes"] * 2**0.5 - 1
+    p = run(HvballoonPolicy(), [(0, [v], 40)])[0].for_vm("a")
+    assert p is not None and p.target_bytes is None and "never lower blind" in p.reason
 
 
 def test_our_policy_narrows_only_the_proportional_margin() -> None:
@@ -141,12 +168,44 @@ def test_our_policy_narrows_only_the_proportional_margin() -> None:
     assert HvballoonPolicy(own_guard_rails=False).guard_rails(session) is session
 
 
-def test_a_busy_host_lends_no_spike_allowance() -> None:
-    # lent memory fills with page cache the host must back: nothing is lent above 85 % committed
-    policy = HvballoonPolicy(lend_below=0.05)
-    plan = policy.decide(
-        Snapshot(at_seconds=0, host=HostView(total_bytes=110 * GiB, used_bytes=20 * GiB), vms=(vm(16, 4),)),
-        policy.initial_state(),
-    )
-    p = plan.for_vm("a")
-    assert p is not None and p.inputs["spike_allowance_bytes"] == 0
+def test_bad_knobs_are_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="surge_fraction"):
+        HvballoonPolicy(surge_fraction=1.5)
+    with pytest.raises(ValueError, match="free_fraction"):
+        HvballoonPolicy(free_fraction=1.0)
+
+
+def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> None:
+    def fleet(web01_used: float, targets: dict[str, float]) -> list[VMView]:
+        names = ("web01", "web02", "web03", "batch01")
+        return [
+            vm(
+                targets.get(n, 16),
+                web01_used if n == "web01" else 3,
+                vm_id=n,
+                name=n,
+                host_consumed_bytes=16 * GiB,  # page cache fills them: cutting headroom frees memory
+            )
+            for n in names
+        ]
+
+    policy = HvballoonPolicy()
+    # a host short of its reserve: every VM's headroom is cut to the same level
+    plans = run(policy, [(k * 10.0, fleet(3, {}), 105) for k in range(31)])
+    cut = {n: plans[-1].for_vm(n) for n in ("web01", "web02", "web03", "batch01")}
+    assert all(p is not None and p.rule == "hvballoon.lower" for p in cut.values())
+    lowered = {n: p.target_bytes / GiB for n, p in cut.items() if p is not None and p.target_bytes}
+    state = plans[-1].state
+    # web01 surges by 6 GiB; the host has memory free again
+    plan = policy.decide(snap(SETTLE + 12, *fleet(9, lowered), host_used=60), state)
+    by = {n: plan.for_vm(n) for n in ("web01", "web02", "web03", "batch01")}
+    assert by["web01"] is not None and by["web01"].rule == "hvballoon.surge"
+    for sibling in ("web02", "web03"):
+        p = by[sibling]
+        assert p is not None and p.rule == "hvballoon.wave", p
+        assert p.target_bytes == 3 * GiB + p.inputs["plausible_surge_bytes"]
+    # a VM of another kind keeps what it has: the wave is not its
+    assert by["batch01"] is not None and by["batch01"].rule != "hvballoon.wave"
+    assert plan.next_round_seconds == 1.0

@@ -12,12 +12,18 @@ import pytest
 
 import hvballoon
 from hvballoon.errors import InvalidRequestError, TargetBelowFloorError
-from hvballoon.policy import Controller, ControllerSettings, VMSettings
+from hvballoon.policy import Controller, ControllerSettings, Plan, Snapshot, VMSettings
+from hvballoon.policy.adaptive import HvballoonPolicy
 from hvballoon.session import GuardRails
 from hvballoon.units import GiB, MiB
 from tests.support.policies import Fixed
 
 HOST = "120GiB"
+
+
+def settled() -> HvballoonPolicy:
+    """Our policy without its settling time: it lowers from the first round."""
+    return HvballoonPolicy(settle_seconds=0)
 
 
 def settings(**kw: Any) -> ControllerSettings:
@@ -32,7 +38,7 @@ def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
 def test_dry_run_changes_nothing_and_says_what_it_would_do() -> None:
     with hvballoon.connect("fake://seed") as hv:
         before = targets(hv)
-        ctl = Controller(hv, "hvballoon", settings(), dry_run=True)
+        ctl = Controller(hv, settled(), settings(), dry_run=True)
         for _ in ctl.run(rounds=5):
             pass
         decisions = ctl.step()
@@ -46,7 +52,7 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do() -> None:
 
 def test_every_decision_is_explained_and_json_able() -> None:
     with hvballoon.connect("fake://seed") as hv:
-        decisions = Controller(hv, "hvballoon", settings()).step()
+        decisions = Controller(hv, settled(), settings()).step()
     assert {d.vm for d in decisions} == {v.name for v in hvballoon.connect("fake://seed").list_vms()}
     for d in decisions:
         assert d.reason and d.rule.startswith(("hvballoon.", "controller."))
@@ -54,12 +60,12 @@ def test_every_decision_is_explained_and_json_able() -> None:
         assert data["vm"] == d.vm and "inputs" in data and "used_bytes" in data["inputs"]
         if d.action == "lower":
             assert d.applied and d.after_bytes < d.before_bytes  # type: ignore[operator]
-            assert "floor" in d.reason and d.inputs["headroom_bytes"] > 0
+            assert "surge" in d.reason and d.inputs["plausible_surge_bytes"] > 0
 
 
 def test_applied_moves_reach_the_hypervisor() -> None:
     with hvballoon.connect("fake://seed") as hv:
-        ctl = Controller(hv, "hvballoon", settings())
+        ctl = Controller(hv, settled(), settings())
         decisions = ctl.step()
         now = targets(hv)
         for d in decisions:
@@ -256,7 +262,7 @@ def test_a_host_without_physical_memory_needs_the_setting(monkeypatch: pytest.Mo
 
 def test_esxi_moves_limits() -> None:
     with hvballoon.connect("fake://seed?flavor=esxi") as hv:
-        ctl = Controller(hv, "hvballoon", settings())
+        ctl = Controller(hv, settled(), settings())
         decisions = [d for d in ctl.step() if d.action == "lower"]
         assert decisions and all(d.mechanism.value == "limit" for d in decisions)
         web01 = next(d for d in decisions if d.vm == "web01")
@@ -304,7 +310,7 @@ def test_hyperv_static_vm_is_resized(tmp_path: Path) -> None:
 
 def test_stale_guest_is_never_lowered(tmp_path: Path) -> None:
     with hvballoon.connect(tiny(tmp_path, extra=", stats_period: 0")) as hv:
-        d = {x.vm: x for x in Controller(hv, "hvballoon", settings()).step()}
+        d = {x.vm: x for x in Controller(hv, settled(), settings()).step()}
         assert d["a"].action == "hold" and "fresh" in d["a"].reason
         assert d["b"].action == "lower"
 
@@ -377,3 +383,60 @@ def test_a_vm_whose_target_lives_in_its_configuration_is_read_again_after_a_move
         ctl.step()  # the limits just set are read back, in one bulk read of those VMs only
         [(_, vms)] = [c for c in calls.take() if c[0] == "get_configs"]
         assert {vm.id for vm in vms} == moved
+
+
+class Hurried(Fixed):
+    """Asks for its next round in ``asked`` seconds, and a guest stats period of 2 s."""
+
+    stats_period_seconds = 2
+
+    def __init__(self, asked: float | None) -> None:
+        super().__init__(16 * GiB)
+        self.asked = asked
+
+    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+        plan = super().decide(snapshot, state)
+        return dataclasses.replace(plan, next_round_seconds=self.asked)
+
+
+def test_a_policy_asks_for_quick_rounds_down_to_the_fast_interval() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        for asked, fast, expected in ((None, 1.0, 10.0), (3.0, 1.0, 3.0), (0.1, 1.0, 1.0), (0.1, None, 10.0)):
+            ctl = Controller(hv, Hurried(asked), settings(fast_interval_seconds=fast))
+            ctl.step()
+            assert ctl.next_round_seconds == expected, (asked, fast)
+        # run() waits what it asks, on the backend's clock (the simulator's)
+        world = hv.native
+        ctl = Controller(hv, Hurried(2.0), settings())
+        start = world.now
+        for _ in ctl.run(rounds=3):
+            pass
+        assert world.now - start == pytest.approx(4.0, abs=0.5)
+
+
+def test_the_controller_keeps_the_policys_stats_period_where_it_can_be_set_live() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        assert {c.stats_period_seconds for c in map(hv.get_config, ("web01", "db01"))} == {10}
+        Controller(hv, Hurried(None), settings()).step()
+        assert {c.stats_period_seconds for c in map(hv.get_config, ("web01", "db01"))} == {2}
+        # the settings override the policy's; 0 leaves the VMs' own
+        Controller(hv, Hurried(None), settings(stats_period_seconds=5)).step()
+        assert hv.get_config("web01").stats_period_seconds == 5
+        Controller(hv, Hurried(None), settings(stats_period_seconds=0)).step()
+        assert hv.get_config("web01").stats_period_seconds == 5
+        # a dry run changes nothing
+        Controller(hv, Hurried(None), settings(), dry_run=True).step()
+        assert hv.get_config("web01").stats_period_seconds == 5
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:  # no stats period to set there
+        decisions = Controller(hv, Hurried(None), settings()).step()
+        assert not any(d.action == "error" for d in decisions)
+
+
+def test_a_fast_interval_above_the_interval_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="fast_interval_seconds is above interval_seconds"):
+        settings(interval_seconds=5, fast_interval_seconds=6)
+    with pytest.raises(ValidationError):
+        settings(fast_interval_seconds=0)
+    assert settings(fast_interval_seconds=None).fast_interval_seconds is None

@@ -55,17 +55,15 @@ def guests() -> Iterator[tuple[GuestHandle, GuestHandle, str]]:
 
 def _policy() -> HvballoonPolicy:
     return HvballoonPolicy(
-        window_seconds=120,
-        peak_seconds=20,
-        trend_seconds=10,
-        horizon_seconds=4,
+        surge_fraction=0,
         settle_seconds=10,
-        min_headroom_bytes=64 * MiB,
-        settled_min_headroom_bytes=64 * MiB,
         calm_seconds=30,
-        lower_step_fraction=0.10,
-        spike_fraction=0,
-        raise_slack_bytes=16 * MiB,
+        rise_seconds=10,
+        peak_seconds=20,
+        burst_memory_seconds=120,
+        min_headroom_bytes=64 * MiB,
+        min_deadband_bytes=32 * MiB,
+        lower_deadband_fraction=1 / 32,
     )
 
 

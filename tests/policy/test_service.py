@@ -152,7 +152,9 @@ def test_sigint_releases_too_and_exits_130(tmp_path: Path, running: Callable[...
     ctl.wait_for(lambda r: sum(1 for line in r.stdout if ": lower " in line) >= 10)
     assert ctl.signal(signal.SIGINT) == 130
     err = "".join(ctl.stderr)
-    assert "interrupted: after " in err and "; released 10 VMs" in err and "Traceback" not in err
+    released = re.search(r"; released (\d+) VMs", err)
+    assert "interrupted: after " in err and released and "Traceback" not in err, err
+    assert int(released[1]) >= 1  # what it held lowered: how many is the policy's business
     assert targets(uri) == before
 
 
@@ -242,7 +244,7 @@ def test_the_metrics_endpoint_is_scraped(tmp_path: Path, running: Callable[..., 
         text, "hvballoon_controller_rounds_total"
     )
     assert value(text, "hvballoon_controller_last_success_timestamp_seconds") > time.time() - 600
-    assert value(text, "hvballoon_controller_lowered_vms") == 10
+    assert 1 <= value(text, "hvballoon_controller_lowered_vms") <= 10  # of the seed's ten
     # beside them, the exporter's figures of the VMs and the host from the last round: none
     # after a failed round (the host is down), every VM's after one that worked
     texts: list[str] = []
@@ -381,10 +383,12 @@ def test_the_default_journal_lives_under_the_state_directory_for_a_lasting_hyper
     uri = f"fake://seed?state={tmp_path / 'w.db'}"
     r = run("autoballoon", uri, "--once", env={"XDG_STATE_HOME": str(state)})
     assert r.returncode == 0, r.stderr
+    lowered = r.stdout.count(": lower ")
+    assert lowered >= 1, r.stdout
     (journal,) = (state / "hvballoon" / "journal").glob("*.db")
     assert f"journal {journal}" in r.stderr
     r = run("release", uri, env={"XDG_STATE_HOME": str(state)})
-    assert r.returncode == 0 and r.stdout.count(": released ") == 10
+    assert r.returncode == 0 and r.stdout.count(": released ") == lowered
     # an in-memory world ends with the process: nothing is written for it
     r = run("autoballoon", "fake://seed", "--once", env={"XDG_STATE_HOME": str(tmp_path / "other")})
     assert r.returncode == 0 and not (tmp_path / "other").exists()

@@ -118,6 +118,7 @@ class DomainXML:
     balloon_model: str | None
     autodeflate: bool | None
     stats_period_seconds: int | None
+    free_page_reporting: bool | None = None
 
     @property
     def has_balloon(self) -> bool:
@@ -139,9 +140,11 @@ def parse_domain_xml(text: str) -> DomainXML:
     balloon = root.find("./devices/memballoon")
     model = balloon.get("model") if balloon is not None else None
     autodeflate = None
+    reporting = None
     period = None
     if balloon is not None and model != "none":
         autodeflate = balloon.get("autodeflate") == "on"
+        reporting = balloon.get("freePageReporting") == "on"
         stats = balloon.find("stats")
         period = int(stats.get("period", "0")) if stats is not None else 0
     return DomainXML(
@@ -152,6 +155,7 @@ def parse_domain_xml(text: str) -> DomainXML:
         balloon_model=model,
         autodeflate=autodeflate,
         stats_period_seconds=period,
+        free_page_reporting=reporting,
     )
 
 

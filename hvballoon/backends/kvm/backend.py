@@ -407,6 +407,7 @@ class KVMBackend(Backend):
             maximum_bytes=live.memory_bytes,
             minimum_bytes=live.min_guarantee_bytes,
             deflate_on_oom=live.autodeflate,
+            free_page_reporting=live.free_page_reporting,
             stats_period_seconds=live.stats_period_seconds,
             extra={
                 "balloon_model": live.balloon_model,
@@ -487,15 +488,16 @@ class KVMBackend(Backend):
                 self._lookup(conn, vm).setMemoryFlags(kib, flags)
 
             steps.append(("maximum_bytes", set_max))
-        if "deflate_on_oom" in changes:
-            on = bool(changes["deflate_on_oom"])
+        for field, attribute in _BALLOON_ATTRIBUTES.items():
+            if field not in changes:
+                continue
 
-            def set_autodeflate(conn: Any) -> None:
+            def set_attribute(conn: Any, attribute: str = attribute, on: bool = bool(changes[field])) -> None:
                 dom = self._lookup(conn, vm)
                 flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-                conn.defineXML(_with_autodeflate(dom.XMLDesc(flags), on, vm.name))
+                conn.defineXML(_with_balloon_attribute(dom.XMLDesc(flags), attribute, on, vm.name))
 
-            steps.append(("deflate_on_oom", set_autodeflate))
+            steps.append((field, set_attribute))
         if "stats_period_seconds" in changes:
             period = int(changes["stats_period_seconds"])
 
@@ -595,8 +597,12 @@ def _identify(conn: Any) -> tuple[str, str | None]:
     return driver, host
 
 
-def _with_autodeflate(xml: str, on: bool, vm_name: str) -> str:
-    """The domain XML with ``<memballoon autodeflate=…>`` set (namespaced metadata kept)."""
+#: Config fields that are attributes of the domain's ``<memballoon>`` (libvirt's domain XML).
+_BALLOON_ATTRIBUTES = {"deflate_on_oom": "autodeflate", "free_page_reporting": "freePageReporting"}
+
+
+def _with_balloon_attribute(xml: str, attribute: str, on: bool, vm_name: str) -> str:
+    """The domain XML with ``<memballoon attribute=on|off>`` set (namespaced metadata kept)."""
     namespaces: dict[str, str] = {}
     for _event, (prefix, uri) in ET.iterparse(_StringSource(xml), events=("start-ns",)):  # noqa: S314
         namespaces.setdefault(prefix, uri)
@@ -608,10 +614,10 @@ def _with_autodeflate(xml: str, on: bool, vm_name: str) -> str:
         # the kind refuses this before anything is sent; the definition may have changed since
         KVM.refuse(
             "no_balloon_device",
-            f"{vm_name!r} has no memory balloon device, so it has no deflate-on-OOM setting",
-            field="deflate_on_oom",
+            f"{vm_name!r} has no memory balloon device, so it has no {attribute} setting",
+            field=attribute,
         )
-    balloon.set("autodeflate", "on" if on else "off")
+    balloon.set(attribute, "on" if on else "off")
     return ET.tostring(root, encoding="unicode")
 
 

@@ -119,15 +119,18 @@ def test_parse_domain_xml_reads_units_balloon_and_period() -> None:
     xml = parse_domain_xml(
         "<domain><memory unit='GiB'>2</memory><currentMemory unit='MiB'>1536</currentMemory>"
         "<memtune><min_guarantee unit='KiB'>1024</min_guarantee></memtune>"
-        "<devices><memballoon model='virtio' autodeflate='on'><stats period='7'/></memballoon>"
+        "<devices><memballoon model='virtio' autodeflate='on' freePageReporting='on'><stats period='7'/>"
+        "</memballoon>"
         "</devices></domain>"
     )
     assert xml.memory_bytes == 2 * GiB and xml.current_memory_bytes == 1536 * MiB
     assert xml.min_guarantee_bytes == MiB and xml.autodeflate is True and xml.stats_period_seconds == 7
+    assert xml.free_page_reporting is True
     none = parse_domain_xml(
         "<domain><memory>1024</memory><devices><memballoon model='none'/></devices></domain>"
     )
     assert not none.has_balloon and none.stats_period_seconds is None and none.memory_bytes == MiB
+    assert none.free_page_reporting is None
 
 
 # -- against the test driver -----------------------------------------------------------------
@@ -181,9 +184,13 @@ def test_a_stopped_domain_gets_its_boot_target_and_maximum(node_hv: Hypervisor) 
     change = node_hv.set_target("off01", "3GiB")
     assert change.changed and change.warnings
     assert node_hv.get_stats("off01")[0].target_bytes == 3 * GiB
-    node_hv.set_config("off01", maximum="8GiB", deflate_on_oom=True, stats_period=3)
+    assert node_hv.get_config("off01").free_page_reporting is False
+    node_hv.set_config("off01", maximum="8GiB", deflate_on_oom=True, free_page_reporting=True, stats_period=3)
     cfg = node_hv.get_config("off01")
     assert cfg.maximum_bytes == 8 * GiB and cfg.deflate_on_oom is True and cfg.stats_period_seconds == 3
+    assert cfg.free_page_reporting is True
+    # libvirt keeps the attribute in the definition it hands back
+    assert "freePageReporting='on'" in node_hv.native.lookupByName("off01").XMLDesc(0).replace('"', "'")
 
 
 def test_live_rules(node_hv: Hypervisor) -> None:
@@ -191,6 +198,9 @@ def test_live_rules(node_hv: Hypervisor) -> None:
         node_hv.set_config("web01", maximum="8GiB")
     with pytest.raises(InvalidStateError):
         node_hv.set_config("web01", deflate_on_oom=True)
+    with pytest.raises(InvalidStateError, match="free_page_reporting"):
+        node_hv.set_config("web01", free_page_reporting=True)
+    assert node_hv.get_config("web01").free_page_reporting is False
     node_hv.set_config("web01", stats_period=4)
     assert node_hv.get_config("web01").stats_period_seconds == 4
 

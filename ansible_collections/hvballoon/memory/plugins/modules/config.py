@@ -14,10 +14,10 @@ description:
   - Idempotent; check mode computes the change without applying it; C(--diff) shows each field
     before and after, per VM.
   # BEGIN generated per-kind by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
-  - "Which options each hypervisor has: KVM O(maximum), O(deflate_on_oom), O(stats_period); ESXi
-    O(maximum), O(reservation), O(limit), O(shares), O(shares_level), O(memory_reservation_lock),
-    O(balloon_cap); Hyper-V O(startup), O(minimum), O(maximum), O(dynamic), O(buffer_percent),
-    O(priority)."
+  - "Which options each hypervisor has: KVM O(maximum), O(deflate_on_oom), O(free_page_reporting),
+    O(stats_period); ESXi O(maximum), O(reservation), O(limit), O(shares), O(shares_level),
+    O(memory_reservation_lock), O(balloon_cap); Hyper-V O(startup), O(minimum), O(maximum),
+    O(dynamic), O(buffer_percent), O(priority)."
   # END generated per-kind
   - A field the backend cannot change, or not in the VM's power state, fails with code
     V(unsupported) or V(invalid_state) before anything is sent; a change the hypervisor's rules
@@ -98,6 +98,11 @@ options:
   deflate_on_oom:
     description:
       - KVM virtio-balloon deflate-on-OOM (the VM must be off).
+    type: bool
+  free_page_reporting:
+    description:
+      - "KVM virtio-balloon free page reporting: the guest hands pages it frees back to the host
+        (the VM must be off)."
     type: bool
   stats_period:
     description:
@@ -240,6 +245,7 @@ FIELDS = dict(
     memory_reservation_lock=dict(type="bool"),
     balloon_cap=dict(type="raw"),
     deflate_on_oom=dict(type="bool"),
+    free_page_reporting=dict(type="bool"),
     stats_period=dict(type="int"),
 )
 # END generated fields

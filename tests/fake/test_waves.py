@@ -1,0 +1,119 @@
+"""The wave scenario generator: every scenario it draws is of the class it promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hvballoon.fake.record import record
+from hvballoon.fake.scenario import load_scenario, parse_scenario
+from hvballoon.fake.waves import CAPACITIES, WAVE_CLASS, wave_facts, wave_scenario
+from hvballoon.fake.workloads import components
+from hvballoon.fake.world import World
+from hvballoon.units import GiB
+
+SEEDS = range(24)
+
+
+def spikes(scenario):  # type: ignore[no-untyped-def]
+    out = {}
+    for i, v in enumerate(scenario.vms):
+        out[v.name] = [
+            c.params for c in components(i, v.workload.kind, v.workload.params) if c.kind == "spike"
+        ]
+    return out
+
+
+def test_the_same_seed_draws_the_same_scenario_and_others_differ() -> None:
+    assert wave_scenario(3) == wave_scenario(3)
+    assert wave_scenario(3) != wave_scenario(4)
+    assert wave_scenario(3, capacity="over") != wave_scenario(3, capacity="roomy")
+    # a scenario survives its YAML/JSON form
+    again = parse_scenario(wave_scenario(3).model_dump(mode="json"))
+    assert again == wave_scenario(3)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_scenario_is_of_the_class(seed: int) -> None:
+    s = wave_scenario(seed)
+    cls = WAVE_CLASS
+    assert cls.overcommit[0] <= s.promised_bytes / s.host.physical <= cls.overcommit[1]
+    facts = wave_facts(s)
+    assert facts.waves, "at least one wave"
+    surges = spikes(s)
+    for start, names in facts.waves:
+        assert len(names) >= 2, "several VMs at once"
+        for name in names:
+            (p,) = [p for p in surges[name] if start <= p.at <= start + cls.spread_seconds]
+            vm = next(v for v in s.vms if v.name == name)
+            assert p.size >= vm.memory / 3 - 2**20, "a jump of a third of its size or more"
+            assert cls.rise_seconds[0] <= p.rise <= cls.rise_seconds[1], "within seconds"
+            assert vm.used + p.size <= 0.95 * vm.memory + 2**20, "within what the VM could hold"
+    # VMs that had shown no variability before they surge, and JVMs or databases beside them
+    kinds = {v.workload.kind for v in s.vms}
+    assert "spike" in kinds or "mixed" in kinds
+    steady_surgers = [v for v in s.vms if v.workload.kind == "spike"]
+    beside = [v for v in s.vms if v.workload.kind in ("jvm", "database")]
+    assert steady_surgers or beside
+
+
+def test_the_class_mixes_capacities_faults_and_steady_surgers() -> None:
+    drawn = [wave_scenario(seed) for seed in SEEDS]
+    facts = [wave_facts(s) for s in drawn]
+    assert {f.capacity for f in facts} == set(CAPACITIES)
+    assert 0 < sum(1 for s in drawn if s.faults) < len(drawn)
+    assert sum(1 for s in drawn for v in s.vms if v.workload.kind == "spike") > len(drawn)
+    assert sum(1 for s in drawn for v in s.vms if v.workload.kind in ("jvm", "database")) > len(drawn)
+    assert len({len(f.waves) for f in facts}) > 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_faults_come_while_a_wave_rises(seed: int) -> None:
+    s = wave_scenario(seed, faults=True)
+    starts = [at for at, _ in wave_facts(s).waves]
+    assert {f.op for f in s.faults} == {"set_target", "get_stats"}
+    assert {f.kind for f in s.faults} == {"connection_lost", "slow"}
+    for f in s.faults:
+        assert f.at is not None and f.until is not None
+        assert any(f.at <= at < f.until for at in starts)
+    assert not wave_scenario(seed, faults=False).faults
+
+
+@pytest.mark.parametrize("capacity", CAPACITIES)
+def test_the_capacity_is_what_the_host_shows_with_no_ballooning(capacity: str) -> None:
+    s = wave_scenario(11, capacity=capacity, hours=2)  # type: ignore[arg-type]
+    facts = wave_facts(s, hours=2)
+    assert facts.capacity == capacity
+    w = World(s)
+    rec = record(w, every=10)
+    w.advance(2 * 3600)
+    data = rec.to_data()
+    demand = np.array([v["demand_bytes"] for v in data["vms"].values()]).sum(axis=0)
+    swapped = max(data["host"]["reclaimed_bytes"])
+    overheads = s.host.overhead + len(s.vms) * w.physics.vm_overhead
+    if capacity == "roomy":
+        assert swapped == 0, "the host holds the whole peak, page cache included"
+    elif capacity == "tight":
+        assert swapped > 0, "the page cache does not fit: the host swaps"
+        assert demand.max() + overheads <= s.host.physical + w.host.swap_bytes
+    else:
+        assert demand.max() + overheads > s.host.physical + w.host.swap_bytes
+
+
+def test_facts_of_a_hand_written_scenario() -> None:
+    facts = wave_facts(load_scenario("seed-spike"))
+    assert facts.capacity == "tight"
+    assert [sorted(names) for _, names in facts.waves] == [["app01", "web01", "web02", "web03"]]
+    assert facts.peak_demand_bytes > 60 * GiB and facts.peak_footprint_bytes > facts.host_room_bytes
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"capacity": "huge"}, "unknown capacity 'huge'; accepted: roomy, tight, over"),
+        ({"hours": 1}, "hours"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        wave_scenario(1, **kwargs)  # type: ignore[arg-type]
