@@ -117,12 +117,16 @@ def test_sigkill_mid_run_then_release_restores_every_vm_it_lowered(
     lowered_now = {name for name, t in targets(uri).items() if t is not None and t < before[name]}
     assert lowered_now and lowered_now != set(before)
     with Journal.open(journal, uri=uri, lock=False) as j:
-        assert {e.vm for e in j.lowered()} == lowered_now
+        journaled = {e.vm for e in j.lowered()}
+    # the journal is written before each change: a round's moves the kill cut off between the
+    # journal and the hypervisor are in it too (three at most), never a change it did not record
+    assert lowered_now <= journaled and len(journaled - lowered_now) <= 3
     r = run("release", uri, "--journal", str(journal), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     jsonschema.validate(report, SCHEMAS["ReleaseReport"])
-    assert {v["vm"] for v in report["vms"] if v["action"] == "released"} == lowered_now
+    assert {v["vm"] for v in report["vms"]} == journaled
+    assert lowered_now <= {v["vm"] for v in report["vms"] if v["action"] == "released"}
     assert targets(uri) == before
     again = run("release", uri, "--journal", str(journal))
     assert again.returncode == 0 and "nothing to release" in again.stdout
