@@ -56,7 +56,7 @@ from hvballoon._uri import ParsedURI
 from hvballoon.backend_kit.options import BackendOptions
 from hvballoon.errors import HVBalloonError, InvalidRequestError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.kinds import Kind, check_settable, is_off
-from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
+from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats
 
 __all__ = ["Backend", "ConnectOptions", "TargetRequest"]
 
@@ -242,8 +242,13 @@ class Backend(abc.ABC):
         to retry. Only for a backend whose capabilities declare ``marks``."""
         raise UnsupportedOperationError(f"the {self.name} backend keeps no marks on VMs", backend=self.name)
 
-    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
-        """Apply validated config changes; all or nothing, or raise PartialChangeError."""
+    def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+        """Apply the plan :meth:`plan_config` returned; all or nothing, or raise PartialChangeError.
+
+        ``plan`` holds only the fields that change, derived ones included; read its attributes
+        (``None``: not changed) and :meth:`ConfigUpdate.changed`. A removed ESXi limit is
+        ``plan.unlimited_limit`` (``limit_bytes`` stays ``None``).
+        """
         raise UnsupportedOperationError(
             f"the {self.name} backend cannot change memory configuration", backend=self.name
         )
@@ -263,23 +268,31 @@ class Backend(abc.ABC):
         if self.kind is not None:
             self.kind.check_target(vm, target_bytes, stats, config)
 
-    def plan_config(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
-        """Check a ``set_config`` request; return the changes to apply (derived ones included).
+    def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
+        """Check the caller's ``set_config`` request; return the plan :meth:`apply_config` gets.
+
+        ``update`` is the caller's validated :class:`~hvballoon.models.ConfigUpdate`; the plan
+        is a ``ConfigUpdate`` too, holding only the fields whose value differs from
+        ``current``, plus the ones the hypervisor changes with them (ESXi's share count of a
+        level, its reservation locked to the memory size). An empty plan (``plan.changed()``
+        is ``()``) means nothing to do: the session reports ``changed=False`` and sends nothing.
 
         With a kind, the kind decides everything. Otherwise every requested field must be
         settable in the VM's power state (:attr:`Capabilities.set_live` / ``set_offline``),
-        and :meth:`check_config` sees the fields that differ from ``current``.
+        and :meth:`check_config` sees the plan. A backend adding a rule of its own overrides
+        this, calls ``super()`` and refuses on the plan's attributes.
         """
         if self.kind is not None:
-            return self.kind.plan_config(vm, requested, current)
-        check_settable(self.vm_capabilities(vm), requested, vm)
-        changes = {k: v for k, v in requested.items() if getattr(current, k) != v}
-        if changes:
-            self.check_config(vm, changes, current, running=not is_off(vm))
-        return changes
+            return self.kind.plan_config(vm, update, current)
+        check_settable(self.vm_capabilities(vm), update.changed(), vm)
+        plan = update.changes_from(current)
+        if plan.changed():
+            self.check_config(vm, plan, current, running=not is_off(vm))
+        return plan
 
-    def check_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig, *, running: bool) -> None:
-        """Rules of a backend without a kind on a config change, checked before sending."""
+    def check_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig, *, running: bool) -> None:
+        """Rules of a backend without a kind on a config change (``plan``: the fields that
+        change), checked before anything is sent, also in dry runs."""
 
     @property
     def native(self) -> Any:

@@ -287,6 +287,12 @@ class ConfigUpdate(_Frozen):
     Only the shape of each value is checked here; each hypervisor kind checks its own bounds
     (:mod:`hvballoon.kinds`), e.g. Hyper-V's buffer of 5–2000 %.
 
+    It is also what crosses the plug-in surface (:mod:`hvballoon.backend`): the session hands
+    the caller's update to ``Backend.plan_config``, which returns the *plan* — a
+    ``ConfigUpdate`` of only the fields that change, derived ones included (ESXi's share count
+    of a level) — and ``apply_config`` receives that plan. A backend reads attributes
+    (``plan.maximum_bytes``, ``plan.unlimited_limit``) and :meth:`changed`.
+
     Each field is declared once, here, with what every interface needs to offer it (see
     :meth:`options`): ``set_config``'s keywords, the CLI's ``config`` options, the Ansible
     ``config`` module's options and the conformance suite's samples all come from it.
@@ -371,12 +377,76 @@ class ConfigUpdate(_Frozen):
         ge=0,
     )
 
+    @model_validator(mode="after")
+    def _one_limit(self) -> ConfigUpdate:
+        if self.unlimited_limit and self.limit_bytes is not None:
+            raise ValueError("give limit_bytes or unlimited_limit=True (no limit), not both")
+        return self
+
     def fields(self) -> dict[str, Any]:
         """The requested changes as ``{MemoryConfig field: value}`` (unlimited limit → None)."""
         out = {k: v for k, v in self.model_dump(exclude={"unlimited_limit"}).items() if v is not None}
         if self.unlimited_limit:
             out["limit_bytes"] = None
         return out
+
+    def changed(self) -> tuple[str, ...]:
+        """The :class:`MemoryConfig` fields this update sets, in declaration order
+        (``limit_bytes`` also when it removes the limit).
+
+        >>> ConfigUpdate(priority=80, unlimited_limit=True).changed()
+        ('priority', 'limit_bytes')
+        """
+        return tuple(self.fields())
+
+    def applied_to(self, current: MemoryConfig) -> MemoryConfig:
+        """``current`` with this update applied: the configuration a change leads to."""
+        return current.model_copy(update=self.fields())
+
+    def changes_from(self, current: MemoryConfig) -> ConfigUpdate:
+        """This update without the fields that already have their value in ``current``.
+
+        The values are this update's own (checked when it was built), so nothing is validated
+        again: a plan a kind derived keeps exactly the figures the kind computed.
+        """
+        values = {k: v for k, v in self.fields().items() if getattr(current, k) != v}
+        if "limit_bytes" in values and values["limit_bytes"] is None:
+            del values["limit_bytes"]
+            values["unlimited_limit"] = True
+        return ConfigUpdate.model_construct(_fields_set=set(values), **values)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> ConfigUpdate:
+        """The update setting ``fields`` (``{MemoryConfig field: value}``, the inverse of
+        :meth:`fields`: ``limit_bytes=None`` removes the limit), validated. Raises
+        :class:`~hvballoon.errors.InvalidRequestError` naming a field that is not a config
+        field or a value out of its bounds.
+
+        >>> ConfigUpdate.from_fields({"limit_bytes": None, "priority": 80}).unlimited_limit
+        True
+        """
+        data = dict(fields)
+        if "limit_bytes" in data and data["limit_bytes"] is None:
+            del data["limit_bytes"]
+            data["unlimited_limit"] = True
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise InvalidRequestError(f"not a configuration field: {', '.join(unknown)}")
+        return cls._validated(data)
+
+    @classmethod
+    def _validated(cls, data: Mapping[str, Any]) -> ConfigUpdate:
+        try:
+            return cls(**data)
+        except ValidationError as exc:  # a bound of the field itself: named as the caller spelt it
+            keywords = {o.field: o.keyword for o in cls.options()}
+            problems = "; ".join(
+                ": ".join(filter(None, (".".join(keywords.get(str(p), str(p)) for p in e["loc"]), e["msg"])))
+                for e in exc.errors()
+            )
+            raise InvalidRequestError(
+                f"invalid memory configuration: {problems} (sizes above zero, counts not negative)"
+            ) from None
 
     @classmethod
     def options(cls) -> tuple[ConfigOption, ...]:
@@ -406,17 +476,7 @@ class ConfigUpdate(_Frozen):
         for keyword, value in values.items():
             if value is not None:
                 data.update(by_keyword[keyword].parse(value))
-        try:
-            return cls(**data)
-        except ValidationError as exc:  # a bound of the field itself: named as the caller spelt it
-            keywords = {o.field: o.keyword for o in cls.options()}
-            problems = "; ".join(
-                f"{'.'.join(keywords.get(str(p), str(p)) for p in e['loc'])}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise InvalidRequestError(
-                f"invalid memory configuration: {problems} (sizes above zero, counts not negative)"
-            ) from None
+        return cls._validated(data)
 
 
 @dataclass(frozen=True)

@@ -415,9 +415,10 @@ class Hypervisor(_BulkTargets):
         current = self.get_config(vm)
         target_vm = current.vm
         caps = self._backend.vm_capabilities(target_vm)
-        changes: dict[str, Any] = self._call(
-            "check_config", lambda: self._backend.plan_config(target_vm, wanted, current), target_vm.name
+        plan: ConfigUpdate = self._call(
+            "check_config", lambda: self._backend.plan_config(target_vm, update, current), target_vm.name
         )
+        changes = plan.fields()
         before = {k: getattr(current, k) for k in (*wanted, *changes)}
         change = Change(
             vm=target_vm,
@@ -433,7 +434,7 @@ class Hypervisor(_BulkTargets):
             try:
                 self._call(
                     "set_config",
-                    lambda: self._backend.apply_config(target_vm, changes, current),
+                    lambda: self._backend.apply_config(target_vm, plan, current),
                     target_vm.name,
                 )
             finally:

@@ -14,7 +14,7 @@ import hvballoon
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.kinds import ESXI, HYPERV, KINDS, KVM, Kind, get_kind
 from hvballoon.kinds.esxi import SHARES_PER_MB
-from hvballoon.models import VM, Mechanism, MemoryConfig, PowerState
+from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, PowerState
 from hvballoon.testing.cases import CASES, cases_for, rules_scenario
 
 GiB, MiB = 1024**3, 1024**2
@@ -158,7 +158,9 @@ def test_esxi_derived_changes(
     requested: dict[str, Any], current: dict[str, Any], changes: dict[str, Any]
 ) -> None:
     vm, cfg = _esxi_config(**current)
-    assert ESXI.plan_config(vm, requested, cfg) == changes
+    plan = ESXI.plan_config(vm, ConfigUpdate.from_fields(requested), cfg)
+    assert isinstance(plan, ConfigUpdate) and plan.fields() == changes
+    assert plan.changed() == tuple(f for f in ConfigUpdate.model_fields if f in changes)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +177,7 @@ def test_esxi_derived_changes(
 def test_esxi_refusals(requested: dict[str, Any], current: dict[str, Any], rule: str) -> None:
     vm, cfg = _esxi_config(**current)
     with pytest.raises(HVBalloonError) as info:
-        ESXI.plan_config(vm, requested, cfg)
+        ESXI.plan_config(vm, ConfigUpdate.from_fields(requested), cfg)
     assert info.value.details["rule"] == rule and type(info.value) is ESXI.rule(rule).error
 
 

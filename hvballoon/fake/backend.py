@@ -31,7 +31,7 @@ from hvballoon.fake.views import VIEWS, FlavorView
 from hvballoon.fake.world import Guest, World
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KINDS, Kind, Variant
-from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 
 if TYPE_CHECKING:
     from hvballoon.fake.store import WorldStore
@@ -466,14 +466,12 @@ class FakeBackend(Backend):
         if field is None:
             w.set_target(g.id, target_bytes)
             return
-        self._check_resize(w, g, {field: target_bytes})
-        w.set_config(g.id, {field: target_bytes})
+        move = ConfigUpdate.from_fields({field: target_bytes})
+        self.view.check_resize(w, g, move, backend=self.name)
+        w.set_config(g.id, move)
 
-    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+    def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         with self._tx("set_config", vm) as w:
             g = self._guest(w, vm)
-            self._check_resize(w, g, changes)
-            w.set_config(g.id, changes)
-
-    def _check_resize(self, w: World, g: Guest, changes: dict[str, Any]) -> None:
-        self.view.check_resize(w, g, changes, backend=self.name)
+            self.view.check_resize(w, g, plan, backend=self.name)
+            w.set_config(g.id, plan)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hvballoon.fake.scenario import VMSpec
     from hvballoon.fake.state import GuestState
     from hvballoon.fake.world import World
+    from hvballoon.models import ConfigUpdate
 
     Arr = npt.NDArray[np.float64]
     Mask = npt.NDArray[np.bool_]
@@ -160,12 +161,10 @@ class Flavor:
 
     # -- changes ------------------------------------------------------------------------------
 
-    def apply_config(
-        self, state: GuestState, i: int, changes: dict[str, Any], config: dict[str, Any]
-    ) -> None:
+    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
         """What a configuration change (already in ``config``) moves in the simulation."""
-        if "maximum_bytes" in changes:
-            state.memory[i] = changes["maximum_bytes"]  # libvirt maxMemory, ESXi memoryMB
+        if plan.maximum_bytes is not None:
+            state.memory[i] = plan.maximum_bytes  # libvirt maxMemory, ESXi memoryMB
 
     def __repr__(self) -> str:
         return f"<Flavor {self.name}>"
@@ -284,17 +283,16 @@ class ESXiFlavor(Flavor):
         zpool = np.minimum(np.minimum(need, np.floor(ZIP_FRACTION * held / 2)), held - shr - need)
         return need - zpool, 2 * zpool, shr, zpool
 
-    def apply_config(
-        self, state: GuestState, i: int, changes: dict[str, Any], config: dict[str, Any]
-    ) -> None:
+    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
         """A target is the limit (none: the VM's memory); a new memory size moves an unlimited
         VM's target with it."""
-        if "limit_bytes" in changes:
-            limit = changes["limit_bytes"]
-            state.target[i] = limit if limit is not None else state.memory[i]
-        super().apply_config(state, i, changes, config)
-        if "maximum_bytes" in changes and config.get("limit_bytes") is None:
-            state.target[i] = changes["maximum_bytes"]
+        if plan.limit_bytes is not None:
+            state.target[i] = plan.limit_bytes
+        elif plan.unlimited_limit:
+            state.target[i] = state.memory[i]
+        super().apply_config(state, i, plan, config)
+        if plan.maximum_bytes is not None and config.get("limit_bytes") is None:
+            state.target[i] = plan.maximum_bytes
 
 
 #: Hyper-V's defaults for a new VM (New-VM): what a scenario leaves out.
@@ -372,13 +370,11 @@ class HyperVFlavor(Flavor):
         low = np.where(s.dynamic > 0, floor, np.maximum(floor, s.used))
         return np.where(act, np.floor(want), cur), low
 
-    def apply_config(
-        self, state: GuestState, i: int, changes: dict[str, Any], config: dict[str, Any]
-    ) -> None:
+    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
         """A target is the maximum (Dynamic Memory) or the startup size (static)."""
-        if "maximum_bytes" in changes and config.get("dynamic"):
+        if plan.maximum_bytes is not None and config.get("dynamic"):
             state.target[i] = config["maximum_bytes"]
-        if "startup_bytes" in changes and not config.get("dynamic"):
+        if plan.startup_bytes is not None and not config.get("dynamic"):
             state.target[i] = config["startup_bytes"]
 
 

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hvballoon.models import ConfigUpdate
+
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
 
@@ -161,7 +163,7 @@ class Guest:
 
     @stats_period.setter
     def stats_period(self, value: int) -> None:
-        self._w.set_config(self.id, {"stats_period_seconds": int(value)})
+        self._w.set_config(self.id, ConfigUpdate(stats_period_seconds=int(value)))
 
     @property
     def last_report_at(self) -> float | None:

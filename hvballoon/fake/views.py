@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
-from hvballoon.models import MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class FlavorView:
         """The host figures the real backend can read (``acc``: the world's host accounting)."""
         raise NotImplementedError
 
-    def check_resize(self, w: World, g: Guest, changes: dict[str, Any], *, backend: str) -> None:
+    def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
         """Refuse, as the host would, a change it cannot make now (checked after the kind's
         rules, when the request reaches the host)."""
 
@@ -184,10 +184,10 @@ class HyperVView(FlavorView):
         # its swap is its page file; it shares nothing
         return {"swap_total_bytes": swap_bytes, "swap_used_bytes": acc["swapped"]}
 
-    def check_resize(self, w: World, g: Guest, changes: dict[str, Any], *, backend: str) -> None:
+    def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
         """A Hyper-V host resizes a running static VM only with the memory free now; it refuses
         (after the request is sent, as the host does) what it cannot back."""
-        startup = changes.get("startup_bytes")
+        startup = plan.startup_bytes
         if startup is None or g.config.get("dynamic") or not g.running:
             return
         grow = startup - g.current_bytes

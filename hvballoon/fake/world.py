@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from hvballoon.kinds import Kind
+    from hvballoon.models import ConfigUpdate
 
     Arr = npt.NDArray[np.float64]
     Mask = npt.NDArray[np.bool_]
@@ -435,11 +436,12 @@ class World:
                 s.stalled_at[i] = math.nan
             self.version += 1
 
-    def set_config(self, guest_id: str, changes: dict[str, Any]) -> None:
+    def set_config(self, guest_id: str, update: ConfigUpdate) -> None:
+        """Change the VM's configuration as ``update`` says (what the host does on a request)."""
         with self.lock:
             g = self.guests[guest_id]
             i, s = g.index, self.state
-            for k, v in changes.items():
+            for k, v in update.fields().items():
                 if k == "stats_period_seconds":
                     period = int(v)
                     if period != s.stats_period[i]:
@@ -447,7 +449,7 @@ class World:
                         s.stats_anchor[i] = self.now
                 else:
                     g.config[k] = v
-            self.hypervisor.apply_config(s, i, changes, g.config)
+            self.hypervisor.apply_config(s, i, update, g.config)
             s.set_config(i, g.config)
             self.version += 1
 

@@ -15,7 +15,10 @@ kind         object                    used by
 ``hyperv``   :data:`HYPERV`            Hyper-V backend, fake ``?flavor=hyperv``
 ===========  ========================  ==========================================
 
-The API, for a backend (set ``kind`` on the class and the base class delegates to it):
+The API, for a backend (set ``kind`` on the class and the base class delegates to it). A
+configuration request is the caller's :class:`~hvballoon.models.ConfigUpdate`; the plan a kind
+returns is a ``ConfigUpdate`` of only what changes (the startup size below already has its
+value), derived fields included:
 
 >>> from hvballoon.kinds import get_kind
 >>> from hvballoon.models import VM, MemoryConfig, PowerState
@@ -28,10 +31,12 @@ The API, for a backend (set ``kind`` on the class and the base class delegates t
 ...                    minimum_bytes=2**29, maximum_bytes=2**34, buffer_percent=20, priority=50)
 >>> hv.target_field(cfg), hv.variant_of(cfg).name
 ('startup_bytes', 'static')
->>> hv.plan_config(vm, {"priority": 80}, cfg)
-{'priority': 80}
+>>> from hvballoon.models import ConfigUpdate
+>>> plan = hv.plan_config(vm, ConfigUpdate(priority=80, startup_bytes=2**32), cfg)
+>>> plan.changed(), plan.priority
+(('priority',), 80)
 >>> try:
-...     hv.plan_config(vm, {"buffer_percent": 30}, cfg)
+...     hv.plan_config(vm, ConfigUpdate(buffer_percent=30), cfg)
 ... except Exception as err:
 ...     type(err).__name__, err.details["rule"]
 ('InvalidRequestError', 'dynamic_memory_required')

@@ -11,7 +11,7 @@ from hvballoon.errors import (
     InvalidStateError,
     UnsupportedOperationError,
 )
-from hvballoon.models import VM, Capabilities, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import align, format_size
 
 __all__ = ["GENERIC_RULES", "Kind", "Rule", "Variant", "check_settable", "is_off"]
@@ -228,32 +228,31 @@ class Kind:
 
     # -- configuration ----------------------------------------------------------------------
 
-    def plan_config(self, vm: VM, requested: Mapping[str, Any], current: MemoryConfig) -> dict[str, Any]:
-        """Check a ``set_config`` request and return the changes to apply.
+    def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
+        """Check a ``set_config`` request and return the plan: the changes to apply.
 
-        ``requested`` holds every field the caller gave (values already parsed); the result
-        holds the fields whose value differs from ``current``, plus what the kind derives
-        (e.g. ESXi's share count of a level). Raises the rule's typed error otherwise.
+        ``update`` holds every field the caller gave (values already parsed); the plan holds
+        the fields whose value differs from ``current``, plus what the kind derives (e.g.
+        ESXi's share count of a level). Raises the rule's typed error otherwise.
         """
-        wanted = dict(requested)
-        self._check_request(vm, wanted, current)
-        after = self._derive(vm, wanted, current)
-        variant = self.variant_of(current.model_copy(update=after))
+        self._check_request(vm, update, current)
+        after = self._derive(vm, update, current)
+        variant = self.variant_of(after.applied_to(current))
         caps = self.capabilities(backend=vm.backend, variant=variant.name)
-        check_settable(caps, wanted, vm, offline_rules=self.offline_rules)
-        changes = {k: v for k, v in after.items() if getattr(current, k) != v}
-        if changes:
-            self._check_changes(vm, changes, current)
-        return changes
+        check_settable(caps, update.changed(), vm, offline_rules=self.offline_rules)
+        plan = after.changes_from(current)
+        if plan.changed():
+            self._check_changes(vm, plan, current)
+        return plan
 
-    def _check_request(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> None:
+    def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
         """Kind rules on the request as asked, before the fields are checked as settable."""
 
-    def _derive(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
+    def _derive(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
         """The request plus the fields the hypervisor changes with it (default: none)."""
-        return dict(requested)
+        return update
 
-    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+    def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         """Kind rules on the fields that change (bounds, alignment, live rules, relations)."""
 
     def __repr__(self) -> str:

@@ -23,11 +23,11 @@ compress, then swap (shared/REFERENCE.md §5). The facts behind the rules:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, get_args
+from typing import ClassVar, get_args
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.kinds._base import Kind, Rule, Variant
-from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, SharesLevel
+from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, SharesLevel
 from hvballoon.units import MiB, format_sizes
 
 __all__ = ["ESXI", "SHARES_LEVELS", "SHARES_PER_MB", "ESXiKind"]
@@ -140,20 +140,23 @@ class ESXiKind(Kind):
                 reservation_bytes=reservation,
             )
 
-    def _check_request(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> None:
-        level = requested.get("shares_level")
-        if requested.get("shares") is not None and level not in (None, "custom"):
+    def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
+        level = update.shares_level
+        if update.shares is not None and level not in (None, "custom"):
             self.refuse(
                 "shares_need_custom_level",
-                f"shares={requested['shares']} is a custom count, but shares_level={level!r} computes its "
+                f"shares={update.shares} is a custom count, but shares_level={level!r} computes its "
                 f"own ({', '.join(f'{k} {v}' for k, v in SHARES_PER_MB.items())} per MB): give one of them",
                 vm=vm,
-                shares=requested["shares"],
+                shares=update.shares,
                 shares_level=level,
             )
-        locked = requested.get("memory_reservation_lock", current.memory_reservation_lock)
-        reservation = requested.get("reservation_bytes")
-        memory = requested.get("maximum_bytes", current.maximum_bytes)
+        asked = update.applied_to(current)
+        locked, reservation, memory = (
+            asked.memory_reservation_lock,
+            update.reservation_bytes,
+            asked.maximum_bytes,
+        )
         if locked and reservation is not None and memory is not None and reservation != memory:
             shown_memory, shown_res = format_sizes(memory, reservation)
             self.refuse(
@@ -166,26 +169,25 @@ class ESXiKind(Kind):
                 memory_bytes=memory,
             )
 
-    def _derive(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
-        after = dict(requested)
-        memory = after.get("maximum_bytes", current.maximum_bytes)
-        if "shares" in after and "shares_level" not in after:
-            after["shares_level"] = "custom"
-        level = after.get("shares_level", current.shares_level)
-        if (
-            level in SHARES_PER_MB
-            and memory is not None
-            and ("shares_level" in after or "maximum_bytes" in after)
-        ):
-            after["shares"] = self.shares_for(level, memory)
-        elif level == "custom" and "shares" not in after and current.shares is not None:
-            after["shares"] = current.shares
-        if after.get("memory_reservation_lock", current.memory_reservation_lock) and memory is not None:
-            after["reservation_bytes"] = memory  # ESXi keeps a locked reservation at the memory size
-        return after
+    def _derive(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
+        derived: dict[str, object] = {}
+        asked = update.applied_to(current)
+        memory = asked.maximum_bytes
+        asked_level = update.shares_level
+        if update.shares is not None and asked_level is None:
+            asked_level = derived["shares_level"] = "custom"  # a count of its own is a custom level
+        level = asked_level if asked_level is not None else current.shares_level
+        resized = asked_level is not None or update.maximum_bytes is not None
+        if level is not None and level in SHARES_PER_MB and memory is not None and resized:
+            derived["shares"] = self.shares_for(level, memory)
+        elif level == "custom" and update.shares is None and current.shares is not None:
+            derived["shares"] = current.shares
+        if asked.memory_reservation_lock and memory is not None:
+            derived["reservation_bytes"] = memory  # ESXi keeps a locked reservation at the memory size
+        return update.model_copy(update=derived)
 
-    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
-        maximum = changes.get("maximum_bytes")
+    def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+        maximum = plan.maximum_bytes
         if maximum is not None and maximum % MEMORY_SIZE_STEP:
             self.refuse(
                 "memory_size_4MiB",
@@ -194,10 +196,11 @@ class ESXiKind(Kind):
                 vm=vm,
                 asked=maximum,
             )
-        sizes = {k: changes.get(k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
+        sizes = {k: getattr(plan, k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
         self.check_aligned(vm, sizes, rule="whole_MiB")
-        res = changes.get("reservation_bytes", current.reservation_bytes) or 0
-        lim = changes.get("limit_bytes", current.limit_bytes)
+        after = plan.applied_to(current)
+        res = after.reservation_bytes or 0
+        lim = after.limit_bytes
         if lim is not None and res > lim:
             shown_res, shown_lim = format_sizes(res, lim)
             self.refuse(
@@ -207,7 +210,7 @@ class ESXiKind(Kind):
                 reservation_bytes=res,
                 limit_bytes=lim,
             )
-        memory = changes.get("maximum_bytes", current.maximum_bytes)
+        memory = after.maximum_bytes
         if memory is not None and res > memory:
             shown_res, shown_memory = format_sizes(res, memory)
             self.refuse(

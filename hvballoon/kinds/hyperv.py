@@ -27,11 +27,11 @@ StateInfo(power_state=<PowerState.RUNNING: 'running'>, name='RunningCritical', h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
-from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import MiB, align, format_sizes
 
 __all__ = [
@@ -333,9 +333,9 @@ class HyperVKind(Kind):
                     asked=value,
                 )
 
-    def _check_request(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> None:
+    def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
         for name, (lo, hi) in (("buffer_percent", BUFFER_PERCENT_RANGE), ("priority", PRIORITY_RANGE)):
-            value = requested.get(name)
+            value = getattr(update, name)
             if value is not None and not lo <= value <= hi:
                 self.refuse(
                     f"{name}_range",
@@ -343,10 +343,10 @@ class HyperVKind(Kind):
                     vm=vm,
                     asked=value,
                 )
-        dynamic_after = requested.get("dynamic", current.dynamic)
-        asked = [n for n in _DYNAMIC_ONLY if n in requested]
+        dynamic_after = update.applied_to(current).dynamic
+        asked = [n for n in _DYNAMIC_ONLY if n in update.changed()]
         if asked and dynamic_after is False:
-            turning_off = requested.get("dynamic") is False and current.dynamic
+            turning_off = update.dynamic is False and current.dynamic
             self.refuse(
                 "dynamic_memory_required",
                 f"{', '.join(a.removesuffix('_bytes') for a in asked)} of {vm.name!r} exist only with "
@@ -356,18 +356,18 @@ class HyperVKind(Kind):
                 vm=vm,
                 fields=asked,
             )
-        self.check_sizes(vm, {k: requested.get(k) for k in _SIZES})
+        self.check_sizes(vm, {k: getattr(update, k) for k in _SIZES})
 
-    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
-        merged = {k: changes.get(k, getattr(current, k)) for k in (*_SIZES, "dynamic")}
-        if merged["dynamic"]:
-            lo, mid, hi = merged["minimum_bytes"], merged["startup_bytes"], merged["maximum_bytes"]
+    def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+        merged = plan.applied_to(current)
+        if merged.dynamic:
+            lo, mid, hi = merged.minimum_bytes, merged.startup_bytes, merged.maximum_bytes
             for a_name, a, b_name, b in (
                 ("minimum", lo, "startup", mid),
                 ("startup", mid, "maximum", hi),
                 ("minimum", lo, "maximum", hi),
             ):
-                touched = {f"{a_name}_bytes", f"{b_name}_bytes", "dynamic"} & set(changes)
+                touched = {f"{a_name}_bytes", f"{b_name}_bytes", "dynamic"} & set(plan.changed())
                 if touched and a is not None and b is not None and a > b:
                     shown_a, shown_b = format_sizes(a, b)
                     self.refuse(
@@ -397,7 +397,7 @@ class HyperVKind(Kind):
                 "at least",
             ),
         ):
-            new, old = changes.get(name), getattr(current, name)
+            new, old = getattr(plan, name), getattr(current, name)
             if new is not None and old is not None and (new - old) * direction < 0:
                 shown_old, shown_new = format_sizes(old, new)
                 self.refuse(

@@ -18,11 +18,11 @@ backend that drives a QEMU balloon.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError, UnsupportedOperationError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
-from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats
+from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.units import KiB
 
 __all__ = ["KVM", "KVMKind", "has_balloon_device"]
@@ -104,9 +104,9 @@ class KVMKind(Kind):
                 "whole_KiB", f"KVM targets are whole KiB, got {target_bytes} bytes", vm=vm, asked=target_bytes
             )
 
-    def _check_changes(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
-        self.check_aligned(vm, {"maximum_bytes": changes.get("maximum_bytes")}, rule="whole_KiB")
-        needs_device = {"stats_period_seconds", "deflate_on_oom", "free_page_reporting"} & set(changes)
+    def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+        self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB")
+        needs_device = {"stats_period_seconds", "deflate_on_oom", "free_page_reporting"} & set(plan.changed())
         if needs_device and not has_balloon_device(current):
             field = sorted(needs_device)[0]
             self.refuse(

@@ -38,7 +38,7 @@ from hvballoon.fake.record import record
 from hvballoon.fake.scenario import builtin_scenarios, load_scenario
 from hvballoon.fake.store import LEGACY_STATE_NAMES, WorldStore, world_from_bytes, world_to_bytes
 from hvballoon.fake.world import World
-from hvballoon.models import VM
+from hvballoon.models import VM, ConfigUpdate
 from hvballoon.retry import RetryPolicy
 
 GOLDEN = Path(__file__).with_name("golden.json")
@@ -225,7 +225,7 @@ class Run:
         for vm, change in zip(vms, changes, strict=False):
             current = self.call("get_config", b.get_config, vm)
             if current is not None:
-                self.call("apply_config", b.apply_config, vm, change, current)
+                self.call("apply_config", b.apply_config, vm, ConfigUpdate.from_fields(change), current)
 
     def faults(self) -> None:
         """Every kind of scripted fault, once, then the calls that meet them."""

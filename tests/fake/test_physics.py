@@ -13,6 +13,7 @@ from hvballoon.fake.record import record
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.store import world_to_bytes
 from hvballoon.fake.world import World
+from hvballoon.models import ConfigUpdate
 from hvballoon.units import GiB, MiB
 
 KINDS = [
@@ -81,7 +82,7 @@ def _play(world: World, plan: list[tuple[str, int, float, float]]) -> None:
         elif what == "target" and not g.crashed:
             world.set_target(g.id, int(g.memory_bytes * min(frac, 1.0)))
         elif what == "limit" and not g.crashed:
-            world.set_config(g.id, {"limit_bytes": max(MiB, int(g.memory_bytes * frac))})
+            world.set_config(g.id, ConfigUpdate(limit_bytes=max(MiB, int(g.memory_bytes * frac))))
         _check(world)
 
 
@@ -138,7 +139,7 @@ def test_stats_appear_only_after_the_period_is_set(period: int, wait: float) -> 
     g = world.guest("a")
     world.advance(wait)
     assert g.report() is None and g.last_report_at is None
-    world.set_config(g.id, {"stats_period_seconds": period})
+    world.set_config(g.id, ConfigUpdate(stats_period_seconds=period))
     world.advance(period - 0.5)
     assert g.report() is None
     world.advance(0.5)

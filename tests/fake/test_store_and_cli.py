@@ -17,6 +17,7 @@ from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario
 from hvballoon.fake.store import WorldStore, world_from_bytes, world_to_bytes
 from hvballoon.fake.world import World
+from hvballoon.models import ConfigUpdate
 from hvballoon.units import GiB
 from tests.support.cli import Result, invoke
 
@@ -55,7 +56,7 @@ def test_a_world_saved_before_the_state_had_named_fields_still_loads() -> None:
     w = World(load_scenario("seed-spike"), flavor="esxi", seed=3)
     w.faults.add(op="get_stats", kind="timeout", count=2)
     w.advance(1800)
-    w.set_config(w.guest("web01").id, {"limit_bytes": 4 * GiB})
+    w.set_config(w.guest("web01").id, ConfigUpdate(limit_bytes=4 * GiB))
     w.advance(3700)
     for _ in range(2):
         for name in w.state.names():

@@ -40,7 +40,7 @@ from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidU
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind
 from hvballoon.kinds.esxi import SHARES_LEVELS
-from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
 from . import SPEC
@@ -585,10 +585,10 @@ class ESXiBackend(Backend):
 
     def write_mark(self, vm: VM, key: str, value: str | None) -> None:
         """One ``ReconfigVM_Task`` with the key (an empty value removes it, as vSphere says)."""
-        self._reconfigure(vm, {"extra_config": {key: value}})
+        self._reconfigure(vm, ConfigUpdate(), extra_config={key: value})
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
-        self._reconfigure(vm, {"limit_bytes": target_bytes})
+        self._reconfigure(vm, ConfigUpdate(limit_bytes=target_bytes))
 
     def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
         """The allocations read fresh for all VMs in one request, then one ``ReconfigVM_Task``
@@ -615,7 +615,7 @@ class ESXiBackend(Backend):
                 if ref._moId not in current:
                     answers[i] = VMNotFoundError(f"VM {vm.name!r} no longer exists", vm=vm.name)
                     continue
-                alloc = _allocation(current[ref._moId], {"limit_bytes": targets[i].target_bytes})
+                alloc = _allocation(current[ref._moId], ConfigUpdate(limit_bytes=targets[i].target_bytes))
                 try:
                     issued.append((i, ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(memoryAllocation=alloc))))
                 except vim.fault.NotAuthenticated:
@@ -638,11 +638,14 @@ class ESXiBackend(Backend):
 
         return self._call(run) if refs else out
 
-    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
-        self._reconfigure(vm, changes)
+    def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+        self._reconfigure(vm, plan)
 
-    def _reconfigure(self, vm: VM, changes: Mapping[str, Any]) -> None:
-        """One ``ReconfigVM_Task`` carrying every change (all or nothing), then wait for it.
+    def _reconfigure(
+        self, vm: VM, plan: ConfigUpdate, *, extra_config: Mapping[str, str | None] | None = None
+    ) -> None:
+        """One ``ReconfigVM_Task`` carrying every change of ``plan`` and the ``extra_config``
+        keys (a mark; ``None`` removes the key), all or nothing, then wait for it.
 
         The allocation is read fresh and sent back *whole*: a spec carrying only ``limit``
         would leave reservation and shares to the server's mercy.
@@ -652,18 +655,17 @@ class ESXiBackend(Backend):
 
         def run() -> None:
             spec = vim.vm.ConfigSpec()
-            if {"limit_bytes", "reservation_bytes", "shares", "shares_level"} & set(changes):
+            if {"limit_bytes", "reservation_bytes", "shares", "shares_level"} & set(plan.changed()):
                 rows = c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: ["config.memoryAllocation"]}))
                 current = rows[0][1].get("config.memoryAllocation") if rows else None
-                spec.memoryAllocation = _allocation(current, changes)
-            if "memory_reservation_lock" in changes:
-                spec.memoryReservationLockedToMax = bool(changes["memory_reservation_lock"])
-            if changes.get("maximum_bytes") is not None:
-                spec.memoryMB = changes["maximum_bytes"] // MiB
-            extra: dict[str, str | None] = dict(changes.get("extra_config") or {})
-            if "balloon_cap_bytes" in changes:
-                cap = changes["balloon_cap_bytes"]
-                extra[BALLOON_CAP_KEY] = str(-1 if cap is None else cap // MiB)
+                spec.memoryAllocation = _allocation(current, plan)
+            if plan.memory_reservation_lock is not None:
+                spec.memoryReservationLockedToMax = plan.memory_reservation_lock
+            if plan.maximum_bytes is not None:
+                spec.memoryMB = plan.maximum_bytes // MiB
+            extra: dict[str, str | None] = dict(extra_config or {})
+            if plan.balloon_cap_bytes is not None:
+                extra[BALLOON_CAP_KEY] = str(plan.balloon_cap_bytes // MiB)
             if extra:
                 # "Keys with empty values will be removed" (VirtualMachineConfigSpec.extraConfig)
                 spec.extraConfig = [vim.option.OptionValue(key=k, value=v or "") for k, v in extra.items()]
@@ -673,8 +675,8 @@ class ESXiBackend(Backend):
         self._call(run, vm=vm.name)
 
 
-def _allocation(current: Any, changes: Mapping[str, Any]) -> Any:
-    """The whole ``ResourceAllocationInfo`` to send: the current one with ``changes`` applied
+def _allocation(current: Any, plan: ConfigUpdate) -> Any:
+    """The whole ``ResourceAllocationInfo`` to send: the current one with ``plan`` applied
     (a spec carrying only the limit would leave reservation and shares to the server's mercy)."""
     shares = getattr(current, "shares", None)
     if shares is not None and not isinstance(shares, vim.SharesInfo):  # read by the fast sweep
@@ -685,15 +687,16 @@ def _allocation(current: Any, changes: Mapping[str, Any]) -> Any:
         shares=shares,
         expandableReservation=getattr(current, "expandableReservation", None),
     )
-    if "limit_bytes" in changes:
-        lim = changes["limit_bytes"]
-        alloc.limit = _UNLIMITED if lim is None else -(-lim // MiB)
-    if "reservation_bytes" in changes:
-        alloc.reservation = changes["reservation_bytes"] // MiB
-    if "shares" in changes or "shares_level" in changes:
+    if plan.limit_bytes is not None:
+        alloc.limit = -(-plan.limit_bytes // MiB)
+    elif plan.unlimited_limit:
+        alloc.limit = _UNLIMITED
+    if plan.reservation_bytes is not None:
+        alloc.reservation = plan.reservation_bytes // MiB
+    if plan.shares is not None or plan.shares_level is not None:
         # the kind gives both: the level, and its count (ESXi's own for a level)
-        level = changes.get("shares_level") or getattr(alloc.shares, "level", None) or "custom"
-        count = changes.get("shares", getattr(alloc.shares, "shares", None))
+        level = plan.shares_level or getattr(alloc.shares, "level", None) or "custom"
+        count = plan.shares if plan.shares is not None else getattr(alloc.shares, "shares", None)
         alloc.shares = vim.SharesInfo(level=str(level), shares=count)
     return alloc
 

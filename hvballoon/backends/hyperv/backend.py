@@ -61,7 +61,7 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import host_stats
 from hvballoon.kinds import HYPERV, Kind, Variant
-from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
 from . import SPEC
@@ -509,8 +509,9 @@ class HyperVBackend(Backend):
             },
         )
 
-    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+    def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         """All changes in one Set-VMMemory call; the VM is read back in the same command."""
+        changes = plan.fields()  # Set-VMMemory's parameters, by field, and what must read back
         params = {_CONFIG_PARAMS[k]: v for k, v in changes.items() if k in _CONFIG_PARAMS}
         self._set(vm, params, changes)
 

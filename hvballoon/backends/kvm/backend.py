@@ -53,7 +53,7 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
-from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB, format_size
 
 from . import SPEC
@@ -477,11 +477,11 @@ class KVMBackend(Backend):
                 results.append(None)
         return results
 
-    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+    def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         running = vm.power_state in (PowerState.RUNNING, PowerState.PAUSED)
         steps: list[tuple[str, Callable[[Any], None]]] = []
-        if "maximum_bytes" in changes:
-            kib = int(changes["maximum_bytes"]) // KiB
+        if plan.maximum_bytes is not None:
+            kib = plan.maximum_bytes // KiB
 
             def set_max(conn: Any) -> None:
                 flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM
@@ -489,17 +489,18 @@ class KVMBackend(Backend):
 
             steps.append(("maximum_bytes", set_max))
         for field, attribute in _BALLOON_ATTRIBUTES.items():
-            if field not in changes:
+            value = getattr(plan, field)
+            if value is None:
                 continue
 
-            def set_attribute(conn: Any, attribute: str = attribute, on: bool = bool(changes[field])) -> None:
+            def set_attribute(conn: Any, attribute: str = attribute, on: bool = value) -> None:
                 dom = self._lookup(conn, vm)
                 flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
                 conn.defineXML(_with_balloon_attribute(dom.XMLDesc(flags), attribute, on, vm.name))
 
             steps.append((field, set_attribute))
-        if "stats_period_seconds" in changes:
-            period = int(changes["stats_period_seconds"])
+        if plan.stats_period_seconds is not None:
+            period = plan.stats_period_seconds
 
             def set_period(conn: Any) -> None:
                 dom = self._lookup(conn, vm)

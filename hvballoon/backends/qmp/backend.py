@@ -59,7 +59,7 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
-from hvballoon.models import VM, Capabilities, HostStats, MemoryConfig, MemoryStats
+from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats
 from hvballoon.units import format_size
 from hvballoon.virtio_balloon import Freshness
 
@@ -563,9 +563,9 @@ class QMPBackend(Backend):
         super().check_target(vm, target_bytes, stats, config)  # the KVM kind's rules
         self._refuse_if_read_only(vm)
 
-    def plan_config(self, vm: VM, requested: dict[str, Any], current: MemoryConfig) -> dict[str, Any]:
-        changes = super().plan_config(vm, requested, current)  # the KVM kind's rules
-        fixed = sorted(set(changes) - {"stats_period_seconds"})
+    def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
+        plan = super().plan_config(vm, update, current)  # the KVM kind's rules
+        fixed = sorted(set(plan.changed()) - {"stats_period_seconds"})
         if fixed:
             # the kind allows these on a VM whose guest is off, but QMP reaches only the running
             # QEMU: they are on its command line
@@ -576,9 +576,9 @@ class QMPBackend(Backend):
                 vm=vm.name,
                 details={"rule": "not_supported", "field": fixed[0]},
             )
-        if changes:
+        if plan.changed():
             self._refuse_if_read_only(vm)
-        return changes
+        return plan
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._refuse_if_read_only(vm)
@@ -643,9 +643,17 @@ class QMPBackend(Backend):
 
         await self._converse(await self._path_of(vm), body, what, label=vm.name)
 
-    def apply_config(self, vm: VM, changes: dict[str, Any], current: MemoryConfig) -> None:
+    def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         self._refuse_if_read_only(vm)
-        period = int(changes["stats_period_seconds"])
+        period = plan.stats_period_seconds
+        if period is None or set(plan.changed()) != {"stats_period_seconds"}:
+            raise UnsupportedOperationError(  # plan_config refuses the rest; a direct caller too
+                f"QMP changes only the balloon's stats period of {vm.name!r}, not "
+                f"{', '.join(plan.changed()) or 'nothing'}",
+                backend=BACKEND,
+                vm=vm.name,
+                details={"rule": "not_supported"},
+            )
         what = f"set the balloon's stats period to {period} s"
 
         async def body(mon: Monitor) -> None:

@@ -22,7 +22,7 @@ from hvballoon.errors import (
     TargetAboveMaximumError,
     UnsupportedOperationError,
 )
-from hvballoon.models import Mechanism, PowerState
+from hvballoon.models import ConfigUpdate, Mechanism, PowerState
 from tests.support.hyperv import scenarios
 from tests.support.hyperv.fakehost import hyperv_world
 from tests.support.hyperv.peer import PASSWORD, Peer, start_peer
@@ -429,7 +429,7 @@ def test_alignment_is_enforced_whatever_the_state_or_the_path(rules_hv: tuple[An
         hv.backend.apply_target(vm, 2 * GiB + MiB)  # a caller that skips the session's checks
     assert info.value.details["rule"] == "aligned_2MiB"
     with pytest.raises(InvalidRequestError):
-        hv.backend.apply_config(vm, {"maximum_bytes": 6 * GiB + 4096}, hv.get_config(vm))
+        hv.backend.apply_config(vm, ConfigUpdate(maximum_bytes=6 * GiB + 4096), hv.get_config(vm))
     refused_locally(peer)
 
 
@@ -440,7 +440,7 @@ def test_host_refusal_is_mapped_when_checks_are_bypassed(rules_hv: tuple[Any, Pe
     vm = hv.resolve("dm-on")
     current = hv.get_config(vm)
     with pytest.raises(InvalidStateError) as info:
-        hv.backend.apply_config(vm, {"minimum_bytes": current.minimum_bytes * 2}, current)
+        hv.backend.apply_config(vm, ConfigUpdate(minimum_bytes=current.minimum_bytes * 2), current)
     cause = info.value.__cause__
     assert isinstance(cause, RemoteScriptError) and cause.category == "InvalidOperation"
     assert info.value.native_code == "InvalidOperation,Microsoft.HyperV.PowerShell.Commands.SetVMMemory"
@@ -499,7 +499,7 @@ def test_the_host_itself_refuses_the_range_without_dynamic_memory(
     target = hv.resolve(vm)
     current = hv.get_config(target)
     with pytest.raises(InvalidRequestError) as info:
-        hv.backend.apply_config(target, change, current)
+        hv.backend.apply_config(target, ConfigUpdate.from_fields(change), current)
     cause = info.value.__cause__
     assert isinstance(cause, RemoteScriptError) and cause.category == "InvalidArgument"
     assert "requires Dynamic Memory to be enabled" in str(cause)

@@ -55,6 +55,7 @@ from hvballoon.backends.hyperv._scripts import (
 )
 from hvballoon.fake.scenario import Scenario, load_scenario
 from hvballoon.fake.world import Guest, World
+from hvballoon.models import ConfigUpdate
 from tests.support.winrm.server import Router
 
 __all__ = ["PROGRESS_CLIXML", "FakeHyperVHost", "hyperv_world"]
@@ -352,7 +353,7 @@ class FakeHyperVHost:
                 _VIRT_EXC,
                 "minimum <= startup <= maximum does not hold",
             )
-        self.world.set_config(g.id, changes)
+        self.world.set_config(g.id, ConfigUpdate.from_fields(changes))
         # The simulator moves memory at a finite rate on its virtual clock; a real host settles
         # a resize in seconds. Let the world settle, so the next read sees the change applied
         # (reads never move the clock, so consecutive reads agree).
