@@ -14,6 +14,18 @@ A backend of a built-in hypervisor kind sets ``kind`` (:mod:`hvballoon.kinds`): 
 then takes the ceiling of a target and every target and configuration rule from the kind, the
 same object the fake's flavour of that kind uses, so neither restates a rule.
 
+Configuration changes cross this surface as models: :meth:`Backend.plan_config` gets the
+caller's :class:`~hvballoon.models.ConfigUpdate` and returns the plan — a ``ConfigUpdate`` of
+only the fields that change, derived ones filled and a removed limit as ``unlimited_limit=True``
+— which :meth:`Backend.check_config` (a backend without a kind) and
+:meth:`Backend.apply_config` receive::
+
+        def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+            if plan.maximum_bytes is not None:
+                ...  # send the new maximum
+            if plan.unlimited_limit:
+                ...  # remove the limit
+
 The bulk hooks (:meth:`Backend.lookup_vms`, :meth:`Backend.get_configs`,
 :meth:`Backend.get_stats_and_configs`, :meth:`Backend.apply_targets`) have defaults built on the
 per-VM methods; a backend overrides them where its API does the work in fewer round trips.

@@ -161,3 +161,27 @@ def test_every_command_has_examples_and_json(run: Any) -> None:
         assert h.returncode == 0 and "Example" in h.stdout, path
     for name in ("stats", "watch", "set", "config", "vms", "backends", "scenarios", "capabilities"):
         assert "--json" in run(name, "--help").stdout, name
+
+
+def test_a_third_party_backend_adds_a_config_rule_on_the_typed_plan(plugin_env: dict[str, str]) -> None:
+    """The entry-point backend overrides ``plan_config``: it gets the caller's ``ConfigUpdate``,
+    the kind's plan back from ``super()``, and refuses on ``plan.changed()`` — a change on a
+    read-only host is refused before anything is sent, a request that changes nothing is not."""
+    from tests.support.cli import run as run_subprocess
+
+    uri = "slowtest://ro1?read_only=1"
+    refused = run_subprocess("config", uri, "db01", "--stats-period", "7", "--json", env=plugin_env)
+    assert refused.returncode == 6, refused.stderr  # permission_denied
+    error = json.loads(refused.stdout)
+    assert error["code"] == "permission_denied" and error["details"]["rule"] == "read_only"
+    assert error["details"]["fields"] == ["stats_period_seconds"]
+    period = json.loads(run_subprocess("config", uri, "db01", "--json", env=plugin_env).stdout)
+    same = run_subprocess(
+        "config", uri, "db01", "--stats-period", str(period["stats_period_seconds"]), "--json", env=plugin_env
+    )
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["changed"] is False
+    writable = run_subprocess("config", "slowtest://rw1", "db01", "--stats-period", "7", "--json", env=plugin_env)
+    assert writable.returncode == 0, writable.stderr
+    change = json.loads(writable.stdout)
+    assert change["changed"] is True and change["after"] == {"stats_period_seconds": 7}

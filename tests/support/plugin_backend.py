@@ -2,9 +2,11 @@
 
 ``slowtest://NAME`` answers like ``fake://seed``; ``?sleep=S`` makes connecting take S seconds
 (a host that hangs); ``?fail=CODE`` makes connecting fail with the hvballoon error of that code
-(a host that is down, or refuses the credentials). Registered through the registry: in-process
-with :func:`register`, in a subprocess through the ``hvballoon.backends`` entry-point group of a
-tiny distribution written by :func:`write_distribution`.
+(a host that is down, or refuses the credentials); ``?read_only=1`` adds a rule of its own to
+the kind's: no configuration change (what a backend adds on top of a kind, on the typed plan).
+Registered in-process with a ``registry.BackendSpec`` (``tests/cli/conftest.py``), in a
+subprocess through the ``hvballoon.backends`` entry-point group of a tiny distribution written by
+:func:`write_distribution`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import ClassVar
 
 from hvballoon._uri import parse_uri
 from hvballoon.backend import ConnectOptions
-from hvballoon.errors import error_codes
+from hvballoon.errors import PermissionDeniedError, error_codes
 from hvballoon.fake.backend import FakeBackend
+from hvballoon.models import VM, ConfigUpdate, MemoryConfig
 
 
 class SlowBackend(FakeBackend):
@@ -39,6 +42,20 @@ class SlowBackend(FakeBackend):
             options=opts.options,
         )
         super().__init__(seed)
+        self.read_only = query.get("read_only") == "1"
+
+    def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
+        """The kind's plan, then this backend's own rule on it: a read-only host changes nothing
+        (a request that changes nothing is still answered, ``changed=False``)."""
+        plan = super().plan_config(vm, update, current)
+        if self.read_only and plan.changed():
+            raise PermissionDeniedError(
+                f"this slowtest host is read-only: {', '.join(plan.changed())} of {vm.name!r} not changed",
+                backend=self.name,
+                vm=vm.name,
+                details={"rule": "read_only", "fields": list(plan.changed())},
+            )
+        return plan
 
 
 def write_distribution(where: Path) -> Path:

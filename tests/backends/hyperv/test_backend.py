@@ -615,7 +615,7 @@ def test_a_target_never_lands_on_the_wrong_field(rules_hv: tuple[Any, Peer]) -> 
     # size of what is now a Dynamic Memory VM.
     hv, peer = rules_hv
     stale = hv.resolve("static-off")
-    peer.host.world.set_config(stale.id, {"dynamic": True})
+    peer.host.world.set_config(stale.id, ConfigUpdate(dynamic=True))
     before = hv.get_config(stale.id)
     with pytest.raises(InvalidStateError) as info:
         hv.backend.apply_target(stale, 6 * GiB)

@@ -10,6 +10,7 @@ import pytest
 from hvballoon.backends.hyperv._scripts import MAX_COMMAND_LINE, SET_TARGETS, data_of, data_pattern
 from hvballoon.backends.hyperv.backend import HyperVBackend
 from hvballoon.errors import InvalidStateError, PartialChangeError, VMNotFoundError
+from hvballoon.models import ConfigUpdate
 from hvballoon.units import GiB
 from tests.support.hyperv import scenarios
 from tests.support.hyperv.fakehost import hyperv_world
@@ -139,7 +140,7 @@ def test_a_vm_whose_dynamic_memory_was_switched_since_it_was_read_is_refused(bas
         stale = hv.resolve("static-off")  # read as static: its target is the startup size
         assert stale.extra["dynamic"] is False
         world = basic_peer.host.world
-        world.set_config(stale.id, {"dynamic": True, "minimum_bytes": 512 * 2**20, "maximum_bytes": 8 * GiB})
+        world.set_config(stale.id, ConfigUpdate(dynamic=True, minimum_bytes=512 * 2**20, maximum_bytes=8 * GiB))
         (answer,) = hv.backend.apply_targets([TargetRequest(stale, 4 * GiB)])
         assert isinstance(answer, InvalidStateError) and answer.native_code == "HVBalloonStateChanged"
         cfg = hv.get_config("static-off")
