@@ -129,12 +129,13 @@ def test_each_kind_plans_with_the_model() -> None:
         priority=50,
     )
     plans = {
-        "kvm": KVM.plan_config(vm, ConfigUpdate(stats_period_seconds=5, maximum_bytes=12 * GiB), kvm),
+        "kvm": KVM.plan_config(vm, ConfigUpdate(stats_period_seconds=5, maximum_bytes=12 * GiB,
+                                                  free_page_reporting=True), kvm),
         "esxi": ESXI.plan_config(vm, ConfigUpdate(shares_level="high", unlimited_limit=True), esxi),
         "hyperv": HYPERV.plan_config(vm, ConfigUpdate(maximum_bytes=16 * GiB, priority=90), hyperv),
     }  # fmt: skip
     assert all(isinstance(p, ConfigUpdate) for p in plans.values())
-    assert plans["kvm"].changed() == ("maximum_bytes",)  # the period already is 5
+    assert plans["kvm"].changed() == ("maximum_bytes", "free_page_reporting")  # the period already is 5
     assert plans["esxi"].changed() == ("shares", "shares_level", "limit_bytes")
     assert (plans["esxi"].shares, plans["esxi"].unlimited_limit) == (20 * 16384, True)
     assert plans["hyperv"].changed() == ("priority",)
