@@ -274,7 +274,20 @@ class QMPBackend(Backend):
     async def _side_by_side(
         self, jobs: Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]], what: str, *, gone_ok: bool
     ) -> list[T | None]:
-        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline.
+        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline
+        (:meth:`_each_answer`); the first error is raised."""
+        out: list[T | None] = []
+        for result in await self._each_answer(jobs, what, gone_ok=gone_ok):
+            if isinstance(result, BaseException):
+                raise result
+            out.append(result)
+        return out
+
+    async def _each_answer(
+        self, jobs: Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]], what: str, *, gone_ok: bool
+    ) -> list[T | BaseException | None]:
+        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline;
+        each answer or error its own entry, in order.
 
         With ``gone_ok`` a VM whose socket vanished or refuses (it stopped since the directory
         was listed) is ``None``; otherwise that is a :class:`VMNotFoundError`.
@@ -292,13 +305,7 @@ class QMPBackend(Backend):
                         return None
                     raise
 
-        results = await asyncio.gather(*(one(*job) for job in jobs), return_exceptions=True)
-        out: list[T | None] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            out.append(result)
-        return out
+        return await asyncio.gather(*(one(*job) for job in jobs), return_exceptions=True)
 
     async def _sweep(
         self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
@@ -583,50 +590,53 @@ class QMPBackend(Backend):
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         self._refuse_if_read_only(vm)
         what = f"set the balloon target to {format_size(target_bytes)}"
-        self._run(self._move(vm, target_bytes), what)
+
+        async def run() -> None:
+            await self._converse(
+                await self._path_of(vm), self._balloon(vm, target_bytes), what, label=vm.name
+            )
+
+        self._run(run(), what)
 
     def apply_targets(self, targets: Sequence[TargetRequest]) -> list[HVBalloonError | None]:
-        """Every move in its own conversation, ``concurrency`` at a time, within one deadline.
-
-        One socket per VM is the protocol, so a batch is the sweep's shape: the VMs side by side,
-        each answer (or error) that VM's own. A VM not reached before the deadline gets a
-        retryable timeout of its own; the others keep their results.
+        """Every move in its own conversation, side by side like a sweep (``concurrency`` at a
+        time, within one deadline): one socket per VM is the protocol. Each VM's answer or error
+        is its own; a VM not reached before the deadline gets a retryable timeout of its own.
         """
         if not targets:
             return []
         for t in targets:
             self._refuse_if_read_only(t.vm)
 
-        async def side_by_side() -> list[BaseException | None]:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
-            gate = asyncio.Semaphore(self.concurrency)
+        async def moves() -> list[BaseException | None]:
+            out: list[BaseException | None] = [None] * len(targets)
+            jobs, where = [], []
+            for i, t in enumerate(targets):
+                try:
+                    path = await self._path_of(t.vm)
+                except HVBalloonError as exc:
+                    out[i] = exc
+                    continue
+                jobs.append((path, self._balloon(t.vm, t.target_bytes), t.vm.name))
+                where.append(i)
+            answers = await self._each_answer(jobs, "set the balloon target", gone_ok=False)
+            for i, answer in zip(where, answers, strict=True):
+                out[i] = answer if isinstance(answer, BaseException) else None
+            return out
 
-            async def one(t: TargetRequest) -> None:
-                async with gate:
-                    try:
-                        await asyncio.wait_for(
-                            self._move(t.vm, t.target_bytes), max(0.001, deadline - loop.time())
-                        )
-                    except asyncio.TimeoutError as exc:
-                        what = f"set the balloon target of {t.vm.name!r}"
-                        raise ERRORS.map(exc, what, vm=t.vm.name) from exc
-
-            return await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
-
-        results = self._run(side_by_side(), f"set the balloon targets of {len(targets)} VMs")
-        out: list[HVBalloonError | None] = []
+        results = self._run(moves(), f"set the balloon targets of {len(targets)} VMs")
+        errors: list[HVBalloonError | None] = []
         for t, result in zip(targets, results, strict=True):
             if isinstance(result, HVBalloonError):
-                out.append(result.with_context(backend=self.name, vm=t.vm.name))
-            elif isinstance(result, BaseException):
+                errors.append(result.with_context(backend=self.name, vm=t.vm.name))
+            elif result is not None:
                 raise result
             else:
-                out.append(None)
-        return out
+                errors.append(None)
+        return errors
 
-    async def _move(self, vm: VM, target_bytes: int) -> None:
-        """The ``balloon`` command on ``vm``'s own socket, once it is checked to still be ``vm``."""
+    def _balloon(self, vm: VM, target_bytes: int) -> Callable[[Monitor], Awaitable[None]]:
+        """The conversation that moves ``vm``'s balloon, once it is checked to still be ``vm``."""
         what = f"set the balloon target to {format_size(target_bytes)}"
 
         async def body(mon: Monitor) -> None:
@@ -641,7 +651,7 @@ class QMPBackend(Backend):
                 seen = self._seen[vm.id] = _Seen(run)
             seen.target_bytes = target_bytes
 
-        await self._converse(await self._path_of(vm), body, what, label=vm.name)
+        return body
 
     def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         self._refuse_if_read_only(vm)
