@@ -297,19 +297,24 @@ func (pc *pagedCollector) RetrieveProperties(ctx *simulator.Context, req *types.
 	return pc.PropertyCollector.RetrieveProperties(ctx, req)
 }
 
+// takePage hands over (and forgets) the pending page a token names, if this session asked for it;
+// otherwise the fault vSphere answers for an unknown token.
+func takePage(ctx *simulator.Context, token string) (*pendingResult, *soap.Fault) {
+	pages.Lock()
+	defer pages.Unlock()
+	pending, ok := pages.m[token]
+	if !ok || pending.session != sessionKey(ctx) {
+		return nil, simulator.Fault("invalid or expired token", &types.InvalidArgument{InvalidProperty: "token"})
+	}
+	delete(pages.m, token)
+	return pending, nil
+}
+
 func (pc *pagedCollector) ContinueRetrievePropertiesEx(ctx *simulator.Context, req *types.ContinueRetrievePropertiesEx) soap.HasFault {
 	body := &methods.ContinueRetrievePropertiesExBody{}
-	pages.Lock()
-	pending, ok := pages.m[req.Token]
-	if ok && pending.session == sessionKey(ctx) {
-		delete(pages.m, req.Token)
-	} else {
-		ok = false
-	}
-	pages.Unlock()
-	if !ok {
-		body.Fault_ = simulator.Fault("invalid or expired token",
-			&types.InvalidArgument{InvalidProperty: "token"})
+	pending, fault := takePage(ctx, req.Token)
+	if fault != nil {
+		body.Fault_ = fault
 		return body
 	}
 	body.Res = &types.ContinueRetrievePropertiesExResponse{
@@ -320,17 +325,9 @@ func (pc *pagedCollector) ContinueRetrievePropertiesEx(ctx *simulator.Context, r
 
 func (pc *pagedCollector) CancelRetrievePropertiesEx(ctx *simulator.Context, req *types.CancelRetrievePropertiesEx) soap.HasFault {
 	body := &methods.CancelRetrievePropertiesExBody{}
-	pages.Lock()
-	pending, ok := pages.m[req.Token]
-	if ok && pending.session == sessionKey(ctx) {
-		delete(pages.m, req.Token)
-	} else {
-		ok = false
-	}
-	pages.Unlock()
-	if !ok {
-		body.Fault_ = simulator.Fault("invalid or expired token",
-			&types.InvalidArgument{InvalidProperty: "token"})
+	_, fault := takePage(ctx, req.Token)
+	if fault != nil {
+		body.Fault_ = fault
 		return body
 	}
 	body.Res = &types.CancelRetrievePropertiesExResponse{}
@@ -556,11 +553,11 @@ type allocationJSON struct {
 }
 
 type vmStateJSON struct {
-	Name             string          `json:"name"`
-	Moref            string          `json:"moref"`
-	PowerState       string          `json:"powerState"`
-	MemoryMB         int32           `json:"memoryMB"`
-	MemoryAllocation *allocationJSON `json:"memoryAllocation"`
+	Name             string            `json:"name"`
+	Moref            string            `json:"moref"`
+	PowerState       string            `json:"powerState"`
+	MemoryMB         int32             `json:"memoryMB"`
+	MemoryAllocation *allocationJSON   `json:"memoryAllocation"`
 	ExtraConfig      map[string]string `json:"extraConfig"`
 }
 
