@@ -5,7 +5,7 @@ sent again), then optionally waited for; one :class:`~hvballoon.TargetResults` p
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from hvballoon._guardrails import GuardRails
@@ -30,7 +30,10 @@ from hvballoon.units import MiB, format_size, parse_size
 log = logging.getLogger("hvballoon")
 
 
-def _pair_vm(pair: tuple[MemoryStats, MemoryConfig]) -> VM:
+_Pair = tuple[MemoryStats, MemoryConfig]
+
+
+def _pair_vm(pair: _Pair) -> VM:
     return pair[0].vm
 
 
@@ -73,6 +76,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         guard_rails: GuardRails | None,
         skip_invalid: bool,
         wait_timeout: float | None = None,
+        figures: dict[str, _Pair] | None = None,
     ) -> TargetResults:
         rails = guard_rails if guard_rails is not None else self.guard_rails
         results: dict[str, Change | HVBalloonError] = {}
@@ -84,14 +88,10 @@ class _BulkTargets(_TargetPlanning, _Waiting):
                 results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=key)
         keys = [key for key, _, _ in items if key not in results]
         ref_of = {key: ref for key, ref, _ in items}
-        # 1. every VM resolved, read fresh (one bulk read) and checked before anything is sent
+        # 1. every VM resolved, read fresh (one bulk read; the caller's own figures where they
+        # are fresh) and checked before anything is sent
         try:
-            reads = self._read_fresh(
-                "get_stats_and_configs",
-                [ref_of[k] for k in keys],
-                self._backend.get_stats_and_configs,
-                _pair_vm,
-            )
+            reads = self._read_for_targets([ref_of[k] for k in keys], figures, rails)
         except HVBalloonError as exc:
             reads = [exc] * len(keys)
         named: dict[str, list[str]] = {}
@@ -160,6 +160,83 @@ class _BulkTargets(_TargetPlanning, _Waiting):
                 results, {k: planned[k] for k in planned if k not in failures}, wait_timeout
             )
         return self._results(results, order, applied=True, made=made, stats=stats_reached)
+
+    def _figure_items(self, figures: Any) -> dict[str, _Pair] | None:
+        """The caller's ``figures`` of ``set_targets`` checked: per VM id, its pair."""
+        if figures is None:
+            return None
+        if isinstance(figures, (str, bytes, Mapping)) or not isinstance(figures, Iterable):
+            raise InvalidRequestError(
+                "figures is a list of (MemoryStats, MemoryConfig) pairs, one per VM, "
+                f"got {type(figures).__name__}"
+            )
+        out: dict[str, _Pair] = {}
+        for pair in figures:
+            if not (
+                isinstance(pair, (tuple, list))
+                and len(pair) == 2
+                and isinstance(pair[0], MemoryStats)
+                and isinstance(pair[1], MemoryConfig)
+            ):
+                got = (
+                    f"({', '.join(type(p).__name__ for p in pair)})"
+                    if isinstance(pair, (tuple, list))
+                    else type(pair).__name__
+                )
+                raise InvalidRequestError(
+                    f"each of figures is one VM's (MemoryStats, MemoryConfig) pair, got {got}"
+                )
+            stats, config = pair
+            vm = stats.vm
+            if config.vm.id != vm.id:
+                raise InvalidRequestError(
+                    f"figures pair the stats of {vm.name!r} ({vm.id}) with the configuration of "
+                    f"{config.vm.name!r} ({config.vm.id})"
+                )
+            if vm.backend != self.backend_name:
+                raise InvalidRequestError(
+                    f"figures of {vm.name!r} come from the {vm.backend} backend, not this "
+                    f"{self.backend_name} session"
+                )
+            if vm.id in out:
+                raise InvalidRequestError(f"figures give VM {vm.name!r} ({vm.id}) twice: give each VM once")
+            out[vm.id] = (stats, config)
+        return out
+
+    def _read_for_targets(
+        self, refs: list[VMRef], figures: dict[str, _Pair] | None, rails: GuardRails
+    ) -> list[_Pair | HVBalloonError]:
+        """Per ref, its stats and configuration: the caller's own (``figures``) where the guard
+        rails would trust them now (:meth:`GuardRails.trusts`, aged by the time since they were
+        read), the others in one fresh bulk read."""
+
+        def fresh(some: list[VMRef]) -> list[_Pair | HVBalloonError]:
+            return self._read_fresh(
+                "get_stats_and_configs", some, self._backend.get_stats_and_configs, _pair_vm
+            )
+
+        if not figures:
+            return fresh(refs)
+        out: list[_Pair | HVBalloonError | None] = []
+        now = self._backend.now()
+        for res in self._resolve(refs):
+            if isinstance(res, HVBalloonError):
+                out.append(res)
+                continue
+            pair = figures.get(res.vm.id)
+            if pair is None:
+                out.append(None)
+                continue
+            stats = pair[0]
+            trusted = rails.trusts(stats, read_seconds_ago=(now - stats.collected_at).total_seconds())
+            # a VM named by a name must still bear it in the figures
+            renamed = res.name is not None and stats.vm.name != res.name
+            out.append(pair if trusted and not renamed else None)
+        rest = [i for i, row in enumerate(out) if row is None]
+        if rest:
+            for i, row in zip(rest, fresh([refs[i] for i in rest]), strict=True):
+                out[i] = row
+        return cast("list[_Pair | HVBalloonError]", out)
 
     def _results(
         self,

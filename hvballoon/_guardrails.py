@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import MiB
+
+if TYPE_CHECKING:
+    from hvballoon.models import MemoryStats
 
 
 @dataclass(frozen=True)
@@ -29,3 +33,13 @@ class GuardRails:
         if configured_bytes:
             margin = max(margin, int(configured_bytes * self.margin_fraction))
         return used_bytes + margin
+
+    def trusts(self, stats: MemoryStats, *, read_seconds_ago: float = 0.0) -> bool:
+        """Whether a floor may be set on ``stats``: the guest's use is known, the backend did not
+        mark it stale, and its report is at most ``max_stats_age_seconds`` old — counting the
+        ``read_seconds_ago`` since it was read (figures read earlier age; a negative time, a
+        clock that went back, trusts nothing). A report of unknown age counts from its read."""
+        if stats.used_bytes is None or stats.stale or not read_seconds_ago >= 0:
+            return False
+        age = (stats.guest_report_age_seconds or 0.0) + read_seconds_ago
+        return age <= self.max_stats_age_seconds

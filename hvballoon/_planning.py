@@ -120,8 +120,7 @@ class _TargetPlanning(_SessionCore):
     ) -> None:
         used = stats.used_bytes
         age = stats.guest_report_age_seconds
-        too_old = age is not None and age > rails.max_stats_age_seconds
-        if used is None or stats.stale or too_old:
+        if used is None or not rails.trusts(stats):
             why = "has not reported its memory use" if used is None else "reported stale figures"
             if used is not None and age is not None:
                 why += f" (last report {age:.0f} s ago)"

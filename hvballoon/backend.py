@@ -60,6 +60,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, ClassVar, NamedTuple
 
 from pydantic import SecretStr
@@ -323,6 +324,12 @@ class Backend(abc.ABC):
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def now(self) -> datetime:
+        """The time on the clock this backend stamps its figures with
+        (:attr:`MemoryStats.collected_at <hvballoon.models.MemoryStats.collected_at>`): UTC now
+        (the fake: its world's clock). The session ages figures a caller read earlier by it."""
+        return datetime.now(timezone.utc)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

@@ -333,6 +333,7 @@ class Hypervisor(_BulkTargets):
         guard_rails: GuardRails | None = None,
         skip_invalid: bool = False,
         wait_timeout: float = 60.0,
+        figures: Iterable[tuple[MemoryStats, MemoryConfig]] | None = None,
     ) -> TargetResults:
         """Move many VMs' targets at once: ``{"web01": "6GiB", "web02": "4GiB"}`` (or a list of
         ``(VM or name or id, size)`` pairs).
@@ -349,15 +350,36 @@ class Hypervisor(_BulkTargets):
         VM's memory reaches its target; a VM whose mechanism cannot be observed gets a warning
         instead.
 
+        ``figures`` spares that read for VMs the caller has just read itself: its own
+        ``(MemoryStats, MemoryConfig)`` pairs (a sweep's stats and the configurations it holds),
+        used instead of reading again for the VMs they cover *while the guard rails would
+        trust them* — the guest's use known, not marked stale by the backend, and its report no
+        older than ``max_stats_age_seconds`` counting the time since they were read
+        (:meth:`GuardRails.trusts`). The other VMs, and the ones whose figures are too old, are
+        read fresh (one bulk read of those only); every check then runs on whichever figures
+        are used. Pass only figures nothing else may have changed since (a VM's target moved
+        by another client meanwhile would be planned from its old one). Pairs of VMs not being
+        moved are ignored; a malformed value is an :class:`~hvballoon.errors.InvalidRequestError`.
+
         >>> import hvballoon
         >>> with hvballoon.connect("fake://seed") as hv:
         ...     res = hv.set_targets({"web01": "7GiB", "web02": "8GiB"})
         ...     res.ok, res["web01"].after["target_bytes"] // 2**30, sorted(res.made)
         (True, 7, ['web01', 'web02'])
+
+        A round that has just swept every VM moves them on that sweep's figures:
+
+        >>> with hvballoon.connect("fake://seed") as hv:
+        ...     stats = hv.get_stats()
+        ...     configs = {c.vm.id: c for c in hv.get_configs()}
+        ...     res = hv.set_targets({"web01": "7GiB"}, figures=[(s, configs[s.vm.id]) for s in stats])
+        ...     sorted(res.made)
+        ['web01']
         """
         if self._closed:
             raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
         items = self._target_items(targets)
+        known = self._figure_items(figures)
         if wait and not (isinstance(wait_timeout, (int, float)) and wait_timeout > 0):
             raise InvalidRequestError(
                 f"wait_timeout must be a positive number of seconds, got {wait_timeout!r}"
@@ -369,6 +391,7 @@ class Hypervisor(_BulkTargets):
             guard_rails=guard_rails,
             skip_invalid=skip_invalid,
             wait_timeout=float(wait_timeout) if wait else None,
+            figures=known,
         )
 
     def set_config(

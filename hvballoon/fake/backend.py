@@ -40,6 +40,12 @@ __all__ = ["FakeBackend"]
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
+
+def _stamp(w: World) -> datetime:
+    """The world's clock as the time its figures are stamped with (``collected_at``)."""
+    return _EPOCH + timedelta(seconds=w.now)
+
+
 _POWER = {s.value: s for s in PowerState}
 
 
@@ -282,6 +288,10 @@ class FakeBackend(Backend):
         with self._tx(None) as w:
             return w.now
 
+    def now(self) -> datetime:
+        with self._tx(None) as w:
+            return _stamp(w)
+
     def sleep(self, seconds: float) -> None:
         with self._tx(None) as w:
             if w.clock != "wall":
@@ -343,14 +353,14 @@ class FakeBackend(Backend):
                 if vms is None
                 else [self._guest(w, v) for v in vms]
             )
-            at = _EPOCH + timedelta(seconds=w.now)
+            at = _stamp(w)
             return [self._stats(w, g, at) for g in guests]
 
     def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
         """The simulated host, every byte accounted (:meth:`World.accounting`), and its VMs'
         sums, shown the way the flavour's real backend shows them (:meth:`FlavorView.host_figures`)."""
         with self._tx("get_host_stats") as w:
-            at = _EPOCH + timedelta(seconds=w.now)
+            at = _stamp(w)
             if vm_stats is None:
                 vm_stats = [self._stats(w, g, at) for g in w.guests.values() if not g.crashed]
             acc = w.accounting()["host"]
@@ -409,7 +419,7 @@ class FakeBackend(Backend):
         with self._tx("get_stats", one) as w:
             self._fault(w, "get_config", one)
             guests = [self._guest(w, v) for v in vms]
-            at = _EPOCH + timedelta(seconds=w.now)
+            at = _stamp(w)
             out = []
             for g in guests:
                 vm = self._vm(g)

@@ -5,7 +5,9 @@ It uses the public session API only (``get_stats``, ``get_configs``, ``vm_capabi
 rails. A round costs one stats sweep (and the hosts' own figures), a bulk read of the
 configurations it does not have yet (they are cached, and read again after
 ``config_refresh_seconds``, or for a VM whose target was just moved or whose move failed) and at
-most two bulk ``set_targets`` calls (the raises, then the lowers). Each round yields one
+most two bulk ``set_targets`` calls (the raises, then the lowers), which plan on the sweep's
+figures and those configurations instead of reading the VMs again (``set_targets(figures=…)``:
+a VM whose figures the guard rails no longer trust is read again). Each round yields one
 :class:`~hvballoon.policy.model.Decision` per VM.
 
 Left running (:meth:`Controller.run`), it never leaves things worse than it found them:
@@ -499,8 +501,11 @@ class Controller(_Running):
                     proposed=p.target,
                 )
             )
-        decisions.extend(self._apply(at, [p for p in moves if p.delta > 0], snap.at_seconds, lowering=False))
-        decisions.extend(self._apply(at, [p for p in moves if p.delta < 0], snap.at_seconds, lowering=True))
+        read = {s.vm.id: s for s in stats}
+        raises = [p for p in moves if p.delta > 0]
+        decisions.extend(self._apply(at, raises, snap.at_seconds, read, lowering=False))
+        lowers = [p for p in moves if p.delta < 0]
+        decisions.extend(self._apply(at, lowers, snap.at_seconds, read, lowering=True))
         order = {v.id: i for i, v in enumerate(snap.vms)}
         decisions.sort(key=lambda d: order.get(d.vm_id, 0))
         self.round += 1
@@ -580,9 +585,19 @@ class Controller(_Running):
             return "hold", p.rule, p.reason
         return _Pending(v, p, target, notes)
 
-    def _apply(self, at: datetime, batch: list[_Pending], now: float, *, lowering: bool) -> list[Decision]:
+    def _apply(
+        self,
+        at: datetime,
+        batch: list[_Pending],
+        now: float,
+        read: dict[str, MemoryStats],
+        *,
+        lowering: bool,
+    ) -> list[Decision]:
         """One bulk ``set_targets`` for the batch (all raises, or all lowers); each VM's
-        refusal or failure is its own and leaves the others' moves alone.
+        refusal or failure is its own and leaves the others' moves alone. The session plans
+        them on this round's figures (``read``, the sweep, and the configurations held) while
+        its guard rails trust them, so a healthy round reads the hypervisor once.
 
         Before anything is sent, the moves are in the journal (and a VM lowered for the first
         time carries its mark, where VMs keep marks: one that cannot be marked is not lowered).
@@ -611,6 +626,11 @@ class Controller(_Running):
         # a raise cannot take a guest below its floor, so it needs no fresh stats; a lower goes
         # through the guard rails unless told otherwise
         force = not lowering or not self.settings.respect_guard_rails
+        figures = [
+            (read[p.view.id], self._configs[p.view.id])
+            for p in batch
+            if p.view.id in read and p.view.id in self._configs
+        ]
         try:
             results = self.hv.set_targets(
                 [(p.view.id, p.target) for p in batch],
@@ -618,6 +638,7 @@ class Controller(_Running):
                 force=force,
                 guard_rails=self.guard_rails,
                 skip_invalid=True,
+                figures=figures,
             )
             outcome: dict[str, Change | HVBalloonError] = {p.view.id: results[p.view.id] for p in batch}
             made = set(results.made)
