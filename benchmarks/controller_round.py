@@ -13,14 +13,22 @@ the benchmark reports per policy:
   ``decide_per_vm_us`` / ``decide_nogc_per_vm_us`` per VM, the latter on the last round's
   inputs with the garbage collector held off (the algorithm's own cost);
 - ``moves``: the targets moved per round (median);
+- ``reads_per_round`` / ``requests_per_round``: the calls a timed round made to the backend
+  (median): the reads of VM figures (stats sweeps, configuration reads, the bulk read a
+  ``set_targets`` makes of figures it was not given), and every request (the moves and the
+  hosts' figures too); ``calls_per_round``, the mean of each call;
 - ``vs_mom``: ``round_seconds`` over the ``mom`` policy's, in the same run.
+
+``--reread`` also runs each policy as rounds did before ``set_targets(figures=...)``: the
+controller's two ``set_targets`` read their VMs again (the figures it passes are dropped), and
+reports that run under ``reread`` with ``vs_reread``, ``round_seconds`` over its own.
 
 ``decide_nogc_per_vm_us`` compared across sizes shows whether a policy's own work is linear in
 the number of VMs. Each size and policy runs in a process of its own, so that one run's heap (and
 the garbage collector's work on it) does not weigh on the next. Run (it prints one JSON
 document)::
 
-    python benchmarks/controller_round.py [--sizes 1000 10000] [--rounds 5] [--out result.json]
+    python benchmarks/controller_round.py [--sizes 1000 10000] [--rounds 5] [--reread] [--out result.json]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +87,61 @@ def scenario(n: int) -> Scenario:
     )
 
 
-def timed_rounds(ctl: Controller, *, rounds: int, warm: int) -> tuple[list[float], list[int]]:
+#: the backend's calls that read VMs' figures, and every call a round may make
+READS = ("get_stats", "get_configs", "get_config", "get_stats_and_configs")
+REQUESTS = (*READS, "list_vms", "lookup_vms", "get_host_stats", "apply_targets", "apply_target")
+
+
+def count_calls(hv: hvballoon.Hypervisor) -> Counter[str]:
+    """Count the session's calls to its backend, by method."""
+    calls: Counter[str] = Counter()
+    backend = hv.backend
+    for name in REQUESTS:
+        original = getattr(backend, name)
+
+        def counted(*a: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls[_name] += 1
+            return _original(*a, **kw)
+
+        setattr(backend, name, counted)
+    return calls
+
+
+def reread(hv: hvballoon.Hypervisor) -> None:
+    """``set_targets`` as it was before ``figures=``: the caller's figures dropped, so every
+    call reads its VMs again."""
+    original = hv.set_targets
+
+    def without_figures(*a: Any, figures: Any = None, **kw: Any) -> Any:
+        return original(*a, **kw)
+
+    hv.set_targets = without_figures  # type: ignore[method-assign]
+
+
+def timed_rounds(
+    ctl: Controller, *, rounds: int, warm: int, calls: Counter[str] | None = None
+) -> tuple[list[float], list[int], list[Counter[str]]]:
     """``warm`` rounds, then ``rounds`` timed ones, ``INTERVAL`` of simulated time apart: the
-    wall time of each timed ``step()`` and the targets it moved."""
+    wall time of each timed ``step()``, the targets it moved and (given ``calls``, the
+    counter of :func:`count_calls`) the backend calls it made."""
     times: list[float] = []
     moves: list[int] = []
+    made: list[Counter[str]] = []
     for k in range(warm + rounds):
         ctl.hv.backend.sleep(INTERVAL)  # the simulation between rounds: not part of a round
+        if calls is not None:
+            calls.clear()
         began = time.perf_counter()
         decisions = ctl.step()
         spent = time.perf_counter() - began
         if k >= warm:
             times.append(spent)
             moves.append(sum(d.action in ("raise", "lower") for d in decisions))
-    return times, moves
+            made.append(Counter(calls or {}))
+    return times, moves, made
 
 
-def run(n: int, policy_name: str, *, rounds: int, warm: int) -> dict[str, Any]:
+def run(n: int, policy_name: str, *, rounds: int, warm: int, again: bool = False) -> dict[str, Any]:
     world = World(scenario(n), flavor="kvm")
     settings = ControllerSettings(
         host_memory_bytes=world.host.physical_bytes,
@@ -118,7 +165,11 @@ def run(n: int, policy_name: str, *, rounds: int, warm: int) -> dict[str, Any]:
 
     policy.decide = timed_decide  # type: ignore[method-assign]
     with hvballoon.connect("fake://", world=world) as hv:
-        round_times, moves = timed_rounds(Controller(hv, policy, settings), rounds=rounds, warm=warm)
+        if again:
+            reread(hv)
+        calls = count_calls(hv)
+        ctl = Controller(hv, policy, settings)
+        round_times, moves, made = timed_rounds(ctl, rounds=rounds, warm=warm, calls=calls)
     decide = statistics.median(decide_times[warm:])
     # the policy's own work on the last round's inputs, with the garbage collector held off:
     # what the algorithm costs, apart from the collector's passes over a large heap
@@ -139,6 +190,9 @@ def run(n: int, policy_name: str, *, rounds: int, warm: int) -> dict[str, Any]:
         "decide_per_vm_us": round(decide / n * 1e6, 2),
         "decide_nogc_per_vm_us": round(statistics.median(quiet) / n * 1e6, 2),
         "moves": statistics.median(moves),
+        "reads_per_round": statistics.median(sum(c[k] for k in READS) for c in made),
+        "requests_per_round": statistics.median(sum(c.values()) for c in made),
+        "calls_per_round": {k: round(v / len(made), 2) for k, v in sorted(sum(made, Counter()).items())},
     }
 
 
@@ -149,10 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", type=int, default=3, help="rounds before timing")
     ap.add_argument("--policy", action="append", choices=POLICIES, help="only this policy (repeatable)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument(
+        "--reread",
+        action="store_true",
+        help="also run each policy with set_targets reading its VMs again (as before figures=)",
+    )
     ap.add_argument("--one", nargs=2, metavar=("N", "POLICY"), help=argparse.SUPPRESS)
+    ap.add_argument("--again", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(run(int(args.one[0]), args.one[1], rounds=args.rounds, warm=args.warm)))
+        n, name = int(args.one[0]), args.one[1]
+        print(json.dumps(run(n, name, rounds=args.rounds, warm=args.warm, again=args.again)))
         return 0
     policies = tuple(args.policy or POLICIES)
     runs = []
@@ -172,6 +233,16 @@ def main(argv: list[str] | None = None) -> int:
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
             by_policy[p] = json.loads(proc.stdout)
+            if args.reread:
+                proc = subprocess.run(
+                    [*cmd, "--again"], capture_output=True, text=True, check=True, timeout=3600
+                )
+                before = by_policy[p]["reread"] = json.loads(proc.stdout)
+                by_policy[p]["vs_reread"] = (
+                    round(by_policy[p]["round_seconds"] / before["round_seconds"], 2)
+                    if before["round_seconds"]
+                    else None
+                )
         if "mom" in by_policy:
             mom = by_policy["mom"]["round_seconds"]
             for r in by_policy.values():
