@@ -38,7 +38,17 @@ class GuardRails:
         """Whether a floor may be set on ``stats``: the guest's use is known, the backend did not
         mark it stale, and its report is at most ``max_stats_age_seconds`` old — counting the
         ``read_seconds_ago`` since it was read (figures read earlier age; a negative time, a
-        clock that went back, trusts nothing). A report of unknown age counts from its read."""
+        clock that went back, trusts nothing). A report of unknown age counts from its read.
+
+        >>> from datetime import datetime, timezone
+        >>> from hvballoon.models import VM, Mechanism, MemoryStats
+        >>> st = MemoryStats(vm=VM(id="1", name="web01", backend="fake"), mechanism=Mechanism.BALLOON,
+        ...                  collected_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        ...                  guest_used_bytes=2**30, guest_report_age_seconds=10)
+        >>> rails = GuardRails(max_stats_age_seconds=60)
+        >>> rails.trusts(st), rails.trusts(st, read_seconds_ago=50), rails.trusts(st, read_seconds_ago=51)
+        (True, True, False)
+        """
         if stats.used_bytes is None or stats.stale or not read_seconds_ago >= 0:
             return False
         age = (stats.guest_report_age_seconds or 0.0) + read_seconds_ago
