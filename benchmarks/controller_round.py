@@ -57,6 +57,7 @@ import hvballoon  # noqa: E402
 from hvballoon.fake.scenario import HostSpec, Scenario, VMSpec, WorkloadSpec  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
 from hvballoon.policy import Controller, ControllerSettings, get_policy  # noqa: E402
+from tests.support.calls import counted  # noqa: E402
 
 GiB = 1024**3
 INTERVAL = 10.0
@@ -87,24 +88,8 @@ def scenario(n: int) -> Scenario:
     )
 
 
-#: the backend's calls that read VMs' figures, and every call a round may make
+#: the backend's calls that read VMs' figures (every call is counted: :func:`counted`)
 READS = ("get_stats", "get_configs", "get_config", "get_stats_and_configs")
-REQUESTS = (*READS, "list_vms", "lookup_vms", "get_host_stats", "apply_targets", "apply_target")
-
-
-def count_calls(hv: hvballoon.Hypervisor) -> Counter[str]:
-    """Count the session's calls to its backend, by method."""
-    calls: Counter[str] = Counter()
-    backend = hv.backend
-    for name in REQUESTS:
-        original = getattr(backend, name)
-
-        def counted(*a: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
-            calls[_name] += 1
-            return _original(*a, **kw)
-
-        setattr(backend, name, counted)
-    return calls
 
 
 def reread(hv: hvballoon.Hypervisor) -> None:
@@ -123,7 +108,7 @@ def timed_rounds(
 ) -> tuple[list[float], list[int], list[Counter[str]]]:
     """``warm`` rounds, then ``rounds`` timed ones, ``INTERVAL`` of simulated time apart: the
     wall time of each timed ``step()``, the targets it moved and (given ``calls``, the
-    counter of :func:`count_calls`) the backend calls it made."""
+    counter of :func:`counted`) the backend calls it made."""
     times: list[float] = []
     moves: list[int] = []
     made: list[Counter[str]] = []
@@ -167,7 +152,7 @@ def run(n: int, policy_name: str, *, rounds: int, warm: int, again: bool = False
     with hvballoon.connect("fake://", world=world) as hv:
         if again:
             reread(hv)
-        calls = count_calls(hv)
+        calls = counted(hv)
         ctl = Controller(hv, policy, settings)
         round_times, moves, made = timed_rounds(ctl, rounds=rounds, warm=warm, calls=calls)
     decide = statistics.median(decide_times[warm:])

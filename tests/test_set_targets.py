@@ -27,32 +27,9 @@ from hvballoon.fake.world import World
 from hvballoon.models import Change, PowerState
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
+from tests.support.calls import counted
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
-
-
-def counted(hv: hvballoon.Hypervisor) -> Counter[str]:
-    """Count the calls the session makes to its backend, by method."""
-    calls: Counter[str] = Counter()
-    backend = hv.backend
-    for name in (
-        "list_vms",
-        "lookup_vms",
-        "get_stats",
-        "get_config",
-        "get_configs",
-        "get_stats_and_configs",
-        "apply_target",
-        "apply_targets",
-    ):
-        original = getattr(backend, name)
-
-        def wrapper(*a: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
-            calls[_name] += 1
-            return _original(*a, **kw)
-
-        setattr(backend, name, wrapper)
-    return calls
 
 
 @pytest.fixture

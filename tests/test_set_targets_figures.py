@@ -12,11 +12,18 @@ import pytest
 import hvballoon
 from hvballoon.errors import InvalidRequestError, StatsUnavailableError, TargetBelowFloorError
 from hvballoon.models import MemoryConfig, MemoryStats
+from hvballoon.retry import RetryPolicy
 from hvballoon.session import GuardRails
 from hvballoon.units import GiB
-from tests.test_set_targets import INSTANT, counted, targets
+from tests.support.calls import counted, spy_reads
+
+INSTANT = RetryPolicy(sleep=lambda _s: None)
 
 Pair = tuple[MemoryStats, MemoryConfig]
+
+
+def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
+    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
 
 
 @pytest.fixture
@@ -29,19 +36,6 @@ def swept(hv: hvballoon.Hypervisor) -> dict[str, Pair]:
     """A caller's own read: every VM's stats and configuration, by name."""
     configs = {c.vm.id: c for c in hv.get_configs()}
     return {s.vm.name: (s, configs[s.vm.id]) for s in hv.get_stats()}
-
-
-def spy_reads(hv: hvballoon.Hypervisor) -> list[list[str]]:
-    """Record the VMs of each ``get_stats_and_configs`` the session makes."""
-    seen: list[list[str]] = []
-    original = hv.backend.get_stats_and_configs
-
-    def spy(vms: Any) -> Any:
-        seen.append([vm.name for vm in vms])
-        return original(vms)
-
-    hv.backend.get_stats_and_configs = spy  # type: ignore[method-assign]
-    return seen
 
 
 def test_fresh_figures_spare_the_read(hv: hvballoon.Hypervisor) -> None:

@@ -12,11 +12,13 @@ import pytest
 import hvballoon
 from hvballoon.errors import OperationTimeoutError
 from hvballoon.policy import Controller, ControllerSettings
+from hvballoon.retry import RetryPolicy
 from hvballoon.session import GuardRails
 from hvballoon.units import GiB
+from tests.support.calls import counted, spy_reads
 from tests.support.policies import Fixed
-from tests.test_set_targets import INSTANT, counted
-from tests.test_set_targets_figures import spy_reads
+
+INSTANT = RetryPolicy(sleep=lambda _s: None)
 
 
 def settings() -> ControllerSettings:
