@@ -26,10 +26,20 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   back in that round (a *surge*): the host's reserve absorbs it.
 * **A wave deals the reserve out.** For ``wave_seconds`` after a surge, a wave is under way:
   the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
-  once, out of the host's free memory down to ``wave_floor_fraction`` of it, and their headroom
-  is not cut while the wave rises; the other VMs keep the host's whole reserve.
+  once, out of the host's free memory down to ``wave_floor_fraction`` of it, and no VM's
+  headroom is cut while the wave rises (a VM cut now is the next one a wave kills).
+* **Late rounds are a blind spot.** A round that comes much later than the policy asked for
+  (``late_seconds`` beyond it: a sweep that hung until its timeout, moves retried) means a
+  surge could go unseen for as long. For ``late_memory_seconds`` after one, the policy is as
+  careful as in a wave, and every VM whose headroom was cut gets its whole plausible surge back
+  out of the host's free memory down to the floor (those short of the least first, so as many
+  VMs as possible are whole; not one lowered within the calm time whose use has not risen).
+* **The host's own floor comes first.** Below ``wave_floor_fraction`` of its memory the host
+  itself is in danger (it swaps, then kills a VM): headroom is cut even within the calm time,
+  but only on as many VMs as the shortfall needs (those giving back the most first), never on
+  a VM that surged within ``surge_after_seconds`` nor on a sibling of a wave's surging VMs.
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
-  below its reserve, or a surge is under way, the policy asks the controller for its next round
+  below its reserve, a surge is under way or rounds came late, the policy asks the controller for its next round
   within ``fast_interval_seconds`` (two seconds by default), and for a guest statistics period
   of :attr:`stats_period_seconds` where the backend can set it live, so a wave is seen within
   seconds rather than within a round or two of ten.
@@ -149,6 +159,11 @@ class _State:
     surge_at: float | None = None
     #: the sibling groups (name stem, size) of the VMs surging in the wave under way
     families: frozenset[tuple[str, int]] = frozenset()
+    #: when the last round was decided, how soon the one after it was asked for, and when a
+    #: round last came much later than that (the controller could not read or move in time)
+    decided_at: float | None = None
+    asked_seconds: float | None = None
+    late_at: float | None = None
 
 
 @dataclass
@@ -165,8 +180,9 @@ class _Figures:
     settled: bool
     surging: str | None = None
     free_to_lower: bool = True
-    #: given its whole plausible surge back because a wave is under way
-    wave_raise: bool = False
+    #: given its whole plausible surge back because a wave is under way ("wave") or the rounds
+    #: come late ("late")
+    wave_raise: str | None = None
 
 
 class HvballoonPolicy(Policy):
@@ -193,6 +209,8 @@ class HvballoonPolicy(Policy):
         surge_after_seconds: float = 120.0,
         wave_seconds: float = 120.0,
         wave_floor_fraction: float = 0.05,
+        late_seconds: float = 3.0,
+        late_memory_seconds: float = 300.0,
         lower_deadband_fraction: float = 1 / 16,
         min_deadband_bytes: int = 512 * MiB,
         own_guard_rails: bool = True,
@@ -213,6 +231,8 @@ class HvballoonPolicy(Policy):
         self.surge_after_seconds = surge_after_seconds
         self.wave_seconds = wave_seconds
         self.wave_floor_fraction = wave_floor_fraction
+        self.late_seconds = late_seconds
+        self.late_memory_seconds = late_memory_seconds
         self.lower_deadband_fraction = lower_deadband_fraction
         self.min_deadband_bytes = min_deadband_bytes
         self.own_guard_rails = own_guard_rails
@@ -312,22 +332,28 @@ class HvballoonPolicy(Policy):
         surging = any(f.surging is not None for f in figures.values())
         last_surge = now if surging else st.surge_at
         wave = last_surge is not None and now - last_surge < self.wave_seconds
+        # rounds that come late (a sweep that hung, moves retried): a surge may go unseen for as
+        # long, so the policy is as careful as in a wave until rounds have come on time a while
+        late = self._late(st, snapshot)
+        late_at = now if late else st.late_at
+        blind = late_at is not None and now - late_at < self.late_memory_seconds
         # the VMs a wave is likely to take next: the siblings of those surging in it
         families = {sibling_key(f.view.name, f.view.maximum_bytes) for f in figures.values() if f.surging}
         if wave:
             families |= st.families
-        # the others keep the host's whole reserve (a Dynamic Memory maximum too: raising it lets
-        # the hypervisor hand memory to VMs that do not surge)
-        fixed_short = reserve - host.free_bytes
-        fixed_level = level = self._level(st, figures, snapshot, reserve)
-        if wave:
-            # for the VMs that may surge next the reserve is there to be dealt out, not refilled
-            # from their headroom: only the wave's floor is defended, and their headroom is
-            # given back (out of the host's free memory) rather than cut
+        level = self._level(st, figures, snapshot, reserve)
+        if wave or blind:
+            # the reserve is there to be dealt out, not refilled from headroom: while a wave
+            # rises (or a surge may go unseen) no VM's headroom is cut to keep the host's whole
+            # reserve, only its floor is defended (while rounds come late the headroom level
+            # rises to what the floor allows); in a wave the VMs likeliest to surge next get
+            # their headroom back out of the host's free memory
             reserve = self._wave_floor(host)
             level = min(self._level(st, figures, snapshot, reserve), st.level)
-            self._deal_out_reserve(figures, snapshot, families)
+            self._deal_out_reserve(figures, snapshot, families if wave else set(), now, everyone=blind)
         short = reserve - host.free_bytes
+        # below the floor the host itself is in danger: headroom is cut even within the calm time
+        rescue = self._rescue(figures, snapshot, level, families if wave else set(), now)
         host_inputs = {
             "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,
@@ -336,7 +362,7 @@ class HvballoonPolicy(Policy):
         }
 
         proposals: list[Proposal] = []
-        exposed = short > 0 or wave
+        exposed = short > 0 or wave or blind
         for v in snapshot.vms:
             seen = figures.get(v.id)
             if seen is None:
@@ -344,10 +370,10 @@ class HvballoonPolicy(Policy):
                 proposals.append(Proposal(vm_id=v.id, rule="hvballoon.no_stats", reason=why))
                 continue
             f = seen
-            if f.view.can_lower and sibling_key(f.view.name, f.view.maximum_bytes) in families:
-                proposal, h = self._one(f, level, short, now, host_inputs, wave=wave)
-            else:
-                proposal, h = self._one(f, fixed_level, fixed_short, now, host_inputs, wave=False)
+            in_wave = wave and f.view.can_lower and sibling_key(f.view.name, f.view.maximum_bytes) in families
+            proposal, h = self._one(
+                f, level, short, now, host_inputs, wave=in_wave, emergency=v.id in rescue, frozen=wave
+            )
             histories[v.id] = h
             proposals.append(proposal)
             exposed = (
@@ -361,11 +387,30 @@ class HvballoonPolicy(Policy):
                     and f.available < 0.75 * f.surge
                 )
             )
+        asked = snapshot.fast_interval_seconds if exposed else None
         return Plan(
             tuple(proposals),
-            _State(histories, level, now, last_surge, frozenset(families) if wave else frozenset()),
-            next_round_seconds=snapshot.fast_interval_seconds if exposed else None,
+            _State(
+                histories,
+                level,
+                now,
+                last_surge,
+                frozenset(families) if wave else frozenset(),
+                decided_at=now,
+                asked_seconds=asked,
+                late_at=late_at,
+            ),
+            next_round_seconds=asked,
         )
+
+    def _late(self, st: _State, snapshot: Snapshot) -> bool:
+        """Did this round come much later than the policy asked (its last figures older than a
+        surge of the class needs to be seen)? ``late_seconds`` beyond the wait asked for, and
+        at least twice that wait."""
+        if st.decided_at is None:
+            return False
+        expected = st.asked_seconds or snapshot.interval_seconds
+        return snapshot.at_seconds - st.decided_at > expected + max(self.late_seconds, expected)
 
     def _figures(self, v: VMView, h: VMHistory) -> _Figures:
         used = h.used_bytes
@@ -407,22 +452,33 @@ class HvballoonPolicy(Policy):
         return max(int(self.wave_floor_fraction * host.total_bytes), host.reserve_bytes)
 
     def _deal_out_reserve(
-        self, figures: dict[str, _Figures], snapshot: Snapshot, families: set[tuple[str, int]]
+        self,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        families: set[tuple[str, int]],
+        now: float,
+        *,
+        everyone: bool = False,
     ) -> None:
-        """A wave is under way: the VMs whose headroom was cut get their whole plausible surge
-        back at once, out of the host's free memory, before their own surge comes.
+        """A wave is under way (or rounds come late): the VMs whose headroom was cut get their
+        whole plausible surge back at once, out of the host's free memory, before their own
+        surge comes.
 
-        Only the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
-        alike VMs), those short of the most headroom first. What is dealt out is what they could take within
-        seconds (their missing headroom) after the surging VMs' own plausible surges, down to a
-        floor of ``wave_floor_fraction`` of the host's memory (or its own reserve).
+        First the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
+        alike VMs), those short of the most headroom first; with ``everyone`` (the policy's
+        rounds came late, so any VM's surge may go unseen for as long), then every other VM
+        whose headroom was cut, those short of the least first (as many VMs made whole as the
+        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since.
+        What is dealt out is what they could take within seconds (their missing headroom) after
+        the surging VMs' own plausible surges, down to a floor of ``wave_floor_fraction`` of the
+        host's memory (or its own reserve).
         """
         host = snapshot.host
         budget = host.free_bytes - self._wave_floor(host)
         for f in figures.values():
             if f.surging is not None:
                 budget -= max(0, f.view.maximum_bytes - f.used - max(0, f.available))
-        candidates = []
+        kin, others = [], []
         for f in figures.values():
             v = f.view
             if f.surging is not None or v.settings.self_managed or not v.can_raise or not v.can_lower:
@@ -433,12 +489,24 @@ class HvballoonPolicy(Policy):
             if missing < max(self.min_deadband_bytes, f.surge // 4):
                 continue  # it has most of its plausible surge: a move would only be noise
             if sibling_key(v.name, v.maximum_bytes) in families:
-                candidates.append((-missing, v.id, f, missing))
-        for _, _, f, missing in sorted(candidates, key=lambda c: c[:2]):
-            if missing > budget:
-                continue
-            budget -= missing
-            f.wave_raise = True
+                kin.append((-missing, v.id, f, missing))
+            elif everyone and not self._calming_raise(f, now):
+                others.append((missing, v.id, f, missing))
+        for why, group in (
+            ("wave", sorted(kin, key=lambda c: c[:2])),
+            ("late", sorted(others, key=lambda c: c[:2])),
+        ):
+            for _, _, f, missing in group:
+                if missing > budget:
+                    continue
+                budget -= missing
+                f.wave_raise = why
+
+    def _calming_raise(self, f: _Figures, now: float) -> bool:
+        """Lowered within ``calm_seconds`` and its use has not risen since: not raised yet."""
+        h = f.hist
+        rose = f.used > h.lowered_used_bytes + f.floor_headroom // 2
+        return h.lowered_at is not None and now - h.lowered_at < self.calm_seconds and not rose
 
     def _target(self, f: _Figures, level: float) -> int:
         """Where the VM is steered at a headroom level (1: its whole plausible surge).
@@ -455,11 +523,54 @@ class HvballoonPolicy(Policy):
             return whole
         return min(v.maximum_bytes, max(v.minimum_bytes, f.used + headroom))
 
-    def _lowerable(self, f: _Figures, now: float) -> bool:
-        """May the policy lower this VM now (not surging, calm, lowerable)?"""
+    def _rescue(
+        self,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        level: float,
+        families: set[tuple[str, int]],
+        now: float,
+    ) -> set[str]:
+        """The VMs whose headroom is cut within the calm time because the host is below its
+        floor (its own safety first): only as many as the shortfall needs after what the calm
+        VMs' cuts give back, those giving back the most first; never a VM that surged within
+        ``surge_after_seconds`` nor a sibling of a wave's surging VMs (the likeliest to surge
+        next)."""
+        host = snapshot.host
+        floor = self._wave_floor(host)
+        if host.free_bytes >= floor:
+            return set()
+        needed = floor + int(self.band_fraction * host.total_bytes) - host.free_bytes
+        held = []
+        for f in figures.values():
+            v = f.view
+            if f.surging is not None or not v.can_lower or v.settings.self_managed:
+                continue
+            gain = min(f.backed, v.target_bytes) - self._target(f, level)
+            if gain <= 0:
+                continue
+            if self._lowerable(f, now):
+                needed -= gain
+            elif (f.hist.surge_at is None or now - f.hist.surge_at >= self.surge_after_seconds) and (
+                sibling_key(v.name, v.maximum_bytes) not in families
+            ):
+                held.append((-gain, v.id))
+        out: set[str] = set()
+        for gain, vm_id in sorted(held):
+            if needed <= 0:
+                break
+            out.add(vm_id)
+            needed += gain
+        return out
+
+    def _lowerable(self, f: _Figures, now: float, *, emergency: bool = False) -> bool:
+        """May the policy lower this VM now (not surging, calm, lowerable)? In an
+        ``emergency`` (chosen by :meth:`_rescue`) the calm time yields."""
         v, h = f.view, f.hist
         if f.surging is not None or not v.can_lower or v.settings.self_managed:
             return False
+        if emergency:
+            return True
         if h.raised_at is not None and now - h.raised_at < self.calm_seconds:
             # no lower within the calm time of a raise, unless its use fell since
             return f.used < h.raised_used_bytes - self.min_deadband_bytes
@@ -509,7 +620,16 @@ class HvballoonPolicy(Policy):
         return max(st.level, highest(reserve + 2 * band))
 
     def _one(
-        self, f: _Figures, level: float, short: int, now: float, host_inputs: dict[str, Any], *, wave: bool
+        self,
+        f: _Figures,
+        level: float,
+        short: int,
+        now: float,
+        host_inputs: dict[str, Any],
+        *,
+        wave: bool,
+        emergency: bool = False,
+        frozen: bool = False,
     ) -> tuple[Proposal, VMHistory]:
         v, h = f.view, f.hist
         # while a wave rises, a VM whose use reaches into its headroom gets its whole plausible surge
@@ -542,12 +662,17 @@ class HvballoonPolicy(Policy):
                 ), raised(top)
             return propose("hvballoon.self_managed", "manages its own memory: never lowered"), h
 
-        if f.wave_raise:
+        if f.wave_raise is not None:
             goal = self._whole(f)
+            why = (
+                f"a wave is under way (VMs surging within {self.wave_seconds:g} s)"
+                if f.wave_raise == "wave"
+                else f"rounds came late within {self.late_memory_seconds:g} s (a surge may go unseen as long)"
+            )
             return propose(
-                "hvballoon.wave",
-                f"a wave is under way (VMs surging within {self.wave_seconds:g} s): the host's reserve "
-                f"dealt out, use {format_size(f.used)} + its whole plausible surge {format_size(goal - f.used)}",
+                f"hvballoon.{f.wave_raise}",
+                f"{why}: the host's reserve dealt out, use {format_size(f.used)} + its whole plausible "
+                f"surge {format_size(goal - f.used)}",
                 goal,
             ), raised(goal)
 
@@ -588,11 +713,10 @@ class HvballoonPolicy(Policy):
 
         # give headroom back once the host has it again, calmly, in a few large steps
         if goal > current_target + max(deadband, f.surge // 4) and v.can_raise:
-            rose = f.used > h.lowered_used_bytes + f.floor_headroom // 2
-            if h.lowered_at is not None and now - h.lowered_at < self.calm_seconds and not rose:
+            if self._calming_raise(f, now):
                 return propose(
                     "hvballoon.calming",
-                    f"lowered {now - h.lowered_at:.0f} s ago and its use has not risen: headroom "
+                    f"lowered {now - (h.lowered_at or now):.0f} s ago and its use has not risen: headroom "
                     f"given back after {self.calm_seconds:g} s",
                 ), h
             return propose(
@@ -610,7 +734,14 @@ class HvballoonPolicy(Policy):
                 "hvballoon.hold",
                 f"at its goal: use {format_size(f.used)} + headroom {format_size(max(0, current_target - f.used))}",
             ), h
-        if not self._lowerable(f, now):
+        if wave or frozen:
+            return propose(
+                "hvballoon.wave",
+                "its siblings are surging: its headroom is not cut while the wave rises"
+                if wave
+                else "a wave is under way: no headroom is cut until it has passed",
+            ), h
+        if not self._lowerable(f, now, emergency=emergency):
             since = now - (h.raised_at or now)
             return propose(
                 "hvballoon.calming",

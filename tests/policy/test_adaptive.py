@@ -209,3 +209,79 @@ def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> No
     # a VM of another kind keeps what it has: the wave is not its
     assert by["batch01"] is not None and by["batch01"].rule != "hvballoon.wave"
     assert plan.next_round_seconds == 1.0
+
+
+def _cached_fleet(targets: dict[str, float], *, used: float = 3) -> list[VMView]:
+    """Four alike-sized VMs of different kinds whose page cache fills them (cutting their
+    headroom frees memory the host backs)."""
+    return [
+        vm(targets.get(n, 16), used, vm_id=n, name=n, host_consumed_bytes=int(targets.get(n, 16) * GiB))
+        for n in ("web01", "api01", "batch01", "cache01")
+    ]
+
+
+def _cut_fleet(policy: HvballoonPolicy) -> tuple[dict[str, float], Any]:
+    """The fleet watched on a host short of its reserve: every VM's headroom cut."""
+    plans = run(policy, [(k * 10.0, _cached_fleet({}), 105) for k in range(31)])
+    targets = {}
+    for n in ("web01", "api01", "batch01", "cache01"):
+        p = plans[-1].for_vm(n)
+        assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
+        targets[n] = p.target_bytes / GiB
+    return targets, plans[-1].state
+
+
+def test_rounds_that_come_late_deal_the_reserve_out_to_every_cut_vm() -> None:
+    policy = HvballoonPolicy(calm_seconds=5)  # the cut is not within the calm time any more
+    targets, state = _cut_fleet(policy)
+    # the host has memory free again; the next round comes 1 s after the one before (on time)
+    on_time = policy.decide(snap(SETTLE + 1, *_cached_fleet(targets), host_used=60), state)
+    assert all((p.rule != "hvballoon.late") for p in on_time.proposals)
+    # ... or 9 s after, where 1 s was asked for: a surge could have gone unseen that long
+    late = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=60), state)
+    raised = [p for p in late.proposals if p.rule == "hvballoon.late"]
+    assert len(raised) == 4
+    for p in raised:
+        assert p.target_bytes == 3 * GiB + p.inputs["plausible_surge_bytes"]
+        assert p.inputs["host_reserve_bytes"] < int(0.2 * 110 * GiB)  # only the floor is kept
+    assert late.next_round_seconds == 1.0
+    # the memory dealt out is bounded by what is free above the floor: a host with less free
+    # memory makes fewer VMs whole
+    tighter = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=88), state)
+    assert 0 < sum(p.rule == "hvballoon.late" for p in tighter.proposals) < 4
+
+
+def test_no_headroom_is_cut_while_a_wave_rises() -> None:
+    policy = HvballoonPolicy()
+    plans = run(policy, [(k * 1.0, _cached_fleet({}), 60) for k in range(SETTLE_ROUNDS)])
+    state = plans[-1].state
+    # web01 surges and the host is short of its reserve (but above its floor): nobody else's
+    # headroom is cut while the wave rises
+    fleet = _cached_fleet({})
+    fleet[0] = vm(16, 9, vm_id="web01", name="web01", host_consumed_bytes=16 * GiB)
+    plan = policy.decide(snap(SETTLE_ROUNDS, *fleet, host_used=95), state)
+    assert plan.for_vm("web01") is not None and plan.for_vm("web01").rule == "hvballoon.surge"  # type: ignore[union-attr]
+    for n in ("api01", "batch01", "cache01"):
+        p = plan.for_vm(n)
+        assert p is not None and p.target_bytes is None and p.rule == "hvballoon.wave", p
+    # without the surge, the same host cuts them
+    calm = policy.decide(snap(SETTLE_ROUNDS, *_cached_fleet({}), host_used=95), state)
+    assert any(p.rule == "hvballoon.lower" for p in calm.proposals)
+
+
+SETTLE_ROUNDS = int(SETTLE) + 1
+
+
+def test_a_host_below_its_floor_cuts_only_as_many_calm_vms_as_it_needs() -> None:
+    policy = HvballoonPolicy(calm_seconds=5)
+    targets, state = _cut_fleet(policy)
+    late = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=60), state)
+    raised = {p.vm_id: p.target_bytes / GiB for p in late.proposals if p.target_bytes is not None}
+    assert len(raised) == 4
+    # a second later the page caches have filled what was given back and the host is below its
+    # floor (5 % of 110 GiB): the raised VMs are in their calm time, yet some are cut, not all
+    now = {**targets, **raised}
+    below = policy.decide(snap(SETTLE + 10, *_cached_fleet(now), host_used=106), late.state)
+    rules = [p.rule for p in below.proposals]
+    assert 0 < rules.count("hvballoon.lower") < 4, rules
+    assert "hvballoon.calming" in rules
