@@ -34,8 +34,9 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   careful as in a wave, and every VM whose headroom was cut gets its whole plausible surge back
   out of the host's free memory down to the floor (those short of the least first, so as many
   VMs as possible are whole; not one lowered within the calm time whose use has not risen).
-* **The host's own floor comes first.** Below ``wave_floor_fraction`` of its memory the host
-  itself is in danger (it swaps, then kills a VM): headroom is cut even within the calm time,
+* **The host's own floor comes first.** While the reserve is being dealt out (a wave, late
+  rounds), a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps,
+  then kills a VM): headroom is cut even within the calm time,
   but only on as many VMs as the shortfall needs (those giving back the most first), never on
   a VM that surged within ``surge_after_seconds`` nor on a sibling of a wave's surging VMs.
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
@@ -352,8 +353,13 @@ class HvballoonPolicy(Policy):
             level = min(self._level(st, figures, snapshot, reserve), st.level)
             self._deal_out_reserve(figures, snapshot, families if wave else set(), now, everyone=blind)
         short = reserve - host.free_bytes
-        # below the floor the host itself is in danger: headroom is cut even within the calm time
-        rescue = self._rescue(figures, snapshot, level, families if wave else set(), now)
+        # below the floor while the reserve is being dealt out, the host itself is in danger:
+        # headroom is cut even within the calm time
+        rescue = (
+            self._rescue(figures, snapshot, level, families if wave else set(), now)
+            if wave or blind
+            else set()
+        )
         host_inputs = {
             "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,
