@@ -307,18 +307,31 @@ def run_all(
     interval: float = 10.0,
     seeds: int = 1,
     deflate_on_oom: bool = False,
+    jobs: int = 1,
 ) -> list[Result]:
     """Every policy on every scenario (built-ins by default), with ``seeds`` seeds each: the
-    scenario's own, then the next ones; with ``deflate_on_oom``, every VM has it on."""
-    out = []
+    scenario's own, then the next ones; with ``deflate_on_oom``, every VM has it on. ``jobs``
+    runs that many simulations side by side (separate processes; the figures are the same, in
+    the same order)."""
+    runs = []
     for scenario in scenarios if scenarios is not None else builtin_scenarios():
         spec = _scenario(scenario)
         if deflate_on_oom:
             spec = with_deflate_on_oom(spec)
         for k in range(seeds):
             for policy in policies:
-                out.append(run_one(spec, policy, hours=hours, interval=interval, seed=spec.seed + k))
-    return out
+                runs.append((spec, policy, hours, interval, spec.seed + k))
+    if jobs <= 1 or len(runs) <= 1:
+        return [_run(r) for r in runs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(_run, runs))
+
+
+def _run(job: tuple[Scenario, str, float, float, int]) -> Result:
+    spec, policy, hours, interval, seed = job
+    return run_one(spec, policy, hours=hours, interval=interval, seed=seed)
 
 
 def generated(count: int, *, first: int = 0, hours: float = 12.0) -> list[Scenario]:
@@ -559,11 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="every VM with KVM's deflate-on-OOM on (same for every policy)",
     )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="simulations run side by side (processes; same figures)"
+    )
     parser.add_argument("--json", type=Path, help="also write every result (without series) to this file")
     parser.add_argument(
         "--write-docs", action="store_true", help="write docs/policies.md's table and docs/img/"
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs is a number of processes, at least 1, got {args.jobs}")
     policies = tuple(args.policy or POLICIES)
     builtins: list[str | Scenario] = [] if args.only_generated else list(args.scenario or builtin_scenarios())
     results = run_all(
@@ -573,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         interval=args.interval,
         seeds=args.seeds,
         deflate_on_oom=args.deflate_on_oom,
+        jobs=args.jobs,
     )
     many: list[Result] = []
     gen_hours = args.generated_hours or args.hours
@@ -583,10 +602,12 @@ def main(argv: list[str] | None = None) -> int:
             policies=policies,
             interval=args.interval,
             deflate_on_oom=args.deflate_on_oom,
+            jobs=args.jobs,
         )
     given = list(sys.argv[1:] if argv is None else argv)
-    if "--json" in given:  # where the figures are also written does not change them
-        del given[given.index("--json") : given.index("--json") + 2]
+    for option in ("--json", "--jobs"):  # where the figures are written, or how many at once,
+        if option in given:  # does not change them
+            del given[given.index(option) : given.index(option) + 2]
     command = " ".join(["python benchmarks/policies.py", *given])
     parts = []
     if results:

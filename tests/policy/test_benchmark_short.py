@@ -134,3 +134,11 @@ def test_spike_latency_measure(bench: ModuleType) -> None:
     current = [3 * gib] * 5 + [5 * gib] * 7
     assert bench.spike_latencies(t, demand, current) == [30.0]
     assert bench.spike_latencies(t, demand, [5 * gib] * 12) == [0.0]
+
+
+def test_side_by_side_runs_give_the_same_figures(bench: ModuleType) -> None:
+    one = bench.run_all(hours=0.2, scenarios=["seed"], policies=("static", "hvballoon"))
+    two = bench.run_all(hours=0.2, scenarios=["seed"], policies=("static", "hvballoon"), jobs=2)
+    strip = [{k: v for k, v in vars(r).items() if k != "seconds"} for r in one]
+    assert [{k: v for k, v in vars(r).items() if k != "seconds"} for r in two] == strip
+    assert [r.policy for r in two] == ["static", "hvballoon"]
