@@ -20,7 +20,8 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   that reserve does the policy cut into headroom, and then all at one level (the same fraction
   of each VM's plausible surge, never below a small floor sized from the VM's own noise), on
   the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
-  the host lacks from the memory the host actually backs.
+  the host lacks from the memory the host actually backs. A page cache held down by its balloon
+  (it fills all the VM is left) keeps the appetite it had: what it shows then is the balloon.
 * **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
   since the last figures, that swaps in, or that runs out of headroom, is given its whole size
   back in that round (a *surge*): the host's reserve absorbs it.
@@ -261,6 +262,10 @@ class HvballoonPolicy(Policy):
             )
         if cache >= old.cache_bytes or now - old.cache_at > self.appetite_seconds:
             cache_bytes, cache_at = cache, now
+        elif v.current_bytes - _backed(v) < self.min_headroom_bytes // 4:
+            # its page cache fills what its balloon leaves it: what it shows is the balloon, not
+            # its appetite, which is still at least what it was
+            cache_bytes, cache_at = old.cache_bytes, now
         else:
             cache_bytes, cache_at = old.cache_bytes, old.cache_at
         lows = [x for x in old.lows if now - x[0] <= self.rise_seconds and x[1] < used]

@@ -285,3 +285,19 @@ def test_a_host_below_its_floor_cuts_only_as_many_calm_vms_as_it_needs() -> None
     rules = [p.rule for p in below.proposals]
     assert 0 < rules.count("hvballoon.lower") < 4, rules
     assert "hvballoon.calming" in rules
+
+
+def test_a_page_cache_squeezed_by_its_balloon_keeps_its_appetite() -> None:
+    policy = HvballoonPolicy(appetite_seconds=600)
+    # its page cache took all 13 GiB above its 3 GiB of use; then it is held at 8 GiB
+    first = [(0.0, [vm(16, 3, host_consumed_bytes=16 * GiB)], 40.0)]
+    squeezed = run(
+        policy, first + [(k * 10.0, [vm(8, 3, host_consumed_bytes=8 * GiB)], 40.0) for k in range(1, 100)]
+    )
+    # its cache fills what the balloon leaves: its appetite is still 13 GiB after the 600 s
+    assert squeezed[-1].state.vms["a"].cache_bytes == 13 * GiB
+    # a guest that leaves 4 GiB of what it has free shows an appetite of its own: forgotten
+    roomy = run(
+        policy, first + [(k * 10.0, [vm(8, 3, host_consumed_bytes=4 * GiB)], 40.0) for k in range(1, 100)]
+    )
+    assert roomy[-1].state.vms["a"].cache_bytes == 1 * GiB
