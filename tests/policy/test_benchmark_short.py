@@ -80,20 +80,25 @@ def test_calm_hands(bench: ModuleType, results: list) -> None:  # type: ignore[t
 
 
 def test_ours_swaps_no_more_than_the_best_baseline(bench: ModuleType, results: list) -> None:  # type: ignore[type-arg]
-    for (scenario, seed), goals in bench.goals(results).items():
+    for (scenario, _seed), goals in bench.goals(results).items():
         assert goals["guest swap ≤ best baseline's"], scenario
         if "guest swap ≤ 10 % of best baseline's" not in goals:
             continue
-        if scenario in ("seed-spike", "waves-roomy"):
+        if scenario != "waves-over":
             assert goals["guest swap ≤ 10 % of best baseline's"], scenario
         else:
-            # waves-tight (sweeps timing out and moves failing while its wave rises) and
-            # waves-over (a peak beyond memory plus swap) miss the 10 % goal: the surging guests
-            # swap for the seconds the balloon takes to deflate (docs/policies.md); what holds
-            # there is two thirds of the best baseline's
-            rs = {r.policy: r for r in results if (r.scenario, r.seed) == (scenario, seed)}
+            # a peak beyond memory plus swap: the surging guests swap for the seconds the
+            # balloon takes to deflate, and at this horizon the baselines have swapped little
+            # yet (over 12 h ours is under 10 % of theirs, docs/policies.md); two thirds holds
+            rs = {r.policy: r for r in results if (r.scenario, r.seed) == (scenario, _seed)}
             best = min(rs[b].guest_swap_in_gib for b in bench.BASELINES)
             assert rs["hvballoon"].guest_swap_in_gib <= 2 * best / 3, scenario
+    assert {s for (s, _), g in bench.goals(results).items() if "guest swap ≤ 10 % of best baseline's" in g} >= {
+        "seed-spike",
+        "waves-roomy",
+        "waves-tight",
+        "waves-over",
+    }
 
 
 def test_dense_runs_all_fourteen_vms_without_guest_swap(results: list) -> None:  # type: ignore[type-arg]
