@@ -35,11 +35,11 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   careful as in a wave, and every VM whose headroom was cut gets its whole plausible surge back
   out of the host's free memory down to the floor (those short of the least first, so as many
   VMs as possible are whole; not one lowered within the calm time whose use has not risen).
-* **The host's own floor comes first.** While the reserve is being dealt out (a wave, late
-  rounds), a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps,
-  then kills a VM): headroom is cut even within the calm time,
-  but only on as many VMs as the shortfall needs (those giving back the most first), never on
-  a VM that surged within ``surge_after_seconds`` nor on a sibling of a wave's surging VMs.
+* **The host's own floor comes first.** While the reserve is being dealt out after late rounds,
+  a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps, then kills a
+  VM): headroom is cut even within the calm time, but only on as many VMs as the shortfall needs
+  (those giving back the most first), never on a VM that surged within ``surge_after_seconds``
+  (and while a wave rises no VM is cut at all).
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
   below its reserve, a surge is under way or rounds came late, the policy asks the controller for its next round
   within ``fast_interval_seconds`` (two seconds by default), and for a guest statistics period
@@ -358,13 +358,9 @@ class HvballoonPolicy(Policy):
             level = min(self._level(st, figures, snapshot, reserve), st.level)
             self._deal_out_reserve(figures, snapshot, families if wave else set(), now, everyone=blind)
         short = reserve - host.free_bytes
-        # below the floor while the reserve is being dealt out, the host itself is in danger:
-        # headroom is cut even within the calm time
-        rescue = (
-            self._rescue(figures, snapshot, level, families if wave else set(), now)
-            if wave or blind
-            else set()
-        )
+        # below the floor while the reserve is dealt out after late rounds, the host itself is in
+        # danger: headroom is cut even within the calm time (while a wave rises none is cut)
+        rescue = self._rescue(figures, snapshot, level, now) if blind and not wave else set()
         host_inputs = {
             "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,
@@ -539,14 +535,12 @@ class HvballoonPolicy(Policy):
         figures: dict[str, _Figures],
         snapshot: Snapshot,
         level: float,
-        families: set[tuple[str, int]],
         now: float,
     ) -> set[str]:
         """The VMs whose headroom is cut within the calm time because the host is below its
         floor (its own safety first): only as many as the shortfall needs after what the calm
         VMs' cuts give back, those giving back the most first; never a VM that surged within
-        ``surge_after_seconds`` nor a sibling of a wave's surging VMs (the likeliest to surge
-        next)."""
+        ``surge_after_seconds``."""
         host = snapshot.host
         floor = self._wave_floor(host)
         if host.free_bytes >= floor:
@@ -562,9 +556,7 @@ class HvballoonPolicy(Policy):
                 continue
             if self._lowerable(f, now):
                 needed -= gain
-            elif (f.hist.surge_at is None or now - f.hist.surge_at >= self.surge_after_seconds) and (
-                sibling_key(v.name, v.maximum_bytes) not in families
-            ):
+            elif f.hist.surge_at is None or now - f.hist.surge_at >= self.surge_after_seconds:
                 held.append((-gain, v.id))
         out: set[str] = set()
         for gain, vm_id in sorted(held):
@@ -745,7 +737,7 @@ class HvballoonPolicy(Policy):
                 "hvballoon.hold",
                 f"at its goal: use {format_size(f.used)} + headroom {format_size(max(0, current_target - f.used))}",
             ), h
-        if wave or frozen:
+        if frozen:
             return propose(
                 "hvballoon.wave",
                 "its siblings are surging: its headroom is not cut while the wave rises"

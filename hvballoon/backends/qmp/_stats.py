@@ -256,6 +256,15 @@ def _meminfo(text: str) -> dict[str, int]:
     return out
 
 
+def _read_or_empty(path: str) -> str:
+    """A kernel file's text, or ``""`` where it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def local_host_figures(meminfo: str | None = None, ksm_pages_sharing: str | None = None) -> dict[str, Any]:
     """:class:`~hvballoon.HostStats` figures of this machine — where QMP sockets are, QEMU runs.
 
@@ -266,17 +275,9 @@ def local_host_figures(meminfo: str | None = None, ksm_pages_sharing: str | None
     The arguments replace the files' contents (for tests).
     """
     if meminfo is None:
-        try:
-            with open("/proc/meminfo", encoding="ascii") as fh:
-                meminfo = fh.read()
-        except OSError:
-            meminfo = ""
+        meminfo = _read_or_empty("/proc/meminfo")
     if ksm_pages_sharing is None:
-        try:
-            with open("/sys/kernel/mm/ksm/pages_sharing", encoding="ascii") as fh:
-                ksm_pages_sharing = fh.read()
-        except OSError:
-            ksm_pages_sharing = ""
+        ksm_pages_sharing = _read_or_empty("/sys/kernel/mm/ksm/pages_sharing")
     mem = _meminfo(meminfo)
     figures: dict[str, Any] = {"extra": {"source": "/proc/meminfo"}}
     if "MemTotal" in mem and "MemFree" in mem:
