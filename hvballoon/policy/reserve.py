@@ -1,0 +1,197 @@
+"""How the ``hvballoon`` policy shares the host's memory out: the headroom level, the reserve
+dealt out in a wave or after late rounds, and the host-floor rescue.
+
+A mixin of :class:`~hvballoon.policy.adaptive.HvballoonPolicy` (whose keywords set its knobs);
+it works on the round's :class:`~hvballoon.policy.history._Figures`.
+"""
+
+from __future__ import annotations
+
+from hvballoon.policy.history import _Figures, _State, sibling_key
+from hvballoon.policy.model import HostView, Snapshot
+
+__all__ = ["Reserving"]
+
+
+class Reserving:
+    """The host's side of the policy: its reserve, its floor and the headroom level."""
+
+    free_fraction: float
+    band_fraction: float
+    calm_seconds: float
+    surge_after_seconds: float
+    wave_floor_fraction: float
+    min_deadband_bytes: int
+
+    def _whole(self, f: _Figures) -> int:
+        """The VM's use plus its whole plausible surge (within its bounds)."""
+        v = f.view
+        return min(v.maximum_bytes, max(v.minimum_bytes, f.used + max(f.floor_headroom, f.surge)))
+
+    def _wave_floor(self, host: HostView) -> int:
+        """The free memory a host keeps while a wave rises."""
+        return max(int(self.wave_floor_fraction * host.total_bytes), host.reserve_bytes)
+
+    def _deal_out_reserve(
+        self,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        families: set[tuple[str, int]],
+        now: float,
+        *,
+        everyone: bool = False,
+    ) -> None:
+        """A wave is under way (or rounds come late): the VMs whose headroom was cut get their
+        whole plausible surge back at once, out of the host's free memory, before their own
+        surge comes.
+
+        First the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
+        alike VMs), those short of the most headroom first; with ``everyone`` (the policy's
+        rounds came late, so any VM's surge may go unseen for as long), then every other VM
+        whose headroom was cut, those short of the least first (as many VMs made whole as the
+        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since.
+        What is dealt out is what they could take within seconds (their missing headroom) after
+        the surging VMs' own plausible surges, down to a floor of ``wave_floor_fraction`` of the
+        host's memory (or its own reserve).
+        """
+        host = snapshot.host
+        budget = host.free_bytes - self._wave_floor(host)
+        for f in figures.values():
+            if f.surging is not None:
+                budget -= max(0, f.view.maximum_bytes - f.used - max(0, f.available))
+        kin, others = [], []
+        for f in figures.values():
+            v = f.view
+            if f.surging is not None or v.settings.self_managed or not v.can_raise or not v.can_lower:
+                # only headroom the policy took is dealt back (a Dynamic Memory maximum it cannot
+                # lower is the hypervisor's to balance)
+                continue
+            missing = self._whole(f) - v.target_bytes
+            if missing < max(self.min_deadband_bytes, f.surge // 4):
+                continue  # it has most of its plausible surge: a move would only be noise
+            if sibling_key(v.name, v.maximum_bytes) in families:
+                kin.append((-missing, v.id, f, missing))
+            elif everyone and not self._calming_raise(f, now):
+                others.append((missing, v.id, f, missing))
+        for why, group in (
+            ("wave", sorted(kin, key=lambda c: c[:2])),
+            ("late", sorted(others, key=lambda c: c[:2])),
+        ):
+            for _, _, f, missing in group:
+                if missing > budget:
+                    continue
+                budget -= missing
+                f.wave_raise = why
+
+    def _calming_raise(self, f: _Figures, now: float) -> bool:
+        """Lowered within ``calm_seconds`` and its use has not risen since: not raised yet."""
+        h = f.hist
+        rose = f.used > h.lowered_used_bytes + f.floor_headroom // 2
+        return h.lowered_at is not None and now - h.lowered_at < self.calm_seconds and not rose
+
+    def _target(self, f: _Figures, level: float) -> int:
+        """Where the VM is steered at a headroom level (1: its whole plausible surge).
+
+        A cut below its whole surge is made only on a VM whose page cache reaches above the
+        cut (the most it has had within ``appetite_seconds``): cutting the headroom of a VM
+        that keeps it free frees nothing the host backs, and leaves it with less to absorb a
+        surge.
+        """
+        v = f.view
+        whole = self._whole(f)
+        headroom = max(f.floor_headroom, int(level * f.surge))
+        if level >= 1.0 or f.hist.cache_bytes <= headroom:
+            return whole
+        return min(v.maximum_bytes, max(v.minimum_bytes, f.used + headroom))
+
+    def _rescue(
+        self,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        level: float,
+        now: float,
+    ) -> set[str]:
+        """The VMs whose headroom is cut within the calm time because the host is below its
+        floor (its own safety first): only as many as the shortfall needs after what the calm
+        VMs' cuts give back, those giving back the most first; never a VM that surged within
+        ``surge_after_seconds``."""
+        host = snapshot.host
+        floor = self._wave_floor(host)
+        if host.free_bytes >= floor:
+            return set()
+        needed = floor + int(self.band_fraction * host.total_bytes) - host.free_bytes
+        held = []
+        for f in figures.values():
+            v = f.view
+            if f.surging is not None or not v.can_lower or v.settings.self_managed:
+                continue
+            gain = min(f.backed, v.target_bytes) - self._target(f, level)
+            if gain <= 0:
+                continue
+            if self._lowerable(f, now):
+                needed -= gain
+            elif f.hist.surge_at is None or now - f.hist.surge_at >= self.surge_after_seconds:
+                held.append((-gain, v.id))
+        out: set[str] = set()
+        for gain, vm_id in sorted(held):
+            if needed <= 0:
+                break
+            out.add(vm_id)
+            needed += gain
+        return out
+
+    def _lowerable(self, f: _Figures, now: float, *, emergency: bool = False) -> bool:
+        """May the policy lower this VM now (not surging, calm, lowerable)? In an
+        ``emergency`` (chosen by :meth:`_rescue`) the calm time yields."""
+        v, h = f.view, f.hist
+        if f.surging is not None or not v.can_lower or v.settings.self_managed:
+            return False
+        if emergency:
+            return True
+        if h.raised_at is not None and now - h.raised_at < self.calm_seconds:
+            # no lower within the calm time of a raise, unless its use fell since
+            return f.used < h.raised_used_bytes - self.min_deadband_bytes
+        return True
+
+    def _level(
+        self,
+        st: _State,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        reserve: int,
+    ) -> float:
+        """The headroom level this round (1: every VM its whole plausible surge).
+
+        The host's free memory at a level is projected from what each VM's page cache takes
+        (the most it has taken within ``appetite_seconds``): cut headroom gives the host back
+        the cache above it, headroom given back fills with cache again. Below its reserve the
+        host cuts at once to the highest level that leaves it a band more than its reserve
+        (so the cache growing back does not call for another cut a round later); above it, the
+        level rises to the highest that leaves two bands more.
+        """
+        host = snapshot.host
+        band = int(self.band_fraction * host.total_bytes)
+        movable = [f for f in figures.values() if f.settled and f.surging is None and f.view.can_lower
+                   and not f.view.settings.self_managed]  # fmt: skip
+
+        def free_at(level: float) -> int:
+            free = host.free_bytes
+            for f in movable:
+                appetite = max(f.hist.cache_bytes, f.backed - f.used)
+                free += f.backed - min(self._target(f, level), f.used + appetite)
+            return free
+
+        def highest(goal: int) -> float:
+            if free_at(1.0) >= goal:
+                return 1.0
+            if free_at(0.0) < goal:
+                return 0.0
+            low, high = 0.0, 1.0
+            for _ in range(16):
+                mid = (low + high) / 2
+                low, high = (mid, high) if free_at(mid) >= goal else (low, mid)
+            return low
+
+        if host.free_bytes < reserve:
+            return min(st.level, highest(reserve + band))
+        return max(st.level, highest(reserve + 2 * band))
