@@ -25,6 +25,11 @@ Left running (:meth:`Controller.run`), it never leaves things worse than it foun
   ``max_failed_rounds`` failed rounds in a row it gives back everything it lowered (*fails open*)
   and keeps trying.
 
+The class ties together what a round reads (:mod:`hvballoon.policy._snapshot`: the sweep and
+configurations built into the policy's inputs), what it does with the policy's proposals
+(:mod:`hvballoon.policy._moves`: vetting, journalling, applying, the decisions) and the run loop
+with its failure handling (:mod:`hvballoon.policy.running`).
+
 >>> import hvballoon
 >>> from hvballoon.policy import Controller, ControllerSettings
 >>> with hvballoon.connect("fake://seed") as hv:
@@ -47,30 +52,17 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from hvballoon._gc import collector_paused
-from hvballoon.errors import (
-    GuardRailError,
-    HVBalloonError,
-    InvalidRequestError,
-    InvalidStateError,
-    UnsupportedOperationError,
-)
-from hvballoon.models import Capabilities, Change, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
+from hvballoon.models import HostStats, MemoryConfig, MemoryStats
+from hvballoon.policy._moves import _Moves, _Pending
+from hvballoon.policy._snapshot import _Snapshots
 from hvballoon.policy.base import Plan, Policy, get_policy
 from hvballoon.policy.health import ControllerHealth
-from hvballoon.policy.journal import Journal, Lowered, Move
-from hvballoon.policy.model import (
-    Action,
-    ControllerSettings,
-    Decision,
-    HostView,
-    Proposal,
-    Snapshot,
-    VMSettings,
-    VMView,
-)
+from hvballoon.policy.journal import Journal, Lowered
+from hvballoon.policy.model import ControllerSettings, Decision, Proposal
 from hvballoon.policy.running import Round, _Running
 from hvballoon.session import GuardRails, Hypervisor
-from hvballoon.units import align, format_size, format_sizes
+from hvballoon.units import format_sizes
 
 if TYPE_CHECKING:
     from hvballoon.fleet import HostResult
@@ -83,21 +75,7 @@ log = logging.getLogger("hvballoon.policy")
 SessionFactory = Callable[[], Hypervisor]
 
 
-class _Pending:
-    """A move the controller intends to make, before the rate limits and the call."""
-
-    def __init__(self, view: VMView, proposal: Proposal, target: int, notes: list[str]) -> None:
-        self.view = view
-        self.proposal = proposal
-        self.target = target
-        self.notes = notes
-
-    @property
-    def delta(self) -> int:
-        return self.target - self.view.target_bytes
-
-
-class Controller(_Running):
+class Controller(_Snapshots, _Moves, _Running):
     """Moves targets on one hypervisor session by a policy.
 
     ``hv`` is a session, or a :data:`SessionFactory` the controller opens its sessions with
@@ -234,186 +212,6 @@ class Controller(_Running):
             return session
         return self.policy.guard_rails(session)
 
-    # -- inputs ---------------------------------------------------------------------------
-
-    def _clock(self) -> float:
-        return self.hv.backend.monotonic()
-
-    def _read_configs(self, stats: list[MemoryStats], now: float) -> dict[str, MemoryConfig]:
-        """The running VMs' configurations: cached; every VM's in one bulk read each
-        ``config_refresh_seconds``, and the ones missing (new VMs, or forgotten after a move or
-        an error) in one bulk read."""
-        if self._configs_at is None or now - self._configs_at >= self.config_refresh_seconds:
-            try:
-                self._configs = {c.vm.id: c for c in self.hv.get_configs()}
-                self._configs_at = now
-            except HVBalloonError as exc:
-                log.warning("cannot read the configurations: %s", exc)
-        missing = [
-            s.vm for s in stats if s.vm.power_state is PowerState.RUNNING and s.vm.id not in self._configs
-        ]
-        if missing:
-            try:
-                found = self.hv.get_configs(missing)
-            except HVBalloonError:
-                # one of them cannot be read (it vanished?): the others still can, one by one
-                found = []
-                for vm in missing:
-                    try:
-                        found.append(self.hv.get_config(vm))
-                    except HVBalloonError as exc:
-                        log.warning("cannot read the config of %s: %s", vm.name, exc)
-            self._configs.update((c.vm.id, c) for c in found)
-        return self._configs
-
-    def _view(
-        self,
-        s: MemoryStats,
-        cfg: MemoryConfig | None,
-        caps: Capabilities,
-        vs: VMSettings,
-        rails: GuardRails,
-    ) -> VMView | None:
-        running = s.vm.power_state is PowerState.RUNNING
-        maximum = (cfg.maximum_bytes if cfg is not None else None) or s.configured_bytes
-        current = s.current_bytes
-        if maximum is None or current is None:
-            return None
-        target = s.target_bytes if s.target_bytes is not None else current
-        dm = caps.mechanism is Mechanism.DYNAMIC_MEMORY
-        top = maximum
-        if vs.ceiling is not None:
-            # Dynamic Memory's maximum may be raised live, so a ceiling above it is reachable
-            top = vs.ceiling if dm else min(maximum, vs.ceiling)
-        minimum = 0
-        if cfg is not None:
-            # KVM's min_guarantee, Dynamic Memory's minimum, ESXi's reservation (a static
-            # Hyper-V VM's "minimum" is only its startup size and binds nothing)
-            if caps.mechanism in (Mechanism.BALLOON, Mechanism.DYNAMIC_MEMORY):
-                minimum = cfg.minimum_bytes or 0
-            elif caps.mechanism is Mechanism.LIMIT:
-                minimum = cfg.reservation_bytes or 0
-        if vs.floor is not None:
-            minimum = max(minimum, vs.floor)
-        used = s.used_bytes
-        guard = rails.floor(used, s.configured_bytes) if used is not None else None
-        can_target = caps.can_set("target", running=running)
-        return VMView(
-            id=s.vm.id,
-            name=s.vm.name,
-            mechanism=caps.mechanism,
-            running=running,
-            stale=s.stale,
-            maximum_bytes=max(top, 0),
-            minimum_bytes=min(minimum, max(top, 0)),
-            current_bytes=current,
-            target_bytes=target,
-            used_bytes=used,
-            free_bytes=s.guest_free_bytes,
-            cache_bytes=s.guest_cache_bytes,
-            demand_bytes=s.demand_bytes,
-            host_consumed_bytes=s.host_consumed_bytes,
-            swap_in_bytes=s.swap_in_bytes,
-            major_faults=s.major_faults,
-            guard_floor_bytes=guard,
-            can_lower=can_target and not (dm and running),
-            can_raise=(caps.can_set("maximum_bytes", running=running) if dm else can_target),
-            settings=vs,
-        )
-
-    def snapshot(self) -> tuple[Snapshot, dict[str, Capabilities], list[MemoryStats]]:
-        """Read every VM (one bulk ``get_stats``) and build the policy's inputs."""
-        now = self._clock()
-        stats = self.hv.get_stats()
-        configs = self._read_configs(stats, now)
-        views: list[VMView] = []
-        caps_by_id: dict[str, Capabilities] = {}
-        used = self.settings.host_overhead_bytes
-        rails = self.guard_rails
-        for s in stats:
-            running = s.vm.power_state is PowerState.RUNNING
-            if running:
-                used += s.host_consumed_bytes if s.host_consumed_bytes is not None else (s.current_bytes or 0)
-            vs = self.settings.for_vm(s.vm.name, s.vm.id)
-            caps = self.hv.vm_capabilities(s.vm)
-            caps_by_id[s.vm.id] = caps
-            cfg = configs.get(s.vm.id) if running else None
-            if cfg is not None and not vs.exclude:
-                self._keep_stats_period(s, cfg, caps, now)
-            view = self._view(s, cfg, caps, vs, rails)
-            if view is not None:
-                views.append(view)
-        host = self._host_view(stats, used)
-        snap = Snapshot(
-            at_seconds=now,
-            interval_seconds=self.settings.interval_seconds,
-            fast_interval_seconds=self.settings.fast_interval_seconds,
-            host=host,
-            vms=tuple(views),
-        )
-        return snap, caps_by_id, stats
-
-    @property
-    def stats_period_seconds(self) -> int | None:
-        """The guest statistics period the controller keeps on the VMs (``None``: theirs)."""
-        wanted = self.settings.stats_period_seconds
-        if wanted is None:
-            wanted = self.policy.stats_period_seconds
-        return wanted or None
-
-    def _keep_stats_period(self, s: MemoryStats, cfg: MemoryConfig, caps: Capabilities, now: float) -> None:
-        """Set the VM's guest statistics period to the one wanted, where its backend can change
-        it live (a guest that reports every 10 s shows a surge up to 10 s late). Tried once per
-        configuration read; a refusal is logged and the VM keeps its period."""
-        wanted = self.stats_period_seconds
-        period = cfg.stats_period_seconds
-        if wanted is None or self.dry_run or period is None or period == wanted:
-            return
-        if not caps.can_set("stats_period_seconds", running=True):
-            return
-        tried = self._period_tried.get(s.vm.id)
-        if tried is not None and now - tried < self.config_refresh_seconds:
-            return
-        self._period_tried[s.vm.id] = now
-        try:
-            self.hv.set_config(s.vm, stats_period=wanted)
-        except HVBalloonError as exc:
-            log.info("cannot set the stats period of %s to %s s: %s", s.vm.name, wanted, exc)
-            return
-        self._configs.pop(s.vm.id, None)
-
-    def _host_view(self, stats: list[MemoryStats], derived_used: int) -> HostView:
-        """The host as the policies see it, from ``get_host_stats()`` (summing this round's
-        sweep), unless ``host_memory_bytes`` overrides it.
-
-        With the override, the host's use is derived from the VMs (see
-        :class:`~hvballoon.policy.model.ControllerSettings`). Otherwise the hosts behind the
-        session (a vCenter has several) count as one pool: their physical memory added up, and
-        their used memory where every host reports it (else derived from the VMs).
-        """
-        reserve = self.settings.host_reserve_bytes
-        override = self.settings.host_memory_bytes
-        self._hosts = []
-        if override is not None:
-            return HostView(total_bytes=override, used_bytes=derived_used, reserve_bytes=reserve)
-        hosts = self._hosts = self.hv.get_host_stats(vm_stats=stats)
-        physical = [h.physical_bytes for h in hosts]
-        if not hosts or None in physical:
-            if self.policy.name == "static":  # it never looks at the host
-                return HostView(total_bytes=derived_used, used_bytes=derived_used, reserve_bytes=reserve)
-            raise InvalidRequestError(
-                f"the {self.policy.name} policy needs the host's physical memory, and the "
-                f"{self.hv.backend_name} backend did not report it for "
-                f"{', '.join(h.host for h in hosts if h.physical_bytes is None) or self.hv.uri}: "
-                "set host_memory_bytes (CLI: --host-memory 128GiB)"
-            )
-        used = [h.used_bytes for h in hosts]
-        return HostView(
-            total_bytes=sum(p or 0 for p in physical),
-            used_bytes=derived_used if None in used else sum(u or 0 for u in used),
-            reserve_bytes=reserve,
-        )
-
     # -- one round ------------------------------------------------------------------------
 
     def check_settings(self, stats: list[MemoryStats] | None = None) -> list[str]:
@@ -511,275 +309,10 @@ class Controller(_Running):
         self.round += 1
         return decisions
 
-    def _vet(
-        self, v: VMView, p: Proposal, caps: Capabilities, now: float
-    ) -> _Pending | tuple[Action, str, str]:
-        """Apply the per-VM settings, the mechanism's rules and the rate limits to a proposal."""
-        vs = v.settings
-        if vs.exclude:
-            return "skip", "controller.excluded", "excluded by its settings"
-        if not v.running:
-            return "skip", "controller.not_running", "not running"
-        if p.target_bytes is None:
-            return "hold", p.rule, p.reason
-        notes: list[str] = []
-        target = p.target_bytes
-        if target > v.maximum_bytes:
-            target = v.maximum_bytes
-            notes.append(f"capped at {format_size(target)}")
-        if target < v.minimum_bytes:
-            target = v.minimum_bytes
-            notes.append(f"kept at its floor {format_size(target)}")
-        lowering = target < v.target_bytes
-        if v.mechanism is Mechanism.DYNAMIC_MEMORY and v.running and target <= v.target_bytes:
-            return (
-                "hold",
-                "controller.dynamic_memory",
-                f"{p.reason}; nothing to apply: Hyper-V Dynamic Memory assigns memory up to its maximum "
-                f"{format_size(v.target_bytes)} itself (the maximum can only be raised while it runs)",
-            )
-        if lowering and vs.self_managed:
-            return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"
-        if lowering and (v.stale or v.used_bytes is None):
-            # whatever the policy or the settings say: a guest whose use is unknown is not lowered
-            return (
-                "hold",
-                "controller.stale_figures",
-                f"{p.reason}; not applied: the guest's figures are {'stale' if v.stale else 'missing'}, "
-                "so how much it can give is unknown",
-            )
-        if lowering and not v.can_lower:
-            why = (
-                "Hyper-V Dynamic Memory balances it within its range and its maximum can only be "
-                "raised while it runs"
-                if v.mechanism is Mechanism.DYNAMIC_MEMORY
-                else f"its mechanism ({v.mechanism.value}) cannot lower it now"
-            )
-            return "skip", "controller.mechanism", f"{p.reason}; not applied: {why}"
-        if not lowering and target > v.target_bytes and not v.can_raise:
-            return "skip", "controller.mechanism", f"{p.reason}; not applied: cannot be raised now"
-        guard = v.guard_floor_bytes if self.settings.respect_guard_rails else None
-        if lowering and guard is not None and target < guard:
-            target = guard
-            notes.append(f"kept at the guard-rail floor {format_size(target)}")
-            lowering = target < v.target_bytes
-            if not lowering:
-                return "hold", "controller.guard_rail", f"{p.reason}; held at the guard-rail floor"
-        step = (
-            self.settings.max_lower_bytes_per_round if lowering else self.settings.max_raise_bytes_per_round
-        )
-        if step is not None and abs(target - v.target_bytes) > step:
-            target = v.target_bytes - step if lowering else v.target_bytes + step
-            notes.append(f"rate-limited to {format_size(step)} per round")
-        if lowering and self.settings.min_seconds_between_lowers:
-            last = self._last_lower.get(v.id)
-            if last is not None and now - last < self.settings.min_seconds_between_lowers:
-                return (
-                    "hold",
-                    "controller.rate_limit",
-                    f"{p.reason}; deferred: lowered {now - last:.0f} s ago "
-                    f"(at most once per {self.settings.min_seconds_between_lowers:g} s)",
-                )
-        target = align(target, caps.alignment_bytes, "up" if lowering else "down")
-        if target == v.target_bytes:
-            return "hold", p.rule, p.reason
-        return _Pending(v, p, target, notes)
-
-    def _apply(
-        self,
-        at: datetime,
-        batch: list[_Pending],
-        now: float,
-        read: dict[str, MemoryStats],
-        *,
-        lowering: bool,
-    ) -> list[Decision]:
-        """One bulk ``set_targets`` for the batch (all raises, or all lowers); each VM's
-        refusal or failure is its own and leaves the others' moves alone. The session plans
-        them on this round's figures (``read``, the sweep, and the configurations held) while
-        its guard rails trust them, so a healthy round reads the hypervisor once.
-
-        Before anything is sent, the moves are in the journal (and a VM lowered for the first
-        time carries its mark, where VMs keep marks: one that cannot be marked is not lowered).
-        """
-        if not batch:
-            return []
-        action: Action = "lower" if lowering else "raise"
-        out: list[Decision] = []
-        if not self.dry_run:
-            batch, failed = self._record(batch, lowering)
-            out.extend(
-                self._decision(
-                    at,
-                    p.view,
-                    p.proposal,
-                    "error",
-                    p.proposal.rule,
-                    f"{p.proposal.reason}; not applied: {exc.message}",
-                    proposed=p.target,
-                    error=exc.code,
-                )
-                for p, exc in failed
-            )
-            if not batch:
-                return out
-        # a raise cannot take a guest below its floor, so it needs no fresh stats; a lower goes
-        # through the guard rails unless told otherwise
-        force = not lowering or not self.settings.respect_guard_rails
-        figures = [
-            (read[p.view.id], self._configs[p.view.id])
-            for p in batch
-            if p.view.id in read and p.view.id in self._configs
-        ]
-        try:
-            results = self.hv.set_targets(
-                [(p.view.id, p.target) for p in batch],
-                dry_run=self.dry_run,
-                force=force,
-                guard_rails=self.guard_rails,
-                skip_invalid=True,
-                figures=figures,
-            )
-            outcome: dict[str, Change | HVBalloonError] = {p.view.id: results[p.view.id] for p in batch}
-            made = set(results.made)
-        except HVBalloonError as exc:  # nothing could be sent at all: every VM's move failed
-            outcome, made = {p.view.id: exc for p in batch}, set()
-        settled: dict[str, str | None] = {}
-        for p in batch:
-            v = p.view
-            reason = p.proposal.reason + (f" ({'; '.join(p.notes)})" if p.notes else "")
-            result = outcome[v.id]
-            if isinstance(result, HVBalloonError):
-                settled[v.id] = result.code
-                self._configs.pop(v.id, None)  # read it again: the failure may say it changed
-                refused = isinstance(result, (GuardRailError, InvalidStateError, UnsupportedOperationError))
-                if not refused:
-                    log.warning(
-                        "cannot move %s: %s", v.name, result,
-                        extra={"event": "move_failed", "vm": v.name, "code": result.code, "round": self.round},
-                    )  # fmt: skip
-                out.append(
-                    self._decision(
-                        at, v, p.proposal, "refused" if refused else "error", p.proposal.rule,
-                        f"{reason}; {'refused' if refused else 'failed'}: {result.message}",
-                        proposed=p.target, error=result.code,
-                    )
-                )  # fmt: skip
-                continue
-            settled[v.id] = None
-            applied = v.id in made
-            if applied:
-                if result.mechanism is not Mechanism.BALLOON:
-                    # the target lives in the configuration (a limit, a maximum, a startup size)
-                    self._configs.pop(v.id, None)
-                if lowering:
-                    self._last_lower[v.id] = now
-            out.append(
-                self._decision(
-                    at, v, p.proposal, action, p.proposal.rule, reason,
-                    proposed=p.target, after=int(result.after.get("target_bytes", p.target)), applied=applied,
-                )
-            )  # fmt: skip
-        if not self.dry_run:
-            self._settle(settled)
-        return out
-
-    # -- the journal and the marks ---------------------------------------------------------
-
-    def _record(
-        self, batch: list[_Pending], lowering: bool
-    ) -> tuple[list[_Pending], list[tuple[_Pending, HVBalloonError]]]:
-        """Mark the VMs lowered for the first time (where VMs keep marks), then journal every
-        move: what goes ahead, and what could not be marked (it is not lowered)."""
-        from hvballoon.policy.release import MARK_KEY, mark_value
-
-        journal = self.journal
-        known = {e.vm_id: e for e in journal.lowered()}
-        marks = lowering and self.marks
-        ahead: list[_Pending] = []
-        failed: list[tuple[_Pending, HVBalloonError]] = []
-        moves: list[Move] = []
-        for p in batch:
-            v = p.view
-            unlimited = False
-            marked = False
-            if lowering and v.id not in known:
-                cfg = self._configs.get(v.id)
-                unlimited = v.mechanism is Mechanism.LIMIT and cfg is not None and cfg.limit_bytes is None
-                if marks:
-                    try:
-                        self.hv.set_mark(v.id, MARK_KEY, mark_value(v.target_bytes, unlimited=unlimited))
-                    except HVBalloonError as exc:
-                        log.warning(
-                            "cannot mark %s before lowering it, so it is not lowered: %s", v.name, exc,
-                            extra={"event": "mark_failed", "vm": v.name, "code": exc.code},
-                        )  # fmt: skip
-                        failed.append((p, exc))
-                        continue
-                    marked = True
-            moves.append(Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked))
-            ahead.append(p)
-        if moves:
-            journal.intend(self.round, moves)
-        return ahead, failed
-
-    def _settle(self, outcomes: dict[str, str | None]) -> None:
-        """Journal how the moves ended; a VM given back all it had loses its mark."""
-        from hvballoon.policy.release import MARK_KEY
-
-        if not outcomes:
-            return
-        journal = self.journal
-        marked = {e.vm_id for e in journal.lowered() if e.marked}
-        for vm_id in journal.settle(self.round, outcomes):
-            if vm_id in marked:
-                try:
-                    self.hv.set_mark(vm_id, MARK_KEY, None)
-                except HVBalloonError as exc:
-                    log.warning("cannot remove the mark of %s: %s", vm_id, exc)
-
     def _swept(self, stats: list[MemoryStats], hosts: list[HostStats], seconds: float) -> None:
         from hvballoon.fleet import HostResult
 
         hv = self.hv
         self.last_sweep = HostResult(
             uri=hv.uri, stats=stats, elapsed_seconds=seconds, backend=hv.backend_name, hosts=hosts
-        )
-
-    def _decision(
-        self,
-        at: datetime,
-        v: VMView,
-        p: Proposal,
-        action: Action,
-        rule: str,
-        reason: str,
-        *,
-        proposed: int | None = None,
-        after: int | None = None,
-        applied: bool = False,
-        error: str | None = None,
-    ) -> Decision:
-        return Decision(
-            at=at,
-            round=self.round,
-            policy=self.policy.name,
-            vm=v.name,
-            vm_id=v.id,
-            mechanism=v.mechanism,
-            action=action,
-            before_bytes=v.target_bytes,
-            after_bytes=after if after is not None else v.target_bytes,
-            proposed_bytes=proposed if proposed is not None else p.target_bytes,
-            applied=applied,
-            dry_run=self.dry_run,
-            rule=rule,
-            reason=reason,
-            inputs={
-                "current_bytes": v.current_bytes,
-                "used_bytes": v.used_bytes,
-                "maximum_bytes": v.maximum_bytes,
-                **p.inputs,
-            },
-            error_code=error,
         )

@@ -1,6 +1,6 @@
 """The controller left running: :meth:`~hvballoon.policy.Controller.run` and the failure handling
 around each round (:meth:`~hvballoon.policy.Controller.attempt`), apart from what a round does
-(:mod:`hvballoon.policy.controller`).
+(:mod:`hvballoon.policy.controller`, :mod:`hvballoon.policy._snapshot`, :mod:`hvballoon.policy._moves`).
 
 A round whose sweep fails is a failed :class:`Round` (counted, and the next waits longer); a
 broken session is replaced through the controller's factory; after ``max_failed_rounds`` failures

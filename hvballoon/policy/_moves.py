@@ -1,0 +1,331 @@
+"""What a controller round does with the policy's proposals: each is vetted against the VM's
+settings, its mechanism's rules, the guard rails and the rate limits (:meth:`_Moves._vet`); the
+moves left are journalled (and the VMs lowered for the first time marked, where VMs keep marks)
+and made in one bulk ``set_targets`` for the raises and one for the lowers (:meth:`_Moves._apply`);
+every VM gets its :class:`~hvballoon.policy.model.Decision`.
+
+Part of :class:`~hvballoon.policy.Controller` (:mod:`hvballoon.policy.controller`), which ties
+it to the inputs (:mod:`hvballoon.policy._snapshot`) and the run loop
+(:mod:`hvballoon.policy.running`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from hvballoon.errors import GuardRailError, HVBalloonError, InvalidStateError, UnsupportedOperationError
+from hvballoon.models import Capabilities, Change, Mechanism, MemoryConfig, MemoryStats
+from hvballoon.policy.journal import Move
+from hvballoon.policy.model import Action, ControllerSettings, Decision, Proposal, VMView
+from hvballoon.units import align, format_size
+
+if TYPE_CHECKING:
+    from hvballoon.policy.base import Policy
+    from hvballoon.policy.journal import Journal
+    from hvballoon.session import GuardRails, Hypervisor
+
+log = logging.getLogger("hvballoon.policy")
+
+
+class _Pending:
+    """A move the controller intends to make, before the rate limits and the call."""
+
+    def __init__(self, view: VMView, proposal: Proposal, target: int, notes: list[str]) -> None:
+        self.view = view
+        self.proposal = proposal
+        self.target = target
+        self.notes = notes
+
+    @property
+    def delta(self) -> int:
+        return self.target - self.view.target_bytes
+
+
+class _Moves:
+    """Vetting and applying a round's proposals; :class:`~hvballoon.policy.Controller` is one."""
+
+    # what the controller provides (hvballoon.policy.controller)
+    settings: ControllerSettings
+    policy: Policy
+    dry_run: bool
+    round: int
+    _configs: dict[str, MemoryConfig]
+    _last_lower: dict[str, float]
+
+    if TYPE_CHECKING:
+
+        @property
+        def hv(self) -> Hypervisor: ...
+        @property
+        def guard_rails(self) -> GuardRails: ...
+        @property
+        def journal(self) -> Journal: ...
+        @property
+        def marks(self) -> bool: ...
+
+    def _vet(
+        self, v: VMView, p: Proposal, caps: Capabilities, now: float
+    ) -> _Pending | tuple[Action, str, str]:
+        """Apply the per-VM settings, the mechanism's rules and the rate limits to a proposal."""
+        vs = v.settings
+        if vs.exclude:
+            return "skip", "controller.excluded", "excluded by its settings"
+        if not v.running:
+            return "skip", "controller.not_running", "not running"
+        if p.target_bytes is None:
+            return "hold", p.rule, p.reason
+        notes: list[str] = []
+        target = p.target_bytes
+        if target > v.maximum_bytes:
+            target = v.maximum_bytes
+            notes.append(f"capped at {format_size(target)}")
+        if target < v.minimum_bytes:
+            target = v.minimum_bytes
+            notes.append(f"kept at its floor {format_size(target)}")
+        lowering = target < v.target_bytes
+        if v.mechanism is Mechanism.DYNAMIC_MEMORY and v.running and target <= v.target_bytes:
+            return (
+                "hold",
+                "controller.dynamic_memory",
+                f"{p.reason}; nothing to apply: Hyper-V Dynamic Memory assigns memory up to its maximum "
+                f"{format_size(v.target_bytes)} itself (the maximum can only be raised while it runs)",
+            )
+        if lowering and vs.self_managed:
+            return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"
+        if lowering and (v.stale or v.used_bytes is None):
+            # whatever the policy or the settings say: a guest whose use is unknown is not lowered
+            return (
+                "hold",
+                "controller.stale_figures",
+                f"{p.reason}; not applied: the guest's figures are {'stale' if v.stale else 'missing'}, "
+                "so how much it can give is unknown",
+            )
+        if lowering and not v.can_lower:
+            why = (
+                "Hyper-V Dynamic Memory balances it within its range and its maximum can only be "
+                "raised while it runs"
+                if v.mechanism is Mechanism.DYNAMIC_MEMORY
+                else f"its mechanism ({v.mechanism.value}) cannot lower it now"
+            )
+            return "skip", "controller.mechanism", f"{p.reason}; not applied: {why}"
+        if not lowering and target > v.target_bytes and not v.can_raise:
+            return "skip", "controller.mechanism", f"{p.reason}; not applied: cannot be raised now"
+        guard = v.guard_floor_bytes if self.settings.respect_guard_rails else None
+        if lowering and guard is not None and target < guard:
+            target = guard
+            notes.append(f"kept at the guard-rail floor {format_size(target)}")
+            lowering = target < v.target_bytes
+            if not lowering:
+                return "hold", "controller.guard_rail", f"{p.reason}; held at the guard-rail floor"
+        step = (
+            self.settings.max_lower_bytes_per_round if lowering else self.settings.max_raise_bytes_per_round
+        )
+        if step is not None and abs(target - v.target_bytes) > step:
+            target = v.target_bytes - step if lowering else v.target_bytes + step
+            notes.append(f"rate-limited to {format_size(step)} per round")
+        if lowering and self.settings.min_seconds_between_lowers:
+            last = self._last_lower.get(v.id)
+            if last is not None and now - last < self.settings.min_seconds_between_lowers:
+                return (
+                    "hold",
+                    "controller.rate_limit",
+                    f"{p.reason}; deferred: lowered {now - last:.0f} s ago "
+                    f"(at most once per {self.settings.min_seconds_between_lowers:g} s)",
+                )
+        target = align(target, caps.alignment_bytes, "up" if lowering else "down")
+        if target == v.target_bytes:
+            return "hold", p.rule, p.reason
+        return _Pending(v, p, target, notes)
+
+    def _apply(
+        self,
+        at: datetime,
+        batch: list[_Pending],
+        now: float,
+        read: dict[str, MemoryStats],
+        *,
+        lowering: bool,
+    ) -> list[Decision]:
+        """One bulk ``set_targets`` for the batch (all raises, or all lowers); each VM's
+        refusal or failure is its own and leaves the others' moves alone. The session plans
+        them on this round's figures (``read``, the sweep, and the configurations held) while
+        its guard rails trust them, so a healthy round reads the hypervisor once.
+
+        Before anything is sent, the moves are in the journal (and a VM lowered for the first
+        time carries its mark, where VMs keep marks: one that cannot be marked is not lowered).
+        """
+        if not batch:
+            return []
+        action: Action = "lower" if lowering else "raise"
+        out: list[Decision] = []
+        if not self.dry_run:
+            batch, failed = self._record(batch, lowering)
+            out.extend(
+                self._decision(
+                    at,
+                    p.view,
+                    p.proposal,
+                    "error",
+                    p.proposal.rule,
+                    f"{p.proposal.reason}; not applied: {exc.message}",
+                    proposed=p.target,
+                    error=exc.code,
+                )
+                for p, exc in failed
+            )
+            if not batch:
+                return out
+        # a raise cannot take a guest below its floor, so it needs no fresh stats; a lower goes
+        # through the guard rails unless told otherwise
+        force = not lowering or not self.settings.respect_guard_rails
+        figures = [
+            (read[p.view.id], self._configs[p.view.id])
+            for p in batch
+            if p.view.id in read and p.view.id in self._configs
+        ]
+        try:
+            results = self.hv.set_targets(
+                [(p.view.id, p.target) for p in batch],
+                dry_run=self.dry_run,
+                force=force,
+                guard_rails=self.guard_rails,
+                skip_invalid=True,
+                figures=figures,
+            )
+            outcome: dict[str, Change | HVBalloonError] = {p.view.id: results[p.view.id] for p in batch}
+            made = set(results.made)
+        except HVBalloonError as exc:  # nothing could be sent at all: every VM's move failed
+            outcome, made = {p.view.id: exc for p in batch}, set()
+        settled: dict[str, str | None] = {}
+        for p in batch:
+            v = p.view
+            reason = p.proposal.reason + (f" ({'; '.join(p.notes)})" if p.notes else "")
+            result = outcome[v.id]
+            if isinstance(result, HVBalloonError):
+                settled[v.id] = result.code
+                self._configs.pop(v.id, None)  # read it again: the failure may say it changed
+                refused = isinstance(result, (GuardRailError, InvalidStateError, UnsupportedOperationError))
+                if not refused:
+                    log.warning(
+                        "cannot move %s: %s", v.name, result,
+                        extra={"event": "move_failed", "vm": v.name, "code": result.code, "round": self.round},
+                    )  # fmt: skip
+                out.append(
+                    self._decision(
+                        at, v, p.proposal, "refused" if refused else "error", p.proposal.rule,
+                        f"{reason}; {'refused' if refused else 'failed'}: {result.message}",
+                        proposed=p.target, error=result.code,
+                    )
+                )  # fmt: skip
+                continue
+            settled[v.id] = None
+            applied = v.id in made
+            if applied:
+                if result.mechanism is not Mechanism.BALLOON:
+                    # the target lives in the configuration (a limit, a maximum, a startup size)
+                    self._configs.pop(v.id, None)
+                if lowering:
+                    self._last_lower[v.id] = now
+            out.append(
+                self._decision(
+                    at, v, p.proposal, action, p.proposal.rule, reason,
+                    proposed=p.target, after=int(result.after.get("target_bytes", p.target)), applied=applied,
+                )
+            )  # fmt: skip
+        if not self.dry_run:
+            self._settle(settled)
+        return out
+
+    # -- the journal and the marks ---------------------------------------------------------
+
+    def _record(
+        self, batch: list[_Pending], lowering: bool
+    ) -> tuple[list[_Pending], list[tuple[_Pending, HVBalloonError]]]:
+        """Mark the VMs lowered for the first time (where VMs keep marks), then journal every
+        move: what goes ahead, and what could not be marked (it is not lowered)."""
+        from hvballoon.policy.release import MARK_KEY, mark_value
+
+        journal = self.journal
+        known = {e.vm_id: e for e in journal.lowered()}
+        marks = lowering and self.marks
+        ahead: list[_Pending] = []
+        failed: list[tuple[_Pending, HVBalloonError]] = []
+        moves: list[Move] = []
+        for p in batch:
+            v = p.view
+            unlimited = False
+            marked = False
+            if lowering and v.id not in known:
+                cfg = self._configs.get(v.id)
+                unlimited = v.mechanism is Mechanism.LIMIT and cfg is not None and cfg.limit_bytes is None
+                if marks:
+                    try:
+                        self.hv.set_mark(v.id, MARK_KEY, mark_value(v.target_bytes, unlimited=unlimited))
+                    except HVBalloonError as exc:
+                        log.warning(
+                            "cannot mark %s before lowering it, so it is not lowered: %s", v.name, exc,
+                            extra={"event": "mark_failed", "vm": v.name, "code": exc.code},
+                        )  # fmt: skip
+                        failed.append((p, exc))
+                        continue
+                    marked = True
+            moves.append(Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked))
+            ahead.append(p)
+        if moves:
+            journal.intend(self.round, moves)
+        return ahead, failed
+
+    def _settle(self, outcomes: dict[str, str | None]) -> None:
+        """Journal how the moves ended; a VM given back all it had loses its mark."""
+        from hvballoon.policy.release import MARK_KEY
+
+        if not outcomes:
+            return
+        journal = self.journal
+        marked = {e.vm_id for e in journal.lowered() if e.marked}
+        for vm_id in journal.settle(self.round, outcomes):
+            if vm_id in marked:
+                try:
+                    self.hv.set_mark(vm_id, MARK_KEY, None)
+                except HVBalloonError as exc:
+                    log.warning("cannot remove the mark of %s: %s", vm_id, exc)
+
+    def _decision(
+        self,
+        at: datetime,
+        v: VMView,
+        p: Proposal,
+        action: Action,
+        rule: str,
+        reason: str,
+        *,
+        proposed: int | None = None,
+        after: int | None = None,
+        applied: bool = False,
+        error: str | None = None,
+    ) -> Decision:
+        return Decision(
+            at=at,
+            round=self.round,
+            policy=self.policy.name,
+            vm=v.name,
+            vm_id=v.id,
+            mechanism=v.mechanism,
+            action=action,
+            before_bytes=v.target_bytes,
+            after_bytes=after if after is not None else v.target_bytes,
+            proposed_bytes=proposed if proposed is not None else p.target_bytes,
+            applied=applied,
+            dry_run=self.dry_run,
+            rule=rule,
+            reason=reason,
+            inputs={
+                "current_bytes": v.current_bytes,
+                "used_bytes": v.used_bytes,
+                "maximum_bytes": v.maximum_bytes,
+                **p.inputs,
+            },
+            error_code=error,
+        )

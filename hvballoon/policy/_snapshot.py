@@ -1,0 +1,224 @@
+"""What a controller round reads, built into the policy's inputs: one stats sweep, the
+configurations (cached, read again after ``config_refresh_seconds`` or after a move), the hosts'
+own figures, and each VM's :class:`~hvballoon.policy.model.VMView` within its settings and the
+guard rails (:meth:`_Snapshots.snapshot`). It also keeps the guest statistics period the policy
+wants on the VMs whose backend can change it live.
+
+Part of :class:`~hvballoon.policy.Controller` (:mod:`hvballoon.policy.controller`), which ties
+it to the moves (:mod:`hvballoon.policy._moves`) and the run loop
+(:mod:`hvballoon.policy.running`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.models import Capabilities, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.policy.model import ControllerSettings, HostView, Snapshot, VMSettings, VMView
+
+if TYPE_CHECKING:
+    from hvballoon.policy.base import Policy
+    from hvballoon.session import GuardRails, Hypervisor
+
+log = logging.getLogger("hvballoon.policy")
+
+
+class _Snapshots:
+    """The inputs of a round; :class:`~hvballoon.policy.Controller` is one."""
+
+    # what the controller provides (hvballoon.policy.controller)
+    settings: ControllerSettings
+    policy: Policy
+    dry_run: bool
+    config_refresh_seconds: float
+    _configs: dict[str, MemoryConfig]
+    _configs_at: float | None
+    _hosts: list[HostStats]
+    _period_tried: dict[str, float]
+
+    if TYPE_CHECKING:
+
+        @property
+        def hv(self) -> Hypervisor: ...
+        @property
+        def guard_rails(self) -> GuardRails: ...
+
+    def _clock(self) -> float:
+        return self.hv.backend.monotonic()
+
+    def _read_configs(self, stats: list[MemoryStats], now: float) -> dict[str, MemoryConfig]:
+        """The running VMs' configurations: cached; every VM's in one bulk read each
+        ``config_refresh_seconds``, and the ones missing (new VMs, or forgotten after a move or
+        an error) in one bulk read."""
+        if self._configs_at is None or now - self._configs_at >= self.config_refresh_seconds:
+            try:
+                self._configs = {c.vm.id: c for c in self.hv.get_configs()}
+                self._configs_at = now
+            except HVBalloonError as exc:
+                log.warning("cannot read the configurations: %s", exc)
+        missing = [
+            s.vm for s in stats if s.vm.power_state is PowerState.RUNNING and s.vm.id not in self._configs
+        ]
+        if missing:
+            try:
+                found = self.hv.get_configs(missing)
+            except HVBalloonError:
+                # one of them cannot be read (it vanished?): the others still can, one by one
+                found = []
+                for vm in missing:
+                    try:
+                        found.append(self.hv.get_config(vm))
+                    except HVBalloonError as exc:
+                        log.warning("cannot read the config of %s: %s", vm.name, exc)
+            self._configs.update((c.vm.id, c) for c in found)
+        return self._configs
+
+    def _view(
+        self,
+        s: MemoryStats,
+        cfg: MemoryConfig | None,
+        caps: Capabilities,
+        vs: VMSettings,
+        rails: GuardRails,
+    ) -> VMView | None:
+        running = s.vm.power_state is PowerState.RUNNING
+        maximum = (cfg.maximum_bytes if cfg is not None else None) or s.configured_bytes
+        current = s.current_bytes
+        if maximum is None or current is None:
+            return None
+        target = s.target_bytes if s.target_bytes is not None else current
+        dm = caps.mechanism is Mechanism.DYNAMIC_MEMORY
+        top = maximum
+        if vs.ceiling is not None:
+            # Dynamic Memory's maximum may be raised live, so a ceiling above it is reachable
+            top = vs.ceiling if dm else min(maximum, vs.ceiling)
+        minimum = 0
+        if cfg is not None:
+            # KVM's min_guarantee, Dynamic Memory's minimum, ESXi's reservation (a static
+            # Hyper-V VM's "minimum" is only its startup size and binds nothing)
+            if caps.mechanism in (Mechanism.BALLOON, Mechanism.DYNAMIC_MEMORY):
+                minimum = cfg.minimum_bytes or 0
+            elif caps.mechanism is Mechanism.LIMIT:
+                minimum = cfg.reservation_bytes or 0
+        if vs.floor is not None:
+            minimum = max(minimum, vs.floor)
+        used = s.used_bytes
+        guard = rails.floor(used, s.configured_bytes) if used is not None else None
+        can_target = caps.can_set("target", running=running)
+        return VMView(
+            id=s.vm.id,
+            name=s.vm.name,
+            mechanism=caps.mechanism,
+            running=running,
+            stale=s.stale,
+            maximum_bytes=max(top, 0),
+            minimum_bytes=min(minimum, max(top, 0)),
+            current_bytes=current,
+            target_bytes=target,
+            used_bytes=used,
+            free_bytes=s.guest_free_bytes,
+            cache_bytes=s.guest_cache_bytes,
+            demand_bytes=s.demand_bytes,
+            host_consumed_bytes=s.host_consumed_bytes,
+            swap_in_bytes=s.swap_in_bytes,
+            major_faults=s.major_faults,
+            guard_floor_bytes=guard,
+            can_lower=can_target and not (dm and running),
+            can_raise=(caps.can_set("maximum_bytes", running=running) if dm else can_target),
+            settings=vs,
+        )
+
+    def snapshot(self) -> tuple[Snapshot, dict[str, Capabilities], list[MemoryStats]]:
+        """Read every VM (one bulk ``get_stats``) and build the policy's inputs."""
+        now = self._clock()
+        stats = self.hv.get_stats()
+        configs = self._read_configs(stats, now)
+        views: list[VMView] = []
+        caps_by_id: dict[str, Capabilities] = {}
+        used = self.settings.host_overhead_bytes
+        rails = self.guard_rails
+        for s in stats:
+            running = s.vm.power_state is PowerState.RUNNING
+            if running:
+                used += s.host_consumed_bytes if s.host_consumed_bytes is not None else (s.current_bytes or 0)
+            vs = self.settings.for_vm(s.vm.name, s.vm.id)
+            caps = self.hv.vm_capabilities(s.vm)
+            caps_by_id[s.vm.id] = caps
+            cfg = configs.get(s.vm.id) if running else None
+            if cfg is not None and not vs.exclude:
+                self._keep_stats_period(s, cfg, caps, now)
+            view = self._view(s, cfg, caps, vs, rails)
+            if view is not None:
+                views.append(view)
+        host = self._host_view(stats, used)
+        snap = Snapshot(
+            at_seconds=now,
+            interval_seconds=self.settings.interval_seconds,
+            fast_interval_seconds=self.settings.fast_interval_seconds,
+            host=host,
+            vms=tuple(views),
+        )
+        return snap, caps_by_id, stats
+
+    @property
+    def stats_period_seconds(self) -> int | None:
+        """The guest statistics period the controller keeps on the VMs (``None``: theirs)."""
+        wanted = self.settings.stats_period_seconds
+        if wanted is None:
+            wanted = self.policy.stats_period_seconds
+        return wanted or None
+
+    def _keep_stats_period(self, s: MemoryStats, cfg: MemoryConfig, caps: Capabilities, now: float) -> None:
+        """Set the VM's guest statistics period to the one wanted, where its backend can change
+        it live (a guest that reports every 10 s shows a surge up to 10 s late). Tried once per
+        configuration read; a refusal is logged and the VM keeps its period."""
+        wanted = self.stats_period_seconds
+        period = cfg.stats_period_seconds
+        if wanted is None or self.dry_run or period is None or period == wanted:
+            return
+        if not caps.can_set("stats_period_seconds", running=True):
+            return
+        tried = self._period_tried.get(s.vm.id)
+        if tried is not None and now - tried < self.config_refresh_seconds:
+            return
+        self._period_tried[s.vm.id] = now
+        try:
+            self.hv.set_config(s.vm, stats_period=wanted)
+        except HVBalloonError as exc:
+            log.info("cannot set the stats period of %s to %s s: %s", s.vm.name, wanted, exc)
+            return
+        self._configs.pop(s.vm.id, None)
+
+    def _host_view(self, stats: list[MemoryStats], derived_used: int) -> HostView:
+        """The host as the policies see it, from ``get_host_stats()`` (summing this round's
+        sweep), unless ``host_memory_bytes`` overrides it.
+
+        With the override, the host's use is derived from the VMs (see
+        :class:`~hvballoon.policy.model.ControllerSettings`). Otherwise the hosts behind the
+        session (a vCenter has several) count as one pool: their physical memory added up, and
+        their used memory where every host reports it (else derived from the VMs).
+        """
+        reserve = self.settings.host_reserve_bytes
+        override = self.settings.host_memory_bytes
+        self._hosts = []
+        if override is not None:
+            return HostView(total_bytes=override, used_bytes=derived_used, reserve_bytes=reserve)
+        hosts = self._hosts = self.hv.get_host_stats(vm_stats=stats)
+        physical = [h.physical_bytes for h in hosts]
+        if not hosts or None in physical:
+            if self.policy.name == "static":  # it never looks at the host
+                return HostView(total_bytes=derived_used, used_bytes=derived_used, reserve_bytes=reserve)
+            raise InvalidRequestError(
+                f"the {self.policy.name} policy needs the host's physical memory, and the "
+                f"{self.hv.backend_name} backend did not report it for "
+                f"{', '.join(h.host for h in hosts if h.physical_bytes is None) or self.hv.uri}: "
+                "set host_memory_bytes (CLI: --host-memory 128GiB)"
+            )
+        used = [h.used_bytes for h in hosts]
+        return HostView(
+            total_bytes=sum(p or 0 for p in physical),
+            used_bytes=derived_used if None in used else sum(u or 0 for u in used),
+            reserve_bytes=reserve,
+        )
