@@ -56,8 +56,8 @@ if str(ROOT) not in sys.path:
 import hvballoon  # noqa: E402
 from hvballoon.errors import HVBalloonError  # noqa: E402
 from hvballoon.fake.record import record  # noqa: E402
-from hvballoon.fake.scenario import Scenario, builtin_scenarios, load_scenario  # noqa: E402
-from hvballoon.fake.waves import wave_facts, wave_scenario  # noqa: E402
+from hvballoon.fake.scenario import Flavor, Scenario, builtin_scenarios, load_scenario  # noqa: E402
+from hvballoon.fake.waves import FLAVORS, wave_facts, wave_scenario  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
 from hvballoon.policy import Controller, ControllerSettings, Policy  # noqa: E402
 from hvballoon.retry import RetryPolicy  # noqa: E402
@@ -334,10 +334,10 @@ def _run(job: tuple[Scenario, str, float, float, int]) -> Result:
     return run_one(spec, policy, hours=hours, interval=interval, seed=seed)
 
 
-def generated(count: int, *, first: int = 0, hours: float = 12.0) -> list[Scenario]:
+def generated(count: int, *, first: int = 0, hours: float = 12.0, flavor: Flavor = "kvm") -> list[Scenario]:
     """``count`` generated wave scenarios (:func:`hvballoon.fake.waves.wave_scenario`), seeds
-    ``first`` … ``first + count - 1``."""
-    return [wave_scenario(seed, hours=max(hours, 1.5)) for seed in range(first, first + count)]
+    ``first`` … ``first + count - 1``, on the ``flavor``'s hypervisor."""
+    return [wave_scenario(seed, hours=max(hours, 1.5), flavor=flavor) for seed in range(first, first + count)]
 
 
 # -- judging --------------------------------------------------------------------------------
@@ -566,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="H",
         help="simulated hours per generated run (default: --hours)",
     )
+    parser.add_argument(
+        "--generated-flavor",
+        choices=FLAVORS,
+        default="kvm",
+        help="the hypervisor the generated scenarios are drawn for (default kvm)",
+    )
     parser.add_argument("--only-generated", action="store_true", help="no built-in scenario")
     parser.add_argument(
         "--deflate-on-oom",
@@ -598,7 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.generated:
         many = run_all(
             hours=gen_hours,
-            scenarios=generated(args.generated, first=args.first, hours=gen_hours),
+            scenarios=generated(
+                args.generated, first=args.first, hours=gen_hours, flavor=args.generated_flavor
+            ),
             policies=policies,
             interval=args.interval,
             deflate_on_oom=args.deflate_on_oom,
@@ -622,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds > 1:
             parts += [f"### Every built-in scenario with {args.seeds} seeds", "", summary(results), ""]
     if many:
-        scenarios = generated(args.generated, first=args.first, hours=gen_hours)
+        scenarios = generated(args.generated, first=args.first, hours=gen_hours, flavor=args.generated_flavor)
         facts = {s.name: wave_facts(s, hours=gen_hours) for s in scenarios}
         parts += [
             f"### {args.generated} generated wave scenarios",

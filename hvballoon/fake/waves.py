@@ -35,15 +35,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from hvballoon.fake.scenario import Scenario, parse_scenario
+from hvballoon.fake.scenario import Flavor, Scenario, parse_scenario
 
-__all__ = ["CAPACITIES", "WAVE_CLASS", "WaveClass", "WaveFacts", "wave_facts", "wave_scenario"]
+__all__ = ["CAPACITIES", "FLAVORS", "WAVE_CLASS", "WaveClass", "WaveFacts", "wave_facts", "wave_scenario"]
 
 Capacity = Literal["roomy", "tight", "over"]
 CAPACITIES: tuple[Capacity, ...] = ("roomy", "tight", "over")
 
 _GiB = 1024**3
 _MiB = 1024**2
+#: the flavors a wave scenario can be drawn for
+FLAVORS: tuple[Flavor, ...] = ("kvm", "esxi", "hyperv")
 
 
 @dataclass(frozen=True)
@@ -135,14 +137,24 @@ def wave_scenario(
     faults: bool | None = None,
     hours: float = 12.0,
     cls: WaveClass = WAVE_CLASS,
+    flavor: Flavor = "kvm",
 ) -> Scenario:
     """One scenario of the wave class, drawn from ``seed`` (see the module docstring).
 
     ``capacity`` and ``faults`` are drawn from the seed when not given; ``hours`` bounds when
-    the waves come (all of them start before its last hour).
+    the waves come (all of them start before its last hour). ``flavor`` is the hypervisor the
+    simulator models (``kvm``: balloons; ``esxi``: targets are limits, the host balloons by
+    shares under pressure; ``hyperv``: Dynamic Memory); the same seed draws the same fleet and
+    waves in every flavor as far as the flavor's overheads let it fit ``capacity``, and a flavor
+    other than ``kvm`` is named in the scenario's name (``waves-7-esxi``).
+
+    >>> wave_scenario(7, flavor="esxi").name
+    'waves-7-esxi'
     """
     if capacity is not None and capacity not in CAPACITIES:
         raise ValueError(f"unknown capacity {capacity!r}; accepted: {', '.join(CAPACITIES)}")
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown flavor {flavor!r}; accepted: {', '.join(FLAVORS)}")
     if not hours >= 1.5:
         raise ValueError("hours must be at least 1.5 (the first wave comes within the first hour)")
     rng = random.Random(f"waves:{seed}")
@@ -151,6 +163,15 @@ def wave_scenario(
     for _attempt in range(500):
         data = _draw(rng, seed, cap, with_faults, hours, cls)
         if data is not None:
+            if flavor != "kvm":
+                data["flavor"] = flavor
+                data["name"] = f"waves-{seed}-{flavor}"
+                data["description"] = data["description"].replace("Generated", f"Generated {flavor}", 1)
+                if flavor == "esxi":
+                    # ESXi has no free page reporting: what a guest touched stays backed until
+                    # the host's balloon, sharing, compression or swap takes it
+                    for vm in data["vms"]:
+                        vm["free_page_reporting"] = False
             scenario = parse_scenario(data, source=f"wave_scenario({seed})")
             if wave_facts(scenario).capacity == cap:
                 return scenario

@@ -7,7 +7,7 @@ import pytest
 
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario, parse_scenario
-from hvballoon.fake.waves import CAPACITIES, WAVE_CLASS, wave_facts, wave_scenario
+from hvballoon.fake.waves import CAPACITIES, FLAVORS, WAVE_CLASS, wave_facts, wave_scenario
 from hvballoon.fake.workloads import components
 from hvballoon.fake.world import World
 from hvballoon.units import GiB
@@ -31,6 +31,27 @@ def test_the_same_seed_draws_the_same_scenario_and_others_differ() -> None:
     # a scenario survives its YAML/JSON form
     again = parse_scenario(wave_scenario(3).model_dump(mode="json"))
     assert again == wave_scenario(3)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_wave_scenario_is_drawn_for_each_flavor(flavor: str) -> None:
+    s = wave_scenario(5, flavor=flavor, hours=3)  # type: ignore[arg-type]
+    assert s.flavor == flavor
+    assert s.name == ("waves-5" if flavor == "kvm" else f"waves-5-{flavor}")
+    facts = wave_facts(s)
+    assert facts.waves and facts.capacity in CAPACITIES
+    # ESXi has no free page reporting: a guest's touched pages stay backed
+    assert all(v.free_page_reporting is (flavor != "esxi") for v in s.vms)
+    # the simulator runs it: a wave's VMs surge on that hypervisor too
+    world = World(s)
+    world.advance(60)
+    assert world.now == pytest.approx(60)
+
+
+@pytest.mark.parametrize("flavor", ["xen", "", "KVM", None])
+def test_an_unknown_flavor_is_refused(flavor: object) -> None:
+    with pytest.raises(ValueError, match="unknown flavor"):
+        wave_scenario(5, flavor=flavor)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("seed", SEEDS)

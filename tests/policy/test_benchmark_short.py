@@ -147,3 +147,12 @@ def test_side_by_side_runs_give_the_same_figures(bench: ModuleType) -> None:
     strip = [{k: v for k, v in vars(r).items() if k != "seconds"} for r in one]
     assert [{k: v for k, v in vars(r).items() if k != "seconds"} for r in two] == strip
     assert [r.policy for r in two] == ["static", "hvballoon"]
+
+
+def test_generated_scenarios_are_drawn_for_the_flavor_asked(bench: ModuleType) -> None:
+    esxi = bench.generated(2, first=4, hours=3, flavor="esxi")
+    assert [s.name for s in esxi] == ["waves-4-esxi", "waves-5-esxi"]
+    assert {s.flavor for s in bench.generated(2, hours=3)} == {"kvm"}
+    # an unknown flavor is refused by the command line, before anything runs
+    with pytest.raises(SystemExit):
+        bench.main(["--only-generated", "--generated", "1", "--generated-flavor", "xen"])
