@@ -588,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs is a number of processes, at least 1, got {args.jobs}")
+    if args.write_docs and args.generated_flavor != "kvm":
+        parser.error(
+            "--write-docs writes the KVM tables of docs/policies.md: leave --generated-flavor at kvm"
+        )
     policies = tuple(args.policy or POLICIES)
     builtins: list[str | Scenario] = [] if args.only_generated else list(args.scenario or builtin_scenarios())
     results = run_all(

@@ -156,3 +156,6 @@ def test_generated_scenarios_are_drawn_for_the_flavor_asked(bench: ModuleType) -
     # an unknown flavor is refused by the command line, before anything runs
     with pytest.raises(SystemExit):
         bench.main(["--only-generated", "--generated", "1", "--generated-flavor", "xen"])
+    # the docs' tables are KVM's: another flavor's figures are not written over them
+    with pytest.raises(SystemExit):
+        bench.main(["--only-generated", "--generated", "1", "--generated-flavor", "esxi", "--write-docs"])
