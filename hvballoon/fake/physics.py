@@ -402,7 +402,8 @@ def take_reports(
         cout = np.cumsum(out_s[:, pos], axis=0)[jj, np.arange(pos.size)]
         state.report_swap_in[cols] += cin
         state.report_swap_out[cols] += cout
-        state.report_major_faults[cols] += np.floor(cin / PAGE_BYTES)
+        # major faults are the pages swapped in: counted from the total, whatever the blocks
+        state.report_major_faults[cols] = np.floor(state.report_swap_in[cols] / PAGE_BYTES)
 
 
 def snapshot_reports(state: GuestState, idx: Index) -> None:
@@ -450,7 +451,7 @@ def carry_over(
         sin, sout = in_s.sum(axis=0) * active[sc], out_s.sum(axis=0) * active[sc]
         s.swap_in[sc] += sin
         s.swap_out[sc] += sout
-        s.major_faults[sc] += np.floor(sin / PAGE_BYTES)
+        s.major_faults[sc] = np.floor(s.swap_in[sc] / PAGE_BYTES)
 
 
 def boot(state: GuestState, current: Arr, cache: Arr, floor: Arr, *, backs_assigned_memory: bool) -> None:

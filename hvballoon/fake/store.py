@@ -131,11 +131,15 @@ def world_to_bytes(world: World) -> bytes:
             "rng": world.rng.bit_generator.state,
             "host_free": world.host_free_bytes,
             "pressure": world.pressure_bytes,
+            "next_rebalance": world._next_rebalance,
             "version": world.version,
         }
         buf = io.BytesIO()
         arrays = {f"state.{k}": v for k, v in world.state.arrays().items()}
         arrays.update({f"walk.{i}": b.walk for i, b in enumerate(world.workloads)})
+        if world._steered is not None:
+            # the periodic hypervisor's decision in force (ESXi, Hyper-V)
+            arrays["rebalance.goal"], arrays["rebalance.low"] = world._steered
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         head = json.dumps(header, separators=(",", ":")).encode()
         return len(head).to_bytes(8, "big") + head + buf.getvalue()
@@ -160,6 +164,8 @@ def world_from_bytes(data: bytes) -> World:
             setattr(w.state, name, npz[key].copy())
         for i, b in enumerate(w.workloads):
             b.walk = npz[f"walk_{i}" if legacy else f"walk.{i}"].copy()
+        if "rebalance.goal" in npz.files:
+            w._steered = (npz["rebalance.goal"].copy(), npz["rebalance.low"].copy())
     w.now = float(header["now"])
     origin = header["wall_origin"]
     w.wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))
@@ -173,6 +179,8 @@ def world_from_bytes(data: bytes) -> World:
     w.rng.bit_generator.state = header["rng"]
     w.host_free_bytes = int(header["host_free"])
     w.pressure_bytes = float(header["pressure"])
+    # saved before rebalancing was held between its due times: the next block decides afresh
+    w._next_rebalance = float(header.get("next_rebalance", 0.0))
     w.version = int(header["version"])
     return w
 

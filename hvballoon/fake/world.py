@@ -172,6 +172,11 @@ class World:
         self.events: list[dict[str, Any]] = []
         self.observers: list[Observer] = []
         self._buf: Buffers | None = None
+        #: a hypervisor that rebalances periodically (ESXi, Hyper-V) decides its balloons at
+        #: fixed times of the simulated clock (multiples of its period), whatever reads the
+        #: world in between: the decision in force, and when the next one is due
+        self._steered: tuple[Arr, Arr] | None = None
+        self._next_rebalance = 0.0
         self.version = 0
         self.host_free_bytes = 0
         self.pressure_bytes = 0.0
@@ -305,7 +310,14 @@ class World:
                     dt, rows = remaining, 1
                 rows = min(rows, max_rows)
                 if self.rebalance_period is not None:
-                    rows = min(rows, max(1, math.floor(self.rebalance_period / dt + 1e-9)))
+                    # a block ends where the hypervisor's next rebalancing is due
+                    due = self._next_rebalance - self.now
+                    if self._steered is None or due <= 1e-9:  # this block rebalances first
+                        due = self._after_rebalance() - self.now
+                    if 1e-9 < due < dt - 1e-9:
+                        dt, rows = due, 1
+                    elif due > 1e-9:
+                        rows = min(rows, max(1, math.floor(due / dt + 1e-9)))
                 rows = min(rows, self._rows_to_next_panic(dt))
                 self._run(rows, dt)
             self.now = end if abs(end - self.now) < 1e-6 else self.now
@@ -340,7 +352,7 @@ class World:
         buf = self._buffers(rows)
 
         demand = workload_demand(s, self.workloads, times, dt, self.rng, floor, buf)
-        goal, low = hv.steer(self, floor)
+        goal, low = self._steer(floor)
         cur0 = s.current
         current = move_balloons(s, goal, low, act, demand, dt, steps, buf.current)
         full_swap = self.strict or bool(self.observers)
@@ -387,6 +399,25 @@ class World:
         self.host_free_bytes = int(reclaim.host_free[-1])
         self.now = float(times[-1])
         self._after_block(t0, dt, cur0)
+
+    def _steer(self, floor: Arr) -> tuple[Arr, Arr]:
+        """Where the hypervisor steers each guest's memory this block. One that rebalances
+        every ``rebalance_period`` seconds decides at multiples of it and holds that decision in
+        between, so the physics do not depend on how often the world is read or advanced."""
+        period = self.rebalance_period
+        if period is None:
+            return self.hypervisor.steer(self, floor)
+        if self._steered is None or self.now >= self._next_rebalance - 1e-9:
+            goal, low = self.hypervisor.steer(self, floor)
+            self._steered = (goal.copy(), low.copy())
+            self._next_rebalance = self._after_rebalance()
+        return self._steered
+
+    def _after_rebalance(self) -> float:
+        """When the rebalancing after one due now is due."""
+        period = self.rebalance_period
+        assert period is not None
+        return (math.floor(self.now / period + 1e-9) + 1) * period
 
     def _host_reclaim_now(self) -> None:
         import numpy as np

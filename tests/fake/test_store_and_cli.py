@@ -58,8 +58,16 @@ def test_a_world_saved_before_the_state_had_named_fields_still_loads() -> None:
     w.advance(1800)
     w.set_config(w.guest("web01").id, ConfigUpdate(limit_bytes=4 * GiB))
     w.advance(3700)
+    # major faults were once summed block by block (each block's pages floored); they are now the
+    # pages swapped in, counted from the total: the saved count is the old way's, within a page
+    # per block of it
+    recounted = {"major_faults", "report_major_faults"}
+    for name in recounted:
+        np.testing.assert_allclose(getattr(old.state, name), getattr(w.state, name), rtol=1e-4, err_msg=name)
     for _ in range(2):
         for name in w.state.names():
+            if name in recounted:
+                continue
             np.testing.assert_array_equal(getattr(old.state, name), getattr(w.state, name), err_msg=name)
         for mine, theirs in zip(old.workloads, w.workloads, strict=True):
             np.testing.assert_array_equal(mine.walk, theirs.walk)
