@@ -184,7 +184,9 @@ def _everything(world: World) -> tuple[Any, ...]:
     ("scenario", "flavor", "seconds"),
     [("esxi-limits", "esxi", 900), ("hyperv-dm", "hyperv", 900), ("seed", "kvm", 900)],
 )
-def test_the_physics_do_not_depend_on_how_often_the_world_is_read(scenario: str, flavor: str, seconds: int) -> None:
+def test_the_physics_do_not_depend_on_how_often_the_world_is_read(
+    scenario: str, flavor: str, seconds: int
+) -> None:
     """A hypervisor that rebalances every few seconds (ESXi 15 s, Hyper-V 5 s) decides at fixed
     times of the simulated clock: a policy that reads every second must not see a faster (or a
     different) hypervisor than one that reads every ten."""
