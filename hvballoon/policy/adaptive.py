@@ -22,6 +22,11 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
   the host lacks from the memory the host actually backs. A page cache held down by its balloon
   (it fills all the VM is left) keeps the appetite it had: what it shows then is the balloon.
+  A VM whose target is a limit (ESXi) is never cut below its whole plausible surge: ESXi
+  enforces a limit at its own next allocation (by ballooning what the VM holds over it) and
+  gives a balloon back only when it has room again, so a surge that outruns a limit is not
+  given its memory back within seconds; below that, ESXi's own reclaim (sharing, ballooning
+  idle memory by shares, compression) keeps the host.
 * **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
   since the last figures, that swaps in, or that runs out of headroom, is given its whole size
   back in that round (a *surge*): the host's reserve absorbs it.

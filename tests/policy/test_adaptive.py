@@ -129,6 +129,24 @@ def test_a_host_short_of_its_reserve_cuts_headroom_where_page_cache_takes_it() -
     assert short.next_round_seconds == 1.0
 
 
+def test_an_esxi_limit_is_never_cut_below_the_whole_plausible_surge() -> None:
+    # the same VM, page cache filling it, on a host short of its reserve: a KVM balloon is cut
+    # into its headroom (it deflates within seconds when a surge comes), an ESXi limit is not
+    # (ESXi enforces a limit at its own next allocation and gives a balloon back only with room)
+    kvm = run(HvballoonPolicy(), watched([vm(16, 3, host_consumed_bytes=16 * GiB)], host_used=105))[-1]
+    esxi = run(
+        HvballoonPolicy(),
+        watched([vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=Mechanism.LIMIT)], host_used=105),
+    )[-1]
+    cut, kept = kvm.for_vm("a"), esxi.for_vm("a")
+    assert cut is not None and kept is not None
+    whole = 3 * GiB + int(0.6 * 16 * GiB)
+    assert cut.rule == "hvballoon.lower" and cut.target_bytes is not None and cut.target_bytes < whole
+    assert cut.inputs["headroom_level"] < 1
+    # the limit still comes down to use + its whole plausible surge, no further
+    assert kept.rule == "hvballoon.lower" and kept.target_bytes == whole
+
+
 def test_a_calm_host_waits_its_regular_interval() -> None:
     # once lowered to use + its whole plausible surge, nothing is exposed
     plans = run(HvballoonPolicy(), [*watched([vm(16, 3)]), (SETTLE + 10, [vm(12.6, 3)], 40)])
