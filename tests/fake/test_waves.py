@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,36 @@ def test_facts_of_a_hand_written_scenario() -> None:
 def test_bad_arguments_are_refused(kwargs: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         wave_scenario(1, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_generated_scenario_is_loaded_by_its_name_everywhere_a_scenario_is_named(tmp_path: Path) -> None:
+    import hvballoon
+
+    assert load_scenario("waves-7") == wave_scenario(7)
+    assert load_scenario("waves-7-esxi") == wave_scenario(7, flavor="esxi")
+    assert load_scenario("waves-7-kvm") == wave_scenario(7)
+    with hvballoon.connect("fake://waves-3-hyperv") as hv:
+        assert {vm.name for vm in hv.list_vms()} == {v.name for v in wave_scenario(3).vms}
+    # a file of that name wins
+    own = tmp_path / "waves-7"
+    own.write_text("name: mine\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB}]\n", "utf-8")
+    assert load_scenario(str(own)).name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("ref", "says"),
+    [
+        ("waves-7-xen", "unknown flavor 'xen'"),
+        ("waves-7-ESXI", "not a generated wave scenario"),
+        ("waves-", "not a generated wave scenario"),
+        ("waves-x", "not a generated wave scenario"),
+        ("waves--1", "not a generated wave scenario"),
+        ("waves-1234567890", "not a generated wave scenario"),
+        ("waves-7-esxi-2", "not a generated wave scenario"),
+    ],
+)
+def test_a_malformed_generated_name_is_a_scenario_error(ref: str, says: str) -> None:
+    from hvballoon.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=says):
+        load_scenario(ref)
