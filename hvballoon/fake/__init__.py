@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hvballoon.fake import _registry
-from hvballoon.fake.scenario import Scenario, builtin_scenarios, load_scenario
+from hvballoon.fake.catalog import load_scenario
+from hvballoon.fake.scenario import Scenario, builtin_scenarios
 from hvballoon.fake.world import World
 
 __all__ = ["Scenario", "World", "builtin_scenarios", "load_scenario", "world"]

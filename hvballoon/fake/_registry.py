@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvballoon.fake.scenario import builtin_scenarios, load_scenario
+from hvballoon.fake.catalog import load_scenario
+from hvballoon.fake.scenario import builtin_scenarios
 
 if TYPE_CHECKING:
     from hvballoon._uri import ParsedURI

@@ -56,7 +56,7 @@ def _check_origin(
     state file outlives the URI it was created with, and serving the old world under another
     scenario or flavour would silently run a test against the wrong VMs. A parameter left out of
     the URI means "whatever the world is"."""
-    from hvballoon.fake.scenario import load_scenario
+    from hvballoon.fake.catalog import load_scenario
 
     origin = store.origin
     asked: dict[str, Any] = {

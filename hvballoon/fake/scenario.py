@@ -17,7 +17,6 @@ it and the problem.
 from __future__ import annotations
 
 import json
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -256,19 +255,9 @@ def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
         ) from None
 
 
-#: a generated wave scenario by name: ``waves-<seed>`` or ``waves-<seed>-<flavor>``
-_GENERATED = re.compile(r"waves-(?P<seed>[0-9]{1,9})(?:-(?P<flavor>[a-z0-9]+))?")
-
-
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A built-in scenario by name (``seed``), a generated wave scenario by its name
-    (``waves-7``, ``waves-7-esxi``: :func:`hvballoon.fake.waves.wave_scenario` of that seed and
-    flavor, its waves within 12 hours) or a YAML/JSON file by path (a file of that name wins over
-    a generated scenario).
-
-    >>> load_scenario("waves-7-esxi").flavor
-    'esxi'
-    """
+    """A built-in scenario by name (``seed``) or a YAML/JSON file by path (generated wave
+    scenarios by name too: :func:`hvballoon.fake.catalog.load_scenario`)."""
     text: str
     source: str
     if isinstance(name_or_path, str) and name_or_path in builtin_scenarios():
@@ -277,9 +266,6 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     else:
         path = Path(name_or_path)
         source = str(path)
-        generated = _GENERATED.fullmatch(name_or_path) if isinstance(name_or_path, str) else None
-        if generated is not None and not path.is_file():
-            return _generated(int(generated["seed"]), generated["flavor"] or "kvm", source)
         if not path.is_file():
             known = ", ".join(builtin_scenarios())
             raise ScenarioError(
@@ -292,17 +278,6 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         except (OSError, UnicodeDecodeError) as exc:
             raise ScenarioError(f"cannot read scenario {source}: {exc}") from exc
     return parse_scenario(_load_text(text, source, json_only=str(source).endswith(".json")), source=source)
-
-
-def _generated(seed: int, flavor: str, source: str) -> Scenario:
-    from hvballoon.fake.waves import FLAVORS, wave_scenario
-
-    if flavor not in FLAVORS:
-        raise ScenarioError(
-            f"no scenario {source!r}: unknown flavor {flavor!r} (accepted: {', '.join(FLAVORS)})",
-            details={"source": source},
-        )
-    return wave_scenario(seed, flavor=flavor)
 
 
 def _load_text(text: str, source: str, *, json_only: bool) -> Any:

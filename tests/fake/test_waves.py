@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hvballoon.fake.catalog import load_scenario
 from hvballoon.fake.record import record
-from hvballoon.fake.scenario import load_scenario, parse_scenario
+from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.waves import CAPACITIES, FLAVORS, WAVE_CLASS, wave_facts, wave_scenario
 from hvballoon.fake.workloads import components
 from hvballoon.fake.world import World
