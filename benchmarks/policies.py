@@ -230,7 +230,8 @@ def run_one(
                 decisions = ctl.step()
             except HVBalloonError:
                 # a sweep that failed after its retries: the next round comes when it is due
-                decisions = []
+                # (what the controller raised while the sweep hung still counts)
+                decisions = list(ctl.blind_decisions)
                 result.failed_rounds += 1
             result.rounds += 1
             for d in decisions:

@@ -84,11 +84,11 @@ class _SessionCore:
             self._closed = True
             self._backend.close()
 
-    def _call(self, what: str, fn: Any, vm: str | None = None) -> Any:
+    def _call(self, what: str, fn: Any, vm: str | None = None, *, retry: RetryPolicy | None = None) -> Any:
         if self._closed:
             raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
         try:
-            return self.retry.call(fn, what=what)
+            return (retry or self.retry).call(fn, what=what)
         except HVBalloonError as exc:
             exc.with_context(backend=self.backend_name, uri=self.uri, vm=vm)
             raise
@@ -187,7 +187,13 @@ class _SessionCore:
         return [r for r in out if r is not None]
 
     def _read_fresh(
-        self, what: str, refs: Sequence[VMRef], fetch: Callable[[list[VM]], list[R]], vm_of: Callable[[R], VM]
+        self,
+        what: str,
+        refs: Sequence[VMRef],
+        fetch: Callable[[list[VM]], list[R]],
+        vm_of: Callable[[R], VM],
+        *,
+        retry: RetryPolicy | None = None,
     ) -> list[R | HVBalloonError]:
         """One bulk read (``fetch``) of the VMs named by ``refs``: per ref, its row or error.
 
@@ -224,7 +230,7 @@ class _SessionCore:
             vms = list({r.vm.id: r.vm for r in (cast(_Resolved, resolved[i]) for i in pending)}.values())
             errors: dict[str, HVBalloonError] = {}
             try:
-                rows: list[R] = self._call(what, lambda vms=vms: fetch(vms))
+                rows: list[R] = self._call(what, lambda vms=vms: fetch(vms), retry=retry)
             except VMNotFoundError as exc:
                 if attempt == 0:
                     pending = again(pending, exc)
@@ -232,7 +238,7 @@ class _SessionCore:
                 rows = []
                 for vm in vms:
                     try:
-                        rows.extend(self._call(what, lambda vm=vm: fetch([vm]), vm.name))
+                        rows.extend(self._call(what, lambda vm=vm: fetch([vm]), vm.name, retry=retry))
                     except HVBalloonError as exc:
                         errors[vm.id] = exc
             by_id = {vm_of(row).id: row for row in rows}

@@ -184,14 +184,29 @@ class Hypervisor(_BulkTargets):
                 found.append(r.vm)
         return found, missing
 
-    def get_stats(self, vms: VMRef | Sequence[VMRef] | None = None) -> list[MemoryStats]:
-        """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM."""
+    def get_stats(
+        self, vms: VMRef | Sequence[VMRef] | None = None, *, retry: RetryPolicy | None = None
+    ) -> list[MemoryStats]:
+        """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM.
+
+        ``retry`` replaces the session's :class:`~hvballoon.retry.RetryPolicy` for this call
+        only: ``RetryPolicy(max_attempts=1)`` makes one attempt, for a caller that retries
+        itself and acts between the attempts.
+
+        >>> import hvballoon
+        >>> from hvballoon.retry import RetryPolicy
+        >>> with hvballoon.connect("fake://seed") as hv:
+        ...     len(hv.get_stats(retry=RetryPolicy(max_attempts=1)))
+        10
+        """
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidRequestError(f"retry takes a RetryPolicy, got {type(retry).__name__}")
         if vms is None:
-            result: list[MemoryStats] = self._call("get_stats", self._backend.get_stats)
+            result: list[MemoryStats] = self._call("get_stats", self._backend.get_stats, retry=retry)
             self._index.replace(s.vm for s in result)
             return result
         refs = [vms] if isinstance(vms, (str, VM)) else list(vms)
-        rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm)
+        rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm, retry=retry)
         return self._first_error(rows)
 
     def get_host_stats(self, *, vm_stats: Sequence[MemoryStats] | None = None) -> list[HostStats]:

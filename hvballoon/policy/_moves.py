@@ -43,6 +43,23 @@ class _Pending:
         return self.target - self.view.target_bytes
 
 
+class _Contingency:
+    """The raises a round's plan holds for a sweep that hangs, with what vets them: the round's
+    views, capabilities and figures as its own moves left them."""
+
+    def __init__(
+        self,
+        proposals: tuple[Proposal, ...],
+        views: dict[str, VMView],
+        caps: dict[str, Capabilities],
+        read: dict[str, MemoryStats],
+    ) -> None:
+        self.proposals = proposals
+        self.views = views
+        self.caps = caps
+        self.read = read
+
+
 class _Moves:
     """Vetting and applying a round's proposals; :class:`~hvballoon.policy.Controller` is one."""
 
@@ -53,6 +70,9 @@ class _Moves:
     round: int
     _configs: dict[str, MemoryConfig]
     _last_lower: dict[str, float]
+    _contingency: _Contingency | None
+    #: The moves made while the last round's sweep hung (the plan's contingency), as decisions.
+    blind_decisions: list[Decision]
 
     if TYPE_CHECKING:
 
@@ -64,6 +84,7 @@ class _Moves:
         def journal(self) -> Journal: ...
         @property
         def marks(self) -> bool: ...
+        def _clock(self) -> float: ...
 
     def _vet(
         self, v: VMView, p: Proposal, caps: Capabilities, now: float
@@ -237,6 +258,68 @@ class _Moves:
         if not self.dry_run:
             self._settle(settled)
         return out
+
+    # -- a sweep that hangs ------------------------------------------------------------------
+
+    def _keep_contingency(
+        self,
+        proposals: tuple[Proposal, ...],
+        views: tuple[VMView, ...],
+        caps: dict[str, Capabilities],
+        read: dict[str, MemoryStats],
+        decisions: list[Decision],
+    ) -> None:
+        """Keep the plan's contingency for the next sweep, with the round's figures updated to
+        the targets its own moves set."""
+        if not proposals:
+            self._contingency = None
+            return
+        moved = {d.vm_id: d.after_bytes for d in decisions if d.applied and d.after_bytes is not None}
+        by_id: dict[str, VMView] = {}
+        figures: dict[str, MemoryStats] = {}
+        for v in views:
+            after = moved.get(v.id)
+            by_id[v.id] = v if after is None else v.model_copy(update={"target_bytes": after})
+            st = read.get(v.id)
+            if st is not None:
+                figures[v.id] = st if after is None else st.model_copy(update={"target_bytes": after})
+        self._contingency = _Contingency(proposals, by_id, caps, figures)
+
+    def _contingency_pending(self) -> bool:
+        return self._contingency is not None
+
+    def _sweep_timed_out(self, attempt: int, attempts: int) -> None:
+        """An attempt of the sweep timed out: make the last plan's contingency raises now (once
+        per plan), vetted as any move. A VM whose figures the controller no longer holds (its
+        move failed, or its target lives in a configuration just changed) is left alone: reading
+        it again could hang as the sweep did."""
+        c, self._contingency = self._contingency, None
+        if c is None:
+            return
+        now = self._clock()
+        at = self.hv.backend.now()
+        pending: list[_Pending] = []
+        for p in c.proposals:
+            v, caps = c.views.get(p.vm_id), c.caps.get(p.vm_id)
+            if v is None or caps is None or p.target_bytes is None or p.target_bytes <= v.target_bytes:
+                continue
+            if p.vm_id not in c.read or p.vm_id not in self._configs:
+                continue
+            why = f"{p.reason}; made while the sweep hung (attempt {attempt} of {attempts} timed out)"
+            result = self._vet(v, p.model_copy(update={"reason": why}), caps, now)
+            if isinstance(result, _Pending) and result.delta > 0:
+                pending.append(result)
+        if not pending:
+            return
+        pending.sort(key=lambda p: -p.delta)
+        limit = self.settings.max_changes_per_round
+        moves = pending if limit is None else pending[:limit]
+        log.warning(
+            "the sweep timed out (attempt %d of %d): raising %d VMs the policy planned for it",
+            attempt, attempts, len(moves),
+            extra={"event": "sweep_timed_out", "round": self.round, "raised": len(moves)},
+        )  # fmt: skip
+        self.blind_decisions.extend(self._apply(at, moves, now, c.read, lowering=False))
 
     # -- the journal and the marks ---------------------------------------------------------
 

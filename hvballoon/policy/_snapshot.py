@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.errors import HVBalloonError, InvalidRequestError, OperationTimeoutError
 from hvballoon.models import Capabilities, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.policy.model import ControllerSettings, HostView, Snapshot, VMSettings, VMView
+from hvballoon.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from hvballoon.policy.base import Policy
@@ -44,9 +45,39 @@ class _Snapshots:
         def hv(self) -> Hypervisor: ...
         @property
         def guard_rails(self) -> GuardRails: ...
+        def _contingency_pending(self) -> bool: ...
+        def _sweep_timed_out(self, attempt: int, attempts: int) -> None: ...
 
     def _clock(self) -> float:
         return self.hv.backend.monotonic()
+
+    def _sweep(self) -> list[MemoryStats]:
+        """Every VM's stats, in one bulk ``get_stats``.
+
+        While the last plan holds a contingency (raises to make if the controller cannot read
+        before the next round, :attr:`Plan.contingency <hvballoon.policy.base.Plan.contingency>`),
+        the controller makes the session's attempts itself (the same number, with the same
+        waits between them), so that when an attempt times out it can make those raises before
+        the next: a sweep that hangs leaves it blind for as long.
+        """
+        hv = self.hv
+        if not self._contingency_pending():
+            return hv.get_stats()
+        retry = hv.retry
+        delays = retry.delays()
+        once = RetryPolicy(max_attempts=1)
+        attempt = 0
+        while True:
+            try:
+                return hv.get_stats(retry=once)
+            except HVBalloonError as exc:
+                if not exc.retryable or attempt >= len(delays):
+                    raise
+                if isinstance(exc, OperationTimeoutError):
+                    self._sweep_timed_out(attempt + 1, retry.max_attempts)
+                log.info("retrying get_stats after %s (attempt %d)", exc.code, attempt + 1)
+                retry.sleep(delays[attempt])
+                attempt += 1
 
     def _read_configs(self, stats: list[MemoryStats], now: float) -> dict[str, MemoryConfig]:
         """The running VMs' configurations: cached; every VM's in one bulk read each
@@ -133,7 +164,7 @@ class _Snapshots:
     def snapshot(self) -> tuple[Snapshot, dict[str, Capabilities], list[MemoryStats]]:
         """Read every VM (one bulk ``get_stats``) and build the policy's inputs."""
         now = self._clock()
-        stats = self.hv.get_stats()
+        stats = self._sweep()
         configs = self._read_configs(stats, now)
         views: list[VMView] = []
         caps_by_id: dict[str, Capabilities] = {}

@@ -173,6 +173,10 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                     histories[v.id] = old
                 continue
             h = self._remember(v, old, now)
+            planned = st.contingency.get(v.id)
+            if old is not None and planned is not None and 2 * v.target_bytes > planned[0] + planned[1]:
+                # the controller made the raise planned for a sweep that hangs: a raise of ours
+                h = dataclasses.replace(h, raised_at=now, raised_used_bytes=old.used_bytes)
             histories[v.id] = h
             f = self._figures(v, h)
             f.surging = self._surging(v, old, h, f)
@@ -242,6 +246,21 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                 )
             )
         asked = snapshot.fast_interval_seconds if exposed else None
+        planned = {p.vm_id: p.target_bytes for p in proposals if p.target_bytes is not None}
+        contingency = [
+            Proposal(
+                vm_id=f.view.id,
+                target_bytes=goal,
+                rule="hvballoon.blind",
+                reason=(
+                    f"the sweep hung (no figures before the next round): use {format_size(f.used)} + its "
+                    f"whole plausible surge {format_size(goal - f.used)}, out of the host's free memory "
+                    f"above its floor ({format_size(cost)} of it backed for its page cache)"
+                ),
+                inputs={"used_bytes": f.used, "plausible_surge_bytes": f.surge, "host_backed_cost_bytes": cost},
+            )
+            for f, goal, cost in self._contingency(figures, snapshot, planned, now)
+        ]
         return Plan(
             tuple(proposals),
             _State(
@@ -253,8 +272,13 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                 decided_at=now,
                 asked_seconds=asked,
                 late_at=late_at,
+                contingency={
+                    p.vm_id: (planned.get(p.vm_id, snapshot.vm(p.vm_id).target_bytes), p.target_bytes or 0)
+                    for p in contingency
+                },
             ),
             next_round_seconds=asked,
+            contingency=tuple(contingency),
         )
 
     def _late(self, st: _State, snapshot: Snapshot) -> bool:

@@ -33,11 +33,18 @@ class Plan:
     ``next_round_seconds`` asks the controller for the next round sooner than its interval
     (pressure is building, a rise has started); the controller honours it down to its
     ``fast_interval_seconds``. ``None``: the regular interval.
+
+    ``contingency`` holds raises for the case the controller cannot read before the next round:
+    when an attempt of the next round's sweep times out, the controller makes them between the
+    attempts (once per sweep, through the same vetting, journal and guard rails as any move;
+    only the raises among them, above the targets this round left), and records each as a
+    decision of its proposal's rule. Empty (the default): nothing is done while a sweep hangs.
     """
 
     proposals: tuple[Proposal, ...]
     state: Any = None
     next_round_seconds: float | None = None
+    contingency: tuple[Proposal, ...] = ()
 
     def for_vm(self, vm_id: str) -> Proposal | None:
         return self.by_vm().get(vm_id)

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from hvballoon._gc import collector_paused
 from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
 from hvballoon.models import HostStats, MemoryConfig, MemoryStats
-from hvballoon.policy._moves import _Moves, _Pending
+from hvballoon.policy._moves import _Contingency, _Moves, _Pending
 from hvballoon.policy._snapshot import _Snapshots
 from hvballoon.policy.base import Plan, Policy, get_policy
 from hvballoon.policy.health import ControllerHealth
@@ -130,6 +130,8 @@ class Controller(_Snapshots, _Moves, _Running):
         self._broken = False
         self._release_pending = False
         self._uri: str | None = self._hv.uri if self._hv is not None else None
+        self._contingency: _Contingency | None = None
+        self.blind_decisions: list[Decision] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
         #: The last round's sweep as the exporter shows one (VMs, hosts, or the error).
@@ -257,6 +259,7 @@ class Controller(_Snapshots, _Moves, _Running):
 
     def _step(self) -> list[Decision]:
         started = time.monotonic()
+        self.blind_decisions = []
         snap, caps_by_id, stats = self.snapshot()
         self._swept(stats, self._hosts, time.monotonic() - started)
         if not self._marks_read and not self.dry_run:
@@ -306,8 +309,10 @@ class Controller(_Snapshots, _Moves, _Running):
         decisions.extend(self._apply(at, lowers, snap.at_seconds, read, lowering=True))
         order = {v.id: i for i, v in enumerate(snap.vms)}
         decisions.sort(key=lambda d: order.get(d.vm_id, 0))
+        self._keep_contingency(plan.contingency, snap.vms, caps_by_id, read, decisions)
         self.round += 1
-        return decisions
+        # the raises made while this round's sweep hung come first: they were made first
+        return [*self.blind_decisions, *decisions]
 
     def _swept(self, stats: list[MemoryStats], hosts: list[HostStats], seconds: float) -> None:
         from hvballoon.fleet import HostResult

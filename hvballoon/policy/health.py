@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from hvballoon.policy.model import Decision
 
 __all__ = ["DURATION_BUCKETS", "FAIL_OPEN_AFTER_SECONDS", "ControllerHealth", "default_max_failed_rounds"]
@@ -89,6 +90,11 @@ class ControllerHealth:
         self.consecutive_failures = 0
         self.fail_open = False
         self.last_success_at = time.time()
+        self.counted(decisions)
+
+    def counted(self, decisions: Iterable[Decision]) -> None:
+        """Count decisions and what moved (a failed round's are the raises made while its sweep
+        hung)."""
         for d in decisions:
             key = (d.action, d.rule)
             self.decisions[key] = self.decisions.get(key, 0) + 1

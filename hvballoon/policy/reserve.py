@@ -84,6 +84,71 @@ class Reserving:
                 budget -= missing
                 f.wave_raise = why
 
+    def _appetite(self, f: _Figures) -> int:
+        """What the VM's page cache takes above its use (the most it has taken within
+        ``appetite_seconds``): memory given to it above its use is backed up to that."""
+        return max(f.hist.cache_bytes, f.backed - f.used)
+
+    def _contingency(
+        self,
+        figures: dict[str, _Figures],
+        snapshot: Snapshot,
+        planned: dict[str, int],
+        now: float,
+    ) -> list[tuple[_Figures, int, int]]:
+        """The raises to make if the next round's sweep hangs: per VM, ``(figures, target,
+        what the host backs for it)``, those most at risk first.
+
+        A VM whose headroom was cut (its target this round below its use plus its whole
+        plausible surge) is made whole again, as after late rounds, but only within what the
+        host can back: what each raise costs the host is what the VM's page cache would fill of
+        it (:meth:`_appetite`), and the raises together (after this round's own raises) keep the
+        host's free memory a band above its floor (``wave_floor_fraction`` of its memory, or its
+        own reserve), so the host needs no rescue afterwards. The siblings of VMs that surged
+        within ``wave_seconds`` come first, then the VMs with the least headroom for their
+        plausible surge; a VM lowered within ``calm_seconds`` whose use has not risen since is
+        left alone.
+        """
+        host = snapshot.host
+        band = int(self.band_fraction * host.total_bytes)
+        budget = host.free_bytes - self._wave_floor(host) - band
+
+        def fill(f: _Figures, target: int) -> int:
+            return min(target, f.used + self._appetite(f))
+
+        for f in figures.values():
+            target = planned.get(f.view.id, f.view.target_bytes)
+            if target > f.view.target_bytes:
+                # this round's own raises: a surging VM takes all it is given
+                taken = target if f.surging is not None else fill(f, target)
+                budget -= max(0, taken - f.backed)
+        if budget <= 0:
+            return []
+        recent = {
+            sibling_key(f.view.name, f.view.maximum_bytes)
+            for f in figures.values()
+            if f.surging is not None or (f.hist.surge_at is not None and now - f.hist.surge_at < self.wave_seconds)
+        }
+        ranked = []
+        for f in figures.values():
+            v = f.view
+            if f.surging is not None or v.settings.self_managed or not v.can_raise or not v.can_lower:
+                continue
+            target = planned.get(v.id, v.target_bytes)
+            goal = self._whole(f)
+            if goal - target < max(self.min_deadband_bytes, f.surge // 4) or self._calming_raise(f, now):
+                continue
+            kin = sibling_key(v.name, v.maximum_bytes) in recent
+            ranked.append(((not kin, (target - f.used) / max(f.surge, 1), v.id), f, target, goal))
+        out = []
+        for _, f, target, goal in sorted(ranked, key=lambda c: c[0]):
+            cost = max(0, fill(f, goal) - fill(f, target))
+            if cost > budget:
+                continue
+            budget -= cost
+            out.append((f, goal, cost))
+        return out
+
     def _calming_raise(self, f: _Figures, now: float) -> bool:
         """Lowered within ``calm_seconds`` and its use has not risen since: not raised yet."""
         h = f.hist

@@ -42,8 +42,10 @@ class Round:
     """One round of :meth:`Controller.run`: its decisions, or the error that made it fail.
 
     It reads as the list of its decisions (``for d in round``, ``len(round)``, ``round[0]``).
-    A failed round (``error`` set: its sweep could not be read) has none; ``released`` is the
-    release the controller made after too many failed rounds in a row, if it made one then.
+    A failed round (``error`` set: its sweep could not be read) has none but the raises made
+    while its sweep hung (the plan's contingency, see :attr:`Plan.contingency
+    <hvballoon.policy.base.Plan.contingency>`); ``released`` is the release the controller made
+    after too many failed rounds in a row, if it made one then.
     """
 
     number: int
@@ -85,6 +87,7 @@ class _Running:
     _wake: threading.Event
     _marks_read: bool
     _asked_round_seconds: float | None
+    blind_decisions: list[Decision]
 
     if TYPE_CHECKING:
 
@@ -133,6 +136,7 @@ class _Running:
         started = time.monotonic()
         reconnected = False
         released: ReleaseReport | None = None
+        self.blind_decisions = []
         try:
             if self._broken and self._factory is not None:
                 self._reconnect()
@@ -151,6 +155,8 @@ class _Running:
             self.round += 1
             h = self.health
             h.failed(exc.code, seconds, exc.message)
+            blind = tuple(self.blind_decisions)
+            h.counted(blind)
             self.last_sweep = self._failed_sweep(exc, seconds)
             if self._factory is not None and (
                 isinstance(exc, (HVConnectionError, SessionExpiredError)) or h.consecutive_failures >= 2
@@ -179,7 +185,7 @@ class _Running:
                     with contextlib.suppress(HVBalloonError):
                         released = self._fail_open()
             return Round(
-                number, (), exc, seconds, h.consecutive_failures, reconnected=reconnected, released=released
+                number, blind, exc, seconds, h.consecutive_failures, reconnected=reconnected, released=released
             )
         seconds = time.monotonic() - started
         self.health.succeeded(decisions, seconds)
