@@ -319,3 +319,29 @@ def test_a_page_cache_squeezed_by_its_balloon_keeps_its_appetite() -> None:
         policy, first + [(k * 10.0, [vm(8, 3, host_consumed_bytes=4 * GiB)], 40.0) for k in range(1, 100)]
     )
     assert roomy[-1].state.vms["a"].cache_bytes == 1 * GiB
+
+
+def test_a_sweep_that_hangs_makes_cut_vms_whole_within_what_the_host_can_back() -> None:
+    # four alike VMs whose page caches took 5 GiB above their 4 GiB of use, cut to 6 GiB since;
+    # the host is short of its reserve, so the round cuts them further
+    names = [f"web0{k}" for k in range(1, 5)]
+    roomy = [vm(16, 4, vm_id=n, name=n, host_consumed_bytes=9 * GiB) for n in names]
+    cut = [vm(6, 4, vm_id=n, name=n, host_consumed_bytes=6 * GiB) for n in names]
+    whole = int(4 * GiB + 0.6 * 16 * GiB)  # use + a plausible surge of 60 % of 16 GiB
+    floor, band = int(0.05 * 110 * GiB), int(0.025 * 110 * GiB)
+    for host_used, made_whole in ((94.0, 1), (90.0, 2), (103.0, 0)):
+        policy = HvballoonPolicy(late_seconds=1e9)  # these rounds jump in time: none is late
+        plan = run(policy, [*watched(roomy), (SETTLE + 700, cut, host_used)])[-1]
+        planned = {p.vm_id: p.target_bytes for p in plan.proposals}
+        assert {p.rule for p in plan.proposals} == {"hvballoon.lower"}
+        assert all(planned[n] is not None and planned[n] < 6 * GiB for n in names)
+        # what each raise costs the host: the page cache it would fill (up to use + 5 GiB)
+        costs = [min(p.target_bytes or 0, 9 * GiB) - min(planned[p.vm_id] or 0, 9 * GiB) for p in plan.contingency]
+        assert costs == [p.inputs["host_backed_cost_bytes"] for p in plan.contingency]
+        assert all(p.rule == "hvballoon.blind" and p.target_bytes == whole for p in plan.contingency)
+        # as many as the budget allows, and the host keeps a band above its floor afterwards
+        assert len(plan.contingency) == made_whole, host_used
+        free = int((110 - host_used) * GiB)
+        assert free - sum(costs) >= floor + band or not costs, host_used
+        # and one more would not fit (each costs use + 5 GiB - its cut target of 4.375 GiB)
+        assert free - sum(costs) - (9 * GiB - int(4.375 * GiB)) < floor + band, host_used
