@@ -40,6 +40,17 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   careful as in a wave, and every VM whose headroom was cut gets its whole plausible surge back
   out of the host's free memory down to the floor (those short of the least first, so as many
   VMs as possible are whole; not one lowered within the calm time whose use has not risen).
+* **A sweep that hangs is met while it hangs.** Each round the policy also plans what to do if
+  the controller cannot read before the next one (:attr:`Plan.contingency
+  <hvballoon.policy.base.Plan.contingency>`, made by the controller when an attempt of the next
+  sweep times out, rule ``hvballoon.blind``): the VMs whose headroom is cut get their whole
+  plausible surge back, but only as far as the host can back it — each raise costs the host
+  what the VM's page cache would fill of it (the most it has taken within
+  ``appetite_seconds``), and the raises together, after the round's own, leave the host a band
+  (``band_fraction``) above its floor, so it needs no rescue afterwards. The siblings of VMs
+  that surged within ``wave_seconds`` come first, then those with the least headroom for their
+  plausible surge; not one lowered within the calm time whose use has not risen. A VM raised so
+  counts as raised (the calm time holds it).
 * **The host's own floor comes first.** While the reserve is being dealt out after late rounds,
   a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps, then kills a
   VM): headroom is cut even within the calm time, but only on as many VMs as the shortfall needs

@@ -8,7 +8,10 @@ configurations it does not have yet (they are cached, and read again after
 most two bulk ``set_targets`` calls (the raises, then the lowers), which plan on the sweep's
 figures and those configurations instead of reading the VMs again (``set_targets(figures=…)``:
 a VM whose figures the guard rails no longer trust is read again). Each round yields one
-:class:`~hvballoon.policy.model.Decision` per VM.
+:class:`~hvballoon.policy.model.Decision` per VM, after one per raise the controller made while
+the round's sweep hung (the last plan's contingency, :attr:`Plan.contingency
+<hvballoon.policy.base.Plan.contingency>`: when an attempt of the sweep times out, the controller
+makes those raises before the next attempt instead of staying blind through the retries).
 
 Left running (:meth:`Controller.run`), it never leaves things worse than it found them:
 
