@@ -184,8 +184,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                     histories[v.id] = old
                 continue
             h = self._remember(v, old, now)
-            planned = st.contingency.get(v.id)
-            if old is not None and planned is not None and 2 * v.target_bytes > planned[0] + planned[1]:
+            braced = st.contingency.get(v.id)
+            if old is not None and braced is not None and 2 * v.target_bytes > braced[0] + braced[1]:
                 # the controller made the raise planned for a sweep that hangs: a raise of ours
                 h = dataclasses.replace(h, raised_at=now, raised_used_bytes=old.used_bytes)
             histories[v.id] = h
@@ -268,7 +268,11 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                     f"whole plausible surge {format_size(goal - f.used)}, out of the host's free memory "
                     f"above its floor ({format_size(cost)} of it backed for its page cache)"
                 ),
-                inputs={"used_bytes": f.used, "plausible_surge_bytes": f.surge, "host_backed_cost_bytes": cost},
+                inputs={
+                    "used_bytes": f.used,
+                    "plausible_surge_bytes": f.surge,
+                    "host_backed_cost_bytes": cost,
+                },
             )
             for f, goal, cost in self._contingency(figures, snapshot, planned, now)
         ]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
     from hvballoon.policy.model import Decision
 
 __all__ = ["DURATION_BUCKETS", "FAIL_OPEN_AFTER_SECONDS", "ControllerHealth", "default_max_failed_rounds"]

@@ -21,6 +21,7 @@ class Reserving:
     band_fraction: float
     calm_seconds: float
     surge_after_seconds: float
+    wave_seconds: float
     wave_floor_fraction: float
     min_deadband_bytes: int
 
@@ -127,7 +128,8 @@ class Reserving:
         recent = {
             sibling_key(f.view.name, f.view.maximum_bytes)
             for f in figures.values()
-            if f.surging is not None or (f.hist.surge_at is not None and now - f.hist.surge_at < self.wave_seconds)
+            if f.surging is not None
+            or (f.hist.surge_at is not None and now - f.hist.surge_at < self.wave_seconds)
         }
         ranked = []
         for f in figures.values():

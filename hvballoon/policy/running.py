@@ -185,7 +185,13 @@ class _Running:
                     with contextlib.suppress(HVBalloonError):
                         released = self._fail_open()
             return Round(
-                number, blind, exc, seconds, h.consecutive_failures, reconnected=reconnected, released=released
+                number,
+                blind,
+                exc,
+                seconds,
+                h.consecutive_failures,
+                reconnected=reconnected,
+                released=released,
             )
         seconds = time.monotonic() - started
         self.health.succeeded(decisions, seconds)
