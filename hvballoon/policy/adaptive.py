@@ -49,7 +49,8 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   ``appetite_seconds``), and the raises together, after the round's own, leave the host a band
   (``band_fraction``) above its floor, so it needs no rescue afterwards. The siblings of VMs
   that surged within ``wave_seconds`` come first, then those with the least headroom for their
-  plausible surge; not one lowered within the calm time whose use has not risen. A VM raised so
+  plausible surge; a VM cut within the calm time is included (it is the one an unseen surge
+  kills) unless it was also raised within it (no flapping while a fault lasts). A VM raised so
   counts as raised (the calm time holds it).
 * **The host's own floor comes first.** While the reserve is being dealt out after late rounds,
   a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps, then kills a
@@ -185,7 +186,12 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                 continue
             h = self._remember(v, old, now)
             braced = st.contingency.get(v.id)
-            if old is not None and braced is not None and 2 * v.target_bytes > braced[0] + braced[1]:
+            if (
+                old is not None
+                and braced is not None
+                and v.target_bytes > max(braced[0], braced[1])
+                and 2 * v.target_bytes > braced[1] + braced[2]
+            ):
                 # the controller made the raise planned for a sweep that hangs: a raise of ours
                 h = dataclasses.replace(h, raised_at=now, raised_used_bytes=old.used_bytes)
             histories[v.id] = h
@@ -288,7 +294,11 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                 asked_seconds=asked,
                 late_at=late_at,
                 contingency={
-                    p.vm_id: (planned.get(p.vm_id, snapshot.vm(p.vm_id).target_bytes), p.target_bytes or 0)
+                    p.vm_id: (
+                        snapshot.vm(p.vm_id).target_bytes,
+                        planned.get(p.vm_id, snapshot.vm(p.vm_id).target_bytes),
+                        p.target_bytes or 0,
+                    )
                     for p in contingency
                 },
             ),

@@ -92,8 +92,9 @@ class _State:
     decided_at: float | None = None
     asked_seconds: float | None = None
     late_at: float | None = None
-    #: the raises planned for a sweep that hangs: per VM id, (its target this round, the raise)
-    contingency: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: the raises planned for a sweep that hangs: per VM id, (its target before the round, its
+    #: target after it, the raise)
+    contingency: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass

@@ -107,8 +107,9 @@ class Reserving:
         host's free memory a band above its floor (``wave_floor_fraction`` of its memory, or its
         own reserve), so the host needs no rescue afterwards. The siblings of VMs that surged
         within ``wave_seconds`` come first, then the VMs with the least headroom for their
-        plausible surge; a VM lowered within ``calm_seconds`` whose use has not risen since is
-        left alone.
+        plausible surge. A VM lowered within ``calm_seconds`` whose use has not risen since is
+        left alone only if it was also raised within ``calm_seconds`` (no flapping while a
+        fault lasts): a VM cut lately is the one a surge unseen for seconds kills.
         """
         host = snapshot.host
         band = int(self.band_fraction * host.total_bytes)
@@ -138,8 +139,11 @@ class Reserving:
                 continue
             target = planned.get(v.id, v.target_bytes)
             goal = self._whole(f)
-            if goal - target < max(self.min_deadband_bytes, f.surge // 4) or self._calming_raise(f, now):
+            if goal - target < max(self.min_deadband_bytes, f.surge // 4):
                 continue
+            raised = f.hist.raised_at is not None and now - f.hist.raised_at < self.calm_seconds
+            if raised and self._calming_raise(f, now):
+                continue  # raised and lowered again within the calm time: no flapping
             kin = sibling_key(v.name, v.maximum_bytes) in recent
             ranked.append(((not kin, (target - f.used) / max(f.surge, 1), v.id), f, target, goal))
         out = []
