@@ -336,7 +336,9 @@ def test_a_sweep_that_hangs_makes_cut_vms_whole_within_what_the_host_can_back() 
         assert {p.rule for p in plan.proposals} == {"hvballoon.lower"}
         assert all(planned[n] is not None and planned[n] < 6 * GiB for n in names)
         # what each raise costs the host: the page cache it would fill (up to use + 5 GiB)
-        costs = [min(p.target_bytes or 0, 9 * GiB) - min(planned[p.vm_id] or 0, 9 * GiB) for p in plan.contingency]
+        costs = [
+            min(p.target_bytes or 0, 9 * GiB) - min(planned[p.vm_id] or 0, 9 * GiB) for p in plan.contingency
+        ]
         assert costs == [p.inputs["host_backed_cost_bytes"] for p in plan.contingency]
         assert all(p.rule == "hvballoon.blind" and p.target_bytes == whole for p in plan.contingency)
         # as many as the budget allows, and the host keeps a band above its floor afterwards
@@ -345,3 +347,28 @@ def test_a_sweep_that_hangs_makes_cut_vms_whole_within_what_the_host_can_back() 
         assert free - sum(costs) >= floor + band or not costs, host_used
         # and one more would not fit (each costs use + 5 GiB - its cut target of 4.375 GiB)
         assert free - sum(costs) - (9 * GiB - int(4.375 * GiB)) < floor + band, host_used
+
+
+def test_a_raise_made_while_a_sweep_hung_counts_as_a_raise_of_the_policy() -> None:
+    names = [f"web0{k}" for k in range(1, 5)]
+    roomy = [vm(16, 4, vm_id=n, name=n, host_consumed_bytes=9 * GiB) for n in names]
+    cut = [vm(6, 4, vm_id=n, name=n, host_consumed_bytes=6 * GiB) for n in names]
+    policy = HvballoonPolicy(late_seconds=1e9)
+    rounds = [*watched(roomy), (SETTLE + 700, cut, 94.0)]
+    (braced,) = run(policy, rounds)[-1].contingency
+    whole = braced.target_bytes or 0
+    # the controller made it; the round after sees it there (the others where the round left them)
+    after = [
+        vm(whole / GiB, 4, vm_id=n, name=n, host_consumed_bytes=6 * GiB)
+        if n == braced.vm_id
+        else vm(4.375, 4, vm_id=n, name=n, host_consumed_bytes=4 * GiB)
+        for n in names
+    ]
+    plan = run(policy, [*rounds, (SETTLE + 715, after, 94.0)])[-1]
+    p = plan.for_vm(braced.vm_id)
+    # the host is still short of its reserve, yet the raised VM is not cut within the calm time
+    assert p is not None and p.target_bytes is None and p.rule == "hvballoon.calming", p
+    # without the contingency in its memory, the same round would cut it again
+    fresh = HvballoonPolicy(late_seconds=1e9)
+    q = run(fresh, [*watched(roomy), (SETTLE + 715, after, 94.0)])[-1].for_vm(braced.vm_id)
+    assert q is not None and q.rule == "hvballoon.lower"
