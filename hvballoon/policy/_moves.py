@@ -12,6 +12,7 @@ it to the inputs (:mod:`hvballoon.policy._snapshot`) and the run loop
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -43,21 +44,15 @@ class _Pending:
         return self.target - self.view.target_bytes
 
 
+@dataclass(frozen=True)
 class _Contingency:
     """The raises a round's plan holds for a sweep that hangs, with what vets them: the round's
     views, capabilities and figures as its own moves left them."""
 
-    def __init__(
-        self,
-        proposals: tuple[Proposal, ...],
-        views: dict[str, VMView],
-        caps: dict[str, Capabilities],
-        read: dict[str, MemoryStats],
-    ) -> None:
-        self.proposals = proposals
-        self.views = views
-        self.caps = caps
-        self.read = read
+    proposals: tuple[Proposal, ...]
+    views: dict[str, VMView]
+    caps: dict[str, Capabilities]
+    read: dict[str, MemoryStats]
 
 
 class _Moves:
