@@ -22,11 +22,12 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
   the host lacks from the memory the host actually backs. A page cache held down by its balloon
   (it fills all the VM is left) keeps the appetite it had: what it shows then is the balloon.
-  A VM whose target is a limit (ESXi) is never cut below its whole plausible surge: ESXi
-  enforces a limit at its own next allocation (by ballooning what the VM holds over it) and
-  gives a balloon back only when it has room again, so a surge that outruns a limit is not
-  given its memory back within seconds; below that, ESXi's own reclaim (sharing, ballooning
-  idle memory by shares, compression) keeps the host.
+  A VM whose target is a limit (ESXi) is not cut below its whole plausible surge while a wave
+  rises, rounds come late or the host is near its floor (``wave_floor_fraction`` and a band):
+  ESXi enforces a limit at its own next allocation (by ballooning what the VM holds over it)
+  and gives a balloon back only when it has room again, so a surge that outruns a limit then is
+  not given its memory back within seconds; ESXi's own reclaim (sharing, ballooning idle memory
+  by shares, compression) keeps the host.
 * **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
   since the last figures, that swaps in, or that runs out of headroom, is given its whole size
   back in that round (a *surge*): the host's reserve absorbs it.
@@ -95,6 +96,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from hvballoon.models import Mechanism
 from hvballoon.policy.base import Plan, Policy
 from hvballoon.policy.history import Remembering, VMHistory, _Figures, _State, sibling_key
 from hvballoon.policy.model import Proposal, Snapshot
@@ -211,6 +213,17 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         late = self._late(st, snapshot)
         late_at = now if late else st.late_at
         blind = late_at is not None and now - late_at < self.late_memory_seconds
+        # ESXi enforces a limit at its own next allocation, ballooning what a VM holds over it,
+        # and gives a balloon back only once the host has room: while a wave rises, rounds come
+        # late or the host is near its floor, a surge that outruns a limit is not given its
+        # memory back within seconds, so limits keep the whole plausible surge
+        if (
+            wave
+            or blind
+            or host.free_bytes < self._wave_floor(host) + int(self.band_fraction * host.total_bytes)
+        ):
+            for f in figures.values():
+                f.whole_only = f.view.mechanism is Mechanism.LIMIT
         # the VMs a wave is likely to take next: the siblings of those surging in it
         families = {sibling_key(f.view.name, f.view.maximum_bytes) for f in figures.values() if f.surging}
         if wave:

@@ -114,6 +114,9 @@ class _Figures:
     #: given its whole plausible surge back because a wave is under way ("wave") or the rounds
     #: come late ("late")
     wave_raise: str | None = None
+    #: never cut below its whole plausible surge this round (an ESXi limit while the host cannot
+    #: be relied on to give a balloon back within seconds)
+    whole_only: bool = False
 
 
 class Remembering:

@@ -7,7 +7,6 @@ it works on the round's :class:`~hvballoon.policy.history._Figures`.
 
 from __future__ import annotations
 
-from hvballoon.models import Mechanism
 from hvballoon.policy.history import _Figures, _State, sibling_key
 from hvballoon.policy.model import HostView, Snapshot
 
@@ -167,15 +166,13 @@ class Reserving:
         A cut below its whole surge is made only on a VM whose page cache reaches above the
         cut (the most it has had within ``appetite_seconds``): cutting the headroom of a VM
         that keeps it free frees nothing the host backs, and leaves it with less to absorb a
-        surge. Never on a VM whose target is a limit (ESXi): the host enforces a limit at its
-        own next allocation, inflating the balloon by what the VM holds over it, and gives a
-        balloon back only once it has room again, so a surge that outruns a limit cannot be
-        given its memory back within seconds the way a KVM balloon deflates.
+        surge. Never on a VM the round marked ``whole_only`` (an ESXi limit while a wave rises,
+        rounds come late or the host is near its floor: see :meth:`decide`).
         """
         v = f.view
         whole = self._whole(f)
         headroom = max(f.floor_headroom, int(level * f.surge))
-        if level >= 1.0 or f.hist.cache_bytes <= headroom or v.mechanism is Mechanism.LIMIT:
+        if level >= 1.0 or f.hist.cache_bytes <= headroom or f.whole_only:
             return whole
         return min(v.maximum_bytes, max(v.minimum_bytes, f.used + headroom))
 

@@ -129,22 +129,25 @@ def test_a_host_short_of_its_reserve_cuts_headroom_where_page_cache_takes_it() -
     assert short.next_round_seconds == 1.0
 
 
-def test_an_esxi_limit_is_never_cut_below_the_whole_plausible_surge() -> None:
-    # the same VM, page cache filling it, on a host short of its reserve: a KVM balloon is cut
-    # into its headroom (it deflates within seconds when a surge comes), an ESXi limit is not
-    # (ESXi enforces a limit at its own next allocation and gives a balloon back only with room)
-    kvm = run(HvballoonPolicy(), watched([vm(16, 3, host_consumed_bytes=16 * GiB)], host_used=105))[-1]
-    esxi = run(
-        HvballoonPolicy(),
-        watched([vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=Mechanism.LIMIT)], host_used=105),
-    )[-1]
-    cut, kept = kvm.for_vm("a"), esxi.for_vm("a")
-    assert cut is not None and kept is not None
+def test_an_esxi_limit_keeps_the_whole_plausible_surge_while_the_host_is_near_its_floor() -> None:
+    # the same VM, page cache filling it, on a host near its floor (5 GiB free of 110): a KVM
+    # balloon is cut into its headroom (it deflates within seconds when a surge comes), an ESXi
+    # limit is not (ESXi enforces a limit at its own next allocation and gives a balloon back
+    # only once it has room)
+    def last(host_used: float, mechanism: Mechanism) -> Any:
+        views = [vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=mechanism)]
+        # rounds every second, as the policy asks (rounds that come late are treated apart)
+        return run(HvballoonPolicy(), watched(views, host_used=host_used, every=1.0))[-1].for_vm("a")
+
     whole = 3 * GiB + int(0.6 * 16 * GiB)
-    assert cut.rule == "hvballoon.lower" and cut.target_bytes is not None and cut.target_bytes < whole
-    assert cut.inputs["headroom_level"] < 1
+    cut, kept = last(105, Mechanism.BALLOON), last(105, Mechanism.LIMIT)
+    assert cut.rule == "hvballoon.lower" and cut.target_bytes < whole and cut.inputs["headroom_level"] < 1
     # the limit still comes down to use + its whole plausible surge, no further
     assert kept.rule == "hvballoon.lower" and kept.target_bytes == whole
+    # short of its reserve but well above its floor, ESXi has room to give a balloon back: the
+    # limit is cut like the balloon
+    roomier = last(93, Mechanism.LIMIT)
+    assert roomier.inputs["host_short_bytes"] > 0 and roomier.target_bytes < whole
 
 
 def test_a_calm_host_waits_its_regular_interval() -> None:
