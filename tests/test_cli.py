@@ -162,6 +162,8 @@ def test_backends_and_scenarios() -> None:
         if row["status"] == "missing":
             assert row["install"].startswith("pip install hvballoon-")
     assert "seed" in run("scenarios").stdout
+    # the generated ones are named too (the --json list holds the built-ins only)
+    assert "waves-<seed>-esxi" in run("scenarios").stdout
     assert {s["name"] for s in json.loads(run("scenarios", "--json").stdout)} >= {"seed"}
 
 

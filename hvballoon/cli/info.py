@@ -49,7 +49,8 @@ def backends_cmd(as_json: bool) -> None:
 @json_option
 @handle_errors
 def scenarios_cmd(as_json: bool) -> None:
-    """List the fake backend's built-in scenarios (use as fake://NAME)."""
+    """List the fake backend's built-in scenarios (use as fake://NAME; generated wave scenarios are
+    fake://waves-SEED[-esxi|-hyperv])."""
     from hvballoon.fake.scenario import builtin_scenarios, load_scenario
 
     rows = [load_scenario(n) for n in builtin_scenarios()]
@@ -83,6 +84,11 @@ def scenarios_cmd(as_json: bool) -> None:
     ]
     console().print(
         table(["scenario", "flavor", "vms", "host memory", "promised", "description"], table_rows)
+    )
+    console().print(
+        "Generated wave scenarios, by seed: waves-<seed>, waves-<seed>-esxi, waves-<seed>-hyperv "
+        "(for example fake://waves-7-esxi).",
+        soft_wrap=True,
     )
 
 
