@@ -31,7 +31,9 @@ class RetryPolicy:
     """How often and how patiently to retry retryable errors.
 
     ``max_attempts=1`` turns retrying off. ``sleep`` may be replaced (tests on the fake inject a
-    no-op so retries are instant); ``seed`` makes the jitter reproducible.
+    no-op so retries are instant); ``seed`` makes the jitter reproducible. ``before_retry``, if
+    given, is called with the error and the number of the attempt that failed before each wait
+    (a caller acts between the attempts: the controller, while a sweep hangs).
     """
 
     max_attempts: int = 3
@@ -41,6 +43,9 @@ class RetryPolicy:
     jitter: float = 0.5
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     seed: int | None = None
+    before_retry: Callable[[HVBalloonError, int], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -75,12 +80,10 @@ class RetryPolicy:
         def before_sleep(state: object) -> None:
             outcome = getattr(state, "outcome", None)
             exc = outcome.exception() if outcome is not None else None
-            log.info(
-                "retrying %s after %s (attempt %s)",
-                what,
-                getattr(exc, "code", exc),
-                getattr(state, "attempt_number", "?"),
-            )
+            attempt = getattr(state, "attempt_number", 0)
+            log.info("retrying %s after %s (attempt %s)", what, getattr(exc, "code", exc), attempt or "?")
+            if self.before_retry is not None and isinstance(exc, HVBalloonError):
+                self.before_retry(exc, attempt)
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),

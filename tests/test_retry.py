@@ -64,3 +64,21 @@ def test_delays_are_bounded_and_jittered() -> None:
 def test_bad_policies(kw: dict) -> None:
     with pytest.raises(InvalidRequestError):
         RetryPolicy(**kw)
+
+
+def test_before_retry_is_called_between_the_attempts_only() -> None:
+    seen: list[tuple[str, int]] = []
+    events: list[str] = []
+    lost, slow = HVConnectionError("lost"), OperationTimeoutError("slow")
+    fn = Flaky([lost, slow, slow])
+
+    def before(exc: object, attempt: int) -> None:
+        seen.append((type(exc).__name__, attempt))
+        events.append("hook")
+
+    policy = RetryPolicy(max_attempts=3, sleep=lambda _s: events.append("wait"), before_retry=before)
+    with pytest.raises(OperationTimeoutError):
+        policy.call(fn)
+    # after the first and second attempts, before their waits; not after the last (no retry follows)
+    assert seen == [("HVConnectionError", 1), ("OperationTimeoutError", 2)]
+    assert events == ["hook", "wait", "hook", "wait"]

@@ -11,13 +11,13 @@ it to the moves (:mod:`hvballoon.policy._moves`) and the run loop
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError, OperationTimeoutError
 from hvballoon.models import Capabilities, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.policy.model import ControllerSettings, HostView, Snapshot, VMSettings, VMView
-from hvballoon.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from hvballoon.policy.base import Policy
@@ -56,28 +56,20 @@ class _Snapshots:
 
         While the last plan holds a contingency (raises to make if the controller cannot read
         before the next round, :attr:`Plan.contingency <hvballoon.policy.base.Plan.contingency>`),
-        the controller makes the session's attempts itself (the same number, with the same
-        waits between them), so that when an attempt times out it can make those raises before
-        the next: a sweep that hangs leaves it blind for as long.
+        the session's retries call back between the attempts (the same number, with the same
+        waits), so that when an attempt times out the controller makes those raises before the
+        next: a sweep that hangs leaves it blind for as long.
         """
         hv = self.hv
         if not self._contingency_pending():
             return hv.get_stats()
-        retry = hv.retry
-        delays = retry.delays()
-        once = RetryPolicy(max_attempts=1)
-        attempt = 0
-        while True:
-            try:
-                return hv.get_stats(retry=once)
-            except HVBalloonError as exc:
-                if not exc.retryable or attempt >= len(delays):
-                    raise
-                if isinstance(exc, OperationTimeoutError):
-                    self._sweep_timed_out(attempt + 1, retry.max_attempts)
-                log.info("retrying get_stats after %s (attempt %d)", exc.code, attempt + 1)
-                retry.sleep(delays[attempt])
-                attempt += 1
+        attempts = hv.retry.max_attempts
+
+        def hung(exc: HVBalloonError, attempt: int) -> None:
+            if isinstance(exc, OperationTimeoutError):
+                self._sweep_timed_out(attempt, attempts)
+
+        return hv.get_stats(retry=dataclasses.replace(hv.retry, before_retry=hung))
 
     def _read_configs(self, stats: list[MemoryStats], now: float) -> dict[str, MemoryConfig]:
         """The running VMs' configurations: cached; every VM's in one bulk read each

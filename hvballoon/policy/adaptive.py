@@ -217,11 +217,7 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         # and gives a balloon back only once the host has room: while a wave rises, rounds come
         # late or the host is near its floor, a surge that outruns a limit is not given its
         # memory back within seconds, so limits keep the whole plausible surge
-        if (
-            wave
-            or blind
-            or host.free_bytes < self._wave_floor(host) + int(self.band_fraction * host.total_bytes)
-        ):
+        if wave or blind or self._room(host) < 0:
             for f in figures.values():
                 f.whole_only = f.view.mechanism is Mechanism.LIMIT
         # the VMs a wave is likely to take next: the siblings of those surging in it

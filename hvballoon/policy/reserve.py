@@ -33,6 +33,11 @@ class Reserving:
         """The free memory a host keeps while a wave rises."""
         return max(int(self.wave_floor_fraction * host.total_bytes), host.reserve_bytes)
 
+    def _room(self, host: HostView) -> int:
+        """The host's free memory above its floor and a band (``band_fraction`` of its memory):
+        what it can give without calling for a rescue (negative: it is that much short)."""
+        return host.free_bytes - self._wave_floor(host) - int(self.band_fraction * host.total_bytes)
+
     def _deal_out_reserve(
         self,
         figures: dict[str, _Figures],
@@ -89,6 +94,11 @@ class Reserving:
         ``appetite_seconds``): memory given to it above its use is backed up to that."""
         return max(f.hist.cache_bytes, f.backed - f.used)
 
+    def _backed_at(self, f: _Figures, target: int) -> int:
+        """What the host backs for the VM at ``target``: its use and as much page cache as it
+        takes (:meth:`_appetite`)."""
+        return min(target, f.used + self._appetite(f))
+
     def _contingency(
         self,
         figures: dict[str, _Figures],
@@ -110,13 +120,8 @@ class Reserving:
         left alone only if it was also raised within ``calm_seconds`` (no flapping while a
         fault lasts): a VM cut lately is the one a surge unseen for seconds kills.
         """
-        host = snapshot.host
-        band = int(self.band_fraction * host.total_bytes)
-        budget = host.free_bytes - self._wave_floor(host) - band
-
-        def fill(f: _Figures, target: int) -> int:
-            return min(target, f.used + self._appetite(f))
-
+        budget = self._room(snapshot.host)
+        fill = self._backed_at
         for f in figures.values():
             target = planned.get(f.view.id, f.view.target_bytes)
             if target > f.view.target_bytes:
@@ -188,10 +193,9 @@ class Reserving:
         VMs' cuts give back, those giving back the most first; never a VM that surged within
         ``surge_after_seconds``."""
         host = snapshot.host
-        floor = self._wave_floor(host)
-        if host.free_bytes >= floor:
+        if host.free_bytes >= self._wave_floor(host):
             return set()
-        needed = floor + int(self.band_fraction * host.total_bytes) - host.free_bytes
+        needed = -self._room(host)
         held = []
         for f in figures.values():
             v = f.view
@@ -249,8 +253,7 @@ class Reserving:
         def free_at(level: float) -> int:
             free = host.free_bytes
             for f in movable:
-                appetite = max(f.hist.cache_bytes, f.backed - f.used)
-                free += f.backed - min(self._target(f, level), f.used + appetite)
+                free += f.backed - self._backed_at(f, self._target(f, level))
             return free
 
         def highest(goal: int) -> float:
