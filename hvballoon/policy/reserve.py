@@ -250,6 +250,9 @@ class Reserving:
         movable = [f for f in figures.values() if f.settled and f.surging is None and f.view.can_lower
                    and not f.view.settings.self_managed]  # fmt: skip
 
+        if not movable:
+            return st.level  # nothing to steer: the level is what it was
+
         def free_at(level: float) -> int:
             free = host.free_bytes
             for f in movable:

@@ -9,7 +9,7 @@ from hvballoon.models import Mechanism
 from hvballoon.policy.adaptive import HvballoonPolicy, sibling_key
 from hvballoon.policy.base import Plan
 from hvballoon.policy.model import HostView, Snapshot, VMSettings, VMView
-from hvballoon.units import GiB, MiB
+from hvballoon.units import GiB, MiB, format_size
 
 SETTLE = 300.0
 
@@ -50,7 +50,7 @@ def run(policy: HvballoonPolicy, rounds: list[tuple[float, list[VMView], float]]
 
 
 def watched(
-    views: list[VMView], *, host_used: float = 40, every: float = 10.0
+    views: list[VMView], *, host_used: float = 40, every: float = 1.0
 ) -> list[tuple[float, list[VMView], float]]:
     """The same VMs for the settling time."""
     return [(k * every, views, host_used) for k in range(int(SETTLE / every) + 1)]
@@ -65,7 +65,7 @@ def test_a_vm_is_lowered_to_its_use_plus_its_whole_plausible_surge_from_the_firs
 
 def test_headroom_is_cut_only_once_a_vm_has_been_watched() -> None:
     cached = vm(16, 3, host_consumed_bytes=16 * GiB)
-    plans = run(HvballoonPolicy(), watched([cached], host_used=105))
+    plans = run(HvballoonPolicy(), watched([cached], host_used=108))
     first, last = plans[0].for_vm("a"), plans[-1].for_vm("a")
     assert first is not None and first.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
     assert last is not None and last.target_bytes is not None and last.target_bytes < first.target_bytes
@@ -127,6 +127,20 @@ def test_a_host_short_of_its_reserve_cuts_headroom_where_page_cache_takes_it() -
     assert p.target_bytes < roomy.target_bytes
     assert p.inputs["headroom_level"] < 1 and p.inputs["host_short_bytes"] > 0
     assert short.next_round_seconds == 1.0
+
+
+def test_a_host_short_while_no_vm_is_watched_yet_cuts_only_what_it_needs_once_they_are() -> None:
+    # four VMs whose page cache fills them, on a host short of its reserve from the first round:
+    # before the VMs have been watched there is nothing to steer, which is no reason to remember
+    # the lowest headroom level for the first round that can steer them
+    fleet = [vm(16, 3, vm_id=n, name=n, host_consumed_bytes=16 * GiB) for n in "abcd"]
+    last = run(HvballoonPolicy(), watched(fleet, host_used=100))[-1]
+    for n in "abcd":
+        p = last.for_vm(n)
+        assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
+        # the host lacks ~15 GiB: a little below each VM's whole plausible surge, not its use
+        assert p.target_bytes > 11 * GiB, format_size(p.target_bytes)
+        assert p.inputs["headroom_level"] > 0.5
 
 
 def test_an_esxi_limit_keeps_the_whole_plausible_surge_while_the_host_is_near_its_floor() -> None:
@@ -214,7 +228,7 @@ def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> No
 
     policy = HvballoonPolicy()
     # a host short of its reserve: every VM's headroom is cut to the same level
-    plans = run(policy, [(k * 10.0, fleet(3, {}), 105) for k in range(31)])
+    plans = run(policy, [(k * 1.0, fleet(3, {}), 110) for k in range(SETTLE_ROUNDS)])
     cut = {n: plans[-1].for_vm(n) for n in ("web01", "web02", "web03", "batch01")}
     assert all(p is not None and p.rule == "hvballoon.lower" for p in cut.values())
     lowered = {n: p.target_bytes / GiB for n, p in cut.items() if p is not None and p.target_bytes}
@@ -243,7 +257,7 @@ def _cached_fleet(targets: dict[str, float], *, used: float = 3) -> list[VMView]
 
 def _cut_fleet(policy: HvballoonPolicy) -> tuple[dict[str, float], Any]:
     """The fleet watched on a host short of its reserve: every VM's headroom cut."""
-    plans = run(policy, [(k * 10.0, _cached_fleet({}), 105) for k in range(31)])
+    plans = run(policy, [(k * 1.0, _cached_fleet({}), 110) for k in range(SETTLE_ROUNDS)])
     targets = {}
     for n in ("web01", "api01", "batch01", "cache01"):
         p = plans[-1].for_vm(n)
@@ -268,7 +282,7 @@ def test_rounds_that_come_late_deal_the_reserve_out_to_every_cut_vm() -> None:
     assert late.next_round_seconds == 1.0
     # the memory dealt out is bounded by what is free above the floor: a host with less free
     # memory makes fewer VMs whole
-    tighter = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=88), state)
+    tighter = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=97), state)
     assert 0 < sum(p.rule == "hvballoon.late" for p in tighter.proposals) < 4
 
 
