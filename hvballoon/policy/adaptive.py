@@ -14,9 +14,12 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   same size behave alike, so a VM that has not spiked yet gets the headroom its siblings needed.
 * **Headroom first, reclaim where the host needs it.** A VM is lowered to its use plus its
   plausible surge, never less while the host has the memory: what is above that is memory no
-  surge of the class reaches. The host keeps a **reserve** free — the larger of
-  ``free_fraction`` of its memory (the 20 % MoM and Proxmox keep) and its own configured
-  reserve. Only when the host's free memory is below
+  surge of the class reaches. The host keeps a **reserve** free — the largest of
+  ``free_fraction`` of its memory (the 20 % MoM and Proxmox keep), its own configured
+  reserve, and what a plausible wave would take from it: ``wave_share`` of what the VMs'
+  plausible surges would take beyond their own page cache (a guest gives its page cache up to
+  its own surge at no cost to the host; the rest the host must back within seconds), at most
+  ``max_reserve_fraction`` of its memory. Only when the host's free memory is below
   that reserve does the policy cut into headroom, and then all at one level (the same fraction
   of each VM's plausible surge, never below a small floor sized from the VM's own noise), on
   the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
@@ -135,6 +138,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         surge_after_seconds: float = 120.0,
         wave_seconds: float = 120.0,
         wave_floor_fraction: float = 0.05,
+        wave_share: float = 1 / 3,
+        max_reserve_fraction: float = 0.4,
         late_seconds: float = 3.0,
         late_memory_seconds: float = 300.0,
         lower_deadband_fraction: float = 1 / 16,
@@ -143,6 +148,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
     ) -> None:
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
+        if not 0 <= wave_share <= 1 or not free_fraction <= max_reserve_fraction < 1:
+            raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [free_fraction, 1)")
         self.surge_fraction = surge_fraction
         self.free_fraction = free_fraction
         self.band_fraction = band_fraction
@@ -157,6 +164,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         self.surge_after_seconds = surge_after_seconds
         self.wave_seconds = wave_seconds
         self.wave_floor_fraction = wave_floor_fraction
+        self.wave_share = wave_share
+        self.max_reserve_fraction = max_reserve_fraction
         self.late_seconds = late_seconds
         self.late_memory_seconds = late_memory_seconds
         self.lower_deadband_fraction = lower_deadband_fraction
@@ -203,8 +212,7 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         self._share_among_siblings(figures, now)
 
         host = snapshot.host
-        # the host's reserve: a fifth of its memory, or its own reserve if that is more
-        reserve = max(int(self.free_fraction * host.total_bytes), host.reserve_bytes)
+        reserve = self._reserve(figures, host)
         surging = any(f.surging is not None for f in figures.values())
         last_surge = now if surging else st.surge_at
         wave = last_surge is not None and now - last_surge < self.wave_seconds

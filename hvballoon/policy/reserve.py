@@ -17,6 +17,8 @@ class Reserving:
     """The host's side of the policy: its reserve, its floor and the headroom level."""
 
     free_fraction: float
+    wave_share: float
+    max_reserve_fraction: float
     band_fraction: float
     calm_seconds: float
     surge_after_seconds: float
@@ -28,6 +30,20 @@ class Reserving:
         """The VM's use plus its whole plausible surge (within its bounds)."""
         v = f.view
         return min(v.maximum_bytes, max(v.minimum_bytes, f.used + max(f.floor_headroom, f.surge)))
+
+    def _reserve(self, figures: dict[str, _Figures], host: HostView) -> int:
+        """The free memory the host keeps: the largest of ``free_fraction`` of its memory, its
+        own reserve, and what a plausible wave would take from it — ``wave_share`` of what the
+        VMs' plausible surges would take beyond their own page cache (a guest gives its page
+        cache up to its own surge at no cost to the host; the rest the host backs within
+        seconds, or swaps), at most ``max_reserve_fraction`` of its memory."""
+        exposure = sum(
+            max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, f.backed - f.used))
+            for f in figures.values()
+            if f.view.can_lower and not f.view.settings.self_managed
+        )
+        wave = min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
+        return max(int(self.free_fraction * host.total_bytes), host.reserve_bytes, wave)
 
     def _wave_floor(self, host: HostView) -> int:
         """The free memory a host keeps while a wave rises."""

@@ -143,6 +143,26 @@ def test_a_host_short_while_no_vm_is_watched_yet_cuts_only_what_it_needs_once_th
         assert p.inputs["headroom_level"] > 0.5
 
 
+def test_the_reserve_covers_what_a_plausible_wave_would_take_from_the_host() -> None:
+    # nine VMs whose headroom is free (their surge would take 9.6 GiB each from the host) and one
+    # whose page cache fills it; the host has 25 GiB free, more than a fifth of its 110 GiB
+    fleet = [vm(12.6, 3, vm_id=f"w{k}", name=f"web{k:02}", host_consumed_bytes=3 * GiB) for k in range(9)]
+    fleet.append(vm(16, 3, vm_id="c", name="cache01", host_consumed_bytes=16 * GiB))
+    last = run(HvballoonPolicy(), watched(fleet, host_used=85))[-1]
+    p = last.for_vm("c")
+    assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
+    # a third of the 86.4 GiB their surges would take: more than the fifth of the host
+    assert p.inputs["host_reserve_bytes"] == int(9 * int(0.6 * 16 * GiB) / 3)
+    assert p.inputs["headroom_level"] < 1 and p.target_bytes < 3 * GiB + int(0.6 * 16 * GiB)
+    # a reserve of a fifth only: the page cache keeps its whole plausible surge
+    calm = run(HvballoonPolicy(wave_share=0), watched(fleet, host_used=85))[-1].for_vm("c")
+    assert calm is not None and calm.inputs["host_reserve_bytes"] == int(0.2 * 110 * GiB)
+    assert calm.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
+    # and never more than max_reserve_fraction of the host's memory
+    capped = run(HvballoonPolicy(max_reserve_fraction=0.22), watched(fleet, host_used=85))[-1].for_vm("c")
+    assert capped is not None and capped.inputs["host_reserve_bytes"] == int(0.22 * 110 * GiB)
+
+
 def test_an_esxi_limit_keeps_the_whole_plausible_surge_while_the_host_is_near_its_floor() -> None:
     # the same VM, page cache filling it, on a host near its floor (5 GiB free of 110): a KVM
     # balloon is cut into its headroom (it deflates within seconds when a surge comes), an ESXi
@@ -210,6 +230,10 @@ def test_bad_knobs_are_refused() -> None:
         HvballoonPolicy(surge_fraction=1.5)
     with pytest.raises(ValueError, match="free_fraction"):
         HvballoonPolicy(free_fraction=1.0)
+    with pytest.raises(ValueError, match="wave_share"):
+        HvballoonPolicy(wave_share=-0.1)
+    with pytest.raises(ValueError, match="max_reserve_fraction"):
+        HvballoonPolicy(max_reserve_fraction=0.1)  # below the 20 % kept anyway
 
 
 def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> None:
