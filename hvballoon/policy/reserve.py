@@ -7,6 +7,7 @@ it works on the round's :class:`~hvballoon.policy.history._Figures`.
 
 from __future__ import annotations
 
+from hvballoon.models import Mechanism
 from hvballoon.policy.history import _Figures, _State, sibling_key
 from hvballoon.policy.model import HostView, Snapshot
 
@@ -36,11 +37,14 @@ class Reserving:
         own reserve, and what a plausible wave would take from it — ``wave_share`` of what the
         VMs' plausible surges would take beyond their own page cache (a guest gives its page
         cache up to its own surge at no cost to the host; the rest the host backs within
-        seconds, or swaps), at most ``max_reserve_fraction`` of its memory."""
+        seconds, or swaps), at most ``max_reserve_fraction`` of its memory. A VM whose target is
+        a limit (ESXi) is not counted: ESXi reclaims for its host itself (sharing, ballooning by
+        shares, compression), and a limit cut to keep a larger reserve is not given back within
+        seconds when its own surge comes."""
         exposure = sum(
             max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, f.backed - f.used))
             for f in figures.values()
-            if f.view.can_lower and not f.view.settings.self_managed
+            if f.view.can_lower and not f.view.settings.self_managed and f.view.mechanism is not Mechanism.LIMIT
         )
         wave = min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
         return max(int(self.free_fraction * host.total_bytes), host.reserve_bytes, wave)

@@ -158,6 +158,10 @@ def test_the_reserve_covers_what_a_plausible_wave_would_take_from_the_host() -> 
     calm = run(HvballoonPolicy(wave_share=0), watched(fleet, host_used=85))[-1].for_vm("c")
     assert calm is not None and calm.inputs["host_reserve_bytes"] == int(0.2 * 110 * GiB)
     assert calm.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
+    # ESXi reclaims for its host itself: limits do not count
+    limits = [v.model_copy(update={"mechanism": Mechanism.LIMIT}) for v in fleet]
+    esxi = run(HvballoonPolicy(), watched(limits, host_used=85))[-1].for_vm("c")
+    assert esxi is not None and esxi.inputs["host_reserve_bytes"] == int(0.2 * 110 * GiB)
     # and never more than max_reserve_fraction of the host's memory
     capped = run(HvballoonPolicy(max_reserve_fraction=0.22), watched(fleet, host_used=85))[-1].for_vm("c")
     assert capped is not None and capped.inputs["host_reserve_bytes"] == int(0.22 * 110 * GiB)
