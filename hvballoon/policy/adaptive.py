@@ -148,8 +148,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
     ) -> None:
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
-        if not 0 <= wave_share <= 1 or not free_fraction <= max_reserve_fraction < 1:
-            raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [free_fraction, 1)")
+        if not 0 <= wave_share <= 1 or not 0 <= max_reserve_fraction < 1:
+            raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [0, 1)")
         self.surge_fraction = surge_fraction
         self.free_fraction = free_fraction
         self.band_fraction = band_fraction

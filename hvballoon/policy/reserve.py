@@ -44,7 +44,9 @@ class Reserving:
         exposure = sum(
             max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, f.backed - f.used))
             for f in figures.values()
-            if f.view.can_lower and not f.view.settings.self_managed and f.view.mechanism is not Mechanism.LIMIT
+            if f.view.can_lower
+            and not f.view.settings.self_managed
+            and f.view.mechanism is not Mechanism.LIMIT
         )
         wave = min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
         return max(int(self.free_fraction * host.total_bytes), host.reserve_bytes, wave)
