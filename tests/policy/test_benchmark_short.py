@@ -159,3 +159,19 @@ def test_generated_scenarios_are_drawn_for_the_flavor_asked(bench: ModuleType) -
     # the docs' tables are KVM's: another flavor's figures are not written over them
     with pytest.raises(SystemExit):
         bench.main(["--only-generated", "--generated", "1", "--generated-flavor", "esxi", "--write-docs"])
+
+
+def test_the_peak_demand_counts_a_vm_killed_before_it_peaked(bench: ModuleType) -> None:
+    from hvballoon.fake.waves import wave_facts, wave_scenario
+    from hvballoon.units import GiB
+
+    # an over-committed generated host whose OOM killer takes VMs before their workloads peak
+    # when nothing balloons: the scenario still asks for those VMs' demand
+    spec = wave_scenario(7, hours=1.5)
+    r = bench.run_one(spec, "static", hours=1.0)
+    assert r.kills.get("host_oom", 0) >= 1
+    from hvballoon.fake.world import World
+
+    overheads = spec.host.overhead + World(spec).physics.vm_overhead * len(spec.vms)
+    asked = (wave_facts(spec, hours=1.0).peak_demand_bytes + overheads) / GiB
+    assert r.peak_demand_gib >= asked
