@@ -93,7 +93,9 @@ def test_ours_swaps_no_more_than_the_best_baseline(bench: ModuleType, results: l
             rs = {r.policy: r for r in results if (r.scenario, r.seed) == (scenario, _seed)}
             best = min(rs[b].guest_swap_in_gib for b in bench.BASELINES)
             assert rs["hvballoon"].guest_swap_in_gib <= 2 * best / 3, scenario
-    assert {s for (s, _), g in bench.goals(results).items() if "guest swap ≤ 10 % of best baseline's" in g} >= {
+    assert {
+        s for (s, _), g in bench.goals(results).items() if "guest swap ≤ 10 % of best baseline's" in g
+    } >= {
         "seed-spike",
         "waves-roomy",
         "waves-tight",
