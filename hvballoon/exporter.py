@@ -182,14 +182,19 @@ class MetricsEndpoint:
         Binding beyond loopback (``0.0.0.0``, a routable address) is allowed, and logged as a
         warning (:attr:`exposure_warning`): the metrics name every VM and travel without TLS.
         """
-        from prometheus_client import start_http_server
-
         if self._server is not None:
             raise InvalidRequestError("the metrics are already being served")
         try:
-            server, thread = start_http_server(port, addr=address, registry=self.registry)
+            server = _make_server(address, port, self.registry)
         except OSError as exc:
             raise InvalidRequestError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _STOP_POLL_SECONDS},
+            name="hvballoon-metrics",
+            daemon=True,
+        )
+        thread.start()
         self._server, self._thread = server, thread
         bound = server.server_address
         self.exposure_warning = exposure_warning(str(bound[0]))
@@ -198,7 +203,8 @@ class MetricsEndpoint:
         return str(bound[0]), int(bound[1])
 
     def stop(self) -> None:
-        """Stop serving (safe to call twice, or without :meth:`start`)."""
+        """Stop serving (safe to call twice, or without :meth:`start`); returns within about
+        :data:`_STOP_POLL_SECONDS` plus a scrape in flight."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -206,6 +212,39 @@ class MetricsEndpoint:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+#: How often the serving thread looks for a stop request: :meth:`MetricsEndpoint.stop` (a
+#: SIGTERM, the end of a test) waits at most this long, where ``socketserver``'s default of 0.5 s
+#: made every stop cost half a second.
+_STOP_POLL_SECONDS = 0.05
+
+
+def _make_server(address: str, port: int, registry: CollectorRegistry) -> WSGIServer:
+    """A threading WSGI server of ``registry`` bound to ``address:port`` (IPv4 or IPv6, by the
+    address), not yet serving. prometheus_client's ``start_http_server`` builds the same, but
+    serves it with the default 0.5 s poll of its stop flag."""
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True  # a scrape in flight never holds the process at exit
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Scrapes are not logged: Prometheus scrapes every few seconds."""
+
+    return make_server(
+        str(sockaddr[0]), port, make_wsgi_app(registry), server_class=Server, handler_class=QuietHandler
+    )
 
 
 class Exporter(MetricsEndpoint):
