@@ -16,6 +16,8 @@ it and the problem.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -258,26 +260,32 @@ def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """A built-in scenario by name (``seed``) or a YAML/JSON file by path (generated wave
     scenarios by name too: :func:`hvballoon.fake.catalog.load_scenario`)."""
-    text: str
-    source: str
     if isinstance(name_or_path, str) and name_or_path in builtin_scenarios():
         source = f"built-in scenario {name_or_path!r}"
-        text = resources.files("hvballoon.fake").joinpath(f"scenarios/{name_or_path}.yaml").read_text("utf-8")
-    else:
-        path = Path(name_or_path)
-        source = str(path)
-        if not path.is_file():
-            known = ", ".join(builtin_scenarios())
-            raise ScenarioError(
-                f"no scenario {str(name_or_path)!r}: not a built-in ({known}), not a generated wave "
-                "scenario (waves-<seed>, waves-<seed>-esxi, waves-<seed>-hyperv) and no such file",
-                details={"source": source},
-            )
-        try:
-            text = path.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScenarioError(f"cannot read scenario {source}: {exc}") from exc
-    return parse_scenario(_load_text(text, source, json_only=str(source).endswith(".json")), source=source)
+        return parse_scenario(copy.deepcopy(_builtin_data(name_or_path)), source=source)
+    path = Path(name_or_path)
+    source = str(path)
+    if not path.is_file():
+        known = ", ".join(builtin_scenarios())
+        raise ScenarioError(
+            f"no scenario {str(name_or_path)!r}: not a built-in ({known}), not a generated wave "
+            "scenario (waves-<seed>, waves-<seed>-esxi, waves-<seed>-hyperv) and no such file",
+            details={"source": source},
+        )
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"cannot read scenario {source}: {exc}") from exc
+    return parse_scenario(_load_text(text, source, json_only=source.endswith(".json")), source=source)
+
+
+@functools.cache
+def _builtin_data(name: str) -> Any:
+    """A built-in scenario's YAML, read once per process (every ``fake://seed`` connection
+    builds its world from it; the validation after it is cheap, the YAML parser is not). The
+    caller gets a copy: nothing it does reaches the next one."""
+    text = resources.files("hvballoon.fake").joinpath(f"scenarios/{name}.yaml").read_text("utf-8")
+    return _load_text(text, f"built-in scenario {name!r}", json_only=False)
 
 
 def _load_text(text: str, source: str, *, json_only: bool) -> Any:
