@@ -38,7 +38,7 @@ def test_two_uris_with_vm_names(run: Any) -> None:
 
 def test_one_hung_and_one_failing_host_do_not_stop_the_others(run: Any) -> None:
     started = time.monotonic()
-    r = run("stats", "fake://seed", DOWN, HANG, "fake://seed?flavor=esxi", "--host-timeout", "1.5s", "--json")
+    r = run("stats", "fake://seed", DOWN, HANG, "fake://seed?flavor=esxi", "--host-timeout", "0.5s", "--json")
     elapsed = time.monotonic() - started
     assert elapsed < 10, f"a hung host delayed the sweep beyond its timeout ({elapsed:.1f} s)"
     out = json.loads(r.stdout)
@@ -99,7 +99,7 @@ def test_watch_json_lines(run: Any) -> None:
         "--count",
         "2",
         "--host-timeout",
-        "1s",
+        "0.5s",
         "--json",
     )
     lines = [json.loads(line) for line in r.stdout.splitlines()]
@@ -163,25 +163,23 @@ def test_every_command_has_examples_and_json(run: Any) -> None:
         assert "--json" in run(name, "--help").stdout, name
 
 
-def test_a_third_party_backend_adds_a_config_rule_on_the_typed_plan(plugin_env: dict[str, str]) -> None:
-    """The entry-point backend overrides ``plan_config``: it gets the caller's ``ConfigUpdate``,
-    the kind's plan back from ``super()``, and refuses on ``plan.changed()`` — a change on a
-    read-only host is refused before anything is sent, a request that changes nothing is not."""
-    from tests.support.cli import run as run_subprocess
-
+def test_a_third_party_backend_adds_a_config_rule_on_the_typed_plan(run: Any) -> None:
+    """The third-party backend (registered here as its entry point registers it in a process of
+    its own, see the test above) overrides ``plan_config``: it gets the caller's
+    ``ConfigUpdate``, the kind's plan back from ``super()``, and refuses on ``plan.changed()`` — a
+    change on a read-only host is refused before anything is sent, a request that changes
+    nothing is not."""
     uri = "slowtest://ro1?read_only=1"
-    refused = run_subprocess("config", uri, "db01", "--stats-period", "7", "--json", env=plugin_env)
+    refused = run("config", uri, "db01", "--stats-period", "7", "--json")
     assert refused.returncode == 6, refused.stderr  # permission_denied
     error = json.loads(refused.stdout)
     assert error["code"] == "permission_denied" and error["details"]["rule"] == "read_only"
     assert error["details"]["fields"] == ["stats_period_seconds"]
-    period = json.loads(run_subprocess("config", uri, "db01", "--json", env=plugin_env).stdout)
-    same = run_subprocess(
-        "config", uri, "db01", "--stats-period", str(period["stats_period_seconds"]), "--json", env=plugin_env
-    )
+    period = json.loads(run("config", uri, "db01", "--json").stdout)
+    same = run("config", uri, "db01", "--stats-period", str(period["stats_period_seconds"]), "--json")
     assert same.returncode == 0, same.stderr
     assert json.loads(same.stdout)["changed"] is False
-    writable = run_subprocess("config", "slowtest://rw1", "db01", "--stats-period", "7", "--json", env=plugin_env)
+    writable = run("config", "slowtest://rw1", "db01", "--stats-period", "7", "--json")
     assert writable.returncode == 0, writable.stderr
     change = json.loads(writable.stdout)
     assert change["changed"] is True and change["after"] == {"stats_period_seconds": 7}
