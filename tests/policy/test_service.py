@@ -1,6 +1,7 @@
-"""``hvballoon autoballoon`` as a service and ``hvballoon release``, as real processes: scripted
-faults for 120 rounds, SIGKILL mid-run then a release from the journal, SIGTERM with
---release-on-exit, SIGHUP reloading the settings, the metrics endpoint, JSON log lines."""
+"""``hvballoon autoballoon`` as a service and ``hvballoon release``: as real processes where a
+process is the point (SIGKILL mid-run then a release from the journal, SIGTERM with
+--release-on-exit, SIGHUP reloading the settings, the metrics endpoint, scripted faults for 120
+rounds), in this process otherwise (exit codes, JSON log lines, the checks, the releases)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_every_round_failing_exits_with_the_failures_code(tmp_path: Path) -> Non
     path = tmp_path / "down.yaml"
     text = SEED.read_text().replace("name: seed", "name: down", 1)
     path.write_text(text + "faults:\n  - {op: get_stats, kind: timeout, rate: 1.0}\n")
-    r = run("autoballoon", f"fake://{path}", "--rounds", "3")
+    r = invoke("autoballoon", f"fake://{path}", "--rounds", "3")
     assert r.returncode == 5, r.stderr  # timeout
     assert "autoballoon: 3 rounds, 3 failed (timeout 3)" in r.stderr
 
@@ -121,14 +122,14 @@ def test_sigkill_mid_run_then_release_restores_every_vm_it_lowered(
     # the journal is written before each change: a round's moves the kill cut off between the
     # journal and the hypervisor are in it too (three at most), never a change it did not record
     assert lowered_now <= journaled and len(journaled - lowered_now) <= 3
-    r = run("release", uri, "--journal", str(journal), "--json")
+    r = invoke("release", uri, "--journal", str(journal), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     jsonschema.validate(report, SCHEMAS["ReleaseReport"])
     assert {v["vm"] for v in report["vms"]} == journaled
     assert lowered_now <= {v["vm"] for v in report["vms"] if v["action"] == "released"}
     assert targets(uri) == before
-    again = run("release", uri, "--journal", str(journal))
+    again = invoke("release", uri, "--journal", str(journal))
     assert again.returncode == 0 and "nothing to release" in again.stdout
 
 
@@ -273,7 +274,7 @@ def test_json_log_lines_are_one_object_each_and_never_hold_the_password(
     text = SEED.read_text().replace("name: seed", "name: down", 1)
     path.write_text(text + "faults:\n  - {op: get_host_stats, kind: timeout, rate: 0.5, burst: 3}\n")
     uri = f"fake://{path}?state={tmp_path / 'w.db'}"
-    r = run(
+    r = invoke(
         "autoballoon", uri, "--rounds", "6", "--log-format", "json", "--journal", str(tmp_path / "j.db"),
         "--max-failed-rounds", "1", env={"HVBALLOON_PASSWORD": SECRET},
     )  # fmt: skip

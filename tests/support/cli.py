@@ -9,6 +9,7 @@ in this process with click's runner (the same ``main``, without the ~0.5 s inter
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
@@ -59,12 +60,21 @@ def invoke(*args: str, stdin: str | None = None, env: dict[str, str | None] | No
     """``hvballoon ARGS…`` in this process (``env`` set, or unset where None, for the call only).
 
     An exception the command does not turn into an exit code is raised, not hidden in a result.
+    What the command sets up for its process's lifetime, hvballoon's log handlers and level
+    (``--log-format``), is undone after it, as the end of a process would: the next test's
+    records go nowhere near this call's captured stderr.
     """
     from click.testing import CliRunner
 
     from hvballoon.cli import main
 
-    result = CliRunner().invoke(main, list(args), input=stdin, env=env, prog_name="hvballoon")
+    library_log = logging.getLogger("hvballoon")
+    handlers, level = list(library_log.handlers), library_log.level
+    try:
+        result = CliRunner().invoke(main, list(args), input=stdin, env=env, prog_name="hvballoon")
+    finally:
+        library_log.handlers[:] = handlers
+        library_log.setLevel(level)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Result(result.exit_code, result.stdout, result.stderr)
