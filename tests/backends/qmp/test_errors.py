@@ -191,7 +191,7 @@ def test_permission_denied_on_a_root_owned_socket(serve: Serve, qmp_dir: Path) -
 def test_a_monitor_that_never_answers_is_a_timeout(serve: Serve, qmp_dir: Path) -> None:
     serve("101", name="hung", silent=True)
     start = time.monotonic()
-    with connect(f"qmp://{qmp_dir}", timeout=1) as hv, pytest.raises(OperationTimeoutError) as info:
+    with connect(f"qmp://{qmp_dir}", timeout=0.3) as hv, pytest.raises(OperationTimeoutError) as info:
         hv.list_vms()
     assert (
         info.value.retryable and info.value.vm == "101" and "one QMP client at a time" in info.value.message
@@ -205,7 +205,7 @@ def test_a_monitor_held_by_another_client_is_a_timeout(serve: Serve, qmp_dir: Pa
     other.connect(str(qmp_dir / "101.qmp"))  # someone else holds the one monitor connection
     other.recv(4096)  # greeted: it is being served
     try:
-        with connect(f"qmp://{qmp_dir}", timeout=1) as hv, pytest.raises(OperationTimeoutError):
+        with connect(f"qmp://{qmp_dir}", timeout=0.3) as hv, pytest.raises(OperationTimeoutError):
             hv.get_stats()
     finally:
         other.close()
