@@ -14,6 +14,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -138,8 +140,14 @@ def _describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
     )
 
 
-def test_no_import_cycle_in_hvballoon() -> None:
-    graph = import_graph(ROOT, "hvballoon")
+@pytest.fixture(scope="module")
+def hvballoon_graph() -> dict[str, dict[str, int]]:
+    """hvballoon's own import graph, read once for the tests below (which only read it)."""
+    return import_graph(ROOT, "hvballoon")
+
+
+def test_no_import_cycle_in_hvballoon(hvballoon_graph: dict[str, dict[str, int]]) -> None:
+    graph = hvballoon_graph
     assert len(graph) > 40 and "hvballoon.session" in graph["hvballoon"]
     cycles = find_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(
@@ -147,8 +155,10 @@ def test_no_import_cycle_in_hvballoon() -> None:
     )
 
 
-def test_cli_commands_import_only_shared_modules_never_the_entry_point() -> None:
-    graph = import_graph(ROOT, "hvballoon")
+def test_cli_commands_import_only_shared_modules_never_the_entry_point(
+    hvballoon_graph: dict[str, dict[str, int]],
+) -> None:
+    graph = hvballoon_graph
     entry = {"hvballoon.cli", "hvballoon.cli.app", "hvballoon.cli.__main__"}
     commands = [m for m in graph if m.startswith("hvballoon.cli.") and m not in entry]
     assert "hvballoon.cli.common" in commands and len(commands) >= 7
@@ -156,9 +166,9 @@ def test_cli_commands_import_only_shared_modules_never_the_entry_point() -> None
         assert not entry & set(graph[module]), f"{module} imports {sorted(entry & set(graph[module]))}"
 
 
-def test_the_simulator_does_not_import_its_recorder() -> None:
+def test_the_simulator_does_not_import_its_recorder(hvballoon_graph: dict[str, dict[str, int]]) -> None:
     # the recorder observes the world; the world, and what it imports, know no recorder
-    graph = import_graph(ROOT, "hvballoon")
+    graph = hvballoon_graph
     reached, todo = set(), ["hvballoon.fake.world"]
     while todo:
         for target in graph[todo.pop()]:
