@@ -62,17 +62,17 @@ def test_bad_input_exits_2() -> None:
 
 
 def test_session_margins_keep_the_sessions_guard_rails() -> None:
-    # on a full host (rounds every second while it is short), after five minutes our policy
-    # trusts a steady VM with the absolute margin;
+    # on a full host (rounds every second while it is short), after five minutes (round 300)
+    # our policy trusts a steady VM with the absolute margin;
     # told to keep the session's margins, no lower goes below used + 10 % of the maximum
-    code, out = run("fake://dense", "--rounds", "400", "--json", "--session-margins")
+    code, out = run("fake://dense", "--rounds", "320", "--json", "--session-margins")
     assert code == 0, out
     rows = [json.loads(line) for line in out.strip().splitlines()]
     lowers = [r for r in rows if r["action"] == "lower"]
     assert lowers
     for r in lowers:
         assert r["after_bytes"] >= r["inputs"]["used_bytes"] + int(0.10 * r["inputs"]["maximum_bytes"])
-    code, out = run("fake://dense", "--rounds", "400", "--json")
+    code, out = run("fake://dense", "--rounds", "320", "--json")
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert any(
         r["action"] == "lower"
