@@ -1,5 +1,5 @@
 """The CLI, in this process through click's runner (the same ``main`` the console script calls),
-and once through its real entry point in a subprocess."""
+and once through each real entry point in a subprocess."""
 
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ def test_entry_point_is_installed() -> None:
     assert EXE, "the hvballoon console script must be installed (pip install -e .)"
 
 
-def test_the_entry_point_runs_a_command_and_exits_with_the_errors_code() -> None:
+def test_the_entry_points_run_a_command_and_exit_with_the_errors_code() -> None:
+    """Real processes, once each way in: the console script, and ``python -m hvballoon.cli``."""
     r = cli.run("stats", "fake://seed", "web01", "--json")
     assert r.returncode == 0, r.stderr
     assert [s["vm"]["name"] for s in json.loads(r.stdout)] == ["web01"]
-    r = cli.run("set", "fake://seed", "web01", "1GiB")
+    r = cli.run("set", "fake://seed", "web01", "1GiB", module=True)
     assert r.returncode == 8 and "below the safe floor" in r.stderr and not r.stdout
 
 

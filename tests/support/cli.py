@@ -28,17 +28,23 @@ __all__ = ["EXE", "Result", "Running", "hvballoon_cmd", "invoke", "run"]
 EXE = shutil.which("hvballoon")
 
 
-def hvballoon_cmd(*args: str) -> list[str]:
-    """The command line that runs ``hvballoon ARGS…``: the console script, or ``python -m``."""
-    return [EXE, *args] if EXE else [sys.executable, "-m", "hvballoon.cli", *args]
+def hvballoon_cmd(*args: str, module: bool = False) -> list[str]:
+    """The command line that runs ``hvballoon ARGS…``: the console script (when installed and
+    not ``module``), else ``python -m hvballoon.cli``."""
+    return [EXE, *args] if EXE and not module else [sys.executable, "-m", "hvballoon.cli", *args]
 
 
 def run(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    module: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``hvballoon ARGS…`` in a subprocess, with ``env`` added to this environment."""
+    """``hvballoon ARGS…`` in a subprocess (``python -m hvballoon.cli ARGS…`` with ``module``),
+    with ``env`` added to this environment."""
     return subprocess.run(
-        hvballoon_cmd(*args),
+        hvballoon_cmd(*args, module=module),
         capture_output=True,
         text=True,
         input=stdin,
