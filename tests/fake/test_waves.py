@@ -9,8 +9,8 @@ import pytest
 
 from hvballoon.fake.catalog import load_scenario
 from hvballoon.fake.record import record
-from hvballoon.fake.scenario import parse_scenario
-from hvballoon.fake.waves import CAPACITIES, FLAVORS, WAVE_CLASS, wave_facts, wave_scenario
+from hvballoon.fake.scenario import Scenario, parse_scenario
+from hvballoon.fake.waves import CAPACITIES, FLAVORS, WAVE_CLASS, WaveFacts, wave_facts, wave_scenario
 from hvballoon.fake.workloads import components
 from hvballoon.fake.world import World
 from hvballoon.units import GiB
@@ -57,12 +57,18 @@ def test_an_unknown_flavor_is_refused(flavor: object) -> None:
         wave_scenario(5, flavor=flavor)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="module")
+def drawn() -> dict[int, tuple[Scenario, WaveFacts]]:
+    """The scenario each seed draws and its facts, drawn once for the tests that only read them."""
+    scenarios = {seed: wave_scenario(seed) for seed in SEEDS}
+    return {seed: (s, wave_facts(s)) for seed, s in scenarios.items()}
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-def test_every_scenario_is_of_the_class(seed: int) -> None:
-    s = wave_scenario(seed)
+def test_every_scenario_is_of_the_class(seed: int, drawn: dict[int, tuple[Scenario, WaveFacts]]) -> None:
+    s, facts = drawn[seed]
     cls = WAVE_CLASS
     assert cls.overcommit[0] <= s.promised_bytes / s.host.physical <= cls.overcommit[1]
-    facts = wave_facts(s)
     assert facts.waves, "at least one wave"
     surges = spikes(s)
     for start, names in facts.waves:
@@ -81,13 +87,16 @@ def test_every_scenario_is_of_the_class(seed: int) -> None:
     assert steady_surgers or beside
 
 
-def test_the_class_mixes_capacities_faults_and_steady_surgers() -> None:
-    drawn = [wave_scenario(seed) for seed in SEEDS]
-    facts = [wave_facts(s) for s in drawn]
+def test_the_class_mixes_capacities_faults_and_steady_surgers(
+    drawn: dict[int, tuple[Scenario, WaveFacts]],
+) -> None:
+    scenarios = [s for s, _ in drawn.values()]
+    facts = [f for _, f in drawn.values()]
+    assert len(scenarios) == len(SEEDS)
     assert {f.capacity for f in facts} == set(CAPACITIES)
-    assert 0 < sum(1 for s in drawn if s.faults) < len(drawn)
-    assert sum(1 for s in drawn for v in s.vms if v.workload.kind == "spike") > len(drawn)
-    assert sum(1 for s in drawn for v in s.vms if v.workload.kind in ("jvm", "database")) > len(drawn)
+    assert 0 < sum(1 for s in scenarios if s.faults) < len(scenarios)
+    assert sum(1 for s in scenarios for v in s.vms if v.workload.kind == "spike") > len(scenarios)
+    assert sum(1 for s in scenarios for v in s.vms if v.workload.kind in ("jvm", "database")) > len(scenarios)
     assert len({len(f.waves) for f in facts}) > 1
 
 
