@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
 import pytest
 
 from hvballoon.models import json_schemas
-from tests.support import cli
+from tests.support import cli, schemas
 from tests.support.cli import EXE
 
 SCHEMAS = json_schemas()
@@ -21,7 +20,7 @@ def run(*args: str, stdin: str | None = None, env: dict[str, str | None] | None 
 
 
 def validate(instance: Any, model: str) -> None:
-    jsonschema.validate(instance, SCHEMAS[model])
+    schemas.validate(instance, SCHEMAS[model])
 
 
 def test_entry_point_is_installed() -> None:

@@ -15,6 +15,7 @@ import pytest
 from hvballoon.cli import main
 from hvballoon.outputs import output_schemas
 from tests.support.cli import Result, invoke
+from tests.support.schemas import validate
 
 SCHEMAS = output_schemas()
 
@@ -25,7 +26,7 @@ def run(*args: str) -> Result:
 
 
 def check(instance: Any, name: str) -> None:
-    jsonschema.validate(instance, SCHEMAS[name])
+    validate(instance, SCHEMAS[name])
 
 
 def check_each(items: list[Any], name: str) -> None:

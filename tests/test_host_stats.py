@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-import jsonschema
 import pytest
 from pydantic import ValidationError
 
@@ -30,6 +29,7 @@ from hvballoon.models import (
 from hvballoon.session import Hypervisor
 from hvballoon.units import GiB, MiB
 from tests.support.cli import invoke
+from tests.support.schemas import validate
 
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -239,7 +239,7 @@ def test_host_json_of_the_seed_after_balloons_moved(tmp_path: Path) -> None:
     r = invoke("host", uri, "--json")
     assert r.returncode == 0, r.stderr
     (host,) = json.loads(r.stdout)
-    jsonschema.validate(host, json_schemas()["HostStats"])
+    validate(host, json_schemas()["HostStats"])
     assert host["physical_bytes"] == 120 * GiB
     assert host["vm_configured_bytes"] == 160 * GiB
     assert round(host["overcommit_ratio"], 2) == 1.33
@@ -273,7 +273,7 @@ def test_watch_shows_host_rows() -> None:
     (entry,) = json.loads(line)["hosts"]
     (host,) = entry["host_stats"]
     assert host["physical_bytes"] == 120 * GiB and entry["host_error"] is None
-    jsonschema.validate(host, json_schemas()["HostStats"])
+    validate(host, json_schemas()["HostStats"])
 
 
 def test_watch_reports_a_host_error_and_keeps_the_vm_stats(monkeypatch: pytest.MonkeyPatch) -> None:

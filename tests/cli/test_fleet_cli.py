@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from hvballoon.models import json_schemas
+from tests.support.schemas import validate
 
 SCHEMAS = json_schemas()
 HANG = "slowtest://hang1?sleep=30"
@@ -30,7 +29,7 @@ def test_two_uris_with_vm_names(run: Any) -> None:
         assert host["ok"] and host["error"] is None and host["backend"] == "fake"
         assert [s["vm"]["name"] for s in host["stats"]] == ["web01", "db01"]
         for s in host["stats"]:
-            jsonschema.validate(s, SCHEMAS["MemoryStats"])
+            validate(s, SCHEMAS["MemoryStats"])
     # hyperv fills demand, not guest used; kvm the other way round
     hyperv = hosts_by_uri(out)["fake://seed?flavor=hyperv"]["stats"][0]
     assert hyperv["guest_used_bytes"] is None and hyperv["demand_bytes"] is not None

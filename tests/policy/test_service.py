@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 import hvballoon
@@ -22,6 +21,7 @@ from hvballoon.outputs import output_schemas
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.units import GiB
 from tests.support.cli import Running, invoke, run
+from tests.support.schemas import validate
 
 SEED = Path(hvballoon.__file__).parent / "fake" / "scenarios" / "seed.yaml"
 SCHEMAS = output_schemas()
@@ -75,7 +75,7 @@ def test_120_rounds_on_a_failing_hypervisor_exit_0_and_count_the_failed_rounds(t
     assert r.returncode == 0, r.stderr[-3000:]
     decisions = [json.loads(line) for line in r.stdout.splitlines()]
     summary = json.loads(r.stderr.splitlines()[-1])
-    jsonschema.validate(summary, SCHEMAS["AutoballoonSummary"])
+    validate(summary, SCHEMAS["AutoballoonSummary"])
     assert summary["rounds"] == 120
     assert 35 <= summary["failed_rounds"] <= 85, summary  # about half
     assert summary["failed_by_code"] == {"timeout": summary["failed_rounds"]}
@@ -125,7 +125,7 @@ def test_sigkill_mid_run_then_release_restores_every_vm_it_lowered(
     r = invoke("release", uri, "--journal", str(journal), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
-    jsonschema.validate(report, SCHEMAS["ReleaseReport"])
+    validate(report, SCHEMAS["ReleaseReport"])
     assert {v["vm"] for v in report["vms"]} == journaled
     assert lowered_now <= {v["vm"] for v in report["vms"] if v["action"] == "released"}
     assert targets(uri) == before
@@ -350,7 +350,7 @@ class TestCheck:
         )
         assert r.returncode == 0, r.stderr
         ready = json.loads(r.stdout)
-        jsonschema.validate(ready, SCHEMAS["AutoballoonCheck"])
+        validate(ready, SCHEMAS["AutoballoonCheck"])
         assert ready["journal"] == str(tmp_path / "j.db") and "'web99'" in ready["problems"][0]
         r = invoke("autoballoon", uri, "--check", "--strict", "--floor", "web99=1GiB")
         assert r.returncode == 2

@@ -13,4 +13,5 @@ Nothing here is a test, and nothing here imports a ``conftest.py`` or a test mod
 - Drivers: :mod:`.cli` (the ``hvballoon`` command, in a subprocess or in-process),
   :mod:`.ansible` (``ansible-playbook`` set-ups, modules run in-process).
 - :mod:`.require`: a missing prerequisite skips locally and fails in CI.
+- :mod:`.schemas`: ``jsonschema.validate`` with each schema checked once per process.
 """
