@@ -15,12 +15,14 @@ import gc
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.ansible import Ansible, playbook_setup
+from tests.support.cli import Running
 from tests.support.peer_guard import take_notes
 from tests.support.require import in_ci, require
 
@@ -68,3 +70,19 @@ def ansible(tmp_path_factory: pytest.TempPathFactory) -> Ansible:
     and the hardening tests)."""
     require(shutil.which("ansible-playbook"), "ansible-core is not installed (pip install -e '.[test]')")
     return playbook_setup(tmp_path_factory.mktemp("ansible"))
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Running]]:
+    """``running("autoballoon", URI, …, env={…})``: the command in a subprocess
+    (:class:`tests.support.cli.Running`), killed after the test if it is still running."""
+    started: list[Running] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Running:
+        r = Running(*args, env=env)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.kill()

@@ -10,7 +10,7 @@ import re
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +33,6 @@ def _state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Default journals in the test's directory, never the user's (or root's) own."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[..., Running]]:
-    started: list[Running] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Running:
-        r = Running(*args, env=env)
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        r.kill()
 
 
 def faulty_scenario(tmp_path: Path) -> Path:

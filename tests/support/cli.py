@@ -152,6 +152,12 @@ class Running:
             if stream is not None:
                 stream.close()
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the process has used so far (Linux: read from /proc)."""
+        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def json_log(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stderr]
 
