@@ -212,7 +212,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         self._share_among_siblings(figures, now)
 
         host = snapshot.host
-        reserve = self._reserve(figures, host)
+        wave_reserve = self._wave_reserve(figures, host)
+        reserve = self._reserve(host, wave_reserve)
         surging = any(f.surging is not None for f in figures.values())
         last_surge = now if surging else st.surge_at
         wave = last_surge is not None and now - last_surge < self.wave_seconds
@@ -249,6 +250,7 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         host_inputs = {
             "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,
+            "host_wave_reserve_bytes": wave_reserve,
             "host_short_bytes": max(0, short),
             "headroom_level": round(level, 3),
         }

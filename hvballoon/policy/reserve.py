@@ -32,15 +32,14 @@ class Reserving:
         v = f.view
         return min(v.maximum_bytes, max(v.minimum_bytes, f.used + max(f.floor_headroom, f.surge)))
 
-    def _reserve(self, figures: dict[str, _Figures], host: HostView) -> int:
-        """The free memory the host keeps: the largest of ``free_fraction`` of its memory, its
-        own reserve, and what a plausible wave would take from it — ``wave_share`` of what the
-        VMs' plausible surges would take beyond their own page cache (a guest gives its page
-        cache up to its own surge at no cost to the host; the rest the host backs within
-        seconds, or swaps), at most ``max_reserve_fraction`` of its memory. A VM whose target is
-        a limit (ESXi) is not counted: ESXi reclaims for its host itself (sharing, ballooning by
-        shares, compression), and a limit cut to keep a larger reserve is not given back within
-        seconds when its own surge comes."""
+    def _wave_reserve(self, figures: dict[str, _Figures], host: HostView) -> int:
+        """What a plausible wave would take from the host: ``wave_share`` of what the VMs'
+        plausible surges would take beyond their own page cache (a guest gives its page cache up
+        to its own surge at no cost to the host; the rest the host backs within seconds, or
+        swaps), at most ``max_reserve_fraction`` of its memory. A VM whose target is a limit
+        (ESXi) is not counted: ESXi reclaims for its host itself (sharing, ballooning by shares,
+        compression), and a limit cut to keep a larger reserve is not given back within seconds
+        when its own surge comes."""
         exposure = sum(
             max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, f.backed - f.used))
             for f in figures.values()
@@ -48,8 +47,12 @@ class Reserving:
             and not f.view.settings.self_managed
             and f.view.mechanism is not Mechanism.LIMIT
         )
-        wave = min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
-        return max(int(self.free_fraction * host.total_bytes), host.reserve_bytes, wave)
+        return min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
+
+    def _reserve(self, host: HostView, wave_reserve: int) -> int:
+        """The free memory the host keeps: the largest of ``free_fraction`` of its memory, its
+        own reserve, and what a plausible wave would take from it (:meth:`_wave_reserve`)."""
+        return max(int(self.free_fraction * host.total_bytes), host.reserve_bytes, wave_reserve)
 
     def _wave_floor(self, host: HostView) -> int:
         """The free memory a host keeps while a wave rises."""

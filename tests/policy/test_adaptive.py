@@ -152,7 +152,11 @@ def test_the_reserve_covers_what_a_plausible_wave_would_take_from_the_host() -> 
     p = last.for_vm("c")
     assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
     # a third of the 86.4 GiB their surges would take: more than the fifth of the host
-    assert p.inputs["host_reserve_bytes"] == int(9 * int(0.6 * 16 * GiB) / 3)
+    assert (
+        p.inputs["host_reserve_bytes"]
+        == p.inputs["host_wave_reserve_bytes"]
+        == int(9 * int(0.6 * 16 * GiB) / 3)
+    )
     assert p.inputs["headroom_level"] < 1 and p.target_bytes < 3 * GiB + int(0.6 * 16 * GiB)
     # a reserve of a fifth only: the page cache keeps its whole plausible surge
     calm = run(HvballoonPolicy(wave_share=0), watched(fleet, host_used=85))[-1].for_vm("c")
