@@ -37,7 +37,10 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
 * **A wave deals the reserve out.** For ``wave_seconds`` after a surge, a wave is under way:
   the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
   once, out of the host's free memory down to ``wave_floor_fraction`` of it, and no VM's
-  headroom is cut while the wave rises (a VM cut now is the next one a wave kills).
+  headroom is cut while the wave rises (a VM cut now is the next one a wave kills). A wave
+  across kinds (VMs of two families or more surging in it) is the host's, not a fleet's: then
+  every other VM whose headroom was cut gets it back too, as after late rounds, as far as the
+  free memory goes.
 * **Late rounds are a blind spot.** A round that comes much later than the policy asked for
   (``late_seconds`` beyond it: a sweep that hung until its timeout, moves retried) means a
   surge could go unseen for as long. For ``late_memory_seconds`` after one, the policy is as
@@ -242,7 +245,12 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             # their headroom back out of the host's free memory
             reserve = self._wave_floor(host)
             level = min(self._level(st, figures, snapshot, reserve), st.level)
-            self._deal_out_reserve(figures, snapshot, families if wave else set(), now, everyone=blind)
+            # a wave across kinds (VMs of two families or more surging) is the host's, not a
+            # fleet's: any VM whose headroom was cut may be the next to surge
+            everyone = blind or (wave and len(families) >= 2)
+            self._deal_out_reserve(
+                figures, snapshot, families if wave else set(), now, everyone=everyone, late=blind
+            )
         short = reserve - host.free_bytes
         # below the floor while the reserve is dealt out after late rounds, the host itself is in
         # danger: headroom is cut even within the calm time (while a wave rises none is cut)

@@ -71,6 +71,7 @@ class Reserving:
         now: float,
         *,
         everyone: bool = False,
+        late: bool = False,
     ) -> None:
         """A wave is under way (or rounds come late): the VMs whose headroom was cut get their
         whole plausible surge back at once, out of the host's free memory, before their own
@@ -78,9 +79,11 @@ class Reserving:
 
         First the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
         alike VMs), those short of the most headroom first; with ``everyone`` (the policy's
-        rounds came late, so any VM's surge may go unseen for as long), then every other VM
+        rounds came late, so any VM's surge may go unseen for as long, or a wave spans two
+        families or more, so any VM may be the next to surge), then every other VM
         whose headroom was cut, those short of the least first (as many VMs made whole as the
-        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since.
+        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since
+        (their rule ``hvballoon.late`` if the rounds came ``late``, ``hvballoon.wave`` if not).
         What is dealt out is what they could take within seconds (their missing headroom) after
         the surging VMs' own plausible surges, down to a floor of ``wave_floor_fraction`` of the
         host's memory (or its own reserve).
@@ -106,7 +109,7 @@ class Reserving:
                 others.append((missing, v.id, f, missing))
         for why, group in (
             ("wave", sorted(kin, key=lambda c: c[:2])),
-            ("late", sorted(others, key=lambda c: c[:2])),
+            ("late" if late else "wave", sorted(others, key=lambda c: c[:2])),
         ):
             for _, _, f, missing in group:
                 if missing > budget:

@@ -318,6 +318,32 @@ def test_rounds_that_come_late_deal_the_reserve_out_to_every_cut_vm() -> None:
     assert 0 < sum(p.rule == "hvballoon.late" for p in tighter.proposals) < 4
 
 
+def test_a_wave_across_kinds_deals_the_reserve_out_to_every_cut_vm() -> None:
+    policy = HvballoonPolicy(calm_seconds=0.5)  # the cut a second ago is not within the calm time
+    targets, state = _cut_fleet(policy)
+
+    def fleet(*surging: str) -> list[VMView]:
+        views = _cached_fleet(targets)
+        return [
+            vm(targets[v.name], 9, vm_id=v.id, name=v.name, host_consumed_bytes=v.host_consumed_bytes)
+            if v.name in surging
+            else v
+            for v in views
+        ]
+
+    # web01 and api01 surge together (two kinds) on a host with memory free again, on time
+    plan = policy.decide(snap(SETTLE + 1, *fleet("web01", "api01"), host_used=60), state)
+    for n in ("web01", "api01"):
+        assert plan.for_vm(n).rule == "hvballoon.surge"  # type: ignore[union-attr]
+    for n in ("batch01", "cache01"):
+        p = plan.for_vm(n)
+        assert p is not None and p.rule == "hvballoon.wave", p
+        assert p.target_bytes == 3 * GiB + p.inputs["plausible_surge_bytes"]
+    # web01 alone: a fleet's wave, whose siblings it would raise; the other kinds keep what they have
+    alone = policy.decide(snap(SETTLE + 1, *fleet("web01"), host_used=60), state)
+    assert all(alone.for_vm(n).rule != "hvballoon.wave" for n in ("api01", "batch01", "cache01"))  # type: ignore[union-attr]
+
+
 def test_no_headroom_is_cut_while_a_wave_rises() -> None:
     policy = HvballoonPolicy()
     plans = run(policy, [(k * 1.0, _cached_fleet({}), 60) for k in range(SETTLE_ROUNDS)])
