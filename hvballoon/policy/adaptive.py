@@ -19,7 +19,8 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   reserve, and what a plausible wave would take from it: ``wave_share`` of what the VMs'
   plausible surges would take beyond their own page cache (a guest gives its page cache up to
   its own surge at no cost to the host; the rest the host must back within seconds), at most
-  ``max_reserve_fraction`` of its memory. Only when the host's free memory is below
+  ``max_reserve_fraction`` of its memory (ESXi limits not counted: ESXi reclaims for its host
+  itself). Only when the host's free memory is below
   that reserve does the policy cut into headroom, and then all at one level (the same fraction
   of each VM's plausible surge, never below a small floor sized from the VM's own noise), on
   the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
