@@ -21,8 +21,9 @@ policy asks for it and the controller's ``fast_interval_seconds`` allows — and
 
 Each scenario's peak demand (its VMs' workloads at their highest at once, as the scenario asks
 them whether or not a VM is still running to ask — a VM killed early does not lighten the
-scenario —, plus the host's and the VMs' overheads) is compared with the host's memory plus its swap: where it exceeds them no policy
-can keep every VM, and the goals ask for fewer kills than every baseline instead of none.
+scenario —, plus the host's and the VMs' overheads) is compared with the host's memory plus its
+swap: where it exceeds them no policy can keep every VM, and the goals ask for fewer kills than
+every baseline instead of none.
 
 The controller runs on the public API with its default settings and no per-VM hints; the host
 is given to it explicitly (its size, overhead and reserve, from the simulator). Retries of the

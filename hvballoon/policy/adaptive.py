@@ -248,10 +248,8 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             level = min(self._level(st, figures, snapshot, reserve), st.level)
             # a wave across kinds (VMs of two families or more surging) is the host's, not a
             # fleet's: any VM whose headroom was cut may be the next to surge
-            everyone = blind or (wave and len(families) >= 2)
-            self._deal_out_reserve(
-                figures, snapshot, families if wave else set(), now, everyone=everyone, late=blind
-            )
+            others = "late" if blind else "wave" if len(families) >= 2 else None
+            self._deal_out_reserve(figures, snapshot, families if wave else set(), now, others=others)
         short = reserve - host.free_bytes
         # below the floor while the reserve is dealt out after late rounds, the host itself is in
         # danger: headroom is cut even within the calm time (while a wave rises none is cut)

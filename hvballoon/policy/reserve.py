@@ -70,20 +70,18 @@ class Reserving:
         families: set[tuple[str, int]],
         now: float,
         *,
-        everyone: bool = False,
-        late: bool = False,
+        others: str | None = None,
     ) -> None:
         """A wave is under way (or rounds come late): the VMs whose headroom was cut get their
         whole plausible surge back at once, out of the host's free memory, before their own
         surge comes.
 
         First the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
-        alike VMs), those short of the most headroom first; with ``everyone`` (the policy's
-        rounds came late, so any VM's surge may go unseen for as long, or a wave spans two
-        families or more, so any VM may be the next to surge), then every other VM
-        whose headroom was cut, those short of the least first (as many VMs made whole as the
-        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since
-        (their rule ``hvballoon.late`` if the rounds came ``late``, ``hvballoon.wave`` if not).
+        alike VMs), those short of the most headroom first; with ``others`` (why: ``"late"``,
+        the policy's rounds came late, so any VM's surge may go unseen for as long; ``"wave"``, a
+        wave spans two families or more, so any VM may be the next to surge), then every other
+        VM whose headroom was cut, those short of the least first (as many VMs made whole as the
+        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since.
         What is dealt out is what they could take within seconds (their missing headroom) after
         the surging VMs' own plausible surges, down to a floor of ``wave_floor_fraction`` of the
         host's memory (or its own reserve).
@@ -93,7 +91,7 @@ class Reserving:
         for f in figures.values():
             if f.surging is not None:
                 budget -= max(0, f.view.maximum_bytes - f.used - max(0, f.available))
-        kin, others = [], []
+        kin, rest = [], []
         for f in figures.values():
             v = f.view
             if f.surging is not None or v.settings.self_managed or not v.can_raise or not v.can_lower:
@@ -105,11 +103,11 @@ class Reserving:
                 continue  # it has most of its plausible surge: a move would only be noise
             if sibling_key(v.name, v.maximum_bytes) in families:
                 kin.append((-missing, v.id, f, missing))
-            elif everyone and not self._calming_raise(f, now):
-                others.append((missing, v.id, f, missing))
+            elif others is not None and not self._calming_raise(f, now):
+                rest.append((missing, v.id, f, missing))
         for why, group in (
             ("wave", sorted(kin, key=lambda c: c[:2])),
-            ("late" if late else "wave", sorted(others, key=lambda c: c[:2])),
+            (others or "late", sorted(rest, key=lambda c: c[:2])),
         ):
             for _, _, f, missing in group:
                 if missing > budget:
