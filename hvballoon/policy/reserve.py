@@ -70,21 +70,25 @@ class Reserving:
         families: set[tuple[str, int]],
         now: float,
         *,
-        others: str | None = None,
+        others: str,
+        keep: int = 0,
     ) -> None:
         """A wave is under way (or rounds come late): the VMs whose headroom was cut get their
         whole plausible surge back at once, out of the host's free memory, before their own
         surge comes.
 
         First the siblings of the VMs surging in the wave (``families``: a wave takes a fleet of
-        alike VMs), those short of the most headroom first; with ``others`` (why: ``"late"``,
-        the policy's rounds came late, so any VM's surge may go unseen for as long; ``"wave"``, a
-        wave spans two families or more, so any VM may be the next to surge), then every other
-        VM whose headroom was cut, those short of the least first (as many VMs made whole as the
-        memory allows), except one lowered within ``calm_seconds`` whose use has not risen since.
-        What is dealt out is what they could take within seconds (their missing headroom) after
-        the surging VMs' own plausible surges, down to a floor of ``wave_floor_fraction`` of the
-        host's memory (or its own reserve).
+        alike VMs), those short of the most headroom first; then every other VM whose headroom
+        was cut, those short of the least first (as many VMs made whole as the memory allows),
+        except one lowered within ``calm_seconds`` whose use has not risen since — ``others``
+        says why (``"wave"``: the next surger may be of another kind, and a surge that rises
+        within a second or two is over before a round sees it; ``"late"``: the policy's rounds
+        came late, so any VM's surge may go unseen for as long). What is dealt out is what they
+        could take within seconds (their missing headroom) after the surging VMs' own plausible
+        surges, down to a floor of ``wave_floor_fraction`` of the host's memory (or its own
+        reserve); to the others only what leaves ``keep`` more than that (in a wave of one kind,
+        the host's reserve: it is for the wave's own kind, and for VMs the hypervisor balances
+        itself).
         """
         host = snapshot.host
         budget = host.free_bytes - self._wave_floor(host)
@@ -103,14 +107,14 @@ class Reserving:
                 continue  # it has most of its plausible surge: a move would only be noise
             if sibling_key(v.name, v.maximum_bytes) in families:
                 kin.append((-missing, v.id, f, missing))
-            elif others is not None and not self._calming_raise(f, now):
+            elif not self._calming_raise(f, now):
                 rest.append((missing, v.id, f, missing))
-        for why, group in (
-            ("wave", sorted(kin, key=lambda c: c[:2])),
-            (others or "late", sorted(rest, key=lambda c: c[:2])),
+        for why, group, kept in (
+            ("wave", sorted(kin, key=lambda c: c[:2]), 0),
+            (others, sorted(rest, key=lambda c: c[:2]), keep),
         ):
             for _, _, f, missing in group:
-                if missing > budget:
+                if missing > budget - kept:
                     continue
                 budget -= missing
                 f.wave_raise = why

@@ -278,20 +278,25 @@ def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> No
     assert plan.next_round_seconds == 1.0
 
 
-def _cached_fleet(targets: dict[str, float], *, used: float = 3) -> list[VMView]:
-    """Four alike-sized VMs of different kinds whose page cache fills them (cutting their
-    headroom frees memory the host backs)."""
+KINDS = ("web01", "api01", "batch01", "cache01")
+
+
+def _cached_fleet(
+    targets: dict[str, float], *, used: float = 3, names: tuple[str, ...] = KINDS
+) -> list[VMView]:
+    """Alike-sized VMs (by default four of different kinds) whose page cache fills them
+    (cutting their headroom frees memory the host backs)."""
     return [
         vm(targets.get(n, 16), used, vm_id=n, name=n, host_consumed_bytes=int(targets.get(n, 16) * GiB))
-        for n in ("web01", "api01", "batch01", "cache01")
+        for n in names
     ]
 
 
-def _cut_fleet(policy: HvballoonPolicy) -> tuple[dict[str, float], Any]:
+def _cut_fleet(policy: HvballoonPolicy, names: tuple[str, ...] = KINDS) -> tuple[dict[str, float], Any]:
     """The fleet watched on a host short of its reserve: every VM's headroom cut."""
-    plans = run(policy, [(k * 1.0, _cached_fleet({}), 110) for k in range(SETTLE_ROUNDS)])
+    plans = run(policy, [(k * 1.0, _cached_fleet({}, names=names), 110) for k in range(SETTLE_ROUNDS)])
     targets = {}
-    for n in ("web01", "api01", "batch01", "cache01"):
+    for n in names:
         p = plans[-1].for_vm(n)
         assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
         targets[n] = p.target_bytes / GiB
@@ -318,12 +323,13 @@ def test_rounds_that_come_late_deal_the_reserve_out_to_every_cut_vm() -> None:
     assert 0 < sum(p.rule == "hvballoon.late" for p in tighter.proposals) < 4
 
 
-def test_a_wave_across_kinds_deals_the_reserve_out_to_every_cut_vm() -> None:
+def test_a_wave_deals_the_reserve_out_to_the_surgers_siblings_first_then_to_every_cut_vm() -> None:
     policy = HvballoonPolicy(calm_seconds=0.5)  # the cut a second ago is not within the calm time
-    targets, state = _cut_fleet(policy)
+    names = ("web01", "web02", "api01", "batch01")
+    targets, state = _cut_fleet(policy, names)
 
     def fleet(*surging: str) -> list[VMView]:
-        views = _cached_fleet(targets)
+        views = _cached_fleet(targets, names=names)
         return [
             vm(targets[v.name], 9, vm_id=v.id, name=v.name, host_consumed_bytes=v.host_consumed_bytes)
             if v.name in surging
@@ -331,17 +337,28 @@ def test_a_wave_across_kinds_deals_the_reserve_out_to_every_cut_vm() -> None:
             for v in views
         ]
 
-    # web01 and api01 surge together (two kinds) on a host with memory free again, on time
-    plan = policy.decide(snap(SETTLE + 1, *fleet("web01", "api01"), host_used=60), state)
-    for n in ("web01", "api01"):
-        assert plan.for_vm(n).rule == "hvballoon.surge"  # type: ignore[union-attr]
-    for n in ("batch01", "cache01"):
-        p = plan.for_vm(n)
-        assert p is not None and p.rule == "hvballoon.wave", p
-        assert p.target_bytes == 3 * GiB + p.inputs["plausible_surge_bytes"]
-    # web01 alone: a fleet's wave, whose siblings it would raise; the other kinds keep what they have
-    alone = policy.decide(snap(SETTLE + 1, *fleet("web01"), host_used=60), state)
-    assert all(alone.for_vm(n).rule != "hvballoon.wave" for n in ("api01", "batch01", "cache01"))  # type: ignore[union-attr]
+    def dealt(plan: Plan) -> set[str]:
+        out = set()
+        for p in plan.proposals:
+            if p.rule == "hvballoon.wave" and p.target_bytes is not None:
+                assert p.target_bytes == 3 * GiB + p.inputs["plausible_surge_bytes"]
+                out.add(p.vm_id)
+        return out
+
+    # web01 surges on a host with memory free again, on time: its sibling web02 is the likeliest
+    # next, and a VM of another kind may be too (its surge may rise within a second or two)
+    roomy = policy.decide(snap(SETTLE + 1, *fleet("web01"), host_used=60), state)
+    assert roomy.for_vm("web01").rule == "hvballoon.surge"  # type: ignore[union-attr]
+    assert dealt(roomy) == {"web02", "api01", "batch01"}
+    # with room above the host's floor for web01's surge and one more VM, the sibling comes first
+    missing = 3 * GiB + roomy.for_vm("web02").inputs["plausible_surge_bytes"] - int(targets["web02"] * GiB)  # type: ignore[union-attr]
+    floor, own = int(0.05 * 110 * GiB), 7 * GiB  # web01 may take its whole size (16 GiB) less its 9
+    used = (110 * GiB - floor - own - missing - GiB // 2) / GiB
+    tight = policy.decide(snap(SETTLE + 1, *fleet("web01"), host_used=used), state)
+    assert dealt(tight) == {"web02"}
+    # two kinds surging: the siblings of both, and the VM of a third kind
+    both = policy.decide(snap(SETTLE + 1, *fleet("web01", "api01"), host_used=60), state)
+    assert dealt(both) == {"web02", "batch01"}
 
 
 def test_no_headroom_is_cut_while_a_wave_rises() -> None:
