@@ -59,7 +59,7 @@ import hvballoon  # noqa: E402
 from hvballoon.errors import HVBalloonError  # noqa: E402
 from hvballoon.fake.record import record  # noqa: E402
 from hvballoon.fake.scenario import Flavor, Scenario, builtin_scenarios, load_scenario  # noqa: E402
-from hvballoon.fake.waves import FLAVORS, wave_facts, wave_scenario  # noqa: E402
+from hvballoon.fake.waves import FLAVORS, WAVE_CLASS, WaveClass, parse_wave_class, wave_facts, wave_scenario  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
 from hvballoon.policy import Controller, ControllerSettings, Policy  # noqa: E402
 from hvballoon.retry import RetryPolicy  # noqa: E402
@@ -340,10 +340,23 @@ def _run(job: tuple[Scenario, str, float, float, int]) -> Result:
     return run_one(spec, policy, hours=hours, interval=interval, seed=seed)
 
 
-def generated(count: int, *, first: int = 0, hours: float = 12.0, flavor: Flavor = "kvm") -> list[Scenario]:
+def generated(
+    count: int, *, first: int = 0, hours: float = 12.0, flavor: Flavor = "kvm", cls: WaveClass = WAVE_CLASS
+) -> list[Scenario]:
     """``count`` generated wave scenarios (:func:`hvballoon.fake.waves.wave_scenario`), seeds
-    ``first`` … ``first + count - 1``, on the ``flavor``'s hypervisor."""
-    return [wave_scenario(seed, hours=max(hours, 1.5), flavor=flavor) for seed in range(first, first + count)]
+    ``first`` … ``first + count - 1``, of the class ``cls``, on the ``flavor``'s hypervisor."""
+    return [
+        wave_scenario(seed, hours=max(hours, 1.5), flavor=flavor, cls=cls)
+        for seed in range(first, first + count)
+    ]
+
+
+def _wave_class(text: str) -> WaveClass:
+    """``--wave-class``: the generator's class with the bounds given changed."""
+    try:
+        return parse_wave_class(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # -- judging --------------------------------------------------------------------------------
@@ -578,6 +591,14 @@ def main(argv: list[str] | None = None) -> int:
         default="kvm",
         help="the hypervisor the generated scenarios are drawn for (default kvm)",
     )
+    parser.add_argument(
+        "--wave-class",
+        type=_wave_class,
+        default=WAVE_CLASS,
+        metavar="FIELD=LOW:HIGH,...",
+        help="draw the generated scenarios from another class: bounds of hvballoon.fake.waves.WaveClass "
+        "changed, e.g. rise_seconds=1:4,surge_fraction=0.5:0.85",
+    )
     parser.add_argument("--only-generated", action="store_true", help="no built-in scenario")
     parser.add_argument(
         "--deflate-on-oom",
@@ -594,9 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs is a number of processes, at least 1, got {args.jobs}")
-    if args.write_docs and args.generated_flavor != "kvm":
+    if args.write_docs and (args.generated_flavor != "kvm" or args.wave_class != WAVE_CLASS):
         parser.error(
-            "--write-docs writes the KVM tables of docs/policies.md: leave --generated-flavor at kvm"
+            "--write-docs writes the tables of docs/policies.md for KVM and the generator's own class: "
+            "leave --generated-flavor and --wave-class out"
         )
     policies = tuple(args.policy or POLICIES)
     builtins: list[str | Scenario] = [] if args.only_generated else list(args.scenario or builtin_scenarios())
@@ -615,7 +637,11 @@ def main(argv: list[str] | None = None) -> int:
         many = run_all(
             hours=gen_hours,
             scenarios=generated(
-                args.generated, first=args.first, hours=gen_hours, flavor=args.generated_flavor
+                args.generated,
+                first=args.first,
+                hours=gen_hours,
+                flavor=args.generated_flavor,
+                cls=args.wave_class,
             ),
             policies=policies,
             interval=args.interval,
@@ -640,7 +666,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds > 1:
             parts += [f"### Every built-in scenario with {args.seeds} seeds", "", summary(results), ""]
     if many:
-        scenarios = generated(args.generated, first=args.first, hours=gen_hours, flavor=args.generated_flavor)
+        scenarios = generated(
+            args.generated,
+            first=args.first,
+            hours=gen_hours,
+            flavor=args.generated_flavor,
+            cls=args.wave_class,
+        )
         facts = {s.name: wave_facts(s, hours=gen_hours) for s in scenarios}
         parts += [
             f"### {args.generated} generated wave scenarios",

@@ -30,6 +30,8 @@ Every draw comes from ``random.Random(seed)``; nothing depends on the machine or
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +39,16 @@ from typing import Any, Literal, NamedTuple
 
 from hvballoon.fake.scenario import Flavor, Scenario, parse_scenario
 
-__all__ = ["CAPACITIES", "FLAVORS", "WAVE_CLASS", "WaveClass", "WaveFacts", "wave_facts", "wave_scenario"]
+__all__ = [
+    "CAPACITIES",
+    "FLAVORS",
+    "WAVE_CLASS",
+    "WaveClass",
+    "WaveFacts",
+    "parse_wave_class",
+    "wave_facts",
+    "wave_scenario",
+]
 
 Capacity = Literal["roomy", "tight", "over"]
 CAPACITIES: tuple[Capacity, ...] = ("roomy", "tight", "over")
@@ -72,6 +83,61 @@ class WaveClass:
 
 
 WAVE_CLASS = WaveClass()
+
+
+#: the fields of a class that are shares or fractions of a size (bounded by 1)
+_FRACTIONS = ("surge_fraction", "wave_share", "steady_share")
+
+
+def parse_wave_class(text: str, base: WaveClass = WAVE_CLASS) -> WaveClass:
+    """The class ``base`` with the bounds ``text`` changes: ``field=low:high`` for a range,
+    ``field=value`` for a single figure, separated by commas (fields of :class:`WaveClass`).
+
+    >>> c = parse_wave_class("rise_seconds=1:4, surge_fraction=0.5:0.85")
+    >>> c.rise_seconds, c.surge_fraction, c.overcommit == WAVE_CLASS.overcommit
+    ((1.0, 4.0), (0.5, 0.85), True)
+    >>> parse_wave_class("rise=1:4")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown field 'rise' of a wave class; accepted: overcommit, surge_fraction, rise_seconds, spread_seconds, surge_seconds, waves, first_wave_seconds, wave_share, steady_share
+    """
+    fields = {f.name: f for f in dataclasses.fields(WaveClass)}
+    changes: dict[str, Any] = {}
+    for item in text.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not name and not sep and not value:
+            continue
+        if not sep or not name or not value:
+            raise ValueError(f"{item.strip()!r} is not field=value or field=low:high")
+        if name not in fields:
+            raise ValueError(f"unknown field {name!r} of a wave class; accepted: {', '.join(fields)}")
+        if name in changes:
+            raise ValueError(f"{name} is given twice")
+        current = getattr(base, name)
+        ranged = isinstance(current, tuple)
+        parts = value.split(":")
+        if len(parts) != (2 if ranged else 1):
+            form = "low:high" if ranged else "one number"
+            raise ValueError(f"{name} is {form}, got {value!r}")
+        number = int if name == "waves" else float
+        try:
+            figures = [number(p) for p in parts]
+        except ValueError:
+            raise ValueError(
+                f"{name}: {value!r} is not {'whole numbers' if number is int else 'numbers'}"
+            ) from None
+        if not all(math.isfinite(x) and x >= 0 for x in figures):
+            raise ValueError(f"{name}: {value!r} must be finite and not negative")
+        if ranged and figures[0] > figures[1]:
+            raise ValueError(f"{name}: the low bound {parts[0]} is above the high bound {parts[1]}")
+        if name in _FRACTIONS and figures[-1] > 1:
+            raise ValueError(f"{name} is a share, at most 1, got {value!r}")
+        if name in ("surge_fraction", "rise_seconds", "overcommit", "waves") and figures[0] <= 0:
+            raise ValueError(f"{name} must be above 0, got {value!r}")
+        changes[name] = tuple(figures) if ranged else figures[0]
+    if not changes:
+        raise ValueError("no field given: field=low:high or field=value, separated by commas")
+    return dataclasses.replace(base, **changes)
 
 
 class _Role(NamedTuple):

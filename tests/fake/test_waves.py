@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,15 @@ import pytest
 from hvballoon.fake.catalog import load_scenario
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import Scenario, parse_scenario
-from hvballoon.fake.waves import CAPACITIES, FLAVORS, WAVE_CLASS, WaveFacts, wave_facts, wave_scenario
+from hvballoon.fake.waves import (
+    CAPACITIES,
+    FLAVORS,
+    WAVE_CLASS,
+    WaveFacts,
+    parse_wave_class,
+    wave_facts,
+    wave_scenario,
+)
 from hvballoon.fake.workloads import components
 from hvballoon.fake.world import World
 from hvballoon.units import GiB
@@ -85,6 +94,50 @@ def test_every_scenario_is_of_the_class(seed: int, drawn: dict[int, tuple[Scenar
     steady_surgers = [v for v in s.vms if v.workload.kind == "spike"]
     beside = [v for v in s.vms if v.workload.kind in ("jvm", "database")]
     assert steady_surgers or beside
+
+
+def test_a_class_of_faster_larger_surges_draws_them() -> None:
+    cls = parse_wave_class("rise_seconds=1:2, surge_fraction=0.5:0.7, spread_seconds=5")
+    assert (cls.rise_seconds, cls.surge_fraction, cls.spread_seconds) == ((1.0, 2.0), (0.5, 0.7), 5.0)
+    assert cls.overcommit == WAVE_CLASS.overcommit  # what is not named stays the generator's
+    s = wave_scenario(3, cls=cls)
+    surges = spikes(s)
+    for start, names in wave_facts(s).waves:
+        for name in names:
+            (p,) = [p for p in surges[name] if start <= p.at <= start + 5]
+            vm = next(v for v in s.vms if v.name == name)
+            assert 1.0 <= p.rise <= 2.0
+            # half its size or more, unless the VM could not hold it (95 % of its size at most)
+            assert p.size >= vm.memory / 2 - 2**20 or vm.used + p.size >= 0.95 * vm.memory - 2**20
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "no field given"),
+        (" , ", "no field given"),
+        ("rise_seconds", "is not field=value"),
+        ("=1:2", "is not field=value"),
+        ("rise_seconds=", "is not field=value"),
+        ("rise=1:4", "unknown field 'rise'"),
+        ("rise_seconds=4", "rise_seconds is low:high"),
+        ("rise_seconds=1:2:3", "rise_seconds is low:high"),
+        ("spread_seconds=1:2", "spread_seconds is one number"),
+        ("rise_seconds=1:x", "is not numbers"),
+        ("waves=1.5:2", "is not whole numbers"),
+        ("rise_seconds=inf:9", "finite and not negative"),
+        ("spread_seconds=-5", "finite and not negative"),
+        ("rise_seconds=4:1", "the low bound 4 is above the high bound 1"),
+        ("surge_fraction=0.5:1.5", "is a share, at most 1"),
+        ("steady_share=2", "is a share, at most 1"),
+        ("rise_seconds=0:2", "must be above 0"),
+        ("waves=0:2", "must be above 0"),
+        ("rise_seconds=1:2,rise_seconds=1:3", "given twice"),
+    ],
+)
+def test_a_malformed_wave_class_is_refused(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_wave_class(text)
 
 
 def test_the_class_mixes_capacities_faults_and_steady_surgers(

@@ -9,6 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -161,6 +162,34 @@ def test_generated_scenarios_are_drawn_for_the_flavor_asked(bench: ModuleType) -
     # the docs' tables are KVM's: another flavor's figures are not written over them
     with pytest.raises(SystemExit):
         bench.main(["--only-generated", "--generated", "1", "--generated-flavor", "esxi", "--write-docs"])
+
+
+def test_generated_scenarios_are_drawn_from_the_class_asked(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hvballoon.fake.waves import parse_wave_class
+
+    fast = parse_wave_class("rise_seconds=1:2")
+    rises = {p.rise for s in bench.generated(2, hours=3, cls=fast) for p in _spikes(s)}
+    assert rises and all(1.0 <= r <= 2.0 for r in rises)
+    assert any(r > 2.0 for s in bench.generated(2, hours=3) for r in {p.rise for p in _spikes(s)})
+    # a malformed class is refused by the command line, before anything runs, saying why
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--only-generated", "--generated", "1", "--wave-class", "rise=1:2"])
+    assert e.value.code == 2 and "unknown field 'rise'" in capsys.readouterr().err
+    # the docs' tables are the generator's own class
+    with pytest.raises(SystemExit):
+        bench.main(
+            ["--only-generated", "--generated", "1", "--wave-class", "rise_seconds=1:2", "--write-docs"]
+        )
+
+
+def _spikes(s: Any) -> list[Any]:
+    """The spike parts of a scenario's workloads."""
+    from hvballoon.fake.workloads import components
+
+    return [c.params for i, v in enumerate(s.vms) for c in components(i, v.workload.kind, v.workload.params)
+            if c.kind == "spike"]  # fmt: skip
 
 
 def test_the_peak_demand_counts_a_vm_killed_before_it_peaked(bench: ModuleType) -> None:
