@@ -41,9 +41,8 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   headroom is cut while the wave rises (a VM cut now is the next one a wave kills). Then every
   other VM whose headroom was cut gets it back too, as after late rounds: a wave may take VMs of
   another kind next, and a surge that rises within a second or two is over before any round
-  sees it. In a wave of one kind that is only out of what the host keeps beyond its reserve (the
-  reserve is for the wave's own kind, and for the VMs the hypervisor balances itself); in a wave
-  across kinds (VMs of two families or more surging), which is the host's, down to the floor.
+  sees it — out of what the host keeps beyond what the VMs the hypervisor balances itself
+  (Hyper-V Dynamic Memory) may still be given of their plausible surges.
 * **Late rounds are a blind spot.** A round that comes much later than the policy asked for
   (``late_seconds`` beyond it: a sweep that hung until its timeout, moves retried) means a
   surge could go unseen for as long. For ``late_memory_seconds`` after one, the policy is as
@@ -246,19 +245,17 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             # reserve, only its floor is defended (while rounds come late the headroom level
             # rises to what the floor allows); in a wave the VMs likeliest to surge next get
             # their headroom back out of the host's free memory
-            kept, reserve = reserve, self._wave_floor(host)
+            reserve = self._wave_floor(host)
             level = min(self._level(st, figures, snapshot, reserve), st.level)
             # the siblings of the surging VMs first (a wave takes a fleet of alike VMs), then any
             # other VM whose headroom was cut: the first surger of another kind rises within a
-            # second or two, before any round can see it, with only what it was left; in a wave of
-            # one kind the others only out of what the host keeps beyond its reserve
+            # second or two, before any round can see it, with only what it was left
             self._deal_out_reserve(
                 figures,
                 snapshot,
                 families if wave else set(),
                 now,
                 others="late" if blind else "wave",
-                keep=kept - reserve if wave and not blind and len(families) < 2 else 0,
             )
         short = reserve - host.free_bytes
         # below the floor while the reserve is dealt out after late rounds, the host itself is in

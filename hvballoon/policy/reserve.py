@@ -71,7 +71,6 @@ class Reserving:
         now: float,
         *,
         others: str,
-        keep: int = 0,
     ) -> None:
         """A wave is under way (or rounds come late): the VMs whose headroom was cut get their
         whole plausible surge back at once, out of the host's free memory, before their own
@@ -86,15 +85,20 @@ class Reserving:
         came late, so any VM's surge may go unseen for as long). What is dealt out is what they
         could take within seconds (their missing headroom) after the surging VMs' own plausible
         surges, down to a floor of ``wave_floor_fraction`` of the host's memory (or its own
-        reserve); to the others only what leaves ``keep`` more than that (in a wave of one kind,
-        the host's reserve: it is for the wave's own kind, and for VMs the hypervisor balances
-        itself).
+        reserve); to the others only what leaves, above that, what the VMs the hypervisor
+        balances itself (Dynamic Memory: the policy cannot lower them) may still be given of
+        their plausible surges — the hypervisor hands it out without asking.
         """
         host = snapshot.host
         budget = host.free_bytes - self._wave_floor(host)
         for f in figures.values():
             if f.surging is not None:
                 budget -= max(0, f.view.maximum_bytes - f.used - max(0, f.available))
+        keep = sum(
+            max(0, min(f.view.maximum_bytes, f.used + f.surge) - f.view.current_bytes)
+            for f in figures.values()
+            if f.surging is None and not f.view.can_lower and not f.view.settings.self_managed
+        )
         kin, rest = [], []
         for f in figures.values():
             v = f.view

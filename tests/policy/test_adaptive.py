@@ -361,6 +361,33 @@ def test_a_wave_deals_the_reserve_out_to_the_surgers_siblings_first_then_to_ever
     assert dealt(both) == {"web02", "batch01"}
 
 
+def test_a_wave_leaves_the_others_what_the_hypervisor_may_still_hand_out_itself() -> None:
+    policy = HvballoonPolicy(calm_seconds=0.5)
+    names = ("web01", "web02", "api01", "batch01")
+    targets, state = _cut_fleet(policy, names)
+    surging = [
+        vm(targets[v.name], 9, vm_id=v.id, name=v.name, host_consumed_bytes=v.host_consumed_bytes)
+        if v.name == "web01"
+        else v
+        for v in _cached_fleet(targets, names=names)
+    ]
+    # a Dynamic Memory VM beside them: Hyper-V gives it memory as its use rises, without asking;
+    # its plausible surge (60 % of 64 GiB) would take 37.4 GiB more of the host
+    dm = vm(8, 7, vm_id="sql01", name="sql01", maximum_bytes=64 * GiB, mechanism=Mechanism.DYNAMIC_MEMORY,
+            can_lower=False)  # fmt: skip
+    plan = policy.decide(snap(SETTLE + 1, *surging, dm, host_used=60), state)
+    dealt = {p.vm_id for p in plan.proposals if p.rule == "hvballoon.wave" and p.target_bytes is not None}
+    assert dealt == {"web02"}  # the sibling still; the other kinds not out of what sql01 may take
+    without = policy.decide(snap(SETTLE + 1, *surging, host_used=60), state)
+    assert {
+        p.vm_id for p in without.proposals if p.rule == "hvballoon.wave" and p.target_bytes is not None
+    } == {
+        "web02",
+        "api01",
+        "batch01",
+    }
+
+
 def test_no_headroom_is_cut_while_a_wave_rises() -> None:
     policy = HvballoonPolicy()
     plans = run(policy, [(k * 1.0, _cached_fleet({}), 60) for k in range(SETTLE_ROUNDS)])
