@@ -633,16 +633,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     many: list[Result] = []
     gen_hours = args.generated_hours or args.hours
-    if args.generated:
+    drawn = generated(
+        args.generated, first=args.first, hours=gen_hours, flavor=args.generated_flavor, cls=args.wave_class
+    )
+    if drawn:
         many = run_all(
             hours=gen_hours,
-            scenarios=generated(
-                args.generated,
-                first=args.first,
-                hours=gen_hours,
-                flavor=args.generated_flavor,
-                cls=args.wave_class,
-            ),
+            scenarios=drawn,
             policies=policies,
             interval=args.interval,
             deflate_on_oom=args.deflate_on_oom,
@@ -666,13 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds > 1:
             parts += [f"### Every built-in scenario with {args.seeds} seeds", "", summary(results), ""]
     if many:
-        scenarios = generated(
-            args.generated,
-            first=args.first,
-            hours=gen_hours,
-            flavor=args.generated_flavor,
-            cls=args.wave_class,
-        )
+        scenarios = drawn
         facts = {s.name: wave_facts(s, hours=gen_hours) for s in scenarios}
         parts += [
             f"### {args.generated} generated wave scenarios",
