@@ -39,10 +39,10 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
   once, out of the host's free memory down to ``wave_floor_fraction`` of it, and no VM's
   headroom is cut while the wave rises (a VM cut now is the next one a wave kills). Then every
-  other VM whose headroom was cut gets it back too, as after late rounds: a wave may take VMs of
+  other VM whose headroom was cut gets it back too, as after late rounds (a wave may take VMs of
   another kind next, and a surge that rises within a second or two is over before any round
-  sees it — out of what the host keeps beyond what the VMs the hypervisor balances itself
-  (Hyper-V Dynamic Memory) may still be given of their plausible surges.
+  sees it), leaving the host what the VMs the hypervisor balances itself (Hyper-V Dynamic
+  Memory) may still be given of their plausible surges.
 * **Late rounds are a blind spot.** A round that comes much later than the policy asked for
   (``late_seconds`` beyond it: a sweep that hung until its timeout, moves retried) means a
   surge could go unseen for as long. For ``late_memory_seconds`` after one, the policy is as
