@@ -87,6 +87,8 @@ WAVE_CLASS = WaveClass()
 
 #: the fields of a class that are shares or fractions of a size (bounded by 1)
 _FRACTIONS = ("surge_fraction", "wave_share", "steady_share")
+#: the fields of a class whose bounds must be above 0 (a surge, a rise, an overcommitment, waves)
+_POSITIVE = ("surge_fraction", "rise_seconds", "overcommit", "waves")
 
 
 def parse_wave_class(text: str, base: WaveClass = WAVE_CLASS) -> WaveClass:
@@ -119,7 +121,8 @@ def parse_wave_class(text: str, base: WaveClass = WAVE_CLASS) -> WaveClass:
         if len(parts) != (2 if ranged else 1):
             form = "low:high" if ranged else "one number"
             raise ValueError(f"{name} is {form}, got {value!r}")
-        number = int if name == "waves" else float
+        default = getattr(WAVE_CLASS, name)
+        number = type(default[0] if ranged else default)  # waves are counted, the rest measured
         try:
             figures = [number(p) for p in parts]
         except ValueError:
@@ -132,7 +135,7 @@ def parse_wave_class(text: str, base: WaveClass = WAVE_CLASS) -> WaveClass:
             raise ValueError(f"{name}: the low bound {parts[0]} is above the high bound {parts[1]}")
         if name in _FRACTIONS and figures[-1] > 1:
             raise ValueError(f"{name} is a share, at most 1, got {value!r}")
-        if name in ("surge_fraction", "rise_seconds", "overcommit", "waves") and figures[0] <= 0:
+        if name in _POSITIVE and figures[0] <= 0:
             raise ValueError(f"{name} must be above 0, got {value!r}")
         changes[name] = tuple(figures) if ranged else figures[0]
     if not changes:
