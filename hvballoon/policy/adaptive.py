@@ -22,7 +22,9 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   ``max_reserve_fraction`` of its memory (ESXi limits not counted: ESXi reclaims for its host
   itself). Only when the host's free memory is below
   that reserve does the policy cut into headroom, and then all at one level (the same fraction
-  of each VM's plausible surge, never below a small floor sized from the VM's own noise), on
+  of each VM's plausible surge, never below a small floor sized from the VM's own noise, nor
+  below ``min_level``: 0 by default; a fleet whose surges rise within a second or two, before
+  any round can see them, is safer with more left in the guests, see the policies page), on
   the VMs watched for ``settle_seconds`` (their noise known), choosing the level that frees what
   the host lacks from the memory the host actually backs. A page cache held down by its balloon
   (it fills all the VM is left) keeps the appetite it had: what it shows then is the balloon.
@@ -149,12 +151,15 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         late_memory_seconds: float = 300.0,
         lower_deadband_fraction: float = 1 / 16,
         min_deadband_bytes: int = 512 * MiB,
+        min_level: float = 0.0,
         own_guard_rails: bool = True,
     ) -> None:
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
         if not 0 <= wave_share <= 1 or not 0 <= max_reserve_fraction < 1:
             raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [0, 1)")
+        if not 0 <= min_level <= 1:
+            raise ValueError("min_level is in [0, 1]")
         self.surge_fraction = surge_fraction
         self.free_fraction = free_fraction
         self.band_fraction = band_fraction
@@ -175,6 +180,7 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         self.late_memory_seconds = late_memory_seconds
         self.lower_deadband_fraction = lower_deadband_fraction
         self.min_deadband_bytes = min_deadband_bytes
+        self.min_level = min_level
         self.own_guard_rails = own_guard_rails
 
     def initial_state(self) -> Any:

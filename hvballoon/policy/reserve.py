@@ -26,6 +26,7 @@ class Reserving:
     wave_seconds: float
     wave_floor_fraction: float
     min_deadband_bytes: int
+    min_level: float
 
     def _whole(self, f: _Figures) -> int:
         """The VM's use plus its whole plausible surge (within its bounds)."""
@@ -206,10 +207,12 @@ class Reserving:
         cut (the most it has had within ``appetite_seconds``): cutting the headroom of a VM
         that keeps it free frees nothing the host backs, and leaves it with less to absorb a
         surge. Never on a VM the round marked ``whole_only`` (an ESXi limit while a wave rises,
-        rounds come late or the host is near its floor: see :meth:`decide`).
+        rounds come late or the host is near its floor: see :meth:`decide`), and never below
+        ``min_level`` of its plausible surge.
         """
         v = f.view
         whole = self._whole(f)
+        level = max(level, self.min_level)
         headroom = max(f.floor_headroom, int(level * f.surge))
         if level >= 1.0 or f.hist.cache_bytes <= headroom or f.whole_only:
             return whole
@@ -277,7 +280,7 @@ class Reserving:
         the cache above it, headroom given back fills with cache again. Below its reserve the
         host cuts at once to the highest level that leaves it a band more than its reserve
         (so the cache growing back does not call for another cut a round later); above it, the
-        level rises to the highest that leaves two bands more.
+        level rises to the highest that leaves two bands more. Never below ``min_level``.
         """
         host = snapshot.host
         band = int(self.band_fraction * host.total_bytes)
@@ -296,9 +299,9 @@ class Reserving:
         def highest(goal: int) -> float:
             if free_at(1.0) >= goal:
                 return 1.0
-            if free_at(0.0) < goal:
-                return 0.0
-            low, high = 0.0, 1.0
+            if free_at(self.min_level) < goal:
+                return self.min_level
+            low, high = self.min_level, 1.0
             for _ in range(16):
                 mid = (low + high) / 2
                 low, high = (mid, high) if free_at(mid) >= goal else (low, mid)

@@ -491,3 +491,25 @@ def test_a_raise_made_while_a_sweep_hung_counts_as_a_raise_of_the_policy() -> No
     fresh = HvballoonPolicy(late_seconds=1e9)
     q = run(fresh, [*watched(roomy), (SETTLE + 715, after, 94.0)])[-1].for_vm(braced.vm_id)
     assert q is not None and q.rule == "hvballoon.lower"
+
+
+def test_min_level_keeps_that_share_of_the_plausible_surge_in_every_guest() -> None:
+    # a host short of its reserve cuts cached VMs' headroom deep by default; with min_level the
+    # cut stops at that share of each VM's plausible surge, and the level reported says so
+    deep, _ = _cut_fleet(HvballoonPolicy())
+    half, state = _cut_fleet(HvballoonPolicy(min_level=0.5))
+    for n in KINDS:
+        assert deep[n] < half[n]
+    plan = HvballoonPolicy(min_level=0.5).decide(snap(SETTLE + 1, *_cached_fleet(half), host_used=110), state)
+    for n in KINDS:
+        p = plan.for_vm(n)
+        assert p is not None
+        surge = p.inputs["plausible_surge_bytes"]
+        assert half[n] * GiB >= 3 * GiB + 0.5 * surge - MiB
+        assert p.inputs["headroom_level"] >= 0.5
+        assert p.target_bytes is None or p.target_bytes >= 3 * GiB + 0.5 * surge - MiB
+    import pytest
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="min_level"):
+            HvballoonPolicy(min_level=bad)
