@@ -238,6 +238,10 @@ class AutoballoonSummary(_Output):
 
     uri: str = Field(description="Redacted: never a password.")
     policy: str
+    policy_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The policy's own options given (settings, command line), converted.",
+    )
     dry_run: bool
     rounds: int = Field(ge=0)
     failed_rounds: int = Field(ge=0)
@@ -260,6 +264,10 @@ class AutoballoonCheck(_Output):
 
     uri: str = Field(description="Redacted: never a password.")
     policy: str
+    policy_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The policy's own options given (settings, command line), converted.",
+    )
     journal: str | None = Field(description="The journal file (None: kept in memory).")
     problems: list[str] = Field(default_factory=list)
 

@@ -12,7 +12,6 @@ after a crash.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import signal
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import click
 
+from hvballoon.cli.autoballoon_settings import Overrides, vm_pairs
 from hvballoon.cli.common import (
     EXIT_INTERRUPTED,
     connection,
@@ -46,12 +46,17 @@ Examples:
   hvballoon autoballoon qemu:///system --policy hvballoon \\
       --self-managed db01 --floor web01=4GiB --interval 10s
   hvballoon autoballoon esxi://root@esx01 --policy hvballoon --settings fleet.yaml
+  hvballoon autoballoon qemu:///system --policy hvballoon \\
+      --policy-option surge_fraction=0.8 --policy-option calm_seconds=20m
   hvballoon autoballoon qemu:///system --serve --settings /etc/hvballoon/autoballoon.yaml \\
       --metrics-address 127.0.0.1:10178 --log-format json --release-on-exit
   hvballoon autoballoon --check-settings /etc/hvballoon/autoballoon.yaml
 \b
 Policies: static (never moves), mom (oVirt MoM's default balloon rules), proxmox (Proxmox VE's
-auto-ballooning), hvballoon (ours). The fake backend runs on virtual time: use --rounds.
+auto-ballooning), hvballoon (ours). --policy-option KEY=VALUE sets one of the policy's own
+options (docs/policies.md, "Tuning the policy"), also the settings file's policy_options:
+mapping (the command line wins); SIGHUP (--serve) applies changed ones, keeping what the policy
+learned. The fake backend runs on virtual time: use --rounds.
 The host's memory is read every round (hvballoon host URI shows it); --host-memory overrides
 its physical memory (the host's use is then derived from the VMs, plus --host-overhead).
 \b
@@ -77,108 +82,6 @@ would get back is left alone. Refused while a controller runs on the journal.
 Exit: 0 when every VM was given back (or needed nothing), 12 (partial_change) when some were and
 others failed, otherwise the failure's code.
 """
-
-
-# -- settings -----------------------------------------------------------------------------------
-
-
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
-    out = {}
-    for item in values:
-        name, sep, size = item.partition("=")
-        if not sep or not name:
-            raise InvalidRequestError(f"--{what} takes VM=SIZE (e.g. web01=4GiB), got {item!r}")
-        out[name] = parse_size(size, what=what)
-    return out
-
-
-def load_settings_file(path: str | None) -> dict[str, Any]:
-    """The mapping in a YAML or JSON settings file; a clear error for anything else."""
-    if path is None:
-        return {}
-    where = Path(path)
-    try:
-        text = where.read_text("utf-8")
-    except OSError as exc:
-        raise InvalidRequestError(
-            f"cannot read the settings file {path!r}: {exc.strerror or exc}", details={"settings": path}
-        ) from None
-    except UnicodeDecodeError:
-        raise InvalidRequestError(
-            f"{path}: the settings file is not UTF-8 text", details={"settings": path}
-        ) from None
-    try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except ValueError as exc:  # json.JSONDecodeError
-        raise InvalidRequestError(f"{path}: not valid JSON: {exc}", details={"settings": path}) from None
-    except Exception as exc:  # yaml.YAMLError: the message says where
-        raise InvalidRequestError(f"{path}: not valid YAML: {exc}", details={"settings": path}) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidRequestError(
-            f"{path}: the settings file must hold a mapping", details={"settings": path}
-        )
-    return data
-
-
-def validate_settings(data: dict[str, Any], where: str = "autoballoon settings") -> Any:
-    """``data`` as :class:`~hvballoon.policy.ControllerSettings`, or an error naming each problem."""
-    from pydantic import ValidationError
-
-    from hvballoon.policy import ControllerSettings
-
-    try:
-        return ControllerSettings.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequestError(f"invalid {where}: {problems}", details={"problems": problems}) from None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Overrides:
-    """What the command line says on top of the settings file (applied again on SIGHUP)."""
-
-    interval: float | None
-    host_memory: int | None
-    host_overhead: int | None
-    host_reserve: int | None
-    max_lower: int | None
-    max_changes: int | None
-    max_failed_rounds: int | None
-    session_margins: bool
-    vms: dict[str, dict[str, Any]]
-
-    def settings(self, settings_file: str | None) -> Any:
-        data = load_settings_file(settings_file)
-        for key, value in (
-            ("interval_seconds", self.interval),
-            ("host_memory_bytes", self.host_memory),
-            ("host_overhead_bytes", self.host_overhead),
-            ("host_reserve_bytes", self.host_reserve),
-            ("max_lower_bytes_per_round", self.max_lower),
-            ("max_changes_per_round", self.max_changes),
-            ("max_failed_rounds", self.max_failed_rounds),
-        ):
-            if value is not None:
-                data[key] = value
-        if self.session_margins:
-            data["policy_guard_rails"] = False
-        vms = data.get("vms") or {}
-        if isinstance(vms, dict):
-            merged = {k: dict(v) if isinstance(v, dict) else v for k, v in vms.items()}
-            for name, extra in self.vms.items():
-                base = merged.get(name)
-                merged[name] = {**(base if isinstance(base, dict) else {}), **extra}
-            data["vms"] = merged
-        return validate_settings(
-            data, f"autoballoon settings{f' in {settings_file}' if settings_file else ''}"
-        )
 
 
 # -- the session, the journal, logging ------------------------------------------------------
@@ -314,6 +217,13 @@ class _Signals:
     type=click.Choice(["static", "mom", "proxmox", "hvballoon"]),
     help="The policy deciding the targets.",
 )
+@click.option(
+    "--policy-option",
+    "policy_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="One of the policy's own options, e.g. calm_seconds=20m (repeatable; wins over the settings').",
+)
 @click.option("--interval", default=None, help="Time between rounds (default: the settings', else 10s).")
 @click.option("--dry-run", is_flag=True, help="Decide and check each move, change nothing.")
 @click.option("--once", is_flag=True, help="Run one round and exit.")
@@ -396,6 +306,7 @@ class _Signals:
 def autoballoon_cmd(
     uri: str | None,
     policy_name: str,
+    policy_option: tuple[str, ...],
     interval: str | None,
     dry_run: bool,
     once: bool,
@@ -426,10 +337,13 @@ def autoballoon_cmd(
 ) -> None:
     """Balloon the VMs of URI automatically by a policy, explaining every decision."""
     from hvballoon.policy import Controller
+    from hvballoon.policy.options import parse_option_pairs
 
     opts = connection(kw)
+    cli_options = parse_option_pairs(policy_option)
     if check_file is not None:
-        settings = validate_settings(load_settings_file(check_file), f"autoballoon settings in {check_file}")
+        checked = Overrides(policy=policy_name, policy_options=cli_options)
+        settings = checked.settings(check_file)
         if as_json:
             echo_json(settings.model_dump(mode="json"))
         else:
@@ -449,11 +363,11 @@ def autoballoon_cmd(
         vms.setdefault(name, {})["exclude"] = True
     for name in self_managed:
         vms.setdefault(name, {})["self_managed"] = True
-    for name, size in _pairs(floor, "floor").items():
+    for name, size in vm_pairs(floor, "floor").items():
         vms.setdefault(name, {})["floor"] = size
-    for name, size in _pairs(ceiling, "ceiling").items():
+    for name, size in vm_pairs(ceiling, "ceiling").items():
         vms.setdefault(name, {})["ceiling"] = size
-    overrides = _Overrides(
+    overrides = Overrides(
         interval=seconds,
         host_memory=parse_size(host_memory, what="host memory") if host_memory is not None else None,
         host_overhead=parse_size(host_overhead, what="host overhead", allow_zero=True)
@@ -465,6 +379,8 @@ def autoballoon_cmd(
         max_failed_rounds=max_failed_rounds,
         session_margins=session_margins,
         vms=vms,
+        policy=policy_name,
+        policy_options=cli_options,
     )
     settings = overrides.settings(settings_file)
     listen = None
@@ -505,11 +421,18 @@ def autoballoon_cmd(
                 shown = str(journal.path) if journal.path is not None else None
                 echo_json(
                     AutoballoonCheck(
-                        uri=ctl.uri, policy=policy_name, journal=shown, problems=unfit
+                        uri=ctl.uri,
+                        policy=policy_name,
+                        policy_options=ctl.policy_options,
+                        journal=shown,
+                        problems=unfit,
                     ).model_dump(mode="json")
                 )
             else:
-                click.echo(f"{uri}: ready ({policy_name} policy, journal {journal.path or 'in memory'})")
+                click.echo(
+                    f"{uri}: ready ({policy_name} policy{_shown_options(ctl.policy_options)}, "
+                    f"journal {journal.path or 'in memory'})"
+                )
             return
         _run(
             ctl,
@@ -540,7 +463,7 @@ def _run(
     rounds: int | None,
     serve: bool,
     settings_file: str | None,
-    overrides: _Overrides,
+    overrides: Overrides,
     listen: tuple[str, int] | None,
     release_on_exit: bool,
     structured: bool,
@@ -573,10 +496,21 @@ def _run(
                 extra={"event": "reload_failed", "code": exc.code},
             )
             return
-        ctl.settings = new
+        try:
+            ctl.reconfigure(new)
+        except HVBalloonError as exc:  # checked when read: a policy given as an object
+            log.warning(
+                "keeping the settings in force: %s",
+                exc.message,
+                extra={"event": "reload_failed", "code": exc.code},
+            )
+            return
         ctl.check_settings()
         log.info(
-            "settings read again from %s", settings_file or "the command line", extra={"event": "reloaded"}
+            "settings read again from %s%s",
+            settings_file or "the command line",
+            _shown_options(ctl.policy_options, " (policy options: %s)"),
+            extra={"event": "reloaded", "policy_options": ctl.policy_options},
         )
 
     ok_rounds = 0
@@ -584,9 +518,11 @@ def _run(
     changed = 0
     if serve:
         log.info(
-            "controlling %s with the %s policy every %g s (journal %s)",
-            ctl.uri, ctl.policy.name, ctl.settings.interval_seconds, journal.path or "in memory",
-            extra={"event": "started", "uri": ctl.uri, "policy": ctl.policy.name},
+            "controlling %s with the %s policy%s every %g s (journal %s)",
+            ctl.uri, ctl.policy.name, _shown_options(ctl.policy_options), ctl.settings.interval_seconds,
+            journal.path or "in memory",
+            extra={"event": "started", "uri": ctl.uri, "policy": ctl.policy.name,
+                   "policy_options": ctl.policy_options},
         )  # fmt: skip
     try:
         for rnd in ctl.run(rounds=rounds, before_round=reload):
@@ -628,6 +564,19 @@ def _run(
         raise last_error
 
 
+def _shown_options(options: dict[str, Any], form: str = " with %s") -> str:
+    """The policy's options in force, for a line: ``' with calm_seconds=60.0'``, or nothing."""
+
+    def shown(key: str, value: Any) -> str:
+        return (
+            format_size(value, exact=True)
+            if key.endswith("_bytes") and isinstance(value, int)
+            else str(value)
+        )
+
+    return form % ", ".join(f"{k}={shown(k, v)}" for k, v in options.items()) if options else ""
+
+
 def _summary(
     ctl: Any, journal: Any, released: Any, stopped_by: str | None, *, structured: bool, as_json: bool
 ) -> None:
@@ -640,6 +589,7 @@ def _summary(
     summary = AutoballoonSummary(
         uri=ctl.uri,
         policy=ctl.policy.name,
+        policy_options=ctl.policy_options,
         dry_run=ctl.dry_run,
         rounds=h.rounds,
         failed_rounds=h.failed_rounds,

@@ -160,6 +160,13 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [0, 1)")
         if not 0 <= min_level <= 1:
             raise ValueError("min_level is in [0, 1]")
+        for name, fraction in (
+            ("band_fraction", band_fraction),
+            ("wave_floor_fraction", wave_floor_fraction),
+            ("lower_deadband_fraction", lower_deadband_fraction),
+        ):
+            if not 0 <= fraction < 1:
+                raise ValueError(f"{name} is in [0, 1)")
         self.surge_fraction = surge_fraction
         self.free_fraction = free_fraction
         self.band_fraction = band_fraction

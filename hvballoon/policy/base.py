@@ -14,6 +14,7 @@ without a backend.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,7 +24,7 @@ from hvballoon.policy.model import Proposal, Snapshot
 if TYPE_CHECKING:
     from hvballoon.session import GuardRails
 
-__all__ = ["POLICY_NAMES", "Plan", "Policy", "get_policy"]
+__all__ = ["POLICY_NAMES", "Plan", "Policy", "get_policy", "policy_class", "policy_options"]
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,61 @@ _POLICIES: dict[str, str] = {
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 
 
-def get_policy(name: str | Policy, **options: Any) -> Policy:
-    """A policy by name (``static``, ``mom``, ``proxmox``, ``hvballoon``), with its options."""
-    if isinstance(name, Policy):
-        return name
+def policy_class(name: str) -> type[Policy]:
+    """The class of the policy ``name`` (imported on first use)."""
     spec = _POLICIES.get(name)
     if spec is None:
         raise InvalidRequestError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
     import importlib
 
     module, _, cls_name = spec.partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
-    policy: Policy = cls(**options)
-    return policy
+    cls: type[Policy] = getattr(importlib.import_module(module), cls_name)
+    return cls
+
+
+def policy_options(name: str, options: Mapping[str, object]) -> dict[str, Any]:
+    """``options`` for the policy ``name``, checked against its ``__init__`` and each made its
+    option's type (text such as ``"10m"`` or ``"384MiB"`` included): see
+    :mod:`hvballoon.policy.options`.
+
+    >>> policy_options("hvballoon", {"calm_seconds": "2m", "surge_fraction": "0.5"})
+    {'calm_seconds': 120.0, 'surge_fraction': 0.5}
+    >>> policy_options("hvballoon", {"calm": "2m"})
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidRequestError: unknown option 'calm' for the hvballoon policy; its options: surge_fraction, ...
+    """
+    from hvballoon.policy.options import coerce_options
+
+    return coerce_options(policy_class(name), options, policy=name)
+
+
+def get_policy(name: str | Policy, **options: Any) -> Policy:
+    """A policy by name (``static``, ``mom``, ``proxmox``, ``hvballoon``), with its options
+    (checked and converted by :func:`policy_options`; a value the policy refuses is an
+    :class:`~hvballoon.errors.InvalidRequestError` naming the option).
+
+    >>> get_policy("hvballoon", calm_seconds="5m").calm_seconds
+    300.0
+    >>> get_policy("hvballoon", surge_fraction=1.5)
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidRequestError: invalid policy option surge_fraction=1.5 for the hvballoon policy: surge_fraction is in [0, 1] and free_fraction in [0, 1)
+    """
+    if isinstance(name, Policy):
+        if options:
+            raise InvalidRequestError(
+                f"options are given to a policy by name; the {name.name} policy object given has its own"
+            )
+        return name
+    cls = policy_class(name)
+    values = policy_options(name, options)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        named = [k for k in values if k in str(exc)] or list(values)
+        given = ", ".join(f"{k}={options[k]!r}" for k in named)
+        raise InvalidRequestError(
+            f"invalid policy option{'s' if len(named) > 1 else ''} {given} for the {name} policy: {exc}",
+            details={"policy": name, "option": named[0] if named else None, "options": named},
+        ) from None

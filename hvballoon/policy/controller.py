@@ -59,7 +59,7 @@ from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateEr
 from hvballoon.models import HostStats, MemoryConfig, MemoryStats
 from hvballoon.policy._moves import _Contingency, _Moves, _Pending
 from hvballoon.policy._snapshot import _Snapshots
-from hvballoon.policy.base import Plan, Policy, get_policy
+from hvballoon.policy.base import Plan, Policy, get_policy, policy_options
 from hvballoon.policy.health import ControllerHealth
 from hvballoon.policy.journal import Journal, Lowered
 from hvballoon.policy.model import ControllerSettings, Decision, Proposal
@@ -113,8 +113,10 @@ class Controller(_Snapshots, _Moves, _Running):
             raise InvalidRequestError(
                 f"a controller takes a session or a function that opens one, got {type(hv).__name__}"
             )
-        self.policy = get_policy(policy)
         self.settings = settings or ControllerSettings()
+        #: The policy's own options in force (from ``settings.policy_options``, converted).
+        self.policy_options: dict[str, Any] = {}
+        self.policy = self._policy(policy, self.settings)
         self.dry_run = dry_run
         self.config_refresh_seconds = config_refresh_seconds
         self.state: Any = self.policy.initial_state()
@@ -139,6 +141,34 @@ class Controller(_Snapshots, _Moves, _Running):
         self._wake = threading.Event()
         #: The last round's sweep as the exporter shows one (VMs, hosts, or the error).
         self.last_sweep: HostResult | None = None
+
+    def _policy(self, policy: str | Policy, settings: ControllerSettings) -> Policy:
+        """The policy ``settings.policy_options`` configure (checked: nothing changes on an
+        error); a policy object given keeps its own options."""
+        if isinstance(policy, Policy):
+            if settings.policy_options:
+                raise InvalidRequestError(
+                    f"policy_options configure a policy given by name; the {policy.name} policy "
+                    "object given has its own options",
+                    details={"options": sorted(settings.policy_options)},
+                )
+            return policy
+        options = policy_options(policy, settings.policy_options)
+        built = get_policy(policy, **options)
+        self.policy_options = options
+        return built
+
+    def reconfigure(self, settings: ControllerSettings) -> None:
+        """Put ``settings`` in force from the next round.
+
+        When their ``policy_options`` differ from those in force, the policy is built again
+        with them (of the same name); what it learned, which lives in :attr:`state`, is kept.
+        Options the policy refuses raise :class:`~hvballoon.errors.InvalidRequestError` and
+        change nothing, the settings included.
+        """
+        if settings.policy_options != self.settings.policy_options:
+            self.policy = self._policy(self.policy.name, settings)
+        self.settings = settings
 
     # -- the session ----------------------------------------------------------------------
 

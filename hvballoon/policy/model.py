@@ -87,6 +87,9 @@ class ControllerSettings(_Frozen):
     When a round's sweep fails, the next waits the interval doubled per failure in a row, at
     most ``max_backoff_seconds``; after ``max_failed_rounds`` failures in a row (default: as
     many as fit in three minutes of that backoff) the controller gives back what it lowered.
+    ``policy_options`` are the keyword options of the policy the controller runs (e.g.
+    ``{"calm_seconds": "10m", "surge_fraction": 0.5}`` for ``hvballoon``), checked against that
+    policy when the controller is built (:func:`~hvballoon.policy.base.policy_options`).
     """
 
     host_memory_bytes: OptSize = None
@@ -128,8 +131,17 @@ class ControllerSettings(_Frozen):
         "variability); False keeps the session's margins.",
     )
 
+    policy_options: dict[str, bool | int | float | str | None] = Field(
+        default_factory=dict,
+        description="The policy's own keyword options (hvballoon: surge_fraction, calm_seconds, "
+        "min_headroom_bytes, ...), checked against the policy the controller runs; sizes and "
+        "durations accept '384MiB' and '10m' spellings.",
+    )
+
     @model_validator(mode="after")
     def _fast(self) -> ControllerSettings:
+        if any(not key.strip() for key in self.policy_options):
+            raise ValueError("policy_options has an empty option name")
         if self.fast_interval_seconds is not None and self.fast_interval_seconds > self.interval_seconds:
             raise ValueError("fast_interval_seconds is above interval_seconds")
         return self

@@ -109,6 +109,8 @@ class MomPolicy(Policy):
     stats_period_seconds = 5
 
     def __init__(self, *, history: int = 10, constants: MomConstants | None = None) -> None:
+        if history < 1:
+            raise ValueError("history is at least 1 (the samples MoM averages over)")
         self.history = history
         self.constants = constants or MomConstants()
 

@@ -157,6 +157,10 @@ class ProxmoxPolicy(Policy):
         deadband_bytes: int = 10 * MiB,
         default_minimum_fraction: float | None = 0.5,
     ) -> None:
+        if not 0 < target_percent <= 100:
+            raise ValueError("target_percent is in (0, 100]")
+        if default_minimum_fraction is not None and not 0 <= default_minimum_fraction <= 1:
+            raise ValueError("default_minimum_fraction is in [0, 1]")
         self.target_percent = target_percent
         self.max_change_bytes = max_change_bytes
         self.deadband_bytes = deadband_bytes

@@ -1,0 +1,129 @@
+"""The settings of ``hvballoon autoballoon``: the ``--settings`` file (YAML or JSON), validated
+into :class:`~hvballoon.policy.ControllerSettings`, with the command line's options on top (read
+again on SIGHUP). The policy's own options (``--policy-option KEY=VALUE``, the file's
+``policy_options:`` mapping; the command line wins per option) are checked against the policy
+named by ``--policy`` here, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from hvballoon.errors import InvalidRequestError
+from hvballoon.units import parse_size
+
+__all__ = ["Overrides", "load_settings_file", "validate_settings", "vm_pairs"]
+
+
+def vm_pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
+    """``--floor`` / ``--ceiling`` VM=SIZE pairs, by VM."""
+    out = {}
+    for item in values:
+        name, sep, size = item.partition("=")
+        if not sep or not name:
+            raise InvalidRequestError(f"--{what} takes VM=SIZE (e.g. web01=4GiB), got {item!r}")
+        out[name] = parse_size(size, what=what)
+    return out
+
+
+def load_settings_file(path: str | None) -> dict[str, Any]:
+    """The mapping in a YAML or JSON settings file; a clear error for anything else."""
+    if path is None:
+        return {}
+    where = Path(path)
+    try:
+        text = where.read_text("utf-8")
+    except OSError as exc:
+        raise InvalidRequestError(
+            f"cannot read the settings file {path!r}: {exc.strerror or exc}", details={"settings": path}
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"{path}: the settings file is not UTF-8 text", details={"settings": path}
+        ) from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise InvalidRequestError(f"{path}: not valid JSON: {exc}", details={"settings": path}) from None
+    except Exception as exc:  # yaml.YAMLError: the message says where
+        raise InvalidRequestError(f"{path}: not valid YAML: {exc}", details={"settings": path}) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidRequestError(
+            f"{path}: the settings file must hold a mapping", details={"settings": path}
+        )
+    return data
+
+
+def validate_settings(data: dict[str, Any], where: str = "autoballoon settings") -> Any:
+    """``data`` as :class:`~hvballoon.policy.ControllerSettings`, or an error naming each problem."""
+    from pydantic import ValidationError
+
+    from hvballoon.policy import ControllerSettings
+
+    try:
+        return ControllerSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequestError(f"invalid {where}: {problems}", details={"problems": problems}) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """What the command line says on top of the settings file (applied again on SIGHUP)."""
+
+    interval: float | None = None
+    host_memory: int | None = None
+    host_overhead: int | None = None
+    host_reserve: int | None = None
+    max_lower: int | None = None
+    max_changes: int | None = None
+    max_failed_rounds: int | None = None
+    session_margins: bool = False
+    vms: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    policy: str = "hvballoon"
+    policy_options: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def settings(self, settings_file: str | None) -> Any:
+        """The settings in force: the file's, with the command line's on top; the policy's
+        options checked against ``policy`` (an error names the option, nothing starts)."""
+        from hvballoon.policy.base import get_policy
+
+        data = load_settings_file(settings_file)
+        for key, value in (
+            ("interval_seconds", self.interval),
+            ("host_memory_bytes", self.host_memory),
+            ("host_overhead_bytes", self.host_overhead),
+            ("host_reserve_bytes", self.host_reserve),
+            ("max_lower_bytes_per_round", self.max_lower),
+            ("max_changes_per_round", self.max_changes),
+            ("max_failed_rounds", self.max_failed_rounds),
+        ):
+            if value is not None:
+                data[key] = value
+        if self.session_margins:
+            data["policy_guard_rails"] = False
+        vms = data.get("vms") or {}
+        if isinstance(vms, dict):
+            merged = {k: dict(v) if isinstance(v, dict) else v for k, v in vms.items()}
+            for name, extra in self.vms.items():
+                base = merged.get(name)
+                merged[name] = {**(base if isinstance(base, dict) else {}), **extra}
+            data["vms"] = merged
+        if self.policy_options:
+            in_file = data.get("policy_options")
+            data["policy_options"] = {**(in_file if isinstance(in_file, dict) else {}), **self.policy_options}
+        settings = validate_settings(
+            data, f"autoballoon settings{f' in {settings_file}' if settings_file else ''}"
+        )
+        get_policy(self.policy, **settings.policy_options)  # its own checks too, before anything starts
+        return settings
