@@ -220,6 +220,10 @@ class SimulationSummary(_Output):
     vms: dict[str, SimulationVM]
     events: list[SimulationEvent]
     interrupted: bool = False
+    policy: str | None = Field(default=None, description="The auto-balloon policy run (--policy), if any.")
+    policy_options: dict[str, Any] = Field(
+        default_factory=dict, description="The policy's own options given (--policy-option), converted."
+    )
 
 
 class AdvanceResult(_Output):

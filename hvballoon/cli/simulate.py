@@ -102,11 +102,13 @@ def run_simulation(
     policy: str | None = None,
     interval: float = 10.0,
     progress: bool = False,
+    policy_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``world`` for ``duration`` seconds, recorded by ``rec``; with ``policy``, the
     auto-balloon controller acts every ``interval`` seconds through the fake backend (sooner
     while the policy asks for it, see :attr:`Controller.next_round_seconds
-    <hvballoon.policy.Controller.next_round_seconds>`).
+    <hvballoon.policy.Controller.next_round_seconds>`), the policy built with ``policy_options``
+    (:attr:`ControllerSettings.policy_options <hvballoon.policy.ControllerSettings.policy_options>`).
 
     Ctrl-C stops the run between two slices of simulated time (never in the middle of one, so
     the world and its recording stay whole): the data then covers the part simulated and says
@@ -125,6 +127,7 @@ def run_simulation(
             host_overhead_bytes=world.host.overhead_bytes,
             interval_seconds=interval,
             fast_interval_seconds=min(ControllerSettings().fast_interval_seconds or interval, interval),
+            policy_options=policy_options or {},
         )
         controller = Controller(hv, policy, settings)
     # slices of at most an hour of simulated time: Ctrl-C is heard between two of them
@@ -191,6 +194,8 @@ Examples:
   hvballoon simulate seed --duration 2h --plot seed.png
   hvballoon simulate dense --duration 24h --flavor kvm --csv dense.csv --json
   hvballoon simulate seed-spike --duration 3h --policy hvballoon --plot spike.png
+  hvballoon simulate waves-tight --duration 1h --policy hvballoon \\
+      --policy-option surge_fraction=0.8 --policy-option calm_seconds=20m
   hvballoon simulate ./my-scenario.yaml --duration 30m --step 1s
 """,
 )
@@ -201,6 +206,13 @@ Examples:
 @click.option("--flavor", type=click.Choice(["kvm", "esxi", "hyperv"]), default=None)
 @click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
 @click.option("--policy", default=None, help="Run the auto-balloon controller with this policy.")
+@click.option(
+    "--policy-option",
+    "policy_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --policy: one of the policy's own options, e.g. surge_fraction=0.8 (repeatable).",
+)
 @click.option("--interval", default="10s", show_default=True, help="How often the policy acts.")
 @click.option(
     "--plot", "plot_path", help="Draw the run as PNG, SVG or PDF (by the file's extension; needs matplotlib)."
@@ -217,6 +229,7 @@ def simulate_cmd(
     flavor: str | None,
     seed: int | None,
     policy: str | None,
+    policy_option: tuple[str, ...],
     interval: str,
     plot_path: str | None,
     csv_path: str | None,
@@ -231,6 +244,15 @@ def simulate_cmd(
     seconds = parse_duration(duration, what="--duration")
     if seconds <= 0:
         raise InvalidRequestError("--duration must be above zero")
+    from hvballoon.policy.base import get_policy, policy_options
+    from hvballoon.policy.options import parse_option_pairs
+
+    options = parse_option_pairs(policy_option)
+    if options and policy is None:
+        raise InvalidRequestError("--policy-option sets an option of the policy: give --policy too")
+    if policy is not None:  # checked (and converted) before anything runs
+        options = policy_options(policy, options)
+        get_policy(policy, **options)
     # every output is checked before the simulation runs, not found unwritable after it
     plot_file = output_path(plot_path, "--plot", PLOT_FORMATS)
     csv_file = output_path(csv_path, "--csv")
@@ -255,8 +277,12 @@ def simulate_cmd(
     steps = seconds / world.step * max(1, world.n / 10)
     show = steps >= _PROGRESS_STEPS and not as_json and console().is_terminal
     rec = record(world, every=every_s)
-    data = run_simulation(world, rec, seconds, policy=policy, interval=interval_s, progress=show)
-    summary = SimulationSummary.model_validate(summarize(world, data)).model_dump(mode="json")
+    data = run_simulation(
+        world, rec, seconds, policy=policy, interval=interval_s, progress=show, policy_options=options
+    )
+    summary = SimulationSummary.model_validate(
+        {**summarize(world, data), "policy": policy, "policy_options": options}
+    ).model_dump(mode="json")
     if summary["interrupted"]:
         if as_json:
             click.echo(json.dumps(summary, indent=2))
@@ -277,8 +303,10 @@ def simulate_cmd(
         return
     click.echo(
         f"{summary['scenario']} ({summary['flavor']}, seed {summary['seed']}): "
-        f"{format_duration(summary['duration_seconds'])} simulated at {world.step:g} s steps; "
-        + _headline(summary)
+        f"{format_duration(summary['duration_seconds'])} simulated at {world.step:g} s steps"
+        + (f", the {policy} policy" if policy else "")
+        + "".join(f"{' with' if k == 0 else ','} {key}={v}" for k, (key, v) in enumerate(options.items()))
+        + f"; {_headline(summary)}"
     )
     rows = [
         [
