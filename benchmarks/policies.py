@@ -35,6 +35,11 @@ Run (the full horizon, writing the table into docs/policies.md and plots into do
     python benchmarks/policies.py --hours 12 --seeds 3 --generated 12 --generated-hours 3 --write-docs
     python benchmarks/policies.py --hours 12 --seeds 3             # every scenario with 3 seeds
     python benchmarks/policies.py --only-generated --generated 30 --hours 3   # 30 generated ones
+    python benchmarks/policies.py --hours 3 --policy-option surge_fraction=0.8   # an experiment
+
+``--policy-option KEY=VALUE`` sets one of the ``hvballoon`` policy's own options for an
+experiment (the baselines run as published); it is refused with ``--write-docs``: the docs'
+tables are the policy's defaults.
 
 A short run prints the table only: ``python benchmarks/policies.py --hours 1.5``.
 """
@@ -109,6 +114,7 @@ class Result:
     peak_demand_gib: float = 0.0
     host_capacity_gib: float = 0.0
     guest_swap_by_vm: dict[str, float] = field(default_factory=dict)
+    policy_options: dict[str, object] = field(default_factory=dict)
     series: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -199,9 +205,11 @@ def run_one(
     every: float = 10.0,
     seed: int | None = None,
     fast_interval: float | None = None,
+    policy_options: dict[str, object] | None = None,
 ) -> Result:
     """One policy on one scenario (a built-in's name, a file, or a :class:`Scenario`);
-    ``seed`` replaces the scenario's own (random walks, fault draws)."""
+    ``seed`` replaces the scenario's own (random walks, fault draws); ``policy_options`` are the
+    policy's own (:attr:`ControllerSettings.policy_options`)."""
     started = time.perf_counter()
     spec = _scenario(scenario)
     name = policy if isinstance(policy, str) else policy.name
@@ -218,8 +226,9 @@ def run_one(
         ),
         # the baselines run as published: their own rules, without hvballoon's guard rails
         respect_guard_rails=name not in BASELINES,
+        policy_options=policy_options or {},
     )
-    result = Result(spec.name, name, hours, seed=world.seed)
+    result = Result(spec.name, name, hours, seed=world.seed, policy_options=dict(policy_options or {}))
     host_swap_peak = 0
     moves: dict[str, list[tuple[float, int, int]]] = {}
     end = hours * 3600.0
@@ -314,11 +323,13 @@ def run_all(
     seeds: int = 1,
     deflate_on_oom: bool = False,
     jobs: int = 1,
+    hvballoon_options: dict[str, object] | None = None,
 ) -> list[Result]:
     """Every policy on every scenario (built-ins by default), with ``seeds`` seeds each: the
     scenario's own, then the next ones; with ``deflate_on_oom``, every VM has it on. ``jobs``
     runs that many simulations side by side (separate processes; the figures are the same, in
-    the same order)."""
+    the same order). ``hvballoon_options``: the ``hvballoon`` policy's own options (an
+    experiment; the baselines run as published)."""
     runs = []
     for scenario in scenarios if scenarios is not None else builtin_scenarios():
         spec = _scenario(scenario)
@@ -326,7 +337,8 @@ def run_all(
             spec = with_deflate_on_oom(spec)
         for k in range(seeds):
             for policy in policies:
-                runs.append((spec, policy, hours, interval, spec.seed + k))
+                options = dict(hvballoon_options or {}) if policy == "hvballoon" else {}
+                runs.append((spec, policy, hours, interval, spec.seed + k, options))
     if jobs <= 1 or len(runs) <= 1:
         return [_run(r) for r in runs]
     from concurrent.futures import ProcessPoolExecutor
@@ -335,9 +347,19 @@ def run_all(
         return list(pool.map(_run, runs))
 
 
-def _run(job: tuple[Scenario, str, float, float, int]) -> Result:
-    spec, policy, hours, interval, seed = job
-    return run_one(spec, policy, hours=hours, interval=interval, seed=seed)
+def _run(job: tuple[Scenario, str, float, float, int, dict[str, object]]) -> Result:
+    spec, policy, hours, interval, seed, options = job
+    return run_one(spec, policy, hours=hours, interval=interval, seed=seed, policy_options=options)
+
+
+def _hvballoon_options(items: list[str]) -> dict[str, object]:
+    """``--policy-option``: the ``hvballoon`` policy's own options, checked (a typed error)."""
+    from hvballoon.policy.base import get_policy, policy_options
+    from hvballoon.policy.options import parse_option_pairs
+
+    options = policy_options("hvballoon", parse_option_pairs(items))
+    get_policy("hvballoon", **options)
+    return options
 
 
 def generated(
@@ -599,6 +621,14 @@ def main(argv: list[str] | None = None) -> int:
         help="draw the generated scenarios from another class: bounds of hvballoon.fake.waves.WaveClass "
         "changed, e.g. rise_seconds=1:4,surge_fraction=0.5:0.85",
     )
+    parser.add_argument(
+        "--policy-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one of the hvballoon policy's own options for an experiment, e.g. surge_fraction=0.8 "
+        "(repeatable; not with --write-docs)",
+    )
     parser.add_argument("--only-generated", action="store_true", help="no built-in scenario")
     parser.add_argument(
         "--deflate-on-oom",
@@ -620,6 +650,16 @@ def main(argv: list[str] | None = None) -> int:
             "--write-docs writes the tables of docs/policies.md for KVM and the generator's own class: "
             "leave --generated-flavor and --wave-class out"
         )
+    if args.write_docs and args.policy_option:
+        parser.error(
+            "--write-docs writes the tables of docs/policies.md for the policy's defaults: leave --policy-option out"
+        )
+    try:
+        hvballoon_options = _hvballoon_options(args.policy_option)
+    except HVBalloonError as e:
+        parser.error(f"--policy-option: {e.message}")
+    if hvballoon_options and "hvballoon" not in (args.policy or POLICIES):
+        parser.error("--policy-option sets the hvballoon policy's options: run it (--policy hvballoon)")
     policies = tuple(args.policy or POLICIES)
     builtins: list[str | Scenario] = [] if args.only_generated else list(args.scenario or builtin_scenarios())
     results = run_all(
@@ -630,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds=args.seeds,
         deflate_on_oom=args.deflate_on_oom,
         jobs=args.jobs,
+        hvballoon_options=hvballoon_options,
     )
     many: list[Result] = []
     gen_hours = args.generated_hours or args.hours
@@ -644,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             interval=args.interval,
             deflate_on_oom=args.deflate_on_oom,
             jobs=args.jobs,
+            hvballoon_options=hvballoon_options,
         )
     given = list(sys.argv[1:] if argv is None else argv)
     for option in ("--json", "--jobs"):  # where the figures are written, or how many at once,
