@@ -45,7 +45,7 @@ def rule_table(kind_name: str) -> str:
     from hvballoon.kinds import get_kind
 
     kind = get_kind(kind_name)
-    lines = ["| rule (`err.details[\"rule\"]`) | error (`code`) | refused |", "|---|---|---|"]
+    lines = ['| rule (`err.details["rule"]`) | error (`code`) | refused |', "|---|---|---|"]
     for rule in kind.rules.values():
         lines.append(f"| `{rule.id}` | `{rule.error.__name__}` (`{rule.error.code}`) | {rule.summary} |")
     return "\n".join(lines)
@@ -77,7 +77,7 @@ def render() -> str:
         "`hv.vm_capabilities(vm)` return this data at run time. A field that cannot be read is "
         "`None` in `MemoryStats`, never 0. An operation that is not settable raises `unsupported` "
         "(or `invalid_state` when it is only settable with the VM powered off) before anything is "
-        "sent, with the rule in `err.details[\"rule\"]`.",
+        'sent, with the rule in `err.details["rule"]`.',
         "",
         "## The mechanism",
         "",
@@ -124,7 +124,7 @@ def render() -> str:
         "## Rules",
         "",
         "Every refusal of a kind, with the error class a program catches and the stable id it "
-        "finds in `err.details[\"rule\"]` — the same on the real backend and on the fake. The "
+        'finds in `err.details["rule"]` — the same on the real backend and on the fake. The '
         "conformance suite (`hvballoon.testing.conformance.KindRuleTests`) runs each one on every "
         "fake flavour and every real peer.",
     ]

@@ -565,16 +565,10 @@ def _run(
 
 
 def _shown_options(options: dict[str, Any], form: str = " with %s") -> str:
-    """The policy's options in force, for a line: ``' with calm_seconds=60.0'``, or nothing."""
+    """The policy's options in force, for a line: ``' with calm_seconds=20m'``, or nothing."""
+    from hvballoon.policy.options import format_options
 
-    def shown(key: str, value: Any) -> str:
-        return (
-            format_size(value, exact=True)
-            if key.endswith("_bytes") and isinstance(value, int)
-            else str(value)
-        )
-
-    return form % ", ".join(f"{k}={shown(k, v)}" for k, v in options.items()) if options else ""
+    return form % format_options(options) if options else ""
 
 
 def _summary(

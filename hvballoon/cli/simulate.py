@@ -245,7 +245,7 @@ def simulate_cmd(
     if seconds <= 0:
         raise InvalidRequestError("--duration must be above zero")
     from hvballoon.policy.base import get_policy, policy_options
-    from hvballoon.policy.options import parse_option_pairs
+    from hvballoon.policy.options import format_options, parse_option_pairs
 
     options = parse_option_pairs(policy_option)
     if options and policy is None:
@@ -305,7 +305,7 @@ def simulate_cmd(
         f"{summary['scenario']} ({summary['flavor']}, seed {summary['seed']}): "
         f"{format_duration(summary['duration_seconds'])} simulated at {world.step:g} s steps"
         + (f", the {policy} policy" if policy else "")
-        + "".join(f"{' with' if k == 0 else ','} {key}={v}" for k, (key, v) in enumerate(options.items()))
+        + (f" with {format_options(options)}" if options else "")
         + f"; {_headline(summary)}"
     )
     rows = [

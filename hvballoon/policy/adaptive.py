@@ -154,6 +154,32 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         min_level: float = 0.0,
         own_guard_rails: bool = True,
     ) -> None:
+        """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
+        and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
+
+        Args:
+            surge_fraction: The least surge each VM is credited with, as a fraction of its size.
+            free_fraction: The host's reserve is at least this fraction of its memory.
+            band_fraction: The band (of host memory) above the floor that raises planned for a sweep that hangs leave.
+            appetite_seconds: How long a page cache's largest fill is remembered (what a raise costs the host).
+            settle_seconds: How long a VM is watched (its noise learned) before its headroom may be cut.
+            calm_seconds: No lower this soon after a raise unless its use fell, nor a raise after a lower unless it rose.
+            rise_seconds: The window a VM's rise is measured over (its largest rise is its own surge).
+            peak_seconds: The window a VM's recent peak of use is kept over.
+            burst_memory_seconds: How long a VM's largest rise is remembered.
+            min_headroom_bytes: The least headroom a VM is left above its use when the host is short.
+            sigma: Standard deviations of a VM's noise that a rise must exceed to count as a surge.
+            surge_after_seconds: A VM that surged this recently is not cut to defend the host's floor.
+            wave_seconds: How long after a surge a wave is under way (the reserve is dealt out).
+            wave_floor_fraction: The host's floor (of its memory) the reserve is dealt out down to.
+            wave_share: The share of the VMs' plausible surges (beyond their page cache) the reserve holds.
+            max_reserve_fraction: The reserve is at most this fraction of the host's memory.
+            late_seconds: A round this much later than asked for is late (a surge may have gone unseen).
+            late_memory_seconds: How long after a late round the policy stays as careful as in a wave.
+            lower_deadband_fraction: A lower smaller than this fraction of the VM's size is not made.
+            min_deadband_bytes: A move smaller than this is not made.
+            own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
+        """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
         if not 0 <= wave_share <= 1 or not 0 <= max_reserve_fraction < 1:

@@ -17,6 +17,8 @@ infinity. An option of another type (MoM's ``constants``) is set from Python onl
 {'calm_seconds': '60', 'surge_fraction': '0.4'}
 >>> option_specs(HvballoonPolicy)["min_headroom_bytes"].describe()
 'min_headroom_bytes (size, default 384 MiB)'
+>>> format_options({"calm_seconds": 1200.0, "min_headroom_bytes": 2**30, "surge_fraction": 0.8})
+'calm_seconds=20m, min_headroom_bytes=1 GiB, surge_fraction=0.8'
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Literal
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import format_duration, format_size, parse_duration, parse_size
 
-__all__ = ["PolicyOption", "coerce_options", "option_specs", "parse_option_pairs"]
+__all__ = ["PolicyOption", "coerce_options", "format_options", "option_specs", "parse_option_pairs"]
 
 Kind = Literal["size", "duration", "bool", "int", "float", "other"]
 
@@ -210,3 +212,18 @@ def parse_option_pairs(items: Iterable[str], *, what: str = "--policy-option") -
             raise InvalidRequestError(f"{what}: {key!r} is given twice", details={"option": key})
         out[key] = value.strip()
     return out
+
+
+def format_options(options: Mapping[str, Any]) -> str:
+    """Options for a line of text: sizes and durations as an operator writes them."""
+
+    def shown(key: str, value: Any) -> str:
+        if isinstance(value, bool) or value is None:
+            return str(value).lower()
+        if key.endswith("_bytes") and isinstance(value, int):
+            return format_size(value, exact=True)
+        if key.endswith("_seconds") and isinstance(value, (int, float)):
+            return format_duration(float(value))
+        return str(value)
+
+    return ", ".join(f"{k}={shown(k, v)}" for k, v in options.items())
