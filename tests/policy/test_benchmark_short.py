@@ -206,3 +206,35 @@ def test_the_peak_demand_counts_a_vm_killed_before_it_peaked(bench: ModuleType) 
     overheads = spec.host.overhead + World(spec).physics.vm_overhead * len(spec.vms)
     asked = (wave_facts(spec, hours=1.0).peak_demand_bytes + overheads) / GiB
     assert r.peak_demand_gib >= asked
+
+
+def test_policy_options_are_an_experiment_on_the_hvballoon_policy_only(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    def rows(*extra: str) -> list[dict[str, Any]]:
+        out = tmp_path / "r.json"
+        args = ["--scenario", "seed", "--policy", "hvballoon", "--policy", "mom", "--hours", "0.1"]
+        assert bench.main([*args, *extra, "--json", str(out)]) == 0
+        return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+    default = {r["policy"]: r for r in rows()}
+    tight = {r["policy"]: r for r in rows("--policy-option", "surge_fraction=0.1")}
+    assert tight["hvballoon"]["policy_options"] == {"surge_fraction": 0.1}
+    assert default["hvballoon"]["policy_options"] == {} and tight["mom"]["policy_options"] == {}
+    # less headroom kept for a surge: more memory taken back; the baseline runs as published
+    assert tight["hvballoon"]["reclaimed_gib_hours"] > default["hvballoon"]["reclaimed_gib_hours"]
+    assert tight["mom"]["reclaimed_gib_hours"] == default["mom"]["reclaimed_gib_hours"]
+    assert "--policy-option surge_fraction=0.1" in capsys.readouterr().out  # the command measured
+    # refused before anything runs: with --write-docs, malformed, or without the hvballoon policy
+    for argv, said in (
+        (["--policy-option", "surge_fraction=0.8", "--write-docs"], "leave --policy-option out"),
+        (["--policy-option", "calm=1m"], "unknown option 'calm'"),
+        (["--policy-option", "surge_fraction=2"], "surge_fraction"),
+        (["--policy-option", "surge_fraction"], "takes KEY=VALUE"),
+        (["--policy", "mom", "--policy-option", "surge_fraction=0.5"], "run it (--policy hvballoon)"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--hours", "0.1", *argv])
+        assert e.value.code == 2 and said in capsys.readouterr().err
