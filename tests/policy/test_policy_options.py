@@ -20,6 +20,7 @@ from hvballoon.policy.adaptive import HvballoonPolicy
 from hvballoon.policy.base import policy_options
 from hvballoon.policy.options import option_specs, parse_option_pairs
 from hvballoon.units import GiB, MiB
+from tests.policy.test_service import serving
 from tests.support.cli import Running, invoke
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -388,13 +389,7 @@ def test_an_undocumented_option_fails_the_generator() -> None:
 def test_sighup_applies_changed_options_keeping_the_command_lines_on_top(
     tmp_path: Path, running: Callable[..., Running]
 ) -> None:
-    settings = tmp_path / "settings.yaml"
-    settings.write_text("interval_seconds: 10\nhost_memory_bytes: 120GiB\n")
-    uri = f"fake://seed?state={tmp_path / 'w.db'}&speed=20"
-    ctl = running(
-        "autoballoon", uri, "--serve", "--settings", str(settings), "--log-format", "json",
-        "--journal", str(tmp_path / "j.db"), "--json", "--policy-option", "calm_seconds=5m",
-    )  # fmt: skip
+    settings, ctl = serving(tmp_path, running, "--policy-option", "calm_seconds=5m")
 
     def events(name: str) -> list[dict[str, Any]]:
         return [e for e in ctl.json_log() if e.get("event") == name]

@@ -166,17 +166,24 @@ def test_a_second_controller_or_a_release_is_refused_while_one_runs(
     assert ctl.signal(signal.SIGTERM) == 0
 
 
-@pytest.mark.slow
-def test_serve_reloads_its_settings_on_sighup_and_keeps_them_when_the_file_is_bad(
-    tmp_path: Path, running: Callable[..., Running]
-) -> None:
+def serving(tmp_path: Path, running: Callable[..., Running], *extra: str) -> tuple[Path, Running]:
+    """``autoballoon --serve`` on a persisted fake (20× its clock) with a settings file (the
+    host's memory, a 10 s interval), JSON logs and decisions; ``extra``: more options."""
     settings = tmp_path / "settings.yaml"
     settings.write_text("interval_seconds: 10\nhost_memory_bytes: 120GiB\n")
     uri = f"fake://seed?state={tmp_path / 'w.db'}&speed=20"
     ctl = running(
         "autoballoon", uri, "--serve", "--settings", str(settings), "--log-format", "json",
-        "--journal", str(tmp_path / "j.db"), "--json",
+        "--journal", str(tmp_path / "j.db"), "--json", *extra,
     )  # fmt: skip
+    return settings, ctl
+
+
+@pytest.mark.slow
+def test_serve_reloads_its_settings_on_sighup_and_keeps_them_when_the_file_is_bad(
+    tmp_path: Path, running: Callable[..., Running]
+) -> None:
+    settings, ctl = serving(tmp_path, running)
 
     def events(r: Running, name: str) -> list[dict[str, Any]]:
         return [e for e in r.json_log() if e.get("event") == name]
