@@ -406,9 +406,15 @@ def test_sighup_applies_changed_options_keeping_the_command_lines_on_top(
     ctl.wait_for(lambda r: bool(events("reloaded")))
     assert events("reloaded")[0]["policy_options"] == {"surge_fraction": 0.1, "calm_seconds": 300.0}
     seen = len(ctl.stdout)
-    ctl.wait_for(lambda r: len(r.stdout) >= seen + 20)
-    later = {d["vm"]: d["after_bytes"] for d in map(json.loads, ctl.stdout[seen:]) if d["action"] == "lower"}
-    assert later and all(later[vm] < first[vm] for vm in later if vm in first)
+
+    def lowered_further(r: Running) -> bool:
+        # with a sixth of the headroom for a surge a VM is lowered well below what it was left
+        # before (once rounds come on time: a loaded machine makes the fake's 20x clock see
+        # late rounds)
+        later = [json.loads(line) for line in r.stdout[seen:]]
+        return any(d["action"] == "lower" and d["after_bytes"] < 0.75 * first.get(d["vm"], 0) for d in later)
+
+    ctl.wait_for(lowered_further)
     # an option the policy refuses keeps the options in force, and the controller running
     settings.write_text(
         "interval_seconds: 10\nhost_memory_bytes: 120GiB\npolicy_options: {surge_fraction: 3}\n"
