@@ -20,7 +20,7 @@ import hvballoon
 from hvballoon.outputs import output_schemas
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.units import GiB
-from tests.support.cli import Running, invoke, run
+from tests.support.cli import Running, invoke, run, serving
 from tests.support.schemas import validate
 
 SEED = Path(hvballoon.__file__).parent / "fake" / "scenarios" / "seed.yaml"
@@ -164,19 +164,6 @@ def test_a_second_controller_or_a_release_is_refused_while_one_runs(
         r = run(*args)
         assert r.returncode == 10 and "in use by a running controller (pid " in r.stderr, r.stderr
     assert ctl.signal(signal.SIGTERM) == 0
-
-
-def serving(tmp_path: Path, running: Callable[..., Running], *extra: str) -> tuple[Path, Running]:
-    """``autoballoon --serve`` on a persisted fake (20× its clock) with a settings file (the
-    host's memory, a 10 s interval), JSON logs and decisions; ``extra``: more options."""
-    settings = tmp_path / "settings.yaml"
-    settings.write_text("interval_seconds: 10\nhost_memory_bytes: 120GiB\n")
-    uri = f"fake://seed?state={tmp_path / 'w.db'}&speed=20"
-    ctl = running(
-        "autoballoon", uri, "--serve", "--settings", str(settings), "--log-format", "json",
-        "--journal", str(tmp_path / "j.db"), "--json", *extra,
-    )  # fmt: skip
-    return settings, ctl
 
 
 @pytest.mark.slow

@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["EXE", "Result", "Running", "hvballoon_cmd", "invoke", "run"]
+__all__ = ["EXE", "Result", "Running", "hvballoon_cmd", "invoke", "run", "serving"]
 
 #: The installed console script (None when hvballoon is not installed, only importable).
 EXE = shutil.which("hvballoon")
@@ -167,3 +168,16 @@ class Running:
             self.proc.kill()
         self.proc.wait()
         self._finish()
+
+
+def serving(tmp_path: Path, running: Callable[..., Running], *extra: str) -> tuple[Path, Running]:
+    """``autoballoon --serve`` on a persisted fake (20× its clock) with a settings file (the
+    host's memory, a 10 s interval), JSON logs and decisions; ``extra``: more options."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("interval_seconds: 10\nhost_memory_bytes: 120GiB\n")
+    uri = f"fake://seed?state={tmp_path / 'w.db'}&speed=20"
+    ctl = running(
+        "autoballoon", uri, "--serve", "--settings", str(settings), "--log-format", "json",
+        "--journal", str(tmp_path / "j.db"), "--json", *extra,
+    )  # fmt: skip
+    return settings, ctl
