@@ -178,6 +178,7 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             late_memory_seconds: How long after a late round the policy stays as careful as in a wave.
             lower_deadband_fraction: A lower smaller than this fraction of the VM's size is not made.
             min_deadband_bytes: A move smaller than this is not made.
+            min_level: The least share of its plausible surge a VM keeps as headroom however short the host is (0: cut as deep as the host needs; 0.5 for fleets whose surges rise within a second or two).
             own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
