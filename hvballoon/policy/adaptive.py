@@ -70,7 +70,7 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   (and while a wave rises no VM is cut at all).
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
   below its reserve, a surge is under way or rounds came late, the policy asks the controller for its next round
-  within ``fast_interval_seconds`` (two seconds by default), and for a guest statistics period
+  within ``fast_interval_seconds`` (one second by default), and for a guest statistics period
   of :attr:`stats_period_seconds` where the backend can set it live, so a wave is seen within
   seconds rather than within a round or two of ten.
 * **Calm hands.** A VM is not lowered within ``calm_seconds`` (ten minutes) of a raise unless
