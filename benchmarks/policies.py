@@ -61,6 +61,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import hvballoon  # noqa: E402
+from hvballoon.cli.simulate import SIMULATED_CALL_TIMEOUT_SECONDS  # noqa: E402
 from hvballoon.errors import HVBalloonError  # noqa: E402
 from hvballoon.fake.record import record  # noqa: E402
 from hvballoon.fake.scenario import Flavor, Scenario, builtin_scenarios, load_scenario  # noqa: E402
@@ -79,9 +80,8 @@ SPIKE_SCENARIOS = ("seed-spike",)
 #: The calm scenarios (at most 6 changes per VM-hour).
 CALM_SCENARIOS = ("seed", "dense")
 CRASH_KINDS = ("oom", "panic", "host_oom", "crashed")
-#: Each remote call's timeout, for every policy: a controller with a 10 s loop is not deployed
-#: with calls that may hang for 30 s (the session's default), or one stuck sweep stalls it.
-CALL_TIMEOUT_SECONDS = 5.0
+#: Each remote call's timeout, for every policy (as ``hvballoon simulate --policy`` runs them)
+CALL_TIMEOUT_SECONDS = SIMULATED_CALL_TIMEOUT_SECONDS
 REVERSAL_SECONDS = 600.0
 REVERSAL_TOLERANCE_BYTES = 64 * MiB
 MAX_CHANGES_PER_VM_HOUR = 6.0

@@ -224,6 +224,12 @@ class SimulationSummary(_Output):
     policy_options: dict[str, Any] = Field(
         default_factory=dict, description="The policy's own options given (--policy-option), converted."
     )
+    rounds: int | None = Field(default=None, description="With --policy: the controller's rounds.")
+    failed_rounds: int | None = Field(
+        default=None,
+        description="With --policy: the rounds whose sweep could not be read (a fault of the scenario: "
+        "a call that timed out, a lost connection); the controller went on with the next round.",
+    )
 
 
 class AdvanceResult(_Output):

@@ -20,7 +20,7 @@ from hvballoon.cli.common import (
     json_option,
     table,
 )
-from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
+from hvballoon.errors import BackendNotInstalledError, HVBalloonError, InvalidRequestError
 from hvballoon.outputs import AdvanceResult, SimulationSummary
 from hvballoon.units import format_duration, format_size, parse_duration
 
@@ -34,6 +34,10 @@ _PROGRESS_STEPS = 20_000  # show a progress bar above this many simulated steps 
 
 #: What --plot can draw, by the file's extension (matplotlib's formats that need nothing more).
 PLOT_FORMATS = (".png", ".svg", ".pdf")
+#: Each remote call's timeout (in simulated time) when a policy runs: a controller with a 10 s
+#: loop is not deployed with calls that may hang for 30 s (the session's default), or one stuck
+#: sweep stalls it. The policies benchmark runs every policy with it too.
+SIMULATED_CALL_TIMEOUT_SECONDS = 5.0
 
 
 def output_path(value: str | None, option: str, suffixes: tuple[str, ...] = ()) -> Path | None:
@@ -91,6 +95,8 @@ def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
         "vms": vms,
         "events": list(world.events),
         "interrupted": bool(data.get("interrupted")),
+        "rounds": data.get("rounds"),
+        "failed_rounds": data.get("failed_rounds"),
     }
 
 
@@ -121,10 +127,17 @@ def run_simulation(
         from hvballoon.policy import Controller, ControllerSettings
         from hvballoon.retry import RetryPolicy
 
-        hv = hvballoon.connect("fake://", world=world, retry=RetryPolicy(max_attempts=1))
+        # calls time out and are retried in simulated time, as the policies benchmark runs them
+        hv = hvballoon.connect(
+            "fake://",
+            world=world,
+            retry=RetryPolicy(sleep=world.advance, seed=world.seed),
+            timeout=SIMULATED_CALL_TIMEOUT_SECONDS,
+        )
         settings = ControllerSettings(
             host_memory_bytes=world.host.physical_bytes,
             host_overhead_bytes=world.host.overhead_bytes,
+            host_reserve_bytes=world.host.reserve_bytes,
             interval_seconds=interval,
             fast_interval_seconds=min(ControllerSettings().fast_interval_seconds or interval, interval),
             policy_options=policy_options or {},
@@ -135,13 +148,23 @@ def run_simulation(
     end = world.now + duration
     stop = threading.Event()
 
+    rounds = failed = 0
+
     def run(tick: Any = None) -> None:
+        nonlocal rounds, failed
         while world.now < end - 1e-9 and not stop.is_set():
             step = slice_
             if controller is not None:
-                controller.step()
-                step = controller.next_round_seconds
-            world.advance(min(step, end - world.now))
+                began = world.now
+                rounds += 1
+                try:
+                    controller.step()
+                except HVBalloonError:
+                    # a sweep that failed after its retries (a fault of the scenario): the next
+                    # round comes when it is due, as the controller's service loop goes on
+                    failed += 1
+                step = max(0.0, controller.next_round_seconds - (world.now - began))
+            world.advance(max(0.0, min(step, end - world.now)))
             if tick is not None:
                 tick(world.now)
 
@@ -175,6 +198,8 @@ def run_simulation(
             hv.close()
     data: dict[str, Any] = rec.to_data()
     data["interrupted"] = stop.is_set()
+    if controller is not None:
+        data["rounds"], data["failed_rounds"] = rounds, failed
     return data
 
 
@@ -184,6 +209,11 @@ def _headline(summary: dict[str, Any]) -> str:
         f"{format_size(h['promised_bytes'])} promised on {format_size(h['physical_bytes'])}; "
         f"host free at least {format_size(h['min_free_bytes'])}, "
         f"at most {format_size(h['peak_reclaimed_bytes'])} reclaimed"
+        + (
+            f"; {summary['failed_rounds']} of {summary['rounds']} rounds failed"
+            if summary.get("failed_rounds")
+            else ""
+        )
     )
 
 

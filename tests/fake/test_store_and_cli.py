@@ -153,6 +153,35 @@ def test_simulate_human_output_and_bad_input() -> None:
     assert cli("simulate", "seed", "--duration", "0").returncode == 2
 
 
+def test_simulate_with_a_policy_goes_on_through_the_scenarios_faults(tmp_path: Path) -> None:
+    # every sweep hangs for a minute between 60 s and 120 s: the controller's rounds fail there
+    # (after their retries, in simulated time), and the run goes on as the controller's service
+    # loop does, saying how many rounds failed
+    path = tmp_path / "faulty.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: faulty
+            host: {name: h, physical: 32GiB, overhead: 1GiB, reserve: 1GiB}
+            vms:
+              - {name: web01, memory: 8GiB, used: 2GiB}
+              - {name: web02, memory: 8GiB, used: 2GiB}
+            faults:
+              - {op: get_stats, kind: slow, latency: 60, probability: 1.0, at: 60, until: 120}
+            """
+        )
+    )
+    r = cli("simulate", str(path), "--duration", "5m", "--policy", "hvballoon", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["duration_seconds"] == 300
+    assert summary["failed_rounds"] >= 1
+    assert summary["rounds"] > summary["failed_rounds"]
+    # without a policy there are no rounds to count
+    plain = json.loads(cli("simulate", str(path), "--duration", "5m", "--json").stdout)
+    assert plain["rounds"] is None and plain["failed_rounds"] is None
+
+
 def test_fake_advance_moves_a_persisted_clock(tmp_path: Path) -> None:
     uri = f"fake://seed?state={tmp_path / 'w.db'}"
     r = cli("fake", "advance", uri, "10m", "--json")
