@@ -33,9 +33,7 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   ESXi enforces a limit at its own next allocation (by ballooning what the VM holds over it)
   and gives a balloon back only when it has room again, so a surge that outruns a limit then is
   not given its memory back within seconds; ESXi's own reclaim (sharing, ballooning idle memory
-  by shares, compression) keeps the host. At other times a limit is not cut below half its
-  plausible surge (``limit_min_level``): a surge rising within a second or two outruns it
-  before any round sees it.
+  by shares, compression) keeps the host.
 * **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
   since the last figures, that swaps in, or that runs out of headroom, is given its whole size
   back in that round (a *surge*): the host's reserve absorbs it.
@@ -154,7 +152,6 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         lower_deadband_fraction: float = 1 / 16,
         min_deadband_bytes: int = 512 * MiB,
         min_level: float = 0.0,
-        limit_min_level: float = 0.5,
         own_guard_rails: bool = True,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
@@ -182,15 +179,14 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             lower_deadband_fraction: A lower smaller than this fraction of the VM's size is not made.
             min_deadband_bytes: A move smaller than this is not made.
             min_level: The least share of its plausible surge a VM keeps as headroom however short the host is (0: cut as deep as the host needs; 0.5 for fleets whose surges rise within a second or two).
-            limit_min_level: The same for a VM whose target is a limit (ESXi), which the hypervisor gives back only once it has room again.
             own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
         if not 0 <= wave_share <= 1 or not 0 <= max_reserve_fraction < 1:
             raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [0, 1)")
-        if not 0 <= min_level <= 1 or not 0 <= limit_min_level <= 1:
-            raise ValueError("min_level and limit_min_level are in [0, 1]")
+        if not 0 <= min_level <= 1:
+            raise ValueError("min_level is in [0, 1]")
         for name, fraction in (
             ("band_fraction", band_fraction),
             ("wave_floor_fraction", wave_floor_fraction),
@@ -219,7 +215,6 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
         self.lower_deadband_fraction = lower_deadband_fraction
         self.min_deadband_bytes = min_deadband_bytes
         self.min_level = min_level
-        self.limit_min_level = limit_min_level
         self.own_guard_rails = own_guard_rails
 
     def initial_state(self) -> Any:

@@ -192,22 +192,6 @@ def test_an_esxi_limit_keeps_the_whole_plausible_surge_while_the_host_is_near_it
     assert roomier.inputs["host_short_bytes"] > 0 and roomier.target_bytes < whole
 
 
-def test_an_esxi_limit_is_never_cut_below_half_of_its_plausible_surge() -> None:
-    # short of its reserve, well above its floor: a balloon is cut deep, a limit to half of its
-    # plausible surge at most (a surge that outruns a limit waits for ESXi to have room again)
-    def last(mechanism: Mechanism, policy: HvballoonPolicy) -> Any:
-        views = [vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=mechanism)]
-        return run(policy, watched(views, host_used=100, every=1.0))[-1].for_vm("a")
-
-    half = 3 * GiB + int(0.5 * 0.6 * 16 * GiB)
-    balloon = last(Mechanism.BALLOON, HvballoonPolicy())
-    limit = last(Mechanism.LIMIT, HvballoonPolicy())
-    assert balloon.rule == limit.rule == "hvballoon.lower"
-    assert balloon.target_bytes < half <= limit.target_bytes
-    # limit_min_level=0: the limit is cut like the balloon
-    assert last(Mechanism.LIMIT, HvballoonPolicy(limit_min_level=0)).target_bytes == balloon.target_bytes
-
-
 def test_a_calm_host_waits_its_regular_interval() -> None:
     # once lowered to use + its whole plausible surge, nothing is exposed
     plans = run(HvballoonPolicy(), [*watched([vm(16, 3)]), (SETTLE + 10, [vm(12.6, 3)], 40)])
@@ -529,5 +513,3 @@ def test_min_level_keeps_that_share_of_the_plausible_surge_in_every_guest() -> N
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="min_level"):
             HvballoonPolicy(min_level=bad)
-        with pytest.raises(ValueError, match="limit_min_level"):
-            HvballoonPolicy(limit_min_level=bad)
