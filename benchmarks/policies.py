@@ -60,15 +60,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import hvballoon  # noqa: E402
-from hvballoon.cli.simulate import SIMULATED_CALL_TIMEOUT_SECONDS  # noqa: E402
 from hvballoon.errors import HVBalloonError  # noqa: E402
 from hvballoon.fake.record import record  # noqa: E402
 from hvballoon.fake.scenario import Flavor, Scenario, builtin_scenarios, load_scenario  # noqa: E402
 from hvballoon.fake.waves import FLAVORS, WAVE_CLASS, WaveClass, parse_wave_class, wave_facts, wave_scenario  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
-from hvballoon.policy import Controller, ControllerSettings, Policy  # noqa: E402
-from hvballoon.retry import RetryPolicy  # noqa: E402
+from hvballoon.policy import Policy  # noqa: E402
+from hvballoon.policy.simulated import simulated_controller, simulated_round  # noqa: E402
 
 GiB = 1024**3
 MiB = 1024**2
@@ -80,8 +78,6 @@ SPIKE_SCENARIOS = ("seed-spike",)
 #: The calm scenarios (at most 6 changes per VM-hour).
 CALM_SCENARIOS = ("seed", "dense")
 CRASH_KINDS = ("oom", "panic", "host_oom", "crashed")
-#: Each remote call's timeout, for every policy (as ``hvballoon simulate --policy`` runs them)
-CALL_TIMEOUT_SECONDS = SIMULATED_CALL_TIMEOUT_SECONDS
 REVERSAL_SECONDS = 600.0
 REVERSAL_TOLERANCE_BYTES = 64 * MiB
 MAX_CHANGES_PER_VM_HOUR = 6.0
@@ -216,34 +212,25 @@ def run_one(
     world = World(spec, seed=seed)
     recorder = record(world, every=every)
     host = world.host
-    settings = ControllerSettings(
-        host_memory_bytes=host.physical_bytes,
-        host_overhead_bytes=host.overhead_bytes,
-        host_reserve_bytes=host.reserve_bytes,
-        interval_seconds=interval,
-        fast_interval_seconds=min(
-            interval, fast_interval or ControllerSettings().fast_interval_seconds or interval
-        ),
-        # the baselines run as published: their own rules, without hvballoon's guard rails
-        respect_guard_rails=name not in BASELINES,
-        policy_options=policy_options or {},
-    )
     result = Result(spec.name, name, hours, seed=world.seed, policy_options=dict(policy_options or {}))
     host_swap_peak = 0
     moves: dict[str, list[tuple[float, int, int]]] = {}
     end = hours * 3600.0
-    retry = RetryPolicy(sleep=world.advance, seed=world.seed)
-    with hvballoon.connect("fake://", world=world, retry=retry, timeout=CALL_TIMEOUT_SECONDS) as hv:
-        ctl = Controller(hv, policy, settings)
+    with simulated_controller(
+        world,
+        policy,
+        interval_seconds=interval,
+        fast_interval_seconds=fast_interval,
+        # the baselines run as published: their own rules, without hvballoon's guard rails
+        respect_guard_rails=name not in BASELINES,
+        policy_options=policy_options or {},
+    ) as ctl:
         while world.now < end - 1e-9:
+            # a sweep that failed after its retries: the next round comes when it is due (what
+            # the controller raised while the sweep hung still counts)
             began = world.now
-            try:
-                decisions = ctl.step()
-            except HVBalloonError:
-                # a sweep that failed after its retries: the next round comes when it is due
-                # (what the controller raised while the sweep hung still counts)
-                decisions = list(ctl.blind_decisions)
-                result.failed_rounds += 1
+            decisions, read, wait = simulated_round(world, ctl)
+            result.failed_rounds += not read
             result.rounds += 1
             for d in decisions:
                 if d.applied:
@@ -254,7 +241,6 @@ def run_one(
                     )
             swapped = sum(g.host_swapped_bytes for g in world.guests.values())
             host_swap_peak = max(host_swap_peak, swapped)
-            wait = ctl.next_round_seconds - (world.now - began)
             world.advance(max(0.0, min(wait, end - world.now)))
     data = recorder.to_data()
     t = data["t"]

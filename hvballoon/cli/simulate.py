@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,7 +21,7 @@ from hvballoon.cli.common import (
     json_option,
     table,
 )
-from hvballoon.errors import BackendNotInstalledError, HVBalloonError, InvalidRequestError
+from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
 from hvballoon.outputs import AdvanceResult, SimulationSummary
 from hvballoon.units import format_duration, format_size, parse_duration
 
@@ -34,10 +35,6 @@ _PROGRESS_STEPS = 20_000  # show a progress bar above this many simulated steps 
 
 #: What --plot can draw, by the file's extension (matplotlib's formats that need nothing more).
 PLOT_FORMATS = (".png", ".svg", ".pdf")
-#: Each remote call's timeout (in simulated time) when a policy runs: a controller with a 10 s
-#: loop is not deployed with calls that may hang for 30 s (the session's default), or one stuck
-#: sweep stalls it. The policies benchmark runs every policy with it too.
-SIMULATED_CALL_TIMEOUT_SECONDS = 5.0
 
 
 def output_path(value: str | None, option: str, suffixes: tuple[str, ...] = ()) -> Path | None:
@@ -120,29 +117,16 @@ def run_simulation(
     the world and its recording stay whole): the data then covers the part simulated and says
     ``"interrupted": True``.
     """
+    stack = contextlib.ExitStack()
     controller = None
-    hv = None
     if policy is not None:
-        import hvballoon
-        from hvballoon.policy import Controller, ControllerSettings
-        from hvballoon.retry import RetryPolicy
+        from hvballoon.policy.simulated import simulated_controller
 
-        # calls time out and are retried in simulated time, as the policies benchmark runs them
-        hv = hvballoon.connect(
-            "fake://",
-            world=world,
-            retry=RetryPolicy(sleep=world.advance, seed=world.seed),
-            timeout=SIMULATED_CALL_TIMEOUT_SECONDS,
+        controller = stack.enter_context(
+            simulated_controller(
+                world, policy, interval_seconds=interval, policy_options=policy_options or {}
+            )
         )
-        settings = ControllerSettings(
-            host_memory_bytes=world.host.physical_bytes,
-            host_overhead_bytes=world.host.overhead_bytes,
-            host_reserve_bytes=world.host.reserve_bytes,
-            interval_seconds=interval,
-            fast_interval_seconds=min(ControllerSettings().fast_interval_seconds or interval, interval),
-            policy_options=policy_options or {},
-        )
-        controller = Controller(hv, policy, settings)
     # slices of at most an hour of simulated time: Ctrl-C is heard between two of them
     slice_ = interval if controller is not None else min(max(world.step, duration / 200), 3600.0)
     end = world.now + duration
@@ -155,15 +139,11 @@ def run_simulation(
         while world.now < end - 1e-9 and not stop.is_set():
             step = slice_
             if controller is not None:
-                began = world.now
+                from hvballoon.policy.simulated import simulated_round
+
+                _, read, step = simulated_round(world, controller)
                 rounds += 1
-                try:
-                    controller.step()
-                except HVBalloonError:
-                    # a sweep that failed after its retries (a fault of the scenario): the next
-                    # round comes when it is due, as the controller's service loop goes on
-                    failed += 1
-                step = max(0.0, controller.next_round_seconds - (world.now - began))
+                failed += not read
             world.advance(max(0.0, min(step, end - world.now)))
             if tick is not None:
                 tick(world.now)
@@ -194,8 +174,7 @@ def run_simulation(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        if hv is not None:
-            hv.close()
+        stack.close()
     data: dict[str, Any] = rec.to_data()
     data["interrupted"] = stop.is_set()
     if controller is not None:
