@@ -120,7 +120,7 @@ def run_simulation(
     stack = contextlib.ExitStack()
     controller = None
     if policy is not None:
-        from hvballoon.policy.simulated import simulated_controller
+        from hvballoon.policy.simulated import simulated_controller, simulated_round
 
         controller = stack.enter_context(
             simulated_controller(
@@ -139,8 +139,6 @@ def run_simulation(
         while world.now < end - 1e-9 and not stop.is_set():
             step = slice_
             if controller is not None:
-                from hvballoon.policy.simulated import simulated_round
-
                 _, read, step = simulated_round(world, controller)
                 rounds += 1
                 failed += not read
