@@ -334,7 +334,9 @@ class HyperVFlavor(Flavor):
         """What Dynamic Memory gives each VM: its demand plus buffer, within its range; when
         the host is short, the lowest priorities are trimmed first (their buffers, then down to
         their minimum), and memory the host does not have free is granted to the highest
-        priorities first. A static VM keeps its startup memory."""
+        priorities first — among VMs of one priority, in proportion to what each has to give or
+        asks (the balancer evens out their memory pressure). A static VM keeps its startup
+        memory."""
         import numpy as np
 
         s, act = world.state, world.active()
@@ -345,15 +347,21 @@ class HyperVFlavor(Flavor):
         h = world.host
         avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
         short = want.sum() - avail
+        levels = np.unique(s.dm_priority[dyn]) if dyn.any() else np.array([])
         if short > 0:
-            # take from the lowest priority first: buffers, then down to the minimum
-            order = np.argsort(s.dm_priority, kind="stable")
+            # take from the lowest priority first: buffers, then down to the minimum; within a
+            # priority, from every VM in proportion to what it has to give (the balancer evens
+            # out its VMs' memory pressure, it does not strip one VM and spare its peers)
             for trimmed_to in (np.clip(d_now, s.dm_minimum, s.dm_maximum), s.dm_minimum):
-                room = np.where(dyn, np.maximum(want - trimmed_to, 0.0), 0.0)[order]
-                before = np.cumsum(room) - room
-                take = np.clip(short - before, 0.0, room)
-                want[order] -= take
-                short -= take.sum()
+                for level in levels:
+                    room = np.where(dyn & (s.dm_priority == level), np.maximum(want - trimmed_to, 0.0), 0.0)
+                    total = room.sum()
+                    if total > 0:
+                        take = min(short, total)
+                        want -= room * (take / total)
+                        short -= take
+                    if short <= 0:
+                        break
                 if short <= 0:
                     break
         cur = s.current
@@ -361,11 +369,16 @@ class HyperVFlavor(Flavor):
         free = max(0.0, avail - held)
         inc = np.maximum(want - cur, 0.0) * act
         if inc.sum() > free:
-            order = np.argsort(-s.dm_priority, kind="stable")
-            room = inc[order]
-            grant = np.clip(free - (np.cumsum(room) - room), 0.0, room)
-            want = np.where(inc > 0, cur, want)
-            want[order] += grant
+            # what the host has free goes to the highest priorities first, within a priority in
+            # proportion to what each VM asks
+            grant = np.zeros_like(inc)
+            for level in np.unique(s.dm_priority[inc > 0])[::-1]:
+                asks = np.where((inc > 0) & (s.dm_priority == level), inc, 0.0)
+                total = asks.sum()
+                given = min(free, total)
+                grant += asks * (given / total)
+                free -= given
+            want = np.where(inc > 0, cur + grant, want)
         # a static VM's memory is not taken below what its guest uses
         low = np.where(s.dynamic > 0, floor, np.maximum(floor, s.used))
         return np.where(act, np.floor(want), cur), low

@@ -21,6 +21,7 @@ Importing :mod:`hvballoon` does not import this package.
 from hvballoon.policy.base import POLICY_NAMES, Plan, Policy, get_policy
 from hvballoon.policy.controller import Controller
 from hvballoon.policy.model import (
+    BufferProposal,
     ControllerSettings,
     Decision,
     HostView,
@@ -32,6 +33,7 @@ from hvballoon.policy.model import (
 
 __all__ = [
     "POLICY_NAMES",
+    "BufferProposal",
     "Controller",
     "ControllerSettings",
     "Decision",

@@ -2,7 +2,8 @@
 settings, its mechanism's rules, the guard rails and the rate limits (:meth:`_Moves._vet`); the
 moves left are journalled (and the VMs lowered for the first time marked, where VMs keep marks)
 and made in one bulk ``set_targets`` for the raises and one for the lowers (:meth:`_Moves._apply`);
-every VM gets its :class:`~hvballoon.policy.model.Decision`.
+every VM gets its :class:`~hvballoon.policy.model.Decision`. The Dynamic Memory buffers the
+policy asks for are set after the moves, one ``set_config`` each (:meth:`_Moves._apply_buffers`).
 
 Part of :class:`~hvballoon.policy.Controller` (:mod:`hvballoon.policy.controller`), which ties
 it to the inputs (:mod:`hvballoon.policy._snapshot`) and the run loop
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from hvballoon.errors import GuardRailError, HVBalloonError, InvalidStateError, UnsupportedOperationError
 from hvballoon.models import Capabilities, Change, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.policy.journal import Move
-from hvballoon.policy.model import Action, ControllerSettings, Decision, Proposal, VMView
+from hvballoon.policy.model import Action, BufferProposal, ControllerSettings, Decision, Proposal, VMView
 from hvballoon.units import align, format_size
 
 if TYPE_CHECKING:
@@ -369,6 +370,51 @@ class _Moves:
                     self.hv.set_mark(vm_id, MARK_KEY, None)
                 except HVBalloonError as exc:
                     log.warning("cannot remove the mark of %s: %s", vm_id, exc)
+
+    def _apply_buffers(
+        self,
+        at: datetime,
+        proposals: tuple[BufferProposal, ...],
+        views: dict[str, VMView],
+        read: dict[str, MemoryStats],
+    ) -> list[Decision]:
+        """Set the Dynamic Memory buffers the policy asks for, one ``set_config`` each (checked
+        by the session against Hyper-V's rules; in a dry run, only checked): a decision per
+        buffer that changes, ``raise`` or ``lower`` of the buffer, ``error`` when the call fails
+        (the VM keeps its buffer). Not journalled: a buffer is not memory taken from the VM (the
+        host trims buffers first when it is short), and the policy gives it back itself."""
+        out: list[Decision] = []
+        for bp in proposals:
+            v, st = views.get(bp.vm_id), read.get(bp.vm_id)
+            if v is None or st is None or v.buffer_percent is None or v.settings.exclude or not v.running:
+                continue
+            before = v.buffer_percent
+            if bp.buffer_percent == before:
+                continue
+            action: Action = "raise" if bp.buffer_percent > before else "lower"
+            shown = Proposal(
+                vm_id=v.id,
+                rule=bp.rule,
+                reason=bp.reason,
+                inputs={**bp.inputs, "buffer_percent_before": before, "buffer_percent": bp.buffer_percent},
+            )
+            try:
+                self.hv.set_config(st.vm, buffer_percent=bp.buffer_percent, dry_run=self.dry_run)
+            except HVBalloonError as exc:
+                log.warning(
+                    "cannot set the buffer of %s to %s %%: %s", v.name, bp.buffer_percent, exc,
+                    extra={"event": "buffer_failed", "vm": v.name, "code": exc.code},
+                )  # fmt: skip
+                out.append(
+                    self._decision(
+                        at, v, shown, "error", bp.rule, f"{bp.reason}; not applied: {exc}", error=exc.code
+                    )
+                )
+                continue
+            if not self.dry_run:
+                self._configs.pop(v.id, None)  # read again next round
+            out.append(self._decision(at, v, shown, action, bp.rule, bp.reason, applied=not self.dry_run))
+        return out
 
     def _decision(
         self,

@@ -150,6 +150,7 @@ class _Snapshots:
             guard_floor_bytes=guard,
             can_lower=can_target and not (dm and running),
             can_raise=(caps.can_set("maximum_bytes", running=running) if dm else can_target),
+            buffer_percent=cfg.buffer_percent if dm and cfg is not None else None,
             settings=vs,
         )
 

@@ -108,6 +108,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvballoon.models import Mechanism
 from hvballoon.policy.base import Plan, Policy
+from hvballoon.policy.buffers import Buffering
 from hvballoon.policy.history import Remembering, VMHistory, _Figures, _State, sibling_key
 from hvballoon.policy.model import Proposal, Snapshot
 from hvballoon.policy.reserve import Reserving
@@ -121,7 +122,7 @@ __all__ = ["HvballoonPolicy", "VMHistory", "sibling_key"]
 _DAY = 86400.0
 
 
-class HvballoonPolicy(Remembering, Reserving, Policy):
+class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
     """hvballoon's own policy (see the module docstring); every knob is a keyword."""
 
     name = "hvballoon"
@@ -355,6 +356,13 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
             )
             for f, goal, cost in self._contingency(figures, snapshot, planned, now)
         ]
+        # the buffers raised for a wave come out of what the round's own raises leave the host
+        raises = sum(
+            max(0, p.target_bytes - figures[p.vm_id].view.target_bytes)
+            for p in proposals
+            if p.target_bytes is not None and figures[p.vm_id].view.mechanism is not Mechanism.DYNAMIC_MEMORY
+        )
+        buffers, kept = self._buffers(figures, histories, st.buffers, now, self._room(host) - raises)
         return Plan(
             tuple(proposals),
             _State(
@@ -374,9 +382,11 @@ class HvballoonPolicy(Remembering, Reserving, Policy):
                     )
                     for p in contingency
                 },
+                buffers=kept,
             ),
             next_round_seconds=asked,
             contingency=tuple(contingency),
+            buffers=tuple(buffers),
         )
 
     def _late(self, st: _State, snapshot: Snapshot) -> bool:

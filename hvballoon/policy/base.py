@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidRequestError
-from hvballoon.policy.model import Proposal, Snapshot
+from hvballoon.policy.model import BufferProposal, Proposal, Snapshot
 
 if TYPE_CHECKING:
     from hvballoon.session import GuardRails
@@ -40,12 +40,18 @@ class Plan:
     attempts (once per sweep, through the same vetting, journal and guard rails as any move;
     only the raises among them, above the targets this round left), and records each as a
     decision of its proposal's rule. Empty (the default): nothing is done while a sweep hangs.
+
+    ``buffers`` sets the Dynamic Memory buffer of VMs that have one (Hyper-V: the share of its
+    demand the host adds on top, which it trims first when short); the controller applies each
+    through the session's ``set_config`` after the round's moves and records it as a decision
+    of its rule (``raise`` or ``lower``; the buffers are in its ``inputs``). Empty: none.
     """
 
     proposals: tuple[Proposal, ...]
     state: Any = None
     next_round_seconds: float | None = None
     contingency: tuple[Proposal, ...] = ()
+    buffers: tuple[BufferProposal, ...] = ()
 
     def for_vm(self, vm_id: str) -> Proposal | None:
         return self.by_vm().get(vm_id)

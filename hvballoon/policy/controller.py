@@ -7,8 +7,9 @@ configurations it does not have yet (they are cached, and read again after
 ``config_refresh_seconds``, or for a VM whose target was just moved or whose move failed) and at
 most two bulk ``set_targets`` calls (the raises, then the lowers), which plan on the sweep's
 figures and those configurations instead of reading the VMs again (``set_targets(figures=…)``:
-a VM whose figures the guard rails no longer trust is read again). Each round yields one
-:class:`~hvballoon.policy.model.Decision` per VM, after one per raise the controller made while
+a VM whose figures the guard rails no longer trust is read again), then one ``set_config`` per
+Dynamic Memory buffer the policy changes. Each round yields one
+:class:`~hvballoon.policy.model.Decision` per VM (and one per buffer changed), after one per raise the controller made while
 the round's sweep hung (the last plan's contingency, :attr:`Plan.contingency
 <hvballoon.policy.base.Plan.contingency>`: when an attempt of the sweep times out, the controller
 makes those raises before the next attempt instead of staying blind through the retries).
@@ -342,6 +343,8 @@ class Controller(_Snapshots, _Moves, _Running):
         decisions.extend(self._apply(at, lowers, snap.at_seconds, read, lowering=True))
         order = {v.id: i for i, v in enumerate(snap.vms)}
         decisions.sort(key=lambda d: order.get(d.vm_id, 0))
+        if plan.buffers:
+            decisions.extend(self._apply_buffers(at, plan.buffers, {v.id: v for v in snap.vms}, read))
         self._keep_contingency(plan.contingency, snap.vms, caps_by_id, read, decisions)
         self.round += 1
         # the raises made while this round's sweep hung come first: they were made first

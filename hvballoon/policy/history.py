@@ -13,9 +13,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hvballoon.policy.model import VMView
 from hvballoon.units import format_size
+
+if TYPE_CHECKING:
+    from hvballoon.policy.buffers import BufferMemo
 
 __all__ = ["Remembering", "VMHistory", "sibling_key"]
 
@@ -95,6 +99,8 @@ class _State:
     #: the raises planned for a sweep that hangs: per VM id, (its target before the round, its
     #: target after it, the raise)
     contingency: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    #: per VM id whose Dynamic Memory buffer the policy raised: what it remembers of it
+    buffers: Mapping[str, BufferMemo] = field(default_factory=dict)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from hvballoon.units import parse_size
 
 __all__ = [
     "Action",
+    "BufferProposal",
     "ControllerSettings",
     "Decision",
     "HostView",
@@ -198,6 +199,11 @@ class VMView(_Frozen):
     )
     can_lower: bool = True
     can_raise: bool = True
+    buffer_percent: int | None = Field(
+        default=None,
+        ge=0,
+        description="Dynamic Memory's buffer (the percent of its demand the host adds), on a VM that has one.",
+    )
     settings: VMSettings = Field(default_factory=VMSettings)
 
     @property
@@ -236,6 +242,18 @@ class Proposal(_Frozen):
     vm_id: str
     target_bytes: int | None = Field(default=None, ge=0)
     rule: str = Field(description="A stable name of the rule that fired, e.g. 'mom.shrink'.")
+    reason: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class BufferProposal(_Frozen):
+    """A policy's answer for one Dynamic Memory VM's buffer (Hyper-V ``Set-VMMemory -Buffer``,
+    which may change while the VM runs): the percent of its demand the host should add on top
+    of it, and why. The hypervisor's rules (5–2000 %) are checked by the session at the call."""
+
+    vm_id: str
+    buffer_percent: int = Field(ge=0)
+    rule: str
     reason: str
     inputs: dict[str, Any] = Field(default_factory=dict)
 
