@@ -138,11 +138,13 @@ def _log_setup(log_format: str | None, serve: bool) -> bool:
 
 def _line(d: Any) -> str:
     moved = d.action in ("raise", "lower")
-    change = (
-        f"{format_size(d.before_bytes)} -> {format_size(d.after_bytes)}"
-        if moved
-        else format_size(d.before_bytes)
-    )
+    if "buffer_percent" in d.inputs and "buffer_percent_before" in d.inputs:
+        # a Dynamic Memory buffer, not the target
+        change = f"buffer {d.inputs['buffer_percent_before']} % -> {d.inputs['buffer_percent']} %"
+    elif moved:
+        change = f"{format_size(d.before_bytes)} -> {format_size(d.after_bytes)}"
+    else:
+        change = format_size(d.before_bytes)
     if moved and d.dry_run:
         change += " (dry run)"
     return f"[{d.round}] {d.vm}: {d.action} {change} [{d.rule}] {d.reason}"

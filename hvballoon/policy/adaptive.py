@@ -84,6 +84,12 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
 * **Self-managed memory is left alone** (a JVM heap or a database buffer pool looks idle but is
   not: such VMs get their maximum back and are never lowered), and **it never fights the
   mechanism**: where the live rules forbid lowering (Hyper-V Dynamic Memory) it only raises.
+* **Dynamic Memory buffers for a wave.** Hyper-V balances a Dynamic Memory VM itself, giving it
+  its demand plus a buffer every few seconds, which a surge of seconds outruns: when a VM
+  surges, the buffers of its Dynamic Memory siblings are raised to cover their plausible surge,
+  out of the host's free memory, and given back once the family has been calm for
+  ``calm_seconds`` (:mod:`hvballoon.policy.buffers`; :attr:`Plan.buffers
+  <hvballoon.policy.base.Plan.buffers>`, applied by the controller through ``set_config``).
 
 No rule looks at a scenario's name or at the simulator's future: the policy sees the
 controller's snapshot (the public API's figures) and its own history, nothing else.

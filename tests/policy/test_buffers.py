@@ -179,6 +179,15 @@ def test_the_controller_sets_the_buffers_asked_for_and_records_each() -> None:
         assert len(decisions) == len(hv.list_vms()) + 1
 
 
+def test_the_command_line_shows_a_buffer_change_as_one() -> None:
+    from hvballoon.cli.autoballoon import _line
+
+    with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
+        decisions = Controller(hv, Buffers({"web01": 150}), _settings()).step()
+        (d,) = [x for x in decisions if x.rule == "buffers.set"]
+        assert "web01: raise buffer 20 % -> 150 % [buffers.set]" in _line(d)
+
+
 def test_a_dry_run_checks_the_buffer_and_changes_nothing() -> None:
     with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
         before = hv.get_config("web01").buffer_percent
