@@ -14,10 +14,11 @@ import hvballoon
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
 from hvballoon.models import Mechanism
-from hvballoon.policy import BufferProposal, Controller, ControllerSettings, Plan, Policy
+from hvballoon.policy import Controller, ControllerSettings, Plan
 from hvballoon.policy.adaptive import HvballoonPolicy
 from hvballoon.policy.model import HostView, Snapshot, VMView
 from hvballoon.units import GiB
+from tests.support.policies import Buffers
 
 SETTLE = 300.0
 CALM = 600.0
@@ -142,25 +143,6 @@ def test_only_dynamic_memory_vms_have_their_buffer_raised() -> None:
 
 
 # -- the controller ------------------------------------------------------------------------
-
-
-class Buffers(Policy):
-    """Asks for the given buffers every round."""
-
-    name = "buffers"
-
-    def __init__(self, buffers: dict[str, int]) -> None:
-        self.buffers = buffers
-
-    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
-        ids = {v.name: v.id for v in snapshot.vms}
-        return Plan(
-            (),
-            buffers=tuple(
-                BufferProposal(vm_id=ids[name], buffer_percent=b, rule="buffers.set", reason="asked")
-                for name, b in self.buffers.items()
-            ),
-        )
 
 
 def _settings() -> ControllerSettings:

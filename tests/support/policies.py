@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hvballoon.policy import Plan, Policy, Proposal, Snapshot
+from hvballoon.policy import BufferProposal, Plan, Policy, Proposal, Snapshot
 
-__all__ = ["Fixed"]
+__all__ = ["Buffers", "Fixed"]
 
 
 class Fixed(Policy):
@@ -35,4 +35,23 @@ class Fixed(Policy):
                 for v in snapshot.vms
             ),
             state,
+        )
+
+
+class Buffers(Policy):
+    """The given Dynamic Memory buffers (by VM name) every round; rule ``buffers.set``."""
+
+    name = "buffers"
+
+    def __init__(self, buffers: dict[str, int]) -> None:
+        self.buffers = buffers
+
+    def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+        ids = {v.name: v.id for v in snapshot.vms}
+        return Plan(
+            (),
+            buffers=tuple(
+                BufferProposal(vm_id=ids[name], buffer_percent=b, rule="buffers.set", reason="asked")
+                for name, b in self.buffers.items()
+            ),
         )

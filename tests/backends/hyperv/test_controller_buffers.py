@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from hvballoon.policy import Controller, ControllerSettings
-from tests.policy.test_buffers import Buffers
 from tests.support.hyperv.fakehost import hyperv_world
 from tests.support.hyperv.peer import Peer
+from tests.support.policies import Buffers
 
 pytestmark = pytest.mark.peer
 
