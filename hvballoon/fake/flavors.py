@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
+from hvballoon.kinds.hyperv import buffered_demand
 
 if TYPE_CHECKING:
     import numpy as np
@@ -342,16 +343,16 @@ class HyperVFlavor(Flavor):
         s, act = world.state, world.active()
         dyn = (s.dynamic > 0) & act
         d_now = s.effective_demand
-        want_dm = np.clip(np.floor(d_now * (1 + s.dm_buffer_percent / 100.0)), s.dm_minimum, s.dm_maximum)
+        want_dm = np.clip(np.floor(buffered_demand(d_now, s.dm_buffer_percent)), s.dm_minimum, s.dm_maximum)
         want = np.where(dyn, want_dm, s.startup) * act
         h = world.host
         avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
         short = want.sum() - avail
-        levels = np.unique(s.dm_priority[dyn]) if dyn.any() else np.array([])
         if short > 0:
             # take from the lowest priority first: buffers, then down to the minimum; within a
             # priority, from every VM in proportion to what it has to give (the balancer evens
             # out its VMs' memory pressure, it does not strip one VM and spare its peers)
+            levels = np.unique(s.dm_priority[dyn])
             for trimmed_to in (np.clip(d_now, s.dm_minimum, s.dm_maximum), s.dm_minimum):
                 for level in levels:
                     room = np.where(dyn & (s.dm_priority == level), np.maximum(want - trimmed_to, 0.0), 0.0)

@@ -27,7 +27,7 @@ StateInfo(power_state=<PowerState.RUNNING: 'running'>, name='RunningCritical', h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
@@ -41,6 +41,7 @@ __all__ = [
     "PRIORITY_RANGE",
     "HyperVKind",
     "StateInfo",
+    "buffered_demand",
 ]
 
 #: Set-VMMemory -Buffer: "Allowed values range from 5 to 2000".
@@ -49,6 +50,19 @@ BUFFER_PERCENT_RANGE = (5, 2000)
 PRIORITY_RANGE = (0, 100)
 #: The lower bound of every Hyper-V memory size.
 MINIMUM_SIZE_BYTES = 32 * MiB
+
+
+def buffered_demand(demand: Any, buffer_percent: Any) -> Any:
+    """What Dynamic Memory aims to assign a VM before its range applies: its demand plus its
+    buffer, a percent of the demand ("if the memory committed to the guest operating system is
+    1000 MB and the memory buffer is 20%, Hyper-V will attempt to allocate an additional 20%").
+    Plain numbers or arrays alike (the simulator sizes every VM at once).
+
+    >>> buffered_demand(1000, 20)
+    1200.0
+    """
+    return demand * (1 + buffer_percent / 100.0)
+
 
 _SIZES = ("startup_bytes", "minimum_bytes", "maximum_bytes")
 #: Fields Set-VMMemory refuses unless Dynamic Memory is (and stays) on.

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE
+from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, buffered_demand
 from hvballoon.models import Mechanism
 from hvballoon.policy.history import VMHistory, sibling_key
 from hvballoon.policy.model import BufferProposal
@@ -186,5 +186,4 @@ class Buffering:
         """What Dynamic Memory gives the VM with ``buffer``: its demand plus that share of it,
         within its range."""
         v = f.view
-        used = max(f.used, 1)
-        return min(v.maximum_bytes, max(v.minimum_bytes, used + used * buffer // 100))
+        return min(v.maximum_bytes, max(v.minimum_bytes, int(buffered_demand(max(f.used, 1), buffer))))
