@@ -228,7 +228,9 @@ class Reserving:
         """The VMs whose headroom is cut within the calm time because the host is below its
         floor (its own safety first): only as many as the shortfall needs after what the calm
         VMs' cuts give back, those giving back the most first; never a VM that surged within
-        ``surge_after_seconds``."""
+        ``surge_after_seconds``. What the balloons of earlier rounds' lowers have still to take
+        back (a VM backed above its target) counts as given back already: a rescue whose lowers
+        are still under way is not made again a round later."""
         host = snapshot.host
         if host.free_bytes >= self._wave_floor(host):
             return set()
@@ -238,6 +240,7 @@ class Reserving:
             v = f.view
             if f.surging is not None or not v.can_lower or v.settings.self_managed:
                 continue
+            needed -= max(0, f.backed - max(v.target_bytes, f.used))
             gain = min(f.backed, v.target_bytes) - self._target(f, level)
             if gain <= 0:
                 continue

@@ -424,6 +424,32 @@ def test_a_host_below_its_floor_cuts_only_as_many_calm_vms_as_it_needs() -> None
     assert "hvballoon.calming" in rules
 
 
+def test_a_rescue_under_way_is_not_made_again_while_its_balloons_inflate() -> None:
+    policy = HvballoonPolicy(calm_seconds=5)
+    targets, state = _cut_fleet(policy)
+    late = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=60), state)
+    now = {**targets, **{p.vm_id: p.target_bytes / GiB for p in late.proposals if p.target_bytes is not None}}
+    below = policy.decide(snap(SETTLE + 10, *_cached_fleet(now), host_used=106), late.state)
+    cut = {p.vm_id: p.target_bytes for p in below.proposals if p.rule == "hvballoon.lower"}
+    assert 0 < len(cut) < 4
+    # a second later their balloons are still inflating: they hold what they held and the host
+    # is as short as it was; what they are about to give back covers it, so no other VM is cut
+    inflating = [
+        v.model_copy(update={"target_bytes": cut[v.id]}) if v.id in cut else v for v in _cached_fleet(now)
+    ]
+    again = policy.decide(snap(SETTLE + 11, *inflating, host_used=106), below.state)
+    assert [p.vm_id for p in again.proposals if p.rule == "hvballoon.lower"] == []
+    # once they have given it back, a host still below its floor is defended again
+    done = [
+        v.model_copy(update={"target_bytes": cut[v.id], "current_bytes": cut[v.id], "host_consumed_bytes": cut[v.id]})
+        if v.id in cut
+        else v
+        for v in _cached_fleet(now)
+    ]
+    still = policy.decide(snap(SETTLE + 12, *done, host_used=106), again.state)
+    assert {p.vm_id for p in still.proposals if p.rule == "hvballoon.lower"} - set(cut)
+
+
 def test_a_page_cache_squeezed_by_its_balloon_keeps_its_appetite() -> None:
     policy = HvballoonPolicy(appetite_seconds=600)
     # its page cache took all 13 GiB above its 3 GiB of use; then it is held at 8 GiB
