@@ -33,7 +33,9 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   ESXi enforces a limit at its own next allocation (by ballooning what the VM holds over it)
   and gives a balloon back only when it has room again, so a surge that outruns a limit then is
   not given its memory back within seconds; ESXi's own reclaim (sharing, ballooning idle memory
-  by shares, compression) keeps the host.
+  by shares, compression) keeps the host. For the same reason a limit is never cut below half its
+  plausible surge (``limit_min_level``), however short the host: a surge that rises within a
+  second or two would meet the limit for up to ESXi's next reallocation.
 * **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
   since the last figures, that swaps in, or that runs out of headroom, is given its whole size
   back in that round (a *surge*): the host's reserve absorbs it.
@@ -67,7 +69,9 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps, then kills a
   VM): headroom is cut even within the calm time, but only on as many VMs as the shortfall needs
   (those giving back the most first), never on a VM that surged within ``surge_after_seconds``
-  (and while a wave rises no VM is cut at all).
+  (and while a wave rises no VM is cut at all). What earlier rounds' lowers have still to take
+  back counts as given: a balloon inflates over seconds, and a rescue is not made again while
+  the one before is under way.
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
   below its reserve, a surge is under way or rounds came late, the policy asks the controller for its next round
   within ``fast_interval_seconds`` (one second by default), and for a guest statistics period
@@ -159,6 +163,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         lower_deadband_fraction: float = 1 / 16,
         min_deadband_bytes: int = 512 * MiB,
         min_level: float = 0.0,
+        limit_min_level: float = 0.5,
         own_guard_rails: bool = True,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
@@ -186,14 +191,15 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             lower_deadband_fraction: A lower smaller than this fraction of the VM's size is not made.
             min_deadband_bytes: A move smaller than this is not made.
             min_level: The least share of its plausible surge a VM keeps as headroom however short the host is (0: cut as deep as the host needs; 0.5 for fleets whose surges rise within a second or two).
+            limit_min_level: The least share of its plausible surge a VM whose target is a limit (ESXi) keeps as headroom: ESXi applies a raised limit only at its next reallocation and gives a balloon back only once the host has room, so a limit cut deeper is not undone within seconds.
             own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
         if not 0 <= wave_share <= 1 or not 0 <= max_reserve_fraction < 1:
             raise ValueError("wave_share is in [0, 1] and max_reserve_fraction in [0, 1)")
-        if not 0 <= min_level <= 1:
-            raise ValueError("min_level is in [0, 1]")
+        if not 0 <= min_level <= 1 or not 0 <= limit_min_level <= 1:
+            raise ValueError("min_level and limit_min_level are in [0, 1]")
         for name, fraction in (
             ("band_fraction", band_fraction),
             ("wave_floor_fraction", wave_floor_fraction),
@@ -222,6 +228,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         self.lower_deadband_fraction = lower_deadband_fraction
         self.min_deadband_bytes = min_deadband_bytes
         self.min_level = min_level
+        self.limit_min_level = limit_min_level
         self.own_guard_rails = own_guard_rails
 
     def initial_state(self) -> Any:

@@ -27,6 +27,7 @@ class Reserving:
     wave_floor_fraction: float
     min_deadband_bytes: int
     min_level: float
+    limit_min_level: float
 
     def _whole(self, f: _Figures) -> int:
         """The VM's use plus its whole plausible surge (within its bounds)."""
@@ -208,11 +209,11 @@ class Reserving:
         that keeps it free frees nothing the host backs, and leaves it with less to absorb a
         surge. Never on a VM the round marked ``whole_only`` (an ESXi limit while a wave rises,
         rounds come late or the host is near its floor: see :meth:`decide`), and never below
-        ``min_level`` of its plausible surge.
+        ``min_level`` of its plausible surge (a limit: ``limit_min_level``).
         """
         v = f.view
         whole = self._whole(f)
-        level = max(level, self.min_level)
+        level = max(level, self.min_level, self.limit_min_level if v.mechanism is Mechanism.LIMIT else 0.0)
         headroom = max(f.floor_headroom, int(level * f.surge))
         if level >= 1.0 or f.hist.cache_bytes <= headroom or f.whole_only:
             return whole

@@ -192,6 +192,26 @@ def test_an_esxi_limit_keeps_the_whole_plausible_surge_while_the_host_is_near_it
     assert roomier.inputs["host_short_bytes"] > 0 and roomier.target_bytes < whole
 
 
+def test_an_esxi_limit_keeps_half_its_plausible_surge_however_short_the_host() -> None:
+    # ESXi applies a raised limit only at its next reallocation and gives a balloon back only
+    # once it has room: a limit is never cut below use + half its plausible surge, where a
+    # balloon beside it (deflated within seconds) is cut deeper
+    def cut(mechanism: Mechanism, **options: float) -> int:
+        views = [vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=mechanism)]
+        p = run(HvballoonPolicy(**options), watched(views, host_used=100))[-1].for_vm("a")
+        assert p is not None and p.rule == "hvballoon.lower" and p.inputs["host_short_bytes"] > 0
+        return p.target_bytes or 0
+
+    half = 3 * GiB + int(0.5 * 0.6 * 16 * GiB)
+    assert cut(Mechanism.BALLOON) < half <= cut(Mechanism.LIMIT)
+    # the share is an option: at 0 a limit is cut like a balloon
+    assert cut(Mechanism.LIMIT, limit_min_level=0.0) == cut(Mechanism.BALLOON)
+    import pytest
+
+    with pytest.raises(ValueError, match="limit_min_level"):
+        HvballoonPolicy(limit_min_level=1.5)
+
+
 def test_a_calm_host_waits_its_regular_interval() -> None:
     # once lowered to use + its whole plausible surge, nothing is exposed
     plans = run(HvballoonPolicy(), [*watched([vm(16, 3)]), (SETTLE + 10, [vm(12.6, 3)], 40)])
