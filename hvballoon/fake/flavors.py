@@ -343,7 +343,7 @@ class HyperVFlavor(Flavor):
         s, act = world.state, world.active()
         dyn = (s.dynamic > 0) & act
         d_now = s.effective_demand
-        want_dm = np.clip(np.floor(buffered_demand(d_now, s.dm_buffer_percent)), s.dm_minimum, s.dm_maximum)
+        want_dm = buffered_demand(d_now, s.dm_buffer_percent, s.dm_minimum, s.dm_maximum)
         want = np.where(dyn, want_dm, s.startup) * act
         h = world.host
         avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()

@@ -52,16 +52,20 @@ PRIORITY_RANGE = (0, 100)
 MINIMUM_SIZE_BYTES = 32 * MiB
 
 
-def buffered_demand(demand: Any, buffer_percent: Any) -> Any:
-    """What Dynamic Memory aims to assign a VM before its range applies: its demand plus its
-    buffer, a percent of the demand ("if the memory committed to the guest operating system is
-    1000 MB and the memory buffer is 20%, Hyper-V will attempt to allocate an additional 20%").
-    Plain numbers or arrays alike (the simulator sizes every VM at once).
+def buffered_demand(demand: Any, buffer_percent: Any, minimum: Any, maximum: Any) -> Any:
+    """What Dynamic Memory aims to assign a VM: its demand plus its buffer, a percent of the
+    demand ("if the memory committed to the guest operating system is 1000 MB and the memory
+    buffer is 20%, Hyper-V will attempt to allocate an additional 20%"), in whole bytes, within
+    its minimum and maximum. Plain numbers or arrays alike (the simulator sizes every VM at once;
+    a plain number gives an ``int``).
 
-    >>> buffered_demand(1000, 20)
-    1200.0
+    >>> buffered_demand(1000, 20, 512, 4096), buffered_demand(3000, 50, 512, 4096)
+    (1200, 4096)
     """
-    return demand * (1 + buffer_percent / 100.0)
+    import numpy as np
+
+    assigned = np.clip(np.floor(demand * (1 + buffer_percent / 100.0)), minimum, maximum)
+    return int(assigned) if np.ndim(assigned) == 0 else assigned
 
 
 _SIZES = ("startup_bytes", "minimum_bytes", "maximum_bytes")

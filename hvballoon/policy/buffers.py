@@ -6,7 +6,8 @@ when the host is short it trims the buffers of the lowest priorities first. A su
 within seconds outruns that: between two rebalancings the guest has only its buffer, and a
 buffer of a fifth of the demand is far less than a third of the VM's size. Memory the policy
 could take back is not the lever here (a running VM's maximum may not be lowered); the buffer
-is, and it may change while the VM runs (``Set-VMMemory -Buffer``, 5–2000 %).
+is, and it may change while the VM runs (``Set-VMMemory -Buffer``, within
+:data:`~hvballoon.kinds.hyperv.BUFFER_PERCENT_RANGE`).
 
 So when a VM surges (after its first ``settle_seconds``: a workload starting is not a surge),
 the policy raises the buffer of the other Dynamic Memory VMs of its family (VMs named alike and
@@ -186,4 +187,4 @@ class Buffering:
         """What Dynamic Memory gives the VM with ``buffer``: its demand plus that share of it,
         within its range."""
         v = f.view
-        return min(v.maximum_bytes, max(v.minimum_bytes, int(buffered_demand(max(f.used, 1), buffer))))
+        return int(buffered_demand(max(f.used, 1), buffer, v.minimum_bytes, v.maximum_bytes))

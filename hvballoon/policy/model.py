@@ -249,7 +249,8 @@ class Proposal(_Frozen):
 class BufferProposal(_Frozen):
     """A policy's answer for one Dynamic Memory VM's buffer (Hyper-V ``Set-VMMemory -Buffer``,
     which may change while the VM runs): the percent of its demand the host should add on top
-    of it, and why. The hypervisor's rules (5–2000 %) are checked by the session at the call."""
+    of it, and why. Hyper-V's rules (:mod:`hvballoon.kinds.hyperv`) are checked by the session
+    at the call."""
 
     vm_id: str
     buffer_percent: int = Field(ge=0)
