@@ -292,7 +292,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         families = {sibling_key(f.view.name, f.view.maximum_bytes) for f in figures.values() if f.surging}
         if wave:
             families |= st.families
-        level = self._level(st, figures, snapshot, reserve)
+        level = self._level(st, figures, snapshot, reserve, projected=True)
         if wave or blind:
             # the reserve is there to be dealt out, not refilled from headroom: while a wave
             # rises (or a surge may go unseen) no VM's headroom is cut to keep the host's whole

@@ -34,16 +34,20 @@ class Reserving:
         v = f.view
         return min(v.maximum_bytes, max(v.minimum_bytes, f.used + max(f.floor_headroom, f.surge)))
 
-    def _wave_reserve(self, figures: dict[str, _Figures], host: HostView) -> int:
+    def _wave_reserve(
+        self, figures: dict[str, _Figures], host: HostView, backed: dict[str, int] | None = None
+    ) -> int:
         """What a plausible wave would take from the host: ``wave_share`` of what the VMs'
         plausible surges would take beyond their own page cache (a guest gives its page cache up
         to its own surge at no cost to the host; the rest the host backs within seconds, or
         swaps), at most ``max_reserve_fraction`` of its memory. A VM whose target is a limit
         (ESXi) is not counted: ESXi reclaims for its host itself (sharing, ballooning by shares,
         compression), and a limit cut to keep a larger reserve is not given back within seconds
-        when its own surge comes."""
+        when its own surge comes. ``backed``: what the host would back per VM id, where that is
+        not what it backs now (a level being weighed)."""
+        at = backed or {}
         exposure = sum(
-            max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, f.backed - f.used))
+            max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, at.get(f.view.id, f.backed) - f.used))
             for f in figures.values()
             if f.view.can_lower
             and not f.view.settings.self_managed
@@ -276,6 +280,8 @@ class Reserving:
         figures: dict[str, _Figures],
         snapshot: Snapshot,
         reserve: int,
+        *,
+        projected: bool = False,
     ) -> float:
         """The headroom level this round (1: every VM its whole plausible surge).
 
@@ -285,6 +291,13 @@ class Reserving:
         host cuts at once to the highest level that leaves it a band more than its reserve
         (so the cache growing back does not call for another cut a round later); above it, the
         level rises to the highest that leaves two bands more. Never below ``min_level``.
+
+        ``projected``: ``reserve`` is the host's whole reserve, and its wave part is projected at
+        each level as the free memory is (:meth:`_wave_reserve` with the VMs backed as at that
+        level): a VM cut deep leaves the host more of its surge to back, a VM given headroom
+        that its page cache fills leaves it less. Without it, a fleet cut deep in an emergency
+        kept the larger reserve its own cut called for once the host had recovered, and its
+        VMs less headroom than the host could give.
         """
         host = snapshot.host
         band = int(self.band_fraction * host.total_bytes)
@@ -296,8 +309,13 @@ class Reserving:
 
         def free_at(level: float) -> int:
             free = host.free_bytes
+            backed = {f.view.id: self._backed_at(f, self._target(f, level)) for f in movable}
             for f in movable:
-                free += f.backed - self._backed_at(f, self._target(f, level))
+                free += f.backed - backed[f.view.id]
+            if projected:
+                # the reserve at that level: headroom a page cache fills is a surge the host
+                # need not back, headroom cut is a surge it must
+                free -= self._reserve(host, self._wave_reserve(figures, host, backed)) - reserve
             return free
 
         def highest(goal: int) -> float:

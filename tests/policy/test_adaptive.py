@@ -461,7 +461,9 @@ def test_a_rescue_under_way_is_not_made_again_while_its_balloons_inflate() -> No
     assert [p.vm_id for p in again.proposals if p.rule == "hvballoon.lower"] == []
     # once they have given it back, a host still below its floor is defended again
     done = [
-        v.model_copy(update={"target_bytes": cut[v.id], "current_bytes": cut[v.id], "host_consumed_bytes": cut[v.id]})
+        v.model_copy(
+            update={"target_bytes": cut[v.id], "current_bytes": cut[v.id], "host_consumed_bytes": cut[v.id]}
+        )
         if v.id in cut
         else v
         for v in _cached_fleet(now)
@@ -559,3 +561,34 @@ def test_min_level_keeps_that_share_of_the_plausible_surge_in_every_guest() -> N
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="min_level"):
             HvballoonPolicy(min_level=bad)
+
+
+def test_the_reserve_is_weighed_at_the_level_that_would_keep_it() -> None:
+    # nine VMs whose headroom is free and one whose page cache took 13 GiB, cut to its use plus
+    # the least headroom while the host was short; then the host has 40 GiB free. Headroom given
+    # back to the cached VM fills with its page cache, which its own surge would take without
+    # the host backing it: the wave reserve shrinks as the level rises, and the level rises
+    # further than a reserve weighed at the deep cut allows
+    webs = [vm(12.6, 3, vm_id=f"w{k}", name=f"web{k:02}", host_consumed_bytes=3 * GiB) for k in range(9)]
+    policy = HvballoonPolicy()
+    plans = run(
+        policy,
+        watched([*webs, vm(16, 3, vm_id="c", name="cache01", host_consumed_bytes=16 * GiB)], host_used=104),
+    )
+    cut = plans[-1].for_vm("c")
+    assert cut is not None and cut.rule == "hvballoon.lower" and cut.inputs["headroom_level"] == 0
+    state, target = plans[-1].state, cut.target_bytes or 0
+    for k in range(1, 40):
+        low = vm(target / GiB, 3, vm_id="c", name="cache01", host_consumed_bytes=target)
+        plan = policy.decide(snap(SETTLE + k, *webs, low, host_used=70), state)
+        state = plan.state
+    p = plan.for_vm("c")
+    assert p is not None
+    surge, level = p.inputs["plausible_surge_bytes"], p.inputs["headroom_level"]
+    # the host's free memory at that level (the page cache filling the headroom) keeps the
+    # reserve at that level (a third of the surges beyond page cache) and two bands
+    free_at = 40 * GiB - (level * surge - (target - 3 * GiB))
+    reserve_at = (9 * surge + (1 - level) * surge) / 3
+    assert free_at >= reserve_at + 2 * 0.025 * 110 * GiB - 64 * MiB
+    # weighed at the deep cut, the reserve (31.9 GiB) would have held it near 0.31
+    assert level > 0.4
