@@ -34,26 +34,28 @@ class Reserving:
         v = f.view
         return min(v.maximum_bytes, max(v.minimum_bytes, f.used + max(f.floor_headroom, f.surge)))
 
-    def _wave_reserve(
-        self, figures: dict[str, _Figures], host: HostView, backed: dict[str, int] | None = None
-    ) -> int:
+    def _wave_reserve(self, figures: dict[str, _Figures], host: HostView) -> int:
         """What a plausible wave would take from the host: ``wave_share`` of what the VMs'
-        plausible surges would take beyond their own page cache (a guest gives its page cache up
-        to its own surge at no cost to the host; the rest the host backs within seconds, or
-        swaps), at most ``max_reserve_fraction`` of its memory. A VM whose target is a limit
-        (ESXi) is not counted: ESXi reclaims for its host itself (sharing, ballooning by shares,
-        compression), and a limit cut to keep a larger reserve is not given back within seconds
-        when its own surge comes. ``backed``: what the host would back per VM id, where that is
-        not what it backs now (a level being weighed)."""
-        at = backed or {}
-        exposure = sum(
-            max(0, min(f.surge, f.view.maximum_bytes - f.used) - max(0, at.get(f.view.id, f.backed) - f.used))
-            for f in figures.values()
-            if f.view.can_lower
-            and not f.view.settings.self_managed
-            and f.view.mechanism is not Mechanism.LIMIT
-        )
+        plausible surges would take beyond their own page cache (:meth:`_exposure`), at most
+        ``max_reserve_fraction`` of its memory."""
+        return self._wave_part(sum(self._exposure(f, f.backed) for f in figures.values()), host)
+
+    def _wave_part(self, exposure: int, host: HostView) -> int:
+        """``wave_share`` of an exposure, at most ``max_reserve_fraction`` of the host's memory."""
         return min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
+
+    @staticmethod
+    def _exposure(f: _Figures, backed: int) -> int:
+        """What the VM's plausible surge would take from the host with ``backed`` backed for it
+        now: a guest gives its page cache up to its own surge at no cost to the host; the rest
+        the host backs within seconds, or swaps. A VM whose target is a limit (ESXi) counts
+        nothing: ESXi reclaims for its host itself (sharing, ballooning by shares, compression),
+        and a limit cut to keep a larger reserve is not given back within seconds when its own
+        surge comes."""
+        v = f.view
+        if not v.can_lower or v.settings.self_managed or v.mechanism is Mechanism.LIMIT:
+            return 0
+        return max(0, min(f.surge, v.maximum_bytes - f.used) - max(0, backed - f.used))
 
     def _reserve(self, host: HostView, wave_reserve: int) -> int:
         """The free memory the host keeps: the largest of ``free_fraction`` of its memory, its
@@ -293,8 +295,7 @@ class Reserving:
         level rises to the highest that leaves two bands more. Never below ``min_level``.
 
         ``projected``: ``reserve`` is the host's whole reserve, and its wave part is projected at
-        each level as the free memory is (:meth:`_wave_reserve` with the VMs backed as at that
-        level): a VM cut deep leaves the host more of its surge to back, a VM given headroom
+        each level as the free memory is (:meth:`_exposure` of each VM backed as at that level): a VM cut deep leaves the host more of its surge to back, a VM given headroom
         that its page cache fills leaves it less. Without it, a fleet cut deep in an emergency
         kept the larger reserve its own cut called for once the host had recovered, and its
         VMs less headroom than the host could give.
@@ -307,15 +308,21 @@ class Reserving:
         if not movable:
             return st.level  # nothing to steer: the level is what it was
 
+        # the exposure of the VMs the level does not move (a projected reserve's fixed part)
+        fixed = sum(self._exposure(f, f.backed) for f in figures.values()) - sum(
+            self._exposure(f, f.backed) for f in movable
+        )
+
         def free_at(level: float) -> int:
-            free = host.free_bytes
-            backed = {f.view.id: self._backed_at(f, self._target(f, level)) for f in movable}
+            free, exposure = host.free_bytes, fixed
             for f in movable:
-                free += f.backed - backed[f.view.id]
+                backed = self._backed_at(f, self._target(f, level))
+                free += f.backed - backed
+                exposure += self._exposure(f, backed)
             if projected:
                 # the reserve at that level: headroom a page cache fills is a surge the host
                 # need not back, headroom cut is a surge it must
-                free -= self._reserve(host, self._wave_reserve(figures, host, backed)) - reserve
+                free -= self._reserve(host, self._wave_part(exposure, host)) - reserve
             return free
 
         def highest(goal: int) -> float:
