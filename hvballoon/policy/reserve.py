@@ -295,7 +295,8 @@ class Reserving:
         level rises to the highest that leaves two bands more. Never below ``min_level``.
 
         ``projected``: ``reserve`` is the host's whole reserve, and its wave part is projected at
-        each level as the free memory is (:meth:`_exposure` of each VM backed as at that level): a VM cut deep leaves the host more of its surge to back, a VM given headroom
+        each level as the free memory is (:meth:`_exposure` of each VM backed as at that
+        level): a VM cut deep leaves the host more of its surge to back, a VM given headroom
         that its page cache fills leaves it less. Without it, a fleet cut deep in an emergency
         kept the larger reserve its own cut called for once the host had recovered, and its
         VMs less headroom than the host could give.
