@@ -309,17 +309,17 @@ class Reserving:
         if not movable:
             return st.level  # nothing to steer: the level is what it was
 
-        # the exposure of the VMs the level does not move (a projected reserve's fixed part)
-        fixed = sum(self._exposure(f, f.backed) for f in figures.values()) - sum(
-            self._exposure(f, f.backed) for f in movable
-        )
+        # a projected reserve's fixed part: the exposure of the VMs the level does not move
+        moved = {id(f) for f in movable}
+        fixed = sum(self._exposure(f, f.backed) for f in figures.values() if id(f) not in moved)
 
         def free_at(level: float) -> int:
             free, exposure = host.free_bytes, fixed
             for f in movable:
                 backed = self._backed_at(f, self._target(f, level))
                 free += f.backed - backed
-                exposure += self._exposure(f, backed)
+                if projected:
+                    exposure += self._exposure(f, backed)
             if projected:
                 # the reserve at that level: headroom a page cache fills is a surge the host
                 # need not back, headroom cut is a surge it must
