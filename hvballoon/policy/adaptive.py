@@ -42,7 +42,10 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
 * **A wave deals the reserve out.** For ``wave_seconds`` after a surge, a wave is under way:
   the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
   once, out of the host's free memory down to ``wave_floor_fraction`` of it, and no VM's
-  headroom is cut while the wave rises (a VM cut now is the next one a wave kills). Then every
+  headroom is cut while the wave rises (a VM cut now is the next one a wave kills) unless the
+  wave takes the host below that floor: then the host itself is in danger (it swaps, then its
+  OOM killer takes a whole VM), and the VMs neither surging nor raised within the calm time give
+  their page cache up, down to the level the floor needs. Then every
   other VM whose headroom was cut gets it back too, as after late rounds (a wave may take VMs of
   another kind next, and a surge that rises within a second or two is over before any round
   sees it), leaving the host what the VMs the hypervisor balances itself (Hyper-V Dynamic
@@ -69,7 +72,7 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps, then kills a
   VM): headroom is cut even within the calm time, but only on as many VMs as the shortfall needs
   (those giving back the most first), never on a VM that surged within ``surge_after_seconds``
-  (and while a wave rises no VM is cut at all). What earlier rounds' lowers have still to take
+  (while a wave rises, only the calm VMs are cut, as above). What earlier rounds' lowers have still to take
   back counts as given: a balloon inflates over seconds, and a rescue is not made again while
   the one before is under way.
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
@@ -313,8 +316,12 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             )
         short = reserve - host.free_bytes
         # below the floor while the reserve is dealt out after late rounds, the host itself is in
-        # danger: headroom is cut even within the calm time (while a wave rises none is cut)
+        # danger: headroom is cut even within the calm time (while a wave rises, not: below)
         rescue = self._rescue(figures, snapshot, level, now) if blind and not wave else set()
+        # while a wave rises no headroom is cut, unless the wave takes the host below its floor:
+        # then the host itself is in danger (it swaps, then its OOM killer takes a whole VM) and
+        # the VMs neither surging nor raised within the calm time give their page cache up
+        frozen = wave and host.free_bytes >= self._wave_floor(host)
         host_inputs = {
             "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,
@@ -334,7 +341,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             f = seen
             in_wave = wave and f.view.can_lower and sibling_key(f.view.name, f.view.maximum_bytes) in families
             proposal, h = self._one(
-                f, level, short, now, host_inputs, wave=in_wave, emergency=v.id in rescue, frozen=wave
+                f, level, short, now, host_inputs, wave=in_wave, emergency=v.id in rescue, frozen=frozen
             )
             histories[v.id] = h
             proposals.append(proposal)

@@ -426,6 +426,26 @@ def test_no_headroom_is_cut_while_a_wave_rises() -> None:
     assert any(p.rule == "hvballoon.lower" for p in calm.proposals)
 
 
+def test_a_wave_that_takes_the_host_below_its_floor_cuts_the_calm_vms_page_cache() -> None:
+    policy = HvballoonPolicy()
+    plans = run(policy, [(k * 1.0, _cached_fleet({}), 60) for k in range(SETTLE_ROUNDS)])
+    state = plans[-1].state
+    fleet = _cached_fleet({})
+    fleet[0] = vm(16, 9, vm_id="web01", name="web01", host_consumed_bytes=16 * GiB)
+    # the surge takes the host below its floor (5 % of 110 GiB): its OOM killer is next, so the
+    # calm VMs give their page cache up, wave or not; the surging VM keeps its whole size
+    plan = policy.decide(snap(SETTLE_ROUNDS, *fleet, host_used=106), state)
+    surging = plan.for_vm("web01")
+    assert surging is not None and surging.rule == "hvballoon.surge"
+    for n in ("api01", "batch01", "cache01"):
+        p = plan.for_vm(n)
+        assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None, p
+        assert p.target_bytes < 16 * GiB  # the page cache above its goal is given up
+    # above its floor, the same wave cuts nobody
+    above = policy.decide(snap(SETTLE_ROUNDS, *fleet, host_used=95), state)
+    assert not any(p.rule == "hvballoon.lower" for p in above.proposals)
+
+
 SETTLE_ROUNDS = int(SETTLE) + 1
 
 
