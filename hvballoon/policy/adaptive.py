@@ -72,9 +72,9 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   a host below ``wave_floor_fraction`` of its memory is itself in danger (it swaps, then kills a
   VM): headroom is cut even within the calm time, but only on as many VMs as the shortfall needs
   (those giving back the most first), never on a VM that surged within ``surge_after_seconds``
-  (while a wave rises, only the calm VMs are cut, as above). What earlier rounds' lowers have still to take
-  back counts as given: a balloon inflates over seconds, and a rescue is not made again while
-  the one before is under way.
+  (while a wave rises, only the calm VMs are cut, as above). What earlier rounds' lowers have
+  still to take back counts as given: a balloon inflates over seconds, and a rescue is not made
+  again while the one before is under way.
 * **Quick rounds while exposed.** While any VM holds less than its plausible surge, the host is
   below its reserve, a surge is under way or rounds came late, the policy asks the controller for its next round
   within ``fast_interval_seconds`` (one second by default), and for a guest statistics period
@@ -316,7 +316,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             )
         short = reserve - host.free_bytes
         # below the floor while the reserve is dealt out after late rounds, the host itself is in
-        # danger: headroom is cut even within the calm time (while a wave rises, not: below)
+        # danger: headroom is cut even within the calm time (while a wave rises, only the calm VMs')
         rescue = self._rescue(figures, snapshot, level, now) if blind and not wave else set()
         # while a wave rises no headroom is cut, unless the wave takes the host below its floor:
         # then the host itself is in danger (it swaps, then its OOM killer takes a whole VM) and
