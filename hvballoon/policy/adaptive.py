@@ -315,13 +315,11 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
                 others="late" if blind else "wave",
             )
         short = reserve - host.free_bytes
-        # below the floor while the reserve is dealt out after late rounds, the host itself is in
-        # danger: headroom is cut even within the calm time (while a wave rises, only the calm VMs')
+        # a host below its floor is itself in danger: after late rounds headroom is cut even
+        # within the calm time (the rescue); while a wave rises, where no headroom is cut above
+        # the floor, the VMs neither surging nor raised within the calm time give their cache up
         rescue = self._rescue(figures, snapshot, level, now) if blind and not wave else set()
-        # while a wave rises no headroom is cut, unless the wave takes the host below its floor:
-        # then the host itself is in danger (it swaps, then its OOM killer takes a whole VM) and
-        # the VMs neither surging nor raised within the calm time give their page cache up
-        frozen = wave and host.free_bytes >= self._wave_floor(host)
+        frozen = wave and not self._below_floor(host)
         host_inputs = {
             "host_free_bytes": host.free_bytes,
             "host_reserve_bytes": reserve,

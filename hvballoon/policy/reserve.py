@@ -66,6 +66,11 @@ class Reserving:
         """The free memory a host keeps while a wave rises."""
         return max(int(self.wave_floor_fraction * host.total_bytes), host.reserve_bytes)
 
+    def _below_floor(self, host: HostView) -> bool:
+        """Is the host below its floor (:meth:`_wave_floor`), itself in danger (it swaps, then its
+        OOM killer takes a whole VM)?"""
+        return host.free_bytes < self._wave_floor(host)
+
     def _room(self, host: HostView) -> int:
         """The host's free memory above its floor and a band (``band_fraction`` of its memory):
         what it can give without calling for a rescue (negative: it is that much short)."""
@@ -239,7 +244,7 @@ class Reserving:
         back (a VM backed above its target) counts as given back already: a rescue whose lowers
         are still under way is not made again a round later."""
         host = snapshot.host
-        if host.free_bytes >= self._wave_floor(host):
+        if not self._below_floor(host):
             return set()
         needed = -self._room(host)
         held = []
