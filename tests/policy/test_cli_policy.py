@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from hvballoon.cli import main
@@ -61,6 +62,7 @@ def test_bad_input_exits_2() -> None:
     assert code == 2
 
 
+@pytest.mark.slow  # 640 controller rounds through the command
 def test_session_margins_keep_the_sessions_guard_rails() -> None:
     # on a full host (rounds every second while it is short), after five minutes (round 300)
     # our policy trusts a steady VM with the absolute margin;
