@@ -45,11 +45,11 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   headroom is cut while the wave rises (a VM cut now is the next one a wave kills) unless the
   wave takes the host below that floor: then the host itself is in danger (it swaps, then its
   OOM killer takes a whole VM), and the VMs neither surging nor raised within the calm time give
-  their page cache up, down to the level the floor needs. Then every
-  other VM whose headroom was cut gets it back too, as after late rounds (a wave may take VMs of
-  another kind next, and a surge that rises within a second or two is over before any round
-  sees it), leaving the host what the VMs the hypervisor balances itself (Hyper-V Dynamic
-  Memory) may still be given of their plausible surges.
+  their page cache up, down to the level the floor needs. Then every other VM whose headroom
+  was cut gets it back too, as after late rounds (a wave may take VMs of another kind next, and
+  a surge that rises within a second or two is over before any round sees it), leaving the host
+  what the VMs the hypervisor balances itself (Hyper-V Dynamic Memory) may still be given of
+  their plausible surges.
 * **Late rounds are a blind spot.** A round that comes much later than the policy asked for
   (``late_seconds`` beyond it: a sweep that hung until its timeout, moves retried) means a
   surge could go unseen for as long. For ``late_memory_seconds`` after one, the policy is as
