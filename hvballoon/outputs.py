@@ -26,6 +26,8 @@ the auto-balloon controller's :class:`~hvballoon.policy.model.Decision` lines.
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -284,6 +286,12 @@ class AutoballoonCheck(_Output):
 
 def output_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of every ``--json`` output, by name (the data models included)."""
+    return copy.deepcopy(_output_schemas())
+
+
+@functools.cache
+def _output_schemas() -> dict[str, dict[str, Any]]:
+    # pydantic builds each schema anew (about 0.3 s for them all): built once per process
     from hvballoon.policy.model import ControllerSettings, Decision
 
     models: list[type[BaseModel]] = [
