@@ -14,6 +14,20 @@ from hvballoon.policy.model import HostView, Snapshot
 __all__ = ["Reserving"]
 
 
+# (lowest level, floor headroom, plausible surge, page cache, whole only, whole, use, maximum, minimum)
+_Steering = tuple[float, int, int, int, bool, int, int, int, int]
+
+
+def _steer(how: _Steering, level: float) -> int:
+    """:meth:`Reserving._target` of a VM at ``level``, from its :meth:`Reserving._steering`."""
+    lowest, floor_headroom, surge, cache, whole_only, whole, used, top, bottom = how
+    level = max(level, lowest)
+    headroom = max(floor_headroom, int(level * surge))
+    if level >= 1.0 or cache <= headroom or whole_only:
+        return whole
+    return min(top, max(bottom, used + headroom))
+
+
 class Reserving:
     """The host's side of the policy: its reserve, its floor and the headroom level."""
 
@@ -222,13 +236,24 @@ class Reserving:
         rounds come late or the host is near its floor: see :meth:`decide`), and never below
         ``min_level`` of its plausible surge (a limit: ``limit_min_level``).
         """
+        return _steer(self._steering(f), level)
+
+    def _steering(self, f: _Figures) -> _Steering:
+        """What :meth:`_target` needs of a VM at any level, gathered once (:meth:`_level` tries
+        a score of levels a round)."""
         v = f.view
-        whole = self._whole(f)
-        level = max(level, self.min_level, self.limit_min_level if v.mechanism is Mechanism.LIMIT else 0.0)
-        headroom = max(f.floor_headroom, int(level * f.surge))
-        if level >= 1.0 or f.hist.cache_bytes <= headroom or f.whole_only:
-            return whole
-        return min(v.maximum_bytes, max(v.minimum_bytes, f.used + headroom))
+        lowest = max(self.min_level, self.limit_min_level if v.mechanism is Mechanism.LIMIT else 0.0)
+        return (
+            lowest,
+            f.floor_headroom,
+            f.surge,
+            f.hist.cache_bytes,
+            f.whole_only,
+            self._whole(f),
+            f.used,
+            v.maximum_bytes,
+            v.minimum_bytes,
+        )
 
     def _rescue(
         self,
@@ -318,13 +343,25 @@ class Reserving:
         moved = {id(f) for f in movable}
         fixed = sum(self._exposure(f, f.backed) for f in figures.values() if id(f) not in moved)
 
+        # per VM: how it is steered, what the host backs for it now, the most it would back (its
+        # use and the page cache it takes), and what its surge would take beyond that
+        steering = [
+            (
+                self._steering(f),
+                f.backed,
+                f.used + self._appetite(f),
+                self._exposure(f, f.used) if f.view.mechanism is not Mechanism.LIMIT else None,
+            )
+            for f in movable
+        ]
+
         def free_at(level: float) -> int:
             free, exposure = host.free_bytes, fixed
-            for f in movable:
-                backed = self._backed_at(f, self._target(f, level))
-                free += f.backed - backed
-                if projected:
-                    exposure += self._exposure(f, backed)
+            for how, backed_now, most, surge_beyond in steering:
+                backed = min(_steer(how, level), most)  # _backed_at
+                free += backed_now - backed
+                if projected and surge_beyond is not None:  # _exposure
+                    exposure += max(0, surge_beyond - max(0, backed - how[6]))
             if projected:
                 # the reserve at that level: headroom a page cache fills is a surge the host
                 # need not back, headroom cut is a surge it must
