@@ -36,19 +36,6 @@ if sys.dont_write_bytecode and os.environ.get("HVBALLOON_TEST_BYTECODE", "1") !=
     sys.dont_write_bytecode = False
 
 
-# --dist loadgroup (pyproject): a test whose fixtures include one shared across its file or class
-# (a booted guest, an applied playbook, a generated batch of scenarios) runs in the worker that
-# runs the rest of its file, so that fixture is set up once; every other test goes to whichever
-# worker is free, which keeps both cores busy to the end of the inner loop.
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d.scope in ("module", "class", "package") for seq in defs for d in seq):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     outcome = yield

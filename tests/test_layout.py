@@ -12,8 +12,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 SUPPORT = TESTS / "support"
@@ -124,22 +122,3 @@ def test_the_conftest_check_finds_helpers(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert conftest_problems(path) == ["FLEET = []", "connect()", "class Peer"]
-
-
-@pytest.fixture(scope="module")
-def file_wide() -> str:
-    return "set up once per file"
-
-
-def test_a_test_sharing_a_file_wide_fixture_runs_in_its_files_worker(
-    file_wide: str, request: pytest.FixtureRequest
-) -> None:
-    assert file_wide
-    groups = [mark.args for mark in request.node.iter_markers("xdist_group")]
-    assert groups == [("tests/test_layout.py",)]
-
-
-def test_a_test_with_only_its_own_fixtures_goes_to_any_worker(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    assert not list(request.node.iter_markers("xdist_group"))
