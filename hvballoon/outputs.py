@@ -282,6 +282,11 @@ class AutoballoonCheck(_Output):
     )
     journal: str | None = Field(description="The journal file (None: kept in memory).")
     problems: list[str] = Field(default_factory=list)
+    advice: list[str] = Field(
+        default_factory=list,
+        description="What would make ballooning on this hypervisor safer (Controller.advice): "
+        "the VMs the policy may lower without KVM's deflate-on-OOM.",
+    )
 
 
 def output_schemas() -> dict[str, dict[str, Any]]:

@@ -417,6 +417,7 @@ def autoballoon_cmd(
             else:
                 click.echo(f"warning: {problem}", err=True)
         if check:
+            advice = ctl.advice()
             if as_json:
                 from hvballoon.outputs import AutoballoonCheck
 
@@ -428,6 +429,7 @@ def autoballoon_cmd(
                         policy_options=ctl.policy_options,
                         journal=shown,
                         problems=unfit,
+                        advice=advice,
                     ).model_dump(mode="json")
                 )
             else:
@@ -435,6 +437,8 @@ def autoballoon_cmd(
                     f"{uri}: ready ({policy_name} policy{_shown_options(ctl.policy_options)}, "
                     f"journal {journal.path or 'in memory'})"
                 )
+                for line in advice:
+                    click.echo(f"advice: {line}", err=True)
             return
         _run(
             ctl,

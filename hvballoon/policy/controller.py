@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvballoon._gc import collector_paused
 from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
-from hvballoon.models import HostStats, MemoryConfig, MemoryStats
+from hvballoon.models import HostStats, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.policy._moves import _Contingency, _Moves, _Pending
 from hvballoon.policy._snapshot import _Snapshots
 from hvballoon.policy.base import Plan, Policy, get_policy, policy_options
@@ -284,6 +284,42 @@ class Controller(_Snapshots, _Moves, _Running):
                     "it can never be honoured"
                 )
         return problems
+
+    def advice(self, configs: list[MemoryConfig] | None = None) -> list[str]:
+        """What would make ballooning on this hypervisor safer, one sentence each (``autoballoon
+        --check`` shows them); empty when there is nothing to say. Today one: the balloons that
+        may be lowered and have no deflate-on-OOM (KVM), naming them. A surge that rises within a
+        second or two is over before any round can give memory back; with deflate-on-OOM the
+        guest takes it back from its balloon instead of killing a process. ``static`` lowers
+        nothing, so it gets no advice; a hypervisor whose configurations cannot be read gets
+        none either.
+        """
+        if self.policy.name == "static":
+            return []
+        if configs is None:
+            try:
+                configs = self.hv.get_configs()
+            except HVBalloonError:
+                return []
+        skipped = {key for key, vm in self.settings.vms.items() if vm.exclude or vm.self_managed}
+        bare = sorted(
+            c.vm.name
+            for c in configs
+            if c.mechanism is Mechanism.BALLOON
+            and c.deflate_on_oom is False
+            and not {c.vm.name, c.vm.id} & skipped
+        )
+        if not bare:
+            return []
+        shown = ", ".join(bare[:8]) + (f" and {len(bare) - 8} more" if len(bare) > 8 else "")
+        return [
+            f"{len(bare)} VM{'s' if len(bare) > 1 else ''} the policy may lower "
+            f"{'have' if len(bare) > 1 else 'has'} no deflate-on-OOM ({shown}): a surge that rises "
+            "within a second or two, before a round can give memory back, kills a process in a "
+            "guest whose headroom was cut; with it on, the guest takes the memory back from its "
+            "balloon instead, at the price of targets the guest may override (`hvballoon config URI "
+            "VM --deflate-on-oom` while the VM is off; see the KVM backend's page)"
+        ]
 
     def step(self) -> list[Decision]:
         """One round: read, decide, apply (or, in a dry run, check). Returns the decisions."""

@@ -440,3 +440,35 @@ def test_a_fast_interval_above_the_interval_is_refused() -> None:
     with pytest.raises(ValidationError):
         settings(fast_interval_seconds=0)
     assert settings(fast_interval_seconds=None).fast_interval_seconds is None
+
+
+def _valves_world() -> Any:
+    from hvballoon.fake.scenario import parse_scenario
+    from hvballoon.fake.world import World
+
+    vms = [{"name": f"web{i:02d}", "memory": "4GiB", "used": "1GiB"} for i in range(1, 11)]
+    vms[2]["deflate_on_oom"] = True
+    return World(parse_scenario({"name": "valves", "host": {"physical": "64GiB"}, "vms": vms}))
+
+
+def test_the_advice_names_the_balloons_the_policy_may_lower_without_deflate_on_oom() -> None:
+    hv = hvballoon.connect("fake://", world=_valves_world())
+    settings = ControllerSettings(
+        vms={"web01": VMSettings(exclude=True), "web02": VMSettings(self_managed=True)}
+    )
+    (advice,) = Controller(hv, "hvballoon", settings).advice()
+    # web03 has it on; web01 is never touched and web02 never lowered
+    assert advice.startswith(
+        "7 VMs the policy may lower have no deflate-on-OOM (web04, web05, web06, web07, web08, web09, web10): "
+    )
+    assert "--deflate-on-oom" in advice
+    (every,) = Controller(hv, "mom", ControllerSettings()).advice()
+    assert "9 VMs" in every and "(web01, web02, web04, web05, web06, web07, web08, web09 and 1 more)" in every
+    assert Controller(hv, "static", ControllerSettings()).advice() == []  # it lowers nothing
+    hv.close()
+
+
+@pytest.mark.parametrize("flavor", ["esxi", "hyperv"])
+def test_no_advice_where_the_hypervisor_has_no_such_valve(flavor: str) -> None:
+    with hvballoon.connect(f"fake://seed?flavor={flavor}") as hv:
+        assert Controller(hv, "hvballoon", ControllerSettings()).advice() == []

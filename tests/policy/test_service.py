@@ -335,6 +335,20 @@ class TestCheck:
         r = invoke("autoballoon", uri, "--check", "--strict", "--floor", "web99=1GiB")
         assert r.returncode == 2
 
+    def test_check_advises_deflate_on_oom_where_the_balloons_lack_it(self) -> None:
+        r = invoke("autoballoon", "fake://seed", "--check", "--self-managed", "jvm01")
+        assert r.returncode == 0, r.stderr
+        (advice,) = [line for line in r.stderr.splitlines() if line.startswith("advice: ")]
+        assert "VMs the policy may lower have no deflate-on-OOM (" in advice and "jvm01" not in advice
+        r = invoke("autoballoon", "fake://seed", "--check", "--json")
+        (advice,) = json.loads(r.stdout)["advice"]
+        assert "jvm01" in advice
+        for uri in ("fake://seed?flavor=esxi", "fake://seed?flavor=hyperv"):
+            r = invoke("autoballoon", uri, "--check", "--json")
+            assert r.returncode == 0 and json.loads(r.stdout)["advice"] == [], r.stderr
+        r = invoke("autoballoon", "fake://seed", "--policy", "static", "--check")
+        assert r.returncode == 0 and "advice" not in r.stderr
+
     def test_bad_combinations(self) -> None:
         assert invoke("autoballoon").returncode == 2
         r = invoke("autoballoon", "fake://seed", "--serve", "--once")
