@@ -18,6 +18,12 @@ __all__ = ["Reserving"]
 _Steering = tuple[float, int, int, int, bool, int, int, int, int]
 
 
+def _beyond_cache(surge: int, backed: int, used: int) -> int:
+    """What a surge takes from the host beyond the page cache the guest gives up to it (what is
+    backed above its use)."""
+    return max(0, surge - max(0, backed - used))
+
+
 def _steer(how: _Steering, level: float) -> int:
     """:meth:`Reserving._target` of a VM at ``level``, from its :meth:`Reserving._steering`."""
     lowest, floor_headroom, surge, cache, whole_only, whole, used, top, bottom = how
@@ -69,7 +75,7 @@ class Reserving:
         v = f.view
         if not v.can_lower or v.settings.self_managed or v.mechanism is Mechanism.LIMIT:
             return 0
-        return max(0, min(f.surge, v.maximum_bytes - f.used) - max(0, backed - f.used))
+        return _beyond_cache(min(f.surge, v.maximum_bytes - f.used), backed, f.used)
 
     def _reserve(self, host: HostView, wave_reserve: int) -> int:
         """The free memory the host keeps: the largest of ``free_fraction`` of its memory, its
@@ -344,24 +350,26 @@ class Reserving:
         fixed = sum(self._exposure(f, f.backed) for f in figures.values() if id(f) not in moved)
 
         # per VM: how it is steered, what the host backs for it now, the most it would back (its
-        # use and the page cache it takes), and what its surge would take beyond that
+        # use and the page cache it takes), and the surge the host would back beyond its cache
         steering = [
             (
                 self._steering(f),
                 f.backed,
                 f.used + self._appetite(f),
-                self._exposure(f, f.used) if f.view.mechanism is not Mechanism.LIMIT else None,
+                min(f.surge, f.view.maximum_bytes - f.used)
+                if f.view.mechanism is not Mechanism.LIMIT
+                else None,
             )
             for f in movable
         ]
 
         def free_at(level: float) -> int:
             free, exposure = host.free_bytes, fixed
-            for how, backed_now, most, surge_beyond in steering:
+            for how, backed_now, most, surge in steering:
                 backed = min(_steer(how, level), most)  # _backed_at
                 free += backed_now - backed
-                if projected and surge_beyond is not None:  # _exposure
-                    exposure += max(0, surge_beyond - max(0, backed - how[6]))
+                if projected and surge is not None:  # _exposure
+                    exposure += _beyond_cache(surge, backed, how[6])
             if projected:
                 # the reserve at that level: headroom a page cache fills is a surge the host
                 # need not back, headroom cut is a surge it must
