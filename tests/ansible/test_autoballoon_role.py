@@ -71,6 +71,9 @@ def test_the_role_writes_checked_settings_and_a_hardened_unit_and_is_idempotent(
     assert r.returncode == 0, r.stdout[-4000:]
     assert recap(r.stdout)["localhost"]["failed"] == 0
     assert "Check the service's command" in r.stdout
+    # the check's advice is shown: the seed's KVM VMs have no deflate-on-OOM (db01 is self-managed)
+    advice = [line for line in r.stdout.splitlines() if "no deflate-on-OOM" in line]
+    assert advice and "db01" not in advice[0] and "web01" in advice[0], r.stdout[-4000:]
     settings = yaml.safe_load((config / "autoballoon.yaml").read_text())
     assert settings == {"interval_seconds": 10, "vms": {"db01": {"self_managed": True}}}
     unit = (units / UNIT).read_text()
