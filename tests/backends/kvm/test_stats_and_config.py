@@ -230,3 +230,15 @@ def test_no_balloon_device_means_no_stats_period(
             node_hv.resolve("plain01").model_copy(update={"id": "00000000-0000-0000-0000-000000000000"})
         )
     assert "libvirt:" not in capfd.readouterr().err
+
+
+def test_the_controller_advises_deflate_on_oom_for_the_domains_without_it(node_hv: Hypervisor) -> None:
+    from hvballoon.policy import Controller, ControllerSettings
+
+    def advised() -> str:
+        (advice,) = Controller(node_hv, "hvballoon", ControllerSettings()).advice()
+        return advice
+
+    assert "no deflate-on-OOM (" in advised() and "off01" in advised()
+    node_hv.set_config("off01", deflate_on_oom=True)  # libvirt's memballoon autodeflate='on'
+    assert "off01" not in advised() and "web01" in advised()
