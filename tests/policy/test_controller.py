@@ -452,20 +452,22 @@ def _valves_world() -> Any:
 
 
 def test_the_advice_names_the_balloons_the_policy_may_lower_without_deflate_on_oom() -> None:
-    hv = hvballoon.connect("fake://", world=_valves_world())
     settings = ControllerSettings(
         vms={"web01": VMSettings(exclude=True), "web02": VMSettings(self_managed=True)}
     )
-    (advice,) = Controller(hv, "hvballoon", settings).advice()
-    # web03 has it on; web01 is never touched and web02 never lowered
-    assert advice.startswith(
-        "7 VMs the policy may lower have no deflate-on-OOM (web04, web05, web06, web07, web08, web09, web10): "
-    )
-    assert "--deflate-on-oom" in advice
-    (every,) = Controller(hv, "mom", ControllerSettings()).advice()
-    assert "9 VMs" in every and "(web01, web02, web04, web05, web06, web07, web08, web09 and 1 more)" in every
-    assert Controller(hv, "static", ControllerSettings()).advice() == []  # it lowers nothing
-    hv.close()
+    with hvballoon.connect("fake://", world=_valves_world()) as hv:
+        (advice,) = Controller(hv, "hvballoon", settings).advice()
+        # web03 has it on; web01 is never touched and web02 never lowered
+        assert advice.startswith(
+            "7 VMs the policy may lower have no deflate-on-OOM (web04, web05, web06, web07, web08, web09, web10): "
+        )
+        assert "--deflate-on-oom" in advice
+        (every,) = Controller(hv, "mom", ControllerSettings()).advice()
+        assert (
+            "9 VMs" in every
+            and "(web01, web02, web04, web05, web06, web07, web08, web09 and 1 more)" in every
+        )
+        assert Controller(hv, "static", ControllerSettings()).advice() == []  # it lowers nothing
 
 
 @pytest.mark.parametrize("flavor", ["esxi", "hyperv"])
