@@ -71,6 +71,9 @@ class Policy(abc.ABC):
     #: it live (KVM, QMP); ``None``: whatever the VMs have. The controller applies it unless
     #: ``ControllerSettings.stats_period_seconds`` says otherwise.
     stats_period_seconds: ClassVar[int | None] = None
+    #: Whether the policy ever lowers a target (``static`` does not): the controller's
+    #: :meth:`~hvballoon.policy.controller.Controller.advice` about lowering is for those that do.
+    lowers: ClassVar[bool] = True
 
     def initial_state(self) -> Any:
         """The state before the first round."""

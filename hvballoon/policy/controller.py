@@ -290,11 +290,11 @@ class Controller(_Snapshots, _Moves, _Running):
         --check`` shows them); empty when there is nothing to say. Today one: the balloons that
         may be lowered and have no deflate-on-OOM (KVM), naming them. A surge that rises within a
         second or two is over before any round can give memory back; with deflate-on-OOM the
-        guest takes it back from its balloon instead of killing a process. ``static`` lowers
-        nothing, so it gets no advice; a hypervisor whose configurations cannot be read gets
-        none either.
+        guest takes it back from its balloon instead of killing a process. A policy that never
+        lowers (:attr:`Policy.lowers <hvballoon.policy.base.Policy.lowers>`: ``static``) gets no
+        advice; a hypervisor whose configurations cannot be read gets none either.
         """
-        if self.policy.name == "static":
+        if not self.policy.lowers:
             return []
         if configs is None:
             try:

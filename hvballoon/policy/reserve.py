@@ -65,17 +65,23 @@ class Reserving:
         return min(int(self.wave_share * exposure), int(self.max_reserve_fraction * host.total_bytes))
 
     @staticmethod
-    def _exposure(f: _Figures, backed: int) -> int:
-        """What the VM's plausible surge would take from the host with ``backed`` backed for it
-        now: a guest gives its page cache up to its own surge at no cost to the host; the rest
-        the host backs within seconds, or swaps. A VM whose target is a limit (ESXi) counts
-        nothing: ESXi reclaims for its host itself (sharing, ballooning by shares, compression),
-        and a limit cut to keep a larger reserve is not given back within seconds when its own
-        surge comes."""
+    def _surge_to_back(f: _Figures) -> int | None:
+        """The VM's plausible surge within its maximum, what the host would back of it before the
+        page cache the guest gives up (:func:`_beyond_cache`); ``None`` for a VM that counts
+        nothing: one the policy does not lower, and one whose target is a limit (ESXi reclaims
+        for its host itself: sharing, ballooning by shares, compression; and a limit cut to keep
+        a larger reserve is not given back within seconds when its own surge comes)."""
         v = f.view
         if not v.can_lower or v.settings.self_managed or v.mechanism is Mechanism.LIMIT:
-            return 0
-        return _beyond_cache(min(f.surge, v.maximum_bytes - f.used), backed, f.used)
+            return None
+        return min(f.surge, v.maximum_bytes - f.used)
+
+    def _exposure(self, f: _Figures, backed: int) -> int:
+        """What the VM's plausible surge would take from the host with ``backed`` backed for it
+        now: a guest gives its page cache up to its own surge at no cost to the host; the rest
+        the host backs within seconds, or swaps (:meth:`_surge_to_back`)."""
+        surge = self._surge_to_back(f)
+        return 0 if surge is None else _beyond_cache(surge, backed, f.used)
 
     def _reserve(self, host: HostView, wave_reserve: int) -> int:
         """The free memory the host keeps: the largest of ``free_fraction`` of its memory, its
@@ -161,10 +167,14 @@ class Reserving:
         ``appetite_seconds``): memory given to it above its use is backed up to that."""
         return max(f.hist.cache_bytes, f.backed - f.used)
 
+    def _most_backed(self, f: _Figures) -> int:
+        """The most the host backs for the VM, however high its target: its use and as much
+        page cache as it takes (:meth:`_appetite`)."""
+        return f.used + self._appetite(f)
+
     def _backed_at(self, f: _Figures, target: int) -> int:
-        """What the host backs for the VM at ``target``: its use and as much page cache as it
-        takes (:meth:`_appetite`)."""
-        return min(target, f.used + self._appetite(f))
+        """What the host backs for the VM at ``target`` (:meth:`_most_backed`)."""
+        return min(target, self._most_backed(f))
 
     def _contingency(
         self,
@@ -349,27 +359,20 @@ class Reserving:
         moved = {id(f) for f in movable}
         fixed = sum(self._exposure(f, f.backed) for f in figures.values() if id(f) not in moved)
 
-        # per VM: how it is steered, what the host backs for it now, the most it would back (its
-        # use and the page cache it takes), and the surge the host would back beyond its cache
+        # per VM: how it is steered, what the host backs for it now, the most it would back, the
+        # surge the host would back before its page cache, and its use
         steering = [
-            (
-                self._steering(f),
-                f.backed,
-                f.used + self._appetite(f),
-                min(f.surge, f.view.maximum_bytes - f.used)
-                if f.view.mechanism is not Mechanism.LIMIT
-                else None,
-            )
+            (self._steering(f), f.backed, self._most_backed(f), self._surge_to_back(f), f.used)
             for f in movable
         ]
 
         def free_at(level: float) -> int:
             free, exposure = host.free_bytes, fixed
-            for how, backed_now, most, surge in steering:
+            for how, backed_now, most, surge, used in steering:
                 backed = min(_steer(how, level), most)  # _backed_at
                 free += backed_now - backed
                 if projected and surge is not None:  # _exposure
-                    exposure += _beyond_cache(surge, backed, how[6])
+                    exposure += _beyond_cache(surge, backed, used)
             if projected:
                 # the reserve at that level: headroom a page cache fills is a surge the host
                 # need not back, headroom cut is a surge it must

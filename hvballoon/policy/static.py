@@ -15,6 +15,7 @@ class StaticPolicy(Policy):
 
     name = "static"
     summary = "never moves a target (no overcommitment management)"
+    lowers = False
 
     def decide(self, snapshot: Snapshot, state: Any) -> Plan:
         return Plan(
