@@ -18,6 +18,7 @@ from hvballoon import registry
 from hvballoon.backend import Backend
 from hvballoon.backend_kit import BackendOptions
 from hvballoon.errors import InvalidRequestError
+from tests.support.source import import_statements, parsed
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hvballoon"
@@ -26,7 +27,7 @@ BUILTIN = ("esxi", "hyperv", "kvm", "qmp")
 
 def _imports(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+    for node in import_statements(parsed(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level:
@@ -43,7 +44,9 @@ def test_nothing_in_the_core_imports_a_backend() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.is_relative_to(PACKAGE / "backends"):
             continue
-        found = {n for n in _imports(path) if n == "hvballoon.backends" or n.startswith("hvballoon.backends.")}
+        found = {
+            n for n in _imports(path) if n == "hvballoon.backends" or n.startswith("hvballoon.backends.")
+        }
         if found:
             offenders[str(path.relative_to(ROOT))] = sorted(found)
     assert not offenders, offenders
@@ -62,7 +65,9 @@ def test_the_declarations_import_no_hypervisor_library_and_name_their_backend() 
         "print(json.dumps({'specs': {n: [s.target, list(s.schemes)] for n, s in specs.items()}, "
         "'modules': sorted(sys.modules)}))"
     )
-    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
     loaded = set(out["modules"])
     for heavy in ("libvirt", "pyVmomi", "winrm", "requests", "qemu", "qemu.qmp"):
         assert heavy not in loaded, f"reading the declarations imported {heavy}"
@@ -86,7 +91,11 @@ def _bool_options() -> list[tuple[str, str]]:
     out = []
     for name in BUILTIN:
         model = registry.load_backend(name).options_model
-        out += [(name, field) for field, info in model.model_fields.items() if info.annotation in (bool, bool | None)]
+        out += [
+            (name, field)
+            for field, info in model.model_fields.items()
+            if info.annotation in (bool, bool | None)
+        ]
     return out
 
 

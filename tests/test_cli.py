@@ -27,6 +27,7 @@ def test_entry_point_is_installed() -> None:
     assert EXE, "the hvballoon console script must be installed (pip install -e .)"
 
 
+@pytest.mark.slow
 def test_the_entry_points_run_a_command_and_exit_with_the_errors_code() -> None:
     """Real processes, once each way in: the console script, and ``python -m hvballoon.cli``."""
     r = cli.run("stats", "fake://seed", "web01", "--json")

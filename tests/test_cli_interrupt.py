@@ -19,6 +19,7 @@ def interrupt(cmd: Running) -> tuple[int, str, str]:
     return code, "".join(cmd.stdout), "".join(cmd.stderr)
 
 
+@pytest.mark.slow
 def test_watch_stops_with_130_and_a_summary(running: Callable[..., Running]) -> None:
     cmd = running("watch", "fake://seed", "fake://seed?flavor=esxi", "--interval", "0.2s", "--json")
     cmd.wait_for(lambda r: len(r.stdout) >= 2)
@@ -30,6 +31,7 @@ def test_watch_stops_with_130_and_a_summary(running: Callable[..., Running]) -> 
     assert "Traceback" not in err and "Aborted" not in err
 
 
+@pytest.mark.slow
 def test_autoballoon_stops_with_130_and_says_what_it_changed(running: Callable[..., Running]) -> None:
     cmd = running("autoballoon", "fake://seed", "--json")  # virtual clock: rounds come fast
     cmd.wait_for(lambda r: len(r.stdout) >= 30)
@@ -42,6 +44,7 @@ def test_autoballoon_stops_with_130_and_says_what_it_changed(running: Callable[.
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_set_wait_stops_with_130_and_says_the_target_was_applied(running: Callable[..., Running]) -> None:
     # a clock a thousand times slower than real time: the balloon takes hours to arrive
     cmd = running("set", "fake://seed?speed=0.001", "web01", "8GiB", "--wait")

@@ -11,10 +11,11 @@ package's ``__init__`` re-exporting its submodules is not a cycle).
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.source import import_statements, parsed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,25 +27,6 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    if isinstance(test, ast.Name):
-        return test.id == "TYPE_CHECKING"
-    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-
-
-def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement that can run: anywhere but the body of ``if TYPE_CHECKING:``."""
-    todo: list[ast.AST] = [tree]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            todo.extend(node.orelse)
-            continue
-        todo.extend(ast.iter_child_nodes(node))
-
-
 def import_graph(root: Path, package: str) -> dict[str, dict[str, int]]:
     """``{module: {imported module: line}}`` for every module of ``package`` under ``root``,
     limited to the package's own modules."""
@@ -53,7 +35,7 @@ def import_graph(root: Path, package: str) -> dict[str, dict[str, int]]:
     for name, path in files.items():
         is_package = path.name == "__init__.py"
         edges: dict[str, int] = {}
-        for node in _runtime_imports(ast.parse(path.read_text("utf-8"), str(path))):
+        for node in import_statements(parsed(path), runtime_only=True):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 for alias in node.names:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.support.source import import_statements, parsed
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 SUPPORT = TESTS / "support"
@@ -31,11 +33,10 @@ def _module_name(path: Path) -> str:
 
 def imported_modules(path: Path, source: str | None = None) -> set[str]:
     """Every module ``path`` imports, absolute (relative imports resolved against its package)."""
-    text = path.read_text(encoding="utf-8") if source is None else source
-    tree = ast.parse(text, filename=str(path))
+    tree = parsed(path) if source is None else ast.parse(source, filename=str(path))
     package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in import_statements(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -92,7 +93,7 @@ def test_peers_holds_peer_tests_only() -> None:
 def conftest_problems(path: Path) -> list[str]:
     """What in a conftest.py is neither a fixture, a hook nor a ``pytest.importorskip``."""
     problems = []
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    for node in parsed(path).body:
         if isinstance(node, ast.FunctionDef):
             decorators = {ast.unparse(d).split("(")[0] for d in node.decorator_list}
             if not (decorators & {"pytest.fixture", "pytest.hookimpl"} or node.name.startswith("pytest_")):

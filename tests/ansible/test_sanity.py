@@ -61,6 +61,7 @@ def test_ansible_test_sanity() -> None:
     assert {"validate-modules", "pep8", "pylint", "compile", "import", "yamllint", "ansible-doc"} <= set(ran)
 
 
+@pytest.mark.slow
 def test_collection_builds(tmp_path: Path) -> None:
     exe = shutil.which("ansible-galaxy")
     require(exe, "ansible-core is not installed (pip install -e '.[test]')")

@@ -187,6 +187,7 @@ def exporter_process(
                 proc.wait()
 
 
+@pytest.mark.slow
 def test_exporter_command_serves_until_terminated(plugin_env: dict[str, str]) -> None:
     with exporter_process(plugin_env, "--listen", "127.0.0.1:0", "--interval", "0") as (proc, lines, port):
         assert lines[-1].startswith("serving http://127.0.0.1:")
@@ -285,6 +286,7 @@ def test_binding_beyond_loopback_is_warned_about_not_refused(caplog: pytest.LogC
     assert record.levelno == logging.WARNING and "0.0.0.0" in record.getMessage()
 
 
+@pytest.mark.slow
 def test_exporter_command_warns_once_on_stderr_beyond_loopback(plugin_env: dict[str, str]) -> None:
     with exporter_process(plugin_env, "--listen", "0.0.0.0:0") as (proc, lines, port):
         assert lines[-1].startswith("serving http://0.0.0.0:")

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hvballoon.models import json_schemas
 from tests.support.schemas import validate
 
@@ -131,6 +133,7 @@ def test_shell_completion(run: Any) -> None:
     assert "--dry-run" in run(env=env).stdout
 
 
+@pytest.mark.slow
 def test_a_third_party_backend_is_found_through_its_entry_point(plugin_env: dict[str, str]) -> None:
     """In a subprocess whose environment has the ``slowtest`` distribution installed: the
     registry finds it through the ``hvballoon.backends`` entry-point group, nothing registers it."""

@@ -111,6 +111,7 @@ def test_memory_is_conserved_and_never_negative(spec: tuple[dict[str, Any], str,
     _play(world, plan)
 
 
+@pytest.mark.slow
 @PROPS
 @given(worlds(), actions)
 def test_same_seed_same_series(spec: tuple[dict[str, Any], str, int], plan: Any) -> None:

@@ -91,6 +91,7 @@ def test_every_round_failing_exits_with_the_failures_code(tmp_path: Path) -> Non
     assert "autoballoon: 3 rounds, 3 failed (timeout 3)" in r.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_release_restores_every_vm_it_lowered(
     tmp_path: Path, running: Callable[..., Running]
 ) -> None:
@@ -119,6 +120,7 @@ def test_sigkill_mid_run_then_release_restores_every_vm_it_lowered(
     assert again.returncode == 0 and "nothing to release" in again.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_round_and_releases_with_release_on_exit(
     tmp_path: Path, running: Callable[..., Running]
 ) -> None:
@@ -136,6 +138,7 @@ def test_sigterm_finishes_the_round_and_releases_with_release_on_exit(
     assert targets(uri) == before
 
 
+@pytest.mark.slow
 def test_sigint_releases_too_and_exits_130(tmp_path: Path, running: Callable[..., Running]) -> None:
     uri = f"fake://seed?state={tmp_path / 'w.db'}"
     before = targets(uri)
@@ -247,6 +250,7 @@ def test_the_metrics_endpoint_is_scraped(tmp_path: Path, running: Callable[..., 
     assert ctl.signal(signal.SIGTERM) == 0
 
 
+@pytest.mark.slow
 def test_json_log_lines_are_one_object_each_and_never_hold_the_password(
     tmp_path: Path, running: Callable[..., Running]
 ) -> None:
