@@ -275,13 +275,16 @@ class _Draft:
     def jump(self, size: float, scale: float = 1.0) -> float:
         """A surge as it can be: its demand stays within 95 % of the VM's size (a guest that
         cannot hold its own peak would OOM without any balloon)."""
-        return min(size, 0.95 * self.size - self.base(scale) - self.extra())
+        return min(size, self.levels(scale)[1])
 
-    def use_at(self, t: float, scale: float = 1.0) -> float:
-        surge = sum(
-            self.jump(size, scale) for at, duration, size, _ in self.spikes if at <= t < at + duration
-        )
-        return self.base(scale) + self.extra() + surge
+    def surges_at(self, t: float) -> tuple[float, ...]:
+        """The sizes of its surges under way at ``t``."""
+        return tuple(size for at, duration, size, _ in self.spikes if at <= t < at + duration)
+
+    def levels(self, scale: float = 1.0) -> tuple[float, float]:
+        """Its use with no surge, and the most a surge may add to it."""
+        base, extra = self.base(scale), self.extra()
+        return base + extra, 0.95 * self.size - base - extra
 
 
 def _draw(
@@ -306,11 +309,28 @@ def _draw(
     moments = [at + rise + 1.0 for v in vms for at, _, _, rise in v.spikes]
     moments += [at + cls.spread_seconds + 11.0 for at, _ in waves]
 
-    def demand(scale: float) -> float:
-        return max(sum(v.use_at(t, scale) for v in vms) for t in moments)
+    # what surges each VM has under way at each moment, whatever the scale
+    under_way = [[v.surges_at(t) for v in vms] for t in moments]
 
-    def footprint(scale: float, cached: float) -> float:
-        return max(sum(min(v.size, v.use_at(t, scale) + cached * v.cache_max) for v in vms) for t in moments)
+    def uses(scale: float) -> list[list[float]]:
+        """Each VM's use at each moment."""
+        levels = [v.levels(scale) for v in vms]
+        return [
+            [
+                steady + sum(min(size, room) for size in surges) if surges else steady
+                for (steady, room), surges in zip(levels, row, strict=True)
+            ]
+            for row in under_way
+        ]
+
+    def demand(scale: float) -> float:
+        return max(sum(row) for row in uses(scale))
+
+    def footprint(scale: float, cached: float, at: list[list[float]] | None = None) -> float:
+        rows = uses(scale) if at is None else at
+        return max(
+            sum(min(v.size, u + cached * v.cache_max) for v, u in zip(vms, row, strict=True)) for row in rows
+        )
 
     # fit the fleet's starting use (scale) and page cache (cached) to the capacity class
     scale, cached = 1.0, 1.0
@@ -318,14 +338,16 @@ def _draw(
         goal = room * rng.uniform(0.85, 0.97)
         if demand(1.0) > goal:
             return None
-        cached = _solve(lambda c: footprint(1.0, c), goal, 0.0, 1.0)
+        at = uses(1.0)
+        cached = _solve(lambda c: footprint(1.0, c, at), goal, 0.0, 1.0)
     elif cap == "tight":
         goal = room * rng.uniform(0.8, 0.97)
         scale = _solve(demand, goal, 0.5, 1.6)
         if demand(scale) > room:
             return None
-        cached = _solve(lambda c: footprint(scale, c), room * rng.uniform(1.1, 1.4), 0.5, 3.0)
-        if footprint(scale, cached) <= room:
+        at = uses(scale)
+        cached = _solve(lambda c: footprint(scale, c, at), room * rng.uniform(1.1, 1.4), 0.5, 3.0)
+        if footprint(scale, cached, at) <= room:
             return None
     else:
         goal = (physical + swap - overhead - ovh) * rng.uniform(1.05, 1.25)
