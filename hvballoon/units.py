@@ -20,6 +20,7 @@ A bare ``G``/``M``/``K`` is refused because it is ambiguous; so is a negative si
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -101,6 +102,13 @@ def parse_size(value: object, *, allow_zero: bool = False, what: str = "size") -
         return _check_range(int(value), value, what, allow_zero)
     if not isinstance(value, str):
         raise _bad(value, what, f"expected a string or an integer, not {type(value).__name__}")
+    return _parse_text(value, allow_zero, what)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(value: str, allow_zero: bool, what: str) -> int:
+    """:func:`parse_size` of a string, remembered (a scenario names the same few sizes again and
+    again; an error is raised anew each time, never remembered)."""
     if len(value) > 64:
         raise _bad(value[:64] + "…", what, "too long")
     m = _SIZE_RE.match(value)

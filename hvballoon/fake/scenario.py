@@ -21,14 +21,14 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hvballoon.errors import HVBalloonError, ScenarioError
+from hvballoon.errors import ScenarioError
+from hvballoon.fake.workloads import Duration, Size, validate_params
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.models import SharesLevel
-from hvballoon.units import parse_duration, parse_size
 
 __all__ = [
     "BalloonSpec",
@@ -45,28 +45,8 @@ __all__ = [
 Flavor = Literal["kvm", "esxi", "hyperv"]
 
 
-def _size(value: Any) -> int:
-    try:
-        return parse_size(value, allow_zero=True)
-    except HVBalloonError as exc:
-        raise ValueError(exc.message) from None
-
-
-Size = Annotated[int, BeforeValidator(_size)]
-
-
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _duration(value: Any) -> float:
-    try:
-        return parse_duration(value)
-    except HVBalloonError as exc:
-        raise ValueError(exc.message) from None
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 class WorkloadSpec(_Spec):
@@ -79,8 +59,6 @@ class WorkloadSpec(_Spec):
 
     @model_validator(mode="after")
     def _params(self) -> WorkloadSpec:
-        from hvballoon.fake.workloads import validate_params
-
         validate_params(self.kind, self.params)
         return self
 

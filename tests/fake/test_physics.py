@@ -183,7 +183,11 @@ def _everything(world: World) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(
     ("scenario", "flavor", "seconds"),
-    [("esxi-limits", "esxi", 900), ("hyperv-dm", "hyperv", 900), ("seed", "kvm", 900)],
+    [
+        ("hyperv-dm", "hyperv", 900),  # rebalancing every 5 s: the most decisions in the inner loop
+        pytest.param("esxi-limits", "esxi", 900, marks=pytest.mark.slow),
+        pytest.param("seed", "kvm", 900, marks=pytest.mark.slow),
+    ],
 )
 def test_the_physics_do_not_depend_on_how_often_the_world_is_read(
     scenario: str, flavor: str, seconds: int
@@ -203,7 +207,7 @@ def test_the_physics_do_not_depend_on_how_often_the_world_is_read(
     assert runs[0] == runs[1] == runs[2] == runs[3]
 
 
-@pytest.mark.parametrize("flavor", ["esxi", "hyperv"])
+@pytest.mark.parametrize("flavor", ["esxi", pytest.param("hyperv", marks=pytest.mark.slow)])
 def test_a_wave_is_the_same_whoever_watches_it(flavor: str) -> None:
     from hvballoon.fake.waves import wave_facts, wave_scenario
 

@@ -31,6 +31,7 @@ def _check(backends: list[str]) -> None:
     )
 
 
+@pytest.mark.slow
 def test_fault_matrix_of_the_fake_flavours() -> None:
     _check(["fake/kvm", "fake/esxi", "fake/hyperv"])
 
