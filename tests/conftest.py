@@ -58,6 +58,13 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
         report.longrepr = f"module skipped in CI (prerequisite missing?): {report.longrepr}"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # what is alive once the tests are collected (the modules, the package, pydantic's and
+    # libvirt's tables) lives until the end: the collector need not walk it again in every full
+    # collection of the run, nor in the five that close it
+    gc.freeze()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     if in_ci() and (nextitem is None or nextitem.path != item.path):  # the last test of a file

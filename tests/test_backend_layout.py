@@ -18,7 +18,7 @@ from hvballoon import registry
 from hvballoon.backend import Backend
 from hvballoon.backend_kit import BackendOptions
 from hvballoon.errors import InvalidRequestError
-from tests.support.source import import_statements, parsed
+from tests.support.source import imports_in
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hvballoon"
@@ -27,7 +27,7 @@ BUILTIN = ("esxi", "hyperv", "kvm", "qmp")
 
 def _imports(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in import_statements(parsed(path)):
+    for node in imports_in(path):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.source import import_statements, parsed
+from tests.support.source import imports_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def import_graph(root: Path, package: str) -> dict[str, dict[str, int]]:
     for name, path in files.items():
         is_package = path.name == "__init__.py"
         edges: dict[str, int] = {}
-        for node in import_statements(parsed(path), runtime_only=True):
+        for node in imports_in(path, runtime_only=True):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 for alias in node.names:

@@ -16,7 +16,7 @@ from hvballoon.kinds import ESXI, HYPERV, KINDS, KVM, Kind, get_kind
 from hvballoon.kinds.esxi import SHARES_PER_MB
 from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, PowerState
 from hvballoon.testing.cases import CASES, cases_for, rules_scenario
-from tests.support.source import import_statements, parsed
+from tests.support.source import imports_in
 
 GiB, MiB = 1024**3, 1024**2
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def test_scenarios_for_the_rules_offer_every_need() -> None:
     ["tests/support/hyperv/fakehost.py", "tests/support/winrm/server.py", "tests/support/winrm/harness.py"],
 )
 def test_the_winrm_peer_imports_no_rule(path: str) -> None:
-    statements = list(import_statements(parsed(ROOT / path)))
+    statements = imports_in(ROOT / path)
     imported = {node.module or "" for node in statements if isinstance(node, ast.ImportFrom)} | {
         alias.name for node in statements if isinstance(node, ast.Import) for alias in node.names
     }
