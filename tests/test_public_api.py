@@ -5,6 +5,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import hvballoon
 
 
@@ -45,6 +47,30 @@ def test_import_is_light() -> None:
         "hvballoon.fake",
     ):
         assert heavy not in loaded, f"import hvballoon imported {heavy}"
+
+
+@pytest.mark.slow
+def test_a_command_loads_only_its_own_module() -> None:
+    """``hvballoon stats URI`` imports the commands on targets, not the controller, the
+    exporter or the simulator's plots behind the others (the same process runs the command)."""
+    code = (
+        "import sys, json\n"
+        "from hvballoon.cli import main\n"
+        "try:\n"
+        "    main(['stats', 'fake://seed', 'web01', '--json'])\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code, modules = json.loads(out.splitlines()[-1])
+    assert code == 0
+    loaded = set(modules)
+    assert "hvballoon.cli.targets" in loaded and "hvballoon.fake" in loaded
+    for other in ("hvballoon.cli.fleet", "hvballoon.cli.autoballoon", "hvballoon.cli.simulate"):
+        assert other not in loaded, other
+    for heavy in ("hvballoon.policy", "hvballoon.outputs", "hvballoon.exporter", "matplotlib"):
+        assert heavy not in loaded, f"hvballoon stats imported {heavy}"
 
 
 def test_session_api_names() -> None:

@@ -1,26 +1,58 @@
 """The ``hvballoon`` group: every command module's commands, under one entry point.
 
 Nothing imports this module but :mod:`hvballoon.cli` (and ``python -m hvballoon.cli``): what the
-commands share lives in :mod:`hvballoon.cli.common`.
+commands share lives in :mod:`hvballoon.cli.common`. A command's module is imported when the
+command is looked up: ``hvballoon stats URI`` loads the commands on targets, not the controller
+and the exporter behind ``autoballoon`` and ``watch`` (a fifth of a second, every run).
 """
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from hvballoon.cli.autoballoon import autoballoon_cmd, release_cmd
 from hvballoon.cli.common import install_warning_lines
-from hvballoon.cli.config import config_cmd
-from hvballoon.cli.fleet import exporter_cmd, watch_cmd
-from hvballoon.cli.host import host_cmd
-from hvballoon.cli.info import backends_cmd, scenarios_cmd, schema_cmd
-from hvballoon.cli.simulate import fake_group, simulate_cmd
-from hvballoon.cli.targets import capabilities_cmd, set_cmd, stats_cmd, vms_cmd
 
 __all__ = ["main"]
 
+#: each command's name → the module and the attribute that define it
+COMMANDS: dict[str, tuple[str, str]] = {
+    "backends": ("hvballoon.cli.info", "backends_cmd"),
+    "vms": ("hvballoon.cli.targets", "vms_cmd"),
+    "stats": ("hvballoon.cli.targets", "stats_cmd"),
+    "set": ("hvballoon.cli.targets", "set_cmd"),
+    "config": ("hvballoon.cli.config", "config_cmd"),
+    "capabilities": ("hvballoon.cli.targets", "capabilities_cmd"),
+    "host": ("hvballoon.cli.host", "host_cmd"),
+    "scenarios": ("hvballoon.cli.info", "scenarios_cmd"),
+    "schema": ("hvballoon.cli.info", "schema_cmd"),
+    "watch": ("hvballoon.cli.fleet", "watch_cmd"),
+    "exporter": ("hvballoon.cli.fleet", "exporter_cmd"),
+    "autoballoon": ("hvballoon.cli.autoballoon", "autoballoon_cmd"),
+    "release": ("hvballoon.cli.autoballoon", "release_cmd"),
+    "simulate": ("hvballoon.cli.simulate", "simulate_cmd"),
+    "fake": ("hvballoon.cli.simulate", "fake_group"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    """A group whose commands are imported when they are looked up (to run, to show their help,
+    to complete them), each once."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="hvballoon", prog_name="hvballoon")
 def main() -> None:
     """Read guest memory statistics and move balloon / dynamic-memory targets on KVM, ESXi,
@@ -32,23 +64,3 @@ def main() -> None:
       hvballoon set fake://seed web01 6GiB --dry-run
     """
     install_warning_lines()
-
-
-for _command in (
-    backends_cmd,
-    vms_cmd,
-    stats_cmd,
-    set_cmd,
-    config_cmd,
-    capabilities_cmd,
-    host_cmd,
-    scenarios_cmd,
-    schema_cmd,
-    watch_cmd,
-    exporter_cmd,
-    autoballoon_cmd,
-    release_cmd,
-    simulate_cmd,
-    fake_group,
-):
-    main.add_command(_command)

@@ -152,7 +152,10 @@ def test_every_command_has_examples_and_json(run: Any) -> None:
     from hvballoon.cli import main
 
     leaves: list[tuple[str, ...]] = []
-    for name, cmd in main.commands.items():
+    context = click.Context(main)
+    for name in main.list_commands(context):
+        cmd = main.get_command(context, name)
+        assert cmd is not None and cmd.name == name, name
         if isinstance(cmd, click.Group):
             leaves.extend((name, sub) for sub in cmd.commands)
         else:
