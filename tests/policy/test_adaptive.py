@@ -610,3 +610,32 @@ def test_the_reserve_is_weighed_at_the_level_that_would_keep_it() -> None:
     assert free_at >= reserve_at + 2 * 0.025 * 110 * GiB - 64 * MiB
     # weighed at the deep cut, the reserve (31.9 GiB) would have held it near 0.31
     assert level > 0.4
+
+
+def test_a_round_remembers_what_it_did_not_see_change() -> None:
+    """Adding a round's figures keeps every field of the VM's history that the figures do not
+    change (the raise, the lower, the surge, when it was first seen): each one named, none left
+    behind by a field added later."""
+    import dataclasses
+
+    from hvballoon.policy.history import VMHistory
+
+    seen = {"last_at", "used_bytes", "swap_in_bytes", "lows", "highs", "noise", "burst_bytes"}
+    seen |= {"burst_at", "cache_bytes", "cache_at"}
+    old = VMHistory(
+        first_at=1.0,
+        last_at=2.0,
+        used_bytes=3 * GiB,
+        surge_at=1.5,
+        raised_at=1.25,
+        raised_used_bytes=2 * GiB,
+        lowered_at=1.75,
+        lowered_used_bytes=GiB,
+    )
+    defaults = VMHistory(first_at=0.0, last_at=0.0, used_bytes=0)
+    kept = [f.name for f in dataclasses.fields(VMHistory) if f.name not in seen]
+    # the history above sets every field a round keeps to a value of its own
+    assert all(getattr(old, name) != getattr(defaults, name) for name in kept)
+    new = HvballoonPolicy()._remember(vm(8, 4), old, 3.0)
+    assert {name: getattr(new, name) for name in kept} == {name: getattr(old, name) for name in kept}
+    assert new.last_at == 3.0 and new.used_bytes == 4 * GiB
