@@ -61,7 +61,9 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
 def pytest_collection_finish(session: pytest.Session) -> None:
     # what is alive once the tests are collected (the modules, the package, pydantic's and
     # libvirt's tables) lives until the end: the collector need not walk it again in every full
-    # collection of the run, nor in the five that close it
+    # collection of the run, nor in the five that close it. The garbage of the collection is
+    # collected first (a socket it left open warns now, not never)
+    gc.collect()
     gc.freeze()
 
 
