@@ -14,4 +14,5 @@ Nothing here is a test, and nothing here imports a ``conftest.py`` or a test mod
   :mod:`.ansible` (``ansible-playbook`` set-ups, modules run in-process).
 - :mod:`.require`: a missing prerequisite skips locally and fails in CI.
 - :mod:`.schemas`: ``jsonschema.validate`` with each schema checked once per process.
+- :mod:`.source`: the import statements of a Python file, read statically (the layout tests).
 """
