@@ -326,10 +326,10 @@ def _draw(
     def demand(scale: float) -> float:
         return max(sum(row) for row in uses(scale))
 
-    def footprint(scale: float, cached: float, at: list[list[float]] | None = None) -> float:
-        rows = uses(scale) if at is None else at
+    def footprint(at: list[list[float]], cached: float) -> float:
+        """The most the fleet takes with its uses ``at`` each moment and ``cached`` of its cache."""
         return max(
-            sum(min(v.size, u + cached * v.cache_max) for v, u in zip(vms, row, strict=True)) for row in rows
+            sum(min(v.size, u + cached * v.cache_max) for v, u in zip(vms, row, strict=True)) for row in at
         )
 
     # fit the fleet's starting use (scale) and page cache (cached) to the capacity class
@@ -339,15 +339,15 @@ def _draw(
         if demand(1.0) > goal:
             return None
         at = uses(1.0)
-        cached = _solve(lambda c: footprint(1.0, c, at), goal, 0.0, 1.0)
+        cached = _solve(lambda c: footprint(at, c), goal, 0.0, 1.0)
     elif cap == "tight":
         goal = room * rng.uniform(0.8, 0.97)
         scale = _solve(demand, goal, 0.5, 1.6)
         if demand(scale) > room:
             return None
         at = uses(scale)
-        cached = _solve(lambda c: footprint(scale, c, at), room * rng.uniform(1.1, 1.4), 0.5, 3.0)
-        if footprint(scale, cached, at) <= room:
+        cached = _solve(lambda c: footprint(at, c), room * rng.uniform(1.1, 1.4), 0.5, 3.0)
+        if footprint(at, cached) <= room:
             return None
     else:
         goal = (physical + swap - overhead - ovh) * rng.uniform(1.05, 1.25)

@@ -173,8 +173,8 @@ class Remembering:
         burst, burst_at = self._burst(old, now)
         if rise > burst:
             burst, burst_at = rise, now
-        # built whole rather than with dataclasses.replace, which costs a third of a round at
-        # 10,000 VMs: every field is named (a test checks none is left behind)
+        # built whole: dataclasses.replace took an eighth of the policy's time in a round of
+        # 10,000 VMs. Every field is named (a test checks none is left behind)
         return VMHistory(
             first_at=old.first_at,
             last_at=now,
