@@ -67,6 +67,32 @@ def test_the_import_walker_sees_relative_and_absolute_imports() -> None:
     assert not _is_test_or_conftest("tests.support.kvm_guest.harness")
 
 
+def test_the_import_walker_finds_imports_in_every_kind_of_block() -> None:
+    """Only lists of statements are walked: an import in a function, a class, a branch, a
+    handler, a ``with``, a loop or a ``match`` case is found all the same."""
+    code = (
+        "import a0\n"
+        "def f():\n    import a1\n"
+        "class C:\n    import a2\n    def m(self):\n        from a3 import x\n"
+        "if x:\n    import a4\nelse:\n    import a5\n"
+        "try:\n    import a6\nexcept ImportError:\n    import a7\nelse:\n    import a8\n"
+        "finally:\n    import a9\n"
+        "with x:\n    import a10\n"
+        "for i in x:\n    import a11\nwhile x:\n    import a12\n"
+        "match x:\n    case 1:\n        import a13\n"
+        "async def g():\n    async with x:\n        import a14\n"
+        "if TYPE_CHECKING:\n    import a15\nelse:\n    import a16\n"
+        "x = lambda: __import__('not_a_statement')\n"
+    )
+    tree = ast.parse(code)
+    every = {f"a{i}" for i in range(17)}
+    assert {
+        n.names[0].name if isinstance(n, ast.Import) else n.module for n in import_statements(tree)
+    } == every
+    running = import_statements(tree, runtime_only=True)
+    assert {n.names[0].name if isinstance(n, ast.Import) else n.module for n in running} == every - {"a15"}
+
+
 def test_nothing_imports_a_conftest_or_a_test_module() -> None:
     bad = {_rel(p): sorted(filter(_is_test_or_conftest, imported_modules(p))) for p in PY_FILES}
     bad = {path: names for path, names in bad.items() if names}
