@@ -28,6 +28,31 @@ def test_entry_point_is_installed() -> None:
 
 
 @pytest.mark.slow
+def test_the_startup_benchmark_runs_and_names_what_each_command_loads(tmp_path: Any) -> None:
+    """``benchmarks/cli_startup.py`` (one run of each): its JSON, and the commands on targets
+    loading neither the controller nor the plots, where ``autoballoon`` loads the controller."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cli_startup.py"
+    out = tmp_path / "startup.json"
+    command = [sys.executable, str(script), "--repeat", "1", "--out", str(out)]
+    subprocess.run(command, check=True, timeout=300, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "cli_startup" and result["repeat"] == 1
+    assert set(result["references"]) == {"python", "import hvballoon"}
+    commands = result["commands"]
+    for name, figures in commands.items():
+        assert figures["seconds"] > 0 and figures["ratio_to_import"] > 0 and figures["modules"] > 100, name
+    assert not commands["hvballoon stats fake://seed web01 --json"]["loads_the_controller"]
+    assert not commands["hvballoon set --help"]["loads_the_controller"]
+    assert commands["hvballoon autoballoon fake://seed --check --json"]["loads_the_controller"]
+    bad = subprocess.run([sys.executable, str(script), "--repeat", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--repeat must be at least 1" in bad.stderr
+
+
+@pytest.mark.slow
 def test_the_entry_points_run_a_command_and_exit_with_the_errors_code() -> None:
     """Real processes, once each way in: the console script, and ``python -m hvballoon.cli``."""
     r = cli.run("stats", "fake://seed", "web01", "--json")
