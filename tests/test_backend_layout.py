@@ -59,6 +59,7 @@ def test_the_import_walker_sees_a_backend_import(tmp_path: Path) -> None:
     assert {"hvballoon.backends.kvm.backend", "hvballoon.backends.qmp._errors"} <= _imports(probe)
 
 
+@pytest.mark.slow
 def test_the_declarations_import_no_hypervisor_library_and_name_their_backend() -> None:
     code = (
         "import json, sys, hvballoon.registry as r; specs = r._table(); "
@@ -124,6 +125,7 @@ def test_a_backend_without_a_model_keeps_its_option_names() -> None:
     assert hvballoon.connect("fake://seed", world=None).backend_name == "fake"
 
 
+@pytest.mark.slow
 def test_hvballoon_backends_stays_callable_once_the_backends_package_is_imported() -> None:
     code = (
         "import hvballoon; before = [b.name for b in hvballoon.backends(load=False)]; "

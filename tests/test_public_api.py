@@ -23,6 +23,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert public <= set(names)
 
 
+@pytest.mark.slow
 def test_import_is_light() -> None:
     code = "import sys, json, hvballoon; print(json.dumps(sorted(m for m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

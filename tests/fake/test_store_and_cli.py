@@ -127,6 +127,7 @@ def test_sixteen_processes_lose_no_update(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.slow  # two simulated hours drawn to a PNG: the SVG test below draws in the inner loop
 def test_simulate_seed_draws_and_keeps_its_headline_facts(tmp_path: Path) -> None:
     png, csv = tmp_path / "seed.png", tmp_path / "seed.csv"
     r = cli("simulate", "seed", "--duration", "2h", "--plot", str(png), "--csv", str(csv), "--json")
