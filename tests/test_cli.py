@@ -4,6 +4,9 @@ and once through each real entry point in a subprocess."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +31,9 @@ def test_entry_point_is_installed() -> None:
 
 
 @pytest.mark.slow
-def test_the_startup_benchmark_runs_and_names_what_each_command_loads(tmp_path: Any) -> None:
+def test_the_startup_benchmark_runs_and_names_what_each_command_loads(tmp_path: Path) -> None:
     """``benchmarks/cli_startup.py`` (one run of each): its JSON, and the commands on targets
     loading neither the controller nor the plots, where ``autoballoon`` loads the controller."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "cli_startup.py"
     out = tmp_path / "startup.json"
     command = [sys.executable, str(script), "--repeat", "1", "--out", str(out)]
