@@ -331,6 +331,20 @@ def test_set_several_vms_checks_all_before_changing_any(tmp_path: Any) -> None:
     assert [x["changed"] for x in out["results"]] == [False, True]  # web01 was already at 7 GiB
 
 
+@pytest.mark.parametrize(
+    ("targets", "timeout"), [(("web01", "6GiB"), "0"), (("web01=6GiB", "web02=5GiB"), "0ms")]
+)
+def test_a_wait_that_cannot_wait_is_refused_before_anything_changes(
+    tmp_path: Any, targets: tuple[str, str], timeout: str
+) -> None:
+    uri = f"fake://seed?state={tmp_path / 'w.db'}"
+    r = run("set", uri, *targets, "--wait", "--wait-timeout", timeout, "--json")
+    assert r.returncode == 2 and json.loads(r.stdout)["code"] == "invalid_request"
+    assert "--wait-timeout" in json.loads(r.stdout)["message"]
+    targets_now = {s["vm"]["name"]: s["target_bytes"] for s in json.loads(run("stats", uri, "--json").stdout)}
+    assert targets_now["web01"] == targets_now["web02"] == 16 * 2**30  # nothing was applied
+
+
 def test_set_several_vms_waits_or_warns() -> None:
     r = run("set", "fake://seed", "web01=7GiB", "web02=8GiB", "--wait", "--json")
     out = json.loads(r.stdout)

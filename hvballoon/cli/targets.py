@@ -180,6 +180,8 @@ def set_cmd(
 
     pairs = _set_pairs(targets)
     wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    if wait and wait_seconds <= 0:  # refused before anything is changed, with one VM as with several
+        raise InvalidRequestError(f"--wait-timeout must be a positive duration, got {wait_timeout!r}")
     if pairs is not None:
         _set_many(uri, pairs, dry_run, force, wait, wait_seconds, skip_invalid, as_json, kw)
         return
