@@ -107,7 +107,7 @@ def _require_prometheus() -> None:
         ) from exc
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, *, what: str = "--listen") -> tuple[str, int]:
     """``'127.0.0.1:10177'``, ``'[::1]:10177'``, ``':10177'`` (loopback) or ``'10177'`` → (address, port).
 
     >>> parse_listen("127.0.0.1:10177"), parse_listen("[::1]:0"), parse_listen("10177")
@@ -118,7 +118,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or not text[end + 1 :].startswith(":"):
-            raise InvalidRequestError(f"invalid --listen {value!r}: expected [ADDRESS]:PORT")
+            raise InvalidRequestError(f"invalid {what} {value!r}: expected [ADDRESS]:PORT")
         host, port_text = text[1:end], text[end + 2 :]
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
@@ -127,10 +127,10 @@ def parse_listen(value: str) -> tuple[str, int]:
         port = int(port_text)
     except ValueError:
         raise InvalidRequestError(
-            f"invalid --listen {value!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}"
+            f"invalid {what} {value!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}"
         ) from None
     if not 0 <= port <= 65535:
-        raise InvalidRequestError(f"invalid --listen {value!r}: the port must be 0-65535")
+        raise InvalidRequestError(f"invalid {what} {value!r}: the port must be 0-65535")
     return host, port
 
 

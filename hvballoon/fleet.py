@@ -76,19 +76,40 @@ def read_inventory(path: str | Path) -> list[str]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidRequestError(f"cannot read the inventory {str(p)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError(f"the inventory {str(p)!r} is not UTF-8 text") from None
     import yaml
 
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError:
         data = None
+    except RecursionError:
+        raise InvalidRequestError(f"the inventory {str(p)!r} is nested too deeply") from None
+    if isinstance(data, dict):
+        raise InvalidRequestError(
+            f"the inventory {str(p)!r} is a mapping; expected one URI per line, or a YAML list of URIs "
+            "or of mappings with 'uri'"
+        )
     uris: list[str] = []
     if isinstance(data, list):
         for i, item in enumerate(data, 1):
             uri = item.get("uri") if isinstance(item, dict) else item
             if not isinstance(uri, str) or not uri.strip():
+                # a mapping's values are never echoed: a password put there by mistake stays unprinted
+                got = (
+                    f"a mapping with keys {', '.join(sorted(map(str, item)))}"
+                    if isinstance(item, dict)
+                    else repr(item)
+                )
                 raise InvalidRequestError(
-                    f"inventory {str(p)!r}, item {i}: expected a URI or a mapping with 'uri', got {item!r}"
+                    f"inventory {str(p)!r}, item {i}: expected a URI or a mapping with 'uri', got {got}"
+                )
+            extra = sorted(str(k) for k in item if k != "uri") if isinstance(item, dict) else []
+            if extra:
+                raise InvalidRequestError(
+                    f"inventory {str(p)!r}, item {i}: unknown key(s) {', '.join(extra)}; an item has only "
+                    "'uri' (passwords never go in an inventory: every host gets HVBALLOON_PASSWORD)"
                 )
             uris.append(uri.strip())
     else:

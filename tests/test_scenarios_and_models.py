@@ -50,7 +50,13 @@ def test_builtins_all_load() -> None:
             "vms.0.buffer_percent",
             "greater than or equal to 5",
         ),
+        (
+            "name: x\nseed: -1\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB}]\n",
+            "seed",
+            "greater than or equal to 0",
+        ),
         ("name: [unclosed\n", "", "not valid YAML"),
+        ("[" * 100_000, "", "nested too deeply"),
         ("- just\n- a list\n", "", "valid dictionary"),
     ],
 )
@@ -73,6 +79,9 @@ def test_json_scenarios_and_missing_files(tmp_path: Path) -> None:
     assert load_scenario(path).vms[0].memory == GiB
     path.write_text("{not json")
     with pytest.raises(ScenarioError, match="not valid JSON"):
+        load_scenario(path)
+    path.write_text("[" * 100_000)
+    with pytest.raises(ScenarioError, match="nested too deeply"):
         load_scenario(path)
     with pytest.raises(ScenarioError, match="no such file"):
         load_scenario(tmp_path / "missing.yaml")

@@ -291,7 +291,14 @@ def test_bad_connect_arguments(kw: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["fake://seed?flavor=xen", "fake://seed?seed=x", "fake://seed?bogus=1", "fake://nosuchscenario"]
+    "uri",
+    [
+        "fake://seed?flavor=xen",
+        "fake://seed?seed=x",
+        "fake://seed?seed=-1",
+        "fake://seed?bogus=1",
+        "fake://nosuchscenario",
+    ],
 )
 def test_bad_fake_uris(uri: str) -> None:
     with pytest.raises(hvballoon.InvalidRequestError):

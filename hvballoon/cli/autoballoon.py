@@ -114,6 +114,14 @@ def _factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
     return connect
 
 
+def _check_journal_path(path: str | None) -> None:
+    """``--journal ''`` is a mistake, not a request for the default journal."""
+    if path is not None and not path.strip():
+        raise InvalidRequestError(
+            "--journal: an empty path; name the journal's file (or leave the option out)"
+        )
+
+
 def _journal(hv: Any, path: str | None, dry_run: bool) -> Any:
     """The controller's journal: none in a dry run (nothing is changed) and in memory for a
     hypervisor that ends with this process, else the file given or the URI's default."""
@@ -343,6 +351,13 @@ def autoballoon_cmd(
 
     opts = connection(kw)
     cli_options = parse_option_pairs(policy_option)
+    _check_journal_path(journal_path)
+    if check_file is not None and (uri is not None or once or rounds or serve):
+        raise InvalidRequestError(
+            "--check-settings checks a file and runs nothing: it takes no URI, --once, --rounds or --serve"
+        )
+    if once and rounds:
+        raise InvalidRequestError("--once runs one round: it takes no --rounds")
     if check_file is not None:
         checked = Overrides(policy=policy_name, policy_options=cli_options)
         settings = checked.settings(check_file)
@@ -389,7 +404,7 @@ def autoballoon_cmd(
     if metrics_address is not None:
         from hvballoon.exporter import parse_listen
 
-        listen = parse_listen(metrics_address)
+        listen = parse_listen(metrics_address, what="--metrics-address")
     structured = _log_setup(log_format, serve)
     connect = _factory(uri, opts)
     hv = connect()
@@ -653,6 +668,7 @@ def release_cmd(
     from hvballoon.policy.journal import Journal, default_journal_path
     from hvballoon.policy.release import release
 
+    _check_journal_path(journal_path)
     opts = connection(kw)
     hv = _factory(uri, opts)()
     journal = None

@@ -25,6 +25,8 @@ def vm_pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
         name, sep, size = item.partition("=")
         if not sep or not name:
             raise InvalidRequestError(f"--{what} takes VM=SIZE (e.g. web01=4GiB), got {item!r}")
+        if name in out:
+            raise InvalidRequestError(f"--{what} names {name} twice; give each VM one {what}")
         out[name] = parse_size(size, what=what)
     return out
 

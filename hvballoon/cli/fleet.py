@@ -223,6 +223,8 @@ def watch_cmd(
     code is the last sweep's (0 if every host answered).
     """
     every = parse_duration(interval, what="--interval")
+    if every <= 0:
+        raise InvalidRequestError("--interval must be above zero")
     uris, vms = _uris_and_vms(targets, inventory)
     conn = connection(kw)
     out = console()

@@ -211,7 +211,9 @@ Examples:
 @click.option("--step", default=None, help="Simulation step (default: the scenario's, 1s).")
 @click.option("--every", default=None, help="Recording interval (default: duration / 720, at least a step).")
 @click.option("--flavor", type=click.Choice(["kvm", "esxi", "hyperv"]), default=None)
-@click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Random seed (default: the scenario's)."
+)
 @click.option("--policy", default=None, help="Run the auto-balloon controller with this policy.")
 @click.option(
     "--policy-option",

@@ -135,7 +135,11 @@ class FakeBackend(Backend):
             try:
                 seed = int(uri.query["seed"])
             except ValueError:
-                raise InvalidURIError(f"seed must be an integer in {uri.redacted}") from None
+                seed = -1
+            if seed < 0:
+                raise InvalidURIError(
+                    f"seed must be a non-negative integer in {uri.redacted}", uri=uri.redacted
+                )
         speed: float | None = None
         if "speed" in uri.query:
             try:

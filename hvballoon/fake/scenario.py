@@ -198,7 +198,7 @@ class Scenario(_Spec):
     name: str
     description: str = ""
     flavor: Flavor = "kvm"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, description="Random seed of the world's draws.")
     step: Duration = Field(default=1.0, gt=0, le=60, description="Simulation step in seconds.")
     host: HostSpec
     vms: list[VMSpec] = Field(min_length=1)
@@ -272,12 +272,16 @@ def _load_text(text: str, source: str, *, json_only: bool) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ScenarioError(f"invalid scenario {source}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ScenarioError(f"invalid scenario {source}: nested too deeply") from None
     import yaml
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"invalid scenario {source}: not valid YAML ({exc})") from None
+    except RecursionError:
+        raise ScenarioError(f"invalid scenario {source}: nested too deeply") from None
 
 
 def builtin_scenarios() -> list[str]:

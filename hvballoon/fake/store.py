@@ -201,6 +201,20 @@ def world_origin(world: World, scenario_ref: str | None) -> dict[str, Any]:
     }
 
 
+def _origin(path: str, text: str) -> dict[str, Any]:
+    """The origin recorded in a state file, or a clear error if it was damaged."""
+    try:
+        origin = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        origin = None
+    if not isinstance(origin, dict):
+        raise InvalidRequestError(
+            f"the origin recorded in {path} cannot be read (the file was damaged or written by something "
+            "else); delete the file or name another to start a new world"
+        )
+    return origin
+
+
 class WorldStore:
     """One world in one SQLite file. ``factory`` builds it the first time; ``scenario_ref``
     (how the scenario was named: ``seed``, ``/path/x.yaml``) is recorded with it in
@@ -218,6 +232,15 @@ class WorldStore:
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            # another program's database (a journal, anything) is refused before anything is written
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            foreign = sorted(t for t in tables - {"world", "origin"} if not t.startswith("sqlite_"))
+            if foreign:
+                self._conn.close()
+                raise InvalidRequestError(
+                    f"{self.path} is not a fake world's state file: it is a database with other tables "
+                    f"({', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}); name another state file"
+                )
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute(_SCHEMA)
@@ -237,7 +260,7 @@ class WorldStore:
             else:
                 found = self._conn.execute("SELECT data FROM origin WHERE id = 1").fetchone()
                 # a state file from before origins were recorded: what its world says of itself
-                origin = json.loads(found[0]) if found else world_origin(world_from_bytes(row[0]), None)
+                origin = _origin(self.path, found[0]) if found else world_origin(self._decode(row[0]), None)
             self._conn.execute(
                 "INSERT OR IGNORE INTO origin (id, data) VALUES (1, ?)", (json.dumps(origin, sort_keys=True),)
             )
@@ -251,6 +274,16 @@ class WorldStore:
     def close(self) -> None:
         self._conn.close()
 
+    def _decode(self, data: bytes) -> World:
+        """The world stored, or a clear error if the file's world was damaged or edited."""
+        try:
+            return world_from_bytes(data)
+        except Exception as exc:  # whatever a damaged blob makes the decoder raise
+            raise InvalidRequestError(
+                f"the fake world in {self.path} cannot be read ({type(exc).__name__}: it was damaged or "
+                "written by something else); delete the file or name another to start a new world"
+            ) from exc
+
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[World]:
         """The world, locked for this block; saved at the end when ``write`` (and on hvballoon
@@ -262,7 +295,7 @@ class WorldStore:
             if self._cache is not None and self._cache[0] == version:
                 world = self._cache[1]
             else:
-                world = world_from_bytes(data)
+                world = self._decode(data)
             try:
                 yield world
             except HVBalloonError:
@@ -276,6 +309,8 @@ class WorldStore:
                 self._cache = (version, world)
             conn.execute("COMMIT")
         except HVBalloonError:
+            if conn.in_transaction:  # the world could not be read: nothing to keep
+                conn.execute("ROLLBACK")
             raise
         except BaseException:
             if conn.in_transaction:

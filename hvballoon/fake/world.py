@@ -151,6 +151,8 @@ class World:
             raise ValueError("clock is 'virtual' or 'wall'")
         if not speed > 0:
             raise ValueError("speed must be above zero")
+        if seed is not None and not (hasattr(seed, "__index__") and seed.__index__() >= 0):
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         #: how this flavour's hypervisor treats memory (its kind's rules included)
         self.hypervisor: Flavor = FLAVORS[self.flavor]
         self.seed = scenario.seed if seed is None else seed

@@ -248,6 +248,12 @@ class Journal:
 
     def _init(self, uri: str) -> None:
         c = self._conn
+        # another program's database (a fake world's state, anything) is refused before anything
+        # is written to it
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        foreign = sorted(t for t in tables - {"meta", "lowered", "changes"} if not t.startswith("sqlite_"))
+        if foreign:
+            raise sqlite3.DatabaseError(f"it is a database with other tables ({', '.join(foreign[:5])})")
         c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = FULL")  # a committed change is on disk before the call
         with self._tx():

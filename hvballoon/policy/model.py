@@ -144,7 +144,11 @@ class ControllerSettings(_Frozen):
         if any(not key.strip() for key in self.policy_options):
             raise ValueError("policy_options has an empty option name")
         if self.fast_interval_seconds is not None and self.fast_interval_seconds > self.interval_seconds:
-            raise ValueError("fast_interval_seconds is above interval_seconds")
+            raise ValueError(
+                f"fast_interval_seconds ({self.fast_interval_seconds:g} s, the quick rounds a policy may ask "
+                f"for) is above interval_seconds ({self.interval_seconds:g} s): give a longer interval or a "
+                "shorter fast_interval_seconds"
+            )
         return self
 
     def for_vm(self, name: str, vm_id: str) -> VMSettings:

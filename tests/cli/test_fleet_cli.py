@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from hvballoon.errors import InvalidRequestError
+from hvballoon.fleet import read_inventory
 from hvballoon.models import json_schemas
 from tests.support.schemas import validate
 
@@ -71,6 +73,29 @@ def test_inventory_text_and_yaml(run: Any, tmp_path: Path) -> None:
         out = json.loads(r.stdout)
         assert [h["uri"] for h in out["hosts"]] == ["fake://seed", "fake://seed?flavor=esxi"]
         assert all(len(h["stats"]) == 1 for h in out["hosts"])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe\x00garbage\n", "not UTF-8"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b"uri: fake://seed\n", "is a mapping"),
+        (b"- uri: fake://seed\n  password: hunter2\n", "unknown key(s) password"),
+        (b"- host: lab1\n  password: hunter2\n", "a mapping with keys host, password"),
+        (b"- [fake://seed]\n", "expected a URI"),
+        (b"# only a comment\n", "lists no URI"),
+    ],
+)
+def test_a_malformed_inventory_is_refused_clearly_without_echoing_secrets(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    inv = tmp_path / "hosts.yaml"
+    inv.write_bytes(content)
+    with pytest.raises(InvalidRequestError) as info:
+        read_inventory(inv)
+    assert problem in str(info.value) and str(inv) in str(info.value)
+    assert "hunter2" not in str(info.value)
 
 
 def test_vm_named_nowhere_and_no_uri(run: Any) -> None:

@@ -152,6 +152,7 @@ def test_simulate_human_output_and_bad_input() -> None:
     assert "224 GiB promised on 120 GiB" in r.stdout and "vm14" in r.stdout
     assert cli("simulate", "nope", "--duration", "1h").returncode == 2
     assert cli("simulate", "seed", "--duration", "0").returncode == 2
+    assert cli("simulate", "seed", "--duration", "1m", "--seed", "-1").returncode == 2
 
 
 def test_simulate_with_a_policy_goes_on_through_the_scenarios_faults(tmp_path: Path) -> None:

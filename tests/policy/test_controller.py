@@ -435,7 +435,7 @@ def test_the_controller_keeps_the_policys_stats_period_where_it_can_be_set_live(
 def test_a_fast_interval_above_the_interval_is_refused() -> None:
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="fast_interval_seconds is above interval_seconds"):
+    with pytest.raises(ValidationError, match=r"fast_interval_seconds .* is above interval_seconds"):
         settings(interval_seconds=5, fast_interval_seconds=6)
     with pytest.raises(ValidationError):
         settings(fast_interval_seconds=0)

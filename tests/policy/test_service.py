@@ -358,9 +358,35 @@ class TestCheck:
         r = invoke("autoballoon", "fake://seed", "--serve", "--once")
         assert r.returncode == 2 and "--serve runs until stopped" in r.stderr
         r = invoke("autoballoon", "fake://seed", "--once", "--metrics-address", "127.0.0.1:http")
-        assert r.returncode == 2 and "invalid --listen" in r.stderr
+        assert r.returncode == 2 and "invalid --metrics-address" in r.stderr
         r = invoke("autoballoon", "fake://seed", "--once", "--log-format", "xml")
         assert r.returncode == 2
+
+    @pytest.mark.parametrize(
+        ("args", "problem"),
+        [
+            (("fake://seed", "--once", "--rounds", "3"), "--once runs one round"),
+            (("fake://seed", "--once", "--journal", ""), "--journal: an empty path"),
+            (
+                ("fake://seed", "--once", "--floor", "web01=4GiB", "--floor", "web01=5GiB"),
+                "names web01 twice",
+            ),
+            (("fake://seed", "--once", "--interval", "1ms"), "give a longer interval"),
+        ],
+    )
+    def test_contradictory_or_empty_options_are_refused_before_any_round(
+        self, tmp_path: Path, args: tuple[str, ...], problem: str
+    ) -> None:
+        r = invoke("autoballoon", *args, "--json", env={"XDG_STATE_HOME": str(tmp_path)})
+        assert r.returncode == 2 and problem in json.loads(r.stdout)["message"]
+        assert not (tmp_path / "hvballoon").exists()  # no journal was made
+
+    def test_check_settings_runs_nothing_else(self, tmp_path: Path) -> None:
+        settings = tmp_path / "s.yaml"
+        settings.write_text("interval_seconds: 10\n")
+        for extra in (("fake://seed",), ("--once",), ("--rounds", "2")):
+            r = invoke("autoballoon", "--check-settings", str(settings), *extra)
+            assert r.returncode == 2 and "runs nothing" in r.stderr
 
 
 @pytest.mark.parametrize("args", [("--rounds", "2"), ("--check",), ("--once", "--release-on-exit")])
@@ -456,6 +482,15 @@ class TestRelease:
         assert r.returncode == 2 and "belongs to the controller of fake://java" in r.stderr
         r = invoke("release", uri, "--from-marks")
         assert r.returncode == 2 and "keeps no marks" in r.stderr
+        r = invoke("release", uri, "--journal", "")
+        assert r.returncode == 2 and "an empty path" in r.stderr
+        # another program's database is neither read as a journal nor written to
+        r = invoke("release", uri, "--journal", str(tmp_path / "w.db"), "--dry-run")
+        assert r.returncode == 2 and "not a hvballoon journal" in r.stderr and "other tables" in r.stderr
+        r = invoke("stats", f"fake://seed?state={other}")
+        assert r.returncode == 2 and "not a fake world's state file" in r.stderr
+        with hvballoon.connect(uri) as hv:  # the world still opens
+            assert [s.vm.name for s in hv.get_stats("web01")] == ["web01"]
 
     def test_from_marks_on_esxi_needs_no_journal(self, tmp_path: Path) -> None:
         uri = f"fake://seed?flavor=esxi&state={tmp_path / 'w.db'}"
