@@ -1,6 +1,7 @@
 # Copyright: the hvballoon authors
 # Apache License 2.0 (see LICENSE in the repository)
-"""What the hvballoon.memory modules share: options, the SDK import, connecting, errors, diffs."""
+"""What the hvballoon.memory modules share: options, the SDK import, connecting, errors, diffs,
+and changing several VMs all or nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 try:
     import hvballoon
-    from hvballoon.errors import BackendUnavailableError, HVBalloonError
+    from hvballoon.errors import BackendUnavailableError, HVBalloonError, InvalidRequestError
     from hvballoon.units import format_size
 except ImportError:
     HAS_HVBALLOON = False
@@ -99,6 +100,97 @@ def required_vms(module):
             changed=False,
         )
     return refs
+
+
+def _named_twice(refs):
+    """An error when the same name or id is given twice, else None."""
+    seen = set()
+    for ref in refs:
+        if ref in seen:
+            return InvalidRequestError(f"VM {ref!r} is named twice: give each VM once", vm=ref)
+        seen.add(ref)
+    return None
+
+
+def set_configs(hv, refs, fields, dry_run):
+    """``set_config(**fields)`` on every VM of ``refs``, all or nothing, as ``set_targets`` moves
+    targets: the answer is a :class:`hvballoon.TargetResults` keyed as the VMs were named.
+
+    First every VM is planned with ``set_config(dry_run=True)`` (the SDK resolves it, reads its
+    configuration and puts the change through the backend's and the hypervisor's rules); when
+    any VM is refused, or the same VM is named twice, nothing is applied and the others'
+    changes come back as a dry run with a warning. Otherwise the VMs that need a change get it,
+    one by one; a VM that then fails (a remote error) does not stop the others, and the
+    answer's ``error`` is ``partial_change`` when some were changed and others were not.
+    """
+    twice = _named_twice(refs)
+    if twice is not None:
+        raise twice.with_context(backend=hv.backend_name, uri=hv.uri)
+    results = {}
+    for ref in refs:
+        try:
+            results[ref] = hv.set_config(ref, dry_run=True, **fields)
+        except HVBalloonError as exc:
+            results[ref] = exc.with_context(backend=hv.backend_name, uri=hv.uri, vm=ref)
+    named = {}
+    for ref, res in results.items():
+        if not isinstance(res, HVBalloonError):
+            named.setdefault(res.vm.id, []).append(ref)
+    for same in named.values():
+        if len(same) > 1:
+            for ref in same:
+                results[ref] = InvalidRequestError(
+                    f"VM {results[ref].vm.name!r} is named {len(same)} times ({', '.join(same)}): "
+                    "give each VM once",
+                    backend=hv.backend_name,
+                    uri=hv.uri,
+                    vm=results[ref].vm.name,
+                )
+    refused = [ref for ref in refs if isinstance(results[ref], HVBalloonError)]
+    if refused:
+        why = f"{len(refused)} of {len(refs)} VMs were refused ({', '.join(refused)})"
+        for ref in refs:
+            change = results[ref]
+            if not isinstance(change, HVBalloonError):
+                note = f"not applied: {why}; nothing is applied unless every VM passes"
+                results[ref] = change.model_copy(update={"warnings": (*change.warnings, note)})
+    if refused or dry_run:
+        return hvballoon.TargetResults(results, applied=False, backend=hv.backend_name, uri=hv.uri)
+    made = set()
+    for ref in refs:
+        if not results[ref].changed:
+            continue
+        try:
+            results[ref] = hv.set_config(ref, **fields)
+        except HVBalloonError as exc:
+            results[ref] = exc.with_context(backend=hv.backend_name, uri=hv.uri, vm=ref)
+        else:
+            if results[ref].changed:
+                made.add(ref)
+    return hvballoon.TargetResults(results, applied=True, made=made, backend=hv.backend_name, uri=hv.uri)
+
+
+def exit_bulk(module, res, result, stats=False):
+    """End a task that changed several VMs from their :class:`hvballoon.TargetResults`:
+    ``results`` (one record per VM), ``changes`` (what got, or in check mode would get, its
+    change; nothing when a refusal stopped it all), ``changed``, the changes' warnings,
+    ``stats`` when waited for, ``--diff``; fails with the whole's error (``partial_change``
+    when some VMs were changed and others were not), else exits."""
+    result["results"] = res.records("ansible")
+    kept = list(res.changes.values()) if res.ok or res.applied else []
+    result["changes"] = [change_result(c) for c in kept]
+    result["changed"] = res.changed or (module.check_mode and any(c.changed for c in kept))
+    for change in kept:
+        for warning in change.warnings:
+            module.warn(f"{change.vm.name}: {warning}")
+    if stats:
+        result["stats"] = [s.model_dump(mode="json") for s in res.stats.values()]
+    if module._diff:
+        result["diff"] = [change_diff(c) for c in kept]
+    error = res.error
+    if error is not None:
+        fail_error(module, error, **result)
+    module.exit_json(**result)
 
 
 def _readable(fields):

@@ -24,6 +24,14 @@ description:
     refuse fails the same way, naming the rule in C(error.details.rule). Hyper-V allows, while a
     VM runs, only raising the maximum and lowering the minimum; the others need the VM off.
     Hyper-V's O(minimum), O(maximum) and O(buffer_percent) need Dynamic Memory.
+  - "Several VMs (O(vms)) are all resolved, read and their changes checked against each VM's
+    configuration and the hypervisor's rules first, and only then changed, one by one. When any
+    VM is refused (not found, named twice, a rule) nothing is changed: the task fails with that
+    VM's code and C(changed=false). When a VM then fails while being changed (a remote error),
+    the others are still changed and the task fails with code V(partial_change) and
+    C(changed=true), its C(error.details) listing what was C(applied) and what was
+    C(not_applied); RV(results) says what happened to each VM."
+  - Check mode reports the same plan, and the same refusals, without changing anything.
 author:
   - hvballoon authors (@hvballoon)
 extends_documentation_fragment:
@@ -163,7 +171,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changes:
-  description: One record per VM, in the order given (also in check mode, where nothing was applied).
+  description:
+    - One record per VM that got (or, in check mode, would get) its configuration, in the order
+      given; empty when a refused VM stopped the task before anything was changed.
   returned: always
   type: list
   elements: dict
@@ -198,8 +208,39 @@ changes:
       description: The VM's target mechanism.
       type: str
       returned: always
+results:
+  description: One record per VM, in the order given, whatever happened to it.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: The VM as the task named it.
+      type: str
+      returned: always
+    ok:
+      description: Whether this VM got (or, in check mode or when another VM was refused, would get) its configuration.
+      type: bool
+      returned: always
+    changed:
+      description: Whether this VM's configuration was really changed.
+      type: bool
+      returned: always
+    change:
+      description: Its change (as in RV(changes); C(dry_run) and a warning when another VM's refusal stopped it), or null when it failed.
+      type: dict
+      returned: always
+    error:
+      description: Its error (message, code, details), or null.
+      type: dict
+      returned: always
+  sample:
+    - {"vm": "web01", "ok": true, "changed": false, "change": {"dry_run": true, "changed": true}, "error": null}
+    - {"vm": "web99", "ok": false, "changed": false, "change": null, "error": {"code": "vm_not_found"}}
 code:
-  description: The stable hvballoon error code, for example V(unsupported), V(invalid_state), V(invalid_request).
+  description:
+    - The stable hvballoon error code, for example V(unsupported), V(invalid_state), V(invalid_request).
+    - V(partial_change) when some VMs were changed and others were not.
   returned: failure
   type: str
   sample: invalid_state
@@ -217,18 +258,19 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - after the d
 
 from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common import (  # noqa: E402
     HAS_HVBALLOON,
-    change_diff,
-    change_result,
     connect,
     connection_argument_spec,
+    exit_bulk,
     fail_error,
     require_sdk,
     required_vms,
+    set_configs,
     vms_argument_spec,
 )
 
 if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
+    from hvballoon.models import ConfigUpdate
 
 # BEGIN generated fields by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
 FIELDS = dict(
@@ -263,22 +305,20 @@ def main():
     )
     require_sdk(module)
     fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
-    result = dict(changed=False, changes=[])
-    vms = required_vms(module)
-    hv = connect(module)
-    diffs = []
+    result = dict(changed=False, changes=[], results=[])
     try:
-        with hv:
-            for ref in vms:
-                change = hv.set_config(ref, dry_run=module.check_mode, **fields)
-                result["changes"].append(change_result(change))
-                result["changed"] = result["changed"] or change.changed
-                diffs.append(change_diff(change))
+        ConfigUpdate.from_keywords(fields)  # a bad value fails once, before connecting
     except HVBalloonError as exc:
         fail_error(module, exc, **result)
-    if module._diff:
-        result["diff"] = diffs
-    module.exit_json(**result)
+    vms = required_vms(module)
+    hv = connect(module)
+    try:
+        with hv:
+            # every VM planned and checked first; applied only when all pass
+            res = set_configs(hv, vms, fields, dry_run=module.check_mode)
+    except HVBalloonError as exc:  # the request itself (a VM named twice), before anything
+        fail_error(module, exc, **result)
+    exit_bulk(module, res, result)
 
 
 if __name__ == "__main__":

@@ -226,10 +226,9 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - after the d
 
 from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common import (  # noqa: E402
     HAS_HVBALLOON,
-    change_diff,
-    change_result,
     connect,
     connection_argument_spec,
+    exit_bulk,
     fail_error,
     require_sdk,
     required_vms,
@@ -279,22 +278,7 @@ def main():
             )
     except HVBalloonError as exc:  # the request itself (a VM named twice), before anything
         fail_error(module, exc, **result)
-    result["results"] = res.records("ansible")
-    # what got (or, in check mode, would get) its target; nothing when a refusal stopped it all
-    kept = res.changes.values() if res.ok or res.applied else []
-    result["changes"] = [change_result(c) for c in kept]
-    result["changed"] = res.changed or (module.check_mode and any(c.changed for c in kept))
-    for change in kept:
-        for warning in change.warnings:
-            module.warn(f"{change.vm.name}: {warning}")
-    if waiting:
-        result["stats"] = [s.model_dump(mode="json") for s in res.stats.values()]
-    if module._diff:
-        result["diff"] = [change_diff(c) for c in kept]
-    error = res.error
-    if error is not None:
-        fail_error(module, error, **result)
-    module.exit_json(**result)
+    exit_bulk(module, res, result, stats=waiting)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""The collection's modules run in this process against a persisted fake world: several VMs
+changed all or nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hvballoon
+from hvballoon.fake.store import WorldStore
+from hvballoon.units import GiB
+from tests.support.ansible import run_module
+
+pytest.importorskip("ansible")
+
+
+@pytest.fixture
+def esxi(tmp_path: Path) -> str:
+    """A persisted ESXi-flavoured seed world, created by a first connection."""
+    uri = f"fake://seed?state={tmp_path / 'esxi.db'}&flavor=esxi"
+    with hvballoon.connect(uri) as hv:
+        hv.list_vms()
+    return uri
+
+
+def _reservations(uri: str, *names: str) -> dict[str, int | None]:
+    with hvballoon.connect(uri) as hv:
+        return {c.vm.name: c.reservation_bytes for c in hv.get_configs(list(names))}
+
+
+def _config(uri: str, check_mode: bool = False, **args: Any) -> dict[str, Any]:
+    return run_module("config", {"uri": uri, **args}, check_mode=check_mode)
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_config_with_an_unknown_vm_changes_none(esxi: str, check_mode: bool) -> None:
+    r = _config(esxi, check_mode, vms=["web01", "web02", "web99"], reservation="2GiB")
+    assert r["failed"] and r["code"] == "vm_not_found" and r["changed"] is False
+    assert "nothing was changed" in r["msg"] and "web99" in r["msg"]
+    assert r["changes"] == []
+    assert [(x["vm"], x["ok"], x["changed"]) for x in r["results"]] == [
+        ("web01", True, False),
+        ("web02", True, False),
+        ("web99", False, False),
+    ]
+    assert r["results"][2]["error"]["code"] == "vm_not_found"
+    # the others' changes are reported as a plan that was not applied
+    assert all(x["change"]["dry_run"] for x in r["results"][:2])
+    assert _reservations(esxi, "web01", "web02") == {"web01": 0, "web02": 0}
+
+
+def test_config_refused_by_one_vms_rules_changes_none(esxi: str) -> None:
+    with hvballoon.connect(esxi) as hv:
+        hv.set_config("web02", limit="1GiB")  # a reservation of 2 GiB would be above it
+    r = _config(esxi, vms=["web01", "web02", "web03"], reservation="2GiB")
+    assert r["failed"] and r["changed"] is False
+    assert r["code"] == r["results"][1]["error"]["code"]
+    assert r["results"][1]["error"]["details"]["rule"] == "reservation_le_limit"
+    assert "nothing was changed" in r["msg"] and "web02" in r["msg"]
+    assert _reservations(esxi, "web01", "web02", "web03") == {"web01": 0, "web02": 0, "web03": 0}
+
+
+def test_config_remote_failure_midway_is_a_partial_change(esxi: str) -> None:
+    store = WorldStore(esxi.split("state=")[1].split("&")[0], lambda: pytest.fail("the world exists"))
+    with store.transaction() as w:
+        w.faults.add(op="set_config", kind="permission_denied", vm="web02")
+    store.close()
+    r = _config(esxi, vms=["web01", "web02", "web03"], reservation="2GiB")
+    assert r["failed"] and r["code"] == "partial_change" and r["changed"] is True
+    assert r["error"]["details"]["applied"] == ["web01", "web03"]
+    assert r["error"]["details"]["not_applied"] == ["web02"]
+    assert "web01, web03" in r["msg"] and "web02" in r["msg"]
+    assert [(x["vm"], x["ok"], x["changed"]) for x in r["results"]] == [
+        ("web01", True, True),
+        ("web02", False, False),
+        ("web03", True, True),
+    ]
+    assert r["results"][1]["error"]["code"] == "permission_denied"
+    assert _reservations(esxi, "web01", "web02", "web03") == {"web01": 2 * GiB, "web02": 0, "web03": 2 * GiB}
+
+
+def test_config_check_mode_reports_the_plan_and_changes_nothing(esxi: str) -> None:
+    with hvballoon.connect(esxi) as hv:
+        hv.set_config("web02", reservation="2GiB")
+    r = _config(esxi, True, vms=["web01", "web02"], reservation="2GiB")
+    assert not r.get("failed") and r["changed"] is True
+    assert [(c["vm"]["name"], c["changed"], c["dry_run"]) for c in r["changes"]] == [
+        ("web01", True, True),
+        ("web02", False, True),
+    ]
+    assert _reservations(esxi, "web01", "web02") == {"web01": 0, "web02": 2 * GiB}
+    applied = _config(esxi, vms=["web01", "web02"], reservation="2GiB")
+    assert not applied.get("failed") and applied["changed"] is True
+    assert [c["changed"] for c in applied["changes"]] == [True, False]
+    assert [x["changed"] for x in applied["results"]] == [True, False]
+    assert _reservations(esxi, "web01", "web02") == {"web01": 2 * GiB, "web02": 2 * GiB}
+
+
+def test_config_with_a_vm_named_twice_changes_none(esxi: str) -> None:
+    with hvballoon.connect(esxi) as hv:
+        web01 = hv.resolve("web01").id
+    for vms in (["web01", "web02", "web01"], ["web01", "web02", web01]):
+        r = _config(esxi, vms=vms, reservation="2GiB")
+        assert r["failed"] and r["code"] == "invalid_request" and r["changed"] is False
+        assert "give each VM once" in r["msg"]
+    assert _reservations(esxi, "web01", "web02") == {"web01": 0, "web02": 0}
+
+
+def test_config_bad_value_fails_once_before_any_vm(esxi: str) -> None:
+    r = _config(esxi, vms=["web01", "web99"], reservation="2G")
+    assert r["failed"] and r["code"] == "invalid_size" and r["changed"] is False
+    assert "web99" not in r["msg"]
