@@ -1,5 +1,5 @@
 """The collection's modules run in this process against a persisted fake world: several VMs
-changed all or nothing."""
+changed all or nothing, and an empty VM name refused by every module."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from hvballoon.units import GiB
 from tests.support.ansible import run_module
 
 pytest.importorskip("ansible")
+
+EMPTY = "vm or vms must name at least one VM (got an empty or null value)"
 
 
 @pytest.fixture
@@ -112,3 +114,22 @@ def test_config_bad_value_fails_once_before_any_vm(esxi: str) -> None:
     r = _config(esxi, vms=["web01", "web99"], reservation="2G")
     assert r["failed"] and r["code"] == "invalid_size" and r["changed"] is False
     assert "web99" not in r["msg"]
+
+
+@pytest.mark.parametrize(
+    "names", [{"vm": ""}, {"name": ""}, {"vms": []}, {"vms": [""]}, {"vms": ["web01", ""]}]
+)
+def test_memory_info_refuses_an_empty_vm_name_as_the_changing_modules_do(
+    esxi: str, names: dict[str, Any]
+) -> None:
+    info = run_module("memory_info", {"uri": esxi, **names}, check_mode=False)
+    target = run_module("target", {"uri": esxi, **names, "size": "8GiB"}, check_mode=False)
+    for r in (info, target):
+        assert r["failed"] and r["code"] == "invalid_request" and r["changed"] is False
+        assert r["msg"] == EMPTY and "vms" not in r
+    assert info["error"] == target["error"]
+
+
+def test_memory_info_without_vm_or_vms_still_reads_every_vm(esxi: str) -> None:
+    r = run_module("memory_info", {"uri": esxi, "gather": ["config"]}, check_mode=False)
+    assert not r.get("failed") and len(r["vms"]) == 10

@@ -56,11 +56,15 @@ options:
     description:
       - One VM, by name or id. Mutually exclusive with O(vms).
       - O(name) is an alias, as community.vmware and community.libvirt name this option.
+      - An empty name (a template that rendered empty, say) fails the task with code
+        V(invalid_request); it never means every VM.
     type: str
     aliases: [name]
   vms:
     description:
       - Several VMs, by name or id. Mutually exclusive with O(vm).
+      - An empty list, or an empty name in it, fails the task with code V(invalid_request); it
+        never means every VM.
     type: list
     elements: str
 """

@@ -81,24 +81,34 @@ def connect(module):
     return None  # not reached: fail_json exits
 
 
+EMPTY_VMS = "vm or vms must name at least one VM (got an empty or null value)"
+
+
+def _refuse_empty(module):
+    # a typed error, as the SDK's own: code invalid_request, changed false, nothing done
+    fail_error(module, InvalidRequestError(EMPTY_VMS), changed=False)
+
+
 def selected_vms(module):
-    """The VMs the task names (``vm`` or ``vms``), or None for all."""
-    if module.params.get("vm"):
-        return [module.params["vm"]]
-    return list(module.params.get("vms") or []) or None
+    """The VMs the task names (``vm`` or ``vms``), or None when it names none (every VM, for
+    ``memory_info``). A ``vm`` or ``vms`` that is given but empty (``vm: ""``, ``vms: []``, a
+    null or empty name in the list) fails the task: a templated name that rendered empty must
+    never fall through to every VM."""
+    vm, vms = module.params.get("vm"), module.params.get("vms")
+    if vm is None and vms is None:
+        return None
+    refs = [vm] if vm is not None else list(vms)
+    if not refs or not all(isinstance(r, str) and r for r in refs):
+        _refuse_empty(module)
+    return refs
 
 
 def required_vms(module):
     """The VMs a changing task names; fails the task when ``vm``/``vms`` is empty or null (a
     templated name that rendered empty must never fall through to a crash, nor to every VM)."""
     refs = selected_vms(module)
-    if not refs or not all(isinstance(r, str) and r for r in refs):
-        module.fail_json(
-            msg="vm or vms must name at least one VM (got an empty or null value)",
-            code="invalid_request",
-            retryable=False,
-            changed=False,
-        )
+    if refs is None:
+        _refuse_empty(module)
     return refs
 
 

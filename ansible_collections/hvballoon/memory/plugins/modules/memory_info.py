@@ -17,6 +17,9 @@ description:
   - "A figure the hypervisor cannot supply is null, never 0: for example Hyper-V reports demand but
     not the guest's used memory; KVM reports guest figures only once the balloon driver has
     reported (the C(stale) flag of the stats says so)."
+  - Without O(vm) and O(vms) it reads every VM. An empty O(vm) or O(vms) is refused with code
+    V(invalid_request), as hvballoon.memory.target and hvballoon.memory.config refuse it, rather
+    than read as every VM.
   - Changes nothing; runs in check mode.
 author:
   - hvballoon authors (@hvballoon)
