@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hvballoon.models import json_schemas
+from hvballoon.outputs import output_schemas
 from tests.support import cli, schemas
 from tests.support.cli import EXE
 
@@ -343,6 +344,26 @@ def test_a_wait_that_cannot_wait_is_refused_before_anything_changes(
     assert "--wait-timeout" in json.loads(r.stdout)["message"]
     targets_now = {s["vm"]["name"]: s["target_bytes"] for s in json.loads(run("stats", uri, "--json").stdout)}
     assert targets_now["web01"] == targets_now["web02"] == 16 * 2**30  # nothing was applied
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("watch", "fake://seed", "--count", "0"), "--count"),
+        (("set", "fake://seed"), "Missing argument"),
+        (("nosuch",), "No such command"),
+        (("fake", "advance"), "Missing argument 'URI'"),
+        (("stats", "fake://seed", "--bogus"), "No such option"),
+    ],
+)
+def test_a_usage_error_with_json_is_an_error_report(args: tuple[str, ...], problem: str) -> None:
+    r = run(*args, "--json")
+    assert r.returncode == 2
+    out = json.loads(r.stdout)
+    schemas.validate(out, output_schemas()["ErrorReport"])
+    assert out["code"] == "invalid_request" and problem in out["message"]
+    r = run(*args)  # without --json, click's usage text as before
+    assert r.returncode == 2 and "Usage:" in r.stderr and not r.stdout
 
 
 def test_set_several_vms_waits_or_warns() -> None:

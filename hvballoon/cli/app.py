@@ -9,6 +9,8 @@ and the exporter behind ``autoballoon`` and ``watch`` (about 0.15 s of every run
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
 
@@ -42,6 +44,23 @@ class _Commands(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *COMMANDS})
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        return super().main(args, *rest, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if "--json" not in getattr(self, "_argv", ()):
+                raise
+            # with --json every failure is an ErrorReport, a usage error's too
+            from hvballoon.cli.common import echo_json, error_report
+            from hvballoon.errors import InvalidRequestError
+
+            echo_json(error_report(InvalidRequestError(exc.format_message())))
+            sys.exit(exc.exit_code)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:

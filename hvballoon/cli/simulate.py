@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 __all__ = ["fake_group", "simulate_cmd"]
 
 _PROGRESS_STEPS = 20_000  # show a progress bar above this many simulated steps (on a terminal)
+#: the most simulation steps one command runs (a year at the default 1-s step): a duration or
+#: a step mistyped by orders of magnitude is refused, not left running for ever
+MAX_STEPS = 366 * 86_400
+#: the most points a recording keeps
+MAX_RECORDS = 1_000_000
+
+
+def _check_span(seconds: float, step: float, what: str) -> None:
+    """Refuse a simulation of more than :data:`MAX_STEPS` steps of ``step``."""
+    if seconds / step > MAX_STEPS:
+        raise InvalidRequestError(
+            f"{what} {format_duration(seconds)} is {seconds / step:.3g} simulation steps of {step:g} s; "
+            f"at most {MAX_STEPS:,} are run at once"
+        )
 
 
 #: What --plot can draw, by the file's extension (matplotlib's formats that need nothing more).
@@ -280,6 +294,12 @@ def simulate_cmd(
     world = World(spec, flavor=flavor, seed=seed)
     every_s = parse_duration(every, what="--every") if every else max(world.step, seconds / 720)
     every_s = max(every_s, world.step)
+    _check_span(seconds, world.step, "--duration")
+    if seconds / every_s > MAX_RECORDS:
+        raise InvalidRequestError(
+            f"--every {format_duration(every_s)} records {seconds / every_s:.3g} points over "
+            f"{format_duration(seconds)}; at most {MAX_RECORDS:,}: record less often"
+        )
     interval_s = parse_duration(interval, what="--interval")
     if interval_s <= 0:
         raise InvalidRequestError("--interval must be above zero")
@@ -371,6 +391,7 @@ def advance_cmd(uri: str, duration: str, as_json: bool) -> None:
                 f"{hv.uri} is not persisted, so advancing it would be forgotten at once: "
                 "add ?state=/path/world.db to the URI"
             )
+        _check_span(seconds, backend.world.step, "duration")
         backend.sleep(seconds)
         now = backend.monotonic()
     if as_json:

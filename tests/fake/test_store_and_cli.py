@@ -153,6 +153,10 @@ def test_simulate_human_output_and_bad_input() -> None:
     assert cli("simulate", "nope", "--duration", "1h").returncode == 2
     assert cli("simulate", "seed", "--duration", "0").returncode == 2
     assert cli("simulate", "seed", "--duration", "1m", "--seed", "-1").returncode == 2
+    # a span mistyped by orders of magnitude is refused, not left running for ever
+    for args in (("--duration", "400d"), ("--duration", "1s", "--step", "1e-9")):
+        r = cli("simulate", "seed", *args)
+        assert r.returncode == 2 and "simulation steps" in r.stderr
 
 
 def test_simulate_with_a_policy_goes_on_through_the_scenarios_faults(tmp_path: Path) -> None:
@@ -193,6 +197,9 @@ def test_fake_advance_moves_a_persisted_clock(tmp_path: Path) -> None:
     assert r.returncode == 0 and "1h10m" in r.stdout
     r = cli("fake", "advance", "fake://seed", "10m")
     assert r.returncode == 2 and "state=" in r.stderr
+    r = cli("fake", "advance", uri, "1e10")
+    assert r.returncode == 2 and "simulation steps" in r.stderr
+    assert json.loads(cli("fake", "advance", uri, "0", "--json").stdout)["now_seconds"] == 4200  # unmoved
 
 
 @pytest.mark.parametrize("name", ["seed", "seed-spike", "java", "dense", "hyperv-dm", "esxi-limits"])
