@@ -51,8 +51,12 @@ def parse_uri(uri: object) -> ParsedURI:
     >>> p.scheme, p.username, p.host, p.port, p.query
     ('vcenter', 'admin', 'vc.example.com', 8443, {'datacenter': 'DC1'})
     """
-    if not isinstance(uri, str) or not uri.strip():
+    if not isinstance(uri, str):
         raise InvalidURIError(f"a connection URI must be a non-empty string, got {type(uri).__name__}")
+    if not uri.strip():
+        raise InvalidURIError(
+            "a connection URI must be a non-empty string, got an empty one; e.g. qemu:///system, fake://seed"
+        )
     if any(ord(c) < 32 or c == "\x7f" for c in uri):
         raise InvalidURIError("a connection URI cannot contain control characters")
     if "://" not in uri:

@@ -297,6 +297,11 @@ def test_bad_connect_arguments(kw: dict) -> None:
         "fake://seed?seed=x",
         "fake://seed?seed=-1",
         "fake://seed?bogus=1",
+        "fake://seed?=x",
+        "fake://seed?state=",
+        "fake://seed/extra/path",
+        "fake://user@seed",
+        "fake://seed:99",
         "fake://nosuchscenario",
     ],
 )

@@ -120,9 +120,25 @@ class FakeBackend(Backend):
         uri = opts.uri
         unknown = set(uri.query) - {"flavor", "seed", "state", "speed"}
         if unknown:
+            named = ", ".join(repr(k) if k.strip() else "a parameter without a name" for k in sorted(unknown))
             raise InvalidURIError(
-                f"unknown fake:// parameter(s) {', '.join(sorted(unknown))}; accepted: flavor, seed, speed, state",
+                f"unknown fake:// parameter(s) {named}; accepted: flavor, seed, speed, state",
                 uri=uri.redacted,
+            )
+        if uri.username is not None or uri.port is not None:
+            raise InvalidURIError(
+                f"a fake:// URI has no user or port: {uri.redacted}; e.g. fake://seed, fake:///path/x.yaml",
+                uri=uri.redacted,
+            )
+        if uri.host and uri.path not in ("", "/"):
+            raise InvalidURIError(
+                f"{uri.redacted} names a scenario both by name and by path; give one: fake://NAME or "
+                "fake:///path/to/scenario.yaml",
+                uri=uri.redacted,
+            )
+        if "state" in uri.query and not uri.query["state"].strip():
+            raise InvalidURIError(
+                f"state= needs the path of the world's state file in {uri.redacted}", uri=uri.redacted
             )
         flavor = uri.query.get("flavor")
         if flavor is not None and flavor not in KINDS:
