@@ -229,3 +229,40 @@ def test_the_winrm_peer_imports_no_rule(path: str) -> None:
         alias.name for node in statements if isinstance(node, ast.Import) for alias in node.names
     }
     assert not {m for m in imported if m.startswith(("hvballoon.kinds", "hvballoon.backends.hyperv.backend"))}
+
+
+# -- a whole configuration (the fake's scenario loader) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "rule"),
+    [
+        (ESXI, {"maximum_bytes": 4 * GiB, "reservation_bytes": 8 * GiB, "limit_bytes": GiB}, "reservation_le_limit"),
+        (ESXI, {"maximum_bytes": 4 * GiB, "reservation_bytes": 8 * GiB}, "reservation_le_memory"),
+        (ESXI, {"maximum_bytes": 4 * GiB, "memory_reservation_lock": True, "reservation_bytes": GiB},
+         "reservation_locked_to_max"),
+        (ESXI, {"maximum_bytes": 4 * GiB + 2 * MiB}, "memory_size_4MiB"),
+        (HYPERV, {"dynamic": True, "minimum_bytes": 8 * GiB, "startup_bytes": 2 * GiB, "maximum_bytes": 2 * GiB},
+         "range_order"),
+        (HYPERV, {"dynamic": True, "startup_bytes": 2 * GiB, "maximum_bytes": 16 * MiB}, "at_least_32MiB"),
+        (HYPERV, {"dynamic": False, "startup_bytes": GiB + MiB}, "aligned_2MiB"),
+        (HYPERV, {"dynamic": True, "startup_bytes": GiB, "buffer_percent": 3}, "buffer_percent_range"),
+        (KVM, {"maximum_bytes": GiB + 1}, "whole_KiB"),
+        (ESXI, {"maximum_bytes": 4 * GiB, "reservation_bytes": 4 * GiB, "limit_bytes": 4 * GiB}, None),
+        # a static VM's range is leftovers: only its startup size counts
+        (HYPERV, {"dynamic": False, "minimum_bytes": 8 * GiB, "startup_bytes": 2 * GiB, "maximum_bytes": GiB},
+         None),
+    ],
+)  # fmt: skip
+def test_check_config_holds_a_whole_configuration_to_the_rules(
+    kind: Kind, fields: dict[str, Any], rule: str | None
+) -> None:
+    vm = VM(id="1", name="v", backend="mine", power_state=PowerState.RUNNING)
+    mechanism = kind.variant_for(dynamic=fields.get("dynamic")).mechanism
+    config = MemoryConfig(vm=vm, mechanism=mechanism, **fields)
+    if rule is None:
+        kind.check_config(vm, config)
+        return
+    with pytest.raises(HVBalloonError) as info:
+        kind.check_config(vm, config)
+    assert info.value.details["rule"] == rule and type(info.value) is kind.rule(rule).error

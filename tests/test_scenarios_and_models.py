@@ -71,6 +71,114 @@ def test_bad_scenarios_name_file_path_and_problem(
     assert str(path) in msg and where in msg and problem in msg
 
 
+def _one_vm(flavor: str, host: str = "{physical: 32GiB}", **vm: object) -> str:
+    fields = ", ".join(f"{k}: {json.dumps(v)}" for k, v in {"name": "v", **vm}.items())
+    return f"name: x\nflavor: {flavor}\nhost: {host}\nvms: [{{{fields}}}]\n"
+
+
+@pytest.mark.parametrize(
+    ("flavor", "vm", "where", "rule"),
+    [
+        # ESXi: a reservation above the memory and the limit; a locked one (the memory size) too
+        ("esxi", {"reservation": "8GiB", "limit": "1GiB"}, "vms.0", "reservation_le_limit"),
+        ("esxi", {"reservation": "8GiB"}, "vms.0", "reservation_le_memory"),
+        ("esxi", {"memory_reservation_lock": True, "limit": "2GiB"}, "vms.0", "reservation_le_limit"),
+        (
+            "esxi",
+            {"memory_reservation_lock": True, "reservation": "1GiB"},
+            "vms.0",
+            "reservation_locked_to_max",
+        ),
+        ("esxi", {"memory": "4098MiB"}, "vms.0", "memory_size_4MiB"),
+        # Hyper-V: the range with its defaults filled in (startup: half the memory)
+        ("hyperv", {"minimum": "8GiB", "maximum": "2GiB"}, "vms.0", "range_order"),
+        ("hyperv", {"minimum": "3GiB"}, "vms.0", "range_order"),
+        ("hyperv", {"startup": "3GiB", "maximum": "2GiB", "minimum": "1GiB"}, "vms.0", None),
+        ("hyperv", {"minimum": "16MiB"}, "vms.0", "at_least_32MiB"),
+        ("hyperv", {"startup": "1001MiB"}, "vms.0", "aligned_2MiB"),
+    ],
+)
+def test_a_vm_its_flavors_rules_refuse_is_refused_at_load(
+    tmp_path: Path, flavor: str, vm: dict[str, object], where: str, rule: str | None
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(_one_vm(flavor, **{"memory": "4GiB", "used": "1GiB", **vm}))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    msg = str(info.value)
+    assert str(path) in msg and f"{where}:" in msg, msg
+    if rule is not None:  # the kind's own rule, as the real backend refuses it
+        assert info.value.details["rule"] == rule and rule in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("flavor", "vm", "where", "problem"),
+    [
+        # a static Hyper-V VM has its startup memory: it cannot hold more use than that
+        ("hyperv", {"dynamic": False, "startup": "2GiB", "used": "3GiB"}, "vms.0.used", "cannot hold"),
+        ("hyperv", {"dynamic": False, "startup": "8GiB"}, "vms.0.startup", "above memory"),
+        ("hyperv", {"maximum": "8GiB"}, "vms.0.maximum", "above memory"),
+        # KVM's and ESXi's maximum is the memory size, which memory sets
+        ("kvm", {"maximum": "2GiB"}, "vms.0.maximum", "memory size"),
+        ("kvm", {"maximum": "8GiB"}, "vms.0.maximum", "memory size"),
+        ("esxi", {"maximum": "2GiB"}, "vms.0.maximum", "memory size"),
+    ],
+)
+def test_what_a_flavor_cannot_simulate_is_refused_at_load(
+    tmp_path: Path, flavor: str, vm: dict[str, object], where: str, problem: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(_one_vm(flavor, **{"memory": "4GiB", "used": "1GiB", **vm}))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    msg = str(info.value)
+    assert str(path) in msg and f"{where}:" in msg and problem in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("flavor", "vm"),
+    [
+        ("esxi", {"maximum": "4GiB", "reservation": "4GiB", "limit": "4GiB"}),
+        ("esxi", {"memory_reservation_lock": True, "reservation": "4GiB"}),
+        ("kvm", {"maximum": "4GiB"}),
+        ("hyperv", {"maximum": "2GiB", "minimum": "1GiB"}),  # a Dynamic Memory ceiling within memory
+        ("hyperv", {"dynamic": False, "used": "4GiB"}),  # static: its startup memory is its memory
+        ("hyperv", {"dynamic": False, "startup": "2GiB", "maximum": "4GiB", "buffer_percent": 30}),
+    ],
+)
+def test_what_a_flavor_holds_loads(tmp_path: Path, flavor: str, vm: dict[str, object]) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(_one_vm(flavor, **{"memory": "4GiB", "used": "1GiB", **vm}))
+    assert load_scenario(path).vms[0].name == "v"
+
+
+def test_a_world_of_another_flavor_checks_that_flavors_rules(tmp_path: Path) -> None:
+    from hvballoon import fake
+    from hvballoon.fake.world import World
+
+    # ESXi's knobs mean nothing on KVM: the scenario loads, and is refused as an ESXi world
+    path = tmp_path / "locked.yaml"
+    path.write_text(_one_vm("kvm", memory="4GiB", used="1GiB", memory_reservation_lock=True, limit="2GiB"))
+    scenario = load_scenario(path)
+    with pytest.raises(ScenarioError, match=r"'x' as esxi: vms\.0: .*reservation_le_limit") as info:
+        World(scenario, flavor="esxi")
+    assert info.value.details["path"] == "vms.0" and info.value.details["flavor"] == "esxi"
+    with pytest.raises(ScenarioError, match="reservation_le_limit"), fake.world(path, flavor="esxi"):
+        pass
+    with pytest.raises(ScenarioError, match="reservation_le_limit"):
+        hvballoon.connect(f"fake://{path}?flavor=esxi")
+    with hvballoon.connect(f"fake://{path}?flavor=hyperv") as hv:
+        assert [vm.name for vm in hv.list_vms()] == ["v"]
+
+
+def test_every_builtin_holds_in_every_flavor() -> None:
+    from hvballoon.fake.scenario import check_flavor
+
+    for name in builtin_scenarios():
+        for flavor in ("kvm", "esxi", "hyperv"):
+            check_flavor(load_scenario(name), flavor)
+
+
 def test_json_scenarios_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(

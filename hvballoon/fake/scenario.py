@@ -21,14 +21,17 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hvballoon.errors import ScenarioError
+from hvballoon.errors import HVBalloonError, ScenarioError
+from hvballoon.fake.flavors import FLAVORS
+from hvballoon.fake.flavors import Flavor as HypervisorFlavor
 from hvballoon.fake.workloads import Duration, Size, validate_params
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
-from hvballoon.models import SharesLevel
+from hvballoon.models import VM, MemoryConfig, PowerState, SharesLevel
+from hvballoon.units import format_sizes
 
 __all__ = [
     "BalloonSpec",
@@ -39,6 +42,7 @@ __all__ = [
     "VMSpec",
     "WorkloadSpec",
     "builtin_scenarios",
+    "check_flavor",
     "load_scenario",
 ]
 
@@ -226,13 +230,94 @@ def _format_errors(exc: ValidationError) -> str:
 
 
 def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
-    """Validate already-loaded scenario data; errors name ``source`` and the path."""
+    """Validate already-loaded scenario data, its VMs against its flavour's rules
+    (:func:`check_flavor`); errors name ``source`` and the path."""
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(
             f"invalid scenario {source}: {_format_errors(exc)}", details={"source": source}
         ) from None
+    check_flavor(scenario, source=source)
+    return scenario
+
+
+def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str | None = None) -> None:
+    """Refuse what ``scenario`` asks of the hypervisor ``flavor`` (default: its own) that this
+    hypervisor's rules refuse or its simulation cannot hold, with a :class:`ScenarioError` naming
+    the path (``vms.N``) and the rule.
+
+    Each VM's configuration, with the defaults the flavour fills in (a Hyper-V VM's startup
+    size, minimum and maximum; an ESXi VM's reservation), is checked by the rules of the
+    flavour's kind (:meth:`hvballoon.kinds.Kind.check_config`: the rules the real backend holds
+    a change to), the figures the scenario gives as given. Then what only the scenario format
+    says: KVM's and ESXi's ``maximum`` is the VM's memory size, which ``memory`` sets; a Hyper-V
+    VM's startup size and Dynamic Memory maximum are within ``memory``, and a static one holds
+    its ``used`` memory within its startup size. The loader checks a scenario for its own
+    flavour, a world made for another one (``fake://x?flavor=esxi``) for that one.
+    """
+    name = flavor or scenario.flavor
+    hv = FLAVORS[name]
+    where = source or (f"{scenario.name!r}" + (f" as {name}" if name != scenario.flavor else ""))
+    for i, spec in enumerate(scenario.vms):
+        problem = _vm_problem(hv, spec)
+        if problem is not None:
+            field, message, rule = problem
+            _refuse(where, f"vms.{i}{field}", message, name, rule)
+
+
+def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | None] | None:
+    """What ``hv`` refuses of ``spec``: (the field path below the VM, the problem, the kind's rule)."""
+    name, memory = hv.name, spec.memory
+    if name in ("kvm", "esxi") and spec.maximum is not None and spec.maximum != memory:
+        shown_max, shown_memory = format_sizes(spec.maximum, memory)
+        size = "libvirt's <memory>" if name == "kvm" else "memoryMB"
+        return (
+            ".maximum",
+            f"on {hv.kind.title} the maximum is the VM's memory size ({size}), which memory sets: "
+            f"leave maximum out or make it memory (maximum {shown_max}, memory {shown_memory})",
+            None,
+        )
+    config = hv.config(spec)
+    # the figures the scenario gives are checked as given (the flavour takes a locked ESXi
+    # reservation as the memory size: one given beside the lock must be that)
+    config.update({k: v for k, v in HypervisorFlavor.config(hv, spec).items() if v is not None})
+    if name == "hyperv":
+        for field, what in (("startup", "startup size"), ("maximum", "Dynamic Memory maximum")):
+            value = config[f"{field}_bytes"]
+            if value > memory:
+                shown_value, shown_memory = format_sizes(value, memory)
+                return (
+                    f".{field}",
+                    f"the {what} {shown_value} is above memory {shown_memory}, the most the guest can hold",
+                    None,
+                )
+    else:
+        config["maximum_bytes"] = memory  # KVM's and ESXi's memory size
+    vm = VM(id=spec.id or spec.name, name=spec.name, backend="fake", power_state=PowerState(spec.power_state))
+    mechanism = hv.kind.variant_for(dynamic=config.get("dynamic")).mechanism
+    fields = {k: v for k, v in config.items() if k in MemoryConfig.model_fields}
+    try:
+        hv.kind.check_config(vm, MemoryConfig(vm=vm, mechanism=mechanism, **fields))
+    except HVBalloonError as err:
+        return "", err.message, err.details.get("rule")
+    if name == "hyperv" and config["dynamic"] is False and spec.used > config["startup_bytes"]:
+        shown_used, shown_startup = format_sizes(spec.used, config["startup_bytes"])
+        return (
+            ".used",
+            f"a static VM (dynamic: false) has its startup memory, {shown_startup}: it cannot hold "
+            f"its use of {shown_used}",
+            None,
+        )
+    return None
+
+
+def _refuse(where: str, path: str, message: str, flavor: str, rule: str | None = None) -> NoReturn:
+    why = f" ({flavor} rule {rule})" if rule else f" ({flavor})"
+    raise ScenarioError(
+        f"invalid scenario {where}: {path}: {message}{why}",
+        details={"source": where, "path": path, "flavor": flavor, **({"rule": rule} if rule else {})},
+    )
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:

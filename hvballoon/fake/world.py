@@ -56,7 +56,7 @@ from hvballoon.fake.physics import (
     touched_pages,
     workload_demand,
 )
-from hvballoon.fake.scenario import Scenario, VMSpec
+from hvballoon.fake.scenario import Scenario, VMSpec, check_flavor
 from hvballoon.fake.state import GuestState
 from hvballoon.fake.workloads import WorkloadBlock, components
 
@@ -147,6 +147,7 @@ class World:
         self.flavor = flavor or scenario.flavor
         if self.flavor not in FLAVORS:
             raise ValueError(f"unknown flavor {self.flavor!r}; accepted: esxi, hyperv, kvm")
+        check_flavor(scenario, self.flavor)  # what this flavour refuses: ScenarioError naming vms.N
         if clock not in ("virtual", "wall"):
             raise ValueError("clock is 'virtual' or 'wall'")
         if not speed > 0:

@@ -245,6 +245,15 @@ class Kind:
             self._check_changes(vm, plan, current)
         return plan
 
+    def check_config(self, vm: VM, config: MemoryConfig) -> None:
+        """Refuse a configuration as a VM would hold it — every field at once, not a change to
+        it — that this kind's rules do not allow: the bounds, alignment and relations
+        :meth:`plan_config` holds a change to (an ESXi reservation above the limit, a Hyper-V
+        minimum above the maximum). A field the VM's variant does not have is not looked at (a
+        static Hyper-V VM's leftover range). The fake checks each VM of a scenario with it, the
+        defaults of its flavour filled in, so it never simulates a VM its hypervisor would not
+        have."""
+
     def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
         """Kind rules on the request as asked, before the fields are checked as settable."""
 

@@ -152,11 +152,14 @@ class ESXiKind(Kind):
                 shares_level=level,
             )
         asked = update.applied_to(current)
-        locked, reservation, memory = (
-            asked.memory_reservation_lock,
-            update.reservation_bytes,
-            asked.maximum_bytes,
-        )
+        self._check_lock(vm, asked.memory_reservation_lock, update.reservation_bytes, asked.maximum_bytes)
+
+    def check_config(self, vm: VM, config: MemoryConfig) -> None:
+        self._check_lock(vm, config.memory_reservation_lock, config.reservation_bytes, config.maximum_bytes)
+        self._check_sizes(vm, config)
+        self._check_allocation(vm, config)
+
+    def _check_lock(self, vm: VM, locked: bool | None, reservation: int | None, memory: int | None) -> None:
         if locked and reservation is not None and memory is not None and reservation != memory:
             shown_memory, shown_res = format_sizes(memory, reservation)
             self.refuse(
@@ -187,7 +190,12 @@ class ESXiKind(Kind):
         return update.model_copy(update=derived)
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
-        maximum = plan.maximum_bytes
+        self._check_sizes(vm, plan)
+        self._check_allocation(vm, plan.applied_to(current))
+
+    def _check_sizes(self, vm: VM, sizes: ConfigUpdate | MemoryConfig) -> None:
+        """The memory size is a multiple of 4 MiB, the allocation whole MiB."""
+        maximum = sizes.maximum_bytes
         if maximum is not None and maximum % MEMORY_SIZE_STEP:
             self.refuse(
                 "memory_size_4MiB",
@@ -196,9 +204,11 @@ class ESXiKind(Kind):
                 vm=vm,
                 asked=maximum,
             )
-        sizes = {k: getattr(plan, k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
-        self.check_aligned(vm, sizes, rule="whole_MiB")
-        after = plan.applied_to(current)
+        allocation = {k: getattr(sizes, k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
+        self.check_aligned(vm, allocation, rule="whole_MiB")
+
+    def _check_allocation(self, vm: VM, after: MemoryConfig) -> None:
+        """The reservation is within the limit and the memory size."""
         res = after.reservation_bytes or 0
         lim = after.limit_bytes
         if lim is not None and res > lim:

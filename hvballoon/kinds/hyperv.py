@@ -351,9 +351,18 @@ class HyperVKind(Kind):
                     asked=value,
                 )
 
-    def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
+    def check_config(self, vm: VM, config: MemoryConfig) -> None:
+        self._check_knobs(vm, config)
+        if config.dynamic is False:  # its range is leftovers: only the startup size counts
+            self.check_sizes(vm, {"startup_bytes": config.startup_bytes})
+            return
+        self.check_sizes(vm, {k: getattr(config, k) for k in _SIZES})
+        self._check_range(vm, config, touched=None)
+
+    def _check_knobs(self, vm: VM, values: ConfigUpdate | MemoryConfig) -> None:
+        """The buffer and the priority are within Set-VMMemory's ranges."""
         for name, (lo, hi) in (("buffer_percent", BUFFER_PERCENT_RANGE), ("priority", PRIORITY_RANGE)):
-            value = getattr(update, name)
+            value = getattr(values, name)
             if value is not None and not lo <= value <= hi:
                 self.refuse(
                     f"{name}_range",
@@ -361,6 +370,9 @@ class HyperVKind(Kind):
                     vm=vm,
                     asked=value,
                 )
+
+    def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
+        self._check_knobs(vm, update)
         dynamic_after = update.applied_to(current).dynamic
         asked = [n for n in _DYNAMIC_ONLY if n in update.changed()]
         if asked and dynamic_after is False:
@@ -376,27 +388,34 @@ class HyperVKind(Kind):
             )
         self.check_sizes(vm, {k: getattr(update, k) for k in _SIZES})
 
+    def _check_range(self, vm: VM, config: MemoryConfig, *, touched: set[str] | None) -> None:
+        """minimum <= startup <= maximum (Dynamic Memory); with ``touched``, only the pairs a
+        change touches are held to it (``None``: every pair)."""
+        lo, mid, hi = config.minimum_bytes, config.startup_bytes, config.maximum_bytes
+        for a_name, a, b_name, b in (
+            ("minimum", lo, "startup", mid),
+            ("startup", mid, "maximum", hi),
+            ("minimum", lo, "maximum", hi),
+        ):
+            pair = {f"{a_name}_bytes", f"{b_name}_bytes", "dynamic"}
+            if touched is not None and not pair & touched:
+                continue
+            if a is not None and b is not None and a > b:
+                shown_a, shown_b = format_sizes(a, b)
+                self.refuse(
+                    "range_order",
+                    f"{a_name} {shown_a} would be above {b_name} {shown_b} for "
+                    f"{vm.name!r}: the range must satisfy minimum <= startup <= maximum",
+                    vm=vm,
+                    minimum_bytes=lo,
+                    startup_bytes=mid,
+                    maximum_bytes=hi,
+                )
+
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         merged = plan.applied_to(current)
         if merged.dynamic:
-            lo, mid, hi = merged.minimum_bytes, merged.startup_bytes, merged.maximum_bytes
-            for a_name, a, b_name, b in (
-                ("minimum", lo, "startup", mid),
-                ("startup", mid, "maximum", hi),
-                ("minimum", lo, "maximum", hi),
-            ):
-                touched = {f"{a_name}_bytes", f"{b_name}_bytes", "dynamic"} & set(plan.changed())
-                if touched and a is not None and b is not None and a > b:
-                    shown_a, shown_b = format_sizes(a, b)
-                    self.refuse(
-                        "range_order",
-                        f"{a_name} {shown_a} would be above {b_name} {shown_b} for "
-                        f"{vm.name!r}: the range must satisfy minimum <= startup <= maximum",
-                        vm=vm,
-                        minimum_bytes=lo,
-                        startup_bytes=mid,
-                        maximum_bytes=hi,
-                    )
+            self._check_range(vm, merged, touched=set(plan.changed()))
         if is_off(vm):
             return
         for name, direction, rule_id, rule, bound in (

@@ -104,6 +104,9 @@ class KVMKind(Kind):
                 "whole_KiB", f"KVM targets are whole KiB, got {target_bytes} bytes", vm=vm, asked=target_bytes
             )
 
+    def check_config(self, vm: VM, config: MemoryConfig) -> None:
+        self.check_aligned(vm, {"maximum_bytes": config.maximum_bytes}, rule="whole_KiB")
+
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB")
         needs_device = {"stats_period_seconds", "deflate_on_oom", "free_page_reporting"} & set(plan.changed())
