@@ -179,6 +179,37 @@ def test_every_builtin_holds_in_every_flavor() -> None:
             check_flavor(load_scenario(name), flavor)
 
 
+@pytest.mark.parametrize(
+    ("flavor", "period", "problem"),
+    [
+        ("hyperv", 0.001, "greater than or equal to 1"),
+        ("esxi", 0.5, "greater than or equal to 1"),
+        ("kvm", 5, "KVM does not rebalance"),
+    ],
+)
+def test_a_rebalance_period_is_a_second_or_more_and_not_on_kvm(
+    tmp_path: Path, flavor: str, period: float, problem: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(_one_vm(flavor, host=f"{{physical: 32GiB, rebalance_period: {period}}}", memory="4GiB"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    msg = str(info.value)
+    assert "host.rebalance_period:" in msg and problem in msg, msg
+
+
+def test_a_rebalance_period_of_a_second_loads_but_not_as_kvm(tmp_path: Path) -> None:
+    from hvballoon.fake.world import World
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(_one_vm("hyperv", host="{physical: 32GiB, rebalance_period: 1s}", memory="4GiB"))
+    scenario = load_scenario(path)
+    assert scenario.host.rebalance_period == 1.0
+    World(scenario, flavor="esxi")
+    with pytest.raises(ScenarioError, match=r"as kvm: host\.rebalance_period: KVM does not rebalance"):
+        World(scenario, flavor="kvm")
+
+
 def test_json_scenarios_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(

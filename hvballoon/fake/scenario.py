@@ -77,6 +77,11 @@ class BalloonSpec(_Spec):
     )
 
 
+#: The shortest ``host.rebalance_period``: every rebalancing ends a block of simulated steps, so
+#: a shorter period only makes a run slower (ESXi decides every 15 s, Hyper-V every 5 s).
+MIN_REBALANCE_PERIOD = 1.0
+
+
 class HostSpec(_Spec):
     name: str = "host01"
     physical: Size = Field(description="Physical memory of the host.")
@@ -87,7 +92,9 @@ class HostSpec(_Spec):
     )
     balloon: BalloonSpec = Field(default_factory=BalloonSpec)
     rebalance_period: Duration | None = Field(
-        default=None, gt=0, description="How often ESXi / Hyper-V re-decide balloons (15 s / 5 s)."
+        default=None,
+        ge=MIN_REBALANCE_PERIOD,
+        description="How often ESXi / Hyper-V re-decide balloons (15 s / 5 s); at least 1 s, not on KVM.",
     )
 
     @model_validator(mode="after")
@@ -253,12 +260,21 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
     a change to), the figures the scenario gives as given. Then what only the scenario format
     says: KVM's and ESXi's ``maximum`` is the VM's memory size, which ``memory`` sets; a Hyper-V
     VM's startup size and Dynamic Memory maximum are within ``memory``, and a static one holds
-    its ``used`` memory within its startup size. The loader checks a scenario for its own
-    flavour, a world made for another one (``fake://x?flavor=esxi``) for that one.
+    its ``used`` memory within its startup size; KVM does not rebalance (no
+    ``host.rebalance_period``). The loader checks a scenario for its own flavour, a world made
+    for another one (``fake://x?flavor=esxi``) for that one.
     """
     name = flavor or scenario.flavor
     hv = FLAVORS[name]
     where = source or (f"{scenario.name!r}" + (f" as {name}" if name != scenario.flavor else ""))
+    if name == "kvm" and scenario.host.rebalance_period is not None:
+        _refuse(
+            where,
+            "host.rebalance_period",
+            "KVM does not rebalance its guests' memory (a balloon goes where its target says): "
+            "leave it out, or pick the esxi or hyperv flavor",
+            name,
+        )
     for i, spec in enumerate(scenario.vms):
         problem = _vm_problem(hv, spec)
         if problem is not None:
