@@ -647,6 +647,17 @@ def main(argv: list[str] | None = None) -> int:
     if hvballoon_options and "hvballoon" not in (args.policy or POLICIES):
         parser.error("--policy-option sets the hvballoon policy's options: run it (--policy hvballoon)")
     policies = tuple(args.policy or POLICIES)
+    gen_hours = args.generated_hours or args.hours
+    try:  # drawn before anything runs: a class no scenario can be drawn from is refused at once
+        drawn = generated(
+            args.generated,
+            first=args.first,
+            hours=gen_hours,
+            flavor=args.generated_flavor,
+            cls=args.wave_class,
+        )
+    except ValueError as e:
+        parser.error(f"--wave-class: {e}")
     builtins: list[str | Scenario] = [] if args.only_generated else list(args.scenario or builtin_scenarios())
     results = run_all(
         hours=args.hours,
@@ -659,10 +670,6 @@ def main(argv: list[str] | None = None) -> int:
         hvballoon_options=hvballoon_options,
     )
     many: list[Result] = []
-    gen_hours = args.generated_hours or args.hours
-    drawn = generated(
-        args.generated, first=args.first, hours=gen_hours, flavor=args.generated_flavor, cls=args.wave_class
-    )
     if drawn:
         many = run_all(
             hours=gen_hours,

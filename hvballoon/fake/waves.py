@@ -61,7 +61,9 @@ FLAVORS: tuple[Flavor, ...] = ("kvm", "esxi", "hyperv")
 
 @dataclass(frozen=True)
 class WaveClass:
-    """The bounds of the class (fractions of a VM's size, seconds, ratios)."""
+    """The bounds of the class (fractions of a VM's size, seconds, ratios). A class is checked
+    when it is made: bounds the generator cannot draw from are a ValueError naming the field and
+    what it accepts (see :data:`_ACCEPTED`)."""
 
     #: promised memory / host physical memory
     overcommit: tuple[float, float] = (1.5, 2.0)
@@ -81,14 +83,62 @@ class WaveClass:
     #: share of the VMs that had no variability at all before their first surge
     steady_share: float = 0.6
 
-
-WAVE_CLASS = WaveClass()
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_bounds(f.name, getattr(self, f.name))
 
 
 #: the fields of a class that are shares or fractions of a size (bounded by 1)
 _FRACTIONS = ("surge_fraction", "wave_share", "steady_share")
-#: the fields of a class whose bounds must be above 0 (a surge, a rise, an overcommitment, waves)
-_POSITIVE = ("surge_fraction", "rise_seconds", "overcommit", "waves")
+#: the fields of a class whose bounds must be above 0 (a surge, waves)
+_POSITIVE = ("surge_fraction", "waves")
+#: What the generator can honour, per field: the least any bound may be, the most (None: no
+#: limit), and why. Beyond 4x the fleets run to hundreds of VMs that no roomy host holds (and
+#: every draw of them is slow); under 1x the host is not overcommitted. A rise is drawn to a
+#: tenth of a second and a surge to whole seconds, so shorter ones would be none at all.
+_ACCEPTED: dict[str, tuple[float, float | None, str]] = {
+    "overcommit": (1.0, 4.0, "the memory promised over the host's physical memory"),
+    "rise_seconds": (0.1, None, "a rise is drawn to a tenth of a second"),
+    "surge_seconds": (1.0, None, "a surge lasts whole seconds"),
+}
+#: A surge is a third or more of its VM's size: smaller ones are not drawn.
+_LEAST_SURGE = 1 / 3
+
+
+def _check_bounds(name: str, value: Any) -> None:
+    """Refuse bounds of the field ``name`` of a class that the generator cannot draw from,
+    naming the field and what it accepts (a ValueError)."""
+    default = getattr(WaveClass, name)
+    ranged = isinstance(default, tuple)
+    figures = value if isinstance(value, tuple) else (value,)
+    if len(figures) != (2 if ranged else 1) or (ranged and not isinstance(value, tuple)):
+        raise ValueError(f"{name} is {'low:high' if ranged else 'one number'}, got {value!r}")
+    whole = name == "waves"
+    kind = int if whole else (int, float)
+    if not all(isinstance(x, kind) and not isinstance(x, bool) for x in figures):
+        raise ValueError(f"{name}: {value!r} is not {'whole numbers' if whole else 'numbers'}")
+    shown = ":".join(f"{x:g}" for x in figures)
+    if not all(math.isfinite(x) and x >= 0 for x in figures):
+        raise ValueError(f"{name}: {shown!r} must be finite and not negative")
+    if ranged and figures[0] > figures[1]:
+        raise ValueError(f"{name}: the low bound {figures[0]:g} is above the high bound {figures[1]:g}")
+    if name in _FRACTIONS and figures[-1] > 1:
+        raise ValueError(f"{name} is a share, at most 1, got {shown!r}")
+    if name in _POSITIVE and figures[0] <= 0:
+        raise ValueError(f"{name} must be above 0, got {shown!r}")
+    if name in _ACCEPTED:
+        least, most, why = _ACCEPTED[name]
+        if figures[0] < least or (most is not None and figures[-1] > most):
+            accepted = f"from {least:g} to {most:g}" if most is not None else f"at least {least:g}"
+            raise ValueError(f"{name} must be {accepted} ({why}), got {shown!r}")
+    if name == "surge_fraction" and figures[-1] < _LEAST_SURGE:
+        raise ValueError(
+            f"surge_fraction: a surge is a third or more of its VM's size (smaller ones are not "
+            f"drawn), so the high bound must be at least 1/3, got {shown!r}"
+        )
+
+
+WAVE_CLASS = WaveClass()
 
 
 def parse_wave_class(text: str, base: WaveClass = WAVE_CLASS) -> WaveClass:
@@ -129,18 +179,10 @@ def parse_wave_class(text: str, base: WaveClass = WAVE_CLASS) -> WaveClass:
             raise ValueError(
                 f"{name}: {value!r} is not {'whole numbers' if number is int else 'numbers'}"
             ) from None
-        if not all(math.isfinite(x) and x >= 0 for x in figures):
-            raise ValueError(f"{name}: {value!r} must be finite and not negative")
-        if ranged and figures[0] > figures[1]:
-            raise ValueError(f"{name}: the low bound {parts[0]} is above the high bound {parts[1]}")
-        if name in _FRACTIONS and figures[-1] > 1:
-            raise ValueError(f"{name} is a share, at most 1, got {value!r}")
-        if name in _POSITIVE and figures[0] <= 0:
-            raise ValueError(f"{name} must be above 0, got {value!r}")
         changes[name] = tuple(figures) if ranged else figures[0]
     if not changes:
         raise ValueError("no field given: field=low:high or field=value, separated by commas")
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **changes)  # the class checks what it can draw from
 
 
 class _Role(NamedTuple):
@@ -226,10 +268,17 @@ def wave_scenario(
         raise ValueError(f"unknown flavor {flavor!r}; accepted: {', '.join(FLAVORS)}")
     if not hours >= 1.5:
         raise ValueError("hours must be at least 1.5 (the first wave comes within the first hour)")
+    latest = hours * 3600.0 - 3600.0  # every wave starts before the last hour
+    if cls.first_wave_seconds[0] > latest:
+        raise ValueError(
+            f"first_wave_seconds: the first wave comes at {cls.first_wave_seconds[0]:g} s or later, but "
+            f"within hours={hours:g} every wave starts by {latest:g} s (the last hour is left for it to "
+            "play out): lower the bound or raise hours"
+        )
     rng = random.Random(f"waves:{seed}")
     cap: Capacity = capacity if capacity is not None else rng.choice(CAPACITIES)
     with_faults = faults if faults is not None else rng.random() < 0.4
-    for _attempt in range(500):
+    for _attempt in range(_ATTEMPTS):
         data = _draw(rng, seed, cap, with_faults, hours, cls)
         if data is not None:
             if flavor != "kvm":
@@ -244,7 +293,27 @@ def wave_scenario(
             scenario = parse_scenario(data, source=f"wave_scenario({seed})")
             if wave_facts(scenario).capacity == cap:
                 return scenario
-    raise RuntimeError(f"no {cap} wave scenario found for seed {seed}")  # pragma: no cover
+    changed = _describe(cls) or "the generator's own"
+    raise ValueError(
+        f"no {cap} wave scenario of the class {changed!r} found for seed {seed} in {_ATTEMPTS} draws: "
+        "its bounds leave no room for one (widen them, or ask for another capacity)"
+    )
+
+
+#: draws of a scenario before a class is given up as one no scenario of the capacity fits
+_ATTEMPTS = 500
+
+
+def _describe(cls: WaveClass) -> str:
+    """The bounds of ``cls`` that differ from the generator's class, as :func:`parse_wave_class`
+    reads them."""
+    parts = []
+    for f in dataclasses.fields(cls):
+        value = getattr(cls, f.name)
+        if value != getattr(WAVE_CLASS, f.name):
+            figures = value if isinstance(value, tuple) else (value,)
+            parts.append(f"{f.name}={':'.join(f'{x:g}' for x in figures)}")
+    return ", ".join(parts)
 
 
 @dataclass

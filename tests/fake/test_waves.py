@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hvballoon.fake.waves import (
     CAPACITIES,
     FLAVORS,
     WAVE_CLASS,
+    WaveClass,
     WaveFacts,
     parse_wave_class,
     wave_facts,
@@ -130,14 +132,63 @@ def test_a_class_of_faster_larger_surges_draws_them() -> None:
         ("rise_seconds=4:1", "the low bound 4 is above the high bound 1"),
         ("surge_fraction=0.5:1.5", "is a share, at most 1"),
         ("steady_share=2", "is a share, at most 1"),
-        ("rise_seconds=0:2", "must be above 0"),
+        ("rise_seconds=0:2", "rise_seconds must be at least 0.1"),
         ("waves=0:2", "must be above 0"),
+        # bounds the generator cannot draw from: rises rounded to 0 s, surges of 0 s, fleets of
+        # hundreds of VMs (or none), surges too small to count
+        ("rise_seconds=0.04:0.04", "rise_seconds must be at least 0.1 (a rise is drawn to a tenth"),
+        ("surge_seconds=0:0", "surge_seconds must be at least 1 (a surge lasts whole seconds)"),
+        ("surge_seconds=0.4:2", "surge_seconds must be at least 1"),
+        ("overcommit=100:100", "overcommit must be from 1 to 4"),
+        ("overcommit=0.01:0.01", "overcommit must be from 1 to 4"),
+        ("overcommit=1.5:4.5", "overcommit must be from 1 to 4"),
+        ("surge_fraction=0.0001:0.0001", "the high bound must be at least 1/3"),
         ("rise_seconds=1:2,rise_seconds=1:3", "given twice"),
     ],
 )
 def test_a_malformed_wave_class_is_refused(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=re.escape(says)):
         parse_wave_class(text)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "says"),
+    [
+        ({"rise_seconds": (0.04, 0.04)}, "rise_seconds must be at least 0.1"),
+        ({"surge_seconds": (0.0, 0.0)}, "surge_seconds must be at least 1"),
+        ({"overcommit": (100.0, 100.0)}, "overcommit must be from 1 to 4"),
+        ({"waves": (1.5, 2)}, "waves: (1.5, 2) is not whole numbers"),
+        ({"rise_seconds": 3.0}, "rise_seconds is low:high"),
+        ({"spread_seconds": (1.0, 2.0)}, "spread_seconds is one number"),
+        ({"wave_share": (0.5, 0.2)}, "the low bound 0.5 is above the high bound 0.2"),
+    ],
+)
+def test_a_wave_class_built_directly_is_held_to_the_same_bounds(bounds: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        WaveClass(**bounds)
+
+
+def test_the_least_bounds_accepted_are_drawn() -> None:
+    cls = parse_wave_class("rise_seconds=0.1:0.1, surge_seconds=1:1, overcommit=1:1")
+    s = wave_scenario(3, cls=cls)
+    assert spikes(s) and all((p.rise, p.duration) == (0.1, 1.0) for ps in spikes(s).values() for p in ps)
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "says"),
+    [
+        # every wave starts before the last of the hours asked
+        ("first_wave_seconds=1e9:1e9", {}, "first_wave_seconds: the first wave comes at 1e+09 s or later"),
+        ("first_wave_seconds=9000:9000", {"hours": 3}, "within hours=3 every wave starts by 7200 s"),
+        # a host exactly as large as its fleet is never over memory plus swap
+        ("overcommit=1:1", {"capacity": "over"}, "no over wave scenario of the class 'overcommit=1:1' found"),
+    ],
+)
+def test_a_class_no_scenario_can_be_drawn_from_is_a_value_error(
+    text: str, kwargs: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        wave_scenario(3, cls=parse_wave_class(text), **kwargs)
 
 
 def test_the_class_mixes_capacities_faults_and_steady_surgers(

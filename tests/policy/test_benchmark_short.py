@@ -192,6 +192,23 @@ def test_generated_scenarios_are_drawn_from_the_class_asked(
         )
 
 
+@pytest.mark.parametrize(
+    ("wave_class", "says"),
+    [
+        ("rise_seconds=0.04:0.04", "rise_seconds must be at least 0.1"),
+        ("overcommit=100:100", "overcommit must be from 1 to 4"),
+        ("first_wave_seconds=1e9:1e9", "--wave-class: first_wave_seconds: the first wave comes at 1e+09 s"),
+    ],
+)
+def test_a_wave_class_no_scenario_can_be_drawn_from_is_refused_before_anything_runs(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str], wave_class: str, says: str
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--generated", "1", "--hours", "3", "--wave-class", wave_class])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and "Traceback" not in err, err
+
+
 def _spikes(s: Any) -> list[Any]:
     """The spike parts of a scenario's workloads."""
     from hvballoon.fake.workloads import components
