@@ -43,6 +43,7 @@ from hvballoon.units import parse_size
 
 __all__ = [
     "CONFIG_FIELDS",
+    "MAX_INT32",
     "VM",
     "Capabilities",
     "Change",
@@ -60,6 +61,11 @@ __all__ = [
     "json_schemas",
 ]
 
+
+#: The largest count or period a hypervisor takes as a whole number: libvirt's
+#: ``virDomainSetMemoryStatsPeriod`` takes a C ``int`` and vSphere's ``SharesInfo.shares`` is an
+#: ``xsd:int``, both 32 bits signed (2**31 - 1 seconds is 68 years).
+MAX_INT32 = 2**31 - 1
 
 #: ESXi's shares levels (vSphere SharesInfo.level).
 SharesLevel = Literal["low", "normal", "high", "custom"]
@@ -284,8 +290,9 @@ class ConfigUpdate(_Frozen):
     """The validated fields a ``set_config`` call asks to change (unset fields stay as they are).
 
     ``unlimited_limit=True`` removes an ESXi limit (``limit_bytes`` itself must then be unset).
-    Only the shape of each value is checked here; each hypervisor kind checks its own bounds
-    (:mod:`hvballoon.kinds`), e.g. Hyper-V's buffer of 5–2000 %.
+    Only the shape of each value is checked here, and that a count fits the 32-bit integer the
+    hypervisors take (:data:`MAX_INT32`: ESXi's shares, KVM's stats period); each hypervisor
+    kind checks its own bounds (:mod:`hvballoon.kinds`), e.g. Hyper-V's buffer of 5–2000 %.
 
     It is also what crosses the plug-in surface (:mod:`hvballoon.backend`): the session hands
     the caller's update to ``Backend.plan_config``, which returns the *plan* — a
@@ -341,6 +348,7 @@ class ConfigUpdate(_Frozen):
         "`low`, `normal` or `high`).",
         2000,
         gt=0,
+        le=MAX_INT32,
     )
     shares_level: SharesLevel | None = _option(
         "shares_level",
@@ -375,6 +383,7 @@ class ConfigUpdate(_Frozen):
         "KVM balloon statistics period in seconds (`0` turns the guest's reports off).",
         5,
         ge=0,
+        le=MAX_INT32,
     )
 
     @model_validator(mode="after")
@@ -445,7 +454,8 @@ class ConfigUpdate(_Frozen):
                 for e in exc.errors()
             )
             raise InvalidRequestError(
-                f"invalid memory configuration: {problems} (sizes above zero, counts not negative)"
+                f"invalid memory configuration: {problems} "
+                f"(sizes above zero, counts not negative and at most {MAX_INT32})"
             ) from None
 
     @classmethod
@@ -496,6 +506,9 @@ class ConfigOption:
     cli: str
     #: The lowest value accepted (sizes and integers): 0 or 1.
     lowest: int | None = None
+    #: The highest value accepted, where the field has a bound of its own (an integer the
+    #: hypervisor takes in 32 bits: :data:`MAX_INT32`).
+    highest: int | None = None
     #: The words a ``choice`` accepts.
     choices: tuple[str, ...] = ()
     #: A size that also accepts ``"unlimited"`` (removing the limit).
@@ -529,6 +542,8 @@ class ConfigOption:
             return f"{words} {', '.join(quote.format(c) for c in self.choices)}"
         if self.unlimited:
             return f"{words} or {quote.format('unlimited')}"
+        if self.highest is not None and self.lowest is not None:
+            return f"{words} from {self.lowest} to {self.highest}"
         return words
 
     def parse(self, value: Any) -> dict[str, Any]:
@@ -568,13 +583,15 @@ def _config_options() -> tuple[ConfigOption, ...]:
             continue  # unlimited_limit: spelled limit="unlimited"
         meta: Any = extra["option"]
         kind: ConfigKind = meta["kind"]
-        lowest = None
-        for constraint in info.metadata:  # the field's own bound: gt=0 (1 and up) or ge=0
-            gt, ge = getattr(constraint, "gt", None), getattr(constraint, "ge", None)
+        lowest = highest = None
+        for constraint in info.metadata:  # the field's own bounds: gt=0 (1 and up) or ge=0; le
+            gt, ge, le = (getattr(constraint, k, None) for k in ("gt", "ge", "le"))
             if isinstance(gt, int):
                 lowest = gt + 1
             elif isinstance(ge, int):
                 lowest = ge
+            elif isinstance(le, int):
+                highest = le
         choices = tuple(
             word for arg in get_args(info.annotation) if get_origin(arg) is Literal for word in get_args(arg)
         )
@@ -589,6 +606,7 @@ def _config_options() -> tuple[ConfigOption, ...]:
                 sample=info.examples[0],
                 cli=meta.get("cli") or (f"--{dashed}/--no-{dashed}" if kind == "bool" else f"--{dashed}"),
                 lowest=lowest,
+                highest=highest,
                 choices=choices,
                 unlimited=meta["unlimited"],
             )

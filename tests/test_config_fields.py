@@ -22,7 +22,7 @@ import hvballoon
 from hvballoon.cli import main
 from hvballoon.cli.config import config_cmd
 from hvballoon.errors import InvalidRequestError, InvalidSizeError
-from hvballoon.models import CONFIG_FIELDS, ConfigOption, ConfigUpdate, MemoryConfig
+from hvballoon.models import CONFIG_FIELDS, MAX_INT32, ConfigOption, ConfigUpdate, MemoryConfig
 from hvballoon.testing.conformance import _SAMPLE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +139,17 @@ def test_values_are_read_as_people_type_them() -> None:
             "stats_period: Input should be greater than or equal to 0",
         ),
         ({"shares": 0}, InvalidRequestError, "shares: Input should be greater than 0"),
+        # what the hypervisors take in 32 bits: libvirt's stats period, vSphere's SharesInfo.shares
+        (
+            {"stats_period": 2**32},
+            InvalidRequestError,
+            "stats_period: Input should be less than or equal to 2147483647",
+        ),
+        (
+            {"shares": 99999999999999999999},
+            InvalidRequestError,
+            "shares: Input should be less than or equal to 2147483647",
+        ),
         ({"dynamic": "yes"}, InvalidRequestError, "dynamic must be true or false, got 'yes'"),
         ({"deflate_on_oom": 1}, InvalidRequestError, "deflate_on_oom must be true or false"),
         ({"shares_level": "extreme"}, InvalidRequestError, "shares_level must be one of low, normal, high"),
@@ -152,6 +163,16 @@ def test_malformed_values_are_refused_naming_the_option(
     with pytest.raises(error) as info:
         ConfigUpdate.from_keywords(values)
     assert says in str(info.value)
+
+
+def test_counts_up_to_what_the_hypervisors_take_are_accepted() -> None:
+    assert MAX_INT32 == 2**31 - 1
+    update = ConfigUpdate.from_keywords({"stats_period": MAX_INT32, "shares": MAX_INT32})
+    assert update.fields() == {"shares": MAX_INT32, "stats_period_seconds": MAX_INT32}
+    assert BY_KEYWORD["stats_period"].highest == BY_KEYWORD["shares"].highest == MAX_INT32
+    assert BY_KEYWORD["priority"].highest is None and BY_KEYWORD["priority"].accepts() == "an integer"
+    assert BY_KEYWORD["stats_period"].accepts("docs") == "an integer from 0 to 2147483647"
+    assert BY_KEYWORD["shares"].accepts("docs") == "an integer from 1 to 2147483647"
 
 
 def test_a_malformed_value_changes_nothing() -> None:
@@ -223,6 +244,29 @@ def test_the_cli_refuses_a_malformed_value_with_exit_2(args: list[str], code: st
     assert r.exit_code == 2, r.output
     report = json.loads(r.output)
     assert report["code"] == code and says in report["message"]
+
+
+@pytest.mark.parametrize(
+    ("flavor", "option", "field"),
+    [("kvm", "--stats-period", "stats_period_seconds"), ("esxi", "--shares", "shares")],
+)
+def test_the_cli_refuses_a_count_the_hypervisor_cannot_take_and_keeps_nothing(
+    tmp_path: Path, flavor: str, option: str, field: str
+) -> None:
+    uri = f"fake://seed?flavor={flavor}&state={tmp_path / 'world.db'}"
+    with hvballoon.connect(uri) as hv:
+        before = getattr(hv.get_config("web01"), field)
+    for extra in ([], ["--json"]):
+        r = CliRunner().invoke(main, ["config", uri, "web01", option, "99999999999999999999999", *extra])
+        assert r.exit_code == 2, r.output
+        assert "less than or equal to 2147483647" in r.output
+    report = json.loads(r.output)
+    assert (
+        report["code"] == "invalid_request"
+        and option.removeprefix("--").replace("-", "_") in report["message"]
+    )
+    with hvballoon.connect(uri) as hv:  # the persisted world kept what it had
+        assert getattr(hv.get_config("web01"), field) == before
 
 
 # -- one source: the Ansible module and the docs ----------------------------------------------

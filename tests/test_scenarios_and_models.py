@@ -55,6 +55,16 @@ def test_builtins_all_load() -> None:
             "seed",
             "greater than or equal to 0",
         ),
+        (
+            "name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, stats_period: 4294967296}]\n",
+            "vms.0.stats_period",
+            "less than or equal to 2147483647",
+        ),
+        (
+            "name: x\nflavor: esxi\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 1GiB, shares: 99999999999999999999}]\n",
+            "vms.0.shares",
+            "less than or equal to 2147483647",
+        ),
         ("name: [unclosed\n", "", "not valid YAML"),
         ("[" * 100_000, "", "nested too deeply"),
         ("- just\n- a list\n", "", "valid dictionary"),

@@ -30,7 +30,7 @@ from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
 from hvballoon.fake.workloads import Duration, Size, validate_params
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
-from hvballoon.models import VM, MemoryConfig, PowerState, SharesLevel
+from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
 from hvballoon.units import format_sizes
 
 __all__ = [
@@ -149,7 +149,9 @@ class VMSpec(_Spec):
     cache_max: Size | None = Field(
         default=None, description="Page cache the guest grows to; default 2x cache."
     )
-    stats_period: int = Field(default=10, ge=0, description="KVM balloon stats period; 0 = off.")
+    stats_period: int = Field(
+        default=10, ge=0, le=MAX_INT32, description="KVM balloon stats period; 0 = off."
+    )
     target: Size | None = Field(default=None, description="Initial target; default: memory.")
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     # flavour-specific knobs (ignored where the flavour has no such thing)
@@ -161,7 +163,7 @@ class VMSpec(_Spec):
     priority: int | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
     reservation: Size | None = None
     limit: Size | None = None
-    shares: int | None = Field(default=None, gt=0, description="ESXi: a custom share count.")
+    shares: int | None = Field(default=None, gt=0, le=MAX_INT32, description="ESXi: a custom share count.")
     shares_level: SharesLevel | None = Field(
         default=None, description="ESXi: low / normal / high (per MB of memory) or custom; default normal."
     )

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hvballoon.errors import HVBalloonError
-from hvballoon.models import Mechanism, Timestamp
+from hvballoon.models import MAX_INT32, Mechanism, Timestamp
 from hvballoon.units import parse_size
 
 __all__ = [
@@ -106,6 +106,7 @@ class ControllerSettings(_Frozen):
     stats_period_seconds: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_INT32,
         description="The guest statistics period kept on the VMs whose backend can set it live "
         "(KVM, QMP); None: the policy's (hvballoon 1 s, proxmox 2 s, mom 5 s); 0: never change it.",
     )

@@ -288,6 +288,8 @@ class TestCheck:
             ("vms: {web01: {floor: 8GiB, ceiling: 4GiB}}\n", "floor is above ceiling"),
             ("polciy: mom\n", "polciy: Extra inputs are not permitted"),
             ("max_failed_rounds: 0\n", "max_failed_rounds"),
+            # libvirt's stats period is a C int: it would crash the first round, not this check
+            ("stats_period_seconds: 99999999999999999999\n", "stats_period_seconds"),
             ("[a, b]\n", "must hold a mapping"),
             ("vms: {web01: [unclosed\n", "not valid YAML"),
         ],

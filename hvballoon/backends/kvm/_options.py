@@ -11,10 +11,12 @@ from typing import Annotated
 from pydantic import Field
 
 from hvballoon.backend_kit import BackendOptions
+from hvballoon.models import MAX_INT32
 
 __all__ = ["KVMOptions"]
 
-_Positive = Annotated[int, Field(gt=0)]
+#: libvirt takes each as a C int (virDomainSetMemoryStatsPeriod, virConnectSetKeepAlive).
+_Positive = Annotated[int, Field(gt=0, le=MAX_INT32)]
 
 
 class KVMOptions(BackendOptions):
@@ -22,8 +24,10 @@ class KVMOptions(BackendOptions):
 
     read_only: bool = False
     persist: bool = False
-    stats_period: int = Field(10, ge=0)
+    stats_period: int = Field(10, ge=0, le=MAX_INT32)
     event_loop: bool | None = None
     keepalive: tuple[_Positive, _Positive] | None = Field(
-        (5, 3), strict=False, description="(interval_seconds, count), both whole numbers > 0, or None"
+        (5, 3),
+        strict=False,
+        description="(interval_seconds, count), both whole numbers > 0 (at most 2**31 - 1), or None",
     )

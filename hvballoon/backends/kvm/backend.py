@@ -516,12 +516,16 @@ class KVMBackend(Backend):
         for name, step in steps:
             try:
                 self._link.call(f"change {name}", step, vm=vm.name)
-            except HVBalloonError as exc:
+            except Exception as exc:
+                # any failure after a step landed, a native one libvirt-python raised before
+                # sending (an OverflowError) included, is a partial change the caller is told of
                 if not applied:
                     raise
+                why = exc.message if isinstance(exc, HVBalloonError) else f"{type(exc).__name__}: {exc}"
                 raise PartialChangeError(
-                    f"changed {', '.join(applied)} of {vm.name!r} but not {name}: {exc.message}",
+                    f"changed {', '.join(applied)} of {vm.name!r} but not {name}: {why}",
                     backend=BACKEND,
+                    uri=self._link.uri,
                     vm=vm.name,
                     details={"applied": applied, "not_applied": [n for n, _ in steps if n not in applied]},
                 ) from exc

@@ -112,7 +112,9 @@ def test_embedded_uri_starts_an_event_loop_unless_told_not_to(
         {"persist": 1},
         {"stats_period": -1},
         {"stats_period": 2.5},
+        {"stats_period": 2**32},  # libvirt takes a C int: 2**31 - 1 at most
         {"keepalive": (5,)},
+        {"keepalive": (2**31, 3)},
         {"no_such_option": True},
     ],
 )

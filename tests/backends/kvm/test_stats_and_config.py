@@ -9,8 +9,14 @@ import pytest
 
 import hvballoon
 from hvballoon.backends.kvm._domain import Freshness, parse_domain_xml, stats_from_record
-from hvballoon.errors import InvalidStateError, UnsupportedOperationError, VMNotFoundError
-from hvballoon.models import VM, PowerState
+from hvballoon.errors import (
+    InvalidRequestError,
+    InvalidStateError,
+    PartialChangeError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
+from hvballoon.models import VM, ConfigUpdate, PowerState
 from hvballoon.session import Hypervisor
 
 libvirt = pytest.importorskip("libvirt")
@@ -191,6 +197,40 @@ def test_a_stopped_domain_gets_its_boot_target_and_maximum(node_hv: Hypervisor) 
     assert cfg.free_page_reporting is True
     # libvirt keeps the attribute in the definition it hands back
     assert "freePageReporting='on'" in node_hv.native.lookupByName("off01").XMLDesc(0).replace('"', "'")
+
+
+def test_a_stats_period_libvirt_cannot_take_is_refused_before_anything_changes(node_hv: Hypervisor) -> None:
+    # virDomainSetMemoryStatsPeriod takes a C int: libvirt-python raised OverflowError, after the
+    # maximum and deflate-on-OOM of the stopped domain had been changed
+    before = {name: node_hv.get_config(name) for name in ("off01", "web01")}
+    with pytest.raises(InvalidRequestError, match=r"stats_period: .*2147483647"):
+        node_hv.set_config("off01", maximum="3GiB", deflate_on_oom=True, stats_period=2**32)
+    with pytest.raises(InvalidRequestError, match=r"stats_period: .*2147483647"):
+        node_hv.set_config("web01", stats_period=2**32)
+    assert {name: node_hv.get_config(name) for name in before} == before
+    node_hv.set_config("web01", stats_period=2**31 - 1)  # the largest libvirt takes
+    assert node_hv.get_config("web01").stats_period_seconds == 2**31 - 1
+
+
+def test_a_native_failure_after_a_step_landed_is_a_partial_change(node_hv: Hypervisor) -> None:
+    vm = node_hv.resolve("off01")
+    current = node_hv.get_config(vm)
+    # a plan past the model's bound (as a backend caller could build one): libvirt-python raises
+    # OverflowError on the third step, after the first two were applied
+    plan = ConfigUpdate.model_construct(
+        maximum_bytes=3 * GiB, deflate_on_oom=True, stats_period_seconds=2**32
+    )
+    with pytest.raises(PartialChangeError) as info:
+        node_hv.backend.apply_config(vm, plan, current)
+    err = info.value
+    assert err.details == {
+        "applied": ["maximum_bytes", "deflate_on_oom"],
+        "not_applied": ["stats_period_seconds"],
+    }
+    assert isinstance(err.__cause__, OverflowError) and "OverflowError" in err.message and err.vm == "off01"
+    after = node_hv.get_config("off01")  # what the error says was applied, was
+    assert after.maximum_bytes == 3 * GiB and after.deflate_on_oom is True
+    assert after.stats_period_seconds == current.stats_period_seconds
 
 
 def test_live_rules(node_hv: Hypervisor) -> None:

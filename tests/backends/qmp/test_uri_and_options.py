@@ -91,6 +91,7 @@ def test_only_qmp_sockets_of_a_directory_count(node: str, qmp_dir: Path) -> None
         ({"stats_period": -1}, "stats_period must be a whole number >= 0"),
         ({"stats_period": "10"}, "stats_period must be a whole number"),
         ({"stats_period": True}, "stats_period must be a whole number"),
+        ({"stats_period": 2**31}, "stats_period must be a whole number >= 0 and <= 2147483647"),
         ({"concurrency": 0}, "concurrency must be a whole number >= 1"),
         ({"concurrency": 2.5}, "concurrency must be a whole number"),
         ({"persist": True}, "unknown option"),
