@@ -34,6 +34,7 @@ from hvballoon.errors import (
     InvalidRequestError,
     OperationTimeoutError,
 )
+from hvballoon.units import positive_seconds
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -199,8 +200,11 @@ class Fleet:
     ) -> None:
         if not uris:
             raise InvalidRequestError("a fleet needs at least one URI")
-        if host_timeout <= 0 or concurrency < 1:
-            raise InvalidRequestError("host_timeout must be positive and concurrency at least 1")
+        host_timeout = positive_seconds(host_timeout, what="host_timeout")
+        if timeout is not None:
+            timeout = positive_seconds(timeout, what="timeout")
+        if concurrency < 1:
+            raise InvalidRequestError(f"concurrency must be at least 1, got {concurrency!r}")
         self._slots = [_Slot(u) for u in uris]
         self._password = password
         self._timeout = timeout if timeout is not None else host_timeout

@@ -47,7 +47,7 @@ from hvballoon.models import (
     MemoryStats,
 )
 from hvballoon.retry import RetryPolicy
-from hvballoon.units import MiB, align, parse_size
+from hvballoon.units import MiB, align, parse_size, positive_seconds
 
 __all__ = ["GuardRails", "Hypervisor", "TargetResults", "VMRef", "connect", "noting_unobservable"]
 
@@ -91,11 +91,11 @@ def connect(
     :class:`~hvballoon.errors.BackendNotInstalledError` naming the ``pip install`` to run.
     ``password`` may also come from the ``HVBALLOON_PASSWORD`` environment variable; it is kept
     as a :class:`~pydantic.SecretStr` and never printed. ``verify=False`` turns TLS certificate
-    verification off, explicitly and with a warning. Every remote call gets ``timeout`` seconds.
+    verification off, explicitly and with a warning. Every remote call gets ``timeout`` seconds
+    (a positive number, at most :data:`~hvballoon.units.MAX_SECONDS`).
     """
     parsed = parse_uri(uri)
-    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
-        raise InvalidRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    timeout = positive_seconds(timeout, what="timeout")
     if password is None and os.environ.get(PASSWORD_ENV):
         password = os.environ[PASSWORD_ENV]
     secret = password if isinstance(password, SecretStr) or password is None else SecretStr(password)
@@ -108,7 +108,7 @@ def connect(
     opts = ConnectOptions(
         parsed,
         password=secret,
-        timeout=float(timeout),
+        timeout=timeout,
         verify=verify,
         ca_file=ca_file,
         options=backend_options,
@@ -395,17 +395,14 @@ class Hypervisor(_BulkTargets):
             raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
         items = self._target_items(targets)
         known = self._figure_items(figures)
-        if wait and not (isinstance(wait_timeout, (int, float)) and wait_timeout > 0):
-            raise InvalidRequestError(
-                f"wait_timeout must be a positive number of seconds, got {wait_timeout!r}"
-            )
+        waiting = positive_seconds(wait_timeout, what="wait_timeout") if wait else None
         return self._set_targets(
             items,
             force=force,
             dry_run=dry_run,
             guard_rails=guard_rails,
             skip_invalid=skip_invalid,
-            wait_timeout=float(wait_timeout) if wait else None,
+            wait_timeout=waiting,
             figures=known,
         )
 
@@ -499,7 +496,9 @@ class Hypervisor(_BulkTargets):
         (default: 5 polls, at least 5 s) — a real balloon stalls at what the guest can free and
         the hypervisor reports no error — and :class:`~hvballoon.errors.WaitTimeoutError` when
         it is still moving at ``timeout``. If the VM vanishes (a guest crashed by
-        over-inflation), :class:`~hvballoon.errors.VMNotFoundError` says so.
+        over-inflation), :class:`~hvballoon.errors.VMNotFoundError` says so. ``timeout``,
+        ``poll_interval`` and ``stall_after`` are positive numbers of seconds, at most
+        :data:`~hvballoon.units.MAX_SECONDS` (else :class:`~hvballoon.errors.InvalidRequestError`).
 
         Where the backend cannot observe a target being reached (its capabilities say
         ``target_observable=False``: an ESXi limit, Hyper-V Dynamic Memory), it returns the
@@ -507,8 +506,10 @@ class Hypervisor(_BulkTargets):
         target was applied, and there is nothing to wait for. The CLI and the Ansible modules
         do the same (warn, succeed).
         """
-        if timeout <= 0 or poll_interval <= 0:
-            raise InvalidRequestError("timeout and poll_interval must be positive")
+        timeout = positive_seconds(timeout, what="timeout")
+        poll_interval = positive_seconds(poll_interval, what="poll_interval")
+        if stall_after is not None:
+            stall_after = positive_seconds(stall_after, what="stall_after")
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         if not caps.target_observable:

@@ -35,12 +35,14 @@ __all__ = [
     "TiB",
     "ACCEPTED_SIZE_FORMS",
     "MAX_BYTES",
+    "MAX_SECONDS",
     "align",
     "format_duration",
     "format_size",
     "format_sizes",
     "parse_duration",
     "parse_size",
+    "positive_seconds",
 ]
 
 KiB = 1024
@@ -230,6 +232,11 @@ def align(n: int, granularity: int, direction: Literal["up", "down"] = "up") -> 
     return down + granularity
 
 
+#: The longest duration accepted: ten years (3650 days), far beyond any timeout, wait or interval
+#: and any simulated horizon, yet well within what a thread wait (``threading.TIMEOUT_MAX``, about
+#: 292 years on 64-bit platforms), a timer and the clock's ``time_t`` take.
+MAX_SECONDS = 3650 * 86400.0
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|min|s|m|h|d)")
 
@@ -237,8 +244,15 @@ _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|min|s|m|h|d)")
 def parse_duration(value: object, *, what: str = "duration") -> float:
     """Parse ``'10s'``, ``'2h'``, ``'1h30m'``, ``'250ms'`` or a number of seconds into seconds.
 
+    A duration is finite, not negative and at most :data:`MAX_SECONDS` (ten years); anything
+    else raises :class:`~hvballoon.errors.InvalidRequestError` naming ``what``.
+
     >>> parse_duration("1h30m"), parse_duration("10s"), parse_duration(2.5)
     (5400.0, 10.0, 2.5)
+    >>> parse_duration("1e20", what="--interval")
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidRequestError: invalid --interval '1e20': at most 3650d (315360000 seconds)
     """
     accepted = "seconds as a number, or a number with ms, s, m, h or d (e.g. '10s', '1h30m')"
     if isinstance(value, bool):
@@ -264,7 +278,30 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}")
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidRequestError(f"invalid {what} {value!r}: must be finite and not negative")
+    if seconds > MAX_SECONDS:
+        raise InvalidRequestError(
+            f"invalid {what} {value!r}: at most {format_duration(MAX_SECONDS)} ({MAX_SECONDS:.0f} seconds)",
+            details={"maximum_seconds": MAX_SECONDS},
+        )
     return seconds
+
+
+def positive_seconds(value: object, *, what: str) -> float:
+    """A number of seconds the Python API was given (a timeout, an interval): a positive
+    ``int`` or ``float`` within :func:`parse_duration`'s bounds, as a ``float``; anything else
+    (a string, a boolean, ``nan``, ``inf``, zero, more than :data:`MAX_SECONDS`) raises
+    :class:`~hvballoon.errors.InvalidRequestError` naming ``what``.
+
+    >>> positive_seconds(30, what="timeout")
+    30.0
+    >>> positive_seconds(float("nan"), what="timeout")
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidRequestError: timeout must be a positive number of seconds, got nan
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidRequestError(f"{what} must be a positive number of seconds, got {value!r}")
+    return parse_duration(value, what=what)
 
 
 def format_duration(seconds: float) -> str:

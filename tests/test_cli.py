@@ -399,3 +399,35 @@ def test_set_a_name_with_an_equals_sign(tmp_path: Any) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["results"][0]["change"]["after"]["target_bytes"] == 6 * 2**30
     assert run("set", f"fake://{path}", "a=b", "6GiB").returncode == 0  # the one-VM form still works
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("stats", "test:///default", "--timeout", "1e20"), "timeout"),
+        (("stats", "fake://seed", "fake://seed", "--host-timeout", "1e20"), "--host-timeout"),
+        (("watch", "fake://seed", "--interval", "1e20", "--count", "2"), "--interval"),
+        (("watch", "fake://seed", "--interval", "inf", "--count", "2"), "--interval"),
+        (
+            (
+                "autoballoon",
+                "test:///default",
+                "--policy",
+                "static",
+                "--rounds",
+                "2",
+                "--interval",
+                "1e20",
+                "--dry-run",
+            ),
+            "interval",
+        ),
+    ],
+)
+def test_a_duration_past_ten_years_is_refused_with_exit_2(args: tuple[str, ...], option: str) -> None:
+    # above threading.TIMEOUT_MAX each of these raised OverflowError from a thread's wait
+    for extra in ((), ("--json",)):
+        r = run(*args, *extra)
+        assert r.returncode == 2, r.stdout + r.stderr
+        text = json.loads(r.stdout)["message"] if extra else r.stderr
+        assert f"invalid {option} " in text and ("at most 3650d" in text or "finite" in text), text

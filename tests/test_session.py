@@ -21,6 +21,7 @@ from hvballoon.errors import (
     VMNotFoundError,
     WaitTimeoutError,
 )
+from hvballoon.fleet import Fleet
 from hvballoon.models import Mechanism
 from hvballoon.retry import RetryPolicy
 from hvballoon.session import GuardRails
@@ -284,10 +285,65 @@ def test_verify_off_is_warned() -> None:
     assert any("verification is OFF" in str(w.message) for w in caught)
 
 
-@pytest.mark.parametrize("kw", [{"timeout": 0}, {"timeout": "10"}, {"nonsense": 1}, {"timeout": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"timeout": 0},
+        {"timeout": "10"},
+        {"nonsense": 1},
+        {"timeout": True},
+        {"timeout": float("nan")},
+        {"timeout": float("inf")},
+        {"timeout": 1e20},  # past threading.TIMEOUT_MAX: every call's wait overflowed
+    ],
+)
 def test_bad_connect_arguments(kw: dict) -> None:
     with pytest.raises(InvalidRequestError):
         hvballoon.connect("fake://seed", **kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"timeout": float("nan")},
+        {"timeout": float("inf")},
+        {"timeout": 1e20},
+        {"timeout": 0},
+        {"poll_interval": float("nan")},
+        {"poll_interval": 1e20},
+        {"stall_after": float("nan")},
+        {"stall_after": 0},
+    ],
+)
+def test_wait_refuses_a_duration_that_is_not_a_positive_finite_number(
+    hv: hvballoon.Hypervisor, kw: dict
+) -> None:
+    hv.set_target("web01", "8GiB")
+    (name,) = kw
+    with pytest.raises(InvalidRequestError, match=name):
+        hv.wait_for_target("web01", **kw)
+
+
+@pytest.mark.parametrize("wait_timeout", [float("nan"), float("inf"), 1e20, 0])
+def test_set_targets_refuses_a_bad_wait_timeout_before_changing_anything(
+    hv: hvballoon.Hypervisor, wait_timeout: float
+) -> None:
+    with pytest.raises(InvalidRequestError, match="wait_timeout"):
+        hv.set_targets({"web01": "8GiB"}, wait=True, wait_timeout=wait_timeout)
+    assert hv.get_stats("web01")[0].target_bytes == 16 * GiB
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"host_timeout": 1e20}, "host_timeout"),
+        ({"host_timeout": float("nan")}, "host_timeout"),
+        ({"timeout": float("inf")}, "timeout"),
+    ],
+)
+def test_a_fleet_refuses_a_timeout_that_is_not_a_positive_finite_number(kw: dict, name: str) -> None:
+    with pytest.raises(InvalidRequestError, match=name):
+        Fleet(["fake://seed"], **kw)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 from hypothesis import given
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 from hvballoon.errors import InvalidRequestError, InvalidSizeError
 from hvballoon.units import (
     MAX_BYTES,
+    MAX_SECONDS,
     GiB,
     KiB,
     MiB,
@@ -18,6 +20,7 @@ from hvballoon.units import (
     format_sizes,
     parse_duration,
     parse_size,
+    positive_seconds,
 )
 
 
@@ -239,6 +242,27 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(InvalidRequestError):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize("long", ["1e20", 1e20, "3651d", MAX_SECONDS + 1, 2**63, "99999999999999999999h"])
+def test_a_duration_past_ten_years_is_refused_naming_the_option(long: object) -> None:
+    # above threading.TIMEOUT_MAX a thread wait raised OverflowError (timestamp out of range)
+    with pytest.raises(InvalidRequestError, match=r"invalid --interval .*at most 3650d") as info:
+        parse_duration(long, what="--interval")
+    assert info.value.details == {"maximum_seconds": MAX_SECONDS}
+
+
+def test_ten_years_is_the_longest_duration() -> None:
+    assert MAX_SECONDS == 3650 * 86400 < threading.TIMEOUT_MAX
+    assert parse_duration("3650d") == parse_duration(MAX_SECONDS) == MAX_SECONDS
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), 1e20, "30s", None, True])
+def test_the_api_takes_a_positive_number_of_seconds(bad: object) -> None:
+    with pytest.raises(InvalidRequestError, match="timeout"):
+        positive_seconds(bad, what="timeout")
+    assert positive_seconds(30, what="timeout") == 30.0
+    assert positive_seconds(MAX_SECONDS, what="timeout") == MAX_SECONDS
 
 
 def test_format_duration() -> None:

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from hvballoon.errors import HVBalloonError
 from hvballoon.models import MAX_INT32, Mechanism, Timestamp
-from hvballoon.units import parse_size
+from hvballoon.units import parse_duration, parse_size
 
 __all__ = [
     "Action",
@@ -42,8 +50,17 @@ def _size(value: Any) -> Any:
         raise ValueError(exc.message) from None
 
 
+def _seconds(value: float, info: ValidationInfo) -> float:
+    try:
+        return parse_duration(value, what=info.field_name or "duration")
+    except HVBalloonError as exc:
+        raise ValueError(exc.message) from None
+
+
 Size = Annotated[int, BeforeValidator(_size)]
 OptSize = Annotated[int | None, BeforeValidator(_size)]
+#: A number of seconds: finite and at most :data:`~hvballoon.units.MAX_SECONDS` (ten years).
+Seconds = Annotated[float, AfterValidator(_seconds)]
 
 
 class _Frozen(BaseModel):
@@ -85,6 +102,7 @@ class ControllerSettings(_Frozen):
     <hvballoon.policy.base.Policy.guard_rails>`). Rate limits: ``max_lower_bytes_per_round`` and
     ``max_raise_bytes_per_round`` cap one VM's move per round, ``max_changes_per_round`` the
     number of calls per round, ``min_seconds_between_lowers`` how soon a VM may be lowered again.
+    Durations are seconds, finite and at most ten years (:data:`~hvballoon.units.MAX_SECONDS`).
     When a round's sweep fails, the next waits the interval doubled per failure in a row, at
     most ``max_backoff_seconds``; after ``max_failed_rounds`` failures in a row (default: as
     many as fit in three minutes of that backoff) the controller gives back what it lowered.
@@ -96,8 +114,8 @@ class ControllerSettings(_Frozen):
     host_memory_bytes: OptSize = None
     host_overhead_bytes: Size = 0
     host_reserve_bytes: Size = 0
-    interval_seconds: float = Field(default=10.0, gt=0)
-    fast_interval_seconds: float | None = Field(
+    interval_seconds: Seconds = Field(default=10.0, gt=0)
+    fast_interval_seconds: Seconds | None = Field(
         default=1.0,
         gt=0,
         description="The shortest time between two rounds when the policy asks for quicker rounds "
@@ -115,11 +133,11 @@ class ControllerSettings(_Frozen):
     max_lower_bytes_per_round: OptSize = None
     max_raise_bytes_per_round: OptSize = None
     max_changes_per_round: int | None = Field(default=None, ge=1)
-    min_seconds_between_lowers: float = Field(default=0.0, ge=0)
+    min_seconds_between_lowers: Seconds = Field(default=0.0, ge=0)
     max_failed_rounds: int | None = Field(
         default=None, ge=1, description="Failed rounds in a row before giving back what was lowered."
     )
-    max_backoff_seconds: float = Field(
+    max_backoff_seconds: Seconds = Field(
         default=60.0, gt=0, description="The longest wait after failed rounds (at least the interval)."
     )
     respect_guard_rails: bool = Field(

@@ -50,3 +50,25 @@ def test_ansible_changing_modules_refuse_an_empty_vm_name(module: str, names: di
     result = run_module(module, args, check_mode=False)
     assert result["failed"] and not result.get("changed")
     assert "exception" not in result
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "says"),
+    [
+        # libvirt-python raised OverflowError: its stats period is a C int
+        ("config", {"uri": "test:///default", "vm": "test", "stats_period": 2**32}, "2147483647"),
+        ("config", {"uri": "fake://seed?flavor=esxi", "vm": "web01", "shares": 10**20}, "2147483647"),
+        # a thread's wait raised OverflowError past threading.TIMEOUT_MAX
+        ("memory_info", {"uri": "test:///default", "timeout": 1e20}, "at most 3650d"),
+    ],
+)
+def test_ansible_modules_refuse_what_the_hypervisor_cannot_take(
+    module: str, args: dict[str, object], says: str
+) -> None:
+    pytest.importorskip("ansible")
+    pytest.importorskip("libvirt")
+    from tests.support.ansible import run_module
+
+    result = run_module(module, args, check_mode=False)
+    assert result["failed"] and not result.get("changed") and "exception" not in result, result
+    assert result["error"]["code"] == "invalid_request" and says in result["msg"], result

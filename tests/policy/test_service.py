@@ -290,6 +290,12 @@ class TestCheck:
             ("max_failed_rounds: 0\n", "max_failed_rounds"),
             # libvirt's stats period is a C int: it would crash the first round, not this check
             ("stats_period_seconds: 99999999999999999999\n", "stats_period_seconds"),
+            # durations a round's wait cannot take (timestamp out of range), or that never end
+            ("interval_seconds: .inf\n", "interval_seconds"),
+            ("interval_seconds: 1e20\n", "interval_seconds: Value error, invalid interval_seconds"),
+            ("max_backoff_seconds: .inf\n", "max_backoff_seconds"),
+            ("fast_interval_seconds: .nan\n", "fast_interval_seconds"),
+            ("min_seconds_between_lowers: 1.0e+30\n", "at most 3650d"),
             ("[a, b]\n", "must hold a mapping"),
             ("vms: {web01: [unclosed\n", "not valid YAML"),
         ],
