@@ -92,10 +92,17 @@ def connect(
     ``password`` may also come from the ``HVBALLOON_PASSWORD`` environment variable; it is kept
     as a :class:`~pydantic.SecretStr` and never printed. ``verify=False`` turns TLS certificate
     verification off, explicitly and with a warning. Every remote call gets ``timeout`` seconds
-    (a positive number, at most :data:`~hvballoon.units.MAX_SECONDS`).
+    (a positive number, at most :data:`~hvballoon.units.MAX_SECONDS`). ``retry`` is a
+    :class:`~hvballoon.retry.RetryPolicy` and ``guard_rails`` a
+    :class:`~hvballoon.GuardRails`; anything else is an
+    :class:`~hvballoon.errors.InvalidRequestError`, raised before anything is opened.
     """
     parsed = parse_uri(uri)
     timeout = positive_seconds(timeout, what="timeout")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidRequestError(f"retry takes a RetryPolicy, got {type(retry).__name__}")
+    if guard_rails is not None and not isinstance(guard_rails, GuardRails):
+        raise InvalidRequestError(f"guard_rails takes a GuardRails, got {type(guard_rails).__name__}")
     if password is None and os.environ.get(PASSWORD_ENV):
         password = os.environ[PASSWORD_ENV]
     secret = password if isinstance(password, SecretStr) or password is None else SecretStr(password)

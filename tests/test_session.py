@@ -303,6 +303,19 @@ def test_bad_connect_arguments(kw: dict) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"retry": "x"}, "retry takes a RetryPolicy, got str"),  # was an AttributeError
+        ({"retry": 3}, "retry takes a RetryPolicy, got int"),
+        ({"guard_rails": {"margin_bytes": 1}}, "guard_rails takes a GuardRails, got dict"),
+    ],
+)
+def test_connect_refuses_a_retry_policy_or_guard_rails_of_another_type(kw: dict, says: str) -> None:
+    with pytest.raises(InvalidRequestError, match=says):
+        hvballoon.connect("fake://seed", **kw)
+
+
+@pytest.mark.parametrize(
     "kw",
     [
         {"timeout": float("nan")},
