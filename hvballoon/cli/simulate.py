@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["fake_group", "simulate_cmd"]
 
 _PROGRESS_STEPS = 20_000  # show a progress bar above this many simulated steps (on a terminal)
-#: the most simulation steps one command runs (a year at the default 1-s step): a duration or
-#: a step mistyped by orders of magnitude is refused, not left running for ever
-MAX_STEPS = 366 * 86_400
+#: the most simulation steps one command runs (the longest duration, ten years, at the default
+#: 1-s step): a step mistyped by orders of magnitude is refused, not left running for ever
+MAX_STEPS = 3650 * 86_400
 #: the most points a recording keeps
 MAX_RECORDS = 1_000_000
 
