@@ -118,6 +118,8 @@ def check_block(
         arr = np.asarray(arr)
         if ((arr < 0) & (colsum if arr.ndim == 2 else True)).any():
             problems.append(f"negative {name}")
+    if ((cur > s.memory) & colsum).any():
+        problems.append("a VM holds more than its configured memory")
     if ((swp > s.swap_size) & colsum).any():
         problems.append("guest swap above its size")
     if ((cur < floor) & colsum & (s.balloon_driver > 0)).any():

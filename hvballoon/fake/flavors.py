@@ -7,10 +7,11 @@ kind holds — and says how that hypervisor treats memory:
   stalls there; without deflate-on-OOM the guest panics), and the host swaps QEMU's memory when
   the guests' touched pages do not fit; its OOM killer kills the largest VM when swap is full.
 - **ESXi**: a target is a limit; ESXi decides each balloon (within the limit, ``sched.mem.maxmemctl``
-  and Mem.CtlMaxPercent), by shares, and reclaims by page sharing, compression and swap.
+  and Mem.CtlMaxPercent), by shares, and reclaims by page sharing, compression and swap, never
+  below a VM's reservation.
 - **Hyper-V**: Dynamic Memory hands memory out by demand, buffer and priority within each VM's
-  range; a static VM has its startup memory; the host backs all of it (Smart Paging covers
-  only a boot beyond what fits).
+  range (its maximum is its configured size); a static VM has exactly its startup memory; the
+  host backs all of it.
 
 >>> FLAVORS["esxi"].kind.name, FLAVORS["hyperv"].backs_assigned_memory
 ('esxi', True)
@@ -108,11 +109,17 @@ class Flavor:
             "balloon_device": spec.balloon_device,
         }
 
+    def configured_memory(self, spec: VMSpec, config: dict[str, Any]) -> float:
+        """The VM's configured size: the most it may ever hold (what its balloon is measured
+        from). By default the scenario's ``memory``."""
+        return float(spec.memory)
+
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
         raise NotImplementedError
 
-    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
-        """What each VM boots with."""
+    def initial_current(self, world: World, floor: Arr) -> Arr:
+        """What each VM holds at time zero: a scenario starts from a running steady state, not
+        a boot."""
         raise NotImplementedError
 
     # -- each block ----------------------------------------------------------------------------
@@ -185,19 +192,27 @@ class KVMFlavor(Flavor):
 
     def config(self, spec: VMSpec) -> dict[str, Any]:
         config = super().config(spec)
-        config["maximum_bytes"] = spec.maximum or spec.memory
+        # libvirt's <memory> is the most a balloon can give back (currentMemory is at most it);
+        # ``maximum`` is a Hyper-V setting, not libvirt's
+        config["maximum_bytes"] = spec.memory
         return config
 
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
         return float(spec.target if spec.target is not None else spec.memory)
 
-    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
+    def initial_current(self, world: World, floor: Arr) -> Arr:
         import numpy as np
 
-        return np.maximum(state.target, floor)
+        s = world.state
+        return np.maximum(np.minimum(s.target, s.memory), floor)
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
-        return world.state.target, floor
+        """The balloon goes to its target; QEMU clamps a target above the VM's memory to it
+        (a balloon is never negative)."""
+        import numpy as np
+
+        s = world.state
+        return np.minimum(s.target, s.memory), floor
 
 
 #: ESXi: intra-VM page sharing (mostly zero pages), as a fraction of what a VM holds.
@@ -230,14 +245,16 @@ class ESXiFlavor(Flavor):
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
         return float(spec.limit if spec.limit is not None else spec.memory)
 
-    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
-        current: Arr = state.memory.copy()
+    def initial_current(self, world: World, floor: Arr) -> Arr:
+        current: Arr = world.state.memory.copy()
         return current
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon ESXi wants for each VM: what is over its limit, plus its part of the
-        host's shortage (by idle memory over shares; given back the same way when the host has
-        room), capped by ``sched.mem.maxmemctl``, Mem.CtlMaxPercent and the guest's floor."""
+        host's shortage (by idle memory above its reservation, over shares; given back the
+        same way when the host has room), capped by ``sched.mem.maxmemctl``,
+        Mem.CtlMaxPercent, its reservation (ESXi never reclaims a VM below it) and the guest's
+        floor."""
         import numpy as np
 
         s, act = world.state, world.active()
@@ -245,7 +262,10 @@ class ESXiFlavor(Flavor):
         balloon = np.where(act, mem - cur, 0.0)
         over_limit = np.maximum(s.host_backed - s.limit, 0.0)
         pressure = world.pressure_bytes
-        idle = np.maximum(cur - 0.75 * s.used, 0.0) * act * (1000.0 / np.maximum(s.shares, 1.0))
+        res = np.minimum(s.reservation, mem)
+        # memory within the reservation is not the host's to take: it counts as busy
+        idle = np.minimum(cur - 0.75 * s.used, cur - res)
+        idle = np.maximum(idle, 0.0) * act * (1000.0 / np.maximum(s.shares, 1.0))
         extra = np.zeros(world.n)
         if pressure > 0 and idle.sum() > 0:
             extra = pressure * idle / idle.sum()
@@ -253,7 +273,9 @@ class ESXiFlavor(Flavor):
             give = -pressure * balloon / balloon.sum()
             headroom = np.where(np.isinf(s.limit), np.inf, np.maximum(s.limit - s.host_backed, 0.0))
             extra = -np.minimum(give, headroom)
-        cap = np.minimum(np.minimum(s.balloon_cap, np.floor(CTL_MAX_PERCENT * mem)), mem - floor)
+        cap = np.minimum(
+            np.minimum(s.balloon_cap, np.floor(CTL_MAX_PERCENT * mem)), mem - np.maximum(floor, res)
+        )
         want = np.clip(np.floor(balloon + over_limit + extra), 0.0, np.maximum(cap, 0.0))
         return np.where(act, mem - want, cur), floor
 
@@ -262,7 +284,8 @@ class ESXiFlavor(Flavor):
     ) -> tuple[Arr, Arr, Arr, Arr] | None:
         """Memory over a VM's limit is reclaimed from it whatever the host has; a shortage of
         the host in order: page sharing, (the balloons: decided by :meth:`steer`),
-        compression (2:1, up to :data:`ZIP_FRACTION` of a VM), swap."""
+        compression (2:1, up to :data:`ZIP_FRACTION` of a VM), swap — never taking a VM's
+        memory below its reservation (what it holds there stays resident, or shared)."""
         import numpy as np
 
         over = np.maximum(held - world.state.limit, 0.0)
@@ -278,8 +301,10 @@ class ESXiFlavor(Flavor):
         ex = np.maximum(ex - shr.sum(axis=1, keepdims=True), 0.0)
         world.pressure_bytes = float(ex[-1, 0]) if ex0[-1] > 0 else float(ex0[-1])
         rest = rest - shr
-        tot_rest = np.maximum(rest.sum(axis=1, keepdims=True), 1.0)
-        need = over + np.minimum(np.ceil(ex * rest / tot_rest), rest)
+        # what may be compressed or swapped: what each VM holds above its reservation
+        room = np.maximum(rest - np.maximum(world.state.reservation - shr, 0.0), 0.0)
+        tot_room = np.maximum(room.sum(axis=1, keepdims=True), 1.0)
+        need = over + np.minimum(np.ceil(ex * room / tot_room), room)
         # compress what is not swapped: 2 x zpool + (need - zpool) must fit in held - shared
         zpool = np.minimum(np.minimum(need, np.floor(ZIP_FRACTION * held / 2)), held - shr - need)
         return need - zpool, 2 * zpool, shr, zpool
@@ -291,6 +316,8 @@ class ESXiFlavor(Flavor):
             state.target[i] = plan.limit_bytes
         elif plan.unlimited_limit:
             state.target[i] = state.memory[i]
+        if plan.maximum_bytes is not None and config.get("memory_reservation_lock"):
+            config["reservation_bytes"] = plan.maximum_bytes  # locked to the memory size
         super().apply_config(state, i, plan, config)
         if plan.maximum_bytes is not None and config.get("limit_bytes") is None:
             state.target[i] = plan.maximum_bytes
@@ -327,24 +354,37 @@ class HyperVFlavor(Flavor):
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
         return float(config["maximum_bytes"] if config["dynamic"] else config["startup_bytes"])
 
-    def initial_current(self, state: GuestState, floor: Arr) -> Arr:
-        current: Arr = state.startup.copy()  # a VM boots with its startup memory
-        return current
+    def configured_memory(self, spec: VMSpec, config: dict[str, Any]) -> float:
+        """Get-VM's configured size: a Dynamic Memory VM may be given up to its maximum (which
+        may exceed its startup memory); a static VM has exactly its startup memory."""
+        return float(config["maximum_bytes"] if config["dynamic"] else config["startup_bytes"])
 
-    def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
-        """What Dynamic Memory gives each VM: its demand plus buffer, within its range; when
-        the host is short, the lowest priorities are trimmed first (their buffers, then down to
-        their minimum), and memory the host does not have free is granted to the highest
-        priorities first — among VMs of one priority, in proportion to what each has to give or
-        asks (the balancer evens out their memory pressure). A static VM keeps its startup
+    def initial_current(self, world: World, floor: Arr) -> Arr:
+        """A scenario starts from a running steady state, not a boot: a Dynamic Memory VM holds
+        what Hyper-V's balancing gives it for the demand it has at time zero (its use plus
+        buffer, within its minimum and maximum, trimmed by priority when the host is short, as
+        :meth:`steer` decides), never less than the guest cannot free; a static VM its startup
         memory."""
         import numpy as np
 
-        s, act = world.state, world.active()
-        dyn = (s.dynamic > 0) & act
-        d_now = s.effective_demand
+        s = world.state
+        live = (s.running > 0) | (s.paused > 0)
+        demand = np.clip(s.used_baseline, floor, s.memory + s.swap_size)
+        want = np.floor(self._balanced(world, demand, live))
+        current: Arr = np.where(s.dynamic > 0, np.minimum(np.maximum(want, floor), s.memory), s.startup)
+        return current
+
+    def _balanced(self, world: World, demand: Arr, live: Mask) -> Arr:
+        """What Dynamic Memory aims to give each ``live`` VM for ``demand``: demand plus buffer
+        within its range, the lowest priorities trimmed first when the host cannot give every
+        VM that (their buffers, then down to their minimum); a static VM its startup memory."""
+        import numpy as np
+
+        s = world.state
+        dyn = (s.dynamic > 0) & live
+        d_now = demand
         want_dm = buffered_demand(d_now, s.dm_buffer_percent, s.dm_minimum, s.dm_maximum)
-        want = np.where(dyn, want_dm, s.startup) * act
+        want: Arr = np.where(dyn, want_dm, s.startup) * live
         h = world.host
         avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
         short = want.sum() - avail
@@ -365,6 +405,21 @@ class HyperVFlavor(Flavor):
                         break
                 if short <= 0:
                     break
+        return want
+
+    def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
+        """What Dynamic Memory gives each VM: its demand plus buffer, within its range; when
+        the host is short, the lowest priorities are trimmed first (their buffers, then down to
+        their minimum), and memory the host does not have free is granted to the highest
+        priorities first — among VMs of one priority, in proportion to what each has to give or
+        asks (the balancer evens out their memory pressure). A static VM keeps its startup
+        memory: Hyper-V does not balance it."""
+        import numpy as np
+
+        s, act = world.state, world.active()
+        want = self._balanced(world, s.effective_demand, act)
+        h = world.host
+        avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
         cur = s.current
         held = np.where(act, cur, s.host_backed * (s.paused > 0)).sum()
         free = max(0.0, avail - held)
@@ -380,16 +435,22 @@ class HyperVFlavor(Flavor):
                 grant += asks * (given / total)
                 free -= given
             want = np.where(inc > 0, cur + grant, want)
-        # a static VM's memory is not taken below what its guest uses
-        low = np.where(s.dynamic > 0, floor, np.maximum(floor, s.used))
+        # a runtime resize takes from a static VM only what its guest can free (not what it
+        # uses); it never adds memory beyond the VM's startup size
+        low = np.where(s.dynamic > 0, floor, np.minimum(np.maximum(floor, s.used), cur))
         return np.where(act, np.floor(want), cur), low
 
     def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
-        """A target is the maximum (Dynamic Memory) or the startup size (static)."""
+        """A target is the maximum (Dynamic Memory) or the startup size (static). The VM's
+        configured size follows: while it runs it only grows (a runtime resize down leaves
+        what it took ballooned out of the VM's size)."""
         if plan.maximum_bytes is not None and config.get("dynamic"):
             state.target[i] = config["maximum_bytes"]
         if plan.startup_bytes is not None and not config.get("dynamic"):
             state.target[i] = config["startup_bytes"]
+        size = float(config["maximum_bytes"] if config.get("dynamic") else config["startup_bytes"])
+        live = state.running[i] > 0 or state.paused[i] > 0
+        state.memory[i] = max(float(state.memory[i]), size) if live else size
 
 
 #: Every flavour, by its kind's name.

@@ -98,7 +98,8 @@ class Recorder:
             self.t.append(float(t[r]))
             self.vm_rows["demand_bytes"].append(np.where(act, row(dem, r), 0.0).tolist())
             self.vm_rows["current_bytes"].append(c.tolist())
-            self.vm_rows["balloon_bytes"].append(np.where(act, mem - c, 0.0).tolist())
+            # a balloon is never negative (as Guest.ballooned_bytes)
+            self.vm_rows["balloon_bytes"].append(np.where(act, np.maximum(mem - c, 0.0), 0.0).tolist())
             self.vm_rows["guest_swap_bytes"].append(np.where(act, row(swp, r), 0.0).tolist())
             ooms = state.oom_events if kills is None else state.oom_events + kills[r]
             self.vm_rows["oom_events"].append(ooms.tolist())

@@ -58,7 +58,9 @@ class GuestState:
     """Every per-VM quantity of the simulation (saved with the world, see :mod:`.store`)."""
 
     # -- what the scenario says of each VM (constant while it runs) -------------------------
-    #: configured memory (libvirt maxMemory, ESXi memoryMB, Hyper-V's scenario memory)
+    #: configured memory, the most the VM may hold: libvirt ``<memory>``, ESXi memoryMB,
+    #: Hyper-V's Dynamic Memory maximum or a static VM's startup memory (its largest while it
+    #: runs: a runtime resize down leaves the rest ballooned out)
     memory: Arr
     #: the guest kernel's baseline: never freeable
     kernel: Arr
@@ -144,6 +146,8 @@ class GuestState:
     limit: Arr
     #: ESXi's sched.mem.maxmemctl (inf: none)
     balloon_cap: Arr
+    #: ESXi's reservation: never reclaimed (0: none)
+    reservation: Arr
     shares: Arr
     #: Hyper-V: Dynamic Memory on (1.0) or static memory
     dynamic: Arr
@@ -173,19 +177,31 @@ class GuestState:
         return self.kernel + self.unfreeable
 
     def set_vm(
-        self, i: int, spec: VMSpec, *, physics: FlavorPhysics, balloon: BalloonSpec, target: float
+        self,
+        i: int,
+        spec: VMSpec,
+        *,
+        physics: FlavorPhysics,
+        balloon: BalloonSpec,
+        target: float,
+        memory: float | None = None,
     ) -> None:
-        """VM ``i`` as the scenario describes it (the flavour's defaults where it says nothing)."""
+        """VM ``i`` as the scenario describes it (the flavour's defaults where it says nothing;
+        ``memory``: its configured size as the flavour has it, default the scenario's)."""
         kernel = (
             spec.kernel
             if spec.kernel is not None
             else min(max(0, spec.used - spec.unfreeable), 128 * _MiB + spec.memory // 128)
         )
-        self.memory[i] = spec.memory
-        self.kernel[i] = kernel
-        self.unfreeable[i] = spec.unfreeable
+        size = spec.memory if memory is None else memory
+        # what the guest can never free is at most what it has (a Hyper-V VM's configured size
+        # can be below the scenario's memory: a small static startup, a low maximum)
+        unfreeable = min(spec.unfreeable, size)
+        self.memory[i] = size
+        self.kernel[i] = min(kernel, size - unfreeable)
+        self.unfreeable[i] = unfreeable
         self.swap_size[i] = spec.swap
-        self.cache_max[i] = min(spec.memory, spec.cache_max if spec.cache_max is not None else 2 * spec.cache)
+        self.cache_max[i] = min(size, spec.cache_max if spec.cache_max is not None else 2 * spec.cache)
         self.touch_rate[i] = touch_rate(spec.workload.kind, spec.workload.params)
         self.used_baseline[i] = spec.used
         self.overhead[i] = physics.vm_overhead
@@ -203,6 +219,7 @@ class GuestState:
         c, inf = config, math.inf
         self.limit[i] = inf if c.get("limit_bytes") is None else c["limit_bytes"]
         self.balloon_cap[i] = inf if c.get("balloon_cap_bytes") is None else c["balloon_cap_bytes"]
+        self.reservation[i] = c.get("reservation_bytes") or 0
         self.shares[i] = c.get("shares") or 1000
         self.dynamic[i] = bool(c.get("dynamic"))
         self.dm_minimum[i] = c.get("minimum_bytes") or 0

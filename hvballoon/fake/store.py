@@ -43,6 +43,7 @@ from typing import Any
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario
+from hvballoon.fake.state import GuestState
 from hvballoon.fake.world import World
 
 __all__ = ["LEGACY_STATE_NAMES", "WorldStore", "world_from_bytes", "world_to_bytes"]
@@ -156,11 +157,15 @@ def world_from_bytes(data: bytes) -> World:
         scenario, flavor=header["flavor"], seed=header["seed"], clock=header["clock"], speed=header["speed"]
     )
     legacy = header.get("format", 1) == 1
+    missing = []
     with np.load(io.BytesIO(data[8 + size :]), allow_pickle=False) as npz:
         for name in w.state.names():
             if legacy and name not in LEGACY_STATE_NAMES:
                 continue
             key = f"a_{LEGACY_STATE_NAMES[name]}" if legacy else f"state.{name}"
+            if key not in npz.files:
+                missing.append(name)  # an array added since: as the configuration sets it (below)
+                continue
             setattr(w.state, name, npz[key].copy())
         for i, b in enumerate(w.workloads):
             b.walk = npz[f"walk_{i}" if legacy else f"walk.{i}"].copy()
@@ -174,6 +179,12 @@ def world_from_bytes(data: bytes) -> World:
     w.configs[:] = [{**fresh, **saved} for fresh, saved in zip(w.configs, header["configs"], strict=True)]
     for i, g in enumerate(w.guests.values()):
         g.config = w.configs[i]
+    if missing:
+        derived = GuestState(**{name: arr.copy() for name, arr in w.state.arrays().items()})
+        for i, config in enumerate(w.configs):
+            derived.set_config(i, config)
+        for name in missing:
+            setattr(w.state, name, getattr(derived, name))
     w.events = list(header["events"])
     w.faults = FaultPlan.from_data(header["faults"])
     w.rng.bit_generator.state = header["rng"]

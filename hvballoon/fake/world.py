@@ -203,7 +203,7 @@ class World:
         floor = self.state.floor
         boot(
             self.state,
-            self.hypervisor.initial_current(self.state, floor),
+            self.hypervisor.initial_current(self, floor),
             np.array([float(s.cache) for s in specs]),
             floor,
             backs_assigned_memory=self.hypervisor.backs_assigned_memory,
@@ -229,8 +229,10 @@ class World:
     def _fill_state(self, specs: list[VMSpec]) -> None:
         balloon = self.scenario.host.balloon
         for i, spec in enumerate(specs):
-            target = self.hypervisor.initial_target(spec, self.configs[i])
-            self.state.set_vm(i, spec, physics=self.physics, balloon=balloon, target=target)
+            config = self.configs[i]
+            target = self.hypervisor.initial_target(spec, config)
+            memory = self.hypervisor.configured_memory(spec, config)
+            self.state.set_vm(i, spec, physics=self.physics, balloon=balloon, target=target, memory=memory)
             self.state.set_config(i, self.configs[i])
 
     def _build_workloads(self, specs: list[VMSpec]) -> list[WorkloadBlock]:

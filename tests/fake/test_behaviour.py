@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,10 +23,11 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.fake.flavors import KVMFlavor
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario, parse_scenario
 from hvballoon.fake.store import world_from_bytes, world_to_bytes
-from hvballoon.fake.world import World
+from hvballoon.fake.world import SimulationError, World
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB, MiB
 
@@ -144,10 +146,12 @@ def test_esxi_balloon_capped_at_65_percent() -> None:
     assert g.guest_swapped_bytes > 0 and g.host_swapped_bytes + g.compressed_bytes > 0
 
 
-def test_hyperv_dynamic_memory_smart_paging_then_priority() -> None:
+def test_hyperv_dynamic_memory_steady_from_the_start_then_priority() -> None:
     w = World(load_scenario("hyperv-dm"))
     acc = w.accounting()
-    assert acc["host"]["swapped"] > 0  # Smart Paging while the VMs boot beyond what fits
+    # time zero is a running steady state, not a boot: no VM holds its 8 GiB startup memory
+    # beyond what it needs, so nothing is paged to the host
+    assert acc["host"]["swapped"] == 0 and acc["host"]["conserved"]
     w.advance(120)
     acc = w.accounting()
     assert acc["host"]["swapped"] == 0 and acc["host"]["conserved"]
@@ -156,6 +160,166 @@ def test_hyperv_dynamic_memory_smart_paging_then_priority() -> None:
     # sql01 (priority 90) got demand + buffer; dev01 (priority 10) was trimmed first
     assert g["sql01"]["current"] >= int(g["sql01"]["demand"] * 1.2) - 2 * MiB
     assert g["dev01"]["current"] < int(g["dev01"]["demand"] * 1.2)
+
+
+def _one_vm(flavor: str, physical: str = "16GiB", **vm: object) -> dict[str, object]:
+    return {"name": "one", "flavor": flavor, "host": {"physical": physical}, "vms": [{"name": "v", **vm}]}
+
+
+def test_hyperv_dynamic_memory_vm_starts_where_its_demand_holds_it_not_at_startup() -> None:
+    """Time zero is a running steady state: a Dynamic Memory VM using more than its startup
+    memory (4 GiB // 2 by default) holds its use plus buffer, uses exactly the scenario's
+    figure, and no OOM follows on an empty host."""
+    w = World(parse_scenario(_one_vm("hyperv", memory="4GiB", used="3GiB")), strict=True)
+    g = w.guest("v")
+    assert g.used_bytes == 3 * GiB and g.demand_bytes == 3 * GiB
+    assert g.current_bytes == int(3 * GiB * 1.2)  # demand plus the default 20 % buffer
+    w.advance(60)
+    assert [e["kind"] for e in w.events] == [] and g.used_bytes == 3 * GiB
+
+
+def test_hyperv_time_zero_is_consistent_with_a_startup_below_what_the_guest_cannot_free() -> None:
+    spec = _one_vm("hyperv", memory="4GiB", used="2GiB", unfreeable="2GiB", startup="512MiB")
+    w = World(parse_scenario(spec), strict=True)  # raised "negative swap; negative cache; ..."
+    w.advance(30)
+    g = w.guest("v")
+    assert g.current_bytes >= 2 * GiB and g.used_bytes == 2 * GiB and w.events == []
+
+
+@pytest.mark.parametrize("unfreeable", ["0MiB", "1536MiB"])
+def test_hyperv_static_vm_has_exactly_its_startup_memory(unfreeable: str) -> None:
+    """Hyper-V does not balance a static VM: a guest that uses more than its startup memory
+    swaps (or is refused more), its VM is never grown past the startup size."""
+    spec = _one_vm(
+        "hyperv",
+        memory="4GiB",
+        used="2GiB",
+        unfreeable=unfreeable,
+        swap="2GiB",
+        dynamic=False,
+        startup="512MiB",
+    )
+    w = World(parse_scenario(spec), strict=True)
+    g = w.guest("v")
+    for _ in range(3):
+        assert g.current_bytes == 512 * MiB and g.memory_bytes == 512 * MiB
+        w.advance(10)
+
+
+def test_kvm_vm_never_holds_more_than_its_memory() -> None:
+    """libvirt's <memory> is the most a balloon gives back: ``maximum`` (a Hyper-V setting) does
+    not raise it, a target above it is refused, and QEMU clamps one set behind the API's back."""
+    spec = _one_vm("kvm", memory="4GiB", used="3GiB", maximum="8GiB", stats_period=1)
+    w = World(parse_scenario(spec), strict=True)
+    with hvballoon.connect("fake://", world=w) as hv:
+        assert hv.get_config("v").maximum_bytes == 4 * GiB
+        with pytest.raises(hvballoon.errors.TargetAboveMaximumError):
+            hv.set_target("v", "8GiB")
+        w.set_target(w.guest("v").id, 8 * GiB)
+        w.advance(10)
+        st = hv.get_stats(["v"])[0]
+    assert st.configured_bytes == st.current_bytes == 4 * GiB and st.ballooned_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "vm",
+    [
+        {"used": "1GiB", "dynamic": False, "startup": "8GiB", "maximum": "8GiB"},
+        {
+            "used": "3GiB",
+            "maximum": "8GiB",
+            "workload": {"kind": "ramp", "params": {"to": "6GiB", "over": "1m"}},
+        },
+    ],
+    ids=["static-startup-above-memory", "dynamic-maximum-above-memory"],
+)
+def test_hyperv_vm_configured_size_is_what_it_may_hold_and_its_balloon_is_never_negative(
+    vm: dict[str, object],
+) -> None:
+    """A static VM's configured size is its startup memory, a Dynamic Memory VM's its maximum,
+    whatever the scenario's ``memory``: what it holds never exceeds it, and what the recorder
+    (and the policy benchmark) counts as ballooned never goes negative."""
+    w = World(parse_scenario(_one_vm("hyperv", memory="4GiB", **vm)), strict=True)
+    rec = record(w, every=10)
+    with hvballoon.connect("fake://", world=w) as hv:
+        w.advance(300)
+        st = hv.get_stats(["v"])[0]
+    g = w.guest("v")
+    assert g.memory_bytes == st.configured_bytes == 8 * GiB
+    assert g.current_bytes > 4 * GiB  # beyond the scenario's memory, within the VM's size
+    assert min(rec.to_data()["vms"]["v"]["balloon_bytes"]) >= 0
+
+
+def test_hyperv_static_vm_resized_down_below_its_use_keeps_within_its_size() -> None:
+    """A runtime resize takes only what the guest can free; what it keeps stays within the
+    VM's configured size, and what was taken counts as ballooned out of it."""
+    w = World(parse_scenario(_one_vm("hyperv", memory="8GiB", used="3GiB", dynamic=False)), strict=True)
+    rec = record(w, every=5)
+    with hvballoon.connect("fake://", world=w) as hv:
+        hv.set_target("v", "1GiB", force=True)
+        w.advance(60)
+    g = w.guest("v")
+    assert 3 * GiB <= g.current_bytes < 8 * GiB and g.memory_bytes == 8 * GiB
+    assert g.ballooned_bytes == 8 * GiB - g.current_bytes
+    assert min(rec.to_data()["vms"]["v"]["balloon_bytes"]) >= 0
+
+
+def test_strict_world_catches_a_vm_above_its_configured_memory() -> None:
+    class Overgrowing(KVMFlavor):
+        """A flavour with the bug: it steers a VM past its configured memory."""
+
+        def steer(self, world: World, floor: Any) -> Any:
+            return world.state.memory + GiB, floor
+
+    w = World(parse_scenario(_one_vm("kvm", memory="4GiB", used="1GiB")), strict=True)
+    w.hypervisor = Overgrowing()
+    with pytest.raises(SimulationError, match="more than its configured memory"):
+        w.advance(1)
+
+
+ESXI_RESERVED = """
+name: r
+flavor: esxi
+host: {physical: 16GiB, swap: 0}
+vms:
+  - {name: res, memory: 12GiB, used: 2GiB, cache: 8GiB, reservation: 12GiB, memory_reservation_lock: true}
+  - {name: other, memory: 12GiB, used: 10GiB}
+"""
+
+
+@pytest.mark.parametrize("reservation", [{"memory_reservation_lock": True}, {"reservation": "8GiB"}])
+def test_esxi_never_reclaims_a_vm_below_its_reservation(reservation: dict[str, object]) -> None:
+    """ESXi reclaims (balloons, compresses, swaps) only memory above a VM's reservation: the
+    host's shortage falls on the VM without one."""
+    spec = yaml.safe_load(ESXI_RESERVED)
+    res = {k: v for k, v in spec["vms"][0].items() if k not in ("reservation", "memory_reservation_lock")}
+    spec["vms"][0] = {**res, **reservation}
+    w = World(parse_scenario(spec), strict=True)
+    w.advance(30 * 60)
+    r, other = w.guest("res"), w.guest("other")
+    reserved = 12 * GiB if reservation.get("memory_reservation_lock") else 8 * GiB
+    held_back = r.memory_bytes - r.ballooned_bytes - r.host_swapped_bytes - r.compressed_bytes
+    assert held_back >= reserved and r.ballooned_bytes <= 12 * GiB - reserved
+    assert other.ballooned_bytes > 4 * GiB
+    assert w.accounting()["host"]["conserved"]
+
+
+def test_a_world_saved_before_the_reservation_array_loads_it_from_its_configuration() -> None:
+    import io
+
+    import numpy as np
+
+    w = World(parse_scenario(yaml.safe_load(ESXI_RESERVED)))
+    w.advance(60)
+    data = world_to_bytes(w)
+    size = int.from_bytes(data[:8], "big")
+    with np.load(io.BytesIO(data[8 + size :]), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "state.reservation"}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    old = world_from_bytes(data[: 8 + size] + buf.getvalue())
+    np.testing.assert_array_equal(old.state.reservation, [12 * GiB, 0])
+    assert world_to_bytes(old) == data
 
 
 def test_faults_by_count_are_retried_like_real_transient_errors() -> None:
