@@ -238,7 +238,10 @@ def align(n: int, granularity: int, direction: Literal["up", "down"] = "up") -> 
 MAX_SECONDS = 3650 * 86400.0
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|min|s|m|h|d)")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|min|s|m|h|d)", re.ASCII)
+#: a plain number of seconds: ASCII digits, a decimal point, an exponent (``float()`` alone also
+#: takes other scripts' digits, underscores, "nan" and "infinity")
+_SECONDS_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?", re.ASCII)
 
 
 def parse_duration(value: object, *, what: str = "duration") -> float:
@@ -263,9 +266,11 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         text = value.strip().lower()
         if text.startswith("-"):
             raise InvalidRequestError(f"invalid {what} {value!r}: a duration cannot be negative")
-        try:
+        if _SECONDS_RE.fullmatch(text):
             seconds = float(text)
-        except ValueError:
+        elif text in ("nan", "inf", "infinity"):
+            raise InvalidRequestError(f"invalid {what} {value!r}: must be finite and not negative")
+        else:
             pos, seconds = 0, 0.0
             for m in _DURATION_RE.finditer(text):
                 if text[pos : m.start()].strip():
@@ -273,7 +278,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
                 seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
                 pos = m.end()
             if pos == 0 or text[pos:].strip():
-                raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}") from None
+                raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}")
     else:
         raise InvalidRequestError(f"invalid {what} {value!r}; accepted: {accepted}")
     if not math.isfinite(seconds) or seconds < 0:

@@ -232,13 +232,36 @@ def test_format_none_and_small() -> None:
         (4.5, 4.5),
         ("1d", 86400),
         ("2min", 120),
+        (".5s", 0.5),  # as a size takes ".5GiB"
+        ("1.s", 1),
+        ("1e3", 1000),
+        (" 10 s ", 10),
     ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "10 parsecs", "-1s", "s", "1h junk", True, None, "nan", float("inf")])
+@pytest.mark.parametrize(
+    "bad",
+    # float() alone takes other scripts' digits, underscores, "infinity" and a leading "+"
+    [
+        "",
+        "10 parsecs",
+        "-1s",
+        "s",
+        "1h junk",
+        True,
+        None,
+        "nan",
+        float("inf"),
+        "infinity",
+        "١٠",
+        "1_000",
+        "+5",
+        "1e",
+    ],
+)
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(InvalidRequestError):
         parse_duration(bad)

@@ -186,30 +186,32 @@ def test_hyperv_time_zero_is_consistent_with_a_startup_below_what_the_guest_cann
     assert g.current_bytes >= 2 * GiB and g.used_bytes == 2 * GiB and w.events == []
 
 
-@pytest.mark.parametrize("unfreeable", ["0MiB", "1536MiB"])
+@pytest.mark.parametrize("unfreeable", ["0MiB", "768MiB"])
 def test_hyperv_static_vm_has_exactly_its_startup_memory(unfreeable: str) -> None:
-    """Hyper-V does not balance a static VM: a guest that uses more than its startup memory
+    """Hyper-V does not balance a static VM: a guest whose use grows past its startup memory
     swaps (or is refused more), its VM is never grown past the startup size."""
     spec = _one_vm(
         "hyperv",
         memory="4GiB",
-        used="2GiB",
+        used="768MiB",
         unfreeable=unfreeable,
         swap="2GiB",
         dynamic=False,
-        startup="512MiB",
+        startup="1GiB",
+        workload={"kind": "ramp", "params": {"to": "2GiB", "over": "20s"}},
     )
     w = World(parse_scenario(spec), strict=True)
     g = w.guest("v")
-    for _ in range(3):
-        assert g.current_bytes == 512 * MiB and g.memory_bytes == 512 * MiB
+    for _ in range(4):
+        assert g.current_bytes == GiB and g.memory_bytes == GiB
         w.advance(10)
+    assert g.demand_bytes > GiB  # its use did grow past the startup size
 
 
 def test_kvm_vm_never_holds_more_than_its_memory() -> None:
     """libvirt's <memory> is the most a balloon gives back: ``maximum`` (a Hyper-V setting) does
     not raise it, a target above it is refused, and QEMU clamps one set behind the API's back."""
-    spec = _one_vm("kvm", memory="4GiB", used="3GiB", maximum="8GiB", stats_period=1)
+    spec = _one_vm("kvm", memory="4GiB", used="3GiB", stats_period=1)
     w = World(parse_scenario(spec), strict=True)
     with hvballoon.connect("fake://", world=w) as hv:
         assert hv.get_config("v").maximum_bytes == 4 * GiB
@@ -222,31 +224,35 @@ def test_kvm_vm_never_holds_more_than_its_memory() -> None:
 
 
 @pytest.mark.parametrize(
-    "vm",
+    ("vm", "size"),
     [
-        {"used": "1GiB", "dynamic": False, "startup": "8GiB", "maximum": "8GiB"},
-        {
-            "used": "3GiB",
-            "maximum": "8GiB",
-            "workload": {"kind": "ramp", "params": {"to": "6GiB", "over": "1m"}},
-        },
+        ({"used": "1GiB", "dynamic": False, "startup": "3GiB"}, 3 * GiB),
+        (
+            {
+                "used": "3GiB",
+                "maximum": "6GiB",
+                "workload": {"kind": "ramp", "params": {"to": "7GiB", "over": "1m"}},
+            },
+            6 * GiB,
+        ),
     ],
-    ids=["static-startup-above-memory", "dynamic-maximum-above-memory"],
+    ids=["static-startup", "dynamic-maximum"],
 )
 def test_hyperv_vm_configured_size_is_what_it_may_hold_and_its_balloon_is_never_negative(
-    vm: dict[str, object],
+    vm: dict[str, object], size: int
 ) -> None:
-    """A static VM's configured size is its startup memory, a Dynamic Memory VM's its maximum,
-    whatever the scenario's ``memory``: what it holds never exceeds it, and what the recorder
-    (and the policy benchmark) counts as ballooned never goes negative."""
-    w = World(parse_scenario(_one_vm("hyperv", memory="4GiB", **vm)), strict=True)
+    """A static VM's configured size is its startup memory, a Dynamic Memory VM's its maximum
+    (neither may exceed the scenario's ``memory``, which the loader checks): what it holds never
+    exceeds it, and what the recorder (and the policy benchmark) counts as ballooned never goes
+    negative."""
+    w = World(parse_scenario(_one_vm("hyperv", memory="8GiB", swap="4GiB", **vm)), strict=True)
     rec = record(w, every=10)
     with hvballoon.connect("fake://", world=w) as hv:
         w.advance(300)
         st = hv.get_stats(["v"])[0]
     g = w.guest("v")
-    assert g.memory_bytes == st.configured_bytes == 8 * GiB
-    assert g.current_bytes > 4 * GiB  # beyond the scenario's memory, within the VM's size
+    assert g.memory_bytes == st.configured_bytes == size
+    assert g.current_bytes <= size
     assert min(rec.to_data()["vms"]["v"]["balloon_bytes"]) >= 0
 
 
