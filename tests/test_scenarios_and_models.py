@@ -65,6 +65,11 @@ def test_builtins_all_load() -> None:
             "vms.0.shares",
             "less than or equal to 2147483647",
         ),
+        (
+            "name: x\nhost: {physical: 8GiB}\nvms: [{name: a, memory: 9223372036854775807}]\n",
+            "vms.0.memory",
+            "more than a simulated world holds",
+        ),
         ("name: [unclosed\n", "", "not valid YAML"),
         ("[" * 100_000, "", "nested too deeply"),
         ("- just\n- a list\n", "", "valid dictionary"),

@@ -75,7 +75,11 @@ def validate_settings(data: dict[str, Any], where: str = "autoballoon settings")
     try:
         return ControllerSettings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise InvalidRequestError(f"invalid {where}: {problems}", details={"problems": problems}) from None
 
 

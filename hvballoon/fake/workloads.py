@@ -40,11 +40,18 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "TOUCH_RATES", "Component", "WorkloadBlock", "validate_params"]
 
 
+#: the largest size a simulated world holds (1 PiB): its physics run in float64, exact to 2**53
+MAX_SIMULATED_BYTES = 2**50
+
+
 def _size(value: Any) -> int:
     try:
-        return parse_size(value, allow_zero=True)
+        size = parse_size(value, allow_zero=True)
     except HVBalloonError as exc:
         raise ValueError(exc.message) from None
+    if size > MAX_SIMULATED_BYTES:
+        raise ValueError(f"{value!r} is more than a simulated world holds (at most 1 PiB)")
+    return size
 
 
 def _duration(value: Any) -> float:

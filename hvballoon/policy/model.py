@@ -26,7 +26,7 @@ from pydantic import (
 
 from hvballoon.errors import HVBalloonError
 from hvballoon.models import MAX_INT32, Mechanism, Timestamp
-from hvballoon.units import parse_duration, parse_size
+from hvballoon.units import format_sizes, parse_duration, parse_size
 
 __all__ = [
     "Action",
@@ -168,6 +168,20 @@ class ControllerSettings(_Frozen):
                 f"for) is above interval_seconds ({self.interval_seconds:g} s): give a longer interval or a "
                 "shorter fast_interval_seconds"
             )
+        if self.host_memory_bytes is not None:
+            if self.host_memory_bytes <= 0:
+                raise ValueError(
+                    "host_memory_bytes is the host's memory: above zero (leave it out to read the host)"
+                )
+            kept = self.host_overhead_bytes + self.host_reserve_bytes
+            if kept >= self.host_memory_bytes:
+                shown = format_sizes(
+                    self.host_overhead_bytes, self.host_reserve_bytes, self.host_memory_bytes
+                )
+                raise ValueError(
+                    f"host_overhead_bytes {shown[0]} and host_reserve_bytes {shown[1]} leave nothing of "
+                    f"host_memory_bytes {shown[2]} for the VMs"
+                )
         return self
 
     def for_vm(self, name: str, vm_id: str) -> VMSettings:

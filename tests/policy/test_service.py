@@ -292,7 +292,10 @@ class TestCheck:
             ("stats_period_seconds: 99999999999999999999\n", "stats_period_seconds"),
             # durations a round's wait cannot take (timestamp out of range), or that never end
             ("interval_seconds: .inf\n", "interval_seconds"),
-            ("interval_seconds: 1e20\n", "interval_seconds: Value error, invalid interval_seconds"),
+            ("interval_seconds: 1e20\n", "interval_seconds: invalid interval_seconds"),
+            ("host_memory_bytes: 0\n", "host_memory_bytes is the host's memory: above zero"),
+            ("host_memory_bytes: 120GiB\nhost_reserve_bytes: 200GiB\n", "leave nothing of host_memory_bytes"),
+            ("host_memory_bytes: 1GiB\nhost_overhead_bytes: 2GiB\n", "leave nothing of host_memory_bytes"),
             ("max_backoff_seconds: .inf\n", "max_backoff_seconds"),
             ("fast_interval_seconds: .nan\n", "fast_interval_seconds"),
             ("min_seconds_between_lowers: 1.0e+30\n", "at most 3650d"),
