@@ -186,6 +186,22 @@ def test_a_world_of_another_flavor_checks_that_flavors_rules(tmp_path: Path) -> 
         assert [vm.name for vm in hv.list_vms()] == ["v"]
 
 
+def test_a_scenario_checked_once_for_a_flavor_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvballoon.fake import scenario as module
+    from hvballoon.fake.world import World
+
+    checked: list[str] = []
+    real = module._vm_problem
+    monkeypatch.setattr(module, "_vm_problem", lambda hv, spec: checked.append(hv.name) or real(hv, spec))
+    scenario = module.parse_scenario(
+        {"name": "x", "host": {"physical": "8GiB"}, "vms": [{"name": "a", "memory": "1GiB"}]}
+    )
+    World(scenario)  # the loader checked it as KVM: building its world costs no second check
+    World(scenario, flavor="esxi")  # another flavour is checked by its own rules
+    World(scenario, flavor="esxi")
+    assert checked == ["kvm", "esxi"]
+
+
 def test_every_builtin_holds_in_every_flavor() -> None:
     from hvballoon.fake.scenario import check_flavor
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -267,6 +268,10 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
     for another one (``fake://x?flavor=esxi``) for that one.
     """
     name = flavor or scenario.flavor
+    key = (id(scenario), name)
+    with _CHECKED_LOCK:
+        if _CHECKED.get(key) is scenario:  # the loader checked it, a world made from it checks again
+            return
     hv = FLAVORS[name]
     where = source or (f"{scenario.name!r}" + (f" as {name}" if name != scenario.flavor else ""))
     if name == "kvm" and scenario.host.rebalance_period is not None:
@@ -282,6 +287,16 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
         if problem is not None:
             field, message, rule = problem
             _refuse(where, f"vms.{i}{field}", message, name, rule)
+    with _CHECKED_LOCK:
+        _CHECKED[key] = scenario  # kept alive while remembered, so its id is not another's
+        while len(_CHECKED) > 16:
+            del _CHECKED[next(iter(_CHECKED))]
+
+
+#: the scenarios :func:`check_flavor` passed lately, by (id, flavour): a frozen scenario does not
+#: change, and checking one of 10,000 VMs costs a third of building its world
+_CHECKED: dict[tuple[int, str], Scenario] = {}
+_CHECKED_LOCK = threading.Lock()
 
 
 def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | None] | None:
