@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 import hvballoon
 from hvballoon.errors import ScenarioError
-from hvballoon.fake.scenario import builtin_scenarios, load_scenario
+from hvballoon.fake.scenario import builtin_scenarios, load_scenario, parse_scenario
 from hvballoon.models import VM, Mechanism, MemoryStats, json_schemas
 from hvballoon.units import GiB
 
@@ -133,6 +133,8 @@ def test_a_vm_its_flavors_rules_refuse_is_refused_at_load(
         ("hyperv", {"dynamic": False, "startup": "2GiB", "used": "3GiB"}, "vms.0.used", "cannot hold"),
         ("hyperv", {"dynamic": False, "startup": "8GiB"}, "vms.0.startup", "above memory"),
         ("hyperv", {"maximum": "8GiB"}, "vms.0.maximum", "above memory"),
+        # nor a Dynamic Memory VM more than its maximum
+        ("hyperv", {"maximum": "2GiB", "used": "3GiB"}, "vms.0.used", "holds at most its maximum"),
         # KVM's and ESXi's maximum is the memory size, which memory sets
         ("kvm", {"maximum": "2GiB"}, "vms.0.maximum", "memory size"),
         ("kvm", {"maximum": "8GiB"}, "vms.0.maximum", "memory size"),
@@ -165,6 +167,20 @@ def test_what_a_flavor_holds_loads(tmp_path: Path, flavor: str, vm: dict[str, ob
     path = tmp_path / "good.yaml"
     path.write_text(_one_vm(flavor, **{"memory": "4GiB", "used": "1GiB", **vm}))
     assert load_scenario(path).vms[0].name == "v"
+
+
+def test_esxi_reservations_beyond_the_host_are_refused_as_admission_control_would() -> None:
+    def scenario(*reservations: str) -> dict[str, object]:
+        vms = [
+            {"name": f"v{i}", "memory": "12GiB", "used": "1GiB", "reservation": r}
+            for i, r in enumerate(reservations)
+        ]
+        return {"name": "x", "flavor": "esxi", "host": {"physical": "16GiB", "overhead": "1GiB"}, "vms": vms}
+
+    with pytest.raises(ScenarioError, match="admission control") as info:
+        parse_scenario(scenario("8GiB", "8GiB"))
+    assert info.value.details["path"] == "vms"
+    parse_scenario(scenario("8GiB", "7GiB"))  # 15 GiB: what the host has for its VMs
 
 
 def test_a_world_of_another_flavor_checks_that_flavors_rules(tmp_path: Path) -> None:

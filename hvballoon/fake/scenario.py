@@ -287,6 +287,23 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
         if problem is not None:
             field, message, rule = problem
             _refuse(where, f"vms.{i}{field}", message, name, rule)
+    if name == "esxi":
+        # ESXi's admission control powers a VM on only if the host can back its reservation
+        reserved = sum(
+            spec.memory if spec.memory_reservation_lock else (spec.reservation or 0)
+            for spec in scenario.vms
+            if spec.power_state == "running"
+        )
+        room = scenario.host.physical - scenario.host.overhead
+        if reserved > room:
+            shown_reserved, shown_room = format_sizes(reserved, room)
+            _refuse(
+                where,
+                "vms",
+                f"the running VMs reserve {shown_reserved}, more than the host's {shown_room} (its memory "
+                "less its overhead): ESXi's admission control would not power them all on",
+                name,
+            )
     with _CHECKED_LOCK:
         _CHECKED[key] = scenario  # kept alive while remembered, so its id is not another's
         while len(_CHECKED) > 16:
@@ -334,6 +351,13 @@ def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | Non
         hv.kind.check_config(vm, MemoryConfig(vm=vm, mechanism=mechanism, **fields))
     except HVBalloonError as err:
         return "", err.message, err.details.get("rule")
+    if name == "hyperv" and config["dynamic"] is not False and spec.used > config["maximum_bytes"]:
+        shown_used, shown_max = format_sizes(spec.used, config["maximum_bytes"])
+        return (
+            ".used",
+            f"a Dynamic Memory VM holds at most its maximum, {shown_max}: it cannot hold its use of {shown_used}",
+            None,
+        )
     if name == "hyperv" and config["dynamic"] is False and spec.used > config["startup_bytes"]:
         shown_used, shown_startup = format_sizes(spec.used, config["startup_bytes"])
         return (
