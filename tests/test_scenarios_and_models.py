@@ -116,12 +116,7 @@ def _one_vm(flavor: str, host: str = "{physical: 32GiB}", **vm: object) -> str:
 def test_a_vm_its_flavors_rules_refuse_is_refused_at_load(
     tmp_path: Path, flavor: str, vm: dict[str, object], where: str, rule: str | None
 ) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(_one_vm(flavor, **{"memory": "4GiB", "used": "1GiB", **vm}))
-    with pytest.raises(ScenarioError) as info:
-        load_scenario(path)
-    msg = str(info.value)
-    assert str(path) in msg and f"{where}:" in msg, msg
+    info, msg = _refused_at_load(tmp_path, flavor, vm, where)
     if rule is not None:  # the kind's own rule, as the real backend refuses it
         assert info.value.details["rule"] == rule and rule in msg, msg
 
@@ -144,12 +139,22 @@ def test_a_vm_its_flavors_rules_refuse_is_refused_at_load(
 def test_what_a_flavor_cannot_simulate_is_refused_at_load(
     tmp_path: Path, flavor: str, vm: dict[str, object], where: str, problem: str
 ) -> None:
+    _, msg = _refused_at_load(tmp_path, flavor, vm, where)
+    assert problem in msg, msg
+
+
+def _refused_at_load(
+    tmp_path: Path, flavor: str, vm: dict[str, object], where: str
+) -> tuple[pytest.ExceptionInfo[ScenarioError], str]:
+    """Load a one-VM scenario of ``flavor`` (4 GiB, 1 GiB used, ``vm`` on top): it must be
+    refused naming its file and ``where``."""
     path = tmp_path / "bad.yaml"
     path.write_text(_one_vm(flavor, **{"memory": "4GiB", "used": "1GiB", **vm}))
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     msg = str(info.value)
-    assert str(path) in msg and f"{where}:" in msg and problem in msg, msg
+    assert str(path) in msg and f"{where}:" in msg, msg
+    return info, msg
 
 
 @pytest.mark.parametrize(
