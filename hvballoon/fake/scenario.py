@@ -30,6 +30,7 @@ from hvballoon.errors import HVBalloonError, ScenarioError
 from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
 from hvballoon.fake.workloads import Duration, Size, validate_params
+from hvballoon.kinds.esxi import admits as esxi_admits
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
 from hvballoon.units import format_sizes
@@ -288,14 +289,12 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
             field, message, rule = problem
             _refuse(where, f"vms.{i}{field}", message, name, rule)
     if name == "esxi":
-        # ESXi's admission control powers a VM on only if the host can back its reservation
+        # the reservations as the flavour holds them (a locked one is the memory size)
         reserved = sum(
-            spec.memory if spec.memory_reservation_lock else (spec.reservation or 0)
-            for spec in scenario.vms
-            if spec.power_state == "running"
+            hv.config(spec)["reservation_bytes"] for spec in scenario.vms if spec.power_state == "running"
         )
         room = scenario.host.physical - scenario.host.overhead
-        if reserved > room:
+        if not esxi_admits(reserved, room):
             shown_reserved, shown_room = format_sizes(reserved, room)
             _refuse(
                 where,

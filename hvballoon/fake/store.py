@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hvballoon._sqlitefiles import foreign_tables
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario
@@ -243,14 +244,12 @@ class WorldStore:
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            # another program's database (a journal, anything) is refused before anything is written
-            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            foreign = sorted(t for t in tables - {"world", "origin"} if not t.startswith("sqlite_"))
+            foreign = foreign_tables(self._conn, {"world", "origin"})  # a journal, anything
             if foreign:
                 self._conn.close()
                 raise InvalidRequestError(
                     f"{self.path} is not a fake world's state file: it is a database with other tables "
-                    f"({', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}); name another state file"
+                    f"({foreign}); name another state file"
                 )
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")

@@ -39,6 +39,13 @@ SHARES_LEVELS: tuple[str, ...] = get_args(SharesLevel)
 #: memoryMB is a multiple of this.
 MEMORY_SIZE_STEP = 4 * MiB
 
+
+def admits(reserved_bytes: int, host_bytes: int) -> bool:
+    """ESXi's admission control: VMs are powered on only while the host can back every running
+    VM's reservation (``reserved_bytes``) out of the memory it has for VMs (``host_bytes``)."""
+    return reserved_bytes <= host_bytes
+
+
 _READABLE = frozenset({
     "configured_bytes", "current_bytes", "target_bytes", "ballooned_bytes", "guest_used_bytes",
     "demand_bytes", "host_consumed_bytes", "swapped_bytes", "compressed_bytes", "shared_bytes",

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hvballoon._sqlitefiles import foreign_tables
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.models import Timestamp
 
@@ -248,12 +249,9 @@ class Journal:
 
     def _init(self, uri: str) -> None:
         c = self._conn
-        # another program's database (a fake world's state, anything) is refused before anything
-        # is written to it
-        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        foreign = sorted(t for t in tables - {"meta", "lowered", "changes"} if not t.startswith("sqlite_"))
+        foreign = foreign_tables(c, {"meta", "lowered", "changes"})  # a fake world's state, anything
         if foreign:
-            raise sqlite3.DatabaseError(f"it is a database with other tables ({', '.join(foreign[:5])})")
+            raise sqlite3.DatabaseError(f"it is a database with other tables ({foreign})")
         c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = FULL")  # a committed change is on disk before the call
         with self._tx():
