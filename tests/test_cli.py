@@ -138,6 +138,14 @@ def test_config_change() -> None:
     assert r.returncode == 9
 
 
+def test_an_unlimited_limit_reads_unlimited_on_both_sides_of_the_change() -> None:
+    r = run("config", "fake://esxi-limits", "web02", "--limit", "unlimited", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["web02: unchanged (limit)", "  limit: unlimited -> unlimited"]
+    r = run("config", "fake://esxi-limits", "web01", "--limit", "unlimited", "--dry-run")
+    assert r.stdout.splitlines() == ["web01: would change (limit)", "  limit: 6 GiB -> unlimited"]
+
+
 def test_esxi_shares_level_and_reservation_lock() -> None:
     uri = "fake://seed?flavor=esxi"
     r = run("config", uri, "db01", "--shares-level", "high", "--memory-reservation-lock", "--json")
@@ -205,7 +213,7 @@ def test_schema_and_help() -> None:
     assert "Examples:" in r.stdout and "--force" in r.stdout
 
 
-@pytest.mark.parametrize("size", ["-1GiB", "-1", "-0.5GiB"])
+@pytest.mark.parametrize("size", ["-1GiB", "-1", "-0.5GiB", "- 6GiB", "-  .5GiB"])
 def test_a_negative_size_is_refused_as_negative_not_as_an_option(size: str) -> None:
     r = run("set", "fake://seed", "web01", size)
     assert r.returncode == 2

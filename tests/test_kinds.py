@@ -182,6 +182,17 @@ def test_esxi_refusals(requested: dict[str, Any], current: dict[str, Any], rule:
     assert info.value.details["rule"] == rule and type(info.value) is ESXI.rule(rule).error
 
 
+def test_a_locked_reservation_above_the_limit_says_where_the_reservation_comes_from() -> None:
+    vm, cfg = _esxi_config(limit_bytes=8 * GiB)
+    with pytest.raises(
+        HVBalloonError, match=r"16 GiB of 'db01' \(locked to its memory size\) would be above"
+    ):
+        ESXI.plan_config(vm, ConfigUpdate.from_fields({"memory_reservation_lock": True}), cfg)
+    with pytest.raises(HVBalloonError) as info:
+        ESXI.plan_config(vm, ConfigUpdate.from_fields({"reservation_bytes": 9 * GiB}), cfg)
+    assert "locked" not in str(info.value)
+
+
 # -- the session's parsing of the new fields ---------------------------------------------------
 
 

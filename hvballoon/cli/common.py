@@ -52,8 +52,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-#: An argument that starts like a negative number ('-1GiB', '-5m', '-.5'): a value, not an option.
-_NEGATIVE = re.compile(r"^-\.?[0-9]")
+#: An argument that starts like a negative number ('-1GiB', '-5m', '-.5', '- 6GiB'): a value, not
+#: an option.
+_NEGATIVE = re.compile(r"^-\s*\.?[0-9]")
 
 
 class NegativeValuesCommand(click.Command):
@@ -202,12 +203,12 @@ def change_lines(change: Any) -> list[str]:
     )
     out = [f"{change.vm.name}: {verb} ({change.mechanism.value})"]
     for key in change.after:
-        b, a = change.before.get(key), change.after[key]
         fmt = format_size if key.endswith("_bytes") else str
-        out.append(
-            f"  {key.removesuffix('_bytes')}: {fmt(b) if b is not None else '-'} -> "
-            f"{fmt(a) if a is not None else 'unlimited'}"
-        )
+        # None is the field's "no bound" (an unlimited ESXi limit) on either side of the change
+        after = change.after[key]
+        shown = ["unlimited" if v is None else fmt(v) for v in (change.before.get(key), after)]
+        before = shown[0] if key in change.before else "-"
+        out.append(f"  {key.removesuffix('_bytes')}: {before} -> {shown[1]}")
     out.extend(f"  warning: {w}" for w in change.warnings)
     return out
 

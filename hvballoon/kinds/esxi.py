@@ -220,9 +220,10 @@ class ESXiKind(Kind):
         lim = after.limit_bytes
         if lim is not None and res > lim:
             shown_res, shown_lim = format_sizes(res, lim)
+            locked = " (locked to its memory size)" if after.memory_reservation_lock else ""
             self.refuse(
                 "reservation_le_limit",
-                f"the reservation {shown_res} of {vm.name!r} would be above the limit {shown_lim}",
+                f"the reservation {shown_res} of {vm.name!r}{locked} would be above the limit {shown_lim}",
                 vm=vm,
                 reservation_bytes=res,
                 limit_bytes=lim,
