@@ -122,7 +122,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
                 planned[key] = (change, target)
         order = [key for key, _, _ in items]
         refused = [key for key in order if isinstance(results[key], HVBalloonError)]
-        if refused and not skip_invalid and planned:
+        if refused and not skip_invalid:
             why = f"{len(refused)} of {len(order)} VMs were refused ({', '.join(refused)})"
             for key, (change, _) in planned.items():
                 results[key] = change.model_copy(

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from hvballoon import registry
 from hvballoon._bulk import _BulkTargets
+from hvballoon._bulkconfig import _BulkConfigs, _config_vm
 from hvballoon._guardrails import GuardRails
 from hvballoon._results import TargetResults
 from hvballoon._sessioncore import VMRef
@@ -58,10 +59,6 @@ PASSWORD_ENV = "HVBALLOON_PASSWORD"  # noqa: S105 - a variable name, not a secre
 
 def _stats_vm(stats: MemoryStats) -> VM:
     return stats.vm
-
-
-def _config_vm(config: MemoryConfig) -> VM:
-    return config.vm
 
 
 #: A mark's key: hvballoon's own namespace only, so a mark can never set another of the VM's
@@ -129,7 +126,7 @@ def connect(
     return Hypervisor(backend, uri=parsed, retry=policy, guard_rails=guard_rails or GuardRails())
 
 
-class Hypervisor(_BulkTargets):
+class Hypervisor(_BulkTargets, _BulkConfigs):
     """A session on one hypervisor. Use it as a context manager, or call :meth:`close`."""
 
     # The public API is here; the machinery, one concern a module, is inherited:
@@ -450,40 +447,49 @@ class Hypervisor(_BulkTargets):
         """
         given = {k: v for k, v in locals().items() if k in _CONFIG_KEYWORDS}  # the keywords above
         update = ConfigUpdate.from_keywords(given)
-        wanted = update.fields()
-        if not wanted:
+        if not update.fields():
             raise InvalidRequestError("set_config needs at least one field to change")
         # read first: the live rules depend on the power state, which must be fresh
         current = self.get_config(vm)
-        target_vm = current.vm
-        caps = self._backend.vm_capabilities(target_vm)
-        plan: ConfigUpdate = self._call(
-            "check_config", lambda: self._backend.plan_config(target_vm, update, current), target_vm.name
-        )
-        changes = plan.fields()
-        before = {k: getattr(current, k) for k in (*wanted, *changes)}
-        change = Change(
-            vm=target_vm,
-            operation="set_config",
-            changed=bool(changes),
-            dry_run=dry_run,
-            mechanism=caps.mechanism,
-            before=before,
-            after={**before, **changes},
-            requested=wanted,
-        )
-        if changes and not dry_run:
-            try:
-                self._call(
-                    "set_config",
-                    lambda: self._backend.apply_config(target_vm, plan, current),
-                    target_vm.name,
-                )
-            finally:
-                # what the index knows of the VM (e.g. Hyper-V's Dynamic Memory flag) may be old now
-                self._index.forget([target_vm.id])
-            log.info("changed memory config of %s: %s", target_vm.name, sorted(changes))
+        change, plan = self._plan_config(current, update, dry_run)
+        if change.changed and not dry_run:
+            self._apply_config(current, plan)
         return change
+
+    def set_configs(
+        self,
+        configs: Mapping[str, Mapping[str, Any]] | Sequence[tuple[VMRef, Mapping[str, Any]]],
+        *,
+        dry_run: bool = False,
+        skip_invalid: bool = False,
+    ) -> TargetResults:
+        """Change many VMs' memory configurations at once: ``{"web01": {"minimum": "2GiB"},
+        "web02": {"buffer_percent": 30}}`` (or a list of ``(VM or name or id, options)`` pairs),
+        each VM's options the keywords of :meth:`set_config`.
+
+        Every VM is resolved, read in one bulk read (one PropertyCollector read on ESXi, one
+        command on Hyper-V) and put through the same rules as :meth:`set_config` *first*; only
+        then is anything changed, VM by VM (a configuration change is one task or command per VM
+        on every hypervisor). When a VM is refused (an option it cannot take, a rule of its
+        hypervisor, a VM named twice), nothing is changed unless ``skip_invalid=True`` asks to
+        change the others anyway; their changes come back as a dry run with a warning. One VM's
+        failure while applying does not stop the others: the answer, a :class:`TargetResults`,
+        has one result per VM — its :class:`Change` or its typed error — and ``.error`` is a
+        :class:`~hvballoon.errors.PartialChangeError` when some VMs changed and others did not.
+
+        >>> import hvballoon
+        >>> with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
+        ...     res = hv.set_configs({"web01": {"buffer_percent": 30}, "web02": {"buffer_percent": 40}})
+        ...     res.ok, sorted(res.made), res["web02"].after["buffer_percent"]
+        (True, ['web01', 'web02'], 40)
+        >>> with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
+        ...     res = hv.set_configs({"web01": {"buffer_percent": 30}, "web02": {"buffer_percent": 9000}})
+        ...     res.applied, res["web01"].dry_run, res["web02"].code
+        (False, True, 'invalid_request')
+        """
+        if self._closed:
+            raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
+        return self._set_configs(self._config_items(configs), dry_run=dry_run, skip_invalid=skip_invalid)
 
     def wait_for_target(
         self,

@@ -64,6 +64,12 @@ def test_one_bulk_read_and_one_bulk_apply(hv: hvballoon.Hypervisor) -> None:
     assert calls == Counter({"get_stats_and_configs": 1, "apply_targets": 1})
 
 
+def test_when_every_vm_is_refused_nothing_is_sent_and_the_answer_says_so(hv: hvballoon.Hypervisor) -> None:
+    calls = counted(hv)
+    res = hv.set_targets({"web02": "1GiB", "nosuch": "4GiB"})
+    assert not res.applied and res.made == set() and calls["apply_targets"] == 0
+
+
 def test_a_refusal_in_the_middle_applies_nothing(hv: hvballoon.Hypervisor) -> None:
     before = targets(hv)
     res = hv.set_targets({"web01": "7GiB", "web02": "1GiB", "nosuch": "4GiB", "web03": "8GiB"})

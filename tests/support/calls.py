@@ -33,6 +33,7 @@ def counted(hv: hvballoon.Hypervisor) -> Counter[str]:
         "get_host_stats",
         "apply_target",
         "apply_targets",
+        "apply_config",
     ):
         original = getattr(backend, name)
 

@@ -123,61 +123,19 @@ def _named_twice(refs):
 
 
 def set_configs(hv, refs, fields, dry_run):
-    """``set_config(**fields)`` on every VM of ``refs``, all or nothing, as ``set_targets`` moves
-    targets: the answer is a :class:`hvballoon.TargetResults` keyed as the VMs were named.
+    """``set_config(**fields)`` on every VM of ``refs``, all or nothing, through the SDK's
+    ``set_configs``: the answer is a :class:`hvballoon.TargetResults` keyed as the VMs were named.
 
-    First every VM is planned with ``set_config(dry_run=True)`` (the SDK resolves it, reads its
-    configuration and puts the change through the backend's and the hypervisor's rules); when
-    any VM is refused, or the same VM is named twice, nothing is applied and the others'
-    changes come back as a dry run with a warning. Otherwise the VMs that need a change get it,
-    one by one; a VM that then fails (a remote error) does not stop the others, and the
+    Every VM is read in one bulk read and planned first (the backend's and the hypervisor's
+    rules); when any VM is refused, or the same VM is named twice, nothing is applied and the
+    others' changes come back as a dry run with a warning. Otherwise the VMs that need a change
+    get it, one by one; a VM that then fails (a remote error) does not stop the others, and the
     answer's ``error`` is ``partial_change`` when some were changed and others were not.
     """
     twice = _named_twice(refs)
     if twice is not None:
         raise twice.with_context(backend=hv.backend_name, uri=hv.uri)
-    results = {}
-    for ref in refs:
-        try:
-            results[ref] = hv.set_config(ref, dry_run=True, **fields)
-        except HVBalloonError as exc:
-            results[ref] = exc.with_context(backend=hv.backend_name, uri=hv.uri, vm=ref)
-    named = {}
-    for ref, res in results.items():
-        if not isinstance(res, HVBalloonError):
-            named.setdefault(res.vm.id, []).append(ref)
-    for same in named.values():
-        if len(same) > 1:
-            for ref in same:
-                results[ref] = InvalidRequestError(
-                    f"VM {results[ref].vm.name!r} is named {len(same)} times ({', '.join(same)}): "
-                    "give each VM once",
-                    backend=hv.backend_name,
-                    uri=hv.uri,
-                    vm=results[ref].vm.name,
-                )
-    refused = [ref for ref in refs if isinstance(results[ref], HVBalloonError)]
-    if refused:
-        why = f"{len(refused)} of {len(refs)} VMs were refused ({', '.join(refused)})"
-        for ref in refs:
-            change = results[ref]
-            if not isinstance(change, HVBalloonError):
-                note = f"not applied: {why}; nothing is applied unless every VM passes"
-                results[ref] = change.model_copy(update={"warnings": (*change.warnings, note)})
-    if refused or dry_run:
-        return hvballoon.TargetResults(results, applied=False, backend=hv.backend_name, uri=hv.uri)
-    made = set()
-    for ref in refs:
-        if not results[ref].changed:
-            continue
-        try:
-            results[ref] = hv.set_config(ref, **fields)
-        except HVBalloonError as exc:
-            results[ref] = exc.with_context(backend=hv.backend_name, uri=hv.uri, vm=ref)
-        else:
-            if results[ref].changed:
-                made.add(ref)
-    return hvballoon.TargetResults(results, applied=True, made=made, backend=hv.backend_name, uri=hv.uri)
+    return hv.set_configs([(ref, fields) for ref in refs], dry_run=dry_run)
 
 
 def exit_bulk(module, res, result, stats=False):

@@ -1,0 +1,179 @@
+"""Changing configurations: one VM's plan (``set_config``), and many VMs read in one bulk read,
+all planned before any is changed (``set_configs``); one :class:`~hvballoon.TargetResults`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from hvballoon._results import TargetResults
+from hvballoon._sessioncore import VMRef, _SessionCore
+from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.models import VM, Change, ConfigUpdate, MemoryConfig
+
+log = logging.getLogger("hvballoon")
+
+
+def _config_vm(config: MemoryConfig) -> VM:
+    return config.vm
+
+
+class _BulkConfigs(_SessionCore):
+    """Plans and applies configuration changes (``set_config`` is one VM of it)."""
+
+    def _plan_config(
+        self, current: MemoryConfig, update: ConfigUpdate, dry_run: bool
+    ) -> tuple[Change, ConfigUpdate]:
+        """``update`` put through the backend's and its hypervisor's rules against the VM's
+        ``current`` configuration: the :class:`Change` it makes and the plan to apply."""
+        vm = current.vm
+        caps = self._backend.vm_capabilities(vm)
+        plan: ConfigUpdate = self._call(
+            "check_config", lambda: self._backend.plan_config(vm, update, current), vm.name
+        )
+        wanted, changes = update.fields(), plan.fields()
+        before = {k: getattr(current, k) for k in (*wanted, *changes)}
+        change = Change(
+            vm=vm,
+            operation="set_config",
+            changed=bool(changes),
+            dry_run=dry_run,
+            mechanism=caps.mechanism,
+            before=before,
+            after={**before, **changes},
+            requested=wanted,
+        )
+        return change, plan
+
+    def _apply_config(self, current: MemoryConfig, plan: ConfigUpdate) -> None:
+        vm = current.vm
+        try:
+            self._call("set_config", lambda: self._backend.apply_config(vm, plan, current), vm.name)
+        finally:
+            # what the index knows of the VM (e.g. Hyper-V's Dynamic Memory flag) may be old now
+            self._index.forget([vm.id])
+        log.info("changed memory config of %s: %s", vm.name, sorted(plan.fields()))
+
+    @staticmethod
+    def _config_items(configs: Any) -> list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]]:
+        """``set_configs``'s argument as (key, VM ref, its update or the error of its fields)."""
+        if isinstance(configs, Mapping):
+            pairs = list(configs.items())
+        elif isinstance(configs, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in configs
+        ):
+            pairs = [tuple(p) for p in configs]
+        else:
+            raise InvalidRequestError(
+                "set_configs takes a mapping {vm: {option: value}} or a list of (vm, {option: value}) "
+                f"pairs, got {type(configs).__name__}"
+            )
+        if not pairs:
+            raise InvalidRequestError("set_configs needs at least one VM")
+        items: list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]] = []
+        seen: set[str] = set()
+        for ref, fields in pairs:
+            key = ref.id if isinstance(ref, VM) else ref
+            if not isinstance(key, str) or not key:
+                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
+            if key in seen:
+                raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
+            seen.add(key)
+            update: ConfigUpdate | HVBalloonError
+            if not isinstance(fields, Mapping):
+                update = InvalidRequestError(
+                    f"the configuration of {key!r} is a mapping {{option: value}}, got {type(fields).__name__}",
+                    vm=key,
+                )
+            else:
+                try:
+                    update = ConfigUpdate.from_keywords(fields)
+                except HVBalloonError as exc:
+                    update = exc.with_context(vm=key)
+                else:
+                    if not update.fields():
+                        update = InvalidRequestError(f"no field to change is given for {key!r}", vm=key)
+            items.append((key, ref, update))
+        return items
+
+    def _set_configs(
+        self,
+        items: list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]],
+        *,
+        dry_run: bool,
+        skip_invalid: bool,
+    ) -> TargetResults:
+        results: dict[str, Change | HVBalloonError] = {}
+        for key, _ref, update in items:
+            if isinstance(update, HVBalloonError):
+                results[key] = update.with_context(backend=self.backend_name, uri=self.uri)
+        keys = [key for key, _, _ in items if key not in results]
+        ref_of = {key: ref for key, ref, _ in items}
+        update_of = {key: update for key, _, update in items if isinstance(update, ConfigUpdate)}
+        # 1. every VM resolved, read fresh in one bulk read (live rules depend on the power
+        # state) and planned before anything is changed
+        try:
+            reads = self._read_fresh(
+                "get_configs", [ref_of[k] for k in keys], self._backend.get_configs, _config_vm
+            )
+        except HVBalloonError as exc:
+            reads = [exc] * len(keys)
+        named: dict[str, list[str]] = {}
+        for key, read in zip(keys, reads, strict=True):
+            if not isinstance(read, HVBalloonError):
+                named.setdefault(read.vm.id, []).append(key)
+        planned: dict[str, tuple[Change, ConfigUpdate, MemoryConfig]] = {}
+        for key, read in zip(keys, reads, strict=True):
+            if isinstance(read, HVBalloonError):
+                results[key] = read
+                continue
+            twice = named[read.vm.id]
+            if len(twice) > 1:
+                results[key] = InvalidRequestError(
+                    f"VM {read.vm.name!r} is named {len(twice)} times ({', '.join(twice)}): give each VM once",
+                    backend=self.backend_name,
+                    uri=self.uri,
+                    vm=read.vm.name,
+                )
+                continue
+            try:
+                change, plan = self._plan_config(read, update_of[key], dry_run)
+            except HVBalloonError as exc:
+                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=read.vm.name)
+            else:
+                results[key] = change
+                planned[key] = (change, plan, read)
+        order = [key for key, _, _ in items]
+
+        def answer(applied: bool, made: set[str] | None = None) -> TargetResults:
+            ordered = {k: results[k] for k in order}
+            return TargetResults(ordered, applied=applied, made=made, backend=self.backend_name, uri=self.uri)
+
+        refused = [key for key in order if isinstance(results[key], HVBalloonError)]
+        if refused and not skip_invalid:
+            why = f"{len(refused)} of {len(order)} VMs were refused ({', '.join(refused)})"
+            note = (
+                f"not applied: {why}; nothing is applied unless every VM passes, "
+                "or the refused ones are asked to be skipped"
+            )
+            for key, (change, _, _) in planned.items():
+                results[key] = change.model_copy(
+                    update={"dry_run": True, "warnings": (*change.warnings, note)}
+                )
+            return answer(applied=False)
+        if dry_run:
+            return answer(applied=False)
+        # 2. apply, VM by VM: one VM's failure does not stop the others
+        made: set[str] = set()
+        for key, (change, plan, current) in planned.items():
+            if not change.changed:
+                continue
+            try:
+                self._apply_config(current, plan)
+            except HVBalloonError as exc:
+                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=change.vm.name)
+            else:
+                made.add(key)
+        return answer(applied=True, made=made)
