@@ -439,3 +439,49 @@ def test_a_duration_past_ten_years_is_refused_with_exit_2(args: tuple[str, ...],
         assert r.returncode == 2, r.stdout + r.stderr
         text = json.loads(r.stdout)["message"] if extra else r.stderr
         assert f"invalid {option} " in text and ("at most 3650d" in text or "finite" in text), text
+
+
+def test_config_changes_several_vms_all_or_nothing() -> None:
+    uri = "fake://seed?flavor=hyperv"
+    r = run("config", uri, "web01", "web02", "--buffer-percent", "30")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "web01: changed (dynamic_memory)",
+        "  buffer_percent: 20 -> 30",
+        "web02: changed (dynamic_memory)",
+        "  buffer_percent: 20 -> 30",
+    ]
+    # one refused (nosuch): nothing changed, the others reported as a dry run
+    r = run("config", uri, "web01", "nosuch", "--buffer-percent", "40", "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 7 and not report["applied"] and report["exit_code"] == 7
+    assert [(x["vm"], x["ok"]) for x in report["results"]] == [("web01", True), ("nosuch", False)]
+    assert report["results"][0]["change"]["dry_run"] is True
+    r = run("config", uri, "web01", "--json")
+    assert json.loads(r.stdout)["buffer_percent"] == 20  # a fresh world each invocation
+    r = run("config", uri, "web01", "nosuch", "--buffer-percent", "40", "--skip-invalid", "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 12 and report["applied"] and report["error"]["code"] == "partial_change"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["web01", "web01", "--buffer-percent", "30"], "named twice"),
+        (["web01", "--buffer-percent", "30", "--skip-invalid"], "several VMs"),
+        (["web01", "web02", "--skip-invalid"], "a change"),
+    ],
+)
+def test_config_of_several_vms_refuses_a_request_that_contradicts_itself(
+    args: list[str], message: str
+) -> None:
+    r = run("config", "fake://seed?flavor=hyperv", *args, "--json")
+    assert r.returncode == 2 and message in json.loads(r.stdout)["message"]
+
+
+def test_config_shows_several_vms() -> None:
+    r = run("config", "fake://seed?flavor=esxi", "web01", "db01", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [c["vm"]["name"] for c in json.loads(r.stdout)] == ["web01", "db01"]
+    r = run("config", "fake://seed?flavor=esxi", "web01", "db01")
+    assert r.stdout.startswith("web01 (limit)\n") and "\ndb01 (limit)\n" in r.stdout

@@ -55,6 +55,8 @@ CASES: list[tuple[list[str], str, str]] = [
     (["set", "fake://seed?flavor=esxi", "web01=8GiB", "db01=12GiB", "--dry-run"], "TargetsReport", "one"),
     (["config", "fake://seed?flavor=esxi", "db01"], "MemoryConfig", "one"),
     (["config", "fake://seed?flavor=esxi", "db01", "--limit", "8GiB"], "Change", "one"),
+    (["config", "fake://seed?flavor=esxi", "db01", "web01"], "MemoryConfig", "list"),
+    (["config", "fake://seed?flavor=esxi", "db01", "web01", "--limit", "8GiB"], "TargetsReport", "one"),
     (["capabilities", "fake://seed?flavor=hyperv", "db01"], "Capabilities", "one"),
     (["host", "fake://seed?flavor=esxi"], "HostStats", "list"),
     (["scenarios"], "ScenarioInfo", "list"),

@@ -213,6 +213,39 @@ def change_lines(change: Any) -> list[str]:
     return out
 
 
+def echo_results(results: Any, as_json: bool) -> None:
+    """A bulk call's :class:`~hvballoon.TargetResults` (``set URI VM=SIZE …``, ``config URI VM
+    VM … --field …``): one line (or record) per VM in the order given, the whole's error on
+    stderr, and its exit code."""
+    from hvballoon.outputs import TargetsReport
+
+    error = results.error
+    if as_json:
+        report = TargetsReport(
+            ok=results.ok,
+            applied=results.applied,
+            changed=results.changed,
+            exit_code=error.exit_code if error is not None else 0,
+            error=error_report(error) if error is not None else None,
+            results=results.records("cli"),
+        )
+        echo_json(report.model_dump(mode="json"))
+    else:
+        for key, value in results.items():
+            if isinstance(value, HVBalloonError):
+                click.echo(f"{key}: failed ({value.code}): {value.describe('cli', with_hint=True)}")
+                continue
+            for line in change_lines(value):
+                click.echo(line)
+            reached = results.stats.get(key)
+            if reached is not None:
+                click.echo(f"  reached: {format_size(reached.current_bytes)}")
+        if error is not None:
+            click.echo(f"error: {error.describe('cli', with_hint=False)}", err=True)
+    if error is not None:
+        sys.exit(error.exit_code)
+
+
 # -- warnings ----------------------------------------------------------------------------------
 
 _shown: set[str] = set()  # warning texts already printed by this process

@@ -13,11 +13,13 @@ from hvballoon.cli.common import (
     connection,
     connection_options,
     echo_json,
+    echo_results,
     handle_errors,
     json_option,
     session,
 )
-from hvballoon.models import ConfigUpdate
+from hvballoon.errors import InvalidRequestError
+from hvballoon.models import ConfigUpdate, MemoryConfig
 from hvballoon.units import format_size
 
 __all__ = ["config_cmd", "config_options"]
@@ -52,34 +54,67 @@ Examples:
   hvballoon config 'fake://seed?flavor=hyperv' web01 --maximum 12GiB --buffer-percent 20
   hvballoon config 'fake://seed?flavor=esxi' db01 --reservation 4GiB --limit unlimited
   hvballoon config 'fake://seed?flavor=esxi' db01 --shares-level high --memory-reservation-lock
+  hvballoon config 'fake://seed?flavor=hyperv' web01 web02 web03 --buffer-percent 30
 """,
 )
 @click.argument("uri")
-@click.argument("vm")
+@click.argument("vms", metavar="VM…", nargs=-1, required=True)
 @config_options
 @click.option("--dry-run", is_flag=True)
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="With several VMs: change the valid ones even when others are refused (exit 12).",
+)
 @connection_options
 @json_option
 @handle_errors
-def config_cmd(uri: str, vm: str, dry_run: bool, as_json: bool, **kw: Any) -> None:
-    """Show VM's memory configuration, or change the fields given."""
+def config_cmd(
+    uri: str, vms: tuple[str, ...], dry_run: bool, skip_invalid: bool, as_json: bool, **kw: Any
+) -> None:
+    """Show VM's memory configuration, or change the fields given; several VMs at once.
+
+    Several VMs are all read in one bulk read and checked first; when one is refused nothing is
+    changed (unless --skip-invalid), and when some change and others fail the exit code is 12
+    (partial_change). --json then prints a TargetsReport, as `set URI VM=SIZE …` does; shown
+    without fields, several VMs' configurations are a list.
+    """
     conn = connection(kw)
     fields = {k: v for k, v in kw.items() if v is not None}
+    if skip_invalid and len(vms) < 2:
+        raise InvalidRequestError("--skip-invalid applies to several VMs: name more than one")
+    if skip_invalid and not fields:
+        raise InvalidRequestError("--skip-invalid applies to a change: give a field to change")
+    if len(set(vms)) < len(vms):
+        twice = sorted({v for v in vms if vms.count(v) > 1})
+        raise InvalidRequestError(f"VM {', '.join(map(repr, twice))} is named twice: give each VM once")
     with session(uri, conn) as hv:
         if not fields:
-            cfg = hv.get_config(vm)
+            configs = hv.get_configs(list(vms)) if len(vms) > 1 else [hv.get_config(vms[0])]
             if as_json:
-                echo_json(cfg.model_dump(mode="json"))
+                dumped = [cfg.model_dump(mode="json") for cfg in configs]
+                echo_json(dumped if len(vms) > 1 else dumped[0])
                 return
-            click.echo(f"{cfg.vm.name} ({cfg.mechanism.value})")
-            for key, value in cfg.model_dump(exclude={"vm", "mechanism", "extra"}).items():
-                if value is not None:
-                    shown = format_size(value) if key.endswith("_bytes") else value
-                    click.echo(f"  {key.removesuffix('_bytes')}: {shown}")
+            for cfg in configs:
+                _echo_config(cfg)
             return
-        change = hv.set_config(vm, dry_run=dry_run, **fields)
+        if len(vms) > 1:
+            results = hv.set_configs([(vm, fields) for vm in vms], dry_run=dry_run, skip_invalid=skip_invalid)
+        else:
+            change = hv.set_config(vms[0], dry_run=dry_run, **fields)
+    if len(vms) > 1:
+        echo_results(results, as_json)
+        return
     if as_json:
         echo_json(change.model_dump(mode="json"))
         return
     for line in change_lines(change):
         click.echo(line)
+
+
+def _echo_config(cfg: MemoryConfig) -> None:
+    click.echo(f"{cfg.vm.name} ({cfg.mechanism.value})")
+    for key, value in cfg.model_dump(exclude={"vm", "mechanism", "extra"}).items():
+        if value is not None:
+            shown = format_size(value) if key.endswith("_bytes") else value
+            click.echo(f"  {key.removesuffix('_bytes')}: {shown}")

@@ -17,6 +17,7 @@ from hvballoon.cli.common import (
     connection_options,
     console,
     echo_json,
+    echo_results,
     error_report,
     fleet_options,
     handle_errors,
@@ -26,7 +27,7 @@ from hvballoon.cli.common import (
     stats_row,
     table,
 )
-from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
+from hvballoon.errors import InvalidRequestError, VMNotFoundError
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["capabilities_cmd", "set_cmd", "stats_cmd", "vms_cmd"]
@@ -245,7 +246,6 @@ def _set_many(
     kw: dict[str, Any],
 ) -> None:
     """``set URI VM=SIZE …``: one ``set_targets``, one line (or record) per VM, the whole's code."""
-    from hvballoon.outputs import TargetsReport
     from hvballoon.units import parse_size
 
     for vm, size in pairs:
@@ -259,31 +259,7 @@ def _set_many(
             wait_timeout=wait_seconds,
             skip_invalid=skip_invalid,
         )
-    error = results.error
-    if as_json:
-        report = TargetsReport(
-            ok=results.ok,
-            applied=results.applied,
-            changed=results.changed,
-            exit_code=error.exit_code if error is not None else 0,
-            error=error_report(error) if error is not None else None,
-            results=results.records("cli"),
-        )
-        echo_json(report.model_dump(mode="json"))
-    else:
-        for key, value in results.items():
-            if isinstance(value, HVBalloonError):
-                click.echo(f"{key}: failed ({value.code}): {value.describe('cli', with_hint=True)}")
-                continue
-            for line in change_lines(value):
-                click.echo(line)
-            reached = results.stats.get(key)
-            if reached is not None:
-                click.echo(f"  reached: {format_size(reached.current_bytes)}")
-        if error is not None:
-            click.echo(f"error: {error.describe('cli', with_hint=False)}", err=True)
-    if error is not None:
-        sys.exit(error.exit_code)
+    echo_results(results, as_json)
 
 
 @click.command(
