@@ -23,8 +23,9 @@ Result = Change | HVBalloonError
 
 
 class TargetResults(Mapping[str, Result]):
-    """What :meth:`hvballoon.Hypervisor.set_targets` did, VM by VM, keyed as the VMs were named
-    (a :class:`~hvballoon.VM` given as such is keyed by its id), in the order given.
+    """What :meth:`hvballoon.Hypervisor.set_targets` (or ``set_configs``) did, VM by VM, keyed
+    as the VMs were named (a :class:`~hvballoon.VM` given as such is keyed by its id), in the
+    order given.
 
     Each value is the VM's :class:`~hvballoon.Change` or its typed error. ``applied`` says
     whether anything was sent: ``False`` after a dry run, and when validation refused a VM and
