@@ -327,7 +327,10 @@ class _Moves:
         from hvballoon.policy.release import MARK_KEY, mark_value
 
         journal = self.journal
-        known = {e.vm_id: e for e in journal.lowered()}
+        try:
+            known = {e.vm_id: e for e in journal.lowered()}
+        except HVBalloonError as exc:
+            return self._unjournalled(batch, exc, [], lowering)
         marks = lowering and self.marks
         ahead: list[_Pending] = []
         failed: list[tuple[_Pending, HVBalloonError]] = []
@@ -353,8 +356,38 @@ class _Moves:
             moves.append(Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked))
             ahead.append(p)
         if moves:
-            journal.intend(self.round, moves)
+            try:
+                journal.intend(self.round, moves)
+            except HVBalloonError as exc:
+                ahead, unjournalled = self._unjournalled(
+                    ahead, exc, [m.vm_id for m in moves if m.marked], lowering
+                )
+                return ahead, failed + unjournalled
         return ahead, failed
+
+    def _unjournalled(
+        self, batch: list[_Pending], exc: HVBalloonError, marked: list[str], lowering: bool
+    ) -> tuple[list[_Pending], list[tuple[_Pending, HVBalloonError]]]:
+        """The journal cannot be written (or read): no VM is lowered that it does not hold —
+        each lower fails with ``exc``, and the marks just set for them are taken off again —
+        while the raises go ahead (a raise never leaves a VM short; the journal still holds a
+        lowered VM raised so, and a release finds it given back already)."""
+        from hvballoon.policy.release import MARK_KEY
+
+        for vm_id in marked:
+            try:
+                self.hv.set_mark(vm_id, MARK_KEY, None)
+            except HVBalloonError as mark_exc:
+                log.warning("cannot remove the mark of %s: %s", vm_id, mark_exc)
+        if batch:
+            log.error(
+                "%s %d VMs the journal does not hold: %s",
+                "not lowering" if lowering else "raising", len(batch), exc.message,
+                extra={"event": "journal_failed", "code": exc.code, "round": self.round},
+            )  # fmt: skip
+        if not lowering:
+            return batch, []
+        return [], [(p, exc) for p in batch]
 
     def _settle(self, outcomes: dict[str, str | None]) -> None:
         """Journal how the moves ended; a VM given back all it had loses its mark."""
@@ -363,8 +396,18 @@ class _Moves:
         if not outcomes:
             return
         journal = self.journal
-        marked = {e.vm_id for e in journal.lowered() if e.marked}
-        for vm_id in journal.settle(self.round, outcomes):
+        try:
+            marked = {e.vm_id for e in journal.lowered() if e.marked}
+            given_back = journal.settle(self.round, outcomes)
+        except HVBalloonError as exc:
+            # the moves are made; the journal holds them as intended (a lowered VM with the
+            # target asked for), which is what a release needs
+            log.error(
+                "cannot record how %d moves ended: %s", len(outcomes), exc.message,
+                extra={"event": "journal_failed", "code": exc.code, "round": self.round},
+            )  # fmt: skip
+            return
+        for vm_id in given_back:
             if vm_id in marked:
                 try:
                     self.hv.set_mark(vm_id, MARK_KEY, None)

@@ -278,9 +278,29 @@ class Journal:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A transaction of the running journal: a file that can no longer be written (a full
+        disk, a read-only file system, an I/O error) is an
+        :class:`~hvballoon.errors.InvalidStateError` naming it, and nothing of the transaction
+        is kept."""
+        try:
+            with self._tx() as c:
+                yield c
+        except sqlite3.Error as exc:
+            raise self._unusable(exc, "written") from None
+
+    def _unusable(self, exc: sqlite3.Error, what: str) -> InvalidStateError:
+        where = str(self.path) if self.path is not None else ":memory:"
+        return InvalidStateError(
+            f"the journal {where!r} cannot be {what}: {exc}",
+            details={"journal": where, "sqlite_error": str(exc)},
+        )
 
     def close(self) -> None:
         """Close the file and let go of the lock."""
@@ -303,10 +323,13 @@ class Journal:
 
     def lowered(self) -> list[Lowered]:
         """Every VM lowered and not given back yet, oldest first."""
-        rows = self._conn.execute(
-            "SELECT vm_id, vm, mechanism, before_bytes, before_unlimited, target_bytes, marked, since, updated "
-            "FROM lowered ORDER BY since, vm"
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                "SELECT vm_id, vm, mechanism, before_bytes, before_unlimited, target_bytes, marked, since, "
+                "updated FROM lowered ORDER BY since, vm"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unusable(exc, "read") from None
         return [
             Lowered(
                 vm_id=r[0],
@@ -328,13 +351,17 @@ class Journal:
 
     def changes(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` changes recorded, newest last."""
-        cur = self._conn.execute(
-            "SELECT seq, at, round, vm_id, vm, from_bytes, to_bytes, state, error FROM changes "
-            "ORDER BY seq DESC LIMIT ?",
-            (limit,),
-        )
+        try:
+            cur = self._conn.execute(
+                "SELECT seq, at, round, vm_id, vm, from_bytes, to_bytes, state, error FROM changes "
+                "ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            )
+            rows = cur.fetchall()
+        except sqlite3.Error as exc:
+            raise self._unusable(exc, "read") from None
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in reversed(cur.fetchall())]
+        return [dict(zip(names, row, strict=True)) for row in reversed(rows)]
 
     # -- writing --------------------------------------------------------------------------
 
@@ -345,7 +372,7 @@ class Journal:
         lowered VM updates the target the controller asked for.
         """
         now = _now()
-        with self._tx() as c:
+        with self._writing() as c:
             for m in moves:
                 c.execute(
                     "INSERT INTO changes (at, round, vm_id, vm, from_bytes, to_bytes, state) "
@@ -381,7 +408,7 @@ class Journal:
         those are returned (their marks, if any, can go).
         """
         given_back: list[str] = []
-        with self._tx() as c:
+        with self._writing() as c:
             for vm_id, error in outcomes.items():
                 c.execute(
                     "UPDATE changes SET state = ?, error = ? WHERE seq = (SELECT MAX(seq) FROM changes "
@@ -401,7 +428,7 @@ class Journal:
 
     def adopt(self, entries: Iterable[Lowered]) -> None:
         """Take in VMs found lowered elsewhere (marks on the VMs) that the journal lacks."""
-        with self._tx() as c:
+        with self._writing() as c:
             for e in entries:
                 c.execute(
                     "INSERT OR IGNORE INTO lowered (vm_id, vm, mechanism, before_bytes, before_unlimited, "
@@ -421,7 +448,7 @@ class Journal:
 
     def released(self, vm_id: str, *, vm: str, to_bytes: int | None, round_no: int = 0) -> None:
         """The VM was given back what it had (or more): it is no longer lowered."""
-        with self._tx() as c:
+        with self._writing() as c:
             c.execute(
                 "INSERT INTO changes (at, round, vm_id, vm, from_bytes, to_bytes, state) "
                 "SELECT ?, ?, ?, ?, target_bytes, ?, 'released' FROM lowered WHERE vm_id = ?",

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from hvballoon.errors import HVBalloonError
 from hvballoon.exporter import MetricsEndpoint
 from hvballoon.policy.health import DURATION_BUCKETS
 
@@ -118,11 +119,16 @@ class ControllerMetrics(MetricsEndpoint):
                 "When a round last worked (Unix time).",
                 h.last_success_at,
             )
-        yield gauge(
-            "hvballoon_controller_lowered_vms",
-            "VMs the controller holds lowered (what a release would give back).",
-            len(ctl.lowered()),
-        )
+        try:
+            lowered: int | None = len(ctl.lowered())
+        except HVBalloonError:  # a journal that cannot be read: the rest of the scrape stands
+            lowered = None
+        if lowered is not None:
+            yield gauge(
+                "hvballoon_controller_lowered_vms",
+                "VMs the controller holds lowered (what a release would give back).",
+                lowered,
+            )
         yield gauge(
             "hvballoon_controller_fail_open",
             "1 while the controller has given up after too many failed rounds in a row and released.",

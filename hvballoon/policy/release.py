@@ -228,8 +228,9 @@ def release(
     vms, missing = hv.find_vms(list(sources))
     for vm_id in missing:
         entry, source = sources[vm_id]
+        unrecorded: tuple[str, ...] = ()
         if journal is not None and not dry_run:
-            journal.released(vm_id, vm=entry.vm, to_bytes=None, round_no=round_no)
+            unrecorded = _forget(journal, vm_id, entry.vm, None, round_no)
         results.append(
             Released(
                 vm=entry.vm,
@@ -240,6 +241,7 @@ def release(
                 unlimited=entry.before_unlimited,
                 dry_run=dry_run,
                 reason="the VM no longer exists: nothing to give back (forgotten)",
+                warnings=unrecorded,
             )
         )
     stats = {s.vm.id: s for s in hv.get_stats(vms)} if vms else {}
@@ -302,7 +304,9 @@ def release(
         if r.action in ("released", "unchanged") and not dry_run:
             entry, source = sources[r.vm_id]
             if journal is not None:
-                journal.released(r.vm_id, vm=r.vm, to_bytes=r.to_bytes, round_no=round_no)
+                unrecorded = _forget(journal, r.vm_id, r.vm, r.to_bytes, round_no)
+                if unrecorded:
+                    r = r.model_copy(update={"warnings": (*r.warnings, *unrecorded)})
             if (entry.marked or source == "marks") and use_marks:
                 try:
                     hv.set_mark(r.vm_id, MARK_KEY, None)
@@ -319,6 +323,17 @@ def release(
     order = {vm_id: i for i, vm_id in enumerate(sources)}
     final.sort(key=lambda r: order.get(r.vm_id, len(order)))
     return report.model_copy(update={"vms": tuple(final)})
+
+
+def _forget(journal: Journal, vm_id: str, vm: str, to_bytes: int | None, round_no: int) -> tuple[str, ...]:
+    """Take the VM out of the journal; a journal that cannot be written says so as a warning
+    (the VM was dealt with; the journal still holds it lowered, and the next release finds it
+    given back already)."""
+    try:
+        journal.released(vm_id, vm=vm, to_bytes=to_bytes, round_no=round_no)
+    except HVBalloonError as exc:
+        return (f"the journal could not record it: {exc.message}",)
+    return ()
 
 
 def _configs(hv: Hypervisor, vms: list[VM], to_maximum: bool) -> dict[str, MemoryConfig]:

@@ -323,8 +323,16 @@ class _Running:
             self._marks_read = True
             return
         found = self.hv.get_marks(MARK_KEY)
+        try:
+            known = {e.vm_id for e in self.journal.lowered()}
+        except HVBalloonError as exc:  # read again next round
+            log.error(
+                "cannot read the journal: %s",
+                exc.message,
+                extra={"event": "journal_failed", "code": exc.code},
+            )
+            return
         self._marks_read = True
-        known = {e.vm_id for e in self.journal.lowered()}
         names = {s.vm.id: (s.vm.name, s) for s in stats}
         now = datetime.now(timezone.utc)
         adopted = []
@@ -352,7 +360,15 @@ class _Running:
                 )
             )
         if adopted:
-            self.journal.adopt(adopted)
+            try:
+                self.journal.adopt(adopted)
+            except HVBalloonError as exc:  # tried again next round
+                self._marks_read = False
+                log.error(
+                    "cannot record the %d VMs found marked as lowered: %s", len(adopted), exc.message,
+                    extra={"event": "journal_failed", "code": exc.code},
+                )  # fmt: skip
+                return
             log.info(
                 "found %d VMs marked as lowered by a controller: %s",
                 len(adopted),

@@ -1,0 +1,117 @@
+"""The controller left running for months: what the world does to it between and during rounds
+(a journal that can no longer be written, VMs that come and go, settings reloaded while the
+hypervisor is away), and what it keeps of VMs that are gone. In this process, on the fake
+backend."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hvballoon
+from hvballoon import fake
+from hvballoon.errors import InvalidStateError
+from hvballoon.fake.world import World
+from hvballoon.policy import Controller, ControllerSettings
+from hvballoon.policy.journal import Journal, Move
+from hvballoon.policy.release import release
+from hvballoon.retry import RetryPolicy
+from hvballoon.units import GiB
+from tests.support.policies import Fixed
+
+INSTANT = RetryPolicy(sleep=lambda _s: None)
+
+
+def settings(**kw: Any) -> ControllerSettings:
+    kw.setdefault("host_memory_bytes", "120GiB")
+    return ControllerSettings(**kw)
+
+
+def session(w: World) -> hvballoon.Hypervisor:
+    return hvballoon.connect("fake://seed", world=w, retry=INSTANT)
+
+
+def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
+    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
+
+
+def read_only(journal: Journal, on: bool = True) -> None:
+    """The journal's file can no longer be written (as on a full disk or a read-only mount)."""
+    journal._conn.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+class TestAJournalThatCannotBeWritten:
+    def test_lowers_wait_for_it_raises_do_not_and_the_rounds_go_on(self, tmp_path: Path) -> None:
+        with (
+            fake.world("seed") as w,
+            session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as journal,
+        ):
+            policy = Fixed(16 * GiB, {"web01": 8 * GiB})
+            ctl = Controller(hv, policy, settings(), journal=journal)
+            first = {d.vm: d for d in ctl.attempt()}
+            assert first["web01"].action == "lower" and first["web01"].applied
+            read_only(journal)
+            policy.per_vm = {"web01": 12 * GiB, "web02": 8 * GiB}
+            rnd = ctl.attempt()
+            assert rnd.ok, rnd.error
+            made = {d.vm: d for d in rnd}
+            # a raise never leaves a VM short: it is made without the journal
+            assert made["web01"].action == "raise" and made["web01"].applied
+            # a lower the journal does not hold could not be given back: not made
+            assert made["web02"].action == "error" and made["web02"].error_code == "invalid_state"
+            assert "cannot be written" in made["web02"].reason
+            now = targets(hv)
+            assert (now["web01"], now["web02"]) == (12 * GiB, 16 * GiB)
+            assert [e.vm for e in ctl.lowered()] == ["web01"]  # what a release needs is still there
+            read_only(journal, False)
+            report = ctl.release()
+            assert report.error() is None and targets(hv)["web01"] == 16 * GiB and not ctl.lowered()
+
+    def test_a_marked_vm_loses_the_mark_when_its_lower_cannot_be_journalled(self, tmp_path: Path) -> None:
+        from hvballoon.policy.release import MARK_KEY
+
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as journal,
+        ):
+            ctl = Controller(hv, Fixed(16 * GiB, {"web01": 8 * GiB}), settings(), journal=journal)
+            read_only(journal)
+            made = {d.vm: d for d in ctl.attempt()}
+            assert made["web01"].action == "error" and made["web01"].error_code == "invalid_state"
+            assert hv.capabilities.marks and hv.get_marks(MARK_KEY) == {}
+            assert hv.get_config("web01").limit_bytes is None  # still unlimited
+
+    def test_a_release_says_what_it_could_not_record(self, tmp_path: Path) -> None:
+        with (
+            fake.world("seed") as w,
+            session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as journal,
+        ):
+            web01 = hv.resolve("web01")
+            journal.intend(1, [Move(web01.id, "web01", "balloon", 16 * GiB, 8 * GiB)])
+            journal.intend(1, [Move("gone-id", "old01", "balloon", 16 * GiB, 8 * GiB)])
+            hv.set_target("web01", 8 * GiB)
+            read_only(journal)
+            report = release(hv, journal=journal)
+            by_vm = {r.vm: r for r in report.vms}
+            assert by_vm["web01"].action == "released" and targets(hv)["web01"] == 16 * GiB
+            assert by_vm["old01"].action == "gone"
+            assert all(any("could not record" in x for x in r.warnings) for r in report.vms)
+            read_only(journal, False)
+            assert {e.vm for e in journal.lowered()} == {"web01", "old01"}  # the next release forgets them
+
+    def test_its_errors_are_typed_and_name_the_file(self, tmp_path: Path) -> None:
+        with Journal.open(tmp_path / "j.db", uri="fake://seed") as journal:
+            read_only(journal)
+            with pytest.raises(InvalidStateError, match=r"j\.db.* cannot be written") as caught:
+                journal.intend(1, [Move("id-1", "web01", "balloon", 16 * GiB, 8 * GiB)])
+            assert caught.value.details["journal"] == str(tmp_path / "j.db")
+            journal._conn.close()
+            with pytest.raises(InvalidStateError, match="cannot be read"):
+                journal.lowered()
+        assert not isinstance(caught.value, sqlite3.Error)
