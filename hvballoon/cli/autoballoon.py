@@ -505,34 +505,9 @@ def _run(
     signals = _Signals(ctl, hup=serve)
 
     def reload() -> None:
-        if not signals.reload:
-            return
-        signals.reload = False
-        try:
-            new = overrides.settings(settings_file)
-        except HVBalloonError as exc:
-            log.warning(
-                "keeping the settings in force: %s",
-                exc.message,
-                extra={"event": "reload_failed", "code": exc.code},
-            )
-            return
-        try:
-            ctl.reconfigure(new)
-        except HVBalloonError as exc:  # checked when read: a policy given as an object
-            log.warning(
-                "keeping the settings in force: %s",
-                exc.message,
-                extra={"event": "reload_failed", "code": exc.code},
-            )
-            return
-        ctl.check_settings()
-        log.info(
-            "settings read again from %s%s",
-            settings_file or "the command line",
-            _shown_options(ctl.policy_options, " (policy options: %s)"),
-            extra={"event": "reloaded", "policy_options": ctl.policy_options},
-        )
+        if signals.reload:
+            signals.reload = False
+            _reload(ctl, overrides, settings_file)
 
     ok_rounds = 0
     last_error: HVBalloonError | None = None
@@ -583,6 +558,41 @@ def _run(
         raise release_error
     if ok_rounds == 0 and last_error is not None:
         raise last_error
+
+
+def _reload(ctl: Any, overrides: Overrides, settings_file: str | None) -> bool:
+    """Read the settings again (SIGHUP) and put them in force from the next round; a file that
+    does not validate keeps those in force, and says why. What the new settings cannot do on
+    the hypervisor is said as at the start; a hypervisor that does not answer now leaves that
+    check to the next round that reads the VMs (a reload never stops the controller)."""
+    try:
+        new = overrides.settings(settings_file)
+        ctl.reconfigure(new)  # checked when read: a policy given as an object
+    except HVBalloonError as exc:
+        log.warning(
+            "keeping the settings in force: %s",
+            exc.message,
+            extra={"event": "reload_failed", "code": exc.code},
+        )
+        return False
+    log.info(
+        "settings read again from %s%s",
+        settings_file or "the command line",
+        _shown_options(ctl.policy_options, " (policy options: %s)"),
+        extra={"event": "reloaded", "policy_options": ctl.policy_options},
+    )
+    try:
+        unfit = ctl.check_settings()
+    except HVBalloonError as exc:
+        log.warning(
+            "the settings will be checked against the VMs at the next round that reads them: %s",
+            exc.message,
+            extra={"event": "settings_unchecked", "code": exc.code},
+        )
+        return True
+    for problem in unfit:  # a typo must not leave the intended VM silently unprotected
+        log.warning("%s", problem, extra={"event": "settings_unfit"})
+    return True
 
 
 def _shown_options(options: dict[str, Any], form: str = " with %s") -> str:

@@ -169,6 +169,8 @@ class Controller(_Snapshots, _Moves, _Running):
         """
         if settings.policy_options != self.settings.policy_options:
             self.policy = self._policy(self.policy.name, settings)
+        if settings.vms != self.settings.vms:
+            self._settings_checked = False  # the next round checks them, unless check_settings() does
         self.settings = settings
 
     # -- the session ----------------------------------------------------------------------
@@ -259,10 +261,11 @@ class Controller(_Snapshots, _Moves, _Running):
         """
         import difflib
 
-        self._settings_checked = True
         if not self.settings.vms:
+            self._settings_checked = True
             return []
         stats = stats if stats is not None else self.hv.get_stats()
+        self._settings_checked = True
         by_key = {key: s for s in stats for key in (s.vm.name, s.vm.id)}
         names = sorted({s.vm.name for s in stats})
         problems = []
