@@ -133,6 +133,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._settings_checked = False
         self._asked_round_seconds: float | None = None
         self._period_tried: dict[str, float] = {}
+        self._missing_since: dict[str, float] = {}
         self._broken = False
         self._release_pending = False
         self._uri: str | None = self._hv.uri if self._hv is not None else None
@@ -337,6 +338,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._swept(stats, self._hosts, time.monotonic() - started)
         if not self._marks_read and not self.dry_run:
             self._adopt_marks(stats)
+        self._forget_gone(stats, snap.at_seconds)
         if not self._settings_checked:
             for problem in self.check_settings(stats):
                 log.info(problem)

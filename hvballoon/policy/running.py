@@ -32,9 +32,14 @@ if TYPE_CHECKING:
     from hvballoon.policy.release import ReleaseReport
     from hvballoon.session import Hypervisor
 
-__all__ = ["Round"]
+__all__ = ["FORGET_GONE_SECONDS", "Round"]
 
 log = logging.getLogger("hvballoon.policy")
+
+#: A VM the controller holds lowered that no sweep has shown for this long (on the controller's
+#: clock), and that the hypervisor then says does not exist, is forgotten — as ``hvballoon
+#: release`` forgets a VM that is gone: a VM deleted does not stay in the journal for good.
+FORGET_GONE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ class _Running:
     _wake: threading.Event
     _marks_read: bool
     _asked_round_seconds: float | None
+    _last_lower: dict[str, float]
+    _period_tried: dict[str, float]
+    _missing_since: dict[str, float]
+    config_refresh_seconds: float
     blind_decisions: list[Decision]
 
     if TYPE_CHECKING:
@@ -313,6 +322,45 @@ class _Running:
         if asked is None or fastest is None:
             return interval
         return min(interval, max(fastest, asked))
+
+    def _forget_gone(self, stats: list[MemoryStats], now: float) -> None:
+        """Keep what the controller holds per VM bounded by the VMs there are, however many
+        come and go over months: the times of past lowers and stats-period changes are kept
+        only while they still matter, and a VM held lowered that is gone — missing from every
+        sweep for :data:`FORGET_GONE_SECONDS`, then not found by the hypervisor — leaves the
+        journal (``"event": "forgotten"``), as a release would have it."""
+        between = self.settings.min_seconds_between_lowers or 0.0
+        if self._last_lower:
+            self._last_lower = {k: t for k, t in self._last_lower.items() if now - t < between}
+        if self._period_tried:
+            refresh = self.config_refresh_seconds
+            self._period_tried = {k: t for k, t in self._period_tried.items() if now - t < refresh}
+        if self.dry_run:
+            return
+        present = {s.vm.id for s in stats}
+        try:
+            gone = {e.vm_id: e for e in self.journal.lowered() if e.vm_id not in present}
+        except HVBalloonError:
+            return  # said where the journal is written
+        self._missing_since = {vm_id: self._missing_since.get(vm_id, now) for vm_id in gone}
+        due = [vm_id for vm_id, since in self._missing_since.items() if now - since >= FORGET_GONE_SECONDS]
+        if not due:
+            return
+        try:
+            _found, missing = self.hv.find_vms(due)
+        except HVBalloonError:
+            return  # tried again next round
+        for vm_id in missing:
+            entry = gone[vm_id]
+            try:
+                self.journal.released(vm_id, vm=entry.vm, to_bytes=None, round_no=self.round)
+            except HVBalloonError:
+                continue
+            del self._missing_since[vm_id]
+            log.info(
+                "forgot %s: held lowered, it is gone (nothing to give back)", entry.vm,
+                extra={"event": "forgotten", "vm": entry.vm, "vm_id": vm_id},
+            )  # fmt: skip
 
     def _adopt_marks(self, stats: list[MemoryStats]) -> None:
         """Once: the VMs marked by a controller (this one before a restart, its journal lost)

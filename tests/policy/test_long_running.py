@@ -115,3 +115,41 @@ class TestAJournalThatCannotBeWritten:
             with pytest.raises(InvalidStateError, match="cannot be read"):
                 journal.lowered()
         assert not isinstance(caught.value, sqlite3.Error)
+
+
+class TestWhatItKeepsOfVMsThatComeAndGo:
+    def test_a_vm_held_lowered_that_is_deleted_is_forgotten_after_an_hour(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from hvballoon.policy.running import FORGET_GONE_SECONDS
+
+        with fake.world("seed") as w, session(w) as hv:
+            ctl = Controller(
+                hv, Fixed(16 * GiB, {"web01": 8 * GiB, "web02": 8 * GiB}), settings(interval_seconds=600)
+            )
+            assert [d.applied for d in ctl.attempt() if d.vm in ("web01", "web02")] == [True, True]
+            w.vanish(hv.resolve("web01").id)
+            rounds = int(FORGET_GONE_SECONDS // 600)
+            with caplog.at_level("INFO", logger="hvballoon"):
+                assert all(r.ok for r in ctl.run(rounds=rounds))  # under an hour: still held
+                assert {e.vm for e in ctl.lowered()} == {"web01", "web02"}
+                assert all(r.ok for r in ctl.run(rounds=2))
+            assert [e.vm for e in ctl.lowered()] == ["web02"]  # what exists is kept
+            forgotten = [r for r in caplog.records if getattr(r, "event", None) == "forgotten"]
+            assert [r.vm for r in forgotten] == ["web01"]  # type: ignore[attr-defined]
+            assert ctl.journal.changes()[-1]["state"] == "released"
+
+    def test_its_per_vm_times_are_kept_only_while_they_matter(self) -> None:
+        with fake.world("seed") as w, session(w) as hv:
+            policy = Fixed(8 * GiB)
+            ctl = Controller(hv, policy, settings(interval_seconds=10, min_seconds_between_lowers=60))
+            ctl.attempt()
+            assert len(ctl._last_lower) >= 8  # the VMs just lowered are deferred
+            policy.target = 6 * GiB
+            assert all(d.rule != "fixed.set" or d.action != "lower" for d in ctl.attempt())
+            list(ctl.run(rounds=8))  # 80 s later
+            assert len(ctl._last_lower) <= len(hv.get_stats())
+            before = len(ctl._last_lower)
+            policy.target = 16 * GiB  # no more lowers: nothing new to remember
+            list(ctl.run(rounds=8))
+            assert before > 0 and ctl._last_lower == {}
