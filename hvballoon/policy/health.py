@@ -40,7 +40,10 @@ def backoff(interval: float, failures: int, max_backoff: float) -> float:
     after the first, at most ``max_backoff`` (never below the interval)."""
     if failures <= 0:
         return interval
-    return float(max(interval, min(interval * 2.0 ** (failures - 1), max_backoff)))
+    # past a thousand doublings the wait is at its bound whatever the interval (and 2.0 ** 1024
+    # overflows: an outage of a day at 60 s would have stopped the controller)
+    doublings = min(failures - 1, 1000)
+    return float(max(interval, min(interval * 2.0**doublings, max_backoff)))
 
 
 def default_max_failed_rounds(interval: float, max_backoff: float) -> int:

@@ -153,3 +153,24 @@ class TestWhatItKeepsOfVMsThatComeAndGo:
             policy.target = 16 * GiB  # no more lowers: nothing new to remember
             list(ctl.run(rounds=8))
             assert before > 0 and ctl._last_lower == {}
+
+
+class TestAHypervisorAwayForLong:
+    def test_the_backoff_stays_at_its_bound_after_any_number_of_failures(self) -> None:
+        from hvballoon.policy.health import ControllerHealth, backoff
+
+        assert [backoff(10.0, n, 60.0) for n in (1, 3, 1024, 1025, 10**6)] == [10.0, 40.0, 60.0, 60.0, 60.0]
+        assert backoff(1e-3, 10**9, 315360000.0) == 315360000.0
+        h = ControllerHealth(consecutive_failures=2000)  # a day and more of failed rounds
+        assert h.backoff_seconds(10.0, 60.0) == 60.0
+
+    def test_the_controller_runs_on_through_thousands_of_failed_rounds(self) -> None:
+        waits: list[float] = []
+        with fake.world("seed") as w, session(w) as hv:
+            ctl = Controller(hv, Fixed(16 * GiB), settings(interval_seconds=10, max_backoff_seconds=60))
+            w.faults.add(op="get_stats", kind="connection_lost", probability=1.0)
+            ctl.health.consecutive_failures = 1020  # as after some 17 hours of an outage
+            rounds = list(ctl.run(rounds=10, sleep=waits.append))
+            assert not any(r.ok for r in rounds) and waits == [60.0] * 9
+            w.faults.clear()
+            assert next(iter(ctl.run(rounds=1))).ok
