@@ -127,6 +127,10 @@ class _Running:
         """Give back everything the controller lowered (see :func:`hvballoon.policy.release.release`)."""
         from hvballoon.policy.release import release
 
+        if self._broken and self._factory is not None:
+            # the last round lost the session (a SIGTERM right after, say): a release on it
+            # would fail however well the hypervisor answers now
+            self._reconnect()
         report = release(
             self.hv, journal=self.journal, marks=self.marks, to_maximum=to_maximum, round_no=self.round
         )

@@ -174,3 +174,20 @@ class TestAHypervisorAwayForLong:
             assert not any(r.ok for r in rounds) and waits == [60.0] * 9
             w.faults.clear()
             assert next(iter(ctl.run(rounds=1))).ok
+
+    def test_a_release_after_a_round_that_lost_the_session_opens_a_new_one(self) -> None:
+        opened: list[hvballoon.Hypervisor] = []
+
+        def connect() -> hvballoon.Hypervisor:
+            opened.append(session(w))
+            return opened[-1]
+
+        with fake.world("seed") as w:
+            with Controller(connect, Fixed(16 * GiB, {"web01": 8 * GiB}), settings()) as ctl:
+                assert ctl.attempt().ok and [e.vm for e in ctl.lowered()] == ["web01"]
+                w.faults.add(op="get_stats", kind="connection_lost", count=3)
+                assert not ctl.attempt().ok
+                opened[0].close()  # the connection is dead (then SIGTERM, --release-on-exit)
+                report = ctl.release()
+                assert report.error() is None and [r.action for r in report.vms] == ["released"]
+                assert targets(opened[-1])["web01"] == 16 * GiB and len(opened) == 2
