@@ -343,7 +343,7 @@ class _Running:
             return
         present = {s.vm.id for s in stats}
         try:
-            gone = {e.vm_id: e for e in self.journal.lowered() if e.vm_id not in present}
+            gone = {k: name for k, name in self.journal.lowered_names().items() if k not in present}
         except HVBalloonError:
             return  # said where the journal is written
         self._missing_since = {vm_id: self._missing_since.get(vm_id, now) for vm_id in gone}
@@ -355,15 +355,15 @@ class _Running:
         except HVBalloonError:
             return  # tried again next round
         for vm_id in missing:
-            entry = gone[vm_id]
+            name = gone[vm_id]
             try:
-                self.journal.released(vm_id, vm=entry.vm, to_bytes=None, round_no=self.round)
+                self.journal.released(vm_id, vm=name, to_bytes=None, round_no=self.round)
             except HVBalloonError:
                 continue
             del self._missing_since[vm_id]
             log.info(
-                "forgot %s: held lowered, it is gone (nothing to give back)", entry.vm,
-                extra={"event": "forgotten", "vm": entry.vm, "vm_id": vm_id},
+                "forgot %s: held lowered, it is gone (nothing to give back)", name,
+                extra={"event": "forgotten", "vm": name, "vm_id": vm_id},
             )  # fmt: skip
 
     def _adopt_marks(self, stats: list[MemoryStats]) -> None:
