@@ -511,6 +511,7 @@ def _run(
 
     ok_rounds = 0
     last_error: HVBalloonError | None = None
+    unreleased: HVBalloonError | None = None
     changed = 0
     if serve:
         log.info(
@@ -536,7 +537,12 @@ def _run(
                     _log_decision(d, verbose)
                 elif verbose or d.action != "hold":
                     click.echo(_line(d))
-        released = ctl.release() if release_on_exit and not ctl.dry_run else None
+        released = None
+        if release_on_exit and not ctl.dry_run:
+            try:
+                released = ctl.release()
+            except HVBalloonError as exc:  # nothing could be given back: said after the summary
+                unreleased = exc
     except KeyboardInterrupt:
         said = f"after {ctl.health.rounds} round{'' if ctl.health.rounds == 1 else 's'}, {changed} targets changed"
         interrupted(said + "; a round under way when interrupted may have been cut short")
@@ -545,6 +551,10 @@ def _run(
         if metrics is not None:
             metrics.stop()
     _summary(ctl, journal, released, signals.stopped_by, structured=structured, as_json=as_json)
+    if unreleased is not None:
+        unreleased = _not_released(ctl, unreleased)
+        if structured:  # else the error line says it
+            log.error("%s", unreleased.message, extra={"event": "release_failed", "code": unreleased.code})
     if signals.stopped_by == "SIGINT":
         said = f"after {ctl.health.rounds} round{'' if ctl.health.rounds == 1 else 's'}, {changed} targets changed"
         if ctl.dry_run:
@@ -553,7 +563,7 @@ def _run(
             said += f"; released {released.released} VMs"
         click.echo(f"interrupted: {said}", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    release_error = released.error() if released is not None else None
+    release_error = released.error() if released is not None else unreleased
     if release_error is not None:
         raise release_error
     if ok_rounds == 0 and last_error is not None:
@@ -593,6 +603,24 @@ def _reload(ctl: Any, overrides: Overrides, settings_file: str | None) -> bool:
     for problem in unfit:  # a typo must not leave the intended VM silently unprotected
         log.warning("%s", problem, extra={"event": "settings_unfit"})
     return True
+
+
+def _not_released(ctl: Any, exc: HVBalloonError) -> HVBalloonError:
+    """The error of a release on exit that could not be made at all, of the same class, saying
+    what is left lowered and how to give it back."""
+    held = len(ctl.lowered())
+    what = f"{held} VM{'' if held == 1 else 's'} it lowered" if held else "what it lowered"
+    error = type(exc)(
+        f"could not give back {what} on exit: {exc.message}; the journal holds "
+        f"{'them' if held != 1 else 'it'}: `hvballoon release {ctl.uri}` gives "
+        f"{'them' if held != 1 else 'it'} back",
+        backend=exc.backend,
+        uri=exc.uri,
+        native_code=exc.native_code,
+        retryable=exc.retryable,
+        details={**exc.details, "lowered_vms": held},
+    )
+    return error
 
 
 def _shown_options(options: dict[str, Any], form: str = " with %s") -> str:

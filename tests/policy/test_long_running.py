@@ -191,3 +191,28 @@ class TestAHypervisorAwayForLong:
                 report = ctl.release()
                 assert report.error() is None and [r.action for r in report.vms] == ["released"]
                 assert targets(opened[-1])["web01"] == 16 * GiB and len(opened) == 2
+
+
+def test_a_release_on_exit_that_cannot_be_made_says_what_is_left_lowered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.cli import invoke
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    seed = Path(hvballoon.__file__).parent / "fake" / "scenarios" / "seed.yaml"
+    scenario = tmp_path / "away.yaml"  # the hypervisor stops answering after the first round
+    scenario.write_text(
+        seed.read_text().replace("name: seed", "name: away", 1)
+        + "faults:\n  - {op: get_stats, kind: connection_lost, after: 2, count: 1000}\n"
+    )
+    uri = f"fake://{scenario}?state={tmp_path / 'w.db'}"
+    journal = tmp_path / "j.db"
+    r = invoke("autoballoon", uri, "--rounds", "2", "--release-on-exit", "--journal", str(journal))
+    assert r.returncode == 4, r.stderr
+    summary = next(line for line in r.stderr.splitlines() if line.startswith("autoballoon: "))
+    with Journal.open(journal, uri=uri) as j:
+        held = len(j.lowered())
+    assert held > 0 and f"{held} VMs held lowered" in summary  # the summary is said first
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: could not give back {held} VMs it lowered on exit: the connection")
+    assert f"hvballoon release {uri}` gives them back" in last
