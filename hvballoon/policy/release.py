@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hvballoon.errors import HVBalloonError, PartialChangeError
 from hvballoon.models import VM, Change, MemoryConfig, MemoryStats
+from hvballoon.units import format_size
 
 if TYPE_CHECKING:
     from hvballoon.policy.journal import Journal, Lowered
@@ -249,6 +250,7 @@ def release(
     moves: list[tuple[VM, int]] = []
     unlimit: list[VM] = []
     plans: dict[str, tuple[int | None, bool, int | None]] = {}  # vm id -> (goal, unlimited, from)
+    notes: dict[str, str] = {}  # vm id -> what changed its goal
     for vm in vms:
         entry, source = sources[vm.id]
         st = stats.get(vm.id)
@@ -271,12 +273,20 @@ def release(
                 _failed(entry, source, vm, "cannot tell its maximum: its configuration did not say")
             )
             continue
+        capped = ""
+        most = st.configured_bytes if st is not None and st.mechanism.value == "balloon" else None
+        if most is not None and goal > most:
+            # redefined smaller since it was lowered: a balloon gives back at most its maximum
+            goal = most
+            capped = f" (capped at its maximum, {format_size(goal)}: it was redefined smaller)"
         plan = plans[vm.id] = (goal, False, current)
         if current is not None and current >= goal:
-            why = "already at or above the value to give back: left alone"
+            why = "already at or above the value to give back: left alone" + capped
             results.append(_done(entry, source, vm, "unchanged", plan, dry_run, why))
             continue
         moves.append((vm, goal))
+        if capped:
+            notes[vm.id] = capped
     outcomes: dict[str, Change | HVBalloonError] = {}
     if moves:
         # raises only: the guard rails' floor never binds, and stale figures do not block them
@@ -296,7 +306,7 @@ def release(
         if isinstance(outcome, HVBalloonError):
             results.append(_failed(entry, source, vm, outcome.message, outcome))
             continue
-        why = "given back what it had" + (" (its maximum)" if to_maximum else "")
+        why = "given back what it had" + (" (its maximum)" if to_maximum else notes.get(vm_id, ""))
         results.append(_done(entry, source, vm, "released", plans[vm_id], dry_run, why))
     # forget what was given back (or needed nothing), and take its mark off
     final: list[Released] = []

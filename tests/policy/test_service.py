@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import hvballoon
+from hvballoon.fake.store import WorldStore
 from hvballoon.outputs import output_schemas
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.units import GiB
@@ -458,16 +459,31 @@ class TestRelease:
         assert targets(uri) == before
 
     def test_a_partial_release_exits_12_and_keeps_what_failed(self, tmp_path: Path) -> None:
-        uri, path, _ = self.lowered(tmp_path, web03=32 * GiB)  # above its maximum: refused
+        uri, path, _ = self.lowered(tmp_path, web03=16 * GiB)
+        store = WorldStore(str(tmp_path / "w.db"), lambda: pytest.fail("the world exists"))
+        with store.transaction() as w:
+            w.faults.add(op="set_target", kind="permission_denied", vm="web03")
+        store.close()
         r = invoke("release", uri, "--journal", str(path), "--json")
         assert r.returncode == 12, r.stderr
         report = json.loads(r.stdout)
         actions = {v["vm"]: v["action"] for v in report["vms"]}
         assert actions == {"web01": "released", "web02": "released", "web03": "error"}
         web03 = next(v for v in report["vms"] if v["vm"] == "web03")
-        assert web03["error"]["code"] == "above_maximum"
+        assert web03["error"]["code"] == "permission_denied"
         with Journal.open(path, uri=uri) as j:
             assert [e.vm for e in j.lowered()] == ["web03"]  # to be tried again
+
+    def test_a_vm_redefined_smaller_since_it_was_lowered_gets_its_maximum_back(self, tmp_path: Path) -> None:
+        uri, path, _ = self.lowered(tmp_path, web03=32 * GiB)  # had more than its maximum now
+        r = invoke("release", uri, "--journal", str(path), "--json")
+        assert r.returncode == 0, r.stderr
+        web03 = next(v for v in json.loads(r.stdout)["vms"] if v["vm"] == "web03")
+        assert web03["action"] == "released" and web03["to_bytes"] == 16 * GiB
+        assert web03["before_bytes"] == 32 * GiB and "capped at its maximum, 16 GiB" in web03["reason"]
+        assert targets(uri)["web03"] == 16 * GiB
+        with Journal.open(path, uri=uri) as j:
+            assert j.lowered() == []  # nothing left to give back: it does not retry for ever
 
     def test_a_vm_that_is_gone_is_forgotten_and_one_already_back_is_left_alone(self, tmp_path: Path) -> None:
         uri, path, _ = self.lowered(tmp_path)
