@@ -27,6 +27,7 @@ counter is KB. hvballoon turns them all into bytes.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
@@ -112,6 +113,25 @@ _POWER = {
 }
 
 _UNLIMITED = -1
+
+#: vSphere stores every managed entity's name escaped: "Any / (slash), \\ (backslash), character
+#: used in this name element will be escaped. Similarly, any % (percent) character [...] will be
+#: escaped, unless it is used to start an escape sequence. A slash is escaped as %2F or %2f. A
+#: backslash is escaped as %5C or %5c, and a percent is escaped as %25." (vSphere API,
+#: ManagedEntity.name). Only these three sequences are undone, in one left-to-right pass.
+_NAME_ESCAPE = re.compile(r"%(2[fF]|5[cC]|25)")
+
+
+def entity_name(props: Mapping[str, Any], default: str) -> str:
+    """The ``name`` of ``props`` as the user wrote it (vSphere's escapes undone), else ``default``.
+
+    >>> entity_name({"name": "web%2f01 50%25"}, "vm-1"), entity_name({}, "vm-1")
+    ('web/01 50%', 'vm-1')
+    """
+    name = props.get("name")
+    if name is None:
+        return default
+    return _NAME_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), str(name))
 
 
 def _mb(value: Any) -> int | None:
@@ -232,9 +252,9 @@ class ESXiBackend(Backend):
             rows = c.retrieve(spec)
         finally:
             view.DestroyView()
-        found = [ref for ref, props in rows if props.get("name") == name]
+        found = [ref for ref, props in rows if entity_name(props, "") == name]
         if len(found) != 1:
-            known = sorted(str(props.get("name")) for _, props in rows)
+            known = sorted(entity_name(props, ref._moId) for ref, props in rows)
             problem = "no" if not found else f"{len(found)}"
             raise InvalidURIError(
                 f"{problem} {what} named {name!r} here; {what}s: {', '.join(known) or 'none'}",
@@ -267,7 +287,7 @@ class ESXiBackend(Backend):
         by_moref: dict[str, tuple[str, dict[str, Any]]] = {}
         for ref, values in rows:
             if isinstance(ref, vim.HostSystem):
-                self._hosts[ref._moId] = str(values.get("name", ref._moId))
+                self._hosts[ref._moId] = entity_name(values, ref._moId)
             else:
                 by_moref[ref._moId] = (ref._moId, values)
         missing = [vm for vm, ref in zip(vms, refs, strict=True) if ref._moId not in by_moref]
@@ -307,7 +327,7 @@ class ESXiBackend(Backend):
             for ref, values in self._call(lambda: c.retrieve(c.view_filter(spec))):
                 (host_rows if isinstance(ref, vim.HostSystem) else vm_rows).append((ref._moId, values))
         for moid, values in host_rows:
-            self._hosts[moid] = str(values.get("name", moid))
+            self._hosts[moid] = entity_name(values, moid)
         for moid, values in vm_rows:
             self._morefs[self._id(moid, values)] = moid
         return vm_rows, host_rows
@@ -322,7 +342,7 @@ class ESXiBackend(Backend):
             return
         rows = self._call(lambda: c.retrieve(c.objects_filter(unknown, {vim.HostSystem: ["name"]})))
         for ref, props in rows:
-            self._hosts[ref._moId] = str(props.get("name", ref._moId))
+            self._hosts[ref._moId] = entity_name(props, ref._moId)
 
     def _sweep_vms(self, paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
         """Every VM of the view with ``paths`` (no hosts: one page fewer per sweep)."""
@@ -357,7 +377,7 @@ class ESXiBackend(Backend):
         host_id = None if host is None else str(getattr(host, "_moId", host))
         return VM(
             id=self._id(moid, props),
-            name=str(props.get("name", moid)),
+            name=entity_name(props, moid),
             backend=self.name,
             host=self._hosts.get(host_id, host_id) if host_id is not None else None,
             power_state=_POWER.get(str(props.get("runtime.powerState")), PowerState.UNKNOWN),

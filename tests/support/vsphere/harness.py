@@ -52,6 +52,9 @@ Per-host figures (``host_figures``, one dict per host in moref order, MB like th
 
 What the simulator does that a backend author must know:
 
+- A VM's name is stored escaped as vCenter stores it ("/" as %2f, "\\" as %5c, "%" as %25;
+  vSphere API, ManagedEntity.name): give the figures the name as typed; ``vm(name)`` takes it
+  as typed too, and reports it as stored.
 - It never sends zero-valued numbers (Go ``omitempty``): pyvmomi reads them as ``None``.
   ``memoryAllocation.reservation`` and ``limit`` are pointers and do come back as 0.
 - ``ReconfigVM_Task`` with a ``memoryAllocation`` replaces the whole allocation object: fields

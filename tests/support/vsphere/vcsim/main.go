@@ -133,6 +133,34 @@ var powerStates = map[string]types.VirtualMachinePowerState{
 	"suspended":  types.VirtualMachinePowerStateSuspended,
 }
 
+// escapeName stores a name as vCenter does: "Any / (slash), \ (backslash), character used in
+// this name element will be escaped. Similarly, any % (percent) character used in this name
+// element will be escaped, unless it is used to start an escape sequence. A slash is escaped as
+// %2F or %2f. A backslash is escaped as %5C or %5c, and a percent is escaped as %25." (vSphere
+// API, ManagedEntity.name). govmomi 0.24's simulator keeps names as given.
+func escapeName(name string) string {
+	var b bytes.Buffer
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
+		case '/':
+			b.WriteString("%2f")
+		case '\\':
+			b.WriteString("%5c")
+		case '%':
+			if escapeSequence.MatchString(name[i:]) {
+				b.WriteByte(c)
+			} else {
+				b.WriteString("%25")
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+var escapeSequence = regexp.MustCompile(`^%(2[fF]|5[cC]|25)`)
+
 // applyVM writes one VM's figures onto the simulator's object. Config and Runtime have copies
 // under Summary that the simulator does not keep in step: both are set.
 func applyVM(vm *simulator.VirtualMachine, f *vmFigures, hosts []*simulator.HostSystem) error {
@@ -141,9 +169,10 @@ func applyVM(vm *simulator.VirtualMachine, f *vmFigures, hosts []*simulator.Host
 		return fmt.Errorf("VM %q: unknown powerState %q", f.Name, f.PowerState)
 	}
 
-	vm.Name = f.Name
-	vm.Config.Name = f.Name
-	vm.Summary.Config.Name = f.Name
+	name := escapeName(f.Name)
+	vm.Name = name
+	vm.Config.Name = name
+	vm.Summary.Config.Name = name
 
 	if f.MemoryMB != 0 {
 		vm.Config.Hardware.MemoryMB = f.MemoryMB
@@ -591,7 +620,7 @@ func (f *front) serveVM(w http.ResponseWriter, r *http.Request) {
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm := e.(*simulator.VirtualMachine)
 		simulator.Map.WithLock(vm, func() {
-			if name == "" || vm.Name == name {
+			if name == "" || vm.Name == escapeName(name) {
 				states = append(states, vmState(vm))
 			}
 		})

@@ -1,0 +1,102 @@
+"""The ESXi backend on inventories beyond the fleet's: names vSphere escapes, folders, duplicates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import hvballoon
+from hvballoon.errors import AmbiguousVMError
+from hvballoon.units import GiB, MiB
+from tests.support.vsphere.fleet import connect, vm_figures
+from tests.support.vsphere.harness import VcsimServer
+
+pytestmark = pytest.mark.peer
+
+#: Names with the three characters vCenter stores escaped ("/" as %2f, "\" as %5c, "%" as %25:
+#: vSphere API, ManagedEntity.name), and others it keeps as they are.
+NAMES = ["web/01", "back\\slash", "50% off", "ünï cödé", "with space", "x" * 80]
+
+
+@pytest.fixture(scope="module")
+def named_peer() -> Iterator[VcsimServer]:
+    with VcsimServer([vm_figures(name) for name in NAMES]) as server:
+        yield server
+
+
+def test_the_simulator_stores_names_escaped_as_vcenter_does(named_peer: VcsimServer) -> None:
+    assert named_peer.vm("web/01")["name"] == "web%2f01"
+    assert named_peer.vm("50% off")["name"] == "50%25 off"
+
+
+def test_names_read_as_written_and_address_their_vm(named_peer: VcsimServer, fast_sweep: bool) -> None:
+    with connect(named_peer, fast_sweep=fast_sweep) as hv:
+        assert sorted(vm.name for vm in hv.list_vms()) == sorted(NAMES)
+        assert sorted(s.vm.name for s in hv.get_stats()) == sorted(NAMES)
+        for name in NAMES:
+            (stats,) = hv.get_stats([name])
+            assert stats.vm.name == name
+            change = hv.set_target(name, "8GiB")
+            assert change.vm.name == name
+            assert hv.get_config(name).limit_bytes == 8 * GiB
+    for name in NAMES:  # each change reached the VM of that name
+        assert named_peer.vm(name)["memoryAllocation"]["limit"] == 8 * GiB // MiB
+
+
+def test_names_agree_with_the_fake(named_peer: VcsimServer, tmp_path: Any) -> None:
+    import json
+
+    scenario = tmp_path / "names.json"
+    vms = [{"name": name, "memory": "16GiB", "used": "4GiB"} for name in NAMES]
+    scenario.write_text(
+        json.dumps({"name": "names", "flavor": "esxi", "host": {"physical": "256GiB"}, "vms": vms})
+    )
+    with hvballoon.connect(f"fake://{scenario}") as fake, connect(named_peer) as real:
+        assert sorted(vm.name for vm in real.list_vms()) == sorted(vm.name for vm in fake.list_vms())
+
+
+def _admin(peer: VcsimServer) -> Any:
+    from pyVim.connect import SmartConnect
+
+    return SmartConnect(
+        host=peer.host, port=peer.port, user=peer.username, pwd=peer.password, protocol="http"
+    )
+
+
+def _wait(task: Any) -> None:
+    deadline = time.monotonic() + 30
+    while task.info.state not in ("success", "error"):
+        assert time.monotonic() < deadline, "the simulator's task did not end"
+        time.sleep(0.02)
+    assert task.info.state == "success", task.info.error
+
+
+def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> None:
+    """A folder vCenter holds as ``team%2fweb`` is ``folder=team/web``; the same VM name in two
+    folders is two VMs, and naming it is ambiguous, never one picked silently."""
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    with VcsimServer([vm_figures("app"), vm_figures("app2"), vm_figures("solo")]) as peer:
+        si = _admin(peer)
+        try:
+            dc = si.RetrieveContent().rootFolder.childEntity[0]
+            vms = {vm.name: vm for vm in dc.vmFolder.childEntity if isinstance(vm, vim.VirtualMachine)}
+            folder = dc.vmFolder.CreateFolder("team%2fweb")  # how vCenter stores "team/web"
+            _wait(folder.MoveIntoFolder_Task([vms["app2"]]))
+            _wait(vms["app2"].Rename_Task("app"))
+        finally:
+            Disconnect(si)
+        base = f"vcenter://{peer.username}@{peer.host}:{peer.port}/?scheme=http&datacenter=DC0"
+        with hvballoon.connect(f"{base}&folder=team/web", password=peer.password) as hv:
+            assert [vm.name for vm in hv.list_vms()] == ["app"]
+        with hvballoon.connect(base, password=peer.password) as hv:
+            assert sorted(vm.name for vm in hv.list_vms()) == ["app", "app", "solo"]
+            with pytest.raises(AmbiguousVMError):
+                hv.set_target("app", "8GiB")
+            with pytest.raises(AmbiguousVMError):
+                hv.set_target("app", "8GiB", dry_run=True)
+            assert [c.limit_bytes for c in hv.get_configs()] == [None, None, None]  # nothing was sent
