@@ -27,7 +27,6 @@ counter is KB. hvballoon turns them all into bytes.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
@@ -39,7 +38,7 @@ from hvballoon._gc import collector_paused
 from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
-from hvballoon.kinds import ESXI, Kind
+from hvballoon.kinds import ESXI, Kind, check_settable
 from hvballoon.kinds.esxi import SHARES_LEVELS
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
@@ -47,6 +46,7 @@ from hvballoon.units import KiB, MiB
 from . import SPEC
 from ._client import Client, Endpoint, VSphereLink, make_ssl_context
 from ._faults import ERRORS
+from ._names import entity_name
 from ._options import ESXiOptions, ESXiParameters, VCenterParameters
 
 # pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
@@ -68,6 +68,16 @@ CAPABILITIES = ESXI.capabilities(
     notes=("every change is one ReconfigVM_Task carrying the whole memoryAllocation",),
 )
 
+#: A template's: readable, nothing settable (vSphere reconfigures a template's name and
+#: annotation only; it must be converted to a VM, MarkAsVirtualMachine, to change its memory).
+TEMPLATE_CAPABILITIES = CAPABILITIES.model_copy(
+    update={
+        "set_live": frozenset(),
+        "set_offline": frozenset(),
+        "notes": (*CAPABILITIES.notes, "a template: its memory cannot change until it is converted to a VM"),
+    }
+)
+
 #: The quickStats read, with the unit each comes in (bytes per unit).
 _QUICKSTATS: dict[str, int] = {
     "guestMemoryUsage": MiB,
@@ -87,11 +97,20 @@ STATS_PATHS: tuple[str, ...] = (
     "config.instanceUuid",
     "runtime.powerState",
     "runtime.host",
+    "runtime.connectionState",
+    "config.template",
     "config.hardware.memoryMB",
     "config.memoryAllocation",
     *(_QS + name for name in _QUICKSTATS),
 )
-LIST_PATHS: tuple[str, ...] = ("name", "config.instanceUuid", "runtime.powerState", "runtime.host")
+LIST_PATHS: tuple[str, ...] = (
+    "name",
+    "config.instanceUuid",
+    "runtime.powerState",
+    "runtime.host",
+    "runtime.connectionState",
+    "config.template",
+)
 #: The host's used memory (MB): "Physical memory usage on the host in MB".
 HOST_USAGE = "summary.quickStats.overallMemoryUsage"
 #: Exactly the host property paths ``get_host_stats`` asks for (memorySize is in bytes).
@@ -113,25 +132,6 @@ _POWER = {
 }
 
 _UNLIMITED = -1
-
-#: vSphere stores every managed entity's name escaped: "Any / (slash), \\ (backslash), character
-#: used in this name element will be escaped. Similarly, any % (percent) character [...] will be
-#: escaped, unless it is used to start an escape sequence. A slash is escaped as %2F or %2f. A
-#: backslash is escaped as %5C or %5c, and a percent is escaped as %25." (vSphere API,
-#: ManagedEntity.name). Only these three sequences are undone, in one left-to-right pass.
-_NAME_ESCAPE = re.compile(r"%(2[fF]|5[cC]|25)")
-
-
-def entity_name(props: Mapping[str, Any], default: str) -> str:
-    """The ``name`` of ``props`` as the user wrote it (vSphere's escapes undone), else ``default``.
-
-    >>> entity_name({"name": "web%2f01 50%25"}, "vm-1"), entity_name({}, "vm-1")
-    ('web/01 50%', 'vm-1')
-    """
-    name = props.get("name")
-    if name is None:
-        return default
-    return _NAME_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), str(name))
 
 
 def _mb(value: Any) -> int | None:
@@ -375,14 +375,36 @@ class ESXiBackend(Backend):
     def _vm(self, moid: str, props: Mapping[str, Any]) -> VM:
         host = props.get("runtime.host")
         host_id = None if host is None else str(getattr(host, "_moId", host))
+        extra: dict[str, Any] = {"moref": moid}
+        power = _POWER.get(str(props.get("runtime.powerState")), PowerState.UNKNOWN)
+        connection = props.get("runtime.connectionState")
+        if connection is not None and str(connection) != "connected":
+            # disconnected (its host is), inaccessible, invalid or orphaned: vCenter's power
+            # state is its last word, not the VM's (vSphere API, VirtualMachineConnectionState)
+            power = PowerState.UNKNOWN
+            extra["state"] = str(connection)
+        if props.get("config.template"):
+            extra["template"] = True
         return VM(
             id=self._id(moid, props),
             name=entity_name(props, moid),
             backend=self.name,
             host=self._hosts.get(host_id, host_id) if host_id is not None else None,
-            power_state=_POWER.get(str(props.get("runtime.powerState")), PowerState.UNKNOWN),
-            extra={"moref": moid},
+            power_state=power,
+            extra=extra,
         )
+
+    def vm_capabilities(self, vm: VM) -> Capabilities:
+        """A template's memory cannot change (vSphere refuses to reconfigure a template but for
+        its name and annotation; convert it to a VM first): nothing is settable."""
+        if vm.extra.get("template"):
+            return TEMPLATE_CAPABILITIES
+        return CAPABILITIES
+
+    def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
+        if vm.extra.get("template"):
+            check_settable(TEMPLATE_CAPABILITIES, update.changed(), vm)
+        return super().plan_config(vm, update, current)
 
     def list_vms(self) -> list[VM]:
         with collector_paused():  # see hvballoon._gc: a sweep allocates in bulk, without cycles
@@ -722,7 +744,12 @@ def _allocation(current: Any, plan: ConfigUpdate) -> Any:
 
 
 def _running(props: Mapping[str, Any]) -> bool:
-    return str(props.get("runtime.powerState")) == "poweredOn"
+    """Powered on, and reachable: the quickStats of a VM vCenter is not connected to (its host
+    is not) are left over, not the VM's."""
+    connection = props.get("runtime.connectionState")
+    return (
+        str(props.get("runtime.powerState")) == "poweredOn" and str(connection or "connected") == "connected"
+    )
 
 
 def _scaled(value: Any, unit: int) -> int | None:

@@ -1,4 +1,5 @@
-"""The ESXi backend on inventories beyond the fleet's: names vSphere escapes, folders, duplicates."""
+"""The ESXi backend on inventories beyond the fleet's: names vSphere escapes, folders, duplicates,
+templates, and VMs vCenter is not connected to."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 
 import hvballoon
-from hvballoon.errors import AmbiguousVMError
+from hvballoon.errors import AmbiguousVMError, GuardRailError, UnsupportedOperationError
+from hvballoon.models import PowerState
 from hvballoon.units import GiB, MiB
 from tests.support.vsphere.fleet import connect, vm_figures
 from tests.support.vsphere.harness import VcsimServer
@@ -19,11 +21,19 @@ pytestmark = pytest.mark.peer
 #: Names with the three characters vCenter stores escaped ("/" as %2f, "\" as %5c, "%" as %25:
 #: vSphere API, ManagedEntity.name), and others it keeps as they are.
 NAMES = ["web/01", "back\\slash", "50% off", "ünï cödé", "with space", "x" * 80]
+#: A template, and VMs whose runtime.connectionState is not "connected" (their host is not, or
+#: their files are gone, or they are no longer registered): their quickStats are left over.
+ODD = [
+    vm_figures("golden", powerState="poweredOff", quickStats={}, template=True),
+    vm_figures("cut-off", connectionState="disconnected"),
+    vm_figures("orphan", connectionState="orphaned"),
+]
 
 
 @pytest.fixture(scope="module")
 def named_peer() -> Iterator[VcsimServer]:
-    with VcsimServer([vm_figures(name) for name in NAMES]) as server:
+    """One simulator for the module: tests that change a VM change only their own."""
+    with VcsimServer([*(vm_figures(name) for name in NAMES), *ODD]) as server:
         yield server
 
 
@@ -34,8 +44,9 @@ def test_the_simulator_stores_names_escaped_as_vcenter_does(named_peer: VcsimSer
 
 def test_names_read_as_written_and_address_their_vm(named_peer: VcsimServer, fast_sweep: bool) -> None:
     with connect(named_peer, fast_sweep=fast_sweep) as hv:
-        assert sorted(vm.name for vm in hv.list_vms()) == sorted(NAMES)
-        assert sorted(s.vm.name for s in hv.get_stats()) == sorted(NAMES)
+        everything = sorted([*NAMES, *(vm["name"] for vm in ODD)])
+        assert sorted(vm.name for vm in hv.list_vms()) == everything
+        assert sorted(s.vm.name for s in hv.get_stats()) == everything
         for name in NAMES:
             (stats,) = hv.get_stats([name])
             assert stats.vm.name == name
@@ -50,7 +61,9 @@ def test_names_agree_with_the_fake(named_peer: VcsimServer, tmp_path: Any) -> No
     import json
 
     scenario = tmp_path / "names.json"
-    vms = [{"name": name, "memory": "16GiB", "used": "4GiB"} for name in NAMES]
+    vms = [
+        {"name": name, "memory": "16GiB", "used": "4GiB"} for name in [*NAMES, *(vm["name"] for vm in ODD)]
+    ]
     scenario.write_text(
         json.dumps({"name": "names", "flavor": "esxi", "host": {"physical": "256GiB"}, "vms": vms})
     )
@@ -100,3 +113,53 @@ def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> N
             with pytest.raises(AmbiguousVMError):
                 hv.set_target("app", "8GiB", dry_run=True)
             assert [c.limit_bytes for c in hv.get_configs()] == [None, None, None]  # nothing was sent
+
+
+def test_a_template_is_read_but_never_changed(named_peer: VcsimServer, fast_sweep: bool) -> None:
+    """vSphere reconfigures a template's name and annotation only: every memory change is
+    refused before anything is sent, dry runs included, as the field a VM does not have."""
+    with connect(named_peer, fast_sweep=fast_sweep) as hv:
+        (stats,) = hv.get_stats(["golden"])
+        assert stats.vm.extra["template"] is True
+        assert stats.vm.power_state is PowerState.STOPPED
+        caps = hv.vm_capabilities("golden")
+        assert not caps.set_live and not caps.set_offline
+        named_peer.reset_counts()
+        attempts = [
+            lambda: hv.set_target("golden", "8GiB"),
+            lambda: hv.set_target("golden", "8GiB", dry_run=True, force=True),
+            lambda: hv.set_config("golden", limit="unlimited"),
+            lambda: hv.set_config("golden", reservation="2GiB", dry_run=True),
+            lambda: hv.set_config("golden", maximum="8GiB"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(UnsupportedOperationError) as err:
+                attempt()
+            assert err.value.details["rule"] == "not_supported"
+        bulk = hv.set_targets({"golden": "8GiB"})
+        assert isinstance(bulk["golden"], UnsupportedOperationError)
+        assert "ReconfigVM_Task" not in named_peer.counts()
+    assert named_peer.vm("golden")["memoryAllocation"]["limit"] == -1
+
+
+@pytest.mark.parametrize("name", ["cut-off", "orphan"])
+def test_a_vm_vcenter_is_not_connected_to_has_an_unknown_power_state(
+    named_peer: VcsimServer, fast_sweep: bool, name: str
+) -> None:
+    """Its power state and quickStats are vCenter's last word: the stats are stale, and lowering
+    its target needs force, as for any VM whose power state is unknown."""
+    state = {"cut-off": "disconnected", "orphan": "orphaned"}[name]
+    with connect(named_peer, fast_sweep=fast_sweep) as hv:
+        (vm,) = [v for v in hv.list_vms() if v.name == name]
+        assert vm.power_state is PowerState.UNKNOWN
+        assert vm.extra["state"] == state
+        (stats,) = hv.get_stats([name])
+        assert stats.stale and stats.guest_used_bytes is None and stats.ballooned_bytes is None
+        assert stats.configured_bytes == 16 * GiB
+        named_peer.reset_counts()
+        with pytest.raises(GuardRailError, match=state) as err:
+            hv.set_target(name, "8GiB")
+        assert err.value.details["rule"] == "unknown_power_state"
+        assert "ReconfigVM_Task" not in named_peer.counts()
+        hosts = {h.host: h for h in hv.get_host_stats()}
+        assert sum(h.vms_running for h in hosts.values()) == len(NAMES)  # not the two unknown ones

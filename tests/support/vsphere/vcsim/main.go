@@ -94,6 +94,12 @@ type vmFigures struct {
 	ExtraConfig         map[string]string `json:"extraConfig"`
 	// The index (moref order) of the host the VM runs on; unset: where the model put it.
 	Host *int `json:"host"`
+	// config.template: a template, which the simulator refuses to reconfigure (but for its
+	// name and annotation) and to power on, as vSphere does
+	Template bool `json:"template"`
+	// runtime.connectionState (VirtualMachineConnectionState): connected (default),
+	// disconnected, inaccessible, invalid or orphaned
+	ConnectionState string `json:"connectionState"`
 }
 
 func loadFigures(path string) (*figures, error) {
@@ -119,6 +125,11 @@ func loadFigures(path string) (*figures, error) {
 			return nil, fmt.Errorf("%s: duplicate VM name %q", path, vm.Name)
 		}
 		seen[vm.Name] = true
+		switch vm.ConnectionState {
+		case "", "connected", "disconnected", "inaccessible", "invalid", "orphaned":
+		default:
+			return nil, fmt.Errorf("%s: vms[%d] has connectionState %q", path, i, vm.ConnectionState)
+		}
 		if vm.Host != nil && *vm.Host < 0 {
 			return nil, fmt.Errorf("%s: vms[%d] names host %d", path, i, *vm.Host)
 		}
@@ -214,6 +225,13 @@ func applyVM(vm *simulator.VirtualMachine, f *vmFigures, hosts []*simulator.Host
 		vm.Runtime.Host = &ref
 	}
 
+	if f.Template {
+		vm.Config.Template = true
+		vm.Summary.Config.Template = true
+	}
+	if f.ConnectionState != "" {
+		vm.Runtime.ConnectionState = types.VirtualMachineConnectionState(f.ConnectionState)
+	}
 	vm.Runtime.PowerState = state
 	if state == types.VirtualMachinePowerStatePoweredOn {
 		now := time.Now()
