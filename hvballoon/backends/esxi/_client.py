@@ -237,7 +237,8 @@ class Client:
         """Every object the filter selects, as ``(moref, {path: value})``, across all pages.
 
         An unset property (vSphere omits it, the simulator omits zeros too) is absent from the
-        dict. Paging: ``maxObjects`` per page, then ``ContinueRetrievePropertiesEx`` per token.
+        dict; one that could not be read (the answer's ``missingSet``) is absent too, and its
+        fault is in ``props[_fast.MISSING][path]``. Paging: ``maxObjects`` per page, then ``ContinueRetrievePropertiesEx`` per token.
         """
         pc = self.content.propertyCollector
         options = _PC.RetrieveOptions(maxObjects=self.page_size)
@@ -245,7 +246,11 @@ class Client:
         result = pc.RetrievePropertiesEx([spec], options)
         while result is not None:
             for obj in result.objects or ():
-                rows.append((obj.obj, {p.name: p.val for p in obj.propSet or ()}))
+                props = {p.name: p.val for p in obj.propSet or ()}
+                missing = {m.path: m.fault for m in obj.missingSet or ()}
+                if missing:  # what could not be read, with its fault (a NoPermission, typically)
+                    props[_fast.MISSING] = missing
+                rows.append((obj.obj, props))
             if not result.token:
                 break
             result = pc.ContinueRetrievePropertiesEx(result.token)

@@ -11,7 +11,8 @@ an :class:`Allocation`.
 Every value placed in a request (moref ids, the token, property paths) is XML-escaped. A SOAP
 fault is raised as the pyvmomi fault class named by its ``xsi:type`` (with its message), so the
 caller's fault table and the transparent re-login on ``NotAuthenticated`` work unchanged.
-Properties listed in an object's ``missingSet`` are simply absent, as in pyvmomi's answer.
+Properties listed in an object's ``missingSet`` are absent, and their faults are under
+:data:`MISSING`, as :meth:`~hvballoon.backends.esxi._client.Client.retrieve` gives them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ VmomiSupport: Any = _VmomiSupport
 vmodl: Any = _vmodl
 
 __all__ = [
+    "MISSING",
     "Allocation",
     "OptionValue",
     "Row",
@@ -55,6 +57,11 @@ _ENVELOPE = (
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
     "<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
 )
+
+#: The key under which a retrieved object's properties lists the paths it could not read, with
+#: their faults (``RetrievePropertiesEx``'s ``missingSet``: "Properties for which values could not
+#: be retrieved and the associated fault", a NoPermission for one the account may not read).
+MISSING = "__missing__"
 
 #: One retrieved object: its type ("VirtualMachine"), its moref id, and {path: value}.
 Row = tuple[str, str, dict[str, Any]]
@@ -184,6 +191,20 @@ def _fault(fault: ET.Element) -> BaseException:
             if kind is None and child.tag.endswith("Fault"):
                 kind = child.tag.rsplit("}", 1)[-1][: -len("Fault")]
             break
+    return _fault_of(kind, msg)
+
+
+def _missing_fault(missing: ET.Element) -> BaseException:
+    """The pyvmomi exception of a ``MissingProperty`` (its ``LocalizedMethodFault``)."""
+    wrapper = missing.find(_V + "fault")
+    inner = wrapper.find(_V + "fault") if wrapper is not None else None
+    kind = inner.get(_XSI_TYPE) if inner is not None else None
+    msg = (wrapper.findtext(_V + "localizedMessage") if wrapper is not None else None) or ""
+    return _fault_of(kind, msg)
+
+
+def _fault_of(kind: str | None, msg: str) -> BaseException:
+    """An instance of the pyvmomi fault class named ``kind`` (an unknown one: MethodFault)."""
     cls: Any = vmodl.MethodFault
     if kind:
         try:
@@ -264,5 +285,8 @@ def parse_result(body: bytes, rows: list[Row]) -> str | None:
             val = prop.find(_V + "val")
             if name is not None and val is not None:
                 props[name] = _value(val)
+        missing = {m.findtext(_V + "path") or "": _missing_fault(m) for m in obj.iterfind(_V + "missingSet")}
+        if missing:
+            props[MISSING] = missing
         rows.append((ref.get("type") or "", ref.text or "", props))
     return result.findtext(_V + "token") or None

@@ -45,9 +45,10 @@ from hvballoon.units import KiB, MiB
 
 from . import SPEC
 from ._client import Client, Endpoint, VSphereLink, make_ssl_context
+from ._fast import MISSING
 from ._faults import ERRORS
-from ._names import entity_name
 from ._options import ESXiOptions, ESXiParameters, VCenterParameters
+from ._props import BALLOON_CAP_KEY, balloon_cap_bytes, entity_name, limit_mb, scaled, unreadable_error
 
 # pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
 vim: Any = _vim
@@ -59,8 +60,6 @@ log = logging.getLogger("hvballoon.esxi")
 
 T = TypeVar("T")
 
-#: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
-BALLOON_CAP_KEY = "sched.mem.maxmemctl"
 
 #: What this backend can read and change: the ESXi kind's (the fake's ``esxi`` flavour has the same).
 CAPABILITIES = ESXI.capabilities(
@@ -294,7 +293,9 @@ class ESXiBackend(Backend):
         if missing:
             raise VMNotFoundError(f"VM {missing[0].name!r} no longer exists", vm=missing[0].name)
         vm_rows = [by_moref[ref._moId] for ref in refs]
-        for moid, values in vm_rows:
+        for vm, (moid, values) in zip(vms, vm_rows, strict=True):
+            if values.get(MISSING):
+                raise unreadable_error(self._link.uri, vm.name, values[MISSING])
             self._morefs[self._id(moid, values)] = moid
         return vm_rows
 
@@ -459,9 +460,9 @@ class ESXiBackend(Backend):
         for moid, props in host_rows:
             name = self._hosts[moid]
             vms = by_host.get(name, [])
-            physical = _scaled(props.get("hardware.memorySize"), 1)
+            physical = scaled(props.get("hardware.memorySize"), 1)
             # a live host never uses 0 MB: 0 (or nothing) means it is not reporting (disconnected)
-            used = _scaled(props.get(HOST_USAGE), MiB) or None
+            used = scaled(props.get(HOST_USAGE), MiB) or None
             overheads = [s.extra.get("overhead_bytes") for s in vms if s.vm.power_state is PowerState.RUNNING]
             figures[name] = {
                 "physical_bytes": physical,
@@ -481,8 +482,14 @@ class ESXiBackend(Backend):
     ) -> MemoryStats:
         vm = self._vm(moid, props)
         configured = _mb(props.get("config.hardware.memoryMB"))
-        limit = _limit_mb(props.get("config.memoryAllocation"))
+        limit = limit_mb(props.get("config.memoryAllocation"))
         target = limit * MiB if limit is not None else configured
+        # what the server would not let us read is unknown, not unset (an unreadable limit
+        # is not "unlimited"): those figures are None, the stats stale, the paths named
+        unreadable = sorted(props.get(MISSING) or ())
+        if any(path.startswith("config.memoryAllocation") for path in unreadable):
+            target = None
+        marks = {"unreadable": unreadable} if unreadable else {}
         if not _running(props):
             # quickStats of a VM that is not running describe nothing
             return MemoryStats(
@@ -492,9 +499,9 @@ class ESXiBackend(Backend):
                 configured_bytes=configured,
                 target_bytes=target,
                 stale=True,
-                extra={"moref": moid, "limit_bytes": _mb(limit)},
+                extra={"moref": moid, "limit_bytes": _mb(limit), **marks},
             )
-        qs = {name: _scaled(props.get(_QS + name), unit) for name, unit in _QUICKSTATS.items()}
+        qs = {name: scaled(props.get(_QS + name), unit) for name, unit in _QUICKSTATS.items()}
         ballooned = qs["balloonedMemory"]
         # A running guest never has zero active memory: 0 means VMware Tools is not reporting
         # (vSphere sends 0, not "unset"), so the guest's use — and the safe floor — is unknown.
@@ -514,13 +521,14 @@ class ESXiBackend(Backend):
             swapped_bytes=qs["swappedMemory"],
             compressed_bytes=qs["compressedMemory"],
             shared_bytes=qs["sharedMemory"],
-            stale=used is None,
+            stale=used is None or bool(unreadable),
             extra={
                 "moref": moid,
                 "limit_bytes": _mb(limit),
                 "private_bytes": qs["privateMemory"],
                 "overhead_bytes": qs["consumedOverheadMemory"],
                 "balloon_target_bytes": balloon_target,
+                **marks,
             },
         )
 
@@ -589,7 +597,7 @@ class ESXiBackend(Backend):
     def _config(self, moid: str, props: Mapping[str, Any]) -> MemoryConfig:
         alloc = props.get("config.memoryAllocation")
         shares = getattr(alloc, "shares", None)
-        limit = _limit_mb(alloc)
+        limit = limit_mb(alloc)
         reservation = getattr(alloc, "reservation", None)
         level = str(shares.level) if shares is not None and shares.level is not None else None
         locked = props.get("config.memoryReservationLockedToMax")
@@ -602,8 +610,9 @@ class ESXiBackend(Backend):
             shares=getattr(shares, "shares", None),
             shares_level=level if level in SHARES_LEVELS else None,
             memory_reservation_lock=bool(locked),
-            balloon_cap_bytes=_balloon_cap(props.get("config.extraConfig")),
-            extra={"moref": moid},
+            balloon_cap_bytes=balloon_cap_bytes(props.get("config.extraConfig")),
+            # a sweep does not fail for one VM it may not read; its unreadable fields are named
+            extra={"moref": moid, **({"unreadable": sorted(props[MISSING])} if props.get(MISSING) else {})},
         )
 
     # -- marks: extraConfig keys ------------------------------------------------------------
@@ -650,12 +659,17 @@ class ESXiBackend(Backend):
             answers = list(out)
             spec = c.objects_filter([r for _, r in refs], {vim.VirtualMachine: ["config.memoryAllocation"]})
             spec.reportMissingObjectsInResults = True
-            current = {ref._moId: props.get("config.memoryAllocation") for ref, props in c.retrieve(spec)}
+            read = {ref._moId: props for ref, props in c.retrieve(spec)}
+            current = {moid: props.get("config.memoryAllocation") for moid, props in read.items()}
+            unreadable = {moid: props[MISSING] for moid, props in read.items() if props.get(MISSING)}
             issued: list[tuple[int, Any]] = []
             for i, ref in refs:
                 vm = targets[i].vm
                 if ref._moId not in current:
                     answers[i] = VMNotFoundError(f"VM {vm.name!r} no longer exists", vm=vm.name)
+                    continue
+                if ref._moId in unreadable:  # sent without it, the allocation would be guessed
+                    answers[i] = unreadable_error(self._link.uri, vm.name, unreadable[ref._moId])
                     continue
                 alloc = _allocation(current[ref._moId], ConfigUpdate(limit_bytes=targets[i].target_bytes))
                 try:
@@ -699,6 +713,8 @@ class ESXiBackend(Backend):
             spec = vim.vm.ConfigSpec()
             if {"limit_bytes", "reservation_bytes", "shares", "shares_level"} & set(plan.changed()):
                 rows = c.retrieve(c.objects_filter([ref], {vim.VirtualMachine: ["config.memoryAllocation"]}))
+                if rows and rows[0][1].get(MISSING):
+                    raise unreadable_error(self._link.uri, vm.name, rows[0][1][MISSING])
                 current = rows[0][1].get("config.memoryAllocation") if rows else None
                 spec.memoryAllocation = _allocation(current, plan)
             if plan.memory_reservation_lock is not None:
@@ -750,24 +766,3 @@ def _running(props: Mapping[str, Any]) -> bool:
     return (
         str(props.get("runtime.powerState")) == "poweredOn" and str(connection or "connected") == "connected"
     )
-
-
-def _scaled(value: Any, unit: int) -> int | None:
-    return None if value is None else int(value) * unit
-
-
-def _limit_mb(alloc: Any) -> int | None:
-    """The allocation's limit in MB, or None for unlimited (-1) or unset."""
-    limit = getattr(alloc, "limit", None)
-    return None if limit is None or limit < 0 else int(limit)
-
-
-def _balloon_cap(extra_config: Any) -> int | None:
-    for option in extra_config or ():
-        if option.key == BALLOON_CAP_KEY:
-            try:
-                mb = int(str(option.value).strip())
-            except ValueError:
-                return None
-            return mb * MiB if mb >= 0 else None
-    return None

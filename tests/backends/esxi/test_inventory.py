@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 import hvballoon
-from hvballoon.errors import AmbiguousVMError, GuardRailError, UnsupportedOperationError
+from hvballoon.errors import (
+    AmbiguousVMError,
+    GuardRailError,
+    PermissionDeniedError,
+    UnsupportedOperationError,
+)
 from hvballoon.models import PowerState
 from hvballoon.units import GiB, MiB
 from tests.support.vsphere.fleet import connect, vm_figures
@@ -27,6 +32,8 @@ ODD = [
     vm_figures("golden", powerState="poweredOff", quickStats={}, template=True),
     vm_figures("cut-off", connectionState="disconnected"),
     vm_figures("orphan", connectionState="orphaned"),
+    # the account may not read its allocation: vSphere answers it in missingSet (NoPermission)
+    vm_figures("locked-out", unreadable=["config.memoryAllocation"]),
 ]
 
 
@@ -161,5 +168,39 @@ def test_a_vm_vcenter_is_not_connected_to_has_an_unknown_power_state(
             hv.set_target(name, "8GiB")
         assert err.value.details["rule"] == "unknown_power_state"
         assert "ReconfigVM_Task" not in named_peer.counts()
-        hosts = {h.host: h for h in hv.get_host_stats()}
-        assert sum(h.vms_running for h in hosts.values()) == len(NAMES)  # not the two unknown ones
+        running = [s for s in hv.get_stats() if s.vm.power_state is PowerState.RUNNING]
+        assert name not in {s.vm.name for s in running}
+        assert sum(h.vms_running for h in hv.get_host_stats()) == len(running)
+
+
+def test_a_property_the_account_may_not_read_is_unknown_not_unset(
+    named_peer: VcsimServer, fast_sweep: bool
+) -> None:
+    """An allocation the server would not read (missingSet, NoPermission) is not "no limit, no
+    reservation": a sweep reports it unknown and names it; a read of that VM, or any change to
+    it, is a PermissionDeniedError, and no allocation is sent with reservation and shares guessed."""
+    with connect(named_peer, fast_sweep=fast_sweep) as hv:
+        stats = {s.vm.name: s for s in hv.get_stats()}["locked-out"]
+        assert stats.target_bytes is None and stats.stale
+        assert stats.extra["unreadable"] == ["config.memoryAllocation"]
+        config = {c.vm.name: c for c in hv.get_configs()}["locked-out"]
+        assert config.extra["unreadable"] == ["config.memoryAllocation"]
+        named_peer.reset_counts()
+        attempts = [
+            lambda: hv.get_stats(["locked-out"]),
+            lambda: hv.get_config("locked-out"),
+            lambda: hv.set_target("locked-out", "8GiB"),
+            lambda: hv.set_target("locked-out", "8GiB", dry_run=True),
+            lambda: hv.set_config("locked-out", reservation="2GiB"),
+            lambda: hv.set_config("locked-out", limit="unlimited", dry_run=True),
+        ]
+        for attempt in attempts:
+            with pytest.raises(PermissionDeniedError) as err:
+                attempt()
+            assert err.value.details["unreadable"] == ["config.memoryAllocation"]
+            assert err.value.vm == "locked-out"
+        bulk = hv.set_targets({"locked-out": "8GiB"})
+        assert isinstance(bulk["locked-out"], PermissionDeniedError)
+        assert "ReconfigVM_Task" not in named_peer.counts()
+    allocation = named_peer.vm("locked-out")["memoryAllocation"]
+    assert allocation == {"reservation": 1024, "limit": -1, "shares": {"level": "normal", "shares": 163840}}

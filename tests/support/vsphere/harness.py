@@ -43,8 +43,10 @@ One VM dict (every key but ``name`` optional; sizes in MB like the vSphere API, 
       "extraConfig": {"sched.mem.maxmemctl": "1330"},
       "host": 1,                           # runs on host 1 (moref order; default: the model's pick)
       "template": false,                   # config.template (true: reconfiguring it is NotSupported)
-      "connectionState": "connected"       # runtime.connectionState: or disconnected, inaccessible,
-    }                                      # invalid, orphaned
+      "connectionState": "connected",      # runtime.connectionState: or disconnected, inaccessible,
+                                           # invalid, orphaned
+      "unreadable": ["config.memoryAllocation"]  # paths the account may not read: answered in
+    }                                      # missingSet with a NoPermission fault
 
 Per-host figures (``host_figures``, one dict per host in moref order, MB like the API)::
 

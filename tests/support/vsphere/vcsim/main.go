@@ -54,6 +54,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -100,6 +101,9 @@ type vmFigures struct {
 	// runtime.connectionState (VirtualMachineConnectionState): connected (default),
 	// disconnected, inaccessible, invalid or orphaned
 	ConnectionState string `json:"connectionState"`
+	// Property paths the account may not read on this VM: answered in the object's missingSet
+	// with a NoPermission fault, as vSphere answers properties it does not let a user read
+	Unreadable []string `json:"unreadable"`
 }
 
 func loadFigures(path string) (*figures, error) {
@@ -229,6 +233,9 @@ func applyVM(vm *simulator.VirtualMachine, f *vmFigures, hosts []*simulator.Host
 		vm.Config.Template = true
 		vm.Summary.Config.Template = true
 	}
+	if len(f.Unreadable) > 0 {
+		unreadable[vm.Self] = append([]string(nil), f.Unreadable...)
+	}
 	if f.ConnectionState != "" {
 		vm.Runtime.ConnectionState = types.VirtualMachineConnectionState(f.ConnectionState)
 	}
@@ -301,6 +308,40 @@ func sessionKey(ctx *simulator.Context) string {
 	return ctx.Session.Key
 }
 
+// unreadable holds, per VM, the property paths (and their sub-paths) the account may not read.
+var unreadable = map[types.ManagedObjectReference][]string{}
+
+// hideUnreadable moves the properties the account may not read into each object's missingSet.
+func hideUnreadable(objects []types.ObjectContent) {
+	for i := range objects {
+		paths, ok := unreadable[objects[i].Obj]
+		if !ok {
+			continue
+		}
+		kept := objects[i].PropSet[:0]
+		for _, prop := range objects[i].PropSet {
+			hidden := false
+			for _, path := range paths {
+				if prop.Name == path || strings.HasPrefix(prop.Name, path+".") || strings.HasPrefix(path, prop.Name+".") {
+					hidden = true
+				}
+			}
+			if !hidden {
+				kept = append(kept, prop)
+				continue
+			}
+			objects[i].MissingSet = append(objects[i].MissingSet, types.MissingProperty{
+				Path: prop.Name,
+				Fault: types.LocalizedMethodFault{
+					Fault:            &types.NoPermission{Object: objects[i].Obj, PrivilegeId: "System.Read"},
+					LocalizedMessage: "Permission to perform this operation was denied.",
+				},
+			})
+		}
+		objects[i].PropSet = kept
+	}
+}
+
 // page returns the first pageSize objects as a RetrieveResult, storing the rest under a token.
 func page(ctx *simulator.Context, objects []types.ObjectContent, pageSize int) types.RetrieveResult {
 	if pageSize <= 0 || len(objects) <= pageSize {
@@ -328,6 +369,7 @@ func (pc *pagedCollector) RetrievePropertiesEx(ctx *simulator.Context, req *type
 	if !ok || body.Fault_ != nil || body.Res == nil || body.Res.Returnval == nil {
 		return res
 	}
+	hideUnreadable(body.Res.Returnval.Objects)
 	size := int(req.Options.MaxObjects)
 	if serverPageSize > 0 && (size <= 0 || serverPageSize < size) {
 		size = serverPageSize
@@ -341,7 +383,11 @@ func (pc *pagedCollector) RetrieveProperties(ctx *simulator.Context, req *types.
 	if ctx.Session == nil {
 		return &methods.RetrievePropertiesBody{Fault_: notAuthenticated(req.This)}
 	}
-	return pc.PropertyCollector.RetrieveProperties(ctx, req)
+	res := pc.PropertyCollector.RetrieveProperties(ctx, req)
+	if body, ok := res.(*methods.RetrievePropertiesBody); ok && body.Fault_ == nil && body.Res != nil {
+		hideUnreadable(body.Res.Returnval)
+	}
+	return res
 }
 
 // takePage hands over (and forgets) the pending page a token names, if this session asked for it;

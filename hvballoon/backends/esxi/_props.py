@@ -1,0 +1,72 @@
+"""Reading vSphere's properties: names as the user wrote them, values in their units, and what
+the server would not let us read."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from hvballoon.errors import HVBalloonError
+from hvballoon.units import MiB
+
+from ._faults import ERRORS
+
+__all__ = ["BALLOON_CAP_KEY", "balloon_cap_bytes", "entity_name", "limit_mb", "scaled", "unreadable_error"]
+
+#: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
+BALLOON_CAP_KEY = "sched.mem.maxmemctl"
+
+#: vSphere stores every managed entity's name escaped: "Any / (slash), \\ (backslash), character
+#: used in this name element will be escaped. Similarly, any % (percent) character [...] will be
+#: escaped, unless it is used to start an escape sequence. A slash is escaped as %2F or %2f. A
+#: backslash is escaped as %5C or %5c, and a percent is escaped as %25." (vSphere API,
+#: ManagedEntity.name). Only these three sequences are undone, in one left-to-right pass.
+_NAME_ESCAPE = re.compile(r"%(2[fF]|5[cC]|25)")
+
+
+def entity_name(props: Mapping[str, Any], default: str) -> str:
+    """The ``name`` of ``props`` as the user wrote it (vSphere's escapes undone), else ``default``.
+
+    >>> entity_name({"name": "web%2f01 50%25"}, "vm-1"), entity_name({}, "vm-1")
+    ('web/01 50%', 'vm-1')
+    """
+    name = props.get("name")
+    if name is None:
+        return default
+    return _NAME_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), str(name))
+
+
+def scaled(value: Any, unit: int) -> int | None:
+    """``value`` (an int in ``unit``, or unset) in bytes."""
+    return None if value is None else int(value) * unit
+
+
+def limit_mb(alloc: Any) -> int | None:
+    """The allocation's limit in MB, or None for unlimited (-1) or unset."""
+    limit = getattr(alloc, "limit", None)
+    return None if limit is None or limit < 0 else int(limit)
+
+
+def balloon_cap_bytes(extra_config: Any) -> int | None:
+    """The balloon cap an extraConfig holds (``None``: unset or not a number: ESXi's default)."""
+    for option in extra_config or ():
+        if option.key == BALLOON_CAP_KEY:
+            try:
+                mb = int(str(option.value).strip())
+            except ValueError:
+                return None
+            return mb * MiB if mb >= 0 else None
+    return None
+
+
+def unreadable_error(uri: str | None, vm: str, missing: Mapping[str, BaseException]) -> HVBalloonError:
+    """The error for properties of a VM the server would not read (its ``missingSet``, a
+    NoPermission typically): a figure read as unset would be a wrong one (an unreadable limit is
+    not "unlimited"), so a read of that VM, and any change to it, stops here."""
+    paths = sorted(missing)
+    fault = missing[paths[0]]
+    error = ERRORS.map(fault, f"cannot read {', '.join(paths)} of {vm!r}", vm=vm, uri=uri)
+    error.details.setdefault("unreadable", paths)
+    error.__cause__ = fault
+    return error
