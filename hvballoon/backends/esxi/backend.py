@@ -230,9 +230,14 @@ class ESXiBackend(Backend):
     # -- finding the inventory root (vcenter:// ?datacenter=&cluster=&folder=) --------------
 
     def _named(self, root: Any, kind: Any, name: str, what: str) -> Any:
-        """The one ``kind`` named ``name`` under ``root`` (a short-lived view, at connect only)."""
+        """The one ``kind`` named ``name`` under ``root`` (a short-lived view, at connect only).
+
+        A folder is a VM folder (its ``childType`` holds VirtualMachine): host, datastore and
+        network folders hold no VM of their own, and may share a VM folder's name.
+        """
         c = self.client
         view = c.content.viewManager.CreateContainerView(root, [kind], True)
+        paths = ["name", "childType"] if kind is vim.Folder else ["name"]
         try:
             spec = vmodl.query.PropertyCollector.FilterSpec(
                 objectSet=[
@@ -246,17 +251,19 @@ class ESXiBackend(Backend):
                         ],
                     )
                 ],
-                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=["name"])],
+                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=paths)],
             )
             rows = c.retrieve(spec)
         finally:
             view.DestroyView()
+        if kind is vim.Folder:
+            rows = [(ref, props) for ref, props in rows if "VirtualMachine" in (props.get("childType") or ())]
         found = [ref for ref, props in rows if entity_name(props, "") == name]
         if len(found) != 1:
             known = sorted(entity_name(props, ref._moId) for ref, props in rows)
-            problem = "no" if not found else f"{len(found)}"
+            problem = f"no {what}" if not found else f"{len(found)} {what}s"
             raise InvalidURIError(
-                f"{problem} {what} named {name!r} here; {what}s: {', '.join(known) or 'none'}",
+                f"{problem} named {name!r} here; {what}s: {', '.join(known) or 'none'}",
                 uri=self.opts.uri.redacted,
             )
         return found[0]

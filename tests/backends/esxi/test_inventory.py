@@ -13,6 +13,7 @@ import hvballoon
 from hvballoon.errors import (
     AmbiguousVMError,
     GuardRailError,
+    InvalidURIError,
     PermissionDeniedError,
     UnsupportedOperationError,
 )
@@ -95,8 +96,9 @@ def _wait(task: Any) -> None:
 
 
 def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> None:
-    """A folder vCenter holds as ``team%2fweb`` is ``folder=team/web``; the same VM name in two
-    folders is two VMs, and naming it is ambiguous, never one picked silently."""
+    """A folder vCenter holds as ``team%2fweb`` is ``folder=team/web``, a VM folder whatever the
+    host and datastore folders are named; the same VM name in two folders is two VMs, and naming
+    it is ambiguous, never one picked silently."""
     from pyVim.connect import Disconnect
     from pyVmomi import vim
 
@@ -106,6 +108,8 @@ def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> N
             dc = si.RetrieveContent().rootFolder.childEntity[0]
             vms = {vm.name: vm for vm in dc.vmFolder.childEntity if isinstance(vm, vim.VirtualMachine)}
             folder = dc.vmFolder.CreateFolder("team%2fweb")  # how vCenter stores "team/web"
+            dc.hostFolder.CreateFolder("team%2fweb")  # host and datastore folders of that name
+            dc.datastoreFolder.CreateFolder("team%2fweb")  # hold no VM of their own
             _wait(folder.MoveIntoFolder_Task([vms["app2"]]))
             _wait(vms["app2"].Rename_Task("app"))
         finally:
@@ -113,6 +117,8 @@ def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> N
         base = f"vcenter://{peer.username}@{peer.host}:{peer.port}/?scheme=http&datacenter=DC0"
         with hvballoon.connect(f"{base}&folder=team/web", password=peer.password) as hv:
             assert [vm.name for vm in hv.list_vms()] == ["app"]
+        with pytest.raises(InvalidURIError, match=r"no folder named 'host' here; folders: team/web, vm"):
+            hvballoon.connect(f"{base}&folder=host", password=peer.password)  # the hosts' folder
         with hvballoon.connect(base, password=peer.password) as hv:
             assert sorted(vm.name for vm in hv.list_vms()) == ["app", "app", "solo"]
             with pytest.raises(AmbiguousVMError):
