@@ -47,6 +47,8 @@ VM_PATHS = [
     "config.instanceUuid",
     "runtime.powerState",
     "runtime.host",
+    "runtime.connectionState",
+    "config.template",
     "config.hardware.memoryMB",
     "config.memoryAllocation",
     *(

@@ -28,6 +28,8 @@ var vmPaths = []string{
 	"config.instanceUuid",
 	"runtime.powerState",
 	"runtime.host",
+	"runtime.connectionState",
+	"config.template",
 	"config.hardware.memoryMB",
 	"config.memoryAllocation",
 	"summary.quickStats.guestMemoryUsage",
