@@ -338,6 +338,8 @@ class ESXiBackend(Backend):
             self._hosts[moid] = entity_name(values, moid)
         for moid, values in vm_rows:
             self._morefs[self._id(moid, values)] = moid
+        # a folder's view holds VMs, not the hosts they run on: name those once (then cached)
+        self._learn_hosts(values.get("runtime.host") for _, values in vm_rows)
         return vm_rows, host_rows
 
     def _learn_hosts(self, hosts: Iterable[Any]) -> None:
@@ -462,6 +464,16 @@ class ESXiBackend(Backend):
         else:
             host_rows = self._sweep_view((), HOST_PATHS)[1]
             at = datetime.now(timezone.utc)
+        # the hosts the view's VMs run on but the view does not hold (a folder=): by reference
+        ids = {name: moid for moid, name in self._hosts.items()}
+        outside = {ids.get(s.vm.host, s.vm.host) for s in vm_stats if s.vm.host is not None}
+        outside -= {moid for moid, _ in host_rows}
+        if outside:
+            c = self.client
+            refs = [vim.HostSystem(moid, c.stub) for moid in sorted(outside)]
+            found = self._call(lambda: c.retrieve(c.objects_filter(refs, {vim.HostSystem: HOST_PATHS})))
+            host_rows = [*host_rows, *((ref._moId, props) for ref, props in found)]
+            self._hosts.update((ref._moId, entity_name(props, ref._moId)) for ref, props in found)
         by_host = split_by_host(vm_stats, "")
         figures: dict[str, dict[str, Any]] = {}
         for moid, props in host_rows:

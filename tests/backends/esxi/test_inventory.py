@@ -97,8 +97,8 @@ def _wait(task: Any) -> None:
 
 def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> None:
     """A folder vCenter holds as ``team%2fweb`` is ``folder=team/web``, a VM folder whatever the
-    host and datastore folders are named; the same VM name in two folders is two VMs, and naming
-    it is ambiguous, never one picked silently."""
+    host and datastore folders are named, and its hosts are those its VMs run on; the same VM
+    name in two folders is two VMs, and naming it is ambiguous, never one picked silently."""
     from pyVim.connect import Disconnect
     from pyVmomi import vim
 
@@ -116,7 +116,14 @@ def test_folder_names_are_matched_as_written_and_duplicates_are_ambiguous() -> N
             Disconnect(si)
         base = f"vcenter://{peer.username}@{peer.host}:{peer.port}/?scheme=http&datacenter=DC0"
         with hvballoon.connect(f"{base}&folder=team/web", password=peer.password) as hv:
-            assert [vm.name for vm in hv.list_vms()] == ["app"]
+            (vm,) = hv.list_vms()
+            assert vm.name == "app"
+            assert vm.host is not None and vm.host.startswith("DC0_C0_H")  # its host's name
+            # the folder's view holds no host: the one its VM runs on is read by reference
+            for hosts in (hv.get_host_stats(), hv.get_host_stats(vm_stats=hv.get_stats())):
+                (host,) = hosts
+                assert host.host == vm.host and host.vms_running == 1
+                assert host.physical_bytes is not None and host.used_bytes is not None
         with pytest.raises(InvalidURIError, match=r"no folder named 'host' here; folders: team/web, vm"):
             hvballoon.connect(f"{base}&folder=host", password=peer.password)  # the hosts' folder
         with hvballoon.connect(base, password=peer.password) as hv:
