@@ -289,7 +289,8 @@ class ESXiBackend(Backend):
         # the VMs' hosts (their names) come in the same answer, through runtime.host
         spec_props = {vim.VirtualMachine: paths, vim.HostSystem: ["name"]}
         spec = c.objects_filter(refs, spec_props, follow=(vim.VirtualMachine, "runtime.host"))
-        rows = self._call(lambda: c.retrieve(spec))
+        # a VM removed since it was named fails the whole call: name it when it is the only one
+        rows = self._call(lambda: c.retrieve(spec), vm=vms[0].name if len(vms) == 1 else None)
         by_moref: dict[str, tuple[str, dict[str, Any]]] = {}
         for ref, values in rows:
             if isinstance(ref, vim.HostSystem):

@@ -16,6 +16,7 @@ from hvballoon.errors import (
     InvalidURIError,
     PermissionDeniedError,
     UnsupportedOperationError,
+    VMNotFoundError,
 )
 from hvballoon.models import PowerState
 from hvballoon.units import GiB, MiB
@@ -217,3 +218,30 @@ def test_a_property_the_account_may_not_read_is_unknown_not_unset(
         assert "ReconfigVM_Task" not in named_peer.counts()
     allocation = named_peer.vm("locked-out")["memoryAllocation"]
     assert allocation == {"reservation": 1024, "limit": -1, "shares": {"level": "normal", "shares": 163840}}
+
+
+def test_a_vm_removed_after_it_was_named_is_not_found_by_name(fast_sweep: bool) -> None:
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    with VcsimServer(
+        [vm_figures("gone", powerState="poweredOff", quickStats={}), vm_figures("kept")]
+    ) as peer:
+        with connect(peer, fast_sweep=fast_sweep) as hv:
+            (vm,) = [v for v in hv.list_vms() if v.name == "gone"]
+            si = _admin(peer)
+            try:
+                dc = si.RetrieveContent().rootFolder.childEntity[0]
+                (ref,) = [
+                    v
+                    for v in dc.vmFolder.childEntity
+                    if isinstance(v, vim.VirtualMachine) and v.name == "gone"
+                ]
+                _wait(ref.Destroy_Task())
+            finally:
+                Disconnect(si)
+            for read in (lambda: hv.get_stats([vm]), lambda: hv.set_target(vm, "8GiB")):
+                with pytest.raises(VMNotFoundError) as err:
+                    read()
+                assert err.value.vm == "gone"
+            assert [v.name for v in hv.list_vms()] == ["kept"]
