@@ -245,3 +245,49 @@ def test_a_vm_removed_after_it_was_named_is_not_found_by_name(fast_sweep: bool) 
                     read()
                 assert err.value.vm == "gone"
             assert [v.name for v in hv.list_vms()] == ["kept"]
+
+
+def test_several_datacenters_standalone_hosts_and_vapps() -> None:
+    """Two datacenters (the second in a folder), each with a standalone host and a cluster with a
+    vApp: the root view holds every VM and host; a name in both datacenters is ambiguous there,
+    and one in each datacenter's view."""
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    inventory = {"datacenters": 2, "standaloneHosts": 1, "clusters": 1, "apps": 1, "folders": 1}
+    with VcsimServer([vm_figures("web01"), vm_figures("db01")], hosts=2, inventory=inventory) as peer:
+        si = _admin(peer)
+        try:
+            content = si.RetrieveContent()
+            view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+            (twin,) = [vm for vm in view.view if vm.name == "DC1_C0_RP0_VM0"]
+            _wait(twin.Rename_Task("web01"))
+        finally:
+            Disconnect(si)
+        base = f"vcenter://{peer.username}@{peer.host}:{peer.port}/?scheme=http"
+        with hvballoon.connect(base, password=peer.password) as hv:
+            vms = hv.list_vms()
+            assert len(vms) == 12  # 2 per standalone host, cluster pool and vApp, in 2 datacenters
+            assert {vm.host for vm in vms if vm.name.startswith("DC1_H0_")} == {"DC1_H0"}
+            assert {h.host for h in hv.get_host_stats()} == {
+                "DC0_H0", "DC0_C0_H0", "DC0_C0_H1", "DC1_H0", "DC1_C0_H0", "DC1_C0_H1",
+            }  # fmt: skip
+            with pytest.raises(AmbiguousVMError):
+                hv.set_target("web01", "8GiB")
+        for datacenter, host in (("DC0", "DC0_H0"), ("DC1", "DC1_C0_H0")):
+            with hvballoon.connect(f"{base}&datacenter={datacenter}", password=peer.password) as hv:
+                assert len(hv.list_vms()) == 6
+                (stats,) = hv.get_stats(["web01"])
+                assert stats.vm.host == host
+                assert {h.host for h in hv.get_host_stats()} == {
+                    f"{datacenter}_H0",
+                    *(f"{datacenter}_C0_H{i}" for i in (0, 1)),
+                }
+        with hvballoon.connect(f"{base}&datacenter=DC1&cluster=DC1_C0", password=peer.password) as hv:
+            names = {vm.name for vm in hv.list_vms()}
+            assert names == {
+                "web01",
+                "DC1_C0_RP0_VM1",
+                "DC1_C0_APP0_VM0",
+                "DC1_C0_APP0_VM1",
+            }  # the vApp's too

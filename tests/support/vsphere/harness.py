@@ -363,7 +363,12 @@ class VcsimServer:
     number of ESXi hosts in the one cluster (at least as many as ``host_figures``, the per-host
     memory figures); ``page_size`` caps every PropertyCollector page
     (``None``: only the client's ``maxObjects`` does); ``task_delay`` makes tasks read as running
-    that many seconds after their call returned. The server listens on ``address`` (by
+    that many seconds after their call returned; ``inventory`` shapes a larger inventory than one
+    cluster, as vcsim's flags do (``{"datacenters": 2, "standaloneHosts": 1, "clusters": 1,
+    "apps": 1, "folders": 1}``: per datacenter, standalone hosts and clusters of ``hosts``
+    hosts, vApps per cluster, datacenters in folders), every compute resource and vApp with
+    ``len(vms)`` VMs, the figures' VMs first (in moref order), the others under the simulator's
+    names (``DC1_C0_RP0_VM0``). The server listens on ``address`` (by
     default 127.0.0.2, which pyvmomi does not treat as localhost, so certificate checks stay
     on) at a port the simulator picks itself, so there is no race for a free port.
     """
@@ -379,6 +384,7 @@ class VcsimServer:
         host_figures: Sequence[Mapping[str, Any]] | None = None,
         page_size: int | None = None,
         task_delay: float = 0.0,
+        inventory: Mapping[str, int] | None = None,
         username: str = "hvballoon",
         password: str | None = None,
         startup_timeout: float = 120.0,
@@ -393,6 +399,7 @@ class VcsimServer:
         self.host_figures = [dict(h) for h in host_figures or ()]
         self.page_size = page_size
         self.task_delay = task_delay
+        self.inventory = dict(inventory) if inventory is not None else None
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.startup_timeout = startup_timeout
@@ -441,6 +448,8 @@ class VcsimServer:
             figures["hostMemoryMB"] = self.host_memory_mb
         if self.host_figures:
             figures["hostFigures"] = self.host_figures
+        if self.inventory is not None:
+            figures["inventory"] = self.inventory
         config.write_text(json.dumps(figures))
         args = [
             str(binary),

@@ -75,6 +75,21 @@ type figures struct {
 	// Per host, in moref order (the first is host 0); hosts beyond the list keep the defaults.
 	HostFigures []hostFigures `json:"hostFigures"`
 	VMs         []vmFigures   `json:"vms"`
+	// A larger inventory than one cluster (unset: one datacenter, one cluster)
+	Inventory *inventory `json:"inventory"`
+}
+
+// inventory shapes the model as vcsim's flags do (-dc -standalone-host -cluster -app -folder):
+// per datacenter, standalone hosts and clusters (each cluster of the "hosts" count), vApps per
+// cluster, and datacenters placed in folders. Every compute resource and vApp gets the VMs
+// count of VMs: the figures' VMs are the first in moref order, the others keep the
+// simulator's names (DC1_C0_RP0_VM0, DC0_H0_VM1, DC0_C0_APP0_VM0, ...).
+type inventory struct {
+	Datacenters     int `json:"datacenters"`
+	StandaloneHosts int `json:"standaloneHosts"`
+	Clusters        int `json:"clusters"`
+	Apps            int `json:"apps"`
+	Folders         int `json:"folders"`
 }
 
 type hostFigures struct {
@@ -750,6 +765,13 @@ func main() {
 	model.ClusterHost = nh
 	model.Machine = nv
 	model.Autostart = false // power states come from the figures
+	if inv := figs.Inventory; inv != nil {
+		model.Datacenter = max1(inv.Datacenters)
+		model.Host = inv.StandaloneHosts
+		model.Cluster = inv.Clusters
+		model.App = inv.Apps
+		model.Folder = inv.Folders
+	}
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}
@@ -784,7 +806,7 @@ func main() {
 		vms = append(vms, e.(*simulator.VirtualMachine))
 	}
 	sort.Slice(vms, func(i, j int) bool { return morefLess(vms[i].Self.Value, vms[j].Self.Value) })
-	if len(vms) != nv {
+	if len(vms) < nv || (figs.Inventory == nil && len(vms) != nv) {
 		log.Fatalf("the model created %d VMs, expected %d", len(vms), nv)
 	}
 	for i := range figs.VMs {
@@ -883,6 +905,13 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(ctx)
+}
+
+func max1(n int) int {
+	if n < 1 {
+		return 1
+	}
+	return n
 }
 
 // morefLess orders "vm-12" before "vm-100".
