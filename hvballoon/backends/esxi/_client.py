@@ -238,7 +238,8 @@ class Client:
 
         An unset property (vSphere omits it, the simulator omits zeros too) is absent from the
         dict; one that could not be read (the answer's ``missingSet``) is absent too, and its
-        fault is in ``props[_fast.MISSING][path]``. Paging: ``maxObjects`` per page, then ``ContinueRetrievePropertiesEx`` per token.
+        fault is in ``props[_fast.MISSING][path]``. Paging: ``maxObjects`` per page, then
+        ``ContinueRetrievePropertiesEx`` per token.
         """
         pc = self.content.propertyCollector
         options = _PC.RetrieveOptions(maxObjects=self.page_size)
