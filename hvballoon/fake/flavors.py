@@ -174,6 +174,10 @@ class Flavor:
         if plan.maximum_bytes is not None:
             state.memory[i] = plan.maximum_bytes  # libvirt maxMemory, ESXi memoryMB
 
+    def apply_target(self, state: GuestState, i: int, target: int, config: dict[str, Any]) -> None:
+        """What a target that is not a configuration field (a balloon's) moves besides the
+        target itself (already set)."""
+
     def __repr__(self) -> str:
         return f"<Flavor {self.name}>"
 
@@ -195,6 +199,9 @@ class KVMFlavor(Flavor):
         # libvirt's <memory> is the most a balloon can give back (currentMemory is at most it);
         # ``maximum`` is a Hyper-V setting, not libvirt's
         config["maximum_bytes"] = spec.memory
+        # the definition's <currentMemory>: the size the domain boots with (its balloon target
+        # at start), which libvirt reports as the boot size
+        config["startup_bytes"] = spec.target if spec.target is not None else spec.memory
         return config
 
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
@@ -205,6 +212,20 @@ class KVMFlavor(Flavor):
 
         s = world.state
         return np.maximum(np.minimum(s.target, s.memory), floor)
+
+    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
+        """A new maximum (``<memory>``, only on a stopped domain) takes ``<currentMemory>`` down
+        with it: libvirt never keeps the boot size, the target of a stopped domain, above it."""
+        super().apply_config(state, i, plan, config)
+        if plan.maximum_bytes is not None:
+            state.target[i] = min(float(state.target[i]), float(plan.maximum_bytes))
+            config["startup_bytes"] = min(int(config["startup_bytes"]), plan.maximum_bytes)
+
+    def apply_target(self, state: GuestState, i: int, target: int, config: dict[str, Any]) -> None:
+        """A target set on a domain that is not active (stopped or saved) is its definition's
+        ``<currentMemory>``: the size it boots with."""
+        if not (state.running[i] > 0 or state.paused[i] > 0):
+            config["startup_bytes"] = target
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon goes to its target; QEMU clamps a target above the VM's memory to it

@@ -90,7 +90,7 @@ class KVMView(FlavorView):
         c = g.config
         return MemoryConfig(
             **common,
-            startup_bytes=g.memory_bytes,
+            startup_bytes=c.get("startup_bytes") or g.memory_bytes,
             maximum_bytes=c["maximum_bytes"],
             deflate_on_oom=bool(c.get("deflate_on_oom")),
             free_page_reporting=bool(c.get("free_page_reporting", True)),

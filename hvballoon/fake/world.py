@@ -465,9 +465,10 @@ class World:
 
     def set_target(self, guest_id: str, target_bytes: int) -> None:
         with self.lock:
-            i = self.guests[guest_id].index
-            s = self.state
+            g = self.guests[guest_id]
+            i, s = g.index, self.state
             s.target[i] = target_bytes
+            self.hypervisor.apply_target(s, i, target_bytes, g.config)
             if target_bytes >= s.kernel[i] + s.unfreeable[i]:
                 s.stalled_at[i] = math.nan
             self.version += 1

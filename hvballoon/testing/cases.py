@@ -67,6 +67,9 @@ class Call:
 Builder = Callable[[MemoryConfig, MemoryStats, int], Call]
 """(current config, current stats, the guard rails' floor of the VM) -> the call."""
 
+Expectation = Callable[[MemoryConfig, MemoryStats], "str | None"]
+"""(config read after the change, stats read after it) -> what is wrong, or ``None``."""
+
 
 @dataclass(frozen=True)
 class Case:
@@ -79,6 +82,9 @@ class Case:
     rule: str | None = None
     #: A change applied first (allowed), e.g. a reservation for a target to fall below.
     setup: Builder | None = None
+    #: For an allowed change: what else the hypervisor moves with it, checked on the VM's
+    #: configuration and stats read afterwards (a message saying what is wrong, or ``None``).
+    expect: Expectation | None = None
 
     @property
     def id(self) -> str:
@@ -94,6 +100,24 @@ def _mb(n: int | None) -> int:
     return n
 
 
+def _boot_size_is_target(cfg: MemoryConfig, st: MemoryStats) -> str | None:
+    """A target set on a stopped domain is its ``<currentMemory>``: the size it boots with."""
+    if cfg.startup_bytes != st.target_bytes:
+        return f"the target reads {st.target_bytes} but the boot size (currentMemory) {cfg.startup_bytes}"
+    return None
+
+
+def _boot_size_follows_maximum(cfg: MemoryConfig, st: MemoryStats) -> str | None:
+    """libvirt lowers ``<currentMemory>`` with ``<memory>`` (it is never above it): the target
+    of a stopped domain, and its boot size, are the new maximum."""
+    if st.target_bytes != cfg.maximum_bytes or cfg.startup_bytes != cfg.maximum_bytes:
+        return (
+            f"after lowering the maximum to {cfg.maximum_bytes} below the target, the target reads "
+            f"{st.target_bytes} and the boot size (currentMemory) {cfg.startup_bytes}"
+        )
+    return None
+
+
 # -- KVM ---------------------------------------------------------------------------------------
 
 _KVM = [
@@ -106,7 +130,8 @@ _KVM = [
     Case("kvm", "buffer", Need("running"), _config(buffer_percent=20), "not_supported"),
     Case("kvm", "period-live", Need("running", balloon=True), lambda c, s, f: Call("config", {"stats_period": (c.stats_period_seconds or 0) + 3})),
     Case("kvm", "maximum-off", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB})),
-    Case("kvm", "target-off", Need("off"), lambda c, s, f: Call("target", {"size": _mb(c.maximum_bytes) // 2})),
+    Case("kvm", "target-off", Need("off"), lambda c, s, f: Call("target", {"size": _mb(c.maximum_bytes) // 2}), expect=_boot_size_is_target),
+    Case("kvm", "maximum-below-target-off", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) // 2}), setup=lambda c, s, f: Call("target", {"size": _mb(c.maximum_bytes) * 3 // 4}), expect=_boot_size_follows_maximum),
     Case("kvm", "target-live", Need("running", balloon=True), lambda c, s, f: Call("target", {"size": f + (_mb(c.maximum_bytes) - f) // 2})),
 ]  # fmt: skip
 

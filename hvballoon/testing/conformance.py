@@ -566,6 +566,9 @@ class KindRuleTests(_Base):
             else:
                 (after_st,) = hv.get_stats([vm])
                 assert after_st.target_bytes == change.after["target_bytes"], rule_case.id
+            if rule_case.expect is not None:
+                wrong = rule_case.expect(hv.get_config(vm), hv.get_stats([vm])[0])
+                assert wrong is None, f"{rule_case.id}: {wrong}"
             return
         rule = kind.rule(rule_case.rule)
         with pytest.raises(HVBalloonError) as info:
