@@ -166,6 +166,8 @@ def _refused_at_load(
         ("hyperv", {"maximum": "2GiB", "minimum": "1GiB"}),  # a Dynamic Memory ceiling within memory
         ("hyperv", {"dynamic": False, "used": "4GiB"}),  # static: its startup memory is its memory
         ("hyperv", {"dynamic": False, "startup": "2GiB", "maximum": "4GiB", "buffer_percent": 30}),
+        # the default startup (half the memory) is a size Hyper-V takes: a multiple of 2 MiB
+        ("hyperv", {"memory": "1026MiB", "used": "100MiB"}),
     ],
 )
 def test_what_a_flavor_holds_loads(tmp_path: Path, flavor: str, vm: dict[str, object]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
-from hvballoon.kinds.hyperv import buffered_demand
+from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand
 
 if TYPE_CHECKING:
     import numpy as np
@@ -364,7 +364,9 @@ class HyperVFlavor(Flavor):
         config = super().config(spec)
         dynamic = True if spec.dynamic is None else spec.dynamic
         config["dynamic"] = dynamic
-        config["startup_bytes"] = spec.startup or (spec.memory // 2 if dynamic else spec.memory)
+        # Dynamic Memory's default startup: half the memory, a size Hyper-V takes (2 MiB steps)
+        half = max(MINIMUM_SIZE_BYTES, spec.memory // 2 // HYPERV.alignment_bytes * HYPERV.alignment_bytes)
+        config["startup_bytes"] = spec.startup or (min(half, spec.memory) if dynamic else spec.memory)
         # a static VM keeps Hyper-V's default range as leftovers (512 MiB .. its memory)
         config["minimum_bytes"] = spec.minimum or min(DM_DEFAULT_MINIMUM, config["startup_bytes"])
         config["maximum_bytes"] = spec.maximum or spec.memory
