@@ -164,7 +164,8 @@ class HyperVView(FlavorView):
             current_bytes=g.current_bytes,
             target_bytes=g.target_bytes,
             demand_bytes=demand,
-            guest_available_bytes=g.free_bytes + g.cache_bytes,
+            # as the real backend derives it: MemoryAssigned - MemoryDemand
+            guest_available_bytes=max(0, g.current_bytes - demand),
             extra={"memory_status": status, "dynamic": bool(g.config.get("dynamic"))},
         )
 

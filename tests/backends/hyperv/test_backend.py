@@ -228,6 +228,21 @@ def test_figures_match_the_fake_flavour(peer: Peer) -> None:
             )
 
 
+def test_a_vm_that_pages_reads_its_whole_demand_like_the_fake_flavour(basic_peer: Peer) -> None:
+    """MemoryDemand is what the guest needs, paged-out memory included (what Dynamic Memory
+    balances on), not only what it holds: a VM squeezed under its maximum demands more than it
+    is assigned, and has nothing available."""
+    world = hyperv_world(scenarios.squeezed())
+    world.advance(120)
+    basic_peer.host.world = world
+    fake = hvballoon.connect("fake://?flavor=hyperv", world=world)
+    with basic_peer.connect() as hv, fake:
+        (mine,), (st,) = hv.get_stats(["capped"]), fake.get_stats(["capped"])
+        assert st.current_bytes == 2 * GiB and st.demand_bytes == 3 * GiB and st.guest_available_bytes == 0
+        skip = {"vm", "collected_at", "extra"}
+        assert mine.model_dump(exclude=skip) == st.model_dump(exclude=skip)
+
+
 def test_static_vm_is_configured_with_its_startup_size(peer: Peer) -> None:
     peer.host.world = hyperv_world(scenarios.rules())
     with peer.connect() as hv:

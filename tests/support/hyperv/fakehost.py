@@ -172,8 +172,9 @@ class FakeHyperVHost:
             "State": state,
             "DynamicMemoryEnabled": bool(c["dynamic"]),
             "MemoryAssigned": g.current_bytes if running else 0,
-            "MemoryDemand": g.used_bytes if running else 0,
-            "MemoryStatus": ("OK" if g.current_bytes >= g.used_bytes else "Warning") if running else "",
+            # what the guest needs, paged-out memory included (Dynamic Memory balances on it)
+            "MemoryDemand": g.demand_bytes if running else 0,
+            "MemoryStatus": ("OK" if g.current_bytes >= g.demand_bytes else "Warning") if running else "",
             "MemoryStartup": c["startup_bytes"],
             "MemoryMinimum": c["minimum_bytes"],
             "MemoryMaximum": c["maximum_bytes"],

@@ -54,6 +54,28 @@ def rules() -> Scenario:
     )
 
 
+def squeezed() -> Scenario:
+    """A Dynamic Memory VM whose demand outgrows its 2 GiB maximum ten seconds in (it pages the
+    rest), beside one that has room."""
+    spike = {"kind": "spike", "params": {"at": "10s", "duration": "1h", "size": "2GiB", "rise": "5s"}}
+    vms = [
+        {
+            "name": "capped",
+            "memory": "8GiB",
+            "minimum": "1GiB",
+            "startup": "2GiB",
+            "maximum": "2GiB",
+            "used": "1GiB",
+            "swap": "4GiB",
+            "workload": spike,
+        },
+        {"name": "roomy", "memory": "8GiB", "used": "2GiB"},
+    ]
+    return parse_scenario(
+        {"name": "squeezed", "flavor": "hyperv", "host": {"name": "hv01", "physical": "64GiB"}, "vms": vms}
+    )
+
+
 def sweep(count: int) -> Scenario:
     """``count`` VMs of 16 GiB, half of them with Dynamic Memory."""
     vms = [
