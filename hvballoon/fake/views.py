@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
+from hvballoon.kinds.esxi import admits
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import format_size
+from hvballoon.units import format_size, format_sizes
 
 if TYPE_CHECKING:
     from hvballoon.fake.guest import Guest
@@ -139,6 +140,30 @@ class ESXiView(FlavorView):
     def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
         # swap used: its VMs' host-swapped memory; shared: the pages it shares
         return {"swap_used_bytes": acc["swapped"], "shared_bytes": acc["shared"]}
+
+    def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
+        """ESXi's admission control on a running VM whose reservation rises (set, or locked to
+        its memory size): the running VMs' reservations must stay within the memory the host
+        has for its VMs, or the host refuses the reconfiguration (InsufficientResourcesFault)."""
+        asked, now = plan.reservation_bytes, int(g.config.get("reservation_bytes") or 0)
+        if asked is None or asked <= now or not g.running:
+            return
+        others = sum(
+            int(o.config.get("reservation_bytes") or 0)
+            for o in w.guests.values()
+            if o is not g and o.running and not o.crashed
+        )
+        room = w.host.physical_bytes - w.host.overhead_bytes
+        if not admits(others + asked, room):
+            shown_asked, shown_free = format_sizes(asked, max(0, room - others))
+            raise InvalidStateError(
+                f"the host cannot back a reservation of {shown_asked} for {g.name!r}: its running VMs "
+                f"leave {shown_free} unreserved (ESXi's admission control: InsufficientResourcesFault)",
+                vm=g.name,
+                backend=backend,
+                native_code="vim.fault.InsufficientMemoryResourcesFault",  # as the esxi backend keeps it
+                details={"reservation_bytes": asked, "unreserved_bytes": max(0, room - others)},
+            )
 
 
 class HyperVView(FlavorView):

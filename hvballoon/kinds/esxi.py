@@ -41,8 +41,10 @@ MEMORY_SIZE_STEP = 4 * MiB
 
 
 def admits(reserved_bytes: int, host_bytes: int) -> bool:
-    """ESXi's admission control: VMs are powered on only while the host can back every running
-    VM's reservation (``reserved_bytes``) out of the memory it has for VMs (``host_bytes``)."""
+    """ESXi's admission control: VMs are powered on — and a powered-on VM's reservation raised
+    (``ReconfigVM_Task`` fails with ``InsufficientResourcesFault``, "an operation conflicts with
+    a resource configuration policy") — only while the host can back every running VM's
+    reservation (``reserved_bytes``) out of the memory it has for VMs (``host_bytes``)."""
     return reserved_bytes <= host_bytes
 
 

@@ -310,6 +310,36 @@ def test_esxi_never_reclaims_a_vm_below_its_reservation(reservation: dict[str, o
     assert w.accounting()["host"]["conserved"]
 
 
+ESXI_ADMISSION = """
+name: admission
+flavor: esxi
+host: {physical: 16GiB, overhead: 1GiB}
+vms:
+  - {name: big, memory: 12GiB, used: 2GiB, reservation: 8GiB}
+  - {name: small, memory: 12GiB, used: 2GiB}
+  - {name: parked, memory: 12GiB, used: 2GiB, power_state: stopped}
+"""
+
+
+def test_esxi_admission_control_refuses_a_reservation_the_host_cannot_back() -> None:
+    """ESXi keeps every powered-on VM's reservation within what the host has for its VMs
+    (15 GiB here): raising a running VM's reservation (or locking it to its memory size) beyond
+    that is refused by the host (InsufficientResourcesFault), and nothing changes; within it,
+    lower, or on a VM that is off, it is taken."""
+    w = World(parse_scenario(yaml.safe_load(ESXI_ADMISSION)))
+    with hvballoon.connect("fake://?flavor=esxi", world=w, retry=NO_RETRY) as hv:
+        before = hv.get_config("small")
+        for change in ({"reservation": "8GiB"}, {"memory_reservation_lock": True}):
+            with pytest.raises(InvalidStateError, match="admission control") as info:
+                hv.set_config("small", **change)
+            assert info.value.native_code == "vim.fault.InsufficientMemoryResourcesFault"
+            assert info.value.details["unreserved_bytes"] == 7 * GiB
+            assert hv.get_config("small") == before
+        assert hv.set_config("small", reservation="7GiB").changed
+        assert hv.set_config("big", reservation="4GiB").changed  # lowering is always taken
+        assert hv.set_config("parked", memory_reservation_lock=True).changed  # checked at power-on
+
+
 def test_a_world_saved_before_the_reservation_array_loads_it_from_its_configuration() -> None:
     import io
 

@@ -83,6 +83,12 @@ ERRORS = ErrorTable(
             retryable=True,
         ),
         ErrorRule(
+            vim.fault.InsufficientResourcesFault,
+            InvalidStateError,
+            "the host (or the VM's resource pool) cannot back the reservation now: ESXi's admission "
+            "control keeps every powered-on VM's reservation within what it has unreserved",
+        ),
+        ErrorRule(
             (vmodl.fault.InvalidArgument, vim.fault.InvalidVmConfig),
             InvalidRequestError,
             "vSphere refused a value",

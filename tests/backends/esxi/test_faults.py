@@ -42,6 +42,11 @@ ROWS: list[tuple[BaseException, type[HVBalloonError], bool]] = [
     (vim.fault.InvalidState(msg="busy"), InvalidStateError, False),
     (vim.fault.TaskInProgress(msg="another task"), InvalidStateError, True),
     (
+        vim.fault.InsufficientMemoryResourcesFault(msg="not enough unreserved memory"),
+        InvalidStateError,
+        False,
+    ),
+    (
         vmodl.fault.InvalidArgument(msg="bad", invalidProperty="spec.memoryAllocation"),
         InvalidRequestError,
         False,
