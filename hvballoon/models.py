@@ -319,7 +319,7 @@ class ConfigUpdate(_Frozen):
     maximum_bytes: int | None = _option(
         "maximum",
         "size",
-        "The VM's maximum memory (KVM maxMemory, ESXi memoryMB, Hyper-V Dynamic Memory maximum).",
+        "The VM's maximum memory (KVM <memory>, ESXi memoryMB, Hyper-V Dynamic Memory maximum).",
         64 * 1024**3,
         gt=0,
     )

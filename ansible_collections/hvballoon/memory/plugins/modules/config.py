@@ -53,7 +53,7 @@ options:
     type: raw
   maximum:
     description:
-      - The VM's maximum memory (KVM maxMemory, ESXi memoryMB, Hyper-V Dynamic Memory maximum).
+      - The VM's maximum memory (KVM <memory>, ESXi memoryMB, Hyper-V Dynamic Memory maximum).
       - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
         (SI, powers of 1000)."
     type: raw
