@@ -178,6 +178,9 @@ class Flavor:
         """What a target that is not a configuration field (a balloon's) moves besides the
         target itself (already set)."""
 
+    def powered_off(self, state: GuestState, i: int, config: dict[str, Any]) -> None:
+        """What the hypervisor forgets of a VM it powers off (its configuration stays)."""
+
     def __repr__(self) -> str:
         return f"<Flavor {self.name}>"
 
@@ -226,6 +229,11 @@ class KVMFlavor(Flavor):
         ``<currentMemory>``: the size it boots with."""
         if not (state.running[i] > 0 or state.paused[i] > 0):
             config["startup_bytes"] = target
+
+    def powered_off(self, state: GuestState, i: int, config: dict[str, Any]) -> None:
+        """libvirt forgets the live balloon target of a domain that stops: its definition's
+        ``<currentMemory>`` is its target again."""
+        state.target[i] = float(config["startup_bytes"])
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon goes to its target; QEMU clamps a target above the VM's memory to it

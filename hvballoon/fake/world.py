@@ -502,9 +502,10 @@ class World:
         """The VM is powered off behind the caller's back: it keeps its configuration and
         holds no memory until it runs again."""
         with self.lock:
-            i = self.guests[guest_id].index
-            s = self.state
+            g = self.guests[guest_id]
+            i, s = g.index, self.state
             s.release(i)
+            self.hypervisor.powered_off(s, i, g.config)
             s.running[i] = 0.0
             s.paused[i] = 0.0
             s.last_report[i] = math.nan

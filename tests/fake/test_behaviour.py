@@ -310,6 +310,21 @@ def test_esxi_never_reclaims_a_vm_below_its_reservation(reservation: dict[str, o
     assert w.accounting()["host"]["conserved"]
 
 
+def test_kvm_a_stopped_domain_boots_with_its_definitions_current_memory() -> None:
+    """A live target is forgotten when the domain stops (libvirt keeps it only in the running
+    definition): its target is its definition's ``<currentMemory>`` again, its boot size."""
+    w = World(load_scenario("seed"), flavor="kvm")
+    with hvballoon.connect("fake://seed?flavor=kvm", world=w, retry=INSTANT) as hv:
+        boot = hv.get_config("web01").startup_bytes
+        assert boot == 16 * GiB
+        hv.set_target("web01", "12GiB")
+        assert hv.get_stats(["web01"])[0].target_bytes == 12 * GiB
+        assert hv.get_config("web01").startup_bytes == boot  # a live target: not the definition's
+        w.power_off(hv.resolve("web01").id)
+        (st,) = hv.get_stats(["web01"])
+        assert st.target_bytes == boot == hv.get_config("web01").startup_bytes
+
+
 ESXI_ADMISSION = """
 name: admission
 flavor: esxi
