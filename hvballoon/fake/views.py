@@ -18,6 +18,7 @@ from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import admits
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
+from hvballoon.virtio_balloon import Freshness
 
 if TYPE_CHECKING:
     from hvballoon.fake.guest import Guest
@@ -64,17 +65,23 @@ class KVMView(FlavorView):
     kind: ClassVar[Kind] = KVM
 
     def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        """The guest's report is trusted as the kvm and qmp backends trust a driver's report
+        (:mod:`hvballoon.virtio_balloon`): stale once older than three periods and two seconds;
+        not a figure at all while the stats period is off (libvirt keeps the last one, frozen)."""
         age = w.report_age(g)
         report = g.report()
+        period = g.stats_period
+        counts = report is not None and period > 0
+        fresh = counts and age is not None and age <= Freshness(period=period).stale_after(period)
         fields: dict[str, Any] = {
             "current_bytes": g.current_bytes,
             "target_bytes": g.target_bytes,
             "ballooned_bytes": g.ballooned_bytes,
             "host_consumed_bytes": self.host_consumed(w, g),
             "guest_report_age_seconds": age,
-            "stale": report is None or (age is not None and age > 3 * max(g.stats_period, 1)),
+            "stale": not fresh,
         }
-        if report is not None:
+        if report is not None and counts:
             fields.update(
                 guest_total_bytes=report["total"],
                 guest_used_bytes=report["used"],

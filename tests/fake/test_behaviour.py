@@ -325,6 +325,27 @@ def test_kvm_a_stopped_domain_boots_with_its_definitions_current_memory() -> Non
         assert st.target_bytes == boot == hv.get_config("web01").startup_bytes
 
 
+def test_kvm_guest_reports_are_trusted_as_the_kvm_backends_trust_them() -> None:
+    """The guest driver's report is read as the kvm and qmp backends read it
+    (hvballoon.virtio_balloon): stale once older than three periods and two seconds, and no
+    guest figure at all once the stats period is off (libvirt keeps the last report, frozen)."""
+    w = World(load_scenario("seed"), flavor="kvm")
+    with hvballoon.connect("fake://seed?flavor=kvm", world=w, retry=INSTANT) as hv:
+        vm = hv.resolve("web01")
+        assert hv.get_config(vm).stats_period_seconds == 10
+        w.freeze_reports([vm.id], 3600)
+        w.advance(31)  # the last report is 31 s old: within 3 x 10 s + 2 s
+        (st,) = hv.get_stats([vm])
+        assert 31 <= st.guest_report_age_seconds <= 32 and not st.stale and st.guest_used_bytes is not None
+        w.advance(10)
+        (st,) = hv.get_stats([vm])
+        assert st.stale and st.guest_used_bytes is not None  # stale, its figures kept
+        hv.set_config(vm, stats_period=0)
+        (st,) = hv.get_stats([vm])
+        assert st.stale and st.guest_used_bytes is None and st.guest_total_bytes is None
+        assert st.used_bytes is None
+
+
 ESXI_ADMISSION = """
 name: admission
 flavor: esxi
