@@ -96,14 +96,16 @@ class KVMView(FlavorView):
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         c = g.config
+        device = bool(c.get("balloon_device", True))
+        # without a balloon device (<memballoon model='none'/>) there is no such setting: None
         return MemoryConfig(
             **common,
             startup_bytes=c.get("startup_bytes") or g.memory_bytes,
             maximum_bytes=c["maximum_bytes"],
-            deflate_on_oom=bool(c.get("deflate_on_oom")),
-            free_page_reporting=bool(c.get("free_page_reporting", True)),
-            stats_period_seconds=g.stats_period,
-            extra={"balloon_model": "virtio" if c.get("balloon_device", True) else "none"},
+            deflate_on_oom=bool(c.get("deflate_on_oom")) if device else None,
+            free_page_reporting=bool(c.get("free_page_reporting", True)) if device else None,
+            stats_period_seconds=g.stats_period if device else None,
+            extra={"balloon_model": "virtio" if device else "none"},
         )
 
     def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:

@@ -545,6 +545,18 @@ class KindRuleTests(_Base):
         )
         assert hv.capabilities.readable <= kind.variant().readable
 
+    def test_a_domain_without_a_balloon_device_has_no_balloon_settings(self, hv: Hypervisor) -> None:
+        """KVM: a domain with ``<memballoon model='none'/>`` has no stats period, deflate-on-OOM
+        or free page reporting to report — ``None``, not off (other kinds have no balloon device
+        to speak of)."""
+        if self.kind_name != "kvm":
+            return
+        for vm in hv.list_vms():
+            cfg = hv.get_config(vm)
+            if cfg.extra.get("balloon_model") == "none":
+                settings = (cfg.stats_period_seconds, cfg.deflate_on_oom, cfg.free_page_reporting)
+                assert settings == (None, None, None), f"{vm.name}: {settings}"
+
     def test_rule_case(self, hv: Hypervisor, rule_case: Case) -> None:
         kind = hv.backend.kind
         assert kind is not None and kind.name == rule_case.kind == self.kind_name
