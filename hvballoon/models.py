@@ -365,7 +365,11 @@ class ConfigUpdate(_Frozen):
         True,
     )
     balloon_cap_bytes: int | None = _option(
-        "balloon_cap", "size", "ESXi balloon cap, sched.mem.maxmemctl (`0` for none).", 2 * 1024**3, ge=0
+        "balloon_cap",
+        "size",
+        "ESXi balloon cap, sched.mem.maxmemctl: the most the balloon may take (`0`: no ballooning).",
+        2 * 1024**3,
+        ge=0,
     )
     deflate_on_oom: bool | None = _option(
         "deflate_on_oom", "bool", "KVM virtio-balloon deflate-on-OOM (the VM must be off).", True

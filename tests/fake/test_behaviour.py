@@ -146,6 +146,16 @@ def test_esxi_balloon_capped_at_65_percent() -> None:
     assert g.guest_swapped_bytes > 0 and g.host_swapped_bytes + g.compressed_bytes > 0
 
 
+def test_esxi_a_balloon_cap_of_zero_means_no_ballooning() -> None:
+    """sched.mem.maxmemctl = 0 lets the balloon take nothing (VMware's way to switch ballooning
+    off for a VM): ESXi holds the limit by compression and swap alone."""
+    vm = {"name": "a", "memory": "16GiB", "used": "4GiB", "limit": "2GiB", "balloon_cap": 0}
+    w = World(parse_scenario({"name": "cap0", "flavor": "esxi", "host": {"physical": "64GiB"}, "vms": [vm]}))
+    w.advance(300)
+    g = w.guest("a")
+    assert g.ballooned_bytes == 0 and g.host_swapped_bytes + g.compressed_bytes > 0
+
+
 def test_hyperv_dynamic_memory_steady_from_the_start_then_priority() -> None:
     w = World(load_scenario("hyperv-dm"))
     acc = w.accounting()

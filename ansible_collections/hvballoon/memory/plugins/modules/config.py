@@ -99,7 +99,8 @@ options:
     type: bool
   balloon_cap:
     description:
-      - ESXi balloon cap, sched.mem.maxmemctl (V(0) for none).
+      - "ESXi balloon cap, sched.mem.maxmemctl: the most the balloon may take (V(0): no
+        ballooning)."
       - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
         (SI, powers of 1000)."
     type: raw
