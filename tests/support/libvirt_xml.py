@@ -28,10 +28,17 @@ def domain_xml(
     running: bool = True,
     balloon: str = "virtio",
     period: int | None = None,
+    runstate: int | None = None,
 ) -> str:
-    """One domain definition; ``running=False`` makes it shut off, ``balloon="none"`` balloon-less."""
+    """One domain definition; ``running=False`` makes it shut off, ``balloon="none"`` balloon-less.
+
+    ``runstate`` gives the test driver's ``virDomainState`` number instead (3 paused, 5 shut
+    off, 6 crashed, 7 pmsuspended): the test driver keeps every state but shut off active.
+    """
     stats = f"<stats period='{period}'/>" if period is not None else ""
-    state = "" if running else "<test:runstate>5</test:runstate>"
+    if runstate is None and not running:
+        runstate = 5
+    state = f"<test:runstate>{runstate}</test:runstate>" if runstate is not None else ""
     return (
         f"<domain type='test' xmlns:test='{_TEST_NS}'><name>{escape(name)}</name>"
         f"<memory unit='MiB'>{memory_mib}</memory>"

@@ -88,15 +88,19 @@ _PER_DOMAIN_KEYS = {
 def power_state(state: int | None) -> PowerState:
     """libvirt's ``virDomainState`` → :class:`PowerState`.
 
-    A domain that is blocked on I/O or shutting down still holds its memory: running.
+    A domain that is blocked on I/O or shutting down still holds its memory: running. A crashed
+    one is still active too: libvirt leaves a guest in ``VIR_DOMAIN_CRASHED`` only when its
+    ``<on_crash>`` is ``preserve`` (QEMU kept, vCPUs stopped, memory held; the other actions
+    destroy or restart it, and a destroyed one is ``SHUTOFF``), so it is paused, not stopped:
+    its maximum cannot change and a target goes to the live balloon.
     """
     mapping = {
         libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
         libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
         libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
         libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+        libvirt.VIR_DOMAIN_CRASHED: PowerState.PAUSED,
         libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
-        libvirt.VIR_DOMAIN_CRASHED: PowerState.STOPPED,
         libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
     }
     return mapping.get(state, PowerState.UNKNOWN)
@@ -159,21 +163,37 @@ def parse_domain_xml(text: str) -> DomainXML:
     )
 
 
+#: The first value that cannot be a figure: libvirt's ``unsigned long long`` holding a negative
+#: number (a driver that computed a size in a signed ``int`` and overflowed: libvirt's test
+#: driver does for a domain of 2 TiB or more) or the ``-1`` of "not reported".
+_WRAPPED = 2**63
+
+
+def _figure(value: Any) -> int | None:
+    """A KiB figure or count as libvirt gives it, or ``None`` where it cannot be one."""
+    if value is None:
+        return None
+    value = int(value)
+    return value if 0 <= value < _WRAPPED else None
+
+
 def record_from_per_domain(info: list[int], memstats: dict[str, int] | None) -> dict[str, int]:
-    """``virDomainGetInfo`` + ``virDomainMemoryStats`` reshaped as one bulk-stats record."""
+    """``virDomainGetInfo`` + ``virDomainMemoryStats`` reshaped as one bulk-stats record.
+
+    A figure that cannot be one (a wrapped negative) is left out, so the balloon's size falls
+    back on ``info()``'s and a guest figure is missing rather than absurd.
+    """
     record = {"state.state": int(info[0]), "balloon.maximum": int(info[1]), "balloon.current": int(info[2])}
     for key, value in (memstats or {}).items():
-        if key in _PER_DOMAIN_KEYS:
-            record[_PER_DOMAIN_KEYS[key]] = int(value)
+        figure = _figure(value)
+        if key in _PER_DOMAIN_KEYS and figure is not None:
+            record[_PER_DOMAIN_KEYS[key]] = figure
     return record
 
 
 def _b(record: dict[str, Any], key: str) -> int | None:
-    value = record.get(key)
-    if value is None:
-        return None
-    value = int(value)
-    return value * KiB if value >= 0 else None
+    value = _figure(record.get(key))
+    return value * KiB if value is not None else None
 
 
 def stats_from_record(
@@ -226,17 +246,16 @@ def stats_from_record(
 
 def _guest_report(record: dict[str, Any]) -> GuestReport:
     """The guest's balloon report held in a bulk-shaped record (KiB → bytes)."""
-    last_update = record.get("balloon.last-update")
     major = record.get("balloon.major_fault")
     minor = record.get("balloon.minor_fault")
     return GuestReport(
-        last_update=int(last_update) if last_update is not None else None,
+        last_update=_figure(record.get("balloon.last-update")),
         total_bytes=_b(record, "balloon.available"),
         free_bytes=_b(record, "balloon.unused"),
         available_bytes=_b(record, "balloon.usable"),
         cache_bytes=_b(record, "balloon.disk_caches"),
         swap_in_bytes=_b(record, "balloon.swap_in"),
         swap_out_bytes=_b(record, "balloon.swap_out"),
-        major_faults=int(major) if major is not None and int(major) >= 0 else None,
-        minor_faults=int(minor) if minor is not None else None,
+        major_faults=_figure(major),
+        minor_faults=_figure(minor),
     )

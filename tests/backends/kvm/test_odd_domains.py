@@ -1,0 +1,97 @@
+"""Domains the ordinary hosts lack, against the test driver: crashed ones and TiB ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon.backends.kvm._domain import Freshness, record_from_per_domain, stats_from_record
+from hvballoon.errors import InvalidStateError
+from hvballoon.models import VM, PowerState
+from hvballoon.session import Hypervisor
+from tests.support.libvirt_xml import domain_xml, write_node_xml
+
+libvirt = pytest.importorskip("libvirt")
+
+GiB = 2**30
+TiB = 2**40
+#: a signed 32-bit -2**31 as libvirt's unsigned long long carries it (the test driver's
+#: memoryStats() of a 4 TiB domain whose balloon is at 2 TiB = 2**31 KiB)
+WRAPPED = 2**64 - 2**31
+
+
+@pytest.fixture
+def odd_hv(tmp_path: Path) -> Iterator[Hypervisor]:
+    uri = write_node_xml(
+        tmp_path / "node.xml",
+        [
+            domain_xml("crashed01", memory_mib=4096, current_mib=2048, runstate=6),
+            domain_xml("huge01", memory_mib=4 * 2**20, current_mib=2 * 2**20),
+            domain_xml("big01", memory_mib=2 * 2**20 - 1, current_mib=2**20),
+        ],
+    )
+    with hvballoon.connect(uri) as hv:
+        yield hv
+
+
+def test_a_crashed_domain_is_active_so_it_is_paused_not_stopped(odd_hv: Hypervisor) -> None:
+    # libvirt keeps a domain crashed only with <on_crash>preserve</on_crash>: QEMU and its memory stay
+    dom = odd_hv.native.lookupByName("crashed01")
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_CRASHED and dom.isActive()
+    (st,) = odd_hv.get_stats(["crashed01"])
+    assert st.vm.power_state is PowerState.PAUSED
+    assert st.current_bytes == 2 * GiB and st.ballooned_bytes == 2 * GiB
+
+
+def test_a_crashed_domain_keeps_its_maximum(odd_hv: Hypervisor) -> None:
+    # as stopped, the maximum went into the next boot's definition while the change reported
+    # it done and the live maximum stayed: refused now, as for any domain that is not off
+    with pytest.raises(InvalidStateError) as err:
+        odd_hv.set_config("crashed01", maximum="8GiB")
+    assert err.value.details["rule"] == "maximum_only_when_off"
+    assert (
+        odd_hv.native.lookupByName("crashed01").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).count("4194304") == 1
+    )
+
+
+def test_a_target_on_a_crashed_domain_goes_to_its_live_balloon(odd_hv: Hypervisor) -> None:
+    change = odd_hv.set_target("crashed01", "1GiB", force=True)
+    assert change.changed
+    assert odd_hv.get_stats(["crashed01"])[0].current_bytes == GiB
+
+
+def test_a_tib_domain_never_reports_a_wrapped_figure(odd_hv: Hypervisor) -> None:
+    assert odd_hv.native.lookupByName("huge01").memoryStats()["actual"] == WRAPPED
+    by = {s.vm.name: s for s in odd_hv.get_stats()}
+    huge = by["huge01"]
+    assert huge.configured_bytes == 4 * TiB and huge.current_bytes == 2 * TiB
+    assert huge.ballooned_bytes == 2 * TiB
+    for st in by.values():
+        for field in ("current_bytes", "guest_total_bytes", "guest_free_bytes", "guest_available_bytes"):
+            value = getattr(st, field)
+            assert value is None or value <= (st.configured_bytes or 0), (st.vm.name, field, value)
+    assert by["big01"].current_bytes == TiB  # just below the overflow: figures as given
+
+
+def test_a_wrapped_figure_is_missing_not_a_size() -> None:
+    rec = record_from_per_domain(
+        [1, 4 * 2**30, 2 * 2**30, 1, 0],
+        {
+            "actual": WRAPPED,
+            "available": WRAPPED,
+            "unused": 2**64 - 1,
+            "last_update": 100,
+            "major_fault": 2**64 - 1,
+        },
+    )
+    assert rec["balloon.current"] == 2 * 2**30  # info()'s figure stays
+    assert "balloon.available" not in rec and "balloon.unused" not in rec
+    vm = VM(id="u", name="g", backend="kvm", power_state=PowerState.RUNNING)
+    bulk = {"state.state": 1, "balloon.maximum": 2**20, "balloon.current": WRAPPED, "balloon.rss": WRAPPED}
+    st = stats_from_record(
+        vm, bulk, target_bytes=None, freshness=Freshness(10), default_period=10, now=1000.0
+    )
+    assert st.current_bytes is None and st.ballooned_bytes is None and st.host_consumed_bytes is None
