@@ -417,7 +417,7 @@ class FakeBackend(Backend):
             "configured_bytes": self.view.configured_bytes(g),
         }
         if not g.running:
-            return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
+            return self.view.idle_stats(w, g, common)
         return self.view.running_stats(w, g, common)
 
     def get_config(self, vm: VM) -> MemoryConfig:

@@ -43,6 +43,10 @@ class FlavorView:
         """The stats of a running VM (``common``: its VM, mechanism, time, configured size)."""
         raise NotImplementedError
 
+    def idle_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        """The stats of a VM that does not run (stopped, paused, suspended): its target only."""
+        return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
+
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         raise NotImplementedError
 
@@ -76,7 +80,7 @@ class KVMView(FlavorView):
         fields: dict[str, Any] = {
             "current_bytes": g.current_bytes,
             "target_bytes": g.target_bytes,
-            "ballooned_bytes": g.ballooned_bytes,
+            "ballooned_bytes": max(0, g.memory_bytes - g.current_bytes),
             "host_consumed_bytes": self.host_consumed(w, g),
             "guest_report_age_seconds": age,
             "stale": not fresh,
@@ -93,6 +97,13 @@ class KVMView(FlavorView):
                 major_faults=report["majf"],
             )
         return MemoryStats(**common, **fields, extra={"oom_events": g.oom_events})
+
+    def idle_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+        """A paused domain's QEMU still holds its memory and its balloon (libvirt reads
+        ``balloon.current``); its guest reports nothing while paused, so its last report ages."""
+        if g.power_state == "paused":
+            return self.running_stats(w, g, common)
+        return super().idle_stats(w, g, common)
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         c = g.config

@@ -1,0 +1,116 @@
+"""The fake's ``kvm`` flavour against libvirt's test driver, VM for VM: the same shapes.
+
+Each host has a running domain with a balloon, one without (``<memballoon model='none'>``) and
+a paused one; what the real backend leaves ``None`` the fake must leave ``None`` too, and the
+fake reads a guest's report as stale exactly when the shared rule does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon import fake
+from hvballoon.fake.scenario import parse_scenario
+from hvballoon.models import PowerState
+from hvballoon.session import Hypervisor
+from hvballoon.virtio_balloon import Freshness
+from tests.support.libvirt_xml import domain_xml, write_node_xml
+
+pytest.importorskip("libvirt")
+
+CONFIG_FIELDS = ("deflate_on_oom", "free_page_reporting", "stats_period_seconds")
+STATS_FIELDS = ("configured_bytes", "current_bytes", "ballooned_bytes")
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> Iterator[Hypervisor]:
+    uri = write_node_xml(
+        tmp_path / "node.xml",
+        [
+            domain_xml("on01", memory_mib=4096, period=2),
+            domain_xml("plain01", memory_mib=4096, balloon="none"),
+            domain_xml("paused01", memory_mib=4096, period=2, runstate=3),
+        ],
+    )
+    with hvballoon.connect(uri) as hv:
+        yield hv
+
+
+@pytest.fixture
+def world() -> Iterator[fake.World]:
+    scenario = parse_scenario(
+        {
+            "name": "parity",
+            "flavor": "kvm",
+            "host": {"physical": "64GiB"},
+            "vms": [
+                {"name": "on01", "memory": "4GiB", "used": "1GiB", "stats_period": 2},
+                {"name": "plain01", "memory": "4GiB", "used": "1GiB", "balloon_device": False},
+                {
+                    "name": "paused01",
+                    "memory": "4GiB",
+                    "used": "1GiB",
+                    "stats_period": 2,
+                    "power_state": "paused",
+                },
+            ],
+        }
+    )
+    with fake.world(scenario) as w:
+        yield w
+
+
+@pytest.fixture
+def simulated(world: fake.World) -> Iterator[Hypervisor]:
+    with hvballoon.connect("fake://", world=world) as hv:
+        yield hv
+
+
+@pytest.mark.parametrize("name", ["on01", "plain01", "paused01"])
+def test_the_same_config_fields_are_known(real: Hypervisor, simulated: Hypervisor, name: str) -> None:
+    want, got = real.get_config(name), simulated.get_config(name)
+    for field in CONFIG_FIELDS:
+        assert (getattr(got, field) is None) == (getattr(want, field) is None), (
+            name,
+            field,
+            getattr(got, field),
+        )
+    assert got.extra["balloon_model"] == want.extra["balloon_model"]
+
+
+@pytest.mark.parametrize("name", ["on01", "plain01", "paused01"])
+def test_the_same_stats_fields_are_known(real: Hypervisor, simulated: Hypervisor, name: str) -> None:
+    (want,), (got,) = real.get_stats([name]), simulated.get_stats([name])
+    assert got.vm.power_state is want.vm.power_state
+    for field in STATS_FIELDS:
+        assert (getattr(got, field) is None) == (getattr(want, field) is None), (name, field)
+
+
+def test_a_paused_guest_keeps_its_balloon_and_its_report_ages(
+    world: fake.World, simulated: Hypervisor
+) -> None:
+    (st,) = simulated.get_stats(["paused01"])
+    assert st.vm.power_state is PowerState.PAUSED and st.current_bytes == 4 * 2**30
+    assert st.ballooned_bytes == 0 and st.stale  # a paused guest makes no report
+
+
+def test_a_report_is_stale_after_three_periods_and_two_seconds(
+    world: fake.World, simulated: Hypervisor
+) -> None:
+    limit = Freshness(period=2).stale_after(10)  # the rule the libvirt and QMP backends read by
+    world.advance(4)
+    world.freeze_reports(None, 3600)
+    (start,) = simulated.get_stats(["on01"])
+    assert start.guest_report_age_seconds is not None and not start.stale
+    world.advance(limit - start.guest_report_age_seconds - 0.5)
+    (inside,) = simulated.get_stats(["on01"])
+    assert inside.guest_report_age_seconds is not None and inside.guest_report_age_seconds < limit
+    assert not inside.stale
+    world.advance(1)
+    (past,) = simulated.get_stats(["on01"])
+    assert past.guest_report_age_seconds is not None and past.guest_report_age_seconds > limit
+    assert past.stale
