@@ -178,5 +178,5 @@ def test_the_install_hint_works_where_hvballoon_runs(
         == f"{hint}; libvirt-python builds against libvirt's headers (Debian: apt install libvirt-dev pkg-config gcc python3-dev)"
     )
     assert registry.get_spec("esxi").install_hint.startswith(
-        hint.replace("kvm", "esxi").replace("'libvirt-python>=9.0'", "'pyvmomi>=8.0'")
+        hint.replace("[kvm]", "[esxi]").replace("'libvirt-python>=9.0'", "'pyvmomi>=8.0'")
     )
