@@ -27,6 +27,8 @@ from the backend under test):
 Faults are scripted per test: ``hang_up`` (close the connection on receiving a command, the
 next N times), ``errors`` (answer a command with an error class), ``silent`` (never greet),
 ``garbage`` (greet with something that is not QMP), ``missing`` (commands QEMU lacks),
+``malformed`` (a well-formed reply whose value is not what QEMU's schema says: a broken or
+foreign peer; ``qom-get``/``qom-set`` are keyed with their property, ``"qom-get guest-stats"``),
 ``event_before_replies``.
 """
 
@@ -75,6 +77,7 @@ class FakeQemu:
     hang_up: dict[str, int] = field(default_factory=dict)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
+    malformed: dict[str, Any] = field(default_factory=dict)  # command -> the "return" sent instead
     exit_on_hang_up: bool = False  # the hang-up is QEMU exiting: its socket goes too
     reply_delay: float = 0.0  # seconds QEMU takes to answer each command
     silent: bool = False
@@ -307,6 +310,9 @@ class QmpServer:
         vm = self.vm
         if command in vm.errors:
             raise _Error(*vm.errors[command])
+        key = f"{command} {args.get('property')}" if command in ("qom-get", "qom-set") else command
+        if key in vm.malformed:
+            return vm.malformed[key]
         handler = getattr(self, "_cmd_" + command.replace("-", "_"), None)
         if handler is None or command in vm.missing:
             raise _Error("CommandNotFound", f"The command {command} has not been found")

@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any
 
+from hvballoon.errors import BackendError
 from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.virtio_balloon import Freshness, GuestReport, guest_figures
 
@@ -54,6 +55,7 @@ from ._errors import BACKEND
 __all__ = [
     "NIL_UUID",
     "Reading",
+    "checked_answer",
     "config_from_reading",
     "guest_report",
     "local_host_figures",
@@ -91,6 +93,54 @@ _STATES: dict[str, PowerState] = {
         )
     },
 }
+
+
+#: What QEMU's QAPI schema says the queries the backend reads answer: an object whose members,
+#: where present, have these types (``qapi/misc.json`` ``NameInfo``, ``UuidInfo``;
+#: ``qapi/run-state.json`` ``StatusInfo``; ``qapi/machine.json`` ``MemoryInfo``,
+#: ``BalloonInfo``). Sizes are ``size`` (uint64) and ``int`` (int64): never negative here.
+_ANSWERS: dict[str, dict[str, type]] = {
+    "query-name": {"name": str},
+    "query-uuid": {"UUID": str},
+    "query-status": {"status": str},
+    "query-memory-size-summary": {"base-memory": int, "plugged-memory": int},
+    "query-balloon": {"actual": int},
+}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+    return isinstance(value, kind)
+
+
+def checked_answer(command: str, value: Any, *, vm: str | None) -> Any:
+    """``value``, QEMU's answer to ``command``, if it has the shape QMP's schema gives it.
+
+    A peer that answers otherwise (a broken or foreign QMP server) gets a
+    :class:`~hvballoon.errors.BackendError` (``native_code`` ``malformed_reply``) naming the
+    command and what was wrong, never a Python error from deep inside the backend.
+    """
+    shape = _ANSWERS.get(command)
+    if shape is None:
+        return value
+    problem = None
+    if not isinstance(value, Mapping):
+        problem = f"a JSON {type(value).__name__} instead of an object"
+    else:
+        for member, kind in shape.items():
+            got = value.get(member)
+            if got is not None and not _fits(got, kind):
+                problem = f"{member!r} is {got!r}"
+                break
+    if problem is not None:
+        raise BackendError(
+            f"QEMU's answer to {command} is not what QMP specifies ({problem})",
+            backend=BACKEND,
+            vm=vm,
+            native_code="malformed_reply",
+        )
+    return value
 
 
 def power_state(status: str | None) -> PowerState:

@@ -69,6 +69,7 @@ from ._monitor import Conversation, EventLoop, Monitor
 from ._options import QMPOptions
 from ._stats import (
     Reading,
+    checked_answer,
     config_from_reading,
     local_host_figures,
     resident_bytes,
@@ -336,7 +337,7 @@ class QMPBackend(Backend):
             if isinstance(result, ExecuteError):
                 raise ERRORS.map(result, what, vm=label) from result
             raise result
-        return result
+        return checked_answer(what, result, vm=label)
 
     @staticmethod
     def _run_of(mon: Monitor) -> _Run:
@@ -701,8 +702,9 @@ def _find_balloon(listings: Sequence[Any]) -> tuple[str, str] | None:
             continue
         for entry in listing:
             kind = entry.get("type", "") if isinstance(entry, Mapping) else ""
-            if isinstance(kind, str) and kind.startswith("child<virtio-balloon"):
-                return f"{tree}/{entry['name']}", kind.removeprefix("child<").removesuffix(">")
+            name = entry.get("name") if isinstance(entry, Mapping) else None
+            if isinstance(kind, str) and kind.startswith("child<virtio-balloon") and isinstance(name, str):
+                return f"{tree}/{name}", kind.removeprefix("child<").removesuffix(">")
     return None
 
 

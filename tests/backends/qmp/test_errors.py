@@ -251,3 +251,43 @@ def test_events_between_replies_are_ignored(serve: Serve, qmp_dir: Path) -> None
     with connect(f"qmp://{qmp_dir}") as hv:
         assert hv.set_target("web01", "3GiB", force=True).changed
         assert hv.wait_for_target("web01", timeout=5, poll_interval=0.05).current_bytes == 3 * 2**30
+
+
+@pytest.mark.parametrize(
+    ("command", "value"),
+    [
+        ("query-name", []),
+        ("query-name", {"name": 5}),
+        ("query-uuid", {"UUID": 12}),
+        ("query-status", "running"),
+        ("query-memory-size-summary", {"base-memory": "4G"}),
+        ("query-memory-size-summary", {"base-memory": -4096}),
+        ("query-balloon", []),
+        ("query-balloon", {"actual": "x"}),
+        ("query-balloon", {"actual": -1}),
+        ("query-balloon", {"actual": 2**70}),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_an_answer_that_breaks_the_schema_is_a_backend_error(
+    serve: Serve, qmp_dir: Path, command: str, value: object
+) -> None:
+    # a well-formed QMP reply whose value is not what QEMU's schema gives (a broken or foreign
+    # peer): a typed error naming the command, never an AttributeError or a ValidationError
+    serve("101", name="web01", uuid="11111111-1111-4111-8111-111111111111", malformed={command: value})
+    with connect(f"qmp://{qmp_dir}") as hv:
+        calls: list[Callable[[], object]] = [hv.get_stats, lambda: hv.get_config("web01")]
+        if command in ("query-name", "query-uuid", "query-status"):
+            calls.append(hv.list_vms)
+        for call in calls:
+            with pytest.raises(BackendError) as info:
+                call()
+            assert info.value.native_code == "malformed_reply" and command in info.value.message
+            assert info.value.vm == "101"
+
+
+def test_a_balloon_listed_without_a_name_is_no_balloon(serve: Serve, qmp_dir: Path) -> None:
+    serve("101", name="web01", malformed={"qom-list": [{"type": "child<virtio-balloon-pci>"}]})
+    with connect(f"qmp://{qmp_dir}") as hv:
+        (st,) = hv.get_stats()
+        assert st.current_bytes == 4 * 2**30 and st.guest_total_bytes is None
