@@ -205,6 +205,8 @@ class KVMFlavor(Flavor):
         # the definition's <currentMemory>: the size the domain boots with (its balloon target
         # at start), which libvirt reports as the boot size
         config["startup_bytes"] = spec.target if spec.target is not None else spec.memory
+        if spec.numa_nodes:
+            config["numa_nodes"] = spec.numa_nodes
         return config
 
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:

@@ -184,6 +184,12 @@ class VMSpec(_Spec):
     balloon_device: bool = Field(
         default=True, description="KVM: the domain has a balloon device (<memballoon model='none'> if not)."
     )
+    numa_nodes: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="KVM: guest NUMA nodes (<cpu><numa><cell>); with any, the maximum cannot change.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> VMSpec:

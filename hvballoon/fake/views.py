@@ -107,16 +107,20 @@ class KVMView(FlavorView):
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         c = g.config
-        device = bool(c.get("balloon_device", True))
-        # without a balloon device (<memballoon model='none'/>) there is no such setting: None
+        balloon = bool(c.get("balloon_device", True))
+        extra: dict[str, Any] = {"balloon_model": "virtio" if balloon else "none"}
+        if c.get("numa_nodes"):
+            extra["numa_nodes"] = c["numa_nodes"]  # guest NUMA cells: the maximum cannot change
+        # without a <memballoon> device libvirt's XML has no autodeflate, freePageReporting or
+        # stats period to read: the real backend reports them None
         return MemoryConfig(
             **common,
             startup_bytes=c.get("startup_bytes") or g.memory_bytes,
             maximum_bytes=c["maximum_bytes"],
-            deflate_on_oom=bool(c.get("deflate_on_oom")) if device else None,
-            free_page_reporting=bool(c.get("free_page_reporting", True)) if device else None,
-            stats_period_seconds=g.stats_period if device else None,
-            extra={"balloon_model": "virtio" if device else "none"},
+            deflate_on_oom=bool(c.get("deflate_on_oom")) if balloon else None,
+            free_page_reporting=bool(c.get("free_page_reporting", True)) if balloon else None,
+            stats_period_seconds=g.stats_period if balloon else None,
+            extra=extra,
         )
 
     def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:

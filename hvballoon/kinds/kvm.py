@@ -6,7 +6,10 @@ changes only on an inactive domain ("cannot resize the maximum memory on an acti
 autodeflate "cannot be enabled/disabled for running domain", and free page reporting
 (``<memballoon freePageReporting='on'>``, libvirt 6.9, QEMU 5.1's ``free-page-reporting``, Linux
 5.7 guests) is a property of the balloon device on QEMU's command line too; without a ``<memballoon>`` device
-there is no balloon to move and no stats period ("No memory balloon device configured").
+there is no balloon to move and no stats period ("No memory balloon device configured"); the
+maximum of a domain with guest NUMA nodes (``<cpu><numa><cell>``) cannot change through
+``setMemoryFlags`` at all, each node having its own size ("initial memory size of a domain with
+NUMA nodes cannot be modified with this API", the QEMU and test drivers alike).
 
 Used by the libvirt backend (``qemu://``, ``test://``), the fake's ``kvm`` flavour, and any other
 backend that drives a QEMU balloon.
@@ -25,7 +28,7 @@ from hvballoon.kinds._base import Kind, Rule, Variant, is_off
 from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.units import KiB
 
-__all__ = ["KVM", "KVMKind", "has_balloon_device"]
+__all__ = ["KVM", "KVMKind", "has_balloon_device", "numa_nodes"]
 
 _READABLE = frozenset({
     "configured_bytes", "current_bytes", "target_bytes", "ballooned_bytes", "guest_total_bytes",
@@ -37,6 +40,12 @@ _READABLE = frozenset({
 def has_balloon_device(config: MemoryConfig) -> bool:
     """Whether the domain has a balloon device (``config.extra["balloon_model"]``, not "none")."""
     return config.extra.get("balloon_model") not in (None, "none")
+
+
+def numa_nodes(config: MemoryConfig) -> int:
+    """How many guest NUMA nodes the domain's definition has (``config.extra["numa_nodes"]``)."""
+    nodes = config.extra.get("numa_nodes")
+    return nodes if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes > 0 else 0
 
 
 class KVMKind(Kind):
@@ -74,6 +83,12 @@ class KVMKind(Kind):
         ),
         Rule("maximum_only_when_off", InvalidStateError, "the maximum changes only with the domain off"),
         Rule(
+            "maximum_fixed_by_numa",
+            UnsupportedOperationError,
+            "the maximum of a domain with guest NUMA nodes is the sum of its nodes' sizes: libvirt "
+            "cannot change it with setMemoryFlags (edit the nodes in the definition)",
+        ),
+        Rule(
             "deflate_on_oom_only_when_off",
             InvalidStateError,
             "deflate-on-OOM (memballoon autodeflate) changes only with the domain off",
@@ -106,6 +121,18 @@ class KVMKind(Kind):
 
     def check_config(self, vm: VM, config: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": config.maximum_bytes}, rule="whole_KiB")
+
+    def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
+        # whatever the power state: powering the domain off would not help
+        nodes = numa_nodes(current)
+        if nodes and update.maximum_bytes is not None and update.maximum_bytes != current.maximum_bytes:
+            self.refuse(
+                "maximum_fixed_by_numa",
+                f"the maximum of {vm.name!r} is the sum of its {nodes} guest NUMA nodes' sizes: "
+                "libvirt cannot change it with setMemoryFlags (change the nodes in its definition)",
+                vm=vm,
+                field="maximum_bytes",
+            )
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB")

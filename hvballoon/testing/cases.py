@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from hvballoon.fake.scenario import Scenario, parse_scenario
 from hvballoon.kinds import KINDS
-from hvballoon.kinds.kvm import has_balloon_device
+from hvballoon.kinds.kvm import has_balloon_device, numa_nodes
 from hvballoon.models import VM, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import GiB, KiB, MiB
 
@@ -31,11 +31,13 @@ __all__ = ["CASES", "Call", "Case", "Need", "cases_for", "rules_scenario"]
 
 @dataclass(frozen=True)
 class Need:
-    """The VM a case needs: its power state, its kind variant, whether it has a balloon device."""
+    """The VM a case needs: its power state, its kind variant, whether it has a balloon device,
+    whether it has guest NUMA nodes (KVM; a case that does not ask for them needs a VM without)."""
 
     state: Literal["running", "off"] = "running"
     variant: str | None = None
     balloon: bool | None = None
+    numa: bool = False
 
     @property
     def key(self) -> str:
@@ -45,6 +47,8 @@ class Need:
             parts.append(self.variant)
         if self.balloon is False:
             parts.append("no-balloon")
+        if self.numa:
+            parts.append("numa")
         return "/".join(parts)
 
     def matches(self, vm: VM, config: MemoryConfig, kind_name: str) -> bool:
@@ -52,6 +56,8 @@ class Need:
         if vm.power_state is not power:
             return False
         if self.variant is not None and KINDS[kind_name].variant_of(config).name != self.variant:
+            return False
+        if (numa_nodes(config) > 0) is not self.numa:
             return False
         return self.balloon is None or has_balloon_device(config) is self.balloon
 
@@ -124,6 +130,7 @@ _KVM = [
     Case("kvm", "maximum-live", Need("running"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_only_when_off"),
     Case("kvm", "deflate-live", Need("running"), lambda c, s, f: Call("config", {"deflate_on_oom": not c.deflate_on_oom}), "deflate_on_oom_only_when_off"),
     Case("kvm", "free-page-reporting-live", Need("running"), lambda c, s, f: Call("config", {"free_page_reporting": not c.free_page_reporting}), "free_page_reporting_only_when_off"),
+    Case("kvm", "maximum-numa", Need("off", numa=True), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_fixed_by_numa"),
     Case("kvm", "maximum-byte", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB + 512}), "whole_KiB"),
     Case("kvm", "target-no-device", Need("running", balloon=False), lambda c, s, f: Call("target", {"size": _mb(s.configured_bytes), "force": True}), "no_balloon_device"),
     Case("kvm", "period-no-device", Need("running", balloon=False), lambda c, s, f: Call("config", {"stats_period": (c.stats_period_seconds or 0) + 7}), "no_balloon_device"),
@@ -225,6 +232,7 @@ def rules_scenario(flavor: str) -> Scenario:
             {"name": "on01", "memory": "16GiB", "used": "3GiB"},
             {"name": "off01", "memory": "16GiB", "used": "3GiB", "power_state": "stopped"},
             {"name": "plain01", "memory": "4GiB", "used": "1GiB", "balloon_device": False},
+            {"name": "numa01", "memory": "8GiB", "used": "2GiB", "power_state": "stopped", "numa_nodes": 2},
         ]
     return parse_scenario(
         {

@@ -29,20 +29,28 @@ def domain_xml(
     balloon: str = "virtio",
     period: int | None = None,
     runstate: int | None = None,
+    numa_nodes: int = 0,
 ) -> str:
     """One domain definition; ``running=False`` makes it shut off, ``balloon="none"`` balloon-less.
 
     ``runstate`` gives the test driver's ``virDomainState`` number instead (3 paused, 5 shut
     off, 6 crashed, 7 pmsuspended): the test driver keeps every state but shut off active.
+    ``numa_nodes`` splits the memory into that many guest NUMA cells (``<cpu><numa>``), one vCPU
+    each (libvirt requires the cells to add up to ``<memory>``).
     """
     stats = f"<stats period='{period}'/>" if period is not None else ""
     if runstate is None and not running:
         runstate = 5
     state = f"<test:runstate>{runstate}</test:runstate>" if runstate is not None else ""
+    cpu = vcpu = ""
+    if numa_nodes:
+        size = memory_mib // numa_nodes
+        cells = "".join(f"<cell id='{i}' cpus='{i}' memory='{size}' unit='MiB'/>" for i in range(numa_nodes))
+        cpu, vcpu = f"<cpu><numa>{cells}</numa></cpu>", f"<vcpu>{numa_nodes}</vcpu>"
     return (
         f"<domain type='test' xmlns:test='{_TEST_NS}'><name>{escape(name)}</name>"
         f"<memory unit='MiB'>{memory_mib}</memory>"
-        f"<currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>"
+        f"<currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>{vcpu}{cpu}"
         "<os><type>hvm</type></os>"
         f"<devices><memballoon model='{balloon}'>{stats}</memballoon></devices>{state}</domain>"
     )

@@ -123,6 +123,7 @@ class DomainXML:
     autodeflate: bool | None
     stats_period_seconds: int | None
     free_page_reporting: bool | None = None
+    numa_nodes: int = 0
 
     @property
     def has_balloon(self) -> bool:
@@ -160,6 +161,7 @@ def parse_domain_xml(text: str) -> DomainXML:
         autodeflate=autodeflate,
         stats_period_seconds=period,
         free_page_reporting=reporting,
+        numa_nodes=len(root.findall("./cpu/numa/cell")),
     )
 
 

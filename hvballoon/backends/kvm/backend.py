@@ -413,6 +413,8 @@ class KVMBackend(Backend):
                 "balloon_model": live.balloon_model,
                 "persistent": persistent,
                 "hotplug_maximum_bytes": live.hotplug_maximum_bytes,
+                # libvirt checks the nodes of the definition it would change (the persistent one)
+                "numa_nodes": (definition or live).numa_nodes,
                 "persistent_maximum_bytes": saved.memory_bytes if saved is not None else None,
             },
         )

@@ -9,7 +9,7 @@ import pytest
 
 import hvballoon
 from hvballoon.backends.kvm._domain import Freshness, record_from_per_domain, stats_from_record
-from hvballoon.errors import InvalidStateError
+from hvballoon.errors import InvalidStateError, UnsupportedOperationError
 from hvballoon.models import VM, PowerState
 from hvballoon.session import Hypervisor
 from tests.support.libvirt_xml import domain_xml, write_node_xml
@@ -95,3 +95,28 @@ def test_a_wrapped_figure_is_missing_not_a_size() -> None:
         vm, bulk, target_bytes=None, freshness=Freshness(10), default_period=10, now=1000.0
     )
     assert st.current_bytes is None and st.ballooned_bytes is None and st.host_consumed_bytes is None
+
+
+def test_a_numa_domain_keeps_its_maximum_and_says_so_before_sending(tmp_path: Path) -> None:
+    uri = write_node_xml(
+        tmp_path / "numa.xml",
+        [
+            domain_xml("numaoff", memory_mib=8192, running=False, numa_nodes=2),
+            domain_xml("numaon", memory_mib=8192, numa_nodes=2),
+        ],
+    )
+    with hvballoon.connect(uri) as hv:
+        # libvirt itself refuses: each cell has its own size
+        with pytest.raises(libvirt.libvirtError, match="NUMA"):
+            hv.native.lookupByName("numaoff").setMemoryFlags(
+                9 * 2**20, libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM
+            )
+        assert hv.get_config("numaoff").extra["numa_nodes"] == 2
+        for name in ("numaoff", "numaon"):
+            for dry_run in (True, False):  # a dry run no longer promises what libvirt refuses
+                with pytest.raises(UnsupportedOperationError) as err:
+                    hv.set_config(name, maximum="9GiB", dry_run=dry_run)
+                assert err.value.details["rule"] == "maximum_fixed_by_numa"
+        assert not hv.set_config("numaoff", maximum="8GiB").changed  # the same size: nothing to do
+        hv.set_config("numaoff", deflate_on_oom=True)  # the rest of the definition still changes
+        assert hv.get_config("numaoff").maximum_bytes == 8 * GiB
