@@ -480,14 +480,13 @@ class KVMBackend(Backend):
         return results
 
     def apply_config(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
-        running = vm.power_state in (PowerState.RUNNING, PowerState.PAUSED)
         steps: list[tuple[str, Callable[[Any], None]]] = []
         if plan.maximum_bytes is not None:
             kib = plan.maximum_bytes // KiB
 
             def set_max(conn: Any) -> None:
                 flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM
-                self._lookup(conn, vm).setMemoryFlags(kib, flags)
+                _still_off(self._lookup(conn, vm), vm, "maximum_bytes").setMemoryFlags(kib, flags)
 
             steps.append(("maximum_bytes", set_max))
         for field, attribute in _BALLOON_ATTRIBUTES.items():
@@ -495,8 +494,10 @@ class KVMBackend(Backend):
             if value is None:
                 continue
 
-            def set_attribute(conn: Any, attribute: str = attribute, on: bool = value) -> None:
-                dom = self._lookup(conn, vm)
+            def set_attribute(
+                conn: Any, attribute: str = attribute, on: bool = value, field: str = field
+            ) -> None:
+                dom = _still_off(self._lookup(conn, vm), vm, field)
                 flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
                 conn.defineXML(_with_balloon_attribute(dom.XMLDesc(flags), attribute, on, vm.name))
 
@@ -506,7 +507,7 @@ class KVMBackend(Backend):
 
             def set_period(conn: Any) -> None:
                 dom = self._lookup(conn, vm)
-                if not running:
+                if not dom.isActive():  # as it is now, not as it was read: it may have started since
                     dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                     return
                 dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
@@ -602,6 +603,20 @@ def _identify(conn: Any) -> tuple[str, str | None]:
     except libvirt_error:
         host = None
     return driver, host
+
+
+def _still_off(dom: Any, vm: VM, field: str) -> Any:
+    """``dom``, if it is still off: a field that changes only with the domain off was checked
+    against the state read before, and a domain started since would take the change into its
+    next boot's definition only, silently (libvirt accepts AFFECT_CONFIG on a running domain)."""
+    if dom.isActive():
+        KVM.refuse(
+            KVM.offline_rules[field],
+            f"{vm.name!r} was started since it was read: {field} changes only with the domain off",
+            vm=vm,
+            field=field,
+        )
+    return dom
 
 
 #: Config fields that are attributes of the domain's ``<memballoon>`` (libvirt's domain XML).

@@ -10,7 +10,7 @@ import pytest
 import hvballoon
 from hvballoon.backends.kvm._domain import Freshness, record_from_per_domain, stats_from_record
 from hvballoon.errors import InvalidStateError, UnsupportedOperationError
-from hvballoon.models import VM, PowerState
+from hvballoon.models import VM, ConfigUpdate, PowerState
 from hvballoon.session import Hypervisor
 from tests.support.libvirt_xml import domain_xml, write_node_xml
 
@@ -120,3 +120,26 @@ def test_a_numa_domain_keeps_its_maximum_and_says_so_before_sending(tmp_path: Pa
         assert not hv.set_config("numaoff", maximum="8GiB").changed  # the same size: nothing to do
         hv.set_config("numaoff", deflate_on_oom=True)  # the rest of the definition still changes
         assert hv.get_config("numaoff").maximum_bytes == 8 * GiB
+
+
+def test_a_domain_started_since_it_was_read_is_not_changed_as_if_off(tmp_path: Path) -> None:
+    uri = write_node_xml(tmp_path / "node.xml", [domain_xml("late01", memory_mib=4096, running=False)])
+    with hvballoon.connect(uri) as hv:
+        vm, current = hv.resolve("late01"), hv.get_config("late01")
+        assert vm.power_state is PowerState.STOPPED
+        hv.native.lookupByName("late01").create()  # started by someone else meanwhile
+        inactive = libvirt.VIR_DOMAIN_XML_INACTIVE
+        before = hv.native.lookupByName("late01").XMLDesc(inactive)
+        for field, value, rule in (
+            ("maximum_bytes", 8 * GiB, "maximum_only_when_off"),
+            ("deflate_on_oom", True, "deflate_on_oom_only_when_off"),
+            ("free_page_reporting", True, "free_page_reporting_only_when_off"),
+        ):
+            # libvirt would take each into the next boot's definition only, without a word
+            with pytest.raises(InvalidStateError) as err:
+                hv.backend.apply_config(vm, ConfigUpdate.from_fields({field: value}), current)
+            assert err.value.details["rule"] == rule and "started" in err.value.message
+        assert hv.native.lookupByName("late01").XMLDesc(inactive) == before
+        # a stats period may change live: it goes to the running domain, not only its definition
+        hv.backend.apply_config(vm, ConfigUpdate(stats_period_seconds=3), current)
+        assert "period='3'" in hv.native.lookupByName("late01").XMLDesc(0).replace('"', "'")
