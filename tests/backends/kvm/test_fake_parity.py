@@ -114,3 +114,42 @@ def test_a_report_is_stale_after_three_periods_and_two_seconds(
     (past,) = simulated.get_stats(["on01"])
     assert past.guest_report_age_seconds is not None and past.guest_report_age_seconds > limit
     assert past.stale
+
+
+def test_a_stopped_domain_boots_at_its_target_and_a_lower_maximum_takes_it_down(tmp_path: Path) -> None:
+    uri = write_node_xml(
+        tmp_path / "off.xml", [domain_xml("off01", memory_mib=4096, current_mib=3072, running=False)]
+    )
+    scenario = parse_scenario(
+        {
+            "name": "parity-off",
+            "flavor": "kvm",
+            "host": {"physical": "64GiB"},
+            "vms": [
+                {
+                    "name": "off01",
+                    "memory": "4GiB",
+                    "used": "1GiB",
+                    "target": "3GiB",
+                    "power_state": "stopped",
+                }
+            ],
+        }
+    )
+    GiB = 2**30
+
+    def seen(hv: Hypervisor) -> tuple[int | None, int | None, int | None]:
+        cfg, (st,) = hv.get_config("off01"), hv.get_stats(["off01"])
+        return cfg.startup_bytes, cfg.maximum_bytes, st.target_bytes
+
+    with (
+        hvballoon.connect(uri) as real,
+        fake.world(scenario) as w,
+        hvballoon.connect("fake://", world=w) as sim,
+    ):
+        for hv in (real, sim):
+            assert seen(hv) == (3 * GiB, 4 * GiB, 3 * GiB), hv.backend_name
+            hv.set_config("off01", maximum="2GiB")  # libvirt lowers <currentMemory> with it
+            assert seen(hv) == (2 * GiB, 2 * GiB, 2 * GiB), hv.backend_name
+            hv.set_target("off01", "1GiB")
+            assert seen(hv) == (GiB, 2 * GiB, GiB), hv.backend_name
