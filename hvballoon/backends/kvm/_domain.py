@@ -65,6 +65,12 @@ _UNITS = {
     "tb": 1000**4,
     "t": KiB**4,
     "tib": KiB**4,
+    "pb": 1000**5,
+    "p": KiB**5,
+    "pib": KiB**5,
+    "eb": 1000**6,
+    "e": KiB**6,
+    "eib": KiB**6,
 }
 
 #: memoryStats() key → the bulk group's key.

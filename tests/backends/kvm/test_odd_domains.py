@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 import hvballoon
-from hvballoon.backends.kvm._domain import Freshness, record_from_per_domain, stats_from_record
+from hvballoon.backends.kvm._domain import (
+    Freshness,
+    parse_domain_xml,
+    record_from_per_domain,
+    stats_from_record,
+)
 from hvballoon.errors import InvalidStateError, UnsupportedOperationError
 from hvballoon.models import VM, ConfigUpdate, PowerState
 from hvballoon.session import Hypervisor
@@ -74,6 +79,13 @@ def test_a_tib_domain_never_reports_a_wrapped_figure(odd_hv: Hypervisor) -> None
             value = getattr(st, field)
             assert value is None or value <= (st.configured_bytes or 0), (st.vm.name, field, value)
     assert by["big01"].current_bytes == TiB  # just below the overflow: figures as given
+
+
+def test_every_unit_libvirt_accepts_is_read() -> None:
+    # libvirt's scaled integers: b/bytes, then KB/K/KiB … EB/E/EiB (decimal KB, binary K and KiB)
+    for unit, factor in (("b", 1), ("KB", 1000), ("k", 1024), ("GB", 10**9), ("PiB", 2**50), ("EB", 10**18)):
+        xml = parse_domain_xml(f"<domain><memory unit='{unit}'>3</memory></domain>")
+        assert xml.memory_bytes == 3 * factor, unit
 
 
 def test_a_wrapped_figure_is_missing_not_a_size() -> None:
