@@ -290,9 +290,10 @@ class KVMBackend(Backend):
         def check(conn: Any) -> dict[str, _Seen]:
             found: dict[str, _Seen] = {}
             for dom, vm, record in new:
-                # a reconnect since the sweep makes its domain objects useless: look them up again
-                d = dom if conn is fetched_on else conn.lookupByUUIDString(vm.id)
                 try:
+                    # a reconnect since the sweep makes its domain objects useless: look them up
+                    # again (one that vanished meanwhile is left out, like one gone since the sweep)
+                    d = dom if conn is fetched_on else conn.lookupByUUIDString(vm.id)
                     xml = parse_domain_xml(d.XMLDesc(0))
                     period = xml.stats_period_seconds
                     armed_after = None

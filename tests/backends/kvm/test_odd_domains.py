@@ -155,3 +155,12 @@ def test_a_domain_started_since_it_was_read_is_not_changed_as_if_off(tmp_path: P
         # a stats period may change live: it goes to the running domain, not only its definition
         hv.backend.apply_config(vm, ConfigUpdate(stats_period_seconds=3), current)
         assert "period='3'" in hv.native.lookupByName("late01").XMLDesc(0).replace('"', "'")
+
+
+def test_a_domain_gone_across_a_reconnect_is_left_out_of_the_sweep(odd_hv: Hypervisor) -> None:
+    (st,) = odd_hv.get_stats(["huge01"])
+    ghost = st.vm.model_copy(update={"id": "00000000-0000-4000-8000-000000000001", "name": "ghost"})
+    row = (None, ghost, {"state.state": 1, "balloon.last-update": 0})
+    # as after a reconnect between the sweep and the period check: the domain is looked up anew
+    seen = odd_hv.backend._sightings(object(), [row])  # type: ignore[attr-defined]
+    assert ghost.id not in seen
