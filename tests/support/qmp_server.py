@@ -73,6 +73,7 @@ class FakeQemu:
     guest_used: int = 1024 * MiB
     guest_cache: int = 256 * MiB
     guest_alive: bool = True  # False: the guest stopped reporting (hung, or its driver unloaded)
+    balloon_stuck: bool = False  # True: the guest's driver never answers: QEMU takes a target, actual stays
     # scripted faults
     hang_up: dict[str, int] = field(default_factory=dict)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -344,7 +345,8 @@ class QmpServer:
         value = args.get("value")
         if not isinstance(value, int) or value <= 0:
             raise _Error("GenericError", "Parameter 'value' expects a size")
-        self.vm.actual = min(value, self.vm.ram)
+        if not self.vm.balloon_stuck:
+            self.vm.actual = min(value, self.vm.ram)
         return {}
 
     def _devices(self, tree: str) -> list[dict[str, str]]:

@@ -11,7 +11,12 @@ import pytest
 
 from hvballoon.backend import TargetRequest
 from hvballoon.backends.qmp._stats import guest_report, local_host_figures, power_state
-from hvballoon.errors import PermissionDeniedError, UnsupportedOperationError, VMNotFoundError
+from hvballoon.errors import (
+    BalloonStalledError,
+    PermissionDeniedError,
+    UnsupportedOperationError,
+    VMNotFoundError,
+)
 from hvballoon.models import PowerState
 from hvballoon.session import Hypervisor
 from tests.support.qmp_server import Gauge, Serve, booted_long_ago, connect
@@ -254,7 +259,6 @@ def test_the_host_is_this_machine_and_sums_the_sweep(node_hv: Hypervisor) -> Non
     assert host.ballooned_bytes == sum(s.ballooned_bytes or 0 for s in running)
 
 
-
 def test_bulk_targets_move_side_by_side_and_one_refusal_is_that_vms_own(
     serve: Serve, qmp_dir: Path, gauge: Gauge
 ) -> None:
@@ -277,3 +281,18 @@ def test_bulk_targets_move_side_by_side_and_one_refusal_is_that_vms_own(
     assert [vm.actual for i, vm in enumerate(vms) if i != 5] == [3 * 2**30] * 7  # every other VM moved
     assert vms[5].actual == 4096 * MiB
     assert results.error is not None and results.error.code == "partial_change"
+
+
+def test_a_guest_whose_balloon_driver_never_answers_is_a_stall_in_bounded_time(
+    serve: Serve, qmp_dir: Path
+) -> None:
+    # QEMU takes the target and answers at once; the balloon only moves when the guest's driver
+    # does, and a hung one never does: a typed answer, not a wait until the timeout
+    serve("101", name="web01", period=1, last_update=int(time.time()), balloon_stuck=True)
+    with connect(f"qmp://{qmp_dir}", stats_period=1) as hv:
+        assert hv.set_target("web01", "2GiB", force=True).changed
+        started = time.monotonic()
+        with pytest.raises(BalloonStalledError) as info:
+            hv.wait_for_target("web01", timeout=30, poll_interval=0.1, stall_after=0.5)
+        assert time.monotonic() - started < 5
+        assert info.value.vm == "web01"
