@@ -190,7 +190,7 @@ def test_a_malformed_value_changes_nothing() -> None:
 
 def test_the_config_command_has_one_option_per_field() -> None:
     params = {p.name: p for p in config_cmd.params if isinstance(p, click.Option)}
-    others = {"dry_run", "timeout", "no_verify", "ca_file", "password_stdin", "as_json"}
+    others = {"dry_run", "skip_invalid", "timeout", "no_verify", "ca_file", "password_stdin", "as_json"}
     assert set(params) == {o.keyword for o in OPTIONS} | others
     for o in OPTIONS:
         p = params[o.keyword]
