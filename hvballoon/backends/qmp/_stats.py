@@ -68,16 +68,18 @@ __all__ = [
 #: What ``query-uuid`` answers for a QEMU started without ``-uuid``.
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
-#: ``query-status`` → PowerState. A QEMU whose guest is off (``-no-shutdown``) or crashed still
-#: runs (and holds the memory); every state in which the vCPUs are merely stopped is paused.
+#: ``query-status`` → PowerState. A QEMU whose guest is off (``-no-shutdown``) still runs (and
+#: holds the memory) but the guest is stopped; every state in which the vCPUs are merely stopped
+#: is paused — a panicked guest's too, as libvirt keeps it crashed (QEMU's memory and balloon
+#: still there) and the kvm backend reads a crashed domain as paused.
 _STATES: dict[str, PowerState] = {
     "running": PowerState.RUNNING,
     "suspended": PowerState.SUSPENDED,
     "shutdown": PowerState.STOPPED,
-    "guest-panicked": PowerState.STOPPED,
     **{
         s: PowerState.PAUSED
         for s in (
+            "guest-panicked",
             "paused",
             "prelaunch",
             "inmigrate",

@@ -98,7 +98,7 @@ def test_without_uuid_the_socket_path_is_the_id(serve: Serve, qmp_dir: Path) -> 
         ("io-error", PowerState.PAUSED),
         ("suspended", PowerState.SUSPENDED),
         ("shutdown", PowerState.STOPPED),
-        ("guest-panicked", PowerState.STOPPED),
+        ("guest-panicked", PowerState.PAUSED),
         ("something-new", PowerState.UNKNOWN),
         (None, PowerState.UNKNOWN),
     ],
