@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from hvballoon._guardrails import GuardRails
 from hvballoon._planning import _TargetPlanning
-from hvballoon._results import TargetResults
+from hvballoon._results import TargetResults, held_back, keyed_pairs, named_twice
 from hvballoon._sessioncore import VMRef
 from hvballoon._waiting import _Waiting
 from hvballoon.backend import TargetRequest
@@ -42,30 +42,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
 
     @staticmethod
     def _target_items(targets: Any) -> list[tuple[str, VMRef, int | str]]:
-        if isinstance(targets, Mapping):
-            pairs = list(targets.items())
-        elif isinstance(targets, (list, tuple)) and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 for p in targets
-        ):
-            pairs = [tuple(p) for p in targets]
-        else:
-            raise InvalidRequestError(
-                "set_targets takes a mapping {vm: size} or a list of (vm, size) pairs, "
-                f"got {type(targets).__name__}"
-            )
-        if not pairs:
-            raise InvalidRequestError("set_targets needs at least one VM")
-        items: list[tuple[str, VMRef, int | str]] = []
-        seen: set[str] = set()
-        for ref, size in pairs:
-            key = ref.id if isinstance(ref, VM) else ref
-            if not isinstance(key, str) or not key:
-                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
-            if key in seen:
-                raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
-            seen.add(key)
-            items.append((key, ref, size))
-        return items
+        return keyed_pairs(targets, call="set_targets", value="size")
 
     def _set_targets(
         self,
@@ -94,24 +71,17 @@ class _BulkTargets(_TargetPlanning, _Waiting):
             reads = self._read_for_targets([ref_of[k] for k in keys], figures, rails)
         except HVBalloonError as exc:
             reads = [exc] * len(keys)
-        named: dict[str, list[str]] = {}
-        for key, read in zip(keys, reads, strict=True):
-            if not isinstance(read, HVBalloonError):
-                named.setdefault(read[0].vm.id, []).append(key)
+        twice = named_twice(
+            (k, r[0].vm) for k, r in zip(keys, reads, strict=True) if not isinstance(r, HVBalloonError)
+        )
         planned: dict[str, tuple[Change, int]] = {}
         for key, read in zip(keys, reads, strict=True):
             if isinstance(read, HVBalloonError):
                 results[key] = read
                 continue
             stats, config = read
-            twice = named[stats.vm.id]
-            if len(twice) > 1:
-                results[key] = InvalidRequestError(
-                    f"VM {stats.vm.name!r} is named {len(twice)} times ({', '.join(twice)}): give each VM once",
-                    backend=self.backend_name,
-                    uri=self.uri,
-                    vm=stats.vm.name,
-                )
+            if key in twice:
+                results[key] = twice[key].with_context(backend=self.backend_name, uri=self.uri)
                 continue
             try:
                 change, target = self._plan_target(stats, config, requested[key], force, rails, dry_run)
@@ -123,18 +93,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         order = [key for key, _, _ in items]
         refused = [key for key in order if isinstance(results[key], HVBalloonError)]
         if refused and not skip_invalid:
-            why = f"{len(refused)} of {len(order)} VMs were refused ({', '.join(refused)})"
-            for key, (change, _) in planned.items():
-                results[key] = change.model_copy(
-                    update={
-                        "dry_run": True,
-                        "warnings": (
-                            *change.warnings,
-                            f"not applied: {why}; nothing is applied unless every VM passes, "
-                            "or the refused ones are asked to be skipped",
-                        ),
-                    }
-                )
+            results.update(held_back({k: c for k, (c, _) in planned.items()}, refused, len(order)))
             return self._results(results, order, applied=False)
         if dry_run:
             return self._results(results, order, applied=False)

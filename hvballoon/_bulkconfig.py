@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hvballoon._results import TargetResults
+from hvballoon._results import TargetResults, held_back, keyed_pairs, named_twice
 from hvballoon._sessioncore import VMRef, _SessionCore
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.models import VM, Change, ConfigUpdate, MemoryConfig
@@ -59,28 +59,8 @@ class _BulkConfigs(_SessionCore):
     @staticmethod
     def _config_items(configs: Any) -> list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]]:
         """``set_configs``'s argument as (key, VM ref, its update or the error of its fields)."""
-        if isinstance(configs, Mapping):
-            pairs = list(configs.items())
-        elif isinstance(configs, (list, tuple)) and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 for p in configs
-        ):
-            pairs = [tuple(p) for p in configs]
-        else:
-            raise InvalidRequestError(
-                "set_configs takes a mapping {vm: {option: value}} or a list of (vm, {option: value}) "
-                f"pairs, got {type(configs).__name__}"
-            )
-        if not pairs:
-            raise InvalidRequestError("set_configs needs at least one VM")
         items: list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]] = []
-        seen: set[str] = set()
-        for ref, fields in pairs:
-            key = ref.id if isinstance(ref, VM) else ref
-            if not isinstance(key, str) or not key:
-                raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
-            if key in seen:
-                raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
-            seen.add(key)
+        for key, ref, fields in keyed_pairs(configs, call="set_configs", value="{option: value}"):
             update: ConfigUpdate | HVBalloonError
             if not isinstance(fields, Mapping):
                 update = InvalidRequestError(
@@ -120,23 +100,16 @@ class _BulkConfigs(_SessionCore):
             )
         except HVBalloonError as exc:
             reads = [exc] * len(keys)
-        named: dict[str, list[str]] = {}
-        for key, read in zip(keys, reads, strict=True):
-            if not isinstance(read, HVBalloonError):
-                named.setdefault(read.vm.id, []).append(key)
+        twice = named_twice(
+            (k, r.vm) for k, r in zip(keys, reads, strict=True) if not isinstance(r, HVBalloonError)
+        )
         planned: dict[str, tuple[Change, ConfigUpdate, MemoryConfig]] = {}
         for key, read in zip(keys, reads, strict=True):
             if isinstance(read, HVBalloonError):
                 results[key] = read
                 continue
-            twice = named[read.vm.id]
-            if len(twice) > 1:
-                results[key] = InvalidRequestError(
-                    f"VM {read.vm.name!r} is named {len(twice)} times ({', '.join(twice)}): give each VM once",
-                    backend=self.backend_name,
-                    uri=self.uri,
-                    vm=read.vm.name,
-                )
+            if key in twice:
+                results[key] = twice[key].with_context(backend=self.backend_name, uri=self.uri)
                 continue
             try:
                 change, plan = self._plan_config(read, update_of[key], dry_run)
@@ -153,15 +126,7 @@ class _BulkConfigs(_SessionCore):
 
         refused = [key for key in order if isinstance(results[key], HVBalloonError)]
         if refused and not skip_invalid:
-            why = f"{len(refused)} of {len(order)} VMs were refused ({', '.join(refused)})"
-            note = (
-                f"not applied: {why}; nothing is applied unless every VM passes, "
-                "or the refused ones are asked to be skipped"
-            )
-            for key, (change, _, _) in planned.items():
-                results[key] = change.model_copy(
-                    update={"dry_run": True, "warnings": (*change.warnings, note)}
-                )
+            results.update(held_back({k: c for k, (c, _, _) in planned.items()}, refused, len(order)))
             return answer(applied=False)
         if dry_run:
             return answer(applied=False)

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from hvballoon.errors import HVBalloonError, Interface, PartialChangeError
-from hvballoon.models import Change, MemoryStats
+from hvballoon.errors import HVBalloonError, Interface, InvalidRequestError, PartialChangeError
+from hvballoon.models import VM, Change, MemoryStats
 
-__all__ = ["TargetResults"]
+__all__ = ["TargetResults", "held_back", "keyed_pairs", "named_twice"]
 
 Result = Change | HVBalloonError
 
@@ -149,3 +149,71 @@ class TargetResults(Mapping[str, Result]):
                 }
             )
         return out
+
+
+# -- what every bulk change does with its request -------------------------------------------
+
+
+def keyed_pairs(items: Any, *, call: str, value: str) -> list[tuple[str, VM | str, Any]]:
+    """A bulk call's request — a mapping ``{vm: value}`` or a list of ``(vm, value)`` pairs — as
+    ``(key, VM or name or id, value)``, keyed as the VMs were named (a :class:`VM` by its id):
+    each key once, a non-empty name or id; else an :class:`InvalidRequestError` naming ``call``.
+
+    >>> keyed_pairs({"web01": "6GiB"}, call="set_targets", value="size")
+    [('web01', 'web01', '6GiB')]
+    """
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    elif isinstance(items, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 for p in items
+    ):
+        pairs = [tuple(p) for p in items]
+    else:
+        raise InvalidRequestError(
+            f"{call} takes a mapping {{vm: {value}}} or a list of (vm, {value}) pairs, got {type(items).__name__}"
+        )
+    if not pairs:
+        raise InvalidRequestError(f"{call} needs at least one VM")
+    out: list[tuple[str, VM | str, Any]] = []
+    seen: set[str] = set()
+    for ref, item in pairs:
+        key = ref.id if isinstance(ref, VM) else ref
+        if not isinstance(key, str) or not key:
+            raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
+        if key in seen:
+            raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
+        seen.add(key)
+        out.append((key, ref, item))
+    return out
+
+
+def named_twice(found: Iterable[tuple[str, VM]]) -> dict[str, InvalidRequestError]:
+    """Per key whose VM another key names too (a name and an id of one VM): its error."""
+    keys: dict[str, list[str]] = {}
+    vms: dict[str, VM] = {}
+    for key, vm in found:
+        keys.setdefault(vm.id, []).append(key)
+        vms[vm.id] = vm
+    out: dict[str, InvalidRequestError] = {}
+    for vm_id, same in keys.items():
+        if len(same) > 1:
+            name = vms[vm_id].name
+            for key in same:
+                out[key] = InvalidRequestError(
+                    f"VM {name!r} is named {len(same)} times ({', '.join(same)}): give each VM once", vm=name
+                )
+    return out
+
+
+def held_back(planned: Mapping[str, Change], refused: list[str], total: int) -> dict[str, Change]:
+    """The changes planned for the VMs that passed, as a dry run saying why they were not
+    applied: ``refused`` (of ``total``) were, and nothing is applied unless every VM passes."""
+    why = f"{len(refused)} of {total} VMs were refused ({', '.join(refused)})"
+    note = (
+        f"not applied: {why}; nothing is applied unless every VM passes, "
+        "or the refused ones are asked to be skipped"
+    )
+    return {
+        key: change.model_copy(update={"dry_run": True, "warnings": (*change.warnings, note)})
+        for key, change in planned.items()
+    }
