@@ -7,35 +7,17 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import hvballoon
 from hvballoon import fake
 from hvballoon.errors import InvalidStateError
-from hvballoon.fake.world import World
-from hvballoon.policy import Controller, ControllerSettings
+from hvballoon.policy import Controller
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.policy.release import release
-from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
-from tests.support.policies import Fixed
-
-INSTANT = RetryPolicy(sleep=lambda _s: None)
-
-
-def settings(**kw: Any) -> ControllerSettings:
-    kw.setdefault("host_memory_bytes", "120GiB")
-    return ControllerSettings(**kw)
-
-
-def session(w: World) -> hvballoon.Hypervisor:
-    return hvballoon.connect("fake://seed", world=w, retry=INSTANT)
-
-
-def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
-    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
+from tests.support.policies import Fixed, seed_session, seed_settings, targets
 
 
 def read_only(journal: Journal, on: bool = True) -> None:
@@ -47,11 +29,11 @@ class TestAJournalThatCannotBeWritten:
     def test_lowers_wait_for_it_raises_do_not_and_the_rounds_go_on(self, tmp_path: Path) -> None:
         with (
             fake.world("seed") as w,
-            session(w) as hv,
+            seed_session(w) as hv,
             Journal.open(tmp_path / "j.db", uri=hv.uri) as journal,
         ):
             policy = Fixed(16 * GiB, {"web01": 8 * GiB})
-            ctl = Controller(hv, policy, settings(), journal=journal)
+            ctl = Controller(hv, policy, seed_settings(), journal=journal)
             first = {d.vm: d for d in ctl.attempt()}
             assert first["web01"].action == "lower" and first["web01"].applied
             read_only(journal)
@@ -76,10 +58,10 @@ class TestAJournalThatCannotBeWritten:
 
         with (
             fake.world("seed", flavor="esxi") as w,
-            session(w) as hv,
+            seed_session(w) as hv,
             Journal.open(tmp_path / "j.db", uri=hv.uri) as journal,
         ):
-            ctl = Controller(hv, Fixed(16 * GiB, {"web01": 8 * GiB}), settings(), journal=journal)
+            ctl = Controller(hv, Fixed(16 * GiB, {"web01": 8 * GiB}), seed_settings(), journal=journal)
             read_only(journal)
             made = {d.vm: d for d in ctl.attempt()}
             assert made["web01"].action == "error" and made["web01"].error_code == "invalid_state"
@@ -89,7 +71,7 @@ class TestAJournalThatCannotBeWritten:
     def test_a_release_says_what_it_could_not_record(self, tmp_path: Path) -> None:
         with (
             fake.world("seed") as w,
-            session(w) as hv,
+            seed_session(w) as hv,
             Journal.open(tmp_path / "j.db", uri=hv.uri) as journal,
         ):
             web01 = hv.resolve("web01")
@@ -123,9 +105,9 @@ class TestWhatItKeepsOfVMsThatComeAndGo:
     ) -> None:
         from hvballoon.policy.running import FORGET_GONE_SECONDS
 
-        with fake.world("seed") as w, session(w) as hv:
+        with fake.world("seed") as w, seed_session(w) as hv:
             ctl = Controller(
-                hv, Fixed(16 * GiB, {"web01": 8 * GiB, "web02": 8 * GiB}), settings(interval_seconds=600)
+                hv, Fixed(16 * GiB, {"web01": 8 * GiB, "web02": 8 * GiB}), seed_settings(interval_seconds=600)
             )
             assert [d.applied for d in ctl.attempt() if d.vm in ("web01", "web02")] == [True, True]
             w.vanish(hv.resolve("web01").id)
@@ -140,9 +122,9 @@ class TestWhatItKeepsOfVMsThatComeAndGo:
             assert ctl.journal.changes()[-1]["state"] == "released"
 
     def test_its_per_vm_times_are_kept_only_while_they_matter(self) -> None:
-        with fake.world("seed") as w, session(w) as hv:
+        with fake.world("seed") as w, seed_session(w) as hv:
             policy = Fixed(8 * GiB)
-            ctl = Controller(hv, policy, settings(interval_seconds=10, min_seconds_between_lowers=60))
+            ctl = Controller(hv, policy, seed_settings(interval_seconds=10, min_seconds_between_lowers=60))
             ctl.attempt()
             assert len(ctl._last_lower) >= 8  # the VMs just lowered are deferred
             policy.target = 6 * GiB
@@ -166,8 +148,8 @@ class TestAHypervisorAwayForLong:
 
     def test_the_controller_runs_on_through_thousands_of_failed_rounds(self) -> None:
         waits: list[float] = []
-        with fake.world("seed") as w, session(w) as hv:
-            ctl = Controller(hv, Fixed(16 * GiB), settings(interval_seconds=10, max_backoff_seconds=60))
+        with fake.world("seed") as w, seed_session(w) as hv:
+            ctl = Controller(hv, Fixed(16 * GiB), seed_settings(interval_seconds=10, max_backoff_seconds=60))
             w.faults.add(op="get_stats", kind="connection_lost", probability=1.0)
             ctl.health.consecutive_failures = 1020  # as after some 17 hours of an outage
             rounds = list(ctl.run(rounds=10, sleep=waits.append))
@@ -179,11 +161,11 @@ class TestAHypervisorAwayForLong:
         opened: list[hvballoon.Hypervisor] = []
 
         def connect() -> hvballoon.Hypervisor:
-            opened.append(session(w))
+            opened.append(seed_session(w))
             return opened[-1]
 
         with fake.world("seed") as w:
-            with Controller(connect, Fixed(16 * GiB, {"web01": 8 * GiB}), settings()) as ctl:
+            with Controller(connect, Fixed(16 * GiB, {"web01": 8 * GiB}), seed_settings()) as ctl:
                 assert ctl.attempt().ok and [e.vm for e in ctl.lowered()] == ["web01"]
                 w.faults.add(op="get_stats", kind="connection_lost", count=3)
                 assert not ctl.attempt().ok

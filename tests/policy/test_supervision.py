@@ -13,35 +13,18 @@ import pytest
 import hvballoon
 from hvballoon import fake
 from hvballoon.errors import HVConnectionError, InvalidRequestError, InvalidStateError
-from hvballoon.fake.world import World
 from hvballoon.policy import Controller, ControllerSettings
 from hvballoon.policy.health import default_max_failed_rounds
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.policy.release import MARK_KEY, parse_mark, release
-from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
-from tests.support.policies import Fixed
-
-INSTANT = RetryPolicy(sleep=lambda _s: None)
-
-
-def settings(**kw: Any) -> ControllerSettings:
-    kw.setdefault("host_memory_bytes", "120GiB")
-    return ControllerSettings(**kw)
-
-
-def session(w: World) -> hvballoon.Hypervisor:
-    return hvballoon.connect("fake://seed", world=w, retry=INSTANT)
-
-
-def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
-    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
+from tests.support.policies import Fixed, seed_session, seed_settings, targets
 
 
 def test_a_failed_sweep_skips_the_round_counts_it_and_backs_off() -> None:
     waits: list[float] = []
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings(interval_seconds=10, max_backoff_seconds=35))
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings(interval_seconds=10, max_backoff_seconds=35))
         w.faults.add(op="get_stats", kind="timeout", count=9)  # three rounds' worth of attempts
         rounds = list(ctl.run(rounds=5, sleep=waits.append))
         assert [r.ok for r in rounds] == [False, False, False, True, True]
@@ -64,8 +47,8 @@ def test_a_failed_sweep_skips_the_round_counts_it_and_backs_off() -> None:
 
 
 def test_a_failed_move_is_that_vms_decision_never_the_rounds_end() -> None:
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings())
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings())
         w.faults.add(op="set_target", kind="connection_lost", vm="web02", rate=1.0)
         (rnd,) = ctl.run(rounds=1)
         assert rnd.ok
@@ -81,8 +64,8 @@ def test_a_failed_move_is_that_vms_decision_never_the_rounds_end() -> None:
 
 
 def test_a_bulk_call_that_fails_whole_makes_each_move_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings())
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings())
 
         def down(*_a: Any, **_k: Any) -> Any:
             raise HVConnectionError("the connection to the hypervisor was lost")
@@ -94,11 +77,11 @@ def test_a_bulk_call_that_fails_whole_makes_each_move_an_error(monkeypatch: pyte
 
 @pytest.mark.parametrize("respect_guard_rails", [True, False])
 def test_stale_or_missing_figures_never_lower_a_vm(respect_guard_rails: bool) -> None:
-    with fake.world("seed") as w, session(w) as hv:
+    with fake.world("seed") as w, seed_session(w) as hv:
         w.faults.add(op="get_stats", kind="stats_stale", vm="web03", duration=3600, count=1)
         hv.get_stats()
         w.advance(600)
-        ctl = Controller(hv, Fixed(12 * GiB), settings(respect_guard_rails=respect_guard_rails))
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings(respect_guard_rails=respect_guard_rails))
         by_vm = {d.vm: d for d in ctl.step()}
         assert by_vm["web03"].action == "hold" and by_vm["web03"].rule == "controller.stale_figures"
         assert by_vm["web01"].action == "lower"
@@ -107,13 +90,13 @@ def test_stale_or_missing_figures_never_lower_a_vm(respect_guard_rails: bool) ->
 
 def test_after_too_many_failed_rounds_it_gives_back_what_it_lowered_and_tries_on() -> None:
     waits: list[float] = []
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings(max_failed_rounds=3))
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings(max_failed_rounds=3))
         assert [r.ok for r in ctl.run(rounds=1)] == [True]
         assert len(ctl.lowered()) == 10
         # the host figures stop answering: the sweep fails, the VMs can still be moved
         rule = w.faults.add(op="get_host_stats", kind="timeout", rate=1.0)
-        ctl.settings = settings(max_failed_rounds=3, host_memory_bytes=None)
+        ctl.settings = seed_settings(max_failed_rounds=3, host_memory_bytes=None)
         rounds = list(ctl.run(rounds=4, sleep=waits.append))
         assert [r.ok for r in rounds] == [False] * 4
         assert [r.released is not None for r in rounds] == [False, False, True, False]
@@ -128,8 +111,8 @@ def test_after_too_many_failed_rounds_it_gives_back_what_it_lowered_and_tries_on
 
 
 def test_a_release_that_cannot_be_made_yet_is_made_when_the_hypervisor_answers_again() -> None:
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings(max_failed_rounds=2))
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings(max_failed_rounds=2))
         list(ctl.run(rounds=1))
         rule = w.faults.add(op="get_stats", kind="timeout", rate=1.0)  # the release needs it too
         rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
@@ -158,11 +141,11 @@ def test_a_broken_session_is_replaced_through_the_factory() -> None:
     with fake.world("seed") as w:
 
         def connect() -> hvballoon.Hypervisor:
-            hv = session(w)
+            hv = seed_session(w)
             opened.append(hv)
             return hv
 
-        with Controller(connect, Fixed(12 * GiB), settings()) as ctl:
+        with Controller(connect, Fixed(12 * GiB), seed_settings()) as ctl:
             assert [r.ok for r in ctl.run(rounds=1)] == [True] and len(opened) == 1
             rule = w.faults.add(op="get_stats", kind="connection_lost", rate=1.0)
             rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
@@ -185,17 +168,17 @@ def test_a_factory_that_cannot_connect_fails_the_round_and_is_tried_again() -> N
             calls += 1
             if calls < 3:
                 raise HVConnectionError("the hypervisor does not answer")
-            return session(w)
+            return seed_session(w)
 
-        with Controller(connect, Fixed(12 * GiB), settings()) as ctl:
+        with Controller(connect, Fixed(12 * GiB), seed_settings()) as ctl:
             rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
         assert [r.ok for r in rounds] == [False, False, True]
         assert [r.error.code for r in rounds if r.error] == ["connection_failed"] * 2
 
 
 def test_without_a_factory_the_session_is_kept() -> None:
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings())
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings())
         w.faults.add(op="get_stats", kind="connection_lost", rate=1.0)
         rounds = list(ctl.run(rounds=3, sleep=lambda _s: None))
         assert not any(r.reconnected for r in rounds) and ctl.hv is hv
@@ -203,10 +186,10 @@ def test_without_a_factory_the_session_is_kept() -> None:
 
 def test_the_journal_records_before_each_change_and_a_new_controller_resumes(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
-    with fake.world("seed") as w, session(w) as hv:
+    with fake.world("seed") as w, seed_session(w) as hv:
         uri = hv.uri
         with Journal.open(path, uri=uri) as journal:
-            ctl = Controller(hv, Fixed(12 * GiB, {"web01": 8 * GiB}), settings(), journal=journal)
+            ctl = Controller(hv, Fixed(12 * GiB, {"web01": 8 * GiB}), seed_settings(), journal=journal)
             list(ctl.run(rounds=1))
             entries = {e.vm: e for e in journal.lowered()}
             assert entries["web01"].before_bytes == 16 * GiB and entries["web01"].target_bytes == 8 * GiB
@@ -218,7 +201,7 @@ def test_the_journal_records_before_each_change_and_a_new_controller_resumes(tmp
             list(ctl.run(rounds=1))
         # the controller is gone (never released): another one resumes from the journal
         with Journal.open(path, uri=uri) as journal:
-            resumed = Controller(hv, "static", settings(), journal=journal)
+            resumed = Controller(hv, "static", seed_settings(), journal=journal)
             assert {e.vm: e.before_bytes for e in resumed.lowered()}["web01"] == 16 * GiB
             report = resumed.release()
             assert report.released == 10 and journal.lowered() == []
@@ -228,26 +211,26 @@ def test_the_journal_records_before_each_change_and_a_new_controller_resumes(tmp
 def test_a_dry_run_journals_and_marks_nothing(tmp_path: Path) -> None:
     with (
         fake.world("seed", flavor="esxi") as w,
-        session(w) as hv,
+        seed_session(w) as hv,
         Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
     ):
-        ctl = Controller(hv, Fixed(12 * GiB), settings(), journal=j, dry_run=True)
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings(), journal=j, dry_run=True)
         list(ctl.run(rounds=2))
         assert j.lowered() == [] and j.changes() == [] and hv.get_marks(MARK_KEY) == {}
 
 
 def test_esxi_limits_are_marked_with_what_they_replaced_and_found_without_the_journal() -> None:
-    with fake.world("seed", flavor="esxi") as w, session(w) as hv:
+    with fake.world("seed", flavor="esxi") as w, seed_session(w) as hv:
         db01 = hv.resolve("db01")
         hv.set_config("db01", limit="14GiB")  # a limit of the administrator's
-        ctl = Controller(hv, Fixed(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings())
         list(ctl.run(rounds=1))
         marks = hv.get_marks(MARK_KEY)
         assert len(marks) == 10
         assert marks[db01.id] == str(14 * GiB)
         assert marks[hv.resolve("web01").id] == "unlimited"
         # a controller without the journal (lost) finds what was lowered by the marks
-        fresh = Controller(hv, Fixed(12 * GiB), settings())
+        fresh = Controller(hv, Fixed(12 * GiB), seed_settings())
         list(fresh.run(rounds=1))
         found = {e.vm: e for e in fresh.lowered()}
         assert len(found) == 10 and found["web01"].before_unlimited and found["db01"].before_bytes == 14 * GiB
@@ -262,11 +245,11 @@ def test_esxi_limits_are_marked_with_what_they_replaced_and_found_without_the_jo
 def test_a_garbled_mark_is_named_and_that_vm_left_out(value: str) -> None:
     with pytest.raises(ValueError, match=MARK_KEY):
         parse_mark(value)
-    with fake.world("seed", flavor="esxi") as w, session(w) as hv:
+    with fake.world("seed", flavor="esxi") as w, seed_session(w) as hv:
         hv.set_mark("web01", MARK_KEY, "unlimited")
         hv.set_config("web01", limit="12GiB")
         w.set_mark(hv.resolve("web02").id, MARK_KEY, value)  # written behind hvballoon's back
-        ctl = Controller(hv, "static", settings())
+        ctl = Controller(hv, "static", seed_settings())
         list(ctl.run(rounds=1))  # adopts the marks it can read
         assert [e.vm for e in ctl.lowered()] == ["web01"]
         report = release(hv, journal=None, marks=True)
@@ -275,9 +258,9 @@ def test_a_garbled_mark_is_named_and_that_vm_left_out(value: str) -> None:
 
 
 def test_a_vm_that_cannot_be_marked_is_not_lowered() -> None:
-    with fake.world("seed", flavor="esxi") as w, session(w) as hv:
+    with fake.world("seed", flavor="esxi") as w, seed_session(w) as hv:
         w.faults.add(op="set_config", kind="permission_denied", vm="web02", rate=1.0)
-        ctl = Controller(hv, Fixed(12 * GiB), settings())
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings())
         by_vm = {d.vm: d for d in ctl.step()}
         assert by_vm["web02"].action == "error" and "not applied" in by_vm["web02"].reason
         assert by_vm["web02"].error_code == "permission_denied"
@@ -286,8 +269,8 @@ def test_a_vm_that_cannot_be_marked_is_not_lowered() -> None:
 
 
 def test_stop_ends_the_run_after_the_round_under_way() -> None:
-    with fake.world("seed") as w, session(w) as hv:
-        ctl = Controller(hv, Fixed(12 * GiB), settings())
+    with fake.world("seed") as w, seed_session(w) as hv:
+        ctl = Controller(hv, Fixed(12 * GiB), seed_settings())
         seen = []
         for rnd in ctl.run():
             seen.append(rnd)

@@ -7,11 +7,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hvballoon.policy import BufferProposal, Plan, Policy, Proposal, Snapshot
+import hvballoon
+from hvballoon.policy import BufferProposal, ControllerSettings, Plan, Policy, Proposal, Snapshot
+from hvballoon.retry import RetryPolicy
 
-__all__ = ["Buffers", "Fixed"]
+if TYPE_CHECKING:
+    from hvballoon.fake.world import World
+
+__all__ = ["INSTANT", "Buffers", "Fixed", "seed_session", "seed_settings", "targets"]
+
+#: Retries without waiting: a test that needs them to happen, not to take time.
+INSTANT = RetryPolicy(sleep=lambda _s: None)
+
+
+def seed_settings(**kw: Any) -> ControllerSettings:
+    """Controller settings for the ``seed`` host (120 GiB), ``kw`` on top."""
+    kw.setdefault("host_memory_bytes", "120GiB")
+    return ControllerSettings(**kw)
+
+
+def seed_session(w: World) -> hvballoon.Hypervisor:
+    """A session on the fake world ``w`` whose retries do not wait."""
+    return hvballoon.connect("fake://seed", world=w, retry=INSTANT)
+
+
+def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
+    """Every VM's target, by name."""
+    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
 
 
 class Fixed(Policy):
