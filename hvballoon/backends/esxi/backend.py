@@ -90,18 +90,7 @@ _QUICKSTATS: dict[str, int] = {
 }
 _QS = "summary.quickStats."
 
-#: Exactly the VM property paths a stats sweep asks for.
-STATS_PATHS: tuple[str, ...] = (
-    "name",
-    "config.instanceUuid",
-    "runtime.powerState",
-    "runtime.host",
-    "runtime.connectionState",
-    "config.template",
-    "config.hardware.memoryMB",
-    "config.memoryAllocation",
-    *(_QS + name for name in _QUICKSTATS),
-)
+#: Exactly the VM property paths a listing asks for.
 LIST_PATHS: tuple[str, ...] = (
     "name",
     "config.instanceUuid",
@@ -109,6 +98,13 @@ LIST_PATHS: tuple[str, ...] = (
     "runtime.host",
     "runtime.connectionState",
     "config.template",
+)
+#: Exactly the VM property paths a stats sweep asks for.
+STATS_PATHS: tuple[str, ...] = (
+    *LIST_PATHS,
+    "config.hardware.memoryMB",
+    "config.memoryAllocation",
+    *(_QS + name for name in _QUICKSTATS),
 )
 #: The host's used memory (MB): "Physical memory usage on the host in MB".
 HOST_USAGE = "summary.quickStats.overallMemoryUsage"
