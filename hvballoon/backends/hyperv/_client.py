@@ -25,10 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from xml.sax.saxutils import unescape as xml_unescape
 
 import requests.exceptions as rq
 import winrm.exceptions as wx
@@ -46,7 +48,7 @@ from ._scripts import (
     render,
 )
 
-__all__ = ["CommandTooLongError", "ShellLink", "ShellRunner", "timeouts_for"]
+__all__ = ["CommandTooLongError", "ShellLink", "ShellRunner", "stderr_text", "timeouts_for"]
 
 log = logging.getLogger("hvballoon.hyperv")
 
@@ -79,6 +81,39 @@ def _first_json(text: str) -> Any:
         # something else wrote to stdout first: the document is the last line
         last = text.rsplit("\n", 1)[-1].strip()
         return json.loads(last)
+
+
+_CLIXML_HEADER = "#< CLIXML"
+#: A string record of PowerShell's CLIXML on stderr; S="Error" is the error stream (Write-Error,
+#: an uncaught exception, a parse error), "warning", "verbose", "debug" and "information" the others.
+_CLIXML_STRING = re.compile(r'<S S="(?P<stream>[A-Za-z]+)">(?P<text>[^<]*)</S>')
+#: XmlConvert's escape of a character that XML cannot hold as is (``_x000D__x000A_`` is CRLF).
+_CLIXML_ESCAPE = re.compile(r"_x(?P<hex>[0-9A-Fa-f]{4})_")
+
+
+def stderr_text(err: bytes) -> str:
+    """What a command wrote to stderr, as a person reads it: PowerShell serializes its error
+    stream as CLIXML (``#< CLIXML`` then ``<Objs>`` documents) when its output is redirected; the
+    error records' text is kept, progress records (written even on success) and markup are not.
+    Anything else is returned as written, stripped.
+
+    >>> stderr_text(b'#< CLIXML\\r\\n<Objs Version="1.1.0.1"><S S="Error">Get-VM : denied_x000D__x000A_</S>'
+    ...             b'<S S="Error">At line:1 char:1_x000D__x000A_</S></Objs>')
+    'Get-VM : denied At line:1 char:1'
+    >>> stderr_text(b'#< CLIXML\\r\\n<Objs Version="1.1.0.1"><Obj S="progress" RefId="0"/></Objs>')
+    ''
+    """
+    text = err.decode("utf-8", "replace").lstrip("\ufeff").strip()
+    if not text.startswith(_CLIXML_HEADER):
+        return text
+    said = [
+        _CLIXML_ESCAPE.sub(
+            lambda m: chr(int(m["hex"], 16)), xml_unescape(m["text"], {"&quot;": '"', "&apos;": "'"})
+        )
+        for m in _CLIXML_STRING.finditer(text)
+        if m["stream"].lower() == "error"
+    ]
+    return " ".join(" ".join(said).split())
 
 
 class ShellRunner:
@@ -245,7 +280,13 @@ class ShellRunner:
             stderr.append(err)
             if done:
                 break
-        protocol.cleanup_command(shell_id, command_id)
+        try:
+            # The command is done and its output in hand: telling the host to release it is
+            # housekeeping. A failure here must not turn a finished command (a change made on the
+            # host) into an error; a shell that is really gone shows on the next command.
+            protocol.cleanup_command(shell_id, command_id)
+        except Exception:
+            log.debug("releasing the finished command failed", exc_info=True)
         return b"".join(stdout), b"".join(stderr), code
 
     @staticmethod
@@ -268,14 +309,16 @@ class ShellRunner:
                 message=str(record.get("message") or ""),
             )
         # No error record: cmd.exe or PowerShell itself failed before the script ran (for
-        # example "The command line is too long."), or the output was not our JSON.
-        # stderr may be PowerShell's CLIXML; only its start is kept, as a hint.
-        hint = err.decode("utf-8", "replace").strip()[:300]
+        # example "The command line is too long."), or the output was not our JSON (cut short,
+        # or something else). stderr is PowerShell's CLIXML: its error text is kept, as a hint;
+        # its progress records (written even on success) are not.
+        said = stderr_text(err)[:300]
+        seen = f"unexpected output: {text.strip()[:200]!r}" if text.strip() else "no output"
         raise RemoteScriptError(
             template.name,
             exit_code=code,
             error_id="MalformedOutput" if code == 0 else None,
-            message=hint or (f"unexpected output: {text[:200]!r}" if text else "no output"),
+            message="; ".join(p for p in (said, seen) if p) if code == 0 else (said or seen),
         )
 
     def close(self) -> None:
