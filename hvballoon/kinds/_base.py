@@ -239,8 +239,13 @@ class Kind:
         after = self._derive(vm, update, current)
         variant = self.variant_of(after.applied_to(current))
         caps = self.capabilities(backend=vm.backend, variant=variant.name)
-        check_settable(caps, update.changed(), vm, offline_rules=self.offline_rules)
         plan = after.changes_from(current)
+        # A field restated at its value changes nothing, whatever the power state (an
+        # idempotent request — Ansible's — on a running VM); a field the VM cannot have at all
+        # is refused anyway.
+        moving = set(plan.changed())
+        asked = [n for n in update.changed() if n in moving or not caps.can_set(n, running=False)]
+        check_settable(caps, asked, vm, offline_rules=self.offline_rules)
         if plan.changed():
             self._check_changes(vm, plan, current)
         return plan

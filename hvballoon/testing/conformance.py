@@ -557,6 +557,25 @@ class KindRuleTests(_Base):
                 settings = (cfg.stats_period_seconds, cfg.deflate_on_oom, cfg.free_page_reporting)
                 assert settings == (None, None, None), f"{vm.name}: {settings}"
 
+    def test_restating_an_offline_only_field_changes_nothing(self, hv: Hypervisor) -> None:
+        """A field that changes only with the VM off, asked at the value it has, is a no-op in any
+        power state (an idempotent request on a running VM is not refused)."""
+        kind = hv.backend.kind
+        assert kind is not None
+        running = 0
+        for vm in hv.list_vms():
+            cfg = hv.get_config(vm)
+            variant = kind.variant_of(cfg)
+            for name in sorted(variant.set_offline - variant.set_live - {"target"}):
+                value = getattr(cfg, name, None)
+                if value is None:
+                    continue
+                change = hv.set_config(vm, **{name.removesuffix("_bytes"): value})
+                assert not change.changed, f"{vm.name}: {name}={value!r}: {change}"
+                running += vm.power_state is PowerState.RUNNING
+            assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), vm.name
+        assert running, "no running VM with an offline-only field to restate"
+
     def test_rule_case(self, hv: Hypervisor, rule_case: Case) -> None:
         kind = hv.backend.kind
         assert kind is not None and kind.name == rule_case.kind == self.kind_name
