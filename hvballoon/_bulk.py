@@ -12,7 +12,7 @@ from hvballoon._guardrails import GuardRails
 from hvballoon._planning import _TargetPlanning
 from hvballoon._results import TargetResults, held_back, keyed_pairs, named_twice
 from hvballoon._sessioncore import VMRef
-from hvballoon._waiting import _Waiting
+from hvballoon._waiting import _Waiting, idle
 from hvballoon.backend import TargetRequest
 from hvballoon.errors import (
     BackendError,
@@ -265,11 +265,12 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         unobservable: dict[str, VM] = {}
         for key, (change, target) in planned.items():
             caps = self._backend.vm_capabilities(change.vm)
-            if not caps.target_observable:
+            if not caps.target_observable or idle(change.vm):
                 # as wait_for_target: applied, said so, and its stats right after the change
-                results[key] = change.model_copy(
-                    update={"warnings": (*change.warnings, self._unobservable(change.vm, caps))}
+                note = (
+                    self._not_running(change.vm) if idle(change.vm) else self._unobservable(change.vm, caps)
                 )
+                results[key] = change.model_copy(update={"warnings": (*change.warnings, note)})
                 unobservable[key] = change.vm
                 continue
             goals[key] = (change.vm, target, max(caps.alignment_bytes, 2 * MiB, target // 200))

@@ -20,6 +20,7 @@ from hvballoon.models import (
     VM,
     Capabilities,
     MemoryStats,
+    PowerState,
 )
 from hvballoon.units import format_sizes
 
@@ -47,8 +48,24 @@ def noting_unobservable() -> Iterator[list[str]]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+#: Power states in which a VM's memory does not move: a target waits for the VM to run.
+_IDLE = frozenset({PowerState.STOPPED, PowerState.PAUSED, PowerState.SUSPENDED})
+
+
+def idle(vm: VM) -> bool:
+    """Whether ``vm`` is known not to run (off, paused, saved): nothing moves its memory, so
+    there is nothing to wait for (an unknown state is waited for)."""
+    return vm.power_state in _IDLE
+
+
 class _Waiting(_SessionCore):
     """Waits for VMs' memory to reach their targets."""
+
+    def _not_running(self, vm: VM) -> str:
+        return (
+            f"{vm.name!r} is {vm.power_state.value}: its memory moves only while it runs, so the "
+            "target is applied and there is nothing to wait for; not waiting"
+        )
 
     def _unobservable(self, vm: VM, caps: Capabilities) -> str:
         return (
@@ -112,8 +129,8 @@ class _Waiting(_SessionCore):
             now = clock()
             for key, stats in zip(keys, self._await_read([pending[k][0] for k in keys]), strict=True):
                 vm, goal, tol = pending[key]
-                if isinstance(stats, HVBalloonError):
-                    done[key] = stats
+                if isinstance(stats, HVBalloonError) or idle(stats.vm):
+                    done[key] = stats  # an error, or a VM that does not run: nothing moves
                     continue
                 current = stats.current_bytes
                 if current is not None and abs(current - goal) <= tol:

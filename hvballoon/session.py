@@ -28,7 +28,7 @@ from hvballoon._guardrails import GuardRails
 from hvballoon._results import TargetResults
 from hvballoon._sessioncore import VMRef
 from hvballoon._uri import parse_uri
-from hvballoon._waiting import noting_unobservable
+from hvballoon._waiting import idle, noting_unobservable
 from hvballoon.backend import ConnectOptions
 from hvballoon.errors import (
     HVBalloonError,
@@ -559,4 +559,13 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         )[target_vm.id]
         if isinstance(outcome, HVBalloonError):
             raise outcome
+        if idle(outcome.vm):  # off, paused or saved: its memory moves only once it runs
+            msg = self._not_running(outcome.vm)
+            log.info(msg)
+            warnings.warn(
+                TargetNotObservableWarning(
+                    msg, vm=outcome.vm.name, backend=self.backend_name, mechanism=outcome.mechanism.value
+                ),
+                stacklevel=2,
+            )
         return outcome

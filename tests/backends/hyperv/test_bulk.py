@@ -9,7 +9,12 @@ import pytest
 
 from hvballoon.backends.hyperv._scripts import MAX_COMMAND_LINE, SET_TARGETS, data_of, data_pattern
 from hvballoon.backends.hyperv.backend import HyperVBackend
-from hvballoon.errors import InvalidStateError, PartialChangeError, VMNotFoundError
+from hvballoon.errors import (
+    InvalidStateError,
+    PartialChangeError,
+    TargetNotObservableWarning,
+    VMNotFoundError,
+)
 from hvballoon.models import ConfigUpdate
 from hvballoon.units import GiB
 from tests.support.hyperv import scenarios
@@ -140,8 +145,24 @@ def test_a_vm_whose_dynamic_memory_was_switched_since_it_was_read_is_refused(bas
         stale = hv.resolve("static-off")  # read as static: its target is the startup size
         assert stale.extra["dynamic"] is False
         world = basic_peer.host.world
-        world.set_config(stale.id, ConfigUpdate(dynamic=True, minimum_bytes=512 * 2**20, maximum_bytes=8 * GiB))
+        world.set_config(
+            stale.id, ConfigUpdate(dynamic=True, minimum_bytes=512 * 2**20, maximum_bytes=8 * GiB)
+        )
         (answer,) = hv.backend.apply_targets([TargetRequest(stale, 4 * GiB)])
         assert isinstance(answer, InvalidStateError) and answer.native_code == "HVBalloonStateChanged"
         cfg = hv.get_config("static-off")
         assert cfg.dynamic and cfg.maximum_bytes == 8 * GiB  # nothing was changed
+
+
+def test_targets_of_vms_that_do_not_run_are_not_waited_for(basic_peer: Peer) -> None:
+    # the host applies them (configuration), and nothing moves the memory until the VM runs
+    basic_peer.host.world = hyperv_world(scenarios.idle())
+    idle = [f"static-{state}" for state in ("stopped", "paused", "suspended")]
+    with basic_peer.connect() as hv:
+        res = hv.set_targets(dict.fromkeys(idle, 10 * GiB), wait=True, wait_timeout=3)
+        assert res.ok, res
+        for name in idle:
+            assert any("nothing to wait for" in w for w in res[name].warnings), res[name]
+        with pytest.warns(TargetNotObservableWarning, match="is paused"):
+            stats = hv.wait_for_target("static-paused", timeout=3)
+        assert stats.target_bytes == 10 * GiB

@@ -90,3 +90,22 @@ def sweep(count: int) -> Scenario:
             "vms": vms,
         }
     )
+
+
+def idle() -> Scenario:
+    """Static and Dynamic Memory VMs that do not run (off, paused, saved), and one that runs."""
+    vms = [
+        {
+            "name": f"{kind}-{state}",
+            "memory": "8GiB",
+            "used": "2GiB",
+            "dynamic": kind == "dm",
+            "power_state": state,
+        }
+        for kind in ("static", "dm")
+        for state in ("stopped", "paused", "suspended")
+    ]
+    vms.append({"name": "static-on", "memory": "8GiB", "used": "2GiB", "dynamic": False})
+    return parse_scenario(
+        {"name": "idle", "flavor": "hyperv", "host": {"name": "hv01", "physical": "64GiB"}, "vms": vms}
+    )
