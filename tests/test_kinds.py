@@ -277,3 +277,18 @@ def test_check_config_holds_a_whole_configuration_to_the_rules(
     with pytest.raises(HVBalloonError) as info:
         kind.check_config(vm, config)
     assert info.value.details["rule"] == rule and type(info.value) is kind.rule(rule).error
+
+
+@pytest.mark.parametrize(
+    ("kind", "rule"),
+    [(HYPERV, "aligned_2MiB"), (KVM, "whole_KiB"), (ESXI, "whole_MiB")],
+    ids=["hyperv", "kvm", "esxi"],
+)
+def test_an_unaligned_size_names_two_nearest_sizes_that_read_apart(kind: Kind, rule: str) -> None:
+    vm = VM(id="1", name="v", backend="mine", power_state=PowerState.STOPPED)
+    asked = 3 * GiB + 1  # both neighbours read "3 GiB" when rounded
+    with pytest.raises(InvalidRequestError) as info:
+        kind.check_aligned(vm, {"startup_bytes": asked}, rule=rule)
+    down, up = info.value.details["down"], info.value.details["up"]
+    assert down < asked < up
+    assert f"{down:,} bytes" in info.value.message and f"{up:,} bytes" in info.value.message

@@ -12,7 +12,7 @@ from hvballoon.errors import (
     UnsupportedOperationError,
 )
 from hvballoon.models import VM, Capabilities, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import align, format_size
+from hvballoon.units import align, format_size, format_sizes
 
 __all__ = ["GENERIC_RULES", "Kind", "Rule", "Variant", "check_settable", "is_off"]
 
@@ -199,10 +199,11 @@ class Kind:
             if value is not None and value % step:
                 down, up = align(value, step, "down"), align(value, step, "up")
                 what = name.removesuffix("_bytes")
+                shown_down, shown_up = format_sizes(down, up)  # told apart even when they round alike
                 self.refuse(
                     rule,
                     f"{what} of {_name(vm)} must be a multiple of {format_size(step)} on {self.title} "
-                    f"(asked {value} bytes; nearest: {format_size(down)} or {format_size(up)})",
+                    f"(asked {value} bytes; nearest: {shown_down} or {shown_up})",
                     vm=vm,
                     field=name,
                     asked=value,
