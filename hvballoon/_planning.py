@@ -57,8 +57,11 @@ class _TargetPlanning(_SessionCore):
                     if shown_target.endswith(")")
                     else f"{shown_target} ({note})"
                 )
+            kind = self._backend.kind
+            ceiling = kind.ceiling_name if kind is not None else "the VM's maximum"
+            note = f": {kind.ceiling_note}" if kind is not None and kind.ceiling_note else ""
             raise TargetAboveMaximumError(
-                f"target {shown_target} is above the VM's maximum {shown_max}",
+                f"target {shown_target} is above {ceiling} {shown_max}{note}",
                 vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,

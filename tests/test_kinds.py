@@ -292,3 +292,18 @@ def test_an_unaligned_size_names_two_nearest_sizes_that_read_apart(kind: Kind, r
     down, up = info.value.details["down"], info.value.details["up"]
     assert down < asked < up
     assert f"{down:,} bytes" in info.value.message and f"{up:,} bytes" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("flavor", "named"),
+    [
+        ("hyperv", "the host's maximum 120 GiB: no Hyper-V VM setting caps a target"),
+        ("kvm", "the VM's maximum 16 GiB"),
+    ],
+)
+def test_a_target_above_the_ceiling_names_what_the_ceiling_is(flavor: str, named: str) -> None:
+    # on Hyper-V no VM setting caps a target (it is the maximum or the startup size): the host does
+    with hvballoon.connect(f"fake://seed?flavor={flavor}") as hv:
+        with pytest.raises(hvballoon.TargetAboveMaximumError) as info:
+            hv.set_target("web01", "100TiB", force=True)
+    assert named in info.value.message

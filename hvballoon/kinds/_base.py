@@ -116,6 +116,10 @@ class Kind:
     offline_rules: ClassVar[Mapping[str, str]] = {}
     #: Whether a VM keeps marks (small key/value notes) in its own configuration.
     marks: ClassVar[bool] = False
+    #: What :meth:`target_ceiling` is, as a refusal of a target above it names it, and why
+    #: (``""``: nothing to add).
+    ceiling_name: ClassVar[str] = "the VM's maximum"
+    ceiling_note: ClassVar[str] = ""
 
     # -- description ------------------------------------------------------------------------
 

@@ -156,6 +156,11 @@ class HyperVKind(Kind):
     name: ClassVar[str] = "hyperv"
     title: ClassVar[str] = "Hyper-V"
     alignment_bytes: ClassVar[int] = 2 * MiB
+    ceiling_name: ClassVar[str] = "the host's maximum"
+    ceiling_note: ClassVar[str] = (
+        "no Hyper-V VM setting caps a target (it is the VM's maximum or its startup size): the host's "
+        "physical memory does, unless a target already set is higher"
+    )
     variants: ClassVar[tuple[Variant, ...]] = (
         Variant(
             name="dynamic",

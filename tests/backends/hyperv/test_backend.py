@@ -276,6 +276,7 @@ def test_target_above_the_host_is_refused_even_forced(rules_hv: tuple[Any, Peer]
         with pytest.raises(TargetAboveMaximumError) as info:
             hv.set_target(name, 64 * GiB + 2 * MiB, force=True)
         assert info.value.details["maximum_bytes"] == 64 * GiB
+        assert "above the host's maximum 64 GiB" in info.value.message
     refused_locally(peer)
     # not capped by the VM's own maximum: a running Dynamic Memory VM's maximum rises past it
     assert hv.set_target("dm-on", "24GiB").after == {"target_bytes": 24 * GiB}
