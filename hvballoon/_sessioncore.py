@@ -124,7 +124,7 @@ class _SessionCore:
 
     def _lookup(self, refs: Sequence[str]) -> None:
         """Look ``refs`` up on the hypervisor (natively, else by listing) into the index."""
-        wanted = list(dict.fromkeys(refs))
+        wanted = list(dict.fromkeys([*refs, *(self._id_form(r) for r in refs)]))
         found: list[VM] | None = self._call("lookup_vms", lambda: self._backend.lookup_vms(wanted))
         if found is None:
             self.list_vms()
@@ -133,9 +133,19 @@ class _SessionCore:
         for ref in wanted:
             self._index.settle(ref, [v for v in found if v.id == ref or v.name == ref])
 
+    def _id_form(self, ref: str) -> str:
+        """``ref`` as the backend's kind writes VM ids (a Hyper-V GUID in lower case)."""
+        kind = self._backend.kind
+        return kind.canonical_id(ref) if kind is not None else ref
+
+    def _by_id(self, ref: str) -> VM | None:
+        """The VM whose id ``ref`` is, as written or in the kind's own form."""
+        vm = self._index.by_id(ref)
+        return vm if vm is not None else self._index.by_id(self._id_form(ref))
+
     def _pick(self, ref: str) -> VM | HVBalloonError:
         """``ref`` from the index just refreshed: by id, else the one VM of that name."""
-        vm = self._index.by_id(ref)
+        vm = self._by_id(ref)
         if vm is not None:
             return vm
         named = self._index.by_name(ref, max_age=None) or []
@@ -169,7 +179,7 @@ class _SessionCore:
                         uri=self.uri,
                     )
                 )
-            elif (known := self._index.by_id(ref)) is not None:
+            elif (known := self._by_id(ref)) is not None:
                 out.append(_Resolved(known, None, cached=True))
             elif (named := self._index.by_name(ref)) is not None and len(named) == 1:
                 out.append(_Resolved(named[0], ref, cached=True))

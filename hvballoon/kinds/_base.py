@@ -215,6 +215,11 @@ class Kind:
                     up=up,
                 )
 
+    def canonical_id(self, ref: str) -> str:
+        """The form this kind's VM ids take for an id written otherwise (default: as given), so
+        a VM named by its id in another spelling is found."""
+        return ref
+
     # -- targets ----------------------------------------------------------------------------
 
     def target_ceiling(

@@ -26,6 +26,7 @@ StateInfo(power_state=<PowerState.RUNNING: 'running'>, name='RunningCritical', h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,6 +70,8 @@ def buffered_demand(demand: Any, buffer_percent: Any, minimum: Any, maximum: Any
 
 
 _SIZES = ("startup_bytes", "minimum_bytes", "maximum_bytes")
+#: A GUID as 8-4-4-4-12 hex digits.
+_GUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 #: Fields Set-VMMemory refuses unless Dynamic Memory is (and stays) on.
 _DYNAMIC_ONLY = ("minimum_bytes", "maximum_bytes", "buffer_percent")
 _READABLE = frozenset(
@@ -284,6 +287,21 @@ class HyperVKind(Kind):
     def variant_for(self, *, dynamic: bool | None) -> Variant:
         """Dynamic Memory on (or not known: the backend-wide default) or static memory."""
         return self.variant("static" if dynamic is False else "dynamic")
+
+    @staticmethod
+    def canonical_id(ref: str) -> str:
+        """A VM id is a GUID, which Get-VM's ``Id`` writes in lower case without braces; one
+        written in upper case or braced (as WMI and the VM's files show it) is the same VM.
+
+        >>> HYPERV.canonical_id("{AAAAAAAA-1111-2222-3333-444444444444}")
+        'aaaaaaaa-1111-2222-3333-444444444444'
+        >>> HYPERV.canonical_id("web01")
+        'web01'
+        """
+        text = ref.strip()
+        if text.startswith("{") and text.endswith("}"):
+            text = text[1:-1]
+        return text.lower() if _GUID.fullmatch(text) else ref
 
     # -- targets ----------------------------------------------------------------------------
 

@@ -166,3 +166,13 @@ def test_targets_of_vms_that_do_not_run_are_not_waited_for(basic_peer: Peer) -> 
         with pytest.warns(TargetNotObservableWarning, match="is paused"):
             stats = hv.wait_for_target("static-paused", timeout=3)
         assert stats.target_bytes == 10 * GiB
+
+
+def test_a_vm_id_written_in_upper_case_or_braced_is_found(basic_peer: Peer) -> None:
+    # Get-VM writes an Id in lower case; WMI and the VM's files write the same GUID in upper case
+    with basic_peer.connect() as hv:
+        vm = hv.list_vms()[0]
+    for ref in (vm.id.upper(), "{" + vm.id.upper() + "}"):
+        with basic_peer.connect() as hv:  # a new session: the look-up goes to the host
+            assert hv.resolve(ref).id == vm.id
+            assert [s.vm.id for s in hv.get_stats([ref])] == [vm.id]
