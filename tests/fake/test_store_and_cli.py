@@ -341,6 +341,7 @@ def test_simulate_checks_its_output_paths_before_simulating(
         assert option in text and problem in text, text
 
 
+@pytest.mark.slow  # matplotlib's import and an SVG: about two seconds
 def test_simulate_writes_plot_formats_by_extension(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     r = cli("simulate", "seed", "--duration", "10m", "--plot", str(tmp_path / "run.svg"))
