@@ -64,8 +64,9 @@ def host_stats(
     """One host's :class:`HostStats`: its own ``figures`` plus the sums over its running ``vms``.
 
     ``figures`` are HostStats fields the backend read from the host (``physical_bytes``,
-    ``free_bytes``, ``swap_used_bytes``, ``extra`` …); ``used_bytes`` defaults to physical − free
-    when both are known. ``collected_at`` defaults to the VMs' newest, else now.
+    ``free_bytes``, ``swap_used_bytes``, ``extra`` …); with the physical memory known, the one of
+    used and free given decides the other, both capped at physical (``used + free == physical``).
+    ``collected_at`` defaults to the VMs' newest, else now.
     """
     clash = VM_TOTAL_FIELDS & set(figures)
     if clash:
@@ -78,12 +79,29 @@ def host_stats(
         "ballooned_bytes": sum_running(vms, "ballooned_bytes"),
         **figures,
     }
-    physical, free = data.get("physical_bytes"), data.get("free_bytes")
-    if data.get("used_bytes") is None and physical is not None and free is not None:
-        data["used_bytes"] = max(0, physical - free)
+    _split_physical(data)
     if collected_at is None:
         collected_at = max((s.collected_at for s in vms), default=None) or datetime.now(timezone.utc)
     return HostStats(host=host, backend=backend, collected_at=collected_at, **data)
+
+
+def _split_physical(data: dict[str, Any]) -> None:
+    """Make ``used_bytes + free_bytes == physical_bytes`` hold when the physical memory is known.
+
+    A backend reads one of used and free (the other is the rest of physical); a reading beyond
+    the physical memory (two counters sampled apart, a host reporting stale figures) is capped
+    at it, so neither figure exceeds physical and their sum is exact. With both given the used
+    figure is kept as read (capped) and free is what it leaves.
+    """
+    physical, used, free = (data.get(k) for k in ("physical_bytes", "used_bytes", "free_bytes"))
+    if physical is None:
+        return
+    if used is not None:
+        used = min(max(0, int(used)), physical)
+        data["used_bytes"], data["free_bytes"] = used, physical - used
+    elif free is not None:
+        free = min(max(0, int(free)), physical)
+        data["used_bytes"], data["free_bytes"] = physical - free, free
 
 
 def split_by_host(stats: Iterable[MemoryStats], default_host: str) -> dict[str, list[MemoryStats]]:

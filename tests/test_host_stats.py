@@ -126,6 +126,29 @@ def test_from_sweep_groups_by_host_and_keeps_hosts_without_vms() -> None:
     assert from_sweep([], backend="mine", default_host="solo")[0].host == "solo"
 
 
+@pytest.mark.parametrize(
+    ("given", "used", "free"),
+    [
+        ({"used_bytes": 40 * GiB}, 32 * GiB, 0),  # ESXi: overallMemoryUsage beyond memorySize
+        ({"free_bytes": 40 * GiB}, 0, 32 * GiB),  # libvirt: free + buffers + cached beyond total
+        ({"used_bytes": 12 * GiB}, 12 * GiB, 20 * GiB),
+        ({"free_bytes": 12 * GiB}, 20 * GiB, 12 * GiB),
+        ({"used_bytes": 12 * GiB, "free_bytes": 30 * GiB}, 12 * GiB, 20 * GiB),  # used decides
+        ({}, None, None),
+    ],
+)
+def test_used_and_free_always_add_up_to_physical(
+    given: dict[str, int], used: int | None, free: int | None
+) -> None:
+    h = host_stats([vm_stats("a")], host="h1", backend="mine", physical_bytes=32 * GiB, **given)
+    assert (h.used_bytes, h.free_bytes) == (used, free)
+    if used is not None and free is not None:
+        assert h.used_bytes + h.free_bytes == h.physical_bytes
+    # physical unknown: nothing to split, the figure read is shown as read
+    (u,) = from_sweep([], backend="mine", figures={"h1": {"used_bytes": 40 * GiB}})
+    assert (u.physical_bytes, u.used_bytes, u.free_bytes) == (None, 40 * GiB, None)
+
+
 class _Minimal(Backend):
     """A backend that implements only what it must: the host hook is the base class's."""
 

@@ -476,14 +476,14 @@ class ESXiBackend(Backend):
         for moid, props in host_rows:
             name = self._hosts[moid]
             vms = by_host.get(name, [])
-            physical = scaled(props.get("hardware.memorySize"), 1)
-            # a live host never uses 0 MB: 0 (or nothing) means it is not reporting (disconnected)
+            # a live host never has or uses 0 MB: 0 (or nothing) means it is not reporting
+            # (disconnected); free is what the used memory leaves of physical (hoststats)
+            physical = scaled(props.get("hardware.memorySize"), 1) or None
             used = scaled(props.get(HOST_USAGE), MiB) or None
             overheads = [s.extra.get("overhead_bytes") for s in vms if s.vm.power_state is PowerState.RUNNING]
             figures[name] = {
                 "physical_bytes": physical,
                 "used_bytes": used,
-                "free_bytes": max(0, physical - used) if physical is not None and used is not None else None,
                 "swap_used_bytes": sum_running(vms, "swapped_bytes"),
                 "shared_bytes": sum_running(vms, "shared_bytes"),
                 "hypervisor_overhead_bytes": None if None in overheads else sum(overheads),

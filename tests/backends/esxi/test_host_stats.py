@@ -122,3 +122,16 @@ def test_host_command_and_autoballoon_without_host_memory(vcenter: VcsimServer, 
     r = CliRunner().invoke(main, ["autoballoon", uri, "--once", "--dry-run", "-v"])
     assert r.exit_code == 0, r.output
     assert "web01" in r.output and "db01" in r.output
+
+
+def test_usage_beyond_the_memory_size_is_capped(fast_sweep: bool) -> None:
+    # overallMemoryUsage (MB) above hardware.memorySize: used is all of physical, free 0, and
+    # the two add up; a host answering 0 bytes of memory is not reporting it (unknown)
+    hosts = [{"memoryMB": 4096, "overallMemoryUsage": 5000}, {"memoryMB": 8192, "overallMemoryUsage": 1000}]
+    with (
+        VcsimServer([vm_figures("web01", host=0)], hosts=2, host_figures=hosts) as server,
+        connect(server, fast_sweep=fast_sweep) as hv,
+    ):
+        over, fine = hv.get_host_stats()
+    assert (over.physical_bytes, over.used_bytes, over.free_bytes) == (4 * GiB, 4 * GiB, 0)
+    assert (fine.used_bytes, fine.free_bytes) == (1000 * MiB, (8192 - 1000) * MiB)

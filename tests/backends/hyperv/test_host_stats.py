@@ -97,6 +97,29 @@ def test_the_hosts_refusals_and_garbage_are_typed_errors() -> None:
             assert h.host == "x" and h.vms_running == 0
 
 
+def test_free_memory_beyond_the_capacity_is_capped_at_physical() -> None:
+    # FreePhysicalMemory (KB, the OS's view) above Get-VMHost's MemoryCapacity (bytes): all free
+    host = GarbledHost()
+    for peer in start_peer("basic", False, host=host):
+        with peer.connect() as hv:
+            host.answer = {
+                "Name": "hv9",
+                "MemoryCapacity": 8 * GiB,
+                "FreePhysicalMemory": 9 * GiB // 1024,
+                "VMs": [],
+            }
+            (h,) = hv.get_host_stats(vm_stats=[])
+            assert (h.physical_bytes, h.used_bytes, h.free_bytes) == (8 * GiB, 0, 8 * GiB)
+            host.answer = {
+                "Name": "hv9",
+                "MemoryCapacity": 8 * GiB,
+                "FreePhysicalMemory": 3 * GiB // 1024,
+                "VMs": [],
+            }
+            (h,) = hv.get_host_stats(vm_stats=[])
+            assert (h.used_bytes, h.free_bytes) == (5 * GiB, 3 * GiB)
+
+
 def test_host_command_and_autoballoon_without_host_memory(basic_peer: Peer, monkeypatch: Any) -> None:
     basic_peer.host.world = hyperv_world()
     monkeypatch.setenv("HVBALLOON_PASSWORD", PASSWORD)

@@ -20,6 +20,7 @@ import hvballoon
 from hvballoon.backends.kvm._errors import fake_error
 from hvballoon.backends.kvm.backend import _base_page_bytes, _host_figures, _optional
 from hvballoon.cli import main
+from hvballoon.hoststats import host_stats
 from tests.support.libvirt_xml import domain_xml
 
 libvirt = pytest.importorskip("libvirt")
@@ -105,6 +106,14 @@ def test_node_memory_stats_win_over_getinfo_and_keep_their_units() -> None:
     assert f["extra"]["node_info_memory_bytes"] == 6490 * MiB and f["extra"]["cells_free_bytes"] == 4548907008
     assert f["shared_bytes"] == 300 * 4 * KiB  # KSM's pages_sharing: the pages it saves
     assert f["extra"]["ksm_pages_shared"] == 12 and f["extra"]["ksm_full_scans"] == 3
+
+
+def test_free_with_the_cache_beyond_the_total_is_capped_at_physical() -> None:
+    # MemFree + Buffers + Cached can exceed MemTotal (Cached counts shmem and swap cache pages)
+    f = _host_figures(raw(memory_stats={"total": 1000, "free": 600, "buffers": 100, "cached": 500}))
+    h = host_stats([], host="node", backend="kvm", **f)
+    assert (h.physical_bytes, h.used_bytes, h.free_bytes) == (1000 * KiB, 0, 1000 * KiB)
+    assert h.extra["unused_bytes"] == 600 * KiB and h.extra["cache_bytes"] == 600 * KiB  # as read
 
 
 @pytest.mark.parametrize(
