@@ -179,7 +179,8 @@ class Fleet:
 
     ``host_timeout`` bounds each host's part of a sweep (connecting included); a host still
     busy from an earlier sweep that timed out is reported as a timeout at once rather than
-    queried twice. ``concurrency`` caps the threads querying at the same time. ``keep_sessions``
+    queried twice; a URI listed twice is one host. ``concurrency`` caps the threads querying at
+    the same time. ``keep_sessions``
     False closes every session after each sweep (what a one-shot command wants). ``host_stats``
     also reads each URI's host figures (:meth:`~hvballoon.Hypervisor.get_host_stats`, summing
     the sweep just read, so the VMs are not read twice).
@@ -205,7 +206,9 @@ class Fleet:
             timeout = positive_seconds(timeout, what="timeout")
         if concurrency < 1:
             raise InvalidRequestError(f"concurrency must be at least 1, got {concurrency!r}")
-        self._slots = [_Slot(u) for u in uris]
+        # a host named twice (on the command line and in an inventory, say) is queried once:
+        # twice would cost it a second call and give the exporter duplicate series
+        self._slots = [_Slot(u) for u in dict.fromkeys(uris)]
         self._password = password
         self._timeout = timeout if timeout is not None else host_timeout
         self.host_timeout = float(host_timeout)

@@ -103,6 +103,21 @@ def test_every_known_figure_is_a_gauge_with_labels(serve: Any) -> None:
     assert one(samples, "hvballoon_exporter_info", version=hvballoon.__version__) == 1.0
 
 
+def test_a_uri_listed_twice_gives_each_series_once() -> None:
+    # Prometheus refuses a scrape with a series twice ("duplicate sample for timestamp")
+    exporter = Exporter(Fleet(["fake://seed", "fake://seed?flavor=esxi", "fake://seed"]), interval=0)
+    try:
+        text = exporter.render().decode()
+    finally:
+        exporter.stop()
+    series = [line.rpartition(" ")[0] for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(series) == len(set(series))
+    assert [s for s in series if s.startswith("hvballoon_host_up{")] == [
+        'hvballoon_host_up{backend="fake",host="seed",uri="fake://seed"}',
+        'hvballoon_host_up{backend="fake",host="seed",uri="fake://seed?flavor=esxi"}',
+    ]
+
+
 def test_scrapes_share_a_cached_sweep_younger_than_the_interval(serve: Any) -> None:
     exporter, port = serve(["fake://seed"], interval=60)
     first = scrape(port)

@@ -55,6 +55,16 @@ def test_one_hung_and_one_failing_host_do_not_stop_the_others(run: Any) -> None:
     assert r.returncode == out["exit_code"] == 6
 
 
+def test_a_uri_given_twice_is_one_host(run: Any, tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.txt"
+    inventory.write_text("# lab\n\nfake://seed\nfake://seed?flavor=esxi\n  fake://seed  \n")
+    r = run("stats", "fake://seed", "-i", str(inventory), "fake://seed?flavor=esxi", "web01", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [h["uri"] for h in out["hosts"]] == ["fake://seed", "fake://seed?flavor=esxi"]
+    assert [len(h["stats"]) for h in out["hosts"]] == [1, 1]
+
+
 def test_failing_host_in_the_table(run: Any) -> None:
     r = run("stats", DOWN, "fake://seed", "web01")
     assert r.returncode == 6
