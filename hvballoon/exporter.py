@@ -163,7 +163,12 @@ class MetricsEndpoint:
         _require_prometheus()
         from prometheus_client.registry import CollectorRegistry
 
-        self.registry: CollectorRegistry = CollectorRegistry()
+        try:
+            # a collector that sweeps cannot describe its families up front (that would sweep
+            # at start): without this, a scrape filtered with ``?name[]=…`` answered nothing
+            self.registry: CollectorRegistry = CollectorRegistry(support_collectors_without_names=True)
+        except TypeError:  # a prometheus-client without it: unfiltered scrapes still work
+            self.registry = CollectorRegistry()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         #: the warning :meth:`start` logged for a listener beyond loopback, if any
@@ -243,8 +248,34 @@ def _make_server(address: str, port: int, registry: CollectorRegistry) -> WSGISe
             """Scrapes are not logged: Prometheus scrapes every few seconds."""
 
     return make_server(
-        str(sockaddr[0]), port, make_wsgi_app(registry), server_class=Server, handler_class=QuietHandler
+        str(sockaddr[0]),
+        port,
+        _routed(make_wsgi_app(registry)),
+        server_class=Server,
+        handler_class=QuietHandler,
     )
+
+
+#: The paths that answer a scrape; ``/`` too, as prometheus-client's own server does.
+METRICS_PATHS = frozenset({"/metrics", "/"})
+
+
+def _routed(app: Callable[..., Any]) -> Callable[..., Any]:
+    """``app`` (prometheus-client's, which answers every path with a scrape) on
+    :data:`METRICS_PATHS` only: another path is a 404 naming ``/metrics``, so a mistyped
+    ``metrics_path`` fails visibly instead of quietly sweeping every hypervisor."""
+
+    def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO", "") in METRICS_PATHS:
+            return app(environ, start_response)
+        body = b"# HTTP 404 Not Found: the metrics are served on /metrics\n"
+        start_response(
+            "404 Not Found",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    return routed
 
 
 class Exporter(MetricsEndpoint):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import inspect
 import logging
 import re
@@ -163,6 +164,41 @@ def test_scrape_health_with_a_hung_and_a_failing_host(serve: Any) -> None:
     again = scrape(port)
     assert one(again, "hvballoon_host_errors_total", uri=down, code="connection_failed") == 2.0
     assert exporter.sweeps == 2
+
+
+def _get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def test_only_the_metrics_path_answers_a_scrape(serve: Any) -> None:
+    exporter, port = serve(["fake://seed"], interval=0)
+    for path in ("/metrics", "/", "/metrics?x=1"):
+        status, ctype, body = _get(port, path)
+        assert status == 200 and ctype.startswith("text/plain") and b"hvballoon_host_up{" in body, path
+    sweeps = exporter.sweeps
+    for path in ("/metricz", "/favicon.ico", "/metrics/extra", "/" + "a" * 4000):
+        status, _, body = _get(port, path)
+        assert status == 404 and b"/metrics" in body and b"hvballoon_" not in body, path
+    status, _, body = _get(port, "/nope", "HEAD")
+    assert status == 404 and body == b""
+    assert exporter.sweeps == sweeps  # a wrong path never sweeps the hypervisors
+    status, _, _ = _get(port, "/metrics", "POST")
+    assert status == 405
+
+
+def test_a_scrape_filtered_by_name_answers_those_families(serve: Any) -> None:
+    _, port = serve(["fake://seed"])
+    query = "/metrics?name[]=hvballoon_host_up&name[]=hvballoon_vm_current_bytes"
+    status, _, body = _get(port, query)
+    assert status == 200
+    names = {s.name for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert names == {"hvballoon_host_up", "hvballoon_vm_current_bytes"}
 
 
 def test_parse_listen() -> None:
