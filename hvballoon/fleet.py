@@ -18,6 +18,7 @@ For hundreds of hosts the documented path is Ansible (an inventory and ``forks``
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -65,11 +66,14 @@ def split_targets(args: Iterable[str]) -> tuple[list[str], list[str]]:
     return uris, vms
 
 
+_INLINE_COMMENT = re.compile(r"\s#")
+
+
 def read_inventory(path: str | Path) -> list[str]:
     """The URIs listed in an inventory file.
 
-    Either one URI per line (blank lines and ``#`` comments ignored), or a YAML list whose items
-    are URIs or mappings with a ``uri`` key. Passwords never go in it: every host gets
+    Either one URI per line (blank lines and ``#`` comments, whole-line or after a URI,
+    ignored), or a YAML list whose items are URIs or mappings with a ``uri`` key. Passwords never go in it: every host gets
     ``HVBALLOON_PASSWORD`` (use Ansible's inventory and vault for per-host secrets).
     """
     p = Path(path)
@@ -115,7 +119,9 @@ def read_inventory(path: str | Path) -> list[str]:
             uris.append(uri.strip())
     else:
         for line in text.splitlines():
-            line = line.strip()
+            # a comment starts a line or follows a blank, as in YAML (a URI has no blank, and
+            # a '#' inside one is a fragment, refused with its own message)
+            line = _INLINE_COMMENT.split(line, maxsplit=1)[0].strip()
             if line and not line.startswith("#"):
                 uris.append(line)
     if not uris:

@@ -85,6 +85,20 @@ def test_inventory_text_and_yaml(run: Any, tmp_path: Path) -> None:
         assert all(len(h["stats"]) == 1 for h in out["hosts"])
 
 
+def test_a_text_inventory_takes_comments_after_a_uri_as_yaml_does(tmp_path: Path) -> None:
+    text = tmp_path / "hosts.txt"
+    text.write_text(
+        "# lab\nfake://seed   # the KVM one\n\tfake://seed?flavor=esxi\t# ESXi\n  # indented comment\n",
+        encoding="utf-8",
+    )
+    yml = tmp_path / "hosts.yaml"
+    yml.write_text("- fake://seed   # the KVM one\n- fake://seed?flavor=esxi  # ESXi\n", encoding="utf-8")
+    assert read_inventory(text) == read_inventory(yml) == ["fake://seed", "fake://seed?flavor=esxi"]
+    # a '#' inside a URI is still a fragment, refused with its own message when connecting
+    text.write_text("fake://seed#frag\n", encoding="utf-8")
+    assert read_inventory(text) == ["fake://seed#frag"]
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
