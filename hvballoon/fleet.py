@@ -85,10 +85,16 @@ def read_inventory(path: str | Path) -> list[str]:
         raise InvalidRequestError(f"the inventory {str(p)!r} is not UTF-8 text") from None
     import yaml
 
+    broken: str | None = None  # where the YAML parser stopped, if it did
     try:
         data: Any = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
         data = None
+        mark = getattr(exc, "problem_mark", None)
+        # the problem and its place only: the parser's snippet of the file could show a secret
+        broken = getattr(exc, "problem", None) or "not valid YAML"
+        if mark is not None:
+            broken += f" (line {mark.line + 1}, column {mark.column + 1})"
     except RecursionError:
         raise InvalidRequestError(f"the inventory {str(p)!r} is nested too deeply") from None
     if isinstance(data, dict):
@@ -122,6 +128,11 @@ def read_inventory(path: str | Path) -> list[str]:
             # a comment starts a line or follows a blank, as in YAML (a URI has no blank, and
             # a '#' inside one is a fragment, refused with its own message)
             line = _INLINE_COMMENT.split(line, maxsplit=1)[0].strip()
+            if line.startswith("-") and broken is not None:
+                # a YAML list the parser refused: its items are no URIs
+                raise InvalidRequestError(
+                    f"the inventory {str(p)!r} is a YAML list that cannot be read: {broken}"
+                )
             if line and not line.startswith("#"):
                 uris.append(line)
     if not uris:

@@ -109,6 +109,11 @@ def test_a_text_inventory_takes_comments_after_a_uri_as_yaml_does(tmp_path: Path
         (b"- host: lab1\n  password: hunter2\n", "a mapping with keys host, password"),
         (b"- [fake://seed]\n", "expected a URI"),
         (b"# only a comment\n", "lists no URI"),
+        pytest.param(
+            b"- fake://seed\n- fake://u@h?password=hunter2\t# tab\n",
+            "a YAML list that cannot be read: found character '\\t' that cannot start any token (line 2",
+            id="broken-yaml-list",
+        ),
     ],
 )
 def test_a_malformed_inventory_is_refused_clearly_without_echoing_secrets(
