@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hvballoon.errors import Hint, InvalidURIError
 
-__all__ = ["ParsedURI", "parse_uri", "redact_uri"]
+__all__ = ["ParsedURI", "parse_uri", "redact_uri", "uri_secrets"]
 
 _SECRET_KEYS = {"password", "passwd", "pass", "secret", "token", "pwd"}
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")
@@ -125,3 +125,35 @@ def redact_uri(uri: str) -> str:
         if colon:
             uri = f"{head}{sep}{user}:***@{rest[at + 1 :]}"
     return _QUERY_SECRET_RE.sub(lambda mm: f"{mm.group('k')}=***", uri)
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The secrets written in ``uri`` — what :func:`redact_uri` hides — as written and
+    percent-decoded, for a caller that must mask them elsewhere (an Ansible module's echo of
+    its arguments).
+
+    >>> uri_secrets("esxi://root:hunter%32@h1?token=abc&a=1")
+    ['hunter%32', 'hunter2', 'abc']
+    """
+    found: list[str] = []
+    _, sep, rest = uri.partition("://")
+    if not sep:
+        rest = uri
+    at = rest.rfind("@")
+    if at != -1:
+        _, colon, password = rest[:at].partition(":")
+        if colon:
+            found.append(password)
+    for m in _QUERY_SECRET_VALUE_RE.finditer(uri):
+        found.append(m.group("v"))
+    out: list[str] = []
+    for value in found:
+        for form in (value, unquote(value)):
+            if form and form not in out:
+                out.append(form)
+    return out
+
+
+_QUERY_SECRET_VALUE_RE = re.compile(
+    r"[?&](?:" + "|".join(sorted(_SECRET_KEYS)) + r")=(?P<v>[^&#]*)", re.IGNORECASE
+)

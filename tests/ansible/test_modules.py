@@ -133,3 +133,24 @@ def test_memory_info_refuses_an_empty_vm_name_as_the_changing_modules_do(
 def test_memory_info_without_vm_or_vms_still_reads_every_vm(esxi: str) -> None:
     r = run_module("memory_info", {"uri": esxi, "gather": ["config"]}, check_mode=False)
     assert not r.get("failed") and len(r["vms"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("target", {"vm": "web01", "size": "12GiB"}),
+        ("target", {"vm": "web01", "size": "twelve"}),  # refused before connecting
+        ("config", {"vm": "web01", "limit": "8GiB"}),
+        ("memory_info", {}),
+    ],
+)
+def test_a_password_in_the_uri_is_masked_in_the_whole_result(module: str, args: dict[str, Any]) -> None:
+    uri = "fake://admin:Hunt%65r2pw@seed?flavor=esxi&token=Tok3nValue"
+    r = run_module(module, {"uri": uri, **args}, False)
+    assert r["failed"] and r.get("changed") is not True
+    shown = repr(r)
+    for secret in ("Hunt%65r2pw", "Hunter2pw", "Tok3nValue"):
+        assert secret not in shown, (secret, r)
+    # the rest of the URI stays readable, in the task's echo of its arguments too
+    assert r["invocation"]["module_args"]["uri"].startswith("fake://admin:")
+    assert "flavor=esxi" in r["invocation"]["module_args"]["uri"]

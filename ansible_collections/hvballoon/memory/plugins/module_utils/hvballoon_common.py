@@ -12,6 +12,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 try:
     import hvballoon
+    from hvballoon._uri import uri_secrets
     from hvballoon.errors import BackendUnavailableError, HVBalloonError, InvalidRequestError
     from hvballoon.units import format_size
 except ImportError:
@@ -37,6 +38,18 @@ def vms_argument_spec():
     """``vm`` (alias ``name``, as community.vmware and community.libvirt call it) / ``vms``
     (the ``connection.VMS`` doc fragment)."""
     return dict(vm=dict(type="str", aliases=["name"]), vms=dict(type="list", elements="str"))
+
+
+def hide_uri_secrets(module):
+    """Mask a password written in O(uri) (refused when connecting, but echoed until then) in
+    everything the task returns, its ``invocation`` included, as Ansible masks C(no_log)
+    options. Without the SDK to find it, a URI with user information or a query is masked whole."""
+    uri = module.params.get("uri")
+    if not isinstance(uri, str) or not uri:
+        return
+    masked_whole = [uri] if ("@" in uri or "?" in uri) else []
+    for secret in uri_secrets(uri) if HAS_HVBALLOON else masked_whole:
+        module.no_log_values.add(secret)
 
 
 def require_sdk(module):

@@ -263,6 +263,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connection_argument_spec,
     exit_bulk,
     fail_error,
+    hide_uri_secrets,
     require_sdk,
     required_vms,
     set_configs,
@@ -304,6 +305,7 @@ def main():
         required_one_of=[("vm", "vms"), tuple(FIELDS)],
         supports_check_mode=True,
     )
+    hide_uri_secrets(module)
     require_sdk(module)
     fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
     result = dict(changed=False, changes=[], results=[])

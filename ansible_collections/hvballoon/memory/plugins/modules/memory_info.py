@@ -172,6 +172,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connect,
     connection_argument_spec,
     fail_error,
+    hide_uri_secrets,
     require_sdk,
     selected_vms,
     vms_argument_spec,
@@ -207,6 +208,7 @@ def main():
         mutually_exclusive=[("vm", "vms")],
         supports_check_mode=True,
     )
+    hide_uri_secrets(module)
     require_sdk(module)
     gather = set(module.params["gather"])
     hv = connect(module)

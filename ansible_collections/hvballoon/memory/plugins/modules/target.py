@@ -230,6 +230,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connection_argument_spec,
     exit_bulk,
     fail_error,
+    hide_uri_secrets,
     require_sdk,
     required_vms,
     vms_argument_spec,
@@ -256,6 +257,7 @@ def main():
         required_one_of=[("vm", "vms")],
         supports_check_mode=True,
     )
+    hide_uri_secrets(module)
     require_sdk(module)
     p = module.params
     result = dict(changed=False, changes=[], results=[])
