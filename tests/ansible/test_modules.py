@@ -154,3 +154,38 @@ def test_a_password_in_the_uri_is_masked_in_the_whole_result(module: str, args: 
     # the rest of the URI stays readable, in the task's echo of its arguments too
     assert r["invocation"]["module_args"]["uri"].startswith("fake://admin:")
     assert "flavor=esxi" in r["invocation"]["module_args"]["uri"]
+
+
+@pytest.mark.parametrize(
+    ("names", "got"),
+    [
+        (
+            {"vm": ["web01"]},
+            "vm must name VMs by name or id (strings), got a list; name several VMs with vms",
+        ),
+        ({"name": {"id": "web01"}}, "vm must name VMs by name or id (strings), got a dict"),
+        ({"vms": ["web01", ["web02"]]}, "vms must name VMs by name or id (strings), got a list"),
+        ({"vms": [{"name": "hunter2"}]}, "vms must name VMs by name or id (strings), got a dict"),
+        ({"vm": True}, "got a bool"),
+        ({"vm": 1.5}, "got a float"),
+    ],
+)
+def test_a_vm_that_is_no_name_is_refused_by_type_not_looked_up(
+    esxi: str, names: dict[str, Any], got: str
+) -> None:
+    for module, extra in (
+        ("memory_info", {}),
+        ("target", {"size": "8GiB"}),
+        ("config", {"reservation": "1GiB"}),
+    ):
+        r = run_module(module, {"uri": esxi, **names, **extra}, check_mode=False)
+        assert r["failed"] and r["code"] == "invalid_request" and r["changed"] is False, r
+        assert got in r["msg"] and "hunter2" not in r["msg"], r["msg"]
+    assert _reservations(esxi, "web01", "web02") == {"web01": 0, "web02": 0}
+
+
+def test_a_vm_name_yaml_read_as_a_number_is_still_a_name(esxi: str) -> None:
+    r = run_module("target", {"uri": esxi, "vm": 5, "size": "8GiB"}, check_mode=False)
+    assert r["failed"] and r["code"] == "vm_not_found" and "'5'" in r["msg"]
+    r = run_module("memory_info", {"uri": esxi, "vms": ["web01", "web02"]}, check_mode=False)
+    assert not r.get("failed") and [v["name"] for v in r["vms"]] == ["web01", "web02"]

@@ -57,14 +57,15 @@ options:
       - One VM, by name or id. Mutually exclusive with O(vms).
       - O(name) is an alias, as community.vmware and community.libvirt name this option.
       - An empty name (a template that rendered empty, say) fails the task with code
-        V(invalid_request); it never means every VM.
-    type: str
+        V(invalid_request); it never means every VM. So does a list or a mapping (use O(vms)
+        for several VMs).
+    type: raw
     aliases: [name]
   vms:
     description:
       - Several VMs, by name or id. Mutually exclusive with O(vm).
       - An empty list, or an empty name in it, fails the task with code V(invalid_request); it
-        never means every VM.
+        never means every VM. So does an item that is a list or a mapping.
     type: list
-    elements: str
+    elements: raw
 """

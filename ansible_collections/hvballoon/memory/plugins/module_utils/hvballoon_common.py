@@ -37,7 +37,9 @@ def connection_argument_spec():
 def vms_argument_spec():
     """``vm`` (alias ``name``, as community.vmware and community.libvirt call it) / ``vms``
     (the ``connection.VMS`` doc fragment)."""
-    return dict(vm=dict(type="str", aliases=["name"]), vms=dict(type="list", elements="str"))
+    # raw, not str: Ansible would turn a list or a mapping given by mistake (a template that
+    # rendered a list) into its Python text, then looked up as a VM name; selected_vms refuses it
+    return dict(vm=dict(type="raw", aliases=["name"]), vms=dict(type="list", elements="raw"))
 
 
 def hide_uri_secrets(module):
@@ -110,10 +112,29 @@ def selected_vms(module):
     vm, vms = module.params.get("vm"), module.params.get("vms")
     if vm is None and vms is None:
         return None
+    option = "vm" if vm is not None else "vms"
     refs = [vm] if vm is not None else list(vms)
-    if not refs or not all(isinstance(r, str) and r for r in refs):
+    if not refs or any(r is None or r == "" for r in refs):
         _refuse_empty(module)
-    return refs
+    return [_vm_ref(module, option, r) for r in refs]
+
+
+def _vm_ref(module, option, ref):
+    """A VM name or id as text: a string, or a whole number (a name YAML read as one). Anything
+    else fails the task, by its type only (a mapping's values are never echoed)."""
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return str(ref)
+    hint = "; name several VMs with vms: [a, b]" if option == "vm" and isinstance(ref, list) else ""
+    fail_error(
+        module,
+        InvalidRequestError(
+            f"{option} must name VMs by name or id (strings), got a {type(ref).__name__}{hint}"
+        ),
+        changed=False,
+    )
+    return None  # not reached: fail_json exits
 
 
 def required_vms(module):
