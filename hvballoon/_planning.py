@@ -16,7 +16,7 @@ from hvballoon.errors import (
     TargetAboveMaximumError,
     TargetBelowFloorError,
 )
-from hvballoon.kinds import check_settable
+from hvballoon.kinds import Kind, check_settable
 from hvballoon.models import (
     VM,
     Change,
@@ -57,11 +57,10 @@ class _TargetPlanning(_SessionCore):
                     if shown_target.endswith(")")
                     else f"{shown_target} ({note})"
                 )
-            kind = self._backend.kind
-            ceiling = kind.ceiling_name if kind is not None else "the VM's maximum"
-            note = f": {kind.ceiling_note}" if kind is not None and kind.ceiling_note else ""
+            kind = self._backend.kind or Kind
+            note = f": {kind.ceiling_note}" if kind.ceiling_note else ""
             raise TargetAboveMaximumError(
-                f"target {shown_target} is above {ceiling} {shown_max}{note}",
+                f"target {shown_target} is above {kind.ceiling_name} {shown_max}{note}",
                 vm=vm.name,
                 backend=self.backend_name,
                 uri=self.uri,

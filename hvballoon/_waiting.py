@@ -4,6 +4,7 @@ goal, stalls or times out; and the warning for a target the backend cannot obser
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from hvballoon.models import (
     PowerState,
 )
 from hvballoon.units import format_sizes
+
+log = logging.getLogger("hvballoon")
 
 
 @contextmanager
@@ -60,6 +63,15 @@ def idle(vm: VM) -> bool:
 
 class _Waiting(_SessionCore):
     """Waits for VMs' memory to reach their targets."""
+
+    def _not_waited(self, msg: str, vm: VM, mechanism: str) -> None:
+        """Say, as a log line and a :class:`~hvballoon.errors.TargetNotObservableWarning` pointing
+        at the caller's caller, why ``wait_for_target`` returns without waiting."""
+        log.info(msg)
+        warnings.warn(
+            TargetNotObservableWarning(msg, vm=vm.name, backend=self.backend_name, mechanism=mechanism),
+            stacklevel=3,
+        )
 
     def _not_running(self, vm: VM) -> str:
         return (

@@ -34,7 +34,6 @@ from hvballoon.errors import (
     HVBalloonError,
     InvalidRequestError,
     InvalidStateError,
-    TargetNotObservableWarning,
     UnsupportedOperationError,
     VMNotFoundError,
 )
@@ -526,14 +525,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         if not caps.target_observable:
-            msg = self._unobservable(target_vm, caps)
-            log.info(msg)
-            warnings.warn(
-                TargetNotObservableWarning(
-                    msg, vm=target_vm.name, backend=self.backend_name, mechanism=caps.mechanism.value
-                ),
-                stacklevel=2,
-            )
+            self._not_waited(self._unobservable(target_vm, caps), target_vm, caps.mechanism.value)
             return self._wait_stats(target_vm)
         if target is not None:
             goal = align(parse_size(target, what="target"), caps.alignment_bytes, "up")
@@ -560,12 +552,5 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         if isinstance(outcome, HVBalloonError):
             raise outcome
         if idle(outcome.vm):  # off, paused or saved: its memory moves only once it runs
-            msg = self._not_running(outcome.vm)
-            log.info(msg)
-            warnings.warn(
-                TargetNotObservableWarning(
-                    msg, vm=outcome.vm.name, backend=self.backend_name, mechanism=outcome.mechanism.value
-                ),
-                stacklevel=2,
-            )
+            self._not_waited(self._not_running(outcome.vm), outcome.vm, outcome.mechanism.value)
         return outcome
