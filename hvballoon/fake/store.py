@@ -2,9 +2,10 @@
 (``fake://seed?state=/path/world.db``).
 
 :func:`world_to_bytes` writes a JSON header (the scenario, flavour, clock, configurations,
-events, faults, the random generator) and the state's arrays with numpy (no pickle);
-:func:`world_from_bytes` reads it back — also what versions before the state had named fields
-wrote.
+events, faults, the random generator, and the type and shape of each of the state's arrays),
+then the arrays' bytes, packed (no pickle); :func:`world_from_bytes` reads it back — also what
+earlier versions wrote (the arrays in a numpy ``.npz`` archive, and before the state had named
+fields, under short names).
 
 Every operation of the fake backend runs in one ``BEGIN IMMEDIATE`` transaction: load the
 world, act, save it — so separate CLI invocations and parallel Ansible forks see one consistent
@@ -49,8 +50,11 @@ from hvballoon.fake.world import World
 
 __all__ = ["LEGACY_STATE_NAMES", "WorldStore", "world_from_bytes", "world_to_bytes"]
 
-#: The bytes' layout: 2 since the state has named fields (1: the arrays by short names).
-FORMAT = 2
+#: The bytes' layout: 3 since the arrays are packed after the header, described in it (2: the
+#: same arrays in a numpy ``.npz`` archive; 1: the arrays by short names).
+FORMAT = 3
+#: The kinds of array a world holds (bool, integers, floats): nothing else is read back.
+_ARRAY_KINDS = frozenset("biuf")
 #: The name each state array had in format 1 (an array added since is not there: a world
 #: loaded from format 1 keeps it as its configuration sets it).
 LEGACY_STATE_NAMES: dict[str, str] = {
@@ -113,7 +117,8 @@ LEGACY_STATE_NAMES: dict[str, str] = {
 
 
 def world_to_bytes(world: World) -> bytes:
-    """The whole world as bytes (JSON header + numpy arrays, no pickle)."""
+    """The whole world as bytes: a JSON header describing the state's arrays, then their bytes
+    one after the other (no pickle)."""
     import numpy as np
 
     with world.lock:
@@ -136,21 +141,49 @@ def world_to_bytes(world: World) -> bytes:
             "next_rebalance": world._next_rebalance,
             "version": world.version,
         }
-        buf = io.BytesIO()
         arrays = {f"state.{k}": v for k, v in world.state.arrays().items()}
         arrays.update({f"walk.{i}": b.walk for i, b in enumerate(world.workloads)})
         if world._steered is not None:
             # the periodic hypervisor's decision in force (ESXi, Hyper-V)
             arrays["rebalance.goal"], arrays["rebalance.low"] = world._steered
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        header["arrays"] = [[key, a.dtype.str, list(a.shape)] for key, a in arrays.items()]
         head = json.dumps(header, separators=(",", ":")).encode()
-        return len(head).to_bytes(8, "big") + head + buf.getvalue()
+        body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
+        return len(head).to_bytes(8, "big") + head + body
+
+
+def _packed_arrays(header: dict[str, Any], body: memoryview) -> dict[str, Any]:
+    """The arrays format 3 packs after its header, each a copy; a description that does not
+    fit the bytes (a damaged or edited blob) is a ``ValueError``."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    offset = 0
+    for key, dtype_str, shape in header["arrays"]:
+        dtype = np.dtype(dtype_str)
+        if dtype.kind not in _ARRAY_KINDS or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError(f"array {key!r}: {dtype_str} {shape} is not an array a world holds")
+        count = int(np.prod(shape, dtype=np.int64))
+        size = count * dtype.itemsize
+        if offset + size > len(body):
+            raise ValueError(f"array {key!r} runs past the end of the data")
+        arrays[key] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+        offset += size
+    if offset != len(body):
+        raise ValueError("data left over after the last array")
+    return arrays
+
+
+def _archived_arrays(data: bytes) -> dict[str, Any]:
+    """The arrays formats 1 and 2 wrote in a numpy ``.npz`` archive, each a copy."""
+    import numpy as np
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {key: npz[key].copy() for key in npz.files}
 
 
 def world_from_bytes(data: bytes) -> World:
     """The world :func:`world_to_bytes` wrote."""
-    import numpy as np
-
     size = int.from_bytes(data[:8], "big")
     header = json.loads(data[8 : 8 + size])
     scenario = Scenario.model_validate(header["scenario"])
@@ -158,20 +191,21 @@ def world_from_bytes(data: bytes) -> World:
         scenario, flavor=header["flavor"], seed=header["seed"], clock=header["clock"], speed=header["speed"]
     )
     legacy = header.get("format", 1) == 1
+    body = data[8 + size :]
+    arrays = _packed_arrays(header, memoryview(body)) if header.get("format") == 3 else _archived_arrays(body)
     missing = []
-    with np.load(io.BytesIO(data[8 + size :]), allow_pickle=False) as npz:
-        for name in w.state.names():
-            if legacy and name not in LEGACY_STATE_NAMES:
-                continue
-            key = f"a_{LEGACY_STATE_NAMES[name]}" if legacy else f"state.{name}"
-            if key not in npz.files:
-                missing.append(name)  # an array added since: as the configuration sets it (below)
-                continue
-            setattr(w.state, name, npz[key].copy())
-        for i, b in enumerate(w.workloads):
-            b.walk = npz[f"walk_{i}" if legacy else f"walk.{i}"].copy()
-        if "rebalance.goal" in npz.files:
-            w._steered = (npz["rebalance.goal"].copy(), npz["rebalance.low"].copy())
+    for name in w.state.names():
+        if legacy and name not in LEGACY_STATE_NAMES:
+            continue
+        key = f"a_{LEGACY_STATE_NAMES[name]}" if legacy else f"state.{name}"
+        if key not in arrays:
+            missing.append(name)  # an array added since: as the configuration sets it (below)
+            continue
+        setattr(w.state, name, arrays[key])
+    for i, b in enumerate(w.workloads):
+        b.walk = arrays[f"walk_{i}" if legacy else f"walk.{i}"]
+    if "rebalance.goal" in arrays:
+        w._steered = (arrays["rebalance.goal"], arrays["rebalance.low"])
     w.now = float(header["now"])
     origin = header["wall_origin"]
     w.wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import hvballoon
+from hvballoon.errors import InvalidRequestError
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import load_scenario
 from hvballoon.fake.store import WorldStore, world_from_bytes, world_to_bytes
@@ -75,6 +79,66 @@ def test_a_world_saved_before_the_state_had_named_fields_still_loads() -> None:
         assert old.faults.to_data() == w.faults.to_data() and old.version == w.version
         old.advance(600)
         w.advance(600)
+
+
+def test_a_world_saved_with_its_arrays_in_an_archive_still_loads() -> None:
+    """data/world-format2.bin was written by the second persisted format (the arrays in a numpy
+    ``.npz`` archive): the recipe above, saved at 30 minutes. It loads as the same world, goes on
+    the same, and is saved again in today's format."""
+    old = world_from_bytes((Path(__file__).with_name("data") / "world-format2.bin").read_bytes())
+    w = World(load_scenario("seed-spike"), flavor="esxi", seed=3)
+    w.faults.add(op="get_stats", kind="timeout", count=2)
+    w.advance(1800)
+    w.set_config(w.guest("web01").id, ConfigUpdate(limit_bytes=4 * GiB))
+    assert world_to_bytes(old) == world_to_bytes(w)
+    old.advance(3700)
+    w.advance(3700)
+    assert world_to_bytes(old) == world_to_bytes(w)
+
+
+def _edited(blob: bytes, edit: Callable[[dict[str, Any]], None], tail: bytes = b"") -> bytes:
+    """``blob`` with its JSON header changed by ``edit`` and ``tail`` appended."""
+    size = int.from_bytes(blob[:8], "big")
+    header = json.loads(blob[8 : 8 + size])
+    edit(header)
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(8, "big") + head + blob[8 + size :] + tail
+
+
+def _first_array(header: dict[str, Any], field: int, value: Any) -> None:
+    header["arrays"][0][field] = value
+
+
+@pytest.mark.parametrize(
+    ("edit", "tail", "why"),
+    [
+        (lambda h: _first_array(h, 1, "|O"), b"", "is not an array a world holds"),
+        (lambda h: _first_array(h, 1, "<U8"), b"", "is not an array a world holds"),
+        (lambda h: _first_array(h, 2, [-1]), b"", "is not an array a world holds"),
+        (lambda h: _first_array(h, 2, [10**9]), b"", "runs past the end"),
+        (lambda h: None, b"\0" * 8, "left over"),
+        (lambda h: h["arrays"].pop(), b"", "left over"),
+    ],
+    ids=["object", "text", "negative-shape", "too-long", "trailing-bytes", "undescribed-array"],
+)
+def test_a_damaged_world_is_refused_by_name_and_leaves_the_file_alone(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], tail: bytes, why: str
+) -> None:
+    blob = world_to_bytes(World(load_scenario("seed")))
+    with pytest.raises(ValueError, match=why):
+        world_from_bytes(_edited(blob, edit, tail))
+    path = tmp_path / "w.db"
+    WorldStore(path, lambda: World(load_scenario("seed"))).close()
+    damaged = _edited(blob, edit, tail)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE world SET data = ? WHERE id = 1", (damaged,))
+    conn.close()
+    with pytest.raises(InvalidRequestError, match=r"cannot be read .*delete the file or name another"):
+        with hvballoon.connect(f"fake://seed?state={path}") as hv:
+            hv.get_stats()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT data FROM world").fetchone()[0] == damaged
+    conn.close()
 
 
 WORKER = textwrap.dedent(
