@@ -3,8 +3,9 @@
 The one place where "what the running VMs of a host add up to" is computed, so every backend
 (and the default of :meth:`Backend.get_host_stats <hvballoon.backend.Backend.get_host_stats>`)
 sums the same way: over the VMs whose power state is ``running``, and ``None`` as soon as one
-running VM's figure is unknown (an undercount shown as a fact would mislead). The host figures
-themselves come from the backend.
+running VM's figure is unknown, or one VM's power state is (it may be running: an undercount
+shown as a fact would mislead — a host vCenter lost touch with would show no VM running). The
+host figures themselves come from the backend.
 
 >>> from datetime import datetime, timezone
 >>> from hvballoon.models import VM, Mechanism, MemoryStats, PowerState
@@ -61,7 +62,8 @@ def host_stats(
     collected_at: datetime | None = None,
     **figures: Any,
 ) -> HostStats:
-    """One host's :class:`HostStats`: its own ``figures`` plus the sums over its running ``vms``.
+    """One host's :class:`HostStats`: its own ``figures`` plus the sums over its running ``vms``
+    (``None`` while one of ``vms`` is of unknown power state).
 
     ``figures`` are HostStats fields the backend read from the host (``physical_bytes``,
     ``free_bytes``, ``swap_used_bytes``, ``extra`` …); with the physical memory known, the one of
@@ -72,13 +74,15 @@ def host_stats(
     if clash:
         raise TypeError(f"{', '.join(sorted(clash))} are sums over the VMs, not host figures")
     vms = list(vms)
-    data: dict[str, Any] = {
-        "vms_running": len(_running(vms)),
-        "vm_configured_bytes": sum_running(vms, "configured_bytes"),
-        "vm_current_bytes": sum_running(vms, "current_bytes"),
-        "ballooned_bytes": sum_running(vms, "ballooned_bytes"),
-        **figures,
-    }
+    data: dict[str, Any] = dict.fromkeys(VM_TOTAL_FIELDS)  # unknown while a VM may be running
+    if not any(s.vm.power_state is PowerState.UNKNOWN for s in vms):
+        data = {
+            "vms_running": len(_running(vms)),
+            "vm_configured_bytes": sum_running(vms, "configured_bytes"),
+            "vm_current_bytes": sum_running(vms, "current_bytes"),
+            "ballooned_bytes": sum_running(vms, "ballooned_bytes"),
+        }
+    data.update(figures)
     _split_physical(data)
     if collected_at is None:
         collected_at = max((s.collected_at for s in vms), default=None) or datetime.now(timezone.utc)

@@ -677,7 +677,7 @@ class HostStats(_Frozen):
     Host figures come from the hypervisor (``None`` where it cannot know them); the ``vm_*``
     figures, ``ballooned_bytes`` and ``vms_running`` are sums over the host's *running* VMs, taken
     from the same sweep ``get_stats()`` returns (a sum is ``None`` when a running VM's figure is
-    unknown). ``used_bytes + free_bytes == physical_bytes`` whenever all three are known.
+    unknown, and all are while a VM's power state is unknown: it may be running). ``used_bytes + free_bytes == physical_bytes`` whenever all three are known.
     ``overcommit_ratio`` is derived: configured memory of the running VMs ÷ physical memory.
 
     >>> from datetime import datetime, timezone

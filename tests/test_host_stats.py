@@ -106,6 +106,19 @@ def test_sums_cover_running_vms_and_unknown_stays_unknown() -> None:
         host_stats(stats, host="h1", backend="mine", ballooned_bytes=1)
 
 
+def test_a_vm_of_unknown_power_state_makes_the_running_sums_unknown() -> None:
+    """It may be running: counting it as stopped would show an undercount (a host vCenter lost
+    touch with: "0 VMs running") as a fact. The host's own figures stay."""
+    stats = [vm_stats("a"), vm_stats("lost", state=PowerState.UNKNOWN)]
+    hs = host_stats(stats, host="h1", backend="mine", physical_bytes=24 * GiB, free_bytes=2 * GiB)
+    sums = (hs.vms_running, hs.vm_configured_bytes, hs.vm_current_bytes, hs.ballooned_bytes)
+    assert sums == (None, None, None, None) and hs.overcommit_ratio is None
+    assert (hs.physical_bytes, hs.free_bytes, hs.used_bytes) == (24 * GiB, 2 * GiB, 22 * GiB)
+    # on another host of the same sweep, the sums are known
+    h1, h2 = from_sweep([*stats, vm_stats("b", host="h2")], backend="mine")
+    assert h1.vms_running is None and (h2.vms_running, h2.vm_configured_bytes) == (1, 16 * GiB)
+
+
 def test_from_sweep_groups_by_host_and_keeps_hosts_without_vms() -> None:
     stats = [vm_stats("a", "h1"), vm_stats("b", "h2"), vm_stats("c", None)]
     assert {k: [s.vm.name for s in v] for k, v in split_by_host(stats, "dflt").items()} == {
