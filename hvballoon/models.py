@@ -646,6 +646,11 @@ class Capabilities(_Frozen):
         "what a controller changed can be found without its journal.",
     )
     notes: tuple[str, ...] = ()
+    frozen_reason: str | None = Field(
+        default=None,
+        description="Why nothing of this VM can change (an ESXi template), and what to do about it: "
+        "every refusal of a change to it says so.",
+    )
 
     def can_set(self, name: str, *, running: bool) -> bool:
         """Whether ``name`` ("target" or a config field) can be set in this power state."""

@@ -307,3 +307,24 @@ def test_a_target_above_the_ceiling_names_what_the_ceiling_is(flavor: str, named
         with pytest.raises(hvballoon.TargetAboveMaximumError) as info:
             hv.set_target("web01", "100TiB", force=True)
     assert named in info.value.message
+
+
+def test_a_frozen_vm_is_refused_with_its_reason() -> None:
+    """A VM nothing of which can change (an ESXi template) is refused with why and what to do,
+    not with a list of what is settable (nothing)."""
+    from hvballoon.errors import UnsupportedOperationError
+    from hvballoon.kinds import check_settable
+
+    vm, _cfg = _esxi_config()
+    caps = ESXI.capabilities(backend="esxi").model_copy(
+        update={
+            "set_live": frozenset(),
+            "set_offline": frozenset(),
+            "frozen_reason": "it is a template; convert it",
+        }
+    )
+    for names in (["target"], ["limit_bytes", "reservation_bytes"]):
+        with pytest.raises(UnsupportedOperationError) as info:
+            check_settable(caps, names, vm)
+        assert info.value.message.endswith("of 'db01': it is a template; convert it")
+        assert info.value.details["rule"] == "not_supported" and "settable" not in info.value.message

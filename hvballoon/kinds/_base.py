@@ -74,7 +74,16 @@ def check_settable(
     (rule ``only_when_off``, or the kind's own id from ``offline_rules``).
     """
     off = is_off(vm)
-    for name in sorted(names):
+    names = sorted(names)
+    if caps.frozen_reason is not None and names:
+        name = names[0]
+        what = "set a target" if name == "target" else f"change {name}"
+        raise UnsupportedOperationError(
+            f"cannot {what} of {vm.name!r}: {caps.frozen_reason}",
+            vm=vm.name,
+            details={"rule": "not_supported", "field": name, "reason": caps.frozen_reason},
+        )
+    for name in names:
         if caps.can_set(name, running=not off):
             continue
         what = "set a target" if name == "target" else f"change {name}"

@@ -74,6 +74,9 @@ TEMPLATE_CAPABILITIES = CAPABILITIES.model_copy(
         "set_live": frozenset(),
         "set_offline": frozenset(),
         "notes": (*CAPABILITIES.notes, "a template: its memory cannot change until it is converted to a VM"),
+        "frozen_reason": "it is a template, and vSphere changes nothing of a template but its name and "
+        "annotation; convert it to a virtual machine first (vSphere Client: Convert to Virtual Machine; "
+        "API: MarkAsVirtualMachine), then change its memory",
     }
 )
 

@@ -157,8 +157,13 @@ def test_a_template_is_read_but_never_changed(named_peer: VcsimServer, fast_swee
             with pytest.raises(UnsupportedOperationError) as err:
                 attempt()
             assert err.value.details["rule"] == "not_supported"
+            # it says why (a template) and what to do, not "settable live: nothing"
+            assert "'golden': it is a template" in err.value.message
+            assert "convert it to a virtual machine" in err.value.message
+            assert "settable live" not in err.value.message
         bulk = hv.set_targets({"golden": "8GiB"})
         assert isinstance(bulk["golden"], UnsupportedOperationError)
+        assert "template" in bulk["golden"].message
         assert "ReconfigVM_Task" not in named_peer.counts()
     assert named_peer.vm("golden")["memoryAllocation"]["limit"] == -1
 
