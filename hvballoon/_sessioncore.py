@@ -234,13 +234,31 @@ class _SessionCore:
                     kept.append(i)
             return kept
 
+        def bulk(vms: list[VM]) -> tuple[list[R], dict[str, HVBalloonError]]:
+            """``fetch(vms)``; a refusal that names one of several VMs (one the account may not
+            read) is that VM's own: the others are read again without it."""
+            errors: dict[str, HVBalloonError] = {}
+            while True:
+                try:
+                    rows: list[R] = self._call(what, lambda vms=vms: fetch(vms), retry=retry)
+                except VMNotFoundError:
+                    raise
+                except HVBalloonError as exc:
+                    named = [vm for vm in vms if exc.vm is not None and vm.name == exc.vm]
+                    if len(vms) < 2 or len(named) != 1:
+                        raise
+                    errors[named[0].id] = exc
+                    vms = [vm for vm in vms if vm is not named[0]]
+                    continue
+                return rows, errors
+
         for attempt in range(3):
             if not pending:
                 break
             vms = list({r.vm.id: r.vm for r in (cast(_Resolved, resolved[i]) for i in pending)}.values())
             errors: dict[str, HVBalloonError] = {}
             try:
-                rows: list[R] = self._call(what, lambda vms=vms: fetch(vms), retry=retry)
+                rows, errors = bulk(vms)
             except VMNotFoundError as exc:
                 if attempt == 0:
                     pending = again(pending, exc)

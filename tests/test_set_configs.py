@@ -10,7 +10,7 @@ import pytest
 import hvballoon
 from hvballoon import fake
 from hvballoon.errors import InvalidRequestError, PartialChangeError, VMNotFoundError
-from tests.support.calls import counted
+from tests.support.calls import counted, deny_reading
 
 GiB = 2**30
 ESXI = "fake://seed?flavor=esxi"
@@ -156,3 +156,28 @@ def test_a_closed_session_refuses() -> None:
     hv.close()
     with pytest.raises(hvballoon.InvalidStateError):
         hv.set_configs({"web01": {"buffer_percent": 30}})
+
+
+@pytest.mark.parametrize("skip_invalid", [False, True])
+def test_one_vm_that_cannot_be_read_is_its_own_refusal(skip_invalid: bool) -> None:
+    """A VM the account may not read fails alone: the others are read (in one more bulk read),
+    held back unless ``skip_invalid``, and changed with it."""
+    from hvballoon.errors import PermissionDeniedError
+
+    with hvballoon.connect(ESXI) as hv:
+        names = ("web01", "web02", "web03")
+        reads = deny_reading(hv, "web02", "get_configs")
+        res = hv.set_configs({n: {"reservation": "2GiB"} for n in names}, skip_invalid=skip_invalid)
+        assert isinstance(res["web02"], PermissionDeniedError) and res["web02"].vm == "web02"
+        assert reads == [list(names), ["web01", "web03"]]
+        if skip_invalid:
+            assert res.applied and sorted(res.made) == ["web01", "web03"]
+        else:
+            assert not res.applied and res.made == frozenset()
+            for n in ("web01", "web03"):
+                change = res[n]
+                assert not isinstance(change, Exception) and change.dry_run
+                assert any("1 of 3 VMs were refused (web02)" in w for w in change.warnings)
+        hv.backend.__dict__.pop("get_configs")
+        after = 2 * GiB if skip_invalid else 0
+        assert _reservations(hv, "web01", "web03") == {"web01": after, "web03": after}

@@ -27,7 +27,7 @@ from hvballoon.fake.world import World
 from hvballoon.models import Change, PowerState
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
-from tests.support.calls import counted
+from tests.support.calls import counted, deny_reading
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -318,3 +318,25 @@ def test_name_cache_expiry(hv: hvballoon.Hypervisor) -> None:
     assert calls["lookup_vms"] == 2
     with pytest.raises(InvalidRequestError):
         hv.name_cache_seconds = -1
+
+
+@pytest.mark.parametrize("skip_invalid", [False, True])
+def test_one_vm_that_cannot_be_read_is_its_own_refusal(skip_invalid: bool) -> None:
+    """A VM the account may not read (ESXi: its allocation in the answer's missingSet) is that
+    VM's refusal: the others are read in one more bulk read, held back unless ``skip_invalid``."""
+    with hvballoon.connect("fake://seed?flavor=esxi") as hv:
+        names = ("web01", "web02", "web03")
+        before = {s.vm.name: s.target_bytes for s in hv.get_stats(list(names))}
+        reads = deny_reading(hv, "web02", "get_stats_and_configs")
+        res = hv.set_targets({n: "12GiB" for n in names}, skip_invalid=skip_invalid)
+        assert isinstance(res["web02"], PermissionDeniedError) and res["web02"].vm == "web02"
+        assert reads == [list(names), ["web01", "web03"]]
+        assert res.applied is skip_invalid
+        assert sorted(res.made) == (["web01", "web03"] if skip_invalid else [])
+        for n in ("web01", "web03"):
+            change = res[n]
+            assert isinstance(change, Change) and change.dry_run is not skip_invalid
+        after = {s.vm.name: s.target_bytes for s in hv.get_stats(list(names))}
+        assert after["web02"] == before["web02"]
+        for n in ("web01", "web03"):
+            assert after[n] == (12 * GiB if skip_invalid else before[n])

@@ -16,7 +16,7 @@ from typing import Any
 
 import hvballoon
 
-__all__ = ["counted", "spy_reads"]
+__all__ = ["counted", "deny_reading", "spy_reads"]
 
 
 def counted(hv: hvballoon.Hypervisor) -> Counter[str]:
@@ -57,3 +57,24 @@ def spy_reads(hv: hvballoon.Hypervisor) -> list[list[str]]:
 
     hv.backend.get_stats_and_configs = spy  # type: ignore[method-assign]
     return seen
+
+
+def deny_reading(hv: hvballoon.Hypervisor, name: str, *methods: str) -> list[list[str]]:
+    """Make the backend's bulk reads ``methods`` refuse VM ``name`` as the ESXi backend refuses a
+    VM whose allocation the account may not read: the whole call fails, naming that VM. Returns
+    the names each read was asked for (filled in as the session reads)."""
+    from hvballoon.errors import PermissionDeniedError
+
+    reads: list[list[str]] = []
+    backend: Any = hv.backend
+    for method in methods:
+        real = getattr(backend, method)
+
+        def read(vms: Any, real: Any = real) -> Any:
+            reads.append([vm.name for vm in vms])
+            if any(vm.name == name for vm in vms):
+                raise PermissionDeniedError(f"cannot read config.memoryAllocation of {name!r}", vm=name)
+            return real(vms)
+
+        setattr(backend, method, read)
+    return reads

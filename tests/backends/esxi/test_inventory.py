@@ -231,6 +231,38 @@ def test_a_property_the_account_may_not_read_is_unknown_not_unset(
     assert allocation == {"reservation": 1024, "limit": -1, "shares": {"level": "normal", "shares": 163840}}
 
 
+def test_a_vm_the_account_may_not_read_fails_alone_in_bulk_changes(
+    named_peer: VcsimServer, fast_sweep: bool
+) -> None:
+    """One VM whose allocation comes back in missingSet (NoPermission) is that VM's own
+    PermissionDeniedError in set_targets and set_configs: the others are read, held back with
+    a warning, or changed with ``skip_invalid=True``; nothing is sent for the unreadable one."""
+    other = "with space" if fast_sweep else "x" * 80
+    with connect(named_peer, fast_sweep=fast_sweep) as hv:
+        before = hv.get_config(other)
+        limit, reservation = (before.limit_bytes or 8 * GiB) + GiB, (before.reservation_bytes or 0) + GiB
+        named_peer.reset_counts()
+        held = hv.set_targets({other: limit, "locked-out": limit})
+        assert isinstance(held["locked-out"], PermissionDeniedError)
+        assert held["locked-out"].details["unreadable"] == ["config.memoryAllocation"]
+        change = held[other]
+        assert not isinstance(change, Exception) and change.dry_run and not held.applied
+        assert "1 of 2 VMs were refused (locked-out)" in change.warnings[-1]
+        assert "ReconfigVM_Task" not in named_peer.counts()
+        moved = hv.set_targets({other: limit, "locked-out": limit}, skip_invalid=True)
+        assert isinstance(moved["locked-out"], PermissionDeniedError) and moved.made == {other}
+        configs = hv.set_configs(
+            {other: {"reservation": reservation}, "locked-out": {"reservation": reservation}},
+            skip_invalid=True,
+        )
+        assert isinstance(configs["locked-out"], PermissionDeniedError) and configs.made == {other}
+        assert named_peer.counts()["ReconfigVM_Task"] == 2
+        after = hv.get_config(other)
+        assert (after.limit_bytes, after.reservation_bytes) == (limit, reservation)
+    allocation = named_peer.vm("locked-out")["memoryAllocation"]
+    assert allocation == {"reservation": 1024, "limit": -1, "shares": {"level": "normal", "shares": 163840}}
+
+
 def test_a_vm_removed_after_it_was_named_is_not_found_by_name(fast_sweep: bool) -> None:
     from pyVim.connect import Disconnect
     from pyVmomi import vim
