@@ -328,3 +328,79 @@ def test_a_frozen_vm_is_refused_with_its_reason() -> None:
             check_settable(caps, names, vm)
         assert info.value.message.endswith("of 'db01': it is a template; convert it")
         assert info.value.details["rule"] == "not_supported" and "settable" not in info.value.message
+
+
+def _running_hot_add(**extra: Any) -> tuple[VM, MemoryConfig]:
+    """A running 16 GiB ESXi VM (normal shares) with the hot-add settings ``extra``."""
+    vm, cfg = _esxi_config()
+    vm = vm.model_copy(update={"power_state": PowerState.RUNNING})
+    return vm, cfg.model_copy(update={"vm": vm, "extra": extra})
+
+
+HOT_ADD_ON = {"memory_hot_add": True, "hot_add_limit_bytes": 64 * GiB, "hot_add_increment_bytes": 128 * MiB}
+
+
+@pytest.mark.parametrize(
+    ("extra", "asked", "changes"),
+    [
+        (HOT_ADD_ON, 20 * GiB, {"maximum_bytes": 20 * GiB, "shares": 10 * 20480}),
+        (HOT_ADD_ON, 64 * GiB, {"maximum_bytes": 64 * GiB, "shares": 10 * 65536}),
+        (HOT_ADD_ON, 16 * GiB + 128 * MiB, {"maximum_bytes": 16 * GiB + 128 * MiB, "shares": 10 * 16512}),
+        ({"memory_hot_add": True}, 16 * GiB + 4 * MiB, {"maximum_bytes": 16 * GiB + 4 * MiB, "shares": 10 * 16388}),
+        (HOT_ADD_ON, 16 * GiB, {}),  # restated: nothing to do
+    ],
+)  # fmt: skip
+def test_esxi_a_running_vm_with_hot_add_grows_its_memory(
+    extra: dict[str, Any], asked: int, changes: dict[str, Any]
+) -> None:
+    vm, cfg = _running_hot_add(**extra)
+    assert ESXI.plan_config(vm, ConfigUpdate(maximum_bytes=asked), cfg).fields() == changes
+
+
+@pytest.mark.parametrize(
+    ("extra", "power", "asked", "rule", "says"),
+    [
+        ({}, PowerState.RUNNING, 20 * GiB, "memory_size_only_when_off", "memory hot-add is off"),
+        ({"memory_hot_add": False}, PowerState.RUNNING, 8 * GiB, "memory_size_only_when_off", "power it off"),
+        (HOT_ADD_ON, PowerState.SUSPENDED, 20 * GiB, "memory_size_only_when_off", "suspended"),
+        (HOT_ADD_ON, PowerState.UNKNOWN, 20 * GiB, "memory_size_only_when_off", "unknown"),
+        (HOT_ADD_ON, PowerState.RUNNING, 8 * GiB, "memory_hot_add_grow_only", "can only grow"),
+        (HOT_ADD_ON, PowerState.RUNNING, 16 * GiB - 128 * MiB, "memory_hot_add_grow_only", "power it off"),
+        (HOT_ADD_ON, PowerState.RUNNING, 64 * GiB + 128 * MiB, "memory_hot_add_limit", "at most 64 GiB"),
+        (HOT_ADD_ON, PowerState.RUNNING, 16 * GiB + 64 * MiB, "memory_hot_add_increment", "steps of 128 MiB"),
+        (HOT_ADD_ON, PowerState.RUNNING, 20 * GiB + 4 * MiB, "memory_hot_add_increment", "20 GiB or 20.12 GiB"),
+        (HOT_ADD_ON, PowerState.RUNNING, 20 * GiB + 2 * MiB, "memory_size_4MiB", "multiple of 4 MiB"),
+    ],
+)  # fmt: skip
+def test_esxi_hot_add_refusals(
+    extra: dict[str, Any], power: PowerState, asked: int, rule: str, says: str
+) -> None:
+    """Each refusal of a live memory size has its own rule (and says why); nothing is planned."""
+    vm, cfg = _running_hot_add(**extra)
+    vm = vm.model_copy(update={"power_state": power})
+    with pytest.raises(HVBalloonError) as info:
+        ESXI.plan_config(vm, ConfigUpdate(maximum_bytes=asked), cfg.model_copy(update={"vm": vm}))
+    assert info.value.details["rule"] == rule and type(info.value) is ESXI.rule(rule).error
+    assert says in info.value.message, info.value.message
+
+
+def test_esxi_a_hot_add_increment_the_current_size_is_not_a_multiple_of() -> None:
+    """At least one increment is added, and the total is a multiple of it: from a size that is
+    not one, the nearest sizes named are ones that would be accepted."""
+    vm, cfg = _running_hot_add(**HOT_ADD_ON)
+    cfg = cfg.model_copy(
+        update={"maximum_bytes": 16 * GiB + 100 * MiB, "shares": None, "shares_level": "custom"}
+    )
+    for asked in (16 * GiB + 128 * MiB, 16 * GiB + 132 * MiB):
+        with pytest.raises(HVBalloonError) as info:
+            ESXI.plan_config(vm, ConfigUpdate(maximum_bytes=asked), cfg)
+        assert info.value.details["rule"] == "memory_hot_add_increment"
+        assert min(info.value.details["nearest"]) == 16 * GiB + 256 * MiB
+    assert ESXI.plan_config(vm, ConfigUpdate(maximum_bytes=16 * GiB + 256 * MiB), cfg).maximum_bytes
+
+
+def test_esxi_a_scenario_vm_above_its_hot_add_limit_is_refused() -> None:
+    vm, cfg = _running_hot_add(memory_hot_add=True, hot_add_limit_bytes=8 * GiB)
+    with pytest.raises(HVBalloonError) as info:
+        ESXI.check_config(vm, cfg)
+    assert info.value.details["rule"] == "memory_hot_add_limit"

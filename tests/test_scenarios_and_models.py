@@ -105,6 +105,11 @@ def _one_vm(flavor: str, host: str = "{physical: 32GiB}", **vm: object) -> str:
             "reservation_locked_to_max",
         ),
         ("esxi", {"memory": "4098MiB"}, "vms.0", "memory_size_4MiB"),
+        # memory hot-add: a running VM holds at most its hot-add limit
+        ("esxi", {"memory_hot_add": True, "hot_add_limit": "2GiB"}, "vms.0", "memory_hot_add_limit"),
+        # its limit and increment go with hot-add on
+        ("esxi", {"hot_add_limit": "8GiB"}, "vms.0", None),
+        ("esxi", {"memory_hot_add": True, "hot_add_increment": 0}, "vms.0", None),
         # Hyper-V: the range with its defaults filled in (startup: half the memory)
         ("hyperv", {"minimum": "8GiB", "maximum": "2GiB"}, "vms.0", "range_order"),
         ("hyperv", {"minimum": "3GiB"}, "vms.0", "range_order"),

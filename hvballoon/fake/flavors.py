@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand
 
 if TYPE_CHECKING:
@@ -271,6 +272,9 @@ class ESXiFlavor(Flavor):
         config["memory_reservation_lock"] = spec.memory_reservation_lock
         # a locked reservation is the memory size (memoryReservationLockedToMax)
         config["reservation_bytes"] = spec.memory if spec.memory_reservation_lock else spec.reservation or 0
+        config[HOT_ADD] = spec.memory_hot_add
+        config[HOT_ADD_LIMIT] = spec.hot_add_limit
+        config[HOT_ADD_INCREMENT] = spec.hot_add_increment
         return config
 
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:

@@ -30,6 +30,7 @@ from hvballoon.errors import HVBalloonError, ScenarioError
 from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
 from hvballoon.fake.workloads import Duration, Size, validate_params
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.kinds.esxi import admits as esxi_admits
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
@@ -173,6 +174,21 @@ class VMSpec(_Spec):
         default=False, description="ESXi: the reservation is locked to the memory size."
     )
     balloon_cap: Size | None = None
+    memory_hot_add: bool = Field(
+        default=False,
+        description="ESXi: memory hot-add is on (config.memoryHotAddEnabled): the memory size grows while "
+        "the VM runs.",
+    )
+    hot_add_limit: Size | None = Field(
+        default=None,
+        description="ESXi, with memory_hot_add: the most the memory of the running VM may grow to "
+        "(config.hotPlugMemoryLimit); unset: not known, not checked.",
+    )
+    hot_add_increment: Size | None = Field(
+        default=None,
+        description="ESXi, with memory_hot_add: memory is hot-added in steps of this, to a multiple of it "
+        "(config.hotPlugMemoryIncrementSize); unset: not known, not checked.",
+    )
     deflate_on_oom: bool = False
     free_page_reporting: bool = Field(
         default=True,
@@ -207,6 +223,10 @@ class VMSpec(_Spec):
             raise ValueError("shares is a custom count: give it with shares_level custom (or no level)")
         if self.shares_level == "custom" and self.shares is None:
             raise ValueError("shares_level custom needs shares (the count)")
+        if not self.memory_hot_add and (self.hot_add_limit is not None or self.hot_add_increment is not None):
+            raise ValueError("hot_add_limit and hot_add_increment go with memory_hot_add: true")
+        if self.hot_add_increment is not None and self.hot_add_increment <= 0:
+            raise ValueError("hot_add_increment must be above zero")
         lo, mid, hi = self.minimum, self.startup, self.maximum
         if lo is not None and mid is not None and lo > mid:
             raise ValueError("minimum is above startup")
@@ -352,8 +372,10 @@ def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | Non
     vm = VM(id=spec.id or spec.name, name=spec.name, backend="fake", power_state=PowerState(spec.power_state))
     mechanism = hv.kind.variant_for(dynamic=config.get("dynamic")).mechanism
     fields = {k: v for k, v in config.items() if k in MemoryConfig.model_fields}
+    # what the kind reads from a configuration's extra (ESXi's memory hot-add)
+    extra = {k: config[k] for k in (HOT_ADD, HOT_ADD_LIMIT, HOT_ADD_INCREMENT) if config.get(k) is not None}
     try:
-        hv.kind.check_config(vm, MemoryConfig(vm=vm, mechanism=mechanism, **fields))
+        hv.kind.check_config(vm, MemoryConfig(vm=vm, mechanism=mechanism, extra=extra, **fields))
     except HVBalloonError as err:
         return "", err.message, err.details.get("rule")
     if name == "hyperv" and config["dynamic"] is not False and spec.used > config["maximum_bytes"]:

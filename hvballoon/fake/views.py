@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
-from hvballoon.kinds.esxi import admits
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -159,7 +159,15 @@ class ESXiView(FlavorView):
             shares_level=c.get("shares_level") or "custom",
             memory_reservation_lock=bool(c.get("memory_reservation_lock")),
             balloon_cap_bytes=c.get("balloon_cap_bytes"),
+            extra=self.hot_add(c),
         )
+
+    @staticmethod
+    def hot_add(c: dict[str, Any]) -> dict[str, Any]:
+        """Memory hot-add as vSphere shows it: whether it is on; its limit and increment only then."""
+        on = bool(c.get(HOT_ADD))
+        sizes = {k: c[k] for k in (HOT_ADD_LIMIT, HOT_ADD_INCREMENT) if on and c.get(k) is not None}
+        return {HOT_ADD: on, **sizes}
 
     def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
         # swap used: its VMs' host-swapped memory; shared: the pages it shares

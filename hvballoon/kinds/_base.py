@@ -258,6 +258,9 @@ class Kind:
         after = self._derive(vm, update, current)
         variant = self.variant_of(after.applied_to(current))
         caps = self.capabilities(backend=vm.backend, variant=variant.name)
+        also_live = self.live_fields(vm, current)
+        if also_live:
+            caps = caps.model_copy(update={"set_live": caps.set_live | also_live})
         plan = after.changes_from(current)
         # A field restated at its value changes nothing, whatever the power state (an
         # idempotent request — Ansible's — on a running VM); a field the VM cannot have at all
@@ -268,6 +271,12 @@ class Kind:
         if plan.changed():
             self._check_changes(vm, plan, current)
         return plan
+
+    def live_fields(self, vm: VM, current: MemoryConfig) -> frozenset[str]:
+        """Offline-only fields this VM may change in its power state all the same (ESXi's memory
+        size, grown on a running VM with memory hot-add on); the kind's ``_check_changes``
+        holds such a change to its own rules. Default: none."""
+        return frozenset()
 
     def check_config(self, vm: VM, config: MemoryConfig) -> None:
         """Refuse a configuration as a VM would hold it — every field at once, not a change to

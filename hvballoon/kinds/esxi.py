@@ -3,9 +3,19 @@
 vSphere has no balloon-target API; a limit below what the VM consumes makes ESXi balloon, then
 compress, then swap (shared/REFERENCE.md §5). The facts behind the rules:
 
-- ``memoryMB`` is a multiple of 4 MB and changes only with the VM powered off (libvirt's ESX
+- ``memoryMB`` is a multiple of 4 MB and changes with the VM powered off (libvirt's ESX
   driver: "max-memory must be a multiple of 4096 kilobyte", "Domain is not powered off");
   the allocation (limit, reservation, shares) is whole MB.
+- Memory hot-add: a powered-on VM's memory size may change only if ``memoryHotAddEnabled`` is
+  true, "and the new memory size must satisfy the constraints specified by" the hot-add
+  increment and limit (vSphere Automation API, ``Vm.Hardware.Memory.UpdateSpec.size_MiB``);
+  "When adding memory to a running virtual machine, the amount of memory added must be at
+  least [the increment] and the total memory size of the virtual machine must be a multiple of
+  [it]", the limit being "the maximum amount of memory [...] that can be added to a running
+  virtual machine" (``Memory.Info``; in the SOAP API ``config.hotPlugMemoryIncrementSize`` and
+  ``config.hotPlugMemoryLimit``, MB, set only with hot-add on). Memory is *added*, never taken
+  away live: ``MemoryHotPlugNotSupported`` is "thrown when memory cannot be hot-added or
+  hot-removed from the virtual machine", and ESXi does not hot-remove memory.
 - A reservation above the limit or above the VM's memory cannot be honoured; a limit (a
   target) below the reservation neither.
 - Shares levels (vSphere API ``SharesInfo``,
@@ -23,14 +33,29 @@ compress, then swap (shared/REFERENCE.md §5). The facts behind the rules:
 
 from __future__ import annotations
 
-from typing import ClassVar, get_args
+from typing import ClassVar, NoReturn, get_args
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.kinds._base import Kind, Rule, Variant
-from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, SharesLevel
-from hvballoon.units import MiB, format_sizes
+from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState, SharesLevel
+from hvballoon.units import MiB, align, format_sizes
 
-__all__ = ["ESXI", "SHARES_LEVELS", "SHARES_PER_MB", "ESXiKind"]
+__all__ = [
+    "ESXI",
+    "HOT_ADD",
+    "HOT_ADD_INCREMENT",
+    "HOT_ADD_LIMIT",
+    "SHARES_LEVELS",
+    "SHARES_PER_MB",
+    "ESXiKind",
+]
+
+#: ``MemoryConfig.extra`` keys of memory hot-add: whether it is on (config.memoryHotAddEnabled),
+#: the most a running VM's memory may grow to (config.hotPlugMemoryLimit) and the step it grows
+#: by (config.hotPlugMemoryIncrementSize), in bytes; the two sizes are absent when not known.
+HOT_ADD = "memory_hot_add"
+HOT_ADD_LIMIT = "hot_add_limit_bytes"
+HOT_ADD_INCREMENT = "hot_add_increment_bytes"
 
 #: Memory shares per MB of the VM's memory, per level (vSphere API SharesInfo.level).
 SHARES_PER_MB: dict[str, int] = {"low": 5, "normal": 10, "high": 20}
@@ -81,6 +106,9 @@ class ESXiKind(Kind):
                 "release a target with set_config(limit='unlimited')",
                 "shares_level low / normal / high is 5 / 10 / 20 shares per MB of memory; shares=N "
                 "is a custom count",
+                "maximum (memoryMB) also grows on a running VM with memory hot-add on, within its "
+                "hot-add limit and increment (config.extra memory_hot_add, hot_add_limit_bytes, "
+                "hot_add_increment_bytes)",
             ),
             target_field="limit_bytes",
         ),
@@ -91,7 +119,24 @@ class ESXiKind(Kind):
         Rule(
             "memory_size_only_when_off",
             InvalidStateError,
-            "the memory size (memoryMB) changes only with the VM powered off",
+            "the memory size (memoryMB) changes only with the VM powered off, or grows on a running VM "
+            "with memory hot-add on",
+        ),
+        Rule(
+            "memory_hot_add_grow_only",
+            InvalidStateError,
+            "a running VM's memory size only grows (hot-add); it shrinks only with the VM powered off",
+        ),
+        Rule(
+            "memory_hot_add_limit",
+            InvalidStateError,
+            "a running VM's memory size grows at most to its hot-add limit (hotPlugMemoryLimit)",
+        ),
+        Rule(
+            "memory_hot_add_increment",
+            InvalidRequestError,
+            "memory is hot-added in the VM's increments (hotPlugMemoryIncrementSize): at least one, "
+            "to a multiple of it",
         ),
         Rule(
             "balloon_cap_only_when_off",
@@ -149,7 +194,27 @@ class ESXiKind(Kind):
                 reservation_bytes=reservation,
             )
 
+    def live_fields(self, vm: VM, current: MemoryConfig) -> frozenset[str]:
+        """A running VM with memory hot-add on may grow its memory size (checked by
+        :meth:`_check_hot_add`)."""
+        if vm.power_state is PowerState.RUNNING and current.extra.get(HOT_ADD):
+            return frozenset({"maximum_bytes"})
+        return frozenset()
+
     def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
+        size = update.maximum_bytes
+        running = vm.power_state is PowerState.RUNNING
+        if size is not None and size != current.maximum_bytes and running and not current.extra.get(HOT_ADD):
+            self.refuse(
+                "memory_size_only_when_off",
+                f"cannot change the memory size of {vm.name!r} while it is running: memory hot-add is off "
+                "on it (config.memoryHotAddEnabled); power it off first (hot-add itself is turned on "
+                "only with the VM powered off)",
+                vm=vm,
+                field="maximum_bytes",
+                power_state=vm.power_state.value,
+                memory_hot_add=False,
+            )
         level = update.shares_level
         if update.shares is not None and level not in (None, "custom"):
             self.refuse(
@@ -167,6 +232,60 @@ class ESXiKind(Kind):
         self._check_lock(vm, config.memory_reservation_lock, config.reservation_bytes, config.maximum_bytes)
         self._check_sizes(vm, config)
         self._check_allocation(vm, config)
+        limit = config.extra.get(HOT_ADD_LIMIT)
+        memory = config.maximum_bytes
+        if config.extra.get(HOT_ADD) and limit is not None and memory is not None and memory > limit:
+            self._refuse_hot_add_limit(vm, memory, limit)
+
+    def _check_hot_add(self, vm: VM, asked: int, current: MemoryConfig) -> None:
+        """A running VM's memory size (hot-add on): it only grows, within the hot-add limit, by
+        whole increments (module docstring)."""
+        now = current.maximum_bytes
+        if now is not None and asked < now:
+            shown_asked, shown_now = format_sizes(asked, now)
+            self.refuse(
+                "memory_hot_add_grow_only",
+                f"the memory of {vm.name!r} can only grow while it is running (hot-add; ESXi never "
+                f"removes memory live): {shown_asked} is below its {shown_now}; power it off to shrink it",
+                vm=vm,
+                asked=asked,
+                memory_bytes=now,
+            )
+        limit = current.extra.get(HOT_ADD_LIMIT)
+        if limit is not None and asked > limit:
+            self._refuse_hot_add_limit(vm, asked, limit)
+        step = current.extra.get(HOT_ADD_INCREMENT)
+        if step and (asked % step or (now is not None and asked - now < step)):
+            least = align((now or 0) + step, step, "up")
+            up = max(align(asked, step, "up"), least)
+            down = align(asked, step, "down")
+            nearest = [n for n in (down, up) if n >= least and (limit is None or n <= limit)]
+            shown = format_sizes(step, *nearest)
+            self.refuse(
+                "memory_hot_add_increment",
+                f"memory is hot-added to {vm.name!r} in steps of {shown[0]} (hotPlugMemoryIncrementSize): "
+                f"at least one step, to a multiple of it (asked {asked} bytes"
+                + (
+                    f"; nearest: {' or '.join(shown[1:])})"
+                    if nearest
+                    else "; no size fits below its hot-add limit)"
+                ),
+                vm=vm,
+                asked=asked,
+                increment_bytes=step,
+                nearest=nearest,
+            )
+
+    def _refuse_hot_add_limit(self, vm: VM, asked: int, limit: int) -> NoReturn:
+        shown_asked, shown_limit = format_sizes(asked, limit)
+        self.refuse(
+            "memory_hot_add_limit",
+            f"the memory of {vm.name!r} can grow to at most {shown_limit} while it is running (its hot-add "
+            f"limit, hotPlugMemoryLimit), so {shown_asked} is refused; power it off to go beyond",
+            vm=vm,
+            asked=asked,
+            limit_bytes=limit,
+        )
 
     def _check_lock(self, vm: VM, locked: bool | None, reservation: int | None, memory: int | None) -> None:
         if locked and reservation is not None and memory is not None and reservation != memory:
@@ -200,6 +319,8 @@ class ESXiKind(Kind):
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         self._check_sizes(vm, plan)
+        if plan.maximum_bytes is not None and "maximum_bytes" in self.live_fields(vm, current):
+            self._check_hot_add(vm, plan.maximum_bytes, current)
         self._check_allocation(vm, plan.applied_to(current))
 
     def _check_sizes(self, vm: VM, sizes: ConfigUpdate | MemoryConfig) -> None:

@@ -9,7 +9,7 @@ class and id and change nothing; an allowed change must apply and read back.
 :func:`rules_scenario` is a fake world (also the WinRM peer's) with a VM for every need.
 
 >>> sorted({c.rule for c in cases_for("esxi") if c.rule})[:3]
-['balloon_cap_only_when_off', 'memory_size_4MiB', 'memory_size_only_when_off']
+['balloon_cap_only_when_off', 'memory_hot_add_grow_only', 'memory_hot_add_increment']
 >>> len(rules_scenario("hyperv").vms)
 4
 """
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from hvballoon.fake.scenario import Scenario, parse_scenario
 from hvballoon.kinds import KINDS
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.kinds.kvm import has_balloon_device, numa_nodes
 from hvballoon.models import VM, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import GiB, KiB, MiB
@@ -32,12 +33,14 @@ __all__ = ["CASES", "Call", "Case", "Need", "cases_for", "rules_scenario"]
 @dataclass(frozen=True)
 class Need:
     """The VM a case needs: its power state, its kind variant, whether it has a balloon device,
-    whether it has guest NUMA nodes (KVM; a case that does not ask for them needs a VM without)."""
+    whether it has guest NUMA nodes (KVM; a case that does not ask for them needs a VM without),
+    whether memory hot-add is on (ESXi; likewise)."""
 
     state: Literal["running", "off"] = "running"
     variant: str | None = None
     balloon: bool | None = None
     numa: bool = False
+    hot_add: bool = False
 
     @property
     def key(self) -> str:
@@ -49,6 +52,8 @@ class Need:
             parts.append("no-balloon")
         if self.numa:
             parts.append("numa")
+        if self.hot_add:
+            parts.append("hot-add")
         return "/".join(parts)
 
     def matches(self, vm: VM, config: MemoryConfig, kind_name: str) -> bool:
@@ -58,6 +63,8 @@ class Need:
         if self.variant is not None and KINDS[kind_name].variant_of(config).name != self.variant:
             return False
         if (numa_nodes(config) > 0) is not self.numa:
+            return False
+        if bool(config.extra.get(HOT_ADD)) is not self.hot_add:
             return False
         return self.balloon is None or has_balloon_device(config) is self.balloon
 
@@ -144,6 +151,30 @@ _KVM = [
 
 # -- ESXi --------------------------------------------------------------------------------------
 
+#: A running VM with memory hot-add on, its limit and increment known.
+_HOT_ADD = Need("running", hot_add=True)
+
+
+def _step(cfg: MemoryConfig) -> int:
+    """The VM's hot-add increment (bytes)."""
+    return _mb(cfg.extra.get(HOT_ADD_INCREMENT))
+
+
+def _memory_shows_grown(cfg: MemoryConfig, st: MemoryStats) -> str | None:
+    """Memory hot-added shows at once in the VM's figures: its configured size and, with no
+    limit, its target; what the guest has besides its balloon grows with it."""
+    grown = _mb(cfg.maximum_bytes)
+    if st.configured_bytes != grown or (cfg.limit_bytes is None and st.target_bytes != grown):
+        return f"the memory grew to {grown}, but the stats read {st.configured_bytes} configured, {st.target_bytes} target"
+    if (
+        st.current_bytes is not None
+        and st.ballooned_bytes is not None
+        and st.current_bytes != grown - st.ballooned_bytes
+    ):
+        return f"the guest holds {st.current_bytes} with {st.ballooned_bytes} ballooned out of {grown}"
+    return None
+
+
 _ESXI = [
     Case("esxi", "memory-live", Need("running"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + 4 * GiB}), "memory_size_only_when_off"),
     Case("esxi", "cap-live", Need("running"), _config(balloon_cap="1GiB"), "balloon_cap_only_when_off"),
@@ -161,6 +192,10 @@ _ESXI = [
     Case("esxi", "lock", Need("running"), _config(memory_reservation_lock=True)),
     Case("esxi", "memory-off", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + 4 * GiB})),
     Case("esxi", "target-live", Need("running"), lambda c, s, f: Call("target", {"size": f + (_mb(c.maximum_bytes) - f) // 2})),
+    Case("esxi", "memory-shrink-hot-add", _HOT_ADD, lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) - _step(c)}), "memory_hot_add_grow_only"),
+    Case("esxi", "memory-above-hot-add-limit", _HOT_ADD, lambda c, s, f: Call("config", {"maximum": _mb(c.extra.get(HOT_ADD_LIMIT)) + _step(c)}), "memory_hot_add_limit"),
+    Case("esxi", "memory-between-increments", _HOT_ADD, lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + _step(c) + 4 * MiB}), "memory_hot_add_increment"),
+    Case("esxi", "memory-hot-add", _HOT_ADD, lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + 8 * _step(c)}), expect=_memory_shows_grown),
 ]  # fmt: skip
 
 # -- Hyper-V -----------------------------------------------------------------------------------
@@ -226,6 +261,14 @@ def rules_scenario(flavor: str) -> Scenario:
         vms = [
             {"name": "on01", "memory": "16GiB", "used": "3GiB"},
             {"name": "off01", "memory": "16GiB", "used": "3GiB", "power_state": "stopped"},
+            {
+                "name": "grow01",
+                "memory": "16GiB",
+                "used": "3GiB",
+                "memory_hot_add": True,
+                "hot_add_limit": "64GiB",
+                "hot_add_increment": "128MiB",
+            },
         ]
     else:
         vms = [

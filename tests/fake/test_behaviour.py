@@ -629,3 +629,45 @@ def test_free_page_reporting_decides_whether_the_host_keeps_touched_pages(on: bo
         assert hv.get_config("a").free_page_reporting is on
         with pytest.raises(InvalidStateError):
             hv.set_config("a", free_page_reporting=not on)
+
+
+def test_esxi_memory_hot_add_grows_a_running_vm_as_vsphere_does(tmp_path: Path) -> None:
+    """A running ESXi VM with memory hot-add on grows its memory (the CLI's ``config --maximum``),
+    within its limit and increment, and the figures show it; it never shrinks live, and one with
+    hot-add off is not resized live at all; every refusal names its rule and changes nothing."""
+    from tests.support.cli import invoke
+
+    path = tmp_path / "grow.yaml"
+    path.write_text(
+        "name: grow\nflavor: esxi\nhost: {physical: 64GiB}\nvms:\n"
+        "  - {name: grow01, memory: 16GiB, used: 3GiB, memory_hot_add: true, hot_add_limit: 32GiB,"
+        " hot_add_increment: 128MiB}\n"
+        "  - {name: plain01, memory: 16GiB, used: 3GiB}\n"
+    )
+    shown = invoke("config", f"fake://{path}", "grow01", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout)["extra"] == {
+        "memory_hot_add": True,
+        "hot_add_limit_bytes": 32 * GiB,
+        "hot_add_increment_bytes": 128 * MiB,
+    }
+    grown = invoke("config", f"fake://{path}", "grow01", "--maximum", "20GiB")
+    assert grown.returncode == 0 and "maximum: 16 GiB -> 20 GiB" in grown.stdout, grown.stderr
+    for vm, size, rule in [
+        ("grow01", "8GiB", "memory_hot_add_grow_only"),
+        ("grow01", "40GiB", "memory_hot_add_limit"),
+        ("grow01", "20000MiB", "memory_hot_add_increment"),
+        ("plain01", "20GiB", "memory_size_only_when_off"),
+    ]:
+        for dry in ([], ["--dry-run"]):
+            refused = invoke("config", f"fake://{path}", vm, "--maximum", size, "--json", *dry)
+            assert refused.returncode != 0, refused.stdout
+            assert yaml.safe_load(refused.stdout)["details"]["rule"] == rule
+    with fake.world(str(path)) as w, hvballoon.connect(f"fake://{path}", world=w) as hv:
+        hv.set_config("grow01", maximum="24GiB")
+        (st,) = hv.get_stats(["grow01"])
+        assert st.configured_bytes == st.target_bytes == 24 * GiB
+        assert st.current_bytes == 24 * GiB - (st.ballooned_bytes or 0)
+        assert hv.get_config("grow01").maximum_bytes == 24 * GiB
+        with pytest.raises(InvalidStateError):
+            hv.set_config("grow01", maximum="20GiB")

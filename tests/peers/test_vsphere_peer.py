@@ -94,7 +94,13 @@ VMS = [
     _vm("idle01", powerState="poweredOff", quickStats={}),
     _vm("app01"),
     _vm("app02"),
-    _vm("app03", memoryMB=4096),
+    _vm(
+        "app03",
+        memoryMB=4096,
+        memoryHotAddEnabled=True,
+        hotPlugMemoryLimit=16384,
+        hotPlugMemoryIncrementSize=128,
+    ),
 ]
 
 QUICKSTATS_MB = [
@@ -133,7 +139,9 @@ def _connect(peer: VcsimServer) -> Any:
             sslContext=peer.ssl_context(),
         )
     else:
-        si = SmartConnect(host=peer.host, port=peer.port, user=peer.username, pwd=peer.password, protocol="http")
+        si = SmartConnect(
+            host=peer.host, port=peer.port, user=peer.username, pwd=peer.password, protocol="http"
+        )
     _OPENED.append(si)
     return si
 
@@ -408,6 +416,38 @@ def test_reconfigure_with_only_a_limit_replaces_the_whole_allocation(
         "limit": 4096,
         "shares": None,
     }
+
+
+def test_a_powered_on_vm_s_memory_changes_only_as_hot_add_allows(http_peer: VcsimServer) -> None:
+    """govmomi's simulator takes any memoryMB in any power state; the harness holds a powered-on
+    VM to vSphere's memory hot-add (only with it on, only growing, within the limit, by whole
+    increments: MemoryHotPlugNotSupported otherwise), and nothing changes when it refuses."""
+    from pyVmomi import vim
+
+    si = _connect(http_peer)
+    sweep = Sweep(si)
+    rows = sweep.rows(["name", *(f"config.{p}" for p in _HOT_ADD_PATHS)])
+    assert [rows["app03"][f"config.{p}"] for p in _HOT_ADD_PATHS] == [True, 16384, 128]
+    assert not rows["web01"].get("config.hotPlugMemoryLimit")  # unset (the simulator sends 0)
+    refused = [
+        ("web01", 20480),  # hot-add off
+        ("app03", 4096 - 128),  # memory is not hot-removed
+        ("app03", 16384 + 128),  # above the limit
+        ("app03", 4096 + 64),  # not a whole increment
+    ]
+    for name, size in refused:
+        before = http_peer.vm(name)["memoryMB"]
+        with pytest.raises(vim.fault.MemoryHotPlugNotSupported):
+            _vm_ref(sweep, name).ReconfigVM_Task(spec=vim.vm.ConfigSpec(memoryMB=size))
+        assert http_peer.vm(name)["memoryMB"] == before, (name, size)
+    _reconfigure(_vm_ref(sweep, "app03"), vim.vm.ConfigSpec(memoryMB=4096 + 1024))
+    assert http_peer.vm("app03")["memoryMB"] == 4096 + 1024
+    _reconfigure(_vm_ref(sweep, "idle01"), vim.vm.ConfigSpec(memoryMB=8192))  # powered off: any size
+    assert http_peer.vm("idle01")["memoryMB"] == 8192
+    _reconfigure(_vm_ref(sweep, "idle01"), vim.vm.ConfigSpec(memoryMB=16384))  # as the other tests know it
+
+
+_HOT_ADD_PATHS = ["memoryHotAddEnabled", "hotPlugMemoryLimit", "hotPlugMemoryIncrementSize"]
 
 
 # -- sessions -----------------------------------------------------------------------------------

@@ -8,14 +8,33 @@ from collections.abc import Mapping
 from typing import Any
 
 from hvballoon.errors import HVBalloonError
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.units import MiB
 
+from ._fast import MISSING
 from ._faults import ERRORS
 
-__all__ = ["BALLOON_CAP_KEY", "balloon_cap_bytes", "entity_name", "limit_mb", "scaled", "unreadable_error"]
+__all__ = [
+    "BALLOON_CAP_KEY",
+    "HOT_ADD_PATHS",
+    "balloon_cap_bytes",
+    "entity_name",
+    "config_extra",
+    "limit_mb",
+    "scaled",
+    "unreadable_error",
+]
 
 #: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
 BALLOON_CAP_KEY = "sched.mem.maxmemctl"
+
+#: Memory hot-add (VirtualMachineConfigInfo): whether it is on; the most a running VM's memory may
+#: grow to, and the step it grows by (MB; "specified only if memoryHotAddEnabled").
+HOT_ADD_PATHS: tuple[str, ...] = (
+    "config.memoryHotAddEnabled",
+    "config.hotPlugMemoryLimit",
+    "config.hotPlugMemoryIncrementSize",
+)
 
 #: vSphere stores every managed entity's name escaped: "Any / (slash), \\ (backslash), character
 #: used in this name element will be escaped. Similarly, any % (percent) character [...] will be
@@ -70,3 +89,23 @@ def unreadable_error(uri: str | None, vm: str, missing: Mapping[str, BaseExcepti
     error.details.setdefault("unreadable", paths)
     error.__cause__ = fault
     return error
+
+
+def config_extra(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration's ``extra``: its memory hot-add (keys of :mod:`hvballoon.kinds.esxi`):
+    whether it is on, and — only then, where the server gives them — its limit and increment in
+    bytes; and the paths the server would not let us read (a sweep does not fail for one VM it
+    may not read: its unreadable fields are named).
+
+    >>> config_extra({"config.memoryHotAddEnabled": True, "config.hotPlugMemoryLimit": 65536})
+    {'memory_hot_add': True, 'hot_add_limit_bytes': 68719476736}
+    """
+    on = bool(props.get("config.memoryHotAddEnabled"))
+    out: dict[str, Any] = {HOT_ADD: on}
+    for key, path in ((HOT_ADD_LIMIT, HOT_ADD_PATHS[1]), (HOT_ADD_INCREMENT, HOT_ADD_PATHS[2])):
+        mb = props.get(path)
+        if on and mb:  # unset (or 0, which a server leaving it unset may send): not known
+            out[key] = int(mb) * MiB
+    if props.get(MISSING):
+        out["unreadable"] = sorted(props[MISSING])
+    return out

@@ -43,7 +43,7 @@ from hvballoon.kinds.esxi import SHARES_LEVELS
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
-from . import SPEC
+from . import SPEC, _props
 from ._client import Client, Endpoint, VSphereLink, make_ssl_context
 from ._fast import MISSING
 from ._faults import ERRORS
@@ -119,6 +119,7 @@ CONFIG_PATHS: tuple[str, ...] = (
     "config.memoryAllocation",
     "config.memoryReservationLockedToMax",
     "config.extraConfig",
+    *_props.HOT_ADD_PATHS,  # whether, and how far, a running VM's memory may grow
 )
 #: What a change reads: the stats and the configuration, in one request.
 CHANGE_PATHS: tuple[str, ...] = (*STATS_PATHS, "config.memoryReservationLockedToMax", "config.extraConfig")
@@ -630,8 +631,7 @@ class ESXiBackend(Backend):
             shares_level=level if level in SHARES_LEVELS else None,
             memory_reservation_lock=bool(locked),
             balloon_cap_bytes=balloon_cap_bytes(props.get("config.extraConfig")),
-            # a sweep does not fail for one VM it may not read; its unreadable fields are named
-            extra={"moref": moid, **({"unreadable": sorted(props[MISSING])} if props.get(MISSING) else {})},
+            extra={"moref": moid, **_props.config_extra(props)},
         )
 
     # -- marks: extraConfig keys ------------------------------------------------------------

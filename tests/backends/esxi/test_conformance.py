@@ -22,7 +22,8 @@ class TestESXiConformance(BackendConformance):
 
 
 #: One running and one powered-off VM, unreserved and unlimited with normal shares (ESXi's
-#: defaults), so every rule case of the ESXi kind has a VM to act on.
+#: defaults), and a running one with memory hot-add on (up to 64 GiB, by 128 MB), so every
+#: rule case of the ESXi kind has a VM to act on.
 RULES_FLEET = [
     vm_figures(
         "on01",
@@ -34,6 +35,14 @@ RULES_FLEET = [
         powerState="poweredOff",
         memoryAllocation={"reservation": 0, "limit": -1, "shares": {"level": "normal", "shares": 163840}},
         quickStats={},
+    ),
+    vm_figures(
+        "grow01",
+        memoryAllocation={"reservation": 0, "limit": -1, "shares": {"level": "normal", "shares": 163840}},
+        quickStats={"guestMemoryUsage": 3072, "hostMemoryUsage": 6000, "balloonedMemory": 256},
+        memoryHotAddEnabled=True,
+        hotPlugMemoryLimit=65536,
+        hotPlugMemoryIncrementSize=128,
     ),
 ]
 

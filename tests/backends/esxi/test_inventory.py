@@ -13,6 +13,7 @@ import hvballoon
 from hvballoon.errors import (
     AmbiguousVMError,
     GuardRailError,
+    HVBalloonError,
     InvalidURIError,
     PermissionDeniedError,
     UnsupportedOperationError,
@@ -36,6 +37,10 @@ ODD = [
     vm_figures("orphan", connectionState="orphaned"),
     # the account may not read its allocation: vSphere answers it in missingSet (NoPermission)
     vm_figures("locked-out", unreadable=["config.memoryAllocation"]),
+    # memory hot-add on: its memory grows while it runs, to 32 GiB, by 128 MB
+    vm_figures(
+        "grow-live", memoryHotAddEnabled=True, hotPlugMemoryLimit=32768, hotPlugMemoryIncrementSize=128
+    ),
 ]
 
 
@@ -261,6 +266,41 @@ def test_a_vm_the_account_may_not_read_fails_alone_in_bulk_changes(
         assert (after.limit_bytes, after.reservation_bytes) == (limit, reservation)
     allocation = named_peer.vm("locked-out")["memoryAllocation"]
     assert allocation == {"reservation": 1024, "limit": -1, "shares": {"level": "normal", "shares": 163840}}
+
+
+def test_a_running_vm_with_memory_hot_add_grows_its_memory(named_peer: VcsimServer, fast_sweep: bool) -> None:
+    """config.memoryHotAddEnabled, hotPlugMemoryLimit and hotPlugMemoryIncrementSize are read (in a
+    sweep and for one VM); a running VM's memory grows within them, and every other live size
+    is refused by its rule before anything is sent, dry runs alike."""
+    with connect(named_peer, fast_sweep=fast_sweep) as hv:
+        swept = {c.vm.name: c for c in hv.get_configs()}
+        cfg = hv.get_config("grow-live")
+        for read in (swept["grow-live"], cfg):
+            assert (read.extra["memory_hot_add"], read.extra["hot_add_limit_bytes"]) == (True, 32 * GiB)
+            assert read.extra["hot_add_increment_bytes"] == 128 * MiB
+        assert swept["with space"].extra["memory_hot_add"] is False
+        assert "hot_add_limit_bytes" not in swept["with space"].extra
+        now = cfg.maximum_bytes
+        assert now is not None
+        named_peer.reset_counts()
+        refused = [
+            ("grow-live", now - 128 * MiB, "memory_hot_add_grow_only"),
+            ("grow-live", 32 * GiB + 128 * MiB, "memory_hot_add_limit"),
+            ("grow-live", now + 132 * MiB, "memory_hot_add_increment"),
+            ("with space", 20 * GiB, "memory_size_only_when_off"),
+        ]
+        for name, size, rule in refused:
+            for dry_run in (True, False):
+                with pytest.raises(HVBalloonError) as err:
+                    hv.set_config(name, maximum=size, dry_run=dry_run)
+                assert err.value.details["rule"] == rule, err.value.message
+        assert "hot-add is off" in err.value.message
+        assert "ReconfigVM_Task" not in named_peer.counts()
+        change = hv.set_config("grow-live", maximum=now + GiB)
+        assert change.changed and change.after["maximum_bytes"] == now + GiB
+        (stats,) = hv.get_stats(["grow-live"])
+        assert stats.configured_bytes == stats.target_bytes == now + GiB  # unlimited: the target follows
+    assert named_peer.vm("grow-live")["memoryMB"] == (now + GiB) // MiB
 
 
 def test_a_vm_removed_after_it_was_named_is_not_found_by_name(fast_sweep: bool) -> None:

@@ -39,7 +39,10 @@ One VM dict (every key but ``name`` optional; sizes in MB like the vSphere API, 
         "sharedMemory": 100, "privateMemory": 8000, "consumedOverheadMemory": 90,
         "grantedMemory": 8400, "guestHeartbeatStatus": "green"
       },
-      "memoryHotAddEnabled": true,         # config.memoryHotAddEnabled
+      "memoryHotAddEnabled": true,         # config.memoryHotAddEnabled: a powered-on VM's memoryMB
+      "hotPlugMemoryLimit": 65536,         # then only grows, to at most config.hotPlugMemoryLimit
+      "hotPlugMemoryIncrementSize": 128,   # by config.hotPlugMemoryIncrementSize steps (MB), or
+                                           # ReconfigVM_Task fails with MemoryHotPlugNotSupported
       "extraConfig": {"sched.mem.maxmemctl": "1330"},
       "host": 1,                           # runs on host 1 (moref order; default: the model's pick)
       "template": false,                   # config.template (true: reconfiguring it is NotSupported)
@@ -61,6 +64,9 @@ What the simulator does that a backend author must know:
   as typed too, and reports it as stored.
 - It never sends zero-valued numbers (Go ``omitempty``): pyvmomi reads them as ``None``.
   ``memoryAllocation.reservation`` and ``limit`` are pointers and do come back as 0.
+- A powered-on VM's ``memoryMB`` changes as vSphere allows it (memory hot-add on; only growing,
+  within the limit, by the increment), which govmomi's simulator does not check: the harness
+  refuses the rest with ``MemoryHotPlugNotSupported`` (at the call, not in the task).
 - ``ReconfigVM_Task`` with a ``memoryAllocation`` replaces the whole allocation object: fields
   left unset (reservation, shares) read back unset. A real vCenter keeps them; send the full
   allocation.

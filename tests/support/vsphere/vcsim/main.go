@@ -24,6 +24,17 @@
 //     reset with the new value provided. Otherwise, a new option is added. Keys with empty
 //     values will be removed." (VirtualMachineConfigSpec.extraConfig, vSphere API reference);
 //     this govmomi's simulator only appends what a ReconfigVM_Task sends.
+//   - memory hot-add as vSphere holds it, which this govmomi's simulator does not model (it
+//     takes any memoryMB in any power state): a powered-on VM's memory size changes only with
+//     config.memoryHotAddEnabled, and then only grows, to at most config.hotPlugMemoryLimit, by
+//     whole config.hotPlugMemoryIncrementSize steps ("If the virtual machine is running, this
+//     value may only be changed if Memory.Info.hot-add-enabled is true, and the new memory size
+//     must satisfy the constraints specified by Memory.Info.hot-add-increment-size-mib and
+//     Memory.Info.hot-add-limit-mib"; "the amount of memory added must be at least [the
+//     increment] and the total memory size [...] a multiple of [it]": vSphere Automation API,
+//     Vm.Hardware.Memory). Anything else is refused with MemoryHotPlugNotSupported ("Thrown
+//     when memory cannot be hot-added or hot-removed from the virtual machine"), here at the
+//     call rather than in the task, and nothing changes.
 //
 // When it is listening it prints one line of JSON to stdout ({"url": ..., "port": ..., ...}).
 // It exits on SIGTERM/SIGINT, or when stdin reaches EOF if -exit-on-stdin-eof is given (so it
@@ -105,9 +116,12 @@ type vmFigures struct {
 	MemoryAllocation *types.ResourceAllocationInfo `json:"memoryAllocation"`
 	// Decoded field by field (case-insensitively) onto govmomi's VirtualMachineQuickStats, so
 	// every field this govmomi version knows is accepted and an unknown one is an error.
-	QuickStats          json.RawMessage   `json:"quickStats"`
-	MemoryHotAddEnabled *bool             `json:"memoryHotAddEnabled"`
-	ExtraConfig         map[string]string `json:"extraConfig"`
+	QuickStats          json.RawMessage `json:"quickStats"`
+	MemoryHotAddEnabled *bool           `json:"memoryHotAddEnabled"`
+	// config.hotPlugMemoryLimit and config.hotPlugMemoryIncrementSize (MB; 0: unset)
+	HotPlugMemoryLimit         int64             `json:"hotPlugMemoryLimit"`
+	HotPlugMemoryIncrementSize int64             `json:"hotPlugMemoryIncrementSize"`
+	ExtraConfig                map[string]string `json:"extraConfig"`
 	// The index (moref order) of the host the VM runs on; unset: where the model put it.
 	Host *int `json:"host"`
 	// config.template: a template, which the simulator refuses to reconfigure (but for its
@@ -219,6 +233,8 @@ func applyVM(vm *simulator.VirtualMachine, f *vmFigures, hosts []*simulator.Host
 		v := *f.MemoryHotAddEnabled
 		vm.Config.MemoryHotAddEnabled = &v
 	}
+	vm.Config.HotPlugMemoryLimit = f.HotPlugMemoryLimit
+	vm.Config.HotPlugMemoryIncrementSize = f.HotPlugMemoryIncrementSize
 	keys := make([]string, 0, len(f.ExtraConfig))
 	for k := range f.ExtraConfig {
 		keys = append(keys, k)
@@ -539,9 +555,66 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if msg := hotAddRefusal(reqBody); msg != "" {
+		writeFault(w, "MemoryHotPlugNotSupported", msg)
+		return
+	}
 	f.sdk.ServeHTTP(w, r)
 	settleExtraConfig(reqBody)
 	f.rememberSessions(w)
+}
+
+var reconfigMemoryMB = regexp.MustCompile(`<memoryMB>(\d+)</memoryMB>`)
+
+// hotAddRefusal says why vSphere would refuse the memory size a ReconfigVM_Task asks of a
+// powered-on VM (see the header), or "" when it would not.
+func hotAddRefusal(body []byte) string {
+	m, size := reconfigThis.FindSubmatch(body), reconfigMemoryMB.FindSubmatch(body)
+	if m == nil || size == nil {
+		return ""
+	}
+	asked, err := strconv.ParseInt(string(size[1]), 10, 64)
+	if err != nil {
+		return ""
+	}
+	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: string(m[1])}
+	vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok {
+		return ""
+	}
+	why := ""
+	simulator.Map.WithLock(vm, func() {
+		now := int64(vm.Config.Hardware.MemoryMB)
+		if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || asked == now {
+			return
+		}
+		limit, step := vm.Config.HotPlugMemoryLimit, vm.Config.HotPlugMemoryIncrementSize
+		switch {
+		case vm.Config.MemoryHotAddEnabled == nil || !*vm.Config.MemoryHotAddEnabled:
+			why = "memory hot-add is not enabled on this powered-on virtual machine"
+		case asked < now:
+			why = "memory cannot be hot-removed from a powered-on virtual machine"
+		case limit > 0 && asked > limit:
+			why = fmt.Sprintf("the memory size %d MB is above the hot-add limit %d MB", asked, limit)
+		case step > 0 && (asked%step != 0 || asked-now < step):
+			why = fmt.Sprintf("memory is hot-added in increments of %d MB", step)
+		}
+	})
+	return why
+}
+
+// writeFault answers a SOAP call with a fault of type kind, as vSphere does.
+func writeFault(w http.ResponseWriter, kind, msg string) {
+	var text bytes.Buffer
+	_ = xml.EscapeText(&text, []byte(msg))
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+
+		`<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" `+
+		`xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault>`+
+		`<faultcode>ServerFaultCode</faultcode><faultstring>%s</faultstring>`+
+		`<detail><%sFault xmlns="urn:vim25" xsi:type="%s"></%sFault></detail>`+
+		`</soapenv:Fault></soapenv:Body></soapenv:Envelope>`, text.String(), kind, kind, kind)
 }
 
 // Methods whose task is made to end after the call returns (with -task-delay).
