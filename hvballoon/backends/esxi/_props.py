@@ -91,17 +91,18 @@ def unreadable_error(uri: str | None, vm: str, missing: Mapping[str, BaseExcepti
     return error
 
 
-def config_extra(props: Mapping[str, Any]) -> dict[str, Any]:
-    """A configuration's ``extra``: its memory hot-add (keys of :mod:`hvballoon.kinds.esxi`):
-    whether it is on, and — only then, where the server gives them — its limit and increment in
-    bytes; and the paths the server would not let us read (a sweep does not fail for one VM it
-    may not read: its unreadable fields are named).
+def config_extra(props: Mapping[str, Any], *, hot_add: bool = True) -> dict[str, Any]:
+    """A configuration's ``extra``: its memory hot-add (keys of :mod:`hvballoon.kinds.esxi`) when
+    ``hot_add`` (its paths were read; unset is off): whether it is on, and — only then, where
+    the server gives them — its limit and increment in bytes; and the paths the server would not
+    let us read (a sweep does not fail for one VM it may not read: its unreadable fields are
+    named).
 
     >>> config_extra({"config.memoryHotAddEnabled": True, "config.hotPlugMemoryLimit": 65536})
     {'memory_hot_add': True, 'hot_add_limit_bytes': 68719476736}
     """
     on = bool(props.get("config.memoryHotAddEnabled"))
-    out: dict[str, Any] = {HOT_ADD: on}
+    out: dict[str, Any] = {HOT_ADD: on} if hot_add else {}
     for key, path in ((HOT_ADD_LIMIT, HOT_ADD_PATHS[1]), (HOT_ADD_INCREMENT, HOT_ADD_PATHS[2])):
         mb = props.get(path)
         if on and mb:  # unset (or 0, which a server leaving it unset may send): not known

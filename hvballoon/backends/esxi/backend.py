@@ -444,7 +444,7 @@ class ESXiBackend(Backend):
             at = datetime.now(timezone.utc)
             targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
             return [
-                (self._stats(moid, props, at, targets.get(moid)), self._config(moid, props))
+                (self._stats(moid, props, at, targets.get(moid)), self._config(moid, props, hot_add=False))
                 for moid, props in rows
             ]
 
@@ -614,7 +614,8 @@ class ESXiBackend(Backend):
         with collector_paused():
             return [self._config(moid, props) for moid, props in self._sweep(CONFIG_PATHS, vms)]
 
-    def _config(self, moid: str, props: Mapping[str, Any]) -> MemoryConfig:
+    def _config(self, moid: str, props: Mapping[str, Any], *, hot_add: bool = True) -> MemoryConfig:
+        """``hot_add``: the hot-add paths were read (a target's read does not: not known)."""
         alloc = props.get("config.memoryAllocation")
         shares = getattr(alloc, "shares", None)
         limit = limit_mb(alloc)
@@ -631,7 +632,7 @@ class ESXiBackend(Backend):
             shares_level=level if level in SHARES_LEVELS else None,
             memory_reservation_lock=bool(locked),
             balloon_cap_bytes=balloon_cap_bytes(props.get("config.extraConfig")),
-            extra={"moref": moid, **_props.config_extra(props)},
+            extra={"moref": moid, **_props.config_extra(props, hot_add=hot_add)},
         )
 
     # -- marks: extraConfig keys ------------------------------------------------------------
