@@ -286,3 +286,5 @@ def capabilities_cmd(uri: str, vm: str | None, as_json: bool, **kw: Any) -> None
     click.echo(f"readable: {', '.join(sorted(caps.readable))}")
     for note in caps.notes:
         click.echo(f"note: {note}")
+    if caps.frozen_reason:
+        click.echo(f"nothing can change: {caps.frozen_reason}")

@@ -169,6 +169,14 @@ def test_a_template_is_read_but_never_changed(named_peer: VcsimServer, fast_swee
         bulk = hv.set_targets({"golden": "8GiB"})
         assert isinstance(bulk["golden"], UnsupportedOperationError)
         assert "template" in bulk["golden"].message
+        assert caps.frozen_reason is not None and "convert it to a virtual machine" in caps.frozen_reason
+    if fast_sweep:  # the command says it too
+        from tests.support.cli import invoke
+
+        uri = f"esxi://{named_peer.username}@{named_peer.host}:{named_peer.port}/?scheme=http"
+        shown = invoke("capabilities", uri, "golden", env={"HVBALLOON_PASSWORD": named_peer.password})
+        assert shown.returncode == 0, shown.stderr
+        assert "settable live: -" in shown.stdout and "nothing can change: it is a template" in shown.stdout
         assert "ReconfigVM_Task" not in named_peer.counts()
     assert named_peer.vm("golden")["memoryAllocation"]["limit"] == -1
 
