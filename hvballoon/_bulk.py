@@ -75,6 +75,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
             (k, r[0].vm) for k, r in zip(keys, reads, strict=True) if not isinstance(r, HVBalloonError)
         )
         planned: dict[str, tuple[Change, int]] = {}
+        unread: set[str] = set()  # VMs whose target the hypervisor does not report (libvirt's)
         for key, read in zip(keys, reads, strict=True):
             if isinstance(read, HVBalloonError):
                 results[key] = read
@@ -90,6 +91,8 @@ class _BulkTargets(_TargetPlanning, _Waiting):
             else:
                 results[key] = change
                 planned[key] = (change, target)
+                if stats.target_bytes is None:
+                    unread.add(key)
         order = [key for key, _, _ in items]
         refused = [key for key in order if isinstance(results[key], HVBalloonError)]
         if refused and not skip_invalid:
@@ -98,9 +101,12 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         if dry_run:
             return self._results(results, order, applied=False)
         # 2. apply, in one bulk call (retryable failures are sent again, bounded)
-        moves = {k: (c, t) for k, (c, t) in planned.items() if c.changed}
+        # a target the hypervisor does not report is sent even where the balloon already is:
+        # it may be moving to another one (set by another session), and it is unchanged only
+        # once sent (the Change still says unchanged: nothing the caller sees moves)
+        moves = {k: (c, t) for k, (c, t) in planned.items() if c.changed or k in unread}
         failures = self._apply_many({k: TargetRequest(c.vm, t) for k, (c, t) in moves.items()})
-        made = {k for k in moves if k not in failures}
+        made = {k for k, (c, _t) in moves.items() if k not in failures and c.changed}
         for key, error in failures.items():
             results[key] = error
         for key, (change, target) in planned.items():

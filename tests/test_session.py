@@ -26,6 +26,7 @@ from hvballoon.models import Mechanism
 from hvballoon.retry import RetryPolicy
 from hvballoon.session import GuardRails
 from hvballoon.units import GiB, KiB, MiB, parse_size
+from tests.support.policies import targets
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -45,7 +46,7 @@ def test_floor_refusal_states_the_numbers(hv: hvballoon.Hypervisor) -> None:
     assert d["floor_bytes"] == 3 * GiB + int(16 * GiB * 0.10)
     assert d["target_bytes"] == GiB
     assert "3 GiB" in str(info.value) and "4.6 GiB" in str(info.value)
-    assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
+    assert targets(hv)["web01"] == 16 * GiB
 
 
 def test_refusals_carry_a_hint_each_interface_words_its_own_way(hv: hvballoon.Hypervisor) -> None:
@@ -121,7 +122,7 @@ def test_alignment_is_upward_and_reported() -> None:
 def test_dry_run_and_idempotence(hv: hvballoon.Hypervisor) -> None:
     dry = hv.set_target("web01", "8GiB", dry_run=True)
     assert dry.changed and dry.dry_run
-    assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
+    assert targets(hv)["web01"] == 16 * GiB
     assert hv.set_target("web01", "8GiB").changed
     again = hv.set_target("web01", "8GiB")
     assert not again.changed and again.before == again.after == {"target_bytes": 8 * GiB}
@@ -343,7 +344,7 @@ def test_set_targets_refuses_a_bad_wait_timeout_before_changing_anything(
 ) -> None:
     with pytest.raises(InvalidRequestError, match="wait_timeout"):
         hv.set_targets({"web01": "8GiB"}, wait=True, wait_timeout=wait_timeout)
-    assert hv.get_stats("web01")[0].target_bytes == 16 * GiB
+    assert targets(hv)["web01"] == 16 * GiB
 
 
 @pytest.mark.parametrize(
@@ -392,10 +393,10 @@ def test_keyed_worlds_are_shared_then_reset() -> None:
         with hvballoon.connect("fake://seed") as hv:
             hv.set_target("web01", "9GiB")
         with hvballoon.connect("fake://seed") as hv:
-            assert hv.get_stats(["web01"])[0].target_bytes == 9 * GiB
+            assert targets(hv)["web01"] == 9 * GiB
         assert w.now == 0
     with hvballoon.connect("fake://seed") as hv:
-        assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB
+        assert targets(hv)["web01"] == 16 * GiB
 
 
 def test_pytest_plugin_fixture(hvballoon_session: hvballoon.Hypervisor) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import hvballoon
+from hvballoon import fake
 from hvballoon.errors import (
     AmbiguousVMError,
     BalloonStalledError,
@@ -28,6 +29,7 @@ from hvballoon.models import Change, PowerState
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
 from tests.support.calls import counted, deny_reading
+from tests.support.policies import targets
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -36,10 +38,6 @@ INSTANT = RetryPolicy(sleep=lambda _s: None)
 def hv() -> Iterator[hvballoon.Hypervisor]:
     with hvballoon.connect("fake://seed", retry=INSTANT) as session:
         yield session
-
-
-def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
-    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
 
 
 # -- one result per VM -------------------------------------------------------------------------
@@ -147,6 +145,27 @@ def test_idempotent(hv: hvballoon.Hypervisor) -> None:
     assert first.made == {"web01", "web02"} and second.ok and not second.made
     assert all(not c.changed for c in second.changes.values())
     assert calls["apply_targets"] == 0
+
+
+def test_a_target_libvirt_does_not_report_is_sent_even_where_the_balloon_is() -> None:
+    """On KVM a session reads only the targets it set (libvirt keeps the balloon's position,
+    not the target): another session's lower may still be on its way. Asking for where the
+    balloon is now is unchanged, but sent, so that the balloon stays there."""
+    with fake.world("seed"):
+        with hvballoon.connect("fake://seed") as other:
+            other.set_target("web01", "8GiB")  # the balloon has not moved yet
+        with hvballoon.connect("fake://seed", retry=INSTANT) as hv:
+            (st,) = hv.get_stats(["web01"])
+            assert st.target_bytes is None and st.current_bytes == 16 * GiB
+            calls = counted(hv)
+            res = hv.set_targets({"web01": "16GiB"})
+            assert res.ok and not res.made and not res["web01"].changed
+            assert calls["apply_targets"] == 1 and targets(hv)["web01"] == 16 * GiB
+            assert hv.get_stats(["web01"])[0].target_bytes == 16 * GiB  # now this session knows it
+            again = counted(hv)
+            assert not hv.set_targets({"web01": "16GiB"}).made and again["apply_targets"] == 0
+            hv.set_target("web01", "16GiB", dry_run=True)
+            assert again["apply_targets"] == 0  # a dry run sends nothing
 
 
 def test_bad_sizes_and_duplicates_are_per_vm(hv: hvballoon.Hypervisor) -> None:

@@ -117,6 +117,9 @@ class FakeBackend(Backend):
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
+        #: the targets this session set on running VMs, for a flavour whose hypervisor keeps
+        #: none it could read back (:attr:`FlavorView.reads_live_target`: libvirt)
+        self._session_targets: dict[str, int] = {}
         uri = opts.uri
         unknown = set(uri.query) - {"flavor", "seed", "state", "speed"}
         if unknown:
@@ -416,9 +419,15 @@ class FakeBackend(Backend):
             "collected_at": at,
             "configured_bytes": self.view.configured_bytes(g),
         }
+        session_target = None
+        if not self.view.reads_live_target:
+            if g.power_state in ("running", "paused"):
+                session_target = self._session_targets.get(g.id)
+            else:  # a domain that stops forgets its live target; the definition's shows
+                self._session_targets.pop(g.id, None)
         if not g.running:
-            return self.view.idle_stats(w, g, common)
-        return self.view.running_stats(w, g, common)
+            return self.view.idle_stats(w, g, common, session_target=session_target)
+        return self.view.running_stats(w, g, common, session_target=session_target)
 
     def get_config(self, vm: VM) -> MemoryConfig:
         with self._tx("get_config", vm) as w:
@@ -495,6 +504,8 @@ class FakeBackend(Backend):
         field = self.kind.target_field(self._config(g))
         if field is None:
             w.set_target(g.id, target_bytes)
+            if g.power_state in ("running", "paused"):
+                self._session_targets[g.id] = target_bytes
             return
         move = ConfigUpdate.from_fields({field: target_bytes})
         self.view.check_resize(w, g, move, backend=self.name)

@@ -31,6 +31,11 @@ class FlavorView:
     """How the real backend of :attr:`kind` shows a VM, its stats, configuration and host."""
 
     kind: ClassVar[Kind]
+    #: Whether the real backend reads a running VM's target back from the hypervisor. libvirt
+    #: cannot: it keeps the balloon's position (``balloon.current``), not the target asked for,
+    #: so the kvm and qmp backends know only the targets their own session set (``None``
+    #: otherwise); ESXi's limit and Hyper-V's maximum are configuration anyone reads.
+    reads_live_target: ClassVar[bool] = True
 
     def vm_extra(self, g: Guest, power: PowerState) -> dict[str, Any]:
         """What the real backend's VM listing adds beside the common fields."""
@@ -39,11 +44,17 @@ class FlavorView:
     def configured_bytes(self, g: Guest) -> int:
         return g.memory_bytes
 
-    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
-        """The stats of a running VM (``common``: its VM, mechanism, time, configured size)."""
+    def running_stats(
+        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+    ) -> MemoryStats:
+        """The stats of a running VM (``common``: its VM, mechanism, time, configured size;
+        ``session_target``: the target the session set on it, shown where the hypervisor
+        cannot tell, see :attr:`reads_live_target`)."""
         raise NotImplementedError
 
-    def idle_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+    def idle_stats(
+        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+    ) -> MemoryStats:
         """The stats of a VM that does not run (stopped, paused, suspended): its target only."""
         return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
 
@@ -67,11 +78,15 @@ class KVMView(FlavorView):
     """libvirt: the balloon's figures and the guest driver's last report (at its stats period)."""
 
     kind: ClassVar[Kind] = KVM
+    reads_live_target: ClassVar[bool] = False
 
-    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+    def running_stats(
+        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+    ) -> MemoryStats:
         """The guest's report is trusted as the kvm and qmp backends trust a driver's report
         (:mod:`hvballoon.virtio_balloon`): stale once older than three periods and two seconds;
-        not a figure at all while the stats period is off (libvirt keeps the last one, frozen)."""
+        not a figure at all while the stats period is off (libvirt keeps the last one, frozen).
+        The target is the one the session set (libvirt keeps none it could read back)."""
         age = w.report_age(g)
         report = g.report()
         period = g.stats_period
@@ -79,7 +94,7 @@ class KVMView(FlavorView):
         fresh = counts and age is not None and age <= Freshness(period=period).stale_after(period)
         fields: dict[str, Any] = {
             "current_bytes": g.current_bytes,
-            "target_bytes": g.target_bytes,
+            "target_bytes": session_target,
             "ballooned_bytes": max(0, g.memory_bytes - g.current_bytes),
             "host_consumed_bytes": self.host_consumed(w, g),
             "guest_report_age_seconds": age,
@@ -98,11 +113,13 @@ class KVMView(FlavorView):
             )
         return MemoryStats(**common, **fields, extra={"oom_events": g.oom_events})
 
-    def idle_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+    def idle_stats(
+        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+    ) -> MemoryStats:
         """A paused domain's QEMU still holds its memory and its balloon (libvirt reads
         ``balloon.current``); its guest reports nothing while paused, so its last report ages."""
         if g.power_state == "paused":
-            return self.running_stats(w, g, common)
+            return self.running_stats(w, g, common, session_target=session_target)
         return super().idle_stats(w, g, common)
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
@@ -133,7 +150,9 @@ class ESXiView(FlavorView):
 
     kind: ClassVar[Kind] = ESXI
 
-    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+    def running_stats(
+        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+    ) -> MemoryStats:
         return MemoryStats(
             **common,
             current_bytes=g.current_bytes,
@@ -213,7 +232,9 @@ class HyperVView(FlavorView):
             return int(g.config.get("maximum_bytes") or g.memory_bytes)
         return int(g.config["startup_bytes"])
 
-    def running_stats(self, w: World, g: Guest, common: dict[str, Any]) -> MemoryStats:
+    def running_stats(
+        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+    ) -> MemoryStats:
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
         return MemoryStats(

@@ -280,7 +280,8 @@ def release(
             goal = most
             capped = f" (capped at its maximum, {format_size(goal)}: it was redefined smaller)"
         plan = plans[vm.id] = (goal, False, current)
-        if current is not None and current >= goal:
+        in_force = _in_force(st, cfg, limit_vm)
+        if in_force is not None and in_force >= goal:
             why = "already at or above the value to give back: left alone" + capped
             results.append(_done(entry, source, vm, "unchanged", plan, dry_run, why))
             continue
@@ -305,6 +306,10 @@ def release(
         vm = next(v for v in vms if v.id == vm_id)
         if isinstance(outcome, HVBalloonError):
             results.append(_failed(entry, source, vm, outcome.message, outcome))
+            continue
+        if not outcome.changed:  # its balloon was there already: the target was only re-sent
+            why = "already at or above the value to give back: its target sent again (not reported)"
+            results.append(_done(entry, source, vm, "unchanged", plans[vm_id], dry_run, why))
             continue
         why = "given back what it had" + (" (its maximum)" if to_maximum else notes.get(vm_id, ""))
         results.append(_done(entry, source, vm, "released", plans[vm_id], dry_run, why))
@@ -366,6 +371,17 @@ def _current(st: MemoryStats | None, cfg: MemoryConfig | None, limit_vm: bool) -
     if limit_vm and cfg is not None:
         return cfg.limit_bytes if cfg.limit_bytes is not None else st.configured_bytes
     return st.target_bytes if st.target_bytes is not None else st.current_bytes
+
+
+def _in_force(st: MemoryStats | None, cfg: MemoryConfig | None, limit_vm: bool) -> int | None:
+    """The value the hypervisor holds the VM to, ``None`` when it does not say: a balloon's
+    target libvirt does not report (only the session that set it knows it) may be below where
+    the balloon is now, still moving there, so the raise is sent all the same."""
+    if st is None:
+        return None
+    if limit_vm and cfg is not None:
+        return cfg.limit_bytes if cfg.limit_bytes is not None else st.configured_bytes
+    return st.target_bytes
 
 
 def _maximum(st: MemoryStats | None, cfg: MemoryConfig | None) -> int | None:

@@ -11,6 +11,7 @@ import pytest
 import hvballoon
 from hvballoon.units import GiB, parse_size
 from tests.support.ansible import VMS, Ansible, recap
+from tests.support.policies import targets
 
 SIZES = {
     "web01": "6GiB",
@@ -27,11 +28,6 @@ SIZES = {
 PASSWORD = "Tr0ub4dor&3-never-printed"
 
 pytestmark = pytest.mark.slow  # each playbook run takes seconds
-
-
-def targets(uri: str) -> dict[str, int | None]:
-    with hvballoon.connect(uri) as hv:
-        return {s.vm.name: s.target_bytes for s in hv.get_stats()}
 
 
 def write_sizes(tmp: Path, name: str, sizes: dict[str, object]) -> str:

@@ -335,6 +335,25 @@ def test_kvm_a_stopped_domain_boots_with_its_definitions_current_memory() -> Non
         assert st.target_bytes == boot == hv.get_config("web01").startup_bytes
 
 
+@pytest.mark.parametrize("flavor", ["kvm", "esxi", "hyperv"])
+def test_a_running_vms_target_is_read_as_its_hypervisor_keeps_it(flavor: str) -> None:
+    """libvirt keeps a running domain's balloon position, not the target asked for: the kvm
+    flavour, like the kvm and qmp backends, shows only the targets the session set itself. An ESXi limit and a Hyper-V maximum are configuration: every session
+    reads them."""
+    w = World(load_scenario("seed"), flavor=flavor)
+    uri = f"fake://seed?flavor={flavor}"
+    with hvballoon.connect(uri, world=w, retry=INSTANT) as setter, hvballoon.connect(uri, world=w) as reader:
+        before = reader.get_stats(["web01"])[0].target_bytes
+        asked = 12 * GiB if flavor != "hyperv" else 20 * GiB  # a running VM's maximum only rises
+        setter.set_target("web01", asked)
+        mine, theirs = setter.get_stats(["web01"])[0], reader.get_stats(["web01"])[0]
+        assert mine.target_bytes == asked
+        if flavor == "kvm":
+            assert before is None and theirs.target_bytes is None
+        else:
+            assert before is not None and theirs.target_bytes == asked
+
+
 def test_kvm_guest_reports_are_trusted_as_the_kvm_backends_trust_them() -> None:
     """The guest driver's report is read as the kvm and qmp backends read it
     (hvballoon.virtio_balloon): stale once older than three periods and two seconds, and no

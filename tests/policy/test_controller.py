@@ -16,7 +16,7 @@ from hvballoon.policy import Controller, ControllerSettings, Plan, Snapshot, VMS
 from hvballoon.policy.adaptive import HvballoonPolicy
 from hvballoon.session import GuardRails
 from hvballoon.units import GiB, MiB
-from tests.support.policies import Fixed
+from tests.support.policies import Fixed, targets
 
 HOST = "120GiB"
 
@@ -29,10 +29,6 @@ def settled() -> HvballoonPolicy:
 def settings(**kw: Any) -> ControllerSettings:
     kw.setdefault("host_memory_bytes", HOST)
     return ControllerSettings(**kw)
-
-
-def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
-    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
 
 
 def test_dry_run_changes_nothing_and_says_what_it_would_do() -> None:

@@ -171,7 +171,11 @@ class TestAHypervisorAwayForLong:
                 assert not ctl.attempt().ok
                 opened[0].close()  # the connection is dead (then SIGTERM, --release-on-exit)
                 report = ctl.release()
-                assert report.error() is None and [r.action for r in report.vms] == ["released"]
+                # the new session cannot read the 8 GiB target (libvirt keeps none), and the
+                # balloon has not moved yet: the raise is sent all the same, or the balloon would
+                # go on to 8 GiB after the release
+                (r,) = report.vms
+                assert report.error() is None and r.action == "unchanged" and "sent again" in r.reason
                 assert targets(opened[-1])["web01"] == 16 * GiB and len(opened) == 2
 
 

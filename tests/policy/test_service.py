@@ -22,6 +22,7 @@ from hvballoon.outputs import output_schemas
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.units import GiB
 from tests.support.cli import Running, invoke, run, serving
+from tests.support.policies import targets
 from tests.support.schemas import validate
 
 SEED = Path(hvballoon.__file__).parent / "fake" / "scenarios" / "seed.yaml"
@@ -48,11 +49,6 @@ def faulty_scenario(tmp_path: Path) -> Path:
     path = tmp_path / "faulty.yaml"
     path.write_text(text)
     return path
-
-
-def targets(uri: str) -> dict[str, int | None]:
-    with hvballoon.connect(uri) as hv:
-        return {s.vm.name: s.target_bytes for s in hv.get_stats()}
 
 
 @pytest.mark.slow
@@ -446,7 +442,8 @@ class TestRelease:
             moves = [Move(hv.resolve(n).id, n, "balloon", 16 * GiB, 12 * GiB) for n in ("web01", "web02")]
             moves += [Move(hv.resolve(n).id, n, "balloon", b, 12 * GiB) for n, b in extra.items()]
             j.intend(1, moves)
-            hv.set_targets({m.vm: 12 * GiB for m in moves})
+            # the balloons reach it: a new session sees where they are (libvirt keeps no target)
+            hv.set_targets({m.vm: 12 * GiB for m in moves}, wait=True)
         return uri, path, before
 
     def test_to_maximum_dry_run_and_lines(self, tmp_path: Path) -> None:
@@ -490,6 +487,7 @@ class TestRelease:
         with hvballoon.connect(uri) as hv, Journal.open(path, uri=hv.uri) as j:
             j.intend(2, [Move("no-such-id", "gone01", "balloon", 16 * GiB, 8 * GiB)])
             hv.set_target("web02", "16GiB")  # an administrator gave it back already
+            hv.wait_for_target("web02")
         r = invoke("release", uri, "--journal", str(path))
         assert r.returncode == 0, r.stderr
         assert "gone01: gone: the VM no longer exists" in r.stdout

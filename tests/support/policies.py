@@ -33,9 +33,15 @@ def seed_session(w: World) -> hvballoon.Hypervisor:
     return hvballoon.connect("fake://seed", world=w, retry=INSTANT)
 
 
-def targets(hv: hvballoon.Hypervisor) -> dict[str, int | None]:
-    """Every VM's target, by name."""
-    return {s.vm.name: s.target_bytes for s in hv.get_stats()}
+def targets(where: hvballoon.Hypervisor | str) -> dict[str, int]:
+    """Every VM's target as the simulated hypervisor holds it, by name, on a fake session or a
+    fake URI: the world's own, not what a session reads (the kvm flavour, like libvirt, shows a
+    running VM's target only to the session that set it)."""
+    if isinstance(where, str):
+        with hvballoon.connect(where) as hv:
+            return targets(hv)
+    world = where.backend.world  # type: ignore[attr-defined]
+    return {g.name: g.target_bytes for g in world.guests.values() if not g.crashed}
 
 
 class Fixed(Policy):
