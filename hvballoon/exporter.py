@@ -259,21 +259,61 @@ def _make_server(address: str, port: int, registry: CollectorRegistry) -> WSGISe
 #: The paths that answer a scrape; ``/`` too, as prometheus-client's own server does.
 METRICS_PATHS = frozenset({"/metrics", "/"})
 
+#: The methods a scrape path answers: ``HEAD`` (load balancers' and health checks' probe) is
+#: answered like ``GET`` without the body; ``OPTIONS`` names them.
+ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+
 
 def _routed(app: Callable[..., Any]) -> Callable[..., Any]:
-    """``app`` (prometheus-client's, which answers every path with a scrape) on
-    :data:`METRICS_PATHS` only: another path is a 404 naming ``/metrics``, so a mistyped
-    ``metrics_path`` fails visibly instead of quietly sweeping every hypervisor."""
+    """``app`` (prometheus-client's, which answers every path with a scrape and only ``GET``)
+    on :data:`METRICS_PATHS` only: another path is a 404 naming ``/metrics``, so a mistyped
+    ``metrics_path`` fails visibly instead of quietly sweeping every hypervisor. ``HEAD`` is
+    answered as ``GET`` is (the same status and headers, from the same cached sweep), without
+    the body; any method but ``GET``, ``HEAD`` and ``OPTIONS`` is a 405 with ``Allow``."""
+
+    def plain(start_response: Callable[..., Any], status: str, text: str, head: bool, *extra: Any) -> Any:
+        body = text.encode()
+        start_response(
+            status,
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *extra],
+        )
+        return [] if head else [body]
 
     def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("PATH_INFO", "") in METRICS_PATHS:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        head = method == "HEAD"
+        if environ.get("PATH_INFO", "") not in METRICS_PATHS:
+            return plain(
+                start_response,
+                "404 Not Found",
+                "# HTTP 404 Not Found: the metrics are served on /metrics\n",
+                head,
+            )
+        if method == "OPTIONS":
+            return plain(start_response, "200 OK", "", False, ("Allow", ALLOWED_METHODS))
+        if method not in ("GET", "HEAD"):
+            return plain(
+                start_response,
+                "405 Method Not Allowed",
+                f"# HTTP 405 Method Not Allowed: use {ALLOWED_METHODS}\n",
+                False,
+                ("Allow", ALLOWED_METHODS),
+            )
+        if not head:
             return app(environ, start_response)
-        body = b"# HTTP 404 Not Found: the metrics are served on /metrics\n"
-        start_response(
-            "404 Not Found",
-            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
-        )
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+        said: list[Any] = []
+        answer = app({**environ, "REQUEST_METHOD": "GET"}, lambda *a: said.append(a))
+        try:
+            length = sum(len(chunk) for chunk in answer)  # what a GET sends, measured, dropped
+        finally:
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+        status, headers = said[0][0], list(said[0][1])
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            headers.append(("Content-Length", str(length)))
+        start_response(status, headers)
+        return []
 
     return routed
 

@@ -192,6 +192,39 @@ def test_only_the_metrics_path_answers_a_scrape(serve: Any) -> None:
     assert status == 405
 
 
+def _ask(port: int, path: str, method: str) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path)
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp
+
+
+def test_head_is_answered_like_get_without_a_body_from_the_cached_sweep(serve: Any) -> None:
+    exporter, port = serve(["fake://seed"], interval=60)
+    for path in ("/metrics", "/"):
+        head = _ask(port, path, "HEAD")
+        assert head.status == 200, path
+        assert (head.getheader("Content-Type") or "").startswith("text/plain")
+        status, _, body = _get(port, path)
+        assert status == 200 and int(head.getheader("Content-Length") or -1) == len(body) > 0
+    assert exporter.sweeps == 1  # HEAD and GET were answered from one sweep
+    fresh, fresh_port = serve(["fake://seed"], interval=0)
+    assert _ask(fresh_port, "/metrics", "HEAD").status == 200 and fresh.sweeps == 1
+
+
+def test_other_methods_are_405_naming_the_allowed_ones(serve: Any) -> None:
+    exporter, port = serve(["fake://seed"], interval=0)
+    for method in ("POST", "PUT", "DELETE", "PATCH", "TRACE"):
+        resp = _ask(port, "/metrics", method)
+        assert resp.status == 405, method
+        assert {m.strip() for m in (resp.getheader("Allow") or "").split(",")} == {"GET", "HEAD", "OPTIONS"}
+    options = _ask(port, "/metrics", "OPTIONS")
+    assert options.status == 200 and "HEAD" in (options.getheader("Allow") or "")
+    assert exporter.sweeps == 0  # none of these swept the hypervisors
+
+
 def test_a_scrape_filtered_by_name_answers_those_families(serve: Any) -> None:
     _, port = serve(["fake://seed"])
     query = "/metrics?name[]=hvballoon_host_up&name[]=hvballoon_vm_current_bytes"
