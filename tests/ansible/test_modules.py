@@ -156,6 +156,39 @@ def test_a_password_in_the_uri_is_masked_in_the_whole_result(module: str, args: 
     assert "flavor=esxi" in r["invocation"]["module_args"]["uri"]
 
 
+SECRET_URI = "esxi://root:Secr3tPw@esx1.example?token=Tok3nValue"
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        # refused by the argument spec: a wrong type, an unknown option, two exclusive options
+        ("target", {"uri": SECRET_URI, "vm": "web01", "size": "12GiB", "wait": "perhaps"}),
+        ("config", {"uri": SECRET_URI, "vm": "web01", "limit": "8GiB", "bogus_option": 1}),
+        ("memory_info", {"uri": SECRET_URI, "vm": "web01", "vms": ["web02"]}),
+        ("memory_info", {"uri": SECRET_URI, "timeout": "soon"}),
+        # the URI given to another option (a known one, an unknown one, nested)
+        ("memory_info", {"uri": "fake://seed", "vm": SECRET_URI}),
+        ("target", {"uri": "fake://seed", "vms": ["web01", SECRET_URI], "size": "2GiB"}),
+        ("config", {"uri": "fake://seed", "vm": "web01", "limit": "8GiB", "url": SECRET_URI}),
+        ("target", {"uri": "fake://seed", "vm": "web01", "size": "2GiB", "extra": {"a": [SECRET_URI]}}),
+    ],
+)
+def test_a_uri_password_is_masked_whichever_option_holds_it_and_however_the_task_ends(
+    module: str, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ansible.module_utils import basic
+
+    logged: list[str] = []
+    monkeypatch.setattr(basic.AnsibleModule, "log", lambda self, msg, *a, **k: logged.append(msg))
+    r = run_module(module, {**args, "_ansible_diff": True}, False)
+    assert r["failed"] and r.get("changed") is not True
+    shown = repr(r) + repr(logged)
+    for secret in ("Secr3tPw", "Tok3nValue"):
+        assert secret not in shown, (secret, r, logged)
+    assert "esx1.example" in repr(r["invocation"]["module_args"])  # the rest stays readable
+
+
 @pytest.mark.parametrize(
     ("names", "got"),
     [

@@ -5,6 +5,7 @@ and changing several VMs all or nothing."""
 
 from __future__ import annotations
 
+import re
 import traceback
 import warnings
 
@@ -43,15 +44,74 @@ def vms_argument_spec():
 
 
 def hide_uri_secrets(module):
-    """Mask a password written in O(uri) (refused when connecting, but echoed until then) in
-    everything the task returns, its ``invocation`` included, as Ansible masks C(no_log)
-    options. Without the SDK to find it, a URI with user information or a query is masked whole."""
-    uri = module.params.get("uri")
-    if not isinstance(uri, str) or not uri:
-        return
-    masked_whole = [uri] if ("@" in uri or "?" in uri) else []
-    for secret in uri_secrets(uri) if HAS_HVBALLOON else masked_whole:
-        module.no_log_values.add(secret)
+    """Mask every password or token written in a URI (``scheme://user:password@host``,
+    ``?password=…``) in whichever option holds it — O(uri), a URI given to another option by
+    mistake, an unknown option — in everything the task returns and logs, as Ansible masks
+    C(no_log) options. Without the SDK to find them, a URI with user information or a query is
+    masked whole. :func:`secret_safe` calls it on the raw arguments, before the argument spec
+    checks them: a task the spec refuses echoes its arguments too."""
+    for text in _uri_texts(module.params):
+        if HAS_HVBALLOON:
+            secrets = [s for uri in _URI_RE.findall(text) for s in uri_secrets(uri)]
+        else:
+            secrets = [text] if ("@" in text or "?" in text) else []
+        module.no_log_values.update(secrets)
+
+
+#: A URI within a text: its scheme, ``://`` and everything up to the next blank.
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
+
+
+def _uri_texts(value):
+    """Every text in ``value`` (the module's arguments: nested lists and mappings) that holds
+    a URI, the mappings' keys included."""
+    if isinstance(value, str):
+        if "://" in value:
+            yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _uri_texts(key)
+            yield from _uri_texts(item)
+    elif isinstance(value, (list, tuple, set)):
+        for item in value:
+            yield from _uri_texts(item)
+
+
+def secret_safe(module_class):
+    """``module_class`` (AnsibleModule) masking the URI secrets of its arguments from the
+    moment it reads them (:func:`hide_uri_secrets`), before the argument spec is checked and
+    the invocation logged: every way out of the module — a refused spec, ``fail_json``, an
+    exception, check mode, diff — is masked alike."""
+
+    class SecretSafeModule(module_class):
+        def _load_params(self):
+            super()._load_params()
+            hide_uri_secrets(self)
+
+        # Ansible masks the values of a result, not its mappings' keys (a result keyed by the
+        # VMs as named): those are masked here
+        def exit_json(self, **kwargs):
+            super().exit_json(**_masked_keys(kwargs, self.no_log_values))
+
+        def fail_json(self, msg, **kwargs):
+            super().fail_json(msg, **_masked_keys(kwargs, self.no_log_values))
+
+    return SecretSafeModule
+
+
+def _masked_keys(value, secrets):
+    """``value`` with every secret in its mappings' keys (at any depth) replaced by asterisks."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str):
+                for secret in sorted((s for s in secrets if isinstance(s, str) and s), key=len, reverse=True):
+                    key = key.replace(secret, "********")
+            out[key] = _masked_keys(item, secrets)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_masked_keys(item, secrets) for item in value]
+    return value
 
 
 def require_sdk(module):

@@ -263,9 +263,9 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connection_argument_spec,
     exit_bulk,
     fail_error,
-    hide_uri_secrets,
     require_sdk,
     required_vms,
+    secret_safe,
     set_configs,
     vms_argument_spec,
 )
@@ -299,13 +299,12 @@ def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(vms_argument_spec())
     argument_spec.update(FIELDS)
-    module = AnsibleModule(
+    module = secret_safe(AnsibleModule)(
         argument_spec=argument_spec,
         mutually_exclusive=[("vm", "vms")],
         required_one_of=[("vm", "vms"), tuple(FIELDS)],
         supports_check_mode=True,
     )
-    hide_uri_secrets(module)
     require_sdk(module)
     fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
     result = dict(changed=False, changes=[], results=[])

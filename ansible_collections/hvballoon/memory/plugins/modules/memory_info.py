@@ -172,8 +172,8 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connect,
     connection_argument_spec,
     fail_error,
-    hide_uri_secrets,
     require_sdk,
+    secret_safe,
     selected_vms,
     vms_argument_spec,
 )
@@ -203,12 +203,11 @@ def main():
             default=["stats", "config", "host"],
         )
     )
-    module = AnsibleModule(
+    module = secret_safe(AnsibleModule)(
         argument_spec=argument_spec,
         mutually_exclusive=[("vm", "vms")],
         supports_check_mode=True,
     )
-    hide_uri_secrets(module)
     require_sdk(module)
     gather = set(module.params["gather"])
     hv = connect(module)

@@ -230,9 +230,9 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
     connection_argument_spec,
     exit_bulk,
     fail_error,
-    hide_uri_secrets,
     require_sdk,
     required_vms,
+    secret_safe,
     vms_argument_spec,
 )
 
@@ -251,13 +251,12 @@ def main():
         wait_timeout=dict(type="float", default=60.0),
         skip_invalid=dict(type="bool", default=False),
     )
-    module = AnsibleModule(
+    module = secret_safe(AnsibleModule)(
         argument_spec=argument_spec,
         mutually_exclusive=[("vm", "vms")],
         required_one_of=[("vm", "vms")],
         supports_check_mode=True,
     )
-    hide_uri_secrets(module)
     require_sdk(module)
     p = module.params
     result = dict(changed=False, changes=[], results=[])
