@@ -129,7 +129,10 @@ class _SessionCore:
         if found is None:
             self.list_vms()
             return
-        self._index.update(found)  # a backend may answer more than asked: remember it all
+        if self._backend.lookup_lists_every_vm:
+            self._index.replace(found)  # a sweep of every VM: a listing
+        else:
+            self._index.update(found)  # a backend may answer more than asked: remember it all
         for ref in wanted:
             self._index.settle(ref, [v for v in found if v.id == ref or v.name == ref])
 
@@ -152,9 +155,7 @@ class _SessionCore:
         if len(named) == 1:
             return named[0]
         if not named:
-            return VMNotFoundError(
-                f"no VM named or with id {ref!r}", backend=self.backend_name, uri=self.uri, vm=ref
-            )
+            return self._not_found(ref)
         ids = sorted(v.id for v in named)
         return AmbiguousVMError(
             f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
@@ -163,6 +164,36 @@ class _SessionCore:
             vm=ref,
             details={"candidates": ids},
         )
+
+    def _not_found(self, ref: str) -> VMNotFoundError:
+        """No VM has ``ref`` for name or id: the error names up to three names the session
+        knows that look like it (``details["close_matches"]``, none when nothing is close)."""
+        close = self._index.close_names(ref)
+        guess = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+        return VMNotFoundError(
+            f"no VM named or with id {ref!r}{guess}",
+            backend=self.backend_name,
+            uri=self.uri,
+            vm=ref,
+            details={"close_matches": close},
+        )
+
+    def close_matches(self, ref: str) -> list[str]:
+        """Up to three names of VMs the session knows that look like ``ref`` (case-insensitive,
+        closest first): what a :class:`~hvballoon.errors.VMNotFoundError` suggests."""
+        return self._index.close_names(ref)
+
+    def _learn_names(self) -> None:
+        """Before naming a ref that matched no VM: the names to suggest come from a full
+        listing. One the session made within the name TTL (or the look-up just made, when it
+        listed) is used as it is; otherwise one listing is made — only on this error path. A
+        listing that fails leaves the suggestions to what the session knows."""
+        if self._index.listed():
+            return
+        try:
+            self.list_vms()
+        except HVBalloonError:
+            pass
 
     def _resolve(self, refs: Sequence[VMRef]) -> list[_Resolved | HVBalloonError]:
         """Each ref as a VM (from the index when it knows it), or its typed error."""
@@ -189,6 +220,8 @@ class _SessionCore:
         if misses:
             names = [cast(str, refs[i]) for i in misses]
             self._lookup(names)
+            if any(isinstance(self._pick(ref), VMNotFoundError) for ref in names):
+                self._learn_names()
             for i, ref in zip(misses, names, strict=True):
                 picked = self._pick(ref)
                 out[i] = (

@@ -17,6 +17,7 @@ is gone (ids are unique and never reused).
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +25,9 @@ from collections.abc import Callable, Iterable
 from hvballoon.models import VM
 
 __all__ = ["VMIndex"]
+
+#: How alike two names must be to be suggested (:func:`difflib.get_close_matches`' default).
+_CLOSE = 0.6
 
 
 class VMIndex:
@@ -35,6 +39,7 @@ class VMIndex:
         self._lock = threading.Lock()
         self._ids: dict[str, tuple[VM, float]] = {}
         self._names: dict[str, dict[str, VM]] = {}
+        self._listed_at: float | None = None  # when the last full listing was seen
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -49,6 +54,32 @@ class VMIndex:
             names.setdefault(vm.name, {})[vm.id] = vm
         with self._lock:
             self._ids, self._names = ids, names
+            self._listed_at = now
+
+    def listed(self) -> bool:
+        """Whether a full listing younger than the TTL fed the index (it then knows every
+        name the hypervisor had then, not only those looked up)."""
+        at = self._listed_at
+        return at is not None and self._clock() - at <= self.ttl_seconds
+
+    def close_names(self, ref: str, *, limit: int = 3) -> list[str]:
+        """Up to ``limit`` names known to the index that look like ``ref`` (case-insensitive,
+        closest first; :func:`difflib.get_close_matches`), for a "did you mean"."""
+        with self._lock:
+            names = [n for n in self._names if n != ref]
+        lowered: dict[str, list[str]] = {}
+        for name in sorted(names):
+            lowered.setdefault(name.lower(), []).append(name)
+        matcher = difflib.SequenceMatcher()
+        matcher.set_seq2(ref.lower())
+        scored = []
+        for low in lowered:
+            matcher.set_seq1(low)
+            if matcher.real_quick_ratio() >= _CLOSE and matcher.quick_ratio() >= _CLOSE:
+                score = matcher.ratio()
+                if score >= _CLOSE:
+                    scored.append((-score, low))
+        return [name for _, low in sorted(scored) for name in lowered[low]][:limit]
 
     def update(self, vms: Iterable[VM]) -> None:
         """Fresh sightings of some VMs (a rename moves the VM to its new name)."""

@@ -177,6 +177,10 @@ class Backend(abc.ABC):
 
     # -- optional: bulk variants (defaults call the per-VM methods) --------------------------
 
+    #: ``True`` when :meth:`lookup_vms` answers every VM of the hypervisor (it sweeps them, as
+    #: on vSphere): the session then takes the answer as a full listing.
+    lookup_lists_every_vm: bool = False
+
     def lookup_vms(self, refs: Sequence[str]) -> list[VM] | None:
         """The VMs whose id or name is one of ``refs``, looked up natively (no listing).
 

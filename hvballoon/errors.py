@@ -327,7 +327,8 @@ class PermissionDeniedError(HVBalloonError):
 
 
 class VMNotFoundError(HVBalloonError):
-    """No VM has this name or id (or it vanished during the operation)."""
+    """No VM has this name or id (or it vanished during the operation); a name that matched
+    nothing has ``details["close_matches"]``: up to three names of VMs that look like it."""
 
     code = "vm_not_found"
     exit_code = 7

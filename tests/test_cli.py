@@ -301,7 +301,10 @@ def test_stats_reports_what_exists_and_names_what_is_missing() -> None:
     r = run("stats", "fake://seed", "web01", "web99", "db01", "nope")
     assert r.returncode == 7, r.stderr
     assert "web01" in r.stdout and "db01" in r.stdout
-    assert "error: no VM named or with id 'web99', 'nope' on fake://seed" in r.stderr, r.stderr
+    assert (
+        "error: no VM named or with id 'web99' (did you mean 'web01', 'web02', 'web03'?), 'nope' on fake://seed"
+        in r.stderr
+    ), r.stderr
     r = run("stats", "fake://seed", "web01", "web99", "--json")
     assert r.returncode == 7
     found = json.loads(r.stdout)

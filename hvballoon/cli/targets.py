@@ -101,11 +101,16 @@ def stats_cmd(
         console().print(table(STATS_COLUMNS, [stats_row(s) for s in stats], title=hv.uri))
     if missing:
         # what exists was reported; what is missing is named, on stderr, with exit code 7
+        close = {m: hv.close_matches(m) for m in missing}
+        named = ", ".join(
+            repr(m) + (f" (did you mean {', '.join(repr(n) for n in close[m])}?)" if close[m] else "")
+            for m in missing
+        )
         err = VMNotFoundError(
-            f"no VM named or with id {', '.join(repr(m) for m in missing)} on {hv.uri}",
+            f"no VM named or with id {named} on {hv.uri}",
             backend=hv.backend_name,
             uri=hv.uri,
-            details={"missing_vms": missing},
+            details={"missing_vms": missing, "close_matches": close},
         )
         if as_json:
             click.echo(json.dumps(error_report(err), indent=2), err=True)

@@ -158,6 +158,7 @@ class ESXiBackend(Backend):
     options: ESXiOptions
     #: Every target and configuration rule comes from the ESXi kind (hvballoon.kinds.esxi).
     kind: Kind | None = ESXI
+    lookup_lists_every_vm = True  # vSphere has no look-up by name: lookup_vms sweeps them all
 
     def __init__(self, opts: ConnectOptions) -> None:
         super().__init__(opts)
