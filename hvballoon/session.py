@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import SecretStr
@@ -26,7 +26,7 @@ from hvballoon._bulk import _BulkTargets
 from hvballoon._bulkconfig import _BulkConfigs, _config_vm
 from hvballoon._guardrails import GuardRails
 from hvballoon._results import TargetResults
-from hvballoon._sessioncore import VMRef
+from hvballoon._sessioncore import R, VMRef
 from hvballoon._uri import parse_uri
 from hvballoon._waiting import idle, noting_unobservable
 from hvballoon.backend import ConnectOptions
@@ -58,6 +58,17 @@ PASSWORD_ENV = "HVBALLOON_PASSWORD"  # noqa: S105 - a variable name, not a secre
 
 def _stats_vm(stats: MemoryStats) -> VM:
     return stats.vm
+
+
+def _once(rows: list[R], vm_of: Callable[[R], VM]) -> list[R]:
+    """``rows`` with one row per VM, the first: a VM named twice in a read is reported once."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if vm_of(row).id not in seen:
+            seen.add(vm_of(row).id)
+            out.append(row)
+    return out
 
 
 #: A mark's key: hvballoon's own namespace only, so a mark can never set another of the VM's
@@ -166,8 +177,9 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
 
     def find_vms(self, refs: Iterable[VMRef]) -> tuple[list[VM], list[str]]:
         """The VMs that ``refs`` name (by id, name or VM, in order), and the names or ids that
-        match no VM — for a caller that reports what exists and names what is missing. An
-        ambiguous name still raises :class:`~hvballoon.errors.AmbiguousVMError`.
+        match no VM — for a caller that reports what exists and names what is missing. Each VM
+        is found once however often it is named (by name and by id, say), each missing ref
+        named once. An ambiguous name still raises :class:`~hvballoon.errors.AmbiguousVMError`.
 
         >>> import hvballoon
         >>> with hvballoon.connect("fake://seed") as hv:
@@ -180,10 +192,11 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         missing: list[str] = []
         for ref, r in zip(refs, self._resolve(refs), strict=True):
             if isinstance(r, VMNotFoundError):
-                missing.append(str(ref))
+                if str(ref) not in missing:
+                    missing.append(str(ref))
             elif isinstance(r, HVBalloonError):
                 raise r
-            else:
+            elif all(vm.id != r.vm.id for vm in found):
                 found.append(r.vm)
         return found, missing
 
@@ -191,6 +204,9 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         self, vms: VMRef | Sequence[VMRef] | None = None, *, retry: RetryPolicy | None = None
     ) -> list[MemoryStats]:
         """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM.
+
+        A VM named twice (``["web01", "web01"]``, or by name and by id) is read and reported
+        once, where it was first named: a read answers one row per VM.
 
         ``retry`` replaces the session's :class:`~hvballoon.retry.RetryPolicy` for this call
         only: ``RetryPolicy(max_attempts=1)`` makes one attempt, for a caller that retries
@@ -210,7 +226,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             return result
         refs = [vms] if isinstance(vms, (str, VM)) else list(vms)
         rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm, retry=retry)
-        return self._first_error(rows)
+        return _once(self._first_error(rows), _stats_vm)
 
     def get_host_stats(self, *, vm_stats: Sequence[MemoryStats] | None = None) -> list[HostStats]:
         """The memory picture of every host behind the URI (a vCenter has many), in one bulk read.
@@ -242,13 +258,14 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
 
     def get_configs(self, vms: Sequence[VMRef] | None = None) -> list[MemoryConfig]:
         """Memory configurations of all VMs, or of the VMs given, in one bulk read where the
-        backend allows (ESXi: one PropertyCollector read; Hyper-V: one command)."""
+        backend allows (ESXi: one PropertyCollector read; Hyper-V: one command). A VM named
+        twice is reported once, as by :meth:`get_stats`."""
         if vms is None:
             result: list[MemoryConfig] = self._call("get_configs", lambda: self._backend.get_configs(None))
             self._index.replace(c.vm for c in result)
             return result
         rows = self._read_fresh("get_configs", list(vms), self._backend.get_configs, _config_vm)
-        return self._first_error(rows)
+        return _once(self._first_error(rows), _config_vm)
 
     def vm_capabilities(self, vm: VMRef) -> Capabilities:
         """Capabilities refined for one VM (its mechanism may differ from the backend's, and

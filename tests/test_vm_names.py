@@ -109,3 +109,30 @@ def test_ansible_names_the_close_vms() -> None:
     r = run_module("target", {"uri": "fake://seed", "vm": "web1", "size": "4GiB"}, True)
     assert r["failed"] and r["code"] == "vm_not_found"
     assert "did you mean 'web01'" in r["msg"]
+
+
+def test_a_vm_named_twice_in_a_read_is_reported_once_where_first_named() -> None:
+    with hvballoon.connect("fake://seed?flavor=hyperv") as hv:
+        web01 = hv.resolve("web01")
+        for refs in (["web01", "web01"], ["web01", web01.id], [web01, "db01", "web01", web01.id.upper()]):
+            stats = hv.get_stats(refs)
+            assert len({s.vm.id for s in stats}) == len(stats) and stats[0].vm.id == web01.id, refs
+            configs = hv.get_configs(refs)
+            assert [c.vm.id for c in configs] == [s.vm.id for s in stats], refs
+        assert [s.vm.name for s in hv.get_stats(["db01", "web01", "db01"])] == ["db01", "web01"]
+        found, missing = hv.find_vms(["web01", web01.id, "nope", "nope"])
+        assert [v.name for v in found] == ["web01"] and missing == ["nope"]
+
+
+def test_cli_and_ansible_report_a_vm_named_twice_once() -> None:
+    r = invoke("stats", "fake://seed", "web01", "web01", "db01", "--json")
+    assert r.returncode == 0 and [s["vm"]["name"] for s in json.loads(r.stdout)] == ["web01", "db01"]
+    r = invoke("config", "fake://seed", "web01", "web01", "--json")
+    assert r.returncode == 0 and [c["vm"]["name"] for c in json.loads(r.stdout)] == ["web01"]
+    # a change still refuses a VM named twice
+    r = invoke("config", "fake://seed", "web01", "web01", "--buffer-percent", "30")
+    assert r.returncode != 0 and "named twice" in r.stderr
+    with hvballoon.connect("fake://seed") as hv:
+        web01 = hv.resolve("web01")
+    r = run_module("memory_info", {"uri": "fake://seed", "vms": ["web01", web01.id, "web01"]}, False)
+    assert not r.get("failed") and [v["name"] for v in r["vms"]] == ["web01"], r

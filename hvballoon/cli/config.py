@@ -85,11 +85,12 @@ def config_cmd(
         raise InvalidRequestError("--skip-invalid applies to several VMs: name more than one")
     if skip_invalid and not fields:
         raise InvalidRequestError("--skip-invalid applies to a change: give a field to change")
-    if len(set(vms)) < len(vms):
+    if fields and len(set(vms)) < len(vms):
         twice = sorted({v for v in vms if vms.count(v) > 1})
         raise InvalidRequestError(f"VM {', '.join(map(repr, twice))} is named twice: give each VM once")
     with session(uri, conn) as hv:
         if not fields:
+            # a read: a VM named twice (or by name and by id) is shown once, as `stats` does
             configs = hv.get_configs(list(vms)) if len(vms) > 1 else [hv.get_config(vms[0])]
             if as_json:
                 dumped = [cfg.model_dump(mode="json") for cfg in configs]

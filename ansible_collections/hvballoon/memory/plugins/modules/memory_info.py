@@ -99,7 +99,7 @@ capabilities:
   returned: success
   type: dict
 vms:
-  description: One entry per VM, in the hypervisor's order (or the order given).
+  description: One entry per VM, in the hypervisor's order (or the order given); a VM named twice (by name and by id, say) has one entry.
   returned: success
   type: list
   elements: dict
@@ -215,6 +215,11 @@ def main():
         with hv:
             wanted = selected_vms(module)
             vms = hv.resolve_many(wanted) if wanted else hv.list_vms()
+            # a VM named twice (or by name and by id) is reported once, as the SDK's reads do
+            once = {}
+            for vm in vms:
+                once.setdefault(vm.id, vm)
+            vms = list(once.values())
             entries = [_entry(vm) for vm in vms]
             sweep = None
             if "stats" in gather:
