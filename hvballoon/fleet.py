@@ -85,16 +85,15 @@ def read_inventory(path: str | Path) -> list[str]:
         raise InvalidRequestError(f"the inventory {str(p)!r} is not UTF-8 text") from None
     import yaml
 
+    from hvballoon._yamltext import yaml_problem
+
     broken: str | None = None  # where the YAML parser stopped, if it did
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         data = None
-        mark = getattr(exc, "problem_mark", None)
         # the problem and its place only: the parser's snippet of the file could show a secret
-        broken = getattr(exc, "problem", None) or "not valid YAML"
-        if mark is not None:
-            broken += f" (line {mark.line + 1}, column {mark.column + 1})"
+        broken = yaml_problem(exc)
     except RecursionError:
         raise InvalidRequestError(f"the inventory {str(p)!r} is nested too deeply") from None
     if isinstance(data, dict):

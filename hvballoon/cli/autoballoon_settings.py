@@ -55,8 +55,12 @@ def load_settings_file(path: str | None) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except ValueError as exc:  # json.JSONDecodeError
         raise InvalidRequestError(f"{path}: not valid JSON: {exc}", details={"settings": path}) from None
-    except Exception as exc:  # yaml.YAMLError: the message says where
-        raise InvalidRequestError(f"{path}: not valid YAML: {exc}", details={"settings": path}) from None
+    except Exception as exc:  # yaml.YAMLError: one line says what and where
+        from hvballoon._yamltext import yaml_problem
+
+        raise InvalidRequestError(
+            f"{path}: not valid YAML: {yaml_problem(exc)}", details={"settings": path}
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -445,10 +445,12 @@ def _load_text(text: str, source: str, *, json_only: bool) -> Any:
             raise ScenarioError(f"invalid scenario {source}: nested too deeply") from None
     import yaml
 
+    from hvballoon._yamltext import yaml_problem
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"invalid scenario {source}: not valid YAML ({exc})") from None
+        raise ScenarioError(f"invalid scenario {source}: not valid YAML: {yaml_problem(exc)}") from None
     except RecursionError:
         raise ScenarioError(f"invalid scenario {source}: nested too deeply") from None
 

@@ -1,0 +1,69 @@
+"""A newcomer's likely mistakes on the command line: each gets one clear line, the documented
+exit code, and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import invoke
+
+SECRET = "Pa55wordNearTheMistake"
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            f"name: mine\nhost: {{physical: 64GiB}}\nvms:\n  - {{name: web01, memory: 8GiB, note: {SECRET}\n",
+            "line 5",
+        ),
+        (f"name: mine\n  host: {SECRET}\n vms: []\n", "line 2"),
+        (f"name: mine\nvms: [\n  {{name: {SECRET}: x}}\n]\n", "line 3"),
+    ],
+)
+def test_a_scenario_file_that_is_not_yaml_is_named_in_one_line(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    r = invoke("stats", f"fake://{path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid scenario {path}: not valid YAML: "), lines
+    assert where in lines[0] and SECRET not in r.stderr  # where it broke; not the file's text
+
+
+def test_a_settings_file_that_is_not_yaml_is_named_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"interval: 10s\n  password: {SECRET}\n bad: [\n")
+    r = invoke("autoballoon", "--check-settings", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not valid YAML: " in lines[0] and "(line 2, column" in lines[0], lines
+    assert SECRET not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "command"),
+    [
+        (("--json", "stats", "fake://seed"), "--json", "stats"),
+        (("--dry-run", "set", "fake://seed", "web01", "6GiB"), "--dry-run", "set"),
+        (("--count=2", "watch", "fake://seed"), "--count", "watch"),
+    ],
+)
+def test_a_command_s_option_written_before_the_command_says_where_it_goes(
+    args: tuple[str, ...], option: str, command: str
+) -> None:
+    r = invoke(*args)
+    assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr
+    assert f"{option} is an option of '{command}': write it after the command" in r.stderr
+    assert "--version" not in r.stderr  # not click's guess among the group's own options
+
+
+def test_an_option_no_command_has_is_still_click_s_no_such_option() -> None:
+    r = invoke("--bogus", "stats", "fake://seed")
+    assert r.returncode == 2 and "No such option '--bogus'" in r.stderr
