@@ -62,6 +62,26 @@ class _Commands(click.Group):
             echo_json(error_report(InvalidRequestError(exc.format_message())))
             sys.exit(exc.exit_code)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """An option of a command written before it (``hvballoon --json stats URI``) is named
+        as such, with where it goes, instead of click's "no such option"."""
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            name = next((a for a in args if not a.startswith("-")), None)
+            command = self.get_command(ctx, name) if name is not None else None
+            if command is None:
+                raise
+            opts = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            option = exc.option_name
+            if option.split("=", 1)[0] not in opts:
+                raise
+            raise click.UsageError(
+                f"{option.split('=', 1)[0]} is an option of '{name}': write it after the command "
+                f"(hvballoon {name} {option.split('=', 1)[0]} …)",
+                ctx,
+            ) from None
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, attribute = COMMANDS[cmd_name]
