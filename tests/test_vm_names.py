@@ -136,3 +136,12 @@ def test_cli_and_ansible_report_a_vm_named_twice_once() -> None:
         web01 = hv.resolve("web01")
     r = run_module("memory_info", {"uri": "fake://seed", "vms": ["web01", web01.id, "web01"]}, False)
     assert not r.get("failed") and [v["name"] for v in r["vms"]] == ["web01"], r
+
+
+def test_several_hosts_report_a_vm_named_twice_once_and_name_a_missing_one_once() -> None:
+    r = invoke(
+        "stats", "fake://seed", "fake://seed?flavor=esxi", "web01", "web01", "web99", "web99", "--json"
+    )
+    report = json.loads(r.stdout)
+    assert r.returncode == 7 and report["missing_vms"] == ["web99"]
+    assert [[s["vm"]["name"] for s in h["stats"]] for h in report["hosts"]] == [["web01"], ["web01"]]

@@ -87,9 +87,10 @@ def _make_fleet(
 
 
 def _missing(results: list[HostResult], vms: list[str]) -> list[str]:
-    """VM names/ids asked for that no answering host has (only meaningful if all answered)."""
+    """VM names/ids asked for that no answering host has (only meaningful if all answered),
+    each once however often it was named."""
     seen = {key for r in results for s in r.stats for key in (s.vm.name, s.vm.id)}
-    return [v for v in vms if v not in seen]
+    return [v for v in dict.fromkeys(vms) if v not in seen]
 
 
 def _exit_code(results: list[HostResult], missing: list[str]) -> int:
