@@ -67,3 +67,11 @@ def test_a_command_s_option_written_before_the_command_says_where_it_goes(
 def test_an_option_no_command_has_is_still_click_s_no_such_option() -> None:
     r = invoke("--bogus", "stats", "fake://seed")
     assert r.returncode == 2 and "No such option '--bogus'" in r.stderr
+
+
+def test_a_size_split_by_a_space_says_to_quote_it() -> None:
+    r = invoke("set", "fake://seed", "web01", "6", "GiB")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "a size holding a space is quoted: '6 GiB', or written 6GiB" in r.stderr
+    r = invoke("set", "fake://seed", "web01", "6", "web02")  # not a size: the forms only
+    assert r.returncode == 2 and "quoted" not in r.stderr and "give VM SIZE" in r.stderr

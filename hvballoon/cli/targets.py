@@ -132,9 +132,20 @@ def _set_pairs(args: tuple[str, ...]) -> list[tuple[str, str]] | None:
         return pairs
     if len(args) == 2 and "=" not in args[1]:
         return None
+    split = ""
+    if len(args) == 3 and "=" not in args[1] + args[2]:
+        from hvballoon.units import parse_size
+
+        try:
+            parse_size(args[1] + args[2])
+            split = (
+                f" (a size holding a space is quoted: '{args[1]} {args[2]}', or written {args[1]}{args[2]})"
+            )
+        except InvalidRequestError:
+            pass
     raise InvalidRequestError(
         "give VM SIZE for one VM, or VM=SIZE for each of several VMs "
-        f"(e.g. hvballoon set URI web01=6GiB web02=4GiB), got: {' '.join(args) or 'nothing'}"
+        f"(e.g. hvballoon set URI web01=6GiB web02=4GiB), got: {' '.join(args) or 'nothing'}{split}"
     )
 
 
