@@ -60,6 +60,12 @@ def _stats_vm(stats: MemoryStats) -> VM:
     return stats.vm
 
 
+def _refs(refs: VMRef | Iterable[VMRef]) -> list[VMRef]:
+    """The refs of a read: one name, id or :class:`VM` given alone is one ref (a string is
+    never taken as a sequence of one-letter names)."""
+    return [refs] if isinstance(refs, (str, VM)) else list(refs)
+
+
 def _once(rows: list[R], vm_of: Callable[[R], VM]) -> list[R]:
     """``rows`` with one row per VM, the first: a VM named twice in a read is reported once."""
     seen: set[str] = set()
@@ -165,17 +171,18 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         """
         return self.resolve_many([vm])[0]
 
-    def resolve_many(self, refs: Iterable[VMRef]) -> list[VM]:
+    def resolve_many(self, refs: VMRef | Iterable[VMRef]) -> list[VM]:
         """Like :meth:`resolve` for many refs, with at most one look-up for all the unknown ones;
-        the first that matches nothing raises :class:`~hvballoon.errors.VMNotFoundError`."""
+        the first that matches nothing raises :class:`~hvballoon.errors.VMNotFoundError`. One
+        name or :class:`VM` given alone is one ref, never a sequence of letters."""
         out = []
-        for r in self._resolve(list(refs)):
+        for r in self._resolve(_refs(refs)):
             if isinstance(r, HVBalloonError):
                 raise r
             out.append(r.vm)
         return out
 
-    def find_vms(self, refs: Iterable[VMRef]) -> tuple[list[VM], list[str]]:
+    def find_vms(self, refs: VMRef | Iterable[VMRef]) -> tuple[list[VM], list[str]]:
         """The VMs that ``refs`` name (by id, name or VM, in order), and the names or ids that
         match no VM — for a caller that reports what exists and names what is missing. Each VM
         is found once however often it is named (by name and by id, say), each missing ref
@@ -187,7 +194,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         >>> [v.name for v in found], missing
         (['web01'], ['web99'])
         """
-        refs = list(refs)
+        refs = _refs(refs)
         found: list[VM] = []
         missing: list[str] = []
         for ref, r in zip(refs, self._resolve(refs), strict=True):
@@ -224,7 +231,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             result: list[MemoryStats] = self._call("get_stats", self._backend.get_stats, retry=retry)
             self._index.replace(s.vm for s in result)
             return result
-        refs = [vms] if isinstance(vms, (str, VM)) else list(vms)
+        refs = _refs(vms)
         rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm, retry=retry)
         return _once(self._first_error(rows), _stats_vm)
 
@@ -256,7 +263,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         (cfg,) = self._first_error([row])
         return cfg
 
-    def get_configs(self, vms: Sequence[VMRef] | None = None) -> list[MemoryConfig]:
+    def get_configs(self, vms: VMRef | Sequence[VMRef] | None = None) -> list[MemoryConfig]:
         """Memory configurations of all VMs, or of the VMs given, in one bulk read where the
         backend allows (ESXi: one PropertyCollector read; Hyper-V: one command). A VM named
         twice is reported once, as by :meth:`get_stats`."""
@@ -264,7 +271,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             result: list[MemoryConfig] = self._call("get_configs", lambda: self._backend.get_configs(None))
             self._index.replace(c.vm for c in result)
             return result
-        rows = self._read_fresh("get_configs", list(vms), self._backend.get_configs, _config_vm)
+        rows = self._read_fresh("get_configs", _refs(vms), self._backend.get_configs, _config_vm)
         return _once(self._first_error(rows), _config_vm)
 
     def vm_capabilities(self, vm: VMRef) -> Capabilities:

@@ -145,3 +145,14 @@ def test_several_hosts_report_a_vm_named_twice_once_and_name_a_missing_one_once(
     report = json.loads(r.stdout)
     assert r.returncode == 7 and report["missing_vms"] == ["web99"]
     assert [[s["vm"]["name"] for s in h["stats"]] for h in report["hosts"]] == [["web01"], ["web01"]]
+
+
+def test_one_name_given_alone_to_a_read_of_several_is_one_vm_not_its_letters() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        assert [c.vm.name for c in hv.get_configs("web01")] == ["web01"]
+        assert [v.name for v in hv.resolve_many("web01")] == ["web01"]
+        found, missing = hv.find_vms("web01")
+        assert [v.name for v in found] == ["web01"] and missing == []
+        web01 = found[0]
+        assert [c.vm.id for c in hv.get_configs(web01)] == [web01.id]
+        assert hv.find_vms("nosuch") == ([], ["nosuch"])
