@@ -75,3 +75,33 @@ def test_a_size_split_by_a_space_says_to_quote_it() -> None:
     assert "a size holding a space is quoted: '6 GiB', or written 6GiB" in r.stderr
     r = invoke("set", "fake://seed", "web01", "6", "web02")  # not a size: the forms only
     assert r.returncode == 2 and "quoted" not in r.stderr and "give VM SIZE" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "name: x\nhost: {physical: 64GiB}\nvms:\n  - {name: a, memory: 8GiB, usd: 2GiB}\n",
+            "vms.0.usd: Extra inputs are not permitted (did you mean 'used'?)",
+        ),
+        (
+            "name: x\nhots: {physical: 64GiB}\nvms: []\n",
+            "hots: Extra inputs are not permitted (did you mean 'host'?)",
+        ),
+        (
+            "name: x\nhost: {physicl: 64GiB}\nvms: []\n",
+            "host.physicl: Extra inputs are not permitted (did you mean 'physical'?)",
+        ),
+        (
+            "name: x\nhost: {physical: 64GiB}\nvms:\n  - {name: a, memory: 8GiB, workload: {kindd: steady}}\n",
+            "vms.0.workload.kindd: Extra inputs are not permitted (did you mean 'kind'?)",
+        ),
+        ("name: x\nhost: {physical: 64GiB}\nvms: []\nzzqqx: 1\n", "zzqqx: Extra inputs are not permitted ["),
+    ],
+)
+def test_a_misspelt_scenario_key_names_the_key_it_looks_like(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    r = invoke("stats", f"fake://{path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert said in r.stderr, r.stderr
