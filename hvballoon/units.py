@@ -42,6 +42,7 @@ __all__ = [
     "format_sizes",
     "parse_duration",
     "parse_size",
+    "parse_typed_target",
     "positive_seconds",
 ]
 
@@ -153,6 +154,29 @@ def _check_range(n: int, original: object, what: str, allow_zero: bool) -> int:
     if n > MAX_BYTES:
         raise _bad(original, what, "larger than 8 EiB")
     return n
+
+
+def parse_typed_target(value: object, *, what: str = "target") -> int:
+    """:func:`parse_size` of a memory target a person typed (a command line, an Ansible task),
+    refusing a number without a unit below 1 MiB: it is read as bytes, and no guest's memory is
+    that small — ``4`` meant ``4GiB``. Written with a unit (``512KiB``), it is taken as asked.
+
+    >>> parse_typed_target("4")
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidSizeError: invalid target '4': a number without a unit is bytes, and 4 bytes is no memory target; write the unit, e.g. '4GiB' or '4MiB'
+    >>> parse_typed_target("4GiB") == parse_typed_target(4 * GiB) == 4 * GiB
+    True
+    """
+    size = parse_size(value, what=what)
+    unitless = isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+    if unitless and size < MiB:
+        raise InvalidSizeError(
+            f"invalid {what} {value!r}: a number without a unit is bytes, and {size} bytes is no memory "
+            f"target; write the unit, e.g. '{size}GiB' or '{size}MiB'",
+            details={"value": value, "accepted": ACCEPTED_SIZE_FORMS},
+        )
+    return size
 
 
 def _bad(value: object, what: str, why: str) -> InvalidSizeError:

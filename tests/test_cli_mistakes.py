@@ -105,3 +105,27 @@ def test_a_misspelt_scenario_key_names_the_key_it_looks_like(tmp_path: Path, tex
     r = invoke("stats", f"fake://{path}")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert said in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args", [("web01", "4"), ("web01=4", "web02=6GiB"), ("web01", " 512 ")])
+def test_a_target_without_a_unit_too_small_to_be_memory_is_refused_before_connecting(
+    args: tuple[str, ...],
+) -> None:
+    r = invoke("set", "fake://nosuch-scenario", *args)  # refused before the URI is even opened
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "a number without a unit is bytes" in r.stderr and "write the unit, e.g. '" in r.stderr
+
+
+def test_a_target_in_whole_bytes_or_a_small_one_with_a_unit_is_still_taken() -> None:
+    r = invoke("set", "fake://seed", "web01", "6442450944", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    r = invoke("set", "fake://seed", "web01", "512KiB", "--dry-run")
+    assert r.returncode == 8 and "below the safe floor" in r.stderr  # a unit: taken as asked
+
+
+@pytest.mark.parametrize("size", [4, "4", "1000"])
+def test_ansible_refuses_a_target_without_a_unit_too_small_to_be_memory(size: object) -> None:
+    from tests.support.ansible import run_module
+
+    r = run_module("target", {"uri": "fake://seed", "vm": "web01", "size": size}, False)
+    assert r["failed"] and r["code"] == "invalid_size" and "a number without a unit is bytes" in r["msg"]

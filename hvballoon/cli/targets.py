@@ -193,7 +193,7 @@ def set_cmd(
     (partial_change). --json then prints a TargetsReport: {"ok", "applied", "changed",
     "exit_code", "error", "results": [{"vm", "ok", "changed", "change", "error", "stats"}]}.
     """
-    from hvballoon.units import parse_size
+    from hvballoon.units import parse_typed_target
 
     pairs = _set_pairs(targets)
     wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
@@ -203,7 +203,7 @@ def set_cmd(
         _set_many(uri, pairs, dry_run, force, wait, wait_seconds, skip_invalid, as_json, kw)
         return
     vm, size = targets
-    parse_size(size, what="target")  # refuse bad sizes before connecting
+    parse_typed_target(size, what="target")  # refuse bad sizes before connecting
     from hvballoon.outputs import WaitedChange
     from hvballoon.session import noting_unobservable
 
@@ -262,10 +262,10 @@ def _set_many(
     kw: dict[str, Any],
 ) -> None:
     """``set URI VM=SIZE …``: one ``set_targets``, one line (or record) per VM, the whole's code."""
-    from hvballoon.units import parse_size
+    from hvballoon.units import parse_typed_target
 
     for vm, size in pairs:
-        parse_size(size, what=f"target of {vm}")  # refuse bad sizes before connecting
+        parse_typed_target(size, what=f"target of {vm}")  # refuse bad sizes before connecting
     with session(uri, connection(kw)) as hv:
         results = hv.set_targets(
             pairs,

@@ -35,6 +35,8 @@ options:
   size:
     description:
       - The target, absolute. An integer of bytes or a string with a unit.
+      - A number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the task with code
+        V(invalid_size), as it would be read as bytes.
       - "IEC units are powers of 1024 (V(6GiB), V(512MiB), V(1.5GiB), also V(6Gi), V(512Mi)); SI units
         are powers of 1000 (V(8GB) is 8,000,000,000 bytes). A bare V(G) or V(M) is refused as ambiguous."
       - The target is rounded up to the backend's granularity (KiB on KVM, MiB on ESXi, 2 MiB on Hyper-V).
@@ -238,7 +240,7 @@ from ansible_collections.hvballoon.memory.plugins.module_utils.hvballoon_common 
 
 if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
-    from hvballoon.units import parse_size
+    from hvballoon.units import parse_typed_target
 
 
 def main():
@@ -261,7 +263,7 @@ def main():
     p = module.params
     result = dict(changed=False, changes=[], results=[])
     try:
-        parse_size(p["size"], what="size")  # a bad size fails before connecting
+        parse_typed_target(p["size"], what="size")  # a bad size fails before connecting
     except HVBalloonError as exc:
         fail_error(module, exc, **result)
     vms = required_vms(module)
