@@ -350,7 +350,10 @@ def test_stop_is_prompt_with_an_open_connection() -> None:
 
 def test_latency_per_command() -> None:
     """Median time of one run_ps (5 requests, new HTTP session) and of one command on a reused
-    Protocol shell (3 requests), for each transport. Printed; the bound is only a sanity check."""
+    Protocol shell (3 requests), for each transport, printed (figures, not a timed assertion:
+    they depend on the machine's load). What keeps them low is asserted instead: every
+    connection the peer holds has Nagle's algorithm off, which otherwise meets the client's
+    delayed ACK at ~40 ms per request."""
     rows = []
     for (transport, https), name in zip(COMBOS, COMBO_IDS, strict=True):
         with peer(transport, https) as server:
@@ -362,6 +365,8 @@ def test_latency_per_command() -> None:
                 run_ps.append(time.perf_counter() - started)
             client = protocol(server)
             shell_id = client.open_shell()
+            held = server.nodelay()
+            assert held and all(held), name
             reused = []
             for _ in range(30):
                 started = time.perf_counter()
@@ -375,7 +380,3 @@ def test_latency_per_command() -> None:
         f"  {name:12s} run_ps {ps:6.1f} ms   reused shell {shell:6.1f} ms/command" for name, ps, shell in rows
     )
     print("\nWinRM peer latency (median):\n" + report)
-    for name, ps, shell in rows:
-        # ~40 ms per request would mean Nagle's algorithm is back; a command is 3 requests.
-        assert shell < 100, f"{name}: {shell:.1f} ms per command"
-        assert ps < 500, f"{name}: {ps:.1f} ms per run_ps"

@@ -30,6 +30,7 @@ import importlib
 import ipaddress
 import os
 import shutil
+import socket
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -194,6 +195,13 @@ class WinRMServer:
         return self._server
 
     # -- where it is ----------------------------------------------------------------------------
+
+    def nodelay(self) -> list[bool]:
+        """For each connection the peer holds now, whether Nagle's algorithm is off on it."""
+        server = self._running()
+        with server.lock:
+            held = list(server._connections)
+        return [bool(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) for c in held]
 
     @property
     def host(self) -> str:
