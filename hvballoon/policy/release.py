@@ -307,11 +307,9 @@ def release(
         if isinstance(outcome, HVBalloonError):
             results.append(_failed(entry, source, vm, outcome.message, outcome))
             continue
-        if not outcome.changed:  # its balloon was there already: the target was only re-sent
-            why = "already at or above the value to give back: its target sent again (not reported)"
-            results.append(_done(entry, source, vm, "unchanged", plans[vm_id], dry_run, why))
-            continue
         why = "given back what it had" + (" (its maximum)" if to_maximum else notes.get(vm_id, ""))
+        if not outcome.changed:  # the balloon is there already, but the lower may be on its way
+            why += ": its target sent again (the hypervisor does not report the one it holds)"
         results.append(_done(entry, source, vm, "released", plans[vm_id], dry_run, why))
     # forget what was given back (or needed nothing), and take its mark off
     final: list[Released] = []
