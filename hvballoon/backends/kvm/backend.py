@@ -148,6 +148,8 @@ class KVMBackend(Backend):
         # libvirt keeps no live balloon target (only the balloon's position): the targets this
         # backend set, by UUID, valid while the domain keeps its run id
         self._targets: dict[str, tuple[int, int]] = {}
+        # the runs (UUID -> run id) whose live stats period a caller set: never switched back on
+        self._chosen_periods: dict[str, int] = {}
         self._seen_lock = threading.Lock()
         self._page_bytes: int | None = None  # the host's base page size, once read
 
@@ -272,7 +274,8 @@ class KVMBackend(Backend):
         """What is known about each running domain's stats period, checked once per run.
 
         The first sighting of a running domain (or of a new run of it) reads its XML; a period
-        that is off is switched on (unless read-only or ``stats_period=0``), and from then on
+        that is off is switched on (unless read-only, ``stats_period=0``, or a caller set it live
+        for this run), and from then on
         only reports newer than the one libvirt held at that moment (``last_update``, from the
         same sweep) are trusted. All first sightings of a sweep share one worker call.
         """
@@ -297,7 +300,15 @@ class KVMBackend(Backend):
                     xml = parse_domain_xml(d.XMLDesc(0))
                     period = xml.stats_period_seconds
                     armed_after = None
-                    if xml.has_balloon and period == 0 and self.stats_period > 0 and not self.read_only:
+                    with self._seen_lock:
+                        chosen = self._chosen_periods.get(vm.id) == vm.extra.get("libvirt_id")
+                    if (
+                        xml.has_balloon
+                        and period == 0
+                        and self.stats_period > 0
+                        and not self.read_only
+                        and not chosen
+                    ):
                         d.setMemoryStatsPeriod(self.stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                         period = self.stats_period
                         armed_after = int(record.get("balloon.last-update") or 0)
@@ -512,6 +523,8 @@ class KVMBackend(Backend):
                     dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                     return
                 dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                with self._seen_lock:  # the caller's choice for this run, 0 included
+                    self._chosen_periods[vm.id] = dom.ID()
                 if self.persist and dom.isPersistent():
                     dom.setMemoryStatsPeriod(period, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 

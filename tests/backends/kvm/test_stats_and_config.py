@@ -156,6 +156,19 @@ def test_stats_period_zero_leaves_it_off(node_uri: str) -> None:
         assert hv.get_config("web01").stats_period_seconds == 0
 
 
+def test_a_period_the_caller_switches_off_stays_off(node_hv: Hypervisor) -> None:
+    """The session switches an off period on when it first sees a run, not after the caller
+    switched it off: the change it reported is what the domain keeps."""
+    node_hv.get_stats()  # web02's period (5) is seen
+    change = node_hv.set_config("web02", stats_period=0)
+    assert change.changed and change.after["stats_period_seconds"] == 0
+    node_hv.get_stats()
+    assert node_hv.get_config("web02").stats_period_seconds == 0
+    node_hv.set_config("web02", stats_period=7)  # and a new one is kept as well
+    node_hv.get_stats()
+    assert node_hv.get_config("web02").stats_period_seconds == 7
+
+
 def test_stats_of_the_mixed_host(node_hv: Hypervisor) -> None:
     by = {s.vm.name: s for s in node_hv.get_stats()}
     assert set(by) == {"web01", "web02", "db01", "off01", "plain01"}
