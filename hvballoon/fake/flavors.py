@@ -175,9 +175,12 @@ class Flavor:
         if plan.maximum_bytes is not None:
             state.memory[i] = plan.maximum_bytes  # libvirt maxMemory, ESXi memoryMB
 
-    def apply_target(self, state: GuestState, i: int, target: int, config: dict[str, Any]) -> None:
+    def apply_target(
+        self, state: GuestState, i: int, target: int, config: dict[str, Any], power_state: str
+    ) -> None:
         """What a target that is not a configuration field (a balloon's) moves besides the
-        target itself (already set)."""
+        target itself (already set); ``power_state`` is the VM's (``running``, ``stopped``,
+        ``paused`` or ``suspended``)."""
 
     def powered_off(self, state: GuestState, i: int, config: dict[str, Any]) -> None:
         """What the hypervisor forgets of a VM it powers off (its configuration stays)."""
@@ -227,10 +230,14 @@ class KVMFlavor(Flavor):
             state.target[i] = min(float(state.target[i]), float(plan.maximum_bytes))
             config["startup_bytes"] = min(int(config["startup_bytes"]), plan.maximum_bytes)
 
-    def apply_target(self, state: GuestState, i: int, target: int, config: dict[str, Any]) -> None:
-        """A target set on a domain that is not active (stopped or saved) is its definition's
-        ``<currentMemory>``: the size it boots with."""
-        if not (state.running[i] > 0 or state.paused[i] > 0):
+    def apply_target(
+        self, state: GuestState, i: int, target: int, config: dict[str, Any], power_state: str
+    ) -> None:
+        """A target set on a domain that is shut off is its definition's ``<currentMemory>``:
+        the size it boots with. Every other domain is active in libvirt's sense (its QEMU
+        process holds the memory), a suspended one too — ``pmsuspended``, suspended by the
+        guest to RAM; a domain saved to disk is shut off — so its target is its live balloon's."""
+        if power_state == "stopped":
             config["startup_bytes"] = target
 
     def powered_off(self, state: GuestState, i: int, config: dict[str, Any]) -> None:

@@ -468,7 +468,7 @@ class World:
             g = self.guests[guest_id]
             i, s = g.index, self.state
             s.target[i] = target_bytes
-            self.hypervisor.apply_target(s, i, target_bytes, g.config)
+            self.hypervisor.apply_target(s, i, target_bytes, g.config, g.power_state)
             if target_bytes >= s.kernel[i] + s.unfreeable[i]:
                 s.stalled_at[i] = math.nan
             self.version += 1

@@ -153,3 +153,29 @@ def test_a_stopped_domain_boots_at_its_target_and_a_lower_maximum_takes_it_down(
             assert seen(hv) == (2 * GiB, 2 * GiB, 2 * GiB), hv.backend_name
             hv.set_target("off01", "1GiB")
             assert seen(hv) == (GiB, 2 * GiB, GiB), hv.backend_name
+
+
+def test_a_target_on_a_pmsuspended_domain_goes_to_its_live_balloon(tmp_path: Path) -> None:
+    """A domain suspended by the guest (pmsuspended, S3) keeps its QEMU process: libvirt counts
+    it active, so a target is its live balloon's and the boot size (currentMemory) stays."""
+    uri = write_node_xml(tmp_path / "pm.xml", [domain_xml("pm01", memory_mib=4096, period=2, runstate=7)])
+    scenario = parse_scenario(
+        {
+            "name": "parity-pm",
+            "flavor": "kvm",
+            "host": {"physical": "64GiB"},
+            "vms": [{"name": "pm01", "memory": "4GiB", "used": "1GiB", "power_state": "suspended"}],
+        }
+    )
+    GiB = 2**30
+    with (
+        hvballoon.connect(uri) as real,
+        fake.world(scenario) as w,
+        hvballoon.connect("fake://", world=w) as sim,
+    ):
+        for hv in (real, sim):
+            assert hv.resolve("pm01").power_state is PowerState.SUSPENDED, hv.backend_name
+            hv.set_target("pm01", "3GiB", force=True)
+            (st,) = hv.get_stats(["pm01"])
+            assert st.target_bytes == 3 * GiB, hv.backend_name
+            assert hv.get_config("pm01").startup_bytes == 4 * GiB, hv.backend_name
