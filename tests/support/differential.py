@@ -1,0 +1,248 @@
+"""Differential testing: the same public operations on the fake's flavour of a kind and on a
+real peer of that kind, compared step by step.
+
+A :class:`Side` is a session and a way to power a VM off behind its back. :func:`run_sequence`
+applies each :class:`Op` to both sides (the fake first, then the peer) with the same arguments,
+and after each step asserts that both ended the same way — the same error class and
+``details["rule"]``, or both succeeded with the same change — and that both now show the same
+configuration, target, power state and host totals. What cannot be the same on the two sides
+(ids, timing, guest figures) is left out of the comparison, and :class:`Normalise` says which
+known, deliberate differences of a kind are set aside.
+
+A size in an op may be relative (``("maximum_bytes", delta)``: that field of the VM's current
+configuration plus ``delta``): it is resolved once, from the fake's configuration before the
+step (the two sides' configurations were equal after the previous step), so both sides get the
+very same value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import event
+
+from hvballoon.errors import HVBalloonError
+from hvballoon.models import CONFIG_FIELDS, Change, MemoryConfig
+from hvballoon.session import Hypervisor
+
+__all__ = ["Normalise", "Op", "Side", "outcome", "run_sequence", "snapshot"]
+
+#: Fields of the configuration a step is compared on (every settable field).
+COMPARED_CONFIG = tuple(CONFIG_FIELDS)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One public operation: ``what`` is ``target``, ``targets``, ``config``, ``configs``,
+    ``power_off`` or ``read``; ``vms`` are indexes into the fleet's names, ``values`` one per VM
+    (a size for targets, a mapping of ``set_config`` keywords for configs)."""
+
+    what: str
+    vms: tuple[int, ...] = ()
+    values: tuple[Any, ...] = ()
+    force: bool = False
+    dry_run: bool = False
+    skip_invalid: bool = False
+
+    def __repr__(self) -> str:  # short, for Hypothesis' falsifying example
+        flags = "".join(f" {k}" for k in ("force", "dry_run", "skip_invalid") if getattr(self, k))
+        return f"Op({self.what} {list(zip(self.vms, self.values, strict=False))}{flags})"
+
+
+@dataclass
+class Side:
+    """One side of the comparison: a session, and how to power a VM off outside it."""
+
+    name: str
+    hv: Hypervisor
+    power_off: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """Known differences a kind's comparison sets aside (each says why where it is built).
+
+    ``target_unknown_while_running``: the real backend reports no target for a running VM whose
+    target no session set yet (libvirt keeps none), where the fake reports its own.
+    """
+
+    target_unknown_while_running: bool = False
+
+
+def _resolve(value: Any, cfg: MemoryConfig) -> Any:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        base = getattr(cfg, value[0])
+        return None if base is None else max(0, base + value[1])
+    return value
+
+
+def _change(ch: Change) -> tuple[Any, ...]:
+    return (
+        "change",
+        ch.changed,
+        ch.dry_run,
+        ch.forced,
+        ch.mechanism.value,
+        _dict(ch.before),
+        _dict(ch.after),
+    )
+
+
+def _dict(d: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, v) for k, v in d.items() if k not in ("current_bytes", "used_bytes")))
+
+
+def _error(exc: HVBalloonError) -> tuple[Any, ...]:
+    return ("error", type(exc).__name__, exc.details.get("rule"))
+
+
+def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
+    """How a call ended, in terms both sides can share."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            result = fn()
+        except HVBalloonError as exc:
+            return _error(exc)
+    if isinstance(result, Change):
+        return _change(result)
+    if result is None:
+        return ("ok",)
+    # TargetResults
+    rows = tuple(
+        (key, _error(value) if isinstance(value, HVBalloonError) else _change(value))
+        for key, value in result.items()
+    )
+    summary = None if result.error is None else type(result.error).__name__
+    return ("results", result.applied, tuple(sorted(result.made)), summary, rows)
+
+
+def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
+    """What both sides must agree on: per VM its power state, mechanism, configuration and
+    target; the host totals of power and configured memory. Guest figures (used, current,
+    ballooned, demand, staleness) are left out: each side's guest is its own (libvirt's test
+    driver invents its figures, the simulator's are fixed, the fake's move with its physics; the
+    fake's ESXi demand is its guest's use, deliberately), and so are the host's own figures."""
+    out: dict[str, Any] = {}
+    vms = {v.name: v for v in hv.list_vms()}
+    assert sorted(vms) == sorted(names), sorted(vms)
+    stats = {s.vm.name: s for s in hv.get_stats()}
+    configs = {c.vm.name: c for c in hv.get_configs()}
+    for name in names:
+        st, cfg = stats[name], configs[name]
+        out[name] = {
+            "power": vms[name].power_state.value,
+            "stats_power": st.vm.power_state.value,
+            "mechanism": st.mechanism.value,
+            "config_mechanism": cfg.mechanism.value,
+            "configured": st.configured_bytes,
+            "target": st.target_bytes,
+            **{f: getattr(cfg, f) for f in COMPARED_CONFIG},
+        }
+    hosts = hv.get_host_stats()
+    out["_hosts"] = {
+        "vms_running": sum(h.vms_running or 0 for h in hosts),
+        "vm_configured": sum(h.vm_configured_bytes or 0 for h in hosts),
+    }
+    return out
+
+
+def _normalised(fake: dict[str, Any], real: dict[str, Any], norm: Normalise) -> dict[str, Any]:
+    fake = {k: dict(v) for k, v in fake.items()}
+    for name, row in real.items():
+        if name == "_hosts":
+            continue
+        if norm.target_unknown_while_running and row["target"] is None and row["power"] != "stopped":
+            fake[name]["target"] = None
+    return fake
+
+
+def _normalised_outcome(fake: tuple[Any, ...], real: tuple[Any, ...], norm: Normalise) -> tuple[Any, ...]:
+    """A change's ``before`` target of a running VM is unknown on a real KVM host until a
+    session sets one: take the real side's there."""
+    if not norm.target_unknown_while_running:
+        return fake
+
+    def fix(a: Any, b: Any) -> Any:
+        if (
+            isinstance(a, tuple)
+            and isinstance(b, tuple)
+            and len(a) == len(b) == 7
+            and a[0] == b[0] == "change"
+            and dict(b[5]).get("target_bytes", 0) is None
+        ):
+            before = tuple((k, None if k == "target_bytes" else v) for k, v in a[5])
+            return (*a[:5], before, a[6])
+        return a
+
+    if fake[0] == real[0] == "results" and len(fake[4]) == len(real[4]):
+        rows = tuple((fa[0], fix(fa[1], ra[1])) for fa, ra in zip(fake[4], real[4], strict=True))
+        return (*fake[:4], rows)
+    return fix(fake, real)
+
+
+def apply(side: Side, op: Op, names: list[str], args: list[Any]) -> tuple[Any, ...]:
+    hv = side.hv
+    if op.what == "target":
+        (name,), (size,) = [names[i] for i in op.vms], args
+        return outcome(lambda: hv.set_target(name, size, force=op.force, dry_run=op.dry_run))
+    if op.what == "targets":
+        pairs = [(names[i], a) for i, a in zip(op.vms, args, strict=True)]
+        return outcome(
+            lambda: hv.set_targets(pairs, force=op.force, dry_run=op.dry_run, skip_invalid=op.skip_invalid)
+        )
+    if op.what == "config":
+        (name,), (kw,) = [names[i] for i in op.vms], args
+        return outcome(lambda: hv.set_config(name, **kw, dry_run=op.dry_run))
+    if op.what == "configs":
+        items = [(names[i], a) for i, a in zip(op.vms, args, strict=True)]
+        return outcome(lambda: hv.set_configs(items, dry_run=op.dry_run, skip_invalid=op.skip_invalid))
+    if op.what == "power_off":
+        (name,) = [names[i] for i in op.vms]
+        return outcome(lambda: side.power_off(name))
+    if op.what == "read":
+        return outcome(lambda: None)
+    raise AssertionError(op.what)
+
+
+def run_sequence(fake: Side, real: Side, names: list[str], ops: list[Op], norm: Normalise) -> None:
+    """Apply ``ops`` to both sides, comparing outcome and state after each (and before the first)."""
+    history: list[Op] = []
+
+    def compare(step: str) -> None:
+        want = snapshot(real.hv, names)
+        got = _normalised(snapshot(fake.hv, names), want, norm)
+        assert got == want, f"after {step} (ops so far {history}): fake {_diff(got, want)}"
+
+    compare("setting up")
+    for op in ops:
+        history.append(op)
+        configs = {c.vm.name: c for c in fake.hv.get_configs()}
+        args: list[Any] = []
+        for i, value in zip(op.vms, op.values, strict=True):
+            cfg = configs[names[i]]
+            if isinstance(value, dict):
+                args.append({k: _resolve(v, cfg) for k, v in value.items()})
+            else:
+                args.append(_resolve(value, cfg))
+        got = apply(fake, op, names, args)
+        want = apply(real, op, names, args)
+        got = _normalised_outcome(got, want, norm)
+        event(
+            f"{op.what}: {want[0]} {want[1] if want[0] == 'error' else ''} {want[2] if want[0] == 'error' else ''}"
+        )
+        assert got == want, f"{op!r} with {args}: fake {got} but peer {want} (ops so far {history})"
+        compare(repr(op))
+
+
+def _diff(got: dict[str, Any], want: dict[str, Any]) -> str:
+    parts = []
+    for name in sorted(set(got) | set(want)):
+        a, b = got.get(name, {}), want.get(name, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                parts.append(f"{name}.{key}={a.get(key)!r} vs peer {b.get(key)!r}")
+    return "; ".join(parts)
