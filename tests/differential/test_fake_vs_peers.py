@@ -106,7 +106,8 @@ def ops(
     n_vms: int, size: st.SearchStrategy[Any], keywords: list[str], power: bool = True
 ) -> st.SearchStrategy[list[Op]]:
     values = config_values(size)
-    vm = st.integers(0, n_vms - 1)
+    # now and then a VM that does not exist (the index past the fleet)
+    vm = st.one_of(*[st.integers(0, n_vms - 1)] * 8, st.just(n_vms))
 
     @st.composite
     def config(draw: st.DrawFn) -> dict[str, Any]:
@@ -117,7 +118,9 @@ def ops(
 
     @st.composite
     def many(draw: st.DrawFn, value: st.SearchStrategy[Any]) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-        picked = draw(st.lists(vm, min_size=1, max_size=n_vms, unique=True))
+        picked = draw(
+            st.lists(vm, min_size=1, max_size=n_vms, unique=draw(st.booleans()) or draw(st.booleans()))
+        )
         return tuple(picked), tuple(draw(value) for _ in picked)
 
     flag = st.booleans()
