@@ -82,6 +82,8 @@ class Normalise:
     """
 
     target_unknown_while_running: bool = False
+    #: configuration fields the real backend cannot read (``None`` there), where the fake knows
+    unreadable: frozenset[str] = frozenset()
 
 
 def _resolve(value: Any, cfg: MemoryConfig) -> Any:
@@ -170,6 +172,9 @@ def _normalised(fake: dict[str, Any], real: dict[str, Any], norm: Normalise) -> 
             continue
         if norm.target_unknown_while_running and row["target"] is None and row["power"] != "stopped":
             fake[name]["target"] = None
+        for key in norm.unreadable:
+            if row[key] is None:
+                fake[name][key] = None
     return fake
 
 
