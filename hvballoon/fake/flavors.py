@@ -170,8 +170,11 @@ class Flavor:
 
     # -- changes ------------------------------------------------------------------------------
 
-    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
-        """What a configuration change (already in ``config``) moves in the simulation."""
+    def apply_config(
+        self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any], power_state: str
+    ) -> None:
+        """What a configuration change (already in ``config``) moves in the simulation, on a VM
+        in ``power_state``."""
         if plan.maximum_bytes is not None:
             state.memory[i] = plan.maximum_bytes  # libvirt maxMemory, ESXi memoryMB
 
@@ -211,6 +214,8 @@ class KVMFlavor(Flavor):
         config["startup_bytes"] = spec.target if spec.target is not None else spec.memory
         if spec.numa_nodes:
             config["numa_nodes"] = spec.numa_nodes
+        # the persistent definition's <stats period>: what a domain has again when it stops
+        config["defined_stats_period"] = spec.stats_period
         return config
 
     def initial_target(self, spec: VMSpec, config: dict[str, Any]) -> float:
@@ -222,13 +227,19 @@ class KVMFlavor(Flavor):
         s = world.state
         return np.maximum(np.minimum(s.target, s.memory), floor)
 
-    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
+    def apply_config(
+        self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any], power_state: str
+    ) -> None:
         """A new maximum (``<memory>``, only on a stopped domain) takes ``<currentMemory>`` down
-        with it: libvirt never keeps the boot size, the target of a stopped domain, above it."""
-        super().apply_config(state, i, plan, config)
+        with it: libvirt never keeps the boot size, the target of a stopped domain, above it.
+        A stats period set on a stopped domain is its definition's; on an active one only the
+        live domain's (the backend's default, ``persist=False``), forgotten when it stops."""
+        super().apply_config(state, i, plan, config, power_state)
         if plan.maximum_bytes is not None:
             state.target[i] = min(float(state.target[i]), float(plan.maximum_bytes))
             config["startup_bytes"] = min(int(config["startup_bytes"]), plan.maximum_bytes)
+        if plan.stats_period_seconds is not None and power_state == "stopped":
+            config["defined_stats_period"] = plan.stats_period_seconds
 
     def apply_target(
         self, state: GuestState, i: int, target: int, config: dict[str, Any], power_state: str
@@ -242,8 +253,9 @@ class KVMFlavor(Flavor):
 
     def powered_off(self, state: GuestState, i: int, config: dict[str, Any]) -> None:
         """libvirt forgets the live balloon target of a domain that stops: its definition's
-        ``<currentMemory>`` is its target again."""
+        ``<currentMemory>`` is its target again; so is its definition's stats period."""
         state.target[i] = float(config["startup_bytes"])
+        state.stats_period[i] = config.get("defined_stats_period", state.stats_period[i])
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon goes to its target; QEMU clamps a target above the VM's memory to it
@@ -351,7 +363,9 @@ class ESXiFlavor(Flavor):
         zpool = np.minimum(np.minimum(need, np.floor(ZIP_FRACTION * held / 2)), held - shr - need)
         return need - zpool, 2 * zpool, shr, zpool
 
-    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
+    def apply_config(
+        self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any], power_state: str
+    ) -> None:
         """A target is the limit (none: the VM's memory); a new memory size moves an unlimited
         VM's target with it."""
         if plan.limit_bytes is not None:
@@ -360,7 +374,7 @@ class ESXiFlavor(Flavor):
             state.target[i] = state.memory[i]
         if plan.maximum_bytes is not None and config.get("memory_reservation_lock"):
             config["reservation_bytes"] = plan.maximum_bytes  # locked to the memory size
-        super().apply_config(state, i, plan, config)
+        super().apply_config(state, i, plan, config, power_state)
         if plan.maximum_bytes is not None and config.get("limit_bytes") is None:
             state.target[i] = plan.maximum_bytes
 
@@ -484,7 +498,9 @@ class HyperVFlavor(Flavor):
         low = np.where(s.dynamic > 0, floor, np.minimum(np.maximum(floor, s.used), cur))
         return np.where(act, np.floor(want), cur), low
 
-    def apply_config(self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any]) -> None:
+    def apply_config(
+        self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any], power_state: str
+    ) -> None:
         """A target is the maximum (Dynamic Memory) or the startup size (static). The VM's
         configured size follows: while it runs it only grows (a runtime resize down leaves
         what it took ballooned out of the VM's size)."""

@@ -486,7 +486,7 @@ class World:
                         s.stats_anchor[i] = self.now
                 else:
                     g.config[k] = v
-            self.hypervisor.apply_config(s, i, update, g.config)
+            self.hypervisor.apply_config(s, i, update, g.config, g.power_state)
             s.set_config(i, g.config)
             self.version += 1
 

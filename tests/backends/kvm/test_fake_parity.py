@@ -179,3 +179,35 @@ def test_a_target_on_a_pmsuspended_domain_goes_to_its_live_balloon(tmp_path: Pat
             (st,) = hv.get_stats(["pm01"])
             assert st.target_bytes == 3 * GiB, hv.backend_name
             assert hv.get_config("pm01").startup_bytes == 4 * GiB, hv.backend_name
+
+
+def test_a_period_set_live_is_forgotten_when_the_domain_stops(tmp_path: Path) -> None:
+    """A stats period set on a running domain is the live definition's (the backend's default,
+    ``persist=False``): when the domain stops, libvirt keeps its persistent definition, whose
+    period is the one it had. A period set on a stopped domain is the definition's, and stays."""
+    uri = write_node_xml(
+        tmp_path / "period.xml",
+        [domain_xml("on01", memory_mib=4096, period=2), domain_xml("off01", period=3, running=False)],
+    )
+    vms = [
+        {"name": "on01", "memory": "4GiB", "used": "1GiB", "stats_period": 2},
+        {"name": "off01", "memory": "4GiB", "used": "1GiB", "stats_period": 3, "power_state": "stopped"},
+    ]
+    scenario = parse_scenario(
+        {"name": "parity-period", "flavor": "kvm", "host": {"physical": "64GiB"}, "vms": vms}
+    )
+    with (
+        hvballoon.connect(uri) as real,
+        fake.world(scenario) as w,
+        hvballoon.connect("fake://", world=w) as sim,
+    ):
+        for hv, power_off in (
+            (real, lambda: real.native.lookupByName("on01").destroy()),
+            (sim, lambda: w.power_off(w.guest("on01").id)),
+        ):
+            hv.set_config("on01", stats_period=7)
+            hv.set_config("off01", stats_period=9)
+            assert hv.get_config("on01").stats_period_seconds == 7, hv.backend_name
+            power_off()
+            assert hv.get_config("on01").stats_period_seconds == 2, hv.backend_name
+            assert hv.get_config("off01").stats_period_seconds == 9, hv.backend_name
