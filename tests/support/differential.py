@@ -75,13 +75,8 @@ class Side:
 
 @dataclass(frozen=True)
 class Normalise:
-    """Known differences a kind's comparison sets aside (each says why where it is built).
+    """Known differences a kind's comparison sets aside (each says why where it is built)."""
 
-    ``target_unknown_while_running``: the real backend reports no target for a running VM whose
-    target no session set yet (libvirt keeps none), where the fake reports its own.
-    """
-
-    target_unknown_while_running: bool = False
     #: configuration fields the real backend cannot read (``None`` there), where the fake knows
     unreadable: frozenset[str] = frozenset()
 
@@ -170,36 +165,10 @@ def _normalised(fake: dict[str, Any], real: dict[str, Any], norm: Normalise) -> 
     for name, row in real.items():
         if name == "_hosts":
             continue
-        if norm.target_unknown_while_running and row["target"] is None and row["power"] != "stopped":
-            fake[name]["target"] = None
         for key in norm.unreadable:
             if row[key] is None:
                 fake[name][key] = None
     return fake
-
-
-def _normalised_outcome(fake: tuple[Any, ...], real: tuple[Any, ...], norm: Normalise) -> tuple[Any, ...]:
-    """A change's ``before`` target of a running VM is unknown on a real KVM host until a
-    session sets one: take the real side's there."""
-    if not norm.target_unknown_while_running:
-        return fake
-
-    def fix(a: Any, b: Any) -> Any:
-        if (
-            isinstance(a, tuple)
-            and isinstance(b, tuple)
-            and len(a) == len(b) == 8
-            and a[0] == b[0] == "change"
-            and dict(b[5]).get("target_bytes", 0) is None
-        ):
-            before = tuple((k, None if k == "target_bytes" else v) for k, v in a[5])
-            return (*a[:5], before, *a[6:])
-        return a
-
-    if fake[0] == real[0] == "results" and len(fake[4]) == len(real[4]):
-        rows = tuple((fa[0], fix(fa[1], ra[1])) for fa, ra in zip(fake[4], real[4], strict=True))
-        return (*fake[:4], rows)
-    return fix(fake, real)
 
 
 def _name(names: list[str], i: int) -> str:
@@ -255,7 +224,6 @@ def run_sequence(fake: Side, real: Side, names: list[str], ops: list[Op], norm: 
                 args.append(_resolve(value, cfg))
         got = apply(fake, op, names, args)
         want = apply(real, op, names, args)
-        got = _normalised_outcome(got, want, norm)
         event(
             f"{op.what}: {want[0]} {want[1] if want[0] == 'error' else ''} {want[2] if want[0] == 'error' else ''}"
         )
