@@ -180,8 +180,12 @@ def _state(hv: Any, vm: str, op: str, probe: Probe) -> Any:
     if op == "set_target":
         (st,) = hv.get_stats([vm])
         cfg = hv.get_config(vm)
+        target = st.target_bytes
+        world = getattr(hv.backend, "world", None)
+        if world is not None:  # the fake: its own target (kvm shows one only to the session that set it)
+            target = world.guests[st.vm.id].target_bytes
         # the limit (ESXi) or the maximum/startup (Hyper-V) is where a target lands there
-        return (st.target_bytes, cfg.limit_bytes, cfg.maximum_bytes, cfg.startup_bytes)
+        return (target, cfg.limit_bytes, cfg.maximum_bytes, cfg.startup_bytes)
     cfg = hv.get_config(vm)
     return {k: getattr(cfg, _CONFIG_FIELDS[k]) for k in probe.config}
 
