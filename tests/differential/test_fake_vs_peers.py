@@ -43,6 +43,32 @@ EXAMPLES = int(os.environ.get("HVBALLOON_DIFF_EXAMPLES", "0"))
 SEED = os.environ.get("HVBALLOON_DIFF_SEED")
 
 
+def kvm_scenario(
+    name: str, fleet: list[dict[str, Any]], own: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Any:
+    """The fake's kvm scenario of ``fleet`` (each VM's sizes, state and balloon device, plus what
+    ``own`` adds for the peer it is compared with)."""
+    return parse_scenario(
+        {
+            "name": name,
+            "flavor": "kvm",
+            "host": {"physical": "64GiB"},
+            "vms": [
+                {
+                    "name": v["name"],
+                    "memory": f"{v['memory']}MiB",
+                    "used": f"{v['memory'] // 4}MiB",
+                    "target": f"{v['current']}MiB",
+                    "power_state": v["state"],
+                    "balloon_device": v["balloon"],
+                    **own(v),
+                }
+                for v in fleet
+            ],
+        }
+    )
+
+
 def budget(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """``examples`` derandomized examples (the same in every run, no example database), or what
     ``HVBALLOON_DIFF_EXAMPLES`` asks for, drawn from ``HVBALLOON_DIFF_SEED`` when it is set."""
@@ -195,29 +221,17 @@ def kvm_sides(fleet: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[Side, Si
             for v in fleet
         ],
     )
-    scenario = parse_scenario(
-        {
-            "name": "diff-kvm",
-            "flavor": "kvm",
-            "host": {"physical": "64GiB"},
-            "vms": [
-                {
-                    "name": v["name"],
-                    "memory": f"{v['memory']}MiB",
-                    "used": f"{v['memory'] // 4}MiB",
-                    "target": f"{v['current']}MiB",
-                    "power_state": v["state"],
-                    "balloon_device": v["balloon"],
-                    # libvirt's test driver reads no <stats period>, as 0 (and none without a device)
-                    "stats_period": v["period"] or 0,
-                    "numa_nodes": v["numa"],
-                    # the fake turns free page reporting on by default (deliberately); the test
-                    # driver's domains have none: the fleet says so rather than normalising it
-                    "free_page_reporting": False,
-                }
-                for v in fleet
-            ],
-        }
+    scenario = kvm_scenario(
+        "diff-kvm",
+        fleet,
+        lambda v: {
+            "numa_nodes": v["numa"],
+            # libvirt's test driver reads no <stats period>, as 0 (and none without a device)
+            "stats_period": v["period"] or 0,
+            # the fake turns free page reporting on by default (deliberately); the test
+            # driver's domains have none: the fleet says so rather than normalising it
+            "free_page_reporting": False,
+        },
     )
     with (
         fake.world(scenario) as w,
@@ -520,25 +534,10 @@ def test_kvm_fake_agrees_with_qemu_monitors(
         Op(o.what, o.vms, v, True, o.dry_run, o.skip_invalid) for o, v in zip(sequence, values, strict=True)
     ]
     names = [v["name"] for v in fleet]
-    scenario = parse_scenario(
-        {
-            "name": "diff-qmp",
-            "flavor": "kvm",
-            "host": {"physical": "64GiB"},
-            "vms": [
-                {
-                    "name": v["name"],
-                    "memory": f"{v['memory']}MiB",
-                    "used": f"{v['memory'] // 4}MiB",
-                    "target": f"{v['current']}MiB",
-                    "power_state": v["state"],
-                    "balloon_device": v["balloon"],
-                    "deflate_on_oom": v["deflate"],
-                    "stats_period": 2 if v["balloon"] else 0,
-                }
-                for v in fleet
-            ],
-        }
+    scenario = kvm_scenario(
+        "diff-qmp",
+        fleet,
+        lambda v: {"deflate_on_oom": v["deflate"], "stats_period": 2 if v["balloon"] else 0},
     )
     directory = Path(tempfile.mkdtemp(prefix="hvbd-"))  # UNIX socket paths are short
     servers = []
