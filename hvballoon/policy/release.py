@@ -364,11 +364,11 @@ def _configs(hv: Hypervisor, vms: list[VM], to_maximum: bool) -> dict[str, Memor
 
 
 def _current(st: MemoryStats | None, cfg: MemoryConfig | None, limit_vm: bool) -> int | None:
-    if st is None:
-        return None
-    if limit_vm and cfg is not None:
-        return cfg.limit_bytes if cfg.limit_bytes is not None else st.configured_bytes
-    return st.target_bytes if st.target_bytes is not None else st.current_bytes
+    """What the VM is held to (:func:`_in_force`), else where its balloon is: the "from" shown."""
+    in_force = _in_force(st, cfg, limit_vm)
+    if in_force is None and st is not None:
+        return st.current_bytes
+    return in_force
 
 
 def _in_force(st: MemoryStats | None, cfg: MemoryConfig | None, limit_vm: bool) -> int | None:

@@ -37,6 +37,7 @@ from hvballoon.errors import HVBalloonError, VMNotFoundError
 from hvballoon.fake.faults import FAULT_KINDS
 from hvballoon.models import ConfigUpdate
 from hvballoon.retry import RetryPolicy
+from tests.support.policies import targets
 
 GiB = 1024**3
 MiB = 1024**2
@@ -181,9 +182,8 @@ def _state(hv: Any, vm: str, op: str, probe: Probe) -> Any:
         (st,) = hv.get_stats([vm])
         cfg = hv.get_config(vm)
         target = st.target_bytes
-        world = getattr(hv.backend, "world", None)
-        if world is not None:  # the fake: its own target (kvm shows one only to the session that set it)
-            target = world.guests[st.vm.id].target_bytes
+        if hasattr(hv.backend, "world"):  # the fake: its own (kvm shows one only to the session that set it)
+            target = targets(hv)[st.vm.name]
         # the limit (ESXi) or the maximum/startup (Hyper-V) is where a target lands there
         return (target, cfg.limit_bytes, cfg.maximum_bytes, cfg.startup_bytes)
     cfg = hv.get_config(vm)
