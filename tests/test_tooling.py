@@ -20,10 +20,10 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_clean() -> None:
     require(shutil.which("ruff"), "ruff is not installed (pip install -e '.[lint]')")
-    paths = [p for p in ("hvballoon", "tests", "benchmarks", "backends", "ansible_collections") if (ROOT / p).exists()]
+    paths = [p for p in ("hvballoon", "tests", "examples", "benchmarks", "backends", "ansible_collections") if (ROOT / p).exists()]
     r = _run("ruff", "check", *paths)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = _run("ruff", "format", "--check", "hvballoon")
+    r = _run("ruff", "format", "--check", "hvballoon", "examples")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
