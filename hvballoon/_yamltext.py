@@ -1,4 +1,5 @@
-"""Why a YAML text could not be read, in one line: the parser's problem and where it stopped.
+"""Reading the YAML and JSON files people write (scenarios, settings, inventories), and why a
+text could not be read, in one line: the parser's problem and where it stopped.
 
 PyYAML's own message spans several lines and quotes a snippet of the file, which could show a
 secret written near the mistake: only the problem and its place are kept.
@@ -9,11 +10,29 @@ secret written near the mistake: only the problem and its place are kept.
 ... except yaml.YAMLError as exc:
 ...     print(yaml_problem(exc))
 expected ',' or ']', but got ':' (line 2, column 2)
+
+:func:`load_yaml` and :func:`load_json` read a text as ``yaml.safe_load`` and ``json.loads``
+do, but refuse a key given twice in one mapping — which both parsers would otherwise settle
+silently, the last one winning — and a number too long to be read, with the same one-line
+``ValueError`` as any other problem:
+
+>>> load_yaml("name: a\\nvms: []\\nname: b\\n")
+Traceback (most recent call last):
+...
+ValueError: the key 'name' is given twice in one mapping (line 3, column 1)
+>>> load_yaml("base: &b {memory: 1GiB}\\nvm: {<<: *b, memory: 2GiB}\\n")  # a merge key's keys may be overridden
+{'base': {'memory': '1GiB'}, 'vm': {'memory': '2GiB'}}
 """
 
 from __future__ import annotations
 
-__all__ = ["yaml_problem"]
+import json
+from typing import Any
+
+__all__ = ["load_json", "load_yaml", "yaml_problem"]
+
+#: How much of a key a message shows.
+_KEY_SHOWN = 60
 
 
 def yaml_problem(exc: BaseException) -> str:
@@ -23,3 +42,106 @@ def yaml_problem(exc: BaseException) -> str:
     if mark is not None:
         problem += f" (line {mark.line + 1}, column {mark.column + 1})"
     return problem
+
+
+def _shown_key(key: object) -> str:
+    text = repr(key)
+    return text if len(text) <= _KEY_SHOWN else text[: _KEY_SHOWN - 1] + "…"
+
+
+def load_yaml(text: str) -> Any:
+    """The data of the YAML ``text`` (safe types only); a ``ValueError`` of one line, the
+    problem and where (never a snippet of the text), when it cannot be read: not YAML, a key
+    given twice in one mapping, a number too long to read. ``RecursionError`` is left to the
+    caller (its own words for a text nested too deeply)."""
+    import yaml
+
+    # PyYAML's own parser, not libyaml's: that one recurses in C through a deeply nested text
+    # and crashes the process where this one raises RecursionError
+    try:
+        return _load_with(_loader(), text)
+    except yaml.YAMLError as exc:
+        raise ValueError(yaml_problem(exc)) from None
+
+
+def _load_with(loader_class: Any, text: str) -> Any:
+    loader = loader_class(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    """The strict loader, built once."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+        from yaml.constructor import ConstructorError
+        from yaml.nodes import MappingNode
+
+        class StrictLoader(yaml.SafeLoader):
+            """PyYAML's safe loader, refusing a key given twice in a mapping and saying where a
+            number or a date could not be read."""
+
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                if isinstance(node, MappingNode):
+                    seen: set[Any] = set()
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":
+                            continue  # what a merge key brings may be overridden
+                        key = self.construct_object(key_node, deep=True)
+                        try:
+                            duplicate = key in seen
+                            seen.add(key)
+                        except TypeError:  # an unhashable key: PyYAML's own error below
+                            continue
+                        if duplicate:
+                            problem = f"the key {_shown_key(key)} is given twice in one mapping"
+                            raise ConstructorError(None, None, problem, key_node.start_mark)
+                return super().construct_mapping(node, deep=deep)
+
+            def construct_yaml_int(self, node: Any) -> Any:
+                try:
+                    return super().construct_yaml_int(node)
+                except ValueError:  # int()'s limit on digits
+                    raise ConstructorError(None, None, "a number too long to read", node.start_mark) from None
+
+            def construct_yaml_timestamp(self, node: Any) -> Any:
+                try:
+                    return super().construct_yaml_timestamp(node)
+                except ValueError:  # 2024-02-30: the shape of a date, not a date
+                    raise ConstructorError(None, None, "not a date", node.start_mark) from None
+
+        StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+        StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", StrictLoader.construct_yaml_timestamp)
+        _LOADER = StrictLoader
+    return _LOADER
+
+
+def load_json(text: str) -> Any:
+    """The data of the JSON ``text``; a ``ValueError`` of one line when it cannot be read (not
+    JSON, a key given twice in one object, a number too long to read). ``RecursionError`` is
+    left to the caller."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except (json.JSONDecodeError, _DuplicateKey) as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError:  # int()'s limit on digits
+        raise ValueError("a number too long to read") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"the key {_shown_key(key)} is given twice in one object")
+        out[key] = value
+    return out

@@ -83,17 +83,15 @@ def read_inventory(path: str | Path) -> list[str]:
         raise InvalidRequestError(f"cannot read the inventory {str(p)!r}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise InvalidRequestError(f"the inventory {str(p)!r} is not UTF-8 text") from None
-    import yaml
-
-    from hvballoon._yamltext import yaml_problem
+    from hvballoon._yamltext import load_yaml
 
     broken: str | None = None  # where the YAML parser stopped, if it did
     try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data: Any = load_yaml(text)
+    except ValueError as exc:
         data = None
         # the problem and its place only: the parser's snippet of the file could show a secret
-        broken = yaml_problem(exc)
+        broken = str(exc)
     except RecursionError:
         raise InvalidRequestError(f"the inventory {str(p)!r} is nested too deeply") from None
     if isinstance(data, dict):

@@ -8,7 +8,6 @@ named by ``--policy`` here, before anything starts.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +45,18 @@ def load_settings_file(path: str | None) -> dict[str, Any]:
         raise InvalidRequestError(
             f"{path}: the settings file is not UTF-8 text", details={"settings": path}
         ) from None
+    from hvballoon._yamltext import load_json, load_yaml
+
+    what = "JSON" if path.endswith(".json") else "YAML"
     try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except ValueError as exc:  # json.JSONDecodeError
-        raise InvalidRequestError(f"{path}: not valid JSON: {exc}", details={"settings": path}) from None
-    except Exception as exc:  # yaml.YAMLError: one line says what and where
-        from hvballoon._yamltext import yaml_problem
-
+        # a key given twice is refused, not settled silently by the last one
+        data = load_json(text) if what == "JSON" else load_yaml(text)
+    except RecursionError:
         raise InvalidRequestError(
-            f"{path}: not valid YAML: {yaml_problem(exc)}", details={"settings": path}
+            f"{path}: not valid {what}: nested too deeply", details={"settings": path}
         ) from None
+    except ValueError as exc:  # one line says what and where
+        raise InvalidRequestError(f"{path}: not valid {what}: {exc}", details={"settings": path}) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

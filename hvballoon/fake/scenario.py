@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import threading
 import typing
 from importlib import resources
@@ -453,6 +452,11 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         return parse_scenario(copy.deepcopy(_builtin_data(name_or_path)), source=source)
     path = Path(name_or_path)
     source = str(path)
+    if path.is_dir():
+        raise ScenarioError(
+            f"cannot read scenario {source}: it is a directory; name a YAML or JSON file",
+            details={"source": source},
+        )
     if not path.is_file():
         known = ", ".join(builtin_scenarios())
         raise ScenarioError(
@@ -462,8 +466,14 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         )
     try:
         text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"cannot read scenario {source}: {exc}") from exc
+    except OSError as exc:
+        raise ScenarioError(
+            f"cannot read scenario {source}: {exc.strerror or exc}", details={"source": source}
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"cannot read scenario {source}: not UTF-8 text (byte {exc.start})", details={"source": source}
+        ) from None
     return parse_scenario(_load_text(text, source, json_only=source.endswith(".json")), source=source)
 
 
@@ -477,23 +487,21 @@ def _builtin_data(name: str) -> Any:
 
 
 def _load_text(text: str, source: str, *, json_only: bool) -> Any:
-    if json_only:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(f"invalid scenario {source}: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise ScenarioError(f"invalid scenario {source}: nested too deeply") from None
-    import yaml
+    """The data of a scenario's text; a key given twice in one mapping (which the parsers
+    would settle silently, the last one winning) is refused as the parsers' own errors are."""
+    from hvballoon._yamltext import load_json, load_yaml
 
-    from hvballoon._yamltext import yaml_problem
-
+    what = "JSON" if json_only else "YAML"
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"invalid scenario {source}: not valid YAML: {yaml_problem(exc)}") from None
+        return load_json(text) if json_only else load_yaml(text)
     except RecursionError:
-        raise ScenarioError(f"invalid scenario {source}: nested too deeply") from None
+        raise ScenarioError(
+            f"invalid scenario {source}: nested too deeply", details={"source": source}
+        ) from None
+    except ValueError as exc:
+        raise ScenarioError(
+            f"invalid scenario {source}: not valid {what}: {exc}", details={"source": source}
+        ) from None
 
 
 def builtin_scenarios() -> list[str]:

@@ -108,6 +108,8 @@ def test_a_text_inventory_takes_comments_after_a_uri_as_yaml_does(tmp_path: Path
         (b"- uri: fake://seed\n  password: hunter2\n", "unknown key(s) password"),
         (b"- host: lab1\n  password: hunter2\n", "a mapping with keys host, password"),
         (b"- [fake://seed]\n", "expected a URI"),
+        # a key given twice: the second URI would win without a word
+        (b"- uri: fake://seed\n  uri: fake://java\n", "the key 'uri' is given twice in one mapping (line 2"),
         (b"# only a comment\n", "lists no URI"),
         pytest.param(
             b"- fake://seed\n- fake://u@h?password=hunter2\t# tab\n",

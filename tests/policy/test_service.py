@@ -298,6 +298,16 @@ class TestCheck:
             ("min_seconds_between_lowers: 1.0e+30\n", "at most 3650d"),
             ("[a, b]\n", "must hold a mapping"),
             ("vms: {web01: [unclosed\n", "not valid YAML"),
+            # a key given twice: the last one would win without a word
+            (
+                "policy: mom\npolicy: static\n",
+                "not valid YAML: the key 'policy' is given twice in one mapping",
+            ),
+            pytest.param(
+                "interval_seconds: " + "9" * 5000 + "\n",
+                "not valid YAML: a number too long to read",
+                id="number-too-long",
+            ),
         ],
     )
     def test_a_bad_settings_file_exits_2_naming_the_problem(
