@@ -133,8 +133,15 @@ class _SessionCore:
             self._index.replace(found)  # a sweep of every VM: a listing
         else:
             self._index.update(found)  # a backend may answer more than asked: remember it all
+        # each ref's VMs from one pass over the answer: a look-up of thousands of names, answered
+        # by a sweep of thousands of VMs, is not a scan of the sweep per name
+        answered: dict[str, list[VM]] = {}
+        for v in found:
+            answered.setdefault(v.id, []).append(v)
+            if v.name != v.id:
+                answered.setdefault(v.name, []).append(v)
         for ref in wanted:
-            self._index.settle(ref, [v for v in found if v.id == ref or v.name == ref])
+            self._index.settle(ref, answered.get(ref, []))
 
     def _id_form(self, ref: str) -> str:
         """``ref`` as the backend's kind writes VM ids (a Hyper-V GUID in lower case)."""
