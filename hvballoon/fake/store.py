@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from hvballoon._sqlitefiles import foreign_tables
-from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.errors import BackendError, HVBalloonError, InvalidRequestError, OperationTimeoutError
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario
 from hvballoon.fake.state import GuestState
@@ -275,6 +275,10 @@ class WorldStore:
         busy_timeout: float = 60.0,
     ) -> None:
         self.path = str(path)
+        self._busy_timeout = busy_timeout
+        # a new file's world is made before the file: a scenario refused leaves no file behind
+        # (a process that creates the file meanwhile wins, and this world is dropped)
+        fresh = None if Path(self.path).exists() else factory()
         try:
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -290,8 +294,23 @@ class WorldStore:
             self._conn.execute(_SCHEMA)
             self._conn.execute(_ORIGIN)
         except sqlite3.Error as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            failure = self._failure(exc, "cannot open")
+            if isinstance(failure, OperationTimeoutError):
+                raise failure from exc
             raise InvalidRequestError(f"cannot open the fake world's state file {self.path}: {exc}") from exc
         self._cache: tuple[int, World] | None = None
+        try:
+            self.origin: dict[str, Any] = self._first(
+                lambda: fresh if fresh is not None else factory(), scenario_ref
+            )
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise self._failure(exc, "cannot open") from exc
+
+    def _first(self, factory: Callable[[], World], scenario_ref: str | None) -> dict[str, Any]:
+        """The world's origin, the world made and saved first if the file has none."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             row = self._conn.execute("SELECT data FROM world WHERE id = 1").fetchone()
@@ -310,10 +329,31 @@ class WorldStore:
             )
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         #: what the world was made from (see :func:`world_origin`)
-        self.origin: dict[str, Any] = origin
+        return origin
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> HVBalloonError:
+        """What SQLite refused, as hvballoon's error: the file stayed locked by another
+        process past the busy timeout (retryable), or it could not be read or written (a
+        read-only file or folder, a full disk). The transaction was rolled back: nothing of the
+        operation was kept."""
+        name = getattr(exc, "sqlite_errorname", "")
+        details = {"state": self.path, "sqlite_error": name or type(exc).__name__}
+        if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(exc):
+            return OperationTimeoutError(
+                f"the fake world in {self.path} stayed locked by another process for "
+                f"{self._busy_timeout:g} s; nothing was changed, try again",
+                native_code=name or None,
+                details=details,
+            )
+        return BackendError(
+            f"{doing} the fake world's state file {self.path}: {exc}; nothing was changed",
+            native_code=name or None,
+            details=details,
+        )
 
     def close(self) -> None:
         self._conn.close()
@@ -331,7 +371,18 @@ class WorldStore:
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[World]:
         """The world, locked for this block; saved at the end when ``write`` (and on hvballoon
-        errors too, so that scripted-fault counters survive the error they raise)."""
+        errors too, so that scripted-fault counters survive the error they raise). What SQLite
+        refuses meanwhile rolls the whole block back and is raised as hvballoon's error
+        (:meth:`_failure`)."""
+        try:
+            with self._transaction(write=write) as world:
+                yield world
+        except sqlite3.Error as exc:
+            self._cache = None  # the world in memory may hold what was not saved
+            raise self._failure(exc, "cannot use") from exc
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[World]:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
