@@ -108,8 +108,23 @@ def console() -> Any:
     return out
 
 
+#: Control characters (C0, DEL, C1): a VM name is the hypervisor's to choose, and one holding
+#: an escape sequence would otherwise be sent to the terminal as it is.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as its Python escape (``\\x1b``, ``\\n``).
+
+    >>> printable("web\\x1b[31m01\\n")
+    'web\\\\x1b[31m01\\\\n'
+    """
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def table(columns: list[str], rows: list[list[str]], title: str | None = None) -> Any:
-    """A rich table without the columns that are empty ('-') on every row."""
+    """A rich table without the columns that are empty ('-') on every row; its cells and title
+    shown as text (no markup, no control characters)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -118,9 +133,9 @@ def table(columns: list[str], rows: list[list[str]], title: str | None = None) -
         if rows
         else list(range(len(columns)))
     )
-    out = Table(*[columns[i] for i in keep], title=title)
+    out = Table(*[columns[i] for i in keep], title=None if title is None else escape(printable(title)))
     for r in rows:
-        out.add_row(*[escape(r[i]) for i in keep])
+        out.add_row(*[escape(printable(r[i])) for i in keep])
     return out
 
 

@@ -114,3 +114,27 @@ def test_text_that_is_not_utf8_names_the_byte_and_nothing_of_the_text(tmp_path: 
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     assert "not UTF-8 text (byte 9)" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_vm_names_a_scenario_gives_are_shown_as_text_never_as_terminal_codes(tmp_path: Path) -> None:
+    names = ["web\x1b[31m01", "line\nbreak", "we'b\"01 [bold]x[/bold]", "wéb—01 🚀", "a/b c", "nul\x00\x9b"]
+    path = tmp_path / "names.json"
+    vms = [{"name": n, "memory": "1GiB"} for n in names]
+    path.write_text(json.dumps({"name": "t", "host": {"physical": "8GiB"}, "vms": vms}))
+    for command in ("vms", "stats"):
+        r = invoke(command, f"fake://{path}")
+        assert r.returncode == 0, r.stderr
+        shown = r.stdout
+        assert not any(c in shown for c in "\x1b\x00\x9b"), repr(shown)
+        for seen in (
+            "web\\x1b[31m01",
+            "line\\nbreak",
+            "we'b\"01 [bold]x[/bold]",
+            "wéb—01 🚀",
+            "a/b c",
+            "nul\\x00\\x9b",
+        ):
+            assert seen in shown, (seen, shown)
+    # JSON keeps the names as they are
+    r = invoke("vms", f"fake://{path}", "--json")
+    assert [vm["name"] for vm in json.loads(r.stdout)] == names
