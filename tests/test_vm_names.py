@@ -14,6 +14,7 @@ from hvballoon.models import VM
 from tests.support.ansible import run_module
 from tests.support.calls import counted
 from tests.support.cli import invoke
+from tests.support.policies import INSTANT
 
 
 def _missing(hv: hvballoon.Hypervisor, ref: str) -> VMNotFoundError:
@@ -66,7 +67,7 @@ def test_a_lookup_that_sweeps_every_vm_is_the_listing_suggestions_use() -> None:
 
 
 def test_a_listing_that_fails_leaves_the_not_found_error_as_it_was() -> None:
-    with hvballoon.connect("fake://seed") as hv:
+    with hvballoon.connect("fake://seed", retry=INSTANT) as hv:  # the listing's retries, without waits
 
         def broken() -> list[VM]:
             raise hvballoon.errors.HVConnectionError("the host went away")
