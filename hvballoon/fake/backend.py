@@ -119,7 +119,9 @@ class FakeBackend(Backend):
         super().__init__(opts)
         #: the targets this session set on running VMs, for a flavour whose hypervisor keeps
         #: none it could read back (:attr:`FlavorView.reads_live_target`: libvirt)
-        self._session_targets: dict[str, int] = {}
+        # the live targets this session set, by VM: (its run then, the target), valid while it
+        # keeps that run (libvirt's domain ID), as the libvirt backend keeps them
+        self._session_targets: dict[str, tuple[int | None, int]] = {}
         uri = opts.uri
         unknown = set(uri.query) - {"flavor", "seed", "state", "speed"}
         if unknown:
@@ -422,7 +424,8 @@ class FakeBackend(Backend):
         session_target = None
         if not self.view.reads_live_target:
             if g.power_state in ("running", "paused"):
-                session_target = self._session_targets.get(g.id)
+                known = self._session_targets.get(g.id)
+                session_target = known[1] if known is not None and known[0] == g.run else None
             else:  # a domain that stops forgets its live target; the definition's shows
                 self._session_targets.pop(g.id, None)
         if not g.running:
@@ -505,7 +508,7 @@ class FakeBackend(Backend):
         if field is None:
             w.set_target(g.id, target_bytes)
             if g.power_state in ("running", "paused"):
-                self._session_targets[g.id] = target_bytes
+                self._session_targets[g.id] = (g.run, target_bytes)
             return
         move = ConfigUpdate.from_fields({field: target_bytes})
         self.view.check_resize(w, g, move, backend=self.name)

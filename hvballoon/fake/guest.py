@@ -57,6 +57,12 @@ class Guest:
         return self.power_state == "running"
 
     @property
+    def run(self) -> int | None:
+        """The VM's run (libvirt's domain ID): a new one each time it starts, ``None`` while it
+        is off."""
+        return None if self.crashed else self._w.runs[self._i]
+
+    @property
     def crashed(self) -> bool:
         return bool(self._w.state.crashed[self._i])
 

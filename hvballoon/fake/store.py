@@ -46,7 +46,7 @@ from hvballoon.errors import BackendError, HVBalloonError, InvalidRequestError, 
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario
 from hvballoon.fake.state import GuestState
-from hvballoon.fake.world import World
+from hvballoon.fake.world import World, _first_runs
 
 __all__ = ["LEGACY_STATE_NAMES", "WorldStore", "world_from_bytes", "world_to_bytes"]
 
@@ -132,6 +132,7 @@ def world_to_bytes(world: World) -> bytes:
             "speed": world.speed,
             "wall_origin": world.wall_origin,
             "power": world.power,
+            "runs": world.runs,
             "configs": world.configs,
             "events": world.events,
             "faults": world.faults.to_data(),
@@ -210,6 +211,8 @@ def world_from_bytes(data: bytes) -> World:
     origin = header["wall_origin"]
     w.wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))
     w.power = list(header["power"])
+    # a world saved before runs were kept: numbered afresh from its power states
+    w.runs = list(header["runs"]) if "runs" in header else _first_runs(w.power)
     # a configuration key added since the world was saved keeps the value its scenario gives
     w.configs[:] = [{**fresh, **saved} for fresh, saved in zip(w.configs, header["configs"], strict=True)]
     for i, g in enumerate(w.guests.values()):

@@ -80,6 +80,10 @@ class KVMView(FlavorView):
     kind: ClassVar[Kind] = KVM
     reads_live_target: ClassVar[bool] = False
 
+    def vm_extra(self, g: Guest, power: PowerState) -> dict[str, Any]:
+        # what the libvirt backend's listing adds: the domain's ID (-1, None, while shut off)
+        return {"libvirt_id": g.run}
+
     def running_stats(
         self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
     ) -> MemoryStats:

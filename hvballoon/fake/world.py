@@ -34,7 +34,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ from hvballoon.fake.physics import (
     move_balloons,
     new_oom_kills,
     next_panic_at,
+    snapshot_reports,
     stalled_guests,
     swap_traffic,
     take_reports,
@@ -82,6 +83,24 @@ _CRASHES = {
     "vanished": "the VM was deleted",
     "crashed": "the VM crashed",
 }
+
+
+def _first_runs(power: Sequence[str]) -> list[int | None]:
+    """Each VM's run as a world starts: the VMs that hold memory numbered from 1 (libvirt's
+    domain IDs), the stopped ones none.
+
+    >>> _first_runs(["running", "stopped", "paused"])
+    [1, None, 2]
+    """
+    runs: list[int | None] = []
+    n = 0
+    for state in power:
+        if state == "stopped":
+            runs.append(None)
+        else:
+            n += 1
+            runs.append(n)
+    return runs
 
 
 def _labels(names: list[str]) -> list[str]:
@@ -194,6 +213,8 @@ class World:
             for s, label in zip(specs, self.labels, strict=True)
         ]
         self.power = [s.power_state for s in specs]
+        #: each VM's run (libvirt's domain ID: a new one at each start; None while it is off)
+        self.runs: list[int | None] = _first_runs(self.power)
         self.configs = [self.hypervisor.config(s) for s in specs]
         self.state = GuestState.zeros(self.n)
         self._fill_state(specs)
@@ -510,7 +531,47 @@ class World:
             s.paused[i] = 0.0
             s.last_report[i] = math.nan
             self.power[i] = "stopped"
+            self.runs[i] = None
             self.event("power_off", self.names[i], "the VM was powered off")
+            self._host_reclaim_now()
+            self.version += 1
+
+    def power_on(self, guest_id: str) -> None:
+        """The VM is started behind the caller's back (an operator, the host's autostart): a
+        cold start in a new run. It boots at its definition's size — on KVM the definition's
+        ``<currentMemory>`` is its balloon target again (a live target set before it stopped is
+        gone); an ESXi limit and Hyper-V's sizes are configuration and stay — with its
+        workload's baseline use, no page cache yet, reporting at once if its driver does."""
+        import numpy as np
+
+        with self.lock:
+            g = self.guests[guest_id]
+            i, s = g.index, self.state
+            if g.crashed:
+                raise ValueError(f"VM {g.name!r} is gone: it cannot be started")
+            if self.power[i] != "stopped":
+                raise ValueError(f"VM {g.name!r} is {self.power[i]}: only a stopped VM is started")
+            s.running[i], s.paused[i] = 1.0, 0.0
+            self.power[i] = "running"
+            self.runs[i] = max((r for r in self.runs if r is not None), default=0) + 1
+            floor = s.floor
+            current = float(self.hypervisor.initial_current(self, floor)[i])
+            demand = float(np.clip(s.used_baseline[i], floor[i], s.memory[i] + s.swap_size[i]))
+            held = min(demand, current + s.swap_size[i])
+            swapped = max(held - current, 0.0)
+            s.current[i], s.demand[i], s.effective_demand[i] = current, demand, held
+            s.guest_swapped[i] = s.swap_backlog[i] = swapped
+            s.cache[i] = 0.0
+            s.used[i] = held - swapped
+            s.free[i] = current - held + swapped
+            s.host_backed[i] = current if self.hypervisor.backs_assigned_memory else current - s.free[i]
+            s.stalled_at[i] = math.nan
+            s.reports_frozen_until[i] = -math.inf
+            s.last_report[i] = math.nan
+            if s.balloon_driver[i] > 0 and s.stats_period[i] > 0:
+                s.last_report[i] = self.now
+                snapshot_reports(s, np.array([i]))
+            self.event("power_on", self.names[i], "the VM was started")
             self._host_reclaim_now()
             self.version += 1
 

@@ -1,0 +1,82 @@
+"""The fake's power cycle: ``World.power_off`` then ``World.power_on``, a cold start in a new run.
+
+As libvirt's test and QEMU drivers do, a KVM domain that starts gets a new domain ID and boots
+at its definition's ``<currentMemory>``: a live balloon target set before it stopped is gone, and
+so is the session's knowledge of it, even when no sweep saw it off. An ESXi limit and a Hyper-V
+size are configuration, and a start keeps them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import hvballoon
+from hvballoon import RetryPolicy
+from hvballoon.fake.scenario import load_scenario
+from hvballoon.fake.store import world_from_bytes, world_to_bytes
+from hvballoon.fake.world import World
+
+GiB = 2**30
+INSTANT = RetryPolicy(sleep=lambda seconds: None)
+
+
+def cycle(w: World, name: str) -> None:
+    g = w.guest(name)
+    w.power_off(g.id)
+    w.power_on(g.id)
+
+
+def test_a_kvm_domain_started_again_has_a_new_run_and_its_boot_size() -> None:
+    w = World(load_scenario("seed"), flavor="kvm")
+    with hvballoon.connect("fake://seed", world=w, retry=INSTANT) as hv:
+        before = hv.resolve("web01").extra["libvirt_id"]
+        hv.set_target("web01", "8GiB", force=True)
+        w.advance(30)
+        assert hv.get_stats(["web01"])[0].current_bytes == 8 * GiB
+        cycle(w, "web01")  # no sweep sees it off
+        w.advance(30)
+        (st,) = hv.get_stats(["web01"])
+        assert st.vm.power_state is hvballoon.PowerState.RUNNING
+        assert st.vm.extra["libvirt_id"] not in (None, before)
+        assert st.target_bytes is None  # the session's target was for the run before
+        assert st.current_bytes == 16 * GiB == w.guest("web01").target_bytes
+        assert st.guest_used_bytes is not None and not st.stale  # its driver reports again
+        assert w.accounting()["host"]["conserved"]
+
+
+def test_a_stopped_kvm_domain_has_no_run() -> None:
+    w = World(load_scenario("seed"), flavor="kvm")
+    w.power_off(w.guest("web01").id)
+    with hvballoon.connect("fake://seed", world=w) as hv:
+        assert hv.resolve("web01").extra["libvirt_id"] is None
+
+
+@pytest.mark.parametrize("flavor", ["esxi", "hyperv"])
+def test_a_start_keeps_a_target_that_is_configuration(flavor: str) -> None:
+    w = World(load_scenario("seed"), flavor=flavor)
+    g = w.guest("web01")
+    with hvballoon.connect(f"fake://seed?flavor={flavor}", world=w, retry=INSTANT) as hv:
+        if flavor == "hyperv":  # a Dynamic Memory maximum only goes down while the VM is off
+            w.power_off(g.id)
+        hv.set_target("web01", "12GiB", force=True)
+        if flavor == "esxi":
+            w.power_off(g.id)
+        w.power_on(g.id)
+        w.advance(60)
+        assert hv.get_stats(["web01"])[0].target_bytes == 12 * GiB
+
+
+def test_only_a_stopped_vm_is_started() -> None:
+    w = World(load_scenario("seed"))
+    with pytest.raises(ValueError, match="only a stopped VM"):
+        w.power_on(w.guest("web01").id)
+    w.vanish(w.guest("web02").id)
+    with pytest.raises(ValueError, match="gone"):
+        w.power_on(w.guest("web02").id)
+
+
+def test_a_saved_world_keeps_its_runs() -> None:
+    w = World(load_scenario("seed"))
+    cycle(w, "web01")
+    again = world_from_bytes(world_to_bytes(w))
+    assert again.runs == w.runs and again.guest("web01").run == 11
