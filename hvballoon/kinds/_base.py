@@ -129,6 +129,11 @@ class Kind:
     #: (``""``: nothing to add).
     ceiling_name: ClassVar[str] = "the VM's maximum"
     ceiling_note: ClassVar[str] = ""
+    #: Where a target lasts only as long as the VM's run (KVM: libvirt keeps a balloon target
+    #: for the domain's run, and a cold start boots it at its definition's size), the key of
+    #: ``VM.extra`` naming that run — a new value each time the VM starts. ``None``: a target is
+    #: configuration (an ESXi limit, a Hyper-V size) and survives a restart.
+    run_key: ClassVar[str | None] = None
 
     # -- description ------------------------------------------------------------------------
 
@@ -188,6 +193,47 @@ class Kind:
             target_observable=v.target_observable,
             marks=self.marks,
             notes=(*v.notes, *notes),
+        )
+
+    def run_of(self, vm: VM) -> str | None:
+        """The run of ``vm`` a target set now lasts for (see :attr:`run_key`): ``None`` where a
+        target outlives a restart, or the VM does not say (not running, a backend that does not
+        report it)."""
+        if self.run_key is None:
+            return None
+        run = vm.extra.get(self.run_key)
+        return None if run is None else str(run)
+
+    def target_lapsed(
+        self, vm: VM, run: str | None, *, current_bytes: int | None, target_bytes: int
+    ) -> str | None:
+        """Why ``target_bytes``, set on ``vm`` during ``run`` (:meth:`run_of` then), no longer
+        holds, or ``None`` when it still may. On a kind whose targets last one run: the VM runs
+        again in another run, back at a size above that target (a cold start boots at the
+        definition's size; a VM restored from a save comes back at its target, which still
+        holds). An unknown run, or a VM not running, is never taken for a lapse."""
+        if self.run_key is None or run is None or vm.power_state is not PowerState.RUNNING:
+            return None
+        now = self.run_of(vm)
+        if now is None or now == run or current_bytes is None:
+            return None
+        if current_bytes < target_bytes + self.alignment_bytes:
+            return None
+        return (
+            f"it was restarted since it was lowered (run {now}, lowered in run {run}) and booted at "
+            f"{format_size(current_bytes)}: a {self.title} VM forgets its target when it stops"
+        )
+
+    def target_dormant(self, vm: VM, run: str | None) -> str | None:
+        """Why a target set on ``vm`` during ``run`` can be neither given back nor dropped now,
+        or ``None``: on a kind whose targets last one run, the VM is powered off — it forgot the
+        target, but one restored from a save comes back lowered; what holds is known when it
+        runs again (:meth:`target_lapsed`)."""
+        if self.run_key is None or run is None or not is_off(vm):
+            return None
+        return (
+            f"it is powered off: a {self.title} VM forgets its target when it stops (a cold start "
+            "boots at its definition's size), but one restored from a save comes back lowered"
         )
 
     def target_field(self, config: MemoryConfig) -> str | None:

@@ -54,6 +54,9 @@ class KVMKind(Kind):
     name: ClassVar[str] = "kvm"
     title: ClassVar[str] = "KVM"
     alignment_bytes: ClassVar[int] = KiB
+    #: libvirt keeps a live balloon target for the domain's run only (the domain's ID, new at
+    #: each start); a domain that starts has its definition's ``<currentMemory>`` as target
+    run_key: ClassVar[str | None] = "libvirt_id"
     variants: ClassVar[tuple[Variant, ...]] = (
         Variant(
             name="balloon",

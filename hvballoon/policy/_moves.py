@@ -39,6 +39,8 @@ class _Pending:
         self.proposal = proposal
         self.target = target
         self.notes = notes
+        #: a raise made though the journal could not record it
+        self.unjournalled = False
 
     @property
     def delta(self) -> int:
@@ -67,6 +69,9 @@ class _Moves:
     _configs: dict[str, MemoryConfig]
     _last_lower: dict[str, float]
     _contingency: _Contingency | None
+    #: Raises made while the journal could not be written, by VM id: recorded once it can be
+    #: (a release tells the controller's own targets from someone else's by the journal)
+    _unrecorded: dict[str, Move]
     #: The moves made while the last round's sweep hung (the plan's contingency), as decisions.
     blind_decisions: list[Decision]
 
@@ -177,8 +182,11 @@ class _Moves:
             return []
         action: Action = "lower" if lowering else "raise"
         out: list[Decision] = []
+        unjournalled: set[str] = set()
         if not self.dry_run:
-            batch, failed = self._record(batch, lowering)
+            self.record_unrecorded()
+            batch, failed = self._record(batch, lowering, read)
+            unjournalled = {p.view.id for p in batch if p.unjournalled}
             out.extend(
                 self._decision(
                     at,
@@ -239,6 +247,8 @@ class _Moves:
                 continue
             settled[v.id] = None
             applied = v.id in made
+            if applied and v.id in unjournalled:
+                self._unrecorded[v.id] = Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target)
             if applied:
                 if result.mechanism is not Mechanism.BALLOON:
                     # the target lives in the configuration (a limit, a maximum, a startup size)
@@ -320,13 +330,15 @@ class _Moves:
     # -- the journal and the marks ---------------------------------------------------------
 
     def _record(
-        self, batch: list[_Pending], lowering: bool
+        self, batch: list[_Pending], lowering: bool, read: dict[str, MemoryStats]
     ) -> tuple[list[_Pending], list[tuple[_Pending, HVBalloonError]]]:
         """Mark the VMs lowered for the first time (where VMs keep marks), then journal every
-        move: what goes ahead, and what could not be marked (it is not lowered)."""
+        move (with the VM's run, where a target lasts only one: ``read``'s VMs say it): what
+        goes ahead, and what could not be marked (it is not lowered)."""
         from hvballoon.policy.release import MARK_KEY, mark_value
 
         journal = self.journal
+        kind = self.hv.backend.kind
         try:
             known = {e.vm_id: e for e in journal.lowered()}
         except HVBalloonError as exc:
@@ -353,7 +365,11 @@ class _Moves:
                         failed.append((p, exc))
                         continue
                     marked = True
-            moves.append(Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked))
+            st = read.get(v.id)
+            run = kind.run_of(st.vm) if kind is not None and st is not None else None
+            moves.append(
+                Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked, run)
+            )
             ahead.append(p)
         if moves:
             try:
@@ -364,6 +380,19 @@ class _Moves:
                 )
                 return ahead, failed + unjournalled
         return ahead, failed
+
+    def record_unrecorded(self) -> None:
+        """Journal the raises made while it could not be written (:attr:`_unrecorded`), now that
+        it may be: each is the controller's target of that VM from then on."""
+        if not self._unrecorded:
+            return
+        moves = list(self._unrecorded.values())
+        try:
+            self.journal.intend(self.round, moves)
+            self.journal.settle(self.round, {m.vm_id: None for m in moves})
+        except HVBalloonError:
+            return  # tried again at the next move, and before a release
+        self._unrecorded.clear()
 
     def _unjournalled(
         self, batch: list[_Pending], exc: HVBalloonError, marked: list[str], lowering: bool
@@ -386,6 +415,8 @@ class _Moves:
                 extra={"event": "journal_failed", "code": exc.code, "round": self.round},
             )  # fmt: skip
         if not lowering:
+            for p in batch:
+                p.unjournalled = True
             return batch, []
         return [], [(p, exc) for p in batch]
 

@@ -62,7 +62,7 @@ from hvballoon.policy._moves import _Contingency, _Moves, _Pending
 from hvballoon.policy._snapshot import _Snapshots
 from hvballoon.policy.base import Plan, Policy, get_policy, policy_options
 from hvballoon.policy.health import ControllerHealth
-from hvballoon.policy.journal import Journal, Lowered
+from hvballoon.policy.journal import Journal, Lowered, Move
 from hvballoon.policy.model import ControllerSettings, Decision, Proposal
 from hvballoon.policy.running import Round, _Running
 from hvballoon.session import GuardRails, Hypervisor
@@ -138,6 +138,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._release_pending = False
         self._uri: str | None = self._hv.uri if self._hv is not None else None
         self._contingency: _Contingency | None = None
+        self._unrecorded: dict[str, Move] = {}
         self.blind_decisions: list[Decision] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -339,6 +340,7 @@ class Controller(_Snapshots, _Moves, _Running):
         if not self._marks_read and not self.dry_run:
             self._adopt_marks(stats)
         self._forget_gone(stats, snap.at_seconds)
+        self._forget_lapsed(stats)
         if not self._settings_checked:
             for problem in self.check_settings(stats):
                 log.info(problem)

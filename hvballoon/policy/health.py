@@ -70,6 +70,9 @@ class ControllerHealth:
     moves_made: int = 0
     moves_failed: int = 0
     reconnects: int = 0
+    #: VMs held lowered that the controller found not lowered any more (restarted at their boot
+    #: size) and forgot
+    lapsed: int = 0
     fail_open: bool = False
     fail_open_releases: int = 0
     last_success_at: float | None = None

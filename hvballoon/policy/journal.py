@@ -61,7 +61,9 @@ _SCHEMA = (
         target_bytes INTEGER NOT NULL,
         marked INTEGER NOT NULL DEFAULT 0,
         since TEXT NOT NULL,
-        updated TEXT NOT NULL)""",
+        updated TEXT NOT NULL,
+        prior_bytes INTEGER,
+        run TEXT)""",
     """CREATE TABLE IF NOT EXISTS changes (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         at TEXT NOT NULL,
@@ -73,6 +75,8 @@ _SCHEMA = (
         state TEXT NOT NULL,
         error TEXT)""",
 )
+#: Columns added to ``lowered`` since the first journals: added to a journal that lacks them.
+_ADDED_COLUMNS = {"prior_bytes": "INTEGER", "run": "TEXT"}
 
 
 class Lowered(BaseModel):
@@ -80,8 +84,12 @@ class Lowered(BaseModel):
 
     ``before_bytes`` is the target it had when the controller first lowered it (with
     ``before_unlimited``: an ESXi VM without a limit — release removes the limit);
-    ``target_bytes`` the last target the controller asked for; ``marked``: the VM also carries
-    the controller's mark (ESXi).
+    ``target_bytes`` the last target the controller asked for (0: unknown, a VM found marked);
+    ``prior_bytes`` the one before it while the last move's outcome is not known to have been
+    made (either may be in force); ``marked``: the VM also carries the controller's mark (ESXi);
+    ``run``: the VM's run when the controller last moved it, where a target lasts only one run
+    (KVM's domain ID, :attr:`Kind.run_key <hvballoon.kinds.Kind.run_key>`; ``None``: a target
+    that survives a restart, or a run not known).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,6 +103,18 @@ class Lowered(BaseModel):
     marked: bool = False
     since: Timestamp
     updated: Timestamp
+    prior_bytes: int | None = None
+    run: str | None = None
+
+    def set_by_controller(self, value: int, tolerance: int = 1) -> bool | None:
+        """Whether ``value``, the target the hypervisor holds the VM to, is one the controller
+        set (its last target or, while that move's outcome is unknown, the one before), within
+        ``tolerance`` bytes; ``None`` when the controller's target is not known (a VM found
+        marked). ``False``: someone else resized the VM since."""
+        if self.target_bytes <= 0:
+            return None
+        ours = [self.target_bytes] + ([self.prior_bytes] if self.prior_bytes is not None else [])
+        return any(abs(value - v) < max(1, tolerance) for v in ours)
 
 
 @dataclass(frozen=True)
@@ -102,7 +122,8 @@ class Move:
     """A change the controller is about to make: ``vm_id`` from ``from_bytes`` to ``to_bytes``.
 
     ``before_unlimited`` says, for a VM's first lower, that what it had was no limit at all;
-    ``marked`` that the VM carries the controller's mark.
+    ``marked`` that the VM carries the controller's mark; ``run`` the VM's run now, where a
+    target lasts only one (see :attr:`Lowered.run`).
     """
 
     vm_id: str
@@ -112,6 +133,7 @@ class Move:
     to_bytes: int
     before_unlimited: bool = False
     marked: bool = False
+    run: str | None = None
 
     @property
     def lowering(self) -> bool:
@@ -257,6 +279,10 @@ class Journal:
         with self._tx():
             for statement in _SCHEMA:
                 c.execute(statement)
+            have = {row[1] for row in c.execute("PRAGMA table_info(lowered)").fetchall()}
+            for column, sql_type in _ADDED_COLUMNS.items():
+                if column not in have:
+                    c.execute(f"ALTER TABLE lowered ADD COLUMN {column} {sql_type}")
             meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
                 c.executemany(
@@ -326,7 +352,7 @@ class Journal:
         try:
             rows = self._conn.execute(
                 "SELECT vm_id, vm, mechanism, before_bytes, before_unlimited, target_bytes, marked, since, "
-                "updated FROM lowered ORDER BY since, vm"
+                "updated, prior_bytes, run FROM lowered ORDER BY since, vm"
             ).fetchall()
         except sqlite3.Error as exc:
             raise self._unusable(exc, "read") from None
@@ -341,6 +367,8 @@ class Journal:
                 marked=bool(r[6]),
                 since=r[7],
                 updated=r[8],
+                prior_bytes=r[9],
+                run=r[10],
             )
             for r in rows
         ]
@@ -386,14 +414,16 @@ class Journal:
                     "VALUES (?, ?, ?, ?, ?, ?, 'intended')",
                     (now, round_no, m.vm_id, m.vm, m.from_bytes, m.to_bytes),
                 )
+                # the target before stays the controller's too until the move is known made
                 c.execute(
-                    "UPDATE lowered SET target_bytes = ?, vm = ?, updated = ? WHERE vm_id = ?",
-                    (m.to_bytes, m.vm, now, m.vm_id),
+                    "UPDATE lowered SET prior_bytes = target_bytes, target_bytes = ?, vm = ?, updated = ?, "
+                    "run = ? WHERE vm_id = ?",
+                    (m.to_bytes, m.vm, now, m.run, m.vm_id),
                 )
                 if m.lowering:
                     c.execute(
                         "INSERT OR IGNORE INTO lowered (vm_id, vm, mechanism, before_bytes, before_unlimited, "
-                        "target_bytes, marked, since, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "target_bytes, marked, since, updated, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             m.vm_id,
                             m.vm,
@@ -404,6 +434,7 @@ class Journal:
                             int(m.marked),
                             now,
                             now,
+                            m.run,
                         ),
                     )
             self._prune(c)
@@ -423,7 +454,8 @@ class Journal:
                     ("failed" if error else "made", error, vm_id, round_no),
                 )
                 if error:
-                    continue
+                    continue  # either target may be in force (a timeout may have made it)
+                c.execute("UPDATE lowered SET prior_bytes = NULL WHERE vm_id = ?", (vm_id,))
                 row = c.execute(
                     "SELECT before_bytes, before_unlimited, target_bytes FROM lowered WHERE vm_id = ?",
                     (vm_id,),
@@ -439,7 +471,8 @@ class Journal:
             for e in entries:
                 c.execute(
                     "INSERT OR IGNORE INTO lowered (vm_id, vm, mechanism, before_bytes, before_unlimited, "
-                    "target_bytes, marked, since, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "target_bytes, marked, since, updated, prior_bytes, run) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         e.vm_id,
                         e.vm,
@@ -450,18 +483,31 @@ class Journal:
                         int(e.marked),
                         e.since.isoformat(),
                         e.updated.isoformat(),
+                        e.prior_bytes,
+                        e.run,
                     ),
                 )
 
-    def released(self, vm_id: str, *, vm: str, to_bytes: int | None, round_no: int = 0) -> None:
-        """The VM was given back what it had (or more): it is no longer lowered."""
+    def released(
+        self, vm_id: str, *, vm: str, to_bytes: int | None, round_no: int = 0, why: str | None = None
+    ) -> None:
+        """The VM was given back what it had (or more): it is no longer lowered. With ``why``,
+        it was not given back but its lowering no longer holds (the VM restarted at its boot
+        size, someone else resized it): the change log says ``lapsed`` and why."""
+        state = "released" if why is None else "lapsed"
         with self._writing() as c:
             c.execute(
-                "INSERT INTO changes (at, round, vm_id, vm, from_bytes, to_bytes, state) "
-                "SELECT ?, ?, ?, ?, target_bytes, ?, 'released' FROM lowered WHERE vm_id = ?",
-                (_now(), round_no, vm_id, vm, to_bytes, vm_id),
+                "INSERT INTO changes (at, round, vm_id, vm, from_bytes, to_bytes, state, error) "
+                "SELECT ?, ?, ?, ?, target_bytes, ?, ?, ? FROM lowered WHERE vm_id = ?",
+                (_now(), round_no, vm_id, vm, to_bytes, state, why, vm_id),
             )
             c.execute("DELETE FROM lowered WHERE vm_id = ?", (vm_id,))
+
+    def rerun(self, vm_id: str, run: str | None) -> None:
+        """The VM came back lowered in another run (restored from a save, say): its lowering
+        still holds, in ``run`` now."""
+        with self._writing() as c:
+            c.execute("UPDATE lowered SET run = ?, updated = ? WHERE vm_id = ?", (run, _now(), vm_id))
 
     def _prune(self, c: sqlite3.Connection) -> None:
         c.execute("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?", (KEEP_CHANGES,))

@@ -13,7 +13,9 @@ the URI (redacted) and the policy:
 - ``hvballoon_controller_last_success_timestamp_seconds``;
 - ``hvballoon_controller_lowered_vms`` (what it would give back now),
   ``hvballoon_controller_fail_open`` (1 while it has given up and released),
-  ``hvballoon_controller_reconnects_total``, ``hvballoon_controller_fail_open_releases_total``.
+  ``hvballoon_controller_reconnects_total``, ``hvballoon_controller_fail_open_releases_total``,
+  ``hvballoon_controller_lapsed_total`` (VMs held lowered found restarted at their boot size,
+  and forgotten).
 
 Needs the ``exporter`` extra (``prometheus-client``).
 """
@@ -136,6 +138,12 @@ class ControllerMetrics(MetricsEndpoint):
         )
         yield counter(
             "hvballoon_controller_reconnects", "New sessions opened after a broken one.", h.reconnects
+        )
+        yield counter(
+            "hvballoon_controller_lapsed",
+            "VMs held lowered that the controller found not lowered any more (restarted at their boot "
+            "size) and forgot.",
+            h.lapsed,
         )
         yield counter(
             "hvballoon_controller_fail_open_releases",

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hvballoon.errors import HVBalloonError, PartialChangeError
 from hvballoon.models import VM, Change, MemoryConfig, MemoryStats
-from hvballoon.units import format_size
+from hvballoon.units import format_size, format_sizes
 
 if TYPE_CHECKING:
     from hvballoon.policy.journal import Journal, Lowered
@@ -251,6 +251,10 @@ def release(
     unlimit: list[VM] = []
     plans: dict[str, tuple[int | None, bool, int | None]] = {}  # vm id -> (goal, unlimited, from)
     notes: dict[str, str] = {}  # vm id -> what changed its goal
+    lapsed: dict[str, str] = {}  # vm id -> why its lowering no longer holds (forgotten, not raised)
+    kept: set[str] = set()  # vm ids left alone and kept in the journal (decided when they run)
+    kind = hv.backend.kind
+    tolerance = hv.capabilities.alignment_bytes
     for vm in vms:
         entry, source = sources[vm.id]
         st = stats.get(vm.id)
@@ -258,12 +262,37 @@ def release(
         limit_vm = st is not None and st.mechanism.value == "limit"
         unlimited = limit_vm and (entry.before_unlimited or to_maximum)
         current = _current(st, cfg, limit_vm)
+        if kind is not None:
+            seen = st.vm if st is not None else vm  # the sweep's: its power state and run now
+            dormant = kind.target_dormant(seen, entry.run)
+            if dormant is not None:
+                why = f"{dormant}: left alone, and kept until it runs again"
+                kept.add(vm.id)
+                results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
+                continue
+            gone_by = kind.target_lapsed(
+                seen,
+                entry.run,
+                current_bytes=st.current_bytes if st is not None else None,
+                target_bytes=entry.target_bytes,
+            )
+            if gone_by is not None:
+                lapsed[vm.id] = gone_by
+                why = f"not lowered any more: {gone_by}; left as it is (forgotten)"
+                results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
+                continue
         if unlimited:
             plan: tuple[int | None, bool, int | None] = (None, True, current)
             plans[vm.id] = plan
             if cfg is not None and cfg.limit_bytes is None:
                 why = "it has no limit already"
                 results.append(_done(entry, source, vm, "unchanged", plan, dry_run, why))
+                continue
+            theirs = _resized_since(entry, _in_force(st, cfg, limit_vm), tolerance)
+            if theirs is not None:
+                lapsed[vm.id] = theirs
+                why = f"not lowered any more: {theirs}; left as it is (forgotten)"
+                results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
                 continue
             unlimit.append(vm)
             continue
@@ -284,6 +313,12 @@ def release(
         if in_force is not None and in_force >= goal:
             why = "already at or above the value to give back: left alone" + capped
             results.append(_done(entry, source, vm, "unchanged", plan, dry_run, why))
+            continue
+        theirs = _resized_since(entry, in_force, tolerance)
+        if theirs is not None:
+            lapsed[vm.id] = theirs
+            why = f"not lowered any more: {theirs}; left as it is (forgotten)"
+            results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
             continue
         moves.append((vm, goal))
         if capped:
@@ -314,10 +349,10 @@ def release(
     # forget what was given back (or needed nothing), and take its mark off
     final: list[Released] = []
     for r in results:
-        if r.action in ("released", "unchanged") and not dry_run:
+        if r.action in ("released", "unchanged") and not dry_run and r.vm_id not in kept:
             entry, source = sources[r.vm_id]
             if journal is not None:
-                unrecorded = _forget(journal, r.vm_id, r.vm, r.to_bytes, round_no)
+                unrecorded = _forget(journal, r.vm_id, r.vm, r.to_bytes, round_no, lapsed.get(r.vm_id))
                 if unrecorded:
                     r = r.model_copy(update={"warnings": (*r.warnings, *unrecorded)})
             if (entry.marked or source == "marks") and use_marks:
@@ -338,15 +373,28 @@ def release(
     return report.model_copy(update={"vms": tuple(final)})
 
 
-def _forget(journal: Journal, vm_id: str, vm: str, to_bytes: int | None, round_no: int) -> tuple[str, ...]:
-    """Take the VM out of the journal; a journal that cannot be written says so as a warning
-    (the VM was dealt with; the journal still holds it lowered, and the next release finds it
-    given back already)."""
+def _forget(
+    journal: Journal, vm_id: str, vm: str, to_bytes: int | None, round_no: int, why: str | None = None
+) -> tuple[str, ...]:
+    """Take the VM out of the journal (``why``: its lowering lapsed, it was not given back); a
+    journal that cannot be written says so as a warning (the VM was dealt with; the journal
+    still holds it lowered, and the next release finds it given back already)."""
     try:
-        journal.released(vm_id, vm=vm, to_bytes=to_bytes, round_no=round_no)
+        journal.released(vm_id, vm=vm, to_bytes=to_bytes, round_no=round_no, why=why)
     except HVBalloonError as exc:
         return (f"the journal could not record it: {exc.message}",)
     return ()
+
+
+def _resized_since(entry: Lowered, in_force: int | None, tolerance: int) -> str | None:
+    """Why the VM is not the controller's lowering any more, or ``None``: the value it is held
+    to now is none the controller set (someone else resized it since, above or below; theirs to
+    keep). A value not known, or a controller's target not known (a VM found marked), says
+    nothing."""
+    if in_force is None or entry.set_by_controller(in_force, tolerance) is not False:
+        return None
+    now, ours = format_sizes(in_force, entry.target_bytes)
+    return f"it was resized by someone else since it was lowered (to {now}; the controller had set {ours})"
 
 
 def _configs(hv: Hypervisor, vms: list[VM], to_maximum: bool) -> dict[str, MemoryConfig]:

@@ -110,6 +110,7 @@ class _Running:
         def marks(self) -> bool: ...
         def step(self) -> list[Decision]: ...
         def _reconnect(self) -> None: ...
+        def record_unrecorded(self) -> None: ...
 
     @property
     def max_failed_rounds(self) -> int:
@@ -131,6 +132,8 @@ class _Running:
             # the last round lost the session (a SIGTERM right after, say): a release on it
             # would fail however well the hypervisor answers now
             self._reconnect()
+        if not self.dry_run:
+            self.record_unrecorded()  # the raises the journal could not record are the controller's
         report = release(
             self.hv, journal=self.journal, marks=self.marks, to_maximum=to_maximum, round_no=self.round
         )
@@ -364,6 +367,45 @@ class _Running:
             log.info(
                 "forgot %s: held lowered, it is gone (nothing to give back)", name,
                 extra={"event": "forgotten", "vm": name, "vm_id": vm_id},
+            )  # fmt: skip
+
+    def _forget_lapsed(self, stats: list[MemoryStats]) -> None:
+        """A VM held lowered whose lowering no longer holds — on a hypervisor whose targets last
+        one run (KVM), it was restarted and booted at its definition's size — leaves the journal
+        (``"event": "lapsed"``): it is neither shown as lowered nor raised by a release. One
+        that comes back lowered in a new run (restored from a save) is kept, in that run."""
+        kind = self.hv.backend.kind
+        if self.dry_run or kind is None or kind.run_key is None:
+            return
+        try:
+            held = {e.vm_id: e for e in self.journal.lowered()}
+        except HVBalloonError:
+            return  # said where the journal is written
+        for st in stats:
+            entry = held.get(st.vm.id)
+            if entry is None or entry.run is None:
+                continue
+            run = kind.run_of(st.vm)
+            if run is None or run == entry.run:
+                continue
+            why = kind.target_lapsed(
+                st.vm, entry.run, current_bytes=st.current_bytes, target_bytes=entry.target_bytes
+            )
+            try:
+                if why is None:
+                    self.journal.rerun(entry.vm_id, run)  # restored lowered: still the controller's
+                    continue
+                self.journal.released(entry.vm_id, vm=st.vm.name, to_bytes=None, round_no=self.round, why=why)
+            except HVBalloonError as exc:
+                log.error(
+                    "cannot record that %s is not lowered any more: %s", st.vm.name, exc.message,
+                    extra={"event": "journal_failed", "code": exc.code, "round": self.round},
+                )  # fmt: skip
+                continue
+            self.health.lapsed += 1
+            log.warning(
+                "%s is not lowered any more: %s (forgotten: a release leaves it as it is)", st.vm.name, why,
+                extra={"event": "lapsed", "vm": st.vm.name, "vm_id": st.vm.id, "reason": why, "round": self.round},
             )  # fmt: skip
 
     def _adopt_marks(self, stats: list[MemoryStats]) -> None:

@@ -1,0 +1,217 @@
+"""A VM the controller lowered goes through its lifecycle while the journal holds it lowered.
+
+On KVM a balloon target lasts the domain's run: a cold start boots the VM at its definition's
+size (libvirt's test driver and the fake alike), so a lowering the journal holds from before is
+over — neither shown as in force nor "given back" over what an operator set since. An ESXi
+limit (and a Hyper-V size) is configuration and survives a restart; there a VM someone else
+resized since it was lowered is theirs, above or below the controller's target. A lowering that
+does hold is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import hvballoon
+from hvballoon import fake
+from hvballoon.kinds import ESXI, KVM
+from hvballoon.models import VM, PowerState
+from hvballoon.policy import Controller
+from hvballoon.policy.journal import Journal, Move
+from hvballoon.policy.release import release
+from tests.support.policies import Fixed, seed_session, seed_settings, targets
+
+GiB = 2**30
+MiB = 2**20
+
+
+def restart(w: fake.World, name: str) -> None:
+    """A cold start: powered off, then on (a new run)."""
+    g = w.guest(name)
+    w.power_off(g.id)
+    w.power_on(g.id)
+    w.advance(30)
+
+
+def lowered_by_controller(w: fake.World, hv: hvballoon.Hypervisor, journal: Journal) -> Controller:
+    """A controller that lowered web01 to 8 GiB and left the rest at 16 GiB."""
+    ctl = Controller(hv, Fixed(16 * GiB, {"web01": 8 * GiB}), seed_settings(), journal=journal)
+    first = {d.vm: d for d in ctl.attempt()}
+    assert first["web01"].action == "lower" and first["web01"].applied
+    w.advance(30)
+    return ctl
+
+
+class TestAKVMRestart:
+    def test_release_leaves_what_someone_set_after_a_restart(self, tmp_path: Path) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            lowered_by_controller(w, hv, j)
+            restart(w, "web01")  # back at 16 GiB, its definition's size
+            with seed_session(w) as operator:  # someone sizes it on purpose afterwards
+                operator.set_target("web01", "12GiB", force=True)
+            with seed_session(w) as other:  # `hvballoon release` in its own process
+                report = release(other, journal=j)
+            (r,) = report.vms
+            assert r.action == "unchanged" and "restarted since it was lowered" in r.reason
+            assert targets(hv)["web01"] == 12 * GiB  # not raised to the 16 GiB it had before
+            assert j.lowered() == [] and j.changes()[-1]["state"] == "lapsed"
+            assert report.error() is None
+
+    def test_the_controller_forgets_a_lowering_a_restart_ended(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            (held,) = j.lowered()
+            restart(w, "web01")
+            ctl.policy = Fixed(16 * GiB)  # the policy leaves it alone from now on
+            with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
+                rnd = ctl.attempt()
+            assert rnd.ok
+            assert j.lowered() == [] and ctl.health.lapsed == 1  # not shown as lowered any more
+            (event,) = [r for r in caplog.records if getattr(r, "event", None) == "lapsed"]
+            assert event.vm == "web01" and "restarted" in event.reason  # type: ignore[attr-defined]
+            assert held.run is not None and held.run != str(hv.resolve("web01").extra["libvirt_id"])
+            assert ctl.release().vms == ()  # nothing to give back, nothing raised
+            assert targets(hv)["web01"] == 16 * GiB
+
+    def test_a_vm_lowered_again_after_its_restart_is_held_from_its_new_run(self, tmp_path: Path) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            restart(w, "web01")
+            ctl.policy = Fixed(16 * GiB, {"web01": 10 * GiB})
+            assert {d.vm: d for d in ctl.attempt()}["web01"].applied
+            (entry,) = j.lowered()
+            assert entry.run == str(hv.resolve("web01").extra["libvirt_id"])
+            assert (entry.before_bytes, entry.target_bytes) == (16 * GiB, 10 * GiB)
+            report = ctl.release()  # a real lowering is given back
+            assert [r.action for r in report.vms] == ["released"] and targets(hv)["web01"] == 16 * GiB
+
+    def test_a_powered_off_vm_keeps_the_boot_size_set_for_it_and_stays_held(self, tmp_path: Path) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            lowered_by_controller(w, hv, j)
+            w.power_off(w.guest("web01").id)
+            with seed_session(w) as operator:  # its boot size, on purpose, while it is off
+                operator.set_target("web01", "12GiB", force=True)
+            with seed_session(w) as other:
+                report = release(other, journal=j)
+            (r,) = report.vms
+            assert r.action == "unchanged" and "powered off" in r.reason and "kept" in r.reason
+            assert w.guest("web01").config["startup_bytes"] == 12 * GiB  # not set back to 16 GiB
+            assert [e.vm for e in j.lowered()] == ["web01"]  # decided when it runs again
+            w.power_on(w.guest("web01").id)
+            w.advance(30)
+            with seed_session(w) as other:
+                (r,) = release(other, journal=j).vms
+            assert r.action == "unchanged" and j.lowered() == []
+            assert targets(hv)["web01"] == 12 * GiB
+
+
+class TestTheKVMRule:
+    """The KVM kind's rule on VMs as the libvirt backend lists them."""
+
+    @staticmethod
+    def vm(run: int | None, power: PowerState = PowerState.RUNNING) -> VM:
+        return VM(id="u", name="web01", backend="kvm", power_state=power, extra={"libvirt_id": run})
+
+    def test_a_new_run_back_at_its_target_still_holds_it(self) -> None:
+        # restored from a save (managedsave): a new domain ID, the balloon where it was
+        assert KVM.target_lapsed(self.vm(7), "3", current_bytes=8 * GiB, target_bytes=8 * GiB) is None
+
+    def test_a_new_run_above_its_target_lapsed(self) -> None:
+        why = KVM.target_lapsed(self.vm(7), "3", current_bytes=16 * GiB, target_bytes=8 * GiB)
+        assert why is not None and "run 7" in why
+
+    @pytest.mark.parametrize("run", [None, "7"])
+    def test_the_same_run_or_an_unknown_one_holds(self, run: str | None) -> None:
+        assert KVM.target_lapsed(self.vm(7), run, current_bytes=16 * GiB, target_bytes=8 * GiB) is None
+
+    def test_a_vm_that_is_off_is_decided_when_it_runs(self) -> None:
+        off = self.vm(None, PowerState.STOPPED)
+        assert KVM.target_lapsed(off, "3", current_bytes=None, target_bytes=8 * GiB) is None
+        assert KVM.target_dormant(off, "3") is not None and KVM.target_dormant(off, None) is None
+
+    def test_a_limit_outlives_a_restart(self) -> None:
+        vm = VM(id="u", name="db01", backend="esxi", power_state=PowerState.STOPPED)
+        assert ESXI.run_key is None and ESXI.run_of(vm) is None and ESXI.target_dormant(vm, "3") is None
+
+
+class TestSomeoneElseResized:
+    @pytest.mark.parametrize("theirs", [12 * GiB, 4 * GiB])
+    def test_release_leaves_a_limit_set_by_someone_else(self, tmp_path: Path, theirs: int) -> None:
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            seed_session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
+        ):
+            lowered_by_controller(w, hv, j)
+            with seed_session(w) as operator:
+                operator.set_target("web01", theirs, force=True)
+            report = release(hv, journal=j)
+            (r,) = report.vms
+            assert r.action == "unchanged" and "resized by someone else" in r.reason
+            assert targets(hv)["web01"] == theirs
+            assert j.lowered() == [] and report.error() is None
+
+    def test_a_lower_whose_outcome_is_unknown_is_still_given_back(self, tmp_path: Path) -> None:
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            seed_session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
+        ):
+            lowered_by_controller(w, hv, j)
+            web01 = hv.resolve("web01")
+            # a further lower journalled, then timed out: it may or may not have been made
+            j.intend(5, [Move(web01.id, "web01", "limit", 8 * GiB, 6 * GiB)])
+            j.settle(5, {web01.id: "timeout"})
+            report = release(hv, journal=j)
+            assert [r.action for r in report.vms] == ["released"] and targets(hv)["web01"] == 16 * GiB
+
+
+class TestOnLibvirtsTestDriver:
+    def test_release_after_a_restart_leaves_what_the_operator_set(self, tmp_path: Path) -> None:
+        pytest.importorskip("libvirt")
+        from tests.support.libvirt_xml import domain_xml, write_node_xml
+
+        uri = write_node_xml(tmp_path / "node.xml", [domain_xml("web01", memory_mib=4096, current_mib=4096)])
+        with hvballoon.connect(uri) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            vm = hv.resolve("web01")
+            j.intend(1, [Move(vm.id, "web01", "balloon", 4096 * MiB, 2048 * MiB, run=KVM.run_of(vm))])
+            hv.set_target(vm, 2048 * MiB, force=True)
+            j.settle(1, {vm.id: None})
+            dom = hv.backend.native.lookupByUUIDString(vm.id)  # type: ignore[attr-defined]
+            dom.destroy()
+            dom.create()  # boots at its definition's 4 GiB, with a new domain ID
+            dom.setMemoryFlags(3072 * 1024, 1)  # an operator sizes it live (VIR_DOMAIN_AFFECT_LIVE)
+            (r,) = release(hv, journal=j).vms
+            assert r.action == "unchanged" and "restarted" in r.reason
+            assert hv.get_stats([vm])[0].current_bytes == 3072 * MiB
+            assert j.lowered() == []
+
+
+class TestOldJournals:
+    def test_a_journal_from_before_runs_were_kept_opens_and_holds_its_vms(self, tmp_path: Path) -> None:
+        path = tmp_path / "old.db"
+        conn = sqlite3.connect(path)
+        conn.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('format', '1'), ('uri', 'fake://seed'), ('created', 'x');
+            CREATE TABLE lowered (vm_id TEXT PRIMARY KEY, vm TEXT NOT NULL, mechanism TEXT NOT NULL,
+                before_bytes INTEGER NOT NULL, before_unlimited INTEGER NOT NULL DEFAULT 0,
+                target_bytes INTEGER NOT NULL, marked INTEGER NOT NULL DEFAULT 0,
+                since TEXT NOT NULL, updated TEXT NOT NULL);
+            INSERT INTO lowered VALUES ('id-1', 'web01', 'balloon', 17179869184, 0, 8589934592, 0,
+                '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00');
+            """
+        )
+        conn.close()
+        with Journal.open(path, uri="fake://seed") as j:
+            (e,) = j.lowered()
+            assert (e.vm, e.run, e.prior_bytes) == ("web01", None, None)
+            j.intend(2, [Move("id-1", "web01", "balloon", 8 * GiB, 6 * GiB, run="4")])
+            assert j.lowered()[0].run == "4"
