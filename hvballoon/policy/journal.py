@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import sqlite3
@@ -45,6 +46,8 @@ from hvballoon.errors import InvalidRequestError, InvalidStateError
 from hvballoon.models import Timestamp
 
 __all__ = ["KEEP_CHANGES", "Journal", "Lowered", "Move", "default_journal_path", "state_directory"]
+
+log = logging.getLogger("hvballoon.policy")
 
 #: Rows of the change log kept (the lowered VMs are kept whatever their age).
 KEEP_CHANGES = 10_000
@@ -169,6 +172,22 @@ def default_journal_path(uri: str) -> Path:
     return state_directory() / "journal" / f"{slug}-{digest}.db"
 
 
+def _identity(path: Path, missing: Any = ...) -> Any:
+    """``(device, inode)`` of the file at ``path`` (``missing`` when there is none, if given)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if missing is ...:
+            raise
+        return missing
+    return (st.st_dev, st.st_ino)
+
+
+def _fd_identity(handle: IO[str]) -> tuple[int, int]:
+    st = os.fstat(handle.fileno())
+    return (st.st_dev, st.st_ino)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -186,6 +205,8 @@ class Journal:
         self.path = path
         self.uri = uri
         self._lock = lock
+        #: the file's (device, inode) as opened: a file deleted or replaced since is noticed
+        self._identity: tuple[int, int] | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -238,13 +259,21 @@ class Journal:
             raise
         with contextlib.suppress(OSError):
             os.chmod(where, 0o600)
+        journal._identity = _identity(where)
         return journal
+
+    @staticmethod
+    def _lock_path(where: Path) -> Path:
+        """The lock beside the journal's real file: a journal named through a symbolic link is
+        locked as the file it names."""
+        real = where.resolve()
+        return real.with_name(real.name + ".lock")
 
     @staticmethod
     def _take_lock(where: Path) -> IO[str]:
         import fcntl
 
-        lock_path = where.with_name(where.name + ".lock")
+        lock_path = Journal._lock_path(where)
         try:
             handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held until close()
         except OSError as exc:
@@ -309,12 +338,79 @@ class Journal:
             raise
         self._conn.execute("COMMIT")
 
+    def _still_there(self) -> None:
+        """The journal's file as it was opened, before anything is read or written. One deleted
+        while the journal is open (by hand, a clean-up of the state directory) is written again
+        at its path with everything the journal holds (``"event": "journal_restored"``): a
+        release after this process would find nothing otherwise. One replaced by another file
+        is :class:`~hvballoon.errors.InvalidStateError`: that file is not this journal's to
+        overwrite."""
+        if self.path is None or self._identity is None:
+            return
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            now = None
+        except OSError:
+            return  # what is wrong is said by the read or the write
+        if now == self._identity:
+            return
+        where = str(self.path)
+        if now is not None:
+            raise InvalidStateError(
+                f"the journal {where!r} was replaced by another file while this controller held it: "
+                "it is not written over; stop the controller and see which file is the journal",
+                details={"journal": where},
+            )
+        try:
+            self._rewrite()
+        except (OSError, sqlite3.Error) as exc:
+            raise InvalidStateError(
+                f"the journal {where!r} was deleted while this controller held it, and cannot be "
+                f"written again: {exc}",
+                details={"journal": where},
+            ) from None
+        held = len(self.lowered_names())
+        log.warning(
+            "the journal %s was deleted while the controller held it: written again, with the %d VMs "
+            "it holds lowered", where, held,
+            extra={"event": "journal_restored", "journal": where, "lowered": held},
+        )  # fmt: skip
+
+    def _rewrite(self) -> None:
+        """Write the journal again at its path (its file was deleted), holding its lock there."""
+        assert self.path is not None
+        where = self.path
+        copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._conn.backup(copy)
+        where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._lock is not None and _identity(Journal._lock_path(where), missing=None) != _fd_identity(
+            self._lock
+        ):
+            self._lock.close()  # the lock file went with it: take the one at the path now
+            self._lock = None
+            self._lock = Journal._take_lock(where)
+        self._conn.close()  # the last connection to the deleted file: its WAL goes with it
+        for stale in (where.with_name(where.name + "-wal"), where.with_name(where.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        conn = sqlite3.connect(str(where), isolation_level=None, timeout=10, check_same_thread=False)
+        copy.backup(conn)
+        copy.close()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        self._conn = conn
+        with contextlib.suppress(OSError):
+            os.chmod(where, 0o600)
+        self._identity = _identity(where)
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """A transaction of the running journal: a file that can no longer be written (a full
         disk, a read-only file system, an I/O error) is an
         :class:`~hvballoon.errors.InvalidStateError` naming it, and nothing of the transaction
         is kept."""
+        self._still_there()
         try:
             with self._tx() as c:
                 yield c
@@ -349,6 +445,7 @@ class Journal:
 
     def lowered(self) -> list[Lowered]:
         """Every VM lowered and not given back yet, oldest first."""
+        self._still_there()
         try:
             rows = self._conn.execute(
                 "SELECT vm_id, vm, mechanism, before_bytes, before_unlimited, target_bytes, marked, since, "
@@ -375,6 +472,7 @@ class Journal:
 
     def lowered_names(self) -> dict[str, str]:
         """VM id → name of every VM lowered and not given back yet (a cheaper :meth:`lowered`)."""
+        self._still_there()
         try:
             return dict(self._conn.execute("SELECT vm_id, vm FROM lowered").fetchall())
         except sqlite3.Error as exc:

@@ -18,6 +18,7 @@ import pytest
 
 import hvballoon
 from hvballoon import fake
+from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, KVM
 from hvballoon.models import VM, PowerState
 from hvballoon.policy import Controller
@@ -215,3 +216,41 @@ class TestOldJournals:
             assert (e.vm, e.run, e.prior_bytes) == ("web01", None, None)
             j.intend(2, [Move("id-1", "web01", "balloon", 8 * GiB, 6 * GiB, run="4")])
             assert j.lowered()[0].run == "4"
+
+
+class TestTheJournalFile:
+    def test_a_journal_named_through_a_symbolic_link_is_held_as_the_file(self, tmp_path: Path) -> None:
+        (tmp_path / "link.db").symlink_to(tmp_path / "j.db")
+        with Journal.open(tmp_path / "j.db", uri="fake://seed"):
+            with pytest.raises(InvalidStateError, match="in use by a running controller"):
+                Journal.open(tmp_path / "link.db", uri="fake://seed")
+
+    def test_a_journal_deleted_while_held_is_written_again(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        path = tmp_path / "j.db"
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(path, uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            for leftover in tmp_path.iterdir():  # a clean-up of the state directory
+                leftover.unlink()
+            with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
+                assert ctl.attempt().ok
+            assert any(getattr(r, "event", None) == "journal_restored" for r in caplog.records)
+            assert path.exists()
+            with pytest.raises(InvalidStateError, match="in use"):  # still held: no second controller
+                Journal.open(path, uri=hv.uri)
+        with Journal.open(path, uri="fake://seed") as again:  # what a release after it reads
+            assert [e.vm for e in again.lowered()] == ["web01"]
+
+    def test_a_journal_replaced_while_held_is_not_written_over(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.db"
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(path, uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            with Journal.open(tmp_path / "other.db", uri=hv.uri, lock=False):
+                pass
+            (tmp_path / "other.db").replace(path)
+            ctl.policy = Fixed(16 * GiB, {"web02": 8 * GiB})
+            rnd = ctl.attempt()
+            made = {d.vm: d for d in rnd}
+            assert made["web02"].action == "error" and "replaced" in made["web02"].reason
+            assert targets(hv)["web02"] == 16 * GiB  # not lowered: the journal could not hold it
