@@ -338,13 +338,14 @@ class Journal:
             raise
         self._conn.execute("COMMIT")
 
-    def _still_there(self) -> None:
+    def _still_there(self, *, writing: bool = False) -> None:
         """The journal's file as it was opened, before anything is read or written. One deleted
         while the journal is open (by hand, a clean-up of the state directory) is written again
         at its path with everything the journal holds (``"event": "journal_restored"``): a
         release after this process would find nothing otherwise. One replaced by another file
-        is :class:`~hvballoon.errors.InvalidStateError`: that file is not this journal's to
-        overwrite."""
+        is not this journal's to overwrite: a write is
+        :class:`~hvballoon.errors.InvalidStateError` (it would not last), a read reads what this
+        journal holds."""
         if self.path is None or self._identity is None:
             return
         try:
@@ -357,6 +358,8 @@ class Journal:
             return
         where = str(self.path)
         if now is not None:
+            if not writing:
+                return
             raise InvalidStateError(
                 f"the journal {where!r} was replaced by another file while this controller held it: "
                 "it is not written over; stop the controller and see which file is the journal",
@@ -410,7 +413,7 @@ class Journal:
         disk, a read-only file system, an I/O error) is an
         :class:`~hvballoon.errors.InvalidStateError` naming it, and nothing of the transaction
         is kept."""
-        self._still_there()
+        self._still_there(writing=True)
         try:
             with self._tx() as c:
                 yield c

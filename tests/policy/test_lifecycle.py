@@ -249,8 +249,12 @@ class TestTheJournalFile:
             with Journal.open(tmp_path / "other.db", uri=hv.uri, lock=False):
                 pass
             (tmp_path / "other.db").replace(path)
-            ctl.policy = Fixed(16 * GiB, {"web02": 8 * GiB})
+            ctl.policy = Fixed(16 * GiB, {"web01": 8 * GiB, "web02": 8 * GiB})
             rnd = ctl.attempt()
             made = {d.vm: d for d in rnd}
             assert made["web02"].action == "error" and "replaced" in made["web02"].reason
             assert targets(hv)["web02"] == 16 * GiB  # not lowered: the journal could not hold it
+            assert [e.vm for e in ctl.lowered()] == ["web01"]  # what it holds is still read
+            (r,) = ctl.release().vms  # and given back, the journal's failure a warning
+            assert r.action == "released" and targets(hv)["web01"] == 16 * GiB
+            assert any("could not record" in warning for warning in r.warnings)
