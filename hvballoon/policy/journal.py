@@ -88,8 +88,8 @@ class Lowered(BaseModel):
     ``before_bytes`` is the target it had when the controller first lowered it (with
     ``before_unlimited``: an ESXi VM without a limit — release removes the limit);
     ``target_bytes`` the last target the controller asked for (0: unknown, a VM found marked);
-    ``prior_bytes`` the one before it while the last move's outcome is not known to have been
-    made (either may be in force); ``marked``: the VM also carries the controller's mark (ESXi);
+    ``prior_bytes`` what the VM was at when the controller last moved it, while that move is not
+    known to have been made (either may be in force); ``marked``: the VM also carries the controller's mark (ESXi);
     ``run``: the VM's run when the controller last moved it, where a target lasts only one run
     (KVM's domain ID, :attr:`Kind.run_key <hvballoon.kinds.Kind.run_key>`; ``None``: a target
     that survives a restart, or a run not known).
@@ -111,7 +111,7 @@ class Lowered(BaseModel):
 
     def set_by_controller(self, value: int, tolerance: int = 1) -> bool | None:
         """Whether ``value``, the target the hypervisor holds the VM to, is one the controller
-        set (its last target or, while that move's outcome is unknown, the one before), within
+        set (its last target or, while that move is not known made, what the VM was at), within
         ``tolerance`` bytes; ``None`` when the controller's target is not known (a VM found
         marked). ``False``: someone else resized the VM since."""
         if self.target_bytes <= 0:
@@ -515,11 +515,12 @@ class Journal:
                     "VALUES (?, ?, ?, ?, ?, ?, 'intended')",
                     (now, round_no, m.vm_id, m.vm, m.from_bytes, m.to_bytes),
                 )
-                # the target before stays the controller's too until the move is known made
+                # what the VM was at stays in force (as far as the controller knows) until the
+                # move is known made
                 c.execute(
-                    "UPDATE lowered SET prior_bytes = target_bytes, target_bytes = ?, vm = ?, updated = ?, "
+                    "UPDATE lowered SET prior_bytes = ?, target_bytes = ?, vm = ?, updated = ?, "
                     "run = ? WHERE vm_id = ?",
-                    (m.to_bytes, m.vm, now, m.run, m.vm_id),
+                    (m.from_bytes, m.to_bytes, m.vm, now, m.run, m.vm_id),
                 )
                 if m.lowering:
                     c.execute(

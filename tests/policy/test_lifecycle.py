@@ -172,6 +172,20 @@ class TestSomeoneElseResized:
             report = release(hv, journal=j)
             assert [r.action for r in report.vms] == ["released"] and targets(hv)["web01"] == 16 * GiB
 
+    def test_two_lowers_in_a_row_that_were_not_made_do_not_hide_the_first(self, tmp_path: Path) -> None:
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            seed_session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
+        ):
+            lowered_by_controller(w, hv, j)
+            web01 = hv.resolve("web01")
+            for round_no, to in ((5, 6 * GiB), (6, 5 * GiB)):  # each timed out before it was made
+                j.intend(round_no, [Move(web01.id, "web01", "limit", 8 * GiB, to)])
+                j.settle(round_no, {web01.id: "timeout"})
+            (r,) = release(hv, journal=j).vms
+            assert r.action == "released" and targets(hv)["web01"] == 16 * GiB
+
 
 class TestOnLibvirtsTestDriver:
     def test_release_after_a_restart_leaves_what_the_operator_set(self, tmp_path: Path) -> None:
