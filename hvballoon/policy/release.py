@@ -303,9 +303,9 @@ def release(
             )
             continue
         capped = ""
-        most = st.configured_bytes if st is not None and st.mechanism.value == "balloon" else None
+        most = _ceiling(hv, vm, st, cfg)
         if most is not None and goal > most:
-            # redefined smaller since it was lowered: a balloon gives back at most its maximum
+            # redefined smaller since it was lowered: it gets back at most what it may be given
             goal = most
             capped = f" (capped at its maximum, {format_size(goal)}: it was redefined smaller)"
         plan = plans[vm.id] = (goal, False, current)
@@ -395,6 +395,17 @@ def _resized_since(entry: Lowered, in_force: int | None, tolerance: int) -> str 
         return None
     now, ours = format_sizes(in_force, entry.target_bytes)
     return f"it was resized by someone else since it was lowered (to {now}; the controller had set {ours})"
+
+
+def _ceiling(hv: Hypervisor, vm: VM, st: MemoryStats | None, cfg: MemoryConfig | None) -> int | None:
+    """The most the VM may be given now (the backend's ceiling, from its kind, where its
+    configuration was read; a balloon's maximum otherwise): a VM redefined smaller since it was
+    lowered gets that back, rather than a release refused for ever."""
+    if st is None:
+        return None
+    if cfg is not None:
+        return hv.backend.target_ceiling(vm, st, cfg)
+    return st.configured_bytes if st.mechanism.value == "balloon" else None
 
 
 def _configs(hv: Hypervisor, vms: list[VM], to_maximum: bool) -> dict[str, MemoryConfig]:

@@ -187,6 +187,27 @@ class TestSomeoneElseResized:
             assert r.action == "released" and targets(hv)["web01"] == 16 * GiB
 
 
+class TestADefinitionChanged:
+    def test_a_limit_vm_given_less_memory_gets_at_most_its_memory_back(self, tmp_path: Path) -> None:
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            seed_session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
+        ):
+            hv.set_target("web01", 12 * GiB, force=True)  # a limit of its own, before the controller
+            web01 = hv.resolve("web01")
+            j.intend(1, [Move(web01.id, "web01", "limit", 12 * GiB, 8 * GiB)])
+            hv.set_target("web01", 8 * GiB, force=True)
+            j.settle(1, {web01.id: None})
+            w.power_off(web01.id)
+            hv.set_config("web01", maximum=10 * GiB)  # its memory, below the limit it had
+            w.power_on(web01.id)
+            report = release(hv, journal=j)
+            (r,) = report.vms
+            assert r.action == "released" and r.to_bytes == 10 * GiB and "redefined smaller" in r.reason
+            assert report.error() is None and j.lowered() == []
+
+
 class TestOnLibvirtsTestDriver:
     def test_release_after_a_restart_leaves_what_the_operator_set(self, tmp_path: Path) -> None:
         pytest.importorskip("libvirt")
