@@ -463,8 +463,11 @@ class _Running:
                     extra={"event": "journal_failed", "code": exc.code},
                 )  # fmt: skip
                 return
-            log.info(
-                "found %d VMs marked as lowered by a controller: %s",
-                len(adopted),
-                ", ".join(a.vm for a in adopted),
-            )
+            log.warning(
+                "found %d VMs marked as lowered by a controller that this journal does not hold, taken "
+                "as this controller's: %s. If another controller still runs on this hypervisor (with "
+                "another journal), stop one of them: two controllers move the same VMs against each "
+                "other, and each gives back what the other lowered",
+                len(adopted), ", ".join(a.vm for a in adopted),
+                extra={"event": "adopted", "vms": [a.vm for a in adopted]},
+            )  # fmt: skip

@@ -293,3 +293,21 @@ class TestTheJournalFile:
             (r,) = ctl.release().vms  # and given back, the journal's failure a warning
             assert r.action == "released" and targets(hv)["web01"] == 16 * GiB
             assert any("could not record" in warning for warning in r.warnings)
+
+
+class TestTwoControllers:
+    def test_a_second_controller_with_another_journal_says_it_took_the_marked_vms(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            seed_session(w) as hv,
+            Journal.open(tmp_path / "a.db", uri=hv.uri) as a,
+            Journal.open(tmp_path / "b.db", uri=hv.uri) as b,
+        ):
+            lowered_by_controller(w, hv, a)
+            second = Controller(hv, Fixed(16 * GiB, {"web01": 8 * GiB}), seed_settings(), journal=b)
+            with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
+                assert second.attempt().ok
+            (event,) = [r for r in caplog.records if getattr(r, "event", None) == "adopted"]
+            assert event.vms == ["web01"] and "another controller" in event.getMessage()  # type: ignore[attr-defined]
