@@ -378,24 +378,22 @@ class _Running:
         if self.dry_run or kind is None or kind.run_key is None:
             return
         try:
-            held = {e.vm_id: e for e in self.journal.lowered()}
+            held = self.journal.runs()
         except HVBalloonError:
             return  # said where the journal is written
         for st in stats:
-            entry = held.get(st.vm.id)
-            if entry is None or entry.run is None:
+            if st.vm.id not in held:
                 continue
+            was, target = held[st.vm.id]
             run = kind.run_of(st.vm)
-            if run is None or run == entry.run:
+            if run is None or run == was:
                 continue
-            why = kind.target_lapsed(
-                st.vm, entry.run, current_bytes=st.current_bytes, target_bytes=entry.target_bytes
-            )
+            why = kind.target_lapsed(st.vm, was, current_bytes=st.current_bytes, target_bytes=target)
             try:
                 if why is None:
-                    self.journal.rerun(entry.vm_id, run)  # restored lowered: still the controller's
+                    self.journal.rerun(st.vm.id, run)  # restored lowered: still the controller's
                     continue
-                self.journal.released(entry.vm_id, vm=st.vm.name, to_bytes=None, round_no=self.round, why=why)
+                self.journal.released(st.vm.id, vm=st.vm.name, to_bytes=None, round_no=self.round, why=why)
             except HVBalloonError as exc:
                 log.error(
                     "cannot record that %s is not lowered any more: %s", st.vm.name, exc.message,

@@ -80,6 +80,19 @@ class TestAKVMRestart:
             assert ctl.release().vms == ()  # nothing to give back, nothing raised
             assert targets(hv)["web01"] == 16 * GiB
 
+    def test_a_vm_back_at_its_target_in_a_new_run_stays_held(self, tmp_path: Path) -> None:
+        # as a domain restored from a managed save comes back: a new ID, the balloon where it was
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            restart(w, "web01")
+            with seed_session(w) as other:
+                other.set_target("web01", "8GiB", force=True)
+            w.advance(30)
+            assert ctl.attempt().ok
+            (entry,) = j.lowered()
+            assert entry.run == str(hv.resolve("web01").extra["libvirt_id"]) and ctl.health.lapsed == 0
+            assert [r.action for r in ctl.release().vms] == ["released"] and targets(hv)["web01"] == 16 * GiB
+
     def test_a_vm_lowered_again_after_its_restart_is_held_from_its_new_run(self, tmp_path: Path) -> None:
         with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
             ctl = lowered_by_controller(w, hv, j)
