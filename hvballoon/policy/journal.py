@@ -394,15 +394,20 @@ class Journal:
             self._lock = None
             self._lock = Journal._take_lock(where)
         self._conn.close()  # the last connection to the deleted file: its WAL goes with it
+        self._conn = copy  # what the journal holds, in memory until its file is back
         for stale in (where.with_name(where.name + "-wal"), where.with_name(where.name + "-shm")):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
         conn = sqlite3.connect(str(where), isolation_level=None, timeout=10, check_same_thread=False)
-        copy.backup(conn)
-        copy.close()
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            copy.backup(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
+        copy.close()
         with contextlib.suppress(OSError):
             os.chmod(where, 0o600)
         self._identity = _identity(where)
