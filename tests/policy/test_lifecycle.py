@@ -74,6 +74,18 @@ class TestAKVMRestart:
                 rnd = ctl.attempt()
             assert rnd.ok
             assert j.lowered() == [] and ctl.health.lapsed == 1  # not shown as lowered any more
+            pytest.importorskip("prometheus_client")
+            from hvballoon.policy.metrics import ControllerMetrics
+
+            shown = ControllerMetrics(ctl).render()
+            shown = shown.decode() if isinstance(shown, bytes) else shown
+            assert (
+                "hvballoon_controller_lapsed_total{" in shown and "hvballoon_controller_lowered_vms{" in shown
+            )
+            assert any(
+                line.startswith("hvballoon_controller_lowered_vms{") and line.endswith(" 0.0")
+                for line in shown.splitlines()
+            )
             (event,) = [r for r in caplog.records if getattr(r, "event", None) == "lapsed"]
             assert event.vm == "web01" and "restarted" in event.reason  # type: ignore[attr-defined]
             assert held.run is not None and held.run != str(hv.resolve("web01").extra["libvirt_id"])
