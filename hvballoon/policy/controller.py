@@ -131,6 +131,9 @@ class Controller(_Snapshots, _Moves, _Running):
         self._last_lower: dict[str, float] = {}
         self._hosts: list[HostStats] = []
         self._settings_checked = False
+        #: the problems of the settings last said, and the VM names they were checked against
+        self._unfit: set[str] = set()
+        self._names_checked: frozenset[str] | None = None
         self._asked_round_seconds: float | None = None
         self._period_tried: dict[str, float] = {}
         self._missing_since: dict[str, float] = {}
@@ -259,7 +262,8 @@ class Controller(_Snapshots, _Moves, _Running):
         that does not exist (a typo leaves the intended VM unprotected; a close name is
         suggested) and a floor above the VM's maximum (it can never be honoured). Empty when
         all is well. The first :meth:`step` warns (``UserWarning``) about them unless this was
-        called first.
+        called first; a later round whose VMs' names changed (a VM renamed, deleted or created)
+        logs what is newly wrong (``"event": "settings_unfit"``).
         """
         import difflib
 
@@ -268,6 +272,7 @@ class Controller(_Snapshots, _Moves, _Running):
             return []
         stats = stats if stats is not None else self.hv.get_stats()
         self._settings_checked = True
+        self._names_checked = frozenset(s.vm.name for s in stats)
         by_key = {key: s for s in stats for key in (s.vm.name, s.vm.id)}
         names = sorted({s.vm.name for s in stats})
         problems = []
@@ -288,6 +293,7 @@ class Controller(_Snapshots, _Moves, _Running):
                     f"the floor {shown_floor} for {key!r} is above its maximum {shown_max}: "
                     "it can never be honoured"
                 )
+        self._unfit = set(problems)
         return problems
 
     def advice(self, configs: list[MemoryConfig] | None = None) -> list[str]:
@@ -345,6 +351,8 @@ class Controller(_Snapshots, _Moves, _Running):
             for problem in self.check_settings(stats):
                 log.info(problem)
                 warnings.warn(problem, stacklevel=2)
+        elif self.settings.vms and self._names_checked != frozenset(s.vm.name for s in stats):
+            self._settings_still_fit(stats)
         at = stats[0].collected_at if stats else datetime.now(timezone.utc)
         plan: Plan = self.policy.decide(snap, self.state)
         self.state = plan.state
@@ -392,6 +400,15 @@ class Controller(_Snapshots, _Moves, _Running):
         self.round += 1
         # the raises made while this round's sweep hung come first: they were made first
         return [*self.blind_decisions, *decisions]
+
+    def _settings_still_fit(self, stats: list[MemoryStats]) -> None:
+        """The VMs' names changed since the settings were checked (a VM renamed, deleted or
+        created): a VM the settings name by a name it no longer has is not excluded, floored or
+        held as self-managed any more. What is newly wrong is said (``"event": "settings_unfit"``)."""
+        said = self._unfit
+        for problem in self.check_settings(stats):
+            if problem not in said:
+                log.warning("%s", problem, extra={"event": "settings_unfit", "round": self.round})
 
     def _swept(self, stats: list[MemoryStats], hosts: list[HostStats], seconds: float) -> None:
         from hvballoon.fleet import HostResult

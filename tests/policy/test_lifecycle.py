@@ -336,3 +336,20 @@ class TestTwoControllers:
                 assert second.attempt().ok
             (event,) = [r for r in caplog.records if getattr(r, "event", None) == "adopted"]
             assert event.vms == ["web01"] and "another controller" in event.getMessage()  # type: ignore[attr-defined]
+
+
+class TestARenamedVM:
+    def test_a_vm_the_settings_name_renamed_while_running_is_said(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv:
+            settings = seed_settings(vms={"db01": {"exclude": True}})
+            ctl = Controller(hv, Fixed(12 * GiB), settings)
+            assert ctl.check_settings() == []
+            assert ctl.attempt().ok
+            w.rename(w.guest("db01").id, "db01-old")  # its exclusion no longer names it
+            with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
+                assert ctl.attempt().ok
+                assert ctl.attempt().ok  # said once
+            unfit = [r for r in caplog.records if getattr(r, "event", None) == "settings_unfit"]
+            assert len(unfit) == 1 and "'db01'" in unfit[0].getMessage()
