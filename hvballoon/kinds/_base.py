@@ -220,8 +220,9 @@ class Kind:
         if current_bytes < target_bytes + self.alignment_bytes:
             return None
         return (
-            f"it was restarted since it was lowered (run {now}, lowered in run {run}) and booted at "
-            f"{format_size(current_bytes)}: a {self.title} VM forgets its target when it stops"
+            f"it was restarted since it was lowered (run {now}, lowered in run {run}) and is at "
+            f"{format_size(current_bytes)}, above the {format_size(target_bytes)} it was lowered to: a "
+            f"{self.title} VM forgets its target when it stops, and boots at its definition's size"
         )
 
     def target_dormant(self, vm: VM, run: str | None) -> str | None:
