@@ -176,9 +176,9 @@ class MetricsEndpoint:
 
     def render(self) -> bytes:
         """The exposition text (Prometheus text format 0.0.4) of one scrape."""
-        from prometheus_client import generate_latest
+        from hvballoon._exposition import text
 
-        return generate_latest(self.registry)
+        return text(self.registry)
 
     def start(self, address: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[str, int]:
         """Serve ``/metrics`` on ``address:port`` (port 0: any free one) in a daemon thread;
@@ -190,7 +190,7 @@ class MetricsEndpoint:
         if self._server is not None:
             raise InvalidRequestError("the metrics are already being served")
         try:
-            server = _make_server(address, port, self.registry)
+            server = _make_server(address, port, self.registry, self.render)
         except OSError as exc:
             raise InvalidRequestError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
         thread = threading.Thread(
@@ -225,7 +225,9 @@ class MetricsEndpoint:
 _STOP_POLL_SECONDS = 0.05
 
 
-def _make_server(address: str, port: int, registry: CollectorRegistry) -> WSGIServer:
+def _make_server(
+    address: str, port: int, registry: CollectorRegistry, render: Callable[[], bytes]
+) -> WSGIServer:
     """A threading WSGI server of ``registry`` bound to ``address:port`` (IPv4 or IPv6, by the
     address), not yet serving. prometheus_client's ``start_http_server`` builds the same, but
     serves it with the default 0.5 s poll of its stop flag."""
@@ -233,7 +235,7 @@ def _make_server(address: str, port: int, registry: CollectorRegistry) -> WSGISe
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-    from prometheus_client import make_wsgi_app
+    from hvballoon._exposition import scrape_app
 
     family, _, _, _, sockaddr = socket.getaddrinfo(
         address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -250,7 +252,7 @@ def _make_server(address: str, port: int, registry: CollectorRegistry) -> WSGISe
     return make_server(
         str(sockaddr[0]),
         port,
-        _routed(make_wsgi_app(registry)),
+        _routed(scrape_app(registry, render)),
         server_class=Server,
         handler_class=QuietHandler,
     )
@@ -265,7 +267,7 @@ ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 
 
 def _routed(app: Callable[..., Any]) -> Callable[..., Any]:
-    """``app`` (prometheus-client's, which answers every path with a scrape and only ``GET``)
+    """``app`` (the scrape app, which answers every path with a scrape and only ``GET``)
     on :data:`METRICS_PATHS` only: another path is a 404 naming ``/metrics``, so a mistyped
     ``metrics_path`` fails visibly instead of quietly sweeping every hypervisor. ``HEAD`` is
     answered as ``GET`` is (the same status and headers, from the same cached sweep), without
@@ -347,7 +349,22 @@ class Exporter(MetricsEndpoint):
         self.sweeps = 0
         self._errors: dict[tuple[str, str], int] = {}
         self._last_success: dict[str, float] = {}
+        self._rendered: tuple[int, bytes] | None = None  # (the sweep, its text)
         self.registry.register(_Collector(self))
+
+    def render(self) -> bytes:
+        """The exposition text of one scrape, written once per sweep: every figure in it is the
+        sweep's (or counts sweeps), so the scrapes a sweep serves share its text (at 10,000 VMs
+        writing it costs seconds)."""
+        if self.interval <= 0:
+            return super().render()  # a sweep per scrape: nothing to share
+        self.current()  # sweeps first if the last sweep is older than the interval
+        rendered = self._rendered
+        if rendered is not None and rendered[0] == self.sweeps:
+            return rendered[1]
+        text = super().render()
+        self._rendered = (self.sweeps, text)
+        return text
 
     # -- sweeping -----------------------------------------------------------------------
 
