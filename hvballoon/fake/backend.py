@@ -122,6 +122,14 @@ class FakeBackend(Backend):
         # the live targets this session set, by VM: (its run then, the target), valid while it
         # keeps that run (libvirt's domain ID), as the libvirt backend keeps them
         self._session_targets: dict[str, tuple[int | None, int]] = {}
+        #: the running VMs this session has seen (a stats period that is off is switched on at
+        #: the first sighting, as the kvm and qmp backends do: :meth:`FlavorView.period_to_arm`),
+        #: those whose period the caller set while they ran (never switched back on), and the
+        #: time of each armed guest's last report then (that report is the frozen one)
+        #: (all by VM and run: a VM that starts again is a new domain to the backends)
+        self._sighted: set[tuple[str, int | None]] = set()
+        self._chosen_periods: set[tuple[str, int | None]] = set()
+        self._armed_after: dict[tuple[str, int | None], float] = {}
         uri = opts.uri
         unknown = set(uri.query) - {"flavor", "seed", "state", "speed"}
         if unknown:
@@ -428,9 +436,25 @@ class FakeBackend(Backend):
                 session_target = known[1] if known is not None and known[0] == g.run else None
             else:  # a domain that stops forgets its live target; the definition's shows
                 self._session_targets.pop(g.id, None)
+        armed_after = self._sighting(w, g)
         if not g.running:
-            return self.view.idle_stats(w, g, common, session_target=session_target)
-        return self.view.running_stats(w, g, common, session_target=session_target)
+            return self.view.idle_stats(w, g, common, session_target=session_target, armed_after=armed_after)
+        return self.view.running_stats(w, g, common, session_target=session_target, armed_after=armed_after)
+
+    def _sighting(self, w: World, g: Guest) -> float | None:
+        """A running (or paused) VM read for the first time in this session: its stats period
+        switched on where the real backend would (only while it runs: a stopped VM's is its
+        definition's). Returns the time of the report it held when armed, if any."""
+        key = (g.id, g.run)
+        if g.power_state in ("running", "paused") and key not in self._sighted:
+            self._sighted.add(key)
+            arm = self.view.period_to_arm(g, chosen=key in self._chosen_periods)
+            if arm is not None:
+                last = g.last_report_at
+                w.set_config(g.id, ConfigUpdate(stats_period_seconds=arm))
+                if last is not None:
+                    self._armed_after[key] = last
+        return self._armed_after.get(key)
 
     def get_config(self, vm: VM) -> MemoryConfig:
         with self._tx("get_config", vm) as w:
@@ -519,3 +543,5 @@ class FakeBackend(Backend):
             g = self._guest(w, vm)
             self.view.check_resize(w, g, plan, backend=self.name)
             w.set_config(g.id, plan)
+            if plan.stats_period_seconds is not None and g.power_state in ("running", "paused"):
+                self._chosen_periods.add((g.id, g.run))  # the caller's choice for this run, 0 included

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits
+from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -45,21 +46,39 @@ class FlavorView:
         return g.memory_bytes
 
     def running_stats(
-        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        session_target: int | None = None,
+        armed_after: float | None = None,
     ) -> MemoryStats:
         """The stats of a running VM (``common``: its VM, mechanism, time, configured size;
         ``session_target``: the target the session set on it, shown where the hypervisor
-        cannot tell, see :attr:`reads_live_target`)."""
+        cannot tell, see :attr:`reads_live_target`; ``armed_after``: the time of the guest's
+        last report when the session switched its stats period on, see :meth:`period_to_arm`)."""
         raise NotImplementedError
 
     def idle_stats(
-        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        session_target: int | None = None,
+        armed_after: float | None = None,
     ) -> MemoryStats:
         """The stats of a VM that does not run (stopped, paused, suspended): its target only."""
         return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         raise NotImplementedError
+
+    def period_to_arm(self, g: Guest, *, chosen: bool) -> int | None:
+        """The stats period the real backend sets on a running VM it sees for the first time
+        (``chosen``: the session's caller set one on it itself), or ``None``."""
+        return None
 
     def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
         """The host figures the real backend can read (``acc``: the world's host accounting)."""
@@ -85,7 +104,13 @@ class KVMView(FlavorView):
         return {"libvirt_id": g.run}
 
     def running_stats(
-        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        session_target: int | None = None,
+        armed_after: float | None = None,
     ) -> MemoryStats:
         """The guest's report is trusted as the kvm and qmp backends trust a driver's report
         (:mod:`hvballoon.virtio_balloon`): stale once older than three periods and two seconds;
@@ -94,7 +119,10 @@ class KVMView(FlavorView):
         age = w.report_age(g)
         report = g.report()
         period = g.stats_period
-        counts = report is not None and period > 0
+        # a report from before the session switched the period on is the frozen one: it waits
+        # for the next, as the kvm and qmp backends do (virtio_balloon.Freshness.armed_after)
+        since_arming = armed_after is None or (g.last_report_at or 0.0) > armed_after
+        counts = report is not None and period > 0 and since_arming
         fresh = counts and age is not None and age <= Freshness(period=period).stale_after(period)
         fields: dict[str, Any] = {
             "current_bytes": g.current_bytes,
@@ -118,12 +146,18 @@ class KVMView(FlavorView):
         return MemoryStats(**common, **fields, extra={"oom_events": g.oom_events})
 
     def idle_stats(
-        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        session_target: int | None = None,
+        armed_after: float | None = None,
     ) -> MemoryStats:
         """A paused domain's QEMU still holds its memory and its balloon (libvirt reads
         ``balloon.current``); its guest reports nothing while paused, so its last report ages."""
         if g.power_state == "paused":
-            return self.running_stats(w, g, common, session_target=session_target)
+            return self.running_stats(w, g, common, session_target=session_target, armed_after=armed_after)
         return super().idle_stats(w, g, common)
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
@@ -144,6 +178,17 @@ class KVMView(FlavorView):
             extra=extra,
         )
 
+    def period_to_arm(self, g: Guest, *, chosen: bool) -> int | None:
+        """The kvm and qmp backends' first sighting of a run: a period that is off is switched
+        on (to their ``stats_period`` option's default), by the KVM kind's rule."""
+        return KVM.stats_period_to_arm(
+            g.stats_period,
+            has_balloon=bool(g.config.get("balloon_device", True)),
+            option=DEFAULT_STATS_PERIOD,
+            read_only=False,
+            chosen=chosen,
+        )
+
     def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
         # no swap figures (libvirt has none to give); KSM shares nothing: the world runs none
         return {"shared_bytes": acc["shared"]}
@@ -155,7 +200,13 @@ class ESXiView(FlavorView):
     kind: ClassVar[Kind] = ESXI
 
     def running_stats(
-        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        session_target: int | None = None,
+        armed_after: float | None = None,
     ) -> MemoryStats:
         return MemoryStats(
             **common,
@@ -237,7 +288,13 @@ class HyperVView(FlavorView):
         return int(g.config["startup_bytes"])
 
     def running_stats(
-        self, w: World, g: Guest, common: dict[str, Any], *, session_target: int | None = None
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        session_target: int | None = None,
+        armed_after: float | None = None,
     ) -> MemoryStats:
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")

@@ -28,7 +28,13 @@ from hvballoon.kinds._base import Kind, Rule, Variant, is_off
 from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.units import KiB
 
-__all__ = ["KVM", "KVMKind", "has_balloon_device", "numa_nodes"]
+__all__ = ["DEFAULT_STATS_PERIOD", "KVM", "KVMKind", "has_balloon_device", "numa_nodes"]
+
+#: The stats period (seconds) a session switches on where a running balloon's is off (the
+#: ``stats_period`` option of the kvm and qmp backends, and what the fake's kvm flavour does).
+#: libvirt and QEMU leave it off unless told (formatdomain: "By default, collection is not
+#: enabled"), which freezes the guest's report at boot.
+DEFAULT_STATS_PERIOD = 10
 
 _READABLE = frozenset({
     "configured_bytes", "current_bytes", "target_bytes", "ballooned_bytes", "guest_total_bytes",
@@ -107,6 +113,26 @@ class KVMKind(Kind):
         "deflate_on_oom": "deflate_on_oom_only_when_off",
         "free_page_reporting": "free_page_reporting_only_when_off",
     }
+
+    @staticmethod
+    def stats_period_to_arm(
+        period: int | None, *, has_balloon: bool, option: int, read_only: bool, chosen: bool
+    ) -> int | None:
+        """The stats period a session sets on a run of a domain it sees (running or paused) for
+        the first time, or ``None`` to leave it: ``option`` where the balloon's period is off,
+        unless the session may change nothing (read-only, ``option`` 0) or its caller set a
+        period on this run itself (0 included: a choice, never switched back on). Without a
+        balloon device there is no period to set. Called by the kvm and qmp backends and the
+        fake's kvm flavour alike.
+
+        >>> KVM.stats_period_to_arm(0, has_balloon=True, option=10, read_only=False, chosen=False)
+        10
+        >>> KVM.stats_period_to_arm(5, has_balloon=True, option=10, read_only=False, chosen=False) is None
+        True
+        """
+        if not has_balloon or period != 0 or option <= 0 or read_only or chosen:
+            return None
+        return option
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         if not is_off(vm) and not has_balloon_device(config):

@@ -302,15 +302,16 @@ class KVMBackend(Backend):
                     armed_after = None
                     with self._seen_lock:
                         chosen = self._chosen_periods.get(vm.id) == vm.extra.get("libvirt_id")
-                    if (
-                        xml.has_balloon
-                        and period == 0
-                        and self.stats_period > 0
-                        and not self.read_only
-                        and not chosen
-                    ):
-                        d.setMemoryStatsPeriod(self.stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                        period = self.stats_period
+                    arm = KVM.stats_period_to_arm(
+                        period,
+                        has_balloon=xml.has_balloon,
+                        option=self.stats_period,
+                        read_only=self.read_only,
+                        chosen=chosen,
+                    )
+                    if arm is not None:
+                        d.setMemoryStatsPeriod(arm, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                        period = arm
                         armed_after = int(record.get("balloon.last-update") or 0)
                 except libvirt_error as exc:
                     if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from hvballoon.backend_kit import BackendOptions
+from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD
 from hvballoon.models import MAX_INT32
 
 __all__ = ["QMPOptions"]
@@ -19,5 +20,5 @@ class QMPOptions(BackendOptions):
     is off (0: never); ``concurrency``: how many VMs a sweep talks to at once."""
 
     read_only: bool = False
-    stats_period: int = Field(10, ge=0, le=MAX_INT32)
+    stats_period: int = Field(DEFAULT_STATS_PERIOD, ge=0, le=MAX_INT32)
     concurrency: int = Field(16, ge=1)

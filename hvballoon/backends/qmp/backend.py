@@ -436,11 +436,19 @@ class QMPBackend(Backend):
             seen = _Seen(run)
             if not arm:
                 return reading, seen  # not a sighting: the next sweep arms it
-            if period == 0 and balloon_path is not None and self.stats_period > 0 and not self.read_only:
-                await self._set_period(mon, balloon_path, self.stats_period, label)
+            # a caller's own period on this run makes it seen already (apply_config)
+            armed = KVM.stats_period_to_arm(
+                period,
+                has_balloon=balloon_path is not None,
+                option=self.stats_period,
+                read_only=self.read_only,
+                chosen=False,
+            )
+            if armed is not None and balloon_path is not None:
+                await self._set_period(mon, balloon_path, armed, label)
                 last = (guest_stats or {}).get("last-update")
                 seen.armed_after = last if isinstance(last, int) else 0
-                reading = replace(reading, period=self.stats_period)
+                reading = replace(reading, period=armed)
             self._seen[reading.vm_id] = seen
         return reading, seen
 
