@@ -81,6 +81,10 @@ class Flavor:
     physics: ClassVar[FlavorPhysics]
     #: The host backs all the memory a VM is assigned (Hyper-V), not only the pages it touched.
     backs_assigned_memory: ClassVar[bool] = False
+    #: A suspended VM keeps its memory on the host, as a paused one does (KVM's pmsuspended:
+    #: the guest suspended itself to RAM and its QEMU process holds it); otherwise a suspended
+    #: VM's memory is on disk (ESXi's suspend, Hyper-V's saved state) and it holds none.
+    suspended_holds_memory: ClassVar[bool] = False
     #: The balloon goes to any target, even below what the guest can free, where it stalls and
     #: (without deflate-on-OOM) the guest panics; the host's OOM killer kills a VM when host
     #: swap is full. Otherwise the hypervisor decides the balloon and never goes that far.
@@ -203,6 +207,10 @@ class KVMFlavor(Flavor):
         inflate_rate=2 * _GiB, deflate_rate=4 * _GiB, vm_overhead=64 * _MiB
     )
     balloon_obeys_target: ClassVar[bool] = True
+    #: libvirt's VIR_DOMAIN_PMSUSPENDED is a guest suspended by its own power management to RAM
+    #: (virDomainPMSuspendForDuration's VIR_NODE_SUSPEND_TARGET_MEM, ACPI S3): the domain stays
+    #: active and QEMU keeps every page it backed until the guest wakes up.
+    suspended_holds_memory: ClassVar[bool] = True
 
     def config(self, spec: VMSpec) -> dict[str, Any]:
         config = super().config(spec)

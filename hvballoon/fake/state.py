@@ -185,9 +185,11 @@ class GuestState:
         balloon: BalloonSpec,
         target: float,
         memory: float | None = None,
+        suspended_holds_memory: bool = False,
     ) -> None:
         """VM ``i`` as the scenario describes it (the flavour's defaults where it says nothing;
-        ``memory``: its configured size as the flavour has it, default the scenario's)."""
+        ``memory``: its configured size as the flavour has it, default the scenario's; a
+        suspended VM holds its memory as a paused one does where ``suspended_holds_memory``)."""
         kernel = (
             spec.kernel
             if spec.kernel is not None
@@ -211,7 +213,9 @@ class GuestState:
         self.deflate_on_oom[i] = spec.deflate_on_oom
         self.stats_period[i] = spec.stats_period
         self.running[i] = spec.power_state == "running"
-        self.paused[i] = spec.power_state == "paused"
+        self.paused[i] = spec.power_state == "paused" or (
+            spec.power_state == "suspended" and suspended_holds_memory
+        )
         self.target[i] = target
 
     def set_config(self, i: int, config: dict[str, Any]) -> None:

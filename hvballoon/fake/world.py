@@ -253,7 +253,15 @@ class World:
             config = self.configs[i]
             target = self.hypervisor.initial_target(spec, config)
             memory = self.hypervisor.configured_memory(spec, config)
-            self.state.set_vm(i, spec, physics=self.physics, balloon=balloon, target=target, memory=memory)
+            self.state.set_vm(
+                i,
+                spec,
+                physics=self.physics,
+                balloon=balloon,
+                target=target,
+                memory=memory,
+                suspended_holds_memory=self.hypervisor.suspended_holds_memory,
+            )
             self.state.set_config(i, self.configs[i])
 
     def _build_workloads(self, specs: list[VMSpec]) -> list[WorkloadBlock]:
