@@ -401,9 +401,11 @@ class FakeBackend(Backend):
             figures: dict[str, Any] = {
                 "physical_bytes": acc["physical"],
                 "free_bytes": acc["free"],
-                "hypervisor_overhead_bytes": acc["overheads"],
                 "extra": {
-                    # physical = overheads + resident + compression_cache + free, to the byte
+                    # physical = overhead + resident + compression_cache + free, to the byte
+                    # (the host's own overhead and its VMs'; hypervisor_overhead_bytes is what
+                    # the flavour's real backend shows of it, if anything)
+                    "overhead_bytes": acc["overheads"],
                     "resident_bytes": acc["resident"],
                     "compression_cache_bytes": acc["compression_cache"],
                     "compressed_bytes": acc["compressed"],
@@ -413,7 +415,9 @@ class FakeBackend(Backend):
                     "flavor": self.flavor,
                 },
             }
-            figures.update(self.view.host_figures(acc, host.swap_bytes))
+            running = [g for g in w.guests.values() if g.running and not g.crashed]
+            vm_overheads = sum(self.view.vm_overhead(w, g) for g in running)
+            figures.update(self.view.host_figures(acc, host.swap_bytes, vm_overheads=vm_overheads))
             return from_sweep(
                 vm_stats,
                 backend=self.name,

@@ -5,7 +5,7 @@ host-swap figure, vSphere no guest report, Hyper-V no guest "used"); the flavour
 the world's guest the same way. Every rule (capabilities, mechanism, what a target sets) comes
 from the kind (:mod:`hvballoon.kinds`), which the view holds.
 
->>> VIEWS["hyperv"].kind.name, VIEWS["kvm"].host_figures({"shared": 0, "swapped": 5}, 0)
+>>> VIEWS["hyperv"].kind.name, VIEWS["kvm"].host_figures({"shared": 0, "swapped": 5}, 0, vm_overheads=9)
 ('hyperv', {'shared_bytes': 0})
 """
 
@@ -80,8 +80,9 @@ class FlavorView:
         (``chosen``: the session's caller set one on it itself), or ``None``."""
         return None
 
-    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
-        """The host figures the real backend can read (``acc``: the world's host accounting)."""
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int, *, vm_overheads: int) -> dict[str, Any]:
+        """The host figures the real backend can read (``acc``: the world's host accounting;
+        ``vm_overheads``: what its running VMs' overheads add up to)."""
         raise NotImplementedError
 
     def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
@@ -89,8 +90,13 @@ class FlavorView:
         rules, when the request reaches the host)."""
 
     @staticmethod
-    def host_consumed(w: World, g: Guest) -> int:
-        return g.host_resident_bytes + int(w.physics.vm_overhead)
+    def vm_overhead(w: World, g: Guest) -> int:
+        """What the hypervisor spends on the VM besides its memory (its process, page tables)."""
+        return int(w.physics.vm_overhead)
+
+    @classmethod
+    def host_consumed(cls, w: World, g: Guest) -> int:
+        return g.host_resident_bytes + cls.vm_overhead(w, g)
 
 
 class KVMView(FlavorView):
@@ -189,8 +195,9 @@ class KVMView(FlavorView):
             chosen=chosen,
         )
 
-    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
-        # no swap figures (libvirt has none to give); KSM shares nothing: the world runs none
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int, *, vm_overheads: int) -> dict[str, Any]:
+        # no swap or overhead figures (libvirt has none to give); KSM shares nothing: the world
+        # runs none
         return {"shared_bytes": acc["shared"]}
 
 
@@ -219,7 +226,7 @@ class ESXiView(FlavorView):
             swapped_bytes=g.host_swapped_bytes,
             compressed_bytes=g.compressed_bytes,
             shared_bytes=g.shared_bytes,
-            extra={"limit_bytes": g.config.get("limit_bytes")},
+            extra={"limit_bytes": g.config.get("limit_bytes"), "overhead_bytes": self.vm_overhead(w, g)},
         )
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
@@ -243,9 +250,14 @@ class ESXiView(FlavorView):
         sizes = {k: c[k] for k in (HOT_ADD_LIMIT, HOT_ADD_INCREMENT) if on and c.get(k) is not None}
         return {HOT_ADD: on, **sizes}
 
-    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
-        # swap used: its VMs' host-swapped memory; shared: the pages it shares
-        return {"swap_used_bytes": acc["swapped"], "shared_bytes": acc["shared"]}
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int, *, vm_overheads: int) -> dict[str, Any]:
+        # swap used: its VMs' host-swapped memory; shared: the pages it shares; overhead: its
+        # running VMs' consumedOverheadMemory (quickStats), summed as the esxi backend does
+        return {
+            "swap_used_bytes": acc["swapped"],
+            "shared_bytes": acc["shared"],
+            "hypervisor_overhead_bytes": vm_overheads,
+        }
 
     def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
         """ESXi's admission control on a running VM whose reservation rises (set, or locked to
@@ -320,8 +332,8 @@ class HyperVView(FlavorView):
             priority=c["priority"],
         )
 
-    def host_figures(self, acc: dict[str, Any], swap_bytes: int) -> dict[str, Any]:
-        # its swap is its page file; it shares nothing
+    def host_figures(self, acc: dict[str, Any], swap_bytes: int, *, vm_overheads: int) -> dict[str, Any]:
+        # its swap is its page file; it shares nothing; Get-VM reports no overhead
         return {"swap_total_bytes": swap_bytes, "swap_used_bytes": acc["swapped"]}
 
     def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
