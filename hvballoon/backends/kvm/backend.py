@@ -19,8 +19,9 @@ What it does, call by call (see ``docs/backends/kvm.md`` for the user's view):
 - **The stats period**: a guest's balloon driver reports only while a stats period is set, and
   libvirt's default is off, leaving a report frozen at boot. The first time this backend sees a
   running domain it reads its definition; if the period is off it sets it
-  (``setMemoryStatsPeriod``, option ``stats_period``, default 10 s, live only). Until the guest
-  has reported since, its figures are ``None`` and ``stale`` is True — never zeros.
+  (``setMemoryStatsPeriod``, option ``stats_period``, default 10 s: live, and in the persistent
+  definition too with ``persist=True``). Until the guest has reported since, its figures are
+  ``None`` and ``stale`` is True — never zeros.
 - **The host** (``get_host_stats``): one worker call reads ``getInfo``, ``getMemoryStats`` of
   all cells (total, free, buffers, cached in KiB: the host's ``/proc/meminfo``),
   ``getFreeMemory`` and KSM's node memory parameters (``shm_pages_sharing`` × the base page size
@@ -311,6 +312,9 @@ class KVMBackend(Backend):
                     )
                     if arm is not None:
                         d.setMemoryStatsPeriod(arm, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                        if self.persist and d.isPersistent():
+                            # as a target is: a second call (some drivers refuse LIVE|CONFIG)
+                            d.setMemoryStatsPeriod(arm, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                         period = arm
                         armed_after = int(record.get("balloon.last-update") or 0)
                 except libvirt_error as exc:

@@ -150,6 +150,21 @@ def test_the_first_sweep_switches_an_off_period_on(node_hv: Hypervisor) -> None:
     assert node_hv.get_config("plain01").stats_period_seconds is None  # no balloon
 
 
+@pytest.mark.parametrize("persist", [False, True])
+def test_a_period_switched_on_goes_into_the_definition_only_with_persist(
+    node_uri: str, persist: bool
+) -> None:
+    """docs/backends/kvm.md: the period switched on at the first sighting is live, and in the
+    persistent definition too with ``persist=True`` (as a target is)."""
+    import libvirt
+
+    with hvballoon.connect(node_uri, persist=persist) as hv:
+        hv.get_stats()
+        assert hv.get_config("web01").stats_period_seconds == 10
+        saved = hv.native.lookupByName("web01").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert parse_domain_xml(saved).stats_period_seconds == (10 if persist else 0)
+
+
 def test_stats_period_zero_leaves_it_off(node_uri: str) -> None:
     with hvballoon.connect(node_uri, stats_period=0) as hv:
         hv.get_stats()
