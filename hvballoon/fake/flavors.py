@@ -509,13 +509,12 @@ class HyperVFlavor(Flavor):
     def apply_config(
         self, state: GuestState, i: int, plan: ConfigUpdate, config: dict[str, Any], power_state: str
     ) -> None:
-        """A target is the maximum (Dynamic Memory) or the startup size (static). The VM's
-        configured size follows: while it runs it only grows (a runtime resize down leaves
-        what it took ballooned out of the VM's size)."""
-        if plan.maximum_bytes is not None and config.get("dynamic"):
-            state.target[i] = config["maximum_bytes"]
-        if plan.startup_bytes is not None and not config.get("dynamic"):
-            state.target[i] = config["startup_bytes"]
+        """A target is the maximum (Dynamic Memory) or the startup size (static), also right
+        after Dynamic Memory is switched on or off (the VM's target is then the other field).
+        The VM's configured size follows: while it runs it only grows (a runtime resize down
+        leaves what it took ballooned out of the VM's size)."""
+        if plan.dynamic is not None or plan.maximum_bytes is not None or plan.startup_bytes is not None:
+            state.target[i] = config["maximum_bytes"] if config.get("dynamic") else config["startup_bytes"]
         size = float(config["maximum_bytes"] if config.get("dynamic") else config["startup_bytes"])
         live = state.running[i] > 0 or state.paused[i] > 0
         state.memory[i] = max(float(state.memory[i]), size) if live else size
