@@ -58,10 +58,14 @@ class Op:
     force: bool = False
     dry_run: bool = False
     skip_invalid: bool = False
+    #: how the VMs are named: ``name``, ``id`` (each side's own id of that name) or ``case`` (the
+    #: name in upper case: names are case-sensitive on every kind)
+    ref: str = "name"
 
     def __repr__(self) -> str:  # short, for Hypothesis' falsifying example
         flags = "".join(f" {k}" for k in ("force", "dry_run", "skip_invalid") if getattr(self, k))
-        return f"Op({self.what} {list(zip(self.vms, self.values, strict=False))}{flags})"
+        by = "" if self.ref == "name" else f" by {self.ref}"
+        return f"Op({self.what} {list(zip(self.vms, self.values, strict=False))}{flags}{by})"
 
 
 @dataclass
@@ -79,6 +83,9 @@ class Normalise:
 
     #: configuration fields the real backend cannot read (``None`` there), where the fake knows
     unreadable: frozenset[str] = frozenset()
+    #: host figures whose being known is set aside on both sides (a peer's limit, or another
+    #: backend of the kind than the one the fake's flavour shows the host as)
+    host_set_aside: frozenset[str] = frozenset()
 
 
 def _resolve(value: Any, cfg: MemoryConfig) -> Any:
@@ -86,6 +93,11 @@ def _resolve(value: Any, cfg: MemoryConfig) -> Any:
         base = getattr(cfg, value[0])
         return None if base is None else max(0, base + value[1])
     return value
+
+
+def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
+    """How a call ended, in terms both sides can share."""
+    return _outcome(fn)
 
 
 def _change(ch: Change) -> tuple[Any, ...]:
@@ -104,12 +116,18 @@ def _dict(d: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in d.items() if k not in ("current_bytes", "used_bytes")))
 
 
+#: Keys of an error's ``details`` that are each side's own (ids, addresses, native texts).
+_OWN_DETAILS = frozenset({"ids", "id", "uri", "moref", "native", "native_message", "stderr"})
+
+
 def _error(exc: HVBalloonError) -> tuple[Any, ...]:
-    return ("error", type(exc).__name__, exc.details.get("rule"))
+    details = tuple(sorted((k, repr(v)) for k, v in exc.details.items() if k not in _OWN_DETAILS))
+    return ("error", type(exc).__name__, exc.details.get("rule"), details)
 
 
-def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
-    """How a call ended, in terms both sides can share."""
+def _outcome(fn: Callable[[], Any], names: dict[str, str] | None = None) -> tuple[Any, ...]:
+    """How a call ended, in terms both sides can share (``names``: the name of each ref a bulk
+    call's rows are keyed by, where a side's own id named a VM)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -122,11 +140,12 @@ def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
         return ("ok",)
     # TargetResults
     rows = tuple(
-        (key, _error(value) if isinstance(value, HVBalloonError) else _change(value))
+        ((names or {}).get(key, key), _error(value) if isinstance(value, HVBalloonError) else _change(value))
         for key, value in result.items()
     )
     summary = None if result.error is None else type(result.error).__name__
-    return ("results", result.applied, tuple(sorted(result.made)), summary, rows)
+    made = tuple(sorted((names or {}).get(ref, ref) for ref in result.made))
+    return ("results", result.applied, made, summary, rows)
 
 
 def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
@@ -156,14 +175,50 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
     out["_hosts"] = {
         "vms_running": sum(h.vms_running or 0 for h in hosts),
         "vm_configured": sum(h.vm_configured_bytes or 0 for h in hosts),
+        "ballooned": sum(h.ballooned_bytes or 0 for h in hosts) if HOST_BALLOON_COMPARED else None,
+        # which figures each side knows (their values are each host's own)
+        "known": tuple(sorted({f for h in hosts for f in HOST_FIGURES if getattr(h, f) is not None})),
     }
+    caps = hv.capabilities
+    out["_capabilities"] = _capabilities(caps)
+    out["_vm_capabilities"] = {name: _capabilities(hv.vm_capabilities(name)) for name in names}
+    # look-ups: every name, in upper case (another VM's name, or none), and one that is no VM's
+    found, missing = hv.find_vms([*names, *(n.upper() for n in names), "ghost"])
+    out["_find"] = (tuple(v.name for v in found), tuple(missing))
     return out
 
 
+#: Host figures a side may know or not (the rest are sums over the VMs, or the host's name).
+HOST_FIGURES = (
+    "physical_bytes",
+    "free_bytes",
+    "used_bytes",
+    "hypervisor_overhead_bytes",
+    "swap_total_bytes",
+    "swap_used_bytes",
+    "shared_bytes",
+)
+#: The hosts' ballooned sums are compared where the guests are alike (not yet: each side's
+#: balloon moves at its own pace).
+HOST_BALLOON_COMPARED = False
+
+
+def _capabilities(caps: Any) -> tuple[Any, ...]:
+    """What a capability set says, but for the backend's name and its notes (each its own)."""
+    data = caps.model_dump(mode="json")
+    return tuple(sorted((k, repr(v)) for k, v in data.items() if k not in ("backend", "notes")))
+
+
 def _normalised(fake: dict[str, Any], real: dict[str, Any], norm: Normalise) -> dict[str, Any]:
-    fake = {k: dict(v) for k, v in fake.items()}
+    """``fake`` with what ``norm`` sets aside (``real`` too, in place, for the host figures)."""
+    fake = {k: dict(v) if isinstance(v, dict) else v for k, v in fake.items()}
+    for side in (fake, real):
+        side["_hosts"] = {
+            **side["_hosts"],
+            "known": tuple(f for f in side["_hosts"]["known"] if f not in norm.host_set_aside),
+        }
     for name, row in real.items():
-        if name == "_hosts":
+        if name.startswith("_"):
             continue
         for key in norm.unreadable:
             if row[key] is None:
@@ -176,8 +231,27 @@ def _name(names: list[str], i: int) -> str:
     return names[i] if i < len(names) else "ghost"
 
 
+def _refs(hv: Hypervisor, names: list[str], how: str) -> list[str]:
+    """The fleet's names as an op names them: by name, by this side's id, or in upper case."""
+    if how == "case":
+        return [n.upper() for n in names]
+    if how == "id":
+        ids = {v.name: v.id for v in hv.list_vms()}
+        return [ids.get(n, n) for n in names]
+    return list(names)
+
+
 def apply(side: Side, op: Op, names: list[str], args: list[Any]) -> tuple[Any, ...]:
     hv = side.hv
+    if op.what != "power_off":
+        refs = _refs(hv, names, op.ref)
+        back = dict(zip(refs, names, strict=True))
+        names = refs
+
+        def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
+            return _outcome(fn, back)
+    else:
+        outcome = _outcome
     if op.what == "target":
         (name,), (size,) = [_name(names, i) for i in op.vms], args
         return outcome(lambda: hv.set_target(name, size, force=op.force, dry_run=op.dry_run))
@@ -235,6 +309,10 @@ def _diff(got: dict[str, Any], want: dict[str, Any]) -> str:
     parts = []
     for name in sorted(set(got) | set(want)):
         a, b = got.get(name, {}), want.get(name, {})
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            if a != b:
+                parts.append(f"{name}={a!r} vs peer {b!r}")
+            continue
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 parts.append(f"{name}.{key}={a.get(key)!r} vs peer {b.get(key)!r}")
