@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError, OperationTimeoutError
 from hvballoon.models import Capabilities, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.policy._hosts import Part, partition
 from hvballoon.policy.model import ControllerSettings, HostView, Snapshot, VMSettings, VMView
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class _Snapshots:
     _configs: dict[str, MemoryConfig]
     _configs_at: float | None
     _hosts: list[HostStats]
+    _parts: list[Part]
     _period_tried: dict[str, float]
 
     if TYPE_CHECKING:
@@ -162,11 +164,16 @@ class _Snapshots:
         views: list[VMView] = []
         caps_by_id: dict[str, Capabilities] = {}
         used = self.settings.host_overhead_bytes
+        by_host: dict[str | None, int] = {}
         rails = self.guard_rails
         for s in stats:
             running = s.vm.power_state is PowerState.RUNNING
             if running:
-                used += s.host_consumed_bytes if s.host_consumed_bytes is not None else (s.current_bytes or 0)
+                backed = (
+                    s.host_consumed_bytes if s.host_consumed_bytes is not None else (s.current_bytes or 0)
+                )
+                used += backed
+                by_host[s.vm.host] = by_host.get(s.vm.host, 0) + backed
             vs = self.settings.for_vm(s.vm.name, s.vm.id)
             caps = self.hv.vm_capabilities(s.vm)
             caps_by_id[s.vm.id] = caps
@@ -184,6 +191,12 @@ class _Snapshots:
             host=host,
             vms=tuple(views),
         )
+        self._parts = [(None, snap)]
+        if len(self._hosts) > 1:
+            vm_hosts = {s.vm.id: s.vm.host for s in stats}
+            self._parts = partition(
+                snap, self._hosts, vm_hosts, by_host, overhead_bytes=self.settings.host_overhead_bytes
+            )
         return snap, caps_by_id, stats
 
     @property

@@ -117,6 +117,7 @@ controller's snapshot (the public API's figures) and its own history, nothing el
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from hvballoon.models import Mechanism
@@ -236,6 +237,19 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
 
     def initial_state(self) -> Any:
         return _State()
+
+    def carry(self, state: Any, source: Any, vm_ids: Collection[str]) -> Any:
+        """A VM that moved host keeps its history (its use, noise, surges, cache appetite, its
+        last raise and lower), its buffer memo and its planned blind raise; the host's headroom
+        level and wave stay with the host."""
+        st = state if isinstance(state, _State) else _State()
+        if not isinstance(source, _State):
+            return st
+        ids = set(vm_ids)
+        vms = {**st.vms, **{k: h for k, h in source.vms.items() if k in ids}}
+        buffers = {**st.buffers, **{k: b for k, b in source.buffers.items() if k in ids}}
+        contingency = {**st.contingency, **{k: c for k, c in source.contingency.items() if k in ids}}
+        return dataclasses.replace(st, vms=vms, buffers=buffers, contingency=contingency)
 
     def guard_rails(self, session: GuardRails) -> GuardRails:
         """The session's absolute margin without its proportional one: the headroom above it is

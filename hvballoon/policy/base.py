@@ -14,7 +14,7 @@ without a backend.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -88,6 +88,14 @@ class Policy(abc.ABC):
         = False`` keeps the session's margins whatever the policy says.
         """
         return session
+
+    def carry(self, state: Any, source: Any, vm_ids: Collection[str]) -> Any:
+        """``state`` (what the policy learned on one host) with what ``source`` (its state of
+        another host) remembers of each VM of ``vm_ids``: they moved from that host to this one
+        (vMotion, live migration). What a policy learned of a VM's guest goes with it; what it
+        learned of a host stays there. Must not mutate either. Default: nothing is carried.
+        """
+        return state
 
     @abc.abstractmethod
     def decide(self, snapshot: Snapshot, state: Any) -> Plan:

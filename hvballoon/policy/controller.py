@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 from hvballoon._gc import collector_paused
 from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
 from hvballoon.models import HostStats, Mechanism, MemoryConfig, MemoryStats
+from hvballoon.policy._hosts import HostStates, Part, decide_by_host
 from hvballoon.policy._moves import _Contingency, _Moves, _Pending
 from hvballoon.policy._snapshot import _Snapshots
 from hvballoon.policy.base import Plan, Policy, get_policy, policy_options
@@ -120,7 +121,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self.policy = self._policy(policy, self.settings)
         self.dry_run = dry_run
         self.config_refresh_seconds = config_refresh_seconds
-        self.state: Any = self.policy.initial_state()
+        self._by_host = HostStates({None: self.policy.initial_state()})
         self.round = 0
         self.health = ControllerHealth()
         self._journal = journal
@@ -130,6 +131,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._configs_at: float | None = None
         self._last_lower: dict[str, float] = {}
         self._hosts: list[HostStats] = []
+        self._parts: list[Part] = []
         self._settings_checked = False
         #: the problems of the settings last said, and the VM names they were checked against
         self._unfit: set[str] = set()
@@ -177,6 +179,22 @@ class Controller(_Snapshots, _Moves, _Running):
         if settings.vms != self.settings.vms:
             self._settings_checked = False  # the next round checks them, unless check_settings() does
         self.settings = settings
+
+    @property
+    def state(self) -> Any:
+        """What the policy learned (its state), of the session's one host or, on a session over
+        several hosts, of the VMs whose host is unknown (:attr:`host_states` holds each host's)."""
+        return self._by_host.states.get(None)
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._by_host.states[None] = value
+
+    @property
+    def host_states(self) -> dict[str, Any]:
+        """What the policy learned of each host, by name, while the session has several hosts
+        (see :mod:`hvballoon.policy._hosts`); empty on one host."""
+        return {k: v for k, v in self._by_host.states.items() if k is not None}
 
     # -- the session ----------------------------------------------------------------------
 
@@ -354,8 +372,7 @@ class Controller(_Snapshots, _Moves, _Running):
         elif self.settings.vms and self._names_checked != frozenset(s.vm.name for s in stats):
             self._settings_still_fit(stats)
         at = stats[0].collected_at if stats else datetime.now(timezone.utc)
-        plan: Plan = self.policy.decide(snap, self.state)
-        self.state = plan.state
+        plan: Plan = decide_by_host(self.policy, self._parts, self._by_host, self._hosts)
         self._asked_round_seconds = plan.next_round_seconds
         decisions: list[Decision] = []
         pending: list[_Pending] = []

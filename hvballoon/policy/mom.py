@@ -26,7 +26,7 @@ MoM evaluates its policy every 10 s on moving averages of the last 10 samples:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,14 @@ class MomPolicy(Policy):
 
     def initial_state(self) -> Any:
         return _MomState()
+
+    def carry(self, state: Any, source: Any, vm_ids: Collection[str]) -> Any:
+        """A VM that moved host keeps its samples; the host's free-memory samples stay."""
+        st: _MomState = state if isinstance(state, _MomState) else self.initial_state()
+        if not isinstance(source, _MomState):
+            return st
+        moved = {i: source.samples[i] for i in vm_ids if i in source.samples}
+        return _MomState(st.host_free, {**st.samples, **moved}) if moved else st
 
     def decide(self, snapshot: Snapshot, state: Any) -> Plan:
         st: _MomState = state if isinstance(state, _MomState) else self.initial_state()

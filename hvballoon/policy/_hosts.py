@@ -1,0 +1,162 @@
+"""A round split by host: a session over several hosts (a vCenter) is decided host by host.
+
+Memory contention is per host: an ESXi host at 95 % is short whatever its neighbours have free,
+and a VM can only be given memory its own host has. So when the session reports several hosts
+(:meth:`~hvballoon.Hypervisor.get_host_stats`) the controller splits the round's
+:class:`~hvballoon.policy.model.Snapshot` by ``VM.host``: each host's VMs with that host's own
+:class:`~hvballoon.policy.model.HostView`, decided by the policy on their own, each host with
+its own learned state (:class:`HostStates`). The VMs whose host is unknown, or names no host
+reported exactly once, are decided together on the pooled view (all hosts added up), as when
+there is one host or ``host_memory_bytes`` overrides the host: then the round is one snapshot.
+
+A VM that moved host (vMotion, live migration) carries what the policy remembers of it
+(:meth:`Policy.carry <hvballoon.policy.base.Policy.carry>`); what the policy learned of a host
+(its headroom level, a wave under way, its free-memory samples) stays with that host.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hvballoon.policy.base import Plan
+from hvballoon.policy.model import HostView, Proposal, Snapshot
+
+if TYPE_CHECKING:
+    from hvballoon.models import HostStats
+    from hvballoon.policy.base import Policy
+
+__all__ = ["HostStates", "Part", "decide_by_host", "partition"]
+
+log = logging.getLogger("hvballoon.policy")
+
+#: One host's share of a round: its name (``None``: the pooled VMs) and its snapshot.
+Part = tuple[str | None, Snapshot]
+
+
+def partition(
+    snap: Snapshot,
+    hosts: Sequence[HostStats],
+    vm_hosts: Mapping[str, str | None],
+    derived_used: Mapping[str | None, int],
+    *,
+    overhead_bytes: int,
+) -> list[Part]:
+    """``snap`` split by host; ``[(None, snap)]`` when there is one host (or none known).
+
+    ``vm_hosts`` is each VM's ``VM.host`` by id; ``derived_used`` the memory the running VMs of
+    each host back (their ``host_consumed_bytes``, else ``current_bytes``), which with
+    ``overhead_bytes`` stands for a host's use where it does not report it. A host whose
+    physical memory is unknown leaves the round pooled.
+    """
+    if len(hosts) < 2 or any(h.physical_bytes is None for h in hosts):
+        return [(None, snap)]
+    seen = Counter(h.host for h in hosts)
+    by_name = {h.host: h for h in hosts if seen[h.host] == 1}
+    groups: dict[str | None, list[Any]] = {}
+    for v in snap.vms:
+        name = vm_hosts.get(v.id)
+        groups.setdefault(name if name in by_name else None, []).append(v)
+    if list(groups) == [None]:
+        return [(None, snap)]
+    parts: list[Part] = []
+    for name in sorted(k for k in groups if k is not None):
+        h = by_name[name]
+        used = h.used_bytes if h.used_bytes is not None else overhead_bytes + derived_used.get(name, 0)
+        view = HostView(
+            total_bytes=h.physical_bytes or 0, used_bytes=used, reserve_bytes=snap.host.reserve_bytes
+        )
+        parts.append((name, snap.model_copy(update={"host": view, "vms": tuple(groups[name])})))
+    if None in groups:
+        parts.append((None, snap.model_copy(update={"vms": tuple(groups[None])})))
+    return parts
+
+
+@dataclass
+class HostStates:
+    """What the policy learned, per host (``None``: the pooled VMs, or the one host), and where
+    each VM was decided last (only while the session has several hosts)."""
+
+    states: dict[str | None, Any] = field(default_factory=dict)
+    where: dict[str, str | None] = field(default_factory=dict)
+
+
+def decide_by_host(
+    policy: Policy, parts: Sequence[Part], memory: HostStates, hosts: Sequence[HostStats]
+) -> Plan:
+    """The policy's plan for the round, each part decided on its own with its own state (kept
+    in ``memory``); the plans merged: the proposals of every host (each naming its host in its
+    inputs), the soonest round any host asks for, every host's contingency and buffers."""
+    before = memory.states
+    if len(parts) == 1 and parts[0][0] is None:
+        (_, snap) = parts[0]
+        state = before.get(None)
+        if state is None:
+            state = policy.initial_state()
+        if any(k is not None for k in before):  # it had several hosts: their VMs bring their history
+            state = _carried(policy, state, None, snap, memory)
+        plan = policy.decide(snap, state)
+        memory.states, memory.where = {None: plan.state}, {}
+        return plan
+    after: dict[str | None, Any] = {}
+    plans: list[tuple[str | None, Plan]] = []
+    for name, snap in parts:
+        state = before.get(name)
+        if state is None:
+            state = policy.initial_state()
+        state = _carried(policy, state, name, snap, memory)
+        plan = policy.decide(snap, state)
+        after[name] = plan.state
+        plans.append((name, plan))
+        if name is not None:
+            h = snap.host
+            log.debug(
+                "host %s: %d VMs, %d of %d bytes free", name, len(snap.vms), h.free_bytes, h.total_bytes,
+                extra={
+                    "event": "host_round", "host": name, "vms": len(snap.vms),
+                    "host_free_bytes": h.free_bytes, "host_total_bytes": h.total_bytes,
+                },
+            )  # fmt: skip
+    # a host with no VM this round keeps what was learned of it (its VMs may come back)
+    reported = {h.host for h in hosts}
+    for name, state in before.items():
+        if name not in after and name in reported:
+            after[name] = state
+    memory.states = after
+    memory.where = {v.id: name for name, snap in parts for v in snap.vms}
+    return _merged(plans)
+
+
+def _carried(policy: Policy, state: Any, name: str | None, snap: Snapshot, memory: HostStates) -> Any:
+    """``state`` of the part ``name`` with what the other parts' states remember of its VMs
+    that were decided there last round (a VM not seen before in a split round was pooled)."""
+    moved: dict[str | None, list[str]] = {}
+    for v in snap.vms:
+        was = memory.where.get(v.id)
+        if was != name and was in memory.states:
+            moved.setdefault(was, []).append(v.id)
+    for was, ids in moved.items():
+        state = policy.carry(state, memory.states[was], ids)
+    return state
+
+
+def _merged(plans: Sequence[tuple[str | None, Plan]]) -> Plan:
+    proposals: list[Proposal] = []
+    for name, plan in plans:
+        if name is None:
+            proposals.extend(plan.proposals)
+        else:
+            proposals.extend(
+                p.model_copy(update={"inputs": {**p.inputs, "host": name}}) for p in plan.proposals
+            )
+    asked = [p.next_round_seconds for _, p in plans if p.next_round_seconds is not None]
+    return Plan(
+        tuple(proposals),
+        None,
+        next_round_seconds=min(asked) if asked else None,
+        contingency=tuple(c for _, p in plans for c in p.contingency),
+        buffers=tuple(b for _, p in plans for b in p.buffers),
+    )
