@@ -234,8 +234,10 @@ class _Snapshots:
 
         With the override, the host's use is derived from the VMs (see
         :class:`~hvballoon.policy.model.ControllerSettings`). Otherwise the hosts behind the
-        session (a vCenter has several) count as one pool: their physical memory added up, and
-        their used memory where every host reports it (else derived from the VMs).
+        session (a vCenter has several) add up to one pool: their physical memory added up, and
+        their used memory where every host reports it (else derived from the VMs). With several
+        hosts, :meth:`snapshot` also splits the round by host (:mod:`hvballoon.policy._hosts`):
+        this pooled view is then only for the VMs whose host is unknown.
         """
         reserve = self.settings.host_reserve_bytes
         override = self.settings.host_memory_bytes

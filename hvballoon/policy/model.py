@@ -95,7 +95,8 @@ class ControllerSettings(_Frozen):
 
     ``host_memory_bytes``: the host's physical memory, as an override. Unset, the controller
     reads the host each round (:meth:`~hvballoon.Hypervisor.get_host_stats`: physical and used
-    memory, all hosts of the session as one pool). Set, the host's use is derived from the VMs
+    memory; on a session over several hosts each host's own, see :mod:`hvballoon.policy._hosts`).
+    Set, the host is one and its use is derived from the VMs
     it sees: ``host_overhead_bytes`` plus, per running VM, ``host_consumed_bytes`` (else
     ``current_bytes``). ``host_reserve_bytes`` is memory the policies keep free on the host. ``policy_guard_rails`` lets the policy narrow
     the session's guard-rail margin for its lowers (see :meth:`Policy.guard_rails
