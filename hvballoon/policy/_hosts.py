@@ -84,9 +84,7 @@ class HostStates:
     where: dict[str, str | None] = field(default_factory=dict)
 
 
-def decide_by_host(
-    policy: Policy, parts: Sequence[Part], memory: HostStates, hosts: Sequence[HostStats]
-) -> Plan:
+def decide_by_host(policy: Policy, parts: Sequence[Part], memory: HostStates) -> Plan:
     """The policy's plan for the round, each part decided on its own with its own state (kept
     in ``memory``); the plans merged: the proposals of every host (each naming its host in its
     inputs), the soonest round any host asks for, every host's contingency and buffers."""
@@ -120,11 +118,8 @@ def decide_by_host(
                     "host_free_bytes": h.free_bytes, "host_total_bytes": h.total_bytes,
                 },
             )  # fmt: skip
-    # a host with no VM this round keeps what was learned of it (its VMs may come back)
-    reported = {h.host for h in hosts}
-    for name, state in before.items():
-        if name not in after and name in reported:
-            after[name] = state
+    # a host left without VMs is forgotten (a state not decided for rounds would take the
+    # rounds it missed for rounds that came late): one that gets VMs again starts afresh
     memory.states = after
     memory.where = {v.id: name for name, snap in parts for v in snap.vms}
     return _merged(plans)

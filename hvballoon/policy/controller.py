@@ -372,7 +372,7 @@ class Controller(_Snapshots, _Moves, _Running):
         elif self.settings.vms and self._names_checked != frozenset(s.vm.name for s in stats):
             self._settings_still_fit(stats)
         at = stats[0].collected_at if stats else datetime.now(timezone.utc)
-        plan: Plan = decide_by_host(self.policy, self._parts, self._by_host, self._hosts)
+        plan: Plan = decide_by_host(self.policy, self._parts, self._by_host)
         self._asked_round_seconds = plan.next_round_seconds
         decisions: list[Decision] = []
         pending: list[_Pending] = []

@@ -168,6 +168,22 @@ def test_the_policy_learns_per_host_and_a_moved_vm_keeps_its_history(cluster: Cl
     spare = ctl.host_states["esx-spare"]
     assert spare.vms[moved].first_at == history.first_at  # its history came along
     assert moved not in ctl.host_states["esx-idle"].vms
+    cluster.placement["idle2"] = "esx-spare"  # the last VM leaves: the host is forgotten
+    ctl.step()
+    assert set(ctl.host_states) == {"esx-hot", "esx-spare"}
+
+
+def test_mom_carries_a_moved_vms_samples(cluster: Cluster) -> None:
+    ctl = Controller(cluster.hv, "mom", dry_run=True)
+    ctl.step()
+    ctl.step()
+    moved = ids_of(cluster)["hot1"]
+    assert len(ctl.host_states["esx-hot"].samples[moved]) == 2
+    cluster.placement["hot1"] = "esx-idle"
+    ctl.step()
+    idle, hot = ctl.host_states["esx-idle"], ctl.host_states["esx-hot"]
+    assert len(idle.samples[moved]) == 3 and moved not in hot.samples
+    assert len(idle.host_free) == 3 and len(hot.host_free) == 3  # each host's own samples
 
 
 def test_the_round_asked_is_the_soonest_any_host_asks(cluster: Cluster) -> None:

@@ -135,3 +135,26 @@ def test_usage_beyond_the_memory_size_is_capped(fast_sweep: bool) -> None:
         over, fine = hv.get_host_stats()
     assert (over.physical_bytes, over.used_bytes, over.free_bytes) == (4 * GiB, 4 * GiB, 0)
     assert (fine.used_bytes, fine.free_bytes) == (1000 * MiB, (8192 - 1000) * MiB)
+
+
+def test_the_controller_decides_each_host_on_its_own_memory() -> None:
+    """Two ESXi hosts, one at 96 % and one at 8 %: the pool (28 %) would move nothing; MoM
+    shrinks the hot host's VMs and leaves the idle host's alone."""
+    from hvballoon.policy import Controller
+
+    hosts = [
+        {"memoryMB": 65536, "overallMemoryUsage": 63000},
+        {"memoryMB": 262144, "overallMemoryUsage": 20000},
+    ]
+    vms = [vm_figures("hot01", host=0), vm_figures("hot02", host=0), vm_figures("cool01", host=1)]
+    with (
+        VcsimServer(vms, hosts=2, host_figures=hosts) as server,
+        connect(server) as hv,
+    ):
+        decisions = {d.vm: d for d in Controller(hv, "mom", dry_run=True).step()}
+    assert {d.inputs["host"] for d in decisions.values()} == {"DC0_C0_H0", "DC0_C0_H1"}
+    for name in ("hot01", "hot02"):
+        d = decisions[name]
+        assert d.inputs["host"] == "DC0_C0_H0" and d.rule == "mom.shrink" and d.action == "lower", d
+    cool = decisions["cool01"]
+    assert cool.inputs["host"] == "DC0_C0_H1" and cool.action != "lower", cool
