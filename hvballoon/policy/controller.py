@@ -32,7 +32,8 @@ Left running (:meth:`Controller.run`), it never leaves things worse than it foun
 The class ties together what a round reads (:mod:`hvballoon.policy._snapshot`: the sweep and
 configurations built into the policy's inputs), what it does with the policy's proposals
 (:mod:`hvballoon.policy._moves`: vetting, journalling, applying, the decisions) and the run loop
-with its failure handling (:mod:`hvballoon.policy.running`).
+with its failure handling (:mod:`hvballoon.policy.running`). A session over several hosts (a
+vCenter) is decided host by host, each on its own memory (:mod:`hvballoon.policy._hosts`).
 
 >>> import hvballoon
 >>> from hvballoon.policy import Controller, ControllerSettings
@@ -170,7 +171,8 @@ class Controller(_Snapshots, _Moves, _Running):
         """Put ``settings`` in force from the next round.
 
         When their ``policy_options`` differ from those in force, the policy is built again
-        with them (of the same name); what it learned, which lives in :attr:`state`, is kept.
+        with them (of the same name); what it learned, which lives in :attr:`state` (and
+        :attr:`host_states` on a session over several hosts), is kept.
         Options the policy refuses raise :class:`~hvballoon.errors.InvalidRequestError` and
         change nothing, the settings included.
         """
