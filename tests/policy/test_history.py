@@ -17,9 +17,9 @@ def _filtered(queue: Queue, now: float, used: int, seconds: float, rising: bool)
     return (*kept, (now, used))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    steps=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 50)), min_size=1, max_size=80),
+    steps=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 50)), min_size=1, max_size=60),
     seconds=st.integers(1, 120),
     rising=st.booleans(),
 )
