@@ -13,7 +13,6 @@ The text is the same byte for byte (the exporter's tests compare them).
 from __future__ import annotations
 
 import gzip
-import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -58,6 +57,8 @@ def _family(metric: Any, blocks: dict[tuple[tuple[str, str], ...], str]) -> list
     doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
     lines = [f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"]
     append = lines.append
+    from prometheus_client.utils import floatToGoString
+
     for s in metric.samples:
         if s.name != name or s.timestamp is not None:
             raise _NotSimple  # a _created sample, a timestamp: prometheus-client's to write
@@ -70,25 +71,8 @@ def _family(metric: Any, blocks: dict[tuple[tuple[str, str], ...], str]) -> list
                 if not all(_LABEL_NAME.fullmatch(k) for k, _ in pairs):
                     raise _NotSimple
                 block = blocks[key] = "{" + ",".join(f'{k}="{_value(v)}"' for k, v in pairs) + "}"
-        append(f"{name}{block} {_number(s.value)}\n")
+        append(f"{name}{block} {floatToGoString(s.value)}\n")  # type: ignore[no-untyped-call]
     return lines
-
-
-def _number(value: float) -> str:
-    """``prometheus_client.utils.floatToGoString``, without its call overhead for the usual
-    finite figure: Go writes a positive number of seven digits or more before the point in
-    exponent form (``5.36870912e+09``)."""
-    d = float(value)
-    if d != d or d in (math.inf, -math.inf):
-        from prometheus_client.utils import floatToGoString
-
-        return floatToGoString(d)  # type: ignore[no-any-return, no-untyped-call]
-    r = repr(d)
-    dot = r.find(".")
-    if d > 0 and dot > 6:
-        mantissa = f"{r[0]}.{r[1:dot]}{r[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return r
 
 
 def text(registry: Any) -> bytes:
@@ -106,10 +90,6 @@ def text(registry: Any) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def _gzip_accepted(header: str | None) -> bool:
-    return any(part.split(";")[0].strip().lower() == "gzip" for part in (header or "").split(","))
-
-
 def scrape_app(
     registry: Any, render: Callable[[], bytes] | None = None
 ) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
@@ -117,6 +97,7 @@ def scrape_app(
     of the registry), gzipped when the client accepts it; a scrape filtered by ``?name[]=…``
     is prometheus-client's own app's."""
     from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import gzip_accepted
 
     filtered = make_wsgi_app(registry)
     whole = render or (lambda: text(registry))
@@ -126,7 +107,7 @@ def scrape_app(
             return filtered(environ, start_response)  # type: ignore[no-any-return]
         body = whole()
         headers = [("Content-Type", CONTENT_TYPE)]
-        if _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
             body = gzip.compress(body)
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)

@@ -27,7 +27,7 @@ from hvballoon.errors import (
     VMNotFoundError,
 )
 from hvballoon.fake import _registry
-from hvballoon.fake.views import VIEWS, FlavorView
+from hvballoon.fake.views import VIEWS, FlavorView, Seen
 from hvballoon.fake.world import Guest, World
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KINDS, Kind, Variant
@@ -440,10 +440,10 @@ class FakeBackend(Backend):
                 session_target = known[1] if known is not None and known[0] == g.run else None
             else:  # a domain that stops forgets its live target; the definition's shows
                 self._session_targets.pop(g.id, None)
-        armed_after = self._sighting(w, g)
+        seen = Seen(target_bytes=session_target, armed_after=self._sighting(w, g))
         if not g.running:
-            return self.view.idle_stats(w, g, common, session_target=session_target, armed_after=armed_after)
-        return self.view.running_stats(w, g, common, session_target=session_target, armed_after=armed_after)
+            return self.view.idle_stats(w, g, common, seen=seen)
+        return self.view.running_stats(w, g, common, seen=seen)
 
     def _sighting(self, w: World, g: Guest) -> float | None:
         """A running (or paused) VM read for the first time in this session: its stats period

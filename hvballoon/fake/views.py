@@ -11,6 +11,7 @@ from the kind (:mod:`hvballoon.kinds`), which the view holds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
@@ -25,7 +26,22 @@ if TYPE_CHECKING:
     from hvballoon.fake.guest import Guest
     from hvballoon.fake.world import World
 
-__all__ = ["VIEWS", "ESXiView", "FlavorView", "HyperVView", "KVMView"]
+__all__ = ["UNSEEN", "VIEWS", "ESXiView", "FlavorView", "HyperVView", "KVMView", "Seen"]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a session itself knows of a VM that the hypervisor would not show it: the target
+    it set (where the hypervisor keeps none to read back, :attr:`FlavorView.reads_live_target`)
+    and the time of the guest's last report when it switched the VM's stats period on (that
+    report is the frozen one, :meth:`FlavorView.period_to_arm`)."""
+
+    target_bytes: int | None = None
+    armed_after: float | None = None
+
+
+#: A session that knows nothing of the VM of its own.
+UNSEEN = Seen()
 
 
 class FlavorView:
@@ -51,13 +67,10 @@ class FlavorView:
         g: Guest,
         common: dict[str, Any],
         *,
-        session_target: int | None = None,
-        armed_after: float | None = None,
+        seen: Seen = UNSEEN,
     ) -> MemoryStats:
         """The stats of a running VM (``common``: its VM, mechanism, time, configured size;
-        ``session_target``: the target the session set on it, shown where the hypervisor
-        cannot tell, see :attr:`reads_live_target`; ``armed_after``: the time of the guest's
-        last report when the session switched its stats period on, see :meth:`period_to_arm`)."""
+        ``seen``: what the session itself knows of it, see :class:`Seen`)."""
         raise NotImplementedError
 
     def idle_stats(
@@ -66,8 +79,7 @@ class FlavorView:
         g: Guest,
         common: dict[str, Any],
         *,
-        session_target: int | None = None,
-        armed_after: float | None = None,
+        seen: Seen = UNSEEN,
     ) -> MemoryStats:
         """The stats of a VM that does not run (stopped, paused, suspended): its target only."""
         return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
@@ -115,8 +127,7 @@ class KVMView(FlavorView):
         g: Guest,
         common: dict[str, Any],
         *,
-        session_target: int | None = None,
-        armed_after: float | None = None,
+        seen: Seen = UNSEEN,
     ) -> MemoryStats:
         """The guest's report is trusted as the kvm and qmp backends trust a driver's report
         (:mod:`hvballoon.virtio_balloon`): stale once older than three periods and two seconds;
@@ -127,12 +138,12 @@ class KVMView(FlavorView):
         period = g.stats_period
         # a report from before the session switched the period on is the frozen one: it waits
         # for the next, as the kvm and qmp backends do (virtio_balloon.Freshness.armed_after)
-        since_arming = armed_after is None or (g.last_report_at or 0.0) > armed_after
+        since_arming = seen.armed_after is None or (g.last_report_at or 0.0) > seen.armed_after
         counts = report is not None and period > 0 and since_arming
         fresh = counts and age is not None and age <= Freshness(period=period).stale_after(period)
         fields: dict[str, Any] = {
             "current_bytes": g.current_bytes,
-            "target_bytes": session_target,
+            "target_bytes": seen.target_bytes,
             "ballooned_bytes": max(0, g.memory_bytes - g.current_bytes),
             "host_consumed_bytes": self.host_consumed(w, g),
             "guest_report_age_seconds": age,
@@ -157,13 +168,12 @@ class KVMView(FlavorView):
         g: Guest,
         common: dict[str, Any],
         *,
-        session_target: int | None = None,
-        armed_after: float | None = None,
+        seen: Seen = UNSEEN,
     ) -> MemoryStats:
         """A paused domain's QEMU still holds its memory and its balloon (libvirt reads
         ``balloon.current``); its guest reports nothing while paused, so its last report ages."""
         if g.power_state == "paused":
-            return self.running_stats(w, g, common, session_target=session_target, armed_after=armed_after)
+            return self.running_stats(w, g, common, seen=seen)
         return super().idle_stats(w, g, common)
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
@@ -212,8 +222,7 @@ class ESXiView(FlavorView):
         g: Guest,
         common: dict[str, Any],
         *,
-        session_target: int | None = None,
-        armed_after: float | None = None,
+        seen: Seen = UNSEEN,
     ) -> MemoryStats:
         return MemoryStats(
             **common,
@@ -305,8 +314,7 @@ class HyperVView(FlavorView):
         g: Guest,
         common: dict[str, Any],
         *,
-        session_target: int | None = None,
-        armed_after: float | None = None,
+        seen: Seen = UNSEEN,
     ) -> MemoryStats:
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
