@@ -11,9 +11,6 @@ secret written near the mistake: only the problem and its place are kept.
 ...     print(yaml_problem(exc))
 expected ',' or ']', but got ':' (line 2, column 2)
 
-(libyaml, which reads the files where PyYAML has it, words the same problem its own way:
-``did not find expected ',' or ']' (line 2, column 2)``.)
-
 :func:`load_yaml` and :func:`load_json` read a text as ``yaml.safe_load`` and ``json.loads``
 do, but refuse a key given twice in one mapping — which both parsers would otherwise settle
 silently, the last one winning — and a number too long to be read, with the same one-line
@@ -29,6 +26,7 @@ ValueError: the key 'name' is given twice in one mapping (line 3, column 1)
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -61,10 +59,19 @@ def load_yaml(text: str) -> Any:
     caller (its own words for a text nested too deeply)."""
     import yaml
 
+    loader = _loader()
     try:
-        return _load_with(_loader(), text)
+        return _load_with(loader, text)
     except yaml.YAMLError as exc:
-        raise ValueError(yaml_problem(exc)) from None
+        problem = exc
+    if loader is not _python_loader():
+        # libyaml is stricter than PyYAML here and there (``{a:{b: 1}}``): a text PyYAML reads
+        # is read as it always was, and one it refuses is refused in its words, as before
+        try:
+            return _load_with(_python_loader(), text)
+        except yaml.YAMLError as exc:
+            problem = exc
+    raise ValueError(yaml_problem(problem)) from None
 
 
 def _load_with(loader_class: Any, text: str) -> Any:
@@ -78,23 +85,27 @@ def _load_with(loader_class: Any, text: str) -> Any:
         loader.dispose()
 
 
-_LOADER: Any = None
-
-
+@functools.cache
 def _loader() -> Any:
     """The strict loader, built once (:func:`build_loader`)."""
-    global _LOADER
-    if _LOADER is None:
-        _LOADER = build_loader()
-    return _LOADER
+    return build_loader()
+
+
+@functools.cache
+def _python_loader() -> Any:
+    """The strict loader on PyYAML's own parser, built once."""
+    return build_loader(libyaml=False)
 
 
 def build_loader(*, libyaml: bool | None = None) -> Any:
     """A strict loader class: libyaml's scanner and parser where PyYAML was built with it
-    (``libyaml=None``: if it was; a scenario of 10,000 VMs reads in less than half the time),
+    (``libyaml=None``: if it was; it reads a scenario of 10,000 VMs in a fifth of the time),
     PyYAML's own otherwise. The nodes are composed by PyYAML's Python composer either way:
     libyaml's recurses in C through a deeply nested text and crashes the process, where
-    PyYAML's raises ``RecursionError``. Both give the data ``yaml.safe_load`` gives."""
+    PyYAML's raises ``RecursionError``. Where both read a text, they give the same data (that
+    of ``yaml.safe_load``); libyaml reads tabs between tokens, which YAML allows and PyYAML
+    refuses, and refuses a few texts PyYAML reads (:func:`load_yaml` then reads them with
+    PyYAML's)."""
     from yaml.composer import Composer
     from yaml.parser import Parser
     from yaml.reader import Reader

@@ -90,3 +90,28 @@ def test_the_loader_in_use_is_libyamls_where_pyyaml_has_it() -> None:
     names = {c.__name__ for c in _loader().__mro__}
     assert ("CParser" in names) is bool(getattr(yaml, "__with_libyaml__", False))
     assert load_yaml("a: [1]\n") == {"a": [1]}
+
+
+@pytest.mark.parametrize(
+    ("text", "data"),
+    [
+        # libyaml refuses a ':' with no space after it in a flow mapping; PyYAML reads it
+        ("{a:{b: 1}}\n", {"a": {"b": 1}}),
+        (
+            "vm: {name: a, workload: {kind: spike, params:{at: 30}}}\n",
+            {"vm": {"name": "a", "workload": {"kind": "spike", "params": {"at": 30}}}},
+        ),
+        # YAML allows tabs between tokens; PyYAML refused them, libyaml reads them
+        ("k: v\t# a comment\n", {"k": "v"}),
+        ("- {a: 1,\tb: 2}\n", [{"a": 1, "b": 2}]),
+    ],
+)
+def test_a_text_either_parser_reads_is_read(text: str, data: object) -> None:
+    require(getattr(yaml, "__with_libyaml__", False), "PyYAML built with libyaml (its wheels are)")
+    assert load_yaml(text) == data
+
+
+def test_a_text_neither_reads_is_refused_in_pyyamls_words_as_before() -> None:
+    with pytest.raises(ValueError) as caught:
+        load_yaml("a: [1, 2\nb: 3\n")
+    assert str(caught.value) == "expected ',' or ']', but got ':' (line 2, column 2)"
