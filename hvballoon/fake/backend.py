@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions, TargetRequest
+from hvballoon.backend_kit import BackendOptions
 from hvballoon.errors import (
     HVBalloonError,
     HVConnectionError,
@@ -31,6 +32,7 @@ from hvballoon.fake.views import VIEWS, FlavorView, Seen
 from hvballoon.fake.world import Guest, World
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KINDS, Kind, Variant
+from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD, StatsPeriodOption
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 
 if TYPE_CHECKING:
@@ -101,18 +103,30 @@ def _check_origin(
     )
 
 
+class FakeOptions(BackendOptions):
+    """``world``: a :class:`World` to steer (instead of the URI's scenario); ``stats_period``:
+    as the kvm and qmp backends' option, the period (seconds) switched on where a running
+    guest's is off, 0 for never (the ``kvm`` flavour only: the other backends have no such
+    option)."""
+
+    world: Any = None
+    stats_period: StatsPeriodOption = DEFAULT_STATS_PERIOD
+
+
 class FakeBackend(Backend):
     """``fake://`` — a simulated hypervisor for tests, demos and CI.
 
     URIs: ``fake://`` (the ``seed`` world), ``fake://NAME`` (a built-in scenario),
     ``fake:///path/to/scenario.yaml``; query ``flavor=kvm|esxi|hyperv``, ``seed=N``,
     ``state=/path/world.db`` (a world persisted in SQLite, shared by processes) and
-    ``speed=X`` (the clock follows real time, X times faster).
+    ``speed=X`` (the clock follows real time, X times faster). Options: ``world=`` (a
+    :class:`World` to steer) and, on the ``kvm`` flavour, the kvm backend's ``stats_period``.
     """
 
     name: ClassVar[str] = "fake"
     schemes: ClassVar[tuple[str, ...]] = ("fake",)
-    option_names: ClassVar[frozenset[str]] = frozenset({"world"})
+    options_model: ClassVar[type[BackendOptions]] = FakeOptions
+    options: FakeOptions
     kind: Kind
 
     def __init__(self, opts: ConnectOptions) -> None:
@@ -177,7 +191,7 @@ class FakeBackend(Backend):
                 speed = -1.0
             if not speed > 0 or speed != speed or speed == float("inf"):
                 raise InvalidURIError(f"speed must be a positive number in {uri.redacted}")
-        world = opts.options.get("world")
+        world = self.options.world
         if world is not None and not isinstance(world, World):
             raise InvalidRequestError("the world= option takes a hvballoon.fake World")
         self._store: WorldStore | None = None
@@ -208,6 +222,13 @@ class FakeBackend(Backend):
             self.kind = w.kind
         #: How the real backend of that kind shows a guest (the fields it fills and leaves None).
         self.view: FlavorView = VIEWS[self.kind.name]
+        if "stats_period" in opts.options and not self.view.has_stats_period_option:
+            raise InvalidRequestError(
+                f"the fake's {self.flavor} flavour takes no stats_period option (the {self.flavor} "
+                "backend has none: only KVM balloons have a stats period)",
+                backend=self.name,
+                uri=uri.redacted,
+            )
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -452,7 +473,9 @@ class FakeBackend(Backend):
         key = (g.id, g.run)
         if g.power_state in ("running", "paused") and key not in self._sighted:
             self._sighted.add(key)
-            arm = self.view.period_to_arm(g, chosen=key in self._chosen_periods)
+            arm = self.view.period_to_arm(
+                g, option=self.options.stats_period, chosen=key in self._chosen_periods
+            )
             if arm is not None:
                 last = g.last_report_at
                 w.set_config(g.id, ConfigUpdate(stats_period_seconds=arm))

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits
-from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -87,9 +86,13 @@ class FlavorView:
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         raise NotImplementedError
 
-    def period_to_arm(self, g: Guest, *, chosen: bool) -> int | None:
+    #: Whether the real backend takes a ``stats_period`` option (the fake takes it where it does).
+    has_stats_period_option: ClassVar[bool] = False
+
+    def period_to_arm(self, g: Guest, *, option: int, chosen: bool) -> int | None:
         """The stats period the real backend sets on a running VM it sees for the first time
-        (``chosen``: the session's caller set one on it itself), or ``None``."""
+        (``option``: its ``stats_period`` option; ``chosen``: the session's caller set one on it
+        itself), or ``None``."""
         return None
 
     def host_figures(self, acc: dict[str, Any], swap_bytes: int, *, vm_overheads: int) -> dict[str, Any]:
@@ -194,13 +197,15 @@ class KVMView(FlavorView):
             extra=extra,
         )
 
-    def period_to_arm(self, g: Guest, *, chosen: bool) -> int | None:
+    has_stats_period_option: ClassVar[bool] = True
+
+    def period_to_arm(self, g: Guest, *, option: int, chosen: bool) -> int | None:
         """The kvm and qmp backends' first sighting of a run: a period that is off is switched
-        on (to their ``stats_period`` option's default), by the KVM kind's rule."""
+        on (to their ``stats_period`` option), by the KVM kind's rule."""
         return KVM.stats_period_to_arm(
             g.stats_period,
             has_balloon=bool(g.config.get("balloon_device", True)),
-            option=DEFAULT_STATS_PERIOD,
+            option=option,
             read_only=False,
             chosen=chosen,
         )

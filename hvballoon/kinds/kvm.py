@@ -21,20 +21,26 @@ backend that drives a QEMU balloon.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError, UnsupportedOperationError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
-from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
+from hvballoon.models import MAX_INT32, VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.units import KiB
 
-__all__ = ["DEFAULT_STATS_PERIOD", "KVM", "KVMKind", "has_balloon_device", "numa_nodes"]
+__all__ = ["DEFAULT_STATS_PERIOD", "KVM", "KVMKind", "StatsPeriodOption", "has_balloon_device", "numa_nodes"]
 
 #: The stats period (seconds) a session switches on where a running balloon's is off (the
 #: ``stats_period`` option of the kvm and qmp backends, and what the fake's kvm flavour does).
 #: libvirt and QEMU leave it off unless told (formatdomain: "By default, collection is not
 #: enabled"), which freezes the guest's report at boot.
 DEFAULT_STATS_PERIOD = 10
+
+#: The ``stats_period`` option itself (the kvm and qmp backends', the fake's): seconds, 0 for
+#: never; libvirt takes it as a C int (``virDomainSetMemoryStatsPeriod``), QEMU's property too.
+StatsPeriodOption = Annotated[int, Field(ge=0, le=MAX_INT32)]
 
 _READABLE = frozenset({
     "configured_bytes", "current_bytes", "target_bytes", "ballooned_bytes", "guest_total_bytes",

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import hvballoon
 from hvballoon import fake
+from hvballoon.errors import InvalidRequestError
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD
 
@@ -80,3 +83,31 @@ def test_other_flavours_have_no_stats_period_to_switch_on() -> None:
     with fake.world("seed", flavor="esxi") as w, hvballoon.connect("fake://", world=w) as hv:
         hv.get_stats()
         assert {c.stats_period_seconds for c in hv.get_configs()} == {None}
+
+
+def test_the_stats_period_option_is_the_period_switched_on() -> None:
+    with fake.world(_scenario(a={"stats_period": 0}, b={"stats_period": 0})) as w:
+        with hvballoon.connect("fake://", world=w, stats_period=0) as hv:
+            (st,) = hv.get_stats(["a"])
+            assert _periods(hv) == {"a": 0, "b": 0}  # 0: never switched on
+            assert st.guest_used_bytes is None
+        with hvballoon.connect("fake://", world=w, stats_period=2) as hv:
+            hv.get_stats()
+            assert _periods(hv) == {"a": 2, "b": 2}
+            w.advance(3)
+            assert all(s.guest_used_bytes is not None for s in hv.get_stats())
+
+
+@pytest.mark.parametrize("value", [-1, 2**31, True, "10", 1.5, None])
+def test_a_stats_period_option_the_kvm_backend_would_refuse_is_refused(value: object) -> None:
+    with fake.world(_scenario(a={"stats_period": 0})) as w:
+        with pytest.raises(InvalidRequestError, match="option stats_period must be a whole number"):
+            hvballoon.connect("fake://", world=w, stats_period=value)
+        with hvballoon.connect("fake://", world=w) as hv:  # nothing armed by the refused session
+            assert _periods(hv) == {"a": 0}
+
+
+@pytest.mark.parametrize("flavor", ["esxi", "hyperv"])
+def test_flavours_whose_backend_has_no_stats_period_option_refuse_it(flavor: str) -> None:
+    with pytest.raises(InvalidRequestError, match=f"{flavor} flavour takes no stats_period option"):
+        hvballoon.connect(f"fake://seed?flavor={flavor}", stats_period=10)

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import Field
 
 from hvballoon.backend_kit import BackendOptions
-from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD
+from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD, StatsPeriodOption
 from hvballoon.models import MAX_INT32
 
 __all__ = ["KVMOptions"]
@@ -25,7 +25,7 @@ class KVMOptions(BackendOptions):
 
     read_only: bool = False
     persist: bool = False
-    stats_period: int = Field(DEFAULT_STATS_PERIOD, ge=0, le=MAX_INT32)
+    stats_period: StatsPeriodOption = DEFAULT_STATS_PERIOD
     event_loop: bool | None = None
     keepalive: tuple[_Positive, _Positive] | None = Field(
         (5, 3),

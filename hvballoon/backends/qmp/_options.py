@@ -9,8 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from hvballoon.backend_kit import BackendOptions
-from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD
-from hvballoon.models import MAX_INT32
+from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD, StatsPeriodOption
 
 __all__ = ["QMPOptions"]
 
@@ -20,5 +19,5 @@ class QMPOptions(BackendOptions):
     is off (0: never); ``concurrency``: how many VMs a sweep talks to at once."""
 
     read_only: bool = False
-    stats_period: int = Field(DEFAULT_STATS_PERIOD, ge=0, le=MAX_INT32)
+    stats_period: StatsPeriodOption = DEFAULT_STATS_PERIOD
     concurrency: int = Field(16, ge=1)

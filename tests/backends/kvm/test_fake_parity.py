@@ -211,3 +211,32 @@ def test_a_period_set_live_is_forgotten_when_the_domain_stops(tmp_path: Path) ->
             power_off()
             assert hv.get_config("on01").stats_period_seconds == 2, hv.backend_name
             assert hv.get_config("off01").stats_period_seconds == 9, hv.backend_name
+
+
+@pytest.mark.parametrize("option", [None, 0, 3])
+def test_the_stats_period_option_arms_the_same_period(tmp_path: Path, option: int | None) -> None:
+    """``connect(..., stats_period=N)``: the period the first sweep switches on where it is off
+    (0: never), the same on the fake's kvm flavour as on libvirt."""
+    uri = write_node_xml(
+        tmp_path / "option.xml",
+        [domain_xml("off01", memory_mib=4096, period=0), domain_xml("set01", period=5)],
+    )
+    vms = [
+        {"name": "off01", "memory": "4GiB", "used": "1GiB", "stats_period": 0},
+        {"name": "set01", "memory": "4GiB", "used": "1GiB", "stats_period": 5},
+    ]
+    scenario = parse_scenario(
+        {"name": "parity-option", "flavor": "kvm", "host": {"physical": "64GiB"}, "vms": vms}
+    )
+    kw = {} if option is None else {"stats_period": option}
+    with (
+        hvballoon.connect(uri, **kw) as real,
+        fake.world(scenario) as w,
+        hvballoon.connect("fake://", world=w, **kw) as sim,
+    ):
+        seen = []
+        for hv in (real, sim):
+            hv.get_stats()
+            seen.append({c.vm.name: c.stats_period_seconds for c in hv.get_configs()})
+        assert seen[0] == seen[1]
+        assert seen[0] == {"off01": 10 if option is None else option, "set01": 5}
