@@ -69,6 +69,7 @@ from hvballoon._uri import ParsedURI
 from hvballoon.backend_kit.options import BackendOptions
 from hvballoon.errors import HVBalloonError, InvalidRequestError, UnsupportedOperationError, VMNotFoundError
 from hvballoon.kinds import Kind, check_settable, is_off
+from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats
 
 __all__ = ["Backend", "ConnectOptions", "TargetRequest"]
@@ -249,9 +250,11 @@ class Backend(abc.ABC):
         """Capabilities refined for one VM (e.g. Hyper-V static vs Dynamic Memory)."""
         return self.capabilities
 
-    def read_marks(self, key: str) -> dict[str, str]:
+    def read_marks(self, key: str) -> Marks:
         """Every VM's value of the mark ``key`` (VM id → value; VMs without it are absent), in
-        one read. Only for a backend whose capabilities declare ``marks``."""
+        one read, and the VMs whose marks could not be read in ``Marks.unreadable`` (VM id → a
+        typed error naming the VM): never absent as if unmarked. Only for a backend whose
+        capabilities declare ``marks``."""
         raise UnsupportedOperationError(f"the {self.name} backend keeps no marks on VMs", backend=self.name)
 
     def write_mark(self, vm: VM, key: str, value: str | None) -> None:

@@ -37,6 +37,7 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.marks import Marks
 from hvballoon.models import (
     VM,
     Capabilities,
@@ -304,7 +305,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
                 details={"key": key},
             )
 
-    def get_marks(self, key: str) -> dict[str, str]:
+    def get_marks(self, key: str) -> Marks:
         """Every VM's value of the mark ``key``, by VM id (VMs without it are absent), in one read.
 
         Marks are small notes a VM keeps in its own configuration (ESXi: an ``extraConfig``
@@ -313,14 +314,23 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         (``hvballoon.…``). A backend whose capabilities say ``marks=False`` raises
         :class:`~hvballoon.errors.UnsupportedOperationError`.
 
+        The answer is a :class:`~hvballoon.marks.Marks`: the dict of the values, and in
+        ``unreadable`` the VMs whose marks could not be read (VM id → the typed error saying
+        why; ESXi: a VM whose ``extraConfig`` the account may not read, or one being created or
+        removed). Those are not known to be unmarked: check ``complete`` before taking a VM's
+        absence for "no mark".
+
         >>> import hvballoon
         >>> with hvballoon.connect("fake://seed?flavor=esxi") as hv:
         ...     hv.set_mark("web01", "hvballoon.example", "hello")
-        ...     hv.get_marks("hvballoon.example") == {hv.resolve("web01").id: "hello"}
-        True
+        ...     marks = hv.get_marks("hvballoon.example")
+        ...     marks == {hv.resolve("web01").id: "hello"}, marks.complete
+        (True, True)
         """
         self._check_mark(key)
-        marks: dict[str, str] = self._call("get_marks", lambda: self._backend.read_marks(key))
+        marks: Marks = self._call("get_marks", lambda: self._backend.read_marks(key))
+        for error in marks.unreadable.values():
+            error.with_context(backend=self.backend_name, uri=self.uri)
         return marks
 
     def set_mark(self, vm: VMRef, key: str, value: str | None) -> None:

@@ -33,6 +33,7 @@ from hvballoon.fake.world import Guest, World
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KINDS, Kind, Variant
 from hvballoon.kinds.kvm import DEFAULT_STATS_PERIOD, StatsPeriodOption
+from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 
 if TYPE_CHECKING:
@@ -298,19 +299,7 @@ class FakeBackend(Backend):
                 if (vm is None and rule.vm in (None, g.name)) or (vm is not None and g.id == vm.id):
                     w.stop_balloon_driver(g.id)
             return
-        errors: dict[str, Callable[[str], HVBalloonError]] = {
-            "connection_lost": lambda m: HVConnectionError(m, native_code=kind),
-            "timeout": lambda m: OperationTimeoutError(m, native_code=kind),
-            "session_expired": lambda m: SessionExpiredError(m, native_code=kind),
-            "permission_denied": lambda m: PermissionDeniedError(m, native_code=kind),
-        }
-        messages = {
-            "connection_lost": "the connection to the hypervisor was lost",
-            "timeout": "the hypervisor did not answer in time",
-            "session_expired": "the session expired and could not be re-established",
-            "permission_denied": "the account lacks the privilege for this operation",
-        }
-        raise errors[kind](f"{messages[kind]} {where} (scripted fault)")
+        raise _fault_error(kind, where)
 
     @property
     def world(self) -> World:
@@ -511,14 +500,27 @@ class FakeBackend(Backend):
 
     # -- marks (the session offers them only where the kind declares them: ESXi) -------------
 
-    def read_marks(self, key: str) -> dict[str, str]:
-        """Read with the configurations (scripted ``get_config`` faults apply)."""
+    def read_marks(self, key: str) -> Marks:
+        """Read with the configurations (scripted ``get_config`` faults apply to the whole
+        read); a scripted ``get_marks`` fault that fires on a VM leaves that VM's marks unread
+        (in ``unreadable``, with the fault's error), as an ESXi VM whose ``extraConfig`` the
+        server would not give."""
         with self._tx("get_config") as w:
-            return {
-                g.id: str(g.config["marks"][key])
-                for g in w.guests.values()
-                if not g.crashed and key in (g.config.get("marks") or {})
-            }
+            out: dict[str, str] = {}
+            unreadable: dict[str, HVBalloonError] = {}
+            for g in w.guests.values():
+                if g.crashed:
+                    continue
+                rule = w.faults.hit("get_marks", g.name, now=w.now, exact=True)
+                if rule is not None:
+                    unreadable[g.id] = _fault_error(
+                        rule.kind, f"during get_marks on {g.name!r}"
+                    ).with_context(backend=self.name, vm=g.name)
+                    continue
+                value = (g.config.get("marks") or {}).get(key)
+                if value is not None:
+                    out[g.id] = str(value)
+            return Marks(out, unreadable=unreadable)
 
     def write_mark(self, vm: VM, key: str, value: str | None) -> None:
         """A change of the configuration (scripted ``set_config`` faults apply)."""
@@ -572,3 +574,18 @@ class FakeBackend(Backend):
             w.set_config(g.id, plan)
             if plan.stats_period_seconds is not None and g.power_state in ("running", "paused"):
                 self._chosen_periods.add((g.id, g.run))  # the caller's choice for this run, 0 included
+
+
+#: The error each scripted fault kind that fails a call raises.
+_FAULT_ERRORS: dict[str, tuple[Callable[..., HVBalloonError], str]] = {
+    "connection_lost": (HVConnectionError, "the connection to the hypervisor was lost"),
+    "timeout": (OperationTimeoutError, "the hypervisor did not answer in time"),
+    "session_expired": (SessionExpiredError, "the session expired and could not be re-established"),
+    "permission_denied": (PermissionDeniedError, "the account lacks the privilege for this operation"),
+}
+
+
+def _fault_error(kind: str, where: str) -> HVBalloonError:
+    """The error of a scripted fault of ``kind`` that fails a call (``where``: which)."""
+    cls, message = _FAULT_ERRORS[kind]
+    return cls(f"{message} {where} (scripted fault)", native_code=kind)

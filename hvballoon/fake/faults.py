@@ -1,7 +1,7 @@
 """Scripted faults (moto style): make the fake backend fail the way real hypervisors do.
 
 A rule names an operation (``connect``, ``list_vms``, ``get_stats``, ``get_config``,
-``set_target``, ``set_config``, ``get_host_stats`` or ``*``), a kind, and when it fires: the first ``count`` calls
+``set_target``, ``set_config``, ``get_host_stats``, ``get_marks`` or ``*``), a kind, and when it fires: the first ``count`` calls
 (default 1), only ``after`` N matching calls, each call with a seeded ``probability``, or at a
 steady ``rate``: that fraction of the calls, spread evenly; and, with ``at`` / ``until``, only
 while the world's clock is in that window (seconds of simulated time), whoever calls and however
@@ -27,6 +27,16 @@ the retries":
 >>> ["x" if plan.hit("get_stats") else "." for _ in range(9)]
 ['.', 'x', 'x', 'x', '.', 'x', 'x', 'x', '.']
 
+A ``get_marks`` rule is counted per VM as the marks are read (only rules naming
+``get_marks`` itself), and one that fires leaves that VM's marks unread — the read goes on, the
+VM is named unreadable with the rule's error — as vSphere answers a VM whose ``extraConfig`` an
+account may not read. ``vm`` picks the VM; without it, ``count`` / ``rate`` pick among them:
+
+>>> plan = FaultPlan()
+>>> _ = plan.add(op="get_marks", kind="permission_denied", vm="db01", count=2)
+>>> [bool(plan.hit("get_marks", name, exact=True)) for name in ("web01", "db01", "db01", "db01")]
+[False, True, True, False]
+
 The world only decides *whether* a fault fires; the fake backend turns it into the error the
 real backend raises (connection lost, timeout and session expired are retryable there too).
 """
@@ -37,7 +47,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "FAULT_OPS", "Fault", "FaultPlan", "check_fault"]
+__all__ = ["FAULT_KINDS", "FAULT_OPS", "MARK_FAULT_KINDS", "Fault", "FaultPlan", "check_fault"]
 
 FAULT_KINDS: tuple[str, ...] = (
     "connection_lost",
@@ -58,7 +68,10 @@ FAULT_OPS: tuple[str, ...] = (
     "set_target",
     "set_config",
     "get_host_stats",
+    "get_marks",
 )
+#: The kinds a ``get_marks`` rule may have: each leaves the VM it fires on with marks unread.
+MARK_FAULT_KINDS: tuple[str, ...] = ("connection_lost", "timeout", "session_expired", "permission_denied")
 
 
 def check_fault(op: str, kind: str) -> None:
@@ -67,6 +80,8 @@ def check_fault(op: str, kind: str) -> None:
         raise ValueError(f"unknown fault op {op!r}; accepted: {', '.join(FAULT_OPS)}")
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; accepted: {', '.join(FAULT_KINDS)}")
+    if op == "get_marks" and kind not in MARK_FAULT_KINDS:
+        raise ValueError(f"a get_marks fault is one of {', '.join(MARK_FAULT_KINDS)}, not {kind!r}")
 
 
 @dataclass
@@ -164,12 +179,17 @@ class FaultPlan:
     def clear(self) -> None:
         self.rules.clear()
 
-    def hit(self, op: str, vm: str | None = None, *, now: float | None = None) -> Fault | None:
+    def hit(
+        self, op: str, vm: str | None = None, *, now: float | None = None, exact: bool = False
+    ) -> Fault | None:
         """Count a call of ``op`` (on ``vm``, at the world's time ``now``) against every rule;
-        the first rule that fires. A rule with a time window never fires without ``now``."""
+        the first rule that fires. A rule with a time window never fires without ``now``;
+        with ``exact``, only the rules naming ``op`` itself count it (not ``*`` ones)."""
         fired: Fault | None = None
         for index, rule in enumerate(self.rules):
             if now is None and (rule.at is not None or rule.until is not None):
+                continue
+            if exact and rule.op != op:
                 continue
             if not rule.matches(op, vm, now):
                 continue

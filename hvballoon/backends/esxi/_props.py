@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hvballoon.errors import HVBalloonError
+from hvballoon.errors import HVBalloonError, InvalidStateError
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.units import MiB
 
@@ -19,11 +19,15 @@ __all__ = [
     "HOT_ADD_PATHS",
     "balloon_cap_bytes",
     "entity_name",
+    "extra_config_unreadable",
     "config_extra",
     "limit_mb",
     "scaled",
     "unreadable_error",
 ]
+
+#: The VM property of its advanced options (its marks among them).
+EXTRA_CONFIG = "config.extraConfig"
 
 #: The extraConfig key of the balloon cap (MB; -1 or absent: ESXi's default, 65 % of memory).
 BALLOON_CAP_KEY = "sched.mem.maxmemctl"
@@ -89,6 +93,32 @@ def unreadable_error(uri: str | None, vm: str, missing: Mapping[str, BaseExcepti
     error.details.setdefault("unreadable", paths)
     error.__cause__ = fault
     return error
+
+
+def extra_config_unreadable(props: Mapping[str, Any], uri: str | None, vm: str) -> HVBalloonError | None:
+    """Why the VM's ``config.extraConfig`` (its marks) is not known, or ``None`` when it was
+    read (absent from a VM whose configuration was read: no option set): the server would not
+    give it (``missingSet``: a permission fault, the VM removed meanwhile), or the VM has no
+    configuration (being created, or its files not accessible).
+
+    >>> extra_config_unreadable({"config.instanceUuid": "u"}, None, "web01") is None
+    True
+    >>> extra_config_unreadable({"name": "web01"}, None, "web01").code
+    'invalid_state'
+    """
+    missing = props.get(MISSING) or {}
+    refused = {path: fault for path, fault in missing.items() if EXTRA_CONFIG.startswith(path)}
+    if refused:
+        return unreadable_error(uri, vm, refused)
+    if EXTRA_CONFIG not in props and "config.instanceUuid" not in props:
+        return InvalidStateError(
+            f"cannot read the marks of {vm!r}: vSphere gives no configuration for it (being "
+            "created or removed, or its files are not accessible)",
+            vm=vm,
+            uri=uri,
+            details={"unreadable": [EXTRA_CONFIG]},
+        )
+    return None
 
 
 def config_extra(props: Mapping[str, Any], *, hot_add: bool = True) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidU
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind, check_settable
 from hvballoon.kinds.esxi import SHARES_LEVELS
+from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
@@ -638,22 +639,31 @@ class ESXiBackend(Backend):
 
     # -- marks: extraConfig keys ------------------------------------------------------------
 
-    def read_marks(self, key: str) -> dict[str, str]:
+    def read_marks(self, key: str) -> Marks:
         """Every VM's ``extraConfig`` value of ``key``: one request over the view (and its
-        pages), through pyvmomi (the fast sweep reads no option lists)."""
+        pages), through pyvmomi (the fast sweep reads no option lists). A VM whose
+        ``extraConfig`` the server would not give (in the answer's ``missingSet``: a permission
+        fault, a VM being destroyed) or which has no configuration (one being created, or
+        unreadable) is in ``unreadable``, with the error saying why: not "unmarked"."""
         c = self.client
         rows = self._call(
             lambda: c.retrieve(c.view_filter({vim.VirtualMachine: [*LIST_PATHS, "config.extraConfig"]}))
         )
         out: dict[str, str] = {}
+        unreadable: dict[str, HVBalloonError] = {}
         for ref, props in rows:
             if not isinstance(ref, vim.VirtualMachine):
                 continue
-            self._morefs[self._id(ref._moId, props)] = ref._moId
+            vm_id = self._id(ref._moId, props)
+            self._morefs[vm_id] = ref._moId
+            why = _props.extra_config_unreadable(props, self._link.uri, entity_name(props, ref._moId))
+            if why is not None:
+                unreadable[vm_id] = why
+                continue
             for option in props.get("config.extraConfig") or ():
                 if option.key == key and str(option.value or ""):
-                    out[self._id(ref._moId, props)] = str(option.value)
-        return out
+                    out[vm_id] = str(option.value)
+        return Marks(out, unreadable=unreadable)
 
     def write_mark(self, vm: VM, key: str, value: str | None) -> None:
         """One ``ReconfigVM_Task`` with the key (an empty value removes it, as vSphere says)."""
