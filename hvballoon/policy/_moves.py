@@ -72,6 +72,9 @@ class _Moves:
     #: Raises made while the journal could not be written, by VM id: recorded once it can be
     #: (a release tells the controller's own targets from someone else's by the journal)
     _unrecorded: dict[str, Move]
+    #: VMs whose marks could not be read (VM id → why) that the journal does not hold: a
+    #: controller may have lowered them already, so they are not lowered (read again each round)
+    _marks_unread: dict[str, str]
     #: The moves made while the last round's sweep hung (the plan's contingency), as decisions.
     blind_decisions: list[Decision]
 
@@ -113,6 +116,13 @@ class _Moves:
                 "controller.dynamic_memory",
                 f"{p.reason}; nothing to apply: Hyper-V Dynamic Memory assigns memory up to its maximum "
                 f"{format_size(v.target_bytes)} itself (the maximum can only be raised while it runs)",
+            )
+        if lowering and v.id in self._marks_unread:
+            return (
+                "hold",
+                "controller.marks_unreadable",
+                f"{p.reason}; not applied: its marks could not be read ({self._marks_unread[v.id]}), so "
+                "whether a controller lowered it already, and what it had before, is unknown",
             )
         if lowering and vs.self_managed:
             return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"

@@ -128,6 +128,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._journal = journal
         self._marks = marks
         self._marks_read = False
+        self._marks_unread: dict[str, str] = {}
         self._configs: dict[str, MemoryConfig] = {}
         self._configs_at: float | None = None
         self._last_lower: dict[str, float] = {}

@@ -69,7 +69,9 @@ class Released(BaseModel):
     """One VM of a release: what it had before the controller, what it was given back.
 
     ``action``: ``released`` (given back; in a dry run: would be), ``unchanged`` (already at or
-    above it: left alone), ``gone`` (the VM no longer exists) or ``error`` (``error`` says why).
+    above it: left alone), ``gone`` (the VM no longer exists) or ``error`` (``error`` says why;
+    also a VM whose marks could not be read and the journal does not hold: it may be lowered,
+    so it is named, not passed over).
     ``source``: where the controller's record of it came from (``journal`` or ``marks``).
     ``to_bytes`` is ``None`` when an ESXi limit is removed (``unlimited``).
     """
@@ -152,6 +154,23 @@ def _entries_from_marks(hv: Hypervisor, known: set[str]) -> tuple[list[Lowered],
     entries: list[Lowered] = []
     bad: list[Released] = []
     marks = hv.get_marks(MARK_KEY)
+    for vm_id, exc in marks.unreadable.items():
+        if vm_id in known:  # the journal says what it had
+            continue
+        why = (
+            f"its marks could not be read ({exc.message}): it may carry the controller's mark, "
+            "so it is not released"
+        )
+        bad.append(
+            Released(
+                vm=exc.vm or vm_id,
+                vm_id=vm_id,
+                action="error",
+                source="marks",
+                reason=why,
+                error={**exc.to_dict(), "message": why},
+            )
+        )
     unknown = [vm_id for vm_id in marks if vm_id not in known]
     if not unknown:
         return entries, bad

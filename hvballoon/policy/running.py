@@ -14,10 +14,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hvballoon.backend import Backend
 from hvballoon.errors import HVBalloonError, HVConnectionError, SessionExpiredError
@@ -91,6 +91,7 @@ class _Running:
     _stop: threading.Event
     _wake: threading.Event
     _marks_read: bool
+    _marks_unread: dict[str, str]
     _asked_round_seconds: float | None
     _last_lower: dict[str, float]
     _period_tried: dict[str, float]
@@ -406,9 +407,31 @@ class _Running:
                 extra={"event": "lapsed", "vm": st.vm.name, "vm_id": st.vm.id, "reason": why, "round": self.round},
             )  # fmt: skip
 
+    def _note_unread(
+        self, unreadable: Mapping[str, HVBalloonError], known: set[str], names: Mapping[str, Any]
+    ) -> None:
+        """Keep the VMs whose marks could not be read that the journal does not hold: they are
+        not lowered until their marks are read (a warning once for each)."""
+        unread = {vm_id: exc.message for vm_id, exc in unreadable.items() if vm_id not in known}
+        for vm_id in unread.keys() - self._marks_unread.keys():
+            exc = unreadable[vm_id]
+            name = names[vm_id][0] if vm_id in names else (exc.vm or vm_id)
+            log.warning(
+                "cannot read the marks of %s: %s; it is not lowered until they are read (a controller "
+                "may have lowered it already: its mark says what it had before)", name, exc.message,
+                extra={"event": "marks_unreadable", "vm": name, "vm_id": vm_id, "code": exc.code},
+            )  # fmt: skip
+        for vm_id in self._marks_unread.keys() - unread.keys():
+            log.info(
+                "the marks of %s are read again", names[vm_id][0] if vm_id in names else vm_id,
+                extra={"event": "marks_read", "vm_id": vm_id},
+            )  # fmt: skip
+        self._marks_unread = unread
+
     def _adopt_marks(self, stats: list[MemoryStats]) -> None:
-        """Once: the VMs marked by a controller (this one before a restart, its journal lost)
-        are taken as lowered by this one, with what their marks say they had."""
+        """Until all are read: the VMs marked by a controller (this one before a restart, its
+        journal lost) are taken as lowered by this one, with what their marks say they had;
+        those whose marks could not be read are not lowered meanwhile (read again each round)."""
         from hvballoon.policy.release import MARK_KEY, parse_mark
 
         if not self.marks:
@@ -424,8 +447,9 @@ class _Running:
                 extra={"event": "journal_failed", "code": exc.code},
             )
             return
-        self._marks_read = True
         names = {s.vm.id: (s.vm.name, s) for s in stats}
+        self._note_unread(found.unreadable, known, names)
+        self._marks_read = not self._marks_unread  # else read again next round
         now = datetime.now(timezone.utc)
         adopted = []
         for vm_id, value in found.items():

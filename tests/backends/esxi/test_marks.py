@@ -107,3 +107,34 @@ def test_limits_the_controller_set_are_released_from_their_marks_alone(peer: Vcs
     db01 = peer.vm("db01")
     assert db01["memoryAllocation"]["limit"] == 24576 and KEY not in db01["extraConfig"]
     assert db01["memoryAllocation"]["reservation"] == 0  # the rest of the allocation untouched
+
+
+@pytest.mark.peer
+def test_a_vm_whose_extraconfig_may_not_be_read_is_named_and_not_released() -> None:
+    """The account may not read db01's ``extraConfig`` (the simulator answers it in the
+    ``missingSet`` with NoPermission, as vSphere does): its marks are unknown, not absent, and a
+    release from the marks names it as not released (exit code 6, the error in ``--json``)."""
+    import json
+
+    from tests.support.vsphere.fleet import FLEET
+
+    fleet = [dict(vm, unreadable=["config.extraConfig"]) if vm["name"] == "db01" else vm for vm in FLEET]
+    with VcsimServer(fleet, https=True, hosts=2) as peer:
+        with connect(peer) as hv:
+            hv.set_mark("web01", KEY, "unlimited")
+            ids = {v.name: v.id for v in hv.list_vms()}
+            marks = hv.get_marks(KEY)
+            assert marks == {ids["web01"]: "unlimited"} and list(marks.unreadable) == [ids["db01"]]
+            error = marks.unreadable[ids["db01"]]
+            assert (error.code, error.vm, error.backend) == ("permission_denied", "db01", "esxi")
+            assert error.details["unreadable"] == ["config.extraConfig"]
+            hv.set_config("web01", limit="12GiB")  # as the controller leaves it
+        uri = f"esxi://{peer.username}@{peer.host}:{peer.port}"
+        args = ("release", uri, "--from-marks", "--json", "--ca-file", str(peer.ca_file), "--password-stdin")
+        r = invoke(*args, stdin=peer.password + "\n")
+        assert r.returncode == 12, r.stderr  # web01 released, db01 not: a partial release
+        report = json.loads(r.stdout)
+        assert {v["vm"]: v["action"] for v in report["vms"]} == {"web01": "released", "db01": "error"}
+        db01 = next(v for v in report["vms"] if v["vm"] == "db01")
+        assert db01["error"]["code"] == "permission_denied" and "not released" in db01["reason"]
+        assert peer.vm("web01")["memoryAllocation"]["limit"] == -1
