@@ -8,6 +8,8 @@ and a VM can only be given memory its own host has. So when the session reports 
 its own learned state (:class:`HostStates`). The VMs whose host is unknown, or names no host
 reported exactly once, are decided together on the pooled view (all hosts added up), as when
 there is one host or ``host_memory_bytes`` overrides the host: then the round is one snapshot.
+The VMs of a host whose physical memory is unknown (a disconnected ESXi host) are held
+(:func:`held`) while the other hosts are decided; the pooled view then adds up the hosts known.
 
 A VM that moved host (vMotion, live migration) carries what the policy remembers of it
 (:meth:`Policy.carry <hvballoon.policy.base.Policy.carry>`); what the policy learned of a host
@@ -29,9 +31,12 @@ if TYPE_CHECKING:
     from hvballoon.models import HostStats
     from hvballoon.policy.base import Policy
 
-__all__ = ["HostStates", "Part", "decide_by_host", "partition"]
+__all__ = ["HOST_UNKNOWN_RULE", "HostStates", "Part", "decide_by_host", "blind_hosts", "held", "partition"]
 
 log = logging.getLogger("hvballoon.policy")
+
+#: The rule of the holds of the VMs of a host whose physical memory is unknown.
+HOST_UNKNOWN_RULE = "controller.host_memory_unknown"
 
 #: One host's share of a round: its name (``None``: the pooled VMs) and its snapshot.
 Part = tuple[str | None, Snapshot]
@@ -44,24 +49,30 @@ def partition(
     derived_used: Mapping[str | None, int],
     *,
     overhead_bytes: int,
+    hold_unknown: bool = True,
 ) -> list[Part]:
     """``snap`` split by host; ``[(None, snap)]`` when there is one host (or none known).
 
     ``vm_hosts`` is each VM's ``VM.host`` by id; ``derived_used`` the memory the running VMs of
     each host back (their ``host_consumed_bytes``, else ``current_bytes``), which with
-    ``overhead_bytes`` stands for a host's use where it does not report it. A host whose
-    physical memory is unknown leaves the round pooled.
+    ``overhead_bytes`` stands for a host's use where it does not report it. The VMs of a host
+    whose physical memory is unknown (:func:`held`) are in no part: they are not decided (not
+    ``hold_unknown``: such a host leaves the round pooled, as it does when no host's is known).
     """
-    if len(hosts) < 2 or any(h.physical_bytes is None for h in hosts):
+    blind = blind_hosts(hosts) if hold_unknown else set()
+    if len(hosts) < 2 or any(h.physical_bytes is None and h.host not in blind for h in hosts):
         return [(None, snap)]
     seen = Counter(h.host for h in hosts)
     by_name = {h.host: h for h in hosts if seen[h.host] == 1}
     groups: dict[str | None, list[Any]] = {}
     for v in snap.vms:
         name = vm_hosts.get(v.id)
+        if name in blind:
+            continue
         groups.setdefault(name if name in by_name else None, []).append(v)
     if list(groups) == [None]:
-        return [(None, snap)]
+        vms = tuple(groups[None])
+        return [(None, snap if len(vms) == len(snap.vms) else snap.model_copy(update={"vms": vms}))]
     parts: list[Part] = []
     for name in sorted(k for k in groups if k is not None):
         h = by_name[name]
@@ -73,6 +84,35 @@ def partition(
     if None in groups:
         parts.append((None, snap.model_copy(update={"vms": tuple(groups[None])})))
     return parts
+
+
+def blind_hosts(hosts: Sequence[HostStats]) -> set[str]:
+    """The hosts whose physical memory is unknown, when some others' is known: theirs are the
+    VMs :func:`held` (a VM naming a host reported twice, one of them unknown, too)."""
+    blind = {h.host for h in hosts if h.physical_bytes is None}
+    return blind if len(hosts) > 1 and len(blind) < len({h.host for h in hosts}) else set()
+
+
+def held(
+    snap: Snapshot, hosts: Sequence[HostStats], vm_hosts: Mapping[str, str | None]
+) -> dict[str, Proposal]:
+    """A ``hold`` for each VM of a host whose physical memory is unknown (a disconnected ESXi
+    host, say) while other hosts' is known, by VM id: how much such a host has free is not
+    known, so its VMs are neither lowered nor raised; every other host is decided as usual.
+    (With one host, or none known, the round cannot be decided: the controller says so.)"""
+    blind = blind_hosts(hosts)
+    out: dict[str, Proposal] = {}
+    for v in snap.vms:
+        name = vm_hosts.get(v.id)
+        if name in blind:
+            out[v.id] = Proposal(
+                vm_id=v.id,
+                rule=HOST_UNKNOWN_RULE,
+                reason=f"the physical memory of its host {name} is unknown (disconnected, or not "
+                "reporting): its VMs are held while the other hosts are decided",
+                inputs={"host": name},
+            )
+    return out
 
 
 @dataclass

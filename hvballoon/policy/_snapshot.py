@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError, OperationTimeoutError
 from hvballoon.models import Capabilities, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
-from hvballoon.policy._hosts import Part, partition
-from hvballoon.policy.model import ControllerSettings, HostView, Snapshot, VMSettings, VMView
+from hvballoon.policy._hosts import Part, blind_hosts, held, partition
+from hvballoon.policy.model import ControllerSettings, HostView, Proposal, Snapshot, VMSettings, VMView
 
 if TYPE_CHECKING:
     from hvballoon.policy.base import Policy
@@ -39,6 +39,10 @@ class _Snapshots:
     _configs_at: float | None
     _hosts: list[HostStats]
     _parts: list[Part]
+    #: The holds of the VMs of hosts whose physical memory is unknown (by VM id), this round.
+    _held: dict[str, Proposal]
+    #: The hosts whose physical memory was unknown last round (each warned of once).
+    _blind_hosts: set[str]
     _period_tried: dict[str, float]
 
     if TYPE_CHECKING:
@@ -192,12 +196,40 @@ class _Snapshots:
             vms=tuple(views),
         )
         self._parts = [(None, snap)]
+        self._held = {}
         if len(self._hosts) > 1:
             vm_hosts = {s.vm.id: s.vm.host for s in stats}
+            hold = self.policy.name != "static"  # it never looks at the host: nothing to hold
+            if hold:
+                self._held = held(snap, self._hosts, vm_hosts)
             self._parts = partition(
-                snap, self._hosts, vm_hosts, by_host, overhead_bytes=self.settings.host_overhead_bytes
+                snap,
+                self._hosts,
+                vm_hosts,
+                by_host,
+                overhead_bytes=self.settings.host_overhead_bytes,
+                hold_unknown=hold,
             )
+        self._note_blind_hosts()
         return snap, caps_by_id, stats
+
+    def _note_blind_hosts(self) -> None:
+        """A warning once for each host whose VMs are held as its physical memory is unknown
+        (until it is known again: then a note)."""
+        blind = {h.host for h in self._hosts if h.physical_bytes is None} if self._held else set()
+        for name in sorted(blind - self._blind_hosts):
+            vms = sum(1 for p in self._held.values() if p.inputs.get("host") == name)
+            log.warning(
+                "the physical memory of host %s is unknown (disconnected, or not reporting): its %d "
+                "VMs are held while the other hosts are decided", name, vms,
+                extra={"event": "host_memory_unknown", "host": name, "vms": vms},
+            )  # fmt: skip
+        for name in sorted(self._blind_hosts - blind):
+            log.info(
+                "the physical memory of host %s is known again: its VMs are decided", name,
+                extra={"event": "host_memory_known", "host": name},
+            )  # fmt: skip
+        self._blind_hosts = blind
 
     @property
     def stats_period_seconds(self) -> int | None:
@@ -228,6 +260,16 @@ class _Snapshots:
             return
         self._configs.pop(s.vm.id, None)
 
+    def _known_hosts_view(self, known: list[HostStats], derived_used: int) -> HostView:
+        """The pooled view of the hosts whose physical memory is known (the others' VMs held):
+        their used memory where each reports it, else derived from the VMs."""
+        used = [h.used_bytes for h in known]
+        return HostView(
+            total_bytes=sum(h.physical_bytes or 0 for h in known),
+            used_bytes=derived_used if None in used else sum(u or 0 for u in used),
+            reserve_bytes=self.settings.host_reserve_bytes,
+        )
+
     def _host_view(self, stats: list[MemoryStats], derived_used: int) -> HostView:
         """The host as the policies see it, from ``get_host_stats()`` (summing this round's
         sweep), unless ``host_memory_bytes`` overrides it.
@@ -249,6 +291,10 @@ class _Snapshots:
         if not hosts or None in physical:
             if self.policy.name == "static":  # it never looks at the host
                 return HostView(total_bytes=derived_used, used_bytes=derived_used, reserve_bytes=reserve)
+            if blind_hosts(hosts):  # those hosts' VMs are held (snapshot); the others decided
+                return self._known_hosts_view(
+                    [h for h in hosts if h.physical_bytes is not None], derived_used
+                )
             raise InvalidRequestError(
                 f"the {self.policy.name} policy needs the host's physical memory, and the "
                 f"{self.hv.backend_name} backend did not report it for "

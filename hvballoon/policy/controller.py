@@ -134,6 +134,8 @@ class Controller(_Snapshots, _Moves, _Running):
         self._last_lower: dict[str, float] = {}
         self._hosts: list[HostStats] = []
         self._parts: list[Part] = []
+        self._held: dict[str, Proposal] = {}
+        self._blind_hosts: set[str] = set()
         self._settings_checked = False
         #: the problems of the settings last said, and the VM names they were checked against
         self._unfit: set[str] = set()
@@ -381,8 +383,12 @@ class Controller(_Snapshots, _Moves, _Running):
         pending: list[_Pending] = []
         proposals = plan.by_vm()
         for v in snap.vms:
-            proposal = proposals.get(v.id) or Proposal(
-                vm_id=v.id, rule=f"{self.policy.name}.hold", reason="the policy has nothing to say"
+            proposal = (
+                proposals.get(v.id)
+                or self._held.get(v.id)
+                or Proposal(
+                    vm_id=v.id, rule=f"{self.policy.name}.hold", reason="the policy has nothing to say"
+                )
             )
             result = self._vet(v, proposal, caps_by_id[v.id], snap.at_seconds)
             if isinstance(result, _Pending):

@@ -226,3 +226,52 @@ def test_each_host_round_is_logged_with_its_name(cluster: Cluster, caplog: pytes
     rounds = {r.host: r for r in caplog.records if getattr(r, "event", None) == "host_round"}  # type: ignore[attr-defined]
     assert set(rounds) == {"esx-hot", "esx-idle"}
     assert rounds["esx-hot"].vms == 2 and "esx-hot" in rounds["esx-hot"].getMessage()  # type: ignore[attr-defined]
+
+
+def test_a_host_whose_memory_is_unknown_holds_its_vms_and_the_others_are_decided(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disconnected host (its physical memory unknown) does not stop the fleet: its VMs are
+    held, named with it, warned of once; every other host is decided on its own memory."""
+    cluster.figures["esx-idle"]["physical_bytes"] = None
+    cluster.placement["hot2"] = None  # decided on the pool of the hosts known
+    seen: dict[tuple[str, ...], Snapshot] = {}
+
+    class Spy(MomPolicy):
+        def decide(self, snapshot: Snapshot, state: Any) -> Plan:
+            seen[tuple(sorted(v.name for v in snapshot.vms))] = snapshot
+            return super().decide(snapshot, state)
+
+    ctl = Controller(cluster.hv, Spy())
+    with caplog.at_level(logging.INFO, logger="hvballoon.policy"):
+        rounds = [by_vm(ctl.step()) for _ in range(2)]
+    for d in rounds:
+        for name in ("idle1", "idle2"):
+            assert (d[name].action, d[name].rule) == ("hold", "controller.host_memory_unknown")
+            assert "esx-idle" in d[name].reason and d[name].inputs["host"] == "esx-idle"
+        assert d["hot1"].rule == "mom.shrink" and d["hot1"].inputs["host"] == "esx-hot"
+    assert set(seen) == {("hot1",), ("hot2",)}  # the held VMs reach no policy
+    assert seen[("hot2",)].host.total_bytes == 2 * 256 * GiB  # esx-hot and esx-spare
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "host_memory_unknown"]
+    assert [(r.host, r.vms) for r in warned] == [("esx-idle", 2)]  # type: ignore[attr-defined]
+    # connected again: its VMs are decided on its own memory
+    cluster.figures["esx-idle"]["physical_bytes"] = 256 * GiB
+    with caplog.at_level(logging.INFO, logger="hvballoon.policy"):
+        d = by_vm(ctl.step())
+    assert d["idle1"].rule != "controller.host_memory_unknown" and d["idle1"].inputs["host"] == "esx-idle"
+    assert any(getattr(r, "event", None) == "host_memory_known" for r in caplog.records)
+
+
+def test_with_no_host_memory_known_the_round_still_asks_for_it(cluster: Cluster) -> None:
+    from hvballoon.errors import InvalidRequestError
+
+    for figures in cluster.figures.values():
+        figures["physical_bytes"] = None
+    with pytest.raises(InvalidRequestError, match="--host-memory"):
+        Controller(cluster.hv, "mom").step()
+
+
+def test_the_static_policy_holds_nothing_for_a_host_it_never_looks_at(cluster: Cluster) -> None:
+    cluster.figures["esx-idle"]["physical_bytes"] = None
+    d = by_vm(Controller(cluster.hv, "static").step())
+    assert all(x.rule != "controller.host_memory_unknown" for x in d.values())
