@@ -221,7 +221,7 @@ class _Snapshots:
             vms = sum(1 for p in self._held.values() if p.inputs.get("host") == name)
             log.warning(
                 "the physical memory of host %s is unknown (disconnected, or not reporting): its %d "
-                "VMs are held while the other hosts are decided", name, vms,
+                "VM%s held while the other hosts are decided", name, vms, " is" if vms == 1 else "s are",
                 extra={"event": "host_memory_unknown", "host": name, "vms": vms},
             )  # fmt: skip
         for name in sorted(self._blind_hosts - blind):

@@ -158,3 +158,40 @@ def test_the_controller_decides_each_host_on_its_own_memory() -> None:
         assert d.inputs["host"] == "DC0_C0_H0" and d.rule == "mom.shrink" and d.action == "lower", d
     cool = decisions["cool01"]
     assert cool.inputs["host"] == "DC0_C0_H1" and cool.action != "lower", cool
+
+
+def test_a_disconnected_host_holds_its_vms_and_the_other_host_is_decided(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """vCenter lost one host (disconnected: no memory size reported): its VMs are not decided
+    on a guess, the round goes on for the other host, and a warning names the lost host."""
+    import logging
+
+    from hvballoon.policy import Controller
+
+    hosts = [{"memoryMB": 65536, "overallMemoryUsage": 63000}, {"disconnected": True}]
+    vms = [
+        vm_figures("hot01", host=0),
+        vm_figures("hot02", host=0),
+        vm_figures("lost01", host=1),  # its host is gone, but vCenter still says it runs
+        vm_figures("lost02", host=1, connectionState="disconnected"),  # as vCenter shows it
+    ]
+    with (
+        VcsimServer(vms, hosts=2, host_figures=hosts) as server,
+        connect(server) as hv,
+        caplog.at_level(logging.WARNING, logger="hvballoon.policy"),
+    ):
+        physical = {h.host: h.physical_bytes for h in hv.get_host_stats()}
+        assert physical == {"DC0_C0_H0": 64 * GiB, "DC0_C0_H1": None}
+        decisions = {d.vm: d for d in Controller(hv, "mom", dry_run=True).step()}
+    for name in ("hot01", "hot02"):
+        d = decisions[name]
+        assert d.inputs["host"] == "DC0_C0_H0" and d.rule == "mom.shrink" and d.action == "lower", d
+    lost = decisions["lost01"]
+    assert (lost.action, lost.rule) == (
+        "hold",
+        "controller.host_memory_unknown",
+    ) and "DC0_C0_H1" in lost.reason
+    assert "lost02" not in decisions or decisions["lost02"].action != "lower"  # not known to run
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "host_memory_unknown"]
+    assert [r.host for r in warned] == ["DC0_C0_H1"]  # type: ignore[attr-defined]

@@ -54,8 +54,11 @@ One VM dict (every key but ``name`` optional; sizes in MB like the vSphere API, 
 Per-host figures (``host_figures``, one dict per host in moref order, MB like the API)::
 
     {"memoryMB": 131072,                   # hardware.memorySize (sent in bytes)
-     "overallMemoryUsage": 90000}          # summary.quickStats.overallMemoryUsage (0: as a
+     "overallMemoryUsage": 90000,          # summary.quickStats.overallMemoryUsage (0: as a
                                            # host that does not report; absent: the default 1404)
+     "disconnected": true}                 # runtime.connectionState disconnected, and no memory
+                                           # size nor usage reported (both 0), as vCenter shows
+                                           # a host it lost
 
 What the simulator does that a backend author must know:
 

@@ -107,6 +107,9 @@ type hostFigures struct {
 	MemoryMB int64 `json:"memoryMB"`
 	// MB, summary.quickStats; 0 as a disconnected host reports it (absent: the default 1404)
 	OverallMemoryUsage *int32 `json:"overallMemoryUsage"`
+	// A host vCenter lost touch with: runtime.connectionState disconnected, and neither its
+	// memory size nor its usage reported (hardware.memorySize and overallMemoryUsage 0)
+	Disconnected bool `json:"disconnected"`
 }
 
 type vmFigures struct {
@@ -870,6 +873,15 @@ func main() {
 		}
 		if i < len(figs.HostFigures) && figs.HostFigures[i].OverallMemoryUsage != nil {
 			host.Summary.QuickStats.OverallMemoryUsage = *figs.HostFigures[i].OverallMemoryUsage
+		}
+		if i < len(figs.HostFigures) && figs.HostFigures[i].Disconnected {
+			host.Runtime.ConnectionState = types.HostSystemConnectionStateDisconnected
+			if host.Summary.Runtime != nil {
+				host.Summary.Runtime.ConnectionState = types.HostSystemConnectionStateDisconnected
+			}
+			host.Hardware.MemorySize = 0
+			host.Summary.Hardware.MemorySize = 0
+			host.Summary.QuickStats.OverallMemoryUsage = 0
 		}
 	}
 
