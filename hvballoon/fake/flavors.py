@@ -436,21 +436,29 @@ class HyperVFlavor(Flavor):
         s = world.state
         live = (s.running > 0) | (s.paused > 0)
         demand = np.clip(s.used_baseline, floor, s.memory + s.swap_size)
-        want = np.floor(self._balanced(world, demand, live))
-        current: Arr = np.where(s.dynamic > 0, np.minimum(np.maximum(want, floor), s.memory), s.startup)
+        want = np.floor(self._balanced(world, demand, live, s.startup))
+        balanced = (s.dynamic > 0) & (s.balloon_driver > 0)
+        current: Arr = np.where(balanced, np.minimum(np.maximum(want, floor), s.memory), s.startup)
         return current
 
-    def _balanced(self, world: World, demand: Arr, live: Mask) -> Arr:
+    def _balanced(self, world: World, demand: Arr, live: Mask, held: Arr) -> Arr:
         """What Dynamic Memory aims to give each ``live`` VM for ``demand``: demand plus buffer
         within its range, the lowest priorities trimmed first when the host cannot give every
-        VM that (their buffers, then down to their minimum); a static VM its startup memory."""
+        VM that (their buffers, then down to their minimum); a static VM its startup memory.
+
+        A Dynamic Memory VM whose guest runs no integration services (scenario
+        ``balloon_driver: false``; or not yet: it is booting) keeps what it ``held`` (from its
+        start: its startup memory): "Hyper-V cannot adjust the memory dynamically to respond to
+        changes in memory demand" without the guest's Dynamic Memory driver (Microsoft's Best
+        Practices Analyzer, "Dynamic Memory is enabled but not responding on some virtual
+        machines"), and the startup memory is what a Dynamic Memory VM starts with."""
         import numpy as np
 
         s = world.state
-        dyn = (s.dynamic > 0) & live
+        dyn = (s.dynamic > 0) & live & (s.balloon_driver > 0)
         d_now = demand
         want_dm = buffered_demand(d_now, s.dm_buffer_percent, s.dm_minimum, s.dm_maximum)
-        want: Arr = np.where(dyn, want_dm, s.startup) * live
+        want: Arr = np.where(dyn, want_dm, np.where(s.dynamic > 0, held, s.startup)) * live
         h = world.host
         avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
         short = want.sum() - avail
@@ -483,7 +491,7 @@ class HyperVFlavor(Flavor):
         import numpy as np
 
         s, act = world.state, world.active()
-        want = self._balanced(world, s.effective_demand, act)
+        want = self._balanced(world, s.effective_demand, act, s.current)
         h = world.host
         avail = h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads()
         cur = s.current

@@ -229,13 +229,18 @@ class ESXiView(FlavorView):
         *,
         seen: Seen = UNSEEN,
     ) -> MemoryStats:
+        """quickStats; a guest without VMware Tools running (scenario ``balloon_driver:
+        false``: no vmmemctl) has ``guestMemoryUsage`` 0, which the esxi backend reads as
+        unknown (its stats stale), not as a guest that uses nothing."""
+        used = g.used_bytes if g.balloon_driver else None
         return MemoryStats(
             **common,
             current_bytes=g.current_bytes,
             target_bytes=g.target_bytes,
             ballooned_bytes=g.ballooned_bytes,
-            guest_used_bytes=g.used_bytes,
-            demand_bytes=g.used_bytes,
+            guest_used_bytes=used,
+            demand_bytes=used,
+            stale=used is None,
             host_consumed_bytes=self.host_consumed(w, g),
             swapped_bytes=g.host_swapped_bytes,
             compressed_bytes=g.compressed_bytes,
@@ -321,6 +326,18 @@ class HyperVView(FlavorView):
         *,
         seen: Seen = UNSEEN,
     ) -> MemoryStats:
+        dynamic = bool(g.config.get("dynamic"))
+        if not g.balloon_driver:
+            # no integration services in the guest (or not yet: it is booting): Get-VM's
+            # MemoryDemand is 0 and its MemoryStatus empty, which the real backend reads as
+            # unknown, not as a guest that uses nothing
+            return MemoryStats(
+                **common,
+                current_bytes=g.current_bytes,
+                target_bytes=g.target_bytes,
+                stale=True,
+                extra={"memory_status": None, "dynamic": dynamic},
+            )
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")
         return MemoryStats(
@@ -330,7 +347,7 @@ class HyperVView(FlavorView):
             demand_bytes=demand,
             # as the real backend derives it: MemoryAssigned - MemoryDemand
             guest_available_bytes=max(0, g.current_bytes - demand),
-            extra={"memory_status": status, "dynamic": bool(g.config.get("dynamic"))},
+            extra={"memory_status": status, "dynamic": dynamic},
         )
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
