@@ -110,6 +110,17 @@ class _Moves:
             target = v.minimum_bytes
             notes.append(f"kept at its floor {format_size(target)}")
         lowering = target < v.target_bytes
+        unknown = v.stale or v.used_bytes is None
+        if v.mechanism is Mechanism.DYNAMIC_MEMORY and v.running and target <= v.target_bytes and unknown:
+            # no demand from the guest (no integration services, or still booting): Dynamic
+            # Memory does not balance it either, it keeps its startup memory
+            return (
+                "hold",
+                "controller.stale_figures",
+                f"{p.reason}; not applied: Hyper-V reports no memory demand for it (its integration "
+                "services do not run, or it is still booting), so Dynamic Memory cannot balance it and "
+                "how much it can give is unknown",
+            )
         if v.mechanism is Mechanism.DYNAMIC_MEMORY and v.running and target <= v.target_bytes:
             return (
                 "hold",
@@ -126,7 +137,7 @@ class _Moves:
             )
         if lowering and vs.self_managed:
             return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"
-        if lowering and (v.stale or v.used_bytes is None):
+        if lowering and unknown:
             # whatever the policy or the settings say: a guest whose use is unknown is not lowered
             return (
                 "hold",

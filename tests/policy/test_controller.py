@@ -280,6 +280,18 @@ def test_hyperv_dynamic_memory_is_only_raised_while_running() -> None:
         assert hv.get_config("web01").maximum_bytes == 20 * GiB
 
 
+def test_hyperv_dynamic_memory_vm_without_integration_services_is_held_for_its_unknown_use(
+    tmp_path: Path,
+) -> None:
+    # Get-VM shows MemoryDemand 0: Dynamic Memory does not balance the VM, and its use is unknown
+    with hvballoon.connect(tiny(tmp_path, "hyperv", ", dynamic: true, balloon_driver: false")) as hv:
+        d = {x.vm: x for x in Controller(hv, Fixed(4 * GiB), settings()).step()}
+        assert d["a"].action == "hold" and d["a"].rule == "controller.stale_figures"
+        assert "integration services" in d["a"].reason and "cannot balance" in d["a"].reason
+        assert d["b"].rule == "controller.dynamic_memory"  # the one that reports: balanced by Hyper-V
+        assert hv.get_config("a").maximum_bytes == 16 * GiB
+
+
 TINY = """
 name: tiny
 flavor: {flavor}
