@@ -295,6 +295,8 @@ def hyperv_fleet(draw: st.DrawFn) -> list[dict[str, Any]]:
             "power_state": draw(st.sampled_from(["running", "running", "stopped", "paused", "suspended"])),
             "dynamic": dynamic,
             "priority": draw(st.sampled_from([0, 50, 100])),
+            # a guest without integration services: MemoryDemand 0, not balanced
+            "balloon_driver": draw(st.sampled_from([True, True, False])),
         }
         if dynamic:
             vm["startup"] = f"{draw(st.sampled_from([memory // 4, memory // 2, memory]))}MiB"

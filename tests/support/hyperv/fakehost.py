@@ -25,6 +25,13 @@ caught. What Set-VMMemory refuses, it refuses with the same error record shape:
   higher minimum or a lower maximum (InvalidOperation);
 - minimum ≤ startup ≤ maximum with Dynamic Memory on.
 
+A VM whose guest runs no integration services (the world's guest has no memory driver:
+scenario ``balloon_driver: false``, or ``World.stop_balloon_driver``) reports MemoryDemand 0 and
+an empty MemoryStatus while it runs: the guest tells the host nothing, and "Hyper-V cannot
+adjust the memory dynamically to respond to changes in memory demand" (Microsoft's Best
+Practices Analyzer, "Dynamic Memory is enabled but not responding on some virtual machines");
+its MemoryAssigned is what the world holds it at.
+
 Get-VM's ``State`` is the world's power state by name (Running, Off, Paused, Saved), or what a
 test sets in :attr:`FakeHyperVHost.states` (any VMState name, e.g. ``RunningCritical``,
 ``Starting``, or a number); ``enums_as_numbers=True`` writes every State as its number, as
@@ -165,6 +172,10 @@ class FakeHyperVHost:
         state: str | int = self.states.get(g.id, _STATES.get(g.power_state, "Other"))
         if self.enums_as_numbers and isinstance(state, str):
             state = VM_STATE_NUMBERS[state]
+        # a guest without integration services (the world's guest has no memory driver: not
+        # installed, turned off, or still booting) tells the host nothing of its demand: Get-VM
+        # shows MemoryDemand 0 and an empty MemoryStatus while it runs
+        reporting = running and g.balloon_driver
         return {
             "Id": g.id,
             "Name": g.name,
@@ -173,8 +184,8 @@ class FakeHyperVHost:
             "DynamicMemoryEnabled": bool(c["dynamic"]),
             "MemoryAssigned": g.current_bytes if running else 0,
             # what the guest needs, paged-out memory included (Dynamic Memory balances on it)
-            "MemoryDemand": g.demand_bytes if running else 0,
-            "MemoryStatus": ("OK" if g.current_bytes >= g.demand_bytes else "Warning") if running else "",
+            "MemoryDemand": g.demand_bytes if reporting else 0,
+            "MemoryStatus": ("OK" if g.current_bytes >= g.demand_bytes else "Warning") if reporting else "",
             "MemoryStartup": c["startup_bytes"],
             "MemoryMinimum": c["minimum_bytes"],
             "MemoryMaximum": c["maximum_bytes"],

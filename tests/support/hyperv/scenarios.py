@@ -109,3 +109,18 @@ def idle() -> Scenario:
     return parse_scenario(
         {"name": "idle", "flavor": "hyperv", "host": {"name": "hv01", "physical": "64GiB"}, "vms": vms}
     )
+
+
+def silent() -> Scenario:
+    """Guests that tell the host nothing (no integration services): a Dynamic Memory VM whose
+    use (5 GiB) is above its startup memory (2 GiB), a static one, and a Dynamic Memory VM
+    whose guest reports, beside them."""
+    vms = [
+        {"name": "dm-silent", "memory": "8GiB", "startup": "2GiB", "used": "5GiB", "swap": "4GiB",
+         "dynamic": True, "balloon_driver": False},
+        {"name": "static-silent", "memory": "4GiB", "used": "1GiB", "dynamic": False, "balloon_driver": False},
+        {"name": "dm-talks", "memory": "8GiB", "startup": "2GiB", "used": "3GiB", "dynamic": True},
+    ]  # fmt: skip
+    return parse_scenario(
+        {"name": "silent", "flavor": "hyperv", "host": {"name": "hv01", "physical": "64GiB"}, "vms": vms}
+    )
