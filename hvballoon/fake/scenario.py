@@ -196,7 +196,12 @@ class VMSpec(_Spec):
         "freePageReporting); false: the host keeps backing every page the guest touched until a "
         "balloon takes it.",
     )
-    balloon_driver: bool = True
+    balloon_driver: bool = Field(
+        default=True,
+        description="The guest's memory driver runs (KVM: virtio-balloon; ESXi: VMware Tools; Hyper-V: "
+        "integration services); false: the guest tells the host nothing, its use is unknown and the "
+        "hypervisor does not move its memory.",
+    )
     balloon_device: bool = Field(
         default=True, description="KVM: the domain has a balloon device (<memballoon model='none'> if not)."
     )
