@@ -13,8 +13,10 @@ import pytest
 import hvballoon
 from hvballoon.fake.scenario import Scenario, parse_scenario
 from hvballoon.fake.world import World
+from hvballoon.policy import Controller, ControllerSettings
 from hvballoon.policy.base import POLICY_NAMES
 from hvballoon.policy.simulated import simulated_controller, simulated_round
+from tests.support.policies import Fixed
 
 GiB = 1024**3
 
@@ -76,3 +78,14 @@ def test_an_esxi_vm_without_vmware_tools_keeps_its_balloon_and_reads_unknown() -
         assert st.guest_used_bytes is None and st.demand_bytes is None and st.stale
         # ESXi's own figures are still there: they do not need the guest
         assert st.ballooned_bytes == 0 and st.host_consumed_bytes is not None
+
+
+def test_the_controller_holds_an_esxi_vm_without_vmware_tools() -> None:
+    with hvballoon.connect("fake://", world=World(scenario("esxi"))) as hv:
+        settings = ControllerSettings(host_memory_bytes=24 * GiB)
+        d = {x.vm: x for x in Controller(hv, Fixed(4 * GiB), settings).step()}
+        assert d["silent"].action == "hold" and d["silent"].rule == "controller.stale_figures"
+        assert d["talks"].action == "lower"
+        d = {x.vm: x for x in Controller(hv, "hvballoon", settings).step()}
+        assert d["silent"].action == "hold" and d["silent"].rule == "hvballoon.no_stats"
+        assert hv.get_config("silent").limit_bytes is None
