@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
-from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, NO_TOOLS_NOTE, admits
+from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -245,7 +246,11 @@ class ESXiView(FlavorView):
             swapped_bytes=g.host_swapped_bytes,
             compressed_bytes=g.compressed_bytes,
             shared_bytes=g.shared_bytes,
-            extra={"limit_bytes": g.config.get("limit_bytes"), "overhead_bytes": self.vm_overhead(w, g)},
+            extra={
+                "limit_bytes": g.config.get("limit_bytes"),
+                "overhead_bytes": self.vm_overhead(w, g),
+                **({"stats_note": NO_TOOLS_NOTE} if used is None else {}),
+            },
         )
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
@@ -336,7 +341,7 @@ class HyperVView(FlavorView):
                 current_bytes=g.current_bytes,
                 target_bytes=g.target_bytes,
                 stale=True,
-                extra={"memory_status": None, "dynamic": dynamic},
+                extra={"memory_status": None, "dynamic": dynamic, "stats_note": NO_DEMAND_NOTE},
             )
         demand = g.demand_bytes
         status = "OK" if g.current_bytes >= demand else ("Warning" if g.free_bytes == 0 else "Low")

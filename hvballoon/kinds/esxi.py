@@ -45,10 +45,18 @@ __all__ = [
     "HOT_ADD",
     "HOT_ADD_INCREMENT",
     "HOT_ADD_LIMIT",
+    "NO_TOOLS_NOTE",
     "SHARES_LEVELS",
     "SHARES_PER_MB",
     "ESXiKind",
 ]
+
+#: ``MemoryStats.extra["stats_note"]`` of a running VM whose quickStats.guestMemoryUsage is 0:
+#: a running guest never has zero active memory, so VMware Tools is not reporting.
+NO_TOOLS_NOTE = (
+    "guestMemoryUsage is 0: VMware Tools is not reporting (not installed, not running, or the guest "
+    "is still booting), so its use is unknown"
+)
 
 #: ``MemoryConfig.extra`` keys of memory hot-add: whether it is on (config.memoryHotAddEnabled),
 #: the most a running VM's memory may grow to (config.hotPlugMemoryLimit) and the step it grows

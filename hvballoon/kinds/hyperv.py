@@ -39,6 +39,7 @@ __all__ = [
     "BUFFER_PERCENT_RANGE",
     "HYPERV",
     "MINIMUM_SIZE_BYTES",
+    "NO_DEMAND_NOTE",
     "PRIORITY_RANGE",
     "HyperVKind",
     "StateInfo",
@@ -51,6 +52,14 @@ BUFFER_PERCENT_RANGE = (5, 2000)
 PRIORITY_RANGE = (0, 100)
 #: The lower bound of every Hyper-V memory size.
 MINIMUM_SIZE_BYTES = 32 * MiB
+#: ``MemoryStats.extra["stats_note"]`` of a running VM whose Get-VM shows MemoryDemand 0: its
+#: guest tells the host nothing, and "Hyper-V cannot adjust the memory dynamically to respond to
+#: changes in memory demand" (Microsoft's Best Practices Analyzer, "Dynamic Memory is enabled but
+#: not responding on some virtual machines": expected while the VM boots).
+NO_DEMAND_NOTE = (
+    "MemoryDemand is 0: the guest's integration services do not report (not installed, turned off, "
+    "or it is still booting), so its use is unknown and Dynamic Memory cannot balance it"
+)
 
 
 def buffered_demand(demand: Any, buffer_percent: Any, minimum: Any, maximum: Any) -> Any:

@@ -39,7 +39,7 @@ from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind, check_settable
-from hvballoon.kinds.esxi import SHARES_LEVELS
+from hvballoon.kinds.esxi import NO_TOOLS_NOTE, SHARES_LEVELS
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
@@ -550,6 +550,7 @@ class ESXiBackend(Backend):
                 "private_bytes": qs["privateMemory"],
                 "overhead_bytes": qs["consumedOverheadMemory"],
                 "balloon_target_bytes": balloon_target,
+                **({"stats_note": NO_TOOLS_NOTE} if qs["guestMemoryUsage"] == 0 else {}),
                 **marks,
             },
         )

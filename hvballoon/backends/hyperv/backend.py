@@ -61,6 +61,7 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import host_stats
 from hvballoon.kinds import HYPERV, Kind, Variant
+from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
@@ -363,6 +364,8 @@ class HyperVBackend(Backend):
         # MemoryDemand is 0 until the guest's integration services report: unknown, not zero.
         demand = _int(row, "MemoryDemand") or None
         available = max(0, assigned - demand) if assigned is not None and demand is not None else None
+        if demand is None:
+            common["extra"]["stats_note"] = NO_DEMAND_NOTE
         return MemoryStats(
             **common,
             current_bytes=assigned,

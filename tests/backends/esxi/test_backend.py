@@ -87,6 +87,9 @@ def test_stats_equal_the_figures_written(shared_peer: VcsimServer, fast_sweep: b
     notools = stats["notools01"]
     assert notools.guest_used_bytes is None and notools.stale
     assert notools.host_consumed_bytes == 3000 * MiB
+    # and says why, as the fake's esxi flavour does for a guest without VMware Tools
+    assert "VMware Tools is not reporting" in notools.extra["stats_note"]
+    assert "stats_note" not in web.extra
 
 
 def test_config_reads_the_allocation(shared_peer: VcsimServer) -> None:

@@ -43,10 +43,12 @@ def test_demand_zero_reads_as_unknown_like_the_fake_flavour(peer: Peer) -> None:
                 assert st.stale and st.demand_bytes is None and st.used_bytes is None
                 assert st.guest_available_bytes is None and st.pressure_ratio is None
                 assert st.extra["memory_status"] is None
+                assert "integration services do not report" in st.extra["stats_note"]
             # Dynamic Memory cannot balance it: it keeps its startup memory, its use above that
             # paged out, while the VM beside it is given its demand plus buffer
             assert mine["dm-silent"].current_bytes == 2 * GiB
             assert mine["dm-talks"].current_bytes > 3 * GiB and not mine["dm-talks"].stale
+            assert "stats_note" not in mine["dm-talks"].extra
             # the host's figures agree too; what the VMs hold (MemoryAssigned) is summed, what
             # their guests use is not (WMI gives free memory in whole KB: the sub-KiB rest is lost)
             (host,), (fake_host,) = hv.get_host_stats(), fake.get_host_stats()
