@@ -386,8 +386,7 @@ class HyperVView(FlavorView):
                 vm=g.name,
                 backend=backend,
                 native_code="not_enough_memory",
-                details={"asked_bytes": startup, "host_free_bytes": w.host_free_bytes},
-            )
+            )  # no details: the Hyper-V backend reads none from the host's refusal
 
 
 #: Every flavour's view, by its kind's name.
