@@ -12,6 +12,10 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   remembered for a day), and the largest its *siblings* have shown, scaled to its size — VMs
   named alike (the name without its trailing number: ``web01``, ``web-7`` → ``web``) and of the
   same size behave alike, so a VM that has not spiked yet gets the headroom its siblings needed.
+* **Optionally, nothing taken back from a host that holds every VM whole**
+  (``hold_when_uncommitted``, off by default): while the host could back every running VM at
+  its whole size (its maximum, from what the host backs for it now) and keep its reserve, no VM
+  is lowered and a VM lowered before gets its size back (rule ``hvballoon.uncommitted``).
 * **Headroom first, reclaim where the host needs it.** A VM is lowered to its use plus its
   plausible surge, never less while the host has the memory: what is above that is memory no
   surge of the class reaches. The host keeps a **reserve** free — the largest of
@@ -169,6 +173,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         min_level: float = 0.0,
         limit_min_level: float = 0.5,
         own_guard_rails: bool = True,
+        hold_when_uncommitted: bool = False,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
         and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
@@ -197,6 +202,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             min_level: The least share of its plausible surge a VM keeps as headroom however short the host is (0: cut as deep as the host needs; 0.5 for fleets whose surges rise within a second or two).
             limit_min_level: The least share of its plausible surge a VM whose target is a limit (ESXi) keeps as headroom: ESXi applies a raised limit only at its next reallocation and gives a balloon back only once the host has room, so a limit cut deeper is not undone within seconds.
             own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
+            hold_when_uncommitted: Take nothing back while the host could back every running VM at its whole size and keep its reserve.
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
@@ -234,6 +240,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         self.min_level = min_level
         self.limit_min_level = limit_min_level
         self.own_guard_rails = own_guard_rails
+        self.hold_when_uncommitted = hold_when_uncommitted
 
     def initial_state(self) -> Any:
         return _State()
@@ -342,6 +349,12 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             "headroom_level": round(level, 3),
         }
 
+        # opt-in: a host that could back every running VM at its whole size and keep its reserve
+        # has nothing to gain from a balloon: memory taken back would lie free, and a surge
+        # beyond the plausible one, faster than a round, would find it gone
+        whole = self._holds_every_vm_whole(snapshot) if self.hold_when_uncommitted else None
+        if whole is not None:
+            host_inputs["host_room_with_every_vm_whole_bytes"] = whole
         proposals: list[Proposal] = []
         exposed = short > 0 or wave or blind
         for v in snapshot.vms:
@@ -353,8 +366,9 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             f = seen
             in_wave = wave and f.view.can_lower and sibling_key(f.view.name, f.view.maximum_bytes) in families
             proposal, h = self._one(
-                f, level, short, now, host_inputs, wave=in_wave, emergency=v.id in rescue, frozen=frozen
-            )
+                f, level, short, now, host_inputs, wave=in_wave, emergency=v.id in rescue, frozen=frozen,
+                whole=whole is not None,
+            )  # fmt: skip
             histories[v.id] = h
             proposals.append(proposal)
             exposed = (
@@ -421,6 +435,20 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             buffers=tuple(buffers),
         )
 
+    @staticmethod
+    def _holds_every_vm_whole(snapshot: Snapshot) -> int | None:
+        """The host's room above its reserve were every running VM backed at its whole size
+        (its maximum, from what the host backs for it now), when that is room (``None`` when the
+        host could not hold them all: it is overcommitted, and balloons are what let it be)."""
+        host = snapshot.host
+        grow = 0
+        for v in snapshot.vms:
+            if v.running:
+                backed = v.host_consumed_bytes if v.host_consumed_bytes is not None else v.current_bytes
+                grow += max(0, v.maximum_bytes - backed)
+        room = host.total_bytes - host.reserve_bytes - host.used_bytes - grow
+        return room if room >= 0 else None
+
     def _late(self, st: _State, snapshot: Snapshot) -> bool:
         """Did this round come much later than the policy asked (its last figures older than a
         surge of the class needs to be seen)? ``late_seconds`` beyond the wait asked for, and
@@ -441,6 +469,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         wave: bool,
         emergency: bool = False,
         frozen: bool = False,
+        whole: bool = False,
     ) -> tuple[Proposal, VMHistory]:
         v, h = f.view, f.hist
         # while a wave rises, a VM whose use reaches into its headroom gets its whole plausible surge
@@ -472,6 +501,16 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
                     top,
                 ), raised(top)
             return propose("hvballoon.self_managed", "manages its own memory: never lowered"), h
+
+        if whole:
+            why = (
+                "the host backs every running VM at its whole size and keeps its reserve "
+                f"({format_size(int(host_inputs['host_room_with_every_vm_whole_bytes']))} to spare): "
+                "nothing is gained by taking memory back"
+            )
+            if current_target < top and v.can_raise:
+                return propose("hvballoon.uncommitted", f"{why}: given its full size back", top), raised(top)
+            return propose("hvballoon.uncommitted", f"{why}: not lowered"), h
 
         if f.wave_raise is not None:
             goal = self._whole(f)
