@@ -498,7 +498,7 @@ class FakeBackend(Backend):
                 out.append((self._stats(w, g, at, vm), self._config(g, vm)))
             return out
 
-    # -- marks (the session offers them only where the kind declares them: ESXi) -------------
+    # -- marks (the session offers them only where the kind declares them: ESXi, KVM) --------
 
     def read_marks(self, key: str) -> Marks:
         """Read with the configurations (scripted ``get_config`` faults apply to the whole
@@ -523,9 +523,12 @@ class FakeBackend(Backend):
             return Marks(out, unreadable=unreadable)
 
     def write_mark(self, vm: VM, key: str, value: str | None) -> None:
-        """A change of the configuration (scripted ``set_config`` faults apply)."""
+        """A change of the configuration (scripted ``set_config`` faults apply); where a mark
+        lasts one run (KVM), a powered-off VM has none: the kind says what that means."""
         with self._tx("set_config", vm) as w:
-            w.set_mark(self._guest(w, vm).id, key, value)
+            g = self._guest(w, vm)
+            if self.kind.mark_kept(self._vm(g), value):
+                w.set_mark(g.id, key, value)
 
     def _config(self, g: Guest, vm: VM | None = None) -> MemoryConfig:
         return self.view.config(g, {"vm": vm or self._vm(g), "mechanism": self._variant(g).mechanism})

@@ -540,6 +540,8 @@ class World:
             s.last_report[i] = math.nan
             self.power[i] = "stopped"
             self.runs[i] = None
+            if self.kind.marks_last_one_run:  # KVM: the live definition, its marks with it, is gone
+                g.config.pop("marks", None)
             self.event("power_off", self.names[i], "the VM was powered off")
             self._host_reclaim_now()
             self.version += 1
@@ -585,7 +587,8 @@ class World:
 
     def set_mark(self, guest_id: str, key: str, value: str | None) -> None:
         """Keep (or, with ``None``, drop) a note in the VM's configuration, as an ESXi VM keeps
-        an extraConfig key: it survives with the VM, whoever reads it."""
+        an extraConfig key: it survives with the VM, whoever reads it — on KVM for the VM's run
+        only (the running domain's metadata: :meth:`power_off` drops it)."""
         with self.lock:
             marks = dict(self.guests[guest_id].config.get("marks") or {})
             if value is None:

@@ -125,6 +125,10 @@ class Kind:
     offline_rules: ClassVar[Mapping[str, str]] = {}
     #: Whether a VM keeps marks (small key/value notes) in its own configuration.
     marks: ClassVar[bool] = False
+    #: Where marks are kept (:attr:`marks`), whether a mark lasts only as long as the VM's run,
+    #: as a target does on a kind with a :attr:`run_key` (KVM: the running domain's live
+    #: metadata, gone when the domain stops), rather than as long as the VM (an ESXi key).
+    marks_last_one_run: ClassVar[bool] = False
     #: What :meth:`target_ceiling` is, as a refusal of a target above it names it, and why
     #: (``""``: nothing to add).
     ceiling_name: ClassVar[str] = "the VM's maximum"
@@ -175,11 +179,14 @@ class Kind:
         notes: tuple[str, ...] = (),
         readable: frozenset[str] | None = None,
         bulk_stats: bool = True,
+        marks: bool | None = None,
     ) -> Capabilities:
         """The :class:`Capabilities` of a variant, labelled with ``backend``.
 
         ``notes`` are the backend's own (appended to the variant's); ``readable`` narrows what a
-        backend that reads less than the kind offers fills in.
+        backend that reads less than the kind offers fills in; ``marks=False``: a backend that
+        reaches the VMs of a kind that keeps marks through an interface without a place for them
+        (QEMU's monitor, for a KVM guest).
         """
         v = self.variant(variant)
         return Capabilities(
@@ -191,7 +198,7 @@ class Kind:
             set_offline=v.set_offline,
             alignment_bytes=self.alignment_bytes,
             target_observable=v.target_observable,
-            marks=self.marks,
+            marks=self.marks if marks is None else marks and self.marks,
             notes=(*v.notes, *notes),
         )
 
@@ -235,6 +242,22 @@ class Kind:
         return (
             f"it is powered off: a {self.title} VM forgets its target when it stops (a cold start "
             "boots at its definition's size), but one restored from a save comes back lowered"
+        )
+
+    def mark_kept(self, vm: VM, value: str | None) -> bool:
+        """Whether setting the mark to ``value`` on ``vm`` (as it is now) changes anything, or
+        refuse a mark the VM cannot keep. Where a mark lasts one run (:attr:`marks_last_one_run`)
+        a powered-off VM has none: removing one changes nothing (``False``), setting one is
+        refused (``marks_only_while_running``). Called by the backends and the fake alike."""
+        if not self.marks_last_one_run or not is_off(vm):
+            return True
+        if value is None:
+            return False
+        self.refuse(
+            "marks_only_while_running",
+            f"{vm.name!r} is powered off: a {self.title} VM keeps a mark for one run (its running "
+            "definition), so only a running or paused VM is marked",
+            vm=vm,
         )
 
     def target_field(self, config: MemoryConfig) -> str | None:

@@ -69,6 +69,13 @@ class KVMKind(Kind):
     #: libvirt keeps a live balloon target for the domain's run only (the domain's ID, new at
     #: each start); a domain that starts has its definition's ``<currentMemory>`` as target
     run_key: ClassVar[str | None] = "libvirt_id"
+    #: marks live in the running domain's metadata (formatdomain "Metadata": an application's
+    #: own element under its namespace, virDomainSetMetadata with VIR_DOMAIN_AFFECT_LIVE): the
+    #: live definition is dropped when the domain stops, so a mark lasts the run of the domain
+    #: (a domain restored from a save keeps it, as it keeps its target), exactly as a target
+    #: does; a cold start, even under the same domain ID, starts without it
+    marks: ClassVar[bool] = True
+    marks_last_one_run: ClassVar[bool] = True
     variants: ClassVar[tuple[Variant, ...]] = (
         Variant(
             name="balloon",
@@ -95,6 +102,12 @@ class KVMKind(Kind):
             UnsupportedOperationError,
             "without a balloon device a running domain's memory, stats period and deflate-on-OOM "
             "cannot change",
+        ),
+        Rule(
+            "marks_only_while_running",
+            InvalidStateError,
+            "a mark is kept in the running domain's live metadata, for its run: a powered-off domain "
+            "has none and is not marked",
         ),
         Rule("maximum_only_when_off", InvalidStateError, "the maximum changes only with the domain off"),
         Rule(

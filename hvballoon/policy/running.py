@@ -451,6 +451,9 @@ class _Running:
         self._note_unread(found.unreadable, known, names)
         self._marks_read = not self._marks_unread  # else read again next round
         now = datetime.now(timezone.utc)
+        kind = self.hv.backend.kind
+        # a mark that lasts one run (KVM) was set in the run the VM is in: so was its target
+        per_run = kind is not None and kind.marks_last_one_run
         adopted = []
         for vm_id, value in found.items():
             if vm_id in known or vm_id not in names:
@@ -473,6 +476,7 @@ class _Running:
                     marked=True,
                     since=now,
                     updated=now,
+                    run=kind.run_of(st.vm) if per_run and kind is not None else None,
                 )
             )
         if adopted:

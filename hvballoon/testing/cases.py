@@ -27,7 +27,7 @@ from hvballoon.kinds.kvm import has_balloon_device, numa_nodes
 from hvballoon.models import VM, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import GiB, KiB, MiB
 
-__all__ = ["CASES", "Call", "Case", "Need", "cases_for", "rules_scenario"]
+__all__ = ["CASES", "MARK_CASE_KEY", "Call", "Case", "Need", "cases_for", "rules_scenario"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,10 @@ class Need:
 
 @dataclass(frozen=True)
 class Call:
-    """``set_config(vm, **kwargs)`` or ``set_target(vm, size, force=…)``."""
+    """``set_config(vm, **kwargs)``, ``set_target(vm, size, force=…)`` or
+    ``set_mark(vm, key, value)``."""
 
-    op: Literal["config", "target"]
+    op: Literal["config", "target", "mark"]
     kwargs: dict[str, Any]
 
 
@@ -133,6 +134,9 @@ def _boot_size_follows_maximum(cfg: MemoryConfig, st: MemoryStats) -> str | None
 
 # -- KVM ---------------------------------------------------------------------------------------
 
+#: The mark the mark cases set (a key no controller uses).
+MARK_CASE_KEY = "hvballoon.conformance.case"
+
 _KVM = [
     Case("kvm", "maximum-live", Need("running"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_only_when_off"),
     Case("kvm", "deflate-live", Need("running"), lambda c, s, f: Call("config", {"deflate_on_oom": not c.deflate_on_oom}), "deflate_on_oom_only_when_off"),
@@ -147,6 +151,8 @@ _KVM = [
     Case("kvm", "target-off", Need("off"), lambda c, s, f: Call("target", {"size": _mb(c.maximum_bytes) // 2}), expect=_boot_size_is_target),
     Case("kvm", "maximum-below-target-off", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) // 2}), setup=lambda c, s, f: Call("target", {"size": _mb(c.maximum_bytes) * 3 // 4}), expect=_boot_size_follows_maximum),
     Case("kvm", "target-live", Need("running", balloon=True), lambda c, s, f: Call("target", {"size": f + (_mb(c.maximum_bytes) - f) // 2})),
+    Case("kvm", "mark-off", Need("off"), lambda c, s, f: Call("mark", {"key": MARK_CASE_KEY, "value": "1"}), "marks_only_while_running"),
+    Case("kvm", "mark-live", Need("running"), lambda c, s, f: Call("mark", {"key": MARK_CASE_KEY, "value": "1"})),
 ]  # fmt: skip
 
 # -- ESXi --------------------------------------------------------------------------------------

@@ -532,7 +532,10 @@ class KindRuleTests(_Base):
         return align(hv.guard_rails.floor(used, st.configured_bytes), alignment, "up")
 
     @staticmethod
-    def _do(hv: Hypervisor, vm: VM, call: Call) -> Change:
+    def _do(hv: Hypervisor, vm: VM, call: Call) -> Change | None:
+        if call.op == "mark":
+            hv.set_mark(vm, call.kwargs["key"], call.kwargs["value"])
+            return None
         if call.op == "config":
             return hv.set_config(vm, **call.kwargs)
         kw = dict(call.kwargs)
@@ -541,11 +544,14 @@ class KindRuleTests(_Base):
     def test_the_backend_follows_the_kind(self, hv: Hypervisor) -> None:
         kind = hv.backend.kind
         assert kind is not None and kind.name == self.kind_name
-        assert hv.capabilities.model_dump(exclude={"backend", "notes", "readable", "bulk_stats"}) == (
+        assert hv.capabilities.model_dump(exclude={"backend", "notes", "readable", "bulk_stats", "marks"}) == (
             kind.capabilities(backend=hv.backend_name).model_dump(
-                exclude={"backend", "notes", "readable", "bulk_stats"}
+                exclude={"backend", "notes", "readable", "bulk_stats", "marks"}
             )
         )
+        # a backend may reach a kind that keeps marks through an interface without a place for
+        # them (QEMU's monitor), never the other way round
+        assert hv.capabilities.marks <= kind.marks
         assert hv.capabilities.readable <= kind.variant().readable
 
     def test_a_domain_without_a_balloon_device_has_no_balloon_settings(self, hv: Hypervisor) -> None:
@@ -579,6 +585,31 @@ class KindRuleTests(_Base):
             assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), vm.name
         assert running, "no running VM with an offline-only field to restate"
 
+    def _mark_case(self, hv: Hypervisor, vm: VM, cfg: MemoryConfig, case: Case, call: Call) -> None:
+        """A mark set (and read back, then removed) or refused with the rule's error, leaving
+        the VM unmarked; a backend without marks says so."""
+        key, value = call.kwargs["key"], call.kwargs["value"]
+        if not hv.capabilities.marks:
+            with pytest.raises(UnsupportedOperationError, match="keeps no marks"):
+                self._do(hv, vm, call)
+            return
+        if case.rule is None:
+            self._do(hv, vm, call)
+            assert hv.get_marks(key).get(vm.id) == value, f"{case.id}: the mark does not read back"
+            hv.set_mark(vm, key, None)
+            assert vm.id not in hv.get_marks(key), f"{case.id}: the mark was not removed"
+            return
+        rule = hv.backend.kind.rule(case.rule)  # type: ignore[union-attr]
+        with pytest.raises(HVBalloonError) as info:
+            self._do(hv, vm, call)
+        err = info.value
+        assert type(err) is rule.error, f"{case.id}: {type(err).__name__} {err.message}"
+        assert err.details.get("rule") == rule.id, f"{case.id}: {err.details} {err.message}"
+        assert err.vm == vm.name and err.backend == hv.backend_name
+        marks = hv.get_marks(key)
+        assert marks.complete and vm.id not in marks, case.id
+        assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), case.id
+
     def test_rule_case(self, hv: Hypervisor, rule_case: Case) -> None:
         kind = hv.backend.kind
         assert kind is not None and kind.name == rule_case.kind == self.kind_name
@@ -588,9 +619,12 @@ class KindRuleTests(_Base):
             assert prepared.changed, f"the setup of {rule_case.id} changed nothing"
             cfg, (st,) = hv.get_config(vm), hv.get_stats([vm])
         call = rule_case.call(cfg, st, self._floor(hv, st, kind.alignment_bytes))
+        if call.op == "mark":
+            self._mark_case(hv, vm, cfg, rule_case, call)
+            return
         if rule_case.rule is None:
             change = self._do(hv, vm, call)
-            assert change.changed, f"{rule_case.id}: the case must change something"
+            assert change is not None and change.changed, f"{rule_case.id}: the case must change something"
             if call.op == "config":
                 after = hv.get_config(vm)
                 for name, value in change.after.items():

@@ -32,6 +32,11 @@ What it does, call by call (see ``docs/backends/kvm.md`` for the user's view):
   returns at once and reports no error when the balloon stalls: the session's
   ``wait_for_target`` watches ``current_bytes`` (``balloon.current``) arrive or stall. Many
   targets (``set_targets``) go in one worker call, each domain's error kept apart.
+- **Marks** (``get_marks`` / ``set_mark``): one element per mark in the running domain's live
+  ``<metadata>`` (``virDomainSetMetadata`` with ``VIR_DOMAIN_AFFECT_LIVE``, also with
+  ``persist=True``: a mark lasts the domain's run, as a target does). A read is one listing
+  of the active domains and one ``virDomainGetMetadata`` per active domain, in one worker call
+  (see :mod:`hvballoon.backends.kvm._marks`).
 - **Names**: a VM the session does not know yet is looked up natively
   (``lookupByUUIDString`` / ``lookupByName``), without listing every domain.
 """
@@ -54,10 +59,11 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
+from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB, format_size
 
-from . import SPEC
+from . import SPEC, _marks
 from ._connection import Link, ensure_event_loop
 from ._domain import (
     Freshness,
@@ -435,6 +441,35 @@ class KVMBackend(Backend):
                 "persistent_maximum_bytes": saved.memory_bytes if saved is not None else None,
             },
         )
+
+    # -- marks: the running domain's metadata -----------------------------------------------
+
+    def read_marks(self, key: str) -> Marks:
+        """One listing of the active domains, then one ``virDomainGetMetadata`` each, in one
+        worker call under the session's timeout; a domain whose metadata libvirt would not give
+        (a permission, another program's element under the mark's namespace) is in
+        ``unreadable`` with the error saying why."""
+        uri = self._link.uri
+        values, unreadable = self._link.call(
+            "read the domains' marks", lambda conn: _marks.read_marks(conn, key, uri, self._vm)
+        )
+        return Marks(values, unreadable=unreadable)
+
+    def write_mark(self, vm: VM, key: str, value: str | None) -> None:
+        """One ``virDomainSetMetadata`` on the live definition (a domain found powered off has
+        no mark: removing it changes nothing, setting one is refused by the kind)."""
+
+        def write(conn: Any) -> None:
+            dom = self._lookup(conn, vm)
+            try:
+                _marks.write_mark(dom, self._vm(dom, dom.state()[0]), key, value)
+            except libvirt_error as exc:
+                # stopped since its state was read: nothing left to remove
+                if value is not None or error_code(exc) != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+
+        what = f"remove the mark {key}" if value is None else f"set the mark {key}"
+        self._link.call(what, write, vm=vm.name)
 
     # -- changing --------------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ T = TypeVar("T")
 #: What this backend can read and change: the KVM kind's (QEMU's virtio-balloon), as libvirt's.
 CAPABILITIES = KVM.capabilities(
     backend=BACKEND,
+    marks=False,  # QEMU's monitor has no place for an application's notes (libvirt's metadata)
     notes=(
         "QMP: a target is the balloon command (bytes), watched arriving through query-balloon",
         "guest figures need the balloon's stats period (set automatically when off; option stats_period)",

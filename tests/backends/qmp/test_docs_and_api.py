@@ -36,3 +36,5 @@ def test_declared_by_the_kvm_kind_like_libvirt_and_the_fake_kvm_flavour() -> Non
             name
         )
     assert backend.CAPABILITIES.backend == "qmp" and backend.CAPABILITIES.target_observable
+    # QEMU's monitor has no place for marks (libvirt keeps them in the domain's metadata)
+    assert fake_caps.marks and KVM.marks and not backend.CAPABILITIES.marks
