@@ -31,6 +31,9 @@ IMPLEMENTED_BY = {
     "esxi": "`esxi` backend (`esxi://`, `vcenter://`), `fake://…?flavor=esxi`",
     "hyperv": "`hyperv` backend (`hyperv://`), `fake://…?flavor=hyperv`",
 }
+#: Backends of a kind that keeps marks which reach its VMs through an interface without a
+#: place for them (their capabilities say ``marks=False``).
+NO_MARKS = {"kvm": "`qmp`"}
 _BLOCK = re.compile(r"<!-- rules:(?P<kind>\w+) -->\n.*?<!-- /rules -->", re.DOTALL)
 
 
@@ -49,6 +52,16 @@ def rule_table(kind_name: str) -> str:
     for rule in kind.rules.values():
         lines.append(f"| `{rule.id}` | `{rule.error.__name__}` (`{rule.error.code}`) | {rule.summary} |")
     return "\n".join(lines)
+
+
+def _marks(marks: bool, kind: str) -> str:
+    """The matrix's marks cell: whether, for how long, and which backends of the kind do not."""
+    from hvballoon.kinds import get_kind
+
+    if not marks:
+        return "no"
+    cell = "yes, for one run of the VM" if get_kind(kind).marks_last_one_run else "yes"
+    return cell + (f" (not the {NO_MARKS[kind]} backend)" if kind in NO_MARKS else "")
 
 
 def render() -> str:
@@ -93,7 +106,7 @@ def render() -> str:
         + " | ".join("yes" if c.target_observable else "no" for _, c, _k in present)
         + " |",
         "| VMs keep marks (`set_mark` / `get_marks`) | "
-        + " | ".join("yes" if c.marks else "no" for _, c, _k in present)
+        + " | ".join(_marks(c.marks, k) for _, c, k in present)
         + " |",
         "",
         "## What can be read (`MemoryStats` fields)",

@@ -75,9 +75,10 @@ Examples:
   hvballoon release 'fake://seed?state=/tmp/w.db' --journal /tmp/j.db --dry-run
 \b
 Every VM the controller's journal holds lowered goes back to what it had before (--to-maximum:
-its maximum; an ESXi VM that had no limit gets none). On ESXi the controller also marks the VMs
-it lowers (extraConfig hvballoon.controller.before), so they are found without the journal:
-both are read by default, --from-marks reads only the marks. A VM already at or above what it
+its maximum; an ESXi VM that had no limit gets none). On ESXi and KVM (libvirt) the controller
+also marks the VMs it lowers (ESXi: extraConfig hvballoon.controller.before; KVM: the running
+domain's metadata, for its run), so they are found without the journal: both are read by
+default, --from-marks reads only the marks. A VM already at or above what it
 would get back is left alone. Refused while a controller runs on the journal.
 Exit: 0 when every VM was given back (or needed nothing), 12 (partial_change) when some were and
 others failed, otherwise the failure's code.
@@ -688,7 +689,7 @@ def _summary(
     help="The controller's journal (default: the URI's, under the state directory).",
 )
 @click.option("--to-maximum", is_flag=True, help="Give each VM its maximum, not what it had before.")
-@click.option("--from-marks", is_flag=True, help="Only the VMs' marks (ESXi), not the journal.")
+@click.option("--from-marks", is_flag=True, help="Only the VMs' marks (ESXi, KVM), not the journal.")
 @click.option("--dry-run", is_flag=True, help="Say what would be given back, change nothing.")
 @json_option
 @connection_options
@@ -702,7 +703,7 @@ def release_cmd(
     as_json: bool,
     **kw: Any,
 ) -> None:
-    """Give back what the auto-balloon controller of URI lowered (its journal, and marks on ESXi)."""
+    """Give back what the auto-balloon controller of URI lowered (its journal, and marks on ESXi and KVM)."""
     from hvballoon.policy.journal import Journal, default_journal_path
     from hvballoon.policy.release import release
 

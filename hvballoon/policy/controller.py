@@ -24,7 +24,7 @@ Left running (:meth:`Controller.run`), it never leaves things worse than it foun
   session, it opens a new session when the old one is broken (a lost connection or an expired
   session, or two failed rounds in a row);
 - before each change it records what it changes from and to in its
-  :class:`~hvballoon.policy.journal.Journal` (on backends whose VMs keep marks, ESXi, it also
+  :class:`~hvballoon.policy.journal.Journal` (on backends whose VMs keep marks, ESXi and KVM, it also
   marks a VM it lowers with what it had, :data:`~hvballoon.policy.release.MARK_KEY`), and after
   ``max_failed_rounds`` failed rounds in a row it gives back everything it lowered (*fails open*)
   and keeps trying.

@@ -89,7 +89,7 @@ class Lowered(BaseModel):
     ``before_unlimited``: an ESXi VM without a limit — release removes the limit);
     ``target_bytes`` the last target the controller asked for (0: unknown, a VM found marked);
     ``prior_bytes`` what the VM was at when the controller last moved it, while that move is not
-    known to have been made (either may be in force); ``marked``: the VM also carries the controller's mark (ESXi);
+    known to have been made (either may be in force); ``marked``: the VM also carries the controller's mark (ESXi, KVM);
     ``run``: the VM's run when the controller last moved it, where a target lasts only one run
     (KVM's domain ID, :attr:`Kind.run_key <hvballoon.kinds.Kind.run_key>`; ``None``: a target
     that survives a restart, or a run not known).

@@ -1,7 +1,7 @@
 """Giving back what the auto-balloon controller lowered (``hvballoon release``).
 
 Every VM the controller's journal (:mod:`hvballoon.policy.journal`) holds as lowered — and, on a
-backend whose VMs keep marks (ESXi), every VM carrying the controller's mark
+backend whose VMs keep marks (ESXi, KVM), every VM carrying the controller's mark
 :data:`MARK_KEY` — is returned to what it had before the controller first lowered it (an ESXi
 VM that had no limit gets none), or to its maximum with ``to_maximum``. It goes through the
 session's API (:meth:`~hvballoon.Hypervisor.set_targets`, and ``set_config(limit="unlimited")``

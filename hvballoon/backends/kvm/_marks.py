@@ -116,7 +116,9 @@ def write_mark(dom: Any, vm: VM, key: str, value: str | None) -> None:
     if value is None:
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, namespace(key), flags)
     else:
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element(key, value), PREFIX, namespace(key), flags)
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, element(key, value), PREFIX, namespace(key), flags
+        )
 
 
 #: What ``virDomainGetMetadata`` answers for a running domain without the mark, one that
