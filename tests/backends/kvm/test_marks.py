@@ -179,8 +179,9 @@ def _lower_adopt_release(hv: Hypervisor, vm_id: str, before: int) -> None:
     (decision,) = ctl.step()
     assert decision.action == "lower" and decision.applied, decision.reason
     assert hv.get_marks(KEY) == {vm_id: str(before)}
-    lost = Controller(hv, Fixed(GiB + GiB // 2), ControllerSettings(host_memory_bytes="64GiB"))
-    lost.step()
+    lost = Controller(hv, "static", ControllerSettings(host_memory_bytes="64GiB"))  # moves nothing
+    (held,) = lost.step()
+    assert held.action == "hold"
     (entry,) = lost.journal.lowered()
     assert (entry.vm, entry.before_bytes, entry.marked) == ("test", before, True)
     assert entry.run == str(hv.native.lookupByName("test").ID())
