@@ -212,20 +212,41 @@ class Kind:
         return None if run is None else str(run)
 
     def target_lapsed(
-        self, vm: VM, run: str | None, *, current_bytes: int | None, target_bytes: int
+        self,
+        vm: VM,
+        run: str | None,
+        *,
+        current_bytes: int | None,
+        target_bytes: int,
+        mark_gone: bool = False,
     ) -> str | None:
         """Why ``target_bytes``, set on ``vm`` during ``run`` (:meth:`run_of` then), no longer
         holds, or ``None`` when it still may. On a kind whose targets last one run: the VM runs
         again in another run, back at a size above that target (a cold start boots at the
         definition's size; a VM restored from a save comes back at its target, which still
-        holds). An unknown run, or a VM not running, is never taken for a lapse."""
+        holds). An unknown run, or a VM not running, is never taken for a lapse.
+
+        ``mark_gone``: the VM was marked when it was lowered and is known to carry no mark now.
+        Where a mark lasts one run (:attr:`marks_last_one_run`), that is a new run even under
+        the same run key (libvirt numbers domains from 1 again after the host restarts)."""
         if self.run_key is None or run is None or vm.power_state is not PowerState.RUNNING:
             return None
         now = self.run_of(vm)
-        if now is None or now == run or current_bytes is None:
+        if now is None or current_bytes is None:
+            return None
+        same_run = now == run
+        if same_run and not (mark_gone and self.marks_last_one_run):
             return None
         if current_bytes < target_bytes + self.alignment_bytes:
             return None
+        if same_run:
+            return (
+                f"its mark is gone, so it was restarted since it was lowered (its run reads {now} again: "
+                f"libvirt numbers domains from 1 after the host restarts) and is at "
+                f"{format_size(current_bytes)}, above the {format_size(target_bytes)} it was lowered to: a "
+                f"{self.title} VM forgets its target and its mark when it stops, and boots at its "
+                "definition's size"
+            )
         return (
             f"it was restarted since it was lowered (run {now}, lowered in run {run}) and is at "
             f"{format_size(current_bytes)}, above the {format_size(target_bytes)} it was lowered to: a "

@@ -129,6 +129,8 @@ class Controller(_Snapshots, _Moves, _Running):
         self._marks = marks
         self._marks_read = False
         self._marks_unread: dict[str, str] = {}
+        #: VM id -> when its mark was last read to tell a restart under the same run key
+        self._marks_checked: dict[str, float] = {}
         self._configs: dict[str, MemoryConfig] = {}
         self._configs_at: float | None = None
         self._last_lower: dict[str, float] = {}

@@ -486,17 +486,17 @@ class Journal:
         except sqlite3.Error as exc:
             raise self._unusable(exc, "read") from None
 
-    def runs(self) -> dict[str, tuple[str, int]]:
-        """VM id → (run, target) of every VM lowered whose run is known (a cheaper
+    def runs(self) -> dict[str, tuple[str, int, bool]]:
+        """VM id → (run, target, marked) of every VM lowered whose run is known (a cheaper
         :meth:`lowered`, read each round)."""
         self._still_there()
         try:
             rows = self._conn.execute(
-                "SELECT vm_id, run, target_bytes FROM lowered WHERE run IS NOT NULL"
+                "SELECT vm_id, run, target_bytes, marked FROM lowered WHERE run IS NOT NULL"
             ).fetchall()
         except sqlite3.Error as exc:
             raise self._unusable(exc, "read") from None
-        return {vm_id: (run, target) for vm_id, run, target in rows}
+        return {vm_id: (run, target, bool(marked)) for vm_id, run, target, marked in rows}
 
     def get(self, vm_id: str) -> Lowered | None:
         """The VM's entry, if the controller holds it lowered."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from hvballoon.backend import Backend
 from hvballoon.errors import HVBalloonError, HVConnectionError, SessionExpiredError
+from hvballoon.models import PowerState
 from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
 from hvballoon.policy.journal import Lowered
 from hvballoon.policy.model import ControllerSettings, Decision
 
 if TYPE_CHECKING:
     from hvballoon.fleet import HostResult
+    from hvballoon.kinds import Kind
     from hvballoon.models import MemoryStats
     from hvballoon.policy.journal import Journal
     from hvballoon.policy.release import ReleaseReport
@@ -92,6 +95,7 @@ class _Running:
     _wake: threading.Event
     _marks_read: bool
     _marks_unread: dict[str, str]
+    _marks_checked: dict[str, float]
     _asked_round_seconds: float | None
     _last_lower: dict[str, float]
     _period_tried: dict[str, float]
@@ -382,17 +386,25 @@ class _Running:
             held = self.journal.runs()
         except HVBalloonError:
             return  # said where the journal is written
+        unmarked = self._marks_gone(stats, held, kind)
         for st in stats:
             if st.vm.id not in held:
                 continue
-            was, target = held[st.vm.id]
+            was, target, _marked = held[st.vm.id]
             run = kind.run_of(st.vm)
-            if run is None or run == was:
+            if run is None or (run == was and st.vm.id not in unmarked):
                 continue
-            why = kind.target_lapsed(st.vm, was, current_bytes=st.current_bytes, target_bytes=target)
+            why = kind.target_lapsed(
+                st.vm,
+                was,
+                current_bytes=st.current_bytes,
+                target_bytes=target,
+                mark_gone=st.vm.id in unmarked,
+            )
             try:
                 if why is None:
-                    self.journal.rerun(st.vm.id, run)  # restored lowered: still the controller's
+                    if run != was:
+                        self.journal.rerun(st.vm.id, run)  # restored lowered: still the controller's
                     continue
                 self.journal.released(st.vm.id, vm=st.vm.name, to_bytes=None, round_no=self.round, why=why)
             except HVBalloonError as exc:
@@ -406,6 +418,43 @@ class _Running:
                 "%s is not lowered any more: %s (forgotten: a release leaves it as it is)", st.vm.name, why,
                 extra={"event": "lapsed", "vm": st.vm.name, "vm_id": st.vm.id, "reason": why, "round": self.round},
             )  # fmt: skip
+
+    def _marks_gone(
+        self, stats: list[MemoryStats], held: Mapping[str, tuple[str, int, bool]], kind: Kind
+    ) -> set[str]:
+        """The VMs held lowered and marked, in the run they were lowered in by their run key,
+        whose mark is gone: where a mark lasts one run (KVM), they were restarted under the same
+        run key (libvirt numbers domains from 1 again after the host restarts). Only a VM back
+        above its target is a suspect (a restart boots it at its definition's size), and the
+        marks are read for the suspects at most once per ``config_refresh_seconds`` each: one
+        ``get_marks`` in a round that has a suspect due, none otherwise."""
+        from hvballoon.policy.release import MARK_KEY
+
+        self._marks_checked = {k: t for k, t in self._marks_checked.items() if k in held}
+        if not (self.marks and kind.marks_last_one_run):
+            return set()
+        suspects = [
+            st.vm.id
+            for st in stats
+            if st.vm.id in held
+            and held[st.vm.id][2]
+            and kind.run_of(st.vm) == held[st.vm.id][0]
+            and st.vm.power_state is PowerState.RUNNING
+            and st.current_bytes is not None
+            and st.current_bytes >= held[st.vm.id][1] + kind.alignment_bytes
+        ]
+        now = time.monotonic()
+        refresh = self.config_refresh_seconds
+        if not any(now - self._marks_checked.get(vm_id, -math.inf) >= refresh for vm_id in suspects):
+            return set()
+        try:
+            marks = self.hv.get_marks(MARK_KEY)
+        except HVBalloonError as exc:  # read again next round
+            log.info("cannot read the marks of the VMs held lowered: %s", exc.message)
+            return set()
+        for vm_id in suspects:
+            self._marks_checked[vm_id] = now
+        return {vm_id for vm_id in suspects if vm_id not in marks and vm_id not in marks.unreadable}
 
     def _note_unread(
         self, unreadable: Mapping[str, HVBalloonError], known: set[str], names: Mapping[str, Any]

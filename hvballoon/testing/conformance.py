@@ -544,7 +544,9 @@ class KindRuleTests(_Base):
     def test_the_backend_follows_the_kind(self, hv: Hypervisor) -> None:
         kind = hv.backend.kind
         assert kind is not None and kind.name == self.kind_name
-        assert hv.capabilities.model_dump(exclude={"backend", "notes", "readable", "bulk_stats", "marks"}) == (
+        assert hv.capabilities.model_dump(
+            exclude={"backend", "notes", "readable", "bulk_stats", "marks"}
+        ) == (
             kind.capabilities(backend=hv.backend_name).model_dump(
                 exclude={"backend", "notes", "readable", "bulk_stats", "marks"}
             )
@@ -616,7 +618,7 @@ class KindRuleTests(_Base):
         vm, cfg, st = self._vm_for(hv, rule_case)
         if rule_case.setup is not None:
             prepared = self._do(hv, vm, rule_case.setup(cfg, st, self._floor(hv, st, kind.alignment_bytes)))
-            assert prepared.changed, f"the setup of {rule_case.id} changed nothing"
+            assert prepared is not None and prepared.changed, f"the setup of {rule_case.id} changed nothing"
             cfg, (st,) = hv.get_config(vm), hv.get_stats([vm])
         call = rule_case.call(cfg, st, self._floor(hv, st, kind.alignment_bytes))
         if call.op == "mark":

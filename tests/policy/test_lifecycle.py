@@ -23,7 +23,7 @@ from hvballoon.kinds import ESXI, KVM
 from hvballoon.models import VM, PowerState
 from hvballoon.policy import Controller
 from hvballoon.policy.journal import Journal, Move
-from hvballoon.policy.release import release
+from hvballoon.policy.release import MARK_KEY, release
 from tests.support.policies import Fixed, seed_session, seed_settings, targets
 
 GiB = 2**30
@@ -91,6 +91,43 @@ class TestAKVMRestart:
             assert held.run is not None and held.run != str(hv.resolve("web01").extra["libvirt_id"])
             assert ctl.release().vms == ()  # nothing to give back, nothing raised
             assert targets(hv)["web01"] == 16 * GiB
+
+    def test_a_restart_under_the_same_domain_id_is_told_by_the_mark_it_lost(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """After the host restarts, libvirt numbers domains from 1 again: web01 runs again
+        under the ID it was lowered in, back at its definition's size. Its mark, which lasts
+        one run, is gone: the lowering is over (``lapsed``), not given back over it."""
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            (held,) = j.lowered()
+            assert held.marked and hv.get_marks(MARK_KEY).keys() == {held.vm_id}
+            g = w.guest("web01")
+            restart(w, "web01")
+            w.runs[g.index] = int(held.run or 0)  # the same ID again, in a new run
+            assert hv.resolve("web01").extra["libvirt_id"] == int(held.run or 0)
+            ctl.policy = Fixed(16 * GiB)  # the policy leaves it alone from now on
+            with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
+                assert ctl.attempt().ok
+            assert j.lowered() == [] and ctl.health.lapsed == 1
+            (event,) = [r for r in caplog.records if getattr(r, "event", None) == "lapsed"]
+            assert "its mark is gone" in event.reason  # type: ignore[attr-defined]
+            assert ctl.release().vms == () and targets(hv)["web01"] == 16 * GiB
+
+    def test_a_marked_vm_still_in_its_run_is_held_while_its_balloon_is_above_its_target(
+        self, tmp_path: Path
+    ) -> None:
+        """Above its target in the same run with its mark on (a balloon on its way down, or a
+        guest that took memory back): still the controller's lowering."""
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            ctl = lowered_by_controller(w, hv, j)
+            with seed_session(w) as other:  # the balloon back up, its mark and run unchanged
+                other.set_target("web01", "16GiB", force=True)
+            w.advance(30)
+            ctl.policy = Fixed(16 * GiB, {"web01": 8 * GiB})
+            ctl.config_refresh_seconds = 0  # the marks read every round
+            assert ctl.attempt().ok
+            assert [e.vm for e in j.lowered()] == ["web01"] and ctl.health.lapsed == 0
 
     def test_a_vm_back_at_its_target_in_a_new_run_stays_held(self, tmp_path: Path) -> None:
         # as a domain restored from a managed save comes back: a new ID, the balloon where it was
