@@ -30,6 +30,7 @@ from hvballoon.models import VM, Change, MemoryConfig, MemoryStats
 from hvballoon.units import format_size, format_sizes
 
 if TYPE_CHECKING:
+    from hvballoon.marks import Marks
     from hvballoon.policy.journal import Journal, Lowered
     from hvballoon.session import Hypervisor
 
@@ -146,7 +147,7 @@ def _error_class(code: str) -> type[HVBalloonError]:
     return HVBalloonError
 
 
-def _entries_from_marks(hv: Hypervisor, known: set[str]) -> tuple[list[Lowered], list[Released]]:
+def _entries_from_marks(hv: Hypervisor, known: set[str]) -> tuple[list[Lowered], list[Released], Marks]:
     from datetime import datetime, timezone
 
     from hvballoon.policy.journal import Lowered
@@ -173,7 +174,7 @@ def _entries_from_marks(hv: Hypervisor, known: set[str]) -> tuple[list[Lowered],
         )
     unknown = [vm_id for vm_id in marks if vm_id not in known]
     if not unknown:
-        return entries, bad
+        return entries, bad, marks
     vms, _missing = hv.find_vms(unknown)
     names = {v.id: v.name for v in vms}
     now = datetime.now(timezone.utc)
@@ -206,7 +207,7 @@ def _entries_from_marks(hv: Hypervisor, known: set[str]) -> tuple[list[Lowered],
                 updated=now,
             )
         )
-    return entries, bad
+    return entries, bad, marks
 
 
 def release(
@@ -231,8 +232,9 @@ def release(
         for entry in journal.lowered():
             sources[entry.vm_id] = (entry, "journal")
     results: list[Released] = []
+    seen_marks: Marks | None = None  # the marks read, where they were
     if use_marks:
-        found, bad = _entries_from_marks(hv, set(sources))
+        found, bad, seen_marks = _entries_from_marks(hv, set(sources))
         results.extend(bad)
         for entry in found:
             sources[entry.vm_id] = (entry, "marks")
@@ -289,11 +291,19 @@ def release(
                 kept.add(vm.id)
                 results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
                 continue
+            # marked when lowered and known unmarked now: where a mark lasts one run, a new run
+            mark_gone = (
+                seen_marks is not None
+                and entry.marked
+                and vm.id not in seen_marks
+                and vm.id not in seen_marks.unreadable
+            )
             gone_by = kind.target_lapsed(
                 seen,
                 entry.run,
                 current_bytes=st.current_bytes if st is not None else None,
                 target_bytes=entry.target_bytes,
+                mark_gone=mark_gone,
             )
             if gone_by is not None:
                 lapsed[vm.id] = gone_by

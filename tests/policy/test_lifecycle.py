@@ -114,6 +114,24 @@ class TestAKVMRestart:
             assert "its mark is gone" in event.reason  # type: ignore[attr-defined]
             assert ctl.release().vms == () and targets(hv)["web01"] == 16 * GiB
 
+    def test_release_leaves_what_someone_set_after_a_restart_under_the_same_domain_id(
+        self, tmp_path: Path
+    ) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv, Journal.open(tmp_path / "j.db", uri=hv.uri) as j:
+            lowered_by_controller(w, hv, j)
+            (held,) = j.lowered()
+            g = w.guest("web01")
+            restart(w, "web01")
+            w.runs[g.index] = int(held.run or 0)  # the host restarted: the same ID, a new run
+            with seed_session(w) as operator:
+                operator.set_target("web01", "12GiB", force=True)
+            with seed_session(w) as other:
+                report = release(other, journal=j)
+            (r,) = report.vms
+            assert r.action == "unchanged" and "its mark is gone" in r.reason
+            assert targets(hv)["web01"] == 12 * GiB  # not raised to the 16 GiB it had before
+            assert j.lowered() == [] and j.changes()[-1]["state"] == "lapsed"
+
     def test_a_marked_vm_still_in_its_run_is_held_while_its_balloon_is_above_its_target(
         self, tmp_path: Path
     ) -> None:
