@@ -15,6 +15,10 @@ Two ways per peer:
   domain's definition once (and switches an off stats period on): reported separately;
 - ``naive``: ``conn.listAllDomains()`` then ``memoryStats()`` + ``info()`` per domain, no models.
 
+And the marks (``test_driver_marks``, every other domain marked): ``hv.get_marks(key)`` (one
+listing of the active domains and one ``virDomainGetMetadata`` each) against reading each
+active domain's whole live XML (``XMLDesc``) and finding the mark in it.
+
 Calls are counted by wrapping the libvirt connection and the domain objects it hands out;
 ``name()``, ``UUIDString()`` and ``ID()`` read the object itself (no round trip) and are
 counted apart as ``local``. Run::
@@ -123,11 +127,11 @@ def measure(uri: str, repeat: int, **connect: Any) -> dict[str, Any]:
     with hvballoon.connect(uri, **connect) as hv:
         counter: Counter[str] = Counter()
         link = hv.backend.link  # type: ignore[attr-defined]
-        link._conn = Counted(link._conn, counter)
+        link._native = Counted(link._native, counter)
         first = _sweeps(lambda: len(hv.get_stats()), counter, 1)
         out["hvballoon_first_sweep"] = first
         out["hvballoon"] = _sweeps(lambda: len(hv.get_stats()), counter, repeat)
-        raw = Counted(link._conn._target, counter)
+        raw = Counted(link._native._target, counter)
 
         def naive() -> int:
             rows = []
@@ -138,6 +142,37 @@ def measure(uri: str, repeat: int, **connect: Any) -> dict[str, Any]:
             return len(rows)
 
         out["naive"] = _sweeps(naive, counter, repeat)
+    return out
+
+
+MARK = "hvballoon.controller.before"
+
+
+def measure_marks(uri: str, repeat: int, **connect: Any) -> dict[str, Any]:
+    """``hv.get_marks`` of every domain (every other one marked) against reading each domain's
+    whole live XML and finding the mark in it (what a reader without the metadata API does)."""
+    import xml.etree.ElementTree as ET
+
+    out: dict[str, Any] = {"uri": uri}
+    with hvballoon.connect(uri, **connect) as hv:
+        vms = hv.list_vms()
+        for vm in vms[::2]:
+            hv.set_mark(vm, MARK, "8589934592")
+        counter: Counter[str] = Counter()
+        link = hv.backend.link  # type: ignore[attr-defined]
+        link._native = Counted(link._native, counter)
+        out["marked"] = len(vms[::2])
+        out["hvballoon"] = _sweeps(lambda: len(hv.get_marks(MARK)), counter, repeat)
+        raw = Counted(link._native._target, counter)
+
+        def by_xml() -> int:
+            found = 0
+            for dom in raw.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                root = ET.fromstring(dom.XMLDesc(0))
+                found += any(el.get("key") == MARK for el in root.iterfind("./metadata/*"))
+            return found
+
+        out["whole_xml"] = _sweeps(by_xml, counter, repeat)
     return out
 
 
@@ -162,6 +197,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hvb-kvm-bench-") as tmp:
         uri = write_node(Path(tmp) / "node.xml", args.domains)
         result["test_driver"] = measure(uri, args.repeat)
+        result["test_driver_marks"] = measure_marks(uri, args.repeat)
     if args.real:
         from tests.support.kvm_guest.harness import KvmGuestHarness, prerequisites
 
