@@ -221,6 +221,23 @@ def test_killed_qemu_is_a_typed_error_for_every_operation(
             assert time.monotonic() - start < 30, f"{what} took too long after the kill"
 
 
+def test_a_mark_stays_through_a_guest_reset_and_goes_with_the_domain(
+    harness: KvmGuestHarness, keeper: Hypervisor
+) -> None:
+    """On QEMU a mark is the running domain's metadata: a reset of the guest is the same run
+    (QEMU keeps running), so the mark stays; when the domain is destroyed it is gone."""
+    hv, key = keeper, "hvballoon.controller.before"
+    with harness.guest("hvb-kvm-marked", GUEST_MIB) as g:
+        vm = hv.resolve(g.name)
+        hv.set_mark(vm, key, str(GUEST_MIB * 2**20))
+        assert hv.get_marks(key).get(vm.id) == str(GUEST_MIB * 2**20)
+        assert "hvballoon.dev/xmlns/marks/1/" + key in g.domain.XMLDesc(0)
+        g.domain.reset(0)
+        assert hv.get_marks(key).get(vm.id) == str(GUEST_MIB * 2**20)
+    marks = hv.get_marks(key)
+    assert vm.id not in marks and marks.complete
+
+
 # -- the host ----------------------------------------------------------------------------------
 
 
