@@ -9,13 +9,13 @@ import pytest
 import hvballoon
 import hvballoon.backends.kvm
 from hvballoon import registry
-from hvballoon.backends.kvm import _domain, _errors, backend
+from hvballoon.backends.kvm import _domain, _errors, _marks, backend
 from hvballoon.kinds import KVM
 
 pytest.importorskip("libvirt")
 
 
-@pytest.mark.parametrize("module", [backend, _errors, _domain], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [backend, _errors, _domain, _marks], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert result.failed == 0
@@ -41,3 +41,5 @@ def test_declared_by_the_kvm_kind_like_the_fake_kvm_flavour() -> None:
         )
     with hvballoon.connect("test:///default") as hv:
         assert hv.capabilities is backend.CAPABILITIES
+    # libvirt keeps marks in the domain's metadata, as the kind declares and the fake models
+    assert backend.CAPABILITIES.marks and fake_caps.marks and KVM.marks and KVM.marks_last_one_run
