@@ -309,15 +309,17 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         """Every VM's value of the mark ``key``, by VM id (VMs without it are absent), in one read.
 
         Marks are small notes a VM keeps in its own configuration (ESXi: an ``extraConfig``
-        key), so whoever reads the hypervisor finds them — the auto-balloon controller marks
-        the ESXi limits it sets with what they replaced. Keys are in hvballoon's namespace
+        key; KVM over libvirt: an element of the running domain's metadata, which lasts the
+        domain's run — a powered-off domain has none and is not marked), so whoever reads the
+        hypervisor finds them — the auto-balloon controller marks the VMs it lowers with what
+        they had. Keys are in hvballoon's namespace
         (``hvballoon.…``). A backend whose capabilities say ``marks=False`` raises
         :class:`~hvballoon.errors.UnsupportedOperationError`.
 
         The answer is a :class:`~hvballoon.marks.Marks`: the dict of the values, and in
         ``unreadable`` the VMs whose marks could not be read (VM id → the typed error saying
         why; ESXi: a VM whose ``extraConfig`` the account may not read, or one being created or
-        removed). Those are not known to be unmarked: check ``complete`` before taking a VM's
+        removed; KVM: a domain whose metadata libvirt would not give). Those are not known to be unmarked: check ``complete`` before taking a VM's
         absence for "no mark".
 
         >>> import hvballoon
