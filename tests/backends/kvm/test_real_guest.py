@@ -233,7 +233,16 @@ def test_a_mark_stays_through_a_guest_reset_and_goes_with_the_domain(
         assert hv.get_marks(key).get(vm.id) == str(GUEST_MIB * 2**20)
         assert "hvballoon.dev/xmlns/marks/1/" + key in g.domain.XMLDesc(0)
         g.domain.reset(0)
-        assert hv.get_marks(key).get(vm.id) == str(GUEST_MIB * 2**20)
+        # a read in the instant of the reset may find the domain between states (seen once, on
+        # a loaded machine): a mark that was lost would never come back, so reading it again
+        # within a few seconds still proves it stayed
+        deadline = time.monotonic() + 10
+        while True:
+            after = hv.get_marks(key)
+            if after.get(vm.id) is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert after.get(vm.id) == str(GUEST_MIB * 2**20), (dict(after), after.unreadable, g.domain.state())
     marks = hv.get_marks(key)
     assert vm.id not in marks and marks.complete
 
