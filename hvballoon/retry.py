@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -72,9 +72,12 @@ class RetryPolicy:
             return fn()
         from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-        delays = iter(self.delays())
+        delays: Iterator[float] | None = None  # drawn at the first retry (most calls have none)
 
         def wait(_state: object) -> float:
+            nonlocal delays
+            if delays is None:
+                delays = iter(self.delays())
             return next(delays, self.max_delay)
 
         def before_sleep(state: object) -> None:

@@ -230,6 +230,11 @@ class FakeBackend(Backend):
                 backend=self.name,
                 uri=uri.redacted,
             )
+        # each variant's capabilities, built once (read for every VM in every round), as the
+        # real backends hold theirs as constants
+        self._capabilities = {
+            v.name: self.kind.capabilities(backend=self.name, variant=v.name) for v in self.kind.variants
+        }
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -349,14 +354,14 @@ class FakeBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.kind.capabilities(backend=self.name)
+        return self._capabilities[self.kind.variant().name]
 
     def vm_capabilities(self, vm: VM) -> Capabilities:
         if len(self.kind.variants) == 1:
             return self.capabilities
         with self._tx(None) as w:
             variant = self._variant(self._guest(w, vm))
-        return self.kind.capabilities(backend=self.name, variant=variant.name)
+        return self._capabilities[variant.name]
 
     def _variant(self, g: Guest) -> Variant:
         dynamic = g.config.get("dynamic")
