@@ -509,7 +509,8 @@ class TestRelease:
 
     @pytest.mark.slow
     def test_journal_problems(self, tmp_path: Path) -> None:
-        uri = f"fake://seed?state={tmp_path / 'w.db'}"
+        # Hyper-V keeps no marks: without its journal a release has nothing to go by
+        uri = f"fake://seed?flavor=hyperv&state={tmp_path / 'w.db'}"
         r = invoke("release", uri, "--journal", str(tmp_path / "none.db"))
         assert r.returncode == 2 and "no journal at" in r.stderr
         r = invoke("release", uri, env={"XDG_STATE_HOME": str(tmp_path / "xdg")})

@@ -86,6 +86,9 @@ class Normalise:
     #: host figures whose being known is set aside on both sides (a peer's limit, or another
     #: backend of the kind than the one the fake's flavour shows the host as)
     host_set_aside: frozenset[str] = frozenset()
+    #: capabilities whose value is each backend's own (another backend of the kind than the one
+    #: the fake's flavour shows), set aside on both sides
+    capabilities_set_aside: frozenset[str] = frozenset()
 
 
 def _resolve(value: Any, cfg: MemoryConfig) -> Any:
@@ -217,6 +220,14 @@ def _normalised(fake: dict[str, Any], real: dict[str, Any], norm: Normalise) -> 
             **side["_hosts"],
             "known": tuple(f for f in side["_hosts"]["known"] if f not in norm.host_set_aside),
         }
+    if norm.capabilities_set_aside:
+        for side in (fake, real):
+
+            def kept(caps: tuple[Any, ...]) -> tuple[Any, ...]:
+                return tuple(kv for kv in caps if kv[0] not in norm.capabilities_set_aside)
+
+            side["_capabilities"] = kept(side["_capabilities"])
+            side["_vm_capabilities"] = {n: kept(c) for n, c in side["_vm_capabilities"].items()}
     for name, row in real.items():
         if name.startswith("_"):
             continue
