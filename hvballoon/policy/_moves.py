@@ -177,7 +177,14 @@ class _Moves:
                     f"{p.reason}; deferred: lowered {now - last:.0f} s ago "
                     f"(at most once per {self.settings.min_seconds_between_lowers:g} s)",
                 )
-        target = align(target, caps.alignment_bytes, "up" if lowering else "down")
+        step_bytes = caps.alignment_bytes
+        target = align(target, step_bytes, "up" if lowering else "down")
+        # a ceiling or floor between two steps holds: the ceiling aligned down, the floor up
+        # (the floor wins where no step lies between them)
+        if target > v.maximum_bytes:
+            target = align(v.maximum_bytes, step_bytes, "down")
+        if target < v.minimum_bytes:
+            target = align(v.minimum_bytes, step_bytes, "up")
         if target == v.target_bytes:
             return "hold", p.rule, p.reason
         return _Pending(v, p, target, notes)

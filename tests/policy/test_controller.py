@@ -146,6 +146,26 @@ def test_excluded_floor_and_ceiling_settings() -> None:
         assert t["web01"] == 16 * GiB and t["web02"] == 10 * GiB and t["web03"] == 12 * GiB
 
 
+@pytest.mark.parametrize(("flavor", "step"), [("kvm", 1024), ("esxi", MiB)])
+def test_a_floor_or_ceiling_between_two_steps_is_kept_when_the_target_is_aligned(
+    flavor: str, step: int
+) -> None:
+    # a target is aligned to the kind's step: a lower up, a raise down; a ceiling or floor that
+    # is not a multiple of the step must still hold (the ceiling aligned down, the floor up)
+    ceiling, floor = 12 * GiB + 100, 10 * GiB + 100
+    per_vm = {"web03": VMSettings(ceiling=ceiling)}
+    with hvballoon.connect(f"fake://seed?flavor={flavor}") as hv:
+        ctl = Controller(hv, Fixed(6 * GiB, {"web03": 16 * GiB}), settings(vms=per_vm))
+        d = {x.vm: x for x in ctl.step()}
+        assert d["web03"].action == "lower" and d["web03"].after_bytes == 12 * GiB  # not 12 GiB + a step
+        assert d["web02"].after_bytes == 6 * GiB
+        # web02 at 6 GiB is then given a floor above it: raised to the floor, aligned up
+        ctl.reconfigure(settings(vms={**per_vm, "web02": VMSettings(floor=floor)}))
+        d = {x.vm: x for x in ctl.step()}
+        assert d["web02"].action == "raise" and d["web02"].after_bytes == 10 * GiB + step  # not 10 GiB
+        assert targets(hv)["web02"] >= floor and targets(hv)["web03"] <= ceiling
+
+
 def test_self_managed_vms_are_never_squeezed() -> None:
     per_vm = {"jvm01": VMSettings(self_managed=True), "db01": VMSettings(self_managed=True)}
     for policy in ("hvballoon", "mom", "proxmox", Fixed(6 * GiB)):
