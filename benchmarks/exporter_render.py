@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import emit  # noqa: E402
-
-
-def _median(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return round(statistics.median(times), 4)
+from _report import emit, median_seconds  # noqa: E402
 
 
 def _host(vms: int, where: Path) -> str:
@@ -64,10 +53,10 @@ def one_size(vms: int, repeat: int, where: Path) -> dict[str, Any]:
         sweep = round(time.perf_counter() - began, 4)
         ours = text(ex.registry)
         assert ours == generate_latest(ex.registry), "the texts differ"
-        reference = _median(lambda: generate_latest(ex.registry), repeat)
-        own = _median(lambda: text(ex.registry), repeat)
+        reference = median_seconds(lambda: generate_latest(ex.registry), repeat)
+        own = median_seconds(lambda: text(ex.registry), repeat)
         ex.render()
-        cached = _median(ex.render, repeat)
+        cached = median_seconds(ex.render, repeat)
         return {
             "vms": vms,
             "lines": ours.count(b"\n"),

@@ -23,11 +23,8 @@ It prints (and writes) one JSON document.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import emit  # noqa: E402
-
-
-def _median(fn: Callable[[], Any], repeat: int) -> float:
-    # CPU time, not wall time: the reading is single-threaded and does no I/O, and CPU time
-    # holds on a machine that is busy with something else
-    times = []
-    for _ in range(repeat):
-        began = time.process_time()
-        fn()
-        times.append(time.process_time() - began)
-    return round(statistics.median(times), 4)
+from _report import emit, median_seconds  # noqa: E402
 
 
 def scenario_text(vms: int) -> str:
@@ -89,10 +75,10 @@ def one_size(vms: int, repeat: int, where: Path) -> dict[str, Any]:
             loader.dispose()
 
     assert before() == _load_with(pyyaml, text) == _load_with(libyaml, text), "the loaders differ"
-    reference = _median(before, repeat)
-    python = _median(lambda: _load_with(pyyaml, text), repeat)
-    ours = _median(lambda: _load_with(libyaml, text), repeat)
-    whole = _median(lambda: load_scenario(path), repeat)
+    reference = median_seconds(before, repeat, cpu=True)
+    python = median_seconds(lambda: _load_with(pyyaml, text), repeat, cpu=True)
+    ours = median_seconds(lambda: _load_with(libyaml, text), repeat, cpu=True)
+    whole = median_seconds(lambda: load_scenario(path), repeat, cpu=True)
     return {
         "vms": vms,
         "bytes": len(text.encode()),

@@ -601,16 +601,21 @@ class KindRuleTests(_Base):
             hv.set_mark(vm, key, None)
             assert vm.id not in hv.get_marks(key), f"{case.id}: the mark was not removed"
             return
-        rule = hv.backend.kind.rule(case.rule)  # type: ignore[union-attr]
+        self._refused(hv, vm, call, case)
+        marks = hv.get_marks(key)
+        assert marks.complete and vm.id not in marks, case.id
+        assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), case.id
+
+    def _refused(self, hv: Hypervisor, vm: VM, call: Call, case: Case) -> None:
+        """``call`` is refused by the case's rule: its error class and id, naming the VM and the
+        backend."""
+        rule = hv.backend.kind.rule(case.rule)  # type: ignore[union-attr,arg-type]
         with pytest.raises(HVBalloonError) as info:
             self._do(hv, vm, call)
         err = info.value
         assert type(err) is rule.error, f"{case.id}: {type(err).__name__} {err.message}"
         assert err.details.get("rule") == rule.id, f"{case.id}: {err.details} {err.message}"
         assert err.vm == vm.name and err.backend == hv.backend_name
-        marks = hv.get_marks(key)
-        assert marks.complete and vm.id not in marks, case.id
-        assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), case.id
 
     def test_rule_case(self, hv: Hypervisor, rule_case: Case) -> None:
         kind = hv.backend.kind
@@ -640,11 +645,5 @@ class KindRuleTests(_Base):
                 wrong = rule_case.expect(hv.get_config(vm), hv.get_stats([vm])[0])
                 assert wrong is None, f"{rule_case.id}: {wrong}"
             return
-        rule = kind.rule(rule_case.rule)
-        with pytest.raises(HVBalloonError) as info:
-            self._do(hv, vm, call)
-        err = info.value
-        assert type(err) is rule.error, f"{rule_case.id}: {type(err).__name__} {err.message}"
-        assert err.details.get("rule") == rule.id, f"{rule_case.id}: {err.details} {err.message}"
-        assert err.vm == vm.name and err.backend == hv.backend_name
+        self._refused(hv, vm, call, rule_case)
         assert hv.get_config(vm).model_dump(exclude={"vm"}) == cfg.model_dump(exclude={"vm"}), rule_case.id
