@@ -195,6 +195,29 @@ def test_esxi_reservations_beyond_the_host_are_refused_as_admission_control_woul
     parse_scenario(scenario("8GiB", "7GiB"))  # 15 GiB: what the host has for its VMs
 
 
+@pytest.mark.parametrize(
+    "sizes", [{"memory": "24GiB", "dynamic": False}, {"memory": "32GiB", "startup": "20GiB", "dynamic": True}]
+)
+def test_a_hyperv_vm_whose_startup_memory_the_host_lacks_is_refused_as_hyperv_would_not_start_it(
+    sizes: dict[str, object],
+) -> None:
+    def scenario(power_state: str) -> dict[str, object]:
+        vm = {"name": "big", "used": "1GiB", "power_state": power_state, **sizes}
+        return {
+            "name": "x",
+            "flavor": "hyperv",
+            "host": {"physical": "16GiB", "overhead": "1GiB"},
+            "vms": [vm],
+        }
+
+    for state in ("running", "paused"):
+        with pytest.raises(ScenarioError, match="Hyper-V would not start it") as info:
+            parse_scenario(scenario(state))
+        assert info.value.details["path"] == ("vms.0.startup" if "startup" in sizes else "vms.0.memory")
+    parse_scenario(scenario("stopped"))  # a VM that does not run needs nothing of the host
+    parse_scenario({**scenario("running"), "host": {"physical": "32GiB", "overhead": "1GiB"}})
+
+
 def test_a_world_of_another_flavor_checks_that_flavors_rules(tmp_path: Path) -> None:
     from hvballoon import fake
     from hvballoon.fake.world import World

@@ -33,6 +33,7 @@ from hvballoon.fake.workloads import Duration, Size, validate_params
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.kinds.esxi import admits as esxi_admits
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
+from hvballoon.kinds.hyperv import starts as hyperv_starts
 from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
 from hvballoon.units import format_sizes
 
@@ -374,6 +375,19 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
                 "less its overhead): ESXi's admission control would not power them all on",
                 name,
             )
+    if name == "hyperv":
+        room = scenario.host.physical - scenario.host.overhead
+        for i, spec in enumerate(scenario.vms):
+            startup = int(hv.config(spec)["startup_bytes"])
+            if spec.power_state in ("running", "paused") and not hyperv_starts(startup, room):
+                shown_startup, shown_room = format_sizes(startup, room)
+                _refuse(
+                    where,
+                    f"vms.{i}.{'startup' if spec.startup is not None else 'memory'}",
+                    f"its startup memory {shown_startup} is more than the host's {shown_room} (its memory "
+                    "less its overhead): Hyper-V would not start it (not enough memory in the system)",
+                    name,
+                )
     with _CHECKED_LOCK:
         _CHECKED[key] = scenario  # kept alive while remembered, so its id is not another's
         while len(_CHECKED) > 16:

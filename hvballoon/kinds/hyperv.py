@@ -62,6 +62,15 @@ NO_DEMAND_NOTE = (
 )
 
 
+def starts(startup_bytes: int, host_bytes: int) -> bool:
+    """Hyper-V starts a VM only with its startup memory free on the host, out of what the host
+    has for VMs (``host_bytes``; it keeps a reserve for its own OS): else the start fails
+    ("'<VM>' could not be started because it requires N MB of memory and the system has only
+    M MB free", event 19544 in Hyper-V-VMMS/Admin; KB2962295 on the host's reserve). Dynamic
+    Memory does not change it: a VM starts with its startup memory."""
+    return startup_bytes <= host_bytes
+
+
 def buffered_demand(demand: Any, buffer_percent: Any, minimum: Any, maximum: Any) -> Any:
     """What Dynamic Memory aims to assign a VM: its demand plus its buffer, a percent of the
     demand ("if the memory committed to the guest operating system is 1000 MB and the memory
