@@ -42,6 +42,10 @@ class Marks(dict[str, str]):
         #: VM id → why its marks could not be read (a typed error naming the VM).
         self.unreadable: dict[str, HVBalloonError] = dict(unreadable or {})
 
+    def lacks(self, vm_id: str) -> bool:
+        """The VM's marks were read and carry no such mark (not merely absent: unread)."""
+        return vm_id not in self and vm_id not in self.unreadable
+
     @property
     def complete(self) -> bool:
         """Every VM's marks were read: a VM absent from the dict has no such mark."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,17 +49,17 @@ def partition(
     derived_used: Mapping[str | None, int],
     *,
     overhead_bytes: int,
-    hold_unknown: bool = True,
+    blind: Collection[str] = (),
 ) -> list[Part]:
     """``snap`` split by host; ``[(None, snap)]`` when there is one host (or none known).
 
     ``vm_hosts`` is each VM's ``VM.host`` by id; ``derived_used`` the memory the running VMs of
     each host back (their ``host_consumed_bytes``, else ``current_bytes``), which with
-    ``overhead_bytes`` stands for a host's use where it does not report it. The VMs of a host
-    whose physical memory is unknown (:func:`held`) are in no part: they are not decided (not
-    ``hold_unknown``: such a host leaves the round pooled, as it does when no host's is known).
+    ``overhead_bytes`` stands for a host's use where it does not report it. The VMs of the
+    ``blind`` hosts (:func:`blind_hosts`, whose VMs are :func:`held`) are in no part: they are not
+    decided; any other host whose physical memory is unknown leaves the round pooled, as it does
+    when no host's is known.
     """
-    blind = blind_hosts(hosts) if hold_unknown else set()
     if len(hosts) < 2 or any(h.physical_bytes is None and h.host not in blind for h in hosts):
         return [(None, snap)]
     seen = Counter(h.host for h in hosts)
@@ -93,14 +93,12 @@ def blind_hosts(hosts: Sequence[HostStats]) -> set[str]:
     return blind if len(hosts) > 1 and len(blind) < len({h.host for h in hosts}) else set()
 
 
-def held(
-    snap: Snapshot, hosts: Sequence[HostStats], vm_hosts: Mapping[str, str | None]
-) -> dict[str, Proposal]:
-    """A ``hold`` for each VM of a host whose physical memory is unknown (a disconnected ESXi
-    host, say) while other hosts' is known, by VM id: how much such a host has free is not
-    known, so its VMs are neither lowered nor raised; every other host is decided as usual.
-    (With one host, or none known, the round cannot be decided: the controller says so.)"""
-    blind = blind_hosts(hosts)
+def held(snap: Snapshot, blind: Collection[str], vm_hosts: Mapping[str, str | None]) -> dict[str, Proposal]:
+    """A ``hold`` for each VM of a ``blind`` host (:func:`blind_hosts`: its physical memory is
+    unknown, a disconnected ESXi host say, while other hosts' is known), by VM id: how much such
+    a host has free is not known, so its VMs are neither lowered nor raised; every other host is
+    decided as usual. (With one host, or none known, the round cannot be decided: the controller
+    says so.)"""
     out: dict[str, Proposal] = {}
     for v in snap.vms:
         name = vm_hosts.get(v.id)

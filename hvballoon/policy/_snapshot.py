@@ -197,26 +197,25 @@ class _Snapshots:
         )
         self._parts = [(None, snap)]
         self._held = {}
+        # the static policy never looks at the host: nothing to hold for it
+        blind = blind_hosts(self._hosts) if self.policy.name != "static" else set()
         if len(self._hosts) > 1:
             vm_hosts = {s.vm.id: s.vm.host for s in stats}
-            hold = self.policy.name != "static"  # it never looks at the host: nothing to hold
-            if hold:
-                self._held = held(snap, self._hosts, vm_hosts)
+            self._held = held(snap, blind, vm_hosts)
             self._parts = partition(
                 snap,
                 self._hosts,
                 vm_hosts,
                 by_host,
                 overhead_bytes=self.settings.host_overhead_bytes,
-                hold_unknown=hold,
+                blind=blind,
             )
-        self._note_blind_hosts()
+        self._note_blind_hosts(blind if self._held else set())
         return snap, caps_by_id, stats
 
-    def _note_blind_hosts(self) -> None:
+    def _note_blind_hosts(self, blind: set[str]) -> None:
         """A warning once for each host whose VMs are held as its physical memory is unknown
         (until it is known again: then a note)."""
-        blind = {h.host for h in self._hosts if h.physical_bytes is None} if self._held else set()
         for name in sorted(blind - self._blind_hosts):
             vms = sum(1 for p in self._held.values() if p.inputs.get("host") == name)
             log.warning(

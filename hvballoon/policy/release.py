@@ -292,12 +292,7 @@ def release(
                 results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
                 continue
             # marked when lowered and known unmarked now: where a mark lasts one run, a new run
-            mark_gone = (
-                seen_marks is not None
-                and entry.marked
-                and vm.id not in seen_marks
-                and vm.id not in seen_marks.unreadable
-            )
+            mark_gone = seen_marks is not None and entry.marked and seen_marks.lacks(vm.id)
             gone_by = kind.target_lapsed(
                 seen,
                 entry.run,

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from hvballoon.backend import Backend
 from hvballoon.errors import HVBalloonError, HVConnectionError, SessionExpiredError
-from hvballoon.models import PowerState
 from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
 from hvballoon.policy.journal import Lowered
 from hvballoon.policy.model import ControllerSettings, Decision
@@ -433,15 +432,21 @@ class _Running:
         self._marks_checked = {k: t for k, t in self._marks_checked.items() if k in held}
         if not (self.marks and kind.marks_last_one_run):
             return set()
+        # in the run it was lowered in, and lapsed by the kind's rule should its mark be gone
         suspects = [
             st.vm.id
             for st in stats
             if st.vm.id in held
             and held[st.vm.id][2]
             and kind.run_of(st.vm) == held[st.vm.id][0]
-            and st.vm.power_state is PowerState.RUNNING
-            and st.current_bytes is not None
-            and st.current_bytes >= held[st.vm.id][1] + kind.alignment_bytes
+            and kind.target_lapsed(
+                st.vm,
+                held[st.vm.id][0],
+                current_bytes=st.current_bytes,
+                target_bytes=held[st.vm.id][1],
+                mark_gone=True,
+            )
+            is not None
         ]
         now = time.monotonic()
         refresh = self.config_refresh_seconds
@@ -454,7 +459,7 @@ class _Running:
             return set()
         for vm_id in suspects:
             self._marks_checked[vm_id] = now
-        return {vm_id for vm_id in suspects if vm_id not in marks and vm_id not in marks.unreadable}
+        return {vm_id for vm_id in suspects if marks.lacks(vm_id)}
 
     def _note_unread(
         self, unreadable: Mapping[str, HVBalloonError], known: set[str], names: Mapping[str, Any]
