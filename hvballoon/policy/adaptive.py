@@ -12,10 +12,11 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   remembered for a day), and the largest its *siblings* have shown, scaled to its size — VMs
   named alike (the name without its trailing number: ``web01``, ``web-7`` → ``web``) and of the
   same size behave alike, so a VM that has not spiked yet gets the headroom its siblings needed.
-* **Optionally, nothing taken back from a host that holds every VM whole**
-  (``hold_when_uncommitted``, off by default): while the host could back every running VM at
-  its whole size (its maximum, from what the host backs for it now) and keep its reserve, no VM
-  is lowered and a VM lowered before gets its size back (rule ``hvballoon.uncommitted``).
+* **Nothing taken back from a host that could hold every VM whole** (``hold_when_uncommitted``,
+  on by default): while the host could back every running VM at its whole size (its maximum,
+  from what the host backs for it now) and keep its configured reserve, no VM is lowered and a
+  VM lowered before gets its size back (rule ``hvballoon.uncommitted``): memory taken back would
+  lie free, and a surge beyond the plausible one, faster than a round, would find it gone.
 * **Headroom first, reclaim where the host needs it.** A VM is lowered to its use plus its
   plausible surge, never less while the host has the memory: what is above that is memory no
   surge of the class reaches. The host keeps a **reserve** free — the largest of
@@ -109,11 +110,15 @@ controller's snapshot (the public API's figures) and its own history, nothing el
 >>> from hvballoon.models import Mechanism
 >>> from hvballoon.units import GiB
 >>> web = VMView(id="w", name="web01", mechanism=Mechanism.BALLOON, maximum_bytes=16 * GiB,
-...              current_bytes=16 * GiB, target_bytes=16 * GiB, used_bytes=3 * GiB)
->>> host = HostView(total_bytes=64 * GiB, used_bytes=30 * GiB)
+...              current_bytes=16 * GiB, target_bytes=16 * GiB, used_bytes=3 * GiB,
+...              host_consumed_bytes=4 * GiB)
 >>> policy = HvballoonPolicy()
->>> plan = policy.decide(Snapshot(at_seconds=0, host=host, vms=(web,)), policy.initial_state())
->>> p = plan.for_vm("w")
+>>> def decide(host):
+...     plan = policy.decide(Snapshot(at_seconds=0, host=host, vms=(web,)), policy.initial_state())
+...     return plan.for_vm("w")
+>>> decide(HostView(total_bytes=64 * GiB, used_bytes=30 * GiB)).rule   # room for all 16 GiB
+'hvballoon.uncommitted'
+>>> p = decide(HostView(total_bytes=64 * GiB, used_bytes=50 * GiB, reserve_bytes=4 * GiB))
 >>> p.rule, round(p.target_bytes / GiB, 1)   # use 3 GiB + a plausible surge of 60 % of 16 GiB
 ('hvballoon.lower', 12.6)
 """
@@ -173,7 +178,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         min_level: float = 0.0,
         limit_min_level: float = 0.5,
         own_guard_rails: bool = True,
-        hold_when_uncommitted: bool = False,
+        hold_when_uncommitted: bool = True,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
         and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
@@ -349,7 +354,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             "headroom_level": round(level, 3),
         }
 
-        # opt-in: a host that could back every running VM at its whole size and keep its reserve
+        # a host that could back every running VM at its whole size and keep its reserve
         # has nothing to gain from a balloon: memory taken back would lie free, and a surge
         # beyond the plausible one, faster than a round, would find it gone
         whole = self._holds_every_vm_whole(snapshot) if self.hold_when_uncommitted else None
@@ -504,10 +509,14 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
 
         if whole:
             why = (
-                "the host backs every running VM at its whole size and keeps its reserve "
+                "the host could back every running VM at its whole size and keep its reserve "
                 f"({format_size(int(host_inputs['host_room_with_every_vm_whole_bytes']))} to spare): "
                 "nothing is gained by taking memory back"
             )
+            if f.surging is not None:
+                # remembered all the same: its siblings' buffers, and its calm time once the host
+                # is committed again, follow from it
+                h = dataclasses.replace(h, surge_at=now)
             if current_target < top and v.can_raise:
                 return propose("hvballoon.uncommitted", f"{why}: given its full size back", top), raised(top)
             return propose("hvballoon.uncommitted", f"{why}: not lowered"), h

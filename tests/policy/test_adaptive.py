@@ -14,6 +14,13 @@ from hvballoon.units import GiB, MiB, format_size
 SETTLE = 300.0
 
 
+def lowering(**options: Any) -> HvballoonPolicy:
+    """The policy as these tests study its lowers, raises, reserve and waves: on a host of one or
+    a few VMs that it could back whole, which the default leaves alone (``hold_when_uncommitted``,
+    ``tests/policy/test_uncommitted.py``); here that hold is set aside, as on an overcommitted host."""
+    return HvballoonPolicy(**{"hold_when_uncommitted": False, **options})
+
+
 def vm(
     target: float, used: float, *, swap_in: int = 0, vm_id: str = "a", name: str = "a", **kw: Any
 ) -> VMView:
@@ -57,7 +64,7 @@ def watched(
 
 
 def test_a_vm_is_lowered_to_its_use_plus_its_whole_plausible_surge_from_the_first_round() -> None:
-    p = run(HvballoonPolicy(), [(0, [vm(16, 3)], 40)])[0].for_vm("a")
+    p = run(lowering(), [(0, [vm(16, 3)], 40)])[0].for_vm("a")
     # use + a plausible surge of 60 % of its size, the host having the memory
     assert p is not None and p.rule == "hvballoon.lower"
     assert p.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
@@ -65,14 +72,14 @@ def test_a_vm_is_lowered_to_its_use_plus_its_whole_plausible_surge_from_the_firs
 
 def test_headroom_is_cut_only_once_a_vm_has_been_watched() -> None:
     cached = vm(16, 3, host_consumed_bytes=16 * GiB)
-    plans = run(HvballoonPolicy(), watched([cached], host_used=108))
+    plans = run(lowering(), watched([cached], host_used=108))
     first, last = plans[0].for_vm("a"), plans[-1].for_vm("a")
     assert first is not None and first.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
     assert last is not None and last.target_bytes is not None and last.target_bytes < first.target_bytes
 
 
 def test_a_vm_rising_beyond_its_noise_gets_its_whole_size_back_at_once() -> None:
-    policy = HvballoonPolicy()
+    policy = lowering()
     steady = watched([vm(12.6, 3)])
     plans = run(policy, [*steady, (SETTLE + 2, [vm(12.6, 8)], 40)])
     p = plans[-1].for_vm("a")
@@ -83,13 +90,13 @@ def test_a_vm_rising_beyond_its_noise_gets_its_whole_size_back_at_once() -> None
 
 
 def test_swap_in_is_a_surge() -> None:
-    plans = run(HvballoonPolicy(), [(0, [vm(8, 4)], 40), (10, [vm(8, 4, swap_in=10 * MiB)], 40)])
+    plans = run(lowering(), [(0, [vm(8, 4)], 40), (10, [vm(8, 4, swap_in=10 * MiB)], 40)])
     p = plans[-1].for_vm("a")
     assert p is not None and p.rule == "hvballoon.surge" and "swapped in" in p.reason
 
 
 def test_after_a_surge_it_is_not_lowered_within_the_calm_time_unless_its_use_fell() -> None:
-    policy = HvballoonPolicy()
+    policy = lowering()
     rounds = [*watched([vm(12.6, 3)]), (SETTLE + 2, [vm(12.6, 8)], 40)]
     rounds += [(SETTLE + 2 + 10 * k, [vm(16, 8)], 40) for k in range(1, 30)]
     plans = run(policy, rounds)
@@ -102,13 +109,13 @@ def test_after_a_surge_it_is_not_lowered_within_the_calm_time_unless_its_use_fel
 
 
 def test_a_vm_gets_the_headroom_its_siblings_needed() -> None:
-    policy = HvballoonPolicy(surge_fraction=0.2)
+    policy = lowering(surge_fraction=0.2)
     web02 = vm(16, 2, vm_id="b", name="web02")
     rounds = [(k * 10.0, [vm(16, 2, name="web01"), web02], 40.0) for k in range(31)]
     # web01 rises by 10 GiB within a minute; web02 has shown no variability
     rounds.append((310.0, [vm(16, 12, name="web01"), web02], 50.0))
     plans = run(policy, rounds)
-    alone = run(HvballoonPolicy(surge_fraction=0.2), [(t, [web02], h) for t, _, h in rounds])
+    alone = run(lowering(surge_fraction=0.2), [(t, [web02], h) for t, _, h in rounds])
     p, q = plans[-1].for_vm("b"), alone[-1].for_vm("b")
     assert p is not None and q is not None
     assert q.inputs["plausible_surge_bytes"] == int(0.2 * 16 * GiB)
@@ -119,8 +126,8 @@ def test_a_vm_gets_the_headroom_its_siblings_needed() -> None:
 def test_a_host_short_of_its_reserve_cuts_headroom_where_page_cache_takes_it() -> None:
     # a VM that uses 3 GiB and whose page cache fills the rest: the host backs all 16 GiB
     cached = vm(16, 3, host_consumed_bytes=16 * GiB)
-    roomy = run(HvballoonPolicy(), watched([cached], host_used=40))[-1].for_vm("a")
-    short = run(HvballoonPolicy(), watched([cached], host_used=105))[-1]
+    roomy = run(lowering(), watched([cached], host_used=40))[-1].for_vm("a")
+    short = run(lowering(), watched([cached], host_used=105))[-1]
     p = short.for_vm("a")
     assert roomy is not None and p is not None
     assert p.rule == "hvballoon.lower" and p.target_bytes is not None and roomy.target_bytes is not None
@@ -134,7 +141,7 @@ def test_a_host_short_while_no_vm_is_watched_yet_cuts_only_what_it_needs_once_th
     # before the VMs have been watched there is nothing to steer, which is no reason to remember
     # the lowest headroom level for the first round that can steer them
     fleet = [vm(16, 3, vm_id=n, name=n, host_consumed_bytes=16 * GiB) for n in "abcd"]
-    last = run(HvballoonPolicy(), watched(fleet, host_used=100))[-1]
+    last = run(lowering(), watched(fleet, host_used=100))[-1]
     for n in "abcd":
         p = last.for_vm(n)
         assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
@@ -148,7 +155,7 @@ def test_the_reserve_covers_what_a_plausible_wave_would_take_from_the_host() -> 
     # whose page cache fills it; the host has 25 GiB free, more than a fifth of its 110 GiB
     fleet = [vm(12.6, 3, vm_id=f"w{k}", name=f"web{k:02}", host_consumed_bytes=3 * GiB) for k in range(9)]
     fleet.append(vm(16, 3, vm_id="c", name="cache01", host_consumed_bytes=16 * GiB))
-    last = run(HvballoonPolicy(), watched(fleet, host_used=85))[-1]
+    last = run(lowering(), watched(fleet, host_used=85))[-1]
     p = last.for_vm("c")
     assert p is not None and p.rule == "hvballoon.lower" and p.target_bytes is not None
     # a third of the 86.4 GiB their surges would take: more than the fifth of the host
@@ -159,15 +166,15 @@ def test_the_reserve_covers_what_a_plausible_wave_would_take_from_the_host() -> 
     )
     assert p.inputs["headroom_level"] < 1 and p.target_bytes < 3 * GiB + int(0.6 * 16 * GiB)
     # a reserve of a fifth only: the page cache keeps its whole plausible surge
-    calm = run(HvballoonPolicy(wave_share=0), watched(fleet, host_used=85))[-1].for_vm("c")
+    calm = run(lowering(wave_share=0), watched(fleet, host_used=85))[-1].for_vm("c")
     assert calm is not None and calm.inputs["host_reserve_bytes"] == int(0.2 * 110 * GiB)
     assert calm.target_bytes == 3 * GiB + int(0.6 * 16 * GiB)
     # ESXi reclaims for its host itself: limits do not count
     limits = [v.model_copy(update={"mechanism": Mechanism.LIMIT}) for v in fleet]
-    esxi = run(HvballoonPolicy(), watched(limits, host_used=85))[-1].for_vm("c")
+    esxi = run(lowering(), watched(limits, host_used=85))[-1].for_vm("c")
     assert esxi is not None and esxi.inputs["host_reserve_bytes"] == int(0.2 * 110 * GiB)
     # and never more than max_reserve_fraction of the host's memory
-    capped = run(HvballoonPolicy(max_reserve_fraction=0.22), watched(fleet, host_used=85))[-1].for_vm("c")
+    capped = run(lowering(max_reserve_fraction=0.22), watched(fleet, host_used=85))[-1].for_vm("c")
     assert capped is not None and capped.inputs["host_reserve_bytes"] == int(0.22 * 110 * GiB)
 
 
@@ -179,7 +186,7 @@ def test_an_esxi_limit_keeps_the_whole_plausible_surge_while_the_host_is_near_it
     def last(host_used: float, mechanism: Mechanism) -> Any:
         views = [vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=mechanism)]
         # rounds every second, as the policy asks (rounds that come late are treated apart)
-        return run(HvballoonPolicy(), watched(views, host_used=host_used, every=1.0))[-1].for_vm("a")
+        return run(lowering(), watched(views, host_used=host_used, every=1.0))[-1].for_vm("a")
 
     whole = 3 * GiB + int(0.6 * 16 * GiB)
     cut, kept = last(105, Mechanism.BALLOON), last(105, Mechanism.LIMIT)
@@ -198,7 +205,7 @@ def test_an_esxi_limit_keeps_half_its_plausible_surge_however_short_the_host() -
     # balloon beside it (deflated within seconds) is cut deeper
     def cut(mechanism: Mechanism, **options: float) -> int:
         views = [vm(16, 3, host_consumed_bytes=16 * GiB, mechanism=mechanism)]
-        p = run(HvballoonPolicy(**options), watched(views, host_used=100))[-1].for_vm("a")
+        p = run(lowering(**options), watched(views, host_used=100))[-1].for_vm("a")
         assert p is not None and p.rule == "hvballoon.lower" and p.inputs["host_short_bytes"] > 0
         return p.target_bytes or 0
 
@@ -209,26 +216,26 @@ def test_an_esxi_limit_keeps_half_its_plausible_surge_however_short_the_host() -
     import pytest
 
     with pytest.raises(ValueError, match="limit_min_level"):
-        HvballoonPolicy(limit_min_level=1.5)
+        lowering(limit_min_level=1.5)
 
 
 def test_a_calm_host_waits_its_regular_interval() -> None:
     # once lowered to use + its whole plausible surge, nothing is exposed
-    plans = run(HvballoonPolicy(), [*watched([vm(16, 3)]), (SETTLE + 10, [vm(12.6, 3)], 40)])
+    plans = run(lowering(), [*watched([vm(16, 3)]), (SETTLE + 10, [vm(12.6, 3)], 40)])
     assert plans[-1].next_round_seconds is None
 
 
 def test_self_managed_is_given_its_maximum_and_never_lowered() -> None:
     settings = VMSettings(self_managed=True)
-    p = run(HvballoonPolicy(), [(0, [vm(12, 3, settings=settings)], 40)])[0].for_vm("a")
+    p = run(lowering(), [(0, [vm(12, 3, settings=settings)], 40)])[0].for_vm("a")
     assert p is not None and p.rule == "hvballoon.self_managed" and p.target_bytes == 16 * GiB
-    p = run(HvballoonPolicy(), watched([vm(16, 3, settings=settings)]))[-1].for_vm("a")
+    p = run(lowering(), watched([vm(16, 3, settings=settings)]))[-1].for_vm("a")
     assert p is not None and p.target_bytes is None
 
 
 def test_dynamic_memory_is_not_lowered() -> None:
     dm = vm(16, 3, mechanism=Mechanism.DYNAMIC_MEMORY, can_lower=False)
-    p = run(HvballoonPolicy(), watched([dm]))[-1].for_vm("a")
+    p = run(lowering(), watched([dm]))[-1].for_vm("a")
     assert p is not None and p.target_bytes is None and p.rule == "hvballoon.mechanism"
 
 
@@ -236,7 +243,7 @@ def test_missing_figures_hold() -> None:
     v = VMView(
         id="a", name="a", mechanism=Mechanism.BALLOON, maximum_bytes=GiB, current_bytes=GiB, target_bytes=GiB
     )
-    p = run(HvballoonPolicy(), [(0, [v], 40)])[0].for_vm("a")
+    p = run(lowering(), [(0, [v], 40)])[0].for_vm("a")
     assert p is not None and p.target_bytes is None and "never lower blind" in p.reason
 
 
@@ -244,24 +251,24 @@ def test_our_policy_narrows_only_the_proportional_margin() -> None:
     from hvballoon.session import GuardRails
 
     session = GuardRails()
-    rails = HvballoonPolicy().guard_rails(session)
+    rails = lowering().guard_rails(session)
     assert rails.margin_fraction == 0
     assert rails.margin_bytes == session.margin_bytes
     assert rails.max_stats_age_seconds == session.max_stats_age_seconds
-    assert HvballoonPolicy(own_guard_rails=False).guard_rails(session) is session
+    assert lowering(own_guard_rails=False).guard_rails(session) is session
 
 
 def test_bad_knobs_are_refused() -> None:
     import pytest
 
     with pytest.raises(ValueError, match="surge_fraction"):
-        HvballoonPolicy(surge_fraction=1.5)
+        lowering(surge_fraction=1.5)
     with pytest.raises(ValueError, match="free_fraction"):
-        HvballoonPolicy(free_fraction=1.0)
+        lowering(free_fraction=1.0)
     with pytest.raises(ValueError, match="wave_share"):
-        HvballoonPolicy(wave_share=-0.1)
+        lowering(wave_share=-0.1)
     with pytest.raises(ValueError, match="max_reserve_fraction"):
-        HvballoonPolicy(max_reserve_fraction=1.0)
+        lowering(max_reserve_fraction=1.0)
 
 
 def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> None:
@@ -278,7 +285,7 @@ def test_a_wave_deals_the_reserve_out_to_the_siblings_of_the_surging_vms() -> No
             for n in names
         ]
 
-    policy = HvballoonPolicy()
+    policy = lowering()
     # a host short of its reserve: every VM's headroom is cut to the same level
     plans = run(policy, [(k * 1.0, fleet(3, {}), 110) for k in range(SETTLE_ROUNDS)])
     cut = {n: plans[-1].for_vm(n) for n in ("web01", "web02", "web03", "batch01")}
@@ -324,7 +331,7 @@ def _cut_fleet(policy: HvballoonPolicy, names: tuple[str, ...] = KINDS) -> tuple
 
 
 def test_rounds_that_come_late_deal_the_reserve_out_to_every_cut_vm() -> None:
-    policy = HvballoonPolicy(calm_seconds=5)  # the cut is not within the calm time any more
+    policy = lowering(calm_seconds=5)  # the cut is not within the calm time any more
     targets, state = _cut_fleet(policy)
     # the host has memory free again; the next round comes 1 s after the one before (on time)
     on_time = policy.decide(snap(SETTLE + 1, *_cached_fleet(targets), host_used=60), state)
@@ -344,7 +351,7 @@ def test_rounds_that_come_late_deal_the_reserve_out_to_every_cut_vm() -> None:
 
 
 def test_a_wave_deals_the_reserve_out_to_the_surgers_siblings_first_then_to_every_cut_vm() -> None:
-    policy = HvballoonPolicy(calm_seconds=0.5)  # the cut a second ago is not within the calm time
+    policy = lowering(calm_seconds=0.5)  # the cut a second ago is not within the calm time
     names = ("web01", "web02", "api01", "batch01")
     targets, state = _cut_fleet(policy, names)
 
@@ -382,7 +389,7 @@ def test_a_wave_deals_the_reserve_out_to_the_surgers_siblings_first_then_to_ever
 
 
 def test_a_wave_leaves_the_others_what_the_hypervisor_may_still_hand_out_itself() -> None:
-    policy = HvballoonPolicy(calm_seconds=0.5)
+    policy = lowering(calm_seconds=0.5)
     names = ("web01", "web02", "api01", "batch01")
     targets, state = _cut_fleet(policy, names)
     surging = [
@@ -410,7 +417,7 @@ def test_a_wave_leaves_the_others_what_the_hypervisor_may_still_hand_out_itself(
 
 def _web01_surges() -> tuple[HvballoonPolicy, Any, list[VMView]]:
     """The cached fleet watched on a host with room; then web01 surging by 6 GiB."""
-    policy = HvballoonPolicy()
+    policy = lowering()
     plans = run(policy, [(k * 1.0, _cached_fleet({}), 60) for k in range(SETTLE_ROUNDS)])
     fleet = _cached_fleet({})
     fleet[0] = vm(16, 9, vm_id="web01", name="web01", host_consumed_bytes=16 * GiB)
@@ -448,7 +455,7 @@ SETTLE_ROUNDS = int(SETTLE) + 1
 
 
 def test_a_host_below_its_floor_cuts_only_as_many_calm_vms_as_it_needs() -> None:
-    policy = HvballoonPolicy(calm_seconds=5)
+    policy = lowering(calm_seconds=5)
     targets, state = _cut_fleet(policy)
     late = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=60), state)
     raised = {p.vm_id: p.target_bytes / GiB for p in late.proposals if p.target_bytes is not None}
@@ -463,7 +470,7 @@ def test_a_host_below_its_floor_cuts_only_as_many_calm_vms_as_it_needs() -> None
 
 
 def test_a_rescue_under_way_is_not_made_again_while_its_balloons_inflate() -> None:
-    policy = HvballoonPolicy(calm_seconds=5)
+    policy = lowering(calm_seconds=5)
     targets, state = _cut_fleet(policy)
     late = policy.decide(snap(SETTLE + 9, *_cached_fleet(targets), host_used=60), state)
     now = {**targets, **{p.vm_id: p.target_bytes / GiB for p in late.proposals if p.target_bytes is not None}}
@@ -491,7 +498,7 @@ def test_a_rescue_under_way_is_not_made_again_while_its_balloons_inflate() -> No
 
 
 def test_a_page_cache_squeezed_by_its_balloon_keeps_its_appetite() -> None:
-    policy = HvballoonPolicy(appetite_seconds=600)
+    policy = lowering(appetite_seconds=600)
     # its page cache took all 13 GiB above its 3 GiB of use; then it is held at 8 GiB
     first = [(0.0, [vm(16, 3, host_consumed_bytes=16 * GiB)], 40.0)]
     squeezed = run(
@@ -515,7 +522,7 @@ def test_a_sweep_that_hangs_makes_cut_vms_whole_within_what_the_host_can_back() 
     whole = int(4 * GiB + 0.6 * 16 * GiB)  # use + a plausible surge of 60 % of 16 GiB
     floor, band = int(0.05 * 110 * GiB), int(0.025 * 110 * GiB)
     for host_used, made_whole in ((94.0, 1), (90.0, 2), (103.0, 0)):
-        policy = HvballoonPolicy(late_seconds=1e9)  # these rounds jump in time: none is late
+        policy = lowering(late_seconds=1e9)  # these rounds jump in time: none is late
         plan = run(policy, [*watched(roomy), (SETTLE + 700, cut, host_used)])[-1]
         planned = {p.vm_id: p.target_bytes for p in plan.proposals}
         assert {p.rule for p in plan.proposals} == {"hvballoon.lower"}
@@ -538,7 +545,7 @@ def test_a_raise_made_while_a_sweep_hung_counts_as_a_raise_of_the_policy() -> No
     names = [f"web0{k}" for k in range(1, 5)]
     roomy = [vm(16, 4, vm_id=n, name=n, host_consumed_bytes=9 * GiB) for n in names]
     cut = [vm(6, 4, vm_id=n, name=n, host_consumed_bytes=6 * GiB) for n in names]
-    policy = HvballoonPolicy(late_seconds=1e9)
+    policy = lowering(late_seconds=1e9)
     rounds = [*watched(roomy), (SETTLE + 700, cut, 94.0)]
     (braced,) = run(policy, rounds)[-1].contingency
     whole = braced.target_bytes or 0
@@ -554,7 +561,7 @@ def test_a_raise_made_while_a_sweep_hung_counts_as_a_raise_of_the_policy() -> No
     # the host is still short of its reserve, yet the raised VM is not cut within the calm time
     assert p is not None and p.target_bytes is None and p.rule == "hvballoon.calming", p
     # without the contingency in its memory, the same round would cut it again
-    fresh = HvballoonPolicy(late_seconds=1e9)
+    fresh = lowering(late_seconds=1e9)
     q = run(fresh, [*watched(roomy), (SETTLE + 715, after, 94.0)])[-1].for_vm(braced.vm_id)
     assert q is not None and q.rule == "hvballoon.lower"
 
@@ -562,11 +569,11 @@ def test_a_raise_made_while_a_sweep_hung_counts_as_a_raise_of_the_policy() -> No
 def test_min_level_keeps_that_share_of_the_plausible_surge_in_every_guest() -> None:
     # a host short of its reserve cuts cached VMs' headroom deep by default; with min_level the
     # cut stops at that share of each VM's plausible surge, and the level reported says so
-    deep, _ = _cut_fleet(HvballoonPolicy())
-    half, state = _cut_fleet(HvballoonPolicy(min_level=0.5))
+    deep, _ = _cut_fleet(lowering())
+    half, state = _cut_fleet(lowering(min_level=0.5))
     for n in KINDS:
         assert deep[n] < half[n]
-    plan = HvballoonPolicy(min_level=0.5).decide(snap(SETTLE + 1, *_cached_fleet(half), host_used=110), state)
+    plan = lowering(min_level=0.5).decide(snap(SETTLE + 1, *_cached_fleet(half), host_used=110), state)
     for n in KINDS:
         p = plan.for_vm(n)
         assert p is not None
@@ -578,7 +585,7 @@ def test_min_level_keeps_that_share_of_the_plausible_surge_in_every_guest() -> N
 
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="min_level"):
-            HvballoonPolicy(min_level=bad)
+            lowering(min_level=bad)
 
 
 def test_the_reserve_is_weighed_at_the_level_that_would_keep_it() -> None:
@@ -588,7 +595,7 @@ def test_the_reserve_is_weighed_at_the_level_that_would_keep_it() -> None:
     # the host backing it: the wave reserve shrinks as the level rises, and the level rises
     # further than a reserve weighed at the deep cut allows
     webs = [vm(12.6, 3, vm_id=f"w{k}", name=f"web{k:02}", host_consumed_bytes=3 * GiB) for k in range(9)]
-    policy = HvballoonPolicy()
+    policy = lowering()
     plans = run(
         policy,
         watched([*webs, vm(16, 3, vm_id="c", name="cache01", host_consumed_bytes=16 * GiB)], host_used=104),
@@ -636,6 +643,6 @@ def test_a_round_remembers_what_it_did_not_see_change() -> None:
     kept = [f.name for f in dataclasses.fields(VMHistory) if f.name not in seen]
     # the history above sets every field a round keeps to a value of its own
     assert all(getattr(old, name) != getattr(defaults, name) for name in kept)
-    new = HvballoonPolicy()._remember(vm(8, 4), old, 3.0)
+    new = lowering()._remember(vm(8, 4), old, 3.0)
     assert {name: getattr(new, name) for name in kept} == {name: getattr(old, name) for name in kept}
     assert new.last_at == 3.0 and new.used_bytes == 4 * GiB
