@@ -193,3 +193,30 @@ def _merged(plans: Sequence[tuple[str | None, Plan]]) -> Plan:
         contingency=tuple(c for _, p in plans for c in p.contingency),
         buffers=tuple(b for _, p in plans for b in p.buffers),
     )
+
+
+#: The figures a policy's proposals carry about their host (``hvballoon``'s ``inputs``): what the
+#: controller's metrics show per host (:mod:`hvballoon.policy.metrics`).
+HOST_FIGURES = (
+    "host_free_bytes",
+    "host_reserve_bytes",
+    "host_wave_reserve_bytes",
+    "host_short_bytes",
+    "headroom_level",
+    "host_room_with_every_vm_whole_bytes",
+)
+
+
+def host_figures(proposals: Sequence[Proposal], hosts: Sequence[HostStats]) -> dict[str, dict[str, float]]:
+    """Per host, the figures the policy decided it on (:data:`HOST_FIGURES`, as the first of its
+    VMs' proposals carries them): the host a proposal names, else the session's one host, else
+    ``""`` (the pooled view of hosts not decided apart). Empty for a policy that carries none."""
+    one = hosts[0].host if len({h.host for h in hosts}) == 1 else ""
+    out: dict[str, dict[str, float]] = {}
+    for p in proposals:
+        if "host_reserve_bytes" not in p.inputs:
+            continue
+        name = p.inputs.get("host") or one
+        if name not in out:
+            out[name] = {k: p.inputs[k] for k in HOST_FIGURES if p.inputs.get(k) is not None}
+    return out

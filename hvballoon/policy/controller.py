@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from hvballoon._gc import collector_paused
 from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
 from hvballoon.models import HostStats, Mechanism, MemoryConfig, MemoryStats
-from hvballoon.policy._hosts import HostStates, Part, decide_by_host
+from hvballoon.policy._hosts import HostStates, Part, decide_by_host, host_figures
 from hvballoon.policy._moves import _Contingency, _Moves, _Pending
 from hvballoon.policy._snapshot import _Snapshots
 from hvballoon.policy.base import Plan, Policy, get_policy, policy_options
@@ -155,6 +155,9 @@ class Controller(_Snapshots, _Moves, _Running):
         self._wake = threading.Event()
         #: The last round's sweep as the exporter shows one (VMs, hosts, or the error).
         self.last_sweep: HostResult | None = None
+        #: Per host, the figures the policy decided it on in the last round that was decided
+        #: (:func:`hvballoon.policy._hosts.host_figures`: reserve, shortfall, headroom level...).
+        self.host_figures: dict[str, dict[str, float]] = {}
 
     def _policy(self, policy: str | Policy, settings: ControllerSettings) -> Policy:
         """The policy ``settings.policy_options`` configure (checked: nothing changes on an
@@ -381,6 +384,7 @@ class Controller(_Snapshots, _Moves, _Running):
         at = stats[0].collected_at if stats else datetime.now(timezone.utc)
         plan: Plan = decide_by_host(self.policy, self._parts, self._by_host)
         self._asked_round_seconds = plan.next_round_seconds
+        self.host_figures = host_figures(plan.proposals, self._hosts)
         decisions: list[Decision] = []
         pending: list[_Pending] = []
         proposals = plan.by_vm()

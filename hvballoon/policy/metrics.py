@@ -11,6 +11,11 @@ the URI (redacted) and the policy:
 - ``hvballoon_controller_lowered_bytes_total``, ``hvballoon_controller_raised_bytes_total``;
 - ``hvballoon_controller_round_duration_seconds`` (a histogram);
 - ``hvballoon_controller_last_success_timestamp_seconds``;
+- per host (label ``host``: the host a round decided apart, the session's one host, or ``""``
+  for the pooled view), what the policy decided it on in the last round — for ``hvballoon``:
+  ``hvballoon_controller_host_reserve_bytes``, ``…_host_wave_reserve_bytes``,
+  ``…_host_short_bytes``, ``hvballoon_controller_headroom_level`` and
+  ``hvballoon_controller_host_uncommitted`` (1 while the host could hold every VM whole);
 - ``hvballoon_controller_lowered_vms`` (what it would give back now),
   ``hvballoon_controller_fail_open`` (1 while it has given up and released),
   ``hvballoon_controller_reconnects_total``, ``hvballoon_controller_fail_open_releases_total``,
@@ -150,12 +155,51 @@ class ControllerMetrics(MetricsEndpoint):
             "Times the controller gave back what it lowered after failing too many rounds in a row.",
             h.fail_open_releases,
         )
+        yield from _host_figures(ctl.host_figures, labels, base)
         last = ctl.last_sweep
         yield from sweep_metrics(
             [last] if last is not None else [],
             last_success={uri: h.last_success_at} if h.last_success_at is not None else {},
             errors={(uri, code): n for code, n in h.failed_by_code.items()},
         )
+
+
+#: Gauges of what the policy decided each host on (``Controller.host_figures``): name, the
+#: figure it shows, help.
+_HOST_GAUGES = (
+    ("hvballoon_controller_host_reserve_bytes", "host_reserve_bytes",
+     "Free memory the policy keeps on the host (its reserve), as of the last round decided."),
+    ("hvballoon_controller_host_wave_reserve_bytes", "host_wave_reserve_bytes",
+     "The part of the host's reserve kept for a plausible wave of surges."),
+    ("hvballoon_controller_host_short_bytes", "host_short_bytes",
+     "How far the host's free memory was below the policy's reserve (0 when it was not)."),
+    ("hvballoon_controller_headroom_level", "headroom_level",
+     "The share of each VM's plausible surge the policy leaves it as headroom on the host (1: whole)."),
+)  # fmt: skip
+
+
+def _host_figures(
+    figures: dict[str, dict[str, float]], labels: list[str], base: list[str]
+) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    if not figures:
+        return
+    for name, key, doc in _HOST_GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=[*labels, "host"])
+        for host, fig in sorted(figures.items()):
+            if key in fig:
+                family.add_metric([*base, host], fig[key])
+        yield family
+    uncommitted = GaugeMetricFamily(
+        "hvballoon_controller_host_uncommitted",
+        "1 while the host could back every running VM at its whole size and keep its reserve "
+        "(the hvballoon policy then takes nothing back), else 0.",
+        labels=[*labels, "host"],
+    )
+    for host, fig in sorted(figures.items()):
+        uncommitted.add_metric([*base, host], 1 if "host_room_with_every_vm_whole_bytes" in fig else 0)
+    yield uncommitted
 
 
 class _Collector:

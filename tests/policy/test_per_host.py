@@ -275,3 +275,55 @@ def test_the_static_policy_holds_nothing_for_a_host_it_never_looks_at(cluster: C
     cluster.figures["esx-idle"]["physical_bytes"] = None
     d = by_vm(Controller(cluster.hv, "static").step())
     assert all(x.rule != "controller.host_memory_unknown" for x in d.values())
+
+
+def test_the_metrics_show_what_each_host_was_decided_on(cluster: Cluster) -> None:
+    pytest.importorskip("prometheus_client")
+    from hvballoon.policy.metrics import ControllerMetrics
+
+    ctl = Controller(cluster.hv, "hvballoon")
+    ctl.step()
+    # the hot host (95 % used) is short of the policy's reserve of 20 %; the idle one, at 40 %
+    # with room for its VMs whole, is held as uncommitted
+    hot, idle = ctl.host_figures["esx-hot"], ctl.host_figures["esx-idle"]
+    assert hot["host_reserve_bytes"] >= int(0.2 * 256 * GiB) and hot["host_short_bytes"] > 0
+    assert idle["host_short_bytes"] == 0 and "host_room_with_every_vm_whole_bytes" in idle
+    shown = ControllerMetrics(ctl).render()
+    text = shown.decode() if isinstance(shown, bytes) else shown
+    series = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("hvballoon_controller_host_") or line.startswith("hvballoon_controller_headroom")
+    }
+
+    def value(name: str, host: str) -> float:
+        (v,) = [v for k, v in series.items() if k.startswith(name + "{") and f'host="{host}"' in k]
+        return v
+
+    assert value("hvballoon_controller_host_short_bytes", "esx-hot") == hot["host_short_bytes"]
+    assert value("hvballoon_controller_host_reserve_bytes", "esx-hot") == hot["host_reserve_bytes"]
+    assert value("hvballoon_controller_host_uncommitted", "esx-hot") == 0
+    assert value("hvballoon_controller_host_uncommitted", "esx-idle") == 1
+    assert value("hvballoon_controller_headroom_level", "esx-idle") == idle["headroom_level"]
+
+
+def test_a_policy_that_carries_no_host_figures_shows_none(cluster: Cluster) -> None:
+    pytest.importorskip("prometheus_client")
+    from hvballoon.policy.metrics import ControllerMetrics
+
+    ctl = Controller(cluster.hv, "mom")
+    ctl.step()
+    assert ctl.host_figures == {}
+    shown = ControllerMetrics(ctl).render()
+    assert b"hvballoon_controller_host_reserve_bytes" not in (
+        shown if isinstance(shown, bytes) else shown.encode()
+    )
+
+
+def test_one_host_is_shown_by_its_own_name() -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        ctl = Controller(hv, "hvballoon")
+        ctl.step()
+        (host,) = hv.get_host_stats()
+        assert list(ctl.host_figures) == [host.host] and host.host
+        assert ctl.host_figures[host.host]["host_free_bytes"] > 0
