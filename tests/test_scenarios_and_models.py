@@ -110,6 +110,8 @@ def _one_vm(flavor: str, host: str = "{physical: 32GiB}", **vm: object) -> str:
         # its limit and increment go with hot-add on
         ("esxi", {"hot_add_limit": "8GiB"}, "vms.0", None),
         ("esxi", {"memory_hot_add": True, "hot_add_increment": 0}, "vms.0", None),
+        # KVM: a memory above the hotplug ceiling (<maxMemory>), which libvirt refuses to define
+        ("kvm", {"memory": "8GiB", "hotplug_maximum": "4GiB"}, "vms.0", "maximum_above_hotplug_maximum"),
         # Hyper-V: the range with its defaults filled in (startup: half the memory)
         ("hyperv", {"minimum": "8GiB", "maximum": "2GiB"}, "vms.0", "range_order"),
         ("hyperv", {"minimum": "3GiB"}, "vms.0", "range_order"),

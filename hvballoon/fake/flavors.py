@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 
 if TYPE_CHECKING:
     import numpy as np
@@ -222,6 +223,8 @@ class KVMFlavor(Flavor):
         config["startup_bytes"] = spec.target if spec.target is not None else spec.memory
         if spec.numa_nodes:
             config["numa_nodes"] = spec.numa_nodes
+        if spec.hotplug_maximum is not None:
+            config[HOTPLUG_MAXIMUM] = spec.hotplug_maximum
         # the persistent definition's <stats period>: what a domain has again when it stops
         config["defined_stats_period"] = spec.stats_period
         return config

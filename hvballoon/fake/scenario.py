@@ -34,6 +34,7 @@ from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
 from hvballoon.kinds.esxi import admits as esxi_admits
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.kinds.hyperv import starts as hyperv_starts
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
 from hvballoon.units import format_sizes
 
@@ -211,6 +212,10 @@ class VMSpec(_Spec):
         ge=0,
         le=256,
         description="KVM: guest NUMA nodes (<cpu><numa><cell>); with any, the maximum cannot change.",
+    )
+    hotplug_maximum: Size | None = Field(
+        default=None,
+        description="KVM: the hotplug ceiling (<maxMemory>), at least memory; the maximum never goes above it.",
     )
 
     @model_validator(mode="after")
@@ -432,7 +437,11 @@ def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | Non
     mechanism = hv.kind.variant_for(dynamic=config.get("dynamic")).mechanism
     fields = {k: v for k, v in config.items() if k in MemoryConfig.model_fields}
     # what the kind reads from a configuration's extra (ESXi's memory hot-add)
-    extra = {k: config[k] for k in (HOT_ADD, HOT_ADD_LIMIT, HOT_ADD_INCREMENT) if config.get(k) is not None}
+    extra = {
+        k: config[k]
+        for k in (HOT_ADD, HOT_ADD_LIMIT, HOT_ADD_INCREMENT, HOTPLUG_MAXIMUM)
+        if config.get(k) is not None
+    }
     try:
         hv.kind.check_config(vm, MemoryConfig(vm=vm, mechanism=mechanism, extra=extra, **fields))
     except HVBalloonError as err:

@@ -18,6 +18,7 @@ from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, NO_TOOLS_NOTE, admits
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -186,6 +187,8 @@ class KVMView(FlavorView):
         extra: dict[str, Any] = {"balloon_model": "virtio" if balloon else "none"}
         if c.get("numa_nodes"):
             extra["numa_nodes"] = c["numa_nodes"]  # guest NUMA cells: the maximum cannot change
+        if c.get(HOTPLUG_MAXIMUM) is not None:
+            extra[HOTPLUG_MAXIMUM] = c[HOTPLUG_MAXIMUM]  # <maxMemory>: the maximum stays at most it
         # without a <memballoon> device libvirt's XML has no autodeflate, freePageReporting or
         # stats period to read: the real backend reports them None
         return MemoryConfig(

@@ -9,7 +9,14 @@ autodeflate "cannot be enabled/disabled for running domain", and free page repor
 there is no balloon to move and no stats period ("No memory balloon device configured"); the
 maximum of a domain with guest NUMA nodes (``<cpu><numa><cell>``) cannot change through
 ``setMemoryFlags`` at all, each node having its own size ("initial memory size of a domain with
-NUMA nodes cannot be modified with this API", the QEMU and test drivers alike).
+NUMA nodes cannot be modified with this API", the QEMU and test drivers alike); a maximum
+above the hotplug ceiling (``<maxMemory>``) is refused ("cannot set initial memory size greater
+than the maximum memory size", VIR_ERR_OPERATION_INVALID, the QEMU and test drivers alike); a
+balloon target never takes a virtio-mem device's memory: libvirt's QEMU driver takes every
+``<memory model='virtio-mem'>`` device's ``<size>`` off ``<memory>`` before it compares a target
+("While virtio-mem is regular mem from guest POV, it can't be modified through this API",
+qemuDomainSetMemoryFlags; the test driver does not), and moves such a device only through its
+``<requested>`` size (virDomainUpdateDeviceFlags).
 
 Used by the libvirt backend (``qemu://``, ``test://``), the fake's ``kvm`` flavour, and any other
 backend that drives a QEMU balloon.
@@ -28,9 +35,18 @@ from pydantic import Field
 from hvballoon.errors import InvalidRequestError, InvalidStateError, UnsupportedOperationError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
 from hvballoon.models import MAX_INT32, VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
-from hvballoon.units import KiB
+from hvballoon.units import KiB, format_sizes
 
-__all__ = ["DEFAULT_STATS_PERIOD", "KVM", "KVMKind", "StatsPeriodOption", "has_balloon_device", "numa_nodes"]
+__all__ = [
+    "DEFAULT_STATS_PERIOD",
+    "HOTPLUG_MAXIMUM",
+    "KVM",
+    "KVMKind",
+    "StatsPeriodOption",
+    "has_balloon_device",
+    "numa_nodes",
+    "virtio_mem_bytes",
+]
 
 #: The stats period (seconds) a session switches on where a running balloon's is off (the
 #: ``stats_period`` option of the kvm and qmp backends, and what the fake's kvm flavour does).
@@ -60,6 +76,21 @@ def numa_nodes(config: MemoryConfig) -> int:
     return nodes if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes > 0 else 0
 
 
+#: ``MemoryConfig.extra`` key of a domain's hotplug ceiling, ``<maxMemory>`` (bytes).
+HOTPLUG_MAXIMUM = "hotplug_maximum_bytes"
+
+
+def _size_extra(config: MemoryConfig, key: str) -> int | None:
+    value = config.extra.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def virtio_mem_bytes(config: MemoryConfig) -> int:
+    """The sizes of the domain's virtio-mem devices, summed (``config.extra["virtio_mem_bytes"]``):
+    part of its ``<memory>``, out of a balloon target's reach."""
+    return _size_extra(config, "virtio_mem_bytes") or 0
+
+
 class KVMKind(Kind):
     """The rules of a QEMU/KVM guest's memory (see the module docstring for the sources)."""
 
@@ -76,6 +107,10 @@ class KVMKind(Kind):
     #: does; a cold start, even under the same domain ID, starts without it
     marks: ClassVar[bool] = True
     marks_last_one_run: ClassVar[bool] = True
+    ceiling_note: ClassVar[str] = (
+        "<memory>, less any virtio-mem device's size (no balloon target takes it: libvirt moves "
+        "it through the device's <requested> size)"
+    )
     variants: ClassVar[tuple[Variant, ...]] = (
         Variant(
             name="balloon",
@@ -110,6 +145,11 @@ class KVMKind(Kind):
             "has none and is not marked",
         ),
         Rule("maximum_only_when_off", InvalidStateError, "the maximum changes only with the domain off"),
+        Rule(
+            "maximum_above_hotplug_maximum",
+            InvalidRequestError,
+            "the maximum is at most the domain's hotplug ceiling (<maxMemory>): libvirt refuses more",
+        ),
         Rule(
             "maximum_fixed_by_numa",
             UnsupportedOperationError,
@@ -153,6 +193,30 @@ class KVMKind(Kind):
             return None
         return option
 
+    def target_ceiling(
+        self,
+        vm: VM,
+        stats: MemoryStats,
+        config: MemoryConfig,
+        *,
+        host_memory_bytes: int | None = None,
+    ) -> int | None:
+        """``<memory>`` less the domain's virtio-mem devices (see the module docstring).
+
+        >>> from datetime import datetime, timezone
+        >>> from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats
+        >>> vm = VM(id="u", name="g", backend="kvm")
+        >>> cfg = MemoryConfig(vm=vm, mechanism=Mechanism.BALLOON, maximum_bytes=8 * 2**30,
+        ...                    extra={"virtio_mem_bytes": 4 * 2**30})
+        >>> st = MemoryStats(vm=vm, mechanism=Mechanism.BALLOON, collected_at=datetime.now(timezone.utc))
+        >>> KVM.target_ceiling(vm, st, cfg) // 2**30
+        4
+        """
+        maximum = super().target_ceiling(vm, stats, config, host_memory_bytes=host_memory_bytes)
+        if maximum is None:
+            return None
+        return max(maximum - virtio_mem_bytes(config), 0)
+
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         if not is_off(vm) and not has_balloon_device(config):
             model = config.extra.get("balloon_model") or "none"
@@ -169,6 +233,16 @@ class KVMKind(Kind):
 
     def check_config(self, vm: VM, config: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": config.maximum_bytes}, rule="whole_KiB")
+        ceiling = _size_extra(config, HOTPLUG_MAXIMUM)
+        if ceiling is not None and config.maximum_bytes is not None and config.maximum_bytes > ceiling:
+            shown_max, shown = format_sizes(config.maximum_bytes, ceiling)
+            self.refuse(
+                "maximum_above_hotplug_maximum",
+                f"{vm.name!r} has a memory of {shown_max} above its hotplug ceiling (<maxMemory> {shown}): "
+                "libvirt refuses such a definition",
+                vm=vm,
+                field="maximum_bytes",
+            )
 
     def _check_request(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> None:
         # whatever the power state: powering the domain off would not help
@@ -180,6 +254,19 @@ class KVMKind(Kind):
                 "libvirt cannot change it with setMemoryFlags (change the nodes in its definition)",
                 vm=vm,
                 field="maximum_bytes",
+            )
+        # libvirt's order: the NUMA nodes first, then the hotplug ceiling
+        ceiling = _size_extra(current, HOTPLUG_MAXIMUM)
+        if ceiling is not None and update.maximum_bytes is not None and update.maximum_bytes > ceiling:
+            asked, shown = format_sizes(update.maximum_bytes, ceiling)
+            self.refuse(
+                "maximum_above_hotplug_maximum",
+                f"a maximum of {asked} for {vm.name!r} is above its hotplug ceiling (<maxMemory> "
+                f"{shown}): libvirt refuses it (raise <maxMemory> in its definition first)",
+                vm=vm,
+                field="maximum_bytes",
+                asked=update.maximum_bytes,
+                hotplug_maximum_bytes=ceiling,
             )
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from hvballoon.fake.scenario import Scenario, parse_scenario
 from hvballoon.kinds import KINDS
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
-from hvballoon.kinds.kvm import has_balloon_device, numa_nodes
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, has_balloon_device, numa_nodes
 from hvballoon.models import VM, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import GiB, KiB, MiB
 
@@ -41,6 +41,7 @@ class Need:
     balloon: bool | None = None
     numa: bool = False
     hot_add: bool = False
+    hotplug: bool = False
 
     @property
     def key(self) -> str:
@@ -54,6 +55,8 @@ class Need:
             parts.append("numa")
         if self.hot_add:
             parts.append("hot-add")
+        if self.hotplug:
+            parts.append("hotplug")
         return "/".join(parts)
 
     def matches(self, vm: VM, config: MemoryConfig, kind_name: str) -> bool:
@@ -65,6 +68,8 @@ class Need:
         if (numa_nodes(config) > 0) is not self.numa:
             return False
         if bool(config.extra.get(HOT_ADD)) is not self.hot_add:
+            return False
+        if (config.extra.get(HOTPLUG_MAXIMUM) is not None) is not self.hotplug:
             return False
         return self.balloon is None or has_balloon_device(config) is self.balloon
 
@@ -142,6 +147,7 @@ _KVM = [
     Case("kvm", "deflate-live", Need("running"), lambda c, s, f: Call("config", {"deflate_on_oom": not c.deflate_on_oom}), "deflate_on_oom_only_when_off"),
     Case("kvm", "free-page-reporting-live", Need("running"), lambda c, s, f: Call("config", {"free_page_reporting": not c.free_page_reporting}), "free_page_reporting_only_when_off"),
     Case("kvm", "maximum-numa", Need("off", numa=True), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_fixed_by_numa"),
+    Case("kvm", "maximum-above-hotplug", Need("off", hotplug=True), lambda c, s, f: Call("config", {"maximum": _mb(c.extra.get(HOTPLUG_MAXIMUM)) + GiB}), "maximum_above_hotplug_maximum"),
     Case("kvm", "maximum-byte", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB + 512}), "whole_KiB"),
     Case("kvm", "target-no-device", Need("running", balloon=False), lambda c, s, f: Call("target", {"size": _mb(s.configured_bytes), "force": True}), "no_balloon_device"),
     Case("kvm", "period-no-device", Need("running", balloon=False), lambda c, s, f: Call("config", {"stats_period": (c.stats_period_seconds or 0) + 7}), "no_balloon_device"),
@@ -282,6 +288,13 @@ def rules_scenario(flavor: str) -> Scenario:
             {"name": "off01", "memory": "16GiB", "used": "3GiB", "power_state": "stopped"},
             {"name": "plain01", "memory": "4GiB", "used": "1GiB", "balloon_device": False},
             {"name": "numa01", "memory": "8GiB", "used": "2GiB", "power_state": "stopped", "numa_nodes": 2},
+            {
+                "name": "hotplug01",
+                "memory": "8GiB",
+                "used": "2GiB",
+                "power_state": "stopped",
+                "hotplug_maximum": "16GiB",
+            },
         ]
     return parse_scenario(
         {

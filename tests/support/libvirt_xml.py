@@ -30,13 +30,16 @@ def domain_xml(
     period: int | None = None,
     runstate: int | None = None,
     numa_nodes: int = 0,
+    max_memory_mib: int | None = None,
 ) -> str:
     """One domain definition; ``running=False`` makes it shut off, ``balloon="none"`` balloon-less.
 
     ``runstate`` gives the test driver's ``virDomainState`` number instead (3 paused, 5 shut
     off, 6 crashed, 7 pmsuspended): the test driver keeps every state but shut off active.
     ``numa_nodes`` splits the memory into that many guest NUMA cells (``<cpu><numa>``), one vCPU
-    each (libvirt requires the cells to add up to ``<memory>``).
+    each (libvirt requires the cells to add up to ``<memory>``). ``max_memory_mib`` gives the
+    hotplug ceiling, ``<maxMemory slots='4'>`` (the test driver wants no NUMA cell with it; QEMU
+    wants one).
     """
     stats = f"<stats period='{period}'/>" if period is not None else ""
     if runstate is None and not running:
@@ -49,7 +52,8 @@ def domain_xml(
         cpu, vcpu = f"<cpu><numa>{cells}</numa></cpu>", f"<vcpu>{numa_nodes}</vcpu>"
     return (
         f"<domain type='test' xmlns:test='{_TEST_NS}'><name>{escape(name)}</name>"
-        f"<memory unit='MiB'>{memory_mib}</memory>"
+        + (f"<maxMemory slots='4' unit='MiB'>{max_memory_mib}</maxMemory>" if max_memory_mib else "")
+        + f"<memory unit='MiB'>{memory_mib}</memory>"
         f"<currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>{vcpu}{cpu}"
         "<os><type>hvm</type></os>"
         f"<devices><memballoon model='{balloon}'>{stats}</memballoon></devices>{state}</domain>"

@@ -130,6 +130,10 @@ class DomainXML:
     stats_period_seconds: int | None
     free_page_reporting: bool | None = None
     numa_nodes: int = 0
+    #: the sizes (``<target><size>``) of the ``<memory model='virtio-mem'>`` devices, summed:
+    #: part of ``<memory>``, but no balloon target may take it (libvirt moves a virtio-mem
+    #: device with virDomainUpdateDeviceFlags' ``<requested>`` only)
+    virtio_mem_bytes: int = 0
 
     @property
     def has_balloon(self) -> bool:
@@ -168,6 +172,11 @@ def parse_domain_xml(text: str) -> DomainXML:
         stats_period_seconds=period,
         free_page_reporting=reporting,
         numa_nodes=len(root.findall("./cpu/numa/cell")),
+        virtio_mem_bytes=sum(
+            _size(device.find("./target/size")) or 0
+            for device in root.findall("./devices/memory")
+            if device.get("model") == "virtio-mem"
+        ),
     )
 
 

@@ -59,6 +59,7 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB, format_size
@@ -435,7 +436,8 @@ class KVMBackend(Backend):
             extra={
                 "balloon_model": live.balloon_model,
                 "persistent": persistent,
-                "hotplug_maximum_bytes": live.hotplug_maximum_bytes,
+                HOTPLUG_MAXIMUM: live.hotplug_maximum_bytes,
+                "virtio_mem_bytes": live.virtio_mem_bytes,
                 # libvirt checks the nodes of the definition it would change (the persistent one)
                 "numa_nodes": (definition or live).numa_nodes,
                 "persistent_maximum_bytes": saved.memory_bytes if saved is not None else None,

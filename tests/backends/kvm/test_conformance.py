@@ -50,6 +50,7 @@ class TestKVMTestDriverRules(KindRuleTests):
                 domain_xml("off01", memory_mib=16384, current_mib=4096, running=False),
                 domain_xml("plain01", memory_mib=4096, balloon="none"),
                 domain_xml("numa01", memory_mib=8192, running=False, numa_nodes=2),
+                domain_xml("hotplug01", memory_mib=8192, running=False, max_memory_mib=16384),
             ],
         )
         with hvballoon.connect(uri) as session:

@@ -14,7 +14,12 @@ from hvballoon.backends.kvm._domain import (
     record_from_per_domain,
     stats_from_record,
 )
-from hvballoon.errors import InvalidStateError, UnsupportedOperationError
+from hvballoon.errors import (
+    InvalidRequestError,
+    InvalidStateError,
+    TargetAboveMaximumError,
+    UnsupportedOperationError,
+)
 from hvballoon.models import VM, ConfigUpdate, PowerState
 from hvballoon.session import Hypervisor
 from tests.support.libvirt_xml import domain_xml, write_node_xml
@@ -164,3 +169,53 @@ def test_a_domain_gone_across_a_reconnect_is_left_out_of_the_sweep(odd_hv: Hyper
     # as after a reconnect between the sweep and the period check: the domain is looked up anew
     seen = odd_hv.backend._sightings(object(), [row])  # type: ignore[attr-defined]
     assert ghost.id not in seen
+
+
+def test_a_maximum_above_the_hotplug_ceiling_is_refused_before_sending(tmp_path: Path) -> None:
+    # libvirt: "cannot set initial memory size greater than the maximum memory size"
+    # (VIR_ERR_OPERATION_INVALID, which alone would read as a state problem)
+    uri = write_node_xml(
+        tmp_path / "hp.xml", [domain_xml("hp01", memory_mib=4096, running=False, max_memory_mib=8192)]
+    )
+    with hvballoon.connect(uri) as hv:
+        assert hv.get_config("hp01").extra["hotplug_maximum_bytes"] == 8 * GiB
+        dom = hv.native.lookupByName("hp01")
+        with pytest.raises(libvirt.libvirtError, match="greater than the maximum memory size"):
+            dom.setMemoryFlags(12 * 2**20, libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+        before = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        for dry_run in (True, False):  # a dry run no longer promises what libvirt refuses
+            with pytest.raises(InvalidRequestError) as err:
+                hv.set_config("hp01", maximum="12GiB", dry_run=dry_run)
+            assert err.value.details["rule"] == "maximum_above_hotplug_maximum"
+            assert "<maxMemory> 8 GiB" in err.value.message
+        assert dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == before
+        assert hv.set_config("hp01", maximum="8GiB").changed  # up to the ceiling itself
+        assert hv.get_config("hp01").maximum_bytes == 8 * GiB
+
+
+def test_a_balloon_target_never_takes_a_virtio_mem_device(tmp_path: Path) -> None:
+    # libvirt's QEMU driver takes every virtio-mem device's <size> off <memory> before it
+    # compares a balloon target (qemuDomainSetMemoryFlags); its test driver does not, so the
+    # refusal has to be hvballoon's, before anything is sent
+    cells = "<cpu><numa><cell id='0' cpus='0' memory='4096' unit='MiB'/></numa></cpu>"
+    vmem = (
+        "<memory model='virtio-mem'><target><size unit='MiB'>4096</size><node>0</node>"
+        "<block unit='MiB'>2</block><requested unit='MiB'>1024</requested></target></memory>"
+    )
+    xml = (
+        domain_xml("vmem01", memory_mib=8192, max_memory_mib=16384)
+        .replace("<vcpu>", "")
+        .replace("<os>", f"<vcpu>1</vcpu>{cells}<os>")
+        .replace("</devices>", f"{vmem}</devices>")
+    )
+    uri = write_node_xml(tmp_path / "vmem.xml", [xml])
+    with hvballoon.connect(uri) as hv:
+        cfg = hv.get_config("vmem01")
+        assert cfg.maximum_bytes == 8 * GiB and cfg.extra["virtio_mem_bytes"] == 4 * GiB
+        hv.set_target("vmem01", "3GiB", force=True)
+        for dry_run in (True, False):
+            with pytest.raises(TargetAboveMaximumError) as err:
+                hv.set_target("vmem01", "6GiB", force=True, dry_run=dry_run)
+            assert err.value.details["maximum_bytes"] == 4 * GiB and "virtio-mem" in err.value.message
+        assert hv.native.lookupByName("vmem01").info()[2] == 3 * 2**20  # 6 GiB never sent
+        assert hv.set_target("vmem01", "4GiB", force=True).changed  # the balloon's whole reach
