@@ -161,10 +161,17 @@ class _Waiting(_SessionCore):
                 }
                 shown_current, shown_goal = format_sizes(current, goal)
                 if now - last_at >= stall_after:
+                    why = "the guest cannot free more (it may be about to swap or run out of memory)"
+                    if last_at == start and _never_reported(stats):
+                        # a balloon device with no driver in the guest (KVM: virtio_balloon not
+                        # loaded) accepts a target and never moves; the guest never reports either
+                        why = (
+                            "it did not move at all, and the guest has never reported its memory: "
+                            "its balloon driver may not be loaded (a target then takes nothing)"
+                        )
+                        details["never_reported"] = True
                     done[key] = BalloonStalledError(
-                        f"the memory of {vm.name!r} stalled at {shown_current} "
-                        f"short of the target {shown_goal}: the guest cannot free more "
-                        "(it may be about to swap or run out of memory)",
+                        f"the memory of {vm.name!r} stalled at {shown_current} short of the target {shown_goal}: {why}",
                         vm=vm.name,
                         backend=self.backend_name,
                         uri=self.uri,
@@ -183,3 +190,12 @@ class _Waiting(_SessionCore):
             if pending:
                 sleep(min(poll_interval, max(0.0, timeout - (clock() - start))))
         return done
+
+
+def _never_reported(stats: MemoryStats) -> bool:
+    """Whether the guest has never reported its memory (no report, no figure of it at all)."""
+    return (
+        stats.guest_report_age_seconds is None
+        and stats.guest_total_bytes is None
+        and stats.used_bytes is None
+    )

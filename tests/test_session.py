@@ -178,6 +178,10 @@ def test_wait_reports_a_stall_with_the_figure_reached(twins: hvballoon.Hyperviso
     assert info.value.details["reached_bytes"] == 8 * GiB
     assert info.value.details["target_bytes"] == 4 * GiB
     assert info.value.details["elapsed_seconds"] <= 6
+    # a guest that never reported and whose memory never moved: its driver, not its memory
+    assert info.value.details["never_reported"] is True
+    assert "balloon driver may not be loaded" in info.value.message
+    assert "cannot free more" not in info.value.message
 
 
 def test_wait_times_out_when_still_short(twins: hvballoon.Hypervisor) -> None:

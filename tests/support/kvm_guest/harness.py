@@ -65,6 +65,8 @@ def default_root() -> Path:
         return Path(os.environ["HVB_KVM_EMBED_ROOT"])
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     return DEFAULT_ROOT.with_name(f"{DEFAULT_ROOT.name}-{worker}") if worker else DEFAULT_ROOT
+
+
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CONF = """\
 # Written by the hvballoon test harness (tests/support/kvm_guest/harness.py).
@@ -385,22 +387,37 @@ class KvmGuestHarness:
         stats_period: int | None,
         console_log: Path,
         control_socket: Path,
+        dimm_mib: int = 0,
+        cmdline_extra: str = "",
     ) -> str:
         assert self.image is not None
         balloon_attrs = " autodeflate='on'" if autodeflate else ""
         stats = f"<stats period='{int(stats_period)}'/>" if stats_period is not None else ""
+        total, hotplug, cpu, features, dimm = int(memory_mib), "", "", "", ""
+        if dimm_mib:
+            # memory hotplug: a ceiling with slots, one guest NUMA cell (libvirt requires one),
+            # ACPI (QEMU's pc-dimm needs it), and one DIMM plugged at boot; <memory> counts it
+            total += int(dimm_mib)
+            hotplug = f"<maxMemory slots='2' unit='MiB'>{4 * total}</maxMemory>"
+            cpu = f"<cpu><numa><cell id='0' cpus='0' memory='{int(memory_mib)}' unit='MiB'/></numa></cpu>"
+            features = "<features><acpi/></features>"
+            dimm = (
+                f"<memory model='dimm'><target><size unit='MiB'>{int(dimm_mib)}</size>"
+                "<node>0</node></target></memory>"
+            )
+        cmdline = f"{KERNEL_CMDLINE} {cmdline_extra}".strip()
         return f"""\
 <domain type='{self.domain_type}'>
   <name>{escape(name)}</name>
-  <memory unit='MiB'>{int(memory_mib)}</memory>
-  <currentMemory unit='MiB'>{int(memory_mib)}</currentMemory>
-  <vcpu>1</vcpu>
+  {hotplug}<memory unit='MiB'>{total}</memory>
+  <currentMemory unit='MiB'>{total}</currentMemory>
+  <vcpu>1</vcpu>{cpu}
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(self.image.kernel))}</kernel>
     <initrd>{escape(str(self.image.initrd))}</initrd>
-    <cmdline>{escape(KERNEL_CMDLINE)}</cmdline>
-  </os>
+    <cmdline>{escape(cmdline)}</cmdline>
+  </os>{features}
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -414,7 +431,7 @@ class KvmGuestHarness:
       <source mode='bind' path={quoteattr(str(control_socket))}/>
       <target port='1'/>
     </serial>
-    <memballoon model='virtio'{balloon_attrs}>{stats}</memballoon>
+    {dimm}<memballoon model='virtio'{balloon_attrs}>{stats}</memballoon>
   </devices>
 </domain>
 """
@@ -428,11 +445,16 @@ class KvmGuestHarness:
         stats_period: int | None = None,
         wait: bool = False,
         timeout: float = 60.0,
+        dimm_mib: int = 0,
+        cmdline_extra: str = "",
     ) -> GuestHandle:
         """Start a transient guest; with ``wait`` also wait until its ``/init`` answers.
 
         ``stats_period`` puts ``<stats period=.../>`` in the XML; left None, balloon
         statistics stay off until someone calls ``setMemoryStatsPeriod`` (as on a real host).
+        ``dimm_mib`` plugs a DIMM of that size at boot (memory hotplug: ``<maxMemory>``, one
+        NUMA cell, ACPI) on top of ``memory_mib``; ``cmdline_extra`` is added to the kernel's
+        command line (``module_blacklist=virtio_balloon``: a guest without its balloon driver).
         """
         import libvirt
 
@@ -450,6 +472,8 @@ class KvmGuestHarness:
             stats_period=stats_period,
             console_log=console_log,
             control_socket=control_socket,
+            dimm_mib=dimm_mib,
+            cmdline_extra=cmdline_extra,
         )
         try:
             dom = self.conn.createXML(xml, 0)
