@@ -120,6 +120,14 @@ class _Snapshots:
         target = s.target_bytes if s.target_bytes is not None else current
         dm = caps.mechanism is Mechanism.DYNAMIC_MEMORY
         top = maximum
+        kind = self.hv.backend.kind
+        if cfg is not None and kind is not None and caps.mechanism is Mechanism.BALLOON:
+            # the kind's ceiling of a balloon target (its rule, no call to the hypervisor), where
+            # it is below the maximum: a KVM domain's virtio-mem devices are part of <memory>,
+            # out of a balloon's reach
+            ceiling = kind.target_ceiling(s.vm, s, cfg)
+            if ceiling is not None:
+                top = min(top, ceiling)
         if vs.ceiling is not None:
             # Dynamic Memory's maximum may be raised live, so a ceiling above it is reachable
             top = vs.ceiling if dm else min(maximum, vs.ceiling)

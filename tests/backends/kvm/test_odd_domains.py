@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hvballoon.errors import (
 )
 from hvballoon.models import VM, ConfigUpdate, PowerState
 from hvballoon.session import Hypervisor
+from tests.support.cli import invoke
 from tests.support.libvirt_xml import domain_xml, write_node_xml
 
 libvirt = pytest.importorskip("libvirt")
@@ -193,22 +195,26 @@ def test_a_maximum_above_the_hotplug_ceiling_is_refused_before_sending(tmp_path:
         assert hv.get_config("hp01").maximum_bytes == 8 * GiB
 
 
-def test_a_balloon_target_never_takes_a_virtio_mem_device(tmp_path: Path) -> None:
-    # libvirt's QEMU driver takes every virtio-mem device's <size> off <memory> before it
-    # compares a balloon target (qemuDomainSetMemoryFlags); its test driver does not, so the
-    # refusal has to be hvballoon's, before anything is sent
+def _virtio_mem_host(path: Path, *, current_mib: int | None = None) -> str:
+    """One running domain: a 4 GiB NUMA cell plus a 4 GiB virtio-mem device (1 GiB requested)."""
     cells = "<cpu><numa><cell id='0' cpus='0' memory='4096' unit='MiB'/></numa></cpu>"
     vmem = (
         "<memory model='virtio-mem'><target><size unit='MiB'>4096</size><node>0</node>"
         "<block unit='MiB'>2</block><requested unit='MiB'>1024</requested></target></memory>"
     )
     xml = (
-        domain_xml("vmem01", memory_mib=8192, max_memory_mib=16384)
-        .replace("<vcpu>", "")
+        domain_xml("vmem01", memory_mib=8192, current_mib=current_mib, max_memory_mib=16384)
         .replace("<os>", f"<vcpu>1</vcpu>{cells}<os>")
         .replace("</devices>", f"{vmem}</devices>")
     )
-    uri = write_node_xml(tmp_path / "vmem.xml", [xml])
+    return write_node_xml(path, [xml])
+
+
+def test_a_balloon_target_never_takes_a_virtio_mem_device(tmp_path: Path) -> None:
+    # libvirt's QEMU driver takes every virtio-mem device's <size> off <memory> before it
+    # compares a balloon target (qemuDomainSetMemoryFlags); its test driver does not, so the
+    # refusal has to be hvballoon's, before anything is sent
+    uri = _virtio_mem_host(tmp_path / "vmem.xml")
     with hvballoon.connect(uri) as hv:
         cfg = hv.get_config("vmem01")
         assert cfg.maximum_bytes == 8 * GiB and cfg.extra["virtio_mem_bytes"] == 4 * GiB
@@ -219,3 +225,15 @@ def test_a_balloon_target_never_takes_a_virtio_mem_device(tmp_path: Path) -> Non
             assert err.value.details["maximum_bytes"] == 4 * GiB and "virtio-mem" in err.value.message
         assert hv.native.lookupByName("vmem01").info()[2] == 3 * 2**20  # 6 GiB never sent
         assert hv.set_target("vmem01", "4GiB", force=True).changed  # the balloon's whole reach
+
+
+def test_the_controller_raises_a_virtio_mem_domain_within_the_balloons_reach(tmp_path: Path) -> None:
+    # a balloon at 2 GiB on a host with room: the controller raises it, never past <memory>
+    # less the virtio-mem device (4 GiB), which libvirt's QEMU driver would refuse
+    uri = _virtio_mem_host(tmp_path / "vmem.xml", current_mib=2048)
+    journal = str(tmp_path / "j.db")
+    r = invoke("autoballoon", uri, "--once", "--dry-run", "--journal", journal, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (decision,) = [json.loads(line) for line in r.stdout.splitlines() if '"vm"' in line]
+    assert decision["action"] == "raise", decision
+    assert 2 * GiB < decision["after_bytes"] <= 4 * GiB
