@@ -147,7 +147,7 @@ def run_naive(world0: World, seconds: int, seed: int = 0) -> tuple[float, dict[s
             elif kind == "database":
                 d += (p["buffer_pool"] - p["filled"]) * min(t / 3600, 1.0)
                 d += p.get("query_memory", 0) * 0.5 * (1 - math.cos(2 * math.pi * t / 86400))
-            d = min(max(math.floor(d), floor), mem + wsize)
+            d = max(math.floor(d), floor)
             goal = max(a["target"][i], floor)
             if goal < cur[i]:
                 cur[i] = max(goal, cur[i] - math.floor(a["inflate_rate"][i] * dt))

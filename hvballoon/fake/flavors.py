@@ -438,7 +438,7 @@ class HyperVFlavor(Flavor):
 
         s = world.state
         live = (s.running > 0) | (s.paused > 0)
-        demand = np.clip(s.used_baseline, floor, s.memory + s.swap_size)
+        demand = np.maximum(s.used_baseline, floor)
         want = np.floor(self._balanced(world, demand, live, s.startup))
         balanced = (s.dynamic > 0) & (s.balloon_driver > 0)
         current: Arr = np.where(balanced, np.minimum(np.maximum(want, floor), s.memory), s.startup)

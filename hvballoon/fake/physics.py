@@ -4,7 +4,8 @@ guests changes in: no API call, no rebalancing, no panic).
 
 In the order :meth:`hvballoon.fake.world.World.advance` runs them each block:
 
-1. :func:`workload_demand` — what the workloads ask for, clipped to what a guest can hold;
+1. :func:`workload_demand` — what the workloads ask for (never less than the guest's floor);
+   what a guest cannot hold is not dropped here: :func:`guest_memory`'s OOM killer answers it;
 2. :func:`move_balloons` — the balloon moves toward where the flavour steers it, at its rates,
    never below the guest's floor; deflate-on-OOM gives pages back instead of an OOM kill;
 3. :func:`guest_memory` — inside the guest: the OOM killer beyond current + swap, swap (and
@@ -152,8 +153,14 @@ def workload_demand(
     floor: Arr,
     buf: Buffers,
 ) -> Arr:
-    """What each guest's workloads ask for at each step, clipped to the guest's floor and to
-    what it can hold (its memory and its swap)."""
+    """What each guest's workloads ask for at each step, never below the guest's floor.
+
+    Not capped at what the guest can hold: that bound (its memory plus swap) moves with its
+    configuration, which a policy may change (a Hyper-V static VM's runtime resize, a Dynamic
+    Memory maximum raised live, ESXi's memory hot-add), and the same workloads must ask the same
+    whatever the policy. What is beyond the guest's current memory plus swap is its OOM
+    killer's (:func:`guest_memory`). The workloads' own parameters bound it (sizes of at most
+    1 PiB: exact in float64)."""
     import numpy as np
 
     demand = buf.demand
@@ -167,7 +174,6 @@ def workload_demand(
             np.add.at(demand, (slice(None), blk.vm), d)  # type: ignore[arg-type]
     np.floor(demand, out=demand)
     np.maximum(demand, floor, out=demand)
-    np.minimum(demand, state.memory + state.swap_size, out=demand)
     return demand
 
 
@@ -456,7 +462,8 @@ def carry_over(
 
 def boot(state: GuestState, current: Arr, cache: Arr, floor: Arr, *, backs_assigned_memory: bool) -> None:
     """The guests' memory as the world starts: each running (or paused) VM with ``current``
-    memory, demanding its ``used`` figure (what does not fit is in its swap) and ``cache`` of
+    memory, demanding its ``used`` figure (what does not fit is in its swap; beyond that, its OOM
+    killer's at the first step) and ``cache`` of
     page cache where it has room; the drivers with a stats period report at once."""
     import numpy as np
 
@@ -464,7 +471,7 @@ def boot(state: GuestState, current: Arr, cache: Arr, floor: Arr, *, backs_assig
     act = s.running > 0
     live = act | (s.paused > 0)
     cur = np.where(live, current, 0.0)
-    dem = np.where(live, np.clip(s.used_baseline, floor, s.memory + s.swap_size), 0.0)
+    dem = np.where(live, np.maximum(s.used_baseline, floor), 0.0)
     deff = np.minimum(dem, cur + s.swap_size)
     swp = np.maximum(deff - cur, 0.0)
     cache = np.clip(np.minimum(cache, cur - deff + swp), 0.0, None)

@@ -566,7 +566,7 @@ class World:
             self.runs[i] = max((r for r in self.runs if r is not None), default=0) + 1
             floor = s.floor
             current = float(self.hypervisor.initial_current(self, floor)[i])
-            demand = float(np.clip(s.used_baseline[i], floor[i], s.memory[i] + s.swap_size[i]))
+            demand = float(max(s.used_baseline[i], floor[i]))
             held = min(demand, current + s.swap_size[i])
             swapped = max(held - current, 0.0)
             s.current[i], s.demand[i], s.effective_demand[i] = current, demand, held

@@ -12,7 +12,7 @@ import pytest
 
 import hvballoon
 from hvballoon import RetryPolicy
-from hvballoon.fake.scenario import load_scenario
+from hvballoon.fake.scenario import load_scenario, parse_scenario
 from hvballoon.fake.store import world_from_bytes, world_to_bytes
 from hvballoon.fake.world import World
 
@@ -80,3 +80,22 @@ def test_a_saved_world_keeps_its_runs() -> None:
     cycle(w, "web01")
     again = world_from_bytes(world_to_bytes(w))
     assert again.runs == w.runs and again.guest("web01").run == 11
+
+
+def _hyperv(*vms: dict[str, object], physical: str = "16GiB") -> World:
+    """A Hyper-V host (2 GiB for its own OS) with static VMs."""
+    spec = {"name": "start", "flavor": "hyperv", "host": {"physical": physical, "overhead": "2GiB"}}
+    return World(parse_scenario({**spec, "vms": [{"dynamic": False, **vm} for vm in vms]}), strict=True)
+
+
+def test_a_hyperv_vm_started_below_what_its_workloads_ask_is_oom_killed() -> None:
+    """A static VM whose startup size was lowered while it was off starts with it; its workloads
+    ask what they asked before, and what does not fit (no swap here) is its OOM killer's."""
+    w = _hyperv({"name": "small", "memory": "8GiB", "used": "4GiB", "power_state": "stopped"})
+    g = w.guest("small")
+    with hvballoon.connect("fake://", world=w) as hv:
+        hv.set_target("small", "2GiB", force=True)
+    w.power_on(g.id)
+    w.advance(10)
+    assert g.current_bytes == g.memory_bytes == 2 * GiB
+    assert g.oom_events == 1 and [e["kind"] for e in w.events][-1] == "oom"
