@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
-from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand
+from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand, not_started, starts
 from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 
 if TYPE_CHECKING:
@@ -192,6 +192,11 @@ class Flavor:
 
     def powered_off(self, state: GuestState, i: int, config: dict[str, Any]) -> None:
         """What the hypervisor forgets of a VM it powers off (its configuration stays)."""
+
+    def start_refusal(self, world: World, i: int) -> str | None:
+        """Why the hypervisor would not start the stopped VM ``i`` now, in its own words
+        (``None``: it starts). By default it starts."""
+        return None
 
     def __repr__(self) -> str:
         return f"<Flavor {self.name}>"
@@ -529,6 +534,17 @@ class HyperVFlavor(Flavor):
         size = float(config["maximum_bytes"] if config.get("dynamic") else config["startup_bytes"])
         live = state.running[i] > 0 or state.paused[i] > 0
         state.memory[i] = max(float(state.memory[i]), size) if live else size
+
+    def start_refusal(self, world: World, i: int) -> str | None:
+        """Hyper-V starts a VM only with its startup memory free (the kind's rule): free is the
+        host's memory less its own overhead, the overheads of the VMs that hold memory and
+        what they hold now (it backs all it assigned them)."""
+        s, h = world.state, world.host
+        live = world.active() | ((s.paused > 0) & (s.crashed == 0))
+        held = float((s.host_backed * live).sum())
+        free = int(h.physical_bytes - h.overhead_bytes - world.overheads() - held)
+        startup = int(world.configs[i]["startup_bytes"])
+        return None if starts(startup, free) else not_started(world.names[i], startup, free)
 
 
 #: Every flavour, by its kind's name.

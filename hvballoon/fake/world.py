@@ -71,7 +71,16 @@ if TYPE_CHECKING:
     Arr = npt.NDArray[np.float64]
     Mask = npt.NDArray[np.bool_]
 
-__all__ = ["FLAVOR_PHYSICS", "Block", "Guest", "Host", "Observer", "SimulationError", "World"]
+__all__ = [
+    "FLAVOR_PHYSICS",
+    "Block",
+    "Guest",
+    "Host",
+    "Observer",
+    "SimulationError",
+    "StartRefusedError",
+    "World",
+]
 
 _NAMESPACE = uuid.UUID("6f1c1d1e-9d1b-4a52-9d39-7c2b1a0e5b11")
 _MAX_EVENTS = 10_000
@@ -115,6 +124,15 @@ def _labels(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return out
+
+
+class StartRefusedError(ValueError):
+    """The hypervisor would not start the VM (Hyper-V: its startup memory is not free on the
+    host); the world logged it as a ``start_failed`` event and nothing changed."""
+
+    def __init__(self, vm: str, message: str) -> None:
+        super().__init__(message)
+        self.vm = vm
 
 
 @dataclass(frozen=True)
@@ -551,7 +569,12 @@ class World:
         cold start in a new run. It boots at its definition's size — on KVM the definition's
         ``<currentMemory>`` is its balloon target again (a live target set before it stopped is
         gone); an ESXi limit and Hyper-V's sizes are configuration and stay — with its
-        workload's baseline use, no page cache yet, reporting at once if its driver does."""
+        workload's baseline use, no page cache yet, reporting at once if its driver does.
+
+        One the hypervisor would not start (Hyper-V: its startup memory is not free on the host
+        now, event 19544) stays stopped: the refusal is logged as a ``start_failed`` event, as
+        the hypervisor logs it whoever asked, and raised (:class:`StartRefusedError`) to the
+        caller who asked."""
         import numpy as np
 
         with self.lock:
@@ -561,6 +584,11 @@ class World:
                 raise ValueError(f"VM {g.name!r} is gone: it cannot be started")
             if self.power[i] != "stopped":
                 raise ValueError(f"VM {g.name!r} is {self.power[i]}: only a stopped VM is started")
+            refusal = self.hypervisor.start_refusal(self, i)
+            if refusal is not None:
+                self.event("start_failed", self.names[i], refusal)
+                self.version += 1
+                raise StartRefusedError(self.names[i], refusal)
             s.running[i], s.paused[i] = 1.0, 0.0
             self.power[i] = "running"
             self.runs[i] = max((r for r in self.runs if r is not None), default=0) + 1

@@ -44,6 +44,8 @@ __all__ = [
     "HyperVKind",
     "StateInfo",
     "buffered_demand",
+    "not_started",
+    "starts",
 ]
 
 #: Set-VMMemory -Buffer: "Allowed values range from 5 to 2000".
@@ -69,6 +71,21 @@ def starts(startup_bytes: int, host_bytes: int) -> bool:
     M MB free", event 19544 in Hyper-V-VMMS/Admin; KB2962295 on the host's reserve). Dynamic
     Memory does not change it: a VM starts with its startup memory."""
     return startup_bytes <= host_bytes
+
+
+def not_started(vm_name: str, startup_bytes: int, free_bytes: int) -> str:
+    """What Hyper-V says of a VM it would not start (:func:`starts`), in its own words (event
+    19544), the sizes in MB.
+
+    >>> print(not_started("db01", 8 * 2**30, 6 * 2**30 + 5 * 2**20))  # doctest: +NORMALIZE_WHITESPACE
+    'db01' could not be started because it requires 8192 MB of memory and the system has only
+    6149 MB free (event 19544)
+    """
+    need, free = startup_bytes // MiB, max(0, free_bytes) // MiB
+    return (
+        f"{vm_name!r} could not be started because it requires {need} MB of memory and the system has only "
+        f"{free} MB free (event 19544)"
+    )
 
 
 def buffered_demand(demand: Any, buffer_percent: Any, minimum: Any, maximum: Any) -> Any:

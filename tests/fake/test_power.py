@@ -3,7 +3,8 @@
 As libvirt's test and QEMU drivers do, a KVM domain that starts gets a new domain ID and boots
 at its definition's ``<currentMemory>``: a live balloon target set before it stopped is gone, and
 so is the session's knowledge of it, even when no sweep saw it off. An ESXi limit and a Hyper-V
-size are configuration, and a start keeps them.
+size are configuration, and a start keeps them. Hyper-V starts a VM only with its startup memory
+free on the host.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import hvballoon
 from hvballoon import RetryPolicy
 from hvballoon.fake.scenario import load_scenario, parse_scenario
 from hvballoon.fake.store import world_from_bytes, world_to_bytes
-from hvballoon.fake.world import World
+from hvballoon.fake.world import StartRefusedError, World
+from hvballoon.models import ConfigUpdate
 
 GiB = 2**30
 INSTANT = RetryPolicy(sleep=lambda seconds: None)
@@ -86,6 +88,55 @@ def _hyperv(*vms: dict[str, object], physical: str = "16GiB") -> World:
     """A Hyper-V host (2 GiB for its own OS) with static VMs."""
     spec = {"name": "start", "flavor": "hyperv", "host": {"physical": physical, "overhead": "2GiB"}}
     return World(parse_scenario({**spec, "vms": [{"dynamic": False, **vm} for vm in vms]}), strict=True)
+
+
+def _held(w: World) -> tuple[object, ...]:
+    arrays = w.state.arrays()
+    return tuple(arrays[k].tobytes() for k in sorted(arrays)), list(w.power), list(w.runs)
+
+
+def test_hyperv_does_not_start_a_vm_whose_startup_memory_is_not_free() -> None:
+    """Hyper-V starts a VM only with its startup memory free on the host at that moment (event
+    19544), whatever started it: refused, the VM stays off, the world logs it, nothing else moves."""
+    w = _hyperv(
+        {"name": "big", "memory": "10GiB", "used": "2GiB"},
+        {"name": "late", "memory": "8GiB", "used": "2GiB", "power_state": "stopped"},
+    )
+    late = w.guest("late")
+    before = _held(w)
+    with pytest.raises(
+        StartRefusedError, match="'late' could not be started because it requires 8192 MB"
+    ) as err:
+        w.power_on(late.id)
+    assert err.value.vm == "late" and isinstance(err.value, ValueError)
+    assert late.power_state == "stopped" and late.run is None
+    assert [e["kind"] for e in w.events] == ["start_failed"]
+    assert "event 19544" in w.events[0]["message"]
+    assert _held(w) == before  # the refusal changed nothing else
+    w.power_off(w.guest("big").id)  # its memory is free again
+    w.power_on(late.id)
+    w.advance(10)
+    assert late.power_state == "running" and late.current_bytes == 8 * GiB
+
+
+def test_a_dynamic_memory_vm_needs_its_startup_memory_free_not_its_minimum() -> None:
+    w = _hyperv(
+        {"name": "big", "memory": "10GiB", "used": "2GiB"},
+        {"name": "dm", "memory": "8GiB", "used": "1GiB", "dynamic": True, "startup": "6GiB",
+         "minimum": "512MiB", "power_state": "stopped"},
+    )  # fmt: skip
+    with pytest.raises(StartRefusedError, match="requires 6144 MB"):
+        w.power_on(w.guest("dm").id)
+
+
+@pytest.mark.parametrize("flavor", ["kvm", "esxi"])
+def test_an_overcommitting_hypervisor_starts_what_hyperv_would_not(flavor: str) -> None:
+    w = World(load_scenario("dense"), flavor=flavor)
+    g = w.guest("vm01")
+    w.power_off(g.id)
+    w.set_config(g.id, ConfigUpdate(maximum_bytes=100 * GiB))
+    w.power_on(g.id)
+    assert g.power_state == "running"
 
 
 def test_a_hyperv_vm_started_below_what_its_workloads_ask_is_oom_killed() -> None:
