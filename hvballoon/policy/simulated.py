@@ -29,6 +29,7 @@ from hvballoon.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
+    from hvballoon.policy.journal import Journal
 
 __all__ = ["SIMULATED_CALL_TIMEOUT_SECONDS", "simulated_controller", "simulated_round"]
 
@@ -44,12 +45,15 @@ def simulated_controller(
     *,
     interval_seconds: float = 10.0,
     fast_interval_seconds: float | None = None,
+    dry_run: bool = False,
+    journal: Journal | None = None,
     **settings: Any,
 ) -> Iterator[Controller]:
     """A controller steering ``world`` through the fake backend: rounds every
     ``interval_seconds``, sooner while the policy asks (never sooner than
     ``fast_interval_seconds``, by default :class:`ControllerSettings`'); ``settings`` are other
-    fields of :class:`ControllerSettings` (``policy_options``, ``respect_guard_rails``, …)."""
+    fields of :class:`ControllerSettings` (``policy_options``, ``respect_guard_rails``, ``vms``,
+    …); ``dry_run`` and ``journal`` are the :class:`Controller`'s."""
     from hvballoon.session import connect
 
     host = world.host
@@ -64,7 +68,7 @@ def simulated_controller(
     )
     retry = RetryPolicy(sleep=world.advance, seed=world.seed)
     with connect("fake://", world=world, retry=retry, timeout=SIMULATED_CALL_TIMEOUT_SECONDS) as hv:
-        yield Controller(hv, policy, controller_settings)
+        yield Controller(hv, policy, controller_settings, dry_run=dry_run, journal=journal)
 
 
 def simulated_round(world: World, controller: Controller) -> tuple[list[Decision], bool, float]:

@@ -1,0 +1,361 @@
+"""Random scenarios of any shape: a generator for probing automation far from the built-ins.
+
+:func:`random_scenario` draws one scenario from a seed — any flavour, a host from about 1 GiB
+to 1.75 TiB, one VM to a few hundred, odd sizes, VMs bigger than the host, stopped, paused and
+suspended VMs, every workload kind, every scripted fault, each flavour's own knobs — always one
+the simulator accepts (a draw its flavour's rules would refuse is drawn within them).
+:func:`operator_events` draws what an operator or the host does meanwhile (power changes,
+renames, deletions, stopped drivers, frozen reports), to be played on the world with
+:func:`play`::
+
+    >>> from hvballoon.fake.randomized import random_scenario, operator_events, play
+    >>> from hvballoon.fake.world import World
+    >>> s = random_scenario(3)
+    >>> s.name, random_scenario(3) == s          # the same seed, the same scenario
+    ('random-3', True)
+    >>> world = World(s)
+    >>> events = operator_events(s, seed=3, seconds=600)
+    >>> played = 0
+    >>> while world.now < 600:
+    ...     world.advance(10)
+    ...     played = play(world, events, played)
+    >>> played == len(events)
+    True
+
+Where the wave generator (:mod:`hvballoon.fake.waves`) draws one hard class densely, this one
+draws widely: a policy that holds on hundreds of these holds on more than the cases it was
+tuned on. Every draw comes from ``random.Random(seed)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from hvballoon.fake.faults import FAULT_KINDS, FAULT_OPS, MARK_FAULT_KINDS, check_fault
+from hvballoon.fake.scenario import Flavor, Scenario, parse_scenario
+
+if TYPE_CHECKING:
+    from hvballoon.fake.world import World
+
+__all__ = ["OPERATOR_ACTIONS", "OperatorEvent", "operator_events", "play", "random_scenario"]
+
+_MiB = 1024**2
+_GiB = 1024**3
+#: every size a VM is configured with is a multiple of this (ESXi: 4 MiB, Hyper-V: 2 MiB)
+_ALIGN = 4 * _MiB
+_MIN_VM = 64 * _MiB
+_HV_MIN = 32 * _MiB  # Hyper-V's least size
+_FLAVORS: tuple[Flavor, ...] = ("kvm", "esxi", "hyperv")
+
+Action = Literal["power_off", "power_on", "rename", "vanish", "stop_balloon_driver", "freeze_reports"]
+OPERATOR_ACTIONS: tuple[Action, ...] = (
+    "power_off",
+    "power_on",
+    "rename",
+    "vanish",
+    "stop_balloon_driver",
+    "freeze_reports",
+)
+
+
+def _down(x: float) -> int:
+    return max(_ALIGN, int(x) // _ALIGN * _ALIGN)
+
+
+def _log_uniform(rng: random.Random, low: float, high: float) -> float:
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+def random_scenario(seed: int, *, flavor: Flavor | None = None, hours: float = 1.0) -> Scenario:
+    """One scenario drawn from ``seed`` (its flavour too, unless given), its events within its
+    first ``hours``, named ``random-<seed>``. Always one the simulator accepts."""
+    rng = random.Random(seed)
+    fl: Flavor = flavor if flavor is not None else rng.choice(_FLAVORS)
+    horizon = max(60.0, hours * 3600.0)
+    physical = int(_log_uniform(rng, 1.1 * _GiB, 1.75 * 1024 * _GiB))
+    overhead = int(physical * rng.choice((0.0, 0.0, 0.01, 0.03, 0.08)))
+    reserve = int(physical * rng.choice((0.0, 0.0, 0.02, 0.05, 0.15, 0.4)))
+    if overhead + reserve >= physical * 0.9:
+        reserve = 0
+    room = physical - overhead
+    host: dict[str, Any] = {"name": "host01", "physical": physical, "overhead": overhead, "reserve": reserve}
+    if rng.random() < 0.5:
+        host["swap"] = rng.choice((0, physical // 16, physical // 4, physical))
+    if rng.random() < 0.3:
+        host["balloon"] = {
+            "inflate_rate": int(_log_uniform(rng, 16 * _MiB, 4 * _GiB)),
+            "deflate_rate": int(_log_uniform(rng, 16 * _MiB, 8 * _GiB)),
+            "panic_delay": rng.choice((0, 1, 4, 30)),
+        }
+    if fl != "kvm" and rng.random() < 0.3:
+        host["rebalance_period"] = rng.choice((1, 3, 5, 15, 60))
+    count = _vm_count(rng, physical)
+    overcommit = _log_uniform(rng, 0.2, 4.0)
+    mean = max(_MIN_VM, physical * overcommit / count)
+    vms = [_vm(rng, fl, k, mean, physical, room, horizon) for k in range(count)]
+    if count > 1 and rng.random() < 0.1:  # two VMs of one name (distinct ids)
+        vms[-1]["name"] = vms[0]["name"]
+    for k, vm in enumerate(vms):
+        vm["id"] = f"vm-{k}"
+    if fl == "esxi":
+        _admit_reservations(vms, room)
+    data: dict[str, Any] = {
+        "name": f"random-{seed}",
+        "description": f"random scenario {seed}: {count} VMs, {overcommit:.2f}x on {physical / _GiB:.1f} GiB",
+        "flavor": fl,
+        "seed": seed,
+        "step": rng.choice((1, 1, 1, 0.5, 2)),
+        "host": host,
+        "vms": vms,
+        "faults": _faults(rng, vms, horizon),
+    }
+    return parse_scenario(data, source=f"random scenario {seed}")
+
+
+def _vm_count(rng: random.Random, physical: int) -> int:
+    """Mostly a handful, sometimes a crowd: 1–285 VMs."""
+    shape = rng.random()
+    if shape < 0.15:
+        return 1
+    if shape < 0.75:
+        return rng.randint(2, 12)
+    if shape < 0.95:
+        return rng.randint(13, 60)
+    return rng.randint(61, 285)
+
+
+def _vm(
+    rng: random.Random, fl: Flavor, k: int, mean: float, physical: int, room: int, horizon: float
+) -> dict[str, Any]:
+    memory = _down(max(_MIN_VM, _log_uniform(rng, mean / 4, mean * 2.5)))
+    if rng.random() < 0.05:  # bigger than the host
+        memory = _down(physical * rng.uniform(1.05, 2.0))
+    used_share = rng.choice((rng.uniform(0.02, 0.3), rng.uniform(0.3, 0.8), rng.uniform(0.8, 1.0)))
+    used = max(_MIN_VM // 2, int(memory * used_share))
+    used = min(used, memory)
+    cache = int(rng.uniform(0, 0.5) * (memory - used))
+    vm: dict[str, Any] = {
+        "name": f"{rng.choice(('web', 'db', 'app', 'jvm', 'cache', 'ci', 'x'))}{k:02d}",
+        "memory": memory,
+        "used": used,
+        "cache": cache,
+        "swap": rng.choice((0, 0, _down(memory * 0.25), _down(memory))),
+        "unfreeable": int(used * rng.choice((0.0, 0.05, 0.3, 0.9))),
+        "workload": _workload(rng, memory, used, horizon),
+    }
+    if rng.random() < 0.3:
+        vm["cache_max"] = int(cache * rng.uniform(1, 4))
+    if rng.random() < 0.12:
+        vm["power_state"] = rng.choice(("stopped", "stopped", "paused", "suspended"))
+    if rng.random() < 0.05:
+        vm["balloon_driver"] = False
+    if fl == "kvm":
+        _kvm(rng, vm)
+    elif fl == "esxi":
+        _esxi(rng, vm)
+    else:
+        _hyperv(rng, vm, room)
+    return vm
+
+
+def _workload(rng: random.Random, memory: int, used: int, horizon: float) -> dict[str, Any]:
+    kind = rng.choice(
+        ("constant", "diurnal", "ramp", "spike", "spike", "random_walk", "jvm", "database", "mixed")
+    )
+    if kind == "mixed":
+        parts = [_part(rng, rng.choice(("diurnal", "ramp", "spike", "random_walk")), memory, used, horizon)
+                 for _ in range(rng.randint(1, 3))]  # fmt: skip
+        return {"kind": "mixed", "params": {"parts": parts}}
+    return _part(rng, kind, memory, used, horizon)
+
+
+def _part(rng: random.Random, kind: str, memory: int, used: int, horizon: float) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if kind == "diurnal":
+        params = {"amplitude": int(memory * rng.uniform(0, 0.4)), "period": rng.choice((600, 3600, 86400))}
+    elif kind == "ramp":
+        params = {
+            "to": int(memory * rng.uniform(0.05, 1.3)),
+            "over": rng.uniform(1, horizon),
+            "start": rng.uniform(0, horizon),
+        }
+    elif kind == "spike":
+        params = {
+            "at": rng.uniform(0, horizon),
+            "duration": rng.uniform(1, horizon / 2),
+            "size": int(memory * rng.uniform(0.05, 1.2)),
+            "rise": rng.choice((0.5, 1, 2, 5, 30, 300)),
+        }
+    elif kind == "random_walk":
+        params = {"step": int(_log_uniform(rng, _MiB, 2 * _GiB))}
+        if rng.random() < 0.5:
+            params["high"] = int(memory * rng.uniform(0.5, 1.2))
+    elif kind == "jvm":
+        params = {"heap": int(used * rng.uniform(0.2, 0.9)), "warmup": rng.choice((60, 600, 1800))}
+    elif kind == "database":
+        params = {
+            "buffer_pool": int(used * rng.uniform(0.2, 0.9)),
+            "query_memory": int(memory * rng.uniform(0, 0.2)),
+        }
+    return {"kind": kind, "params": params}
+
+
+def _kvm(rng: random.Random, vm: dict[str, Any]) -> None:
+    vm["stats_period"] = rng.choice((0, 1, 2, 5, 10, 10, 60))
+    vm["deflate_on_oom"] = rng.random() < 0.2
+    vm["free_page_reporting"] = rng.random() < 0.8
+    if rng.random() < 0.05:
+        vm["balloon_device"] = False
+    if rng.random() < 0.1:
+        vm["numa_nodes"] = rng.randint(1, 4)
+    if rng.random() < 0.15:
+        vm["target"] = max(vm["used"] + vm["cache"], int(vm["memory"] * rng.uniform(0.5, 1.0)))
+
+
+def _esxi(rng: random.Random, vm: dict[str, Any]) -> None:
+    memory = vm["memory"]
+    if rng.random() < 0.2:
+        vm["reservation"] = _down(memory * rng.uniform(0, 0.8))
+    if rng.random() < 0.15:
+        vm["limit"] = max(vm.get("reservation", 0), _down(memory * rng.uniform(0.3, 1.0)))
+    if rng.random() < 0.05:
+        vm.pop("reservation", None)
+        vm.pop("limit", None)
+        vm["memory_reservation_lock"] = True
+    if rng.random() < 0.2:
+        level = rng.choice(("low", "normal", "high", "custom"))
+        vm["shares_level"] = level
+        if level == "custom":
+            vm["shares"] = rng.randint(1, 2**31 - 1)
+    if rng.random() < 0.1:
+        vm["balloon_cap"] = _down(memory * rng.uniform(0.05, 0.65))
+    if rng.random() < 0.05:
+        vm["memory_hot_add"] = True
+
+
+def _hyperv(rng: random.Random, vm: dict[str, Any], room: int) -> None:
+    memory = vm["memory"]
+    dynamic = rng.random() < 0.7
+    vm["dynamic"] = dynamic
+    fits = _down(min(memory, room))
+    if dynamic:
+        maximum = _down(memory * rng.uniform(0.5, 1.0)) if rng.random() < 0.3 else memory
+        maximum = max(maximum, _down(vm["used"] + _ALIGN))
+        maximum = min(maximum, memory)
+        startup = min(max(_HV_MIN, _down(maximum * rng.uniform(0.1, 1.0))), fits, maximum)
+        minimum = min(max(_HV_MIN, _down(startup * rng.uniform(0.05, 1.0))), startup)
+        vm.update(maximum=maximum, startup=startup, minimum=minimum)
+        vm["buffer_percent"] = rng.choice((5, 10, 20, 50, 100, 2000))
+        vm["priority"] = rng.randint(0, 100)
+    else:
+        startup = fits
+        vm["startup"] = startup
+    # what the guest holds fits the memory Hyper-V gives it
+    hold = vm["maximum"] if dynamic else startup
+    vm["used"] = min(vm["used"], hold)
+    vm["unfreeable"] = min(vm["unfreeable"], vm["used"])
+    vm["cache"] = min(vm["cache"], max(0, memory - vm["used"]))
+
+
+def _admit_reservations(vms: list[dict[str, Any]], room: int) -> None:
+    """ESXi powers VMs on only while their reservations fit: drop the ones that would not (every
+    VM counted, stopped ones too, so that an operator may start any of them)."""
+    reserved = 0
+    for vm in vms:
+        want = vm["memory"] if vm.get("memory_reservation_lock") else vm.get("reservation", 0)
+        if reserved + want > room:
+            vm.pop("memory_reservation_lock", None)
+            vm.pop("reservation", None)
+            want = 0
+        reserved += want
+
+
+def _faults(rng: random.Random, vms: list[dict[str, Any]], horizon: float) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for _ in range(rng.choice((0, 0, 0, 1, 2, 4))):
+        op = rng.choice(FAULT_OPS)
+        kind = rng.choice(MARK_FAULT_KINDS if op == "get_marks" else FAULT_KINDS)
+        try:
+            check_fault(op, kind)
+        except ValueError:
+            continue
+        rule: dict[str, Any] = {"op": op, "kind": kind}
+        how = rng.random()
+        if how < 0.3:
+            rule["count"] = rng.randint(1, 20)
+        elif how < 0.6:
+            rule["probability"] = rng.uniform(0.01, 1.0)
+        elif how < 0.8:
+            rule["rate"] = rng.uniform(0.01, 1.0)
+            rule["burst"] = rng.randint(1, 5)
+        else:
+            rule["after"] = rng.randint(0, 50)
+        if rng.random() < 0.4:
+            at = rng.uniform(0, horizon)
+            rule["at"] = at
+            rule["until"] = at + rng.uniform(1, horizon / 2)
+        if op in ("connect", "*"):
+            # a session connects once, at the start: a fault there within the retries, else a
+            # window after it (the run is of the automation, not of its first call)
+            rule.pop("probability", None)
+            rule.pop("rate", None)
+            rule.pop("burst", None)
+            rule["count"] = rng.randint(1, 2) if op == "connect" else rule.get("count", rng.randint(1, 20))
+            if op == "*":
+                rule["at"] = max(1.0, rule.get("at", 1.0))
+                rule.setdefault("until", rule["at"] + rng.uniform(1, horizon / 2))
+        if kind == "slow":
+            rule["latency"] = rng.choice((0.1, 1, 4, 10))
+        if rng.random() < 0.3:
+            rule["vm"] = rng.choice(vms)["name"]
+        out.append(rule)
+    return out
+
+
+@dataclass(frozen=True)
+class OperatorEvent:
+    """What happens behind the automation's back at ``at`` (simulated seconds): ``action`` on the
+    VM of id ``vm_id`` (``arg``: a new name, or seconds of frozen reports)."""
+
+    at: float
+    action: Action
+    vm_id: str
+    arg: str | float | None = None
+
+
+def operator_events(scenario: Scenario, *, seed: int, seconds: float) -> list[OperatorEvent]:
+    """Events drawn from ``seed`` within the scenario's first ``seconds``, in time order."""
+    rng = random.Random(f"operator-{seed}")
+    ids = [v.id or v.name for v in scenario.vms]
+    out: list[OperatorEvent] = []
+    for _ in range(rng.choice((0, 0, 1, 2, 3, 6))):
+        action = rng.choice(OPERATOR_ACTIONS)
+        arg: str | float | None = None
+        if action == "rename":
+            arg = f"renamed{rng.randint(0, 99)}"
+        elif action == "freeze_reports":
+            arg = rng.choice((5.0, 60.0, 600.0))
+        out.append(OperatorEvent(rng.uniform(0, seconds), action, rng.choice(ids), arg))
+    return sorted(out, key=lambda e: e.at)
+
+
+def play(world: World, events: list[OperatorEvent], played: int = 0) -> int:
+    """Apply to ``world`` the events from index ``played`` on that are due; returns how many of
+    ``events`` are played now. One the world cannot do (start a VM that runs, or is gone) is
+    skipped, as an operator's failed click."""
+    while played < len(events) and events[played].at <= world.now:
+        e = events[played]
+        played += 1
+        try:
+            if e.action == "rename":
+                world.rename(e.vm_id, str(e.arg))
+            elif e.action == "freeze_reports":
+                world.freeze_reports([e.vm_id], float(e.arg or 0.0))
+            else:
+                getattr(world, e.action)(e.vm_id)
+        except ValueError:
+            pass
+    return played

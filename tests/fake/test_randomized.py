@@ -1,0 +1,61 @@
+"""The random scenario generator: every seed gives a scenario the simulator accepts, the same
+one each time, and the draws are as broad as it says."""
+
+from __future__ import annotations
+
+import pytest
+
+from hvballoon.fake.randomized import OPERATOR_ACTIONS, operator_events, play, random_scenario
+from hvballoon.fake.world import World
+
+GiB = 1024**3
+
+
+@pytest.mark.slow
+def test_every_seed_is_a_scenario_the_simulator_accepts() -> None:
+    for seed in range(120):
+        World(random_scenario(seed))  # a refusal is a ScenarioError: the generator's bug
+
+
+def test_the_same_seed_draws_the_same_scenario_and_events() -> None:
+    s = random_scenario(11)
+    assert random_scenario(11) == s and random_scenario(12) != s
+    assert operator_events(s, seed=11, seconds=600) == operator_events(s, seed=11, seconds=600)
+
+
+@pytest.mark.slow
+def test_the_draws_are_broad() -> None:
+    drawn = [random_scenario(seed) for seed in range(200)]
+    assert {s.flavor for s in drawn} == {"kvm", "esxi", "hyperv"}
+    sizes = [s.host.physical for s in drawn]
+    assert min(sizes) < 4 * GiB and max(sizes) > 256 * GiB
+    counts = [len(s.vms) for s in drawn]
+    assert min(counts) == 1 and max(counts) > 60
+    assert any(v.memory > s.host.physical for s in drawn for v in s.vms)  # VMs bigger than the host
+    assert {v.power_state for s in drawn for v in s.vms} == {"running", "stopped", "paused", "suspended"}
+    assert {v.workload.kind for s in drawn for v in s.vms} >= {"spike", "jvm", "database", "mixed", "ramp"}
+    assert any(s.faults for s in drawn)
+    events = [e for seed, s in enumerate(drawn) for e in operator_events(s, seed=seed, seconds=3600)]
+    assert {e.action for e in events} == set(OPERATOR_ACTIONS)
+
+
+def test_events_play_in_time_and_a_failed_one_is_skipped() -> None:
+    s = random_scenario(3)
+    world = World(s)
+    vm = s.vms[0].id or s.vms[0].name
+    from hvballoon.fake.randomized import OperatorEvent
+
+    events = [
+        OperatorEvent(5, "power_on", vm),
+        OperatorEvent(20, "power_off", vm),
+        OperatorEvent(40, "power_on", vm),
+    ]
+    played = 0
+    world.advance(10)
+    played = play(world, events, played)  # it runs: the start is skipped
+    assert played == 1 and world.guests[vm].running
+    world.advance(20)
+    played = play(world, events, played)
+    assert played == 2 and not world.guests[vm].running
+    world.advance(20)
+    assert play(world, events, played) == 3 and world.guests[vm].running

@@ -1,0 +1,44 @@
+"""The random-scenario probe's invariants on a handful of seeds (every flavour, faults, operator
+events, per-VM settings, a dry run), every policy: only typed errors, targets within the VM's
+bounds and settings, decisions and hypervisor moves one to one, dry runs that change nothing,
+a release that gives back what was lowered. The full probe is in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+#: seeds of every flavour, with faults, operator events, settings and one dry run (seed 9)
+SEEDS = (1, 7, 9, 10, 19, 21)
+
+
+@pytest.fixture(scope="module")
+def probe() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_random", ROOT / "benchmarks" / "random_scenarios.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_seeds_cover_what_the_probe_draws(probe: ModuleType) -> None:
+    from hvballoon.fake.randomized import random_scenario
+
+    drawn = [random_scenario(s, hours=5 / 60) for s in SEEDS]
+    assert {s.flavor for s in drawn} == {"kvm", "esxi", "hyperv"}
+    assert any(probe.draw_settings(s, seed)[1] for s, seed in zip(drawn, SEEDS, strict=True))  # a dry run
+    assert any(probe.draw_settings(s, seed)[0] for s, seed in zip(drawn, SEEDS, strict=True))  # settings
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_policy_keeps_the_invariants(probe: ModuleType, seed: int) -> None:
+    for policy in probe.POLICIES:
+        run = probe.run_one(seed, policy, minutes=5)
+        assert run.violations == [], (seed, policy)
