@@ -143,12 +143,25 @@ class _Moves:
         return out
 
 
-def run_one(seed: int, policy: str, *, minutes: float, policy_options: dict[str, Any] | None = None) -> Run:
+def run_one(
+    seed: int,
+    policy: str,
+    *,
+    minutes: float,
+    policy_options: dict[str, Any] | None = None,
+    scenario: Scenario | None = None,
+) -> Run:
+    """``policy`` on seed ``seed``'s scenario (or ``scenario``, one cut down from it: the seed
+    still draws the events and settings, for the VMs it kept)."""
     started = time.perf_counter()
-    spec = random_scenario(seed, hours=minutes / 60)
+    spec = scenario or random_scenario(seed, hours=minutes / 60)
     seconds = minutes * 60.0
-    events = operator_events(spec, seed=seed, seconds=seconds)
-    hints, dry_run = draw_settings(spec, seed)
+    kept = {v.id for v in spec.vms}
+    events = [
+        e for e in operator_events(random_scenario(seed), seed=seed, seconds=seconds) if e.vm_id in kept
+    ]
+    hints, dry_run = draw_settings(random_scenario(seed), seed)
+    hints = {name: h for name, h in hints.items() if any(v.name == name for v in spec.vms)}
     run = Run(seed, policy, spec.flavor, len(spec.vms), capacity_class(spec, hours=minutes / 60), dry_run)
     try:
         _drive(run, spec, policy, events, hints, seconds, policy_options or {})
@@ -193,17 +206,20 @@ def _drive(
         warnings.simplefilter("ignore")
         hv = ctl.hv
         while world.now < seconds - 1e-9:
-            played = play(world, events, played)
-            moves.take()  # what happened between rounds is the operator's
             decisions, _read, wait = simulated_round(world, ctl)
-            _check_round(
-                run, world, hv, decisions, moves.take(), hints, by_name, guarded=policy not in BASELINES
-            )
+            guarded = policy not in BASELINES
+            _check_round(run, world, hv, decisions, moves.take(), hints, by_name, guarded=guarded)
             dt = max(0.0, min(wait, seconds - world.now))
-            run.reclaimed_gib_hours += (
-                sum(g.ballooned_bytes for g in world.guests.values()) * dt / (GiB * 3600)
-            )
-            world.advance(dt)
+            ballooned = sum(g.ballooned_bytes for g in world.guests.values())
+            run.reclaimed_gib_hours += ballooned * dt / (GiB * 3600)
+            until = world.now + dt
+            # the operator acts at its own times, not at the controller's rounds (every policy
+            # meets the same events at the same moments)
+            while played < len(events) and events[played].at <= until:
+                world.advance(max(0.0, events[played].at - world.now))
+                played = play(world, events, played)
+            world.advance(max(0.0, until - world.now))
+            moves.take()  # what the operator changed is not the controller's
         for e in world.events:
             if e["kind"] in KILLS:
                 run.kills[e["kind"]] = run.kills.get(e["kind"], 0) + 1

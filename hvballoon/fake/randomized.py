@@ -282,6 +282,8 @@ def _faults(rng: random.Random, vms: list[dict[str, Any]], horizon: float) -> li
             check_fault(op, kind)
         except ValueError:
             continue
+        if op == "connect" and any(r["op"] == "connect" for r in out):
+            continue  # two would outlast the session's retries at the start
         rule: dict[str, Any] = {"op": op, "kind": kind}
         how = rng.random()
         if how < 0.3:
