@@ -12,7 +12,8 @@ diurnal         amplitude (size), period (24h), phase (0s)
 ramp            to (size), over (duration), start (0s)
 spike           at, duration, size, rise (30s)
 random_walk     step (64MiB: standard deviation per minute), low, high (sizes; the walk
-                reflects off them; default kernel+unfreeable .. 90 % of memory)
+                reflects off them; default kernel+unfreeable .. 90 % of memory); one step
+                per simulated second, whatever pieces the world is advanced in
 jvm             heap (size), initial_heap (= heap: all taken at start), warmup (30m),
                 touch_rate (0.05/s: how fast a squeezed heap is faulted back by the GC)
 database        buffer_pool (size), filled (= buffer_pool), warmup (1h), query_memory (0),
@@ -135,6 +136,9 @@ _MODELS: dict[str, type[_Params]] = {
 }
 KINDS: tuple[str, ...] = tuple(_MODELS)
 
+#: A random walk draws one step per this many simulated seconds, however the world is advanced.
+WALK_GRID_SECONDS = 1.0
+
 #: How fast (per second) swapped pages of a squeezed workload are touched again.
 TOUCH_RATES: dict[str, float] = {"jvm": 0.05, "database": 0.02}
 DEFAULT_TOUCH_RATE = 0.002
@@ -189,7 +193,8 @@ class WorkloadBlock:
     """All components of one kind, as arrays: computes their demand change for a time block.
 
     ``used``, ``floor`` and ``memory`` are the per-VM figures the parameters default against.
-    The random walk's unreflected position is state (``walk``), advanced with seeded draws.
+    The random walk's unreflected position is state (``walk``, at the grid point ``walk_at``),
+    advanced with seeded draws, one per :data:`WALK_GRID_SECONDS` of simulated time.
     """
 
     def __init__(
@@ -244,6 +249,8 @@ class WorkloadBlock:
             p["query"], p["period"] = col("query_memory"), col("period")
         self.p = p
         self.walk = np.zeros(len(comps), dtype=np.float64)
+        #: the grid point (of :data:`WALK_GRID_SECONDS`) the walk's position is at
+        self.walk_at = 0
 
     def delta(
         self,
@@ -283,11 +290,21 @@ class WorkloadBlock:
             np.minimum(out, work, out=out)
             return np.multiply(p["size"], out, out=out)
         if self.kind == "random_walk":
-            rng.standard_normal(out=work)
-            np.multiply(work, p["step"] * np.sqrt(dt / 60.0), out=work)
-            np.cumsum(work, axis=0, out=out)
-            path = np.add(self.walk, out, out=out)
-            self.walk = path[-1].copy()
+            # one draw per WALK_GRID_SECONDS of simulated time, whatever the blocks: the path is
+            # a function of time, not of how often (or at what fractions of a second) the world
+            # is advanced; between two grid points the walk holds
+            grid = np.floor(t / WALK_GRID_SECONDS + 1e-9).astype(np.int64)
+            new = int(grid[-1]) - self.walk_at
+            if new > 0:
+                steps = rng.standard_normal((new, len(self.walk)))
+                np.multiply(steps, p["step"] * np.sqrt(WALK_GRID_SECONDS / 60.0), out=steps)
+                np.cumsum(steps, axis=0, out=steps)
+                np.add(self.walk, steps, out=steps)
+                row = grid - self.walk_at - 1  # -1: no grid point crossed yet, where the walk was
+                path = np.where((row >= 0)[:, None], steps[np.maximum(row, 0)], self.walk)
+                self.walk, self.walk_at = steps[-1].copy(), int(grid[-1])
+            else:
+                path = np.broadcast_to(self.walk, shape)
             # fold the free walk into [lo, lo + width]: a walk reflected at both bounds
             w2 = 2 * p["width"]
             x = np.subtract(path, p["lo"], out=work)

@@ -1,0 +1,50 @@
+"""A random walk's path is a function of simulated time, not of how the world is advanced: a
+controller that reads every second and one that reads every ten, or at odd fractions of a
+second, meet the same demand (found by the random scenarios probe, where a policy's faster
+rounds drew another walk than static's and were charged with its OOM kills)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hvballoon.fake.scenario import parse_scenario
+from hvballoon.fake.world import World
+
+
+def _walk(step: float) -> World:
+    return World(
+        parse_scenario(
+            {
+                "name": "walk",
+                "step": step,
+                "host": {"physical": "64GiB"},
+                "vms": [
+                    {
+                        "name": "a",
+                        "memory": "16GiB",
+                        "used": "4GiB",
+                        "workload": {"kind": "random_walk", "params": {"step": "1GiB"}},
+                    },
+                    {
+                        "name": "b",
+                        "memory": "8GiB",
+                        "used": "2GiB",
+                        "workload": {"kind": "random_walk", "params": {"step": "256MiB", "high": "7GiB"}},
+                    },
+                ],
+            }
+        )
+    )
+
+
+def _demand_at(world: World, end: float, chunk: float) -> list[int]:
+    while world.now < end - 1e-9:
+        world.advance(min(chunk, end - world.now))
+    return [g.demand_bytes for g in world.guests.values()]
+
+
+@pytest.mark.parametrize("step", [1.0, 2.0, 0.5])
+def test_the_walk_does_not_depend_on_how_the_world_is_advanced(step: float) -> None:
+    every = [_demand_at(_walk(step), 600.0, chunk) for chunk in (10.0, 1.0, 0.7, 3.3)]
+    assert every[1:] == every[:1] * 3
+    assert every[0] != [4 * 2**30, 2 * 2**30]  # it walked
