@@ -47,7 +47,6 @@ from hvballoon.errors import BackendError, HVBalloonError, InvalidRequestError, 
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.scenario import Scenario
 from hvballoon.fake.state import GuestState
-from hvballoon.fake.workloads import WALK_GRID_SECONDS
 from hvballoon.fake.world import World, _first_runs
 
 __all__ = ["LEGACY_STATE_NAMES", "WorldStore", "world_from_bytes", "world_to_bytes"]
@@ -207,7 +206,7 @@ def world_from_bytes(data: bytes) -> World:
         setattr(w.state, name, arrays[key])
     for i, b in enumerate(w.workloads):
         b.walk = arrays[f"walk_{i}" if legacy else f"walk.{i}"]
-        b.walk_at = math.floor(float(header["now"]) / WALK_GRID_SECONDS + 1e-9)  # drawn up to the clock
+        b.walk_at = math.floor(float(header["now"]) / b.grid_seconds + 1e-9)  # drawn up to the clock
     if "rebalance.goal" in arrays:
         w._steered = (arrays["rebalance.goal"], arrays["rebalance.low"])
     w.now = float(header["now"])

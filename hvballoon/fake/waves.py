@@ -635,7 +635,7 @@ def wave_facts(scenario: Scenario, *, hours: float = 12.0) -> WaveFacts:
     demand = np.tile(used, (len(t), 1))
     rng = np.random.Generator(np.random.PCG64(scenario.seed))
     for kind, comps in sorted(by_kind.items()):
-        block = WorkloadBlock(kind, comps, used, floor, memory)
+        block = WorkloadBlock(kind, comps, used, floor, memory, grid_seconds=scenario.step)
         np.add.at(demand, (slice(None), block.vm), block.delta(t, 30.0, rng))  # type: ignore[arg-type]
     demand = np.clip(demand, floor, memory)
     cache_max = np.array([float(v.cache_max if v.cache_max is not None else 2 * v.cache) for v in vms])

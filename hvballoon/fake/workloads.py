@@ -13,7 +13,7 @@ ramp            to (size), over (duration), start (0s)
 spike           at, duration, size, rise (30s)
 random_walk     step (64MiB: standard deviation per minute), low, high (sizes; the walk
                 reflects off them; default kernel+unfreeable .. 90 % of memory); one step
-                per simulated second, whatever pieces the world is advanced in
+                per simulation step of the clock, whatever pieces the world is advanced in
 jvm             heap (size), initial_heap (= heap: all taken at start), warmup (30m),
                 touch_rate (0.05/s: how fast a squeezed heap is faulted back by the GC)
 database        buffer_pool (size), filled (= buffer_pool), warmup (1h), query_memory (0),
@@ -136,9 +136,6 @@ _MODELS: dict[str, type[_Params]] = {
 }
 KINDS: tuple[str, ...] = tuple(_MODELS)
 
-#: A random walk draws one step per this many simulated seconds, however the world is advanced.
-WALK_GRID_SECONDS = 1.0
-
 #: How fast (per second) swapped pages of a squeezed workload are touched again.
 TOUCH_RATES: dict[str, float] = {"jvm": 0.05, "database": 0.02}
 DEFAULT_TOUCH_RATE = 0.002
@@ -194,7 +191,7 @@ class WorkloadBlock:
 
     ``used``, ``floor`` and ``memory`` are the per-VM figures the parameters default against.
     The random walk's unreflected position is state (``walk``, at the grid point ``walk_at``),
-    advanced with seeded draws, one per :data:`WALK_GRID_SECONDS` of simulated time.
+    advanced with seeded draws, one per ``grid_seconds`` of simulated time (the world's step).
     """
 
     def __init__(
@@ -204,10 +201,14 @@ class WorkloadBlock:
         used: npt.NDArray[np.float64],
         floor: npt.NDArray[np.float64],
         memory: npt.NDArray[np.float64],
+        *,
+        grid_seconds: float = 1.0,
     ) -> None:
         import numpy as np
 
         self.kind = kind
+        #: a random walk takes one step per ``grid_seconds`` of simulated time (the world's step)
+        self.grid_seconds = grid_seconds
         self.vm = np.array([c.vm for c in comps], dtype=np.int64)
         self.unique = len(set(self.vm.tolist())) == len(comps)
         #: the columns as a slice when they are evenly spaced (a view: no gather/scatter copies)
@@ -249,7 +250,7 @@ class WorkloadBlock:
             p["query"], p["period"] = col("query_memory"), col("period")
         self.p = p
         self.walk = np.zeros(len(comps), dtype=np.float64)
-        #: the grid point (of :data:`WALK_GRID_SECONDS`) the walk's position is at
+        #: the grid point (of ``grid_seconds``) the walk's position is at
         self.walk_at = 0
 
     def delta(
@@ -290,14 +291,15 @@ class WorkloadBlock:
             np.minimum(out, work, out=out)
             return np.multiply(p["size"], out, out=out)
         if self.kind == "random_walk":
-            # one draw per WALK_GRID_SECONDS of simulated time, whatever the blocks: the path is
-            # a function of time, not of how often (or at what fractions of a second) the world
-            # is advanced; between two grid points the walk holds
-            grid = np.floor(t / WALK_GRID_SECONDS + 1e-9).astype(np.int64)
+            # one draw per grid point (the world's step) of simulated time, whatever the blocks:
+            # the path is a function of time, not of how often or in what pieces the world is
+            # advanced (a piece shorter than the step sees no new step of the walk, so the walk
+            # crosses a threshold as often whoever reads the world); between two points it holds
+            grid = np.floor(t / self.grid_seconds + 1e-9).astype(np.int64)
             new = int(grid[-1]) - self.walk_at
             if new > 0:
                 steps = rng.standard_normal((new, len(self.walk)))
-                np.multiply(steps, p["step"] * np.sqrt(WALK_GRID_SECONDS / 60.0), out=steps)
+                np.multiply(steps, p["step"] * np.sqrt(self.grid_seconds / 60.0), out=steps)
                 np.cumsum(steps, axis=0, out=steps)
                 np.add(self.walk, steps, out=steps)
                 row = grid - self.walk_at - 1  # -1: no grid point crossed yet, where the walk was

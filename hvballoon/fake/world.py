@@ -290,7 +290,9 @@ class World:
                     by_kind.setdefault(comp.kind, []).append(comp)
         st = self.state
         return [
-            WorkloadBlock(kind, comps, st.used_baseline, st.kernel + st.unfreeable, st.memory)
+            WorkloadBlock(
+                kind, comps, st.used_baseline, st.kernel + st.unfreeable, st.memory, grid_seconds=self.step
+            )
             for kind, comps in sorted(by_kind.items())
         ]
 

@@ -48,3 +48,22 @@ def test_the_walk_does_not_depend_on_how_the_world_is_advanced(step: float) -> N
     every = [_demand_at(_walk(step), 600.0, chunk) for chunk in (10.0, 1.0, 0.7, 3.3)]
     assert every[1:] == every[:1] * 3
     assert every[0] != [4 * 2**30, 2 * 2**30]  # it walked
+
+
+@pytest.mark.parametrize("step", [2.0, 1.0])
+def test_a_walk_at_the_guests_limit_kills_as_often_whoever_reads_the_world(step: float) -> None:
+    """A walk hovering at what the guest can hold (a balloon at 3 GiB, no swap) starts its OOM
+    killer at each crossing: read every second, every ten or at fractions of one, the same
+    crossings."""
+    spec = parse_scenario({
+        "name": "edge", "step": step, "host": {"physical": "64GiB"},
+        "vms": [{"name": "a", "memory": "4GiB", "target": "3GiB", "used": "2900MiB", "deflate_on_oom": False,
+                 "workload": {"kind": "random_walk", "params": {"step": "512MiB", "high": "4GiB"}}}],
+    })  # fmt: skip
+    kills = []
+    for chunk in (10.0, 1.0, 0.7):
+        world = World(spec)
+        _demand_at(world, 900.0, chunk)
+        kills.append(sum(1 for e in world.events if e["kind"] == "oom"))
+    assert kills[0] > 0
+    assert kills == kills[:1] * 3
