@@ -85,6 +85,15 @@ def _size_extra(config: MemoryConfig, key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def _above_hotplug_maximum(config: MemoryConfig, maximum_bytes: int | None) -> int | None:
+    """The domain's hotplug ceiling (``<maxMemory>``) when ``maximum_bytes`` is above it, else
+    ``None`` (no ceiling, or none passed): the maximum libvirt refuses."""
+    ceiling = _size_extra(config, HOTPLUG_MAXIMUM)
+    if ceiling is None or maximum_bytes is None or maximum_bytes <= ceiling:
+        return None
+    return ceiling
+
+
 def virtio_mem_bytes(config: MemoryConfig) -> int:
     """The sizes of the domain's virtio-mem devices, summed (``config.extra["virtio_mem_bytes"]``):
     part of its ``<memory>``, out of a balloon target's reach."""
@@ -233,8 +242,8 @@ class KVMKind(Kind):
 
     def check_config(self, vm: VM, config: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": config.maximum_bytes}, rule="whole_KiB")
-        ceiling = _size_extra(config, HOTPLUG_MAXIMUM)
-        if ceiling is not None and config.maximum_bytes is not None and config.maximum_bytes > ceiling:
+        ceiling = _above_hotplug_maximum(config, config.maximum_bytes)
+        if ceiling is not None and config.maximum_bytes is not None:
             shown_max, shown = format_sizes(config.maximum_bytes, ceiling)
             self.refuse(
                 "maximum_above_hotplug_maximum",
@@ -256,8 +265,8 @@ class KVMKind(Kind):
                 field="maximum_bytes",
             )
         # libvirt's order: the NUMA nodes first, then the hotplug ceiling
-        ceiling = _size_extra(current, HOTPLUG_MAXIMUM)
-        if ceiling is not None and update.maximum_bytes is not None and update.maximum_bytes > ceiling:
+        ceiling = _above_hotplug_maximum(current, update.maximum_bytes)
+        if ceiling is not None and update.maximum_bytes is not None:
             asked, shown = format_sizes(update.maximum_bytes, ceiling)
             self.refuse(
                 "maximum_above_hotplug_maximum",
