@@ -36,6 +36,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hvballoon.fake.faults import FAULT_KINDS, FAULT_OPS, MARK_FAULT_KINDS, check_fault
 from hvballoon.fake.scenario import Flavor, Scenario, parse_scenario
+from hvballoon.kinds import HYPERV, KVM
+from hvballoon.kinds.esxi import MEMORY_SIZE_STEP as ESXI_MEMORY_SIZE_STEP
+from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE
+from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES as HYPERV_MINIMUM_SIZE_BYTES
 
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
@@ -44,10 +48,11 @@ __all__ = ["OPERATOR_ACTIONS", "OperatorEvent", "operator_events", "play", "rand
 
 _MiB = 1024**2
 _GiB = 1024**3
-#: every size a VM is configured with is a multiple of this (ESXi: 4 MiB, Hyper-V: 2 MiB)
-_ALIGN = 4 * _MiB
+#: every size a VM is configured with is a multiple of this, whatever its kind (the kinds' own
+#: steps: ESXi's memoryMB, Hyper-V's sizes, KVM's KiB)
+_ALIGN = math.lcm(ESXI_MEMORY_SIZE_STEP, HYPERV.alignment_bytes, KVM.alignment_bytes)
 _MIN_VM = 64 * _MiB
-_HV_MIN = 32 * _MiB  # Hyper-V's least size
+_HV_MIN = HYPERV_MINIMUM_SIZE_BYTES
 _FLAVORS: tuple[Flavor, ...] = ("kvm", "esxi", "hyperv")
 
 Action = Literal["power_off", "power_on", "rename", "vanish", "stop_balloon_driver", "freeze_reports"]
@@ -248,7 +253,8 @@ def _hyperv(rng: random.Random, vm: dict[str, Any], room: int) -> None:
         startup = min(max(_HV_MIN, _down(maximum * rng.uniform(0.1, 1.0))), fits, maximum)
         minimum = min(max(_HV_MIN, _down(startup * rng.uniform(0.05, 1.0))), startup)
         vm.update(maximum=maximum, startup=startup, minimum=minimum)
-        vm["buffer_percent"] = rng.choice((5, 10, 20, 50, 100, 2000))
+        low, high = BUFFER_PERCENT_RANGE
+        vm["buffer_percent"] = rng.choice((low, 10, 20, 50, 100, high))
         vm["priority"] = rng.randint(0, 100)
     else:
         startup = fits
