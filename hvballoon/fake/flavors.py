@@ -198,6 +198,12 @@ class Flavor:
         (``None``: it starts). By default it starts."""
         return None
 
+    def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
+        """What a guest logs when its workloads ask ``asked_bytes``, beyond its memory plus swap
+        (``limit_bytes``): the text of the world's ``oom`` event. By default a Linux guest's:
+        the kernel's OOM killer kills a process."""
+        return "Out of memory: the OOM killer killed a process"
+
     def __repr__(self) -> str:
         return f"<Flavor {self.name}>"
 
@@ -545,6 +551,21 @@ class HyperVFlavor(Flavor):
         free = int(h.physical_bytes - h.overhead_bytes - world.overheads() - held)
         startup = int(world.configs[i]["startup_bytes"])
         return None if starts(startup, free) else not_started(world.names[i], startup, free)
+
+    def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
+        """A Windows guest has no OOM killer: it refuses a commit beyond its commit limit (its
+        memory plus its page files), and Windows' Resource Exhaustion Detector logs event 2004
+        in the System log ("Windows successfully diagnosed a low virtual memory condition",
+        Level Warning, keyword "Events related to exhaustion of system commit limit (virtual
+        memory)"; Microsoft's "Detecting Low Virtual Memory Conditions in Windows 2008 and R2"),
+        naming the programs that committed the most. The simulated guest has no programs: its
+        workloads' commit charge stands in for them, the sizes in MB."""
+        asked, limit = int(asked_bytes) // _MiB, int(limit_bytes) // _MiB
+        return (
+            "Windows successfully diagnosed a low virtual memory condition (Resource-Exhaustion-Detector, "
+            f"event 2004): the workloads asked to commit {asked} MB, beyond the commit limit of {limit} MB "
+            "(memory plus page file); the commits beyond it failed"
+        )
 
 
 #: Every flavour, by its kind's name.

@@ -420,9 +420,9 @@ class World:
         kills = new_oom_kills(s, guest.oom, act)
         if kills is not None:
             for j, i in zip(*np.nonzero(kills), strict=True):
-                self.event(
-                    "oom", self.names[i], "Out of memory: the OOM killer killed a process", float(times[j])
-                )
+                # at a kill the guest holds all it can: its memory plus swap (its limit)
+                text = hv.out_of_memory(float(demand[j, i]), float(guest.effective_demand[j, i]))
+                self.event("oom", self.names[i], text, float(times[j]))
         # the host: what the guests hold, plus overheads, must fit; the rest is reclaimed
         if act.all():
             held = backed

@@ -75,6 +75,25 @@ def test_a_guest_asked_beyond_its_size_and_swap_is_oom_killed_whatever_its_flavo
     assert g.demand_bytes <= g.current_bytes + 1 * GiB
 
 
+def test_a_windows_guest_reports_its_commit_limit_where_a_linux_guest_kills_a_process() -> None:
+    """The event's kind is the same (``oom``, what benchmarks count); its text is the guest's:
+    Linux's OOM killer, or Windows' low virtual memory diagnosis (event 2004) with the commit
+    asked and the limit (memory plus page file) it ran into."""
+    texts = {}
+    for flavor, vm in (("kvm", {}), ("hyperv", {"memory": "8GiB", "dynamic": False, "startup": "4GiB"})):
+        w = _world(flavor, **vm)
+        w.advance(300)
+        (event,) = [e for e in w.events if e["kind"] == "oom"]
+        texts[flavor] = event["message"]
+    assert "OOM killer" in texts["kvm"]
+    windows = texts["hyperv"]
+    assert "OOM" not in windows and "killed" not in windows
+    assert windows.startswith("Windows successfully diagnosed a low virtual memory condition")
+    assert "event 2004" in windows and "commit limit of 5120 MB" in windows  # 4 GiB + 1 GiB page file
+    asked = int(windows.split("commit ")[1].split(" MB")[0])
+    assert 5120 < asked <= 6144
+
+
 @pytest.mark.parametrize(
     ("flavor", "vm", "grow"),
     [
