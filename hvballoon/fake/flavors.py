@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
-from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_powered_on, powers_on
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand, not_started, starts
 from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 
@@ -399,6 +399,19 @@ class ESXiFlavor(Flavor):
         super().apply_config(state, i, plan, config, power_state)
         if plan.maximum_bytes is not None and config.get("limit_bytes") is None:
             state.target[i] = plan.maximum_bytes
+
+    def start_refusal(self, world: World, i: int) -> str | None:
+        """ESXi's admission control (the kind's rule): a VM with a reservation powers on only
+        with its reservation plus its overhead unreserved, out of the host's memory less its own
+        overhead, less the reservations and overheads of the VMs that hold memory."""
+        s, h = world.state, world.host
+        live = world.active() | ((s.paused > 0) & (s.crashed == 0))
+        committed = float(((s.reservation + s.overhead) * live).sum())
+        unreserved = int(h.physical_bytes - h.overhead_bytes - committed)
+        reservation, overhead = int(s.reservation[i]), int(s.overhead[i])
+        if powers_on(reservation, overhead, unreserved):
+            return None
+        return not_powered_on(world.names[i], reservation + overhead, unreserved)
 
 
 #: Hyper-V's defaults for a new VM (New-VM): what a scenario leaves out.

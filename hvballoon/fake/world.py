@@ -128,7 +128,8 @@ def _labels(names: list[str]) -> list[str]:
 
 class StartRefusedError(ValueError):
     """The hypervisor would not start the VM (Hyper-V: its startup memory is not free on the
-    host); the world logged it as a ``start_failed`` event and nothing changed."""
+    host; ESXi: admission control); the world logged it as a ``start_failed`` event and nothing
+    changed."""
 
     def __init__(self, vm: str, message: str) -> None:
         super().__init__(message)
@@ -574,7 +575,8 @@ class World:
         workload's baseline use, no page cache yet, reporting at once if its driver does.
 
         One the hypervisor would not start (Hyper-V: its startup memory is not free on the host
-        now, event 19544) stays stopped: the refusal is logged as a ``start_failed`` event, as
+        now, event 19544; ESXi: its reservation plus overhead is not unreserved, admission
+        control) stays stopped: the refusal is logged as a ``start_failed`` event, as
         the hypervisor logs it whoever asked, and raised (:class:`StartRefusedError`) to the
         caller who asked."""
         import numpy as np

@@ -49,6 +49,8 @@ __all__ = [
     "SHARES_LEVELS",
     "SHARES_PER_MB",
     "ESXiKind",
+    "not_powered_on",
+    "powers_on",
 ]
 
 #: ``MemoryStats.extra["stats_note"]`` of a running VM whose quickStats.guestMemoryUsage is 0:
@@ -79,6 +81,38 @@ def admits(reserved_bytes: int, host_bytes: int) -> bool:
     a resource configuration policy") — only while the host can back every running VM's
     reservation (``reserved_bytes``) out of the memory it has for VMs (``host_bytes``)."""
     return reserved_bytes <= host_bytes
+
+
+def powers_on(reservation_bytes: int, overhead_bytes: int, unreserved_bytes: int) -> bool:
+    """ESXi's admission control when a VM powers on: "the system checks the amount of CPU and
+    memory resources that have not yet been reserved" and powers the VM on if "enough unreserved
+    CPU and memory are available, or if there is no reservation"; besides the reservation, "for
+    each virtual machine there is also an amount of overhead memory. This extra memory
+    commitment is included in the admission control calculation" (vSphere Resource Management,
+    "Admission Control"). So a VM with a reservation needs its reservation plus its overhead
+    out of what is unreserved (``unreserved_bytes``: the memory the host has for VMs less the
+    reservations and overheads of the VMs powered on); otherwise the power-on fails with
+    ``InsufficientMemoryResourcesFault``, "Memory resource admission control failed"."""
+    if reservation_bytes <= 0:
+        return True
+    return reservation_bytes + overhead_bytes <= unreserved_bytes
+
+
+def not_powered_on(vm_name: str, requested_bytes: int, unreserved_bytes: int) -> str:
+    """What ESXi says of a VM it would not power on (:func:`powers_on`): the fault, with its
+    ``requested`` and ``unreserved`` figures (bytes in the fault; MB here).
+
+    >>> print(not_powered_on("db01", 8 * 2**30 + 96 * 2**20, 6 * 2**30))  # doctest: +NORMALIZE_WHITESPACE
+    'db01' could not be powered on: memory resource admission control failed
+    (InsufficientMemoryResourcesFault): it requests 8288 MB (its reservation plus overhead) and
+    6144 MB is unreserved
+    """
+    need, free = requested_bytes // MiB, max(0, unreserved_bytes) // MiB
+    return (
+        f"{vm_name!r} could not be powered on: memory resource admission control failed "
+        f"(InsufficientMemoryResourcesFault): it requests {need} MB (its reservation plus overhead) and "
+        f"{free} MB is unreserved"
+    )
 
 
 _READABLE = frozenset({

@@ -4,7 +4,8 @@ As libvirt's test and QEMU drivers do, a KVM domain that starts gets a new domai
 at its definition's ``<currentMemory>``: a live balloon target set before it stopped is gone, and
 so is the session's knowledge of it, even when no sweep saw it off. An ESXi limit and a Hyper-V
 size are configuration, and a start keeps them. Hyper-V starts a VM only with its startup memory
-free on the host.
+free on the host; ESXi powers on a VM with a reservation only with its reservation plus its
+overhead unreserved (admission control).
 """
 
 from __future__ import annotations
@@ -127,6 +128,63 @@ def test_a_dynamic_memory_vm_needs_its_startup_memory_free_not_its_minimum() -> 
     )  # fmt: skip
     with pytest.raises(StartRefusedError, match="requires 6144 MB"):
         w.power_on(w.guest("dm").id)
+
+
+def _esxi(*vms: dict[str, object]) -> World:
+    """An ESXi host with 14 GiB for its VMs (16 GiB, 2 GiB for itself); a VM's overhead is the
+    flavour's 96 MiB."""
+    spec = {"name": "admit", "flavor": "esxi", "host": {"physical": "16GiB", "overhead": "2GiB"}}
+    return World(parse_scenario({**spec, "vms": list(vms)}), strict=True)
+
+
+#: 10 GiB reserved plus 96 MiB of overhead: 14 GiB - 10 GiB - 96 MiB = 4000 MiB stay unreserved
+_BIG = {"name": "big", "memory": "12GiB", "used": "2GiB", "reservation": "10GiB"}
+
+
+def test_esxi_does_not_power_on_a_vm_whose_reservation_and_overhead_are_not_unreserved() -> None:
+    """ESXi's admission control at power-on, whoever asked: refused with the fault's name and
+    figures, the VM stays off, the world logs it, nothing else moves."""
+    w = _esxi(_BIG, {"name": "late", "memory": "8GiB", "used": "2GiB", "reservation": "4GiB",
+                     "power_state": "stopped"})  # fmt: skip
+    late = w.guest("late")
+    before = _held(w)
+    with pytest.raises(StartRefusedError, match="InsufficientMemoryResourcesFault") as err:
+        w.power_on(late.id)
+    assert err.value.vm == "late" and isinstance(err.value, ValueError)
+    assert "requests 4192 MB" in str(err.value) and "4000 MB is unreserved" in str(err.value)
+    assert late.power_state == "stopped" and late.run is None
+    assert [e["kind"] for e in w.events] == ["start_failed"]
+    assert _held(w) == before
+    w.power_off(w.guest("big").id)  # its reservation is released
+    w.power_on(late.id)
+    w.advance(10)
+    assert late.power_state == "running"
+
+
+@pytest.mark.parametrize(("reservation", "starts"), [("3904MiB", True), ("3905MiB", False)])
+def test_esxi_admission_control_counts_the_vm_overhead(reservation: str, starts: bool) -> None:
+    """4000 MiB unreserved: a reservation of 3904 MiB plus 96 MiB of overhead fits exactly, one
+    MiB more does not (without the overhead it would)."""
+    w = _esxi(_BIG, {"name": "late", "memory": "8GiB", "used": "2GiB", "reservation": reservation,
+                     "power_state": "stopped"})  # fmt: skip
+    late = w.guest("late")
+    if starts:
+        w.power_on(late.id)
+        assert late.power_state == "running"
+    else:
+        with pytest.raises(StartRefusedError):
+            w.power_on(late.id)
+        assert late.power_state == "stopped"
+
+
+def test_esxi_powers_on_a_vm_without_a_reservation_on_a_fully_reserved_host() -> None:
+    """Admission control guarantees reservations only: a VM without one powers on, however
+    little is unreserved (ESXi overcommits its memory)."""
+    # 14 GiB - 14208 MiB - 96 MiB: 32 MiB unreserved, less than the new VM's overhead
+    w = _esxi({**_BIG, "reservation": "14208MiB", "memory": "14GiB"},
+              {"name": "free", "memory": "8GiB", "used": "2GiB", "power_state": "stopped"})  # fmt: skip
+    w.power_on(w.guest("free").id)
+    assert w.guest("free").power_state == "running"
 
 
 @pytest.mark.parametrize("flavor", ["kvm", "esxi"])
