@@ -336,6 +336,11 @@ class Kind:
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         """Refuse a target this kind does not allow (checked before anything is sent)."""
 
+    def no_figures_reason(self, config: MemoryConfig) -> str | None:
+        """Why a running VM's configuration keeps its guest's figures (and its balloon) out of
+        reach for as long as it runs, and what to change (``None``: nothing in it says so)."""
+        return None
+
     # -- configuration ----------------------------------------------------------------------
 
     def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:

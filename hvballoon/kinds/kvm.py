@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_STATS_PERIOD",
     "HOTPLUG_MAXIMUM",
     "KVM",
+    "NO_BALLOON_DEVICE_NOTE",
     "KVMKind",
     "StatsPeriodOption",
     "has_balloon_device",
@@ -63,6 +64,19 @@ _READABLE = frozenset({
     "guest_used_bytes", "guest_free_bytes", "guest_available_bytes", "guest_cache_bytes",
     "swap_in_bytes", "swap_out_bytes", "major_faults", "host_consumed_bytes",
 })  # fmt: skip
+
+
+#: Why a running domain without a balloon device is left alone, and how to give it one: without
+#: ``<memballoon>`` there is nothing to report the guest's memory or to move it. libvirt adds a
+#: virtio balloon to a KVM domain by default; ``model='none'`` suppresses it (formatdomain). The
+#: device is not hot-plugged (Proxmox VE: "enable/disable of the device is not hotpluggable"):
+#: it is added to the definition and takes effect at the domain's next start.
+NO_BALLOON_DEVICE_NOTE = (
+    "the domain has no balloon device (<memballoon model='none'>): nothing reports its guest's memory "
+    "and nothing can move it while it runs. To manage it, give it one: in its definition (virsh edit) "
+    "set <memballoon model='virtio'><stats period='10'/></memballoon>, then shut it down and start it again "
+    "(a balloon device is not hot-plugged); its guest needs the virtio-balloon driver"
+)
 
 
 def has_balloon_device(config: MemoryConfig) -> bool:
@@ -225,6 +239,10 @@ class KVMKind(Kind):
         if maximum is None:
             return None
         return max(maximum - virtio_mem_bytes(config), 0)
+
+    def no_figures_reason(self, config: MemoryConfig) -> str | None:
+        """A domain without a balloon device (:data:`NO_BALLOON_DEVICE_NOTE`)."""
+        return None if has_balloon_device(config) else NO_BALLOON_DEVICE_NOTE
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         if not is_off(vm) and not has_balloon_device(config):

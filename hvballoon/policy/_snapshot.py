@@ -142,6 +142,12 @@ class _Snapshots:
         if vs.floor is not None:
             minimum = max(minimum, vs.floor)
         used = s.used_bytes
+        # why the guest's figures are missing: for good (its configuration, the kind's rule),
+        # else as the backend says
+        note = kind.no_figures_reason(cfg) if kind is not None and cfg is not None else None
+        if note is None and (used is None or s.stale):
+            said = s.extra.get("stats_note")
+            note = said if isinstance(said, str) else None
         guard = rails.floor(used, s.configured_bytes) if used is not None else None
         can_target = caps.can_set("target", running=running)
         return VMView(
@@ -166,6 +172,7 @@ class _Snapshots:
             can_raise=(caps.can_set("maximum_bytes", running=running) if dm else can_target),
             buffer_percent=cfg.buffer_percent if dm and cfg is not None else None,
             settings=vs,
+            figures_note=note,
         )
 
     def snapshot(self) -> tuple[Snapshot, dict[str, Capabilities], list[MemoryStats]]:

@@ -366,6 +366,8 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             seen = figures.get(v.id)
             if seen is None:
                 why = "not running" if not v.running else "no fresh guest figures: never lower blind"
+                if v.running and v.figures_note:
+                    why = f"no fresh guest figures, never lower blind: {v.figures_note}"
                 proposals.append(Proposal(vm_id=v.id, rule="hvballoon.no_stats", reason=why))
                 continue
             f = seen

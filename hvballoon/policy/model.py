@@ -243,6 +243,13 @@ class VMView(_Frozen):
         description="Dynamic Memory's buffer (the percent of its demand the host adds), on a VM that has one.",
     )
     settings: VMSettings = Field(default_factory=VMSettings)
+    figures_note: str | None = Field(
+        default=None,
+        description=(
+            "Why the guest's figures are missing, where known: what its configuration lacks (the "
+            "kind says: a KVM domain without a balloon device), else the backend's stats note."
+        ),
+    )
 
     @property
     def unused_bytes(self) -> int | None:

@@ -90,3 +90,23 @@ def test_the_controller_holds_an_esxi_vm_without_vmware_tools() -> None:
         d = {x.vm: x for x in Controller(hv, "hvballoon", settings).step()}
         assert d["silent"].action == "hold" and d["silent"].rule == "hvballoon.no_stats"
         assert hv.get_config("silent").limit_bytes is None
+
+
+def test_the_hvballoon_policy_says_a_kvm_domain_has_no_balloon_device_and_how_to_add_one() -> None:
+    """A domain with ``<memballoon model='none'>`` reports nothing and cannot be moved while it
+    runs: the decision says so, not merely that its figures are missing; a domain with a device
+    whose guest is silent is held as before."""
+    vms = [
+        {"name": "plain", "memory": "4GiB", "used": "1GiB", "balloon_device": False},
+        {"name": "nodriver", "memory": "4GiB", "used": "1GiB", "balloon_driver": False},
+        {"name": "talks", "memory": "4GiB", "used": "1GiB", "stats_period": 2},
+    ]
+    spec = parse_scenario({"name": "plain", "flavor": "kvm", "host": {"physical": "64GiB"}, "vms": vms})
+    with hvballoon.connect("fake://", world=World(spec)) as hv:
+        settings = ControllerSettings(host_memory_bytes=64 * GiB)
+        d = {x.vm: x for x in Controller(hv, "hvballoon", settings).step()}
+    plain = d["plain"]
+    assert plain.action == "hold" and plain.rule == "hvballoon.no_stats"
+    assert "no balloon device" in plain.reason and "<memballoon model='virtio'>" in plain.reason
+    assert "no balloon device" not in d["nodriver"].reason
+    assert d["nodriver"].rule == "hvballoon.no_stats"

@@ -237,3 +237,21 @@ def test_the_controller_raises_a_virtio_mem_domain_within_the_balloons_reach(tmp
     (decision,) = [json.loads(line) for line in r.stdout.splitlines() if '"vm"' in line]
     assert decision["action"] == "raise", decision
     assert 2 * GiB < decision["after_bytes"] <= 4 * GiB
+
+
+def test_the_hvballoon_policy_says_a_domain_has_no_balloon_device(tmp_path: Path) -> None:
+    """On the test driver, as on the fake: a running ``<memballoon model='none'/>`` domain is
+    held, and the decision says it has no balloon device and how to give it one."""
+    from hvballoon.policy import Controller, ControllerSettings
+
+    uri = write_node_xml(
+        tmp_path / "node.xml",
+        [domain_xml("plain01", memory_mib=1024, balloon="none"), domain_xml("web01", period=2)],
+    )
+    with hvballoon.connect(uri) as hv:
+        settings = ControllerSettings(host_memory_bytes=64 * GiB)
+        d = {x.vm: x for x in Controller(hv, "hvballoon", settings).step()}
+    plain = d["plain01"]
+    assert plain.action == "hold" and plain.rule == "hvballoon.no_stats"
+    assert "no balloon device" in plain.reason and "<memballoon model='virtio'>" in plain.reason
+    assert "no balloon device" not in d["web01"].reason
