@@ -404,3 +404,13 @@ def test_esxi_a_scenario_vm_above_its_hot_add_limit_is_refused() -> None:
     with pytest.raises(HVBalloonError) as info:
         ESXI.check_config(vm, cfg)
     assert info.value.details["rule"] == "memory_hot_add_limit"
+
+
+def test_esxi_zero_guest_memory_usage_without_a_heartbeat_keeps_the_usual_reason() -> None:
+    """Where the guest heartbeat is not read (or not one of vSphere's four), a guestMemoryUsage
+    of 0 is explained as before; a usage not read at all, or above 0, needs no note."""
+    from hvballoon.kinds.esxi import NO_TOOLS_NOTE, guest_figures_note
+
+    assert guest_figures_note(0, None) == guest_figures_note(0, "unknown") == NO_TOOLS_NOTE
+    assert guest_figures_note(None, "gray") is None and guest_figures_note(512, None) is None
+    assert guest_figures_note(0, "gray") != NO_TOOLS_NOTE

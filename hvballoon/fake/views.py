@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
-from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, NO_TOOLS_NOTE, admits
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits, guest_notes
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
 from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
@@ -234,9 +234,11 @@ class ESXiView(FlavorView):
         seen: Seen = UNSEEN,
     ) -> MemoryStats:
         """quickStats; a guest without VMware Tools running (scenario ``balloon_driver:
-        false``: no vmmemctl) has ``guestMemoryUsage`` 0, which the esxi backend reads as
-        unknown (its stats stale), not as a guest that uses nothing."""
+        false``: no vmmemctl) has ``guestMemoryUsage`` 0 and a gray guest heartbeat, which the
+        esxi backend reads as unknown (its stats stale, the kind's note saying why), not as a
+        guest that uses nothing; one with VMware Tools a green heartbeat."""
         used = g.used_bytes if g.balloon_driver else None
+        heartbeat = "green" if g.balloon_driver else "gray"
         return MemoryStats(
             **common,
             current_bytes=g.current_bytes,
@@ -252,7 +254,7 @@ class ESXiView(FlavorView):
             extra={
                 "limit_bytes": g.config.get("limit_bytes"),
                 "overhead_bytes": self.vm_overhead(w, g),
-                **({"stats_note": NO_TOOLS_NOTE} if used is None else {}),
+                **guest_notes(0 if used is None else used, heartbeat),
             },
         )
 

@@ -42,6 +42,7 @@ from hvballoon.units import MiB, align, format_sizes
 
 __all__ = [
     "ESXI",
+    "HEARTBEAT_MEANINGS",
     "HOT_ADD",
     "HOT_ADD_INCREMENT",
     "HOT_ADD_LIMIT",
@@ -49,16 +50,70 @@ __all__ = [
     "SHARES_LEVELS",
     "SHARES_PER_MB",
     "ESXiKind",
+    "guest_figures_note",
+    "guest_notes",
     "not_powered_on",
     "powers_on",
 ]
 
-#: ``MemoryStats.extra["stats_note"]`` of a running VM whose quickStats.guestMemoryUsage is 0:
-#: a running guest never has zero active memory, so VMware Tools is not reporting.
+#: ``MemoryStats.extra["stats_note"]`` of a running VM whose quickStats.guestMemoryUsage is 0
+#: and whose guest heartbeat is not known: no active-memory figure, for a reason vSphere does
+#: not say (VMware Tools not reporting is the usual one), so its use is unknown.
 NO_TOOLS_NOTE = (
     "guestMemoryUsage is 0: VMware Tools is not reporting (not installed, not running, or the guest "
     "is still booting), so its use is unknown"
 )
+
+#: The VM's guest heartbeat (``quickStats.guestHeartbeatStatus``, a ManagedEntityStatus), in
+#: the vSphere API's words (VirtualMachine.guestHeartbeatStatus): what a guestMemoryUsage of 0
+#: means with each.
+HEARTBEAT_MEANINGS: dict[str, str] = {
+    "gray": "VMware Tools is not installed or not running",
+    "red": "no heartbeat, the guest operating system may have stopped responding",
+    "yellow": "intermittent, though VMware Tools runs",
+    "green": "VMware Tools runs, the guest responds normally",
+}
+
+
+def guest_figures_note(guest_memory_usage: int | None, heartbeat: str | None) -> str | None:
+    """Why a running VM's guest use is unknown (its ``stats_note``), or ``None`` when it is
+    known (or not read: ``None``): quickStats.guestMemoryUsage ("active guest memory") 0 is no figure. What 0
+    means is not documented; the guest heartbeat says whether VMware Tools runs (gray: "VMware
+    Tools are not installed or not running"), so it says why. Without a heartbeat (not read, or
+    not one of vSphere's four) the reason is the usual one, :data:`NO_TOOLS_NOTE`.
+
+    >>> guest_figures_note(4096, "gray") is None
+    True
+    >>> print(guest_figures_note(0, "green"))  # doctest: +NORMALIZE_WHITESPACE
+    guestMemoryUsage is 0 and the guest heartbeat is green (VMware Tools runs, the guest responds
+    normally): ESXi has no active-memory figure for it yet, so its use is unknown
+    """
+    if guest_memory_usage != 0:
+        return None
+    meaning = HEARTBEAT_MEANINGS.get(heartbeat or "")
+    if meaning is None:
+        return NO_TOOLS_NOTE
+    said = f"guestMemoryUsage is 0 and the guest heartbeat is {heartbeat} ({meaning})"
+    if heartbeat in ("green", "yellow"):
+        return f"{said}: ESXi has no active-memory figure for it yet, so its use is unknown"
+    return f"{said}, so its use is unknown"
+
+
+def guest_notes(guest_memory_usage: int | None, heartbeat: object) -> dict[str, str]:
+    """The ``MemoryStats.extra`` keys of a running VM's guest figures: ``guest_heartbeat`` (the
+    heartbeat as its name, when read) and ``stats_note`` (:func:`guest_figures_note`, when its
+    use is unknown); the esxi backend's and the fake's esxi flavour's alike.
+
+    >>> guest_notes(4096, "green"), sorted(guest_notes(0, None))
+    ({'guest_heartbeat': 'green'}, ['stats_note'])
+    """
+    name = None if heartbeat is None else str(heartbeat)
+    note = guest_figures_note(guest_memory_usage, name)
+    return {
+        **({"guest_heartbeat": name} if name is not None else {}),
+        **({"stats_note": note} if note is not None else {}),
+    }
+
 
 #: ``MemoryConfig.extra`` keys of memory hot-add: whether it is on (config.memoryHotAddEnabled),
 #: the most a running VM's memory may grow to (config.hotPlugMemoryLimit) and the step it grows

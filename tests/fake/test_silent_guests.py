@@ -76,7 +76,8 @@ def test_an_esxi_vm_without_vmware_tools_keeps_its_balloon_and_reads_unknown() -
     with hvballoon.connect("fake://", world=World(scenario("esxi"))) as hv:
         (st,) = hv.get_stats(["silent"])
         assert st.guest_used_bytes is None and st.demand_bytes is None and st.stale
-        assert "VMware Tools is not reporting" in st.extra["stats_note"]
+        assert "VMware Tools is not installed or not running" in st.extra["stats_note"]
+        assert st.extra["guest_heartbeat"] == "gray"
         # ESXi's own figures are still there: they do not need the guest
         assert st.ballooned_bytes == 0 and st.host_consumed_bytes is not None
 

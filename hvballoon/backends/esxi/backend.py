@@ -39,7 +39,7 @@ from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidURIError, VMNotFoundError
 from hvballoon.hoststats import from_sweep, split_by_host, sum_running
 from hvballoon.kinds import ESXI, Kind, check_settable
-from hvballoon.kinds.esxi import NO_TOOLS_NOTE, SHARES_LEVELS
+from hvballoon.kinds.esxi import SHARES_LEVELS, guest_notes
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
@@ -108,7 +108,7 @@ STATS_PATHS: tuple[str, ...] = (
     *LIST_PATHS,
     "config.hardware.memoryMB",
     "config.memoryAllocation",
-    *(_QS + name for name in _QUICKSTATS),
+    *(_QS + name for name in (*_QUICKSTATS, "guestHeartbeatStatus")),  # the heartbeat: kinds.esxi
 )
 #: The host's used memory (MB): "Physical memory usage on the host in MB".
 HOST_USAGE = "summary.quickStats.overallMemoryUsage"
@@ -525,9 +525,8 @@ class ESXiBackend(Backend):
             )
         qs = {name: scaled(props.get(_QS + name), unit) for name, unit in _QUICKSTATS.items()}
         ballooned = qs["balloonedMemory"]
-        # A running guest never has zero active memory: 0 means VMware Tools is not reporting
-        # (vSphere sends 0, not "unset"), so the guest's use — and the safe floor — is unknown.
-        used = qs["guestMemoryUsage"] or None
+        # guestMemoryUsage 0 is no figure (vSphere sends 0, not "unset"); the heartbeat says why
+        used, heartbeat = qs["guestMemoryUsage"] or None, props.get(_QS + "guestHeartbeatStatus")
         current = configured - ballooned if configured is not None and ballooned is not None else None
         return MemoryStats(
             vm=vm,
@@ -550,7 +549,7 @@ class ESXiBackend(Backend):
                 "private_bytes": qs["privateMemory"],
                 "overhead_bytes": qs["consumedOverheadMemory"],
                 "balloon_target_bytes": balloon_target,
-                **({"stats_note": NO_TOOLS_NOTE} if qs["guestMemoryUsage"] == 0 else {}),
+                **guest_notes(qs["guestMemoryUsage"], heartbeat),
                 **marks,
             },
         )

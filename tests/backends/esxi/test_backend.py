@@ -48,6 +48,7 @@ def test_sweep_asks_for_exactly_the_paths_it_uses() -> None:
     assert len(STATS_PATHS) == len(set(STATS_PATHS))
     assert "summary.quickStats" not in STATS_PATHS  # the memory fields only, not the whole object
     assert "summary.quickStats.compressedMemory" in STATS_PATHS
+    assert "summary.quickStats.guestHeartbeatStatus" in STATS_PATHS
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -83,13 +84,38 @@ def test_stats_equal_the_figures_written(shared_peer: VcsimServer, fast_sweep: b
     assert idle.configured_bytes == 16384 * MiB
     assert idle.guest_used_bytes is None and idle.current_bytes is None
 
-    # guestMemoryUsage 0 on a running VM: VMware Tools is not reporting, so "used" is unknown
+    # guestMemoryUsage 0 on a running VM: no figure, so "used" is unknown
     notools = stats["notools01"]
     assert notools.guest_used_bytes is None and notools.stale
     assert notools.host_consumed_bytes == 3000 * MiB
-    # and says why, as the fake's esxi flavour does for a guest without VMware Tools
-    assert "VMware Tools is not reporting" in notools.extra["stats_note"]
+    # and says why from its guest heartbeat (the simulator's default: gray), as the fake's esxi
+    # flavour does for a guest without VMware Tools
+    assert notools.extra["guest_heartbeat"] == "gray"
+    assert "VMware Tools is not installed or not running" in notools.extra["stats_note"]
     assert "stats_note" not in web.extra
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "said"),
+    [
+        ("gray", "VMware Tools is not installed or not running"),
+        ("red", "may have stopped responding"),
+        ("green", "no active-memory figure for it yet"),
+    ],
+)
+def test_a_zero_guest_memory_usage_is_explained_by_the_guest_heartbeat(
+    heartbeat: str, said: str, fast_sweep: bool
+) -> None:
+    """guestMemoryUsage 0 is no figure whatever the heartbeat (the stats stale, the use
+    unknown); the heartbeat says why: gray is VMware Tools not running, not green."""
+    qs = {"guestMemoryUsage": 0, "hostMemoryUsage": 3000, "guestHeartbeatStatus": heartbeat}
+    with VcsimServer([vm_figures("vm01", quickStats=qs)]) as peer, connect(peer, fast_sweep=fast_sweep) as hv:
+        (st,) = hv.get_stats(["vm01"])
+    assert st.guest_used_bytes is None and st.demand_bytes is None and st.stale
+    assert st.extra["guest_heartbeat"] == heartbeat
+    assert said in st.extra["stats_note"]
+    if heartbeat == "green":
+        assert "not installed" not in st.extra["stats_note"]
 
 
 def test_config_reads_the_allocation(shared_peer: VcsimServer) -> None:
