@@ -210,13 +210,22 @@ class SimulationEvent(_Output):
 
 class SimulationSummary(_Output):
     """``simulate --json``: the run's headline figures (VMs keyed by name; a name two VMs
-    share is told apart as ``name#2``). ``interrupted``: Ctrl-C stopped it early, and the
-    figures cover ``duration_seconds``."""
+    share is told apart as ``name#2``). The figures cover ``duration_seconds`` of simulated
+    time: less than asked when ``interrupted`` (Ctrl-C stopped it early), more by
+    ``overrun_seconds`` when the last controller round's own calls ran past it."""
 
     scenario: str
     flavor: str
     seed: int
-    duration_seconds: float
+    duration_seconds: float = Field(description="The simulated time the run covers, from its start.")
+    requested_seconds: float | None = Field(
+        default=None, description="The simulated time asked (--duration)."
+    )
+    overrun_seconds: float = Field(
+        default=0.0,
+        description="How far past the time asked the run went: a controller round is never cut short, "
+        "and its own calls (a call timing out, the retries' waits) take simulated time.",
+    )
     step_seconds: float
     host: SimulationHost
     vms: dict[str, SimulationVM]

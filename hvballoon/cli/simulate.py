@@ -95,7 +95,9 @@ def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
         "scenario": world.scenario.name,
         "flavor": world.flavor,
         "seed": world.seed,
-        "duration_seconds": world.now,
+        "duration_seconds": data.get("simulated_seconds", world.now),
+        "requested_seconds": data.get("requested_seconds"),
+        "overrun_seconds": data.get("overrun_seconds", 0.0),
         "step_seconds": world.step,
         "host": {
             "physical_bytes": world.host.physical_bytes,
@@ -130,6 +132,11 @@ def run_simulation(
     Ctrl-C stops the run between two slices of simulated time (never in the middle of one, so
     the world and its recording stay whole): the data then covers the part simulated and says
     ``"interrupted": True``.
+
+    A controller round cannot be cut short: its own calls take simulated time (a call that
+    times out, the retries' waits), so the last one may end past ``duration``. The data says
+    what it covers: ``simulated_seconds`` (from the run's start to where the world's clock
+    stopped), ``requested_seconds`` and ``overrun_seconds`` (how far past the duration it went).
     """
     stack = contextlib.ExitStack()
     controller = None
@@ -143,7 +150,8 @@ def run_simulation(
         )
     # slices of at most an hour of simulated time: Ctrl-C is heard between two of them
     slice_ = interval if controller is not None else min(max(world.step, duration / 200), 3600.0)
-    end = world.now + duration
+    start = world.now
+    end = start + duration
     stop = threading.Event()
 
     rounds = failed = 0
@@ -179,7 +187,6 @@ def run_simulation(
                 transient=True,
             ) as bar:
                 task = bar.add_task("simulate", total=duration)
-                start = world.now
                 run(lambda now: bar.update(task, completed=now - start))
         else:
             run()
@@ -189,6 +196,9 @@ def run_simulation(
         stack.close()
     data: dict[str, Any] = rec.to_data()
     data["interrupted"] = stop.is_set()
+    data["simulated_seconds"] = world.now - start
+    data["requested_seconds"] = duration
+    data["overrun_seconds"] = max(0.0, world.now - end)
     if controller is not None:
         data["rounds"], data["failed_rounds"] = rounds, failed
     return data
@@ -317,7 +327,7 @@ def simulate_cmd(
             click.echo(json.dumps(summary, indent=2))
         unwritten = [p for p in (plot_path, csv_path, series_path) if p]
         interrupted(
-            f"simulated {format_duration(world.now)} of {format_duration(seconds)}"
+            f"simulated {format_duration(summary['duration_seconds'])} of {format_duration(seconds)}"
             + (f"; not written: {', '.join(unwritten)}" if unwritten else "")
             + ("" if as_json else f"; {_headline(summary)}")
         )
@@ -333,6 +343,12 @@ def simulate_cmd(
     click.echo(
         f"{summary['scenario']} ({summary['flavor']}, seed {summary['seed']}): "
         f"{format_duration(summary['duration_seconds'])} simulated at {world.step:g} s steps"
+        + (
+            f" ({format_duration(summary['overrun_seconds'])} past the {format_duration(seconds)} asked: "
+            "the last round's own calls took simulated time)"
+            if summary["overrun_seconds"] > 1e-9
+            else ""
+        )
         + (f", the {policy} policy" if policy else "")
         + (f" with {format_options(options)}" if options else "")
         + f"; {_headline(summary)}"

@@ -412,3 +412,34 @@ def test_simulate_writes_plot_formats_by_extension(tmp_path: Path) -> None:
     r = cli("simulate", "seed", "--duration", "10m", "--plot", str(tmp_path / "run.svg"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_simulate_says_when_its_last_round_ran_past_the_duration(tmp_path: Path) -> None:
+    """A controller round is never cut short and its own calls take simulated time: a sweep
+    timing out from 50 s on (5 s per call, retried) makes the round at 50 s end past a 51 s
+    run. The summary covers what was simulated and says how far past the time asked it went;
+    a run whose rounds end in time says it covered exactly that."""
+    path = tmp_path / "slow.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: slowend
+            host: {physical: 16GiB}
+            vms:
+              - {name: vm1, memory: 4GiB, used: 1GiB, stats_period: 1}
+            faults:
+              - {op: get_stats, kind: timeout, probability: 1.0, at: 50}
+            """
+        )
+    )
+    r = cli("simulate", str(path), "--duration", "51s", "--policy", "hvballoon", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["requested_seconds"] == 51 and summary["overrun_seconds"] > 0
+    assert summary["duration_seconds"] == pytest.approx(51 + summary["overrun_seconds"])
+    text = cli("simulate", str(path), "--duration", "51s", "--policy", "hvballoon").stdout
+    assert "past the 51s asked" in text
+    calm = json.loads(
+        cli("simulate", str(path), "--duration", "45s", "--policy", "hvballoon", "--json").stdout
+    )
+    assert (calm["duration_seconds"], calm["requested_seconds"], calm["overrun_seconds"]) == (45, 45, 0)
