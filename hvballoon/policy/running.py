@@ -301,19 +301,13 @@ class _Running:
             n += 1
             if (rounds is not None and n >= rounds) or self._stop.is_set():
                 break
-            interval = self.settings.interval_seconds
-            if rnd.ok:
-                interval = self.next_round_seconds  # sooner while the policy asks for it
-                clock_now = self._safe_clock()
-                spent = (
-                    clock_now - clock_started
-                    if clock_now is not None and clock_started is not None
-                    else time.monotonic() - started
-                )
-                wait = max(0.0, interval - spent)
-            else:
-                wait = self.health.backoff_seconds(interval, self._max_backoff())
-            (sleep or self._pause)(wait)
+            clock_now = self._safe_clock()
+            spent = (
+                clock_now - clock_started
+                if clock_now is not None and clock_started is not None
+                else time.monotonic() - started
+            )
+            (sleep or self._pause)(self.wait_after(rnd, spent))
 
     def _safe_clock(self) -> float | None:
         hv = self._hv
@@ -323,6 +317,15 @@ class _Running:
             return hv.backend.monotonic()
         except HVBalloonError:
             return None
+
+    def wait_after(self, rnd: Round, spent: float) -> float:
+        """Seconds to wait after ``rnd``, which took ``spent`` seconds, before the next round:
+        the rest of :attr:`next_round_seconds` after a round that read its sweep; after a failed
+        one, the backoff of :attr:`health` (the interval, doubled per failure in a row after the
+        first). The service loop and the simulator's rounds both wait this."""
+        if rnd.ok:
+            return max(0.0, self.next_round_seconds - spent)
+        return self.health.backoff_seconds(self.settings.interval_seconds, self._max_backoff())
 
     @property
     def next_round_seconds(self) -> float:

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from hvballoon.errors import HVBalloonError
 from hvballoon.policy.base import Policy
 from hvballoon.policy.controller import Controller
 from hvballoon.policy.model import ControllerSettings, Decision
@@ -72,12 +71,12 @@ def simulated_controller(
 
 
 def simulated_round(world: World, controller: Controller) -> tuple[list[Decision], bool, float]:
-    """One round: its decisions, whether its sweep was read, and the simulated seconds from now
-    until the next round is due. A sweep that failed after its retries is not an error here: its
-    decisions are the raises the controller made while it hung."""
+    """One round of the service loop (:meth:`Controller.attempt`): its decisions, whether its
+    sweep was read, and the simulated seconds from now until the next round is due
+    (:meth:`Controller.wait_after`). A sweep that failed after its retries is not an error here:
+    its decisions are the raises the controller made while it hung, the next round comes after
+    the controller's backoff, and too many failures in a row give back what was lowered, as in
+    :meth:`Controller.run`."""
     began = world.now
-    try:
-        decisions, read = controller.step(), True
-    except HVBalloonError:
-        decisions, read = list(controller.blind_decisions), False
-    return decisions, read, max(0.0, controller.next_round_seconds - (world.now - began))
+    rnd = controller.attempt()
+    return list(rnd.decisions), rnd.ok, controller.wait_after(rnd, world.now - began)
