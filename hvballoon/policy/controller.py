@@ -17,8 +17,8 @@ makes those raises before the next attempt instead of staying blind through the 
 Left running (:meth:`Controller.run`), it never leaves things worse than it found them:
 
 - a round whose sweep fails (a timeout, a lost connection) is skipped — logged, counted in
-  :attr:`Controller.health`, and the next one waits longer (the interval doubled per failure in a
-  row, at most ``max_backoff_seconds``); a move that fails is that VM's ``error`` decision, and
+  :attr:`Controller.health`, and the next one waits longer (the pace the rounds kept, doubled
+  per failure in a row, at most ``max_backoff_seconds``); a move that fails is that VM's ``error`` decision, and
   stale or missing figures never lower a VM;
 - given a session *factory* (``Controller(lambda: hvballoon.connect(uri), …)``) rather than a
   session, it opens a new session when the old one is broken (a lost connection or an expired

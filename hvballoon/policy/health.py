@@ -1,8 +1,9 @@
 """How the controller is doing: rounds, failures in a row, backoff, what it moved.
 
 A round *fails* when its sweep (the stats, the host figures) cannot be read: nothing is decided
-and nothing moves. The controller then waits longer before the next try — the interval, doubled
-per failure in a row, at most ``max_backoff_seconds`` — and after ``max_failed_rounds`` failures
+and nothing moves. The controller then waits longer before the next try — the pace its rounds
+kept (the interval, or a quicker one the policy asked for), doubled per failure in a row, at
+most ``max_backoff_seconds`` — and after ``max_failed_rounds`` failures
 in a row it *fails open*: it gives back what it lowered and keeps trying. A round whose sweep
 worked succeeds even when some moves failed; those are the VMs' ``error`` decisions.
 

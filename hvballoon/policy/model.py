@@ -104,8 +104,9 @@ class ControllerSettings(_Frozen):
     ``max_raise_bytes_per_round`` cap one VM's move per round, ``max_changes_per_round`` the
     number of calls per round, ``min_seconds_between_lowers`` how soon a VM may be lowered again.
     Durations are seconds, finite and at most ten years (:data:`~hvballoon.units.MAX_SECONDS`).
-    When a round's sweep fails, the next waits the interval doubled per failure in a row, at
-    most ``max_backoff_seconds``; after ``max_failed_rounds`` failures in a row (default: as
+    When a round's sweep fails, the next waits the pace the rounds kept (the interval, or the
+    quick rounds' while the policy asked for them) doubled per failure in a row after the first,
+    at most ``max_backoff_seconds``; after ``max_failed_rounds`` failures in a row (default: as
     many as fit in three minutes of that backoff) the controller gives back what it lowered.
     ``policy_options`` are the keyword options of the policy the controller runs (e.g.
     ``{"calm_seconds": "10m", "surge_fraction": 0.5}`` for ``hvballoon``), checked against that

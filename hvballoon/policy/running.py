@@ -119,11 +119,21 @@ class _Running:
     @property
     def max_failed_rounds(self) -> int:
         """Failed rounds in a row after which the controller fails open (the settings', else the
-        rounds that fit in three minutes of backoff)."""
+        rounds that fit in three minutes of backoff from the pace the rounds kept:
+        :attr:`backoff_base_seconds`)."""
         explicit = self.settings.max_failed_rounds
         if explicit is not None:
             return explicit
-        return default_max_failed_rounds(self.settings.interval_seconds, self._max_backoff())
+        return default_max_failed_rounds(self.backoff_base_seconds, self._max_backoff())
+
+    @property
+    def backoff_base_seconds(self) -> float:
+        """The wait after the first failed round in a row, doubled per failure after it: the
+        pace the last plan kept (:attr:`next_round_seconds` — the interval, or the quick rounds'
+        while the policy asked for them). A host the policy watches every second while a wave
+        rises is not left ten seconds unwatched for one sweep that failed; an outage still backs
+        off to ``max_backoff_seconds`` and fails open after three minutes of it."""
+        return self.next_round_seconds
 
     def _max_backoff(self) -> float:
         return max(self.settings.interval_seconds, self.settings.max_backoff_seconds)
@@ -321,11 +331,11 @@ class _Running:
     def wait_after(self, rnd: Round, spent: float) -> float:
         """Seconds to wait after ``rnd``, which took ``spent`` seconds, before the next round:
         the rest of :attr:`next_round_seconds` after a round that read its sweep; after a failed
-        one, the backoff of :attr:`health` (the interval, doubled per failure in a row after the
-        first). The service loop and the simulator's rounds both wait this."""
+        one, the backoff of :attr:`health` (:attr:`backoff_base_seconds`, doubled per failure in a
+        row after the first). The service loop and the simulator's rounds both wait this."""
         if rnd.ok:
             return max(0.0, self.next_round_seconds - spent)
-        return self.health.backoff_seconds(self.settings.interval_seconds, self._max_backoff())
+        return self.health.backoff_seconds(self.backoff_base_seconds, self._max_backoff())
 
     @property
     def next_round_seconds(self) -> float:

@@ -1,11 +1,14 @@
 """The simulator's rounds are the service loop's: what a controller does when its sweep fails
 (the backoff before the next round, the release after too many failures in a row) is what the
 policies benchmark and ``hvballoon simulate --policy`` measure, not a controller that tries again
-at once and never gives anything back."""
+at once and never gives anything back. The backoff starts from the pace the rounds kept: a host
+the policy watched every second is not left ten seconds unwatched for one failed sweep."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
@@ -13,44 +16,54 @@ from hvballoon.policy.simulated import simulated_controller, simulated_round
 
 GiB = 2**30
 OUTAGE = (600.0, 1500.0)  # every sweep fails in this window of simulated time
+# four 8 GiB VMs using 2 GiB each: on 24 GiB the host backs their plausible surges and the rounds
+# come every 10 s; on 14 GiB it does not, and the policy asks for a round every second
+HOSTS = {"calm": ("24GiB", 10.0), "exposed": ("14GiB", 1.0)}
 
 
-def _scenario(fault: dict[str, Any] | None = None) -> Any:
-    host = {"physical": "24GiB", "overhead": "1GiB", "reserve": "1GiB", "swap": "2GiB"}
+def _scenario(physical: str, fault: dict[str, Any] | None = None) -> Any:
+    host = {"physical": physical, "overhead": "1GiB", "reserve": "1GiB", "swap": "2GiB"}
     vms = [{"name": f"vm{i}", "memory": "8GiB", "used": "2GiB"} for i in range(4)]
-    outage = {"op": "get_stats", "kind": "connection_lost", "probability": 1.0, "at": OUTAGE[0], "until": OUTAGE[1]}
-    faults = [fault or outage]
-    return parse_scenario({"name": "outage", "flavor": "kvm", "host": host, "vms": vms, "faults": faults})
+    outage = {
+        "op": "get_stats",
+        "kind": "connection_lost",
+        "probability": 1.0,
+        "at": OUTAGE[0],
+        "until": OUTAGE[1],
+    }
+    return parse_scenario(
+        {"name": "outage", "flavor": "kvm", "host": host, "vms": vms, "faults": [fault or outage]}
+    )
 
 
-def _simulated(minutes: float) -> tuple[World, list[tuple[float, bool, float]]]:
-    world = World(_scenario())
-    rounds: list[tuple[float, bool, float]] = []
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_a_failed_sweep_backs_off_from_the_pace_the_rounds_kept(host: str) -> None:
+    physical, pace = HOSTS[host]
+    world = World(_scenario(physical))
+    failed: list[float] = []
+    paces: list[float] = []  # the pace before each failed round
     with simulated_controller(world, "hvballoon") as ctl:
-        while world.now < minutes * 60:
-            began = world.now
+        while world.now < OUTAGE[1] - 60:
+            before = ctl.next_round_seconds
             _decisions, read, wait = simulated_round(world, ctl)
-            rounds.append((began, read, wait))
+            if not read:
+                failed.append(wait)
+                paces.append(before)
             world.advance(wait)
-    return world, rounds
+    assert paces[0] == pace
+    # the pace, doubled per failure in a row after the first, at most max_backoff_seconds (60 s)
+    expected = [min(60.0, pace * 2**k) for k in range(len(failed))]
+    assert [round(w, 6) for w in failed] == expected
+    assert len(failed) < (OUTAGE[1] - OUTAGE[0]) / 30  # an outage is not swept every second
 
 
-def test_a_failed_sweep_waits_the_controllers_backoff() -> None:
-    _world, rounds = _simulated(20)
-    failed = [(t, wait) for t, read, wait in rounds if not read]
-    assert len(failed) >= 4
-    # the interval (10 s), then doubled per failure in a row, at most max_backoff_seconds (60 s)
-    assert [round(wait) for _t, wait in failed[:5]] == [10, 20, 40, 60, 60][: len(failed[:5])]
-    # fewer than a round a second while the hypervisor does not answer
-    outage = OUTAGE[1] - OUTAGE[0]
-    assert len(failed) < outage / 10
-
-
-def test_too_many_failed_rounds_give_back_what_was_lowered() -> None:
-    # five sweeps in a row fail (three attempts each: the session retries a lost connection),
-    # as many as fit in three minutes of backoff; the call after them answers
-    fault = {"op": "get_stats", "kind": "connection_lost", "count": 15, "at": OUTAGE[0]}
-    world = World(_scenario(fault))
+@pytest.mark.parametrize(("host", "bearable"), [("calm", 5), ("exposed", 8)])
+def test_three_minutes_of_failed_rounds_give_back_what_was_lowered(host: str, bearable: int) -> None:
+    # ``bearable`` sweeps in a row fail (three attempts each: the session retries a lost
+    # connection) — as many as fit in three minutes of backoff from the rounds' pace (10+20+40+
+    # 60+60 s; 1+2+4+8+16+32+60+60 s) — and the call after them answers
+    fault = {"op": "get_stats", "kind": "connection_lost", "count": 3 * bearable, "at": OUTAGE[0]}
+    world = World(_scenario(HOSTS[host][0], fault))
     whole = 8 * GiB
     seen: list[tuple[bool, bool]] = []  # (sweep read, every VM whole again) per round
     with simulated_controller(world, "hvballoon") as ctl:
@@ -60,18 +73,26 @@ def test_too_many_failed_rounds_give_back_what_was_lowered() -> None:
             if world.now < OUTAGE[0]:
                 lowered = [g.name for g in world.guests.values() if g.target_bytes < whole]
             world.advance(wait)
-    assert lowered, "the policy lowers the VMs of an overcommitted host before the outage"
+    assert lowered, "the policy lowers the VMs before the outage"
     failures = [k for k, (read, _whole) in enumerate(seen) if not read]
-    assert len(failures) == 5
-    assert seen[failures[-1]] == (False, True), "the fifth failure in a row gives every VM back"
+    assert len(failures) == bearable
+    assert seen[failures[-2]] == (False, False), "the failure before the last gives nothing back"
+    assert seen[failures[-1]] == (False, True), "the last failure in a row gives every VM back"
 
 
-def test_the_simulated_rounds_fall_when_the_service_loops_do() -> None:
-    _world, rounds = _simulated(30)
-    simulated = [round(t, 6) for t, _read, _wait in rounds]
-    world = World(_scenario())
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_the_simulated_rounds_fall_when_the_service_loops_do(host: str) -> None:
+    physical, _pace = HOSTS[host]
+    world = World(_scenario(physical))
+    simulated: list[float] = []
+    with simulated_controller(world, "hvballoon") as ctl:
+        while world.now < 30 * 60:
+            simulated.append(round(world.now, 6))
+            _decisions, _read, wait = simulated_round(world, ctl)
+            world.advance(wait)
+    world = World(_scenario(physical))
     starts: list[float] = []
     with simulated_controller(world, "hvballoon") as ctl:
-        for _rnd in ctl.run(rounds=len(simulated), before_round=lambda: starts.append(world.now)):
+        for _rnd in ctl.run(rounds=len(simulated), before_round=lambda: starts.append(round(world.now, 6))):
             pass
-    assert [round(t, 6) for t in starts] == simulated
+    assert starts == simulated
