@@ -296,6 +296,16 @@ ZIP_FRACTION = 0.10
 CTL_MAX_PERCENT = 0.65
 
 
+def esxi_unreserved_bytes(world: World) -> int:
+    """What ESXi's admission control has left (:func:`~hvballoon.kinds.esxi.admits`): the
+    host's memory less its own overhead, less the reservations and overheads of the VMs that
+    hold memory (running or paused)."""
+    s, h = world.state, world.host
+    live = world.active() | ((s.paused > 0) & (s.crashed == 0))
+    committed = float(((s.reservation + s.overhead) * live).sum())
+    return int(h.physical_bytes - h.overhead_bytes - committed)
+
+
 class ESXiFlavor(Flavor):
     """VMware ESXi: a target is a limit; the host decides balloons and reclaims in its order."""
 
@@ -404,10 +414,8 @@ class ESXiFlavor(Flavor):
         """ESXi's admission control (the kind's rule): a VM with a reservation powers on only
         with its reservation plus its overhead unreserved, out of the host's memory less its own
         overhead, less the reservations and overheads of the VMs that hold memory."""
-        s, h = world.state, world.host
-        live = world.active() | ((s.paused > 0) & (s.crashed == 0))
-        committed = float(((s.reservation + s.overhead) * live).sum())
-        unreserved = int(h.physical_bytes - h.overhead_bytes - committed)
+        s = world.state
+        unreserved = esxi_unreserved_bytes(world)
         reservation, overhead = int(s.reservation[i]), int(s.overhead[i])
         if powers_on(reservation, overhead, unreserved):
             return None

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from hvballoon.fake.faults import FAULT_KINDS, FAULT_OPS, MARK_FAULT_KINDS, check_fault
+from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.scenario import Flavor, Scenario, parse_scenario
 from hvballoon.kinds import HYPERV, KVM
 from hvballoon.kinds.esxi import MEMORY_SIZE_STEP as ESXI_MEMORY_SIZE_STEP
+from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES as HYPERV_MINIMUM_SIZE_BYTES
 
@@ -267,16 +269,18 @@ def _hyperv(rng: random.Random, vm: dict[str, Any], room: int) -> None:
 
 
 def _admit_reservations(vms: list[dict[str, Any]], room: int) -> None:
-    """ESXi powers VMs on only while their reservations fit: drop the ones that would not (every
-    VM counted, stopped ones too, so that an operator may start any of them)."""
-    reserved = 0
+    """ESXi powers a VM with a reservation on only while its reservation and its overhead fit
+    in what the VMs before it left unreserved: drop the reservations that would not (every VM
+    counted, stopped ones too, so that an operator may start any of them)."""
+    overhead = FLAVORS["esxi"].physics.vm_overhead  # what the fake's ESXi holds per VM
+    unreserved = room
     for vm in vms:
         want = vm["memory"] if vm.get("memory_reservation_lock") else vm.get("reservation", 0)
-        if reserved + want > room:
+        if not esxi_powers_on(want, overhead, unreserved):
             vm.pop("memory_reservation_lock", None)
             vm.pop("reservation", None)
             want = 0
-        reserved += want
+        unreserved -= want + overhead
 
 
 def _faults(rng: random.Random, vms: list[dict[str, Any]], horizon: float) -> list[dict[str, Any]]:

@@ -30,8 +30,8 @@ from hvballoon.errors import HVBalloonError, ScenarioError
 from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
 from hvballoon.fake.workloads import Duration, Size, validate_params
-from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
-from hvballoon.kinds.esxi import admits as esxi_admits
+from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_powered_on
+from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.kinds.hyperv import starts as hyperv_starts
 from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
@@ -366,20 +366,20 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
             field, message, rule = problem
             _refuse(where, f"vms.{i}{field}", message, name, rule)
     if name == "esxi":
-        # the reservations as the flavour holds them (a locked one is the memory size)
-        reserved = sum(
-            hv.config(spec)["reservation_bytes"] for spec in scenario.vms if spec.power_state == "running"
-        )
-        room = scenario.host.physical - scenario.host.overhead
-        if not esxi_admits(reserved, room):
-            shown_reserved, shown_room = format_sizes(reserved, room)
-            _refuse(
-                where,
-                "vms",
-                f"the running VMs reserve {shown_reserved}, more than the host's {shown_room} (its memory "
-                "less its overhead): ESXi's admission control would not power them all on",
-                name,
-            )
+        # the VMs powered on, powered on one after the other as ESXi would admit them: a
+        # reservation as the flavour holds it (a locked one is the memory size) with the VM's
+        # overhead, out of what the VMs before it left unreserved
+        unreserved = scenario.host.physical - scenario.host.overhead
+        overhead = hv.physics.vm_overhead
+        for i, spec in enumerate(scenario.vms):
+            if spec.power_state not in ("running", "paused"):
+                continue
+            reservation = int(hv.config(spec)["reservation_bytes"])
+            if not esxi_powers_on(reservation, overhead, unreserved):
+                _refuse(
+                    where, f"vms.{i}", not_powered_on(spec.name, reservation + overhead, unreserved), name
+                )
+            unreserved -= reservation + overhead
     if name == "hyperv":
         room = scenario.host.physical - scenario.host.overhead
         for i, spec in enumerate(scenario.vms):

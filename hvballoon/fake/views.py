@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
+from hvballoon.fake.flavors import esxi_unreserved_bytes
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits, guest_notes
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
@@ -289,27 +290,23 @@ class ESXiView(FlavorView):
         }
 
     def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
-        """ESXi's admission control on a running VM whose reservation rises (set, or locked to
-        its memory size): the running VMs' reservations must stay within the memory the host
-        has for its VMs, or the host refuses the reconfiguration (InsufficientResourcesFault)."""
+        """ESXi's admission control (the kind's :func:`~hvballoon.kinds.esxi.admits`) on a
+        running VM whose reservation rises (set, or locked to its memory size): the rise comes
+        out of what the VMs powered on leave unreserved (their reservations and overheads), or
+        the host refuses the reconfiguration (InsufficientResourcesFault)."""
         asked, now = plan.reservation_bytes, int(g.config.get("reservation_bytes") or 0)
         if asked is None or asked <= now or not g.running:
             return
-        others = sum(
-            int(o.config.get("reservation_bytes") or 0)
-            for o in w.guests.values()
-            if o is not g and o.running and not o.crashed
-        )
-        room = w.host.physical_bytes - w.host.overhead_bytes
-        if not admits(others + asked, room):
-            shown_asked, shown_free = format_sizes(asked, max(0, room - others))
+        unreserved = esxi_unreserved_bytes(w)
+        if not admits(asked - now, unreserved):
+            shown_asked, shown_free = format_sizes(asked, max(0, unreserved))
             raise InvalidStateError(
-                f"the host cannot back a reservation of {shown_asked} for {g.name!r}: its running VMs "
+                f"the host cannot back a reservation of {shown_asked} for {g.name!r}: its VMs powered on "
                 f"leave {shown_free} unreserved (ESXi's admission control: InsufficientResourcesFault)",
                 vm=g.name,
                 backend=backend,
                 native_code="vim.fault.InsufficientMemoryResourcesFault",  # as the esxi backend keeps it
-                details={"reservation_bytes": asked, "unreserved_bytes": max(0, room - others)},
+                details={"reservation_bytes": asked, "unreserved_bytes": max(0, unreserved)},
             )
 
 

@@ -130,27 +130,27 @@ SHARES_LEVELS: tuple[str, ...] = get_args(SharesLevel)
 MEMORY_SIZE_STEP = 4 * MiB
 
 
-def admits(reserved_bytes: int, host_bytes: int) -> bool:
-    """ESXi's admission control: VMs are powered on — and a powered-on VM's reservation raised
-    (``ReconfigVM_Task`` fails with ``InsufficientResourcesFault``, "an operation conflicts with
-    a resource configuration policy") — only while the host can back every running VM's
-    reservation (``reserved_bytes``) out of the memory it has for VMs (``host_bytes``)."""
-    return reserved_bytes <= host_bytes
+def admits(asked_bytes: int, unreserved_bytes: int) -> bool:
+    """ESXi's admission control, the one rule of it: memory is reserved — a VM powered on, a
+    powered-on VM's reservation raised (``ReconfigVM_Task`` fails with
+    ``InsufficientResourcesFault``, "an operation conflicts with a resource configuration
+    policy") — only out of what is unreserved (``unreserved_bytes``: the memory the host has for
+    VMs less the reservations and the overheads of the VMs powered on: "for each virtual machine
+    there is also an amount of overhead memory. This extra memory commitment is included in the
+    admission control calculation", vSphere Resource Management, "Admission Control").
+    ``asked_bytes`` is what the change reserves: at power-on the VM's reservation plus its
+    overhead (:func:`powers_on`), for a powered-on VM what its reservation rises by (its
+    overhead is held already)."""
+    return asked_bytes <= unreserved_bytes
 
 
 def powers_on(reservation_bytes: int, overhead_bytes: int, unreserved_bytes: int) -> bool:
-    """ESXi's admission control when a VM powers on: "the system checks the amount of CPU and
+    """Whether ESXi powers a VM on (:func:`admits`): "the system checks the amount of CPU and
     memory resources that have not yet been reserved" and powers the VM on if "enough unreserved
-    CPU and memory are available, or if there is no reservation"; besides the reservation, "for
-    each virtual machine there is also an amount of overhead memory. This extra memory
-    commitment is included in the admission control calculation" (vSphere Resource Management,
-    "Admission Control"). So a VM with a reservation needs its reservation plus its overhead
-    out of what is unreserved (``unreserved_bytes``: the memory the host has for VMs less the
-    reservations and overheads of the VMs powered on); otherwise the power-on fails with
-    ``InsufficientMemoryResourcesFault``, "Memory resource admission control failed"."""
-    if reservation_bytes <= 0:
-        return True
-    return reservation_bytes + overhead_bytes <= unreserved_bytes
+    CPU and memory are available, or if there is no reservation" (vSphere Resource Management,
+    "Admission Control"); otherwise the power-on fails with ``InsufficientMemoryResourcesFault``,
+    "Memory resource admission control failed"."""
+    return reservation_bytes <= 0 or admits(reservation_bytes + overhead_bytes, unreserved_bytes)
 
 
 def not_powered_on(vm_name: str, requested_bytes: int, unreserved_bytes: int) -> str:

@@ -388,19 +388,26 @@ vms:
 
 def test_esxi_admission_control_refuses_a_reservation_the_host_cannot_back() -> None:
     """ESXi keeps every powered-on VM's reservation within what the host has for its VMs
-    (15 GiB here): raising a running VM's reservation (or locking it to its memory size) beyond
-    that is refused by the host (InsufficientResourcesFault), and nothing changes; within it,
-    lower, or on a VM that is off, it is taken."""
+    (15 GiB here) less the VMs' overheads ("this extra memory commitment is included in the
+    admission control calculation": 96 MiB per VM powered on in the fake's ESXi, two here):
+    raising a running VM's reservation (or locking it to its memory size) beyond that is refused
+    by the host (InsufficientResourcesFault), and nothing changes; within it, lower, or on a VM
+    that is off, it is taken."""
+    unreserved = 15 * GiB - 8 * GiB - 2 * 96 * MiB
     w = World(parse_scenario(yaml.safe_load(ESXI_ADMISSION)))
     with hvballoon.connect("fake://?flavor=esxi", world=w, retry=NO_RETRY) as hv:
         before = hv.get_config("small")
-        for change in ({"reservation": "8GiB"}, {"memory_reservation_lock": True}):
+        for change in (
+            {"reservation": "8GiB"},
+            {"reservation": unreserved + 4 * MiB},  # a memoryMB step more than is unreserved
+            {"memory_reservation_lock": True},
+        ):
             with pytest.raises(InvalidStateError, match="admission control") as info:
                 hv.set_config("small", **change)
             assert info.value.native_code == "vim.fault.InsufficientMemoryResourcesFault"
-            assert info.value.details["unreserved_bytes"] == 7 * GiB
+            assert info.value.details["unreserved_bytes"] == unreserved
             assert hv.get_config("small") == before
-        assert hv.set_config("small", reservation="7GiB").changed
+        assert hv.set_config("small", reservation=unreserved).changed
         assert hv.set_config("big", reservation="4GiB").changed  # lowering is always taken
         assert hv.set_config("parked", memory_reservation_lock=True).changed  # checked at power-on
 
