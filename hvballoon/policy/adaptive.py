@@ -96,6 +96,14 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
 * **Self-managed memory is left alone** (a JVM heap or a database buffer pool looks idle but is
   not: such VMs get their maximum back and are never lowered), and **it never fights the
   mechanism**: where the live rules forbid lowering (Hyper-V Dynamic Memory) it only raises.
+* **A static Hyper-V VM is lowered only where it could be given its memory back.** Hyper-V
+  resizes a static VM at run time only with the memory free on the host, and Dynamic Memory
+  hands what is free above the host's reserve to its VMs whose demand plus buffer exceeds what
+  they are assigned, within seconds, and keeps it while their demand lasts. So while the host's
+  free memory above its reserve is less than what Dynamic Memory is about to hand out, a static
+  VM is not lowered (rule ``hvballoon.unbacked``; the headroom level counts it as not moving):
+  what it gave up would be the Dynamic Memory VMs', and a raise back, when its own use rises,
+  would find no memory free — where ``static`` would have left it its memory.
 * **Dynamic Memory buffers for a wave.** Hyper-V balances a Dynamic Memory VM itself, giving it
   its demand plus a buffer every few seconds, which a surge of seconds outruns: when a VM
   surges, the buffers of its Dynamic Memory siblings are raised to cover their plausible surge,
@@ -300,6 +308,8 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         self._share_among_siblings(figures, now)
 
         host = snapshot.host
+        # a static Hyper-V VM is lowered only while what it gives up would stay free to give back
+        static_room = self._static_room(figures, host)
         wave_reserve = self._wave_reserve(figures, host)
         reserve = self._reserve(host, wave_reserve)
         surging = any(f.surging is not None for f in figures.values())
@@ -360,6 +370,8 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         whole = self._holds_every_vm_whole(snapshot) if self.hold_when_uncommitted else None
         if whole is not None:
             host_inputs["host_room_with_every_vm_whole_bytes"] = whole
+        if static_room is not None:
+            host_inputs["host_room_for_static_bytes"] = static_room
         proposals: list[Proposal] = []
         exposed = short > 0 or wave or blind
         for v in snapshot.vms:
@@ -601,6 +613,13 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
                 "its siblings are surging: its headroom is not cut while the wave rises"
                 if wave
                 else "a wave is under way: no headroom is cut until it has passed",
+            ), h
+        if f.unbacked:
+            return propose(
+                "hvballoon.unbacked",
+                f"static memory on a host with {format_size(max(0, host_inputs['host_room_for_static_bytes']))} "
+                "free above its reserve beyond what Dynamic Memory is about to hand its VMs: what it "
+                "gave up would be theirs, and a raise back would find no memory free",
             ), h
         if not self._lowerable(f, now, emergency=emergency):
             since = now - (h.raised_at or now)

@@ -1,4 +1,5 @@
-"""The Dynamic Memory side of the ``hvballoon`` policy: buffers raised for a wave.
+"""The Dynamic Memory side of the ``hvballoon`` policy: buffers raised for a wave, and where a
+static VM's memory would go.
 
 Hyper-V balances a Dynamic Memory VM itself, every few seconds: it gives the VM its demand plus
 its *buffer* (a percent of the demand, 20 % by default), within its minimum and maximum, and
@@ -25,19 +26,24 @@ Measured and not kept: raising the buffers of every Dynamic Memory VM when any s
 kills: the buffers of VMs that do not surge take what the surging family needs), raising the
 family's priority with the buffer, and a budget of half the free memory, or only of what is
 above the policy's reserve (see the policies page).
+
+What Dynamic Memory is about to hand out also decides whether a static VM beside it may be
+lowered (:meth:`Buffering._static_room`): what a static VM gives up while Dynamic Memory wants
+more than the host has free is the Dynamic Memory VMs' at their next rebalancing, and a raise
+back finds none free.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, buffered_demand
 from hvballoon.models import Mechanism
 from hvballoon.policy.history import VMHistory, sibling_key
-from hvballoon.policy.model import BufferProposal
+from hvballoon.policy.model import BufferProposal, HostView
 
 if TYPE_CHECKING:
     from hvballoon.policy.history import _Figures
@@ -108,7 +114,7 @@ class Buffering:
         budget -= sum(f.surge for f in dm if f.view.id in rising)
         # and what Dynamic Memory is about to hand out at its next rebalancing (buffers raised in
         # the last seconds among them) is not the host's to give again
-        budget -= sum(max(0, self._granted(f, f.view.buffer_percent or 0) - f.view.current_bytes) for f in dm)
+        budget -= self._pending(dm)
         for f in dm:
             v, vm_id = f.view, f.view.id
             buffer = v.buffer_percent or 0
@@ -181,6 +187,37 @@ class Buffering:
         if adds < max(self.min_deadband_bytes, f.surge // 4) or 2 * (used * want // 100) < f.surge:
             return None
         return want, max(0, self._granted(f, want) - has)
+
+    def _static_room(self, figures: Mapping[str, _Figures], host: HostView) -> int | None:
+        """The host's free memory above its own reserve less what Dynamic Memory is about to
+        hand out (:meth:`_pending`), and the static Hyper-V VMs marked ``unbacked`` when it is
+        negative; ``None`` on a host without a static VM with figures.
+
+        A static VM is resized at run time only with the memory free on the host, and Dynamic
+        Memory hands what is free above the host's reserve to its VMs whose demand plus buffer
+        exceeds what they are assigned, every few seconds, and keeps it while their demand
+        lasts. So memory a static VM gives up while Dynamic Memory wants more than the host has
+        free is the Dynamic Memory VMs' by its next rebalancing, and a raise back finds none
+        free: the guest has only what it was left. While the host has that much free (what is
+        given up then stays free), a static VM is lowered as any other."""
+        static = [f for f in figures.values() if f.view.mechanism is Mechanism.RUNTIME_RESIZE]
+        if not static:
+            return None
+        dm = [
+            f
+            for f in figures.values()
+            if f.view.mechanism is Mechanism.DYNAMIC_MEMORY and f.view.buffer_percent is not None
+        ]
+        room = host.free_bytes - host.reserve_bytes - self._pending(dm)
+        for f in static:
+            f.unbacked = room < 0
+        return room
+
+    def _pending(self, dm: Iterable[_Figures]) -> int:
+        """What Dynamic Memory is about to hand out to the VMs ``dm`` (Dynamic Memory VMs) at its
+        next rebalancing, out of the host's free memory: their demand plus buffer, within their
+        range, beyond what they are assigned now."""
+        return sum(max(0, self._granted(f, f.view.buffer_percent or 0) - f.view.current_bytes) for f in dm)
 
     @staticmethod
     def _granted(f: _Figures, buffer: int) -> int:

@@ -131,6 +131,9 @@ class _Figures:
     #: never cut below its whole plausible surge this round (an ESXi limit while the host cannot
     #: be relied on to give a balloon back within seconds)
     whole_only: bool = False
+    #: not lowered this round: a static Hyper-V VM whose memory, once given up, Dynamic Memory
+    #: would hand to its own VMs before the policy could give it back
+    unbacked: bool = False
 
 
 Queue = tuple[tuple[float, int], ...]

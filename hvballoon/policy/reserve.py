@@ -294,6 +294,8 @@ class Reserving:
             if f.surging is not None or not v.can_lower or v.settings.self_managed:
                 continue
             needed -= max(0, f.backed - max(v.target_bytes, f.used))
+            if f.unbacked:
+                continue
             gain = min(f.backed, v.target_bytes) - self._target(f, level)
             if gain <= 0:
                 continue
@@ -350,7 +352,7 @@ class Reserving:
         host = snapshot.host
         band = int(self.band_fraction * host.total_bytes)
         movable = [f for f in figures.values() if f.settled and f.surging is None and f.view.can_lower
-                   and not f.view.settings.self_managed]  # fmt: skip
+                   and not f.view.settings.self_managed and not f.unbacked]  # fmt: skip
 
         if not movable:
             return st.level  # nothing to steer: the level is what it was
