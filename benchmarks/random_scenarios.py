@@ -14,7 +14,8 @@ fresh world from the same seed, for ``--minutes`` of simulated time, then a rele
   VM's alignment, within its floor and ceiling; a lower by a policy that respects the guard rails
   is not below the use the controller saw; an excluded or self-managed VM is never lowered;
 * ``decisions_moves``: the VMs the hypervisor moved in a round are the VMs of the round's applied
-  decisions, one to one;
+  decisions, one to one (besides the VMs a release after too many failed rounds in a row gave
+  back: :attr:`Round.released <hvballoon.policy.running.Round.released>`);
 * ``dry_run``: a dry run moves nothing;
 * ``release``: after the release every running VM holds at least the target it started with,
   or the release names it with the error that kept it (a Hyper-V host without the memory free).
@@ -208,7 +209,16 @@ def _drive(
         while world.now < seconds - 1e-9:
             decisions, _read, wait = simulated_round(world, ctl)
             guarded = policy not in BASELINES
-            _check_round(run, world, hv, decisions, moves.take(), hints, by_name, guarded=guarded)
+            moved = moves.take()
+            # a release after too many failed rounds in a row gives VMs back without a decision
+            last = ctl.last_round
+            released = last.released if last is not None else None
+            given_back = [r.vm_id for r in released.vms if r.action == "released"] if released else []
+            for vm_id in given_back:  # its own move, once (a decision may move the VM after it)
+                k = next((k for k, m in enumerate(moved) if m[0] == vm_id), None)
+                if k is not None:
+                    del moved[k]
+            _check_round(run, world, hv, decisions, moved, hints, by_name, guarded=guarded)
             dt = max(0.0, min(wait, seconds - world.now))
             ballooned = sum(g.ballooned_bytes for g in world.guests.values())
             run.reclaimed_gib_hours += ballooned * dt / (GiB * 3600)

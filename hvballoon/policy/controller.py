@@ -155,6 +155,9 @@ class Controller(_Snapshots, _Moves, _Running):
         self._wake = threading.Event()
         #: The last round's sweep as the exporter shows one (VMs, hosts, or the error).
         self.last_sweep: HostResult | None = None
+        #: The last round :meth:`attempt` made (its decisions, or its error, and the release made
+        #: then after too many failed rounds in a row, if one was).
+        self.last_round: Round | None = None
         #: Per host, the figures the policy decided it on in the last round that was decided
         #: (:func:`hvballoon.policy._hosts.host_figures`: reserve, shortfall, headroom level...).
         self.host_figures: dict[str, dict[str, float]] = {}

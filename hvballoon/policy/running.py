@@ -101,6 +101,7 @@ class _Running:
     _missing_since: dict[str, float]
     config_refresh_seconds: float
     blind_decisions: list[Decision]
+    last_round: Round | None
 
     if TYPE_CHECKING:
 
@@ -214,7 +215,7 @@ class _Running:
                 if released is None and not self._broken:
                     with contextlib.suppress(HVBalloonError):
                         released = self._fail_open()
-            return Round(
+            self.last_round = Round(
                 number,
                 blind,
                 exc,
@@ -223,10 +224,14 @@ class _Running:
                 reconnected=reconnected,
                 released=released,
             )
+            return self.last_round
         seconds = time.monotonic() - started
         self.health.succeeded(decisions, seconds)
         self._release_pending = False  # it sees again: the rounds decide what each VM gets
-        return Round(number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released)
+        self.last_round = Round(
+            number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released
+        )
+        return self.last_round
 
     def _fail_open(self) -> ReleaseReport | None:
         """The release after too many failed rounds; pending until it works for every VM."""

@@ -70,6 +70,10 @@ def test_three_minutes_of_failed_rounds_give_back_what_was_lowered(host: str, be
         while world.now < OUTAGE[0] + 400:
             _decisions, read, wait = simulated_round(world, ctl)
             seen.append((read, all(g.target_bytes == whole for g in world.guests.values())))
+            last = ctl.last_round
+            assert last is not None and last.ok == read
+            if last.released is not None:  # the round that gave the VMs back says so
+                released = (len(seen) - 1, sorted(r.vm for r in last.released.vms if r.action == "released"))
             if world.now < OUTAGE[0]:
                 lowered = [g.name for g in world.guests.values() if g.target_bytes < whole]
             world.advance(wait)
@@ -78,6 +82,7 @@ def test_three_minutes_of_failed_rounds_give_back_what_was_lowered(host: str, be
     assert len(failures) == bearable
     assert seen[failures[-2]] == (False, False), "the failure before the last gives nothing back"
     assert seen[failures[-1]] == (False, True), "the last failure in a row gives every VM back"
+    assert released == (failures[-1], sorted(lowered))
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
