@@ -374,16 +374,19 @@ class HyperVView(FlavorView):
         return {"swap_total_bytes": swap_bytes, "swap_used_bytes": acc["swapped"]}
 
     def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
-        """A Hyper-V host resizes a running static VM only with the memory free now; it refuses
-        (after the request is sent, as the host does) what it cannot back."""
+        """A Hyper-V host resizes a running static VM only with the memory free now for its VMs
+        (what it keeps for itself, the host's reserve, is not theirs: Dynamic Memory does not
+        hand it out either); it refuses (after the request is sent, as the host does) what it
+        cannot back, rather than take the request and grow the VM by less."""
         startup = plan.startup_bytes
         if startup is None or g.config.get("dynamic") or not g.running:
             return
         grow = startup - g.current_bytes
-        if grow > w.host_free_bytes:
+        free = w.host_free_bytes - w.host.reserve_bytes
+        if grow > free:
             raise InvalidStateError(
                 f"the host cannot resize {g.name!r} to {format_size(startup)} now: it has "
-                f"{format_size(max(0, w.host_free_bytes))} free and the VM needs {format_size(grow)} more "
+                f"{format_size(max(0, free))} free for its VMs and the VM needs {format_size(grow)} more "
                 "(Failed to modify device 'Memory': not enough memory in the system)",
                 vm=g.name,
                 backend=backend,

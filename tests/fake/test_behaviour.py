@@ -280,6 +280,35 @@ def test_hyperv_static_vm_resized_down_below_its_use_keeps_within_its_size() -> 
     assert min(rec.to_data()["vms"]["v"]["balloon_bytes"]) >= 0
 
 
+HYPERV_STATIC_PAIR = """
+name: pair
+flavor: hyperv
+host: {physical: 16GiB, overhead: 1GiB, reserve: 3GiB}
+vms:
+  - {name: a, memory: 8GiB, used: 1GiB, dynamic: false}
+  - {name: b, memory: 4GiB, used: 1GiB, dynamic: false}
+"""
+
+
+def test_hyperv_grows_a_static_vm_only_by_what_it_has_free_for_its_vms() -> None:
+    """A runtime resize up is refused when the host lacks the memory for its VMs (its memory
+    less its own overhead, what its VMs hold with their overheads — 32 MiB each — and the
+    reserve it keeps for itself); what it takes, the VM gets in full."""
+    w = World(parse_scenario(yaml.safe_load(HYPERV_STATIC_PAIR)), strict=True)
+    for_vms = 16 * GiB - GiB - 3 * GiB - 2 * 32 * MiB
+    with hvballoon.connect("fake://", world=w, retry=NO_RETRY) as hv:
+        hv.set_target("a", "6GiB", force=True)
+        w.advance(60)
+        assert w.guest("a").current_bytes == 6 * GiB
+        free = for_vms - 6 * GiB - 4 * GiB  # 1.94 GiB
+        with pytest.raises(InvalidStateError, match="free for its VMs"):
+            hv.set_target("a", "8GiB")  # 2 GiB more
+        assert w.guest("a").current_bytes == 6 * GiB
+        hv.set_target("a", 6 * GiB + free)
+        w.advance(60)
+    assert w.guest("a").current_bytes == 6 * GiB + free
+
+
 def test_strict_world_catches_a_vm_above_its_configured_memory() -> None:
     class Overgrowing(KVMFlavor):
         """A flavour with the bug: it steers a VM past its configured memory."""
