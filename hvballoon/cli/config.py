@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,6 +21,9 @@ from hvballoon.cli.common import (
 from hvballoon.errors import InvalidRequestError
 from hvballoon.models import ConfigUpdate, MemoryConfig
 from hvballoon.units import format_size
+
+if TYPE_CHECKING:
+    from hvballoon.kinds import Kind
 
 __all__ = ["config_cmd", "config_options"]
 
@@ -97,7 +100,7 @@ def config_cmd(
                 echo_json(dumped if len(vms) > 1 else dumped[0])
                 return
             for cfg in configs:
-                _echo_config(cfg)
+                _echo_config(cfg, hv.backend.kind)
             return
         if len(vms) > 1:
             results = hv.set_configs([(vm, fields) for vm in vms], dry_run=dry_run, skip_invalid=skip_invalid)
@@ -113,9 +116,13 @@ def config_cmd(
         click.echo(line)
 
 
-def _echo_config(cfg: MemoryConfig) -> None:
+def _echo_config(cfg: MemoryConfig, kind: Kind | None) -> None:
     click.echo(f"{cfg.vm.name} ({cfg.mechanism.value})")
     for key, value in cfg.model_dump(exclude={"vm", "mechanism", "extra"}).items():
         if value is not None:
             shown = format_size(value) if key.endswith("_bytes") else value
             click.echo(f"  {key.removesuffix('_bytes')}: {shown}")
+    # what its configuration means for ballooning it (the kind's rule): a lower that frees nothing
+    note = kind.frees_nothing_reason(cfg) if kind is not None else None
+    if note:
+        click.echo(f"  note: {note}")

@@ -341,6 +341,11 @@ class Kind:
         reach for as long as it runs, and what to change (``None``: nothing in it says so)."""
         return None
 
+    def frees_nothing_reason(self, config: MemoryConfig) -> str | None:
+        """Why lowering a running VM's target gives its host no memory back, only takes it from
+        its guest, and what to change (``None``: nothing in its configuration says so)."""
+        return None
+
     # -- configuration ----------------------------------------------------------------------
 
     def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:

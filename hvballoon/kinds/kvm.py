@@ -42,8 +42,11 @@ __all__ = [
     "HOTPLUG_MAXIMUM",
     "KVM",
     "NO_BALLOON_DEVICE_NOTE",
+    "VFIO_DEVICES",
+    "VFIO_PINNED_NOTE",
     "KVMKind",
     "StatsPeriodOption",
+    "balloon_frees_host_memory",
     "has_balloon_device",
     "numa_nodes",
     "virtio_mem_bytes",
@@ -82,6 +85,38 @@ NO_BALLOON_DEVICE_NOTE = (
 def has_balloon_device(config: MemoryConfig) -> bool:
     """Whether the domain has a balloon device (``config.extra["balloon_model"]``, not "none")."""
     return config.extra.get("balloon_model") not in (None, "none")
+
+
+#: ``MemoryConfig.extra`` key of how many devices a domain assigns through VFIO-PCI (a
+#: ``<hostdev>`` of type ``pci``, or ``mdev`` of model ``vfio-pci``, an ``<interface
+#: type='hostdev'>``).
+VFIO_DEVICES = "vfio_devices"
+
+#: Why lowering such a domain's target gives the host nothing (QEMU's source, see
+#: docs/backends/kvm.md): a VFIO-PCI device maps all guest memory for DMA, pinned, and QEMU
+#: turns discarding of guest RAM off for as long as it is attached (hw/vfio's
+#: ``vfio_ram_block_discard_disable``); the virtio balloon then hands no page it receives back to
+#: the host (hw/virtio/virtio-balloon.c, ``virtio_balloon_inhibited``). The guest loses the
+#: memory, the host gains none.
+VFIO_PINNED_NOTE = (
+    "the domain has a device assigned through VFIO (<hostdev> or <interface type='hostdev'>): QEMU pins "
+    "all its memory for the device's DMA and its balloon gives the host nothing back, so lowering its "
+    "target only takes memory from its guest. Leave it out of ballooning (give it its memory) or, to "
+    "reclaim memory from it, detach the device"
+)
+
+
+def balloon_frees_host_memory(config: MemoryConfig) -> bool:
+    """Whether a balloon target below the domain's memory gives the host memory back: not with a
+    device assigned through VFIO-PCI (``config.extra["vfio_devices"]``, :data:`VFIO_PINNED_NOTE`).
+
+    >>> from hvballoon.models import VM, Mechanism, MemoryConfig
+    >>> vm = VM(id="u", name="g", backend="kvm")
+    >>> balloon_frees_host_memory(MemoryConfig(vm=vm, mechanism=Mechanism.BALLOON, extra={"vfio_devices": 1}))
+    False
+    """
+    devices = config.extra.get(VFIO_DEVICES)
+    return not (isinstance(devices, int) and not isinstance(devices, bool) and devices > 0)
 
 
 def numa_nodes(config: MemoryConfig) -> int:
@@ -243,6 +278,10 @@ class KVMKind(Kind):
     def no_figures_reason(self, config: MemoryConfig) -> str | None:
         """A domain without a balloon device (:data:`NO_BALLOON_DEVICE_NOTE`)."""
         return None if has_balloon_device(config) else NO_BALLOON_DEVICE_NOTE
+
+    def frees_nothing_reason(self, config: MemoryConfig) -> str | None:
+        """A domain with a device assigned through VFIO-PCI (:data:`VFIO_PINNED_NOTE`)."""
+        return None if balloon_frees_host_memory(config) else VFIO_PINNED_NOTE
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         if not is_off(vm) and not has_balloon_device(config):

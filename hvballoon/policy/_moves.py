@@ -137,6 +137,13 @@ class _Moves:
             )
         if lowering and vs.self_managed:
             return "skip", "controller.self_managed", f"{p.reason}; not applied: it manages its own memory"
+        if lowering and v.frees_nothing_note:
+            # whatever the policy: a lower would take memory from the guest and give the host none
+            return (
+                "hold",
+                "controller.balloon_frees_nothing",
+                f"{p.reason}; not applied: {v.frees_nothing_note}",
+            )
         if lowering and unknown:
             # whatever the policy or the settings say: a guest whose use is unknown is not lowered
             return (

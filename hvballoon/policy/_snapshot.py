@@ -148,6 +148,8 @@ class _Snapshots:
         if note is None and (used is None or s.stale):
             said = s.extra.get("stats_note")
             note = said if isinstance(said, str) else None
+        # a lower that would give the host nothing (the kind's rule: a KVM domain with VFIO)
+        pinned = kind.frees_nothing_reason(cfg) if kind is not None and cfg is not None else None
         guard = rails.floor(used, s.configured_bytes) if used is not None else None
         can_target = caps.can_set("target", running=running)
         return VMView(
@@ -173,6 +175,7 @@ class _Snapshots:
             buffer_percent=cfg.buffer_percent if dm and cfg is not None else None,
             settings=vs,
             figures_note=note,
+            frees_nothing_note=pinned,
         )
 
     def snapshot(self) -> tuple[Snapshot, dict[str, Capabilities], list[MemoryStats]]:

@@ -251,6 +251,14 @@ class VMView(_Frozen):
             "kind says: a KVM domain without a balloon device), else the backend's stats note."
         ),
     )
+    frees_nothing_note: str | None = Field(
+        default=None,
+        description=(
+            "Why lowering it would give the host nothing back, only take memory from its guest (the "
+            "kind says: a KVM domain with a device assigned through VFIO): the controller never "
+            "lowers it (``controller.balloon_frees_nothing``)."
+        ),
+    )
 
     @property
     def unused_bytes(self) -> int | None:

@@ -31,6 +31,7 @@ def domain_xml(
     runstate: int | None = None,
     numa_nodes: int = 0,
     max_memory_mib: int | None = None,
+    devices: str = "",
 ) -> str:
     """One domain definition; ``running=False`` makes it shut off, ``balloon="none"`` balloon-less.
 
@@ -39,7 +40,7 @@ def domain_xml(
     ``numa_nodes`` splits the memory into that many guest NUMA cells (``<cpu><numa>``), one vCPU
     each (libvirt requires the cells to add up to ``<memory>``). ``max_memory_mib`` gives the
     hotplug ceiling, ``<maxMemory slots='4'>`` (the test driver wants no NUMA cell with it; QEMU
-    wants one).
+    wants one). ``devices`` is device XML put before the balloon (a ``<hostdev>``, …).
     """
     stats = f"<stats period='{period}'/>" if period is not None else ""
     if runstate is None and not running:
@@ -56,7 +57,7 @@ def domain_xml(
         + f"<memory unit='MiB'>{memory_mib}</memory>"
         f"<currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>{vcpu}{cpu}"
         "<os><type>hvm</type></os>"
-        f"<devices><memballoon model='{balloon}'>{stats}</memballoon></devices>{state}</domain>"
+        f"<devices>{devices}<memballoon model='{balloon}'>{stats}</memballoon></devices>{state}</domain>"
     )
 
 

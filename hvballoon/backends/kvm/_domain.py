@@ -134,6 +134,9 @@ class DomainXML:
     #: part of ``<memory>``, but no balloon target may take it (libvirt moves a virtio-mem
     #: device with virDomainUpdateDeviceFlags' ``<requested>`` only)
     virtio_mem_bytes: int = 0
+    #: the devices assigned through VFIO-PCI (``<hostdev>`` and ``<interface type='hostdev'>``,
+    #: see :func:`vfio_devices`): QEMU pins all guest memory and its balloon discards nothing
+    vfio_devices: int = 0
 
     @property
     def has_balloon(self) -> bool:
@@ -147,6 +150,30 @@ def _size(elem: ET.Element | None) -> int | None:
     if factor is None:
         return None
     return int(elem.text.strip()) * factor
+
+
+def _vfio_pci(device: ET.Element) -> bool:
+    """A PCI device assigned through VFIO: libvirt's driver is VFIO unless another is named."""
+    driver = device.find("driver")
+    return driver is None or driver.get("name") in (None, "vfio")
+
+
+def vfio_devices(root: ET.Element) -> int:
+    """How many devices the domain assigns through VFIO-PCI: a ``<hostdev mode='subsystem'>``
+    of type ``pci`` (driver ``vfio``, libvirt's default), a mediated one (``type='mdev'``) of
+    model ``vfio-pci`` (a ``vfio-ccw`` or ``vfio-ap`` one leaves discarding on in QEMU), and an
+    ``<interface type='hostdev'>`` (an SR-IOV function assigned as a NIC)."""
+    found = 0
+    for device in root.findall("./devices/hostdev"):
+        if device.get("mode", "subsystem") != "subsystem":
+            continue
+        kind = device.get("type")
+        if (kind == "pci" and _vfio_pci(device)) or (kind == "mdev" and device.get("model") == "vfio-pci"):
+            found += 1
+    for device in root.findall("./devices/interface"):
+        if device.get("type") == "hostdev" and _vfio_pci(device):
+            found += 1
+    return found
 
 
 def parse_domain_xml(text: str) -> DomainXML:
@@ -177,6 +204,7 @@ def parse_domain_xml(text: str) -> DomainXML:
             for device in root.findall("./devices/memory")
             if device.get("model") == "virtio-mem"
         ),
+        vfio_devices=vfio_devices(root),
     )
 
 
