@@ -16,7 +16,10 @@ balloon target never takes a virtio-mem device's memory: libvirt's QEMU driver t
 ``<memory model='virtio-mem'>`` device's ``<size>`` off ``<memory>`` before it compares a target
 ("While virtio-mem is regular mem from guest POV, it can't be modified through this API",
 qemuDomainSetMemoryFlags; the test driver does not), and moves such a device only through its
-``<requested>`` size (virDomainUpdateDeviceFlags).
+``<requested>`` size (virDomainUpdateDeviceFlags); a domain with a device assigned through VFIO-PCI
+has all its memory pinned, and QEMU's balloon discards nothing while it is attached (hw/vfio's
+``vfio_ram_block_discard_disable``, hw/virtio/virtio-balloon.c's ``virtio_balloon_inhibited``):
+a lower target frees nothing on the host.
 
 Used by the libvirt backend (``qemu://``, ``test://``), the fake's ``kvm`` flavour, and any other
 backend that drives a QEMU balloon.
