@@ -170,7 +170,7 @@ class _Snapshots:
             swap_in_bytes=s.swap_in_bytes,
             major_faults=s.major_faults,
             guard_floor_bytes=guard,
-            can_lower=can_target and not (dm and running),
+            can_lower=can_target and not (dm and running) and pinned is None,
             can_raise=(caps.can_set("maximum_bytes", running=running) if dm else can_target),
             buffer_percent=cfg.buffer_percent if dm and cfg is not None else None,
             settings=vs,

@@ -255,8 +255,8 @@ class VMView(_Frozen):
         default=None,
         description=(
             "Why lowering it would give the host nothing back, only take memory from its guest (the "
-            "kind says: a KVM domain with a device assigned through VFIO): the controller never "
-            "lowers it (``controller.balloon_frees_nothing``)."
+            "kind says: a KVM domain with a device assigned through VFIO): ``can_lower`` is false "
+            "and the controller never lowers it (``controller.balloon_frees_nothing``)."
         ),
     )
 

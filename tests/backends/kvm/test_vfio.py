@@ -104,6 +104,11 @@ def test_the_controller_never_lowers_a_domain_whose_balloon_frees_nothing(tmp_pa
             assert "VFIO" in d[name].reason and "gives the host nothing back" in d[name].reason
         assert d["web01"].action == "lower"
         assert {st.vm.name: st.target_bytes for st in hv.get_stats(["gpu01"])}["gpu01"] in (None, 4 * GiB)
+        # the policies see it as memory they cannot take back (the hvballoon policy plans its
+        # reserve and headroom level on the VMs it can lower)
+        views = {v.name: v for v in Controller(hv, Fixed(2 * GiB), settings).snapshot()[0].vms}
+        assert not views["gpu01"].can_lower and not views["nic01"].can_lower
+        assert views["web01"].can_lower and views["gpu01"].can_raise
         # a pinned domain lowered before (by hand) is raised back
         hv.set_target("gpu01", 3 * GiB)
         d = {x.vm: x for x in Controller(hv, Fixed(4 * GiB), settings).step()}
