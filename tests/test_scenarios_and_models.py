@@ -222,6 +222,12 @@ def test_a_hyperv_vm_whose_startup_memory_the_host_lacks_is_refused_as_hyperv_wo
         assert info.value.details["path"] == ("vms.0.startup" if "startup" in sizes else "vms.0.memory")
     parse_scenario(scenario("stopped"))  # a VM that does not run needs nothing of the host
     parse_scenario({**scenario("running"), "host": {"physical": "32GiB", "overhead": "1GiB"}})
+    # the reserve the host keeps for itself is not its VMs': 32 GiB less 1 GiB and 12 GiB of reserve
+    # leaves 19 GiB, less than the startup memory (24 or 20 GiB)
+    with pytest.raises(ScenarioError, match="Hyper-V would not start it"):
+        parse_scenario(
+            {**scenario("running"), "host": {"physical": "32GiB", "overhead": "1GiB", "reserve": "12GiB"}}
+        )
 
 
 def test_a_world_of_another_flavor_checks_that_flavors_rules(tmp_path: Path) -> None:

@@ -564,12 +564,13 @@ class HyperVFlavor(Flavor):
 
     def start_refusal(self, world: World, i: int) -> str | None:
         """Hyper-V starts a VM only with its startup memory free (the kind's rule): free is the
-        host's memory less its own overhead, the overheads of the VMs that hold memory and
-        what they hold now (it backs all it assigned them)."""
+        host's memory less its own overhead and the reserve it keeps for itself (what Dynamic
+        Memory never hands out either), the overheads of the VMs that hold memory and what they
+        hold now (it backs all it assigned them)."""
         s, h = world.state, world.host
         live = world.active() | ((s.paused > 0) & (s.crashed == 0))
         held = float((s.host_backed * live).sum())
-        free = int(h.physical_bytes - h.overhead_bytes - world.overheads() - held)
+        free = int(h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads() - held)
         startup = int(world.configs[i]["startup_bytes"])
         return None if starts(startup, free) else not_started(world.names[i], startup, free)
 

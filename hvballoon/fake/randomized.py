@@ -102,7 +102,9 @@ def random_scenario(seed: int, *, flavor: Flavor | None = None, hours: float = 1
     count = _vm_count(rng, physical)
     overcommit = _log_uniform(rng, 0.2, 4.0)
     mean = max(_MIN_VM, physical * overcommit / count)
-    vms = [_vm(rng, fl, k, mean, physical, room, horizon) for k in range(count)]
+    # Hyper-V starts a VM only with its startup memory free for VMs: not the reserve the host keeps
+    startable = room - reserve if fl == "hyperv" else room
+    vms = [_vm(rng, fl, k, mean, physical, startable, horizon) for k in range(count)]
     if count > 1 and rng.random() < 0.1:  # two VMs of one name (distinct ids)
         vms[-1]["name"] = vms[0]["name"]
     for k, vm in enumerate(vms):

@@ -381,7 +381,9 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
                 )
             unreserved -= reservation + overhead
     if name == "hyperv":
-        room = scenario.host.physical - scenario.host.overhead
+        # what the host has for its VMs: its memory less its own overhead and the reserve it
+        # keeps for itself (Dynamic Memory hands neither out)
+        room = scenario.host.physical - scenario.host.overhead - scenario.host.reserve
         for i, spec in enumerate(scenario.vms):
             startup = int(hv.config(spec)["startup_bytes"])
             if spec.power_state in ("running", "paused") and not hyperv_starts(startup, room):
@@ -389,8 +391,9 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
                 _refuse(
                     where,
                     f"vms.{i}.{'startup' if spec.startup is not None else 'memory'}",
-                    f"its startup memory {shown_startup} is more than the host's {shown_room} (its memory "
-                    "less its overhead): Hyper-V would not start it (not enough memory in the system)",
+                    f"its startup memory {shown_startup} is more than the host's {shown_room} for its VMs "
+                    "(its memory less its overhead and its reserve): Hyper-V would not start it (not enough "
+                    "memory in the system)",
                     name,
                 )
     with _CHECKED_LOCK:

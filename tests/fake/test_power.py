@@ -85,9 +85,10 @@ def test_a_saved_world_keeps_its_runs() -> None:
     assert again.runs == w.runs and again.guest("web01").run == 11
 
 
-def _hyperv(*vms: dict[str, object], physical: str = "16GiB") -> World:
-    """A Hyper-V host (2 GiB for its own OS) with static VMs."""
-    spec = {"name": "start", "flavor": "hyperv", "host": {"physical": physical, "overhead": "2GiB"}}
+def _hyperv(*vms: dict[str, object], physical: str = "16GiB", reserve: str = "0") -> World:
+    """A Hyper-V host (2 GiB for its own OS, ``reserve`` kept for itself) with static VMs."""
+    host = {"physical": physical, "overhead": "2GiB", "reserve": reserve}
+    spec = {"name": "start", "flavor": "hyperv", "host": host}
     return World(parse_scenario({**spec, "vms": [{"dynamic": False, **vm} for vm in vms]}), strict=True)
 
 
@@ -118,6 +119,26 @@ def test_hyperv_does_not_start_a_vm_whose_startup_memory_is_not_free() -> None:
     w.power_on(late.id)
     w.advance(10)
     assert late.power_state == "running" and late.current_bytes == 8 * GiB
+
+
+@pytest.mark.parametrize(("reserve", "starts"), [("0", True), ("1GiB", True), ("2GiB", False)])
+def test_hyperv_starts_a_vm_only_out_of_what_the_host_has_for_its_vms(reserve: str, starts: bool) -> None:
+    """The reserve the host keeps for itself is not its VMs' (Dynamic Memory never hands it out):
+    on 16 GiB less 2 GiB for its own OS, a 4 GiB VM beside a running 8 GiB one (and its 32 MiB
+    of overhead) starts while the host keeps 1 GiB, not while it keeps 2 GiB."""
+    w = _hyperv(
+        {"name": "big", "memory": "8GiB", "used": "2GiB"},
+        {"name": "late", "memory": "4GiB", "used": "1GiB", "power_state": "stopped"},
+        reserve=reserve,
+    )
+    late = w.guest("late")
+    if starts:
+        w.power_on(late.id)
+        assert late.power_state == "running"
+    else:
+        with pytest.raises(StartRefusedError, match="requires 4096 MB"):
+            w.power_on(late.id)
+        assert late.power_state == "stopped"
 
 
 def test_a_dynamic_memory_vm_needs_its_startup_memory_free_not_its_minimum() -> None:
