@@ -12,7 +12,8 @@ fresh world from the same seed, for ``--minutes`` of simulated time, then a rele
   caller, never another exception;
 * ``target_bounds``: every target the hypervisor was given is at most the VM's memory, on the
   VM's alignment, within its floor and ceiling; a lower by a policy that respects the guard rails
-  is not below the use the controller saw; an excluded or self-managed VM is never lowered;
+  is not below the use the controller saw; an excluded or self-managed VM is never lowered, nor
+  one whose memory a VFIO device pins;
 * ``decisions_moves``: the VMs the hypervisor moved in a round are the VMs of the round's applied
   decisions, one to one (besides the VMs a release after too many failed rounds in a row gave
   back: :attr:`Round.released <hvballoon.policy.running.Round.released>`);
@@ -288,6 +289,8 @@ def _check_round(
         lowering = d is not None and d.action == "lower"
         if hint is not None and lowering and (hint.exclude or hint.self_managed):
             problems.append("lowered although excluded or self-managed")
+        if lowering and world.configs[g.index].get("vfio_devices"):
+            problems.append("lowered although its memory is pinned (VFIO): its balloon frees nothing")
         if hint is not None and lowering and hint.floor is not None and value < hint.floor:
             problems.append(f"below its floor {hint.floor}")
         raising = d is not None and d.action == "raise"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_powered_on, powers_on
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand, not_started, starts
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, VFIO_DEVICES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     Arr = npt.NDArray[np.float64]
     Mask = npt.NDArray[np.bool_]
+    Index = npt.NDArray[np.intp]
 
 __all__ = [
     "FLAVORS",
@@ -168,6 +169,11 @@ class Flavor:
         world.pressure_bytes = float(total[-1] + base - avail)
         if not ex.any():
             return None
+        pinned = self.pinned(world)
+        if pinned.size:  # memory pinned for DMA is never swapped out
+            held = held.copy()
+            held[:, pinned] = 0.0
+            total = held.sum(axis=1)
         tot = np.maximum(total[:, None], 1.0)
         hsw = np.minimum(np.ceil(ex * held / tot), held)
         zero = np.zeros((1, world.n))
@@ -197,6 +203,13 @@ class Flavor:
         """Why the hypervisor would not start the stopped VM ``i`` now, in its own words
         (``None``: it starts). By default it starts."""
         return None
+
+    def pinned(self, world: World) -> Index:
+        """The VMs whose whole memory the host holds pinned, whatever their balloons (never
+        swapped, never given back): none by default."""
+        import numpy as np
+
+        return np.zeros(0, dtype=np.intp)
 
     def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
         """What a guest logs when its workloads ask ``asked_bytes``, beyond its memory plus swap
@@ -236,6 +249,8 @@ class KVMFlavor(Flavor):
             config["numa_nodes"] = spec.numa_nodes
         if spec.hotplug_maximum is not None:
             config[HOTPLUG_MAXIMUM] = spec.hotplug_maximum
+        if spec.vfio_devices:
+            config[VFIO_DEVICES] = spec.vfio_devices  # all its memory pinned for DMA
         # the persistent definition's <stats period>: what a domain has again when it stops
         config["defined_stats_period"] = spec.stats_period
         return config
@@ -278,6 +293,15 @@ class KVMFlavor(Flavor):
         ``<currentMemory>`` is its target again; so is its definition's stats period."""
         state.target[i] = float(config["startup_bytes"])
         state.stats_period[i] = config.get("defined_stats_period", state.stats_period[i])
+
+    def pinned(self, world: World) -> Index:
+        """Domains with a device assigned through VFIO (``vfio_devices``): QEMU maps all their
+        memory for the device's DMA, pinned, and turns off discarding guest RAM, so a balloon
+        takes memory from the guest and gives the host none (the KVM kind's
+        :func:`~hvballoon.kinds.kvm.balloon_frees_host_memory`)."""
+        import numpy as np
+
+        return np.array([i for i, c in enumerate(world.configs) if c.get(VFIO_DEVICES)], dtype=np.intp)
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon goes to its target; QEMU clamps a target above the VM's memory to it

@@ -222,6 +222,8 @@ def _kvm(rng: random.Random, vm: dict[str, Any]) -> None:
         vm["numa_nodes"] = rng.randint(1, 4)
     if rng.random() < 0.15:
         vm["target"] = max(vm["used"] + vm["cache"], int(vm["memory"] * rng.uniform(0.5, 1.0)))
+    if rng.random() < 0.05:  # a GPU or NIC passed through: its memory pinned
+        vm["vfio_devices"] = rng.randint(1, 2)
 
 
 def _esxi(rng: random.Random, vm: dict[str, Any]) -> None:

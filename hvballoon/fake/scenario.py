@@ -217,6 +217,13 @@ class VMSpec(_Spec):
         default=None,
         description="KVM: the hotplug ceiling (<maxMemory>), at least memory; the maximum never goes above it.",
     )
+    vfio_devices: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="KVM: devices assigned through VFIO (PCI passthrough); with any, QEMU pins the guest's "
+        "memory and its balloon gives the host nothing back (the controller never lowers it).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> VMSpec:

@@ -35,6 +35,7 @@ def test_the_draws_are_broad() -> None:
     assert {v.power_state for s in drawn for v in s.vms} == {"running", "stopped", "paused", "suspended"}
     assert {v.workload.kind for s in drawn for v in s.vms} >= {"spike", "jvm", "database", "mixed", "ramp"}
     assert any(s.faults for s in drawn)
+    assert any(v.vfio_devices for s in drawn if s.flavor == "kvm" for v in s.vms)  # pinned memory
     events = [e for seed, s in enumerate(drawn) for e in operator_events(s, seed=seed, seconds=3600)]
     assert {e.action for e in events} == set(OPERATOR_ACTIONS)
 

@@ -1,0 +1,66 @@
+"""A KVM domain with a device assigned through VFIO, in the fake as on libvirt: QEMU maps all
+its memory for the device's DMA, pinned, and turns off discarding guest RAM, so its balloon
+takes memory from the guest and gives the host none, and the host never swaps it out. The
+fake's configuration says so as the kvm backend reads it (``extra["vfio_devices"]``), and the
+controller holds such a VM as it does on libvirt's test driver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hvballoon
+from hvballoon.fake.scenario import parse_scenario
+from hvballoon.fake.world import World
+from hvballoon.policy import Controller, ControllerSettings
+from tests.support.policies import Fixed
+
+GiB = 2**30
+
+
+def _world(physical: str = "32GiB", swap: str = "8GiB") -> World:
+    vms: list[dict[str, Any]] = [
+        {"name": "gpu01", "memory": "8GiB", "used": "2GiB", "vfio_devices": 1},
+        {"name": "web01", "memory": "8GiB", "used": "2GiB"},
+    ]
+    host = {"physical": physical, "overhead": "1GiB", "swap": swap}
+    return World(parse_scenario({"name": "vfio", "flavor": "kvm", "host": host, "vms": vms}), strict=True)
+
+
+def test_the_fake_says_which_domains_have_vfio_devices() -> None:
+    with hvballoon.connect("fake://", world=_world()) as hv:
+        configs = {c.vm.name: c for c in hv.get_configs()}
+    assert configs["gpu01"].extra["vfio_devices"] == 1
+    assert configs["web01"].extra["vfio_devices"] == 0
+
+
+def test_a_pinned_domains_balloon_takes_from_the_guest_and_gives_the_host_nothing() -> None:
+    w = _world()
+    w.advance(30)
+    gpu, web = w.guest("gpu01"), w.guest("web01")
+    assert gpu.host_backed_bytes == 8 * GiB  # pinned whole from the start, used or not
+    assert web.host_backed_bytes < 8 * GiB  # what the guest touched (free page reporting)
+    with hvballoon.connect("fake://", world=w) as hv:
+        before = w.host_free_bytes
+        hv.set_target("gpu01", 4 * GiB)
+        w.advance(60)
+        assert gpu.current_bytes == 4 * GiB  # the guest lost it
+        assert w.host_free_bytes == before  # the host gained nothing
+        assert gpu.host_backed_bytes == 8 * GiB
+
+
+def test_the_host_never_swaps_pinned_memory() -> None:
+    # 10 GiB for the VMs' 16 GiB: the host swaps what is not pinned
+    w = _world(physical="11GiB")
+    with hvballoon.connect("fake://", world=w) as hv:
+        hv.set_target("web01", 8 * GiB)
+        w.advance(120)
+    assert w.guest("gpu01").host_swapped_bytes == 0
+    assert w.guest("web01").host_swapped_bytes > 0
+
+
+def test_the_controller_holds_a_pinned_domain_as_on_libvirt() -> None:
+    with hvballoon.connect("fake://", world=_world()) as hv:
+        settings = ControllerSettings(host_memory_bytes=32 * GiB)
+        d = {x.vm: x for x in Controller(hv, Fixed(2 * GiB), settings).step()}
+    assert d["gpu01"].action == "hold" and d["gpu01"].rule == "controller.balloon_frees_nothing"
+    assert d["web01"].action == "lower"
