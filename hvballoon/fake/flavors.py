@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     Arr = npt.NDArray[np.float64]
     Mask = npt.NDArray[np.bool_]
-    Index = npt.NDArray[np.intp]
 
 __all__ = [
     "FLAVORS",
@@ -169,7 +168,7 @@ class Flavor:
         world.pressure_bytes = float(total[-1] + base - avail)
         if not ex.any():
             return None
-        pinned = self.pinned(world)
+        pinned = np.nonzero(world.state.pinned > 0)[0]
         if pinned.size:  # memory pinned for DMA is never swapped out
             held = held.copy()
             held[:, pinned] = 0.0
@@ -203,13 +202,6 @@ class Flavor:
         """Why the hypervisor would not start the stopped VM ``i`` now, in its own words
         (``None``: it starts). By default it starts."""
         return None
-
-    def pinned(self, world: World) -> Index:
-        """The VMs whose whole memory the host holds pinned, whatever their balloons (never
-        swapped, never given back): none by default."""
-        import numpy as np
-
-        return np.zeros(0, dtype=np.intp)
 
     def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
         """What a guest logs when its workloads ask ``asked_bytes``, beyond its memory plus swap
@@ -250,7 +242,9 @@ class KVMFlavor(Flavor):
         if spec.hotplug_maximum is not None:
             config[HOTPLUG_MAXIMUM] = spec.hotplug_maximum
         if spec.vfio_devices:
-            config[VFIO_DEVICES] = spec.vfio_devices  # all its memory pinned for DMA
+            # QEMU maps all its memory for the devices' DMA, pinned, and turns off discarding
+            # guest RAM: its balloon frees nothing on the host (kinds.kvm.balloon_frees_host_memory)
+            config[VFIO_DEVICES] = spec.vfio_devices
         # the persistent definition's <stats period>: what a domain has again when it stops
         config["defined_stats_period"] = spec.stats_period
         return config
@@ -293,15 +287,6 @@ class KVMFlavor(Flavor):
         ``<currentMemory>`` is its target again; so is its definition's stats period."""
         state.target[i] = float(config["startup_bytes"])
         state.stats_period[i] = config.get("defined_stats_period", state.stats_period[i])
-
-    def pinned(self, world: World) -> Index:
-        """Domains with a device assigned through VFIO (``vfio_devices``): QEMU maps all their
-        memory for the device's DMA, pinned, and turns off discarding guest RAM, so a balloon
-        takes memory from the guest and gives the host none (the KVM kind's
-        :func:`~hvballoon.kinds.kvm.balloon_frees_host_memory`)."""
-        import numpy as np
-
-        return np.array([i for i, c in enumerate(world.configs) if c.get(VFIO_DEVICES)], dtype=np.intp)
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon goes to its target; QEMU clamps a target above the VM's memory to it

@@ -248,7 +248,7 @@ class World:
             floor,
             backs_assigned_memory=self.hypervisor.backs_assigned_memory,
         )
-        pinned = self.hypervisor.pinned(self)
+        pinned = np.nonzero(self.state.pinned > 0)[0]
         live = (self.state.running > 0) | (self.state.paused > 0)
         self.state.host_backed[pinned] = np.where(live[pinned], self.state.memory[pinned], 0.0)
         self._host_reclaim_now()
@@ -420,7 +420,7 @@ class World:
         else:
             backed = np.add(guest.used, guest.cache, out=buf.backed)
             touched_pages(s, current, backed)
-            pinned = hv.pinned(self)
+            pinned = np.nonzero(s.pinned > 0)[0]
             if pinned.size:  # held whole, whatever the balloon took from the guest
                 backed[:, pinned] = s.memory[pinned]
         traffic = swap_traffic(s, guest, dt, buf)
