@@ -156,10 +156,13 @@ def _check_range(n: int, original: object, what: str, allow_zero: bool) -> int:
     return n
 
 
-def parse_typed_target(value: object, *, what: str = "target") -> int:
-    """:func:`parse_size` of a memory target a person typed (a command line, an Ansible task),
-    refusing a number without a unit below 1 MiB: it is read as bytes, and no guest's memory is
-    that small — ``4`` meant ``4GiB``. Written with a unit (``512KiB``), it is taken as asked.
+def parse_typed_target(
+    value: object, *, what: str = "target", allow_zero: bool = False, noun: str = "target"
+) -> int:
+    """:func:`parse_size` of a memory target a person typed (a command line, an Ansible task,
+    a scenario file), refusing a number without a unit below 1 MiB (zero aside, where
+    ``allow_zero`` takes it): it is read as bytes, and no guest's memory is that small — ``4``
+    meant ``4GiB``. Written with a unit (``512KiB``), it is taken as asked.
 
     >>> parse_typed_target("4")
     Traceback (most recent call last):
@@ -168,12 +171,12 @@ def parse_typed_target(value: object, *, what: str = "target") -> int:
     >>> parse_typed_target("4GiB") == parse_typed_target(4 * GiB) == 4 * GiB
     True
     """
-    size = parse_size(value, what=what)
+    size = parse_size(value, what=what, allow_zero=allow_zero)
     unitless = isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
-    if unitless and size < MiB:
+    if unitless and 0 < size < MiB:
         raise InvalidSizeError(
             f"invalid {what} {value!r}: a number without a unit is bytes, and {size} bytes is no memory "
-            f"target; write the unit, e.g. '{size}GiB' or '{size}MiB'",
+            f"{noun}; write the unit, e.g. '{size}GiB' or '{size}MiB'",
             details={"value": value, "accepted": ACCEPTED_SIZE_FORMS},
         )
     return size

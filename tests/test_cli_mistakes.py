@@ -129,3 +129,44 @@ def test_ansible_refuses_a_target_without_a_unit_too_small_to_be_memory(size: ob
 
     r = run_module("target", {"uri": "fake://seed", "vm": "web01", "size": size}, False)
     assert r["failed"] and r["code"] == "invalid_size" and "a number without a unit is bytes" in r["msg"]
+
+
+@pytest.mark.parametrize(
+    ("vm", "where"),
+    [
+        ("{name: a, memory: 8}", "vms.0.memory: invalid size 8"),
+        ("{name: a, memory: 8GiB, used: 3}", "vms.0.used: invalid size 3"),
+        ("{name: a, memory: 8GiB, cache: '512'}", "vms.0.cache: invalid size '512'"),
+        (
+            "{name: a, memory: 8GiB, workload: {kind: diurnal, params: {amplitude: 1}}}",
+            "vms.0.workload: diurnal workload: params.amplitude: invalid size 1",
+        ),
+    ],
+)
+def test_a_scenario_size_without_a_unit_too_small_to_be_memory_is_refused(
+    tmp_path: Path, vm: str, where: str
+) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"name: x\nhost: {{physical: 64GiB}}\nvms:\n  - {vm}\n")
+    r = invoke("stats", f"fake://{path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert f"error: invalid scenario {path}: {where}: a number without a unit is bytes" in r.stderr, r.stderr
+    assert "write the unit, e.g. '" in r.stderr
+
+
+def test_a_scenario_s_zero_or_whole_bytes_without_a_unit_and_a_program_s_integers_are_still_taken(
+    tmp_path: Path,
+) -> None:
+    from hvballoon.fake.scenario import load_scenario, parse_scenario
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "name: x\nhost: {physical: 64GiB}\nvms:\n  - {name: a, memory: 8589934592, used: 0, swap: 0}\n"
+    )
+    assert load_scenario(path).vms[0].memory == 8 * 2**30
+    data = {
+        "name": "x",
+        "host": {"physical": 64 * 2**30},
+        "vms": [{"name": "a", "memory": 8 * 2**30, "used": 3}],
+    }
+    assert parse_scenario(data).vms[0].used == 3  # a program's integer is bytes, as everywhere

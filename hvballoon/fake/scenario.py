@@ -24,12 +24,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from hvballoon.errors import HVBalloonError, ScenarioError
 from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
-from hvballoon.fake.workloads import Duration, Size, validate_params
+from hvballoon.fake.workloads import TYPED_SIZES, Duration, Size, validate_params
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_powered_on
 from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
@@ -67,8 +67,8 @@ class WorkloadSpec(_Spec):
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _params(self) -> WorkloadSpec:
-        validate_params(self.kind, self.params)
+    def _params(self, info: ValidationInfo) -> WorkloadSpec:
+        validate_params(self.kind, self.params, info.context)
         return self
 
 
@@ -324,11 +324,13 @@ def _models(hints: list[Any]) -> list[type[BaseModel]]:
     return out
 
 
-def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
+def parse_scenario(data: Any, *, source: str = "<scenario>", typed: bool = False) -> Scenario:
     """Validate already-loaded scenario data, its VMs against its flavour's rules
-    (:func:`check_flavor`); errors name ``source`` and the path."""
+    (:func:`check_flavor`); errors name ``source`` and the path. ``typed``: the data is a file
+    a person wrote, where a size without a unit below 1 MiB (``used: 3``) is a unit left out,
+    refused (in data a program builds, an integer is bytes, as everywhere in hvballoon)."""
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data, context=TYPED_SIZES if typed else None)
     except ValidationError as exc:
         raise ScenarioError(
             f"invalid scenario {source}: {_format_errors(exc)}", details={"source": source}
@@ -487,7 +489,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     scenarios by name too: :func:`hvballoon.fake.catalog.load_scenario`)."""
     if isinstance(name_or_path, str) and name_or_path in builtin_scenarios():
         source = f"built-in scenario {name_or_path!r}"
-        return parse_scenario(copy.deepcopy(_builtin_data(name_or_path)), source=source)
+        return parse_scenario(copy.deepcopy(_builtin_data(name_or_path)), source=source, typed=True)
     path = Path(name_or_path)
     source = str(path)
     if path.is_dir():
@@ -512,7 +514,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ScenarioError(
             f"cannot read scenario {source}: not UTF-8 text (byte {exc.start})", details={"source": source}
         ) from None
-    return parse_scenario(_load_text(text, source, json_only=source.endswith(".json")), source=source)
+    data = _load_text(text, source, json_only=source.endswith(".json"))
+    return parse_scenario(data, source=source, typed=True)
 
 
 @functools.cache

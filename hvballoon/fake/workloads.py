@@ -29,25 +29,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
 from hvballoon.errors import HVBalloonError
-from hvballoon.units import MiB, parse_duration, parse_size
+from hvballoon.units import MiB, parse_duration, parse_size, parse_typed_target
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["KINDS", "TOUCH_RATES", "Component", "WorkloadBlock", "validate_params"]
+__all__ = ["KINDS", "TOUCH_RATES", "TYPED_SIZES", "Component", "WorkloadBlock", "validate_params"]
 
 
 #: the largest size a simulated world holds (1 PiB): its physics run in float64, exact to 2**53
 MAX_SIMULATED_BYTES = 2**50
 
 
-def _size(value: Any) -> int:
+#: The validation context of a scenario a person wrote (a file): a number without a unit below
+#: 1 MiB there is a unit left out (``used: 3`` meant 3 GiB), refused rather than read as bytes.
+TYPED_SIZES = {"typed_sizes": True}
+
+
+def _size(value: Any, info: ValidationInfo) -> int:
     try:
-        size = parse_size(value, allow_zero=True)
+        if info.context and info.context.get("typed_sizes"):
+            size = parse_typed_target(value, what="size", allow_zero=True, noun="size")
+        else:
+            size = parse_size(value, allow_zero=True)
     except HVBalloonError as exc:
         raise ValueError(exc.message) from None
     if size > MAX_SIMULATED_BYTES:
@@ -141,11 +149,12 @@ TOUCH_RATES: dict[str, float] = {"jvm": 0.05, "database": 0.02}
 DEFAULT_TOUCH_RATE = 0.002
 
 
-def validate_params(kind: str, params: dict[str, Any]) -> _Params:
-    """Validate ``params`` for ``kind``; a ValueError names the parameter and the problem."""
+def validate_params(kind: str, params: dict[str, Any], context: dict[str, Any] | None = None) -> _Params:
+    """Validate ``params`` for ``kind``; a ValueError names the parameter and the problem.
+    ``context`` is the scenario's validation context (:data:`TYPED_SIZES` for a file)."""
     model = _MODELS[kind]
     try:
-        parsed = model.model_validate(params)
+        parsed = model.model_validate(params, context=context)
     except ValidationError as exc:
         problems = []
         for e in exc.errors():
@@ -155,7 +164,7 @@ def validate_params(kind: str, params: dict[str, Any]) -> _Params:
     if isinstance(parsed, MixedParams):
         for i, part in enumerate(parsed.parts):
             try:
-                validate_params(part.kind, part.params)
+                validate_params(part.kind, part.params, context)
             except ValueError as exc:
                 raise ValueError(f"mixed workload: parts.{i}: {exc}") from None
     return parsed
