@@ -170,3 +170,22 @@ def test_a_scenario_s_zero_or_whole_bytes_without_a_unit_and_a_program_s_integer
         "vms": [{"name": "a", "memory": 8 * 2**30, "used": 3}],
     }
     assert parse_scenario(data).vms[0].used == 3  # a program's integer is bytes, as everywhere
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (("--host-memory", "128"), "invalid host memory '128'"),
+        (("--host-reserve", "8"), "invalid host reserve '8'"),
+        (("--floor", "web01=4"), "invalid floor '4'"),
+        (("--max-lower", "1"), "invalid max lower '1'"),
+    ],
+)
+def test_an_autoballoon_size_without_a_unit_too_small_to_be_memory_is_refused(
+    option: tuple[str, str], said: str
+) -> None:
+    # --host-memory 128 read as 128 bytes would have the controller squeeze every VM
+    r = invoke("autoballoon", "fake://seed", "--once", "--dry-run", *option)
+    assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr
+    assert "a number without a unit is bytes" in r.stderr and "write the unit, e.g. '" in r.stderr

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from hvballoon.cli.autoballoon_settings import Overrides, vm_pairs
+from hvballoon.cli.autoballoon_settings import Overrides, typed_size, vm_pairs
 from hvballoon.cli.common import (
     EXIT_INTERRUPTED,
     connection,
@@ -33,7 +33,7 @@ from hvballoon.cli.common import (
     read_password_stdin,
 )
 from hvballoon.errors import HVBalloonError, InvalidRequestError
-from hvballoon.units import format_size, parse_duration, parse_size
+from hvballoon.units import format_size, parse_duration
 
 __all__ = ["autoballoon_cmd", "release_cmd"]
 
@@ -387,12 +387,10 @@ def autoballoon_cmd(
         vms.setdefault(name, {})["ceiling"] = size
     overrides = Overrides(
         interval=seconds,
-        host_memory=parse_size(host_memory, what="host memory") if host_memory is not None else None,
-        host_overhead=parse_size(host_overhead, what="host overhead", allow_zero=True)
-        if host_overhead
-        else None,
-        host_reserve=parse_size(host_reserve, what="host reserve", allow_zero=True) if host_reserve else None,
-        max_lower=parse_size(max_lower, what="max lower") if max_lower is not None else None,
+        host_memory=typed_size(host_memory, "host memory") if host_memory is not None else None,
+        host_overhead=typed_size(host_overhead, "host overhead", allow_zero=True) if host_overhead else None,
+        host_reserve=typed_size(host_reserve, "host reserve", allow_zero=True) if host_reserve else None,
+        max_lower=typed_size(max_lower, "max lower") if max_lower is not None else None,
         max_changes=max_changes,
         max_failed_rounds=max_failed_rounds,
         session_margins=session_margins,

@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from hvballoon.errors import InvalidRequestError
-from hvballoon.units import parse_size
+from hvballoon.units import parse_typed_target
 
-__all__ = ["Overrides", "load_settings_file", "validate_settings", "vm_pairs"]
+__all__ = ["Overrides", "load_settings_file", "typed_size", "validate_settings", "vm_pairs"]
+
+
+def typed_size(value: object, what: str, *, allow_zero: bool = False) -> int:
+    """A size option of the command line: a number without a unit below 1 MiB (``--host-memory
+    128``) is a unit left out, refused rather than read as bytes."""
+    return parse_typed_target(value, what=what, allow_zero=allow_zero, noun="size")
 
 
 def vm_pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
@@ -26,7 +32,7 @@ def vm_pairs(values: tuple[str, ...], what: str) -> dict[str, int]:
             raise InvalidRequestError(f"--{what} takes VM=SIZE (e.g. web01=4GiB), got {item!r}")
         if name in out:
             raise InvalidRequestError(f"--{what} names {name} twice; give each VM one {what}")
-        out[name] = parse_size(size, what=what)
+        out[name] = typed_size(size, what)
     return out
 
 
