@@ -63,8 +63,16 @@ def _stats_vm(stats: MemoryStats) -> VM:
 
 def _refs(refs: VMRef | Iterable[VMRef]) -> list[VMRef]:
     """The refs of a read: one name, id or :class:`VM` given alone is one ref (a string is
-    never taken as a sequence of one-letter names)."""
-    return [refs] if isinstance(refs, (str, VM)) else list(refs)
+    never taken as a sequence of one-letter names). Anything else that is not a collection of
+    refs (``42``, ``b"web01"``) is a typed error, not Python's own from deep inside."""
+    if isinstance(refs, (str, VM)):
+        return [refs]
+    if isinstance(refs, (bytes, bytearray)) or not isinstance(refs, Iterable):
+        raise InvalidRequestError(
+            "VMs are named by a name, an id or a VM, or a list of them "
+            f"(e.g. 'web01' or ['web01', 'web02']), got {type(refs).__name__}"
+        )
+    return list(refs)
 
 
 def _once(rows: list[R], vm_of: Callable[[R], VM]) -> list[R]:
@@ -211,7 +219,8 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
     def get_stats(
         self, vms: VMRef | Sequence[VMRef] | None = None, *, retry: RetryPolicy | None = None
     ) -> list[MemoryStats]:
-        """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM.
+        """Memory stats of all VMs (one bulk call), or of the VMs given by name, id or VM (one
+        alone, or a list of them; anything else is an :class:`~hvballoon.errors.InvalidRequestError`).
 
         A VM named twice (``["web01", "web01"]``, or by name and by id) is read and reported
         once, where it was first named: a read answers one row per VM.

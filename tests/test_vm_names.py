@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import hvballoon
-from hvballoon.errors import AmbiguousVMError, VMNotFoundError
+from hvballoon.errors import AmbiguousVMError, InvalidRequestError, VMNotFoundError
 from hvballoon.models import VM
 from tests.support.ansible import run_module
 from tests.support.calls import counted
@@ -157,3 +157,13 @@ def test_one_name_given_alone_to_a_read_of_several_is_one_vm_not_its_letters() -
         web01 = found[0]
         assert [c.vm.id for c in hv.get_configs(web01)] == [web01.id]
         assert hv.find_vms("nosuch") == ([], ["nosuch"])
+
+
+@pytest.mark.parametrize("refs", [42, 4.5, b"web01", object()])
+def test_a_read_given_no_name_nor_list_of_names_is_a_typed_error(refs: object) -> None:
+    with hvballoon.connect("fake://seed") as hv:
+        for read in (hv.get_stats, hv.get_configs, hv.find_vms, hv.resolve_many):
+            with pytest.raises(
+                InvalidRequestError, match=r"VMs are named by a name, an id or a VM, or a list"
+            ):
+                read(refs)  # type: ignore[operator]
