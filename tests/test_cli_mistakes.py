@@ -3,6 +3,7 @@ exit code, and no traceback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,45 @@ def test_an_autoballoon_size_without_a_unit_too_small_to_be_memory_is_refused(
     assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, r.stdout
     assert len(r.stderr.strip().splitlines()) == 1 and said in r.stderr, r.stderr
     assert "a number without a unit is bytes" in r.stderr and "write the unit, e.g. '" in r.stderr
+
+
+def _leaf_commands() -> list[tuple[str, ...]]:
+    import importlib
+
+    import click
+
+    from hvballoon.cli.app import COMMANDS
+
+    out: list[tuple[str, ...]] = []
+    for name, (module, attribute) in COMMANDS.items():
+        command = getattr(importlib.import_module(module), attribute)
+        if isinstance(command, click.Group):
+            out.extend((name, sub) for sub in command.commands)
+        else:
+            out.append((name,))
+    return out
+
+
+#: commands without --json, and why
+NO_JSON = {("exporter",): "it serves its figures over HTTP, prints nothing to parse"}
+
+
+@pytest.mark.parametrize("words", _leaf_commands(), ids=" ".join)
+def test_every_command_takes_json_as_the_docs_say(words: tuple[str, ...]) -> None:
+    import importlib
+
+    from hvballoon.cli.app import COMMANDS
+
+    command = getattr(importlib.import_module(COMMANDS[words[0]][0]), COMMANDS[words[0]][1])
+    for word in words[1:]:
+        command = command.commands[word]
+    takes = any("--json" in p.opts for p in command.params)
+    assert takes is (words not in NO_JSON), words
+
+
+def test_schema_takes_json_and_an_unknown_model_is_a_json_error_naming_the_models() -> None:
+    r = invoke("schema", "VM", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["title"] == "VM"
+    r = invoke("schema", "Nosuch", "--json")
+    err = json.loads(r.stdout or r.stderr)
+    assert r.returncode == 2 and err["code"] == "invalid_request" and "MemoryStats" in err["message"], err

@@ -98,7 +98,9 @@ def scenarios_cmd(as_json: bool) -> None:
     epilog="\b\nExamples:\n  hvballoon schema MemoryStats\n  hvballoon schema > hvballoon-schemas.json",
 )
 @click.argument("model", required=False)
-def schema_cmd(model: str | None) -> None:
+# every command takes --json: here the output is JSON either way, and so is an error with it
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the schemas are JSON either way).")
+def schema_cmd(model: str | None, as_json: bool) -> None:
     """Print the JSON Schema of every --json output (all, or MODEL: MemoryStats, FleetStats,
     WatchSweep, Decision, SimulationSummary, ErrorReport, …)."""
     from hvballoon.outputs import output_schemas
