@@ -44,6 +44,9 @@ class ParsedURI:
         return f"ParsedURI({self.redacted!r})"
 
 
+_PORT_RANGE = "the port must be a number from 1 to 65535"
+
+
 def parse_uri(uri: object) -> ParsedURI:
     """Parse and validate a connection URI; errors never echo a password.
 
@@ -70,7 +73,17 @@ def parse_uri(uri: object) -> ParsedURI:
     except ValueError as exc:
         # urllib quotes what it could not read as a port, which may be part of a password
         reason = str(exc) if "'" not in str(exc) else "the port is not a number"
+        if "out of range" in reason:
+            reason = _PORT_RANGE
         raise InvalidURIError(f"invalid URI {redact_uri(uri)!r}: {reason}") from None
+    if port == 0:
+        raise InvalidURIError(f"invalid URI {redact_uri(uri)!r}: {_PORT_RANGE}")
+    if parts.hostname and any(c.isspace() for c in parts.hostname):
+        # not a name a resolver would take: refused here, not tried as a (retryable) connection
+        raise InvalidURIError(
+            f"invalid URI {redact_uri(uri)!r}: the host {parts.hostname!r} holds a blank "
+            "(a host is a name or an address)"
+        )
     scheme = parts.scheme.lower()
     if not _SCHEME_RE.match(scheme):
         raise InvalidURIError(f"invalid URI scheme in {redact_uri(uri)!r}")

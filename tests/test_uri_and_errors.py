@@ -109,3 +109,26 @@ def test_docs_have_one_anchor_per_code() -> None:
     for code, cls in errors.error_codes().items():
         assert f"{{#{code}}}" in text, f"docs/errors.md lacks an anchor for {code}"
         assert f"`{cls.__name__}` — exit code {cls.exit_code}," in text
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("esxi://root@h:0", "the port must be a number from 1 to 65535"),
+        ("esxi://root@h:99999", "the port must be a number from 1 to 65535"),
+        ("hyperv://root@h:65536/?transport=ntlm", "the port must be a number from 1 to 65535"),
+        ("esxi://root@host name", "the host 'host name' holds a blank"),
+        ("vcenter://root@vc 01/?datacenter=DC", "the host 'vc 01' holds a blank"),
+    ],
+)
+def test_a_port_out_of_range_or_a_host_with_a_blank_is_an_invalid_uri_not_a_connection_failure(
+    uri: str, said: str
+) -> None:
+    # refused before connecting: a connection failure would be retryable, and retried in vain
+    with pytest.raises(InvalidURIError, match=said) as info:
+        hvballoon.connect(uri, password="x", timeout=1)
+    assert not info.value.retryable
+
+
+def test_the_ports_at_the_ends_of_the_range_are_taken() -> None:
+    assert parse_uri("esxi://root@h:1").port == 1 and parse_uri("esxi://root@h:65535").port == 65535
