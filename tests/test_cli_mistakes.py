@@ -232,3 +232,11 @@ def test_schema_takes_json_and_an_unknown_model_is_a_json_error_naming_the_model
     r = invoke("schema", "Nosuch", "--json")
     err = json.loads(r.stdout or r.stderr)
     assert r.returncode == 2 and err["code"] == "invalid_request" and "MemoryStats" in err["message"], err
+
+
+def test_a_vm_of_several_left_without_its_size_is_named() -> None:
+    r = invoke("set", "fake://nosuch-scenario", "web01=6GiB", "web02")  # refused before connecting
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "'web02' has no size: give VM=SIZE for each of several VMs" in r.stderr, r.stderr
+    r = invoke("set", "fake://seed", "web01=6GiB", "7GiB")  # a size: still the one-VM form
+    assert r.returncode == 7 and "did you mean 'web01'" in r.stderr

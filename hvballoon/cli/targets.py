@@ -119,6 +119,16 @@ def stats_cmd(
         sys.exit(err.exit_code)
 
 
+def _is_size(text: str) -> bool:
+    from hvballoon.units import parse_size
+
+    try:
+        parse_size(text)
+    except InvalidRequestError:
+        return False
+    return True
+
+
 def _set_pairs(args: tuple[str, ...]) -> list[tuple[str, str]] | None:
     """``VM=SIZE …`` as pairs (split at the last '=': names may hold one, sizes never do);
     ``None`` for the one-VM form ``VM SIZE``. Anything else is refused, naming both forms."""
@@ -131,18 +141,16 @@ def _set_pairs(args: tuple[str, ...]) -> list[tuple[str, str]] | None:
             pairs.append((vm, size))
         return pairs
     if len(args) == 2 and "=" not in args[1]:
+        if "=" in args[0] and _is_size(args[0].rpartition("=")[2]) and not _is_size(args[1]):
+            # web01=6GiB web02: a VM of several left without its size, not a VM named 'web01=6GiB'
+            raise InvalidRequestError(
+                f"{args[1]!r} has no size: give VM=SIZE for each of several VMs "
+                f"(e.g. hvballoon set URI {args[0]} {args[1]}=4GiB)"
+            )
         return None
     split = ""
-    if len(args) == 3 and "=" not in args[1] + args[2]:
-        from hvballoon.units import parse_size
-
-        try:
-            parse_size(args[1] + args[2])
-            split = (
-                f" (a size holding a space is quoted: '{args[1]} {args[2]}', or written {args[1]}{args[2]})"
-            )
-        except InvalidRequestError:
-            pass
+    if len(args) == 3 and "=" not in args[1] + args[2] and _is_size(args[1] + args[2]):
+        split = f" (a size holding a space is quoted: '{args[1]} {args[2]}', or written {args[1]}{args[2]})"
     raise InvalidRequestError(
         "give VM SIZE for one VM, or VM=SIZE for each of several VMs "
         f"(e.g. hvballoon set URI web01=6GiB web02=4GiB), got: {' '.join(args) or 'nothing'}{split}"
