@@ -240,3 +240,23 @@ def test_a_vm_of_several_left_without_its_size_is_named() -> None:
     assert "'web02' has no size: give VM=SIZE for each of several VMs" in r.stderr, r.stderr
     r = invoke("set", "fake://seed", "web01=6GiB", "7GiB")  # a size: still the one-VM form
     assert r.returncode == 7 and "did you mean 'web01'" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [
+        ("", "nothing (it is empty)"),
+        ("# a comment\n", "nothing (it is empty)"),
+        ("- a\n", "a list"),
+        ("x\n", "a string"),
+    ],
+)
+def test_a_scenario_file_that_is_no_mapping_says_what_it_holds(tmp_path: Path, text: str, held: str) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    r = invoke("stats", f"fake://{path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        f"invalid scenario {path}: it holds {held}; a scenario is a mapping with name, host and vms"
+        in r.stderr
+    )

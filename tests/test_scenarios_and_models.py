@@ -72,7 +72,7 @@ def test_builtins_all_load() -> None:
         ),
         ("name: [unclosed\n", "", "not valid YAML"),
         pytest.param("[" * 1000, "", "nested too deeply", id="nested-too-deeply"),
-        ("- just\n- a list\n", "", "valid dictionary"),
+        ("- just\n- a list\n", "", "it holds a list; a scenario is a mapping"),
     ],
 )
 def test_bad_scenarios_name_file_path_and_problem(

@@ -20,6 +20,7 @@ import copy
 import functools
 import threading
 import typing
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -324,11 +325,23 @@ def _models(hints: list[Any]) -> list[type[BaseModel]]:
     return out
 
 
+#: What a scenario file holds that is not a mapping, in the words of YAML and JSON.
+_KIND_OF: dict[type, str] = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
 def parse_scenario(data: Any, *, source: str = "<scenario>", typed: bool = False) -> Scenario:
     """Validate already-loaded scenario data, its VMs against its flavour's rules
     (:func:`check_flavor`); errors name ``source`` and the path. ``typed``: the data is a file
     a person wrote, where a size without a unit below 1 MiB (``used: 3``) is a unit left out,
     refused (in data a program builds, an integer is bytes, as everywhere in hvballoon)."""
+    if not isinstance(data, (Mapping, Scenario)):
+        held = (
+            "nothing (it is empty)" if data is None else f"a {_KIND_OF.get(type(data), type(data).__name__)}"
+        )
+        raise ScenarioError(
+            f"invalid scenario {source}: it holds {held}; a scenario is a mapping with name, host and vms",
+            details={"source": source},
+        )
     try:
         scenario = Scenario.model_validate(data, context=TYPED_SIZES if typed else None)
     except ValidationError as exc:
