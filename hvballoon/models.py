@@ -338,7 +338,12 @@ class ConfigUpdate(_Frozen):
         "reservation", "size", "ESXi memory reservation (`0` for none).", 1024**3, ge=0
     )
     limit_bytes: int | None = _option(
-        "limit", "size", "ESXi memory limit, or `unlimited` to remove it.", 8 * 1024**3, unlimited=True, gt=0
+        "limit",
+        "size",
+        "ESXi memory limit, or `unlimited` (also `-1`, as vSphere writes it) to remove it.",
+        8 * 1024**3,
+        unlimited=True,
+        gt=0,
     )
     unlimited_limit: bool = False
     shares: int | None = _option(
@@ -555,7 +560,11 @@ class ConfigOption:
         :class:`~hvballoon.errors.InvalidRequestError` naming the option when it is malformed."""
         kw = self.keyword
         if self.kind == "size":
-            if self.unlimited and isinstance(value, str) and value.strip().lower() in _UNLIMITED:
+            if self.unlimited and (
+                (isinstance(value, str) and value.strip().lower() in _UNLIMITED)
+                # -1 as vSphere (and community.vmware's mem_limit) writes it, a YAML integer too
+                or (type(value) is int and value == -1)
+            ):
                 return {"unlimited_limit": True}
             return {self.field: parse_size(value, what=kw, allow_zero=self.lowest == 0)}
         if self.kind == "bool":

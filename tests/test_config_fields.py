@@ -305,3 +305,16 @@ def test_the_cli_docs_table_is_generated_from_the_model() -> None:
     assert committed == GEN["render_cli_docs"](committed), REGENERATE
     for o in OPTIONS:
         assert f"| `{o.cli}` |" in committed
+
+
+def test_an_integer_minus_one_removes_the_limit_as_the_text_does_and_vsphere_writes_it() -> None:
+    # community.vmware's mem_limit: -1 in YAML is an integer, not the text "-1"
+    assert ConfigUpdate.from_keywords({"limit": -1}).fields() == {"limit_bytes": None}
+    with pytest.raises(InvalidSizeError, match="negative"):
+        ConfigUpdate.from_keywords({"limit": -2})
+    with pytest.raises(InvalidSizeError, match="negative"):
+        ConfigUpdate.from_keywords({"reservation": -1})  # only the limit has "no limit"
+    from tests.support.ansible import run_module
+
+    r = run_module("config", {"uri": "fake://seed?flavor=esxi", "vm": "web01", "limit": -1}, True)
+    assert not r.get("failed") and r["changes"][0]["after"] == {"limit_bytes": None}, r

@@ -77,7 +77,7 @@ options:
     type: raw
   limit:
     description:
-      - ESXi memory limit, or V(unlimited) to remove it.
+      - ESXi memory limit, or V(unlimited) (also V(-1), as vSphere writes it) to remove it.
       - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
         (SI, powers of 1000)."
     type: raw
