@@ -260,3 +260,12 @@ def test_a_scenario_file_that_is_no_mapping_says_what_it_holds(tmp_path: Path, t
         f"invalid scenario {path}: it holds {held}; a scenario is a mapping with name, host and vms"
         in r.stderr
     )
+
+
+def test_a_settings_key_named_as_its_option_or_misspelt_names_the_key_it_looks_like(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("host_memory: 128GiB\nvms: {web01: {flor: 4GiB}}\n")
+    r = invoke("autoballoon", "--check-settings", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "host_memory: Extra inputs are not permitted (did you mean 'host_memory_bytes'?)" in r.stderr
+    assert "vms.web01.flor: Extra inputs are not permitted (did you mean 'floor'?)" in r.stderr

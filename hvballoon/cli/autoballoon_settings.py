@@ -81,9 +81,13 @@ def validate_settings(data: dict[str, Any], where: str = "autoballoon settings")
     try:
         return ControllerSettings.model_validate(data)
     except ValidationError as exc:
+        from hvballoon._modelkeys import did_you_mean
+
         problems = "; ".join(
             (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
             + str(e["msg"]).removeprefix("Value error, ")
+            # host_memory (as the option --host-memory) is host_memory_bytes in the file
+            + (did_you_mean(ControllerSettings, tuple(e["loc"])) if e["type"] == "extra_forbidden" else "")
             for e in exc.errors()
         )
         raise InvalidRequestError(f"invalid {where}: {problems}", details={"problems": problems}) from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import functools
 import threading
-import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from hvballoon._modelkeys import did_you_mean
 from hvballoon.errors import HVBalloonError, ScenarioError
 from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
@@ -282,47 +282,9 @@ def _format_errors(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden" and e["loc"]:
-            msg += _did_you_mean(e["loc"])
+            msg += did_you_mean(Scenario, e["loc"])
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
-
-
-def _did_you_mean(loc: tuple[int | str, ...]) -> str:
-    """`` (did you mean 'used'?)`` for a misspelt key at ``loc``, when a key the scenario takes
-    there is close."""
-    import difflib
-
-    key = str(loc[-1])
-    known = sorted(k for k in _keys_at(loc[:-1]) if k != key)
-    close = difflib.get_close_matches(key.lower(), known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _keys_at(path: tuple[int | str, ...]) -> set[str]:
-    """The keys the scenario's model at ``path`` takes (its fields' names and aliases)."""
-    hints: list[Any] = [Scenario]
-    for part in path:
-        models = _models(hints)
-        if isinstance(part, str) and any(part in m.model_fields for m in models):
-            hints = [m.model_fields[part].annotation for m in models if part in m.model_fields]
-        elif not isinstance(part, str) or not models:
-            hints = [a for h in hints for a in typing.get_args(h)]  # an item of a list or a mapping
-    keys: set[str] = set()
-    for model in _models(hints):
-        for name, field in model.model_fields.items():
-            keys.update(k for k in (name, field.alias) if k)
-    return keys
-
-
-def _models(hints: list[Any]) -> list[type[BaseModel]]:
-    """The models among ``hints`` (``VMSpec | None`` holds one)."""
-    out: list[type[BaseModel]] = []
-    for hint in hints:
-        if isinstance(hint, type) and issubclass(hint, BaseModel):
-            out.append(hint)
-        else:
-            out.extend(m for m in _models(list(typing.get_args(hint))) if m not in out)
-    return out
 
 
 #: What a scenario file holds that is not a mapping, in the words of YAML and JSON.
