@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import hvballoon
-from hvballoon import HVBalloonError, Mechanism, MemoryStats, PowerState, format_size, parse_size
+from hvballoon import HVBalloonError, Mechanism, MemoryStats, PowerState, format_size
+from hvballoon.units import parse_typed_target
 
 
 def plan(
@@ -79,7 +80,13 @@ def main(
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
     try:
-        headroom, min_step = parse_size(args.headroom), parse_size(args.min_step)
+        # a number without a unit is bytes: "--headroom 2" (2 bytes) is refused as a unit left out
+        headroom, min_step = (
+            parse_typed_target(
+                getattr(args, opt), what=f"--{opt.replace('_', '-')}", allow_zero=True, noun="size"
+            )
+            for opt in ("headroom", "min_step")
+        )
     except HVBalloonError as exc:
         parser.error(str(exc))  # exits 2
     try:

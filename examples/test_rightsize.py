@@ -95,4 +95,11 @@ def test_a_host_that_does_not_answer_is_one_line_and_the_errors_exit_code(  # ty
 def test_a_malformed_size_is_refused_before_connecting(capsys) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SystemExit) as exc:
         rightsize.main([URI, "--headroom", "lots"])
-    assert exc.value.code == 2 and "invalid size 'lots'" in capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid --headroom 'lots'" in capsys.readouterr().err
+
+
+def test_a_size_without_a_unit_too_small_to_be_memory_is_refused(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        rightsize.main([URI, "--headroom", "2"])  # 2 bytes: the unit left out
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid --headroom '2': a number without a unit is bytes" in err
