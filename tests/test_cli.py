@@ -142,7 +142,7 @@ def test_config_change() -> None:
 def test_an_unlimited_limit_reads_unlimited_on_both_sides_of_the_change() -> None:
     r = run("config", "fake://esxi-limits", "web02", "--limit", "unlimited", "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["web02: unchanged (limit)", "  limit: unlimited -> unlimited"]
+    assert r.stdout.splitlines() == ["web02: unchanged (limit)", "  limit: unlimited (unchanged)"]
     r = run("config", "fake://esxi-limits", "web01", "--limit", "unlimited", "--dry-run")
     assert r.stdout.splitlines() == ["web01: would change (limit)", "  limit: 6 GiB -> unlimited"]
 
@@ -489,3 +489,13 @@ def test_config_shows_several_vms() -> None:
     assert [c["vm"]["name"] for c in json.loads(r.stdout)] == ["web01", "db01"]
     r = run("config", "fake://seed?flavor=esxi", "web01", "db01")
     assert r.stdout.startswith("web01 (limit)\n") and "\ndb01 (limit)\n" in r.stdout
+
+
+def test_a_field_asked_for_that_already_holds_its_value_reads_unchanged_not_moved() -> None:
+    r = run("config", "fake://seed?flavor=hyperv", "web01", "--buffer-percent", "20", "--priority", "80")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "web01: changed (dynamic_memory)",
+        "  buffer_percent: 20 (unchanged)",
+        "  priority: 50 -> 80",
+    ]

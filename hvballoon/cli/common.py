@@ -222,6 +222,10 @@ def change_lines(change: Any) -> list[str]:
         # None is the field's "no bound" (an unlimited ESXi limit) on either side of the change
         after = change.after[key]
         shown = ["unlimited" if v is None else fmt(v) for v in (change.before.get(key), after)]
+        if key in change.before and change.before[key] == after:
+            # asked for, already so: not shown as a move from a value to itself
+            out.append(f"  {key.removesuffix('_bytes')}: {shown[1]} (unchanged)")
+            continue
         before = shown[0] if key in change.before else "-"
         out.append(f"  {key.removesuffix('_bytes')}: {before} -> {shown[1]}")
     out.extend(f"  warning: {w}" for w in change.warnings)
