@@ -660,6 +660,21 @@ class Capabilities(_Frozen):
         description="Why nothing of this VM can change (an ESXi template), and what to do about it: "
         "every refusal of a change to it says so.",
     )
+    withheld: NameSet = Field(
+        default=frozenset(),
+        description="What the VM's kind can change but this VM cannot, for want of what it needs (a KVM "
+        "domain without a balloon device: no live target, no stats period, no balloon settings): "
+        "already left out of set_live / set_offline, refused with withheld_rule.",
+    )
+    withheld_rule: str | None = Field(
+        default=None,
+        description="The rule id (err.details['rule']) of a refusal of a withheld name.",
+    )
+    withheld_reason: str | None = Field(
+        default=None,
+        description="Why the withheld names cannot change on this VM, and what to do about it: a "
+        "refusal of one says so.",
+    )
 
     def can_set(self, name: str, *, running: bool) -> bool:
         """Whether ``name`` ("target" or a config field) can be set in this power state."""

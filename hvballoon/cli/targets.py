@@ -312,3 +312,5 @@ def capabilities_cmd(uri: str, vm: str | None, as_json: bool, **kw: Any) -> None
         click.echo(f"note: {note}")
     if caps.frozen_reason:
         click.echo(f"nothing can change: {caps.frozen_reason}")
+    if caps.withheld_reason:
+        click.echo(f"not on this VM ({', '.join(sorted(caps.withheld))}): {caps.withheld_reason}")

@@ -87,6 +87,17 @@ def check_settable(
         if caps.can_set(name, running=not off):
             continue
         what = "set a target" if name == "target" else f"change {name}"
+        if name in caps.withheld:
+            # the kind could, this VM cannot (whatever its power state): say why, by the kind's rule
+            raise UnsupportedOperationError(
+                f"cannot {what} of {vm.name!r}: {caps.withheld_reason or 'this VM lacks what it needs'}",
+                vm=vm.name,
+                details={
+                    "rule": caps.withheld_rule or "not_supported",
+                    "field": name,
+                    "reason": caps.withheld_reason,
+                },
+            )
         if name in caps.set_offline:
             rule = (offline_rules or {}).get(name, "only_when_off")
             raise InvalidStateError(
@@ -201,6 +212,19 @@ class Kind:
             marks=self.marks if marks is None else marks and self.marks,
             notes=(*v.notes, *notes),
         )
+
+    def vm_capabilities(self, config: MemoryConfig, *, backend: str, **options: Any) -> Capabilities:
+        """The capabilities of one VM with this configuration: its variant's
+        (:meth:`capabilities`, ``options`` passed on), less what :meth:`withhold` keeps from it.
+        The real backends and the fake's flavours answer ``vm_capabilities`` with it."""
+        caps = self.capabilities(backend=backend, variant=self.variant_of(config).name, **options)
+        return self.withhold(caps, config)
+
+    def withhold(self, caps: Capabilities, config: MemoryConfig) -> Capabilities:
+        """``caps`` less what a VM with this configuration cannot change although its variant
+        can (:attr:`Capabilities.withheld`), with the rule and reason of a refusal. Default:
+        nothing withheld."""
+        return caps
 
     def run_of(self, vm: VM) -> str | None:
         """The run of ``vm`` a target set now lasts for (see :attr:`run_key`): ``None`` where a
@@ -358,7 +382,7 @@ class Kind:
         self._check_request(vm, update, current)
         after = self._derive(vm, update, current)
         variant = self.variant_of(after.applied_to(current))
-        caps = self.capabilities(backend=vm.backend, variant=variant.name)
+        caps = self.withhold(self.capabilities(backend=vm.backend, variant=variant.name), current)
         also_live = self.live_fields(vm, current)
         if also_live:
             caps = caps.model_copy(update={"set_live": caps.set_live | also_live})

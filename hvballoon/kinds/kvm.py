@@ -37,7 +37,7 @@ from pydantic import Field
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError, UnsupportedOperationError
 from hvballoon.kinds._base import Kind, Rule, Variant, is_off
-from hvballoon.models import MAX_INT32, VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
+from hvballoon.models import MAX_INT32, VM, Capabilities, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.units import KiB, format_sizes
 
 __all__ = [
@@ -83,6 +83,10 @@ NO_BALLOON_DEVICE_NOTE = (
     "set <memballoon model='virtio'><stats period='10'/></memballoon>, then shut it down and start it again "
     "(a balloon device is not hot-plugged); its guest needs the virtio-balloon driver"
 )
+
+
+#: Settings of the balloon device itself: a domain without one has none of them.
+_BALLOON_SETTINGS = frozenset({"stats_period_seconds", "deflate_on_oom", "free_page_reporting"})
 
 
 def has_balloon_device(config: MemoryConfig) -> bool:
@@ -278,6 +282,32 @@ class KVMKind(Kind):
             return None
         return max(maximum - virtio_mem_bytes(config), 0)
 
+    def withhold(self, caps: Capabilities, config: MemoryConfig) -> Capabilities:
+        """Without a balloon device a domain takes no live target and has no stats period,
+        deflate-on-OOM or free page reporting, in any power state (the ``no_balloon_device``
+        rule, :data:`NO_BALLOON_DEVICE_NOTE`); its definition's target (``<currentMemory>``) and
+        maximum still change with it off.
+
+        >>> from hvballoon.models import VM, Mechanism, MemoryConfig
+        >>> cfg = MemoryConfig(vm=VM(id="u", name="g", backend="kvm"), mechanism=Mechanism.BALLOON,
+        ...                    extra={"balloon_model": "none"})
+        >>> caps = KVM.vm_capabilities(cfg, backend="kvm")
+        >>> caps.can_set("target", running=True), caps.can_set("target", running=False), caps.withheld_rule
+        (False, True, 'no_balloon_device')
+        """
+        if has_balloon_device(config):
+            return caps
+        withheld = (caps.set_live & {"target"}) | ((caps.set_live | caps.set_offline) & _BALLOON_SETTINGS)
+        return caps.model_copy(
+            update={
+                "set_live": caps.set_live - withheld,
+                "set_offline": caps.set_offline - _BALLOON_SETTINGS,
+                "withheld": withheld,
+                "withheld_rule": "no_balloon_device",
+                "withheld_reason": NO_BALLOON_DEVICE_NOTE,
+            }
+        )
+
     def no_figures_reason(self, config: MemoryConfig) -> str | None:
         """A domain without a balloon device (:data:`NO_BALLOON_DEVICE_NOTE`)."""
         return None if has_balloon_device(config) else NO_BALLOON_DEVICE_NOTE
@@ -340,7 +370,7 @@ class KVMKind(Kind):
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB")
-        needs_device = {"stats_period_seconds", "deflate_on_oom", "free_page_reporting"} & set(plan.changed())
+        needs_device = _BALLOON_SETTINGS & set(plan.changed())
         if needs_device and not has_balloon_device(current):
             field = sorted(needs_device)[0]
             self.refuse(

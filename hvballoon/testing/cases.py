@@ -144,12 +144,13 @@ MARK_CASE_KEY = "hvballoon.conformance.case"
 
 _KVM = [
     Case("kvm", "maximum-live", Need("running"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_only_when_off"),
-    Case("kvm", "deflate-live", Need("running"), lambda c, s, f: Call("config", {"deflate_on_oom": not c.deflate_on_oom}), "deflate_on_oom_only_when_off"),
-    Case("kvm", "free-page-reporting-live", Need("running"), lambda c, s, f: Call("config", {"free_page_reporting": not c.free_page_reporting}), "free_page_reporting_only_when_off"),
+    Case("kvm", "deflate-live", Need("running", balloon=True), lambda c, s, f: Call("config", {"deflate_on_oom": not c.deflate_on_oom}), "deflate_on_oom_only_when_off"),
+    Case("kvm", "free-page-reporting-live", Need("running", balloon=True), lambda c, s, f: Call("config", {"free_page_reporting": not c.free_page_reporting}), "free_page_reporting_only_when_off"),
     Case("kvm", "maximum-numa", Need("off", numa=True), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_fixed_by_numa"),
     Case("kvm", "maximum-above-hotplug", Need("off", hotplug=True), lambda c, s, f: Call("config", {"maximum": _mb(c.extra.get(HOTPLUG_MAXIMUM)) + GiB}), "maximum_above_hotplug_maximum"),
     Case("kvm", "maximum-byte", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB + 512}), "whole_KiB"),
     Case("kvm", "target-no-device", Need("running", balloon=False), lambda c, s, f: Call("target", {"size": _mb(s.configured_bytes), "force": True}), "no_balloon_device"),
+    Case("kvm", "deflate-no-device", Need("running", balloon=False), lambda c, s, f: Call("config", {"deflate_on_oom": True}), "no_balloon_device"),
     Case("kvm", "period-no-device", Need("running", balloon=False), lambda c, s, f: Call("config", {"stats_period": (c.stats_period_seconds or 0) + 7}), "no_balloon_device"),
     Case("kvm", "buffer", Need("running"), _config(buffer_percent=20), "not_supported"),
     Case("kvm", "period-live", Need("running", balloon=True), lambda c, s, f: Call("config", {"stats_period": (c.stats_period_seconds or 0) + 3})),

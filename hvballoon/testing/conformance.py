@@ -568,6 +568,41 @@ class KindRuleTests(_Base):
                 settings = (cfg.stats_period_seconds, cfg.deflate_on_oom, cfg.free_page_reporting)
                 assert settings == (None, None, None), f"{vm.name}: {settings}"
 
+    def test_a_domain_without_a_balloon_device_takes_no_live_target(self, hv: Hypervisor) -> None:
+        """KVM: the capabilities of a running domain with ``<memballoon model='none'/>`` say what
+        it can do — no live target, no stats period — and why, as its refusals do (other
+        kinds have no balloon device to speak of)."""
+        if self.kind_name != "kvm":
+            return
+        found = 0
+        for vm in self.running_vms(hv):
+            if hv.get_config(vm).extra.get("balloon_model") != "none":
+                continue
+            caps = hv.vm_capabilities(vm)
+            assert not caps.can_set("target", running=True), f"{vm.name}: {sorted(caps.set_live)}"
+            assert not caps.can_set("stats_period_seconds", running=True), vm.name
+            assert {"target", "stats_period_seconds"} <= caps.withheld, vm.name
+            assert caps.withheld_rule == "no_balloon_device" and caps.withheld_reason, vm.name
+            found += 1
+        if self.rule_needs is None or "running/no-balloon" in self.rule_needs:
+            assert found, "no running domain without a balloon device"
+
+    def test_each_vm_has_what_its_kind_gives_its_configuration(self, hv: Hypervisor) -> None:
+        """``vm_capabilities`` of every VM is its kind's answer for the VM's configuration (its
+        variant, less what the kind withholds from it), on the fake and on the real peers."""
+        kind = hv.backend.kind
+        assert kind is not None
+        compared = {
+            "mechanism", "set_live", "set_offline", "alignment_bytes", "target_observable",
+            "withheld", "withheld_rule", "withheld_reason",
+        }  # fmt: skip
+        for vm in hv.list_vms():
+            got = hv.vm_capabilities(vm)
+            if got.frozen_reason is not None:
+                continue  # nothing of it changes (an ESXi template): the backend's own answer
+            want = kind.vm_capabilities(hv.get_config(vm), backend=hv.backend_name)
+            assert got.model_dump(include=compared) == want.model_dump(include=compared), vm.name
+
     def test_restating_an_offline_only_field_changes_nothing(self, hv: Hypervisor) -> None:
         """A field that changes only with the VM off, asked at the value it has, is a no-op in any
         power state (an idempotent request on a running VM is not refused)."""

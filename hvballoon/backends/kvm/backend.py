@@ -100,6 +100,7 @@ class _Seen:
     dom_id: int
     period: int | None
     armed_after: int | None = None  # last_update when the period was switched on
+    balloon_model: str | None = None  # the run's <memballoon model>, "none" without one
 
 
 class KVMBackend(Backend):
@@ -166,6 +167,25 @@ class KVMBackend(Backend):
     @property
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
+
+    def vm_capabilities(self, vm: VM) -> Capabilities:
+        """The kind's, less what a domain without a balloon device cannot change (the kind's
+        ``withhold``): its device is known from the run's first sighting while it runs (a balloon
+        device is not hot-plugged), else read from its definition."""
+        with self._seen_lock:
+            seen = self._seen.get(vm.id)
+        if (
+            seen is not None
+            and seen.balloon_model is not None
+            and vm.power_state in (PowerState.RUNNING, PowerState.PAUSED)
+            and seen.dom_id == vm.extra.get("libvirt_id")
+        ):
+            config = MemoryConfig(
+                vm=vm, mechanism=CAPABILITIES.mechanism, extra={"balloon_model": seen.balloon_model}
+            )
+        else:
+            config = self.get_config(vm)
+        return KVM.withhold(CAPABILITIES, config)
 
     @property
     def native(self) -> Any:
@@ -330,7 +350,10 @@ class KVMBackend(Backend):
                     raise
                 dom_id = vm.extra.get("libvirt_id")
                 found[vm.id] = _Seen(
-                    dom_id=int(dom_id) if dom_id is not None else -1, period=period, armed_after=armed_after
+                    dom_id=int(dom_id) if dom_id is not None else -1,
+                    period=period,
+                    armed_after=armed_after,
+                    balloon_model=xml.balloon_model or "none",
                 )
             return found
 

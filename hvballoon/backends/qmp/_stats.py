@@ -53,6 +53,7 @@ from hvballoon.virtio_balloon import Freshness, GuestReport, guest_figures
 from ._errors import BACKEND
 
 __all__ = [
+    "balloon_model",
     "NIL_UUID",
     "Reading",
     "checked_answer",
@@ -277,6 +278,11 @@ def stats_from_reading(
     )
 
 
+def balloon_model(reading: Reading) -> str:
+    """The KVM kind's name for the VM's balloon device ("none": no balloon; hvballoon.kinds.kvm)."""
+    return (reading.balloon_type or "virtio-balloon") if reading.has_balloon else "none"
+
+
 def config_from_reading(vm: VM, reading: Reading) -> MemoryConfig:
     """The :class:`MemoryConfig`: QEMU's ``-m`` size, the hot-plugged memory, the balloon's settings."""
     return MemoryConfig(
@@ -288,8 +294,7 @@ def config_from_reading(vm: VM, reading: Reading) -> MemoryConfig:
         stats_period_seconds=reading.period if reading.has_balloon else None,
         extra={
             "balloon": reading.has_balloon,
-            # the KVM kind's name for the device ("none": no balloon; hvballoon.kinds.kvm)
-            "balloon_model": (reading.balloon_type or "virtio-balloon") if reading.has_balloon else "none",
+            "balloon_model": balloon_model(reading),
             "balloon_qom_path": reading.balloon_path,
             "plugged_memory_bytes": reading.plugged_memory,
             "socket": reading.path,

@@ -69,6 +69,7 @@ from ._monitor import Conversation, EventLoop, Monitor
 from ._options import QMPOptions
 from ._stats import (
     Reading,
+    balloon_model,
     checked_answer,
     config_from_reading,
     local_host_figures,
@@ -127,6 +128,7 @@ class _Seen:
     run: _Run
     armed_after: int | None = None  # the report time QEMU held when we switched the period on
     target_bytes: int | None = None  # the last target sent to this run
+    balloon_model: str | None = None  # the run's balloon device as last read ("none": without)
 
 
 def _socket_path(opts: ConnectOptions) -> str:
@@ -451,6 +453,7 @@ class QMPBackend(Backend):
                 seen.armed_after = last if isinstance(last, int) else 0
                 reading = replace(reading, period=armed)
             self._seen[reading.vm_id] = seen
+        seen.balloon_model = balloon_model(reading)
         return reading, seen
 
     async def _set_period(self, mon: Monitor, balloon_path: str, seconds: int, label: str) -> None:
@@ -523,6 +526,18 @@ class QMPBackend(Backend):
             figures={self._host: local_host_figures()},
             collected_at=datetime.now(timezone.utc),
         )
+
+    def vm_capabilities(self, vm: VM) -> Capabilities:
+        """The kind's, less what a QEMU without a balloon device cannot change (the kind's
+        ``withhold``): known from the last read of the VM's run, else read now."""
+        seen = self._seen.get(vm.id)
+        if seen is not None and seen.balloon_model is not None:
+            config = MemoryConfig(
+                vm=vm, mechanism=CAPABILITIES.mechanism, extra={"balloon_model": seen.balloon_model}
+            )
+        else:
+            config = self.get_config(vm)
+        return KVM.withhold(CAPABILITIES, config)
 
     def get_config(self, vm: VM) -> MemoryConfig:
         async def body(mon: Monitor) -> Reading:
