@@ -157,18 +157,55 @@ _STATS_SIZES: tuple[tuple[str, str], ...] = (
 )
 
 #: The columns of a stats table (see :func:`stats_row`).
-STATS_COLUMNS: list[str] = ["vm", "power", *(c for c, _ in _STATS_SIZES), "pressure", "stats"]
+STATS_COLUMNS: list[str] = ["vm", "power", *(c for c, _ in _STATS_SIZES), "pressure", "stats", "note"]
+
+#: ``MemoryStats.extra`` key ``stats`` adds to a VM whose balloon gives its host nothing back
+#: (the kind's ``frees_nothing_reason`` of its configuration: a KVM domain with VFIO devices).
+FREES_NOTHING = "frees_nothing_note"
 
 
-def stats_row(s: Any) -> list[str]:
-    """One VM's :class:`~hvballoon.MemoryStats` as the cells of :data:`STATS_COLUMNS`."""
+def with_frees_nothing_notes(stats: list[Any], configs: list[Any], kind: Any) -> list[Any]:
+    """``stats`` with the kind's note (:data:`FREES_NOTHING`) in the ``extra`` of each VM whose
+    configuration says a lower target frees nothing on the host; the others unchanged."""
+    notes = {c.vm.id: kind.frees_nothing_reason(c) for c in configs} if kind is not None else {}
+    return [
+        s.model_copy(update={"extra": {**s.extra, FREES_NOTHING: notes[s.vm.id]}})
+        if notes.get(s.vm.id)
+        else s
+        for s in stats
+    ]
+
+
+def _note_marks(stats: list[Any]) -> dict[str, str]:
+    """Each distinct :data:`FREES_NOTHING` note of ``stats``, by its footnote mark (``*``, ``**`` …)."""
+    notes: dict[str, str] = {}
+    for s in stats:
+        note = s.extra.get(FREES_NOTHING)
+        if isinstance(note, str) and note not in notes:
+            notes[note] = "*" * (len(notes) + 1)
+    return notes
+
+
+def stats_row(s: Any, marks: dict[str, str] | None = None) -> list[str]:
+    """One VM's :class:`~hvballoon.MemoryStats` as the cells of :data:`STATS_COLUMNS` (``marks``:
+    the footnote mark of each note, :func:`stats_footnotes`)."""
+    note = s.extra.get(FREES_NOTHING)
     return [
         s.vm.name,
         s.vm.power_state.value,
         *(format_size(getattr(s, f)) for _, f in _STATS_SIZES),
         _pct(s.pressure_ratio),
         "stale" if s.stale else "fresh",
+        f"frees nothing{(marks or {}).get(note, '')}" if isinstance(note, str) else "-",
     ]
+
+
+def stats_table(stats: list[Any], title: str | None = None) -> tuple[Any, list[str]]:
+    """The stats table, and its footnotes: the note of each VM whose balloon frees nothing."""
+    marks = _note_marks(stats)
+    rows = [stats_row(s, marks) for s in stats]
+    footnotes = [f"{mark} frees nothing: {printable(note)}" for note, mark in marks.items()]
+    return table(STATS_COLUMNS, rows, title=title), footnotes
 
 
 #: The size columns of a host table: the host's figures, then the sums over its running VMs

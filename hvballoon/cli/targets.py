@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from hvballoon.cli.common import (
-    STATS_COLUMNS,
     NegativeValuesCommand,
     change_lines,
     connection,
@@ -24,10 +23,11 @@ from hvballoon.cli.common import (
     interrupted,
     json_option,
     session,
-    stats_row,
+    stats_table,
     table,
+    with_frees_nothing_notes,
 )
-from hvballoon.errors import InvalidRequestError, VMNotFoundError
+from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["capabilities_cmd", "set_cmd", "stats_cmd", "vms_cmd"]
@@ -95,10 +95,14 @@ def stats_cmd(
             stats = hv.get_stats(found) if found else []
         else:
             stats = hv.get_stats()
+        stats = _noted(hv, stats)
     if as_json:
         echo_json([s.model_dump(mode="json") for s in stats])
     else:
-        console().print(table(STATS_COLUMNS, [stats_row(s) for s in stats], title=hv.uri))
+        shown, footnotes = stats_table(stats, title=hv.uri)
+        console().print(shown)
+        for line in footnotes:
+            click.echo(line)
     if missing:
         # what exists was reported; what is missing is named, on stderr, with exit code 7
         close = {m: hv.close_matches(m) for m in missing}
@@ -127,6 +131,24 @@ def _is_size(text: str) -> bool:
     except InvalidRequestError:
         return False
     return True
+
+
+def _noted(hv: Any, stats: list[Any]) -> list[Any]:
+    """``stats`` with the note of each VM whose balloon gives its host nothing back (a KVM
+    domain with VFIO devices: the kind's rule on its configuration, one bulk read of them).
+    A kind without such a rule is not asked; a failed read leaves the stats as they are, said
+    on stderr."""
+    from hvballoon.kinds import Kind
+
+    kind = hv.backend.kind
+    if kind is None or type(kind).frees_nothing_reason is Kind.frees_nothing_reason or not stats:
+        return stats
+    try:
+        configs = hv.get_configs([s.vm for s in stats])
+    except HVBalloonError as exc:
+        click.echo(f"warning: the configurations could not be read: {exc.describe('cli')}", err=True)
+        return stats
+    return with_frees_nothing_notes(stats, configs, kind)
 
 
 def _set_pairs(args: tuple[str, ...]) -> list[tuple[str, str]] | None:

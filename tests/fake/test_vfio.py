@@ -6,22 +6,28 @@ controller holds such a VM as it does on libvirt's test driver."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import hvballoon
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
 from hvballoon.policy import Controller, ControllerSettings
+from tests.support.cli import stats_frees_nothing
 from tests.support.policies import Fixed
 
 GiB = 2**30
 
 
+_VMS: list[dict[str, Any]] = [
+    {"name": "gpu01", "memory": "8GiB", "used": "2GiB", "vfio_devices": 1},
+    {"name": "web01", "memory": "8GiB", "used": "2GiB"},
+]
+
+
 def _world(physical: str = "32GiB", swap: str = "8GiB") -> World:
-    vms: list[dict[str, Any]] = [
-        {"name": "gpu01", "memory": "8GiB", "used": "2GiB", "vfio_devices": 1},
-        {"name": "web01", "memory": "8GiB", "used": "2GiB"},
-    ]
+    vms = [dict(v) for v in _VMS]
     host = {"physical": physical, "overhead": "1GiB", "swap": swap}
     return World(parse_scenario({"name": "vfio", "flavor": "kvm", "host": host, "vms": vms}), strict=True)
 
@@ -64,3 +70,15 @@ def test_the_controller_holds_a_pinned_domain_as_on_libvirt() -> None:
         d = {x.vm: x for x in Controller(hv, Fixed(2 * GiB), settings).step()}
     assert d["gpu01"].action == "hold" and d["gpu01"].rule == "controller.balloon_frees_nothing"
     assert d["web01"].action == "lower"
+
+
+def test_hvballoon_stats_marks_a_pinned_domain(tmp_path: Path) -> None:
+    """A user reading ``hvballoon stats`` sees which balloon frees nothing (a marked cell and a
+    footnote saying why; ``extra["frees_nothing_note"]`` in ``--json``), as on libvirt."""
+    path = tmp_path / "vfio.yaml"
+    host = {"physical": "32GiB", "overhead": "1GiB", "swap": "8GiB"}
+    path.write_text(json.dumps({"name": "vfio", "flavor": "kvm", "host": host, "vms": _VMS}))
+    rows, footnotes, notes = stats_frees_nothing(f"fake://{path}")
+    assert "frees nothing*" in rows["gpu01"] and "frees nothing" not in rows["web01"]
+    assert len(footnotes) == 1 and footnotes[0].startswith("* frees nothing:") and "VFIO" in footnotes[0]
+    assert notes["web01"] is None and notes["gpu01"] is not None and "VFIO" in notes["gpu01"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXE", "Result", "Running", "hvballoon_cmd", "invoke", "run", "serving"]
+__all__ = ["EXE", "Result", "Running", "hvballoon_cmd", "invoke", "run", "serving", "stats_frees_nothing"]
 
 #: The installed console script (None when hvballoon is not installed, only importable).
 EXE = shutil.which("hvballoon")
@@ -181,3 +181,23 @@ def serving(tmp_path: Path, running: Callable[..., Running], *extra: str) -> tup
         "--journal", str(tmp_path / "j.db"), "--json", *extra,
     )  # fmt: skip
     return settings, ctl
+
+
+def stats_frees_nothing(uri: str) -> tuple[dict[str, str], list[str], dict[str, str | None]]:
+    """``hvballoon stats URI``, as a user reads it: each VM's table row (its cells joined),
+    the lines after the table (its footnotes), and each VM's ``frees_nothing_note`` in
+    ``--json`` (``None``: none)."""
+    shown = invoke("stats", uri)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    rows: dict[str, str] = {}
+    after: list[str] = []
+    for line in shown.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│┃").split("│")]
+        if len(cells) > 1 and cells[0] and cells[0] not in ("vm",):
+            rows[cells[0]] = " | ".join(cells)
+        elif rows and line.strip() and not line.startswith(("└", "├", "┏", "┡", "┃")):
+            after.append(line.strip())
+    listed = invoke("stats", uri, "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    notes = {r["vm"]["name"]: r["extra"].get("frees_nothing_note") for r in json.loads(listed.stdout)}
+    return rows, after, notes

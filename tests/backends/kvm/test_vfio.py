@@ -10,7 +10,7 @@ import pytest
 import hvballoon
 from hvballoon.backends.kvm._domain import parse_domain_xml
 from hvballoon.policy import Controller, ControllerSettings
-from tests.support.cli import invoke
+from tests.support.cli import invoke, stats_frees_nothing
 from tests.support.libvirt_xml import domain_xml, write_node_xml
 from tests.support.policies import Fixed
 
@@ -127,3 +127,14 @@ def test_hvballoon_config_says_its_balloon_frees_nothing_and_set_target_still_wo
         hv.set_target("gpu01", 3 * GiB)
         (st,) = hv.get_stats(["gpu01"])
     assert st.target_bytes == 3 * GiB
+
+
+def test_hvballoon_stats_marks_a_domain_whose_balloon_frees_nothing(tmp_path: Path) -> None:
+    """``hvballoon stats`` marks the domains with VFIO devices (a cell and a footnote; in
+    ``--json`` their ``extra["frees_nothing_note"]``), as on the fake."""
+    rows, footnotes, notes = stats_frees_nothing(_host(tmp_path))
+    for name in ("gpu01", "nic01"):
+        assert "frees nothing*" in rows[name], rows
+        assert notes[name] is not None and "VFIO" in notes[name]
+    assert "frees nothing" not in rows["web01"] and notes["web01"] is None
+    assert len(footnotes) == 1 and footnotes[0].startswith("* frees nothing:") and "VFIO" in footnotes[0]
