@@ -74,6 +74,9 @@ class FakeQemu:
     guest_cache: int = 256 * MiB
     guest_alive: bool = True  # False: the guest stopped reporting (hung, or its driver unloaded)
     balloon_stuck: bool = False  # True: the guest's driver never answers: QEMU takes a target, actual stays
+    # QOM types of devices in the device trees besides the balloon, as QEMU lists them
+    # ("hostdev0" named, "device[N]" anonymous): e.g. a GPU passed through, "vfio-pci"
+    devices: dict[str, str] = field(default_factory=dict)
     # scripted faults
     hang_up: dict[str, int] = field(default_factory=dict)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -357,6 +360,9 @@ class QmpServer:
             out.append({"name": vm.balloon_path.rsplit("/", 1)[1], "type": f"child<{kind}>"})
         if tree == "/machine/peripheral-anon":
             out.append({"name": "device[7]", "type": "child<virtio-serial-pci>"})
+        for name, type_ in vm.devices.items():
+            if (tree == "/machine/peripheral-anon") is name.startswith("device["):
+                out.append({"name": name, "type": f"child<{type_}>"})
         return out
 
     def _cmd_qom_list(self, args: dict[str, Any]) -> Any:

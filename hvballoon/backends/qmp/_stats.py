@@ -47,6 +47,7 @@ from pathlib import PurePath
 from typing import Any
 
 from hvballoon.errors import BackendError
+from hvballoon.kinds.kvm import VFIO_DEVICES
 from hvballoon.models import VM, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.virtio_balloon import Freshness, GuestReport, guest_figures
 
@@ -170,6 +171,8 @@ class Reading:
     guest_stats: Mapping[str, Any] | None = None
     rss_bytes: int | None = None
     deflate_on_oom: bool | None = None
+    #: devices assigned through VFIO-PCI in QEMU's device trees (None: not listed by this read)
+    vfio_devices: int | None = None
 
     @property
     def vm_id(self) -> str:
@@ -295,6 +298,8 @@ def config_from_reading(vm: VM, reading: Reading) -> MemoryConfig:
         extra={
             "balloon": reading.has_balloon,
             "balloon_model": balloon_model(reading),
+            # the KVM kind's count: its balloon frees nothing on the host while one is attached
+            VFIO_DEVICES: reading.vfio_devices,
             "balloon_qom_path": reading.balloon_path,
             "plugged_memory_bytes": reading.plugged_memory,
             "socket": reading.path,

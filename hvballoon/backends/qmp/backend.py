@@ -382,8 +382,10 @@ class QMPBackend(Backend):
             status=self._value(status, "query-status", Path(mon.path).stem).get("status"),
         )
 
-    async def _read(self, mon: Monitor, *, arm: bool = True) -> tuple[Reading, _Seen]:
-        """Everything the stats need, in one round trip once the run's balloon path is known."""
+    async def _read(self, mon: Monitor, *, arm: bool = True, devices: bool = False) -> tuple[Reading, _Seen]:
+        """Everything the stats need, in one round trip once the run's balloon path is known;
+        ``devices``: list QEMU's device trees in it all the same (the VFIO devices, which come
+        and go with hot-plug, for a configuration)."""
         label = Path(mon.path).stem
         run = self._run_of(mon)
         known = run in self._balloons
@@ -394,11 +396,15 @@ class QMPBackend(Backend):
             ("query-memory-size-summary", None),
             ("query-balloon", None),
         ]
-        if not known:
+        listed = not known or devices
+        if listed:
             commands += [("qom-list", {"path": tree}) for tree in _DEVICE_TREES]
-        elif balloon_path is not None:
+        if known and balloon_path is not None:
             commands += _guest_queries(balloon_path)
         (name, uuid), answers = await self._ask(mon, run, commands)
+        listings = answers[3 : 3 + len(_DEVICE_TREES)] if listed else []
+        if listed:
+            answers = answers[:3] + answers[3 + len(_DEVICE_TREES) :]
         status = self._value(answers[0], "query-status", label)
         memory = self._value(answers[1], "query-memory-size-summary", label)
         has_balloon = True
@@ -407,7 +413,7 @@ class QMPBackend(Backend):
         else:
             actual = self._value(answers[2], "query-balloon", label).get("actual")
         if not known:
-            found = _find_balloon(answers[3:]) if has_balloon else None
+            found = _find_balloon(listings) if has_balloon else None
             self._balloons[run] = found
             balloon_path, balloon_type = found if found is not None else (None, None)
             tail: list[Any] = (
@@ -433,6 +439,7 @@ class QMPBackend(Backend):
             period=period,
             guest_stats=guest_stats,
             rss_bytes=resident_bytes(mon.pid),
+            vfio_devices=_count_vfio(listings) if listed else None,
         )
         seen = self._seen.get(reading.vm_id)
         if seen is None or seen.run != run:
@@ -541,7 +548,7 @@ class QMPBackend(Backend):
 
     def get_config(self, vm: VM) -> MemoryConfig:
         async def body(mon: Monitor) -> Reading:
-            reading, _seen = await self._read(mon, arm=False)
+            reading, _seen = await self._read(mon, arm=False, devices=True)
             self._check_identity(vm, reading)
             deflate = None
             if reading.balloon_path is not None:
@@ -730,6 +737,23 @@ def _find_balloon(listings: Sequence[Any]) -> tuple[str, str] | None:
             if isinstance(kind, str) and kind.startswith("child<virtio-balloon") and isinstance(name, str):
                 return f"{tree}/{name}", kind.removeprefix("child<").removesuffix(">")
     return None
+
+
+#: QOM types of a device assigned through VFIO-PCI (QEMU's hw/vfio/types.h, ``TYPE_VFIO_PCI``
+#: and ``TYPE_VFIO_PCI_NOHOTPLUG``; ``vfio-ccw`` and ``vfio-ap`` leave discarding on): while one
+#: is attached QEMU's balloon discards nothing (docs/backends/kvm.md).
+_VFIO_PCI_TYPES = frozenset({"child<vfio-pci>", "child<vfio-pci-nohotplug>"})
+
+
+def _count_vfio(listings: Sequence[Any]) -> int | None:
+    """How many devices ``qom-list`` of the device trees shows assigned through VFIO-PCI
+    (``None``: a tree could not be listed)."""
+    count = 0
+    for listing in listings:
+        if not isinstance(listing, list):
+            return None
+        count += sum(1 for e in listing if isinstance(e, Mapping) and e.get("type") in _VFIO_PCI_TYPES)
+    return count
 
 
 def _guest_queries(balloon_path: str) -> list[Command]:

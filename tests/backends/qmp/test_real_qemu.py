@@ -8,6 +8,7 @@ someone else, or has no balloon. Each QEMU costs ~50 ms to start (see
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import socket
@@ -17,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from qemu.qmp import QMPClient
 
+from hvballoon.backends.qmp.backend import _VFIO_PCI_TYPES
 from hvballoon.errors import (
     InvalidRequestError,
     OperationTimeoutError,
@@ -83,6 +86,8 @@ def test_identity_sizes_and_states_as_qemu_gives_them(fleet: tuple[Path, dict[st
     assert configs["102"].extra["balloon_qom_path"] == "/machine/peripheral-anon/device[0]"
     assert configs["web01"].deflate_on_oom is True and configs["102"].deflate_on_oom is False
     assert stats["plain01"].extra["balloon"] is False and configs["plain01"].extra["balloon"] is False
+    # no device assigned through VFIO-PCI in QEMU's device trees (counted from qom-list), never unknown
+    assert {c.extra["vfio_devices"] for c in configs.values()} == {0}
     for st in stats.values():  # no guest ever ran: no figures, never zeros
         assert st.guest_used_bytes is None and st.stale
         assert st.host_consumed_bytes is not None and st.host_consumed_bytes > 10 * MiB
@@ -155,3 +160,24 @@ def test_a_killed_or_stopped_qemu(tmp_path: Path) -> None:
         for proc in (killed, stopped, alive):
             proc.kill()
         shutil.rmtree(where, ignore_errors=True)
+
+
+def test_the_vfio_types_counted_are_types_this_qemu_has(fleet: tuple[Path, dict[str, QemuProcess]]) -> None:
+    """The QOM types the backend counts as devices assigned through VFIO-PCI are types of the
+    QEMU under test (``qom-list-types``): the positive case itself needs a host device to pass
+    through, which the test machine does not have."""
+    where, _ = fleet
+
+    async def types() -> set[str]:
+        client = QMPClient("hvballoon-test")
+        await client.connect(str(where / "103.qmp"))
+        try:
+            found = await client.execute("qom-list-types", {"implements": "pci-device", "abstract": False})
+        finally:
+            await client.disconnect()
+        assert isinstance(found, list)
+        return {t["name"] for t in found}
+
+    known = asyncio.run(types())
+    assert {t.removeprefix("child<").removesuffix(">") for t in _VFIO_PCI_TYPES} <= known
+    assert "virtio-balloon-pci" in known  # the listing is the one the balloon is found by

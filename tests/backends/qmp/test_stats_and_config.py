@@ -11,6 +11,7 @@ import pytest
 
 from hvballoon.backend import TargetRequest
 from hvballoon.backends.qmp._stats import guest_report, local_host_figures, power_state
+from hvballoon.backends.qmp.backend import _count_vfio
 from hvballoon.errors import (
     BalloonStalledError,
     PermissionDeniedError,
@@ -296,3 +297,42 @@ def test_a_guest_whose_balloon_driver_never_answers_is_a_stall_in_bounded_time(
             hv.wait_for_target("web01", timeout=30, poll_interval=0.1, stall_after=0.5)
         assert time.monotonic() - started < 5
         assert info.value.vm == "web01"
+
+
+#: ``qom-list`` of /machine/peripheral as QEMU answers it (qapi/qom.json ``ObjectPropertyInfo``:
+#: a child's type is ``child<TYPE>``) with a GPU passed through (``-device vfio-pci,id=hostdev0``).
+_PERIPHERAL_WITH_A_GPU = [
+    {"name": "type", "type": "string"},
+    {"name": "balloon0", "type": "child<virtio-balloon-pci>"},
+    {"name": "hostdev0", "type": "child<vfio-pci>"},
+    {"name": "net0", "type": "child<virtio-net-pci>"},
+]
+_ANONYMOUS = [
+    {"name": "type", "type": "string"},
+    {"name": "device[0]", "type": "child<vfio-pci-nohotplug>"},
+    {"name": "device[1]", "type": "child<vfio-ccw>"},
+]
+
+
+def test_vfio_pci_devices_are_counted_from_qom_list() -> None:
+    assert _count_vfio([_PERIPHERAL_WITH_A_GPU, _ANONYMOUS]) == 2
+    assert _count_vfio([_PERIPHERAL_WITH_A_GPU[:2], _ANONYMOUS[:1] + _ANONYMOUS[2:]]) == 0
+    # a tree that could not be listed (QMP's error in its place among the answers): unknown, never 0
+    assert _count_vfio([_PERIPHERAL_WITH_A_GPU, RuntimeError("DeviceNotFound")]) is None
+
+
+def test_a_qemu_with_a_device_assigned_through_vfio_says_its_balloon_frees_nothing(
+    serve: Serve, qmp_dir: Path
+) -> None:
+    """As the kvm backend reads a domain's ``<hostdev>``: the configuration counts the VFIO-PCI
+    devices (``extra["vfio_devices"]``), and the KVM kind says a lower frees nothing; the
+    controller holds it as on libvirt."""
+    serve("101", name="gpu01", devices={"hostdev0": "vfio-pci", "device[3]": "vfio-pci-nohotplug"})
+    serve("102", name="web01", devices={"device[2]": "vfio-ccw", "net0": "virtio-net-pci"})
+    with connect(f"qmp://{qmp_dir}") as hv:
+        configs = {c.vm.name: c for c in hv.get_configs()}
+        kind = hv.backend.kind
+        assert kind is not None
+        assert configs["gpu01"].extra["vfio_devices"] == 2 and configs["web01"].extra["vfio_devices"] == 0
+        assert kind.frees_nothing_reason(configs["gpu01"]) is not None
+        assert kind.frees_nothing_reason(configs["web01"]) is None
