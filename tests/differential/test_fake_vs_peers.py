@@ -197,8 +197,12 @@ def kvm_fleet(draw: st.DrawFn) -> list[dict[str, Any]]:
                 # KVM kind's stats_period_to_arm), on both sides
                 "period": draw(st.sampled_from([None, 0, 2, 5])) if balloon else None,
                 "numa": draw(st.sampled_from([0, 0, 2])) if state == "stopped" else 0,
+                # a GPU passed through (its balloon frees nothing on the host)
+                "vfio": draw(st.sampled_from([0, 0, 1])),
             }
         )
+        # a hotplug ceiling (<maxMemory>: the test driver takes none with NUMA cells)
+        out[-1]["hotplug"] = draw(st.sampled_from([None, memory * 2])) if not out[-1]["numa"] else None
     return out
 
 
@@ -218,6 +222,8 @@ def kvm_sides(fleet: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[Side, Si
                 balloon="virtio" if v["balloon"] else "none",
                 period=v["period"],
                 numa_nodes=v["numa"],
+                max_memory_mib=v["hotplug"],
+                devices=_GPU * v["vfio"],
             )
             for v in fleet
         ],
@@ -232,6 +238,8 @@ def kvm_sides(fleet: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[Side, Si
             # the fake turns free page reporting on by default (deliberately); the test
             # driver's domains have none: the fleet says so rather than normalising it
             "free_page_reporting": False,
+            "vfio_devices": v["vfio"],
+            **({"hotplug_maximum": f"{v['hotplug']}MiB"} if v["hotplug"] else {}),
         },
     )
     with (
@@ -243,6 +251,13 @@ def kvm_sides(fleet: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[Side, Si
             Side("fake", sim, lambda name: w.power_off(w.guest(name).id)),
             Side("kvm", real, lambda name: _libvirt_destroy(real, name)),
         )
+
+
+#: A PCI device passed through (libvirt's default driver for a PCI hostdev is VFIO).
+_GPU = (
+    "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+    "<address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></source></hostdev>"
+)
 
 
 def _libvirt_destroy(hv: hvballoon.Hypervisor, name: str) -> None:

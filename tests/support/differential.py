@@ -162,6 +162,7 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
     assert sorted(vms) == sorted(names), sorted(vms)
     stats = {s.vm.name: s for s in hv.get_stats()}
     configs = {c.vm.name: c for c in hv.get_configs()}
+    kind = hv.backend.kind
     for name in names:
         st, cfg = stats[name], configs[name]
         out[name] = {
@@ -173,6 +174,10 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
             "target": st.target_bytes,
             "known": tuple(n for n in HOST_SIDE if getattr(st, n) is not None),
             **{f: getattr(cfg, f) for f in COMPARED_CONFIG},
+            # what the kind reads in the configuration beyond its fields: whether a lower frees
+            # anything on the host (KVM: VFIO devices), the ceiling of a target
+            "frees_nothing": kind.frees_nothing_reason(cfg) is not None if kind is not None else None,
+            "ceiling": kind.target_ceiling(st.vm, st, cfg) if kind is not None else None,
         }
     hosts = hv.get_host_stats()
     out["_hosts"] = {
