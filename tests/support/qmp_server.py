@@ -67,6 +67,7 @@ class FakeQemu:
     balloon_id: str | None = "balloon0"  # None: an anonymous device (no id=)
     pci: bool = True
     deflate_on_oom: bool = False
+    free_page_reporting: bool | None = False  # None: a QEMU before 5.1, without the property
     actual: int | None = None
     period: int = 0
     last_update: int = 0  # 0: the guest never reported
@@ -378,6 +379,8 @@ class QmpServer:
             raise _Error("DeviceNotFound", f"Device '{path}' not found")
         backend = path.endswith("/virtio-backend") or not vm.pci
         known = {"deflate-on-oom"} if backend else set()
+        if backend and vm.free_page_reporting is not None:
+            known.add("free-page-reporting")
         known |= {"guest-stats", "guest-stats-polling-interval"}
         if prop not in known:
             raise _Error(
@@ -392,6 +395,8 @@ class QmpServer:
             return self.vm.guest_stats()
         if prop == "guest-stats-polling-interval":
             return self.vm.period
+        if prop == "free-page-reporting":
+            return self.vm.free_page_reporting
         return self.vm.deflate_on_oom
 
     def _cmd_qom_set(self, args: dict[str, Any]) -> Any:

@@ -171,6 +171,7 @@ class Reading:
     guest_stats: Mapping[str, Any] | None = None
     rss_bytes: int | None = None
     deflate_on_oom: bool | None = None
+    free_page_reporting: bool | None = None
     #: devices assigned through VFIO-PCI in QEMU's device trees (None: not listed by this read)
     vfio_devices: int | None = None
 
@@ -294,6 +295,7 @@ def config_from_reading(vm: VM, reading: Reading) -> MemoryConfig:
         startup_bytes=reading.base_memory,
         maximum_bytes=reading.configured_bytes,
         deflate_on_oom=reading.deflate_on_oom,
+        free_page_reporting=reading.free_page_reporting,
         stats_period_seconds=reading.period if reading.has_balloon else None,
         extra={
             "balloon": reading.has_balloon,

@@ -93,8 +93,8 @@ CAPABILITIES = KVM.capabilities(
         "guest figures need the balloon's stats period (set automatically when off; option stats_period)",
         "one short QMP conversation per VM and call (QEMU serves one monitor client at a time); a "
         "sweep reads the VMs of a directory side by side (option concurrency)",
-        "maximum_bytes and deflate_on_oom are set on QEMU's command line: QMP cannot change them, "
-        "even while the guest is off",
+        "maximum_bytes, deflate_on_oom and free_page_reporting are set on QEMU's command line: QMP "
+        "cannot change them, even while the guest is off",
     ),
 )
 
@@ -550,18 +550,26 @@ class QMPBackend(Backend):
         async def body(mon: Monitor) -> Reading:
             reading, _seen = await self._read(mon, arm=False, devices=True)
             self._check_identity(vm, reading)
-            deflate = None
+            found: dict[str, bool | None] = dict.fromkeys(_BALLOON_PROPERTIES)
             if reading.balloon_path is not None:
-                # deflate-on-oom is a property of the balloon itself: the device, or for a PCI
-                # balloon its virtio-backend child
+                # properties of the balloon itself: the device, or for a PCI balloon its
+                # virtio-backend child (free-page-reporting: QEMU 5.1 and later, else unknown)
+                paths = (reading.balloon_path, f"{reading.balloon_path}/virtio-backend")
                 answers = await mon.batch(
                     [
-                        ("qom-get", {"path": p, "property": "deflate-on-oom"})
-                        for p in (reading.balloon_path, f"{reading.balloon_path}/virtio-backend")
+                        ("qom-get", {"path": p, "property": prop})
+                        for prop in _BALLOON_PROPERTIES
+                        for p in paths
                     ]
                 )
-                deflate = next((a for a in answers if isinstance(a, bool)), None)
-            return replace(reading, deflate_on_oom=deflate)
+                for i, prop in enumerate(_BALLOON_PROPERTIES):
+                    pair = answers[i * len(paths) : (i + 1) * len(paths)]
+                    found[prop] = next((a for a in pair if isinstance(a, bool)), None)
+            return replace(
+                reading,
+                deflate_on_oom=found["deflate-on-oom"],
+                free_page_reporting=found["free-page-reporting"],
+            )
 
         async def run() -> Reading:
             return await self._converse(
@@ -738,6 +746,9 @@ def _find_balloon(listings: Sequence[Any]) -> tuple[str, str] | None:
                 return f"{tree}/{name}", kind.removeprefix("child<").removesuffix(">")
     return None
 
+
+#: The balloon's own settings a configuration reads (``qom-get``; on QEMU's command line only).
+_BALLOON_PROPERTIES = ("deflate-on-oom", "free-page-reporting")
 
 #: QOM types of a device assigned through VFIO-PCI (QEMU's hw/vfio/types.h, ``TYPE_VFIO_PCI``
 #: and ``TYPE_VFIO_PCI_NOHOTPLUG``; ``vfio-ccw`` and ``vfio-ap`` leave discarding on): while one

@@ -47,7 +47,8 @@ def fleet() -> Iterator[tuple[Path, dict[str, QemuProcess]]]:
     try:
         procs["101"] = start_bare(where, "101", memory_mib=96, qemu_name="web01", uuid=UUID,
                                   machine="pc", balloon_id="balloon0", extra=["-global",
-                                  "virtio-balloon-device.deflate-on-oom=on"])  # fmt: skip
+                                  "virtio-balloon-device.deflate-on-oom=on", "-global",
+                                  "virtio-balloon-device.free-page-reporting=on"])  # fmt: skip
         procs["102"] = start_bare(where, "102", memory_mib=64)  # no -name, no -uuid, anonymous balloon
         procs["103"] = start_bare(where, "103", memory_mib=64, qemu_name="plain01", balloon=False)
         procs["104"] = start_bare(
@@ -85,6 +86,8 @@ def test_identity_sizes_and_states_as_qemu_gives_them(fleet: tuple[Path, dict[st
     assert configs["web01"].extra["balloon_qom_path"] == "/machine/peripheral/balloon0"
     assert configs["102"].extra["balloon_qom_path"] == "/machine/peripheral-anon/device[0]"
     assert configs["web01"].deflate_on_oom is True and configs["102"].deflate_on_oom is False
+    assert configs["web01"].free_page_reporting is True and configs["102"].free_page_reporting is False
+    assert configs["plain01"].free_page_reporting is None  # no balloon, no setting (libvirt: None)
     assert stats["plain01"].extra["balloon"] is False and configs["plain01"].extra["balloon"] is False
     # no device assigned through VFIO-PCI in QEMU's device trees (counted from qom-list), never unknown
     assert {c.extra["vfio_devices"] for c in configs.values()} == {0}

@@ -14,6 +14,7 @@ from hvballoon.backends.qmp._stats import guest_report, local_host_figures, powe
 from hvballoon.backends.qmp.backend import _count_vfio
 from hvballoon.errors import (
     BalloonStalledError,
+    InvalidStateError,
     PermissionDeniedError,
     UnsupportedOperationError,
     VMNotFoundError,
@@ -132,6 +133,7 @@ def test_a_vm_without_balloon(node_hv: Hypervisor) -> None:
     assert st.guest_used_bytes is None and st.extra["balloon"] is False
     cfg = node_hv.get_config("plain01")
     assert cfg.extra["balloon"] is False and cfg.stats_period_seconds is None and cfg.deflate_on_oom is None
+    assert cfg.free_page_reporting is None
 
 
 def test_hot_plugged_memory_counts_in_the_configured_size(serve: Serve, qmp_dir: Path) -> None:
@@ -149,6 +151,26 @@ def test_deflate_on_oom_is_read_from_the_balloon_itself(serve: Serve, qmp_dir: P
     with connect(f"qmp://{qmp_dir}") as hv:
         assert hv.get_config("pci").deflate_on_oom is True
         assert hv.get_config("mmio").deflate_on_oom is False
+
+
+def test_free_page_reporting_is_read_from_the_balloon_as_libvirt_reads_it(
+    serve: Serve, qmp_dir: Path
+) -> None:
+    """QEMU's ``free-page-reporting`` (5.1+), as the kvm backend reads ``<memballoon
+    freePageReporting>`` and the fake reports it: a restated value changes nothing while the
+    guest runs (an idempotent request), another one is the kind's refusal; a QEMU without the
+    property leaves it unknown."""
+    serve("101", name="pci", free_page_reporting=True)
+    serve("102", name="mmio", pci=False, balloon_id=None)
+    serve("103", name="old", free_page_reporting=None)
+    with connect(f"qmp://{qmp_dir}") as hv:
+        assert hv.get_config("pci").free_page_reporting is True
+        assert hv.get_config("mmio").free_page_reporting is False
+        assert hv.get_config("old").free_page_reporting is None
+        assert hv.set_config("pci", free_page_reporting=True).changed is False
+        with pytest.raises(InvalidStateError) as info:
+            hv.set_config("mmio", free_page_reporting=True)
+        assert info.value.details["rule"] == "free_page_reporting_only_when_off"
 
 
 def test_the_target_is_remembered_for_this_run_only(serve: Serve, qmp_dir: Path, servers: list) -> None:
@@ -196,7 +218,9 @@ def test_the_stats_period_can_be_changed_live(serve: Serve, qmp_dir: Path) -> No
         assert hv.set_config("web01", stats_period=5).changed is False
 
 
-@pytest.mark.parametrize("change", [{"maximum": "8GiB"}, {"deflate_on_oom": True}])
+@pytest.mark.parametrize(
+    "change", [{"maximum": "8GiB"}, {"deflate_on_oom": True}, {"free_page_reporting": True}]
+)
 def test_what_qemu_fixes_at_start_cannot_be_changed(serve: Serve, qmp_dir: Path, change: dict) -> None:
     serve("101", name="web01", status="shutdown")  # guest off, QEMU alive: "settable offline" by the kind
     with (
