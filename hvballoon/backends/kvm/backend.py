@@ -100,7 +100,6 @@ class _Seen:
     dom_id: int
     period: int | None
     armed_after: int | None = None  # last_update when the period was switched on
-    balloon_model: str | None = None  # the run's <memballoon model>, "none" without one
 
 
 class KVMBackend(Backend):
@@ -161,6 +160,9 @@ class KVMBackend(Backend):
         self._chosen_periods: dict[str, int] = {}
         self._seen_lock = threading.Lock()
         self._page_bytes: int | None = None  # the host's base page size, once read
+        # each domain's <memballoon model> ("none": without one) as last read: at a run's first
+        # sighting (a balloon device is not hot-plugged) and at each read of its configuration
+        self._balloon_models: dict[str, str] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -170,21 +172,15 @@ class KVMBackend(Backend):
 
     def vm_capabilities(self, vm: VM) -> Capabilities:
         """The kind's, less what a domain without a balloon device cannot change (the kind's
-        ``withhold``): its device is known from the run's first sighting while it runs (a balloon
-        device is not hot-plugged), else read from its definition."""
+        ``withhold``): its device as last read — at its run's first sighting, or at the last
+        read of its configuration — else read now (one read per domain, not one per call: a
+        controller asks for every domain in every round)."""
         with self._seen_lock:
-            seen = self._seen.get(vm.id)
-        if (
-            seen is not None
-            and seen.balloon_model is not None
-            and vm.power_state in (PowerState.RUNNING, PowerState.PAUSED)
-            and seen.dom_id == vm.extra.get("libvirt_id")
-        ):
-            config = MemoryConfig(
-                vm=vm, mechanism=CAPABILITIES.mechanism, extra={"balloon_model": seen.balloon_model}
-            )
-        else:
+            model = self._balloon_models.get(vm.id)
+        if model is None:
             config = self.get_config(vm)
+        else:
+            config = MemoryConfig(vm=vm, mechanism=CAPABILITIES.mechanism, extra={"balloon_model": model})
         return KVM.withhold(CAPABILITIES, config)
 
     @property
@@ -318,6 +314,8 @@ class KVMBackend(Backend):
         if not new:
             return known
 
+        models: dict[str, str] = {}
+
         def check(conn: Any) -> dict[str, _Seen]:
             found: dict[str, _Seen] = {}
             for dom, vm, record in new:
@@ -350,16 +348,15 @@ class KVMBackend(Backend):
                     raise
                 dom_id = vm.extra.get("libvirt_id")
                 found[vm.id] = _Seen(
-                    dom_id=int(dom_id) if dom_id is not None else -1,
-                    period=period,
-                    armed_after=armed_after,
-                    balloon_model=xml.balloon_model or "none",
+                    dom_id=int(dom_id) if dom_id is not None else -1, period=period, armed_after=armed_after
                 )
+                models[vm.id] = xml.balloon_model or "none"
             return found
 
         found = self._link.call("check the stats period", check)
         with self._seen_lock:
             self._seen.update(found)
+            self._balloon_models.update(models)
         return {**known, **found}
 
     def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
@@ -445,6 +442,8 @@ class KVMBackend(Backend):
         self, vm: VM, live_xml: str, saved_xml: str | None, active: bool, persistent: bool
     ) -> MemoryConfig:
         live = parse_domain_xml(live_xml)
+        with self._seen_lock:
+            self._balloon_models[vm.id] = live.balloon_model or "none"
         saved = parse_domain_xml(saved_xml) if saved_xml is not None else None
         definition = saved if saved is not None else (live if not active else None)
         return MemoryConfig(

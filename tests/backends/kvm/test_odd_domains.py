@@ -23,6 +23,7 @@ from hvballoon.errors import (
 )
 from hvballoon.models import VM, ConfigUpdate, PowerState
 from hvballoon.session import Hypervisor
+from tests.support.calls import counted
 from tests.support.cli import invoke
 from tests.support.libvirt_xml import domain_xml, write_node_xml
 
@@ -255,3 +256,22 @@ def test_the_hvballoon_policy_says_a_domain_has_no_balloon_device(tmp_path: Path
     assert plain.action == "hold" and plain.rule == "hvballoon.no_stats"
     assert "no balloon device" in plain.reason and "<memballoon model='virtio'>" in plain.reason
     assert "no balloon device" not in d["web01"].reason
+
+
+def test_a_domains_balloon_device_is_read_once_for_its_capabilities(tmp_path: Path) -> None:
+    """A controller asks for every domain's capabilities in every round: the backend reads a
+    domain's device once (at its run's first sighting, or with its configuration), not at each
+    call. A shut-off domain without a device still takes a target (its <currentMemory>) but no
+    stats period."""
+    uri = write_node_xml(
+        tmp_path / "node.xml",
+        [domain_xml("off01", memory_mib=1024, running=False, balloon="none"), domain_xml("web01", period=2)],
+    )
+    with hvballoon.connect(uri) as hv:
+        calls = counted(hv)
+        hv.get_stats()  # web01's first sighting reads its definition
+        for _ in range(3):
+            caps = {vm.name: hv.vm_capabilities(vm) for vm in hv.list_vms()}
+        assert calls["get_config"] == 1, dict(calls)  # off01's, once
+    assert caps["off01"].can_set("target", running=False) and "stats_period_seconds" in caps["off01"].withheld
+    assert not caps["web01"].withheld and caps["web01"].can_set("target", running=True)
