@@ -202,3 +202,34 @@ def test_a_release_on_exit_that_cannot_be_made_says_what_is_left_lowered(
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: could not give back {held} VMs it lowered on exit: the connection")
     assert f"hvballoon release {uri}` gives them back" in last
+
+
+def _settle_work(journal: Journal, round_no: int, moves: int) -> int:
+    """The SQLite instructions (in hundreds) that settling ``moves`` moves of a round costs."""
+    journal.intend(round_no, [Move(f"id-{i}", f"vm{i}", "balloon", 16 * GiB, 8 * GiB) for i in range(moves)])
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    journal._conn.set_progress_handler(tick, 100)
+    try:
+        journal.settle(round_no, {f"id-{i}": None for i in range(moves)})
+    finally:
+        journal._conn.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_settling_a_round_costs_the_same_per_move_whatever_the_number_of_moves() -> None:
+    # each move's outcome looked its row up by walking the change log back from its newest row
+    # to that move's, past every move of the round after it: a round of 10,000 moves read 50
+    # million rows (5 s)
+    with Journal.open(None, uri="fake://seed") as few, Journal.open(None, uri="fake://seed") as many:
+        for journal in (few, many):  # a long run: its change log full
+            for r in range(1, 11):
+                journal.intend(
+                    r, [Move(f"id-{i}", f"vm{i}", "balloon", 16 * GiB, 8 * GiB) for i in range(1000)]
+                )
+        small, large = _settle_work(few, 11, 100), _settle_work(many, 11, 800)
+    assert large < 1.5 * 8 * small, (small, large)
