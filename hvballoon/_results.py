@@ -21,6 +21,17 @@ __all__ = ["TargetResults", "held_back", "keyed_pairs", "named_twice"]
 
 Result = Change | HVBalloonError
 
+#: The VMs a whole's error names in its message (every one is in its ``details``): a message
+#: naming each of 10,000 failures was a line of a megabyte and more.
+NAMED_IN_MESSAGE = 10
+
+
+def _first(parts: list[str], sep: str) -> str:
+    """The first :data:`NAMED_IN_MESSAGE` of ``parts``, and how many more there are."""
+    if len(parts) <= NAMED_IN_MESSAGE:
+        return sep.join(parts)
+    return f"{sep.join(parts[:NAMED_IN_MESSAGE])}{sep}and {len(parts) - NAMED_IN_MESSAGE} more"
+
 
 class TargetResults(Mapping[str, Result]):
     """What :meth:`hvballoon.Hypervisor.set_targets` (or ``set_configs``) did, VM by VM, keyed
@@ -33,7 +44,8 @@ class TargetResults(Mapping[str, Result]):
     ``dry_run=True`` and a warning that they were not applied. ``error`` sums up a failure
     (``None`` when every VM succeeded): :class:`~hvballoon.errors.PartialChangeError` when some
     VMs were changed and others were not, otherwise an error of the first failure's class whose
-    message names every failure. :meth:`raise_for_errors` raises it.
+    message names the failures (the first :data:`NAMED_IN_MESSAGE`, and how many more; its
+    ``details`` hold every one). :meth:`raise_for_errors` raises it.
     """
 
     def __init__(
@@ -97,11 +109,11 @@ class TargetResults(Mapping[str, Result]):
             "applied": sorted(self.made),
             "not_applied": [k for k in self._results if k not in self.made],
         }
-        summary = "; ".join(f"{k}: {e.message}" for k, e in errors.items())
+        summary = _first([f"{k}: {e.message}" for k, e in errors.items()], "; ")
         unapplied = [k for k in errors if k not in self.made]
         if self.made and unapplied:
             return PartialChangeError(
-                f"changed {len(self.made)} of {len(self)} VMs ({', '.join(sorted(self.made))}); "
+                f"changed {len(self.made)} of {len(self)} VMs ({_first(sorted(self.made), ', ')}); "
                 f"not changed: {summary}",
                 backend=self._backend,
                 uri=self._uri,

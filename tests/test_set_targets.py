@@ -86,6 +86,22 @@ def test_a_refusal_in_the_middle_applies_nothing(hv: hvballoon.Hypervisor) -> No
     assert set(error.details["errors"]) == {"web02", "nosuch"}
 
 
+def test_the_whole_s_error_names_a_few_failures_and_counts_the_others(hv: hvballoon.Hypervisor) -> None:
+    # it named every failure: refusing 10,000 VMs wrote a line of more than a megabyte
+    few = hv.set_targets({"web01": "1GiB", **{f"nosuch{i:03d}": "4GiB" for i in range(29)}}).error
+    many = hv.set_targets({"web01": "1GiB", **{f"nosuch{i:03d}": "4GiB" for i in range(299)}}).error
+    assert few is not None and many is not None
+    assert many.message.startswith("nothing was changed: 300 of 300 VMs failed: web01: ")
+    assert "nosuch008" in many.message and "nosuch009" not in many.message
+    assert many.message.endswith("; and 290 more") and few.message.endswith("; and 20 more")
+    assert len(many.message) == len(few.message) + 3  # three counts, one more digit each
+    assert len(many.details["errors"]) == 300  # every one, where a program reads them
+    partial = hv.set_targets(
+        {"web01": "7GiB", **{f"nosuch{i:03d}": "4GiB" for i in range(20)}}, skip_invalid=True
+    )
+    assert partial.error is not None and partial.error.message.endswith("; and 10 more")
+
+
 def test_skip_invalid_applies_the_others_and_says_partial(hv: hvballoon.Hypervisor) -> None:
     res = hv.set_targets({"web01": "7GiB", "web02": "99GiB", "web03": "8GiB"}, skip_invalid=True)
     assert res.applied and res.made == {"web01", "web03"}
