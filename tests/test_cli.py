@@ -71,6 +71,18 @@ def test_stats_table_shows_seed() -> None:
     assert "16 GiB" in r.stdout and "3 GiB" in r.stdout
 
 
+def test_stats_table_ends_with_a_summary_of_the_vms_shown() -> None:
+    # a table of 10,000 rows said nowhere how many VMs there were, nor what they held together
+    r = run("stats", "fake://seed")
+    assert r.stdout.splitlines()[-1] == (
+        "10 VMs, 10 running, 0 with stale figures; running: configured 160 GiB, current 160 GiB, ballooned 0 B"
+    )
+    r = run("stats", "fake://seed", "web01", "db01")
+    assert r.stdout.splitlines()[-1].startswith(
+        "2 VMs, 2 running, 0 with stale figures; running: configured 32 GiB"
+    )
+
+
 def test_stats_json_validates() -> None:
     r = run("stats", "fake://seed", "--json")
     data = json.loads(r.stdout)

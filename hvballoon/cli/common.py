@@ -44,6 +44,7 @@ __all__ = [
     "read_password_stdin",
     "session",
     "stats_row",
+    "stats_summary",
     "table",
     "uninstall_warning_lines",
     "warn_line",
@@ -162,6 +163,22 @@ STATS_COLUMNS: list[str] = ["vm", "power", *(c for c, _ in _STATS_SIZES), "press
 #: ``MemoryStats.extra`` key ``stats`` adds to a VM whose balloon gives its host nothing back
 #: (the kind's ``frees_nothing_reason`` of its configuration: a KVM domain with VFIO devices).
 FREES_NOTHING = "frees_nothing_note"
+
+
+def stats_summary(stats: list[Any]) -> str:
+    """The line under a stats table: how many VMs, running and with stale figures, and the sums
+    of their configured, current and ballooned memory (a table of 10,000 rows said none of it)."""
+    running = [s for s in stats if s.vm.power_state.value == "running"]
+    stale = sum(1 for s in stats if s.stale)
+
+    def total(field: str) -> str:
+        return format_size(sum(getattr(s, field) or 0 for s in running))
+
+    return (
+        f"{len(stats)} VMs, {len(running)} running, {stale} with stale figures; running: "
+        f"configured {total('configured_bytes')}, current {total('current_bytes')}, "
+        f"ballooned {total('ballooned_bytes')}"
+    )
 
 
 def with_frees_nothing_notes(stats: list[Any], configs: list[Any], kind: Any) -> list[Any]:

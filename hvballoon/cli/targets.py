@@ -23,6 +23,7 @@ from hvballoon.cli.common import (
     interrupted,
     json_option,
     session,
+    stats_summary,
     stats_table,
     table,
     with_frees_nothing_notes,
@@ -74,6 +75,9 @@ def stats_cmd(
 ) -> None:
     """Memory statistics of every VM on URI (one bulk call), or of the VMs named.
 
+    The table ends with a line that sums it up: how many VMs, running and with stale figures,
+    and the running VMs' configured, current and ballooned memory.
+
     Arguments containing '://' are URIs, the others VM names (or ids). VMs that exist are
     reported; names that match no VM are named on stderr and the exit code is 7. With several URIs (or
     --inventory) the hosts are queried concurrently, each within --host-timeout; a failing host
@@ -103,6 +107,7 @@ def stats_cmd(
         console().print(shown)
         for line in footnotes:
             click.echo(line)
+        click.echo(stats_summary(stats))
     if missing:
         # what exists was reported; what is missing is named, on stderr, with exit code 7
         close = {m: hv.close_matches(m) for m in missing}
