@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from hvballoon._guardrails import GuardRails
 from hvballoon._planning import _TargetPlanning
-from hvballoon._results import TargetResults, held_back, keyed_pairs, named_twice
+from hvballoon._results import TargetResults, held_back, keyed_pairs, log_changes, named_twice
 from hvballoon._sessioncore import VMRef
 from hvballoon._waiting import _Waiting, idle
 from hvballoon.backend import TargetRequest
@@ -109,16 +109,13 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         made = {k for k, (c, _t) in moves.items() if k not in failures and c.changed}
         for key, error in failures.items():
             results[key] = error
+        moved: list[tuple[Any, ...]] = []
         for key, (change, target) in planned.items():
             if key not in failures:
                 self._targets[change.vm.id] = target
                 if key in made:
-                    log.info(
-                        "set target of %s to %s (%s)",
-                        change.vm.name,
-                        format_size(target),
-                        change.mechanism.value,
-                    )
+                    moved.append((change.vm.name, format_size(target), change.mechanism.value))
+        log_changes(log, "set target of %s to %s (%s)", moved, "set the targets")
         stats_reached: dict[str, MemoryStats] = {}
         if wait_timeout is not None:
             stats_reached = self._wait_changes(

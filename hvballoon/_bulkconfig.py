@@ -8,12 +8,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hvballoon._results import TargetResults, held_back, keyed_pairs, named_twice
+from hvballoon._results import TargetResults, held_back, keyed_pairs, log_changes, named_twice
 from hvballoon._sessioncore import VMRef, _SessionCore
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.models import VM, Change, ConfigUpdate, MemoryConfig
 
 log = logging.getLogger("hvballoon")
+
+_CHANGED_CONFIG = "changed memory config of %s: %s"
 
 
 def _config_vm(config: MemoryConfig) -> VM:
@@ -47,14 +49,17 @@ class _BulkConfigs(_SessionCore):
         )
         return change, plan
 
-    def _apply_config(self, current: MemoryConfig, plan: ConfigUpdate) -> None:
+    def _apply_config(self, current: MemoryConfig, plan: ConfigUpdate, *, logged: bool = True) -> None:
+        """Apply ``plan`` to the VM; logged at INFO unless ``logged`` is false (a bulk call
+        logs its changes together: :func:`~hvballoon._results.log_changes`)."""
         vm = current.vm
         try:
             self._call("set_config", lambda: self._backend.apply_config(vm, plan, current), vm.name)
         finally:
             # what the index knows of the VM (e.g. Hyper-V's Dynamic Memory flag) may be old now
             self._index.forget([vm.id])
-        log.info("changed memory config of %s: %s", vm.name, sorted(plan.fields()))
+        if logged:
+            log.info(_CHANGED_CONFIG, vm.name, sorted(plan.fields()))
 
     @staticmethod
     def _config_items(configs: Any) -> list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]]:
@@ -132,13 +137,16 @@ class _BulkConfigs(_SessionCore):
             return answer(applied=False)
         # 2. apply, VM by VM: one VM's failure does not stop the others
         made: set[str] = set()
+        changed: list[tuple[Any, ...]] = []
         for key, (change, plan, current) in planned.items():
             if not change.changed:
                 continue
             try:
-                self._apply_config(current, plan)
+                self._apply_config(current, plan, logged=False)
             except HVBalloonError as exc:
                 results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=change.vm.name)
             else:
                 made.add(key)
+                changed.append((change.vm.name, sorted(plan.fields())))
+        log_changes(log, _CHANGED_CONFIG, changed, "changed the memory configs")
         return answer(applied=True, made=made)

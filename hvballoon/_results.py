@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from hvballoon.errors import HVBalloonError, Interface, InvalidRequestError, PartialChangeError
 from hvballoon.models import VM, Change, MemoryStats
 
-__all__ = ["TargetResults", "held_back", "keyed_pairs", "named_twice"]
+__all__ = ["TargetResults", "held_back", "keyed_pairs", "log_changes", "named_twice"]
 
 Result = Change | HVBalloonError
 
@@ -31,6 +32,18 @@ def _first(parts: list[str], sep: str) -> str:
     if len(parts) <= NAMED_IN_MESSAGE:
         return sep.join(parts)
     return f"{sep.join(parts[:NAMED_IN_MESSAGE])}{sep}and {len(parts) - NAMED_IN_MESSAGE} more"
+
+
+def log_changes(logger: logging.Logger, fmt: str, rows: list[tuple[Any, ...]], many: str) -> None:
+    """A bulk call's changes in the log, one ``fmt % row`` per VM (a row begins with the VM's
+    name): at INFO for up to :data:`NAMED_IN_MESSAGE` VMs; for more, at DEBUG, under one INFO
+    line ``many`` with their number and the first names (a line per VM of a bulk call at INFO
+    was 10,000 lines a round)."""
+    few = len(rows) <= NAMED_IN_MESSAGE
+    for row in rows:
+        logger.log(logging.INFO if few else logging.DEBUG, fmt, *row)
+    if not few:
+        logger.info("%s of %d VMs: %s", many, len(rows), _first([str(row[0]) for row in rows], ", "))
 
 
 class TargetResults(Mapping[str, Result]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -375,3 +376,26 @@ def test_one_vm_that_cannot_be_read_is_its_own_refusal(skip_invalid: bool) -> No
         assert after["web02"] == before["web02"]
         for n in ("web01", "web03"):
             assert after[n] == (12 * GiB if skip_invalid else before[n])
+
+
+def test_a_bulk_change_of_many_vms_is_one_line_at_info_and_one_per_vm_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a line per VM at INFO: a controller moving 10,000 VMs logged 10,000 lines a round
+    with hvballoon.connect("fake://dense") as dense:
+        names = [vm.name for vm in dense.list_vms()]
+        assert len(names) == 14
+        with caplog.at_level(logging.DEBUG, logger="hvballoon"):
+            assert dense.set_targets({n: "15GiB" for n in names}).changed
+            assert dense.set_configs([(n, {"stats_period": 3}) for n in names]).changed
+            assert dense.set_targets({names[0]: "14GiB", names[1]: "14GiB"}).changed
+    info = [r.getMessage() for r in caplog.records if r.name == "hvballoon" and r.levelno == logging.INFO]
+    debug = [r.getMessage() for r in caplog.records if r.name == "hvballoon" and r.levelno == logging.DEBUG]
+    assert info == [
+        f"set the targets of 14 VMs: {', '.join(names[:10])}, and 4 more",
+        f"changed the memory configs of 14 VMs: {', '.join(names[:10])}, and 4 more",
+        f"set target of {names[0]} to 14 GiB (balloon)",  # a few VMs: a line each
+        f"set target of {names[1]} to 14 GiB (balloon)",
+    ]
+    assert f"set target of {names[13]} to 15 GiB (balloon)" in debug
+    assert f"changed memory config of {names[13]}: ['stats_period_seconds']" in debug
