@@ -5,11 +5,19 @@ disk before and after its moves), side by side in the same run.
 The host is the controller-round benchmark's (``N`` VMs of 16 GiB on 7 GiB of physical memory
 per VM, under pressure) and the policy ``mom``, which moves every VM a little each round: the
 journal records every move. Per size it reports the median wall time of ``Controller.step()``
-with each journal, the moves per round, and ``file_vs_memory``, the ratio of the two. The file
-lives in ``--dir`` (default: the system's temporary directory), so the figure is that disk's.
-Run (it prints one JSON document)::
+with each journal and of the journal's own writes in it (``journal_seconds``: what the round
+intends, how its moves ended), the moves per round, and ``file_vs_memory``, the ratio of the
+two rounds. The file lives in ``--dir`` (default: the system's temporary directory), so the
+figure is that disk's.
+
+``--unindexed`` also runs the file journal without its index of the change log by VM and round
+(as journals were before it), reported under ``unindexed`` with ``vs_unindexed``, the round's
+time over that run's: without it each move's outcome was looked up by walking the change log
+back past every move of the round after it, quadratic in the moves. Run (it prints one JSON
+document)::
 
     python benchmarks/controller_journal.py [--sizes 100 1000] [--rounds 7] [--dir /var/lib/x]
+    python benchmarks/controller_journal.py --sizes 1000 3000 10000 --rounds 3 --unindexed
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +43,22 @@ from hvballoon.policy import Controller, ControllerSettings  # noqa: E402
 from hvballoon.policy.journal import Journal  # noqa: E402
 
 
-def run(n: int, path: Path | None, *, rounds: int, warm: int) -> dict[str, Any]:
+def _timing_writes(journal: Journal, spent: list[float]) -> None:
+    """Add the time each of the journal's writes of a round takes to ``spent``."""
+    for name in ("intend", "settle"):
+        original = getattr(journal, name)
+
+        def timed(*a: Any, _original: Any = original, **kw: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return _original(*a, **kw)
+            finally:
+                spent.append(time.perf_counter() - began)
+
+        setattr(journal, name, timed)
+
+
+def run(n: int, path: Path | None, *, rounds: int, warm: int, unindexed: bool = False) -> dict[str, Any]:
     world = World(scenario(n), flavor="kvm")
     settings = ControllerSettings(
         host_memory_bytes=world.host.physical_bytes,
@@ -45,11 +69,26 @@ def run(n: int, path: Path | None, *, rounds: int, warm: int) -> dict[str, Any]:
         hvballoon.connect("fake://", world=world) as hv,
         Journal.open(path, uri=hv.uri) as journal,
     ):
+        if unindexed:
+            journal._conn.execute("DROP INDEX changes_by_vm")
+        writes: list[float] = []
+        _timing_writes(journal, writes)
         ctl = Controller(hv, "mom", settings, journal=journal)
-        times, moves = timed_rounds(ctl, rounds=rounds, warm=warm)
+        began: list[int] = []  # where each round's writes begin in ``writes``
+        step = ctl.step
+
+        def marked_step() -> Any:
+            began.append(len(writes))
+            return step()
+
+        ctl.step = marked_step  # type: ignore[method-assign]
+        times, moves, _calls = timed_rounds(ctl, rounds=rounds, warm=warm)
         lowered = len(journal.lowered())
+    ends = [*began[1:], len(writes)]
+    per_round = [sum(writes[a:b]) for a, b in zip(began, ends, strict=True)]
     return {
         "round_seconds": round(statistics.median(times), 4),
+        "journal_seconds": round(statistics.median(per_round[warm:]), 4),
         "all_round_seconds": [round(t, 4) for t in times],
         "moves": statistics.median(moves),
         "vms_held_lowered": lowered,
@@ -63,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", type=int, default=2, help="rounds before timing")
     ap.add_argument("--dir", type=Path, help="where the journal file goes (default: a temporary directory)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument(
+        "--unindexed",
+        action="store_true",
+        help="also run the file journal without its index of the change log (as before it)",
+    )
     args = ap.parse_args(argv)
     runs = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -70,14 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             memory = run(n, None, rounds=args.rounds, warm=args.warm)
             on_disk = run(n, Path(tmp) / f"journal-{n}.db", rounds=args.rounds, warm=args.warm)
             ratio = on_disk["round_seconds"] / memory["round_seconds"] if memory["round_seconds"] else None
-            runs.append(
-                {
-                    "vms": n,
-                    "memory": memory,
-                    "file": on_disk,
-                    "file_vs_memory": None if ratio is None else round(ratio, 2),
-                }
-            )
+            one: dict[str, Any] = {
+                "vms": n,
+                "memory": memory,
+                "file": on_disk,
+                "file_vs_memory": None if ratio is None else round(ratio, 2),
+            }
+            if args.unindexed:
+                before = run(
+                    n, Path(tmp) / f"unindexed-{n}.db", rounds=args.rounds, warm=args.warm, unindexed=True
+                )
+                one["unindexed"] = before
+                one["vs_unindexed"] = round(on_disk["round_seconds"] / before["round_seconds"], 2)
+            runs.append(one)
     return emit("controller_journal", args.out, interval_seconds=INTERVAL, policy="mom", runs=runs)
 
 
