@@ -185,7 +185,7 @@ def serving(tmp_path: Path, running: Callable[..., Running], *extra: str) -> tup
 
 def stats_frees_nothing(uri: str) -> tuple[dict[str, str], list[str], dict[str, str | None]]:
     """``hvballoon stats URI``, as a user reads it: each VM's table row (its cells joined),
-    the lines after the table (its footnotes), and each VM's ``frees_nothing_note`` in
+    the lines after the table but its summary (the footnotes), and each VM's ``frees_nothing_note`` in
     ``--json`` (``None``: none)."""
     shown = invoke("stats", uri)
     assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -195,7 +195,9 @@ def stats_frees_nothing(uri: str) -> tuple[dict[str, str], list[str], dict[str, 
         cells = [c.strip() for c in line.strip("│┃").split("│")]
         if len(cells) > 1 and cells[0] and cells[0] not in ("vm",):
             rows[cells[0]] = " | ".join(cells)
-        elif rows and line.strip() and not line.startswith(("└", "├", "┏", "┡", "┃")):
+        elif (
+            rows and line.strip() and not line.startswith(("└", "├", "┏", "┡", "┃")) and " VMs, " not in line
+        ):
             after.append(line.strip())
     listed = invoke("stats", uri, "--json")
     assert listed.returncode == 0, listed.stdout + listed.stderr
