@@ -27,6 +27,7 @@ import runpy
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,10 @@ NOT_RUN = re.compile(r"<!--\s*not-run:\s*(?P<reason>\S.*?)\s*-->")
 REAL_URI = re.compile(r"""["'](qemu(\+\w+)?://|esxi://|vcenter://|hyperv://|qmp://)""")
 
 
-def python_blocks() -> list[tuple[str, int, str, str | None]]:
-    """(page, line, code, why-not-run) of every Python block that is not a doctest."""
-    out = []
-    for page in sorted(DOCS.rglob("*.md")):
+def fenced_blocks(pages: Iterable[Path]) -> Iterator[tuple[Path, list[str], int, str, list[str]]]:
+    """(page, its lines, the fence's index, the language, the block's lines without the fence's
+    indent) of every fenced block with a language in ``pages``."""
+    for page in pages:
         lines = page.read_text(encoding="utf-8").splitlines()
         i = 0
         while i < len(lines):
@@ -54,16 +55,21 @@ def python_blocks() -> list[tuple[str, int, str, str | None]]:
             j = i + 1
             while j < len(lines) and not FENCE.match(lines[j]):
                 j += 1
-            code = "\n".join(line[len(m["indent"]) :] for line in lines[i + 1 : j])
-            if m["lang"] in ("python", "py") and ">>>" not in code:
-                marked = NOT_RUN.search(lines[i - 1]) if i else None
-                why = (
-                    marked["reason"]
-                    if marked
-                    else ("needs a real hypervisor" if REAL_URI.search(code) else None)
-                )
-                out.append((str(page.relative_to(ROOT)), i + 1, code, why))
+            yield page, lines, i, m["lang"], [line[len(m["indent"]) :] for line in lines[i + 1 : j]]
             i = j + 1
+
+
+def python_blocks() -> list[tuple[str, int, str, str | None]]:
+    """(page, line, code, why-not-run) of every Python block that is not a doctest."""
+    out = []
+    for page, lines, i, lang, block in fenced_blocks(sorted(DOCS.rglob("*.md"))):
+        code = "\n".join(block)
+        if lang in ("python", "py") and ">>>" not in code:
+            marked = NOT_RUN.search(lines[i - 1]) if i else None
+            why = (
+                marked["reason"] if marked else ("needs a real hypervisor" if REAL_URI.search(code) else None)
+            )
+            out.append((str(page.relative_to(ROOT)), i + 1, code, why))
     return out
 
 
@@ -103,34 +109,21 @@ def console_blocks() -> list[tuple[str, int, list[tuple[str, list[str]]], str | 
     """(page, line, [(command, the output shown under it)], why-not-run) of every console block
     with a ``$ hvballoon`` command."""
     out = []
-    for page in CONSOLE_PAGES:
-        lines = page.read_text(encoding="utf-8").splitlines()
-        i = 0
-        while i < len(lines):
-            m = FENCE.match(lines[i])
-            if not m or not m["lang"]:
-                i += 1
-                continue
-            j = i + 1
-            while j < len(lines) and not FENCE.match(lines[j]):
-                j += 1
-            if m["lang"] == "console":
-                steps: list[tuple[str, list[str]]] = []
-                for line in lines[i + 1 : j]:
-                    line = line[len(m["indent"]) :]
-                    if line.startswith("$ "):
-                        steps.append((line[2:].strip(), []))
-                    elif steps and steps[-1][0].endswith("\\"):
-                        steps[-1] = (steps[-1][0][:-1] + " " + line.strip(), steps[-1][1])
-                    elif steps:
-                        steps[-1][1].append(line.rstrip())
-                steps = [(cmd, shown) for cmd, shown in steps if cmd.startswith("hvballoon ")]
-                if steps:
-                    marked = NOT_RUN.search(lines[i - 1]) if i else None
-                    out.append(
-                        (str(page.relative_to(ROOT)), i + 1, steps, marked["reason"] if marked else None)
-                    )
-            i = j + 1
+    for page, lines, i, lang, block in fenced_blocks(CONSOLE_PAGES):
+        if lang != "console":
+            continue
+        steps: list[tuple[str, list[str]]] = []
+        for line in block:
+            if line.startswith("$ "):
+                steps.append((line[2:].strip(), []))
+            elif steps and steps[-1][0].endswith("\\"):
+                steps[-1] = (steps[-1][0][:-1] + " " + line.strip(), steps[-1][1])
+            elif steps:
+                steps[-1][1].append(line.rstrip())
+        steps = [(cmd, shown) for cmd, shown in steps if cmd.startswith("hvballoon ")]
+        if steps:
+            marked = NOT_RUN.search(lines[i - 1]) if i else None
+            out.append((str(page.relative_to(ROOT)), i + 1, steps, marked["reason"] if marked else None))
     return out
 
 
