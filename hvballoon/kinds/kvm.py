@@ -369,16 +369,8 @@ class KVMKind(Kind):
             )
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
+        # (the balloon device's settings on a domain without one: refused as withheld, :meth:`withhold`)
         self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB")
-        needs_device = _BALLOON_SETTINGS & set(plan.changed())
-        if needs_device and not has_balloon_device(current):
-            field = sorted(needs_device)[0]
-            self.refuse(
-                "no_balloon_device",
-                f"{vm.name!r} has no memory balloon device, so it has no {field.removesuffix('_seconds')}",
-                vm=vm,
-                field=field,
-            )
 
 
 #: The KVM kind.
