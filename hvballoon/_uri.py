@@ -3,6 +3,8 @@
 hvballoon URIs look like ``scheme://[user@]host[:port][/path][?k=v&…]``. Libvirt URIs
 (``qemu:///system``, ``qemu+ssh://user@host/system``, ``test:///default``) are passed to libvirt
 verbatim. A password is never part of a URI: pass ``password=`` or set ``HVBALLOON_PASSWORD``.
+A query parameter is given once, with a value (``?datacenter=`` or ``?seed=1&seed=2`` is an
+:class:`~hvballoon.errors.InvalidURIError` naming it), whatever the scheme.
 """
 
 from __future__ import annotations
@@ -104,6 +106,14 @@ def parse_uri(uri: object) -> ParsedURI:
         if k.lower() in _SECRET_KEYS:
             raise InvalidURIError(
                 f"a secret must not be part of the URI (parameter {k!r})", hint=Hint("password")
+            )
+        if not k.strip():
+            raise InvalidURIError(f"a query parameter without a name in {redact_uri(uri)!r}")
+        if not v.strip():
+            # "?datacenter=" would be taken as no datacenter at all, or as one named ""
+            raise InvalidURIError(
+                f"query parameter {k!r} has no value in {redact_uri(uri)!r}: give it one, or leave it out",
+                details={"parameter": k},
             )
         query[k] = v
     return ParsedURI(

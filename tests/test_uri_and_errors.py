@@ -132,3 +132,31 @@ def test_a_port_out_of_range_or_a_host_with_a_blank_is_an_invalid_uri_not_a_conn
 
 def test_the_ports_at_the_ends_of_the_range_are_taken() -> None:
     assert parse_uri("esxi://root@h:1").port == 1 and parse_uri("esxi://root@h:65535").port == 65535
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "vcenter://admin@vc/?datacenter=",
+        "vcenter://admin@vc/?datacenter=DC1&cluster=",
+        "esxi://root@esx01/?scheme=",
+        "hyperv://admin@hv01/?transport=",
+        "fake://seed?flavor=",
+        "fake://seed?seed=%20",
+        "qmp:///run/qemu?read_only=",
+        "qemu+ssh://root@kvm01/system?keyfile=",
+    ],
+)
+def test_a_query_parameter_without_a_value_is_refused_naming_it(uri: str) -> None:
+    name = uri.rsplit("&", 1)[-1].rsplit("?", 1)[-1].split("=")[0]
+    with pytest.raises(InvalidURIError, match=f"query parameter '{name}' has no value"):
+        hvballoon.connect(uri, password="x")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["vcenter://admin@vc/?datacenter=A&datacenter=B", "fake://seed?seed=1&seed=2", "qemu:///system?a=1&a=1"],
+)
+def test_a_query_parameter_given_twice_is_refused_naming_it(uri: str) -> None:
+    with pytest.raises(InvalidURIError, match=r"query parameter '(datacenter|seed|a)' given twice"):
+        hvballoon.connect(uri, password="x")
