@@ -222,3 +222,46 @@ def test_a_vm_name_yaml_read_as_a_number_is_still_a_name(esxi: str) -> None:
     assert r["failed"] and r["code"] == "vm_not_found" and "'5'" in r["msg"]
     r = run_module("memory_info", {"uri": esxi, "vms": ["web01", "web02"]}, check_mode=False)
     assert not r.get("failed") and [v["name"] for v in r["vms"]] == ["web01", "web02"]
+
+
+def _targets(uri: str, *names: str) -> dict[str, int | None]:
+    with hvballoon.connect(uri) as hv:
+        return {s.vm.name: s.target_bytes for s in hv.get_stats(list(names))}
+
+
+@pytest.mark.parametrize("module", ["target", "config"])
+def test_check_mode_says_per_vm_what_would_change_as_the_whole_does(esxi: str, module: str) -> None:
+    # a check-mode task with changed=true whose every result said changed=false told nothing
+    ask: dict[str, Any] = {"size": "6GiB"} if module == "target" else {"reservation": "2GiB"}
+    with hvballoon.connect(esxi) as hv:  # web02 already there: it would not change
+        if module == "target":
+            hv.set_target("web02", "6GiB")
+        else:
+            hv.set_config("web02", reservation="2GiB")
+    before = (_targets(esxi, "web01", "web02"), _reservations(esxi, "web01", "web02"))
+    r = run_module(
+        module, {"uri": esxi, "vms": ["web01", "web02"], "_ansible_diff": True, **ask}, check_mode=True
+    )
+    assert not r.get("failed") and r["changed"] is True
+    assert [(x["vm"], x["changed"]) for x in r["results"]] == [("web01", True), ("web02", False)]
+    assert [c["changed"] for c in r["changes"]] == [True, False]
+    assert [(d["before"] != d["after"]) for d in r["diff"]] == [True, False]
+    assert (_targets(esxi, "web01", "web02"), _reservations(esxi, "web01", "web02")) == before
+    # the run itself then reports the same, per VM and as a whole
+    done = run_module(module, {"uri": esxi, "vms": ["web01", "web02"], **ask}, check_mode=False)
+    assert done["changed"] is True
+    assert [(x["vm"], x["changed"]) for x in done["results"]] == [("web01", True), ("web02", False)]
+
+
+@pytest.mark.parametrize("skip_invalid", [False, True])
+def test_check_mode_with_a_refused_vm_says_what_the_run_would_do(esxi: str, skip_invalid: bool) -> None:
+    args = {"uri": esxi, "vms": ["web01", "web99"], "size": "6GiB", "skip_invalid": skip_invalid}
+    check = run_module("target", args, check_mode=True)
+    assert check["failed"]
+    assert [(x["vm"], x["changed"]) for x in check["results"]] == [("web01", skip_invalid), ("web99", False)]
+    assert check["changed"] is skip_invalid
+    run = run_module("target", args, check_mode=False)
+    assert run["changed"] is check["changed"]
+    assert [(x["vm"], x["changed"]) for x in run["results"]] == [
+        (x["vm"], x["changed"]) for x in check["results"]
+    ]

@@ -235,13 +235,25 @@ def set_configs(hv, refs, fields, dry_run):
 def exit_bulk(module, res, result, stats=False):
     """End a task that changed several VMs from their :class:`hvballoon.TargetResults`:
     ``results`` (one record per VM), ``changes`` (what got, or in check mode would get, its
-    change; nothing when a refusal stopped it all), ``changed``, the changes' warnings,
+    change; nothing when a refusal stopped it all), ``changed`` (the whole's and each record's:
+    in check mode, what the run would change), the changes' warnings,
     ``stats`` when waited for, ``--diff``; fails with the whole's error (``partial_change``
     when some VMs were changed and others were not), else exits."""
-    result["results"] = res.records("ansible")
-    kept = list(res.changes.values()) if res.ok or res.applied else []
+    records = res.records("ansible")
+    if module.check_mode:
+        # check mode says what the run would do: every VM changed when all pass, the others
+        # too when the refused ones are to be skipped, none when a refusal stops it all
+        would = res.ok or bool(module.params.get("skip_invalid"))
+        kept = list(res.changes.values()) if would else []
+        moving = {k for k, c in res.changes.items() if would and c.changed}
+        for record in records:
+            record["changed"] = record["vm"] in moving
+        result["changed"] = bool(moving)
+    else:
+        kept = list(res.changes.values()) if res.ok or res.applied else []
+        result["changed"] = res.changed
+    result["results"] = records
     result["changes"] = [change_result(c) for c in kept]
-    result["changed"] = res.changed or (module.check_mode and any(c.changed for c in kept))
     for change in kept:
         for warning in change.warnings:
             module.warn(f"{change.vm.name}: {warning}")

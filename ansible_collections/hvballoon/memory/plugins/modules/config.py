@@ -224,7 +224,7 @@ results:
       type: bool
       returned: always
     changed:
-      description: Whether this VM's configuration was really changed.
+      description: Whether this VM's configuration was changed (in check mode, whether it would be).
       type: bool
       returned: always
     change:

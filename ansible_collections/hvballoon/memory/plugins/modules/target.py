@@ -186,7 +186,7 @@ results:
       type: bool
       returned: always
     changed:
-      description: Whether this VM's target was really moved.
+      description: Whether this VM's target was moved (in check mode, whether it would be).
       type: bool
       returned: always
     change:
