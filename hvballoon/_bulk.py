@@ -25,7 +25,7 @@ from hvballoon.models import (
     MemoryConfig,
     MemoryStats,
 )
-from hvballoon.units import MiB, format_size, parse_size
+from hvballoon.units import MiB, format_size, parse_typed_target
 
 log = logging.getLogger("hvballoon")
 
@@ -55,12 +55,16 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         wait_timeout: float | None = None,
         figures: dict[str, _Pair] | None = None,
     ) -> TargetResults:
+        if guard_rails is not None and not isinstance(guard_rails, GuardRails):
+            raise InvalidRequestError(f"guard_rails takes a GuardRails, got {type(guard_rails).__name__}")
         rails = guard_rails if guard_rails is not None else self.guard_rails
         results: dict[str, Change | HVBalloonError] = {}
         requested: dict[str, int] = {}
         for key, _ref, size in items:
             try:
-                requested[key] = parse_size(size, what=f"target of {key}" if len(items) > 1 else "target")
+                requested[key] = parse_typed_target(
+                    size, what=f"target of {key}" if len(items) > 1 else "target", int_bytes=True
+                )
             except HVBalloonError as exc:
                 results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=key)
         keys = [key for key, _, _ in items if key not in results]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hvballoon.errors import InvalidRequestError
-from hvballoon.units import MiB
+from hvballoon.units import MAX_SECONDS, MiB, parse_typed_target
 
 if TYPE_CHECKING:
     from hvballoon.models import MemoryStats
@@ -18,6 +18,9 @@ class GuardRails:
 
     The floor is ``used + max(margin_bytes, margin_fraction × configured)``; stats older than
     ``max_stats_age_seconds`` (or marked stale by the backend) are not trusted for it.
+    ``margin_bytes`` takes a size as :meth:`Hypervisor.set_target` does (an ``int`` of bytes or
+    ``"512MiB"``; kept as bytes); a bad value of any field is an
+    :class:`~hvballoon.errors.InvalidRequestError` naming it.
     """
 
     margin_bytes: int = 256 * MiB
@@ -25,8 +28,24 @@ class GuardRails:
     max_stats_age_seconds: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.margin_bytes < 0 or not 0 <= self.margin_fraction < 1:
-            raise InvalidRequestError("guard-rail margins must be >= 0 (fraction below 1)")
+        # a size as the rest of the API takes it ("512MiB", or an int of bytes); a bad one, or a
+        # fraction or an age of the wrong type, is a typed error, not a comparison's TypeError
+        margin = parse_typed_target(
+            self.margin_bytes, what="margin_bytes", allow_zero=True, noun="size", int_bytes=True
+        )
+        object.__setattr__(self, "margin_bytes", margin)
+        fraction = self.margin_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise InvalidRequestError(
+                f"margin_fraction must be a number from 0 up to (not including) 1, got {fraction!r}",
+                details={"value": repr(fraction)},
+            )
+        age = self.max_stats_age_seconds
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not 0 <= age <= MAX_SECONDS:
+            raise InvalidRequestError(
+                f"max_stats_age_seconds must be a number of seconds from 0 to {MAX_SECONDS:.0f}, got {age!r}",
+                details={"value": repr(age)},
+            )
 
     def floor(self, used_bytes: int, configured_bytes: int | None) -> int:
         margin = self.margin_bytes

@@ -1,20 +1,24 @@
 """The keys a pydantic model takes at a path of its data, for the "did you mean" of a misspelt
-key in a file a person wrote (a fake scenario, the controller's settings).
+key in a file a person wrote (a fake scenario, the controller's settings), and the same "did you
+mean" for a misspelt keyword of the Python API (:func:`suggest`).
 
 >>> from hvballoon.fake.scenario import Scenario
 >>> did_you_mean(Scenario, ("vms", 0, "usd")), did_you_mean(Scenario, ("zzqqx",))
 (" (did you mean 'used'?)", '')
+>>> suggest("minimun", ["maximum", "minimum", "priority"])
+" (did you mean 'minimum'?)"
 """
 
 from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["did_you_mean", "keys_at"]
+__all__ = ["did_you_mean", "keys_at", "suggest"]
 
 
 def did_you_mean(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
@@ -23,8 +27,12 @@ def did_you_mean(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     if not loc:
         return ""
     key = str(loc[-1])
-    known = sorted(k for k in keys_at(root, loc[:-1]) if k != key)
-    close = difflib.get_close_matches(key.lower(), known, n=1)
+    return suggest(key, keys_at(root, loc[:-1]))
+
+
+def suggest(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'used'?)`` when one of the ``known`` names is close to ``key``; else ``""``."""
+    close = difflib.get_close_matches(key.lower(), sorted(k for k in known if k != key), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -38,8 +38,9 @@ from pydantic import (
     model_validator,
 )
 
+from hvballoon._modelkeys import suggest
 from hvballoon.errors import InvalidRequestError
-from hvballoon.units import parse_size
+from hvballoon.units import parse_typed_target
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -485,11 +486,12 @@ class ConfigUpdate(_Frozen):
         hvballoon.errors.InvalidRequestError: priority must be an integer, got 'high'
         """
         by_keyword = {o.keyword: o for o in cls.options()}
-        unknown = sorted(set(values) - set(by_keyword))
+        unknown = sorted(set(values) - set(by_keyword), key=str)
         if unknown:
+            named = ", ".join(f"{k}{suggest(str(k), by_keyword)}" for k in unknown)
             raise InvalidRequestError(
-                f"unknown config option(s) {', '.join(unknown)}; known: {', '.join(by_keyword)}",
-                details={"unknown": unknown},
+                f"unknown config option(s) {named}; accepted: {', '.join(by_keyword)}",
+                details={"unknown": [str(k) for k in unknown], "accepted": list(by_keyword)},
             )
         data: dict[str, Any] = {}
         for keyword, value in values.items():
@@ -566,7 +568,11 @@ class ConfigOption:
                 or (type(value) is int and value == -1)
             ):
                 return {"unlimited_limit": True}
-            return {self.field: parse_size(value, what=kw, allow_zero=self.lowest == 0)}
+            return {
+                self.field: parse_typed_target(
+                    value, what=kw, allow_zero=self.lowest == 0, noun="size", int_bytes=True
+                )
+            }
         if self.kind == "bool":
             if not isinstance(value, bool):
                 raise InvalidRequestError(f"{kw} must be true or false, got {value!r}")

@@ -12,6 +12,7 @@ False
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +20,24 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError
+from hvballoon.units import MAX_SECONDS
 
-__all__ = ["RetryPolicy"]
+__all__ = ["MAX_ATTEMPTS", "RetryPolicy"]
 
 T = TypeVar("T")
 log = logging.getLogger("hvballoon.retry")
+
+#: The most attempts a policy makes: retries are bounded (a policy's waits are drawn up front).
+MAX_ATTEMPTS = 100
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently to retry retryable errors.
 
-    ``max_attempts=1`` turns retrying off. ``sleep`` may be replaced (tests on the fake inject a
+    ``max_attempts=1`` turns retrying off; at most :data:`MAX_ATTEMPTS`. Delays are finite
+    numbers of seconds (``max_delay`` at most :data:`~hvballoon.units.MAX_SECONDS`); anything else
+    is an :class:`~hvballoon.errors.InvalidRequestError` naming the field. ``sleep`` may be replaced (tests on the fake inject a
     no-op so retries are instant); ``seed`` makes the jitter reproducible. ``before_retry``, if
     given, is called with the error and the number of the attempt that failed before each wait
     (a caller acts between the attempts: the controller, while a sweep hangs).
@@ -48,10 +55,26 @@ class RetryPolicy:
     )
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise InvalidRequestError("RetryPolicy.max_attempts must be at least 1 (1 = no retries)")
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
+            raise InvalidRequestError(
+                f"RetryPolicy.max_attempts must be a whole number from 1 (no retries) to {MAX_ATTEMPTS}, "
+                f"got {attempts!r}",
+                details={"value": repr(attempts)},
+            )
+        for name in ("initial_delay", "max_delay", "multiplier", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidRequestError(
+                    f"RetryPolicy.{name} must be a finite number, got {value!r}",
+                    details={"value": repr(value)},
+                )
         if self.initial_delay < 0 or self.max_delay < 0 or self.jitter < 0 or self.multiplier < 1:
             raise InvalidRequestError("RetryPolicy delays must be >= 0 and multiplier >= 1")
+        if self.max_delay > MAX_SECONDS:
+            raise InvalidRequestError(
+                f"RetryPolicy.max_delay must be at most {MAX_SECONDS:.0f} seconds, got {self.max_delay!r}"
+            )
 
     @property
     def enabled(self) -> bool:

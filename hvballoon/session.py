@@ -12,12 +12,14 @@ guard rails, alignment, idempotence, dry runs, retries and waiting for a target.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import SecretStr
 
@@ -25,6 +27,7 @@ from hvballoon import registry
 from hvballoon._bulk import _BulkTargets
 from hvballoon._bulkconfig import _BulkConfigs, _config_vm
 from hvballoon._guardrails import GuardRails
+from hvballoon._modelkeys import suggest
 from hvballoon._results import TargetResults
 from hvballoon._sessioncore import R, VMRef
 from hvballoon._uri import parse_uri
@@ -48,11 +51,14 @@ from hvballoon.models import (
     MemoryStats,
 )
 from hvballoon.retry import RetryPolicy
-from hvballoon.units import MiB, align, parse_size, positive_seconds
+from hvballoon.units import MiB, align, parse_typed_target, positive_seconds
 
 __all__ = ["GuardRails", "Hypervisor", "TargetResults", "VMRef", "connect", "noting_unobservable"]
 
 log = logging.getLogger("hvballoon")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 PASSWORD_ENV = "HVBALLOON_PASSWORD"  # noqa: S105 - a variable name, not a secret
 
@@ -92,6 +98,47 @@ _MARK_KEY = re.compile(r"^hvballoon\.[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
 _MARK_VALUE = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 
+def _keywords(method: Callable[P, T]) -> Callable[P, T]:
+    """``method`` refusing a keyword it does not take with an
+    :class:`~hvballoon.errors.InvalidRequestError` that names it, says what is accepted and
+    what was meant (``set_config("web01", minimun="2GiB")``), before anything is read or changed
+    — not Python's ``TypeError``; and a flag (a keyword whose default is ``True`` or ``False``:
+    ``dry_run``, ``force``, …) given anything but a bool (``dry_run=None`` or ``""`` would be
+    read as false and change the VM). The signature stays as written, for type checkers."""
+    params = inspect.signature(method).parameters
+    accepted = [
+        n
+        for n, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and n != "self")
+    ]
+    call = method.__name__
+    flags = {n for n, p in params.items() if isinstance(p.default, bool)}
+
+    @functools.wraps(method)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> T:
+        unknown = [k for k in kwargs if k not in params or k == "self"]
+        if unknown:
+            named = ", ".join(f"{k}{suggest(k, accepted)}" for k in unknown)
+            raise InvalidRequestError(
+                f"{call}() takes no keyword {named}; accepted: {', '.join(accepted)}",
+                details={"unknown": unknown, "accepted": accepted},
+            )
+        for name in flags.intersection(kwargs):
+            _flag(kwargs[name], name)
+        return method(*args, **kwargs)
+
+    return checked
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequestError(
+            f"{name} takes True or False, got {value!r}", details={"value": repr(value)}
+        )
+    return value
+
+
 #: ``set_config``'s keywords, each a :class:`ConfigUpdate` field's option.
 _CONFIG_KEYWORDS = frozenset(o.keyword for o in ConfigUpdate.options())
 
@@ -125,11 +172,29 @@ def connect(
         raise InvalidRequestError(f"retry takes a RetryPolicy, got {type(retry).__name__}")
     if guard_rails is not None and not isinstance(guard_rails, GuardRails):
         raise InvalidRequestError(f"guard_rails takes a GuardRails, got {type(guard_rails).__name__}")
+    _flag(verify, "verify")  # verify=None or "" would be read as false: TLS verification off
+    if password is not None and not isinstance(password, (str, SecretStr)):
+        raise InvalidRequestError(f"password takes a string or a SecretStr, got {type(password).__name__}")
+    if ca_file is not None and not isinstance(ca_file, (str, os.PathLike)):
+        raise InvalidRequestError(f"ca_file takes the path of a CA bundle, got {type(ca_file).__name__}")
     if password is None and os.environ.get(PASSWORD_ENV):
         password = os.environ[PASSWORD_ENV]
     secret = password if isinstance(password, SecretStr) or password is None else SecretStr(password)
     spec = registry.spec_for_scheme(parsed.scheme)
     cls = registry.load_backend(spec.name)
+    unknown = sorted(k for k in backend_options if k not in cls.option_names)
+    if unknown:
+        # the backend would refuse them too; here a misspelt keyword of connect() itself
+        # (timout=) is also named for what it was meant to be
+        own = [n for n, p in inspect.signature(connect).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        named = ", ".join(f"{k}{suggest(k, [*own, *cls.option_names])}" for k in unknown)
+        raise InvalidRequestError(
+            f"unknown option(s) for the {spec.name} backend: {named}; accepted: "
+            f"{', '.join(sorted(cls.option_names)) or 'none'}, and connect()'s own {', '.join(own)}",
+            backend=spec.name,
+            uri=parsed.redacted,
+            details={"unknown": unknown, "accepted": sorted(cls.option_names)},
+        )
     if not verify:
         msg = f"TLS certificate verification is OFF for {parsed.redacted}: the connection can be intercepted"
         warnings.warn(msg, stacklevel=2)
@@ -222,6 +287,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
                 found.append(r.vm)
         return found, missing
 
+    @_keywords
     def get_stats(
         self, vms: VMRef | Sequence[VMRef] | None = None, *, retry: RetryPolicy | None = None
     ) -> list[MemoryStats]:
@@ -251,6 +317,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm, retry=retry)
         return _once(self._first_error(rows), _stats_vm)
 
+    @_keywords
     def get_host_stats(self, *, vm_stats: Sequence[MemoryStats] | None = None) -> list[HostStats]:
         """The memory picture of every host behind the URI (a vCenter has many), in one bulk read.
 
@@ -265,6 +332,12 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         >>> host.physical_bytes // 2**30, host.vm_configured_bytes // 2**30, host.overcommit_ratio
         (120, 160, 1.3333)
         """
+        if vm_stats is not None and (
+            isinstance(vm_stats, (str, bytes)) or not isinstance(vm_stats, Iterable)
+        ):
+            raise InvalidRequestError(
+                f"vm_stats takes the MemoryStats of a get_stats() sweep, got {type(vm_stats).__name__}"
+            )
         sweep = list(vm_stats) if vm_stats is not None else None
         if sweep is not None and not all(isinstance(s, MemoryStats) for s in sweep):
             raise InvalidRequestError("vm_stats takes the MemoryStats of a get_stats() sweep")
@@ -359,6 +432,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
 
     # -- changing -----------------------------------------------------------------------
 
+    @_keywords
     def set_target(
         self,
         vm: VMRef,
@@ -380,7 +454,9 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         :class:`Change` and touches nothing. ``guard_rails`` replaces the session's margins for
         this call only (the session's own are untouched, so threads sharing it are safe).
         """
-        parse_size(size, what="target")  # a bad size is refused before anything is read
+        parse_typed_target(
+            size, what="target", int_bytes=True
+        )  # a bad size is refused before anything is read
         key = vm.id if isinstance(vm, VM) else vm
         if not isinstance(key, str) or not key:
             raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {vm!r}")
@@ -392,6 +468,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             raise result
         return result
 
+    @_keywords
     def set_targets(
         self,
         targets: Mapping[str, int | str] | Sequence[tuple[VMRef, int | str]],
@@ -460,6 +537,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             figures=known,
         )
 
+    @_keywords
     def set_config(
         self,
         vm: VMRef,
@@ -506,6 +584,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             self._apply_config(current, plan)
         return change
 
+    @_keywords
     def set_configs(
         self,
         configs: Mapping[str, Mapping[str, Any]] | Sequence[tuple[VMRef, Mapping[str, Any]]],
@@ -541,6 +620,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
         return self._set_configs(self._config_items(configs), dry_run=dry_run, skip_invalid=skip_invalid)
 
+    @_keywords
     def wait_for_target(
         self,
         vm: VMRef,
@@ -573,13 +653,20 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         poll_interval = positive_seconds(poll_interval, what="poll_interval")
         if stall_after is not None:
             stall_after = positive_seconds(stall_after, what="stall_after")
+        # checked before anything is read: a VM whose target cannot be observed returns at once
+        asked = None if target is None else parse_typed_target(target, what="target", int_bytes=True)
+        tol = (
+            None
+            if tolerance is None
+            else parse_typed_target(tolerance, what="tolerance", noun="size", int_bytes=True)
+        )
         target_vm = self.resolve(vm)
         caps = self._backend.vm_capabilities(target_vm)
         if not caps.target_observable:
             self._not_waited(self._unobservable(target_vm, caps), target_vm, caps.mechanism.value)
             return self._wait_stats(target_vm)
-        if target is not None:
-            goal = align(parse_size(target, what="target"), caps.alignment_bytes, "up")
+        if asked is not None:
+            goal = align(asked, caps.alignment_bytes, "up")
         elif target_vm.id in self._targets:
             goal = self._targets[target_vm.id]
         else:
@@ -589,11 +676,8 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             if stats.target_bytes is None:
                 raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
             goal = stats.target_bytes
-        tol = (
-            parse_size(tolerance, what="tolerance")
-            if tolerance is not None
-            else max(caps.alignment_bytes, 2 * MiB, goal // 200)
-        )
+        if tol is None:
+            tol = max(caps.alignment_bytes, 2 * MiB, goal // 200)
         outcome = self._await(
             {target_vm.id: (target_vm, goal, tol)},
             timeout=timeout,

@@ -157,12 +157,20 @@ def _check_range(n: int, original: object, what: str, allow_zero: bool) -> int:
 
 
 def parse_typed_target(
-    value: object, *, what: str = "target", allow_zero: bool = False, noun: str = "target"
+    value: object,
+    *,
+    what: str = "target",
+    allow_zero: bool = False,
+    noun: str = "target",
+    int_bytes: bool = False,
 ) -> int:
     """:func:`parse_size` of a memory target a person typed (a command line, an Ansible task,
     a scenario file), refusing a number without a unit below 1 MiB (zero aside, where
     ``allow_zero`` takes it): it is read as bytes, and no guest's memory is that small — ``4``
     meant ``4GiB``. Written with a unit (``512KiB``), it is taken as asked.
+
+    ``int_bytes=True`` is the Python API's rule: an ``int`` is a program's count of bytes and
+    taken as it is; only a *string* without a unit is checked (``set_target("web01", "4")``).
 
     >>> parse_typed_target("4")
     Traceback (most recent call last):
@@ -170,9 +178,13 @@ def parse_typed_target(
     hvballoon.errors.InvalidSizeError: invalid target '4': a number without a unit is bytes, and 4 bytes is no memory target; write the unit, e.g. '4GiB' or '4MiB'
     >>> parse_typed_target("4GiB") == parse_typed_target(4 * GiB) == 4 * GiB
     True
+    >>> parse_typed_target(4096, int_bytes=True)
+    4096
     """
     size = parse_size(value, what=what, allow_zero=allow_zero)
-    unitless = isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+    unitless = (isinstance(value, int) and not int_bytes) or (
+        isinstance(value, str) and value.strip().isdigit()
+    )
     if unitless and 0 < size < MiB:
         raise InvalidSizeError(
             f"invalid {what} {value!r}: a number without a unit is bytes, and {size} bytes is no memory "
@@ -195,6 +207,11 @@ _IEC_STEPS = (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", Ki
 def format_size(n: int | None, *, exact: bool = False) -> str:
     """Format bytes with IEC units: ``'1.5 GiB'``; ``None`` is ``'-'``.
 
+    ``n`` is a number of bytes: an ``int`` (a negative one is a difference, ``'-1 GiB'``) or a
+    finite ``float`` (rounded to whole bytes). A string is refused, not parsed (parse it with
+    :func:`parse_size`), as are a boolean, NaN and infinity: an
+    :class:`~hvballoon.errors.InvalidSizeError` naming the argument.
+
     By default at most two decimals are shown (a readable figure). With ``exact=True`` the
     result parses back to exactly ``n`` (the largest unit that divides it is used).
 
@@ -203,8 +220,9 @@ def format_size(n: int | None, *, exact: bool = False) -> str:
     """
     if n is None:
         return "-"
-    sign = "-" if n < 0 else ""
-    a = abs(n)
+    a = _whole(n, "format_size", signed=True)
+    sign = "-" if a < 0 else ""
+    a = abs(a)
     if exact:
         for name, size in _IEC_STEPS:
             # halves and quarters stay exact; anything finer is written in a smaller unit
@@ -247,16 +265,46 @@ def align(n: int, granularity: int, direction: Literal["up", "down"] = "up") -> 
     """Round ``n`` bytes to a multiple of ``granularity`` (``up`` by default).
 
     Targets are aligned *up* in hvballoon, so an aligned target never falls below the floor a
-    guard rail computed.
+    guard rail computed. Both are whole numbers of bytes (``int``): ``n`` not negative,
+    ``granularity`` positive. A string is refused, not parsed (parse it with
+    :func:`parse_size`), as are a boolean, a float and ``None``: an
+    :class:`~hvballoon.errors.InvalidSizeError` naming the argument.
+
+    >>> align(1000, 1024), align(1000, 1024, "down")
+    (1024, 0)
     """
-    if granularity <= 0:
-        raise InvalidRequestError(f"alignment must be positive, got {granularity}")
+    if direction not in ("up", "down"):
+        raise InvalidRequestError(f"direction must be 'up' or 'down', got {direction!r}")
+    n = _whole(n, "align: n", floats=False)
+    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity <= 0:
+        raise InvalidSizeError(
+            f"align: the alignment (granularity) must be a positive int of bytes, got {granularity!r}",
+            details={"value": repr(granularity)},
+        )
     down = n - n % granularity
     if direction == "down" or down == n:
         return down
-    if direction != "up":
-        raise InvalidRequestError(f"direction must be 'up' or 'down', got {direction!r}")
     return down + granularity
+
+
+def _whole(n: object, what: str, *, signed: bool = False, floats: bool = True) -> int:
+    """``n`` as an ``int`` of bytes for a function that formats or computes sizes (not parses
+    them): a typed error naming ``what`` for anything else."""
+    kinds = "an int" + (" or a finite float" if floats else "")
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or (isinstance(n, float) and not floats):
+        hint = "; parse a size string with parse_size() first" if isinstance(n, str) else ""
+        raise InvalidSizeError(
+            f"{what} takes a number of bytes ({kinds}), got {n!r}{hint}", details={"value": repr(n)}
+        )
+    if isinstance(n, float):
+        if not math.isfinite(n):
+            raise InvalidSizeError(
+                f"{what} takes a finite number of bytes, got {n!r}", details={"value": repr(n)}
+            )
+        n = round(n)
+    if n < 0 and not signed:
+        raise InvalidSizeError(f"{what}: a size cannot be negative, got {n!r}", details={"value": n})
+    return int(n)
 
 
 #: The longest duration accepted: ten years (3650 days), far beyond any timeout, wait or interval
@@ -337,7 +385,21 @@ def positive_seconds(value: object, *, what: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """``5400`` → ``'1h30m'``; sub-minute values keep one decimal."""
+    """``5400`` → ``'1h30m'``; sub-minute values keep one decimal.
+
+    ``seconds`` is a finite, non-negative ``int`` or ``float``; anything else (a string, a
+    boolean, NaN) is an :class:`~hvballoon.errors.InvalidRequestError` naming it.
+    """
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise InvalidRequestError(
+            f"format_duration takes a finite, non-negative number of seconds, got {seconds!r}",
+            details={"value": repr(seconds)},
+        )
     if seconds < 60:
         return f"{seconds:.1f}s".replace(".0s", "s")
     s = round(seconds)

@@ -269,3 +269,38 @@ def test_a_settings_key_named_as_its_option_or_misspelt_names_the_key_it_looks_l
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "host_memory: Extra inputs are not permitted (did you mean 'host_memory_bytes'?)" in r.stderr
     assert "vms.web01.flor: Extra inputs are not permitted (did you mean 'floor'?)" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--minimum", "4"),
+        ("--maximum", "16"),
+        ("--startup", "8"),
+        ("--reservation", "512"),
+        ("--limit", "4"),
+        ("--balloon-cap", "100"),
+    ],
+)
+def test_a_config_size_without_a_unit_too_small_to_be_memory_is_refused_by_the_size_rule(
+    option: tuple[str, str],
+) -> None:
+    # refused for the unit left out, whichever flavour: not by a 2 MiB alignment (Hyper-V) or a
+    # field the VM cannot take (the others), which only happened to catch it
+    for flavor in ("hyperv", "esxi", "kvm"):
+        r = invoke("config", f"fake://seed?flavor={flavor}", "web01", *option, "--dry-run")
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert (
+            f"invalid {option[0][2:].replace('-', '_')} '{option[1]}': a number without a unit is bytes"
+            in r.stderr
+        )
+        assert "write the unit, e.g. '" in r.stderr, r.stderr
+
+
+def test_a_policy_size_option_without_a_unit_too_small_to_be_memory_is_refused() -> None:
+    r = invoke(
+        "autoballoon", "fake://seed", "--once", "--dry-run", "--policy", "proxmox",
+        "--policy-option", "deadband_bytes=4",
+    )  # fmt: skip
+    assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, r.stdout
+    assert "invalid policy option deadband_bytes '4': a number without a unit is bytes" in r.stderr, r.stderr

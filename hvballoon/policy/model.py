@@ -26,7 +26,7 @@ from pydantic import (
 
 from hvballoon.errors import HVBalloonError
 from hvballoon.models import MAX_INT32, Mechanism, Timestamp
-from hvballoon.units import format_sizes, parse_duration, parse_size
+from hvballoon.units import format_sizes, parse_duration, parse_typed_target
 
 __all__ = [
     "Action",
@@ -45,7 +45,7 @@ def _size(value: Any) -> Any:
     if value is None or isinstance(value, int):
         return value
     try:
-        return parse_size(value, allow_zero=True)
+        return parse_typed_target(value, allow_zero=True, what="size", noun="size", int_bytes=True)
     except HVBalloonError as exc:
         raise ValueError(exc.message) from None
 

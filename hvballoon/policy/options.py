@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hvballoon.errors import InvalidRequestError
-from hvballoon.units import format_duration, format_size, parse_duration, parse_size
+from hvballoon.units import format_duration, format_size, parse_duration, parse_typed_target
 
 __all__ = ["PolicyOption", "coerce_options", "format_options", "option_specs", "parse_option_pairs"]
 
@@ -83,7 +83,7 @@ class PolicyOption:
         if value is None:
             raise self._bad(value, policy, f"takes a {self.kind}, not null")
         if self.kind == "size":
-            return parse_size(value, allow_zero=True, what=what)
+            return parse_typed_target(value, allow_zero=True, what=what, noun="size", int_bytes=True)
         if self.kind == "duration":
             return parse_duration(value, what=what)
         if self.kind == "bool":
