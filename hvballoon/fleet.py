@@ -213,13 +213,24 @@ class Fleet:
         keep_sessions: bool = True,
         host_stats: bool = False,
     ) -> None:
+        if isinstance(uris, (str, bytes)) or not isinstance(uris, Iterable):
+            # a string alone would be a fleet of one-letter URIs
+            raise InvalidRequestError(
+                f"a fleet takes a list of URIs (e.g. ['qemu+ssh://kvm01/system']), got {type(uris).__name__}"
+            )
+        uris = list(uris)
         if not uris:
             raise InvalidRequestError("a fleet needs at least one URI")
         host_timeout = positive_seconds(host_timeout, what="host_timeout")
         if timeout is not None:
             timeout = positive_seconds(timeout, what="timeout")
-        if concurrency < 1:
-            raise InvalidRequestError(f"concurrency must be at least 1, got {concurrency!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidRequestError(
+                f"concurrency must be a whole number of at least 1, got {concurrency!r}"
+            )
+        for name, flag in (("verify", verify), ("keep_sessions", keep_sessions), ("host_stats", host_stats)):
+            if not isinstance(flag, bool):
+                raise InvalidRequestError(f"{name} takes True or False, got {flag!r}")
         # a host named twice (on the command line and in an inventory, say) is queried once:
         # twice would cost it a second call and give the exporter duplicate series
         self._slots = [_Slot(u) for u in dict.fromkeys(uris)]

@@ -380,3 +380,30 @@ def test_a_bulk_change_of_no_vms_or_a_vm_twice_is_refused_and_nothing_changes(
         res.raise_for_errors()
 
     _refused(hv, run, InvalidRequestError, says)
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "says"),
+    [
+        (("fake://seed",), {}, "a fleet takes a list of URIs (e.g. ['qemu+ssh://kvm01/system']), got str"),
+        ((None,), {}, "a fleet takes a list of URIs"),
+        (([],), {}, "a fleet needs at least one URI"),
+        (
+            (["fake://seed"],),
+            {"concurrency": "4"},
+            "concurrency must be a whole number of at least 1, got '4'",
+        ),
+        ((["fake://seed"],), {"concurrency": True}, "concurrency must be a whole number of at least 1"),
+        ((["fake://seed"],), {"verify": None}, "verify takes True or False, got None"),
+        ((["fake://seed"],), {"keep_sessions": "no"}, "keep_sessions takes True or False"),
+        ((["fake://seed"],), {"host_stats": 1}, "host_stats takes True or False"),
+    ],
+)
+def test_a_fleet_refuses_what_it_cannot_take_before_querying_any_host(
+    args: tuple[object, ...], kw: dict[str, object], says: str
+) -> None:
+    from hvballoon.fleet import Fleet
+
+    with pytest.raises(InvalidRequestError) as info:
+        Fleet(*args, **kw)  # type: ignore[arg-type]
+    assert says in str(info.value)
