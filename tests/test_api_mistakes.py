@@ -113,6 +113,9 @@ def test_integers_stay_bytes_and_whole_byte_strings_of_memory_are_taken() -> Non
         assert hv.set_target("web01", str(6 * GiB), dry_run=True).after["target_bytes"] == 6 * GiB
     assert hvballoon.GuardRails(margin_bytes="512MiB").margin_bytes == 512 * MiB
     assert hvballoon.GuardRails(margin_bytes=0).margin_bytes == 0
+    assert (
+        hvballoon.GuardRails(max_stats_age_seconds=math.inf).max_stats_age_seconds == math.inf
+    )  # never stale
 
 
 # -- the helpers of hvballoon.units -----------------------------------------------------------
