@@ -38,8 +38,9 @@ _DOCS_BLOCK = re.compile(r"<!-- config-options -->\n.*?<!-- /config-options -->"
 #: What an Ansible option of each kind is declared as.
 _ANSIBLE_TYPE = {"size": "raw", "int": "int", "bool": "bool", "choice": "str"}
 _SIZE_NOTE = (
-    "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, "
-    "powers of 1000)."
+    "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or an "
+    "integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the task "
+    "with code V(invalid_size)."
 )
 _PLAIN_YAML = re.compile(r"^[A-Za-z0-9(][^\n]*$")
 

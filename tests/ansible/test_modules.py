@@ -265,3 +265,21 @@ def test_check_mode_with_a_refused_vm_says_what_the_run_would_do(esxi: str, skip
     assert [(x["vm"], x["changed"]) for x in run["results"]] == [
         (x["vm"], x["changed"]) for x in check["results"]
     ]
+
+
+@pytest.mark.parametrize(("option", "value"), [("reservation", 4), ("limit", 512), ("reservation", "4")])
+def test_config_takes_a_size_without_a_unit_as_the_target_module_does(
+    esxi: str, option: str, value: Any
+) -> None:
+    """``reservation: 4`` (a YAML integer) meant 4GiB: refused as a unit left out, as the
+    ``target`` module's ``size: 4`` is, before any VM is changed."""
+    r = _config(esxi, vm="web01", **{option: value})
+    assert r["failed"] and r["code"] == "invalid_size" and r["changed"] is False
+    assert "write the unit" in r["msg"]
+    assert _reservations(esxi, "web01") == {"web01": 0}
+
+
+def test_config_takes_a_yaml_integer_of_bytes_and_minus_one_as_no_limit(esxi: str) -> None:
+    r = _config(esxi, vm="web01", reservation=2 * GiB, limit=-1)
+    assert not r.get("failed"), r.get("msg")
+    assert _reservations(esxi, "web01") == {"web01": 2 * GiB}

@@ -42,20 +42,23 @@ options:
   startup:
     description:
       - Hyper-V startup memory (a static VM's memory size).
-      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
-        (SI, powers of 1000)."
+      - "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or
+        an integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the
+        task with code V(invalid_size)."
     type: raw
   minimum:
     description:
       - Hyper-V Dynamic Memory minimum.
-      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
-        (SI, powers of 1000)."
+      - "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or
+        an integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the
+        task with code V(invalid_size)."
     type: raw
   maximum:
     description:
       - The VM's maximum memory (KVM <memory>, ESXi memoryMB, Hyper-V Dynamic Memory maximum).
-      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
-        (SI, powers of 1000)."
+      - "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or
+        an integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the
+        task with code V(invalid_size)."
     type: raw
   dynamic:
     description:
@@ -72,14 +75,16 @@ options:
   reservation:
     description:
       - ESXi memory reservation (V(0) for none).
-      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
-        (SI, powers of 1000)."
+      - "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or
+        an integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the
+        task with code V(invalid_size)."
     type: raw
   limit:
     description:
       - ESXi memory limit, or V(unlimited) (also V(-1), as vSphere writes it) to remove it.
-      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
-        (SI, powers of 1000)."
+      - "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or
+        an integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the
+        task with code V(invalid_size)."
     type: raw
   shares:
     description:
@@ -101,8 +106,9 @@ options:
     description:
       - "ESXi balloon cap, sched.mem.maxmemctl: the most the balloon may take (V(0): no
         ballooning)."
-      - "A size: an integer of bytes, or a string such as V(16GiB) (IEC, powers of 1024) or V(16GB)
-        (SI, powers of 1000)."
+      - "A size: a string such as V(16GiB) (IEC, powers of 1024) or V(16GB) (SI, powers of 1000), or
+        an integer of bytes; a number without a unit below 1 MiB (V(4), meant as V(4GiB)) fails the
+        task with code V(invalid_size)."
     type: raw
   deflate_on_oom:
     description:
@@ -274,6 +280,8 @@ if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
     from hvballoon.models import ConfigUpdate
 
+    _SIZES = frozenset(o.keyword for o in ConfigUpdate.options() if o.kind == "size")
+
 # BEGIN generated fields by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
 FIELDS = dict(
     startup=dict(type="raw"),
@@ -295,6 +303,15 @@ FIELDS = dict(
 # END generated fields
 
 
+def _typed(option, value):
+    """A size a task gives as a YAML integer is what a person typed, held to the rule the
+    ``target`` module's ``size`` and the CLI follow: ``minimum: 4`` is a unit left out (4 bytes
+    is no memory size), not 4 bytes; ``8589934592`` is still bytes, ``limit: -1`` no limit."""
+    if isinstance(value, int) and not isinstance(value, bool) and option in _SIZES:
+        return str(value)
+    return value
+
+
 def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(vms_argument_spec())
@@ -306,7 +323,7 @@ def main():
         supports_check_mode=True,
     )
     require_sdk(module)
-    fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
+    fields = {k: _typed(k, module.params[k]) for k in FIELDS if module.params[k] is not None}
     result = dict(changed=False, changes=[], results=[])
     try:
         ConfigUpdate.from_keywords(fields)  # a bad value fails once, before connecting
