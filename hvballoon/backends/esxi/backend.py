@@ -32,28 +32,29 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
 from pyVmomi import vim as _vim
-from pyVmomi import vmodl as _vmodl
 
 from hvballoon._gc import collector_paused
 from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import Hint, HVBalloonError, InvalidRequestError, InvalidURIError, VMNotFoundError
-from hvballoon.hoststats import from_sweep, split_by_host, sum_running
+from hvballoon.hoststats import from_sweep, split_by_host
 from hvballoon.kinds import ESXI, Kind, check_settable
-from hvballoon.kinds.esxi import SHARES_LEVELS, guest_notes
+from hvballoon.kinds.esxi import SHARES_LEVELS
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB, MiB
+from hvballoon.units import MiB
 
 from . import SPEC, _props
 from ._client import Client, Endpoint, VSphereLink, make_ssl_context
 from ._fast import MISSING
 from ._faults import ERRORS
 from ._options import ESXiOptions, ESXiParameters, VCenterParameters
-from ._props import BALLOON_CAP_KEY, balloon_cap_bytes, entity_name, limit_mb, scaled, unreadable_error
+from ._perf import BalloonTargets
+from ._props import BALLOON_CAP_KEY, balloon_cap_bytes, entity_name, limit_mb, unreadable_error
+from ._root import find_root
+from ._stats import HOST_USAGE, QUICKSTAT_PATHS, host_figures, mb, running, vm_stats
 
-# pyvmomi's types are generated at run time: typed as Any at this boundary, and only here.
+# pyvmomi's types are generated at run time: typed as Any at this boundary.
 vim: Any = _vim
-vmodl: Any = _vmodl
 
 __all__ = ["CAPABILITIES", "ESXiBackend"]
 
@@ -81,19 +82,6 @@ TEMPLATE_CAPABILITIES = CAPABILITIES.model_copy(
     }
 )
 
-#: The quickStats read, with the unit each comes in (bytes per unit).
-_QUICKSTATS: dict[str, int] = {
-    "guestMemoryUsage": MiB,
-    "hostMemoryUsage": MiB,
-    "balloonedMemory": MiB,
-    "swappedMemory": MiB,
-    "compressedMemory": KiB,  # the one memory quickStat in KB
-    "sharedMemory": MiB,
-    "privateMemory": MiB,
-    "consumedOverheadMemory": MiB,
-}
-_QS = "summary.quickStats."
-
 #: Exactly the VM property paths a listing asks for.
 LIST_PATHS: tuple[str, ...] = (
     "name",
@@ -108,10 +96,8 @@ STATS_PATHS: tuple[str, ...] = (
     *LIST_PATHS,
     "config.hardware.memoryMB",
     "config.memoryAllocation",
-    *(_QS + name for name in (*_QUICKSTATS, "guestHeartbeatStatus")),  # the heartbeat: kinds.esxi
+    *QUICKSTAT_PATHS,
 )
-#: The host's used memory (MB): "Physical memory usage on the host in MB".
-HOST_USAGE = "summary.quickStats.overallMemoryUsage"
 #: Exactly the host property paths ``get_host_stats`` asks for (memorySize is in bytes).
 HOST_PATHS: tuple[str, ...] = ("name", "hardware.memorySize", HOST_USAGE)
 CONFIG_PATHS: tuple[str, ...] = (
@@ -132,11 +118,6 @@ _POWER = {
 }
 
 _UNLIMITED = -1
-
-
-def _mb(value: Any) -> int | None:
-    """MB (an int, or None when unset) → bytes."""
-    return None if value is None else int(value) * MiB
 
 
 class ESXiBackend(Backend):
@@ -200,15 +181,14 @@ class ESXiBackend(Backend):
         )
         self.client: Client = self._link.client
         try:
-            root = self._call(lambda: self._find_root(uri.query))
+            root = self._call(lambda: find_root(self.client, uri.query, uri=uri.redacted))
             self._call(lambda: self.client.open_view(root))
         except BaseException:
             self._link.close()
             raise
         self._hosts: dict[str, str] = {}  # host moref → name
         self._morefs: dict[str, str] = {}  # VM id → moref
-        self._counter_id: int | None = None  # mem.vmmemctltarget, once looked up
-        self._perf_checked = False
+        self._balloon_targets = BalloonTargets(self.client, self._call, enabled=self.perf_counters)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -228,57 +208,6 @@ class ESXiBackend(Backend):
     def _call(self, fn: Callable[[], T], *, vm: str | None = None) -> T:
         """``fn()`` through the link: faults mapped, an expired session logged in again once."""
         return self._link.call(self._link.where, lambda _client: fn(), vm=vm)
-
-    # -- finding the inventory root (vcenter:// ?datacenter=&cluster=&folder=) --------------
-
-    def _named(self, root: Any, kind: Any, name: str, what: str) -> Any:
-        """The one ``kind`` named ``name`` under ``root`` (a short-lived view, at connect only).
-
-        A folder is a VM folder (its ``childType`` holds VirtualMachine): host, datastore and
-        network folders hold no VM of their own, and may share a VM folder's name.
-        """
-        c = self.client
-        view = c.content.viewManager.CreateContainerView(root, [kind], True)
-        paths = ["name", "childType"] if kind is vim.Folder else ["name"]
-        try:
-            spec = vmodl.query.PropertyCollector.FilterSpec(
-                objectSet=[
-                    vmodl.query.PropertyCollector.ObjectSpec(
-                        obj=view,
-                        skip=True,
-                        selectSet=[
-                            vmodl.query.PropertyCollector.TraversalSpec(
-                                name="v", path="view", skip=False, type=vim.view.ContainerView
-                            )
-                        ],
-                    )
-                ],
-                propSet=[vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=paths)],
-            )
-            rows = c.retrieve(spec)
-        finally:
-            view.DestroyView()
-        if kind is vim.Folder:
-            rows = [(ref, props) for ref, props in rows if "VirtualMachine" in (props.get("childType") or ())]
-        found = [ref for ref, props in rows if entity_name(props, "") == name]
-        if len(found) != 1:
-            known = sorted(entity_name(props, ref._moId) for ref, props in rows)
-            problem = f"no {what}" if not found else f"{len(found)} {what}s"
-            raise InvalidURIError(
-                f"{problem} named {name!r} here; {what}s: {', '.join(known) or 'none'}",
-                uri=self.opts.uri.redacted,
-            )
-        return found[0]
-
-    def _find_root(self, query: Mapping[str, str]) -> Any:
-        root = self.client.content.rootFolder
-        if "datacenter" in query:
-            root = self._named(root, vim.Datacenter, query["datacenter"], "datacenter")
-        if "cluster" in query:
-            root = self._named(root, vim.ClusterComputeResource, query["cluster"], "cluster")
-        if "folder" in query:
-            root = self._named(root, vim.Folder, query["folder"], "folder")
-        return root
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -436,7 +365,7 @@ class ESXiBackend(Backend):
         with collector_paused():
             rows = self._sweep(STATS_PATHS, vms)
             at = datetime.now(timezone.utc)
-            targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
+            targets = self._balloon_targets.read([moid for moid, props in rows if running(props)])
             return [self._stats(moid, props, at, targets.get(moid)) for moid, props in rows]
 
     def get_stats_and_configs(self, vms: list[VM]) -> list[tuple[MemoryStats, MemoryConfig]]:
@@ -444,7 +373,7 @@ class ESXiBackend(Backend):
         with collector_paused():
             rows = self._sweep(CHANGE_PATHS, vms)
             at = datetime.now(timezone.utc)
-            targets = self._balloon_targets([moid for moid, props in rows if _running(props)])
+            targets = self._balloon_targets.read([moid for moid, props in rows if running(props)])
             return [
                 (self._stats(moid, props, at, targets.get(moid)), self._config(moid, props, hot_add=False))
                 for moid, props in rows
@@ -453,11 +382,7 @@ class ESXiBackend(Backend):
     def get_host_stats(self, vm_stats: list[MemoryStats] | None = None) -> list[HostStats]:
         """Every host in the view, with every VM, in one PropertyCollector request (and pages).
 
-        Per host: ``hardware.memorySize`` (bytes) is the physical memory and
-        ``summary.quickStats.overallMemoryUsage`` (MB) the used memory; free is the rest.
-        ESXi swaps and shares per VM, so the host's swap used, shared and overhead figures are
-        the sums of its running VMs' ``swappedMemory``, ``sharedMemory`` and
-        ``consumedOverheadMemory`` (``None`` when one of them is not reported).
+        Each host's figures: :func:`._stats.host_figures`.
         """
         if vm_stats is None:
             with collector_paused():  # see hvballoon._gc: a sweep allocates in bulk, without cycles
@@ -478,132 +403,16 @@ class ESXiBackend(Backend):
             host_rows = [*host_rows, *((ref._moId, props) for ref, props in found)]
             self._hosts.update((ref._moId, entity_name(props, ref._moId)) for ref, props in found)
         by_host = split_by_host(vm_stats, "")
-        figures: dict[str, dict[str, Any]] = {}
-        for moid, props in host_rows:
-            name = self._hosts[moid]
-            vms = by_host.get(name, [])
-            # a live host never has or uses 0 MB: 0 (or nothing) means it is not reporting
-            # (disconnected); free is what the used memory leaves of physical (hoststats)
-            physical = scaled(props.get("hardware.memorySize"), 1) or None
-            used = scaled(props.get(HOST_USAGE), MiB) or None
-            overheads = [s.extra.get("overhead_bytes") for s in vms if s.vm.power_state is PowerState.RUNNING]
-            figures[name] = {
-                "physical_bytes": physical,
-                "used_bytes": used,
-                "swap_used_bytes": sum_running(vms, "swapped_bytes"),
-                "shared_bytes": sum_running(vms, "shared_bytes"),
-                "hypervisor_overhead_bytes": None if None in overheads else sum(overheads),
-                "extra": {"moref": moid},
-            }
+        figures = {
+            self._hosts[moid]: host_figures(moid, props, by_host.get(self._hosts[moid], []))
+            for moid, props in host_rows
+        }
         # a VM on no host (unregistered, orphaned) is on none of the hosts; a running one always is
         placed = [s for s in vm_stats if s.vm.host is not None]
         return from_sweep(placed, backend=self.name, figures=figures, collected_at=at)
 
-    def _stats(
-        self, moid: str, props: Mapping[str, Any], at: datetime, balloon_target: int | None
-    ) -> MemoryStats:
-        vm = self._vm(moid, props)
-        configured = _mb(props.get("config.hardware.memoryMB"))
-        limit = limit_mb(props.get("config.memoryAllocation"))
-        target = limit * MiB if limit is not None else configured
-        # what the server would not let us read is unknown, not unset (an unreadable limit
-        # is not "unlimited"): those figures are None, the stats stale, the paths named
-        unreadable = sorted(props.get(MISSING) or ())
-        if any(path.startswith("config.memoryAllocation") for path in unreadable):
-            target = None
-        marks = {"unreadable": unreadable} if unreadable else {}
-        if not _running(props):
-            # quickStats of a VM that is not running describe nothing
-            return MemoryStats(
-                vm=vm,
-                mechanism=CAPABILITIES.mechanism,
-                collected_at=at,
-                configured_bytes=configured,
-                target_bytes=target,
-                stale=True,
-                extra={"moref": moid, "limit_bytes": _mb(limit), **marks},
-            )
-        qs = {name: scaled(props.get(_QS + name), unit) for name, unit in _QUICKSTATS.items()}
-        ballooned = qs["balloonedMemory"]
-        # guestMemoryUsage 0 is no figure (vSphere sends 0, not "unset"); the heartbeat says why
-        used, heartbeat = qs["guestMemoryUsage"] or None, props.get(_QS + "guestHeartbeatStatus")
-        current = configured - ballooned if configured is not None and ballooned is not None else None
-        return MemoryStats(
-            vm=vm,
-            mechanism=CAPABILITIES.mechanism,
-            collected_at=at,
-            configured_bytes=configured,
-            current_bytes=max(0, current) if current is not None else None,
-            target_bytes=target,
-            ballooned_bytes=ballooned,
-            guest_used_bytes=used,
-            demand_bytes=used,
-            host_consumed_bytes=qs["hostMemoryUsage"],
-            swapped_bytes=qs["swappedMemory"],
-            compressed_bytes=qs["compressedMemory"],
-            shared_bytes=qs["sharedMemory"],
-            stale=used is None or bool(unreadable),
-            extra={
-                "moref": moid,
-                "limit_bytes": _mb(limit),
-                "private_bytes": qs["privateMemory"],
-                "overhead_bytes": qs["consumedOverheadMemory"],
-                "balloon_target_bytes": balloon_target,
-                **guest_notes(qs["guestMemoryUsage"], heartbeat),
-                **marks,
-            },
-        )
-
-    # -- ESXi's own balloon target (perf counter mem.vmmemctltarget, KB) --------------------
-
-    def _balloon_targets(self, moids: list[str]) -> dict[str, int]:
-        """``mem.vmmemctltarget`` of every running VM in ``moids``, in one ``QueryPerf``.
-
-        Only with ``perf_counters=True``. The counter's id is looked up once. Where the endpoint
-        has no performance manager or no such counter, the figure is simply absent (``None``).
-        """
-        if not self.perf_counters or not moids:
-            return {}
-        c = self.client
-        if not self._perf_checked:
-            self._counter_id = self._call(self._lookup_counter)
-            self._perf_checked = True
-        if self._counter_id is None:
-            return {}
-        counter = self._counter_id
-        refs = [vim.VirtualMachine(moid, c.stub) for moid in moids]
-        perf = c.content.perfManager
-        specs = [
-            vim.PerformanceManager.QuerySpec(
-                entity=ref,
-                metricId=[vim.PerformanceManager.MetricId(counterId=counter, instance="")],
-                intervalId=20,
-                maxSample=1,
-            )
-            for ref in refs
-        ]
-        out: dict[str, int] = {}
-        for entity in self._call(lambda: perf.QueryPerf(specs)) or ():
-            for series in getattr(entity, "value", None) or ():
-                values = list(getattr(series, "value", None) or ())
-                if values and values[-1] is not None and values[-1] >= 0:
-                    out[entity.entity._moId] = int(values[-1]) * KiB
-        return out
-
-    def _lookup_counter(self) -> int | None:
-        perf = self.client.content.perfManager
-        if perf is None:
-            return None
-        spec = self.client.objects_filter([perf], {vim.PerformanceManager: ["perfCounter"]})
-        rows = self.client.retrieve(spec)
-        for info in rows[0][1].get("perfCounter", ()) if rows else ():
-            if (info.groupInfo.key, info.nameInfo.key, str(info.rollupType)) == (
-                "mem",
-                "vmmemctltarget",
-                "average",
-            ):
-                return int(info.key)
-        return None
+    def _stats(self, moid: str, props: Mapping[str, Any], at: datetime, target: int | None) -> MemoryStats:
+        return vm_stats(self._vm(moid, props), moid, props, at, target, mechanism=CAPABILITIES.mechanism)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -627,9 +436,9 @@ class ESXiBackend(Backend):
         return MemoryConfig(
             vm=self._vm(moid, props),
             mechanism=CAPABILITIES.mechanism,
-            maximum_bytes=_mb(props.get("config.hardware.memoryMB")),
-            reservation_bytes=_mb(reservation),
-            limit_bytes=_mb(limit),
+            maximum_bytes=mb(props.get("config.hardware.memoryMB")),
+            reservation_bytes=mb(reservation),
+            limit_bytes=mb(limit),
             shares=getattr(shares, "shares", None),
             shares_level=level if level in SHARES_LEVELS else None,
             memory_reservation_lock=bool(locked),
@@ -788,12 +597,3 @@ def _allocation(current: Any, plan: ConfigUpdate) -> Any:
         count = plan.shares if plan.shares is not None else getattr(alloc.shares, "shares", None)
         alloc.shares = vim.SharesInfo(level=str(level), shares=count)
     return alloc
-
-
-def _running(props: Mapping[str, Any]) -> bool:
-    """Powered on, and reachable: the quickStats of a VM vCenter is not connected to (its host
-    is not) are left over, not the VM's."""
-    connection = props.get("runtime.connectionState")
-    return (
-        str(props.get("runtime.powerState")) == "poweredOn" and str(connection or "connected") == "connected"
-    )
