@@ -15,6 +15,7 @@ Proxmox node, ``qm`` and ``pvestatd``).
 :class:`Conversation` is the toolkit's :class:`~hvballoon.backend_kit.AsyncLink` over one socket
 (not persistent: each call opens, talks and hangs up): a deadline on each call, errors mapped by
 :data:`~hvballoon.backends.qmp._errors.ERRORS`, and once more on a new connection when it broke mid-call.
+:func:`each_answer` holds many such conversations side by side, a few at a time, in one deadline.
 """
 
 from __future__ import annotations
@@ -25,18 +26,28 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import Any, TypeVar
 
 from qemu.qmp import QMPClient, QMPError
 
 from hvballoon.backend_kit import AsyncLink
-from hvballoon.errors import HVBalloonError
+from hvballoon.errors import HVBalloonError, VMNotFoundError
 
 from ._errors import ERRORS, connection_lost, vm_gone
 
-__all__ = ["CLIENT_NAME", "Conversation", "EventLoop", "Monitor", "peer_pid"]
+__all__ = [
+    "CLIENT_NAME",
+    "Conversation",
+    "EventLoop",
+    "Monitor",
+    "converse",
+    "each_answer",
+    "peer_pid",
+    "side_by_side",
+]
 
 T = TypeVar("T")
 
@@ -182,3 +193,64 @@ class Conversation(AsyncLink[Monitor]):
             error.message = f"{error.message} (the VM stopped during the call)"
             return error
         return super().after_loss(error, exc)
+
+
+async def converse(
+    path: str,
+    body: Callable[[Monitor], Awaitable[T]],
+    what: str,
+    *,
+    timeout: float,
+    label: str | None = None,
+    deadline: float | None = None,
+) -> T:
+    """Open ``path``, run ``body``, hang up; once more on a new connection if it broke.
+
+    Everything ``body`` sends must be safe to send twice (reads, and absolute settings).
+    ``timeout`` bounds each conversation, ``deadline`` (seconds left) the call.
+    """
+    link = Conversation(path, timeout=timeout)
+    return await link.call(what, body, vm=label or Path(path).stem, timeout=deadline)
+
+
+#: Conversations to hold side by side: ``(socket, body, label)``.
+Jobs = Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]]
+
+
+async def each_answer(
+    jobs: Jobs[T], what: str, *, timeout: float, concurrency: int, gone_ok: bool
+) -> list[T | BaseException | None]:
+    """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline
+    (``timeout``); each answer or error its own entry, in order.
+
+    With ``gone_ok`` a VM whose socket vanished or refuses (it stopped since the directory
+    was listed) is ``None``; otherwise that is a :class:`VMNotFoundError`.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(path: str, body: Callable[[Monitor], Awaitable[T]], label: str) -> T | None:
+        async with gate:
+            try:
+                return await converse(
+                    path, body, what, timeout=timeout, label=label, deadline=end - loop.time()
+                )
+            except VMNotFoundError as exc:
+                if gone_ok and exc.native_code in ("ENOENT", "ECONNREFUSED"):
+                    return None
+                raise
+
+    return await asyncio.gather(*(one(*job) for job in jobs), return_exceptions=True)
+
+
+async def side_by_side(
+    jobs: Jobs[T], what: str, *, timeout: float, concurrency: int, gone_ok: bool
+) -> list[T | None]:
+    """:func:`each_answer`, the first error raised."""
+    out: list[T | None] = []
+    for result in await each_answer(jobs, what, timeout=timeout, concurrency=concurrency, gone_ok=gone_ok):
+        if isinstance(result, BaseException):
+            raise result
+        out.append(result)
+    return out

@@ -43,7 +43,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote
 
 from qemu.qmp import ExecuteError
 
@@ -65,8 +64,19 @@ from hvballoon.virtio_balloon import Freshness
 
 from . import SPEC
 from ._errors import BACKEND, ERRORS
-from ._monitor import Conversation, EventLoop, Monitor
+from ._monitor import EventLoop, Monitor, converse, each_answer, side_by_side
 from ._options import QMPOptions
+from ._qom import (
+    DEVICE_TREES,
+    PERIOD,
+    Command,
+    balloon_properties,
+    count_vfio,
+    find_balloon,
+    guest_answers,
+    guest_queries,
+)
+from ._sockets import Run, list_sockets, run_of, socket_path
 from ._stats import (
     Reading,
     balloon_model,
@@ -100,57 +110,16 @@ CAPABILITIES = KVM.capabilities(
 
 #: What the stats period is taken to be where a balloon reports none: the option's default.
 _DEFAULT_STATS_PERIOD = QMPOptions().stats_period
-_SUFFIX = ".qmp"
-_PERIOD = "guest-stats-polling-interval"
-# where QEMU puts the devices of -device (with an id, and without one)
-_DEVICE_TREES = ("/machine/peripheral", "/machine/peripheral-anon")
-
-Command = tuple[str, Mapping[str, object] | None]
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One run of one VM: the QEMU process behind a socket, and the socket file it made.
-
-    A restarted VM is a new process with a new socket (its inode may be reused: its creation
-    time tells them apart).
-    """
-
-    pid: int | None
-    inode: int | None
-    mtime_ns: int | None
 
 
 @dataclass
 class _Seen:
     """What this backend did to one run of a VM (keyed by VM id)."""
 
-    run: _Run
+    run: Run
     armed_after: int | None = None  # the report time QEMU held when we switched the period on
     target_bytes: int | None = None  # the last target sent to this run
     balloon_model: str | None = None  # the run's balloon device as last read ("none": without)
-
-
-def _socket_path(opts: ConnectOptions) -> str:
-    """The directory or socket a ``qmp:///…`` URI names (checked for shape, not existence)."""
-    uri = opts.uri
-    if uri.host not in (None, "localhost") or uri.port is not None or uri.username is not None:
-        raise InvalidURIError(
-            f"{uri.redacted}: QMP sockets are local files; use qmp:///path (three slashes) and run "
-            "hvballoon on the host itself (on a Proxmox node: qmp:///var/run/qemu-server)"
-        )
-    if uri.query:
-        raise InvalidURIError(
-            f"{uri.redacted}: a qmp:// URI takes no query parameters (got {', '.join(sorted(uri.query))}); "
-            "options are keywords of connect(): read_only, stats_period, concurrency"
-        )
-    path = unquote(uri.path)
-    if not path.startswith("/") or path == "/" or "\x00" in path:
-        raise InvalidURIError(
-            f"{uri.redacted}: expected an absolute path to a QEMU monitor socket or to a directory "
-            "of them, e.g. qmp:///var/run/qemu-server or qmp:///run/vm1.qmp"
-        )
-    return os.path.normpath(path)
 
 
 class QMPBackend(Backend):
@@ -179,7 +148,7 @@ class QMPBackend(Backend):
         self.stats_period = self.options.stats_period
         self.concurrency = self.options.concurrency
         self.timeout = opts.timeout
-        self.path = _socket_path(opts)
+        self.path = socket_path(opts)
         try:
             mode = os.stat(self.path).st_mode
         except FileNotFoundError as exc:
@@ -206,8 +175,8 @@ class QMPBackend(Backend):
         self._loop = EventLoop()
         self._seen: dict[str, _Seen] = {}  # by VM id; touched only on the event loop's thread
         # per run of a VM (touched only on the event loop's thread, like _seen)
-        self._balloons: dict[_Run, tuple[str, str] | None] = {}  # the balloon's QOM path and type
-        self._identities: dict[_Run, tuple[str | None, str | None]] = {}  # -name and -uuid
+        self._balloons: dict[Run, tuple[str, str] | None] = {}  # the balloon's QOM path and type
+        self._identities: dict[Run, tuple[str | None, str | None]] = {}  # -name and -uuid
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -225,26 +194,7 @@ class QMPBackend(Backend):
 
     def sockets(self) -> list[str]:
         """The monitor sockets behind the URI, right now (a stopped VM's socket is gone)."""
-        if not self.directory:
-            return [self.path]
-        try:
-            entries = sorted(Path(self.path).iterdir())
-        except FileNotFoundError:
-            return []
-        except PermissionError as exc:
-            raise PermissionDeniedError(
-                f"not allowed to list {self.path} (run as root)", backend=BACKEND, native_code="EACCES"
-            ) from exc
-        out = []
-        for entry in entries:
-            if entry.suffix != _SUFFIX:
-                continue
-            try:
-                if stat.S_ISSOCK(entry.stat().st_mode):
-                    out.append(str(entry))
-            except OSError:
-                continue  # vanished while listing
-        return out
+        return list_sockets(self.path) if self.directory else [self.path]
 
     def _run(self, coro: Awaitable[T], what: str) -> T:
         async def wrapped() -> T:
@@ -260,56 +210,9 @@ class QMPBackend(Backend):
     # -- one conversation --------------------------------------------------------------------
 
     async def _converse(
-        self,
-        path: str,
-        body: Callable[[Monitor], Awaitable[T]],
-        what: str,
-        *,
-        label: str | None = None,
-        timeout: float | None = None,
+        self, path: str, body: Callable[[Monitor], Awaitable[T]], what: str, *, label: str | None = None
     ) -> T:
-        """Open ``path``, run ``body``, hang up; once more on a new connection if it broke.
-
-        Everything ``body`` sends must be safe to send twice (reads, and absolute settings).
-        """
-        link = Conversation(path, timeout=self.timeout)
-        return await link.call(what, body, vm=label or Path(path).stem, timeout=timeout)
-
-    async def _side_by_side(
-        self, jobs: Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]], what: str, *, gone_ok: bool
-    ) -> list[T | None]:
-        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline
-        (:meth:`_each_answer`); the first error is raised."""
-        out: list[T | None] = []
-        for result in await self._each_answer(jobs, what, gone_ok=gone_ok):
-            if isinstance(result, BaseException):
-                raise result
-            out.append(result)
-        return out
-
-    async def _each_answer(
-        self, jobs: Sequence[tuple[str, Callable[[Monitor], Awaitable[T]], str]], what: str, *, gone_ok: bool
-    ) -> list[T | BaseException | None]:
-        """Each ``(socket, body, label)`` conversation, ``concurrency`` at a time, in one deadline;
-        each answer or error its own entry, in order.
-
-        With ``gone_ok`` a VM whose socket vanished or refuses (it stopped since the directory
-        was listed) is ``None``; otherwise that is a :class:`VMNotFoundError`.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one(path: str, body: Callable[[Monitor], Awaitable[T]], label: str) -> T | None:
-            async with gate:
-                try:
-                    return await self._converse(path, body, what, label=label, timeout=deadline - loop.time())
-                except VMNotFoundError as exc:
-                    if gone_ok and exc.native_code in ("ENOENT", "ECONNREFUSED"):
-                        return None
-                    raise
-
-        return await asyncio.gather(*(one(*job) for job in jobs), return_exceptions=True)
+        return await converse(path, body, what, timeout=self.timeout, label=label)
 
     async def _sweep(
         self, paths: Sequence[str], body: Callable[[Monitor], Awaitable[T]], what: str
@@ -318,7 +221,8 @@ class QMPBackend(Backend):
 
         Afterwards what is kept per run is forgotten for the runs whose socket is gone.
         """
-        out = await self._side_by_side([(p, body, Path(p).stem) for p in paths], what, gone_ok=True)
+        jobs = [(p, body, Path(p).stem) for p in paths]
+        out = await side_by_side(jobs, what, timeout=self.timeout, concurrency=self.concurrency, gone_ok=True)
         live = set()
         for path in paths:
             try:
@@ -342,18 +246,10 @@ class QMPBackend(Backend):
             raise result
         return checked_answer(what, result, vm=label)
 
-    @staticmethod
-    def _run_of(mon: Monitor) -> _Run:
-        try:
-            st = os.stat(mon.path)
-        except OSError:
-            return _Run(mon.pid, None, None)
-        return _Run(mon.pid, st.st_ino, st.st_mtime_ns)
-
     # -- reading -----------------------------------------------------------------------------
 
     async def _ask(
-        self, mon: Monitor, run: _Run, commands: list[Command]
+        self, mon: Monitor, run: Run, commands: list[Command]
     ) -> tuple[tuple[str | None, str | None], list[Any]]:
         """``commands`` pipelined, after the VM's name and UUID unless this run's are known.
 
@@ -373,7 +269,7 @@ class QMPBackend(Backend):
 
     async def _identify(self, mon: Monitor) -> Reading:
         """Name, id and run state only (what a listing needs)."""
-        (name, uuid), (status,) = await self._ask(mon, self._run_of(mon), [("query-status", None)])
+        (name, uuid), (status,) = await self._ask(mon, run_of(mon.path, mon.pid), [("query-status", None)])
         return Reading(
             path=mon.path,
             pid=mon.pid,
@@ -387,7 +283,7 @@ class QMPBackend(Backend):
         ``devices``: list QEMU's device trees in it all the same (the VFIO devices, which come
         and go with hot-plug, for a configuration)."""
         label = Path(mon.path).stem
-        run = self._run_of(mon)
+        run = run_of(mon.path, mon.pid)
         known = run in self._balloons
         balloon = self._balloons.get(run)
         balloon_path, balloon_type = balloon if balloon is not None else (None, None)
@@ -398,13 +294,13 @@ class QMPBackend(Backend):
         ]
         listed = not known or devices
         if listed:
-            commands += [("qom-list", {"path": tree}) for tree in _DEVICE_TREES]
+            commands += [("qom-list", {"path": tree}) for tree in DEVICE_TREES]
         if known and balloon_path is not None:
-            commands += _guest_queries(balloon_path)
+            commands += guest_queries(balloon_path)
         (name, uuid), answers = await self._ask(mon, run, commands)
-        listings = answers[3 : 3 + len(_DEVICE_TREES)] if listed else []
+        listings = answers[3 : 3 + len(DEVICE_TREES)] if listed else []
         if listed:
-            answers = answers[:3] + answers[3 + len(_DEVICE_TREES) :]
+            answers = answers[:3] + answers[3 + len(DEVICE_TREES) :]
         status = self._value(answers[0], "query-status", label)
         memory = self._value(answers[1], "query-memory-size-summary", label)
         has_balloon = True
@@ -413,15 +309,13 @@ class QMPBackend(Backend):
         else:
             actual = self._value(answers[2], "query-balloon", label).get("actual")
         if not known:
-            found = _find_balloon(listings) if has_balloon else None
+            found = find_balloon(listings) if has_balloon else None
             self._balloons[run] = found
             balloon_path, balloon_type = found if found is not None else (None, None)
-            tail: list[Any] = (
-                await mon.batch(_guest_queries(balloon_path)) if balloon_path is not None else []
-            )
+            tail: list[Any] = await mon.batch(guest_queries(balloon_path)) if balloon_path is not None else []
         else:
             tail = list(answers[3:])
-        period, guest_stats = _guest_answers(tail)
+        period, guest_stats = guest_answers(tail)
         if balloon_path is not None and period is None:
             self._balloons.pop(run, None)  # the device went away: look again next time
         reading = Reading(
@@ -439,7 +333,7 @@ class QMPBackend(Backend):
             period=period,
             guest_stats=guest_stats,
             rss_bytes=resident_bytes(mon.pid),
-            vfio_devices=_count_vfio(listings) if listed else None,
+            vfio_devices=count_vfio(listings) if listed else None,
         )
         seen = self._seen.get(reading.vm_id)
         if seen is None or seen.run != run:
@@ -465,7 +359,7 @@ class QMPBackend(Backend):
 
     async def _set_period(self, mon: Monitor, balloon_path: str, seconds: int, label: str) -> None:
         try:
-            await mon.execute("qom-set", {"path": balloon_path, "property": _PERIOD, "value": seconds})
+            await mon.execute("qom-set", {"path": balloon_path, "property": PERIOD, "value": seconds})
         except ExecuteError as exc:
             raise ERRORS.map(exc, f"set the balloon's stats period to {seconds} s", vm=label) from exc
 
@@ -508,7 +402,9 @@ class QMPBackend(Backend):
             return run
 
         jobs = [(await self._path_of(vm), checked(vm), vm.name) for vm in vms]
-        return await self._side_by_side(jobs, what, gone_ok=False)
+        return await side_by_side(
+            jobs, what, timeout=self.timeout, concurrency=self.concurrency, gone_ok=False
+        )
 
     async def _path_of(self, vm: VM) -> str:
         """The socket of ``vm``: the one it was found on, else found again by its id."""
@@ -550,21 +446,7 @@ class QMPBackend(Backend):
         async def body(mon: Monitor) -> Reading:
             reading, _seen = await self._read(mon, arm=False, devices=True)
             self._check_identity(vm, reading)
-            found: dict[str, bool | None] = dict.fromkeys(_BALLOON_PROPERTIES)
-            if reading.balloon_path is not None:
-                # properties of the balloon itself: the device, or for a PCI balloon its
-                # virtio-backend child (free-page-reporting: QEMU 5.1 and later, else unknown)
-                paths = (reading.balloon_path, f"{reading.balloon_path}/virtio-backend")
-                answers = await mon.batch(
-                    [
-                        ("qom-get", {"path": p, "property": prop})
-                        for prop in _BALLOON_PROPERTIES
-                        for p in paths
-                    ]
-                )
-                for i, prop in enumerate(_BALLOON_PROPERTIES):
-                    pair = answers[i * len(paths) : (i + 1) * len(paths)]
-                    found[prop] = next((a for a in pair if isinstance(a, bool)), None)
+            found = await balloon_properties(mon, reading.balloon_path)
             return replace(
                 reading,
                 deflate_on_oom=found["deflate-on-oom"],
@@ -659,7 +541,13 @@ class QMPBackend(Backend):
                     continue
                 jobs.append((path, self._balloon(t.vm, t.target_bytes), t.vm.name))
                 where.append(i)
-            answers = await self._each_answer(jobs, "set the balloon target", gone_ok=False)
+            answers = await each_answer(
+                jobs,
+                "set the balloon target",
+                timeout=self.timeout,
+                concurrency=self.concurrency,
+                gone_ok=False,
+            )
             for i, answer in zip(where, answers, strict=True):
                 out[i] = answer if isinstance(answer, BaseException) else None
             return out
@@ -685,7 +573,7 @@ class QMPBackend(Backend):
                 await mon.execute("balloon", {"value": target_bytes})
             except ExecuteError as exc:
                 raise ERRORS.map(exc, what, vm=vm.name) from exc
-            run = self._run_of(mon)
+            run = run_of(mon.path, mon.pid)
             seen = self._seen.get(vm.id)
             if seen is None or seen.run != run:
                 seen = self._seen[vm.id] = _Seen(run)
@@ -708,7 +596,7 @@ class QMPBackend(Backend):
 
         async def body(mon: Monitor) -> None:
             await self._verified(mon, vm)
-            run = self._run_of(mon)
+            run = run_of(mon.path, mon.pid)
             known = self._balloons.get(run)
             path = known[0] if known is not None else current.extra.get("balloon_qom_path")
             if not isinstance(path, str):
@@ -731,59 +619,3 @@ class QMPBackend(Backend):
             await self._converse(await self._path_of(vm), body, what, label=vm.name)
 
         self._run(run(), what)
-
-
-def _find_balloon(listings: Sequence[Any]) -> tuple[str, str] | None:
-    """The balloon device's QOM path and type (``virtio-balloon-pci`` …) from ``qom-list`` of the
-    device trees (named ones first)."""
-    for tree, listing in zip(_DEVICE_TREES, listings, strict=False):
-        if not isinstance(listing, list):
-            continue
-        for entry in listing:
-            kind = entry.get("type", "") if isinstance(entry, Mapping) else ""
-            name = entry.get("name") if isinstance(entry, Mapping) else None
-            if isinstance(kind, str) and kind.startswith("child<virtio-balloon") and isinstance(name, str):
-                return f"{tree}/{name}", kind.removeprefix("child<").removesuffix(">")
-    return None
-
-
-#: The balloon's own settings a configuration reads (``qom-get``; on QEMU's command line only).
-_BALLOON_PROPERTIES = ("deflate-on-oom", "free-page-reporting")
-
-#: QOM types of a device assigned through VFIO-PCI (QEMU's hw/vfio/types.h, ``TYPE_VFIO_PCI``
-#: and ``TYPE_VFIO_PCI_NOHOTPLUG``; ``vfio-ccw`` and ``vfio-ap`` leave discarding on): while one
-#: is attached QEMU's balloon discards nothing (docs/backends/kvm.md).
-_VFIO_PCI_TYPES = frozenset({"child<vfio-pci>", "child<vfio-pci-nohotplug>"})
-
-
-def _count_vfio(listings: Sequence[Any]) -> int | None:
-    """How many devices ``qom-list`` of the device trees shows assigned through VFIO-PCI
-    (``None``: a tree could not be listed)."""
-    count = 0
-    for listing in listings:
-        if not isinstance(listing, list):
-            return None
-        count += sum(1 for e in listing if isinstance(e, Mapping) and e.get("type") in _VFIO_PCI_TYPES)
-    return count
-
-
-def _guest_queries(balloon_path: str) -> list[Command]:
-    """The balloon's stats period and the guest's latest report."""
-    return [
-        ("qom-get", {"path": balloon_path, "property": _PERIOD}),
-        ("qom-get", {"path": balloon_path, "property": "guest-stats"}),
-    ]
-
-
-def _guest_answers(answers: Sequence[Any]) -> tuple[int | None, Mapping[str, Any] | None]:
-    """The stats period and the guest-stats object from their ``qom-get`` answers (None: failed)."""
-    if len(answers) < 2:
-        return None, None
-    period, stats = answers[0], answers[1]
-    for answer in (period, stats):
-        if isinstance(answer, BaseException) and not isinstance(answer, ExecuteError):
-            raise answer  # the connection broke
-    return (
-        period if isinstance(period, int) and not isinstance(period, bool) else None,
-        stats if isinstance(stats, Mapping) else None,
-    )

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import QMPClient
 
-from hvballoon.backends.qmp.backend import _VFIO_PCI_TYPES
+from hvballoon.backends.qmp._qom import VFIO_PCI_TYPES
 from hvballoon.errors import (
     InvalidRequestError,
     OperationTimeoutError,
@@ -182,5 +182,5 @@ def test_the_vfio_types_counted_are_types_this_qemu_has(fleet: tuple[Path, dict[
         return {t["name"] for t in found}
 
     known = asyncio.run(types())
-    assert {t.removeprefix("child<").removesuffix(">") for t in _VFIO_PCI_TYPES} <= known
+    assert {t.removeprefix("child<").removesuffix(">") for t in VFIO_PCI_TYPES} <= known
     assert "virtio-balloon-pci" in known  # the listing is the one the balloon is found by

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hvballoon.backend import TargetRequest
+from hvballoon.backends.qmp._qom import count_vfio
 from hvballoon.backends.qmp._stats import guest_report, local_host_figures, power_state
-from hvballoon.backends.qmp.backend import _count_vfio
 from hvballoon.errors import (
     BalloonStalledError,
     InvalidStateError,
@@ -339,10 +339,10 @@ _ANONYMOUS = [
 
 
 def test_vfio_pci_devices_are_counted_from_qom_list() -> None:
-    assert _count_vfio([_PERIPHERAL_WITH_A_GPU, _ANONYMOUS]) == 2
-    assert _count_vfio([_PERIPHERAL_WITH_A_GPU[:2], _ANONYMOUS[:1] + _ANONYMOUS[2:]]) == 0
+    assert count_vfio([_PERIPHERAL_WITH_A_GPU, _ANONYMOUS]) == 2
+    assert count_vfio([_PERIPHERAL_WITH_A_GPU[:2], _ANONYMOUS[:1] + _ANONYMOUS[2:]]) == 0
     # a tree that could not be listed (QMP's error in its place among the answers): unknown, never 0
-    assert _count_vfio([_PERIPHERAL_WITH_A_GPU, RuntimeError("DeviceNotFound")]) is None
+    assert count_vfio([_PERIPHERAL_WITH_A_GPU, RuntimeError("DeviceNotFound")]) is None
 
 
 def test_a_qemu_with_a_device_assigned_through_vfio_says_its_balloon_frees_nothing(
