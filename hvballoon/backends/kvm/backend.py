@@ -45,11 +45,10 @@ from __future__ import annotations
 
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from hvballoon.backend import Backend, ConnectOptions, TargetRequest
 from hvballoon.errors import (
@@ -62,10 +61,11 @@ from hvballoon.kinds import KVM, Kind
 from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, VFIO_DEVICES
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
-from hvballoon.units import KiB, MiB, format_size
+from hvballoon.units import KiB, format_size
 
 from . import SPEC, _marks
 from ._connection import Link, ensure_event_loop
+from ._define import BALLOON_ATTRIBUTES, still_off, with_balloon_attribute
 from ._domain import (
     Freshness,
     parse_domain_xml,
@@ -74,6 +74,7 @@ from ._domain import (
     stats_from_record,
 )
 from ._errors import BACKEND, CONNECTION_LOST_CODES, ERRORS, error_code
+from ._host import HostReader, host_figures
 from ._native import libvirt, libvirt_error, quiet_libvirt_errors
 from ._options import KVMOptions
 
@@ -159,7 +160,7 @@ class KVMBackend(Backend):
         # the runs (UUID -> run id) whose live stats period a caller set: never switched back on
         self._chosen_periods: dict[str, int] = {}
         self._seen_lock = threading.Lock()
-        self._page_bytes: int | None = None  # the host's base page size, once read
+        self._host_reader = HostReader()  # the host's base page size, once read
         # each domain's <memballoon model> ("none": without one) as last read: at a run's first
         # sighting (a balloon device is not hot-plugged) and at each read of its configuration
         self._balloon_models: dict[str, str] = {}
@@ -369,24 +370,11 @@ class KVMBackend(Backend):
         pages). The raw figures of every call are kept in ``extra``.
         """
         stats = vm_stats if vm_stats is not None else self.get_stats()
-        raw = self._link.call("read the host's memory", self._read_host)
+        raw = self._link.call("read the host's memory", self._host_reader.read)
         at = datetime.now(timezone.utc)
         name = self._host or self.opts.uri.host or "localhost"
-        figures = {name: _host_figures(raw)}
+        figures = {name: host_figures(raw)}
         return from_sweep(stats, backend=BACKEND, default_host=name, figures=figures, collected_at=at)
-
-    def _read_host(self, conn: Any) -> dict[str, Any]:
-        if self._page_bytes is None:
-            self._page_bytes = _optional(lambda: _base_page_bytes(conn.getCapabilities()))
-        return {
-            "info": conn.getInfo(),
-            "memory_stats": _optional(
-                lambda: conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
-            ),
-            "cells_free": _optional(conn.getFreeMemory),
-            "ksm": _optional(lambda: conn.getMemoryParameters(0)),
-            "page_bytes": self._page_bytes,
-        }
 
     def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
         """Each ref looked up as a UUID, then as a name (libvirt names are unique): one call."""
@@ -563,10 +551,10 @@ class KVMBackend(Backend):
 
             def set_max(conn: Any) -> None:
                 flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM
-                _still_off(self._lookup(conn, vm), vm, "maximum_bytes").setMemoryFlags(kib, flags)
+                still_off(self._lookup(conn, vm), vm, "maximum_bytes").setMemoryFlags(kib, flags)
 
             steps.append(("maximum_bytes", set_max))
-        for field, attribute in _BALLOON_ATTRIBUTES.items():
+        for field, attribute in BALLOON_ATTRIBUTES.items():
             value = getattr(plan, field)
             if value is None:
                 continue
@@ -574,9 +562,9 @@ class KVMBackend(Backend):
             def set_attribute(
                 conn: Any, attribute: str = attribute, on: bool = value, field: str = field
             ) -> None:
-                dom = _still_off(self._lookup(conn, vm), vm, field)
+                dom = still_off(self._lookup(conn, vm), vm, field)
                 flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-                conn.defineXML(_with_balloon_attribute(dom.XMLDesc(flags), attribute, on, vm.name))
+                conn.defineXML(with_balloon_attribute(dom.XMLDesc(flags), attribute, on, vm.name))
 
             steps.append((field, set_attribute))
         if plan.stats_period_seconds is not None:
@@ -616,65 +604,6 @@ class KVMBackend(Backend):
             self._seen.pop(vm.id, None)  # read the period again on the next sweep
 
 
-#: What a driver that lacks a host call answers (the test driver has no node memory stats).
-_UNSUPPORTED_CODES = frozenset(
-    {
-        libvirt.VIR_ERR_NO_SUPPORT,
-        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
-        getattr(libvirt, "VIR_ERR_OPERATION_UNSUPPORTED", libvirt.VIR_ERR_NO_SUPPORT),
-    }
-)
-
-T = TypeVar("T")
-
-
-def _optional(call: Callable[[], T]) -> T | None:
-    """``call()``, or ``None`` when this driver does not implement it (any other error raises)."""
-    try:
-        return call()
-    except libvirt_error as exc:
-        if error_code(exc) in _UNSUPPORTED_CODES:
-            return None
-        raise
-
-
-def _base_page_bytes(capabilities_xml: str) -> int | None:
-    """The host's smallest page size (``<host><cpu><pages unit='KiB' size='4'/>``), in bytes."""
-    root = ET.fromstring(capabilities_xml)  # noqa: S314 - libvirt's own output
-    sizes = []
-    for page in root.findall("./host/cpu/pages"):
-        unit, size = (page.get("unit") or "KiB"), page.get("size")
-        if size is not None and size.isdigit() and unit in ("KiB", "K"):
-            sizes.append(int(size) * KiB)
-    return min(sizes) if sizes else None
-
-
-def _host_figures(raw: dict[str, Any]) -> dict[str, Any]:
-    """HostStats figures from :meth:`KVMBackend._read_host`'s answers (KiB, MiB and bytes)."""
-    info, node, cells_free, ksm = raw["info"], raw["memory_stats"], raw["cells_free"], raw["ksm"]
-    extra: dict[str, Any] = {
-        "node_info_memory_bytes": int(info[1]) * MiB,
-        "numa_cells": int(info[4]),
-        "cells_free_bytes": int(cells_free) if cells_free is not None else None,
-    }
-    figures: dict[str, Any] = {"extra": extra}
-    if node and "total" in node and "free" in node:
-        cache = sum(int(node.get(k, 0)) for k in ("buffers", "cached")) * KiB
-        figures["physical_bytes"] = int(node["total"]) * KiB
-        figures["free_bytes"] = int(node["free"]) * KiB + cache
-        extra.update(source="getMemoryStats", unused_bytes=int(node["free"]) * KiB, cache_bytes=cache)
-    else:
-        figures["physical_bytes"] = int(info[1]) * MiB
-        figures["free_bytes"] = int(cells_free) if cells_free is not None else None
-        extra["source"] = "getInfo+getFreeMemory"
-    if ksm:
-        extra.update({f"ksm_{k.removeprefix('shm_')}": v for k, v in ksm.items()})
-        sharing, page = ksm.get("shm_pages_sharing"), raw["page_bytes"]
-        if sharing is not None and page is not None:
-            figures["shared_bytes"] = int(sharing) * page
-    return figures
-
-
 def _identify(conn: Any) -> tuple[str, str | None]:
     driver = str(conn.getType())
     try:
@@ -682,55 +611,3 @@ def _identify(conn: Any) -> tuple[str, str | None]:
     except libvirt_error:
         host = None
     return driver, host
-
-
-def _still_off(dom: Any, vm: VM, field: str) -> Any:
-    """``dom``, if it is still off: a field that changes only with the domain off was checked
-    against the state read before, and a domain started since would take the change into its
-    next boot's definition only, silently (libvirt accepts AFFECT_CONFIG on a running domain)."""
-    if dom.isActive():
-        KVM.refuse(
-            KVM.offline_rules[field],
-            f"{vm.name!r} was started since it was read: {field} changes only with the domain off",
-            vm=vm,
-            field=field,
-        )
-    return dom
-
-
-#: Config fields that are attributes of the domain's ``<memballoon>`` (libvirt's domain XML).
-_BALLOON_ATTRIBUTES = {"deflate_on_oom": "autodeflate", "free_page_reporting": "freePageReporting"}
-
-
-def _with_balloon_attribute(xml: str, attribute: str, on: bool, vm_name: str) -> str:
-    """The domain XML with ``<memballoon attribute=on|off>`` set (namespaced metadata kept)."""
-    namespaces: dict[str, str] = {}
-    for _event, (prefix, uri) in ET.iterparse(_StringSource(xml), events=("start-ns",)):  # noqa: S314
-        namespaces.setdefault(prefix, uri)
-    for prefix, uri in namespaces.items():
-        ET.register_namespace(prefix, uri)
-    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
-    balloon = root.find("./devices/memballoon")
-    if balloon is None or balloon.get("model") == "none":
-        # the kind refuses this before anything is sent; the definition may have changed since
-        KVM.refuse(
-            "no_balloon_device",
-            f"{vm_name!r} has no memory balloon device, so it has no {attribute} setting",
-            field=attribute,
-        )
-    balloon.set(attribute, "on" if on else "off")
-    return ET.tostring(root, encoding="unicode")
-
-
-class _StringSource:
-    """A file-like view of a string, for ``ET.iterparse``."""
-
-    def __init__(self, text: str) -> None:
-        self._data = text.encode()
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import hvballoon
 from hvballoon.backends.kvm._errors import fake_error
-from hvballoon.backends.kvm.backend import _base_page_bytes, _host_figures, _optional
+from hvballoon.backends.kvm._host import _base_page_bytes, _optional, host_figures
 from hvballoon.cli import main
 from hvballoon.hoststats import host_stats
 from tests.support.libvirt_xml import domain_xml
@@ -96,7 +96,7 @@ def raw(**over: Any) -> dict[str, Any]:
 
 
 def test_node_memory_stats_win_over_getinfo_and_keep_their_units() -> None:
-    f = _host_figures(raw())
+    f = host_figures(raw())
     assert f["physical_bytes"] == 24684084 * KiB
     assert f["free_bytes"] == (22480360 + 29268 + 977248) * KiB  # free + buffers + cached
     assert (
@@ -110,7 +110,7 @@ def test_node_memory_stats_win_over_getinfo_and_keep_their_units() -> None:
 
 def test_free_with_the_cache_beyond_the_total_is_capped_at_physical() -> None:
     # MemFree + Buffers + Cached can exceed MemTotal (Cached counts shmem and swap cache pages)
-    f = _host_figures(raw(memory_stats={"total": 1000, "free": 600, "buffers": 100, "cached": 500}))
+    f = host_figures(raw(memory_stats={"total": 1000, "free": 600, "buffers": 100, "cached": 500}))
     h = host_stats([], host="node", backend="kvm", **f)
     assert (h.physical_bytes, h.used_bytes, h.free_bytes) == (1000 * KiB, 0, 1000 * KiB)
     assert h.extra["unused_bytes"] == 600 * KiB and h.extra["cache_bytes"] == 600 * KiB  # as read
@@ -131,7 +131,7 @@ def test_free_with_the_cache_beyond_the_total_is_capped_at_physical() -> None:
 def test_missing_answers_leave_their_figures_unknown(
     over: dict[str, Any], physical: int, free: int | None, shared: int | None
 ) -> None:
-    f = _host_figures(raw(**over))
+    f = host_figures(raw(**over))
     assert (f["physical_bytes"], f["free_bytes"], f.get("shared_bytes")) == (physical, free, shared)
 
 
