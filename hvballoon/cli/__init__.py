@@ -7,8 +7,10 @@ interrupted (Ctrl-C), after saying what was done.
 The package: :mod:`~hvballoon.cli.common` holds what the commands share (connection options,
 ``--json``, errors and exit codes, tables); one module per group of commands
 (:mod:`~hvballoon.cli.targets`, :mod:`~hvballoon.cli.config`, :mod:`~hvballoon.cli.host`,
-:mod:`~hvballoon.cli.fleet`, :mod:`~hvballoon.cli.autoballoon`, :mod:`~hvballoon.cli.simulate`,
-:mod:`~hvballoon.cli.info`); :mod:`~hvballoon.cli.app` assembles them into :func:`main`.
+:mod:`~hvballoon.cli.fleet`, :mod:`~hvballoon.cli.autoballoon`, :mod:`~hvballoon.cli.release`,
+:mod:`~hvballoon.cli.simulate`, :mod:`~hvballoon.cli.info`; the controller's sessions and journal,
+which the last two share, in :mod:`~hvballoon.cli.controller_session`);
+:mod:`~hvballoon.cli.app` assembles them into :func:`main`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("hvballoon.cli.fleet", "watch_cmd"),
     "exporter": ("hvballoon.cli.fleet", "exporter_cmd"),
     "autoballoon": ("hvballoon.cli.autoballoon", "autoballoon_cmd"),
-    "release": ("hvballoon.cli.autoballoon", "release_cmd"),
+    "release": ("hvballoon.cli.release", "release_cmd"),
     "simulate": ("hvballoon.cli.simulate", "simulate_cmd"),
     "fake": ("hvballoon.cli.simulate", "fake_group"),
 }

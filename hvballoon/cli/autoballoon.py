@@ -1,5 +1,5 @@
-"""``hvballoon autoballoon``: run the auto-balloon controller from a shell or as a service, and
-``hvballoon release``: give back what it lowered.
+"""``hvballoon autoballoon``: run the auto-balloon controller from a shell or as a service
+(``hvballoon release``, which gives back what it lowered, is in :mod:`hvballoon.cli.release`).
 
 Each round prints the decisions that move something (``--verbose``: every decision); ``--json``
 prints one JSON object per decision and line, and a summary on stderr when it ends. ``--serve``
@@ -11,12 +11,10 @@ after a crash.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -30,8 +28,9 @@ from hvballoon.cli.common import (
     handle_errors,
     interrupted,
     json_option,
-    read_password_stdin,
 )
+from hvballoon.cli.controller_session import check_journal_path, open_journal, session_factory
+from hvballoon.cli.release import release_cmd  # re-exported: the command long lived here
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.units import format_size, parse_duration
 
@@ -67,70 +66,8 @@ SIGHUP (--serve) reads --settings again. Exit: 0, or 130 after SIGINT; when ever
 failed, the last failure's code.
 """
 
-RELEASE_EPILOG = """\b
-Examples:
-  hvballoon release qemu:///system
-  hvballoon release esxi://root@esx01 --password-stdin --json < password.txt
-  hvballoon release esxi://root@esx01 --from-marks --to-maximum
-  hvballoon release 'fake://seed?state=/tmp/w.db' --journal /tmp/j.db --dry-run
-\b
-Every VM the controller's journal holds lowered goes back to what it had before (--to-maximum:
-its maximum; an ESXi VM that had no limit gets none). On ESXi and KVM (libvirt) the controller
-also marks the VMs it lowers (ESXi: extraConfig hvballoon.controller.before; KVM: the running
-domain's metadata, for its run), so they are found without the journal: both are read by
-default, --from-marks reads only the marks. A VM already at or above what it
-would get back is left alone. Refused while a controller runs on the journal.
-Exit: 0 when every VM was given back (or needed nothing), 12 (partial_change) when some were and
-others failed, otherwise the failure's code.
-"""
 
-
-# -- the session, the journal, logging ------------------------------------------------------
-
-
-def _factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
-    """What opens the controller's sessions: the password is read once (stdin cannot be read
-    twice) and kept as a secret for the sessions that replace a broken one."""
-    from pydantic import SecretStr
-
-    import hvballoon
-
-    password = SecretStr(read_password_stdin()) if opts.get("password_stdin") else None
-    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
-    if timeout <= 0:
-        raise InvalidRequestError("--timeout must be above zero")
-
-    def connect() -> Any:
-        hv = hvballoon.connect(
-            uri,
-            password=password,
-            timeout=timeout,
-            verify=not opts.get("no_verify"),
-            ca_file=opts.get("ca_file"),
-        )
-        # retries wait on the hypervisor's clock (the simulator's, for the fake)
-        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep)
-        return hv
-
-    return connect
-
-
-def _check_journal_path(path: str | None) -> None:
-    """``--journal ''`` is a mistake, not a request for the default journal."""
-    if path is not None and not path.strip():
-        raise InvalidRequestError(
-            "--journal: an empty path; name the journal's file (or leave the option out)"
-        )
-
-
-def _journal(hv: Any, path: str | None, dry_run: bool) -> Any:
-    """The controller's journal: none in a dry run (nothing is changed) and in memory for a
-    hypervisor that ends with this process, else the file given or the URI's default."""
-    from hvballoon.policy.journal import Journal, default_journal_path
-
-    if dry_run or (path is None and hv.backend.ephemeral):
-        return Journal.open(None, uri=hv.uri)
-    return Journal.open(path or default_journal_path(hv.uri), uri=hv.uri)
+# -- logging ------------------------------------------------------
 
 
 def _log_setup(log_format: str | None, serve: bool) -> bool:
@@ -352,7 +289,7 @@ def autoballoon_cmd(
 
     opts = connection(kw)
     cli_options = parse_option_pairs(policy_option)
-    _check_journal_path(journal_path)
+    check_journal_path(journal_path)
     if check_file is not None and (uri is not None or once or rounds or serve):
         raise InvalidRequestError(
             "--check-settings checks a file and runs nothing: it takes no URI, --once, --rounds or --serve"
@@ -405,7 +342,7 @@ def autoballoon_cmd(
 
         listen = parse_listen(metrics_address, what="--metrics-address")
     structured = _log_setup(log_format, serve)
-    connect = _factory(uri, opts)
+    connect = session_factory(uri, opts)
     hv = connect()
     first = [hv]
 
@@ -415,7 +352,7 @@ def autoballoon_cmd(
     journal = None
     ctl = None
     try:
-        journal = _journal(hv, journal_path, dry_run)
+        journal = open_journal(hv, journal_path, dry_run)
         ctl = Controller(factory, policy_name, settings, dry_run=dry_run, journal=journal)
         ctl.hv  # noqa: B018 - the first session, the one just opened
         unfit = ctl.check_settings()
@@ -673,84 +610,3 @@ def _summary(
         click.echo(summary.model_dump_json(), err=True)
     else:
         click.echo(text, err=True)
-
-
-# -- release ------------------------------------------------------------------------------------
-
-
-@click.command("release", epilog=RELEASE_EPILOG)
-@click.argument("uri")
-@click.option(
-    "--journal",
-    "journal_path",
-    type=click.Path(dir_okay=False),
-    help="The controller's journal (default: the URI's, under the state directory).",
-)
-@click.option("--to-maximum", is_flag=True, help="Give each VM its maximum, not what it had before.")
-@click.option("--from-marks", is_flag=True, help="Only the VMs' marks (ESXi, KVM), not the journal.")
-@click.option("--dry-run", is_flag=True, help="Say what would be given back, change nothing.")
-@json_option
-@connection_options
-@handle_errors
-def release_cmd(
-    uri: str,
-    journal_path: str | None,
-    to_maximum: bool,
-    from_marks: bool,
-    dry_run: bool,
-    as_json: bool,
-    **kw: Any,
-) -> None:
-    """Give back what the auto-balloon controller of URI lowered (its journal, and marks on ESXi and KVM)."""
-    from hvballoon.policy.journal import Journal, default_journal_path
-    from hvballoon.policy.release import release
-
-    _check_journal_path(journal_path)
-    opts = connection(kw)
-    hv = _factory(uri, opts)()
-    journal = None
-    try:
-        marks = hv.capabilities.marks
-        if from_marks:
-            if not marks:
-                raise InvalidRequestError(
-                    f"--from-marks: the {hv.backend_name} backend keeps no marks on VMs; release from the journal",
-                    uri=hv.uri,
-                )
-        else:
-            path = Path(journal_path) if journal_path else default_journal_path(hv.uri)
-            if path.exists() or journal_path or not marks:
-                journal = Journal.open(path, uri=hv.uri, create=False)
-        report = release(hv, journal=journal, marks=marks, to_maximum=to_maximum, dry_run=dry_run)
-    finally:
-        if journal is not None:
-            journal.close()
-        hv.close()
-    if as_json:
-        echo_json(report.model_dump(mode="json"))
-    else:
-        if not report.vms:
-            source = "its journal" + (" or the VMs' marks" if report.marks else "")
-            click.echo(f"{report.uri}: nothing to release ({source} holds no lowered VM)")
-        for r in report.vms:
-            click.echo(_release_line(r))
-    error = report.error()
-    if error is not None:
-        if not as_json:
-            click.echo(f"error: {error.describe('cli')}", err=True)
-        sys.exit(error.exit_code)
-
-
-def _release_line(r: Any) -> str:
-    def shown(value: int | None, unlimited: bool = False) -> str:
-        return "unlimited" if unlimited or value is None else format_size(value)
-
-    would = " (dry run)" if r.dry_run and r.action == "released" else ""
-    head = f"{r.vm}: {r.action}{would}"
-    if r.action == "released":
-        return f"{head} {shown(r.from_bytes)} -> {shown(r.to_bytes, r.unlimited)} [{r.source}]" + "".join(
-            f"\n  warning: {w}" for w in r.warnings
-        )
-    if r.action == "error":
-        return f"{head}: {r.reason} [{r.source}]"
-    return f"{head}: {r.reason} [{r.source}]"

@@ -1,0 +1,59 @@
+"""What ``hvballoon autoballoon`` and ``hvballoon release`` share: the sessions a controller
+opens, and its journal."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from hvballoon.cli.common import read_password_stdin
+from hvballoon.errors import InvalidRequestError
+from hvballoon.units import parse_duration
+
+__all__ = ["check_journal_path", "open_journal", "session_factory"]
+
+
+def session_factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
+    """What opens the controller's sessions: the password is read once (stdin cannot be read
+    twice) and kept as a secret for the sessions that replace a broken one."""
+    from pydantic import SecretStr
+
+    import hvballoon
+
+    password = SecretStr(read_password_stdin()) if opts.get("password_stdin") else None
+    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
+    if timeout <= 0:
+        raise InvalidRequestError("--timeout must be above zero")
+
+    def connect() -> Any:
+        hv = hvballoon.connect(
+            uri,
+            password=password,
+            timeout=timeout,
+            verify=not opts.get("no_verify"),
+            ca_file=opts.get("ca_file"),
+        )
+        # retries wait on the hypervisor's clock (the simulator's, for the fake)
+        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep)
+        return hv
+
+    return connect
+
+
+def check_journal_path(path: str | None) -> None:
+    """``--journal ''`` is a mistake, not a request for the default journal."""
+    if path is not None and not path.strip():
+        raise InvalidRequestError(
+            "--journal: an empty path; name the journal's file (or leave the option out)"
+        )
+
+
+def open_journal(hv: Any, path: str | None, dry_run: bool) -> Any:
+    """The controller's journal: none in a dry run (nothing is changed) and in memory for a
+    hypervisor that ends with this process, else the file given or the URI's default."""
+    from hvballoon.policy.journal import Journal, default_journal_path
+
+    if dry_run or (path is None and hv.backend.ephemeral):
+        return Journal.open(None, uri=hv.uri)
+    return Journal.open(path or default_journal_path(hv.uri), uri=hv.uri)
