@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hvballoon._freesnothing import with_notes_read
 from hvballoon._uri import parse_uri, redact_uri
 from hvballoon.errors import (
     BackendError,
@@ -197,7 +198,10 @@ class Fleet:
     the same time. ``keep_sessions``
     False closes every session after each sweep (what a one-shot command wants). ``host_stats``
     also reads each URI's host figures (:meth:`~hvballoon.Hypervisor.get_host_stats`, summing
-    the sweep just read, so the VMs are not read twice).
+    the sweep just read, so the VMs are not read twice). ``frees_nothing_notes`` also reads the
+    configurations of the VMs of a kind with such a rule (one bulk call per host) to note each VM
+    whose balloon gives its host nothing back, as ``hvballoon stats`` does
+    (:mod:`hvballoon._freesnothing`).
     """
 
     def __init__(
@@ -212,6 +216,7 @@ class Fleet:
         concurrency: int = 32,
         keep_sessions: bool = True,
         host_stats: bool = False,
+        frees_nothing_notes: bool = False,
     ) -> None:
         if isinstance(uris, (str, bytes)) or not isinstance(uris, Iterable):
             # a string alone would be a fleet of one-letter URIs
@@ -242,6 +247,7 @@ class Fleet:
         self.concurrency = concurrency
         self.keep_sessions = keep_sessions
         self.host_stats = host_stats
+        self.frees_nothing_notes = frees_nothing_notes
         self._sweep_lock = threading.Lock()
 
     @property
@@ -301,6 +307,8 @@ class Fleet:
             if vms:
                 wanted = set(vms)
                 stats = [s for s in stats if s.vm.name in wanted or s.vm.id in wanted]
+            if self.frees_nothing_notes:
+                stats = with_notes_read(hv, stats, failed=lambda exc: self._unread_configs(slot, exc))
             result.stats = stats
             result.host = next((s.vm.host for s in stats if s.vm.host), None)
         except HVBalloonError as exc:
@@ -320,6 +328,10 @@ class Fleet:
             result.backend = slot.backend
         result.elapsed_seconds = time.monotonic() - start
         return result
+
+    @staticmethod
+    def _unread_configs(slot: _Slot, exc: HVBalloonError) -> None:
+        log.warning("cannot read the configurations of %s (for the notes): %s", slot.redacted, exc)
 
     # -- the sweep ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from hvballoon._freesnothing import FREES_NOTHING
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.units import format_size, parse_duration
 
@@ -43,10 +44,12 @@ __all__ = [
     "json_option",
     "read_password_stdin",
     "session",
+    "stats_footnotes",
     "stats_row",
     "stats_summary",
     "table",
     "uninstall_warning_lines",
+    "warn_configs_unread",
     "warn_line",
 ]
 
@@ -160,10 +163,6 @@ _STATS_SIZES: tuple[tuple[str, str], ...] = (
 #: The columns of a stats table (see :func:`stats_row`).
 STATS_COLUMNS: list[str] = ["vm", "power", *(c for c, _ in _STATS_SIZES), "pressure", "stats", "note"]
 
-#: ``MemoryStats.extra`` key ``stats`` adds to a VM whose balloon gives its host nothing back
-#: (the kind's ``frees_nothing_reason`` of its configuration: a KVM domain with VFIO devices).
-FREES_NOTHING = "frees_nothing_note"
-
 
 def stats_summary(stats: list[Any]) -> str:
     """The line under a stats table: how many VMs, running and with stale figures, and the sums
@@ -181,26 +180,21 @@ def stats_summary(stats: list[Any]) -> str:
     )
 
 
-def with_frees_nothing_notes(stats: list[Any], configs: list[Any], kind: Any) -> list[Any]:
-    """``stats`` with the kind's note (:data:`FREES_NOTHING`) in the ``extra`` of each VM whose
-    configuration says a lower target frees nothing on the host; the others unchanged."""
-    notes = {c.vm.id: kind.frees_nothing_reason(c) for c in configs} if kind is not None else {}
-    return [
-        s.model_copy(update={"extra": {**s.extra, FREES_NOTHING: notes[s.vm.id]}})
-        if notes.get(s.vm.id)
-        else s
-        for s in stats
-    ]
+def warn_configs_unread(exc: HVBalloonError) -> None:
+    """What a stats view says on stderr when the configurations behind its notes could not be
+    read (the stats are shown without them)."""
+    click.echo(f"warning: the configurations could not be read: {exc.describe('cli')}", err=True)
 
 
-def _note_marks(stats: list[Any]) -> dict[str, str]:
-    """Each distinct :data:`FREES_NOTHING` note of ``stats``, by its footnote mark (``*``, ``**`` …)."""
-    notes: dict[str, str] = {}
+def stats_footnotes(stats: list[Any]) -> tuple[dict[str, str], list[str]]:
+    """The footnote mark (``*``, ``**`` …) of each distinct :data:`FREES_NOTHING` note of
+    ``stats`` (for :func:`stats_row`), and the footnotes that say them, for any table of stats."""
+    marks: dict[str, str] = {}
     for s in stats:
         note = s.extra.get(FREES_NOTHING)
-        if isinstance(note, str) and note not in notes:
-            notes[note] = "*" * (len(notes) + 1)
-    return notes
+        if isinstance(note, str) and note not in marks:
+            marks[note] = "*" * (len(marks) + 1)
+    return marks, [f"{mark} frees nothing: {printable(note)}" for note, mark in marks.items()]
 
 
 def stats_row(s: Any, marks: dict[str, str] | None = None) -> list[str]:
@@ -219,9 +213,8 @@ def stats_row(s: Any, marks: dict[str, str] | None = None) -> list[str]:
 
 def stats_table(stats: list[Any], title: str | None = None) -> tuple[Any, list[str]]:
     """The stats table, and its footnotes: the note of each VM whose balloon frees nothing."""
-    marks = _note_marks(stats)
+    marks, footnotes = stats_footnotes(stats)
     rows = [stats_row(s, marks) for s in stats]
-    footnotes = [f"{mark} frees nothing: {printable(note)}" for note, mark in marks.items()]
     return table(STATS_COLUMNS, rows, title=title), footnotes
 
 

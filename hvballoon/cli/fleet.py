@@ -33,6 +33,7 @@ from hvballoon.cli.common import (
     interrupted,
     json_option,
     read_password_stdin,
+    stats_footnotes,
     stats_row,
     table,
     warn_line,
@@ -67,6 +68,7 @@ def _make_fleet(
     keep: bool,
     *,
     host_stats: bool = False,
+    notes: bool = False,
 ) -> Fleet:
     password = read_password_stdin() if conn.get("password_stdin") else None
     timeout = parse_duration(conn.get("timeout") or "30s", what="--timeout")
@@ -83,6 +85,7 @@ def _make_fleet(
         concurrency=concurrency,
         keep_sessions=keep,
         host_stats=host_stats,
+        frees_nothing_notes=notes,
     )
 
 
@@ -113,13 +116,15 @@ def _summary(results: list[HostResult], vms: list[str], *, hosts: bool = False) 
     )
 
 
-def _render(results: list[HostResult], title: str | None = None) -> Any:
+def _render(results: list[HostResult], title: str | None = None) -> tuple[Any, list[str]]:
+    """The tables of a sweep, and the footnotes of its stats table (as ``hvballoon stats``'s)."""
     from rich.console import Group
 
+    marks, footnotes = stats_footnotes([s for r in results for s in r.stats])
     rows = []
     for r in results:
         for s in r.stats:
-            rows.append([r.uri, *stats_row(s)])
+            rows.append([r.uri, *stats_row(s, marks)])
     host_rows = [
         [
             r.uri,
@@ -143,7 +148,14 @@ def _render(results: list[HostResult], title: str | None = None) -> Any:
     ]
     if memory:
         tables.append(table(["uri", *HOST_COLUMNS], memory, title="host memory"))
-    return Group(*tables)
+    return Group(*tables), footnotes
+
+
+def _print(out: Any, results: list[HostResult], title: str | None = None) -> None:
+    shown, footnotes = _render(results, title=title)
+    out.print(shown)
+    for line in footnotes:
+        click.echo(line)
 
 
 def run_fleet_stats(
@@ -156,13 +168,13 @@ def run_fleet_stats(
 ) -> None:
     """``hvballoon stats`` over several hosts; exits with the fleet's exit code."""
     uris, vms = _uris_and_vms(targets, inventory)
-    with _make_fleet(uris, conn, host_timeout, concurrency, keep=False) as fleet:
+    with _make_fleet(uris, conn, host_timeout, concurrency, keep=False, notes=True) as fleet:
         results = fleet.sweep(vms or None)
     summary = _summary(results, vms)
     if as_json:
         click.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
     else:
-        console().print(_render(results))
+        _print(console(), results)
         for r in results:
             if r.error is not None:
                 click.echo(f"error: {r.uri}: {r.error.code}: {r.error.describe('cli')}", err=True)
@@ -233,7 +245,7 @@ def watch_cmd(
     done = 0
     last: FleetStats | None = None
     stopped = False
-    with _make_fleet(uris, conn, host_timeout, concurrency, keep=True, host_stats=True) as fleet:
+    with _make_fleet(uris, conn, host_timeout, concurrency, keep=True, host_stats=True, notes=True) as fleet:
         live: Any = None
         if not as_json and out.is_terminal:
             from rich.live import Live
@@ -253,9 +265,13 @@ def watch_cmd(
                         line = WatchSweep(sweep=done + 1, at=at, **dict(last))  # last: a WatchFleet
                         click.echo(json.dumps(line.model_dump(mode="json")))
                     elif live is not None:
-                        live.update(_render(results, title=title), refresh=True)
+                        from rich.console import Group
+                        from rich.text import Text
+
+                        shown, footnotes = _render(results, title=title)
+                        live.update(Group(shown, *(Text(line) for line in footnotes)), refresh=True)
                     else:
-                        out.print(_render(results, title=title))
+                        _print(out, results, title=title)
                     sys.stdout.flush()
                     done += 1
                 if count is not None and done >= count:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from hvballoon._freesnothing import with_notes_read
 from hvballoon.cli.common import (
     NegativeValuesCommand,
     change_lines,
@@ -26,9 +27,9 @@ from hvballoon.cli.common import (
     stats_summary,
     stats_table,
     table,
-    with_frees_nothing_notes,
+    warn_configs_unread,
 )
-from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
+from hvballoon.errors import InvalidRequestError, VMNotFoundError
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["capabilities_cmd", "set_cmd", "stats_cmd", "vms_cmd"]
@@ -99,7 +100,7 @@ def stats_cmd(
             stats = hv.get_stats(found) if found else []
         else:
             stats = hv.get_stats()
-        stats = _noted(hv, stats)
+        stats = with_notes_read(hv, stats, failed=warn_configs_unread)
     if as_json:
         echo_json([s.model_dump(mode="json") for s in stats])
     else:
@@ -136,24 +137,6 @@ def _is_size(text: str) -> bool:
     except InvalidRequestError:
         return False
     return True
-
-
-def _noted(hv: Any, stats: list[Any]) -> list[Any]:
-    """``stats`` with the note of each VM whose balloon gives its host nothing back (a KVM
-    domain with VFIO devices: the kind's rule on its configuration, one bulk read of them).
-    A kind without such a rule is not asked; a failed read leaves the stats as they are, said
-    on stderr."""
-    from hvballoon.kinds import Kind
-
-    kind = hv.backend.kind
-    if kind is None or type(kind).frees_nothing_reason is Kind.frees_nothing_reason or not stats:
-        return stats
-    try:
-        configs = hv.get_configs([s.vm for s in stats])
-    except HVBalloonError as exc:
-        click.echo(f"warning: the configurations could not be read: {exc.describe('cli')}", err=True)
-        return stats
-    return with_frees_nothing_notes(stats, configs, kind)
 
 
 def _set_pairs(args: tuple[str, ...]) -> list[tuple[str, str]] | None:

@@ -72,13 +72,55 @@ def test_the_controller_holds_a_pinned_domain_as_on_libvirt() -> None:
     assert d["web01"].action == "lower"
 
 
-def test_hvballoon_stats_marks_a_pinned_domain(tmp_path: Path) -> None:
-    """A user reading ``hvballoon stats`` sees which balloon frees nothing (a marked cell and a
-    footnote saying why; ``extra["frees_nothing_note"]`` in ``--json``), as on libvirt."""
+def _scenario_uri(tmp_path: Path) -> str:
     path = tmp_path / "vfio.yaml"
     host = {"physical": "32GiB", "overhead": "1GiB", "swap": "8GiB"}
     path.write_text(json.dumps({"name": "vfio", "flavor": "kvm", "host": host, "vms": _VMS}))
-    rows, footnotes, notes = stats_frees_nothing(f"fake://{path}")
-    assert "frees nothing*" in rows["gpu01"] and "frees nothing" not in rows["web01"]
+    return f"fake://{path}"
+
+
+def _marks_gpu01_only(rows: dict[str, str], footnotes: list[str], notes: dict[str, str | None]) -> None:
+    assert "frees nothing*" in rows["gpu01"] and "frees nothing" not in rows["web01"], rows
     assert len(footnotes) == 1 and footnotes[0].startswith("* frees nothing:") and "VFIO" in footnotes[0]
     assert notes["web01"] is None and notes["gpu01"] is not None and "VFIO" in notes["gpu01"]
+
+
+def test_hvballoon_stats_marks_a_pinned_domain(tmp_path: Path) -> None:
+    """A user reading ``hvballoon stats`` sees which balloon frees nothing (a marked cell and a
+    footnote saying why; ``extra["frees_nothing_note"]`` in ``--json``), as on libvirt."""
+    _marks_gpu01_only(*stats_frees_nothing(_scenario_uri(tmp_path)))
+
+
+def test_fleet_stats_mark_a_pinned_domain_as_one_host_stats_do(tmp_path: Path) -> None:
+    """``hvballoon stats`` of several hosts marks the same VMs, in the same words, as of one
+    host; the other host's VMs (a Hyper-V kind: no such rule) are not marked."""
+    rows, footnotes, notes = stats_frees_nothing(
+        "stats", _scenario_uri(tmp_path), "fake://seed?flavor=hyperv"
+    )
+    _marks_gpu01_only(rows, footnotes, notes)
+    assert all("frees nothing" not in rows[vm] for vm in ("db01", "jvm01")) and notes["db01"] is None
+    assert footnotes == stats_frees_nothing(_scenario_uri(tmp_path))[1]
+
+
+def test_watch_marks_a_pinned_domain_as_stats_does(tmp_path: Path) -> None:
+    """``hvballoon watch`` (its table, and each sweep's JSON line) marks a VM whose balloon frees
+    nothing as ``hvballoon stats`` does."""
+    _marks_gpu01_only(*stats_frees_nothing("watch", _scenario_uri(tmp_path), "--count", "1"))
+
+
+def test_a_fleet_notes_its_sweeps_when_asked(tmp_path: Path) -> None:
+    """``Fleet(…, frees_nothing_notes=True)``: the note ``hvballoon stats`` shows, from the same
+    rule; by default (the exporter's sweeps) the configurations are not read."""
+    from hvballoon.fleet import Fleet
+
+    def notes(**options: Any) -> dict[str, object]:
+        with Fleet([_scenario_uri(tmp_path)], host_timeout=30, **options) as fleet:
+            (result,) = fleet.sweep()
+        assert result.ok, result.error
+        return {s.vm.name: s.extra.get("frees_nothing_note") for s in result.stats}
+
+    noted = notes(frees_nothing_notes=True)
+    assert (
+        noted["web01"] is None and noted["gpu01"] == stats_frees_nothing(_scenario_uri(tmp_path))[2]["gpu01"]
+    )
+    assert notes() == {"gpu01": None, "web01": None}

@@ -183,23 +183,36 @@ def serving(tmp_path: Path, running: Callable[..., Running], *extra: str) -> tup
     return settings, ctl
 
 
-def stats_frees_nothing(uri: str) -> tuple[dict[str, str], list[str], dict[str, str | None]]:
-    """``hvballoon stats URI``, as a user reads it: each VM's table row (its cells joined),
-    the lines after the table but its summary (the footnotes), and each VM's ``frees_nothing_note`` in
-    ``--json`` (``None``: none)."""
-    shown = invoke("stats", uri)
+def stats_frees_nothing(*args: str) -> tuple[dict[str, str], list[str], dict[str, str | None]]:
+    """A stats view (``hvballoon stats URI``, by default; ``stats URI1 URI2``, ``watch URI
+    --count 1``) as a user reads it: each VM's row of the stats table (its cells joined; a VM
+    named on two hosts: its first row), the lines outside the tables but titles and the summary
+    (the footnotes), and each VM's ``frees_nothing_note`` in ``--json`` (``None``: none; a
+    fleet's hosts, or a watch's first sweep, flattened)."""
+    args = args if len(args) != 1 or "://" not in args[0] else ("stats", args[0])
+    shown = invoke(*args)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     rows: dict[str, str] = {}
     after: list[str] = []
+    vm_cell: int | None = None  # the "vm" column of the stats table being read
     for line in shown.stdout.splitlines():
-        cells = [c.strip() for c in line.strip("│┃").split("│")]
-        if len(cells) > 1 and cells[0] and cells[0] not in ("vm",):
-            rows[cells[0]] = " | ".join(cells)
-        elif (
-            rows and line.strip() and not line.startswith(("└", "├", "┏", "┡", "┃")) and " VMs, " not in line
-        ):
+        cells = [c.strip() for c in line.strip("│┃").split("│" if line.startswith("│") else "┃")]
+        if line.startswith("┃") and "vm" in cells:
+            vm_cell = cells.index("vm")
+        elif line.startswith("└"):
+            vm_cell = None
+        elif line.startswith("│") and vm_cell is not None:
+            rows.setdefault(cells[vm_cell], " | ".join(cells))
+        elif line.strip() and not line.startswith((" ", "┏", "┡", "├", "│", "┃")) and " VMs, " not in line:
             after.append(line.strip())
-    listed = invoke("stats", uri, "--json")
+    listed = invoke(*args, "--json")
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    notes = {r["vm"]["name"]: r["extra"].get("frees_nothing_note") for r in json.loads(listed.stdout)}
+    try:
+        data = json.loads(listed.stdout)
+    except json.JSONDecodeError:  # one JSON line per sweep
+        data = json.loads(listed.stdout.splitlines()[0])
+    stats = data if isinstance(data, list) else [s for h in data["hosts"] for s in h["stats"]]
+    notes: dict[str, str | None] = {}
+    for r in stats:
+        notes.setdefault(r["vm"]["name"], r["extra"].get("frees_nothing_note"))
     return rows, after, notes
