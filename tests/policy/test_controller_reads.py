@@ -107,3 +107,22 @@ def test_a_read_that_would_hang_no_longer_touches_the_round(hv: hvballoon.Hyperv
     res = hv.set_targets({"web01": "9GiB"})
     assert isinstance(res["web01"], OperationTimeoutError) and fault.fired == 3
     assert hv.backend.monotonic() == began + 90
+
+
+def test_the_first_round_sets_the_stats_periods_with_one_read_of_the_configurations() -> None:
+    """A policy that wants another guest stats period has it set on every VM in the first round
+    in one ``set_configs``: one bulk read of the configurations besides the round's own, not one
+    read per VM (at 10,000 VMs, 10,000 reads before the first decision). A VM refused keeps its
+    period; the others change all the same."""
+    with hvballoon.connect("fake://seed", retry=INSTANT) as hv:
+        w = hv.native
+        w.faults.add(op="set_config", kind="permission_denied", vm="web02", rate=1.0)
+        names = [vm.name for vm in hv.list_vms()]
+        calls = counted(hv)
+        Controller(
+            hv, Fixed(16 * GiB), ControllerSettings(host_memory_bytes="120GiB", stats_period_seconds=2)
+        ).step()
+        assert calls["get_config"] + calls["get_configs"] == 2  # the round's, and the periods'
+        assert calls["apply_config"] == len(names)
+        periods = {c.vm.name: c.stats_period_seconds for c in hv.get_configs()}
+        assert periods == {name: 10 if name == "web02" else 2 for name in names}
