@@ -77,16 +77,16 @@ def output_path(value: str | None, option: str, suffixes: tuple[str, ...] = ()) 
     return path
 
 
-def summarize(world: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """Headline figures of a recorded run."""
+def summarize(world: Any, rec: Recorder, data: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures of a run recorded by ``rec`` (``data``: :func:`run_simulation`'s)."""
+    extremes = rec.extremes()
     vms = {}
-    for g in world.guests.values():
-        s = data["vms"][g.label]
+    for i, g in enumerate(world.guests.values()):  # in the recording's order
         vms[g.label] = {
             "configured_bytes": g.memory_bytes,
-            "peak_demand_bytes": max(s["demand_bytes"]),
-            "min_current_bytes": min(s["current_bytes"]),
-            "peak_guest_swap_bytes": max(s["guest_swap_bytes"]),
+            "peak_demand_bytes": extremes["demand_bytes"]["max"][i],
+            "min_current_bytes": extremes["current_bytes"]["min"][i],
+            "peak_guest_swap_bytes": extremes["guest_swap_bytes"]["max"][i],
             "oom_events": g.oom_events,
             "power_state": g.power_state,
         }
@@ -194,7 +194,8 @@ def run_simulation(
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         stack.close()
-    data: dict[str, Any] = rec.to_data()
+    # each VM's series is built when read (Recorder.data): as lists, 10,000 VMs' take gigabytes
+    data: dict[str, Any] = rec.data()
     data["interrupted"] = stop.is_set()
     data["simulated_seconds"] = world.now - start
     data["requested_seconds"] = duration
@@ -320,7 +321,7 @@ def simulate_cmd(
         world, rec, seconds, policy=policy, interval=interval_s, progress=show, policy_options=options
     )
     summary = SimulationSummary.model_validate(
-        {**summarize(world, data), "policy": policy, "policy_options": options}
+        {**summarize(world, rec, data), "policy": policy, "policy_options": options}
     ).model_dump(mode="json")
     if summary["interrupted"]:
         if as_json:
@@ -333,10 +334,13 @@ def simulate_cmd(
         )
     if plot_file is not None:
         plot(data, plot_file)
+    # written as they are built, never held whole
     if csv_file is not None:
-        rec.to_csv(csv_file)
+        with csv_file.open("w", encoding="utf-8") as out:
+            rec.write_csv(out)
     if series_file is not None:
-        rec.to_json(series_file)
+        with series_file.open("w", encoding="utf-8") as out:
+            rec.write_json(out)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

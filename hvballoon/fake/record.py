@@ -18,8 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -30,6 +31,8 @@ __all__ = ["SERIES", "Recorder", "plot", "record"]
 
 #: Per-VM series, in bytes (``oom_events`` is a cumulative count).
 SERIES = ("demand_bytes", "current_bytes", "balloon_bytes", "guest_swap_bytes", "oom_events")
+#: samples per block of a recording's arrays
+_BLOCK = 256
 
 
 def record(world: World, every: float = 1.0) -> Recorder:
@@ -52,23 +55,37 @@ class Recorder:
         self.world = world
         self.every = float(every)
         self.t: list[float] = []
-        #: per series, one array of every VM's value per sample (arrays, not lists: 10,000 VMs
-        #: for an hour held 36 million Python floats, over a gigabyte)
-        self.vm_rows: dict[str, list[npt.NDArray[Any]]] = {s: [] for s in SERIES}
+        #: per series, blocks of :data:`_BLOCK` samples, a row per sample and a column per VM
+        #: (arrays, not lists: 10,000 VMs for an hour held 36 million Python floats, over a
+        #: gigabyte; blocks, not a row each, so a VM's series is read in a few slices)
+        self._blocks: dict[str, list[npt.NDArray[Any]]] = {s: [] for s in SERIES}
         self.host_free: list[float] = []
         self.host_swap: list[float] = []
         self._next = world.now
 
-    def sample_now(self) -> None:
+    def _add(self, values: dict[str, Any]) -> None:
+        """One sample of every series (each VM's values, in ``World.labels``' order)."""
         import numpy as np
 
+        at = len(self.t) % _BLOCK
+        for series, row in values.items():
+            blocks = self._blocks[series]
+            if at == 0:
+                blocks.append(np.empty((_BLOCK, len(row))))
+            blocks[-1][at] = row
+
+    def sample_now(self) -> None:
         w, s = self.world, self.world.state
+        self._add(
+            {
+                "demand_bytes": s.demand,
+                "current_bytes": s.current,
+                "balloon_bytes": [g.ballooned_bytes for g in w.guests.values()],
+                "guest_swap_bytes": s.guest_swapped,
+                "oom_events": s.oom_events,
+            }
+        )
         self.t.append(w.now)
-        self.vm_rows["demand_bytes"].append(s.demand.copy())
-        self.vm_rows["current_bytes"].append(s.current.copy())
-        self.vm_rows["balloon_bytes"].append(np.array([g.ballooned_bytes for g in w.guests.values()]))
-        self.vm_rows["guest_swap_bytes"].append(s.guest_swapped.copy())
-        self.vm_rows["oom_events"].append(s.oom_events.copy())
         self.host_free.append(float(w.host_free_bytes))
         self.host_swap.append(float(s.host_swapped.sum() + s.compressed.sum() + s.shared.sum()))
         self._next = w.now + self.every
@@ -99,31 +116,66 @@ class Recorder:
 
         for r in picked:
             c = np.where(act, row(cur, r), state.current)
+            self._add(
+                {
+                    "demand_bytes": np.where(act, row(dem, r), 0.0),
+                    "current_bytes": c,
+                    # a balloon is never negative (as Guest.ballooned_bytes)
+                    "balloon_bytes": np.where(act, np.maximum(mem - c, 0.0), 0.0),
+                    "guest_swap_bytes": np.where(act, row(swp, r), 0.0),
+                    "oom_events": state.oom_events if kills is None else state.oom_events + kills[r],
+                }
+            )
             self.t.append(float(t[r]))
-            self.vm_rows["demand_bytes"].append(np.where(act, row(dem, r), 0.0))
-            self.vm_rows["current_bytes"].append(c)
-            # a balloon is never negative (as Guest.ballooned_bytes)
-            self.vm_rows["balloon_bytes"].append(np.where(act, np.maximum(mem - c, 0.0), 0.0))
-            self.vm_rows["guest_swap_bytes"].append(np.where(act, row(swp, r), 0.0))
-            ooms = state.oom_events.copy() if kills is None else state.oom_events + kills[r]
-            self.vm_rows["oom_events"].append(ooms)
             self.host_free.append(float(host_free[r]))
             self.host_swap.append(float(row(reclaimed, r).sum()) if reclaimed.ndim == 2 else 0.0)
 
     # -- output -------------------------------------------------------------------------
 
-    def to_data(self) -> dict[str, Any]:
-        """``{"t": [...], "vms": {name: {series: [...]}}, "host": {...}, "events": [...]}``
-        (VMs that share a name are told apart as ``name#2``…, see ``World.labels``)."""
+    def _slices(self, series: str) -> list[npt.NDArray[Any]]:
+        """``series``' blocks, the last cut to the samples it holds."""
+        blocks = self._blocks[series]
+        used = len(self.t) - _BLOCK * (len(blocks) - 1)
+        return [*blocks[:-1], blocks[-1][:used]] if blocks else []
+
+    def row(self, series: str, sample: int) -> npt.NDArray[Any]:
+        """Every VM's value of ``series`` at the ``sample``-th sample."""
+        if not 0 <= sample < len(self.t):
+            raise IndexError(sample)
+        row: npt.NDArray[Any] = self._blocks[series][sample // _BLOCK][sample % _BLOCK]
+        return row
+
+    def vm_series(self, index: int) -> dict[str, list[int]]:
+        """The series of the ``index``-th VM (``World.labels``' order), each value truncated to
+        whole bytes (as ``int()`` does)."""
         import numpy as np
 
-        names = self.world.labels
-        vms: dict[str, dict[str, list[int]]] = {name: {} for name in names}
-        for series, rows in self.vm_rows.items():
-            # one VM's column at a time (each value truncated to whole bytes, as int() does)
-            by_vm = np.array(rows).astype(np.int64).T if rows else None
-            for i, name in enumerate(names):
-                vms[name][series] = by_vm[i].tolist() if by_vm is not None else []
+        out: dict[str, list[int]] = {}
+        for s in SERIES:
+            parts = [block[:, index] for block in self._slices(s)]
+            out[s] = np.concatenate(parts).astype(np.int64).tolist() if parts else []
+        return out
+
+    def extremes(self) -> dict[str, dict[str, list[int]]]:
+        """Per series, each VM's ``"max"`` and ``"min"`` over the samples (whole bytes, as in
+        :meth:`to_data`), without building its series."""
+        import numpy as np
+
+        out: dict[str, dict[str, list[int]]] = {}
+        for s in SERIES:
+            blocks = self._slices(s)
+            if not blocks:
+                raise ValueError("nothing was recorded")
+            # truncation keeps the order, so the truncated extreme is the extreme truncated
+            out[s] = {
+                "max": np.max([b.max(axis=0) for b in blocks], axis=0).astype(np.int64).tolist(),
+                "min": np.min([b.min(axis=0) for b in blocks], axis=0).astype(np.int64).tolist(),
+            }
+        return out
+
+    def data(self) -> dict[str, Any]:
+        """:meth:`to_data` with ``"vms"`` a read-only mapping that builds a VM's series when it
+        is read (10,000 VMs' series as lists are over a gigabyte)."""
         w = self.world
         return {
             "scenario": w.scenario.name,
@@ -131,7 +183,7 @@ class Recorder:
             "seed": w.seed,
             "every_seconds": self.every,
             "t": list(self.t),
-            "vms": vms,
+            "vms": _VMSeries(self),
             "host": {
                 "physical_bytes": w.host.physical_bytes,
                 "free_bytes": [int(x) for x in self.host_free],
@@ -140,26 +192,79 @@ class Recorder:
             "events": list(w.events),
         }
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_data())
-        if path is not None:
-            Path(path).write_text(text, "utf-8")
-        return text
+    def to_data(self) -> dict[str, Any]:
+        """``{"t": [...], "vms": {name: {series: [...]}}, "host": {...}, "events": [...]}``
+        (VMs that share a name are told apart as ``name#2``…, see ``World.labels``)."""
+        data = self.data()
+        data["vms"] = dict(data["vms"].items())
+        return data
 
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """One row per sample and VM; the host's figures repeat on each row of a sample."""
+    def write_json(self, out: TextIO) -> None:
+        """Write :meth:`to_json`'s text to ``out``, one VM's series at a time."""
+        data = self.data()
+        out.write("{")
+        for k, (key, value) in enumerate(data.items()):
+            out.write(f"{', ' if k else ''}{json.dumps(key)}: ")
+            if key != "vms":
+                out.write(json.dumps(value))
+                continue
+            out.write("{")
+            for i, (name, series) in enumerate(value.items()):
+                out.write(f"{', ' if i else ''}{json.dumps(name)}: {json.dumps(series)}")
+            out.write("}")
+        out.write("}")
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The recording as JSON (:meth:`to_data`), also written to ``path`` when given
+        (:meth:`write_json` writes it to a file without holding the text)."""
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["t_seconds", "vm", *SERIES, "host_free_bytes", "host_reclaimed_bytes"])
-        names = self.world.labels
-        for k, t in enumerate(self.t):
-            for i, name in enumerate(names):
-                values = [int(self.vm_rows[s][k][i]) for s in SERIES]
-                writer.writerow([f"{t:g}", name, *values, int(self.host_free[k]), int(self.host_swap[k])])
+        self.write_json(out)
         text = out.getvalue()
         if path is not None:
             Path(path).write_text(text, "utf-8")
         return text
+
+    def write_csv(self, out: TextIO) -> None:
+        """Write :meth:`to_csv`'s text to ``out``, one sample at a time."""
+        import numpy as np
+
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["t_seconds", "vm", *SERIES, "host_free_bytes", "host_reclaimed_bytes"])
+        names = self.world.labels
+        for k, t in enumerate(self.t):
+            columns = [self.row(s, k).astype(np.int64).tolist() for s in SERIES]
+            at, free, reclaimed = f"{t:g}", int(self.host_free[k]), int(self.host_swap[k])
+            writer.writerows(
+                [at, name, *values, free, reclaimed] for name, *values in zip(names, *columns, strict=True)
+            )
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """One row per sample and VM; the host's figures repeat on each row of a sample. Also
+        written to ``path`` when given (:meth:`write_csv` writes it without holding the text)."""
+        out = io.StringIO()
+        self.write_csv(out)
+        text = out.getvalue()
+        if path is not None:
+            Path(path).write_text(text, "utf-8")
+        return text
+
+
+class _VMSeries(Mapping[str, dict[str, list[int]]]):
+    """A recording's VMs by label, each VM's series built when it is read."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._labels = list(recorder.world.labels)
+        self._index = {name: i for i, name in enumerate(self._labels)}
+
+    def __getitem__(self, name: str) -> dict[str, list[int]]:
+        return self._recorder.vm_series(self._index[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
 
 
 def plot(data: dict[str, Any], path: str | Path, *, title: str | None = None) -> None:
