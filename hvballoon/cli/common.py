@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from hvballoon._freesnothing import FREES_NOTHING
+from hvballoon.cli.tables import PLAIN_ROWS, PlainTable
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.units import format_size, parse_duration
 
@@ -137,6 +138,12 @@ def table(columns: list[str], rows: list[list[str]], title: str | None = None) -
         if rows
         else list(range(len(columns)))
     )
+    if len(rows) > PLAIN_ROWS:  # the same table, without rich's per-cell work
+        return PlainTable(
+            [columns[i] for i in keep],
+            [[printable(r[i]) for i in keep] for r in rows],
+            title=None if title is None else printable(title),
+        )
     out = Table(*[columns[i] for i in keep], title=None if title is None else escape(printable(title)))
     for r in rows:
         out.add_row(*[escape(printable(r[i])) for i in keep])
