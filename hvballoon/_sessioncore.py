@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from hvballoon._guardrails import GuardRails
 from hvballoon._uri import ParsedURI
-from hvballoon._vmindex import VMIndex
+from hvballoon._vmindex import SUGGESTED_MISSES, VMIndex
 from hvballoon.backend import Backend
 from hvballoon.errors import (
     AmbiguousVMError,
@@ -153,8 +153,9 @@ class _SessionCore:
         vm = self._index.by_id(ref)
         return vm if vm is not None else self._index.by_id(self._id_form(ref))
 
-    def _pick(self, ref: str) -> VM | HVBalloonError:
-        """``ref`` from the index just refreshed: by id, else the one VM of that name."""
+    def _pick(self, ref: str, *, suggest: bool = True) -> VM | HVBalloonError:
+        """``ref`` from the index just refreshed: by id, else the one VM of that name (when
+        none, the error suggests close names unless not ``suggest``)."""
         vm = self._by_id(ref)
         if vm is not None:
             return vm
@@ -162,7 +163,7 @@ class _SessionCore:
         if len(named) == 1:
             return named[0]
         if not named:
-            return self._not_found(ref)
+            return self._not_found(ref, suggest=suggest)
         ids = sorted(v.id for v in named)
         return AmbiguousVMError(
             f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
@@ -172,10 +173,11 @@ class _SessionCore:
             details={"candidates": ids},
         )
 
-    def _not_found(self, ref: str) -> VMNotFoundError:
+    def _not_found(self, ref: str, *, suggest: bool = True) -> VMNotFoundError:
         """No VM has ``ref`` for name or id: the error names up to three names the session
-        knows that look like it (``details["close_matches"]``, none when nothing is close)."""
-        close = self._index.close_names(ref)
+        knows that look like it (``details["close_matches"]``, none when nothing is close or
+        not ``suggest``)."""
+        close = self._index.close_names(ref) if suggest else []
         guess = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
         return VMNotFoundError(
             f"no VM named or with id {ref!r}{guess}",
@@ -227,10 +229,14 @@ class _SessionCore:
         if misses:
             names = [cast(str, refs[i]) for i in misses]
             self._lookup(names)
-            if any(isinstance(self._pick(ref), VMNotFoundError) for ref in names):
+            if any(isinstance(self._pick(ref, suggest=False), VMNotFoundError) for ref in names):
                 self._learn_names()
+            suggested = 0
             for i, ref in zip(misses, names, strict=True):
-                picked = self._pick(ref)
+                # the first few missing names get a "did you mean": each costs a pass over the
+                # names the session knows (1,000 of 10,000 VMs' took a minute)
+                picked = self._pick(ref, suggest=suggested < SUGGESTED_MISSES)
+                suggested += isinstance(picked, VMNotFoundError)
                 out[i] = (
                     picked if isinstance(picked, HVBalloonError) else _Resolved(picked, ref, cached=False)
                 )

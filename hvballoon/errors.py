@@ -328,7 +328,8 @@ class PermissionDeniedError(HVBalloonError):
 
 class VMNotFoundError(HVBalloonError):
     """No VM has this name or id (or it vanished during the operation); a name that matched
-    nothing has ``details["close_matches"]``: up to three names of VMs that look like it."""
+    nothing has ``details["close_matches"]``: up to three names of VMs that look like it (for
+    the first ten names one call finds missing; the others have none)."""
 
     code = "vm_not_found"
     exit_code = 7

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from hvballoon._freesnothing import with_notes_read
+from hvballoon._vmindex import SUGGESTED_MISSES
 from hvballoon.cli.common import (
     NegativeValuesCommand,
     change_lines,
@@ -111,11 +112,12 @@ def stats_cmd(
         click.echo(stats_summary(stats))
     if missing:
         # what exists was reported; what is missing is named, on stderr, with exit code 7
-        close = {m: hv.close_matches(m) for m in missing}
+        # the first few named, each with its close names; the others counted (details has each)
+        close = {m: hv.close_matches(m) for m in missing[:SUGGESTED_MISSES]}
         named = ", ".join(
             repr(m) + (f" (did you mean {', '.join(repr(n) for n in close[m])}?)" if close[m] else "")
-            for m in missing
-        )
+            for m in missing[:SUGGESTED_MISSES]
+        ) + (f" and {len(missing) - SUGGESTED_MISSES} more" if len(missing) > SUGGESTED_MISSES else "")
         err = VMNotFoundError(
             f"no VM named or with id {named} on {hv.uri}",
             backend=hv.backend_name,

@@ -57,6 +57,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from hvballoon._gc import collector_paused
+from hvballoon._vmindex import SUGGESTED_MISSES
 from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
 from hvballoon.models import HostStats, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.policy._hosts import HostStates, Part, decide_by_host, host_figures
@@ -307,10 +308,15 @@ class Controller(_Snapshots, _Moves, _Running):
         by_key = {key: s for s in stats for key in (s.vm.name, s.vm.id)}
         names = sorted({s.vm.name for s in stats})
         problems = []
+        unknown = 0
         for key, vm_settings in self.settings.vms.items():
             st = by_key.get(key)
             if st is None:
-                close = sorted(difflib.get_close_matches(key, names, n=3))
+                # close names for the first few only: each is a pass over every VM's name
+                unknown += 1
+                close = (
+                    sorted(difflib.get_close_matches(key, names, n=3)) if unknown <= SUGGESTED_MISSES else []
+                )
                 guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
                 problems.append(
                     f"the settings name a VM {key!r} that {self.hv.uri} does not have{guess}: "
