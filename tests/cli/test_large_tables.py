@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,3 +83,19 @@ def test_a_large_table_lays_out_a_fixed_number_of_cells(monkeypatch: pytest.Monk
         _drawn(table(STATS_COLUMNS, _stats_rows(n), title="fake://seed"), terminal=False)
         counts.append(calls)
     assert counts[0] == counts[1] <= 2 * len(STATS_COLUMNS), counts
+
+
+def test_the_benchmark_runs_and_checks_its_outputs(tmp_path: Path) -> None:
+    # benchmarks/cli_scale.py at a small size: its JSON, each figure beside its reference
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "cli_scale.py"
+    out = tmp_path / "r.json"
+    r = subprocess.run(
+        [sys.executable, str(script), "--sizes", str(PLAIN_ROWS + 10), "--sample", "3", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    (size,) = json.loads(out.read_text())["sizes"]
+    assert size["vms"] == PLAIN_ROWS + 10 and size["suggest"]["missing"] == 11
+    assert {"ours_vs_rich"} <= set(size["table"]) and {"ours_vs_before_peak"} <= set(size["simulate"])
