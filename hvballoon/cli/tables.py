@@ -54,6 +54,8 @@ class PlainTable:
         """Each column's width, or ``None`` when a cell is not plain text."""
         from rich.cells import cell_len
 
+        if any(_NOT_PLAIN.search(c) for c in self.columns):  # a header rich would read otherwise
+            return None
         widths = [cell_len(c) for c in self.columns]
         for row in self.rows:
             for i, cell in enumerate(row):
