@@ -74,3 +74,29 @@ def test_few_missing_names_are_each_suggested(host: str) -> None:
     r = invoke("stats", host, "vm001", "vm002x", "zzz")
     assert r.returncode == 7
     assert "'vm002x' (did you mean 'vm002', " in r.stderr and "'zzz' on" in r.stderr
+
+
+def test_the_controllers_settings_suggest_for_the_first_few_unknown_vms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import difflib
+
+    from hvballoon.policy import Controller, ControllerSettings
+
+    asked: list[str] = []
+    original = difflib.get_close_matches
+
+    def counted(word: str, *a: Any, **kw: Any) -> list[str]:
+        asked.append(word)
+        return original(word, *a, **kw)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counted)
+    unknown = [f"web{i:02d}x" for i in range(MISSING)]
+    settings = ControllerSettings(
+        host_memory_bytes="120GiB", vms={name: {"exclude": True} for name in unknown}
+    )
+    with hvballoon.connect("fake://seed") as hv:
+        problems = Controller(hv, "hvballoon", settings, dry_run=True).check_settings()
+    assert len(problems) == MISSING and len(asked) == SUGGESTED_MISSES
+    assert "'web01x'" in problems[1] and "did you mean 'web01'" in problems[1]
+    assert "did you mean" not in problems[-1] and f"'{unknown[-1]}'" in problems[-1]
