@@ -85,6 +85,7 @@ def test_a_large_table_lays_out_a_fixed_number_of_cells(monkeypatch: pytest.Monk
     assert counts[0] == counts[1] <= 2 * len(STATS_COLUMNS), counts
 
 
+@pytest.mark.slow  # a process of its own, drawing and simulating
 def test_the_benchmark_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     # benchmarks/cli_scale.py at a small size: its JSON, each figure beside its reference
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "cli_scale.py"
