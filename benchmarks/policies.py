@@ -61,8 +61,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from hvballoon.errors import HVBalloonError  # noqa: E402
+from hvballoon.fake.catalog import load_scenario  # noqa: E402
 from hvballoon.fake.record import record  # noqa: E402
-from hvballoon.fake.scenario import Flavor, Scenario, builtin_scenarios, load_scenario  # noqa: E402
+from hvballoon.fake.scenario import Flavor, Scenario, builtin_scenarios  # noqa: E402
 from hvballoon.fake.waves import FLAVORS, WAVE_CLASS, WaveClass, parse_wave_class, wave_facts, wave_scenario  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
 from hvballoon.policy import Policy  # noqa: E402

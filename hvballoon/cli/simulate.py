@@ -270,9 +270,10 @@ def simulate_cmd(
     series_path: str | None,
     as_json: bool,
 ) -> None:
-    """Run SCENARIO (a built-in name or a YAML/JSON file) in the simulator and report it."""
+    """Run SCENARIO (a built-in name, a generated wave scenario such as waves-7-esxi, or a
+    YAML/JSON file) in the simulator and report it."""
+    from hvballoon.fake.catalog import load_scenario
     from hvballoon.fake.record import plot, record
-    from hvballoon.fake.scenario import load_scenario
     from hvballoon.fake.world import World
 
     seconds = parse_duration(duration, what="--duration")

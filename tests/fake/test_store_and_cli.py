@@ -217,12 +217,21 @@ def test_simulate_human_output_and_bad_input() -> None:
     assert r.returncode == 0, r.stderr
     assert "224 GiB promised on 120 GiB" in r.stdout and "vm14" in r.stdout
     assert cli("simulate", "nope", "--duration", "1h").returncode == 2
+    assert cli("simulate", "waves-7-nope", "--duration", "1h").returncode == 2
     assert cli("simulate", "seed", "--duration", "0").returncode == 2
     assert cli("simulate", "seed", "--duration", "1m", "--seed", "-1").returncode == 2
     # a span mistyped by orders of magnitude is refused, not left running for ever
     for args in (("--duration", "1000d", "--step", "0.1s"), ("--duration", "1s", "--step", "1e-9")):
         r = cli("simulate", "seed", *args)
         assert r.returncode == 2 and "simulation steps" in r.stderr
+
+
+def test_simulate_runs_a_generated_wave_scenario_by_the_name_scenarios_lists() -> None:
+    listed = cli("scenarios")
+    assert "waves-<seed>-esxi" in listed.stdout
+    r = cli("simulate", "waves-7-esxi", "--duration", "2m", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["scenario"] == "waves-7-esxi"
 
 
 def test_simulate_with_a_policy_goes_on_through_the_scenarios_faults(tmp_path: Path) -> None:
