@@ -350,15 +350,27 @@ def swap_traffic(state: GuestState, guest: GuestBlock, dt: float, buf: Buffers) 
     return in_s, out_s
 
 
-def new_oom_kills(state: GuestState, oom: Mask, active: Mask) -> Mask | None:
-    """The steps at which each running guest's OOM killer starts killing (``None``: none)."""
+def new_oom_kills(state: GuestState, oom: Mask, active: Mask, on_grid: Mask) -> Mask | None:
+    """The steps at which each running guest's OOM killer starts killing (``None``: none).
+
+    A kill is counted at a point of the world's grid (a multiple of its step) where the guest is
+    out of memory and was not at the grid point before. Steps between grid points (the world
+    advanced to a moment a reader asked for) count none: how often the world is read or advanced
+    must not change how many kills it has, and a finer look would catch excursions the grid's own
+    steps pass over. Sets ``state.oom_now`` to the last grid point's."""
     import numpy as np
 
-    if not oom.any():
+    rows = np.nonzero(on_grid)[0]
+    if not rows.size:
         return None
-    prev = np.vstack([state.oom_now[None, :] > 0, oom[:-1]])
-    kills: Mask = (oom & ~prev) & active
-    return kills
+    grid = oom[rows] & active
+    prev = np.vstack([state.oom_now[None, :] > 0, grid[:-1]])
+    state.oom_now = grid[-1].astype(np.float64)
+    if not grid.any():
+        return None
+    kills: Mask = np.zeros_like(oom)
+    kills[rows] = grid & ~prev
+    return kills if kills.any() else None
 
 
 def take_reports(
@@ -448,7 +460,6 @@ def carry_over(
     s.used = np.where(keep, s.used, guest.used[-1])
     s.free = np.where(keep, s.free, guest.free[-1])
     s.host_backed = held[-1].copy()
-    s.oom_now = (guest.oom[-1] & active).astype(np.float64)
     if kills is not None:
         s.oom_events += kills.sum(axis=0)
     if traffic is not None:

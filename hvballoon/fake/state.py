@@ -105,7 +105,8 @@ class GuestState:
     swap_out: Arr
     major_faults: Arr
     oom_events: Arr
-    #: 1 while the guest is out of memory (an OOM kill is counted when it starts)
+    #: 1 while the guest was out of memory at the last point of the world's grid (an OOM kill
+    #: is counted at the grid point where it starts)
     oom_now: Arr
 
     # -- what the host reclaimed ---------------------------------------------------------------

@@ -85,6 +85,8 @@ __all__ = [
 _NAMESPACE = uuid.UUID("6f1c1d1e-9d1b-4a52-9d39-7c2b1a0e5b11")
 _MAX_EVENTS = 10_000
 _NEVER = 1 << 30
+#: How close to a multiple of the world's step a moment is on its grid (seconds).
+_ON_GRID = 1e-6
 _CRASHES = {
     "panic": "Kernel panic - not syncing: System is deadlocked on memory (balloon inflated past "
     "what the guest can free)",
@@ -361,7 +363,10 @@ class World:
             max_rows = max(16, min(4096, 262144 // max(self.n, 1)))
             while end - self.now > 1e-9:
                 remaining = end - self.now
-                if remaining >= self.step - 1e-9:
+                to_grid = self._to_grid()
+                if to_grid:  # back onto the grid first, whatever the reader's moments were
+                    dt, rows = min(to_grid, remaining), 1
+                elif remaining >= self.step - 1e-9:
                     dt = self.step
                     rows = math.floor(remaining / dt + 1e-9)
                 else:
@@ -380,6 +385,15 @@ class World:
                 self._run(rows, dt)
             self.now = end if abs(end - self.now) < 1e-6 else self.now
             self.version += 1
+
+    def _to_grid(self) -> float:
+        """Seconds from now to the next point of the world's grid (multiples of its step from
+        time 0), 0 when now is on it. Every run passes through every grid point, so the steps
+        between them that a reader's moments add do not shift the ones after."""
+        k = round(self.now / self.step)
+        if abs(self.now - k * self.step) <= _ON_GRID:
+            return 0.0
+        return (math.floor(self.now / self.step) + 1) * self.step - self.now
 
     def _rows_to_next_panic(self, dt: float) -> int:
         """Rows until the earliest pending panic, so a crash lands on a block boundary."""
@@ -424,7 +438,9 @@ class World:
             if pinned.size:  # held whole, whatever the balloon took from the guest
                 backed[:, pinned] = s.memory[pinned]
         traffic = swap_traffic(s, guest, dt, buf)
-        kills = new_oom_kills(s, guest.oom, act)
+        grid = times / self.step
+        on_grid = np.abs(grid - np.round(grid)) <= _ON_GRID / self.step
+        kills = new_oom_kills(s, guest.oom, act, on_grid)
         if kills is not None:
             for j, i in zip(*np.nonzero(kills), strict=True):
                 # at a kill the guest holds all it can: its memory plus swap (its limit)

@@ -223,3 +223,35 @@ def test_a_wave_is_the_same_whoever_watches_it(flavor: str) -> None:
     for _ in range(9):
         seldom.advance(10)
     assert _everything(often) == _everything(seldom)
+
+
+def test_the_oom_kills_do_not_depend_on_the_moments_the_world_is_read() -> None:
+    """A controller's quick rounds read the world between the grid's steps: the kills it counts
+    must be those of a run read every second (short excursions beyond memory at odd moments)."""
+    spike = {"duration": 0.6, "size": "400MiB", "rise": 0.1}
+    vms = [
+        {
+            "name": f"v{i}",
+            "memory": "2GiB",
+            "used": "1800MiB",
+            "swap": "0",
+            "target": "2GiB",
+            "workload": {"kind": "spike", "params": {"at": 20 + 17.3 * i, **spike}},
+        }
+        for i in range(6)
+    ]
+    spec = parse_scenario({"name": "excursions", "host": {"physical": "16GiB"}, "vms": vms})
+
+    def kills(steps: tuple[float, ...]) -> tuple[list[float], list[tuple[str, float]]]:
+        world, now, k = World(spec), 0.0, 0
+        while now < 130 - 1e-9:
+            d = min(steps[k % len(steps)], 130 - now)
+            world.advance(d)
+            now, k = now + d, k + 1
+        events = [(e["vm"], round(e["t"], 6)) for e in world.events if e["kind"] == "oom"]
+        return world.state.oom_events.tolist(), events
+
+    every_second = kills((1.0,))
+    assert sum(every_second[0]) >= 2  # the scenario has kills to count
+    for pattern in ((0.7, 0.3), (2.3, 0.2, 7.5), (9.3, 0.2, 0.5), (0.4, 0.35)):
+        assert kills(pattern) == every_second, pattern
