@@ -16,6 +16,9 @@ from hvballoon.models import VM, Change, ConfigUpdate, MemoryConfig
 log = logging.getLogger("hvballoon")
 
 _CHANGED_CONFIG = "changed memory config of %s: %s"
+#: The configuration fields no backend's VM row (``VM.extra``) shows: a change of these alone
+#: leaves what the session knows of the VM as it was.
+_NOT_IN_VM_ROWS = frozenset({"stats_period_seconds"})
 
 
 def _config_vm(config: MemoryConfig) -> VM:
@@ -56,8 +59,11 @@ class _BulkConfigs(_SessionCore):
         try:
             self._call("set_config", lambda: self._backend.apply_config(vm, plan, current), vm.name)
         finally:
-            # what the index knows of the VM (e.g. Hyper-V's Dynamic Memory flag) may be old now
-            self._index.forget([vm.id])
+            # what the index knows of the VM (e.g. Hyper-V's Dynamic Memory flag) may be old now;
+            # a stats period shows in no VM row, and the controller's first round sets it on
+            # every VM: forgetting them all sent each of the round's marks to look its VM up
+            if set(plan.changed()) - _NOT_IN_VM_ROWS:
+                self._index.forget([vm.id])
         if logged:
             log.info(_CHANGED_CONFIG, vm.name, sorted(plan.fields()))
 
