@@ -1,5 +1,6 @@
-"""What every benchmark ends with: one JSON document on stdout (and in ``--out`` if given); and
-the median of repeated runs, in wall or CPU seconds."""
+"""What every benchmark ends with: one JSON document on stdout (and in ``--out`` if given); the
+median of repeated runs, in wall or CPU seconds; and a large fake host written to a scenario
+file."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def emit(benchmark: str, out: Path | None = None, **fields: Any) -> int:
     if out is not None:
         out.write_text(text + "\n")
     return 0
+
+
+def fake_host(vms: int, where: Path, *, gib_per_vm: int) -> str:
+    """The ``fake://`` URI of a scenario file in ``where``: ``vms`` VMs of 4 GiB (``vm00000``…,
+    1 GiB used, 512 MiB of cache) on a host of ``gib_per_vm`` GiB of physical memory per VM."""
+    path = where / f"host-{vms}.json"
+    fleet = [{"name": f"vm{i:05d}", "memory": "4GiB", "used": "1GiB", "cache": "512MiB"} for i in range(vms)]
+    host = {"physical": f"{vms * gib_per_vm}GiB"}
+    path.write_text(json.dumps({"name": f"vms-{vms}", "host": host, "vms": fleet}))
+    return f"fake://{path}"

@@ -42,14 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import emit, median_seconds  # noqa: E402
-
-
-def _host(vms: int, where: Path) -> str:
-    path = where / f"host-{vms}.json"
-    fleet = [{"name": f"vm{i:05d}", "memory": "4GiB", "used": "1GiB", "cache": "512MiB"} for i in range(vms)]
-    path.write_text(json.dumps({"name": f"vms-{vms}", "host": {"physical": f"{vms * 3}GiB"}, "vms": fleet}))
-    return f"fake://{path}"
+from _report import emit, fake_host, median_seconds  # noqa: E402
 
 
 def _drawn(renderable: Any) -> str:
@@ -183,7 +176,7 @@ def main() -> int:
     sizes = []
     with tempfile.TemporaryDirectory() as tmp:
         for vms in args.sizes:
-            uri = _host(vms, Path(tmp))
+            uri = fake_host(vms, Path(tmp), gib_per_vm=3)
             sizes.append(
                 {
                     "vms": vms,

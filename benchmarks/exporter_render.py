@@ -19,7 +19,6 @@ It prints (and writes) one JSON document.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,14 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import emit, median_seconds  # noqa: E402
-
-
-def _host(vms: int, where: Path) -> str:
-    path = where / f"host-{vms}.json"
-    fleet = [{"name": f"vm{i:05d}", "memory": "4GiB", "used": "1GiB", "cache": "512MiB"} for i in range(vms)]
-    path.write_text(json.dumps({"name": f"vms-{vms}", "host": {"physical": f"{vms * 4}GiB"}, "vms": fleet}))
-    return f"fake://{path}"
+from _report import emit, fake_host, median_seconds  # noqa: E402
 
 
 def one_size(vms: int, repeat: int, where: Path) -> dict[str, Any]:
@@ -47,7 +39,7 @@ def one_size(vms: int, repeat: int, where: Path) -> dict[str, Any]:
     from hvballoon.exporter import Exporter
     from hvballoon.fleet import Fleet
 
-    with Exporter(Fleet([_host(vms, where)]), interval=3600) as ex:
+    with Exporter(Fleet([fake_host(vms, where, gib_per_vm=4)]), interval=3600) as ex:
         began = time.perf_counter()
         ex.current()  # the sweep every figure below writes
         sweep = round(time.perf_counter() - began, 4)
