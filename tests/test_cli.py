@@ -331,6 +331,11 @@ def test_stats_reports_what_exists_and_names_what_is_missing() -> None:
     assert [len(h["stats"]) for h in out["hosts"]] == [1, 1]
     r = run("stats", "fake://seed", "web99")
     assert r.returncode == 7 and "web99" in r.stderr
+    assert r.stdout == ""  # nothing exists to show: no empty table, no "0 VMs" summary
+    r = run("stats", "fake://seed", "web99", "--json")
+    assert r.returncode == 7 and json.loads(r.stdout) == []
+    r = run("stats", "fake://seed", "fake://seed?flavor=esxi", "web99")  # several hosts: theirs only
+    assert r.returncode == 7 and "hosts" in r.stdout and "guest used" not in r.stdout
 
 
 def test_set_several_vms_checks_all_before_changing_any(tmp_path: Any) -> None:

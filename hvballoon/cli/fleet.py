@@ -136,10 +136,10 @@ def _render(results: list[HostResult], title: str | None = None) -> tuple[Any, l
         ]
         for r in results
     ]
-    tables = [
-        table(_STATS_COLUMNS, rows, title=title),
-        table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"),
-    ]
+    # no VM to show (none named exists, or the hosts have none): the hosts' table says so; a
+    # watch keeps its titled table, the time of each sweep
+    tables = [table(_STATS_COLUMNS, rows, title=title)] if rows or title else []
+    tables.append(table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"))
     memory = [[r.uri, *host_row(h)] for r in results for h in r.hosts]
     memory += [
         [r.uri, f"error: {r.host_error.code}", *["-"] * (len(HOST_COLUMNS) - 1)]

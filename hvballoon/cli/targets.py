@@ -104,7 +104,7 @@ def stats_cmd(
         stats = with_notes_read(hv, stats, failed=warn_configs_unread)
     if as_json:
         echo_json([s.model_dump(mode="json") for s in stats])
-    else:
+    elif stats or not missing:  # none of the VMs named exists: the error alone, no empty table
         shown, footnotes = stats_table(stats, title=hv.uri)
         console().print(shown)
         for line in footnotes:
