@@ -116,10 +116,9 @@ def _summary(results: list[HostResult], vms: list[str], *, hosts: bool = False) 
     )
 
 
-def _render(results: list[HostResult], title: str | None = None) -> tuple[Any, list[str]]:
-    """The tables of a sweep, and the footnotes of its stats table (as ``hvballoon stats``'s)."""
-    from rich.console import Group
-
+def _render(results: list[HostResult], title: str | None = None) -> tuple[list[Any], list[str], list[Any]]:
+    """The tables of a sweep in the order shown: the stats table, its footnotes (as
+    ``hvballoon stats``'s, right under it), the hosts' and their memory's tables."""
     marks, footnotes = stats_footnotes([s for r in results for s in r.stats])
     rows = []
     for r in results:
@@ -138,8 +137,8 @@ def _render(results: list[HostResult], title: str | None = None) -> tuple[Any, l
     ]
     # no VM to show (none named exists, or the hosts have none): the hosts' table says so; a
     # watch keeps its titled table, the time of each sweep
-    tables = [table(_STATS_COLUMNS, rows, title=title)] if rows or title else []
-    tables.append(table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts"))
+    stats = [table(_STATS_COLUMNS, rows, title=title)] if rows or title else []
+    after = [table(["host", "backend", "status", "vms", "time", "error"], host_rows, title="hosts")]
     memory = [[r.uri, *host_row(h)] for r in results for h in r.hosts]
     memory += [
         [r.uri, f"error: {r.host_error.code}", *["-"] * (len(HOST_COLUMNS) - 1)]
@@ -147,15 +146,19 @@ def _render(results: list[HostResult], title: str | None = None) -> tuple[Any, l
         if r.host_error is not None
     ]
     if memory:
-        tables.append(table(["uri", *HOST_COLUMNS], memory, title="host memory"))
-    return Group(*tables), footnotes
+        after.append(table(["uri", *HOST_COLUMNS], memory, title="host memory"))
+    return stats, footnotes, after
 
 
 def _print(out: Any, results: list[HostResult], title: str | None = None) -> None:
-    shown, footnotes = _render(results, title=title)
-    out.print(shown)
+    from rich.console import Group
+
+    stats, footnotes, after = _render(results, title=title)
+    if stats:
+        out.print(Group(*stats))
     for line in footnotes:
         click.echo(line)
+    out.print(Group(*after))
 
 
 def run_fleet_stats(
@@ -268,8 +271,9 @@ def watch_cmd(
                         from rich.console import Group
                         from rich.text import Text
 
-                        shown, footnotes = _render(results, title=title)
-                        live.update(Group(shown, *(Text(line) for line in footnotes)), refresh=True)
+                        stats, footnotes, after = _render(results, title=title)
+                        notes = [Text(line) for line in footnotes]
+                        live.update(Group(*stats, *notes, *after), refresh=True)
                     else:
                         _print(out, results, title=title)
                     sys.stdout.flush()

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import hvballoon
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
 from hvballoon.policy import Controller, ControllerSettings
-from tests.support.cli import stats_frees_nothing
+from tests.support.cli import invoke, stats_frees_nothing
 from tests.support.policies import Fixed
 
 GiB = 2**30
@@ -124,3 +126,16 @@ def test_a_fleet_notes_its_sweeps_when_asked(tmp_path: Path) -> None:
         noted["web01"] is None and noted["gpu01"] == stats_frees_nothing(_scenario_uri(tmp_path))[2]["gpu01"]
     )
     assert notes() == {"gpu01": None, "web01": None}
+
+
+@pytest.mark.parametrize("view", [("stats", "fake://seed?flavor=hyperv"), ("watch", "--count", "1")])
+def test_a_fleet_view_puts_the_footnote_right_under_the_stats_table(
+    tmp_path: Path, view: tuple[str, ...]
+) -> None:
+    """As ``hvballoon stats`` of one host: the footnote says what the stats table's mark means
+    right under it, before the hosts' tables."""
+    command, *rest = view
+    lines = invoke(command, _scenario_uri(tmp_path), *rest).stdout.splitlines()
+    note = next(i for i, line in enumerate(lines) if line.startswith("* frees nothing"))
+    hosts = next(i for i, line in enumerate(lines) if line.strip() == "hosts")
+    assert lines[note - 1].startswith("└") and note < hosts
