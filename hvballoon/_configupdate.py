@@ -257,11 +257,14 @@ class ConfigUpdate(Frozen):
         return _config_options()
 
     @classmethod
-    def from_keywords(cls, values: Mapping[str, Any]) -> ConfigUpdate:
+    def from_keywords(cls, values: Mapping[str, Any], *, int_bytes: bool = True) -> ConfigUpdate:
         """The update ``set_config(**values)`` asks for, from what a caller typed: sizes parsed
         (``"4GiB"``, bytes; ``limit="unlimited"``), integers, booleans and choices checked.
         ``None`` means "leave as it is". Raises :class:`~hvballoon.errors.InvalidRequestError`
-        (or its :class:`~hvballoon.errors.InvalidSizeError`) naming the option.
+        (or its :class:`~hvballoon.errors.InvalidSizeError`) naming the option. A size given as
+        an ``int`` is a program's bytes; ``int_bytes=False`` holds it to the rule of a size a
+        person typed (an Ansible task's ``minimum: 4``: a unit left out, see
+        :func:`~hvballoon.units.parse_typed_target`).
 
         >>> ConfigUpdate.from_keywords({"priority": "high"})
         Traceback (most recent call last):
@@ -279,7 +282,7 @@ class ConfigUpdate(Frozen):
         data: dict[str, Any] = {}
         for keyword, value in values.items():
             if value is not None:
-                data.update(by_keyword[keyword].parse(value))
+                data.update(by_keyword[keyword].parse(value, int_bytes=int_bytes))
         return cls._validated(data)
 
 
@@ -340,9 +343,10 @@ class ConfigOption:
             return f"{words} from {self.lowest} to {self.highest}"
         return words
 
-    def parse(self, value: Any) -> dict[str, Any]:
+    def parse(self, value: Any, *, int_bytes: bool = True) -> dict[str, Any]:
         """``{ConfigUpdate field: value}`` for what a caller gave (not ``None``); raises
-        :class:`~hvballoon.errors.InvalidRequestError` naming the option when it is malformed."""
+        :class:`~hvballoon.errors.InvalidRequestError` naming the option when it is malformed
+        (``int_bytes``: see :meth:`ConfigUpdate.from_keywords`)."""
         kw = self.keyword
         if self.kind == "size":
             if self.unlimited and (
@@ -353,7 +357,7 @@ class ConfigOption:
                 return {"unlimited_limit": True}
             return {
                 self.field: parse_typed_target(
-                    value, what=kw, allow_zero=self.lowest == 0, noun="size", int_bytes=True
+                    value, what=kw, allow_zero=self.lowest == 0, noun="size", int_bytes=int_bytes
                 )
             }
         if self.kind == "bool":

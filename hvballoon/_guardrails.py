@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hvballoon.errors import InvalidRequestError
-from hvballoon.units import MiB, parse_typed_target
+from hvballoon.units import MiB, is_number, parse_typed_target
 
 if TYPE_CHECKING:
     from hvballoon.models import MemoryStats
@@ -35,13 +35,13 @@ class GuardRails:
         )
         object.__setattr__(self, "margin_bytes", margin)
         fraction = self.margin_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        if not is_number(fraction) or not 0 <= fraction < 1:
             raise InvalidRequestError(
                 f"margin_fraction must be a number from 0 up to (not including) 1, got {fraction!r}",
                 details={"value": repr(fraction)},
             )
         age = self.max_stats_age_seconds
-        if isinstance(age, bool) or not isinstance(age, (int, float)) or not age >= 0:
+        if not is_number(age) or not age >= 0:
             raise InvalidRequestError(
                 f"max_stats_age_seconds must be a number of seconds, 0 or more, got {age!r}",
                 details={"value": repr(age)},

@@ -21,6 +21,7 @@ from hvballoon.errors import (
 )
 from hvballoon.models import VM, Capabilities
 from hvballoon.retry import RetryPolicy
+from hvballoon.units import is_number
 
 VMRef = str | VM
 R = TypeVar("R")
@@ -118,7 +119,7 @@ class _SessionCore:
 
     @name_cache_seconds.setter
     def name_cache_seconds(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        if not is_number(seconds) or not seconds >= 0:
             raise InvalidRequestError(f"name_cache_seconds must be >= 0, got {seconds!r}")
         self._index.ttl_seconds = float(seconds)
 

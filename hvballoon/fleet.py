@@ -36,7 +36,7 @@ from hvballoon.errors import (
     InvalidRequestError,
     OperationTimeoutError,
 )
-from hvballoon.units import positive_seconds
+from hvballoon.units import positive_seconds, true_or_false
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -233,9 +233,13 @@ class Fleet:
             raise InvalidRequestError(
                 f"concurrency must be a whole number of at least 1, got {concurrency!r}"
             )
-        for name, flag in (("verify", verify), ("keep_sessions", keep_sessions), ("host_stats", host_stats)):
-            if not isinstance(flag, bool):
-                raise InvalidRequestError(f"{name} takes True or False, got {flag!r}")
+        for name, flag in (
+            ("verify", verify),
+            ("keep_sessions", keep_sessions),
+            ("host_stats", host_stats),
+            ("frees_nothing_notes", frees_nothing_notes),
+        ):
+            true_or_false(flag, what=name)
         # a host named twice (on the command line and in an inventory, say) is queried once:
         # twice would cost it a second call and give the exporter duplicate series
         self._slots = [_Slot(u) for u in dict.fromkeys(uris)]

@@ -12,7 +12,6 @@ False
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError
-from hvballoon.units import MAX_SECONDS
+from hvballoon.units import MAX_SECONDS, is_number
 
 __all__ = ["MAX_ATTEMPTS", "RetryPolicy"]
 
@@ -64,7 +63,7 @@ class RetryPolicy:
             )
         for name in ("initial_delay", "max_delay", "multiplier", "jitter"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_number(value, finite=True):
                 raise InvalidRequestError(
                     f"RetryPolicy.{name} must be a finite number, got {value!r}",
                     details={"value": repr(value)},

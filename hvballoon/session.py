@@ -51,7 +51,7 @@ from hvballoon.models import (
     MemoryStats,
 )
 from hvballoon.retry import RetryPolicy
-from hvballoon.units import MiB, align, parse_typed_target, positive_seconds
+from hvballoon.units import MiB, align, parse_typed_target, positive_seconds, true_or_false
 
 __all__ = ["GuardRails", "Hypervisor", "TargetResults", "VMRef", "connect", "noting_unobservable"]
 
@@ -125,18 +125,10 @@ def _keywords(method: Callable[P, T]) -> Callable[P, T]:
                 details={"unknown": unknown, "accepted": accepted},
             )
         for name in flags.intersection(kwargs):
-            _flag(kwargs[name], name)
+            true_or_false(kwargs[name], what=name)
         return method(*args, **kwargs)
 
     return checked
-
-
-def _flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidRequestError(
-            f"{name} takes True or False, got {value!r}", details={"value": repr(value)}
-        )
-    return value
 
 
 #: ``set_config``'s keywords, each a :class:`ConfigUpdate` field's option.
@@ -172,7 +164,7 @@ def connect(
         raise InvalidRequestError(f"retry takes a RetryPolicy, got {type(retry).__name__}")
     if guard_rails is not None and not isinstance(guard_rails, GuardRails):
         raise InvalidRequestError(f"guard_rails takes a GuardRails, got {type(guard_rails).__name__}")
-    _flag(verify, "verify")  # verify=None or "" would be read as false: TLS verification off
+    true_or_false(verify, what="verify")  # verify=None or "" would be read as false: TLS verification off
     if password is not None and not isinstance(password, (str, SecretStr)):
         raise InvalidRequestError(f"password takes a string or a SecretStr, got {type(password).__name__}")
     if ca_file is not None and not isinstance(ca_file, (str, os.PathLike)):

@@ -24,7 +24,7 @@ import functools
 import math
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from hvballoon.errors import InvalidRequestError, InvalidSizeError
 
@@ -40,10 +40,12 @@ __all__ = [
     "format_duration",
     "format_size",
     "format_sizes",
+    "is_number",
     "parse_duration",
     "parse_size",
     "parse_typed_target",
     "positive_seconds",
+    "true_or_false",
 ]
 
 KiB = 1024
@@ -291,7 +293,7 @@ def _whole(n: object, what: str, *, signed: bool = False, floats: bool = True) -
     """``n`` as an ``int`` of bytes for a function that formats or computes sizes (not parses
     them): a typed error naming ``what`` for anything else."""
     kinds = "an int" + (" or a finite float" if floats else "")
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or (isinstance(n, float) and not floats):
+    if not is_number(n) or (isinstance(n, float) and not floats):
         hint = "; parse a size string with parse_size() first" if isinstance(n, str) else ""
         raise InvalidSizeError(
             f"{what} takes a number of bytes ({kinds}), got {n!r}{hint}", details={"value": repr(n)}
@@ -366,6 +368,36 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     return seconds
 
 
+def is_number(value: object, *, finite: bool = False) -> TypeGuard[int | float]:
+    """Whether ``value`` is a number a program gave (an ``int`` or a ``float``, not a ``bool``),
+    with ``finite`` neither NaN nor infinite: the check of the Python API's numeric arguments
+    before they are compared (a string or ``None`` would raise Python's ``TypeError``).
+
+    >>> is_number(3), is_number(True), is_number("3"), is_number(float("nan"), finite=True)
+    (True, False, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not finite or math.isfinite(value)
+
+
+def true_or_false(value: object, *, what: str) -> bool:
+    """``value`` when it is ``True`` or ``False``; anything else is an
+    :class:`~hvballoon.errors.InvalidRequestError` naming ``what`` (a flag given ``None`` or
+    ``""`` would otherwise be read as false: ``dry_run=None`` changing a VM).
+
+    >>> true_or_false(None, what="dry_run")
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidRequestError: dry_run takes True or False, got None
+    """
+    if not isinstance(value, bool):
+        raise InvalidRequestError(
+            f"{what} takes True or False, got {value!r}", details={"value": repr(value)}
+        )
+    return value
+
+
 def positive_seconds(value: object, *, what: str) -> float:
     """A number of seconds the Python API was given (a timeout, an interval): a positive
     ``int`` or ``float`` within :func:`parse_duration`'s bounds, as a ``float``; anything else
@@ -379,7 +411,7 @@ def positive_seconds(value: object, *, what: str) -> float:
     ...
     hvballoon.errors.InvalidRequestError: timeout must be a positive number of seconds, got nan
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not is_number(value) or not value > 0:
         raise InvalidRequestError(f"{what} must be a positive number of seconds, got {value!r}")
     return parse_duration(value, what=what)
 
@@ -390,12 +422,7 @@ def format_duration(seconds: float) -> str:
     ``seconds`` is a finite, non-negative ``int`` or ``float``; anything else (a string, a
     boolean, NaN) is an :class:`~hvballoon.errors.InvalidRequestError` naming it.
     """
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, (int, float))
-        or not math.isfinite(seconds)
-        or seconds < 0
-    ):
+    if not is_number(seconds, finite=True) or seconds < 0:
         raise InvalidRequestError(
             f"format_duration takes a finite, non-negative number of seconds, got {seconds!r}",
             details={"value": repr(seconds)},

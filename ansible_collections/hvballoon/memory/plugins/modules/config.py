@@ -280,8 +280,6 @@ if HAS_HVBALLOON:
     from hvballoon.errors import HVBalloonError
     from hvballoon.models import ConfigUpdate
 
-    _SIZES = frozenset(o.keyword for o in ConfigUpdate.options() if o.kind == "size")
-
 # BEGIN generated fields by scripts/config_fields.py from hvballoon.models.ConfigUpdate: do not edit
 FIELDS = dict(
     startup=dict(type="raw"),
@@ -303,15 +301,6 @@ FIELDS = dict(
 # END generated fields
 
 
-def _typed(option, value):
-    """A size a task gives as a YAML integer is what a person typed, held to the rule the
-    ``target`` module's ``size`` and the CLI follow: ``minimum: 4`` is a unit left out (4 bytes
-    is no memory size), not 4 bytes; ``8589934592`` is still bytes, ``limit: -1`` no limit."""
-    if isinstance(value, int) and not isinstance(value, bool) and option in _SIZES:
-        return str(value)
-    return value
-
-
 def main():
     argument_spec = connection_argument_spec()
     argument_spec.update(vms_argument_spec())
@@ -323,10 +312,12 @@ def main():
         supports_check_mode=True,
     )
     require_sdk(module)
-    fields = {k: _typed(k, module.params[k]) for k in FIELDS if module.params[k] is not None}
+    fields = {k: module.params[k] for k in FIELDS if module.params[k] is not None}
     result = dict(changed=False, changes=[], results=[])
     try:
-        ConfigUpdate.from_keywords(fields)  # a bad value fails once, before connecting
+        # a bad value fails once, before connecting; a YAML integer size is what a person typed,
+        # held to the rule the target module's size follows (minimum: 4 is a unit left out)
+        ConfigUpdate.from_keywords(fields, int_bytes=False)
     except HVBalloonError as exc:
         fail_error(module, exc, **result)
     vms = required_vms(module)
