@@ -16,7 +16,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from hvballoon.errors import HVBalloonError, InvalidRequestError, OperationTimeoutError
-from hvballoon.models import Capabilities, HostStats, Mechanism, MemoryConfig, MemoryStats, PowerState
+from hvballoon.models import (
+    VM,
+    Capabilities,
+    HostStats,
+    Mechanism,
+    MemoryConfig,
+    MemoryStats,
+    PowerState,
+)
 from hvballoon.policy._hosts import Part, blind_hosts, held, partition
 from hvballoon.policy.model import ControllerSettings, HostView, Proposal, Snapshot, VMSettings, VMView
 
@@ -44,6 +52,8 @@ class _Snapshots:
     #: The hosts whose physical memory was unknown last round (each warned of once).
     _blind_hosts: set[str]
     _period_tried: dict[str, float]
+    #: VM id -> the name the settings matched it by (:meth:`_vm_settings`).
+    _followed: dict[str, str]
 
     if TYPE_CHECKING:
 
@@ -53,6 +63,21 @@ class _Snapshots:
         def guard_rails(self) -> GuardRails: ...
         def _contingency_pending(self) -> bool: ...
         def _sweep_timed_out(self, attempt: int, attempts: int) -> None: ...
+
+    def _vm_settings(self, vm: VM) -> VMSettings:
+        """``vm``'s settings: by its name, else by its id, else by the name they matched it by
+        earlier in this controller's life. Settings follow a VM renamed while the controller
+        runs, by its id: renaming an excluded or self-managed VM must not hand it to the policy
+        (:meth:`check_settings` says that the entry names the VM by its old name)."""
+        vms = self.settings.vms
+        if not vms:
+            return self.settings.default_vm
+        named = vms.get(vm.name)
+        if named is not None:
+            self._followed[vm.id] = vm.name
+            return named
+        key = vm.id if vm.id in vms else self._followed.get(vm.id)
+        return vms.get(key, self.settings.default_vm) if key is not None else self.settings.default_vm
 
     def _clock(self) -> float:
         return self.hv.backend.monotonic()
@@ -197,7 +222,7 @@ class _Snapshots:
                 )
                 used += backed
                 by_host[s.vm.host] = by_host.get(s.vm.host, 0) + backed
-            vs = self.settings.for_vm(s.vm.name, s.vm.id)
+            vs = self._vm_settings(s.vm)
             caps = self.hv.vm_capabilities(s.vm)
             caps_by_id[s.vm.id] = caps
             cfg = configs.get(s.vm.id) if running else None

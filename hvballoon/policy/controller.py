@@ -145,6 +145,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._names_checked: frozenset[str] | None = None
         self._asked_round_seconds: float | None = None
         self._period_tried: dict[str, float] = {}
+        self._followed: dict[str, str] = {}
         self._missing_since: dict[str, float] = {}
         self._broken = False
         self._release_pending = False
@@ -306,11 +307,19 @@ class Controller(_Snapshots, _Moves, _Running):
         self._settings_checked = True
         self._names_checked = frozenset(s.vm.name for s in stats)
         by_key = {key: s for s in stats for key in (s.vm.name, s.vm.id)}
+        renamed = {self._followed[s.vm.id]: s.vm.name for s in stats if s.vm.id in self._followed}
         names = sorted({s.vm.name for s in stats})
         problems = []
         unknown = 0
         for key, vm_settings in self.settings.vms.items():
             st = by_key.get(key)
+            if st is None and key in renamed:
+                problems.append(
+                    f"the settings name a VM {key!r} that is now named {renamed[key]!r} on "
+                    f"{self.hv.uri}: they still apply to it, by its id, while this controller runs; "
+                    "rename the entry to keep them after a restart"
+                )
+                continue
             if st is None:
                 # close names for the first few only: each is a pass over every VM's name
                 unknown += 1
@@ -355,7 +364,7 @@ class Controller(_Snapshots, _Moves, _Running):
             for c in configs
             if c.mechanism is Mechanism.BALLOON
             and c.deflate_on_oom is False
-            and not {c.vm.name, c.vm.id} & skipped
+            and not {c.vm.name, c.vm.id, self._followed.get(c.vm.id)} & skipped
         )
         if not bare:
             return []

@@ -99,6 +99,7 @@ class _Running:
     _last_lower: dict[str, float]
     _period_tried: dict[str, float]
     _missing_since: dict[str, float]
+    _followed: dict[str, str]
     config_refresh_seconds: float
     blind_decisions: list[Decision]
     last_round: Round | None
@@ -359,6 +360,9 @@ class _Running:
         sweep for :data:`FORGET_GONE_SECONDS`, then not found by the hypervisor — leaves the
         journal (``"event": "forgotten"``), as a release would have it."""
         between = self.settings.min_seconds_between_lowers or 0.0
+        if self._followed:
+            here = {s.vm.id for s in stats}
+            self._followed = {k: name for k, name in self._followed.items() if k in here}
         if self._last_lower:
             self._last_lower = {k: t for k, t in self._last_lower.items() if now - t < between}
         if self._period_tried:

@@ -394,17 +394,33 @@ class TestTwoControllers:
 
 
 class TestARenamedVM:
-    def test_a_vm_the_settings_name_renamed_while_running_is_said(
-        self, caplog: pytest.LogCaptureFixture
+    @pytest.mark.parametrize("setting", ["exclude", "self_managed"])
+    def test_the_settings_follow_a_vm_renamed_while_running_and_it_is_said(
+        self, setting: str, caplog: pytest.LogCaptureFixture
     ) -> None:
         with fake.world("seed") as w, seed_session(w) as hv:
-            settings = seed_settings(vms={"db01": {"exclude": True}})
+            settings = seed_settings(vms={"db01": {setting: True}})
             ctl = Controller(hv, Fixed(12 * GiB), settings)
             assert ctl.check_settings() == []
             assert ctl.attempt().ok
-            w.rename(w.guest("db01").id, "db01-old")  # its exclusion no longer names it
+            before = targets(hv)["db01"]
+            assert before > 12 * GiB and targets(hv)["web01"] == 12 * GiB  # the others were lowered
+            w.rename(w.guest("db01").id, "db01-old")
             with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
-                assert ctl.attempt().ok
-                assert ctl.attempt().ok  # said once
+                rounds = [ctl.attempt(), ctl.attempt()]
+            assert all(r.ok for r in rounds)
+            # renaming a VM the operator kept from the policy does not hand it to the policy
+            assert targets(hv)["db01-old"] == before
+            assert not [d for r in rounds for d in r if d.vm == "db01-old" and d.action == "lower"]
             unfit = [r for r in caplog.records if getattr(r, "event", None) == "settings_unfit"]
-            assert len(unfit) == 1 and "'db01'" in unfit[0].getMessage()
+            assert len(unfit) == 1  # said once
+            said = unfit[0].getMessage()
+            assert "'db01'" in said and "now named 'db01-old'" in said and "still apply" in said
+
+    def test_a_vm_renamed_while_the_controller_was_not_running_is_the_policys(self) -> None:
+        with fake.world("seed") as w, seed_session(w) as hv:
+            w.rename(w.guest("db01").id, "db01-old")  # before this controller saw it
+            ctl = Controller(hv, Fixed(12 * GiB), seed_settings(vms={"db01": {"exclude": True}}))
+            with pytest.warns(UserWarning, match="does not have"):
+                assert ctl.attempt().ok
+            assert targets(hv)["db01-old"] == 12 * GiB  # named by nothing: the settings cannot know it
