@@ -391,13 +391,16 @@ class FakeBackend(Backend):
 
     def lookup_vms(self, refs: Sequence[str]) -> list[VM]:
         """Like the real backends' native look-ups: only the VMs named (one call, no listing)."""
-        wanted = set(refs)
         with self._tx("list_vms") as w:
-            return [
-                self._vm(g)
-                for g in w.guests.values()
-                if not g.crashed and (g.id in wanted or g.name in wanted)
-            ]
+            # by id, then by name, from the world's index: the cost of what is named, not of every VM
+            found = {}
+            for ref in dict.fromkeys(refs):
+                g = w.guests.get(ref)
+                if g is not None:
+                    found[g.index] = g
+                for g in w.named(ref):
+                    found[g.index] = g
+            return [self._vm(g) for _, g in sorted(found.items()) if not g.crashed]
 
     def get_stats(self, vms: list[VM] | None = None) -> list[MemoryStats]:
         with self._tx("get_stats", vms[0] if vms and len(vms) == 1 else None) as w:

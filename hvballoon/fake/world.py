@@ -242,6 +242,12 @@ class World:
         #: the workloads, grouped by kind (their random walks are state too)
         self.workloads = self._build_workloads(specs)
         self.guests = {gid: Guest(self, i) for i, gid in enumerate(self.ids)}
+        #: the guests by name (a name may be shared), kept by :meth:`rename`: a look-up by name
+        #: costs what it finds, not a pass over every VM (the guests are never added or removed:
+        #: a VM deleted is crashed, ``vanished``)
+        self._named: dict[str, list[Guest]] = {}
+        for g in self.guests.values():
+            self._named.setdefault(g.name, []).append(g)
         floor = self.state.floor
         boot(
             self.state,
@@ -312,10 +318,15 @@ class World:
         """A guest by id or name."""
         if name_or_id in self.guests:
             return self.guests[name_or_id]
-        for g in self.guests.values():
-            if g.name == name_or_id:
-                return g
+        named = self._named.get(name_or_id)
+        if named:
+            return named[0]
         raise KeyError(name_or_id)
+
+    def named(self, name: str) -> list[Guest]:
+        """The guests called ``name`` (crashed ones too), in the world's order: from the index
+        :meth:`rename` keeps, not a pass over every VM."""
+        return list(self._named.get(name, ()))
 
     def event(self, kind: str, vm: str | None, message: str, at: float | None = None) -> None:
         self.events.append({"t": self.now if at is None else at, "vm": vm, "kind": kind, "message": message})
@@ -566,8 +577,16 @@ class World:
         """The VM is renamed behind the caller's back (an operator, another tool)."""
         with self.lock:
             g = self.guests[guest_id]
+            was = self._named.get(g.name, [])
+            if g in was:
+                was.remove(g)
+            if not was:
+                self._named.pop(g.name, None)
             self.names[g.index] = name
             g.name = name
+            now_named = self._named.setdefault(name, [])
+            now_named.append(g)
+            now_named.sort(key=lambda other: other.index)
             self.version += 1
 
     def power_off(self, guest_id: str) -> None:
