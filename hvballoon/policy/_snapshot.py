@@ -95,8 +95,11 @@ class _Snapshots:
         if not self._contingency_pending():
             return hv.get_stats()
         attempts = hv.retry.max_attempts
+        previous = hv.retry.before_retry  # the controller's count of the round's failed attempts
 
         def hung(exc: HVBalloonError, attempt: int) -> None:
+            if previous is not None:
+                previous(exc, attempt)
             if isinstance(exc, OperationTimeoutError):
                 self._sweep_timed_out(attempt, attempts)
 

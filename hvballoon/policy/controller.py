@@ -147,6 +147,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._period_tried: dict[str, float] = {}
         self._followed: dict[str, str] = {}
         self._missing_since: dict[str, float] = {}
+        self._waited_seconds = 0.0
         self._broken = False
         self._release_pending = False
         self._uri: str | None = self._hv.uri if self._hv is not None else None

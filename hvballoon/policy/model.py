@@ -106,7 +106,10 @@ class ControllerSettings(_Frozen):
     Durations are seconds, finite and at most ten years (:data:`~hvballoon.units.MAX_SECONDS`).
     When a round's sweep fails, the next waits the pace the rounds kept (the interval, or the
     quick rounds' while the policy asked for them) doubled per failure in a row after the first,
-    at most ``max_backoff_seconds``; after ``max_failed_rounds`` failures in a row (default: as
+    at most ``max_backoff_seconds``. However soon the pace asks for the next round, the wait
+    after a round is at least ``min_wait_fraction`` of the round's own duration (a duty-cycle
+    cap: a sweep of thousands of VMs that takes as long as the quick rounds' pace does not run
+    back to back); after ``max_failed_rounds`` failures in a row (default: as
     many as fit in three minutes of that backoff) the controller gives back what it lowered.
     ``policy_options`` are the keyword options of the policy the controller runs (e.g.
     ``{"calm_seconds": "10m", "surge_fraction": 0.5}`` for ``hvballoon``), checked against that
@@ -136,6 +139,17 @@ class ControllerSettings(_Frozen):
     max_raise_bytes_per_round: OptSize = None
     max_changes_per_round: int | None = Field(default=None, ge=1)
     min_seconds_between_lowers: Seconds = Field(default=0.0, ge=0)
+    min_wait_fraction: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        strict=True,
+        description="The duty-cycle cap: the wait after a round that read its sweep is at least this "
+        "fraction of the round's own duration (its calls' attempts that timed out and the retry waits "
+        "left out), whatever pace the interval or the policy's quick rounds ask for. 1 (the default): "
+        "rounds take at most half of the time; 0: no cap.",
+    )
     max_failed_rounds: int | None = Field(
         default=None, ge=1, description="Failed rounds in a row before giving back what was lowered."
     )

@@ -11,6 +11,7 @@ in a row the controller gives back what it lowered (fails open) and tries on. :m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from hvballoon.backend import Backend
-from hvballoon.errors import HVBalloonError, HVConnectionError, SessionExpiredError
+from hvballoon.errors import HVBalloonError, HVConnectionError, OperationTimeoutError, SessionExpiredError
 from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
 from hvballoon.policy.journal import Lowered
 from hvballoon.policy.model import ControllerSettings, Decision
@@ -100,6 +101,7 @@ class _Running:
     _period_tried: dict[str, float]
     _missing_since: dict[str, float]
     _followed: dict[str, str]
+    _waited_seconds: float
     config_refresh_seconds: float
     blind_decisions: list[Decision]
     last_round: Round | None
@@ -169,6 +171,7 @@ class _Running:
         reconnected = False
         released: ReleaseReport | None = None
         self.blind_decisions = []
+        self._waited_seconds = 0.0
         try:
             if self._broken and self._factory is not None:
                 self._reconnect()
@@ -181,7 +184,8 @@ class _Running:
                         "cannot give back what the controller lowered yet: %s", exc,
                         extra={"event": "release_failed", "code": exc.code},
                     )  # fmt: skip
-            decisions = self.step()
+            with self._failures_timed(self.hv):
+                decisions = self.step()
         except HVBalloonError as exc:
             seconds = time.monotonic() - started
             self.round += 1
@@ -233,6 +237,32 @@ class _Running:
             number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released
         )
         return self.last_round
+
+    @contextlib.contextmanager
+    def _failures_timed(self, hv: Hypervisor) -> Iterator[None]:
+        """While a round runs, count in ``_waited_seconds`` what its calls spent on attempts
+        that timed out (the session's timeout each) and on the retry waits after failed
+        attempts: not the round's work, left out of the duty-cycle cap (:meth:`wait_after`).
+        The session's retry policy is its own again after the round."""
+        retry = hv.retry
+        timeout = getattr(getattr(hv.backend, "opts", None), "timeout", None)
+        hung = float(timeout) if isinstance(timeout, (int, float)) and 0 < timeout < math.inf else 0.0
+
+        def sleep(seconds: float) -> None:
+            self._waited_seconds += seconds
+            retry.sleep(seconds)
+
+        def failed(exc: HVBalloonError, attempt: int) -> None:
+            if isinstance(exc, OperationTimeoutError):
+                self._waited_seconds += hung
+            if retry.before_retry is not None:
+                retry.before_retry(exc, attempt)
+
+        hv.retry = dataclasses.replace(retry, sleep=sleep, before_retry=failed)
+        try:
+            yield
+        finally:
+            hv.retry = retry
 
     def _fail_open(self) -> ReleaseReport | None:
         """The release after too many failed rounds; pending until it works for every VM."""
@@ -336,11 +366,14 @@ class _Running:
 
     def wait_after(self, rnd: Round, spent: float) -> float:
         """Seconds to wait after ``rnd``, which took ``spent`` seconds, before the next round:
-        the rest of :attr:`next_round_seconds` after a round that read its sweep; after a failed
+        the rest of :attr:`next_round_seconds` after a round that read its sweep, and at least
+        ``min_wait_fraction`` of what the round worked (``spent`` less its calls' attempts that
+        timed out and the retry waits after failed attempts: the duty-cycle cap); after a failed
         one, the backoff of :attr:`health` (:attr:`backoff_base_seconds`, doubled per failure in a
         row after the first). The service loop and the simulator's rounds both wait this."""
         if rnd.ok:
-            return max(0.0, self.next_round_seconds - spent)
+            worked = max(0.0, spent - self._waited_seconds)
+            return max(0.0, self.next_round_seconds - spent, self.settings.min_wait_fraction * worked)
         return self.health.backoff_seconds(self.backoff_base_seconds, self._max_backoff())
 
     @property
