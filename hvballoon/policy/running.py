@@ -190,6 +190,7 @@ class _Running:
             seconds = time.monotonic() - started
             self.round += 1
             h = self.health
+            same = h.consecutive_failures > 0 and h.last_error_code == exc.code
             h.failed(exc.code, seconds, exc.message)
             blind = tuple(self.blind_decisions)
             h.counted(blind)
@@ -198,8 +199,13 @@ class _Running:
                 isinstance(exc, (HVConnectionError, SessionExpiredError)) or h.consecutive_failures >= 2
             ):
                 self._broken = True
-            log.warning(
-                "round %d failed (%d in a row): %s", number, h.consecutive_failures, exc,
+            # an outage is said when it starts, when its error changes and at each doubling of
+            # its length (1, 2, 4, 8… rounds in a row), not once per round: an hour of it at the
+            # longest backoff is a few lines (the others at debug level), and its end is said too
+            n = h.consecutive_failures
+            log.log(
+                logging.DEBUG if same and n & (n - 1) else logging.WARNING,
+                "round %d failed (%d in a row): %s", number, n, exc,
                 extra={
                     "event": "round_failed", "round": number, "code": exc.code,
                     "consecutive_failures": h.consecutive_failures,
@@ -231,7 +237,14 @@ class _Running:
             )
             return self.last_round
         seconds = time.monotonic() - started
+        failures = self.health.consecutive_failures
         self.health.succeeded(decisions, seconds)
+        if failures:
+            log.warning(
+                "round %d read the hypervisor again, after %d failed round%s in a row", number, failures,
+                "s" if failures > 1 else "",
+                extra={"event": "recovered", "round": number, "failed_rounds": failures},
+            )  # fmt: skip
         self._release_pending = False  # it sees again: the rounds decide what each VM gets
         self.last_round = Round(
             number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released

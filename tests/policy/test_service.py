@@ -70,7 +70,18 @@ def test_120_rounds_on_a_failing_hypervisor_exit_0_and_count_the_failed_rounds(t
     assert len({d["round"] for d in decisions}) == 120 - summary["failed_rounds"]
     warned = r.stderr.splitlines()[:-1]  # the rest of stderr: 'warning:' lines
     assert all(line.startswith("warning: ") for line in warned)
-    assert sum(1 for line in warned if " failed (" in line) == summary["failed_rounds"]
+    # an outage is said at its first failed round and each doubling of its length (1, 2, 4…
+    # in a row, one error code throughout), and its end once
+    decided = {d["round"] for d in decisions}
+    runs, run_ = [], 0
+    for n in range(120):
+        if n in decided:
+            runs, run_ = runs + ([run_] if run_ else []), 0
+        else:
+            run_ += 1
+    said = [int(m) for m in re.findall(r" failed \((\d+) in a row\)", "\n".join(warned))]
+    assert said == [k for length in [*runs, run_] for k in range(1, length + 1) if k & (k - 1) == 0]
+    assert sum(1 for line in warned if "read the hypervisor again" in line) == len(runs)
     text = run("autoballoon", uri, "--rounds", "10", "--journal", str(tmp_path / "j.db"))
     assert text.returncode == 0
     assert re.search(

@@ -1,0 +1,42 @@
+"""An outage is logged when it starts, when its error changes, at each doubling of its length and
+when it ends, not once per round: a controller left running through an hour of a hypervisor
+that does not answer writes a few lines, not one per round. Counted in log records."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import hvballoon
+from hvballoon import fake
+from hvballoon.policy import Controller, ControllerSettings
+from hvballoon.retry import RetryPolicy
+from hvballoon.units import GiB
+from tests.support.policies import Fixed
+
+
+def _said(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == event and r.levelno >= logging.WARNING]
+
+
+def test_an_outage_of_forty_rounds_is_said_in_a_few_lines(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="hvballoon")
+    with fake.world("seed") as w:
+        retry = RetryPolicy(max_attempts=1)
+        with hvballoon.connect("fake://", world=w, retry=retry) as hv:
+            ctl = Controller(
+                hv, Fixed(12 * GiB), ControllerSettings(host_memory_bytes="120GiB"), dry_run=True
+            )
+            assert ctl.attempt().ok
+            w.faults.add(op="get_stats", kind="connection_lost", count=30)
+            w.faults.add(op="get_stats", kind="timeout", after=30, count=10)
+            rounds = [ctl.attempt() for _ in range(41)]
+    assert [r.ok for r in rounds] == [False] * 40 + [True]
+    failed = _said(caplog, "round_failed")
+    # 1, 2, 4, 8, 16 in a row; the error changing at 31; then 32
+    assert [r.consecutive_failures for r in failed] == [1, 2, 4, 8, 16, 31, 32]  # type: ignore[attr-defined]
+    # every failed round is still a record, at debug level
+    assert sum(getattr(r, "event", None) == "round_failed" for r in caplog.records) == 40
+    recovered = _said(caplog, "recovered")
+    assert [r.failed_rounds for r in recovered] == [40]  # type: ignore[attr-defined]
