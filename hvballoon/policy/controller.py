@@ -150,6 +150,7 @@ class Controller(_Snapshots, _Moves, _Running):
         self._waited_seconds = 0.0
         self._broken = False
         self._release_pending = False
+        self._release_tries = 0
         self._uri: str | None = self._hv.uri if self._hv is not None else None
         self._contingency: _Contingency | None = None
         self._unrecorded: dict[str, Move] = {}

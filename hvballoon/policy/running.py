@@ -91,6 +91,8 @@ class _Running:
     _factory: Callable[[], Hypervisor] | None
     _broken: bool
     _release_pending: bool
+    #: the releases after too many failed rounds that failed in a row
+    _release_tries: int
     _stop: threading.Event
     _wake: threading.Event
     _marks_read: bool
@@ -180,9 +182,14 @@ class _Running:
                 try:
                     released = self._fail_open()
                 except HVBalloonError as exc:  # the round may still work: it is tried anyway
-                    log.warning(
-                        "cannot give back what the controller lowered yet: %s", exc,
-                        extra={"event": "release_failed", "code": exc.code},
+                    # tried each round while the outage lasts: said at the first try and at each
+                    # doubling of the tries (the others at debug level), as the failed rounds are
+                    self._release_tries += 1
+                    n = self._release_tries
+                    log.log(
+                        logging.DEBUG if n & (n - 1) else logging.WARNING,
+                        "cannot give back what the controller lowered yet (%d tries): %s", n, exc,
+                        extra={"event": "release_failed", "code": exc.code, "tries": n},
                     )  # fmt: skip
             with self._failures_timed(self.hv):
                 decisions = self.step()
@@ -246,6 +253,7 @@ class _Running:
                 extra={"event": "recovered", "round": number, "failed_rounds": failures},
             )  # fmt: skip
         self._release_pending = False  # it sees again: the rounds decide what each VM gets
+        self._release_tries = 0
         self.last_round = Round(
             number, tuple(decisions), None, seconds, 0, reconnected=reconnected, released=released
         )

@@ -40,3 +40,29 @@ def test_an_outage_of_forty_rounds_is_said_in_a_few_lines(caplog: pytest.LogCapt
     assert sum(getattr(r, "event", None) == "round_failed" for r in caplog.records) == 40
     recovered = _said(caplog, "recovered")
     assert [r.failed_rounds for r in recovered] == [40]  # type: ignore[attr-defined]
+
+
+def test_a_release_tried_each_round_of_an_outage_is_said_at_doublings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # after too many failed rounds the controller gives back what it lowered, and tries again
+    # each round while the release cannot read the VMs: an hour of it is a few lines
+    from hvballoon.fake.scenario import load_scenario
+    from hvballoon.fake.world import World
+    from hvballoon.policy.simulated import simulated_controller, simulated_round
+
+    caplog.set_level(logging.DEBUG, logger="hvballoon")
+    w = World(load_scenario("seed"))
+    with simulated_controller(w, "hvballoon") as ctl:
+        for _ in range(20):
+            _d, _read, wait = simulated_round(w, ctl)
+            w.advance(max(wait, 0.001))
+        assert ctl.lowered()
+        w.faults.add(op="get_stats", kind="connection_lost", probability=1.0, at=w.now, until=w.now + 3600)
+        while w.now < 3900:
+            _d, _read, wait = simulated_round(w, ctl)
+            w.advance(max(wait, 0.001))
+    tries = [r for r in caplog.records if getattr(r, "event", None) == "release_failed"]
+    assert len(tries) > 40  # tried each round of the outage after the first few
+    said = [r.tries for r in tries if r.levelno >= logging.WARNING]  # type: ignore[attr-defined]
+    assert said == [1, 2, 4, 8, 16, 32], said
