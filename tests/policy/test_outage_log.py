@@ -42,6 +42,7 @@ def test_an_outage_of_forty_rounds_is_said_in_a_few_lines(caplog: pytest.LogCapt
     assert [r.failed_rounds for r in recovered] == [40]  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # an hour and a quarter of a simulated host's rounds
 def test_a_release_tried_each_round_of_an_outage_is_said_at_doublings(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
