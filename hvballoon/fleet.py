@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +218,7 @@ class Fleet:
         host_stats: bool = False,
         frees_nothing_notes: bool = False,
     ) -> None:
-        if isinstance(uris, (str, bytes)) or not isinstance(uris, Iterable):
+        if isinstance(uris, (str, bytes, Mapping)) or not isinstance(uris, Iterable):
             # a string alone would be a fleet of one-letter URIs
             raise InvalidRequestError(
                 f"a fleet takes a list of URIs (e.g. ['qemu+ssh://kvm01/system']), got {type(uris).__name__}"
@@ -226,6 +226,11 @@ class Fleet:
         uris = list(uris)
         if not uris:
             raise InvalidRequestError("a fleet needs at least one URI")
+        for uri in uris:
+            if not isinstance(uri, str) or not uri.strip():
+                raise InvalidRequestError(
+                    f"a fleet's URIs are non-empty strings (e.g. 'qemu+ssh://kvm01/system'), got {uri!r}"
+                )
         host_timeout = positive_seconds(host_timeout, what="host_timeout")
         if timeout is not None:
             timeout = positive_seconds(timeout, what="timeout")
@@ -340,9 +345,12 @@ class Fleet:
     # -- the sweep ----------------------------------------------------------------------
 
     def sweep(self, vms: Sequence[str] | None = None) -> list[HostResult]:
-        """Every host's stats (all VMs, or those named by name or id), in the order given."""
+        """Every host's stats (all VMs, or those named by name or id: one name alone, or a list
+        of them), in the order given. Anything else (a mapping, which would be read as its keys;
+        a number; bytes) is an :class:`~hvballoon.errors.InvalidRequestError`, raised before any
+        host is queried."""
         with self._sweep_lock:
-            return self._sweep(list(vms) if vms else None)
+            return self._sweep(_names(vms) or None)
 
     def _sweep(self, vms: list[str] | None) -> list[HostResult]:
         results: list[HostResult | None] = [None] * len(self._slots)
@@ -402,6 +410,26 @@ class Fleet:
                         )
                         del running[i]
         return [r for r in results if r is not None]
+
+
+def _names(vms: object) -> list[str]:
+    """The VM names or ids of :meth:`Fleet.sweep` (``None``: every VM)."""
+    if vms is None:
+        return []
+    if isinstance(vms, str):
+        return [vms]  # one name, never a list of one-letter names
+    if isinstance(vms, (bytes, bytearray, Mapping)) or not isinstance(vms, Iterable):
+        raise InvalidRequestError(
+            "sweep() vms: VMs are named by a name or an id, or a list of them "
+            f"(e.g. 'web01' or ['web01', 'web02']), got {type(vms).__name__}"
+        )
+    names = list(vms)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError(
+                f"sweep() vms: a VM is named by a non-empty name or id (a string), got {name!r}"
+            )
+    return names
 
 
 def backend_of(uri: str) -> str | None:

@@ -33,6 +33,7 @@ from hvballoon.errors import (
     BackendBrokenError,
     BackendNotInstalledError,
     BackendUnavailableError,
+    InvalidRequestError,
     InvalidURIError,
 )
 
@@ -278,16 +279,26 @@ class BackendInfo:
         }
 
 
-def backends(*, load: bool = True) -> list[BackendInfo]:
-    """Every known backend and whether it can be used here.
+def backends(*names: str, load: bool = True) -> list[BackendInfo]:
+    """Every known backend and whether it can be used here; or only those ``names`` give (a
+    backend's name or a URI scheme it serves: ``backends("kvm")``, ``backends("vcenter")``).
 
     With ``load=True`` (the default) each backend is imported, so a broken install is reported
     as ``"broken"``; with ``load=False`` only the presence of its distribution (a third-party
-    backend) or of its hypervisor library (a built-in one) is checked.
+    backend) or of its hypervisor library (a built-in one) is checked. A name that is no
+    backend's, or a name that is not a string (``backends(False)`` for ``load=False``), is an
+    :class:`~hvballoon.errors.InvalidRequestError`.
+
+    >>> [b.name for b in backends("qemu+ssh", "esxi", load=False)]
+    ['kvm', 'esxi']
     """
+    from hvballoon.units import true_or_false
+
+    true_or_false(load, what="load")
     _scan_entry_points()
+    specs = [_named(n) for n in names] if names else sorted(_table().values(), key=lambda s: s.name)
     out = []
-    for spec in sorted(_table().values(), key=lambda s: s.name):
+    for spec in dict.fromkeys(specs):
         distribution = spec.distribution or "hvballoon"
         version = __version__ if spec.builtin else _version_of(distribution)
         status, problem = "installed", None
@@ -305,6 +316,32 @@ def backends(*, load: bool = True) -> list[BackendInfo]:
         primary = tuple(s for s in spec.schemes if "+" not in s)
         out.append(BackendInfo(spec.name, primary, status, distribution, version, spec.install_hint, problem))
     return out
+
+
+def _named(name: object) -> BackendSpec:
+    """The backend ``name`` gives to :func:`backends`: its own name or a URI scheme it serves."""
+    if isinstance(name, bool):
+        raise InvalidRequestError(
+            f"backends() takes backend names and load= by keyword (backends(load={name})), got {name!r}"
+        )
+    known = sorted(_table())
+    if not isinstance(name, str):
+        raise InvalidRequestError(
+            f"backends() takes backend names (e.g. backends('kvm')), got {type(name).__name__}; "
+            f"known: {', '.join(known)}"
+        )
+    if name in _table():
+        return _table()[name]
+    try:
+        return spec_for_scheme(name) if name and name.strip() == name else _table()[name]
+    except (InvalidURIError, KeyError):
+        from hvballoon._modelkeys import suggest
+
+        raise InvalidRequestError(
+            f"no backend named {name!r}{suggest(name, known)}; known: {', '.join(known)} "
+            "(or a URI scheme one serves, e.g. 'qemu+ssh')",
+            details={"known": known},
+        ) from None
 
 
 def _version_of(distribution: str) -> str | None:

@@ -34,6 +34,7 @@ from hvballoon._uri import parse_uri
 from hvballoon._waiting import idle, noting_unobservable
 from hvballoon.backend import ConnectOptions
 from hvballoon.errors import (
+    Hint,
     HVBalloonError,
     InvalidRequestError,
     InvalidStateError,
@@ -67,16 +68,19 @@ def _stats_vm(stats: MemoryStats) -> VM:
     return stats.vm
 
 
-def _refs(refs: VMRef | Iterable[VMRef]) -> list[VMRef]:
+def _refs(refs: VMRef | Iterable[VMRef], *, call: str, arg: str) -> list[VMRef]:
     """The refs of a read: one name, id or :class:`VM` given alone is one ref (a string is
     never taken as a sequence of one-letter names). Anything else that is not a collection of
-    refs (``42``, ``b"web01"``) is a typed error, not Python's own from deep inside."""
+    refs (``42``, ``b"web01"``) is a typed error, not Python's own from deep inside; so is a
+    mapping (``get_stats({"web01": "6GiB"})``, a bulk change's argument given to a read), which
+    would be read as its keys."""
     if isinstance(refs, (str, VM)):
         return [refs]
-    if isinstance(refs, (bytes, bytearray)) or not isinstance(refs, Iterable):
+    if isinstance(refs, (bytes, bytearray, Mapping)) or not isinstance(refs, Iterable):
         raise InvalidRequestError(
-            "VMs are named by a name, an id or a VM, or a list of them "
+            f"{call}() {arg}: VMs are named by a name, an id or a VM, or a list of them "
             f"(e.g. 'web01' or ['web01', 'web02']), got {type(refs).__name__}"
+            + (" (a mapping: give its VMs as a list, e.g. list(d))" if isinstance(refs, Mapping) else "")
         )
     return list(refs)
 
@@ -151,7 +155,9 @@ def connect(
     The backend is chosen by the URI scheme and imported on first use; a missing one raises
     :class:`~hvballoon.errors.BackendNotInstalledError` naming the ``pip install`` to run.
     ``password`` may also come from the ``HVBALLOON_PASSWORD`` environment variable; it is kept
-    as a :class:`~pydantic.SecretStr` and never printed. ``verify=False`` turns TLS certificate
+    as a :class:`~pydantic.SecretStr` and never printed. An empty password (``""``) is refused
+    whatever the backend, before anything is opened: leave it out where the hypervisor takes
+    none; an empty ``HVBALLOON_PASSWORD`` is no password, and a backend that needs one says so. ``verify=False`` turns TLS certificate
     verification off, explicitly and with a warning. Every remote call gets ``timeout`` seconds
     (a positive number, at most :data:`~hvballoon.units.MAX_SECONDS`). ``retry`` is a
     :class:`~hvballoon.retry.RetryPolicy` and ``guard_rails`` a
@@ -169,6 +175,18 @@ def connect(
         raise InvalidRequestError(f"password takes a string or a SecretStr, got {type(password).__name__}")
     if ca_file is not None and not isinstance(ca_file, (str, os.PathLike)):
         raise InvalidRequestError(f"ca_file takes the path of a CA bundle, got {type(ca_file).__name__}")
+    if password is not None and not (
+        password.get_secret_value() if isinstance(password, SecretStr) else password
+    ):
+        # every backend that logs in refuses an empty password only after connecting (or, for
+        # KVM, hands it to libvirt's credential callback): say so before anything is opened
+        raise InvalidRequestError(
+            "password is empty: give the password, or leave password out (None) where the "
+            "hypervisor takes none",
+            uri=parsed.redacted,
+            hint=Hint("password"),
+        )
+    empty_env = password is None and os.environ.get(PASSWORD_ENV) == ""
     if password is None and os.environ.get(PASSWORD_ENV):
         password = os.environ[PASSWORD_ENV]
     secret = password if isinstance(password, SecretStr) or password is None else SecretStr(password)
@@ -204,6 +222,10 @@ def connect(
         backend = policy.call(lambda: cls(opts), what="connect")
     except HVBalloonError as exc:
         exc.with_context(backend=spec.name, uri=parsed.redacted)
+        if empty_env and exc.hint is not None and exc.hint.kind == "password":
+            # "set HVBALLOON_PASSWORD" to someone who did, to $UNSET_VARIABLE, would mislead
+            exc.message = f"{exc.message} ({PASSWORD_ENV} is set but empty, so no password was given)"
+            exc.args = (exc.message,)
         raise
     return Hypervisor(backend, uri=parsed, retry=policy, guard_rails=guard_rails or GuardRails())
 
@@ -242,7 +264,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         the first that matches nothing raises :class:`~hvballoon.errors.VMNotFoundError`. One
         name or :class:`VM` given alone is one ref, never a sequence of letters."""
         out = []
-        for r in self._resolve(_refs(refs)):
+        for r in self._resolve(_refs(refs, call="resolve_many", arg="refs")):
             if isinstance(r, HVBalloonError):
                 raise r
             out.append(r.vm)
@@ -260,7 +282,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         >>> [v.name for v in found], missing
         (['web01'], ['web99'])
         """
-        refs = _refs(refs)
+        refs = _refs(refs, call="find_vms", arg="refs")
         found: list[VM] = []
         missing: list[str] = []
         # sets beside the lists: a check per ref against every VM found so far made naming
@@ -305,7 +327,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             result: list[MemoryStats] = self._call("get_stats", self._backend.get_stats, retry=retry)
             self._index.replace(s.vm for s in result)
             return result
-        refs = _refs(vms)
+        refs = _refs(vms, call="get_stats", arg="vms")
         rows = self._read_fresh("get_stats", refs, self._backend.get_stats, _stats_vm, retry=retry)
         return _once(self._first_error(rows), _stats_vm)
 
@@ -352,7 +374,9 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             result: list[MemoryConfig] = self._call("get_configs", lambda: self._backend.get_configs(None))
             self._index.replace(c.vm for c in result)
             return result
-        rows = self._read_fresh("get_configs", _refs(vms), self._backend.get_configs, _config_vm)
+        rows = self._read_fresh(
+            "get_configs", _refs(vms, call="get_configs", arg="vms"), self._backend.get_configs, _config_vm
+        )
         return _once(self._first_error(rows), _config_vm)
 
     def vm_capabilities(self, vm: VMRef) -> Capabilities:

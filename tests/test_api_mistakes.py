@@ -410,3 +410,149 @@ def test_a_fleet_refuses_what_it_cannot_take_before_querying_any_host(
     with pytest.raises(InvalidRequestError) as info:
         Fleet(*args, **kw)  # type: ignore[arg-type]
     assert says in str(info.value)
+
+
+# -- hvballoon.backends() given what it does not take -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "says"),
+    [
+        ((False,), {}, "backends() takes backend names and load= by keyword (backends(load=False))"),
+        ((["kvm"],), {}, "backends() takes backend names (e.g. backends('kvm')), got list"),
+        (("kmv",), {}, "no backend named 'kmv' (did you mean 'kvm'?); known: "),
+        (("",), {}, "no backend named ''; known: "),
+        ((), {"lod": False}, "backends() takes no keyword lod; accepted: load"),
+        ((), {"load": None}, "load takes True or False, got None"),
+        ((), {"load": "no"}, "load takes True or False, got 'no'"),
+    ],
+)
+def test_backends_refuses_what_is_no_backend_name_with_a_typed_error(
+    args: tuple[object, ...], kw: dict[str, object], says: str
+) -> None:
+    # was Python's TypeError: backends() takes 1 positional argument
+    with pytest.raises(InvalidRequestError) as info:
+        hvballoon.backends(*args, **kw)  # type: ignore[arg-type]
+    assert says in str(info.value)
+
+
+def test_backends_given_names_or_schemes_lists_those_backends_once_in_that_order() -> None:
+    assert [b.name for b in hvballoon.backends("kvm", load=False)] == ["kvm"]
+    assert [b.name for b in hvballoon.backends("vcenter", "qemu+ssh", "esxi", load=False)] == ["esxi", "kvm"]
+    assert {b.name for b in hvballoon.backends(load=False)} >= {"esxi", "fake", "kvm"}
+
+
+# -- a mapping where a read takes VMs ------------------------------------------------------------
+
+
+_READS: dict[str, Callable[[hvballoon.Hypervisor, object], object]] = {
+    "get_stats() vms": lambda hv, v: hv.get_stats(v),  # type: ignore[arg-type]
+    "get_configs() vms": lambda hv, v: hv.get_configs(v),  # type: ignore[arg-type]
+    "find_vms() refs": lambda hv, v: hv.find_vms(v),  # type: ignore[arg-type]
+    "resolve_many() refs": lambda hv, v: hv.resolve_many(v),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize(
+    "value", [{"web01": "6GiB"}, {"web01": {"buffer_percent": 30}}], ids=["targets", "configs"]
+)
+@pytest.mark.parametrize("call", sorted(_READS))
+def test_a_mapping_given_to_a_read_is_refused_naming_the_argument(
+    hv: hvballoon.Hypervisor, call: str, value: object
+) -> None:
+    # set_targets' argument given to get_stats was read as its keys: the stats of web01
+    _refused(
+        hv, lambda: _READS[call](hv, value), InvalidRequestError, f"{call}: VMs are named by", "got dict"
+    )
+
+
+def test_one_name_alone_is_still_one_vm_for_every_read(hv: hvballoon.Hypervisor) -> None:
+    for call in _READS.values():
+        answer = call(hv, "web01")
+        rows = answer[0] if isinstance(answer, tuple) else answer
+        assert len(rows) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ({"web01": "6GiB"}, "sweep() vms: VMs are named by a name or an id, or a list of them"),
+        (42, "sweep() vms: VMs are named by a name or an id"),
+        (b"web01", "sweep() vms: VMs are named by a name or an id"),
+        ([1], "sweep() vms: a VM is named by a non-empty name or id (a string), got 1"),
+        ([""], "sweep() vms: a VM is named by a non-empty name or id (a string), got ''"),
+    ],
+)
+def test_a_fleet_sweep_refuses_what_names_no_vms_before_querying_any_host(value: object, says: str) -> None:
+    from hvballoon.fleet import Fleet
+
+    with Fleet(["fake://seed"]) as fleet:
+        with pytest.raises(InvalidRequestError) as info:
+            fleet.sweep(value)  # type: ignore[arg-type]
+        assert says in str(info.value)
+        (one,) = fleet.sweep("web01")  # one name alone is one VM, not five one-letter names
+        assert [s.vm.name for s in one.stats] == ["web01"]
+
+
+@pytest.mark.parametrize("uris", [{"fake://seed": 1}, [42], [""], ["fake://seed", None]])
+def test_a_fleet_refuses_uris_that_are_not_a_list_of_strings(uris: object) -> None:
+    from hvballoon.fleet import Fleet
+
+    with pytest.raises(InvalidRequestError, match="a fleet"):
+        Fleet(uris)  # type: ignore[arg-type]
+
+
+# -- an empty password ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "fake://seed",
+        "qemu+tcp://kvm01/system",  # handed to libvirt's credential callback
+        "esxi://root@esx01",
+        "vcenter://admin@vc01/?datacenter=DC1",
+        "hyperv://admin@hv01",
+        "qmp:///var/run/qemu-server",
+    ],
+)
+@pytest.mark.parametrize("password", ["", "secret-str-empty"])
+def test_an_empty_password_is_refused_before_any_backend_loads(
+    monkeypatch: pytest.MonkeyPatch, uri: str, password: str
+) -> None:
+    from pydantic import SecretStr
+
+    from hvballoon import registry
+
+    def no_backend(name: str) -> object:
+        raise AssertionError(f"the {name} backend was loaded: a connection was attempted")
+
+    monkeypatch.setattr(registry, "load_backend", no_backend)
+    given = SecretStr("") if password == "secret-str-empty" else password
+    with pytest.raises(InvalidRequestError) as info:
+        hvballoon.connect(uri, password=given)
+    assert "password is empty: give the password, or leave password out (None)" in str(info.value)
+    assert info.value.hint is not None and info.value.hint.kind == "password"
+
+
+@pytest.mark.parametrize(
+    ("uri", "library"), [("esxi://root@esx01", "pyVmomi"), ("hyperv://admin@hv01", "winrm")]
+)
+def test_an_empty_password_variable_is_named_where_a_password_is_needed(
+    monkeypatch: pytest.MonkeyPatch, uri: str, library: str
+) -> None:
+    pytest.importorskip(library)
+    monkeypatch.setenv("HVBALLOON_PASSWORD", "")
+    with pytest.raises(InvalidRequestError) as info:
+        hvballoon.connect(uri)
+    assert "needs a password (HVBALLOON_PASSWORD is set but empty, so no password was given)" in str(
+        info.value
+    )
+
+
+def test_an_empty_password_variable_is_no_password_where_none_is_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HVBALLOON_PASSWORD", "")
+    with hvballoon.connect("fake://seed") as hv:
+        assert hv.list_vms()

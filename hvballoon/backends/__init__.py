@@ -17,7 +17,8 @@ distributions registering themselves in the ``hvballoon.backends`` entry-point g
 
 This package is also the function ``hvballoon.backends()`` (:func:`hvballoon.registry.backends`,
 the table ``hvballoon backends`` prints): importing it makes it the ``backends`` attribute of
-hvballoon, so it stays callable.
+hvballoon, so it stays callable. ``hvballoon.backends("kvm", "vcenter")`` lists only the
+backends named (by name or by a URI scheme each serves); ``load`` is given by keyword.
 
 >>> from hvballoon.backends import kvm
 >>> kvm.SPEC.extra, kvm.SPEC.target
@@ -42,10 +43,18 @@ __all__: list[str] = []
 class _Package(types.ModuleType):
     """This package, callable as :func:`hvballoon.registry.backends`."""
 
-    def __call__(self, *, load: bool = True) -> list[BackendInfo]:
+    def __call__(self, *names: str, **keywords: bool) -> list[BackendInfo]:
+        from hvballoon.errors import InvalidRequestError
         from hvballoon.registry import backends
 
-        return backends(load=load)
+        # what the function takes, said as a typed error rather than Python's TypeError
+        unknown = sorted(k for k in keywords if k != "load")
+        if unknown:
+            raise InvalidRequestError(
+                f"backends() takes no keyword {', '.join(unknown)}; accepted: load "
+                "(and backend names: backends('kvm', load=False))"
+            )
+        return backends(*names, load=keywords.get("load", True))
 
 
 sys.modules[__name__].__class__ = _Package
