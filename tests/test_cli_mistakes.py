@@ -304,3 +304,29 @@ def test_a_policy_size_option_without_a_unit_too_small_to_be_memory_is_refused()
     )  # fmt: skip
     assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, r.stdout
     assert "invalid policy option deadband_bytes '4': a number without a unit is bytes" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("stats", "fake://seed", "--timeout", ""), "invalid --timeout ''"),  # was the default 30s
+        (("stats", "fake://seed", "--timeout", "0"), "--timeout must be above zero"),
+        (("set", "fake://seed", "web01", "6GiB", "--dry-run", "--timeout", ""), "invalid --timeout ''"),
+        (("stats", "fake://seed", "fake://seed-spike", "--timeout", ""), "invalid --timeout ''"),
+        (("stats", "fake://seed", "fake://seed-spike", "--host-timeout", ""), "invalid --host-timeout ''"),
+        (("stats", "fake://seed", "--host-timeout", ""), "invalid --host-timeout ''"),  # one host: ignored
+        (("stats", "fake://seed", "--host-timeout", "abc"), "invalid --host-timeout 'abc'"),
+        (("stats", "fake://seed", "--host-timeout", "0"), "--host-timeout must be above zero"),
+        (("autoballoon", "fake://seed", "--once", "--dry-run", "--timeout", ""), "invalid --timeout ''"),
+    ],
+)
+def test_an_empty_or_bad_timeout_is_named_not_taken_for_the_default(args: tuple[str, ...], says: str) -> None:
+    r = invoke(*args)
+    assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, r.stderr
+    assert says in r.stderr
+    r = invoke(*args, "--json")
+    assert r.returncode == 2 and json.loads(r.stdout or r.stderr)["code"] == "invalid_request"
+
+
+def test_a_good_host_timeout_with_one_host_is_still_taken() -> None:
+    assert invoke("stats", "fake://seed", "--host-timeout", "5s").returncode == 0

@@ -44,6 +44,7 @@ __all__ = [
     "interrupted",
     "json_option",
     "read_password_stdin",
+    "seconds_option",
     "session",
     "stats_footnotes",
     "stats_row",
@@ -521,15 +522,22 @@ def read_password_stdin() -> str:
     return password
 
 
+def seconds_option(value: str | None, *, option: str, default: str) -> float:
+    """The duration an option was given (``default`` when it was not given at all), above zero.
+    An empty value is an error naming the option, not the default (``--timeout "$UNSET"``)."""
+    seconds = parse_duration(default if value is None else value, what=option)
+    if seconds <= 0:
+        raise InvalidRequestError(f"{option} must be above zero, got {value!r}")
+    return seconds
+
+
 @contextmanager
 def session(uri: str, opts: dict[str, Any]) -> Iterator[Any]:
     """A :class:`~hvballoon.Hypervisor` connected with the :func:`connection_options` given."""
     import hvballoon
 
     password = read_password_stdin() if opts.get("password_stdin") else None
-    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
-    if timeout <= 0:
-        raise InvalidRequestError("--timeout must be above zero")
+    timeout = seconds_option(opts.get("timeout"), option="--timeout", default="30s")
     with hvballoon.connect(
         uri,
         password=password,

@@ -7,9 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from hvballoon.cli.common import read_password_stdin
+from hvballoon.cli.common import read_password_stdin, seconds_option
 from hvballoon.errors import InvalidRequestError
-from hvballoon.units import parse_duration
 
 __all__ = ["check_journal_path", "open_journal", "session_factory"]
 
@@ -22,9 +21,7 @@ def session_factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
     import hvballoon
 
     password = SecretStr(read_password_stdin()) if opts.get("password_stdin") else None
-    timeout = parse_duration(opts.get("timeout") or "30s", what="timeout")
-    if timeout <= 0:
-        raise InvalidRequestError("--timeout must be above zero")
+    timeout = seconds_option(opts.get("timeout"), option="--timeout", default="30s")
 
     def connect() -> Any:
         hv = hvballoon.connect(

@@ -33,6 +33,7 @@ from hvballoon.cli.common import (
     interrupted,
     json_option,
     read_password_stdin,
+    seconds_option,
     stats_footnotes,
     stats_row,
     table,
@@ -71,10 +72,12 @@ def _make_fleet(
     notes: bool = False,
 ) -> Fleet:
     password = read_password_stdin() if conn.get("password_stdin") else None
-    timeout = parse_duration(conn.get("timeout") or "30s", what="--timeout")
-    deadline = parse_duration(host_timeout, what="--host-timeout") if host_timeout else timeout
-    if timeout <= 0 or deadline <= 0:
-        raise InvalidRequestError("--timeout and --host-timeout must be above zero")
+    timeout = seconds_option(conn.get("timeout"), option="--timeout", default="30s")
+    deadline = (
+        seconds_option(host_timeout, option="--host-timeout", default="30s")
+        if host_timeout is not None
+        else timeout
+    )
     return Fleet(
         uris,
         password=password,
@@ -346,7 +349,9 @@ def exporter_cmd(
         raise InvalidRequestError(f"the exporter exports every VM; not URIs: {', '.join(vms)}")
     address, port = parse_listen(listen)
     every = parse_duration(interval, what="--interval")
-    fleet = _make_fleet(host_uris, connection(kw), host_timeout or "10s", concurrency, keep=True)
+    fleet = _make_fleet(
+        host_uris, connection(kw), "10s" if host_timeout is None else host_timeout, concurrency, keep=True
+    )
     exporter = Exporter(fleet, interval=every)
 
     def stop(_signum: int, _frame: Any) -> None:

@@ -24,6 +24,7 @@ from hvballoon.cli.common import (
     handle_errors,
     interrupted,
     json_option,
+    seconds_option,
     session,
     stats_summary,
     stats_table,
@@ -94,6 +95,8 @@ def stats_cmd(
         run_fleet_stats(targets, inventory, connection(kw), host_timeout, concurrency, as_json)
         return
     uri, vm = targets[0], targets[1:]
+    if host_timeout is not None:  # one host: no deadline of its own, but a bad one is still a mistake
+        seconds_option(host_timeout, option="--host-timeout", default="30s")
     missing: list[str] = []
     with session(uri, connection(kw)) as hv:
         if vm:
