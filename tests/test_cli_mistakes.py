@@ -330,3 +330,24 @@ def test_an_empty_or_bad_timeout_is_named_not_taken_for_the_default(args: tuple[
 
 def test_a_good_host_timeout_with_one_host_is_still_taken() -> None:
     assert invoke("stats", "fake://seed", "--host-timeout", "5s").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--host-overhead", ""), "invalid host overhead ''"),  # was no overhead at all
+        (("--host-reserve", ""), "invalid host reserve ''"),
+        (("--exclude", ""), "--exclude takes a VM's name or id, got an empty one"),  # excluded nothing
+        (("--self-managed", " "), "--self-managed takes a VM's name or id, got an empty one"),
+        (("--interval", "soon"), "invalid --interval 'soon'"),
+    ],
+)
+def test_an_autoballoon_option_given_empty_is_refused_not_dropped(args: tuple[str, ...], says: str) -> None:
+    r = invoke("autoballoon", "fake://seed", "--once", "--dry-run", *args)
+    assert r.returncode == 2 and not r.stdout and "Traceback" not in r.stderr, r.stderr
+    assert says in r.stderr
+
+
+def test_an_empty_recording_interval_of_a_simulation_is_refused() -> None:
+    r = invoke("simulate", "seed", "--duration", "1m", "--every", "")
+    assert r.returncode == 2 and "invalid --every ''" in r.stderr

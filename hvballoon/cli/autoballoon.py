@@ -310,10 +310,14 @@ def autoballoon_cmd(
         raise InvalidRequestError("--serve runs until stopped: it takes neither --once nor --rounds")
     seconds = None
     if interval is not None:
-        seconds = parse_duration(interval, what="interval")
+        seconds = parse_duration(interval, what="--interval")
         if seconds <= 0:
             raise InvalidRequestError("--interval must be above zero")
     vms: dict[str, dict[str, Any]] = {}
+    for option, names in (("--exclude", exclude), ("--self-managed", self_managed)):
+        if any(not n.strip() for n in names):
+            # an empty name matches no VM: the one meant would be lowered
+            raise InvalidRequestError(f"{option} takes a VM's name or id, got an empty one")
     for name in exclude:
         vms.setdefault(name, {})["exclude"] = True
     for name in self_managed:
@@ -325,8 +329,12 @@ def autoballoon_cmd(
     overrides = Overrides(
         interval=seconds,
         host_memory=typed_size(host_memory, "host memory") if host_memory is not None else None,
-        host_overhead=typed_size(host_overhead, "host overhead", allow_zero=True) if host_overhead else None,
-        host_reserve=typed_size(host_reserve, "host reserve", allow_zero=True) if host_reserve else None,
+        host_overhead=typed_size(host_overhead, "host overhead", allow_zero=True)
+        if host_overhead is not None
+        else None,
+        host_reserve=typed_size(host_reserve, "host reserve", allow_zero=True)
+        if host_reserve is not None
+        else None,
         max_lower=typed_size(max_lower, "max lower") if max_lower is not None else None,
         max_changes=max_changes,
         max_failed_rounds=max_failed_rounds,

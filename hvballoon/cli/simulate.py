@@ -304,7 +304,7 @@ def simulate_cmd(
             raise InvalidRequestError("--step must be above zero and at most 60s")
         spec = spec.model_copy(update={"step": step_s})
     world = World(spec, flavor=flavor, seed=seed)
-    every_s = parse_duration(every, what="--every") if every else max(world.step, seconds / 720)
+    every_s = parse_duration(every, what="--every") if every is not None else max(world.step, seconds / 720)
     every_s = max(every_s, world.step)
     _check_span(seconds, world.step, "--duration")
     if seconds / every_s > MAX_RECORDS:
