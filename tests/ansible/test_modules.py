@@ -283,3 +283,21 @@ def test_config_takes_a_yaml_integer_of_bytes_and_minus_one_as_no_limit(esxi: st
     r = _config(esxi, vm="web01", reservation=2 * GiB, limit=-1)
     assert not r.get("failed"), r.get("msg")
     assert _reservations(esxi, "web01") == {"web01": 2 * GiB}
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("target", {"vm": "web01", "size": "6GiB"}),
+        ("config", {"vm": "web01", "reservation": "2GiB"}),
+        ("memory_info", {}),
+    ],
+)
+def test_an_empty_password_is_refused_by_every_module_before_connecting(
+    esxi: str, module: str, args: dict[str, Any]
+) -> None:
+    # password: "{{ vault_password | default('') }}" with the vault variable missing
+    r = run_module(module, {"uri": esxi, "password": "", **args}, check_mode=False)
+    assert r["failed"] and r["code"] == "invalid_request" and not r.get("changed")
+    assert "password is empty" in r["msg"] and "set the password option" in r["msg"]
+    assert _reservations(esxi, "web01") == {"web01": 0}
