@@ -89,6 +89,8 @@ def main(
         )
     except HVBalloonError as exc:
         parser.error(str(exc))  # exits 2
+    if any(not name.strip() for name in args.exclude):
+        parser.error("--exclude takes a VM's name, got an empty one")  # it would exclude nothing
     try:
         with connect(args.uri) as hv:
             stats = hv.get_stats()

@@ -103,3 +103,9 @@ def test_a_size_without_a_unit_too_small_to_be_memory_is_refused(capsys) -> None
         rightsize.main([URI, "--headroom", "2"])  # 2 bytes: the unit left out
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "invalid --headroom '2': a number without a unit is bytes" in err
+
+
+def test_an_empty_name_to_exclude_is_refused_before_connecting(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        rightsize.main([URI, "--exclude", ""])  # --exclude "$VM" with VM unset: nothing excluded
+    assert exc.value.code == 2 and "--exclude takes a VM's name, got an empty one" in capsys.readouterr().err
