@@ -433,7 +433,7 @@ def test_set_a_name_with_an_equals_sign(tmp_path: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "option"),
     [
-        (("stats", "test:///default", "--timeout", "1e20"), "timeout"),
+        (("stats", "test:///default", "--timeout", "1e20"), "--timeout"),
         (("stats", "fake://seed", "fake://seed", "--host-timeout", "1e20"), "--host-timeout"),
         (("watch", "fake://seed", "--interval", "1e20", "--count", "2"), "--interval"),
         (("watch", "fake://seed", "--interval", "inf", "--count", "2"), "--interval"),
@@ -449,7 +449,7 @@ def test_set_a_name_with_an_equals_sign(tmp_path: Any) -> None:
                 "1e20",
                 "--dry-run",
             ),
-            "interval",
+            "--interval",
         ),
     ],
 )
