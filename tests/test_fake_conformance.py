@@ -9,7 +9,7 @@ import pytest
 import hvballoon
 from hvballoon.retry import RetryPolicy
 from hvballoon.testing.cases import rules_scenario
-from hvballoon.testing.conformance import BackendConformance, KindRuleTests
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests, StatsTests
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -65,3 +65,12 @@ class TestFakeHyperVRules(KindRuleTests):
     @pytest.fixture
     def hv(self) -> Iterator[hvballoon.Hypervisor]:
         yield from _rules_session("hyperv")
+
+
+class TestFakeStatsInEveryPowerState(StatsTests):
+    """The stats tests on each flavour's rules world, whose VMs include powered-off ones (the
+    built-in worlds' all run)."""
+
+    @pytest.fixture(params=["kvm", "esxi", "hyperv"])
+    def hv(self, request: pytest.FixtureRequest) -> Iterator[hvballoon.Hypervisor]:
+        yield from _rules_session(request.param)

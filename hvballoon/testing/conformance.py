@@ -80,6 +80,10 @@ __all__ = [
 ]
 
 _SIZE_FIELDS = [n for n, f in MemoryStats.model_fields.items() if n.endswith("_bytes")]
+#: What a guest reports of itself (none of it without a running guest).
+_GUEST_FIGURES = [
+    n for n in MemoryStats.model_fields if n.startswith(("guest_", "swap_")) or n == "major_faults"
+]
 #: ``set_config`` keywords with a sample value, by the config field they set.
 _SAMPLE_CONFIG: dict[str, dict[str, Any]] = {o.field: {o.keyword: o.sample} for o in ConfigUpdate.options()}
 
@@ -176,6 +180,19 @@ class StatsTests(_Base):
                         assert value <= st.configured_bytes * 1.05 + 64 * MiB, f"{name} exceeds configured"
             if st.vm.power_state is PowerState.RUNNING and not st.stale:
                 assert st.used_bytes is not None, "fresh stats of a running VM must say what it uses"
+
+    def test_a_vm_that_does_not_run_reports_no_guest_figures(self, hv: Hypervisor) -> None:
+        """A VM powered off or suspended runs no guest: its guest figures are unknown (``None``,
+        not ``0``) and its stats stale, while the hypervisor's own (configured) stay known."""
+        resting = [
+            s for s in hv.get_stats() if s.vm.power_state in (PowerState.STOPPED, PowerState.SUSPENDED)
+        ]
+        if not resting:
+            pytest.skip("no VM is powered off or suspended")
+        for st in resting:
+            known = [n for n in _GUEST_FIGURES if getattr(st, n) is not None]
+            assert known == [], f"{st.vm.name} ({st.vm.power_state.value}) reports {known}"
+            assert st.stale and st.configured_bytes is not None, st
 
     def test_config_of_every_vm(self, hv: Hypervisor) -> None:
         for vm in hv.list_vms():
@@ -289,6 +306,22 @@ class TargetTests(_Base):
         vm, st, goal, change, _ = self.first_accepted(hv, dry_run=True)
         assert change.dry_run and change.changed and change.after["target_bytes"] == goal
         assert hv.get_stats([vm])[0].target_bytes == st.target_bytes
+
+    def test_a_dry_run_plans_what_the_change_does(self, hv: Hypervisor) -> None:
+        """The same target as a dry run and then for real: the plan is the change (but for the
+        dry-run flag), and a second plan sees nothing left to do."""
+        vm, _, goal, plan, _ = self.first_accepted(hv, dry_run=True)
+        done = hv.set_target(vm, goal)
+
+        def said(ch: Change) -> tuple[Any, ...]:
+            # what the guest has now moves on its own between two calls
+            moving = ("current_bytes", "used_bytes")
+            sides = [{k: v for k, v in d.items() if k not in moving} for d in (ch.before, ch.after)]
+            return ch.changed, ch.forced, ch.mechanism, *sides
+
+        assert said(plan) == said(done)
+        again = hv.set_target(vm, goal, dry_run=True)
+        assert not again.changed and said(again)[3] == said(again)[4] == said(done)[4]
 
 
 class HostStatsTests(_Base):
@@ -457,6 +490,8 @@ class ErrorTests(_Base):
             hv.get_stats([ghost])
         with pytest.raises(VMNotFoundError):
             hv.get_config(ghost)
+        with pytest.raises(VMNotFoundError):
+            hv.vm_capabilities(ghost)
         with pytest.raises(VMNotFoundError):
             hv.set_target(ghost, "1GiB")
 

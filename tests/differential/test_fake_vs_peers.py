@@ -2,8 +2,10 @@
 
 For each kind, Hypothesis draws a small fleet (2–4 VMs of varied sizes, power states, devices and
 settings) and a sequence of public operations — targets and configuration changes with valid,
-boundary and invalid values, dry runs, bulk calls with ``skip_invalid``, VMs powered off behind
-the session's back — and :func:`tests.support.differential.run_sequence` applies it to the fake
+boundary and invalid values, dry runs, changes planned by a dry run first (the plan must be what
+the change did), bulk calls with ``skip_invalid``, VMs powered off behind the session's back, one
+VM's stats, configuration or capabilities read alone (a VM that does not exist, or named in
+another case, refused alike) — and :func:`tests.support.differential.run_sequence` applies it to the fake
 (``fake://`` on a world built from the same fleet) and to the peer, asserting after every step
 that both ended alike and now look alike.
 
@@ -167,10 +169,25 @@ def ops(
             lambda m, d, s: Op("configs", m[0], m[1], dry_run=d, skip_invalid=s), many(config()), flag, flag
         ),
         *([st.builds(lambda i: Op("power_off", (i,), (None,)), vm)] if power else []),
+        # one VM's stats, configuration or capabilities read alone: found, or refused alike
+        st.builds(
+            lambda i, w: Op("read", (i,), (w,)), vm, st.sampled_from(["stats", "config", "capabilities"])
+        ),
     )
     # mostly by name; now and then by each side's id, or by the name in another case
     ref = st.sampled_from(["name"] * 6 + ["id", "case"])
-    return st.lists(st.builds(lambda o, r: replace(o, ref=r), one, ref), min_size=1, max_size=8)
+    # now and then a change planned first (a dry run, then the same for real): the plan must be
+    # what the change did, on each side
+    plan = st.sampled_from([False, False, False, True])
+    return st.lists(
+        st.builds(lambda o, r, p: replace(o, ref=r, plan=p and o.what in CHANGES), one, ref, plan),
+        min_size=1,
+        max_size=8,
+    )
+
+
+#: The operations that change something (and may be planned with a dry run first).
+CHANGES = ("target", "targets", "config", "configs")
 
 
 # -- KVM: libvirt's test driver ---------------------------------------------------------------------

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import event
 
 from hvballoon.errors import HVBalloonError
-from hvballoon.models import CONFIG_FIELDS, Change, MemoryConfig
+from hvballoon.models import CONFIG_FIELDS, Change, MemoryConfig, MemoryStats
 from hvballoon.session import Hypervisor
 
 __all__ = ["Normalise", "Op", "Side", "outcome", "run_sequence", "snapshot"]
@@ -50,7 +50,8 @@ HOST_SIDE = (
 class Op:
     """One public operation: ``what`` is ``target``, ``targets``, ``config``, ``configs``,
     ``power_off`` or ``read``; ``vms`` are indexes into the fleet's names, ``values`` one per VM
-    (a size for targets, a mapping of ``set_config`` keywords for configs)."""
+    (a size for targets, a mapping of ``set_config`` keywords for configs, what a read reads:
+    ``stats``, ``config`` or ``capabilities`` of that one VM)."""
 
     what: str
     vms: tuple[int, ...] = ()
@@ -61,9 +62,11 @@ class Op:
     #: how the VMs are named: ``name``, ``id`` (each side's own id of that name) or ``case`` (the
     #: name in upper case: names are case-sensitive on every kind)
     ref: str = "name"
+    #: a change made twice, as a dry run and then for real: each side's plan must be what it did
+    plan: bool = False
 
     def __repr__(self) -> str:  # short, for Hypothesis' falsifying example
-        flags = "".join(f" {k}" for k in ("force", "dry_run", "skip_invalid") if getattr(self, k))
+        flags = "".join(f" {k}" for k in ("force", "dry_run", "skip_invalid", "plan") if getattr(self, k))
         by = "" if self.ref == "name" else f" by {self.ref}"
         return f"Op({self.what} {list(zip(self.vms, self.values, strict=False))}{flags}{by})"
 
@@ -173,6 +176,10 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
             "configured": st.configured_bytes,
             "target": st.target_bytes,
             "known": tuple(n for n in HOST_SIDE if getattr(st, n) is not None),
+            # a VM that does not run has no guest to report: every figure known or not, alike
+            "resting": None
+            if st.vm.power_state.value not in RESTING
+            else (st.stale, tuple(n for n in STATS_FIGURES if getattr(st, n) is not None)),
             **{f: getattr(cfg, f) for f in COMPARED_CONFIG},
             # what the kind reads in the configuration beyond its fields: whether a lower frees
             # anything on the host (KVM: VFIO devices), the ceiling of a target
@@ -196,6 +203,11 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
     return out
 
 
+#: Power states in which a VM runs no guest (a paused one keeps its last report: libvirt's test
+#: driver invents one, so its figures are left to the guest's side of the comparison).
+RESTING = ("stopped", "suspended")
+#: Every figure of a VM's stats.
+STATS_FIGURES = tuple(n for n in MemoryStats.model_fields if n.endswith(("_bytes", "_seconds", "_faults")))
 #: Host figures a side may know or not (the rest are sums over the VMs, or the host's name).
 HOST_FIGURES = (
     "physical_bytes",
@@ -258,6 +270,27 @@ def _refs(hv: Hypervisor, names: list[str], how: str) -> list[str]:
 
 
 def apply(side: Side, op: Op, names: list[str], args: list[Any]) -> tuple[Any, ...]:
+    """``op`` on one side; a planned change is made as a dry run first, which must have said
+    what the change then did."""
+    if not op.plan or op.dry_run:
+        return _apply(side, op, names, args)
+    planned = _apply(side, replace(op, dry_run=True, plan=False), names, args)
+    done = _apply(side, replace(op, plan=False), names, args)
+    assert _undry(planned) == _undry(done), f"{side.name} planned {planned} but did {done}"
+    return done
+
+
+def _undry(out: tuple[Any, ...]) -> tuple[Any, ...]:
+    """How a call ended with what marks a dry run taken out (its flag, and ``applied``/``made``
+    of a bulk call, which a dry run never sets)."""
+    if out[0] == "change":
+        return (*out[:2], *out[3:])
+    if out[0] == "results":
+        return ("results", out[3], tuple((key, _undry(row)) for key, row in out[4]))
+    return out
+
+
+def _apply(side: Side, op: Op, names: list[str], args: list[Any]) -> tuple[Any, ...]:
     hv = side.hv
     if op.what != "power_off":
         refs = _refs(hv, names, op.ref)
@@ -288,8 +321,21 @@ def apply(side: Side, op: Op, names: list[str], args: list[Any]) -> tuple[Any, .
             return ("ok",)
         return outcome(lambda: side.power_off(name))
     if op.what == "read":
-        return outcome(lambda: None)
+        (name,), (what,) = [_name(names, i) for i in op.vms], args
+        return outcome(lambda: _read(hv, name, what))
     raise AssertionError(op.what)
+
+
+def _read(hv: Hypervisor, ref: str, what: str) -> None:
+    """One VM's stats, configuration or capabilities read alone (what they say is compared in
+    the snapshot: here, that both sides find the VM, or refuse it alike)."""
+    if what == "stats":
+        (st,) = hv.get_stats([ref])
+        assert ref in (st.vm.name, st.vm.id), (ref, st.vm)
+    elif what == "config":
+        hv.get_config(ref)
+    else:
+        hv.vm_capabilities(ref)
 
 
 def run_sequence(fake: Side, real: Side, names: list[str], ops: list[Op], norm: Normalise) -> None:
