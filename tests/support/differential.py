@@ -281,12 +281,14 @@ def apply(side: Side, op: Op, names: list[str], args: list[Any]) -> tuple[Any, .
 
 
 def _undry(out: tuple[Any, ...]) -> tuple[Any, ...]:
-    """How a call ended with what marks a dry run taken out (its flag, and ``applied``/``made``
-    of a bulk call, which a dry run never sets)."""
+    """How a call ended with what marks a dry run taken out: its flag, and of a bulk call
+    ``applied``, ``made`` and the summed-up error, which follows them (a real run that changed
+    some VMs and refused others sums up as PartialChangeError, its dry run as the refusal's
+    class: nothing was changed)."""
     if out[0] == "change":
         return (*out[:2], *out[3:])
     if out[0] == "results":
-        return ("results", out[3], tuple((key, _undry(row)) for key, row in out[4]))
+        return ("results", tuple((key, _undry(row)) for key, row in out[4]))
     return out
 
 
