@@ -9,7 +9,7 @@ import pytest
 import hvballoon
 from hvballoon.retry import RetryPolicy
 from hvballoon.testing.cases import rules_scenario
-from hvballoon.testing.conformance import BackendConformance, KindRuleTests, StatsTests
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests, RestingVMTests, StatsTests
 
 INSTANT = RetryPolicy(sleep=lambda _s: None)
 
@@ -67,7 +67,7 @@ class TestFakeHyperVRules(KindRuleTests):
         yield from _rules_session("hyperv")
 
 
-class TestFakeStatsInEveryPowerState(StatsTests):
+class TestFakeStatsInEveryPowerState(StatsTests, RestingVMTests):
     """The stats tests on each flavour's rules world, whose VMs include powered-off ones (the
     built-in worlds' all run)."""
 

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 import hvballoon
-from hvballoon.testing.conformance import BackendConformance, KindRuleTests
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests, RestingVMTests
 from tests.support.vsphere.fleet import connect, vm_figures
 from tests.support.vsphere.harness import VcsimServer
 
 pytestmark = pytest.mark.peer
 
 
-class TestESXiConformance(BackendConformance):
+class TestESXiConformance(BackendConformance, RestingVMTests):
     @pytest.fixture
     def hv(self, peer: VcsimServer, fast_sweep: bool) -> Iterator[hvballoon.Hypervisor]:
         with connect(peer, fast_sweep=fast_sweep) as session:

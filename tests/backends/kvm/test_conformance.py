@@ -9,7 +9,7 @@ import pytest
 
 import hvballoon
 from hvballoon.session import Hypervisor
-from hvballoon.testing.conformance import BackendConformance, KindRuleTests
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests, RestingVMTests
 from tests.support.libvirt_xml import domain_xml, write_node_xml
 
 
@@ -20,7 +20,7 @@ class TestKVMTestDefault(BackendConformance):
             yield session
 
 
-class TestKVMTestNodeXML(BackendConformance):
+class TestKVMTestNodeXML(BackendConformance, RestingVMTests):
     @pytest.fixture
     def hv(self, tmp_path: Path) -> Iterator[Hypervisor]:
         uri = write_node_xml(
