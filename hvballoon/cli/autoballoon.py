@@ -22,6 +22,7 @@ import click
 from hvballoon.cli.autoballoon_settings import Overrides, typed_size, vm_pairs
 from hvballoon.cli.common import (
     EXIT_INTERRUPTED,
+    OptionsCommand,
     connection,
     connection_options,
     echo_json,
@@ -155,7 +156,7 @@ class _Signals:
 # -- the command --------------------------------------------------------------------------------
 
 
-@click.command("autoballoon", epilog=EPILOG)
+@click.command("autoballoon", cls=OptionsCommand, epilog=EPILOG)
 @click.argument("uri", required=False)
 @click.option(
     "--policy",

@@ -30,6 +30,7 @@ __all__ = [
     "HOST_COLUMNS",
     "STATS_COLUMNS",
     "NegativeValuesCommand",
+    "OptionsCommand",
     "change_lines",
     "connection",
     "connection_options",
@@ -44,6 +45,7 @@ __all__ = [
     "interrupted",
     "json_option",
     "read_password_stdin",
+    "refuse_repeated_options",
     "seconds_option",
     "session",
     "stats_footnotes",
@@ -63,7 +65,64 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NEGATIVE = re.compile(r"^-\s*\.?[0-9]")
 
 
-class NegativeValuesCommand(click.Command):
+def _option_uses(command: click.Command, ctx: click.Context, args: list[str]) -> dict[str, list[str]]:
+    """Each single-valued option's uses in ``args`` (by the parameter's name): the spelling
+    given, with its value (``--minimum 2GiB``, ``--dynamic``). Options that may be repeated
+    (``multiple``, ``count``) and click's own (``--help``) are left out; an option's value is
+    skipped whatever it looks like, and nothing after ``--`` is an option."""
+    params: dict[str, click.Option] = {}
+    for declared in command.get_params(ctx):
+        if isinstance(declared, click.Option):
+            for opt in (*declared.opts, *declared.secondary_opts):
+                params[opt] = declared
+    uses: dict[str, list[str]] = {}
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":  # noqa: S105 (the end of the options, no password)
+            break
+        name, eq, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        param = params.get(name)
+        if param is None and not token.startswith("--") and len(token) > 2 and token[:2] in params:
+            name, eq, value = token[:2], "=", token[2:]  # -ihosts.txt: a short option and its value
+            param = params[name]
+        if param is None:
+            continue
+        takes_value = not param.is_flag and not param.count
+        if takes_value and not eq:
+            value = next(tokens, "")
+        if param.multiple or param.count or not param.expose_value or param.name is None:
+            continue
+        uses.setdefault(param.name, []).append(f"{name} {value}" if takes_value else name)
+    return uses
+
+
+def refuse_repeated_options(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    """A single-valued option given twice (``--minimum 2GiB --minimum 4GiB``) or both sides of
+    an on/off pair (``--dynamic --static``) is a usage error naming them, not settled silently
+    by the last one. The same flag written twice (``--dry-run --dry-run``) says nothing new and
+    is let through."""
+    for used in _option_uses(command, ctx, args).values():
+        if len(used) < 2 or (len(set(used)) == 1 and " " not in used[0]):
+            continue
+        if " " not in used[0]:  # a flag and its opposite
+            raise click.UsageError(f"{' and '.join(sorted(set(used)))} contradict each other: give one", ctx)
+        option = used[0].split(" ", 1)[0]
+        values = ", then ".join(repr(u.split(" ", 1)[1]) for u in used)
+        raise click.UsageError(
+            f"{option} is given {len(used)} times ({values}): it takes one value, give it once", ctx
+        )
+
+
+class OptionsCommand(click.Command):
+    """A command whose single-valued options are given at most once
+    (:func:`refuse_repeated_options`). Every ``hvballoon`` command is one (a test checks)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        refuse_repeated_options(self, ctx, args)
+        return super().parse_args(ctx, args)
+
+
+class NegativeValuesCommand(OptionsCommand):
     """A command whose positional arguments may be negative numbers.
 
     click reads ``-1GiB`` as an (unknown) option and answers "No such option '-1'"; here such an

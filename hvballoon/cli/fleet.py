@@ -24,6 +24,7 @@ import click
 from hvballoon.cli.common import (
     HOST_COLUMNS,
     STATS_COLUMNS,
+    OptionsCommand,
     connection,
     connection_options,
     console,
@@ -209,6 +210,7 @@ def _ctrl_c_deferred() -> Iterator[None]:
 
 @click.command(
     "watch",
+    cls=OptionsCommand,
     epilog="""\b
 Examples:
   hvballoon watch fake://seed
@@ -302,6 +304,7 @@ def watch_cmd(
 
 @click.command(
     "exporter",
+    cls=OptionsCommand,
     epilog="""\b
 Examples:
   hvballoon exporter qemu:///system --listen 127.0.0.1:10177

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from hvballoon.cli.common import connection, connection_options, echo_json, handle_errors, json_option
+from hvballoon.cli.common import (
+    OptionsCommand,
+    connection,
+    connection_options,
+    echo_json,
+    handle_errors,
+    json_option,
+)
 from hvballoon.cli.controller_session import check_journal_path, session_factory
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import format_size
@@ -37,7 +44,7 @@ others failed, otherwise the failure's code.
 # -- release ------------------------------------------------------------------------------------
 
 
-@click.command("release", epilog=RELEASE_EPILOG)
+@click.command("release", cls=OptionsCommand, epilog=RELEASE_EPILOG)
 @click.argument("uri")
 @click.option(
     "--journal",

@@ -15,6 +15,7 @@ import click
 
 from hvballoon.cli.common import (
     NegativeValuesCommand,
+    OptionsCommand,
     console,
     handle_errors,
     interrupted,
@@ -221,6 +222,7 @@ def _headline(summary: dict[str, Any]) -> str:
 
 @click.command(
     "simulate",
+    cls=OptionsCommand,
     epilog="""\b
 Examples:
   hvballoon simulate seed --duration 2h --plot seed.png

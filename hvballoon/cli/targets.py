@@ -188,7 +188,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="Compute the change, touch nothing.")
 @click.option("--force", is_flag=True, help="Go below the guard rail's floor (never above the maximum).")
 @click.option("--wait", is_flag=True, help="Wait until the memory reaches the target.")
-@click.option("--wait-timeout", default="60s", show_default=True, help="How long --wait waits.")
+@click.option("--wait-timeout", default=None, help="How long --wait waits (default 60s; only with --wait).")
 @click.option(
     "--skip-invalid",
     is_flag=True,
@@ -203,7 +203,7 @@ def set_cmd(
     dry_run: bool,
     force: bool,
     wait: bool,
-    wait_timeout: str,
+    wait_timeout: str | None,
     skip_invalid: bool,
     as_json: bool,
     **kw: Any,
@@ -219,7 +219,14 @@ def set_cmd(
     from hvballoon.units import parse_typed_target
 
     pairs = _set_pairs(targets)
-    wait_seconds = parse_duration(wait_timeout, what="--wait-timeout")
+    # a wait option that would be ignored is refused, not dropped (the caller meant to wait)
+    if wait_timeout is not None and not wait:
+        raise InvalidRequestError("--wait-timeout applies to --wait: add --wait, or leave the timeout out")
+    if wait and dry_run:
+        raise InvalidRequestError(
+            "--wait with --dry-run: a dry run changes nothing, so there is nothing to wait for"
+        )
+    wait_seconds = parse_duration("60s" if wait_timeout is None else wait_timeout, what="--wait-timeout")
     if wait and wait_seconds <= 0:  # refused before anything is changed, with one VM as with several
         raise InvalidRequestError(f"--wait-timeout must be a positive duration, got {wait_timeout!r}")
     if pairs is not None:

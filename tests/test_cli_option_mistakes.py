@@ -1,0 +1,121 @@
+"""Options that would be dropped or settled silently: one given twice, both sides of an on/off
+pair, a wait option without the wait, a settings file rendered empty. Each is a usage error
+naming them (exit 2, a JSON report with --json), and nothing is changed."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import click
+import pytest
+
+from tests.support.cli import invoke
+
+
+def _commands() -> list[tuple[tuple[str, ...], click.Command]]:
+    from hvballoon.cli.app import COMMANDS
+
+    out: list[tuple[tuple[str, ...], click.Command]] = []
+    for name, (module, attribute) in COMMANDS.items():
+        command = getattr(importlib.import_module(module), attribute)
+        if isinstance(command, click.Group):
+            out.extend(((name, sub), c) for sub, c in command.commands.items())
+        else:
+            out.append(((name,), command))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("words", "command"), _commands(), ids=lambda w: " ".join(w) if isinstance(w, tuple) else ""
+)
+def test_every_command_refuses_a_single_valued_option_given_twice(
+    words: tuple[str, ...], command: click.Command
+) -> None:
+    from hvballoon.cli.common import OptionsCommand
+
+    assert isinstance(command, OptionsCommand), words
+
+
+def _targets(uri: str) -> list[object]:
+    r = invoke("stats", uri, "web01", "web02", "--json")
+    return [s["target_bytes"] for s in json.loads(r.stdout)]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--minimum", "2GiB", "--minimum", "4GiB"), "--minimum is given 2 times ('2GiB', then '4GiB')"),
+        (("--minimum=2GiB", "--minimum", "2GiB"), "--minimum is given 2 times"),
+        (("--dynamic", "--static"), "--dynamic and --static contradict each other"),
+        (("--static", "--minimum", "2GiB", "--dynamic"), "--dynamic and --static contradict each other"),
+        (("--timeout", "5s", "--timeout", "10s"), "--timeout is given 2 times"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_config_refuses_an_option_given_twice_or_a_flag_and_its_opposite(
+    tmp_path: Path, args: tuple[str, ...], says: str, as_json: bool
+) -> None:
+    uri = f"fake://seed?flavor=hyperv&state={tmp_path / 'w.db'}"
+    before = invoke("config", uri, "web01", "--json").stdout
+    r = invoke("config", uri, "web01", *args, *(["--json"] if as_json else []))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    if as_json:
+        report = json.loads(r.stdout)
+        assert report["code"] == "invalid_request" and says in report["message"], report
+    else:
+        assert says in r.stderr and not r.stdout, r.stderr
+    assert invoke("config", uri, "web01", "--json").stdout == before  # nothing changed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("set", "fake://seed", "web01", "6GiB", "--dry-run", "--dry-run"),
+        ("autoballoon", "fake://seed", "--once", "--dry-run", "--exclude", "a", "--exclude", "b"),
+        ("config", "fake://seed?flavor=hyperv", "web01", "--dry-run", "--dynamic", "--dynamic"),
+    ],
+)
+def test_a_flag_written_twice_and_repeatable_options_are_still_taken(args: tuple[str, ...]) -> None:
+    r = invoke(*args)
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_option_s_value_that_looks_like_the_option_is_not_counted_as_a_use() -> None:
+    # the value of --exclude is '--exclude'-like text; only the real uses count
+    r = invoke(
+        "autoballoon", "fake://seed", "--once", "--dry-run", "--interval", "5s", "--exclude=--interval"
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("web01", "6GiB", "--wait-timeout", "5s"), "--wait-timeout applies to --wait"),
+        (("web01=6GiB", "web02=7GiB", "--wait-timeout", "5s"), "--wait-timeout applies to --wait"),
+        (("web01", "6GiB", "--dry-run", "--wait"), "--wait with --dry-run"),
+        (("web01=6GiB", "web02=7GiB", "--dry-run", "--wait"), "--wait with --dry-run"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_set_refuses_a_wait_option_that_would_be_ignored(
+    tmp_path: Path, args: tuple[str, ...], says: str, as_json: bool
+) -> None:
+    uri = f"fake://seed?state={tmp_path / 'w.db'}"
+    before = _targets(uri)
+    r = invoke("set", uri, *args, *(["--json"] if as_json else []))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    if as_json:
+        report = json.loads(r.stdout)
+        assert report["code"] == "invalid_request" and says in report["message"], report
+    else:
+        assert says in r.stderr and not r.stdout, r.stderr
+    assert _targets(uri) == before  # nothing changed
+
+
+def test_set_with_wait_and_its_timeout_is_still_taken() -> None:
+    r = invoke("set", "fake://seed", "web01", "6GiB", "--wait", "--wait-timeout", "10m", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["change"]["changed"] is True
