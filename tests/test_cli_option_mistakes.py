@@ -119,3 +119,33 @@ def test_set_with_wait_and_its_timeout_is_still_taken() -> None:
     r = invoke("set", "fake://seed", "web01", "6GiB", "--wait", "--wait-timeout", "10m", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["change"]["changed"] is True
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# rendered from a template\n", "null\n", "~\n"])
+@pytest.mark.parametrize("how", ["check-settings", "settings"])
+def test_an_empty_or_null_settings_file_is_refused(tmp_path: Path, text: str, how: str) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    if how == "check-settings":
+        r = invoke("autoballoon", "--check-settings", str(path), "--json")
+    else:
+        r = invoke("autoballoon", "fake://seed", "--settings", str(path), "--once", "--json")
+    assert r.returncode == 2, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["code"] == "invalid_request" and str(path) in report["message"], report
+    assert "the settings file is empty" in report["message"] or "holds no settings" in report["message"]
+    assert "write {} for all the defaults" in report["message"], report
+
+
+def test_an_empty_json_settings_file_is_refused_and_an_explicit_empty_mapping_is_taken(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "settings.json"
+    empty.write_text("")
+    r = invoke("autoballoon", "--check-settings", str(empty))
+    assert r.returncode == 2 and f"{empty}: the settings file is empty" in r.stderr, r.stderr
+    for name, text in (("braces.yaml", "{}\n"), ("braces.json", "{}")):
+        path = tmp_path / name
+        path.write_text(text)
+        r = invoke("autoballoon", "--check-settings", str(path))
+        assert r.returncode == 0, r.stderr

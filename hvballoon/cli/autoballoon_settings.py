@@ -54,6 +54,12 @@ def load_settings_file(path: str | None) -> dict[str, Any]:
     from hvballoon._yamltext import load_json, load_yaml
 
     what = "JSON" if path.endswith(".json") else "YAML"
+    if not text.strip():
+        # a template that rendered nothing would run with no exclusions, floors or reserve
+        raise InvalidRequestError(
+            f"{path}: the settings file is empty; write {{}} for all the defaults",
+            details={"settings": path},
+        )
     try:
         # a key given twice is refused, not settled silently by the last one
         data = load_json(text) if what == "JSON" else load_yaml(text)
@@ -63,8 +69,11 @@ def load_settings_file(path: str | None) -> dict[str, Any]:
         ) from None
     except ValueError as exc:  # one line says what and where
         raise InvalidRequestError(f"{path}: not valid {what}: {exc}", details={"settings": path}) from None
-    if data is None:
-        data = {}
+    if data is None:  # comments only, or null: nothing was meant to be all the defaults
+        raise InvalidRequestError(
+            f"{path}: the settings file holds no settings (it is empty or null); write {{}} for all the defaults",
+            details={"settings": path},
+        )
     if not isinstance(data, dict):
         raise InvalidRequestError(
             f"{path}: the settings file must hold a mapping", details={"settings": path}
