@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import hvballoon
 from hvballoon import HVBalloonError, Mechanism, MemoryStats, PowerState, format_size
@@ -67,11 +67,46 @@ def plan(
     return targets, skipped
 
 
+#: The options that take a value: the next argument is their value, even one that starts with '-'.
+_VALUED = ("--headroom", "--min-step", "--exclude")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are hvballoon's JSON error report with ``--json`` (exit 2)."""
+
+    as_json = False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.as_json:
+            super().error(message)
+        error = hvballoon.InvalidRequestError(message)
+        print(json.dumps(error.to_dict("cli")))
+        sys.exit(error.exit_code)
+
+
+def _values_joined(argv: Sequence[str]) -> list[str]:
+    """``--headroom -1GiB`` as ``--headroom=-1GiB``: argparse reads a value that starts like a
+    negative size as an option ("expected one argument"); joined, the size's own parser says
+    what is wrong with it."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out.append(arg)
+            out.extend(args)
+            break
+        value = next(args, None) if arg in _VALUED else None
+        out.append(arg if value is None else f"{arg}={value}")
+    return out
+
+
 def main(
     argv: Sequence[str] | None = None, connect: Callable[[str], hvballoon.Hypervisor] = hvballoon.connect
 ) -> int:
     """The command; ``connect`` opens the session (a test passes one without retry waits)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = _values_joined(sys.argv[1:] if argv is None else argv)
+    parser = _Parser(description=__doc__.split("\n\n")[0])
+    parser.as_json = "--json" in argv[: argv.index("--") if "--" in argv else len(argv)]
     parser.add_argument("uri", help="the hypervisor, e.g. qemu:///system or fake://seed")
     parser.add_argument("--headroom", default="1GiB", help="left above each VM's use (default 1GiB)")
     parser.add_argument("--min-step", default="512MiB", help="smaller moves are not made (default 512MiB)")
@@ -99,7 +134,10 @@ def main(
             )
             results = hv.set_targets(targets, dry_run=not args.apply, skip_invalid=True) if targets else None
     except HVBalloonError as exc:
-        print(f"rightsize: {exc}", file=sys.stderr)
+        if args.json:  # one JSON document on stdout, an error's too (docs/errors.md)
+            print(json.dumps(exc.to_dict("cli")))
+        else:
+            print(f"rightsize: {exc}", file=sys.stderr)
         return exc.exit_code
     records = results.records() if results is not None else []
     if args.json:

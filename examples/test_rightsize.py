@@ -109,3 +109,39 @@ def test_an_empty_name_to_exclude_is_refused_before_connecting(capsys) -> None: 
     with pytest.raises(SystemExit) as exc:
         rightsize.main([URI, "--exclude", ""])  # --exclude "$VM" with VM unset: nothing excluded
     assert exc.value.code == 2 and "--exclude takes a VM's name, got an empty one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [("--headroom", "-1GiB"), ("--min-step", "-512MiB"), ("--headroom=-1GiB",)])
+def test_a_negative_size_is_named_as_negative_not_as_a_missing_value(capsys, args) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        rightsize.main([URI, *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "a size cannot be negative" in err and "expected one argument" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--headroom", "-1GiB"), "a size cannot be negative"),
+        (("--headroom", "lots"), "invalid --headroom 'lots'"),
+        (("--exclude", ""), "--exclude takes a VM's name"),
+        (("--no-such-option",), "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_with_json_a_bad_argument_is_a_json_error_report(capsys, args, says) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        rightsize.main([URI, "--json", *args])
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert exc.value.code == 2 and report["code"] == "invalid_request" and says in report["message"], report
+
+
+def test_with_json_a_host_that_does_not_answer_is_a_json_error_report(  # type: ignore[no-untyped-def]
+    hvballoon_world, capsys
+) -> None:
+    hvballoon_world.faults.add(op="get_stats", kind="timeout", count=100)
+    instant = RetryPolicy(sleep=lambda seconds: None)
+    code = rightsize.main([URI, "--json"], connect=partial(hvballoon.connect, retry=instant))
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == OperationTimeoutError.exit_code and report["code"] == "timeout" and not captured.err
