@@ -133,6 +133,7 @@ def world_to_bytes(world: World) -> bytes:
             "speed": world.speed,
             "wall_origin": world.wall_origin,
             "power": world.power,
+            "names": world.names,  # as renamed since the scenario named them
             "runs": world.runs,
             "configs": world.configs,
             "events": world.events,
@@ -213,6 +214,10 @@ def world_from_bytes(data: bytes) -> World:
     origin = header["wall_origin"]
     w.wall_origin = None if origin is None else (float(origin[0]), float(origin[1]))
     w.power = list(header["power"])
+    # a world saved before names were kept has its scenario's (a rename since was lost)
+    for g, name in zip(list(w.guests.values()), header.get("names", w.names), strict=True):
+        if g.name != name:
+            w.rename(g.id, str(name))
     # a world saved before runs were kept: numbered afresh from its power states
     w.runs = list(header["runs"]) if "runs" in header else _first_runs(w.power)
     # a configuration key added since the world was saved keeps the value its scenario gives
