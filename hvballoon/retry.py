@@ -39,7 +39,11 @@ class RetryPolicy:
     is an :class:`~hvballoon.errors.InvalidRequestError` naming the field. ``sleep`` may be replaced (tests on the fake inject a
     no-op so retries are instant); ``seed`` makes the jitter reproducible. ``before_retry``, if
     given, is called with the error and the number of the attempt that failed before each wait
-    (a caller acts between the attempts: the controller, while a sweep hangs).
+    (a caller acts between the attempts: the controller, while a sweep hangs). ``log_level``
+    is the level of the ``hvballoon.retry`` line each retry writes ("retrying get_stats after
+    timeout (attempt 1)"): ``logging.INFO`` by default; a caller that says its own failures
+    lowers it (the controller's rounds log at ``logging.DEBUG``: an outage is said by the
+    controller at its first round and each doubling, not twice per round by the retries).
     """
 
     max_attempts: int = 3
@@ -52,6 +56,7 @@ class RetryPolicy:
     before_retry: Callable[[HVBalloonError, int], None] | None = field(
         default=None, repr=False, compare=False
     )
+    log_level: int = logging.INFO
 
     def __post_init__(self) -> None:
         attempts = self.max_attempts
@@ -68,6 +73,12 @@ class RetryPolicy:
                     f"RetryPolicy.{name} must be a finite number, got {value!r}",
                     details={"value": repr(value)},
                 )
+        level = self.log_level
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= logging.CRITICAL:
+            raise InvalidRequestError(
+                f"RetryPolicy.log_level must be a logging level (e.g. logging.DEBUG), got {level!r}",
+                details={"value": repr(level)},
+            )
         if self.initial_delay < 0 or self.max_delay < 0 or self.jitter < 0 or self.multiplier < 1:
             raise InvalidRequestError("RetryPolicy delays must be >= 0 and multiplier >= 1")
         if self.max_delay > MAX_SECONDS:
@@ -106,7 +117,8 @@ class RetryPolicy:
             outcome = getattr(state, "outcome", None)
             exc = outcome.exception() if outcome is not None else None
             attempt = getattr(state, "attempt_number", 0)
-            log.info("retrying %s after %s (attempt %s)", what, getattr(exc, "code", exc), attempt or "?")
+            code = getattr(exc, "code", exc)
+            log.log(self.log_level, "retrying %s after %s (attempt %s)", what, code, attempt or "?")
             if self.before_retry is not None and isinstance(exc, HVBalloonError):
                 self.before_retry(exc, attempt)
 

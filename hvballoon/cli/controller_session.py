@@ -4,6 +4,7 @@ opens, and its journal."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,17 +23,24 @@ def session_factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
 
     password = SecretStr(read_password_stdin()) if opts.get("password_stdin") else None
     timeout = seconds_option(opts.get("timeout"), option="--timeout", default="30s")
+    opened = 0
 
     def connect() -> Any:
+        nonlocal opened
+        # a session replacing a broken one is opened each round of an outage, which the
+        # controller says (at its first round and each doubling): its retries at debug level
+        retry = hvballoon.RetryPolicy(log_level=logging.DEBUG) if opened else None
         hv = hvballoon.connect(
             uri,
             password=password,
             timeout=timeout,
             verify=not opts.get("no_verify"),
             ca_file=opts.get("ca_file"),
+            retry=retry,
         )
+        opened += 1
         # retries wait on the hypervisor's clock (the simulator's, for the fake)
-        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep)
+        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep, log_level=logging.INFO)
         return hv
 
     return connect

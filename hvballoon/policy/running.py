@@ -180,7 +180,8 @@ class _Running:
                 reconnected = True
             if self._release_pending:
                 try:
-                    released = self._fail_open()
+                    with self._retries_said_by_the_round(self.hv):
+                        released = self._fail_open()
                 except HVBalloonError as exc:  # the round may still work: it is tried anyway
                     # tried each round while the outage lasts: said at the first try and at each
                     # doubling of the tries (the others at debug level), as the failed rounds are
@@ -231,7 +232,7 @@ class _Running:
                     },
                 )
                 if released is None and not self._broken:
-                    with contextlib.suppress(HVBalloonError):
+                    with contextlib.suppress(HVBalloonError), self._retries_said_by_the_round(self.hv):
                         released = self._fail_open()
             self.last_round = Round(
                 number,
@@ -279,7 +280,19 @@ class _Running:
             if retry.before_retry is not None:
                 retry.before_retry(exc, attempt)
 
-        hv.retry = dataclasses.replace(retry, sleep=sleep, before_retry=failed)
+        # the round says its failures (at its first and at each doubling): each retry at debug level
+        hv.retry = dataclasses.replace(retry, sleep=sleep, before_retry=failed, log_level=logging.DEBUG)
+        try:
+            yield
+        finally:
+            hv.retry = retry
+
+    @contextlib.contextmanager
+    def _retries_said_by_the_round(self, hv: Hypervisor) -> Iterator[None]:
+        """The session's retries logged at debug level while the block runs (the fail-open
+        release, tried each round of an outage, is said by the round at its doublings)."""
+        retry = hv.retry
+        hv.retry = dataclasses.replace(retry, log_level=logging.DEBUG)
         try:
             yield
         finally:
