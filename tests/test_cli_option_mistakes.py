@@ -149,3 +149,23 @@ def test_an_empty_json_settings_file_is_refused_and_an_explicit_empty_mapping_is
         path.write_text(text)
         r = invoke("autoballoon", "--check-settings", str(path))
         assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("vms", "fake://seed", "--ca-file", ""), "--ca-file"),
+        (("set", "fake://seed", "web01", "6GiB", "--dry-run", "--ca-file="), "--ca-file"),
+        (("autoballoon", "fake://seed", "--once", "--dry-run", "--ca-file", " "), "--ca-file"),
+        (("stats", "fake://seed", "--inventory", ""), "--inventory"),
+        (("watch", "fake://seed", "--count", "1", "-i", ""), "--inventory"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_an_empty_ca_file_or_inventory_is_refused_not_read_as_none(
+    args: tuple[str, ...], option: str, as_json: bool
+) -> None:
+    r = invoke(*args, *(["--json"] if as_json else []))
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = json.loads(r.stdout)["message"] if as_json else r.stderr
+    assert f"'{option}'" in said and "an empty path" in said, said

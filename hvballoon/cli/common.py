@@ -516,6 +516,14 @@ def json_option(fn: F) -> F:
 _CONNECTION_KEYS = ("timeout", "no_verify", "ca_file", "password_stdin")
 
 
+def _a_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An empty path (``--ca-file "$UNSET"``) is a mistake, not the option left out: refused
+    naming the option, rather than read as "no CA file" or "no inventory"."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty path; name the file (or leave the option out)", ctx, param)
+    return value
+
+
 def connection_options(fn: F) -> F:
     """--timeout, --no-verify, --ca-file, --password-stdin (the password never on the command line)."""
     fn = click.option(
@@ -527,6 +535,7 @@ def connection_options(fn: F) -> F:
     fn = click.option(
         "--ca-file",
         type=click.Path(dir_okay=False),
+        callback=_a_path,
         help="CA bundle to verify the hypervisor's certificate with.",
     )(fn)
     fn = click.option(
@@ -560,6 +569,7 @@ def fleet_options(fn: F) -> F:
         "--inventory",
         "-i",
         type=click.Path(dir_okay=False),
+        callback=_a_path,
         help="File of URIs: one per line (# comments), or a YAML list.",
     )(fn)
     return fn
