@@ -187,6 +187,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         limit_min_level: float = 0.5,
         own_guard_rails: bool = True,
         hold_when_uncommitted: bool = True,
+        hold_above_reserve_fraction: float | None = None,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
         and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
@@ -216,6 +217,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             limit_min_level: The least share of its plausible surge a VM whose target is a limit (ESXi) keeps as headroom: ESXi applies a raised limit only at its next reallocation and gives a balloon back only once the host has room, so a limit cut deeper is not undone within seconds.
             own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
             hold_when_uncommitted: Take nothing back while the host could back every running VM at its whole size and keep its reserve.
+            hold_above_reserve_fraction: Lower no VM while the host's free memory is above its reserve plus this fraction of its memory (``None``: off).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
@@ -254,6 +256,9 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         self.limit_min_level = limit_min_level
         self.own_guard_rails = own_guard_rails
         self.hold_when_uncommitted = hold_when_uncommitted
+        if hold_above_reserve_fraction is not None and not 0 <= hold_above_reserve_fraction < 1:
+            raise ValueError("hold_above_reserve_fraction is in [0, 1)")
+        self.hold_above_reserve_fraction = hold_above_reserve_fraction
 
     def initial_state(self) -> Any:
         return _State()
@@ -311,7 +316,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         # a static Hyper-V VM is lowered only while what it gives up would stay free to give back
         static_room = self._static_room(figures, host)
         wave_reserve = self._wave_reserve(figures, host)
-        reserve = self._reserve(host, wave_reserve)
+        reserve = full_reserve = self._reserve(host, wave_reserve)
         surging = any(f.surging is not None for f in figures.values())
         last_surge = now if surging else st.surge_at
         wave = last_surge is not None and now - last_surge < self.wave_seconds
@@ -372,6 +377,12 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             host_inputs["host_room_with_every_vm_whole_bytes"] = whole
         if static_room is not None:
             host_inputs["host_room_for_static_bytes"] = static_room
+        if self.hold_above_reserve_fraction is not None:
+            # what the host has free beyond its own reserve and a band: a lower would take back
+            # memory the host does not need, and a surge beyond the plausible one would find it gone
+            host_inputs["host_spare_bytes"] = (
+                host.free_bytes - full_reserve - int(self.hold_above_reserve_fraction * host.total_bytes)
+            )
         proposals: list[Proposal] = []
         exposed = short > 0 or wave or blind
         for v in snapshot.vms:
@@ -620,6 +631,13 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
                 f"static memory on a host with {format_size(max(0, host_inputs['host_room_for_static_bytes']))} "
                 "free above its reserve beyond what Dynamic Memory is about to hand its VMs: what it "
                 "gave up would be theirs, and a raise back would find no memory free",
+            ), h
+        spare = host_inputs.get("host_spare_bytes")
+        if spare is not None and spare >= 0 and not emergency:
+            return propose(
+                "hvballoon.spare",
+                f"the host has {format_size(spare)} free above its reserve and band: nothing it needs "
+                "is gained by taking memory back",
             ), h
         if not self._lowerable(f, now, emergency=emergency):
             since = now - (h.raised_at or now)
