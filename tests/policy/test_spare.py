@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 
 from hvballoon.fake.scenario import parse_scenario
-from hvballoon.fake.world import World
 from hvballoon.models import Mechanism
 from hvballoon.policy.adaptive import HvballoonPolicy
 from hvballoon.policy.model import HostView, Snapshot, VMView
-from hvballoon.policy.simulated import simulated_controller, simulated_round
 from hvballoon.units import GiB
+from tests.support.policies import kills, run_simulated
 
 SPARE: dict[str, Any] = {"hold_above_reserve_fraction": 0.0}
 
@@ -43,30 +42,15 @@ def _scenario(idle_used: str = "2GiB") -> Any:
     return parse_scenario({"name": "spare", "flavor": "kvm", "host": host, "vms": fleet})
 
 
-def _run(scenario: Any, minutes: float, options: dict[str, Any] | None = None) -> tuple[World, list[Any]]:
-    world = World(scenario)
-    decisions = []
-    with simulated_controller(world, "hvballoon", policy_options=options or {}) as ctl:
-        while world.now < minutes * 60:
-            ds, _read, wait = simulated_round(world, ctl)
-            decisions += ds
-            world.advance(max(0.1, wait))
-    return world, decisions
-
-
-def _kills(world: World) -> int:
-    return sum(1 for e in world.events if e["kind"] in ("oom", "panic", "host_oom"))
-
-
 @pytest.mark.slow
 def test_a_host_with_memory_to_spare_lowers_nothing_and_the_spike_costs_nothing() -> None:
-    world, decisions = _run(_scenario(), 45, SPARE)
+    world, decisions = run_simulated(_scenario(), "hvballoon", 45, SPARE)
     assert not [d for d in decisions if d.applied and d.action == "lower"]
     assert "hvballoon.spare" in {d.rule for d in decisions}
-    assert _kills(world) == 0
+    assert kills(world) == 0
     # the default takes back what the idle VMs leave unused, and the spike outruns the balloon
-    default, _ = _run(_scenario(), 45)
-    assert _kills(default) == 1
+    default, _ = run_simulated(_scenario(), "hvballoon", 45)
+    assert kills(default) == 1
 
 
 def _decide(used_gib: int, **options: Any) -> Any:

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from hvballoon.fake.scenario import parse_scenario
-from hvballoon.fake.world import World
-from hvballoon.policy.simulated import simulated_controller, simulated_round
+from tests.support.policies import kills, run_simulated
 
 GiB = 2**30
 
@@ -40,38 +39,21 @@ def _scenario(*, flavor: str, vms: int) -> Any:
 TAKE_BACK = {"hold_when_uncommitted": False}
 
 
-def _run(
-    scenario: Any, policy: str, minutes: float, options: dict[str, Any] | None = None
-) -> tuple[World, list[Any]]:
-    world = World(scenario)
-    decisions = []
-    with simulated_controller(world, policy, policy_options=options or {}) as ctl:
-        while world.now < minutes * 60:
-            ds, _read, wait = simulated_round(world, ctl)
-            decisions += ds
-            world.advance(max(0.1, wait))
-    return world, decisions
-
-
-def _kills(world: World) -> int:
-    return sum(1 for e in world.events if e["kind"] in ("oom", "panic", "host_oom"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("flavor", ["kvm", "esxi"])
 def test_a_host_that_holds_every_vm_whole_takes_nothing_back(flavor: str) -> None:
     scenario = _scenario(flavor=flavor, vms=2)  # 48 GiB of VMs on 52 GiB above the overheads
-    world, decisions = _run(scenario, "hvballoon", 45)
+    world, decisions = run_simulated(scenario, "hvballoon", 45)
     assert not [d for d in decisions if d.applied and d.action == "lower"]
     assert {d.rule for d in decisions} == {"hvballoon.uncommitted"}
     assert "nothing is gained by taking memory back" in decisions[0].reason
-    static, _ = _run(scenario, "static", 45)
-    assert _kills(world) == _kills(static) == 0
+    static, _ = run_simulated(scenario, "static", 45)
+    assert kills(world) == kills(static) == 0
 
 
 def test_an_overcommitted_host_is_still_ballooned() -> None:
     # three such VMs (72 GiB) do not fit: the policy takes back what they do not use, as before
-    _world, decisions = _run(_scenario(flavor="kvm", vms=3), "hvballoon", 3)
+    _world, decisions = run_simulated(_scenario(flavor="kvm", vms=3), "hvballoon", 3)
     assert any(d.applied and d.action == "lower" for d in decisions)
     assert "hvballoon.uncommitted" not in {d.rule for d in decisions}
 
@@ -79,6 +61,6 @@ def test_an_overcommitted_host_is_still_ballooned() -> None:
 @pytest.mark.slow
 def test_without_the_hold_the_idle_vm_is_lowered_and_the_spike_costs_a_process() -> None:
     # what the hold is for: without it the policy takes back what the VM does not use, on any host
-    world, decisions = _run(_scenario(flavor="kvm", vms=2), "hvballoon", 45, TAKE_BACK)
+    world, decisions = run_simulated(_scenario(flavor="kvm", vms=2), "hvballoon", 45, TAKE_BACK)
     assert any(d.applied and d.action == "lower" for d in decisions)
-    assert _kills(world) == 1
+    assert kills(world) == 1

@@ -16,7 +16,16 @@ from hvballoon.retry import RetryPolicy
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
 
-__all__ = ["INSTANT", "Buffers", "Fixed", "seed_session", "seed_settings", "targets"]
+__all__ = [
+    "INSTANT",
+    "Buffers",
+    "Fixed",
+    "kills",
+    "run_simulated",
+    "seed_session",
+    "seed_settings",
+    "targets",
+]
 
 #: Retries without waiting: a test that needs them to happen, not to take time.
 INSTANT = RetryPolicy(sleep=lambda _s: None)
@@ -85,3 +94,26 @@ class Buffers(Policy):
                 for name, b in self.buffers.items()
             ),
         )
+
+
+def run_simulated(
+    scenario: Any, policy: str, minutes: float, options: dict[str, Any] | None = None
+) -> tuple[World, list[Any]]:
+    """``policy`` (with its ``options``) controlling a fresh world of ``scenario`` for
+    ``minutes`` of simulated time: the world and every decision made."""
+    from hvballoon.fake.world import World
+    from hvballoon.policy.simulated import simulated_controller, simulated_round
+
+    world = World(scenario)
+    decisions = []
+    with simulated_controller(world, policy, policy_options=options or {}) as ctl:
+        while world.now < minutes * 60:
+            ds, _read, wait = simulated_round(world, ctl)
+            decisions += ds
+            world.advance(max(0.1, wait))
+    return world, decisions
+
+
+def kills(world: World) -> int:
+    """The guests' OOM kills and panics and the host's OOM kills in ``world`` so far."""
+    return sum(1 for e in world.events if e["kind"] in ("oom", "panic", "host_oom"))
