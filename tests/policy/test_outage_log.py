@@ -13,7 +13,7 @@ from hvballoon import fake
 from hvballoon.policy import Controller, ControllerSettings
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import GiB
-from tests.support.policies import Fixed
+from tests.support.policies import Fixed, play_rounds
 
 
 def _said(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
@@ -50,19 +50,15 @@ def test_a_release_tried_each_round_of_an_outage_is_said_at_doublings(
     # each round while the release cannot read the VMs: an hour of it is a few lines
     from hvballoon.fake.scenario import load_scenario
     from hvballoon.fake.world import World
-    from hvballoon.policy.simulated import simulated_controller, simulated_round
+    from hvballoon.policy.simulated import simulated_controller
 
     caplog.set_level(logging.DEBUG, logger="hvballoon")
     w = World(load_scenario("seed"))
     with simulated_controller(w, "hvballoon") as ctl:
-        for _ in range(20):
-            _d, _read, wait = simulated_round(w, ctl)
-            w.advance(max(wait, 0.001))
+        play_rounds(w, ctl, rounds=20)
         assert ctl.lowered()
         w.faults.add(op="get_stats", kind="connection_lost", probability=1.0, at=w.now, until=w.now + 3600)
-        while w.now < 3900:
-            _d, _read, wait = simulated_round(w, ctl)
-            w.advance(max(wait, 0.001))
+        play_rounds(w, ctl, until=3900)
     tries = [r for r in caplog.records if getattr(r, "event", None) == "release_failed"]
     assert len(tries) > 40  # tried each round of the outage after the first few
     said = [r.tries for r in tries if r.levelno >= logging.WARNING]  # type: ignore[attr-defined]

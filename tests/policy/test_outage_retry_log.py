@@ -12,6 +12,7 @@ import hvballoon
 from hvballoon import fake
 from hvballoon.errors import InvalidRequestError
 from hvballoon.retry import RetryPolicy
+from tests.support.policies import play_rounds
 
 
 def _retry_lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[logging.LogRecord]:
@@ -21,22 +22,16 @@ def _retry_lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) ->
 def test_an_outage_of_many_rounds_writes_no_retry_line_at_info(caplog: pytest.LogCaptureFixture) -> None:
     from hvballoon.fake.scenario import load_scenario
     from hvballoon.fake.world import World
-    from hvballoon.policy.simulated import simulated_controller, simulated_round
+    from hvballoon.policy.simulated import simulated_controller
 
     caplog.set_level(logging.DEBUG, logger="hvballoon")
     w = World(load_scenario("seed"))
     with simulated_controller(w, "hvballoon") as ctl:
-        for _ in range(5):
-            _d, _read, wait = simulated_round(w, ctl)
-            w.advance(max(wait, 0.001))
+        play_rounds(w, ctl, rounds=5)
         assert ctl.lowered()
         w.faults.add(op="get_stats", kind="connection_lost", probability=1.0, at=w.now, until=w.now + 900)
         caplog.clear()
-        failed = 0
-        while w.now < 900 + 60:
-            _d, read, wait = simulated_round(w, ctl)
-            failed += not read
-            w.advance(max(wait, 0.001))
+        failed = play_rounds(w, ctl, until=900 + 60)
     assert failed >= 10
     assert _retry_lines(caplog, logging.DEBUG)  # each retry is still a record, at debug level
     assert _retry_lines(caplog) == [], [r.getMessage() for r in _retry_lines(caplog)][:4]

@@ -117,3 +117,18 @@ def run_simulated(
 def kills(world: World) -> int:
     """The guests' OOM kills and panics and the host's OOM kills in ``world`` so far."""
     return sum(1 for e in world.events if e["kind"] in ("oom", "panic", "host_oom"))
+
+
+def play_rounds(world: World, ctl: Any, *, rounds: int | None = None, until: float | None = None) -> int:
+    """The simulated controller ``ctl``'s rounds on ``world``, each followed by the wait it asks
+    for: ``rounds`` of them, or until the world's clock reaches ``until``. Returns how many could
+    not read their sweep."""
+    from hvballoon.policy.simulated import simulated_round
+
+    failed = played = 0
+    while (rounds is None or played < rounds) and (until is None or world.now < until):
+        _decisions, read, wait = simulated_round(world, ctl)
+        failed += not read
+        played += 1
+        world.advance(max(wait, 0.001))
+    return failed
