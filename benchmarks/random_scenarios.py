@@ -13,7 +13,7 @@ fresh world from the same seed, for ``--minutes`` of simulated time, then a rele
 * ``target_bounds``: every target the hypervisor was given is at most the VM's memory, on the
   VM's alignment, within its floor and ceiling; a lower by a policy that respects the guard rails
   is not below the use the controller saw; an excluded or self-managed VM is never lowered, nor
-  one whose memory a VFIO device pins;
+  one whose memory a VFIO device pins or that huge pages back;
 * ``decisions_moves``: the VMs the hypervisor moved in a round are the VMs of the round's applied
   decisions, one to one (besides the VMs a release after too many failed rounds in a row gave
   back: :attr:`Round.released <hvballoon.policy.running.Round.released>`);
@@ -152,11 +152,13 @@ def run_one(
     minutes: float,
     policy_options: dict[str, Any] | None = None,
     scenario: Scenario | None = None,
+    hugepages: bool = False,
 ) -> Run:
     """``policy`` on seed ``seed``'s scenario (or ``scenario``, one cut down from it: the seed
-    still draws the events and settings, for the VMs it kept)."""
+    still draws the events and settings, for the VMs it kept); ``hugepages``: drawn with
+    :func:`random_scenario`'s option of that name."""
     started = time.perf_counter()
-    spec = scenario or random_scenario(seed, hours=minutes / 60)
+    spec = scenario or random_scenario(seed, hours=minutes / 60, hugepages=hugepages)
     seconds = minutes * 60.0
     kept = {v.id for v in spec.vms}
     events = [
@@ -291,6 +293,8 @@ def _check_round(
             problems.append("lowered although excluded or self-managed")
         if lowering and world.configs[g.index].get("vfio_devices"):
             problems.append("lowered although its memory is pinned (VFIO): its balloon frees nothing")
+        if lowering and world.configs[g.index].get("hugepages"):
+            problems.append("lowered although huge pages back its memory: its balloon frees nothing")
         if hint is not None and lowering and hint.floor is not None and value < hint.floor:
             problems.append(f"below its floor {hint.floor}")
         raising = d is not None and d.action == "raise"
@@ -310,9 +314,9 @@ def _check_round(
             )
 
 
-def _job(args: tuple[int, str, float, dict[str, Any]]) -> Run:
-    seed, policy, minutes, options = args
-    return run_one(seed, policy, minutes=minutes, policy_options=options)
+def _job(args: tuple[int, str, float, dict[str, Any], bool]) -> Run:
+    seed, policy, minutes, options, hugepages = args
+    return run_one(seed, policy, minutes=minutes, policy_options=options, hugepages=hugepages)
 
 
 def probe(
@@ -322,8 +326,9 @@ def probe(
     policies: tuple[str, ...] = POLICIES,
     jobs: int = 1,
     policy_options: dict[str, Any] | None = None,
+    hugepages: bool = False,
 ) -> list[Run]:
-    work = [(s, p, minutes, dict(policy_options or {})) for s in seeds for p in policies]
+    work = [(s, p, minutes, dict(policy_options or {}), hugepages) for s in seeds for p in policies]
     if jobs <= 1:
         return [_job(w) for w in work]
     from concurrent.futures import ProcessPoolExecutor
@@ -381,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policy-option", action="append", default=[], metavar="KEY=VALUE", help="an hvballoon policy option"
     )
+    parser.add_argument(
+        "--hugepages", action="store_true", help="KVM worlds draw VMs backed by huge pages (random_scenario's option)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (processes; same figures)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--runs", action="store_true", help="include every run in the JSON")
@@ -401,12 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         policies=tuple(args.policy or POLICIES),
         jobs=args.jobs,
         policy_options=options,
+        hugepages=args.hugepages,
     )
     violations = [{"seed": r.seed, "policy": r.policy, "violation": v} for r in runs for v in r.violations]
     fields: dict[str, Any] = {
         "seeds": [args.first, args.first + args.seeds - 1],
         "minutes": args.minutes,
         "policy_options": {k: str(v) for k, v in options.items()},
+        "hugepages": args.hugepages,
         "capacity": {c: len({r.seed for r in runs if r.capacity == c}) for c in ("whole", "demand", "over")},
         "flavors": {f: len({r.seed for r in runs if r.flavor == f}) for f in ("kvm", "esxi", "hyperv")},
         "dry_runs": len({r.seed for r in runs if r.dry_run}),

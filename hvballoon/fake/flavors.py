@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_powered_on, powers_on
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand, not_started, starts
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, VFIO_DEVICES
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -245,6 +245,11 @@ class KVMFlavor(Flavor):
             # QEMU maps all its memory for the devices' DMA, pinned, and turns off discarding
             # guest RAM: its balloon frees nothing on the host (kinds.kvm.balloon_frees_host_memory)
             config[VFIO_DEVICES] = spec.vfio_devices
+        if spec.hugepages is not None:
+            # its memory comes from the host's huge-page pool: a huge page goes back only once the
+            # balloon holds all of it, and then to the pool (kinds.kvm.balloon_frees_host_memory)
+            config[HUGEPAGES] = True
+            config[HUGEPAGE_BYTES] = spec.hugepages
         # the persistent definition's <stats period>: what a domain has again when it stops
         config["defined_stats_period"] = spec.stats_period
         return config

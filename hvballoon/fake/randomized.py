@@ -76,9 +76,15 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def random_scenario(seed: int, *, flavor: Flavor | None = None, hours: float = 1.0) -> Scenario:
+def random_scenario(
+    seed: int, *, flavor: Flavor | None = None, hours: float = 1.0, hugepages: bool = False
+) -> Scenario:
     """One scenario drawn from ``seed`` (its flavour too, unless given), its events within its
-    first ``hours``, named ``random-<seed>``. Always one the simulator accepts."""
+    first ``hours``, named ``random-<seed>``. Always one the simulator accepts.
+
+    ``hugepages``: a KVM world's VMs are sometimes backed by huge pages (2 MiB or 1 GiB), drawn
+    from a stream of their own after everything else, so a seed draws the same world otherwise
+    (and, without it, exactly the world it drew before the option existed)."""
     rng = random.Random(seed)
     fl: Flavor = flavor if flavor is not None else rng.choice(_FLAVORS)
     horizon = max(60.0, hours * 3600.0)
@@ -111,6 +117,8 @@ def random_scenario(seed: int, *, flavor: Flavor | None = None, hours: float = 1
         vm["id"] = f"vm-{k}"
     if fl == "esxi":
         _admit_reservations(vms, room)
+    if hugepages and fl == "kvm":
+        _hugepages(random.Random(f"hugepages-{seed}"), vms)
     data: dict[str, Any] = {
         "name": f"random-{seed}",
         "description": f"random scenario {seed}: {count} VMs, {overcommit:.2f}x on {physical / _GiB:.1f} GiB",
@@ -224,6 +232,15 @@ def _kvm(rng: random.Random, vm: dict[str, Any]) -> None:
         vm["target"] = max(vm["used"] + vm["cache"], int(vm["memory"] * rng.uniform(0.5, 1.0)))
     if rng.random() < 0.05:  # a GPU or NIC passed through: its memory pinned
         vm["vfio_devices"] = rng.randint(1, 2)
+
+
+def _hugepages(rng: random.Random, vms: list[dict[str, Any]]) -> None:
+    """About one VM in ten backed by huge pages (its memory from the host's pool): 2 MiB pages,
+    or 1 GiB ones for a VM whose memory is a whole number of GiB."""
+    for vm in vms:
+        if rng.random() < 0.1:
+            whole_gib = vm["memory"] % _GiB == 0
+            vm["hugepages"] = _GiB if whole_gib and rng.random() < 0.3 else 2 * _MiB
 
 
 def _esxi(rng: random.Random, vm: dict[str, Any]) -> None:

@@ -225,6 +225,12 @@ class VMSpec(_Spec):
         description="KVM: devices assigned through VFIO (PCI passthrough); with any, QEMU pins the guest's "
         "memory and its balloon gives the host nothing back (the controller never lowers it).",
     )
+    hugepages: Size | None = Field(
+        default=None,
+        description="KVM: the huge page size backing the guest's memory (<memoryBacking><hugepages>), "
+        "e.g. 2MiB or 1GiB: a power of two from 64 KiB to 16 GiB. The host holds all its memory from "
+        "its huge-page pool and its balloon gives the host nothing back (the controller never lowers it).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> VMSpec:
@@ -238,6 +244,11 @@ class VMSpec(_Spec):
             raise ValueError("kernel + unfreeable memory are part of used memory: they cannot exceed used")
         if self.target is not None and self.target > self.memory:
             raise ValueError("target is above memory")
+        if self.hugepages is not None and not _is_page_size(self.hugepages):
+            raise ValueError(
+                f"hugepages is a huge page size (2MiB, 1GiB: a power of two from 64KiB to 16GiB), "
+                f"got {self.hugepages} bytes"
+            )
         if self.shares is not None and self.shares_level not in (None, "custom"):
             raise ValueError("shares is a custom count: give it with shares_level custom (or no level)")
         if self.shares_level == "custom" and self.shares is None:
@@ -252,6 +263,12 @@ class VMSpec(_Spec):
         if mid is not None and hi is not None and mid > hi:
             raise ValueError("startup is above maximum")
         return self
+
+
+def _is_page_size(size: int) -> bool:
+    """A huge page size some architecture has: a power of two from 64 KiB (arm64) to 16 GiB
+    (ppc64, arm64); x86 has 2 MiB and 1 GiB."""
+    return 64 * 1024 <= size <= 16 * 2**30 and size & (size - 1) == 0
 
 
 class Scenario(_Spec):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from hvballoon.fake.workloads import touch_rate
-from hvballoon.kinds.kvm import VFIO_DEVICES
+from hvballoon.kinds.kvm import HUGEPAGES, VFIO_DEVICES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,8 +124,9 @@ class GuestState:
     deflate_on_oom: Arr
     #: the guest reports freed pages and the host drops them (else it backs every page touched)
     free_page_reporting: Arr
-    #: the host holds all the VM's memory pinned (KVM with VFIO devices): whatever its balloon
-    #: takes from the guest stays backed, and none of it is swapped out
+    #: the host holds all the VM's memory pinned (KVM with VFIO devices, or backed by huge pages:
+    #: reserved from the host's pool when mapped, never swapped, a page given back returning to
+    #: the pool): whatever its balloon takes from the guest stays backed, none of it swapped out
     pinned: Arr
 
     # -- the guest driver's reports (KVM's stats period) ---------------------------------------
@@ -238,7 +239,7 @@ class GuestState:
         self.startup[i] = c.get("startup_bytes") or self.memory[i]
         self.deflate_on_oom[i] = bool(c.get("deflate_on_oom"))
         self.free_page_reporting[i] = bool(c.get("free_page_reporting", True))
-        self.pinned[i] = bool(c.get(VFIO_DEVICES))
+        self.pinned[i] = bool(c.get(VFIO_DEVICES)) or bool(c.get(HUGEPAGES))
 
     def release(self, i: int) -> None:
         """VM ``i`` holds no memory any more, and nothing of it is reclaimed or stalled."""

@@ -19,7 +19,12 @@ qemuDomainSetMemoryFlags; the test driver does not), and moves such a device onl
 ``<requested>`` size (virDomainUpdateDeviceFlags); a domain with a device assigned through VFIO-PCI
 has all its memory pinned, and QEMU's balloon discards nothing while it is attached (hw/vfio's
 ``vfio_ram_block_discard_disable``, hw/virtio/virtio-balloon.c's ``virtio_balloon_inhibited``):
-a lower target frees nothing on the host.
+a lower target frees nothing on the host. Nor does it on a domain backed by huge pages
+(``<memoryBacking><hugepages>``): QEMU discards a host page only once the balloon holds all of
+it, tracking one partly ballooned page per inflate request (hw/virtio/virtio-balloon.c's
+``balloon_inflate_page``), which Linux's driver fills with at most 256 4 KiB pages, less than one
+2 MiB page; and a huge page QEMU does discard goes back to the host's huge-page pool, which no
+ordinary allocation draws on (Linux's Documentation/admin-guide/mm/hugetlbpage.rst).
 
 Used by the libvirt backend (``qemu://``, ``test://``), the fake's ``kvm`` flavour, and any other
 backend that drives a QEMU balloon.
@@ -43,6 +48,9 @@ from hvballoon.units import KiB, format_sizes
 __all__ = [
     "DEFAULT_STATS_PERIOD",
     "HOTPLUG_MAXIMUM",
+    "HUGEPAGES",
+    "HUGEPAGES_NOTE",
+    "HUGEPAGE_BYTES",
     "KVM",
     "NO_BALLOON_DEVICE_NOTE",
     "VFIO_DEVICES",
@@ -113,17 +121,54 @@ VFIO_PINNED_NOTE = (
 )
 
 
+#: ``MemoryConfig.extra`` key of whether a domain's memory is backed by huge pages
+#: (``<memoryBacking><hugepages>``, formatdomain "Memory Backing").
+HUGEPAGES = "hugepages"
+
+#: ``MemoryConfig.extra`` key of the huge page size a domain's definition names (bytes: the
+#: largest of its ``<page size>``), ``None`` where it names none (the host's default size).
+HUGEPAGE_BYTES = "hugepage_bytes"
+
+#: Why lowering a huge-page-backed domain's target gives the host nothing (sources in
+#: docs/backends/kvm.md): QEMU discards a huge page only once the balloon holds every 4 KiB
+#: page of it, and keeps one partly ballooned page per inflate request
+#: (hw/virtio/virtio-balloon.c, ``balloon_inflate_page``); Linux's driver sends at most 256
+#: pages (1 MiB) a request (``VIRTIO_BALLOON_ARRAY_PFNS_MAX``). A huge page that is discarded
+#: returns to the host's huge-page pool, not to its free memory (hugetlbpage.rst).
+HUGEPAGES_NOTE = (
+    "the domain's memory is backed by huge pages (<memoryBacking><hugepages>): QEMU gives a huge page "
+    "back only once the balloon holds all of it, which the guest's balloon driver does not do, and a huge "
+    "page given back returns to the host's huge-page pool, not to its free memory; lowering its target "
+    "only takes memory from its guest. Leave it out of ballooning (give it its memory) or, to reclaim "
+    "memory from it, back it with ordinary pages"
+)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def balloon_frees_host_memory(config: MemoryConfig) -> bool:
     """Whether a balloon target below the domain's memory gives the host memory back: not with a
-    device assigned through VFIO-PCI (``config.extra["vfio_devices"]``, :data:`VFIO_PINNED_NOTE`).
+    device assigned through VFIO-PCI (``config.extra["vfio_devices"]``, :data:`VFIO_PINNED_NOTE`)
+    nor with memory backed by huge pages (``config.extra["hugepages"]``, :data:`HUGEPAGES_NOTE`).
 
     >>> from hvballoon.models import VM, Mechanism, MemoryConfig
     >>> vm = VM(id="u", name="g", backend="kvm")
     >>> balloon_frees_host_memory(MemoryConfig(vm=vm, mechanism=Mechanism.BALLOON, extra={"vfio_devices": 1}))
     False
+    >>> balloon_frees_host_memory(MemoryConfig(vm=vm, mechanism=Mechanism.BALLOON, extra={"hugepages": True}))
+    False
     """
-    devices = config.extra.get(VFIO_DEVICES)
-    return not (isinstance(devices, int) and not isinstance(devices, bool) and devices > 0)
+    return _frees_nothing_note(config) is None
+
+
+def _frees_nothing_note(config: MemoryConfig) -> str | None:
+    if _positive_int(config.extra.get(VFIO_DEVICES)):
+        return VFIO_PINNED_NOTE
+    if config.extra.get(HUGEPAGES) is True:
+        return HUGEPAGES_NOTE
+    return None
 
 
 def numa_nodes(config: MemoryConfig) -> int:
@@ -313,8 +358,9 @@ class KVMKind(Kind):
         return None if has_balloon_device(config) else NO_BALLOON_DEVICE_NOTE
 
     def frees_nothing_reason(self, config: MemoryConfig) -> str | None:
-        """A domain with a device assigned through VFIO-PCI (:data:`VFIO_PINNED_NOTE`)."""
-        return None if balloon_frees_host_memory(config) else VFIO_PINNED_NOTE
+        """A domain with a device assigned through VFIO-PCI (:data:`VFIO_PINNED_NOTE`) or with
+        memory backed by huge pages (:data:`HUGEPAGES_NOTE`); the first that applies."""
+        return _frees_nothing_note(config)
 
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         if not is_off(vm) and not has_balloon_device(config):

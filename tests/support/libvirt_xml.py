@@ -32,6 +32,7 @@ def domain_xml(
     numa_nodes: int = 0,
     max_memory_mib: int | None = None,
     devices: str = "",
+    memory_backing: str = "",
 ) -> str:
     """One domain definition; ``running=False`` makes it shut off, ``balloon="none"`` balloon-less.
 
@@ -41,6 +42,7 @@ def domain_xml(
     each (libvirt requires the cells to add up to ``<memory>``). ``max_memory_mib`` gives the
     hotplug ceiling, ``<maxMemory slots='4'>`` (the test driver wants no NUMA cell with it; QEMU
     wants one). ``devices`` is device XML put before the balloon (a ``<hostdev>``, …).
+    ``memory_backing`` is the content of ``<memoryBacking>`` (``<hugepages/>``, …), none if empty.
     """
     stats = f"<stats period='{period}'/>" if period is not None else ""
     if runstate is None and not running:
@@ -55,7 +57,9 @@ def domain_xml(
         f"<domain type='test' xmlns:test='{_TEST_NS}'><name>{escape(name)}</name>"
         + (f"<maxMemory slots='4' unit='MiB'>{max_memory_mib}</maxMemory>" if max_memory_mib else "")
         + f"<memory unit='MiB'>{memory_mib}</memory>"
-        f"<currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>{vcpu}{cpu}"
+        f"<currentMemory unit='MiB'>{current_mib or memory_mib}</currentMemory>"
+        + (f"<memoryBacking>{memory_backing}</memoryBacking>" if memory_backing else "")
+        + f"{vcpu}{cpu}"
         "<os><type>hvm</type></os>"
         f"<devices>{devices}<memballoon model='{balloon}'>{stats}</memballoon></devices>{state}</domain>"
     )

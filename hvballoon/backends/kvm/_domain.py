@@ -137,6 +137,12 @@ class DomainXML:
     #: the devices assigned through VFIO-PCI (``<hostdev>`` and ``<interface type='hostdev'>``,
     #: see :func:`vfio_devices`): QEMU pins all guest memory and its balloon discards nothing
     vfio_devices: int = 0
+    #: the memory is backed by huge pages (``<memoryBacking><hugepages>``, see
+    #: :func:`hugepages`): the balloon gives the host nothing back
+    hugepages: bool = False
+    #: the huge page size the definition names (the largest ``<page size>``), bytes; ``None``
+    #: without huge pages or where it names none (the host's default huge page size)
+    hugepage_bytes: int | None = None
 
     @property
     def has_balloon(self) -> bool:
@@ -176,9 +182,28 @@ def vfio_devices(root: ET.Element) -> int:
     return found
 
 
+def hugepages(root: ET.Element) -> tuple[bool, int | None]:
+    """Whether the domain's memory is backed by huge pages (``<memoryBacking><hugepages>``,
+    formatdomain "Memory Backing"), and the largest page size its ``<page>`` elements name
+    (``size`` in ``unit``, KiB by default), ``None`` where none is named (the host's default).
+    A ``<page>`` tied to some guest NUMA nodes (``nodeset``) counts as the whole domain's: the
+    balloon cannot choose the nodes its pages come from."""
+    element = root.find("./memoryBacking/hugepages")
+    if element is None:
+        return False, None
+    sizes = []
+    for page in element.findall("page"):
+        size = page.get("size")
+        factor = _UNITS.get((page.get("unit") or "KiB").lower())
+        if size is not None and size.strip().isdigit() and factor is not None:
+            sizes.append(int(size.strip()) * factor)
+    return True, (max(sizes) if sizes else None)
+
+
 def parse_domain_xml(text: str) -> DomainXML:
     """Read the memory settings out of a domain's XML (libvirt's own output: trusted)."""
     root = ET.fromstring(text)  # noqa: S314 - XML produced by libvirt, not by a user
+    backed = hugepages(root)
     balloon = root.find("./devices/memballoon")
     model = balloon.get("model") if balloon is not None else None
     autodeflate = None
@@ -205,6 +230,8 @@ def parse_domain_xml(text: str) -> DomainXML:
             if device.get("model") == "virtio-mem"
         ),
         vfio_devices=vfio_devices(root),
+        hugepages=backed[0],
+        hugepage_bytes=backed[1],
     )
 
 

@@ -1,0 +1,118 @@
+"""A KVM domain backed by huge pages, in the fake as on libvirt: its memory comes from the
+host's huge-page pool (reserved when mapped, never swapped), its balloon takes memory from the
+guest and gives the host none (QEMU discards a huge page only once the balloon holds all of it,
+and then into the pool). The fake's configuration says so as the kvm backend reads it
+(``extra["hugepages"]``, ``extra["hugepage_bytes"]``), and the controller holds such a VM as it
+does on libvirt's test driver."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hvballoon
+from hvballoon.errors import ScenarioError
+from hvballoon.fake.randomized import random_scenario
+from hvballoon.fake.scenario import parse_scenario
+from hvballoon.fake.world import World
+from hvballoon.policy import Controller, ControllerSettings
+from tests.support.cli import stats_frees_nothing
+from tests.support.policies import Fixed
+
+GiB = 2**30
+MiB = 2**20
+
+_VMS: list[dict[str, Any]] = [
+    {"name": "nfv01", "memory": "8GiB", "used": "2GiB", "hugepages": "2MiB"},
+    {"name": "web01", "memory": "8GiB", "used": "2GiB"},
+]
+_HOST = {"physical": "32GiB", "overhead": "1GiB", "swap": "8GiB"}
+
+
+def _data(vms: list[dict[str, Any]], physical: str = "32GiB") -> dict[str, Any]:
+    return {"name": "huge", "flavor": "kvm", "host": {**_HOST, "physical": physical}, "vms": vms}
+
+
+def _world(physical: str = "32GiB") -> World:
+    return World(parse_scenario(_data([dict(v) for v in _VMS], physical)), strict=True)
+
+
+def test_the_fake_says_which_domains_huge_pages_back() -> None:
+    with hvballoon.connect("fake://", world=_world()) as hv:
+        configs = {c.vm.name: c for c in hv.get_configs()}
+    assert (configs["nfv01"].extra["hugepages"], configs["nfv01"].extra["hugepage_bytes"]) == (True, 2 * MiB)
+    assert (configs["web01"].extra["hugepages"], configs["web01"].extra["hugepage_bytes"]) == (False, None)
+
+
+def test_a_huge_page_domains_balloon_takes_from_the_guest_and_gives_the_host_nothing() -> None:
+    w = _world()
+    w.advance(30)
+    nfv, web = w.guest("nfv01"), w.guest("web01")
+    assert nfv.host_backed_bytes == 8 * GiB  # reserved from the pool whole, used or not
+    assert web.host_backed_bytes < 8 * GiB
+    with hvballoon.connect("fake://", world=w) as hv:
+        before = w.host_free_bytes
+        hv.set_target("nfv01", 4 * GiB)
+        w.advance(60)
+        assert nfv.current_bytes == 4 * GiB  # the guest lost it
+        assert w.host_free_bytes == before  # the host gained nothing
+        assert nfv.host_backed_bytes == 8 * GiB
+
+
+def test_the_host_never_swaps_huge_pages() -> None:
+    w = _world(physical="11GiB")
+    with hvballoon.connect("fake://", world=w) as hv:
+        hv.set_target("web01", 8 * GiB)
+        w.advance(120)
+    assert w.guest("nfv01").host_swapped_bytes == 0
+    assert w.guest("web01").host_swapped_bytes > 0
+
+
+def test_the_controller_holds_a_huge_page_domain_as_on_libvirt() -> None:
+    with hvballoon.connect("fake://", world=_world()) as hv:
+        settings = ControllerSettings(host_memory_bytes=32 * GiB)
+        d = {x.vm: x for x in Controller(hv, Fixed(2 * GiB), settings).step()}
+    assert d["nfv01"].action == "hold" and d["nfv01"].rule == "controller.balloon_frees_nothing"
+    assert "huge pages" in d["nfv01"].reason
+    assert d["web01"].action == "lower"
+
+
+def test_hvballoon_stats_marks_a_huge_page_domain(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text(json.dumps(_data(_VMS)))
+    rows, footnotes, notes = stats_frees_nothing(f"fake://{path}")
+    assert "frees nothing*" in rows["nfv01"] and "frees nothing" not in rows["web01"], rows
+    assert len(footnotes) == 1 and "huge pages" in footnotes[0]
+    assert notes["web01"] is None and notes["nfv01"] is not None and "huge pages" in notes["nfv01"]
+
+
+@pytest.mark.parametrize("value", ["3MiB", "4KiB", "32GiB", 0, "2MB", "huge", True, -2097152])
+def test_a_scenario_with_a_malformed_huge_page_size_is_refused(value: object) -> None:
+    """Not a huge page size (a power of two from 64 KiB to 16 GiB), or not a size at all: a
+    typed error naming the field, and no world."""
+    vm = {"name": "nfv01", "memory": "8GiB", "hugepages": value}
+    with pytest.raises(ScenarioError, match="hugepages"):
+        parse_scenario(_data([vm]))
+
+
+@pytest.mark.parametrize("value", ["64KiB", "2MiB", "1GiB", "16GiB", 2 * MiB])
+def test_the_huge_page_sizes_of_every_architecture_are_accepted(value: object) -> None:
+    (vm,) = parse_scenario(_data([{"name": "nfv01", "memory": "16GiB", "hugepages": value}])).vms
+    assert vm.hugepages is not None and vm.hugepages >= 64 * 1024
+
+
+def test_random_worlds_draw_huge_pages_only_when_asked_and_are_otherwise_the_same() -> None:
+    """The option draws from a stream of its own: the seed's world is unchanged besides the
+    huge pages, and without the option no VM has any."""
+    drawn = 0
+    for seed in range(30):
+        plain, huge = random_scenario(seed), random_scenario(seed, hugepages=True)
+        assert all(v.hugepages is None for v in plain.vms)
+        assert [v.model_copy(update={"hugepages": None}) for v in huge.vms] == list(plain.vms)
+        backed = sum(v.hugepages is not None for v in huge.vms)
+        assert huge.flavor == "kvm" or backed == 0  # a KVM setting
+        drawn += backed
+    assert drawn > 0
