@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         "--policy-option", action="append", default=[], metavar="KEY=VALUE", help="an hvballoon policy option"
     )
     parser.add_argument(
-        "--hugepages", action="store_true", help="KVM worlds draw VMs backed by huge pages (random_scenario's option)"
+        "--hugepages",
+        action="store_true",
+        help="KVM worlds draw VMs backed by huge pages (random_scenario's option)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (processes; same figures)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")

@@ -104,4 +104,6 @@ def test_hvballoon_config_and_stats_say_a_huge_page_backed_domain_frees_nothing(
         assert "frees nothing*" in rows[name], rows
         assert notes[name] is not None and "huge pages" in notes[name]
     assert "frees nothing" not in rows["web01"] and notes["web01"] is None
-    assert len(footnotes) == 1 and footnotes[0].startswith("* frees nothing:") and "huge pages" in footnotes[0]
+    assert (
+        len(footnotes) == 1 and footnotes[0].startswith("* frees nothing:") and "huge pages" in footnotes[0]
+    )
