@@ -19,7 +19,7 @@ from hvballoon.fake.flavors import esxi_unreserved_bytes
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits, guest_notes
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES, hugepage_extra
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -191,8 +191,8 @@ class KVMView(FlavorView):
         if c.get(HOTPLUG_MAXIMUM) is not None:
             extra[HOTPLUG_MAXIMUM] = c[HOTPLUG_MAXIMUM]  # <maxMemory>: the maximum stays at most it
         extra[VFIO_DEVICES] = int(c.get(VFIO_DEVICES) or 0)  # as the kvm backend counts them
-        extra[HUGEPAGES] = bool(c.get(HUGEPAGES))  # <memoryBacking><hugepages>, as the backend reads it
-        extra[HUGEPAGE_BYTES] = c.get(HUGEPAGE_BYTES)
+        # <memoryBacking><hugepages>, as the kvm backend reads it (no key with ordinary pages)
+        extra.update(hugepage_extra(bool(c.get(HUGEPAGES)), c.get(HUGEPAGE_BYTES)))
         # without a <memballoon> device libvirt's XML has no autodeflate, freePageReporting or
         # stats period to read: the real backend reports them None
         return MemoryConfig(

@@ -59,6 +59,7 @@ __all__ = [
     "StatsPeriodOption",
     "balloon_frees_host_memory",
     "has_balloon_device",
+    "hugepage_extra",
     "numa_nodes",
     "virtio_mem_bytes",
 ]
@@ -121,13 +122,24 @@ VFIO_PINNED_NOTE = (
 )
 
 
-#: ``MemoryConfig.extra`` key of whether a domain's memory is backed by huge pages
-#: (``<memoryBacking><hugepages>``, formatdomain "Memory Backing").
+#: ``MemoryConfig.extra`` key, ``True`` on a domain whose memory is backed by huge pages
+#: (``<memoryBacking><hugepages>``, formatdomain "Memory Backing"); absent on any other.
 HUGEPAGES = "hugepages"
 
-#: ``MemoryConfig.extra`` key of the huge page size a domain's definition names (bytes: the
+#: ``MemoryConfig.extra`` key of the huge page size such a domain's definition names (bytes: the
 #: largest of its ``<page size>``), ``None`` where it names none (the host's default size).
 HUGEPAGE_BYTES = "hugepage_bytes"
+
+
+def hugepage_extra(hugepages: bool, page_bytes: int | None) -> dict[str, bool | int | None]:
+    """The ``MemoryConfig.extra`` keys of a domain's huge-page backing, as the kvm backend and the
+    fake's kvm flavour both put them: none for a domain with ordinary pages.
+
+    >>> hugepage_extra(True, 2 * 2**20), hugepage_extra(False, None)
+    ({'hugepages': True, 'hugepage_bytes': 2097152}, {})
+    """
+    return {HUGEPAGES: True, HUGEPAGE_BYTES: page_bytes} if hugepages else {}
+
 
 #: Why lowering a huge-page-backed domain's target gives the host nothing (sources in
 #: docs/backends/kvm.md): QEMU discards a huge page only once the balloon holds every 4 KiB

@@ -58,7 +58,7 @@ from hvballoon.errors import (
 )
 from hvballoon.hoststats import from_sweep
 from hvballoon.kinds import KVM, Kind
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, VFIO_DEVICES, hugepage_extra
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import KiB, format_size
@@ -449,8 +449,7 @@ class KVMBackend(Backend):
                 HOTPLUG_MAXIMUM: live.hotplug_maximum_bytes,
                 "virtio_mem_bytes": live.virtio_mem_bytes,
                 VFIO_DEVICES: live.vfio_devices,
-                HUGEPAGES: live.hugepages,
-                HUGEPAGE_BYTES: live.hugepage_bytes,
+                **hugepage_extra(live.hugepages, live.hugepage_bytes),
                 # libvirt checks the nodes of the definition it would change (the persistent one)
                 "numa_nodes": (definition or live).numa_nodes,
                 "persistent_maximum_bytes": saved.memory_bytes if saved is not None else None,
