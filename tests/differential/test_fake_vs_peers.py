@@ -216,6 +216,8 @@ def kvm_fleet(draw: st.DrawFn) -> list[dict[str, Any]]:
                 "numa": draw(st.sampled_from([0, 0, 2])) if state == "stopped" else 0,
                 # a GPU passed through (its balloon frees nothing on the host)
                 "vfio": draw(st.sampled_from([0, 0, 1])),
+                # memory backed by huge pages (KiB; its balloon frees nothing on the host either)
+                "hugepages": draw(st.sampled_from([None, None, 2048, 1048576])),
             }
         )
         # a hotplug ceiling (<maxMemory>: the test driver takes none with NUMA cells)
@@ -241,6 +243,7 @@ def kvm_sides(fleet: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[Side, Si
                 numa_nodes=v["numa"],
                 max_memory_mib=v["hotplug"],
                 devices=_GPU * v["vfio"],
+                memory_backing=_hugepages(v["hugepages"]),
             )
             for v in fleet
         ],
@@ -256,6 +259,7 @@ def kvm_sides(fleet: list[dict[str, Any]], tmp: Path) -> Iterator[tuple[Side, Si
             # driver's domains have none: the fleet says so rather than normalising it
             "free_page_reporting": False,
             "vfio_devices": v["vfio"],
+            **({"hugepages": f"{v['hugepages']}KiB"} if v["hugepages"] else {}),
             **({"hotplug_maximum": f"{v['hotplug']}MiB"} if v["hotplug"] else {}),
         },
     )
@@ -275,6 +279,11 @@ _GPU = (
     "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
     "<address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></source></hostdev>"
 )
+
+
+def _hugepages(page_kib: int | None) -> str:
+    """``<memoryBacking>``'s content for huge pages of ``page_kib`` KiB (none if ``None``)."""
+    return f"<hugepages><page size='{page_kib}' unit='KiB'/></hugepages>" if page_kib else ""
 
 
 def _libvirt_destroy(hv: hvballoon.Hypervisor, name: str) -> None:

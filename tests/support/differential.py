@@ -182,8 +182,9 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
             else (st.stale, tuple(n for n in STATS_FIGURES if getattr(st, n) is not None)),
             **{f: getattr(cfg, f) for f in COMPARED_CONFIG},
             # what the kind reads in the configuration beyond its fields: whether a lower frees
-            # anything on the host (KVM: VFIO devices), the ceiling of a target
-            "frees_nothing": kind.frees_nothing_reason(cfg) is not None if kind is not None else None,
+            # anything on the host and why (KVM: VFIO devices, huge pages), the ceiling of a target
+            "frees_nothing": kind.frees_nothing_reason(cfg) if kind is not None else None,
+            "hugepage_bytes": cfg.extra.get("hugepage_bytes"),
             "ceiling": kind.target_ceiling(st.vm, st, cfg) if kind is not None else None,
         }
     hosts = hv.get_host_stats()
