@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,11 +16,32 @@ from hvballoon.cli.common import (
     handle_errors,
     host_row,
     json_option,
+    printable,
     session,
     table,
 )
+from hvballoon.units import format_size
 
-__all__ = ["host_cmd"]
+if TYPE_CHECKING:
+    from hvballoon.models import HostStats
+
+__all__ = ["host_cmd", "pool_footnotes"]
+
+
+def pool_footnotes(hosts: list[HostStats]) -> list[str]:
+    """A line under the host table for each host that says it keeps a huge-page pool (the kvm
+    backend's ``extra["hugepage_pool_bytes"]``, docs/backends/kvm.md): part of its physical
+    memory, never of its free memory, and only huge-page-backed guests draw on it."""
+    lines = []
+    for h in hosts:
+        pool, free = h.extra.get("hugepage_pool_bytes"), h.extra.get("hugepage_pool_free_bytes")
+        if isinstance(pool, int) and pool > 0:
+            shown_free = f", {format_size(free)} of it free" if isinstance(free, int) else ""
+            lines.append(
+                f"{printable(h.host)}: a huge-page pool of {format_size(pool)}{shown_free}, in physical "
+                "but never in free (only guests backed by huge pages use it)"
+            )
+    return lines
 
 
 @click.command(
@@ -50,3 +71,5 @@ def host_cmd(uri: str, as_json: bool, **kw: Any) -> None:
         echo_json([h.model_dump(mode="json") for h in hosts])
         return
     console().print(table(HOST_COLUMNS, [host_row(h) for h in hosts], title=hv.uri))
+    for line in pool_footnotes(hosts):
+        click.echo(line)

@@ -121,3 +121,40 @@ def test_the_test_drivers_host_has_an_empty_pool() -> None:
         0,
         [],
     )
+
+
+def test_hvballoon_host_says_the_pool_is_not_in_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line under the host table says how big the pool is and that free leaves it out; none for
+    a host without a pool. (The test driver's host has none: its capabilities are given one.)"""
+    from click.testing import CliRunner
+
+    from hvballoon.backends.kvm import _host
+    from hvballoon.cli import main
+
+    plain = CliRunner().invoke(main, ["host", "test:///default"])
+    assert plain.exit_code == 0 and "huge-page pool" not in plain.output
+    monkeypatch.setattr(_host, "_huge_page_pools", lambda xml: _host.HugePagePools({2 * MiB: 512}, 2))
+    shown = CliRunner().invoke(main, ["host", "test:///default"])
+    assert shown.exit_code == 0, shown.output
+    (line,) = [x for x in shown.output.splitlines() if "huge-page pool" in x]
+    assert "a huge-page pool of 1 GiB, in physical but never in free" in line  # free pages unknown here
+
+
+def test_the_pool_line_says_its_free_pages_where_known() -> None:
+    from datetime import datetime, timezone
+
+    from hvballoon.cli.host import pool_footnotes
+    from hvballoon.models import HostStats
+
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    pooled = HostStats(
+        host="kvm01",
+        backend="kvm",
+        collected_at=at,
+        extra={"hugepage_pool_bytes": 16 * GiB, "hugepage_pool_free_bytes": 2 * GiB},
+    )
+    empty = HostStats(host="kvm02", backend="kvm", collected_at=at, extra={"hugepage_pool_bytes": 0})
+    assert pool_footnotes([pooled, empty]) == [
+        "kvm01: a huge-page pool of 16 GiB, 2 GiB of it free, in physical but never in free (only guests "
+        "backed by huge pages use it)"
+    ]
