@@ -510,7 +510,10 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         to (:class:`~hvballoon.errors.PartialChangeError` when some VMs changed and others did
         not). ``wait=True`` then waits, up to ``wait_timeout`` seconds, until every changed
         VM's memory reaches its target; a VM whose mechanism cannot be observed gets a warning
-        instead.
+        instead. ``wait=True`` with ``dry_run=True`` is refused
+        (:class:`~hvballoon.errors.InvalidRequestError`, before anything is read or changed), as
+        the CLI refuses ``--wait --dry-run``: a dry run changes nothing, so there is nothing to
+        wait for.
 
         ``figures`` spares that read for VMs the caller has just read itself: its own
         ``(MemoryStats, MemoryConfig)`` pairs (a sweep's stats and the configurations it holds),
@@ -540,6 +543,10 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         """
         if self._closed:
             raise InvalidStateError("this session is closed", backend=self.backend_name, uri=self.uri)
+        if wait and dry_run:  # the caller meant to wait: refused, not dropped
+            raise InvalidRequestError(
+                "wait=True with dry_run=True: a dry run changes nothing, so there is nothing to wait for"
+            )
         items = self._target_items(targets)
         known = self._figure_items(figures)
         waiting = positive_seconds(wait_timeout, what="wait_timeout") if wait else None

@@ -341,6 +341,25 @@ def test_a_wait_checks_its_sizes_even_where_the_target_cannot_be_observed(
     )
 
 
+@pytest.mark.parametrize("flavor", ["kvm", "esxi", "hyperv"])
+@pytest.mark.parametrize("targets", [{"web01": "7GiB"}, {"web01": "7GiB", "web02": "nonsense"}])
+def test_a_bulk_dry_run_asked_to_wait_is_refused_before_any_backend_call(
+    flavor: str, targets: dict[str, str]
+) -> None:
+    # as the CLI refuses --wait --dry-run: the caller meant to wait, and a dry run moves nothing
+    from tests.support.calls import counted
+
+    with hvballoon.connect(f"fake://seed?flavor={flavor}") as hv:
+        before = _state(hv)
+        calls = counted(hv)
+        with pytest.raises(InvalidRequestError, match=r"wait=True with dry_run=True.*nothing to wait for"):
+            hv.set_targets(targets, dry_run=True, wait=True)
+        assert not calls, dict(calls)  # refused before anything was read or sent
+        assert _state(hv) == before
+        # each alone is taken
+        assert hv.set_targets({"web01": "7GiB"}, dry_run=True).applied is False
+
+
 _VM_CALLS: dict[str, Callable[[hvballoon.Hypervisor, object], object]] = {
     "resolve": lambda hv, v: hv.resolve(v),  # type: ignore[arg-type]
     "get_config": lambda hv, v: hv.get_config(v),  # type: ignore[arg-type]

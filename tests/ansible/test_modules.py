@@ -253,6 +253,17 @@ def test_check_mode_says_per_vm_what_would_change_as_the_whole_does(esxi: str, m
     assert [(x["vm"], x["changed"]) for x in done["results"]] == [("web01", True), ("web02", False)]
 
 
+def test_check_mode_with_wait_plans_without_waiting(esxi: str) -> None:
+    # the SDK refuses wait=True with dry_run=True (nothing would move): a check-mode task that
+    # asks to wait plans the change and does not wait, as Ansible's check mode expects
+    before = _targets(esxi, "web01")
+    args = {"uri": esxi, "vm": "web01", "size": "6GiB", "wait": True, "wait_timeout": 5}
+    r = run_module("target", args, check_mode=True)
+    assert not r.get("failed"), r
+    assert r["changed"] is True and [x["changed"] for x in r["results"]] == [True]
+    assert _targets(esxi, "web01") == before
+
+
 @pytest.mark.parametrize("skip_invalid", [False, True])
 def test_check_mode_with_a_refused_vm_says_what_the_run_would_do(esxi: str, skip_invalid: bool) -> None:
     args = {"uri": esxi, "vms": ["web01", "web99"], "size": "6GiB", "skip_invalid": skip_invalid}
