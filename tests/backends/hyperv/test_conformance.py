@@ -9,7 +9,8 @@ import pytest
 
 from hvballoon.session import Hypervisor
 from hvballoon.testing.cases import rules_scenario
-from hvballoon.testing.conformance import BackendConformance, KindRuleTests
+from hvballoon.testing.conformance import BackendConformance, KindRuleTests, RestingVMTests, StatsTests
+from tests.support.hyperv import scenarios
 from tests.support.hyperv.fakehost import hyperv_world
 from tests.support.hyperv.peer import Peer
 
@@ -34,5 +35,17 @@ class TestHyperVRules(KindRuleTests):
     @pytest.fixture
     def hv(self, peer: Peer) -> Iterator[Hypervisor]:
         peer.host.world = hyperv_world(rules_scenario("hyperv"))
+        with peer.connect() as session:
+            yield session
+
+
+class TestHyperVResting(StatsTests, RestingVMTests):
+    """Static and Dynamic Memory VMs in each state of Hyper-V's that runs no guest — Off, Saved
+    and Paused — beside a running one, as the peer's Get-VM reports them (MemoryAssigned 0 once
+    the memory is released, no MemoryDemand or MemoryStatus without a running guest)."""
+
+    @pytest.fixture
+    def hv(self, peer: Peer) -> Iterator[Hypervisor]:
+        peer.host.world = hyperv_world(scenarios.idle())
         with peer.connect() as session:
             yield session
