@@ -475,7 +475,14 @@ def boot(state: GuestState, current: Arr, cache: Arr, floor: Arr, *, backs_assig
     """The guests' memory as the world starts: each running (or paused) VM with ``current``
     memory, demanding its ``used`` figure (what does not fit is in its swap; beyond that, its OOM
     killer's at the first step) and ``cache`` of
-    page cache where it has room; the drivers with a stats period report at once."""
+    page cache where it has room; the drivers with a stats period report at once.
+
+    A paused VM's driver too: its report is the last it made before the VM was paused, which
+    the hypervisor keeps. QEMU's virtio-balloon caches the guest's last stats and serves them
+    with their ``last-update`` time whatever the run state (``balloon_stats_get_all``), and asks
+    for the next only from a timer on the virtual clock, which stops with the vCPUs
+    (``timer_new_ms(QEMU_CLOCK_VIRTUAL, balloon_stats_poll_cb, …)``, hw/virtio/virtio-balloon.c):
+    the report ages until the VM runs again (:func:`take_reports` makes none for a paused VM)."""
     import numpy as np
 
     s = state
@@ -495,7 +502,7 @@ def boot(state: GuestState, current: Arr, cache: Arr, floor: Arr, *, backs_assig
     s.last_report[:] = np.nan
     s.stalled_at[:] = np.nan
     s.reports_frozen_until[:] = -np.inf
-    reporting = act & (s.balloon_driver > 0) & (s.stats_period > 0)
+    reporting = live & (s.balloon_driver > 0) & (s.stats_period > 0)
     s.last_report[reporting] = 0.0
     snapshot_reports(s, np.nonzero(reporting)[0])
 

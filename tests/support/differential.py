@@ -204,8 +204,12 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
     return out
 
 
-#: Power states in which a VM runs no guest (a paused one keeps its last report: libvirt's test
-#: driver invents one, so its figures are left to the guest's side of the comparison).
+#: Power states in which a VM runs no guest. A paused one keeps its last report, which ages: QEMU
+#: serves a paused guest's last balloon stats with their last-update time and asks for the next
+#: from a timer on the virtual clock, which stops with the vCPUs (hw/virtio/virtio-balloon.c:
+#: balloon_stats_get_all, balloon_stats_poll_cb); the fake's kvm flavour does the same.
+#: libvirt's test driver is what is unrealistic there: it makes fresh figures up at every call,
+#: paused or not (docs/backends/kvm.md), so a paused VM's figures are left to the guest's side.
 RESTING = ("stopped", "suspended")
 #: Every figure of a VM's stats.
 STATS_FIGURES = tuple(n for n in MemoryStats.model_fields if n.endswith(("_bytes", "_seconds", "_faults")))

@@ -93,9 +93,18 @@ def test_the_same_stats_fields_are_known(real: Hypervisor, simulated: Hypervisor
 def test_a_paused_guest_keeps_its_balloon_and_its_report_ages(
     world: fake.World, simulated: Hypervisor
 ) -> None:
+    # QEMU keeps the guest's last stats and serves them whatever the run state; it asks for the
+    # next from a timer on the virtual clock, which stops with the vCPUs (virtio-balloon.c): the
+    # report made before the pause is what libvirt reads, and it ages until the VM runs again
     (st,) = simulated.get_stats(["paused01"])
     assert st.vm.power_state is PowerState.PAUSED and st.current_bytes == 4 * 2**30
-    assert st.ballooned_bytes == 0 and st.stale  # a paused guest makes no report
+    assert st.ballooned_bytes == 0
+    assert st.guest_used_bytes == 2**30 and st.guest_report_age_seconds == 0 and not st.stale
+    limit = Freshness(period=2).stale_after(10)
+    world.advance(limit + 1)
+    (later,) = simulated.get_stats(["paused01"])
+    assert later.guest_used_bytes == st.guest_used_bytes  # the same report: none came since
+    assert later.guest_report_age_seconds == limit + 1 and later.stale
 
 
 def test_a_report_is_stale_after_three_periods_and_two_seconds(
