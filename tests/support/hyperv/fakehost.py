@@ -32,6 +32,13 @@ adjust the memory dynamically to respond to changes in memory demand" (Microsoft
 Practices Analyzer, "Dynamic Memory is enabled but not responding on some virtual machines");
 its MemoryAssigned is what the world holds it at.
 
+Saved and Paused VMs are not off: Set-VMMemory takes only what it takes on a running VM there
+(Dynamic Memory is switched "only when VM is in stopped state", REFERENCE.md §6). The Get-VM
+rows of Off, Saved and Paused VMs have MemoryDemand 0 and an empty MemoryStatus (no guest runs
+to report), and MemoryAssigned 0: Off and Saved VMs hold no memory on the host; what a real
+host shows for a Paused VM, which still holds its memory, is not verified (the backend reads no
+figure of a VM that does not run, so it does not reach the API).
+
 Get-VM's ``State`` is the world's power state by name (Running, Off, Paused, Saved), or what a
 test sets in :attr:`FakeHyperVHost.states` (any VMState name, e.g. ``RunningCritical``,
 ``Starting``, or a number); ``enums_as_numbers=True`` writes every State as its number, as
