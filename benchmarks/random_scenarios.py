@@ -26,6 +26,10 @@ balloons) and the invariants broken; and the seeds where ``hvballoon`` killed mo
 ``static``, with the scenario's capacity class: ``whole`` (the host holds every VM at its full
 size), ``demand`` (it holds the peak demand), ``over`` (it does not).
 
+``--extreme`` (repeatable) pushes the draws to shapes the default ones reach rarely
+(:class:`~hvballoon.fake.randomized.Extremes`: ``crowd``, ``tiny``, ``huge``, ``tight``; and
+``busy``, 20–60 operator events); without it a seed draws the world it always did.
+
 Run::
 
     python benchmarks/random_scenarios.py --seeds 150 --minutes 30 --jobs 2
@@ -52,7 +56,7 @@ for _path in (ROOT, ROOT / "benchmarks"):
 from _report import emit  # noqa: E402 - the benchmarks' own helper, beside this script
 
 from hvballoon.errors import HVBalloonError  # noqa: E402
-from hvballoon.fake.randomized import operator_events, play, random_scenario  # noqa: E402
+from hvballoon.fake.randomized import Extremes, operator_events, play, random_scenario  # noqa: E402
 from hvballoon.fake.scenario import Scenario  # noqa: E402
 from hvballoon.fake.waves import wave_facts  # noqa: E402
 from hvballoon.fake.world import World  # noqa: E402
@@ -63,6 +67,9 @@ GiB = 1024**3
 POLICIES = ("static", "mom", "proxmox", "hvballoon")
 BASELINES = ("mom", "proxmox")
 KILLS = ("oom", "panic", "host_oom", "crashed")
+#: the shapes ``--extreme`` pushes the draws to (:class:`~hvballoon.fake.randomized.Extremes`) and
+#: ``busy``, 20–60 operator events a run
+EXTREMES = ("crowd", "tiny", "huge", "tight", "busy")
 
 
 @dataclass
@@ -153,18 +160,23 @@ def run_one(
     policy_options: dict[str, Any] | None = None,
     scenario: Scenario | None = None,
     hugepages: bool = False,
+    extremes: tuple[str, ...] = (),
 ) -> Run:
     """``policy`` on seed ``seed``'s scenario (or ``scenario``, one cut down from it: the seed
-    still draws the events and settings, for the VMs it kept); ``hugepages``: drawn with
-    :func:`random_scenario`'s option of that name."""
+    still draws the events and settings, for the VMs it kept), pushed to the ``extremes`` named
+    (:data:`EXTREMES`); ``hugepages``: drawn with :func:`random_scenario`'s option of that name."""
     started = time.perf_counter()
-    spec = scenario or random_scenario(seed, hours=minutes / 60, hugepages=hugepages)
+    shape = Extremes(**{name: True for name in extremes if name != "busy"})
+    spec = scenario or random_scenario(seed, hours=minutes / 60, hugepages=hugepages, extremes=shape)
     seconds = minutes * 60.0
     kept = {v.id for v in spec.vms}
+    drawn = random_scenario(seed, extremes=shape)
     events = [
-        e for e in operator_events(random_scenario(seed), seed=seed, seconds=seconds) if e.vm_id in kept
+        e
+        for e in operator_events(drawn, seed=seed, seconds=seconds, busy="busy" in extremes)
+        if e.vm_id in kept
     ]
-    hints, dry_run = draw_settings(random_scenario(seed), seed)
+    hints, dry_run = draw_settings(drawn, seed)
     hints = {name: h for name, h in hints.items() if any(v.name == name for v in spec.vms)}
     run = Run(seed, policy, spec.flavor, len(spec.vms), capacity_class(spec, hours=minutes / 60), dry_run)
     try:
@@ -314,9 +326,11 @@ def _check_round(
             )
 
 
-def _job(args: tuple[int, str, float, dict[str, Any], bool]) -> Run:
-    seed, policy, minutes, options, hugepages = args
-    return run_one(seed, policy, minutes=minutes, policy_options=options, hugepages=hugepages)
+def _job(args: tuple[int, str, float, dict[str, Any], bool, tuple[str, ...]]) -> Run:
+    seed, policy, minutes, options, hugepages, extremes = args
+    return run_one(
+        seed, policy, minutes=minutes, policy_options=options, hugepages=hugepages, extremes=extremes
+    )
 
 
 def probe(
@@ -327,8 +341,9 @@ def probe(
     jobs: int = 1,
     policy_options: dict[str, Any] | None = None,
     hugepages: bool = False,
+    extremes: tuple[str, ...] = (),
 ) -> list[Run]:
-    work = [(s, p, minutes, dict(policy_options or {}), hugepages) for s in seeds for p in policies]
+    work = [(s, p, minutes, dict(policy_options or {}), hugepages, extremes) for s in seeds for p in policies]
     if jobs <= 1:
         return [_job(w) for w in work]
     from concurrent.futures import ProcessPoolExecutor
@@ -391,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="KVM worlds draw VMs backed by huge pages (random_scenario's option)",
     )
+    parser.add_argument(
+        "--extreme",
+        action="append",
+        default=[],
+        choices=EXTREMES,
+        help="push the draws to this shape (repeatable): crowd 200-400 VMs, tiny VMs of 256 MiB, a huge "
+        "one of 2 TiB, a tight host with almost no free memory at the start, busy 20-60 operator events",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (processes; same figures)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--runs", action="store_true", help="include every run in the JSON")
@@ -412,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         policy_options=options,
         hugepages=args.hugepages,
+        extremes=tuple(sorted(set(args.extreme))),
     )
     violations = [{"seed": r.seed, "policy": r.policy, "violation": v} for r in runs for v in r.violations]
     fields: dict[str, Any] = {
@@ -419,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": args.minutes,
         "policy_options": {k: str(v) for k, v in options.items()},
         "hugepages": args.hugepages,
+        "extremes": sorted(set(args.extreme)),
         "capacity": {c: len({r.seed for r in runs if r.capacity == c}) for c in ("whole", "demand", "over")},
         "flavors": {f: len({r.seed for r in runs if r.flavor == f}) for f in ("kvm", "esxi", "hyperv")},
         "dry_runs": len({r.seed for r in runs if r.dry_run}),

@@ -46,7 +46,7 @@ from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES as HYPERV_MINIMUM_SIZE_BYT
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
 
-__all__ = ["OPERATOR_ACTIONS", "OperatorEvent", "operator_events", "play", "random_scenario"]
+__all__ = ["OPERATOR_ACTIONS", "Extremes", "OperatorEvent", "operator_events", "play", "random_scenario"]
 
 _MiB = 1024**2
 _GiB = 1024**3
@@ -68,6 +68,31 @@ OPERATOR_ACTIONS: tuple[Action, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Extremes:
+    """Shapes of real fleets the default draws reach rarely or never, each off by default (a
+    seed drawn with none is the scenario it always was; the extra draws come from their own
+    generator): ``crowd``, 200–400 VMs on the host; ``tiny``, about a fifth of the VMs of
+    256 MiB; ``huge``, one VM of 2 TiB; ``tight``, a host with almost no free memory at the start:
+    one more guest, without a balloon driver (no policy can take from it), holds what the others
+    leave free but 1–3 % of the host (on Hyper-V, but the reserve too, which it starts no VM
+    into; elsewhere the host starts short of its reserve, if it keeps one)."""
+
+    crowd: bool = False
+    tiny: bool = False
+    huge: bool = False
+    tight: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.crowd or self.tiny or self.huge or self.tight
+
+
+NO_EXTREMES = Extremes()
+_TINY = 256 * _MiB
+_HUGE = 2 * 1024 * _GiB
+
+
 def _down(x: float) -> int:
     return max(_ALIGN, int(x) // _ALIGN * _ALIGN)
 
@@ -77,15 +102,22 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
 
 
 def random_scenario(
-    seed: int, *, flavor: Flavor | None = None, hours: float = 1.0, hugepages: bool = False
+    seed: int,
+    *,
+    flavor: Flavor | None = None,
+    hours: float = 1.0,
+    hugepages: bool = False,
+    extremes: Extremes = NO_EXTREMES,
 ) -> Scenario:
     """One scenario drawn from ``seed`` (its flavour too, unless given), its events within its
-    first ``hours``, named ``random-<seed>``. Always one the simulator accepts.
+    first ``hours``, named ``random-<seed>``, pushed to the ``extremes`` asked for. Always one the
+    simulator accepts.
 
     ``hugepages``: a KVM world's VMs are sometimes backed by huge pages (2 MiB or 1 GiB), drawn
     from a stream of their own after everything else, so a seed draws the same world otherwise
     (and, without it, exactly the world it drew before the option existed)."""
     rng = random.Random(seed)
+    more = random.Random(f"extremes-{seed}")
     fl: Flavor = flavor if flavor is not None else rng.choice(_FLAVORS)
     horizon = max(60.0, hours * 3600.0)
     physical = int(_log_uniform(rng, 1.1 * _GiB, 1.75 * 1024 * _GiB))
@@ -106,11 +138,17 @@ def random_scenario(
     if fl != "kvm" and rng.random() < 0.3:
         host["rebalance_period"] = rng.choice((1, 3, 5, 15, 60))
     count = _vm_count(rng, physical)
+    if extremes.crowd:
+        count = more.randint(200, 400)
     overcommit = _log_uniform(rng, 0.2, 4.0)
     mean = max(_MIN_VM, physical * overcommit / count)
     # Hyper-V starts a VM only with its startup memory free for VMs: not the reserve the host keeps
     startable = room - reserve if fl == "hyperv" else room
-    vms = [_vm(rng, fl, k, mean, physical, startable, horizon) for k in range(count)]
+    huge = more.randrange(count) if extremes.huge else -1
+    sizes = [
+        _HUGE if k == huge else _TINY if extremes.tiny and more.random() < 0.2 else None for k in range(count)
+    ]
+    vms = [_vm(rng, fl, k, mean, physical, startable, horizon, sizes[k]) for k in range(count)]
     if count > 1 and rng.random() < 0.1:  # two VMs of one name (distinct ids)
         vms[-1]["name"] = vms[0]["name"]
     for k, vm in enumerate(vms):
@@ -129,7 +167,33 @@ def random_scenario(
         "vms": vms,
         "faults": _faults(rng, vms, horizon),
     }
-    return parse_scenario(data, source=f"random scenario {seed}")
+    scenario = parse_scenario(data, source=f"random scenario {seed}")
+    return _tighten(scenario, data, more) if extremes.tight else scenario
+
+
+def _tighten(scenario: Scenario, data: dict[str, Any], rng: random.Random) -> Scenario:
+    """``scenario`` with one more VM, without a balloon driver, holding what the host has free at
+    the start but 1–3 % of it (and on Hyper-V the reserve, which it does not start VMs into)."""
+    from hvballoon.fake.world import World
+
+    fl = scenario.flavor
+    host = scenario.host
+    free = World(scenario).host_free_bytes - FLAVORS[fl].physics.vm_overhead
+    free -= int(host.physical * rng.uniform(0.01, 0.03)) + (host.reserve if fl == "hyperv" else 0)
+    memory = free // _ALIGN * _ALIGN
+    if memory < _MIN_VM:
+        return scenario
+    filler: dict[str, Any] = {
+        "name": "filler",
+        "id": f"vm-{len(scenario.vms)}",
+        "memory": memory,
+        "used": memory,
+        "unfreeable": memory,
+        "balloon_driver": False,
+    }
+    if fl == "hyperv":
+        filler.update(dynamic=False, startup=memory)
+    return parse_scenario({**data, "vms": [*data["vms"], filler]}, source=f"random scenario {scenario.seed}")
 
 
 def _vm_count(rng: random.Random, physical: int) -> int:
@@ -145,11 +209,20 @@ def _vm_count(rng: random.Random, physical: int) -> int:
 
 
 def _vm(
-    rng: random.Random, fl: Flavor, k: int, mean: float, physical: int, room: int, horizon: float
+    rng: random.Random,
+    fl: Flavor,
+    k: int,
+    mean: float,
+    physical: int,
+    room: int,
+    horizon: float,
+    size: int | None = None,
 ) -> dict[str, Any]:
     memory = _down(max(_MIN_VM, _log_uniform(rng, mean / 4, mean * 2.5)))
     if rng.random() < 0.05:  # bigger than the host
         memory = _down(physical * rng.uniform(1.05, 2.0))
+    if size is not None:  # an extreme asked for (the draws above still made: the next VMs the same)
+        memory = size
     used_share = rng.choice((rng.uniform(0.02, 0.3), rng.uniform(0.3, 0.8), rng.uniform(0.8, 1.0)))
     used = max(_MIN_VM // 2, int(memory * used_share))
     used = min(used, memory)
@@ -359,12 +432,18 @@ class OperatorEvent:
     arg: str | float | None = None
 
 
-def operator_events(scenario: Scenario, *, seed: int, seconds: float) -> list[OperatorEvent]:
-    """Events drawn from ``seed`` within the scenario's first ``seconds``, in time order."""
+def operator_events(
+    scenario: Scenario, *, seed: int, seconds: float, busy: bool = False
+) -> list[OperatorEvent]:
+    """Events drawn from ``seed`` within the scenario's first ``seconds``, in time order; ``busy``:
+    20–60 of them (a fleet under maintenance) rather than at most six."""
     rng = random.Random(f"operator-{seed}")
     ids = [v.id or v.name for v in scenario.vms]
     out: list[OperatorEvent] = []
-    for _ in range(rng.choice((0, 0, 1, 2, 3, 6))):
+    count = rng.choice((0, 0, 1, 2, 3, 6))
+    if busy:
+        count = random.Random(f"busy-{seed}").randint(20, 60)
+    for _ in range(count):
         action = rng.choice(OPERATOR_ACTIONS)
         arg: str | float | None = None
         if action == "rename":

@@ -60,3 +60,39 @@ def test_events_play_in_time_and_a_failed_one_is_skipped() -> None:
     assert played == 2 and not world.guests[vm].running
     world.advance(20)
     assert play(world, events, played) == 3 and world.guests[vm].running
+
+
+def test_no_extremes_draws_the_scenario_the_seed_always_drew() -> None:
+    from hvballoon.fake.randomized import Extremes
+
+    for seed in (0, 3, 11):
+        assert random_scenario(seed, extremes=Extremes()) == random_scenario(seed)
+    s = random_scenario(3)
+    assert operator_events(s, seed=3, seconds=600, busy=False) == operator_events(s, seed=3, seconds=600)
+
+
+@pytest.mark.slow
+def test_the_extremes_reach_what_real_fleets_have() -> None:
+    from hvballoon.fake.randomized import Extremes
+
+    MiB = 1024**2
+    seeds = range(12)
+    crowds = [random_scenario(seed, extremes=Extremes(crowd=True)) for seed in seeds]
+    assert all(200 <= len(s.vms) <= 400 for s in crowds)
+    tiny = [random_scenario(seed, extremes=Extremes(tiny=True)) for seed in seeds]
+    assert any(v.memory == 256 * MiB for s in tiny for v in s.vms)
+    huge = [random_scenario(seed, extremes=Extremes(huge=True)) for seed in seeds]
+    assert all(any(v.memory == 2048 * GiB for v in s.vms) for s in huge)
+    tight = 0
+    for seed in seeds:
+        s = random_scenario(seed, extremes=Extremes(tight=True))
+        world = World(s)  # accepted as drawn
+        if any(v.name == "filler" for v in s.vms):
+            tight += 1
+            # what is free is (about) the reserve, which the simulated host takes back first
+            assert world.host_free_bytes - s.host.reserve <= 0.04 * s.host.physical
+    assert tight >= len(seeds) // 2
+    for s in (*crowds, *tiny, *huge):
+        World(s)
+    busy = operator_events(crowds[0], seed=0, seconds=600, busy=True)
+    assert 20 <= len(busy) <= 60
