@@ -529,8 +529,14 @@ class World:
         due = stalled_guests(s, self.active(), s.floor, t0, self.now, dt, cur0, self.panic_delay)
         for i in due:
             self.crash(int(i), reason="panic")
-        if s.host_swapped.sum() > self.host.swap_bytes:
-            victim = int(np.argmax(np.where(self.active(), s.host_backed, -1.0)))
+        # the host's OOM killer kills until what is left fits (as Linux's does, one process after
+        # another within moments), not one VM per block: how many die must not depend on how the
+        # world is advanced (one 60 s call or sixty 1 s calls)
+        while s.host_swapped.sum() > self.host.swap_bytes:
+            alive = self.active()
+            if not alive.any():
+                break
+            victim = int(np.argmax(np.where(alive, s.host_backed, -1.0)))
             self.crash(victim, reason="host_oom")
 
     def crash(self, i: int, *, reason: str) -> None:
