@@ -160,14 +160,18 @@ def run_one(
     policy_options: dict[str, Any] | None = None,
     scenario: Scenario | None = None,
     hugepages: bool = False,
+    idle_held: bool = False,
     extremes: tuple[str, ...] = (),
 ) -> Run:
     """``policy`` on seed ``seed``'s scenario (or ``scenario``, one cut down from it: the seed
     still draws the events and settings, for the VMs it kept), pushed to the ``extremes`` named
-    (:data:`EXTREMES`); ``hugepages``: drawn with :func:`random_scenario`'s option of that name."""
+    (:data:`EXTREMES`); ``hugepages`` and ``idle_held``: drawn with :func:`random_scenario`'s
+    options of those names."""
     started = time.perf_counter()
     shape = Extremes(**{name: True for name in extremes if name != "busy"})
-    spec = scenario or random_scenario(seed, hours=minutes / 60, hugepages=hugepages, extremes=shape)
+    spec = scenario or random_scenario(
+        seed, hours=minutes / 60, hugepages=hugepages, idle_held=idle_held, extremes=shape
+    )
     seconds = minutes * 60.0
     kept = {v.id for v in spec.vms}
     drawn = random_scenario(seed, extremes=shape)
@@ -326,24 +330,40 @@ def _check_round(
             )
 
 
-def _job(args: tuple[int, str, float, dict[str, Any], bool, tuple[str, ...]]) -> Run:
-    seed, policy, minutes, options, hugepages, extremes = args
+def _job(args: tuple[int, str, float, dict[str, Any], bool, bool, tuple[str, ...]]) -> Run:
+    seed, policy, minutes, options, hugepages, idle_held, extremes = args
     return run_one(
-        seed, policy, minutes=minutes, policy_options=options, hugepages=hugepages, extremes=extremes
+        seed,
+        policy,
+        minutes=minutes,
+        policy_options=options,
+        hugepages=hugepages,
+        idle_held=idle_held,
+        extremes=extremes,
     )
 
 
 def probe(
-    seeds: range,
+    seeds: range | list[int],
     *,
     minutes: float,
     policies: tuple[str, ...] = POLICIES,
     jobs: int = 1,
     policy_options: dict[str, Any] | None = None,
     hugepages: bool = False,
+    idle_held: bool = False,
+    flavor: str | None = None,
     extremes: tuple[str, ...] = (),
 ) -> list[Run]:
-    work = [(s, p, minutes, dict(policy_options or {}), hugepages, extremes) for s in seeds for p in policies]
+    """Every policy of ``policies`` on every seed of ``seeds`` (only those whose world is of
+    ``flavor``, when given)."""
+    if flavor is not None:
+        seeds = [s for s in seeds if random_scenario(s).flavor == flavor]
+    work = [
+        (s, p, minutes, dict(policy_options or {}), hugepages, idle_held, extremes)
+        for s in seeds
+        for p in policies
+    ]
     if jobs <= 1:
         return [_job(w) for w in work]
     from concurrent.futures import ProcessPoolExecutor
@@ -414,6 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         help="push the draws to this shape (repeatable): crowd 200-400 VMs, tiny VMs of 256 MiB, a huge "
         "one of 2 TiB, a tight host with almost no free memory at the start, busy 20-60 operator events",
     )
+    parser.add_argument(
+        "--idle-held",
+        action="store_true",
+        help="ESXi worlds draw guests holding memory they do not touch (random_scenario's option)",
+    )
+    parser.add_argument(
+        "--flavor", choices=("kvm", "esxi", "hyperv"), help="only the seeds whose world is of this flavour"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (processes; same figures)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--runs", action="store_true", help="include every run in the JSON")
@@ -436,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         policy_options=options,
         hugepages=args.hugepages,
         extremes=tuple(sorted(set(args.extreme))),
+        idle_held=args.idle_held,
+        flavor=args.flavor,
     )
     violations = [{"seed": r.seed, "policy": r.policy, "violation": v} for r in runs for v in r.violations]
     fields: dict[str, Any] = {
@@ -444,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         "policy_options": {k: str(v) for k, v in options.items()},
         "hugepages": args.hugepages,
         "extremes": sorted(set(args.extreme)),
+        "idle_held": args.idle_held,
+        "flavor": args.flavor,
         "capacity": {c: len({r.seed for r in runs if r.capacity == c}) for c in ("whole", "demand", "over")},
         "flavors": {f: len({r.seed for r in runs if r.flavor == f}) for f in ("kvm", "esxi", "hyperv")},
         "dry_runs": len({r.seed for r in runs if r.dry_run}),

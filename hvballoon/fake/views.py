@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
-from hvballoon.fake.flavors import esxi_unreserved_bytes
+from hvballoon.fake.flavors import IDLE_HELD, esxi_unreserved_bytes
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits, guest_notes
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
@@ -241,7 +241,7 @@ class ESXiView(FlavorView):
         false``: no vmmemctl) has ``guestMemoryUsage`` 0 and a gray guest heartbeat, which the
         esxi backend reads as unknown (its stats stale, the kind's note saying why), not as a
         guest that uses nothing; one with VMware Tools a green heartbeat."""
-        used = g.used_bytes if g.balloon_driver else None
+        used = self.active_bytes(g) if g.balloon_driver else None
         heartbeat = "green" if g.balloon_driver else "gray"
         return MemoryStats(
             **common,
@@ -261,6 +261,13 @@ class ESXiView(FlavorView):
                 **guest_notes(0 if used is None else used, heartbeat),
             },
         )
+
+    @staticmethod
+    def active_bytes(g: Guest) -> int:
+        """``guestMemoryUsage``, ESXi's active estimate: the guest's use less the part it holds
+        but does not touch (scenario ``idle_held``), which sampling sees as idle."""
+        used = g.used_bytes
+        return used - int(used * float(g.config.get(IDLE_HELD) or 0.0))
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         c = g.config

@@ -42,3 +42,15 @@ def test_every_policy_keeps_the_invariants(probe: ModuleType, seed: int) -> None
     for policy in probe.POLICIES:
         run = probe.run_one(seed, policy, minutes=5)
         assert run.violations == [], (seed, policy)
+
+
+def test_the_probe_runs_only_the_flavour_asked_and_draws_idle_held_worlds(probe: ModuleType) -> None:
+    """``--flavor esxi`` keeps the ESXi seeds only; ``--idle-held`` runs them on the worlds
+    random_scenario draws with that option, invariants kept."""
+    from hvballoon.fake.randomized import random_scenario
+
+    esxi = [s for s in range(12) if random_scenario(s).flavor == "esxi"]
+    runs = probe.probe(range(12), minutes=2, policies=("hvballoon",), flavor="esxi", idle_held=True)
+    assert [r.seed for r in runs] == esxi and esxi
+    assert all(r.flavor == "esxi" and r.violations == [] for r in runs)
+    assert any(v.idle_held for s in esxi for v in random_scenario(s, hours=2 / 60, idle_held=True).vms)
