@@ -18,9 +18,7 @@ from hvballoon.errors import ScenarioError
 from hvballoon.fake.randomized import random_scenario
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
-from hvballoon.policy import Controller, ControllerSettings
 from tests.support.cli import stats_frees_nothing
-from tests.support.policies import Fixed
 
 GiB = 2**30
 MiB = 2**20
@@ -45,39 +43,6 @@ def test_the_fake_says_which_domains_huge_pages_back() -> None:
         configs = {c.vm.name: c for c in hv.get_configs()}
     assert (configs["nfv01"].extra["hugepages"], configs["nfv01"].extra["hugepage_bytes"]) == (True, 2 * MiB)
     assert "hugepages" not in configs["web01"].extra and "hugepage_bytes" not in configs["web01"].extra
-
-
-def test_a_huge_page_domains_balloon_takes_from_the_guest_and_gives_the_host_nothing() -> None:
-    w = _world()
-    w.advance(30)
-    nfv, web = w.guest("nfv01"), w.guest("web01")
-    assert nfv.host_backed_bytes == 8 * GiB  # reserved from the pool whole, used or not
-    assert web.host_backed_bytes < 8 * GiB
-    with hvballoon.connect("fake://", world=w) as hv:
-        before = w.host_free_bytes
-        hv.set_target("nfv01", 4 * GiB)
-        w.advance(60)
-        assert nfv.current_bytes == 4 * GiB  # the guest lost it
-        assert w.host_free_bytes == before  # the host gained nothing
-        assert nfv.host_backed_bytes == 8 * GiB
-
-
-def test_the_host_never_swaps_huge_pages() -> None:
-    w = _world(physical="11GiB")
-    with hvballoon.connect("fake://", world=w) as hv:
-        hv.set_target("web01", 8 * GiB)
-        w.advance(120)
-    assert w.guest("nfv01").host_swapped_bytes == 0
-    assert w.guest("web01").host_swapped_bytes > 0
-
-
-def test_the_controller_holds_a_huge_page_domain_as_on_libvirt() -> None:
-    with hvballoon.connect("fake://", world=_world()) as hv:
-        settings = ControllerSettings(host_memory_bytes=32 * GiB)
-        d = {x.vm: x for x in Controller(hv, Fixed(2 * GiB), settings).step()}
-    assert d["nfv01"].action == "hold" and d["nfv01"].rule == "controller.balloon_frees_nothing"
-    assert "huge pages" in d["nfv01"].reason
-    assert d["web01"].action == "lower"
 
 
 def test_hvballoon_stats_marks_a_huge_page_domain(tmp_path: Path) -> None:

@@ -15,9 +15,7 @@ import pytest
 import hvballoon
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.world import World
-from hvballoon.policy import Controller, ControllerSettings
 from tests.support.cli import invoke, stats_frees_nothing
-from tests.support.policies import Fixed
 
 GiB = 2**30
 
@@ -39,39 +37,6 @@ def test_the_fake_says_which_domains_have_vfio_devices() -> None:
         configs = {c.vm.name: c for c in hv.get_configs()}
     assert configs["gpu01"].extra["vfio_devices"] == 1
     assert configs["web01"].extra["vfio_devices"] == 0
-
-
-def test_a_pinned_domains_balloon_takes_from_the_guest_and_gives_the_host_nothing() -> None:
-    w = _world()
-    w.advance(30)
-    gpu, web = w.guest("gpu01"), w.guest("web01")
-    assert gpu.host_backed_bytes == 8 * GiB  # pinned whole from the start, used or not
-    assert web.host_backed_bytes < 8 * GiB  # what the guest touched (free page reporting)
-    with hvballoon.connect("fake://", world=w) as hv:
-        before = w.host_free_bytes
-        hv.set_target("gpu01", 4 * GiB)
-        w.advance(60)
-        assert gpu.current_bytes == 4 * GiB  # the guest lost it
-        assert w.host_free_bytes == before  # the host gained nothing
-        assert gpu.host_backed_bytes == 8 * GiB
-
-
-def test_the_host_never_swaps_pinned_memory() -> None:
-    # 10 GiB for the VMs' 16 GiB: the host swaps what is not pinned
-    w = _world(physical="11GiB")
-    with hvballoon.connect("fake://", world=w) as hv:
-        hv.set_target("web01", 8 * GiB)
-        w.advance(120)
-    assert w.guest("gpu01").host_swapped_bytes == 0
-    assert w.guest("web01").host_swapped_bytes > 0
-
-
-def test_the_controller_holds_a_pinned_domain_as_on_libvirt() -> None:
-    with hvballoon.connect("fake://", world=_world()) as hv:
-        settings = ControllerSettings(host_memory_bytes=32 * GiB)
-        d = {x.vm: x for x in Controller(hv, Fixed(2 * GiB), settings).step()}
-    assert d["gpu01"].action == "hold" and d["gpu01"].rule == "controller.balloon_frees_nothing"
-    assert d["web01"].action == "lower"
 
 
 def _scenario_uri(tmp_path: Path) -> str:
