@@ -330,17 +330,9 @@ def _check_round(
             )
 
 
-def _job(args: tuple[int, str, float, dict[str, Any], bool, bool, tuple[str, ...]]) -> Run:
-    seed, policy, minutes, options, hugepages, idle_held, extremes = args
-    return run_one(
-        seed,
-        policy,
-        minutes=minutes,
-        policy_options=options,
-        hugepages=hugepages,
-        idle_held=idle_held,
-        extremes=extremes,
-    )
+def _job(args: tuple[int, str, float, dict[str, Any], dict[str, Any]]) -> Run:
+    seed, policy, minutes, options, draws = args
+    return run_one(seed, policy, minutes=minutes, policy_options=options, **draws)
 
 
 def probe(
@@ -359,11 +351,8 @@ def probe(
     ``flavor``, when given)."""
     if flavor is not None:
         seeds = [s for s in seeds if random_scenario(s).flavor == flavor]
-    work = [
-        (s, p, minutes, dict(policy_options or {}), hugepages, idle_held, extremes)
-        for s in seeds
-        for p in policies
-    ]
+    draws = {"hugepages": hugepages, "idle_held": idle_held, "extremes": extremes}
+    work = [(s, p, minutes, dict(policy_options or {}), draws) for s in seeds for p in policies]
     if jobs <= 1:
         return [_job(w) for w in work]
     from concurrent.futures import ProcessPoolExecutor

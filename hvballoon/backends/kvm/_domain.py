@@ -42,6 +42,7 @@ from ._native import libvirt
 __all__ = [
     "DomainXML",
     "Freshness",
+    "page_bytes",
     "parse_domain_xml",
     "power_state",
     "record_from_per_domain",
@@ -191,13 +192,16 @@ def hugepages(root: ET.Element) -> tuple[bool, int | None]:
     element = root.find("./memoryBacking/hugepages")
     if element is None:
         return False, None
-    sizes = []
-    for page in element.findall("page"):
-        size = page.get("size")
-        factor = _UNITS.get((page.get("unit") or "KiB").lower())
-        if size is not None and size.strip().isdigit() and factor is not None:
-            sizes.append(int(size.strip()) * factor)
+    sizes = [size for size in map(page_bytes, element.findall("page")) if size is not None]
     return True, (max(sizes) if sizes else None)
+
+
+def page_bytes(page: ET.Element) -> int | None:
+    """The size of a libvirt page element (a domain's ``<hugepages><page>``, the capabilities'
+    ``<pages>``): ``size`` in ``unit``, KiB by default, in bytes; ``None`` where unreadable."""
+    size = (page.get("size") or "").strip()
+    factor = _UNITS.get((page.get("unit") or "KiB").lower())
+    return int(size) * factor if size.isdigit() and factor is not None else None
 
 
 def parse_domain_xml(text: str) -> DomainXML:

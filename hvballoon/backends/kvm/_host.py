@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from hvballoon.units import KiB, MiB
 
+from ._domain import page_bytes
 from ._errors import error_code
 from ._native import libvirt, libvirt_error
 
@@ -84,11 +85,7 @@ def _optional(call: Callable[[], T]) -> T | None:
 def _base_page_bytes(capabilities_xml: str) -> int | None:
     """The host's smallest page size (``<host><cpu><pages unit='KiB' size='4'/>``), in bytes."""
     root = ET.fromstring(capabilities_xml)  # noqa: S314 - libvirt's own output
-    sizes = []
-    for page in root.findall("./host/cpu/pages"):
-        unit, size = (page.get("unit") or "KiB"), page.get("size")
-        if size is not None and size.isdigit() and unit in ("KiB", "K"):
-            sizes.append(int(size) * KiB)
+    sizes = [size for size in map(page_bytes, root.findall("./host/cpu/pages")) if size is not None]
     return min(sizes) if sizes else None
 
 
@@ -112,9 +109,9 @@ def _huge_page_pools(capabilities_xml: str) -> HugePagePools | None:
     for cell in cells:
         counts: dict[int, int] = {}
         for page in cell.findall("pages"):
-            unit, kib, count = (page.get("unit") or "KiB"), page.get("size"), (page.text or "").strip()
-            if kib is not None and kib.isdigit() and count.isdigit() and unit in ("KiB", "K"):
-                counts[int(kib) * KiB] = int(count)
+            size, count = page_bytes(page), (page.text or "").strip()
+            if size is not None and count.isdigit():
+                counts[size] = int(count)
         listed = listed or bool(counts)
         for size_bytes, n in counts.items():
             if size_bytes > min(counts):
