@@ -65,6 +65,7 @@ def test_a_log_level_that_is_no_logging_level_is_refused(level: object) -> None:
         RetryPolicy(log_level=level)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_the_sessions_autoballoon_opens_again_in_an_outage_retry_at_debug_level(
     tmp_path: object, caplog: pytest.LogCaptureFixture
 ) -> None:

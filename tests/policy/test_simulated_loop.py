@@ -57,7 +57,9 @@ def test_a_failed_sweep_backs_off_from_the_pace_the_rounds_kept(host: str) -> No
     assert len(failed) < (OUTAGE[1] - OUTAGE[0]) / 30  # an outage is not swept every second
 
 
-@pytest.mark.parametrize(("host", "bearable"), [("calm", 5), ("exposed", 8)])
+@pytest.mark.parametrize(
+    ("host", "bearable"), [("calm", 5), pytest.param("exposed", 8, marks=pytest.mark.slow)]
+)
 def test_three_minutes_of_failed_rounds_give_back_what_was_lowered(host: str, bearable: int) -> None:
     # ``bearable`` sweeps in a row fail (three attempts each: the session retries a lost
     # connection) — as many as fit in three minutes of backoff from the rounds' pace (10+20+40+
@@ -85,6 +87,7 @@ def test_three_minutes_of_failed_rounds_give_back_what_was_lowered(host: str, be
     assert released == (failures[-1], sorted(lowered))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", sorted(HOSTS))
 def test_the_simulated_rounds_fall_when_the_service_loops_do(host: str) -> None:
     physical, _pace = HOSTS[host]
