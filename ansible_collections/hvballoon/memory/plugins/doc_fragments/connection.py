@@ -3,7 +3,8 @@
 
 
 class ModuleDocFragment:
-    # The connection options every hvballoon.memory module shares.
+    # What every hvballoon.memory module shares: the connection options, the requirements and
+    # notes, and the attributes all three have alike (each module adds its own diff_mode).
     DOCUMENTATION = r"""
 options:
   uri:
@@ -37,6 +38,14 @@ options:
       - Seconds each remote call may take before it fails with the error code V(timeout).
     type: float
     default: 30
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  platform:
+    description: Runs where the SDK can reach the hypervisor.
+    support: full
+    platforms: posix
 requirements:
   - Python 3.10 or later on the host that runs the module.
   - The hvballoon Python package (C(pip install hvballoon)) and the backend for O(uri)

@@ -37,16 +37,9 @@ options:
     choices: [stats, config, capabilities, host]
     default: [stats, config, host]
 attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  platform:
-    description: Runs where the SDK can reach the hypervisor.
-    support: full
-    platforms: posix
 seealso:
   - module: hvballoon.memory.target
   - module: hvballoon.memory.config

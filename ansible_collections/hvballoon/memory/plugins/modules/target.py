@@ -69,16 +69,9 @@ options:
     type: bool
     default: false
 attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-  platform:
-    description: Runs where the SDK can reach the hypervisor.
-    support: full
-    platforms: posix
 seealso:
   - module: hvballoon.memory.memory_info
   - module: hvballoon.memory.config
