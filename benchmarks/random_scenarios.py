@@ -161,16 +161,22 @@ def run_one(
     scenario: Scenario | None = None,
     hugepages: bool = False,
     idle_held: bool = False,
+    reserved: bool = False,
     extremes: tuple[str, ...] = (),
 ) -> Run:
     """``policy`` on seed ``seed``'s scenario (or ``scenario``, one cut down from it: the seed
     still draws the events and settings, for the VMs it kept), pushed to the ``extremes`` named
-    (:data:`EXTREMES`); ``hugepages`` and ``idle_held``: drawn with :func:`random_scenario`'s
-    options of those names."""
+    (:data:`EXTREMES`); ``hugepages``, ``idle_held`` and ``reserved``: drawn with
+    :func:`random_scenario`'s options of those names."""
     started = time.perf_counter()
     shape = Extremes(**{name: True for name in extremes if name != "busy"})
     spec = scenario or random_scenario(
-        seed, hours=minutes / 60, hugepages=hugepages, idle_held=idle_held, extremes=shape
+        seed,
+        hours=minutes / 60,
+        hugepages=hugepages,
+        idle_held=idle_held,
+        reserved=reserved,
+        extremes=shape,
     )
     seconds = minutes * 60.0
     kept = {v.id for v in spec.vms}
@@ -344,6 +350,7 @@ def probe(
     policy_options: dict[str, Any] | None = None,
     hugepages: bool = False,
     idle_held: bool = False,
+    reserved: bool = False,
     flavor: str | None = None,
     extremes: tuple[str, ...] = (),
 ) -> list[Run]:
@@ -351,7 +358,7 @@ def probe(
     ``flavor``, when given)."""
     if flavor is not None:
         seeds = [s for s in seeds if random_scenario(s).flavor == flavor]
-    draws = {"hugepages": hugepages, "idle_held": idle_held, "extremes": extremes}
+    draws = {"hugepages": hugepages, "idle_held": idle_held, "reserved": reserved, "extremes": extremes}
     work = [(s, p, minutes, dict(policy_options or {}), draws) for s in seeds for p in policies]
     if jobs <= 1:
         return [_job(w) for w in work]
@@ -429,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ESXi worlds draw guests holding memory they do not touch (random_scenario's option)",
     )
     parser.add_argument(
+        "--reserved",
+        action="store_true",
+        help="ESXi worlds draw VMs reserving 85-100%% of their memory (random_scenario's option)",
+    )
+    parser.add_argument(
         "--flavor", choices=("kvm", "esxi", "hyperv"), help="only the seeds whose world is of this flavour"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (processes; same figures)")
@@ -454,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         hugepages=args.hugepages,
         extremes=tuple(sorted(set(args.extreme))),
         idle_held=args.idle_held,
+        reserved=args.reserved,
         flavor=args.flavor,
     )
     violations = [{"seed": r.seed, "policy": r.policy, "violation": v} for r in runs for v in r.violations]
@@ -464,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "hugepages": args.hugepages,
         "extremes": sorted(set(args.extreme)),
         "idle_held": args.idle_held,
+        "reserved": args.reserved,
         "flavor": args.flavor,
         "capacity": {c: len({r.seed for r in runs if r.capacity == c}) for c in ("whole", "demand", "over")},
         "flavors": {f: len({r.seed for r in runs if r.flavor == f}) for f in ("kvm", "esxi", "hyperv")},

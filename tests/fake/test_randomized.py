@@ -96,3 +96,24 @@ def test_the_extremes_reach_what_real_fleets_have() -> None:
         World(s)
     busy = operator_events(crowds[0], seed=0, seconds=600, busy=True)
     assert 20 <= len(busy) <= 60
+
+
+def test_reserved_draws_esxi_reservations_near_the_size_only_when_asked() -> None:
+    """``reserved`` draws from a stream of its own: besides some ESXi VMs' reservation (85-100 %
+    of their memory, within a limit raised to it, as ESXi's admission control lets them on) the
+    seed's world is the one it drew without it; the simulator accepts it."""
+    drawn = 0
+    for seed in range(40):
+        plain, near = random_scenario(seed), random_scenario(seed, reserved=True)
+        if plain.flavor != "esxi":
+            assert near == plain
+            continue
+        World(near)  # admitted as drawn
+        for a, b in zip(plain.vms, near.vms, strict=True):
+            keep = ("reservation", "limit", "memory_reservation_lock")
+            assert b.model_copy(update={k: getattr(a, k) for k in keep}) == a
+            if b.reservation and b.reservation != a.reservation:
+                assert 0.85 * b.memory - 4 * 1024**2 <= b.reservation <= b.memory
+                assert b.limit is None or b.limit >= b.reservation
+                drawn += 1
+    assert drawn > 0
