@@ -45,6 +45,7 @@ __all__ = [
     "boot",
     "carry_over",
     "guest_memory",
+    "held_demand",
     "move_balloons",
     "new_oom_kills",
     "next_panic_at",
@@ -242,6 +243,25 @@ class GuestBlock:
     swap_backlog: Arr
 
 
+def held_demand(demand: Arr, current: Arr, swap_size: Arr, floor: Arr) -> Arr:
+    """What a guest holds of its ``demand``: at most its ``current`` memory plus its swap, and
+    none of its floor (kernel and unfreeable memory, never swapped) that its memory cannot hold —
+    a guest may be given less than its floor when no balloon driver steers it (a Hyper-V Dynamic
+    Memory VM without its integration services stays at its startup memory). The rest is its
+    OOM killer's.
+
+    >>> import numpy as np
+    >>> MiB = 2**20
+    >>> [int(x) // MiB for x in held_demand(*(np.array([v * MiB]) for v in (950, 624, 236, 920)))]
+    [654]
+    """
+    import numpy as np
+
+    unheld = np.maximum(np.subtract(floor, current), 0.0)
+    held: Arr = np.maximum(np.minimum(np.add(current, swap_size), np.subtract(demand, unheld)), 0.0)
+    return held
+
+
 def guest_memory(
     state: GuestState,
     current: Arr,
@@ -262,6 +282,11 @@ def guest_memory(
     rows = current.shape[0]
     deff = np.add(current, state.swap_size, out=buf.effective_demand)
     np.minimum(demand, deff, out=deff)
+    under = np.nonzero((current < floor).any(axis=0))[0]  # given less than their floor
+    if under.size:
+        deff[:, under] = held_demand(
+            demand[:, under], current[:, under], state.swap_size[under], floor[under]
+        )
     oom = np.greater(demand, deff, out=buf.oom)
     roomy = np.subtract(current, deff, out=buf.roomy)  # free + cache, before anything is swapped
     z0 = state.swap_backlog
@@ -287,6 +312,11 @@ def guest_memory(
         swapped = buf.gather("swapped", deff, sc)
         np.subtract(swapped, floor[sc], out=swapped)
         np.minimum(zs, swapped, out=swapped)
+        # at least what memory cannot hold (binds only where memory is below the floor: the
+        # floor it holds is then all it has)
+        need = buf.gather("gathered", roomy, sc)
+        np.negative(need, out=need)
+        np.maximum(swapped, need, out=swapped)
         z_last[sc] = zs[-1]
         # roomy[:, sc] += swapped; used[:, sc] -= swapped (the guests' columns are distinct)
         room = buf.gather("gathered", roomy, sc)
@@ -490,7 +520,7 @@ def boot(state: GuestState, current: Arr, cache: Arr, floor: Arr, *, backs_assig
     live = act | (s.paused > 0)
     cur = np.where(live, current, 0.0)
     dem = np.where(live, np.maximum(s.used_baseline, floor), 0.0)
-    deff = np.minimum(dem, cur + s.swap_size)
+    deff = held_demand(dem, cur, s.swap_size, floor)
     swp = np.maximum(deff - cur, 0.0)
     cache = np.clip(np.minimum(cache, cur - deff + swp), 0.0, None)
     cache = np.minimum(cache, s.cache_max)

@@ -47,6 +47,7 @@ from hvballoon.fake.physics import (
     boot,
     carry_over,
     guest_memory,
+    held_demand,
     move_balloons,
     new_oom_kills,
     next_panic_at,
@@ -646,7 +647,7 @@ class World:
             floor = s.floor
             current = float(self.hypervisor.initial_current(self, floor)[i])
             demand = float(max(s.used_baseline[i], floor[i]))
-            held = min(demand, current + s.swap_size[i])
+            held = float(held_demand(np.array(demand), np.array(current), s.swap_size[i], floor[i]))
             swapped = max(held - current, 0.0)
             s.current[i], s.demand[i], s.effective_demand[i] = current, demand, held
             s.guest_swapped[i] = s.swap_backlog[i] = swapped
