@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hvballoon.errors import InvalidStateError
-from hvballoon.fake.flavors import IDLE_HELD, esxi_unreserved_bytes
+from hvballoon.fake.flavors import IDLE_HELD, active_bytes, esxi_unreserved_bytes
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits, guest_notes
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
@@ -266,8 +266,7 @@ class ESXiView(FlavorView):
     def active_bytes(g: Guest) -> int:
         """``guestMemoryUsage``, ESXi's active estimate: the guest's use less the part it holds
         but does not touch (scenario ``idle_held``), which sampling sees as idle."""
-        used = g.used_bytes
-        return used - int(used * float(g.config.get(IDLE_HELD) or 0.0))
+        return int(active_bytes(g.used_bytes, float(g.config.get(IDLE_HELD) or 0.0)))
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         c = g.config

@@ -238,6 +238,8 @@ class World:
         #: each VM's run (libvirt's domain ID: a new one at each start; None while it is off)
         self.runs: list[int | None] = _first_runs(self.power)
         self.configs = [self.hypervisor.config(s) for s in specs]
+        #: ESXi: each VM's ``idle_held`` share, read from the configurations when first needed
+        self.idle_held: Arr | None = None
         self.state = GuestState.zeros(self.n)
         self._fill_state(specs)
         #: the workloads, grouped by kind (their random walks are state too)

@@ -107,3 +107,28 @@ def test_random_worlds_draw_idle_held_only_when_asked_and_are_otherwise_the_same
         assert all(0.2 <= f <= 0.7 for f in marked)
         drawn += len(marked)
     assert drawn > 0
+
+
+def test_esxi_balloons_a_guest_whose_use_is_partly_idle_harder() -> None:
+    """Under pressure ESXi's idle memory tax takes from the VM whose memory is idle by its active
+    estimate: of two VMs alike but for the part one holds and does not touch, that one's
+    balloon grows first and larger (and without ``idle_held`` the two are ballooned alike)."""
+
+    def balloons(idle_held: object) -> tuple[int, int]:
+        vm = {"memory": "8GiB", "used": "6GiB"}
+        data = {
+            "name": "tax",
+            "flavor": "esxi",
+            "host": {"name": "h", "physical": "11GiB", "swap": "8GiB"},
+            "vms": [{"name": "a", **vm, "idle_held": idle_held}, {"name": "b", **vm}],
+        }
+        if idle_held is None:
+            del data["vms"][0]["idle_held"]
+        w = World(parse_scenario(data), strict=True)
+        w.advance(300)
+        return w.guest("a").ballooned_bytes, w.guest("b").ballooned_bytes
+
+    alike_a, alike_b = balloons(None)
+    assert alike_a == alike_b
+    idle_a, idle_b = balloons("60%")
+    assert idle_a > idle_b + 512 * MiB, (idle_a, idle_b)
