@@ -59,22 +59,23 @@ def account(world: World) -> dict[str, Any]:
     overheads = int(h.overhead_bytes + world.overheads())
     resident = sum(int(g.host_resident_bytes) for g in world.guests.values())
     zpool = int(s.compression_cache.sum())
-    total = overheads + resident + zpool + world.host_free_bytes
-    return {
-        "now": world.now,
-        "guests": guests,
-        "host": {
-            "physical": h.physical_bytes,
-            "overheads": overheads,
-            "resident": resident,
-            "compression_cache": zpool,
-            "free": world.host_free_bytes,
-            "swapped": int(s.host_swapped.sum()),
-            "compressed": int(s.compressed.sum()),
-            "shared": int(s.shared.sum()),
-            "conserved": total == h.physical_bytes and world.host_free_bytes >= 0,
-        },
+    # KVM: the huge-page pool's part no VM fills (a host without a pool has no such key)
+    pool_idle = int(world.hugepage_pool_idle_bytes()) if world.hugepage_pool else None
+    total = overheads + resident + zpool + (pool_idle or 0) + world.host_free_bytes
+    host: dict[str, Any] = {
+        "physical": h.physical_bytes,
+        "overheads": overheads,
+        "resident": resident,
+        "compression_cache": zpool,
+        "free": world.host_free_bytes,
+        "swapped": int(s.host_swapped.sum()),
+        "compressed": int(s.compressed.sum()),
+        "shared": int(s.shared.sum()),
+        "conserved": total == h.physical_bytes and world.host_free_bytes >= 0,
     }
+    if pool_idle is not None:
+        host["hugepage_pool_idle"] = pool_idle
+    return {"now": world.now, "guests": guests, "host": host}
 
 
 def check_block(
@@ -134,6 +135,8 @@ def check_block(
     total = (
         h.overhead_bytes + world.overheads() + resident.sum(axis=1) + zpool.sum(axis=1) + reclaim.host_free
     )
+    if world.hugepage_pool:
+        total = total + world.hugepage_pool_idle_bytes()
     if np.abs(total - h.physical_bytes).max() > 0.5:
         problems.append("host memory not conserved")
     if problems:

@@ -436,6 +436,8 @@ class FakeBackend(Backend):
                     "host_swapped_bytes": acc["swapped"],
                     "reserve_bytes": host.reserve_bytes,
                     "flavor": self.flavor,
+                    # KVM: the huge-page pool (its part no VM fills is in none of the above)
+                    **self.view.host_extra(w),
                 },
             }
             running = [g for g in w.guests.values() if g.running and not g.crashed]

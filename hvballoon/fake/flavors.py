@@ -25,13 +25,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_powered_on, powers_on
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES, buffered_demand, not_started, starts
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES
+from hvballoon.kinds.kvm import (
+    HOTPLUG_MAXIMUM,
+    HUGEPAGE_BYTES,
+    HUGEPAGES,
+    VFIO_DEVICES,
+    below_one_huge_page,
+    hugepages_needed,
+    hugepages_short,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from hvballoon.fake.scenario import VMSpec
+    from hvballoon.fake.scenario import Scenario, VMSpec
     from hvballoon.fake.state import GuestState
     from hvballoon.fake.world import World
     from hvballoon.models import ConfigUpdate
@@ -141,6 +149,8 @@ class Flavor:
 
         h = world.host
         base = h.overhead_bytes + world.overheads()
+        if world.hugepage_pool:  # the pool's pages no VM backs: the host's, never free
+            base += world.hugepage_pool_idle_bytes()
         avail = h.physical_bytes - h.reserve_bytes
         total = held.sum(axis=1)
         parts = self._reclaim(world, held, total, base, avail)
@@ -202,6 +212,10 @@ class Flavor:
         """Why the hypervisor would not start the stopped VM ``i`` now, in its own words
         (``None``: it starts). By default it starts."""
         return None
+
+    def hugepage_pool(self, scenario: Scenario) -> dict[int, int]:
+        """The host's huge-page pool: pages of each size (bytes). By default none."""
+        return {}
 
     def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
         """What a guest logs when its workloads ask ``asked_bytes``, beyond its memory plus swap
@@ -292,6 +306,35 @@ class KVMFlavor(Flavor):
         ``<currentMemory>`` is its target again; so is its definition's stats period."""
         state.target[i] = float(config["startup_bytes"])
         state.stats_period[i] = config.get("defined_stats_period", state.stats_period[i])
+
+    def hugepage_pool(self, scenario: Scenario) -> dict[int, int]:
+        """The host's huge-page pool (``host.hugepage_pool``), by default exactly the pages its
+        VMs backed by huge pages need (:func:`~hvballoon.kinds.kvm.hugepages_needed`), running
+        or not: the pool is reserved at boot, whoever uses it."""
+        given = scenario.host.hugepage_pool
+        if given is not None:
+            return {page: size // page for page, size in sorted(given.items()) if size}
+        pool: dict[int, int] = {}
+        for spec in scenario.vms:
+            if spec.hugepages is not None:
+                pool[spec.hugepages] = pool.get(spec.hugepages, 0) + hugepages_needed(
+                    spec.memory, spec.hugepages
+                )
+        return dict(sorted(pool.items()))
+
+    def start_refusal(self, world: World, i: int) -> str | None:
+        """A domain backed by huge pages starts only with its pages free in the host's pool of
+        its page size (the kind's rule), and never below one page (QEMU's)."""
+        config = world.configs[i]
+        page = config.get(HUGEPAGE_BYTES)
+        if not config.get(HUGEPAGES) or not page:
+            return None
+        memory = int(world.state.memory[i])
+        below = below_one_huge_page(memory, page)
+        if below is not None:
+            return f"{world.names[i]!r} could not be started: {below}"
+        free = world.hugepage_pool.get(page, 0) - world.hugepages_in_use().get(page, 0)
+        return hugepages_short(world.names[i], page, hugepages_needed(memory, page), free)
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:
         """The balloon goes to its target; QEMU clamps a target above the VM's memory to it

@@ -43,7 +43,7 @@ from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_
 from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.kinds.hyperv import starts as hyperv_starts
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, below_one_huge_page, hugepages_needed, hugepages_short
 from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
 from hvballoon.units import format_sizes
 
@@ -129,6 +129,13 @@ class HostSpec(_Spec):
         ge=MIN_REBALANCE_PERIOD,
         description="How often ESXi / Hyper-V re-decide balloons (15 s / 5 s); at least 1 s, not on KVM.",
     )
+    hugepage_pool: dict[Size, Size] | None = Field(
+        default=None,
+        description="KVM: the host's huge-page pool, its size for each page size ({2MiB: 16GiB}), reserved "
+        "at boot (nr_hugepages): part of physical memory, never free; a VM backed by huge pages takes its "
+        "pages from it when it starts and gives them back when it stops. Default: exactly the pages the "
+        "scenario's huge-page VMs need.",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> HostSpec:
@@ -136,6 +143,18 @@ class HostSpec(_Spec):
             raise ValueError("physical must be above zero")
         if self.overhead + self.reserve >= self.physical:
             raise ValueError("overhead + reserve leave no memory for VMs")
+        for page, size in (self.hugepage_pool or {}).items():
+            if not _is_page_size(page):
+                raise ValueError(
+                    f"hugepage_pool: each key is a huge page size (2MiB, 1GiB: a power of two from 64KiB "
+                    f"to 16GiB), got {page} bytes"
+                )
+            if size < 0 or size % page:
+                shown_size, shown_page = format_sizes(size, page)
+                raise ValueError(f"hugepage_pool: {shown_size} is not a whole number of {shown_page} pages")
+        pool = sum((self.hugepage_pool or {}).values())
+        if pool > self.physical - self.overhead:
+            raise ValueError("hugepage_pool is more than the host's memory less its overhead")
         return self
 
 
@@ -401,6 +420,8 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
         if problem is not None:
             field, message, rule = problem
             _refuse(where, f"vms.{i}{field}", message, name, rule)
+    if name == "kvm":
+        _check_hugepages(scenario, hv, where, name)
     if name == "esxi":
         # the VMs powered on, powered on one after the other as ESXi would admit them: a
         # reservation as the flavour holds it (a locked one is the memory size) with the VM's
@@ -436,6 +457,25 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
         _CHECKED[key] = scenario  # kept alive while remembered, so its id is not another's
         while len(_CHECKED) > 16:
             del _CHECKED[next(iter(_CHECKED))]
+
+
+def _check_hugepages(scenario: Scenario, hv: HypervisorFlavor, where: str, name: str) -> None:
+    """KVM: a VM backed by huge pages that QEMU would not start (smaller than one page), and
+    VMs running at the start whose pages the host's pool cannot supply, started in turn."""
+    free = dict(hv.hugepage_pool(scenario))
+    for i, spec in enumerate(scenario.vms):
+        if spec.hugepages is None:
+            continue
+        below = below_one_huge_page(spec.memory, spec.hugepages)
+        if below is not None:
+            _refuse(where, f"vms.{i}.memory", f"QEMU would not start it: {below}", name)
+        if spec.power_state not in ("running", "paused"):
+            continue
+        need = hugepages_needed(spec.memory, spec.hugepages)
+        short = hugepages_short(spec.name, spec.hugepages, need, free.get(spec.hugepages, 0))
+        if short is not None:
+            _refuse(where, f"vms.{i}.hugepages", short + ": host.hugepage_pool is too small", name)
+        free[spec.hugepages] -= need
 
 
 #: the scenarios :func:`check_flavor` passed lately, by (id, flavour): a frozen scenario does not

@@ -19,7 +19,14 @@ from hvballoon.fake.flavors import IDLE_HELD, active_bytes, esxi_unreserved_byte
 from hvballoon.kinds import ESXI, HYPERV, KVM, Kind
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, admits, guest_notes
 from hvballoon.kinds.hyperv import NO_DEMAND_NOTE
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES, hugepage_extra
+from hvballoon.kinds.kvm import (
+    HOTPLUG_MAXIMUM,
+    HUGEPAGE_BYTES,
+    HUGEPAGES,
+    VFIO_DEVICES,
+    hugepage_extra,
+    hugepage_pool_extra,
+)
 from hvballoon.models import ConfigUpdate, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import format_size, format_sizes
 from hvballoon.virtio_balloon import Freshness
@@ -102,6 +109,11 @@ class FlavorView:
         """The host figures the real backend can read (``acc``: the world's host accounting;
         ``vm_overheads``: what its running VMs' overheads add up to)."""
         raise NotImplementedError
+
+    def host_extra(self, w: World) -> dict[str, Any]:
+        """The ``HostStats.extra`` keys of the host that the real backend reads besides its
+        figures (none by default)."""
+        return {}
 
     def check_resize(self, w: World, g: Guest, plan: ConfigUpdate, *, backend: str) -> None:
         """Refuse, as the host would, a change it cannot make now (checked after the kind's
@@ -222,6 +234,13 @@ class KVMView(FlavorView):
         # no swap or overhead figures (libvirt has none to give); KSM shares nothing: the world
         # runs none
         return {"shared_bytes": acc["shared"]}
+
+    def host_extra(self, w: World) -> dict[str, Any]:
+        """The host's huge-page pool as the kvm backend reads it (the capabilities' cell pages
+        and ``virNodeGetFreePages``): empty without one, never unknown."""
+        used = w.hugepages_in_use()
+        free = {page: n - used.get(page, 0) for page, n in w.hugepage_pool.items()}
+        return hugepage_pool_extra(w.hugepage_pool, free)
 
 
 class ESXiView(FlavorView):

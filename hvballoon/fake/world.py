@@ -61,6 +61,7 @@ from hvballoon.fake.physics import (
 from hvballoon.fake.scenario import Scenario, VMSpec, check_flavor
 from hvballoon.fake.state import GuestState
 from hvballoon.fake.workloads import WorkloadBlock, components
+from hvballoon.kinds.kvm import HUGEPAGE_BYTES, HUGEPAGES, hugepages_needed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -240,6 +241,13 @@ class World:
         self.configs = [self.hypervisor.config(s) for s in specs]
         #: ESXi: each VM's ``idle_held`` share, read from the configurations when first needed
         self.idle_held: Arr | None = None
+        #: KVM: the host's huge-page pool (pages of each size, bytes) and the VMs it backs
+        self.hugepage_pool: dict[int, int] = self.hypervisor.hugepage_pool(scenario)
+        self._hugepage_vms = [
+            (i, int(c[HUGEPAGE_BYTES]))
+            for i, c in enumerate(self.configs)
+            if c.get(HUGEPAGES) and c.get(HUGEPAGE_BYTES)
+        ]
         self.state = GuestState.zeros(self.n)
         self._fill_state(specs)
         #: the workloads, grouped by kind (their random walks are state too)
@@ -351,6 +359,27 @@ class World:
         s = self.state
         live = self.active() | ((s.paused > 0) & (s.crashed == 0))
         return float((s.overhead * live).sum())
+
+    def hugepages_in_use(self) -> dict[int, int]:
+        """KVM: the huge pages the VMs backed by them hold now (running or paused: their QEMU
+        process maps them; a stopped or gone one gave them back to the pool), by page size."""
+        s, used = self.state, dict.fromkeys(self.hugepage_pool, 0)
+        for i, page in self._hugepage_vms:
+            if (s.running[i] > 0 or s.paused[i] > 0) and s.crashed[i] == 0:
+                used[page] = used.get(page, 0) + hugepages_needed(int(s.memory[i]), page)
+        return used
+
+    def hugepage_pool_idle_bytes(self) -> float:
+        """KVM: what the huge-page pool holds that no VM's memory fills (its free pages, and the
+        tail of a last page a VM's size does not fill): the host's, outside its free memory."""
+        s = self.state
+        pool = sum(page * n for page, n in self.hugepage_pool.items())
+        held = sum(
+            float(s.memory[i])
+            for i, _ in self._hugepage_vms
+            if (s.running[i] > 0 or s.paused[i] > 0) and s.crashed[i] == 0
+        )
+        return max(pool - held, 0.0)
 
     # -- time ------------------------------------------------------------------------------
 

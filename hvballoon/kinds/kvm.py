@@ -36,6 +36,7 @@ backend that drives a QEMU balloon.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, ClassVar
 
 from pydantic import Field
@@ -59,7 +60,11 @@ __all__ = [
     "StatsPeriodOption",
     "balloon_frees_host_memory",
     "has_balloon_device",
+    "below_one_huge_page",
     "hugepage_extra",
+    "hugepage_pool_extra",
+    "hugepages_needed",
+    "hugepages_short",
     "numa_nodes",
     "virtio_mem_bytes",
 ]
@@ -139,6 +144,96 @@ def hugepage_extra(hugepages: bool, page_bytes: int | None) -> dict[str, bool | 
     ({'hugepages': True, 'hugepage_bytes': 2097152}, {})
     """
     return {HUGEPAGES: True, HUGEPAGE_BYTES: page_bytes} if hugepages else {}
+
+
+def hugepages_needed(memory_bytes: int, page_bytes: int) -> int:
+    """How many huge pages a domain of ``memory_bytes`` backed by pages of ``page_bytes`` takes
+    from the host's pool when it starts. QEMU maps guest RAM from hugetlbfs rounded up to whole
+    pages (``file_ram_alloc`` in system/physmem.c: ``memory = ROUND_UP(memory,
+    block->page_size)``) and libvirt preallocates huge-page-backed memory, so a 1.5 GiB guest on
+    1 GiB pages takes two; a guest smaller than one page QEMU refuses to start
+    (:func:`below_one_huge_page`).
+
+    >>> hugepages_needed(3 * 2**29, 2**30), hugepages_needed(2**30, 2 * 2**20)
+    (2, 512)
+    """
+    return -(-memory_bytes // page_bytes)
+
+
+def below_one_huge_page(memory_bytes: int, page_bytes: int) -> str | None:
+    """Why QEMU would not start a domain of ``memory_bytes`` backed by pages of ``page_bytes``
+    (``None``: it starts): its memory is smaller than one page — QEMU's ``file_ram_alloc``:
+    "memory size 0x%x must be equal to or larger than page size 0x%x", and the domain fails to
+    start.
+
+    >>> print(below_one_huge_page(512 * 2**20, 2**30))
+    memory size 0x20000000 must be equal to or larger than page size 0x40000000
+    >>> below_one_huge_page(3 * 2**29, 2**30) is None
+    True
+    """
+    if memory_bytes >= page_bytes:
+        return None
+    return f"memory size {memory_bytes:#x} must be equal to or larger than page size {page_bytes:#x}"
+
+
+def hugepages_short(vm_name: str, page_bytes: int, needed_pages: int, free_pages: int) -> str | None:
+    """What a domain backed by huge pages gets when the host's pool of its page size has fewer
+    free pages than it needs (``None``: it starts). QEMU's hugetlbfs mapping fails and the domain
+    does not start: libvirt's ``VIR_ERR_INTERNAL_ERROR``, "internal error: qemu unexpectedly
+    closed the monitor: ... unable to map backing store for guest RAM: Cannot allocate memory"
+    (the text seen on hosts whose pool was short, e.g. kubevirt/kubevirt#14854); the pool is
+    never grown on demand (Linux's hugetlbpage.rst: persistent huge pages are reserved by
+    ``nr_hugepages``; hvballoon never calls ``virNodeAllocPages``).
+
+    >>> print(hugepages_short("db01", 2**21, 4096, 1024))  # doctest: +NORMALIZE_WHITESPACE
+    'db01' could not be started: unable to map backing store for guest RAM: Cannot allocate memory
+    (it needs 4096 pages of 2 MiB from the host's huge-page pool, 1024 are free)
+    """
+    if needed_pages <= free_pages:
+        return None
+    (size,) = format_sizes(page_bytes)
+    return (
+        f"{vm_name!r} could not be started: unable to map backing store for guest RAM: Cannot allocate "
+        f"memory (it needs {needed_pages} pages of {size} from the host's huge-page pool, "
+        f"{max(free_pages, 0)} are free)"
+    )
+
+
+def hugepage_pool_extra(
+    pages: Mapping[int, int] | None, free_pages: Mapping[int, int] | None
+) -> dict[str, object]:
+    """The host's huge-page pool in ``HostStats.extra``, as the kvm backend and the fake's kvm
+    flavour both put it (docs/backends/kvm.md, "The host"): ``pages`` of each huge size (bytes:
+    count; ``None``: the capabilities list no cell pages, unknown), ``free_pages`` of each
+    (``None``: unknown). ``hugepage_pool_free_bytes`` is 0 with no pool.
+
+    >>> hugepage_pool_extra({2**21: 8}, {2**21: 2})  # doctest: +NORMALIZE_WHITESPACE
+    {'hugepage_pool_bytes': 16777216, 'hugepage_pool_free_bytes': 4194304,
+     'hugepage_pools': [{'page_bytes': 2097152, 'pages': 8, 'free_pages': 2}]}
+    >>> hugepage_pool_extra({}, None)
+    {'hugepage_pool_bytes': 0, 'hugepage_pool_free_bytes': 0, 'hugepage_pools': []}
+    """
+    if pages is None:
+        return {"hugepage_pool_bytes": None, "hugepage_pool_free_bytes": None}
+    sizes = sorted(size for size, n in pages.items() if n)
+    if not sizes:
+        free_bytes: int | None = 0
+    elif free_pages is None:
+        free_bytes = None
+    else:
+        free_bytes = sum(size * free_pages.get(size, 0) for size in sizes)
+    return {
+        "hugepage_pool_bytes": sum(size * pages[size] for size in sizes),
+        "hugepage_pool_free_bytes": free_bytes,
+        "hugepage_pools": [
+            {
+                "page_bytes": size,
+                "pages": pages[size],
+                "free_pages": free_pages.get(size) if free_pages is not None else None,
+            }
+            for size in sizes
+        ],
+    }
 
 
 #: Why lowering a huge-page-backed domain's target gives the host nothing (sources in

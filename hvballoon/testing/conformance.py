@@ -344,6 +344,24 @@ class HostStatsTests(_Base):
                 assert h.overcommit_ratio is None
             assert HostStats.model_validate(h.model_dump()) == h
 
+    def test_a_huge_page_pool_is_told_whole(self, hv: Hypervisor) -> None:
+        """A host that tells its huge-page pool (``extra["hugepage_pool_bytes"]``, the kvm
+        backend's keys) tells its free part too, and each size's pages add up to it."""
+        for h in hv.get_host_stats():
+            if "hugepage_pool_bytes" not in h.extra:
+                continue
+            pool, free = h.extra["hugepage_pool_bytes"], h.extra.get("hugepage_pool_free_bytes", "missing")
+            assert free != "missing", f"{h.host} tells its pool but not its free part"
+            if pool is None:
+                continue
+            pools = h.extra["hugepage_pools"]
+            assert all(set(p) == {"page_bytes", "pages", "free_pages"} for p in pools), pools
+            assert sum(p["page_bytes"] * p["pages"] for p in pools) == pool
+            if free is not None:
+                assert 0 <= free <= pool
+                assert free == sum(p["page_bytes"] * p["free_pages"] for p in pools)
+                assert all(0 <= p["free_pages"] <= p["pages"] for p in pools), pools
+
     def test_vm_sums_match_the_sweep(self, hv: Hypervisor) -> None:
         hosts = hv.get_host_stats()
         stats = hv.get_stats()

@@ -193,7 +193,12 @@ def snapshot(hv: Hypervisor, names: list[str]) -> dict[str, Any]:
         "vm_configured": sum(h.vm_configured_bytes or 0 for h in hosts),
         "ballooned": sum(h.ballooned_bytes or 0 for h in hosts) if HOST_BALLOON_COMPARED else None,
         # which figures each side knows (their values are each host's own)
-        "known": tuple(sorted({f for h in hosts for f in HOST_FIGURES if getattr(h, f) is not None})),
+        "known": tuple(
+            sorted(
+                {f for h in hosts for f in HOST_FIGURES if getattr(h, f) is not None}
+                | {f"extra.{k}" for h in hosts for k in _pool_keys(h.extra)}
+            )
+        ),
     }
     caps = hv.capabilities
     out["_capabilities"] = _capabilities(caps)
@@ -226,6 +231,17 @@ HOST_FIGURES = (
 #: The hosts' ballooned sums are compared where the guests are alike (not yet: each side's
 #: balloon moves at its own pace).
 HOST_BALLOON_COMPARED = False
+
+
+#: The host's huge-page pool in ``HostStats.extra`` (the kvm backend's keys, the fake's kvm
+#: flavour's): which keys a side gives is compared.
+POOL_KEYS = ("extra.hugepage_pool_bytes", "extra.hugepage_pool_free_bytes", "extra.hugepage_pools")
+
+
+def _pool_keys(extra: dict[str, Any]) -> set[str]:
+    """The pool keys ``extra`` knows (not ``None``). Not its pools' entries: libvirt's test
+    driver has no pool to list, whatever its domains ask."""
+    return {k for k in extra if k.startswith("hugepage_pool") and extra[k] is not None}
 
 
 def _capabilities(caps: Any) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hvballoon.kinds.kvm import hugepage_pool_extra
 from hvballoon.units import KiB, MiB
 
 from ._domain import page_bytes
@@ -137,24 +138,10 @@ def _free_huge_pages(conn: Any, pools: HugePagePools) -> dict[int, int] | None:
 
 
 def _pool_figures(pools: HugePagePools | None, free: dict[int, int] | None) -> dict[str, Any]:
-    """The huge-page pool's figures for ``HostStats.extra``: bytes in the pools, bytes free in
-    them (``None``: unknown; 0 with no pool), and each size's pages."""
-    if pools is None:
-        return {"hugepage_pool_bytes": None, "hugepage_pool_free_bytes": None}
-    if not pools.pages:
-        free_bytes: int | None = 0
-    elif free is None:
-        free_bytes = None
-    else:
-        free_bytes = sum(size * free.get(size, 0) for size in pools.pages)
-    return {
-        "hugepage_pool_bytes": sum(size * n for size, n in pools.pages.items()),
-        "hugepage_pool_free_bytes": free_bytes,
-        "hugepage_pools": [
-            {"page_bytes": size, "pages": n, "free_pages": free.get(size) if free is not None else None}
-            for size, n in pools.pages.items()
-        ],
-    }
+    """The huge-page pool's figures for ``HostStats.extra`` (the kind's shape, which the fake
+    shares): bytes in the pools, bytes free in them (``None``: unknown; 0 with no pool), and
+    each size's pages."""
+    return hugepage_pool_extra(None if pools is None else pools.pages, free)
 
 
 def host_figures(raw: dict[str, Any]) -> dict[str, Any]:
