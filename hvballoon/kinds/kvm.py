@@ -368,6 +368,11 @@ class KVMKind(Kind):
             "the maximum is at most the domain's hotplug ceiling (<maxMemory>): libvirt refuses more",
         ),
         Rule(
+            "maximum_below_huge_page",
+            InvalidRequestError,
+            "a domain backed by huge pages has at least one page of memory: QEMU does not start it with less",
+        ),
+        Rule(
             "maximum_fixed_by_numa",
             UnsupportedOperationError,
             "the maximum of a domain with guest NUMA nodes is the sum of its nodes' sizes: libvirt "
@@ -519,6 +524,20 @@ class KVMKind(Kind):
                 field="maximum_bytes",
                 asked=update.maximum_bytes,
                 hotplug_maximum_bytes=ceiling,
+            )
+
+        page = _size_extra(current, HUGEPAGE_BYTES) if current.extra.get(HUGEPAGES) is True else None
+        below = below_one_huge_page(update.maximum_bytes, page) if page and update.maximum_bytes else None
+        if below is not None and update.maximum_bytes is not None:
+            asked, shown = format_sizes(update.maximum_bytes, page or 0)
+            self.refuse(
+                "maximum_below_huge_page",
+                f"a maximum of {asked} for {vm.name!r} is less than one of the {shown} huge pages backing "
+                f"its memory: QEMU would not start it ({below})",
+                vm=vm,
+                field="maximum_bytes",
+                asked=update.maximum_bytes,
+                hugepage_bytes=page,
             )
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from hvballoon.fake.scenario import Scenario, parse_scenario
 from hvballoon.kinds import KINDS
 from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, has_balloon_device, numa_nodes
+from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, HUGEPAGE_BYTES, has_balloon_device, numa_nodes
 from hvballoon.models import VM, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import GiB, KiB, MiB
 
@@ -42,6 +42,7 @@ class Need:
     numa: bool = False
     hot_add: bool = False
     hotplug: bool = False
+    hugepages: bool = False
 
     @property
     def key(self) -> str:
@@ -57,6 +58,8 @@ class Need:
             parts.append("hot-add")
         if self.hotplug:
             parts.append("hotplug")
+        if self.hugepages:
+            parts.append("hugepages")
         return "/".join(parts)
 
     def matches(self, vm: VM, config: MemoryConfig, kind_name: str) -> bool:
@@ -70,6 +73,8 @@ class Need:
         if bool(config.extra.get(HOT_ADD)) is not self.hot_add:
             return False
         if (config.extra.get(HOTPLUG_MAXIMUM) is not None) is not self.hotplug:
+            return False
+        if (config.extra.get(HUGEPAGE_BYTES) is not None) is not self.hugepages:
             return False
         return self.balloon is None or has_balloon_device(config) is self.balloon
 
@@ -148,6 +153,8 @@ _KVM = [
     Case("kvm", "free-page-reporting-live", Need("running", balloon=True), lambda c, s, f: Call("config", {"free_page_reporting": not c.free_page_reporting}), "free_page_reporting_only_when_off"),
     Case("kvm", "maximum-numa", Need("off", numa=True), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB}), "maximum_fixed_by_numa"),
     Case("kvm", "maximum-above-hotplug", Need("off", hotplug=True), lambda c, s, f: Call("config", {"maximum": _mb(c.extra.get(HOTPLUG_MAXIMUM)) + GiB}), "maximum_above_hotplug_maximum"),
+    Case("kvm", "maximum-below-huge-page", Need("off", hugepages=True), lambda c, s, f: Call("config", {"maximum": _mb(c.extra.get(HUGEPAGE_BYTES)) // 2}), "maximum_below_huge_page"),
+    Case("kvm", "maximum-not-whole-huge-pages", Need("off", hugepages=True), lambda c, s, f: Call("config", {"maximum": _mb(c.extra.get(HUGEPAGE_BYTES)) * 3 // 2})),
     Case("kvm", "maximum-byte", Need("off"), lambda c, s, f: Call("config", {"maximum": _mb(c.maximum_bytes) + GiB + 512}), "whole_KiB"),
     Case("kvm", "target-no-device", Need("running", balloon=False), lambda c, s, f: Call("target", {"size": _mb(s.configured_bytes), "force": True}), "no_balloon_device"),
     Case("kvm", "deflate-no-device", Need("running", balloon=False), lambda c, s, f: Call("config", {"deflate_on_oom": True}), "no_balloon_device"),
@@ -295,6 +302,13 @@ def rules_scenario(flavor: str) -> Scenario:
                 "used": "2GiB",
                 "power_state": "stopped",
                 "hotplug_maximum": "16GiB",
+            },
+            {
+                "name": "huge01",
+                "memory": "4GiB",
+                "used": "1GiB",
+                "power_state": "stopped",
+                "hugepages": "1GiB",
             },
         ]
     return parse_scenario(

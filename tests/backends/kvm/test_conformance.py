@@ -51,6 +51,12 @@ class TestKVMTestDriverRules(KindRuleTests):
                 domain_xml("plain01", memory_mib=4096, balloon="none"),
                 domain_xml("numa01", memory_mib=8192, running=False, numa_nodes=2),
                 domain_xml("hotplug01", memory_mib=8192, running=False, max_memory_mib=16384),
+                domain_xml(
+                    "huge01",
+                    memory_mib=4096,
+                    running=False,
+                    memory_backing="<hugepages><page size='1' unit='G'/></hugepages>",
+                ),
             ],
         )
         with hvballoon.connect(uri) as session:

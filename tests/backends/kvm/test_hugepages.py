@@ -5,12 +5,14 @@ never lowers a domain with a VFIO device (docs/backends/kvm.md)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 import hvballoon
 from hvballoon.backends.kvm._domain import parse_domain_xml
+from hvballoon.errors import InvalidRequestError
 from hvballoon.policy import Controller, ControllerSettings
 from tests.support.cli import invoke, stats_frees_nothing
 from tests.support.libvirt_xml import domain_xml, write_node_xml
@@ -107,3 +109,40 @@ def test_hvballoon_config_and_stats_say_a_huge_page_backed_domain_frees_nothing(
     assert (
         len(footnotes) == 1 and footnotes[0].startswith("* frees nothing:") and "huge pages" in footnotes[0]
     )
+
+
+def test_a_maximum_below_one_huge_page_is_refused_on_the_backend_and_the_fake(tmp_path: Path) -> None:
+    """QEMU does not start a domain smaller than one of its huge pages ("memory size … must be
+    equal to or larger than page size …", file_ram_alloc): the KVM kind refuses such a maximum
+    on a domain backed by 1 GiB pages, before anything is sent, on libvirt and on the fake
+    alike; 1.5 GiB (QEMU rounds it up to whole pages) and an ordinary domain are taken."""
+    gib_pages = "<hugepages><page size='1048576' unit='KiB'/></hugepages>"
+    uri = write_node_xml(
+        tmp_path / "gib.xml",
+        [
+            domain_xml("big01", memory_mib=4096, running=False, memory_backing=gib_pages),
+            domain_xml("web01", memory_mib=4096, running=False),
+        ],
+    )
+    scenario = {
+        "name": "gib",
+        "flavor": "kvm",
+        "host": {"physical": "32GiB"},
+        "vms": [
+            {"name": "big01", "memory": "4GiB", "hugepages": "1GiB", "power_state": "stopped"},
+            {"name": "web01", "memory": "4GiB", "power_state": "stopped"},
+        ],
+    }
+    path = tmp_path / "gib.json"
+    path.write_text(json.dumps(scenario))
+    for target in (uri, f"fake://{path}"):
+        with hvballoon.connect(target) as hv:
+            before = hv.get_config("big01")
+            for dry_run in (True, False):
+                with pytest.raises(InvalidRequestError) as err:
+                    hv.set_config("big01", maximum="512MiB", dry_run=dry_run)
+                assert err.value.details["rule"] == "maximum_below_huge_page", target
+                assert "must be equal to or larger than page size 0x40000000" in err.value.message
+            assert hv.get_config("big01").maximum_bytes == before.maximum_bytes
+            assert hv.set_config("big01", maximum="1536MiB").changed, target
+            assert hv.set_config("web01", maximum="512MiB").changed, target
