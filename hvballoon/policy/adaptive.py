@@ -44,6 +44,14 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
 * **Fast deflation, dealt out at once.** A VM whose use rises more than its noise explains
   since the last figures, that swaps in, or that runs out of headroom, is given its whole size
   back in that round (a *surge*): the host's reserve absorbs it.
+* **No raise the host cannot back**, when asked (``hold_unbacked_raises``, off by default;
+  :mod:`hvballoon.policy.backing`).
+  A raise no surge calls for (a VM whose use reached into its headroom, headroom given back, a
+  host that looks able to hold every VM whole) is made only out of the host's free memory above
+  its floor and a band, the most urgent first, as far as it goes (rule ``hvballoon.unbackable``
+  for what does not fit): on KVM a raise lets the guest touch pages the host must back, then
+  swap, then kill a whole VM for; on ESXi a raised limit lets the VM claim memory the others
+  lose to ESXi's balloon.
 * **A wave deals the reserve out.** For ``wave_seconds`` after a surge, a wave is under way:
   the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
   once, out of the host's free memory down to ``wave_floor_fraction`` of it, and no VM's
@@ -138,6 +146,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from hvballoon.models import Mechanism
+from hvballoon.policy.backing import Backing
 from hvballoon.policy.base import Plan, Policy
 from hvballoon.policy.buffers import Buffering
 from hvballoon.policy.history import Remembering, VMHistory, _Figures, _State, sibling_key
@@ -153,7 +162,7 @@ __all__ = ["HvballoonPolicy", "VMHistory", "sibling_key"]
 _DAY = 86400.0
 
 
-class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
+class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Policy):
     """hvballoon's own policy (see the module docstring); every knob is a keyword."""
 
     name = "hvballoon"
@@ -188,6 +197,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         own_guard_rails: bool = True,
         hold_when_uncommitted: bool = True,
         hold_above_reserve_fraction: float | None = None,
+        hold_unbacked_raises: bool = False,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
         and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
@@ -218,6 +228,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
             own_guard_rails: Check lowers against the session's absolute margin only (the policy sizes the headroom).
             hold_when_uncommitted: Take nothing back while the host could back every running VM at its whole size and keep its reserve.
             hold_above_reserve_fraction: Lower no VM while the host's free memory is above its reserve plus this fraction of its memory (``None``: off).
+            hold_unbacked_raises: Raise a VM no surge calls for only out of the host's free memory above its floor and band, the most urgent first (off: measured, not the default).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
@@ -259,6 +270,7 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
         if hold_above_reserve_fraction is not None and not 0 <= hold_above_reserve_fraction < 1:
             raise ValueError("hold_above_reserve_fraction is in [0, 1)")
         self.hold_above_reserve_fraction = hold_above_reserve_fraction
+        self.hold_unbacked_raises = hold_unbacked_raises
 
     def initial_state(self) -> Any:
         return _State()
@@ -412,6 +424,10 @@ class HvballoonPolicy(Remembering, Reserving, Buffering, Policy):
                     and f.available < 0.75 * f.surge
                 )
             )
+        # a raise the host cannot back makes it swap, then kill a whole VM: held, its raise not
+        # remembered (asked for again next round)
+        for vm_id in self._bound_raises(proposals, figures, host):
+            histories[vm_id] = figures[vm_id].hist
         asked = snapshot.fast_interval_seconds if exposed else None
         planned = {p.vm_id: p.target_bytes for p in proposals if p.target_bytes is not None}
         contingency = [
