@@ -333,7 +333,7 @@ class KVMFlavor(Flavor):
         below = below_one_huge_page(memory, page)
         if below is not None:
             return f"{world.names[i]!r} could not be started: {below}"
-        free = world.hugepage_pool.get(page, 0) - world.hugepages_in_use().get(page, 0)
+        free = world.hugepages_free().get(page, 0)
         return hugepages_short(world.names[i], page, hugepages_needed(memory, page), free)
 
     def steer(self, world: World, floor: Arr) -> tuple[Arr, Arr]:

@@ -238,9 +238,7 @@ class KVMView(FlavorView):
     def host_extra(self, w: World) -> dict[str, Any]:
         """The host's huge-page pool as the kvm backend reads it (the capabilities' cell pages
         and ``virNodeGetFreePages``): empty without one, never unknown."""
-        used = w.hugepages_in_use()
-        free = {page: n - used.get(page, 0) for page, n in w.hugepage_pool.items()}
-        return hugepage_pool_extra(w.hugepage_pool, free)
+        return hugepage_pool_extra(w.hugepage_pool, w.hugepages_free())
 
 
 class ESXiView(FlavorView):

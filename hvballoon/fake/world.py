@@ -360,25 +360,28 @@ class World:
         live = self.active() | ((s.paused > 0) & (s.crashed == 0))
         return float((s.overhead * live).sum())
 
-    def hugepages_in_use(self) -> dict[int, int]:
-        """KVM: the huge pages the VMs backed by them hold now (running or paused: their QEMU
-        process maps them; a stopped or gone one gave them back to the pool), by page size."""
-        s, used = self.state, dict.fromkeys(self.hugepage_pool, 0)
-        for i, page in self._hugepage_vms:
-            if (s.running[i] > 0 or s.paused[i] > 0) and s.crashed[i] == 0:
-                used[page] = used.get(page, 0) + hugepages_needed(int(s.memory[i]), page)
-        return used
+    def _hugepage_holders(self) -> list[tuple[int, int]]:
+        """KVM: the VMs backed by huge pages that hold their pages now, with their page size
+        (running or paused: their QEMU process maps them; a stopped or gone one gave them back)."""
+        s = self.state
+        return [
+            (i, page)
+            for i, page in self._hugepage_vms
+            if (s.running[i] > 0 or s.paused[i] > 0) and s.crashed[i] == 0
+        ]
+
+    def hugepages_free(self) -> dict[int, int]:
+        """KVM: the huge pages of each size the host's pool has free now."""
+        free = dict(self.hugepage_pool)
+        for i, page in self._hugepage_holders():
+            free[page] = free.get(page, 0) - hugepages_needed(int(self.state.memory[i]), page)
+        return free
 
     def hugepage_pool_idle_bytes(self) -> float:
         """KVM: what the huge-page pool holds that no VM's memory fills (its free pages, and the
         tail of a last page a VM's size does not fill): the host's, outside its free memory."""
-        s = self.state
         pool = sum(page * n for page, n in self.hugepage_pool.items())
-        held = sum(
-            float(s.memory[i])
-            for i, _ in self._hugepage_vms
-            if (s.running[i] > 0 or s.paused[i] > 0) and s.crashed[i] == 0
-        )
+        held = sum(float(self.state.memory[i]) for i, _ in self._hugepage_holders())
         return max(pool - held, 0.0)
 
     # -- time ------------------------------------------------------------------------------
