@@ -12,28 +12,17 @@ in that file (a full collection costs about 0.1 s, too much for the inner loop's
 from __future__ import annotations
 
 import gc
-import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tests.support.bytecode  # noqa: F401  (loaded first through addopts; here too if they are overridden)
 from tests.support.ansible import Ansible, playbook_setup
 from tests.support.cli import Running
 from tests.support.peer_guard import take_notes
 from tests.support.require import in_ci, require
-
-# Where the environment asks Python not to write bytecode (PYTHONDONTWRITEBYTECODE), every run of
-# the suite would compile and assertion-rewrite ~250 test modules and the package again in every
-# worker: about 6 s of an inner-loop run. The suite keeps its compiled modules in one git-ignored
-# directory of its own instead (nothing is written beside the sources or into site-packages);
-# HVBALLOON_TEST_BYTECODE=0 keeps the environment's choice.
-if sys.dont_write_bytecode and os.environ.get("HVBALLOON_TEST_BYTECODE", "1") != "0":
-    sys.pycache_prefix = str(Path(__file__).resolve().parent.parent / ".cache" / "pycache")
-    sys.dont_write_bytecode = False
 
 
 @pytest.hookimpl(hookwrapper=True)
