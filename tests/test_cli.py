@@ -17,7 +17,7 @@ from tests.support import cli, schemas
 from tests.support.cli import EXE
 from tests.support.policies import targets
 
-SCHEMAS = json_schemas()
+SCHEMAS = schemas.Lazy(json_schemas)
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str | None] | None = None) -> cli.Result:

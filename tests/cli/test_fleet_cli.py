@@ -12,9 +12,9 @@ import pytest
 from hvballoon.errors import InvalidRequestError
 from hvballoon.fleet import read_inventory
 from hvballoon.models import json_schemas
-from tests.support.schemas import validate
+from tests.support.schemas import Lazy, validate
 
-SCHEMAS = json_schemas()
+SCHEMAS = Lazy(json_schemas)
 HANG = "slowtest://hang1?sleep=30"
 DOWN = "slowtest://down1?fail=auth_failed"
 

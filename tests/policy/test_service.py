@@ -23,10 +23,10 @@ from hvballoon.policy.journal import Journal, Move
 from hvballoon.units import GiB
 from tests.support.cli import Running, invoke, run, serving
 from tests.support.policies import targets
-from tests.support.schemas import validate
+from tests.support.schemas import Lazy, validate
 
 SEED = Path(hvballoon.__file__).parent / "fake" / "scenarios" / "seed.yaml"
-SCHEMAS = output_schemas()
+SCHEMAS = Lazy(output_schemas)
 SECRET = "s3cr3t-never-printed"
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-__all__ = ["validate"]
+__all__ = ["Lazy", "validate"]
 
 
 @functools.cache
@@ -38,3 +39,25 @@ def validate(instance: Any, schema: dict[str, Any]) -> None:
     error = best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(instance))
     if error is not None:
         raise error
+
+
+class Lazy(Mapping[str, dict[str, Any]]):
+    """Schemas by name, built on first use: a test module's table (``Lazy(output_schemas)``)
+    costs nothing when the module is only collected (pydantic builds every schema anew, about
+    0.1 s for them all, in each worker that collects the module)."""
+
+    def __init__(self, build: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._build = build
+
+    @functools.cached_property
+    def _schemas(self) -> dict[str, dict[str, Any]]:
+        return self._build()
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self._schemas[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._schemas)
+
+    def __len__(self) -> int:
+        return len(self._schemas)
