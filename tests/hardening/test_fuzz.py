@@ -13,6 +13,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,6 +35,21 @@ settings.register_profile(
     "hardening", max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
 )
 budget = settings(settings.get_profile("fuzz" if FUZZ else "hardening"))
+# the inner loop draws a third of the budget; the full suite draws all of it as well (slow)
+inner_budget = budget if FUZZ else settings(budget, max_examples=20)
+
+
+def fuzz(*strategies: Any, **named: Any) -> Callable[[Callable[..., None]], Any]:
+    """``@given(...)`` with the inner loop's budget; its ``full`` attribute is the same target
+    with the whole budget, marked ``slow`` (bound to a ``test_…_full`` name of its own)."""
+
+    def wrap(test: Callable[..., None]) -> Any:
+        short = inner_budget(given(*strategies, **named)(test))
+        short.full = pytest.mark.slow(budget(given(*strategies, **named)(test)))
+        return short
+
+    return wrap
+
 
 # -- sizes ---------------------------------------------------------------------------------------
 
@@ -82,8 +98,7 @@ size_value = st.one_of(
 )
 
 
-@budget
-@given(size_value, st.booleans())
+@fuzz(size_value, st.booleans())
 def test_fuzz_sizes_parse_or_say_why(value: Any, allow_zero: bool) -> None:
     try:
         n = parse_size(value, allow_zero=allow_zero)
@@ -94,8 +109,7 @@ def test_fuzz_sizes_parse_or_say_why(value: Any, allow_zero: bool) -> None:
     assert n > 0 or (allow_zero and n == 0)
 
 
-@budget
-@given(st.integers(min_value=1, max_value=2**60))
+@fuzz(st.integers(min_value=1, max_value=2**60))
 def test_fuzz_sizes_round_trip_exactly(n: int) -> None:
     assert parse_size(format_size(n, exact=True)) == n
 
@@ -122,8 +136,7 @@ uri_text = st.one_of(
 )
 
 
-@budget
-@given(st.one_of(uri_text, st.integers(), st.none(), st.binary(max_size=10)))
+@fuzz(st.one_of(uri_text, st.integers(), st.none(), st.binary(max_size=10)))
 def test_fuzz_uris_parse_or_say_why_and_never_show_a_password(uri: Any) -> None:
     try:
         parsed = parse_uri(uri)
@@ -135,8 +148,7 @@ def test_fuzz_uris_parse_or_say_why_and_never_show_a_password(uri: Any) -> None:
     assert "s3cret" not in parsed.redacted and "s3cret" not in repr(parsed)
 
 
-@budget
-@given(uri_text.filter(lambda u: u.lower().startswith("fake")))
+@fuzz(uri_text.filter(lambda u: u.lower().startswith("fake")))
 def test_fuzz_fake_uris_connect_or_say_why(uri: str) -> None:
     try:
         with hvballoon.connect(uri) as hv:
@@ -194,8 +206,7 @@ scenario = st.one_of(
 )
 
 
-@budget
-@given(data=scenario, form=st.sampled_from(["yaml", "json", "data"]))
+@fuzz(data=scenario, form=st.sampled_from(["yaml", "json", "data"]))
 def test_fuzz_scenarios_load_or_name_the_problem(data: Any, form: str, tmp_path_factory: Any) -> None:
     from hvballoon.fake.scenario import load_scenario
     from hvballoon.fake.world import World
@@ -248,8 +259,7 @@ cli_args = st.lists(
 _ENDLESS = {"watch", "exporter"}
 
 
-@budget
-@given(cli_args)
+@fuzz(cli_args)
 def test_fuzz_cli_exits_with_a_code_never_a_traceback(args: list[str]) -> None:
     from click.testing import CliRunner
 
@@ -289,8 +299,7 @@ OPTIONS = {
 }  # fmt: skip
 
 
-@budget
-@given(
+@fuzz(
     st.sampled_from(sorted(OPTIONS)).flatmap(
         lambda name: st.tuples(
             st.just(name),
@@ -322,8 +331,7 @@ json_values = st.recursive(
 )
 
 
-@budget
-@given(
+@fuzz(
     st.dictionaries(st.text(max_size=12), json_values, max_size=4),
     st.sampled_from(["PROBE", "READ", "SET_MEMORY"]),
 )
@@ -338,3 +346,18 @@ def test_fuzz_hyperv_parameters_travel_as_data_only(params: dict[str, Any], whic
     assert script.replace(data, scripts.DATA_MARKER) == template.text
     _command, arguments = scripts.encode_command(script)
     assert base64.b64decode(arguments[-1]).decode("utf-16-le") == script
+
+
+# the whole budget of each target, in the full suite
+test_fuzz_sizes_parse_or_say_why_full = test_fuzz_sizes_parse_or_say_why.full
+test_fuzz_sizes_round_trip_exactly_full = test_fuzz_sizes_round_trip_exactly.full
+test_fuzz_uris_parse_or_say_why_and_never_show_a_password_full = (
+    test_fuzz_uris_parse_or_say_why_and_never_show_a_password.full
+)
+test_fuzz_fake_uris_connect_or_say_why_full = test_fuzz_fake_uris_connect_or_say_why.full
+test_fuzz_scenarios_load_or_name_the_problem_full = test_fuzz_scenarios_load_or_name_the_problem.full
+test_fuzz_cli_exits_with_a_code_never_a_traceback_full = (
+    test_fuzz_cli_exits_with_a_code_never_a_traceback.full
+)
+test_fuzz_ansible_modules_fail_cleanly_full = test_fuzz_ansible_modules_fail_cleanly.full
+test_fuzz_hyperv_parameters_travel_as_data_only_full = test_fuzz_hyperv_parameters_travel_as_data_only.full
