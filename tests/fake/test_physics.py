@@ -104,13 +104,20 @@ def _check(world: World) -> None:
             assert g["guest_swapped"] <= guest.swap_bytes
 
 
-@PROPS
-@given(worlds(), actions)
-def test_memory_is_conserved_and_never_negative(spec: tuple[dict[str, Any], str, int], plan: Any) -> None:
+def _conserved(spec: tuple[dict[str, Any], str, int], plan: Any) -> None:
     scenario, flavor, seed = spec
     world = World(parse_scenario(scenario), flavor=flavor, seed=seed, strict=True)
     _check(world)
     _play(world, plan)
+
+
+# 15 examples in the inner loop, the 40 of PROPS in the full suite (a twin marked slow)
+test_memory_is_conserved_and_never_negative = settings(PROPS, max_examples=15)(
+    given(worlds(), actions)(_conserved)
+)
+test_memory_is_conserved_and_never_negative_full = pytest.mark.slow(
+    PROPS(given(worlds(), actions)(_conserved))
+)
 
 
 @pytest.mark.slow
