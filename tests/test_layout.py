@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.support.source import import_statements, parsed
+from tests.support.source import import_statements, imports_in, parsed
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -33,10 +33,12 @@ def _module_name(path: Path) -> str:
 
 def imported_modules(path: Path, source: str | None = None) -> set[str]:
     """Every module ``path`` imports, absolute (relative imports resolved against its package)."""
-    tree = parsed(path) if source is None else ast.parse(source, filename=str(path))
+    statements = (
+        imports_in(path) if source is None else import_statements(ast.parse(source, filename=str(path)))
+    )
     package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     names: set[str] = set()
-    for node in import_statements(tree):
+    for node in statements:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
