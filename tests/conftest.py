@@ -25,6 +25,18 @@ from tests.support.peer_guard import take_notes
 from tests.support.require import in_ci, require
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # a property test without a budget of its own draws 25 examples in a run that leaves the
+    # slow tests out (the inner loop), Hypothesis's default of 100 in the full suite (a profile
+    # given with --hypothesis-profile stands)
+    inner_loop = "not slow" in (config.getoption("markexpr") or "")
+    if inner_loop and config.getoption("hypothesis_profile", None) is None:
+        from hypothesis import settings
+
+        settings.register_profile("inner-loop", max_examples=25)
+        settings.load_profile("inner-loop")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     outcome = yield
