@@ -149,6 +149,7 @@ from hvballoon.models import Mechanism
 from hvballoon.policy.backing import Backing
 from hvballoon.policy.base import Plan, Policy
 from hvballoon.policy.buffers import Buffering
+from hvballoon.policy.filling import UNFILLED, Filling
 from hvballoon.policy.history import Remembering, VMHistory, _Figures, _State, sibling_key
 from hvballoon.policy.model import Proposal, Snapshot
 from hvballoon.policy.reserve import Reserving
@@ -162,7 +163,7 @@ __all__ = ["HvballoonPolicy", "VMHistory", "sibling_key"]
 _DAY = 86400.0
 
 
-class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Policy):
+class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Policy):
     """hvballoon's own policy (see the module docstring); every knob is a keyword."""
 
     name = "hvballoon"
@@ -198,6 +199,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Policy):
         hold_when_uncommitted: bool = True,
         hold_above_reserve_fraction: float | None = None,
         hold_unbacked_raises: bool = False,
+        hold_unfilled_lowers: bool = False,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
         and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
@@ -229,6 +231,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Policy):
             hold_when_uncommitted: Take nothing back while the host could back every running VM at its whole size and keep its reserve.
             hold_above_reserve_fraction: Lower no VM while the host's free memory is above its reserve plus this fraction of its memory (``None``: off).
             hold_unbacked_raises: Raise a VM no surge calls for only out of the host's free memory above its floor and band, the most urgent first (off: measured, not the default).
+            hold_unfilled_lowers: Lower a VM only where that frees memory the host backs for it or its page cache filled within ``appetite_seconds`` (off: measured, not the default).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
@@ -271,6 +274,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Policy):
             raise ValueError("hold_above_reserve_fraction is in [0, 1)")
         self.hold_above_reserve_fraction = hold_above_reserve_fraction
         self.hold_unbacked_raises = hold_unbacked_raises
+        self.hold_unfilled_lowers = hold_unfilled_lowers
 
     def initial_state(self) -> Any:
         return _State()
@@ -654,6 +658,13 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Policy):
                 "hvballoon.spare",
                 f"the host has {format_size(spare)} free above its reserve and band: nothing it needs "
                 "is gained by taking memory back",
+            ), h
+        if not emergency and self._unfilled(f, goal):
+            return propose(
+                UNFILLED,
+                f"a lower to {format_size(goal)} would free nothing the host backs for it (it backs "
+                f"{format_size(f.backed)}, its page cache fills at most {format_size(f.hist.cache_bytes)}): "
+                "its headroom is kept for a surge",
             ), h
         if not self._lowerable(f, now, emergency=emergency):
             since = now - (h.raised_at or now)
