@@ -52,6 +52,11 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   for what does not fit): on KVM a raise lets the guest touch pages the host must back, then
   swap, then kill a whole VM for; on ESXi a raised limit lets the VM claim memory the others
   lose to ESXi's balloon.
+* **No lower that frees nothing the host backs**, when asked (``hold_unfilled_lowers``, off
+  by default; :mod:`hvballoon.policy.filling`). A lower is made only where it frees at least
+  half ``min_deadband_bytes`` of what the host backs for the VM or its page cache filled within
+  ``appetite_seconds`` (rule ``hvballoon.unfilled`` otherwise): a lower above that takes
+  headroom from the guest and gives the host nothing now.
 * **A wave deals the reserve out.** For ``wave_seconds`` after a surge, a wave is under way:
   the siblings of the surging VMs whose headroom was cut get their whole plausible surge back at
   once, out of the host's free memory down to ``wave_floor_fraction`` of it, and no VM's
