@@ -154,6 +154,12 @@ class Guest:
         return int(self._w.state.shared[self._i])
 
     @property
+    def compression_cache_bytes(self) -> int:
+        """ESXi: the host memory the VM's compression cache holds (its compressed pages, half
+        their size); 0 elsewhere."""
+        return int(self._w.state.compression_cache[self._i])
+
+    @property
     def host_resident_bytes(self) -> int:
         return max(
             0, self.host_backed_bytes - self.host_swapped_bytes - self.compressed_bytes - self.shared_bytes

@@ -279,6 +279,14 @@ class ESXiView(FlavorView):
             },
         )
 
+    @classmethod
+    def host_consumed(cls, w: World, g: Guest) -> int:
+        """``hostMemoryUsage``: the host memory the VM consumes, its overhead included, and its
+        compression cache with it: ESXi keeps a VM's compressed pages in that VM's own cache,
+        host memory charged to the VM (sized by Mem.MemZipMaxPct of the VM's memory), so the
+        host's use is what its VMs consume plus its own overhead."""
+        return g.host_resident_bytes + g.compression_cache_bytes + cls.vm_overhead(w, g)
+
     @staticmethod
     def active_bytes(g: Guest) -> int:
         """``guestMemoryUsage``, ESXi's active estimate: the guest's use less the part it holds
