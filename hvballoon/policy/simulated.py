@@ -2,7 +2,10 @@
 --policy`` and the policies benchmark alike, so a simulated run and a benchmark's agree.
 
 Each call times out after :data:`SIMULATED_CALL_TIMEOUT_SECONDS` and is retried in simulated
-time; the host's memory, overhead and reserve are the world's; a round whose sweep still fails
+time; the controller reads the host each round through ``get_host_stats``, as a deployed one
+does by default (its physical and used memory, not a use derived from the VMs: that would miss
+what the VMs' figures do not show, such as a paused VM's memory), with the world's overhead and
+reserve; a round whose sweep still fails
 (a fault the scenario scripts) is told apart, and the next one comes when it is due, as in the
 controller's service loop.
 
@@ -58,7 +61,6 @@ def simulated_controller(
     host = world.host
     fast = fast_interval_seconds or ControllerSettings().fast_interval_seconds or interval_seconds
     controller_settings = ControllerSettings(
-        host_memory_bytes=host.physical_bytes,
         host_overhead_bytes=host.overhead_bytes,
         host_reserve_bytes=host.reserve_bytes,
         interval_seconds=interval_seconds,
