@@ -638,10 +638,10 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
 
         gap = current_target - goal
         # a host short of its reserve takes a small cut too, unless the VM's last lower is still
-        # under way (backed above its target): a deeper target frees nothing sooner, and a host
-        # whose free memory does not show what the lower gives (a swapping host pages memory
-        # back in as it is freed) would have it deepened by a sliver every round
-        urgent = short > 0 and current_target >= f.backed > goal
+        # under way (the guest holds more than its target): a deeper target frees nothing
+        # sooner, and a host whose free memory does not show what the lower gives (one paging
+        # memory back in as it is freed) would have it deepened by a sliver every round
+        urgent = short > 0 and f.backed > goal and v.current_bytes <= current_target
         if gap <= 0 or (gap < deadband and not (urgent and gap >= self.min_deadband_bytes // 2)):
             return propose(
                 "hvballoon.hold",
