@@ -228,7 +228,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
             max_reserve_fraction: The reserve is at most this fraction of the host's memory.
             late_seconds: A round this much later than asked for is late (a surge may have gone unseen).
             late_memory_seconds: How long after a late round the policy stays as careful as in a wave.
-            lower_deadband_fraction: A lower smaller than this fraction of the VM's size is not made.
+            lower_deadband_fraction: A lower smaller than this fraction of the VM's size is not made (on a host short of its reserve, one of half `min_deadband_bytes` is, unless the VM's last lower is still under way: the guest holds more than its target).
             min_deadband_bytes: A move smaller than this is not made.
             min_level: The least share of its plausible surge a VM keeps as headroom however short the host is (0: cut as deep as the host needs; 0.5 for fleets whose surges rise within a second or two).
             limit_min_level: The least share of its plausible surge a VM whose target is a limit (ESXi) keeps as headroom: ESXi applies a raised limit only at its next reallocation and gives a balloon back only once the host has room, so a limit cut deeper is not undone within seconds.
