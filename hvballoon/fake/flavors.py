@@ -33,6 +33,7 @@ from hvballoon.kinds.kvm import (
     below_one_huge_page,
     hugepages_needed,
     hugepages_short,
+    vfio_cannot_pin,
 )
 
 if TYPE_CHECKING:
@@ -324,11 +325,15 @@ class KVMFlavor(Flavor):
 
     def start_refusal(self, world: World, i: int) -> str | None:
         """A domain backed by huge pages starts only with its pages free in the host's pool of
-        its page size (the kind's rule), and never below one page (QEMU's)."""
+        its page size (the kind's rule), and never below one page (QEMU's); one with devices
+        assigned through VFIO only if the host can hold its memory pinned beside what is pinned
+        already (its own memory, the huge-page pool, the other VFIO domains)."""
         config = world.configs[i]
         page = config.get(HUGEPAGE_BYTES)
         if not config.get(HUGEPAGES) or not page:
-            return None
+            if not config.get(VFIO_DEVICES):
+                return None
+            return vfio_cannot_pin(world.names[i], int(world.state.memory[i]), world.pinnable_bytes())
         memory = int(world.state.memory[i])
         below = below_one_huge_page(memory, page)
         if below is not None:

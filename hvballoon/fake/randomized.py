@@ -42,6 +42,7 @@ from hvballoon.kinds.esxi import MEMORY_SIZE_STEP as ESXI_MEMORY_SIZE_STEP
 from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES as HYPERV_MINIMUM_SIZE_BYTES
+from hvballoon.kinds.kvm import hugepages_needed, vfio_cannot_pin
 
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
@@ -167,6 +168,8 @@ def random_scenario(
         _admit_reservations(vms, room)
     if hugepages and fl == "kvm":
         _hugepages(random.Random(f"hugepages-{seed}"), vms)
+    if fl == "kvm":
+        _pinnable_vfio(vms, room)
     if idle_held and fl == "esxi":
         _idle_held(random.Random(f"idle-held-{seed}"), vms)
     data: dict[str, Any] = {
@@ -326,6 +329,25 @@ def _hugepages(rng: random.Random, vms: list[dict[str, Any]]) -> None:
         if rng.random() < 0.1:
             whole_gib = vm["memory"] % _GiB == 0
             vm["hugepages"] = _GiB if whole_gib and rng.random() < 0.3 else 2 * _MiB
+
+
+def _pinnable_vfio(vms: list[dict[str, Any]], room: int) -> None:
+    """A VM running at the start with devices assigned through VFIO keeps them only where the
+    host can hold its memory pinned (:func:`~hvballoon.kinds.kvm.vfio_cannot_pin`: QEMU would not
+    start it), after the huge-page pool and the VFIO VMs before it; it draws nothing, so every
+    other world is the one it always was."""
+    pinnable = room - sum(
+        hugepages_needed(vm["memory"], vm["hugepages"]) * vm["hugepages"] for vm in vms if vm.get("hugepages")
+    )
+    for vm in vms:
+        if not vm.get("vfio_devices") or vm.get("hugepages"):
+            continue
+        if vm.get("power_state", "running") not in ("running", "paused"):
+            continue
+        if vfio_cannot_pin(vm["name"], vm["memory"], pinnable) is not None:
+            del vm["vfio_devices"]
+        else:
+            pinnable -= vm["memory"]
 
 
 def _idle_held(rng: random.Random, vms: list[dict[str, Any]]) -> None:

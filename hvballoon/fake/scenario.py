@@ -43,7 +43,13 @@ from hvballoon.kinds.esxi import HOT_ADD, HOT_ADD_INCREMENT, HOT_ADD_LIMIT, not_
 from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, PRIORITY_RANGE
 from hvballoon.kinds.hyperv import starts as hyperv_starts
-from hvballoon.kinds.kvm import HOTPLUG_MAXIMUM, below_one_huge_page, hugepages_needed, hugepages_short
+from hvballoon.kinds.kvm import (
+    HOTPLUG_MAXIMUM,
+    below_one_huge_page,
+    hugepages_needed,
+    hugepages_short,
+    vfio_cannot_pin,
+)
 from hvballoon.models import MAX_INT32, VM, MemoryConfig, PowerState, SharesLevel
 from hvballoon.units import format_sizes
 
@@ -421,7 +427,7 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
             field, message, rule = problem
             _refuse(where, f"vms.{i}{field}", message, name, rule)
     if name == "kvm":
-        _check_hugepages(scenario, hv, where, name)
+        _check_pinned(scenario, hv, where, name)
     if name == "esxi":
         # the VMs powered on, powered on one after the other as ESXi would admit them: a
         # reservation as the flavour holds it (a locked one is the memory size) with the VM's
@@ -459,9 +465,11 @@ def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str |
             del _CHECKED[next(iter(_CHECKED))]
 
 
-def _check_hugepages(scenario: Scenario, hv: HypervisorFlavor, where: str, name: str) -> None:
-    """KVM: a VM backed by huge pages that QEMU would not start (smaller than one page), and
-    VMs running at the start whose pages the host's pool cannot supply, started in turn."""
+def _check_pinned(scenario: Scenario, hv: HypervisorFlavor, where: str, name: str) -> None:
+    """KVM: a VM backed by huge pages that QEMU would not start (smaller than one page), VMs
+    running at the start whose pages the host's pool cannot supply, and VMs running at the start
+    with devices assigned through VFIO whose memory the host cannot hold pinned, started in
+    turn."""
     free = dict(hv.hugepage_pool(scenario))
     for i, spec in enumerate(scenario.vms):
         if spec.hugepages is None:
@@ -476,6 +484,21 @@ def _check_hugepages(scenario: Scenario, hv: HypervisorFlavor, where: str, name:
         if short is not None:
             _refuse(where, f"vms.{i}.hugepages", short + ": host.hugepage_pool is too small", name)
         free[spec.hugepages] -= need
+    # VMs with devices assigned through VFIO running at the start, in turn: each pins its whole
+    # memory, out of what the host's own memory and its huge-page pool (pinned too) leave
+    pool = sum(page * n for page, n in hv.hugepage_pool(scenario).items())
+    pinnable = scenario.host.physical - scenario.host.overhead - pool
+    for i, spec in enumerate(scenario.vms):
+        if (
+            not spec.vfio_devices
+            or spec.hugepages is not None
+            or spec.power_state not in ("running", "paused")
+        ):
+            continue
+        unpinned = vfio_cannot_pin(spec.name, spec.memory, pinnable)
+        if unpinned is not None:
+            _refuse(where, f"vms.{i}.vfio_devices", unpinned + ": the host's memory cannot hold it", name)
+        pinnable -= spec.memory
 
 
 #: the scenarios :func:`check_flavor` passed lately, by (id, flavour): a frozen scenario does not

@@ -61,7 +61,7 @@ from hvballoon.fake.physics import (
 from hvballoon.fake.scenario import Scenario, VMSpec, check_flavor
 from hvballoon.fake.state import GuestState
 from hvballoon.fake.workloads import WorkloadBlock, components
-from hvballoon.kinds.kvm import HUGEPAGE_BYTES, HUGEPAGES, hugepages_needed
+from hvballoon.kinds.kvm import HUGEPAGE_BYTES, HUGEPAGES, VFIO_DEVICES, hugepages_needed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -376,6 +376,22 @@ class World:
         for i, page in self._hugepage_holders():
             free[page] = free.get(page, 0) - hugepages_needed(int(self.state.memory[i]), page)
         return free
+
+    def pinnable_bytes(self) -> int:
+        """KVM: the memory the host could still hold pinned: its own memory less its overhead,
+        its huge-page pool and the memory of the live VMs with devices assigned through VFIO
+        (pinned whole; pages never swapped)."""
+        s, h = self.state, self.host
+        pool = sum(page * n for page, n in self.hugepage_pool.items())
+        vfio = sum(
+            float(s.memory[i])
+            for i, c in enumerate(self.configs)
+            if c.get(VFIO_DEVICES)
+            and not c.get(HUGEPAGES)
+            and (s.running[i] > 0 or s.paused[i] > 0)
+            and s.crashed[i] == 0
+        )
+        return int(h.physical_bytes - h.overhead_bytes - pool - vfio)
 
     def hugepage_pool_idle_bytes(self) -> float:
         """KVM: what the huge-page pool holds that no VM's memory fills (its free pages, and the

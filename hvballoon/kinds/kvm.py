@@ -65,6 +65,7 @@ __all__ = [
     "hugepage_pool_extra",
     "hugepages_needed",
     "hugepages_short",
+    "vfio_cannot_pin",
     "numa_nodes",
     "virtio_mem_bytes",
 ]
@@ -196,6 +197,33 @@ def hugepages_short(vm_name: str, page_bytes: int, needed_pages: int, free_pages
         f"{vm_name!r} could not be started: unable to map backing store for guest RAM: Cannot allocate "
         f"memory (it needs {needed_pages} pages of {size} from the host's huge-page pool, "
         f"{max(free_pages, 0)} are free)"
+    )
+
+
+def vfio_cannot_pin(vm_name: str, memory_bytes: int, pinnable_bytes: int) -> str | None:
+    """What a domain with a device assigned through VFIO gets when the host cannot hold all its
+    memory pinned (``None``: it starts). QEMU maps the whole of guest RAM for the device's DMA,
+    pinned (``VFIO_IOMMU_MAP_DMA``), when the device is set up; pinned pages are never swapped,
+    so ``pinnable_bytes`` is the host's memory less its own, less what other live domains keep
+    pinned (their VFIO memory, the huge-page pool). Beyond it the mapping fails and the domain
+    does not start: "VFIO_MAP_DMA failed: Cannot allocate memory ... memory listener
+    initialization failed: Region pc.ram: vfio_dma_map(...) = -12 (Cannot allocate memory)",
+    libvirt's internal error (the text seen on hosts short of memory, harvester/harvester#3135).
+
+    >>> print(vfio_cannot_pin("gpu01", 80 * 2**30, 34 * 2**30))  # doctest: +NORMALIZE_WHITESPACE
+    'gpu01' could not be started: VFIO_MAP_DMA failed: Cannot allocate memory (memory listener
+    initialization failed: Region pc.ram: vfio_dma_map = -12): its 80 GiB must be pinned for the
+    devices assigned through VFIO, the host can pin at most 34 GiB more
+    >>> vfio_cannot_pin("gpu01", 8 * 2**30, 34 * 2**30) is None
+    True
+    """
+    if memory_bytes <= pinnable_bytes:
+        return None
+    memory, pinnable = format_sizes(memory_bytes, max(pinnable_bytes, 0))
+    return (
+        f"{vm_name!r} could not be started: VFIO_MAP_DMA failed: Cannot allocate memory (memory listener "
+        f"initialization failed: Region pc.ram: vfio_dma_map = -12): its {memory} must be pinned for the "
+        f"devices assigned through VFIO, the host can pin at most {pinnable} more"
     )
 
 
