@@ -35,6 +35,7 @@ from hvballoon.kinds.kvm import (
     hugepages_short,
     vfio_cannot_pin,
 )
+from hvballoon.units import format_sizes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -217,6 +218,12 @@ class Flavor:
     def hugepage_pool(self, scenario: Scenario) -> dict[int, int]:
         """The host's huge-page pool: pages of each size (bytes). By default none."""
         return {}
+
+    def not_running(self, world: World, current: Arr) -> tuple[int, str] | None:
+        """The first VM running at the start that the hypervisor would not have started, with
+        what it says (``None``: every one starts), the VMs holding ``current`` once started.
+        By default any world it can hold (swapping or killing) is one it may be in."""
+        return None
 
     def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
         """What a guest logs when its workloads ask ``asked_bytes``, beyond its memory plus swap
@@ -671,6 +678,31 @@ class HyperVFlavor(Flavor):
         free = int(h.physical_bytes - h.overhead_bytes - h.reserve_bytes - world.overheads() - held)
         startup = int(world.configs[i]["startup_bytes"])
         return None if starts(startup, free) else not_started(world.names[i], startup, free)
+
+    def not_running(self, world: World, current: Arr) -> tuple[int, str] | None:
+        """Hyper-V starts VMs one after another, each only with its startup memory free (the
+        kind's rule), and pages no VM's memory out to make room (Smart Paging only bridges a
+        restart below the startup memory): a world whose VMs run at the start is one Hyper-V could
+        be in only if, started in turn, each found its startup memory free beside what the VMs
+        before it hold (``current``: a static VM its startup memory, a Dynamic Memory VM what its
+        balancing gives it) and their overheads."""
+        import numpy as np
+
+        s, h = world.state, world.host
+        room = float(h.physical_bytes - h.overhead_bytes - h.reserve_bytes)
+        for i in np.nonzero((s.running > 0) | (s.paused > 0))[0]:
+            startup = int(world.configs[i]["startup_bytes"])
+            if not starts(startup, int(room)):
+                return int(i), not_started(world.names[i], startup, int(room))
+            held = float(current[i]) + float(s.overhead[i])
+            if held > room:  # started, its guest holds more than Hyper-V has left to assign
+                shown_held, shown_room = format_sizes(int(held), int(room))
+                return int(i), (
+                    f"{world.names[i]!r} would hold {shown_held} with its overhead where the host has only "
+                    f"{shown_room} left for it (Hyper-V assigns a VM only memory it has free)"
+                )
+            room -= held
+        return None
 
     def out_of_memory(self, asked_bytes: float, limit_bytes: float) -> str:
         """A Windows guest has no OOM killer: it refuses a commit beyond its commit limit (its

@@ -183,7 +183,29 @@ def random_scenario(
         "faults": _faults(rng, vms, horizon),
     }
     scenario = parse_scenario(data, source=f"random scenario {seed}")
+    if fl == "hyperv":
+        scenario = _started_in_turn(scenario, data)
     return _tighten(scenario, data, more) if extremes.tight else scenario
+
+
+def _started_in_turn(scenario: Scenario, data: dict[str, Any]) -> Scenario:
+    """Hyper-V: the VMs drawn running that Hyper-V would not have started, one after another,
+    each with its startup memory free (:meth:`~hvballoon.fake.flavors.HyperVFlavor.not_running`),
+    are stopped instead; it draws nothing, so every world it leaves alone is the one it was."""
+    from hvballoon.errors import ScenarioError
+    from hvballoon.fake.world import World
+
+    while True:
+        try:
+            World(scenario)
+        except ScenarioError as refused:
+            path = str(refused.details.get("path", ""))
+            if not path.endswith(".power_state"):
+                raise
+            data["vms"][int(path.split(".")[1])]["power_state"] = "stopped"
+            scenario = parse_scenario(data, source=f"random scenario {scenario.seed}")
+        else:
+            return scenario
 
 
 def _tighten(scenario: Scenario, data: dict[str, Any], rng: random.Random) -> Scenario:

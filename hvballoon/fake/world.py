@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hvballoon.errors import ScenarioError
 from hvballoon.fake.accounting import SimulationError, account, check_block
 from hvballoon.fake.faults import FaultPlan
 from hvballoon.fake.flavors import FLAVOR_PHYSICS, FLAVORS, Flavor, FlavorPhysics
@@ -260,9 +261,18 @@ class World:
         for g in self.guests.values():
             self._named.setdefault(g.name, []).append(g)
         floor = self.state.floor
+        current = self.hypervisor.initial_current(self, floor)
+        refused = self.hypervisor.not_running(self, current)
+        if refused is not None:
+            i, why = refused
+            raise ScenarioError(
+                f"invalid scenario {scenario.name!r}: vms.{i}.power_state: running at the start, but "
+                f"{why}, after the VMs before it started ({self.flavor})",
+                details={"source": scenario.name, "path": f"vms.{i}.power_state", "flavor": self.flavor},
+            )
         boot(
             self.state,
-            self.hypervisor.initial_current(self, floor),
+            current,
             np.array([float(s.cache) for s in specs]),
             floor,
             backs_assigned_memory=self.hypervisor.backs_assigned_memory,
