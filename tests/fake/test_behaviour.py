@@ -286,7 +286,7 @@ flavor: hyperv
 host: {physical: 16GiB, overhead: 1GiB, reserve: 3GiB}
 vms:
   - {name: a, memory: 8GiB, used: 1GiB, dynamic: false}
-  - {name: b, memory: 4GiB, used: 1GiB, dynamic: false}
+  - {name: b, memory: 4032MiB, used: 1GiB, dynamic: false}
 """
 
 
@@ -300,9 +300,9 @@ def test_hyperv_grows_a_static_vm_only_by_what_it_has_free_for_its_vms() -> None
         hv.set_target("a", "6GiB", force=True)
         w.advance(60)
         assert w.guest("a").current_bytes == 6 * GiB
-        free = for_vms - 6 * GiB - 4 * GiB  # 1.94 GiB
+        free = for_vms - 6 * GiB - 4032 * MiB  # 2 GiB
         with pytest.raises(InvalidStateError, match="free for its VMs"):
-            hv.set_target("a", "8GiB")  # 2 GiB more
+            hv.set_target("a", "9GiB")  # 3 GiB more
         assert w.guest("a").current_bytes == 6 * GiB
         hv.set_target("a", 6 * GiB + free)
         w.advance(60)

@@ -40,6 +40,8 @@ def _world(flavor: str, *, paused: bool = False) -> World:
     host: dict[str, object] = {"physical": "24GiB", "overhead": "1GiB", "reserve": "1GiB"}
     if flavor == "kvm":
         host["swap"] = "32GiB"
+    if flavor == "hyperv":  # Hyper-V starts each VM only with its startup memory free
+        host["physical"] = "28GiB"
     return World(parse_scenario({"name": "pressed", "flavor": flavor, "host": host, "vms": vms}), strict=True)
 
 
