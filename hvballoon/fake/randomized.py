@@ -47,7 +47,15 @@ from hvballoon.kinds.kvm import hugepages_needed, vfio_cannot_pin
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
 
-__all__ = ["OPERATOR_ACTIONS", "Extremes", "OperatorEvent", "operator_events", "play", "random_scenario"]
+__all__ = [
+    "OPERATOR_ACTIONS",
+    "Extremes",
+    "OperatorEvent",
+    "operator_events",
+    "play",
+    "random_scenario",
+    "started_in_turn",
+]
 
 _MiB = 1024**2
 _GiB = 1024**3
@@ -184,26 +192,29 @@ def random_scenario(
     }
     scenario = parse_scenario(data, source=f"random scenario {seed}")
     if fl == "hyperv":
-        scenario = _started_in_turn(scenario, data)
+        scenario = started_in_turn(data, source=f"random scenario {seed}")
     return _tighten(scenario, data, more) if extremes.tight else scenario
 
 
-def _started_in_turn(scenario: Scenario, data: dict[str, Any]) -> Scenario:
-    """Hyper-V: the VMs drawn running that Hyper-V would not have started, one after another,
-    each with its startup memory free (:meth:`~hvballoon.fake.flavors.HyperVFlavor.not_running`),
-    are stopped instead; it draws nothing, so every world it leaves alone is the one it was."""
+def started_in_turn(data: dict[str, Any], *, flavor: str | None = None, source: str = "scenario") -> Scenario:
+    """The scenario ``data`` describes (parsed, its ``vms`` changed in place), with the VMs drawn
+    running that the hypervisor would not have started stopped instead — on Hyper-V, those that
+    would not have found their startup memory free, started one after another
+    (:meth:`~hvballoon.fake.flavors.HyperVFlavor.not_running`; the other flavours start any). It
+    draws nothing: a world every VM of which starts is the one described. For generators (this
+    module's, property tests') that draw VMs without adding up what the host can start."""
     from hvballoon.errors import ScenarioError
     from hvballoon.fake.world import World
 
     while True:
+        scenario = parse_scenario(data, source=source)
         try:
-            World(scenario)
+            World(scenario, flavor=flavor)
         except ScenarioError as refused:
             path = str(refused.details.get("path", ""))
             if not path.endswith(".power_state"):
                 raise
             data["vms"][int(path.split(".")[1])]["power_state"] = "stopped"
-            scenario = parse_scenario(data, source=f"random scenario {scenario.seed}")
         else:
             return scenario
 

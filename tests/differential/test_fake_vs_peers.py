@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 import hvballoon
 from hvballoon import fake
+from hvballoon.fake.randomized import started_in_turn
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.models import ConfigUpdate
 from tests.support.differential import POOL_KEYS, Normalise, Op, Side, run_sequence
@@ -373,7 +374,9 @@ def test_hyperv_fake_agrees_with_the_winrm_peer(
     fleet, sequence = case
     vms = [{k: v for k, v in vm.items() if not k.startswith("_")} for vm in fleet]
     host = {"physical": fleet[0].get("_physical", "64GiB")}
-    scenario = parse_scenario({"name": "diff-hyperv", "flavor": "hyperv", "host": host, "vms": vms})
+    # a VM Hyper-V would not have started beside those before it is drawn stopped
+    data = {"name": "diff-hyperv", "flavor": "hyperv", "host": host, "vms": vms}
+    scenario = started_in_turn(data, source="diff-hyperv")
     # the peer answers from a simulated host of its own built from the same fleet (its guests
     # behave alike, so the guard rails' floors match and targets need not be forced)
     winrm_peer.host.world = World(scenario, flavor="hyperv")

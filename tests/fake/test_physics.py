@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hvballoon.fake.randomized import started_in_turn
 from hvballoon.fake.record import record
 from hvballoon.fake.scenario import parse_scenario
 from hvballoon.fake.store import world_to_bytes
@@ -58,6 +59,8 @@ def worlds(draw: Any) -> tuple[dict[str, Any], str, int]:
         "host": {"physical": physical, "overhead": 256 * MiB, "reserve": 256 * MiB, "swap": 2 * GiB},
         "vms": vms,
     }
+    # what the hypervisor would not have started, one after another, is drawn stopped
+    started_in_turn(scenario, flavor=flavor, source="prop")
     return scenario, flavor, draw(st.integers(0, 2**16))
 
 
