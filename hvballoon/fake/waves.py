@@ -291,6 +291,8 @@ def wave_scenario(
                     for vm in data["vms"]:
                         vm["free_page_reporting"] = False
             scenario = parse_scenario(data, source=f"wave_scenario({seed})")
+            if flavor == "hyperv" and not _startable(scenario):
+                continue  # a fleet Hyper-V would not have started in turn: drawn again
             if wave_facts(scenario).capacity == cap:
                 return scenario
     changed = _describe(cls) or "the generator's own"
@@ -298,6 +300,21 @@ def wave_scenario(
         f"no {cap} wave scenario of the class {changed!r} found for seed {seed} in {_ATTEMPTS} draws: "
         "its bounds leave no room for one (widen them, or ask for another capacity)"
     )
+
+
+def _startable(scenario: Scenario) -> bool:
+    """Could the hypervisor have started every VM the scenario runs at the start, one after
+    another (:meth:`~hvballoon.fake.flavors.Flavor.not_running`)?"""
+    from hvballoon.errors import ScenarioError
+    from hvballoon.fake.world import World
+
+    try:
+        World(scenario)
+    except ScenarioError as refused:
+        if not str(refused.details.get("path", "")).endswith(".power_state"):
+            raise
+        return False
+    return True
 
 
 #: draws of a scenario before a class is given up as one no scenario of the capacity fits

@@ -66,3 +66,12 @@ def test_no_random_hyperv_world_starts_with_the_host_paging_vm_memory_out() -> N
     # host of 899 GiB: Hyper-V would not have started it, so it is drawn stopped
     (ci02,) = [v for v in random_scenario(26).vms if v.name == "ci02"]
     assert ci02.power_state == "stopped"
+
+
+def test_generated_hyperv_wave_fleets_are_ones_hyperv_could_have_started() -> None:
+    """The wave generator draws again a Hyper-V fleet whose VMs could not all have been started
+    in turn (seeds 6 and 7 drew such fleets)."""
+    from hvballoon.fake.waves import wave_scenario
+
+    for seed in (6, 7):
+        World(wave_scenario(seed, flavor="hyperv"))  # a refusal is a ScenarioError
