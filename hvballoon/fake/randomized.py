@@ -54,6 +54,7 @@ __all__ = [
     "operator_events",
     "play",
     "random_scenario",
+    "first_not_started",
     "started_in_turn",
 ]
 
@@ -196,27 +197,35 @@ def random_scenario(
     return _tighten(scenario, data, more) if extremes.tight else scenario
 
 
-def started_in_turn(data: dict[str, Any], *, flavor: str | None = None, source: str = "scenario") -> Scenario:
-    """The scenario ``data`` describes (parsed, its ``vms`` changed in place), with the VMs drawn
-    running that the hypervisor would not have started stopped instead — on Hyper-V, those that
-    would not have found their startup memory free, started one after another
-    (:meth:`~hvballoon.fake.flavors.HyperVFlavor.not_running`; the other flavours start any). It
-    draws nothing: a world every VM of which starts is the one described. For generators (this
-    module's, property tests') that draw VMs without adding up what the host can start."""
+def first_not_started(scenario: Scenario, *, flavor: str | None = None) -> int | None:
+    """The index of the first VM ``scenario`` runs at the start that the hypervisor would not
+    have started, one after another (:meth:`~hvballoon.fake.flavors.Flavor.not_running`: on
+    Hyper-V, one that would not have found its startup memory free); ``None``: every one starts."""
     from hvballoon.errors import ScenarioError
     from hvballoon.fake.world import World
 
+    try:
+        World(scenario, flavor=flavor)
+    except ScenarioError as refused:
+        path = str(refused.details.get("path", ""))
+        if not path.endswith(".power_state"):
+            raise
+        return int(path.split(".")[1])
+    return None
+
+
+def started_in_turn(data: dict[str, Any], *, flavor: str | None = None, source: str = "scenario") -> Scenario:
+    """The scenario ``data`` describes (parsed, its ``vms`` changed in place), with the VMs drawn
+    running that the hypervisor would not have started stopped instead
+    (:func:`first_not_started`). It draws nothing: a world every VM of which starts is the one
+    described. For generators (this module's, property tests') that draw VMs without adding up
+    what the host can start."""
     while True:
         scenario = parse_scenario(data, source=source)
-        try:
-            World(scenario, flavor=flavor)
-        except ScenarioError as refused:
-            path = str(refused.details.get("path", ""))
-            if not path.endswith(".power_state"):
-                raise
-            data["vms"][int(path.split(".")[1])]["power_state"] = "stopped"
-        else:
+        refused = first_not_started(scenario, flavor=flavor)
+        if refused is None:
             return scenario
+        data["vms"][refused]["power_state"] = "stopped"
 
 
 def _tighten(scenario: Scenario, data: dict[str, Any], rng: random.Random) -> Scenario:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from hvballoon.fake.randomized import first_not_started
 from hvballoon.fake.scenario import Flavor, Scenario, parse_scenario
 
 __all__ = [
@@ -291,7 +292,7 @@ def wave_scenario(
                     for vm in data["vms"]:
                         vm["free_page_reporting"] = False
             scenario = parse_scenario(data, source=f"wave_scenario({seed})")
-            if flavor == "hyperv" and not _startable(scenario):
+            if flavor == "hyperv" and first_not_started(scenario) is not None:
                 continue  # a fleet Hyper-V would not have started in turn: drawn again
             if wave_facts(scenario).capacity == cap:
                 return scenario
@@ -300,21 +301,6 @@ def wave_scenario(
         f"no {cap} wave scenario of the class {changed!r} found for seed {seed} in {_ATTEMPTS} draws: "
         "its bounds leave no room for one (widen them, or ask for another capacity)"
     )
-
-
-def _startable(scenario: Scenario) -> bool:
-    """Could the hypervisor have started every VM the scenario runs at the start, one after
-    another (:meth:`~hvballoon.fake.flavors.Flavor.not_running`)?"""
-    from hvballoon.errors import ScenarioError
-    from hvballoon.fake.world import World
-
-    try:
-        World(scenario)
-    except ScenarioError as refused:
-        if not str(refused.details.get("path", "")).endswith(".power_state"):
-            raise
-        return False
-    return True
 
 
 #: draws of a scenario before a class is given up as one no scenario of the capacity fits
