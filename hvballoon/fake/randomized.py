@@ -42,7 +42,6 @@ from hvballoon.kinds.esxi import MEMORY_SIZE_STEP as ESXI_MEMORY_SIZE_STEP
 from hvballoon.kinds.esxi import powers_on as esxi_powers_on
 from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE
 from hvballoon.kinds.hyperv import MINIMUM_SIZE_BYTES as HYPERV_MINIMUM_SIZE_BYTES
-from hvballoon.kinds.kvm import hugepages_needed, vfio_cannot_pin
 
 if TYPE_CHECKING:
     from hvballoon.fake.world import World
@@ -177,8 +176,6 @@ def random_scenario(
         _admit_reservations(vms, room)
     if hugepages and fl == "kvm":
         _hugepages(random.Random(f"hugepages-{seed}"), vms)
-    if fl == "kvm":
-        _pinnable_vfio(vms, room)
     if idle_held and fl == "esxi":
         _idle_held(random.Random(f"idle-held-{seed}"), vms)
     data: dict[str, Any] = {
@@ -191,7 +188,7 @@ def random_scenario(
         "vms": vms,
         "faults": _faults(rng, vms, horizon),
     }
-    scenario = parse_scenario(data, source=f"random scenario {seed}")
+    scenario = _pinnable(data, source=f"random scenario {seed}")
     if fl == "hyperv":
         scenario = started_in_turn(data, source=f"random scenario {seed}")
     return _tighten(scenario, data, more) if extremes.tight else scenario
@@ -373,23 +370,21 @@ def _hugepages(rng: random.Random, vms: list[dict[str, Any]]) -> None:
             vm["hugepages"] = _GiB if whole_gib and rng.random() < 0.3 else 2 * _MiB
 
 
-def _pinnable_vfio(vms: list[dict[str, Any]], room: int) -> None:
-    """A VM running at the start with devices assigned through VFIO keeps them only where the
-    host can hold its memory pinned (:func:`~hvballoon.kinds.kvm.vfio_cannot_pin`: QEMU would not
-    start it), after the huge-page pool and the VFIO VMs before it; it draws nothing, so every
-    other world is the one it always was."""
-    pinnable = room - sum(
-        hugepages_needed(vm["memory"], vm["hugepages"]) * vm["hugepages"] for vm in vms if vm.get("hugepages")
-    )
-    for vm in vms:
-        if not vm.get("vfio_devices") or vm.get("hugepages"):
-            continue
-        if vm.get("power_state", "running") not in ("running", "paused"):
-            continue
-        if vfio_cannot_pin(vm["name"], vm["memory"], pinnable) is not None:
-            del vm["vfio_devices"]
-        else:
-            pinnable -= vm["memory"]
+def _pinnable(data: dict[str, Any], *, source: str) -> Scenario:
+    """The scenario ``data`` describes, a VM running at the start with devices assigned through
+    VFIO keeping them only where the scenario check finds the host can hold its memory pinned
+    (:func:`~hvballoon.kinds.kvm.vfio_cannot_pin`: QEMU would not start it); it draws nothing,
+    so every other world is the one it always was."""
+    from hvballoon.errors import ScenarioError
+
+    while True:
+        try:
+            return parse_scenario(data, source=source)
+        except ScenarioError as refused:
+            path = str(refused.details.get("path", ""))
+            if not path.endswith(".vfio_devices"):
+                raise
+            del data["vms"][int(path.split(".")[1])]["vfio_devices"]
 
 
 def _idle_held(rng: random.Random, vms: list[dict[str, Any]]) -> None:
