@@ -71,3 +71,18 @@ def test_a_walk_at_the_guests_limit_kills_as_often_whoever_reads_the_world(step:
         kills.append(sum(1 for e in world.events if e["kind"] == "oom"))
     assert kills[0] > 0
     assert kills == kills[:1] * 3
+
+
+@pytest.mark.parametrize("step", [2.0, 5.0])
+def test_a_walk_read_more_often_than_the_world_steps_holds_between_its_steps(step: float) -> None:
+    """Read every half second, a walk on a world whose step is longer takes a new value only at
+    the world's own step points: a controller's quick rounds see no steps of the walk a world
+    read once per step would not have drawn."""
+    world = _walk(step)
+    seen: list[tuple[float, list[int]]] = []
+    while world.now < 60.0 - 1e-9:
+        world.advance(0.5)
+        seen.append((world.now, [g.demand_bytes for g in world.guests.values()]))
+    changed_at = [t for (t, d), (_, before) in zip(seen[1:], seen[:-1], strict=True) if d != before]
+    assert changed_at  # it walked
+    assert all(abs(t / step - round(t / step)) < 1e-9 for t in changed_at), changed_at
