@@ -494,6 +494,9 @@ class World:
         act = self.active()
         floor = s.floor
         buf = self._buffers(rows)
+        grid = times / self.step
+        on_grid = np.abs(grid - np.round(grid)) <= _ON_GRID / self.step
+        drawn = self._workload_draws() if rows > 1 else None
 
         demand = workload_demand(s, self.workloads, times, dt, self.rng, floor, buf)
         goal, low = self._steer(floor)
@@ -509,21 +512,28 @@ class World:
             pinned = np.nonzero(s.pinned > 0)[0]
             if pinned.size:  # held whole, whatever the balloon took from the guest
                 backed[:, pinned] = s.memory[pinned]
-        traffic = swap_traffic(s, guest, dt, buf)
-        grid = times / self.step
-        on_grid = np.abs(grid - np.round(grid)) <= _ON_GRID / self.step
-        kills = new_oom_kills(s, guest.oom, act, on_grid)
-        if kills is not None:
-            for j, i in zip(*np.nonzero(kills), strict=True):
-                # at a kill the guest holds all it can: its memory plus swap (its limit)
-                text = hv.out_of_memory(float(demand[j, i]), float(guest.effective_demand[j, i]))
-                self.event("oom", self.names[i], text, float(times[j]))
         # the host: what the guests hold, plus overheads, must fit; the rest is reclaimed
         if act.all():
             held = backed
         else:
             held = np.where(act, backed, s.host_backed * ((s.paused > 0) & (s.crashed == 0)))
         reclaim = hv.reclaim(self, held)
+        if drawn is not None and hv.balloon_obeys_target:
+            # the host's OOM killer acts at the first point of the grid where the host's swap
+            # is full, not at the end of whatever block the reader's moments made: the block
+            # ends there, drawn again (the workloads' draws put back), and the rest follows
+            out = np.nonzero(on_grid[:-1] & (reclaim.host_swapped[:-1].sum(axis=1) > self.host.swap_bytes))[0]
+            if out.size:
+                self._put_back_draws(drawn)
+                self._run(int(out[0]) + 1, dt)
+                return
+        traffic = swap_traffic(s, guest, dt, buf)
+        kills = new_oom_kills(s, guest.oom, act, on_grid)
+        if kills is not None:
+            for j, i in zip(*np.nonzero(kills), strict=True):
+                # at a kill the guest holds all it can: its memory plus swap (its limit)
+                text = hv.out_of_memory(float(demand[j, i]), float(guest.effective_demand[j, i]))
+                self.event("oom", self.names[i], text, float(times[j]))
         if self.strict:
             check_block(self, current, guest, held, reclaim, act)
         take_reports(s, act, t0, times, dt, current, guest, traffic)
@@ -568,6 +578,15 @@ class World:
         assert period is not None
         return (math.floor(self.now / period + 1e-9) + 1) * period
 
+    def _workload_draws(self) -> tuple[Any, list[tuple[Any, int]]]:
+        """Where the workloads' draws stand (the generator, the walks): to draw a block again."""
+        return self.rng.bit_generator.state, [(b.walk.copy(), b.walk_at) for b in self.workloads]
+
+    def _put_back_draws(self, drawn: tuple[Any, list[tuple[Any, int]]]) -> None:
+        self.rng.bit_generator.state = drawn[0]
+        for b, (walk, at) in zip(self.workloads, drawn[1], strict=True):
+            b.walk, b.walk_at = walk, at
+
     def _host_reclaim_now(self) -> None:
         import numpy as np
 
@@ -592,7 +611,11 @@ class World:
             self.crash(int(i), reason="panic")
         # the host's OOM killer kills until what is left fits (as Linux's does, one process after
         # another within moments), not one VM per block: how many die must not depend on how the
-        # world is advanced (one 60 s call or sixty 1 s calls)
+        # world is advanced (one 60 s call or sixty 1 s calls). It acts at points of the grid
+        # (a block that would pass one with the swap full ends there): a reader's moment between
+        # two does not bring it forward
+        if self._to_grid():
+            return
         while s.host_swapped.sum() > self.host.swap_bytes:
             alive = self.active()
             if not alive.any():
