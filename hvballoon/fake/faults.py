@@ -47,7 +47,15 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "FAULT_OPS", "MARK_FAULT_KINDS", "Fault", "FaultPlan", "check_fault"]
+__all__ = [
+    "FAULT_KINDS",
+    "FAULT_OPS",
+    "MARK_FAULT_KINDS",
+    "WORLD_FAULT_KINDS",
+    "Fault",
+    "FaultPlan",
+    "check_fault",
+]
 
 FAULT_KINDS: tuple[str, ...] = (
     "connection_lost",
@@ -72,6 +80,11 @@ FAULT_OPS: tuple[str, ...] = (
 )
 #: The kinds a ``get_marks`` rule may have: each leaves the VM it fires on with marks unread.
 MARK_FAULT_KINDS: tuple[str, ...] = ("connection_lost", "timeout", "session_expired", "permission_denied")
+#: The kinds that change the world itself where they fire (a VM deleted, a balloon driver
+#: stopped), not only what the call returns: they fire on a call, so when and on which VM depends
+#: on the calls made — a world two policies should meet alike schedules such changes at their own
+#: times instead (the random scenarios' operator events).
+WORLD_FAULT_KINDS: tuple[str, ...] = ("vm_vanished", "no_balloon_driver")
 
 
 def check_fault(op: str, kind: str) -> None:
