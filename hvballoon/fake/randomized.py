@@ -471,6 +471,7 @@ def _admit_reservations(vms: list[dict[str, Any]], room: int) -> None:
 
 def _faults(rng: random.Random, vms: list[dict[str, Any]], horizon: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    drawn: list[dict[str, Any]] = []  # with the world-changing ones left out of the script
     for _ in range(rng.choice((0, 0, 0, 1, 2, 4))):
         op = rng.choice(FAULT_OPS)
         kind = rng.choice(MARK_FAULT_KINDS if op == "get_marks" else FAULT_KINDS)
@@ -478,7 +479,7 @@ def _faults(rng: random.Random, vms: list[dict[str, Any]], horizon: float) -> li
             check_fault(op, kind)
         except ValueError:
             continue
-        if op == "connect" and any(r["op"] == "connect" for r in out):
+        if op == "connect" and any(r["op"] == "connect" for r in drawn):
             continue  # two would outlast the session's retries at the start
         rule: dict[str, Any] = {"op": op, "kind": kind}
         how = rng.random()
@@ -509,6 +510,7 @@ def _faults(rng: random.Random, vms: list[dict[str, Any]], horizon: float) -> li
             rule["latency"] = rng.choice((0.1, 1, 4, 10))
         if rng.random() < 0.3:
             rule["vm"] = rng.choice(vms)["name"]
+        drawn.append(rule)
         if kind in WORLD_FAULT_KINDS:
             # drawn (the draws after it stay the same) but not scripted: where it fires would
             # depend on the calls each policy makes, and policies compared on one seed must
