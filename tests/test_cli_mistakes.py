@@ -272,6 +272,47 @@ def test_a_settings_key_named_as_its_option_or_misspelt_names_the_key_it_looks_l
 
 
 @pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        # the options --exclude VM, --floor VM=SIZE … are each VM's settings in the file, under vms
+        (
+            "exclude: [db01]",
+            "(exclude is a setting of each VM: write it under vms, e.g. vms: {web01: {exclude: true}}",
+        ),
+        (
+            "floors: {web01: 4GiB}",
+            "(floor is a setting of each VM: write it under vms, e.g. vms: {web01: {floor: 4GiB}}",
+        ),
+        ("self-managed: [jvm01]", "(self_managed is a setting of each VM: write it under vms"),
+        ("max_lower: 2GiB", "(did you mean 'max_lower_bytes_per_round'?)"),
+        ("session_margins: true", "(--session-margins is policy_guard_rails: false in the file)"),
+        # not policy_options, the guess the key looked like: the policy is the command line's
+        ("policy: mom", "(the policy is chosen by the command line's --policy; the file holds its options"),
+        ("journal: /var/lib/j.db", "(--journal is an option of the command line, not a setting of the file)"),
+    ],
+)
+def test_a_settings_key_written_as_an_option_says_where_it_goes(tmp_path: Path, key: str, says: str) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(key + "\n")
+    r = invoke("autoballoon", "--check-settings", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert f"{key.split(':')[0]}: Extra inputs are not permitted {says}" in r.stderr, r.stderr
+    assert "policy_options'?" not in r.stderr
+
+
+def test_every_autoballoon_option_is_a_settings_key_or_says_where_it_goes() -> None:
+    from hvballoon.cli.autoballoon import autoballoon_cmd
+    from hvballoon.cli.autoballoon_settings import option_key_note
+    from hvballoon.policy import ControllerSettings
+
+    # an option added to the command says where it is in the file, or that it is not there
+    for param in autoballoon_cmd.params:
+        for opt in param.opts:
+            if opt.startswith("--") and opt[2:].replace("-", "_") not in ControllerSettings.model_fields:
+                assert option_key_note(opt), opt
+
+
+@pytest.mark.parametrize(
     "option",
     [
         ("--minimum", "4"),

@@ -14,7 +14,14 @@ from typing import Any
 from hvballoon.errors import InvalidRequestError
 from hvballoon.units import parse_typed_target
 
-__all__ = ["Overrides", "load_settings_file", "typed_size", "validate_settings", "vm_pairs"]
+__all__ = [
+    "Overrides",
+    "load_settings_file",
+    "option_key_note",
+    "typed_size",
+    "validate_settings",
+    "vm_pairs",
+]
 
 
 def typed_size(value: object, what: str, *, allow_zero: bool = False) -> int:
@@ -81,6 +88,62 @@ def load_settings_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+#: The options of ``hvballoon autoballoon`` a person may write as keys of the settings file, by
+#: the key (the option without its dashes): the file's key for it, or where it is instead.
+_RENAMED = {
+    "interval": "interval_seconds",
+    "host_memory": "host_memory_bytes",
+    "host_overhead": "host_overhead_bytes",
+    "host_reserve": "host_reserve_bytes",
+    "max_lower": "max_lower_bytes_per_round",
+    "max_changes": "max_changes_per_round",
+    "policy_option": "policy_options",
+}
+_VM_SETTINGS = {"exclude": "true", "self_managed": "true", "floor": "4GiB", "ceiling": "12GiB"}
+_COMMAND_LINE_ONLY = [
+    "dry_run",
+    "once",
+    "rounds",
+    "serve",
+    "settings",
+    "check_settings",
+    "check",
+    "journal",
+    "release_on_exit",
+    "metrics_address",
+    "log_format",
+    "strict",
+    "verbose",
+    "json",
+    "password_stdin",
+    "ca_file",
+    "no_verify",
+    "timeout",
+]
+
+
+def option_key_note(key: str) -> str:
+    """What a settings file's key written as one of the command line's options (``max_lower``,
+    ``--floor``, ``floors``) says about where it goes; ``""`` for any other key."""
+    name = key.strip().lstrip("-").replace("-", "_").lower()
+    if name not in {*_RENAMED, *_VM_SETTINGS, *_COMMAND_LINE_ONLY, "policy", "session_margins"}:
+        name = name.removesuffix("s")  # floors, ceilings, excludes
+    if name in _RENAMED:
+        return f" (did you mean {_RENAMED[name]!r}?)"
+    if name in _VM_SETTINGS:
+        return (
+            f" ({name} is a setting of each VM: write it under vms, e.g. vms: {{web01: {{{name}: "
+            f"{_VM_SETTINGS[name]}}}}}, or under default_vm for every VM)"
+        )
+    if name == "policy":
+        return " (the policy is chosen by the command line's --policy; the file holds its options, policy_options)"
+    if name == "session_margins":
+        return " (--session-margins is policy_guard_rails: false in the file)"
+    if name in _COMMAND_LINE_ONLY:
+        return f" (--{name.replace('_', '-')} is an option of the command line, not a setting of the file)"
+    return ""
+
+
 def validate_settings(data: dict[str, Any], where: str = "autoballoon settings") -> Any:
     """``data`` as :class:`~hvballoon.policy.ControllerSettings`, or an error naming each problem."""
     from pydantic import ValidationError
@@ -92,11 +155,15 @@ def validate_settings(data: dict[str, Any], where: str = "autoballoon settings")
     except ValidationError as exc:
         from hvballoon._modelkeys import did_you_mean
 
+        def note(loc: tuple[int | str, ...]) -> str:
+            # a key written as the command line's option (max_lower for --max-lower, floor at the
+            # top of the file) says where it goes; any other, the key it looks like
+            return (len(loc) == 1 and option_key_note(str(loc[0]))) or did_you_mean(ControllerSettings, loc)
+
         problems = "; ".join(
             (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
             + str(e["msg"]).removeprefix("Value error, ")
-            # host_memory (as the option --host-memory) is host_memory_bytes in the file
-            + (did_you_mean(ControllerSettings, tuple(e["loc"])) if e["type"] == "extra_forbidden" else "")
+            + (note(tuple(e["loc"])) if e["type"] == "extra_forbidden" else "")
             for e in exc.errors()
         )
         raise InvalidRequestError(f"invalid {where}: {problems}", details={"problems": problems}) from None
