@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hvballoon._uri import parse_uri
 from hvballoon.cli.common import (
     NegativeValuesCommand,
     OptionsCommand,
@@ -405,6 +406,12 @@ def advance_cmd(uri: str, duration: str, as_json: bool) -> None:
     from hvballoon.fake.backend import FakeBackend
 
     seconds = parse_duration(duration, what="duration")
+    parsed = parse_uri(uri)
+    if parsed.scheme != "fake":  # refused before connecting: never a login to a real hypervisor
+        raise InvalidRequestError(
+            f"{parsed.redacted} is not a fake:// world: fake advance moves the clock of a persisted "
+            "simulated world (fake://NAME?state=FILE)"
+        )
     with hvballoon.connect(uri) as hv:
         backend = hv.backend
         if not isinstance(backend, FakeBackend):

@@ -277,6 +277,20 @@ def test_fake_advance_moves_a_persisted_clock(tmp_path: Path) -> None:
     assert json.loads(cli("fake", "advance", uri, "0", "--json").stdout)["now_seconds"] == 4200  # unmoved
 
 
+@pytest.mark.parametrize("uri", ["esxi://root@127.0.0.1:9", "qemu+ssh://root@127.0.0.1:9/system"])
+def test_fake_advance_refuses_a_real_hypervisor_s_uri_before_connecting(uri: str) -> None:
+    # not a login to a real hypervisor (its password asked, its failure's exit code) to learn that
+    # only a simulated world has a clock to move
+    r = cli("fake", "advance", uri, "10m", "--json")
+    assert r.returncode == 2, r.stdout
+    err = json.loads(r.stdout)
+    assert err["code"] == "invalid_request" and err["backend"] is None
+    assert (
+        err["message"].startswith(f"{uri} is not a fake:// world")
+        and "fake://NAME?state=FILE" in err["message"]
+    )
+
+
 @pytest.mark.parametrize("name", ["seed", "seed-spike", "java", "dense", "hyperv-dm", "esxi-limits"])
 def test_builtin_scenarios_run_conserved(name: str) -> None:
     w = World(load_scenario(name), strict=True)
