@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hvballoon._uri import parse_uri
+from hvballoon._uri import parse_uri, redact_uri
 from hvballoon.cli.common import (
     NegativeValuesCommand,
     OptionsCommand,
@@ -299,6 +299,18 @@ def simulate_cmd(
         raise BackendNotInstalledError(
             "--plot needs matplotlib: pip install 'hvballoon[plot]'",
             details={"install": "pip install 'hvballoon[plot]'", "missing": "matplotlib"},
+        )
+    if "://" in scenario:  # a fake:// URI names a world; simulate takes what it is made from
+        what = "a built-in name, a generated wave scenario or a YAML/JSON file"
+        fake = scenario.lower().startswith("fake://")
+        name = scenario[len("fake://") :].split("?", 1)[0] if fake else ""
+        if not name:
+            raise InvalidRequestError(
+                f"simulate runs a scenario of the simulator ({what}), not a URI: {redact_uri(scenario)!r}"
+            )
+        raise InvalidRequestError(
+            f"simulate takes a scenario, not a URI: {name!r} rather than {redact_uri(scenario)!r} ({what}; "
+            "--flavor and --seed for the URI's parameters)"
         )
     spec = load_scenario(scenario)
     if step is not None:

@@ -277,6 +277,25 @@ def test_fake_advance_moves_a_persisted_clock(tmp_path: Path) -> None:
     assert json.loads(cli("fake", "advance", uri, "0", "--json").stdout)["now_seconds"] == 4200  # unmoved
 
 
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (
+            "fake://seed?flavor=esxi",
+            "simulate takes a scenario, not a URI: 'seed' rather than 'fake://seed?flavor=esxi'",
+        ),
+        ("fake:///srv/mine.yaml", "simulate takes a scenario, not a URI: '/srv/mine.yaml' rather than"),
+        ("esxi://root:Pa55@esx01", "simulate runs a scenario of the simulator"),
+    ],
+)
+def test_simulate_given_a_uri_names_the_scenario_to_give(given: str, says: str) -> None:
+    # the URI the other commands take is not read as the name of a scenario that does not exist
+    r = cli("simulate", given, "--duration", "1m")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {says}") and "no scenario" not in r.stderr, r.stderr
+    assert "Pa55" not in r.stderr
+
+
 @pytest.mark.parametrize("uri", ["esxi://root@127.0.0.1:9", "qemu+ssh://root@127.0.0.1:9/system"])
 def test_fake_advance_refuses_a_real_hypervisor_s_uri_before_connecting(uri: str) -> None:
     # not a login to a real hypervisor (its password asked, its failure's exit code) to learn that
