@@ -169,3 +169,28 @@ def test_an_empty_ca_file_or_inventory_is_refused_not_read_as_none(
     assert r.returncode == 2, r.stdout + r.stderr
     said = json.loads(r.stdout)["message"] if as_json else r.stderr
     assert f"'{option}'" in said and "an empty path" in said, said
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("stats", "fake://seed"),
+        ("stats", "fake://seed", "fake://dense"),
+        ("set", "fake://seed", "web01", "6GiB"),
+        ("autoballoon", "fake://seed", "--once"),
+        ("release", "fake://seed"),
+    ],
+    ids=" ".join,
+)
+def test_no_verify_with_a_ca_file_is_refused_before_connecting(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # the CA would be ignored (nothing is verified): a command line that names one meant verification
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read\n")
+    r = invoke(*command, "--no-verify", "--ca-file", str(ca), "--json")
+    assert r.returncode == 2, r.stdout
+    err = json.loads(r.stdout)
+    assert err["code"] == "invalid_request" and err["backend"] is None
+    assert err["message"].startswith("--no-verify and --ca-file contradict each other")
+    assert "verification is OFF" not in r.stderr  # refused before the session's warning

@@ -547,8 +547,15 @@ def connection_options(fn: F) -> F:
 
 
 def connection(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Take the :func:`connection_options` out of a command's keyword arguments."""
-    return {k: kwargs.pop(k) for k in _CONNECTION_KEYS}
+    """Take the :func:`connection_options` out of a command's keyword arguments; ``--ca-file``
+    with ``--no-verify`` is refused (the CA would be ignored: nothing is verified)."""
+    opts = {k: kwargs.pop(k) for k in _CONNECTION_KEYS}
+    if opts["no_verify"] and opts["ca_file"] is not None:
+        raise InvalidRequestError(
+            "--no-verify and --ca-file contradict each other: --ca-file names the CA to verify the "
+            "hypervisor's certificate with, --no-verify turns verification off; give one"
+        )
+    return opts
 
 
 def fleet_options(fn: F) -> F:
