@@ -54,7 +54,7 @@ def config_options(fn: F) -> F:
     epilog="""\b
 Examples:
   hvballoon config fake://seed web01                          # show
-  hvballoon config 'fake://seed?flavor=hyperv' web01 --maximum 12GiB --buffer-percent 20
+  hvballoon config 'fake://seed?flavor=hyperv' web01 --maximum 20GiB --buffer-percent 25
   hvballoon config 'fake://seed?flavor=esxi' db01 --reservation 4GiB --limit unlimited
   hvballoon config 'fake://seed?flavor=esxi' db01 --shares-level high --memory-reservation-lock
   hvballoon config 'fake://seed?flavor=hyperv' web01 web02 web03 --buffer-percent 30
