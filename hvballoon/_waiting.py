@@ -177,10 +177,16 @@ class _Waiting(_SessionCore):
                         uri=self.uri,
                         details=details,
                     )
-                elif now - start >= timeout:
+                elif now - start >= timeout - _CLOCK_SLACK:
+                    how = (
+                        f"was still moving after {timeout:g} s"
+                        if last_at > start
+                        # not "still moving": a wait shorter than a stall takes to tell
+                        else f"did not move in the {timeout:g} s waited (too short to tell: a stall is "
+                        f"told after {stall_after:g} s without moving)"
+                    )
                     done[key] = WaitTimeoutError(
-                        f"the memory of {vm.name!r} was still moving after {timeout:g} s "
-                        f"({shown_current} of target {shown_goal})",
+                        f"the memory of {vm.name!r} {how} ({shown_current} of target {shown_goal})",
                         vm=vm.name,
                         backend=self.backend_name,
                         uri=self.uri,
@@ -190,6 +196,12 @@ class _Waiting(_SessionCore):
             if pending:
                 sleep(min(poll_interval, max(0.0, timeout - (clock() - start))))
         return done
+
+
+#: How far short of a wait's timeout its clock may end after sleeping exactly to it: a clock of
+#: whole float steps (the simulator's, at 3.0 s, sleeps 0.001 s to 3.0009999999999999) ends a
+#: hair short, and a sleep of that hair does not move it again (a wait that never ended).
+_CLOCK_SLACK = 1e-6
 
 
 def _never_reported(stats: MemoryStats) -> bool:

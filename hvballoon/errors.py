@@ -389,7 +389,8 @@ class BalloonStalledError(HVBalloonError):
 
 
 class WaitTimeoutError(HVBalloonError):
-    """The balloon was still moving when the wait's timeout ran out."""
+    """The memory had not reached its target when the wait's timeout ran out: still moving, or
+    not moved in a wait too short to tell a stall (the message says which)."""
 
     code = "wait_timeout"
     exit_code = 11
