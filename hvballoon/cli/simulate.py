@@ -320,6 +320,8 @@ def simulate_cmd(
         spec = spec.model_copy(update={"step": step_s})
     world = World(spec, flavor=flavor, seed=seed)
     every_s = parse_duration(every, what="--every") if every is not None else max(world.step, seconds / 720)
+    if every_s <= 0:  # not read as "every step": no recording at no interval was meant
+        raise InvalidRequestError("--every must be above zero (a recording interval of at least a step)")
     every_s = max(every_s, world.step)
     _check_span(seconds, world.step, "--duration")
     if seconds / every_s > MAX_RECORDS:

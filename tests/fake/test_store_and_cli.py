@@ -296,6 +296,15 @@ def test_simulate_given_a_uri_names_the_scenario_to_give(given: str, says: str) 
     assert "Pa55" not in r.stderr
 
 
+@pytest.mark.parametrize("every", ["0", "0s", "0ms"])
+def test_simulate_refuses_a_recording_interval_of_zero(every: str, tmp_path: Path) -> None:
+    # refused as --step 0s and --interval 0s are, not recorded at every step instead
+    series = tmp_path / "series.json"
+    r = cli("simulate", "seed", "--duration", "10m", "--every", every, "--series", str(series))
+    assert r.returncode == 2 and "--every must be above zero" in r.stderr, r.stderr
+    assert not series.exists()
+
+
 @pytest.mark.parametrize("uri", ["esxi://root@127.0.0.1:9", "qemu+ssh://root@127.0.0.1:9/system"])
 def test_fake_advance_refuses_a_real_hypervisor_s_uri_before_connecting(uri: str) -> None:
     # not a login to a real hypervisor (its password asked, its failure's exit code) to learn that
