@@ -28,9 +28,11 @@ from tests.support.require import in_ci, require
 def pytest_configure(config: pytest.Config) -> None:
     # a property test without a budget of its own draws 25 examples in a run that leaves the
     # slow tests out (the inner loop), Hypothesis's default of 100 in the full suite (a profile
-    # given with --hypothesis-profile stands)
+    # given with --hypothesis-profile stands). pytest-xdist's controller runs no test: it does not
+    # import Hypothesis for it (a quarter of a second)
     inner_loop = "not slow" in (config.getoption("markexpr") or "")
-    if inner_loop and config.getoption("hypothesis_profile", None) is None:
+    controller = bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")
+    if inner_loop and not controller and config.getoption("hypothesis_profile", None) is None:
         from hypothesis import settings
 
         settings.register_profile("inner-loop", max_examples=25)
