@@ -310,8 +310,9 @@ def test_bad_options_in_the_settings_file(tmp_path: Path) -> None:
 # -- simulate ------------------------------------------------------------------------------------
 
 
-def test_simulate_with_an_option() -> None:
-    base = ("simulate", "seed", "--duration", "10m", "--policy", "hvballoon", "--json")
+@pytest.mark.parametrize("duration", ["3m", pytest.param("10m", marks=pytest.mark.slow)])
+def test_simulate_with_an_option(duration: str) -> None:
+    base = ("simulate", "seed", "--duration", duration, "--policy", "hvballoon", "--json")
     default = json.loads(invoke(*base).stdout)
     r = invoke(*base, "--policy-option", "surge_fraction=0.1", "--policy-option", "free_fraction=0.5")
     assert r.returncode == 0, r.stderr
