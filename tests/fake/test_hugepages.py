@@ -93,6 +93,7 @@ def test_random_worlds_draw_huge_pages_only_when_asked_and_are_otherwise_the_sam
         plain, huge = random_scenario(seed), random_scenario(seed, hugepages=True)
         assert all(v.hugepages is None for v in plain.vms)
         assert [v.model_copy(update={"hugepages": None}) for v in huge.vms] == list(plain.vms)
+        assert huge.model_copy(update={"vms": plain.vms}) == plain  # its faults, step, host too
         backed = sum(v.hugepages is not None for v in huge.vms)
         assert huge.flavor == "kvm" or backed == 0  # a KVM setting
         drawn += backed

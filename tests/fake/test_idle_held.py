@@ -104,6 +104,7 @@ def test_random_worlds_draw_idle_held_only_when_asked_and_are_otherwise_the_same
         plain, idle = random_scenario(seed), random_scenario(seed, idle_held=True)
         assert all(v.idle_held is None for v in plain.vms)
         assert [v.model_copy(update={"idle_held": None}) for v in idle.vms] == list(plain.vms)
+        assert idle.model_copy(update={"vms": plain.vms}) == plain  # its faults, step, host too
         marked = [v.idle_held for v in idle.vms if v.idle_held is not None]
         assert idle.flavor == "esxi" or not marked  # an ESXi setting
         assert all(0.2 <= f <= 0.7 for f in marked)

@@ -112,6 +112,7 @@ def test_reserved_draws_esxi_reservations_near_the_size_only_when_asked(seeds: i
             assert near == plain
             continue
         World(near)  # admitted as drawn
+        assert near.model_copy(update={"vms": plain.vms}) == plain  # its faults, step, host too
         for a, b in zip(plain.vms, near.vms, strict=True):
             keep = ("reservation", "limit", "memory_reservation_lock")
             assert b.model_copy(update={k: getattr(a, k) for k in keep}) == a
