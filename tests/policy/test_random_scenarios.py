@@ -54,3 +54,13 @@ def test_the_probe_runs_only_the_flavour_asked_and_draws_idle_held_worlds(probe:
     assert [r.seed for r in runs] == esxi and esxi
     assert all(r.flavor == "esxi" and r.violations == [] for r in runs)
     assert any(v.idle_held for s in esxi for v in random_scenario(s, hours=2 / 60, idle_held=True).vms)
+
+
+def test_the_comparison_with_static_tells_the_kills_of_vms_an_operator_capped(probe: ModuleType) -> None:
+    """A VM an operator's ceiling holds below its size dies of a setting ``static`` never applies:
+    the seeds where ``hvballoon`` kills more say how many of its extra kills were such VMs'."""
+    ours = probe.Run(7, "hvballoon", kills={"oom": 9}, capped_kills={"a": 6, "b": 1})
+    static = probe.Run(7, "static", kills={"oom": 3}, capped_kills={"a": 1, "b": 2})
+    even = [probe.Run(8, "hvballoon", kills={"oom": 1}), probe.Run(8, "static", kills={"oom": 1})]
+    (worse,) = probe.worse_than_static([ours, static, *even])
+    assert worse["seed"] == 7 and worse["hvballoon_more_on_capped_vms"] == 5
