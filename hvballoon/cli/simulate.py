@@ -196,6 +196,8 @@ def run_simulation(
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         stack.close()
+    if rec.t and rec.t[-1] < world.now - 1e-9:
+        rec.sample_now()  # the run's last moment, whatever --every (its summary reads it)
     # each VM's series is built when read (Recorder.data): as lists, 10,000 VMs' take gigabytes
     data: dict[str, Any] = rec.data()
     data["interrupted"] = stop.is_set()

@@ -305,6 +305,14 @@ def test_simulate_refuses_a_recording_interval_of_zero(every: str, tmp_path: Pat
     assert not series.exists()
 
 
+def test_simulate_records_the_run_s_last_moment_whatever_every(tmp_path: Path) -> None:
+    # every 7 minutes over 10: the series (and the summary read from it) end at 10 minutes, not 7
+    series = tmp_path / "series.json"
+    r = cli("simulate", "seed", "--duration", "10m", "--every", "7m", "--series", str(series), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(series.read_text())["t"] == [0.0, 420.0, 600.0]
+
+
 @pytest.mark.parametrize("uri", ["esxi://root@127.0.0.1:9", "qemu+ssh://root@127.0.0.1:9/system"])
 def test_fake_advance_refuses_a_real_hypervisor_s_uri_before_connecting(uri: str) -> None:
     # not a login to a real hypervisor (its password asked, its failure's exit code) to learn that
