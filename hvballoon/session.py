@@ -241,6 +241,12 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
     # -- plumbing -----------------------------------------------------------------------
 
     def __enter__(self) -> Hypervisor:
+        if self._closed:  # at the ``with``, not at its first call
+            raise InvalidStateError(
+                "this session is closed and cannot be reopened: connect() again",
+                backend=self.backend_name,
+                uri=self.uri,
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -390,6 +390,8 @@ def test_closed_session_refuses() -> None:
     hv.close()
     with pytest.raises(InvalidStateError, match="closed"):
         hv.list_vms()
+    with pytest.raises(InvalidStateError, match="cannot be reopened"), hv:  # at the with
+        pass
 
 
 def test_keyed_worlds_are_shared_then_reset() -> None:
