@@ -180,6 +180,10 @@ class _SessionCore:
         not ``suggest``)."""
         close = self._index.close_names(ref) if suggest else []
         guess = f"; did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+        if "://" in ref and not close:  # a second URI where VM names go (one session, one URI)
+            guess = (
+                f"; it looks like a URI, not a VM of this session ({self.uri}): a session talks to one URI"
+            )
         return VMNotFoundError(
             f"no VM named or with id {ref!r}{guess}",
             backend=self.backend_name,

@@ -575,3 +575,14 @@ def test_an_empty_password_variable_is_no_password_where_none_is_needed(
     monkeypatch.setenv("HVBALLOON_PASSWORD", "")
     with hvballoon.connect("fake://seed") as hv:
         assert hv.list_vms()
+
+
+def test_a_uri_given_where_a_vm_goes_is_said_to_look_like_one() -> None:
+    # `capabilities fake://seed fake://dense`: the second URI is read as a VM of the first session
+    with hvballoon.connect("fake://seed") as hv:
+        with pytest.raises(hvballoon.VMNotFoundError) as caught:
+            hv.get_stats("fake://dense")
+        assert "looks like a URI" in caught.value.message and "fake://seed" in caught.value.message
+        with pytest.raises(hvballoon.VMNotFoundError) as caught:
+            hv.get_stats("web1")
+        assert "looks like a URI" not in caught.value.message  # a name: its close matches
