@@ -496,7 +496,7 @@ class World:
         buf = self._buffers(rows)
         grid = times / self.step
         on_grid = np.abs(grid - np.round(grid)) <= _ON_GRID / self.step
-        drawn = self._workload_draws() if rows > 1 else None
+        drawn = self._workload_draws() if rows > 1 and hv.balloon_obeys_target else None  # see below
 
         demand = workload_demand(s, self.workloads, times, dt, self.rng, floor, buf)
         goal, low = self._steer(floor)
@@ -518,7 +518,7 @@ class World:
         else:
             held = np.where(act, backed, s.host_backed * ((s.paused > 0) & (s.crashed == 0)))
         reclaim = hv.reclaim(self, held)
-        if drawn is not None and hv.balloon_obeys_target:
+        if drawn is not None:
             # the host's OOM killer acts at the first point of the grid where the host's swap
             # is full, not at the end of whatever block the reader's moments made: the block
             # ends there, drawn again (the workloads' draws put back), and the rest follows
