@@ -52,7 +52,7 @@ from hvballoon.models import (
 )
 from hvballoon.registry import backends
 from hvballoon.retry import RetryPolicy
-from hvballoon.session import GuardRails, Hypervisor, TargetResults, connect
+from hvballoon.session import GuardRails, Hypervisor, TargetResults, TargetsInterrupted, connect
 from hvballoon.units import format_size, parse_size
 
 __all__ = [
@@ -90,6 +90,7 @@ __all__ = [
     "TargetBelowFloorError",
     "TargetNotObservableWarning",
     "TargetResults",
+    "TargetsInterrupted",
     "UnsupportedOperationError",
     "VM",
     "VMNotFoundError",

@@ -10,7 +10,14 @@ from typing import Any, cast
 
 from hvballoon._guardrails import GuardRails
 from hvballoon._planning import _TargetPlanning
-from hvballoon._results import TargetResults, held_back, keyed_pairs, log_changes, named_twice
+from hvballoon._results import (
+    TargetResults,
+    TargetsInterrupted,
+    held_back,
+    keyed_pairs,
+    log_changes,
+    named_twice,
+)
 from hvballoon._sessioncore import VMRef
 from hvballoon._waiting import _Waiting, idle
 from hvballoon.backend import TargetRequest
@@ -122,9 +129,17 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         log_changes(log, "set target of %s to %s (%s)", moved, "set the targets")
         stats_reached: dict[str, MemoryStats] = {}
         if wait_timeout is not None:
-            stats_reached = self._wait_changes(
-                results, {k: planned[k] for k in planned if k not in failures}, wait_timeout
-            )
+            try:
+                self._wait_changes(
+                    results,
+                    {k: planned[k] for k in planned if k not in failures},
+                    wait_timeout,
+                    stats_reached,
+                )
+            except KeyboardInterrupt as exc:  # applied: the caller is told what, not left guessing
+                reached = {k: stats_reached[k] for k in order if k in stats_reached}
+                done = self._results(results, order, applied=True, made=made, stats=reached)
+                raise TargetsInterrupted(done) from exc
         return self._results(results, order, applied=True, made=made, stats=stats_reached)
 
     def _figure_items(self, figures: Any) -> dict[str, _Pair] | None:
@@ -266,8 +281,10 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         results: dict[str, Change | HVBalloonError],
         planned: dict[str, tuple[Change, int]],
         timeout: float,
-    ) -> dict[str, MemoryStats]:
-        """Wait for every applied target the backend can observe; warn about the others."""
+        reached: dict[str, MemoryStats],
+    ) -> None:
+        """Wait for every applied target the backend can observe; warn about the others. Each
+        VM's stats go into ``reached`` as it arrives (interrupted, it holds those that had)."""
         goals: dict[str, tuple[VM, int, int]] = {}
         unobservable: dict[str, VM] = {}
         for key, (change, target) in planned.items():
@@ -281,16 +298,18 @@ class _BulkTargets(_TargetPlanning, _Waiting):
                 unobservable[key] = change.vm
                 continue
             goals[key] = (change.vm, target, max(caps.alignment_bytes, 2 * MiB, target // 200))
-        reached: dict[str, MemoryStats] = {}
         if unobservable:
             now = self._await_read(list(unobservable.values()))
             reached.update(
                 (k, st) for k, st in zip(unobservable, now, strict=True) if isinstance(st, MemoryStats)
             )
-        for key, outcome in self._await(goals, timeout=timeout, poll_interval=1.0, stall_after=None).items():
-            if isinstance(outcome, HVBalloonError):
-                outcome.details.setdefault("change", cast(Change, results[key]).model_dump(mode="json"))
-                results[key] = outcome
-            else:
-                reached[key] = outcome
-        return reached
+        outcomes: dict[str, MemoryStats | HVBalloonError] = {}
+        try:
+            self._await(goals, timeout=timeout, poll_interval=1.0, stall_after=None, done=outcomes)
+        finally:  # also when interrupted: what had arrived (or failed) by then
+            for key, outcome in outcomes.items():
+                if isinstance(outcome, HVBalloonError):
+                    outcome.details.setdefault("change", cast(Change, results[key]).model_dump(mode="json"))
+                    results[key] = outcome
+                else:
+                    reached[key] = outcome

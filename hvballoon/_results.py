@@ -18,7 +18,7 @@ from typing import Any
 from hvballoon.errors import HVBalloonError, Interface, InvalidRequestError, PartialChangeError
 from hvballoon.models import VM, Change, MemoryStats
 
-__all__ = ["TargetResults", "held_back", "keyed_pairs", "log_changes", "named_twice"]
+__all__ = ["TargetResults", "TargetsInterrupted", "held_back", "keyed_pairs", "log_changes", "named_twice"]
 
 Result = Change | HVBalloonError
 
@@ -174,6 +174,24 @@ class TargetResults(Mapping[str, Result]):
                 }
             )
         return out
+
+
+class TargetsInterrupted(KeyboardInterrupt):
+    """Ctrl-C (a :class:`KeyboardInterrupt`) while :meth:`hvballoon.Hypervisor.set_targets`
+    waited (``wait=True``): the targets were already applied, and :attr:`results` says so, VM
+    by VM — their changes (or errors), ``made``, and in ``stats`` the VMs whose memory had
+    reached its target when the wait was stopped (the others had not, or not yet been seen
+    to). Caught as a ``KeyboardInterrupt``, it stops a program as one does."""
+
+    def __init__(self, results: TargetResults) -> None:
+        super().__init__()
+        #: what was applied before the wait was interrupted
+        self.results = results
+
+    @property
+    def not_reached(self) -> list[str]:
+        """The VMs whose target was applied and waited for, but not seen reached (in order)."""
+        return [k for k, v in self.results.items() if isinstance(v, Change) and k not in self.results.stats]
 
 
 # -- what every bulk change does with its request -------------------------------------------

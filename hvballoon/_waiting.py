@@ -126,14 +126,17 @@ class _Waiting(_SessionCore):
         timeout: float,
         poll_interval: float,
         stall_after: float | None,
+        done: dict[str, MemoryStats | HVBalloonError] | None = None,
     ) -> dict[str, MemoryStats | HVBalloonError]:
         """Poll (one bulk read per round) until each VM's memory is within its tolerance of its
         goal; a VM whose memory stops moving short of it for ``stall_after`` seconds stalled,
-        one still moving at ``timeout`` timed out. ``goals``: key → (VM, goal, tolerance)."""
+        one still moving at ``timeout`` timed out. ``goals``: key → (VM, goal, tolerance).
+        Each outcome goes into ``done`` (returned) as it is known, so a caller whose wait is
+        interrupted knows the ones that were."""
         stall_after = stall_after if stall_after is not None else max(5 * poll_interval, 5.0)
         clock, sleep = self._backend.monotonic, self._backend.sleep
         start = clock()
-        done: dict[str, MemoryStats | HVBalloonError] = {}
+        done = {} if done is None else done
         moved: dict[str, tuple[float, int | None]] = {}
         pending = dict(goals)
         while pending:

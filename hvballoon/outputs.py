@@ -134,14 +134,19 @@ class TargetRecord(_Output):
 class TargetsReport(_Output):
     """``set URI VM=SIZE…``: one record per VM (in the order given) and what the whole came to.
     ``applied`` is false after a dry run and when a refusal stopped everything; ``error`` is the
-    whole's (``partial_change`` when some VMs changed and others did not)."""
+    whole's (``partial_change`` when some VMs changed and others did not). ``interrupted`` is
+    true when Ctrl-C stopped ``--wait`` (the targets were applied; a record's ``stats`` is
+    null where its VM's memory had not been seen reaching its target)."""
 
     ok: bool
     applied: bool
     changed: bool
-    exit_code: int = Field(description="0, else the whole error's (12: a partial change).")
+    exit_code: int = Field(
+        description="0, else the whole error's (12: a partial change); 130 when interrupted."
+    )
     error: ErrorReport | None
     results: list[TargetRecord]
+    interrupted: bool = False
 
 
 class HostSweep(_Output):

@@ -28,7 +28,7 @@ from hvballoon._bulk import _BulkTargets
 from hvballoon._bulkconfig import _BulkConfigs, _config_vm
 from hvballoon._guardrails import GuardRails
 from hvballoon._modelkeys import suggest
-from hvballoon._results import TargetResults
+from hvballoon._results import TargetResults, TargetsInterrupted
 from hvballoon._sessioncore import R, VMRef
 from hvballoon._uri import parse_uri
 from hvballoon._waiting import idle, noting_unobservable
@@ -54,7 +54,15 @@ from hvballoon.models import (
 from hvballoon.retry import RetryPolicy
 from hvballoon.units import MiB, align, parse_typed_target, positive_seconds, true_or_false
 
-__all__ = ["GuardRails", "Hypervisor", "TargetResults", "VMRef", "connect", "noting_unobservable"]
+__all__ = [
+    "GuardRails",
+    "Hypervisor",
+    "TargetResults",
+    "TargetsInterrupted",
+    "VMRef",
+    "connect",
+    "noting_unobservable",
+]
 
 log = logging.getLogger("hvballoon")
 
@@ -516,7 +524,9 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         to (:class:`~hvballoon.errors.PartialChangeError` when some VMs changed and others did
         not). ``wait=True`` then waits, up to ``wait_timeout`` seconds, until every changed
         VM's memory reaches its target; a VM whose mechanism cannot be observed gets a warning
-        instead. ``wait=True`` with ``dry_run=True`` is refused
+        instead. Ctrl-C during that wait raises :class:`TargetsInterrupted` (a
+        ``KeyboardInterrupt``) whose ``results`` say what was applied and which VMs had reached
+        their targets. ``wait=True`` with ``dry_run=True`` is refused
         (:class:`~hvballoon.errors.InvalidRequestError`, before anything is read or changed), as
         the CLI refuses ``--wait --dry-run``: a dry run changes nothing, so there is nothing to
         wait for.

@@ -57,6 +57,57 @@ def test_set_wait_stops_with_130_and_says_the_target_was_applied(running: Callab
 
 
 @pytest.mark.slow
+def test_bulk_set_wait_stops_with_130_and_says_which_targets_were_applied(
+    running: Callable[..., Running],
+) -> None:
+    # the targets are applied in one call that then waits: nothing is printed before the wait
+    cmd = running("set", "fake://seed?speed=0.001", "web01=8GiB", "web02=7GiB", "--wait")
+    cmd.wait_for(lambda r: r.asleep())
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    assert out.splitlines() == [
+        "web01: changed (balloon)",
+        "  target: 16 GiB -> 8 GiB",
+        "  not reached yet: stopped waiting",
+        "web02: changed (balloon)",
+        "  target: 16 GiB -> 7 GiB",
+        "  not reached yet: stopped waiting",
+    ], out
+    assert (
+        "interrupted: the targets of 2 of 2 VMs were applied (web01, web02); "
+        "stopped waiting for the memory of web01, web02 to reach them"
+    ) in err, err
+    assert "Traceback" not in err and "Aborted" not in err
+
+
+@pytest.mark.slow
+def test_bulk_set_wait_json_stops_with_130_and_a_report_of_what_was_applied(
+    running: Callable[..., Running],
+) -> None:
+    # web03 already has 16 GiB: reached at the first look; the others are still on their way
+    pairs = ("web01=8GiB", "web03=16GiB", "nosuch=4GiB")
+    cmd = running("set", "fake://seed?speed=0.001", *pairs, "--wait", "--skip-invalid", "--json")
+    cmd.wait_for(lambda r: r.asleep())
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    report = json.loads(out)
+    assert report["interrupted"] is True and report["exit_code"] == 130
+    assert report["applied"] is True and report["changed"] is True
+    assert report["error"]["code"] == "partial_change"
+    by_vm = {r["vm"]: r for r in report["results"]}
+    assert list(by_vm) == ["web01", "web03", "nosuch"]
+    assert by_vm["web01"]["changed"] and by_vm["web01"]["stats"] is None
+    assert by_vm["web01"]["change"]["after"]["target_bytes"] == 8 * 2**30
+    assert not by_vm["web03"]["changed"] and by_vm["web03"]["stats"]["current_bytes"] > 15 * 2**30
+    assert by_vm["nosuch"]["error"]["code"] == "vm_not_found"
+    assert (
+        "interrupted: the targets of 2 of 3 VMs were applied (web01, web03); "
+        "stopped waiting for the memory of web01 to reach it; failed: nosuch"
+    ) in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
 def test_simulate_stops_with_130_and_reports_the_part_simulated(running: Callable[..., Running]) -> None:
     cmd = running("simulate", "dense", "--duration", "3650d", "--json")
     # interrupted once it is simulating: starting up costs it about 0.5 s of its own CPU time

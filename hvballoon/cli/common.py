@@ -346,10 +346,11 @@ def change_lines(change: Any) -> list[str]:
     return out
 
 
-def echo_results(results: Any, as_json: bool) -> None:
+def echo_results(results: Any, as_json: bool, *, interrupted: bool = False) -> None:
     """A bulk call's :class:`~hvballoon.TargetResults` (``set URI VM=SIZE …``, ``config URI VM
     VM … --field …``): one line (or record) per VM in the order given, the whole's error on
-    stderr, and its exit code."""
+    stderr, and its exit code. ``interrupted``: Ctrl-C stopped its wait (each VM applied and not
+    seen reached says so; the caller then exits with :data:`EXIT_INTERRUPTED`)."""
     from hvballoon.outputs import TargetsReport
 
     error = results.error
@@ -358,9 +359,10 @@ def echo_results(results: Any, as_json: bool) -> None:
             ok=results.ok,
             applied=results.applied,
             changed=results.changed,
-            exit_code=error.exit_code if error is not None else 0,
+            exit_code=EXIT_INTERRUPTED if interrupted else (error.exit_code if error is not None else 0),
             error=error_report(error) if error is not None else None,
             results=results.records("cli"),
+            interrupted=interrupted,
         )
         echo_json(report.model_dump(mode="json"))
     else:
@@ -373,9 +375,11 @@ def echo_results(results: Any, as_json: bool) -> None:
             reached = results.stats.get(key)
             if reached is not None:
                 click.echo(f"  reached: {format_size(reached.current_bytes)}")
+            elif interrupted:
+                click.echo("  not reached yet: stopped waiting")
         if error is not None:
             click.echo(f"error: {error.describe('cli', with_hint=False)}", err=True)
-    if error is not None:
+    if error is not None and not interrupted:
         sys.exit(error.exit_code)
 
 

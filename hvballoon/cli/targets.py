@@ -296,16 +296,47 @@ def _set_many(
 
     for vm, size in pairs:
         parse_typed_target(size, what=f"target of {vm}")  # refuse bad sizes before connecting
+    from hvballoon import TargetsInterrupted
+
     with session(uri, connection(kw)) as hv:
-        results = hv.set_targets(
-            pairs,
-            dry_run=dry_run,
-            force=force,
-            wait=wait and not dry_run,
-            wait_timeout=wait_seconds,
-            skip_invalid=skip_invalid,
-        )
+        try:
+            results = hv.set_targets(
+                pairs,
+                dry_run=dry_run,
+                force=force,
+                wait=wait and not dry_run,
+                wait_timeout=wait_seconds,
+                skip_invalid=skip_invalid,
+            )
+        except TargetsInterrupted as stop:  # Ctrl-C while waiting: the targets were applied
+            echo_results(stop.results, as_json, interrupted=True)
+            interrupted(_stopped_waiting(stop))
     echo_results(results, as_json)
+
+
+def _named(keys: list[str]) -> str:
+    """The first few of ``keys``, and how many more (a bulk call may name thousands)."""
+    shown = ", ".join(keys[:SUGGESTED_MISSES])
+    return shown + (f" and {len(keys) - SUGGESTED_MISSES} more" if len(keys) > SUGGESTED_MISSES else "")
+
+
+def _stopped_waiting(stop: Any) -> str:
+    """What ``set URI VM=SIZE… --wait`` says when Ctrl-C stops its wait: whose targets were
+    applied, whose memory had not reached them yet, and whose failed."""
+    results = stop.results
+    applied = [k for k in results if k in results.made or k not in results.errors]
+    failed = list(results.errors)
+    said = f"the targets of {len(applied)} of {len(results)} VMs were applied"
+    if applied:
+        said += f" ({_named(applied)})"
+    if stop.not_reached:
+        them = "it" if len(stop.not_reached) == 1 else "them"
+        said += f"; stopped waiting for the memory of {_named(stop.not_reached)} to reach {them}"
+    else:
+        said += "; every one had reached its target"
+    if failed:
+        said += f"; failed: {_named(failed)}"
+    return said
 
 
 @click.command(

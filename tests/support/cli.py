@@ -159,6 +159,17 @@ class Running:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def asleep(self, seconds: float = 0.5) -> bool:
+        """Whether the process has been sleeping (state ``S``, no CPU time used) for the last
+        ``seconds``, as far as the calls so far have seen (for :meth:`wait_for`: a command
+        that prints nothing before it waits, caught in its wait). Linux, as :meth:`cpu_seconds`."""
+        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        used, now = self.cpu_seconds(), time.monotonic()
+        if state != "S" or used != getattr(self, "_cpu_seen", None):
+            self._cpu_seen, self._idle_since = used, now
+        return now - self._idle_since >= seconds
+
     def json_log(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stderr]
 
