@@ -1,8 +1,9 @@
 """The ``hvballoon`` command: the API from a shell, with tables for people and ``--json`` for
 scripts. Exit codes follow the error's ``code`` (see ``hvballoon.errors``): 0 success, 2 bad
 input, 3 backend missing, 4 connection, 5 timeout, 6 auth, 7 VM not found, 8 guard rail,
-9 unsupported, 10 invalid state, 11 stalled, 12 partial change, 13 backend error; and 130 when
-interrupted (Ctrl-C), after saying what was done.
+9 unsupported, 10 invalid state, 11 stalled, 12 partial change, 13 backend error; 130 when
+interrupted (Ctrl-C), after saying what was done; and 141, quietly, when the output's reader
+went away before it was all written (a broken pipe).
 
 The package: :mod:`~hvballoon.cli.common` holds what the commands share (connection options,
 ``--json``, errors and exit codes, tables); one module per group of commands

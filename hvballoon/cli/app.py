@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from hvballoon.cli.common import install_warning_lines
+from hvballoon.cli.common import install_warning_lines, output_closed, output_watched
 
 __all__ = ["main"]
 
@@ -47,11 +47,14 @@ class _Commands(click.Group):
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
-        return super().main(args, *rest, **kwargs)
+        with output_watched():
+            return super().main(args, *rest, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # `hvballoon vms URI --json | head -1`: the reader has gone
+            output_closed()
         except click.UsageError as exc:
             if "--json" not in getattr(self, "_argv", ()):
                 raise

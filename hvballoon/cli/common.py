@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -26,6 +27,7 @@ from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.units import format_size, parse_duration
 
 __all__ = [
+    "EXIT_OUTPUT_CLOSED",
     "EXIT_INTERRUPTED",
     "HOST_COLUMNS",
     "STATS_COLUMNS",
@@ -44,6 +46,8 @@ __all__ = [
     "install_warning_lines",
     "interrupted",
     "json_option",
+    "output_closed",
+    "output_watched",
     "read_password_stdin",
     "refuse_repeated_options",
     "seconds_option",
@@ -164,12 +168,23 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def console() -> Any:
+@functools.cache
+def _console_class() -> Any:
     from rich.console import Console
 
-    out = Console(soft_wrap=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits with 1
+            self.quiet = True
+            output_closed()
+
+    return _Console
+
+
+def console() -> Any:
+    cls = _console_class()
+    out = cls(soft_wrap=False)
     if not out.is_terminal:  # piped: do not squeeze the table into 80 columns
-        out = Console(soft_wrap=False, width=200)
+        out = cls(soft_wrap=False, width=200)
     return out
 
 
@@ -451,6 +466,70 @@ def interrupted(what_was_done: str) -> NoReturn:
     """Ctrl-C: say what was done (on stderr), exit with :data:`EXIT_INTERRUPTED`."""
     click.echo(f"interrupted: {what_was_done}", err=True)
     sys.exit(EXIT_INTERRUPTED)
+
+
+#: The exit code when the reader of the output went away (``… | head -1``): 128 + SIGPIPE, what
+#: a shell reports for a program a broken pipe killed.
+EXIT_OUTPUT_CLOSED = 141
+
+
+def output_closed() -> NoReturn:
+    """The output's reader has gone (a broken pipe): end quietly, with no message (there is no
+    one to read it) and :data:`EXIT_OUTPUT_CLOSED`. What is still buffered goes nowhere, so
+    Python does not fail again flushing it at exit ("Exception ignored … BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):  # no file of its own (a test's runner)
+                continue
+    finally:
+        os.close(devnull)
+    sys.exit(EXIT_OUTPUT_CLOSED)
+
+
+def _reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
+
+
+@contextmanager
+def output_watched() -> Iterator[None]:
+    """Run a command so that its output's reader going away ends it with :func:`output_closed`.
+
+    A write that fails whole raises ``BrokenPipeError`` (handled where the commands are
+    invoked); one that the reader closes *part way* through returns as if it had written
+    everything, and the rest is lost: the kernel's SIGPIPE is the only sign of it, noted here
+    (not acted on: a socket's broken connection raises one too) and checked against standard
+    output at the end."""
+    import threading
+
+    sigpipe: list[int] = []
+    previous: Any = None
+    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGPIPE, lambda signum, _frame: sigpipe.append(signum))
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGPIPE, previous)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            output_closed()
+        if sigpipe and _reader_gone(sys.stdout):
+            output_closed()
 
 
 @contextmanager
