@@ -58,6 +58,7 @@ them (physical, free, swap, page sharing) overrides it and builds the result wit
 from __future__ import annotations
 
 import abc
+import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -72,7 +73,32 @@ from hvballoon.kinds import Kind, check_settable, is_off
 from hvballoon.marks import Marks
 from hvballoon.models import VM, Capabilities, ConfigUpdate, HostStats, MemoryConfig, MemoryStats
 
-__all__ = ["Backend", "ConnectOptions", "TargetRequest"]
+__all__ = ["Backend", "ConnectOptions", "TargetRequest", "check_ca_file"]
+
+
+def check_ca_file(ca_file: str | os.PathLike[str] | None) -> None:
+    """Refuse a ``ca_file`` (``--ca-file``) that names no file, or one that cannot be read, with
+    an :class:`~hvballoon.errors.InvalidRequestError` (exit code 2), before anything connects:
+    the one check of every backend given a CA bundle — those that verify TLS with it, and the
+    fake, which has no TLS but takes the options a real hypervisor does, so that a mistyped path
+    is caught against it too. ``None`` (no CA file) passes.
+
+    >>> check_ca_file("/nonexistent/ca.pem")
+    Traceback (most recent call last):
+    ...
+    hvballoon.errors.InvalidRequestError: the CA file '/nonexistent/ca.pem' is not a file: no such file or directory
+    """
+    if ca_file is None:
+        return
+    path = os.fspath(ca_file)
+    if not os.path.isfile(path):
+        there = "" if os.path.exists(path) else ": no such file or directory"
+        raise InvalidRequestError(f"the CA file {path!r} is not a file{there}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read the CA file {path!r}: {exc.strerror or exc}") from exc
 
 
 class TargetRequest(NamedTuple):

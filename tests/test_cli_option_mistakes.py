@@ -194,3 +194,40 @@ def test_no_verify_with_a_ca_file_is_refused_before_connecting(
     assert err["code"] == "invalid_request" and err["backend"] is None
     assert err["message"].startswith("--no-verify and --ca-file contradict each other")
     assert "verification is OFF" not in r.stderr  # refused before the session's warning
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("vms", "fake://seed"),
+        ("stats", "fake://seed?flavor=esxi"),
+        ("set", "fake://seed", "web01", "6GiB"),
+        ("autoballoon", "fake://seed", "--once"),
+        ("release", "fake://seed"),
+    ],
+    ids=" ".join,
+)
+def test_a_ca_file_that_is_not_there_is_refused_on_the_fake_as_on_a_real_hypervisor(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # the fake has no TLS, but a mistyped path is caught in CI against it as in production
+    missing = str(tmp_path / "corp-ca.pem")
+    r = invoke(*command, "--ca-file", missing, "--json")
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = json.loads(r.stdout)
+    assert (err["code"], err["backend"]) == ("invalid_request", "fake")
+    # the real backends' own check, before they connect: the same error, the same exit code
+    for uri in ("esxi://root@127.0.0.1:9/", "hyperv://root@127.0.0.1:9/"):
+        real = invoke("vms", uri, "--ca-file", missing, "--json", env={"HVBALLOON_PASSWORD": "pw"})
+        assert real.returncode == 2, real.stdout + real.stderr
+        assert {k: v for k, v in json.loads(real.stdout).items() if k not in ("backend", "uri")} == {
+            k: v for k, v in err.items() if k not in ("backend", "uri")
+        }
+    assert err["message"] == f"the CA file {missing!r} is not a file: no such file or directory"
+    # a CA file that is there is read by nothing here, and accepted
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate: nothing reads it on the fake\n")
+    accepted = invoke(
+        *command, "--ca-file", str(ca), *(() if command[0] in ("vms", "stats") else ("--dry-run",))
+    )
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hvballoon.backend import Backend, ConnectOptions, TargetRequest
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest, check_ca_file
 from hvballoon.backend_kit import BackendOptions
 from hvballoon.errors import (
     HVBalloonError,
@@ -192,6 +192,8 @@ class FakeBackend(Backend):
                 speed = -1.0
             if not speed > 0 or speed != speed or speed == float("inf"):
                 raise InvalidURIError(f"speed must be a positive number in {uri.redacted}")
+        # no TLS here, but the options a real hypervisor takes are checked as it checks them
+        check_ca_file(opts.ca_file)
         world = self.options.world
         if world is not None and not isinstance(world, World):
             raise InvalidRequestError("the world= option takes a hvballoon.fake World")

@@ -35,6 +35,7 @@ from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 from pyVmomi.SoapAdapter import SoapStubAdapter as _SoapStubAdapter
 
+from hvballoon.backend import check_ca_file
 from hvballoon.backend_kit import Link
 from hvballoon.errors import InvalidRequestError, OperationTimeoutError
 
@@ -70,6 +71,7 @@ def make_ssl_context(*, verify: bool, ca_file: str | None) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
+    check_ca_file(ca_file)
     try:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:

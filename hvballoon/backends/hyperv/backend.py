@@ -40,7 +40,6 @@ travel as base64 JSON (:mod:`hvballoon.backends.hyperv._scripts`); native faults
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -48,7 +47,7 @@ from urllib.parse import unquote
 
 import winrm.transport as winrm_transport
 
-from hvballoon.backend import Backend, ConnectOptions, TargetRequest
+from hvballoon.backend import Backend, ConnectOptions, TargetRequest, check_ca_file
 from hvballoon.errors import (
     BackendError,
     BackendNotInstalledError,
@@ -150,8 +149,7 @@ class HyperVBackend(Backend):
                 raise InvalidRequestError(
                     f"the {transport} transport needs a password", uri=self._uri, hint=Hint("password")
                 )
-        if opts.ca_file is not None and not os.path.isfile(opts.ca_file):
-            raise InvalidRequestError(f"ca_file {opts.ca_file!r} is not a file", uri=self._uri)
+        check_ca_file(opts.ca_file)
         if transport == "basic" and scheme == "http":
             log.warning(
                 "Basic authentication over plain HTTP sends the password in clear text (%s)", self._uri
