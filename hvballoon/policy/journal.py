@@ -161,6 +161,25 @@ def state_directory() -> Path:
     return Path.home() / ".local" / "state" / "hvballoon"
 
 
+def _private_dirs(directory: Path) -> None:
+    """``mkdir -p directory``, each directory it creates private (0700, whatever the umask: a
+    journal says which VMs were lowered); those already there are left as they are.
+    (``Path.mkdir(parents=True, mode=…)`` gives the mode to the last one only.)"""
+    missing: list[Path] = []
+    for d in (directory, *directory.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:  # made by another process meanwhile: its own
+            continue
+        os.chmod(d, 0o700)
+    if not directory.is_dir():  # a file where the directory should be
+        directory.mkdir(exist_ok=True)  # raises the OSError that says so
+
+
 def default_journal_path(uri: str) -> Path:
     """The journal of the controller of ``uri`` (redacted first: a password never names a file).
 
@@ -238,7 +257,7 @@ class Journal:
                 details={"journal": str(where)},
             )
         try:
-            where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_dirs(where.parent)
         except OSError as exc:
             raise InvalidRequestError(
                 f"cannot create the journal's directory {str(where.parent)!r}: {exc.strerror or exc}",
@@ -389,7 +408,7 @@ class Journal:
         where = self.path
         copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._conn.backup(copy)
-        where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dirs(where.parent)
         if self._lock is not None and _identity(Journal._lock_path(where), missing=None) != _fd_identity(
             self._lock
         ):

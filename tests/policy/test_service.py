@@ -6,8 +6,10 @@ rounds), in this process otherwise (exit codes, JSON log lines, the checks, the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import stat
 import time
 import urllib.request
 from collections.abc import Callable
@@ -450,6 +452,24 @@ def test_the_default_journal_lives_under_the_state_directory_for_a_lasting_hyper
     # an in-memory world ends with the process: nothing is written for it
     r = run("autoballoon", "fake://seed", "--once", env={"XDG_STATE_HOME": str(tmp_path / "other")})
     assert r.returncode == 0 and not (tmp_path / "other").exists()
+
+
+def test_journal_directories_it_creates_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    # `--journal` into a directory that is not there: made as `mkdir -p`, but each directory it
+    # makes 0700 (the journal says which VMs were lowered); the one that was there is left alone
+    tmp_path.chmod(0o755)
+    journal = tmp_path / "state" / "hvballoon" / "j.db"
+    previous = os.umask(0o022)  # the usual one: it leaves a directory made with 0777 readable
+    try:
+        r = invoke("autoballoon", "fake://seed", "--once", "--journal", str(journal))
+    finally:
+        os.umask(previous)
+    assert r.returncode == 0, r.stderr
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path, journal.parent.parent, journal.parent)
+    }
+    assert modes == {tmp_path.name: 0o755, "state": 0o700, "hvballoon": 0o700}
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
 
 
 class TestRelease:
