@@ -373,8 +373,9 @@ def _hugepages(rng: random.Random, vms: list[dict[str, Any]]) -> None:
 def _pinnable(data: dict[str, Any], *, source: str) -> Scenario:
     """The scenario ``data`` describes, a VM running at the start with devices assigned through
     VFIO keeping them only where the scenario check finds the host can hold its memory pinned
-    (:func:`~hvballoon.kinds.kvm.vfio_cannot_pin`: QEMU would not start it); it draws nothing,
-    so every other world is the one it always was."""
+    (:func:`~hvballoon.kinds.kvm.vfio_cannot_pin`: QEMU would not start it), and VMs backed by
+    huge pages only while the default pool they need fits in the host's memory (the largest
+    gives them up first); it draws nothing, so every other world is the one it always was."""
     from hvballoon.errors import ScenarioError
 
     while True:
@@ -382,6 +383,10 @@ def _pinnable(data: dict[str, Any], *, source: str) -> Scenario:
             return parse_scenario(data, source=source)
         except ScenarioError as refused:
             path = str(refused.details.get("path", ""))
+            if path == "host.hugepage_pool":
+                backed = [vm for vm in data["vms"] if "hugepages" in vm]
+                del max(backed, key=lambda vm: vm["memory"])["hugepages"]
+                continue
             if not path.endswith(".vfio_devices"):
                 raise
             del data["vms"][int(path.split(".")[1])]["vfio_devices"]

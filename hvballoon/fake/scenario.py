@@ -471,6 +471,19 @@ def _check_pinned(scenario: Scenario, hv: HypervisorFlavor, where: str, name: st
     with devices assigned through VFIO whose memory the host cannot hold pinned, started in
     turn."""
     free = dict(hv.hugepage_pool(scenario))
+    pool = sum(page * n for page, n in free.items())
+    if scenario.host.hugepage_pool is None and pool > scenario.host.physical - scenario.host.overhead:
+        # the default pool is what the huge-page VMs need, running or not: one the host's memory
+        # cannot hold is refused as a given one is (HostSpec)
+        shown_pool, shown_room = format_sizes(pool, scenario.host.physical - scenario.host.overhead)
+        _refuse(
+            where,
+            "host.hugepage_pool",
+            f"the default huge-page pool, the {shown_pool} the huge-page VMs need (running or not), "
+            f"is more than the host's {shown_room} (its memory less its overhead): give "
+            "host.hugepage_pool, or back fewer VMs by huge pages",
+            name,
+        )
     for i, spec in enumerate(scenario.vms):
         if spec.hugepages is None:
             continue
@@ -486,7 +499,6 @@ def _check_pinned(scenario: Scenario, hv: HypervisorFlavor, where: str, name: st
         free[spec.hugepages] -= need
     # VMs with devices assigned through VFIO running at the start, in turn: each pins its whole
     # memory, out of what the host's own memory and its huge-page pool (pinned too) leave
-    pool = sum(page * n for page, n in hv.hugepage_pool(scenario).items())
     pinnable = scenario.host.physical - scenario.host.overhead - pool
     for i, spec in enumerate(scenario.vms):
         if (

@@ -131,6 +131,15 @@ def test_a_pool_or_a_vm_a_kvm_host_could_not_hold_is_refused(
         _world(pool, **db)
 
 
+def test_a_default_pool_the_host_could_not_hold_is_refused_as_a_given_one_is() -> None:
+    # a stopped 128 GiB VM on huge pages: the default pool (what it needs, running or not) is
+    # twice the host's memory; given as host.hugepage_pool it is refused, so it is by default
+    data = _data()
+    data["vms"][0].update(memory="128GiB", power_state="stopped")
+    with pytest.raises(ScenarioError, match=r"host\.hugepage_pool: the default huge-page pool, the 128 GiB"):
+        World(parse_scenario(data))
+
+
 def test_a_stopped_vm_the_pool_cannot_supply_is_taken_until_it_starts() -> None:
     w = _world({"1GiB": "4GiB"}, power_state="stopped")
     with pytest.raises(StartRefusedError):

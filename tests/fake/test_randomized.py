@@ -121,3 +121,14 @@ def test_reserved_draws_esxi_reservations_near_the_size_only_when_asked(seeds: i
                 assert b.limit is None or b.limit >= b.reservation
                 drawn += 1
     assert drawn > 0
+
+
+def test_huge_page_backing_is_drawn_only_where_the_host_holds_the_pool() -> None:
+    # seed 382 drew huge pages for VMs needing a 16.7 GiB pool on a 7.8 GiB host: the pool left
+    # the host's free memory negative for good; the largest such VM now gives its pages up
+    s = random_scenario(382, hugepages=True)
+    w = World(s, strict=True)
+    pool = sum(page * n for page, n in w.hugepage_pool.items())
+    assert 0 < pool <= s.host.physical - s.host.overhead
+    w.advance(30)
+    assert w.accounting()["host"]["conserved"]
