@@ -616,8 +616,8 @@ class World:
         # two does not bring it forward
         if self._to_grid():
             return
-        while s.host_swapped.sum() > self.host.swap_bytes:
-            alive = self.active()
+        while s.host_swapped.sum() > self.host.swap_bytes:  # running VMs first, then paused ones
+            alive = self.active() if self.active().any() else (s.paused > 0) & (s.crashed == 0)
             if not alive.any():
                 break
             victim = int(np.argmax(np.where(alive, s.host_backed, -1.0)))

@@ -37,3 +37,26 @@ def test_the_host_kills_until_the_rest_fits_whatever_the_pieces(piece: float) ->
     assert len(killed) == 3, [(e["t"], e["vm"]) for e in killed]
     assert all(e["t"] <= piece for e in killed)  # at the end of the first piece, all of them
     assert world.host_free_bytes >= 0
+
+
+@pytest.mark.parametrize("power_state", ["paused", "suspended"])
+def test_a_paused_vm_is_killed_when_no_running_one_is_left_to_kill(power_state: str) -> None:
+    # a paused (or, on KVM, suspended to RAM) VM's QEMU process holds its memory as a running
+    # one's does: with no running VM left, the host's OOM killer kills it rather than leave the
+    # host's swap holding more than its size (and every step of the clock a block of its own)
+    world = World(
+        parse_scenario(
+            {
+                "name": "paused-over",
+                "flavor": "kvm",
+                "step": 0.01,
+                "host": {"physical": 4 * GiB, "swap": GiB},
+                "vms": [{"name": "big", "memory": 8 * GiB, "cache": 8 * GiB, "power_state": power_state}],
+            }
+        ),
+        strict=True,
+    )
+    world.advance(1)
+    assert [e["kind"] for e in world.events if e["vm"] == "big"] == ["host_oom"]
+    acc = world.accounting()["host"]
+    assert acc["swapped"] <= GiB and acc["conserved"]
