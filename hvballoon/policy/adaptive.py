@@ -123,6 +123,10 @@ the host needs it, keeps the rest as headroom, and gives it back within seconds.
   out of the host's free memory, and given back once the family has been calm for
   ``calm_seconds`` (:mod:`hvballoon.policy.buffers`; :attr:`Plan.buffers
   <hvballoon.policy.base.Plan.buffers>`, applied by the controller through ``set_config``).
+  Ahead of any surge too (the first VM of a wave rises before a sibling calls for it): a share
+  (``buffer_ahead_fraction``) of the host's free memory above its floor and band is dealt out as
+  buffers, evenly, each up to its VM's plausible surge, and only raised (Dynamic Memory trims
+  buffers itself when the host is short); not beside a static VM the policy may lower.
 
 No rule looks at a scenario's name or at the simulator's future: the policy sees the
 controller's snapshot (the public API's figures) and its own history, nothing else.
@@ -205,6 +209,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
         hold_above_reserve_fraction: float | None = None,
         hold_unbacked_raises: bool = False,
         hold_unfilled_lowers: bool = False,
+        buffer_ahead_fraction: float = 0.8,
     ) -> None:
         """Every option can also be set from ``hvballoon autoballoon --policy-option KEY=VALUE``
         and the settings file's ``policy_options:`` (see :mod:`hvballoon.policy.options`).
@@ -237,6 +242,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
             hold_above_reserve_fraction: Lower no VM while the host's free memory is above its reserve plus this fraction of its memory (``None``: off).
             hold_unbacked_raises: Raise a VM no surge calls for only out of the host's free memory above its floor and band, the most urgent first (off: measured, not the default).
             hold_unfilled_lowers: Lower a VM only where that frees memory the host backs for it or its page cache filled within ``appetite_seconds`` (off: measured, not the default).
+            buffer_ahead_fraction: The share of the host's free memory above its floor and band, with what the buffers hold, dealt out ahead of a surge as Dynamic Memory buffers, evenly, each up to its VM's plausible surge; only raised, and not beside a static VM (0: off).
         """
         if not 0 <= surge_fraction <= 1 or not 0 <= free_fraction < 1:
             raise ValueError("surge_fraction is in [0, 1] and free_fraction in [0, 1)")
@@ -251,6 +257,8 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
         ):
             if not 0 <= fraction < 1:
                 raise ValueError(f"{name} is in [0, 1)")
+        if not 0 <= buffer_ahead_fraction <= 1:
+            raise ValueError("buffer_ahead_fraction is in [0, 1]")
         self.surge_fraction = surge_fraction
         self.free_fraction = free_fraction
         self.band_fraction = band_fraction
@@ -280,6 +288,7 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
         self.hold_above_reserve_fraction = hold_above_reserve_fraction
         self.hold_unbacked_raises = hold_unbacked_raises
         self.hold_unfilled_lowers = hold_unfilled_lowers
+        self.buffer_ahead_fraction = buffer_ahead_fraction
 
     def initial_state(self) -> Any:
         return _State()
@@ -463,7 +472,12 @@ class HvballoonPolicy(Remembering, Reserving, Backing, Buffering, Filling, Polic
             for p in proposals
             if p.target_bytes is not None and figures[p.vm_id].view.mechanism is not Mechanism.DYNAMIC_MEMORY
         )
-        buffers, kept = self._buffers(figures, histories, st.buffers, now, self._room(host) - raises)
+        # buffers ahead of a surge only where no static VM stands beside the Dynamic Memory VMs:
+        # there the host's free memory is what a static VM's lower needs to stay free
+        # (_static_room), and buffers raised ahead cost its lowest priority swap (docs)
+        buffers, kept = self._buffers(
+            figures, histories, st.buffers, now, self._room(host) - raises, ahead=static_room is None
+        )
         return Plan(
             tuple(proposals),
             _State(

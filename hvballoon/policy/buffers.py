@@ -22,6 +22,16 @@ own buffer back once its family has been calm for ``calm_seconds`` (and not with
 ``calm_seconds`` of its raise), and is not raised again within ``calm_seconds`` of that unless
 its own use rose: calm hands, as for every move of the policy.
 
+Ahead of any surge (:meth:`Buffering._buffers_ahead`, ``buffer_ahead_fraction``): the first VM
+of a wave rises before a sibling has surged to call for its buffer, so a share of the host's free
+memory above its floor and band, with what the buffers hold already, is dealt out as buffers,
+evenly over the Dynamic Memory VMs, each up to its plausible surge; a buffer raised ahead is
+never lowered (Dynamic Memory trims buffers itself, the lowest priorities first, before it takes
+a VM below its demand). Not on a host with a static VM the policy may lower: the host's free
+memory is what that VM's lower needs to stay free (:meth:`Buffering._static_room`), and measured
+on the built-in ``hyperv-dm`` the buffers raised ahead kept it from being lowered and had the
+lowest priority swap.
+
 Measured and not kept: raising the buffers of every Dynamic Memory VM when any surges (more
 kills: the buffers of VMs that do not surge take what the surging family needs), raising the
 family's priority with the buffer, and a budget of half the free memory, or only of what is
@@ -44,12 +54,15 @@ from hvballoon.kinds.hyperv import BUFFER_PERCENT_RANGE, buffered_demand
 from hvballoon.models import Mechanism
 from hvballoon.policy.history import VMHistory, sibling_key
 from hvballoon.policy.model import BufferProposal, HostView
+from hvballoon.units import format_size
 
 if TYPE_CHECKING:
     from hvballoon.policy.history import _Figures
 
 #: The largest buffer Hyper-V takes (the session checks the range at the call too).
 _MOST_PERCENT = BUFFER_PERCENT_RANGE[1]
+#: The least step of a buffer raised ahead of a surge, in points of the demand.
+_AHEAD_STEP_POINTS = 10
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Buffering:
     settle_seconds: float
     surge_after_seconds: float
     min_deadband_bytes: int
+    buffer_ahead_fraction: float
 
     def _buffers(
         self,
@@ -80,11 +94,13 @@ class Buffering:
         kept: Mapping[str, BufferMemo],
         now: float,
         budget: int,
+        *,
+        ahead: bool = True,
     ) -> tuple[list[BufferProposal], dict[str, BufferMemo]]:
         """The buffer changes of this round, and what is remembered of the VMs whose buffer the
         policy raised (``kept``, carried in the policy's state). ``budget``: the host memory the
         raised buffers may take (its free memory above its floor and band, less the round's own
-        raises)."""
+        raises); ``ahead``: raise buffers ahead of a surge too (:meth:`_buffers_ahead`)."""
         last: dict[tuple[str, int], float] = {}
         for vm_id, f in figures.items():
             h = histories.get(vm_id)
@@ -169,7 +185,51 @@ class Buffering:
                 or (memo.lowered_at is not None and now - memo.lowered_at < self.calm_seconds)
             ) and (vm_id in kept or memo.raised_at == now):
                 still[vm_id] = memo
+        if ahead:
+            out += self._buffers_ahead(dm, {p.vm_id for p in out} | set(kept), budget)
         return out, still
+
+    def _buffers_ahead(self, dm: list[_Figures], busy: set[str], budget: int) -> list[BufferProposal]:
+        """Buffers raised ahead of a surge, out of the host's free memory: of what it has free above
+        its floor and band (``budget``, less what this round's raises and the surging VMs take)
+        together with what the Dynamic Memory VMs' buffers hold now, ``buffer_ahead_fraction``
+        is shared evenly over those VMs, each up to its plausible surge; the rest stays free.
+        Only raised, never lowered (Dynamic Memory trims buffers itself, the lowest priorities
+        first, when the host is short). Not on a VM surging, one whose buffer a wave raised or
+        gave back (``busy``), nor by a step of less than 10 points or half ``min_deadband_bytes``."""
+        if self.buffer_ahead_fraction <= 0 or budget <= 0 or not dm:
+            return []
+        held = sum(max(0, self._granted(f, f.view.buffer_percent or 0) - max(f.used, 1)) for f in dm)
+        share = self.buffer_ahead_fraction * (budget + held) / len(dm)
+        out = []
+        for f in dm:
+            v = f.view
+            if f.surging is not None or v.id in busy:
+                continue
+            used, buffer = max(f.used, 1), v.buffer_percent or 0
+            want = min(_MOST_PERCENT, math.ceil(100 * min(f.surge, share) / used))
+            if (
+                want - buffer < _AHEAD_STEP_POINTS
+                or used * (want - buffer) // 100 < self.min_deadband_bytes // 2
+            ):
+                continue
+            out.append(
+                BufferProposal(
+                    vm_id=v.id,
+                    buffer_percent=want,
+                    rule="hvballoon.buffer_ahead",
+                    reason=(
+                        f"ahead of a surge: Dynamic Memory's buffer raised to {want} % of its demand, its "
+                        f"share of the host's free memory (its plausible surge {format_size(f.surge)} at most)"
+                    ),
+                    inputs={
+                        "used_bytes": f.used,
+                        "plausible_surge_bytes": f.surge,
+                        "host_room_bytes": budget,
+                    },
+                )
+            )
+        return out
 
     def _raise_buffer(self, f: _Figures, buffer: int, own: int, budget: int) -> tuple[int, int] | None:
         """The buffer that covers the VM's plausible surge (never below its own), as far as

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,36 +15,21 @@ from hvballoon.fake.world import World
 from hvballoon.models import Mechanism
 from hvballoon.policy import Controller, ControllerSettings, Plan
 from hvballoon.policy.adaptive import HvballoonPolicy
-from hvballoon.policy.model import HostView, Snapshot, VMView
+from hvballoon.policy.model import HostView, Snapshot
 from hvballoon.units import GiB
 from tests.support.policies import Buffers
+from tests.support.policies import dynamic_memory_view as dm
 
 SETTLE = 300.0
 CALM = 600.0
-
-
-def dm(name: str, used: float, *, buffer: int = 20, host_has: float | None = None, **kw: Any) -> VMView:
-    """A Dynamic Memory VM of 16 GiB given its demand plus its buffer."""
-    has = host_has if host_has is not None else used * (1 + buffer / 100)
-    return VMView(
-        id=name,
-        name=name,
-        mechanism=kw.pop("mechanism", Mechanism.DYNAMIC_MEMORY),
-        maximum_bytes=16 * GiB,
-        current_bytes=int(has * GiB),
-        target_bytes=16 * GiB,
-        used_bytes=int(used * GiB),
-        can_lower=False,
-        buffer_percent=buffer,
-        **kw,
-    )
 
 
 class Fleet:
     """Rounds of the policy over a fleet whose buffers follow what the policy asked for."""
 
     def __init__(self, policy: HvballoonPolicy | None = None, host_used: float = 40) -> None:
-        self.policy = policy or HvballoonPolicy()
+        # the reaction to a surge alone: no buffer raised ahead of one (tests/policy/test_buffers_ahead.py)
+        self.policy = policy or HvballoonPolicy(buffer_ahead_fraction=0)
         self.state = self.policy.initial_state()
         self.buffers: dict[str, int] = {}
         self.host_used = host_used
@@ -121,7 +105,7 @@ def test_a_rise_while_the_vms_settle_is_not_a_surge_for_the_buffers() -> None:
 
 
 def test_only_dynamic_memory_vms_have_their_buffer_raised() -> None:
-    policy = HvballoonPolicy()
+    policy = HvballoonPolicy(buffer_ahead_fraction=0)
     state = policy.initial_state()
     for k in range(int(SETTLE) + 2):
         web01 = 10.0 if k > SETTLE else 4.0

@@ -20,6 +20,7 @@ __all__ = [
     "INSTANT",
     "Buffers",
     "Fixed",
+    "dynamic_memory_view",
     "kills",
     "run_simulated",
     "seed_session",
@@ -94,6 +95,30 @@ class Buffers(Policy):
                 for name, b in self.buffers.items()
             ),
         )
+
+
+def dynamic_memory_view(
+    name: str, used: float, *, buffer: int = 20, host_has: float | None = None, **kw: Any
+) -> Any:
+    """A policy's view of a Dynamic Memory VM of 16 GiB using ``used`` GiB, given its demand plus
+    its ``buffer`` (or ``host_has`` GiB)."""
+    from hvballoon.models import Mechanism
+    from hvballoon.policy.model import VMView
+    from hvballoon.units import GiB
+
+    has = host_has if host_has is not None else used * (1 + buffer / 100)
+    return VMView(
+        id=name,
+        name=name,
+        mechanism=kw.pop("mechanism", Mechanism.DYNAMIC_MEMORY),
+        maximum_bytes=16 * GiB,
+        current_bytes=int(has * GiB),
+        target_bytes=16 * GiB,
+        used_bytes=int(used * GiB),
+        can_lower=False,
+        buffer_percent=buffer,
+        **kw,
+    )
 
 
 def run_simulated(
