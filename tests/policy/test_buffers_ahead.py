@@ -115,6 +115,7 @@ def test_the_buffers_hold_still_once_dealt_out() -> None:
     buffers: dict[str, int] = {}
     plan = round_of(policy, policy.initial_state(), 0.0, USES, buffers, others=70.8)
     buffers.update({b.vm_id: b.buffer_percent for b in plan.buffers})
+    assert set(buffers) == set(USES)
     # Dynamic Memory has handed them out: the host's free memory is what is left, and the same
     # share is asked again (nothing more: the rest stays free)
     plan = round_of(policy, plan.state, 1.0, USES, buffers, others=70.8)
