@@ -12,26 +12,44 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from hvballoon.errors import HVBalloonError, Interface, InvalidRequestError, PartialChangeError
 from hvballoon.models import VM, Change, MemoryStats
 
-__all__ = ["TargetResults", "TargetsInterrupted", "held_back", "keyed_pairs", "log_changes", "named_twice"]
+__all__ = [
+    "NAMED_IN_MESSAGE",
+    "TargetResults",
+    "TargetsInterrupted",
+    "first_few",
+    "held_back",
+    "keyed_pairs",
+    "log_changes",
+    "named_twice",
+]
 
 Result = Change | HVBalloonError
 
-#: The VMs a whole's error names in its message (every one is in its ``details``): a message
-#: naming each of 10,000 failures was a line of a megabyte and more.
+#: The VMs a message names (a whole's error, a log line, the CLI's reports; every one is in
+#: the ``details``): a message naming each of 10,000 failures was a line of a megabyte and more.
 NAMED_IN_MESSAGE = 10
 
 
-def _first(parts: list[str], sep: str) -> str:
-    """The first :data:`NAMED_IN_MESSAGE` of ``parts``, and how many more there are."""
+def first_few(parts: Sequence[str], sep: str = ", ", show: Callable[[str], str] = str) -> str:
+    """The first :data:`NAMED_IN_MESSAGE` of ``parts`` (each as ``show`` writes it), joined by
+    ``sep``, and how many more there are, after the same ``sep`` (a message may name one VM of
+    10,000, or all of them). Every message naming VMs by the few says it so.
+
+    >>> first_few(["web01", "web02"])
+    'web01, web02'
+    >>> first_few([f"vm{i:02d}" for i in range(12)], show=repr)
+    "'vm00', 'vm01', 'vm02', 'vm03', 'vm04', 'vm05', 'vm06', 'vm07', 'vm08', 'vm09', and 2 more"
+    """
+    shown = sep.join(show(p) for p in parts[:NAMED_IN_MESSAGE])
     if len(parts) <= NAMED_IN_MESSAGE:
-        return sep.join(parts)
-    return f"{sep.join(parts[:NAMED_IN_MESSAGE])}{sep}and {len(parts) - NAMED_IN_MESSAGE} more"
+        return shown
+    return f"{shown}{sep}and {len(parts) - NAMED_IN_MESSAGE} more"
 
 
 def log_changes(logger: logging.Logger, fmt: str, rows: list[tuple[Any, ...]], many: str) -> None:
@@ -43,7 +61,7 @@ def log_changes(logger: logging.Logger, fmt: str, rows: list[tuple[Any, ...]], m
     for row in rows:
         logger.log(logging.INFO if few else logging.DEBUG, fmt, *row)
     if not few:
-        logger.info("%s of %d VMs: %s", many, len(rows), _first([str(row[0]) for row in rows], ", "))
+        logger.info("%s of %d VMs: %s", many, len(rows), first_few([str(row[0]) for row in rows]))
 
 
 class TargetResults(Mapping[str, Result]):
@@ -122,11 +140,11 @@ class TargetResults(Mapping[str, Result]):
             "applied": sorted(self.made),
             "not_applied": [k for k in self._results if k not in self.made],
         }
-        summary = _first([f"{k}: {e.message}" for k, e in errors.items()], "; ")
+        summary = first_few([f"{k}: {e.message}" for k, e in errors.items()], "; ")
         unapplied = [k for k in errors if k not in self.made]
         if self.made and unapplied:
             return PartialChangeError(
-                f"changed {len(self.made)} of {len(self)} VMs ({_first(sorted(self.made), ', ')}); "
+                f"changed {len(self.made)} of {len(self)} VMs ({first_few(sorted(self.made))}); "
                 f"not changed: {summary}",
                 backend=self._backend,
                 uri=self._uri,
@@ -251,7 +269,7 @@ def named_twice(found: Iterable[tuple[str, VM]]) -> dict[str, InvalidRequestErro
 def held_back(planned: Mapping[str, Change], refused: list[str], total: int) -> dict[str, Change]:
     """The changes planned for the VMs that passed, as a dry run saying why they were not
     applied: ``refused`` (of ``total``) were, and nothing is applied unless every VM passes."""
-    why = f"{len(refused)} of {total} VMs were refused ({', '.join(refused)})"
+    why = f"{len(refused)} of {total} VMs were refused ({first_few(refused)})"
     note = (
         f"not applied: {why}; nothing is applied unless every VM passes, "
         "or the refused ones are asked to be skipped"

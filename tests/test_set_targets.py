@@ -87,6 +87,33 @@ def test_a_refusal_in_the_middle_applies_nothing(hv: hvballoon.Hypervisor) -> No
     assert set(error.details["errors"]) == {"web02", "nosuch"}
 
 
+def test_a_message_names_the_first_ten_and_counts_the_others_after_the_same_separator() -> None:
+    from hvballoon._results import NAMED_IN_MESSAGE, first_few
+
+    names = [f"vm{i:02d}" for i in range(NAMED_IN_MESSAGE + 3)]
+    assert NAMED_IN_MESSAGE == 10
+    assert first_few([]) == ""
+    assert first_few(names[:2]) == "vm00, vm01"
+    assert first_few(names[:10]) == ", ".join(names[:10])  # all ten, nothing counted
+    assert first_few(names[:11]) == ", ".join(names[:10]) + ", and 1 more"
+    assert first_few(names, "; ") == "; ".join(names[:10]) + "; and 3 more"
+    shown: list[str] = []
+    spelled = first_few(names, show=lambda n: shown.append(n) or repr(n))
+    assert spelled == ", ".join(map(repr, names[:10])) + ", and 3 more"
+    assert shown == names[:10]  # only the ones named are spelled out (a suggestion costs a pass)
+
+
+def test_the_interrupted_wait_counts_the_vms_it_does_not_name_as_every_message_does() -> None:
+    # it wrote its own "and N more", without the comma the error messages have
+    from hvballoon._results import TargetResults, TargetsInterrupted
+    from hvballoon.cli.targets import _stopped_waiting
+
+    keys = [f"vm{i:02d}" for i in range(12)]
+    stop = TargetsInterrupted(TargetResults(dict.fromkeys(keys, InvalidStateError("x")), applied=True))
+    said = _stopped_waiting(stop)
+    assert said.endswith("failed: " + ", ".join(keys[:10]) + ", and 2 more"), said
+
+
 def test_the_whole_s_error_names_a_few_failures_and_counts_the_others(hv: hvballoon.Hypervisor) -> None:
     # it named every failure: refusing 10,000 VMs wrote a line of more than a megabyte
     few = hv.set_targets({"web01": "1GiB", **{f"nosuch{i:03d}": "4GiB" for i in range(29)}}).error

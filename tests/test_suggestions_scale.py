@@ -63,7 +63,7 @@ def test_stats_names_the_first_few_missing_and_counts_the_others(host: str, pass
     assert r.returncode == 7
     assert r.stderr.count("did you mean") == SUGGESTED_MISSES
     assert f"'vm{SUGGESTED_MISSES - 1:03d}x' (did you mean 'vm{SUGGESTED_MISSES - 1:03d}'" in r.stderr
-    assert f"and {MISSING - SUGGESTED_MISSES} more on" in r.stderr
+    assert f"?), and {MISSING - SUGGESTED_MISSES} more on" in r.stderr
     assert len(passes) <= 2 * SUGGESTED_MISSES, len(passes)
     r = invoke("stats", host, "vm001", *unknown, "--json")
     report = json.loads(r.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hvballoon._freesnothing import with_notes_read
-from hvballoon._vmindex import SUGGESTED_MISSES
+from hvballoon._results import NAMED_IN_MESSAGE, first_few
 from hvballoon.cli.common import (
     NegativeValuesCommand,
     change_lines,
@@ -116,11 +116,13 @@ def stats_cmd(
     if missing:
         # what exists was reported; what is missing is named, on stderr, with exit code 7
         # the first few named, each with its close names; the others counted (details has each)
-        close = {m: hv.close_matches(m) for m in missing[:SUGGESTED_MISSES]}
-        named = ", ".join(
-            repr(m) + (f" (did you mean {', '.join(repr(n) for n in close[m])}?)" if close[m] else "")
-            for m in missing[:SUGGESTED_MISSES]
-        ) + (f" and {len(missing) - SUGGESTED_MISSES} more" if len(missing) > SUGGESTED_MISSES else "")
+        close = {m: hv.close_matches(m) for m in missing[:NAMED_IN_MESSAGE]}
+        named = first_few(
+            missing,
+            show=lambda m: (
+                repr(m) + (f" (did you mean {', '.join(map(repr, close[m]))}?)" if close[m] else "")
+            ),
+        )
         err = VMNotFoundError(
             f"no VM named or with id {named} on {hv.uri}",
             backend=hv.backend_name,
@@ -314,12 +316,6 @@ def _set_many(
     echo_results(results, as_json)
 
 
-def _named(keys: list[str]) -> str:
-    """The first few of ``keys``, and how many more (a bulk call may name thousands)."""
-    shown = ", ".join(keys[:SUGGESTED_MISSES])
-    return shown + (f" and {len(keys) - SUGGESTED_MISSES} more" if len(keys) > SUGGESTED_MISSES else "")
-
-
 def _stopped_waiting(stop: Any) -> str:
     """What ``set URI VM=SIZE… --wait`` says when Ctrl-C stops its wait: whose targets were
     applied, whose memory had not reached them yet, and whose failed."""
@@ -328,14 +324,14 @@ def _stopped_waiting(stop: Any) -> str:
     failed = list(results.errors)
     said = f"the targets of {len(applied)} of {len(results)} VMs were applied"
     if applied:
-        said += f" ({_named(applied)})"
+        said += f" ({first_few(applied)})"
     if stop.not_reached:
         them = "it" if len(stop.not_reached) == 1 else "them"
-        said += f"; stopped waiting for the memory of {_named(stop.not_reached)} to reach {them}"
+        said += f"; stopped waiting for the memory of {first_few(stop.not_reached)} to reach {them}"
     else:
         said += "; every one had reached its target"
     if failed:
-        said += f"; failed: {_named(failed)}"
+        said += f"; failed: {first_few(failed)}"
     return said
 
 

@@ -57,6 +57,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from hvballoon._gc import collector_paused
+from hvballoon._results import first_few
 from hvballoon._vmindex import SUGGESTED_MISSES
 from hvballoon.errors import HVBalloonError, InvalidRequestError, InvalidStateError
 from hvballoon.models import HostStats, Mechanism, MemoryConfig, MemoryStats
@@ -370,7 +371,7 @@ class Controller(_Snapshots, _Moves, _Running):
         )
         if not bare:
             return []
-        shown = ", ".join(bare[:8]) + (f" and {len(bare) - 8} more" if len(bare) > 8 else "")
+        shown = first_few(bare)
         return [
             f"{len(bare)} VM{'s' if len(bare) > 1 else ''} the policy may lower "
             f"{'have' if len(bare) > 1 else 'has'} no deflate-on-OOM ({shown}): a surge that rises "
