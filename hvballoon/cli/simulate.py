@@ -79,6 +79,24 @@ def output_path(value: str | None, option: str, suffixes: tuple[str, ...] = ()) 
     return path
 
 
+def clock_seconds(seconds: float, step: float) -> float:
+    """A span of the world's clock as it is reported: its sum of steps in floating point rounded
+    to the clock's precision (the step's decimals, and at least the microsecond the world's clock
+    snaps to), so that N steps of S seconds report N*S — ten steps of 0.1 s are 1.0, not
+    0.9999999999999999.
+
+    >>> clock_seconds(sum([0.1] * 10), 0.1), clock_seconds(sum([0.1] * 3), 0.1)
+    (1.0, 0.3)
+    >>> clock_seconds(0.35, 0.1), clock_seconds(0.25, 0.125)
+    (0.35, 0.25)
+    """
+    from decimal import Decimal
+
+    exponent = Decimal(repr(float(step))).as_tuple().exponent
+    places = max(6, -exponent if isinstance(exponent, int) else 0)
+    return round(seconds, places) + 0.0  # + 0.0: never a -0.0
+
+
 def summarize(world: Any, rec: Recorder, data: dict[str, Any]) -> dict[str, Any]:
     """Headline figures of a run recorded by ``rec`` (``data``: :func:`run_simulation`'s)."""
     extremes = rec.extremes()
@@ -97,7 +115,7 @@ def summarize(world: Any, rec: Recorder, data: dict[str, Any]) -> dict[str, Any]
         "scenario": world.scenario.name,
         "flavor": world.flavor,
         "seed": world.seed,
-        "duration_seconds": data.get("simulated_seconds", world.now),
+        "duration_seconds": data.get("simulated_seconds", clock_seconds(world.now, world.step)),
         "requested_seconds": data.get("requested_seconds"),
         "overrun_seconds": data.get("overrun_seconds", 0.0),
         "step_seconds": world.step,
@@ -201,9 +219,9 @@ def run_simulation(
     # each VM's series is built when read (Recorder.data): as lists, 10,000 VMs' take gigabytes
     data: dict[str, Any] = rec.data()
     data["interrupted"] = stop.is_set()
-    data["simulated_seconds"] = world.now - start
+    data["simulated_seconds"] = clock_seconds(world.now - start, world.step)
     data["requested_seconds"] = duration
-    data["overrun_seconds"] = max(0.0, world.now - end)
+    data["overrun_seconds"] = clock_seconds(max(0.0, world.now - end), world.step)
     if controller is not None:
         data["rounds"], data["failed_rounds"] = rounds, failed
     return data
@@ -439,7 +457,7 @@ def advance_cmd(uri: str, duration: str, as_json: bool) -> None:
             )
         _check_span(seconds, backend.world.step, "duration")
         backend.sleep(seconds)
-        now = backend.monotonic()
+        now = clock_seconds(backend.monotonic(), backend.world.step)
     if as_json:
         result = AdvanceResult(uri=hv.uri, advanced_seconds=seconds, now_seconds=now)
         click.echo(json.dumps(result.model_dump(mode="json")))

@@ -277,6 +277,19 @@ def test_fake_advance_moves_a_persisted_clock(tmp_path: Path) -> None:
     assert json.loads(cli("fake", "advance", uri, "0", "--json").stdout)["now_seconds"] == 4200  # unmoved
 
 
+def test_a_run_of_steps_reports_the_steps_time_not_its_floating_point_sum(tmp_path: Path) -> None:
+    # ten steps of 0.1 s were reported as 0.9999999999999999 s, three advances of 0.1 s as
+    # 0.30000000000000004
+    for duration, step, covered in (("1s", "0.1s", 1.0), ("10s", "0.1s", 10.0), ("0.35s", "0.1s", 0.35)):
+        r = cli("simulate", "seed", "--duration", duration, "--step", step, "--json")
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+        assert (summary["duration_seconds"], summary["overrun_seconds"]) == (covered, 0.0), duration
+    uri = f"fake://seed?state={tmp_path / 'w.db'}"
+    now = [json.loads(cli("fake", "advance", uri, "0.1s", "--json").stdout)["now_seconds"] for _ in range(3)]
+    assert now == [0.1, 0.2, 0.3]
+
+
 @pytest.mark.parametrize(
     ("given", "says"),
     [
