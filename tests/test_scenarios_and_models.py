@@ -104,7 +104,7 @@ def _one_vm(flavor: str, host: str = "{physical: 32GiB}", **vm: object) -> str:
             "vms.0",
             "reservation_locked_to_max",
         ),
-        ("esxi", {"memory": "4098MiB"}, "vms.0", "memory_size_4MiB"),
+        ("esxi", {"memory": "4098MiB"}, "vms.0.memory", "memory_size_4MiB"),
         # memory hot-add: a running VM holds at most its hot-add limit
         ("esxi", {"memory_hot_add": True, "hot_add_limit": "2GiB"}, "vms.0", "memory_hot_add_limit"),
         # its limit and increment go with hot-add on
@@ -116,8 +116,13 @@ def _one_vm(flavor: str, host: str = "{physical: 32GiB}", **vm: object) -> str:
         ("hyperv", {"minimum": "8GiB", "maximum": "2GiB"}, "vms.0", "range_order"),
         ("hyperv", {"minimum": "3GiB"}, "vms.0", "range_order"),
         ("hyperv", {"startup": "3GiB", "maximum": "2GiB", "minimum": "1GiB"}, "vms.0", None),
-        ("hyperv", {"minimum": "16MiB"}, "vms.0", "at_least_32MiB"),
-        ("hyperv", {"startup": "1001MiB"}, "vms.0", "aligned_2MiB"),
+        ("hyperv", {"minimum": "16MiB"}, "vms.0.minimum", "at_least_32MiB"),
+        ("hyperv", {"startup": "1001MiB"}, "vms.0.startup", "aligned_2MiB"),
+        # a size the flavour makes of the memory is refused as the memory the scenario wrote
+        ("hyperv", {"memory": "4095MiB"}, "vms.0.memory", "aligned_2MiB"),  # the maximum's
+        ("hyperv", {"memory": "4095MiB", "dynamic": False}, "vms.0.memory", "aligned_2MiB"),  # startup's
+        ("hyperv", {"memory": "8GiB", "maximum": "4095MiB"}, "vms.0.maximum", "aligned_2MiB"),
+        ("hyperv", {"memory": "16MiB", "used": 0}, "vms.0.memory", "at_least_32MiB"),
     ],
 )
 def test_a_vm_its_flavors_rules_refuse_is_refused_at_load(

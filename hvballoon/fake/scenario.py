@@ -559,7 +559,9 @@ def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | Non
     try:
         hv.kind.check_config(vm, MemoryConfig(vm=vm, mechanism=mechanism, extra=extra, **fields))
     except HVBalloonError as err:
-        return "", err.message, err.details.get("rule")
+        source = _source(spec, err)  # the field the scenario wrote, not the kind's name for it
+        message = _from_memory(err) if source == "memory" else err.message
+        return f".{source}" if source else "", message, err.details.get("rule")
     if name == "hyperv" and config["dynamic"] is not False and spec.used > config["maximum_bytes"]:
         shown_used, shown_max = format_sizes(spec.used, config["maximum_bytes"])
         return (
@@ -576,6 +578,29 @@ def _vm_problem(hv: HypervisorFlavor, spec: VMSpec) -> tuple[str, str, str | Non
             None,
         )
     return None
+
+
+def _source(spec: VMSpec, err: HVBalloonError) -> str | None:
+    """The field of ``spec`` the size a kind refused came from: the one it names where the
+    scenario gives it (``startup``: also KVM's ``target``), else ``memory`` where the flavour
+    made it of the memory (a Hyper-V maximum not given, KVM's and ESXi's memory size), else
+    ``None`` (the VM as a whole)."""
+    field, asked = err.details.get("field"), err.details.get("asked")
+    if not isinstance(field, str) or asked is None:
+        return None
+    name = field.removesuffix("_bytes")
+    for given in (name, "target") if name == "startup" else (name,):
+        if given in VMSpec.model_fields and getattr(spec, given) == asked:
+            return given
+    return "memory" if spec.memory == asked else None
+
+
+def _from_memory(err: HVBalloonError) -> str:
+    """A kind's refusal of a size the flavour made of ``memory``, said as the user wrote it."""
+    label = str(err.details["field"]).removesuffix("_bytes")
+    if label not in err.message:  # the kind says memory itself (ESXi's memory size)
+        return err.message
+    return f"memory sets the {label} when none is given: {err.message}"
 
 
 def _refuse(where: str, path: str, message: str, flavor: str, rule: str | None = None) -> NoReturn:

@@ -429,6 +429,7 @@ class ESXiKind(Kind):
                 f"the memory size (memoryMB) of {vm.name!r} must be a multiple of 4 MiB on ESXi "
                 f"(asked {maximum} bytes)",
                 vm=vm,
+                field="maximum_bytes",
                 asked=maximum,
             )
         allocation = {k: getattr(sizes, k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
