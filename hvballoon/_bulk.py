@@ -5,7 +5,10 @@ sent again), then optionally waited for; one :class:`~hvballoon.TargetResults` p
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, cast
 
 from hvballoon._guardrails import GuardRails
@@ -44,6 +47,25 @@ def _pair_vm(pair: _Pair) -> VM:
     return pair[0].vm
 
 
+@contextmanager
+def interrupt_held() -> Iterator[list[int]]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block: the block runs on, and the list it
+    is given says whether one came (the caller raises what it must once the block is done). A
+    bulk call in flight is not left half-answered. Only in the main thread (the one signals
+    reach) under Python's own SIGINT handler (the one that raises ``KeyboardInterrupt``);
+    elsewhere the block runs as it is and the list stays empty."""
+    held: list[int] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield held
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class _BulkTargets(_TargetPlanning, _Waiting):
     """Plans, applies and waits for many targets at once (``set_target`` is one VM of it)."""
 
@@ -61,6 +83,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         skip_invalid: bool,
         wait_timeout: float | None = None,
         figures: dict[str, _Pair] | None = None,
+        on_applied: Callable[[TargetResults], object] | None = None,
     ) -> TargetResults:
         if guard_rails is not None and not isinstance(guard_rails, GuardRails):
             raise InvalidRequestError(f"guard_rails takes a GuardRails, got {type(guard_rails).__name__}")
@@ -116,30 +139,46 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         # it may be moving to another one (set by another session), and it is unchanged only
         # once sent (the Change still says unchanged: nothing the caller sees moves)
         moves = {k: (c, t) for k, (c, t) in planned.items() if c.changed or k in unread}
-        failures = self._apply_many({k: TargetRequest(c.vm, t) for k, (c, t) in moves.items()})
-        made = {k for k, (c, _t) in moves.items() if k not in failures and c.changed}
-        for key, error in failures.items():
-            results[key] = error
-        moved: list[tuple[Any, ...]] = []
-        for key, (change, target) in planned.items():
-            if key not in failures:
-                self._targets[change.vm.id] = target
-                if key in made:
-                    moved.append((change.vm.name, format_size(target), change.mechanism.value))
-        log_changes(log, "set target of %s to %s (%s)", moved, "set the targets")
+        made: set[str] | None = None  # known once the apply has answered
+        waiting = False
         stats_reached: dict[str, MemoryStats] = {}
-        if wait_timeout is not None:
-            try:
+        try:
+            # a Ctrl-C is held until the call in flight answers: whatever it applied is reported
+            with interrupt_held() as held:
+                failures, not_sent = self._apply_many(
+                    {k: TargetRequest(c.vm, t) for k, (c, t) in moves.items()}, held
+                )
+                made = {k for k, (c, _t) in moves.items() if k not in failures and c.changed}
+                for key, error in failures.items():
+                    results[key] = error
+                moved: list[tuple[Any, ...]] = []
+                for key, (change, target) in planned.items():
+                    if key not in failures:
+                        self._targets[change.vm.id] = target
+                        if key in made:
+                            moved.append((change.vm.name, format_size(target), change.mechanism.value))
+                log_changes(log, "set target of %s to %s (%s)", moved, "set the targets")
+            if held:  # Ctrl-C while applying: what was applied is said, nothing waited for
+                done = self._results(results, order, applied=True, made=made)
+                raise TargetsInterrupted(done, waiting=False, not_sent=not_sent)
+            if wait_timeout is not None:
+                waiting = True
+                if on_applied is not None:  # what was applied, before the wait
+                    on_applied(self._results(results, order, applied=True, made=made))
                 self._wait_changes(
                     results,
                     {k: planned[k] for k in planned if k not in failures},
                     wait_timeout,
                     stats_reached,
                 )
-            except KeyboardInterrupt as exc:  # applied: the caller is told what, not left guessing
-                reached = {k: stats_reached[k] for k in order if k in stats_reached}
-                done = self._results(results, order, applied=True, made=made, stats=reached)
-                raise TargetsInterrupted(done) from exc
+        except TargetsInterrupted:
+            raise
+        except KeyboardInterrupt as exc:  # applied: the caller is told what, not left guessing
+            if made is None:  # not held (another SIGINT handler than Python's): nothing is known
+                raise
+            reached = {k: stats_reached[k] for k in order if k in stats_reached}
+            done = self._results(results, order, applied=True, made=made, stats=reached)
+            raise TargetsInterrupted(done, waiting=waiting) from exc
         return self._results(results, order, applied=True, made=made, stats=stats_reached)
 
     def _figure_items(self, figures: Any) -> dict[str, _Pair] | None:
@@ -237,28 +276,19 @@ class _BulkTargets(_TargetPlanning, _Waiting):
             uri=self.uri,
         )
 
-    def _apply_many(self, moves: dict[str, TargetRequest]) -> dict[str, HVBalloonError]:
+    def _apply_many(
+        self, moves: dict[str, TargetRequest], held: list[int]
+    ) -> tuple[dict[str, HVBalloonError], list[str]]:
         """Send the moves in bulk; the ones that fail retryably are sent again (they are
-        absolute), within the retry policy. Returns the errors of the ones that failed."""
+        absolute), within the retry policy. Returns the errors of the ones that failed, and the
+        keys a Ctrl-C (``held``: one arrived) kept from being sent again."""
         failures: dict[str, HVBalloonError] = {}
         pending = dict(moves)
         delays = self.retry.delays()
         attempt = 0
         while pending:
             keys = list(pending)
-            batch = [pending[k] for k in keys]
-            try:
-                answers: list[HVBalloonError | None] = self._call(
-                    "set_target", lambda batch=batch: self._backend.apply_targets(batch)
-                )
-                if len(answers) != len(keys):
-                    raise BackendError(
-                        f"the {self.backend_name} backend answered {len(answers)} results for {len(keys)} targets",
-                        backend=self.backend_name,
-                        uri=self.uri,
-                    )
-            except HVBalloonError as exc:
-                answers = [exc] * len(keys)
+            answers = self._send_targets(keys, [pending[k] for k in keys])
             again: dict[str, TargetRequest] = {}
             for key, answer in zip(keys, answers, strict=True):
                 if answer is None:
@@ -270,11 +300,30 @@ class _BulkTargets(_TargetPlanning, _Waiting):
                     again[key] = pending[key]
             if not again or attempt >= len(delays):
                 break
-            log.info("sending %d target(s) again after a retryable failure", len(again))
-            self.retry.sleep(delays[attempt])
+            if not held:
+                log.info("sending %d target(s) again after a retryable failure", len(again))
+                self.retry.sleep(delays[attempt])
+            if held:
+                return failures, list(again)
             attempt += 1
             pending = again
-        return failures
+        return failures, []
+
+    def _send_targets(self, keys: list[str], batch: list[TargetRequest]) -> list[HVBalloonError | None]:
+        """One bulk call: an answer per key (a failure of the whole call is each key's)."""
+        try:
+            answers: list[HVBalloonError | None] = self._call(
+                "set_target", lambda: self._backend.apply_targets(batch)
+            )
+            if len(answers) != len(keys):
+                raise BackendError(
+                    f"the {self.backend_name} backend answered {len(answers)} results for {len(keys)} targets",
+                    backend=self.backend_name,
+                    uri=self.uri,
+                )
+        except HVBalloonError as exc:
+            answers = [exc] * len(keys)
+        return answers
 
     def _wait_changes(
         self,

@@ -196,19 +196,31 @@ class TargetResults(Mapping[str, Result]):
 
 class TargetsInterrupted(KeyboardInterrupt):
     """Ctrl-C (a :class:`KeyboardInterrupt`) while :meth:`hvballoon.Hypervisor.set_targets`
-    waited (``wait=True``): the targets were already applied, and :attr:`results` says so, VM
-    by VM — their changes (or errors), ``made``, and in ``stats`` the VMs whose memory had
-    reached its target when the wait was stopped (the others had not, or not yet been seen
-    to). Caught as a ``KeyboardInterrupt``, it stops a program as one does."""
+    applied the targets or waited for them (``wait=True``): :attr:`results` says what was
+    applied, VM by VM — their changes (or errors), ``made``, and in ``stats`` the VMs whose
+    memory had reached its target when the wait was stopped (the others had not, or not yet
+    been seen to). Caught as a ``KeyboardInterrupt``, it stops a program as one does.
 
-    def __init__(self, results: TargetResults) -> None:
+    A Ctrl-C during the apply is held until the call in flight answers (a bulk call cannot be
+    taken back half-sent, and what it applied must be reported), then stops the rest:
+    ``waiting`` is ``False`` and :attr:`not_sent` names the VMs whose target was not sent
+    again after a retryable failure (their results are that failure)."""
+
+    def __init__(self, results: TargetResults, *, waiting: bool = True, not_sent: Iterable[str] = ()) -> None:
         super().__init__()
-        #: what was applied before the wait was interrupted
+        #: what was applied before the apply or the wait was interrupted
         self.results = results
+        #: ``True``: stopped while waiting, the targets all sent; ``False``: while applying them
+        self.waiting = waiting
+        #: the VMs whose target Ctrl-C kept from being sent again (in order)
+        self.not_sent: list[str] = list(not_sent)
 
     @property
     def not_reached(self) -> list[str]:
-        """The VMs whose target was applied and waited for, but not seen reached (in order)."""
+        """The VMs whose target was applied and waited for, but not seen reached (in order);
+        none when the apply was interrupted (nothing was waited for)."""
+        if not self.waiting:
+            return []
         return [k for k, v in self.results.items() if isinstance(v, Change) and k not in self.results.stats]
 
 

@@ -510,6 +510,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         skip_invalid: bool = False,
         wait_timeout: float = 60.0,
         figures: Iterable[tuple[MemoryStats, MemoryConfig]] | None = None,
+        on_applied: Callable[[TargetResults], object] | None = None,
     ) -> TargetResults:
         """Move many VMs' targets at once: ``{"web01": "6GiB", "web02": "4GiB"}`` (or a list of
         ``(VM or name or id, size)`` pairs).
@@ -524,9 +525,14 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         to (:class:`~hvballoon.errors.PartialChangeError` when some VMs changed and others did
         not). ``wait=True`` then waits, up to ``wait_timeout`` seconds, until every changed
         VM's memory reaches its target; a VM whose mechanism cannot be observed gets a warning
-        instead. Ctrl-C during that wait raises :class:`TargetsInterrupted` (a
-        ``KeyboardInterrupt``) whose ``results`` say what was applied and which VMs had reached
-        their targets. ``wait=True`` with ``dry_run=True`` is refused
+        instead. ``on_applied`` (with ``wait=True``) is called with what was applied, a
+        :class:`TargetResults`, before the wait begins (the CLI says so there). Ctrl-C during
+        that wait raises :class:`TargetsInterrupted` (a ``KeyboardInterrupt``) whose
+        ``results`` say what was applied and which VMs had reached their targets; during the
+        apply, it is held until the bulk call in flight answers (in the main thread, under
+        Python's own SIGINT handler), and then raises :class:`TargetsInterrupted` with
+        ``waiting`` false, saying what that call applied (and, in ``not_sent``, the retries it
+        kept from being sent). ``wait=True`` with ``dry_run=True`` is refused
         (:class:`~hvballoon.errors.InvalidRequestError`, before anything is read or changed), as
         the CLI refuses ``--wait --dry-run``: a dry run changes nothing, so there is nothing to
         wait for.
@@ -574,6 +580,7 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             skip_invalid=skip_invalid,
             wait_timeout=waiting,
             figures=known,
+            on_applied=on_applied if waiting is not None else None,
         )
 
     @_keywords

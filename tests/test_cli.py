@@ -395,6 +395,26 @@ def test_a_usage_error_with_json_is_an_error_report(args: tuple[str, ...], probl
     assert r.returncode == 2 and "Usage:" in r.stderr and not r.stdout
 
 
+def test_set_several_vms_with_wait_says_what_was_applied_before_it_waits() -> None:
+    # it printed nothing until every memory had arrived; one VM's --wait says what it set first
+    r = run("set", "fake://seed", "web01=7GiB", "web02=8GiB", "nosuch=4GiB", "--skip-invalid", "--wait")
+    assert r.returncode == 12, r.stderr
+    assert r.stdout.splitlines() == [
+        "web01: changed (balloon)",
+        "  target: 16 GiB -> 7 GiB",
+        "web02: changed (balloon)",
+        "  target: 16 GiB -> 8 GiB",
+        "nosuch: failed (vm_not_found): no VM named or with id 'nosuch' [backend=fake, vm=nosuch]",
+        "waiting up to 1m for the memory of web01, web02 to reach their targets…",
+        "web01: reached 7 GiB",
+        "web02: reached 8 GiB",
+    ], r.stdout
+    assert r.stderr.startswith("error: changed 2 of 3 VMs (web01, web02); not changed: nosuch")
+    # --json: one document on stdout, after the wait, as with one VM; nothing on stderr
+    r = run("set", "fake://seed", "web01=7GiB", "web02=8GiB", "--wait", "--json")
+    assert r.returncode == 0 and r.stderr == "" and json.loads(r.stdout)["ok"]
+
+
 def test_set_several_vms_waits_or_warns() -> None:
     r = run("set", "fake://seed", "web01=7GiB", "web02=8GiB", "--wait", "--json")
     out = json.loads(r.stdout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -60,18 +61,19 @@ def test_set_wait_stops_with_130_and_says_the_target_was_applied(running: Callab
 def test_bulk_set_wait_stops_with_130_and_says_which_targets_were_applied(
     running: Callable[..., Running],
 ) -> None:
-    # the targets are applied in one call that then waits: nothing is printed before the wait
+    # what was applied is said before the wait, then what the wait came to
     cmd = running("set", "fake://seed?speed=0.001", "web01=8GiB", "web02=7GiB", "--wait")
-    cmd.wait_for(lambda r: r.asleep())
+    cmd.wait_for(lambda r: any("waiting" in line for line in r.stdout))
     code, out, err = interrupt(cmd)
     assert code == 130, err
     assert out.splitlines() == [
         "web01: changed (balloon)",
         "  target: 16 GiB -> 8 GiB",
-        "  not reached yet: stopped waiting",
         "web02: changed (balloon)",
         "  target: 16 GiB -> 7 GiB",
-        "  not reached yet: stopped waiting",
+        "waiting up to 1m for the memory of web01, web02 to reach their targets…",
+        "web01: not reached yet: stopped waiting",
+        "web02: not reached yet: stopped waiting",
     ], out
     assert (
         "interrupted: the targets of 2 of 2 VMs were applied (web01, web02); "
@@ -105,6 +107,73 @@ def test_bulk_set_wait_json_stops_with_130_and_a_report_of_what_was_applied(
         "stopped waiting for the memory of web01 to reach it; failed: nosuch"
     ) in err, err
     assert "Traceback" not in err
+
+
+#: Three VMs whose targets are sent in one call: web02's takes 4 s of real time (a slow
+#: hypervisor), web03's fails once with a timeout, which the session would send again.
+SLOW_APPLY = """\
+name: slow-apply
+host: {physical: 64GiB}
+vms:
+  - {name: web01, memory: 16GiB, used: 3GiB}
+  - {name: web02, memory: 16GiB, used: 3GiB}
+  - {name: web03, memory: 16GiB, used: 3GiB}
+faults:
+  - {op: set_target, kind: slow, latency: 4, vm: web02}
+  - {op: set_target, kind: timeout, vm: web03}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bulk_set_stopped_while_applying_says_what_the_call_in_flight_applied(
+    running: Callable[..., Running], tmp_path: Path, as_json: bool
+) -> None:
+    # it said "stopped before the command finished", with web01 and web02 applied
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(SLOW_APPLY)
+    pairs = ("web01=8GiB", "web02=7GiB", "web03=6GiB")
+    cmd = running("set", f"fake://{scenario}?speed=1", *pairs, "--wait", *(["--json"] if as_json else []))
+    cmd.wait_for(lambda r: r.asleep())  # in web02's slow call, the only wait before the apply ends
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    assert (
+        "interrupted: the targets of 2 of 3 VMs were applied (web01, web02); stopped while applying "
+        "them, before waiting; not sent again after a retryable failure: web03"
+    ) in err, err
+    assert "Traceback" not in err and "waiting up to" not in out
+    if as_json:
+        report = json.loads(out)
+        assert report["interrupted"] is True and report["exit_code"] == 130
+        assert report["error"]["code"] == "partial_change"
+        by_vm = {r["vm"]: r for r in report["results"]}
+        assert by_vm["web01"]["changed"] and by_vm["web02"]["changed"] and not by_vm["web03"]["changed"]
+        assert by_vm["web02"]["change"]["after"]["target_bytes"] == 7 * 2**30
+        assert by_vm["web03"]["error"]["code"] == "timeout"
+    else:
+        assert out.splitlines()[:4] == [
+            "web01: changed (balloon)",
+            "  target: 16 GiB -> 8 GiB",
+            "web02: changed (balloon)",
+            "  target: 16 GiB -> 7 GiB",
+        ], out
+        assert "web03: failed (timeout)" in out and "not reached" not in out
+
+
+@pytest.mark.slow
+def test_set_of_one_vm_stopped_while_applying_says_its_target_was_applied(
+    running: Callable[..., Running], tmp_path: Path
+) -> None:
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(SLOW_APPLY)
+    cmd = running("set", f"fake://{scenario}?speed=1", "web02", "7GiB", "--wait")
+    cmd.wait_for(lambda r: r.asleep())  # in its slow call
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    assert "interrupted: the target of web02 was applied; stopped while it was sent, before waiting" in err, (
+        err
+    )
+    assert "Traceback" not in err and "waiting up to" not in out
 
 
 @pytest.mark.slow

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 import pytest
 
 import hvballoon
-from hvballoon import fake
+from hvballoon import TargetsInterrupted, fake
 from hvballoon.errors import (
     AmbiguousVMError,
     BalloonStalledError,
@@ -112,6 +116,29 @@ def test_the_interrupted_wait_counts_the_vms_it_does_not_name_as_every_message_d
     stop = TargetsInterrupted(TargetResults(dict.fromkeys(keys, InvalidStateError("x")), applied=True))
     said = _stopped_waiting(stop)
     assert said.endswith("failed: " + ", ".join(keys[:10]) + ", and 2 more"), said
+
+
+def test_ctrl_c_while_applying_is_held_until_the_call_answers_and_says_what_it_applied() -> None:
+    # a Ctrl-C inside the bulk call broke it off: web01 was applied, and no one was told
+    with hvballoon.connect("fake://seed?speed=1", retry=INSTANT) as hv:
+        faults = hv.backend.world.faults  # type: ignore[attr-defined]
+        slow = faults.add(op="set_target", kind="slow", latency=2, vm="web02")  # 2 s of real time
+        faults.add(op="set_target", kind="timeout", vm="web03")  # retryable: it would go again
+
+        def ctrl_c_in_web02_s_call() -> None:
+            while not slow.fired:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does, to the main thread
+
+        threading.Thread(target=ctrl_c_in_web02_s_call, daemon=True).start()
+        with pytest.raises(TargetsInterrupted) as info:
+            hv.set_targets({"web01": "8GiB", "web02": "7GiB", "web03": "6GiB"}, wait=True)
+        stop = info.value
+        assert not stop.waiting and stop.not_sent == ["web03"] and stop.not_reached == []
+        assert stop.results.applied and stop.results.made == {"web01", "web02"}
+        assert stop.results["web03"].code == "timeout"  # type: ignore[union-attr]
+        held = targets(hv)  # what the hypervisor holds is what was said
+        assert (held["web01"], held["web02"], held["web03"]) == (8 * GiB, 7 * GiB, 16 * GiB)
 
 
 def test_the_whole_s_error_names_a_few_failures_and_counts_the_others(hv: hvballoon.Hypervisor) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "connection_options",
     "console",
     "deferred_interrupt",
+    "echo_applied",
     "echo_json",
     "error_report",
     "fleet_options",
@@ -361,11 +362,15 @@ def change_lines(change: Any) -> list[str]:
     return out
 
 
-def echo_results(results: Any, as_json: bool, *, interrupted: bool = False) -> None:
+def echo_results(
+    results: Any, as_json: bool, *, interrupted: bool = False, waited: bool = True, shown: Any = None
+) -> None:
     """A bulk call's :class:`~hvballoon.TargetResults` (``set URI VM=SIZE …``, ``config URI VM
     VM … --field …``): one line (or record) per VM in the order given, the whole's error on
     stderr, and its exit code. ``interrupted``: Ctrl-C stopped its wait (each VM applied and not
-    seen reached says so; the caller then exits with :data:`EXIT_INTERRUPTED`)."""
+    seen reached says so; the caller then exits with :data:`EXIT_INTERRUPTED`), or its apply
+    (``waited`` false: nothing was waited for). ``shown``: what :func:`echo_applied` printed
+    before the wait; only what the wait added is printed then, a line per VM."""
     from hvballoon.outputs import TargetsReport
 
     error = results.error
@@ -382,20 +387,53 @@ def echo_results(results: Any, as_json: bool, *, interrupted: bool = False) -> N
         echo_json(report.model_dump(mode="json"))
     else:
         for key, value in results.items():
-            if isinstance(value, HVBalloonError):
-                click.echo(f"{key}: failed ({value.code}): {value.describe('cli', with_hint=True)}")
-                continue
-            for line in change_lines(value):
+            if shown is None:
+                lines = _result_lines(key, value, results.stats.get(key), interrupted and waited)
+            else:
+                lines = _waited_lines(key, value, results.stats.get(key), shown.get(key), interrupted)
+            for line in lines:
                 click.echo(line)
-            reached = results.stats.get(key)
-            if reached is not None:
-                click.echo(f"  reached: {format_size(reached.current_bytes)}")
-            elif interrupted:
-                click.echo("  not reached yet: stopped waiting")
         if error is not None:
             click.echo(f"error: {error.describe('cli', with_hint=False)}", err=True)
     if error is not None and not interrupted:
         sys.exit(error.exit_code)
+
+
+def echo_applied(results: Any) -> None:
+    """What a bulk call applied, before it waits (``set URI VM=SIZE… --wait``): a VM's lines as
+    :func:`echo_results` prints them, without the whole's error (it comes after the wait)."""
+    for key, value in results.items():
+        for line in _result_lines(key, value, None, False):
+            click.echo(line)
+
+
+def _result_lines(key: str, value: Any, reached: Any, stopped_waiting: bool) -> list[str]:
+    if isinstance(value, HVBalloonError):
+        return [f"{key}: failed ({value.code}): {value.describe('cli', with_hint=True)}"]
+    lines = change_lines(value)
+    if reached is not None:
+        lines.append(f"  reached: {format_size(reached.current_bytes)}")
+    elif stopped_waiting:
+        lines.append("  not reached yet: stopped waiting")
+    return lines
+
+
+def _waited_lines(key: str, value: Any, reached: Any, before: Any, interrupted: bool) -> list[str]:
+    """What the wait added to a VM's result ``before`` it: a failure (a stall), a warning (its
+    memory cannot be seen to move), the memory reached, or that it was not reached yet."""
+    if isinstance(value, HVBalloonError):
+        return (
+            []
+            if value is before
+            else [f"{key}: failed ({value.code}): {value.describe('cli', with_hint=True)}"]
+        )
+    known = before.warnings if before is not None and not isinstance(before, HVBalloonError) else ()
+    lines = [f"{key}: warning: {w}" for w in value.warnings if w not in known]
+    if reached is not None and not lines:  # its memory not seen to move: not said to arrive
+        lines.append(f"{key}: reached {format_size(reached.current_bytes)}")
+    elif interrupted:
+        lines.append(f"{key}: not reached yet: stopped waiting")
+    return lines
 
 
 # -- warnings ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from hvballoon.cli.common import (
     connection,
     connection_options,
     console,
+    echo_applied,
     echo_json,
     echo_results,
     error_report,
@@ -236,12 +237,16 @@ def set_cmd(
         return
     vm, size = targets
     parse_typed_target(size, what="target")  # refuse bad sizes before connecting
+    from hvballoon import TargetsInterrupted
     from hvballoon.outputs import WaitedChange
     from hvballoon.session import noting_unobservable
 
     waiting = wait and not dry_run
     with session(uri, connection(kw)) as hv:
-        change = hv.set_target(vm, size, dry_run=dry_run, force=force)
+        try:
+            change = hv.set_target(vm, size, dry_run=dry_run, force=force)
+        except TargetsInterrupted as stop:  # Ctrl-C while it was sent: whether it was applied
+            interrupted(_stopped_applying(stop, waiting))
         stats = None
         notes: list[str] = []
         if waiting:
@@ -300,20 +305,60 @@ def _set_many(
         parse_typed_target(size, what=f"target of {vm}")  # refuse bad sizes before connecting
     from hvballoon import TargetsInterrupted
 
+    waiting = wait and not dry_run
+    shown: dict[str, Any] = {}  # what was printed before the wait, per VM
+
+    def before_wait(applied: Any) -> None:
+        """What was applied and that it is waiting (as ``set URI VM SIZE --wait`` says it)."""
+        echo_applied(applied)
+        shown.update(applied)
+        awaited = list(applied.changes)
+        if awaited:
+            its = "its target" if len(awaited) == 1 else "their targets"
+            click.echo(
+                f"waiting up to {format_duration(wait_seconds)} for the memory of "
+                f"{first_few(awaited)} to reach {its}…"
+            )
+
     with session(uri, connection(kw)) as hv:
         try:
             results = hv.set_targets(
                 pairs,
                 dry_run=dry_run,
                 force=force,
-                wait=wait and not dry_run,
+                wait=waiting,
                 wait_timeout=wait_seconds,
                 skip_invalid=skip_invalid,
+                on_applied=None if as_json else before_wait,  # --json: one document, at the end
             )
-        except TargetsInterrupted as stop:  # Ctrl-C while waiting: the targets were applied
-            echo_results(stop.results, as_json, interrupted=True)
-            interrupted(_stopped_waiting(stop))
-    echo_results(results, as_json)
+        except TargetsInterrupted as stop:  # Ctrl-C while applying or waiting: say what was applied
+            printed = shown if stop.waiting and not as_json else None
+            echo_results(stop.results, as_json, interrupted=True, waited=stop.waiting, shown=printed)
+            interrupted(_stopped_waiting(stop) if stop.waiting else _stopped_applying(stop, waiting))
+        except KeyboardInterrupt:  # before anything was sent: set_targets says what it sent
+            interrupted(f"no target was applied: stopped before the targets of {len(pairs)} VMs were sent")
+    echo_results(results, as_json, shown=shown if waiting and not as_json else None)
+
+
+def _stopped_applying(stop: Any, wait: bool) -> str:
+    """What ``set URI VM=SIZE…`` (or ``set URI VM SIZE``) says when Ctrl-C comes while the
+    targets are sent: whose targets the call in flight applied, whose it did not send again,
+    and whose failed."""
+    results = stop.results
+    applied = [k for k in results if k in results.made or k not in results.errors]
+    failed = [k for k in results.errors if k not in stop.not_sent]
+    if len(results) == 1:  # set URI VM SIZE
+        said = f"the target of {next(iter(results))} was {'applied' if applied else 'not applied'}"
+        said += "; stopped while it was sent" + (", before waiting" if wait else "")
+    else:
+        said = f"the targets of {len(applied)} of {len(results)} VMs were applied"
+        said += f" ({first_few(applied)})" if applied else ""
+        said += "; stopped while applying them" + (", before waiting" if wait else "")
+    if stop.not_sent:
+        said += f"; not sent again after a retryable failure: {first_few(stop.not_sent)}"
+    if failed:
+        said += f"; failed: {first_few(failed)}"
+    return said
 
 
 def _stopped_waiting(stop: Any) -> str:
