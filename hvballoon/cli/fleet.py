@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from hvballoon._results import first_few
 from hvballoon.cli.common import (
     HOST_COLUMNS,
     STATS_COLUMNS,
@@ -186,7 +187,7 @@ def run_fleet_stats(
             if r.error is not None:
                 click.echo(f"error: {r.uri}: {r.error.code}: {r.error.describe('cli')}", err=True)
         if summary.missing_vms:
-            named = ", ".join(repr(m) for m in summary.missing_vms)
+            named = first_few(summary.missing_vms, show=repr)  # every one is in --json's missing_vms
             click.echo(f"error: no host has a VM named or with id {named}", err=True)
     sys.exit(summary.exit_code)
 
@@ -297,7 +298,7 @@ def watch_cmd(
             answered = sum(1 for h in last.hosts if h.ok)
             said += f"; in the last, {answered} answered"
             if last.missing_vms:
-                said += f" and {', '.join(last.missing_vms)} matched no VM"
+                said += f" and {first_few(last.missing_vms)} matched no VM"
         interrupted(said)
     sys.exit(code)
 

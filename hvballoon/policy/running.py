@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from hvballoon._results import first_few
 from hvballoon.backend import Backend
 from hvballoon.errors import HVBalloonError, HVConnectionError, OperationTimeoutError, SessionExpiredError
 from hvballoon.policy.health import ControllerHealth, default_max_failed_rounds
@@ -637,6 +638,6 @@ class _Running:
                 "as this controller's: %s. If another controller still runs on this hypervisor (with "
                 "another journal), stop one of them: two controllers move the same VMs against each "
                 "other, and each gives back what the other lowered",
-                len(adopted), ", ".join(a.vm for a in adopted),
+                len(adopted), first_few([a.vm for a in adopted]),  # every one in "vms"
                 extra={"event": "adopted", "vms": [a.vm for a in adopted]},
             )  # fmt: skip

@@ -140,6 +140,17 @@ def test_vm_named_nowhere_and_no_uri(run: Any) -> None:
     assert r.returncode == 2 and "cannot read the inventory" in r.stderr
 
 
+def test_vms_named_nowhere_are_named_ten_and_counted_beyond(run: Any) -> None:
+    # every name went into the one line, as the one-host form no longer did
+    unknown = [f"nope{i:02d}" for i in range(12)]
+    r = run("stats", "fake://seed", "fake://seed?flavor=esxi", *unknown)
+    assert r.returncode == 7
+    named = ", ".join(repr(n) for n in unknown[:10])
+    assert f"error: no host has a VM named or with id {named}, and 2 more\n" in r.stderr, r.stderr
+    r = run("stats", "fake://seed", "fake://seed?flavor=esxi", *unknown, "--json")
+    assert json.loads(r.stdout)["missing_vms"] == unknown  # every one, where a program reads them
+
+
 def test_password_is_shared_and_never_printed(run: Any) -> None:
     r = run("stats", "fake://seed", DOWN, "--password-stdin", "--json", stdin="hunter2\n")
     assert r.returncode == 6

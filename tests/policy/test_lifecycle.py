@@ -21,10 +21,10 @@ from hvballoon import fake
 from hvballoon.errors import InvalidStateError
 from hvballoon.kinds import ESXI, KVM
 from hvballoon.models import VM, PowerState
-from hvballoon.policy import Controller
+from hvballoon.policy import Controller, ControllerSettings
 from hvballoon.policy.journal import Journal, Move
 from hvballoon.policy.release import MARK_KEY, release
-from tests.support.policies import Fixed, seed_session, seed_settings, targets
+from tests.support.policies import INSTANT, Fixed, seed_session, seed_settings, targets
 
 GiB = 2**30
 MiB = 2**20
@@ -391,6 +391,27 @@ class TestTwoControllers:
                 assert second.attempt().ok
             (event,) = [r for r in caplog.records if getattr(r, "event", None) == "adopted"]
             assert event.vms == ["web01"] and "another controller" in event.getMessage()  # type: ignore[attr-defined]
+
+    def test_it_names_ten_of_the_vms_it_took_and_counts_the_others(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # the warning named every one: a line per 10,000 VMs of a megabyte
+        with (
+            fake.world("dense", flavor="esxi") as w,
+            hvballoon.connect("fake://dense", world=w, retry=INSTANT) as hv,
+            Journal.open(tmp_path / "a.db", uri=hv.uri) as a,
+            Journal.open(tmp_path / "b.db", uri=hv.uri) as b,
+        ):
+            lower = Fixed(16 * GiB, {s.vm.name: s.configured_bytes - GiB for s in hv.get_stats()})
+            names = sorted(lower.per_vm)
+            first = Controller(hv, lower, ControllerSettings(), journal=a).attempt()
+            assert sum(d.applied and d.action == "lower" for d in first) == len(names) == 14
+            w.advance(30)
+            with caplog.at_level(logging.WARNING, logger="hvballoon.policy"):
+                assert Controller(hv, lower, ControllerSettings(), journal=b).attempt().ok
+            (event,) = [r for r in caplog.records if getattr(r, "event", None) == "adopted"]
+            assert sorted(event.vms) == names  # type: ignore[attr-defined]
+            assert f"taken as this controller's: {', '.join(names[:10])}, and 4 more. " in event.getMessage()
 
 
 class TestARenamedVM:
