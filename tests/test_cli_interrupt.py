@@ -177,6 +177,20 @@ def test_set_of_one_vm_stopped_while_applying_says_its_target_was_applied(
 
 
 @pytest.mark.slow
+def test_bulk_set_stopped_while_reading_says_no_target_was_applied(
+    running: Callable[..., Running], tmp_path: Path
+) -> None:
+    scenario = tmp_path / "slow-read.yaml"
+    scenario.write_text(SLOW_APPLY.replace("op: set_target, kind: slow", "op: get_stats, kind: slow"))
+    cmd = running("set", f"fake://{scenario}?speed=1", "web01=8GiB", "web02=7GiB")
+    cmd.wait_for(lambda r: r.asleep())  # in the read of the VMs, before anything is sent
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    assert "interrupted: no target was applied: stopped before the targets of 2 VMs were sent" in err, err
+    assert out == "" and "Traceback" not in err
+
+
+@pytest.mark.slow
 def test_simulate_stops_with_130_and_reports_the_part_simulated(running: Callable[..., Running]) -> None:
     cmd = running("simulate", "dense", "--duration", "3650d", "--json")
     # interrupted once it is simulating: starting up costs it about 0.5 s of its own CPU time

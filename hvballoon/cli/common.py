@@ -429,10 +429,11 @@ def _waited_lines(key: str, value: Any, reached: Any, before: Any, interrupted: 
         )
     known = before.warnings if before is not None and not isinstance(before, HVBalloonError) else ()
     lines = [f"{key}: warning: {w}" for w in value.warnings if w not in known]
-    if reached is not None and not lines:  # its memory not seen to move: not said to arrive
+    if reached is None:
+        if interrupted:
+            lines.append(f"{key}: not reached yet: stopped waiting")
+    elif not lines:  # a warning instead: its memory was not seen to move, so not said to arrive
         lines.append(f"{key}: reached {format_size(reached.current_bytes)}")
-    elif interrupted:
-        lines.append(f"{key}: not reached yet: stopped waiting")
     return lines
 
 

@@ -332,7 +332,8 @@ def _set_many(
                 on_applied=None if as_json else before_wait,  # --json: one document, at the end
             )
         except TargetsInterrupted as stop:  # Ctrl-C while applying or waiting: say what was applied
-            printed = shown if stop.waiting and not as_json else None
+            # what was printed before the wait (all of it, were the wait cut before it was said)
+            printed = shown if stop.waiting and shown and not as_json else None
             echo_results(stop.results, as_json, interrupted=True, waited=stop.waiting, shown=printed)
             interrupted(_stopped_waiting(stop) if stop.waiting else _stopped_applying(stop, waiting))
         except KeyboardInterrupt:  # before anything was sent: set_targets says what it sent
