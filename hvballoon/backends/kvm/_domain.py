@@ -257,14 +257,33 @@ def record_from_per_domain(info: list[int], memstats: dict[str, int] | None) -> 
     """``virDomainGetInfo`` + ``virDomainMemoryStats`` reshaped as one bulk-stats record.
 
     A figure that cannot be one (a wrapped negative) is left out, so the balloon's size falls
-    back on ``info()``'s and a guest figure is missing rather than absurd.
+    back on ``info()``'s and a guest figure is missing rather than absurd. A report whose
+    ``actual`` is ``info()``'s balloon cut to 32 bits (libvirt's test driver's, for a balloon of
+    2 TiB or more: 4 TiB reads 0, 5 TiB 1 TiB) is left out whole: its figures were worked out
+    from that cut value, so even those that look like sizes are wrong.
     """
     record = {"state.state": int(info[0]), "balloon.maximum": int(info[1]), "balloon.current": int(info[2])}
+    if memstats and _cut_to_32_bits(memstats.get("actual"), int(info[2])):
+        record[_REPORT_CUT] = 1
+        return record
     for key, value in (memstats or {}).items():
         figure = _figure(value)
         if key in _PER_DOMAIN_KEYS and figure is not None:
             record[_PER_DOMAIN_KEYS[key]] = figure
     return record
+
+
+#: Marks a per-domain record whose balloon report was left out as cut to 32 bits.
+_REPORT_CUT = "hvballoon.report_cut_to_32_bits"
+_CUT_NOTE = (
+    "libvirt's balloon report is this balloon's size cut to 32 bits (a driver counting KiB in"
+    " an int: 2 TiB or more), so none of its figures is given"
+)
+
+
+def _cut_to_32_bits(actual: Any, current: int) -> bool:
+    """Whether memoryStats' ``actual`` differs from ``info()``'s balloon only above bit 31."""
+    return actual is not None and int(actual) != current and (current - int(actual)) % 2**32 == 0
 
 
 def _b(record: dict[str, Any], key: str) -> int | None:
@@ -315,6 +334,8 @@ def stats_from_record(
     )
     fields.update(guest)
     extra.update(guest_extra)
+    if record.get(_REPORT_CUT):
+        extra["stats_note"] = _CUT_NOTE
     return MemoryStats(
         vm=vm, mechanism=Mechanism.BALLOON, collected_at=at, stale=stale, extra=extra, **fields
     )

@@ -89,6 +89,25 @@ def test_a_tib_domain_never_reports_a_wrapped_figure(odd_hv: Hypervisor) -> None
     assert by["big01"].current_bytes == TiB  # just below the overflow: figures as given
 
 
+def test_a_balloon_report_cut_to_32_bits_gives_no_figure(tmp_path: Path) -> None:
+    # the test driver counts KiB in an int: at 4 TiB its report reads 0, at 5 TiB 1 TiB (no
+    # wrapped negative to tell); every figure of it is worked out from that cut value
+    uri = write_node_xml(
+        tmp_path / "node.xml",
+        [domain_xml(f"t{n}", memory_mib=8 * 2**20, current_mib=n * 2**20) for n in (4, 5)],
+    )
+    with hvballoon.connect(uri) as hv:
+        assert hv.native.lookupByName("t4").memoryStats()["actual"] == 0
+        assert hv.native.lookupByName("t5").memoryStats()["actual"] == 2**30
+        for st in hv.get_stats():
+            size = int(st.vm.name[1:]) * TiB
+            assert (st.current_bytes, st.ballooned_bytes) == (size, 8 * TiB - size), st.vm.name
+            assert st.guest_total_bytes is None and st.guest_used_bytes is None and st.stale
+            assert "32 bits" in st.extra["stats_note"]
+        change = hv.set_target("t4", "3TiB", force=True)
+        assert change.before == {"target_bytes": 4 * TiB}
+
+
 def test_every_unit_libvirt_accepts_is_read() -> None:
     # libvirt's scaled integers: b/bytes, then KB/K/KiB … EB/E/EiB (decimal KB, binary K and KiB)
     for unit, factor in (("b", 1), ("KB", 1000), ("k", 1024), ("GB", 10**9), ("PiB", 2**50), ("EB", 10**18)):
