@@ -246,6 +246,17 @@ class ESXiView(FlavorView):
 
     kind: ClassVar[Kind] = ESXI
 
+    def idle_stats(
+        self,
+        w: World,
+        g: Guest,
+        common: dict[str, Any],
+        *,
+        seen: Seen = UNSEEN,
+    ) -> MemoryStats:
+        """Its target only: its limit, never above its memory size (the kind's rule)."""
+        return MemoryStats(**common, target_bytes=ESXI.target_of(g.target_bytes, g.memory_bytes), stale=True)
+
     def running_stats(
         self,
         w: World,
@@ -263,7 +274,7 @@ class ESXiView(FlavorView):
         return MemoryStats(
             **common,
             current_bytes=g.current_bytes,
-            target_bytes=g.target_bytes,
+            target_bytes=ESXI.target_of(g.target_bytes, g.memory_bytes),
             ballooned_bytes=g.ballooned_bytes,
             guest_used_bytes=used,
             demand_bytes=used,

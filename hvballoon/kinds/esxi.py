@@ -278,6 +278,19 @@ class ESXiKind(Kind):
                 return name
         return "custom"
 
+    @staticmethod
+    def target_of(limit_bytes: int | None, memory_bytes: int | None) -> int | None:
+        """A VM's target as ``MemoryStats.target_bytes`` gives it: its limit, but never above its
+        memory size, which is all a limit left above it (set before the memory was made
+        smaller, or set so) can let the VM have; the memory size when unlimited.
+
+        >>> ESXiKind.target_of(64 * 2**30, 16 * 2**30) == ESXiKind.target_of(None, 16 * 2**30)
+        True
+        """
+        if limit_bytes is None or memory_bytes is None:
+            return memory_bytes if limit_bytes is None else limit_bytes
+        return min(limit_bytes, memory_bytes)
+
     def check_target(self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig) -> None:
         reservation = config.reservation_bytes or 0
         if target_bytes < reservation:

@@ -156,6 +156,20 @@ def test_esxi_a_balloon_cap_of_zero_means_no_ballooning() -> None:
     assert g.ballooned_bytes == 0 and g.host_swapped_bytes + g.compressed_bytes > 0
 
 
+def test_esxi_a_limit_above_the_memory_size_is_no_target_above_it() -> None:
+    """As the esxi backend reads it: the VM can have its memory size, no more."""
+    vms = [
+        {"name": "a", "memory": "16GiB", "used": "4GiB", "limit": "64GiB"},
+        {"name": "b", "memory": "16GiB", "used": "4GiB", "limit": "64GiB", "power_state": "stopped"},
+    ]
+    w = World(parse_scenario({"name": "over", "flavor": "esxi", "host": {"physical": "64GiB"}, "vms": vms}))
+    with hvballoon.connect("fake://?flavor=esxi", world=w) as hv:
+        for st in hv.get_stats():
+            assert st.target_bytes == st.configured_bytes == 16 * 2**30, st.vm.name
+            assert st.extra.get("limit_bytes", 64 * 2**30) == 64 * 2**30
+        assert not hv.set_target("a", "16GiB").changed
+
+
 def test_hyperv_dynamic_memory_steady_from_the_start_then_priority() -> None:
     w = World(load_scenario("hyperv-dm"))
     acc = w.accounting()

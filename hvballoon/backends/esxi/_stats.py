@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from hvballoon.hoststats import sum_running
-from hvballoon.kinds.esxi import guest_notes
+from hvballoon.kinds.esxi import ESXI, guest_notes
 from hvballoon.models import VM, Mechanism, MemoryStats, PowerState
 from hvballoon.units import KiB, MiB
 
@@ -66,7 +66,7 @@ def vm_stats(
     """The stats of ``vm`` (moref id ``moid``) from its swept ``props``."""
     configured = mb(props.get("config.hardware.memoryMB"))
     limit = limit_mb(props.get("config.memoryAllocation"))
-    target = limit * MiB if limit is not None else configured
+    target = ESXI.target_of(limit * MiB if limit is not None else None, configured)
     # what the server would not let us read is unknown, not unset (an unreadable limit
     # is not "unlimited"): those figures are None, the stats stale, the paths named
     unreadable = sorted(props.get(MISSING) or ())

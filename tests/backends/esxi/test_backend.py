@@ -133,6 +133,23 @@ def test_config_reads_the_allocation(shared_peer: VcsimServer) -> None:
     )
 
 
+def test_a_limit_above_the_memory_size_is_no_target_above_it(fast_sweep: bool) -> None:
+    # a limit set before the memory was made smaller stays; the VM can have its memory, no more
+    above = {"reservation": 0, "limit": 65536, "shares": {"level": "normal", "shares": 163840}}
+    vms = [
+        vm_figures("over01", memoryAllocation=above),
+        vm_figures("over02", memoryAllocation=above, powerState="poweredOff", quickStats={}),
+    ]
+    with VcsimServer(vms) as peer, connect(peer, fast_sweep=fast_sweep) as hv:
+        for st in hv.get_stats():
+            assert st.target_bytes == st.configured_bytes == 16384 * MiB, st.vm.name
+            assert st.extra["limit_bytes"] == 65536 * MiB
+        assert hv.get_config("over01").limit_bytes == 65536 * MiB  # the setting as it is
+        assert not hv.set_target("over01", "16GiB").changed
+        change = hv.set_target("over01", "8GiB", dry_run=True)
+        assert change.before == {"target_bytes": 16384 * MiB}
+
+
 def test_balloon_cap_is_read_from_extra_config() -> None:
     vms = [vm_figures("pinned01", extraConfig={"sched.mem.maxmemctl": "1330"})]
     with VcsimServer(vms) as peer, connect(peer) as hv:
