@@ -154,13 +154,31 @@ class _SessionCore:
         vm = self._index.by_id(ref)
         return vm if vm is not None else self._index.by_id(self._id_form(ref))
 
-    def _pick(self, ref: str, *, suggest: bool = True) -> VM | HVBalloonError:
+    def _only_by_id(self, ref: str, vm: VM) -> bool:
+        """Whether no other VM the index knows is named ``ref`` (``vm``'s id)."""
+        return all(v.id == vm.id for v in self._index.by_name(ref, max_age=None) or [])
+
+    def _pick(self, ref: str, *, suggest: bool = True, by_id: bool = False) -> VM | HVBalloonError:
         """``ref`` from the index just refreshed: by id, else the one VM of that name (when
-        none, the error suggests close names unless not ``suggest``)."""
+        none, the error suggests close names unless not ``suggest``); a ref that is one VM's id
+        and another's name is ambiguous, unless ``by_id`` (the ref is a :class:`VM`'s id)."""
         vm = self._by_id(ref)
-        if vm is not None:
-            return vm
         named = self._index.by_name(ref, max_age=None) or []
+        if by_id:  # never the VM that only bears a gone VM's id for a name
+            return vm if vm is not None else self._not_found(ref, suggest=False)
+        if vm is not None:
+            others = sorted(v.id for v in named if v.id != vm.id)
+            if not others:
+                return vm
+            # one VM's id is another's name (a VM named after a UUID): either may be meant
+            ids = [vm.id, *others]
+            return AmbiguousVMError(
+                f"{ref!r} is the id of {vm.name!r} and the name of another VM; use its id: {', '.join(others)}",
+                backend=self.backend_name,
+                uri=self.uri,
+                vm=ref,
+                details={"candidates": ids},
+            )
         if len(named) == 1:
             return named[0]
         if not named:
@@ -225,7 +243,11 @@ class _SessionCore:
                     )
                 )
             elif (known := self._by_id(ref)) is not None:
-                out.append(_Resolved(known, None, cached=True))
+                if self._only_by_id(ref, known):
+                    out.append(_Resolved(known, None, cached=True))
+                else:  # also another VM's name: looked up afresh, and ambiguous if it still is
+                    misses.append(len(out))
+                    out.append(None)
             elif (named := self._index.by_name(ref)) is not None and len(named) == 1:
                 out.append(_Resolved(named[0], ref, cached=True))
             else:
@@ -276,7 +298,7 @@ class _SessionCore:
             kept = []
             for i, ref in zip(indices, lookup, strict=True):
                 was = cast(_Resolved, resolved[i]).vm
-                picked = self._pick(ref)
+                picked = self._pick(ref, by_id=not isinstance(refs[i], str))
                 if isinstance(picked, HVBalloonError):
                     named = cause is not None and (len(indices) == 1 or cause.vm == was.name)
                     out[i] = cause if named and isinstance(picked, VMNotFoundError) else picked

@@ -16,6 +16,7 @@ from hvballoon.backends.kvm._domain import (
     stats_from_record,
 )
 from hvballoon.errors import (
+    AmbiguousVMError,
     InvalidRequestError,
     InvalidStateError,
     TargetAboveMaximumError,
@@ -106,6 +107,26 @@ def test_a_balloon_report_cut_to_32_bits_gives_no_figure(tmp_path: Path) -> None
             assert "32 bits" in st.extra["stats_note"]
         change = hv.set_target("t4", "3TiB", force=True)
         assert change.before == {"target_bytes": 4 * TiB}
+
+
+def test_a_name_that_is_another_domains_uuid_is_ambiguous(tmp_path: Path) -> None:
+    uuid = "11111111-2222-3333-4444-555555555555"
+    alpha = domain_xml("alpha", current_mib=1024).replace("</name>", f"</name><uuid>{uuid}</uuid>")
+    uri = write_node_xml(tmp_path / "node.xml", [alpha, domain_xml(uuid, current_mib=3072)])
+    with hvballoon.connect(uri) as hv:
+        for listed in (False, True):  # looked up afresh, then known from a listing
+            if listed:
+                hv.list_vms()
+            with pytest.raises(AmbiguousVMError) as err:
+                hv.resolve(uuid)
+            (other,) = (v for v in hv.list_vms() if v.name == uuid)
+            assert sorted(err.value.details["candidates"]) == sorted([uuid, other.id])
+        result = hv.set_targets({uuid: "2GiB"})
+        assert isinstance(result[uuid], AmbiguousVMError)
+        assert {s.vm.name: s.current_bytes for s in hv.get_stats()} == {"alpha": GiB, uuid: 3 * GiB}
+        # by the other's own id, or as a VM, each is itself
+        assert hv.resolve(other.id).name == uuid
+        assert hv.get_stats([hv.resolve("alpha")])[0].vm.id == uuid
 
 
 def test_every_unit_libvirt_accepts_is_read() -> None:
