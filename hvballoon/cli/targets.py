@@ -255,9 +255,10 @@ def set_cmd(
                 if not as_json:  # what was applied, before the wait (Ctrl-C from here on: applied)
                     for line in change_lines(change):
                         click.echo(line)
-                    click.echo(
-                        f"  waiting up to {format_duration(wait_seconds)} for the memory to reach {goal}…"
-                    )
+                    if _awaited(hv, change):  # else the warning below says why it is not waited for
+                        click.echo(
+                            f"  waiting up to {format_duration(wait_seconds)} for the memory to reach {goal}…"
+                        )
                 # a target that cannot be observed arriving: applied, warned about, not waited for
                 with noting_unobservable() as notes:
                     stats = hv.wait_for_target(change.vm, timeout=wait_seconds)
@@ -287,6 +288,14 @@ def set_cmd(
         click.echo(f"  reached: {format_size(stats.current_bytes)}")
 
 
+def _awaited(hv: Any, change: Any) -> bool:
+    """Whether ``--wait`` waits for this applied change (as ``set_targets`` decides): not for a
+    VM that does not run, nor for a target its backend cannot see the memory reach."""
+    from hvballoon._waiting import idle
+
+    return bool(hv.vm_capabilities(change.vm).target_observable) and not idle(change.vm)
+
+
 def _set_many(
     uri: str,
     pairs: list[tuple[str, str]],
@@ -312,7 +321,7 @@ def _set_many(
         """What was applied and that it is waiting (as ``set URI VM SIZE --wait`` says it)."""
         echo_applied(applied)
         shown.update(applied)
-        awaited = list(applied.changes)
+        awaited = [key for key, change in applied.changes.items() if _awaited(hv, change)]
         if awaited:
             its = "its target" if len(awaited) == 1 else "their targets"
             click.echo(

@@ -129,6 +129,20 @@ def test_a_name_that_is_another_domains_uuid_is_ambiguous(tmp_path: Path) -> Non
         assert hv.get_stats([hv.resolve("alpha")])[0].vm.id == uuid
 
 
+def test_set_wait_says_it_waits_only_for_a_domain_it_waits_for(tmp_path: Path) -> None:
+    # a paused domain's memory moves only once it runs: not waited for, and not said to be
+    uri = write_node_xml(
+        tmp_path / "node.xml", [domain_xml("paused01", runstate=3, current_mib=2048), domain_xml("run01")]
+    )
+    one = invoke("set", uri, "paused01", "3GiB", "--wait")
+    assert one.returncode == 0, one.stderr
+    assert "waiting up to" not in one.stdout and "not waiting" in one.stdout
+    many = invoke("set", uri, "paused01=3GiB", "run01=3GiB", "--wait", "--force")
+    assert many.returncode == 0, many.stderr
+    assert "waiting up to 1m for the memory of run01 to reach its target…" in many.stdout.splitlines()
+    assert "run01: reached 3 GiB" in many.stdout
+
+
 def test_every_unit_libvirt_accepts_is_read() -> None:
     # libvirt's scaled integers: b/bytes, then KB/K/KiB … EB/E/EiB (decimal KB, binary K and KiB)
     for unit, factor in (("b", 1), ("KB", 1000), ("k", 1024), ("GB", 10**9), ("PiB", 2**50), ("EB", 10**18)):
