@@ -171,25 +171,19 @@ class _SessionCore:
             if not others:
                 return vm
             # one VM's id is another's name (a VM named after a UUID): either may be meant
-            ids = [vm.id, *others]
-            return AmbiguousVMError(
-                f"{ref!r} is the id of {vm.name!r} and the name of another VM; use its id: {', '.join(others)}",
-                backend=self.backend_name,
-                uri=self.uri,
-                vm=ref,
-                details={"candidates": ids},
-            )
+            said = f"{ref!r} is the id of {vm.name!r} and the name of another VM; use its id: {', '.join(others)}"
+            return self._ambiguous(ref, said, [vm.id, *others])
         if len(named) == 1:
             return named[0]
         if not named:
             return self._not_found(ref, suggest=suggest)
         ids = sorted(v.id for v in named)
+        return self._ambiguous(ref, f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}", ids)
+
+    def _ambiguous(self, ref: str, message: str, ids: list[str]) -> AmbiguousVMError:
+        """``ref`` may mean any of the VMs ``ids`` (``details["candidates"]``)."""
         return AmbiguousVMError(
-            f"{len(named)} VMs are named {ref!r}; use an id: {', '.join(ids)}",
-            backend=self.backend_name,
-            uri=self.uri,
-            vm=ref,
-            details={"candidates": ids},
+            message, backend=self.backend_name, uri=self.uri, vm=ref, details={"candidates": ids}
         )
 
     def _not_found(self, ref: str, *, suggest: bool = True) -> VMNotFoundError:
