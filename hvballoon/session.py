@@ -720,6 +720,13 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
             if isinstance(stats, HVBalloonError):
                 raise stats
             if stats.target_bytes is None:
+                if "target" in caps.withheld:  # nothing can move its memory live: say why
+                    raise InvalidRequestError(
+                        f"no target known for {target_vm.name!r}, and none can be set on it live: "
+                        f"{caps.withheld_reason or 'this VM lacks what it needs'}",
+                        vm=target_vm.name,
+                        details={"rule": caps.withheld_rule or "not_supported"},
+                    )
                 raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
             goal = stats.target_bytes
         if tol is None:

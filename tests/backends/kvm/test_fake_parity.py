@@ -249,3 +249,15 @@ def test_the_stats_period_option_arms_the_same_period(tmp_path: Path, option: in
             seen.append({c.vm.name: c.stats_period_seconds for c in hv.get_configs()})
         assert seen[0] == seen[1]
         assert seen[0] == {"off01": 10 if option is None else option, "set01": 5}
+
+
+def test_waiting_on_a_domain_without_a_balloon_says_why_there_is_no_target(
+    real: Hypervisor, simulated: Hypervisor
+) -> None:
+    # it said "pass target=", which a domain whose memory cannot move live cannot use
+    for hv in (real, simulated):
+        with pytest.raises(hvballoon.InvalidRequestError) as caught:
+            hv.wait_for_target("plain01", timeout=1)
+        assert "none can be set on it live" in caught.value.message, caught.value.message
+        assert "balloon" in caught.value.message and "pass target=" not in caught.value.message
+        assert caught.value.details["rule"] == "no_balloon_device"
