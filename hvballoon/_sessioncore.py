@@ -226,7 +226,17 @@ class _SessionCore:
         out: list[_Resolved | HVBalloonError | None] = []
         misses: list[int] = []
         for ref in refs:
-            if isinstance(ref, VM):
+            if isinstance(ref, VM) and ref.backend != self.backend_name:
+                out.append(
+                    InvalidRequestError(
+                        f"{ref.name!r} is a VM of the {ref.backend} backend, and this session is of the "
+                        f"{self.backend_name} backend ({self.uri}): name it by its name or id here",
+                        backend=self.backend_name,
+                        uri=self.uri,
+                        vm=ref.name,
+                    )
+                )
+            elif isinstance(ref, VM):
                 out.append(_Resolved(ref, None, cached=True))
             elif not isinstance(ref, str) or not ref:
                 out.append(

@@ -261,3 +261,22 @@ def test_waiting_on_a_domain_without_a_balloon_says_why_there_is_no_target(
         assert "none can be set on it live" in caught.value.message, caught.value.message
         assert "balloon" in caught.value.message and "pass target=" not in caught.value.message
         assert caught.value.details["rule"] == "no_balloon_device"
+
+
+def test_a_vm_of_another_backend_is_refused_as_such_not_as_missing(
+    real: Hypervisor, simulated: Hypervisor
+) -> None:
+    # it was "no domain with UUID …" (VMNotFoundError): as if the VM had gone from this host
+    theirs = simulated.resolve("on01")
+    before = real.get_stats(["on01"])[0].current_bytes
+    for call in (
+        lambda: real.get_stats(theirs),
+        lambda: real.set_target(theirs, "2GiB"),
+        lambda: real.wait_for_target(theirs, timeout=1),
+    ):
+        with pytest.raises(hvballoon.InvalidRequestError) as caught:
+            call()
+        assert not isinstance(caught.value, hvballoon.VMNotFoundError)
+        said = caught.value.message
+        assert "'on01' is a VM of the fake backend" in said and "of the kvm backend" in said, said
+    assert real.get_stats(["on01"])[0].current_bytes == before  # nothing was changed
