@@ -22,7 +22,7 @@ from hvballoon._results import (
     named_twice,
 )
 from hvballoon._sessioncore import VMRef
-from hvballoon._waiting import _Waiting, idle
+from hvballoon._waiting import _Waiting, awaited, idle
 from hvballoon.backend import TargetRequest
 from hvballoon.errors import (
     BackendError,
@@ -338,7 +338,7 @@ class _BulkTargets(_TargetPlanning, _Waiting):
         unobservable: dict[str, VM] = {}
         for key, (change, target) in planned.items():
             caps = self._backend.vm_capabilities(change.vm)
-            if not caps.target_observable or idle(change.vm):
+            if not awaited(caps, change.vm):
                 # as wait_for_target: applied, said so, and its stats right after the change
                 note = (
                     self._not_running(change.vm) if idle(change.vm) else self._unobservable(change.vm, caps)

@@ -61,6 +61,12 @@ def idle(vm: VM) -> bool:
     return vm.power_state in _IDLE
 
 
+def awaited(caps: Capabilities, vm: VM) -> bool:
+    """Whether a target applied to ``vm`` is waited for: its backend can see the memory reach it
+    (``caps``: the VM's capabilities) and the VM runs (else it is applied and warned about)."""
+    return caps.target_observable and not idle(vm)
+
+
 class _Waiting(_SessionCore):
     """Waits for VMs' memory to reach their targets."""
 

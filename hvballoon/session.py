@@ -41,6 +41,7 @@ from hvballoon.errors import (
     UnsupportedOperationError,
     VMNotFoundError,
 )
+from hvballoon.kinds._base import withheld_why
 from hvballoon.marks import Marks
 from hvballoon.models import (
     VM,
@@ -721,11 +722,11 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
                 raise stats
             if stats.target_bytes is None:
                 if "target" in caps.withheld:  # nothing can move its memory live: say why
+                    rule, why = withheld_why(caps)
                     raise InvalidRequestError(
-                        f"no target known for {target_vm.name!r}, and none can be set on it live: "
-                        f"{caps.withheld_reason or 'this VM lacks what it needs'}",
+                        f"no target known for {target_vm.name!r}, and none can be set on it live: {why}",
                         vm=target_vm.name,
-                        details={"rule": caps.withheld_rule or "not_supported"},
+                        details={"rule": rule},
                     )
                 raise InvalidRequestError(f"no target known for {target_vm.name!r}: pass target=")
             goal = stats.target_bytes

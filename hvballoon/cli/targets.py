@@ -289,11 +289,10 @@ def set_cmd(
 
 
 def _awaited(hv: Any, change: Any) -> bool:
-    """Whether ``--wait`` waits for this applied change (as ``set_targets`` decides): not for a
-    VM that does not run, nor for a target its backend cannot see the memory reach."""
-    from hvballoon._waiting import idle
+    """Whether ``--wait`` waits for this applied change (as ``set_targets`` decides)."""
+    from hvballoon._waiting import awaited
 
-    return bool(hv.vm_capabilities(change.vm).target_observable) and not idle(change.vm)
+    return awaited(hv.vm_capabilities(change.vm), change.vm)
 
 
 def _set_many(

@@ -91,7 +91,11 @@ class FlavorView:
         seen: Seen = UNSEEN,
     ) -> MemoryStats:
         """The stats of a VM that does not run (stopped, paused, suspended): its target only."""
-        return MemoryStats(**common, target_bytes=g.target_bytes, stale=True)
+        return MemoryStats(**common, target_bytes=self.shown_target(g), stale=True)
+
+    def shown_target(self, g: Guest) -> int:
+        """The target the real backend reports for the VM (by default the one it was given)."""
+        return int(g.target_bytes)
 
     def config(self, g: Guest, common: dict[str, Any]) -> MemoryConfig:
         raise NotImplementedError
@@ -246,16 +250,9 @@ class ESXiView(FlavorView):
 
     kind: ClassVar[Kind] = ESXI
 
-    def idle_stats(
-        self,
-        w: World,
-        g: Guest,
-        common: dict[str, Any],
-        *,
-        seen: Seen = UNSEEN,
-    ) -> MemoryStats:
-        """Its target only: its limit, never above its memory size (the kind's rule)."""
-        return MemoryStats(**common, target_bytes=ESXI.target_of(g.target_bytes, g.memory_bytes), stale=True)
+    def shown_target(self, g: Guest) -> int:
+        """Its limit, never above its memory size (the kind's rule)."""
+        return int(ESXI.target_of(g.target_bytes, g.memory_bytes) or 0)
 
     def running_stats(
         self,
@@ -274,7 +271,7 @@ class ESXiView(FlavorView):
         return MemoryStats(
             **common,
             current_bytes=g.current_bytes,
-            target_bytes=ESXI.target_of(g.target_bytes, g.memory_bytes),
+            target_bytes=self.shown_target(g),
             ballooned_bytes=g.ballooned_bytes,
             guest_used_bytes=used,
             demand_bytes=used,

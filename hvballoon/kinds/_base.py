@@ -14,7 +14,7 @@ from hvballoon.errors import (
 from hvballoon.models import VM, Capabilities, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import align, format_size, format_sizes
 
-__all__ = ["GENERIC_RULES", "Kind", "Rule", "Variant", "check_settable", "is_off"]
+__all__ = ["GENERIC_RULES", "Kind", "Rule", "Variant", "check_settable", "is_off", "withheld_why"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ def is_off(vm: VM) -> bool:
     return vm.power_state is PowerState.STOPPED
 
 
+def withheld_why(caps: Capabilities) -> tuple[str, str]:
+    """The rule and reason a VM cannot change what its kind could (``caps.withheld``)."""
+    return caps.withheld_rule or "not_supported", caps.withheld_reason or "this VM lacks what it needs"
+
+
 def check_settable(
     caps: Capabilities,
     names: Iterable[str],
@@ -89,11 +94,12 @@ def check_settable(
         what = "set a target" if name == "target" else f"change {name}"
         if name in caps.withheld:
             # the kind could, this VM cannot (whatever its power state): say why, by the kind's rule
+            rule, why = withheld_why(caps)
             raise UnsupportedOperationError(
-                f"cannot {what} of {vm.name!r}: {caps.withheld_reason or 'this VM lacks what it needs'}",
+                f"cannot {what} of {vm.name!r}: {why}",
                 vm=vm.name,
                 details={
-                    "rule": caps.withheld_rule or "not_supported",
+                    "rule": rule,
                     "field": name,
                     "reason": caps.withheld_reason,
                 },
