@@ -5,10 +5,7 @@ sent again), then optionally waited for; one :class:`~hvballoon.TargetResults` p
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from hvballoon._guardrails import GuardRails
@@ -17,6 +14,7 @@ from hvballoon._results import (
     TargetResults,
     TargetsInterrupted,
     held_back,
+    interrupt_held,
     keyed_pairs,
     log_changes,
     named_twice,
@@ -45,25 +43,6 @@ _Pair = tuple[MemoryStats, MemoryConfig]
 
 def _pair_vm(pair: _Pair) -> VM:
     return pair[0].vm
-
-
-@contextmanager
-def interrupt_held() -> Iterator[list[int]]:
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block: the block runs on, and the list it
-    is given says whether one came (the caller raises what it must once the block is done). A
-    bulk call in flight is not left half-answered. Only in the main thread (the one signals
-    reach) under Python's own SIGINT handler (the one that raises ``KeyboardInterrupt``);
-    elsewhere the block runs as it is and the list stays empty."""
-    held: list[int] = []
-    in_main = threading.current_thread() is threading.main_thread()
-    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield held
-        return
-    signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
-    try:
-        yield held
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _BulkTargets(_TargetPlanning, _Waiting):

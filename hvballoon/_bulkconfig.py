@@ -8,7 +8,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hvballoon._results import TargetResults, held_back, keyed_pairs, log_changes, named_twice
+from hvballoon._results import (
+    TargetResults,
+    TargetsInterrupted,
+    held_back,
+    interrupt_held,
+    keyed_pairs,
+    log_changes,
+    named_twice,
+)
 from hvballoon._sessioncore import VMRef, _SessionCore
 from hvballoon.errors import HVBalloonError, InvalidRequestError
 from hvballoon.models import VM, Change, ConfigUpdate, MemoryConfig
@@ -19,6 +27,8 @@ _CHANGED_CONFIG = "changed memory config of %s: %s"
 #: The configuration fields no backend's VM row (``VM.extra``) shows: a change of these alone
 #: leaves what the session knows of the VM as it was.
 _NOT_IN_VM_ROWS = frozenset({"stats_period_seconds"})
+#: The warning of a change a Ctrl-C kept from being sent (reported as a dry run).
+_NOT_SENT = "not applied: interrupted (Ctrl-C) before it was sent"
 
 
 def _config_vm(config: MemoryConfig) -> VM:
@@ -141,18 +151,31 @@ class _BulkConfigs(_SessionCore):
             return answer(applied=False)
         if dry_run:
             return answer(applied=False)
-        # 2. apply, VM by VM: one VM's failure does not stop the others
+        # 2. apply, VM by VM: one VM's failure does not stop the others; a Ctrl-C is held until
+        # the VM in flight answers, and the VMs after it are not sent (what was applied is said)
         made: set[str] = set()
         changed: list[tuple[Any, ...]] = []
-        for key, (change, plan, current) in planned.items():
-            if not change.changed:
-                continue
-            try:
-                self._apply_config(current, plan, logged=False)
-            except HVBalloonError as exc:
-                results[key] = exc.with_context(backend=self.backend_name, uri=self.uri, vm=change.vm.name)
-            else:
-                made.add(key)
-                changed.append((change.vm.name, sorted(plan.fields())))
-        log_changes(log, _CHANGED_CONFIG, changed, "changed the memory configs")
+        not_sent: list[str] = []
+        with interrupt_held() as held:
+            for key, (change, plan, current) in planned.items():
+                if not change.changed:
+                    continue
+                if held:
+                    not_sent.append(key)
+                    results[key] = change.model_copy(
+                        update={"dry_run": True, "warnings": (*change.warnings, _NOT_SENT)}
+                    )
+                    continue
+                try:
+                    self._apply_config(current, plan, logged=False)
+                except HVBalloonError as exc:
+                    results[key] = exc.with_context(
+                        backend=self.backend_name, uri=self.uri, vm=change.vm.name
+                    )
+                else:
+                    made.add(key)
+                    changed.append((change.vm.name, sorted(plan.fields())))
+            log_changes(log, _CHANGED_CONFIG, changed, "changed the memory configs")
+        if held:
+            raise TargetsInterrupted(answer(applied=True, made=made), waiting=False, not_sent=not_sent)
         return answer(applied=True, made=made)

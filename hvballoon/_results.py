@@ -12,7 +12,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from hvballoon.errors import HVBalloonError, Interface, InvalidRequestError, PartialChangeError
@@ -24,6 +27,7 @@ __all__ = [
     "TargetsInterrupted",
     "first_few",
     "held_back",
+    "interrupt_held",
     "keyed_pairs",
     "log_changes",
     "named_twice",
@@ -204,7 +208,12 @@ class TargetsInterrupted(KeyboardInterrupt):
     A Ctrl-C during the apply is held until the call in flight answers (a bulk call cannot be
     taken back half-sent, and what it applied must be reported), then stops the rest:
     ``waiting`` is ``False`` and :attr:`not_sent` names the VMs whose target was not sent
-    again after a retryable failure (their results are that failure)."""
+    again after a retryable failure (their results are that failure).
+
+    :meth:`hvballoon.Hypervisor.set_configs` raises it too, when a Ctrl-C comes while it
+    changes the configurations VM by VM: the change of the VM in flight is let finish, the
+    VMs after it are not sent (:attr:`not_sent`; their results are their planned changes as a
+    dry run, with a warning saying so), and ``waiting`` is ``False``."""
 
     def __init__(self, results: TargetResults, *, waiting: bool = True, not_sent: Iterable[str] = ()) -> None:
         super().__init__()
@@ -212,7 +221,7 @@ class TargetsInterrupted(KeyboardInterrupt):
         self.results = results
         #: ``True``: stopped while waiting, the targets all sent; ``False``: while applying them
         self.waiting = waiting
-        #: the VMs whose target Ctrl-C kept from being sent again (in order)
+        #: the VMs whose change Ctrl-C kept from being sent (a target: sent again), in order
         self.not_sent: list[str] = list(not_sent)
 
     @property
@@ -222,6 +231,25 @@ class TargetsInterrupted(KeyboardInterrupt):
         if not self.waiting:
             return []
         return [k for k, v in self.results.items() if isinstance(v, Change) and k not in self.results.stats]
+
+
+@contextmanager
+def interrupt_held() -> Iterator[list[int]]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block: the block runs on, and the list it
+    is given says whether one came (the caller raises what it must once the block is done). A
+    bulk call in flight is not left half-answered. Only in the main thread (the one signals
+    reach) under Python's own SIGINT handler (the one that raises ``KeyboardInterrupt``);
+    elsewhere the block runs as it is and the list stays empty."""
+    held: list[int] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield held
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # -- what every bulk change does with its request -------------------------------------------

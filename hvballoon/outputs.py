@@ -136,7 +136,8 @@ class TargetsReport(_Output):
     ``applied`` is false after a dry run and when a refusal stopped everything; ``error`` is the
     whole's (``partial_change`` when some VMs changed and others did not). ``interrupted`` is
     true when Ctrl-C stopped ``--wait`` (the targets were applied; a record's ``stats`` is
-    null where its VM's memory had not been seen reaching its target)."""
+    null where its VM's memory had not been seen reaching its target) or the apply (a VM not
+    sent: its change a dry run, with a warning saying so)."""
 
     ok: bool
     applied: bool

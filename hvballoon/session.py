@@ -652,6 +652,8 @@ class Hypervisor(_BulkTargets, _BulkConfigs):
         failure while applying does not stop the others: the answer, a :class:`TargetResults`,
         has one result per VM — its :class:`Change` or its typed error — and ``.error`` is a
         :class:`~hvballoon.errors.PartialChangeError` when some VMs changed and others did not.
+        A Ctrl-C while they are changed is held until the VM in flight answers; then
+        :class:`TargetsInterrupted` says which were changed and which were not sent.
 
         >>> import hvballoon
         >>> with hvballoon.connect("fake://seed?flavor=hyperv") as hv:

@@ -190,6 +190,69 @@ def test_bulk_set_stopped_while_reading_says_no_target_was_applied(
     assert out == "" and "Traceback" not in err
 
 
+#: Three ESXi VMs whose configurations are changed one by one: web02's change takes 4 s of
+#: real time (a slow vCenter task).
+SLOW_CONFIG = """\
+name: slow-config
+flavor: esxi
+host: {physical: 64GiB}
+vms:
+  - {name: web01, memory: 16GiB, used: 3GiB}
+  - {name: web02, memory: 16GiB, used: 3GiB}
+  - {name: web03, memory: 16GiB, used: 3GiB}
+faults:
+  - {op: set_config, kind: slow, latency: 4, vm: web02}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bulk_config_stopped_while_applying_says_which_vms_were_changed_and_which_not_sent(
+    running: Callable[..., Running], tmp_path: Path, as_json: bool
+) -> None:
+    # it said "stopped before the command finished", with web01 and web02 changed
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(SLOW_CONFIG)
+    vms = ("web01", "web02", "web03")
+    cmd = running(
+        "config",
+        f"fake://{scenario}?speed=1",
+        *vms,
+        "--reservation",
+        "2GiB",
+        *(["--json"] if as_json else []),
+    )
+    cmd.wait_for(lambda r: r.asleep())  # in web02's slow change, the only wait in the command
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    assert (
+        "interrupted: the configurations of 2 of 3 VMs were changed (web01, web02); "
+        "stopped while changing them; not sent: web03"
+    ) in err, err
+    assert "Traceback" not in err
+    if as_json:
+        report = json.loads(out)
+        assert report["interrupted"] is True and report["exit_code"] == 130 and report["applied"] is True
+        by_vm = {r["vm"]: r for r in report["results"]}
+        assert list(by_vm) == list(vms)
+        assert by_vm["web01"]["changed"] and by_vm["web02"]["changed"] and not by_vm["web03"]["changed"]
+        assert by_vm["web02"]["change"]["after"]["reservation_bytes"] == 2 * 2**30
+        web03 = by_vm["web03"]["change"]
+        assert web03["dry_run"] and web03["warnings"] == [
+            "not applied: interrupted (Ctrl-C) before it was sent"
+        ]
+    else:
+        assert out.splitlines() == [
+            "web01: changed (limit)",
+            "  reservation: 0 B -> 2 GiB",
+            "web02: changed (limit)",
+            "  reservation: 0 B -> 2 GiB",
+            "web03: would change (limit)",
+            "  reservation: 0 B -> 2 GiB",
+            "  warning: not applied: interrupted (Ctrl-C) before it was sent",
+        ], out
+
+
 @pytest.mark.slow
 def test_simulate_stops_with_130_and_reports_the_part_simulated(running: Callable[..., Running]) -> None:
     cmd = running("simulate", "dense", "--duration", "3650d", "--json")

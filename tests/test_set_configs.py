@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from typing import Any
 
 import pytest
 
 import hvballoon
-from hvballoon import fake
+from hvballoon import TargetsInterrupted, fake
 from hvballoon.errors import InvalidRequestError, PartialChangeError, VMNotFoundError
 from tests.support.calls import counted, deny_reading
 
@@ -181,3 +185,31 @@ def test_one_vm_that_cannot_be_read_is_its_own_refusal(skip_invalid: bool) -> No
         hv.backend.__dict__.pop("get_configs")
         after = 2 * GiB if skip_invalid else 0
         assert _reservations(hv, "web01", "web03") == {"web01": after, "web03": after}
+
+
+def test_ctrl_c_while_applying_is_held_until_the_vm_in_flight_answers_and_the_rest_are_not_sent() -> None:
+    # it broke off the change in flight and said only "interrupted": which VMs had changed?
+    with hvballoon.connect("fake://seed?flavor=esxi&speed=1") as hv:
+        faults = hv.backend.world.faults  # type: ignore[attr-defined]
+        slow = faults.add(op="set_config", kind="slow", latency=2, vm="web02")  # 2 s of real time
+
+        def ctrl_c_in_web02_s_change() -> None:
+            while not slow.fired:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does, to the main thread
+
+        threading.Thread(target=ctrl_c_in_web02_s_change, daemon=True).start()
+        with pytest.raises(TargetsInterrupted) as info:
+            hv.set_configs({name: {"reservation": "2GiB"} for name in ("web01", "web02", "web03")})
+        stop = info.value
+        assert not stop.waiting and stop.not_sent == ["web03"]
+        assert stop.results.applied and stop.results.made == {"web01", "web02"} and stop.results.ok
+        web03 = stop.results["web03"]
+        assert not isinstance(web03, Exception) and web03.dry_run and web03.changed
+        assert web03.warnings == ("not applied: interrupted (Ctrl-C) before it was sent",)
+        # what the hypervisor holds is what was said
+        assert _reservations(hv, "web01", "web02", "web03") == {
+            "web01": 2 * GiB,
+            "web02": 2 * GiB,
+            "web03": 0,
+        }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from hvballoon._results import first_few
 from hvballoon.cli.common import (
     NegativeValuesCommand,
     change_lines,
@@ -15,6 +16,7 @@ from hvballoon.cli.common import (
     echo_json,
     echo_results,
     handle_errors,
+    interrupted,
     json_option,
     session,
 )
@@ -103,7 +105,19 @@ def config_cmd(
                 _echo_config(cfg, hv.backend.kind)
             return
         if len(vms) > 1:
-            results = hv.set_configs([(vm, fields) for vm in vms], dry_run=dry_run, skip_invalid=skip_invalid)
+            from hvballoon import TargetsInterrupted
+
+            try:
+                results = hv.set_configs(
+                    [(vm, fields) for vm in vms], dry_run=dry_run, skip_invalid=skip_invalid
+                )
+            except TargetsInterrupted as stop:  # Ctrl-C while applying: say what was applied
+                echo_results(stop.results, as_json, interrupted=True, waited=False)
+                interrupted(_stopped_configuring(stop))
+            except KeyboardInterrupt:  # before anything was sent
+                interrupted(
+                    f"no configuration was changed: stopped before the configurations of {len(vms)} VMs were sent"
+                )
         else:
             change = hv.set_config(vms[0], dry_run=dry_run, **fields)
     if len(vms) > 1:
@@ -114,6 +128,21 @@ def config_cmd(
         return
     for line in change_lines(change):
         click.echo(line)
+
+
+def _stopped_configuring(stop: Any) -> str:
+    """What ``config URI VM VM… --field…`` says when Ctrl-C comes while the configurations are
+    changed: whose were changed, whose were not sent, and whose failed."""
+    results = stop.results
+    made = [k for k in results if k in results.made]
+    said = f"the configurations of {len(made)} of {len(results)} VMs were changed"
+    said += f" ({first_few(made)})" if made else ""
+    said += "; stopped while changing them"
+    if stop.not_sent:
+        said += f"; not sent: {first_few(stop.not_sent)}"
+    if results.errors:
+        said += f"; failed: {first_few(list(results.errors))}"
+    return said
 
 
 def _echo_config(cfg: MemoryConfig, kind: Kind | None) -> None:
