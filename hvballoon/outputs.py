@@ -111,7 +111,9 @@ class ScenarioInfo(_Output):
 class WaitedChange(_Output):
     """``set … --wait``: the change, and the stats once the target was reached (where it cannot
     be observed: right after the change, with a warning in ``change.warnings``). ``interrupted``
-    is true when Ctrl-C stopped the wait (``stats`` is then null)."""
+    is true when Ctrl-C stopped the wait, or the sending of the target (``stats`` is then null);
+    ``set URI VM SIZE --json`` without ``--wait`` prints it too when Ctrl-C stops it while the
+    target is sent."""
 
     change: Change
     stats: MemoryStats | None

@@ -177,6 +177,46 @@ def test_set_of_one_vm_stopped_while_applying_says_its_target_was_applied(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("wait", [False, True])
+def test_set_of_one_vm_json_stopped_while_applying_prints_what_was_applied(
+    running: Callable[..., Running], tmp_path: Path, wait: bool
+) -> None:
+    # it printed its stderr line and no JSON document at all
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(SLOW_APPLY)
+    cmd = running(
+        "set", f"fake://{scenario}?speed=1", "web02", "7GiB", "--json", *(["--wait"] if wait else [])
+    )
+    cmd.wait_for(lambda r: r.asleep())  # in its slow call
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    report = json.loads(out)  # as an interrupted wait prints it
+    assert report["interrupted"] is True and report["stats"] is None
+    assert report["change"]["changed"] and report["change"]["after"]["target_bytes"] == 7 * 2**30
+    assert "interrupted: the target of web02 was applied; stopped while it was sent" in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_set_of_one_vm_json_stopped_while_its_call_fails_prints_the_failure(
+    running: Callable[..., Running], tmp_path: Path
+) -> None:
+    # web03's call times out after 2 s; the Ctrl-C in it keeps it from being sent again
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(SLOW_APPLY.replace("kind: timeout", "kind: slow, latency: 10"))
+    cmd = running("set", f"fake://{scenario}?speed=1", "web03", "6GiB", "--json", "--timeout", "2s")
+    cmd.wait_for(lambda r: r.asleep())  # in its slow call
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    report = json.loads(out)
+    assert report["code"] == "timeout" and report["vm"] == "web03"
+    assert (
+        "interrupted: the target of web03 was not applied; stopped while it was sent; "
+        "not sent again after a retryable failure: web03"
+    ) in err, err
+
+
+@pytest.mark.slow
 def test_bulk_set_stopped_while_reading_says_no_target_was_applied(
     running: Callable[..., Running], tmp_path: Path
 ) -> None:

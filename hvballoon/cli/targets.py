@@ -32,7 +32,7 @@ from hvballoon.cli.common import (
     table,
     warn_configs_unread,
 )
-from hvballoon.errors import InvalidRequestError, VMNotFoundError
+from hvballoon.errors import HVBalloonError, InvalidRequestError, VMNotFoundError
 from hvballoon.units import format_duration, format_size, parse_duration
 
 __all__ = ["capabilities_cmd", "set_cmd", "stats_cmd", "vms_cmd"]
@@ -246,6 +246,13 @@ def set_cmd(
         try:
             change = hv.set_target(vm, size, dry_run=dry_run, force=force)
         except TargetsInterrupted as stop:  # Ctrl-C while it was sent: whether it was applied
+            if as_json:  # as an interrupted wait says it (or the send's failure, as one says it)
+                sent = next(iter(stop.results.values()))
+                echo_json(
+                    error_report(sent)
+                    if isinstance(sent, HVBalloonError)
+                    else WaitedChange(change=sent, stats=None, interrupted=True).model_dump(mode="json")
+                )
             interrupted(_stopped_applying(stop, waiting))
         stats = None
         notes: list[str] = []
