@@ -384,14 +384,24 @@ class _Moves:
         moves: list[Move] = []
         for p in batch:
             v = p.view
+            st = read.get(v.id)
             unlimited = False
             marked = False
+            before: int | None = None  # what it had, where that is not its target (a limit above it)
             if lowering and v.id not in known:
                 cfg = self._configs.get(v.id)
                 unlimited = v.mechanism is Mechanism.LIMIT and cfg is not None and cfg.limit_bytes is None
+                # an ESXi limit above the memory size (the sweep's, fresh): its target reads as
+                # the memory size, and release sets the limit back as it was
+                limit = (
+                    st.extra.get("limit_bytes") if st is not None and v.mechanism is Mechanism.LIMIT else None
+                )
+                if isinstance(limit, int) and limit > v.target_bytes:
+                    before = limit
                 if marks:
                     try:
-                        self.hv.set_mark(v.id, MARK_KEY, mark_value(v.target_bytes, unlimited=unlimited))
+                        value = mark_value(v.target_bytes if before is None else before, unlimited=unlimited)
+                        self.hv.set_mark(v.id, MARK_KEY, value)
                     except HVBalloonError as exc:
                         log.warning(
                             "cannot mark %s before lowering it, so it is not lowered: %s", v.name, exc,
@@ -400,10 +410,11 @@ class _Moves:
                         failed.append((p, exc))
                         continue
                     marked = True
-            st = read.get(v.id)
             run = kind.run_of(st.vm) if kind is not None and st is not None else None
             moves.append(
-                Move(v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked, run)
+                Move(
+                    v.id, v.name, v.mechanism.value, v.target_bytes, p.target, unlimited, marked, run, before
+                )
             )
             ahead.append(p)
         if moves:

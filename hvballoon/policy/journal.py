@@ -89,7 +89,8 @@ class Lowered(BaseModel):
     """One VM the controller lowered and has not given back yet.
 
     ``before_bytes`` is the target it had when the controller first lowered it (with
-    ``before_unlimited``: an ESXi VM without a limit — release removes the limit);
+    ``before_unlimited``: an ESXi VM without a limit — release removes the limit; an ESXi VM
+    whose limit was above its memory size: that limit, which release sets back);
     ``target_bytes`` the last target the controller asked for (0: unknown, a VM found marked);
     ``prior_bytes`` what the VM was at when the controller last moved it, while that move is not
     known to have been made (either may be in force); ``marked``: the VM also carries the controller's mark (ESXi, KVM);
@@ -129,7 +130,10 @@ class Move:
 
     ``before_unlimited`` says, for a VM's first lower, that what it had was no limit at all;
     ``marked`` that the VM carries the controller's mark; ``run`` the VM's run now, where a
-    target lasts only one (see :attr:`Lowered.run`).
+    target lasts only one (see :attr:`Lowered.run`); ``before_bytes``, for a VM's first lower,
+    what it had where that is not ``from_bytes``: an ESXi limit above the VM's memory size (its
+    target reads as the memory size, all such a limit lets it have), kept as it was so that
+    release sets that limit back.
     """
 
     vm_id: str
@@ -140,6 +144,7 @@ class Move:
     before_unlimited: bool = False
     marked: bool = False
     run: str | None = None
+    before_bytes: int | None = None
 
     @property
     def lowering(self) -> bool:
@@ -569,7 +574,7 @@ class Journal:
                             m.vm_id,
                             m.vm,
                             m.mechanism,
-                            m.from_bytes,
+                            m.from_bytes if m.before_bytes is None else m.before_bytes,
                             int(m.before_unlimited),
                             m.to_bytes,
                             int(m.marked),

@@ -4,8 +4,9 @@ Every VM the controller's journal (:mod:`hvballoon.policy.journal`) holds as low
 backend whose VMs keep marks (ESXi, KVM), every VM carrying the controller's mark
 :data:`MARK_KEY` — is returned to what it had before the controller first lowered it (an ESXi
 VM that had no limit gets none), or to its maximum with ``to_maximum``. It goes through the
-session's API (:meth:`~hvballoon.Hypervisor.set_targets`, and ``set_config(limit="unlimited")``
-for a limit to remove), so the usual checks apply; a release only ever *raises*: a VM already at
+session's API (:meth:`~hvballoon.Hypervisor.set_targets`, and ``set_config(limit=…)`` for a
+limit to remove, or one to set back above the VM's memory size, which no target can reach), so
+the usual checks apply; a release only ever *raises*: a VM already at
 or above the value to give back is left as it is. The answer has one :class:`Released` per VM.
 
 >>> import hvballoon
@@ -270,6 +271,7 @@ def release(
     configs = _configs(hv, vms, to_maximum)
     moves: list[tuple[VM, int]] = []
     unlimit: list[VM] = []
+    limits: list[tuple[VM, int]] = []  # ESXi limits above the memory size, set back as they were
     plans: dict[str, tuple[int | None, bool, int | None]] = {}  # vm id -> (goal, unlimited, from)
     notes: dict[str, str] = {}  # vm id -> what changed its goal
     lapsed: dict[str, str] = {}  # vm id -> why its lowering no longer holds (forgotten, not raised)
@@ -328,7 +330,12 @@ def release(
             continue
         capped = ""
         most = _ceiling(hv, vm, st, cfg)
-        if most is not None and goal > most:
+        above = limit_vm and not to_maximum and most is not None and goal > most
+        if above:
+            # an ESXi limit above the memory size (set so, or the memory made smaller since):
+            # a target cannot go there, the limit is set back as it was
+            capped = f" (a limit above its memory size, {format_size(most or 0)}, as it had)"
+        elif most is not None and goal > most:
             # redefined smaller since it was lowered: it gets back at most what it may be given
             goal = most
             capped = f" (capped at its maximum, {format_size(goal)}: it was redefined smaller)"
@@ -344,7 +351,10 @@ def release(
             why = f"not lowered any more: {theirs}; left as it is (forgotten)"
             results.append(_done(entry, source, vm, "unchanged", (None, False, current), dry_run, why))
             continue
-        moves.append((vm, goal))
+        if above:
+            limits.append((vm, goal))
+        else:
+            moves.append((vm, goal))
         if capped:
             notes[vm.id] = capped
     outcomes: dict[str, Change | HVBalloonError] = {}
@@ -355,9 +365,10 @@ def release(
         )
         for vm, _goal in moves:
             outcomes[vm.id] = res[vm.id]
-    for vm in unlimit:
+    to_limit: list[tuple[VM, int | str]] = [*((vm, "unlimited") for vm in unlimit), *limits]
+    for vm, limit in to_limit:
         try:
-            outcomes[vm.id] = hv.set_config(vm, limit="unlimited", dry_run=dry_run)
+            outcomes[vm.id] = hv.set_config(vm, limit=limit, dry_run=dry_run)
         except HVBalloonError as exc:
             outcomes[vm.id] = exc
     for vm_id, outcome in outcomes.items():

@@ -268,7 +268,7 @@ class TestSomeoneElseResized:
 
 
 class TestADefinitionChanged:
-    def test_a_limit_vm_given_less_memory_gets_at_most_its_memory_back(self, tmp_path: Path) -> None:
+    def test_a_limit_vm_given_less_memory_gets_its_limit_back_as_it_was(self, tmp_path: Path) -> None:
         with (
             fake.world("seed", flavor="esxi") as w,
             seed_session(w) as hv,
@@ -284,8 +284,37 @@ class TestADefinitionChanged:
             w.power_on(web01.id)
             report = release(hv, journal=j)
             (r,) = report.vms
-            assert r.action == "released" and r.to_bytes == 10 * GiB and "redefined smaller" in r.reason
+            # it was set to its memory size, 10 GiB: given more memory again, it was held to it
+            assert r.action == "released" and r.to_bytes == 12 * GiB and "above its memory size" in r.reason
+            assert hv.get_config("web01").limit_bytes == 12 * GiB
+            assert hv.get_stats(["web01"])[0].target_bytes == 10 * GiB  # all it can have now
             assert report.error() is None and j.lowered() == []
+
+
+class TestALimitAboveTheMemorySize:
+    @pytest.mark.parametrize("source", ["journal", "marks"])
+    def test_release_sets_the_limit_back_as_it_was(self, tmp_path: Path, source: str) -> None:
+        # it recorded what it had as its memory size (its target), and release set a limit of
+        # 16 GiB: the VM given 32 GiB later was held to 16 GiB by a limit it never had
+        with (
+            fake.world("seed", flavor="esxi") as w,
+            seed_session(w) as hv,
+            Journal.open(tmp_path / "j.db", uri=hv.uri) as j,
+        ):
+            hv.set_config("web01", limit="24GiB")  # above its 16 GiB: its target reads 16 GiB
+            ctl = lowered_by_controller(w, hv, j)
+            (entry,) = j.lowered()
+            assert entry.before_bytes == 24 * GiB and not entry.before_unlimited
+            assert hv.get_marks(MARK_KEY)[entry.vm_id] == str(24 * GiB)
+            # raised back to its memory size by the controller, it is still lowered
+            ctl.policy = Fixed(16 * GiB)
+            assert {d.vm: d for d in ctl.attempt()}["web01"].applied
+            assert hv.get_config("web01").limit_bytes == 16 * GiB and [e.vm for e in j.lowered()] == ["web01"]
+            report = release(hv, journal=j if source == "journal" else None)  # and the marks
+            (r,) = report.vms
+            assert (r.action, r.source, r.to_bytes) == ("released", source, 24 * GiB), r
+            assert "a limit above its memory size, 16 GiB" in r.reason
+            assert hv.get_config("web01").limit_bytes == 24 * GiB and hv.get_marks(MARK_KEY) == {}
 
 
 class TestOnLibvirtsTestDriver:

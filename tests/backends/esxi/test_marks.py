@@ -81,18 +81,21 @@ def test_backends_without_marks_say_so() -> None:
 def test_limits_the_controller_set_are_released_from_their_marks_alone(peer: VcsimServer) -> None:
     """The controller lowers through ESXi limits and marks each VM; its journal is lost (it was
     in memory); ``hvballoon release --from-marks`` finds and restores every one, on the
-    simulator, through the vSphere API."""
+    simulator, through the vSphere API: a VM without a limit gets none, one with a limit gets it
+    back, even above its memory size (web02's)."""
     import json
 
     from hvballoon.policy import Controller, ControllerSettings
 
     with connect(peer) as hv:
+        hv.set_config("web02", limit="20GiB")  # above its 16 GiB: its target reads 16 GiB
         ctl = Controller(hv, Fixed(12 * 2**30), ControllerSettings(host_memory_bytes="256GiB"))
         decisions = {d.vm: d for d in ctl.step()}
     lowered = {name for name, d in decisions.items() if d.action == "lower" and d.applied}
     assert lowered == {"web01", "web02", "db01"}  # notools01 reports no use, idle01 is off
     assert decisions["notools01"].rule == "controller.stale_figures"
     assert peer.vm("web01")["extraConfig"][KEY] == "unlimited"
+    assert peer.vm("web02")["extraConfig"][KEY] == str(20 * 2**30)  # not its memory size
     assert peer.vm("db01")["extraConfig"][KEY] == str(24576 * 2**20)  # the limit it replaced
     assert peer.vm("db01")["memoryAllocation"]["limit"] == 12288
     uri = f"esxi://{peer.username}@{peer.host}:{peer.port}"
@@ -101,9 +104,9 @@ def test_limits_the_controller_set_are_released_from_their_marks_alone(peer: Vcs
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert {v["vm"]: v["action"] for v in report["vms"]} == dict.fromkeys(lowered, "released")
-    for name in ("web01", "web02"):
+    for name, limit in (("web01", -1), ("web02", 20480)):
         vm = peer.vm(name)
-        assert vm["memoryAllocation"]["limit"] == -1 and KEY not in vm["extraConfig"]
+        assert vm["memoryAllocation"]["limit"] == limit and KEY not in vm["extraConfig"], name
     db01 = peer.vm("db01")
     assert db01["memoryAllocation"]["limit"] == 24576 and KEY not in db01["extraConfig"]
     assert db01["memoryAllocation"]["reservation"] == 0  # the rest of the allocation untouched
