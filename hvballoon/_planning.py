@@ -97,6 +97,7 @@ class _TargetPlanning(_SessionCore):
                     f"forced below the floor {shown_floor} (guest uses {shown_used}): the guest may swap or crash"
                 )
         self._backend.check_target(vm, target, stats, config)
+        warnings_.extend(self._backend.target_notes(vm, target, stats, config))
         change = Change(
             vm=vm,
             operation="set_target",

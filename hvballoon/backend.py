@@ -314,6 +314,14 @@ class Backend(abc.ABC):
         if self.kind is not None:
             self.kind.check_target(vm, target_bytes, stats, config)
 
+    def target_notes(
+        self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig
+    ) -> tuple[str, ...]:
+        """What the caller should know of how this backend will apply a target it allows (less
+        than asked of it, say): the warnings of the target's :class:`~hvballoon.models.Change`,
+        planned with :meth:`check_target` (dry runs too). None by default."""
+        return ()
+
     def plan_config(self, vm: VM, update: ConfigUpdate, current: MemoryConfig) -> ConfigUpdate:
         """Check the caller's ``set_config`` request; return the plan :meth:`apply_config` gets.
 

@@ -28,7 +28,8 @@ What it does, call by call (see ``docs/backends/kvm.md`` for the user's view):
   from the capabilities, read once); a driver without one of them (the test driver has no node
   memory stats and no KSM) leaves its figures ``None``. libvirt has no host swap figures.
 - **Targets**: ``setMemoryFlags(KiB, VIR_DOMAIN_AFFECT_LIVE)`` (then ``AFFECT_CONFIG`` with
-  ``persist=True`` on a persistent domain; a stopped domain gets ``AFFECT_CONFIG``). libvirt
+  ``persist=True`` on a persistent domain, a warning on a transient one; a stopped domain
+  gets ``AFFECT_CONFIG``). libvirt
   returns at once and reports no error when the balloon stalls: the session's
   ``wait_for_target`` watches ``current_bytes`` (``balloon.current``) arrive or stall. Many
   targets (``set_targets``) go in one worker call, each domain's error kept apart.
@@ -486,6 +487,19 @@ class KVMBackend(Backend):
         self._link.call(what, write, vm=vm.name)
 
     # -- changing --------------------------------------------------------------------------
+
+    #: The warning of a target set with ``persist=True`` on a transient domain (``virsh create``).
+    TRANSIENT_NOTE = "transient domain: the target is live only, no definition to persist"
+
+    def target_notes(
+        self, vm: VM, target_bytes: int, stats: MemoryStats, config: MemoryConfig
+    ) -> tuple[str, ...]:
+        """``persist=True`` on a transient domain (one that exists only while it runs): there
+        is no persistent definition to write the target into, so it lasts the domain's run only
+        (as without ``persist``)."""
+        if self.persist and config.extra.get("persistent") is False:
+            return (self.TRANSIENT_NOTE,)
+        return ()
 
     def apply_target(self, vm: VM, target_bytes: int) -> None:
         (error,) = self.apply_targets([TargetRequest(vm, target_bytes)])

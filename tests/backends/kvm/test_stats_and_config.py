@@ -214,6 +214,23 @@ def test_persist_writes_the_target_into_the_definition(node_uri: str) -> None:
         assert hv.get_config("web01").startup_bytes == 3 * GiB
 
 
+@pytest.mark.parametrize("persist", [False, True])
+def test_persist_on_a_transient_domain_says_the_target_is_live_only(node_uri: str, persist: bool) -> None:
+    # it wrote the live target only, and said nothing of it
+    from tests.support.libvirt_xml import domain_xml
+
+    note = "transient domain: the target is live only, no definition to persist"
+    with hvballoon.connect(node_uri, persist=persist) as hv:
+        hv.native.createXML(domain_xml("tmp01", current_mib=3072), 0)  # as `virsh create` does
+        assert hv.get_config("tmp01").extra["persistent"] is False
+        planned = hv.set_targets({"tmp01": "2GiB", "web01": "2GiB"}, dry_run=True)
+        change = hv.set_target("tmp01", "2GiB")
+        assert change.changed and hv.get_stats("tmp01")[0].target_bytes == 2 * GiB
+        assert change.warnings == ((note,) if persist else ())
+        assert planned["tmp01"].warnings == change.warnings  # type: ignore[union-attr]
+        assert planned["web01"].warnings == ()  # type: ignore[union-attr]  # persistent: persisted
+
+
 def test_a_stopped_domain_gets_its_boot_target_and_maximum(node_hv: Hypervisor) -> None:
     change = node_hv.set_target("off01", "3GiB")
     assert change.changed and change.warnings
