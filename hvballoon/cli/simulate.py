@@ -297,6 +297,7 @@ def simulate_cmd(
     YAML/JSON file) in the simulator and report it."""
     from hvballoon.fake.catalog import load_scenario
     from hvballoon.fake.record import plot, record
+    from hvballoon.fake.scenario import MIN_STEP
     from hvballoon.fake.world import World
 
     seconds = parse_duration(duration, what="--duration")
@@ -335,8 +336,8 @@ def simulate_cmd(
     spec = load_scenario(scenario)
     if step is not None:
         step_s = parse_duration(step, what="--step")
-        if not 0 < step_s <= 60:
-            raise InvalidRequestError("--step must be above zero and at most 60s")
+        if not MIN_STEP <= step_s <= 60:
+            raise InvalidRequestError("--step must be from 1ms to 60s")
         spec = spec.model_copy(update={"step": step_s})
     world = World(spec, flavor=flavor, seed=seed)
     every_s = parse_duration(every, what="--every") if every is not None else max(world.step, seconds / 720)

@@ -331,12 +331,21 @@ def _is_page_size(size: int) -> bool:
     return 64 * 1024 <= size <= 16 * 2**30 and size & (size - 1) == 0
 
 
+#: The shortest simulation step. The world's clock keeps time to the microsecond (a moment
+#: within a microsecond of a multiple of the step is on its grid), so a step near that has no
+#: grid at all, and one far below it never ends a run: a step of a nanosecond is ten billion
+#: steps for a controller's round of ten seconds.
+MIN_STEP = 0.001
+
+
 class Scenario(_Spec):
     name: str
     description: str = ""
     flavor: Flavor = "kvm"
     seed: int = Field(default=0, ge=0, description="Random seed of the world's draws.")
-    step: Duration = Field(default=1.0, gt=0, le=60, description="Simulation step in seconds.")
+    step: Duration = Field(
+        default=1.0, ge=MIN_STEP, le=60, description="Simulation step in seconds, from 1 ms to 60 s."
+    )
     host: HostSpec
     vms: list[VMSpec] = Field(min_length=1)
     faults: list[FaultSpec] = Field(default_factory=list)

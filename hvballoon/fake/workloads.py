@@ -29,10 +29,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from hvballoon.errors import HVBalloonError
-from hvballoon.units import MiB, parse_duration, parse_size, parse_typed_target
+from hvballoon.units import MiB, format_sizes, parse_duration, parse_size, parse_typed_target
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,10 +109,25 @@ class SpikeParams(_Params):
     rise: Duration = Field(default=30.0, gt=0)
 
 
+def _compared(value: int | None, info: ValidationInfo, other: str, *, above: bool, why: str) -> int | None:
+    """``value``, refused when it is ``above`` (else below) the parameter ``other`` given
+    before it: a pair of sizes that means nothing the other way round."""
+    bound = info.data.get(other)
+    if value is not None and bound is not None and (value > bound if above else value < bound):
+        shown, shown_bound = format_sizes(value, bound)
+        raise ValueError(f"{shown} is {'above' if above else 'below'} {other} {shown_bound}: {why}")
+    return value
+
+
 class RandomWalkParams(_Params):
     step: Size = 64 * MiB
     low: Size | None = None
     high: Size | None = None
+
+    @field_validator("high")
+    @classmethod
+    def _above_low(cls, high: int | None, info: ValidationInfo) -> int | None:
+        return _compared(high, info, "low", above=False, why="the walk reflects between low and high")
 
 
 class JVMParams(_Params):
@@ -112,6 +135,12 @@ class JVMParams(_Params):
     initial_heap: Size | None = None
     warmup: Duration = Field(default=1800.0, gt=0)
     touch_rate: float = Field(default=0.05, ge=0, le=10)
+
+    @field_validator("initial_heap")
+    @classmethod
+    def _within_heap(cls, initial: int | None, info: ValidationInfo) -> int | None:
+        why = "a JVM does not start with an initial heap (-Xms) above its maximum (-Xmx)"
+        return _compared(initial, info, "heap", above=True, why=why)
 
 
 class DatabaseParams(_Params):
@@ -121,6 +150,11 @@ class DatabaseParams(_Params):
     query_memory: Size = 0
     period: Duration = Field(default=86400.0, gt=0)
     touch_rate: float = Field(default=0.02, ge=0, le=10)
+
+    @field_validator("filled")
+    @classmethod
+    def _within_pool(cls, filled: int | None, info: ValidationInfo) -> int | None:
+        return _compared(filled, info, "buffer_pool", above=True, why="a pool holds at most its size")
 
 
 class PartSpec(_Params):

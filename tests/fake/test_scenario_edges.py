@@ -1,0 +1,84 @@
+"""Scenario figures that mean nothing, refused with a ScenarioError naming the field rather
+than simulated: a step the world's clock cannot keep (or never ends a run with), and pairs of
+workload sizes given the wrong way round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hvballoon.errors import ScenarioError
+from hvballoon.fake.scenario import load_scenario, parse_scenario
+from hvballoon.fake.world import World
+from tests.support.cli import invoke
+
+_VM = {"name": "a", "memory": "8GiB", "used": "1GiB"}
+
+
+def _scenario(step: object = None, workload: dict[str, object] | None = None) -> dict[str, object]:
+    vm = dict(_VM, **({"workload": workload} if workload else {}))
+    data: dict[str, object] = {"name": "t", "host": {"physical": "32GiB"}, "vms": [vm]}
+    if step is not None:
+        data["step"] = step
+    return data
+
+
+@pytest.mark.parametrize("step", ["1e-9", "0.0009", "0.5ms", 1e-13])
+def test_a_step_below_a_millisecond_is_refused_naming_the_step(step: object, tmp_path: Path) -> None:
+    # a nanosecond step was accepted, and a controller's first round of 10 s on it (ten billion
+    # steps) ran for a quarter of an hour, past SIGTERM; below the clock's microsecond the
+    # world has no grid at all
+    with pytest.raises(ScenarioError, match=r"step: Input should be greater than or equal to 0\.001"):
+        parse_scenario(_scenario(step))
+    path = tmp_path / "tiny-step.yaml"
+    path.write_text(f"name: t\nstep: {step}\nhost: {{physical: 32GiB}}\nvms: [{{name: a, memory: 8GiB}}]\n")
+    r = invoke("autoballoon", f"fake://{path}", "--once", "--dry-run", "--journal", str(tmp_path / "j.db"))
+    assert r.returncode == 2 and "step: Input should be greater than or equal to 0.001" in r.stderr, r.stderr
+
+
+def test_a_millisecond_step_runs_and_the_cli_holds_its_step_to_the_same_bound() -> None:
+    w = World(parse_scenario(_scenario("1ms")))
+    w.advance(1.5)
+    assert w.step == 0.001 and w.now == 1.5
+    r = invoke("simulate", "seed", "--duration", "10s", "--step", "0.5ms")
+    assert r.returncode == 2 and "--step must be from 1ms to 60s" in r.stderr, r.stderr
+    assert invoke("simulate", "seed", "--duration", "2s", "--step", "1ms").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("workload", "says"),
+    [
+        (
+            {"kind": "random_walk", "params": {"low": "2GiB", "high": "1GiB"}},
+            "vms.0.workload: random_walk workload: params.high: 1 GiB is below low 2 GiB",
+        ),
+        (
+            {"kind": "jvm", "params": {"heap": "2GiB", "initial_heap": "4GiB"}},
+            "vms.0.workload: jvm workload: params.initial_heap: 4 GiB is above heap 2 GiB",
+        ),
+        (
+            {"kind": "database", "params": {"buffer_pool": "2GiB", "filled": "3GiB"}},
+            "vms.0.workload: database workload: params.filled: 3 GiB is above buffer_pool 2 GiB",
+        ),
+        (
+            {
+                "kind": "mixed",
+                "params": {"parts": [{"kind": "random_walk", "params": {"low": "3GiB", "high": 0}}]},
+            },
+            "mixed workload: parts.0: random_walk workload: params.high: 0 B is below low 3 GiB",
+        ),
+    ],
+)
+def test_workload_sizes_the_wrong_way_round_are_refused(workload: dict[str, object], says: str) -> None:
+    # a walk with its bounds crossed was held flat at the VM's use; a JVM's initial heap above
+    # its maximum, or a pool filled past its size, simulated as if they were the maximum
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(_scenario(workload=workload))
+    assert says in str(info.value), info.value
+
+
+def test_equal_bounds_and_the_built_in_workloads_are_still_accepted() -> None:
+    parse_scenario(_scenario(workload={"kind": "random_walk", "params": {"low": "1GiB", "high": "1GiB"}}))
+    parse_scenario(_scenario(workload={"kind": "jvm", "params": {"heap": "2GiB", "initial_heap": "2GiB"}}))
+    assert load_scenario("java").vms
