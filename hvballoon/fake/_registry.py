@@ -15,10 +15,16 @@ from hvballoon.fake.scenario import builtin_scenarios
 
 if TYPE_CHECKING:
     from hvballoon._uri import ParsedURI
+    from hvballoon.backend import ConnectOptions
     from hvballoon.fake.world import World
 
 _lock = threading.Lock()
 _active: dict[str, list[World]] = {}
+#: the fresh worlds of connects that failed (a scripted ``connect`` fault), by the connect's
+#: options, which the session hands every attempt of one connect: its retry meets the world
+#: whose fault fired, not a new one where a fault of ``count: 1`` fires again, and again (the
+#: options are held, so their id is no other's while remembered)
+_failed_connects: dict[int, tuple[ConnectOptions, World]] = {}
 
 
 def scenario_ref(uri: ParsedURI) -> str:
@@ -61,10 +67,30 @@ def new_world(ref: str, *, flavor: str | None, seed: int | None, speed: float | 
     return World(load_scenario(ref), flavor=flavor, seed=seed, clock="wall", speed=speed)
 
 
-def world_for(uri: ParsedURI, *, flavor: str | None, seed: int | None, speed: float | None = None) -> World:
+def world_for(
+    uri: ParsedURI,
+    *,
+    flavor: str | None,
+    seed: int | None,
+    speed: float | None = None,
+    opts: ConnectOptions | None = None,
+) -> World:
+    """The world ``fake://`` connects to: the innermost :func:`hvballoon.fake.world` block's of
+    its scenario, else the one an earlier attempt of the same connect (``opts``) failed on
+    (:func:`connect_failed`), else a fresh one."""
     ref = scenario_ref(uri)
     with _lock:
         stack = _active.get(ref)
         if stack:
             return stack[-1]
+        if opts is not None and id(opts) in _failed_connects:
+            return _failed_connects.pop(id(opts))[1]
     return new_world(ref, flavor=flavor, seed=seed, speed=speed)
+
+
+def connect_failed(opts: ConnectOptions, world: World) -> None:
+    """Remember ``world`` for the next attempt of the connect of ``opts`` (a few at most)."""
+    with _lock:
+        _failed_connects[id(opts)] = (opts, world)
+        while len(_failed_connects) > 16:
+            del _failed_connects[next(iter(_failed_connects))]

@@ -217,12 +217,19 @@ class FakeBackend(Backend):
                 self._store.close()
                 raise
         else:
-            self._world = _registry.world_for(uri, flavor=flavor, seed=seed, speed=speed)
-        with self._tx("connect") as w:
-            self.flavor = w.flavor
-            self._host = w.host.name
-            #: The hypervisor kind this flavour shows (the real backend of that kind holds the same).
-            self.kind = w.kind
+            self._world = _registry.world_for(uri, flavor=flavor, seed=seed, speed=speed, opts=opts)
+        try:
+            with self._tx("connect") as w:
+                self.flavor = w.flavor
+                self._host = w.host.name
+                #: The hypervisor kind this flavour shows (the real backend of that kind holds the same).
+                self.kind = w.kind
+        except HVBalloonError:
+            if self._store is None and world is None and self._world is not None:
+                # a connect retried is the same connection: its next attempt meets this world,
+                # its scripted fault counted
+                _registry.connect_failed(opts, self._world)
+            raise
         #: How the real backend of that kind shows a guest (the fields it fills and leaves None).
         self.view: FlavorView = VIEWS[self.kind.name]
         if "stats_period" in opts.options and not self.view.has_stats_period_option:

@@ -1,14 +1,18 @@
-"""Scenario figures that mean nothing, refused with a ScenarioError naming the field rather
-than simulated: a step the world's clock cannot keep (or never ends a run with), and pairs of
-workload sizes given the wrong way round."""
+"""Scenario files at their edges: figures that mean nothing, refused with a ScenarioError
+naming the field rather than simulated (a step the world's clock cannot keep, or never ends a
+run with; pairs of workload sizes given the wrong way round), and a scripted connect fault that
+the session's retries must get past."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from hvballoon.errors import ScenarioError
+import hvballoon
+from hvballoon import RetryPolicy
+from hvballoon.errors import HVConnectionError, ScenarioError
 from hvballoon.fake.scenario import load_scenario, parse_scenario
 from hvballoon.fake.world import World
 from tests.support.cli import invoke
@@ -82,3 +86,24 @@ def test_equal_bounds_and_the_built_in_workloads_are_still_accepted() -> None:
     parse_scenario(_scenario(workload={"kind": "random_walk", "params": {"low": "1GiB", "high": "1GiB"}}))
     parse_scenario(_scenario(workload={"kind": "jvm", "params": {"heap": "2GiB", "initial_heap": "2GiB"}}))
     assert load_scenario("java").vms
+
+
+def test_a_scripted_connect_fault_of_a_scenario_file_is_retried_past(tmp_path: Path) -> None:
+    # outside a fake.world block each attempt of a connect built a fresh world, whose connect
+    # fault of count 1 fired again: the session's retries never got through, and no command
+    # could ever connect to such a scenario
+    path = tmp_path / "flaky-connect.yaml"
+    path.write_text(
+        "name: t\nhost: {physical: 32GiB}\nvms: [{name: a, memory: 8GiB}]\n"
+        "faults: [{op: connect, kind: connection_lost, count: 2}]\n"
+    )
+    waits: list[float] = []
+    with hvballoon.connect(f"fake://{path}", retry=RetryPolicy(sleep=waits.append)) as hv:
+        assert [vm.name for vm in hv.list_vms()] == ["a"]
+    assert len(waits) == 2  # two attempts failed, the third connected
+    r = invoke("vms", f"fake://{path}", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["name"] == "a", r.stderr
+    # each connect is still a fresh world: the next one meets the fault again, and a fault
+    # that outlasts the attempts still fails the connect
+    with pytest.raises(HVConnectionError):
+        hvballoon.connect(f"fake://{path}", retry=RetryPolicy(max_attempts=2, sleep=waits.append))
