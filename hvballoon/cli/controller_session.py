@@ -20,6 +20,7 @@ def session_factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
     from pydantic import SecretStr
 
     import hvballoon
+    from hvballoon.backend import Backend
 
     password = SecretStr(read_password_stdin()) if opts.get("password_stdin") else None
     timeout = seconds_option(opts.get("timeout"), option="--timeout", default="30s")
@@ -39,8 +40,13 @@ def session_factory(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
             retry=retry,
         )
         opened += 1
-        # retries wait on the hypervisor's clock (the simulator's, for the fake)
-        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep, log_level=logging.INFO)
+        # retries wait on the hypervisor's clock (the simulator's, for the fake); on a clock of
+        # its own their jitter is drawn from a fixed seed, as the simulator's runs draw it, so a
+        # run on a simulated hypervisor is the same run every time (on a real one the jitter
+        # spreads the retries of many controllers, and is left to chance)
+        own_clock = type(hv.backend).sleep is not Backend.sleep
+        seed = 0 if hv.retry.seed is None and own_clock else hv.retry.seed
+        hv.retry = dataclasses.replace(hv.retry, sleep=hv.backend.sleep, log_level=logging.INFO, seed=seed)
         return hv
 
     return connect
