@@ -88,6 +88,27 @@ def _fraction(value: object) -> object:
 Fraction = Annotated[float, BeforeValidator(_fraction)]
 
 
+def _text(value: object) -> object:
+    """A name or an id, which YAML reads as something else when it is not quoted: ``off`` and
+    ``no`` are booleans, ``42`` and ``1.10`` numbers (``007`` loses its zeros), ``2024-01-01``
+    a date; refused saying what it was read as, rather than "should be a valid string"."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        read = f"the boolean {str(value).lower()} (unquoted, YAML reads off, no, yes, on as booleans)"
+    elif isinstance(value, (int, float)):
+        read = f"the number {value!r}"
+    elif isinstance(value, (list, dict)):
+        read = f"a {'list' if isinstance(value, list) else 'mapping'}"
+    else:
+        read = f"a {type(value).__name__} ({value})"
+    raise ValueError(f"a name or id is text, but this was read as {read}: quote it")
+
+
+#: A name or id: text, and only text.
+Text = Annotated[str, BeforeValidator(_text)]
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -122,7 +143,7 @@ MIN_REBALANCE_PERIOD = 1.0
 
 
 class HostSpec(_Spec):
-    name: str = "host01"
+    name: Text = "host01"
     physical: Size = Field(description="Physical memory of the host.")
     overhead: Size = Field(default=0, description="Memory the hypervisor itself uses.")
     reserve: Size = Field(default=0, description="Memory the host keeps free.")
@@ -172,7 +193,7 @@ class FaultSpec(_Spec):
     count: int | None = Field(default=None, ge=1)
     after: int = Field(default=0, ge=0)
     probability: float | None = Field(default=None, gt=0, le=1)
-    vm: str | None = None
+    vm: Text | None = None
     latency: Duration = 0.0
     duration: Duration = 300.0
     at: Duration | None = Field(default=None, description="Fires only from this simulated time on.")
@@ -195,8 +216,8 @@ class FaultSpec(_Spec):
 
 
 class VMSpec(_Spec):
-    name: str = Field(min_length=1, max_length=255)
-    id: str | None = None
+    name: Text = Field(min_length=1, max_length=255)
+    id: Text | None = None
     memory: Size = Field(description="Configured (maximum) memory.")
     used: Size = Field(default=0, description="Guest memory in use (excluding cache) at the start.")
     cache: Size = Field(default=0, description="Guest page cache at the start.")
@@ -339,7 +360,7 @@ MIN_STEP = 0.001
 
 
 class Scenario(_Spec):
-    name: str
+    name: Text
     description: str = ""
     flavor: Flavor = "kvm"
     seed: int = Field(default=0, ge=0, description="Random seed of the world's draws.")

@@ -107,3 +107,28 @@ def test_a_scripted_connect_fault_of_a_scenario_file_is_retried_past(tmp_path: P
     # that outlasts the attempts still fails the connect
     with pytest.raises(HVConnectionError):
         hvballoon.connect(f"fake://{path}", retry=RetryPolicy(max_attempts=2, sleep=waits.append))
+
+
+@pytest.mark.parametrize(
+    ("written", "read_as"),
+    [
+        ("off", "the boolean false (unquoted, YAML reads off, no, yes, on as booleans)"),
+        ("yes", "the boolean true"),
+        ("007", "the number 7"),
+        ("1.10", "the number 1.1"),
+        ("2024-01-01", "a date (2024-01-01)"),
+    ],
+)
+def test_a_name_yaml_reads_as_something_else_says_what_and_to_quote_it(
+    written: str, read_as: str, tmp_path: Path
+) -> None:
+    # "vms.0.name: Input should be a valid string" for a VM named off or 007 left the reader to
+    # guess that YAML had read the name as a boolean or a number
+    path = tmp_path / "names.yaml"
+    path.write_text(f"name: t\nhost: {{physical: 32GiB}}\nvms: [{{name: {written}, memory: 8GiB}}]\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert f"vms.0.name: a name or id is text, but this was read as {read_as}" in str(info.value)
+    assert str(info.value).endswith(": quote it"), info.value
+    path.write_text(f"name: t\nhost: {{physical: 32GiB}}\nvms: [{{name: '{written}', memory: 8GiB}}]\n")
+    assert load_scenario(path).vms[0].name == written
