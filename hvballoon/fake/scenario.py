@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from hvballoon._modelkeys import did_you_mean
+from hvballoon._modelkeys import did_you_mean, suggest
 from hvballoon.errors import HVBalloonError, ScenarioError
 from hvballoon.fake.flavors import FLAVORS
 from hvballoon.fake.flavors import Flavor as HypervisorFlavor
@@ -418,7 +418,21 @@ def parse_scenario(data: Any, *, source: str = "<scenario>", typed: bool = False
             f"invalid scenario {source}: {_format_errors(exc)}", details={"source": source}
         ) from None
     check_flavor(scenario, source=source)
+    _check_fault_vms(scenario, source)
     return scenario
+
+
+def _check_fault_vms(scenario: Scenario, source: str) -> None:
+    """A fault rule's ``vm`` names a VM of the scenario: one that names none (a typo) would
+    never fire on a call on a VM, leaving a test sure of a failure it never met."""
+    names = {v.name for v in scenario.vms}
+    for i, rule in enumerate(scenario.faults):
+        if rule.vm is not None and rule.vm not in names:
+            raise ScenarioError(
+                f"invalid scenario {source}: faults.{i}.vm: no VM of the scenario is named "
+                f"{rule.vm!r}{suggest(rule.vm, names)}",
+                details={"source": source, "path": f"faults.{i}.vm"},
+            )
 
 
 def check_flavor(scenario: Scenario, flavor: str | None = None, *, source: str | None = None) -> None:

@@ -132,3 +132,21 @@ def test_a_name_yaml_reads_as_something_else_says_what_and_to_quote_it(
     assert str(info.value).endswith(": quote it"), info.value
     path.write_text(f"name: t\nhost: {{physical: 32GiB}}\nvms: [{{name: '{written}', memory: 8GiB}}]\n")
     assert load_scenario(path).vms[0].name == written
+
+
+def test_a_fault_naming_no_vm_of_the_scenario_is_refused(tmp_path: Path) -> None:
+    # a rule for a misspelt VM never fired on a call on a VM: the test it was written for ran
+    # without the failure and passed
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "name: t\nhost: {physical: 32GiB}\nvms: [{name: web01, memory: 8GiB}, {name: db01, memory: 8GiB}]\n"
+        "faults: [{op: set_target, kind: permission_denied, vm: db01}, {op: set_target, kind: timeout, vm: web0l}]\n"
+    )
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert "faults.1.vm: no VM of the scenario is named 'web0l' (did you mean 'web01'?)" in str(info.value)
+    assert info.value.details["path"] == "faults.1.vm"
+    r = invoke("set", f"fake://{path}", "web01", "4GiB")
+    assert r.returncode == 2 and "faults.1.vm" in r.stderr, r.stderr
+    path.write_text(path.read_text().replace("web0l", "web01"))
+    assert [rule.vm for rule in load_scenario(path).faults] == ["db01", "web01"]
