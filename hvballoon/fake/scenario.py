@@ -29,6 +29,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -217,7 +218,7 @@ class FaultSpec(_Spec):
 
 class VMSpec(_Spec):
     name: Text = Field(min_length=1, max_length=255)
-    id: Text | None = None
+    id: Annotated[str, StringConstraints(min_length=1), BeforeValidator(_text)] | None = None
     memory: Size = Field(description="Configured (maximum) memory.")
     used: Size = Field(default=0, description="Guest memory in use (excluding cache) at the start.")
     cache: Size = Field(default=0, description="Guest page cache at the start.")

@@ -150,3 +150,13 @@ def test_a_fault_naming_no_vm_of_the_scenario_is_refused(tmp_path: Path) -> None
     assert r.returncode == 2 and "faults.1.vm" in r.stderr, r.stderr
     path.write_text(path.read_text().replace("web0l", "web01"))
     assert [rule.vm for rule in load_scenario(path).faults] == ["db01", "web01"]
+
+
+def test_an_empty_id_is_refused_not_replaced_by_a_drawn_one() -> None:
+    # id: "" was taken for no id: the VM got a generated one, not the id the file gave it
+    data = _scenario()
+    data["vms"] = [dict(_VM, id="")]
+    with pytest.raises(ScenarioError, match=r"vms\.0\.id: String should have at least 1 character"):
+        parse_scenario(data)
+    data["vms"] = [dict(_VM, id="vm-1")]
+    assert parse_scenario(data).vms[0].id == "vm-1"
