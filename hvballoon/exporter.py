@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hvballoon._uri import parse_uri
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
@@ -320,6 +320,18 @@ def _routed(app: Callable[..., Any]) -> Callable[..., Any]:
     return routed
 
 
+class _Served(NamedTuple):
+    """One sweep as a scrape serves it: its results, when it started (Unix time), how long it
+    took, its number, and each URI's last success and error counts as they stood then."""
+
+    results: list[HostResult]
+    swept_at: float
+    seconds: float
+    number: int
+    last_success: dict[str, float]
+    errors: dict[tuple[str, str], int]
+
+
 class Exporter(MetricsEndpoint):
     """The exporter: a :class:`~hvballoon.fleet.Fleet`, a sweep cache and a Prometheus registry.
 
@@ -350,20 +362,27 @@ class Exporter(MetricsEndpoint):
         self._errors: dict[tuple[str, str], int] = {}
         self._last_success: dict[str, float] = {}
         self._rendered: tuple[int, bytes] | None = None  # (the sweep, its text)
+        self._pinned = threading.local()  # .sweep: the sweep the scrape being written serves
         self.registry.register(_Collector(self))
 
     def render(self) -> bytes:
         """The exposition text of one scrape, written once per sweep: every figure in it is the
         sweep's (or counts sweeps), so the scrapes a sweep serves share its text (at 10,000 VMs
-        writing it costs seconds)."""
+        writing it costs seconds). One scrape sweeps at most once, however long the sweep took."""
         if self.interval <= 0:
             return super().render()  # a sweep per scrape: nothing to share
-        self.current()  # sweeps first if the last sweep is older than the interval
+        served = self._current()  # sweeps first if the last sweep is older than the interval
         rendered = self._rendered
-        if rendered is not None and rendered[0] == self.sweeps:
+        if rendered is not None and rendered[0] == served.number:
             return rendered[1]
-        text = super().render()
-        self._rendered = (self.sweeps, text)
+        # the families are written from this very sweep: asking again once it is written could
+        # find it older than the interval (a sweep longer than the interval) and sweep twice
+        self._pinned.sweep = served
+        try:
+            text = super().render()
+        finally:
+            self._pinned.sweep = None
+        self._rendered = (served.number, text)
         return text
 
     # -- sweeping -----------------------------------------------------------------------
@@ -373,6 +392,13 @@ class Exporter(MetricsEndpoint):
 
         Returns (results, wall-clock start of their sweep, its duration in seconds).
         """
+        served = self._current()
+        return served.results, served.swept_at, served.seconds
+
+    def _current(self) -> _Served:
+        """What a scrape serves: the last sweep (sweeping first if it is older than
+        ``interval``) with the counts of that moment, copied under the lock, so that a scrape
+        written while another one sweeps never reads them as they change."""
         with self._lock:
             fresh = (
                 self._swept_mono is not None
@@ -382,7 +408,14 @@ class Exporter(MetricsEndpoint):
             if not fresh:
                 self._sweep()
             assert self._swept_at is not None
-            return list(self._results), self._swept_at, self._sweep_seconds
+            return _Served(
+                list(self._results),
+                self._swept_at,
+                self._sweep_seconds,
+                self.sweeps,
+                dict(self._last_success),
+                dict(self._errors),
+            )
 
     def _sweep(self) -> None:
         started_wall, started = self._clock(), time.monotonic()
@@ -420,23 +453,23 @@ class Exporter(MetricsEndpoint):
 
         from hvballoon._version import __version__
 
-        results, swept_at, sweep_seconds = self.current()
+        served = getattr(self._pinned, "sweep", None) or self._current()
         info = InfoMetricFamily("hvballoon_exporter", "The hvballoon exporter's version.")
         info.add_metric([], {"version": __version__})
         yield info
-        yield from sweep_metrics(results, last_success=self._last_success, errors=self._errors)
+        yield from sweep_metrics(served.results, last_success=served.last_success, errors=served.errors)
         yield GaugeMetricFamily(
             "hvballoon_sweep_duration_seconds",
             "How long the last sweep of all hosts took.",
-            value=sweep_seconds,
+            value=served.seconds,
         )
         yield GaugeMetricFamily(
             "hvballoon_sweep_timestamp_seconds",
             "When the sweep being served started (Unix time); older than the interval never.",
-            value=swept_at,
+            value=served.swept_at,
         )
         yield CounterMetricFamily(
-            "hvballoon_sweeps", "Sweeps since the exporter started.", value=float(self.sweeps)
+            "hvballoon_sweeps", "Sweeps since the exporter started.", value=float(served.number)
         )
 
 

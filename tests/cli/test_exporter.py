@@ -166,6 +166,23 @@ def test_scrape_health_with_a_hung_and_a_failing_host(serve: Any) -> None:
     assert exporter.sweeps == 2
 
 
+@pytest.mark.usefixtures("slow_backend")
+def test_a_sweep_longer_than_the_interval_is_made_once_per_scrape(serve: Any) -> None:
+    # the hung host makes the sweep (0.5 s) longer than the interval (0.2 s): the sweep a scrape
+    # made is older than the interval by the time its text is written, and is still the one served
+    hang = "slowtest://hang3?sleep=20"
+    exporter, port = serve(["fake://seed", hang], interval=0.2, host_timeout=0.5)
+    samples = scrape(port)
+    assert exporter.sweeps == 1
+    assert one(samples, "hvballoon_sweeps_total") == 1.0
+    assert one(samples, "hvballoon_host_errors_total", uri=hang, code="timeout") == 1.0
+    assert len(samples["hvballoon_vm_current_bytes"]) == 10
+    samples = scrape(port)
+    assert exporter.sweeps == 2
+    assert one(samples, "hvballoon_sweeps_total") == 2.0
+    assert one(samples, "hvballoon_host_errors_total", uri=hang, code="timeout") == 2.0
+
+
 def _get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
