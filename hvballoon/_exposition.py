@@ -101,6 +101,18 @@ def scrape_app(
 
     filtered = make_wsgi_app(registry)
     whole = render or (lambda: text(registry))
+    # the last text gzipped and its gzip: a render that answers with the same text (the
+    # exporter's, between two sweeps) is gzipped once, not once per scrape (0.4 s at 10,000 VMs;
+    # Prometheus always asks for gzip). Held here, the text cannot be freed and its id reused.
+    zipped: list[tuple[bytes, bytes]] = []
+
+    def gzipped(body: bytes) -> bytes:
+        last = zipped[0] if zipped else None
+        if last is not None and last[0] is body:
+            return last[1]
+        out = gzip.compress(body)
+        zipped[:] = [(body, out)]
+        return out
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
@@ -108,7 +120,7 @@ def scrape_app(
         body = whole()
         headers = [("Content-Type", CONTENT_TYPE)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
-            body = gzip.compress(body)
+            body = gzipped(body)
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
         return [body]
