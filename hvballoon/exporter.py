@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 from hvballoon._uri import parse_uri
 from hvballoon.errors import BackendNotInstalledError, InvalidRequestError
@@ -589,10 +590,21 @@ class _Collector:
 
 
 def _uri_host(uri: str) -> str:
+    """The host ``uri`` (redacted) names, also when the URI is refused (a password written in
+    it): its hypervisor, never ``localhost`` for a remote one that could not be asked."""
     try:
-        return parse_uri(uri).host or ""
+        host = parse_uri(uri).host
     except Exception:
-        return ""
+        host = _named_host(uri)
+    return host or ""
+
+
+def _named_host(uri: str) -> str | None:
+    """The host a URI the SDK refuses names, read leniently (``None`` when none can be read)."""
+    try:
+        return urlsplit(uri).hostname
+    except ValueError:
+        return None
 
 
 def _endpoint(uri: str) -> str:

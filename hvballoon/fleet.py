@@ -433,14 +433,30 @@ def _names(vms: object) -> list[str]:
 
 
 def backend_of(uri: str) -> str | None:
-    """The backend serving ``uri``'s scheme, by the registry (``None`` if the URI is bad or no
-    backend serves it), without importing the backend."""
+    """The backend serving ``uri``'s scheme, by the registry (``None`` if the URI has no scheme
+    or no backend serves it), without importing the backend. A URI refused for what follows its
+    scheme (a password written in it, a bad port) still names its backend.
+
+    >>> backend_of("esxi://root:secret@esx01"), backend_of("nosuch://h"), backend_of("web01")
+    ('esxi', None, None)
+    """
     from hvballoon import registry
 
     try:
-        return registry.spec_for_scheme(parse_uri(uri).scheme).name
+        scheme = parse_uri(uri).scheme
+    except HVBalloonError:
+        head, sep, _ = uri.partition("://") if isinstance(uri, str) else ("", "", "")
+        if not sep or not _SCHEME_RE.fullmatch(head):
+            return None
+        scheme = head
+    try:
+        return registry.spec_for_scheme(scheme).name
     except HVBalloonError:
         return None
+
+
+#: A URI scheme (RFC 3986): a letter, then letters, digits, ``+``, ``-`` or ``.``.
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
 def first_error(results: Iterable[HostResult]) -> HVBalloonError | None:

@@ -119,6 +119,26 @@ def test_a_uri_listed_twice_gives_each_series_once() -> None:
     ]
 
 
+def test_a_uri_refused_for_its_password_keeps_its_backend_and_host() -> None:
+    # an inventory line with a password written in it: never connected, reported down under
+    # the backend and host it names (not unknown@localhost), and the password never shown
+    uris = ["fake://admin:Pw9-never@seed", "fake://seed?flavor=esxi&password=Pw9-never"]
+    exporter = Exporter(Fleet(uris), interval=0)
+    try:
+        text = exporter.render().decode()
+    finally:
+        exporter.stop()
+    assert "Pw9-never" not in text
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    for uri in ("fake://admin:***@seed", "fake://seed?flavor=esxi&password=***"):
+        assert one(samples, "hvballoon_host_up", uri=uri, backend="fake", host="seed") == 0.0
+        assert one(samples, "hvballoon_host_errors_total", uri=uri, backend="fake", host="seed") == 1.0
+        assert one(samples, "hvballoon_host_errors_total", uri=uri, code="invalid_uri") == 1.0
+
+
 def test_scrapes_share_a_cached_sweep_younger_than_the_interval(serve: Any) -> None:
     exporter, port = serve(["fake://seed"], interval=60)
     first = scrape(port)
