@@ -135,6 +135,23 @@ def test_memory_info_without_vm_or_vms_still_reads_every_vm(esxi: str) -> None:
     assert not r.get("failed") and len(r["vms"]) == 10
 
 
+@pytest.mark.parametrize("vms", [None, ["web03", "web01", "db01"]])
+def test_memory_info_reads_the_configurations_in_one_call(esxi: str, vms: list[str] | None) -> None:
+    # a call per VM is a round trip per VM (a vCenter of 2,000 VMs); the world answers one
+    # configuration read and refuses the next, so only one bulk read gets through
+    store = WorldStore(esxi.split("state=")[1].split("&")[0], lambda: pytest.fail("the world exists"))
+    with store.transaction() as w:
+        w.faults.add(op="get_config", kind="permission_denied", after=1, count=1000)
+    store.close()
+    args: dict[str, Any] = {"uri": esxi, "gather": ["config"]} | ({"vms": vms} if vms else {})
+    r = run_module("memory_info", args, check_mode=False)
+    assert not r.get("failed"), r.get("msg")
+    names = [v["name"] for v in r["vms"]]
+    assert names == vms if vms else len(names) == 10
+    assert {v["name"]: v["config"]["reservation_bytes"] for v in r["vms"]} == dict.fromkeys(names, 0)
+    assert all(v["config"]["mechanism"] == "limit" for v in r["vms"])
+
+
 @pytest.mark.parametrize(
     ("module", "args"),
     [

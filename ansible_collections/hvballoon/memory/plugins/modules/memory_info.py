@@ -29,9 +29,9 @@ extends_documentation_fragment:
 options:
   gather:
     description:
-      - What to read. V(stats) is one bulk call for all VMs; V(config) and V(capabilities) cost
-        one call per VM; V(host) reads each host's figures (one call, summing the VMs' stats
-        when V(stats) is read too) into RV(hosts).
+      - What to read. V(stats) and V(config) are one bulk call each for all the VMs read;
+        V(capabilities) may cost a call per VM; V(host) reads each host's figures (one call,
+        summing the VMs' stats when V(stats) is read too) into RV(hosts).
     type: list
     elements: str
     choices: [stats, config, capabilities, host]
@@ -221,9 +221,13 @@ def main():
                 for entry in entries:
                     stats = by_id.get(entry["id"])
                     entry["stats"] = stats.model_dump(mode="json", exclude={"vm"}) if stats else None
+            # one bulk read of every VM's configuration (one PropertyCollector read on ESXi, one
+            # command on Hyper-V), not a call per VM
+            configs = {c.vm.id: c for c in hv.get_configs(vms)} if "config" in gather and vms else {}
             for entry, vm in zip(entries, vms, strict=True):
                 if "config" in gather:
-                    entry["config"] = hv.get_config(vm).model_dump(mode="json", exclude={"vm"})
+                    config = configs.get(vm.id) or hv.get_config(vm)
+                    entry["config"] = config.model_dump(mode="json", exclude={"vm"})
                 if "capabilities" in gather:
                     entry["capabilities"] = capabilities_result(hv.vm_capabilities(vm))
             result = dict(
