@@ -3,6 +3,7 @@ changed all or nothing, and an empty VM name refused by every module."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,39 @@ def test_a_uri_password_is_masked_whichever_option_holds_it_and_however_the_task
     for secret in ("Secr3tPw", "Tok3nValue"):
         assert secret not in shown, (secret, r, logged)
     assert "esx1.example" in repr(r["invocation"]["module_args"])  # the rest stays readable
+
+
+#: A passphrase with blanks, a backslash and both quotes: each part is a secret, however quoted.
+PASSPHRASE = "Correct horse\\Battery 'st\"aple"
+PASSPHRASE_PARTS = ("Correct", "Battery", "aple")
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        # written in the URI: refused, and the URI echoed with every word of it masked
+        ("memory_info", {"uri": f"esxi://root:{PASSPHRASE}@esx1.example"}),
+        ("memory_info", {"uri": f"fake://seed?flavor=esxi&password={PASSPHRASE}"}),
+        # a URI given to another option, quoted by the error (with !r: backslash doubled)
+        ("memory_info", {"uri": "fake://seed", "vm": f"esxi://root:{PASSPHRASE}@esx1.example"}),
+        ("target", {"uri": "fake://seed", "vms": [f"esxi://root:{PASSPHRASE}@esx1.example"], "size": "6GiB"}),
+        # the password option's value templated into another option by mistake
+        ("target", {"uri": "fake://seed", "password": PASSPHRASE, "vm": "web01", "size": PASSPHRASE}),
+        (
+            "config",
+            {"uri": "fake://seed", "password": PASSPHRASE, "vm": f"{PASSPHRASE}-vm", "stats_period": 5},
+        ),
+    ],
+)
+def test_a_secret_with_blanks_backslashes_or_quotes_is_masked_as_messages_quote_it(
+    module: str, args: dict[str, Any]
+) -> None:
+    r = run_module(module, {**args, "_ansible_diff": True}, False)
+    assert r["failed"] and r.get("changed") is not True
+    shown = json.dumps(r, ensure_ascii=False)
+    for part in PASSPHRASE_PARTS:
+        assert part not in shown, (part, r)
+    assert "********" in shown
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ and changing several VMs all or nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 import traceback
 import warnings
@@ -52,7 +53,12 @@ def hide_uri_secrets(module):
     checks them: a task the spec refuses echoes its arguments too."""
     for text in _uri_texts(module.params):
         if HAS_HVBALLOON:
-            secrets = [s for uri in _URI_RE.findall(text) for s in uri_secrets(uri)]
+            uris = set(_URI_RE.findall(text))
+            if _URI_RE.match(text.strip()):
+                # a value that is a URI is one whole, blanks included: a password of several
+                # words (``esxi://root:correct horse@h``) is all of it a secret
+                uris.add(text.strip())
+            secrets = [s for uri in uris for s in uri_secrets(uri)]
         else:
             secrets = [text] if ("@" in text or "?" in text) else []
         module.no_log_values.update(secrets)
@@ -60,6 +66,23 @@ def hide_uri_secrets(module):
 
 #: A URI within a text: its scheme, ``://`` and everything up to the next blank.
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
+
+
+def _escaped_forms(secrets):
+    """Every secret of ``secrets`` as an error message may quote it: its ``repr`` (a VM or a
+    size is quoted with ``!r``) and its JSON text, where these differ from the secret itself
+    (a backslash, a quote, a tab in it). Ansible masks a secret only as written."""
+    forms = set()
+    for secret in secrets:
+        if isinstance(secret, str) and secret:
+            for form in (
+                repr(secret)[1:-1],
+                json.dumps(secret)[1:-1],
+                json.dumps(secret, ensure_ascii=False)[1:-1],
+            ):
+                if form != secret:
+                    forms.add(form)
+    return forms
 
 
 def _uri_texts(value):
@@ -89,11 +112,13 @@ def secret_safe(module_class):
             hide_uri_secrets(self)
 
         # Ansible masks the values of a result, not its mappings' keys (a result keyed by the
-        # VMs as named): those are masked here
+        # VMs as named): those are masked here; and each secret as a message quotes it too
         def exit_json(self, **kwargs):
+            self.no_log_values.update(_escaped_forms(list(self.no_log_values)))
             super().exit_json(**_masked_keys(kwargs, self.no_log_values))
 
         def fail_json(self, msg, **kwargs):
+            self.no_log_values.update(_escaped_forms(list(self.no_log_values)))
             super().fail_json(msg, **_masked_keys(kwargs, self.no_log_values))
 
     return SecretSafeModule
