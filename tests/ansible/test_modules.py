@@ -363,3 +363,40 @@ def test_an_empty_password_is_refused_by_every_module_before_connecting(
     assert r["failed"] and r["code"] == "invalid_request" and not r.get("changed")
     assert "password is empty" in r["msg"] and "set the password option" in r["msg"]
     assert _reservations(esxi, "web01") == {"web01": 0}
+
+
+def _undocumented(spec: dict[str, Any], value: Any, path: str) -> list[str]:
+    """The keys of ``value`` (a module's result, at any depth) that its RETURN ``spec`` lacks."""
+    if isinstance(value, list):
+        return [k for item in value for k in _undocumented(spec, item, path + "[]")]
+    if not isinstance(value, dict):
+        return []
+    out = [f"{path}.{k}" for k in value if k not in spec]
+    for key, doc in spec.items():
+        if key in value and "contains" in doc:
+            out += _undocumented(doc["contains"], value[key], f"{path}.{key}")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("memory_info", {"gather": ["stats", "config", "capabilities", "host"]}),
+        ("target", {"vms": ["web01", "web02"], "size": "9GiB", "wait": True}),
+        ("target", {"vms": ["web01", "web99"], "size": "9GiB"}),
+        ("config", {"vms": ["web01", "web02"], "reservation": "1GiB"}),
+    ],
+)
+def test_every_key_a_module_returns_is_in_its_return_documentation(
+    esxi: str, module: str, args: dict[str, Any]
+) -> None:
+    import importlib
+
+    import yaml
+
+    doc = yaml.safe_load(
+        importlib.import_module(f"ansible_collections.hvballoon.memory.plugins.modules.{module}").RETURN
+    )
+    r = run_module(module, {"uri": esxi, **args, "_ansible_diff": True}, False)
+    common = {"invocation", "warnings", "deprecations", "failed", "msg", "changed", "diff"}
+    assert _undocumented(doc, {k: v for k, v in r.items() if k not in common}, "") == []

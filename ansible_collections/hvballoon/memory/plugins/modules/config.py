@@ -208,6 +208,19 @@ changes:
       description: The VM's target mechanism.
       type: str
       returned: always
+    operation:
+      description: The operation, V(set_config).
+      type: str
+      returned: always
+    forced:
+      description: Always false (the configuration has no guard rail to override).
+      type: bool
+      returned: always
+    warnings:
+      description: Warnings about the change, for example when another VM's refusal stopped it.
+      type: list
+      elements: str
+      returned: always
 results:
   description: One record per VM, in the order given, whatever happened to it.
   returned: always
@@ -232,6 +245,10 @@ results:
       returned: always
     error:
       description: Its error (message, code, details), or null.
+      type: dict
+      returned: always
+    stats:
+      description: Always null (the module does not wait; the record has the target module's shape).
       type: dict
       returned: always
   sample:

@@ -113,6 +113,10 @@ vms:
       description: The hypervisor host the VM runs on.
       type: str
       returned: always
+    backend:
+      description: The backend that reported the VM (as RV(backend)).
+      type: str
+      returned: always
     stats:
       description:
         - The memory stats, sizes in bytes (C(configured_bytes), C(current_bytes), C(target_bytes),

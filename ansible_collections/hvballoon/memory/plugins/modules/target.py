@@ -157,6 +157,10 @@ changes:
       type: list
       elements: str
       returned: always
+    operation:
+      description: The operation, V(set_target).
+      type: str
+      returned: always
   sample:
     - vm: {"id": "307c5e41-641f-56de-b145-10e25d9a09e5", "name": "web01", "backend": "kvm"}
       changed: true
@@ -188,6 +192,10 @@ results:
       returned: always
     error:
       description: Its error (message, code, details), or null.
+      type: dict
+      returned: always
+    stats:
+      description: Its memory stats once its target was reached (as in RV(stats)) when O(wait=true), else null.
       type: dict
       returned: always
   sample:
