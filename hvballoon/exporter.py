@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -546,10 +547,16 @@ def sweep_metrics(
             for f, family in host_gauges.items():
                 value = getattr(h, f)
                 if value is not None:
-                    family.add_metric([r.uri, backend, h.host], float(value))
+                    family.add_metric([r.uri, backend, _label(h.host)], float(value))
         fallback_host = _uri_host(r.uri)
         for s in r.stats:
-            labels = [r.uri, r.backend or s.vm.backend, s.vm.host or fallback_host, s.vm.name, s.vm.id]
+            labels = [
+                r.uri,
+                r.backend or s.vm.backend,
+                _label(s.vm.host or fallback_host),
+                _label(s.vm.name),
+                _label(s.vm.id),
+            ]
             for f, family in gauges.items():
                 value = getattr(s, f)
                 if value is not None:
@@ -587,6 +594,17 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         return self._exporter.metrics()
+
+
+#: An unpaired UTF-16 surrogate: a str can hold one (Hyper-V's names are UTF-16, read through
+#: PowerShell's ``\\uXXXX`` escapes), UTF-8 cannot.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _label(value: str) -> str:
+    """``value`` (a name a hypervisor gave) as a label value: an unpaired surrogate in it, which
+    no UTF-8 text can hold and which failed every scrape of every host, is shown as U+FFFD."""
+    return _SURROGATE_RE.sub("\ufffd", value)
 
 
 def _uri_host(uri: str) -> str:

@@ -22,6 +22,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import hvballoon  # noqa: E402
+from hvballoon import fake  # noqa: E402
 from hvballoon.exporter import (  # noqa: E402
     COUNTER_FIELDS,
     DEFAULT_PORT,
@@ -137,6 +138,26 @@ def test_a_uri_refused_for_its_password_keeps_its_backend_and_host() -> None:
         assert one(samples, "hvballoon_host_up", uri=uri, backend="fake", host="seed") == 0.0
         assert one(samples, "hvballoon_host_errors_total", uri=uri, backend="fake", host="seed") == 1.0
         assert one(samples, "hvballoon_host_errors_total", uri=uri, code="invalid_uri") == 1.0
+
+
+def test_a_vm_name_no_utf8_can_hold_does_not_fail_the_scrape(serve: Any) -> None:
+    # Hyper-V's names are UTF-16, read through PowerShell's \\uXXXX escapes: an unpaired
+    # surrogate reaches Python as it is, and UTF-8 cannot hold it; it failed every scrape
+    with fake.world("seed", flavor="hyperv") as world:
+        web01 = next(g.id for g in world.guests.values() if g.name == "web01")
+        world.rename(web01, "web\udc80 01")
+        _, port = serve(["fake://seed"], interval=0)
+        for query in ("", "?name[]=hvballoon_vm_info"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics{query}", timeout=30) as resp:
+                assert resp.status == 200
+                text = resp.read().decode("utf-8")
+            names = {
+                s.labels["vm"]
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "hvballoon_vm_info"
+            }
+            assert "web\ufffd 01" in names and "web02" in names and len(names) == 10
 
 
 def test_scrapes_share_a_cached_sweep_younger_than_the_interval(serve: Any) -> None:
