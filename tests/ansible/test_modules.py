@@ -400,3 +400,21 @@ def test_every_key_a_module_returns_is_in_its_return_documentation(
     r = run_module(module, {"uri": esxi, **args, "_ansible_diff": True}, False)
     common = {"invocation", "warnings", "deprecations", "failed", "msg", "changed", "diff"}
     assert _undocumented(doc, {k: v for k, v in r.items() if k not in common}, "") == []
+
+
+def test_a_vm_name_utf8_cannot_hold_does_not_fail_the_task(tmp_path: Path) -> None:
+    # Hyper-V's names are UTF-16, read through PowerShell's \uXXXX escapes: an unpaired surrogate
+    # reaches the result as it is, and Ansible's controller refuses a result UTF-8 cannot hold
+    # ("Refusing to deserialize an invalid UTF8 string value"): every VM's read failed for one
+    uri = f"fake://seed?state={tmp_path / 'hyperv.db'}&flavor=hyperv"
+    with hvballoon.connect(uri) as hv:
+        hv.list_vms()
+    store = WorldStore(uri.split("state=")[1].split("&")[0], lambda: pytest.fail("the world exists"))
+    with store.transaction() as w:
+        w.rename(next(g.id for g in w.guests.values() if g.name == "web01"), "web\udc80 01")
+    store.close()
+    r = run_module("memory_info", {"uri": uri, "gather": ["stats", "config"]}, check_mode=False)
+    assert not r.get("failed"), r.get("msg")
+    json.dumps(r, ensure_ascii=False).encode("utf-8")  # what the controller reads back
+    names = [v["name"] for v in r["vms"]]
+    assert "web\ufffd 01" in names and len(names) == 10

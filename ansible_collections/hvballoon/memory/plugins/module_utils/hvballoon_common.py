@@ -115,13 +115,30 @@ def secret_safe(module_class):
         # VMs as named): those are masked here; and each secret as a message quotes it too
         def exit_json(self, **kwargs):
             self.no_log_values.update(_escaped_forms(list(self.no_log_values)))
-            super().exit_json(**_masked_keys(kwargs, self.no_log_values))
+            super().exit_json(**_utf8(_masked_keys(kwargs, self.no_log_values)))
 
         def fail_json(self, msg, **kwargs):
             self.no_log_values.update(_escaped_forms(list(self.no_log_values)))
-            super().fail_json(msg, **_masked_keys(kwargs, self.no_log_values))
+            super().fail_json(_utf8(msg), **_utf8(_masked_keys(kwargs, self.no_log_values)))
 
     return SecretSafeModule
+
+
+#: An unpaired UTF-16 surrogate: a Hyper-V VM's name can hold one (names are UTF-16, read
+#: through PowerShell's \\uXXXX escapes); UTF-8 cannot, and Ansible refuses the whole result.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(value):
+    """``value`` (a result, at any depth, keys included) with every unpaired surrogate in its
+    texts as U+FFFD: one VM's odd name must not fail the task that reads every VM."""
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_utf8(key): _utf8(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_utf8(item) for item in value]
+    return value
 
 
 def _masked_keys(value, secrets):
