@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
@@ -14,7 +15,16 @@ from hvballoon.errors import (
 from hvballoon.models import VM, Capabilities, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import align, format_size, format_sizes
 
-__all__ = ["GENERIC_RULES", "Kind", "Rule", "Variant", "check_settable", "is_off", "withheld_why"]
+__all__ = [
+    "GENERIC_RULES",
+    "Kind",
+    "Rule",
+    "Variant",
+    "check_settable",
+    "is_off",
+    "uuid_form",
+    "withheld_why",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,27 @@ GENERIC_RULES: tuple[Rule, ...] = (
     Rule("not_supported", UnsupportedOperationError, "the field does not exist on this kind of VM"),
     Rule("only_when_off", InvalidStateError, "the field changes only while the VM is powered off"),
 )
+
+
+#: A UUID (a GUID) as 8-4-4-4-12 hex digits, in either case.
+_UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
+
+
+def uuid_form(ref: str, *, braces: bool = False) -> str | None:
+    """``ref`` as a hypervisor writes a UUID it answers with (lower case, no surrounding blanks;
+    with ``braces``, ``{…}`` taken off too), or ``None`` when ``ref`` is not one.
+
+    >>> uuid_form(" AAAAAAAA-1111-2222-3333-444444444444 ")
+    'aaaaaaaa-1111-2222-3333-444444444444'
+    >>> uuid_form("{aaaaaaaa-1111-2222-3333-444444444444}") is None
+    True
+    >>> uuid_form("web01") is None
+    True
+    """
+    text = ref.strip()
+    if braces and text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    return text.lower() if _UUID.fullmatch(text) else None
 
 
 def is_off(vm: VM) -> bool:

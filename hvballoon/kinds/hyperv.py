@@ -26,12 +26,11 @@ StateInfo(power_state=<PowerState.RUNNING: 'running'>, name='RunningCritical', h
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError
-from hvballoon.kinds._base import Kind, Rule, Variant, is_off
+from hvballoon.kinds._base import Kind, Rule, Variant, is_off, uuid_form
 from hvballoon.models import VM, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats, PowerState
 from hvballoon.units import MiB, align, format_sizes
 
@@ -105,8 +104,6 @@ def buffered_demand(demand: Any, buffer_percent: Any, minimum: Any, maximum: Any
 
 
 _SIZES = ("startup_bytes", "minimum_bytes", "maximum_bytes")
-#: A GUID as 8-4-4-4-12 hex digits.
-_GUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 #: Fields Set-VMMemory refuses unless Dynamic Memory is (and stays) on.
 _DYNAMIC_ONLY = ("minimum_bytes", "maximum_bytes", "buffer_percent")
 _READABLE = frozenset(
@@ -333,10 +330,7 @@ class HyperVKind(Kind):
         >>> HYPERV.canonical_id("web01")
         'web01'
         """
-        text = ref.strip()
-        if text.startswith("{") and text.endswith("}"):
-            text = text[1:-1]
-        return text.lower() if _GUID.fullmatch(text) else ref
+        return uuid_form(ref, braces=True) or ref
 
     # -- targets ----------------------------------------------------------------------------
 

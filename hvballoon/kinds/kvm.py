@@ -42,7 +42,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from hvballoon.errors import InvalidRequestError, InvalidStateError, UnsupportedOperationError
-from hvballoon.kinds._base import Kind, Rule, Variant, is_off
+from hvballoon.kinds._base import Kind, Rule, Variant, is_off, uuid_form
 from hvballoon.models import MAX_INT32, VM, Capabilities, ConfigUpdate, Mechanism, MemoryConfig, MemoryStats
 from hvballoon.units import KiB, format_sizes
 
@@ -422,6 +422,19 @@ class KVMKind(Kind):
         "deflate_on_oom": "deflate_on_oom_only_when_off",
         "free_page_reporting": "free_page_reporting_only_when_off",
     }
+
+    @staticmethod
+    def canonical_id(ref: str) -> str:
+        """A domain's id is its UUID, which libvirt writes in lower case
+        (``virDomainGetUUIDString``) and looks up in any case (``virsh domuuid`` output pasted
+        in upper case is the same domain).
+
+        >>> KVM.canonical_id("AAAAAAAA-1111-2222-3333-444444444444")
+        'aaaaaaaa-1111-2222-3333-444444444444'
+        >>> KVM.canonical_id("web01")
+        'web01'
+        """
+        return uuid_form(ref) or ref
 
     @staticmethod
     def stats_period_to_arm(

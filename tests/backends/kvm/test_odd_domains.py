@@ -329,3 +329,19 @@ def test_a_domains_balloon_device_is_read_once_for_its_capabilities(tmp_path: Pa
         assert calls["get_config"] == 1, dict(calls)  # off01's, once
     assert caps["off01"].can_set("target", running=False) and "stats_period_seconds" in caps["off01"].withheld
     assert not caps["web01"].withheld and caps["web01"].can_set("target", running=True)
+
+
+def test_a_domain_uuid_written_in_upper_case_is_found(tmp_path: Path) -> None:
+    # libvirt writes a domain's UUID in lower case and looks it up in any case; a UUID pasted in
+    # upper case (from another tool, a ticket) was "not found"
+    uuid = "6f1c0b2e-4d3a-4b5c-9e8f-0a1b2c3d4e5f"  # fixed: the test driver draws one per connection
+    xml = domain_xml("web01", memory_mib=4096, current_mib=4096).replace(
+        "</name>", f"</name><uuid>{uuid}</uuid>", 1
+    )
+    uri = write_node_xml(tmp_path / "node.xml", [xml])
+    with hvballoon.connect(uri) as hv:  # a new session: the look-up goes to the host
+        assert hv.resolve(uuid.upper()).id == uuid
+    with hvballoon.connect(uri) as hv:
+        assert [s.vm.id for s in hv.get_stats([uuid.upper()])] == [uuid]
+        change = hv.set_target(uuid.upper(), "3GiB", force=True)
+        assert change.vm.id == uuid and change.after["target_bytes"] == 3 * GiB
