@@ -248,11 +248,14 @@ class FakeBackend(Backend):
     # -- plumbing --------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self, op: str | None, vm: VM | None = None) -> Iterator[World]:
+    def _tx(self, op: str | None, vm: VM | None = None, *, write: bool = True) -> Iterator[World]:
         """The world for one operation (locked; loaded and saved when persisted), after the
-        clock caught up with real time (wall-clock mode) and the scripted faults had their say."""
+        clock caught up with real time (wall-clock mode) and the scripted faults had their say.
+        ``write=False``: a question that changes nothing (no scripted fault either), asked of a
+        persisted world without saving it — the world loaded once is kept while no other
+        process changes it, so that asking it once per VM costs nothing per VM."""
         if self._store is not None:
-            with self._store.transaction() as stored, stored.lock:
+            with self._store.transaction(write=write) as stored, stored.lock:
                 stored.sync()
                 if op is not None:
                     self._fault(stored, op, vm)
@@ -368,7 +371,7 @@ class FakeBackend(Backend):
     def vm_capabilities(self, vm: VM) -> Capabilities:
         """The variant's capabilities less what the kind withholds from this VM's configuration
         (a KVM domain without a balloon device), as the real backends answer."""
-        with self._tx(None) as w:
+        with self._tx(None, write=False) as w:
             g = w.guests.get(vm.id)
             if (g is None or g.crashed) and len(self.kind.variants) == 1:
                 # gone: the kind's, as a real backend answers from what it last saw; the next
@@ -560,7 +563,7 @@ class FakeBackend(Backend):
     # -- changing: every rule comes from the kind (Backend.check_target / plan_config) ---------
 
     def target_ceiling(self, vm: VM, stats: MemoryStats, config: MemoryConfig) -> int | None:
-        with self._tx(None) as w:
+        with self._tx(None, write=False) as w:
             physical = w.host.physical_bytes
         return self.kind.target_ceiling(vm, stats, config, host_memory_bytes=physical)
 

@@ -396,10 +396,13 @@ class WorldStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            version, data = conn.execute("SELECT version, data FROM world WHERE id = 1").fetchone()
+            # the world's bytes are read only when another process changed it since this one
+            # last saw it (a question asked once per VM costs nothing per VM)
+            (version,) = conn.execute("SELECT version FROM world WHERE id = 1").fetchone()
             if self._cache is not None and self._cache[0] == version:
                 world = self._cache[1]
             else:
+                (data,) = conn.execute("SELECT data FROM world WHERE id = 1").fetchone()
                 world = self._decode(data)
             try:
                 yield world
