@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from hvballoon.errors import Hint, InvalidURIError
 
@@ -71,6 +71,16 @@ def parse_uri(uri: object) -> ParsedURI:
         )
     try:
         parts = urlsplit(uri)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address
+        raise InvalidURIError(f"invalid URI {redact_uri(uri)!r}: {exc}") from None
+    if _password_cut_short(parts):
+        raise InvalidURIError(
+            f"invalid URI {redact_uri(uri)!r}: a password must not be part of the URI, and a '#', "
+            "'/' or '?' in it ends the host part early (in a URI's user part they would have to be "
+            "percent-encoded: %23, %2F, %3F)",
+            hint=Hint("password"),
+        )
+    try:
         port = parts.port
     except ValueError as exc:
         # urllib quotes what it could not read as a port, which may be part of a password
@@ -125,6 +135,21 @@ def parse_uri(uri: object) -> ParsedURI:
         path=parts.path,
         query=query,
     )
+
+
+def _password_cut_short(parts: SplitResult) -> bool:
+    """Whether ``user:pa#ss@host`` (a ``#``, ``/`` or ``?`` in a password) was cut at that
+    character: a host part holding a ``:`` but no ``@``, and an ``@`` after it where none belongs —
+    anywhere, if what follows the ``:`` is no port; else in the path, the fragment or a query's
+    first name (``?user=a@b`` stays a query)."""
+    if "@" in parts.netloc or ":" not in parts.netloc:
+        return False
+    try:
+        _ = parts.port
+    except ValueError:
+        return "@" in f"{parts.path}{parts.query}{parts.fragment}"
+    first_name = parts.query.partition("&")[0].partition("=")[0]
+    return "@" in parts.path or "@" in parts.fragment or "@" in first_name
 
 
 _QUERY_SECRET_RE = re.compile(r"(?P<k>[?&](?:" + "|".join(sorted(_SECRET_KEYS)) + r"))=[^&#]*", re.IGNORECASE)

@@ -130,6 +130,49 @@ def test_a_port_out_of_range_or_a_host_with_a_blank_is_an_invalid_uri_not_a_conn
     assert not info.value.retryable
 
 
+@pytest.mark.parametrize(
+    ("uri", "secret"),
+    [
+        ("esxi://root:pa#ss@esx01", "pa#ss"),
+        ("hyperv://admin:a/b@hv01", "a/b"),
+        ("esxi://root:pa?ss@esx01", "pa?ss"),
+        ("esxi://root:1234#ss@esx01", "1234#ss"),
+        ("esxi://root:12/34@esx01/?x=1", "12/34"),  # a valid port, then the host in the path
+        ("vcenter://admin:12?ss@vc01", "12?ss"),
+    ],
+)
+def test_a_password_cut_short_by_a_hash_slash_or_question_mark_is_named_as_a_password(
+    uri: str, secret: str
+) -> None:
+    # not "the port is not a number" (nor a connection to a host named after the user)
+    with pytest.raises(InvalidURIError, match="a password must not be part of the URI") as info:
+        parse_uri(uri)
+    said = str(info.value)
+    assert "%23, %2F, %3F" in said and "port" not in said
+    assert secret not in said and "***" in said
+    assert info.value.hint is not None and "HVBALLOON_PASSWORD" in errors.hint_text(info.value.hint)
+
+
+@pytest.mark.parametrize(
+    ("uri", "host", "port", "query"),
+    [
+        ("esxi://esx01:443/?user=a@b", "esx01", 443, {"user": "a@b"}),
+        ("qemu+ssh://root@kvm01:22/system?keyfile=/k@1", "kvm01", 22, {"keyfile": "/k@1"}),
+        ("hyperv://admin%40corp@hv01:5986", "hv01", 5986, {}),
+    ],
+)
+def test_an_at_sign_after_a_port_in_a_query_is_no_password(
+    uri: str, host: str, port: int, query: dict[str, str]
+) -> None:
+    parsed = parse_uri(uri)
+    assert (parsed.host, parsed.port, parsed.query) == (host, port, query)
+
+
+def test_a_port_that_is_no_number_is_still_said_so() -> None:
+    with pytest.raises(InvalidURIError, match="the port is not a number"):
+        parse_uri("esxi://esx01:abc/")
+
+
 def test_the_ports_at_the_ends_of_the_range_are_taken() -> None:
     assert parse_uri("esxi://root@h:1").port == 1 and parse_uri("esxi://root@h:65535").port == 65535
 
