@@ -414,3 +414,31 @@ def test_esxi_zero_guest_memory_usage_without_a_heartbeat_keeps_the_usual_reason
     assert guest_figures_note(0, None) == guest_figures_note(0, "unknown") == NO_TOOLS_NOTE
     assert guest_figures_note(None, "gray") is None and guest_figures_note(512, None) is None
     assert guest_figures_note(0, "gray") != NO_TOOLS_NOTE
+
+
+@pytest.mark.parametrize(
+    ("flavor", "update", "nearest"),
+    [
+        ("hyperv", {"maximum": "1MiB"}, "nearest: 32 MiB)"),
+        ("hyperv", {"minimum": "1MiB"}, "nearest: 32 MiB)"),
+        ("hyperv", {"startup": "3MiB"}, "nearest: 32 MiB)"),
+        ("hyperv", {"maximum": "33MiB"}, "nearest: 32 MiB or 34 MiB)"),
+        ("esxi", {"limit": "512KiB"}, "nearest: 1 MiB)"),
+        ("esxi", {"reservation": "512KiB"}, "nearest: 0 B or 1 MiB)"),  # no reservation is one
+    ],
+)
+def test_the_nearest_sizes_an_unaligned_size_is_told_are_allowed_ones(
+    flavor: str, update: dict[str, str], nearest: str
+) -> None:
+    session = hvballoon.connect(f"fake://seed?flavor={flavor}")
+    with pytest.raises(InvalidRequestError) as info:
+        session.set_config("web01", dry_run=True, **update)
+    assert info.value.message.endswith(nearest)
+
+
+def test_a_kvm_maximum_below_one_kib_is_told_its_nearest_allowed_size() -> None:
+    vm = VM(id="1", name="v", backend="mine", power_state=PowerState.STOPPED)
+    config = MemoryConfig(vm=vm, mechanism=KVM.variant_for(dynamic=None).mechanism, maximum_bytes=512)
+    with pytest.raises(InvalidRequestError) as info:
+        KVM.check_config(vm, config)
+    assert info.value.message.endswith("nearest: 1 KiB)") and info.value.details["down"] is None

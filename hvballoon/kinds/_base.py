@@ -357,22 +357,32 @@ class Kind:
             details={"rule": rule_id, "kind": self.name, **details},
         )
 
-    def check_aligned(self, vm: VM | None, sizes: Mapping[str, int | None], *, rule: str) -> None:
-        """Refuse a size that is not a multiple of :attr:`alignment_bytes` (naming the nearest)."""
+    def check_aligned(
+        self,
+        vm: VM | None,
+        sizes: Mapping[str, int | None],
+        *,
+        rule: str,
+        least: Mapping[str, int] | None = None,
+    ) -> None:
+        """Refuse a size that is not a multiple of :attr:`alignment_bytes`, naming the nearest
+        allowed sizes: none below the field's ``least`` allowed value (0 where not given)."""
         step = self.alignment_bytes
         for name, value in sizes.items():
             if value is not None and value % step:
-                down, up = align(value, step, "down"), align(value, step, "up")
+                low = (least or {}).get(name, 0)
+                down, up = align(value, step, "down"), max(align(value, step, "up"), align(low, step, "up"))
+                nearest = [n for n in (down, up) if n >= low]
                 what = name.removesuffix("_bytes")
-                shown_down, shown_up = format_sizes(down, up)  # told apart even when they round alike
+                shown = format_sizes(*nearest)  # told apart even when they round alike
                 self.refuse(
                     rule,
                     f"{what} of {_name(vm)} must be a multiple of {format_size(step)} on {self.title} "
-                    f"(asked {value} bytes; nearest: {shown_down} or {shown_up})",
+                    f"(asked {value} bytes; nearest: {' or '.join(shown)})",
                     vm=vm,
                     field=name,
                     asked=value,
-                    down=down,
+                    down=down if down >= low else None,
                     up=up,
                 )
 

@@ -446,7 +446,9 @@ class ESXiKind(Kind):
                 asked=maximum,
             )
         allocation = {k: getattr(sizes, k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
-        self.check_aligned(vm, allocation, rule="whole_MiB")
+        self.check_aligned(
+            vm, allocation, rule="whole_MiB", least={"limit_bytes": MiB}
+        )  # a limit of 0 is refused
 
     def _check_allocation(self, vm: VM, after: MemoryConfig) -> None:
         """The reservation is within the limit and the memory size."""

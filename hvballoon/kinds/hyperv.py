@@ -389,7 +389,8 @@ class HyperVKind(Kind):
     def check_sizes(self, vm: VM | None, sizes: dict[str, int | None], *, what: str | None = None) -> None:
         """Every Hyper-V size: a multiple of 2 MiB and at least 32 MiB (also the backend's last
         check before it sends anything, whoever called it)."""
-        self.check_aligned(vm, sizes, rule="aligned_2MiB")
+        least = dict.fromkeys(sizes, MINIMUM_SIZE_BYTES)  # "nearest: 0 B" would be refused too
+        self.check_aligned(vm, sizes, rule="aligned_2MiB", least=least)
         for name, value in sizes.items():
             if value is not None and value < MINIMUM_SIZE_BYTES:
                 label = what or name.removesuffix("_bytes")

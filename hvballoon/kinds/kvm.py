@@ -530,7 +530,7 @@ class KVMKind(Kind):
             )
 
     def check_config(self, vm: VM, config: MemoryConfig) -> None:
-        self.check_aligned(vm, {"maximum_bytes": config.maximum_bytes}, rule="whole_KiB")
+        self.check_aligned(vm, {"maximum_bytes": config.maximum_bytes}, rule="whole_KiB", least=_NO_ZERO)
         ceiling = _above_hotplug_maximum(config, config.maximum_bytes)
         if ceiling is not None and config.maximum_bytes is not None:
             shown_max, shown = format_sizes(config.maximum_bytes, ceiling)
@@ -583,8 +583,11 @@ class KVMKind(Kind):
 
     def _check_changes(self, vm: VM, plan: ConfigUpdate, current: MemoryConfig) -> None:
         # (the balloon device's settings on a domain without one: refused as withheld, :meth:`withhold`)
-        self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB")
+        self.check_aligned(vm, {"maximum_bytes": plan.maximum_bytes}, rule="whole_KiB", least=_NO_ZERO)
 
+
+#: A memory size of zero is refused (the nearest size offered instead of one that is not)
+_NO_ZERO = {"maximum_bytes": KiB}
 
 #: The KVM kind.
 KVM = KVMKind()
