@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from hvballoon._modelbase import MAX_INT32, Frozen, SharesLevel
 from hvballoon._modelkeys import suggest
-from hvballoon.errors import InvalidRequestError
+from hvballoon.errors import InvalidRequestError, InvalidSizeError
 from hvballoon.units import parse_typed_target
 
 if TYPE_CHECKING:
@@ -349,6 +349,13 @@ class ConfigOption:
         (``int_bytes``: see :meth:`ConfigUpdate.from_keywords`)."""
         kw = self.keyword
         if self.kind == "size":
+            if self.unlimited and isinstance(value, str) and value.strip().lower() in _NO_VALUE_WORDS:
+                # None (null) leaves an option alone: the word must not remove a limit instead
+                raise InvalidSizeError(
+                    f"invalid {kw} {value!r}: to remove the limit say 'unlimited' (or -1); "
+                    f"to leave it as it is, leave {kw} out",
+                    details={"option": kw},
+                )
             if self.unlimited and (
                 (isinstance(value, str) and value.strip().lower() in _UNLIMITED)
                 # -1 as vSphere (and community.vmware's mem_limit) writes it, a YAML integer too
@@ -377,7 +384,9 @@ class ConfigOption:
 
 
 #: What ``limit`` accepts for "no limit".
-_UNLIMITED = frozenset({"unlimited", "none", "-1"})
+_UNLIMITED = frozenset({"unlimited", "-1"})
+#: Words for "no value" that read like "no limit" but, like a null, say nothing (refused)
+_NO_VALUE_WORDS = frozenset({"none", "null"})
 
 
 @functools.cache

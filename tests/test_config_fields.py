@@ -110,7 +110,7 @@ def test_values_are_read_as_people_type_them() -> None:
         "reservation_bytes": 0,
         "shares_level": "high",
     }
-    for spelling in ("unlimited", "UNLIMITED", "none", "-1"):
+    for spelling in ("unlimited", "UNLIMITED", "-1"):
         assert ConfigUpdate.from_keywords({"limit": spelling}).fields() == {"limit_bytes": None}
     assert ConfigUpdate.from_keywords({"priority": None, "limit": None}).fields() == {}
 
@@ -318,3 +318,18 @@ def test_an_integer_minus_one_removes_the_limit_as_the_text_does_and_vsphere_wri
 
     r = run_module("config", {"uri": "fake://seed?flavor=esxi", "vm": "web01", "limit": -1}, True)
     assert not r.get("failed") and r["changes"][0]["after"] == {"limit_bytes": None}, r
+
+
+@pytest.mark.parametrize("word", ["none", "None", "null"])
+def test_a_none_word_for_the_limit_is_refused_not_taken_as_no_limit(word: str) -> None:
+    # a None leaves an option alone, so the word must not remove a limit (Ansible renders an
+    # unset variable's None as "None")
+    with pytest.raises(InvalidSizeError, match="say 'unlimited'") as info:
+        ConfigUpdate.from_keywords({"limit": word})
+    assert info.value.details["option"] == "limit"
+    result = CliRunner().invoke(main, ["config", "fake://seed?flavor=esxi", "web01", "--limit", word])
+    assert result.exit_code == 2 and "say 'unlimited' (or -1)" in result.output, result.output
+    from tests.support.ansible import run_module
+
+    r = run_module("config", {"uri": "fake://seed?flavor=esxi", "vm": "web01", "limit": word}, False)
+    assert r.get("failed") and "say 'unlimited'" in r["msg"] and not r.get("changed"), r
