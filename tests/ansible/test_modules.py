@@ -327,6 +327,9 @@ def test_check_mode_with_a_refused_vm_says_what_the_run_would_do(esxi: str, skip
     assert [(x["vm"], x["changed"]) for x in run["results"]] == [
         (x["vm"], x["changed"]) for x in check["results"]
     ]
+    # and the task fails as the run does: some VMs changed and others not is a partial change
+    assert check["code"] == run["code"] == ("partial_change" if skip_invalid else "vm_not_found")
+    assert check["error"]["details"].get("applied") == run["error"]["details"].get("applied")
 
 
 @pytest.mark.parametrize(("option", "value"), [("reservation", 4), ("limit", 512), ("reservation", "4")])

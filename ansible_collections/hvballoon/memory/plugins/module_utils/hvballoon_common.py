@@ -14,8 +14,14 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 try:
     import hvballoon
+    from hvballoon._results import first_few
     from hvballoon._uri import uri_secrets
-    from hvballoon.errors import BackendUnavailableError, HVBalloonError, InvalidRequestError
+    from hvballoon.errors import (
+        BackendUnavailableError,
+        HVBalloonError,
+        InvalidRequestError,
+        PartialChangeError,
+    )
     from hvballoon.units import format_size
 except ImportError:
     HAS_HVBALLOON = False
@@ -304,9 +310,29 @@ def exit_bulk(module, res, result, stats=False):
     if module._diff:
         result["diff"] = [change_diff(c) for c in kept]
     error = res.error
+    if error is not None and module.check_mode and moving:
+        error = _would_be_partial(res, moving, error)
     if error is not None:
         fail_error(module, error, **result)
     module.exit_json(**result)
+
+
+def _would_be_partial(res, moving, error):
+    """The error the real run fails with when the VMs it skips are refused and others change:
+    ``partial_change``, as :attr:`hvballoon.TargetResults.error` says once they have changed."""
+    errors = res.errors
+    keys = list(res)
+    summary = first_few([f"{k}: {e.message}" for k, e in errors.items()], "; ")
+    return PartialChangeError(
+        f"would change {len(moving)} of {len(keys)} VMs ({first_few(sorted(moving))}); not changed: {summary}",
+        backend=error.backend,
+        uri=error.uri,
+        details={
+            "errors": {k: e.to_dict() for k, e in errors.items()},
+            "applied": sorted(moving),
+            "not_applied": [k for k in keys if k not in moving],
+        },
+    )
 
 
 def _readable(fields):

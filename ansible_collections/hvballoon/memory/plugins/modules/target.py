@@ -25,7 +25,8 @@ description:
     others failed, the task fails with code V(partial_change) and C(changed=true); RV(results)
     says what happened to each VM."
   - Check mode computes the change without touching anything; C(--diff) shows the target before
-    and after, per VM.
+    and after, per VM. It fails with the code the run would fail with (V(partial_change) when
+    O(skip_invalid) would change some VMs and skip others).
 author:
   - hvballoon authors (@hvballoon)
 extends_documentation_fragment:
