@@ -48,9 +48,11 @@ def _pair_vm(pair: _Pair) -> VM:
 class _BulkTargets(_TargetPlanning, _Waiting):
     """Plans, applies and waits for many targets at once (``set_target`` is one VM of it)."""
 
-    @staticmethod
-    def _target_items(targets: Any) -> list[tuple[str, VMRef, int | str]]:
-        return keyed_pairs(targets, call="set_targets", value="size")
+    def _target_items(self, targets: Any) -> list[tuple[str, VMRef, int | str]]:
+        try:
+            return keyed_pairs(targets, call="set_targets", value="size")
+        except HVBalloonError as exc:  # a VM named twice: said with the session's context
+            raise exc.with_context(backend=self.backend_name, uri=self.uri) from None
 
     def _set_targets(
         self,

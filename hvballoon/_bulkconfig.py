@@ -77,11 +77,14 @@ class _BulkConfigs(_SessionCore):
         if logged:
             log.info(_CHANGED_CONFIG, vm.name, sorted(plan.fields()))
 
-    @staticmethod
-    def _config_items(configs: Any) -> list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]]:
+    def _config_items(self, configs: Any) -> list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]]:
         """``set_configs``'s argument as (key, VM ref, its update or the error of its fields)."""
         items: list[tuple[str, VMRef, ConfigUpdate | HVBalloonError]] = []
-        for key, ref, fields in keyed_pairs(configs, call="set_configs", value="{option: value}"):
+        try:
+            pairs = keyed_pairs(configs, call="set_configs", value="{option: value}")
+        except HVBalloonError as exc:  # a VM named twice: said with the session's context
+            raise exc.with_context(backend=self.backend_name, uri=self.uri) from None
+        for key, ref, fields in pairs:
             update: ConfigUpdate | HVBalloonError
             if not isinstance(fields, Mapping):
                 update = InvalidRequestError(

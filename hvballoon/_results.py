@@ -282,7 +282,7 @@ def keyed_pairs(items: Any, *, call: str, value: str) -> list[tuple[str, VM | st
         if not isinstance(key, str) or not key:
             raise InvalidRequestError(f"a VM is named by a non-empty name or id, got {ref!r}")
         if key in seen:
-            raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once")
+            raise InvalidRequestError(f"VM {key!r} is named twice: give each VM once", vm=key)
         seen.add(key)
         out.append((key, ref, item))
     return out

@@ -126,6 +126,18 @@ def test_a_malformed_request_is_refused_whole(configs: Any, message: str) -> Non
 
 
 @pytest.mark.parametrize(
+    ("call", "asked"),
+    [("set_targets", "6GiB"), ("set_configs", {"limit": "6GiB"})],
+)
+def test_a_vm_named_twice_is_said_with_the_same_context_by_both_bulk_calls(call: str, asked: Any) -> None:
+    with hvballoon.connect(ESXI) as hv:
+        with pytest.raises(InvalidRequestError, match="named twice") as info:
+            getattr(hv, call)([("web01", asked), ("web01", asked)])
+    assert (info.value.backend, info.value.vm) == ("fake", "web01")
+    assert str(info.value).endswith("[backend=fake, vm=web01]")
+
+
+@pytest.mark.parametrize(
     ("fields", "message"),
     [
         ("2GiB", "is a mapping"),

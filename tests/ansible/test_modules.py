@@ -421,3 +421,11 @@ def test_a_vm_name_utf8_cannot_hold_does_not_fail_the_task(tmp_path: Path) -> No
     json.dumps(r, ensure_ascii=False).encode("utf-8")  # what the controller reads back
     names = [v["name"] for v in r["vms"]]
     assert "web\ufffd 01" in names and len(names) == 10
+
+
+def test_a_vm_named_twice_fails_target_and_config_alike(esxi: str) -> None:
+    target = run_module("target", {"uri": esxi, "vms": ["web01", "web01"], "size": "6GiB"}, check_mode=False)
+    config = run_module("config", {"uri": esxi, "vms": ["web01", "web01"], "limit": "6GiB"}, check_mode=False)
+    assert target["code"] == config["code"] == "invalid_request"
+    assert target["msg"] == config["msg"] and target["msg"].endswith("vm=web01]"), (target, config)
+    assert target["error"]["backend"] == config["error"]["backend"] == "fake"
