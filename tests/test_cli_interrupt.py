@@ -20,6 +20,21 @@ def interrupt(cmd: Running) -> tuple[int, str, str]:
     return code, "".join(cmd.stdout), "".join(cmd.stderr)
 
 
+def stopped_asleep(
+    running: Callable[..., Running], tmp_path: Path, scenario_text: str, command: str, *args: str
+) -> tuple[str, str]:
+    """``hvballoon COMMAND fake://SCENARIO?speed=1 ARGS…`` on a scenario of ``scenario_text``,
+    sent Ctrl-C once it sleeps (in a slow call the scenario scripts); it must exit 130.
+    Returns what it printed (stdout, stderr)."""
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(scenario_text)
+    cmd = running(command, f"fake://{scenario}?speed=1", *args)
+    cmd.wait_for(lambda r: r.asleep())
+    code, out, err = interrupt(cmd)
+    assert code == 130, err
+    return out, err
+
+
 @pytest.mark.slow
 def test_watch_stops_with_130_and_a_summary(running: Callable[..., Running]) -> None:
     cmd = running("watch", "fake://seed", "fake://seed?flavor=esxi", "--interval", "0.2s", "--json")
@@ -130,13 +145,11 @@ def test_bulk_set_stopped_while_applying_says_what_the_call_in_flight_applied(
     running: Callable[..., Running], tmp_path: Path, as_json: bool
 ) -> None:
     # it said "stopped before the command finished", with web01 and web02 applied
-    scenario = tmp_path / "slow.yaml"
-    scenario.write_text(SLOW_APPLY)
     pairs = ("web01=8GiB", "web02=7GiB", "web03=6GiB")
-    cmd = running("set", f"fake://{scenario}?speed=1", *pairs, "--wait", *(["--json"] if as_json else []))
-    cmd.wait_for(lambda r: r.asleep())  # in web02's slow call, the only wait before the apply ends
-    code, out, err = interrupt(cmd)
-    assert code == 130, err
+    # Ctrl-C in web02's slow call, the only wait before the apply ends
+    out, err = stopped_asleep(
+        running, tmp_path, SLOW_APPLY, "set", *pairs, "--wait", *(["--json"] if as_json else [])
+    )
     assert (
         "interrupted: the targets of 2 of 3 VMs were applied (web01, web02); stopped while applying "
         "them, before waiting; not sent again after a retryable failure: web03"
@@ -164,12 +177,7 @@ def test_bulk_set_stopped_while_applying_says_what_the_call_in_flight_applied(
 def test_set_of_one_vm_stopped_while_applying_says_its_target_was_applied(
     running: Callable[..., Running], tmp_path: Path
 ) -> None:
-    scenario = tmp_path / "slow.yaml"
-    scenario.write_text(SLOW_APPLY)
-    cmd = running("set", f"fake://{scenario}?speed=1", "web02", "7GiB", "--wait")
-    cmd.wait_for(lambda r: r.asleep())  # in its slow call
-    code, out, err = interrupt(cmd)
-    assert code == 130, err
+    out, err = stopped_asleep(running, tmp_path, SLOW_APPLY, "set", "web02", "7GiB", "--wait")
     assert "interrupted: the target of web02 was applied; stopped while it was sent, before waiting" in err, (
         err
     )
@@ -182,14 +190,9 @@ def test_set_of_one_vm_json_stopped_while_applying_prints_what_was_applied(
     running: Callable[..., Running], tmp_path: Path, wait: bool
 ) -> None:
     # it printed its stderr line and no JSON document at all
-    scenario = tmp_path / "slow.yaml"
-    scenario.write_text(SLOW_APPLY)
-    cmd = running(
-        "set", f"fake://{scenario}?speed=1", "web02", "7GiB", "--json", *(["--wait"] if wait else [])
+    out, err = stopped_asleep(
+        running, tmp_path, SLOW_APPLY, "set", "web02", "7GiB", "--json", *(["--wait"] if wait else [])
     )
-    cmd.wait_for(lambda r: r.asleep())  # in its slow call
-    code, out, err = interrupt(cmd)
-    assert code == 130, err
     report = json.loads(out)  # as an interrupted wait prints it
     assert report["interrupted"] is True and report["stats"] is None
     assert report["change"]["changed"] and report["change"]["after"]["target_bytes"] == 7 * 2**30
@@ -202,12 +205,10 @@ def test_set_of_one_vm_json_stopped_while_its_call_fails_prints_the_failure(
     running: Callable[..., Running], tmp_path: Path
 ) -> None:
     # web03's call times out after 2 s; the Ctrl-C in it keeps it from being sent again
-    scenario = tmp_path / "slow.yaml"
-    scenario.write_text(SLOW_APPLY.replace("kind: timeout", "kind: slow, latency: 10"))
-    cmd = running("set", f"fake://{scenario}?speed=1", "web03", "6GiB", "--json", "--timeout", "2s")
-    cmd.wait_for(lambda r: r.asleep())  # in its slow call
-    code, out, err = interrupt(cmd)
-    assert code == 130, err
+    scenario = SLOW_APPLY.replace("kind: timeout", "kind: slow, latency: 10")
+    out, err = stopped_asleep(
+        running, tmp_path, scenario, "set", "web03", "6GiB", "--json", "--timeout", "2s"
+    )
     report = json.loads(out)
     assert report["code"] == "timeout" and report["vm"] == "web03"
     assert (
@@ -220,12 +221,9 @@ def test_set_of_one_vm_json_stopped_while_its_call_fails_prints_the_failure(
 def test_bulk_set_stopped_while_reading_says_no_target_was_applied(
     running: Callable[..., Running], tmp_path: Path
 ) -> None:
-    scenario = tmp_path / "slow-read.yaml"
-    scenario.write_text(SLOW_APPLY.replace("op: set_target, kind: slow", "op: get_stats, kind: slow"))
-    cmd = running("set", f"fake://{scenario}?speed=1", "web01=8GiB", "web02=7GiB")
-    cmd.wait_for(lambda r: r.asleep())  # in the read of the VMs, before anything is sent
-    code, out, err = interrupt(cmd)
-    assert code == 130, err
+    slow_read = SLOW_APPLY.replace("op: set_target, kind: slow", "op: get_stats, kind: slow")
+    # Ctrl-C in the read of the VMs, before anything is sent
+    out, err = stopped_asleep(running, tmp_path, slow_read, "set", "web01=8GiB", "web02=7GiB")
     assert "interrupted: no target was applied: stopped before the targets of 2 VMs were sent" in err, err
     assert out == "" and "Traceback" not in err
 
@@ -251,20 +249,18 @@ def test_bulk_config_stopped_while_applying_says_which_vms_were_changed_and_whic
     running: Callable[..., Running], tmp_path: Path, as_json: bool
 ) -> None:
     # it said "stopped before the command finished", with web01 and web02 changed
-    scenario = tmp_path / "slow.yaml"
-    scenario.write_text(SLOW_CONFIG)
     vms = ("web01", "web02", "web03")
-    cmd = running(
+    # Ctrl-C in web02's slow change, the only wait in the command
+    out, err = stopped_asleep(
+        running,
+        tmp_path,
+        SLOW_CONFIG,
         "config",
-        f"fake://{scenario}?speed=1",
         *vms,
         "--reservation",
         "2GiB",
         *(["--json"] if as_json else []),
     )
-    cmd.wait_for(lambda r: r.asleep())  # in web02's slow change, the only wait in the command
-    code, out, err = interrupt(cmd)
-    assert code == 130, err
     assert (
         "interrupted: the configurations of 2 of 3 VMs were changed (web01, web02); "
         "stopped while changing them; not sent: web03"

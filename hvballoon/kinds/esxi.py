@@ -446,9 +446,8 @@ class ESXiKind(Kind):
                 asked=maximum,
             )
         allocation = {k: getattr(sizes, k) for k in ("reservation_bytes", "limit_bytes", "balloon_cap_bytes")}
-        self.check_aligned(
-            vm, allocation, rule="whole_MiB", least={"limit_bytes": MiB}
-        )  # a limit of 0 is refused
+        # a limit is never 0 (the nearest size offered is one that is allowed)
+        self.check_aligned(vm, allocation, rule="whole_MiB", least={"limit_bytes": MiB})
 
     def _check_allocation(self, vm: VM, after: MemoryConfig) -> None:
         """The reservation is within the limit and the memory size."""

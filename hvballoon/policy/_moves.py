@@ -389,15 +389,12 @@ class _Moves:
             marked = False
             before: int | None = None  # what it had, where that is not its target (a limit above it)
             if lowering and v.id not in known:
-                cfg = self._configs.get(v.id)
-                unlimited = v.mechanism is Mechanism.LIMIT and cfg is not None and cfg.limit_bytes is None
-                # an ESXi limit above the memory size (the sweep's, fresh): its target reads as
-                # the memory size, and release sets the limit back as it was
-                limit = (
-                    st.extra.get("limit_bytes") if st is not None and v.mechanism is Mechanism.LIMIT else None
-                )
-                if isinstance(limit, int) and limit > v.target_bytes:
-                    before = limit
+                cfg = self._configs.get(v.id) if v.mechanism is Mechanism.LIMIT else None
+                unlimited = cfg is not None and cfg.limit_bytes is None
+                # an ESXi limit above the memory size: its target reads as the memory size, and
+                # release sets the limit back as it was
+                if cfg is not None and cfg.limit_bytes is not None and cfg.limit_bytes > v.target_bytes:
+                    before = cfg.limit_bytes
                 if marks:
                     try:
                         value = mark_value(v.target_bytes if before is None else before, unlimited=unlimited)
